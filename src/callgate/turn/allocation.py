@@ -1,0 +1,222 @@
+"""One allocation: its relayed transport addresses, permissions, channels and counters
+(RFC 8656 §2.2, §9, §12). Pure state plus the per-packet forwarding steps.
+
+Hot-path rules (DESIGN.md): per packet, one dict lookup, one send, integer counters. Permission
+and channel expiry is exact in the request handlers and swept once a second for the data path.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from callgate.stun import attributes as attrs
+from callgate.stun.constants import Attr, MessageClass, Method
+from callgate.stun.message import build, encode, new_transaction_id
+from callgate.types import Address, FiveTuple
+
+ClientSend = Callable[[bytes], None]
+_CHANNEL_HEADER = struct.Struct("!HH")
+
+
+class RelayEndpoint(Protocol):
+    """A relayed transport address: a UDP socket toward peers."""
+
+    address: Address
+    family: int
+
+    def sendto(self, data: bytes | memoryview, peer: Address) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Channel:
+    number: int
+    peer: Address
+    expires: float
+
+
+class TokenBucket:
+    """Bytes-per-second cap with one second of burst (RFC 8656 §7.2 leaves policing to the server)."""
+
+    __slots__ = ("now", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: int, now: Callable[[], float]) -> None:
+        self.rate = rate
+        self.tokens = float(rate)
+        self.now = now
+        self.stamp = now()
+
+    def take(self, size: int) -> bool:
+        t = self.now()
+        self.tokens = min(float(self.rate), self.tokens + (t - self.stamp) * self.rate)
+        self.stamp = t
+        if self.tokens < size:
+            return False
+        self.tokens -= size
+        return True
+
+
+class Allocation:
+    __slots__ = (
+        "allocate_response",
+        "allocate_tid",
+        "bucket",
+        "bytes_to_client",
+        "bytes_to_peer",
+        "channel_peers",
+        "channels",
+        "client_send",
+        "dont_fragment",
+        "dropped",
+        "expires",
+        "five_tuple",
+        "id",
+        "integrity",
+        "key",
+        "lifetime",
+        "packets_to_client",
+        "packets_to_peer",
+        "peer_channels",
+        "peers_seen",
+        "permissions",
+        "relay_address",
+        "relays",
+        "started",
+        "stream",
+        "user",
+        "username",
+    )
+
+    def __init__(
+        self,
+        five_tuple: FiveTuple,
+        username: str,
+        user: str,
+        key: bytes,
+        client_send: ClientSend,
+        stream: bool,
+        started: float,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.five_tuple = five_tuple
+        self.username = username
+        self.user = user
+        self.key = key
+        self.relays: dict[int, RelayEndpoint] = {}
+        self.relay_address: Address = ("", 0)  # first relayed address, kept for records
+        self.expires = 0.0
+        self.lifetime = 0
+        self.started = started
+        self.permissions: dict[str, float] = {}  # peer IP -> monotonic expiry
+        self.channels: dict[int, Channel] = {}
+        self.peer_channels: dict[Address, int] = {}  # hot path: peer -> channel number
+        self.channel_peers: dict[int, Address] = {}  # hot path: channel number -> peer
+        self.peers_seen: set[str] = set()
+        self.client_send = client_send
+        self.stream = stream
+        self.packets_to_peer = 0
+        self.bytes_to_peer = 0
+        self.packets_to_client = 0
+        self.bytes_to_client = 0
+        self.dropped = 0
+        self.bucket: TokenBucket | None = None
+        self.allocate_tid = b""
+        self.allocate_response = b""
+        self.dont_fragment = False
+        self.integrity = int(Attr.MESSAGE_INTEGRITY)
+
+    # -- state changes (called by handlers) ------------------------------------------------
+
+    def relay_for(self, host: str) -> RelayEndpoint | None:
+        family = 2 if ":" in host else 1
+        return self.relays.get(family)
+
+    def permit(self, peer_ip: str, expires: float) -> None:
+        """Install or refresh a permission (RFC 8656 §9)."""
+        self.permissions[peer_ip] = expires
+        self.peers_seen.add(peer_ip)
+
+    def bind_channel(self, number: int, peer: Address, expires: float) -> None:
+        """Bind or refresh a channel (RFC 8656 §12); the caller checked the binding is consistent."""
+        channel = self.channels.get(number)
+        if channel is None:
+            self.channels[number] = Channel(number, peer, expires)
+            self.peer_channels[peer] = number
+            self.channel_peers[number] = peer
+        else:
+            channel.expires = expires
+
+    def expire(self, now: float) -> None:
+        """Drop permissions and channels whose lifetime is over (RFC 8656 §9, §12)."""
+        for ip in [ip for ip, exp in self.permissions.items() if exp <= now]:
+            del self.permissions[ip]
+        for number in [n for n, ch in self.channels.items() if ch.expires <= now]:
+            channel = self.channels.pop(number)
+            self.peer_channels.pop(channel.peer, None)
+            self.channel_peers.pop(number, None)
+
+    def close(self) -> None:
+        for relay in self.relays.values():
+            relay.close()
+        self.relays.clear()
+        self.channel_peers.clear()
+        self.peer_channels.clear()
+        self.permissions.clear()
+
+    # -- data path ---------------------------------------------------------------------------
+
+    def to_peer(self, data: bytes | memoryview, peer: Address) -> bool:
+        """Relay client data to a peer with a permission; False if dropped."""
+        relay = self.relay_for(peer[0])
+        if relay is None or peer[0] not in self.permissions:
+            self.dropped += 1
+            return False
+        size = len(data)
+        if self.bucket is not None and not self.bucket.take(size):
+            self.dropped += 1
+            return False
+        relay.sendto(data, peer)
+        self.packets_to_peer += 1
+        self.bytes_to_peer += size
+        return True
+
+    def from_peer(self, data: bytes, peer: Address) -> bool:
+        """Deliver peer data to the client as ChannelData or a Data indication (RFC 8656 §11.3).
+
+        Data from peers without a permission is dropped silently (§9).
+        """
+        if peer[0] not in self.permissions:
+            self.dropped += 1
+            return False
+        size = len(data)
+        if self.bucket is not None and not self.bucket.take(size):
+            self.dropped += 1
+            return False
+        number = self.peer_channels.get(peer)
+        if number is not None:
+            packet = _CHANNEL_HEADER.pack(number, size) + data
+            if self.stream and size & 3:
+                packet += b"\x00" * (4 - (size & 3))
+        else:
+            packet = data_indication(peer, data)
+        self.client_send(packet)
+        self.packets_to_client += 1
+        self.bytes_to_client += size
+        return True
+
+
+def data_indication(peer: Address, data: bytes) -> bytes:
+    """A Data indication carrying `data` from `peer` (RFC 8656 §11.4)."""
+    tid = new_transaction_id()
+    message = build(
+        Method.DATA,
+        MessageClass.INDICATION,
+        tid,
+        [(Attr.XOR_PEER_ADDRESS, attrs.pack_xor_address(peer, tid)), (Attr.DATA, data)],
+    )
+    return encode(message)

@@ -1,0 +1,25 @@
+"""Plain integer counters the server bumps on its hot paths; metrics read them at scrape time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class TurnCounters:
+    allocations_total: int = 0
+    allocations_active: int = 0
+    # Relayed traffic: "to_peer" = client -> peer, "to_client" = peer -> client.
+    packets_to_peer: int = 0
+    bytes_to_peer: int = 0
+    packets_to_client: int = 0
+    bytes_to_client: int = 0
+    auth_failures: int = 0
+    peers_refused: int = 0
+    malformed_dropped: int = 0
+    quota_rejections: int = 0
+    bandwidth_dropped: int = 0
+    binding_requests: int = 0
+    # Requests by method name ("allocate", "refresh", ...), answered with success or error.
+    requests: dict[str, int] = field(default_factory=dict)
+    errors: dict[int, int] = field(default_factory=dict)

@@ -1,0 +1,499 @@
+"""STUN/TURN request handling with no socket I/O: bytes and a client context in, response out.
+
+Each method handler reads validate -> authorize -> act -> respond, citing RFC 8656 / RFC 8489.
+Relay sockets come from an injected allocator, so these handlers run in unit tests without sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from callgate.clock import Clock
+from callgate.policy.peers import PeerFilter
+from callgate.stun import attributes as attrs
+from callgate.stun.channel_data import valid_channel
+from callgate.stun.constants import (
+    FAMILY_IPV4,
+    FAMILY_IPV6,
+    KNOWN_ATTRIBUTES,
+    PROTO_UDP,
+    REASONS,
+    Attr,
+    MessageClass,
+    Method,
+    comprehension_required,
+)
+from callgate.stun.message import (
+    Message,
+    StunDecodeError,
+    build,
+    decode,
+    encode,
+    integrity_attribute,
+    verify_integrity,
+)
+from callgate.turn.allocation import Allocation, ClientSend, RelayEndpoint, TokenBucket
+from callgate.turn.auth import Authenticator, Credential
+from callgate.turn.config import TurnConfig
+from callgate.turn.counters import TurnCounters
+from callgate.turn.events import EventKind
+from callgate.turn.manager import AllocationManager
+from callgate.turn.relay import InsufficientCapacity, PeerHandler
+from callgate.types import Address, FiveTuple
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+_RESPONSE_CACHE_SECONDS = 40.0  # RFC 8489 §6.3.1: cover the client's retransmission window
+_RESPONSE_CACHE_SIZE = 8192
+
+
+class Allocator(Protocol):
+    def supports(self, family: int) -> bool: ...
+
+    def allocate(
+        self, family: int, handler: PeerHandler, *, even: bool = False, reserve: bool = False
+    ) -> tuple[RelayEndpoint, bytes | None]: ...
+
+    def take_reservation(self, token: bytes, handler: PeerHandler) -> RelayEndpoint | None: ...
+
+
+@dataclass(slots=True)
+class Client:
+    """Who sent a message: their five-tuple and how to send them bytes."""
+
+    five_tuple: FiveTuple
+    send: ClientSend
+    stream: bool  # TCP/TLS: ChannelData gets padded (RFC 8656 §12.5)
+
+
+class _Reject(Exception):
+    """Ends a handler with an error response."""
+
+    def __init__(self, code: int, *extra: tuple[int, bytes]) -> None:
+        self.code = code
+        self.extra = extra
+
+
+class TurnHandler:
+    def __init__(
+        self,
+        config: TurnConfig,
+        auth: Authenticator,
+        peers: PeerFilter,
+        allocator: Allocator,
+        manager: AllocationManager,
+        counters: TurnCounters,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self.auth = auth
+        self.peers = peers
+        self.allocator = allocator
+        self.manager = manager
+        self.counters = counters
+        self.clock = clock
+        self._software: list[tuple[int, bytes]] = (
+            [(int(Attr.SOFTWARE), attrs.pack_text(config.software))] if config.software else []
+        )
+        self._recent: OrderedDict[tuple[Address, bytes], tuple[float, bytes]] = OrderedDict()
+        self._methods: dict[int, Callable[[Message, Client, Credential], bytes]] = {
+            Method.ALLOCATE: self._allocate,
+            Method.REFRESH: self._refresh,
+            Method.CREATE_PERMISSION: self._create_permission,
+            Method.CHANNEL_BIND: self._channel_bind,
+        }
+
+    # -- entry point -------------------------------------------------------------------------
+
+    def handle(self, data: bytes, client: Client) -> bytes | None:
+        """Process one STUN message; return the response to send, if any.
+
+        Malformed input is dropped and counted (never answered): it may be spoofed.
+        """
+        try:
+            message = decode(data)
+        except StunDecodeError as exc:
+            self.counters.malformed_dropped += 1
+            log.debug("dropped malformed STUN from %s: %s", client.five_tuple.client, exc)
+            return None
+        if message.cls is MessageClass.INDICATION:
+            if message.method == Method.SEND:
+                self._send_indication(message, client)
+            return None
+        if message.cls is not MessageClass.REQUEST:
+            return None
+        return self._request(message, client)
+
+    def _request(self, message: Message, client: Client) -> bytes:
+        name = _method_name(message.method)
+        self.counters.requests[name] = self.counters.requests.get(name, 0) + 1
+        if message.method == Method.BINDING:
+            return self._binding(message, client)
+        cache_key = (client.five_tuple.client, message.transaction_id)
+        cached = self._recent.get(cache_key)
+        if cached is not None and cached[0] > self.clock.monotonic():
+            return cached[1]  # a retransmission: answer as before (RFC 8489 §6.3.1)
+        handler = self._methods.get(message.method)
+        if handler is None:
+            response = self._error(message, 400, reason="Unknown method")
+        else:
+            response = self._authenticated(message, client, handler)
+        self._remember(cache_key, response)
+        return response
+
+    def _remember(self, key: tuple[Address, bytes], response: bytes) -> None:
+        recent = self._recent
+        recent[key] = (self.clock.monotonic() + _RESPONSE_CACHE_SECONDS, response)
+        while len(recent) > _RESPONSE_CACHE_SIZE:
+            recent.popitem(last=False)
+
+    # -- STUN Binding (RFC 8489 §6.3.1) --------------------------------------------------------
+
+    def _binding(self, message: Message, client: Client) -> bytes:
+        unknown = _unknown_required(message)
+        if unknown:
+            return self._error(message, 420, extra=[_unknown_attr(unknown)])
+        tid = message.transaction_id
+        body: list[tuple[int, bytes]] = [
+            (Attr.XOR_MAPPED_ADDRESS, attrs.pack_xor_address(client.five_tuple.client, tid))
+        ]
+        self.counters.binding_requests += 1
+        return self._success(message, body, None)
+
+    # -- authentication (RFC 8489 §9.2.4) ------------------------------------------------------
+
+    def _authenticated(
+        self,
+        message: Message,
+        client: Client,
+        handler: Callable[[Message, Client, Credential], bytes],
+    ) -> bytes:
+        client_ip = client.five_tuple.client[0]
+        if integrity_attribute(message) is None:
+            return self._challenge(message, 401, client_ip)
+        username = message.get(Attr.USERNAME)
+        realm = message.get(Attr.REALM)
+        nonce = message.get(Attr.NONCE)
+        if username is None or realm is None or nonce is None:
+            self.counters.auth_failures += 1
+            return self._error(message, 400, reason="Missing USERNAME, REALM or NONCE")
+        try:
+            name = attrs.unpack_text(username, "USERNAME")
+            nonce_text = attrs.unpack_text(nonce, "NONCE")
+        except StunDecodeError:
+            return self._error(message, 400)
+        if not self.auth.nonce_valid(nonce_text, client_ip):
+            return self._challenge(message, 438, client_ip)
+        credential = self.auth.credential(name)
+        if (
+            credential is None
+            or realm != self.auth.realm.encode()
+            or not verify_integrity(message, credential.key)
+        ):
+            self.counters.auth_failures += 1
+            return self._challenge(message, 401, client_ip)
+        unknown = _unknown_required(message)
+        if unknown:
+            return self._error(message, 420, credential.key, extra=[_unknown_attr(unknown)])
+        try:
+            return handler(message, client, credential)
+        except _Reject as reject:
+            return self._error(message, reject.code, credential.key, extra=list(reject.extra))
+
+    def _challenge(self, message: Message, code: int, client_ip: str) -> bytes:
+        """401 or 438 with a fresh nonce and the realm, unprotected (RFC 8489 §9.2.4)."""
+        extra = [
+            (Attr.REALM, attrs.pack_text(self.auth.realm)),
+            (Attr.NONCE, attrs.pack_text(self.auth.new_nonce(client_ip))),
+        ]
+        return self._error(message, code, extra=extra)
+
+    # -- Allocate (RFC 8656 §7.2) --------------------------------------------------------------
+
+    def _allocate(self, message: Message, client: Client, cred: Credential) -> bytes:
+        existing = self.manager.get(client.five_tuple)
+        if existing is not None:
+            if existing.allocate_tid == message.transaction_id:
+                return existing.allocate_response
+            raise _Reject(437)
+        families, even, reserve, token = self._allocate_options(message)
+        if not self.manager.quota_allows(cred.user):
+            self.counters.quota_rejections += 1
+            raise _Reject(486)
+        allocation = Allocation(
+            client.five_tuple,
+            cred.username,
+            cred.user,
+            cred.key,
+            client.send,
+            client.stream,
+            self.clock.wall(),
+        )
+        address_error = self._bind_relays(allocation, families, even, reserve, token)
+        reservation = address_error if isinstance(address_error, bytes) else None
+        lifetime = self._lifetime(message, floor=True)
+        allocation.lifetime = lifetime
+        allocation.expires = self.clock.monotonic() + lifetime
+        allocation.integrity = integrity_attribute(message) or int(Attr.MESSAGE_INTEGRITY)
+        if message.has(Attr.DONT_FRAGMENT):
+            allocation.dont_fragment = True
+            for relay in allocation.relays.values():
+                set_df = getattr(relay, "set_dont_fragment", None)
+                if set_df is not None:
+                    set_df()
+        if self.config.max_bandwidth_per_allocation:
+            allocation.bucket = TokenBucket(
+                self.config.max_bandwidth_per_allocation, self.clock.monotonic
+            )
+        tid = message.transaction_id
+        body: list[tuple[int, bytes]] = [
+            (Attr.XOR_RELAYED_ADDRESS, attrs.pack_xor_address(relay.address, tid))
+            for relay in allocation.relays.values()
+        ]
+        body.append((Attr.LIFETIME, attrs.pack_uint32(lifetime)))
+        if reservation is not None:
+            body.append((Attr.RESERVATION_TOKEN, reservation))
+        if isinstance(address_error, tuple):
+            body.append(address_error)
+        body.append(
+            (Attr.XOR_MAPPED_ADDRESS, attrs.pack_xor_address(client.five_tuple.client, tid))
+        )
+        response = self._success(message, body, cred.key)
+        allocation.allocate_tid = tid
+        allocation.allocate_response = response
+        self.manager.add(allocation)
+        return response
+
+    def _allocate_options(self, message: Message) -> tuple[list[int], bool, bool, bytes | None]:
+        """Validate REQUESTED-TRANSPORT, families, EVEN-PORT, RESERVATION-TOKEN (§7.2 steps 2-8)."""
+        transport = message.get(Attr.REQUESTED_TRANSPORT)
+        if transport is None:
+            raise _Reject(400)
+        if _unpack(attrs.unpack_requested_transport, transport) != PROTO_UDP:
+            raise _Reject(442)
+        requested = message.get(Attr.REQUESTED_ADDRESS_FAMILY)
+        additional = message.get(Attr.ADDITIONAL_ADDRESS_FAMILY)
+        token = message.get(Attr.RESERVATION_TOKEN)
+        even_value = message.get(Attr.EVEN_PORT)
+        if token is not None and (even_value is not None or requested is not None):
+            raise _Reject(400)
+        if token is not None and len(token) != 8:
+            raise _Reject(400)
+        if requested is not None and additional is not None:
+            raise _Reject(400)
+        families = [FAMILY_IPV4]
+        if requested is not None:
+            family = _unpack(attrs.unpack_family, requested)
+            if family not in (FAMILY_IPV4, FAMILY_IPV6):
+                raise _Reject(440)
+            if not self.allocator.supports(family):
+                raise _Reject(440)
+            families = [family]
+        if additional is not None:
+            if _unpack(attrs.unpack_family, additional) != FAMILY_IPV6:
+                raise _Reject(400)
+            families = [FAMILY_IPV4, FAMILY_IPV6]
+        even = even_value is not None
+        reserve = even and _unpack(attrs.unpack_even_port, even_value or b"\x00")
+        return families, even, reserve, token
+
+    def _bind_relays(
+        self,
+        allocation: Allocation,
+        families: Sequence[int],
+        even: bool,
+        reserve: bool,
+        token: bytes | None,
+    ) -> bytes | tuple[int, bytes] | None:
+        """Open the relay sockets; returns a reservation token or an ADDRESS-ERROR-CODE."""
+        handler = allocation.from_peer
+        if token is not None:
+            relay = self.allocator.take_reservation(token, handler)
+            if relay is None:
+                raise _Reject(508)
+            allocation.relays[relay.family] = relay
+            allocation.relay_address = relay.address
+            return None
+        result: bytes | tuple[int, bytes] | None = None
+        for family in families:
+            if family == FAMILY_IPV6 and len(families) > 1 and not self.allocator.supports(family):
+                # Dual allocation without IPv6 here: IPv4 only, with ADDRESS-ERROR-CODE (§7.2).
+                result = (
+                    Attr.ADDRESS_ERROR_CODE,
+                    attrs.pack_address_error_code(family, 440, "IPv6 unavailable"),
+                )
+                continue
+            try:
+                relay, reservation = self.allocator.allocate(
+                    family, handler, even=even, reserve=reserve
+                )
+            except InsufficientCapacity as exc:
+                allocation.close()
+                raise _Reject(508) from exc
+            allocation.relays[family] = relay
+            if reservation is not None:
+                result = reservation
+        allocation.relay_address = next(iter(allocation.relays.values())).address
+        return result
+
+    def _lifetime(self, message: Message, *, floor: bool) -> int:
+        """Granted lifetime (RFC 8656 §7.2 step 9, §8): min(requested, max); default if absent."""
+        value = message.get(Attr.LIFETIME)
+        cfg = self.config
+        if value is None:
+            return cfg.default_lifetime
+        requested = _unpack(attrs.unpack_uint32, value)
+        if requested == 0 and not floor:
+            return 0
+        if floor and requested < cfg.default_lifetime:
+            return cfg.default_lifetime
+        return min(requested, cfg.max_lifetime)
+
+    # -- Refresh (RFC 8656 §8) ---------------------------------------------------------------
+
+    def _refresh(self, message: Message, client: Client, cred: Credential) -> bytes:
+        allocation = self._owned(client, cred)
+        family = message.get(Attr.REQUESTED_ADDRESS_FAMILY)
+        if family is not None and _unpack(attrs.unpack_family, family) not in allocation.relays:
+            raise _Reject(443)
+        lifetime = self._lifetime(message, floor=False)
+        if lifetime == 0:
+            self.manager.remove(allocation, "refresh-0")
+        else:
+            allocation.lifetime = lifetime
+            allocation.expires = self.clock.monotonic() + lifetime
+            self.manager.emit(allocation, EventKind.REFRESHED)
+        return self._success(message, [(Attr.LIFETIME, attrs.pack_uint32(lifetime))], cred.key)
+
+    # -- CreatePermission (RFC 8656 §10) -----------------------------------------------------
+
+    def _create_permission(self, message: Message, client: Client, cred: Credential) -> bytes:
+        allocation = self._owned(client, cred)
+        values = message.get_all(Attr.XOR_PEER_ADDRESS)
+        if not values:
+            raise _Reject(400)
+        peers = [self._peer(allocation, value, message.transaction_id) for value in values]
+        expires = self.clock.monotonic() + self.config.permission_lifetime
+        for host, _port in peers:
+            allocation.permit(host, expires)
+            self.manager.emit(allocation, EventKind.PERMISSION, detail=host)
+        return self._success(message, [], cred.key)
+
+    # -- ChannelBind (RFC 8656 §11.2) -------------------------------------------------------
+
+    def _channel_bind(self, message: Message, client: Client, cred: Credential) -> bytes:
+        allocation = self._owned(client, cred)
+        number_value = message.get(Attr.CHANNEL_NUMBER)
+        peer_value = message.get(Attr.XOR_PEER_ADDRESS)
+        if number_value is None or peer_value is None:
+            raise _Reject(400)
+        number = _unpack(attrs.unpack_channel_number, number_value)
+        if not valid_channel(number):
+            raise _Reject(400)
+        peer = self._peer(allocation, peer_value, message.transaction_id)
+        bound = allocation.channels.get(number)
+        if bound is not None and bound.peer != peer:
+            raise _Reject(400)  # channel already bound to another peer
+        if allocation.peer_channels.get(peer, number) != number:
+            raise _Reject(400)  # peer already bound to another channel
+        now = self.clock.monotonic()
+        allocation.bind_channel(number, peer, now + self.config.channel_lifetime)
+        allocation.permit(peer[0], now + self.config.permission_lifetime)
+        self.manager.emit(
+            allocation, EventKind.CHANNEL, detail=f"0x{number:04x} {peer[0]}:{peer[1]}"
+        )
+        return self._success(message, [], cred.key)
+
+    # -- Send indication (RFC 8656 §11.2) ----------------------------------------------------
+
+    def _send_indication(self, message: Message, client: Client) -> None:
+        allocation = self.manager.get(client.five_tuple)
+        peer_value = message.get(Attr.XOR_PEER_ADDRESS)
+        data = message.get(Attr.DATA)
+        if allocation is None or peer_value is None or data is None:
+            return  # indications are never answered; silently discarded (§11.2)
+        try:
+            peer = attrs.unpack_xor_address(peer_value, message.transaction_id)
+        except StunDecodeError:
+            self.counters.malformed_dropped += 1
+            return
+        allocation.to_peer(data, peer)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _owned(self, client: Client, cred: Credential) -> Allocation:
+        """The client's allocation (437 if none), made with the same username (441)."""
+        allocation = self.manager.get(client.five_tuple)
+        if allocation is None:
+            raise _Reject(437)
+        if allocation.username != cred.username:
+            raise _Reject(441)
+        return allocation
+
+    def _peer(self, allocation: Allocation, value: bytes, tid: bytes) -> Address:
+        """Decode XOR-PEER-ADDRESS; family must match a relay (443), filter must allow it (403)."""
+        peer = _unpack(lambda v: attrs.unpack_xor_address(v, tid), value)
+        if allocation.relay_for(peer[0]) is None:
+            raise _Reject(443)
+        if not self.peers.permits(peer[0]):
+            self.counters.peers_refused += 1
+            raise _Reject(403)
+        return peer
+
+    def _success(self, request: Message, body: list[tuple[int, bytes]], key: bytes | None) -> bytes:
+        response = build(
+            request.method, MessageClass.SUCCESS, request.transaction_id, body + self._software
+        )
+        return self._encode(request, response, key)
+
+    def _error(
+        self,
+        request: Message,
+        code: int,
+        key: bytes | None = None,
+        *,
+        extra: Sequence[tuple[int, bytes]] = (),
+        reason: str | None = None,
+    ) -> bytes:
+        self.counters.errors[code] = self.counters.errors.get(code, 0) + 1
+        body = [
+            (int(Attr.ERROR_CODE), attrs.pack_error_code(code, reason or REASONS.get(code, "")))
+        ]
+        body += list(extra)
+        response = build(
+            request.method, MessageClass.ERROR, request.transaction_id, body + self._software
+        )
+        return self._encode(request, response, key)
+
+    def _encode(self, request: Message, response: Message, key: bytes | None) -> bytes:
+        integrity = integrity_attribute(request) or int(Attr.MESSAGE_INTEGRITY)
+        return encode(response, key, integrity=integrity, fingerprint=request.has(Attr.FINGERPRINT))
+
+
+def _unpack(fn: Callable[[bytes], _T], value: bytes) -> _T:
+    """Decode an attribute value; malformed -> 400 Bad Request."""
+    try:
+        return fn(value)
+    except StunDecodeError as exc:
+        raise _Reject(400) from exc
+
+
+def _unknown_required(message: Message) -> list[int]:
+    """Comprehension-required attribute types we do not understand (RFC 8489 §6.3.1)."""
+    return [t for t in message.types() if comprehension_required(t) and t not in KNOWN_ATTRIBUTES]
+
+
+def _unknown_attr(types: list[int]) -> tuple[int, bytes]:
+    return (Attr.UNKNOWN_ATTRIBUTES, attrs.pack_unknown_attributes(types))
+
+
+def _method_name(method: int) -> str:
+    try:
+        return Method(method).name.lower()
+    except ValueError:
+        return "unknown"

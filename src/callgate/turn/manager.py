@@ -1,0 +1,143 @@
+"""The allocation table: lookup by five-tuple, quotas, expiry and accounting events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from callgate.clock import Clock
+from callgate.turn.allocation import Allocation
+from callgate.turn.counters import TurnCounters
+from callgate.turn.events import AllocationEvent, EventKind, EventSink
+from callgate.types import Address, FiveTuple
+
+
+class AllocationManager:
+    def __init__(
+        self,
+        clock: Clock,
+        events: EventSink,
+        counters: TurnCounters,
+        *,
+        max_per_user: int = 0,
+        max_total: int = 0,
+    ) -> None:
+        self.clock = clock
+        self.events = events
+        self.counters = counters
+        self.max_per_user = max_per_user
+        self.max_total = max_total
+        self._by_tuple: dict[FiveTuple, Allocation] = {}
+        self._per_user: dict[str, int] = {}
+        # Traffic of deleted allocations; live totals = retired + sum over active (see refresh_totals).
+        self._retired = [0, 0, 0, 0]
+        # Data-path index per listener: (server address, transport) -> client address -> allocation.
+        self.by_listener: dict[tuple[Address, str], dict[Address, Allocation]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_tuple)
+
+    def __iter__(self) -> Iterator[Allocation]:
+        return iter(list(self._by_tuple.values()))
+
+    def get(self, five_tuple: FiveTuple) -> Allocation | None:
+        return self._by_tuple.get(five_tuple)
+
+    def quota_allows(self, user: str) -> bool:
+        """RFC 8656 §7.2 step 10: per-user and global allocation quotas (486)."""
+        if self.max_total and len(self._by_tuple) >= self.max_total:
+            return False
+        return not (self.max_per_user and self._per_user.get(user, 0) >= self.max_per_user)
+
+    def add(self, allocation: Allocation) -> None:
+        ft = allocation.five_tuple
+        self._by_tuple[ft] = allocation
+        self._per_user[allocation.user] = self._per_user.get(allocation.user, 0) + 1
+        self.by_listener.setdefault((ft.server, ft.transport.value), {})[ft.client] = allocation
+        self.counters.allocations_total += 1
+        self.counters.allocations_active = len(self._by_tuple)
+        self.emit(allocation, EventKind.CREATED)
+
+    def remove(self, allocation: Allocation, reason: str) -> None:
+        ft = allocation.five_tuple
+        if self._by_tuple.get(ft) is not allocation:
+            return
+        del self._by_tuple[ft]
+        left = self._per_user.get(allocation.user, 1) - 1
+        if left:
+            self._per_user[allocation.user] = left
+        else:
+            self._per_user.pop(allocation.user, None)
+        index = self.by_listener.get((ft.server, ft.transport.value))
+        if index is not None:
+            index.pop(ft.client, None)
+        allocation.close()
+        retired = self._retired
+        retired[0] += allocation.packets_to_peer
+        retired[1] += allocation.bytes_to_peer
+        retired[2] += allocation.packets_to_client
+        retired[3] += allocation.bytes_to_client
+        self.counters.allocations_active = len(self._by_tuple)
+        self.emit(allocation, EventKind.DELETED, end_reason=reason)
+
+    def remove_client(self, five_tuple: FiveTuple, reason: str) -> None:
+        allocation = self._by_tuple.get(five_tuple)
+        if allocation is not None:
+            self.remove(allocation, reason)
+
+    def sweep(self) -> None:
+        """Expire allocations, then permissions and channels (RFC 8656 §7, §9, §12)."""
+        now = self.clock.monotonic()
+        for allocation in list(self._by_tuple.values()):
+            if allocation.expires <= now:
+                self.remove(allocation, "expired")
+            else:
+                allocation.expire(now)
+        self.refresh_totals()
+
+    def refresh_totals(self) -> None:
+        """Fold per-allocation traffic counters into the server totals (metrics read these)."""
+        totals = list(self._retired)
+        for a in self._by_tuple.values():
+            totals[0] += a.packets_to_peer
+            totals[1] += a.bytes_to_peer
+            totals[2] += a.packets_to_client
+            totals[3] += a.bytes_to_client
+        c = self.counters
+        c.packets_to_peer, c.bytes_to_peer, c.packets_to_client, c.bytes_to_client = totals
+
+    def close_all(self, reason: str) -> None:
+        for allocation in list(self._by_tuple.values()):
+            self.remove(allocation, reason)
+
+    def emit(
+        self,
+        allocation: Allocation,
+        kind: EventKind,
+        *,
+        end_reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        ft = allocation.five_tuple
+        deleted = kind is EventKind.DELETED
+        self.events.emit(
+            AllocationEvent(
+                kind=kind,
+                allocation_id=allocation.id,
+                username=allocation.username,
+                user=allocation.user,
+                client=ft.client,
+                server=ft.server,
+                transport=ft.transport,
+                relay=allocation.relay_address,
+                time=self.clock.wall(),
+                started=allocation.started,
+                lifetime=0 if deleted else allocation.lifetime,
+                peers=tuple(sorted(allocation.peers_seen)),
+                packets_to_peer=allocation.packets_to_peer,
+                bytes_to_peer=allocation.bytes_to_peer,
+                packets_to_client=allocation.packets_to_client,
+                bytes_to_client=allocation.bytes_to_client,
+                end_reason=end_reason,
+                detail=detail,
+            )
+        )

@@ -1,0 +1,189 @@
+"""TurnServer: binds the listeners, wires auth, peer filter, allocator and handlers, and runs
+the once-a-second sweep that expires allocations, permissions, channels and reservations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from types import TracebackType
+
+from callgate.clock import Clock, SystemClock
+from callgate.policy.peers import PeerFilter
+from callgate.turn.auth import Authenticator, KeyLookup
+from callgate.turn.config import TurnConfig
+from callgate.turn.counters import TurnCounters
+from callgate.turn.events import EventSink, NullSink
+from callgate.turn.handlers import TurnHandler
+from callgate.turn.manager import AllocationManager
+from callgate.turn.protocol import StreamProtocol, UdpListener
+from callgate.turn.relay import RelayAllocator
+from callgate.types import Address, Transport
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 1.0
+
+
+def _family_of(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class TurnServer:
+    def __init__(
+        self,
+        config: TurnConfig,
+        *,
+        events: EventSink | None = None,
+        clock: Clock | None = None,
+        key_lookup: KeyLookup | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.counters = TurnCounters()
+        self.events = events or NullSink()
+        self.auth = Authenticator(
+            config.realm,
+            self.clock,
+            static_users=config.users,
+            key_lookup=key_lookup,
+            rest_secret=config.auth_secret,
+            nonce_lifetime=config.nonce_lifetime,
+        )
+        self.peers = PeerFilter(config.allow_peers, config.deny_peers)
+        relay_ip = config.relay_ip or (config.listen[0][0] if config.listen else "127.0.0.1")
+        ip4 = relay_ip if ":" not in relay_ip else None
+        ip6 = config.relay_ip6 or (relay_ip if ":" in relay_ip else None)
+        self.allocator = RelayAllocator(
+            ip4, ip6, config.relay_port_min, config.relay_port_max, now=self.clock.monotonic
+        )
+        self.manager = AllocationManager(
+            self.clock,
+            self.events,
+            self.counters,
+            max_per_user=config.max_allocations_per_user,
+            max_total=config.max_allocations_total,
+        )
+        self.handler = TurnHandler(
+            config, self.auth, self.peers, self.allocator, self.manager, self.counters, self.clock
+        )
+        self.bound: list[tuple[Transport, Address]] = []
+        self._udp: list[UdpListener] = []
+        self._servers: list[asyncio.Server] = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> TurnServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.allocator.bind_loop(loop)
+        try:
+            for host, port in self.config.listen:
+                await self._listen(loop, host, port)
+            if self.config.tls_listen:
+                context = self._tls_context()
+                for host, port in self.config.tls_listen:
+                    await self._listen_stream(loop, host, port, Transport.TLS, context)
+        except BaseException:
+            await self.stop()
+            raise
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="turn-sweeper")
+        log.info(
+            "TURN listening on %s",
+            ", ".join(f"{t.value}://{h}:{p}" for t, (h, p) in self.bound),
+        )
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> None:
+        """UDP and TCP on the same port; with port 0, TCP takes the port UDP was given."""
+        sock = socket.socket(_family_of(host), socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        listener = UdpListener(sock, self.handler, self.manager, self.counters)
+        listener.start(loop)
+        self._udp.append(listener)
+        self.bound.append((Transport.UDP, listener.address))
+        await self._listen_stream(loop, host, listener.address[1], Transport.TCP, None)
+
+    async def _listen_stream(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        host: str,
+        port: int,
+        kind: Transport,
+        context: ssl.SSLContext | None,
+    ) -> None:
+        server = await loop.create_server(
+            lambda: StreamProtocol(self.handler, self.manager, self.counters, kind),
+            host,
+            port,
+            ssl=context,
+            reuse_address=True,
+        )
+        self._servers.append(server)
+        sockname = server.sockets[0].getsockname()
+        self.bound.append((kind, (sockname[0], sockname[1])))
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if not self.config.cert_file or not self.config.key_file:
+            raise ValueError("tls_listen needs cert_file and key_file")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.config.cert_file, self.config.key_file)
+        return context
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.sweep()
+
+    def sweep(self) -> None:
+        try:
+            self.manager.sweep()
+            self.allocator.expire(self.clock.monotonic())
+        except Exception:  # keep sweeping: one bad allocation must not stop expiry
+            log.exception("sweep failed")
+
+    def address(self, transport: Transport = Transport.UDP) -> Address:
+        for kind, addr in self.bound:
+            if kind is transport:
+                return addr
+        raise LookupError(f"no {transport.value} listener")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        self.manager.close_all("server-shutdown")
+        self.allocator.close()
+        for listener in self._udp:
+            listener.close()
+        self._udp.clear()
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+        self._servers.clear()
+        self.manager.refresh_totals()
