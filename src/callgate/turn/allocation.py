@@ -71,6 +71,7 @@ class Allocation:
         "channel_peers",
         "channels",
         "client_send",
+        "udp_sendto",
         "dont_fragment",
         "dropped",
         "expires",
@@ -118,6 +119,7 @@ class Allocation:
         self.channel_peers: dict[int, Address] = {}  # hot path: channel number -> peer
         self.peers_seen: set[str] = set()
         self.client_send = client_send
+        self.udp_sendto: Callable[[bytes | memoryview, Address], object] | None = None
         self.stream = stream
         self.packets_to_peer = 0
         self.bytes_to_peer = 0

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import os
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,19 @@ def long_term_key(username: str, realm: str, password: str) -> bytes:
     """key = MD5(username ":" realm ":" password) (RFC 8489 §9.2.2, MD5 algorithm)."""
     material = f"{username}:{realm}:{password}".encode()
     return hashlib.md5(material, usedforsecurity=False).digest()
+
+
+def opaque_string(text: str) -> str:
+    """RFC 8265 §4.2 OpaqueString enforcement: non-ASCII spaces become U+0020, then NFC."""
+    mapped = "".join(" " if unicodedata.category(ch) == "Zs" else ch for ch in text)
+    return unicodedata.normalize("NFC", mapped)
+
+
+def long_term_key_sha256(username: str, realm: str, password: str) -> bytes:
+    """key = SHA-256(username ":" OpaqueString(realm) ":" OpaqueString(password)), the
+    PASSWORD-ALGORITHM SHA-256 key (RFC 8489 §9.2.2, §18.5.1)."""
+    material = f"{username}:{opaque_string(realm)}:{opaque_string(password)}".encode()
+    return hashlib.sha256(material).digest()
 
 
 def rest_password(secret: str, username: str) -> str:

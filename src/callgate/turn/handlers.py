@@ -69,6 +69,8 @@ class Client:
     five_tuple: FiveTuple
     send: ClientSend
     stream: bool  # TCP/TLS: ChannelData gets padded (RFC 8656 §12.5)
+    # UDP clients: the listener socket's sendto, so relays can answer without a closure call.
+    sendto: Callable[[bytes | memoryview, Address], object] | None = None
 
 
 class _Reject(Exception):
@@ -234,6 +236,7 @@ class TurnHandler:
             client.stream,
             self.clock.wall(),
         )
+        allocation.udp_sendto = client.sendto
         address_error = self._bind_relays(allocation, families, even, reserve, token)
         reservation = address_error if isinstance(address_error, bytes) else None
         lifetime = self._lifetime(message, floor=True)

@@ -66,7 +66,7 @@ class UdpListener:
                 except OSError:
                     counters.bandwidth_dropped += 1
 
-            return Client(FiveTuple(client, server, Transport.UDP), send, False)
+            return Client(FiveTuple(client, server, Transport.UDP), send, False, sendto)
 
         def readable() -> None:
             for _ in range(_BATCH):
