@@ -16,6 +16,7 @@ from typing import Protocol
 from callgate.stun import attributes as attrs
 from callgate.stun.constants import Attr, MessageClass, Method
 from callgate.stun.message import build, encode, new_transaction_id
+from callgate.turn.counters import TurnCounters
 from callgate.types import Address, FiveTuple
 
 ClientSend = Callable[[bytes], None]
@@ -71,7 +72,7 @@ class Allocation:
         "channel_peers",
         "channels",
         "client_send",
-        "udp_sendto",
+        "counters",
         "dont_fragment",
         "dropped",
         "expires",
@@ -89,6 +90,7 @@ class Allocation:
         "relays",
         "started",
         "stream",
+        "udp_sendto",
         "user",
         "username",
     )
@@ -127,6 +129,7 @@ class Allocation:
         self.bytes_to_client = 0
         self.dropped = 0
         self.bucket: TokenBucket | None = None
+        self.counters: TurnCounters | None = None  # server totals, for drops by the bandwidth cap
         self.allocate_tid = b""
         self.allocate_response = b""
         self.dont_fragment = False
@@ -162,6 +165,11 @@ class Allocation:
             self.peer_channels.pop(channel.peer, None)
             self.channel_peers.pop(number, None)
 
+    def _capped(self) -> None:
+        self.dropped += 1
+        if self.counters is not None:
+            self.counters.bandwidth_dropped += 1
+
     def close(self) -> None:
         for relay in self.relays.values():
             relay.close()
@@ -180,7 +188,7 @@ class Allocation:
             return False
         size = len(data)
         if self.bucket is not None and not self.bucket.take(size):
-            self.dropped += 1
+            self._capped()
             return False
         relay.sendto(data, peer)
         self.packets_to_peer += 1
@@ -197,7 +205,7 @@ class Allocation:
             return False
         size = len(data)
         if self.bucket is not None and not self.bucket.take(size):
-            self.dropped += 1
+            self._capped()
             return False
         number = self.peer_channels.get(peer)
         if number is not None:

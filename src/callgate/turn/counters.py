@@ -18,7 +18,8 @@ class TurnCounters:
     peers_refused: int = 0
     malformed_dropped: int = 0
     quota_rejections: int = 0
-    bandwidth_dropped: int = 0
+    bandwidth_dropped: int = 0  # packets over an allocation's bandwidth cap
+    send_dropped: int = 0  # packets the kernel refused (full socket buffer, TCP backlog)
     binding_requests: int = 0
     # Requests by method name ("allocate", "refresh", ...), answered with success or error.
     requests: dict[str, int] = field(default_factory=dict)

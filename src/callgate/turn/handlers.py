@@ -237,9 +237,10 @@ class TurnHandler:
             self.clock.wall(),
         )
         allocation.udp_sendto = client.sendto
+        allocation.counters = self.counters
         address_error = self._bind_relays(allocation, families, even, reserve, token)
         reservation = address_error if isinstance(address_error, bytes) else None
-        lifetime = self._lifetime(message, floor=True)
+        lifetime = self._lifetime(message, allow_zero=False)
         allocation.lifetime = lifetime
         allocation.expires = self.clock.monotonic() + lifetime
         allocation.integrity = integrity_attribute(message) or int(Attr.MESSAGE_INTEGRITY)
@@ -344,16 +345,17 @@ class TurnHandler:
         allocation.relay_address = next(iter(allocation.relays.values())).address
         return result
 
-    def _lifetime(self, message: Message, *, floor: bool) -> int:
-        """Granted lifetime (RFC 8656 §7.2 step 9, §8): min(requested, max); default if absent."""
+    def _lifetime(self, message: Message, *, allow_zero: bool) -> int:
+        """Granted lifetime (RFC 8656 §7.2 step 9, §8): min(requested, max), but never below the
+        default; the default if absent; 0 (delete) only for Refresh."""
         value = message.get(Attr.LIFETIME)
         cfg = self.config
         if value is None:
             return cfg.default_lifetime
         requested = _unpack(attrs.unpack_uint32, value)
-        if requested == 0 and not floor:
+        if requested == 0 and allow_zero:
             return 0
-        if floor and requested < cfg.default_lifetime:
+        if requested < cfg.default_lifetime:
             return cfg.default_lifetime
         return min(requested, cfg.max_lifetime)
 
@@ -364,7 +366,7 @@ class TurnHandler:
         family = message.get(Attr.REQUESTED_ADDRESS_FAMILY)
         if family is not None and _unpack(attrs.unpack_family, family) not in allocation.relays:
             raise _Reject(443)
-        lifetime = self._lifetime(message, floor=False)
+        lifetime = self._lifetime(message, allow_zero=True)
         if lifetime == 0:
             self.manager.remove(allocation, "refresh-0")
         else:

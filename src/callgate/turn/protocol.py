@@ -64,7 +64,7 @@ class UdpListener:
                 try:
                     sendto(data, client)
                 except OSError:
-                    counters.bandwidth_dropped += 1
+                    counters.send_dropped += 1
 
             return Client(FiveTuple(client, server, Transport.UDP), send, False, sendto)
 
@@ -122,7 +122,10 @@ class StreamProtocol(asyncio.Protocol):
         manager: AllocationManager,
         counters: TurnCounters,
         transport_kind: Transport,
+        connections: set[StreamProtocol],
     ) -> None:
+        self.connections = connections
+        self.last_activity = handler.clock.monotonic()
         self.handler = handler
         self.manager = manager
         self.counters = counters
@@ -142,17 +145,19 @@ class StreamProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         five_tuple = FiveTuple((peer[0], peer[1]), (local[0], local[1]), self.kind)
         self.client = Client(five_tuple, self._send, True)
+        self.connections.add(self)
 
     def _send(self, data: bytes) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         if transport.get_write_buffer_size() > _MAX_STREAM_BUFFER:
-            self.counters.bandwidth_dropped += 1
+            self.counters.send_dropped += 1
             return
         transport.write(data)
 
     def data_received(self, data: bytes) -> None:
+        self.last_activity = self.handler.clock.monotonic()
         buffer = self.buffer
         buffer += data
         client = self.client
@@ -197,6 +202,15 @@ class StreamProtocol(asyncio.Protocol):
             return
         allocation.to_peer(bytes(buffer[4 : 4 + length]), peer)
 
+    def idle_without_allocation(self, now: float, limit: float) -> bool:
+        """A connection that never allocated (or whose allocation ended) and went quiet."""
+        if self.client is None or self.manager.get(self.client.five_tuple) is not None:
+            return False
+        return now - self.last_activity > limit
+
+    def abort(self) -> None:
+        self._abort()
+
     def _abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
@@ -205,4 +219,5 @@ class StreamProtocol(asyncio.Protocol):
         # Closing the control connection deletes the allocation (RFC 8656 §3.1).
         if self.client is not None:
             self.manager.remove_client(self.client.five_tuple, "client-closed")
+        self.connections.discard(self)
         self.transport = None

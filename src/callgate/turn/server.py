@@ -25,6 +25,8 @@ from callgate.types import Address, Transport
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
+# A TCP/TLS connection with no allocation that sends nothing this long is closed.
+IDLE_STREAM_SECONDS = 60.0
 
 
 def _family_of(host: str) -> socket.AddressFamily:
@@ -72,6 +74,7 @@ class TurnServer:
         self.bound: list[tuple[Transport, Address]] = []
         self._udp: list[UdpListener] = []
         self._servers: list[asyncio.Server] = []
+        self._streams: set[StreamProtocol] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> TurnServer:
@@ -133,7 +136,7 @@ class TurnServer:
         context: ssl.SSLContext | None,
     ) -> None:
         server = await loop.create_server(
-            lambda: StreamProtocol(self.handler, self.manager, self.counters, kind),
+            lambda: StreamProtocol(self.handler, self.manager, self.counters, kind, self._streams),
             host,
             port,
             ssl=context,
@@ -158,8 +161,13 @@ class TurnServer:
 
     def sweep(self) -> None:
         try:
+            now = self.clock.monotonic()
             self.manager.sweep()
-            self.allocator.expire(self.clock.monotonic())
+            self.allocator.expire(now)
+            for stream in [
+                s for s in self._streams if s.idle_without_allocation(now, IDLE_STREAM_SECONDS)
+            ]:
+                stream.abort()
         except Exception:  # keep sweeping: one bad allocation must not stop expiry
             log.exception("sweep failed")
 
@@ -177,6 +185,11 @@ class TurnServer:
             self._sweeper = None
         self.manager.close_all("server-shutdown")
         self.allocator.close()
+        for server in self._servers:
+            server.close()  # stop accepting before closing the live connections
+        for stream in list(self._streams):
+            stream.abort()
+        self._streams.clear()
         for listener in self._udp:
             listener.close()
         self._udp.clear()
