@@ -46,11 +46,21 @@ def parse_networks(cidrs: Iterable[str], option: str = "peer filter") -> tuple[I
     return tuple(networks)
 
 
+# IPv6 forms that carry an IPv4 address in their last 32 bits and may reach it: IPv4-compatible
+# (::a.b.c.d, RFC 4291 §2.5.5.1; "::" and "::1" excluded) and the NAT64 well-known prefix
+# (64:ff9b::a.b.c.d, RFC 6052), which a NAT64 gateway translates to the IPv4 address.
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def _normalize(ip: IPAddress) -> IPAddress:
-    """IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible forms are judged as the IPv4 address."""
+    """IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible and NAT64 forms are judged as the IPv4
+    address; a 6to4 address embedding a private IPv4 address too."""
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return ip.ipv4_mapped
+        if (ip in _IPV4_COMPATIBLE and int(ip) > 1) or ip in _NAT64_WELL_KNOWN:
+            return ipaddress.IPv4Address(ip.packed[12:])
         if ip.sixtofour is not None and ip.sixtofour.is_private:
             return ip.sixtofour
     return ip

@@ -117,6 +117,11 @@ def decode(data: bytes) -> Message:
     method, cls = split_type(message_type)
     attributes: list[tuple[int, bytes]] = []
     offsets: list[int] = []
+    # What may still count after an integrity attribute (RFC 8489 §14.5, §14.6): after
+    # MESSAGE-INTEGRITY only MESSAGE-INTEGRITY-SHA256 and FINGERPRINT, after
+    # MESSAGE-INTEGRITY-SHA256 only FINGERPRINT. Anything else there is ignored, so an
+    # attribute appended on the path to a signed request cannot change what it asks for.
+    counted: frozenset[int] | None = None
     pos = HEADER_LENGTH
     end = len(data)
     while pos < end:
@@ -129,8 +134,15 @@ def decode(data: bytes) -> Message:
                 f"attribute 0x{attr_type:04x} at offset {pos} claims {attr_len} bytes, "
                 f"only {end - pos - 4} left"
             )
-        offsets.append(pos)
-        attributes.append((attr_type, data[pos + 4 : value_end]))
+        if attributes and attributes[-1][0] == Attr.FINGERPRINT:
+            raise StunDecodeError("FINGERPRINT is not the last attribute")
+        if counted is None or attr_type in counted:
+            offsets.append(pos)
+            attributes.append((attr_type, data[pos + 4 : value_end]))
+            if attr_type == Attr.MESSAGE_INTEGRITY:
+                counted = _AFTER_MESSAGE_INTEGRITY
+            elif attr_type == Attr.MESSAGE_INTEGRITY_SHA256:
+                counted = _AFTER_MESSAGE_INTEGRITY_SHA256
         pos = value_end + _pad(attr_len)
     if pos != end:
         raise StunDecodeError("attribute padding runs past the end of the message")
@@ -139,12 +151,14 @@ def decode(data: bytes) -> Message:
     return message
 
 
+_AFTER_MESSAGE_INTEGRITY = frozenset((int(Attr.MESSAGE_INTEGRITY_SHA256), int(Attr.FINGERPRINT)))
+_AFTER_MESSAGE_INTEGRITY_SHA256 = frozenset((int(Attr.FINGERPRINT),))
+
+
 def _check_fingerprint(message: Message) -> None:
     for index, (attr_type, value) in enumerate(message.attributes):
         if attr_type != Attr.FINGERPRINT:
             continue
-        if index != len(message.attributes) - 1:
-            raise StunDecodeError("FINGERPRINT is not the last attribute")
         if len(value) != 4:
             raise StunDecodeError(f"FINGERPRINT must be 4 bytes, got {len(value)}")
         offset = message.offsets[index]
@@ -205,21 +219,33 @@ def encode(
     *,
     integrity: int = Attr.MESSAGE_INTEGRITY,
     fingerprint: bool = False,
+    padding: bytes = b"\x00",
 ) -> bytes:
     """Serialize a message; with a key, append the integrity attribute; optionally FINGERPRINT.
 
     Attributes of `message` that are integrity or fingerprint attributes are written as given
-    (used by tests to build vectors); normally they are added here.
+    (used by tests to build vectors); normally they are added here. `padding` is the byte
+    values are padded with: zero per RFC 8489 §14; RFC 5389 allowed any value, and the
+    RFC 5769 vectors pad with spaces.
+
+    Raises ValueError if the message would not fit STUN's 16-bit length fields.
     """
+    if len(padding) != 1:
+        raise ValueError("padding must be a single byte")
     body = bytearray()
     for attr_type, value in message.attributes:
-        body += _ATTR_HEADER.pack(attr_type, len(value)) + value + b"\x00" * _pad(len(value))
+        if len(value) > 0xFFFF:
+            raise ValueError(f"attribute 0x{attr_type:04x} value too large: {len(value)} bytes")
+        body += _ATTR_HEADER.pack(attr_type, len(value)) + value + padding * _pad(len(value))
+    mac_len = 20 if integrity == Attr.MESSAGE_INTEGRITY else 32
+    trailer = (4 + mac_len if key is not None else 0) + (8 if fingerprint else 0)
+    if HEADER_LENGTH + len(body) + trailer > _MAX_MESSAGE:
+        raise ValueError("STUN message too large")
     header = _HEADER.pack(
         join_type(message.method, message.cls), len(body), MAGIC_COOKIE, message.transaction_id
     )
     out = bytearray(header) + body
     if key is not None:
-        mac_len = 20 if integrity == Attr.MESSAGE_INTEGRITY else 32
         mac = _mac(integrity, key, bytes(out), len(out) + 4 + mac_len - HEADER_LENGTH)
         out += _ATTR_HEADER.pack(integrity, mac_len) + mac
     if fingerprint:
@@ -227,8 +253,6 @@ def encode(
             bytes(out), len(out) + 8 - HEADER_LENGTH
         )
     out[2:4] = (len(out) - HEADER_LENGTH).to_bytes(2, "big")
-    if len(out) > _MAX_MESSAGE:
-        raise ValueError("STUN message too large")
     return bytes(out)
 
 
