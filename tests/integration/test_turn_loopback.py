@@ -15,7 +15,22 @@ from pathlib import Path
 
 import pytest
 import trustme
-from turn_client import (
+
+from callgate.clock import ManualClock
+from callgate.stun import attributes as attrs
+from callgate.stun import channel_data
+from callgate.stun.constants import (
+    FAMILY_IPV6,
+    PROTO_UDP,
+    Attr,
+    MessageClass,
+    Method,
+)
+from callgate.stun.message import build, encode, new_transaction_id, verify_integrity
+from callgate.turn.events import EventKind
+from callgate.turn.server import TurnServer
+from callgate.types import Address, Transport
+from tests.integration.turn_client import (
     PASSWORD,
     REALM,
     RELAY_PORTS,
@@ -34,21 +49,6 @@ from turn_client import (
     wait_for_event,
     xor_address,
 )
-
-from callgate.clock import ManualClock
-from callgate.stun import attributes as attrs
-from callgate.stun import channel_data
-from callgate.stun.constants import (
-    FAMILY_IPV6,
-    PROTO_UDP,
-    Attr,
-    MessageClass,
-    Method,
-)
-from callgate.stun.message import build, encode, new_transaction_id, verify_integrity
-from callgate.turn.events import EventKind
-from callgate.turn.server import TurnServer
-from callgate.types import Address, Transport
 
 
 @pytest.fixture

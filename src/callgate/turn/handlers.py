@@ -10,17 +10,13 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
 
 from callgate.clock import Clock
 from callgate.policy.peers import PeerFilter
 from callgate.stun import attributes as attrs
 from callgate.stun.channel_data import valid_channel
 from callgate.stun.constants import (
-    FAMILY_IPV4,
-    FAMILY_IPV6,
     KNOWN_ATTRIBUTES,
-    PROTO_UDP,
     REASONS,
     Attr,
     MessageClass,
@@ -36,30 +32,26 @@ from callgate.stun.message import (
     integrity_attribute,
     verify_integrity,
 )
-from callgate.turn.allocation import Allocation, ClientSend, RelayEndpoint, TokenBucket
+from callgate.turn.allocate import (
+    Allocator,
+    Reject,
+    allocate_options,
+    bind_relays,
+    granted_lifetime,
+    unpack,
+)
+from callgate.turn.allocation import Allocation, ClientSend, TokenBucket
 from callgate.turn.auth import Authenticator, Credential
 from callgate.turn.config import TurnConfig
 from callgate.turn.counters import TurnCounters
 from callgate.turn.events import EventKind
 from callgate.turn.manager import AllocationManager
-from callgate.turn.relay import InsufficientCapacity, PeerHandler
 from callgate.types import Address, FiveTuple
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 _RESPONSE_CACHE_SECONDS = 40.0  # RFC 8489 §6.3.1: cover the client's retransmission window
 _RESPONSE_CACHE_SIZE = 8192
-
-
-class Allocator(Protocol):
-    def supports(self, family: int) -> bool: ...
-
-    def allocate(
-        self, family: int, handler: PeerHandler, *, even: bool = False, reserve: bool = False
-    ) -> tuple[RelayEndpoint, bytes | None]: ...
-
-    def take_reservation(self, token: bytes, handler: PeerHandler) -> RelayEndpoint | None: ...
 
 
 @dataclass(slots=True)
@@ -71,14 +63,6 @@ class Client:
     stream: bool  # TCP/TLS: ChannelData gets padded (RFC 8656 §12.5)
     # UDP clients: the listener socket's sendto, so relays can answer without a closure call.
     sendto: Callable[[bytes | memoryview, Address], object] | None = None
-
-
-class _Reject(Exception):
-    """Ends a handler with an error response."""
-
-    def __init__(self, code: int, *extra: tuple[int, bytes]) -> None:
-        self.code = code
-        self.extra = extra
 
 
 class TurnHandler:
@@ -204,7 +188,7 @@ class TurnHandler:
             return self._error(message, 420, credential.key, extra=[_unknown_attr(unknown)])
         try:
             return handler(message, client, credential)
-        except _Reject as reject:
+        except Reject as reject:
             return self._error(message, reject.code, credential.key, extra=list(reject.extra))
 
     def _challenge(self, message: Message, code: int, client_ip: str) -> bytes:
@@ -222,11 +206,11 @@ class TurnHandler:
         if existing is not None:
             if existing.allocate_tid == message.transaction_id:
                 return existing.allocate_response
-            raise _Reject(437)
-        families, even, reserve, token = self._allocate_options(message)
+            raise Reject(437)
+        options = allocate_options(message, self.allocator)
         if not self.manager.quota_allows(cred.user):
             self.counters.quota_rejections += 1
-            raise _Reject(486)
+            raise Reject(486)
         allocation = Allocation(
             client.five_tuple,
             cred.username,
@@ -238,9 +222,9 @@ class TurnHandler:
         )
         allocation.udp_sendto = client.sendto
         allocation.counters = self.counters
-        address_error = self._bind_relays(allocation, families, even, reserve, token)
+        address_error = bind_relays(allocation, self.allocator, options)
         reservation = address_error if isinstance(address_error, bytes) else None
-        lifetime = self._lifetime(message, allow_zero=False)
+        lifetime = granted_lifetime(message, self.config, allow_zero=False)
         allocation.lifetime = lifetime
         allocation.expires = self.clock.monotonic() + lifetime
         allocation.integrity = integrity_attribute(message) or int(Attr.MESSAGE_INTEGRITY)
@@ -273,100 +257,14 @@ class TurnHandler:
         self.manager.add(allocation)
         return response
 
-    def _allocate_options(self, message: Message) -> tuple[list[int], bool, bool, bytes | None]:
-        """Validate REQUESTED-TRANSPORT, families, EVEN-PORT, RESERVATION-TOKEN (§7.2 steps 2-8)."""
-        transport = message.get(Attr.REQUESTED_TRANSPORT)
-        if transport is None:
-            raise _Reject(400)
-        if _unpack(attrs.unpack_requested_transport, transport) != PROTO_UDP:
-            raise _Reject(442)
-        requested = message.get(Attr.REQUESTED_ADDRESS_FAMILY)
-        additional = message.get(Attr.ADDITIONAL_ADDRESS_FAMILY)
-        token = message.get(Attr.RESERVATION_TOKEN)
-        even_value = message.get(Attr.EVEN_PORT)
-        if token is not None and (even_value is not None or requested is not None):
-            raise _Reject(400)
-        if token is not None and len(token) != 8:
-            raise _Reject(400)
-        if requested is not None and additional is not None:
-            raise _Reject(400)
-        families = [FAMILY_IPV4]
-        if requested is not None:
-            family = _unpack(attrs.unpack_family, requested)
-            if family not in (FAMILY_IPV4, FAMILY_IPV6):
-                raise _Reject(440)
-            if not self.allocator.supports(family):
-                raise _Reject(440)
-            families = [family]
-        if additional is not None:
-            if _unpack(attrs.unpack_family, additional) != FAMILY_IPV6:
-                raise _Reject(400)
-            families = [FAMILY_IPV4, FAMILY_IPV6]
-        even = even_value is not None
-        reserve = even and _unpack(attrs.unpack_even_port, even_value or b"\x00")
-        return families, even, reserve, token
-
-    def _bind_relays(
-        self,
-        allocation: Allocation,
-        families: Sequence[int],
-        even: bool,
-        reserve: bool,
-        token: bytes | None,
-    ) -> bytes | tuple[int, bytes] | None:
-        """Open the relay sockets; returns a reservation token or an ADDRESS-ERROR-CODE."""
-        handler = allocation.from_peer
-        if token is not None:
-            relay = self.allocator.take_reservation(token, handler)
-            if relay is None:
-                raise _Reject(508)
-            allocation.relays[relay.family] = relay
-            allocation.relay_address = relay.address
-            return None
-        result: bytes | tuple[int, bytes] | None = None
-        for family in families:
-            if family == FAMILY_IPV6 and len(families) > 1 and not self.allocator.supports(family):
-                # Dual allocation without IPv6 here: IPv4 only, with ADDRESS-ERROR-CODE (§7.2).
-                result = (
-                    Attr.ADDRESS_ERROR_CODE,
-                    attrs.pack_address_error_code(family, 440, "IPv6 unavailable"),
-                )
-                continue
-            try:
-                relay, reservation = self.allocator.allocate(
-                    family, handler, even=even, reserve=reserve
-                )
-            except InsufficientCapacity as exc:
-                allocation.close()
-                raise _Reject(508) from exc
-            allocation.relays[family] = relay
-            if reservation is not None:
-                result = reservation
-        allocation.relay_address = next(iter(allocation.relays.values())).address
-        return result
-
-    def _lifetime(self, message: Message, *, allow_zero: bool) -> int:
-        """Granted lifetime (RFC 8656 §7.2 step 9, §8): min(requested, max), but never below the
-        default; the default if absent; 0 (delete) only for Refresh."""
-        value = message.get(Attr.LIFETIME)
-        cfg = self.config
-        if value is None:
-            return cfg.default_lifetime
-        requested = _unpack(attrs.unpack_uint32, value)
-        if requested == 0 and allow_zero:
-            return 0
-        if requested < cfg.default_lifetime:
-            return cfg.default_lifetime
-        return min(requested, cfg.max_lifetime)
-
     # -- Refresh (RFC 8656 §8) ---------------------------------------------------------------
 
     def _refresh(self, message: Message, client: Client, cred: Credential) -> bytes:
         allocation = self._owned(client, cred)
         family = message.get(Attr.REQUESTED_ADDRESS_FAMILY)
-        if family is not None and _unpack(attrs.unpack_family, family) not in allocation.relays:
-            raise _Reject(443)
-        lifetime = self._lifetime(message, allow_zero=True)
+        if family is not None and unpack(attrs.unpack_family, family) not in allocation.relays:
+            raise Reject(443)
+        lifetime = granted_lifetime(message, self.config, allow_zero=True)
         if lifetime == 0:
             self.manager.remove(allocation, "refresh-0")
         else:
@@ -381,7 +279,7 @@ class TurnHandler:
         allocation = self._owned(client, cred)
         values = message.get_all(Attr.XOR_PEER_ADDRESS)
         if not values:
-            raise _Reject(400)
+            raise Reject(400)
         peers = [self._peer(allocation, value, message.transaction_id) for value in values]
         expires = self.clock.monotonic() + self.config.permission_lifetime
         for host, _port in peers:
@@ -396,16 +294,16 @@ class TurnHandler:
         number_value = message.get(Attr.CHANNEL_NUMBER)
         peer_value = message.get(Attr.XOR_PEER_ADDRESS)
         if number_value is None or peer_value is None:
-            raise _Reject(400)
-        number = _unpack(attrs.unpack_channel_number, number_value)
+            raise Reject(400)
+        number = unpack(attrs.unpack_channel_number, number_value)
         if not valid_channel(number):
-            raise _Reject(400)
+            raise Reject(400)
         peer = self._peer(allocation, peer_value, message.transaction_id)
         bound = allocation.channels.get(number)
         if bound is not None and bound.peer != peer:
-            raise _Reject(400)  # channel already bound to another peer
+            raise Reject(400)  # channel already bound to another peer
         if allocation.peer_channels.get(peer, number) != number:
-            raise _Reject(400)  # peer already bound to another channel
+            raise Reject(400)  # peer already bound to another channel
         now = self.clock.monotonic()
         allocation.bind_channel(number, peer, now + self.config.channel_lifetime)
         allocation.permit(peer[0], now + self.config.permission_lifetime)
@@ -435,19 +333,19 @@ class TurnHandler:
         """The client's allocation (437 if none), made with the same username (441)."""
         allocation = self.manager.get(client.five_tuple)
         if allocation is None:
-            raise _Reject(437)
+            raise Reject(437)
         if allocation.username != cred.username:
-            raise _Reject(441)
+            raise Reject(441)
         return allocation
 
     def _peer(self, allocation: Allocation, value: bytes, tid: bytes) -> Address:
         """Decode XOR-PEER-ADDRESS; family must match a relay (443), filter must allow it (403)."""
-        peer = _unpack(lambda v: attrs.unpack_xor_address(v, tid), value)
+        peer = unpack(lambda v: attrs.unpack_xor_address(v, tid), value)
         if allocation.relay_for(peer[0]) is None:
-            raise _Reject(443)
+            raise Reject(443)
         if not self.peers.permits(peer[0]):
             self.counters.peers_refused += 1
-            raise _Reject(403)
+            raise Reject(403)
         return peer
 
     def _success(self, request: Message, body: list[tuple[int, bytes]], key: bytes | None) -> bytes:
@@ -478,14 +376,6 @@ class TurnHandler:
     def _encode(self, request: Message, response: Message, key: bytes | None) -> bytes:
         integrity = integrity_attribute(request) or int(Attr.MESSAGE_INTEGRITY)
         return encode(response, key, integrity=integrity, fingerprint=request.has(Attr.FINGERPRINT))
-
-
-def _unpack(fn: Callable[[bytes], _T], value: bytes) -> _T:
-    """Decode an attribute value; malformed -> 400 Bad Request."""
-    try:
-        return fn(value)
-    except StunDecodeError as exc:
-        raise _Reject(400) from exc
 
 
 def _unknown_required(message: Message) -> list[int]:
