@@ -245,6 +245,30 @@ async def test_loopback_peers_are_refused_unless_allowed(peer: UdpPeer) -> None:
         assert await drain(peer.received) == []
 
 
+async def test_two_parties_on_this_relay_reach_each_other_without_a_peer_allow_list() -> None:
+    """Two relay-only callers on one server: each may permit the other's relayed address even
+    though loopback peers are refused, and the media is handed across inside the server."""
+    async with (
+        run_server(allow_peers=()) as server,
+        udp_client(server.address(Transport.UDP)) as alice,
+        udp_client(server.address(Transport.UDP)) as bob,
+    ):
+        relay_a = await alice.allocated()
+        relay_b = await bob.allocated()
+        # A relayed address that is not live stays refused by the peer filter.
+        assert error_code(await alice.create_permission((relay_b[0], relay_b[1] + 1))) == 403
+        assert (await alice.create_permission(relay_b)).cls is MessageClass.SUCCESS
+        assert (await bob.channel_bind(0x4001, relay_a)).cls is MessageClass.SUCCESS
+
+        alice.send_indication(relay_b, b"hi bob")
+        assert await bob.next_data() == b"\x40\x01\x00\x06hi bob"
+        bob.send_channel_data(0x4001, b"hi alice")
+        assert parse_data_indication(await alice.next_data()) == (relay_b, b"hi alice")
+        server.sweep()
+        assert server.counters.packets_to_peer == 2
+        assert server.counters.packets_to_client == 2
+
+
 # -- TURN over TCP ------------------------------------------------------------------------
 
 

@@ -81,6 +81,7 @@ class Allocation:
         "integrity",
         "key",
         "lifetime",
+        "local_relays",
         "packets_to_client",
         "packets_to_peer",
         "peer_channels",
@@ -129,6 +130,9 @@ class Allocation:
         self.bytes_to_client = 0
         self.dropped = 0
         self.bucket: TokenBucket | None = None
+        # This server's relayed addresses -> their allocations (shared with the manager), so
+        # traffic between two allocations here skips the kernel round trip.
+        self.local_relays: dict[Address, Allocation] | None = None
         self.counters: TurnCounters | None = None  # server totals, for drops by the bandwidth cap
         self.allocate_tid = b""
         self.allocate_response = b""
@@ -190,7 +194,11 @@ class Allocation:
         if self.bucket is not None and not self.bucket.take(size):
             self._capped()
             return False
-        relay.sendto(data, peer)
+        local = self.local_relays.get(peer) if self.local_relays is not None else None
+        if local is not None:
+            local.from_peer(bytes(data), relay.address)
+        else:
+            relay.sendto(data, peer)
         self.packets_to_peer += 1
         self.bytes_to_peer += size
         return True

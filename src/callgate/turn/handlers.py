@@ -343,7 +343,9 @@ class TurnHandler:
         peer = unpack(lambda v: attrs.unpack_xor_address(v, tid), value)
         if allocation.relay_for(peer[0]) is None:
             raise Reject(443)
-        if not self.peers.permits(peer[0]):
+        # Another allocation's relayed address on this server is always a permitted peer: two
+        # relay-only parties meet here, whatever range the relay addresses are in.
+        if not self.peers.permits(peer[0]) and not self.manager.is_relay(peer):
             self.counters.peers_refused += 1
             raise Reject(403)
         return peer

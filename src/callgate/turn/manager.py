@@ -30,6 +30,9 @@ class AllocationManager:
         self._per_user: dict[str, int] = {}
         # Traffic of deleted allocations; live totals = retired + sum over active (see refresh_totals).
         self._retired = [0, 0, 0, 0]
+        # Relayed transport addresses of live allocations (RFC 8656 §2): local delivery and
+        # permissions toward another party's relay on this server.
+        self.by_relay: dict[Address, Allocation] = {}
         # Data-path index per listener: (server address, transport) -> client address -> allocation.
         self.by_listener: dict[tuple[Address, str], dict[Address, Allocation]] = {}
 
@@ -42,6 +45,10 @@ class AllocationManager:
     def get(self, five_tuple: FiveTuple) -> Allocation | None:
         return self._by_tuple.get(five_tuple)
 
+    def is_relay(self, address: Address) -> bool:
+        """Is `address` a relayed transport address of a live allocation on this server?"""
+        return address in self.by_relay
+
     def quota_allows(self, user: str) -> bool:
         """RFC 8656 §7.2 step 10: per-user and global allocation quotas (486)."""
         if self.max_total and len(self._by_tuple) >= self.max_total:
@@ -53,6 +60,9 @@ class AllocationManager:
         self._by_tuple[ft] = allocation
         self._per_user[allocation.user] = self._per_user.get(allocation.user, 0) + 1
         self.by_listener.setdefault((ft.server, ft.transport.value), {})[ft.client] = allocation
+        for relay in allocation.relays.values():
+            self.by_relay[relay.address] = allocation
+        allocation.local_relays = self.by_relay
         self.counters.allocations_total += 1
         self.counters.allocations_active = len(self._by_tuple)
         self.emit(allocation, EventKind.CREATED)
@@ -70,6 +80,8 @@ class AllocationManager:
         index = self.by_listener.get((ft.server, ft.transport.value))
         if index is not None:
             index.pop(ft.client, None)
+        for relay in allocation.relays.values():
+            self.by_relay.pop(relay.address, None)
         allocation.close()
         retired = self._retired
         retired[0] += allocation.packets_to_peer
