@@ -1,0 +1,1 @@
+"""HTTP application (FastAPI): health, metrics; the REST API later."""

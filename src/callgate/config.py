@@ -1,0 +1,390 @@
+"""Settings: defaults < TOML config file < environment (CALLGATE_*) < command-line options.
+
+The environment uses the prefix `CALLGATE_` and `__` between levels: `CALLGATE_HTTP`,
+`CALLGATE_TURN__LISTEN`, `CALLGATE_TURN__RELAY_PORTS`. The config file (`--config FILE` or
+`CALLGATE_CONFIG`) is TOML with the same names: top-level keys and a `[turn]` table.
+Values are parsed and checked here; a bad value raises `ConfigError` naming the option.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from callgate.errors import ConfigError
+from callgate.storage.db import sqlite_url
+from callgate.turn.config import TurnConfig
+from callgate.types import Address
+
+ENV_PREFIX = "CALLGATE_"
+CONFIG_ENV = "CALLGATE_CONFIG"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Command-line flag for each settings path, for error messages.
+CLI_FLAGS: dict[tuple[str, ...], str] = {
+    ("data_dir",): "--data-dir",
+    ("http",): "--http",
+    ("metrics",): "--metrics",
+    ("log_level",): "--log-level",
+    ("turn", "listen"): "--listen",
+    ("turn", "tls_listen"): "--tls-listen",
+    ("turn", "cert"): "--cert",
+    ("turn", "key"): "--key",
+    ("turn", "relay_ip"): "--relay-ip",
+    ("turn", "relay_ports"): "--relay-ports",
+    ("turn", "realm"): "--realm",
+    ("turn", "users"): "--user",
+    ("turn", "auth_secret"): "--auth-secret",
+    ("turn", "allow_peers"): "--allow-peer",
+    ("turn", "max_allocations_per_user"): "--max-allocations-per-user",
+    ("turn", "max_allocations"): "--max-allocations",
+    ("turn", "bandwidth"): "--bandwidth",
+}
+
+
+# ---- parsing helpers (raise ValueError with a message that never echoes secrets) ----
+
+
+def parse_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError(f"expected an IP address, got {text!r}") from None
+
+
+def parse_hostport(text: str) -> Address:
+    """'127.0.0.1:3478', '[::1]:3478', '0.0.0.0:0' -> (host, port); host must be an IP address."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]:")
+        ok_shape = bool(sep)
+    else:
+        host, sep, rest = text.rpartition(":")
+        ok_shape = bool(sep) and ":" not in host
+    if not ok_shape or not rest.isdigit() or not host:
+        raise ValueError(f"expected HOST:PORT (IPv6 as [ADDR]:PORT), got {text!r}")
+    port = int(rest)
+    if port > 65535:
+        raise ValueError(f"port out of range 0-65535 in {text!r}")
+    return (parse_ip(host), port)
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """'49152-65535' -> (49152, 65535), with 1 <= MIN <= MAX <= 65535."""
+    low, sep, high = text.strip().partition("-")
+    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+        raise ValueError(f"expected MIN-MAX, got {text!r}")
+    pmin, pmax = int(low), int(high)
+    if not 1 <= pmin <= pmax <= 65535:
+        raise ValueError(f"expected 1 <= MIN <= MAX <= 65535, got {text!r}")
+    return (pmin, pmax)
+
+
+def parse_user(text: str) -> tuple[str, str]:
+    """'NAME:PASSWORD' -> (name, password). The password may contain ':'; the name may not."""
+    name, sep, password = text.partition(":")
+    if not sep or not name.strip() or not password:
+        # Never echo the value: it holds a password.
+        raise ValueError("expected NAME:PASSWORD with a non-empty name and password")
+    return (name.strip(), password)
+
+
+def parse_cidr(text: str) -> str:
+    """'10.0.0.0/8', '::1', '192.168.1.7/32' -> normalized network text (host bits must be 0)."""
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=True))
+    except ValueError as exc:
+        raise ValueError(f"expected a CIDR such as 10.0.0.0/8 or ::1/128: {exc}") from None
+
+
+# ---- list fields: TOML arrays, JSON arrays in env, or comma-separated env values ----
+
+
+def _as_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError("not a valid JSON array") from None
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+def _each(parse: Any) -> Any:
+    def run(value: Any) -> Any:
+        value = _as_list(value)
+        if not isinstance(value, list | tuple):
+            raise ValueError("expected a list")
+        return [parse(v) if isinstance(v, str) else v for v in value]
+
+    return run
+
+
+def _users(value: Any) -> Any:
+    if isinstance(value, Mapping):  # TOML table: [turn.users] alice = "secret"
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    users: dict[str, str] = {}
+    for item in _as_list(value):
+        text = item.get_secret_value() if isinstance(item, SecretStr) else item
+        if not isinstance(text, str):
+            raise ValueError("expected NAME:PASSWORD strings")
+        name, password = parse_user(text)
+        users[name] = password
+    return users
+
+
+AddressList = Annotated[list[Address], NoDecode, BeforeValidator(_each(parse_hostport))]
+CidrList = Annotated[list[str], NoDecode, BeforeValidator(_each(parse_cidr))]
+UserMap = Annotated[dict[str, SecretStr], NoDecode, BeforeValidator(_users)]
+HostPort = Annotated[
+    Address, BeforeValidator(lambda v: parse_hostport(v) if isinstance(v, str) else v)
+]
+OptAddress = Annotated[
+    Address | None, BeforeValidator(lambda v: parse_hostport(v) if isinstance(v, str) else v)
+]
+PortRange = Annotated[
+    tuple[int, int], BeforeValidator(lambda v: parse_port_range(v) if isinstance(v, str) else v)
+]
+
+
+class TurnSettings(BaseModel):
+    """The `[turn]` table / `CALLGATE_TURN__*`: everything TurnConfig holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listen: AddressList = Field(default_factory=lambda: [("127.0.0.1", 3478)])
+    tls_listen: AddressList = Field(default_factory=list)
+    cert: Path | None = None
+    key: Path | None = None
+    relay_ip: str | None = None
+    relay_ip6: str | None = None
+    relay_ports: PortRange = (49152, 65535)
+    realm: str = Field(default="callgate", min_length=1, max_length=763)
+    users: UserMap = Field(default_factory=dict)
+    auth_secret: SecretStr | None = None
+    allow_peers: CidrList = Field(default_factory=list)
+    deny_peers: CidrList = Field(default_factory=list)
+    default_lifetime: int = Field(default=600, ge=1)
+    max_lifetime: int = Field(default=3600, ge=1)
+    permission_lifetime: int = Field(default=300, ge=1)
+    channel_lifetime: int = Field(default=600, ge=1)
+    nonce_lifetime: int = Field(default=600, ge=1)
+    max_allocations_per_user: int = Field(default=10, ge=0)
+    max_allocations: int = Field(default=0, ge=0)
+    bandwidth: int = Field(default=0, ge=0, description="bytes/s per allocation, 0 = no cap")
+    software: str | None = "callgate"
+
+    @field_validator("relay_ip")
+    @classmethod
+    def _relay_ip(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        ip = ipaddress.ip_address(parse_ip(value))
+        if ip.version != 4:
+            raise ValueError("relay_ip must be IPv4 (use relay_ip6 for IPv6)")
+        return str(ip)
+
+    @field_validator("relay_ip6")
+    @classmethod
+    def _relay_ip6(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        ip = ipaddress.ip_address(parse_ip(value))
+        if ip.version != 6:
+            raise ValueError("relay_ip6 must be an IPv6 address")
+        return str(ip)
+
+    @field_validator("software")
+    @classmethod
+    def _software(cls, value: str | None) -> str | None:
+        return value or None  # "" = omit the SOFTWARE attribute
+
+    @field_validator("listen")
+    @classmethod
+    def _some_listener(cls, value: list[Address]) -> list[Address]:
+        if not value:
+            raise ValueError("at least one listener is needed")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> TurnSettings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("--cert and --key go together")
+        if self.tls_listen and self.cert is None:
+            raise ValueError("--tls-listen needs --cert and --key")
+        if self.default_lifetime > self.max_lifetime:
+            raise ValueError("default_lifetime is larger than max_lifetime")
+        return self
+
+
+# The TOML document being loaded, handed to the settings source below.
+_toml_data: ContextVar[dict[str, Any] | None] = ContextVar("callgate_toml_data", default=None)
+
+
+class _EnvSource(EnvSettingsSource):
+    """Environment values: JSON when they parse as JSON, else the raw text for our validators
+    (so `CALLGATE_TURN__ALLOW_PEERS=10.0.0.0/8,::1` and `CALLGATE_HTTP=[::1]:8080` work)."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            return json.loads(value)
+        except (TypeError, ValueError):
+            return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Path("data")
+    http: HostPort = ("127.0.0.1", 8080)
+    metrics: OptAddress = None
+    log_level: str = "INFO"
+    database_url: str | None = None
+    turn: TurnSettings = Field(default_factory=TurnSettings)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+        return level
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_source = InitSettingsSource(settings_cls, init_kwargs=_toml_data.get() or {})
+        return (init_settings, _EnvSource(settings_cls), toml_source)
+
+    def database(self) -> str:
+        """The database URL: as configured, or a SQLite file in data_dir."""
+        return self.database_url or sqlite_url(self.data_dir)
+
+
+def option_name(loc: tuple[int | str, ...]) -> str:
+    path = tuple(str(part) for part in loc if isinstance(part, str))
+    dotted = ".".join(path) or "settings"
+    env = ENV_PREFIX + "__".join(path).upper()
+    flag = CLI_FLAGS.get(path)
+    return f"{dotted} ({flag}, {env})" if flag else f"{dotted} ({env})"
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        message = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"invalid {option_name(tuple(err['loc']))}: {message}")
+    return ConfigError("; ".join(lines))
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"--config: file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from None
+
+
+def load_settings(
+    config_file: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build Settings from the config file (or CALLGATE_CONFIG), the environment and `overrides`.
+
+    `overrides` are command-line values (None and empty lists mean "not given" and are dropped).
+    """
+    if config_file is None and os.environ.get(CONFIG_ENV):
+        config_file = Path(os.environ[CONFIG_ENV])
+    data = read_config_file(config_file) if config_file is not None else {}
+    token = _toml_data.set(data)
+    try:
+        return Settings(**_given(overrides or {}))
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid environment value: {exc}") from None
+    finally:
+        _toml_data.reset(token)
+
+
+def _given(values: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            nested = _given(value)
+            if nested:
+                out[key] = nested
+        elif value is not None and value != [] and value != ():
+            out[key] = value
+    return out
+
+
+def turn_config(settings: Settings) -> TurnConfig:
+    """The frozen TurnConfig the server runs with."""
+    turn = settings.turn
+    return TurnConfig(
+        listen=tuple(turn.listen),
+        tls_listen=tuple(turn.tls_listen),
+        cert_file=str(turn.cert) if turn.cert else None,
+        key_file=str(turn.key) if turn.key else None,
+        relay_ip=turn.relay_ip,
+        relay_ip6=turn.relay_ip6,
+        relay_port_min=turn.relay_ports[0],
+        relay_port_max=turn.relay_ports[1],
+        realm=turn.realm,
+        users={name: pw.get_secret_value() for name, pw in turn.users.items()},
+        auth_secret=turn.auth_secret.get_secret_value() if turn.auth_secret else None,
+        allow_peers=tuple(turn.allow_peers),
+        deny_peers=tuple(turn.deny_peers),
+        default_lifetime=turn.default_lifetime,
+        max_lifetime=turn.max_lifetime,
+        permission_lifetime=turn.permission_lifetime,
+        channel_lifetime=turn.channel_lifetime,
+        nonce_lifetime=turn.nonce_lifetime,
+        max_allocations_per_user=turn.max_allocations_per_user,
+        max_allocations_total=turn.max_allocations,
+        max_bandwidth_per_allocation=turn.bandwidth,
+        software=turn.software,
+    )

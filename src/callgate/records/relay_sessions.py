@@ -1,0 +1,116 @@
+"""DbEventSink: records TURN allocation events as `relay_sessions` rows, off the data path.
+
+`emit()` only appends to a bounded queue (it never blocks and never touches the database); one
+writer thread drains the queue in batches and upserts rows: insert on CREATED, counters and peers
+on REFRESHED / PERMISSION / CHANNEL, end time and reason on DELETED. `flush()` waits until
+everything emitted so far is written; `close()` flushes and stops the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from callgate.storage.repositories import RelaySessionRepository
+from callgate.turn.events import AllocationEvent
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+_Item = AllocationEvent | threading.Event | object
+
+
+class DbEventSink:
+    """An EventSink writing relay sessions to the database from a background thread."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        max_queue: int = 100_000,
+        batch_max: int = 500,
+    ) -> None:
+        self._repo = RelaySessionRepository(sessions)
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max_queue)
+        self._batch_max = batch_max
+        self._closed = False
+        self.written = 0
+        self.dropped = 0
+        self.write_errors = 0
+        self._thread = threading.Thread(target=self._run, name="relay-session-writer", daemon=True)
+        self._thread.start()
+
+    def emit(self, event: AllocationEvent) -> None:
+        if self._closed:
+            self.dropped += 1
+            return
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until every event emitted before this call is written; False on timeout."""
+        if not self._thread.is_alive():
+            return self._queue.empty()
+        marker = threading.Event()
+        self._queue.put(marker, timeout=timeout)
+        return marker.wait(timeout)
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Write what is queued, then stop the writer. Later emits are counted as dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread.is_alive():
+            self._queue.put(_STOP, timeout=timeout)
+            self._thread.join(timeout)
+        if self.dropped:
+            log.warning("relay session recorder dropped %d events", self.dropped)
+
+    async def aflush(self) -> bool:
+        """`flush()` without blocking the event loop."""
+        return await asyncio.to_thread(self.flush)
+
+    async def aclose(self) -> None:
+        """`close()` without blocking the event loop."""
+        await asyncio.to_thread(self.close)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while len(batch) < self._batch_max:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            events = [item for item in batch if isinstance(item, AllocationEvent)]
+            if events:
+                self._write(events)
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    item.set()
+                elif item is _STOP:
+                    stop = True
+
+    def _write(self, events: Sequence[AllocationEvent]) -> None:
+        try:
+            self._repo.apply(events)
+            self.written += len(events)
+            return
+        except SQLAlchemyError as exc:
+            log.warning("relay session batch failed (%s); retrying one by one", exc)
+        for event in events:  # one bad event must not cost the others
+            try:
+                self._repo.apply([event])
+                self.written += 1
+            except SQLAlchemyError as exc:
+                self.write_errors += 1
+                log.error("relay session %s not recorded: %s", event.allocation_id, exc)

@@ -1,0 +1,203 @@
+"""Running the product in the foreground: `callgate turn` and `callgate serve`.
+
+One asyncio loop (uvloop when installed) holds the TURN listeners and, for `serve`, the HTTP app
+(uvicorn). SIGTERM and SIGINT set one stop event; everything then shuts down in order and the
+process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
+
+import uvicorn
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from callgate.api.app import create_app
+from callgate.config import Settings, turn_config
+from callgate.metrics import MetricsServer, build_registry, serve_metrics
+from callgate.records.relay_sessions import DbEventSink
+from callgate.storage.db import Store, open_store
+from callgate.storage.repositories import TurnUserRepository
+from callgate.turn.server import TurnServer
+from callgate.types import Address, Transport
+
+log = logging.getLogger("callgate")
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr. Library chatter (alembic, uvicorn access) stays quiet unless DEBUG."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        force=True,
+    )
+    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    for name in ("alembic", "uvicorn.access", "multipart"):
+        logging.getLogger(name).setLevel(quiet)
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `main()` on uvloop when importable, else on the stock asyncio loop."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        log.warning("uvloop not installed; using the stock asyncio loop (slower relay path)")
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
+
+
+def format_address(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def describe_bound(bound: list[tuple[Transport, Address]]) -> str:
+    return ", ".join(f"{transport.value} {format_address(addr)}" for transport, addr in bound)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (the loop's own handlers: no KeyboardInterrupt)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def announce(message: str) -> None:
+    """The one line operators and scripts wait for; printed whatever the log level."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class KeyLookup:
+    """TURN long-term keys of static users stored in the database, cached for `ttl` seconds.
+
+    Called by the server on authenticated requests (not per relayed packet); the cache bounds
+    database reads under bursts and guessing. A removed user stops working within `ttl`.
+    """
+
+    def __init__(self, users: TurnUserRepository, realm: str, ttl: float = 5.0) -> None:
+        self._users = users
+        self._realm = realm
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, bytes | None]] = {}
+
+    def __call__(self, username: str) -> bytes | None:
+        now = time.monotonic()
+        hit = self._cache.get(username)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            key = self._users.key(username, self._realm)
+        except SQLAlchemyError as exc:
+            log.error("TURN user lookup failed: %s", exc)
+            return None
+        if len(self._cache) >= 10_000:
+            self._cache.clear()
+        self._cache[username] = (now + self._ttl, key)
+        return key
+
+
+@contextlib.contextmanager
+def metrics_endpoint(settings: Settings, server: TurnServer) -> Generator[MetricsServer | None]:
+    if settings.metrics is None:
+        yield None
+        return
+    endpoint = serve_metrics(settings.metrics, build_registry(lambda: server.counters))
+    try:
+        yield endpoint
+    finally:
+        endpoint.stop()
+
+
+async def run_turn(settings: Settings) -> None:
+    """The relay alone: TURN listeners, optional metrics endpoint, until SIGTERM/SIGINT."""
+    config = turn_config(settings)
+    stop = stop_on_signals()
+    async with TurnServer(config) as server:
+        with metrics_endpoint(settings, server) as metrics:
+            extra = f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
+            announce(f"callgate turn listening on {describe_bound(server.bound)}{extra}")
+            await stop.wait()
+            log.info("stopping")
+    log.info("stopped")
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: our stop event owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None]:
+        yield
+
+
+def _health(store: Store, server: TurnServer, sink: DbEventSink) -> dict[str, Any]:
+    try:
+        with store.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        database: dict[str, Any] = {"ok": True}
+    except SQLAlchemyError as exc:
+        database = {"ok": False, "error": type(exc).__name__}
+    return {
+        "database": database,
+        "turn": {"ok": True, "listeners": describe_bound(server.bound)},
+        "recorder": {"ok": sink.write_errors == 0, "dropped": sink.dropped},
+    }
+
+
+async def _start_http(settings: Settings, app: Any) -> tuple[_HttpServer, asyncio.Task[None]]:
+    host, port = settings.http
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+    )
+    http = _HttpServer(config)
+    task = asyncio.create_task(http.serve())
+    while not http.started:
+        if task.done():  # uvicorn exits (SystemExit) when it cannot bind
+            with contextlib.suppress(SystemExit):
+                task.result()
+            raise OSError(f"cannot listen on HTTP {format_address(settings.http)}")
+        await asyncio.sleep(0.02)
+    return http, task
+
+
+async def run_serve(settings: Settings) -> None:
+    """Everything on one box: SQLite store, TURN relay with DB users and records, HTTP app."""
+    store = await asyncio.to_thread(open_store, settings.database())
+    sink = DbEventSink(store.sessions)
+    config = turn_config(settings)
+    lookup = KeyLookup(TurnUserRepository(store.sessions), config.realm)
+    stop = stop_on_signals()
+    try:
+        async with TurnServer(config, events=sink, key_lookup=lookup) as server:
+            registry = build_registry(lambda: server.counters)
+            app = create_app(registry=registry, health=lambda: _health(store, server, sink))
+            http, http_task = await _start_http(settings, app)
+            with metrics_endpoint(settings, server):
+                announce(
+                    f"callgate serve listening on {describe_bound(server.bound)}; "
+                    f"http http://{format_address(settings.http)}; data {settings.data_dir}"
+                )
+                stop_wait = asyncio.create_task(stop.wait())
+                await asyncio.wait({stop_wait, http_task}, return_when=asyncio.FIRST_COMPLETED)
+                stop_wait.cancel()
+                log.info("stopping")
+                http.should_exit = True
+                with contextlib.suppress(SystemExit):
+                    await http_task
+    finally:
+        await sink.aclose()
+        store.close()
+    log.info("stopped")

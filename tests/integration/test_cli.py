@@ -1,0 +1,284 @@
+"""The `callgate` command in a subprocess: user management, `turn` and `serve` on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent / "callgate"
+COMMAND = (
+    [str(BIN)] if BIN.exists() else [sys.executable, "-c", "from callgate.cli import main; main()"]
+)
+MAGIC_COOKIE = 0x2112A442
+
+
+def env_without_callgate(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
+    env.update(extra)
+    return env
+
+
+def callgate(
+    *args: str, cwd: Path, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env_without_callgate(**env),
+        timeout=60,
+    )
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def binding_request(port: int, timeout: float = 0.5) -> bytes | None:
+    """Send a STUN Binding request; the response, or None if none came."""
+    transaction = os.urandom(12)
+    request = struct.pack("!HHI", 0x0001, 0, MAGIC_COOKIE) + transaction
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(request, ("127.0.0.1", port))
+        try:
+            data = sock.recv(2048)
+        except TimeoutError:
+            return None
+    assert data[8:20] == transaction
+    return data
+
+
+@contextmanager
+def running(
+    args: list[str], cwd: Path, stun_port: int, ready_url: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `callgate ARGS`, wait until it answers STUN (and `ready_url`), and make sure it is
+    gone afterwards."""
+    log = (cwd / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [*COMMAND, *args], cwd=cwd, env=env_without_callgate(), stderr=log, stdout=log
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while binding_request(stun_port, timeout=0.2) is None or not url_ok(ready_url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"server did not come up:\n{(cwd / 'server.log').read_text()}")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+def url_ok(url: str | None) -> bool:
+    if url is None:
+        return True
+    try:
+        http_get(url)
+    except OSError:
+        return False
+    return True
+
+
+def stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> int:
+    proc.send_signal(sig)
+    return proc.wait(timeout=5)
+
+
+def http_get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read().decode()
+
+
+def test_version(tmp_path: Path) -> None:
+    result = callgate("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("callgate ")
+
+
+def test_user_add_list_remove(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    added = callgate(
+        "user",
+        "add",
+        "alice",
+        "--password-stdin",
+        "--data-dir",
+        data,
+        cwd=tmp_path,
+        stdin="s3cret-pw\n",
+    )
+    assert added.returncode == 0, added.stderr
+    again = callgate(
+        "user", "add", "alice", "--password-stdin", "--data-dir", data, cwd=tmp_path, stdin="x\n"
+    )
+    assert again.returncode == 1 and "exists" in again.stderr
+    from_env = callgate(
+        "user", "add", "bob", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="pw2"
+    )
+    assert from_env.returncode == 0, from_env.stderr
+
+    listed = callgate("user", "list", "--data-dir", data, cwd=tmp_path)
+    assert listed.returncode == 0
+    assert "alice" in listed.stdout and "bob" in listed.stdout and "callgate" in listed.stdout
+
+    db = tmp_path / "data" / "callgate.sqlite3"
+    with sqlite3.connect(db) as conn:
+        rows = dict(conn.execute("SELECT name, key_hex FROM turn_users").fetchall())
+    assert rows["alice"] == hashlib.md5(b"alice:callgate:s3cret-pw").hexdigest()
+    assert b"s3cret-pw" not in db.read_bytes()
+
+    removed = callgate("user", "remove", "alice", "--data-dir", data, cwd=tmp_path)
+    assert removed.returncode == 0
+    missing = callgate("user", "remove", "alice", "--data-dir", data, cwd=tmp_path)
+    assert missing.returncode == 1 and "no user" in missing.stderr
+    listed = callgate("user", "list", "--data-dir", data, cwd=tmp_path)
+    assert "alice" not in listed.stdout and "bob" in listed.stdout
+
+
+def test_bad_option_names_it_and_exits_2(tmp_path: Path) -> None:
+    result = callgate("turn", "--relay-ports", "5-3", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--relay-ports" in result.stderr
+    secret = callgate("turn", "--user", ":hunter2", cwd=tmp_path)
+    assert secret.returncode == 2 and "hunter2" not in secret.stderr + secret.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_turn_answers_binding_serves_metrics_and_stops_cleanly(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    args = [
+        "turn",
+        "--listen", f"127.0.0.1:{port}",
+        "--realm", "test.example",
+        "--user", "alice:topsecret-pw",
+        "--auth-secret", "topsecret-rest",
+        "--allow-peer", "127.0.0.0/8",
+        "--relay-ports", "40000-40999",
+        "--metrics", f"127.0.0.1:{metrics_port}",
+    ]  # fmt: skip
+    with running(args, tmp_path, port) as proc:
+        response = binding_request(port)
+        assert response is not None
+        assert struct.unpack("!HHI", response[:8])[0::2] == (0x0101, MAGIC_COOKIE)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as tcp:  # TCP listener too
+            tcp.sendall(struct.pack("!HHI", 0x0001, 0, MAGIC_COOKIE) + os.urandom(12))
+            assert struct.unpack("!H", tcp.recv(2048)[:2])[0] == 0x0101
+        status, text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200
+        assert "callgate_turn_allocations_active 0.0" in text
+        assert 'callgate_turn_requests_total{method="binding"}' in text
+        assert stop(proc, sig) == 0
+    log = (tmp_path / "server.log").read_text()
+    assert f"listening on udp 127.0.0.1:{port}, tcp 127.0.0.1:{port}" in log
+    assert "topsecret" not in log
+
+
+async def allocate_and_send(port: int, username: str, password: str) -> tuple[str, int]:
+    from aioice import turn
+
+    transport, _ = await turn.create_turn_endpoint(
+        asyncio.DatagramProtocol,
+        server_addr=("127.0.0.1", port),
+        username=username,
+        password=password,
+    )
+    relay = transport.get_extra_info("sockname")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.settimeout(5)
+        for _ in range(3):
+            transport.sendto(b"hello peer", peer.getsockname())
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(peer.recv, 2048)
+    # Leave the allocation open: the server must close it and record it on shutdown.
+    return relay[0], int(relay[1])
+
+
+async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> None:
+    port, http_port = free_port(), free_port()
+    data = tmp_path / "data"
+    added = callgate(
+        "user",
+        "add",
+        "carol",
+        "--password-stdin",
+        "--data-dir",
+        str(data),
+        cwd=tmp_path,
+        stdin="pw-carol\n",
+    )
+    assert added.returncode == 0, added.stderr
+    args = [
+        "serve",
+        "--data-dir", str(data),
+        "--http", f"127.0.0.1:{http_port}",
+        "--listen", f"127.0.0.1:{port}",
+        "--allow-peer", "127.0.0.0/8",
+    ]  # fmt: skip
+    healthz = f"http://127.0.0.1:{http_port}/healthz"
+    with running(args, tmp_path, port, ready_url=healthz) as proc:
+        status, body = await asyncio.to_thread(http_get, healthz)
+        assert status == 200
+        health = json.loads(body)
+        assert health["status"] == "ok" and health["database"]["ok"] is True
+
+        relay = await asyncio.wait_for(allocate_and_send(port, "carol", "pw-carol"), 20)
+
+        _, metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{http_port}/metrics")
+        assert "callgate_turn_allocations_active 1.0" in metrics
+        assert "callgate_turn_allocations_total 1.0" in metrics
+        assert stop(proc) == 0
+
+    with sqlite3.connect(data / "callgate.sqlite3") as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute("SELECT * FROM relay_sessions").fetchall()
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["user"], row["transport"]) == ("carol", "udp")
+    assert (row["relay_ip"], row["relay_port"]) == relay
+    assert row["end_reason"] == "server-shutdown" and row["ended_at"] is not None
+    assert json.loads(row["peers"]) == ["127.0.0.1"]
+    assert row["packets_to_peer"] >= 1 and row["bytes_to_peer"] >= len(b"hello peer")
+
+
+def test_turn_exits_1_when_the_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = callgate("turn", "--listen", f"127.0.0.1:{port}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "callgate turn:" in result.stderr
