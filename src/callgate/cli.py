@@ -50,7 +50,12 @@ TlsListenOpt = Annotated[
 CertOpt = Annotated[Path | None, typer.Option("--cert", help="TLS certificate chain (PEM).")]
 KeyOpt = Annotated[Path | None, typer.Option("--key", help="TLS private key (PEM).")]
 RelayIpOpt = Annotated[
-    str | None, typer.Option("--relay-ip", metavar="IP", help="IPv4 address of relay sockets.")
+    list[str] | None,
+    typer.Option(
+        "--relay-ip",
+        metavar="IP",
+        help="Address of relay sockets; repeat with an IPv6 address for IPv6 allocations (RFC 6156).",
+    ),
 ]
 RelayPortsOpt = Annotated[
     str | None,
@@ -128,7 +133,7 @@ def relay_overrides(**options: Any) -> dict[str, Any]:
         "tls_listen": options["tls_listen"],
         "cert": options["cert"],
         "key": options["key"],
-        "relay_ip": options["relay_ip"],
+        **_relay_ips(options["relay_ip"]),
         "relay_ports": options["relay_ports"],
         "realm": options["realm"],
         "users": options["user"],
@@ -139,6 +144,15 @@ def relay_overrides(**options: Any) -> dict[str, Any]:
         "bandwidth": options["bandwidth"],
     }
     return {**top, "turn": turn}
+
+
+def _relay_ips(values: list[str] | None) -> dict[str, str | None]:
+    """Sort repeated --relay-ip values into the IPv4 and IPv6 relay addresses."""
+    v4 = [v for v in values or [] if ":" not in v]
+    v6 = [v for v in values or [] if ":" in v]
+    if len(v4) > 1 or len(v6) > 1:
+        raise fail("--relay-ip: give at most one IPv4 and one IPv6 address")
+    return {"relay_ip": v4[0] if v4 else None, "relay_ip6": v6[0] if v6 else None}
 
 
 def version_callback(value: bool) -> None:

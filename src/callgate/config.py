@@ -58,6 +58,7 @@ CLI_FLAGS: dict[tuple[str, ...], str] = {
     ("turn", "cert"): "--cert",
     ("turn", "key"): "--key",
     ("turn", "relay_ip"): "--relay-ip",
+    ("turn", "relay_ip6"): "--relay-ip",
     ("turn", "relay_ports"): "--relay-ports",
     ("turn", "realm"): "--realm",
     ("turn", "users"): "--user",
