@@ -1,0 +1,180 @@
+"""Fixtures shared by every test layer: free ports, a loopback TURN server, a UDP echo peer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import pytest
+
+from callgate.turn.config import TurnConfig
+from callgate.turn.events import EventSink, ListSink
+from callgate.types import Address, Transport
+
+REALM = "test"
+USER = "alice"
+PASSWORD = "secret"
+AUTH_SECRET = "s3cr3t"
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(kind: int = socket.SOCK_DGRAM, *, both: bool = True) -> int:
+    """A port free on 127.0.0.1 for `kind` (and, with `both`, for the other of UDP/TCP too)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            sock.bind((LOOPBACK, 0))
+            port: int = sock.getsockname()[1]
+        if not both:
+            return port
+        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
+        try:
+            with socket.socket(socket.AF_INET, other) as sock:
+                sock.bind((LOOPBACK, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def free_udp_pair() -> int:
+    """An even UDP port P with P and P+1 free (turnutils_peer listens on both)."""
+    for _ in range(100):
+        port = random.randrange(20000, 32000, 2)
+        try:
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
+            ):
+                a.bind((LOOPBACK, port))
+                b.bind((LOOPBACK, port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free UDP port pair on 127.0.0.1")
+
+
+def relay_port_range(size: int = 1000) -> tuple[int, int]:
+    """A relay port block below the kernel's ephemeral range, random so parallel runs rarely meet.
+
+    The server skips ports that are taken, so a collision costs a retry, not a failure.
+    """
+    start = random.randrange(10000, 32768 - size, 2)
+    return start, start + size - 1
+
+
+def rest_credentials(
+    user: str = USER, *, secret: str = AUTH_SECRET, ttl: int = 3600, now: float | None = None
+) -> tuple[str, str]:
+    """TURN REST ephemeral credentials: ("<expiry>:<user>", base64(HMAC-SHA1(secret, username)))."""
+    expiry = int((time.time() if now is None else now) + ttl)
+    username = f"{expiry}:{user}"
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(digest).decode()
+
+
+def server_address(server: Any, transport: Transport = Transport.UDP) -> Address:
+    """The first address `server` actually bound for `transport`."""
+    for kind, address in server.bound:
+        if kind == transport:
+            return (address[0], address[1])
+    raise AssertionError(f"server has no {transport} listener: {server.bound}")
+
+
+def turn_config(**overrides: Any) -> TurnConfig:
+    """A loopback TurnConfig for tests: port 0, static user alice/secret, REST secret, loopback peers."""
+    low, high = relay_port_range()
+    settings: dict[str, Any] = {
+        "listen": ((LOOPBACK, 0),),
+        "relay_ip": LOOPBACK,
+        "relay_port_min": low,
+        "relay_port_max": high,
+        "realm": REALM,
+        "users": {USER: PASSWORD},
+        "auth_secret": AUTH_SECRET,
+        "allow_peers": ("127.0.0.0/8",),
+    }
+    settings.update(overrides)
+    return TurnConfig(**settings)
+
+
+@asynccontextmanager
+async def run_turn_server(
+    *, events: EventSink | None = None, clock: Any = None, **overrides: Any
+) -> AsyncIterator[Any]:
+    """Start a TurnServer on 127.0.0.1 port 0 (UDP and TCP), yield it started, stop it afterwards.
+
+    `overrides` are TurnConfig fields. The events sink defaults to a ListSink, reachable as
+    `server.test_events` whatever the server calls its own attribute.
+    """
+    from callgate.turn.server import TurnServer  # imported late: the server may not exist yet
+
+    sink = events if events is not None else ListSink()
+    server = TurnServer(turn_config(**overrides), events=sink, clock=clock)
+    async with server:
+        server.test_events = sink
+        yield server
+
+
+class EchoProtocol(asyncio.DatagramProtocol):
+    """Sends every datagram back where it came from, and counts what it saw."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.received = 0
+        self.senders: set[Address] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.received += 1
+        self.senders.add(addr)
+        assert self.transport is not None
+        self.transport.sendto(data, addr)
+
+
+class EchoPeer:
+    def __init__(self, transport: asyncio.DatagramTransport, protocol: EchoProtocol) -> None:
+        self.transport = transport
+        self.protocol = protocol
+        self.address: Address = transport.get_extra_info("sockname")[:2]
+
+
+@asynccontextmanager
+async def run_echo_peer(host: str = LOOPBACK) -> AsyncIterator[EchoPeer]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(EchoProtocol, local_addr=(host, 0))
+    try:
+        yield EchoPeer(transport, protocol)
+    finally:
+        transport.close()
+
+
+@pytest.fixture
+async def echo_peer() -> AsyncIterator[EchoPeer]:
+    async with run_echo_peer() as peer:
+        yield peer
+
+
+@pytest.fixture
+async def turn_server() -> AsyncIterator[Any]:
+    async with run_turn_server() as server:
+        yield server
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 3.0, what: str = "") -> None:
+    """Wait until `predicate()` holds; the server folds traffic totals into its counters every second."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {what or predicate}")
+        await asyncio.sleep(0.05)
