@@ -115,7 +115,7 @@ def metrics_endpoint(settings: Settings, server: TurnServer) -> Generator[Metric
     if settings.metrics is None:
         yield None
         return
-    endpoint = serve_metrics(settings.metrics, build_registry(lambda: server.counters))
+    endpoint = serve_metrics(settings.metrics, build_registry(server.live_counters))
     try:
         yield endpoint
     finally:
@@ -182,7 +182,7 @@ async def run_serve(settings: Settings) -> None:
     stop = stop_on_signals()
     try:
         async with TurnServer(config, events=sink, key_lookup=lookup) as server:
-            registry = build_registry(lambda: server.counters)
+            registry = build_registry(server.live_counters)
             app = create_app(registry=registry, health=lambda: _health(store, server, sink))
             http, http_task = await _start_http(settings, app)
             with metrics_endpoint(settings, server):

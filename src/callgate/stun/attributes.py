@@ -6,6 +6,7 @@ Each unpack_* raises StunDecodeError with an exact message for a malformed value
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 
 from callgate.stun.constants import FAMILY_IPV4, FAMILY_IPV6, MAGIC_COOKIE, MAGIC_COOKIE_BYTES
@@ -16,8 +17,13 @@ _MAX_TEXT = {"USERNAME": 513, "REALM": 763, "NONCE": 763, "SOFTWARE": 763}
 
 
 def _family(host: str) -> tuple[int, bytes]:
-    ip = ipaddress.ip_address(host)
-    return (FAMILY_IPV4 if ip.version == 4 else FAMILY_IPV6), ip.packed
+    """Address family code and packed address; inet_pton is ~10x faster than ipaddress."""
+    try:
+        if ":" in host:
+            return FAMILY_IPV6, socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+        return FAMILY_IPV4, socket.inet_pton(socket.AF_INET, host)
+    except OSError as exc:
+        raise ValueError(f"{host!r} is not an IP address") from exc
 
 
 def pack_address(address: Address) -> bytes:
@@ -38,16 +44,19 @@ def unpack_address(value: bytes) -> Address:
     raise StunDecodeError(f"address attribute: family {family} with {len(raw)} address bytes")
 
 
-def _xor_mask(family: int, transaction_id: bytes) -> bytes:
-    return MAGIC_COOKIE_BYTES if family == FAMILY_IPV4 else MAGIC_COOKIE_BYTES + transaction_id
+_COOKIE_INT = MAGIC_COOKIE
+_PORT_MASK = MAGIC_COOKIE >> 16
 
 
 def pack_xor_address(address: Address, transaction_id: bytes) -> bytes:
-    """XOR-MAPPED-ADDRESS style value (RFC 8489 §14.2)."""
+    """XOR-MAPPED-ADDRESS style value (RFC 8489 §14.2): port xor the cookie's high 16 bits,
+    IPv4 address xor the cookie, IPv6 address xor cookie || transaction id."""
     family, packed = _family(address[0])
-    mask = _xor_mask(family, transaction_id)
-    xored = bytes(a ^ b for a, b in zip(packed, mask, strict=True))
-    return struct.pack("!BBH", 0, family, address[1] ^ (MAGIC_COOKIE >> 16)) + xored
+    head = struct.pack("!BBH", 0, family, address[1] ^ _PORT_MASK)
+    if family == FAMILY_IPV4:
+        return head + (int.from_bytes(packed, "big") ^ _COOKIE_INT).to_bytes(4, "big")
+    mask = int.from_bytes(MAGIC_COOKIE_BYTES + transaction_id, "big")
+    return head + (int.from_bytes(packed, "big") ^ mask).to_bytes(16, "big")
 
 
 def unpack_xor_address(value: bytes, transaction_id: bytes) -> Address:
@@ -55,15 +64,16 @@ def unpack_xor_address(value: bytes, transaction_id: bytes) -> Address:
         raise StunDecodeError(f"XOR address attribute too short: {len(value)} bytes")
     _, family, xport = struct.unpack_from("!BBH", value)
     raw = value[4:]
-    expected = {FAMILY_IPV4: 4, FAMILY_IPV6: 16}.get(family)
-    if expected is None or len(raw) != expected:
-        raise StunDecodeError(
-            f"XOR address attribute: family {family} with {len(raw)} address bytes"
-        )
-    mask = _xor_mask(family, transaction_id)
-    packed = bytes(a ^ b for a, b in zip(raw, mask, strict=True))
-    host = ipaddress.ip_address(packed)
-    return str(host), xport ^ (MAGIC_COOKIE >> 16)
+    if family == FAMILY_IPV4 and len(raw) == 4:
+        packed = (int.from_bytes(raw, "big") ^ _COOKIE_INT).to_bytes(4, "big")
+        return socket.inet_ntop(socket.AF_INET, packed), xport ^ _PORT_MASK
+    if family == FAMILY_IPV6 and len(raw) == 16:
+        if len(transaction_id) != 12:
+            raise StunDecodeError("XOR address attribute needs a 12-byte transaction id")
+        mask = int.from_bytes(MAGIC_COOKIE_BYTES + transaction_id, "big")
+        packed = (int.from_bytes(raw, "big") ^ mask).to_bytes(16, "big")
+        return str(ipaddress.IPv6Address(packed)), xport ^ _PORT_MASK
+    raise StunDecodeError(f"XOR address attribute: family {family} with {len(raw)} address bytes")
 
 
 def address_family(value: bytes) -> int:

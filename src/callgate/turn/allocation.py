@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from callgate.stun import attributes as attrs
-from callgate.stun.constants import Attr, MessageClass, Method
-from callgate.stun.message import build, encode, new_transaction_id
+from callgate.stun.constants import Attr
 from callgate.turn.counters import TurnCounters
+from callgate.turn.indications import data_indication
 from callgate.types import Address, FiveTuple
 
 ClientSend = Callable[[bytes], None]
@@ -226,15 +225,3 @@ class Allocation:
         self.packets_to_client += 1
         self.bytes_to_client += size
         return True
-
-
-def data_indication(peer: Address, data: bytes) -> bytes:
-    """A Data indication carrying `data` from `peer` (RFC 8656 §11.4)."""
-    tid = new_transaction_id()
-    message = build(
-        Method.DATA,
-        MessageClass.INDICATION,
-        tid,
-        [(Attr.XOR_PEER_ADDRESS, attrs.pack_xor_address(peer, tid)), (Attr.DATA, data)],
-    )
-    return encode(message)

@@ -1,4 +1,9 @@
-"""Plain integer counters the server bumps on its hot paths; metrics read them at scrape time."""
+"""Plain integer counters of the relay; metrics read them at scrape time.
+
+Control-path counters are bumped where they happen. Relayed traffic is counted per allocation on
+the hot path and folded into these totals by `TurnServer.live_counters()` (every scrape) and by the
+once-a-second sweep.
+"""
 
 from __future__ import annotations
 

@@ -45,6 +45,7 @@ from callgate.turn.auth import Authenticator, Credential
 from callgate.turn.config import TurnConfig
 from callgate.turn.counters import TurnCounters
 from callgate.turn.events import EventKind
+from callgate.turn.indications import SEND_INDICATION, parse_send
 from callgate.turn.manager import AllocationManager
 from callgate.types import Address, FiveTuple
 
@@ -101,6 +102,9 @@ class TurnHandler:
 
         Malformed input is dropped and counted (never answered): it may be spoofed.
         """
+        if data[:2] == SEND_INDICATION:
+            self._send_indication(data, client)
+            return None
         try:
             message = decode(data)
         except StunDecodeError as exc:
@@ -108,9 +112,7 @@ class TurnHandler:
             log.debug("dropped malformed STUN from %s: %s", client.five_tuple.client, exc)
             return None
         if message.cls is MessageClass.INDICATION:
-            if message.method == Method.SEND:
-                self._send_indication(message, client)
-            return None
+            return None  # other indications (Binding keepalives) need nothing
         if message.cls is not MessageClass.REQUEST:
             return None
         return self._request(message, client)
@@ -314,18 +316,17 @@ class TurnHandler:
 
     # -- Send indication (RFC 8656 §11.2) ----------------------------------------------------
 
-    def _send_indication(self, message: Message, client: Client) -> None:
+    def _send_indication(self, data: bytes, client: Client) -> None:
+        """Relay a Send indication's DATA to its peer (RFC 8656 §11.2). Indications are never
+        answered: without an allocation or permission the data is silently discarded."""
         allocation = self.manager.get(client.five_tuple)
-        peer_value = message.get(Attr.XOR_PEER_ADDRESS)
-        data = message.get(Attr.DATA)
-        if allocation is None or peer_value is None or data is None:
-            return  # indications are never answered; silently discarded (§11.2)
         try:
-            peer = attrs.unpack_xor_address(peer_value, message.transaction_id)
+            peer, payload = parse_send(data)
         except StunDecodeError:
             self.counters.malformed_dropped += 1
             return
-        allocation.to_peer(data, peer)
+        if allocation is not None:
+            allocation.to_peer(payload, peer)
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -109,7 +109,8 @@ class AllocationManager:
     def refresh_totals(self) -> None:
         """Fold per-allocation traffic counters into the server totals (metrics read these)."""
         totals = list(self._retired)
-        for a in self._by_tuple.values():
+        # list() first: metrics may call this from their own thread while the loop mutates.
+        for a in list(self._by_tuple.values()):
             totals[0] += a.packets_to_peer
             totals[1] += a.bytes_to_peer
             totals[2] += a.packets_to_client

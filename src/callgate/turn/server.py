@@ -171,6 +171,11 @@ class TurnServer:
         except Exception:  # keep sweeping: one bad allocation must not stop expiry
             log.exception("sweep failed")
 
+    def live_counters(self) -> TurnCounters:
+        """Counters with relayed traffic folded in up to this moment (for metrics scrapes)."""
+        self.manager.refresh_totals()
+        return self.counters
+
     def address(self, transport: Transport = Transport.UDP) -> Address:
         for kind, addr in self.bound:
             if kind is transport:

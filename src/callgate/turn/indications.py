@@ -1,0 +1,109 @@
+"""Send and Data indications on the data path (RFC 8656 §11), without building a `Message`.
+
+A Send indication carries client data for a peer in XOR-PEER-ADDRESS + DATA; a Data
+indication carries peer data to the client the same way. Both are hot when a client does not
+use channels (coturn's `uclient -s`, some WebRTC stacks before ChannelBind succeeds), so they are
+parsed and built here with fixed offsets; the general codec is the reference the tests compare
+against.
+"""
+
+from __future__ import annotations
+
+import binascii
+import functools
+import random
+import struct
+
+from callgate.stun import attributes as attrs
+from callgate.stun.constants import FINGERPRINT_XOR, KNOWN_ATTRIBUTES, MAGIC_COOKIE, Attr
+from callgate.stun.message import StunDecodeError
+from callgate.types import Address
+
+SEND_INDICATION = b"\x00\x16"  # Send method (0x006), indication class
+_DATA_INDICATION = 0x0017
+_COOKIE = MAGIC_COOKIE.to_bytes(4, "big")
+_HEADER = struct.Struct("!HHI")
+_ATTR = struct.Struct("!HH")
+_XOR_PEER = int(Attr.XOR_PEER_ADDRESS)
+_DATA = int(Attr.DATA)
+_FINGERPRINT = int(Attr.FINGERPRINT)
+
+
+def parse_send(packet: bytes) -> tuple[Address, bytes]:
+    """Peer address and data of a Send indication.
+
+    Raises StunDecodeError when malformed, when XOR-PEER-ADDRESS or DATA is missing, when a
+    FINGERPRINT does not match, or when an unknown comprehension-required attribute is present
+    (such indications are discarded, RFC 8489 §6.3.2).
+    """
+    n = len(packet)
+    if n < 20 or packet[4:8] != _COOKIE:
+        raise StunDecodeError("not a STUN message")
+    length = (packet[2] << 8) | packet[3]
+    if 20 + length != n or length & 3:
+        raise StunDecodeError("Send indication length does not match the packet")
+    tid = packet[8:20]
+    peer_value: bytes | None = None
+    data: bytes | None = None
+    pos = 20
+    while pos < n:
+        if n - pos < 4:
+            raise StunDecodeError(f"truncated attribute header at offset {pos}")
+        kind, size = _ATTR.unpack_from(packet, pos)
+        end = pos + 4 + size
+        if end > n:
+            raise StunDecodeError(f"attribute 0x{kind:04x} runs past the end")
+        if kind == _XOR_PEER:
+            if peer_value is None:
+                peer_value = packet[pos + 4 : end]
+        elif kind == _DATA:
+            if data is None:
+                data = packet[pos + 4 : end]
+        elif kind == _FINGERPRINT:
+            _check_fingerprint(packet, pos, end)
+        elif kind < 0x8000 and kind not in KNOWN_ATTRIBUTES:
+            raise StunDecodeError(f"unknown comprehension-required attribute 0x{kind:04x}")
+        pos = end + ((4 - size % 4) % 4)
+    if peer_value is None or data is None:
+        raise StunDecodeError("Send indication without XOR-PEER-ADDRESS or DATA")
+    return attrs.unpack_xor_address(peer_value, tid), data
+
+
+def _check_fingerprint(packet: bytes, pos: int, end: int) -> None:
+    if end != len(packet) or end - pos != 8:
+        raise StunDecodeError("FINGERPRINT is not the last attribute")
+    header = packet[:2] + (pos + 8 - 20).to_bytes(2, "big") + packet[4:pos]
+    crc = (binascii.crc32(header) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
+    if crc.to_bytes(4, "big") != packet[pos + 4 : end]:
+        raise StunDecodeError("FINGERPRINT does not match the message")
+
+
+@functools.lru_cache(maxsize=4096)
+def _xor_peer_v4(peer: Address) -> bytes:
+    """IPv4 XOR-PEER-ADDRESS does not depend on the transaction id: computed once per peer."""
+    value = attrs.pack_xor_address(peer, b"")
+    return _ATTR.pack(_XOR_PEER, len(value)) + value
+
+
+def data_indication(peer: Address, data: bytes) -> bytes:
+    """A Data indication carrying `data` from `peer` (RFC 8656 §11.4). Indications get no
+    response, so the transaction id needs uniqueness, not secrecy."""
+    tid = random.randbytes(12)
+    if ":" in peer[0]:
+        value = attrs.pack_xor_address(peer, tid)
+        peer_attr = _ATTR.pack(_XOR_PEER, len(value)) + value
+    else:
+        peer_attr = _xor_peer_v4(peer)
+    size = len(data)
+    pad = (4 - size % 4) % 4
+    length = len(peer_attr) + 4 + size + pad
+    return b"".join(
+        (
+            _HEADER.pack(_DATA_INDICATION, length, MAGIC_COOKIE),
+            tid,
+            peer_attr,
+            _ATTR.pack(_DATA, size),
+            data,
+            b"\x00" * pad,
+        )
+    )
