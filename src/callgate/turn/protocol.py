@@ -14,9 +14,11 @@ import socket
 from typing import cast
 
 from callgate.stun.channel_data import framed_length
+from callgate.stun.message import StunDecodeError
 from callgate.turn.allocation import Allocation
 from callgate.turn.counters import TurnCounters
 from callgate.turn.handlers import Client, TurnHandler
+from callgate.turn.indications import parse_send
 from callgate.turn.manager import AllocationManager
 from callgate.types import Address, FiveTuple, Transport
 
@@ -94,6 +96,16 @@ class UdpListener:
                         counters.malformed_dropped += 1
                         continue
                     allocation.to_peer(view[4 : 4 + length], peer)
+                elif first == 0 and buf[1] == 0x16:
+                    # Send indication (RFC 8656 §11.2): no Client context needed.
+                    allocation = clients.get(addr)
+                    try:
+                        peer, payload = parse_send(view[:n].tobytes())
+                    except StunDecodeError:
+                        counters.malformed_dropped += 1
+                        continue
+                    if allocation is not None:
+                        allocation.to_peer(payload, peer)
                 elif first < 0x40:
                     response = self.handler.handle(view[:n].tobytes(), send_to(addr))
                     if response is not None:
