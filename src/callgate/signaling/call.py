@@ -1,0 +1,128 @@
+"""One call's server-side state, and the watchdog deadlines that follow from it.
+
+    ringing ──answer──► connected ──both sides report media connected──► media
+       │                    │                                               │
+       └── timeout: no-answer   └── timeout / failed: setup-failed            └── silence / failed: media-lost
+
+Times: `*_mono` are the clock's monotonic seconds (deadlines), `*_wall` Unix seconds (records).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from callgate.signaling.presence import Device
+from callgate.signaling.reasons import Party, Reason
+
+
+class State(enum.Enum):
+    RINGING = "ringing"
+    CONNECTED = "connected"
+    MEDIA = "media"
+
+
+@dataclass(slots=True)
+class SideMedia:
+    """What one party reported about its media, and the silence watchdog's view of it."""
+
+    connected: bool = False
+    local_type: str | None = None
+    remote_type: str | None = None
+    codec: str | None = None
+    inbound_packets: int | None = None  # last reported sum of inbound packets
+    progress_mono: float = 0.0  # when inbound packets last increased (or media began)
+
+    def observe(self, inbound_packets: int, now: float) -> None:
+        if self.inbound_packets is None or inbound_packets > self.inbound_packets:
+            self.progress_mono = now
+        self.inbound_packets = inbound_packets
+
+
+@dataclass(slots=True)
+class Call:
+    call_id: str
+    caller: Device
+    callee_handle: str
+    relay_only: bool
+    invite_mono: float
+    invite_wall: float
+    state: State = State.RINGING
+    ringing: dict[str, Device] = field(default_factory=dict)  # callee devices still ringing
+    callee: Device | None = None  # the device that answered
+    answer_mono: float = 0.0
+    answer_wall: float | None = None
+    caller_media: SideMedia = field(default_factory=SideMedia)
+    callee_media: SideMedia = field(default_factory=SideMedia)
+
+    def party_of(self, device: Device) -> Party | None:
+        """The party `device`'s user is in this call, or None if the user is not part of it."""
+        if device.handle == self.caller.handle:
+            return Party.CALLER
+        if device.handle == self.callee_handle:
+            return Party.CALLEE
+        return None
+
+    def active_device(self, party: Party) -> Device | None:
+        return self.caller if party is Party.CALLER else self.callee
+
+    def side(self, party: Party) -> SideMedia:
+        return self.caller_media if party is Party.CALLER else self.callee_media
+
+    def device_ids(self) -> list[str]:
+        """Every device that hears about this call: the caller's and the callee's involved ones."""
+        ids = [self.caller.device_id, *self.ringing]
+        if self.callee is not None:
+            ids.append(self.callee.device_id)
+        return ids
+
+    def media_path(self) -> str:
+        caller = self.caller_media.local_type or "unknown"
+        callee = self.callee_media.local_type or "unknown"
+        return f"{caller}/{callee}"
+
+    def codec(self) -> str | None:
+        return self.caller_media.codec or self.callee_media.codec
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """Policy refused the call before ringing: `rule` names the rule, `reason` is for people."""
+
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    ring: float = 30.0
+    setup: float = 10.0
+    silence: float = 8.0
+    final_stats_grace: float = 10.0  # how long an ended call still accepts final `call.stats`
+
+
+def deadline(call: Call, timeouts: Timeouts) -> tuple[float, Reason]:
+    """When the call times out if nothing happens first, and with which reason."""
+    if call.state is State.RINGING:
+        return call.invite_mono + timeouts.ring, Reason.NO_ANSWER
+    if call.state is State.CONNECTED:
+        return call.answer_mono + timeouts.setup, Reason.SETUP_FAILED
+    quiet_since = min(call.caller_media.progress_mono, call.callee_media.progress_mono)
+    return quiet_since + timeouts.silence, Reason.MEDIA_LOST
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """An ended call kept for `final_stats_grace` so late final stats are still recorded."""
+
+    call_id: str
+    caller_device: str
+    callee_device: str | None
+    expires_mono: float
+
+    def party_of(self, device_id: str) -> Party | None:
+        if device_id == self.caller_device:
+            return Party.CALLER
+        if device_id == self.callee_device:
+            return Party.CALLEE
+        return None

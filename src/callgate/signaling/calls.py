@@ -1,0 +1,401 @@
+"""The server-owned call state machine: pure, no I/O, on an injectable clock.
+
+`CallEngine` takes already-parsed inputs (a device connected, a request arrived, time passed) and
+returns the effects to carry out, in order (see `effects.py`). Every request gets exactly one reply,
+`ack` or `error` with its id. Within one input's effects, records come before messages.
+
+Each request handler reads: validate → authorize → act → respond. Authorization: a device whose
+user is not a party of the call gets `not-found` (existence is not leaked); a party's device that
+is not the one carrying the call for its side, or a request the call's state does not allow, gets
+`conflict`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from typing import Literal, NoReturn
+
+from callgate.clock import Clock
+from callgate.signaling import messages as m
+from callgate.signaling.call import Call, Denial, Ended, State, Timeouts, deadline
+from callgate.signaling.effects import (
+    CallOpened,
+    CdrFinal,
+    CdrOpen,
+    CdrUpdate,
+    Effect,
+    Send,
+    StatsReport,
+    records_first,
+)
+from callgate.signaling.presence import Device, Presence
+from callgate.signaling.reasons import EndedBy, Party, Reason, disposition_for
+from callgate.signaling.sdp import filter_candidate, filter_sdp, normalize_addresses
+
+
+class _Refusal(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class CallEngine:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        ring_timeout: float = 30.0,
+        setup_timeout: float = 10.0,
+        silence_timeout: float = 8.0,
+        final_stats_grace: float = 10.0,
+        relay_addresses: Collection[str] = (),
+        new_call_id: Callable[[], str] | None = None,
+    ) -> None:
+        self._clock = clock
+        self.timeouts = Timeouts(ring_timeout, setup_timeout, silence_timeout, final_stats_grace)
+        self.relay_addresses = normalize_addresses(relay_addresses)
+        self._new_call_id = new_call_id or (lambda: uuid.uuid4().hex)
+        self._presence = Presence()
+        self._calls: dict[str, Call] = {}
+        self._call_by_device: dict[str, Call] = {}
+        self._ended: dict[str, Ended] = {}
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def call_of(self, device_id: str) -> str | None:
+        """The id of the call this device is ringing for or in, if any."""
+        call = self._call_by_device.get(device_id)
+        return call.call_id if call is not None else None
+
+    def active_calls(self) -> int:
+        return len(self._calls)
+
+    def next_deadline(self) -> float | None:
+        """The monotonic time at which `tick()` has something to do, or None."""
+        times = [deadline(call, self.timeouts)[0] for call in self._calls.values()]
+        times.extend(ended.expires_mono for ended in self._ended.values())
+        return min(times, default=None)
+
+    # --- presence ------------------------------------------------------------------------------
+
+    def device_connected(
+        self, device_id: str, user_handle: str, display_name: str, relay_only: bool = False
+    ) -> list[Effect]:
+        self._presence.add(Device(device_id, user_handle, display_name, relay_only))
+        return []
+
+    def device_disconnected(self, device_id: str) -> list[Effect]:
+        """A socket closed: end its call (or stop ringing it, if other devices still ring)."""
+        if self._presence.remove(device_id) is None:
+            return []
+        call = self._call_by_device.get(device_id)
+        if call is None:
+            return []
+        if device_id == call.caller.device_id:
+            return self._end(call, Reason.CALLER_DISCONNECTED, EndedBy.CALLER)
+        if call.callee is not None and device_id == call.callee.device_id:
+            return self._end(call, Reason.CALLEE_DISCONNECTED, EndedBy.CALLEE)
+        del call.ringing[device_id]
+        del self._call_by_device[device_id]
+        if not call.ringing:
+            return self._end(call, Reason.CALLEE_DISCONNECTED, EndedBy.CALLEE)
+        return [Send(call.caller.device_id, m.ringing_message(call.call_id, len(call.ringing)))]
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def invite(
+        self,
+        device_id: str,
+        request_id: str,
+        to: str,
+        sdp: str,
+        callee_exists: bool,
+        denial: Denial | None = None,
+    ) -> list[Effect]:
+        """Open a call attempt: record it, then ring every online device of `to`, or end it."""
+        caller = self._presence.get(device_id)
+        if to == caller.handle:
+            return self._error(device_id, request_id, m.BAD_REQUEST, "cannot call yourself")
+        if device_id in self._call_by_device:
+            return self._error(device_id, request_id, m.CONFLICT, "this device is in a call")
+        callees = self._presence.devices_of(to) if callee_exists and denial is None else []
+        call = Call(
+            call_id=self._new_call_id(),
+            caller=caller,
+            callee_handle=to,
+            relay_only=caller.relay_only or any(d.relay_only for d in callees),
+            invite_mono=self._clock.monotonic(),
+            invite_wall=self._clock.wall(),
+        )
+        outcome = self._refusal_reason(callee_exists, denial, callees)
+        opened = CallOpened(
+            call_id=call.call_id,
+            caller_handle=caller.handle,
+            caller_device=device_id,
+            callee_handle=to,
+            invite_at=call.invite_wall,
+            ring_at=None if outcome is not None else call.invite_wall,
+            ringing_devices=0 if outcome is not None else len(callees),
+            relay_only=call.relay_only,
+        )
+        effects: list[Effect] = [
+            CdrOpen(opened),
+            Send(device_id, m.ack_message(request_id, call_id=call.call_id)),
+        ]
+        if outcome is not None:
+            if denial is not None:
+                message = m.denied_message(call.call_id, denial.reason, denial.rule)
+                effects.append(Send(device_id, message))
+            detail = denial.rule if denial is not None else None
+            return records_first(effects + self._end(call, outcome, EndedBy.SERVER, detail))
+        self._calls[call.call_id] = call
+        self._call_by_device[device_id] = call
+        offer = filter_sdp(sdp, call.relay_only, self.relay_addresses)
+        for device in callees:
+            call.ringing[device.device_id] = device
+            self._call_by_device[device.device_id] = call
+            message = m.incoming_message(call.call_id, caller.handle, caller.display_name, offer)
+            effects.append(Send(device.device_id, message))
+        effects.append(Send(device_id, m.ringing_message(call.call_id, len(callees))))
+        return effects
+
+    def _refusal_reason(
+        self, callee_exists: bool, denial: Denial | None, callees: Sequence[Device]
+    ) -> Reason | None:
+        if denial is not None:
+            return Reason.POLICY_DENIED
+        if not callee_exists:
+            return Reason.UNKNOWN_USER
+        if not callees:
+            return Reason.OFFLINE
+        if any(d.device_id in self._call_by_device for d in callees):
+            return Reason.BUSY
+        return None
+
+    def answer(self, device_id: str, request_id: str, call_id: str, sdp: str) -> list[Effect]:
+        """First answer wins; the other ringing devices hear `answered-elsewhere`."""
+        device = self._presence.get(device_id)
+        try:
+            call, party = self._find(device, call_id)
+            if party is not Party.CALLEE:
+                raise _Refusal(m.BAD_REQUEST, "only the callee answers")
+            if call.state is not State.RINGING or device_id not in call.ringing:
+                raise _Refusal(m.CONFLICT, "the call was answered by another device")
+        except _Refusal as refusal:
+            return self._error(device_id, request_id, refusal.code, refusal.message)
+        others = [other for other in call.ringing if other != device_id]
+        for other in others:
+            del self._call_by_device[other]
+        call.ringing.clear()
+        call.state = State.CONNECTED
+        call.callee = device
+        call.answer_mono = self._clock.monotonic()
+        call.answer_wall = self._clock.wall()
+        answer_sdp = filter_sdp(sdp, call.relay_only, self.relay_addresses)
+        elsewhere = m.ended_message(call_id, Reason.ANSWERED_ELSEWHERE, EndedBy.CALLEE)
+        return [
+            CdrUpdate(call_id, answer_at=call.answer_wall, callee_device=device_id),
+            Send(device_id, m.ack_message(request_id)),
+            Send(call.caller.device_id, m.answered_message(call_id, answer_sdp)),
+            *(Send(other, elsewhere) for other in others),
+        ]
+
+    def candidate(
+        self, device_id: str, request_id: str, call_id: str, candidate: m.IceCandidate
+    ) -> list[Effect]:
+        """Forward a trickled candidate to the other party (every ringing device before answer)."""
+        device = self._presence.get(device_id)
+        try:
+            call, party = self._find(device, call_id)
+            self._require_active(call, party, device)
+            if party is Party.CALLEE:
+                targets = [call.caller.device_id]
+            elif call.callee is not None:
+                targets = [call.callee.device_id]
+            else:
+                targets = list(call.ringing)
+        except _Refusal as refusal:
+            return self._error(device_id, request_id, refusal.code, refusal.message)
+        if not filter_candidate(candidate.candidate, call.relay_only, self.relay_addresses):
+            return [Send(device_id, m.ack_message(request_id, forwarded=False))]
+        message = m.candidate_message(call_id, candidate)
+        return [
+            Send(device_id, m.ack_message(request_id, forwarded=True)),
+            *(Send(target, message) for target in targets),
+        ]
+
+    def reject(
+        self, device_id: str, request_id: str, call_id: str, reason: str | None = None
+    ) -> list[Effect]:
+        """The callee declines from a ringing device: the call ends for all."""
+        device = self._presence.get(device_id)
+        try:
+            call, party = self._find(device, call_id)
+            if party is Party.CALLER:
+                raise _Refusal(m.BAD_REQUEST, "the caller cancels with call.hangup")
+            if call.state is not State.RINGING or device_id not in call.ringing:
+                raise _Refusal(m.CONFLICT, "the call is not ringing on this device")
+        except _Refusal as refusal:
+            return self._error(device_id, request_id, refusal.code, refusal.message)
+        effects = self._end(call, Reason.REJECTED, EndedBy.CALLEE, reason)
+        return records_first([Send(device_id, m.ack_message(request_id)), *effects])
+
+    def hangup(self, device_id: str, request_id: str, call_id: str) -> list[Effect]:
+        """Caller before answer: cancelled. Ringing callee device: rejected. After answer: hangup."""
+        device = self._presence.get(device_id)
+        try:
+            call, party = self._find(device, call_id)
+            if party is Party.CALLEE and device_id in call.ringing:
+                reason = Reason.REJECTED
+            else:
+                self._require_active(call, party, device)
+                ringing = call.state is State.RINGING
+                reason = Reason.CANCELLED if ringing else Reason.HANGUP
+        except _Refusal as refusal:
+            return self._error(device_id, request_id, refusal.code, refusal.message)
+        effects = self._end(call, reason, EndedBy(party.value))
+        return records_first([Send(device_id, m.ack_message(request_id)), *effects])
+
+    def media(
+        self,
+        device_id: str,
+        request_id: str,
+        call_id: str,
+        state: Literal["connected", "failed"],
+        local_type: str | None,
+        remote_type: str | None,
+        codec: str | None,
+    ) -> list[Effect]:
+        """A party's ICE/DTLS reached media (`connected`) or gave up (`failed`)."""
+        device = self._presence.get(device_id)
+        try:
+            call, party = self._find(device, call_id)
+            self._require_active(call, party, device)
+            if call.state is State.RINGING:
+                raise _Refusal(m.CONFLICT, "the call has not been answered")
+        except _Refusal as refusal:
+            return self._error(device_id, request_id, refusal.code, refusal.message)
+        ack = Send(device_id, m.ack_message(request_id))
+        if state == "failed":
+            reason = Reason.MEDIA_LOST if call.state is State.MEDIA else Reason.SETUP_FAILED
+            return records_first([ack, *self._end(call, reason, EndedBy.SERVER)])
+        side = call.side(party)
+        before = (call.media_path(), call.codec())
+        side.connected = True
+        side.local_type = local_type or side.local_type
+        side.remote_type = remote_type or side.remote_type
+        side.codec = codec or side.codec
+        both = call.caller_media.connected and call.callee_media.connected
+        if call.state is State.CONNECTED and both:
+            return [self._enter_media(call), ack]
+        if call.state is State.MEDIA and (call.media_path(), call.codec()) != before:
+            return [CdrUpdate(call_id, media_path=call.media_path(), codec=call.codec()), ack]
+        return [ack]
+
+    def _enter_media(self, call: Call) -> CdrUpdate:
+        now = self._clock.monotonic()
+        call.state = State.MEDIA
+        call.caller_media.progress_mono = now
+        call.callee_media.progress_mono = now
+        return CdrUpdate(
+            call.call_id,
+            media_at=self._clock.wall(),
+            media_path=call.media_path(),
+            codec=call.codec(),
+        )
+
+    def stats(
+        self,
+        device_id: str,
+        request_id: str,
+        call_id: str,
+        streams: Sequence[m.StreamStats],
+        final: bool,
+    ) -> list[Effect]:
+        """Record a party's stats; inbound packets that stop increasing trip the silence watchdog."""
+        device = self._presence.get(device_id)
+        ended = self._ended.get(call_id)
+        try:
+            if ended is not None:
+                party = ended.party_of(device_id) or self._not_found()
+            else:
+                call, party = self._find(device, call_id)
+                self._require_active(call, party, device)
+                if call.state is State.RINGING:
+                    raise _Refusal(m.CONFLICT, "the call has not been answered")
+                inbound = sum(s.packets for s in streams if s.direction == "inbound")
+                call.side(party).observe(inbound, self._clock.monotonic())
+        except _Refusal as refusal:
+            return self._error(device_id, request_id, refusal.code, refusal.message)
+        report = StatsReport(call_id, device_id, party, self._clock.wall(), final, tuple(streams))
+        return [report, Send(device_id, m.ack_message(request_id))]
+
+    # --- time ----------------------------------------------------------------------------------
+
+    def tick(self) -> list[Effect]:
+        """End every call whose ring, setup or silence deadline has passed."""
+        now = self._clock.monotonic()
+        effects: list[Effect] = []
+        for call in list(self._calls.values()):
+            when, reason = deadline(call, self.timeouts)
+            if now >= when:
+                effects.extend(self._end(call, reason, EndedBy.SERVER))
+        for call_id in [k for k, v in self._ended.items() if now >= v.expires_mono]:
+            del self._ended[call_id]
+        return records_first(effects)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _find(self, device: Device, call_id: str) -> tuple[Call, Party]:
+        call = self._calls.get(call_id)
+        party = call.party_of(device) if call is not None else None
+        if call is None or party is None:
+            self._not_found()
+        return call, party
+
+    @staticmethod
+    def _not_found() -> NoReturn:
+        raise _Refusal(m.NOT_FOUND, "no such call")
+
+    @staticmethod
+    def _require_active(call: Call, party: Party, device: Device) -> None:
+        active = call.active_device(party)
+        if active is None or active.device_id != device.device_id:
+            raise _Refusal(m.CONFLICT, "the call is not on this device")
+
+    @staticmethod
+    def _error(device_id: str, request_id: str, code: str, message: str) -> list[Effect]:
+        return [Send(device_id, m.error_message(request_id, code, message))]
+
+    def _end(
+        self, call: Call, reason: Reason, ended_by: EndedBy, detail: str | None = None
+    ) -> list[Effect]:
+        """Finalize the record, tell every involved device still connected, forget the call."""
+        answered = call.answer_wall is not None
+        duration = self._clock.monotonic() - call.answer_mono if answered else 0.0
+        effects: list[Effect] = [
+            CdrFinal(
+                call_id=call.call_id,
+                disposition=disposition_for(reason, answered),
+                reason=reason,
+                ended_by=ended_by,
+                end_at=self._clock.wall(),
+                duration_s=round(duration, 3),
+                detail=detail,
+            )
+        ]
+        ended = m.ended_message(call.call_id, reason, ended_by)
+        for device_id in call.device_ids():
+            self._call_by_device.pop(device_id, None)
+            if device_id in self._presence:
+                effects.append(Send(device_id, ended))
+        self._calls.pop(call.call_id, None)
+        if call.callee is not None:
+            expires = self._clock.monotonic() + self.timeouts.final_stats_grace
+            callee_device = call.callee.device_id
+            self._ended[call.call_id] = Ended(
+                call.call_id, call.caller.device_id, callee_device, expires
+            )
+        return effects

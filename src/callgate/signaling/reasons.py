@@ -1,0 +1,78 @@
+"""End reasons, CDR dispositions and who ended a call (docs/signaling.md, "Call state machine").
+
+One table maps each reason to its disposition; three reasons depend on whether the call had been
+answered. The storage layer uses `disposition_for()` too when it closes calls left open by a
+server that died (`server-restart`).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.StrEnum):
+    UNKNOWN_USER = "unknown-user"
+    OFFLINE = "offline"
+    BUSY = "busy"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    NO_ANSWER = "no-answer"
+    ANSWERED_ELSEWHERE = "answered-elsewhere"  # to the other ringing devices; the call goes on
+    HANGUP = "hangup"
+    CALLER_DISCONNECTED = "caller-disconnected"
+    CALLEE_DISCONNECTED = "callee-disconnected"
+    SETUP_FAILED = "setup-failed"
+    MEDIA_LOST = "media-lost"
+    SERVER_RESTART = "server-restart"
+    POLICY_DENIED = "policy-denied"
+
+
+class Disposition(enum.StrEnum):
+    ANSWERED = "answered"
+    NO_ANSWER = "no-answer"
+    BUSY = "busy"
+    REJECTED = "rejected"
+    DENIED = "denied"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Party(enum.StrEnum):
+    CALLER = "caller"
+    CALLEE = "callee"
+
+
+class EndedBy(enum.StrEnum):
+    CALLER = "caller"
+    CALLEE = "callee"
+    SERVER = "server"
+
+
+_FIXED: dict[Reason, Disposition] = {
+    Reason.UNKNOWN_USER: Disposition.FAILED,
+    Reason.OFFLINE: Disposition.FAILED,
+    Reason.BUSY: Disposition.BUSY,
+    Reason.REJECTED: Disposition.REJECTED,
+    Reason.CANCELLED: Disposition.CANCELLED,
+    Reason.NO_ANSWER: Disposition.NO_ANSWER,
+    Reason.HANGUP: Disposition.ANSWERED,
+    Reason.SETUP_FAILED: Disposition.FAILED,
+    Reason.MEDIA_LOST: Disposition.ANSWERED,
+    Reason.POLICY_DENIED: Disposition.DENIED,
+}
+# reason → (disposition if answered, disposition if not)
+_BY_ANSWER: dict[Reason, tuple[Disposition, Disposition]] = {
+    Reason.CALLER_DISCONNECTED: (Disposition.ANSWERED, Disposition.CANCELLED),
+    Reason.CALLEE_DISCONNECTED: (Disposition.ANSWERED, Disposition.FAILED),
+    Reason.SERVER_RESTART: (Disposition.ANSWERED, Disposition.FAILED),
+}
+
+
+def disposition_for(reason: Reason, answered: bool) -> Disposition:
+    """The CDR disposition of a call that ended for `reason`."""
+    if reason in _BY_ANSWER:
+        if_answered, if_not = _BY_ANSWER[reason]
+        return if_answered if answered else if_not
+    if reason in _FIXED:
+        return _FIXED[reason]
+    raise ValueError(f"{reason} does not end a call")
