@@ -1,4 +1,4 @@
-"""The `callgate` command line: `serve`, `turn`, `user add|list|remove`.
+"""The `callgate` command line: `serve`, `turn`, `user …` (cli_users.py), `cdr list` (cli_cdr.py).
 
 Options override the environment (CALLGATE_*), which overrides the config file (--config); see
 README.md "Configuration". Errors in options exit with code 2 and a message naming the option.
@@ -6,22 +6,19 @@ README.md "Configuration". Errors in options exit with code 2 and a message nami
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from callgate import __version__
-from callgate.config import Settings, load_settings
-from callgate.errors import ConfigError, StorageError
+from callgate.cli_cdr import cdr_app
+from callgate.cli_common import ConfigOpt, err, fail, settings_from
+from callgate.cli_users import user_app
+from callgate.config import Settings
+from callgate.errors import StorageError
 
-if TYPE_CHECKING:
-    from callgate.storage.repositories import TurnUserRepository
+__all__ = ["app", "err", "fail", "main", "settings_from"]
 
 app = typer.Typer(
     name="callgate",
@@ -30,15 +27,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-user_app = typer.Typer(help="Static TURN users (long-term credentials) stored in the database.")
 app.add_typer(user_app, name="user")
-err = Console(stderr=True)
+app.add_typer(cdr_app, name="cdr")
 
 # ---- options shared by `turn` and `serve` ----
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="TOML config file (env CALLGATE_CONFIG).", show_default=False),
-]
 ListenOpt = Annotated[
     list[str] | None,
     typer.Option("--listen", metavar="HOST:PORT", help="STUN/TURN listener, UDP and TCP; repeat."),
@@ -111,18 +103,6 @@ HttpOpt = Annotated[
     str | None,
     typer.Option("--http", metavar="HOST:PORT", help="HTTP app (default 127.0.0.1:8080)."),
 ]
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def settings_from(config: Path | None, overrides: dict[str, Any]) -> Settings:
-    try:
-        return load_settings(config, overrides)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
 
 
 def relay_overrides(**options: Any) -> dict[str, Any]:
@@ -236,98 +216,10 @@ def serve(
     _run_foreground(settings, "serve")
 
 
-# ---- static TURN users ----
-
-
-def _users(
-    config: Path | None, data_dir: Path | None, realm: str | None
-) -> tuple[TurnUserRepository, str]:
-    from callgate.storage.db import open_store
-    from callgate.storage.repositories import TurnUserRepository
-
-    settings = settings_from(config, {"data_dir": data_dir, "turn": {"realm": realm}})
-    try:
-        store = open_store(settings.database())
-    except StorageError as exc:
-        raise fail(str(exc), code=1) from None
-    return TurnUserRepository(store.sessions), settings.turn.realm
-
-
-def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    elif os.environ.get("CALLGATE_PASSWORD"):
-        password = os.environ["CALLGATE_PASSWORD"]
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if not password:
-        raise fail("the password is empty")
-    return password
-
-
-UserDataDir = Annotated[
-    Path | None, typer.Option("--data-dir", metavar="DIR", help="Data directory (default ./data).")
-]
-UserRealm = Annotated[
-    str | None, typer.Option("--realm", help="Realm (default from config: callgate).")
-]
-
-
-@user_app.command("add")
-def user_add(
-    name: Annotated[str, typer.Argument(help="User name (no ':').")],
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from stdin's first line.")
-    ] = False,
-    replace: Annotated[bool, typer.Option("--replace", help="Overwrite an existing user.")] = False,
-    realm: UserRealm = None,
-    data_dir: UserDataDir = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Add a static TURN user. Password: --password-stdin, env CALLGATE_PASSWORD, or a prompt.
-
-    Only MD5(name:realm:password) is stored (RFC 8489 §9.2.2), never the password.
-    """
-    from callgate.storage.repositories import UserExistsError
-    from callgate.turn.auth import long_term_key
-
-    if not name or ":" in name or len(name.encode()) > 255:
-        raise fail("user name must be 1-255 bytes without ':'")
-    users, realm_used = _users(config, data_dir, realm)
-    password = _read_password(password_stdin)
-    try:
-        users.add(name, realm_used, long_term_key(name, realm_used, password), replace=replace)
-    except UserExistsError:
-        raise fail(f"user {name!r} exists in realm {realm_used!r} (use --replace)", 1) from None
-    typer.echo(f"added user {name} (realm {realm_used})")
-
-
-@user_app.command("list")
-def user_list(
-    realm: UserRealm = None, data_dir: UserDataDir = None, config: ConfigOpt = None
-) -> None:
-    """List static TURN users (of every realm unless --realm is given)."""
-    users, _ = _users(config, data_dir, realm)
-    records = users.list_users(realm)
-    table = Table("name", "realm", "created (UTC)", box=None)
-    for record in records:
-        table.add_row(record.name, record.realm, record.created_at.strftime("%Y-%m-%d %H:%M:%S"))
-    if not records:
-        typer.echo("no users")
-        return
-    Console(soft_wrap=True).print(table)
-
-
-@user_app.command("remove")
-def user_remove(
-    name: str, realm: UserRealm = None, data_dir: UserDataDir = None, config: ConfigOpt = None
-) -> None:
-    """Remove a static TURN user from the configured realm."""
-    users, realm_used = _users(config, data_dir, realm)
-    if users.remove(name, realm_used) == 0:
-        raise fail(f"no user {name!r} in realm {realm_used!r}", code=1)
-    typer.echo(f"removed user {name} (realm {realm_used})")
-
-
 def main() -> None:
     app()
+
+
+from callgate.client.commands import register as _register_client  # noqa: E402
+
+_register_client(app)

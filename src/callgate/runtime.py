@@ -20,9 +20,12 @@ import uvicorn
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from callgate.accounts.service import AccountService
 from callgate.api.app import create_app
+from callgate.api.deps import Services
 from callgate.config import Settings, turn_config
 from callgate.metrics import MetricsServer, build_registry, serve_metrics
+from callgate.records.cdr import CdrRepository
 from callgate.records.relay_sessions import DbEventSink
 from callgate.storage.db import Store, open_store
 from callgate.storage.repositories import TurnUserRepository
@@ -82,14 +85,23 @@ def announce(message: str) -> None:
 
 
 class KeyLookup:
-    """TURN long-term keys of static users stored in the database, cached for `ttl` seconds.
+    """TURN long-term keys from the database, cached for `ttl` seconds: an account's key (its
+    sign-in password works on the relay) or else a static TURN-only user's.
 
     Called by the server on authenticated requests (not per relayed packet); the cache bounds
-    database reads under bursts and guessing. A removed user stops working within `ttl`.
+    database reads under bursts and guessing. A removed or disabled user stops working within
+    `ttl`.
     """
 
-    def __init__(self, users: TurnUserRepository, realm: str, ttl: float = 5.0) -> None:
+    def __init__(
+        self,
+        users: TurnUserRepository,
+        realm: str,
+        ttl: float = 5.0,
+        accounts: AccountService | None = None,
+    ) -> None:
         self._users = users
+        self._accounts = accounts
         self._realm = realm
         self._ttl = ttl
         self._cache: dict[str, tuple[float, bytes | None]] = {}
@@ -100,7 +112,9 @@ class KeyLookup:
         if hit is not None and hit[0] > now:
             return hit[1]
         try:
-            key = self._users.key(username, self._realm)
+            key = self._accounts.turn_key(username) if self._accounts is not None else None
+            if key is None:
+                key = self._users.key(username, self._realm)
         except SQLAlchemyError as exc:
             log.error("TURN user lookup failed: %s", exc)
             return None
@@ -173,17 +187,42 @@ async def _start_http(settings: Settings, app: Any) -> tuple[_HttpServer, asynci
     return http, task
 
 
+async def _prepare_records(store: Store, accounts: AccountService) -> None:
+    """Start-up chores on the store: the first admin (password printed once), and CDRs a dead
+    server left open finalized as `server-restart`."""
+    password = await asyncio.to_thread(accounts.ensure_first_admin)
+    if password is not None:
+        announce(
+            f"created the first administrator: user 'admin', password {password} "
+            "(shown only now; change it with `callgate user passwd admin`)"
+        )
+    closed = await asyncio.to_thread(CdrRepository(store).close_stale)
+    if closed:
+        log.warning("finalized %d call record(s) left open by a previous run", closed)
+
+
 async def run_serve(settings: Settings) -> None:
     """Everything on one box: SQLite store, TURN relay with DB users and records, HTTP app."""
     store = await asyncio.to_thread(open_store, settings.database())
-    sink = DbEventSink(store.sessions)
     config = turn_config(settings)
-    lookup = KeyLookup(TurnUserRepository(store.sessions), config.realm)
+    accounts = AccountService(store, config.realm)
+    try:
+        await _prepare_records(store, accounts)
+    except BaseException:
+        store.close()
+        raise
+    sink = DbEventSink(store.sessions)
+    lookup = KeyLookup(TurnUserRepository(store.sessions), config.realm, accounts=accounts)
+    services = Services(accounts=accounts, cdrs=CdrRepository(store))
     stop = stop_on_signals()
     try:
         async with TurnServer(config, events=sink, key_lookup=lookup) as server:
             registry = build_registry(server.live_counters)
-            app = create_app(registry=registry, health=lambda: _health(store, server, sink))
+            app = create_app(
+                registry=registry,
+                health=lambda: _health(store, server, sink),
+                services=services,
+            )
             http, http_task = await _start_http(settings, app)
             with metrics_endpoint(settings, server):
                 announce(

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -16,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -155,8 +157,11 @@ def test_user_add_list_remove(tmp_path: Path) -> None:
 
     db = tmp_path / "data" / "callgate.sqlite3"
     with sqlite3.connect(db) as conn:
-        rows = dict(conn.execute("SELECT name, key_hex FROM turn_users").fetchall())
-    assert rows["alice"] == hashlib.md5(b"alice:callgate:s3cret-pw").hexdigest()
+        rows = {name: (key, pw_hash) for name, key, pw_hash in conn.execute(
+            "SELECT handle, turn_key_hex, password_hash FROM users"
+        )}  # fmt: skip
+    assert rows["alice"][0] == hashlib.md5(b"alice:callgate:s3cret-pw").hexdigest()
+    assert rows["alice"][1].startswith("$argon2id$")
     assert b"s3cret-pw" not in db.read_bytes()
 
     removed = callgate("user", "remove", "alice", "--data-dir", data, cwd=tmp_path)
@@ -165,6 +170,54 @@ def test_user_add_list_remove(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "no user" in missing.stderr
     listed = callgate("user", "list", "--data-dir", data, cwd=tmp_path)
     assert "alice" not in listed.stdout and "bob" in listed.stdout
+
+
+def test_user_disable_enable_passwd_and_json(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    added = callgate(
+        "user", "add", "dan", "--display-name", "Dan D", "--group", "eng", "--group", "ops",
+        "--admin", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="pw-1",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "administrator dan" in added.stdout
+    no_password = callgate("user", "add", "eve", "--data-dir", data, cwd=tmp_path, stdin="")
+    assert no_password.returncode == 2 and "--password-stdin" in no_password.stderr
+    bad = callgate("user", "add", "Eve!", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="x")
+    assert bad.returncode == 1 and "handle" in bad.stderr
+
+    def listed() -> dict[str, dict[str, object]]:
+        result = callgate("user", "list", "--json", "--data-dir", data, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return {row["handle"]: row for row in map(json.loads, result.stdout.splitlines())}
+
+    row = listed()["dan"]
+    assert (row["display_name"], row["groups"], row["admin"], row["disabled"]) == (
+        "Dan D", ["eng", "ops"], True, False,
+    )  # fmt: skip
+    assert callgate("user", "disable", "dan", "--data-dir", data, cwd=tmp_path).returncode == 0
+    assert listed()["dan"]["disabled"] is True
+    assert callgate("user", "enable", "dan", "--data-dir", data, cwd=tmp_path).returncode == 0
+    assert listed()["dan"]["disabled"] is False
+    missing = callgate("user", "disable", "nobody", "--data-dir", data, cwd=tmp_path)
+    assert missing.returncode == 1 and "no user" in missing.stderr
+
+    db = tmp_path / "data" / "callgate.sqlite3"
+    changed = callgate(
+        "user", "passwd", "dan", "--password-stdin", "--data-dir", data, cwd=tmp_path,
+        stdin="pw-2\n",
+    )  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    with sqlite3.connect(db) as conn:
+        key = conn.execute("SELECT turn_key_hex FROM users WHERE handle='dan'").fetchone()[0]
+    assert key == hashlib.md5(b"dan:callgate:pw-2").hexdigest()
+    assert b"pw-2" not in db.read_bytes()
+
+    calls = callgate("cdr", "list", "--data-dir", data, cwd=tmp_path)
+    assert calls.returncode == 0 and "no calls" in calls.stdout
+    calls = callgate("cdr", "list", "--json", "--since", "-1h", "--data-dir", data, cwd=tmp_path)
+    assert calls.returncode == 0 and calls.stdout == ""
+    bad_since = callgate("cdr", "list", "--since", "yesterday", "--data-dir", data, cwd=tmp_path)
+    assert bad_since.returncode == 2 and "--since" in bad_since.stderr
 
 
 def test_bad_option_names_it_and_exits_2(tmp_path: Path) -> None:
@@ -282,3 +335,56 @@ def test_turn_exits_1_when_the_port_is_taken(tmp_path: Path) -> None:
         result = callgate("turn", "--listen", f"127.0.0.1:{port}", cwd=tmp_path)
     assert result.returncode == 1
     assert "callgate turn:" in result.stderr
+
+
+def test_first_serve_creates_admin_once_login_works_and_open_calls_are_closed(
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    from callgate.records.cdr import CallOpen, CdrRepository
+    from callgate.storage.db import open_store, sqlite_url
+
+    data = tmp_path / "data"
+    store = open_store(sqlite_url(data))  # a call left open by a server that died
+    CdrRepository(store).open(CallOpen("c" * 32, "ann", "ben", datetime.now(UTC)))
+    store.close()
+    port, http_port = free_port(), free_port()
+    args = [
+        "serve", "--data-dir", str(data), "--http", f"127.0.0.1:{http_port}",
+        "--listen", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{http_port}"
+    with running(args, tmp_path, port, ready_url=f"{base}/healthz") as proc:
+        found = re.search(r"user 'admin', password (\S+) ", (tmp_path / "server.log").read_text())
+        assert found, (tmp_path / "server.log").read_text()
+        password = found.group(1)
+        login = httpx.post(f"{base}/api/login", json={"handle": "admin", "password": password})
+        assert login.status_code == 200, login.text
+        assert login.json()["user"]["is_admin"] is True
+        token = login.json()["token"]
+        assert httpx.get(f"{base}/api/calls").status_code == 401
+        calls = httpx.get(f"{base}/api/calls", headers={"Authorization": f"Bearer {token}"})
+        assert calls.status_code == 200
+        [call] = calls.json()["calls"]
+        assert (call["call_id"], call["reason"], call["disposition"], call["ended_by"]) == (
+            "c" * 32, "server-restart", "failed", "server",
+        )  # fmt: skip
+        assert stop(proc) == 0
+    first_log = (tmp_path / "server.log").read_text()
+    assert first_log.count(password) == 1
+
+    with running(args, tmp_path, port, ready_url=f"{base}/healthz") as proc:
+        assert stop(proc) == 0
+    assert "password" not in (tmp_path / "server.log").read_text()
+
+    listed = callgate("cdr", "list", "--json", "--data-dir", str(data), cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    [row] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (row["caller_user"], row["callee_user"], row["reason"]) == (
+        "ann",
+        "ben",
+        "server-restart",
+    )
+    table = callgate("cdr", "list", "--data-dir", str(data), cwd=tmp_path)
+    assert "server-restart" in table.stdout and "ann" in table.stdout

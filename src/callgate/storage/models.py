@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -82,3 +93,112 @@ class RelaySession(Base):
     packets_to_client: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_to_client: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class User(Base):
+    """An account: signs in with an argon2id-hashed password; its TURN key (MD5 handle:realm:password,
+    RFC 8489 §9.2.2) lets the same password work as TURN long-term credentials. No password is kept."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("handle", name="uq_users_handle"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    handle: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(255))
+    # JSON array of group names (Text keeps it portable).
+    groups: Mapped[str] = mapped_column(Text, default="[]")
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    realm: Mapped[str] = mapped_column(String(255))
+    turn_key_hex: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token: only SHA-256(token) is kept; the token itself is shown once, to its owner."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(
+        Integer,
+        ForeignKey("users.id", name="fk_api_tokens_user_id", ondelete="CASCADE"),
+        index=True,
+    )
+    device: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Call(Base):
+    """The CDR: one row per call attempt, inserted before anyone rings, finalized at the end."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        UniqueConstraint("call_id", name="uq_calls_call_id"),
+        Index("ix_calls_caller_user_invite_at", "caller_user", "invite_at"),
+        Index("ix_calls_callee_user_invite_at", "callee_user", "invite_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(32))
+    caller_user: Mapped[str] = mapped_column(String(64))
+    caller_device: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    caller_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    caller_user_agent: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    callee_user: Mapped[str] = mapped_column(String(255))
+    callee_device: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    callee_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    callee_user_agent: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    direction: Mapped[str] = mapped_column(String(16), default="internal")
+    invite_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    ring_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    answer_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    end_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    disposition: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    ended_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    policy_rule: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    policy_decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    media_path: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    relay_used: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    relay_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    relay_allocation_ids: Mapped[str | None] = mapped_column(Text, nullable=True)
+    codec: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    encryption: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    recording_ids: Mapped[str | None] = mapped_column(Text, nullable=True)
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    audit_index: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class CallQuality(Base):
+    """One stream direction as one party saw it; upserted on every `call.stats` report."""
+
+    __tablename__ = "call_quality"
+    __table_args__ = (
+        UniqueConstraint("call_id", "reporter", "direction", "kind", name="uq_call_quality_stream"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(32), index=True)
+    reporter: Mapped[str] = mapped_column(String(8))
+    direction: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(String(8))
+    packets: Mapped[int] = mapped_column(BigInteger)
+    packets_lost: Mapped[int] = mapped_column(BigInteger)
+    loss_rate: Mapped[float] = mapped_column(Float)
+    jitter_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rtt_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    concealed_ratio: Mapped[float | None] = mapped_column(Float, nullable=True)
+    mos: Mapped[float] = mapped_column(Float)
+    classification: Mapped[str] = mapped_column(String(8))
+    poor_reasons: Mapped[str] = mapped_column(Text, default="[]")
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    final: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,0 +1,78 @@
+"""Request and response bodies of the REST API (/api)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from callgate.accounts.records import UserRecord
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    handle: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+    device: str | None = Field(default=None, max_length=64)
+
+
+class UserOut(BaseModel):
+    handle: str
+    display_name: str
+    groups: list[str]
+    is_admin: bool
+
+    @classmethod
+    def of(cls, user: UserRecord) -> UserOut:
+        return cls(
+            handle=user.handle,
+            display_name=user.display_name,
+            groups=list(user.groups),
+            is_admin=user.is_admin,
+        )
+
+
+class LoginResponse(BaseModel):
+    token: str
+    expires_at: datetime
+    user: UserOut
+
+
+class CallOut(BaseModel):
+    """One call detail record (DESIGN.md "Records")."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    call_id: str
+    caller_user: str
+    caller_device: str | None
+    caller_address: str | None
+    caller_user_agent: str | None
+    callee_user: str
+    callee_device: str | None
+    callee_address: str | None
+    callee_user_agent: str | None
+    direction: str
+    invite_at: datetime
+    ring_at: datetime | None
+    answer_at: datetime | None
+    end_at: datetime | None
+    duration_s: float | None
+    disposition: str | None
+    ended_by: str | None
+    reason: str | None
+    policy_rule: str | None
+    policy_decision: str | None
+    media_path: str | None
+    relay_used: str | None
+    relay_bytes: int | None
+    relay_allocation_ids: list[str]
+    codec: str | None
+    encryption: str | None
+    recording_ids: list[str]
+    node_id: str | None
+
+
+class CallsResponse(BaseModel):
+    calls: list[CallOut]

@@ -1,0 +1,242 @@
+"""The signaling hub: the asyncio layer around the pure `CallEngine`.
+
+It owns the connected devices and carries out the engine's effects in order: records go to the
+database through one writer thread (so a call's rows are written in the order they happen), and
+`CdrOpen` is awaited before anything that follows it is sent — nobody rings before the CDR exists.
+A timer task calls `engine.tick()` at the engine's next deadline (ring, setup and silence
+watchdogs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from callgate.clock import Clock
+from callgate.records.cdr import CdrRepository
+from callgate.records.cdr_types import CallOpen
+from callgate.records.quality import StreamStats as QualityStats
+from callgate.records.quality_store import QualityRepository
+from callgate.signaling import messages as m
+from callgate.signaling.calls import CallEngine
+from callgate.signaling.dispatch import handle_message
+from callgate.signaling.effects import CdrFinal, CdrOpen, CdrUpdate, Effect, Send, StatsReport
+
+log = logging.getLogger(__name__)
+
+# Relay sessions are recorded when allocations end, which follows the call's end by a moment:
+# link them to the CDR after these delays (seconds), once more later for late closers.
+LINK_DELAYS = (3.0, 30.0)
+_QUEUE_LIMIT = 1000  # messages waiting for a slow client before it is disconnected
+
+
+def _at(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+@dataclass(slots=True)
+class Device:
+    device_id: str
+    handle: str
+    queue: asyncio.Queue[dict[str, Any] | None]
+
+
+class SignalingHub:
+    def __init__(
+        self,
+        engine: CallEngine,
+        cdrs: CdrRepository,
+        quality: QualityRepository,
+        clock: Clock,
+        *,
+        node_id: str | None = None,
+        link_delays: Sequence[float] = LINK_DELAYS,
+    ) -> None:
+        self.engine = engine
+        self.cdrs = cdrs
+        self.quality = quality
+        self.clock = clock
+        self.node_id = node_id
+        self.link_delays = tuple(link_delays)
+        self.devices: dict[str, Device] = {}
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callgate-records")
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._pending: asyncio.Future[Any] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._timer = asyncio.create_task(self._run_timer(), name="signaling-timer")
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        for device in list(self.devices.values()):
+            device.queue.put_nowait(None)
+        for task in list(self._background):
+            task.cancel()
+        await self._records_settled()
+        self._db.shutdown(wait=True)
+
+    # -- devices -----------------------------------------------------------------------------------
+
+    async def connect(
+        self, handle: str, display_name: str, relay_only: bool
+    ) -> tuple[Device, list[Effect]]:
+        device = Device(uuid.uuid4().hex[:16], handle, asyncio.Queue(_QUEUE_LIMIT))
+        self.devices[device.device_id] = device
+        effects = self.engine.device_connected(device.device_id, handle, display_name, relay_only)
+        return device, effects
+
+    async def disconnect(self, device: Device) -> None:
+        self.devices.pop(device.device_id, None)
+        await self.apply(self.engine.device_disconnected(device.device_id))
+
+    async def receive(
+        self, device: Device, message: m.ClientMessage, callee_exists: Callable[[str], bool]
+    ) -> None:
+        """Run one parsed client message through the engine and carry out what it asks."""
+        if isinstance(message, m.Invite):
+            exists = await asyncio.get_running_loop().run_in_executor(
+                self._db, callee_exists, message.to
+            )
+            effects = self.engine.invite(
+                device.device_id, message.id, message.to, message.sdp, exists
+            )
+        else:
+            effects = handle_message(self.engine, device.device_id, message)
+        await self.apply(effects)
+
+    def send(self, device: Device, message: dict[str, Any]) -> None:
+        try:
+            device.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            log.warning("device %s is not reading; disconnecting it", device.device_id)
+            with contextlib.suppress(asyncio.QueueEmpty):
+                device.queue.get_nowait()
+            device.queue.put_nowait(None)
+
+    # -- effects -----------------------------------------------------------------------------------
+
+    async def apply(self, effects: Sequence[Effect]) -> None:
+        """Carry out effects in order; a CdrOpen is durable before the next effect runs."""
+        for effect in effects:
+            if isinstance(effect, Send):
+                device = self.devices.get(effect.device_id)
+                if device is not None:
+                    self.send(device, effect.message)
+            elif isinstance(effect, CdrOpen):
+                await self._record(self._open, effect)
+            else:
+                self._record_later(effect)
+        self._wake.set()
+
+    def _open(self, effect: CdrOpen) -> None:
+        call = effect.call
+        opened = CallOpen(
+            call_id=call.call_id,
+            caller_user=call.caller_handle,
+            callee_user=call.callee_handle,
+            invite_at=datetime.fromtimestamp(call.invite_at, UTC),
+            caller_device=call.caller_device,
+            node_id=self.node_id,
+        )
+        self.cdrs.open(opened)
+        if call.ring_at is not None:
+            self.cdrs.update(call.call_id, ring_at=_at(call.ring_at))
+
+    def _write(self, effect: Effect) -> None:
+        if isinstance(effect, CdrUpdate):
+            fields = {
+                "answer_at": _at(effect.answer_at),
+                "callee_device": effect.callee_device,
+                "media_path": effect.media_path,
+                "codec": effect.codec,
+            }
+            changes = {k: v for k, v in fields.items() if v is not None}
+            if changes:
+                self.cdrs.update(effect.call_id, **changes)
+        elif isinstance(effect, CdrFinal):
+            end_at = datetime.fromtimestamp(effect.end_at, UTC)
+            self.cdrs.finalize(
+                effect.call_id,
+                end_at,
+                effect.disposition.value,
+                effect.ended_by.value,
+                effect.reason.value,
+            )
+        elif isinstance(effect, StatsReport):
+            streams = [
+                QualityStats(
+                    kind=s.kind,
+                    direction=s.direction,
+                    packets=s.packets,
+                    packets_lost=s.packets_lost,
+                    jitter_ms=s.jitter_ms,
+                    rtt_ms=s.rtt_ms,
+                    concealed_ratio=s.concealed_ratio,
+                )
+                for s in effect.streams
+            ]
+            self.quality.upsert(
+                effect.call_id, effect.party.value, streams, effect.final, _at(effect.at)
+            )
+
+    async def _record(self, fn: Callable[[Any], None], effect: Effect) -> None:
+        future = asyncio.get_running_loop().run_in_executor(self._db, self._guarded, fn, effect)
+        self._pending = future
+        await future
+
+    def _record_later(self, effect: Effect) -> None:
+        loop = asyncio.get_running_loop()
+        self._pending = loop.run_in_executor(self._db, self._guarded, self._write, effect)
+        if isinstance(effect, CdrFinal):
+            for delay in self.link_delays:
+                loop.call_later(delay, self._link_soon, effect.call_id)
+
+    def _link_soon(self, call_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._pending = loop.run_in_executor(
+            self._db, self._guarded, lambda cid: self.cdrs.link_relay_sessions(cid), call_id
+        )
+
+    @staticmethod
+    def _guarded(fn: Callable[[Any], object], arg: Any) -> None:
+        try:
+            fn(arg)
+        except Exception:  # a failed record write is logged; the hub keeps serving calls
+            log.exception("record write failed for %r", arg)
+
+    async def _records_settled(self) -> None:
+        """Wait until every record write queued so far is done (tests, shutdown)."""
+        marker = asyncio.get_running_loop().run_in_executor(self._db, lambda: None)
+        await marker
+
+    async def flush(self) -> None:
+        await self._records_settled()
+
+    # -- timer -------------------------------------------------------------------------------------
+
+    async def _run_timer(self) -> None:
+        while True:
+            deadline = self.engine.next_deadline()
+            self._wake.clear()
+            timeout = None if deadline is None else max(0.0, deadline - self.clock.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            if deadline is not None and self.clock.monotonic() >= deadline:
+                try:
+                    await self.apply(self.engine.tick())
+                except Exception:
+                    log.exception("signaling timer failed")

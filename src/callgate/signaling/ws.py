@@ -1,0 +1,144 @@
+"""`/ws`: the signaling WebSocket (docs/signaling.md).
+
+Per connection: authenticate the bearer token (query `token` or `Authorization` header), register
+the device, send `hello`, then read messages with size and rate limits. Every bad message gets an
+`error` reply and the connection stays usable; a closed socket ends the device's call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from callgate.accounts.records import UserRecord
+from callgate.clock import Clock
+from callgate.signaling import messages as m
+from callgate.signaling.hub import Device, SignalingHub
+from callgate.signaling.iceconfig import IceServerConfig
+from callgate.signaling.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+CLOSE_UNAUTHORIZED = 4401
+MAX_MESSAGE_BYTES = 65536
+MAX_SDP_BYTES = 16384
+
+
+@dataclass(frozen=True, slots=True)
+class WsSettings:
+    verify_token: Callable[[str], UserRecord | None]
+    user_exists: Callable[[str], bool]
+    relay_only: Callable[[UserRecord], bool]
+    ice: IceServerConfig
+    clock: Clock
+
+
+def _token(websocket: WebSocket) -> str | None:
+    token = websocket.query_params.get("token")
+    if token:
+        return token
+    header = websocket.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value else None
+
+
+def signaling_router(hub: SignalingHub, settings: WsSettings) -> APIRouter:
+    router = APIRouter()
+
+    @router.websocket("/ws")
+    async def signaling(websocket: WebSocket) -> None:
+        token = _token(websocket)
+        user = None
+        if token:
+            user = await asyncio.to_thread(settings.verify_token, token)
+        if user is None:
+            await websocket.close(code=CLOSE_UNAUTHORIZED, reason="invalid or expired token")
+            return
+        await websocket.accept()
+        await _session(websocket, user, hub, settings)
+
+    return router
+
+
+async def _session(
+    websocket: WebSocket, user: UserRecord, hub: SignalingHub, settings: WsSettings
+) -> None:
+    relay_only = settings.relay_only(user)
+    device, effects = await hub.connect(user.handle, user.display_name, relay_only)
+    writer = asyncio.create_task(_write(websocket, device), name=f"ws-writer-{device.device_id}")
+    hub.send(
+        device,
+        m.hello_message(
+            handle=user.handle,
+            display_name=user.display_name,
+            device_id=device.device_id,
+            ice_servers=settings.ice.ice_servers(user.handle, settings.clock.wall()),
+            ice_transport_policy="relay" if relay_only else "all",
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            max_sdp_bytes=MAX_SDP_BYTES,
+        ),
+    )
+    await hub.apply(effects)
+    limiter = TokenBucket(settings.clock)
+    try:
+        await _read(websocket, device, hub, settings, limiter, writer)
+    finally:
+        await hub.disconnect(device)
+        device.queue.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer, 2)
+
+
+async def _read(
+    websocket: WebSocket,
+    device: Device,
+    hub: SignalingHub,
+    settings: WsSettings,
+    limiter: TokenBucket,
+    writer: asyncio.Task[None],
+) -> None:
+    while not writer.done():
+        try:
+            frame = await websocket.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        if frame["type"] == "websocket.disconnect":
+            return
+        text: str | bytes | None = frame.get("text")
+        if text is None:
+            text = frame.get("bytes")
+        if text is None:
+            continue
+        if not limiter.allow():
+            hub.send(device, m.error_message(None, "rate-limited", "too many messages; slow down"))
+            continue
+        try:
+            message = m.parse_client_message(text, MAX_MESSAGE_BYTES, MAX_SDP_BYTES)
+        except m.ProtocolError as exc:
+            hub.send(device, m.error_message(exc.id, exc.code, exc.message))
+            continue
+        try:
+            await hub.receive(device, message, settings.user_exists)
+        except Exception:
+            log.exception("signaling message from %s failed", device.device_id)
+            hub.send(device, m.error_message(message.id, "server-error", "internal error"))
+
+
+async def _write(websocket: WebSocket, device: Device) -> None:
+    queue = device.queue
+    while True:
+        message: dict[str, Any] | None = await queue.get()
+        if message is None:
+            with contextlib.suppress(Exception):
+                await websocket.close()
+            return
+        try:
+            await websocket.send_json(message)
+        except Exception:
+            return

@@ -1,0 +1,177 @@
+"""Accounts: argon2id passwords, sign-in, bearer tokens (expiry on a ManualClock), first admin."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from callgate.accounts import AccountService, PasswordPolicy, Passwords
+from callgate.clock import ManualClock
+from callgate.errors import InvalidAccountValue, UnknownUserError, UserExistsError
+from callgate.storage.db import Store, open_store, sqlite_url
+from callgate.storage.repositories import TurnUserRepository
+from callgate.turn.auth import long_term_key
+
+# argon2's minimum cost: fast tests, same code path.
+CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = open_store(sqlite_url(tmp_path / "data"))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def accounts(store: Store, clock: ManualClock) -> AccountService:
+    return AccountService(store, "callgate", clock, Passwords(CHEAP))
+
+
+def test_argon2id_hash_verifies_only_the_right_password() -> None:
+    passwords = Passwords(CHEAP)
+    hashed = passwords.hash("correct horse")
+    assert hashed.startswith("$argon2id$") and "correct horse" not in hashed
+    assert passwords.verify(hashed, "correct horse")
+    assert not passwords.verify(hashed, "correct horsE")
+    assert not passwords.verify(None, "correct horse")
+    assert not passwords.verify("not-a-hash", "x")
+    assert passwords.hash("same") != passwords.hash("same")  # salted
+
+
+def test_create_and_authenticate(accounts: AccountService, tmp_path: Path) -> None:
+    user = accounts.create_user("alice", "Alice A", ["eng", "eng", "ops"], "pw-alice-1")
+    assert (user.handle, user.display_name, user.groups, user.is_admin) == (
+        "alice",
+        "Alice A",
+        ("eng", "ops"),
+        False,
+    )
+    assert accounts.authenticate("alice", "pw-alice-1") == user
+    assert accounts.authenticate("alice", "wrong") is None
+    assert accounts.authenticate("nobody", "pw-alice-1") is None
+    assert accounts.authenticate("ALICE!", "pw-alice-1") is None
+    with pytest.raises(UserExistsError):
+        accounts.create_user("alice", None, (), "x")
+    db = (tmp_path / "data" / "callgate.sqlite3").read_bytes()
+    assert b"pw-alice-1" not in db
+
+
+@pytest.mark.parametrize(
+    ("handle", "groups", "password"),
+    [
+        ("Alice", (), "pw"),
+        ("", (), "pw"),
+        ("a" * 65, (), "pw"),
+        ("al ice", (), "pw"),
+        ("alice", ("bad group",), "pw"),
+        ("alice", (), ""),
+    ],
+)
+def test_invalid_account_values(
+    accounts: AccountService, handle: str, groups: tuple[str, ...], password: str
+) -> None:
+    with pytest.raises(InvalidAccountValue):
+        accounts.create_user(handle, None, groups, password)
+    assert accounts.list_users() == []
+
+
+def test_disabled_user_cannot_sign_in_or_use_tokens_or_turn(accounts: AccountService) -> None:
+    user = accounts.create_user("bob", None, (), "pw-bob")
+    token, _ = accounts.issue_token(user)
+    assert accounts.turn_key("bob") == long_term_key("bob", "callgate", "pw-bob")
+    accounts.disable("bob")
+    assert accounts.authenticate("bob", "pw-bob") is None
+    assert accounts.verify_token(token) is None
+    assert accounts.turn_key("bob") is None
+    accounts.enable("bob")
+    assert accounts.authenticate("bob", "pw-bob") is not None
+    assert accounts.verify_token(token) is not None
+    with pytest.raises(UnknownUserError):
+        accounts.disable("nobody")
+
+
+def test_set_password_changes_hash_and_turn_key(accounts: AccountService) -> None:
+    accounts.create_user("carol", None, (), "old-pw")
+    accounts.set_password("carol", "new-pw")
+    assert accounts.authenticate("carol", "old-pw") is None
+    assert accounts.authenticate("carol", "new-pw") is not None
+    assert accounts.turn_key("carol") == long_term_key("carol", "callgate", "new-pw")
+    with pytest.raises(UnknownUserError):
+        accounts.set_password("nobody", "x")
+
+
+def test_account_without_password_cannot_sign_in(accounts: AccountService) -> None:
+    accounts.create_user("dave")
+    assert accounts.authenticate("dave", "") is None
+    assert accounts.turn_key("dave") is None
+
+
+def test_token_expiry_on_the_clock(accounts: AccountService, clock: ManualClock) -> None:
+    user = accounts.create_user("erin", None, (), "pw")
+    token, expires_at = accounts.issue_token(user, ttl_s=60, device="laptop")
+    assert expires_at.timestamp() == clock.wall() + 60
+    assert accounts.verify_token(token) == user
+    clock.advance(59.9)
+    assert accounts.verify_token(token) == user
+    clock.advance(0.1)
+    assert accounts.verify_token(token) is None
+    assert accounts.verify_token("") is None
+    assert accounts.verify_token("x" * 10_000) is None
+    with pytest.raises(InvalidAccountValue):
+        accounts.issue_token(user, ttl_s=0)
+
+
+def test_revocation_and_removal(accounts: AccountService, tmp_path: Path) -> None:
+    user = accounts.create_user("fay", None, (), "pw")
+    first, _ = accounts.issue_token(user)
+    second, _ = accounts.issue_token(user)
+    assert accounts.revoke_token(first) is True
+    assert accounts.revoke_token(first) is False
+    assert accounts.verify_token(first) is None
+    assert accounts.verify_token(second) == user
+    with sqlite3.connect(tmp_path / "data" / "callgate.sqlite3") as conn:
+        stored = [row[0] for row in conn.execute("SELECT token_hash FROM api_tokens")]
+    assert len(stored) == 2 and first not in stored and second not in stored
+    accounts.remove("fay")
+    assert accounts.verify_token(second) is None
+    with pytest.raises(UnknownUserError):
+        accounts.remove("fay")
+
+
+def test_first_admin_is_created_once(accounts: AccountService) -> None:
+    password = accounts.ensure_first_admin()
+    assert password is not None and len(password) >= 20
+    admin = accounts.authenticate("admin", password)
+    assert admin is not None and admin.is_admin
+    assert accounts.ensure_first_admin() is None
+
+
+def test_first_admin_not_created_when_users_exist(accounts: AccountService) -> None:
+    accounts.create_user("gus", None, (), "pw")
+    assert accounts.ensure_first_admin() is None
+    assert accounts.get("admin") is None
+
+
+def test_key_lookup_prefers_accounts_then_static_turn_users(
+    store: Store, accounts: AccountService
+) -> None:
+    from callgate import runtime
+
+    static = TurnUserRepository(store.sessions)
+    static.add("svc", "callgate", long_term_key("svc", "callgate", "svc-pw"))
+    accounts.create_user("hana", None, (), "hana-pw")
+    lookup = runtime.KeyLookup(static, "callgate", ttl=0.0, accounts=accounts)
+    assert lookup("hana") == long_term_key("hana", "callgate", "hana-pw")
+    assert lookup("svc") == long_term_key("svc", "callgate", "svc-pw")
+    assert lookup("nobody") is None
+    accounts.disable("hana")
+    assert lookup("hana") is None
