@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -179,6 +179,21 @@ PortRange = Annotated[
 ]
 
 
+class CallSettings(BaseModel):
+    """The `[calls]` table / `CALLGATE_CALLS__*`: how `callgate serve` runs calls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # "relay": media must cross our relays (non-relay candidates are stripped server-side);
+    # "all": direct paths allowed. Per-user policy arrives with the control plane.
+    ice_policy: Literal["relay", "all"] = "relay"
+    ring_timeout: float = Field(default=30.0, gt=0, le=600)
+    setup_timeout: float = Field(default=10.0, gt=0, le=120)
+    silence_timeout: float = Field(default=8.0, gt=0, le=300)
+    # Lifetime of the TURN REST credentials handed out in `hello`.
+    credential_ttl: int = Field(default=600, ge=60, le=86400)
+
+
 class TurnSettings(BaseModel):
     """The `[turn]` table / `CALLGATE_TURN__*`: everything TurnConfig holds."""
 
@@ -275,6 +290,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     database_url: str | None = None
     turn: TurnSettings = Field(default_factory=TurnSettings)
+    calls: CallSettings = Field(default_factory=CallSettings)
 
     @field_validator("log_level")
     @classmethod

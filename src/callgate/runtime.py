@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -23,10 +24,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from callgate.accounts.service import AccountService
 from callgate.api.app import create_app
 from callgate.api.deps import Services
+from callgate.clock import SystemClock
 from callgate.config import Settings, turn_config
+from callgate.keys import load_or_create_secret
 from callgate.metrics import MetricsServer, build_registry, serve_metrics
 from callgate.records.cdr import CdrRepository
+from callgate.records.quality_store import QualityRepository
 from callgate.records.relay_sessions import DbEventSink
+from callgate.signaling.service import build_signaling
 from callgate.storage.db import Store, open_store
 from callgate.storage.repositories import TurnUserRepository
 from callgate.turn.server import TurnServer
@@ -213,15 +218,31 @@ async def run_serve(settings: Settings) -> None:
         raise
     sink = DbEventSink(store.sessions)
     lookup = KeyLookup(TurnUserRepository(store.sessions), config.realm, accounts=accounts)
-    services = Services(accounts=accounts, cdrs=CdrRepository(store))
+    cdrs = CdrRepository(store)
+    services = Services(accounts=accounts, cdrs=cdrs)
+    # Signaling hands out TURN REST credentials: the relay must know the secret they are signed
+    # with. Without one configured, serve keeps its own in the data directory.
+    secret = config.auth_secret or load_or_create_secret(settings.data_dir, "turn-rest-secret")
+    config = dataclasses.replace(config, auth_secret=secret)
     stop = stop_on_signals()
     try:
         async with TurnServer(config, events=sink, key_lookup=lookup) as server:
+            calls = build_signaling(
+                settings.calls,
+                accounts,
+                cdrs,
+                QualityRepository(store.sessions),
+                server,
+                secret,
+                SystemClock(),
+            )
+            await calls.hub.start()
             registry = build_registry(server.live_counters)
             app = create_app(
                 registry=registry,
                 health=lambda: _health(store, server, sink),
                 services=services,
+                routers=[calls.router],
             )
             http, http_task = await _start_http(settings, app)
             with metrics_endpoint(settings, server):
@@ -236,6 +257,7 @@ async def run_serve(settings: Settings) -> None:
                 http.should_exit = True
                 with contextlib.suppress(SystemExit):
                     await http_task
+                await calls.hub.stop()
     finally:
         await sink.aclose()
         store.close()

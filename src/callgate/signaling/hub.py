@@ -46,6 +46,8 @@ class Device:
     device_id: str
     handle: str
     queue: asyncio.Queue[dict[str, Any] | None]
+    address: str | None = None  # the client's IP as the server saw it
+    user_agent: str | None = None
 
 
 class SignalingHub:
@@ -92,9 +94,17 @@ class SignalingHub:
     # -- devices -----------------------------------------------------------------------------------
 
     async def connect(
-        self, handle: str, display_name: str, relay_only: bool
+        self,
+        handle: str,
+        display_name: str,
+        relay_only: bool,
+        *,
+        address: str | None = None,
+        user_agent: str | None = None,
     ) -> tuple[Device, list[Effect]]:
-        device = Device(uuid.uuid4().hex[:16], handle, asyncio.Queue(_QUEUE_LIMIT))
+        device = Device(
+            uuid.uuid4().hex[:16], handle, asyncio.Queue(_QUEUE_LIMIT), address, user_agent
+        )
         self.devices[device.device_id] = device
         effects = self.engine.device_connected(device.device_id, handle, display_name, relay_only)
         return device, effects
@@ -144,12 +154,15 @@ class SignalingHub:
 
     def _open(self, effect: CdrOpen) -> None:
         call = effect.call
+        caller = self.devices.get(call.caller_device)
         opened = CallOpen(
             call_id=call.call_id,
             caller_user=call.caller_handle,
             callee_user=call.callee_handle,
             invite_at=datetime.fromtimestamp(call.invite_at, UTC),
             caller_device=call.caller_device,
+            caller_address=caller.address if caller is not None else None,
+            caller_user_agent=caller.user_agent if caller is not None else None,
             node_id=self.node_id,
         )
         self.cdrs.open(opened)
@@ -158,12 +171,16 @@ class SignalingHub:
 
     def _write(self, effect: Effect) -> None:
         if isinstance(effect, CdrUpdate):
-            fields = {
+            fields: dict[str, Any] = {
                 "answer_at": _at(effect.answer_at),
                 "callee_device": effect.callee_device,
                 "media_path": effect.media_path,
                 "codec": effect.codec,
             }
+            callee = self.devices.get(effect.callee_device or "")
+            if callee is not None:
+                fields["callee_address"] = callee.address
+                fields["callee_user_agent"] = callee.user_agent
             changes = {k: v for k, v in fields.items() if v is not None}
             if changes:
                 self.cdrs.update(effect.call_id, **changes)

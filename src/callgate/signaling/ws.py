@@ -70,7 +70,14 @@ async def _session(
     websocket: WebSocket, user: UserRecord, hub: SignalingHub, settings: WsSettings
 ) -> None:
     relay_only = settings.relay_only(user)
-    device, effects = await hub.connect(user.handle, user.display_name, relay_only)
+    client = websocket.client
+    device, effects = await hub.connect(
+        user.handle,
+        user.display_name,
+        relay_only,
+        address=client.host if client is not None else None,
+        user_agent=(websocket.headers.get("user-agent") or "")[:255] or None,
+    )
     writer = asyncio.create_task(_write(websocket, device), name=f"ws-writer-{device.device_id}")
     hub.send(
         device,

@@ -1,0 +1,73 @@
+"""Assembling calling for `callgate serve`: engine, hub and the `/ws` router, wired to the
+accounts, the records and the running TURN server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import APIRouter
+
+from callgate.accounts.records import UserRecord
+from callgate.accounts.service import AccountService
+from callgate.clock import Clock
+from callgate.config import CallSettings
+from callgate.records.cdr import CdrRepository
+from callgate.records.quality_store import QualityRepository
+from callgate.signaling.calls import CallEngine
+from callgate.signaling.hub import SignalingHub
+from callgate.signaling.iceconfig import IceServerConfig
+from callgate.signaling.ws import WsSettings, signaling_router
+from callgate.turn.server import TurnServer
+from callgate.types import Transport
+
+
+@dataclass(frozen=True, slots=True)
+class Signaling:
+    hub: SignalingHub
+    router: APIRouter
+
+
+def relay_addresses(server: TurnServer) -> set[str]:
+    """The IPs our relayed transport addresses use: relay candidates must point at these."""
+    config = server.config
+    ips = {ip for ip in (config.relay_ip, config.relay_ip6) if ip}
+    if not ips:
+        ips = {host for _kind, (host, _port) in server.bound}
+    return ips
+
+
+def build_signaling(
+    settings: CallSettings,
+    accounts: AccountService,
+    cdrs: CdrRepository,
+    quality: QualityRepository,
+    server: TurnServer,
+    secret: str,
+    clock: Clock,
+) -> Signaling:
+    engine = CallEngine(
+        clock,
+        ring_timeout=settings.ring_timeout,
+        setup_timeout=settings.setup_timeout,
+        silence_timeout=settings.silence_timeout,
+        relay_addresses=relay_addresses(server),
+    )
+    hub = SignalingHub(engine, cdrs, quality, clock)
+    udp = tuple(address for kind, address in server.bound if kind is Transport.UDP)
+    ice = IceServerConfig(udp=udp, secret=secret, ttl=settings.credential_ttl)
+    relay_only = settings.ice_policy == "relay"
+
+    def user_exists(handle: str) -> bool:
+        return accounts.get(handle) is not None
+
+    def policy(_user: UserRecord) -> bool:
+        return relay_only
+
+    ws = WsSettings(
+        verify_token=accounts.verify_token,
+        user_exists=user_exists,
+        relay_only=policy,
+        ice=ice,
+        clock=clock,
+    )
+    return Signaling(hub, signaling_router(hub, ws))
