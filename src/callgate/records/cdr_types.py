@@ -54,6 +54,7 @@ class CallOpen:
     caller_device: str | None = None
     caller_address: str | None = None
     caller_user_agent: str | None = None
+    ring_at: datetime | None = None  # set when ringing starts as the row is written
     direction: str = "internal"
     policy_rule: str | None = None
     policy_decision: str | None = None

@@ -184,11 +184,10 @@ class SignalingHub:
             caller_device=call.caller_device,
             caller_address=caller.address if caller is not None else None,
             caller_user_agent=caller.user_agent if caller is not None else None,
+            ring_at=_at(call.ring_at),
             node_id=self.node_id,
         )
         self.cdrs.open(opened)
-        if call.ring_at is not None:
-            self.cdrs.update(call.call_id, ring_at=_at(call.ring_at))
 
     def _write(self, effect: Effect) -> None:
         if isinstance(effect, CdrUpdate):

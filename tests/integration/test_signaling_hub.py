@@ -1,0 +1,105 @@
+"""The hub carries out the engine's effects in order: the CDR row exists before anyone rings,
+records follow the call, and the media watchdog ends a silent call on its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callgate.clock import SystemClock
+from callgate.records.cdr import CdrRepository
+from callgate.records.quality_store import QualityRepository
+from callgate.signaling import messages as m
+from callgate.signaling.calls import CallEngine
+from callgate.signaling.hub import Device, SignalingHub
+from callgate.storage.db import Store, open_store, sqlite_url
+
+SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = open_store(sqlite_url(tmp_path / "data"))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+async def hub(store: Store) -> AsyncIterator[SignalingHub]:
+    engine = CallEngine(SystemClock(), ring_timeout=5, setup_timeout=0.5, silence_timeout=0.5)
+    hub = SignalingHub(
+        engine,
+        CdrRepository(store),
+        QualityRepository(store.sessions),
+        SystemClock(),
+        link_delays=(),
+    )
+    await hub.start()
+    yield hub
+    await hub.stop()
+
+
+def parse(payload: dict[str, Any]) -> m.ClientMessage:
+    import json
+
+    return m.parse_client_message(json.dumps(payload))
+
+
+async def next_of(device: Device, kind: str) -> dict[str, Any]:
+    while True:
+        message = await asyncio.wait_for(device.queue.get(), 3)
+        assert message is not None
+        if message["type"] == kind:
+            return message
+
+
+async def test_cdr_is_durable_before_the_callee_rings(hub: SignalingHub) -> None:
+    alice, _ = await hub.connect("alice", "Alice", False)
+    bob, _ = await hub.connect("bob", "Bob", False)
+    invite = parse({"type": "call.invite", "id": "1", "to": "bob", "sdp": SDP})
+    await hub.receive(alice, invite, lambda handle: handle == "bob")
+
+    incoming = await next_of(bob, "call.incoming")
+    # The row was committed by the writer thread before call.incoming was queued.
+    row = hub.cdrs.get(incoming["call_id"])
+    assert row is not None and row.callee_user == "bob" and row.ring_at is not None
+    assert row.end_at is None
+
+
+async def test_an_answered_call_without_media_is_ended_by_the_watchdog(hub: SignalingHub) -> None:
+    alice, _ = await hub.connect("alice", "Alice", False)
+    bob, _ = await hub.connect("bob", "Bob", False)
+    await hub.receive(
+        alice, parse({"type": "call.invite", "id": "1", "to": "bob", "sdp": SDP}), bool
+    )
+    call_id = (await next_of(bob, "call.incoming"))["call_id"]
+    await hub.receive(
+        bob, parse({"type": "call.answer", "id": "2", "call_id": call_id, "sdp": SDP}), bool
+    )
+    ended = await next_of(alice, "call.ended")
+    assert ended["reason"] == "setup-failed"
+    await hub.flush()
+    row = hub.cdrs.get(call_id)
+    assert row is not None
+    assert (row.disposition, row.reason, row.ended_by) == ("failed", "setup-failed", "server")
+    assert (
+        row.answer_at is not None and row.end_at is not None and row.callee_device == bob.device_id
+    )
+
+
+async def test_unknown_callee_leaves_a_failed_record(hub: SignalingHub) -> None:
+    alice, _ = await hub.connect("alice", "Alice", False)
+    await hub.receive(
+        alice,
+        parse({"type": "call.invite", "id": "1", "to": "nobody", "sdp": SDP}),
+        lambda handle: False,
+    )
+    ended = await next_of(alice, "call.ended")
+    assert ended["reason"] == "unknown-user"
+    await hub.flush()
+    row = hub.cdrs.get(ended["call_id"])
+    assert row is not None and (row.disposition, row.reason) == ("failed", "unknown-user")
