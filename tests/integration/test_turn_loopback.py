@@ -269,29 +269,6 @@ async def test_two_parties_on_this_relay_reach_each_other_without_a_peer_allow_l
         assert server.counters.packets_to_client == 2
 
 
-async def test_primed_permissions_let_the_first_packet_through(peer: UdpPeer) -> None:
-    """Signaling primes both parties' allocations once a call is answered: bob's relay accepts
-    alice's first packet although bob never asked for a permission."""
-    async with (
-        run_server(allow_peers=("127.0.0.0/8",)) as server,
-        udp_client(server.address(Transport.UDP)) as alice,
-        udp_client(server.address(Transport.UDP)) as bob,
-    ):
-        relay_a = await alice.allocated()
-        relay_b = await bob.allocated()
-        assert (await alice.create_permission(relay_b)).cls is MessageClass.SUCCESS
-
-        alice.send_indication(relay_b, b"too early")
-        assert await drain(bob.data) == []  # RFC 8656 §9: no permission on bob's side yet
-
-        # A non-relay address on either side is ignored: the relay never opens to it.
-        assert server.prime_permissions([relay_a, peer.address], [relay_b]) == 2
-        alice.send_indication(relay_b, b"first check")
-        assert parse_data_indication(await bob.next_data()) == (relay_a, b"first check")
-        # Addresses that are not live relayed addresses here prime nothing.
-        assert server.prime_permissions([peer.address], [("127.0.0.1", 9)]) == 0
-
-
 # -- TURN over TCP ------------------------------------------------------------------------
 
 

@@ -28,12 +28,8 @@ from callgate.signaling import messages as m
 from callgate.signaling.calls import CallEngine
 from callgate.signaling.dispatch import handle_message
 from callgate.signaling.effects import CdrFinal, CdrOpen, CdrUpdate, Effect, Send, StatsReport
-from callgate.signaling.sdp import relay_candidates
-from callgate.types import Address
 
 log = logging.getLogger(__name__)
-
-PermissionPrimer = Callable[[Sequence[Address], Sequence[Address]], object]
 
 # Relay sessions are recorded when allocations end, which follows the call's end by a moment:
 # link them to the CDR after these delays (seconds), once more later for late closers.
@@ -64,7 +60,6 @@ class SignalingHub:
         *,
         node_id: str | None = None,
         link_delays: Sequence[float] = LINK_DELAYS,
-        prime_permissions: PermissionPrimer | None = None,
     ) -> None:
         self.engine = engine
         self.cdrs = cdrs
@@ -72,8 +67,6 @@ class SignalingHub:
         self.clock = clock
         self.node_id = node_id
         self.link_delays = tuple(link_delays)
-        self.prime_permissions = prime_permissions
-        self._offer_relays: dict[str, list[Address]] = {}  # call_id -> caller's relay candidates
         self.devices: dict[str, Device] = {}
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callgate-records")
         self._wake = asyncio.Event()
@@ -131,23 +124,9 @@ class SignalingHub:
             effects = self.engine.invite(
                 device.device_id, message.id, message.to, message.sdp, exists
             )
-            call_id = self.engine.call_of(device.device_id)
-            if call_id is not None and self.prime_permissions is not None:
-                self._offer_relays[call_id] = relay_candidates(message.sdp)
         else:
             effects = handle_message(self.engine, device.device_id, message)
-            answered = self.engine.call_of(device.device_id) == getattr(message, "call_id", None)
-            if isinstance(message, m.Answer) and answered:
-                self._prime(message.call_id, message.sdp)
         await self.apply(effects)
-
-    def _prime(self, call_id: str, answer_sdp: str) -> None:
-        """Both SDPs are known once a call is answered: let each side's relay accept the
-        other's first connectivity check (see TurnServer.prime_permissions)."""
-        offer = self._offer_relays.pop(call_id, None)
-        if offer is None or self.prime_permissions is None:
-            return
-        self.prime_permissions(offer, relay_candidates(answer_sdp))
 
     def send(self, device: Device, message: dict[str, Any]) -> None:
         try:
@@ -239,7 +218,6 @@ class SignalingHub:
         loop = asyncio.get_running_loop()
         self._pending = loop.run_in_executor(self._db, self._guarded, self._write, effect)
         if isinstance(effect, CdrFinal):
-            self._offer_relays.pop(effect.call_id, None)
             for delay in self.link_delays:
                 loop.call_later(delay, self._link_soon, effect.call_id)
 

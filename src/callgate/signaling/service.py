@@ -52,7 +52,7 @@ def build_signaling(
         silence_timeout=settings.silence_timeout,
         relay_addresses=relay_addresses(server),
     )
-    hub = SignalingHub(engine, cdrs, quality, clock, prime_permissions=server.prime_permissions)
+    hub = SignalingHub(engine, cdrs, quality, clock)
     udp = tuple(address for kind, address in server.bound if kind is Transport.UDP)
     ice = IceServerConfig(udp=udp, secret=secret, ttl=settings.credential_ttl)
     relay_only = settings.ice_policy == "relay"

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Sequence
 from types import TracebackType
 
 from callgate.clock import Clock, SystemClock
@@ -171,29 +170,6 @@ class TurnServer:
                 stream.abort()
         except Exception:  # keep sweeping: one bad allocation must not stop expiry
             log.exception("sweep failed")
-
-    def prime_permissions(self, side_a: Sequence[Address], side_b: Sequence[Address]) -> int:
-        """Install permissions both ways between two parties' relayed addresses on this server.
-
-        Signaling calls this when a call is answered: it has both SDPs and so both sides'
-        relay candidates. Without it the first connectivity check from one side reaches the
-        other's allocation before that side's CreatePermission, is dropped (RFC 8656 §9), and
-        costs the ICE agent a retransmission (500 ms in aiortc). Only allocations of this
-        server are touched, and only toward the other party's relayed addresses, so this never
-        opens the relay to anyone else. Returns the number of permissions installed.
-        """
-        expires = self.clock.monotonic() + self.config.permission_lifetime
-        installed = 0
-        for mine, theirs in ((side_a, side_b), (side_b, side_a)):
-            for address in mine:
-                allocation = self.manager.by_relay.get(address)
-                if allocation is None:
-                    continue
-                for peer in theirs:
-                    if allocation.relay_for(peer[0]) is not None and self.manager.is_relay(peer):
-                        allocation.permit(peer[0], expires)
-                        installed += 1
-        return installed
 
     def live_counters(self) -> TurnCounters:
         """Counters with relayed traffic folded in up to this moment (for metrics scrapes)."""
