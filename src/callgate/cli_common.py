@@ -1,12 +1,16 @@
 """Pieces every `callgate` sub-command shares: error exit, settings loading, store opening, the
-password rule (stdin or CALLGATE_PASSWORD; a prompt only on a terminal)."""
+password rule (stdin or CALLGATE_PASSWORD; a prompt only on a terminal), and administration
+through a running server's REST API (`--server`, an admin's token: `admin_api`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -16,9 +20,16 @@ from callgate.config import Settings, load_settings
 from callgate.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
+    import httpx
+
+    from callgate.client.session import Session
     from callgate.storage.db import Store
 
 PASSWORD_ENV = "CALLGATE_PASSWORD"  # noqa: S105 - the variable's name, not a password
+ADMIN_PASSWORD_ENV = "CALLGATE_ADMIN_PASSWORD"  # noqa: S105 - the variable's name
+SERVER_ENV = "CALLGATE_SERVER"
+USER_ENV = "CALLGATE_USER"
+API_TIMEOUT = 15.0
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[
@@ -32,6 +43,25 @@ PasswordStdinOpt = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from stdin's first line.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        metavar="URL",
+        help="Through this running server's API, as an admin (env CALLGATE_SERVER), not --data-dir.",
+        show_default=False,
+    ),
+]
+AdminOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--user",
+        metavar="ADMIN",
+        help="With --server: sign in as this admin (env CALLGATE_USER) instead of using the "
+        "`callgate login` session; password from CALLGATE_ADMIN_PASSWORD.",
+        show_default=False,
+    ),
+]
 
 
 def table_console() -> Console:
@@ -74,3 +104,182 @@ def read_password(from_stdin: bool) -> str:
     if not password:
         raise fail("the password is empty")
     return password
+
+
+# ---- administration through the REST API (--server) ----
+
+
+def api_server(server: str | None, **local_options: object) -> str | None:
+    """The server URL when the command goes through the API, else None (the store, directly).
+
+    `--server`, else CALLGATE_SERVER unless a store option (--data-dir, --realm, --config) was
+    given; `--server` together with a store option is an error.
+    """
+    given = [f"--{name.replace('_', '-')}" for name, value in local_options.items() if value]
+    if server is None and not given:
+        server = os.environ.get(SERVER_ENV) or None
+    if server is None:
+        return None
+    if given:
+        raise fail(f"{', '.join(given)}: only for the store itself, not with --server")
+    parts = urlsplit(server)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise fail(f"--server: not an http(s) URL: {server!r}")
+    return server.rstrip("/")
+
+
+def admin_password(
+    user: str | None, from_stdin: bool = False, *, password_options_free: bool = True
+) -> str | None:
+    """The admin's sign-in password for --server, or None (then the saved session is used).
+
+    CALLGATE_ADMIN_PASSWORD; else — only where --password-stdin and CALLGATE_PASSWORD do not
+    carry an account's new password (`password_options_free`) — the first line of stdin with
+    --password-stdin, else CALLGATE_PASSWORD.
+    """
+    if from_stdin and password_options_free and not (user or os.environ.get(USER_ENV)):
+        raise fail(f"--password-stdin needs --user (or {USER_ENV})")
+    if os.environ.get(ADMIN_PASSWORD_ENV):
+        return os.environ[ADMIN_PASSWORD_ENV]
+    if not password_options_free:
+        return None
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise fail("the password is empty")
+        return password
+    return os.environ.get(PASSWORD_ENV) or None
+
+
+class AdminApi:
+    """Calls to /api/users with an admin's bearer token; every refusal becomes a clear exit 1."""
+
+    def __init__(self, http: httpx.Client, server: str, handle: str, token: str, own: bool) -> None:
+        self._http = http
+        self.server = server
+        self.handle = handle
+        self._token = token
+        self._own = own  # signed in for this command: the token is revoked at the end
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The JSON answer (None for 204); exit 1 with the server's reason when refused."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self._token}"}
+        try:
+            response = self._http.request(method, self.server + path, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise fail(f"cannot reach {self.server}: {exc}", code=1) from None
+        if response.is_success:
+            return response.json() if response.content else None
+        raise fail(self._refusal(response), code=1)
+
+    def _refusal(self, response: httpx.Response) -> str:
+        status, detail = response.status_code, _detail(response)
+        if status == 401 and not self._own:
+            return (
+                f"the server refused the saved session of {self.handle!r} ({detail}): "
+                "run `callgate login` again"
+            )
+        if status == 403:
+            return f"{self.handle!r} is not an administrator"
+        if status in (401, 404, 409, 422):
+            return detail
+        return f"HTTP {status} from {self.server}: {detail}"
+
+    def sign_out(self) -> None:
+        import httpx
+
+        if self._own:  # best effort: the token expires on its own anyway
+            headers = {"Authorization": f"Bearer {self._token}"}
+            with contextlib.suppress(httpx.HTTPError):
+                self._http.post(f"{self.server}/api/logout", headers=headers)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return response.text[:200] or response.reason_phrase
+    if isinstance(detail, list):  # request validation: [{"loc": [...], "msg": ...}, ...]
+        return "; ".join(
+            f"{'.'.join(str(p) for p in item.get('loc', [])[1:])}: {item.get('msg')}"
+            if isinstance(item, dict)
+            else str(item)
+            for item in detail
+        )
+    return str(detail)
+
+
+@contextlib.contextmanager
+def admin_api(server: str, user: str | None, password: str | None) -> Iterator[AdminApi]:
+    """An admin's access to `server`: sign in as `user` (or CALLGATE_USER) with `password`, else
+    the session `callgate login` saved for this server (a prompt for `user`'s password on a
+    terminal when there is none)."""
+    import httpx
+
+    handle = user or os.environ.get(USER_ENV) or None
+    with httpx.Client(timeout=API_TIMEOUT) as http:
+        if handle and password:
+            api = AdminApi(http, server, handle, _sign_in(http, server, handle, password), True)
+        else:
+            saved = _saved_session(server, handle)
+            if saved is not None:
+                api = AdminApi(http, server, saved.handle, saved.token, False)
+            elif handle and sys.stdin.isatty():
+                password = typer.prompt(f"{handle}'s password", hide_input=True)
+                api = AdminApi(http, server, handle, _sign_in(http, server, handle, password), True)
+            else:
+                raise _not_signed_in(server, handle)
+        try:
+            yield api
+        finally:
+            api.sign_out()
+
+
+def _sign_in(http: httpx.Client, server: str, handle: str, password: str) -> str:
+    import httpx
+
+    body = {"handle": handle, "password": password, "device": "callgate-user"}
+    try:
+        response = http.post(f"{server}/api/login", json=body)
+    except httpx.HTTPError as exc:
+        raise fail(f"cannot reach {server}: {exc}", code=1) from None
+    if response.status_code == 401:
+        raise fail(f"sign-in as {handle!r} refused: invalid credentials", code=1)
+    if response.status_code != 200:
+        raise fail(f"sign-in failed: HTTP {response.status_code}: {_detail(response)}", code=1)
+    token = response.json().get("token")
+    if not isinstance(token, str) or not token:
+        raise fail("the sign-in answer has no token", code=1)
+    return token
+
+
+def _saved_session(server: str, handle: str | None) -> Session | None:
+    """The `callgate login` session, when it is for `server` (and `handle`, if given)."""
+    from callgate.client.errors import ClientError
+    from callgate.client.session import load_session
+
+    try:
+        saved = load_session()
+    except ClientError as exc:
+        raise fail(str(exc), code=1) from None
+    if saved is None or saved.server_url.rstrip("/") != server:
+        return None
+    if handle and saved.handle != handle:
+        return None
+    return saved
+
+
+def _not_signed_in(server: str, handle: str | None) -> typer.Exit:
+    if handle:
+        return fail(
+            f"no saved session of {handle!r} for {server}: give {handle!r}'s password in "
+            f"{ADMIN_PASSWORD_ENV}, or run `callgate login --server {server} --user {handle}`",
+            code=1,
+        )
+    return fail(
+        f"not signed in to {server}: run `callgate login --server {server} --user ADMIN`, "
+        f"or give --user ADMIN with {ADMIN_PASSWORD_ENV}",
+        code=1,
+    )

@@ -1,23 +1,37 @@
-"""`callgate user …`: accounts, managed directly in the store (works with the server stopped).
+"""`callgate user …`: accounts, managed directly in the store of `--data-dir` (works with the
+server stopped), or with `--server URL` through a running server's REST API (/api/users) as an admin.
 
 An account signs in with its password, and the same password works as TURN long-term
-credentials on the relay. Static TURN-only users from earlier versions are listed and removable.
+credentials on the relay. Static TURN-only users from earlier versions are listed and removable
+(in the store only: the API manages accounts).
+
+Through the API the admin's token comes from the `callgate login` session for that server, or a
+sign-in as `--user ADMIN` (env CALLGATE_USER) whose password is CALLGATE_ADMIN_PASSWORD — or,
+for the commands that read no new password (list, disable, enable, remove), `--password-stdin`
+or CALLGATE_PASSWORD. `add` and `passwd` keep those two for the account's new password.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.table import Table
 
 from callgate.cli_common import (
+    AdminOpt,
     ConfigOpt,
     JsonOpt,
     PasswordStdinOpt,
+    ServerOpt,
     StoreDirOpt,
+    admin_api,
+    admin_password,
+    api_server,
     fail,
     open_settings_store,
     read_password,
@@ -30,12 +44,22 @@ if TYPE_CHECKING:
     from callgate.accounts.service import AccountService
     from callgate.storage.repositories import TurnUserRepository
 
-user_app = typer.Typer(help="Accounts: sign-in and TURN credentials, stored in the database.")
+user_app = typer.Typer(
+    help="Accounts: sign-in and TURN credentials, in the database of --data-dir, or through a "
+    "running server's API with --server (as an admin)."
+)
 
 RealmOpt = Annotated[
     str | None, typer.Option("--realm", help="TURN realm (default from config: callgate).")
 ]
 HandleArg = Annotated[str, typer.Argument(help="Handle: 1-64 of a-z 0-9 . _ -")]
+AdminPasswordStdinOpt = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="With --server and --user: read the admin's password from stdin's first line.",
+    ),
+]
 
 
 def _services(
@@ -47,6 +71,18 @@ def _services(
     settings = settings_from(config, {"data_dir": data_dir, "turn": {"realm": realm}})
     store = open_settings_store(settings)
     return AccountService(store, settings.turn.realm), TurnUserRepository(store.sessions)
+
+
+def _target(server: str | None, password_stdin: bool, **store_options: object) -> str | None:
+    """The API URL (--server / CALLGATE_SERVER), or None to work on the store directly."""
+    url = api_server(server, **store_options)
+    if url is None and password_stdin:
+        raise fail("--password-stdin is the admin's password: only with --server")
+    return url
+
+
+def _path(handle: str, action: str = "") -> str:
+    return f"/api/users/{quote(handle, safe='')}" + (f"/{action}" if action else "")
 
 
 @user_app.command("add")
@@ -61,43 +97,57 @@ def user_add(
     realm: RealmOpt = None,
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
+    server: ServerOpt = None,
+    user: AdminOpt = None,
 ) -> None:
     """Add an account. Password: --password-stdin, env CALLGATE_PASSWORD, or a prompt (terminal).
 
     Stored: an argon2id hash and MD5(handle:realm:password) for TURN — never the password.
     """
-    accounts, _ = _services(config, data_dir, realm)
+    url = _target(server, False, data_dir=data_dir, realm=realm, config=config)
     password = read_password(password_stdin)
+    if url is not None:
+        body = {
+            "handle": handle,
+            "display_name": display_name,
+            "groups": group or [],
+            "password": password,
+            "is_admin": admin,
+        }
+        with admin_api(url, user, admin_password(user, password_options_free=False)) as api:
+            added = api.call("POST", "/api/users", body)
+        role = "administrator" if added["is_admin"] else "user"
+        typer.echo(f"added {role} {added['handle']} (realm {added['realm']})")
+        return
+    accounts, _ = _services(config, data_dir, realm)
     try:
-        user = accounts.create_user(handle, display_name, group or (), password, is_admin=admin)
+        created = accounts.create_user(handle, display_name, group or (), password, is_admin=admin)
     except AccountError as exc:
         raise fail(str(exc), code=1) from None
-    role = "administrator" if user.is_admin else "user"
-    typer.echo(f"added {role} {user.handle} (realm {user.realm})")
+    role = "administrator" if created.is_admin else "user"
+    typer.echo(f"added {role} {created.handle} (realm {created.realm})")
 
 
-@user_app.command("list")
-def user_list(
-    as_json: JsonOpt = False,
-    realm: RealmOpt = None,
-    data_dir: StoreDirOpt = None,
-    config: ConfigOpt = None,
-) -> None:
-    """List accounts (and static TURN-only users, if any)."""
-    accounts, turn_users = _services(config, data_dir, realm)
-    rows: list[dict[str, Any]] = [
-        {
-            "handle": u.handle,
-            "display_name": u.display_name,
-            "groups": list(u.groups),
-            "admin": u.is_admin,
-            "disabled": u.disabled,
-            "kind": "account",
-            "realm": u.realm,
-            "created_at": u.created_at.isoformat().replace("+00:00", "Z"),
-        }
-        for u in accounts.list_users()
-    ]
+def _timestamp(value: Any) -> str:
+    text = value if isinstance(value, str) else value.isoformat()
+    return str(text).replace("+00:00", "Z")
+
+
+def _account_row(u: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "handle": u["handle"],
+        "display_name": u["display_name"],
+        "groups": list(u["groups"]),
+        "admin": u["is_admin"],
+        "disabled": u["disabled"],
+        "kind": "account",
+        "realm": u["realm"],
+        "created_at": _timestamp(u["created_at"]),
+    }
+
+
+def _store_rows(accounts: AccountService, turn_users: TurnUserRepository) -> list[dict[str, Any]]:
+    rows = [_account_row(asdict(u)) for u in accounts.list_users()]
     rows += [
         {
             "handle": t.name,
@@ -107,10 +157,30 @@ def user_list(
             "disabled": False,
             "kind": "turn-only",
             "realm": t.realm,
-            "created_at": t.created_at.isoformat().replace("+00:00", "Z"),
+            "created_at": _timestamp(t.created_at),
         }
         for t in turn_users.list_users()
     ]
+    return rows
+
+
+@user_app.command("list")
+def user_list(
+    as_json: JsonOpt = False,
+    realm: RealmOpt = None,
+    data_dir: StoreDirOpt = None,
+    config: ConfigOpt = None,
+    server: ServerOpt = None,
+    user: AdminOpt = None,
+    password_stdin: AdminPasswordStdinOpt = False,
+) -> None:
+    """List accounts (and, in the store, static TURN-only users, if any)."""
+    url = _target(server, password_stdin, data_dir=data_dir, realm=realm, config=config)
+    if url is not None:
+        with admin_api(url, user, admin_password(user, password_stdin)) as api:
+            rows = [_account_row(u) for u in api.call("GET", "/api/users")["users"]]
+    else:
+        rows = _store_rows(*_services(config, data_dir, realm))
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row))
@@ -132,25 +202,52 @@ def user_list(
     table_console().print(table)
 
 
-def _set_disabled(handle: str, disabled: bool, data_dir: Path | None, config: Path | None) -> None:
-    accounts, _ = _services(config, data_dir, None)
-    try:
-        accounts.set_disabled(handle, disabled)
-    except UnknownUserError:
-        raise fail(f"no user {handle!r}", code=1) from None
-    typer.echo(f"{'disabled' if disabled else 'enabled'} {handle}")
+def _set_disabled(
+    handle: str,
+    disabled: bool,
+    data_dir: Path | None,
+    config: Path | None,
+    api: tuple[str | None, str | None, bool],
+) -> None:
+    server, user, password_stdin = api
+    url = _target(server, password_stdin, data_dir=data_dir, config=config)
+    action = "disable" if disabled else "enable"
+    if url is not None:
+        with admin_api(url, user, admin_password(user, password_stdin)) as client:
+            client.call("POST", _path(handle, action))
+    else:
+        accounts, _ = _services(config, data_dir, None)
+        try:
+            accounts.set_disabled(handle, disabled)
+        except UnknownUserError:
+            raise fail(f"no user {handle!r}", code=1) from None
+    typer.echo(f"{action}d {handle}")
 
 
 @user_app.command("disable")
-def user_disable(handle: str, data_dir: StoreDirOpt = None, config: ConfigOpt = None) -> None:
+def user_disable(
+    handle: str,
+    data_dir: StoreDirOpt = None,
+    config: ConfigOpt = None,
+    server: ServerOpt = None,
+    user: AdminOpt = None,
+    password_stdin: AdminPasswordStdinOpt = False,
+) -> None:
     """Disable an account: no sign-in, its tokens and TURN key refused (within seconds)."""
-    _set_disabled(handle, True, data_dir, config)
+    _set_disabled(handle, True, data_dir, config, (server, user, password_stdin))
 
 
 @user_app.command("enable")
-def user_enable(handle: str, data_dir: StoreDirOpt = None, config: ConfigOpt = None) -> None:
+def user_enable(
+    handle: str,
+    data_dir: StoreDirOpt = None,
+    config: ConfigOpt = None,
+    server: ServerOpt = None,
+    user: AdminOpt = None,
+    password_stdin: AdminPasswordStdinOpt = False,
+) -> None:
     """Enable a disabled account."""
-    _set_disabled(handle, False, data_dir, config)
+    _set_disabled(handle, False, data_dir, config, (server, user, password_stdin))
 
 
 @user_app.command("passwd")
@@ -160,8 +257,17 @@ def user_passwd(
     realm: RealmOpt = None,
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
+    server: ServerOpt = None,
+    user: AdminOpt = None,
 ) -> None:
     """Set an account's password (and its TURN key). Password as for `user add`."""
+    url = _target(server, False, data_dir=data_dir, realm=realm, config=config)
+    if url is not None:
+        password = read_password(password_stdin)
+        with admin_api(url, user, admin_password(user, password_options_free=False)) as api:
+            api.call("PUT", _path(handle, "password"), {"password": password})
+        typer.echo(f"password changed for {handle}")
+        return
     accounts, _ = _services(config, data_dir, realm)
     if accounts.get(handle) is None:
         raise fail(f"no user {handle!r}", code=1)
@@ -175,9 +281,21 @@ def user_passwd(
 
 @user_app.command("remove")
 def user_remove(
-    handle: str, realm: RealmOpt = None, data_dir: StoreDirOpt = None, config: ConfigOpt = None
+    handle: str,
+    realm: RealmOpt = None,
+    data_dir: StoreDirOpt = None,
+    config: ConfigOpt = None,
+    server: ServerOpt = None,
+    user: AdminOpt = None,
+    password_stdin: AdminPasswordStdinOpt = False,
 ) -> None:
-    """Remove an account (its tokens go too), or a static TURN-only user of the realm."""
+    """Remove an account (its tokens go too), or a static TURN-only user of the realm (store only)."""
+    url = _target(server, password_stdin, data_dir=data_dir, realm=realm, config=config)
+    if url is not None:
+        with admin_api(url, user, admin_password(user, password_stdin)) as api:
+            api.call("DELETE", _path(handle))
+        typer.echo(f"removed user {handle}")
+        return
     accounts, turn_users = _services(config, data_dir, realm)
     try:
         accounts.remove(handle)

@@ -1,7 +1,8 @@
 """The HTTP application: health, Prometheus metrics and, given the services, the REST API.
 
 Routes: `GET /healthz`, `GET /metrics`; with `services`: `/api/login`, `/api/logout`, `/api/me`,
-`/api/calls` (see api/routes/). Other packages add theirs through `routers` (e.g. /ws).
+`/api/calls`, `/api/users` (see api/routes/). Other packages add theirs through `routers`
+(e.g. /ws).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from callgate import __version__
 from callgate.api.deps import Services
-from callgate.api.routes import auth, calls
+from callgate.api.routes import auth, calls, users
 from callgate.metrics import render
 
 HealthCheck = Callable[[], dict[str, Any]]
@@ -48,6 +49,7 @@ def create_app(
         app.state.services = services
         app.include_router(auth.router)
         app.include_router(calls.router)
+        app.include_router(users.router)
     for router in routers:
         app.include_router(router)
     return app

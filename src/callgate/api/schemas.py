@@ -33,6 +33,58 @@ class UserOut(BaseModel):
         )
 
 
+class AccountOut(BaseModel):
+    """An account as admins see it (GET/POST /api/users): never its password hash or TURN key."""
+
+    handle: str
+    display_name: str
+    groups: list[str]
+    is_admin: bool
+    disabled: bool
+    has_password: bool
+    realm: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, user: UserRecord) -> AccountOut:
+        return cls(
+            handle=user.handle,
+            display_name=user.display_name,
+            groups=list(user.groups),
+            is_admin=user.is_admin,
+            disabled=user.disabled,
+            has_password=user.has_password,
+            realm=user.realm,
+            created_at=user.created_at,
+            updated_at=user.updated_at,
+        )
+
+
+class AccountsResponse(BaseModel):
+    users: list[AccountOut]
+
+
+class NewAccountRequest(BaseModel):
+    """POST /api/users. Handle and groups are checked by the account service too (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    handle: str = Field(min_length=1, max_length=64)
+    display_name: str | None = Field(default=None, max_length=255)
+    groups: list[str] = Field(default_factory=list, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+    is_admin: bool = False
+
+
+class PasswordRequest(BaseModel):
+    """PUT /api/users/{handle}/password."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(min_length=1, max_length=1024)
+
+
 class LoginResponse(BaseModel):
     token: str
     expires_at: datetime
