@@ -209,7 +209,7 @@ def serve(
     bandwidth: BandwidthOpt = None,
     log_level: LogLevelOpt = None,
 ) -> None:
-    """Run everything on one box: SQLite store, TURN relay, HTTP (/healthz, /metrics)."""
+    """Run everything on one box: SQLite store, TURN relay, calling (/ws), REST API, metrics."""
     options = dict(locals())
     options.pop("config")
     settings = settings_from(config, relay_overrides(**options))

@@ -94,7 +94,10 @@ def test_disabled_user_cannot_sign_in_or_use_tokens_or_turn(accounts: AccountSer
     assert accounts.turn_key("bob") is None
     accounts.enable("bob")
     assert accounts.authenticate("bob", "pw-bob") is not None
-    assert accounts.verify_token(token) is not None
+    # Tokens issued before the disable stay revoked: enabling needs a fresh sign-in.
+    assert accounts.verify_token(token) is None
+    fresh, _ = accounts.issue_token(user)
+    assert accounts.verify_token(fresh) is not None
     with pytest.raises(UnknownUserError):
         accounts.disable("nobody")
 

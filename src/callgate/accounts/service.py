@@ -144,7 +144,11 @@ class AccountService:
 
     def set_disabled(self, handle: str, disabled: bool) -> UserRecord:
         """Disable (no sign-in, tokens refused, TURN key refused) or enable an account."""
-        user = self._users.change(handle, self._now(), disabled=disabled)
+        now = self._now()
+        user = self._users.change(handle, now, disabled=disabled)
+        if disabled:
+            # Tokens issued before the account was disabled stay dead when it is enabled again.
+            self._tokens.revoke_all(user.id, now)
         log.info("account %s %s", handle, "disabled" if disabled else "enabled")
         return user
 
