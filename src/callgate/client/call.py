@@ -46,6 +46,9 @@ def ignore_event(name: str, fields: dict[str, Any]) -> None:
     """The default `on_event`: report nothing."""
 
 
+CLOSE_TIMEOUT = 3.0  # seconds to wait for aiortc's close (TURN deallocation)
+
+
 class CallSession:
     def __init__(
         self,
@@ -196,7 +199,12 @@ class CallSession:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.pc.close()
+        try:
+            # aiortc releases TURN allocations with a Refresh that it retransmits for ~40 s
+            # when the relay is gone: a softphone must not hang on a dead server.
+            await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning("peer connection did not close within %.0f s; leaving it", CLOSE_TIMEOUT)
         await self._sink.stop()
 
     # ---- media state and stats ----
