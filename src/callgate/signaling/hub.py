@@ -73,6 +73,7 @@ class SignalingHub:
         self._timer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._pending: asyncio.Future[Any] | None = None
+        self._media_calls: set[str] = set()  # calls that reached media: relay sessions to link
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -217,7 +218,11 @@ class SignalingHub:
     def _record_later(self, effect: Effect) -> None:
         loop = asyncio.get_running_loop()
         self._pending = loop.run_in_executor(self._db, self._guarded, self._write, effect)
-        if isinstance(effect, CdrFinal):
+        if isinstance(effect, CdrUpdate) and effect.media_path is not None:
+            self._media_calls.add(effect.call_id)
+        if isinstance(effect, CdrFinal) and effect.call_id in self._media_calls:
+            # Only calls that reached media used the relay; the rest have nothing to link.
+            self._media_calls.discard(effect.call_id)
             for delay in self.link_delays:
                 loop.call_later(delay, self._link_soon, effect.call_id)
 

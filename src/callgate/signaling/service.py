@@ -20,6 +20,8 @@ from callgate.signaling.ws import WsSettings, signaling_router
 from callgate.turn.server import TurnServer
 from callgate.types import Transport
 
+USER_CACHE_SECONDS = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class Signaling:
@@ -57,8 +59,20 @@ def build_signaling(
     ice = IceServerConfig(udp=udp, secret=secret, ttl=settings.credential_ttl)
     relay_only = settings.ice_policy == "relay"
 
+    known: dict[str, float] = {}  # handle -> until when it is known to exist
+
     def user_exists(handle: str) -> bool:
-        return accounts.get(handle) is not None
+        """Directory lookup for invites; existing handles are remembered for a few seconds so
+        a busy server does not query the accounts table on every call attempt."""
+        now = clock.monotonic()
+        if known.get(handle, 0.0) > now:
+            return True
+        if accounts.get(handle) is None:
+            return False
+        if len(known) > 10000:
+            known.clear()
+        known[handle] = now + USER_CACHE_SECONDS
+        return True
 
     def policy(_user: UserRecord) -> bool:
         return relay_only
