@@ -103,3 +103,19 @@ async def test_unknown_callee_leaves_a_failed_record(hub: SignalingHub) -> None:
     await hub.flush()
     row = hub.cdrs.get(ended["call_id"])
     assert row is not None and (row.disposition, row.reason) == ("failed", "unknown-user")
+
+
+async def test_no_record_no_ringing(hub: SignalingHub, store: Store) -> None:
+    """Fail closed: when the CDR cannot be written, the callee is not rung and the caller is told."""
+    alice, _ = await hub.connect("alice", "Alice", False)
+    bob, _ = await hub.connect("bob", "Bob", False)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE call_quality")
+        conn.exec_driver_sql("ALTER TABLE calls RENAME TO calls_gone")
+    invite = parse({"type": "call.invite", "id": "7", "to": "bob", "sdp": SDP})
+    await hub.receive(alice, invite, lambda handle: True)
+
+    error = await next_of(alice, "error")
+    assert (error["id"], error["code"]) == ("7", "server-error")
+    assert bob.queue.empty()
+    assert hub.engine.call_of(alice.device_id) is None  # the caller can try again

@@ -17,7 +17,7 @@ from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Table, func, insert, or_, select, update
 
 from callgate.clock import Clock, SystemClock
 from callgate.records.cdr_types import (
@@ -76,6 +76,10 @@ class CdrRepository:
         self._engine = store.engine
         self._clock = clock or SystemClock()
 
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.wall(), UTC)
 
@@ -89,17 +93,23 @@ class CdrRepository:
         """Insert several rows in one transaction (a batched writer's flush)."""
         if not new_calls:
             return
-        now = self._now()
-        rows = [{**asdict(call), "updated_at": now} for call in new_calls]
         with self._engine.begin() as conn:
-            conn.execute(insert(calls), rows)
+            self.open_in(conn, new_calls)
+
+    def open_in(self, conn: Connection, new_calls: Sequence[CallOpen]) -> None:
+        """Insert rows inside the caller's transaction (group commit by the signaling hub)."""
+        now = self._now()
+        conn.execute(insert(calls), [{**asdict(call), "updated_at": now} for call in new_calls])
 
     def update(self, call_id: str, /, **changes: Any) -> bool:
         """Set fields of an open or closed row (ring_at, answer_at, callee_device, media_path,
         codec, ...); False when there is no such call."""
-        values = {**_values(changes), "updated_at": self._now()}
         with self._engine.begin() as conn:
-            result = conn.execute(update(calls).where(calls.c.call_id == call_id).values(values))
+            return self.update_in(conn, call_id, **changes)
+
+    def update_in(self, conn: Connection, call_id: str, /, **changes: Any) -> bool:
+        values = {**_values(changes), "updated_at": self._now()}
+        result = conn.execute(update(calls).where(calls.c.call_id == call_id).values(values))
         return bool(result.rowcount)
 
     def finalize(
@@ -114,13 +124,27 @@ class CdrRepository:
     ) -> bool:
         """End the call: end time, disposition, who ended it and why, plus any last fields; the
         duration runs from answer to end. Only the first finalize counts (returns True)."""
+        with self._engine.begin() as conn:
+            return self.finalize_in(conn, call_id, end_at, disposition, ended_by, reason, **changes)
+
+    def finalize_in(
+        self,
+        conn: Connection,
+        call_id: str,
+        end_at: datetime,
+        disposition: str,
+        ended_by: str,
+        reason: str,
+        /,
+        **changes: Any,
+    ) -> bool:
+        """`finalize` inside the caller's transaction."""
         if disposition not in DISPOSITIONS:
             raise ValueError(f"unknown disposition {disposition!r}")
         if ended_by not in ENDED_BY:
             raise ValueError(f"ended_by must be one of {', '.join(ENDED_BY)}")
         values = _values(changes)
-        with self._engine.begin() as conn:
-            return self._finalize(conn, call_id, end_at, disposition, ended_by, reason, values)
+        return self._finalize(conn, call_id, end_at, disposition, ended_by, reason, values)
 
     def _finalize(
         self,

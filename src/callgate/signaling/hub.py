@@ -14,16 +14,18 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy import Connection
 
 from callgate.clock import Clock
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_types import CallOpen
 from callgate.records.quality import StreamStats as QualityStats
 from callgate.records.quality_store import QualityRepository
+from callgate.records.writer import RecordWriteError, RecordWriter
 from callgate.signaling import messages as m
 from callgate.signaling.calls import CallEngine
 from callgate.signaling.dispatch import handle_message
@@ -68,11 +70,10 @@ class SignalingHub:
         self.node_id = node_id
         self.link_delays = tuple(link_delays)
         self.devices: dict[str, Device] = {}
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callgate-records")
+        self._writer = RecordWriter(cdrs.engine)
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._pending: asyncio.Future[Any] | None = None
         self._media_calls: set[str] = set()  # calls that reached media: relay sessions to link
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -90,7 +91,7 @@ class SignalingHub:
         for task in list(self._background):
             task.cancel()
         await self._records_settled()
-        self._db.shutdown(wait=True)
+        await asyncio.to_thread(self._writer.close)
 
     # -- devices -----------------------------------------------------------------------------------
 
@@ -119,9 +120,7 @@ class SignalingHub:
     ) -> None:
         """Run one parsed client message through the engine and carry out what it asks."""
         if isinstance(message, m.Invite):
-            exists = await asyncio.get_running_loop().run_in_executor(
-                self._db, callee_exists, message.to
-            )
+            exists = await asyncio.to_thread(callee_exists, message.to)
             effects = self.engine.invite(
                 device.device_id, message.id, message.to, message.sdp, exists
             )
@@ -141,19 +140,47 @@ class SignalingHub:
     # -- effects -----------------------------------------------------------------------------------
 
     async def apply(self, effects: Sequence[Effect]) -> None:
-        """Carry out effects in order; a CdrOpen is durable before the next effect runs."""
-        for effect in effects:
+        """Carry out effects in order; a CdrOpen is committed before the next effect runs.
+
+        Fail closed: if a new call's record cannot be written, nobody rings — the rest of the
+        effects are dropped, the caller gets an error and the engine forgets the call.
+        """
+        for index, effect in enumerate(effects):
             if isinstance(effect, Send):
                 device = self.devices.get(effect.device_id)
                 if device is not None:
                     self.send(device, effect.message)
             elif isinstance(effect, CdrOpen):
-                await self._record(self._open, effect)
+                try:
+                    await asyncio.wrap_future(self._writer.submit(self._open(effect)))
+                except RecordWriteError:
+                    await self._refuse(effect, effects[index + 1 :])
+                    break
             else:
                 self._record_later(effect)
         self._wake.set()
 
-    def _open(self, effect: CdrOpen) -> None:
+    async def _refuse(self, effect: CdrOpen, dropped: Sequence[Effect]) -> None:
+        call = effect.call
+        caller = self.devices.get(call.caller_device)
+        request_id = next(
+            (
+                e.message.get("id")
+                for e in dropped
+                if isinstance(e, Send) and e.message.get("type") == "ack"
+            ),
+            None,
+        )
+        if caller is not None:
+            message = m.error_message(
+                request_id, "server-error", "call records are unavailable; call not placed"
+            )
+            self.send(caller, message)
+        # Forget the call in the engine. Nobody was rung (the call.incoming messages were among
+        # the dropped effects) and there is no row to finalize, so its effects are discarded.
+        self.engine.hangup(call.caller_device, request_id or "", call.call_id)
+
+    def _open(self, effect: CdrOpen) -> Callable[[Connection], object]:
         call = effect.call
         caller = self.devices.get(call.caller_device)
         opened = CallOpen(
@@ -167,9 +194,10 @@ class SignalingHub:
             ring_at=_at(call.ring_at),
             node_id=self.node_id,
         )
-        self.cdrs.open(opened)
+        return lambda conn: self.cdrs.open_in(conn, [opened])
 
-    def _write(self, effect: Effect) -> None:
+    def _write_op(self, effect: Effect) -> Callable[[Connection], object] | None:
+        """The database write for a CDR effect, run inside the writer's shared transaction."""
         if isinstance(effect, CdrUpdate):
             fields: dict[str, Any] = {
                 "answer_at": _at(effect.answer_at),
@@ -182,67 +210,62 @@ class SignalingHub:
                 fields["callee_address"] = callee.address
                 fields["callee_user_agent"] = callee.user_agent
             changes = {k: v for k, v in fields.items() if v is not None}
-            if changes:
-                self.cdrs.update(effect.call_id, **changes)
-        elif isinstance(effect, CdrFinal):
+            if not changes:
+                return None
+            return lambda conn: self.cdrs.update_in(conn, effect.call_id, **changes)
+        if isinstance(effect, CdrFinal):
             end_at = datetime.fromtimestamp(effect.end_at, UTC)
-            self.cdrs.finalize(
+            return lambda conn: self.cdrs.finalize_in(
+                conn,
                 effect.call_id,
                 end_at,
                 effect.disposition.value,
                 effect.ended_by.value,
                 effect.reason.value,
             )
-        elif isinstance(effect, StatsReport):
-            streams = [
-                QualityStats(
-                    kind=s.kind,
-                    direction=s.direction,
-                    packets=s.packets,
-                    packets_lost=s.packets_lost,
-                    jitter_ms=s.jitter_ms,
-                    rtt_ms=s.rtt_ms,
-                    concealed_ratio=s.concealed_ratio,
-                )
-                for s in effect.streams
-            ]
-            self.quality.upsert(
-                effect.call_id, effect.party.value, streams, effect.final, _at(effect.at)
-            )
+        return None
 
-    async def _record(self, fn: Callable[[Any], None], effect: Effect) -> None:
-        future = asyncio.get_running_loop().run_in_executor(self._db, self._guarded, fn, effect)
-        self._pending = future
-        await future
+    def _quality(self, effect: StatsReport) -> None:
+        streams = [
+            QualityStats(
+                kind=s.kind,
+                direction=s.direction,
+                packets=s.packets,
+                packets_lost=s.packets_lost,
+                jitter_ms=s.jitter_ms,
+                rtt_ms=s.rtt_ms,
+                concealed_ratio=s.concealed_ratio,
+            )
+            for s in effect.streams
+        ]
+        self.quality.upsert(
+            effect.call_id, effect.party.value, streams, effect.final, _at(effect.at)
+        )
 
     def _record_later(self, effect: Effect) -> None:
-        loop = asyncio.get_running_loop()
-        self._pending = loop.run_in_executor(self._db, self._guarded, self._write, effect)
+        """Queue a record write; the signaling path does not wait for it."""
+        if isinstance(effect, StatsReport):
+            self._writer.submit_standalone(lambda: self._quality(effect))
+            return
+        op = self._write_op(effect)
+        if op is not None:
+            self._writer.submit(op)
         if isinstance(effect, CdrUpdate) and effect.media_path is not None:
             self._media_calls.add(effect.call_id)
         if isinstance(effect, CdrFinal) and effect.call_id in self._media_calls:
             # Only calls that reached media used the relay; the rest have nothing to link.
             self._media_calls.discard(effect.call_id)
+            loop = asyncio.get_running_loop()
             for delay in self.link_delays:
                 loop.call_later(delay, self._link_soon, effect.call_id)
 
     def _link_soon(self, call_id: str) -> None:
-        loop = asyncio.get_running_loop()
-        self._pending = loop.run_in_executor(
-            self._db, self._guarded, lambda cid: self.cdrs.link_relay_sessions(cid), call_id
-        )
-
-    @staticmethod
-    def _guarded(fn: Callable[[Any], object], arg: Any) -> None:
-        try:
-            fn(arg)
-        except Exception:  # a failed record write is logged; the hub keeps serving calls
-            log.exception("record write failed for %r", arg)
+        self._writer.submit_standalone(lambda: self.cdrs.link_relay_sessions(call_id))
 
     async def _records_settled(self) -> None:
         """Wait until every record write queued so far is done (tests, shutdown)."""
-        marker = asyncio.get_running_loop().run_in_executor(self._db, lambda: None)
-        await marker
+        with contextlib.suppress(RecordWriteError):
+            await asyncio.wrap_future(self._writer.submit_standalone(lambda: None))
 
     async def flush(self) -> None:
         await self._records_settled()

@@ -20,6 +20,9 @@ from callgate.types import Address, FiveTuple
 
 ClientSend = Callable[[bytes], None]
 _CHANNEL_HEADER = struct.Struct("!HH")
+# Packets from another allocation on this server that arrive before this client has shown it can
+# take them are held, at most this many per allocation (see Allocation.from_peer).
+HELD_MAX = 8
 
 
 class RelayEndpoint(Protocol):
@@ -31,6 +34,15 @@ class RelayEndpoint(Protocol):
     def sendto(self, data: bytes | memoryview, peer: Address) -> None: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Held:
+    """A packet from another allocation here, held until this client can take it."""
+
+    data: bytes
+    peer: Address
+    aged: bool = False  # survived one sweep; dropped at the next
 
 
 @dataclass(slots=True)
@@ -76,6 +88,7 @@ class Allocation:
         "dropped",
         "expires",
         "five_tuple",
+        "held",
         "id",
         "integrity",
         "key",
@@ -120,6 +133,7 @@ class Allocation:
         self.peer_channels: dict[Address, int] = {}  # hot path: peer -> channel number
         self.channel_peers: dict[int, Address] = {}  # hot path: channel number -> peer
         self.peers_seen: set[str] = set()
+        self.held: list[Held] = []  # early packets from other allocations here, see from_peer
         self.client_send = client_send
         self.udp_sendto: Callable[[bytes | memoryview, Address], object] | None = None
         self.stream = stream
@@ -167,6 +181,18 @@ class Allocation:
             channel = self.channels.pop(number)
             self.peer_channels.pop(channel.peer, None)
             self.channel_peers.pop(number, None)
+        if self.held:
+            # A client that got a permission but never sends toward the peer gets the held packets
+            # now; the rest are dropped after one to two sweeps.
+            held, self.held = self.held, []
+            for entry in held:
+                if entry.peer[0] in self.permissions:
+                    self._deliver(entry.data, entry.peer)
+                elif entry.aged:
+                    self.dropped += 1
+                else:
+                    entry.aged = True
+                    self.held.append(entry)
 
     def _capped(self) -> None:
         self.dropped += 1
@@ -180,6 +206,7 @@ class Allocation:
         self.channel_peers.clear()
         self.peer_channels.clear()
         self.permissions.clear()
+        self.held.clear()
 
     # -- data path ---------------------------------------------------------------------------
 
@@ -200,16 +227,54 @@ class Allocation:
             relay.sendto(data, peer)
         self.packets_to_peer += 1
         self.bytes_to_peer += size
+        if self.held:
+            self._release(peer[0])
         return True
 
     def from_peer(self, data: bytes, peer: Address) -> bool:
         """Deliver peer data to the client as ChannelData or a Data indication (RFC 8656 §11.3).
 
-        Data from peers without a permission is dropped silently (§9).
+        Data from peers without a permission is dropped silently (§9), except from another
+        allocation on this server: in a call the callee starts its connectivity checks as soon as
+        it has the answer, before the caller has it, so the callee's first check reaches the
+        caller's relay before the caller's permission for it. Such packets are held (up to
+        HELD_MAX, for one to two sweeps) and delivered once this client has sent something to
+        that peer IP itself. Not at permission time: a client such as aioice drops Data
+        indications and ChannelData from a peer until its own ChannelBind *response* has been
+        processed, and acts on it only in a later event-loop step (or, over TCP, after the rest
+        of the same read); its first packet toward the peer proves it is ready.
         """
-        if peer[0] not in self.permissions:
-            self.dropped += 1
+        if peer[0] not in self.permissions or self.held:
+            if self._hold(data, peer):
+                return False
+            if peer[0] not in self.permissions:
+                self.dropped += 1
+                return False
+        return self._deliver(data, peer)
+
+    def _hold(self, data: bytes, peer: Address) -> bool:
+        """Hold an early packet from another allocation here; False if it is not one to hold."""
+        ip = peer[0]
+        if ip in self.permissions and not any(h.peer[0] == ip for h in self.held):
+            return False  # permitted, nothing held before it: deliver in order as usual
+        if self.local_relays is None or peer not in self.local_relays:
             return False
+        if len(self.held) >= HELD_MAX:
+            self.dropped += 1
+            return True
+        self.held.append(Held(bytes(data), peer))
+        return True
+
+    def _release(self, ip: str) -> None:
+        """This client has sent toward `ip`: deliver what was held from there, in order."""
+        held, self.held = self.held, []
+        for entry in held:
+            if entry.peer[0] == ip:
+                self._deliver(entry.data, entry.peer)
+            else:
+                self.held.append(entry)
+
+    def _deliver(self, data: bytes, peer: Address) -> bool:
         size = len(data)
         if self.bucket is not None and not self.bucket.take(size):
             self._capped()
