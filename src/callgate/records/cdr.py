@@ -17,7 +17,18 @@ from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    Update,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from callgate.clock import Clock, SystemClock
 from callgate.records.cdr_types import (
@@ -42,6 +53,41 @@ call_quality = cast(Table, CallQuality.__table__)
 # Relay allocations a client made for this call start at most this long before the invite
 # (the caller gathers its candidates, relay ones included, just before sending the offer).
 GATHER_SLACK = timedelta(seconds=15)
+
+
+class _Unknown:
+    """Marks an argument the caller did not give (None is a meaningful duration)."""
+
+
+UNKNOWN = _Unknown()
+
+# Statements built once: SQLAlchemy then reuses their compiled form instead of rebuilding a
+# cache key per call (the records writer runs several per call attempt).
+_FINALIZE = (
+    update(calls)
+    .where(calls.c.call_id == bindparam("b_id"), calls.c.end_at.is_(None))
+    .values(
+        end_at=bindparam("b_end_at"),
+        disposition=bindparam("b_disposition"),
+        ended_by=bindparam("b_ended_by"),
+        reason=bindparam("b_reason"),
+        duration_s=bindparam("b_duration_s"),
+        updated_at=bindparam("b_updated_at"),
+    )
+)
+_UPDATES: dict[tuple[str, ...], Update] = {}
+
+
+def _update_statement(columns: tuple[str, ...]) -> Update:
+    statement = _UPDATES.get(columns)
+    if statement is None:
+        statement = (
+            update(calls)
+            .where(calls.c.call_id == bindparam("b_id"))
+            .values({name: bindparam(f"b_{name}") for name in columns})
+        )
+        _UPDATES[columns] = statement
+    return statement
 
 
 def _values(changes: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +155,8 @@ class CdrRepository:
 
     def update_in(self, conn: Connection, call_id: str, /, **changes: Any) -> bool:
         values = {**_values(changes), "updated_at": self._now()}
-        result = conn.execute(update(calls).where(calls.c.call_id == call_id).values(values))
+        params = {f"b_{name}": value for name, value in values.items()}
+        result = conn.execute(_update_statement(tuple(sorted(values))), {**params, "b_id": call_id})
         return bool(result.rowcount)
 
     def finalize(
@@ -136,14 +183,27 @@ class CdrRepository:
         ended_by: str,
         reason: str,
         /,
+        duration_s: float | _Unknown | None = UNKNOWN,
         **changes: Any,
     ) -> bool:
-        """`finalize` inside the caller's transaction."""
+        """`finalize` inside the caller's transaction. A caller that knows the duration (the
+        signaling engine does: answer to end, None if never answered) saves a read."""
         if disposition not in DISPOSITIONS:
             raise ValueError(f"unknown disposition {disposition!r}")
         if ended_by not in ENDED_BY:
             raise ValueError(f"ended_by must be one of {', '.join(ENDED_BY)}")
         values = _values(changes)
+        if not values and not isinstance(duration_s, _Unknown):
+            final = {
+                "b_id": call_id,
+                "b_end_at": end_at,
+                "b_disposition": disposition,
+                "b_ended_by": ended_by,
+                "b_reason": reason,
+                "b_duration_s": duration_s,
+                "b_updated_at": self._now(),
+            }
+            return bool(conn.execute(_FINALIZE, final).rowcount)
         return self._finalize(conn, call_id, end_at, disposition, ended_by, reason, values)
 
     def _finalize(

@@ -75,6 +75,7 @@ class SignalingHub:
         self._timer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._media_calls: set[str] = set()  # calls that reached media: relay sessions to link
+        self._answered: set[str] = set()  # calls answered so far (their duration counts)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -210,11 +211,15 @@ class SignalingHub:
                 fields["callee_address"] = callee.address
                 fields["callee_user_agent"] = callee.user_agent
             changes = {k: v for k, v in fields.items() if v is not None}
+            if effect.answer_at is not None:
+                self._answered.add(effect.call_id)
             if not changes:
                 return None
             return lambda conn: self.cdrs.update_in(conn, effect.call_id, **changes)
         if isinstance(effect, CdrFinal):
             end_at = datetime.fromtimestamp(effect.end_at, UTC)
+            answered = effect.call_id in self._answered
+            self._answered.discard(effect.call_id)
             return lambda conn: self.cdrs.finalize_in(
                 conn,
                 effect.call_id,
@@ -222,6 +227,7 @@ class SignalingHub:
                 effect.disposition.value,
                 effect.ended_by.value,
                 effect.reason.value,
+                duration_s=round(effect.duration_s, 3) if answered else None,
             )
         return None
 
