@@ -89,6 +89,8 @@ async def test_an_answered_call_without_media_is_ended_by_the_watchdog(hub: Sign
     assert (
         row.answer_at is not None and row.end_at is not None and row.callee_device == bob.device_id
     )
+    assert row.duration_s is not None
+    assert abs(row.duration_s - (row.end_at - row.answer_at).total_seconds()) < 0.05
 
 
 async def test_unknown_callee_leaves_a_failed_record(hub: SignalingHub) -> None:
@@ -103,6 +105,7 @@ async def test_unknown_callee_leaves_a_failed_record(hub: SignalingHub) -> None:
     await hub.flush()
     row = hub.cdrs.get(ended["call_id"])
     assert row is not None and (row.disposition, row.reason) == ("failed", "unknown-user")
+    assert row.duration_s is None  # never answered
 
 
 async def test_no_record_no_ringing(hub: SignalingHub, store: Store) -> None:
