@@ -269,6 +269,62 @@ async def test_two_parties_on_this_relay_reach_each_other_without_a_peer_allow_l
         assert server.counters.packets_to_client == 2
 
 
+async def test_early_packet_from_another_party_here_waits_until_the_client_sends_to_it() -> None:
+    """The callee's first check reaches the caller's relay before the caller's permission for it:
+    held, not dropped, and delivered only once the caller has sent toward that peer itself (after
+    its ChannelBind *response*, which aioice needs before it accepts data from the peer)."""
+    async with (
+        run_server(allow_peers=()) as server,
+        udp_client(server.address(Transport.UDP)) as alice,
+        udp_client(server.address(Transport.UDP)) as bob,
+    ):
+        relay_a = await alice.allocated()
+        relay_b = await bob.allocated()
+        assert (await bob.channel_bind(0x4001, relay_a)).cls is MessageClass.SUCCESS
+        bob.send_channel_data(0x4001, b"early check")
+        assert (await bob.channel_bind(0x4001, relay_a)).cls is MessageClass.SUCCESS  # in order
+        assert await drain(alice.data) == []  # no permission at alice's relay yet: held
+        assert (await alice.channel_bind(0x4002, relay_b)).cls is MessageClass.SUCCESS
+        assert await drain(alice.data) == []  # permitted, but alice has not sent toward bob yet
+        alice.send_channel_data(0x4002, b"own check")
+        assert await bob.next_data() == b"\x40\x01\x00\x09own check"
+        assert await alice.next_data() == b"\x40\x02\x00\x0bearly check"
+        bob.send_channel_data(0x4001, b"later")
+        assert await alice.next_data() == b"\x40\x02\x00\x05later"
+
+
+async def test_held_packets_go_to_a_silent_client_at_the_sweep_or_are_dropped() -> None:
+    async with (
+        run_server(allow_peers=()) as server,
+        udp_client(server.address(Transport.UDP)) as alice,
+        udp_client(server.address(Transport.UDP)) as bob,
+        udp_client(server.address(Transport.UDP)) as carol,
+    ):
+        relay_a = await alice.allocated()
+        relay_b = await bob.allocated()
+        relay_c = await carol.allocated()
+        # Never permitted: held across two sweeps, then dropped.
+        assert (await bob.channel_bind(0x4001, relay_a)).cls is MessageClass.SUCCESS
+        bob.send_channel_data(0x4001, b"stale")
+        assert (await bob.channel_bind(0x4001, relay_a)).cls is MessageClass.SUCCESS  # in order
+        server.sweep()
+        server.sweep()
+        assert (await alice.create_permission(relay_b)).cls is MessageClass.SUCCESS
+        alice.send_indication(relay_b, b"hello")
+        assert await bob.next_data() == b"\x40\x01\x00\x05hello"
+        assert await drain(alice.data) == []
+        # Permitted but silent: what was held (at most 8) is delivered at the next sweep.
+        assert (await bob.channel_bind(0x4002, relay_c)).cls is MessageClass.SUCCESS
+        for n in range(12):
+            bob.send_channel_data(0x4002, b"p%02d" % n)
+        assert (await bob.channel_bind(0x4002, relay_c)).cls is MessageClass.SUCCESS  # in order
+        assert (await carol.create_permission(relay_b)).cls is MessageClass.SUCCESS
+        assert await drain(carol.data) == []
+        server.sweep()
+        received = [parse_data_indication(d) for d in await drain(carol.data)]
+        assert received == [(relay_b, b"p%02d" % n) for n in range(8)]
+
+
 # -- TURN over TCP ------------------------------------------------------------------------
 
 
