@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 CLOSE_UNAUTHORIZED = 4401
 MAX_MESSAGE_BYTES = 65536
 MAX_SDP_BYTES = 16384
+REVALIDATE_SECONDS = 15.0  # how often an open socket's token is checked again
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class WsSettings:
     relay_only: Callable[[UserRecord], bool]
     ice: IceServerConfig
     clock: Clock
+    revalidate_seconds: float = REVALIDATE_SECONDS
 
 
 def _token(websocket: WebSocket) -> str | None:
@@ -53,21 +55,21 @@ def signaling_router(hub: SignalingHub, settings: WsSettings) -> APIRouter:
 
     @router.websocket("/ws")
     async def signaling(websocket: WebSocket) -> None:
-        token = _token(websocket)
-        user = None
-        if token:
-            user = await asyncio.to_thread(settings.verify_token, token)
+        token = _token(websocket) or ""
+        user = await asyncio.to_thread(settings.verify_token, token) if token else None
+        # Accept, then close with 4401: a browser cannot read the HTTP status of a refused
+        # handshake, but it can read a close code.
+        await websocket.accept()
         if user is None:
             await websocket.close(code=CLOSE_UNAUTHORIZED, reason="invalid or expired token")
             return
-        await websocket.accept()
-        await _session(websocket, user, hub, settings)
+        await _session(websocket, user, hub, settings, token)
 
     return router
 
 
 async def _session(
-    websocket: WebSocket, user: UserRecord, hub: SignalingHub, settings: WsSettings
+    websocket: WebSocket, user: UserRecord, hub: SignalingHub, settings: WsSettings, token: str
 ) -> None:
     relay_only = settings.relay_only(user)
     client = websocket.client
@@ -93,13 +95,26 @@ async def _session(
     )
     await hub.apply(effects)
     limiter = TokenBucket(settings.clock)
+    watch = asyncio.create_task(_revalidate(websocket, token, settings), name="ws-token-watch")
     try:
         await _read(websocket, device, hub, settings, limiter, writer)
     finally:
+        watch.cancel()
         await hub.disconnect(device)
         device.queue.put_nowait(None)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer, 2)
+
+
+async def _revalidate(websocket: WebSocket, token: str, settings: WsSettings) -> None:
+    """Close the socket once its token stops being valid (revoked, expired, account disabled):
+    a disabled user loses signaling within REVALIDATE_SECONDS, not at their next connect."""
+    while True:
+        await asyncio.sleep(settings.revalidate_seconds)
+        if await asyncio.to_thread(settings.verify_token, token) is None:
+            with contextlib.suppress(Exception):
+                await websocket.close(code=CLOSE_UNAUTHORIZED, reason="token no longer valid")
+            return
 
 
 async def _read(
