@@ -1,0 +1,394 @@
+"""Helpers for the end-to-end tests: `callgate serve` as a subprocess, CLI clients, SDK clients,
+and read-only views of the server's SQLite records.
+
+Everything runs on loopback with free ports and a private relay port range; nothing here touches
+`src/` internals beyond the public client SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from callgate.client.signaling import SignalingClient
+
+BIN = Path(sys.executable).parent / "callgate"
+COMMAND = (
+    [str(BIN)] if BIN.exists() else [sys.executable, "-c", "from callgate.cli import main; main()"]
+)
+LOOPBACK = "127.0.0.1"
+USERS = ("alice", "bob", "carol")
+
+# Short call timeouts, so watchdog tests finish quickly (seconds).
+RING_TIMEOUT = 3.0
+SETUP_TIMEOUT = 5.0
+SILENCE_TIMEOUT = 4.0
+SERVE_ENV = {
+    "CALLGATE_CALLS__RING_TIMEOUT": str(RING_TIMEOUT),
+    "CALLGATE_CALLS__SETUP_TIMEOUT": str(SETUP_TIMEOUT),
+    "CALLGATE_CALLS__SILENCE_TIMEOUT": str(SILENCE_TIMEOUT),
+}
+
+
+def password_of(handle: str) -> str:
+    return f"pw-{handle}-e2e"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without any CALLGATE_* setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
+    env.update(extra)
+    return env
+
+
+def callgate(
+    *args: str, stdin: str | None = None, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=clean_env(**env),
+        timeout=timeout,
+    )
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((LOOPBACK, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def private_relay_range(size: int = 400) -> tuple[int, int]:
+    """A relay port block in a high range below the kernel's ephemeral ports (32768+)."""
+    start = random.randrange(20000, 32000 - size, 2)
+    return start, start + size - 1
+
+
+def add_users(data_dir: Path, handles: Iterable[str] = USERS) -> None:
+    for handle in handles:
+        result = callgate(
+            "user", "add", handle, "--data-dir", str(data_dir), "--password-stdin",
+            stdin=password_of(handle) + "\n",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+
+def http_json(
+    url: str, *, body: dict[str, Any] | None = None, token: str | None = None
+) -> tuple[int, Any]:
+    """GET (or POST `body`) and return (status, decoded JSON or None)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, None
+
+
+@dataclass
+class Serve:
+    """A running `callgate serve` subprocess."""
+
+    data_dir: Path
+    http_port: int
+    turn_port: int
+    relay_ports: tuple[int, int]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0  # wall clock, when it answered /healthz
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def db(self) -> Path:
+        return self.data_dir / "callgate.sqlite3"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout: float = 30.0) -> Serve:
+        low, high = self.relay_ports
+        args = [
+            "serve", "--data-dir", str(self.data_dir),
+            "--http", f"{LOOPBACK}:{self.http_port}",
+            "--listen", f"{LOOPBACK}:{self.turn_port}",
+            "--relay-ports", f"{low}-{high}",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*COMMAND, *args], env=clean_env(**self.env), stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"callgate serve exited {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"callgate serve did not come up:\n{self.log()}")
+            with contextlib.suppress(OSError):
+                status, _ = http_json(f"{self.url}/healthz")
+                if status == 200:
+                    break
+            time.sleep(0.05)
+        self.started_at = time.time()
+        return self
+
+    def stop(self) -> int:
+        """SIGTERM and wait; the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"callgate serve did not stop on SIGTERM:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def user_store(root: Path) -> Path:
+    """A data dir holding alice, bob and carol, made with `callgate user add` (no server yet)."""
+    data_dir = root / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    add_users(data_dir)
+    return data_dir
+
+
+def new_serve(root: Path, template: Path | None = None, **env: str) -> Serve:
+    """A data dir with alice, bob and carol (created before serve starts: a copy of `template`
+    when given, else made here), free ports; not started."""
+    if template is not None:
+        data_dir = root / "data"
+        shutil.copytree(template, data_dir)
+    else:
+        data_dir = user_store(root)
+    return Serve(
+        data_dir=data_dir,
+        http_port=free_port(),
+        turn_port=free_port(),
+        relay_ports=private_relay_range(),
+        log_path=root / "serve.log",
+        env={**SERVE_ENV, **env},
+    )
+
+
+# ---- records, read-only, straight from the server's SQLite ----
+
+
+def query(db: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def cdr_row(db: Path, call_id: str) -> dict[str, Any] | None:
+    rows = query(db, "SELECT * FROM calls WHERE call_id = ?", call_id)
+    return rows[0] if rows else None
+
+
+def quality_rows(db: Path, call_id: str) -> list[dict[str, Any]]:
+    return query(
+        db,
+        "SELECT * FROM call_quality WHERE call_id = ? ORDER BY reporter, direction",
+        call_id,
+    )
+
+
+def cdr_via_cli(data_dir: Path, call_id: str) -> dict[str, Any]:
+    """The call's record as `callgate cdr list --json` prints it (works while serve runs)."""
+    result = callgate("cdr", "list", "--json", "--limit", "1000", "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    found = [r for r in records if r["call_id"] == call_id]
+    assert found, f"call {call_id} not in `callgate cdr list`: {[r['call_id'] for r in records]}"
+    return found[0]
+
+
+async def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+) -> Any:
+    """Poll `predicate()` (sync; run in a thread) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(predicate)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {what}")
+        await asyncio.sleep(interval)
+
+
+async def final_cdr(db: Path, call_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The call's CDR once it is finalized (the hub writes records off the event loop)."""
+
+    def finalized() -> dict[str, Any] | None:
+        row = cdr_row(db, call_id)
+        return row if row is not None and row["end_at"] is not None else None
+
+    return await wait_for(finalized, timeout, f"CDR {call_id} finalized")
+
+
+# ---- SDK clients ----
+
+
+async def login(server: Serve, handle: str, password: str | None = None) -> str:
+    session = await SignalingClient.login(server.url, handle, password or password_of(handle))
+    return session.token
+
+
+@contextlib.asynccontextmanager
+async def connected(
+    server: Serve, handle: str, device: str = "e2e", token: str | None = None
+) -> AsyncIterator[SignalingClient]:
+    client = await SignalingClient.connect(
+        server.url, token or await login(server, handle), device, timeout=5
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def next_of(
+    client: SignalingClient, type_: str, call_id: str | None = None, timeout: float = 5.0
+) -> dict[str, Any]:
+    """The next event of `type_` (for `call_id`), skipping others; AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            event = await client.next_event(timeout=max(0.01, left))
+        except TimeoutError:
+            raise AssertionError(
+                f"no {type_} for {call_id} within {timeout} s; saw {seen}"
+            ) from None
+        if event.get("type") == type_ and (call_id is None or event.get("call_id") == call_id):
+            return event
+        seen.append(event)
+
+
+async def no_event(client: SignalingClient, within: float = 0.3) -> None:
+    """Nothing arrives for `within` seconds."""
+    try:
+        event = await client.next_event(timeout=within)
+    except TimeoutError:
+        return
+    raise AssertionError(f"unexpected event {event}")
+
+
+async def raw_request(client: SignalingClient, message: dict[str, Any] | str) -> dict[str, Any]:
+    """Send a raw frame (possibly malformed) on the SDK's socket; the reply (by id, else the
+    next `error` event)."""
+    text = message if isinstance(message, str) else json.dumps(message)
+    message_id = None
+    if isinstance(message, dict) and isinstance(message.get("id"), str):
+        message_id = message["id"]
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        client._pending[message_id] = future  # the SDK's reply routing, reused
+        try:
+            await client._ws.send(text)
+            return await asyncio.wait_for(future, 5)
+        finally:
+            client._pending.pop(message_id, None)
+    await client._ws.send(text)
+    return await next_of(client, "error")
+
+
+# ---- CLI clients ----
+
+
+async def start_cli(
+    server: Serve, handle: str, *args: str, config_dir: Path
+) -> asyncio.subprocess.Process:
+    env = clean_env(
+        CALLGATE_SERVER=server.url,
+        CALLGATE_USER=handle,
+        CALLGATE_PASSWORD=password_of(handle),
+        CALLGATE_CONFIG_DIR=str(config_dir / f"cfg-{handle}"),
+    )
+    return await asyncio.create_subprocess_exec(
+        *COMMAND, *args, "--json",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def read_event(
+    process: asyncio.subprocess.Process, name: str, timeout: float, seen: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Read JSON lines from the process's stdout until event `name` (all collected in `seen`)."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no {name!r} event within {timeout} s; saw {seen}")
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), left)
+        except TimeoutError:
+            continue
+        if not line:
+            raise AssertionError(f"stdout closed before {name!r}; saw {seen}")
+        event = json.loads(line)
+        seen.append(event)
+        if event.get("event") == name:
+            return event
+
+
+async def finish(
+    process: asyncio.subprocess.Process, seen: list[dict[str, Any]], timeout: float = 20.0
+) -> tuple[int, list[dict[str, Any]], str]:
+    """Wait for exit; (status, every JSON event, stderr)."""
+    try:
+        out, errs = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        out, errs = await process.communicate()
+        seen.append({"event": "test-killed-after-timeout"})
+    seen.extend(json.loads(line) for line in out.decode().splitlines() if line.strip())
+    assert process.returncode is not None
+    return process.returncode, seen, errs.decode(errors="replace")
