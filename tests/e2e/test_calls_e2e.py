@@ -168,12 +168,6 @@ async def test_relay_only_call_between_cli_processes_is_heard_and_recorded(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: CdrRepository.link_relay_sessions links every allocation of the two users that "
-    "started up to 15 s before the invite, so a call placed soon after another one between the "
-    "same people also claims the earlier call's allocations (4 ids, relay_bytes double-counted)",
-)
 async def test_a_call_right_after_another_links_only_its_own_relay_sessions(
     serve: Serve, tmp: Path
 ) -> None:

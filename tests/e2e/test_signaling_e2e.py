@@ -86,11 +86,6 @@ async def test_reject_ends_the_call_for_both_and_is_recorded(serve: Serve, offer
     assert row["callee_device"] is None and row["duration_s"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: call.reject `reason` is documented as 'kept in the CDR' but the hub drops "
-    "CdrFinal.detail and the calls table has no column for it",
-)
 async def test_reject_reason_is_kept_in_the_cdr(serve: Serve, offer_sdp: str) -> None:
     async with connected(serve, "alice") as alice, connected(serve, "bob") as bob:
         call_id = await ring(alice, [bob], "bob", offer_sdp)

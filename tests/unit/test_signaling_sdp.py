@@ -227,3 +227,20 @@ def test_engine_filters_sdp_and_candidates_when_either_party_is_relay_only() -> 
 
     effects = engine.answer("b1", "r4", call_id, AIORTC_OFFER)
     assert sends(effects, "a1")[0]["sdp"] == filter_sdp(AIORTC_OFFER, True, OUR_RELAYS)
+
+
+def test_relay_candidates_lists_udp_relay_addresses_once() -> None:
+    from callgate.signaling.sdp import relay_candidates
+
+    sdp = "\r\n".join(
+        [
+            "v=0",
+            "a=candidate:1 1 udp 2130706431 192.168.1.5 50000 typ host",
+            "a=candidate:2 1 udp 16777215 203.0.113.7 61000 typ relay raddr 0.0.0.0 rport 0",
+            "a=candidate:3 1 tcp 16777214 203.0.113.7 61002 typ relay tcptype passive",
+            "a=candidate:4 2 udp 16777215 203.0.113.7 61000 typ relay",
+            "a=candidate:5 1 udp 16777215 ::ffff:203.0.113.8 61004 typ relay",
+            "",
+        ]
+    )
+    assert relay_candidates(sdp) == ["203.0.113.7:61000", "203.0.113.8:61004"]

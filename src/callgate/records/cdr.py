@@ -72,6 +72,7 @@ _FINALIZE = (
         ended_by=bindparam("b_ended_by"),
         reason=bindparam("b_reason"),
         duration_s=bindparam("b_duration_s"),
+        end_detail=bindparam("b_end_detail"),
         updated_at=bindparam("b_updated_at"),
     )
 )
@@ -184,6 +185,7 @@ class CdrRepository:
         reason: str,
         /,
         duration_s: float | _Unknown | None = UNKNOWN,
+        detail: str | None = None,
         **changes: Any,
     ) -> bool:
         """`finalize` inside the caller's transaction. A caller that knows the duration (the
@@ -201,9 +203,12 @@ class CdrRepository:
                 "b_ended_by": ended_by,
                 "b_reason": reason,
                 "b_duration_s": duration_s,
+                "b_end_detail": detail[:255] if detail else None,
                 "b_updated_at": self._now(),
             }
             return bool(conn.execute(_FINALIZE, final).rowcount)
+        if detail:
+            values["end_detail"] = detail[:255]
         return self._finalize(conn, call_id, end_at, disposition, ended_by, reason, values)
 
     def _finalize(
@@ -329,6 +334,11 @@ class CdrRepository:
             .order_by(relay_sessions.c.started_at, relay_sessions.c.id)
         )
         found = conn.execute(query).all()
+        offered = set(json.loads(row.relay_candidates)) if row.relay_candidates else set()
+        if offered:
+            # Exact: the relayed addresses the call's own SDPs offered (redials of the same
+            # parties, other devices and other calls never match).
+            return [s for s in found if f"{s.relay_ip}:{s.relay_port}" in offered]
         picked: list[Any] = []
         for user, address in (
             (row.caller_user, row.caller_address),

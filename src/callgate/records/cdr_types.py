@@ -13,7 +13,7 @@ DISPOSITIONS = frozenset(
     {"answered", "no-answer", "busy", "rejected", "denied", "failed", "cancelled"}
 )
 ENDED_BY = ("caller", "callee", "server")
-JSON_FIELDS = frozenset({"relay_allocation_ids", "recording_ids"})
+JSON_FIELDS = frozenset({"relay_allocation_ids", "recording_ids", "relay_candidates"})
 UPDATABLE = frozenset(
     {
         "caller_device",
@@ -28,6 +28,7 @@ UPDATABLE = frozenset(
         "policy_decision",
         "media_path",
         "relay_used",
+        "relay_candidates",
         "relay_bytes",
         "relay_allocation_ids",
         "codec",
@@ -86,10 +87,12 @@ class CdrRecord:
     disposition: str | None
     ended_by: str | None
     reason: str | None
+    end_detail: str | None
     policy_rule: str | None
     policy_decision: str | None
     media_path: str | None
     relay_used: str | None
+    relay_candidates: tuple[str, ...]
     relay_bytes: int | None
     relay_allocation_ids: tuple[str, ...]
     codec: str | None

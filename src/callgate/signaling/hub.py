@@ -30,6 +30,7 @@ from callgate.signaling import messages as m
 from callgate.signaling.calls import CallEngine
 from callgate.signaling.dispatch import handle_message
 from callgate.signaling.effects import CdrFinal, CdrOpen, CdrUpdate, Effect, Send, StatsReport
+from callgate.signaling.sdp import relay_candidates
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class SignalingHub:
         self._background: set[asyncio.Task[Any]] = set()
         self._media_calls: set[str] = set()  # calls that reached media: relay sessions to link
         self._answered: set[str] = set()  # calls answered so far (their duration counts)
+        self._relays: dict[str, list[str]] = {}  # call_id -> relay candidates seen so far
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -125,9 +127,28 @@ class SignalingHub:
             effects = self.engine.invite(
                 device.device_id, message.id, message.to, message.sdp, exists
             )
-        else:
-            effects = handle_message(self.engine, device.device_id, message)
+            await self.apply(effects)
+            call_id = self.engine.call_of(device.device_id)
+            if call_id is not None:
+                self._note_relays(call_id, relay_candidates(message.sdp))
+            return
+        effects = handle_message(self.engine, device.device_id, message)
+        if (
+            isinstance(message, m.Answer)
+            and self.engine.call_of(device.device_id) == message.call_id
+        ):
+            self._note_relays(message.call_id, relay_candidates(message.sdp))
         await self.apply(effects)
+
+    def _note_relays(self, call_id: str, found: list[str]) -> None:
+        """Record the relayed addresses a call's SDPs offer: its relay sessions are linked by them."""
+        known = self._relays.setdefault(call_id, [])
+        known.extend(a for a in found if a not in known)
+        if known:
+            relays = list(known)
+            self._writer.submit(
+                lambda conn: self.cdrs.update_in(conn, call_id, relay_candidates=relays)
+            )
 
     def send(self, device: Device, message: dict[str, Any]) -> None:
         try:
@@ -220,6 +241,8 @@ class SignalingHub:
             end_at = datetime.fromtimestamp(effect.end_at, UTC)
             answered = effect.call_id in self._answered
             self._answered.discard(effect.call_id)
+            self._relays.pop(effect.call_id, None)
+            detail = effect.detail
             return lambda conn: self.cdrs.finalize_in(
                 conn,
                 effect.call_id,
@@ -228,6 +251,7 @@ class SignalingHub:
                 effect.ended_by.value,
                 effect.reason.value,
                 duration_s=round(effect.duration_s, 3) if answered else None,
+                detail=detail,
             )
         return None
 

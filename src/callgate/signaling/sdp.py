@@ -101,3 +101,20 @@ def filter_sdp(sdp: str, relay_only: bool, relay_addresses: Collection[str]) -> 
             body = _mask_connection(body, relays)
         kept.append(body + ending)
     return "".join(kept)
+
+
+def relay_candidates(sdp: str) -> list[str]:
+    """ "ip:port" of every UDP relay candidate in an SDP, in order, without repeats: the relayed
+    transport addresses the call will use, by which its relay sessions are found later."""
+    found: list[str] = []
+    for line in sdp.splitlines():
+        fields = _fields(line)
+        if fields is None or len(fields) < 8 or fields[6] != "typ" or fields[7] != "relay":
+            continue
+        ip = _normal_ip(fields[4])
+        if ip is None or fields[2].lower() != "udp" or not fields[5].isdigit():
+            continue
+        address = f"{ip}:{int(fields[5])}"
+        if address not in found:
+            found.append(address)
+    return found

@@ -164,10 +164,14 @@ class Call(Base):
     disposition: Mapped[str | None] = mapped_column(String(16), nullable=True)
     ended_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The callee's reject reason or the policy's words, as given (truncated to 255).
+    end_detail: Mapped[str | None] = mapped_column(String(255), nullable=True)
     policy_rule: Mapped[str | None] = mapped_column(String(255), nullable=True)
     policy_decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
     media_path: Mapped[str | None] = mapped_column(String(32), nullable=True)
     relay_used: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # JSON list of "ip:port" relay candidates in the call's offer and answer (relay linking).
+    relay_candidates: Mapped[str | None] = mapped_column(Text, nullable=True)
     relay_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     relay_allocation_ids: Mapped[str | None] = mapped_column(Text, nullable=True)
     codec: Mapped[str | None] = mapped_column(String(64), nullable=True)
