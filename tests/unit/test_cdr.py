@@ -237,7 +237,9 @@ def test_migration_0001_to_0002_keeps_turn_users(tmp_path: Path) -> None:
             ("legacy", "ab" * 16)
         ]
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0002"
+    assert version == "0003"  # head: 0003 adds calls.end_detail and calls.relay_candidates
+    columns = {c["name"] for c in inspect(engine).get_columns("calls")}
+    assert {"end_detail", "relay_candidates"} <= columns
     calls_indexes = {ix["name"] for ix in inspect(engine).get_indexes("calls")}
     assert {"ix_calls_invite_at", "ix_calls_caller_user_invite_at"} <= calls_indexes
     engine.dispose()
