@@ -21,9 +21,10 @@ _T = TypeVar("_T")
 class Reject(Exception):
     """Ends a request handler with an error response carrying `code` and `extra` attributes."""
 
-    def __init__(self, code: int, *extra: tuple[int, bytes]) -> None:
+    def __init__(self, code: int, *extra: tuple[int, bytes], reason: str | None = None) -> None:
         self.code = code
         self.extra = extra
+        self.reason = reason  # a precise reason phrase; the standard one when None
 
 
 def unpack(fn: Callable[[bytes], _T], value: bytes) -> _T:
@@ -31,7 +32,7 @@ def unpack(fn: Callable[[bytes], _T], value: bytes) -> _T:
     try:
         return fn(value)
     except StunDecodeError as exc:
-        raise Reject(400) from exc
+        raise Reject(400, reason=f"Malformed attribute: {exc}") from exc
 
 
 class Allocator(Protocol):
@@ -57,7 +58,7 @@ def allocate_options(message: Message, allocator: Allocator) -> AllocateOptions:
     (RFC 8656 §7.2 steps 2-8; RFC 6156 for IPv6)."""
     transport = message.get(Attr.REQUESTED_TRANSPORT)
     if transport is None:
-        raise Reject(400)
+        raise Reject(400, reason="Missing REQUESTED-TRANSPORT")
     if unpack(attrs.unpack_requested_transport, transport) != PROTO_UDP:
         raise Reject(442)
     requested = message.get(Attr.REQUESTED_ADDRESS_FAMILY)
@@ -65,11 +66,11 @@ def allocate_options(message: Message, allocator: Allocator) -> AllocateOptions:
     token = message.get(Attr.RESERVATION_TOKEN)
     even_value = message.get(Attr.EVEN_PORT)
     if token is not None and (even_value is not None or requested is not None):
-        raise Reject(400)
+        raise Reject(400, reason="RESERVATION-TOKEN with EVEN-PORT or REQUESTED-ADDRESS-FAMILY")
     if token is not None and len(token) != 8:
-        raise Reject(400)
+        raise Reject(400, reason="RESERVATION-TOKEN must be 8 bytes")
     if requested is not None and additional is not None:
-        raise Reject(400)
+        raise Reject(400, reason="REQUESTED- and ADDITIONAL-ADDRESS-FAMILY together")
     families: tuple[int, ...] = (FAMILY_IPV4,)
     if requested is not None:
         family = unpack(attrs.unpack_family, requested)
@@ -78,7 +79,7 @@ def allocate_options(message: Message, allocator: Allocator) -> AllocateOptions:
         families = (family,)
     if additional is not None:
         if unpack(attrs.unpack_family, additional) != FAMILY_IPV6:
-            raise Reject(400)
+            raise Reject(400, reason="ADDITIONAL-ADDRESS-FAMILY must be IPv6")
         families = (FAMILY_IPV4, FAMILY_IPV6)
     even = even_value is not None
     reserve = even and unpack(attrs.unpack_even_port, even_value or b"\x00")

@@ -191,7 +191,9 @@ class TurnHandler:
         try:
             return handler(message, client, credential)
         except Reject as reject:
-            return self._error(message, reject.code, credential.key, extra=list(reject.extra))
+            return self._error(
+                message, reject.code, credential.key, extra=list(reject.extra), reason=reject.reason
+            )
 
     def _challenge(self, message: Message, code: int, client_ip: str) -> bytes:
         """401 or 438 with a fresh nonce and the realm, unprotected (RFC 8489 §9.2.4)."""
@@ -281,7 +283,7 @@ class TurnHandler:
         allocation = self._owned(client, cred)
         values = message.get_all(Attr.XOR_PEER_ADDRESS)
         if not values:
-            raise Reject(400)
+            raise Reject(400, reason="Missing XOR-PEER-ADDRESS")
         peers = [self._peer(allocation, value, message.transaction_id) for value in values]
         expires = self.clock.monotonic() + self.config.permission_lifetime
         for host, _port in peers:
@@ -296,16 +298,16 @@ class TurnHandler:
         number_value = message.get(Attr.CHANNEL_NUMBER)
         peer_value = message.get(Attr.XOR_PEER_ADDRESS)
         if number_value is None or peer_value is None:
-            raise Reject(400)
+            raise Reject(400, reason="Missing CHANNEL-NUMBER or XOR-PEER-ADDRESS")
         number = unpack(attrs.unpack_channel_number, number_value)
         if not valid_channel(number):
-            raise Reject(400)
+            raise Reject(400, reason=f"Channel number 0x{number:04x} outside 0x4000-0x7FFF")
         peer = self._peer(allocation, peer_value, message.transaction_id)
         bound = allocation.channels.get(number)
         if bound is not None and bound.peer != peer:
-            raise Reject(400)  # channel already bound to another peer
+            raise Reject(400, reason="Channel already bound to another peer")
         if allocation.peer_channels.get(peer, number) != number:
-            raise Reject(400)  # peer already bound to another channel
+            raise Reject(400, reason="Peer already bound to another channel")
         now = self.clock.monotonic()
         allocation.bind_channel(number, peer, now + self.config.channel_lifetime)
         allocation.permit(peer[0], now + self.config.permission_lifetime)
