@@ -37,6 +37,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from serve_process import callgate_binary, free_port
+
 LOOPBACK = "127.0.0.1"
 REALM = "bench"
 USER = "bench"
@@ -76,30 +78,6 @@ def binary(name: str) -> str:
     if path is None:
         sys.exit(f"{name} not found: install Debian's coturn package (apt-get install coturn)")
     return path
-
-
-def callgate_binary() -> str:
-    beside = Path(sys.executable).parent / "callgate"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("callgate")
-    if found is None:
-        sys.exit("callgate not found: run from the project's virtual environment")
-    return found
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 for both UDP and TCP."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((LOOPBACK, 0))
-            port: int = udp.getsockname()[1]
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                tcp.bind((LOOPBACK, port))
-        except OSError:
-            continue
-        return port
 
 
 def free_udp_pair() -> int:
