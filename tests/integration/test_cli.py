@@ -91,7 +91,13 @@ def running(
     )
     try:
         deadline = time.monotonic() + 30
-        while binding_request(stun_port, timeout=0.2) is None or not url_ok(ready_url):
+        # "listening on" in our own log: a STUN answer alone could come from another process
+        # that holds the port (then ours fails to bind and exits).
+        while (
+            b"listening on" not in (cwd / "server.log").read_bytes()
+            or binding_request(stun_port, timeout=0.2) is None
+            or not url_ok(ready_url)
+        ):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"server did not come up:\n{(cwd / 'server.log').read_text()}")
             time.sleep(0.05)
