@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from callgate import __version__
+from callgate.cli_audit import audit_app
 from callgate.cli_cdr import cdr_app
 from callgate.cli_common import ConfigOpt, err, fail, settings_from
 from callgate.cli_users import user_app
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(user_app, name="user")
 app.add_typer(cdr_app, name="cdr")
+app.add_typer(audit_app, name="audit")
 
 # ---- options shared by `turn` and `serve` ----
 ListenOpt = Annotated[

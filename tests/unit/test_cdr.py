@@ -237,7 +237,7 @@ def test_migration_0001_to_0002_keeps_turn_users(tmp_path: Path) -> None:
             ("legacy", "ab" * 16)
         ]
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0003"  # head: 0003 adds calls.end_detail and calls.relay_candidates
+    assert version == "0004"  # head: 0004 adds audit_entries and audit_checkpoints
     columns = {c["name"] for c in inspect(engine).get_columns("calls")}
     assert {"end_detail", "relay_candidates"} <= columns
     calls_indexes = {ix["name"] for ix in inspect(engine).get_indexes("calls")}

@@ -1,0 +1,257 @@
+"""The audit log in the store: appending entries (inside the caller's transaction), streaming
+them for verification, and signed checkpoints. The format is described in audit_chain.py.
+
+Concurrency: `append_in` reads the head (highest seq) and inserts head + 1 in the caller's
+transaction. `seq` is the primary key, so two writers racing for the same seq can never fork the
+chain: one of them fails with an IntegrityError and its transaction rolls back. SQLite serializes
+writers anyway; on PostgreSQL `append_in` first takes `LOCK TABLE audit_entries IN SHARE ROW
+EXCLUSIVE MODE` (it conflicts with itself, not with readers) so that concurrent appenders queue
+instead of failing — `SELECT … FOR UPDATE` on the head row would not cover an empty table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+    load_pem_public_key,
+)
+from sqlalchemy import Connection, func, insert, select, text
+
+from callgate.records.audit_chain import (
+    GENESIS,
+    Entry,
+    VerifyResult,
+    canonical_json,
+    entry_hash,
+    format_time,
+    key_id,
+    sign_checkpoint,
+    verify,
+)
+from callgate.storage.db import Store
+from callgate.storage.models import AuditCheckpoint, AuditEntry, utcnow
+
+KEY_FILENAME = "audit-ed25519.pem"
+CHUNK = 5000
+
+
+def default_key_path(data_dir: Path) -> Path:
+    return data_dir / "keys" / KEY_FILENAME
+
+
+def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 key in `path` (PKCS#8 PEM), created with mode 0600 when missing."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+        return key
+    key_obj = load_pem_private_key(data, password=None)
+    if not isinstance(key_obj, Ed25519PrivateKey):
+        raise ValueError(f"{path}: not an Ed25519 private key")
+    return key_obj
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """The public key of a PEM file holding either the private or only the public key."""
+    data = path.read_bytes()
+    if b"PRIVATE KEY" in data:
+        private = load_pem_private_key(data, password=None)
+        if not isinstance(private, Ed25519PrivateKey):
+            raise ValueError(f"{path}: not an Ed25519 key")
+        return private.public_key()
+    public = load_pem_public_key(data)
+    if not isinstance(public, Ed25519PublicKey):
+        raise ValueError(f"{path}: not an Ed25519 key")
+    return public
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    id: int
+    size: int
+    head_hash: str
+    key_id: str
+    created_at: datetime
+    note: str
+
+
+def _entry(row: Any) -> Entry:
+    return Entry(
+        seq=row.seq,
+        at=row.at,
+        actor=row.actor,
+        action=row.action,
+        object=row.object,
+        details=row.details,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
+
+
+_ENTRY_COLUMNS = (
+    AuditEntry.seq,
+    AuditEntry.at,
+    AuditEntry.actor,
+    AuditEntry.action,
+    AuditEntry.object,
+    AuditEntry.details,
+    AuditEntry.prev_hash,
+    AuditEntry.hash,
+)
+
+
+class AuditLog:
+    """Append, read, verify and checkpoint the audit log of `store`."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def append(
+        self,
+        actor: str,
+        action: str,
+        object: str,
+        details: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> Entry:
+        """Append one entry in its own transaction."""
+        with self._store.engine.begin() as conn:
+            return self.append_in(conn, actor, action, object, details, at)
+
+    @staticmethod
+    def append_in(
+        conn: Connection,
+        actor: str,
+        action: str,
+        object: str,
+        details: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> Entry:
+        """Append one entry inside the caller's transaction (it commits or rolls back with it)."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("LOCK TABLE audit_entries IN SHARE ROW EXCLUSIVE MODE"))
+        when = at if at is not None else utcnow()
+        format_time(when)  # refuses naive datetimes before anything is written
+        details_text = canonical_json(dict(details or {})).decode("utf-8")
+        head = conn.execute(
+            select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+        ).first()
+        seq, prev = (head.seq + 1, head.hash) if head is not None else (1, GENESIS)
+        entry = Entry(seq, when, actor, action, object, details_text, prev, "")
+        digest = entry_hash(prev, entry.body())
+        conn.execute(
+            insert(AuditEntry).values(
+                seq=seq,
+                at=when,
+                actor=actor,
+                action=action,
+                object=object,
+                details=details_text,
+                prev_hash=prev,
+                hash=digest,
+            )
+        )
+        return Entry(seq, when, actor, action, object, details_text, prev, digest)
+
+    def size(self) -> int:
+        with self._store.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(AuditEntry)).scalar_one())
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry, (0, GENESIS) when the log is empty."""
+        with self._store.engine.connect() as conn:
+            row = conn.execute(
+                select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+            ).first()
+        return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
+
+    def iter_entries(self, chunk: int = CHUNK) -> Iterator[Entry]:
+        """All entries in seq order, read `chunk` rows at a time (keyset pagination)."""
+        last = None
+        while True:
+            query = select(*_ENTRY_COLUMNS).order_by(AuditEntry.seq).limit(chunk)
+            if last is not None:
+                query = query.where(AuditEntry.seq > last)
+            with self._store.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            for row in rows:
+                yield _entry(row)
+            if len(rows) < chunk:
+                return
+            last = rows[-1].seq
+
+    def recent(self, limit: int = 100) -> list[Entry]:
+        """The last `limit` entries, newest first."""
+        with self._store.engine.connect() as conn:
+            rows = conn.execute(
+                select(*_ENTRY_COLUMNS).order_by(AuditEntry.seq.desc()).limit(limit)
+            ).all()
+        return [_entry(row) for row in rows]
+
+    # ---- checkpoints ----
+
+    def checkpoint(self, key: Ed25519PrivateKey) -> StoredCheckpoint:
+        """Sign (size, head hash) of the log as it is now and keep the signed note."""
+        with self._store.engine.begin() as conn:
+            row = conn.execute(
+                select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+            ).first()
+            size, head = (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
+            note = sign_checkpoint(key, size, head)
+            kid = key_id(key.public_key()).hex()
+            created = utcnow()
+            new_id = conn.execute(
+                insert(AuditCheckpoint)
+                .values(size=size, head_hash=head, signed_note=note, key_id=kid, created_at=created)
+                .returning(AuditCheckpoint.id)
+            ).scalar_one()
+        return StoredCheckpoint(int(new_id), size, head, kid, created, note)
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        with self._store.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    AuditCheckpoint.id,
+                    AuditCheckpoint.size,
+                    AuditCheckpoint.head_hash,
+                    AuditCheckpoint.key_id,
+                    AuditCheckpoint.created_at,
+                    AuditCheckpoint.signed_note,
+                ).order_by(AuditCheckpoint.id)
+            ).all()
+            return [
+                StoredCheckpoint(r.id, r.size, r.head_hash, r.key_id, r.created_at, r.signed_note)
+                for r in rows
+            ]
+
+    def verify(
+        self,
+        public_key: Ed25519PublicKey | None,
+        extra_checkpoints: list[str] | None = None,
+        entries: Iterator[Entry] | None = None,
+    ) -> VerifyResult:
+        """Verify the stored chain against the stored checkpoints and `extra_checkpoints`."""
+        notes = [cp.note for cp in self.checkpoints()] + list(extra_checkpoints or [])
+        return verify(entries if entries is not None else self.iter_entries(), notes, public_key)
+
+
+def export_checkpoint(checkpoint: StoredCheckpoint, path: Path) -> None:
+    """Write the signed note to `path` (for an external witness)."""
+    path.write_text(checkpoint.note, encoding="utf-8")
