@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -26,11 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from callgate.client.signaling import SignalingClient
+from tests.cli_process import COMMAND, clean_env
 
-BIN = Path(sys.executable).parent / "callgate"
-COMMAND = (
-    [str(BIN)] if BIN.exists() else [sys.executable, "-c", "from callgate.cli import main; main()"]
-)
 LOOPBACK = "127.0.0.1"
 USERS = ("alice", "bob", "carol")
 
@@ -47,13 +42,6 @@ SERVE_ENV = {
 
 def password_of(handle: str) -> str:
     return f"pw-{handle}-e2e"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without any CALLGATE_* setting, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
-    env.update(extra)
-    return env
 
 
 def callgate(

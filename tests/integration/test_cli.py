@@ -12,7 +12,6 @@ import socket
 import sqlite3
 import struct
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,17 +21,9 @@ from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent / "callgate"
-COMMAND = (
-    [str(BIN)] if BIN.exists() else [sys.executable, "-c", "from callgate.cli import main; main()"]
-)
+from tests.cli_process import COMMAND, clean_env
+
 MAGIC_COOKIE = 0x2112A442
-
-
-def env_without_callgate(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
-    env.update(extra)
-    return env
 
 
 def callgate(
@@ -44,7 +35,7 @@ def callgate(
         capture_output=True,
         text=True,
         cwd=cwd,
-        env=env_without_callgate(**env),
+        env=clean_env(**env),
         timeout=60,
     )
 
@@ -86,9 +77,7 @@ def running(
     """Start `callgate ARGS`, wait until it answers STUN (and `ready_url`), and make sure it is
     gone afterwards."""
     log = (cwd / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [*COMMAND, *args], cwd=cwd, env=env_without_callgate(), stderr=log, stdout=log
-    )
+    proc = subprocess.Popen([*COMMAND, *args], cwd=cwd, env=clean_env(), stderr=log, stdout=log)
     try:
         deadline = time.monotonic() + 30
         # "listening on" in our own log: a STUN answer alone could come from another process
