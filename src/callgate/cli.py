@@ -17,7 +17,7 @@ from callgate.cli_cdr import cdr_app
 from callgate.cli_common import ConfigOpt, err, fail, settings_from
 from callgate.cli_users import user_app
 from callgate.config import Settings
-from callgate.errors import StorageError
+from callgate.errors import ConfigError, StorageError
 
 __all__ = ["app", "err", "fail", "main", "settings_from"]
 
@@ -160,7 +160,7 @@ def _run_foreground(settings: Settings, command: str) -> None:
     main = runtime.run_turn if command == "turn" else runtime.run_serve
     try:
         runtime.run(lambda: main(settings))
-    except (OSError, StorageError) as exc:
+    except (OSError, StorageError, ConfigError) as exc:
         raise fail(f"callgate {command}: {exc}", code=1) from None
 
 

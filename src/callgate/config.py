@@ -220,6 +220,10 @@ class TurnSettings(BaseModel):
     max_allocations: int = Field(default=0, ge=0)
     bandwidth: int = Field(default=0, ge=0, description="bytes/s per allocation, 0 = no cap")
     software: str | None = "callgate"
+    call_bound: bool = Field(
+        default=False,
+        description="permissions only toward the other party of a live call (serve only)",
+    )
 
     @field_validator("relay_ip")
     @classmethod
@@ -404,4 +408,5 @@ def turn_config(settings: Settings) -> TurnConfig:
         max_allocations_total=turn.max_allocations,
         max_bandwidth_per_allocation=turn.bandwidth,
         software=turn.software,
+        call_bound=turn.call_bound,
     )

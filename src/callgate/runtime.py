@@ -26,6 +26,7 @@ from callgate.api.app import create_app
 from callgate.api.deps import Services
 from callgate.clock import SystemClock
 from callgate.config import Settings, turn_config
+from callgate.errors import ConfigError
 from callgate.keys import load_or_create_secret
 from callgate.metrics import MetricsServer, build_registry, serve_metrics
 from callgate.records.cdr import CdrRepository
@@ -144,6 +145,10 @@ def metrics_endpoint(settings: Settings, server: TurnServer) -> Generator[Metric
 async def run_turn(settings: Settings) -> None:
     """The relay alone: TURN listeners, optional metrics endpoint, until SIGTERM/SIGINT."""
     config = turn_config(settings)
+    if config.call_bound:
+        raise ConfigError(
+            "turn.call_bound needs the signaling engine: use `callgate serve`, not `callgate turn`"
+        )
     stop = stop_on_signals()
     async with TurnServer(config) as server:
         with metrics_endpoint(settings, server) as metrics:

@@ -72,6 +72,12 @@ class CallEngine:
     def active_calls(self) -> int:
         return len(self._calls)
 
+    def together(self, user_a: str, user_b: str) -> bool:
+        """Are these two users the parties of a live call (ringing or connected)? Calls denied by
+        policy never become live. Call-bound relaying (turn/callbound.py) asks this."""
+        pair = {user_a, user_b}
+        return any({c.caller.handle, c.callee_handle} == pair for c in self._calls.values())
+
     def next_deadline(self) -> float | None:
         """The monotonic time at which `tick()` has something to do, or None."""
         times = [deadline(call, self.timeouts)[0] for call in self._calls.values()]

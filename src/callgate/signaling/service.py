@@ -55,6 +55,8 @@ def build_signaling(
         relay_addresses=relay_addresses(server),
     )
     hub = SignalingHub(engine, cdrs, quality, clock)
+    if server.config.call_bound:
+        server.handler.call_guard = engine.together
     udp = tuple(address for kind, address in server.bound if kind is Transport.UDP)
     ice = IceServerConfig(udp=udp, secret=secret, ttl=settings.credential_ttl)
     relay_only = settings.ice_policy == "relay"

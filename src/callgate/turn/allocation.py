@@ -80,6 +80,7 @@ class Allocation:
         "bucket",
         "bytes_to_client",
         "bytes_to_peer",
+        "call_peers",
         "channel_peers",
         "channels",
         "client_send",
@@ -133,6 +134,9 @@ class Allocation:
         self.peer_channels: dict[Address, int] = {}  # hot path: peer -> channel number
         self.channel_peers: dict[int, Address] = {}  # hot path: channel number -> peer
         self.peers_seen: set[str] = set()
+        # Call-bound mode only (turn/callbound.py): the exact peer addresses this allocation was
+        # admitted to reach; None when the mode is off.
+        self.call_peers: set[Address] | None = None
         self.held: list[Held] = []  # early packets from other allocations here, see from_peer
         self.client_send = client_send
         self.udp_sendto: Callable[[bytes | memoryview, Address], object] | None = None
@@ -172,6 +176,13 @@ class Allocation:
             self.channel_peers[number] = peer
         else:
             channel.expires = expires
+
+    def unbind_peer(self, peer: Address) -> None:
+        """Remove the channel bound to `peer`, if any (call-bound mode withdraws it)."""
+        number = self.peer_channels.pop(peer, None)
+        if number is not None:
+            self.channels.pop(number, None)
+            self.channel_peers.pop(number, None)
 
     def expire(self, now: float) -> None:
         """Drop permissions and channels whose lifetime is over (RFC 8656 §9, §12)."""

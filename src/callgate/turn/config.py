@@ -34,6 +34,9 @@ class TurnConfig:
     allow_peers: tuple[str, ...] = ()
     # CIDRs always refused, even if allowed above.
     deny_peers: tuple[str, ...] = ()
+    # Call-bound relaying (turn/callbound.py): permissions only toward the relayed addresses of the
+    # other party of a live, authorized call. Needs the signaling engine (`callgate serve`).
+    call_bound: bool = False
     # Lifetimes in seconds (RFC 8656 §7.2, §9, §12).
     default_lifetime: int = 600
     max_lifetime: int = 3600

@@ -42,6 +42,7 @@ from callgate.turn.allocate import (
 )
 from callgate.turn.allocation import Allocation, ClientSend, TokenBucket
 from callgate.turn.auth import Authenticator, Credential
+from callgate.turn.callbound import CallGuard, admit, may_send
 from callgate.turn.config import TurnConfig
 from callgate.turn.counters import TurnCounters
 from callgate.turn.events import EventKind
@@ -84,6 +85,9 @@ class TurnHandler:
         self.manager = manager
         self.counters = counters
         self.clock = clock
+        # Call-bound mode (config.call_bound): who may reach whom, from the signaling engine.
+        # None while no engine is attached: every peer is then refused (fail closed).
+        self.call_guard: CallGuard | None = None
         self._software: list[tuple[int, bytes]] = (
             [(int(Attr.SOFTWARE), attrs.pack_text(config.software))] if config.software else []
         )
@@ -327,8 +331,12 @@ class TurnHandler:
         except StunDecodeError:
             self.counters.malformed_dropped += 1
             return
-        if allocation is not None:
-            allocation.to_peer(payload, peer)
+        if allocation is None:
+            return
+        if self.config.call_bound and not may_send(allocation, peer):
+            self.counters.peers_refused += 1
+            return
+        allocation.to_peer(payload, peer)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -346,6 +354,12 @@ class TurnHandler:
         peer = unpack(lambda v: attrs.unpack_xor_address(v, tid), value)
         if allocation.relay_for(peer[0]) is None:
             raise Reject(443)
+        if self.config.call_bound:
+            guard = self.call_guard
+            if guard is None or not admit(guard, self.manager.by_relay, allocation, peer):
+                self.counters.peers_refused += 1
+                raise Reject(403, reason="Call-bound relay: peer is not your call's other party")
+            return peer
         # Another allocation's relayed address on this server is always a permitted peer: two
         # relay-only parties meet here, whatever range the relay addresses are in.
         if not self.peers.permits(peer[0]) and not self.manager.is_relay(peer):

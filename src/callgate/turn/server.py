@@ -13,6 +13,7 @@ from types import TracebackType
 from callgate.clock import Clock, SystemClock
 from callgate.policy.peers import PeerFilter
 from callgate.turn.auth import Authenticator, KeyLookup
+from callgate.turn.callbound import withdraw_stale
 from callgate.turn.config import TurnConfig
 from callgate.turn.counters import TurnCounters
 from callgate.turn.events import EventSink, NullSink
@@ -163,6 +164,8 @@ class TurnServer:
         try:
             now = self.clock.monotonic()
             self.manager.sweep()
+            if self.config.call_bound and self.handler.call_guard is not None:
+                withdraw_stale(self.handler.call_guard, self.manager.by_relay, list(self.manager))
             self.allocator.expire(now)
             for stream in [
                 s for s in self._streams if s.idle_without_allocation(now, IDLE_STREAM_SECONDS)
