@@ -1,4 +1,5 @@
-"""The `callgate` command line: `serve`, `turn`, `user …` (cli_users.py), `cdr list` (cli_cdr.py).
+"""The `callgate` command line: `serve`, `turn`, `user …` (cli_users.py), `cdr list` (cli_cdr.py),
+`detect` (cli_detect.py).
 
 Options override the environment (CALLGATE_*), which overrides the config file (--config); see
 README.md "Configuration". Errors in options exit with code 2 and a message naming the option.
@@ -15,6 +16,7 @@ from callgate import __version__
 from callgate.cli_audit import audit_app
 from callgate.cli_cdr import cdr_app
 from callgate.cli_common import ConfigOpt, err, fail, settings_from
+from callgate.cli_detect import detect_command
 from callgate.cli_users import user_app
 from callgate.config import Settings
 from callgate.errors import ConfigError, StorageError
@@ -31,6 +33,7 @@ app = typer.Typer(
 app.add_typer(user_app, name="user")
 app.add_typer(cdr_app, name="cdr")
 app.add_typer(audit_app, name="audit")
+app.command("detect")(detect_command)
 
 # ---- options shared by `turn` and `serve` ----
 ListenOpt = Annotated[

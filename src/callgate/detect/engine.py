@@ -1,0 +1,188 @@
+"""The detector: captures in, report out. Streams packets into a flow table, inspects the first
+packets of each flow, then decides once at the end (`verdict.py`) and orients each flow from the
+internal host's side."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from callgate.detect.decode import TCP, UDP, decode
+from callgate.detect.fastpath import feed_classic_pcap
+from callgate.detect.flow import Endpoint, Flow, inspect
+from callgate.detect.pcapfile import PcapReader, Progress
+from callgate.detect.report import FlowResult, Report, group_sessions
+from callgate.detect.verdict import Verdict, excluded_reason, own_verdict, propagate, statistical
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_PORTS = struct.Struct("!HH")
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """An allow-listed relay (our callgate/TURN server): host, and port (0 = any port)."""
+
+    ip: bytes
+    port: int
+
+
+def parse_relay(text: str) -> Relay:
+    """HOST:PORT, [V6]:PORT or a bare address; a clear ValueError otherwise."""
+    host, _, port = text.rpartition(":") if text.count(":") == 1 or "]" in text else (text, "", "")
+    host = host.strip("[]") if host else text
+    try:
+        ip = ipaddress.ip_address(host).packed
+        number = int(port) if port else 0
+    except ValueError:
+        raise ValueError(f"--allow-relay: expected IP:PORT or [IPv6]:PORT, got {text!r}") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"--allow-relay: port out of range in {text!r}")
+    return Relay(ip, number)
+
+
+def parse_network(text: str) -> Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"--internal: expected a CIDR such as 10.0.0.0/8, got {text!r}") from None
+
+
+@dataclass
+class Detector:
+    internal: list[Network] = field(default_factory=list)
+    relays: list[Relay] = field(default_factory=list)
+    packets: int = 0
+    skipped: int = 0
+    files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # per transport: src ip + dst ip + src port + dst port → (flow, side)
+    tables: dict[int, dict[bytes, tuple[Flow, int]]] = field(
+        default_factory=lambda: {UDP: {}, TCP: {}}
+    )
+    _flows: list[Flow] = field(default_factory=list)
+    _internal_cache: dict[bytes, bool] = field(default_factory=dict)
+
+    def read(self, path: Path, progress: Progress | None = None) -> None:
+        """Feed one capture file (CaptureError when it cannot be read at all)."""
+        reader = PcapReader(path, progress)
+        if not feed_classic_pcap(self, reader):
+            self.feed(reader)
+        self.files.append(str(path))
+        self.warnings.extend(reader.warnings)
+
+    def feed(self, packets: Iterable[tuple[float, int, bytes]]) -> None:
+        """Count and inspect packets given as (timestamp, link type, frame)."""
+        for ts, linktype, frame in packets:
+            self.packet(ts, linktype, frame)
+
+    def packet(self, ts: float, linktype: int, frame: bytes) -> None:
+        """One packet: decode, find or create its flow, count; inspect until the flow is decided.
+        (`fastpath.py` does the same inline for the common case.)"""
+        self.packets += 1
+        decoded = decode(linktype, frame)
+        if decoded is None:
+            self.skipped += 1
+            return
+        proto, src, sport, dst, dport, payload = decoded
+        table = self.tables[proto]
+        entry = table.get(src + dst + _PORTS.pack(sport, dport))
+        if entry is None:
+            entry = self._new_flow(ts, proto, (src, sport), (dst, dport))
+        flow, side = entry
+        flow.pkts[side] += 1
+        flow.octets[side] += len(frame)
+        if ts > flow.last:
+            flow.last = ts
+        if payload and not flow.done:
+            inspect(flow, side, payload, proto == TCP)
+
+    def _new_flow(self, ts: float, proto: int, a: Endpoint, b: Endpoint) -> tuple[Flow, int]:
+        flow = Flow(proto, a, b, ts, ts)
+        flow.excluded = excluded_reason(proto, a, b)
+        flow.done = flow.excluded is not None
+        self._flows.append(flow)
+        table = self.tables[proto]
+        table[b[0] + a[0] + _PORTS.pack(b[1], a[1])] = (flow, 1)
+        entry = table[a[0] + b[0] + _PORTS.pack(a[1], b[1])] = (flow, 0)
+        return entry
+
+    # ---- decision ----
+    def report(self) -> Report:
+        verdicts = {flow: own_verdict(flow) for flow in self._flows}
+        for flow, v in verdicts.items():
+            v.sanctioned = self._to_relay(flow)
+        propagate(self._flows, verdicts, self._local_side)
+        for flow, v in verdicts.items():
+            statistical(flow, v)
+        results = [self._result(flow, verdicts[flow]) for flow in self._flows]
+        return Report(self.files, self.packets, self.skipped, results,
+                      group_sessions(results), self.warnings)  # fmt: skip
+
+    def _to_relay(self, flow: Flow) -> bool:
+        return any(
+            relay.ip == ip and relay.port in (0, port)
+            for relay in self.relays
+            for ip, port in (flow.a, flow.b)
+        )
+
+    def _is_internal(self, ip: bytes) -> bool:
+        known = self._internal_cache.get(ip)
+        if known is None:
+            address = ipaddress.ip_address(ip)
+            if self.internal:
+                known = any(address in net for net in self.internal)
+            else:  # default: private, loopback, link-local, ULA (RFC 1918, RFC 4193, …)
+                known = address.is_private
+            self._internal_cache[ip] = known
+        return known
+
+    def _local_side(self, flow: Flow) -> int:
+        """0 or 1: the internal end (the initiator when both or neither are internal)."""
+        return 1 if self._is_internal(flow.b[0]) and not self._is_internal(flow.a[0]) else 0
+
+    def _result(self, flow: Flow, v: Verdict) -> FlowResult:
+        side = self._local_side(flow)
+        host, peer = (flow.a, flow.b) if side == 0 else (flow.b, flow.a)
+        app = v.app or _unnamed(v)
+        if v.sanctioned:
+            app = f"{v.app} via allow-listed relay" if v.app else "allow-listed relay"
+        return FlowResult(
+            transport="udp" if flow.proto == UDP else "tcp",
+            host=str(ipaddress.ip_address(host[0])), host_port=host[1],
+            peer=str(ipaddress.ip_address(peer[0])), peer_port=peer[1],
+            first_seen=flow.first, last_seen=flow.last,
+            packets_out=flow.pkts[side], packets_in=flow.pkts[1 - side],
+            bytes_out=flow.octets[side], bytes_in=flow.octets[1 - side],
+            rtc=v.rtc, app=app if v.rtc else "", path=v.path if v.rtc else "",
+            confidence=round(v.confidence, 2), protocols=tuple(v.protocols),
+            evidence=tuple(v.evidence), media=tuple(sorted(flow.media)) if v.rtc else (),
+            sanctioned=v.sanctioned and v.rtc, excluded=flow.excluded,
+        )  # fmt: skip
+
+
+def _unnamed(v: Verdict) -> str:
+    """A label for RTC traffic whose application nothing named."""
+    for protocol, label in (("ICE", "unidentified WebRTC/ICE"), ("TURN", "unidentified TURN"),
+                            ("SIP", "SIP VoIP"), ("DTLS-SRTP", "unidentified WebRTC"),
+                            ("RTP", "unidentified RTP"), ("RTCP", "unidentified RTP"),
+                            ("STUN", "unidentified STUN"),
+                            ("statistical", "unidentified voice-like UDP")):  # fmt: skip
+        if protocol in v.protocols:
+            return label
+    return "unidentified real-time"
+
+
+def detect(
+    paths: Iterable[Path],
+    internal: Iterable[str] = (),
+    relays: Iterable[str] = (),
+    progress: Callable[[Path], Progress | None] | None = None,
+) -> Report:
+    """Library entry point: read every capture, return the report."""
+    detector = Detector([parse_network(n) for n in internal], [parse_relay(r) for r in relays])
+    for path in paths:
+        detector.read(path, progress(path) if progress else None)
+    return detector.report()

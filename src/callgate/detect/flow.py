@@ -1,0 +1,189 @@
+"""A bidirectional transport flow and the per-packet inspection that gathers evidence on it.
+
+A flow is keyed by its 5-tuple; side 0 is the endpoint that sent the first packet. Only the first
+`INSPECT_LIMIT` payload-carrying packets are inspected (RFC 7983 demultiplexing on the first byte);
+after that a flow only counts packets and bytes — the fast path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from callgate.detect.apps import app_from_stun
+from callgate.detect.media import (
+    dtls_record,
+    is_channel_data,
+    is_quic_long_header,
+    is_rtcp,
+    is_sip,
+    is_wireguard,
+    media_kind,
+    rtp_header,
+)
+from callgate.detect.stunscan import (
+    DATA,
+    DATA_INDICATION,
+    SEND,
+    TURN_METHODS,
+    parse_stun,
+    split_rfc4571,
+)
+
+INSPECT_LIMIT = 64
+QUICK_LIMIT = 16  # payloads after which a flow showing nothing real-time is given up
+RTP_RUN = 3  # packets of one SSRC with increasing sequence numbers that make an RTP stream
+_MAX_ADDRESSES = 32
+
+Endpoint = tuple[bytes, int]
+
+
+@dataclass(slots=True, eq=False)
+class Flow:
+    proto: int
+    a: Endpoint
+    b: Endpoint
+    first: float
+    last: float
+    pkts: list[int] = field(default_factory=lambda: [0, 0])
+    octets: list[int] = field(default_factory=lambda: [0, 0])
+    done: bool = False
+    inspected: int = 0
+    excluded: str | None = None
+    # evidence gathered by inspect()
+    stun: int = 0
+    stun_classic: bool = False
+    ice: bool = False
+    turn: bool = False
+    binding_only: bool = True
+    channel_data: int = 0
+    # per direction: SSRC → [last sequence number, packets in the run]
+    rtp_runs: list[dict[int, list[int]]] = field(default_factory=lambda: [{}, {}])
+    rtp_ok: list[bool] = field(default_factory=lambda: [False, False])
+    rtp_pt: set[int] = field(default_factory=set)
+    rtcp: int = 0
+    dtls: bool = False
+    srtp: bool = False
+    sip: bool = False
+    quic: bool = False
+    vpn: str | None = None  # a tunnel recognized by its header: never a statistical guess
+    media: set[str] = field(default_factory=set)
+    app: str | None = None
+    app_evidence: str | None = None
+    addresses: list[tuple[str, bytes, int]] = field(default_factory=list)
+    payload_bytes: int = 0
+    random_samples: list[float] = field(default_factory=list)
+
+    @property
+    def packets(self) -> int:
+        return self.pkts[0] + self.pkts[1]
+
+    @property
+    def rtp(self) -> bool:
+        return self.rtp_ok[0] or self.rtp_ok[1]
+
+
+def inspect(flow: Flow, side: int, payload: bytes, stream: bool) -> None:
+    """Gather evidence from one payload (`stream`: TCP, where RFC 4571 framing may apply)."""
+    flow.inspected += 1
+    flow.payload_bytes += len(payload)
+    if flow.inspected >= INSPECT_LIMIT or (flow.inspected >= QUICK_LIMIT and not _seen(flow)):
+        flow.done = True
+    if len(flow.random_samples) < 6 and len(payload) >= 48:
+        flow.random_samples.append(_randomness(payload))
+    if _inspect_one(flow, side, payload, stream) or not stream:
+        return
+    for frame in split_rfc4571(payload):
+        _inspect_one(flow, side, frame, stream)
+
+
+def _inspect_one(flow: Flow, side: int, data: bytes, stream: bool) -> bool:
+    """RFC 7983 §7 first-byte demultiplexing; True when the payload was recognized."""
+    first = data[0] if data else 255
+    if first <= 4 and is_wireguard(data):
+        flow.vpn = "WireGuard"
+        return True
+    if first < 4:
+        info = parse_stun(data)
+        if info is None:
+            return False
+        flow.stun += 1
+        flow.stun_classic = flow.stun_classic or info.classic
+        flow.ice = flow.ice or info.ice_check
+        if info.method in TURN_METHODS:
+            flow.turn = True
+        if info.method != 1 or info.ice_check:
+            flow.binding_only = False
+        if flow.app is None:
+            named = app_from_stun(info)
+            if named is not None:
+                flow.app, flow.app_evidence = named
+        if len(flow.addresses) < _MAX_ADDRESSES:
+            flow.addresses.extend(info.addresses)
+        inner = info.get(DATA) if info.method in (SEND, DATA_INDICATION) else None
+        if inner:  # what the relay carries (RFC 8656 §10, §11): ICE checks, DTLS, RTP
+            _inspect_one(flow, side, inner, False)
+        return True
+    if 16 <= first < 64:
+        if first >= 32 and flow.dtls:  # DTLS 1.3 unified header after a handshake (RFC 9147 §4)
+            return True
+        record = dtls_record(data)
+        if record is None:
+            return False
+        flow.dtls = True
+        flow.srtp = flow.srtp or record[1]
+        return True
+    if 64 <= first < 128:
+        if is_channel_data(data, stream):
+            flow.channel_data += 1
+            _inspect_one(flow, side, data[4 : 4 + ((data[2] << 8) | data[3])], False)
+            return True
+        if is_sip(data):
+            flow.sip = True
+            return True
+        return False
+    if 128 <= first < 192:
+        return _rtp(flow, side, data)
+    if first >= 192:
+        flow.quic = flow.quic or is_quic_long_header(data)
+        return flow.quic
+    return False
+
+
+def _rtp(flow: Flow, side: int, data: bytes) -> bool:
+    """RTCP, or RTP tracked per direction: one SSRC, sequence numbers increasing (RFC 3550 §5.1)."""
+    if is_rtcp(data):
+        flow.rtcp += 1
+        return True
+    header = rtp_header(data)
+    if header is None:
+        return False
+    pt, seq, _, ssrc = header
+    runs = flow.rtp_runs[side]
+    run = runs.get(ssrc)
+    if run is None:
+        if len(runs) >= 8:  # not a handful of streams: random bytes, not RTP
+            return False
+        run = runs[ssrc] = [seq, 0]
+    run[1] = run[1] + 1 if 0 < (seq - run[0]) % 65536 <= 64 else 1
+    run[0] = seq
+    if run[1] >= RTP_RUN and pt not in flow.rtp_pt:
+        flow.rtp_ok[side] = True
+        flow.rtp_pt.add(pt)
+        flow.media.add(media_kind(pt, len(data)))
+    if flow.rtp_ok[side] and (flow.rtp_ok[1 - side] or not flow.pkts[1 - side]):
+        flow.done = flow.inspected >= 8  # decided: the fast path from here on
+    return True
+
+
+def _seen(flow: Flow) -> bool:
+    """Whether anything real-time-like has appeared (worth inspecting further)."""
+    return bool(flow.stun or flow.dtls or flow.channel_data or flow.rtcp or flow.sip
+                or flow.rtp_runs[0] or flow.rtp_runs[1])  # fmt: skip
+
+
+def _randomness(payload: bytes) -> float:
+    """Distinct byte values relative to what uniformly random bytes of this length would show
+    (≈1.0 for ciphertext such as SRTP, much lower for text or structured headers)."""
+    sample = payload[:256]
+    expected = 256.0 * (1.0 - (255.0 / 256.0) ** len(sample))
+    return len(set(sample)) / expected

@@ -1,0 +1,95 @@
+"""Text renderings of a report: JSON and CSV for SIEM import, and the rows of the terminal table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+from callgate.detect.report import Report, Session
+
+CSV_FIELDS = (
+    "host", "application", "peer", "sanctioned", "path", "media", "first_seen", "last_seen",
+    "duration_s", "packets_out", "packets_in", "bytes_out", "bytes_in", "confidence", "flows",
+    "protocols", "evidence",
+)  # fmt: skip
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def session_row(s: Session) -> dict[str, object]:
+    return {
+        "host": s.host,
+        "application": s.app,
+        "peer": s.peer,
+        "sanctioned": s.sanctioned,
+        "path": s.path,
+        "media": s.media,
+        "first_seen": iso(s.first_seen),
+        "last_seen": iso(s.last_seen),
+        "duration_s": round(s.duration, 3),
+        "packets_out": s.packets_out,
+        "packets_in": s.packets_in,
+        "bytes_out": s.bytes_out,
+        "bytes_in": s.bytes_in,
+        "confidence": round(s.confidence, 2),
+        "flows": s.flows,
+        "protocols": s.protocols,
+        "evidence": s.evidence,
+    }
+
+
+def to_json(report: Report) -> str:
+    """One document: summary, sessions (per host, application, peer) and every RTC flow."""
+    flows = []
+    for f in report.rtc_flows:
+        row = asdict(f)
+        row["first_seen"], row["last_seen"] = iso(f.first_seen), iso(f.last_seen)
+        flows.append(row)
+    document = {
+        "summary": report.summary(),
+        "sessions": [session_row(s) for s in report.sessions],
+        "flows": flows,
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def to_csv(report: Report) -> str:
+    """One line per session; list fields joined with ';'."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for s in report.sessions:
+        row = session_row(s)
+        writer.writerow({k: ";".join(v) if isinstance(v, list) else v for k, v in row.items()})
+    return out.getvalue()
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+def table_rows(report: Report) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for s in report.sessions:
+        rows.append((
+            s.host, s.app + (" [sanctioned]" if s.sanctioned else ""), s.peer, s.path,
+            ",".join(s.media) or "-", iso(s.first_seen)[:19].replace("T", " "),
+            f"{s.duration:.1f}s", f"{s.packets_out}/{s.packets_in}",
+            f"{human_bytes(s.bytes_out)}/{human_bytes(s.bytes_in)}", f"{s.confidence:.2f}",
+            "; ".join(s.evidence[:2]) + (" …" if len(s.evidence) > 2 else ""),
+        ))  # fmt: skip
+    return rows
+
+
+TABLE_HEADERS = ("host", "application", "peer", "path", "media", "first seen (UTC)", "duration",
+                 "pkts out/in", "bytes out/in", "conf.", "evidence")  # fmt: skip

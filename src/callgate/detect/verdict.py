@@ -1,0 +1,157 @@
+"""From the evidence on each flow to a verdict: real-time or not, application, how sure, and the
+path (peer-to-peer, relayed, server). Runs once after the capture is read, over all flows, so that
+endpoints learned from STUN label flows seen before or after the STUN exchange alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from callgate.detect.decode import UDP
+from callgate.detect.flow import Endpoint, Flow
+
+# Well-known ports of protocols that are never calls but whose traffic can look like it
+# (RFC 1035 DNS, RFC 6762 mDNS, RFC 4795 LLMNR, SSDP, RFC 5905 NTP, RFC 1002 NetBIOS, DHCP,
+# DHCPv6, SNMP, syslog, IKE/IPsec NAT-T).
+EXCLUDED_PORTS = {53: "DNS", 5353: "mDNS", 5355: "LLMNR", 1900: "SSDP", 123: "NTP",
+                  137: "NetBIOS", 138: "NetBIOS", 139: "NetBIOS", 67: "DHCP", 68: "DHCP",
+                  546: "DHCPv6", 547: "DHCPv6", 161: "SNMP", 162: "SNMP", 514: "syslog",
+                  500: "IKE", 4500: "IPsec NAT-T"}  # fmt: skip
+TUNNEL_PORTS = {1194, 51820}  # OpenVPN, WireGuard: opaque UDP that is not itself a call
+STUN_PORTS = {3478, 3479, 5349, 19302, 19305}  # IANA stun/turn(s), Google's public STUN
+P2P, RELAYED, SERVER, UNKNOWN = "p2p", "relayed", "server", "unknown"
+
+
+@dataclass(slots=True)
+class Verdict:
+    rtc: bool = False
+    confidence: float = 0.0
+    path: str = UNKNOWN
+    app: str | None = None
+    protocols: list[str] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+    sanctioned: bool = False
+
+    def add(self, confidence: float, protocol: str | None, evidence: str) -> None:
+        self.rtc = True
+        self.confidence = max(self.confidence, confidence)
+        if protocol and protocol not in self.protocols:
+            self.protocols.append(protocol)
+        if evidence not in self.evidence:
+            self.evidence.append(evidence)
+
+
+def excluded_reason(proto: int, a: Endpoint, b: Endpoint) -> str | None:
+    for port in (a[1], b[1]):
+        name = EXCLUDED_PORTS.get(port)
+        if name is not None and (proto == UDP or port == 53):
+            return name
+    return None
+
+
+def own_verdict(flow: Flow) -> Verdict:
+    """What the flow's own packets show (confidence: how specific the strongest evidence is)."""
+    v = Verdict(app=flow.app)
+    if flow.excluded or flow.quic:
+        return v
+    if flow.app_evidence:
+        v.add(0.95, "STUN", flow.app_evidence)
+    if flow.ice:
+        v.add(0.9, "ICE", "ICE connectivity checks (USERNAME ufrag:ufrag, PRIORITY, ICE role)")
+    if flow.turn or flow.channel_data >= 2:
+        what = "TURN requests" if flow.turn else f"{flow.channel_data} TURN ChannelData messages"
+        v.add(0.85, "TURN", what)
+    if flow.stun and not (flow.ice or flow.turn):
+        kind = "classic RFC 3489" if flow.stun_classic else "RFC 8489"
+        v.add(0.6, "STUN", f"{flow.stun} {kind} STUN messages")
+    if flow.srtp:
+        v.add(0.9, "DTLS-SRTP", "DTLS handshake offering use_srtp (RFC 5764)")
+    elif flow.dtls and flow.stun:
+        v.add(0.8, "DTLS-SRTP", "DTLS on a STUN/ICE flow (RFC 7983 demultiplexing)")
+    if flow.rtp:
+        pts = ",".join(str(pt) for pt in sorted(flow.rtp_pt))
+        both = "both directions" if all(flow.rtp_ok) else "one direction"
+        v.add(0.8 if all(flow.rtp_ok) else 0.7, "RTP", f"RTP v2, stable SSRC, increasing "
+              f"sequence numbers ({both}, payload type {pts})")  # fmt: skip
+    if flow.rtcp >= 1 and (flow.rtcp >= 2 or flow.rtp or flow.stun):
+        v.add(0.7, "RTCP", f"RTCP packets: {flow.rtcp}")
+    if flow.sip:
+        v.add(0.9, "SIP", "SIP request/status lines (RFC 3261)")
+    v.path = _path(flow)
+    return v
+
+
+def _path(flow: Flow) -> str:
+    if flow.turn or flow.channel_data >= 2:
+        return RELAYED
+    if flow.ice:
+        return SERVER if flow.b[1] in STUN_PORTS or flow.a[1] in STUN_PORTS else P2P
+    if flow.stun:
+        return SERVER
+    return UNKNOWN
+
+
+def propagate(
+    flows: Iterable[Flow], verdicts: dict[Flow, Verdict], local: Callable[[Flow], int]
+) -> None:
+    """Label flows to endpoints learned from STUN (mapped, relayed, peer addresses; RFC 8489
+    §14.2, RFC 8656 §18.5) and flows from a local socket that ran STUN/ICE (the same ICE session);
+    spread a named application along the same links. `local(flow)` is the flow's local side."""
+    flows = list(flows)
+    learned: dict[Endpoint, tuple[str, Verdict]] = {}
+    sockets: dict[Endpoint, Verdict] = {}
+    for flow in flows:
+        v = verdicts[flow]
+        if not (v.rtc and flow.stun):
+            continue
+        for kind, ip, port in flow.addresses:
+            if (ip, port) not in learned or (v.app and not learned[(ip, port)][1].app):
+                learned[(ip, port)] = (kind, v)
+        mine = _side(flow, local(flow))
+        if flow.proto == UDP and (mine not in sockets or (v.app and not sockets[mine].app)):
+            sockets[mine] = v
+    for flow in flows:
+        v = verdicts[flow]
+        if flow.excluded or flow.quic:
+            continue
+        mine = _side(flow, local(flow))
+        for end in (flow.a, flow.b):
+            hit = learned.get(end)
+            if hit is not None and end != mine and hit[1] is not v:
+                kind, source = hit
+                v.add(0.6, None, f"peer is a STUN {kind} address seen in another flow")
+                v.app = v.app or source.app
+                # Media to an address our relay allocated is still our relay (RFC 8656 §2.2).
+                v.sanctioned = v.sanctioned or (source.sanctioned and kind == "relayed")
+                if v.path == UNKNOWN:
+                    v.path = RELAYED if kind in ("relayed", "peer") else P2P
+        sibling = sockets.get(mine)
+        if flow.proto == UDP and sibling is not None and sibling is not v:
+            v.add(0.6, None, "same local UDP socket as a STUN/ICE flow")
+            v.app = v.app or sibling.app
+            if v.path == UNKNOWN:
+                v.path = P2P
+
+
+def _side(flow: Flow, index: int) -> Endpoint:
+    return flow.a if index == 0 else flow.b
+
+
+def statistical(flow: Flow, v: Verdict) -> None:
+    """Low-confidence fallback for opaque UDP that looks like a voice stream: long enough, both
+    ways, small packets at voice rates, ciphertext-like payloads."""
+    if v.rtc or flow.proto != UDP or flow.excluded or flow.quic or flow.sip or flow.dtls:
+        return
+    if flow.vpn or flow.a[1] in TUNNEL_PORTS or flow.b[1] in TUNNEL_PORTS:
+        return  # a VPN carries anything, calls included: nothing to say about the tunnel itself
+    duration = flow.last - flow.first
+    up, down = flow.pkts
+    if min(up, down) < 25 or duration < 3.0:
+        return
+    mean = flow.payload_bytes / max(flow.inspected, 1)
+    rates = (up / duration, down / duration)
+    symmetric = min(up, down) / max(up, down) >= 0.3
+    random_like = bool(flow.random_samples) and min(flow.random_samples) >= 0.75
+    if 20 <= mean <= 400 and all(8 <= r <= 120 for r in rates) and symmetric and random_like:
+        v.add(0.3, "statistical", f"voice-like UDP: {mean:.0f}-byte payloads, "
+              f"{rates[0]:.0f}/{rates[1]:.0f} packets/s for {duration:.0f} s, random payloads")  # fmt: skip
