@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from callgate import cli_output as _output
 from callgate.config import Settings, load_settings
 from callgate.errors import ConfigError, StorageError
 
@@ -30,7 +29,7 @@ ADMIN_PASSWORD_ENV = "CALLGATE_ADMIN_PASSWORD"  # noqa: S105 - the variable's na
 SERVER_ENV = "CALLGATE_SERVER"
 USER_ENV = "CALLGATE_USER"
 API_TIMEOUT = 15.0
-err = Console(stderr=True)
+err = _output.err
 
 ConfigOpt = Annotated[
     Path | None,
@@ -64,14 +63,8 @@ AdminOpt = Annotated[
 ]
 
 
-def table_console() -> Console:
-    """Tables to stdout: terminal width on a terminal, never squeezed or cut when piped."""
-    return Console(soft_wrap=True) if sys.stdout.isatty() else Console(width=4096)
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+table_console = _output.table_console
+fail = _output.fail
 
 
 def settings_from(config: Path | None, overrides: dict[str, Any]) -> Settings:

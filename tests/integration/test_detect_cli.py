@@ -99,3 +99,29 @@ def test_errors_are_clear_and_truncation_only_warns(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "warning:" in result.stderr and "truncated" in result.stderr
     assert "Signal" in result.stdout
+
+
+def test_installed_command_reads_options_as_the_typer_command_does(tmp_path: Path) -> None:
+    """The installed `callgate detect` parses ordinary options itself (fast start-up) and leaves
+    the rest to typer: both give the same report, the same errors and the same help."""
+    capture = str(pcaps_dir() / "ndpi" / "whatsapp_voice_and_message.pcap")
+    options = ["--format=json", "--internal", "10.8.0.0/16", "--allow-relay", "31.13.73.48:3478"]
+    out = tmp_path / "report.json"
+    installed = subprocess.run([*COMMAND, "detect", capture, *options, "-o", str(out)],
+                               capture_output=True, text=True, env=clean_env(), timeout=60)  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    assert f"report written to {out}" in installed.stderr
+    in_process = detect(capture, *options)
+    assert json.loads(out.read_text()) == json.loads(in_process.stdout)
+
+    for args, code, text in [
+        (["--format", "xml"], 2, "--format: expected one of"),
+        (["--bogus"], 2, "No such option"),
+        (["--allow-relay"], 2, "requires an argument"),
+    ]:
+        result = subprocess.run([*COMMAND, "detect", capture, *args], capture_output=True,
+                                text=True, env=clean_env(), timeout=60)  # fmt: skip
+        assert result.returncode == code and text in result.stderr, (args, result.stderr)
+    helped = subprocess.run([*COMMAND, "detect", "--help"], capture_output=True, text=True,
+                            env=clean_env(), timeout=60)  # fmt: skip
+    assert helped.returncode == 0 and "--allow-relay" in helped.stdout

@@ -34,8 +34,8 @@ def test_every_ndpi_flow_is_found_in_our_flow_table(pairs: list[Pair]) -> None:
 def test_agreement_with_ndpi_on_rtc_versus_not(pairs: list[Pair]) -> None:
     s = score(pairs)
     assert s.recall == 1.0  # every flow nDPI calls real-time, we do too
-    assert s.agreement >= 0.94
-    assert s.precision >= 0.9
+    assert s.agreement >= 0.96  # 93/96 (docs/detection.md, "Agreement with nDPI")
+    assert s.precision >= 0.95
 
 
 def test_each_disagreement_rests_on_media_evidence_nDPI_did_not_use(pairs: list[Pair]) -> None:

@@ -1,7 +1,9 @@
 """Detection of real-time communication (calls) in packet captures: `callgate detect`.
 
-pcapfile (read) → decode (link/IP/transport) → flow (per-flow inspection, RFC 7983 demux) →
-verdict (decisions, endpoint learning, statistical fallback) → report / render / html.
+records / records_ng (chunks → batches of records) → batchdecode (link/IP/transport headers with
+numpy; decode.py for the rest) → batchfeed (flow table; payloads of undecided flows to flow.py's
+per-flow inspection, RFC 7983 demux) → verdict (decisions, endpoint learning, statistical
+fallback) → report / render / html. `command.py` is the command; pcapfile.py the per-packet reader.
 """
 
 from callgate.detect.engine import Detector, detect

@@ -1,24 +1,24 @@
 """The detector: captures in, report out. Streams packets into a flow table, inspects the first
 packets of each flow, then decides once at the end (`verdict.py`) and orients each flow from the
-internal host's side."""
+internal host's side. Files are read in batches (`records.py` → `batchfeed.py`); `packet` is the
+same logic one packet at a time."""
 
 from __future__ import annotations
 
 import ipaddress
-import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from callgate.detect.batchfeed import feed_batch, flow_key
 from callgate.detect.decode import TCP, UDP, decode
-from callgate.detect.fastpath import feed_classic_pcap
 from callgate.detect.flow import Endpoint, Flow, inspect
 from callgate.detect.pcapfile import PcapReader, Progress
+from callgate.detect.records import batches
 from callgate.detect.report import FlowResult, Report, group_sessions
 from callgate.detect.verdict import Verdict, excluded_reason, own_verdict, propagate, statistical
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_PORTS = struct.Struct("!HH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,18 +58,16 @@ class Detector:
     skipped: int = 0
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    # per transport: src ip + dst ip + src port + dst port → (flow, side)
-    tables: dict[int, dict[bytes, tuple[Flow, int]]] = field(
-        default_factory=lambda: {UDP: {}, TCP: {}}
-    )
+    # `flow_key` of each direction of each flow → (flow, side)
+    table: dict[bytes, tuple[Flow, int]] = field(default_factory=dict)
     _flows: list[Flow] = field(default_factory=list)
     _internal_cache: dict[bytes, bool] = field(default_factory=dict)
 
     def read(self, path: Path, progress: Progress | None = None) -> None:
         """Feed one capture file (CaptureError when it cannot be read at all)."""
         reader = PcapReader(path, progress)
-        if not feed_classic_pcap(self, reader):
-            self.feed(reader)
+        for batch in batches(reader):
+            feed_batch(self, batch)
         self.files.append(str(path))
         self.warnings.extend(reader.warnings)
 
@@ -80,17 +78,16 @@ class Detector:
 
     def packet(self, ts: float, linktype: int, frame: bytes) -> None:
         """One packet: decode, find or create its flow, count; inspect until the flow is decided.
-        (`fastpath.py` does the same inline for the common case.)"""
+        (`batchfeed.py` does the same for a whole batch.)"""
         self.packets += 1
         decoded = decode(linktype, frame)
         if decoded is None:
             self.skipped += 1
             return
         proto, src, sport, dst, dport, payload = decoded
-        table = self.tables[proto]
-        entry = table.get(src + dst + _PORTS.pack(sport, dport))
+        entry = self.table.get(flow_key(proto, src, sport, dst, dport))
         if entry is None:
-            entry = self._new_flow(ts, proto, (src, sport), (dst, dport))
+            entry = self.new_flow(ts, proto, (src, sport), (dst, dport))
         flow, side = entry
         flow.pkts[side] += 1
         flow.octets[side] += len(frame)
@@ -99,14 +96,14 @@ class Detector:
         if payload and not flow.done:
             inspect(flow, side, payload, proto == TCP)
 
-    def _new_flow(self, ts: float, proto: int, a: Endpoint, b: Endpoint) -> tuple[Flow, int]:
+    def new_flow(self, ts: float, proto: int, a: Endpoint, b: Endpoint) -> tuple[Flow, int]:
+        """A flow first seen at `ts`, from `a` (side 0) to `b`."""
         flow = Flow(proto, a, b, ts, ts)
         flow.excluded = excluded_reason(proto, a, b)
         flow.done = flow.excluded is not None
         self._flows.append(flow)
-        table = self.tables[proto]
-        table[b[0] + a[0] + _PORTS.pack(b[1], a[1])] = (flow, 1)
-        entry = table[a[0] + b[0] + _PORTS.pack(a[1], b[1])] = (flow, 0)
+        self.table[flow_key(proto, b[0], b[1], a[0], a[1])] = (flow, 1)
+        entry = self.table[flow_key(proto, a[0], a[1], b[0], b[1])] = (flow, 0)
         return entry
 
     # ---- decision ----

@@ -4,7 +4,8 @@ test suite) flow by flow.
 nDPI labels a flow `MASTER.APP/…` (e.g. `STUN.SignalVoip`, `DTLS.GoogleCall`, `RTP`). A flow counts
 as real-time communication (RTC) when a label component is a real-time protocol (STUN, RTP, RTCP,
 SRTP, SIP) or one of nDPI's call applications (…Call, …Voip), or when nDPI puts a DTLS flow in its
-VoIP/Video/Media category. Application names are mapped to ours where nDPI names one.
+VoIP/Video/Media category, or when nDPI's own line reports the "webrtc" or "c-webrtc" ALPN (RFC 8833
+§3: WebRTC media and data over DTLS). Application names are mapped to ours where nDPI names one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ _FLOW = re.compile(
     r"\[proto: (?:[^/\]]*:)?(?P<ids>[\d.]+)/(?P<label>[^\]]+)\]"
     r"(?:.*?\[cat: (?P<cat>[^/\]]+))?"
 )
+_ALPN = re.compile(r"ALPNs?: (?P<alpn>[^\]\[]+)\]")
+_RTC_ALPNS = {"webrtc", "c-webrtc"}  # RFC 8833 §3 (and §4 for confidential WebRTC)
 _RTC_COMPONENTS = {"STUN", "RTP", "RTCP", "SRTP", "SIP"}
 _RTC_CATEGORIES = {"VoIP", "Video", "Media"}
 APP_NAMES = {
@@ -69,12 +72,21 @@ def parse_out(path: Path) -> list[NdpiFlow]:
         label = match["label"]
         parts = label.split(".")
         category = match["cat"] or ""
-        rtc = any(p in _RTC_COMPONENTS or p.endswith(("Call", "Voip")) for p in parts) or (
-            parts[0] == "DTLS" and category in _RTC_CATEGORIES
+        rtc = (
+            any(p in _RTC_COMPONENTS or p.endswith(("Call", "Voip")) for p in parts)
+            or (parts[0] == "DTLS" and category in _RTC_CATEGORIES)
+            or bool(_alpns(line) & _RTC_ALPNS)
         )
         app = next((APP_NAMES[p] for p in parts if p in APP_NAMES), None)
         flows.append(NdpiFlow(flow_key(match["proto"], a, b), label, category, rtc, app))
     return flows
+
+
+def _alpns(line: str) -> set[str]:
+    """The ALPN protocol IDs nDPI printed for a flow ("(Advertised) ALPNs: a;b", "ALPN: a")."""
+    return {
+        name.strip() for match in _ALPN.finditer(line) for name in re.split(r"[;,]", match["alpn"])
+    }
 
 
 @dataclass(frozen=True, slots=True)

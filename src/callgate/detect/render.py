@@ -5,16 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import UTC, datetime
 
-from callgate.detect.report import Report, Session
+from callgate.detect.report import FlowResult, Report, Session
 
 CSV_FIELDS = (
     "host", "application", "peer", "sanctioned", "path", "media", "first_seen", "last_seen",
     "duration_s", "packets_out", "packets_in", "bytes_out", "bytes_in", "confidence", "flows",
     "protocols", "evidence",
 )  # fmt: skip
+
+
+_FLOW_FIELDS = tuple(field.name for field in fields(FlowResult))  # flat: no deep copy needed
 
 
 def iso(ts: float) -> str:
@@ -47,7 +50,7 @@ def to_json(report: Report) -> str:
     """One document: summary, sessions (per host, application, peer) and every RTC flow."""
     flows = []
     for f in report.rtc_flows:
-        row = asdict(f)
+        row: dict[str, object] = {name: getattr(f, name) for name in _FLOW_FIELDS}
         row["first_seen"], row["last_seen"] = iso(f.first_seen), iso(f.last_seen)
         flows.append(row)
     document = {
