@@ -74,6 +74,17 @@ def test_rtp_needs_a_stable_ssrc_and_increasing_sequence_numbers() -> None:
     assert not only(run(noise)).rtc
 
 
+def test_a_call_with_the_same_payload_type_both_ways_is_rtp_in_both_directions() -> None:
+    # Opus 111 both ways, two SSRCs: the second direction must not be hidden by the first.
+    packets = []
+    for i in range(6):
+        packets.append((HOST, PEER, rtp(i, ssrc=0x1111)))
+        packets.append((PEER, HOST, rtp(100 + i, ssrc=0x2222)))
+    flow = only(run(packets))
+    assert flow.rtc
+    assert any("both directions" in e for e in flow.evidence), flow.evidence
+
+
 def test_rtcp_alone_needs_two_packets() -> None:
     assert not only(run([(HOST, PEER, rtcp_rr())])).rtc
     assert only(run([(HOST, PEER, rtcp_rr()), (PEER, HOST, rtcp_rr(7))])).rtc

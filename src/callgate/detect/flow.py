@@ -166,12 +166,17 @@ def _rtp(flow: Flow, side: int, data: bytes) -> bool:
         run = runs[ssrc] = [seq, 0]
     run[1] = run[1] + 1 if 0 < (seq - run[0]) % 65536 <= 64 else 1
     run[0] = seq
-    if run[1] >= RTP_RUN and pt not in flow.rtp_pt:
+    if run[1] >= RTP_RUN:
+        # Each direction is marked on its own run: both sides of a call often use the same
+        # payload type (Opus 111 both ways), which must not hide the second direction.
         flow.rtp_ok[side] = True
-        flow.rtp_pt.add(pt)
-        flow.media.add(media_kind(pt, len(data)))
+        if pt not in flow.rtp_pt:
+            flow.rtp_pt.add(pt)
+            flow.media.add(media_kind(pt, len(data)))
     if flow.rtp_ok[side] and (flow.rtp_ok[1 - side] or not flow.pkts[1 - side]):
-        flow.done = flow.inspected >= 8  # decided: the fast path from here on
+        # Decided: the fast path from here on. ICE checks may follow the first media packets, so
+        # a flow that has shown no STUN yet is watched a while longer before deciding.
+        flow.done = flow.inspected >= (8 if flow.stun else 32)
     return True
 
 
