@@ -4,6 +4,8 @@
 `answer_calls()` waits for `call.incoming`, answers, talks, and returns after `count` calls.
 Both feed the channel's server events to the CallSession and bound every wait: the server ends
 calls that never reach media (`setup-failed`), but a client must not hang if the server is gone.
+Before each call the server's STUN/TURN URLs are probed (`reach.reachable_hello`): aiortc uses only
+the first TURN URL, so the first one this network can reach is put in front.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from callgate.client.call import CallSession, EventCallback, ignore_event
 from callgate.client.errors import SignalingError
+from callgate.client.reach import reachable_hello
 from callgate.client.signaling import SignalingChannel
 
 SETUP_TIMEOUT = 20.0  # answered → media connected, on the client's side (the server's is 10 s)
@@ -132,7 +135,7 @@ async def place_call(
 ) -> CallResult:
     session = CallSession(
         channel,
-        hello,
+        await reachable_hello(hello),
         play=media.play,
         tone=media.tone,
         record=media.record,
@@ -195,7 +198,7 @@ async def answer_calls(
         n = len(results) + 1
         session = CallSession(
             channel,
-            hello,
+            await reachable_hello(hello),
             play=media.play,
             tone=media.tone,
             record=_nth_path(media.record, n),

@@ -1,0 +1,256 @@
+"""Calls cross real NATs and firewalls: the lab's caller-site by callee-site matrix.
+
+One lab for the module (see topology.py): every cell is a real call between two `callgate` CLI
+softphones on hosts behind two different NAT routers, through `callgate serve` with direct paths
+allowed. Each cell must carry both tones, use the path ICE must find (direct where the NATs let
+packets through, relay where they cannot), and be on record with the same media path. Around it:
+what our STUN server tells each site (srflx = the router's public address), two hosts on one LAN,
+the relay-only policy, and a site that cannot reach the relay at all (`setup-failed`, fast).
+
+aioice (the client's ICE agent) nominates the first pair whose check succeeds, not the best one
+(aggressive nomination), so where a direct path exists a relayed pair occasionally wins the race
+under load. A cell that must be direct but came out relayed is therefore called again, up to
+twice: it passes when a call of it went direct; every attempt must still carry audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.conftest import RunningLab
+from tests.lab.matrix import (
+    Call,
+    Cell,
+    expected_path,
+    matrix_schedule,
+    print_table,
+    row,
+    run_calls,
+)
+from tests.lab.netns import IP, run
+from tests.lab.probes import stream_mapped, stun_mappings
+from tests.lab.service import (
+    CALLEE_TONE,
+    CALLER_TONE,
+    SETUP_TIMEOUT,
+    CallOutcome,
+)
+from tests.lab.topology import KINDS, SERVER_RELAY
+
+pytestmark = pytest.mark.timeout(600)
+
+DIRECT_RETRIES = 2
+TONE_TOLERANCE = 5.0  # Hz
+CELLS = [(a, b) for a in KINDS for b in KINDS]
+
+
+class Results:
+    def __init__(self) -> None:
+        self.cells: dict[Cell, list[CallOutcome]] = {}
+        self.hairpin: CallOutcome | None = None
+        self.failure: CallOutcome | None = None
+        self.relay_only: CallOutcome | None = None
+        self.seconds = 0.0
+
+
+async def _run_all(running: RunningLab) -> Results:
+    lab, servers, root = running.lab, running.servers, running.root
+    everything, relay_only = servers["all"], servers["relay"]
+    extras: list[list[Call]] = [
+        [(everything, "lan-1", "lan-2")],  # two hosts on one LAN
+        [(everything, "symx", "lan-2")],  # the caller cannot reach the relay
+        [(relay_only, "lan-1", "lan-2")],  # same LAN, but the policy says relay
+    ]
+    cells, rounds = matrix_schedule(everything, KINDS, extras)
+    outcomes = await run_calls(lab, rounds, root / "calls")
+    results = Results()
+    matrix = [o for o in outcomes if o.caller.endswith("-a") and o.callee.endswith("-b")]
+    for cell, outcome in zip(cells, matrix, strict=True):
+        results.cells[cell] = [outcome]
+    others = [o for o in outcomes if o not in matrix]
+    results.hairpin = next(o for o in others if o.caller == "lan-1" and o.server == "all")
+    results.failure = next(o for o in others if o.caller == "symx")
+    results.relay_only = next(o for o in others if o.server == "relay")
+    for attempt in range(DIRECT_RETRIES):
+        again = [
+            cell
+            for cell, tries in results.cells.items()
+            if expected_path(*cell) == "direct" and all(t.path != "direct" for t in tries)
+        ]
+        if not again:
+            break
+        calls = [(everything, f"{a}-a", f"{b}-b") for a, b in again]
+        # each cell's -a and -b hosts are its own, so these calls can run at once
+        redo = await run_calls(lab, [calls], root / f"again-{attempt}")
+        for cell, outcome in zip(again, redo, strict=True):
+            results.cells[cell].append(outcome)
+    return results
+
+
+@pytest.fixture(scope="module")
+def results(running_lab: RunningLab) -> Results:
+    started = time.monotonic()
+    outcome = asyncio.run(_run_all(running_lab))
+    outcome.seconds = time.monotonic() - started
+    # the evidence, in the test's output (shown with -s, or with a failure)
+    rows = [row(f"{a} -> {b}", expected_path(a, b), outcome.cells[(a, b)]) for a, b in CELLS]
+    for label, extra in (
+        ("one LAN", outcome.hairpin),
+        ("relay-only policy", outcome.relay_only),
+        ("relay unreachable", outcome.failure),
+    ):
+        if extra is not None:
+            rows.append(row(f"{extra.caller} -> {extra.callee} ({label})", "", [extra]))
+    print_table(rows)
+    print(f"calls took {outcome.seconds:.0f} s")
+    return outcome
+
+
+def cdr(
+    db: Path, call_id: str | None, *, linked: bool = True, within: float = 15
+) -> dict[str, Any]:
+    """The call's finalized CDR row (and, with `linked`, once relay sessions were linked)."""
+    assert call_id, "the call has no call_id"
+    deadline = time.monotonic() + within
+    while True:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        conn.row_factory = sqlite3.Row
+        try:
+            row = conn.execute("SELECT * FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+        finally:
+            conn.close()
+        done = row is not None and row["end_at"] is not None
+        if done and (not linked or row["relay_allocation_ids"] is not None):
+            return dict(row)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"CDR of {call_id} not finalized/linked: {row and dict(row)}")
+        time.sleep(0.3)
+
+
+def assert_heard_both_ways(outcome: CallOutcome) -> None:
+    assert outcome.caller_code == 0 and outcome.reason == "hangup", outcome.describe()
+    assert outcome.callee_reason == "hangup", outcome.describe()
+    assert outcome.heard_by_callee is not None, outcome.describe()
+    assert abs(outcome.heard_by_callee - CALLER_TONE) < TONE_TOLERANCE, outcome.describe()
+    assert outcome.heard_by_caller is not None, outcome.describe()
+    assert abs(outcome.heard_by_caller - CALLEE_TONE) < TONE_TOLERANCE, outcome.describe()
+
+
+def assert_record_agrees(running: RunningLab, outcome: CallOutcome) -> dict[str, Any]:
+    row = cdr(running.servers[outcome.server].db, outcome.call_id)
+    assert row["disposition"] == "answered" and row["reason"] == "hangup", row
+    # media_path is "<caller's local>/<callee's local>", as each client reported its pair
+    assert row["media_path"] == outcome.types, (row["media_path"], outcome.describe())
+    relayed = row["relay_bytes"] or 0
+    if outcome.path == "relay":
+        # 2 s of Opus both ways through at least one allocation: well over 10 kB
+        assert relayed > 10_000 and row["relay_used"], row
+    else:
+        # connectivity checks only (a few hundred bytes per relay pair tried), no media
+        assert relayed < 10_000, row
+    return row
+
+
+def test_the_lab_has_no_way_out(running_lab: RunningLab) -> None:
+    lab = running_lab.lab
+    inet = lab.net.full("inet")
+    # the lab's "internet" routes only its own prefixes; nothing leads further
+    assert run(IP, "-n", inet, "route", "show", "default").stdout.strip() == ""
+    assert run(IP, "-n", inet, "route", "get", "8.8.8.8", check=False).returncode != 0
+    for site in lab.sites:
+        routes = run(IP, "-n", lab.net.full(f"r-{site.name}"), "route", "show", "default")
+        assert "via 198.51.100.1 " in routes.stdout, routes.stdout
+    ours = run(IP, "link", "show").stdout
+    assert lab.net.prefix not in ours, "a lab interface leaked into the host's namespace"
+
+
+@pytest.mark.parametrize("kind", ["eim", "prc", "sym"])
+def test_srflx_discovery_gives_the_routers_public_address(
+    running_lab: RunningLab, kind: str
+) -> None:
+    lab = running_lab.lab
+    handle = f"{kind}-a"
+    site = lab.site(handle)
+    probe = stun_mappings(lab, handle, f"{SERVER_RELAY}:3478", f"{SERVER_RELAY}:443")
+    (ip1, port1), (ip2, port2) = probe["mapped"]
+    assert ip1 == ip2 == site.wan_ip, probe
+    if kind == "sym":
+        # a new mapping for every destination (address-and-port-dependent mapping)
+        assert port1 != port2, probe
+    else:
+        # one mapping for every destination, the host's own port kept
+        assert port1 == port2 == probe["local_port"], probe
+
+
+def test_the_firewall_passes_stun_over_tcp_443_only(running_lab: RunningLab) -> None:
+    lab = running_lab.lab
+    probe = stun_mappings(lab, "fw-a", f"{SERVER_RELAY}:3478", f"{SERVER_RELAY}:443")
+    assert probe["mapped"] == [None, None], probe  # no UDP at all
+    assert stream_mapped(lab, "fw-a", f"turn:{SERVER_RELAY}:3478?transport=tcp") is None
+    mapped = stream_mapped(lab, "fw-a", f"turn:{SERVER_RELAY}:443?transport=tcp")
+    assert mapped is not None and mapped[0] == lab.site("fw-a").wan_ip, mapped
+
+
+@pytest.mark.parametrize(("caller", "callee"), CELLS, ids=[f"{a}-to-{b}" for a, b in CELLS])
+def test_matrix_cell(running_lab: RunningLab, results: Results, caller: str, callee: str) -> None:
+    tries = results.cells[(caller, callee)]
+    for outcome in tries:
+        assert_heard_both_ways(outcome)
+        assert_record_agrees(running_lab, outcome)
+    expected = expected_path(caller, callee)
+    if expected == "relay":
+        assert len(tries) == 1 and tries[0].path == "relay", tries[0].describe()
+        if "fw" in (caller, callee):  # the firewalled side itself can only send via TURN/TCP
+            fw_types = tries[0].caller_types if caller == "fw" else tries[0].callee_types
+            assert fw_types is not None and fw_types[0] == "relay", tries[0].describe()
+    else:
+        direct = [t for t in tries if t.path == "direct"]
+        assert direct, [t.describe() for t in tries]
+        types = direct[0].caller_types, direct[0].callee_types
+        # direct between two NATed hosts: from the host socket to the far side's mapping
+        assert all(t is not None and t[0] == "host" and t[1] in ("srflx", "prflx") for t in types)
+
+
+def test_two_hosts_on_one_lan_talk_host_to_host(running_lab: RunningLab, results: Results) -> None:
+    outcome = results.hairpin
+    assert outcome is not None
+    assert_heard_both_ways(outcome)
+    assert outcome.caller_types == ("host", "host"), outcome.describe()
+    assert outcome.callee_types == ("host", "host"), outcome.describe()
+    assert assert_record_agrees(running_lab, outcome)["media_path"] == "host/host"
+
+
+def test_relay_only_policy_relays_even_on_one_lan(
+    running_lab: RunningLab, results: Results
+) -> None:
+    outcome = results.relay_only
+    assert outcome is not None
+    assert_heard_both_ways(outcome)
+    assert outcome.caller_types == ("relay", "relay"), outcome.describe()
+    assert outcome.callee_types == ("relay", "relay"), outcome.describe()
+    assert assert_record_agrees(running_lab, outcome)["media_path"] == "relay/relay"
+
+
+def test_relay_unreachable_from_a_symmetric_site_fails_fast(
+    running_lab: RunningLab, results: Results
+) -> None:
+    outcome = results.failure
+    assert outcome is not None
+    assert outcome.caller_code == 1, outcome.describe()
+    assert outcome.reason == "setup-failed" and outcome.callee_reason == "setup-failed"
+    assert outcome.caller_types is None and outcome.callee_types is None
+    # answered → ended: the server's setup watchdog, not aiortc's ~60 s ICE failure
+    assert outcome.answered_to_end_s is not None
+    assert outcome.answered_to_end_s < SETUP_TIMEOUT + 3, outcome.describe()
+    row = cdr(running_lab.servers["all"].db, outcome.call_id, linked=False)
+    assert (row["disposition"], row["reason"], row["ended_by"]) == (
+        "failed",
+        "setup-failed",
+        "server",
+    ), row
