@@ -18,6 +18,7 @@ import pytest
 from callgate.turn.config import TurnConfig
 from callgate.turn.events import EventSink, ListSink
 from callgate.types import Address, Transport
+from tests.db_backends import database_url, empty_database_url, pg_server  # noqa: F401 - fixtures
 
 REALM = "test"
 USER = "alice"

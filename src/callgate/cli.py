@@ -17,6 +17,10 @@ from callgate.cli_audit import audit_app
 from callgate.cli_cdr import cdr_app
 from callgate.cli_common import ConfigOpt, err, fail, settings_from
 from callgate.cli_detect import detect_command
+from callgate.cli_export import cdr_export  # noqa: F401  (registers `cdr export`, `audit export`)
+from callgate.cli_groups import group_app
+from callgate.cli_policy import policy_app
+from callgate.cli_retention import retention_app
 from callgate.cli_users import user_app
 from callgate.config import Settings
 from callgate.errors import ConfigError, StorageError
@@ -31,8 +35,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(user_app, name="user")
+app.add_typer(group_app, name="group")
+app.add_typer(policy_app, name="policy")
 app.add_typer(cdr_app, name="cdr")
 app.add_typer(audit_app, name="audit")
+app.add_typer(retention_app, name="retention")
 app.command("detect")(detect_command)
 
 # ---- options shared by `turn` and `serve` ----
@@ -108,11 +115,22 @@ HttpOpt = Annotated[
     str | None,
     typer.Option("--http", metavar="HOST:PORT", help="HTTP app (default 127.0.0.1:8080)."),
 ]
+DatabaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        metavar="URL",
+        help="Store URL, e.g. postgresql+psycopg://USER:PASSWORD@HOST/DB (default: SQLite in "
+        "--data-dir). Prefer CALLGATE_DATABASE_URL or the config file for the password.",
+        show_default=False,
+    ),
+]
 
 
 def relay_overrides(**options: Any) -> dict[str, Any]:
     """CLI values in the shape of Settings (None = not given)."""
-    top = {key: options.pop(key) for key in ("metrics", "log_level", "data_dir", "http")}
+    top_keys = ("metrics", "log_level", "data_dir", "http", "database_url")
+    top = {key: options.pop(key, None) for key in top_keys}
     turn = {
         "listen": options["listen"],
         "tls_listen": options["tls_listen"],
@@ -197,6 +215,7 @@ def turn(
 def serve(
     data_dir: DataDirOpt = None,
     http: HttpOpt = None,
+    database_url: DatabaseUrlOpt = None,
     listen: ListenOpt = None,
     relay_ip: RelayIpOpt = None,
     relay_ports: RelayPortsOpt = None,

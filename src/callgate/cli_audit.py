@@ -7,9 +7,10 @@ unless `--key FILE` names another; `verify` accepts a public-key PEM there too.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -26,9 +27,6 @@ from callgate.cli_common import (
     table_console,
 )
 
-if TYPE_CHECKING:
-    from callgate.records.audit_chain import Entry
-
 audit_app = typer.Typer(help="The tamper-evident audit log.")
 
 PROGRESS_MIN = 10_000  # a progress bar from this many entries on
@@ -44,16 +42,15 @@ KeyOpt = Annotated[
 ]
 
 
-def _with_progress(entries: Iterator[Entry], total: int) -> Iterator[Entry]:
+@contextmanager
+def _progress_bar(total: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr; yields the callback that moves it (entries done)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task("verifying", total=total)
-        for done, entry in enumerate(entries, 1):
-            yield entry
-            if done % 1000 == 0:
-                progress.update(task, completed=done)
+        yield lambda done: progress.update(task, completed=done)
 
 
 @audit_app.command("verify")
@@ -73,7 +70,8 @@ def audit_verify(
     config: ConfigOpt = None,
 ) -> None:
     """Recompute the chain and check every checkpoint; exit 1 naming the first bad entry."""
-    from callgate.records.audit import AuditLog, default_key_path, load_public_key
+    from callgate.records.audit import AuditLog, load_public_key
+    from callgate.records.audit_runtime import key_path as configured_key
 
     settings = settings_from(config, {"data_dir": data_dir})
     extra: list[str] = []
@@ -82,7 +80,7 @@ def audit_verify(
             extra.append(from_checkpoint.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
             raise fail(f"--from-checkpoint: {exc}") from None
-    key_path = key or default_key_path(settings.data_dir)
+    key_path = key or configured_key(settings)
     store = open_settings_store(settings)
     try:
         log = AuditLog(store)
@@ -91,10 +89,11 @@ def audit_verify(
         except ValueError as exc:
             raise fail(f"--key: {exc}") from None
         total = log.size()
-        entries = log.iter_entries()
         if total >= PROGRESS_MIN and not as_json and err.is_terminal:
-            entries = _with_progress(entries, total)
-        result = log.verify(public, extra, entries)
+            with _progress_bar(total) as progress:
+                result = log.verify(public, extra, progress=progress)
+        else:
+            result = log.verify(public, extra)
     finally:
         store.close()
     if as_json:
@@ -124,16 +123,13 @@ def audit_checkpoint(
     config: ConfigOpt = None,
 ) -> None:
     """Sign (size, head hash) of the log now, keep it, and print the signed note."""
-    from callgate.records.audit import (
-        AuditLog,
-        default_key_path,
-        export_checkpoint,
-        load_or_create_signing_key,
-    )
+    from callgate.records.audit import AuditLog, export_checkpoint, load_or_create_signing_key
+    from callgate.records.audit_runtime import key_path as configured_key
 
     settings = settings_from(config, {"data_dir": data_dir})
+    path = key or configured_key(settings)
     try:
-        signing_key = load_or_create_signing_key(key or default_key_path(settings.data_dir))
+        signing_key = load_or_create_signing_key(path)
     except (OSError, ValueError) as exc:
         raise fail(f"signing key: {exc}", code=1) from None
     store = open_settings_store(settings)
@@ -147,6 +143,37 @@ def audit_checkpoint(
         except OSError as exc:
             raise fail(f"--export: {exc}", code=1) from None
     typer.echo(checkpoint.note, nl=False)
+
+
+@audit_app.command("export-checkpoint")
+def audit_export_checkpoint(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="Write the note to FILE (default: stdout)."),
+    ] = None,
+    data_dir: StoreDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The latest stored signed checkpoint (e.g. a running server's periodic one), for an
+    external witness to keep; exit 1 when there is none."""
+    from callgate.records.audit import AuditLog, export_checkpoint
+
+    store = open_settings_store(settings_from(config, {"data_dir": data_dir}))
+    try:
+        stored = AuditLog(store).checkpoints()
+    finally:
+        store.close()
+    if not stored:
+        raise fail("no checkpoint yet (sign one with `callgate audit checkpoint`)", code=1)
+    latest = stored[-1]
+    if out is None:
+        typer.echo(latest.note, nl=False)
+        return
+    try:
+        export_checkpoint(latest, out)
+    except OSError as exc:
+        raise fail(f"--out: {exc}", code=1) from None
+    typer.echo(f"checkpoint of {latest.size} entries written to {out}")
 
 
 @audit_app.command("list")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote
 
 import typer
@@ -40,6 +40,8 @@ from callgate.cli_common import (
 )
 from callgate.errors import AccountError, UnknownUserError
 
+Role = Literal["admin", "compliance", "user"]
+
 if TYPE_CHECKING:
     from callgate.accounts.service import AccountService
     from callgate.storage.repositories import TurnUserRepository
@@ -53,6 +55,15 @@ RealmOpt = Annotated[
     str | None, typer.Option("--realm", help="TURN realm (default from config: callgate).")
 ]
 HandleArg = Annotated[str, typer.Argument(help="Handle: 1-64 of a-z 0-9 . _ -")]
+RoleOpt = Annotated[
+    Role | None,
+    typer.Option(
+        "--role",
+        help="admin (everything), compliance (read records and audit, export) or user "
+        "(own calls only; the default).",
+    ),
+]
+_ROLE_WORDS = {"admin": "administrator", "compliance": "compliance officer", "user": "user"}
 AdminPasswordStdinOpt = Annotated[
     bool,
     typer.Option(
@@ -92,7 +103,8 @@ def user_add(
         str | None, typer.Option("--display-name", help="Shown to callees (default: handle).")
     ] = None,
     group: Annotated[list[str] | None, typer.Option("--group", help="Group; repeat.")] = None,
-    admin: Annotated[bool, typer.Option("--admin", help="Administrator.")] = False,
+    admin: Annotated[bool, typer.Option("--admin", help="Administrator (= --role admin).")] = False,
+    role: RoleOpt = None,
     password_stdin: PasswordStdinOpt = False,
     realm: RealmOpt = None,
     data_dir: StoreDirOpt = None,
@@ -104,6 +116,9 @@ def user_add(
 
     Stored: an argon2id hash and MD5(handle:realm:password) for TURN — never the password.
     """
+    if admin and role not in (None, "admin"):
+        raise fail("--admin and --role disagree")
+    role = "admin" if admin else (role or "user")
     url = _target(server, False, data_dir=data_dir, realm=realm, config=config)
     password = read_password(password_stdin)
     if url is not None:
@@ -112,20 +127,27 @@ def user_add(
             "display_name": display_name,
             "groups": group or [],
             "password": password,
-            "is_admin": admin,
+            "role": role,
         }
         with admin_api(url, user, admin_password(user, password_options_free=False)) as api:
             added = api.call("POST", "/api/users", body)
-        role = "administrator" if added["is_admin"] else "user"
-        typer.echo(f"added {role} {added['handle']} (realm {added['realm']})")
+        typer.echo(f"added {_ROLE_WORDS[added['role']]} {added['handle']} (realm {added['realm']})")
         return
     accounts, _ = _services(config, data_dir, realm)
     try:
-        created = accounts.create_user(handle, display_name, group or (), password, is_admin=admin)
+        created = accounts.create_user(
+            handle, display_name, group or (), password, role=role, actor=cli_actor()
+        )
     except AccountError as exc:
         raise fail(str(exc), code=1) from None
-    role = "administrator" if created.is_admin else "user"
-    typer.echo(f"added {role} {created.handle} (realm {created.realm})")
+    typer.echo(f"added {_ROLE_WORDS[created.role]} {created.handle} (realm {created.realm})")
+
+
+def cli_actor() -> str:
+    """The audit actor of a change made here on a data directory: "cli:<OS user>"."""
+    from callgate.accounts.audit import cli_actor as actor
+
+    return actor()
 
 
 def _timestamp(value: Any) -> str:
@@ -139,6 +161,7 @@ def _account_row(u: dict[str, Any]) -> dict[str, Any]:
         "display_name": u["display_name"],
         "groups": list(u["groups"]),
         "admin": u["is_admin"],
+        "role": u.get("role", "admin" if u["is_admin"] else "user"),
         "disabled": u["disabled"],
         "kind": "account",
         "realm": u["realm"],
@@ -154,6 +177,7 @@ def _store_rows(accounts: AccountService, turn_users: TurnUserRepository) -> lis
             "display_name": "",
             "groups": [],
             "admin": False,
+            "role": "",
             "disabled": False,
             "kind": "turn-only",
             "realm": t.realm,
@@ -188,13 +212,13 @@ def user_list(
     if not rows:
         typer.echo("no users")
         return
-    table = Table("handle", "name", "groups", "admin", "state", "kind", "realm", box=None)
+    table = Table("handle", "name", "groups", "role", "state", "kind", "realm", box=None)
     for row in rows:
         table.add_row(
             str(row["handle"]),
             str(row["display_name"]),
             ",".join(row["groups"]),
-            "yes" if row["admin"] else "",
+            str(row["role"]),
             "disabled" if row["disabled"] else "enabled",
             str(row["kind"]),
             str(row["realm"]),
@@ -218,7 +242,7 @@ def _set_disabled(
     else:
         accounts, _ = _services(config, data_dir, None)
         try:
-            accounts.set_disabled(handle, disabled)
+            accounts.set_disabled(handle, disabled, cli_actor())
         except UnknownUserError:
             raise fail(f"no user {handle!r}", code=1) from None
     typer.echo(f"{action}d {handle}")
@@ -250,6 +274,30 @@ def user_enable(
     _set_disabled(handle, False, data_dir, config, (server, user, password_stdin))
 
 
+@user_app.command("set-role")
+def user_set_role(
+    handle: str,
+    role: Annotated[Role, typer.Argument(help="admin, compliance or user.")],
+    data_dir: StoreDirOpt = None,
+    config: ConfigOpt = None,
+    server: ServerOpt = None,
+    user: AdminOpt = None,
+    password_stdin: AdminPasswordStdinOpt = False,
+) -> None:
+    """Change an account's role (through the API, an admin cannot change their own)."""
+    url = _target(server, password_stdin, data_dir=data_dir, config=config)
+    if url is not None:
+        with admin_api(url, user, admin_password(user, password_stdin)) as client:
+            client.call("PATCH", _path(handle), {"role": role})
+    else:
+        accounts, _ = _services(config, data_dir, None)
+        try:
+            accounts.set_role(handle, role, cli_actor())
+        except UnknownUserError:
+            raise fail(f"no user {handle!r}", code=1) from None
+    typer.echo(f"{handle} is now {_ROLE_WORDS[role]}")
+
+
 @user_app.command("passwd")
 def user_passwd(
     handle: str,
@@ -273,7 +321,7 @@ def user_passwd(
         raise fail(f"no user {handle!r}", code=1)
     password = read_password(password_stdin)
     try:
-        accounts.set_password(handle, password)
+        accounts.set_password(handle, password, cli_actor())
     except AccountError as exc:
         raise fail(str(exc), code=1) from None
     typer.echo(f"password changed for {handle}")
@@ -298,7 +346,7 @@ def user_remove(
         return
     accounts, turn_users = _services(config, data_dir, realm)
     try:
-        accounts.remove(handle)
+        accounts.remove(handle, cli_actor())
     except UnknownUserError:
         if turn_users.remove(handle, accounts.realm) == 0:
             raise fail(f"no user {handle!r}", code=1) from None

@@ -39,7 +39,7 @@ from pydantic_settings import (
 )
 
 from callgate.errors import ConfigError
-from callgate.storage.db import sqlite_url
+from callgate.storage.db import check_url, sqlite_url
 from callgate.turn.config import TurnConfig
 from callgate.types import Address
 
@@ -53,6 +53,7 @@ CLI_FLAGS: dict[tuple[str, ...], str] = {
     ("http",): "--http",
     ("metrics",): "--metrics",
     ("log_level",): "--log-level",
+    ("database_url",): "--database-url",
     ("turn", "listen"): "--listen",
     ("turn", "tls_listen"): "--tls-listen",
     ("turn", "cert"): "--cert",
@@ -194,6 +195,18 @@ class CallSettings(BaseModel):
     credential_ttl: int = Field(default=600, ge=60, le=86400)
 
 
+class AuditSettings(BaseModel):
+    """The `[audit]` table / `CALLGATE_AUDIT__*`: the audit log's signed checkpoints."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # `callgate serve` signs a checkpoint this often (seconds) when the log has grown; 0 = never.
+    checkpoint_interval_s: float = Field(default=300.0, ge=0, le=7 * 86400)
+    # The Ed25519 signing key (PKCS#8 PEM, created 0600 when missing); default
+    # DATA_DIR/keys/audit-ed25519.pem.
+    key_file: Path | None = None
+
+
 class TurnSettings(BaseModel):
     """The `[turn]` table / `CALLGATE_TURN__*`: everything TurnConfig holds."""
 
@@ -295,6 +308,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     turn: TurnSettings = Field(default_factory=TurnSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @field_validator("log_level")
     @classmethod
@@ -303,6 +317,14 @@ class Settings(BaseSettings):
         if level not in LOG_LEVELS:
             raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
         return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # unset (an empty CALLGATE_DATABASE_URL too): SQLite in data_dir
+        check_url(value.strip())
+        return value.strip()
 
     @classmethod
     def settings_customise_sources(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 import signal
 import sys
 import time
@@ -24,16 +25,23 @@ from sqlalchemy.exc import SQLAlchemyError
 from callgate.accounts.service import AccountService
 from callgate.api.app import create_app
 from callgate.api.deps import Services
+from callgate.api.relays import relay_status
 from callgate.clock import SystemClock
 from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
 from callgate.keys import load_or_create_secret
 from callgate.metrics import MetricsServer, build_registry, serve_metrics
+from callgate.policy.groups import GroupStore
+from callgate.policy.store import PolicyStore
+from callgate.policy.turn_limits import attach as attach_turn_limits
+from callgate.records.audit import AuditLog, load_or_create_signing_key
+from callgate.records.audit_runtime import Checkpointer, key_path, record_start
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
 from callgate.records.relay_sessions import DbEventSink
+from callgate.records.retention import PurgeJob
 from callgate.signaling.service import build_signaling
-from callgate.storage.db import Store, open_store
+from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.repositories import TurnUserRepository
 from callgate.turn.server import TurnServer
 from callgate.types import Address, Transport
@@ -41,14 +49,32 @@ from callgate.types import Address, Transport
 log = logging.getLogger("callgate")
 
 
+_SECRET_PARAM = re.compile(r"((?:token|password|secret)=)[^&\s\"']+", re.IGNORECASE)
+
+
+class RedactSecrets(logging.Filter):
+    """Bearer tokens travel in the signaling URL (`/ws?token=…`), which uvicorn logs when a
+    WebSocket is accepted: every record is rewritten with such query values as `***`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRET_PARAM.sub(r"\1***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
 def setup_logging(level: str) -> None:
-    """Log to stderr. Library chatter (alembic, uvicorn access) stays quiet unless DEBUG."""
+    """Log to stderr, secrets in URLs redacted. Library chatter (alembic, uvicorn access) stays
+    quiet unless DEBUG."""
     logging.basicConfig(
         stream=sys.stderr,
         level=level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         force=True,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())
     quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
     for name in ("alembic", "uvicorn.access", "multipart"):
         logging.getLogger(name).setLevel(quiet)
@@ -211,25 +237,49 @@ async def _prepare_records(store: Store, accounts: AccountService) -> None:
         log.warning("finalized %d call record(s) left open by a previous run", closed)
 
 
+async def _start_audit(store: Store, settings: Settings) -> Checkpointer:
+    """config.start in the audit log, and the signer of its periodic checkpoints."""
+    path = key_path(settings)
+    try:
+        key = await asyncio.to_thread(load_or_create_signing_key, path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"audit signing key {path}: {exc}") from exc
+    audit = AuditLog(store)
+    await asyncio.to_thread(record_start, audit, settings, "serve")
+    return Checkpointer(audit, key, settings.audit.checkpoint_interval_s)
+
+
 async def run_serve(settings: Settings) -> None:
     """Everything on one box: SQLite store, TURN relay with DB users and records, HTTP app."""
     store = await asyncio.to_thread(open_store, settings.database())
+    log.info("store %s open and migrated", display_url(settings.database()))
     config = turn_config(settings)
     accounts = AccountService(store, config.realm)
     try:
         await _prepare_records(store, accounts)
+        checkpointer = await _start_audit(store, settings)
     except BaseException:
         store.close()
         raise
     sink = DbEventSink(store.sessions)
     lookup = KeyLookup(TurnUserRepository(store.sessions), config.realm, accounts=accounts)
     cdrs = CdrRepository(store)
-    services = Services(accounts=accounts, cdrs=cdrs)
+    policy = PolicyStore(store)
+    services = Services(
+        accounts=accounts,
+        cdrs=cdrs,
+        policy=policy,
+        groups=GroupStore(store),
+        audit=AuditLog(store),
+        audit_key=key_path(settings),
+    )
     # Signaling hands out TURN REST credentials: the relay must know the secret they are signed
     # with. Without one configured, serve keeps its own in the data directory.
     secret = config.auth_secret or load_or_create_secret(settings.data_dir, "turn-rest-secret")
     config = dataclasses.replace(config, auth_secret=secret)
     stop = stop_on_signals()
+    # hourly, while a retention period is set
+    purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
     try:
         async with TurnServer(config, events=sink, key_lookup=lookup) as server:
             calls = build_signaling(
@@ -240,8 +290,16 @@ async def run_serve(settings: Settings) -> None:
                 server,
                 secret,
                 SystemClock(),
+                call_policy=policy,
             )
             await calls.hub.start()
+            await checkpointer.start()
+            await purge_job.start()
+            group_limits = await attach_turn_limits(store, server.handler, config.deny_peers)
+            # The admin API reads the hub's live calls and the relay's counters in-process.
+            services = dataclasses.replace(
+                services, live=calls.hub, relays=lambda: [relay_status(server)]
+            )
             registry = build_registry(server.live_counters)
             app = create_app(
                 registry=registry,
@@ -263,7 +321,10 @@ async def run_serve(settings: Settings) -> None:
                 with contextlib.suppress(SystemExit):
                     await http_task
                 await calls.hub.stop()
+                await purge_job.stop()
+                group_limits.cancel()
     finally:
         await sink.aclose()
+        await checkpointer.stop()  # a last checkpoint covering the relay sessions just written
         store.close()
     log.info("stopped")

@@ -1,5 +1,5 @@
 """Helpers for the end-to-end tests: `callgate serve` as a subprocess, CLI clients, SDK clients,
-and read-only views of the server's SQLite records.
+and read-only views of the server's records (SQLite file or PostgreSQL database).
 
 Everything runs on loopback with free ports and a private relay port range; nothing here touches
 `src/` internals beyond the public client SDK.
@@ -14,16 +14,20 @@ import random
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, Table, create_engine, select
+
 from callgate.client.signaling import SignalingClient
+from callgate.storage.db import sqlite_url
+from callgate.storage.models import Call, CallQuality, RelaySession
 from tests.cli_process import COMMAND, clean_env
 
 LOOPBACK = "127.0.0.1"
@@ -78,11 +82,18 @@ def private_relay_range(size: int = 400) -> tuple[int, int]:
     return start, start + size - 1
 
 
-def add_users(data_dir: Path, handles: Iterable[str] = USERS) -> None:
+def store_env(database_url: str | None) -> dict[str, str]:
+    """The environment that points `callgate` at a PostgreSQL store (none: the data dir's SQLite)."""
+    return {"CALLGATE_DATABASE_URL": database_url} if database_url else {}
+
+
+def add_users(
+    data_dir: Path, handles: Iterable[str] = USERS, database_url: str | None = None
+) -> None:
     for handle in handles:
         result = callgate(
             "user", "add", handle, "--data-dir", str(data_dir), "--password-stdin",
-            stdin=password_of(handle) + "\n",
+            stdin=password_of(handle) + "\n", **store_env(database_url),
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
 
@@ -116,6 +127,7 @@ class Serve:
     turn_port: int
     relay_ports: tuple[int, int]
     log_path: Path
+    database_url: str | None = None  # PostgreSQL; None: SQLite in data_dir
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0  # wall clock, when it answered /healthz
@@ -125,8 +137,18 @@ class Serve:
         return f"http://{LOOPBACK}:{self.http_port}"
 
     @property
-    def db(self) -> Path:
-        return self.data_dir / "callgate.sqlite3"
+    def database(self) -> str:
+        """The store's SQLAlchemy URL."""
+        return self.database_url or sqlite_url(self.data_dir)
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """`callgate ARGS` on this server's store (its data dir and database)."""
+        return callgate(
+            *args, "--data-dir", str(self.data_dir), stdin=stdin, **store_env(self.database_url)
+        )
+
+    def add_users(self, handles: Iterable[str]) -> None:
+        add_users(self.data_dir, handles, self.database_url)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -141,7 +163,10 @@ class Serve:
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*COMMAND, *args], env=clean_env(**self.env), stdout=log, stderr=log
+                [*COMMAND, *args],
+                env=clean_env(**self.env, **store_env(self.database_url)),
+                stdout=log,
+                stderr=log,
             )
         deadline = time.monotonic() + timeout
         while True:
@@ -183,10 +208,16 @@ def user_store(root: Path) -> Path:
     return data_dir
 
 
-def new_serve(root: Path, template: Path | None = None, **env: str) -> Serve:
+def new_serve(
+    root: Path, template: Path | None = None, database_url: str | None = None, **env: str
+) -> Serve:
     """A data dir with alice, bob and carol (created before serve starts: a copy of `template`
-    when given, else made here), free ports; not started."""
-    if template is not None:
+    when given, else made here), free ports; not started. With `database_url` the store is that
+    PostgreSQL database (which must hold the users already), the data dir only keys."""
+    if database_url is not None:
+        data_dir = root / "data"
+        data_dir.mkdir(parents=True)
+    elif template is not None:
         data_dir = root / "data"
         shutil.copytree(template, data_dir)
     else:
@@ -197,38 +228,48 @@ def new_serve(root: Path, template: Path | None = None, **env: str) -> Serve:
         turn_port=free_port(),
         relay_ports=private_relay_range(),
         log_path=root / "serve.log",
+        database_url=database_url,
         env={**SERVE_ENV, **env},
     )
 
 
-# ---- records, read-only, straight from the server's SQLite ----
+# ---- records, read-only, straight from the server's store ----
 
 
-def query(db: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in conn.execute(sql, params)]
-    finally:
-        conn.close()
+@cache
+def _engine(db: str) -> Engine:
+    return create_engine(db)
 
 
-def cdr_row(db: Path, call_id: str) -> dict[str, Any] | None:
-    rows = query(db, "SELECT * FROM calls WHERE call_id = ?", call_id)
+def rows_of(db: str, table: Table, *where: Any, order: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Rows of `table` in the store at URL `db`, typed as the models declare them (aware UTC
+    datetimes, booleans) whatever the backend."""
+    query = select(table).where(*where).order_by(*(table.c[name] for name in order))
+    with _engine(db).connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
+CALLS: Table = Call.__table__  # type: ignore[assignment]
+QUALITY: Table = CallQuality.__table__  # type: ignore[assignment]
+RELAY_SESSIONS: Table = RelaySession.__table__  # type: ignore[assignment]
+
+
+def cdr_row(db: str, call_id: str) -> dict[str, Any] | None:
+    rows = rows_of(db, CALLS, CALLS.c.call_id == call_id)
     return rows[0] if rows else None
 
 
-def quality_rows(db: Path, call_id: str) -> list[dict[str, Any]]:
-    return query(
-        db,
-        "SELECT * FROM call_quality WHERE call_id = ? ORDER BY reporter, direction",
-        call_id,
-    )
+def quality_rows(db: str, call_id: str) -> list[dict[str, Any]]:
+    return rows_of(db, QUALITY, QUALITY.c.call_id == call_id, order=("reporter", "direction"))
 
 
-def cdr_via_cli(data_dir: Path, call_id: str) -> dict[str, Any]:
+def relay_sessions(db: str, allocation_ids: Iterable[str]) -> list[dict[str, Any]]:
+    return rows_of(db, RELAY_SESSIONS, RELAY_SESSIONS.c.allocation_id.in_(list(allocation_ids)))
+
+
+def cdr_via_cli(server: Serve, call_id: str) -> dict[str, Any]:
     """The call's record as `callgate cdr list --json` prints it (works while serve runs)."""
-    result = callgate("cdr", "list", "--json", "--limit", "1000", "--data-dir", str(data_dir))
+    result = server.cli("cdr", "list", "--json", "--limit", "1000")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     found = [r for r in records if r["call_id"] == call_id]
@@ -250,7 +291,7 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
-async def final_cdr(db: Path, call_id: str, timeout: float = 5.0) -> dict[str, Any]:
+async def final_cdr(db: str, call_id: str, timeout: float = 5.0) -> dict[str, Any]:
     """The call's CDR once it is finalized (the hub writes records off the event loop)."""
 
     def finalized() -> dict[str, Any] | None:

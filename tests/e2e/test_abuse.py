@@ -22,7 +22,6 @@ from callgate.client.errors import SignalingError
 from callgate.client.signaling import SignalingClient
 from tests.e2e.helpers import (
     Serve,
-    callgate,
     cdr_row,
     connected,
     final_cdr,
@@ -96,7 +95,7 @@ async def bystanders(serve: Serve, offer_sdp: str, answer_sdp: str) -> AsyncIter
             assert (await next_of(bob, "call.ended", call_id))["reason"] == "hangup"
         finally:
             talker.cancel()
-    row = await final_cdr(serve.db, call_id)
+    row = await final_cdr(serve.database, call_id)
     assert (row["disposition"], row["ended_by"], row["reason"]) == ("answered", "caller", "hangup")
 
 
@@ -143,16 +142,7 @@ async def test_api_calls_needs_a_valid_token(serve: Serve) -> None:
 
 
 async def test_wrong_password_and_disabled_user_cannot_sign_in(serve: Serve) -> None:
-    data = str(serve.data_dir)
-    added = callgate(
-        "user",
-        "add",
-        "eve",
-        "--data-dir",
-        data,
-        "--password-stdin",
-        stdin=password_of("eve") + "\n",
-    )
+    added = serve.cli("user", "add", "eve", "--password-stdin", stdin=password_of("eve") + "\n")
     assert added.returncode == 0, added.stderr
     login_url = f"{serve.url}/api/login"
     wrong = http_json(login_url, body={"handle": "carol", "password": "nope"})
@@ -160,7 +150,7 @@ async def test_wrong_password_and_disabled_user_cannot_sign_in(serve: Serve) -> 
     status, body = http_json(login_url, body={"handle": "eve", "password": password_of("eve")})
     assert status == 200, body
     token = body["token"]
-    assert callgate("user", "disable", "eve", "--data-dir", data).returncode == 0
+    assert serve.cli("user", "disable", "eve").returncode == 0
     refused = http_json(login_url, body={"handle": "eve", "password": password_of("eve")})
     assert refused == (401, {"detail": "invalid credentials"})
     # the token eve got before is no good either
@@ -239,7 +229,7 @@ async def test_acting_on_someone_elses_call_is_not_found_and_changes_nothing(
         assert (reply["code"], reply["message"]) == ("not-found", "no such call")
     for client in (bystanders.alice, bystanders.bob):
         await no_event(client, 0.2)  # no candidate, no end reached alice or bob
-    row = cdr_row(serve.db, call_id)
+    row = cdr_row(serve.database, call_id)
     assert row is not None and row["end_at"] is None and row["answer_at"] is not None
 
 

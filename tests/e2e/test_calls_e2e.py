@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,8 @@ from tests.e2e.helpers import (
     final_cdr,
     finish,
     quality_rows,
-    query,
     read_event,
+    relay_sessions,
     start_cli,
     wait_for,
 )
@@ -40,10 +40,11 @@ def ts(value: str | None) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def db_time(value: str | None) -> datetime:
-    """A naive UTC time as SQLite holds it."""
+def db_time(value: datetime | None) -> datetime:
+    """A time from the store: timezone-aware (UTC) on every backend."""
     assert value is not None, "time not set"
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    assert value.utcoffset() == timedelta(0), value
+    return value
 
 
 @pytest.mark.timeout(60)
@@ -98,10 +99,10 @@ async def test_relay_only_call_between_cli_processes_is_heard_and_recorded(
     assert abs(heard - TONE_HZ) < 5.0, f"bob's recording peaks at {heard:.1f} Hz"
 
     # the call detail record, as an admin's `callgate cdr list --json` shows it
-    await final_cdr(serve.db, call_id)
+    await final_cdr(serve.database, call_id)
 
     def linked() -> dict[str, Any] | None:
-        record = cdr_via_cli(serve.data_dir, call_id)
+        record = cdr_via_cli(serve, call_id)
         return record if record["relay_bytes"] and record["relay_used"] else None
 
     cdr = await wait_for(linked, 8, "relay sessions linked to the CDR", interval=0.5)
@@ -133,10 +134,7 @@ async def test_relay_only_call_between_cli_processes_is_heard_and_recorded(
 
     # the relay sessions named by the CDR: alice's and bob's, carrying the call's bytes
     ids = cdr["relay_allocation_ids"]
-    marks = ",".join("?" * len(ids))
-    sessions = query(
-        serve.db, f"SELECT * FROM relay_sessions WHERE allocation_id IN ({marks})", *ids
-    )
+    sessions = relay_sessions(serve.database, ids)
     assert sorted(s["user"] for s in sessions) == ["alice", "bob"], sessions
     total = sum(s["bytes_to_peer"] + s["bytes_to_client"] for s in sessions)
     assert total == cdr["relay_bytes"]
@@ -150,7 +148,7 @@ async def test_relay_only_call_between_cli_processes_is_heard_and_recorded(
     assert set(cdr["relay_used"].split(", ")) == used
 
     # quality: caller and callee, inbound and outbound, all with packets and a good MOS
-    rows = quality_rows(serve.db, call_id)
+    rows = quality_rows(serve.database, call_id)
     assert [(r["reporter"], r["direction"]) for r in rows] == [
         ("callee", "inbound"),
         ("callee", "outbound"),
@@ -186,7 +184,7 @@ async def test_a_call_right_after_another_links_only_its_own_relay_sessions(
     assert (await finish(bob, bob_events))[0] == 0
 
     def both_linked() -> list[dict[str, Any]] | None:
-        records = [cdr_via_cli(serve.data_dir, call_id) for call_id in call_ids]
+        records = [cdr_via_cli(serve, call_id) for call_id in call_ids]
         return records if all(r["relay_bytes"] for r in records) else None
 
     first, second = await wait_for(both_linked, 8, "both calls linked", interval=0.5)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,10 @@ from callgate.client.signaling import SignalingClient
 from tests.e2e.helpers import (
     SILENCE_TIMEOUT,
     Serve,
-    add_users,
     cdr_row,
     connected,
     final_cdr,
     finish,
-    new_serve,
     next_of,
     read_event,
     start_cli,
@@ -44,8 +43,11 @@ async def lost(client: SignalingClient, timeout: float = 5.0) -> None:
 STATS_INTERVAL = 2.0  # the softphone's call.stats period (MediaOptions.stats_interval)
 
 
-def db_time(value: str) -> datetime:
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+def db_time(value: datetime | None) -> datetime:
+    """A time from the store: timezone-aware (UTC) on every backend."""
+    assert value is not None, "time not set"
+    assert value.utcoffset() == timedelta(0), value
+    return value
 
 
 @pytest.mark.timeout(60)
@@ -94,7 +96,7 @@ async def test_losing_the_callee_process_mid_call_ends_the_call_for_the_caller(
     # (2 s) after the loss, and the silence timeout runs from there
     assert noticed <= SILENCE_TIMEOUT + STATS_INTERVAL + 1.5, noticed
     assert code == 1, (alice_events, errors)  # the call did not end with a hangup
-    row = await final_cdr(serve.db, call_id)
+    row = await final_cdr(serve.database, call_id)
     assert row["disposition"] == "answered"
     assert (row["reason"], row["ended_by"]) == (ended["reason"], ended["ended_by"])
     assert row["media_path"] == "relay/relay"
@@ -103,10 +105,10 @@ async def test_losing_the_callee_process_mid_call_ends_the_call_for_the_caller(
 
 @pytest.mark.timeout(60)
 async def test_calls_open_when_the_server_dies_are_finalized_at_the_next_start(
-    tmp: Path, user_template: Path, offer_sdp: str, answer_sdp: str
+    tmp: Path, new_server: Callable[[Path], Serve], offer_sdp: str, answer_sdp: str
 ) -> None:
-    server = new_serve(tmp / "restart", template=user_template)
-    add_users(server.data_dir, ["dave"])
+    server = new_server(tmp / "restart")
+    server.add_users(["dave"])
     server.start()
     try:
         async with (
@@ -125,7 +127,7 @@ async def test_calls_open_when_the_server_dies_are_finalized_at_the_next_start(
             ringing = (await carol.request("call.invite", to="dave", sdp=offer_sdp))["call_id"]
             await next_of(dave, "call.incoming", ringing)
             await asyncio.sleep(0.5)
-            open_rows = [cdr_row(server.db, talking), cdr_row(server.db, ringing)]
+            open_rows = [cdr_row(server.database, talking), cdr_row(server.database, ringing)]
             assert all(r is not None and r["end_at"] is None for r in open_rows), open_rows
             assert server.proc is not None
             server.proc.send_signal(signal.SIGKILL)
@@ -134,13 +136,13 @@ async def test_calls_open_when_the_server_dies_are_finalized_at_the_next_start(
             # the clients notice the server is gone
             for client in (alice, bob, carol, dave):
                 await lost(client)
-        still_open = cdr_row(server.db, talking)
+        still_open = cdr_row(server.database, talking)
         assert still_open is not None and still_open["end_at"] is None
 
         restart = datetime.now(UTC)
         server.start()
-        answered = await final_cdr(server.db, talking, timeout=2)
-        unanswered = await final_cdr(server.db, ringing, timeout=2)
+        answered = await final_cdr(server.database, talking, timeout=2)
+        unanswered = await final_cdr(server.database, ringing, timeout=2)
     finally:
         code = server.stop() if server.proc and server.proc.poll() is None else 0
         server.kill()

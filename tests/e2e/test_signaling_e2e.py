@@ -63,7 +63,7 @@ async def ended(client: SignalingClient, call_id: str, timeout: float = 5.0) -> 
 
 
 async def record(serve: Serve, call_id: str) -> dict[str, Any]:
-    row = await final_cdr(serve.db, call_id)
+    row = await final_cdr(serve.database, call_id)
     assert row["invite_at"] is not None and row["invite_at"] <= row["end_at"]
     return row
 
@@ -92,7 +92,7 @@ async def test_reject_reason_is_kept_in_the_cdr(serve: Serve, offer_sdp: str) ->
         await bob.request("call.reject", call_id=call_id, reason="in a meeting until 3")
         await ended(alice, call_id)
         row = await record(serve, call_id)
-    assert "in a meeting until 3" in json.dumps(row)
+    assert "in a meeting until 3" in json.dumps(row, default=str)
 
 
 async def test_busy_when_the_callee_is_in_another_call(
@@ -290,7 +290,7 @@ async def test_media_lost_when_no_packets_arrive_for_the_silence_timeout(
 async def test_cdr_row_exists_while_the_call_rings(serve: Serve, offer_sdp: str) -> None:
     async with connected(serve, "alice") as alice, connected(serve, "bob") as bob:
         call_id = await ring(alice, [bob], "bob", offer_sdp)
-        row = cdr_row(serve.db, call_id)
+        row = cdr_row(serve.database, call_id)
         assert row is not None and row["end_at"] is None and row["ring_at"] is not None
         await alice.request("call.hangup", call_id=call_id)
         await ended(bob, call_id)

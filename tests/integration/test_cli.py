@@ -72,12 +72,14 @@ def binding_request(port: int, timeout: float = 0.5) -> bytes | None:
 
 @contextmanager
 def running(
-    args: list[str], cwd: Path, stun_port: int, ready_url: str | None = None
+    args: list[str], cwd: Path, stun_port: int, ready_url: str | None = None, **env: str
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `callgate ARGS`, wait until it answers STUN (and `ready_url`), and make sure it is
-    gone afterwards."""
+    """Start `callgate ARGS` (with `env` added), wait until it answers STUN (and `ready_url`), and
+    make sure it is gone afterwards."""
     log = (cwd / "server.log").open("wb")
-    proc = subprocess.Popen([*COMMAND, *args], cwd=cwd, env=clean_env(), stderr=log, stdout=log)
+    proc = subprocess.Popen(
+        [*COMMAND, *args], cwd=cwd, env=clean_env(**env), stderr=log, stdout=log
+    )
     try:
         deadline = time.monotonic() + 30
         # "listening on" in our own log: a STUN answer alone could come from another process

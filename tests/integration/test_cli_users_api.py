@@ -1,4 +1,5 @@
-"""`callgate user … --server URL` against a real `callgate serve` subprocess on loopback.
+"""`callgate user … --server URL` against a real `callgate serve` subprocess on loopback, with its
+store on SQLite and on PostgreSQL (CALLGATE_DATABASE_URL).
 
 The first start prints the admin's one-time password; `callgate login` saves the admin's session
 in a temp CALLGATE_CONFIG_DIR, and the user commands go through /api/users with it (or with a
@@ -9,14 +10,15 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.integration.test_cli import callgate, free_port, running, stop
 
@@ -24,13 +26,13 @@ from tests.integration.test_cli import callgate, free_port, running, stop
 @dataclass(frozen=True)
 class Server:
     url: str
-    data: Path
+    database_url: str
     admin_password: str
     cwd: Path
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
     data = tmp_path / "data"
     port, http_port = free_port(), free_port()
     args = [
@@ -38,12 +40,17 @@ def server(tmp_path: Path) -> Iterator[Server]:
         "--listen", f"127.0.0.1:{port}",
     ]  # fmt: skip
     url = f"http://127.0.0.1:{http_port}"
-    with running(args, tmp_path, port, ready_url=f"{url}/healthz") as proc:
+    env = {"CALLGATE_DATABASE_URL": database_url}
+    with running(args, tmp_path, port, ready_url=f"{url}/healthz", **env) as proc:
         log = (tmp_path / "server.log").read_text()
         found = re.search(r"user 'admin', password (\S+) ", log)
         assert found, log
-        yield Server(url, data, found.group(1), tmp_path)
+        yield Server(url, database_url, found.group(1), tmp_path)
         assert stop(proc) == 0
+    database_password = urlsplit(database_url).password
+    assert (
+        database_password is None or database_password not in (tmp_path / "server.log").read_text()
+    )
 
 
 def run(
@@ -86,8 +93,9 @@ def test_user_commands_through_the_api(server: Server) -> None:
     users = listed(server)
     assert set(users) == {"admin", "bob"}
     assert users["bob"] == {
-        "handle": "bob", "display_name": "bob", "groups": [], "admin": False, "disabled": False,
-        "kind": "account", "realm": "callgate", "created_at": users["bob"]["created_at"],
+        "handle": "bob", "display_name": "bob", "groups": [], "admin": False, "role": "user",
+        "disabled": False, "kind": "account", "realm": "callgate",
+        "created_at": users["bob"]["created_at"],
     }  # fmt: skip
     assert users["admin"]["admin"] is True
     table = run(server, "user", "list", "--server", url)
@@ -127,7 +135,7 @@ def test_user_commands_through_the_api(server: Server) -> None:
     )
     assert from_env.returncode == 0, from_env.stderr
     assert status_of_login(server, "dan", "pw-d") == 200
-    both = run(server, "user", "list", "--server", url, "--data-dir", str(server.data))
+    both = run(server, "user", "list", "--server", url, "--data-dir", str(server.cwd / "data"))
     assert both.returncode == 2 and "--data-dir" in both.stderr
 
 
@@ -151,10 +159,15 @@ def test_one_shot_admin_sign_in_and_refusals(server: Server) -> None:
     assert disabled.returncode == 0, disabled.stderr
     assert status_of_login(server, "carol", "pw-c") == 401
     # The one-shot tokens were revoked when each command ended.
-    with sqlite3.connect(server.data / "callgate.sqlite3") as db:
+    engine = create_engine(server.database_url)
+    with engine.connect() as db:
         open_tokens = db.execute(
-            "SELECT count(*) FROM api_tokens WHERE device = 'callgate-user' AND revoked_at IS NULL"
-        ).fetchone()[0]
+            text(
+                "SELECT count(*) FROM api_tokens "
+                "WHERE device = 'callgate-user' AND revoked_at IS NULL"
+            )
+        ).scalar_one()
+    engine.dispose()
     assert open_tokens == 0
 
     no_session = run(server, "user", "list", "--server", url, CALLGATE_CONFIG_DIR=empty)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,14 +15,14 @@ from callgate.records.quality_store import QualityRepository
 from callgate.signaling import messages as m
 from callgate.signaling.calls import CallEngine
 from callgate.signaling.hub import Device, SignalingHub
-from callgate.storage.db import Store, open_store, sqlite_url
+from callgate.storage.db import Store, open_store
 
 SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(sqlite_url(tmp_path / "data"))
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = open_store(database_url)
     yield opened
     opened.close()
 

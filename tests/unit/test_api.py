@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,15 +15,15 @@ from callgate.api.deps import Services
 from callgate.clock import ManualClock
 from callgate.records.cdr import CallOpen, CdrRepository
 from callgate.records.cdr_types import new_call_id
-from callgate.storage.db import Store, open_store, sqlite_url
+from callgate.storage.db import Store, open_store
 
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(sqlite_url(tmp_path))
+def store(database_url: str) -> Iterator[Store]:
+    opened = open_store(database_url)
     yield opened
     opened.close()
 
@@ -70,6 +69,7 @@ async def test_login_me_logout(client: httpx.AsyncClient) -> None:
     body = response.json()
     assert body["user"] == {
         "handle": "alice", "display_name": "Alice A", "groups": ["eng"], "is_admin": False,
+        "role": "user",
     }  # fmt: skip
     assert body["expires_at"].startswith("2026-11-27T21:00:00")  # 12 h
     me = await client.get("/api/me", headers=bearer(body["token"]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,13 +15,13 @@ from callgate.api.app import create_app
 from callgate.api.deps import Services
 from callgate.clock import ManualClock
 from callgate.records.cdr import CdrRepository
-from callgate.storage.db import Store, open_store, sqlite_url
+from callgate.storage.db import Store, open_store
 
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 ACCOUNT_FIELDS = {
-    "handle", "display_name", "groups", "is_admin", "disabled", "has_password", "realm",
-    "created_at", "updated_at",
+    "handle", "display_name", "groups", "is_admin", "role", "legal_hold", "disabled",
+    "has_password", "realm", "created_at", "updated_at",
 }  # fmt: skip
 # Every endpoint, with a body that would be valid, for the 401/403 checks.
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -36,8 +35,8 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(sqlite_url(tmp_path))
+def store(database_url: str) -> Iterator[Store]:
+    opened = open_store(database_url)
     yield opened
     opened.close()
 

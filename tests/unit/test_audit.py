@@ -30,15 +30,15 @@ from callgate.records.audit_chain import (
     sign_checkpoint,
     verify,
 )
-from callgate.storage.db import Store, open_store, sqlite_url
+from callgate.storage.db import Store, open_store
 from callgate.storage.models import AuditEntry
 
 T0 = datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(sqlite_url(tmp_path / "data"))
+def store(database_url: str) -> Iterator[Store]:
+    opened = open_store(database_url)
     yield opened
     opened.close()
 

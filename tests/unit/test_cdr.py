@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from callgate.clock import ManualClock
@@ -15,15 +16,21 @@ from callgate.records.cdr import CallOpen, CdrRepository
 from callgate.records.cdr_types import new_call_id
 from callgate.records.quality import StreamStats
 from callgate.records.quality_store import QualityRepository
-from callgate.storage.db import Store, create_store_engine, migrate, open_store, sqlite_url
+from callgate.storage.db import (
+    MIGRATIONS_DIR,
+    Store,
+    create_store_engine,
+    migrate,
+    open_store,
+)
 from callgate.storage.models import RelaySession
 
 T0 = datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(sqlite_url(tmp_path / "data"))
+def store(database_url: str) -> Iterator[Store]:
+    opened = open_store(database_url)
     yield opened
     opened.close()
 
@@ -218,16 +225,22 @@ def test_quality_rows_are_upserted_and_final_sticks(store: Store) -> None:
         quality.upsert(call_id, "observer", inbound)
 
 
-def test_migration_0001_to_0002_keeps_turn_users(tmp_path: Path) -> None:
-    engine = create_store_engine(sqlite_url(tmp_path))
+def head_revision() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def test_migration_0001_to_0002_keeps_turn_users(empty_database_url: str) -> None:
+    engine = create_store_engine(empty_database_url)
     migrate(engine, "0001")
     with engine.begin() as conn:
         conn.execute(
             text(
                 "INSERT INTO turn_users (name, realm, key_hex, created_at) "
-                "VALUES ('legacy', 'callgate', :key, '2026-01-01 00:00:00')"
+                "VALUES ('legacy', 'callgate', :key, :at)"
             ),
-            {"key": "ab" * 16},
+            {"key": "ab" * 16, "at": T0},
         )
     migrate(engine)
     tables = set(inspect(engine).get_table_names())
@@ -237,7 +250,7 @@ def test_migration_0001_to_0002_keeps_turn_users(tmp_path: Path) -> None:
             ("legacy", "ab" * 16)
         ]
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0004"  # head: 0004 adds audit_entries and audit_checkpoints
+    assert version == head_revision()  # every later migration applied on top
     columns = {c["name"] for c in inspect(engine).get_columns("calls")}
     assert {"end_detail", "relay_candidates"} <= columns
     calls_indexes = {ix["name"] for ix in inspect(engine).get_indexes("calls")}

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Column, Connection, Integer, MetaData, Table, text
 
 from callgate.records.writer import RecordWriteError, RecordWriter
-from callgate.storage.db import Store, open_store, sqlite_url
+from callgate.storage.db import Store, open_store
+
+# A table of our own; `id` numbers rows in insertion order on both backends.
+LOG = Table(
+    "log",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("n", Integer, nullable=False, unique=True),
+)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(sqlite_url(tmp_path / "data"))
-    with opened.engine.begin() as conn:
-        conn.execute(text("CREATE TABLE log (n INTEGER NOT NULL UNIQUE)"))
+def store(database_url: str) -> Iterator[Store]:
+    opened = open_store(database_url)
+    LOG.create(opened.engine)
     yield opened
     opened.close()
 
@@ -31,7 +37,7 @@ def insert(n: int):  # type: ignore[no-untyped-def]
 
 def rows(store: Store) -> list[int]:
     with store.engine.connect() as conn:
-        return [r[0] for r in conn.execute(text("SELECT n FROM log ORDER BY rowid"))]
+        return [r[0] for r in conn.execute(text("SELECT n FROM log ORDER BY id"))]
 
 
 def test_queued_writes_commit_together_in_order(store: Store) -> None:

@@ -1,8 +1,9 @@
-"""Storage: migrations on a temp SQLite file, repositories, and the DbEventSink lifecycle."""
+"""Storage on SQLite and PostgreSQL: migrations, repositories, and the DbEventSink lifecycle."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -13,7 +14,15 @@ from sqlalchemy import inspect
 
 from callgate.errors import StorageError
 from callgate.records.relay_sessions import DbEventSink
-from callgate.storage.db import MIGRATIONS_DIR, Store, downgrade, open_store, sqlite_url
+from callgate.storage.db import (
+    MIGRATIONS_DIR,
+    Store,
+    create_store_engine,
+    display_url,
+    downgrade,
+    open_store,
+    sqlite_url,
+)
 from callgate.storage.repositories import (
     RelaySessionRepository,
     TurnUserRepository,
@@ -22,13 +31,15 @@ from callgate.storage.repositories import (
 from callgate.turn.auth import long_term_key
 from callgate.turn.events import AllocationEvent, EventKind
 from callgate.types import Transport
+from tests.conftest import free_port
+from tests.db_backends import PgServer
 
 T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(sqlite_url(tmp_path / "data"))
+def store(database_url: str) -> Iterator[Store]:
+    opened = open_store(database_url)
     yield opened
     opened.close()
 
@@ -55,8 +66,8 @@ def event(kind: EventKind, **changes: object) -> AllocationEvent:
     return replace(base, kind=kind, **changes)  # type: ignore[arg-type]
 
 
-def test_migrations_create_tables_and_are_idempotent(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "nested" / "dir")
+def test_migrations_create_tables_and_are_idempotent(empty_database_url: str) -> None:
+    url = empty_database_url
     first = open_store(url)
     tables = set(inspect(first.engine).get_table_names())
     assert {"turn_users", "relay_sessions", "alembic_version"} <= tables
@@ -68,6 +79,12 @@ def test_migrations_create_tables_and_are_idempotent(tmp_path: Path) -> None:
     downgrade(second.engine, "base")  # downgrade works too (portable DDL)
     assert "turn_users" not in inspect(second.engine).get_table_names()
     second.close()
+
+
+def test_sqlite_store_creates_its_directory(tmp_path: Path) -> None:
+    store = open_store(sqlite_url(tmp_path / "nested" / "dir"))
+    store.close()
+    assert (tmp_path / "nested" / "dir" / "callgate.sqlite3").is_file()
 
 
 def test_migrations_ship_with_the_package() -> None:
@@ -222,3 +239,82 @@ def test_key_lookup_reads_db_users_with_a_short_cache(
     assert lookup("alice") is None
     users.add("bob", "elsewhere", key)
     assert lookup("bob") is None  # another realm's user is not ours
+
+
+# ---- database URLs and PostgreSQL specifics ----
+
+
+def test_urls_are_shown_without_their_password() -> None:
+    url = "postgresql+psycopg://callgate:s3cret-pw@db.example:5432/callgate"
+    assert display_url(url) == "postgresql+psycopg://callgate:***@db.example:5432/callgate"
+    assert "s3cret-pw" not in display_url("not a url s3cret-pw")
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg"])
+def test_postgresql_urls_use_psycopg_and_a_connect_timeout(scheme: str) -> None:
+    engine = create_store_engine(f"{scheme}://u:pw@127.0.0.1:5432/db")
+    try:
+        assert engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+    finally:
+        engine.dispose()
+
+
+def test_an_unreachable_server_is_a_storage_error_naming_it_without_the_password() -> None:
+    port = free_port(socket.SOCK_STREAM, both=False)  # nothing listens there
+    with pytest.raises(StorageError) as refused:
+        open_store(f"postgresql://callgate:s3cret-pw@127.0.0.1:{port}/callgate")
+    message = str(refused.value)
+    assert f"callgate:***@127.0.0.1:{port}/callgate" in message
+    assert "s3cret-pw" not in message and "Connection refused" in message
+
+
+def test_unknown_drivers_are_a_storage_error() -> None:
+    with pytest.raises(StorageError, match="no database driver"):
+        open_store("mysql://u:pw@127.0.0.1/db")
+
+
+def test_a_wrong_password_is_a_storage_error(pg_server: PgServer) -> None:
+    url = pg_server.url("postgres").replace(pg_server.password, "wrong-password")
+    with pytest.raises(StorageError, match="password authentication failed") as refused:
+        open_store(url)
+    assert "wrong-password" not in str(refused.value)
+
+
+def test_nodes_starting_together_migrate_one_after_the_other(pg_server: PgServer) -> None:
+    """Two processes opening one empty PostgreSQL database at once: the migration lock makes the
+    second wait and find the schema at head, instead of failing on tables that already exist."""
+    url = pg_server.new_database(template=None)
+    results: list[object] = []
+    barrier = threading.Barrier(3)
+
+    def opener() -> None:
+        barrier.wait(5)
+        try:
+            store = open_store(url)
+        except StorageError as exc:
+            results.append(exc)
+            return
+        results.append(TurnUserRepository(store.sessions).list_users())
+        store.close()
+
+    threads = [threading.Thread(target=opener) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == [[], [], []]
+    pg_server.drop_database(url)
+
+
+def test_high_volume_tables_have_64_bit_ids(store: Store) -> None:
+    """PostgreSQL's INTEGER is 32-bit: the tables that grow with every call and allocation count
+    their rows in BIGINT there (SQLite's INTEGER is 64-bit already, and its only autoincrement)."""
+    wanted = "INTEGER" if store.engine.dialect.name == "sqlite" else "BIGINT"
+    for table in ("calls", "call_quality", "relay_sessions"):
+        columns = {c["name"]: c for c in inspect(store.engine).get_columns(table)}
+        assert str(columns["id"]["type"]) == wanted, table
+    sink = DbEventSink(store.sessions)  # rows still numbered by the database
+    sink.emit(event(EventKind.CREATED, allocation_id="big"))
+    sink.close()
+    row = RelaySessionRepository(store.sessions).get("big")
+    assert row is not None and row.id >= 1

@@ -18,6 +18,11 @@ class UserRecord:
     has_password: bool
     created_at: datetime
     updated_at: datetime
+    role: str = "user"  # admin | compliance | user (ROLES); is_admin == (role == "admin")
+    legal_hold: bool = False  # the purge job keeps every record of a held user
+
+
+ROLES = ("admin", "compliance", "user")
 
 
 @dataclass(frozen=True, slots=True)

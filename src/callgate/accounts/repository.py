@@ -10,9 +10,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from callgate.accounts.audit import AuditHook
 from callgate.accounts.records import TokenRecord, UserRecord
 from callgate.errors import UnknownUserError, UserExistsError
 from callgate.storage.models import ApiToken, User
+from callgate.storage.text import has_nul, storable
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +25,7 @@ class NewUser:
     realm: str
     password_hash: str | None
     turn_key_hex: str | None
-    is_admin: bool
+    role: str
     now: datetime
 
 
@@ -39,6 +41,8 @@ def user_record(row: User) -> UserRecord:
         has_password=row.password_hash is not None,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        role=row.role,
+        legal_hold=row.legal_hold,
     )
 
 
@@ -46,7 +50,7 @@ class UserRepository:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
 
-    def add(self, new: NewUser) -> UserRecord:
+    def add(self, new: NewUser, audit: AuditHook | None = None) -> UserRecord:
         row = User(
             handle=new.handle,
             display_name=new.display_name,
@@ -54,7 +58,9 @@ class UserRepository:
             password_hash=new.password_hash,
             realm=new.realm,
             turn_key_hex=new.turn_key_hex,
-            is_admin=new.is_admin,
+            is_admin=new.role == "admin",
+            role=new.role,
+            legal_hold=False,
             disabled=False,
             created_at=new.now,
             updated_at=new.now,
@@ -63,7 +69,10 @@ class UserRepository:
             with self._sessions.begin() as session:
                 session.add(row)
                 session.flush()
-                return user_record(row)
+                added = user_record(row)
+                if audit is not None:
+                    audit(session.connection(), None, added)
+                return added
         except IntegrityError as exc:
             raise UserExistsError(f"user {new.handle!r} exists") from exc
 
@@ -88,28 +97,40 @@ class UserRepository:
         with self._sessions() as session:
             return [user_record(row) for row in session.scalars(select(User).order_by(User.handle))]
 
-    def change(self, handle: str, now: datetime, **values: object) -> UserRecord:
+    def change(
+        self, handle: str, now: datetime, audit: AuditHook | None = None, **values: object
+    ) -> UserRecord:
+        """Set `values` on the account; `audit` (if any) is written in the same transaction."""
         with self._sessions.begin() as session:
             row = self._find(session, handle)
             if row is None:
                 raise UnknownUserError(f"no user {handle!r}")
+            before = user_record(row)
             for name, value in values.items():
                 setattr(row, name, value)
+            row.is_admin = row.role == "admin"  # one source of truth: the role
             row.updated_at = now
             session.flush()
-            return user_record(row)
+            after = user_record(row)
+            if audit is not None:
+                audit(session.connection(), before, after)
+            return after
 
-    def remove(self, handle: str) -> bool:
+    def remove(self, handle: str, audit: AuditHook | None = None) -> bool:
         with self._sessions.begin() as session:
             row = self._find(session, handle)
             if row is None:
                 return False
+            if audit is not None:
+                audit(session.connection(), user_record(row), None)
             session.execute(delete(ApiToken).where(ApiToken.user_id == row.id))
             session.delete(row)
             return True
 
     @staticmethod
     def _find(session: Session, handle: str) -> User | None:
+        if has_nul(handle):  # no handle holds one (and PostgreSQL would refuse the query)
+            return None
         return session.scalars(select(User).where(User.handle == handle)).one_or_none()
 
 
@@ -118,18 +139,26 @@ class TokenRepository:
         self._sessions = sessions
 
     def add(
-        self, token_hash: str, user_id: int, device: str | None, now: datetime, expires: datetime
+        self,
+        token_hash: str,
+        user_id: int,
+        device: str | None,
+        now: datetime,
+        expires: datetime,
+        audit: AuditHook | None = None,
     ) -> None:
         with self._sessions.begin() as session:
             session.add(
                 ApiToken(
                     token_hash=token_hash,
                     user_id=user_id,
-                    device=device,
+                    device=storable(device),
                     created_at=now,
                     expires_at=expires,
                 )
             )
+            if audit is not None:
+                audit(session.connection(), None, None)
 
     def find(self, token_hash: str) -> TokenRecord | None:
         with self._sessions() as session:
@@ -151,14 +180,17 @@ class TokenRepository:
                 revoked_at=token.revoked_at,
             )
 
-    def revoke(self, token_hash: str, now: datetime) -> bool:
+    def revoke(self, token_hash: str, now: datetime, audit: AuditHook | None = None) -> bool:
         with self._sessions.begin() as session:
             result = session.execute(
                 update(ApiToken)
                 .where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
-            return bool(getattr(result, "rowcount", 0))
+            revoked = bool(getattr(result, "rowcount", 0))
+            if revoked and audit is not None:
+                audit(session.connection(), None, None)
+            return revoked
 
     def revoke_all(self, user_id: int, now: datetime) -> int:
         with self._sessions.begin() as session:

@@ -8,6 +8,7 @@ Tokens are 256-bit random strings; only their SHA-256 is stored.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import secrets
@@ -15,11 +16,13 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from callgate.accounts import audit
 from callgate.accounts.passwords import Passwords
-from callgate.accounts.records import UserRecord
+from callgate.accounts.records import ROLES, UserRecord
 from callgate.accounts.repository import NewUser, TokenRepository, UserRepository
 from callgate.clock import Clock, SystemClock
 from callgate.errors import InvalidAccountValue, UnknownUserError, UserExistsError
+from callgate.records.audit import AuditLog
 from callgate.storage.db import Store
 from callgate.turn.auth import long_term_key
 
@@ -37,6 +40,12 @@ def check_handle(handle: str) -> str:
     if not HANDLE_RE.fullmatch(handle):
         raise InvalidAccountValue("handle must be 1-64 of a-z 0-9 . _ -")
     return handle
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise InvalidAccountValue(f"role must be one of {', '.join(ROLES)}")
+    return role
 
 
 def _check_password(password: str) -> str:
@@ -76,6 +85,7 @@ class AccountService:
         clock: Clock | None = None,
         passwords: Passwords | None = None,
     ) -> None:
+        self._store = store
         self._users = UserRepository(store.sessions)
         self._tokens = TokenRepository(store.sessions)
         self._realm = realm
@@ -99,9 +109,14 @@ class AccountService:
         password: str | None = None,
         *,
         is_admin: bool = False,
+        role: str | None = None,
+        actor: str = audit.SYSTEM,
     ) -> UserRecord:
-        """A new account; without a password it cannot sign in (or use TURN) until one is set."""
+        """A new account; without a password it cannot sign in (or use TURN) until one is set.
+        `role` is admin, compliance or user; `is_admin=True` is the same as role "admin".
+        Every change below is audited (user.*) with `actor`, in the change's transaction."""
         handle = check_handle(handle)
+        role = check_role(role if role is not None else ("admin" if is_admin else "user"))
         new = NewUser(
             handle=handle,
             display_name=_check_display_name(display_name, handle),
@@ -109,7 +124,7 @@ class AccountService:
             realm=self._realm,
             password_hash=None,
             turn_key_hex=None,
-            is_admin=is_admin,
+            role=role,
             now=self._now(),
         )
         if password is not None:
@@ -119,8 +134,8 @@ class AccountService:
                 password_hash=self._passwords.hash(password),
                 turn_key_hex=long_term_key(handle, self._realm, password).hex(),
             )
-        user = self._users.add(new)
-        log.info("account %s created (admin=%s)", handle, is_admin)
+        user = self._users.add(new, audit.user_change(actor, "user.create", handle))
+        log.info("account %s created (role %s)", handle, role)
         return user
 
     def get(self, handle: str) -> UserRecord | None:
@@ -129,12 +144,13 @@ class AccountService:
     def list_users(self) -> list[UserRecord]:
         return self._users.list_users()
 
-    def set_password(self, handle: str, password: str) -> UserRecord:
+    def set_password(self, handle: str, password: str, actor: str = audit.SYSTEM) -> UserRecord:
         """New password: new argon2 hash and TURN key; existing tokens stay valid."""
         _check_password(password)
         user = self._users.change(
             handle,
             self._now(),
+            audit.user_change(actor, "user.password", handle),
             password_hash=self._passwords.hash(password),
             turn_key_hex=long_term_key(handle, self._realm, password).hex(),
             realm=self._realm,
@@ -142,24 +158,50 @@ class AccountService:
         log.info("account %s: password changed", handle)
         return user
 
-    def set_disabled(self, handle: str, disabled: bool) -> UserRecord:
+    def set_role(self, handle: str, role: str, actor: str = audit.SYSTEM) -> UserRecord:
+        """Make the account an admin, a compliance officer or a plain user (is_admin follows)."""
+        hook = audit.user_change(actor, "user.role", handle)
+        user = self._users.change(handle, self._now(), hook, role=check_role(role))
+        log.info("account %s: role %s", handle, role)
+        return user
+
+    def update_profile(
+        self,
+        handle: str,
+        display_name: str | None = None,
+        groups: Iterable[str] | None = None,
+        actor: str = audit.SYSTEM,
+    ) -> UserRecord:
+        """Change the display name and/or the groups (None leaves a field as it is)."""
+        values: dict[str, object] = {}
+        if display_name is not None:
+            values["display_name"] = _check_display_name(display_name, handle)
+        if groups is not None:
+            values["groups"] = json.dumps(list(_check_groups(groups)))
+        hook = audit.user_change(actor, "user.update", handle) if values else None
+        return self._users.change(handle, self._now(), hook, **values)
+
+    def set_disabled(self, handle: str, disabled: bool, actor: str = audit.SYSTEM) -> UserRecord:
         """Disable (no sign-in, tokens refused, TURN key refused) or enable an account."""
         now = self._now()
-        user = self._users.change(handle, now, disabled=disabled)
+        action = "user.disable" if disabled else "user.enable"
+        user = self._users.change(
+            handle, now, audit.user_change(actor, action, handle), disabled=disabled
+        )
         if disabled:
             # Tokens issued before the account was disabled stay dead when it is enabled again.
             self._tokens.revoke_all(user.id, now)
         log.info("account %s %s", handle, "disabled" if disabled else "enabled")
         return user
 
-    def disable(self, handle: str) -> UserRecord:
-        return self.set_disabled(handle, True)
+    def disable(self, handle: str, actor: str = audit.SYSTEM) -> UserRecord:
+        return self.set_disabled(handle, True, actor)
 
-    def enable(self, handle: str) -> UserRecord:
-        return self.set_disabled(handle, False)
+    def enable(self, handle: str, actor: str = audit.SYSTEM) -> UserRecord:
+        return self.set_disabled(handle, False, actor)
 
-    def remove(self, handle: str) -> None:
-        if not self._users.remove(handle):
+    def remove(self, handle: str, actor: str = audit.SYSTEM) -> None:
+        if not self._users.remove(handle, audit.user_change(actor, "user.delete", handle)):
             raise UnknownUserError(f"no user {handle!r}")
         log.info("account %s removed", handle)
 
@@ -196,8 +238,34 @@ class AccountService:
             return None
         return bytes.fromhex(found[2])
 
+    def sign_in(
+        self, handle: str, password: str, client: str | None, device: str | None = None
+    ) -> tuple[UserRecord, str, datetime] | None:
+        """`authenticate` then `issue_token`, audited: auth.login in the token's transaction, or
+        auth.login_failed with the handle tried (never the password) and the client address."""
+        user = self.authenticate(handle, password)
+        if user is None:
+            details = {"handle": handle[:64], "client": client}
+            AuditLog(self._store).append(
+                audit.SYSTEM, "auth.login_failed", f"user:{handle[:64]}", details
+            )
+            return None
+        token, expires = self.issue_token(
+            user, device=device, audit_hook=audit.sign_in(user, client, device)
+        )
+        return user, token, expires
+
+    def sign_out(self, user: UserRecord, token: str, client: str | None) -> bool:
+        """Revoke `token`, audited as auth.logout in the same transaction."""
+        hook = audit.sign_out(user, client)
+        return self._tokens.revoke(token_hash(token), self._now(), hook)
+
     def issue_token(
-        self, user: UserRecord, ttl_s: float = DEFAULT_TOKEN_TTL_S, device: str | None = None
+        self,
+        user: UserRecord,
+        ttl_s: float = DEFAULT_TOKEN_TTL_S,
+        device: str | None = None,
+        audit_hook: audit.AuditHook | None = None,
     ) -> tuple[str, datetime]:
         """A new bearer token for `user` and its expiry. The token is returned once, never kept."""
         if not 0 < ttl_s <= MAX_TOKEN_TTL_S:
@@ -207,7 +275,7 @@ class AccountService:
         token = secrets.token_urlsafe(32)
         now = self._now()
         expires = now + timedelta(seconds=ttl_s)
-        self._tokens.add(token_hash(token), user.id, device, now, expires)
+        self._tokens.add(token_hash(token), user.id, device, now, expires, audit_hook)
         return token, expires
 
     def verify_token(self, token: str) -> UserRecord | None:

@@ -1,8 +1,8 @@
 """The HTTP application: health, Prometheus metrics and, given the services, the REST API.
 
 Routes: `GET /healthz`, `GET /metrics`; with `services`: `/api/login`, `/api/logout`, `/api/me`,
-`/api/calls`, `/api/users` (see api/routes/). Other packages add theirs through `routers`
-(e.g. /ws).
+`/api/calls`, `/api/users`, records, exports, audit, live calls, retention and stats (see
+api/routes/ and docs/admin-api.md). Other packages add theirs through `routers` (e.g. /ws).
 """
 
 from __future__ import annotations
@@ -11,11 +11,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry
 
 from callgate import __version__
 from callgate.api.deps import Services
-from callgate.api.routes import auth, calls, users
+from callgate.api.openapi import document_errors
+from callgate.api.routes import admin, auth, calls, exports, records, stats, users
+from callgate.api.routes import groups as group_routes
+from callgate.api.routes import policy as policy_routes
 from callgate.metrics import render
 
 HealthCheck = Callable[[], dict[str, Any]]
@@ -40,7 +44,7 @@ def create_app(
         response.status_code = 200 if ok else 503
         return {"status": "ok" if ok else "degraded", "version": __version__, **checks}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)  # Prometheus text exposition
     def metrics() -> Response:
         body, content_type = render(registry)
         return Response(content=body, media_type=content_type)
@@ -50,6 +54,13 @@ def create_app(
         app.include_router(auth.router)
         app.include_router(calls.router)
         app.include_router(users.router)
+        app.include_router(group_routes.router)
+        app.include_router(policy_routes.router)
+        app.include_router(exports.router)  # before records: /api/cdrs/export vs /api/cdrs/{id}
+        app.include_router(records.router)
+        app.include_router(admin.router)
+        app.include_router(stats.router)
     for router in routers:
         app.include_router(router)
+    document_errors(app)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,11 +18,15 @@ class LoginRequest(BaseModel):
     device: str | None = Field(default=None, max_length=64)
 
 
+Role = Literal["admin", "compliance", "user"]
+
+
 class UserOut(BaseModel):
     handle: str
     display_name: str
     groups: list[str]
-    is_admin: bool
+    is_admin: bool  # role == "admin"
+    role: Role
 
     @classmethod
     def of(cls, user: UserRecord) -> UserOut:
@@ -30,6 +35,7 @@ class UserOut(BaseModel):
             display_name=user.display_name,
             groups=list(user.groups),
             is_admin=user.is_admin,
+            role=cast(Role, user.role),
         )
 
 
@@ -39,7 +45,9 @@ class AccountOut(BaseModel):
     handle: str
     display_name: str
     groups: list[str]
-    is_admin: bool
+    is_admin: bool  # role == "admin"
+    role: Role
+    legal_hold: bool
     disabled: bool
     has_password: bool
     realm: str
@@ -53,6 +61,8 @@ class AccountOut(BaseModel):
             display_name=user.display_name,
             groups=list(user.groups),
             is_admin=user.is_admin,
+            role=cast(Role, user.role),
+            legal_hold=user.legal_hold,
             disabled=user.disabled,
             has_password=user.has_password,
             realm=user.realm,
@@ -74,7 +84,26 @@ class NewAccountRequest(BaseModel):
     display_name: str | None = Field(default=None, max_length=255)
     groups: list[str] = Field(default_factory=list, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
-    is_admin: bool = False
+    is_admin: bool = False  # kept for older clients: the same as role "admin"
+    role: Role | None = None
+
+
+class UserPatch(BaseModel):
+    """PATCH /api/users/{handle}: only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: str | None = Field(default=None, min_length=1, max_length=255)
+    groups: list[str] | None = Field(default=None, max_length=64)
+    role: Role | None = None
+
+
+class HoldRequest(BaseModel):
+    """PUT …/legal-hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hold: bool
 
 
 class PasswordRequest(BaseModel):

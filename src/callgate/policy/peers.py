@@ -85,6 +85,17 @@ class PeerFilter:
         self._cache[host] = verdict
         return verdict
 
+    def permits_listed(self, host: str) -> bool:
+        """Only what the allow-list opens (and the deny-list does not close): a user's extra peer
+        ranges, on top of the server's filter."""
+        try:
+            ip = _normalize(ipaddress.ip_address(host.split("%", 1)[0]))
+        except ValueError:
+            return False
+        if any(ip in net for net in self.deny):
+            return False
+        return any(ip in net for net in self.allow)
+
     def _judge(self, host: str) -> bool:
         try:
             ip = _normalize(ipaddress.ip_address(host.split("%", 1)[0]))

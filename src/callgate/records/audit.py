@@ -11,8 +11,9 @@ instead of failing — `SELECT … FOR UPDATE` on the head row would not cover a
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,18 +33,22 @@ from callgate.records.audit_chain import (
     GENESIS,
     Entry,
     VerifyResult,
+    body_json,
     canonical_json,
-    entry_hash,
     format_time,
     key_id,
     sign_checkpoint,
     verify,
 )
+from callgate.records.audit_verify import supported, verify_stored
 from callgate.storage.db import Store
 from callgate.storage.models import AuditCheckpoint, AuditEntry, utcnow
+from callgate.storage.text import storable
 
 KEY_FILENAME = "audit-ed25519.pem"
 CHUNK = 5000
+# (actor, action, object, details) of one entry to append; details None = {}.
+NewEntry = tuple[str, str, str, Mapping[str, Any] | None]
 
 
 def default_key_path(data_dir: Path) -> Path:
@@ -145,30 +150,65 @@ class AuditLog:
         at: datetime | None = None,
     ) -> Entry:
         """Append one entry inside the caller's transaction (it commits or rolls back with it)."""
+        return AuditLog.append_many_in(conn, [(actor, action, object, details)], at)[0]
+
+    @staticmethod
+    def append_many_in(
+        conn: Connection, new: Sequence[NewEntry], at: datetime | None = None
+    ) -> list[Entry]:
+        """Append several entries, in order, inside the caller's transaction: one head read and
+        one multi-row insert for the lot (the fast way to write a batch)."""
+        if not new:
+            return []
+        when = at if at is not None else utcnow()
+        at_text = format_time(when)  # refuses naive datetimes before anything is written
+        texts = [canonical_json(dict(details or {})).decode("utf-8") for *_, details in new]
         if conn.dialect.name == "postgresql":
             conn.execute(text("LOCK TABLE audit_entries IN SHARE ROW EXCLUSIVE MODE"))
-        when = at if at is not None else utcnow()
-        format_time(when)  # refuses naive datetimes before anything is written
-        details_text = canonical_json(dict(details or {})).decode("utf-8")
+        elif conn.dialect.name == "sqlite":
+            # pysqlite opens a transaction only at the first write, so the head read below could
+            # run outside it and race another appender to the same seq. A write that changes
+            # nothing takes SQLite's write lock first (waiting up to busy_timeout for it) and
+            # holds it until this transaction ends.
+            conn.execute(text("UPDATE audit_entries SET seq = seq WHERE 0"))
         head = conn.execute(
             select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
         ).first()
-        seq, prev = (head.seq + 1, head.hash) if head is not None else (1, GENESIS)
-        entry = Entry(seq, when, actor, action, object, details_text, prev, "")
-        digest = entry_hash(prev, entry.body())
+        seq, prev = (int(head.seq), str(head.hash)) if head is not None else (0, GENESIS)
+        written: list[Entry] = []
+        prev_raw = bytes.fromhex(prev)
+        for (raw_actor, raw_action, raw_object, _), details_text in zip(new, texts, strict=True):
+            # Hashed as stored: a NUL (a handle tried at sign-in) cannot be kept by PostgreSQL.
+            actor, action, object = storable(raw_actor), storable(raw_action), storable(raw_object)
+            seq += 1
+            prev_raw = hashlib.sha256(
+                prev_raw + body_json(seq, at_text, actor, action, object, details_text)
+            ).digest()
+            digest = prev_raw.hex()
+            written.append(Entry(seq, when, actor, action, object, details_text, prev, digest))
+            prev = digest
         conn.execute(
-            insert(AuditEntry).values(
-                seq=seq,
-                at=when,
-                actor=actor,
-                action=action,
-                object=object,
-                details=details_text,
-                prev_hash=prev,
-                hash=digest,
-            )
+            insert(AuditEntry),
+            [
+                {
+                    "seq": e.seq,
+                    "at": e.at,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "object": e.object,
+                    "details": e.details,
+                    "prev_hash": e.prev_hash,
+                    "hash": e.hash,
+                }
+                for e in written
+            ],
         )
-        return Entry(seq, when, actor, action, object, details_text, prev, digest)
+        return written
+
+    def append_many(self, new: Sequence[NewEntry], at: datetime | None = None) -> list[Entry]:
+        """Append several entries in one transaction of their own."""
+        with self._store.engine.begin() as conn:
+            return self.append_many_in(conn, new, at)
 
     def size(self) -> int:
         with self._store.engine.connect() as conn:
@@ -246,10 +286,17 @@ class AuditLog:
         public_key: Ed25519PublicKey | None,
         extra_checkpoints: list[str] | None = None,
         entries: Iterator[Entry] | None = None,
+        progress: Callable[[int], None] | None = None,
+        workers: int | None = None,
     ) -> VerifyResult:
-        """Verify the stored chain against the stored checkpoints and `extra_checkpoints`."""
+        """Verify the stored chain against the stored checkpoints and `extra_checkpoints`;
+        `progress(entries checked so far)` is called every few thousand entries."""
         notes = [cp.note for cp in self.checkpoints()] + list(extra_checkpoints or [])
-        return verify(entries if entries is not None else self.iter_entries(), notes, public_key)
+        if entries is not None:
+            return verify(entries, notes, public_key)
+        if not supported(self._store.engine):
+            return verify(self.iter_entries(), notes, public_key)
+        return verify_stored(self._store.engine, notes, public_key, progress, workers)
 
 
 def export_checkpoint(checkpoint: StoredCheckpoint, path: Path) -> None:

@@ -39,9 +39,10 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _json_string  # C-accelerated
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -113,6 +114,22 @@ class Entry:
 def entry_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
     """SHA-256(prev_hash bytes ‖ canonical JSON of the entry's body), as 64 hex digits."""
     return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_json(body)).hexdigest()
+
+
+def body_json(seq: int, at: str, actor: str, action: str, object: str, details: str) -> bytes:
+    """The canonical JSON of an entry's body, built around the stored `details` text.
+
+    Equal to `canonical_json(body)` whenever `details` is the canonical text of an object (as
+    `append` stores it), at a fraction of the cost: no parsing, no re-encoding of `details`. It
+    stays injective for any `details` text: every other field is a JSON string literal or an
+    integer, so the split of the text into fields is unique — an edited `details` (even one that is
+    not JSON) always changes the bytes hashed.
+    """
+    return (
+        f'{{"action":{_json_string(action)},"actor":{_json_string(actor)},'
+        f'"at":{_json_string(at)},"details":{details},"object":{_json_string(object)},'
+        f'"seq":{int(seq)}}}'
+    ).encode()
 
 
 # ---- checkpoints (signed notes) ----
@@ -218,6 +235,130 @@ def _bad(size: int, seq: int | None, problem: str, checkpoints: int = 0) -> Veri
     return VerifyResult(False, size, seq, problem, checkpoints)
 
 
+# One stored entry as the verifier reads it: (seq, at as the canonical time string, actor, action,
+# object, details text, prev_hash, hash).
+Row = tuple[int, str, str, str, str, str, str, str]
+
+
+def entry_row(entry: Entry) -> Row:
+    e = entry
+    try:
+        at = format_time(e.at)
+    except ValueError:  # a naive time was never written by append: its hash will not match
+        at = e.at.isoformat()
+    return (e.seq, at, e.actor, e.action, e.object, e.details, e.prev_hash, e.hash)
+
+
+@dataclass(frozen=True, slots=True)
+class SpanResult:
+    """What `check_span` found in one span of the log."""
+
+    last: int  # seq of the last entry found good (lo - 1 when none)
+    bad_seq: int | None = None
+    problem: str | None = None
+    checked: int = 0  # signed checkpoints whose head matched inside the span
+
+
+def _why_hash_differs(details: str) -> str:
+    try:
+        parse_details(details)
+    except ValueError as exc:
+        return f"entry is malformed: {exc}"
+    return "hash does not match the entry's contents (edited)"
+
+
+def check_span(
+    rows: Iterable[Row], lo: int, hi: int | None, prev: str, heads: Mapping[int, list[str]]
+) -> SpanResult:
+    """Check the entries `lo`..`hi` (None: up to the last row) given in seq order, `prev` being
+    the stored hash of entry lo - 1 (GENESIS for lo = 1); `heads` maps checkpoint sizes to their
+    signed head hashes.
+
+    Each entry is checked against the stored previous one — seq is the next number, prev_hash is
+    the previous entry's stored hash, hash = SHA-256(prev_hash ‖ body) — so spans can be checked
+    independently (and in parallel): the first bad entry is the same as when recomputing the
+    chain from genesis, since every entry before it has a stored hash equal to the recomputed one.
+    """
+    sha256, fromhex = hashlib.sha256, bytes.fromhex
+    expected, checked = lo, 0
+    cp_sizes = sorted(size for size in heads if size >= lo and (hi is None or size <= hi))
+    cp_sizes.reverse()
+    next_cp = cp_sizes.pop() if cp_sizes else -1
+    for seq, at, actor, action, obj, details, prev_hash, stored in rows:
+        if seq != expected:
+            what = "missing (deleted)" if seq > expected else "out of order"
+            return SpanResult(
+                expected - 1, expected, f"entry {expected} is {what}: next seq is {seq}"
+            )
+        if prev_hash != prev:
+            problem = "prev_hash does not match the previous entry's hash"
+            return SpanResult(seq - 1, seq, problem, checked)
+        try:
+            digest = sha256(fromhex(prev_hash) + body_json(seq, at, actor, action, obj, details))
+        except (ValueError, TypeError) as exc:
+            return SpanResult(seq - 1, seq, f"entry is malformed: {exc}", checked)
+        if digest.hexdigest() != stored:
+            return SpanResult(seq - 1, seq, _why_hash_differs(details), checked)
+        if seq == next_cp:
+            for head in heads[seq]:
+                if head != stored:
+                    problem = f"entry {seq} differs from the signed checkpoint of size {seq}"
+                    return SpanResult(seq, seq, problem, checked)
+                checked += 1
+            next_cp = cp_sizes.pop() if cp_sizes else -1
+        prev, expected = stored, seq + 1
+    if hi is not None and expected <= hi:
+        return SpanResult(expected - 1, expected, f"entry {expected} is missing (deleted)", checked)
+    return SpanResult(expected - 1, None, None, checked)
+
+
+def signed_heads(
+    notes: Sequence[str], public_key: Ed25519PublicKey | None
+) -> dict[int, list[str]] | VerifyResult:
+    """Checkpoint size -> head hashes of the notes whose signature verifies; the failure otherwise
+    (a bad signature, or notes without a key to check them)."""
+    heads: dict[int, list[str]] = {}
+    for note in notes:
+        if public_key is None:
+            return _bad(0, None, "checkpoints given but no public key to verify them")
+        try:
+            checkpoint = verify_checkpoint(note, public_key)
+        except CheckpointError as exc:
+            return _bad(0, None, str(exc))
+        heads.setdefault(checkpoint.size, []).append(checkpoint.head_hash)
+    return heads
+
+
+def combine(
+    spans: Iterable[SpanResult],
+    heads: Mapping[int, list[str]],
+    progress: Callable[[int], None] | None = None,
+) -> VerifyResult:
+    """The verdict over consecutive spans (in order) and the signed checkpoint heads."""
+    checked = 0
+    for head in heads.get(0, []):
+        if head != GENESIS:
+            return _bad(0, None, "checkpoint of size 0 has a head hash other than genesis")
+        checked += 1
+    size = 0
+    for span in spans:
+        checked += span.checked
+        if span.bad_seq is not None:
+            return _bad(span.last, span.bad_seq, span.problem or "", checked)
+        size = span.last
+        if progress is not None:
+            progress(size)
+    beyond = [n for n in heads if n > size]
+    if beyond:
+        return _bad(
+            size,
+            size + 1,
+            f"log truncated: a signed checkpoint has {max(beyond)} entries, the log only {size}",
+            checked,
+        )
+    return VerifyResult(True, size, None, None, checked)
+
+
 def verify(
     entries: Iterable[Entry],
     checkpoints: Sequence[str] = (),
@@ -225,56 +366,8 @@ def verify(
 ) -> VerifyResult:
     """Recompute the chain over `entries` (in seq order, streamed) and check each signed
     checkpoint note against it; the first problem found, with the first bad entry's seq."""
-    signed: dict[int, list[Checkpoint]] = {}
-    for note in checkpoints:
-        if public_key is None:
-            return _bad(0, None, "checkpoints given but no public key to verify them")
-        try:
-            checkpoint = verify_checkpoint(note, public_key)
-        except CheckpointError as exc:
-            return _bad(0, None, str(exc))
-        signed.setdefault(checkpoint.size, []).append(checkpoint)
-    checked = 0
-    head, size = GENESIS, 0
-    for cp in signed.pop(0, []):
-        if cp.head_hash != GENESIS:
-            return _bad(0, None, "checkpoint of size 0 has a head hash other than genesis")
-        checked += 1
-    for entry in entries:
-        expected = size + 1
-        if entry.seq != expected:
-            what = "missing (deleted)" if entry.seq > expected else "out of order"
-            return _bad(
-                size, expected, f"entry {expected} is {what}: next seq is {entry.seq}", checked
-            )
-        if entry.prev_hash != head:
-            return _bad(
-                size, entry.seq, "prev_hash does not match the previous entry's hash", checked
-            )
-        try:
-            recomputed = entry_hash(head, entry.body())
-        except ValueError as exc:
-            return _bad(size, entry.seq, f"entry is malformed: {exc}", checked)
-        if recomputed != entry.hash:
-            return _bad(
-                size, entry.seq, "hash does not match the entry's contents (edited)", checked
-            )
-        head, size = recomputed, expected
-        for cp in signed.pop(size, []):
-            if cp.head_hash != head:
-                return _bad(
-                    size,
-                    size,
-                    f"entry {size} differs from the signed checkpoint of size {size}",
-                    checked,
-                )
-            checked += 1
-    if signed:
-        largest = max(signed)
-        return _bad(
-            size,
-            size + 1,
-            f"log truncated: a signed checkpoint has {largest} entries, the log only {size}",
-            checked,
-        )
-    return VerifyResult(True, size, None, None, checked)
+    heads = signed_heads(checkpoints, public_key)
+    if isinstance(heads, VerifyResult):
+        return heads
+    rows = (entry_row(e) for e in entries)
+    return combine([check_span(rows, 1, None, GENESIS, heads)], heads)

@@ -43,6 +43,7 @@ from callgate.records.cdr_types import (
 )
 from callgate.storage.db import Store
 from callgate.storage.models import Call, CallQuality, RelaySession
+from callgate.storage.text import storable
 
 __all__ = ["CallOpen", "CdrRecord", "CdrRepository", "RelayLink"]
 
@@ -95,7 +96,7 @@ def _values(changes: dict[str, Any]) -> dict[str, Any]:
     unknown = set(changes) - UPDATABLE
     if unknown:
         raise ValueError(f"not CDR fields: {', '.join(sorted(unknown))}")
-    values = dict(changes)
+    values = {name: storable(value) for name, value in changes.items()}
     for name in JSON_FIELDS & set(values):
         if values[name] is not None and not isinstance(values[name], str):
             values[name] = json.dumps(list(values[name]))
@@ -107,6 +108,9 @@ def _record(row: Any) -> CdrRecord:
     for name in JSON_FIELDS:
         data[name] = tuple(json.loads(data[name])) if data[name] else ()
     return CdrRecord(**data)
+
+
+cdr_record = _record  # a `calls` row as a CdrRecord (JSON columns parsed)
 
 
 def _duration(answer_at: datetime | None, end_at: datetime) -> float | None:
@@ -146,7 +150,10 @@ class CdrRepository:
     def open_in(self, conn: Connection, new_calls: Sequence[CallOpen]) -> None:
         """Insert rows inside the caller's transaction (group commit by the signaling hub)."""
         now = self._now()
-        conn.execute(insert(calls), [{**asdict(call), "updated_at": now} for call in new_calls])
+        rows = [
+            {name: storable(value) for name, value in asdict(call).items()} for call in new_calls
+        ]
+        conn.execute(insert(calls), [{**row, "updated_at": now} for row in rows])
 
     def update(self, call_id: str, /, **changes: Any) -> bool:
         """Set fields of an open or closed row (ring_at, answer_at, callee_device, media_path,
@@ -192,8 +199,8 @@ class CdrRepository:
         signaling engine does: answer to end, None if never answered) saves a read."""
         if disposition not in DISPOSITIONS:
             raise ValueError(f"unknown disposition {disposition!r}")
-        if ended_by not in ENDED_BY:
-            raise ValueError(f"ended_by must be one of {', '.join(ENDED_BY)}")
+        if ended_by not in ENDED_BY and not ended_by.startswith("admin:"):
+            raise ValueError(f"ended_by must be one of {', '.join(ENDED_BY)} or admin:<handle>")
         values = _values(changes)
         if not values and not isinstance(duration_s, _Unknown):
             final = {
@@ -203,12 +210,12 @@ class CdrRepository:
                 "b_ended_by": ended_by,
                 "b_reason": reason,
                 "b_duration_s": duration_s,
-                "b_end_detail": detail[:255] if detail else None,
+                "b_end_detail": storable(detail[:255]) if detail else None,
                 "b_updated_at": self._now(),
             }
             return bool(conn.execute(_FINALIZE, final).rowcount)
         if detail:
-            values["end_detail"] = detail[:255]
+            values["end_detail"] = storable(detail[:255])
         return self._finalize(conn, call_id, end_at, disposition, ended_by, reason, values)
 
     def _finalize(
@@ -243,7 +250,8 @@ class CdrRepository:
 
     def get(self, call_id: str) -> CdrRecord | None:
         with self._engine.connect() as conn:
-            row = conn.execute(select(calls).where(calls.c.call_id == call_id)).one_or_none()
+            query = select(calls).where(calls.c.call_id == storable(call_id))
+            row = conn.execute(query).one_or_none()
         return _record(row) if row is not None else None
 
     def list(
@@ -254,6 +262,7 @@ class CdrRepository:
         if since is not None:
             query = query.where(calls.c.invite_at >= since)
         if user is not None:
+            user = storable(user)
             query = query.where(or_(calls.c.caller_user == user, calls.c.callee_user == user))
         with self._engine.connect() as conn:
             rows = conn.execute(query.limit(max(1, min(limit, 10_000)))).all()

@@ -59,8 +59,10 @@ class CallOpen:
     direction: str = "internal"
     policy_rule: str | None = None
     policy_decision: str | None = None
+    recording_required: bool | None = None
     encryption: str | None = "dtls-srtp"
     node_id: str | None = None
+    audit_index: int | None = None  # seq of the call's call.invite audit entry
 
     def __post_init__(self) -> None:
         if self.invite_at.tzinfo is None:
@@ -101,6 +103,8 @@ class CdrRecord:
     node_id: str | None
     audit_index: int | None
     updated_at: datetime
+    legal_hold: bool = False
+    recording_required: bool | None = None  # the allowing policy rule asked for recording
 
     def as_json(self) -> dict[str, Any]:
         """JSON-ready: datetimes as ISO 8601 UTC, tuples as lists."""

@@ -2,8 +2,9 @@
 
 `emit()` only appends to a bounded queue (it never blocks and never touches the database); one
 writer thread drains the queue in batches and upserts rows: insert on CREATED, counters and peers
-on REFRESHED / PERMISSION / CHANNEL, end time and reason on DELETED. `flush()` waits until
-everything emitted so far is written; `close()` flushes and stops the writer.
+on REFRESHED / PERMISSION / CHANNEL, end time and reason on DELETED — with, in the same
+transaction, the session's summary in the audit log (relay.session, object relay:<allocation id>).
+`flush()` waits until everything emitted so far is written; `close()` flushes and stops the writer.
 """
 
 from __future__ import annotations
@@ -14,16 +15,41 @@ import queue
 import threading
 from collections.abc import Sequence
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from callgate.records.audit import AuditLog
+from callgate.storage.models import from_unix
 from callgate.storage.repositories import RelaySessionRepository
-from callgate.turn.events import AllocationEvent
+from callgate.turn.events import AllocationEvent, EventKind
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
 _Item = AllocationEvent | threading.Event | object
+
+
+def audit_session_end(conn: Connection, event: AllocationEvent) -> None:
+    """relay.session: who used which relayed address, with how many peers, how much traffic each
+    way and for how long — when the allocation ends (DELETED)."""
+    if event.kind is not EventKind.DELETED:
+        return
+    details = {
+        "user": event.user,
+        "client": f"{event.client[0]}:{event.client[1]}",
+        "transport": str(event.transport.value),
+        "relay": f"{event.relay[0]}:{event.relay[1]}",
+        "peers": len(event.peers),
+        "packets_to_peer": event.packets_to_peer,
+        "bytes_to_peer": event.bytes_to_peer,
+        "packets_to_client": event.packets_to_client,
+        "bytes_to_client": event.bytes_to_client,
+        "duration_s": round(max(0.0, event.time - event.started), 3),
+        "end_reason": event.end_reason,
+    }
+    obj = f"relay:{event.allocation_id}"
+    AuditLog.append_in(conn, "system", "relay.session", obj, details, from_unix(event.time))
 
 
 class DbEventSink:
@@ -36,7 +62,7 @@ class DbEventSink:
         max_queue: int = 100_000,
         batch_max: int = 500,
     ) -> None:
-        self._repo = RelaySessionRepository(sessions)
+        self._repo = RelaySessionRepository(sessions, audit_session_end)
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max_queue)
         self._batch_max = batch_max
         self._closed = False

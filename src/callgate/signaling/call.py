@@ -54,6 +54,7 @@ class Call:
     answer_wall: float | None = None
     caller_media: SideMedia = field(default_factory=SideMedia)
     callee_media: SideMedia = field(default_factory=SideMedia)
+    max_duration: float | None = None  # seconds after answer; the policy's max_duration_s
 
     def party_of(self, device: Device) -> Party | None:
         """The party `device`'s user is in this call, or None if the user is not part of it."""
@@ -94,6 +95,27 @@ class Denial:
 
 
 @dataclass(frozen=True, slots=True)
+class Grant:
+    """Policy allowed the call: which rule ("default" when none matched) and its constraints."""
+
+    rule: str
+    relay_only: bool = False
+    max_duration_s: int | None = None
+    recording_required: bool = False
+
+
+def policy_fields(
+    denial: Denial | None, grant: Grant | None
+) -> tuple[str | None, str | None, bool | None]:
+    """The CDR's policy columns for a call attempt: rule, decision, recording required."""
+    if denial is not None:
+        return denial.rule, "deny", None
+    if grant is not None:
+        return grant.rule, "allow", grant.recording_required
+    return None, None, None
+
+
+@dataclass(frozen=True, slots=True)
 class Timeouts:
     ring: float = 30.0
     setup: float = 10.0
@@ -106,9 +128,13 @@ def deadline(call: Call, timeouts: Timeouts) -> tuple[float, Reason]:
     if call.state is State.RINGING:
         return call.invite_mono + timeouts.ring, Reason.NO_ANSWER
     if call.state is State.CONNECTED:
-        return call.answer_mono + timeouts.setup, Reason.SETUP_FAILED
-    quiet_since = min(call.caller_media.progress_mono, call.callee_media.progress_mono)
-    return quiet_since + timeouts.silence, Reason.MEDIA_LOST
+        watchdog = call.answer_mono + timeouts.setup, Reason.SETUP_FAILED
+    else:
+        quiet_since = min(call.caller_media.progress_mono, call.callee_media.progress_mono)
+        watchdog = quiet_since + timeouts.silence, Reason.MEDIA_LOST
+    if call.max_duration is not None and call.answer_mono + call.max_duration <= watchdog[0]:
+        return call.answer_mono + call.max_duration, Reason.MAX_DURATION
+    return watchdog
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from typing import Literal, NoReturn
 
 from callgate.clock import Clock
 from callgate.signaling import messages as m
-from callgate.signaling.call import Call, Denial, Ended, State, Timeouts, deadline
+from callgate.signaling.call import (
+    Call,
+    Denial,
+    Ended,
+    Grant,
+    State,
+    Timeouts,
+    deadline,
+    policy_fields,
+)
 from callgate.signaling.effects import (
     CallOpened,
     CdrFinal,
@@ -72,6 +82,19 @@ class CallEngine:
     def active_calls(self) -> int:
         return len(self._calls)
 
+    def live_calls(self) -> list[Call]:
+        """The calls ringing or in progress, oldest first (read them, never change them)."""
+        return sorted(self._calls.values(), key=lambda call: call.invite_mono)
+
+    def end_by_admin(self, call_id: str, admin: str) -> list[Effect] | None:
+        """An administrator ends a live call: both parties hear `ended-by-admin`; None when the
+        call is not live."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return None
+        effects = self._end(call, Reason.ENDED_BY_ADMIN, EndedBy.SERVER)
+        return [replace(e, admin=admin) if isinstance(e, CdrFinal) else e for e in effects]
+
     def together(self, user_a: str, user_b: str) -> bool:
         """Are these two users the parties of a live call (ringing or connected)? Calls denied by
         policy never become live. Call-bound relaying (turn/callbound.py) asks this."""
@@ -119,8 +142,14 @@ class CallEngine:
         sdp: str,
         callee_exists: bool,
         denial: Denial | None = None,
+        grant: Grant | None = None,
     ) -> list[Effect]:
-        """Open a call attempt: record it, then ring every online device of `to`, or end it."""
+        """Open a call attempt: record it, then ring every online device of `to`, or end it.
+
+        `denial` / `grant` are the policy's decision (None: no policy consulted). A grant's
+        constraints hold for the whole call: relay_only strips non-relay candidates from both
+        parties' SDPs and trickled candidates; max_duration_s ends it `max-duration` after answer.
+        """
         caller = self._presence.get(device_id)
         if to == caller.handle:
             return self._error(device_id, request_id, m.BAD_REQUEST, "cannot call yourself")
@@ -131,11 +160,15 @@ class CallEngine:
             call_id=self._new_call_id(),
             caller=caller,
             callee_handle=to,
-            relay_only=caller.relay_only or any(d.relay_only for d in callees),
+            relay_only=caller.relay_only
+            or any(d.relay_only for d in callees)
+            or (grant is not None and grant.relay_only),
             invite_mono=self._clock.monotonic(),
             invite_wall=self._clock.wall(),
+            max_duration=grant.max_duration_s if grant is not None else None,
         )
         outcome = self._refusal_reason(callee_exists, denial, callees)
+        policy_rule, policy_decision, recording_required = policy_fields(denial, grant)
         opened = CallOpened(
             call_id=call.call_id,
             caller_handle=caller.handle,
@@ -145,6 +178,9 @@ class CallEngine:
             ring_at=None if outcome is not None else call.invite_wall,
             ringing_devices=0 if outcome is not None else len(callees),
             relay_only=call.relay_only,
+            policy_rule=policy_rule,
+            policy_decision=policy_decision,
+            recording_required=recording_required,
         )
         effects: list[Effect] = [
             CdrOpen(opened),

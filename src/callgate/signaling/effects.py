@@ -34,6 +34,9 @@ class CallOpened:
     ring_at: float | None  # None when nobody is rung (unknown user, offline, busy, denied)
     ringing_devices: int
     relay_only: bool
+    policy_rule: str | None = None  # "<id>:<name>" of the deciding rule, "default", None: no policy
+    policy_decision: str | None = None  # "allow" | "deny"
+    recording_required: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,7 @@ class CdrFinal:
     end_at: float
     duration_s: float  # answer → end; 0 when never answered
     detail: str | None = None  # the callee's reject reason, or the policy rule that denied
+    admin: str | None = None  # the administrator who ended the call (reason ended-by-admin)
 
 
 @dataclass(frozen=True, slots=True)

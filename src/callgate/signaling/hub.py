@@ -14,22 +14,26 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
 from callgate.clock import Clock
+from callgate.records import call_audit
+from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_types import CallOpen
 from callgate.records.quality import StreamStats as QualityStats
 from callgate.records.quality_store import QualityRepository
 from callgate.records.writer import RecordWriteError, RecordWriter
 from callgate.signaling import messages as m
+from callgate.signaling.call import Denial, Grant
 from callgate.signaling.calls import CallEngine
 from callgate.signaling.dispatch import handle_message
 from callgate.signaling.effects import CdrFinal, CdrOpen, CdrUpdate, Effect, Send, StatsReport
+from callgate.signaling.live import LiveCall, live_call
 from callgate.signaling.sdp import relay_candidates
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,18 @@ _QUEUE_LIMIT = 1000  # messages waiting for a slow client before it is disconnec
 
 def _at(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+class CallPolicy(Protocol):
+    """Who may call whom (policy/store.py): a denial, or a grant with the call's constraints."""
+
+    def verdict(
+        self, caller: str, callee: str, at: datetime
+    ) -> tuple[Denial | None, Grant | None]: ...
+
+
+# When the policy cannot be read (database down), nobody rings: compliance fails closed.
+POLICY_UNAVAILABLE = Denial(rule="unavailable", reason="the call policy is unavailable")
 
 
 @dataclass(slots=True)
@@ -63,8 +79,10 @@ class SignalingHub:
         *,
         node_id: str | None = None,
         link_delays: Sequence[float] = LINK_DELAYS,
+        policy: CallPolicy | None = None,
     ) -> None:
         self.engine = engine
+        self.policy = policy
         self.cdrs = cdrs
         self.quality = quality
         self.clock = clock
@@ -78,6 +96,7 @@ class SignalingHub:
         self._media_calls: set[str] = set()  # calls that reached media: relay sessions to link
         self._answered: set[str] = set()  # calls answered so far (their duration counts)
         self._relays: dict[str, list[str]] = {}  # call_id -> relay candidates seen so far
+        self._parties: dict[str, tuple[str, str]] = {}  # call_id -> (caller, callee) handles
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -114,6 +133,22 @@ class SignalingHub:
         effects = self.engine.device_connected(device.device_id, handle, display_name, relay_only)
         return device, effects
 
+    # -- administration (admin API) ----------------------------------------------------------------
+
+    def live_calls(self) -> list[LiveCall]:
+        """The calls ringing or in progress right now."""
+        now = self.clock.monotonic()
+        calls = self.engine.live_calls()
+        return [live_call(call, now, self._relays.get(call.call_id)) for call in calls]
+
+    async def end_call(self, call_id: str, admin: str) -> bool:
+        """End a live call as `admin` (reason ended-by-admin); False when it is not live."""
+        effects = self.engine.end_by_admin(call_id, admin)
+        if effects is None:
+            return False
+        await self.apply(effects)
+        return True
+
     async def disconnect(self, device: Device) -> None:
         self.devices.pop(device.device_id, None)
         await self.apply(self.engine.device_disconnected(device.device_id))
@@ -124,8 +159,9 @@ class SignalingHub:
         """Run one parsed client message through the engine and carry out what it asks."""
         if isinstance(message, m.Invite):
             exists = await asyncio.to_thread(callee_exists, message.to)
+            denial, grant = await self._verdict(device.handle, message.to, exists)
             effects = self.engine.invite(
-                device.device_id, message.id, message.to, message.sdp, exists
+                device.device_id, message.id, message.to, message.sdp, exists, denial, grant
             )
             await self.apply(effects)
             call_id = self.engine.call_of(device.device_id)
@@ -139,6 +175,19 @@ class SignalingHub:
         ):
             self._note_relays(message.call_id, relay_candidates(message.sdp))
         await self.apply(effects)
+
+    async def _verdict(
+        self, caller: str, callee: str, exists: bool
+    ) -> tuple[Denial | None, Grant | None]:
+        """The policy's decision before anyone rings (none for unknown callees or self-calls)."""
+        if self.policy is None or not exists or caller == callee:
+            return None, None
+        at = datetime.fromtimestamp(self.clock.wall(), UTC)
+        try:
+            return await asyncio.to_thread(self.policy.verdict, caller, callee, at)
+        except Exception:
+            log.exception("policy decision for %s -> %s failed; denying", caller, callee)
+            return POLICY_UNAVAILABLE, None
 
     def _note_relays(self, call_id: str, found: list[str]) -> None:
         """Record the relayed addresses a call's SDPs offer: its relay sessions are linked by them."""
@@ -184,6 +233,7 @@ class SignalingHub:
 
     async def _refuse(self, effect: CdrOpen, dropped: Sequence[Effect]) -> None:
         call = effect.call
+        self._parties.pop(call.call_id, None)
         caller = self.devices.get(call.caller_device)
         request_id = next(
             (
@@ -215,8 +265,28 @@ class SignalingHub:
             caller_user_agent=caller.user_agent if caller is not None else None,
             ring_at=_at(call.ring_at),
             node_id=self.node_id,
+            policy_rule=call.policy_rule,
+            policy_decision=call.policy_decision,
+            recording_required=call.recording_required,
         )
-        return lambda conn: self.cdrs.open_in(conn, [opened])
+        self._parties[call.call_id] = (call.caller_handle, call.callee_handle)
+
+        def open_audited(conn: Connection) -> None:  # call.invite in the CDR's transaction
+            entry = call_audit.invite_in(
+                conn,
+                call.call_id,
+                call.caller_handle,
+                call.callee_handle,
+                opened.invite_at,
+                ringing_devices=call.ringing_devices,
+                relay_only=call.relay_only,
+                policy_rule=call.policy_rule,
+                policy_decision=call.policy_decision,
+                caller_address=opened.caller_address,
+            )
+            self.cdrs.open_in(conn, [replace(opened, audit_index=entry.seq)])
+
+        return open_audited
 
     def _write_op(self, effect: Effect) -> Callable[[Connection], object] | None:
         """The database write for a CDR effect, run inside the writer's shared transaction."""
@@ -234,6 +304,16 @@ class SignalingHub:
             changes = {k: v for k, v in fields.items() if v is not None}
             if effect.answer_at is not None:
                 self._answered.add(effect.call_id)
+                answered_at = datetime.fromtimestamp(effect.answer_at, UTC)
+                callee_handle = self._parties.get(effect.call_id, ("", ""))[1]
+
+                def answer(conn: Connection) -> object:  # call.answered with the CDR update
+                    call_audit.answered_in(
+                        conn, effect.call_id, callee_handle, effect.callee_device, answered_at
+                    )
+                    return self.cdrs.update_in(conn, effect.call_id, **changes)
+
+                return answer
             if not changes:
                 return None
             return lambda conn: self.cdrs.update_in(conn, effect.call_id, **changes)
@@ -243,16 +323,45 @@ class SignalingHub:
             self._answered.discard(effect.call_id)
             self._relays.pop(effect.call_id, None)
             detail = effect.detail
-            return lambda conn: self.cdrs.finalize_in(
-                conn,
-                effect.call_id,
-                end_at,
-                effect.disposition.value,
-                effect.ended_by.value,
-                effect.reason.value,
-                duration_s=round(effect.duration_s, 3) if answered else None,
-                detail=detail,
-            )
+            ended_by = f"admin:{effect.admin}" if effect.admin else effect.ended_by.value
+            parties = self._parties.pop(effect.call_id, ("", ""))
+            by = dict(zip(("caller", "callee"), parties, strict=True)).get(effect.ended_by.value)
+            actor = effect.admin or by or call_audit.SYSTEM
+
+            def finalize(conn: Connection) -> object:
+                done = self.cdrs.finalize_in(
+                    conn,
+                    effect.call_id,
+                    end_at,
+                    effect.disposition.value,
+                    ended_by,
+                    effect.reason.value,
+                    duration_s=round(effect.duration_s, 3) if answered else None,
+                    detail=detail,
+                )
+                call_audit.ended_in(  # call.ended (or call.denied) with the CDR's end
+                    conn,
+                    effect.call_id,
+                    actor,
+                    end_at,
+                    disposition=effect.disposition.value,
+                    reason=effect.reason.value,
+                    ended_by=ended_by,
+                    duration_s=round(effect.duration_s, 3) if answered else None,
+                    detail=detail,
+                )
+                if effect.admin:  # audited in the same transaction as the CDR's end
+                    AuditLog.append_in(
+                        conn,
+                        effect.admin,
+                        "call.end_by_admin",
+                        f"call:{effect.call_id}",
+                        {"reason": effect.reason.value, "disposition": effect.disposition.value},
+                        end_at,
+                    )
+                return done
+
+            return finalize
         return None
 
     def _quality(self, effect: StatsReport) -> None:

@@ -25,6 +25,8 @@ class Reason(enum.StrEnum):
     MEDIA_LOST = "media-lost"
     SERVER_RESTART = "server-restart"
     POLICY_DENIED = "policy-denied"
+    ENDED_BY_ADMIN = "ended-by-admin"  # an administrator ended the live call (admin API)
+    MAX_DURATION = "max-duration"  # the allowing policy rule's max_duration_s was reached
 
 
 class Disposition(enum.StrEnum):
@@ -59,12 +61,14 @@ _FIXED: dict[Reason, Disposition] = {
     Reason.SETUP_FAILED: Disposition.FAILED,
     Reason.MEDIA_LOST: Disposition.ANSWERED,
     Reason.POLICY_DENIED: Disposition.DENIED,
+    Reason.MAX_DURATION: Disposition.ANSWERED,
 }
 # reason → (disposition if answered, disposition if not)
 _BY_ANSWER: dict[Reason, tuple[Disposition, Disposition]] = {
     Reason.CALLER_DISCONNECTED: (Disposition.ANSWERED, Disposition.CANCELLED),
     Reason.CALLEE_DISCONNECTED: (Disposition.ANSWERED, Disposition.FAILED),
     Reason.SERVER_RESTART: (Disposition.ANSWERED, Disposition.FAILED),
+    Reason.ENDED_BY_ADMIN: (Disposition.ANSWERED, Disposition.CANCELLED),
 }
 
 

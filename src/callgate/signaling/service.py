@@ -14,7 +14,7 @@ from callgate.config import CallSettings
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
 from callgate.signaling.calls import CallEngine
-from callgate.signaling.hub import SignalingHub
+from callgate.signaling.hub import CallPolicy, SignalingHub
 from callgate.signaling.iceconfig import IceServerConfig
 from callgate.signaling.ws import WsSettings, signaling_router
 from callgate.turn.server import TurnServer
@@ -46,6 +46,7 @@ def build_signaling(
     server: TurnServer,
     secret: str,
     clock: Clock,
+    call_policy: CallPolicy | None = None,
 ) -> Signaling:
     engine = CallEngine(
         clock,
@@ -54,7 +55,7 @@ def build_signaling(
         silence_timeout=settings.silence_timeout,
         relay_addresses=relay_addresses(server),
     )
-    hub = SignalingHub(engine, cdrs, quality, clock)
+    hub = SignalingHub(engine, cdrs, quality, clock, policy=call_policy)
     if server.config.call_bound:
         server.handler.call_guard = engine.together
     udp = tuple(address for kind, address in server.bound if kind is Transport.UDP)

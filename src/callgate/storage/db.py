@@ -1,4 +1,9 @@
-"""Opening the store: engine, session factory, and Alembic migrations run to head in-process."""
+"""Opening the store: engine, session factory, and Alembic migrations run to head in-process.
+
+Two backends, one code path: SQLite (the default: a file in the data directory) and PostgreSQL
+(`postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE`; `postgresql://` and `postgres://` mean
+the same driver, psycopg 3). A URL is only ever shown with its password masked (`display_url`).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from callgate.errors import StorageError
@@ -21,6 +26,13 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DB_FILENAME = "callgate.sqlite3"
+# Seconds to wait for a PostgreSQL server to accept a connection (unless the URL sets
+# `connect_timeout`): an unreachable server is an error at start, not a hang.
+PG_CONNECT_TIMEOUT = 10
+# Key of the PostgreSQL advisory lock held while migrating: nodes starting together migrate one
+# after the other (the others then find the schema at head).
+MIGRATION_LOCK_KEY = 0x63616C6C67617465  # "callgate"
+PG_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +62,53 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def create_store_engine(url: str) -> Engine:
+def display_url(url: str | URL) -> str:
+    """`url` fit for logs and messages: the password replaced by ***."""
     try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StorageError(f"database URL is not valid: {exc}") from exc
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
+        parsed = url if isinstance(url, URL) else make_url(url)
+    except ArgumentError:
+        return "(not a valid database URL)"
+    return parsed.render_as_string(hide_password=True)
+
+
+URL_FORMS = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
+
+
+def check_url(url: str) -> URL:
+    """`url` parsed; ValueError (never repeating the URL: it may hold a password) if it is not
+    a database URL."""
+    try:
+        return make_url(url)
+    except ArgumentError:
+        # SQLAlchemy's own message repeats the whole URL, password included.
+        raise ValueError(f"not a database URL: expected {URL_FORMS}") from None
+
+
+def _parse(url: str) -> URL:
+    try:
+        parsed = check_url(url)
+    except ValueError:
+        raise StorageError(f"database URL is not valid: expected {URL_FORMS}") from None
+    driver = PG_DRIVERS.get(parsed.drivername)
+    return parsed.set(drivername=driver) if driver else parsed
+
+
+def create_store_engine(url: str) -> Engine:
+    parsed = _parse(url)
+    backend = parsed.get_backend_name()
+    try:
+        if backend == "postgresql":
+            args = (
+                {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT}
+            )
+            return create_engine(parsed, pool_pre_ping=True, connect_args=args)
+        if backend != "sqlite":
+            return create_engine(parsed, pool_pre_ping=True)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise StorageError(
+            f"no database driver for {display_url(parsed)} ({exc}); "
+            "use sqlite:///PATH or postgresql+psycopg://…"
+        ) from None
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed)
@@ -68,6 +120,10 @@ def _alembic(engine: Engine, action: Callable[[Config, str], None], revision: st
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
         cfg.attributes["connection"] = connection
         action(cfg, revision)
 
@@ -82,6 +138,16 @@ def downgrade(engine: Engine, revision: str) -> None:
     _alembic(engine, command.downgrade, revision)
 
 
+def _reason(exc: SQLAlchemyError, url: URL) -> str:
+    """The driver's own words (first line), without SQL or SQLAlchemy's links, never the password."""
+    source = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(source).strip().splitlines()
+    reason = lines[0] if lines else type(source).__name__
+    if url.password:
+        reason = reason.replace(str(url.password), "***")
+    return reason
+
+
 def open_store(url: str) -> Store:
     """Open the database at `url`, migrate it to head and return engine + session factory."""
     engine = create_store_engine(url)
@@ -89,6 +155,9 @@ def open_store(url: str) -> Store:
         migrate(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
-        raise StorageError(f"could not open or migrate the database: {exc}") from exc
-    log.debug("store open and migrated: %s", engine.url.render_as_string(hide_password=True))
+        raise StorageError(
+            f"could not open or migrate the database {display_url(engine.url)}: "
+            f"{_reason(exc, engine.url)}"
+        ) from exc
+    log.debug("store open and migrated: %s", display_url(engine.url))
     return Store(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))

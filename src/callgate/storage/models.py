@@ -1,4 +1,5 @@
-"""Database models (SQLAlchemy 2, typed). Portable types only: SQLite today, PostgreSQL later."""
+"""Database models (SQLAlchemy 2, typed). Portable types only: the same tables on SQLite and
+PostgreSQL (tests run both)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Primary key of the high-volume tables: 64-bit on PostgreSQL (BIGSERIAL: no int4 overflow after
+# 2**31 rows), INTEGER on SQLite (its one autoincrementing type, 64-bit already).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -71,7 +77,7 @@ class RelaySession(Base):
     __tablename__ = "relay_sessions"
     __table_args__ = (UniqueConstraint("allocation_id", name="uq_relay_sessions_allocation_id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     allocation_id: Mapped[str] = mapped_column(String(64))
     username: Mapped[str] = mapped_column(String(513))
     user: Mapped[str] = mapped_column(String(513), index=True)
@@ -110,7 +116,10 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     realm: Mapped[str] = mapped_column(String(255))
     turn_key_hex: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)  # always role == "admin"
+    # admin | compliance | user (api/roles.py); is_admin is kept equal to role == "admin".
+    role: Mapped[str] = mapped_column(String(16), default="user")
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
@@ -143,9 +152,10 @@ class Call(Base):
         UniqueConstraint("call_id", name="uq_calls_call_id"),
         Index("ix_calls_caller_user_invite_at", "caller_user", "invite_at"),
         Index("ix_calls_callee_user_invite_at", "callee_user", "invite_at"),
+        Index("ix_calls_end_at", "end_at"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     call_id: Mapped[str] = mapped_column(String(32))
     caller_user: Mapped[str] = mapped_column(String(64))
     caller_device: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -162,7 +172,8 @@ class Call(Base):
     end_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     disposition: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    ended_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # caller | callee | server, or "admin:<handle>" when an administrator ended the call.
+    ended_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
     reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # The callee's reject reason or the policy's words, as given (truncated to 255).
     end_detail: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -177,9 +188,68 @@ class Call(Base):
     codec: Mapped[str | None] = mapped_column(String(64), nullable=True)
     encryption: Mapped[str | None] = mapped_column(String(16), nullable=True)
     recording_ids: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The policy rule that allowed the call asked for recording (stored; recording comes later).
+    recording_required: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     audit_index: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Group(Base):
+    """A named group of users (membership: users.groups) with its per-group TURN settings."""
+
+    __tablename__ = "groups"
+    __table_args__ = (UniqueConstraint("name", name="uq_groups_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    turn_max_allocations: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    turn_max_kbps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # JSON array of CIDR strings the members' allocations may also reach (Text keeps it portable).
+    turn_peer_ranges: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PolicyRule(Base):
+    """One ordered allow/deny rule (policy/rules.py has the semantics)."""
+
+    __tablename__ = "policy_rules"
+    __table_args__ = (UniqueConstraint("name", name="uq_policy_rules_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(8))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    caller_user: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    caller_group: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    callee_user: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    callee_group: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    days: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "0,1,2,3,4"; 0 = Mon
+    window_start: Mapped[str | None] = mapped_column(String(5), nullable=True)  # "HH:MM"
+    window_end: Mapped[str | None] = mapped_column(String(5), nullable=True)
+    wall: Mapped[bool] = mapped_column(Boolean, default=False)
+    relay_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_duration_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    recording_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PolicySettings(Base):
+    """The single row (id 1): default action, time zone, and a version bumped by every change."""
+
+    __tablename__ = "policy_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    default_action: Mapped[str] = mapped_column(String(8))
+    time_zone: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class CallQuality(Base):
@@ -188,9 +258,10 @@ class CallQuality(Base):
     __tablename__ = "call_quality"
     __table_args__ = (
         UniqueConstraint("call_id", "reporter", "direction", "kind", name="uq_call_quality_stream"),
+        Index("ix_call_quality_reported_at", "reported_at"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     call_id: Mapped[str] = mapped_column(String(32), index=True)
     reporter: Mapped[str] = mapped_column(String(8))
     direction: Mapped[str] = mapped_column(String(8))
@@ -235,3 +306,13 @@ class AuditCheckpoint(Base):
     signed_note: Mapped[str] = mapped_column(Text)
     key_id: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RetentionSetting(Base):
+    """How many days one record class (cdr, quality, audit) is kept; absent or NULL = forever."""
+
+    __tablename__ = "retention_settings"
+
+    record_class: Mapped[str] = mapped_column(String(16), primary_key=True)
+    days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

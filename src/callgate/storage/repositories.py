@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -127,15 +127,23 @@ def apply_event(session: Session, event: AllocationEvent) -> RelaySession:
 
 
 class RelaySessionRepository:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        also: Callable[[Connection, AllocationEvent], object] | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._also = also
 
     def apply(self, events: Sequence[AllocationEvent]) -> None:
-        """Apply events in order, in one transaction."""
+        """Apply events in order, in one transaction; `also(conn, event)` (given at construction)
+        runs in it after each event (the relay.session audit entry of a DELETED event)."""
         with self._sessions.begin() as session:
             for event in events:
                 apply_event(session, event)
                 session.flush()
+                if self._also is not None:
+                    self._also(session.connection(), event)
 
     def get(self, allocation_id: str) -> RelaySession | None:
         with self._sessions() as session:

@@ -47,6 +47,7 @@ from callgate.turn.config import TurnConfig
 from callgate.turn.counters import TurnCounters
 from callgate.turn.events import EventKind
 from callgate.turn.indications import SEND_INDICATION, parse_send
+from callgate.turn.limits import UserLimitsLookup, tighter_rate
 from callgate.turn.manager import AllocationManager
 from callgate.types import Address, FiveTuple
 
@@ -88,6 +89,8 @@ class TurnHandler:
         # Call-bound mode (config.call_bound): who may reach whom, from the signaling engine.
         # None while no engine is attached: every peer is then refused (fail closed).
         self.call_guard: CallGuard | None = None
+        # Per-user limits from the user's groups (turn/limits.py); None: server-wide only.
+        self.user_limits: UserLimitsLookup | None = None
         self._software: list[tuple[int, bytes]] = (
             [(int(Attr.SOFTWARE), attrs.pack_text(config.software))] if config.software else []
         )
@@ -216,7 +219,10 @@ class TurnHandler:
                 return existing.allocate_response
             raise Reject(437)
         options = allocate_options(message, self.allocator)
-        if not self.manager.quota_allows(cred.user):
+        limits = self.user_limits(cred.user) if self.user_limits is not None else None
+        if not self.manager.quota_allows(cred.user) or (
+            limits is not None and not limits.allows_more(self.manager.allocations_of(cred.user))
+        ):
             self.counters.quota_rejections += 1
             raise Reject(486)
         allocation = Allocation(
@@ -242,10 +248,12 @@ class TurnHandler:
                 set_df = getattr(relay, "set_dont_fragment", None)
                 if set_df is not None:
                     set_df()
-        if self.config.max_bandwidth_per_allocation:
-            allocation.bucket = TokenBucket(
-                self.config.max_bandwidth_per_allocation, self.clock.monotonic
-            )
+        rate = tighter_rate(
+            self.config.max_bandwidth_per_allocation,
+            limits.bytes_per_s if limits is not None else None,
+        )
+        if rate:
+            allocation.bucket = TokenBucket(rate, self.clock.monotonic)
         tid = message.transaction_id
         body: list[tuple[int, bytes]] = [
             (Attr.XOR_RELAYED_ADDRESS, attrs.pack_xor_address(relay.address, tid))
@@ -362,10 +370,19 @@ class TurnHandler:
             return peer
         # Another allocation's relayed address on this server is always a permitted peer: two
         # relay-only parties meet here, whatever range the relay addresses are in.
-        if not self.peers.permits(peer[0]) and not self.manager.is_relay(peer):
+        if (
+            not self.peers.permits(peer[0])
+            and not self.manager.is_relay(peer)
+            and not self._user_may_reach(allocation.user, peer[0])
+        ):
             self.counters.peers_refused += 1
             raise Reject(403)
         return peer
+
+    def _user_may_reach(self, user: str, host: str) -> bool:
+        """The extra peer ranges of the user's groups (turn/limits.py)."""
+        limits = self.user_limits(user) if self.user_limits is not None else None
+        return limits is not None and limits.permits_peer(host)
 
     def _success(self, request: Message, body: list[tuple[int, bytes]], key: bytes | None) -> bytes:
         response = build(

@@ -49,6 +49,10 @@ class AllocationManager:
         """Is `address` a relayed transport address of a live allocation on this server?"""
         return address in self.by_relay
 
+    def allocations_of(self, user: str) -> int:
+        """How many live allocations `user` holds."""
+        return self._per_user.get(user, 0)
+
     def quota_allows(self, user: str) -> bool:
         """RFC 8656 §7.2 step 10: per-user and global allocation quotas (486)."""
         if self.max_total and len(self._by_tuple) >= self.max_total:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from callgate.api.deps import ServicesDep, TokenDep, UserDep
 from callgate.api.schemas import LoginRequest, LoginResponse, UserOut
@@ -13,23 +13,28 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["auth"])
 
 
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client is not None else None
+
+
 @router.post("/login")
-def login(body: LoginRequest, services: ServicesDep) -> LoginResponse:
-    """A bearer token for a right handle and password of an enabled account; else 401."""
+def login(body: LoginRequest, request: Request, services: ServicesDep) -> LoginResponse:
+    """A bearer token for a right handle and password of an enabled account; else 401. Both
+    outcomes are audited (auth.login, auth.login_failed) with the client address."""
     handle = body.handle.strip().lower()
-    user = services.accounts.authenticate(handle, body.password)
-    if user is None:
+    signed_in = services.accounts.sign_in(handle, body.password, _client(request), body.device)
+    if signed_in is None:
         log.info("sign-in refused for %r", handle[:64])
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
-    token, expires_at = services.accounts.issue_token(user, device=body.device)
+    user, token, expires_at = signed_in
     log.info("sign-in: %s", user.handle)
     return LoginResponse(token=token, expires_at=expires_at, user=UserOut.of(user))
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-def logout(user: UserDep, token: TokenDep, services: ServicesDep) -> Response:
-    """Revoke the token this request carries."""
-    services.accounts.revoke_token(token)
+def logout(user: UserDep, token: TokenDep, request: Request, services: ServicesDep) -> Response:
+    """Revoke the token this request carries (audited as auth.logout)."""
+    services.accounts.sign_out(user, token, _client(request))
     log.info("sign-out: %s", user.handle)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

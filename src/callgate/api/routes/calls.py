@@ -1,4 +1,4 @@
-"""Call records: GET /api/calls — your own calls; an admin sees everyone's."""
+"""Call records: GET /api/calls — your own calls; admin and compliance see everyone's."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from callgate.api.deps import ServicesDep, UserDep
+from callgate.api.deps import READERS, ServicesDep, UserDep
 from callgate.api.schemas import CallOut, CallsResponse
 
 router = APIRouter(prefix="/api", tags=["calls"])
@@ -23,6 +23,6 @@ def list_calls(
     """Newest first."""
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)  # no offset given: UTC
-    only = None if user.is_admin else user.handle
+    only = None if user.role in READERS else user.handle
     records = services.cdrs.list(since=since, limit=limit, user=only)
     return CallsResponse(calls=[CallOut.model_validate(record) for record in records])

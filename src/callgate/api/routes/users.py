@@ -1,41 +1,40 @@
 """Account administration: /api/users (administrators only).
 
     GET    /api/users                      every account
-    POST   /api/users                      {handle, display_name?, groups?, password, is_admin?} → 201
+    POST   /api/users                      {handle, display_name?, groups?, password, role?} → 201
+    PATCH  /api/users/{handle}             {display_name?, groups?, role?}
+    PUT    /api/users/{handle}/legal-hold  {hold}: the purge job keeps the user's records
     POST   /api/users/{handle}/disable     no sign-in; its tokens and TURN key are refused
     POST   /api/users/{handle}/enable
     PUT    /api/users/{handle}/password    {password}
     DELETE /api/users/{handle}             the account and its tokens → 204
 
 No token → 401, a non-admin's token → 403, unknown handle → 404, a taken handle or an admin
-disabling/removing their own account → 409, a bad handle, group, name or password → 422.
+disabling/removing/demoting their own account → 409, a bad handle, group, name or password → 422.
 Answers never hold password hashes or TURN keys (AccountOut).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 
 from callgate.accounts.records import UserRecord
-from callgate.api.deps import ServicesDep, UserDep
-from callgate.api.schemas import AccountOut, AccountsResponse, NewAccountRequest, PasswordRequest
+from callgate.api.deps import AdminDep, ServicesDep
+from callgate.api.schemas import (
+    AccountOut,
+    AccountsResponse,
+    HoldRequest,
+    NewAccountRequest,
+    PasswordRequest,
+    UserPatch,
+)
 from callgate.errors import InvalidAccountValue, UnknownUserError, UserExistsError
+from callgate.records.retention import Retention
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/users", tags=["users"])
-
-
-def current_admin(user: UserDep) -> UserRecord:
-    """The signed-in account, which must be an administrator (403 otherwise)."""
-    if not user.is_admin:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="administrators only")
-    return user
-
-
-AdminDep = Annotated[UserRecord, Depends(current_admin)]
 
 
 def _no_user(handle: str) -> HTTPException:
@@ -64,7 +63,13 @@ def list_users(admin: AdminDep, services: ServicesDep) -> AccountsResponse:
 def add_user(body: NewAccountRequest, admin: AdminDep, services: ServicesDep) -> AccountOut:
     try:
         user = services.accounts.create_user(
-            body.handle, body.display_name, body.groups, body.password, is_admin=body.is_admin
+            body.handle,
+            body.display_name,
+            body.groups,
+            body.password,
+            is_admin=body.is_admin,
+            role=body.role,
+            actor=admin.handle,
         )
     except InvalidAccountValue as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
@@ -72,7 +77,7 @@ def add_user(body: NewAccountRequest, admin: AdminDep, services: ServicesDep) ->
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail=f"user {body.handle!r} exists"
         ) from None
-    log.info("%s added account %s (admin=%s)", admin.handle, user.handle, user.is_admin)
+    log.info("%s added account %s (role %s)", admin.handle, user.handle, user.role)
     return AccountOut.of(user)
 
 
@@ -83,7 +88,7 @@ def _set_disabled(
     if disabled:
         _not_self(admin, target, "disable")
     try:
-        user = services.accounts.set_disabled(target.handle, disabled)
+        user = services.accounts.set_disabled(target.handle, disabled, admin.handle)
     except UnknownUserError:  # removed meanwhile
         raise _no_user(handle) from None
     log.info("%s %s account %s", admin.handle, "disabled" if disabled else "enabled", handle)
@@ -108,12 +113,49 @@ def set_password(
     """A new password (and TURN key); the account's existing tokens stay valid."""
     target = _existing(services, handle)
     try:
-        user = services.accounts.set_password(target.handle, body.password)
+        user = services.accounts.set_password(target.handle, body.password, admin.handle)
     except InvalidAccountValue as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
     except UnknownUserError:
         raise _no_user(handle) from None
     log.info("%s changed the password of %s", admin.handle, handle)
+    return AccountOut.of(user)
+
+
+@router.patch("/{handle}")
+def update_user(handle: str, body: UserPatch, admin: AdminDep, services: ServicesDep) -> AccountOut:
+    """Display name, groups and role; fields left out stay as they are."""
+    target = _existing(services, handle)
+    if body.role is not None and body.role != target.role:
+        _not_self(admin, target, "change the role of")
+    try:
+        user = services.accounts.update_profile(
+            target.handle, body.display_name, body.groups, admin.handle
+        )
+        if body.role is not None and body.role != target.role:
+            user = services.accounts.set_role(target.handle, body.role, admin.handle)
+    except InvalidAccountValue as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    except UnknownUserError:
+        raise _no_user(handle) from None
+    log.info("%s updated account %s (role %s)", admin.handle, handle, user.role)
+    return AccountOut.of(user)
+
+
+@router.put("/{handle}/legal-hold")
+def hold_user(handle: str, body: HoldRequest, admin: AdminDep, services: ServicesDep) -> AccountOut:
+    """Put the user's records on legal hold (or release them): the purge job keeps every call
+    they are a party of and its quality rows. Audited (legal_hold.set)."""
+    target = _existing(services, handle)
+    retention = Retention(services.cdrs.engine)
+    user = (
+        services.accounts.get(handle)
+        if retention.hold_user(target.handle, body.hold, admin.handle)
+        else None
+    )
+    if user is None:  # removed meanwhile
+        raise _no_user(handle)
+    log.info("%s set legal hold %s on %s", admin.handle, body.hold, handle)
     return AccountOut.of(user)
 
 
@@ -123,7 +165,7 @@ def remove_user(handle: str, admin: AdminDep, services: ServicesDep) -> Response
     target = _existing(services, handle)
     _not_self(admin, target, "remove")
     try:
-        services.accounts.remove(target.handle)
+        services.accounts.remove(target.handle, admin.handle)
     except UnknownUserError:
         raise _no_user(handle) from None
     log.info("%s removed account %s", admin.handle, handle)

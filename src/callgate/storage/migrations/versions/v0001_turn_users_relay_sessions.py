@@ -12,6 +12,9 @@ from alembic import op
 
 from callgate.storage.models import UTCDateTime
 
+# 64-bit on PostgreSQL, INTEGER (the same DDL as before) on SQLite.
+BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 revision = "0001"
 down_revision: str | None = None
 branch_labels: str | None = None
@@ -30,7 +33,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "relay_sessions",
-        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("id", BIG_ID, primary_key=True),
         sa.Column("allocation_id", sa.String(64), nullable=False),
         sa.Column("username", sa.String(513), nullable=False),
         sa.Column("user", sa.String(513), nullable=False),

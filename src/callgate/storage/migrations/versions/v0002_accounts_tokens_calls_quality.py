@@ -15,6 +15,9 @@ from alembic import op
 
 from callgate.storage.models import UTCDateTime
 
+# 64-bit on PostgreSQL, INTEGER (the same DDL as before) on SQLite.
+BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 revision = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | None = None
@@ -57,7 +60,7 @@ def upgrade() -> None:
     _create_calls()
     op.create_table(
         "call_quality",
-        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("id", BIG_ID, primary_key=True),
         sa.Column("call_id", sa.String(32), nullable=False),
         sa.Column("reporter", sa.String(8), nullable=False),
         sa.Column("direction", sa.String(8), nullable=False),
@@ -84,7 +87,7 @@ def _create_calls() -> None:
     text = sa.String
     op.create_table(
         "calls",
-        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("id", BIG_ID, primary_key=True),
         sa.Column("call_id", text(32), nullable=False),
         sa.Column("caller_user", text(64), nullable=False),
         sa.Column("caller_device", text(64), nullable=True),

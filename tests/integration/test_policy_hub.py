@@ -1,0 +1,271 @@
+"""Policy enforced by the signaling hub before anyone rings: a denied call never rings and leaves
+a CDR naming the rule; an allowed call records its rule; max_duration_s ends the call
+`max-duration`; relay_only strips direct candidates for one call although the server allows them;
+an ethical wall holds in both directions; a change made through another store is seen at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callgate.accounts.service import AccountService
+from callgate.clock import SystemClock
+from callgate.policy.groups import GroupStore
+from callgate.policy.specs import GroupSpec, RuleSpec
+from callgate.policy.store import PolicyStore
+from callgate.records.cdr import CdrRepository
+from callgate.records.quality_store import QualityRepository
+from callgate.signaling import messages as m
+from callgate.signaling.calls import CallEngine
+from callgate.signaling.hub import Device, SignalingHub
+from callgate.storage.db import Store, open_store, sqlite_url
+
+RELAY_IP = "203.0.113.10"
+HOST = "a=candidate:1 1 udp 2122260223 192.168.1.20 50000 typ host\r\n"
+SRFLX = "a=candidate:2 1 udp 1686052607 198.51.100.44 50001 typ srflx raddr 192.168.1.20\r\n"
+RELAY = f"a=candidate:3 1 udp 41885439 {RELAY_IP} 61000 typ relay raddr 198.51.100.44\r\n"
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+    "c=IN IP4 192.168.1.20\r\n" + HOST + SRFLX + RELAY
+)
+USERS = {"alice": ["sales"], "bob": ["legal"], "carol": ["sales"], "dave": []}
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = open_store(sqlite_url(tmp_path / "data"))
+    accounts = AccountService(opened, "callgate")
+    for handle, groups in USERS.items():
+        accounts.create_user(handle, groups=groups)
+    groups = GroupStore(opened)
+    for name in ("sales", "legal"):
+        groups.create("admin", GroupSpec(name))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def policy(store: Store) -> PolicyStore:
+    return PolicyStore(store)
+
+
+@pytest.fixture
+async def hub(store: Store, policy: PolicyStore) -> AsyncIterator[SignalingHub]:
+    engine = CallEngine(
+        SystemClock(),
+        ring_timeout=5,
+        setup_timeout=10,
+        silence_timeout=10,
+        relay_addresses=[RELAY_IP],
+    )
+    hub = SignalingHub(
+        engine,
+        CdrRepository(store),
+        QualityRepository(store.sessions),
+        SystemClock(),
+        link_delays=(),
+        policy=policy,
+    )
+    await hub.start()
+    yield hub
+    await hub.stop()
+
+
+def parse(payload: dict[str, Any]) -> m.ClientMessage:
+    return m.parse_client_message(json.dumps(payload))
+
+
+async def next_of(device: Device, kind: str, timeout: float = 3) -> dict[str, Any]:
+    while True:
+        message = await asyncio.wait_for(device.queue.get(), timeout)
+        assert message is not None
+        if message["type"] == kind:
+            return message
+
+
+def queued(device: Device) -> list[str]:
+    kinds = []
+    while not device.queue.empty():
+        message = device.queue.get_nowait()
+        kinds.append(message["type"] if message is not None else "closed")
+    return kinds
+
+
+async def invite(hub: SignalingHub, caller: Device, to: str) -> None:
+    message = parse({"type": "call.invite", "id": "1", "to": to, "sdp": SDP})
+    await hub.receive(caller, message, lambda handle: handle in USERS)
+
+
+async def connect(hub: SignalingHub, handle: str) -> Device:
+    # The server-wide ICE policy is "all" here: relay-only comes from the rule alone.
+    device, _ = await hub.connect(handle, handle.title(), False)
+    return device
+
+
+async def test_a_denied_call_never_rings_and_names_its_rule(
+    hub: SignalingHub, policy: PolicyStore
+) -> None:
+    rule = policy.create_rule(
+        "admin", RuleSpec("no-dave", "deny", callee_user="dave", reason="dave takes no calls")
+    )
+    alice, dave = await connect(hub, "alice"), await connect(hub, "dave")
+    await invite(hub, alice, "dave")
+
+    denied = await next_of(alice, "call.denied")
+    assert denied["reason"] == "dave takes no calls"
+    assert denied["rule"] == f"{rule.id}:no-dave"
+    ended = await next_of(alice, "call.ended")
+    assert ended["reason"] == "policy-denied"
+    await hub.flush()
+    assert "call.incoming" not in queued(dave)
+    row = hub.cdrs.get(denied["call_id"])
+    assert row is not None
+    assert (row.disposition, row.policy_rule, row.policy_decision) == (
+        "denied",
+        f"{rule.id}:no-dave",
+        "deny",
+    )
+    assert row.ring_at is None
+
+
+async def test_default_deny_names_the_default(hub: SignalingHub, policy: PolicyStore) -> None:
+    policy.set_settings("admin", default_action="deny")
+    alice, _bob = await connect(hub, "alice"), await connect(hub, "bob")
+    await invite(hub, alice, "bob")
+    denied = await next_of(alice, "call.denied")
+    assert (denied["rule"], denied["reason"]) == ("default", "denied by default policy")
+
+
+async def test_an_allowed_call_records_its_rule_and_recording_flag(
+    hub: SignalingHub, policy: PolicyStore
+) -> None:
+    rule = policy.create_rule(
+        "admin", RuleSpec("record-sales", "allow", caller_group="sales", recording_required=True)
+    )
+    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    await invite(hub, alice, "bob")
+    incoming = await next_of(bob, "call.incoming")
+    await hub.flush()
+    row = hub.cdrs.get(incoming["call_id"])
+    assert row is not None
+    assert (row.policy_rule, row.policy_decision, row.recording_required) == (
+        f"{rule.id}:record-sales",
+        "allow",
+        True,
+    )
+    # No rule for dave's calls: the default action, named "default".
+    dave = await connect(hub, "dave")
+    await invite(hub, dave, "carol")
+    await hub.flush()
+    carol_calls = hub.cdrs.list(user="dave")
+    assert [(c.policy_rule, c.policy_decision) for c in carol_calls] == [("default", "allow")]
+
+
+async def test_max_duration_ends_an_answered_call(hub: SignalingHub, policy: PolicyStore) -> None:
+    policy.create_rule("admin", RuleSpec("short", "allow", caller_user="alice", max_duration_s=1))
+    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    await invite(hub, alice, "bob")
+    call_id = (await next_of(bob, "call.incoming"))["call_id"]
+    answer = {"type": "call.answer", "id": "2", "call_id": call_id, "sdp": SDP}
+    await hub.receive(bob, parse(answer), bool)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    ended = await next_of(alice, "call.ended", timeout=5)
+    elapsed = loop.time() - started
+    assert (ended["reason"], ended["ended_by"]) == ("max-duration", "server")
+    assert 0.8 <= elapsed < 2.5
+    assert (await next_of(bob, "call.ended"))["reason"] == "max-duration"
+    await hub.flush()
+    row = hub.cdrs.get(call_id)
+    assert row is not None and (row.disposition, row.reason) == ("answered", "max-duration")
+    assert row.duration_s is not None and 0.9 <= row.duration_s < 2.5
+
+
+async def test_relay_only_rule_strips_direct_candidates_of_one_call(
+    hub: SignalingHub, policy: PolicyStore
+) -> None:
+    policy.create_rule(
+        "admin", RuleSpec("relay-legal", "allow", callee_group="legal", relay_only=True)
+    )
+    alice, bob, carol, dave = [
+        await connect(hub, name) for name in ("alice", "bob", "carol", "dave")
+    ]
+    await invite(hub, alice, "bob")
+    offer = (await next_of(bob, "call.incoming"))["sdp"]
+    assert RELAY.strip() in offer
+    assert "typ host" not in offer and "typ srflx" not in offer
+    call_id = hub.engine.call_of(alice.device_id)
+    trickle = {
+        "type": "call.candidate",
+        "id": "3",
+        "call_id": call_id,
+        "candidate": {"candidate": HOST[2:].strip(), "sdpMid": "0"},
+    }
+    await hub.receive(alice, parse(trickle), bool)
+    ack = await next_of(alice, "ack")
+    while ack["id"] != "3":
+        ack = await next_of(alice, "ack")
+    assert ack["forwarded"] is False
+    assert "call.candidate" not in queued(bob)
+    # The same server, another call that no rule restricts: the host candidate gets through.
+    await invite(hub, carol, "dave")
+    other = await next_of(dave, "call.incoming")
+    assert "typ host" in other["sdp"]
+
+
+@pytest.mark.parametrize(("caller", "callee"), [("alice", "bob"), ("bob", "alice")])
+async def test_an_ethical_wall_holds_both_ways(
+    hub: SignalingHub, policy: PolicyStore, caller: str, callee: str
+) -> None:
+    policy.create_rule(
+        "admin",
+        RuleSpec(
+            "wall",
+            "deny",
+            caller_group="sales",
+            callee_group="legal",
+            wall=True,
+            reason="ethical wall",
+        ),
+    )
+    a, b = await connect(hub, caller), await connect(hub, callee)
+    await invite(hub, a, callee)
+    denied = await next_of(a, "call.denied")
+    assert denied["reason"] == "ethical wall"
+    await hub.flush()
+    assert "call.incoming" not in queued(b)
+
+
+async def test_another_process_change_is_seen_within_a_second(
+    hub: SignalingHub, store: Store
+) -> None:
+    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    await invite(hub, alice, "bob")
+    await next_of(bob, "call.incoming")
+    await hub.receive(
+        alice,
+        parse({"type": "call.hangup", "id": "9", "call_id": hub.engine.call_of(alice.device_id)}),
+        bool,
+    )
+    # Another process (its own PolicyStore on the same database) adds a deny rule.
+    PolicyStore(store).create_rule("other", RuleSpec("block", "deny", caller_user="alice"))
+    await asyncio.sleep(0.6)
+    await invite(hub, alice, "bob")
+    denied = await next_of(alice, "call.denied")
+    assert denied["rule"].endswith(":block")
+
+
+async def test_an_unreadable_policy_fails_closed(hub: SignalingHub, store: Store) -> None:
+    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE policy_settings RENAME TO policy_settings_gone")
+    await invite(hub, alice, "bob")
+    denied = await next_of(alice, "call.denied")
+    assert (denied["rule"], denied["reason"]) == ("unavailable", "the call policy is unavailable")
+    await hub.flush()
+    assert "call.incoming" not in queued(bob)
