@@ -45,6 +45,7 @@ from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.repositories import TurnUserRepository
 from callgate.turn.server import TurnServer
 from callgate.types import Address, Transport
+from callgate.web.directory import directory_router
 
 log = logging.getLogger("callgate")
 
@@ -305,7 +306,7 @@ async def run_serve(settings: Settings) -> None:
                 registry=registry,
                 health=lambda: _health(store, server, sink),
                 services=services,
-                routers=[calls.router],
+                routers=[calls.router, directory_router(calls.hub)],
             )
             http, http_task = await _start_http(settings, app)
             with metrics_endpoint(settings, server):

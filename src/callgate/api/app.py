@@ -2,7 +2,9 @@
 
 Routes: `GET /healthz`, `GET /metrics`; with `services`: `/api/login`, `/api/logout`, `/api/me`,
 `/api/calls`, `/api/users`, records, exports, audit, live calls, retention and stats (see
-api/routes/ and docs/admin-api.md). Other packages add theirs through `routers` (e.g. /ws).
+api/routes/ and docs/admin-api.md), and the browser pages `/`, `/console/…` and `/static`
+(callgate.web, docs/browser.md). Other packages add theirs through `routers` (e.g. /ws,
+/api/directory).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from callgate.api.routes import admin, auth, calls, exports, records, stats, use
 from callgate.api.routes import groups as group_routes
 from callgate.api.routes import policy as policy_routes
 from callgate.metrics import render
+from callgate.web.pages import install_web
 
 HealthCheck = Callable[[], dict[str, Any]]
 
@@ -63,4 +66,6 @@ def create_app(
     for router in routers:
         app.include_router(router)
     document_errors(app)
+    if services is not None:
+        install_web(app)  # the softphone at / and the console at /console (docs/browser.md)
     return app
