@@ -9,12 +9,13 @@ import hmac
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pytest
 
+from callgate.storage.db import Store, open_store
 from callgate.turn.config import TurnConfig
 from callgate.turn.events import EventSink, ListSink
 from callgate.types import Address, Transport
@@ -179,3 +180,11 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 3.0, what: 
         if loop.time() > deadline:
             raise AssertionError(f"not true within {timeout} s: {what or predicate}")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:  # noqa: F811 - database_url is the fixture
+    """A migrated store on each backend (tests/db_backends.py: SQLite and PostgreSQL)."""
+    opened = open_store(database_url)
+    yield opened
+    opened.close()

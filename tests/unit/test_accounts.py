@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import MetaData, select, text
 
 from callgate.accounts import AccountService, PasswordPolicy, Passwords
 from callgate.clock import ManualClock
 from callgate.errors import InvalidAccountValue, UnknownUserError, UserExistsError
-from callgate.storage.db import Store, open_store
+from callgate.storage.db import Store
 from callgate.storage.repositories import TurnUserRepository
 from callgate.turn.auth import long_term_key
 
 # argon2's minimum cost: fast tests, same code path.
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ users get 403; every change is audited with before/after; bad input is a precise
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
-from callgate.storage.db import Store, open_store
+from callgate.storage.db import Store
 
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -45,13 +45,6 @@ READS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/policy/rules/1", None),
     ("POST", "/api/policy/explain", {"caller": "alice", "callee": "bob"}),
 ]
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

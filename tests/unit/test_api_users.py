@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ from callgate.api.app import create_app
 from callgate.api.deps import Services
 from callgate.clock import ManualClock
 from callgate.records.cdr import CdrRepository
-from callgate.storage.db import Store, open_store
+from callgate.storage.db import Store
 
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -32,13 +32,6 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PUT", "/api/users/bob/password", {"password": "new-pw"}),
     ("DELETE", "/api/users/bob", None),
 ]
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import base64
 import itertools
 import os
 import stat
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,17 +29,10 @@ from callgate.records.audit_chain import (
     sign_checkpoint,
     verify,
 )
-from callgate.storage.db import Store, open_store
+from callgate.storage.db import Store
 from callgate.storage.models import AuditEntry
 
 T0 = datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -4,24 +4,15 @@ different connections. Each must get its own seq and the chain must stay intact.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import select, text
 
 from callgate.records.audit import AuditLog
-from callgate.storage.db import Store, open_store
+from callgate.storage.db import Store
 from callgate.storage.models import User
 
 WRITERS = 6
 EACH = 150
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 def test_concurrent_appenders_never_collide(store: Store) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,20 +28,13 @@ from callgate.records.audit_chain import Entry
 from callgate.records.audit_runtime import Checkpointer, effective_settings, record_start
 from callgate.records.cdr import CdrRepository
 from callgate.records.relay_sessions import DbEventSink
-from callgate.storage.db import Store, open_store
+from callgate.storage.db import Store
 from callgate.turn.events import AllocationEvent, EventKind
 from callgate.types import Transport
 
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 SECRET_PASSWORD = "s3cret-never-logged"
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

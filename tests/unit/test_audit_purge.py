@@ -4,7 +4,6 @@ catches entries deleted by hand from the front."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,18 +18,11 @@ from callgate.records.audit import (
     load_public_key,
 )
 from callgate.records.retention import Retention
-from callgate.storage.db import Store, open_store
+from callgate.storage.db import Store
 from callgate.storage.models import AuditEntry, User
 
 OLD = datetime(2026, 1, 5, 9, 0, 0, tzinfo=UTC)  # well past a 30-day retention
 NOW = datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

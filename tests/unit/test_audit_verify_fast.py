@@ -4,7 +4,6 @@ same first bad entry as recomputing the chain entry by entry, on every backend."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,17 +20,10 @@ from callgate.records.audit_chain import (
     parse_details,
     verify,
 )
-from callgate.storage.db import Store, open_store
+from callgate.storage.db import Store
 
 T0 = datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC)
 N = 40
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,18 +20,10 @@ from callgate.storage.db import (
     Store,
     create_store_engine,
     migrate,
-    open_store,
 )
 from callgate.storage.models import RelaySession
 
 T0 = datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

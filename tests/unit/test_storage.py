@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,13 +34,6 @@ from tests.conftest import free_port
 from tests.db_backends import PgServer
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 def event(kind: EventKind, **changes: object) -> AllocationEvent:

@@ -3,7 +3,7 @@ record is kept (NUL shown as U+FFFD), lookups by such text find nothing, and not
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -16,17 +16,10 @@ from callgate.api.deps import Services
 from callgate.clock import ManualClock
 from callgate.records.audit import AuditLog
 from callgate.records.cdr import CallOpen, CdrRepository
-from callgate.storage.db import Store, open_store
+from callgate.storage.db import Store
 
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ local, the console sections, and the softphone's directory with presence."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,20 +17,13 @@ from callgate.accounts import AccountService, PasswordPolicy, Passwords
 from callgate.api.app import create_app
 from callgate.api.deps import Services
 from callgate.records.cdr import CdrRepository
-from callgate.storage.db import Store, open_store
+from callgate.storage.db import Store
 from callgate.web import directory_router
 from callgate.web.directory import presence_by_handle
 from callgate.web.pages import CONSOLE_PAGES
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "callgate" / "web" / "static"
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -63,6 +63,16 @@ class Page:
     next_cursor: str | None
 
 
+def _given(filter_: object, names: tuple[str, ...]) -> dict[str, Any]:
+    """A filter's set fields as JSON values (times as ISO 8601)."""
+    out: dict[str, Any] = {}
+    for name in names:
+        value = getattr(filter_, name)
+        if value is not None:
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class CdrFilter:
     """Calls whose caller or callee is `party`, invited in [since, until), with `disposition`,
@@ -78,12 +88,7 @@ class CdrFilter:
 
     def as_json(self) -> dict[str, Any]:
         """The filter as given, for the audit entry of an export."""
-        out: dict[str, Any] = {}
-        for name in self.__slots__:
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value.isoformat() if isinstance(value, datetime) else value
-        return out
+        return _given(self, self.__slots__)
 
     def apply(self, query: Select[Any]) -> Select[Any]:
         for user in (self.party, self.visible_to):
@@ -124,12 +129,8 @@ class AuditFilter:
     until: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in self.__slots__:
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value.isoformat() if isinstance(value, datetime) else value
-        return out
+        """The filter as given, for the audit entry of an export."""
+        return _given(self, self.__slots__)
 
     def apply(self, query: Select[Any]) -> Select[Any]:
         for column, value in (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -15,19 +15,11 @@ from callgate.api.deps import RelayStatus, Services
 from callgate.clock import ManualClock
 from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
-from callgate.storage.db import Store, open_store
+from callgate.storage.db import Store
 from tests.unit.admin_api.seed import T0, FakeLiveCalls, live_call, seed_accounts, seed_records
 
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
 RELAY = RelayStatus("local", ["udp 127.0.0.1:3478"], 1, 5, 10, 20, 1, 2, 0, 0)
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    """A migrated store on each backend (tests/db_backends.py: SQLite and PostgreSQL)."""
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
