@@ -76,6 +76,12 @@ def setup_logging(level: str) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactSecrets())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        # Everything goes through the root handler and its filter, even if something configured
+        # uvicorn's loggers with handlers of their own before.
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
     quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
     for name in ("alembic", "uvicorn.access", "multipart"):
         logging.getLogger(name).setLevel(quiet)
