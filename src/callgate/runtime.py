@@ -78,10 +78,12 @@ def setup_logging(level: str) -> None:
         handler.addFilter(RedactSecrets())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         # Everything goes through the root handler and its filter, even if something configured
-        # uvicorn's loggers with handlers of their own before.
+        # uvicorn's loggers before (handlers of their own, a level, or disabled by a dictConfig).
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+        logger.disabled = False
+        logger.setLevel(logging.NOTSET)
     quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
     for name in ("alembic", "uvicorn.access", "multipart"):
         logging.getLogger(name).setLevel(quiet)
