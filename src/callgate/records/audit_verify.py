@@ -36,14 +36,23 @@ from callgate.records.audit_purge import anchor_recorded
 
 SPAN = 50_000  # entries per span (one worker task, one progress step)
 FETCH = 20_000  # rows per fetchmany
-PARALLEL_MIN = 200_000  # worker processes from this many entries on…
-PARALLEL_CPUS = 4  # …and this many CPUs: a worker's start-up (imports) costs about a CPU-second,
-MAX_WORKERS = 8  # which two CPUs do not win back on a million entries (bench/audit_chain.py)
+PARALLEL_MIN = 200_000  # worker processes from this many entries on, when CPUs are idle:
+MAX_WORKERS = 8  # a worker's start-up (imports) costs about a CPU-second, which only idle CPUs
+# win back (bench/audit_chain.py, 1 M entries on 2 CPUs: 3.5 s with one process, 2.8 s with two
+# when idle; 10 s against 6 s with two when the machine is already busy).
 
 
 def default_workers(total: int) -> int:
+    """One process per CPU for a large log on a machine whose CPUs are mostly idle (1-minute load
+    average below half the CPUs), else one."""
     cpus = os.cpu_count() or 1
-    return min(cpus, MAX_WORKERS) if total >= PARALLEL_MIN and cpus >= PARALLEL_CPUS else 1
+    if total < PARALLEL_MIN or cpus < 2:
+        return 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return 1
+    return min(cpus, MAX_WORKERS) if load < cpus / 2 else 1
 
 
 _AT_SQL = {
