@@ -23,6 +23,7 @@ from callgate.api.routes import admin, auth, calls, exports, records, stats, use
 from callgate.api.routes import groups as group_routes
 from callgate.api.routes import policy as policy_routes
 from callgate.metrics import render
+from callgate.policy.errors import PolicyError
 from callgate.web.pages import install_web
 
 HealthCheck = Callable[[], dict[str, Any]]
@@ -57,6 +58,7 @@ def create_app(
         app.include_router(auth.router)
         app.include_router(calls.router)
         app.include_router(users.router)
+        app.add_exception_handler(PolicyError, group_routes.policy_refused)
         app.include_router(group_routes.router)
         app.include_router(policy_routes.router)
         app.include_router(exports.router)  # before records: /api/cdrs/export vs /api/cdrs/{id}

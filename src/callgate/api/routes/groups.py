@@ -14,26 +14,28 @@ admin's handle, in the same transaction as the change.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from callgate.api.deps import AdminDep, ReaderDep, ServicesDep
 from callgate.api.schemas_policy import GroupIn, GroupOut, GroupPatch, GroupsOut
-from callgate.policy.errors import InvalidPolicyValue, PolicyConflict, PolicyError
+from callgate.policy.errors import InvalidPolicyValue, PolicyConflict
 from callgate.policy.groups import GroupStore, GroupView
 from callgate.policy.specs import GroupSpec
 
 router = APIRouter(prefix="/api/groups", tags=["groups"])
 
 
-def refused(exc: PolicyError) -> HTTPException:
-    """The HTTP answer to a refused policy or group change."""
+def policy_refused(_request: Request, exc: Exception) -> JSONResponse:
+    """The HTTP answer to a refused policy or group change (an exception handler of the app):
+    422 invalid value, 409 conflict, 404 unknown group, user or rule."""
     if isinstance(exc, InvalidPolicyValue):
         code = status.HTTP_422_UNPROCESSABLE_CONTENT
     elif isinstance(exc, PolicyConflict):
         code = status.HTTP_409_CONFLICT
     else:
         code = status.HTTP_404_NOT_FOUND
-    return HTTPException(code, detail=str(exc))
+    return JSONResponse({"detail": str(exc)}, status_code=code)
 
 
 def _groups(services: ServicesDep) -> GroupStore:
@@ -54,19 +56,13 @@ def list_groups(reader: ReaderDep, services: ServicesDep) -> GroupsOut:
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_group(body: GroupIn, admin: AdminDep, services: ServicesDep) -> GroupOut:
     groups = _groups(services)
-    try:
-        return _out(groups.create(admin.handle, GroupSpec.parse(body.model_dump())))
-    except PolicyError as exc:
-        raise refused(exc) from None
+    return _out(groups.create(admin.handle, GroupSpec.parse(body.model_dump())))
 
 
 @router.get("/{name}")
 def get_group(name: str, reader: ReaderDep, services: ServicesDep) -> GroupOut:
     groups = _groups(services)
-    try:
-        return _out(groups.get(name))
-    except PolicyError as exc:
-        raise refused(exc) from None
+    return _out(groups.get(name))
 
 
 @router.patch("/{name}")
@@ -77,35 +73,23 @@ def update_group(name: str, body: GroupPatch, admin: AdminDep, services: Service
         changes["description"] = ""
     if "turn_peer_ranges" in changes and changes["turn_peer_ranges"] is None:
         changes["turn_peer_ranges"] = []
-    try:
-        return _out(groups.update(admin.handle, name, changes))
-    except PolicyError as exc:
-        raise refused(exc) from None
+    return _out(groups.update(admin.handle, name, changes))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_group(name: str, admin: AdminDep, services: ServicesDep) -> Response:
     groups = _groups(services)
-    try:
-        groups.delete(admin.handle, name)
-    except PolicyError as exc:
-        raise refused(exc) from None
+    groups.delete(admin.handle, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.put("/{name}/members/{handle}")
 def add_member(name: str, handle: str, admin: AdminDep, services: ServicesDep) -> GroupOut:
     groups = _groups(services)
-    try:
-        return _out(groups.add_member(admin.handle, name, handle))
-    except PolicyError as exc:
-        raise refused(exc) from None
+    return _out(groups.add_member(admin.handle, name, handle))
 
 
 @router.delete("/{name}/members/{handle}")
 def remove_member(name: str, handle: str, admin: AdminDep, services: ServicesDep) -> GroupOut:
     groups = _groups(services)
-    try:
-        return _out(groups.remove_member(admin.handle, name, handle))
-    except PolicyError as exc:
-        raise refused(exc) from None
+    return _out(groups.remove_member(admin.handle, name, handle))

@@ -20,7 +20,6 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from callgate.api.deps import AdminDep, ReaderDep, ServicesDep
-from callgate.api.routes.groups import refused
 from callgate.api.schemas_policy import (
     ExplainIn,
     ExplainOut,
@@ -32,7 +31,6 @@ from callgate.api.schemas_policy import (
     SettingsOut,
 )
 from callgate.clock import SystemClock
-from callgate.policy.errors import PolicyError
 from callgate.policy.explain import explain
 from callgate.policy.specs import RuleSpec, RuleView
 from callgate.policy.store import PolicyStore
@@ -70,19 +68,13 @@ def get_policy(reader: ReaderDep, services: ServicesDep) -> PolicyOut:
 @router.post("/rules", status_code=status.HTTP_201_CREATED)
 def create_rule(body: RuleIn, admin: AdminDep, services: ServicesDep) -> RuleOut:
     policy = _policy(services)
-    try:
-        return _out(policy.create_rule(admin.handle, _spec(body), body.position))
-    except PolicyError as exc:
-        raise refused(exc) from None
+    return _out(policy.create_rule(admin.handle, _spec(body), body.position))
 
 
 @router.get("/rules/{rule_id}")
 def get_rule(rule_id: RuleId, reader: ReaderDep, services: ServicesDep) -> RuleOut:
     policy = _policy(services)
-    try:
-        return _out(policy.rule(rule_id))
-    except PolicyError as exc:
-        raise refused(exc) from None
+    return _out(policy.rule(rule_id))
 
 
 @router.put("/rules/{rule_id}")
@@ -90,10 +82,7 @@ def replace_rule(rule_id: RuleId, body: RuleIn, admin: AdminDep, services: Servi
     policy = _policy(services)
     if body.position is not None:
         raise refused_position()
-    try:
-        return _out(policy.update_rule(admin.handle, rule_id, _spec(body)))
-    except PolicyError as exc:
-        raise refused(exc) from None
+    return _out(policy.update_rule(admin.handle, rule_id, _spec(body)))
 
 
 def refused_position() -> HTTPException:
@@ -106,37 +95,25 @@ def refused_position() -> HTTPException:
 @router.delete("/rules/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_rule(rule_id: RuleId, admin: AdminDep, services: ServicesDep) -> Response:
     policy = _policy(services)
-    try:
-        policy.delete_rule(admin.handle, rule_id)
-    except PolicyError as exc:
-        raise refused(exc) from None
+    policy.delete_rule(admin.handle, rule_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/rules/{rule_id}/move")
 def move_rule(rule_id: RuleId, body: MoveIn, admin: AdminDep, services: ServicesDep) -> RuleOut:
     policy = _policy(services)
-    try:
-        return _out(policy.move_rule(admin.handle, rule_id, body.position))
-    except PolicyError as exc:
-        raise refused(exc) from None
+    return _out(policy.move_rule(admin.handle, rule_id, body.position))
 
 
 @router.put("/settings")
 def put_settings(body: SettingsIn, admin: AdminDep, services: ServicesDep) -> SettingsOut:
     policy = _policy(services)
-    try:
-        settings = policy.set_settings(admin.handle, body.default_action, body.time_zone)
-    except PolicyError as exc:
-        raise refused(exc) from None
+    settings = policy.set_settings(admin.handle, body.default_action, body.time_zone)
     return SettingsOut(default_action=settings.default_action, time_zone=settings.time_zone)
 
 
 @router.post("/explain")
 def explain_call(body: ExplainIn, reader: ReaderDep, services: ServicesDep) -> ExplainOut:
     policy = _policy(services)
-    try:
-        result = explain(policy, body.caller, body.callee, body.at, SystemClock().wall())
-    except PolicyError as exc:
-        raise refused(exc) from None
+    result = explain(policy, body.caller, body.callee, body.at, SystemClock().wall())
     return ExplainOut.model_validate(result)
