@@ -3,11 +3,8 @@ and an administrator ending a call (parties told `ended-by-admin`, CDR and audit
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -20,10 +17,10 @@ from callgate.clock import SystemClock
 from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
-from callgate.signaling import messages as m
 from callgate.signaling.calls import CallEngine
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.storage.db import Store, open_store, sqlite_url
+from tests.integration.hub_helpers import next_of, parse
 
 SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
@@ -60,18 +57,6 @@ async def api(store: Store, hub: SignalingHub) -> AsyncIterator[httpx.AsyncClien
         token = await client.post("/api/login", json={"handle": "root", "password": "pw-root"})
         client.headers["Authorization"] = f"Bearer {token.json()['token']}"
         yield client
-
-
-def parse(payload: dict[str, Any]) -> m.ClientMessage:
-    return m.parse_client_message(json.dumps(payload))
-
-
-async def next_of(device: Device, kind: str) -> dict[str, Any]:
-    while True:
-        message = await asyncio.wait_for(device.queue.get(), 3)
-        assert message is not None
-        if message["type"] == kind:
-            return message
 
 
 async def call(hub: SignalingHub, caller: Device, callee: Device, answer: bool) -> str:

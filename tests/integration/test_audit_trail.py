@@ -9,7 +9,6 @@ import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,14 +18,14 @@ from callgate.records.audit_chain import Entry
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
 from callgate.records.relay_sessions import DbEventSink
-from callgate.signaling import messages as m
 from callgate.signaling.call import Denial, Grant
 from callgate.signaling.calls import CallEngine
-from callgate.signaling.hub import Device, SignalingHub
+from callgate.signaling.hub import SignalingHub
 from callgate.storage.db import Store, open_store, sqlite_url
 from callgate.turn.config import TurnConfig
 from callgate.turn.server import TurnServer
 from callgate.types import Transport
+from tests.integration.hub_helpers import next_of, parse
 from tests.integration.test_cli import callgate
 from tests.integration.turn_client import (
     PASSWORD,
@@ -78,18 +77,6 @@ async def hub(store: Store) -> AsyncIterator[SignalingHub]:
     await hub.start()
     yield hub
     await hub.stop()
-
-
-def parse(payload: dict[str, Any]) -> m.ClientMessage:
-    return m.parse_client_message(json.dumps(payload))
-
-
-async def next_of(device: Device, kind: str) -> dict[str, Any]:
-    while True:
-        message = await asyncio.wait_for(device.queue.get(), 3)
-        assert message is not None
-        if message["type"] == kind:
-            return message
 
 
 def call_entries(store: Store, call_id: str) -> list[Entry]:

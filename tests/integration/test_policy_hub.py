@@ -6,10 +6,8 @@ an ethical wall holds in both directions; a change made through another store is
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,10 +18,10 @@ from callgate.policy.specs import GroupSpec, RuleSpec
 from callgate.policy.store import PolicyStore
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
-from callgate.signaling import messages as m
 from callgate.signaling.calls import CallEngine
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.storage.db import Store, open_store, sqlite_url
+from tests.integration.hub_helpers import next_of, parse
 
 RELAY_IP = "203.0.113.10"
 HOST = "a=candidate:1 1 udp 2122260223 192.168.1.20 50000 typ host\r\n"
@@ -74,18 +72,6 @@ async def hub(store: Store, policy: PolicyStore) -> AsyncIterator[SignalingHub]:
     await hub.start()
     yield hub
     await hub.stop()
-
-
-def parse(payload: dict[str, Any]) -> m.ClientMessage:
-    return m.parse_client_message(json.dumps(payload))
-
-
-async def next_of(device: Device, kind: str, timeout: float = 3) -> dict[str, Any]:
-    while True:
-        message = await asyncio.wait_for(device.queue.get(), timeout)
-        assert message is not None
-        if message["type"] == kind:
-            return message
 
 
 def queued(device: Device) -> list[str]:

@@ -3,19 +3,17 @@ records follow the call, and the media watchdog ends a silent call on its own.""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from callgate.clock import SystemClock
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
-from callgate.signaling import messages as m
 from callgate.signaling.calls import CallEngine
-from callgate.signaling.hub import Device, SignalingHub
+from callgate.signaling.hub import SignalingHub
 from callgate.storage.db import Store, open_store
+from tests.integration.hub_helpers import next_of, parse
 
 SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 
@@ -40,20 +38,6 @@ async def hub(store: Store) -> AsyncIterator[SignalingHub]:
     await hub.start()
     yield hub
     await hub.stop()
-
-
-def parse(payload: dict[str, Any]) -> m.ClientMessage:
-    import json
-
-    return m.parse_client_message(json.dumps(payload))
-
-
-async def next_of(device: Device, kind: str) -> dict[str, Any]:
-    while True:
-        message = await asyncio.wait_for(device.queue.get(), 3)
-        assert message is not None
-        if message["type"] == kind:
-            return message
 
 
 async def test_cdr_is_durable_before_the_callee_rings(hub: SignalingHub) -> None:
