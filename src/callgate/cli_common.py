@@ -77,8 +77,11 @@ def settings_from(config: Path | None, overrides: dict[str, Any]) -> Settings:
 def open_settings_store(settings: Settings) -> Store:
     """The store of `settings` (its database URL or data dir), migrated; exit 1 when it fails."""
     from callgate.storage.db import open_store
+    from callgate.storage.permissions import private_data_dir
 
     try:
+        if settings.database_url is None:
+            private_data_dir(settings.data_dir)
         return open_store(settings.database())
     except StorageError as exc:
         raise fail(str(exc), code=1) from None

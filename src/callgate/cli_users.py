@@ -1,9 +1,10 @@
 """`callgate user …`: accounts, managed directly in the store of `--data-dir` (works with the
 server stopped), or with `--server URL` through a running server's REST API (/api/users) as an admin.
 
-An account signs in with its password, and the same password works as TURN long-term
-credentials on the relay. Static TURN-only users from earlier versions are listed and removable
-(in the store only: the API manages accounts).
+An account signs in with its password; its password never opens the relay (signed-in clients get
+short-lived TURN REST credentials in `hello`). Static TURN-only users from earlier versions are
+listed and removable (in the store only: the API manages accounts); relay-only users are
+configured with `turn.users` / `--user NAME:PASSWORD`.
 
 Through the API the admin's token comes from the `callgate login` session for that server, or a
 sign-in as `--user ADMIN` (env CALLGATE_USER) whose password is CALLGATE_ADMIN_PASSWORD — or,
@@ -47,7 +48,8 @@ if TYPE_CHECKING:
     from callgate.storage.repositories import TurnUserRepository
 
 user_app = typer.Typer(
-    help="Accounts: sign-in and TURN credentials, in the database of --data-dir, or through a "
+    help="Accounts (sign-in; the relay takes the REST credentials handed out after sign-in), in "
+    "the database of --data-dir, or through a "
     "running server's API with --server (as an admin)."
 )
 
@@ -114,7 +116,7 @@ def user_add(
 ) -> None:
     """Add an account. Password: --password-stdin, env CALLGATE_PASSWORD, or a prompt (terminal).
 
-    Stored: an argon2id hash and MD5(handle:realm:password) for TURN — never the password.
+    Stored: an argon2id hash — never the password, nor anything else derived from it.
     """
     if admin and role not in (None, "admin"):
         raise fail("--admin and --role disagree")
@@ -257,7 +259,7 @@ def user_disable(
     user: AdminOpt = None,
     password_stdin: AdminPasswordStdinOpt = False,
 ) -> None:
-    """Disable an account: no sign-in, its tokens and TURN key refused (within seconds)."""
+    """Disable an account: no sign-in, its tokens and TURN credentials refused (within seconds)."""
     _set_disabled(handle, True, data_dir, config, (server, user, password_stdin))
 
 
@@ -308,7 +310,7 @@ def user_passwd(
     server: ServerOpt = None,
     user: AdminOpt = None,
 ) -> None:
-    """Set an account's password (and its TURN key). Password as for `user add`."""
+    """Set an account's password. Password as for `user add`."""
     url = _target(server, False, data_dir=data_dir, realm=realm, config=config)
     if url is not None:
         password = read_password(password_stdin)

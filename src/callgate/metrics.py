@@ -35,6 +35,11 @@ CounterSource = Callable[[], TurnCounters]
 _SIMPLE_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("allocations_total", "allocations", "Allocations created since start."),
     ("auth_failures", "auth_failures", "Requests refused for bad or missing credentials."),
+    (
+        "auth_throttled",
+        "auth_throttled",
+        "Requests refused (403) while their address or username is blocked after failed logins.",
+    ),
     ("peers_refused", "peers_refused", "Permissions refused by the peer filter (403)."),
     ("malformed_dropped", "malformed_dropped", "Malformed packets dropped."),
     ("quota_rejections", "quota_rejections", "Allocations refused by a quota (486)."),

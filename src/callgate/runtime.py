@@ -42,6 +42,7 @@ from callgate.records.relay_sessions import DbEventSink
 from callgate.records.retention import PurgeJob
 from callgate.signaling.service import build_signaling
 from callgate.storage.db import Store, display_url, open_store
+from callgate.storage.permissions import private_data_dir
 from callgate.storage.repositories import TurnUserRepository
 from callgate.turn.server import TurnServer
 from callgate.types import Address, Transport
@@ -126,23 +127,15 @@ def announce(message: str) -> None:
 
 
 class KeyLookup:
-    """TURN long-term keys from the database, cached for `ttl` seconds: an account's key (its
-    sign-in password works on the relay) or else a static TURN-only user's.
+    """Long-term keys of static relay-only users (`turn_users`), cached for `ttl` seconds.
 
-    Called by the server on authenticated requests (not per relayed packet); the cache bounds
-    database reads under bursts and guessing. A removed or disabled user stops working within
-    `ttl`.
+    Accounts are not looked up: their passwords never open the relay (they get TURN REST
+    credentials in `hello`). Called on authenticated requests, not per relayed packet; the cache
+    bounds database reads under bursts. A removed user stops working within `ttl`.
     """
 
-    def __init__(
-        self,
-        users: TurnUserRepository,
-        realm: str,
-        ttl: float = 5.0,
-        accounts: AccountService | None = None,
-    ) -> None:
+    def __init__(self, users: TurnUserRepository, realm: str, ttl: float = 5.0) -> None:
         self._users = users
-        self._accounts = accounts
         self._realm = realm
         self._ttl = ttl
         self._cache: dict[str, tuple[float, bytes | None]] = {}
@@ -153,9 +146,7 @@ class KeyLookup:
         if hit is not None and hit[0] > now:
             return hit[1]
         try:
-            key = self._accounts.turn_key(username) if self._accounts is not None else None
-            if key is None:
-                key = self._users.key(username, self._realm)
+            key = self._users.key(username, self._realm)
         except SQLAlchemyError as exc:
             log.error("TURN user lookup failed: %s", exc)
             return None
@@ -260,6 +251,7 @@ async def _start_audit(store: Store, settings: Settings) -> Checkpointer:
 
 async def run_serve(settings: Settings) -> None:
     """Everything on one box: SQLite store, TURN relay with DB users and records, HTTP app."""
+    await asyncio.to_thread(private_data_dir, settings.data_dir)
     store = await asyncio.to_thread(open_store, settings.database())
     log.info("store %s open and migrated", display_url(settings.database()))
     config = turn_config(settings)
@@ -271,7 +263,7 @@ async def run_serve(settings: Settings) -> None:
         store.close()
         raise
     sink = DbEventSink(store.sessions)
-    lookup = KeyLookup(TurnUserRepository(store.sessions), config.realm, accounts=accounts)
+    lookup = KeyLookup(TurnUserRepository(store.sessions), config.realm)
     cdrs = CdrRepository(store)
     policy = PolicyStore(store)
     services = Services(
@@ -290,7 +282,7 @@ async def run_serve(settings: Settings) -> None:
     # hourly, while a retention period is set
     purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
     try:
-        async with TurnServer(config, events=sink, key_lookup=lookup) as server:
+        async with TurnServer(config, events=sink, key_lookup=lookup, auth_events=sink) as server:
             calls = build_signaling(
                 settings.calls,
                 accounts,

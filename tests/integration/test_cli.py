@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import sqlite3
+import stat
 import struct
 import subprocess
 import time
@@ -154,12 +155,13 @@ def test_user_add_list_remove(tmp_path: Path) -> None:
 
     db = tmp_path / "data" / "callgate.sqlite3"
     with sqlite3.connect(db) as conn:
-        rows = {name: (key, pw_hash) for name, key, pw_hash in conn.execute(
-            "SELECT handle, turn_key_hex, password_hash FROM users"
-        )}  # fmt: skip
-    assert rows["alice"][0] == hashlib.md5(b"alice:callgate:s3cret-pw").hexdigest()
-    assert rows["alice"][1].startswith("$argon2id$")
+        rows = dict(conn.execute("SELECT handle, password_hash FROM users").fetchall())
+    assert rows["alice"].startswith("$argon2id$")
     assert b"s3cret-pw" not in db.read_bytes()
+    assert hashlib.md5(b"alice:callgate:s3cret-pw").hexdigest().encode() not in db.read_bytes()
+    # The store is private: data directory 0700, database file 0600.
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
 
     removed = callgate("user", "remove", "alice", "--data-dir", data, cwd=tmp_path)
     assert removed.returncode == 0
@@ -204,9 +206,6 @@ def test_user_disable_enable_passwd_and_json(tmp_path: Path) -> None:
         stdin="pw-2\n",
     )  # fmt: skip
     assert changed.returncode == 0, changed.stderr
-    with sqlite3.connect(db) as conn:
-        key = conn.execute("SELECT turn_key_hex FROM users WHERE handle='dan'").fetchone()[0]
-    assert key == hashlib.md5(b"dan:callgate:pw-2").hexdigest()
     assert b"pw-2" not in db.read_bytes()
 
     calls = callgate("cdr", "list", "--data-dir", data, cwd=tmp_path)
@@ -306,7 +305,21 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
         health = json.loads(body)
         assert health["status"] == "ok" and health["database"]["ok"] is True
 
-        relay = await asyncio.wait_for(allocate_and_send(port, "carol", "pw-carol"), 20)
+        # Her sign-in password does not open the relay; the REST credential from `hello` does.
+        from aioice.stun import TransactionFailed
+
+        from callgate.client.signaling import SignalingClient
+
+        with pytest.raises(TransactionFailed, match="401"):
+            await asyncio.wait_for(allocate_and_send(port, "carol", "pw-carol"), 20)
+        base = f"http://127.0.0.1:{http_port}"
+        session = await SignalingClient.login(base, "carol", "pw-carol")
+        signaling = await SignalingClient.connect(base, session.token, "cli-test", timeout=5)
+        turn = next(s for s in signaling.hello["ice_servers"] if "username" in s)
+        await signaling.close()
+        relay = await asyncio.wait_for(
+            allocate_and_send(port, turn["username"], turn["credential"]), 20
+        )
 
         _, metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{http_port}/metrics")
         assert "callgate_turn_allocations_active 1.0" in metrics

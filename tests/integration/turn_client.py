@@ -266,11 +266,14 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 @contextlib.asynccontextmanager
-async def udp_client(server: Address) -> AsyncIterator[TurnClient]:
+async def udp_client(server: Address, local_host: str | None = None) -> AsyncIterator[TurnClient]:
+    """A UDP TURN client; `local_host` picks its source address (e.g. another 127/8 address)."""
     loop = asyncio.get_running_loop()
     holder: list[TurnClient] = []
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: _UdpProtocol(lambda data: holder[0].feed(data)), remote_addr=server
+        lambda: _UdpProtocol(lambda data: holder[0].feed(data)),
+        remote_addr=server,
+        local_addr=(local_host, 0) if local_host is not None else None,
     )
     local = transport.get_extra_info("sockname")
     client = TurnClient(transport.sendto, (local[0], local[1]), stream=False)

@@ -89,11 +89,9 @@ def test_invalid_account_values(
 def test_disabled_user_cannot_sign_in_or_use_tokens_or_turn(accounts: AccountService) -> None:
     user = accounts.create_user("bob", None, (), "pw-bob")
     token, _ = accounts.issue_token(user)
-    assert accounts.turn_key("bob") == long_term_key("bob", "callgate", "pw-bob")
     accounts.disable("bob")
     assert accounts.authenticate("bob", "pw-bob") is None
     assert accounts.verify_token(token) is None
-    assert accounts.turn_key("bob") is None
     accounts.enable("bob")
     assert accounts.authenticate("bob", "pw-bob") is not None
     # Tokens issued before the disable stay revoked: enabling needs a fresh sign-in.
@@ -104,12 +102,11 @@ def test_disabled_user_cannot_sign_in_or_use_tokens_or_turn(accounts: AccountSer
         accounts.disable("nobody")
 
 
-def test_set_password_changes_hash_and_turn_key(accounts: AccountService) -> None:
+def test_set_password_changes_hash(accounts: AccountService) -> None:
     accounts.create_user("carol", None, (), "old-pw")
     accounts.set_password("carol", "new-pw")
     assert accounts.authenticate("carol", "old-pw") is None
     assert accounts.authenticate("carol", "new-pw") is not None
-    assert accounts.turn_key("carol") == long_term_key("carol", "callgate", "new-pw")
     with pytest.raises(UnknownUserError):
         accounts.set_password("nobody", "x")
 
@@ -117,7 +114,6 @@ def test_set_password_changes_hash_and_turn_key(accounts: AccountService) -> Non
 def test_account_without_password_cannot_sign_in(accounts: AccountService) -> None:
     accounts.create_user("dave")
     assert accounts.authenticate("dave", "") is None
-    assert accounts.turn_key("dave") is None
 
 
 def test_token_expiry_on_the_clock(accounts: AccountService, clock: ManualClock) -> None:
@@ -166,7 +162,7 @@ def test_first_admin_not_created_when_users_exist(accounts: AccountService) -> N
     assert accounts.get("admin") is None
 
 
-def test_key_lookup_prefers_accounts_then_static_turn_users(
+def test_key_lookup_knows_static_turn_users_never_account_passwords(
     store: Store, accounts: AccountService
 ) -> None:
     from callgate import runtime
@@ -174,9 +170,22 @@ def test_key_lookup_prefers_accounts_then_static_turn_users(
     static = TurnUserRepository(store.sessions)
     static.add("svc", "callgate", long_term_key("svc", "callgate", "svc-pw"))
     accounts.create_user("hana", None, (), "hana-pw")
-    lookup = runtime.KeyLookup(static, "callgate", ttl=0.0, accounts=accounts)
-    assert lookup("hana") == long_term_key("hana", "callgate", "hana-pw")
+    lookup = runtime.KeyLookup(static, "callgate", ttl=0.0)
+    assert lookup("hana") is None  # a sign-in password never opens the relay
     assert lookup("svc") == long_term_key("svc", "callgate", "svc-pw")
     assert lookup("nobody") is None
-    accounts.disable("hana")
-    assert lookup("hana") is None
+
+
+def test_nothing_derived_from_the_password_but_its_argon2_hash_is_stored(
+    store: Store, accounts: AccountService
+) -> None:
+    from sqlalchemy import text
+
+    accounts.create_user("ivy", None, (), "ivy-pw")
+    accounts.set_password("ivy", "ivy-pw-2")
+    with store.engine.connect() as conn:
+        row = conn.execute(text("SELECT * FROM users WHERE handle = 'ivy'")).mappings().one()
+    assert "turn_key_hex" not in row
+    for password in ("ivy-pw", "ivy-pw-2"):
+        md5 = long_term_key("ivy", "callgate", password).hex()
+        assert all(md5 not in str(value) for value in row.values())

@@ -310,3 +310,44 @@ def test_high_volume_tables_have_64_bit_ids(store: Store) -> None:
     sink.close()
     row = RelaySessionRepository(store.sessions).get("big")
     assert row is not None and row.id >= 1
+
+
+def test_migration_0007_drops_the_password_equivalent_turn_keys(empty_database_url: str) -> None:
+    from sqlalchemy import text
+
+    from callgate.storage.db import migrate
+
+    engine = create_store_engine(empty_database_url)
+    try:
+        migrate(engine, "0006")
+        key = long_term_key("alice", "callgate", "alice-pw").hex()
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO users (handle, display_name, groups, password_hash, realm,"
+                    " turn_key_hex, is_admin, role, legal_hold, disabled, created_at, updated_at)"
+                    " VALUES ('alice', 'Alice', '[]', '$argon2id$x', 'callgate', :key,"
+                    " false, 'user', false, false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"key": key},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO api_tokens (token_hash, user_id, created_at, expires_at)"
+                    " SELECT 'h', id, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM users"
+                )
+            )
+        migrate(engine)
+        columns = {c["name"] for c in inspect(engine).get_columns("users")}
+        assert "turn_key_hex" not in columns and "password_hash" in columns
+        with engine.connect() as conn:  # the account and its token are kept
+            assert conn.execute(text("SELECT count(*) FROM api_tokens")).scalar() == 1
+            assert conn.execute(text("SELECT handle FROM users")).scalar() == "alice"
+        downgrade(engine, "0006")
+        migrate(engine)
+    finally:
+        engine.dispose()
+    if empty_database_url.startswith("sqlite"):
+        path = Path(empty_database_url.removeprefix("sqlite:///"))
+        stored = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+        assert key.encode() not in stored  # not even in freed pages or the WAL

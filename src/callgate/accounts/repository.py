@@ -24,7 +24,6 @@ class NewUser:
     groups: tuple[str, ...]
     realm: str
     password_hash: str | None
-    turn_key_hex: str | None
     role: str
     now: datetime
 
@@ -57,7 +56,6 @@ class UserRepository:
             groups=json.dumps(list(new.groups)),
             password_hash=new.password_hash,
             realm=new.realm,
-            turn_key_hex=new.turn_key_hex,
             is_admin=new.role == "admin",
             role=new.role,
             legal_hold=False,
@@ -85,13 +83,13 @@ class UserRepository:
             row = self._find(session, handle)
             return user_record(row) if row is not None else None
 
-    def secrets(self, handle: str) -> tuple[UserRecord, str | None, str | None] | None:
-        """The user with its password hash and TURN key hex (for verification only)."""
+    def secrets(self, handle: str) -> tuple[UserRecord, str | None] | None:
+        """The user with its password hash (for verification only)."""
         with self._sessions() as session:
             row = self._find(session, handle)
             if row is None:
                 return None
-            return user_record(row), row.password_hash, row.turn_key_hex
+            return user_record(row), row.password_hash
 
     def list_users(self) -> list[UserRecord]:
         with self._sessions() as session:

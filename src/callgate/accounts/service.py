@@ -1,8 +1,9 @@
 """AccountService: accounts, sign-in and bearer tokens.
 
-Passwords are hashed with argon2id and never stored or logged; each account also keeps its TURN
-long-term key MD5(handle:realm:password) (RFC 8489 §9.2.2) so its password works on the relay.
-Tokens are 256-bit random strings; only their SHA-256 is stored.
+Passwords are hashed with argon2id and never stored or logged, and nothing else derived from them
+is kept: a password opens a sign-in, never the relay (accounts reach TURN only with the short-lived
+REST credentials signaling hands out after sign-in). Tokens are 256-bit random strings; only
+their SHA-256 is stored.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from callgate.clock import Clock, SystemClock
 from callgate.errors import InvalidAccountValue, UnknownUserError, UserExistsError
 from callgate.records.audit import AuditLog
 from callgate.storage.db import Store
-from callgate.turn.auth import long_term_key
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class AccountService:
         role: str | None = None,
         actor: str = audit.SYSTEM,
     ) -> UserRecord:
-        """A new account; without a password it cannot sign in (or use TURN) until one is set.
+        """A new account; without a password it cannot sign in until one is set.
         `role` is admin, compliance or user; `is_admin=True` is the same as role "admin".
         Every change below is audited (user.*) with `actor`, in the change's transaction."""
         handle = check_handle(handle)
@@ -123,17 +123,12 @@ class AccountService:
             groups=_check_groups(groups),
             realm=self._realm,
             password_hash=None,
-            turn_key_hex=None,
             role=role,
             now=self._now(),
         )
         if password is not None:
             _check_password(password)
-            new = replace(
-                new,
-                password_hash=self._passwords.hash(password),
-                turn_key_hex=long_term_key(handle, self._realm, password).hex(),
-            )
+            new = replace(new, password_hash=self._passwords.hash(password))
         user = self._users.add(new, audit.user_change(actor, "user.create", handle))
         log.info("account %s created (role %s)", handle, role)
         return user
@@ -145,14 +140,13 @@ class AccountService:
         return self._users.list_users()
 
     def set_password(self, handle: str, password: str, actor: str = audit.SYSTEM) -> UserRecord:
-        """New password: new argon2 hash and TURN key; existing tokens stay valid."""
+        """New password: new argon2 hash; existing tokens stay valid."""
         _check_password(password)
         user = self._users.change(
             handle,
             self._now(),
             audit.user_change(actor, "user.password", handle),
             password_hash=self._passwords.hash(password),
-            turn_key_hex=long_term_key(handle, self._realm, password).hex(),
             realm=self._realm,
         )
         log.info("account %s: password changed", handle)
@@ -182,7 +176,7 @@ class AccountService:
         return self._users.change(handle, self._now(), hook, **values)
 
     def set_disabled(self, handle: str, disabled: bool, actor: str = audit.SYSTEM) -> UserRecord:
-        """Disable (no sign-in, tokens refused, TURN key refused) or enable an account."""
+        """Disable (no sign-in, tokens and TURN REST credentials refused) or enable an account."""
         now = self._now()
         action = "user.disable" if disabled else "user.enable"
         user = self._users.change(
@@ -228,15 +222,6 @@ class AccountService:
         if found is None or not ok or found[0].disabled:
             return None
         return found[0]
-
-    def turn_key(self, handle: str) -> bytes | None:
-        """The TURN long-term key of an enabled account in our realm (None otherwise)."""
-        found = self._users.secrets(handle) if HANDLE_RE.fullmatch(handle) else None
-        if found is None or found[0].disabled or found[2] is None:
-            return None
-        if found[0].realm != self._realm:
-            return None
-        return bytes.fromhex(found[2])
 
     def sign_in(
         self, handle: str, password: str, client: str | None, device: str | None = None

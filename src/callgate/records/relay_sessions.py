@@ -4,6 +4,8 @@
 writer thread drains the queue in batches and upserts rows: insert on CREATED, counters and peers
 on REFRESHED / PERMISSION / CHANNEL, end time and reason on DELETED — with, in the same
 transaction, the session's summary in the audit log (relay.session, object relay:<allocation id>).
+It is also the relay's AuthEventSink: each throttled burst of failed TURN authentications becomes
+one turn.auth_throttled audit entry, written by the same thread.
 `flush()` waits until everything emitted so far is written; `close()` flushes and stops the writer.
 """
 
@@ -22,12 +24,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from callgate.records.audit import AuditLog
 from callgate.storage.models import from_unix
 from callgate.storage.repositories import RelaySessionRepository
-from callgate.turn.events import AllocationEvent, EventKind
+from callgate.turn.events import AllocationEvent, AuthThrottled, EventKind
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
-_Item = AllocationEvent | threading.Event | object
+_Item = AllocationEvent | AuthThrottled | threading.Event | object
 
 
 def audit_session_end(conn: Connection, event: AllocationEvent) -> None:
@@ -52,6 +54,21 @@ def audit_session_end(conn: Connection, event: AllocationEvent) -> None:
     AuditLog.append_in(conn, "system", "relay.session", obj, details, from_unix(event.time))
 
 
+def audit_auth_throttled(conn: Connection, event: AuthThrottled) -> None:
+    """turn.auth_throttled: one entry per block of an address or username (never the key tried)."""
+    details = {
+        "scope": event.scope,
+        "failures": event.failures,
+        "refused_before": event.refused,
+        "blocked_s": event.blocked_s,
+        "strike": event.strike,
+        "address": event.last_address,
+        "username": event.last_username[:128],
+    }
+    obj = f"turn-{event.scope}:{event.key[:128]}"
+    AuditLog.append_in(conn, "system", "turn.auth_throttled", obj, details, from_unix(event.time))
+
+
 class DbEventSink:
     """An EventSink writing relay sessions to the database from a background thread."""
 
@@ -62,6 +79,7 @@ class DbEventSink:
         max_queue: int = 100_000,
         batch_max: int = 500,
     ) -> None:
+        self._sessions = sessions
         self._repo = RelaySessionRepository(sessions, audit_session_end)
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max_queue)
         self._batch_max = batch_max
@@ -73,6 +91,15 @@ class DbEventSink:
         self._thread.start()
 
     def emit(self, event: AllocationEvent) -> None:
+        if self._closed:
+            self.dropped += 1
+            return
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+
+    def auth_throttled(self, event: AuthThrottled) -> None:
         if self._closed:
             self.dropped += 1
             return
@@ -121,6 +148,9 @@ class DbEventSink:
             if events:
                 self._write(events)
             for item in batch:
+                if isinstance(item, AuthThrottled):
+                    self._write_throttled(item)
+            for item in batch:
                 if isinstance(item, threading.Event):
                     item.set()
                 elif item is _STOP:
@@ -140,3 +170,11 @@ class DbEventSink:
             except SQLAlchemyError as exc:
                 self.write_errors += 1
                 log.error("relay session %s not recorded: %s", event.allocation_id, exc)
+
+    def _write_throttled(self, event: AuthThrottled) -> None:
+        try:
+            with self._sessions.begin() as session:
+                audit_auth_throttled(session.connection(), event)
+        except SQLAlchemyError as exc:
+            self.write_errors += 1
+            log.error("turn.auth_throttled audit entry not written: %s", exc)

@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.orm import Session, sessionmaker
 
 from callgate.errors import StorageError
+from callgate.storage.permissions import private_sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def create_store_engine(url: str) -> Engine:
             "use sqlite:///PATH or postgresql+psycopg://…"
         ) from None
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(Path(parsed.database))
     engine = create_engine(parsed)
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine

@@ -102,8 +102,8 @@ class RelaySession(Base):
 
 
 class User(Base):
-    """An account: signs in with an argon2id-hashed password; its TURN key (MD5 handle:realm:password,
-    RFC 8489 §9.2.2) lets the same password work as TURN long-term credentials. No password is kept."""
+    """An account: signs in with an argon2id-hashed password (no password, nor anything else derived
+    from it, is kept); it reaches the relay only with TURN REST credentials handed out in `hello`."""
 
     __tablename__ = "users"
     __table_args__ = (UniqueConstraint("handle", name="uq_users_handle"),)
@@ -115,7 +115,6 @@ class User(Base):
     groups: Mapped[str] = mapped_column(Text, default="[]")
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     realm: Mapped[str] = mapped_column(String(255))
-    turn_key_hex: Mapped[str | None] = mapped_column(String(32), nullable=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)  # always role == "admin"
     # admin | compliance | user (api/roles.py); is_admin is kept equal to role == "admin".
     role: Mapped[str] = mapped_column(String(16), default="user")

@@ -113,6 +113,15 @@ class Authenticator:
                 return Credential(username, user or username, key)
         return None
 
+    def ephemeral(self, username: str) -> bool:
+        """Whether `username` is a TURN REST username (its key is an HMAC under the secret, not
+        derived from a password anyone could guess)."""
+        return (
+            self._rest_secret is not None
+            and username not in self._static
+            and parse_rest_username(username) is not None
+        )
+
     # Nonces: "<expiry hex>" + truncated HMAC over expiry and client IP; nothing is stored.
     def new_nonce(self, client_ip: str) -> str:
         expiry = int(self.clock.wall()) + self.nonce_lifetime

@@ -20,6 +20,7 @@ class TurnCounters:
     packets_to_client: int = 0
     bytes_to_client: int = 0
     auth_failures: int = 0
+    auth_throttled: int = 0  # requests refused (403) while their address or username is blocked
     peers_refused: int = 0
     malformed_dropped: int = 0
     quota_rejections: int = 0

@@ -48,6 +48,28 @@ class EventSink(Protocol):
     def emit(self, event: AllocationEvent) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class AuthThrottled:
+    """Failed authentications from one address or for one username started a block
+    (turn/throttle.py): one summary per block, never one per packet."""
+
+    scope: str  # "address" or "username"
+    key: str  # the client IP, or the username tried
+    failures: int  # failed attempts since the key was last quiet
+    refused: int  # requests refused during the previous block
+    blocked_s: float
+    strike: int
+    time: float  # wall clock, Unix seconds
+    last_address: str  # the source of the failure that started the block
+    last_username: str  # the username it tried
+
+
+class AuthEventSink(Protocol):
+    """Where the relay reports throttled authentication (the audit log, with `serve`)."""
+
+    def auth_throttled(self, event: AuthThrottled) -> None: ...
+
+
 class NullSink:
     def emit(self, event: AllocationEvent) -> None:
         return None

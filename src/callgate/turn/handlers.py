@@ -7,6 +7,7 @@ Relay sockets come from an injected allocator, so these handlers run in unit tes
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from callgate.turn.events import EventKind
 from callgate.turn.indications import SEND_INDICATION, parse_send
 from callgate.turn.limits import UserLimitsLookup, tighter_rate
 from callgate.turn.manager import AllocationManager
+from callgate.turn.throttle import AuthThrottle
 from callgate.types import Address, FiveTuple
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,8 @@ class TurnHandler:
         self.call_guard: CallGuard | None = None
         # Per-user limits from the user's groups (turn/limits.py); None: server-wide only.
         self.user_limits: UserLimitsLookup | None = None
+        # Failed authentications throttled per source address and per username (turn/throttle.py).
+        self.throttle = AuthThrottle(clock)
         self._software: list[tuple[int, bytes]] = (
             [(int(Attr.SOFTWARE), attrs.pack_text(config.software))] if config.software else []
         )
@@ -184,6 +188,13 @@ class TurnHandler:
             return self._error(message, 400)
         if not self.auth.nonce_valid(nonce_text, client_ip):
             return self._challenge(message, 438, client_ip)
+        wait = self.throttle.blocked(client_ip, name)
+        if wait > 0.0:
+            # RFC 8656 §18: 403 "valid but cannot be performed due to administrative or similar
+            # restrictions"; the credentials are not even checked while blocked.
+            self.counters.auth_throttled += 1
+            reason = f"Too many failed authentications; retry in {math.ceil(wait)} s"
+            return self._error(message, 403, reason=reason)
         credential = self.auth.credential(name)
         if (
             credential is None
@@ -191,6 +202,11 @@ class TurnHandler:
             or not verify_integrity(message, credential.key)
         ):
             self.counters.auth_failures += 1
+            if not self.auth.ephemeral(name):
+                # A REST credential is an HMAC under the server's secret, not a password guess: a
+                # wrong or expired one counts nowhere, so a stale credential behind a shared NAT
+                # cannot lock a whole office out.
+                self.throttle.failed(client_ip, name)
             return self._challenge(message, 401, client_ip)
         unknown = _unknown_required(message)
         if unknown:

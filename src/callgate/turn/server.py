@@ -16,7 +16,7 @@ from callgate.turn.auth import Authenticator, KeyLookup
 from callgate.turn.callbound import withdraw_stale
 from callgate.turn.config import TurnConfig
 from callgate.turn.counters import TurnCounters
-from callgate.turn.events import EventSink, NullSink
+from callgate.turn.events import AuthEventSink, EventSink, NullSink
 from callgate.turn.handlers import TurnHandler
 from callgate.turn.manager import AllocationManager
 from callgate.turn.protocol import StreamProtocol, UdpListener
@@ -42,6 +42,7 @@ class TurnServer:
         events: EventSink | None = None,
         clock: Clock | None = None,
         key_lookup: KeyLookup | None = None,
+        auth_events: AuthEventSink | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -72,6 +73,7 @@ class TurnServer:
         self.handler = TurnHandler(
             config, self.auth, self.peers, self.allocator, self.manager, self.counters, self.clock
         )
+        self.handler.throttle.events = auth_events
         self.bound: list[tuple[Transport, Address]] = []
         self._udp: list[UdpListener] = []
         self._servers: list[asyncio.Server] = []
@@ -167,6 +169,7 @@ class TurnServer:
             if self.config.call_bound and self.handler.call_guard is not None:
                 withdraw_stale(self.handler.call_guard, self.manager.by_relay, list(self.manager))
             self.allocator.expire(now)
+            self.handler.throttle.sweep()
             for stream in [
                 s for s in self._streams if s.idle_without_allocation(now, IDLE_STREAM_SECONDS)
             ]:
