@@ -233,9 +233,12 @@ class TurnSettings(BaseModel):
     max_allocations: int = Field(default=0, ge=0)
     bandwidth: int = Field(default=0, ge=0, description="bytes/s per allocation, 0 = no cap")
     software: str | None = "callgate"
-    call_bound: bool = Field(
-        default=False,
-        description="permissions only toward the other party of a live call (serve only)",
+    # Permissions only toward the other party of a live call. None: on with `serve` (which has
+    # the call engine), off with `callgate turn` (which has none and refuses `true`).
+    call_bound: bool | None = Field(
+        default=None,
+        description="permissions only toward the other party of a live call (default: on with "
+        "serve; `callgate turn` cannot)",
     )
 
     @field_validator("relay_ip")
@@ -430,5 +433,5 @@ def turn_config(settings: Settings) -> TurnConfig:
         max_allocations_total=turn.max_allocations,
         max_bandwidth_per_allocation=turn.bandwidth,
         software=turn.software,
-        call_bound=turn.call_bound,
+        call_bound=bool(turn.call_bound),
     )

@@ -44,6 +44,7 @@ from callgate.signaling.service import build_signaling
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.permissions import private_data_dir
 from callgate.storage.repositories import TurnUserRepository
+from callgate.turn.config import TurnConfig
 from callgate.turn.server import TurnServer
 from callgate.types import Address, Transport
 from callgate.web.directory import directory_router
@@ -175,6 +176,10 @@ async def run_turn(settings: Settings) -> None:
         raise ConfigError(
             "turn.call_bound needs the signaling engine: use `callgate serve`, not `callgate turn`"
         )
+    log.warning(
+        "callgate turn is not call-bound: any authenticated user can relay to any address the "
+        "peer filter allows (public addresses by default); `callgate serve` binds relaying to calls"
+    )
     stop = stop_on_signals()
     async with TurnServer(config) as server:
         with metrics_endpoint(settings, server) as metrics:
@@ -191,6 +196,24 @@ class _HttpServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None]:
         yield
+
+
+def serve_turn_config(settings: Settings) -> TurnConfig:
+    """The relay's config under `serve`: call-bound unless `turn.call_bound = false` says not."""
+    config = turn_config(settings)
+    if settings.turn.call_bound is None:
+        config = dataclasses.replace(config, call_bound=True)
+    if config.call_bound and settings.calls.ice_policy == "all":
+        log.warning(
+            "calls.ice_policy = all with call-bound relaying: a relay reaches only the other "
+            "party's relayed address, not its direct candidates (turn.call_bound = false allows it)"
+        )
+    if not config.call_bound:
+        log.warning(
+            "turn.call_bound = false: any signed-in account can relay to any address the peer "
+            "filter allows (public addresses by default), not only to the other party of its call"
+        )
+    return config
 
 
 def _health(store: Store, server: TurnServer, sink: DbEventSink) -> dict[str, Any]:
@@ -254,7 +277,7 @@ async def run_serve(settings: Settings) -> None:
     await asyncio.to_thread(private_data_dir, settings.data_dir)
     store = await asyncio.to_thread(open_store, settings.database())
     log.info("store %s open and migrated", display_url(settings.database()))
-    config = turn_config(settings)
+    config = serve_turn_config(settings)
     accounts = AccountService(store, config.realm)
     try:
         await _prepare_records(store, accounts)

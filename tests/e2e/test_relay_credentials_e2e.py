@@ -103,3 +103,16 @@ async def test_one_username_guessed_from_many_addresses_is_blocked(serve: Serve)
         async with udp_client(relay, f"127.0.1.{len(codes) + 1}") as client:
             codes.append(await _try(client, "admin", f"guess-{len(codes)}"))
     assert set(codes[:-1]) == {401} and len(codes) > DEFAULT_BURST
+
+
+async def test_the_relay_is_call_bound_by_default_not_an_open_proxy(serve: Serve) -> None:
+    """A signed-in employee with no call cannot open a permission toward a public address
+    (198.51.100.7, TEST-NET-2: a permission sends nothing)."""
+    relay = (LOOPBACK, serve.turn_port)
+    async with connected(serve, "bob") as bob:
+        turn = next(s for s in bob.hello["ice_servers"] if "username" in s)
+    async with udp_client(relay, "127.0.0.31") as client:
+        assert await _try(client, turn["username"], turn["credential"]) is None
+        refused = await client.create_permission(("198.51.100.7", 5000))
+        assert error_code(refused) == 403
+        assert _reason(refused) == "Call-bound relay: peer is not your call's other party"

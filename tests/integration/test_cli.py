@@ -254,6 +254,8 @@ def test_turn_answers_binding_serves_metrics_and_stops_cleanly(
     log = (tmp_path / "server.log").read_text()
     assert f"listening on udp 127.0.0.1:{port}, tcp 127.0.0.1:{port}" in log
     assert "topsecret" not in log
+    # The standalone relay says it is not bound to calls (`serve` is, by default).
+    assert "callgate turn is not call-bound: any authenticated user can relay" in log
 
 
 async def allocate_and_send(port: int, username: str, password: str) -> tuple[str, int]:
@@ -299,7 +301,9 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
         "--allow-peer", "127.0.0.0/8",
     ]  # fmt: skip
     healthz = f"http://127.0.0.1:{http_port}/healthz"
-    with running(args, tmp_path, port, ready_url=healthz) as proc:
+    # Opted out of call-bound relaying (the default of serve): the relay may reach a plain peer.
+    env = {"CALLGATE_TURN__CALL_BOUND": "false"}
+    with running(args, tmp_path, port, ready_url=healthz, **env) as proc:
         status, body = await asyncio.to_thread(http_get, healthz)
         assert status == 200
         health = json.loads(body)
@@ -336,6 +340,8 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
     assert row["end_reason"] == "server-shutdown" and row["ended_at"] is not None
     assert json.loads(row["peers"]) == ["127.0.0.1"]
     assert row["packets_to_peer"] >= 1 and row["bytes_to_peer"] >= len(b"hello peer")
+    log = (tmp_path / "server.log").read_text()
+    assert "turn.call_bound = false: any signed-in account can relay" in log
 
 
 def test_turn_exits_1_when_the_port_is_taken(tmp_path: Path) -> None:

@@ -118,6 +118,8 @@ def _start(lab: Lab, server: LabServer) -> None:
     ]  # fmt: skip
     env = clean_env(
         CALLGATE_CALLS__ICE_POLICY=server.policy,
+        # The matrix server lets relays reach the other party's direct candidates too.
+        CALLGATE_TURN__CALL_BOUND="false" if server.policy == "all" else "true",
         CALLGATE_CALLS__SETUP_TIMEOUT=str(SETUP_TIMEOUT),
         CALLGATE_CALLS__RING_TIMEOUT="20",
     )
