@@ -22,6 +22,7 @@ import uvicorn
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from callgate.accounts.relay_access import DisabledAccounts
 from callgate.accounts.service import AccountService
 from callgate.api.app import create_app
 from callgate.api.deps import Services
@@ -320,6 +321,9 @@ async def run_serve(settings: Settings) -> None:
             await checkpointer.start()
             await purge_job.start()
             group_limits = await attach_turn_limits(store, server.handler, config.deny_peers)
+            disabled = DisabledAccounts(store, server)
+            await disabled.apply()
+            disabled_task = asyncio.create_task(disabled.run(), name="disabled-accounts")
             # The admin API reads the hub's live calls and the relay's counters in-process.
             services = dataclasses.replace(
                 services, live=calls.hub, relays=lambda: [relay_status(server)]
@@ -347,6 +351,7 @@ async def run_serve(settings: Settings) -> None:
                 await calls.hub.stop()
                 await purge_job.stop()
                 group_limits.cancel()
+                disabled_task.cancel()
     finally:
         await sink.aclose()
         await checkpointer.stop()  # a last checkpoint covering the relay sessions just written

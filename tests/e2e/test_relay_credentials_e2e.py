@@ -19,10 +19,18 @@ from callgate.storage.models import AuditEntry
 from callgate.stun.attributes import unpack_error_code
 from callgate.stun.constants import Attr, MessageClass
 from callgate.turn.throttle import DEFAULT_BURST
-from tests.e2e.helpers import LOOPBACK, Serve, connected, password_of, rows_of, wait_for
+from tests.e2e.helpers import (
+    LOOPBACK,
+    RELAY_SESSIONS,
+    Serve,
+    connected,
+    password_of,
+    rows_of,
+    wait_for,
+)
 from tests.integration.turn_client import TurnClient, error_code, udp_client
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)
 
 AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
 
@@ -116,3 +124,35 @@ async def test_the_relay_is_call_bound_by_default_not_an_open_proxy(serve: Serve
         refused = await client.create_permission(("198.51.100.7", 5000))
         assert error_code(refused) == 403
         assert _reason(refused) == "Call-bound relay: peer is not your call's other party"
+
+
+async def test_a_disabled_accounts_credential_and_allocation_end_within_seconds(
+    serve: Serve,
+) -> None:
+    relay = (LOOPBACK, serve.turn_port)
+    serve.add_users(["dave"])
+    async with connected(serve, "dave") as dave:
+        turn = next(s for s in dave.hello["ice_servers"] if "username" in s)
+    async with udp_client(relay, "127.0.0.41") as client:
+        assert await _try(client, turn["username"], turn["credential"]) is None
+        result = serve.cli("user", "disable", "dave")
+        assert result.returncode == 0, result.stderr
+
+        async def refused() -> bool:
+            async with udp_client(relay, "127.0.0.42") as again:
+                return await _try(again, turn["username"], turn["credential"]) == 401
+
+        for _ in range(100):  # the credential is valid for 600 s; refused within seconds
+            if await refused():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("a disabled account's TURN REST credential still works")
+        refresh = await client.refresh()  # its allocation is gone (and its credential refused)
+        assert error_code(refresh) in (401, 437)
+
+    def ended() -> list[dict[str, object]]:
+        rows = rows_of(serve.database, RELAY_SESSIONS, RELAY_SESSIONS.c.user == "dave")
+        return [r for r in rows if r["end_reason"] == "account-disabled"]
+
+    await wait_for(ended, 10.0, "dave's relay session ended as account-disabled")

@@ -92,6 +92,8 @@ class Authenticator:
         self._rest_secret = rest_secret
         self.nonce_lifetime = nonce_lifetime
         self._nonce_key = nonce_key or os.urandom(32)
+        # Users whose REST credentials are refused before they expire (disabled accounts).
+        self.refused_users: frozenset[str] = frozenset()
 
     def credential(self, username: str) -> Credential | None:
         """The credential for `username`, or None if unknown or an expired REST credential."""
@@ -106,7 +108,7 @@ class Authenticator:
             parsed = parse_rest_username(username)
             if parsed is not None:
                 expiry, user = parsed
-                if expiry < self.clock.wall():
+                if expiry < self.clock.wall() or user in self.refused_users:
                     return None
                 password = rest_password(self._rest_secret, username)
                 key = long_term_key(username, self.realm, password)

@@ -177,6 +177,15 @@ class TurnServer:
         except Exception:  # keep sweeping: one bad allocation must not stop expiry
             log.exception("sweep failed")
 
+    def refuse_users(self, users: frozenset[str]) -> None:
+        """Refuse the TURN REST credentials of `users` from now on and end their allocations
+        (end reason `account-disabled`)."""
+        if users != self.auth.refused_users:
+            log.info("relay refuses the credentials of %d disabled account(s)", len(users))
+        self.auth.refused_users = users
+        for allocation in [a for a in self.manager if a.user in users]:
+            self.manager.remove(allocation, "account-disabled")
+
     def live_counters(self) -> TurnCounters:
         """Counters with relayed traffic folded in up to this moment (for metrics scrapes)."""
         self.manager.refresh_totals()
