@@ -43,9 +43,11 @@ from callgate.records.relay_sessions import DbEventSink
 from callgate.records.retention import PurgeJob
 from callgate.signaling.service import build_signaling
 from callgate.storage.db import Store, display_url, open_store
+from callgate.storage.health import StorageHealth
 from callgate.storage.permissions import private_data_dir
 from callgate.storage.repositories import TurnUserRepository
 from callgate.turn.config import TurnConfig
+from callgate.turn.events import AllocationEvent, EventKind
 from callgate.turn.server import TurnServer
 from callgate.types import Address, Transport
 from callgate.web.directory import directory_router
@@ -217,7 +219,9 @@ def serve_turn_config(settings: Settings) -> TurnConfig:
     return config
 
 
-def _health(store: Store, server: TurnServer, sink: DbEventSink) -> dict[str, Any]:
+def _health(
+    store: Store, server: TurnServer, sink: DbEventSink, storage: StorageHealth
+) -> dict[str, Any]:
     try:
         with store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -226,9 +230,31 @@ def _health(store: Store, server: TurnServer, sink: DbEventSink) -> dict[str, An
         database = {"ok": False, "error": type(exc).__name__}
     return {
         "database": database,
+        # The write probe (storage/health.py): false while a write fails (disk full), true again
+        # by itself on the first probe that succeeds.
+        "storage": {"ok": storage.writable, "error": storage.error},
         "turn": {"ok": True, "listeners": describe_bound(server.bound)},
-        "recorder": {"ok": sink.write_errors == 0, "dropped": sink.dropped},
+        "recorder": {"dropped": sink.dropped, "write_errors": sink.write_errors},
     }
+
+
+def record_or_refuse(storage: StorageHealth) -> tuple[DbEventSink, Callable[[TurnServer], None]]:
+    """The relay-session recorder, failing closed: a write it cannot make marks the storage
+    unwritable (new allocations get 508) and ends the allocation whose creation went unrecorded.
+    The second value attaches the server once it exists."""
+    loop = asyncio.get_running_loop()
+    servers: list[TurnServer] = []
+
+    def failed(event: AllocationEvent, exc: SQLAlchemyError) -> None:  # writer thread
+        storage.failed(exc)
+        if event.kind is EventKind.CREATED and servers:
+            loop.call_soon_threadsafe(servers[0].end_allocation, event.allocation_id, "unrecorded")
+
+    def attach(server: TurnServer) -> None:
+        servers.append(server)
+        server.handler.can_record = lambda: storage.writable
+
+    return DbEventSink(storage.sessions, on_failure=failed), attach
 
 
 async def _start_http(settings: Settings, app: Any) -> tuple[_HttpServer, asyncio.Task[None]]:
@@ -286,7 +312,9 @@ async def run_serve(settings: Settings) -> None:
     except BaseException:
         store.close()
         raise
-    sink = DbEventSink(store.sessions)
+    storage = StorageHealth(store)
+    await asyncio.to_thread(storage.probe)
+    sink, attach_recorder = record_or_refuse(storage)
     lookup = KeyLookup(TurnUserRepository(store.sessions), config.realm)
     cdrs = CdrRepository(store)
     policy = PolicyStore(store)
@@ -307,6 +335,8 @@ async def run_serve(settings: Settings) -> None:
     purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
     try:
         async with TurnServer(config, events=sink, key_lookup=lookup, auth_events=sink) as server:
+            attach_recorder(server)
+            probe_task = asyncio.create_task(storage.run(), name="storage-probe")
             calls = build_signaling(
                 settings.calls,
                 accounts,
@@ -331,9 +361,10 @@ async def run_serve(settings: Settings) -> None:
             registry = build_registry(server.live_counters)
             app = create_app(
                 registry=registry,
-                health=lambda: _health(store, server, sink),
+                health=lambda: _health(store, server, sink, storage),
                 services=services,
                 routers=[calls.router, directory_router(calls.hub)],
+                storage_writable=lambda: storage.writable,
             )
             http, http_task = await _start_http(settings, app)
             with metrics_endpoint(settings, server):
@@ -352,6 +383,7 @@ async def run_serve(settings: Settings) -> None:
                 await purge_job.stop()
                 group_limits.cancel()
                 disabled_task.cancel()
+                probe_task.cancel()
     finally:
         await sink.aclose()
         await checkpointer.stop()  # a last checkpoint covering the relay sessions just written

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import OperationalError
 
 from callgate import __version__
 from callgate.api.deps import Services
@@ -22,6 +23,7 @@ from callgate.api.openapi import document_errors
 from callgate.api.routes import admin, auth, calls, exports, records, stats, users
 from callgate.api.routes import groups as group_routes
 from callgate.api.routes import policy as policy_routes
+from callgate.api.unavailable import refuse_writes_while_unwritable, storage_unavailable
 from callgate.metrics import render
 from callgate.policy.errors import PolicyError
 from callgate.web.pages import install_web
@@ -35,10 +37,15 @@ def create_app(
     health: HealthCheck | None = None,
     services: Services | None = None,
     routers: Sequence[APIRouter] = (),
+    storage_writable: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """`GET /healthz` (200 when every check passes, else 503), `GET /metrics`, and the REST API
-    when `services` are given."""
+    when `services` are given. While `storage_writable()` is false, requests that change
+    something get 503 (api/unavailable.py)."""
     app = FastAPI(title="callgate", version=__version__, docs_url=None, redoc_url=None)
+
+    if storage_writable is not None:
+        refuse_writes_while_unwritable(app, storage_writable)
 
     @app.get("/healthz")
     def healthz(response: Response) -> dict[str, Any]:
@@ -59,6 +66,7 @@ def create_app(
         app.include_router(calls.router)
         app.include_router(users.router)
         app.add_exception_handler(PolicyError, group_routes.policy_refused)
+        app.add_exception_handler(OperationalError, storage_unavailable)
         app.include_router(group_routes.router)
         app.include_router(policy_routes.router)
         app.include_router(exports.router)  # before records: /api/cdrs/export vs /api/cdrs/{id}

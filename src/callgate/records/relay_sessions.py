@@ -15,7 +15,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -78,7 +78,11 @@ class DbEventSink:
         *,
         max_queue: int = 100_000,
         batch_max: int = 500,
+        on_failure: Callable[[AllocationEvent, SQLAlchemyError], None] | None = None,
     ) -> None:
+        # Called from the writer thread for each event that could not be written (disk full…):
+        # `serve` then refuses allocations and ends the one whose creation went unrecorded.
+        self.on_failure = on_failure
         self._sessions = sessions
         self._repo = RelaySessionRepository(sessions, audit_session_end)
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max_queue)
@@ -170,6 +174,8 @@ class DbEventSink:
             except SQLAlchemyError as exc:
                 self.write_errors += 1
                 log.error("relay session %s not recorded: %s", event.allocation_id, exc)
+                if self.on_failure is not None:
+                    self.on_failure(event, exc)
 
     def _write_throttled(self, event: AuthThrottled) -> None:
         try:

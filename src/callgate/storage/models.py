@@ -307,6 +307,15 @@ class AuditCheckpoint(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class StorageProbe(Base):
+    """One row (id 1) that `serve`'s write probe updates every few seconds (storage/health.py)."""
+
+    __tablename__ = "storage_probe"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    written_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 class RetentionSetting(Base):
     """How many days one record class (cdr, quality, audit) is kept; absent or NULL = forever."""
 

@@ -93,6 +93,9 @@ class TurnHandler:
         self.call_guard: CallGuard | None = None
         # Per-user limits from the user's groups (turn/limits.py); None: server-wide only.
         self.user_limits: UserLimitsLookup | None = None
+        # Whether a new allocation's record can be written now (`serve`: the storage probe); None:
+        # no records kept. False refuses Allocate with 508 rather than relay unrecorded.
+        self.can_record: Callable[[], bool] | None = None
         # Failed authentications throttled per source address and per username (turn/throttle.py).
         self.throttle = AuthThrottle(clock)
         self._software: list[tuple[int, bytes]] = (
@@ -235,6 +238,9 @@ class TurnHandler:
                 return existing.allocate_response
             raise Reject(437)
         options = allocate_options(message, self.allocator)
+        if self.can_record is not None and not self.can_record():
+            # RFC 8656 §7.2/§18: 508 Insufficient Capacity, here the store's; retry later.
+            raise Reject(508, reason="Allocation cannot be recorded now (storage full)")
         limits = self.user_limits(cred.user) if self.user_limits is not None else None
         if not self.manager.quota_allows(cred.user) or (
             limits is not None and not limits.allows_more(self.manager.allocations_of(cred.user))

@@ -186,6 +186,14 @@ class TurnServer:
         for allocation in [a for a in self.manager if a.user in users]:
             self.manager.remove(allocation, "account-disabled")
 
+    def end_allocation(self, allocation_id: str, reason: str) -> bool:
+        """End the allocation with this id (e.g. its record could not be written)."""
+        for allocation in self.manager:
+            if allocation.id == allocation_id:
+                self.manager.remove(allocation, reason)
+                return True
+        return False
+
     def live_counters(self) -> TurnCounters:
         """Counters with relayed traffic folded in up to this moment (for metrics scrapes)."""
         self.manager.refresh_totals()

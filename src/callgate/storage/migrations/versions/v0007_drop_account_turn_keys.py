@@ -1,6 +1,7 @@
 """Drop users.turn_key_hex: an account's TURN key was MD5(handle:realm:password), an unsalted
 password equivalent. Accounts now reach the relay only with TURN REST credentials handed out after
-sign-in; static relay-only users keep their keys in turn_users.
+sign-in; static relay-only users keep their keys in turn_users. Add storage_probe, the one row
+`serve`'s write probe updates (storage/health.py).
 
 Revision ID: 0007
 Revises: 0006
@@ -26,8 +27,15 @@ def upgrade() -> None:
     # Plain ALTER TABLE (SQLite >= 3.35 and PostgreSQL): a batch copy of `users` would cascade
     # deletes into api_tokens on SQLite, whose foreign keys are on.
     op.execute(sa.text("ALTER TABLE users DROP COLUMN turn_key_hex"))
+    probe = op.create_table(
+        "storage_probe",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("written_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.bulk_insert(probe, [{"id": 1, "written_at": None}])
 
 
 def downgrade() -> None:
+    op.drop_table("storage_probe")
     # The keys cannot come back: accounts use REST credentials until their passwords are set again.
     op.execute(sa.text("ALTER TABLE users ADD COLUMN turn_key_hex VARCHAR(32)"))
