@@ -351,7 +351,7 @@ async def run_serve(settings: Settings) -> None:
             await checkpointer.start()
             await purge_job.start()
             group_limits = await attach_turn_limits(store, server.handler, config.deny_peers)
-            disabled = DisabledAccounts(store, server)
+            disabled = DisabledAccounts(store, server, settings.calls.credential_ttl)
             await disabled.apply()
             disabled_task = asyncio.create_task(disabled.run(), name="disabled-accounts")
             # The admin API reads the hub's live calls and the relay's counters in-process.

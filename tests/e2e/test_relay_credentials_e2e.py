@@ -156,3 +156,24 @@ async def test_a_disabled_accounts_credential_and_allocation_end_within_seconds(
         return [r for r in rows if r["end_reason"] == "account-disabled"]
 
     await wait_for(ended, 10.0, "dave's relay session ended as account-disabled")
+
+
+async def test_a_removed_accounts_credential_and_allocation_end_within_seconds(
+    serve: Serve,
+) -> None:
+    relay = (LOOPBACK, serve.turn_port)
+    serve.add_users(["erin"])
+    async with connected(serve, "erin") as erin:
+        turn = next(s for s in erin.hello["ice_servers"] if "username" in s)
+    async with udp_client(relay, "127.0.0.43") as client:
+        assert await _try(client, turn["username"], turn["credential"]) is None
+        result = serve.cli("user", "remove", "erin")
+        assert result.returncode == 0, result.stderr
+
+        def ended() -> list[dict[str, object]]:
+            rows = rows_of(serve.database, RELAY_SESSIONS, RELAY_SESSIONS.c.user == "erin")
+            return [r for r in rows if r["end_reason"] == "account-removed"]
+
+        await wait_for(ended, 10.0, "erin's relay session ended as account-removed")
+    async with udp_client(relay, "127.0.0.44") as again:
+        assert await _try(again, turn["username"], turn["credential"]) == 401

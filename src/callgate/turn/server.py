@@ -177,14 +177,18 @@ class TurnServer:
         except Exception:  # keep sweeping: one bad allocation must not stop expiry
             log.exception("sweep failed")
 
-    def refuse_users(self, users: frozenset[str]) -> None:
-        """Refuse the TURN REST credentials of `users` from now on and end their allocations
-        (end reason `account-disabled`)."""
+    def refuse_users(self, disabled: frozenset[str], removed: frozenset[str] = frozenset()) -> None:
+        """Refuse the TURN REST credentials of these accounts' users from now on and end their
+        allocations (end reason `account-disabled` or `account-removed`)."""
+        users = disabled | removed
         if users != self.auth.refused_users:
-            log.info("relay refuses the credentials of %d disabled account(s)", len(users))
+            log.info(
+                "relay refuses the credentials of %d disabled or removed account(s)", len(users)
+            )
         self.auth.refused_users = users
         for allocation in [a for a in self.manager if a.user in users]:
-            self.manager.remove(allocation, "account-disabled")
+            reason = "account-disabled" if allocation.user in disabled else "account-removed"
+            self.manager.remove(allocation, reason)
 
     def end_allocation(self, allocation_id: str, reason: str) -> bool:
         """End the allocation with this id (e.g. its record could not be written)."""
