@@ -92,7 +92,8 @@ class Authenticator:
         self._rest_secret = rest_secret
         self.nonce_lifetime = nonce_lifetime
         self._nonce_key = nonce_key or os.urandom(32)
-        # Users whose REST credentials are refused before they expire (disabled accounts).
+        # Users whose REST credentials are refused before they expire (disabled or removed
+        # accounts, set by `serve`: accounts/relay_access.py).
         self.refused_users: frozenset[str] = frozenset()
 
     def credential(self, username: str) -> Credential | None:
