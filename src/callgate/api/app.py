@@ -23,7 +23,7 @@ from callgate.api.openapi import document_errors
 from callgate.api.routes import admin, auth, calls, exports, records, stats, users
 from callgate.api.routes import groups as group_routes
 from callgate.api.routes import policy as policy_routes
-from callgate.api.unavailable import refuse_writes_while_unwritable, storage_unavailable
+from callgate.api.unavailable import RefuseWritesWhileUnwritable, storage_unavailable
 from callgate.metrics import render
 from callgate.policy.errors import PolicyError
 from callgate.web.pages import install_web
@@ -45,7 +45,7 @@ def create_app(
     app = FastAPI(title="callgate", version=__version__, docs_url=None, redoc_url=None)
 
     if storage_writable is not None:
-        refuse_writes_while_unwritable(app, storage_writable)
+        app.add_middleware(RefuseWritesWhileUnwritable, writable=storage_writable)
 
     @app.get("/healthz")
     def healthz(response: Response) -> dict[str, Any]:

@@ -8,11 +8,12 @@ and, for a write that fails anyway, by the OperationalError handler."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callgate.storage.health import describe
 
@@ -39,11 +40,16 @@ def _unavailable() -> JSONResponse:
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def refuse_writes_while_unwritable(app: FastAPI, writable: Callable[[], bool]) -> None:
-    @app.middleware("http")
-    async def refuse_writes(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if request.method not in SAFE_METHODS and not writable():
-            return _unavailable()
-        return await call_next(request)
+class RefuseWritesWhileUnwritable:
+    """Plain ASGI middleware (no BaseHTTPMiddleware: streamed exports and disconnects pass
+    through untouched): 503 for a request that changes something while `writable()` is false."""
+
+    def __init__(self, app: ASGIApp, writable: Callable[[], bool]) -> None:
+        self.app = app
+        self.writable = writable
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS and not self.writable():
+            await _unavailable()(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
