@@ -28,8 +28,8 @@ from callgate.storage.repositories import (
     UserExistsError,
 )
 from callgate.turn.auth import long_term_key
-from callgate.turn.events import AllocationEvent, EventKind
 from callgate.types import Transport
+from callgate.types.events import AllocationEvent, EventKind
 from tests.conftest import free_port
 from tests.db_backends import PgServer
 

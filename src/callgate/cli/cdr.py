@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from callgate.cli_common import (
+from callgate.cli.common import (
     ConfigOpt,
     JsonOpt,
     StoreDirOpt,

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from callgate.storage.models import RelaySession, TurnUser, from_unix, utcnow
-from callgate.turn.events import AllocationEvent, EventKind
+from callgate.types.events import AllocationEvent, EventKind
 
 
 class UserExistsError(LookupError):
