@@ -79,7 +79,7 @@ def cdr_list(
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Call records, newest first (the full search and export come later)."""
+    """Call records, newest first (`cdr export` for all of them, with filters)."""
     from callgate.records.cdr import CdrRepository
 
     try:

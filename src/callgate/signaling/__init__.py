@@ -17,7 +17,7 @@ from callgate.signaling.effects import (
 )
 from callgate.signaling.engine import CallEngine
 from callgate.signaling.messages import ClientMessage, ProtocolError, parse_client_message
-from callgate.signaling.ratelimit import TokenBucket
+from callgate.signaling.ratelimit import MessageRateLimiter
 from callgate.signaling.reasons import Disposition, EndedBy, Party, Reason, disposition_for
 from callgate.signaling.sdp import candidate_type, filter_candidate, filter_sdp
 from callgate.types.decisions import Denial
@@ -33,12 +33,12 @@ __all__ = [
     "Disposition",
     "Effect",
     "EndedBy",
+    "MessageRateLimiter",
     "Party",
     "ProtocolError",
     "Reason",
     "Send",
     "StatsReport",
-    "TokenBucket",
     "candidate_type",
     "disposition_for",
     "filter_candidate",
