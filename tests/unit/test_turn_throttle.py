@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from callgate.clock import ManualClock
-from callgate.turn.events import AuthThrottled
 from callgate.turn.throttle import AuthThrottle, FailureThrottle
+from callgate.types.events import AuthThrottled
 
 
 def test_a_burst_of_failures_blocks_with_growing_blocks() -> None:

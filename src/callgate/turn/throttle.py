@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from callgate.clock import Clock
-from callgate.turn.events import AuthEventSink, AuthThrottled
+from callgate.types.events import AuthEventSink, AuthThrottled
 
 log = logging.getLogger(__name__)
 
