@@ -153,7 +153,7 @@ def test_cli_actor_names_the_os_user() -> None:
 
 
 def allocation(kind: EventKind, **changes: Any) -> AllocationEvent:
-    return allocation_event(kind, T0.timestamp(), "f" * 32, **changes)
+    return allocation_event(kind, T0.timestamp(), **{"allocation_id": "f" * 32, **changes})
 
 
 def test_an_ended_allocation_leaves_its_summary(store: Store) -> None:

@@ -32,7 +32,7 @@ T0 = 1_700_000_000.0
 
 
 def event(kind: EventKind, **changes: Any) -> AllocationEvent:
-    return allocation_event(kind, T0, "a" * 32, **changes)
+    return allocation_event(kind, T0, **changes)
 
 
 def test_migrations_create_tables_and_are_idempotent(empty_database_url: str) -> None:
