@@ -34,6 +34,10 @@ from callgate.metrics import MetricsServer, build_registry, serve_metrics
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
+from callgate.recording.keys import master_key_path
+from callgate.recording.recorder import RecorderLimits
+from callgate.recording.service import RecordingService, RecordingSettings
+from callgate.recording.store import RecordingRepository
 from callgate.records.audit import AuditLog, load_or_create_signing_key
 from callgate.records.audit_runtime import Checkpointer, key_path, record_start
 from callgate.records.cdr import CdrRepository
@@ -202,7 +206,9 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def _health(store: Store, server: TurnServer, sink: DbEventSink) -> dict[str, Any]:
+def _health(
+    store: Store, server: TurnServer, sink: DbEventSink, recordings: RecordingService
+) -> dict[str, Any]:
     try:
         with store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -213,6 +219,7 @@ def _health(store: Store, server: TurnServer, sink: DbEventSink) -> dict[str, An
         "database": database,
         "turn": {"ok": True, "listeners": describe_bound(server.bound)},
         "recorder": {"ok": sink.write_errors == 0, "dropped": sink.dropped},
+        "call_recording": recordings.health(),
     }
 
 
@@ -258,6 +265,25 @@ async def _start_audit(store: Store, settings: Settings) -> Checkpointer:
     return Checkpointer(audit, key, settings.audit.checkpoint_interval_s)
 
 
+def recording_settings(settings: Settings) -> RecordingSettings:
+    section = settings.recording
+    return RecordingSettings(
+        directory=section.directory or settings.data_dir / "recordings",
+        key_file=section.key_file or master_key_path(settings.data_dir),
+        min_free_bytes=section.min_free_mb << 20,
+        limits=RecorderLimits(section.flush_interval_s, section.silence_limit_s),
+    )
+
+
+async def _start_recordings(store: Store, settings: Settings) -> RecordingService:
+    """The recorder; recordings a dead server left open are closed as `interrupted`."""
+    service = RecordingService(RecordingRepository(store), recording_settings(settings))
+    recovered = await asyncio.to_thread(service.recover)
+    if recovered:
+        log.warning("closed %d recording(s) left open by a previous run", recovered)
+    return service
+
+
 async def run_serve(settings: Settings) -> None:
     """Everything on one box: SQLite store, TURN relay with DB users and records, HTTP app."""
     store = await asyncio.to_thread(open_store, settings.database())
@@ -267,6 +293,7 @@ async def run_serve(settings: Settings) -> None:
     try:
         await _prepare_records(store, accounts)
         checkpointer = await _start_audit(store, settings)
+        recordings = await _start_recordings(store, settings)
     except BaseException:
         store.close()
         raise
@@ -300,6 +327,7 @@ async def run_serve(settings: Settings) -> None:
                 secret,
                 SystemClock(),
                 call_policy=policy,
+                recordings=recordings,
             )
             await calls.hub.start()
             await checkpointer.start()
@@ -312,7 +340,7 @@ async def run_serve(settings: Settings) -> None:
             registry = build_registry(server.live_counters)
             app = create_app(
                 registry=registry,
-                health=lambda: _health(store, server, sink),
+                health=lambda: _health(store, server, sink, recordings),
                 services=services,
                 routers=[calls.router, directory_router(calls.hub)],
             )
