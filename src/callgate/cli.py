@@ -20,6 +20,7 @@ from callgate.cli_detect import detect_command
 from callgate.cli_export import cdr_export  # noqa: F401  (registers `cdr export`, `audit export`)
 from callgate.cli_groups import group_app
 from callgate.cli_policy import policy_app
+from callgate.cli_recording import recording_app
 from callgate.cli_retention import retention_app
 from callgate.cli_users import user_app
 from callgate.config import Settings
@@ -40,6 +41,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(cdr_app, name="cdr")
 app.add_typer(audit_app, name="audit")
 app.add_typer(retention_app, name="retention")
+app.add_typer(recording_app, name="recording")
 app.command("detect")(detect_command)
 
 # ---- options shared by `turn` and `serve` ----

@@ -34,9 +34,7 @@ from callgate.metrics import MetricsServer, build_registry, serve_metrics
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
-from callgate.recording.keys import master_key_path
-from callgate.recording.recorder import RecorderLimits
-from callgate.recording.service import RecordingService, RecordingSettings
+from callgate.recording.service import RecordingService, recording_settings
 from callgate.recording.store import RecordingRepository
 from callgate.records.audit import AuditLog, load_or_create_signing_key
 from callgate.records.audit_runtime import Checkpointer, key_path, record_start
@@ -263,16 +261,6 @@ async def _start_audit(store: Store, settings: Settings) -> Checkpointer:
     audit = AuditLog(store)
     await asyncio.to_thread(record_start, audit, settings, "serve")
     return Checkpointer(audit, key, settings.audit.checkpoint_interval_s)
-
-
-def recording_settings(settings: Settings) -> RecordingSettings:
-    section = settings.recording
-    return RecordingSettings(
-        directory=section.directory or settings.data_dir / "recordings",
-        key_file=section.key_file or master_key_path(settings.data_dir),
-        min_free_bytes=section.min_free_mb << 20,
-        limits=RecorderLimits(section.flush_interval_s, section.silence_limit_s),
-    )
 
 
 async def _start_recordings(store: Store, settings: Settings) -> RecordingService:

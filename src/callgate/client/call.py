@@ -132,7 +132,7 @@ class CallSession:
             self.codec = negotiated_codec(answer)
             self.answered.set()
             self._emit("answered")
-            if self.pc.remoteDescription is None:  # set already when the call is recorded
+            if not self.recorded:  # a recorded call's caller took the anchor's answer already
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         elif kind == "call.candidate":
             await self._add_candidate(message.get("candidate"))
@@ -142,10 +142,12 @@ class CallSession:
     async def _recording(self, message: Mapping[str, Any]) -> None:
         """The call is recorded. The caller's copy carries the server anchor's answer: media
         goes to the anchor now, before the callee rings (docs/signaling.md, `call.recording`)."""
+        if self.recorded:
+            return
         self.recorded = True
         self._emit("recording", recording_id=message.get("recording_id"))
         sdp = message.get("sdp")
-        if self.role == "caller" and isinstance(sdp, str) and self.pc.remoteDescription is None:
+        if self.role == "caller" and isinstance(sdp, str):
             self.codec = negotiated_codec(sdp)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 

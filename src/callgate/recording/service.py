@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from callgate.config import Settings
 from callgate.recording import keys
 from callgate.recording.chunks import HEADER_BYTES, ChunkError, iter_chunks, seal
 from callgate.recording.recorder import CallRecorder, RecorderLimits
@@ -38,6 +39,17 @@ class RecordingSettings:
     key_file: Path
     min_free_bytes: int = 64 << 20
     limits: RecorderLimits = field(default_factory=RecorderLimits)
+
+
+def recording_settings(settings: Settings) -> RecordingSettings:
+    """The `[recording]` settings with the data directory's defaults filled in."""
+    section = settings.recording
+    return RecordingSettings(
+        directory=section.directory or settings.data_dir / "recordings",
+        key_file=section.key_file or keys.master_key_path(settings.data_dir),
+        min_free_bytes=section.min_free_mb << 20,
+        limits=RecorderLimits(section.flush_interval_s, section.silence_limit_s),
+    )
 
 
 @dataclass(slots=True)

@@ -143,23 +143,23 @@ class RecordingRepository:
             found = conn.execute(
                 select(Recording).where(Recording.recording_id == recording_id)
             ).first()
-        return _row(found.Recording) if found is not None else None
+        return _row(found) if found is not None else None
 
     def for_call(self, call_id: str) -> list[RecordingRow]:
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(Recording).where(Recording.call_id == call_id).order_by(Recording.started_at)
             ).all()
-        return [_row(r.Recording) for r in rows]
+        return [_row(r) for r in rows]
 
     def recent(self, limit: int = 100) -> list[RecordingRow]:
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(Recording).order_by(Recording.started_at.desc()).limit(limit)
             ).all()
-        return [_row(r.Recording) for r in rows]
+        return [_row(r) for r in rows]
 
     def open_ones(self) -> list[RecordingRow]:
         with self._engine.connect() as conn:
             rows = conn.execute(select(Recording).where(Recording.state == "open")).all()
-        return [_row(r.Recording) for r in rows]
+        return [_row(r) for r in rows]

@@ -1,0 +1,152 @@
+"""Compliance recording end to end: `callgate serve` with a recording-required rule for alice →
+bob, and two `callgate` CLI processes (aiortc) as the parties.
+
+The caller plays 440 Hz, the callee 880 Hz. The call must connect through the server's anchor,
+both parties must be told it is recorded, and the exported bundle must hold the caller in the
+left channel and the callee in the right, and verify offline. With the recorder unavailable the
+callee never rings; with the recording disk filling mid-call the call ends `recording-failed`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callgate.storage.models import Recording
+from tests.e2e.helpers import (
+    Serve,
+    callgate,
+    final_cdr,
+    finish,
+    new_serve,
+    read_event,
+    rows_of,
+    start_cli,
+)
+
+CALLER_HZ, CALLEE_HZ = 440.0, 880.0
+FAST = {"CALLGATE_RECORDING__MIN_FREE_MB": "0", "CALLGATE_RECORDING__FLUSH_INTERVAL_S": "0.25"}
+
+
+def add_rule(server: Serve) -> None:
+    result = server.cli(
+        "policy", "add", "record-alice", "allow", "--from-user", "alice", "--to-user", "bob",
+        "--recording-required",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def recording_serve(tmp_path: Path, user_template: Path) -> Iterator[Serve]:
+    server = new_serve(tmp_path / "srv", template=user_template, **FAST)
+    add_rule(server)
+    server.start()
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0, server.log()
+    assert "Traceback" not in server.log(), server.log()
+
+
+def read_stereo(path: Path) -> tuple[Any, int]:
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(path), "rb") as reader:
+        assert (reader.getnchannels(), reader.getsampwidth()) == (2, 2)
+        frames = reader.readframes(reader.getnframes())
+        rate = reader.getframerate()
+    return np.frombuffer(frames, dtype=np.int16).reshape(-1, 2).astype(np.float64), rate
+
+
+def channel_peak(samples: Any, rate: int) -> float:
+    import numpy as np
+
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum[1:])) + 1])
+
+
+async def recorded_call(
+    server: Serve, tmp: Path, duration: float = 3.0
+) -> tuple[list[Any], list[Any]]:
+    bob_events: list[dict[str, Any]] = []
+    bob = await start_cli(
+        server, "bob", "answer", "--count", "1", "--tone", str(CALLEE_HZ), config_dir=tmp
+    )
+    await read_event(bob, "ready", 15, bob_events)
+    alice = await start_cli(
+        server, "alice", "call", "bob", "--tone", str(CALLER_HZ), "--duration", str(duration),
+        config_dir=tmp,
+    )  # fmt: skip
+    _, alice_events, alice_err = await finish(alice, [], timeout=40)
+    _, bob_events, bob_err = await finish(bob, bob_events, timeout=15)
+    alice_events.append({"event": "stderr", "text": alice_err[-2000:]})
+    bob_events.append({"event": "stderr", "text": bob_err[-2000:]})
+    return alice_events[:-1], bob_events[:-1]
+
+
+@pytest.mark.timeout(90)
+async def test_a_recorded_call_is_anchored_recorded_and_exports_a_verifiable_bundle(
+    recording_serve: Serve, tmp_path: Path
+) -> None:
+    server = recording_serve
+    alice_events, bob_events = await recorded_call(server, tmp_path)
+
+    names = [e["event"] for e in alice_events]
+    assert "recording" in names and "connected" in names, alice_events
+    assert names.index("recording") < names.index("ringing") < names.index("answered"), names
+    assert alice_events[-1]["reason"] == "hangup", alice_events
+    assert "recording" in [e["event"] for e in bob_events], bob_events
+    for event in (*alice_events, *bob_events):
+        if event["event"] == "connected":  # each party's far end is the anchor, via our relay
+            assert (event["local_candidate_type"], event["remote_candidate_type"]) == (
+                "relay",
+                "relay",
+            ), event
+    call_id = alice_events[0]["call_id"]
+    cdr = await final_cdr(server.database, call_id)
+    assert (cdr["anchored"], cdr["recording_required"]) == (True, True)
+    assert (cdr["disposition"], cdr["reason"]) == ("answered", "hangup")
+
+    (row,) = rows_of(server.database, Recording.__table__, Recording.call_id == call_id)
+    assert row["state"] == "closed" and row["chunks"] >= 4 and row["sha256"], row
+    assert json.loads(cdr["recording_ids"]) == [row["recording_id"]]
+
+    bundle = tmp_path / "bundle"
+    export = server.cli("recording", "export", call_id, "--out", str(bundle))
+    assert export.returncode == 0, export.stderr
+    samples, rate = read_stereo(bundle / "audio.wav")
+    talk = samples[rate : -rate // 2]  # a second in: both talk by then
+    assert abs(channel_peak(talk[:, 0], rate) - CALLER_HZ) < 5.0
+    assert abs(channel_peak(talk[:, 1], rate) - CALLEE_HZ) < 5.0
+
+    verify = callgate("recording", "verify", str(bundle))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "OK" in verify.stdout
+
+    # one flipped byte in the third chunk: verify names it
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle, tampered)
+    data = bytearray((tampered / "recording.cgrec").read_bytes())
+    offsets = chunk_offsets(bytes(data))
+    data[offsets[2] + 40] ^= 0x01
+    (tampered / "recording.cgrec").write_bytes(bytes(data))
+    verify = callgate("recording", "verify", str(tampered))
+    assert verify.returncode == 1, verify.stdout + verify.stderr
+    assert "chunk 2" in verify.stdout + verify.stderr
+
+
+def chunk_offsets(data: bytes) -> list[int]:
+    from callgate.recording.chunks import HEADER_BYTES, iter_chunks
+
+    offsets, at = [], HEADER_BYTES
+    for chunk in iter_chunks(data):
+        offsets.append(at)
+        at += len(chunk.raw)
+    return offsets
