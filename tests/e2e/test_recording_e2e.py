@@ -10,7 +10,10 @@ callee never rings; with the recording disk filling mid-call the call ends `reco
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,3 +153,119 @@ def chunk_offsets(data: bytes) -> list[int]:
         offsets.append(at)
         at += len(chunk.raw)
     return offsets
+
+
+@pytest.mark.timeout(60)
+async def test_with_the_recorder_unavailable_the_callee_never_rings(
+    tmp_path: Path, user_template: Path
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the recordings directory should be\n")
+    server = new_serve(
+        tmp_path / "srv", template=user_template,
+        CALLGATE_RECORDING__DIRECTORY=str(blocked / "recordings"), **FAST,
+    )  # fmt: skip
+    add_rule(server)
+    server.start()
+    try:
+        bob_events: list[dict[str, Any]] = []
+        bob = await start_cli(server, "bob", "answer", "--count", "1", config_dir=tmp_path)
+        await read_event(bob, "ready", 15, bob_events)
+        alice = await start_cli(
+            server, "alice", "call", "bob", "--tone", "440", "--duration", "2",
+            config_dir=tmp_path,
+        )  # fmt: skip
+        _, alice_events, _ = await finish(alice, [], timeout=30)
+        bob.terminate()
+        _, bob_events, _ = await finish(bob, bob_events, timeout=15)
+    finally:
+        assert server.stop() == 0, server.log()
+    ended = alice_events[-1]
+    assert (ended["event"], ended["reason"], ended["ended_by"]) == (
+        "ended",
+        "recording-unavailable",
+        "server",
+    ), alice_events
+    assert "incoming" not in [e["event"] for e in bob_events], bob_events
+    cdr = await final_cdr(server.database, ended["call_id"])
+    assert (cdr["disposition"], cdr["reason"], cdr["ring_at"]) == (
+        "failed",
+        "recording-unavailable",
+        None,
+    )
+    assert "Not a directory" in (cdr["end_detail"] or ""), cdr["end_detail"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs of our own (root only), unmounted afterwards."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(directory: Path) -> None:
+    """Write zeros into `directory` until the file system is full."""
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * 65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.timeout(90)
+async def test_a_recording_disk_that_fills_mid_call_ends_the_call_recording_failed(
+    tmp_path: Path, user_template: Path, small_disk: Path
+) -> None:
+    server = new_serve(
+        tmp_path / "srv", template=user_template,
+        CALLGATE_RECORDING__DIRECTORY=str(small_disk), **FAST,
+    )  # fmt: skip
+    add_rule(server)
+    server.start()
+    try:
+        bob_events: list[dict[str, Any]] = []
+        bob = await start_cli(server, "bob", "answer", "--count", "1", "--tone", "880",
+                              config_dir=tmp_path)  # fmt: skip
+        await read_event(bob, "ready", 15, bob_events)
+        alice = await start_cli(
+            server, "alice", "call", "bob", "--tone", "440", "--duration", "40",
+            config_dir=tmp_path,
+        )  # fmt: skip
+        alice_events: list[dict[str, Any]] = []
+        await read_event(alice, "connected", 30, alice_events)
+        filled = time.time()
+        fill(small_disk)
+        _, alice_events, _ = await finish(alice, alice_events, timeout=30)
+        _, bob_events, _ = await finish(bob, bob_events, timeout=15)
+    finally:
+        assert server.stop() == 0, server.log()
+    ended = alice_events[-1]
+    assert (ended["event"], ended["reason"]) == ("ended", "recording-failed"), alice_events
+    assert bob_events[-1]["reason"] == "recording-failed", bob_events
+    cdr = await final_cdr(server.database, ended["call_id"])
+    assert (cdr["disposition"], cdr["reason"], cdr["anchored"]) == (
+        "answered",
+        "recording-failed",
+        True,
+    )
+    # the call ended because of the full disk, long before its 40 s were up
+    end = cdr["end_at"]
+    print(f"disk filled -> call ended: {end.timestamp() - filled:.2f} s")
+    assert end.timestamp() - filled < 20
+    (row,) = rows_of(server.database, Recording.__table__, Recording.call_id == ended["call_id"])
+    assert row["state"] == "failed" and "No space left" in row["failure"], row
+    assert row["chunks"] >= 1  # what was written before the disk filled is kept
