@@ -9,6 +9,7 @@ callee never rings; with the recording disk filling mid-call the call ends `reco
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -120,6 +121,10 @@ async def test_a_recorded_call_is_anchored_recorded_and_exports_a_verifiable_bun
     (row,) = rows_of(server.database, Recording.__table__, Recording.call_id == call_id)
     assert row["state"] == "closed" and row["chunks"] >= 4 and row["sha256"], row
     assert json.loads(cdr["recording_ids"]) == [row["recording_id"]]
+    # the caller's media was being recorded before bob's phone rang
+    streams = {s["label"]: s for s in json.loads(row["metadata_json"])["streams"]}
+    assert streams["caller"]["first_arrival"] < cdr["ring_at"].timestamp()
+    assert streams["caller"]["packets"] > 100 and streams["callee"]["packets"] > 100, streams
 
     bundle = tmp_path / "bundle"
     export = server.cli("recording", "export", call_id, "--out", str(bundle))
@@ -269,3 +274,51 @@ async def test_a_recording_disk_that_fills_mid_call_ends_the_call_recording_fail
     (row,) = rows_of(server.database, Recording.__table__, Recording.call_id == ended["call_id"])
     assert row["state"] == "failed" and "No space left" in row["failure"], row
     assert row["chunks"] >= 1  # what was written before the disk filled is kept
+
+
+@pytest.mark.timeout(120)
+async def test_a_server_killed_mid_call_leaves_a_recording_that_plays_up_to_its_last_chunk(
+    tmp_path: Path, user_template: Path
+) -> None:
+    server = new_serve(tmp_path / "srv", template=user_template, **FAST)
+    add_rule(server)
+    server.start()
+    bob = alice = None
+    try:
+        bob_events: list[dict[str, Any]] = []
+        bob = await start_cli(server, "bob", "answer", "--count", "1", "--tone", "880",
+                              config_dir=tmp_path)  # fmt: skip
+        await read_event(bob, "ready", 15, bob_events)
+        alice = await start_cli(
+            server, "alice", "call", "bob", "--tone", "440", "--duration", "60",
+            config_dir=tmp_path,
+        )  # fmt: skip
+        alice_events: list[dict[str, Any]] = []
+        await read_event(alice, "connected", 30, alice_events)
+        call_id = alice_events[0]["call_id"]
+        await asyncio.sleep(2.0)  # some media on disk
+        server.kill()  # SIGKILL: no last chunk, no closing entry
+    finally:
+        for process in (alice, bob):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
+    (row,) = rows_of(server.database, Recording.__table__, Recording.call_id == call_id)
+    assert row["state"] == "open"
+    server.start()  # closes it as interrupted
+    try:
+        (row,) = rows_of(server.database, Recording.__table__, Recording.call_id == call_id)
+        assert row["state"] == "interrupted" and row["chunks"] >= 3, row
+        bundle = tmp_path / "bundle"
+        export = server.cli("recording", "export", call_id, "--out", str(bundle))
+        assert export.returncode == 0, export.stderr
+    finally:
+        assert server.stop() == 0, server.log()
+    verify = callgate("recording", "verify", str(bundle))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "(interrupted)" in verify.stdout, verify.stdout
+    samples, rate = read_stereo(bundle / "audio.wav")
+    assert len(samples) > rate  # more than a second of the call before the kill
+    talk = samples[len(samples) // 2 :]
+    assert abs(channel_peak(talk[:, 0], rate) - CALLER_HZ) < 5.0
+    assert abs(channel_peak(talk[:, 1], rate) - CALLEE_HZ) < 5.0

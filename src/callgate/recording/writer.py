@@ -63,9 +63,9 @@ class ChunkWriter:
             self._fail()
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise RecordingFailure(f"chunk {len(self.chunks)} not written: {reason}") from exc
-        except RecordingFailure:
+        except RecordingFailure as exc:
             self._fail()
-            raise
+            raise RecordingFailure(f"chunk {len(self.chunks)} not written: {exc}") from exc
         self.chunks.append(hashlib.sha256(chunk).hexdigest())
         if last:
             self._fail()  # closes the file: nothing follows the last chunk
