@@ -26,6 +26,7 @@ from callgate.accounts.service import AccountService
 from callgate.api.app import create_app
 from callgate.api.deps import Services
 from callgate.api.relays import relay_status
+from callgate.api.routes.recordings import recordings_router
 from callgate.clock import SystemClock
 from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
@@ -330,7 +331,11 @@ async def run_serve(settings: Settings) -> None:
                 registry=registry,
                 health=lambda: _health(store, server, sink, recordings),
                 services=services,
-                routers=[calls.router, directory_router(calls.hub)],
+                routers=[
+                    calls.router,
+                    directory_router(calls.hub),
+                    recordings_router(recordings, AuditLog(store)),
+                ],
             )
             http, http_task = await _start_http(settings, app)
             with metrics_endpoint(settings, server):

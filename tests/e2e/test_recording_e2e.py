@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,10 @@ from tests.e2e.helpers import (
     callgate,
     final_cdr,
     finish,
+    http_json,
+    login,
     new_serve,
+    password_of,
     read_event,
     rows_of,
     start_cli,
@@ -38,6 +42,9 @@ FAST = {"CALLGATE_RECORDING__MIN_FREE_MB": "0", "CALLGATE_RECORDING__FLUSH_INTER
 
 
 def add_rule(server: Serve) -> None:
+    added = server.cli("user", "add", "cleo", "--role", "compliance", "--password-stdin",
+                       stdin=password_of("cleo") + "\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
     result = server.cli(
         "policy", "add", "record-alice", "allow", "--from-user", "alice", "--to-user", "bob",
         "--recording-required",
@@ -126,6 +133,8 @@ async def test_a_recorded_call_is_anchored_recorded_and_exports_a_verifiable_bun
     assert streams["caller"]["first_arrival"] < cdr["ring_at"].timestamp()
     assert streams["caller"]["packets"] > 100 and streams["callee"]["packets"] > 100, streams
 
+    await check_api(server, row["recording_id"], call_id)
+
     bundle = tmp_path / "bundle"
     export = server.cli("recording", "export", call_id, "--out", str(bundle))
     assert export.returncode == 0, export.stderr
@@ -148,6 +157,32 @@ async def test_a_recorded_call_is_anchored_recorded_and_exports_a_verifiable_bun
     verify = callgate("recording", "verify", str(tampered))
     assert verify.returncode == 1, verify.stdout + verify.stderr
     assert "chunk 2" in verify.stdout + verify.stderr
+
+
+async def check_api(server: Serve, recording_id: str, call_id: str) -> None:
+    """Compliance reads the recording and fetches a range of its audio; bob (a plain user, and
+    a party of the call) is refused with 403; the refusal and the playback are audited."""
+    cleo, bob = await login(server, "cleo"), await login(server, "bob")
+    status, listed = http_json(f"{server.url}/api/recordings", token=cleo)
+    assert status == 200 and [r["recording_id"] for r in listed] == [recording_id], listed
+    assert "wrapped_key" not in listed[0]
+    status, one = http_json(f"{server.url}/api/recordings/{recording_id}", token=cleo)
+    assert status == 200 and one["metadata"]["session"]["call_id"] == call_id
+    request = urllib.request.Request(
+        f"{server.url}/api/recordings/{recording_id}/audio",
+        headers={"Authorization": f"Bearer {cleo}", "Range": "bytes=0-43"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 206
+        assert response.headers["Content-Range"].startswith("bytes 0-43/")
+        header = response.read()
+    assert header[:4] == b"RIFF" and header[8:12] == b"WAVE" and len(header) == 44
+    status, refused = http_json(f"{server.url}/api/recordings/{recording_id}", token=bob)
+    assert status == 403, refused
+    audit = server.cli("audit", "list", "--json", "--limit", "50")
+    actions = [(e["actor"], e["action"]) for e in map(json.loads, audit.stdout.splitlines())]
+    assert ("bob", "recording.access_denied") in actions, actions
+    assert ("cleo", "recording.played") in actions, actions
 
 
 def chunk_offsets(data: bytes) -> list[int]:

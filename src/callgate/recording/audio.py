@@ -7,6 +7,7 @@ RTP timestamp's distance from that leg's first timestamp. Gaps (silence, lost pa
 
 from __future__ import annotations
 
+import io
 import wave
 from collections.abc import Iterable
 from pathlib import Path
@@ -42,6 +43,13 @@ def _decode_leg(packets: list[Packet], origin: float) -> list[tuple[int, npt.NDA
 
 def stereo_wav(packets: Iterable[Packet], path: Path) -> float:
     """Write the WAV; returns its length in seconds."""
+    data, seconds = stereo_wav_bytes(packets)
+    path.write_bytes(data)
+    return seconds
+
+
+def stereo_wav_bytes(packets: Iterable[Packet]) -> tuple[bytes, float]:
+    """The WAV file's bytes and its length in seconds."""
     by_leg: dict[str, list[Packet]] = {leg: [] for leg in LEGS}
     for packet in packets:
         by_leg[packet.leg].append(packet)
@@ -56,9 +64,10 @@ def stereo_wav(packets: Iterable[Packet], path: Path) -> float:
             if 0 <= pos < end:
                 part = samples[: end - pos]
                 audio[pos : pos + len(part), channel] = part
-    with wave.open(str(path), "wb") as writer:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
         writer.setnchannels(2)
         writer.setsampwidth(2)
         writer.setframerate(RATE)
         writer.writeframes(audio.tobytes())
-    return end / RATE
+    return out.getvalue(), end / RATE
