@@ -30,6 +30,7 @@ from callgate.media.packets import ForwardTrack, MediaPacket, PacketHandler, tap
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 3.0
+MAX_EARLY_CANDIDATES = 50
 # The ICE servers a leg uses (the same shape `hello` gives clients), fresh for each leg.
 IceServers = Callable[[], Sequence[Mapping[str, Any]]]
 
@@ -64,6 +65,8 @@ class AnchorLeg:
         self.failed = asyncio.Event()
         self.received = 0
         self._on_packet = on_packet
+        self._early: list[Mapping[str, Any]] = []  # trickled before the remote description
+        self._remote_set = False
         self.pc.on("connectionstatechange", self._state_changed)
 
     def _state_changed(self) -> None:
@@ -89,6 +92,7 @@ class AnchorLeg:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except (ValueError, AssertionError) as exc:
             raise AnchorError(f"bad offer: {exc}") from exc
+        await self._flush_early()
         audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
         if len(audio) != 1:
             raise AnchorError("the offer must have exactly one audio stream")
@@ -115,11 +119,22 @@ class AnchorLeg:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         except (ValueError, AssertionError) as exc:
             raise AnchorError(f"bad answer: {exc}") from exc
+        await self._flush_early()
+
+    async def _flush_early(self) -> None:
+        self._remote_set = True
+        early, self._early = self._early, []
+        for candidate in early:
+            await self.add_candidate(candidate)
 
     async def add_candidate(self, candidate: Mapping[str, Any]) -> None:
         """A candidate the party trickled (browsers do; aiortc puts them all in its SDP)."""
         text = str(candidate.get("candidate") or "").removeprefix("candidate:")
         if not text:
+            return
+        if not self._remote_set:
+            if len(self._early) < MAX_EARLY_CANDIDATES:
+                self._early.append(candidate)
             return
         try:
             ice = candidate_from_sdp(text)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ANCHOR_USER_PREFIX = "@anchor-"  # "@" is not allowed in handles: no user can pose as the anchor
+MAX_EARLY = 50  # candidates a caller may trickle before its anchor leg exists
 IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
 
 
@@ -49,6 +50,7 @@ class _Anchored:
     callee: str
     bridge: Bridge | None = None
     recorder: CallRecorder | None = None
+    early: list[dict[str, Any]] = field(default_factory=list)  # the caller's, before its leg
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
@@ -104,6 +106,8 @@ class Anchoring:
             anchor_user = ANCHOR_USER_PREFIX + call_id
             state.bridge = Bridge(lambda: self._ice_servers(anchor_user), state.recorder.on_packet)
             caller_leg = state.bridge.leg("caller")
+            for candidate in state.early:  # trickled while the recording was being created
+                await caller_leg.add_candidate(candidate)
             relays = engine.relay_addresses
             answer = await caller_leg.answer(filter_sdp(offer_sdp, True, relays))
             if engine.anchoring_call(call_id) is None:
@@ -156,12 +160,14 @@ class Anchoring:
     def candidate(self, call_id: str, party: Party, candidate: m.IceCandidate) -> None:
         """A candidate trickled by a party goes to its own anchor leg."""
         state = self._calls.get(call_id)
-        if state is None or state.bridge is None:
-            return
-        leg = state.bridge.legs.get(party.value)
         relays = self.hub.engine.relay_addresses
-        if leg is not None and filter_candidate(candidate.candidate, True, relays):
+        if state is None or not filter_candidate(candidate.candidate, True, relays):
+            return
+        leg = state.bridge.legs.get(party.value) if state.bridge is not None else None
+        if leg is not None:
             self._spawn(state, leg.add_candidate(candidate.model_dump()))
+        elif party is Party.CALLER and len(state.early) < MAX_EARLY:
+            state.early.append(candidate.model_dump())
 
     def _failed(self, call_id: str, reason: str) -> None:
         effects = self.hub.engine.end_call(call_id, Reason.RECORDING_FAILED, reason[:255])
