@@ -35,6 +35,7 @@ from callgate.metrics import MetricsServer, build_registry, serve_metrics
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
+from callgate.recording.metrics import RecordingCollector
 from callgate.recording.service import RecordingService, recording_settings
 from callgate.recording.store import RecordingRepository
 from callgate.records.audit import AuditLog, load_or_create_signing_key
@@ -327,6 +328,7 @@ async def run_serve(settings: Settings) -> None:
                 services, live=calls.hub, relays=lambda: [relay_status(server)]
             )
             registry = build_registry(server.live_counters)
+            registry.register(RecordingCollector(recordings))
             app = create_app(
                 registry=registry,
                 health=lambda: _health(store, server, sink, recordings),

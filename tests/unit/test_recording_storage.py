@@ -122,3 +122,29 @@ def test_master_key_is_created_0600_and_refused_when_bad(tmp_path: Path) -> None
         keys.load_master_key(path, {keys.MASTER_KEY_ENV: short})
     with pytest.raises(keys.MasterKeyError, match="missing"):
         keys.load_master_key(tmp_path / "absent", {}, create=False)
+
+
+def test_metrics_and_health_say_whether_calls_can_be_recorded(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from callgate.recording.metrics import RecordingCollector
+    from callgate.recording.service import RecordingService, RecordingSettings
+
+    def service(key_file: Path) -> RecordingService:
+        settings = RecordingSettings(directory=tmp_path / "rec", key_file=key_file)
+        return RecordingService(None, settings, {})  # type: ignore[arg-type]  # not used here
+
+    good = service(tmp_path / "keys" / "master.key")
+    bad_file = tmp_path / "bad.key"
+    bad_file.write_text("garbage\n")
+    os.chmod(bad_file, 0o600)
+    bad = service(bad_file)
+    assert good.health() == {"ok": True, "active": 0, "failed": 0}
+    assert bad.health()["ok"] is False and "not base64" in bad.health()["error"]
+    for svc, available in ((good, 1.0), (bad, 0.0)):
+        registry = CollectorRegistry()
+        registry.register(RecordingCollector(svc))
+        text = generate_latest(registry).decode()
+        assert f"callgate_recording_available {available}" in text, text
+        assert "callgate_recordings_active 0.0" in text
+        assert "callgate_recordings_failed_total 0.0" in text
