@@ -134,6 +134,13 @@ async def test_a_recorded_call_is_anchored_recorded_and_exports_a_verifiable_bun
     assert streams["caller"]["packets"] > 100 and streams["callee"]["packets"] > 100, streams
 
     await check_api(server, row["recording_id"], call_id)
+    listed = server.cli("recording", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["call_id"] for r in json.loads(listed.stdout)] == [call_id]
+    shown = json.loads(server.cli("recording", "show", call_id, "--json").stdout)
+    assert shown["recording_id"] == row["recording_id"] and "wrapped_key" not in shown
+    parties = {p["id"]: p["handle"] for p in shown["metadata"]["participants"]}
+    assert parties == {"caller": "alice", "callee": "bob"}
 
     bundle = tmp_path / "bundle"
     export = server.cli("recording", "export", call_id, "--out", str(bundle))
