@@ -223,6 +223,9 @@ class RecordingSettingsModel(BaseModel):
     flush_interval_s: float = Field(default=0.5, gt=0, le=1.5)
     # A leg that has sent media and then nothing for this long fails the recording.
     silence_limit_s: float = Field(default=5.0, gt=0, le=300)
+    # Calls recorded at once (each holds two peer connections on the server); beyond this a call
+    # that must be recorded ends `recording-unavailable`.
+    max_active: int = Field(default=100, ge=1, le=100_000)
 
 
 class TurnSettings(BaseModel):

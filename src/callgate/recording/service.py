@@ -38,6 +38,7 @@ class RecordingSettings:
     directory: Path
     key_file: Path
     min_free_bytes: int = 64 << 20
+    max_active: int = 100
     limits: RecorderLimits = field(default_factory=RecorderLimits)
 
 
@@ -48,6 +49,7 @@ def recording_settings(settings: Settings) -> RecordingSettings:
         directory=section.directory or settings.data_dir / "recordings",
         key_file=section.key_file or keys.master_key_path(settings.data_dir),
         min_free_bytes=section.min_free_mb << 20,
+        max_active=section.max_active,
         limits=RecorderLimits(section.flush_interval_s, section.silence_limit_s),
     )
 
@@ -86,6 +88,7 @@ class RecordingService:
         self.problem: str | None = None
         self.failed_total = 0
         self.active: dict[str, ActiveRecording] = {}
+        self._starting = 0  # start() calls still creating their file and row
         self._master: bytes | None = None
         try:
             self._master = keys.load_master_key(settings.key_file, env)
@@ -121,6 +124,33 @@ class RecordingService:
     ) -> CallRecorder:
         """Create the row, the file and its recorder; RecordingFailure when it cannot."""
         master = self.master_key()
+        if len(self.active) + self._starting >= self.settings.max_active:
+            raise RecordingFailure(f"{self.settings.max_active} calls are being recorded already")
+        self._starting += 1
+        try:
+            row, writer = await self._create(call_id, parties, policy_rule, master)
+        finally:
+            self._starting -= 1
+
+        def failed(reason: str) -> None:
+            self.failed_total += 1
+            on_failure(reason)
+
+        recording_id = row["recording_id"]
+        recorder = CallRecorder(recording_id, writer, self.settings.limits, failed)
+        self.active[recording_id] = ActiveRecording(
+            {**row, "started_at": _now()}, recorder, parties
+        )
+        recorder.start()
+        return recorder
+
+    async def _create(
+        self,
+        call_id: str,
+        parties: Mapping[str, Mapping[str, Any]],
+        policy_rule: str | None,
+        master: bytes,
+    ) -> tuple[dict[str, Any], ChunkWriter]:
         recording_id = uuid.uuid4().hex
         path = self.settings.directory / f"{recording_id}.cgrec"
         key = keys.new_recording_key()
@@ -142,17 +172,7 @@ class RecordingService:
         except Exception as exc:
             writer.close()
             raise RecordingFailure(f"recording record not written: {type(exc).__name__}") from exc
-
-        def failed(reason: str) -> None:
-            self.failed_total += 1
-            on_failure(reason)
-
-        recorder = CallRecorder(recording_id, writer, self.settings.limits, failed)
-        self.active[recording_id] = ActiveRecording(
-            {**row, "started_at": _now()}, recorder, parties
-        )
-        recorder.start()
-        return recorder
+        return row, writer
 
     async def finish(self, recording_id: str) -> None:
         """Close the recording: last chunk, metadata, `recording.closed|failed` in the audit."""
