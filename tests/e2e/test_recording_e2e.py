@@ -38,7 +38,12 @@ from tests.e2e.helpers import (
 )
 
 CALLER_HZ, CALLEE_HZ = 440.0, 880.0
-FAST = {"CALLGATE_RECORDING__MIN_FREE_MB": "0", "CALLGATE_RECORDING__FLUSH_INTERVAL_S": "0.25"}
+FAST = {
+    "CALLGATE_RECORDING__MIN_FREE_MB": "0",
+    "CALLGATE_RECORDING__FLUSH_INTERVAL_S": "0.25",
+    # the relay admits only the parties of live calls, and a call's anchor to its parties
+    "CALLGATE_TURN__CALL_BOUND": "true",
+}
 
 
 def add_rule(server: Serve) -> None:
@@ -102,7 +107,7 @@ async def recorded_call(
     return alice_events[:-1], bob_events[:-1]
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(180)
 async def test_a_recorded_call_is_anchored_recorded_and_exports_a_verifiable_bundle(
     recording_serve: Serve, tmp_path: Path
 ) -> None:
@@ -273,7 +278,7 @@ def fill(directory: Path) -> None:
         os.close(fd)
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(180)
 async def test_a_recording_disk_that_fills_mid_call_ends_the_call_recording_failed(
     tmp_path: Path, user_template: Path, small_disk: Path
 ) -> None:
@@ -318,7 +323,7 @@ async def test_a_recording_disk_that_fills_mid_call_ends_the_call_recording_fail
     assert row["chunks"] >= 1  # what was written before the disk filled is kept
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 async def test_a_server_killed_mid_call_leaves_a_recording_that_plays_up_to_its_last_chunk(
     tmp_path: Path, user_template: Path
 ) -> None:

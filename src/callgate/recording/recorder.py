@@ -46,6 +46,7 @@ class CallRecorder:
         self._durable = asyncio.Event()  # a chunk with the caller's packets is on disk
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._stop = asyncio.Event()
 
     # -- input from the anchor ---------------------------------------------------------------
 
@@ -73,8 +74,11 @@ class CallRecorder:
         await self._durable.wait()
 
     async def _run(self) -> None:
-        while not self._closed and self.failure is None:
-            await asyncio.sleep(self.limits.flush_interval)
+        while self.failure is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.limits.flush_interval)
+            if self._stop.is_set():
+                return  # close() writes the last chunk; a write in progress has finished
             await self._flush(last=False)
             now = time.monotonic()
             for leg, seen in self._expected.items():
@@ -105,9 +109,10 @@ class CallRecorder:
         if self._closed:
             return
         self._closed = True
+        self._stop.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Not cancelled: a chunk being written in its worker thread must finish first, or
+            # the last chunk would be written beside it with the same index.
+            await self._task
         await self._flush(last=True)
         self.writer.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 from pathlib import Path
 
 from callgate.recording.chunks import file_header, seal
@@ -29,6 +30,7 @@ class ChunkWriter:
         self.bytes = 0
         self._digest = hashlib.sha256()
         self._closed = False
+        self._lock = threading.Lock()  # one chunk at a time, whatever thread writes it
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._check_space()
@@ -53,6 +55,10 @@ class ChunkWriter:
 
     def append(self, plain: bytes, *, last: bool = False) -> None:
         """Encrypt, write and fsync one chunk; RecordingFailure if it cannot be."""
+        with self._lock:
+            self._append(plain, last)
+
+    def _append(self, plain: bytes, last: bool) -> None:
         if self._closed:
             raise RecordingFailure("the recording is closed")
         try:
@@ -81,4 +87,5 @@ class ChunkWriter:
             os.close(self._fd)
 
     def close(self) -> None:
-        self._fail()
+        with self._lock:
+            self._fail()

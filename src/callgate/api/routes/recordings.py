@@ -12,6 +12,7 @@ Built by `recordings_router()` around the running server's recording service.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Annotated, Any
 
@@ -21,10 +22,14 @@ from callgate.accounts.records import UserRecord
 from callgate.api.deps import READERS, UserDep
 from callgate.recording.audio import stereo_wav_bytes
 from callgate.recording.bundle import decrypt
+from callgate.recording.chunks import ChunkError
+from callgate.recording.keys import MasterKeyError
 from callgate.recording.service import RecordingService
 from callgate.recording.store import RecordingRow
+from callgate.recording.writer import RecordingFailure
 from callgate.records.audit import AuditLog
 
+log = logging.getLogger(__name__)
 RecordingId = Annotated[str, Path(pattern="^[0-9a-f]{32}$")]
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
@@ -71,7 +76,13 @@ def recordings_router(service: RecordingService, audit: AuditLog) -> APIRouter:
         row = await found(recording_id)
         if row.state == "open":
             raise HTTPException(status.HTTP_409_CONFLICT, detail="the recording is still open")
-        data = await asyncio.to_thread(_decode, service, row)
+        try:
+            data = await asyncio.to_thread(_decode, service, row)
+        except (ChunkError, MasterKeyError, RecordingFailure, OSError) as exc:
+            log.error("recording %s cannot be played: %s", recording_id, exc)
+            raise HTTPException(
+                status.HTTP_500_INTERNAL_SERVER_ERROR, detail=f"recording unreadable: {exc}"
+            ) from None
         await asyncio.to_thread(
             audit.append, user.handle, "recording.played", f"recording:{recording_id}",
             {"call_id": row.call_id, "range": range_},
