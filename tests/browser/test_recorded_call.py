@@ -61,6 +61,10 @@ def test_a_recorded_browser_call_says_so_and_is_recorded(
     assert "recording" in [e["event"] for e in events], (events, errors)
     call_id = next(e["call_id"] for e in events if e["event"] == "incoming")
 
+    deadline = time.monotonic() + 15  # the recording closes just after the call
+    while json.loads(serve.cli("recording", "show", call_id, "--json").stdout)["state"] == "open":
+        assert time.monotonic() < deadline, "the recording did not close"
+        time.sleep(0.2)
     bundle = tmp_path / "bundle"
     export = serve.cli("recording", "export", call_id, "--out", str(bundle))
     assert export.returncode == 0, export.stderr

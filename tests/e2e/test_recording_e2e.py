@@ -35,6 +35,7 @@ from tests.e2e.helpers import (
     read_event,
     rows_of,
     start_cli,
+    wait_for,
 )
 
 CALLER_HZ, CALLEE_HZ = 440.0, 880.0
@@ -130,7 +131,7 @@ async def test_a_recorded_call_is_anchored_recorded_and_exports_a_verifiable_bun
     assert (cdr["anchored"], cdr["recording_required"]) == (True, True)
     assert (cdr["disposition"], cdr["reason"]) == ("answered", "hangup")
 
-    (row,) = rows_of(server.database, Recording.__table__, Recording.call_id == call_id)
+    row = await closed_recording(server, call_id)
     assert row["state"] == "closed" and row["chunks"] >= 4 and row["sha256"], row
     assert json.loads(cdr["recording_ids"]) == [row["recording_id"]]
     # the caller's media was being recorded before bob's phone rang
@@ -195,6 +196,17 @@ async def check_api(server: Serve, recording_id: str, call_id: str) -> None:
     actions = [(e["actor"], e["action"]) for e in map(json.loads, audit.stdout.splitlines())]
     assert ("bob", "recording.access_denied") in actions, actions
     assert ("cleo", "recording.played") in actions, actions
+
+
+async def closed_recording(server: Serve, call_id: str) -> dict[str, Any]:
+    """The call's recording row once it is no longer open (it closes just after the call)."""
+
+    def closed() -> dict[str, Any] | None:
+        rows = rows_of(server.database, Recording.__table__, Recording.call_id == call_id)
+        return rows[0] if len(rows) == 1 and rows[0]["state"] != "open" else None
+
+    found: dict[str, Any] = await wait_for(closed, 15, f"call {call_id}'s recording closed")
+    return found
 
 
 def chunk_offsets(data: bytes) -> list[int]:
@@ -318,7 +330,7 @@ async def test_a_recording_disk_that_fills_mid_call_ends_the_call_recording_fail
     end = cdr["end_at"]
     print(f"disk filled -> call ended: {end.timestamp() - filled:.2f} s")
     assert end.timestamp() - filled < 20
-    (row,) = rows_of(server.database, Recording.__table__, Recording.call_id == ended["call_id"])
+    row = await closed_recording(server, ended["call_id"])
     assert row["state"] == "failed" and "No space left" in row["failure"], row
     assert row["chunks"] >= 1  # what was written before the disk filled is kept
 
