@@ -67,6 +67,7 @@ class Anchoring:
         self._ice_servers = ice_servers
         self._setup_timeout = setup_timeout
         self._calls: dict[str, _Anchored] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # recordings being closed after a call
 
     # -- TURN call-bound guard -------------------------------------------------------------------
 
@@ -178,7 +179,9 @@ class Anchoring:
         """The call ended (any reason): close the recording and the anchor legs."""
         state = self._calls.pop(call_id, None)
         if state is not None:
-            self.hub.keep(asyncio.get_running_loop().create_task(self._close(state)))
+            task = asyncio.get_running_loop().create_task(self._close(state))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _close(self, state: _Anchored) -> None:
         current = asyncio.current_task()
@@ -194,10 +197,12 @@ class Anchoring:
             await state.bridge.close()
 
     async def close(self) -> None:
-        """Server stopping: close every recording (each gets its last chunk)."""
+        """Server stopping: close every recording (each gets its last chunk), including those
+        of calls that just ended."""
         states = list(self._calls.values())
         self._calls.clear()
-        await asyncio.gather(*(self._close(s) for s in states), return_exceptions=True)
+        closing = [self._close(s) for s in states] + list(self._closing)
+        await asyncio.gather(*closing, return_exceptions=True)
 
     def _spawn(self, state: _Anchored, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
