@@ -1,7 +1,8 @@
 """A recorded call from the browser softphone: carol's browser calls bob (`callgate answer`, 440 Hz)
 under a recording-required rule. carol is told the call is recorded, the call connects through
-the server's anchor, and the exported recording has carol's fake microphone (660 Hz) on the left
-and bob's tone on the right."""
+the server's anchor, a compliance officer plays it from the call's page in the console, and the
+exported recording has carol's fake microphone (660 Hz) on the left and bob's tone on the
+right."""
 
 from __future__ import annotations
 
@@ -65,6 +66,20 @@ def test_a_recorded_browser_call_says_so_and_is_recorded(
     while json.loads(serve.cli("recording", "show", call_id, "--json").stdout)["state"] == "open":
         assert time.monotonic() < deadline, "the recording did not close"
         time.sleep(0.2)
+    # cora (compliance) sees the recording beside the call's record and plays it
+    cora = new_page()
+    sign_in(cora, serve.url, "cora", f"/console/records/{call_id}")
+    cora.get_by_text("Media anchored").wait_for()
+    cora.get_by_role("button", name="Play recording").click()
+    player = cora.locator("audio")
+    player.wait_for(timeout=20_000)
+    duration = cora.wait_for_function(
+        "() => { const a = document.querySelector('audio'); "
+        "return a && a.readyState >= 1 && a.duration > 2 ? a.duration : null; }",
+        timeout=20_000,
+    ).json_value()
+    assert duration > 2, duration
+
     bundle = tmp_path / "bundle"
     export = serve.cli("recording", "export", call_id, "--out", str(bundle))
     assert export.returncode == 0, export.stderr
