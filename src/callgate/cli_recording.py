@@ -117,7 +117,7 @@ def recording_export(
     from callgate.records.audit_runtime import key_path
 
     settings = settings_from(config, {"data_dir": data_dir})
-    paths = recording_settings(settings)
+    paths = recording_settings(settings.recording, settings.data_dir)
     if out.exists():
         raise fail(f"--out: {out} exists", code=2)
     try:

@@ -267,7 +267,9 @@ async def _start_audit(store: Store, settings: Settings) -> Checkpointer:
 
 async def _start_recordings(store: Store, settings: Settings) -> RecordingService:
     """The recorder; recordings a dead server left open are closed as `interrupted`."""
-    service = RecordingService(RecordingRepository(store), recording_settings(settings))
+    service = RecordingService(
+        RecordingRepository(store), recording_settings(settings.recording, settings.data_dir)
+    )
     recovered = await asyncio.to_thread(service.recover)
     if recovered:
         log.warning("closed %d recording(s) left open by a previous run", recovered)

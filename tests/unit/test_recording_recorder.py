@@ -1,4 +1,4 @@
-"""`CallRecorder` without a network: packets become fsynced chunks; the caller's first chunk is
+"""`StreamRecorder` without a network: packets become fsynced chunks; the caller's first chunk is
 reported durable; a leg that stops sending, or a chunk that cannot be written, fails the
 recording once, through the callback."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from callgate.media.packets import MediaPacket
 from callgate.recording import keys
 from callgate.recording.chunks import decode_packets, iter_chunks, open_chunk
-from callgate.recording.recorder import CallRecorder, RecorderLimits
+from callgate.recording.recorder import RecorderLimits, StreamRecorder
 from callgate.recording.writer import ChunkWriter
 
 RID = "fedcba9876543210fedcba9876543210"
@@ -21,11 +21,11 @@ def packet(leg: str, seq: int) -> MediaPacket:
     return MediaPacket(leg, bytes([seq % 256]) * 40, seq * 960, seq, 1234, 111, time.time())
 
 
-def recorder_in(tmp_path: Path, limits: RecorderLimits) -> tuple[CallRecorder, bytes, list[str]]:
+def recorder_in(tmp_path: Path, limits: RecorderLimits) -> tuple[StreamRecorder, bytes, list[str]]:
     key = keys.new_recording_key()
     failures: list[str] = []
     writer = ChunkWriter(tmp_path / "r.cgrec", RID, key, 0)
-    return CallRecorder(RID, writer, limits, failures.append), key, failures
+    return StreamRecorder(RID, writer, limits, failures.append), key, failures
 
 
 async def test_packets_are_written_and_the_first_chunk_is_reported_durable(tmp_path: Path) -> None:

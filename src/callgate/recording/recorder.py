@@ -1,4 +1,4 @@
-"""`CallRecorder`: the anchor's observer for one call. Packets are buffered as they arrive and
+"""`StreamRecorder`: the anchor's observer for one call (not the CDR writer, records/call_recorder.py). Packets are buffered as they arrive and
 written as one encrypted chunk every `flush_interval` seconds, in a worker thread, each chunk
 fsynced before the next. The recorder fails (once, through `on_failure`) when a chunk cannot be
 written or a leg it expects has been silent for `silence_limit` seconds.
@@ -26,7 +26,7 @@ class RecorderLimits:
     silence_limit: float = 5.0
 
 
-class CallRecorder:
+class StreamRecorder:
     def __init__(
         self,
         recording_id: str,

@@ -18,12 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from callgate.config import Settings
 from callgate.recording import keys
 from callgate.recording.chunks import HEADER_BYTES, ChunkError, iter_chunks, seal
-from callgate.recording.recorder import CallRecorder, RecorderLimits
+from callgate.recording.recorder import RecorderLimits, StreamRecorder
 from callgate.recording.store import RecordingRepository, RecordingRow
 from callgate.recording.writer import ChunkWriter, RecordingFailure
 
@@ -42,12 +41,22 @@ class RecordingSettings:
     limits: RecorderLimits = field(default_factory=RecorderLimits)
 
 
-def recording_settings(settings: Settings) -> RecordingSettings:
+class RecordingSection(Protocol):
+    """The `[recording]` table of the configuration (config.py, RecordingSettingsModel)."""
+
+    directory: Path | None
+    key_file: Path | None
+    min_free_mb: int
+    flush_interval_s: float
+    silence_limit_s: float
+    max_active: int
+
+
+def recording_settings(section: RecordingSection, data_dir: Path) -> RecordingSettings:
     """The `[recording]` settings with the data directory's defaults filled in."""
-    section = settings.recording
     return RecordingSettings(
-        directory=section.directory or settings.data_dir / "recordings",
-        key_file=section.key_file or keys.master_key_path(settings.data_dir),
+        directory=section.directory or data_dir / "recordings",
+        key_file=section.key_file or keys.master_key_path(data_dir),
         min_free_bytes=section.min_free_mb << 20,
         max_active=section.max_active,
         limits=RecorderLimits(section.flush_interval_s, section.silence_limit_s),
@@ -57,7 +66,7 @@ def recording_settings(settings: Settings) -> RecordingSettings:
 @dataclass(slots=True)
 class ActiveRecording:
     row: dict[str, Any]
-    recorder: CallRecorder
+    recorder: StreamRecorder
     parties: Mapping[str, Mapping[str, Any]]
 
 
@@ -121,7 +130,7 @@ class RecordingService:
         parties: Mapping[str, Mapping[str, Any]],
         policy_rule: str | None,
         on_failure: Callable[[str], None],
-    ) -> CallRecorder:
+    ) -> StreamRecorder:
         """Create the row, the file and its recorder; RecordingFailure when it cannot."""
         master = self.master_key()
         if len(self.active) + self._starting >= self.settings.max_active:
@@ -137,7 +146,7 @@ class RecordingService:
             on_failure(reason)
 
         recording_id = row["recording_id"]
-        recorder = CallRecorder(recording_id, writer, self.settings.limits, failed)
+        recorder = StreamRecorder(recording_id, writer, self.settings.limits, failed)
         self.active[recording_id] = ActiveRecording(
             {**row, "started_at": _now()}, recorder, parties
         )

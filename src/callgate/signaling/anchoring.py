@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from callgate.media.anchor import AnchorError, Bridge
-from callgate.recording.recorder import CallRecorder
+from callgate.recording.recorder import StreamRecorder
 from callgate.recording.service import RecordingService
 from callgate.recording.writer import RecordingFailure
 from callgate.signaling import messages as m
@@ -49,7 +49,7 @@ class _Anchored:
     caller: str
     callee: str
     bridge: Bridge | None = None
-    recorder: CallRecorder | None = None
+    recorder: StreamRecorder | None = None
     early: list[dict[str, Any]] = field(default_factory=list)  # the caller's, before its leg
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
