@@ -1,6 +1,6 @@
-"""`StreamRecorder`: the anchor's observer for one call (not the CDR writer, records/call_recorder.py). Packets are buffered as they arrive and
-written as one encrypted chunk every `flush_interval` seconds, in a worker thread, each chunk
-fsynced before the next. The recorder fails (once, through `on_failure`) when a chunk cannot be
+"""`StreamRecorder`: the anchor's observer for one call (the CDR writer is another thing,
+records/call_recorder.py). Packets are buffered as they arrive and written as one encrypted
+chunk every `flush_interval` seconds, in a worker thread, each chunk fsynced before the next. The recorder fails (once, through `on_failure`) when a chunk cannot be
 written or a leg it expects has been silent for `silence_limit` seconds.
 """
 
