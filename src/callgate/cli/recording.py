@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from callgate.cli_common import (
+from callgate.cli.common import (
     ConfigOpt,
     JsonOpt,
     StoreDirOpt,
@@ -114,7 +114,7 @@ def recording_export(
     from callgate.recording.service import recording_settings
     from callgate.recording.store import RecordingRepository, RecordingRow
     from callgate.records.audit import AuditLog, load_or_create_signing_key
-    from callgate.records.audit_runtime import key_path
+    from callgate.runtime.audit import key_path
 
     settings = settings_from(config, {"data_dir": data_dir})
     paths = recording_settings(settings.recording, settings.data_dir)
