@@ -147,6 +147,18 @@ async def test_a_recorded_call_is_anchored_recorded_and_exports_a_verifiable_bun
     assert shown["recording_id"] == row["recording_id"] and "wrapped_key" not in shown
     parties = {p["id"]: p["handle"] for p in shown["metadata"]["participants"]}
     assert parties == {"caller": "alice", "callee": "bob"}
+    # the same through the API, as the compliance officer; bob is refused
+    remote = callgate(
+        "recording", "show", call_id, "--json", "--server", server.url, "--user", "cleo",
+        CALLGATE_ADMIN_PASSWORD=password_of("cleo"),
+    )  # fmt: skip
+    assert remote.returncode == 0, remote.stderr
+    assert json.loads(remote.stdout)["metadata"] == shown["metadata"]
+    refused = callgate(
+        "recording", "list", "--server", server.url, "--user", "bob",
+        CALLGATE_ADMIN_PASSWORD=password_of("bob"),
+    )  # fmt: skip
+    assert refused.returncode == 1 and "'bob'" in refused.stderr, refused.stderr
 
     bundle = tmp_path / "bundle"
     export = server.cli("recording", "export", call_id, "--out", str(bundle))

@@ -1,23 +1,32 @@
-"""`callgate recording list | show | export | verify`: compliance recordings on the store.
+"""`callgate recording list | show | export | verify`: compliance recordings.
 
-`list`, `show` and `export` read the server's store (`--data-dir` / `--config`) and, for export,
-its recording master key and audit signing key. `verify DIR` needs only the bundle.
+`list` and `show` read the server's store (`--data-dir` / `--config`) or, with `--server`, its
+API as a compliance officer or admin. `export` works on the store, with the recording master key
+and the audit signing key. `verify DIR` needs only the bundle.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from callgate.cli.common import (
+    AdminOpt,
     ConfigOpt,
     JsonOpt,
+    PasswordStdinOpt,
+    ServerOpt,
     StoreDirOpt,
+    admin_api,
+    admin_password,
+    api_server,
     err,
     fail,
     open_settings_store,
@@ -41,30 +50,61 @@ def _find(repository: object, target: str) -> object:
     return row
 
 
+def _via_api(
+    server: str, user: str | None, password_stdin: bool, path: str
+) -> list[dict[str, Any]]:
+    """GET `path` of the recordings API as a compliance officer or admin."""
+    with admin_api(server, user, admin_password(user, password_stdin)) as api:
+        found = api.call("GET", path)
+    return list(found) if isinstance(found, list) else [found]
+
+
+def _rows(
+    server: str | None, user: str | None, password_stdin: bool,
+    data_dir: Path | None, config: Path | None, *, limit: int, target: str | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Recordings as JSON: through the API with --server, else from the store."""
+    from callgate.recording.store import RecordingRepository, RecordingRow
+
+    url = api_server(server, data_dir=data_dir, config=config)
+    if url is not None:
+        query = {"limit": limit, **({"call_id": target} if target else {})}
+        rows = _via_api(url, user, password_stdin, f"/api/recordings?{urlencode(query)}")
+        if target and not rows and re.fullmatch("[0-9a-f]{32}", target):
+            rows = _via_api(url, user, password_stdin, f"/api/recordings/{target}")
+        return rows
+    store = open_settings_store(settings_from(config, {"data_dir": data_dir}))
+    try:
+        repository = RecordingRepository(store)
+        if target is None:
+            return [r.as_json() for r in repository.recent(limit)]
+        row = _find(repository, target)
+        assert isinstance(row, RecordingRow)
+        return [row.as_json()]
+    finally:
+        store.close()
+
+
 @recording_app.command("list")
 def recording_list(
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
     as_json: JsonOpt = False,
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
+    server: ServerOpt = None,
+    user: AdminOpt = None,
+    password_stdin: PasswordStdinOpt = False,
 ) -> None:
     """The most recent recordings, newest first."""
-    from callgate.recording.store import RecordingRepository
-
-    store = open_settings_store(settings_from(config, {"data_dir": data_dir}))
-    try:
-        rows = RecordingRepository(store).recent(limit)
-    finally:
-        store.close()
+    rows = _rows(server, user, password_stdin, data_dir, config, limit=limit)
     if as_json:
-        typer.echo(json.dumps([r.as_json() for r in rows]))
+        typer.echo(json.dumps(rows))
         return
     table = Table("recording", "call", "state", "started", "ended", "chunks", "bytes")
     for r in rows:
-        ended = r.ended_at.isoformat(timespec="seconds") if r.ended_at else "-"
         table.add_row(
-            r.recording_id, r.call_id, r.state, r.started_at.isoformat(timespec="seconds"),
-            ended, str(r.chunks), str(r.bytes),
+            r["recording_id"], r["call_id"], r["state"], r["started_at"], r["ended_at"] or "-",
+            str(r["chunks"]), str(r["bytes"]),
         )  # fmt: skip
     table_console().print(table)
 
@@ -75,24 +115,22 @@ def recording_show(
     as_json: JsonOpt = False,
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
+    server: ServerOpt = None,
+    user: AdminOpt = None,
+    password_stdin: PasswordStdinOpt = False,
 ) -> None:
     """One recording: state, digest, metadata (participants, streams, chunks)."""
-    from callgate.recording.store import RecordingRepository, RecordingRow
-
-    store = open_settings_store(settings_from(config, {"data_dir": data_dir}))
-    try:
-        row = _find(RecordingRepository(store), target)
-    finally:
-        store.close()
-    assert isinstance(row, RecordingRow)
-    data = row.as_json()
+    rows = _rows(server, user, password_stdin, data_dir, config, limit=1, target=target)
+    if not rows:
+        raise fail(f"no recording for {target!r} (a recording id or a call id)", code=1)
+    data = rows[0]
     if as_json:
         typer.echo(json.dumps(data))
         return
     for name, value in data.items():
         if name != "metadata":
             typer.echo(f"{name}: {value}")
-    metadata = row.metadata
+    metadata = data.get("metadata") or {}
     for party in metadata.get("participants", []):
         typer.echo(f"participant {party.get('id')}: {party.get('handle')}")
     for stream in metadata.get("streams", []):

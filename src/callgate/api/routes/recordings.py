@@ -1,6 +1,6 @@
 """Compliance recordings over HTTP (docs/recording.md, "Access").
 
-    GET /api/recordings                       admin, compliance: the newest recordings
+    GET /api/recordings?call_id=&limit=       admin, compliance: the newest recordings (a call's)
     GET /api/recordings/{recording_id}        admin, compliance: one, with its metadata
     GET /api/recordings/{recording_id}/audio  admin, compliance: stereo WAV decoded on demand,
                                               one byte range honoured (seeking in a player)
@@ -55,9 +55,14 @@ def recordings_router(service: RecordingService, audit: AuditLog) -> APIRouter:
 
     @router.get("")
     async def list_recordings(
-        user: UserDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+        user: UserDep,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        call_id: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$")] = None,
     ) -> list[dict[str, Any]]:
-        await reader(user, "list", "recordings")
+        await reader(user, "list", f"call:{call_id}" if call_id else "recordings")
+        if call_id is not None:
+            rows = await asyncio.to_thread(repository.for_call, call_id)
+            return [r.as_json() for r in rows[-limit:]]
         rows = await asyncio.to_thread(repository.recent, limit)
         return [r.as_json() for r in rows]
 
