@@ -17,7 +17,7 @@ from callgate.recording.store import RecordingRepository, recording_digest
 from callgate.recording.writer import RecordingFailure
 from callgate.records.audit import AuditLog
 from callgate.storage.db import Store
-from tests.unit.test_recording_recorder import packet
+from tests.unit.recording.test_recorder import packet
 
 PARTIES = {"caller": {"handle": "alice", "device": "d1"}, "callee": {"handle": "bob"}}
 
