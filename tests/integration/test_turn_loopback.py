@@ -325,6 +325,35 @@ async def test_held_packets_go_to_a_silent_client_at_the_sweep_or_are_dropped() 
         assert received == [(relay_b, b"p%02d" % n) for n in range(8)]
 
 
+async def test_held_packets_keep_their_order_and_a_peer_on_the_same_ip_is_not_held() -> None:
+    """One forwarding rule for peer data: packets arriving on the relay socket from an outside
+    peer on the relay's own IP go through at once, while another party's early packets stay held
+    and reach the client in their order, ahead of what that party sends later."""
+    async with (
+        run_server() as server,
+        udp_client(server.address(Transport.UDP)) as alice,
+        udp_client(server.address(Transport.UDP)) as bob,
+        udp_peer("127.0.0.1", echo=False) as outside,
+    ):
+        relay_a = await alice.allocated()
+        relay_b = await bob.allocated()
+        assert relay_a[0] == relay_b[0] == outside.address[0]
+        assert (await bob.channel_bind(0x4001, relay_a)).cls is MessageClass.SUCCESS
+        for n in range(3):
+            bob.send_channel_data(0x4001, b"early %d" % n)
+        assert (await bob.channel_bind(0x4001, relay_a)).cls is MessageClass.SUCCESS  # in order
+        # Alice's channel to the outside peer permits its IP, the IP of bob's relay too.
+        assert (await alice.channel_bind(0x4003, outside.address)).cls is MessageClass.SUCCESS
+        outside.send(b"from outside", relay_a)
+        assert await alice.next_data() == b"\x40\x03\x00\x0cfrom outside"
+        assert await drain(alice.data) == []  # bob's packets wait for alice to send toward bob
+        bob.send_channel_data(0x4001, b"later")
+        alice.send_indication(relay_b, b"hi bob")
+        assert await bob.next_data() == b"\x40\x01\x00\x06hi bob"
+        received = [parse_data_indication(d) for d in await drain(alice.data)]
+        assert received == [(relay_b, b"early %d" % n) for n in range(3)] + [(relay_b, b"later")]
+
+
 # -- TURN over TCP ------------------------------------------------------------------------
 
 
@@ -559,6 +588,23 @@ async def test_bandwidth_cap_drops_are_counted() -> None:
     ):
         received = await _burst_through_capped_relay(server, peer)
 
+        assert server.counters.bandwidth_dropped == 50 - len(received)
+
+
+async def test_bandwidth_cap_holds_for_channel_data_from_the_peer() -> None:
+    async with (
+        run_server(max_bandwidth_per_allocation=2000) as server,
+        udp_peer(echo=False) as peer,
+        udp_client(server.address(Transport.UDP)) as client,
+    ):
+        relayed = await _relay_ready(client, peer, channel=0x4005)
+        for i in range(50):
+            peer.send(i.to_bytes(2, "big") * 250, relayed)
+        received = [channel_data.decode(d) for d in await drain(client.data)]
+
+        assert 1 <= len(received) <= 10, len(received)
+        assert [channel for channel, _ in received] == [0x4005] * len(received)
+        assert [data for _, data in received] == sorted(data for _, data in received)  # in order
         assert server.counters.bandwidth_dropped == 50 - len(received)
 
 
