@@ -9,6 +9,7 @@ it came (a relay socket, or another allocation on this server).
 
 from __future__ import annotations
 
+import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from callgate.turn.indications import data_indication
 from callgate.types import Address, FiveTuple
 
 ClientSend = Callable[[bytes], None]
+_channel_header_into = struct.Struct("!HH").pack_into  # RFC 8656 §12.4: channel number, length
 # Packets from another allocation on this server that arrive before this client has shown it can
 # take them are held, at most this many per allocation (see Allocation.from_peer).
 HELD_MAX = 8
@@ -94,6 +96,7 @@ class Allocation:
         "call_peers",
         "channel_peers",
         "channels",
+        "client_address",
         "client_send",
         "counters",
         "dont_fragment",
@@ -132,6 +135,7 @@ class Allocation:
     ) -> None:
         self.id = uuid.uuid4().hex
         self.five_tuple = five_tuple
+        self.client_address = five_tuple.client
         self.username = username
         self.user = user
         self.key = key
@@ -240,8 +244,9 @@ class Allocation:
 
     def to_peer(self, data: bytes | memoryview, peer: Address) -> bool:
         """Relay client data to a peer with a permission; False if dropped."""
-        relay = self.relay_for(peer[0])
-        if relay is None or peer[0] not in self.permissions:
+        ip = peer[0]
+        relay = self.relays.get(FAMILY_IPV6 if ":" in ip else FAMILY_IPV4)
+        if relay is None or ip not in self.permissions:
             self.dropped += 1
             return False
         size = len(data)
@@ -249,18 +254,18 @@ class Allocation:
             self._capped()
             return False
         local = self.local_relays.get(peer) if self.local_relays is not None else None
-        if local is not None:
-            local.from_peer(framed(data), size, relay.address)
-        else:
+        if local is None:
             try:
                 relay.sendto(data, peer)
             except OSError:
                 self._refused()
                 return False
+        else:
+            local.from_peer(framed(data), size, relay.address)
         self.packets_to_peer += 1
         self.bytes_to_peer += size
         if self.held:
-            self._release(peer[0])
+            self._release(ip)
         return True
 
     def from_peer(self, frame: memoryview, size: int, peer: Address) -> bool:
@@ -318,14 +323,11 @@ class Allocation:
         if number is None:
             self.client_send(data_indication(peer, frame[4 : 4 + size]))
         else:
-            frame[0] = number >> 8
-            frame[1] = number & 0xFF
-            frame[2] = size >> 8
-            frame[3] = size & 0xFF
+            _channel_header_into(frame, 0, number, size)
             sendto = self.udp_sendto
             if sendto is not None:
                 try:
-                    sendto(frame[: 4 + size], self.five_tuple.client)
+                    sendto(frame[: 4 + size], self.client_address)
                 except OSError:
                     self._refused()
                     return False

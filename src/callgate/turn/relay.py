@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 RESERVATION_SECONDS = 30.0
 _BUFFER = 65536 + 64
 _IP_PMTUDISC_DO = 2  # linux/in.h: always set DF
-_BATCH = 64  # packets read per readiness event before yielding to the loop
 
 
 class InsufficientCapacity(Exception):
@@ -63,17 +62,17 @@ class UdpRelay:
         from_peer = self.allocation.from_peer
 
         def readable() -> None:
-            for _ in range(_BATCH):
-                try:
-                    n, peer = recv(tail)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError:
-                    # ICMP errors surface here (ECONNREFUSED on Linux); nothing to do.
-                    continue
-                if v6:
-                    peer = (peer[0], peer[1])
-                from_peer(view, n, peer)
+            # One datagram per readiness callback: a relay socket carries one allocation's peer
+            # traffic (50 pps for a voice stream), so there is rarely a second one queued, and
+            # probing for it would cost a recvfrom ending in EAGAIN per packet. The loop polls
+            # level-triggered: what is left is read at the next callback.
+            try:
+                n, peer = recv(tail)
+            except OSError:
+                return  # EAGAIN, or an ICMP error (ECONNREFUSED on Linux): nothing to do
+            if v6:
+                peer = (peer[0], peer[1])
+            from_peer(view, n, peer)
 
         loop.add_reader(self.sock.fileno(), readable)
         self._reading = True
