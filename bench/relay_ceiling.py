@@ -336,7 +336,7 @@ def main() -> None:
     parser.add_argument(
         "--stop-after",
         type=int,
-        default=1,
+        default=2,
         help="unsustained rates before a relay leaves the ladder",
     )
     parser.add_argument(
