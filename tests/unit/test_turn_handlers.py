@@ -6,6 +6,7 @@ client would see (the decoded response) or what a peer would receive (the fake r
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,7 +76,11 @@ class FakeRelay:
     def set_dont_fragment(self) -> None:
         self.dont_fragment = True
 
+    refuse: bool = False  # the kernel refuses every send (full socket buffer)
+
     def sendto(self, data: bytes | memoryview, peer: Address) -> None:
+        if self.refuse:
+            raise OSError(errno.ENOBUFS, "No buffer space available")
         self.sent.append((bytes(data), peer))
 
     def receive(self, data: bytes, peer: Address) -> None:
@@ -133,11 +138,13 @@ class FakeClient:
     address: Address = CLIENT
     stream: bool = False
     received: list[bytes] = field(default_factory=list)
+    sendto: Callable[[bytes | memoryview, Address], object] | None = None
 
     @property
     def ctx(self) -> Client:
         transport = Transport.TCP if self.stream else Transport.UDP
-        return Client(FiveTuple(self.address, SERVER, transport), self.received.append, self.stream)
+        five_tuple = FiveTuple(self.address, SERVER, transport)
+        return Client(five_tuple, self.received.append, self.stream, self.sendto)
 
 
 class Server:
@@ -908,6 +915,28 @@ def test_bandwidth_cap_drops_packets_beyond_the_rate() -> None:
     server.send_indication(PEER, b"x" * 400)
     assert len(server.relay().sent) == 3
     assert server.allocation().dropped == 1
+
+
+def test_sends_the_kernel_refuses_are_counted_in_both_directions(server: Server) -> None:
+    refusals: list[Address] = []
+
+    def refusing_sendto(data: bytes | memoryview, address: Address) -> None:
+        refusals.append(address)
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    client = FakeClient(sendto=refusing_sendto)  # a UDP client: ChannelData goes by sendto
+    success(server.allocate(client=client))
+    success(server.bind(0x4000, PEER, client=client))
+    relay = server.relay()
+    relay.refuse = True
+    server.send_indication(PEER, b"to the peer", client)
+    relay.receive(b"to the client", PEER)
+
+    assert relay.sent == [] and refusals == [CLIENT]
+    assert server.counters.send_dropped == 2
+    allocation = server.allocation(client)
+    assert allocation.dropped == 2
+    assert allocation.packets_to_peer == allocation.packets_to_client == 0
 
 
 def test_bandwidth_cap_drops_are_counted_in_the_metric() -> None:
