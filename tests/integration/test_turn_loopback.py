@@ -325,6 +325,31 @@ async def test_held_packets_go_to_a_silent_client_at_the_sweep_or_are_dropped() 
         assert received == [(relay_b, b"p%02d" % n) for n in range(8)]
 
 
+async def _peer_burst_through_one_relay_socket(count: int) -> list[bytes]:
+    async with (
+        run_server() as server,
+        udp_peer(echo=False) as peer,
+        udp_client(server.address(Transport.UDP)) as client,
+    ):
+        relayed = await _relay_ready(client, peer, channel=0x4006)
+        for i in range(count):
+            peer.send(i.to_bytes(2, "big") * 80, relayed)
+        return [channel_data.decode(d)[1][:2] for d in await drain(client.data)]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_burst_on_one_relay_socket_arrives_whole_and_in_order(loop: str) -> None:
+    """A relay socket is read one datagram per readiness callback; the loop (uvloop in production,
+    asyncio's selector loop without it) must call again while datagrams are queued."""
+    burst = _peer_burst_through_one_relay_socket(200)
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        received = uvloop.run(burst)
+    else:
+        received = asyncio.run(burst)
+    assert received == [i.to_bytes(2, "big") for i in range(200)]
+
+
 async def test_held_packets_keep_their_order_and_a_peer_on_the_same_ip_is_not_held() -> None:
     """One forwarding rule for peer data: packets arriving on the relay socket from an outside
     peer on the relay's own IP go through at once, while another party's early packets stay held
