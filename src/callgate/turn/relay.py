@@ -1,7 +1,7 @@
 """Relay sockets: a UDP socket per relayed transport address, drawn from a port range, read
-with a non-blocking recvfrom_into loop registered on the event loop (no asyncio transport on
-the data path, see docs/turn-protocol.md "Data path"). Each socket is opened for one allocation
-and hands what it reads to that allocation's `from_peer`.
+with a non-blocking recvfrom_into per readiness callback registered on the event loop (no asyncio
+transport on the data path, see docs/turn-protocol.md "Data path"). Each socket is opened for one
+allocation and hands what it reads to that allocation's `from_peer`.
 
 EVEN-PORT with the R bit reserves the next higher port under a RESERVATION-TOKEN
 (RFC 8656 §7.2, §14.9); an unused reservation is released after 30 s.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import random
 import socket
@@ -21,8 +20,6 @@ from dataclasses import dataclass
 from callgate.stun.constants import FAMILY_IPV4, FAMILY_IPV6
 from callgate.turn.allocation import Allocation
 from callgate.types import Address
-
-log = logging.getLogger(__name__)
 
 RESERVATION_SECONDS = 30.0
 _BUFFER = 65536 + 64
