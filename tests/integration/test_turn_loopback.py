@@ -325,7 +325,8 @@ async def test_held_packets_go_to_a_silent_client_at_the_sweep_or_are_dropped() 
         assert received == [(relay_b, b"p%02d" % n) for n in range(8)]
 
 
-async def _peer_burst_through_one_relay_socket(count: int) -> list[bytes]:
+async def _bursts_both_ways(count: int) -> tuple[list[bytes], list[bytes]]:
+    """`count` datagrams sent back to back by the client, then by the peer: what each side got."""
     async with (
         run_server() as server,
         udp_peer(echo=False) as peer,
@@ -333,21 +334,28 @@ async def _peer_burst_through_one_relay_socket(count: int) -> list[bytes]:
     ):
         relayed = await _relay_ready(client, peer, channel=0x4006)
         for i in range(count):
+            client.send_channel_data(0x4006, i.to_bytes(2, "big") * 80)
+        at_peer = [data[:2] for data, _ in await drain(peer.received)]
+        for i in range(count):
             peer.send(i.to_bytes(2, "big") * 80, relayed)
-        return [channel_data.decode(d)[1][:2] for d in await drain(client.data)]
+        at_client = [channel_data.decode(d)[1][:2] for d in await drain(client.data)]
+        return at_peer, at_client
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_a_burst_on_one_relay_socket_arrives_whole_and_in_order(loop: str) -> None:
-    """A relay socket is read one datagram per readiness callback; the loop (uvloop in production,
-    asyncio's selector loop without it) must call again while datagrams are queued."""
-    burst = _peer_burst_through_one_relay_socket(200)
+def test_bursts_arrive_whole_and_in_order_both_ways(loop: str) -> None:
+    """The listener reads at most as many datagrams per callback as it found last time, a relay
+    socket one: the loop (uvloop in production, asyncio's selector loop without it) must call
+    again while datagrams are queued."""
+    bursts = _bursts_both_ways(200)
     if loop == "uvloop":
         uvloop = pytest.importorskip("uvloop")
-        received = uvloop.run(burst)
+        at_peer, at_client = uvloop.run(bursts)
     else:
-        received = asyncio.run(burst)
-    assert received == [i.to_bytes(2, "big") for i in range(200)]
+        at_peer, at_client = asyncio.run(bursts)
+    sent = [i.to_bytes(2, "big") for i in range(200)]
+    assert at_peer == sent
+    assert at_client == sent
 
 
 async def test_held_packets_keep_their_order_and_a_peer_on_the_same_ip_is_not_held() -> None:
