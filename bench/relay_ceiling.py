@@ -1,5 +1,5 @@
-"""The relay's ceiling on one core: coturn `-m 1` and `callgate turn` under the same ChannelData load,
-in one run, on a rate ladder.
+"""The relay's ceiling on one core: coturn `-m 1` and `callgate turn` under the same ChannelData
+load, in one run, on a rate ladder.
 
 The load comes from the C harness in ../shared/perf (`blast.c`, `loadgen.py`): per simulated call a
 UDP client allocates, binds channel 0x4000 to one echo peer and sends 176-byte ChannelData (G.711,
@@ -286,7 +286,8 @@ def report(steps: list[Step], servers: list[str]) -> None:
     for s in steps:
         print(
             f"{s.server:9s} {s.rate:6.0f} {s.relayed_pps:10.0f} {s.loss_pct:8.3f} "
-            f"{s.us_per_pkt:9.2f} ({s.us_per_pkt_min:5.2f}) {s.p50_fwd_us:8.0f} {s.p99_fwd_us:8.0f} "
+            f"{s.us_per_pkt:9.2f} ({s.us_per_pkt_min:5.2f}) "
+            f"{s.p50_fwd_us:8.0f} {s.p99_fwd_us:8.0f} "
             f"{s.others_pct:9.0f}   {'yes' if s.sustained else 'no'}"
         )
     print()
