@@ -1,10 +1,10 @@
 """One allocation: its relayed transport addresses, permissions, channels and counters
 (RFC 8656 §2.2, §9, §12). Pure state plus the per-packet forwarding steps.
 
-Hot-path rules (docs/turn-protocol.md, "Data path"): per packet, one dict lookup, one send,
-integer counters. Permission and channel expiry is exact in the request handlers and swept once a
-second for the data path. Peer data reaches the client through one rule, `Allocation.from_peer`,
-whichever way it came (a relay socket, or another allocation on this server).
+Hot-path rules (docs/design.md): per packet, one dict lookup, one send, integer counters. Permission
+and channel expiry is exact in the request handlers and swept once a second for the data path.
+Peer data reaches the client through one rule, `Allocation.from_peer`, whichever way it came (a
+relay socket, or another allocation on this server).
 """
 
 from __future__ import annotations

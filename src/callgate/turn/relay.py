@@ -1,6 +1,6 @@
 """Relay sockets: a UDP socket per relayed transport address, drawn from a port range, read
 with a non-blocking recvfrom_into per readiness callback registered on the event loop (no asyncio
-transport on the data path, see docs/turn-protocol.md "Data path"). Each socket is opened for one
+transport on the data path, see docs/design.md "Hot-path rules"). Each socket is opened for one
 allocation and hands what it reads to that allocation's `from_peer`.
 
 EVEN-PORT with the R bit reserves the next higher port under a RESERVATION-TOKEN
