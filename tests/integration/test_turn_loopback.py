@@ -8,10 +8,12 @@ by `turn_client.TIMEOUT`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -243,6 +245,28 @@ async def test_loopback_peers_are_refused_unless_allowed(peer: UdpPeer) -> None:
         assert error_code(await client.channel_bind(0x4000, peer.address)) == 403
         client.send_indication(peer.address, b"sneaky")
         assert await drain(peer.received) == []
+
+
+async def test_port_0_tries_again_when_another_process_holds_the_tcp_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With port 0 the TCP listener takes the port UDP was given; when that TCP port is taken
+    (other processes bind ephemeral ports too), both are bound again on a new port."""
+    listen_stream = TurnServer._listen_stream
+    tried: list[int] = []
+
+    async def taken_once(self: TurnServer, *args: Any) -> None:
+        tried.append(args[2])
+        if len(tried) == 1:
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        await listen_stream(self, *args)
+
+    monkeypatch.setattr(TurnServer, "_listen_stream", taken_once)
+    async with run_server() as server:
+        assert len(tried) == 2
+        assert server.address(Transport.UDP)[1] == server.address(Transport.TCP)[1] == tried[1]
+        async with udp_client(server.address(Transport.UDP)) as client:
+            assert (await client.allocate()).cls is MessageClass.SUCCESS
 
 
 async def test_two_parties_on_this_relay_reach_each_other_without_a_peer_allow_list() -> None:
