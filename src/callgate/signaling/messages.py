@@ -242,12 +242,17 @@ def hello_message(
     }
 
 
-def incoming_message(call_id: str, handle: str, display_name: str, sdp: str) -> Json:
+def incoming_message(
+    call_id: str, handle: str, display_name: str, sdp: str, relay_only: bool = False
+) -> Json:
+    """`ice_transport_policy` is this call's: "relay" when a policy rule or either party's
+    account makes the call relay-only, whatever the callee's `hello` said."""
     return {
         "type": "call.incoming",
         "call_id": call_id,
         "from": {"handle": handle, "display_name": display_name},
         "sdp": sdp,
+        "ice_transport_policy": "relay" if relay_only else "all",
     }
 
 
