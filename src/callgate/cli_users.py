@@ -22,6 +22,7 @@ from urllib.parse import quote
 import typer
 from rich.table import Table
 
+from callgate.accounts.handles import normal_handle
 from callgate.cli_common import (
     AdminOpt,
     ConfigOpt,
@@ -54,7 +55,10 @@ user_app = typer.Typer(
 RealmOpt = Annotated[
     str | None, typer.Option("--realm", help="TURN realm (default from config: callgate).")
 ]
-HandleArg = Annotated[str, typer.Argument(help="Handle: 1-64 of a-z 0-9 . _ -")]
+# Handles are case-insensitive: `BOB` is bob (accounts/handles.py).
+HandleArg = Annotated[
+    str, typer.Argument(help="Handle: 1-64 of a-z 0-9 . _ -", callback=normal_handle)
+]
 RoleOpt = Annotated[
     Role | None,
     typer.Option(
@@ -134,7 +138,11 @@ def user_add(
         typer.echo(f"added {_ROLE_WORDS[added['role']]} {added['handle']} (realm {added['realm']})")
         return
     accounts, _ = _services(config, data_dir, realm)
+    from callgate.accounts.passwords import check_new_password
+    from callgate.accounts.service import check_handle
+
     try:
+        check_new_password(check_handle(handle), password)
         created = accounts.create_user(
             handle, display_name, group or (), password, role=role, actor=cli_actor()
         )
@@ -250,7 +258,7 @@ def _set_disabled(
 
 @user_app.command("disable")
 def user_disable(
-    handle: str,
+    handle: HandleArg,
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
     server: ServerOpt = None,
@@ -263,7 +271,7 @@ def user_disable(
 
 @user_app.command("enable")
 def user_enable(
-    handle: str,
+    handle: HandleArg,
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
     server: ServerOpt = None,
@@ -276,7 +284,7 @@ def user_enable(
 
 @user_app.command("set-role")
 def user_set_role(
-    handle: str,
+    handle: HandleArg,
     role: Annotated[Role, typer.Argument(help="admin, compliance or user.")],
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
@@ -300,7 +308,7 @@ def user_set_role(
 
 @user_app.command("passwd")
 def user_passwd(
-    handle: str,
+    handle: HandleArg,
     password_stdin: PasswordStdinOpt = False,
     realm: RealmOpt = None,
     data_dir: StoreDirOpt = None,
@@ -320,7 +328,10 @@ def user_passwd(
     if accounts.get(handle) is None:
         raise fail(f"no user {handle!r}", code=1)
     password = read_password(password_stdin)
+    from callgate.accounts.passwords import check_new_password
+
     try:
+        check_new_password(handle, password)
         accounts.set_password(handle, password, cli_actor())
     except AccountError as exc:
         raise fail(str(exc), code=1) from None
@@ -329,7 +340,7 @@ def user_passwd(
 
 @user_app.command("remove")
 def user_remove(
-    handle: str,
+    handle: HandleArg,
     realm: RealmOpt = None,
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,

@@ -207,6 +207,20 @@ class AuditSettings(BaseModel):
     key_file: Path | None = None
 
 
+class LimitSettings(BaseModel):
+    """The `[limits]` table / `CALLGATE_LIMITS__*`: what one account or address may do
+    (docs/security.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # POST /api/login: failures allowed per handle and per client address before a delay, which
+    # starts at login_delay_s and doubles with every further failure up to login_max_delay_s.
+    login_account_failures: int = Field(default=5, ge=1, le=1000)
+    login_address_failures: int = Field(default=20, ge=1, le=100_000)
+    login_delay_s: float = Field(default=1.0, gt=0, le=3600)
+    login_max_delay_s: float = Field(default=300.0, gt=0, le=86400)
+
+
 class TurnSettings(BaseModel):
     """The `[turn]` table / `CALLGATE_TURN__*`: everything TurnConfig holds."""
 
@@ -309,6 +323,7 @@ class Settings(BaseSettings):
     turn: TurnSettings = Field(default_factory=TurnSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @field_validator("log_level")
     @classmethod

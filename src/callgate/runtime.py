@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from callgate.accounts.service import AccountService
+from callgate.accounts.throttle import login_throttle
 from callgate.api.app import create_app
 from callgate.api.deps import Services
 from callgate.api.relays import relay_status
@@ -281,6 +282,12 @@ async def run_serve(settings: Settings) -> None:
         groups=GroupStore(store),
         audit=AuditLog(store),
         audit_key=key_path(settings),
+        login_throttle=login_throttle(
+            settings.limits.login_account_failures,
+            settings.limits.login_address_failures,
+            settings.limits.login_delay_s,
+            settings.limits.login_max_delay_s,
+        ),
     )
     # Signaling hands out TURN REST credentials: the relay must know the secret they are signed
     # with. Without one configured, serve keeps its own in the data directory.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import random
 import shutil
@@ -45,7 +46,8 @@ SERVE_ENV = {
 
 
 def password_of(handle: str) -> str:
-    return f"pw-{handle}-e2e"
+    """A password that passes the policy (8+ characters, not containing the handle)."""
+    return "e2e-" + hashlib.sha256(handle.encode()).hexdigest()[:12]
 
 
 def callgate(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import re
 import shutil
@@ -41,7 +42,8 @@ CALLEE_TONE = 880.0
 
 
 def password_of(handle: str) -> str:
-    return f"pw-{handle}-lab"
+    """A password that passes the policy (8+ characters, not containing the handle)."""
+    return "lab-" + hashlib.sha256(handle.encode()).hexdigest()[:12]
 
 
 @dataclass

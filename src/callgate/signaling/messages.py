@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from callgate.accounts.handles import normal_handle
+
 PROTOCOL_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 65536
 MAX_SDP_BYTES: Final = 16384
@@ -84,6 +86,12 @@ class _WithSdp(_Message):
 class Invite(_WithSdp):
     type: Literal["call.invite"]
     to: Handle
+
+    @field_validator("to")
+    @classmethod
+    def _normal_to(cls, value: str) -> str:
+        """Handles are case-insensitive: "BOB" calls bob (accounts/handles.py)."""
+        return normal_handle(value)
 
 
 class Answer(_WithSdp):

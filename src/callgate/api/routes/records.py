@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 
+from callgate.accounts.handles import normal_handle
 from callgate.api.deps import READERS, AdminDep, ReaderDep, ServicesDep, UserDep
 from callgate.api.schemas import HoldRequest
 from callgate.api.schemas_records import (
@@ -70,7 +71,7 @@ def cdr_filter(
 ) -> CdrFilter:
     """The filter of a CDR listing or export; the user role only ever sees its own calls."""
     return CdrFilter(
-        party=party,
+        party=None if party is None else normal_handle(party),
         since=utc(since),
         until=utc(until),
         disposition=disposition,
