@@ -219,6 +219,11 @@ class LimitSettings(BaseModel):
     login_address_failures: int = Field(default=20, ge=1, le=100_000)
     login_delay_s: float = Field(default=1.0, gt=0, le=3600)
     login_max_delay_s: float = Field(default=300.0, gt=0, le=86400)
+    # HTTP: a request head must arrive within http_header_timeout_s; at most
+    # http_max_connections connections and requests in progress at once (more: 503).
+    # WebSockets count as connections.
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    http_max_connections: int = Field(default=2000, ge=1, le=1_000_000)
 
 
 class TurnSettings(BaseModel):

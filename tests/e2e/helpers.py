@@ -127,6 +127,7 @@ class Serve:
     data_dir: Path
     http_port: int
     turn_port: int
+    metrics_port: int
     relay_ports: tuple[int, int]
     log_path: Path
     database_url: str | None = None  # PostgreSQL; None: SQLite in data_dir
@@ -137,6 +138,11 @@ class Serve:
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Prometheus metrics: on a listener of their own, not on the HTTP app."""
+        return f"http://{LOOPBACK}:{self.metrics_port}/metrics"
 
     @property
     def database(self) -> str:
@@ -162,6 +168,7 @@ class Serve:
             "--http", f"{LOOPBACK}:{self.http_port}",
             "--listen", f"{LOOPBACK}:{self.turn_port}",
             "--relay-ports", f"{low}-{high}",
+            "--metrics", f"{LOOPBACK}:{self.metrics_port}",
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -228,6 +235,7 @@ def new_serve(
         data_dir=data_dir,
         http_port=free_port(),
         turn_port=free_port(),
+        metrics_port=free_port(),
         relay_ports=private_relay_range(),
         log_path=root / "serve.log",
         database_url=database_url,

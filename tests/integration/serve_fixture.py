@@ -38,7 +38,9 @@ class WebServer:
         return str(answer.json()["token"])
 
 
-def serve(root: Path, *extra: str, **env: str) -> Iterator[WebServer]:
+def serve(
+    root: Path, *extra: str, metrics_url: str | None = None, **env: str
+) -> Iterator[WebServer]:
     """Users added with the CLI, then `callgate serve ARGS` until the generator is closed."""
     data = str(root / "data")
     for handle, password in PASSWORDS.items():
@@ -52,5 +54,5 @@ def serve(root: Path, *extra: str, **env: str) -> Iterator[WebServer]:
     url = f"http://127.0.0.1:{http_port}"
     with running(args, root, port, ready_url=f"{url}/healthz", **env) as proc:
         log_path = root / "server.log"
-        yield WebServer(url, root, log_path)
+        yield WebServer(url, root, log_path, metrics_url)
         assert stop(proc) == 0, log_path.read_text()

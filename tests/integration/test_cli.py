@@ -286,7 +286,7 @@ async def allocate_and_send(port: int, username: str, password: str) -> tuple[st
 
 
 async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> None:
-    port, http_port = free_port(), free_port()
+    port, http_port, metrics_port = free_port(), free_port(), free_port()
     data = tmp_path / "data"
     added = callgate(
         "user",
@@ -305,6 +305,7 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
         "--http", f"127.0.0.1:{http_port}",
         "--listen", f"127.0.0.1:{port}",
         "--allow-peer", "127.0.0.0/8",
+        "--metrics", f"127.0.0.1:{metrics_port}",
     ]  # fmt: skip
     healthz = f"http://127.0.0.1:{http_port}/healthz"
     with running(args, tmp_path, port, ready_url=healthz) as proc:
@@ -315,7 +316,7 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
 
         relay = await asyncio.wait_for(allocate_and_send(port, "carol", "charlie-pass-1"), 20)
 
-        _, metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{http_port}/metrics")
+        _, metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{metrics_port}/metrics")
         assert "callgate_turn_allocations_active 1.0" in metrics
         assert "callgate_turn_allocations_total 1.0" in metrics
         assert stop(proc) == 0

@@ -26,6 +26,8 @@ from callgate.signaling.ratelimit import TokenBucket
 log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_BAD_REQUEST = 4400
+MAX_DEVICE_LABEL_CHARS = 64
 MAX_MESSAGE_BYTES = 65536
 MAX_SDP_BYTES = 16384
 REVALIDATE_SECONDS = 15.0  # how often an open socket's token is checked again
@@ -62,6 +64,11 @@ def signaling_router(hub: SignalingHub, settings: WsSettings) -> APIRouter:
         await websocket.accept()
         if user is None:
             await websocket.close(code=CLOSE_UNAUTHORIZED, reason="invalid or expired token")
+            return
+        label = websocket.query_params.get("device", "")
+        if len(label) > MAX_DEVICE_LABEL_CHARS or not label.isprintable():
+            reason = f"device label must be at most {MAX_DEVICE_LABEL_CHARS} printable characters"
+            await websocket.close(code=CLOSE_BAD_REQUEST, reason=reason)
             return
         await _session(websocket, user, hub, settings, token)
 
