@@ -1,6 +1,7 @@
-"""Handles are case-insensitive everywhere on a running `callgate serve` (issue 12 item 13):
-"BOB" rings bob, "CAROL" calling carol is a self-call, "ALICE" signs in as alice, and the API
-and CLI find "ALICE"."""
+"""Attacks through signaling and call records on a running `callgate serve` (issue 12):
+handles are case-insensitive everywhere (item 13: "BOB" rings bob, " Bob" calling bob is a
+self-call, "ALICE" signs in as alice, the API and CLI find "ALICE"); a plain user's call record
+does not show the other party's address, device or user agent (item 5)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,38 @@ def test_api_paths_and_cli_arguments_are_case_insensitive(server: WebServer) -> 
     again = callgate("user", "add", "DAVE", "--data-dir", data, cwd=server.root,
                      CALLGATE_PASSWORD="fourth-pass-4")  # fmt: skip
     assert again.returncode == 1 and "exists" in again.stderr
+
+
+async def test_a_plain_user_does_not_see_the_other_partys_identity(server: WebServer) -> None:
+    async with device(server, "alice") as alice, device(server, "bob") as bob:
+        ack = await alice.request("call.invite", to="bob", sdp=SDP, timeout=20)
+        call_id = ack["call_id"]
+        await next_of(bob, "call.incoming")
+        await bob.request("call.answer", call_id=call_id, sdp=SDP, timeout=20)
+        await next_of(alice, "call.answered")
+        await alice.request("call.hangup", call_id=call_id, timeout=20)
+        await next_of(bob, "call.ended")
+
+    def record(handle: str) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {server.token(handle)}"}
+        with server.client() as client:
+            answer = client.get(f"/api/cdrs/{call_id}", headers=headers)
+            assert answer.status_code == 200, answer.text
+            listed = client.get("/api/calls", headers=headers).json()["calls"]
+        (call,) = [c for c in listed if c["call_id"] == call_id]
+        return {**answer.json(), "listed": call}
+
+    seen_by_admin = record("admin")["cdr"]
+    assert seen_by_admin["caller_address"] and seen_by_admin["callee_address"]
+    assert seen_by_admin["caller_device"] and seen_by_admin["caller_user_agent"]
+    bobs = record("bob")
+    for view in (bobs["cdr"], bobs["listed"]):
+        assert (view["caller_address"], view["caller_device"], view["caller_user_agent"]) == (
+            None, None, None,
+        )  # fmt: skip
+        assert view["callee_address"] == seen_by_admin["callee_address"]  # his own side
+    details = [event["details"] for event in bobs["events"]]
+    assert details and all("caller_address" not in d for d in details)
+    alices = record("alice")["cdr"]
+    assert alices["callee_address"] is None and alices["callee_device"] is None
+    assert alices["caller_address"] == seen_by_admin["caller_address"]
