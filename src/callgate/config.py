@@ -193,6 +193,10 @@ class CallSettings(BaseModel):
     silence_timeout: float = Field(default=8.0, gt=0, le=300)
     # Lifetime of the TURN REST credentials handed out in `hello`.
     credential_ttl: int = Field(default=600, ge=60, le=86400)
+    # Per account: signaling sockets open at once (more are closed with 4429), and call attempts
+    # (call.invite) per minute, in bursts of as many (more are refused `rate-limited`, no record).
+    max_devices_per_user: int = Field(default=10, ge=1, le=1000)
+    call_attempts_per_minute: int = Field(default=30, ge=1, le=10_000)
 
 
 class AuditSettings(BaseModel):

@@ -1,15 +1,21 @@
 """Attacks through signaling and call records on a running `callgate serve` (issue 12):
 handles are case-insensitive everywhere (item 13: "BOB" rings bob, " Bob" calling bob is a
 self-call, "ALICE" signs in as alice, the API and CLI find "ALICE"); a plain user's call record
-does not show the other party's address, device or user agent (item 5)."""
+does not show the other party's address, device or user agent (item 5); one account cannot
+open sockets or write call records without bound (item 8)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import math
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from callgate.client.errors import SignalingError
 from callgate.client.signaling import SignalingClient
@@ -17,12 +23,18 @@ from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
 from tests.integration.test_cli import callgate
 
 pytestmark = pytest.mark.timeout(90)
+MAX_DEVICES = 3
+ATTEMPTS_PER_MINUTE = 5
 SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
-    yield from serve(tmp_path_factory.mktemp("case"))
+    yield from serve(
+        tmp_path_factory.mktemp("signaling"),
+        CALLGATE_CALLS__MAX_DEVICES_PER_USER=str(MAX_DEVICES),
+        CALLGATE_CALLS__CALL_ATTEMPTS_PER_MINUTE=str(ATTEMPTS_PER_MINUTE),
+    )
 
 
 @contextlib.asynccontextmanager
@@ -105,3 +117,47 @@ async def test_a_plain_user_does_not_see_the_other_partys_identity(server: WebSe
     alices = record("alice")["cdr"]
     assert alices["callee_address"] is None and alices["callee_device"] is None
     assert alices["caller_address"] == seen_by_admin["caller_address"]
+
+
+async def test_one_account_cannot_open_sockets_without_bound(server: WebServer) -> None:
+    session = await SignalingClient.login(server.url, "admin", PASSWORDS["admin"])
+    clients = [
+        await SignalingClient.connect(server.url, session.token, f"d{i}", timeout=20)
+        for i in range(MAX_DEVICES)
+    ]
+    try:
+        url = server.url.replace("http://", "ws://") + f"/ws?token={session.token}&device=more"
+        async with ws_connect(url) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 20)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+    finally:
+        for client in clients:
+            await client.close()
+    # Closed sockets free their places.
+    again = await SignalingClient.connect(server.url, session.token, "again", timeout=20)
+    await again.close()
+
+
+async def test_call_attempts_to_unknown_handles_are_bounded(server: WebServer) -> None:
+    session = await SignalingClient.login(server.url, "admin", PASSWORDS["admin"])
+    client = await SignalingClient.connect(server.url, session.token, "spray", timeout=20)
+    started = time.monotonic()
+    refused = 0
+    try:
+        for i in range(20):
+            try:
+                await client.request("call.invite", to=f"nobody{i}", sdp=SDP, timeout=20)
+            except SignalingError as exc:
+                assert exc.code == "rate-limited", exc
+                refused += 1
+    finally:
+        await client.close()
+    refills = math.ceil((time.monotonic() - started) * ATTEMPTS_PER_MINUTE / 60)
+    assert refused >= 20 - ATTEMPTS_PER_MINUTE - refills
+    headers = {"Authorization": f"Bearer {server.token('admin')}"}
+    with server.client() as http:
+        rows = http.get("/api/cdrs", params={"party": "admin", "limit": 100}, headers=headers)
+    assert rows.status_code == 200, rows.text
+    written = [c for c in rows.json()["items"] if c["callee_user"].startswith("nobody")]
+    assert len(written) == 20 - refused  # a refused attempt writes no record
