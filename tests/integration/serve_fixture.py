@@ -4,7 +4,7 @@ every 127/8 address reaches a server listening on 127.0.0.1)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,15 +39,22 @@ class WebServer:
 
 
 def serve(
-    root: Path, *extra: str, metrics_url: str | None = None, **env: str
+    root: Path,
+    *extra: str,
+    metrics_url: str | None = None,
+    prepare: Callable[[Path], None] | None = None,
+    **env: str,
 ) -> Iterator[WebServer]:
-    """Users added with the CLI, then `callgate serve ARGS` until the generator is closed."""
+    """Users added with the CLI, `prepare(data_dir)`, then `callgate serve ARGS` until the
+    generator is closed."""
     data = str(root / "data")
     for handle, password in PASSWORDS.items():
         role = "admin" if handle == "admin" else "user"
         added = callgate("user", "add", handle, "--role", role, "--data-dir", data,
                          "--password-stdin", cwd=root, stdin=password + "\n")  # fmt: skip
         assert added.returncode == 0, added.stderr
+    if prepare is not None:
+        prepare(root / "data")
     port, http_port = free_port(), free_port()
     args = ["serve", "--data-dir", data, "--http", f"127.0.0.1:{http_port}",
             "--listen", f"127.0.0.1:{port}", *extra]  # fmt: skip
