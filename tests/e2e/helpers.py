@@ -42,6 +42,9 @@ SERVE_ENV = {
     "CALLGATE_CALLS__RING_TIMEOUT": str(RING_TIMEOUT),
     "CALLGATE_CALLS__SETUP_TIMEOUT": str(SETUP_TIMEOUT),
     "CALLGATE_CALLS__SILENCE_TIMEOUT": str(SILENCE_TIMEOUT),
+    # A module's tests share accounts and place many calls: the per-account attempt limit has
+    # its own test (tests/integration/test_signaling_security.py).
+    "CALLGATE_CALLS__CALL_ATTEMPTS_PER_MINUTE": "1000",
 }
 
 
@@ -127,9 +130,9 @@ class Serve:
     data_dir: Path
     http_port: int
     turn_port: int
-    metrics_port: int
     relay_ports: tuple[int, int]
     log_path: Path
+    metrics_port: int | None = None  # the --metrics listener (off when None)
     database_url: str | None = None  # PostgreSQL; None: SQLite in data_dir
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
@@ -142,6 +145,7 @@ class Serve:
     @property
     def metrics_url(self) -> str:
         """Prometheus metrics: on a listener of their own, not on the HTTP app."""
+        assert self.metrics_port is not None, "this server has no --metrics listener"
         return f"http://{LOOPBACK}:{self.metrics_port}/metrics"
 
     @property
@@ -168,8 +172,9 @@ class Serve:
             "--http", f"{LOOPBACK}:{self.http_port}",
             "--listen", f"{LOOPBACK}:{self.turn_port}",
             "--relay-ports", f"{low}-{high}",
-            "--metrics", f"{LOOPBACK}:{self.metrics_port}",
         ]  # fmt: skip
+        if self.metrics_port is not None:
+            args += ["--metrics", f"{LOOPBACK}:{self.metrics_port}"]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*COMMAND, *args],

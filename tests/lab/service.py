@@ -122,6 +122,8 @@ def _start(lab: Lab, server: LabServer) -> None:
         CALLGATE_CALLS__ICE_POLICY=server.policy,
         CALLGATE_CALLS__SETUP_TIMEOUT=str(SETUP_TIMEOUT),
         CALLGATE_CALLS__RING_TIMEOUT="20",
+        # The matrix places many calls per account: the per-account attempt limit is not tested here.
+        CALLGATE_CALLS__CALL_ATTEMPTS_PER_MINUTE="1000",
     )
     with server.log_path.open("ab") as log:
         server.proc = subprocess.Popen(
