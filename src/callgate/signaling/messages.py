@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from callgate.accounts.handles import normal_handle
+from callgate.errors import CallgateError
 
 PROTOCOL_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 65536
@@ -46,7 +47,7 @@ CONFLICT: Final = "conflict"
 RATE_LIMITED: Final = "rate-limited"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(CallgateError, ValueError):
     """A client message the server refuses; `id` is the request id when it could be read."""
 
     def __init__(self, code: str, message: str, id: str | None = None) -> None:

@@ -23,7 +23,7 @@ import typer
 from rich.table import Table
 
 from callgate.accounts.handles import normal_handle
-from callgate.cli_common import (
+from callgate.cli.common import (
     AdminOpt,
     ConfigOpt,
     JsonOpt,
