@@ -141,11 +141,18 @@ def test_user_add_list_remove(tmp_path: Path) -> None:
     )
     assert added.returncode == 0, added.stderr
     again = callgate(
-        "user", "add", "alice", "--password-stdin", "--data-dir", data, cwd=tmp_path, stdin="x\n"
+        "user",
+        "add",
+        "alice",
+        "--password-stdin",
+        "--data-dir",
+        data,
+        cwd=tmp_path,
+        stdin="another-pass\n",
     )
     assert again.returncode == 1 and "exists" in again.stderr
     from_env = callgate(
-        "user", "add", "bob", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="pw2"
+        "user", "add", "bob", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="second-pass-2"
     )
     assert from_env.returncode == 0, from_env.stderr
 
@@ -175,7 +182,7 @@ def test_user_disable_enable_passwd_and_json(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     added = callgate(
         "user", "add", "dan", "--display-name", "Dan D", "--group", "eng", "--group", "ops",
-        "--admin", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="pw-1",
+        "--admin", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="first-pass-1",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     assert "administrator dan" in added.stdout
@@ -203,10 +210,10 @@ def test_user_disable_enable_passwd_and_json(tmp_path: Path) -> None:
     db = tmp_path / "data" / "callgate.sqlite3"
     changed = callgate(
         "user", "passwd", "dan", "--password-stdin", "--data-dir", data, cwd=tmp_path,
-        stdin="pw-2\n",
+        stdin="second-pass-2\n",
     )  # fmt: skip
     assert changed.returncode == 0, changed.stderr
-    assert b"pw-2" not in db.read_bytes()
+    assert b"second-pass-2" not in db.read_bytes()
 
     calls = callgate("cdr", "list", "--data-dir", data, cwd=tmp_path)
     assert calls.returncode == 0 and "no calls" in calls.stdout
@@ -280,7 +287,7 @@ async def allocate_and_send(port: int, username: str, password: str) -> tuple[st
 
 
 async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> None:
-    port, http_port = free_port(), free_port()
+    port, http_port, metrics_port = free_port(), free_port(), free_port()
     data = tmp_path / "data"
     added = callgate(
         "user",
@@ -290,7 +297,7 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
         "--data-dir",
         str(data),
         cwd=tmp_path,
-        stdin="pw-carol\n",
+        stdin="charlie-pass-1\n",
     )
     assert added.returncode == 0, added.stderr
     args = [
@@ -299,6 +306,7 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
         "--http", f"127.0.0.1:{http_port}",
         "--listen", f"127.0.0.1:{port}",
         "--allow-peer", "127.0.0.0/8",
+        "--metrics", f"127.0.0.1:{metrics_port}",
     ]  # fmt: skip
     healthz = f"http://127.0.0.1:{http_port}/healthz"
     # Opted out of call-bound relaying (the default of serve): the relay may reach a plain peer.
@@ -315,9 +323,9 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
         from callgate.client.signaling import SignalingClient
 
         with pytest.raises(TransactionFailed, match="401"):
-            await asyncio.wait_for(allocate_and_send(port, "carol", "pw-carol"), 20)
+            await asyncio.wait_for(allocate_and_send(port, "carol", "charlie-pass-1"), 20)
         base = f"http://127.0.0.1:{http_port}"
-        session = await SignalingClient.login(base, "carol", "pw-carol")
+        session = await SignalingClient.login(base, "carol", "charlie-pass-1")
         signaling = await SignalingClient.connect(base, session.token, "cli-test", timeout=5)
         turn = next(s for s in signaling.hello["ice_servers"] if "username" in s)
         await signaling.close()
@@ -325,7 +333,7 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
             allocate_and_send(port, turn["username"], turn["credential"]), 20
         )
 
-        _, metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{http_port}/metrics")
+        _, metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{metrics_port}/metrics")
         assert "callgate_turn_allocations_active 1.0" in metrics
         assert "callgate_turn_allocations_total 1.0" in metrics
         assert stop(proc) == 0
