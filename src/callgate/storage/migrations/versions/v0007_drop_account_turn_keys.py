@@ -4,7 +4,7 @@ sign-in; static relay-only users keep their keys in turn_users. Add storage_prob
 `serve`'s write probe updates (storage/health.py).
 
 Revision ID: 0007
-Revises: 0006
+Revises: 0010
 Create Date: 2026-12-07
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision: str | None = "0006"
+down_revision: str | None = "0010"
 branch_labels: str | None = None
 depends_on: str | None = None
 
