@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from callgate.detect import console
+from callgate.detect.capture import CaptureError
 from callgate.detect.engine import Detector, parse_network, parse_relay
 from callgate.detect.html import to_html
-from callgate.detect.pcapfile import CaptureError
 from callgate.detect.render import TABLE_HEADERS, table_rows, to_csv, to_json
 from callgate.detect.report import Report
 
@@ -82,9 +83,7 @@ def main(args: list[str]) -> int | None:
     try:
         run(parsed)
     except Failure as exc:
-        from callgate.cli_output import fail
-
-        fail(exc.message, exc.code)
+        console.error(exc.message)
         return exc.code
     return 0
 
@@ -105,11 +104,8 @@ def run(args: Args) -> None:
         except CaptureError as exc:
             raise Failure(f"callgate detect: {exc}", code=1) from None
     report = detector.report()
-    if report.warnings:
-        from callgate.cli_output import err
-
-        for warning in report.warnings:
-            err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        console.warning(warning)
     _write(report, args.fmt, args.output)
 
 
@@ -125,10 +121,8 @@ def _progress(path: Path) -> Iterator[Callable[[int], None] | None]:
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-    from callgate.cli_output import err
-
     columns = ("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
+    with Progress(*columns, console=console.stderr(), transient=True) as bar:
         task = bar.add_task(path.name, total=size)
         yield lambda n: bar.advance(task, n)
 
@@ -151,17 +145,15 @@ def _write(report: Report, fmt: str, output: Path | None) -> None:
 def _print_table(report: Report) -> None:
     from rich.table import Table
 
-    from callgate.cli_output import table_console
-
-    console = table_console()
+    out = console.table_console()
     summary = report.summary()
     table = Table(*TABLE_HEADERS, box=None)
     for row in table_rows(report):
         table.add_row(*row)
     if report.sessions:
-        console.print(table)
+        out.print(table)
     hosts = summary["hosts_with_unsanctioned_rtc"]
-    console.print(
+    out.print(
         f"\n{summary['packets']} packets, {summary['flows']} flows, {summary['rtc_flows']} real-time; "
         f"{summary['unsanctioned_sessions']} unsanctioned session(s)"
         + (f" on {', '.join(hosts)}" if isinstance(hosts, list) and hosts else "")
