@@ -16,7 +16,13 @@ from callgate.detect.decode import TCP, UDP, decode
 from callgate.detect.flow import Flow, inspect
 from callgate.detect.flowtable import FlowTable, flow_key
 from callgate.detect.report import FlowResult, Report, group_sessions
-from callgate.detect.verdict import Verdict, own_verdict, propagate, statistical
+from callgate.detect.verdict import (
+    Verdict,
+    classic_skype,
+    own_verdict,
+    propagate,
+    statistical,
+)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -100,6 +106,7 @@ class Detector:
         for flow, v in verdicts.items():
             v.sanctioned = self._to_relay(flow)
         propagate(flows, verdicts, self._local_side)
+        classic_skype(flows, verdicts, self._local_side)
         for flow, v in verdicts.items():
             statistical(flow, v)
         results = [self._result(flow, verdicts[flow]) for flow in flows]
