@@ -23,11 +23,19 @@ def skype_message(rng: random.Random, function: int, size: int, *, high: int = 0
     return rng.randbytes(2) + bytes([(high << 4) | function]) + rng.randbytes(size - 3)
 
 
-def skype_probes(rng: random.Random, count: int, start: float = 0.0) -> list[Frame]:
+def skype_probes(
+    rng: random.Random, count: int, start: float = 0.0, *, counting: bool = False
+) -> list[Frame]:
     """The host's Skype port sends one small message to each of `count` super nodes (the
-    one-packet flows nDPI labels Skype_TeamsCall in its skype.pcap)."""
-    return [(start + i * 0.05, udp_frame(HOST, peer(i), skype_message(rng, 0x2, rng.randint(18, 35))))
-            for i in range(count)]  # fmt: skip
+    one-packet flows nDPI labels Skype_TeamsCall in its skype.pcap). `counting`: message IDs
+    that count up from 0x7000 instead of random ones."""
+    frames: list[Frame] = []
+    for i in range(count):
+        message = skype_message(rng, 0x2, rng.randint(18, 35))
+        if counting:
+            message = struct.pack("!H", 0x7000 + i) + message[2:]
+        frames.append((start + i * 0.05, udp_frame(HOST, peer(i), message)))
+    return frames
 
 
 def skype_call(

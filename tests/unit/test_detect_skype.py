@@ -33,10 +33,13 @@ def skype_flows(report: Report) -> list[str]:
 def test_chi_square_tells_constant_from_random_nibbles() -> None:
     rng = random.Random(1)
     heads = [rng.randbytes(skype.HEAD) for _ in range(16)]
-    constant = [b"\x7f" + h[1:] for h in heads]
-    assert skype.chi_square(heads, 0) < skype.RANDOM_GROUP_MAX
-    assert skype.chi_square(constant, 0) == 15 * 16  # every message in one of 16 bins
-    assert skype.random_groups(heads) and not skype.random_groups(constant)
+    assert skype.chi_square(heads, 8) < 42  # uniform: ≈ 15
+    assert skype.chi_square([h[:4] + b"\x00" + h[5:] for h in heads], 8) == 15 * 16  # constant
+    structured = [h[:3] + bytes(skype.HEAD - 3) for h in heads]  # zeros after the function
+    same_id = [b"\x7f\x00" + h[2:] for h in heads]
+    counting = [bytes([0x70, i]) + h[2:] for i, h in enumerate(heads)]  # IDs need not be uniform
+    assert skype.random_groups(heads) and skype.random_groups(counting)
+    assert not skype.random_groups(structured) and not skype.random_groups(same_id)
 
 
 def test_the_anchor_rule_is_ndpis() -> None:
@@ -47,8 +50,9 @@ def test_the_anchor_rule_is_ndpis() -> None:
     assert not skype.is_anchor(b"\x12\x34\x12" + bytes(13))
 
 
-def test_the_probes_of_a_skype_port_are_all_found(tmp_path: Path) -> None:
-    report = detect(tmp_path, sp.skype_probes(random.Random(2), 40))
+@pytest.mark.parametrize("counting", [False, True], ids=["random IDs", "counting IDs"])
+def test_the_probes_of_a_skype_port_are_all_found(tmp_path: Path, counting: bool) -> None:
+    report = detect(tmp_path, sp.skype_probes(random.Random(2), 40, counting=counting))
     found = skype_flows(report)
     assert len(found) == 40 == len(report.flows)
     flow = report.flows[0]

@@ -149,6 +149,8 @@ def classic_skype(
         v = verdicts[flow]
         if v.rtc or not _opaque_udp(flow) or not flow.inspected:
             continue
+        if flow.a[1] in skype.OTHER_PORTS or flow.b[1] in skype.OTHER_PORTS:
+            continue
         sockets.setdefault(_side(flow, local(flow)), []).append(flow)
     for members in sockets.values():
         framed = {f: e for f in members if (e := skype.framing(f.skype_heads or ())) is not None}
