@@ -19,6 +19,7 @@ from callgate.detect.report import FlowResult, Report, group_sessions
 from callgate.detect.verdict import (
     Verdict,
     classic_skype,
+    name_from_servers,
     own_verdict,
     propagate,
     statistical,
@@ -109,6 +110,7 @@ class Detector:
         classic_skype(flows, verdicts, self._local_side)
         for flow, v in verdicts.items():
             statistical(flow, v)
+        name_from_servers(flows, verdicts, self._local_side)
         results = [self._result(flow, verdicts[flow]) for flow in flows]
         return Report(self.files, self.flows.packets, self.flows.skipped, results,
                       group_sessions(results), self.warnings)  # fmt: skip
@@ -152,6 +154,7 @@ class Detector:
             confidence=round(v.confidence, 2), protocols=tuple(v.protocols),
             evidence=tuple(v.evidence), media=tuple(sorted(flow.media)) if v.rtc else (),
             sanctioned=v.sanctioned and v.rtc, excluded=flow.excluded,
+            server_name=flow.server_name,
         )  # fmt: skip
 
 

@@ -22,6 +22,8 @@ from callgate.detect.media import (
     openvpn_data_key,
     rtp_header,
 )
+from callgate.detect.names import HelloBuffer
+from callgate.detect.quic import crypto_frames, long_header_dcid
 from callgate.detect.skype import FUNCTIONS, HEAD, HEADS, is_anchor
 from callgate.detect.stunscan import (
     DATA,
@@ -81,6 +83,10 @@ class Flow:
     # bytes of each message while they could still be Skype's (None: not Skype's framing)
     skype_anchor: bytes | None = None
     skype_heads: list[bytes] | None = field(default_factory=list)
+    # the server name of a TLS or QUIC ClientHello sent by side 0 (names.py, quic.py)
+    server_name: str | None = None
+    hello: HelloBuffer | None = None
+    quic_dcid: bytes | None = None
 
     @property
     def packets(self) -> int:
@@ -102,6 +108,8 @@ def inspect(flow: Flow, side: int, payload: bytes, stream: bool) -> None:
     if not stream:
         _skype(flow, payload)
         _openvpn(flow, side, payload)
+    elif side == 0 and flow.server_name is None:
+        _tls_hello(flow, payload)
     if _inspect_one(flow, side, payload, stream) or not stream:
         return
     for frame in split_rfc4571(payload):
@@ -157,6 +165,8 @@ def _inspect_one(flow: Flow, side: int, data: bytes, stream: bool) -> bool:
         return _rtp(flow, side, data)
     if first >= 192:
         flow.quic = flow.quic or is_quic_long_header(data)
+        if flow.quic and side == 0 and not stream and flow.server_name is None:
+            _quic_hello(flow, data)
         return flow.quic
     return False
 
@@ -204,6 +214,32 @@ def _skype(flow: Flow, payload: bytes) -> None:
     heads.append(payload[:HEAD])
     if sum(head[2] & 0x0F not in FUNCTIONS for head in heads) >= 2:
         flow.skype_heads = None
+
+
+def _tls_hello(flow: Flow, payload: bytes) -> None:
+    """A TLS ClientHello over TCP, reassembled from the client's segments."""
+    if flow.hello is None:
+        flow.hello = HelloBuffer()
+    if flow.hello.done:
+        return
+    flow.server_name = flow.hello.add_segment(payload)
+
+
+def _quic_hello(flow: Flow, datagram: bytes) -> None:
+    """A ClientHello in the client's QUIC Initial packets (RFC 9001 §5.2), keyed by the DCID
+    of its first Initial."""
+    if flow.quic_dcid is None:
+        flow.quic_dcid = long_header_dcid(datagram)
+        if flow.quic_dcid is None:
+            return
+        flow.hello = HelloBuffer()
+    if flow.hello is None or flow.hello.done:
+        return
+    frames = crypto_frames(datagram, flow.quic_dcid)
+    if frames:
+        flow.server_name = flow.hello.add_crypto(frames)
+    elif flow.inspected > 8:
+        flow.hello.done = True  # nothing decrypts: stop spending AES on this flow
 
 
 def _openvpn(flow: Flow, side: int, payload: bytes) -> None:

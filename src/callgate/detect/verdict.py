@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from callgate.detect import skype
 from callgate.detect.decode import UDP
 from callgate.detect.flow import Endpoint, Flow
+from callgate.detect.names import app_from_name
 
 # Well-known ports of protocols that are never calls but whose traffic can look like it
 # (RFC 1035 DNS, RFC 6762 mDNS, RFC 4795 LLMNR, SSDP, RFC 5905 NTP, RFC 1002 NetBIOS, DHCP,
@@ -173,6 +174,33 @@ def classic_skype(
             if shape is not None:
                 v.add(0.6, None, shape)
                 flow.media.add("audio")
+
+
+NAME_WINDOW = 300.0  # seconds around a call in which the host's server names count
+
+
+def name_from_servers(
+    flows: Iterable[Flow], verdicts: dict[Flow, Verdict], local: Callable[[Flow], int]
+) -> None:
+    """Name real-time flows no media evidence named from the calling services the same internal
+    host opened (TLS or QUIC server name) within NAME_WINDOW of the call; only when exactly one
+    service fits, so a host in a Zoom call that also has Teams open stays unnamed."""
+    flows = list(flows)
+    opened: dict[bytes, list[tuple[float, float, str, str]]] = {}
+    for flow in flows:
+        app = app_from_name(flow.server_name) if flow.server_name else None
+        if app is not None:
+            host = _side(flow, local(flow))[0]
+            opened.setdefault(host, []).append((flow.first, flow.last, app, flow.server_name or ""))
+    for flow in flows:
+        v = verdicts[flow]
+        if not v.rtc or v.app or v.sanctioned:
+            continue
+        near = [(app, name) for first, last, app, name in opened.get(_side(flow, local(flow))[0], ())
+                if first - NAME_WINDOW <= flow.last and flow.first <= last + NAME_WINDOW]  # fmt: skip
+        if len({app for app, _ in near}) == 1:
+            v.app = near[0][0]
+            v.evidence.append(f"the host opened {near[0][1]} (TLS/QUIC server name) around it")
 
 
 def _opaque_udp(flow: Flow) -> bool:
