@@ -32,6 +32,11 @@ RelayOpt = Annotated[
     ),
 ]  # fmt: skip
 FormatOpt = Annotated[str, typer.Option("--format", help="table, json, csv or html.")]
+ListsOpt = Annotated[
+    Path | None,
+    typer.Option("--lists", metavar="FILE",
+                 help="Vendor address ranges replacing the shipped ones (see docs/detection.md)."),
+]  # fmt: skip
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here.")
 ]
@@ -43,10 +48,11 @@ def detect_command(
     allow_relay: RelayOpt = None,
     format: FormatOpt = "table",
     output: OutputOpt = None,
+    lists: ListsOpt = None,
 ) -> None:
     """Find real-time voice/video (calls) in packet captures, per internal host and application."""
     try:
-        run(Args(list(captures), internal or [], allow_relay or [], format, output))
+        run(Args(list(captures), internal or [], allow_relay or [], format, output, lists))
     except Failure as exc:
         from callgate.cli_output import fail
 

@@ -17,13 +17,14 @@ from callgate.detect import console
 from callgate.detect.capture import CaptureError
 from callgate.detect.engine import Detector, parse_network, parse_relay
 from callgate.detect.html import to_html
+from callgate.detect.ranges import RangeError, load_ranges
 from callgate.detect.render import TABLE_HEADERS, table_rows, to_csv, to_json
 from callgate.detect.report import Report
 
 FORMATS = ("table", "json", "csv", "html")
 PROGRESS_MIN_BYTES = 16 * 1024 * 1024
 _VALUED = {"--internal": "internal", "--allow-relay": "relays", "--format": "fmt",
-           "--output": "output", "-o": "output"}  # fmt: skip
+           "--output": "output", "-o": "output", "--lists": "lists"}  # fmt: skip
 
 
 class Failure(Exception):
@@ -42,6 +43,7 @@ class Args:
     relays: list[str] = field(default_factory=list)
     fmt: str = "table"
     output: Path | None = None
+    lists: Path | None = None  # vendor address ranges replacing the shipped ones
 
 
 def parse_args(args: list[str]) -> Args | None:
@@ -70,6 +72,8 @@ def parse_args(args: list[str]) -> Args | None:
             parsed.relays.append(value)
         elif key == "fmt":
             parsed.fmt = value
+        elif key == "lists":
+            parsed.lists = Path(value)
         else:
             parsed.output = Path(value)
     return parsed if parsed.captures else None
@@ -97,6 +101,11 @@ def run(args: Args) -> None:
         )
     except ValueError as exc:
         raise Failure(str(exc)) from None
+    if args.lists is not None:
+        try:
+            detector.ranges = load_ranges(args.lists)
+        except RangeError as exc:
+            raise Failure(str(exc), code=1) from None
     for path in args.captures:
         try:
             with _progress(path) as advance:

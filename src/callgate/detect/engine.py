@@ -15,10 +15,12 @@ from callgate.detect.capture import PcapReader, Progress, read_batches
 from callgate.detect.decode import TCP, UDP, decode
 from callgate.detect.flow import Flow, inspect
 from callgate.detect.flowtable import FlowTable, flow_key
+from callgate.detect.ranges import RangeList, default_ranges
 from callgate.detect.report import FlowResult, Report, group_sessions
 from callgate.detect.verdict import (
     Verdict,
     classic_skype,
+    name_from_ranges,
     name_from_servers,
     own_verdict,
     propagate,
@@ -64,6 +66,7 @@ class Detector:
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     flows: FlowTable = field(default_factory=FlowTable)
+    ranges: RangeList = field(default_factory=default_ranges)
     _internal_cache: dict[bytes, bool] = field(default_factory=dict)
 
     def read(self, path: Path, progress: Progress | None = None) -> None:
@@ -110,6 +113,7 @@ class Detector:
         classic_skype(flows, verdicts, self._local_side)
         for flow, v in verdicts.items():
             statistical(flow, v)
+        name_from_ranges(flows, verdicts, self._local_side, self.ranges)
         name_from_servers(flows, verdicts, self._local_side)
         results = [self._result(flow, verdicts[flow]) for flow in flows]
         return Report(self.files, self.flows.packets, self.flows.skipped, results,
@@ -175,9 +179,12 @@ def detect(
     internal: Iterable[str] = (),
     relays: Iterable[str] = (),
     progress: Callable[[Path], Progress | None] | None = None,
+    ranges: RangeList | None = None,
 ) -> Report:
     """Library entry point: read every capture, return the report."""
     detector = Detector([parse_network(n) for n in internal], [parse_relay(r) for r in relays])
+    if ranges is not None:
+        detector.ranges = ranges
     for path in paths:
         detector.read(path, progress(path) if progress else None)
     return detector.report()

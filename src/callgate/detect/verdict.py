@@ -11,6 +11,7 @@ from callgate.detect import skype
 from callgate.detect.decode import UDP
 from callgate.detect.flow import Endpoint, Flow
 from callgate.detect.names import app_from_name
+from callgate.detect.ranges import RangeList
 
 # Well-known ports of protocols that are never calls but whose traffic can look like it
 # (RFC 1035 DNS, RFC 6762 mDNS, RFC 4795 LLMNR, SSDP, RFC 5905 NTP, RFC 1002 NetBIOS, DHCP,
@@ -174,6 +175,25 @@ def classic_skype(
             if shape is not None:
                 v.add(0.6, None, shape)
                 flow.media.add("audio")
+
+
+def name_from_ranges(
+    flows: Iterable[Flow], verdicts: dict[Flow, Verdict], local: Callable[[Flow], int],
+    ranges: RangeList,
+) -> None:  # fmt: skip
+    """Name real-time flows nothing else named whose peer is in a vendor's published media
+    range (ranges.py)."""
+    for flow in flows:
+        v = verdicts[flow]
+        if not v.rtc or v.app or v.sanctioned:
+            continue
+        ip, port = _side(flow, 1 - local(flow))
+        hit = ranges.app_for(ip, "udp" if flow.proto == UDP else "tcp", port)
+        if hit is not None:
+            v.app = hit.app
+            v.evidence.append(
+                f"peer in {hit.app}'s published range {hit.network} ({ranges.origin})"
+            )
 
 
 NAME_WINDOW = 300.0  # seconds around a call in which the host's server names count
