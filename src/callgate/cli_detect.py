@@ -37,6 +37,11 @@ ListsOpt = Annotated[
     typer.Option("--lists", metavar="FILE",
                  help="Vendor address ranges replacing the shipped ones (see docs/detection.md)."),
 ]  # fmt: skip
+IdleOpt = Annotated[
+    str | None,
+    typer.Option("--idle-timeout", metavar="SECONDS",
+                 help="Close a flow idle this long; its 5-tuple then starts a new flow (default 180, 0 = never)."),
+]  # fmt: skip
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here.")
 ]
@@ -49,10 +54,21 @@ def detect_command(
     format: FormatOpt = "table",
     output: OutputOpt = None,
     lists: ListsOpt = None,
+    idle_timeout: IdleOpt = None,
 ) -> None:
     """Find real-time voice/video (calls) in packet captures, per internal host and application."""
     try:
-        run(Args(list(captures), internal or [], allow_relay or [], format, output, lists))
+        run(
+            Args(
+                list(captures),
+                internal or [],
+                allow_relay or [],
+                format,
+                output,
+                lists,
+                idle_timeout,
+            )
+        )
     except Failure as exc:
         from callgate.cli_output import fail
 

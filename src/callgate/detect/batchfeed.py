@@ -41,6 +41,13 @@ def endpoint_code(ip: bytes, port: int) -> int:
 
 def feed_batch(table: FlowTable, batch: Batch) -> None:
     count = len(batch.start)
+    if count and table.idle and float(batch.ts.max() - batch.ts.min()) > table.idle:
+        # a flow may fall idle inside this batch: one packet at a time (sparse captures only)
+        for i in range(count):
+            start = int(batch.start[i])
+            frame = bytes(batch.data[start : start + int(batch.caplen[i])])
+            table.packet(float(batch.ts[i]), int(batch.linktype[i]), frame)
+        return
     table.packets += count
     f = decode_batch(batch)
     slow = _decode_slow(batch, f)
@@ -157,13 +164,17 @@ def _lookup(
     flows: list[Flow] = [None] * groups  # type: ignore[list-item]
     sides = np.zeros(groups, dtype=np.int64)
     live = np.zeros(groups, dtype=bool)
-    table = flowtable.table
+    seen: set[int] = set()  # flows met earlier in this batch: their `last` is not updated yet
     for group in np.argsort(reps).tolist():
         i = int(reps[group])
         proto, src, sport, dst, dport = _endpoints(batch, f, i, slow)
-        entry = table.get(flow_key(proto, src, sport, dst, dport))
-        if entry is None:
-            entry = flowtable.new_flow(float(batch.ts[i]), proto, (src, sport), (dst, dport))
+        entry = flowtable.table.get(flow_key(proto, src, sport, dst, dport))
+        if entry is None or id(entry[0]) not in seen:
+            # the batch spans at most `idle` seconds: only its first packet of a flow can follow
+            # an idle gap
+            entry = flowtable.lookup(float(batch.ts[i]), proto, (src, sport), (dst, dport),
+                                     check_idle=True)  # fmt: skip
+            seen.add(id(entry[0]))
         flows[group], sides[group] = entry
         live[group] = not entry[0].done
     return flows, sides, live

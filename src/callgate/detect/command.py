@@ -24,7 +24,8 @@ from callgate.detect.report import Report
 FORMATS = ("table", "json", "csv", "html")
 PROGRESS_MIN_BYTES = 16 * 1024 * 1024
 _VALUED = {"--internal": "internal", "--allow-relay": "relays", "--format": "fmt",
-           "--output": "output", "-o": "output", "--lists": "lists"}  # fmt: skip
+           "--output": "output", "-o": "output", "--lists": "lists",
+           "--idle-timeout": "idle"}  # fmt: skip
 
 
 class Failure(Exception):
@@ -44,6 +45,7 @@ class Args:
     fmt: str = "table"
     output: Path | None = None
     lists: Path | None = None  # vendor address ranges replacing the shipped ones
+    idle: str | None = None  # seconds after which an idle flow is closed (0: never)
 
 
 def parse_args(args: list[str]) -> Args | None:
@@ -74,6 +76,8 @@ def parse_args(args: list[str]) -> Args | None:
             parsed.fmt = value
         elif key == "lists":
             parsed.lists = Path(value)
+        elif key == "idle":
+            parsed.idle = value
         else:
             parsed.output = Path(value)
     return parsed if parsed.captures else None
@@ -101,6 +105,8 @@ def run(args: Args) -> None:
         )
     except ValueError as exc:
         raise Failure(str(exc)) from None
+    if args.idle is not None:
+        detector.flows.idle = _idle(args.idle)
     if args.lists is not None:
         try:
             detector.ranges = load_ranges(args.lists)
@@ -116,6 +122,16 @@ def run(args: Args) -> None:
     for warning in report.warnings:
         console.warning(warning)
     _write(report, args.fmt, args.output)
+
+
+def _idle(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86400 * 365:
+        raise Failure(f"--idle-timeout: expected seconds (0 = never), got {text!r}")
+    return seconds
 
 
 @contextlib.contextmanager

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from callgate.detect.batchfeed import feed_batch
 from callgate.detect.capture import PcapReader, Progress, read_batches
-from callgate.detect.decode import TCP, UDP, decode
-from callgate.detect.flow import Flow, inspect
-from callgate.detect.flowtable import FlowTable, flow_key
+from callgate.detect.decode import UDP
+from callgate.detect.flow import Flow
+from callgate.detect.flowtable import FlowTable
 from callgate.detect.ranges import RangeList, default_ranges
 from callgate.detect.report import FlowResult, Report, group_sessions
 from callgate.detect.verdict import (
@@ -83,25 +83,8 @@ class Detector:
             self.packet(ts, linktype, frame)
 
     def packet(self, ts: float, linktype: int, frame: bytes) -> None:
-        """One packet: decode, find or create its flow, count; inspect until the flow is decided.
-        (`batchfeed.py` does the same for a whole batch.)"""
-        table = self.flows
-        table.packets += 1
-        decoded = decode(linktype, frame)
-        if decoded is None:
-            table.skipped += 1
-            return
-        proto, src, sport, dst, dport, payload = decoded
-        entry = table.table.get(flow_key(proto, src, sport, dst, dport))
-        if entry is None:
-            entry = table.new_flow(ts, proto, (src, sport), (dst, dport))
-        flow, side = entry
-        flow.pkts[side] += 1
-        flow.octets[side] += len(frame)
-        if ts > flow.last:
-            flow.last = ts
-        if payload and not flow.done:
-            inspect(flow, side, payload, proto == TCP)
+        """One packet (`FlowTable.packet`)."""
+        self.flows.packet(ts, linktype, frame)
 
     # ---- decision ----
     def report(self) -> Report:
