@@ -31,7 +31,9 @@ RelayOpt = Annotated[
         help="Sanctioned relay (our callgate/TURN server); repeat. Its traffic is reported as sanctioned.",
     ),
 ]  # fmt: skip
-FormatOpt = Annotated[str, typer.Option("--format", help="table, json, csv or html.")]
+FormatOpt = Annotated[
+    str, typer.Option("--format", help="table, json, csv, html or nftables (a blocking ruleset).")
+]
 ListsOpt = Annotated[
     Path | None,
     typer.Option("--lists", metavar="FILE",

@@ -8,6 +8,7 @@ table, the progress bar, warnings and errors.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,11 +18,12 @@ from callgate.detect import console
 from callgate.detect.capture import CaptureError
 from callgate.detect.engine import Detector, parse_network, parse_relay
 from callgate.detect.html import to_html
+from callgate.detect.nftables import to_nftables
 from callgate.detect.ranges import RangeError, load_ranges
 from callgate.detect.render import TABLE_HEADERS, table_rows, to_csv, to_json
 from callgate.detect.report import Report
 
-FORMATS = ("table", "json", "csv", "html")
+FORMATS = ("table", "json", "csv", "html", "nftables")
 PROGRESS_MIN_BYTES = 16 * 1024 * 1024
 _VALUED = {"--internal": "internal", "--allow-relay": "relays", "--format": "fmt",
            "--output": "output", "-o": "output", "--lists": "lists",
@@ -121,6 +123,10 @@ def run(args: Args) -> None:
     report = detector.report()
     for warning in report.warnings:
         console.warning(warning)
+    if args.fmt == "nftables":
+        allowed = [ipaddress.ip_address(relay.ip) for relay in detector.relays]
+        _emit(to_nftables(report, allowed, lambda a: detector.is_internal(a.packed)), args.output)
+        return
     _write(report, args.fmt, args.output)
 
 
@@ -156,7 +162,10 @@ def _write(report: Report, fmt: str, output: Path | None) -> None:
     if fmt == "table" and output is None:
         _print_table(report)
         return
-    text = {"json": to_json, "csv": to_csv, "html": to_html}.get(fmt, to_json)(report)
+    _emit({"json": to_json, "csv": to_csv, "html": to_html}.get(fmt, to_json)(report), output)
+
+
+def _emit(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
         return

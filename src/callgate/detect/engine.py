@@ -109,7 +109,7 @@ class Detector:
             for ip, port in (flow.a, flow.b)
         )
 
-    def _is_internal(self, ip: bytes) -> bool:
+    def is_internal(self, ip: bytes) -> bool:
         known = self._internal_cache.get(ip)
         if known is None:
             address = ipaddress.ip_address(ip)
@@ -122,7 +122,7 @@ class Detector:
 
     def _local_side(self, flow: Flow) -> int:
         """0 or 1: the internal end (the initiator when both or neither are internal)."""
-        return 1 if self._is_internal(flow.b[0]) and not self._is_internal(flow.a[0]) else 0
+        return 1 if self.is_internal(flow.b[0]) and not self.is_internal(flow.a[0]) else 0
 
     def _result(self, flow: Flow, v: Verdict) -> FlowResult:
         side = self._local_side(flow)
