@@ -66,7 +66,7 @@ class Detector:
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     flows: FlowTable = field(default_factory=FlowTable)
-    ranges: RangeList = field(default_factory=default_ranges)
+    ranges: RangeList | None = None  # vendor address ranges; None: the shipped ones
     _internal_cache: dict[bytes, bool] = field(default_factory=dict)
 
     def read(self, path: Path, progress: Progress | None = None) -> None:
@@ -96,6 +96,8 @@ class Detector:
         classic_skype(flows, verdicts, self._local_side)
         for flow, v in verdicts.items():
             statistical(flow, v)
+        if self.ranges is None:
+            self.ranges = default_ranges()
         name_from_ranges(flows, verdicts, self._local_side, self.ranges)
         name_from_servers(flows, verdicts, self._local_side)
         results = [self._result(flow, verdicts[flow]) for flow in flows]

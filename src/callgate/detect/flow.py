@@ -71,7 +71,7 @@ class Flow:
     sip: bool = False
     quic: bool = False
     vpn: str | None = None  # a tunnel recognized by its header: never a statistical guess
-    openvpn_keys: list[bytes] = field(default_factory=lambda: [b"", b""])  # per direction
+    openvpn_keys: list[bytes] | None = None  # per direction, once a P_DATA_V2-like payload came
     openvpn_data: int = 0
     media: set[str] = field(default_factory=set)
     app: str | None = None
@@ -82,7 +82,8 @@ class Flow:
     # classic Skype (skype.py): the first anchor message (b"" for a 3-byte one), and the first
     # bytes of each message while they could still be Skype's (None: not Skype's framing)
     skype_anchor: bytes | None = None
-    skype_heads: list[bytes] | None = field(default_factory=list)
+    skype_heads: list[bytes] | None = None
+    skype_ruled_out: bool = False
     # the server name of a TLS or QUIC ClientHello sent by side 0 (names.py, quic.py)
     server_name: str | None = None
     hello: HelloBuffer | None = None
@@ -208,12 +209,16 @@ def _skype(flow: Flow, payload: bytes) -> None:
     carry no Skype function, which rules out the framing test."""
     if flow.skype_anchor is None and flow.inspected <= 4 and is_anchor(payload):
         flow.skype_anchor = payload[:HEAD] if len(payload) >= HEAD else b""
+    if flow.skype_ruled_out or len(payload) < HEAD:
+        return
     heads = flow.skype_heads
-    if heads is None or len(heads) >= HEADS or len(payload) < HEAD:
+    if heads is None:
+        heads = flow.skype_heads = []
+    elif len(heads) >= HEADS:
         return
     heads.append(payload[:HEAD])
     if sum(head[2] & 0x0F not in FUNCTIONS for head in heads) >= 2:
-        flow.skype_heads = None
+        flow.skype_heads, flow.skype_ruled_out = None, True
 
 
 def _tls_hello(flow: Flow, payload: bytes) -> None:
@@ -253,9 +258,12 @@ def _openvpn(flow: Flow, side: int, payload: bytes) -> None:
     key = openvpn_data_key(payload)
     if key is None:
         return
-    if flow.openvpn_keys[side] == key:
+    keys = flow.openvpn_keys
+    if keys is None:
+        keys = flow.openvpn_keys = [b"", b""]
+    if keys[side] == key:
         flow.openvpn_data += 1
-    flow.openvpn_keys[side] = key
+    keys[side] = key
     if flow.openvpn_data >= 6:
         flow.vpn = "OpenVPN"
 

@@ -13,12 +13,6 @@ import hashlib
 import hmac
 from functools import lru_cache
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
-
 V1, V2 = 0x00000001, 0x6B3343CF
 _SALTS = {  # RFC 9001 §5.2, RFC 9369 §3.3.1
     V1: bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a"),
@@ -44,10 +38,11 @@ def long_header_dcid(datagram: bytes) -> bytes | None:
 
 
 def expand_label(secret: bytes, label: bytes, length: int) -> bytes:
-    """HKDF-Expand-Label with an empty context (RFC 8446 §7.1)."""
+    """HKDF-Expand-Label with an empty context (RFC 8446 §7.1): HKDF-Expand (RFC 5869 §2.3)
+    with SHA-256, whose output here is at most one block."""
     full = b"tls13 " + label
     info = length.to_bytes(2, "big") + bytes([len(full)]) + full + b"\x00"
-    return HKDFExpand(hashes.SHA256(), length, info).derive(secret)
+    return hmac.new(secret, info + b"\x01", hashlib.sha256).digest()[:length]
 
 
 @lru_cache(maxsize=1024)
@@ -123,6 +118,11 @@ def _varint(data: bytes, pos: int) -> tuple[int, int] | None:
 def _unprotect(packet: bytes, pn_offset: int, keys: Keys) -> bytes | None:
     """Remove header protection (RFC 9001 §5.4) and open the payload (§5.3); None when the
     packet does not authenticate."""
+    # imported here: `callgate detect` starts without cryptography unless a QUIC Initial is met
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     key, iv, hp = keys
     sample = packet[pn_offset + 4 : pn_offset + 20]
     if len(sample) < 16:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from callgate.detect.capture import CaptureError
 
 MAX_BYTES = 4 * 1024 * 1024
+SHIPPED = Path(__file__).parent / "data" / "vendor_ranges.txt"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -50,8 +50,7 @@ class RangeList:
 
 
 def default_ranges() -> RangeList:
-    text = resources.files("callgate.detect").joinpath("data/vendor_ranges.txt").read_text("utf-8")
-    return parse_ranges(text, "vendor_ranges.txt (shipped)")
+    return parse_ranges(SHIPPED.read_text("utf-8"), "vendor_ranges.txt (shipped)")
 
 
 def load_ranges(path: Path) -> RangeList:
