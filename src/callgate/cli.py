@@ -1,5 +1,5 @@
 """The `callgate` command line: `serve`, `turn`, `user …` (cli_users.py), `cdr list` (cli_cdr.py),
-`detect` (cli_detect.py).
+`detect` and `monitor` (cli_detect.py).
 
 Options override the environment (CALLGATE_*), which overrides the config file (--config); see
 README.md "Configuration". Errors in options exit with code 2 and a message naming the option.
@@ -16,7 +16,7 @@ from callgate import __version__
 from callgate.cli_audit import audit_app
 from callgate.cli_cdr import cdr_app
 from callgate.cli_common import ConfigOpt, err, fail, settings_from
-from callgate.cli_detect import detect_command
+from callgate.cli_detect import detect_command, monitor_command
 from callgate.cli_export import cdr_export  # noqa: F401  (registers `cdr export`, `audit export`)
 from callgate.cli_groups import group_app
 from callgate.cli_policy import policy_app
@@ -41,6 +41,7 @@ app.add_typer(cdr_app, name="cdr")
 app.add_typer(audit_app, name="audit")
 app.add_typer(retention_app, name="retention")
 app.command("detect")(detect_command)
+app.command("monitor")(monitor_command)
 
 # ---- options shared by `turn` and `serve` ----
 ListenOpt = Annotated[

@@ -77,6 +77,30 @@ def detect_command(
         raise fail(exc.message, exc.code) from None
 
 
+def monitor_command(
+    interface: Annotated[str, typer.Option("--interface", metavar="IFACE",
+                                           help="Network interface to watch (needs root).")],
+    internal: InternalOpt = None,
+    allow_relay: RelayOpt = None,
+    interval: Annotated[float, typer.Option(help="Seconds between updates.")] = 1.0,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: run until Ctrl-C).")] = 0.0,
+    max_flows: Annotated[int, typer.Option(help="Flow table size; the least recently active flows are evicted.")] = 100_000,
+) -> None:  # fmt: skip
+    """Watch a live interface for real-time voice/video; one JSON line per new or updated session."""
+    import sys
+
+    from callgate.detect.live.monitor import MonitorArgs, monitor
+    from callgate.detect.live.ring import RingError
+
+    args = MonitorArgs(interface, internal or [], allow_relay or [], interval, duration, max_flows)
+    try:
+        monitor(args, sys.stdout)
+    except (ValueError, RingError) as exc:
+        from callgate.cli_output import fail
+
+        raise fail(str(exc), 1 if isinstance(exc, RingError) else 2) from None
+
+
 def run_alone(args: list[str]) -> None:
     """`callgate detect ARGS` as its own typer command, without loading the other commands
     (`callgate.entry`, for what `detect.command.parse_args` leaves to typer: --help, errors)."""

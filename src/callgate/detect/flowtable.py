@@ -32,6 +32,8 @@ class FlowTable:
     flows: list[Flow] = field(default_factory=list)
     idle: float = IDLE_TIMEOUT  # 0: flows are never closed
     closed: int = 0  # flows closed for idleness (a later packet started a new flow)
+    max_flows: int = 0  # 0: unbounded; else the least recently active flows are evicted
+    evicted: int = 0
 
     def packet(self, ts: float, linktype: int, frame: bytes) -> None:
         """One packet: decode, find or create its flow, count; inspect until the flow is decided.
@@ -63,6 +65,8 @@ class FlowTable:
 
     def new_flow(self, ts: float, proto: int, a: Endpoint, b: Endpoint) -> tuple[Flow, int]:
         """A flow first seen at `ts`, from `a` (side 0) to `b`."""
+        if self.max_flows and len(self.flows) >= self.max_flows:
+            self._evict()
         flow = Flow(proto, a, b, ts, ts)
         flow.excluded = excluded_reason(proto, a, b)
         flow.done = flow.excluded is not None
@@ -70,3 +74,14 @@ class FlowTable:
         self.table[flow_key(proto, b[0], b[1], a[0], a[1])] = (flow, 1)
         entry = self.table[flow_key(proto, a[0], a[1], b[0], b[1])] = (flow, 0)
         return entry
+
+    def _evict(self) -> None:
+        """Drop the least recently active eighth of the flows (at least one): a flood of new
+        5-tuples costs one sort per `max_flows / 8` flows, and memory stays bounded."""
+        count = max(1, len(self.flows) // 8)
+        ordered = sorted(self.flows, key=lambda flow: flow.last)
+        gone = {id(flow) for flow in ordered[:count]}
+        self.flows = [flow for flow in self.flows if id(flow) not in gone]
+        for key in [key for key, (flow, _) in self.table.items() if id(flow) in gone]:
+            del self.table[key]
+        self.evicted += count
