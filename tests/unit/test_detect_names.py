@@ -146,3 +146,19 @@ def test_two_services_near_a_call_leave_it_unnamed(tmp_path: Path) -> None:
     far_away = tcp_frame(("192.168.1.99", 50202), SERVER, records(client_hello("zoom.us")))
     [call] = detect(tmp_path, [(1.0, zoom), (1.5, teams), (2.0, far_away), *_call(5.0)]).rtc_flows
     assert call.app == "unidentified RTP"
+
+
+def test_hostile_quic_datagrams_never_raise() -> None:
+    """Every length byte of the vector's header changed, and random tails: nothing raises."""
+    rng = random.Random(11)
+    base = qv.V1_CLIENT_INITIAL
+    for _ in range(300):
+        blob = bytearray(base[: rng.randrange(7, len(base))])
+        for _ in range(rng.randrange(1, 4)):
+            blob[rng.randrange(min(len(blob), 30))] = rng.randrange(256)
+        dcid = quic.long_header_dcid(bytes(blob))
+        if dcid is not None:
+            assert quic.crypto_frames(bytes(blob), dcid) == []  # nothing authenticates
+    buffer = names.HelloBuffer()
+    for _ in range(50):
+        assert buffer.add_crypto([(rng.randrange(1 << 20), rng.randbytes(40))]) is None
