@@ -34,7 +34,10 @@ def only_call(detector: Detector, path: Path) -> FlowResult:
 def test_the_shipped_list_says_where_it_comes_from() -> None:
     shipped = default_ranges()
     assert "learn.microsoft.com" in shipped.source and shipped.date.startswith("2026-")
-    assert {str(r.network) for r in shipped.ranges} >= {"52.112.0.0/14", "2603:1063::/38"}
+    assert "support.google.com/a/answer/1279090" in shipped.source
+    networks = {str(r.network): r.app for r in shipped.ranges}
+    assert networks["52.112.0.0/14"] == networks["2603:1063::/38"] == "Microsoft Teams/Skype"
+    assert networks["142.250.82.0/24"] == "Google Meet"
 
 
 def test_a_call_to_a_teams_media_relay_is_named(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 which names its source and date; replaceable with `callgate detect --lists FILE`).
 
 One range per line: `CIDR PORTS APPLICATION`, PORTS being `udp:LOW-HIGH`, `tcp:LOW-HIGH`,
-`udp:PORT` or `any`; `#` starts a comment, and `# source:` / `# date:` lines are kept for the
-report. A malformed line is an error naming the file and line, never skipped silently.
+`udp:PORT` or `any`; `#` starts a comment, and `# source:` / `# date:` lines are kept (joined
+with "; " when there are several). A malformed line is an error naming the file and line, never skipped silently.
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ def parse_ranges(text: str, origin: str) -> RangeList:
         line = raw.strip()
         if line.startswith("#"):
             key, _, value = line.lstrip("#").strip().partition(":")
-            if key in ("source", "date") and not getattr(result, key):
-                setattr(result, key, value.strip())
+            if key in ("source", "date"):
+                known = getattr(result, key)
+                setattr(result, key, f"{known}; {value.strip()}" if known else value.strip())
             continue
         if line:
             result.ranges.append(_entry(line, f"{origin}:{number}"))
