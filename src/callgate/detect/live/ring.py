@@ -81,13 +81,14 @@ class Ring:
 
     def blocks(self, timeout: float) -> Iterator[list[Packet]]:
         """The packets of each block the kernel hands over within `timeout` seconds (a block is
-        retired when full or after `retire_ms`); an empty list when none came."""
+        retired when full or after `retire_ms`), at most one ring's worth per call so the caller
+        gets control back under a flood."""
         poller = select.poll()
         poller.register(self.sock, select.POLLIN | select.POLLERR)
         base = self.next * self.block_size
         if _BLOCK.unpack_from(self.map, base)[2] & TP_STATUS_USER == 0:
             poller.poll(int(timeout * 1000))
-        while True:
+        for _ in range(self.count):
             base = self.next * self.block_size
             status = _BLOCK.unpack_from(self.map, base)[2]
             if not status & TP_STATUS_USER:
