@@ -1,6 +1,7 @@
 """`callgate detect --format nftables`: the ruleset names the unsanctioned relay and peer of a
 capture and never the allow-listed relay; loaded with `nft` in a network namespace we create, it
-drops UDP to the relay and the peer while UDP to our relay still gets its answer."""
+drops UDP to the relay and the peer while our relay — a real `callgate turn` in the namespace —
+still answers STUN."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,13 +49,23 @@ def test_the_ruleset_lists_what_to_block_and_never_our_relay(tmp_path: Path) -> 
 
 
 PROBE = r"""
-import json, select, socket, sys, time
-targets = json.loads(sys.argv[1])
+import json, os, select, socket, struct, sys, time
+targets, ours = json.loads(sys.argv[1]), tuple(json.loads(sys.argv[2]))
 servers = []
 for ip, port in targets:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((ip, port)); servers.append(s)
 client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); client.bind(("10.0.0.2", 0))
 result = {}
+# our relay: STUN Binding requests (RFC 8489 §6) until `callgate turn` answers one
+tid = os.urandom(12)
+binding = struct.pack("!HHI", 0x0001, 0, 0x2112A442) + tid
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline and not result:
+    client.sendto(binding, ours)
+    if select.select([client], [], [], 0.5)[0]:
+        data, _ = client.recvfrom(2000)
+        if data[:2] == b"\x01\x01" and data[8:20] == tid:
+            result["%s:%d" % ours] = "STUN Binding success"
 for ip, port in targets:
     try:
         client.sendto(b"ping", (ip, port))
@@ -61,15 +73,14 @@ for ip, port in targets:
         result["%s:%d" % (ip, port)] = "refused"
 answered = set()
 deadline = time.monotonic() + 5
-while time.monotonic() < deadline and len(answered) + len(result) < len(targets):
+while time.monotonic() < deadline and len(result) < len(targets) + 1:
     ready, _, _ = select.select(servers + [client], [], [], 0.2)
     for s in ready:
         data, addr = s.recvfrom(100)
-        if s is client:
-            answered.add("%s:%d" % addr)
+        if s is client and addr != ours:  # (late answers to repeated Bindings: ignored)
+            result["%s:%d" % addr] = "answered"
         else:
             s.sendto(b"pong", addr)
-result.update({target: "answered" for target in answered})
 print(json.dumps(result))
 """
 
@@ -88,11 +99,17 @@ def test_loaded_with_nft_it_drops_the_relay_and_peer_but_not_ours(tmp_path: Path
             lab.ip(ns, "addr", "add", f"{address}/32", "dev", "lo")
         lab_run(*lab.exec_argv(ns, "nft", "-f", str(rules)))
         lab_run(*lab.exec_argv(ns, "nft", "-f", str(rules)))  # loading twice replaces the table
-        targets = json.dumps([RELAY, PEER, OURS])
-        probe = lab_run(*lab.exec_argv(ns, sys.executable, "-c", PROBE, targets), timeout=30)
+        turn = lab.exec_argv(ns, str(Path(sys.executable).parent / "callgate"), "turn",
+                             "--listen", f"{OURS[0]}:{OURS[1]}", "--relay-ip", OURS[0],
+                             "--user", "alice:secret-pass")  # fmt: skip
+        lab.processes.append(subprocess.Popen(turn, stdout=subprocess.DEVNULL,  # type: ignore[arg-type]
+                                              stderr=subprocess.DEVNULL))  # fmt: skip
+        targets = json.dumps([RELAY, PEER])
+        probe = lab_run(*lab.exec_argv(ns, sys.executable, "-c", PROBE, targets, json.dumps(OURS)),
+                        timeout=60)  # fmt: skip
         assert json.loads(probe.stdout) == {"198.51.100.20:3478": "refused",
                                             "203.0.113.30:61000": "refused",
-                                            "192.0.2.10:3478": "answered"}  # fmt: skip
+                                            "192.0.2.10:3478": "STUN Binding success"}  # fmt: skip
         listed = lab_run(*lab.exec_argv(ns, "nft", "list", "chain", "inet", "callgate_detect",
                                         "output")).stdout  # fmt: skip
         assert "counter packets 0" not in listed.split("@services_v4")[1].split("\n")[0]
