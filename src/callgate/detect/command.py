@@ -1,5 +1,5 @@
 """What `callgate detect` does, without the command-line framework: read the captures, print or
-write the report. `cli_detect.py` wraps it in the typer command; `callgate.entry` calls it directly
+write the report. `callgate.cli.detect` wraps it in the typer command; `callgate.entry` calls it directly
 for ordinary invocations (`parse_args`), because importing typer (which imports pydantic) and rich
 costs more CPU time than reading a million packets. rich is imported only for what needs it: the
 table, the progress bar, warnings and errors.

@@ -72,7 +72,7 @@ def detect_command(
             )
         )
     except Failure as exc:
-        from callgate.cli_output import fail
+        from callgate.cli.output import fail
 
         raise fail(exc.message, exc.code) from None
 
@@ -96,7 +96,7 @@ def monitor_command(
     try:
         monitor(args, sys.stdout)
     except (ValueError, RingError) as exc:
-        from callgate.cli_output import fail
+        from callgate.cli.output import fail
 
         raise fail(str(exc), 1 if isinstance(exc, RingError) else 2) from None
 
