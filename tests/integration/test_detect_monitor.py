@@ -16,7 +16,7 @@ import pytest
 
 from callgate.detect.flowtable import FlowTable
 from tests.lab.netns import Netns
-from tests.unit.detect_packets import rtp, udp_frame
+from tests.unit.detect.detect_packets import rtp, udp_frame
 
 CALLGATE = Path(sys.executable).parent / "callgate"
 SENDER = r"""

@@ -18,7 +18,7 @@ import pytest
 from callgate.detect.command import Args, run
 from tests.lab.netns import Netns
 from tests.lab.netns import run as lab_run
-from tests.unit.detect_packets import ice_check, pcap_bytes, stun, udp_frame, xor_address
+from tests.unit.detect.detect_packets import ice_check, pcap_bytes, stun, udp_frame, xor_address
 
 HOST = ("10.0.0.2", 50000)
 RELAY = ("198.51.100.20", 3478)  # an unsanctioned TURN server
