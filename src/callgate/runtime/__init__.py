@@ -23,8 +23,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from callgate.accounts.service import AccountService
+from callgate.accounts.throttle import login_throttle
 from callgate.api.app import create_app
 from callgate.api.deps import Services
+from callgate.api.http_guard import MAX_HEADER_BYTES, guarded_h11
 from callgate.api.relays import relay_status
 from callgate.api.routes.directory import directory_router
 from callgate.clock import SystemClock
@@ -218,8 +220,17 @@ def _health(store: Store, server: TurnServer, sink: DbEventSink) -> dict[str, An
 
 async def _start_http(settings: Settings, app: Any) -> tuple[_HttpServer, asyncio.Task[None]]:
     host, port = settings.http
+    limits = settings.limits
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        http=guarded_h11(limits.http_header_timeout_s),  # half-sent heads are cut off
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=limits.http_max_connections,
     )
     http = _HttpServer(config)
     task = asyncio.create_task(http.serve())
@@ -281,6 +292,12 @@ async def run_serve(settings: Settings) -> None:
         groups=GroupStore(store),
         audit=AuditLog(store),
         audit_key=key_path(settings),
+        login_throttle=login_throttle(
+            settings.limits.login_account_failures,
+            settings.limits.login_address_failures,
+            settings.limits.login_delay_s,
+            settings.limits.login_max_delay_s,
+        ),
     )
     # Signaling hands out TURN REST credentials: the relay must know the secret they are signed
     # with. Without one configured, serve keeps its own in the data directory.
@@ -309,18 +326,20 @@ async def run_serve(settings: Settings) -> None:
             services = dataclasses.replace(
                 services, live=calls.hub, relays=lambda: [relay_status(server)]
             )
-            registry = build_registry(server.live_counters)
+            # No /metrics on the HTTP app (it has no authentication): `--metrics HOST:PORT`.
             app = create_app(
-                registry=registry,
                 health=lambda: _health(store, server, sink),
                 services=services,
                 routers=[calls.router, directory_router(calls.hub)],
             )
             http, http_task = await _start_http(settings, app)
-            with metrics_endpoint(settings, server):
+            with metrics_endpoint(settings, server) as metrics:
+                extra = (
+                    f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
+                )
                 announce(
                     f"callgate serve listening on {describe_bound(server.bound)}; "
-                    f"http http://{format_address(settings.http)}; data {settings.data_dir}"
+                    f"http http://{format_address(settings.http)}{extra}; data {settings.data_dir}"
                 )
                 stop_wait = asyncio.create_task(stop.wait())
                 await asyncio.wait({stop_wait, http_task}, return_when=asyncio.FIRST_COMPLETED)
