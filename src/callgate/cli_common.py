@@ -74,6 +74,22 @@ def settings_from(config: Path | None, overrides: dict[str, Any]) -> Settings:
         raise fail(str(exc)) from None
 
 
+def store_settings(command: str, config: Path | None, overrides: dict[str, Any]) -> Settings:
+    """Settings of a command that works on the store itself only: with CALLGATE_SERVER set and
+    no sign of a local store (--data-dir, --config, CALLGATE_CONFIG, CALLGATE_DATA_DIR,
+    CALLGATE_DATABASE_URL) it refuses, instead of quietly reading ./data."""
+    local = [config, overrides.get("data_dir")] + [
+        os.environ.get(name)
+        for name in ("CALLGATE_CONFIG", "CALLGATE_DATA_DIR", "CALLGATE_DATABASE_URL")
+    ]
+    if os.environ.get(SERVER_ENV) and not any(local):
+        raise fail(
+            f"`callgate {command}` works on a store, not through {SERVER_ENV}: give --data-dir "
+            f"or --config of the server's store, or unset {SERVER_ENV}"
+        )
+    return settings_from(config, overrides)
+
+
 def open_settings_store(settings: Settings) -> Store:
     """The store of `settings` (its database URL or data dir), migrated; exit 1 when it fails."""
     from callgate.storage.db import open_store

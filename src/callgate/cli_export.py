@@ -21,7 +21,7 @@ from callgate.cli_common import (
     err,
     fail,
     open_settings_store,
-    settings_from,
+    store_settings,
 )
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def cdr_export(
     from callgate.records.query import CdrFilter
 
     where = CdrFilter(party, _time(since, "--since"), _time(until, "--until"), disposition, poor)
-    store = open_settings_store(settings_from(config, {"data_dir": data_dir}))
+    store = open_settings_store(store_settings("cdr export", config, {"data_dir": data_dir}))
     try:
         with _output(output) as out:
             count = _export(store, "cdr", where, fmt, out)
@@ -164,7 +164,7 @@ def audit_export(
     where = AuditFilter(
         after_seq, actor, action, object_, _time(since, "--since"), _time(until, "--until")
     )
-    store = open_settings_store(settings_from(config, {"data_dir": data_dir}))
+    store = open_settings_store(store_settings("audit export", config, {"data_dir": data_dir}))
     try:
         with _output(output) as out:
             count = _export(store, "audit", where, fmt, out)

@@ -43,6 +43,7 @@ from callgate.records.retention import PurgeJob
 from callgate.signaling.service import build_signaling
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.repositories import TurnUserRepository
+from callgate.turn.config import TurnConfig
 from callgate.turn.server import TurnServer
 from callgate.types import Address, Transport
 from callgate.web.directory import directory_router
@@ -177,6 +178,20 @@ def metrics_endpoint(settings: Settings, server: TurnServer) -> Generator[Metric
         endpoint.stop()
 
 
+def quota_note(config: TurnConfig) -> str:
+    """The allocation quotas in words, for the start-up line: a client past one gets 486."""
+    per_user = config.max_allocations_per_user
+    note = (
+        f"at most {per_user} allocations at once per TURN user (--max-allocations-per-user, "
+        "0: no limit)"
+        if per_user
+        else "no per-user allocation limit"
+    )
+    if config.max_allocations_total:
+        note += f", {config.max_allocations_total} in all"
+    return note
+
+
 async def run_turn(settings: Settings) -> None:
     """The relay alone: TURN listeners, optional metrics endpoint, until SIGTERM/SIGINT."""
     config = turn_config(settings)
@@ -188,7 +203,10 @@ async def run_turn(settings: Settings) -> None:
     async with TurnServer(config) as server:
         with metrics_endpoint(settings, server) as metrics:
             extra = f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
-            announce(f"callgate turn listening on {describe_bound(server.bound)}{extra}")
+            announce(
+                f"callgate turn listening on {describe_bound(server.bound)}{extra}; "
+                f"{quota_note(config)}"
+            )
             await stop.wait()
             log.info("stopping")
     log.info("stopped")
@@ -320,7 +338,8 @@ async def run_serve(settings: Settings) -> None:
             with metrics_endpoint(settings, server):
                 announce(
                     f"callgate serve listening on {describe_bound(server.bound)}; "
-                    f"http http://{format_address(settings.http)}; data {settings.data_dir}"
+                    f"http http://{format_address(settings.http)}; data {settings.data_dir}; "
+                    f"{quota_note(server.config)}"
                 )
                 stop_wait = asyncio.create_task(stop.wait())
                 await asyncio.wait({stop_wait, http_task}, return_when=asyncio.FIRST_COMPLETED)

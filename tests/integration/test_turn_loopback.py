@@ -41,6 +41,7 @@ from tests.integration.turn_client import (
     error_code,
     events_of,
     parse_data_indication,
+    reason_of,
     request_bytes,
     run_server,
     stream_client,
@@ -525,7 +526,12 @@ async def test_second_allocation_over_the_user_quota_is_refused() -> None:
         address = server.address(Transport.UDP)
         async with udp_client(address) as first, udp_client(address) as second:
             await first.allocated()
-            assert error_code(await second.allocate()) == 486
+            refused = await second.allocate()
+            assert error_code(refused) == 486
+            # the reason phrase names the limit, so an operator knows which setting to change
+            assert reason_of(refused) == (
+                "Allocation Quota Reached: 1 per user (max_allocations_per_user)"
+            )
 
             # Ending the first allocation gives the quota back.
             assert (await first.refresh(lifetime=0)).cls is MessageClass.SUCCESS

@@ -53,6 +53,17 @@ class AllocationManager:
         """How many live allocations `user` holds."""
         return self._per_user.get(user, 0)
 
+    def quota_refusal(self, user: str) -> str | None:
+        """The 486 reason phrase naming the quota `user` reached, or None while both allow more
+        (RFC 8489 §14.8: a reason phrase under 128 characters)."""
+        if self.max_total and len(self._by_tuple) >= self.max_total:
+            return f"Allocation Quota Reached: server full (max_allocations {self.max_total})"
+        if self.max_per_user and self._per_user.get(user, 0) >= self.max_per_user:
+            return (
+                f"Allocation Quota Reached: {self.max_per_user} per user (max_allocations_per_user)"
+            )
+        return None
+
     def quota_allows(self, user: str) -> bool:
         """RFC 8656 §7.2 step 10: per-user and global allocation quotas (486)."""
         if self.max_total and len(self._by_tuple) >= self.max_total:
