@@ -201,7 +201,7 @@ class AuditSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # `callgate serve` signs a checkpoint this often (seconds) when the log has grown; 0 = never.
-    checkpoint_interval_s: float = Field(default=300.0, ge=0, le=7 * 86400)
+    checkpoint_interval_s: float = Field(default=60.0, ge=0, le=7 * 86400)
     # The Ed25519 signing key (PKCS#8 PEM, created 0600 when missing); default
     # DATA_DIR/keys/audit-ed25519.pem.
     key_file: Path | None = None

@@ -37,8 +37,9 @@ from callgate.policy.turn_limits import attach as attach_turn_limits
 from callgate.records.audit import AuditLog, load_or_create_signing_key
 from callgate.records.audit_runtime import Checkpointer, key_path, record_start
 from callgate.records.cdr import CdrRepository
+from callgate.records.heartbeat import CallHeartbeat
 from callgate.records.quality_store import QualityRepository
-from callgate.records.relay_sessions import DbEventSink
+from callgate.records.relay_sessions import DbEventSink, close_stale_sessions
 from callgate.records.retention import PurgeJob
 from callgate.signaling.service import build_signaling
 from callgate.storage.db import Store, display_url, open_store
@@ -259,6 +260,10 @@ async def _prepare_records(store: Store, accounts: AccountService) -> None:
             f"created the first administrator: user 'admin', password {password} "
             "(shown only now; change it with `callgate user passwd admin`)"
         )
+    # relay sessions first: the call records then link them with their last counters
+    sessions = await asyncio.to_thread(close_stale_sessions, store.sessions)
+    if sessions:
+        log.warning("closed %d relay session(s) left open by a previous run", sessions)
     closed = await asyncio.to_thread(CdrRepository(store).close_stale)
     if closed:
         log.warning("finalized %d call record(s) left open by a previous run", closed)
@@ -320,6 +325,10 @@ async def run_serve(settings: Settings) -> None:
                 call_policy=policy,
             )
             await calls.hub.start()
+            heartbeat = CallHeartbeat(
+                store.engine, lambda: [call.call_id for call in calls.hub.engine.live_calls()]
+            )
+            await heartbeat.start()
             await checkpointer.start()
             await purge_job.start()
             group_limits = await attach_turn_limits(store, server.handler, config.deny_peers)
@@ -348,6 +357,7 @@ async def run_serve(settings: Settings) -> None:
                 http.should_exit = True
                 with contextlib.suppress(SystemExit):
                     await http_task
+                await heartbeat.stop()
                 await calls.hub.stop()
                 await purge_job.stop()
                 group_limits.cancel()

@@ -26,6 +26,9 @@ from callgate.types import Address, Transport
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
+# Traffic counters of live allocations go to the event sink (the relay_sessions rows) this often
+# while they grow: after a crash the next start closes the sessions with these (records/).
+PROGRESS_INTERVAL = 2.0
 # A TCP/TLS connection with no allocation that sends nothing this long is closed.
 IDLE_STREAM_SECONDS = 60.0
 
@@ -156,9 +159,13 @@ class TurnServer:
         return context
 
     async def _sweep_forever(self) -> None:
+        reported = self.clock.monotonic()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             self.sweep()
+            if self.clock.monotonic() - reported >= PROGRESS_INTERVAL:
+                reported = self.clock.monotonic()
+                self.manager.report_progress()
 
     def sweep(self) -> None:
         try:
