@@ -51,6 +51,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 CLI_FLAGS: dict[tuple[str, ...], str] = {
     ("data_dir",): "--data-dir",
     ("http",): "--http",
+    ("https",): "--https",
+    ("self_signed",): "--self-signed",
     ("metrics",): "--metrics",
     ("log_level",): "--log-level",
     ("database_url",): "--database-url",
@@ -303,6 +305,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     http: HostPort = ("127.0.0.1", 8080)
+    # The app and API over TLS (serve only), with turn.cert/turn.key or a --self-signed local CA;
+    # then `http` only redirects to it. Default with --self-signed: the http host, port 8443.
+    https: OptAddress = None
+    self_signed: bool = False
     metrics: OptAddress = None
     log_level: str = "INFO"
     database_url: str | None = None
@@ -337,6 +343,20 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_source = InitSettingsSource(settings_cls, init_kwargs=_toml_data.get() or {})
         return (init_settings, _EnvSource(settings_cls), toml_source)
+
+    @model_validator(mode="after")
+    def _https(self) -> Settings:
+        if self.self_signed and self.turn.cert is not None:
+            raise ValueError("--self-signed makes its own certificate: not with --cert/--key")
+        if self.https is not None and self.turn.cert is None and not self.self_signed:
+            raise ValueError("--https needs --cert and --key, or --self-signed")
+        return self
+
+    def https_address(self) -> Address | None:
+        """Where the HTTPS app listens: `https`, else with --self-signed the http host on 8443."""
+        if self.https is not None:
+            return self.https
+        return (self.http[0], 8443) if self.self_signed else None
 
     def database(self) -> str:
         """The database URL: as configured, or a SQLite file in data_dir."""

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Generator
@@ -44,10 +45,12 @@ from callgate.records.retention import PurgeJob
 from callgate.signaling.service import build_signaling
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.repositories import TurnUserRepository
+from callgate.tls_local import ensure_local_tls, trust_instructions
 from callgate.turn.config import TurnConfig
 from callgate.turn.server import TurnServer
 from callgate.types import Address, Transport
 from callgate.web.directory import directory_router
+from callgate.web.https import Hsts, https_redirect
 
 log = logging.getLogger("callgate")
 
@@ -235,10 +238,22 @@ def _health(store: Store, server: TurnServer, sink: DbEventSink) -> dict[str, An
     }
 
 
-async def _start_http(settings: Settings, app: Any) -> tuple[_HttpServer, asyncio.Task[None]]:
-    host, port = settings.http
+async def _start_http(
+    settings: Settings, app: Any, *, address: Address | None = None, tls: bool = False
+) -> tuple[_HttpServer, asyncio.Task[None]]:
+    """uvicorn serving `app` on `address` (default `settings.http`), over TLS with the
+    certificate and key of `settings.turn` when `tls`."""
+    host, port = address or settings.http
+    cert, key = (settings.turn.cert, settings.turn.key) if tls else (None, None)
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=str(cert) if cert else None,
+        ssl_keyfile=str(key) if key else None,
     )
     http = _HttpServer(config)
     task = asyncio.create_task(http.serve())
@@ -246,9 +261,26 @@ async def _start_http(settings: Settings, app: Any) -> tuple[_HttpServer, asynci
         if task.done():  # uvicorn exits (SystemExit) when it cannot bind
             with contextlib.suppress(SystemExit):
                 task.result()
-            raise OSError(f"cannot listen on HTTP {format_address(settings.http)}")
+            scheme = "HTTPS" if tls else "HTTP"
+            raise OSError(f"cannot listen on {scheme} {format_address((host, port))}")
         await asyncio.sleep(0.02)
     return http, task
+
+
+async def _local_tls(settings: Settings) -> Settings:
+    """With --self-signed: the local CA and a server certificate for the addresses this server is
+    reached at (DATA_DIR/tls), announced with how to trust it; the settings then use them."""
+    if not settings.self_signed:
+        return settings
+    https = settings.https_address()
+    names = [settings.http[0], settings.turn.relay_ip or "", settings.turn.relay_ip6 or ""]
+    names += [https[0] if https else "", "localhost", "127.0.0.1", "::1", socket.gethostname()]
+    names = [n for n in names if n and n not in ("0.0.0.0", "::")]
+    local = await asyncio.to_thread(ensure_local_tls, settings.data_dir, names)
+    made = "created" if local.created_ca else "using"
+    announce(f"{made} local CA {local.ca_cert}; {trust_instructions(local.ca_cert)}")
+    turn = settings.turn.model_copy(update={"cert": local.cert, "key": local.key})
+    return settings.model_copy(update={"turn": turn})
 
 
 async def _prepare_records(store: Store, accounts: AccountService) -> None:
@@ -283,6 +315,7 @@ async def _start_audit(store: Store, settings: Settings) -> Checkpointer:
 
 async def run_serve(settings: Settings) -> None:
     """Everything on one box: SQLite store, TURN relay with DB users and records, HTTP app."""
+    settings = await _local_tls(settings)
     store = await asyncio.to_thread(open_store, settings.database())
     log.info("store %s open and migrated", display_url(settings.database()))
     config = turn_config(settings)
@@ -343,20 +376,29 @@ async def run_serve(settings: Settings) -> None:
                 services=services,
                 routers=[calls.router, directory_router(calls.hub)],
             )
-            http, http_task = await _start_http(settings, app)
+            https = settings.https_address()
+            where = f"http http://{format_address(settings.http)}"
+            if https is None:
+                web = [await _start_http(settings, app)]
+            else:  # the app over TLS; plain HTTP only redirects to it
+                web = [await _start_http(settings, Hsts(app), address=https, tls=True)]
+                web.append(await _start_http(settings, https_redirect(*https)))
+                where = f"https https://{format_address(https)} ({where} redirects to it)"
             with metrics_endpoint(settings, server):
                 announce(
                     f"callgate serve listening on {describe_bound(server.bound)}; "
-                    f"http http://{format_address(settings.http)}; data {settings.data_dir}; "
-                    f"{quota_note(server.config)}"
+                    f"{where}; data {settings.data_dir}; {quota_note(server.config)}"
                 )
                 stop_wait = asyncio.create_task(stop.wait())
-                await asyncio.wait({stop_wait, http_task}, return_when=asyncio.FIRST_COMPLETED)
+                tasks = {stop_wait, *(task for _, task in web)}
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 stop_wait.cancel()
                 log.info("stopping")
-                http.should_exit = True
-                with contextlib.suppress(SystemExit):
-                    await http_task
+                for http, _ in web:
+                    http.should_exit = True
+                for _, http_task in web:
+                    with contextlib.suppress(SystemExit):
+                        await http_task
                 await heartbeat.stop()
                 await calls.hub.stop()
                 await purge_job.stop()
