@@ -216,6 +216,9 @@ class TurnSettings(BaseModel):
 
     listen: AddressList = Field(default_factory=lambda: [("127.0.0.1", 3478)])
     tls_listen: AddressList = Field(default_factory=list)
+    # The name clients are given in `turns:` URLs (it must match the certificate); default: the
+    # TLS listener's address (or relay_ip when it listens on a wildcard).
+    tls_name: str | None = Field(default=None, min_length=1, max_length=253)
     cert: Path | None = None
     key: Path | None = None
     relay_ip: str | None = None
@@ -276,8 +279,6 @@ class TurnSettings(BaseModel):
     def _coherent(self) -> TurnSettings:
         if (self.cert is None) != (self.key is None):
             raise ValueError("--cert and --key go together")
-        if self.tls_listen and self.cert is None:
-            raise ValueError("--tls-listen needs --cert and --key")
         if self.default_lifetime > self.max_lifetime:
             raise ValueError("default_lifetime is larger than max_lifetime")
         return self
@@ -350,6 +351,8 @@ class Settings(BaseSettings):
             raise ValueError("--self-signed makes its own certificate: not with --cert/--key")
         if self.https is not None and self.turn.cert is None and not self.self_signed:
             raise ValueError("--https needs --cert and --key, or --self-signed")
+        if self.turn.tls_listen and self.turn.cert is None and not self.self_signed:
+            raise ValueError("--tls-listen needs --cert and --key (or --self-signed with serve)")
         return self
 
     def https_address(self) -> Address | None:
@@ -430,6 +433,7 @@ def turn_config(settings: Settings) -> TurnConfig:
     return TurnConfig(
         listen=tuple(turn.listen),
         tls_listen=tuple(turn.tls_listen),
+        tls_name=turn.tls_name,
         cert_file=str(turn.cert) if turn.cert else None,
         key_file=str(turn.key) if turn.key else None,
         relay_ip=turn.relay_ip,

@@ -274,7 +274,9 @@ async def _local_tls(settings: Settings) -> Settings:
         return settings
     https = settings.https_address()
     names = [settings.http[0], settings.turn.relay_ip or "", settings.turn.relay_ip6 or ""]
-    names += [https[0] if https else "", "localhost", "127.0.0.1", "::1", socket.gethostname()]
+    names += [https[0] if https else "", settings.turn.tls_name or ""]
+    names += [host for host, _port in settings.turn.tls_listen]
+    names += ["localhost", "127.0.0.1", "::1", socket.gethostname()]
     names = [n for n in names if n and n not in ("0.0.0.0", "::")]
     local = await asyncio.to_thread(ensure_local_tls, settings.data_dir, names)
     made = "created" if local.created_ca else "using"
