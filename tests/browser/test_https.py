@@ -3,7 +3,8 @@ namespace (the server, 203.0.113.1), headless Chromium in another (an office PC,
 that trusts the server's local CA through its NSS database — the way an operator trusts it on a
 desktop (`certutil -A -t C,,`), not by ignoring certificate errors. Over https:// the page is a
 secure context, so it gets the (fake) microphone; two colleagues then complete a relay-only call.
-Plain http:// on the server redirects to https://.
+Plain http:// on the server redirects to https://. The office lets no UDP out and nothing to
+port 3478: the browsers' media goes through TURN over TLS (the `turns:` URL of `hello`).
 
 TEST-NET-3 addresses, inside namespaces this test makes and deletes: nothing reaches the host's
 network, and the relay's peer filter (which refuses private ranges) needs no exception.
@@ -11,6 +12,7 @@ network, and the relay's peer filter (which refuses private ranges) needs no exc
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -32,7 +34,7 @@ from tests.browser.helpers import (
     wait_status,
 )
 from tests.cli_process import COMMAND, clean_env
-from tests.e2e.helpers import CALLS, rows_of
+from tests.e2e.helpers import CALLS, RELAY_SESSIONS, rows_of
 from tests.lab.netns import IP, Netns, remove_stale_labs
 
 SERVER_IP = "203.0.113.1"
@@ -59,7 +61,7 @@ class Office:
 def _missing() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network namespaces)"
-    for tool in ("ip", "certutil"):
+    for tool in ("ip", "iptables", "certutil"):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed (scripts/test installs it)"
     return None
@@ -80,6 +82,9 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
         net.veth(server_ns, "cgh-srv", office_ns, "cgh-pc")
         net.ip(server_ns, "addr", "add", f"{SERVER_IP}/24", "dev", "cgh-srv")
         net.ip(office_ns, "addr", "add", f"{OFFICE_IP}/24", "dev", "cgh-pc")
+        # the office lets only TCP out, and not to plain STUN/TURN: media must use turns:…:5349
+        net.sh(office_ns, "iptables -A OUTPUT -o cgh-pc -p udp -j DROP")
+        net.sh(office_ns, "iptables -A OUTPUT -o cgh-pc -p tcp --dport 3478 -j DROP")
         data = root / "data"
         for handle, name in (("alice", "Alice Archer"), ("bob", "Bob Baker")):
             add_user(data, handle, display_name=name)
@@ -87,7 +92,8 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
         args = [
             "serve", "--data-dir", str(data), "--self-signed",
             "--http", f"{SERVER_IP}:8080", "--https", f"{SERVER_IP}:8443",
-            "--listen", f"{SERVER_IP}:3478", "--relay-ip", SERVER_IP,
+            "--listen", f"{SERVER_IP}:3478", "--tls-listen", f"{SERVER_IP}:5349",
+            "--relay-ip", SERVER_IP,
             "--relay-ports", "49152-49252",
         ]  # fmt: skip
         with log_path.open("wb") as log:
@@ -174,7 +180,8 @@ def test_colleagues_call_over_https_from_another_machine(
 
     deadline = time.monotonic() + 15
     while True:
-        rows = rows_of(office.database, CALLS, CALLS.c.end_at.is_not(None))
+        # finalized, and linked to its relay sessions (written a moment after the end)
+        rows = rows_of(office.database, CALLS, CALLS.c.relay_allocation_ids.is_not(None))
         if rows or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -184,4 +191,8 @@ def test_colleagues_call_over_https_from_another_machine(
     assert (record["disposition"], record["reason"]) == ("answered", "hangup")
     assert record["media_path"] == "relay/relay", record
     assert record["caller_address"].startswith(OFFICE_IP), record
+    # both browsers took the one way out: TURN over TLS (hello's turns: URL)
+    ids = json.loads(record["relay_allocation_ids"] or "[]")
+    sessions = rows_of(office.database, RELAY_SESSIONS, RELAY_SESSIONS.c.allocation_id.in_(ids))
+    assert {(s["user"], s["transport"]) for s in sessions} >= {("alice", "tls"), ("bob", "tls")}
     assert "Traceback" not in office.log(), office.log()
