@@ -16,6 +16,7 @@ from rich.table import Table
 from callgate.cli_common import (
     ConfigOpt,
     JsonOpt,
+    ReaderOpt,
     ServerOpt,
     StoreDirOpt,
     admin_api,
@@ -121,16 +122,7 @@ def cdr_list(
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
     server: ServerOpt = None,
-    admin: Annotated[
-        str | None,
-        typer.Option(
-            "--as",
-            metavar="HANDLE",
-            help="With --server: sign in as this admin or compliance officer (env CALLGATE_USER) "
-            "instead of using the `callgate login` session; password from CALLGATE_ADMIN_PASSWORD.",
-            show_default=False,
-        ),
-    ] = None,
+    admin: ReaderOpt = None,
 ) -> None:
     """Call records, newest first. Search by more fields and export: `callgate cdr export`,
     the console's Records page, or GET /api/cdrs."""

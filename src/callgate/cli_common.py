@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -48,6 +48,16 @@ ServerOpt = Annotated[
         "--server",
         metavar="URL",
         help="Through this running server's API, as an admin (env CALLGATE_SERVER), not --data-dir.",
+        show_default=False,
+    ),
+]
+ReaderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as",
+        metavar="HANDLE",
+        help="With --server: sign in as this admin or compliance officer (env CALLGATE_USER) "
+        "instead of using the `callgate login` session; password from CALLGATE_ADMIN_PASSWORD.",
         show_default=False,
     ),
 ]
@@ -182,6 +192,25 @@ class AdminApi:
         if response.is_success:
             return response.json() if response.content else None
         raise fail(self._refusal(response), code=1)
+
+    def download(self, path: str, out: IO[bytes]) -> int:
+        """GET `path` and write its body to `out` as it arrives (a streamed export); the number
+        of bytes written. Exit 1 with the server's reason when refused."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self._token}"}
+        written = 0
+        try:
+            with self._http.stream("GET", self.server + path, headers=headers) as response:
+                if not response.is_success:
+                    response.read()
+                    raise fail(self._refusal(response), code=1)
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    written += len(chunk)
+        except httpx.HTTPError as exc:
+            raise fail(f"cannot reach {self.server}: {exc}", code=1) from None
+        return written
 
     def _refusal(self, response: httpx.Response) -> str:
         status, detail = response.status_code, _detail(response)
