@@ -7,8 +7,8 @@ from pathlib import Path
 
 from callgate.clock import ManualClock
 from callgate.keys import load_or_create_secret
+from callgate.runtime.calling import tls_urls
 from callgate.signaling.iceconfig import IceServerConfig
-from callgate.signaling.service import tls_urls
 from callgate.turn.auth import Authenticator, long_term_key
 from callgate.turn.config import TurnConfig
 from callgate.turn.server import TurnServer

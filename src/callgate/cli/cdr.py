@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import typer
 from rich.table import Table
 
-from callgate.cli_common import (
+from callgate.cli.common import (
     ConfigOpt,
     JsonOpt,
     ReaderOpt,

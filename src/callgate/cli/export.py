@@ -1,4 +1,4 @@
-"""`callgate cdr export` and `callgate audit export`: streamed CSV / JSON Lines exports read
+"""`callgate cdr export` and `callgate audit export` (registered in app.py): streamed CSV / JSON Lines exports read
 directly from the store of `--data-dir`, with a progress bar on stderr; each export is audited
 (actor "system", details with `via: cli` and the OS user) exactly as the API's are. With
 `--server URL` (or CALLGATE_SERVER) they stream the API's export instead (GET /api/cdrs/export,
@@ -16,9 +16,8 @@ from urllib.parse import urlencode
 
 import typer
 
-from callgate.cli_audit import audit_app
-from callgate.cli_cdr import cdr_app, parse_since
-from callgate.cli_common import (
+from callgate.cli.cdr import parse_since
+from callgate.cli.common import (
     ConfigOpt,
     ReaderOpt,
     ServerOpt,
@@ -133,7 +132,6 @@ def _export(
     return counter[0].count
 
 
-@cdr_app.command("export")
 def cdr_export(
     fmt: FormatOpt = "csv",
     output: OutputOpt = None,
@@ -171,7 +169,6 @@ def cdr_export(
     err.print(f"exported {count} call records", highlight=False)
 
 
-@audit_app.command("export")
 def audit_export(
     fmt: FormatOpt = "jsonl",
     output: OutputOpt = None,

@@ -27,6 +27,7 @@ from callgate.accounts.service import AccountService
 from callgate.api.app import create_app
 from callgate.api.deps import Services
 from callgate.api.relays import relay_status
+from callgate.api.routes.directory import directory_router
 from callgate.clock import SystemClock
 from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
@@ -36,20 +37,19 @@ from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
 from callgate.records.audit import AuditLog, load_or_create_signing_key
-from callgate.records.audit_runtime import Checkpointer, key_path, record_start
 from callgate.records.cdr import CdrRepository
 from callgate.records.heartbeat import CallHeartbeat
 from callgate.records.quality_store import QualityRepository
 from callgate.records.relay_sessions import DbEventSink, close_stale_sessions
 from callgate.records.retention import PurgeJob
-from callgate.signaling.service import build_signaling
+from callgate.runtime.audit import Checkpointer, key_path, record_start
+from callgate.runtime.calling import build_signaling
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.repositories import TurnUserRepository
 from callgate.tls_local import ensure_local_tls, trust_instructions
 from callgate.turn.config import TurnConfig
 from callgate.turn.server import TurnServer
 from callgate.types import Address, Transport
-from callgate.web.directory import directory_router
 from callgate.web.https import Hsts, https_redirect
 
 log = logging.getLogger("callgate")
