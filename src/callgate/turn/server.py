@@ -137,7 +137,8 @@ class TurnServer:
             listener = UdpListener(sock, self.handler, self.manager, self.counters)
             listener.start(loop)
             self._udp.append(listener)
-            self.bound.append((Transport.UDP, listener.address))
+            # before the TCP entry just added: "udp H:P, tcp H:P", as the start-up line shows
+            self.bound.insert(len(self.bound) - 1, (Transport.UDP, listener.address))
             return
 
     async def _listen_stream(
