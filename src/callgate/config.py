@@ -195,6 +195,10 @@ class CallSettings(BaseModel):
     silence_timeout: float = Field(default=8.0, gt=0, le=300)
     # Lifetime of the TURN REST credentials handed out in `hello`.
     credential_ttl: int = Field(default=600, ge=60, le=86400)
+    # Per account: signaling sockets open at once (more are closed with 4429), and call attempts
+    # (call.invite) per minute, in bursts of as many (more are refused `rate-limited`, no record).
+    max_devices_per_user: int = Field(default=10, ge=1, le=1000)
+    call_attempts_per_minute: int = Field(default=30, ge=1, le=10_000)
 
 
 class AuditSettings(BaseModel):
@@ -207,6 +211,25 @@ class AuditSettings(BaseModel):
     # The Ed25519 signing key (PKCS#8 PEM, created 0600 when missing); default
     # DATA_DIR/keys/audit-ed25519.pem.
     key_file: Path | None = None
+
+
+class LimitSettings(BaseModel):
+    """The `[limits]` table / `CALLGATE_LIMITS__*`: what one account or address may do
+    (docs/security.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # POST /api/login: failures allowed per handle and per client address before a delay, which
+    # starts at login_delay_s and doubles with every further failure up to login_max_delay_s.
+    login_account_failures: int = Field(default=5, ge=1, le=1000)
+    login_address_failures: int = Field(default=20, ge=1, le=100_000)
+    login_delay_s: float = Field(default=1.0, gt=0, le=3600)
+    login_max_delay_s: float = Field(default=300.0, gt=0, le=86400)
+    # HTTP: a request head must arrive within http_header_timeout_s; at most
+    # http_max_connections connections and requests in progress at once (more: 503).
+    # WebSockets count as connections.
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    http_max_connections: int = Field(default=2000, ge=1, le=1_000_000)
 
 
 class TurnSettings(BaseModel):
@@ -316,6 +339,7 @@ class Settings(BaseSettings):
     turn: TurnSettings = Field(default_factory=TurnSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @field_validator("log_level")
     @classmethod

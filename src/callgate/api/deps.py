@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Protocol, cast
 
@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from callgate.accounts.records import ROLES, UserRecord
 from callgate.accounts.service import AccountService
+from callgate.accounts.throttle import LoginThrottle
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.records.audit import AuditLog
@@ -31,6 +32,7 @@ class Services:
     audit_key: Path | None = None  # the checkpoint signing key (POST /api/audit/checkpoints)
     live: LiveCalls | None = None  # the signaling hub in this process (absent: no live calls)
     relays: Callable[[], Sequence[RelayStatus]] | None = None  # TURN relays in this process
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)  # POST /api/login
 
 
 class LiveCalls(Protocol):

@@ -24,8 +24,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from callgate.accounts.service import AccountService
+from callgate.accounts.throttle import login_throttle
 from callgate.api.app import create_app
 from callgate.api.deps import Services
+from callgate.api.http_guard import MAX_HEADER_BYTES, guarded_h11
 from callgate.api.relays import relay_status
 from callgate.api.routes.directory import directory_router
 from callgate.clock import SystemClock
@@ -245,6 +247,7 @@ async def _start_http(
     certificate and key of `settings.turn` when `tls`."""
     host, port = address or settings.http
     cert, key = (settings.turn.cert, settings.turn.key) if tls else (None, None)
+    limits = settings.limits
     config = uvicorn.Config(
         app,
         host=host,
@@ -252,6 +255,9 @@ async def _start_http(
         log_config=None,
         access_log=False,
         lifespan="off",
+        http=guarded_h11(limits.http_header_timeout_s),  # half-sent heads are cut off
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=limits.http_max_connections,
         ssl_certfile=str(cert) if cert else None,
         ssl_keyfile=str(key) if key else None,
     )
@@ -339,6 +345,12 @@ async def run_serve(settings: Settings) -> None:
         groups=GroupStore(store),
         audit=AuditLog(store),
         audit_key=key_path(settings),
+        login_throttle=login_throttle(
+            settings.limits.login_account_failures,
+            settings.limits.login_address_failures,
+            settings.limits.login_delay_s,
+            settings.limits.login_max_delay_s,
+        ),
     )
     # Signaling hands out TURN REST credentials: the relay must know the secret they are signed
     # with. Without one configured, serve keeps its own in the data directory.
@@ -371,9 +383,8 @@ async def run_serve(settings: Settings) -> None:
             services = dataclasses.replace(
                 services, live=calls.hub, relays=lambda: [relay_status(server)]
             )
-            registry = build_registry(server.live_counters)
+            # No /metrics on the HTTP app (it has no authentication): `--metrics HOST:PORT`.
             app = create_app(
-                registry=registry,
                 health=lambda: _health(store, server, sink),
                 services=services,
                 routers=[calls.router, directory_router(calls.hub)],
@@ -386,10 +397,13 @@ async def run_serve(settings: Settings) -> None:
                 web = [await _start_http(settings, Hsts(app), address=https, tls=True)]
                 web.append(await _start_http(settings, https_redirect(*https)))
                 where = f"https https://{format_address(https)} ({where} redirects to it)"
-            with metrics_endpoint(settings, server):
+            with metrics_endpoint(settings, server) as metrics:
+                extra = (
+                    f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
+                )
                 announce(
                     f"callgate serve listening on {describe_bound(server.bound)}; "
-                    f"{where}; data {settings.data_dir}; {quota_note(server.config)}"
+                    f"{where}{extra}; data {settings.data_dir}; {quota_note(server.config)}"
                 )
                 stop_wait = asyncio.create_task(stop.wait())
                 tasks = {stop_wait, *(task for _, task in web)}

@@ -72,7 +72,14 @@ def build_signaling(
         silence_timeout=settings.silence_timeout,
         relay_addresses=relay_addresses(server),
     )
-    hub = SignalingHub(engine, cdrs, quality, clock, policy=call_policy)
+    hub = SignalingHub(
+        engine,
+        cdrs,
+        quality,
+        clock,
+        policy=call_policy,
+        call_attempts_per_minute=settings.call_attempts_per_minute,
+    )
     if server.config.call_bound:
         server.handler.call_guard = engine.together
     udp = tuple(address for kind, address in server.bound if kind is Transport.UDP)
@@ -104,5 +111,6 @@ def build_signaling(
         relay_only=policy,
         ice=ice,
         clock=clock,
+        max_devices_per_user=settings.max_devices_per_user,
     )
     return Signaling(hub, signaling_router(hub, ws))

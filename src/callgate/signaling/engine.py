@@ -161,6 +161,7 @@ class CallEngine:
         )
         outcome = self._refusal_reason(callee_exists, denial, callees)
         policy_rule, policy_decision, recording_required = policy_fields(denial, grant)
+        policy = {"ice_transport_policy": "relay" if call.relay_only else "all"}
         opened = CallOpened(
             call_id=call.call_id,
             caller_handle=caller.handle,
@@ -176,7 +177,7 @@ class CallEngine:
         )
         effects: list[Effect] = [
             CdrOpen(opened),
-            Send(device_id, m.ack_message(request_id, call_id=call.call_id)),
+            Send(device_id, m.ack_message(request_id, call_id=call.call_id, **policy)),
         ]
         if outcome is not None:
             if denial is not None:
@@ -190,7 +191,9 @@ class CallEngine:
         for device in callees:
             call.ringing[device.device_id] = device
             self._call_by_device[device.device_id] = call
-            message = m.incoming_message(call.call_id, caller.handle, caller.display_name, offer)
+            message = m.incoming_message(
+                call.call_id, caller.handle, caller.display_name, offer, call.relay_only
+            )
             effects.append(Send(device.device_id, message))
         effects.append(Send(device_id, m.ringing_message(call.call_id, len(callees))))
         return effects
@@ -252,9 +255,12 @@ class CallEngine:
                 targets = list(call.ringing)
         except _Refusal as refusal:
             return self._error(device_id, request_id, refusal.code, refusal.message)
-        if not filter_candidate(candidate.candidate, call.relay_only, self.relay_addresses):
+        forwarded = filter_candidate(candidate.candidate, call.relay_only, self.relay_addresses)
+        if forwarded is None:
             return [Send(device_id, m.ack_message(request_id, forwarded=False))]
-        message = m.candidate_message(call_id, candidate)
+        message = m.candidate_message(
+            call_id, candidate.model_copy(update={"candidate": forwarded})
+        )
         return [
             Send(device_id, m.ack_message(request_id, forwarded=True)),
             *(Send(target, message) for target in targets),

@@ -33,6 +33,7 @@ from callgate.signaling.dispatch import handle_message
 from callgate.signaling.effects import CdrFinal, CdrOpen, CdrUpdate, Effect, Send, StatsReport
 from callgate.signaling.engine import CallEngine
 from callgate.signaling.live import LiveCall, live_call
+from callgate.signaling.ratelimit import MessageRateLimiter
 from callgate.signaling.sdp import relay_candidates
 from callgate.types.decisions import Denial, Grant
 
@@ -80,6 +81,7 @@ class SignalingHub:
         node_id: str | None = None,
         link_delays: Sequence[float] = LINK_DELAYS,
         policy: CallPolicy | None = None,
+        call_attempts_per_minute: int = 30,
     ) -> None:
         self.engine = engine
         self.policy = policy
@@ -97,6 +99,10 @@ class SignalingHub:
         self._answered: set[str] = set()  # calls answered so far (their duration counts)
         self._relays: dict[str, list[str]] = {}  # call_id -> relay candidates seen so far
         self._parties: dict[str, tuple[str, str]] = {}  # call_id -> (caller, callee) handles
+        # Per account: call attempts (records written) are bounded, refusals logged once a run.
+        self._attempt_rate = call_attempts_per_minute
+        self._attempts: dict[str, MessageRateLimiter] = {}
+        self._limited: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -133,6 +139,25 @@ class SignalingHub:
         effects = self.engine.device_connected(device.device_id, handle, display_name, relay_only)
         return device, effects
 
+    def device_count(self, handle: str) -> int:
+        """Signaling sockets `handle` has open."""
+        return sum(1 for device in self.devices.values() if device.handle == handle)
+
+    def _attempt_allowed(self, handle: str) -> bool:
+        bucket = self._attempts.get(handle)
+        if bucket is None:
+            rate = self._attempt_rate
+            bucket = self._attempts[handle] = MessageRateLimiter(self.clock, rate / 60.0, rate)
+        if bucket.allow():
+            self._limited.discard(handle)
+            return True
+        if handle not in self._limited:
+            self._limited.add(handle)
+            log.warning(
+                "%s is over %d call attempts a minute: refusing", handle, self._attempt_rate
+            )
+        return False
+
     # -- administration (admin API) ----------------------------------------------------------------
 
     def live_calls(self) -> list[LiveCall]:
@@ -158,6 +183,10 @@ class SignalingHub:
     ) -> None:
         """Run one parsed client message through the engine and carry out what it asks."""
         if isinstance(message, m.Invite):
+            if not self._attempt_allowed(device.handle):
+                text = f"over {self._attempt_rate} call attempts a minute"
+                self.send(device, m.error_message(message.id, m.RATE_LIMITED, text))
+                return
             exists = await asyncio.to_thread(callee_exists, message.to)
             denial, grant = await self._verdict(device.handle, message.to, exists)
             effects = self.engine.invite(

@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from callgate.accounts.handles import normal_handle
 from callgate.errors import CallgateError
 
 PROTOCOL_VERSION: Final = 1
@@ -86,6 +87,12 @@ class _WithSdp(_Message):
 class Invite(_WithSdp):
     type: Literal["call.invite"]
     to: Handle
+
+    @field_validator("to")
+    @classmethod
+    def _normal_to(cls, value: str) -> str:
+        """Handles are case-insensitive: "BOB" calls bob (accounts/handles.py)."""
+        return normal_handle(value)
 
 
 class Answer(_WithSdp):
@@ -244,12 +251,17 @@ def hello_message(
     }
 
 
-def incoming_message(call_id: str, handle: str, display_name: str, sdp: str) -> Json:
+def incoming_message(
+    call_id: str, handle: str, display_name: str, sdp: str, relay_only: bool = False
+) -> Json:
+    """`ice_transport_policy` is this call's: "relay" when a policy rule or either party's
+    account makes the call relay-only, whatever the callee's `hello` said."""
     return {
         "type": "call.incoming",
         "call_id": call_id,
         "from": {"handle": handle, "display_name": display_name},
         "sdp": sdp,
+        "ice_transport_policy": "relay" if relay_only else "all",
     }
 
 
