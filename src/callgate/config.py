@@ -213,6 +213,27 @@ class AuditSettings(BaseModel):
     key_file: Path | None = None
 
 
+class RecordingSettingsModel(BaseModel):
+    """The `[recording]` table / `CALLGATE_RECORDING__*`: compliance recording (docs/recording.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Where recording files go; default DATA_DIR/recordings.
+    directory: Path | None = None
+    # The master key file (base64, 0600, created when missing); default
+    # DATA_DIR/keys/recording-master.key. CALLGATE_RECORDING_MASTER_KEY overrides it.
+    key_file: Path | None = None
+    # A chunk is not written when less than this is free: the call ends `recording-failed`.
+    min_free_mb: int = Field(default=64, ge=0, le=1 << 20)
+    # How often buffered packets are written (and fsynced) as one chunk.
+    flush_interval_s: float = Field(default=0.5, gt=0, le=1.5)
+    # A leg that has sent media and then nothing for this long fails the recording.
+    silence_limit_s: float = Field(default=5.0, gt=0, le=300)
+    # Calls recorded at once (each holds two peer connections on the server); beyond this a call
+    # that must be recorded ends `recording-unavailable`.
+    max_active: int = Field(default=100, ge=1, le=100_000)
+
+
 class LimitSettings(BaseModel):
     """The `[limits]` table / `CALLGATE_LIMITS__*`: what one account or address may do
     (docs/security.md)."""
@@ -339,6 +360,7 @@ class Settings(BaseSettings):
     turn: TurnSettings = Field(default_factory=TurnSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    recording: RecordingSettingsModel = Field(default_factory=RecordingSettingsModel)
     limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @field_validator("log_level")

@@ -108,7 +108,7 @@ async def test_default_deny_names_the_default(hub: SignalingHub, policy: PolicyS
     assert (denied["rule"], denied["reason"]) == ("default", "denied by default policy")
 
 
-async def test_an_allowed_call_records_its_rule_and_recording_flag(
+async def test_a_call_that_must_be_recorded_never_rings_without_a_recorder(
     hub: SignalingHub, policy: PolicyStore
 ) -> None:
     rule = policy.create_rule(
@@ -116,15 +116,18 @@ async def test_an_allowed_call_records_its_rule_and_recording_flag(
     )
     alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
     await invite(hub, alice, "bob")
-    incoming = await next_of(bob, "call.incoming")
+    ended = await next_of(alice, "call.ended")
+    assert (ended["reason"], ended["ended_by"]) == ("recording-unavailable", "server")
+    assert bob.queue.empty()  # bob was never rung
     await hub.flush()
-    row = hub.cdrs.get(incoming["call_id"])
+    row = hub.cdrs.get(ended["call_id"])
     assert row is not None
     assert (row.policy_rule, row.policy_decision, row.recording_required) == (
         f"{rule.id}:record-sales",
         "allow",
         True,
     )
+    assert (row.disposition, row.reason, row.ring_at) == ("failed", "recording-unavailable", None)
     # No rule for dave's calls: the default action, named "default".
     dave = await connect(hub, "dave")
     await invite(hub, dave, "carol")

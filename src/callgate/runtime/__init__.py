@@ -30,6 +30,7 @@ from callgate.api.deps import Services
 from callgate.api.http_guard import MAX_HEADER_BYTES, guarded_h11
 from callgate.api.relays import relay_status
 from callgate.api.routes.directory import directory_router
+from callgate.api.routes.recordings import recordings_router
 from callgate.clock import SystemClock
 from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
@@ -38,6 +39,9 @@ from callgate.metrics import MetricsServer, build_registry, serve_metrics
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
+from callgate.recording.metrics import RecordingCollector
+from callgate.recording.service import RecordingService, recording_settings
+from callgate.recording.store import RecordingRepository
 from callgate.records.audit import AuditLog, load_or_create_signing_key
 from callgate.records.cdr import CdrRepository
 from callgate.records.heartbeat import CallHeartbeat
@@ -173,11 +177,16 @@ class KeyLookup:
 
 
 @contextlib.contextmanager
-def metrics_endpoint(settings: Settings, server: TurnServer) -> Generator[MetricsServer | None]:
+def metrics_endpoint(
+    settings: Settings, server: TurnServer, recordings: RecordingService | None = None
+) -> Generator[MetricsServer | None]:
     if settings.metrics is None:
         yield None
         return
-    endpoint = serve_metrics(settings.metrics, build_registry(server.live_counters))
+    registry = build_registry(server.live_counters)
+    if recordings is not None:
+        registry.register(RecordingCollector(recordings))
+    endpoint = serve_metrics(settings.metrics, registry)
     try:
         yield endpoint
     finally:
@@ -226,7 +235,9 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def _health(store: Store, server: TurnServer, sink: DbEventSink) -> dict[str, Any]:
+def _health(
+    store: Store, server: TurnServer, sink: DbEventSink, recordings: RecordingService
+) -> dict[str, Any]:
     try:
         with store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -237,6 +248,7 @@ def _health(store: Store, server: TurnServer, sink: DbEventSink) -> dict[str, An
         "database": database,
         "turn": {"ok": True, "listeners": describe_bound(server.bound)},
         "recorder": {"ok": sink.write_errors == 0, "dropped": sink.dropped},
+        "call_recording": recordings.health(),
     }
 
 
@@ -321,6 +333,17 @@ async def _start_audit(store: Store, settings: Settings) -> Checkpointer:
     return Checkpointer(audit, key, settings.audit.checkpoint_interval_s)
 
 
+async def _start_recordings(store: Store, settings: Settings) -> RecordingService:
+    """The recorder; recordings a dead server left open are closed as `interrupted`."""
+    service = RecordingService(
+        RecordingRepository(store), recording_settings(settings.recording, settings.data_dir)
+    )
+    recovered = await asyncio.to_thread(service.recover)
+    if recovered:
+        log.warning("closed %d recording(s) left open by a previous run", recovered)
+    return service
+
+
 async def run_serve(settings: Settings) -> None:
     """Everything on one box: SQLite store, TURN relay with DB users and records, HTTP app."""
     settings = await _local_tls(settings)
@@ -331,6 +354,7 @@ async def run_serve(settings: Settings) -> None:
     try:
         await _prepare_records(store, accounts)
         checkpointer = await _start_audit(store, settings)
+        recordings = await _start_recordings(store, settings)
     except BaseException:
         store.close()
         raise
@@ -370,6 +394,7 @@ async def run_serve(settings: Settings) -> None:
                 secret,
                 SystemClock(),
                 call_policy=policy,
+                recordings=recordings,
             )
             await calls.hub.start()
             heartbeat = CallHeartbeat(
@@ -385,9 +410,13 @@ async def run_serve(settings: Settings) -> None:
             )
             # No /metrics on the HTTP app (it has no authentication): `--metrics HOST:PORT`.
             app = create_app(
-                health=lambda: _health(store, server, sink),
+                health=lambda: _health(store, server, sink, recordings),
                 services=services,
-                routers=[calls.router, directory_router(calls.hub)],
+                routers=[
+                    calls.router,
+                    directory_router(calls.hub),
+                    recordings_router(recordings, AuditLog(store)),
+                ],
             )
             https = settings.https_address()
             where = f"http http://{format_address(settings.http)}"
@@ -397,7 +426,7 @@ async def run_serve(settings: Settings) -> None:
                 web = [await _start_http(settings, Hsts(app), address=https, tls=True)]
                 web.append(await _start_http(settings, https_redirect(*https)))
                 where = f"https https://{format_address(https)} ({where} redirects to it)"
-            with metrics_endpoint(settings, server) as metrics:
+            with metrics_endpoint(settings, server, recordings) as metrics:
                 extra = (
                     f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
                 )

@@ -292,3 +292,19 @@ def ended_message(call_id: str, reason: str, ended_by: str) -> Json:
 
 def denied_message(call_id: str, reason: str, rule: str) -> Json:
     return {"type": "call.denied", "call_id": call_id, "reason": reason, "rule": rule}
+
+
+def recording_message(
+    call_id: str, recording_id: str, rule: str | None, sdp: str | None = None
+) -> Json:
+    """Both parties of a recorded call are told (docs/signaling.md, `call.recording`). The
+    caller's copy carries the anchor's answer to its offer: its media goes to the server first."""
+    message: Json = {
+        "type": "call.recording",
+        "call_id": call_id,
+        "recording_id": recording_id,
+        "policy_rule": rule,
+    }
+    if sdp is not None:
+        message["sdp"] = sdp
+    return message

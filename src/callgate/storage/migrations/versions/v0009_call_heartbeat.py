@@ -2,7 +2,7 @@
 ends its record within a few seconds of the truth
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0010 (main's head when merged; ids are pre-assigned per branch)
 Create Date: 2026-12-07
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from callgate.storage.models import UTCDateTime
 
 revision = "0009"
-down_revision: str | None = "0006"
+down_revision: str | None = "0010"
 branch_labels: str | None = None
 depends_on: str | None = None
 

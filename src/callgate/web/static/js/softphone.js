@@ -173,6 +173,7 @@ function wireCall(call) {
     $("remote-audio").srcObject = e.detail.stream;
   });
   call.addEventListener("media-interrupted", () => callStatus("Connection unstable — trying to recover…"));
+  call.addEventListener("recording", () => notice("This call is recorded.", "info"));
   call.addEventListener("ended", (e) => onEnded(call, e.detail));
   renderCollegueButtons();
 }
