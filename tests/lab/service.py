@@ -76,14 +76,14 @@ class LabServer:
 
 
 ADD_USERS = """
-import sys
+import hashlib, sys
 from typer.testing import CliRunner
 from callgate.cli.app import app
 
 data_dir, *handles = sys.argv[1:]
 for handle in handles:
     args = ["user", "add", handle, "--data-dir", data_dir, "--password-stdin"]
-    result = CliRunner().invoke(app, args, input=f"pw-{handle}-lab\\n")
+    result = CliRunner().invoke(app, args, input="lab-" + hashlib.sha256(handle.encode()).hexdigest()[:12] + "\\n")
     if result.exit_code != 0:
         sys.exit(f"user add {handle}: {result.output}")
 """
