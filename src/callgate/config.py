@@ -51,6 +51,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 CLI_FLAGS: dict[tuple[str, ...], str] = {
     ("data_dir",): "--data-dir",
     ("http",): "--http",
+    ("https",): "--https",
+    ("self_signed",): "--self-signed",
     ("metrics",): "--metrics",
     ("log_level",): "--log-level",
     ("database_url",): "--database-url",
@@ -205,7 +207,7 @@ class AuditSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # `callgate serve` signs a checkpoint this often (seconds) when the log has grown; 0 = never.
-    checkpoint_interval_s: float = Field(default=300.0, ge=0, le=7 * 86400)
+    checkpoint_interval_s: float = Field(default=60.0, ge=0, le=7 * 86400)
     # The Ed25519 signing key (PKCS#8 PEM, created 0600 when missing); default
     # DATA_DIR/keys/audit-ed25519.pem.
     key_file: Path | None = None
@@ -258,6 +260,9 @@ class TurnSettings(BaseModel):
 
     listen: AddressList = Field(default_factory=lambda: [("127.0.0.1", 3478)])
     tls_listen: AddressList = Field(default_factory=list)
+    # The name clients are given in `turns:` URLs (it must match the certificate); default: the
+    # TLS listener's address (or relay_ip when it listens on a wildcard).
+    tls_name: str | None = Field(default=None, min_length=1, max_length=253)
     cert: Path | None = None
     key: Path | None = None
     relay_ip: str | None = None
@@ -321,8 +326,6 @@ class TurnSettings(BaseModel):
     def _coherent(self) -> TurnSettings:
         if (self.cert is None) != (self.key is None):
             raise ValueError("--cert and --key go together")
-        if self.tls_listen and self.cert is None:
-            raise ValueError("--tls-listen needs --cert and --key")
         if self.default_lifetime > self.max_lifetime:
             raise ValueError("default_lifetime is larger than max_lifetime")
         return self
@@ -350,6 +353,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     http: HostPort = ("127.0.0.1", 8080)
+    # The app and API over TLS (serve only), with turn.cert/turn.key or a --self-signed local CA;
+    # then `http` only redirects to it. Default with --self-signed: the http host, port 8443.
+    https: OptAddress = None
+    self_signed: bool = False
     metrics: OptAddress = None
     log_level: str = "INFO"
     database_url: str | None = None
@@ -386,6 +393,22 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_source = InitSettingsSource(settings_cls, init_kwargs=_toml_data.get() or {})
         return (init_settings, _EnvSource(settings_cls), toml_source)
+
+    @model_validator(mode="after")
+    def _https(self) -> Settings:
+        if self.self_signed and self.turn.cert is not None:
+            raise ValueError("--self-signed makes its own certificate: not with --cert/--key")
+        if self.https is not None and self.turn.cert is None and not self.self_signed:
+            raise ValueError("--https needs --cert and --key, or --self-signed")
+        if self.turn.tls_listen and self.turn.cert is None and not self.self_signed:
+            raise ValueError("--tls-listen needs --cert and --key (or --self-signed with serve)")
+        return self
+
+    def https_address(self) -> Address | None:
+        """Where the HTTPS app listens: `https`, else with --self-signed the http host on 8443."""
+        if self.https is not None:
+            return self.https
+        return (self.http[0], 8443) if self.self_signed else None
 
     def database(self) -> str:
         """The database URL: as configured, or a SQLite file in data_dir."""
@@ -459,6 +482,7 @@ def turn_config(settings: Settings) -> TurnConfig:
     return TurnConfig(
         listen=tuple(turn.listen),
         tls_listen=tuple(turn.tls_listen),
+        tls_name=turn.tls_name,
         cert_file=str(turn.cert) if turn.cert else None,
         key_file=str(turn.key) if turn.key else None,
         relay_ip=turn.relay_ip,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +51,19 @@ def token_of(serve: Serve, handle: str) -> str:
     return str(body["token"])
 
 
+def stored_quality(serve: Serve, call_id: str) -> list[dict[str, Any]]:
+    """The call's quality rows once both browsers have reported both directions (they report
+    at hang-up, a moment after the call leaves the live view)."""
+    token = token_of(serve, "cora")
+    deadline = time.monotonic() + 15
+    while True:
+        status, body = http_json(f"{serve.url}/api/quality?call_id={call_id}", token=token)
+        assert status == 200, body
+        if len(body["items"]) >= 4 or time.monotonic() > deadline:
+            return list(body["items"])
+        time.sleep(0.2)
+
+
 def test_live_call_appears_then_leaves_and_the_records_find_and_export_it(
     serve: Serve, new_page: Any, call: tuple[Any, Any], errors: list[str]
 ) -> None:
@@ -65,6 +80,7 @@ def test_live_call_appears_then_leaves_and_the_records_find_and_export_it(
     live.locator(f"tr[data-call-id='{call_id}']").wait_for(state="detached", timeout=6_000)
     live.get_by_text("No calls in progress.").wait_for()
 
+    stored = stored_quality(serve, call_id)
     records = console(new_page, serve, "cora", "/console/records", errors)
     records.get_by_label("Party (user name)").fill("bob")
     records.get_by_label("Result", exact=True).select_option("answered")
@@ -72,7 +88,16 @@ def test_live_call_appears_then_leaves_and_the_records_find_and_export_it(
     found = records.locator(f"#records-results tr[data-call-id='{call_id}']")
     found.wait_for()
     assert "Answered" in found.inner_text()
-    found.locator(".pill.good", has_text="MOS").wait_for()  # quality from both parties' stats
+    # The badge shows the stored verdict and the worst MOS of both parties' streams. Which verdict
+    # it is depends on the machine (headless Chromium on a busy host conceals audio), so the test
+    # checks the badge agrees with the stored rows, not that the call sounded good.
+    pill = found.locator(".pill", has_text="MOS")
+    pill.wait_for()
+    poor = any(q["classification"] == "poor" for q in stored)
+    assert pill.get_attribute("class") == f"pill {'poor' if poor else 'good'}", stored
+    assert pill.inner_text().startswith("Poor" if poor else "Good"), pill.inner_text()
+    shown = re.search(r"MOS (\d\.\d)", pill.inner_text())
+    assert shown and abs(float(shown[1]) - min(q["mos"] for q in stored)) <= 0.051, stored
     screenshot(records, "console-records")
 
     with records.expect_download() as download_info:

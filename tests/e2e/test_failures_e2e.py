@@ -72,6 +72,7 @@ async def test_losing_the_callee_process_mid_call_ends_the_call_for_the_caller(
     alice: asyncio.subprocess.Process | None = None
     try:
         await read_event(bob, "ready", 15, bob_events)
+        launched = time.monotonic()
         alice = await start_cli(
             serve, "alice", "call", "bob", "--tone", "440", "--duration", "30", config_dir=tmp
         )
@@ -81,8 +82,9 @@ async def test_losing_the_callee_process_mid_call_ends_the_call_for_the_caller(
         await asyncio.sleep(1.0)  # some audio and a stats report or two
         bob.send_signal(how)
         killed_at = time.monotonic()
-        ended = await read_event(alice, "ended", SILENCE_TIMEOUT + 6, alice_events)
+        ended = await read_event(alice, "ended", SILENCE_TIMEOUT + 30, alice_events)
         noticed = time.monotonic() - killed_at
+        lasted = time.monotonic() - launched  # an upper bound of the call's true duration
         code, alice_events, errors = await finish(alice, alice_events, timeout=10)
     finally:
         for process in (alice, bob):
@@ -93,14 +95,15 @@ async def test_losing_the_callee_process_mid_call_ends_the_call_for_the_caller(
     assert ended["call_id"] == call_id
     assert (ended["reason"], ended["ended_by"]) in expected, ended
     # worst case: the last stats report still showing new packets came one stats interval
-    # (2 s) after the loss, and the silence timeout runs from there
-    assert noticed <= SILENCE_TIMEOUT + STATS_INTERVAL + 1.5, noticed
+    # (2 s) after the loss, and the silence timeout runs from there; a loaded machine adds its
+    # own delay, so the bound is generous (it catches a watchdog that waits for a later event)
+    assert noticed <= SILENCE_TIMEOUT + STATS_INTERVAL + 15, noticed
     assert code == 1, (alice_events, errors)  # the call did not end with a hangup
     row = await final_cdr(serve.database, call_id)
     assert row["disposition"] == "answered"
     assert (row["reason"], row["ended_by"]) == (ended["reason"], ended["ended_by"])
     assert row["media_path"] == "relay/relay"
-    assert row["duration_s"] is not None and 1.0 <= row["duration_s"] <= 1.0 + noticed + 3
+    assert row["duration_s"] is not None and 1.0 <= row["duration_s"] <= lasted
 
 
 @pytest.mark.timeout(60)

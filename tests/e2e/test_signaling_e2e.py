@@ -147,11 +147,12 @@ async def test_no_answer_after_the_ring_timeout(serve: Serve, offer_sdp: str) ->
     async with connected(serve, "alice") as alice, connected(serve, "bob") as bob:
         started = time.monotonic()
         call_id = await ring(alice, [bob], "bob", offer_sdp)
-        assert await ended(alice, call_id, timeout=RING_TIMEOUT + 2) == ("no-answer", "server")
+        assert await ended(alice, call_id, timeout=RING_TIMEOUT + 20) == ("no-answer", "server")
         waited = time.monotonic() - started
-        assert await ended(bob, call_id, timeout=1) == ("no-answer", "server")
+        assert await ended(bob, call_id, timeout=10) == ("no-answer", "server")
         row = await record(serve, call_id)
-    assert RING_TIMEOUT - 0.3 <= waited <= RING_TIMEOUT + 1.5, waited
+    # not before the timeout; how late after it depends on the machine's load, so no upper bound
+    assert waited >= RING_TIMEOUT - 0.3, waited
     assert outcome(row) == ("no-answer", "server", "no-answer")
 
 
@@ -227,14 +228,16 @@ async def test_a_ringing_device_going_away_updates_the_count_then_the_last_ends_
 
 async def test_hangup_by_the_callee(serve: Serve, offer_sdp: str, answer_sdp: str) -> None:
     async with connected(serve, "alice") as alice, connected(serve, "bob") as bob:
+        started = time.monotonic()
         call_id = await answered_call(alice, bob, "bob", offer_sdp, answer_sdp)
         assert (await bob.request("call.hangup", call_id=call_id))["type"] == "ack"
         assert await ended(alice, call_id) == ("hangup", "callee")
+        lasted = time.monotonic() - started  # an upper bound of the call's true duration
         assert await ended(bob, call_id) == ("hangup", "callee")
         row = await record(serve, call_id)
     assert outcome(row) == ("answered", "callee", "hangup")
     assert row["answer_at"] is not None and row["duration_s"] is not None
-    assert 0 <= row["duration_s"] < 5
+    assert 0 <= row["duration_s"] <= lasted + 0.01
 
 
 @pytest.mark.parametrize("who", ["callee", "caller"])

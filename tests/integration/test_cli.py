@@ -260,6 +260,8 @@ def test_turn_answers_binding_serves_metrics_and_stops_cleanly(
         assert stop(proc, sig) == 0
     log = (tmp_path / "server.log").read_text()
     assert f"listening on udp 127.0.0.1:{port}, tcp 127.0.0.1:{port}" in log
+    # one static user for every client: the per-user quota it will hit is said up front
+    assert "at most 10 allocations at once per TURN user (--max-allocations-per-user" in log
     assert "topsecret" not in log
     # The standalone relay says it is not bound to calls (`serve` is, by default).
     assert "callgate turn is not call-bound: any authenticated user can relay" in log

@@ -72,8 +72,9 @@ async def test_first_reachable_turn_url_goes_first_and_dead_stun_is_dropped(
         stun=[f"stun:127.0.0.1:{black_hole}", f"stun:127.0.0.1:{udp}"], turn=[dead_udp, live_tcp]
     )
     started = time.monotonic()
-    chosen = await reachable_hello(given, within=0.8)
-    assert time.monotonic() - started < 2.0
+    chosen = await reachable_hello(given, within=3.0)
+    # both dead probes wait out `within` at the same time, not one after the other (>= 6 s)
+    assert time.monotonic() - started < 5.9
     assert chosen["ice_servers"] == [
         {"urls": [f"stun:127.0.0.1:{udp}"]},
         {

@@ -20,6 +20,7 @@ from tests.integration.turn_client import (
     USER,
     drain,
     error_code,
+    reason_of,
     run_server,
     udp_client,
     udp_peer,
@@ -48,7 +49,9 @@ async def test_group_allocation_limit_is_tighter_than_the_server_wide_one(store:
         address = server.address(Transport.UDP)
         async with udp_client(address) as first, udp_client(address) as second:
             await first.allocated()
-            assert error_code(await second.allocate()) == 486
+            refused = await second.allocate()
+            assert error_code(refused) == 486
+            assert reason_of(refused) == "Allocation Quota Reached: 1 for your group"
             # The admin raises the limit: the relay sees it at its next refresh.
             GroupStore(store).update("admin", "contractors", {"turn_max_allocations": 2})
             limits.load()

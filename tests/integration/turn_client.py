@@ -92,6 +92,12 @@ def error_code(message: Message) -> int | None:
     return None if value is None else attrs.unpack_error_code(value)[0]
 
 
+def reason_of(message: Message) -> str | None:
+    """The reason phrase of an error response (RFC 8489 §14.8)."""
+    value = message.get(Attr.ERROR_CODE)
+    return None if value is None else attrs.unpack_error_code(value)[1]
+
+
 def xor_address(message: Message, attr: int) -> Address:
     value = message.get(attr)
     assert value is not None, f"no attribute 0x{attr:04x} in {message}"

@@ -61,10 +61,15 @@ print(json.dumps(asyncio.run(binding(parse_url(sys.argv[1]), 3.0))))
 """
 
 
-def stream_mapped(lab: Lab, handle: str, url: str) -> tuple[str, int] | None:
-    """The address our STUN server sees for `handle` over a TCP/TLS URL (None: unreachable)."""
+def stream_mapped(
+    lab: Lab, handle: str, url: str, env: dict[str, str] | None = None
+) -> tuple[str, int] | None:
+    """The address our STUN server sees for `handle` over a TCP/TLS URL (None: unreachable);
+    `env` adds to the probe's environment (SSL_CERT_FILE for a turns: URL)."""
     argv = lab.net.exec_argv(lab.host_ns(handle), sys.executable, "-c", STREAM_PROBE, url)
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=clean_env())
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=30, env=clean_env(**(env or {}))
+    )
     if result.returncode != 0:
         return None
     host, port = json.loads(result.stdout)

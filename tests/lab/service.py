@@ -32,6 +32,8 @@ from tests.lab.topology import (
     RELAY_ONLY_RELAY,
     SERVER_HTTP,
     SERVER_RELAY,
+    TLS_HTTP,
+    TLS_RELAY,
     Lab,
 )
 
@@ -55,10 +57,15 @@ class LabServer:
     data_dir: Path
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    tls: bool = False  # HTTPS and TURN over TLS only on :443, with a --self-signed local CA
 
     @property
     def url(self) -> str:
-        return f"http://{self.http_ip}:443"
+        return f"{'https' if self.tls else 'http'}://{self.http_ip}:443"
+
+    def client_env(self) -> dict[str, str]:
+        """What a client process needs to trust this server (its local CA)."""
+        return {"SSL_CERT_FILE": str(self.data_dir / "tls" / "ca.pem")} if self.tls else {}
 
     @property
     def db(self) -> Path:
@@ -69,14 +76,14 @@ class LabServer:
 
 
 ADD_USERS = """
-import sys
+import hashlib, sys
 from typer.testing import CliRunner
 from callgate.cli.app import app
 
 data_dir, *handles = sys.argv[1:]
 for handle in handles:
     args = ["user", "add", handle, "--data-dir", data_dir, "--password-stdin"]
-    result = CliRunner().invoke(app, args, input=f"pw-{handle}-lab\\n")
+    result = CliRunner().invoke(app, args, input="lab-" + hashlib.sha256(handle.encode()).hexdigest()[:12] + "\\n")
     if result.exit_code != 0:
         sys.exit(f"user add {handle}: {result.output}")
 """
@@ -102,6 +109,9 @@ def start_servers(lab: Lab, root: Path) -> dict[str, LabServer]:
         "relay": LabServer(
             "relay", RELAY_ONLY_HTTP, RELAY_ONLY_RELAY, "relay", root / "relay", root / "relay.log"
         ),
+        "tls": LabServer(
+            "tls", TLS_HTTP, TLS_RELAY, "relay", root / "tls", root / "tls.log", tls=True
+        ),
     }
     for server in servers.values():
         shutil.copytree(template, server.data_dir)
@@ -114,10 +124,14 @@ def start_servers(lab: Lab, root: Path) -> dict[str, LabServer]:
 def _start(lab: Lab, server: LabServer) -> None:
     args = [
         "serve", "--data-dir", str(server.data_dir),
-        "--http", f"{server.http_ip}:443",
-        "--listen", f"{server.relay_ip}:3478", "--listen", f"{server.relay_ip}:443",
+        "--listen", f"{server.relay_ip}:3478",
         "--relay-ip", server.relay_ip, "--relay-ports", RELAY_PORTS,
     ]  # fmt: skip
+    if server.tls:  # only TLS on :443: HTTPS (HTTP on :80 redirects) and TURN over TLS
+        args += ["--self-signed", "--https", f"{server.http_ip}:443"]
+        args += ["--http", f"{server.http_ip}:80", "--tls-listen", f"{server.relay_ip}:443"]
+    else:
+        args += ["--http", f"{server.http_ip}:443", "--listen", f"{server.relay_ip}:443"]
     env = clean_env(
         CALLGATE_CALLS__ICE_POLICY=server.policy,
         # The matrix server lets relays reach the other party's direct candidates too.
@@ -152,7 +166,8 @@ def _wait_healthy(lab: Lab, server: LabServer, timeout: float = 40.0) -> None:
     argv = lab.net.exec_argv(
         lab.server_ns, "python3", "-c", HEALTH_PROBE, f"{server.url}/healthz", str(timeout)
     )
-    result = subprocess.run(argv, capture_output=True, timeout=timeout + 10)
+    env = clean_env(**server.client_env())
+    result = subprocess.run(argv, capture_output=True, timeout=timeout + 10, env=env)
     if result.returncode != 0 or (server.proc is not None and server.proc.poll() is not None):
         raise LabError(f"callgate serve ({server.name}) did not come up:\n{server.log()}")
 
@@ -237,6 +252,7 @@ class Softphone:
             CALLGATE_USER=handle,
             CALLGATE_PASSWORD=password_of(handle),
             CALLGATE_CONFIG_DIR=str(server.data_dir.parent / "cfg" / handle),
+            **server.client_env(),
         )
         argv = lab.net.exec_argv(lab.host_ns(handle), *COMMAND, *args, "--json")
         proc = await asyncio.create_subprocess_exec(

@@ -6,6 +6,8 @@
                      │ 203.0.113.20 :3478 udp/tcp, :443 tcp+udp  TURN/STUN (ice all)
                      │ 203.0.113.11 :443  HTTP+WS (relay-only)│
                      │ 203.0.113.21 :3478, :443  TURN/STUN (relay-only)
+                     │ 203.0.113.12 :443  HTTPS+WSS (relay-only, --self-signed)
+                     │ 203.0.113.22 :3478 udp/tcp, :443 TLS only  TURN/STUN (same server)
                      └──────────────┬────────────────────────┘
                                     │ 203.0.113.1
                      ┌──────────── inet (router, no default route) ─────────────┐
@@ -32,6 +34,9 @@ Site kinds (the router's iptables rules, see `nat_rules`):
          all UDP is dropped.
 - `lan`  two hosts behind one `prc` router (same LAN).
 - `symx` symmetric, and the relay's addresses are dropped (signaling on :443 still works).
+- `tls`  a hotel or strict corporate network: NAT as `prc`, and the only traffic allowed out is
+         TCP to port 443 of the TLS server's two addresses, where only TLS listens (HTTPS and
+         TURN over TLS): everything that leaves is TLS.
 """
 
 from __future__ import annotations
@@ -45,7 +50,11 @@ SERVER_HTTP = "203.0.113.10"
 SERVER_RELAY = "203.0.113.20"
 RELAY_ONLY_HTTP = "203.0.113.11"
 RELAY_ONLY_RELAY = "203.0.113.21"
-SERVER_ADDRESSES = (SERVER_HTTP, SERVER_RELAY, RELAY_ONLY_HTTP, RELAY_ONLY_RELAY)
+TLS_HTTP = "203.0.113.12"
+TLS_RELAY = "203.0.113.22"
+SERVER_ADDRESSES = (
+    SERVER_HTTP, SERVER_RELAY, RELAY_ONLY_HTTP, RELAY_ONLY_RELAY, TLS_HTTP, TLS_RELAY,
+)  # fmt: skip
 INET_SERVER_SIDE = "203.0.113.1"
 INET_WAN = "198.51.100.1"
 
@@ -82,6 +91,7 @@ def default_sites() -> list[Site]:
              for j, side in enumerate("ab") for i, kind in enumerate(KINDS)]  # fmt: skip
     sites.append(Site("lan", "lan", 31, hosts=2))
     sites.append(Site("symx", "symx", 32))
+    sites.append(Site("tls", "tls", 33))
     return sites
 
 
@@ -98,6 +108,11 @@ def nat_rules(site: Site) -> list[str]:
              "iptables -A FORWARD -i wan -o lan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"]  # fmt: skip
     if site.kind == "fw":
         rules.append("iptables -A FORWARD -i lan -o wan -p tcp --dport 443 -j ACCEPT")
+    elif site.kind == "tls":
+        for address in (TLS_HTTP, TLS_RELAY):
+            rules.append(
+                f"iptables -A FORWARD -i lan -o wan -p tcp -d {address} --dport 443 -j ACCEPT"
+            )
     elif site.kind == "symx":
         for address in (SERVER_RELAY, RELAY_ONLY_RELAY):
             rules.append(f"iptables -A FORWARD -i lan -o wan -d {address} -j DROP")
@@ -114,7 +129,7 @@ def nat_rules(site: Site) -> list[str]:
         ]
     elif site.kind in ("sym", "symx"):
         rules.append(f"iptables -t nat -A POSTROUTING -o wan -s {lan} -j MASQUERADE --random-fully")
-    else:  # prc, fw, lan
+    else:  # prc, fw, lan, tls
         rules.append(f"iptables -t nat -A POSTROUTING -o wan -s {lan} -j MASQUERADE")
     return rules
 

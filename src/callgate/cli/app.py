@@ -59,7 +59,10 @@ TlsListenOpt = Annotated[
     list[str] | None,
     typer.Option("--tls-listen", metavar="HOST:PORT", help="TURN over TLS listener; repeat."),
 ]
-CertOpt = Annotated[Path | None, typer.Option("--cert", help="TLS certificate chain (PEM).")]
+CertOpt = Annotated[
+    Path | None,
+    typer.Option("--cert", help="TLS certificate chain (PEM) of --https and --tls-listen."),
+]
 KeyOpt = Annotated[Path | None, typer.Option("--key", help="TLS private key (PEM).")]
 RelayIpOpt = Annotated[
     list[str] | None,
@@ -123,6 +126,23 @@ HttpOpt = Annotated[
     str | None,
     typer.Option("--http", metavar="HOST:PORT", help="HTTP app (default 127.0.0.1:8080)."),
 ]
+HttpsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--https",
+        metavar="HOST:PORT",
+        help="HTTPS app and API with --cert/--key (or --self-signed); --http then redirects to it.",
+    ),
+]
+SelfSignedOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--self-signed",
+        help="HTTPS (and TURN over TLS) with a local CA made in DATA_DIR/tls; prints how to trust "
+        "it. For trials: production uses --cert/--key.",
+        show_default=False,
+    ),
+]
 DatabaseUrlOpt = Annotated[
     str | None,
     typer.Option(
@@ -137,7 +157,7 @@ DatabaseUrlOpt = Annotated[
 
 def relay_overrides(**options: Any) -> dict[str, Any]:
     """CLI values in the shape of Settings (None = not given)."""
-    top_keys = ("metrics", "log_level", "data_dir", "http", "database_url")
+    top_keys = ("metrics", "log_level", "data_dir", "http", "https", "self_signed", "database_url")
     top = {key: options.pop(key, None) for key in top_keys}
     turn = {
         "listen": options["listen"],
@@ -223,6 +243,8 @@ def turn(
 def serve(
     data_dir: DataDirOpt = None,
     http: HttpOpt = None,
+    https: HttpsOpt = None,
+    self_signed: SelfSignedOpt = None,
     database_url: DatabaseUrlOpt = None,
     listen: ListenOpt = None,
     relay_ip: RelayIpOpt = None,

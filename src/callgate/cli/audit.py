@@ -23,7 +23,7 @@ from callgate.cli.common import (
     err,
     fail,
     open_settings_store,
-    settings_from,
+    store_settings,
     table_console,
 )
 
@@ -73,7 +73,7 @@ def audit_verify(
     from callgate.records.audit import AuditLog, load_public_key
     from callgate.runtime.audit import key_path as configured_key
 
-    settings = settings_from(config, {"data_dir": data_dir})
+    settings = store_settings("audit verify", config, {"data_dir": data_dir})
     extra: list[str] = []
     if from_checkpoint is not None:
         try:
@@ -126,7 +126,7 @@ def audit_checkpoint(
     from callgate.records.audit import AuditLog, export_checkpoint, load_or_create_signing_key
     from callgate.runtime.audit import key_path as configured_key
 
-    settings = settings_from(config, {"data_dir": data_dir})
+    settings = store_settings("audit checkpoint", config, {"data_dir": data_dir})
     path = key or configured_key(settings)
     try:
         signing_key = load_or_create_signing_key(path)
@@ -158,7 +158,9 @@ def audit_export_checkpoint(
     external witness to keep; exit 1 when there is none."""
     from callgate.records.audit import AuditLog, export_checkpoint
 
-    store = open_settings_store(settings_from(config, {"data_dir": data_dir}))
+    store = open_settings_store(
+        store_settings("audit export-checkpoint", config, {"data_dir": data_dir})
+    )
     try:
         stored = AuditLog(store).checkpoints()
     finally:
@@ -186,7 +188,7 @@ def audit_list(
     """The latest audit entries, newest first."""
     from callgate.records.audit import AuditLog
 
-    store = open_settings_store(settings_from(config, {"data_dir": data_dir}))
+    store = open_settings_store(store_settings("audit list", config, {"data_dir": data_dir}))
     try:
         entries = AuditLog(store).recent(limit)
     finally:

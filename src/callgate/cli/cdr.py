@@ -1,11 +1,14 @@
-"""`callgate cdr list`: call detail records, read directly from the store."""
+"""`callgate cdr list`: call detail records, from the store or through a running server's API
+(`--server` / CALLGATE_SERVER, as an admin or compliance officer)."""
 
 from __future__ import annotations
 
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import typer
 from rich.table import Table
@@ -13,17 +16,22 @@ from rich.table import Table
 from callgate.cli.common import (
     ConfigOpt,
     JsonOpt,
+    ReaderOpt,
+    ServerOpt,
     StoreDirOpt,
+    admin_api,
+    admin_password,
+    api_server,
     fail,
     open_settings_store,
     settings_from,
     table_console,
 )
 
-if TYPE_CHECKING:
-    from callgate.records.cdr_types import CdrRecord
-
-cdr_app = typer.Typer(help="Call detail records.")
+cdr_app = typer.Typer(
+    help="Call detail records: `list` from the database of --data-dir or through a running "
+    "server's API with --server (as an admin or compliance officer); `export` from the database."
+)
 
 _RELATIVE = re.compile(r"-(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -42,28 +50,63 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def _time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+def _time(value: str | None) -> str:
+    """An ISO 8601 time of a record as `YYYY-MM-DD HH:MM:SS` (UTC)."""
+    if not value:
+        return ""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _print_table(records: list[CdrRecord]) -> None:
+def _print_table(records: list[dict[str, Any]]) -> None:
     table = Table(
         "invite (UTC)", "caller", "callee", "disposition", "reason", "ended by", "duration",
         "media", "relay", box=None,
     )  # fmt: skip
     for r in records:
+        duration = r.get("duration_s")
         table.add_row(
-            _time(r.invite_at),
-            r.caller_user,
-            r.callee_user,
-            r.disposition or "(open)",
-            r.reason or "",
-            r.ended_by or "",
-            f"{r.duration_s:.1f}s" if r.duration_s is not None else "",
-            r.media_path or "",
-            r.relay_used or "",
+            _time(r.get("invite_at")),
+            r["caller_user"],
+            r["callee_user"],
+            r.get("disposition") or "(open)",
+            r.get("reason") or "",
+            r.get("ended_by") or "",
+            f"{duration:.1f}s" if duration is not None else "",
+            r.get("media_path") or "",
+            r.get("relay_used") or "",
         )
     table_console().print(table)
+
+
+def _from_store(data_dir: Path | None, config: Path | None, **where: Any) -> list[dict[str, Any]]:
+    from callgate.records.cdr import CdrRepository
+
+    store = open_settings_store(settings_from(config, {"data_dir": data_dir}))
+    try:
+        return [record.as_json() for record in CdrRepository(store).list(**where)]
+    finally:
+        store.close()
+
+
+def _from_server(
+    url: str, admin: str | None, since: datetime | None, limit: int, user: str | None
+) -> list[dict[str, Any]]:
+    """GET /api/cdrs page by page (newest first) until `limit` records or the last page."""
+    records: list[dict[str, Any]] = []
+    query: dict[str, str] = {}
+    if since is not None:
+        query["since"] = since.isoformat()
+    if user is not None:
+        query["party"] = user
+    with admin_api(url, admin, admin_password(admin)) as api:
+        while len(records) < limit:
+            page = {**query, "limit": str(min(1000, limit - len(records)))}
+            body = api.call("GET", f"/api/cdrs?{urlencode(page)}")
+            records.extend(body["items"])
+            if not body.get("next_cursor"):
+                break
+            query["cursor"] = body["next_cursor"]
+    return records[:limit]
 
 
 @cdr_app.command("list")
@@ -78,22 +121,23 @@ def cdr_list(
     ] = None,
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
+    server: ServerOpt = None,
+    admin: ReaderOpt = None,
 ) -> None:
-    """Call records, newest first (`cdr export` for all of them, with filters)."""
-    from callgate.records.cdr import CdrRepository
-
+    """Call records, newest first. Search by more fields and export: `callgate cdr export`,
+    the console's Records page, or GET /api/cdrs."""
     try:
         start = parse_since(since) if since is not None else None
     except ValueError as exc:
         raise fail(str(exc)) from None
-    store = open_settings_store(settings_from(config, {"data_dir": data_dir}))
-    try:
-        records = CdrRepository(store).list(since=start, limit=limit, user=user)
-    finally:
-        store.close()
+    url = api_server(server, data_dir=data_dir, config=config)
+    if url is None:
+        records = _from_store(data_dir, config, since=start, limit=limit, user=user)
+    else:
+        records = _from_server(url, admin, start, limit, user)
     if as_json:
         for record in records:
-            typer.echo(json.dumps(record.as_json()))
+            typer.echo(json.dumps(record))
     elif records:
         _print_table(records)
     else:

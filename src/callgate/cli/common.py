@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -51,6 +51,16 @@ ServerOpt = Annotated[
         show_default=False,
     ),
 ]
+ReaderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as",
+        metavar="HANDLE",
+        help="With --server: sign in as this admin or compliance officer (env CALLGATE_USER) "
+        "instead of using the `callgate login` session; password from CALLGATE_ADMIN_PASSWORD.",
+        show_default=False,
+    ),
+]
 AdminOpt = Annotated[
     str | None,
     typer.Option(
@@ -72,6 +82,22 @@ def settings_from(config: Path | None, overrides: dict[str, Any]) -> Settings:
         return load_settings(config, overrides)
     except ConfigError as exc:
         raise fail(str(exc)) from None
+
+
+def store_settings(command: str, config: Path | None, overrides: dict[str, Any]) -> Settings:
+    """Settings of a command that works on the store itself only: with CALLGATE_SERVER set and
+    no sign of a local store (--data-dir, --config, CALLGATE_CONFIG, CALLGATE_DATA_DIR,
+    CALLGATE_DATABASE_URL) it refuses, instead of quietly reading ./data."""
+    local = [config, overrides.get("data_dir")] + [
+        os.environ.get(name)
+        for name in ("CALLGATE_CONFIG", "CALLGATE_DATA_DIR", "CALLGATE_DATABASE_URL")
+    ]
+    if os.environ.get(SERVER_ENV) and not any(local):
+        raise fail(
+            f"`callgate {command}` works on a store, not through {SERVER_ENV}: give --data-dir "
+            f"or --config of the server's store, or unset {SERVER_ENV}"
+        )
+    return settings_from(config, overrides)
 
 
 def open_settings_store(settings: Settings) -> Store:
@@ -169,6 +195,25 @@ class AdminApi:
         if response.is_success:
             return response.json() if response.content else None
         raise fail(self._refusal(response), code=1)
+
+    def download(self, path: str, out: IO[bytes]) -> int:
+        """GET `path` and write its body to `out` as it arrives (a streamed export); the number
+        of bytes written. Exit 1 with the server's reason when refused."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self._token}"}
+        written = 0
+        try:
+            with self._http.stream("GET", self.server + path, headers=headers) as response:
+                if not response.is_success:
+                    response.read()
+                    raise fail(self._refusal(response), code=1)
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    written += len(chunk)
+        except httpx.HTTPError as exc:
+            raise fail(f"cannot reach {self.server}: {exc}", code=1) from None
+        return written
 
     def _refusal(self, response: httpx.Response) -> str:
         status, detail = response.status_code, _detail(response)

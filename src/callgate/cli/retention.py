@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from callgate.cli.common import ConfigOpt, StoreDirOpt, fail, open_settings_store, settings_from
+from callgate.cli.common import ConfigOpt, StoreDirOpt, fail, open_settings_store, store_settings
 
 if TYPE_CHECKING:
     from callgate.storage.db import Store
@@ -20,7 +20,7 @@ DaysOpt = Annotated[int | None, typer.Option(min=0, help="Days; 0 = keep forever
 
 
 def _store(data_dir: Path | None, config: Path | None) -> Store:
-    return open_settings_store(settings_from(config, {"data_dir": data_dir}))
+    return open_settings_store(store_settings("retention", config, {"data_dir": data_dir}))
 
 
 @retention_app.command("show")
@@ -64,7 +64,7 @@ def retention_purge(data_dir: StoreDirOpt = None, config: ConfigOpt = None) -> N
     from callgate.records.retention import Retention
     from callgate.runtime.audit import key_path
 
-    settings = settings_from(config, {"data_dir": data_dir})
+    settings = store_settings("retention purge", config, {"data_dir": data_dir})
     store = open_settings_store(settings)
     try:
         result = Retention(store.engine, key_path(settings)).purge("system")

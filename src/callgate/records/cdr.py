@@ -272,7 +272,8 @@ class CdrRepository:
 
     def close_stale(self, reason: str = "server-restart", now: datetime | None = None) -> int:
         """Finalize every row left open (a server died mid-call). End time: the last sign of life
-        (row update, quality report, the parties' relay activity), never after `now`."""
+        (heartbeat, row update, quality report, the parties' relay activity), never after `now`;
+        then link the relay sessions (closed first, from their last persisted counters)."""
         now = now or self._now()
         with self._engine.begin() as conn:
             rows = conn.execute(select(calls).where(calls.c.end_at.is_(None))).all()
@@ -281,11 +282,13 @@ class CdrRepository:
                 end = max(end, row.answer_at or row.invite_at)
                 disposition = "answered" if row.answer_at is not None else "failed"
                 self._finalize(conn, row.call_id, end, disposition, "server", reason, {})
+        for row in rows:
+            self.link_relay_sessions(row.call_id, now)
         return len(rows)
 
     @staticmethod
     def _last_activity(conn: Connection, row: Any) -> datetime:
-        seen = [row.updated_at, row.invite_at]
+        seen = [row.updated_at, row.invite_at, row.last_alive_at]
         seen.append(
             conn.scalar(
                 select(func.max(call_quality.c.reported_at)).where(

@@ -7,23 +7,29 @@ transaction, the session's summary in the audit log (relay.session, object relay
 It is also the relay's AuthEventSink: each throttled burst of failed TURN authentications becomes
 one turn.auth_throttled audit entry, written by the same thread.
 `flush()` waits until everything emitted so far is written; `close()` flushes and stops the writer.
+
+PROGRESS events (every few seconds while an allocation relays, turn/server.py) keep each open
+row's counters and `updated_at` close to the truth; after a crash, `close_stale_sessions` at the
+next start ends the rows left open there, with those counters, and audits each like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from callgate.records.audit import AuditLog
-from callgate.storage.models import from_unix
+from callgate.storage.models import RelaySession, from_unix
 from callgate.storage.repositories import RelaySessionRepository
+from callgate.types import Transport
 from callgate.types.events import AllocationEvent, AuthThrottled, EventKind
 
 log = logging.getLogger(__name__)
@@ -67,6 +73,41 @@ def audit_auth_throttled(conn: Connection, event: AuthThrottled) -> None:
     }
     obj = f"turn-{event.scope}:{event.key[:128]}"
     AuditLog.append_in(conn, "system", "turn.auth_throttled", obj, details, from_unix(event.time))
+
+
+def close_stale_sessions(sessions: sessionmaker[Session], reason: str = "server-restart") -> int:
+    """End the relay sessions a dead server left open, at their last persisted sign of life
+    (`updated_at`: the last PROGRESS, permission or refresh) with their last persisted counters,
+    each audited as relay.session; how many were closed."""
+    with sessions() as session:
+        rows = session.scalars(select(RelaySession).where(RelaySession.ended_at.is_(None))).all()
+        events = [_ended(row, reason) for row in rows]
+    if events:
+        RelaySessionRepository(sessions, audit_session_end).apply(events)
+    return len(events)
+
+
+def _ended(row: RelaySession, reason: str) -> AllocationEvent:
+    last = max(row.updated_at, row.started_at)
+    return AllocationEvent(
+        kind=EventKind.DELETED,
+        allocation_id=row.allocation_id,
+        username=row.username,
+        user=row.user,
+        client=(row.client_ip, row.client_port),
+        server=(row.server_ip, row.server_port),
+        transport=Transport(row.transport),
+        relay=(row.relay_ip, row.relay_port),
+        time=last.timestamp(),
+        started=row.started_at.timestamp(),
+        lifetime=0,
+        peers=tuple(json.loads(row.peers or "[]")),
+        packets_to_peer=row.packets_to_peer,
+        bytes_to_peer=row.bytes_to_peer,
+        packets_to_client=row.packets_to_client,
+        bytes_to_client=row.bytes_to_client,
+        end_reason=reason,
+    )
 
 
 class DbEventSink:

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Generator
@@ -44,8 +45,9 @@ from callgate.recording.service import RecordingService, recording_settings
 from callgate.recording.store import RecordingRepository
 from callgate.records.audit import AuditLog, load_or_create_signing_key
 from callgate.records.cdr import CdrRepository
+from callgate.records.heartbeat import CallHeartbeat
 from callgate.records.quality_store import QualityRepository
-from callgate.records.relay_sessions import DbEventSink
+from callgate.records.relay_sessions import DbEventSink, close_stale_sessions
 from callgate.records.retention import PurgeJob
 from callgate.runtime.audit import Checkpointer, key_path, record_start
 from callgate.runtime.calling import build_signaling
@@ -53,10 +55,12 @@ from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.health import StorageHealth
 from callgate.storage.permissions import private_data_dir
 from callgate.storage.repositories import TurnUserRepository
+from callgate.tls_local import ensure_local_tls, trust_instructions
 from callgate.turn.config import TurnConfig
 from callgate.turn.server import TurnServer
 from callgate.types import Address, Transport
 from callgate.types.events import AllocationEvent, EventKind
+from callgate.web.https import Hsts, https_redirect
 
 log = logging.getLogger("callgate")
 
@@ -183,6 +187,20 @@ def metrics_endpoint(
         endpoint.stop()
 
 
+def quota_note(config: TurnConfig) -> str:
+    """The allocation quotas in words, for the start-up line: a client past one gets 486."""
+    per_user = config.max_allocations_per_user
+    note = (
+        f"at most {per_user} allocations at once per TURN user (--max-allocations-per-user, "
+        "0: no limit)"
+        if per_user
+        else "no per-user allocation limit"
+    )
+    if config.max_allocations_total:
+        note += f", {config.max_allocations_total} in all"
+    return note
+
+
 async def run_turn(settings: Settings) -> None:
     """The relay alone: TURN listeners, optional metrics endpoint, until SIGTERM/SIGINT."""
     config = turn_config(settings)
@@ -198,7 +216,10 @@ async def run_turn(settings: Settings) -> None:
     async with TurnServer(config) as server:
         with metrics_endpoint(settings, server) as metrics:
             extra = f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
-            announce(f"callgate turn listening on {describe_bound(server.bound)}{extra}")
+            announce(
+                f"callgate turn listening on {describe_bound(server.bound)}{extra}; "
+                f"{quota_note(config)}"
+            )
             await stop.wait()
             log.info("stopping")
     log.info("stopped")
@@ -273,8 +294,13 @@ def record_or_refuse(storage: StorageHealth) -> tuple[DbEventSink, Callable[[Tur
     return DbEventSink(storage.sessions, on_failure=failed), attach
 
 
-async def _start_http(settings: Settings, app: Any) -> tuple[_HttpServer, asyncio.Task[None]]:
-    host, port = settings.http
+async def _start_http(
+    settings: Settings, app: Any, *, address: Address | None = None, tls: bool = False
+) -> tuple[_HttpServer, asyncio.Task[None]]:
+    """uvicorn serving `app` on `address` (default `settings.http`), over TLS with the
+    certificate and key of `settings.turn` when `tls`."""
+    host, port = address or settings.http
+    cert, key = (settings.turn.cert, settings.turn.key) if tls else (None, None)
     limits = settings.limits
     config = uvicorn.Config(
         app,
@@ -286,6 +312,8 @@ async def _start_http(settings: Settings, app: Any) -> tuple[_HttpServer, asynci
         http=guarded_h11(limits.http_header_timeout_s),  # half-sent heads are cut off
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         limit_concurrency=limits.http_max_connections,
+        ssl_certfile=str(cert) if cert else None,
+        ssl_keyfile=str(key) if key else None,
     )
     http = _HttpServer(config)
     task = asyncio.create_task(http.serve())
@@ -293,9 +321,28 @@ async def _start_http(settings: Settings, app: Any) -> tuple[_HttpServer, asynci
         if task.done():  # uvicorn exits (SystemExit) when it cannot bind
             with contextlib.suppress(SystemExit):
                 task.result()
-            raise OSError(f"cannot listen on HTTP {format_address(settings.http)}")
+            scheme = "HTTPS" if tls else "HTTP"
+            raise OSError(f"cannot listen on {scheme} {format_address((host, port))}")
         await asyncio.sleep(0.02)
     return http, task
+
+
+async def _local_tls(settings: Settings) -> Settings:
+    """With --self-signed: the local CA and a server certificate for the addresses this server is
+    reached at (DATA_DIR/tls), announced with how to trust it; the settings then use them."""
+    if not settings.self_signed:
+        return settings
+    https = settings.https_address()
+    names = [settings.http[0], settings.turn.relay_ip or "", settings.turn.relay_ip6 or ""]
+    names += [https[0] if https else "", settings.turn.tls_name or ""]
+    names += [host for host, _port in settings.turn.tls_listen]
+    names += ["localhost", "127.0.0.1", "::1", socket.gethostname()]
+    names = [n for n in names if n and n not in ("0.0.0.0", "::")]
+    local = await asyncio.to_thread(ensure_local_tls, settings.data_dir, names)
+    made = "created" if local.created_ca else "using"
+    announce(f"{made} local CA {local.ca_cert}; {trust_instructions(local.ca_cert)}")
+    turn = settings.turn.model_copy(update={"cert": local.cert, "key": local.key})
+    return settings.model_copy(update={"turn": turn})
 
 
 async def _prepare_records(store: Store, accounts: AccountService) -> None:
@@ -307,6 +354,10 @@ async def _prepare_records(store: Store, accounts: AccountService) -> None:
             f"created the first administrator: user 'admin', password {password} "
             "(shown only now; change it with `callgate user passwd admin`)"
         )
+    # relay sessions first: the call records then link them with their last counters
+    sessions = await asyncio.to_thread(close_stale_sessions, store.sessions)
+    if sessions:
+        log.warning("closed %d relay session(s) left open by a previous run", sessions)
     closed = await asyncio.to_thread(CdrRepository(store).close_stale)
     if closed:
         log.warning("finalized %d call record(s) left open by a previous run", closed)
@@ -338,6 +389,7 @@ async def _start_recordings(store: Store, settings: Settings) -> RecordingServic
 async def run_serve(settings: Settings) -> None:
     """Everything on one box: SQLite store, TURN relay with DB users and records, HTTP app."""
     await asyncio.to_thread(private_data_dir, settings.data_dir)
+    settings = await _local_tls(settings)
     store = await asyncio.to_thread(open_store, settings.database())
     log.info("store %s open and migrated", display_url(settings.database()))
     config = serve_turn_config(settings)
@@ -392,6 +444,10 @@ async def run_serve(settings: Settings) -> None:
                 recordings=recordings,
             )
             await calls.hub.start()
+            heartbeat = CallHeartbeat(
+                store.engine, lambda: [call.call_id for call in calls.hub.engine.live_calls()]
+            )
+            await heartbeat.start()
             await checkpointer.start()
             await purge_job.start()
             group_limits = await attach_turn_limits(store, server.handler, config.deny_peers)
@@ -413,22 +469,33 @@ async def run_serve(settings: Settings) -> None:
                 ],
                 storage_writable=lambda: storage.writable,
             )
-            http, http_task = await _start_http(settings, app)
+            https = settings.https_address()
+            where = f"http http://{format_address(settings.http)}"
+            if https is None:
+                web = [await _start_http(settings, app)]
+            else:  # the app over TLS; plain HTTP only redirects to it
+                web = [await _start_http(settings, Hsts(app), address=https, tls=True)]
+                web.append(await _start_http(settings, https_redirect(*https)))
+                where = f"https https://{format_address(https)} ({where} redirects to it)"
             with metrics_endpoint(settings, server, recordings) as metrics:
                 extra = (
                     f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
                 )
                 announce(
                     f"callgate serve listening on {describe_bound(server.bound)}; "
-                    f"http http://{format_address(settings.http)}{extra}; data {settings.data_dir}"
+                    f"{where}{extra}; data {settings.data_dir}; {quota_note(server.config)}"
                 )
                 stop_wait = asyncio.create_task(stop.wait())
-                await asyncio.wait({stop_wait, http_task}, return_when=asyncio.FIRST_COMPLETED)
+                tasks = {stop_wait, *(task for _, task in web)}
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 stop_wait.cancel()
                 log.info("stopping")
-                http.should_exit = True
-                with contextlib.suppress(SystemExit):
-                    await http_task
+                for http, _ in web:
+                    http.should_exit = True
+                for _, http_task in web:
+                    with contextlib.suppress(SystemExit):
+                        await http_task
+                await heartbeat.stop()
                 await calls.hub.stop()
                 await purge_job.stop()
                 group_limits.cancel()

@@ -1,5 +1,6 @@
-"""The audit log in a running server: the config.start entry, and signed checkpoints at an
-interval (`audit.checkpoint_interval_s`) and once more on the way out (docs/audit.md).
+"""The audit log in a running server: the config.start entry, and signed checkpoints at the start,
+at an interval (`audit.checkpoint_interval_s`, default 60 s) and once more on the way out
+(docs/audit.md).
 
 A checkpoint is signed only when the log has grown since the last one: an idle server does not
 pile up identical checkpoints, and a checkpoint is never itself an audit entry (that would make the
@@ -64,7 +65,7 @@ class Checkpointer:
     def sign_if_grown(self) -> StoredCheckpoint | None:
         """A new checkpoint when the log has grown since the last one signed here, else None."""
         size, _ = self._audit.head()
-        if size == self._signed_size:
+        if size == self._signed_size or size == 0:
             return None
         checkpoint = self._audit.checkpoint(self._key)
         self._signed_size = checkpoint.size
@@ -73,6 +74,9 @@ class Checkpointer:
         return checkpoint
 
     async def start(self) -> None:
+        """Sign the log as it is now (a crash in the first interval still leaves a checkpoint
+        covering the start), then every `interval` seconds while it grows."""
+        await self._sign()
         if self._interval > 0:
             self._task = asyncio.create_task(self._run(), name="audit-checkpoints")
 

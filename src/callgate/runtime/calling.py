@@ -40,6 +40,23 @@ def relay_addresses(server: TurnServer) -> set[str]:
     return ips
 
 
+def tls_urls(server: TurnServer) -> tuple[tuple[str, int], ...]:
+    """(host, port) of each TURN-over-TLS listener, as clients are told in `turns:` URLs: the
+    name of `turn.tls_name` (it must match the certificate), else the listener's address, else
+    (a wildcard listener) the relay address."""
+    config = server.config
+    out = []
+    for kind, (host, port) in server.bound:
+        if kind is not Transport.TLS:
+            continue
+        if config.tls_name:
+            host = config.tls_name
+        elif host in ("0.0.0.0", "::"):
+            host = config.relay_ip or config.relay_ip6 or host
+        out.append((f"[{host}]" if ":" in host else host, port))
+    return tuple(dict.fromkeys(out))
+
+
 def build_signaling(
     settings: CallSettings,
     accounts: AccountService,
@@ -67,7 +84,8 @@ def build_signaling(
         call_attempts_per_minute=settings.call_attempts_per_minute,
     )
     udp = tuple(address for kind, address in server.bound if kind is Transport.UDP)
-    ice = IceServerConfig(udp=udp, secret=secret, ttl=settings.credential_ttl)
+    tls = tls_urls(server)
+    ice = IceServerConfig(udp=udp, tls=tls, secret=secret, ttl=settings.credential_ttl)
     anchoring: Anchoring | None = None
     if recordings is not None:
         anchoring = Anchoring(

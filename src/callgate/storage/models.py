@@ -195,6 +195,9 @@ class Call(Base):
     audit_index: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The last heartbeat while the call was live (records/heartbeat.py): after a crash, the
+    # next start ends the record there.
+    last_alive_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Recording(Base):

@@ -17,6 +17,8 @@ class TurnConfig:
     listen: tuple[Address, ...] = (("127.0.0.1", 3478),)
     # TLS listeners (TCP only), used when cert_file and key_file are set.
     tls_listen: tuple[Address, ...] = ()
+    # The host name `serve` puts in `turns:` URLs (must match the certificate); None: the address.
+    tls_name: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
     # Address relay sockets bind to and advertise; None = the first listener's host.

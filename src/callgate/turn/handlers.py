@@ -242,11 +242,13 @@ class TurnHandler:
             # RFC 8656 §7.2/§18: 508 Insufficient Capacity, here the store's; retry later.
             raise Reject(508, reason="Allocation cannot be recorded now (storage full)")
         limits = self.user_limits(cred.user) if self.user_limits is not None else None
-        if not self.manager.quota_allows(cred.user) or (
-            limits is not None and not limits.allows_more(self.manager.allocations_of(cred.user))
-        ):
+        refusal = self.manager.quota_refusal(cred.user)
+        held = self.manager.allocations_of(cred.user)
+        if refusal is None and limits is not None and not limits.allows_more(held):
+            refusal = f"Allocation Quota Reached: {limits.max_allocations} for your group"
+        if refusal is not None:
             self.counters.quota_rejections += 1
-            raise Reject(486)
+            raise Reject(486, reason=refusal)
         allocation = Allocation(
             client.five_tuple,
             cred.username,

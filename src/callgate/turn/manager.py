@@ -35,6 +35,8 @@ class AllocationManager:
         self.by_relay: dict[Address, Allocation] = {}
         # Data-path index per listener: (server address, transport) -> client address -> allocation.
         self.by_listener: dict[tuple[Address, str], dict[Address, Allocation]] = {}
+        # Packets each way at the last PROGRESS event, per live allocation id.
+        self._reported: dict[str, tuple[int, int]] = {}
 
     def __len__(self) -> int:
         return len(self._by_tuple)
@@ -52,6 +54,17 @@ class AllocationManager:
     def allocations_of(self, user: str) -> int:
         """How many live allocations `user` holds."""
         return self._per_user.get(user, 0)
+
+    def quota_refusal(self, user: str) -> str | None:
+        """The 486 reason phrase naming the quota `user` reached, or None while both allow more
+        (RFC 8489 §14.8: a reason phrase under 128 characters)."""
+        if self.max_total and len(self._by_tuple) >= self.max_total:
+            return f"Allocation Quota Reached: server full (max_allocations {self.max_total})"
+        if self.max_per_user and self._per_user.get(user, 0) >= self.max_per_user:
+            return (
+                f"Allocation Quota Reached: {self.max_per_user} per user (max_allocations_per_user)"
+            )
+        return None
 
     def quota_allows(self, user: str) -> bool:
         """RFC 8656 §7.2 step 10: per-user and global allocation quotas (486)."""
@@ -87,6 +100,7 @@ class AllocationManager:
         for relay in allocation.relays.values():
             self.by_relay.pop(relay.address, None)
         allocation.close()
+        self._reported.pop(allocation.id, None)
         retired = self._retired
         retired[0] += allocation.packets_to_peer
         retired[1] += allocation.bytes_to_peer
@@ -121,6 +135,19 @@ class AllocationManager:
             totals[3] += a.bytes_to_client
         c = self.counters
         c.packets_to_peer, c.bytes_to_peer, c.packets_to_client, c.bytes_to_client = totals
+
+    def report_progress(self) -> int:
+        """A PROGRESS event for every allocation that relayed packets since its last one, so the
+        recorded counters trail the truth by one call of this at most; how many were sent."""
+        sent = 0
+        for allocation in list(self._by_tuple.values()):
+            packets = (allocation.packets_to_peer, allocation.packets_to_client)
+            if packets == self._reported.get(allocation.id, (0, 0)):
+                continue
+            self._reported[allocation.id] = packets
+            self.emit(allocation, EventKind.PROGRESS)
+            sent += 1
+        return sent
 
     def close_all(self, reason: str) -> None:
         for allocation in list(self._by_tuple.values()):

@@ -27,6 +27,9 @@ from callgate.types.events import AuthEventSink, EventSink, NullSink
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
+# Traffic counters of live allocations go to the event sink (the relay_sessions rows) this often
+# while they grow: after a crash the next start closes the sessions with these (records/).
+PROGRESS_INTERVAL = 2.0
 # Port 0: binds of UDP then TCP on the port UDP got, tried this often (another process may hold it).
 _BIND_ATTEMPTS = 20
 # A TCP/TLS connection with no allocation that sends nothing this long is closed.
@@ -136,7 +139,8 @@ class TurnServer:
             listener = UdpListener(sock, self.handler, self.manager, self.counters)
             listener.start(loop)
             self._udp.append(listener)
-            self.bound.append((Transport.UDP, listener.address))
+            # before the TCP entry just added: "udp H:P, tcp H:P", as the start-up line shows
+            self.bound.insert(len(self.bound) - 1, (Transport.UDP, listener.address))
             return
 
     async def _listen_stream(
@@ -167,9 +171,13 @@ class TurnServer:
         return context
 
     async def _sweep_forever(self) -> None:
+        reported = self.clock.monotonic()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             self.sweep()
+            if self.clock.monotonic() - reported >= PROGRESS_INTERVAL:
+                reported = self.clock.monotonic()
+                self.manager.report_progress()
 
     def sweep(self) -> None:
         try:

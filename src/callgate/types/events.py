@@ -19,6 +19,8 @@ class EventKind(enum.Enum):
     REFRESHED = "refreshed"
     PERMISSION = "permission"
     CHANNEL = "channel"
+    # Traffic counters so far, every few seconds while they grow: a crash loses at most that much.
+    PROGRESS = "progress"
     DELETED = "deleted"
 
 

@@ -206,7 +206,7 @@ def test_config_start_masks_secrets(store: Store) -> None:
     for secret in ("turn-password", "rest-secret", "db-password"):
         assert secret not in text
     assert shown["settings"]["turn"]["users"] == {"static": "**********"}
-    assert shown["settings"]["audit"]["checkpoint_interval_s"] == 300.0
+    assert shown["settings"]["audit"]["checkpoint_interval_s"] == 60.0
     assert shown["settings"]["database_url"].startswith("postgresql+psycopg://callgate:***@")
     assert effective_settings(Settings())["database_url"] is None
 

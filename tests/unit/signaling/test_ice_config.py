@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from callgate.clock import ManualClock
 from callgate.keys import load_or_create_secret
+from callgate.runtime.calling import tls_urls
 from callgate.signaling.iceconfig import IceServerConfig
 from callgate.turn.auth import Authenticator, long_term_key
+from callgate.turn.config import TurnConfig
+from callgate.turn.server import TurnServer
+from callgate.types import Transport
 
 
 def test_ice_servers_carry_rest_credentials_our_relay_accepts() -> None:
@@ -33,3 +38,22 @@ def test_secret_is_created_once_private_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "keys" / "turn-secret"
     assert path.stat().st_mode & 0o777 == 0o600
     assert load_or_create_secret(tmp_path, "turn-secret") == first
+
+
+def test_a_tls_listener_is_offered_as_turns_after_the_plain_urls() -> None:
+    config = TurnConfig(listen=(("203.0.113.22", 3478),), relay_ip="203.0.113.22")
+    server = TurnServer(config)
+    server.bound = [
+        (Transport.UDP, ("203.0.113.22", 3478)),
+        (Transport.TCP, ("203.0.113.22", 3478)),
+        (Transport.TLS, ("0.0.0.0", 443)),  # a wildcard listener: clients get the relay address
+    ]
+    assert tls_urls(server) == (("203.0.113.22", 443),)
+    ice = IceServerConfig(udp=(("203.0.113.22", 3478),), tls=tls_urls(server), secret="s")
+    _stun, turn = ice.ice_servers("alice", 1e9)
+    assert turn["urls"][-1] == "turns:203.0.113.22:443?transport=tcp"
+    # with a name for the certificate (production: turns:turn.example.com:443)
+    named = TurnServer(dataclasses.replace(config, tls_name="turn.example.com"))
+    named.bound = [(Transport.TLS, ("203.0.113.22", 443)), (Transport.TLS, ("::", 5349))]
+    assert tls_urls(named) == (("turn.example.com", 443), ("turn.example.com", 5349))
+    assert tls_urls(TurnServer(config)) == ()  # no TLS listener, no turns: URL

@@ -588,7 +588,12 @@ def test_quota_total_is_486() -> None:
     server = Server(max_allocations_total=1)
     success(server.allocate())
     second = FakeClient(("198.51.100.2", 40000))
-    assert error_code(server.allocate(client=second, user="bob")) == 486
+    refused = server.allocate(client=second, user="bob")
+    assert error_code(refused) == 486
+    value = refused.get(Attr.ERROR_CODE)
+    assert value is not None and attrs.unpack_error_code(value)[1] == (
+        "Allocation Quota Reached: server full (max_allocations 1)"
+    )
 
 
 def test_insufficient_capacity_is_508(server: Server) -> None:
