@@ -29,6 +29,7 @@ from callgate.api.relays import relay_status
 from callgate.clock import SystemClock
 from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
+from callgate.identity.service import start_identity
 from callgate.keys import load_or_create_secret
 from callgate.metrics import MetricsServer, build_registry, serve_metrics
 from callgate.policy.groups import GroupStore
@@ -289,6 +290,8 @@ async def run_serve(settings: Settings) -> None:
     stop = stop_on_signals()
     # hourly, while a retention period is set
     purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
+    identity = await start_identity(settings.identity, store, accounts)
+    services = dataclasses.replace(services, password_sign_in=identity.password_sign_in)
     try:
         async with TurnServer(config, events=sink, key_lookup=lookup) as server:
             calls = build_signaling(
@@ -333,6 +336,7 @@ async def run_serve(settings: Settings) -> None:
                 await purge_job.stop()
                 group_limits.cancel()
     finally:
+        await identity.stop()
         await sink.aclose()
         await checkpointer.stop()  # a last checkpoint covering the relay sessions just written
         store.close()

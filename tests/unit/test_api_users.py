@@ -21,7 +21,7 @@ CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 ACCOUNT_FIELDS = {
     "handle", "display_name", "groups", "is_admin", "role", "legal_hold", "disabled",
-    "has_password", "realm", "created_at", "updated_at",
+    "has_password", "realm", "created_at", "updated_at", "source", "email",
 }  # fmt: skip
 # Every endpoint, with a body that would be valid, for the 401/403 checks.
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [

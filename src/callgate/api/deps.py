@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from callgate.accounts.records import ROLES, UserRecord
 from callgate.accounts.service import AccountService
+from callgate.identity.ldap_signin import PasswordSignIn
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.records.audit import AuditLog
@@ -31,6 +32,8 @@ class Services:
     audit_key: Path | None = None  # the checkpoint signing key (POST /api/audit/checkpoints)
     live: LiveCalls | None = None  # the signaling hub in this process (absent: no live calls)
     relays: Callable[[], Sequence[RelayStatus]] | None = None  # TURN relays in this process
+    # Password sign-in with the LDAP directory next to local accounts (absent: local only).
+    password_sign_in: PasswordSignIn | None = None
 
 
 class LiveCalls(Protocol):
