@@ -317,7 +317,7 @@ async def run_serve(settings: Settings) -> None:
                 registry=registry,
                 health=lambda: _health(store, server, sink),
                 services=services,
-                routers=[calls.router, directory_router(calls.hub)],
+                routers=[calls.router, directory_router(calls.hub), identity.router()],
             )
             http, http_task = await _start_http(settings, app)
             with metrics_endpoint(settings, server):

@@ -35,6 +35,24 @@ def check_filter(value: str) -> str:
     return value
 
 
+def check_role_map(value: dict[str, str]) -> dict[str, str]:
+    for group, role in value.items():
+        if role not in ROLE_NAMES:
+            raise ValueError(f"role_map[{group!r}]: expected one of {', '.join(ROLE_NAMES)}")
+    return value
+
+
+def check_group_map(value: dict[str, list[str]]) -> dict[str, list[str]]:
+    for source, targets in value.items():
+        for target in targets:
+            if not GROUP_NAME_RE.fullmatch(target):
+                raise ValueError(
+                    f"group_map[{source!r}]: callgate group {target!r} must be 1-64 of "
+                    "A-Z a-z 0-9 . _ -"
+                )
+    return value
+
+
 class LdapSettings(BaseModel):
     """`[identity.ldap]`: sign-in with the directory password (simple bind, RFC 4513 §5.1.3)."""
 
@@ -106,22 +124,12 @@ class LdapSettings(BaseModel):
     @field_validator("role_map")
     @classmethod
     def _roles(cls, value: dict[str, str]) -> dict[str, str]:
-        for group, role in value.items():
-            if role not in ROLE_NAMES:
-                raise ValueError(f"role_map[{group!r}]: expected one of {', '.join(ROLE_NAMES)}")
-        return value
+        return check_role_map(value)
 
     @field_validator("group_map")
     @classmethod
     def _groups(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for source, targets in value.items():
-            for target in targets:
-                if not GROUP_NAME_RE.fullmatch(target):
-                    raise ValueError(
-                        f"group_map[{source!r}]: callgate group {target!r} must be 1-64 of "
-                        "A-Z a-z 0-9 . _ -"
-                    )
-        return value
+        return check_group_map(value)
 
     @model_validator(mode="after")
     def _coherent(self) -> LdapSettings:
@@ -141,9 +149,77 @@ class LdapSettings(BaseModel):
         return self
 
 
+class OidcSettings(BaseModel):
+    """`[identity.oidc]`: single sign-on with an OpenID Connect provider (authorization code flow
+    with PKCE, state and nonce; OpenID Connect Core 1.0 §3.1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    issuer: str = ""  # https://login.example.com/realms/corp (http only on loopback, for tests)
+    client_id: str = ""
+    client_secret: SecretStr | None = None  # none: a public client (PKCE only)
+    # Our callback as browsers reach it: https://callgate.example.com/api/sso/callback
+    redirect_url: str = ""
+    label: str = "your company"  # the button says "Sign in with <label>"
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    handle_claim: str = "preferred_username"
+    name_claim: str = "name"
+    email_claim: str = "email"
+    groups_claim: str = "groups"
+    group_map: dict[str, list[str]] = Field(default_factory=dict)
+    role_map: dict[str, str] = Field(default_factory=dict)
+    default_role: str = "user"
+    allowed_groups: list[str] = Field(default_factory=list)
+    create_accounts: bool = True
+    clock_skew_s: int = Field(default=60, ge=0, le=300)
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256", "EdDSA"])
+    ca_file: Path | None = None  # PEM CA bundle for the provider's HTTPS; none = system CAs
+    timeout_s: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("role_map")
+    @classmethod
+    def _roles(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_role_map(value)
+
+    @field_validator("group_map")
+    @classmethod
+    def _groups(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return check_group_map(value)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        bad = [alg for alg in value if alg.lower() == "none" or alg.startswith("HS")]
+        if bad or not value:
+            raise ValueError("algorithms must be asymmetric signature algorithms (no none, no HS*)")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> OidcSettings:
+        if not self.enabled:
+            return self
+        for name in ("issuer", "redirect_url"):
+            url = getattr(self, name)
+            scheme, _, rest = url.partition("://")
+            host = rest.split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+            if scheme == "http" and host in ("127.0.0.1", "localhost", "::1"):
+                continue
+            if scheme != "https":
+                raise ValueError(f"{name} must be an https:// URL (http only on loopback)")
+        if not self.client_id:
+            raise ValueError("client_id is needed")
+        if "openid" not in self.scopes:
+            raise ValueError('scopes must include "openid"')
+        if self.default_role not in ROLE_NAMES:
+            raise ValueError(f"default_role: expected one of {', '.join(ROLE_NAMES)}")
+        return self
+
+
 class IdentitySettings(BaseModel):
     """`[identity]`: directory sign-in methods. Local accounts always work (break-glass)."""
 
     model_config = ConfigDict(extra="forbid")
 
     ldap: LdapSettings = Field(default_factory=LdapSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
