@@ -12,23 +12,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 import pytest
-from oidc_provider_mock import User, run_server_in_thread
+from oidc_provider_mock import run_server_in_thread
 from sqlalchemy import Table
 
 from callgate.storage.models import AuditEntry
-from tests.e2e.helpers import Serve, callgate, free_port, http_json, private_relay_range, rows_of
+from tests.e2e.helpers import Serve, http_json, rows_of
+from tests.identity.oidc_support import CLIENT_ID, PEOPLE, sso_serve
 
 AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
-CLIENT_ID = "callgate-e2e"
-CLIENT_SECRET = "client-secret-e2e"
-PEOPLE = [
-    User(sub="sub-carol", claims={
-        "preferred_username": "carol", "name": "Carol Jones", "email": "carol@example.com",
-        "groups": ["voice-admins", "Sales", "printers"],
-    }),
-    User(sub="sub-dan", claims={"preferred_username": "Dan Space", "name": "Dan"}),
-    User(sub="sub-bob", claims={"preferred_username": "bob", "name": "Impostor Bob"}),
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -39,41 +30,8 @@ def provider() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def serve(provider: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
-    root = tmp_path_factory.mktemp("oidc-serve")
-    data_dir = root / "data"
-    data_dir.mkdir()
-    added = callgate(
-        "user", "add", "bob", "--data-dir", str(data_dir), "--password-stdin", stdin="bob-pw\n"
-    )
-    assert added.returncode == 0, added.stderr
-    port = free_port()
-    env = {
-        "ENABLED": "true",
-        "ISSUER": provider,
-        "CLIENT_ID": CLIENT_ID,
-        "CLIENT_SECRET": CLIENT_SECRET,
-        "REDIRECT_URL": f"http://127.0.0.1:{port}/api/sso/callback",
-        "LABEL": "Example Corp",
-        "GROUP_MAP": json.dumps({"sales": ["sales"]}),
-        "ROLE_MAP": json.dumps({"voice-admins": "admin"}),
-    }
-    server = Serve(
-        data_dir=data_dir,
-        http_port=port,
-        turn_port=free_port(),
-        relay_ports=private_relay_range(),
-        log_path=root / "serve.log",
-        env={f"CALLGATE_IDENTITY__OIDC__{k}": v for k, v in env.items()},
-    ).start()
-    try:
+    with sso_serve(tmp_path_factory.mktemp("oidc-serve"), provider) as server:
         yield server
-    finally:
-        code = server.stop()
-    log = server.log()
-    assert code == 0, log
-    assert "Traceback" not in log, log
-    assert CLIENT_SECRET not in log
-    assert "sso_token=" not in log
 
 
 def audit(server: Serve, action: str) -> list[dict[str, Any]]:
