@@ -155,18 +155,19 @@ class LdapDirectory:
 
     def authenticate(self, login: str, password: str) -> DirectoryEntry | None:
         """The user when `password` is theirs (a disabled one too: `disabled` says so); None
-        for an unknown or ambiguous login or a wrong or empty password."""
+        for an unknown or ambiguous login or a wrong or empty password. Groups are read only
+        after the password proved right."""
         if not password or not login:
             return None
         with self.service() as session:
-            entry = session.find(login)
-        if entry is None:
-            return None
-        conn = self._bind(entry.dn, password)
-        if conn is None:
-            return None
-        conn.unbind()
-        return entry
+            located = session.locate(login)
+            if located is None:
+                return None
+            conn = self._bind(located[0], password)
+            if conn is None:
+                return None
+            conn.unbind()
+            return session.complete(*located)
 
 
 def _reason(exc: lx.LDAPException) -> str:
@@ -207,19 +208,25 @@ class DirectorySession:
             raise DirectoryUnavailable(f"directory search failed: {_reason(exc)}") from None
         return [r for r in self._conn.response or [] if r.get("type") == "searchResEntry"]
 
-    def find(self, login: str) -> DirectoryEntry | None:
-        """The one user whose login attribute equals `login` (escaped: RFC 4515 §3)."""
+    def locate(self, login: str) -> tuple[str, dict[str, list[bytes]]] | None:
+        """The DN and attributes of the one user whose login attribute equals `login` (the
+        value escaped: RFC 4515 §3); None for no match or several."""
         settings = self._settings
         query = user_search_filter(settings, settings.login_attribute, escape_filter_chars(login))
-        return self._one(query, f"login {login[:64]!r}")
+        return self._locate(query, f"login {login[:64]!r}")
+
+    def find(self, login: str) -> DirectoryEntry | None:
+        located = self.locate(login)
+        return self.complete(*located) if located is not None else None
 
     def by_id(self, external_id: str) -> DirectoryEntry | None:
         """The user with this stable id, or None when the directory no longer has them."""
         settings = self._settings
         query = user_search_filter(settings, settings.id_attribute, id_filter_value(external_id))
-        return self._one(query, f"id {external_id!r}")
+        located = self._locate(query, f"id {external_id!r}")
+        return self.complete(*located) if located is not None else None
 
-    def _one(self, query: str, what: str) -> DirectoryEntry | None:
+    def _locate(self, query: str, what: str) -> tuple[str, dict[str, list[bytes]]] | None:
         settings = self._settings
         attributes = [
             settings.handle_attribute,
@@ -232,8 +239,11 @@ class DirectorySession:
             if found:
                 log.warning("directory: %s matches more than one entry; refused", what)
             return None
-        raw: dict[str, list[bytes]] = found[0].get("raw_attributes", {})
-        dn = str(found[0]["dn"])
+        return str(found[0]["dn"]), found[0].get("raw_attributes", {})
+
+    def complete(self, dn: str, raw: dict[str, list[bytes]]) -> DirectoryEntry | None:
+        """The entry with its groups (nesting followed) and disabled flag."""
+        settings = self._settings
         external_id = _stable_id(_first(raw, settings.id_attribute))
         handle_value = _text(_first(raw, settings.handle_attribute))
         if external_id is None or handle_value is None:

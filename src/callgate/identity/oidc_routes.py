@@ -37,13 +37,12 @@ def sso_router(sign_in: OidcSignIn | None) -> APIRouter:
         if sign_in is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="single sign-on is off")
         try:
-            url, state = await sign_in.start(next)
+            client = request.client.host if request.client is not None else None
+            url, state = await sign_in.start(next, client)
         except ProviderError as exc:
             raise HTTPException(
                 status.HTTP_502_BAD_GATEWAY, detail=f"identity provider unavailable: {exc}"
             ) from None
-        except SsoFailed as exc:
-            raise HTTPException(exc.status, detail=exc.reason) from None
         response = RedirectResponse(url, status_code=status.HTTP_302_FOUND)
         response.set_cookie(
             STATE_COOKIE,

@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "oidc"
 PENDING_TTL_S = 600.0
-MAX_PENDING = 10_000
+MAX_PENDING = 10_000  # attempts in progress, in all
+MAX_PENDING_PER_CLIENT = 20  # per client address: one address cannot crowd out the others
 
 
 class SsoFailed(Exception):
@@ -53,13 +54,17 @@ class Pending:
     verifier: str
     next_path: str
     created: float
+    client: str | None = None
 
 
 def safe_next(path: str | None) -> str:
-    """Only our own pages: a path starting with one "/" (no scheme, no //host)."""
-    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
+    """Only our own pages: a path starting with one "/" (no scheme, no //host, no backslash,
+    no control characters or spaces that browsers might drop to make one)."""
+    if not path or not path.startswith("/") or path.startswith("//") or len(path) > 512:
         return "/"
-    return path[:512]
+    if "\\" in path or any(not c.isprintable() or c.isspace() for c in path):
+        return "/"
+    return path
 
 
 class OidcSignIn:
@@ -74,16 +79,16 @@ class OidcSignIn:
     def label(self) -> str:
         return self._provider.settings.label
 
-    async def start(self, next_path: str | None) -> tuple[str, str]:
+    async def start(self, next_path: str | None, client: str | None = None) -> tuple[str, str]:
         """(the provider's authorization URL, the state to bind to the browser)."""
         settings = self._provider.settings
         metadata = await self._provider.metadata()
         self._expire()
-        if len(self._pending) >= MAX_PENDING:
-            raise SsoFailed("too many sign-ins in progress; try again shortly", 503)
+        self._make_room(client)
         state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(48)  # 64 characters (RFC 7636 §4.1: 43-128)
-        self._pending[state] = Pending(nonce, verifier, safe_next(next_path), time.monotonic())
+        pending = Pending(nonce, verifier, safe_next(next_path), time.monotonic(), client)
+        self._pending[state] = pending
         query = urlencode(
             {
                 "response_type": "code",
@@ -98,6 +103,15 @@ class OidcSignIn:
         )
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
         return f"{metadata.authorization_endpoint}{separator}{query}", state
+
+    def _make_room(self, client: str | None) -> None:
+        """Drop the oldest attempts of `client` beyond its share, and the oldest of all beyond
+        MAX_PENDING (dicts keep insertion order: oldest first)."""
+        mine = [s for s, p in self._pending.items() if p.client == client]
+        for state in mine[: max(0, len(mine) - MAX_PENDING_PER_CLIENT + 1)]:
+            del self._pending[state]
+        while len(self._pending) >= MAX_PENDING:
+            del self._pending[next(iter(self._pending))]
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - PENDING_TTL_S
