@@ -9,8 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from oidc_provider_mock import User
+from sqlalchemy import Table
 
-from tests.e2e.helpers import Serve, callgate, free_port, private_relay_range
+from callgate.storage.models import AuditEntry
+from tests.e2e.helpers import Serve, callgate, free_port, private_relay_range, rows_of
+
+AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
 
 CLIENT_ID = "callgate-e2e"
 CLIENT_SECRET = "client-secret-e2e"
@@ -61,4 +65,6 @@ def sso_serve(root: Path, issuer: str) -> Iterator[Serve]:
     assert code == 0, log
     assert "Traceback" not in log, log
     assert CLIENT_SECRET not in log
+    every_entry = json.dumps([str(row) for row in rows_of(server.database, AUDIT)])
+    assert "config.start" in every_entry and CLIENT_SECRET not in every_entry
     assert "sso_token=" not in log

@@ -75,8 +75,11 @@ def serve(
     log = server.log()
     assert code == 0, log
     assert "Traceback" not in log, log
+    every_entry = json.dumps([str(row) for row in rows_of(server.database, AUDIT)])
+    assert "config.start" in every_entry
     for secret in [*PASSWORDS.values(), SERVICE_PW, ROOT_PW, LOCAL_BOB_PW, ADMIN_PW]:
         assert secret not in log, "a password is in the server log"
+        assert secret not in every_entry, "a password is in the audit log"
 
 
 def login(server: Serve, handle: str, password: str) -> tuple[int, Any]:
