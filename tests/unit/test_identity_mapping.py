@@ -111,7 +111,7 @@ def test_settings_from_toml(tmp_path: Path) -> None:
         ('user_filter = "objectClass=person"', "parenthesised"),
         ('user_filter = "(&(a=b)"', "parenthesised"),
         ('login_attribute = "uid)(x"', "attribute"),
-        ("check_interval_s = 120", "check_interval_s"),
+        ("check_interval_s = 50", "check_interval_s"),
     ],
 )
 def test_bad_settings_name_the_option(tmp_path: Path, extra: str, message: str) -> None:

@@ -161,9 +161,18 @@ class LdapDirectory:
             return None
         with self.service() as session:
             located = session.locate(login)
+            # An unknown name costs the same round trips as a wrong password (a bind the
+            # directory refuses), so timing does not tell who exists.
+            dn = (
+                located[0]
+                if located is not None
+                else f"cn=callgate-no-such-user,{self._settings.user_base}"
+            )
+            conn = self._bind(dn, password)
             if located is None:
+                if conn is not None:
+                    conn.unbind()
                 return None
-            conn = self._bind(located[0], password)
             if conn is None:
                 return None
             conn.unbind()

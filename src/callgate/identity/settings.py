@@ -89,7 +89,9 @@ class LdapSettings(BaseModel):
     default_role: str = "user"
     allowed_groups: list[str] = Field(default_factory=list)  # empty: every directory user
     create_accounts: bool = True  # just-in-time accounts at first sign-in
-    check_interval_s: float = Field(default=30.0, gt=0, le=60)  # disabled/removed accounts
+    # How often disabled/removed accounts are looked for; with the sockets' 15 s token re-check,
+    # at most 45 keeps "out within 60 s" true.
+    check_interval_s: float = Field(default=30.0, gt=0, le=45)
 
     @field_validator(
         "login_attribute",
