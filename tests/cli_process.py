@@ -9,7 +9,9 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent / "callgate"
 COMMAND = (
-    [str(BIN)] if BIN.exists() else [sys.executable, "-c", "from callgate.cli import main; main()"]
+    [str(BIN)]
+    if BIN.exists()
+    else [sys.executable, "-c", "from callgate.cli.app import main; main()"]
 )
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from callgate.storage.db import Store, open_store
 from callgate.turn.config import TurnConfig
-from callgate.turn.events import EventSink, ListSink
 from callgate.types import Address, Transport
+from callgate.types.events import EventSink, ListSink
 from tests.db_backends import database_url, empty_database_url, pg_server  # noqa: F401 - fixtures
 
 REALM = "test"

@@ -1,8 +1,8 @@
 """The `callgate` executable. `callgate detect` goes straight to `detect.command`: it needs neither
 the configuration and storage layers nor typer (typer imports pydantic), whose imports would cost
 more CPU time than reading a million-packet capture; `--help` and malformed options still go to
-the typer command (`cli_detect.run_alone`), so they read exactly as before. Everything else is
-`cli.main`.
+the typer command (`cli.detect.run_alone`), so they read exactly as before. Everything else is
+`cli.app.main`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ def main() -> int:
         code = command.main(sys.argv[2:])
         if code is not None:
             return code
-        from callgate.cli_detect import run_alone  # --help, option errors: the typer command
+        from callgate.cli.detect import run_alone  # --help, option errors: the typer command
 
         run_alone(sys.argv[2:])
         return 0
-    from callgate.cli import main as full
+    from callgate.cli.app import main as full
 
     full()
     return 0

@@ -1,15 +1,34 @@
-"""The callgate exception tree.
+"""The callgate exception tree: every error callgate raises for a caller to handle.
 
     CallgateError
-    ├── ConfigError            bad configuration value (message names the option)
-    ├── StorageError           the database could not be opened or migrated
-    └── AccountError           an account operation was refused
-        ├── InvalidAccountValue    a handle, name, group or password is not acceptable (ValueError)
-        ├── UserExistsError        the handle is taken
-        └── UnknownUserError       no account with this handle (LookupError)
+    ├── ConfigError              bad configuration value (message names the option)
+    ├── StorageError             the database could not be opened or migrated
+    ├── AccountError             an account operation was refused
+    │   ├── InvalidAccountValue      a handle, name, group or password is not acceptable (ValueError)
+    │   ├── UserExistsError          the handle (or a static TURN user's name) is taken
+    │   └── UnknownUserError         no account with this handle (LookupError)
+    ├── PolicyError              a policy or group change was refused (policy/errors.py)
+    │   ├── InvalidPolicyValue       a field is not acceptable (ValueError)        → 422
+    │   ├── UnknownPolicyObject      no such rule or group (LookupError)           → 404
+    │   └── PolicyConflict           a name is taken, a group is still used, …     → 409
+    ├── StunDecodeError          malformed STUN bytes (stun/message.py; ValueError)
+    ├── ProtocolError            a signaling message the server refuses (signaling/messages.py;
+    │                            ValueError; `code` is the protocol's error code)
+    ├── RecordWriteError         a call record could not be written (records/writer.py)
+    ├── BadCursor                a listing cursor this server did not hand out (records/query.py;
+    │                            ValueError)
+    ├── CheckpointError          an audit checkpoint is malformed or its signature fails
+    │                            (records/audit_chain.py; ValueError)
+    └── ClientError              the Python client could not do something (client/errors.py)
+        ├── LoginError               sign-in refused or failed
+        └── SignalingError           an `error` reply, a refused socket, or no reply in time
 
-Wire decoding has its own error, `callgate.stun.StunDecodeError` (a ValueError), because
-codecs are pure and raise on malformed bytes; servers catch it, drop the packet and count it.
+Errors that belong to one package are defined beside their code and listed here. Codecs are
+pure and raise StunDecodeError on malformed bytes; servers catch it, drop the packet and count it.
+Exceptions used only as control flow inside one module (turn/allocate.py's `Reject`,
+signaling/engine.py's `_Refusal`, turn/relay.py's `InsufficientCapacity`, which allocate.py turns
+into 508) never reach a caller and are not part of the tree. `callgate detect` reports capture
+errors (detect/pcapfile.py `CaptureError`) as exit status 1.
 """
 
 from __future__ import annotations

@@ -18,13 +18,13 @@ from callgate.records.audit_chain import Entry
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
 from callgate.records.relay_sessions import DbEventSink
-from callgate.signaling.call import Denial, Grant
-from callgate.signaling.calls import CallEngine
+from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub import SignalingHub
 from callgate.storage.db import Store, open_store, sqlite_url
 from callgate.turn.config import TurnConfig
 from callgate.turn.server import TurnServer
 from callgate.types import Transport
+from callgate.types.decisions import Denial, Grant
 from tests.integration.hub_helpers import next_of, parse
 from tests.integration.test_cli import callgate
 from tests.integration.turn_client import (

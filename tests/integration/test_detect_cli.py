@@ -11,7 +11,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from callgate.cli import app
+from callgate.cli.app import app
 from tests.cli_process import COMMAND, clean_env
 from tests.integration.detect_support import pcaps_dir
 

@@ -18,7 +18,7 @@ from callgate.policy.specs import GroupSpec, RuleSpec
 from callgate.policy.store import PolicyStore
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
-from callgate.signaling.calls import CallEngine
+from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.storage.db import Store, open_store, sqlite_url
 from tests.integration.hub_helpers import next_of, parse

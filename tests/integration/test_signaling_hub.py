@@ -10,7 +10,7 @@ import pytest
 from callgate.clock import SystemClock
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
-from callgate.signaling.calls import CallEngine
+from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub import SignalingHub
 from callgate.storage.db import Store, open_store
 from tests.integration.hub_helpers import next_of, parse

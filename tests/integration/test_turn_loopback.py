@@ -27,9 +27,9 @@ from callgate.stun.constants import (
     Method,
 )
 from callgate.stun.message import build, encode, new_transaction_id, verify_integrity
-from callgate.turn.events import EventKind
 from callgate.turn.server import TurnServer
 from callgate.types import Address, Transport
+from callgate.types.events import EventKind
 from tests.integration.turn_client import (
     PASSWORD,
     REALM,

@@ -17,13 +17,13 @@ import websockets
 from fastapi import FastAPI
 
 from callgate.accounts.records import UserRecord
+from callgate.api.ws import WsSettings, signaling_router
 from callgate.clock import SystemClock
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
-from callgate.signaling.calls import CallEngine
+from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub import SignalingHub
 from callgate.signaling.iceconfig import IceServerConfig
-from callgate.signaling.ws import WsSettings, signaling_router
 from callgate.storage.db import open_store, sqlite_url
 
 NOW = datetime.now(UTC)

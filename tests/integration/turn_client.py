@@ -21,9 +21,9 @@ from callgate.stun.constants import PROTO_UDP, Attr, MessageClass, Method
 from callgate.stun.message import Message, build, decode, encode, new_transaction_id
 from callgate.turn.auth import long_term_key
 from callgate.turn.config import TurnConfig
-from callgate.turn.events import AllocationEvent, ListSink
 from callgate.turn.server import TurnServer
 from callgate.types import Address
+from callgate.types.events import AllocationEvent, ListSink
 
 TIMEOUT = 2.0  # seconds to wait for any one packet
 QUIET = 0.3  # seconds of silence that end a "collect what arrives" window

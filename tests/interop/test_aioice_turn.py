@@ -13,7 +13,7 @@ import pytest
 from aioice import stun
 from aioice.turn import create_turn_endpoint
 
-from callgate.turn.events import EventKind
+from callgate.types.events import EventKind
 from tests.conftest import LOOPBACK, PASSWORD, USER, EchoPeer, eventually, rest_credentials
 from tests.interop.conftest import Relay
 

@@ -30,8 +30,8 @@ from av import AudioFrame
 from callgate.records.relay_sessions import DbEventSink
 from callgate.storage.db import open_store
 from callgate.storage.repositories import RelaySessionRepository
-from callgate.turn.events import EventKind, FanoutSink, ListSink
 from callgate.types import Transport
+from callgate.types.events import EventKind, FanoutSink, ListSink
 from tests.conftest import LOOPBACK, PASSWORD, USER, eventually, run_turn_server, server_address
 from tests.interop.conftest import Relay, interop_target, run_relay
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from callgate.turn.events import EventKind
+from callgate.types.events import EventKind
 from tests.conftest import AUTH_SECRET, LOOPBACK, PASSWORD, USER, eventually, free_udp_pair
 from tests.interop.conftest import Relay, coturn_binary, run_process, run_relay
 

@@ -69,7 +69,7 @@ class LabServer:
 ADD_USERS = """
 import sys
 from typer.testing import CliRunner
-from callgate.cli import app
+from callgate.cli.app import app
 
 data_dir, *handles = sys.argv[1:]
 for handle in handles:

@@ -25,12 +25,12 @@ from callgate.clock import ManualClock
 from callgate.config import Settings
 from callgate.records.audit import AuditLog
 from callgate.records.audit_chain import Entry
-from callgate.records.audit_runtime import Checkpointer, effective_settings, record_start
 from callgate.records.cdr import CdrRepository
 from callgate.records.relay_sessions import DbEventSink
+from callgate.runtime.audit import Checkpointer, effective_settings, record_start
 from callgate.storage.db import Store
-from callgate.turn.events import AllocationEvent, EventKind
 from callgate.types import Transport
+from callgate.types.events import AllocationEvent, EventKind
 
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import typer
 
-from callgate.cli import _relay_ips
+from callgate.cli.app import _relay_ips
 from callgate.config import load_settings, turn_config
 
 

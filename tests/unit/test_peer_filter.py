@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from callgate.errors import ConfigError
-from callgate.policy.peers import PeerFilter
+from callgate.turn.peers import PeerFilter
 
 # (range, addresses in it: first, last and a notable one)
 DENIED_V4 = {

@@ -19,7 +19,7 @@ from callgate.policy.rules import (
     TimeWindow,
     to_denial,
 )
-from callgate.signaling.call import Denial
+from callgate.types.decisions import Denial
 
 ANYONE = Party()
 FRI_NOON = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # a Friday

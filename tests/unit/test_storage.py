@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from callgate.errors import StorageError
+from callgate.errors import StorageError, UserExistsError
 from callgate.records.relay_sessions import DbEventSink
 from callgate.storage.db import (
     MIGRATIONS_DIR,
@@ -22,14 +22,10 @@ from callgate.storage.db import (
     open_store,
     sqlite_url,
 )
-from callgate.storage.repositories import (
-    RelaySessionRepository,
-    TurnUserRepository,
-    UserExistsError,
-)
+from callgate.storage.repositories import RelaySessionRepository, TurnUserRepository
 from callgate.turn.auth import long_term_key
-from callgate.turn.events import AllocationEvent, EventKind
 from callgate.types import Transport
+from callgate.types.events import AllocationEvent, EventKind
 from tests.conftest import free_port
 from tests.db_backends import PgServer
 

@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callgate.clock import ManualClock
-from callgate.policy.peers import PeerFilter
 from callgate.stun import attributes as attrs
 from callgate.stun import channel_data
 from callgate.stun.constants import (
@@ -39,11 +38,12 @@ from callgate.turn.allocation import Allocation
 from callgate.turn.auth import Authenticator, long_term_key, rest_password
 from callgate.turn.config import TurnConfig
 from callgate.turn.counters import TurnCounters
-from callgate.turn.events import EventKind, ListSink
 from callgate.turn.handlers import Client, TurnHandler
 from callgate.turn.manager import AllocationManager
+from callgate.turn.peers import PeerFilter
 from callgate.turn.relay import InsufficientCapacity, PeerHandler
 from callgate.types import Address, FiveTuple, Transport
+from callgate.types.events import EventKind, ListSink
 
 REALM = "example.org"
 USERS = {"alice": "alice-pw", "bob": "bob-pw"}

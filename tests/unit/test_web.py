@@ -16,10 +16,9 @@ from prometheus_client import CollectorRegistry
 from callgate.accounts import AccountService, PasswordPolicy, Passwords
 from callgate.api.app import create_app
 from callgate.api.deps import Services
+from callgate.api.routes.directory import directory_router, presence_by_handle
 from callgate.records.cdr import CdrRepository
 from callgate.storage.db import Store
-from callgate.web import directory_router
-from callgate.web.directory import presence_by_handle
 from callgate.web.pages import CONSOLE_PAGES
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "callgate" / "web" / "static"

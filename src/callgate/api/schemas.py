@@ -127,7 +127,7 @@ class LoginResponse(BaseModel):
 
 
 class CallOut(BaseModel):
-    """One call detail record (DESIGN.md "Records")."""
+    """One call detail record (records/cdr_types.py `CdrRecord`; docs/calling.md)."""
 
     model_config = ConfigDict(from_attributes=True)
 

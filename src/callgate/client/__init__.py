@@ -1,4 +1,5 @@
-"""Python client: signaling over WebSocket, calls over aiortc, and the CLI softphone.
+"""Python client: signaling over WebSocket and calls over aiortc. The CLI softphone built on it
+(`callgate login`, `call`, `answer`) is callgate/cli/client.py.
 
     from callgate.client import SignalingClient, CallSession, place_call, answer_calls
 

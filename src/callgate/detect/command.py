@@ -82,7 +82,7 @@ def main(args: list[str]) -> int | None:
     try:
         run(parsed)
     except Failure as exc:
-        from callgate.cli_output import fail
+        from callgate.cli.output import fail
 
         fail(exc.message, exc.code)
         return exc.code
@@ -106,7 +106,7 @@ def run(args: Args) -> None:
             raise Failure(f"callgate detect: {exc}", code=1) from None
     report = detector.report()
     if report.warnings:
-        from callgate.cli_output import err
+        from callgate.cli.output import err
 
         for warning in report.warnings:
             err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
@@ -125,7 +125,7 @@ def _progress(path: Path) -> Iterator[Callable[[int], None] | None]:
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-    from callgate.cli_output import err
+    from callgate.cli.output import err
 
     columns = ("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as bar:
@@ -151,7 +151,7 @@ def _write(report: Report, fmt: str, output: Path | None) -> None:
 def _print_table(report: Report) -> None:
     from rich.table import Table
 
-    from callgate.cli_output import table_console
+    from callgate.cli.output import table_console
 
     console = table_console()
     summary = report.summary()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from callgate.signaling.call import Denial
+from callgate.types.decisions import Denial
 
 Action = Literal["allow", "deny"]
 ACTIONS: tuple[Action, ...] = ("allow", "deny")

@@ -32,9 +32,9 @@ from callgate.policy.specs import (
     rule_spec_from_row,
 )
 from callgate.records.audit import AuditLog
-from callgate.signaling.call import Denial, Grant
 from callgate.storage.db import Store
 from callgate.storage.models import PolicyRule, PolicySettings, User
+from callgate.types.decisions import Denial, Grant
 
 CHECK_INTERVAL_S = 0.5
 # Built once: the hub runs it on every call attempt.

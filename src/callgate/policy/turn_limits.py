@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from callgate.policy.peers import PeerFilter
 from callgate.storage.db import Store
 from callgate.storage.models import Group, User
 from callgate.turn.handlers import TurnHandler
 from callgate.turn.limits import UserLimits
+from callgate.turn.peers import PeerFilter
 
 log = logging.getLogger(__name__)
 REFRESH_S = 2.0

@@ -49,6 +49,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from callgate.errors import CallgateError
+
 GENESIS = "0" * 64
 ORIGIN = "callgate-audit"
 KEY_NAME = "callgate-audit"
@@ -165,7 +167,7 @@ class Checkpoint:
     note: str
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CallgateError, ValueError):
     """A checkpoint that is malformed, or whose signature does not verify."""
 
 

@@ -1,4 +1,4 @@
-"""The CDR's value types and vocabularies (DESIGN.md "Records", docs/signaling.md end reasons)."""
+"""The CDR's value types and vocabularies (docs/calling.md, docs/signaling.md end reasons)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ E-model (ITU-T G.107 (06/2015)), with every input at its default except delay an
       MOS = 1 + 0.035 R + 7e-6 R (R - 60)(100 - R), clamped to [1, 4.5].
 
 Poor, per stream: loss > 10 %, jitter > 30 ms, RTT > 500 ms, concealed > 7 % (the widely used
-enterprise rule in DESIGN.md "Records").
+enterprise rule; docs/design.md "Records").
 """
 
 from __future__ import annotations

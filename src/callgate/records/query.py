@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from sqlalchemy import Engine, Select, Table, exists, func, or_, select, tuple_
 
+from callgate.errors import CallgateError
 from callgate.records.audit_chain import Entry
 from callgate.storage.models import AuditEntry, Call, CallQuality, RelaySession
 
@@ -37,7 +38,7 @@ MAX_KEY = 2**63 - 1  # ids and sequence numbers are BIGINT on every backend
 CHUNK = 1000
 
 
-class BadCursor(ValueError):
+class BadCursor(CallgateError, ValueError):
     """A cursor this server did not hand out (or for another listing)."""
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from callgate.records.audit import AuditLog
 from callgate.storage.models import from_unix
 from callgate.storage.repositories import RelaySessionRepository
-from callgate.turn.events import AllocationEvent, EventKind
+from callgate.types.events import AllocationEvent, EventKind
 
 log = logging.getLogger(__name__)
 

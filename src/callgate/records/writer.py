@@ -19,13 +19,15 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
 
+from callgate.errors import CallgateError
+
 log = logging.getLogger(__name__)
 
 ConnectionOp = Callable[[Connection], object]
 StandaloneOp = Callable[[], object]
 
 
-class RecordWriteError(Exception):
+class RecordWriteError(CallgateError):
     """A record could not be written (details in the log)."""
 
 

@@ -1,8 +1,10 @@
-"""Signaling: typed protocol messages, the server-owned call state machine, relay-only SDP
-filtering and per-connection rate limiting. Pure: no sockets, no database, no asyncio."""
+"""Call control: typed protocol messages (messages.py), the server-owned call state machine
+(model.py holds a call's state, engine.py the `CallEngine` that moves it and returns effects),
+relay-only SDP filtering and per-connection rate limiting — pure: no sockets, no database, no
+asyncio. hub.py is the one asyncio shell around the engine: it queues messages for connected
+devices and hands record effects to records/call_recorder.py, which writes them. The WebSocket
+endpoint is api/ws.py; runtime/calling.py wires it all for `callgate serve`."""
 
-from callgate.signaling.call import Denial
-from callgate.signaling.calls import CallEngine
 from callgate.signaling.dispatch import handle_message
 from callgate.signaling.effects import (
     CallOpened,
@@ -13,10 +15,12 @@ from callgate.signaling.effects import (
     Send,
     StatsReport,
 )
+from callgate.signaling.engine import CallEngine
 from callgate.signaling.messages import ClientMessage, ProtocolError, parse_client_message
-from callgate.signaling.ratelimit import TokenBucket
+from callgate.signaling.ratelimit import MessageRateLimiter
 from callgate.signaling.reasons import Disposition, EndedBy, Party, Reason, disposition_for
 from callgate.signaling.sdp import candidate_type, filter_candidate, filter_sdp
+from callgate.types.decisions import Denial
 
 __all__ = [
     "CallEngine",
@@ -29,12 +33,12 @@ __all__ = [
     "Disposition",
     "Effect",
     "EndedBy",
+    "MessageRateLimiter",
     "Party",
     "ProtocolError",
     "Reason",
     "Send",
     "StatsReport",
-    "TokenBucket",
     "candidate_type",
     "disposition_for",
     "filter_candidate",

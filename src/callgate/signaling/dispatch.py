@@ -4,8 +4,8 @@ directory and policy first: the WebSocket layer looks those up and calls `CallEn
 from __future__ import annotations
 
 from callgate.signaling import messages as m
-from callgate.signaling.calls import CallEngine
 from callgate.signaling.effects import Effect, Send
+from callgate.signaling.engine import CallEngine
 
 
 def handle_message(engine: CallEngine, device_id: str, message: m.ClientMessage) -> list[Effect]:

@@ -1,8 +1,9 @@
 """The signaling hub: the asyncio layer around the pure `CallEngine`.
 
-It owns the connected devices and carries out the engine's effects in order: records go to the
-database through one writer thread (so a call's rows are written in the order they happen), and
-`CdrOpen` is awaited before anything that follows it is sent — nobody rings before the CDR exists.
+It owns the connected devices and carries out the engine's effects in order: record effects go
+to the call recorder (records/call_recorder.py, which writes them in order on its own thread),
+and `CdrOpen` is awaited before anything that follows it is sent — nobody rings before the CDR
+exists.
 A timer task calls `engine.tick()` at the engine's next deadline (ring, setup and silence
 watchdogs).
 """
@@ -14,27 +15,26 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection
-
 from callgate.clock import Clock
 from callgate.records import call_audit
-from callgate.records.audit import AuditLog
+from callgate.records.call_recorder import CallEnd, CallRecorder
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_types import CallOpen
 from callgate.records.quality import StreamStats as QualityStats
 from callgate.records.quality_store import QualityRepository
-from callgate.records.writer import RecordWriteError, RecordWriter
+from callgate.records.writer import RecordWriteError
 from callgate.signaling import messages as m
-from callgate.signaling.call import Denial, Grant
-from callgate.signaling.calls import CallEngine
 from callgate.signaling.dispatch import handle_message
 from callgate.signaling.effects import CdrFinal, CdrOpen, CdrUpdate, Effect, Send, StatsReport
+from callgate.signaling.engine import CallEngine
 from callgate.signaling.live import LiveCall, live_call
 from callgate.signaling.sdp import relay_candidates
+from callgate.types.decisions import Denial, Grant
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class SignalingHub:
         self.node_id = node_id
         self.link_delays = tuple(link_delays)
         self.devices: dict[str, Device] = {}
-        self._writer = RecordWriter(cdrs.engine)
+        self.recorder = CallRecorder(cdrs, quality)
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -113,7 +113,7 @@ class SignalingHub:
         for task in list(self._background):
             task.cancel()
         await self._records_settled()
-        await asyncio.to_thread(self._writer.close)
+        await asyncio.to_thread(self.recorder.close)
 
     # -- devices -----------------------------------------------------------------------------------
 
@@ -194,10 +194,7 @@ class SignalingHub:
         known = self._relays.setdefault(call_id, [])
         known.extend(a for a in found if a not in known)
         if known:
-            relays = list(known)
-            self._writer.submit(
-                lambda conn: self.cdrs.update_in(conn, call_id, relay_candidates=relays)
-            )
+            self.recorder.update(call_id, relay_candidates=list(known))
 
     def send(self, device: Device, message: dict[str, Any]) -> None:
         try:
@@ -223,7 +220,7 @@ class SignalingHub:
                     self.send(device, effect.message)
             elif isinstance(effect, CdrOpen):
                 try:
-                    await asyncio.wrap_future(self._writer.submit(self._open(effect)))
+                    await asyncio.wrap_future(self._open(effect))
                 except RecordWriteError:
                     await self._refuse(effect, effects[index + 1 :])
                     break
@@ -252,7 +249,7 @@ class SignalingHub:
         # the dropped effects) and there is no row to finalize, so its effects are discarded.
         self.engine.hangup(call.caller_device, request_id or "", call.call_id)
 
-    def _open(self, effect: CdrOpen) -> Callable[[Connection], object]:
+    def _open(self, effect: CdrOpen) -> Future[None]:
         call = effect.call
         caller = self.devices.get(call.caller_device)
         opened = CallOpen(
@@ -270,101 +267,53 @@ class SignalingHub:
             recording_required=call.recording_required,
         )
         self._parties[call.call_id] = (call.caller_handle, call.callee_handle)
+        return self.recorder.open(
+            opened, ringing_devices=call.ringing_devices, relay_only=call.relay_only
+        )
 
-        def open_audited(conn: Connection) -> None:  # call.invite in the CDR's transaction
-            entry = call_audit.invite_in(
-                conn,
-                call.call_id,
-                call.caller_handle,
-                call.callee_handle,
-                opened.invite_at,
-                ringing_devices=call.ringing_devices,
-                relay_only=call.relay_only,
-                policy_rule=call.policy_rule,
-                policy_decision=call.policy_decision,
-                caller_address=opened.caller_address,
+    def _update(self, effect: CdrUpdate) -> None:
+        fields: dict[str, Any] = {
+            "answer_at": _at(effect.answer_at),
+            "callee_device": effect.callee_device,
+            "media_path": effect.media_path,
+            "codec": effect.codec,
+        }
+        callee = self.devices.get(effect.callee_device or "")
+        if callee is not None:
+            fields["callee_address"] = callee.address
+            fields["callee_user_agent"] = callee.user_agent
+        changes = {k: v for k, v in fields.items() if v is not None}
+        if effect.answer_at is not None:
+            self._answered.add(effect.call_id)
+            answered_at = datetime.fromtimestamp(effect.answer_at, UTC)
+            callee_handle = self._parties.get(effect.call_id, ("", ""))[1]
+            self.recorder.answered(
+                effect.call_id, callee_handle, effect.callee_device, answered_at, **changes
             )
-            self.cdrs.open_in(conn, [replace(opened, audit_index=entry.seq)])
+        elif changes:
+            self.recorder.update(effect.call_id, **changes)
 
-        return open_audited
+    def _final(self, effect: CdrFinal) -> None:
+        answered = effect.call_id in self._answered
+        self._answered.discard(effect.call_id)
+        self._relays.pop(effect.call_id, None)
+        ended_by = f"admin:{effect.admin}" if effect.admin else effect.ended_by.value
+        parties = self._parties.pop(effect.call_id, ("", ""))
+        by = dict(zip(("caller", "callee"), parties, strict=True)).get(effect.ended_by.value)
+        end = CallEnd(
+            call_id=effect.call_id,
+            end_at=datetime.fromtimestamp(effect.end_at, UTC),
+            disposition=effect.disposition.value,
+            reason=effect.reason.value,
+            ended_by=ended_by,
+            actor=effect.admin or by or call_audit.SYSTEM,
+            duration_s=round(effect.duration_s, 3) if answered else None,
+            detail=effect.detail,
+            admin=effect.admin,
+        )
+        self.recorder.ended(end)
 
-    def _write_op(self, effect: Effect) -> Callable[[Connection], object] | None:
-        """The database write for a CDR effect, run inside the writer's shared transaction."""
-        if isinstance(effect, CdrUpdate):
-            fields: dict[str, Any] = {
-                "answer_at": _at(effect.answer_at),
-                "callee_device": effect.callee_device,
-                "media_path": effect.media_path,
-                "codec": effect.codec,
-            }
-            callee = self.devices.get(effect.callee_device or "")
-            if callee is not None:
-                fields["callee_address"] = callee.address
-                fields["callee_user_agent"] = callee.user_agent
-            changes = {k: v for k, v in fields.items() if v is not None}
-            if effect.answer_at is not None:
-                self._answered.add(effect.call_id)
-                answered_at = datetime.fromtimestamp(effect.answer_at, UTC)
-                callee_handle = self._parties.get(effect.call_id, ("", ""))[1]
-
-                def answer(conn: Connection) -> object:  # call.answered with the CDR update
-                    call_audit.answered_in(
-                        conn, effect.call_id, callee_handle, effect.callee_device, answered_at
-                    )
-                    return self.cdrs.update_in(conn, effect.call_id, **changes)
-
-                return answer
-            if not changes:
-                return None
-            return lambda conn: self.cdrs.update_in(conn, effect.call_id, **changes)
-        if isinstance(effect, CdrFinal):
-            end_at = datetime.fromtimestamp(effect.end_at, UTC)
-            answered = effect.call_id in self._answered
-            self._answered.discard(effect.call_id)
-            self._relays.pop(effect.call_id, None)
-            detail = effect.detail
-            ended_by = f"admin:{effect.admin}" if effect.admin else effect.ended_by.value
-            parties = self._parties.pop(effect.call_id, ("", ""))
-            by = dict(zip(("caller", "callee"), parties, strict=True)).get(effect.ended_by.value)
-            actor = effect.admin or by or call_audit.SYSTEM
-
-            def finalize(conn: Connection) -> object:
-                done = self.cdrs.finalize_in(
-                    conn,
-                    effect.call_id,
-                    end_at,
-                    effect.disposition.value,
-                    ended_by,
-                    effect.reason.value,
-                    duration_s=round(effect.duration_s, 3) if answered else None,
-                    detail=detail,
-                )
-                call_audit.ended_in(  # call.ended (or call.denied) with the CDR's end
-                    conn,
-                    effect.call_id,
-                    actor,
-                    end_at,
-                    disposition=effect.disposition.value,
-                    reason=effect.reason.value,
-                    ended_by=ended_by,
-                    duration_s=round(effect.duration_s, 3) if answered else None,
-                    detail=detail,
-                )
-                if effect.admin:  # audited in the same transaction as the CDR's end
-                    AuditLog.append_in(
-                        conn,
-                        effect.admin,
-                        "call.end_by_admin",
-                        f"call:{effect.call_id}",
-                        {"reason": effect.reason.value, "disposition": effect.disposition.value},
-                        end_at,
-                    )
-                return done
-
-            return finalize
-        return None
-
-    def _quality(self, effect: StatsReport) -> None:
+    def _stats(self, effect: StatsReport) -> None:
         streams = [
             QualityStats(
                 kind=s.kind,
@@ -377,18 +326,19 @@ class SignalingHub:
             )
             for s in effect.streams
         ]
-        self.quality.upsert(
+        self.recorder.stats(
             effect.call_id, effect.party.value, streams, effect.final, _at(effect.at)
         )
 
     def _record_later(self, effect: Effect) -> None:
         """Queue a record write; the signaling path does not wait for it."""
         if isinstance(effect, StatsReport):
-            self._writer.submit_standalone(lambda: self._quality(effect))
+            self._stats(effect)
             return
-        op = self._write_op(effect)
-        if op is not None:
-            self._writer.submit(op)
+        if isinstance(effect, CdrUpdate):
+            self._update(effect)
+        elif isinstance(effect, CdrFinal):
+            self._final(effect)
         if isinstance(effect, CdrUpdate) and effect.media_path is not None:
             self._media_calls.add(effect.call_id)
         if isinstance(effect, CdrFinal) and effect.call_id in self._media_calls:
@@ -399,12 +349,12 @@ class SignalingHub:
                 loop.call_later(delay, self._link_soon, effect.call_id)
 
     def _link_soon(self, call_id: str) -> None:
-        self._writer.submit_standalone(lambda: self.cdrs.link_relay_sessions(call_id))
+        self.recorder.link_relay_sessions(call_id)
 
     async def _records_settled(self) -> None:
         """Wait until every record write queued so far is done (tests, shutdown)."""
         with contextlib.suppress(RecordWriteError):
-            await asyncio.wrap_future(self._writer.submit_standalone(lambda: None))
+            await asyncio.wrap_future(self.recorder.settled())
 
     async def flush(self) -> None:
         await self._records_settled()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from callgate.signaling.call import Call, State
+from callgate.signaling.model import Call, State
 
 # Engine states as the API names them: "connecting" = answered, media not yet up on both sides.
 API_STATES = {State.RINGING: "ringing", State.CONNECTED: "connecting", State.MEDIA: "connected"}

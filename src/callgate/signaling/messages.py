@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from callgate.errors import CallgateError
+
 PROTOCOL_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 65536
 MAX_SDP_BYTES: Final = 16384
@@ -44,7 +46,7 @@ CONFLICT: Final = "conflict"
 RATE_LIMITED: Final = "rate-limited"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(CallgateError, ValueError):
     """A client message the server refuses; `id` is the request id when it could be read."""
 
     def __init__(self, code: str, message: str, id: str | None = None) -> None:

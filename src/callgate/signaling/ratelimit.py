@@ -1,4 +1,6 @@
-"""Per-connection token bucket: 50 messages/s sustained, bursts of 100 (docs/signaling.md)."""
+"""How many signaling messages one connection may send: 50 messages/s sustained, bursts of 100
+(docs/signaling.md). A token bucket counting messages; the relay's bandwidth cap, which counts
+bytes, is turn/allocation.py's `TokenBucket`."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ RATE_PER_SECOND = 50.0
 BURST = 100
 
 
-class TokenBucket:
+class MessageRateLimiter:
     """`allow()` spends one token if there is one; tokens refill at `rate` per second up to `burst`."""
 
     __slots__ = ("_clock", "_last", "_tokens", "burst", "rate")

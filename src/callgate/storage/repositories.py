@@ -11,12 +11,9 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from callgate.errors import UserExistsError
 from callgate.storage.models import RelaySession, TurnUser, from_unix, utcnow
-from callgate.turn.events import AllocationEvent, EventKind
-
-
-class UserExistsError(LookupError):
-    """A static TURN user with this name already exists in the realm."""
+from callgate.types.events import AllocationEvent, EventKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +38,7 @@ class TurnUserRepository:
         with self._sessions.begin() as session:
             row = self._find(session, name, realm)
             if row is not None and not replace:
-                raise UserExistsError(name)
+                raise UserExistsError(f"TURN user {name!r} exists in realm {realm!r}")
             if row is None:
                 session.add(TurnUser(name=name, realm=realm, key_hex=key.hex()))
             else:
@@ -49,7 +46,7 @@ class TurnUserRepository:
             try:
                 session.flush()
             except IntegrityError as exc:  # a concurrent add of the same name
-                raise UserExistsError(name) from exc
+                raise UserExistsError(f"TURN user {name!r} exists in realm {realm!r}") from exc
 
     def remove(self, name: str, realm: str | None = None) -> int:
         """Delete `name` (in `realm`, or in every realm when None); return how many rows went."""

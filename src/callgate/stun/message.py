@@ -15,6 +15,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from callgate.errors import CallgateError
 from callgate.stun.constants import (
     FINGERPRINT_XOR,
     HEADER_LENGTH,
@@ -25,7 +26,7 @@ from callgate.stun.constants import (
 )
 
 
-class StunDecodeError(ValueError):
+class StunDecodeError(CallgateError, ValueError):
     """The bytes are not a well-formed STUN message. The one error type codecs raise."""
 
 

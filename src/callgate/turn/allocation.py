@@ -1,7 +1,7 @@
 """One allocation: its relayed transport addresses, permissions, channels and counters
 (RFC 8656 §2.2, §9, §12). Pure state plus the per-packet forwarding steps.
 
-Hot-path rules (DESIGN.md): per packet, one dict lookup, one send, integer counters. Permission
+Hot-path rules (docs/design.md): per packet, one dict lookup, one send, integer counters. Permission
 and channel expiry is exact in the request handlers and swept once a second for the data path.
 """
 

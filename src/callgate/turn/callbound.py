@@ -1,5 +1,5 @@
 """Call-bound relaying: a TURN allocation may reach only the relay addresses of the other party of
-an authorized, live call (DESIGN.md, "Peer filter"). With it the relay is never an open proxy,
+an authorized, live call (docs/design.md, "Peer filter"). With it the relay is never an open proxy,
 not even between two users of the same company who are not talking to each other.
 
 RFC 8656 §9 installs permissions per peer IP address, and every allocation of this server shares

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from callgate.clock import Clock
-from callgate.policy.peers import PeerFilter
 from callgate.stun import attributes as attrs
 from callgate.stun.channel_data import valid_channel
 from callgate.stun.constants import (
@@ -45,11 +44,12 @@ from callgate.turn.auth import Authenticator, Credential
 from callgate.turn.callbound import CallGuard, admit, may_send
 from callgate.turn.config import TurnConfig
 from callgate.turn.counters import TurnCounters
-from callgate.turn.events import EventKind
 from callgate.turn.indications import SEND_INDICATION, parse_send
 from callgate.turn.limits import UserLimitsLookup, tighter_rate
 from callgate.turn.manager import AllocationManager
+from callgate.turn.peers import PeerFilter
 from callgate.types import Address, FiveTuple
+from callgate.types.events import EventKind
 
 log = logging.getLogger(__name__)
 

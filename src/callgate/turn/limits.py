@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from callgate.policy.peers import PeerFilter
+from callgate.turn.peers import PeerFilter
 
 
 @dataclass(frozen=True, slots=True)

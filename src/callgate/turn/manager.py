@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from callgate.clock import Clock
 from callgate.turn.allocation import Allocation
 from callgate.turn.counters import TurnCounters
-from callgate.turn.events import AllocationEvent, EventKind, EventSink
 from callgate.types import Address, FiveTuple
+from callgate.types.events import AllocationEvent, EventKind, EventSink
 
 
 class AllocationManager:

@@ -1,6 +1,6 @@
 """Relay sockets: a UDP socket per relayed transport address, drawn from a port range, read
 with a non-blocking recvfrom_into loop registered on the event loop (no asyncio transport on
-the data path, see DESIGN.md "Hot-path facts").
+the data path, see docs/design.md "Hot-path rules").
 
 EVEN-PORT with the R bit reserves the next higher port under a RESERVATION-TOKEN
 (RFC 8656 §7.2, §14.9); an unused reservation is released after 30 s.

@@ -11,17 +11,17 @@ import ssl
 from types import TracebackType
 
 from callgate.clock import Clock, SystemClock
-from callgate.policy.peers import PeerFilter
 from callgate.turn.auth import Authenticator, KeyLookup
 from callgate.turn.callbound import withdraw_stale
 from callgate.turn.config import TurnConfig
 from callgate.turn.counters import TurnCounters
-from callgate.turn.events import EventSink, NullSink
 from callgate.turn.handlers import TurnHandler
 from callgate.turn.manager import AllocationManager
+from callgate.turn.peers import PeerFilter
 from callgate.turn.protocol import StreamProtocol, UdpListener
 from callgate.turn.relay import RelayAllocator
 from callgate.types import Address, Transport
+from callgate.types.events import EventSink, NullSink
 
 log = logging.getLogger(__name__)
 

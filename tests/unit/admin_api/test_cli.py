@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from callgate.cli import app
+from callgate.cli.app import app
 from callgate.records.cdr import CdrRepository
 from callgate.storage.db import open_store, sqlite_url
 from tests.unit.admin_api.seed import seed_records

@@ -5,7 +5,7 @@
 import { SignalingError } from "./signaling.js";
 
 const STATS_MS = 2000;
-// The enterprise poor-call rule (DESIGN.md "Records").
+// The enterprise poor-call rule (records/quality.py, docs/design.md "Records").
 export const POOR = { loss: 0.1, jitterMs: 30, rttMs: 500, concealed: 0.07 };
 
 export function rtcConfiguration(hello) {

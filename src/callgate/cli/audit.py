@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from callgate.cli_common import (
+from callgate.cli.common import (
     ConfigOpt,
     JsonOpt,
     StoreDirOpt,
@@ -71,7 +71,7 @@ def audit_verify(
 ) -> None:
     """Recompute the chain and check every checkpoint; exit 1 naming the first bad entry."""
     from callgate.records.audit import AuditLog, load_public_key
-    from callgate.records.audit_runtime import key_path as configured_key
+    from callgate.runtime.audit import key_path as configured_key
 
     settings = settings_from(config, {"data_dir": data_dir})
     extra: list[str] = []
@@ -124,7 +124,7 @@ def audit_checkpoint(
 ) -> None:
     """Sign (size, head hash) of the log now, keep it, and print the signed note."""
     from callgate.records.audit import AuditLog, export_checkpoint, load_or_create_signing_key
-    from callgate.records.audit_runtime import key_path as configured_key
+    from callgate.runtime.audit import key_path as configured_key
 
     settings = settings_from(config, {"data_dir": data_dir})
     path = key or configured_key(settings)

@@ -19,16 +19,6 @@ from typing import Literal, NoReturn
 
 from callgate.clock import Clock
 from callgate.signaling import messages as m
-from callgate.signaling.call import (
-    Call,
-    Denial,
-    Ended,
-    Grant,
-    State,
-    Timeouts,
-    deadline,
-    policy_fields,
-)
 from callgate.signaling.effects import (
     CallOpened,
     CdrFinal,
@@ -39,9 +29,11 @@ from callgate.signaling.effects import (
     StatsReport,
     records_first,
 )
+from callgate.signaling.model import Call, Ended, State, Timeouts, deadline, policy_fields
 from callgate.signaling.presence import Device, Presence
 from callgate.signaling.reasons import EndedBy, Party, Reason, disposition_for
 from callgate.signaling.sdp import filter_candidate, filter_sdp, normalize_addresses
+from callgate.types.decisions import Denial, Grant
 
 
 class _Refusal(Exception):

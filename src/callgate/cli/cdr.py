@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from callgate.cli_common import (
+from callgate.cli.common import (
     ConfigOpt,
     JsonOpt,
     StoreDirOpt,
@@ -79,7 +79,7 @@ def cdr_list(
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Call records, newest first (the full search and export come later)."""
+    """Call records, newest first (`cdr export` for all of them, with filters)."""
     from callgate.records.cdr import CdrRepository
 
     try:

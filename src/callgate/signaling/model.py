@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from callgate.signaling.presence import Device
 from callgate.signaling.reasons import Party, Reason
+from callgate.types.decisions import Denial, Grant
 
 
 class State(enum.Enum):
@@ -84,24 +85,6 @@ class Call:
 
     def codec(self) -> str | None:
         return self.caller_media.codec or self.callee_media.codec
-
-
-@dataclass(frozen=True, slots=True)
-class Denial:
-    """Policy refused the call before ringing: `rule` names the rule, `reason` is for people."""
-
-    rule: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """Policy allowed the call: which rule ("default" when none matched) and its constraints."""
-
-    rule: str
-    relay_only: bool = False
-    max_duration_s: int | None = None
-    recording_required: bool = False
 
 
 def policy_fields(

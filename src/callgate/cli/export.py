@@ -1,4 +1,4 @@
-"""`callgate cdr export` and `callgate audit export`: streamed CSV / JSON Lines exports read
+"""`callgate cdr export` and `callgate audit export` (registered in app.py): streamed CSV / JSON Lines exports read
 directly from the store of `--data-dir`, with a progress bar on stderr; each export is audited
 (actor "system", details with `via: cli` and the OS user) exactly as the API's are."""
 
@@ -13,9 +13,8 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from callgate.cli_audit import audit_app
-from callgate.cli_cdr import cdr_app, parse_since
-from callgate.cli_common import (
+from callgate.cli.cdr import parse_since
+from callgate.cli.common import (
     ConfigOpt,
     StoreDirOpt,
     err,
@@ -114,7 +113,6 @@ def _export(
     return counter[0].count
 
 
-@cdr_app.command("export")
 def cdr_export(
     fmt: FormatOpt = "csv",
     output: OutputOpt = None,
@@ -144,7 +142,6 @@ def cdr_export(
     err.print(f"exported {count} call records", highlight=False)
 
 
-@audit_app.command("export")
 def audit_export(
     fmt: FormatOpt = "jsonl",
     output: OutputOpt = None,

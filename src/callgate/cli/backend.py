@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from callgate.cli_common import (
+from callgate.cli.common import (
     AdminApi,
     admin_api,
     admin_password,

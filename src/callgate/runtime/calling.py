@@ -9,14 +9,14 @@ from fastapi import APIRouter
 
 from callgate.accounts.records import UserRecord
 from callgate.accounts.service import AccountService
+from callgate.api.ws import WsSettings, signaling_router
 from callgate.clock import Clock
 from callgate.config import CallSettings
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
-from callgate.signaling.calls import CallEngine
+from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub import CallPolicy, SignalingHub
 from callgate.signaling.iceconfig import IceServerConfig
-from callgate.signaling.ws import WsSettings, signaling_router
 from callgate.turn.server import TurnServer
 from callgate.types import Transport
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from callgate import cli_output as _output
+from callgate.cli import output as _output
 from callgate.config import Settings, load_settings
 from callgate.errors import ConfigError, StorageError
 

@@ -26,6 +26,7 @@ from callgate.accounts.service import AccountService
 from callgate.api.app import create_app
 from callgate.api.deps import Services
 from callgate.api.relays import relay_status
+from callgate.api.routes.directory import directory_router
 from callgate.clock import SystemClock
 from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
@@ -36,17 +37,16 @@ from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
 from callgate.records.audit import AuditLog, load_or_create_signing_key
-from callgate.records.audit_runtime import Checkpointer, key_path, record_start
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
 from callgate.records.relay_sessions import DbEventSink
 from callgate.records.retention import PurgeJob
-from callgate.signaling.service import build_signaling
+from callgate.runtime.audit import Checkpointer, key_path, record_start
+from callgate.runtime.calling import build_signaling
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.repositories import TurnUserRepository
 from callgate.turn.server import TurnServer
 from callgate.types import Address, Transport
-from callgate.web.directory import directory_router
 
 log = logging.getLogger("callgate")
 

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import typer
 from rich.table import Table
 
-from callgate.cli_common import (
+from callgate.cli.common import (
     AdminOpt,
     ConfigOpt,
     JsonOpt,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from callgate.cli_common import ConfigOpt, StoreDirOpt, fail, open_settings_store, settings_from
+from callgate.cli.common import ConfigOpt, StoreDirOpt, fail, open_settings_store, settings_from
 
 if TYPE_CHECKING:
     from callgate.storage.db import Store
@@ -61,8 +61,8 @@ def retention_set(
 def retention_purge(data_dir: StoreDirOpt = None, config: ConfigOpt = None) -> None:
     """Delete records past retention, never held ones; what went is written to the audit log.
     Audit entries go only after the whole chain verified with the audit key (audit.key_file)."""
-    from callgate.records.audit_runtime import key_path
     from callgate.records.retention import Retention
+    from callgate.runtime.audit import key_path
 
     settings = settings_from(config, {"data_dir": data_dir})
     store = open_settings_store(settings)

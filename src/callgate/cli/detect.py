@@ -48,7 +48,7 @@ def detect_command(
     try:
         run(Args(list(captures), internal or [], allow_relay or [], format, output))
     except Failure as exc:
-        from callgate.cli_output import fail
+        from callgate.cli.output import fail
 
         raise fail(exc.message, exc.code) from None
 

@@ -1,5 +1,7 @@
-"""The `callgate` command line: `serve`, `turn`, `user …` (cli_users.py), `cdr list` (cli_cdr.py),
-`detect` (cli_detect.py).
+"""The `callgate` command: `serve` and `turn` here, and every command group registered below,
+explicitly and in the order `--help` lists them: `user` (users.py), `group` (groups.py), `policy`
+(policy.py), `cdr` and `audit` (cdr.py, audit.py, with `export` from export.py), `retention`
+(retention.py), `detect` (detect.py), and the client's `login`/`call`/`answer`… (client.py).
 
 Options override the environment (CALLGATE_*), which overrides the config file (--config); see
 README.md "Configuration". Errors in options exit with code 2 and a message naming the option.
@@ -13,15 +15,16 @@ from typing import Annotated, Any
 import typer
 
 from callgate import __version__
-from callgate.cli_audit import audit_app
-from callgate.cli_cdr import cdr_app
-from callgate.cli_common import ConfigOpt, err, fail, settings_from
-from callgate.cli_detect import detect_command
-from callgate.cli_export import cdr_export  # noqa: F401  (registers `cdr export`, `audit export`)
-from callgate.cli_groups import group_app
-from callgate.cli_policy import policy_app
-from callgate.cli_retention import retention_app
-from callgate.cli_users import user_app
+from callgate.cli.audit import audit_app
+from callgate.cli.cdr import cdr_app
+from callgate.cli.client import register as register_client
+from callgate.cli.common import ConfigOpt, err, fail, settings_from
+from callgate.cli.detect import detect_command
+from callgate.cli.export import audit_export, cdr_export
+from callgate.cli.groups import group_app
+from callgate.cli.policy import policy_app
+from callgate.cli.retention import retention_app
+from callgate.cli.users import user_app
 from callgate.config import Settings
 from callgate.errors import ConfigError, StorageError
 
@@ -34,6 +37,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+cdr_app.command("export")(cdr_export)  # after `cdr list`/`show`: --help lists them in this order
+audit_app.command("export")(audit_export)
 app.add_typer(user_app, name="user")
 app.add_typer(group_app, name="group")
 app.add_typer(policy_app, name="policy")
@@ -244,6 +249,4 @@ def main() -> None:
     app()
 
 
-from callgate.client.commands import register as _register_client  # noqa: E402
-
-_register_client(app)
+register_client(app)

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from callgate.cli_common import (
+from callgate.cli.backend import backend
+from callgate.cli.common import (
     AdminOpt,
     ConfigOpt,
     JsonOpt,
@@ -23,7 +24,6 @@ from callgate.cli_common import (
     fail,
     table_console,
 )
-from callgate.cli_policy_backend import backend
 from callgate.policy.errors import InvalidPolicyValue
 from callgate.policy.explain import render
 from callgate.policy.rules import DAY_NAMES

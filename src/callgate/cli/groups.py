@@ -13,7 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from callgate.cli_common import (
+from callgate.cli.backend import backend
+from callgate.cli.common import (
     AdminOpt,
     ConfigOpt,
     JsonOpt,
@@ -22,7 +23,6 @@ from callgate.cli_common import (
     fail,
     table_console,
 )
-from callgate.cli_policy_backend import backend
 
 group_app = typer.Typer(
     help="Groups of users (policy rules match them) and per-group TURN settings, in the "

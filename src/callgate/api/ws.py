@@ -21,7 +21,7 @@ from callgate.clock import Clock
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.signaling.iceconfig import IceServerConfig
-from callgate.signaling.ratelimit import TokenBucket
+from callgate.signaling.ratelimit import MessageRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ async def _session(
         ),
     )
     await hub.apply(effects)
-    limiter = TokenBucket(settings.clock)
+    limiter = MessageRateLimiter(settings.clock)
     watch = asyncio.create_task(_revalidate(websocket, token, settings), name="ws-token-watch")
     try:
         await _read(websocket, device, hub, settings, limiter, writer)
@@ -122,7 +122,7 @@ async def _read(
     device: Device,
     hub: SignalingHub,
     settings: WsSettings,
-    limiter: TokenBucket,
+    limiter: MessageRateLimiter,
     writer: asyncio.Task[None],
 ) -> None:
     while not writer.done():
