@@ -15,7 +15,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import OctKey, RSAKey
 
-from callgate.identity.oidc_provider import OidcProvider, ProviderError, TokenRejected
+from callgate.identity.errors import ProviderError, TokenRejected
+from callgate.identity.oidc_provider import OidcProvider
 from callgate.identity.settings import OidcSettings
 
 CLIENT = "callgate-test"

@@ -10,8 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from callgate.identity import oidc_signin
+from callgate.identity.errors import SsoFailed
 from callgate.identity.oidc_provider import ProviderMetadata
-from callgate.identity.oidc_signin import OidcSignIn, SsoFailed, safe_next
+from callgate.identity.oidc_signin import OidcSignIn, safe_next
 from callgate.identity.settings import OidcSettings
 
 SETTINGS = OidcSettings(

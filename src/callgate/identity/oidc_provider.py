@@ -23,20 +23,13 @@ from joserfc import errors as jose_errors
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from callgate.identity.errors import ProviderError, TokenRejected
 from callgate.identity.settings import OidcSettings
 
 log = logging.getLogger(__name__)
 
 JWKS_REFRESH_S = 60.0
 MAX_DOCUMENT_BYTES = 256 * 1024
-
-
-class ProviderError(Exception):
-    """The provider could not be reached or answered something unusable."""
-
-
-class TokenRejected(Exception):
-    """An ID token failed a check; the message names which (never the token)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import RedirectResponse
 
-from callgate.identity.oidc_provider import ProviderError
-from callgate.identity.oidc_signin import PENDING_TTL_S, OidcSignIn, SsoFailed
+from callgate.identity.errors import ProviderError, SsoFailed
+from callgate.identity.oidc_signin import PENDING_TTL_S, OidcSignIn
 
 STATE_COOKIE = "callgate_sso_state"
 

@@ -25,9 +25,10 @@ from callgate.accounts import audit
 from callgate.accounts.records import UserRecord
 from callgate.accounts.service import AccountService
 from callgate.errors import UserExistsError
+from callgate.identity.errors import ProviderError, SsoFailed, TokenRejected
 from callgate.identity.linked import LinkedAccounts
 from callgate.identity.mapping import GroupRules, decide, handle_from
-from callgate.identity.oidc_provider import OidcProvider, ProviderError, TokenRejected
+from callgate.identity.oidc_provider import OidcProvider
 from callgate.records.audit import AuditLog
 from callgate.storage.db import Store
 
@@ -37,15 +38,6 @@ SOURCE = "oidc"
 PENDING_TTL_S = 600.0
 MAX_PENDING = 10_000  # attempts in progress, in all
 MAX_PENDING_PER_CLIENT = 20  # per client address: one address cannot crowd out the others
-
-
-class SsoFailed(Exception):
-    """A sign-in attempt that cannot finish; `status` is the HTTP status to answer."""
-
-    def __init__(self, reason: str, status: int = 401) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
