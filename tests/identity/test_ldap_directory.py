@@ -132,3 +132,17 @@ def test_directory_down_is_a_clear_error(slapd: Slapd) -> None:
     directory = LdapDirectory(ldap_settings(slapd, url=url))
     with pytest.raises(DirectoryUnavailable, match=r"127\.0\.0\.1"):
         directory.authenticate("alice", PASSWORDS["alice"])
+
+
+def test_directory_that_never_answers_times_out(slapd: Slapd) -> None:
+    """A listener that accepts and stays silent: a clear error after `timeout_s`, no hang."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        directory = LdapDirectory(
+            ldap_settings(slapd, url=f"ldaps://127.0.0.1:{port}", timeout_s=1)
+        )
+        with pytest.raises(DirectoryUnavailable, match=f"127.0.0.1:{port}"):
+            directory.authenticate("alice", PASSWORDS["alice"])
+    finally:
+        listener.close()
