@@ -29,7 +29,7 @@ from tests.e2e.helpers import (
     wait_for,
 )
 from tests.identity.conftest import ldap_env
-from tests.identity.slapd import PASSWORDS, ROOT_PW, SERVICE_PW, Slapd, user_dn
+from tests.identity.slapd import PASSWORDS, ROOT_PW, SERVICE_PW, Slapd, ssha, user_dn
 
 USERS: Table = User.__table__  # type: ignore[assignment]
 AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
@@ -208,9 +208,10 @@ async def test_removed_from_directory_loses_tokens(serve: Serve, slapd: Slapd) -
             lambda: http_json(f"{serve.url}/api/me", token=token)[0] == 401, 60, "token dead"
         )
     finally:
+        # Back as a new entry (a new entryUUID), for the next backend's run of this module.
         slapd.modify(
             f"dn: {user_dn('erin')}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: erin\n"
-            "cn: Erin Solo\nsn: Solo\n"
+            f"cn: Erin Solo\nsn: Solo\nuserPassword: {ssha(PASSWORDS['erin'])}\n"
         )
     disabled = [e for e in audit(serve, "user.disable") if e["object"] == "user:erin"]
     assert disabled[-1]["details"]["reason"] == "removed from the directory"
