@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, cast
 
 import pytest
@@ -18,7 +19,7 @@ import pytest
 from callgate.storage.db import Store, open_store
 from callgate.turn.config import TurnConfig
 from callgate.types import Address, Transport
-from callgate.types.events import EventSink, ListSink
+from callgate.types.events import AllocationEvent, EventKind, EventSink, ListSink
 from tests.db_backends import database_url, empty_database_url, pg_server  # noqa: F401 - fixtures
 
 REALM = "test"
@@ -88,6 +89,29 @@ def server_address(server: Any, transport: Transport = Transport.UDP) -> Address
         if kind == transport:
             return (address[0], address[1])
     raise AssertionError(f"server has no {transport} listener: {server.bound}")
+
+
+def allocation_event(kind: EventKind, at: float, **changes: Any) -> AllocationEvent:
+    """A relay event of alice's UDP allocation (created at `at`), with `changes` applied."""
+    base = AllocationEvent(
+        kind=EventKind.CREATED,
+        allocation_id="a" * 32,
+        username="1700003600:alice",
+        user="alice",
+        client=("192.0.2.10", 40000),
+        server=("127.0.0.1", 3478),
+        transport=Transport.UDP,
+        relay=("127.0.0.1", 50000),
+        time=at,
+        started=at,
+        lifetime=600,
+        peers=(),
+        packets_to_peer=0,
+        bytes_to_peer=0,
+        packets_to_client=0,
+        bytes_to_client=0,
+    )
+    return replace(base, kind=kind, **changes)
 
 
 def turn_config(**overrides: Any) -> TurnConfig:

@@ -21,7 +21,7 @@ from callgate.records.cdr import CdrRepository
 from callgate.storage.db import open_store, sqlite_url
 from tests.cli_process import clean_env
 from tests.e2e.helpers import Serve, free_port, http_json, private_relay_range
-from tests.unit.admin_api.seed import PASSWORDS, seed_accounts, seed_records
+from tests.unit.api.admin_api.seed import PASSWORDS, seed_accounts, seed_records
 
 MAX_EXAMPLES = 10
 MAX_SECONDS = 45

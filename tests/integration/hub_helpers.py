@@ -1,14 +1,43 @@
-"""Driving a SignalingHub in-process: client messages as the socket would parse them, and waiting
-for the next message of a kind on a device's queue."""
+"""Driving a SignalingHub in-process: a running hub on a store, client messages as the socket would
+parse them, and waiting for the next message of a kind on a device's queue."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+from callgate.clock import SystemClock
+from callgate.records.cdr import CdrRepository
+from callgate.records.quality_store import QualityRepository
 from callgate.signaling import messages as m
-from callgate.signaling.hub import Device
+from callgate.signaling.engine import CallEngine
+from callgate.signaling.hub import CallPolicy, Device, SignalingHub
+from callgate.storage.db import Store
+
+
+@contextlib.asynccontextmanager
+async def running_hub(
+    store: Store, policy: CallPolicy | None = None, **timeouts: Any
+) -> AsyncIterator[SignalingHub]:
+    """A started hub writing to `store` on the system clock, relay sessions not linked;
+    `timeouts` go to the CallEngine (ring_timeout=…, relay_addresses=…)."""
+    engine = CallEngine(SystemClock(), **timeouts)
+    hub = SignalingHub(
+        engine,
+        CdrRepository(store),
+        QualityRepository(store.sessions),
+        SystemClock(),
+        link_delays=(),
+        policy=policy,
+    )
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()
 
 
 def parse(payload: dict[str, Any]) -> m.ClientMessage:

@@ -15,12 +15,9 @@ from callgate.api.app import create_app
 from callgate.api.deps import Services
 from callgate.clock import SystemClock
 from callgate.records.audit import AuditLog
-from callgate.records.cdr import CdrRepository
-from callgate.records.quality_store import QualityRepository
-from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.storage.db import Store, open_store, sqlite_url
-from tests.integration.hub_helpers import next_of, parse
+from tests.integration.hub_helpers import next_of, parse, running_hub
 
 SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
@@ -35,14 +32,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def hub(store: Store) -> AsyncIterator[SignalingHub]:
-    engine = CallEngine(SystemClock(), ring_timeout=20, setup_timeout=20, silence_timeout=20)
-    hub = SignalingHub(
-        engine, CdrRepository(store), QualityRepository(store.sessions), SystemClock(),
-        link_delays=(),
-    )  # fmt: skip
-    await hub.start()
-    yield hub
-    await hub.stop()
+    async with running_hub(store, ring_timeout=20, setup_timeout=20, silence_timeout=20) as hub:
+        yield hub
 
 
 @pytest.fixture

@@ -12,20 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from callgate.clock import SystemClock
 from callgate.records.audit import AuditLog
 from callgate.records.audit_chain import Entry
-from callgate.records.cdr import CdrRepository
-from callgate.records.quality_store import QualityRepository
 from callgate.records.relay_sessions import DbEventSink
-from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub import SignalingHub
 from callgate.storage.db import Store, open_store, sqlite_url
 from callgate.turn.config import TurnConfig
 from callgate.turn.server import TurnServer
 from callgate.types import Transport
 from callgate.types.decisions import Denial, Grant
-from tests.integration.hub_helpers import next_of, parse
+from tests.integration.hub_helpers import next_of, parse, running_hub
 from tests.integration.test_cli import callgate
 from tests.integration.turn_client import (
     PASSWORD,
@@ -65,18 +61,9 @@ async def store(data: Path) -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def hub(store: Store) -> AsyncIterator[SignalingHub]:
-    engine = CallEngine(SystemClock(), ring_timeout=5, setup_timeout=5, silence_timeout=5)
-    hub = SignalingHub(
-        engine,
-        CdrRepository(store),
-        QualityRepository(store.sessions),
-        SystemClock(),
-        link_delays=(),
-        policy=WallBetween("carol"),
-    )
-    await hub.start()
-    yield hub
-    await hub.stop()
+    timeouts = {"ring_timeout": 5, "setup_timeout": 5, "silence_timeout": 5}
+    async with running_hub(store, WallBetween("carol"), **timeouts) as hub:
+        yield hub
 
 
 def call_entries(store: Store, call_id: str) -> list[Entry]:

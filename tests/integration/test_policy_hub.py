@@ -12,16 +12,12 @@ from pathlib import Path
 import pytest
 
 from callgate.accounts.service import AccountService
-from callgate.clock import SystemClock
 from callgate.policy.groups import GroupStore
 from callgate.policy.specs import GroupSpec, RuleSpec
 from callgate.policy.store import PolicyStore
-from callgate.records.cdr import CdrRepository
-from callgate.records.quality_store import QualityRepository
-from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.storage.db import Store, open_store, sqlite_url
-from tests.integration.hub_helpers import next_of, parse
+from tests.integration.hub_helpers import next_of, parse, running_hub
 
 RELAY_IP = "203.0.113.10"
 HOST = "a=candidate:1 1 udp 2122260223 192.168.1.20 50000 typ host\r\n"
@@ -54,24 +50,9 @@ def policy(store: Store) -> PolicyStore:
 
 @pytest.fixture
 async def hub(store: Store, policy: PolicyStore) -> AsyncIterator[SignalingHub]:
-    engine = CallEngine(
-        SystemClock(),
-        ring_timeout=5,
-        setup_timeout=10,
-        silence_timeout=10,
-        relay_addresses=[RELAY_IP],
-    )
-    hub = SignalingHub(
-        engine,
-        CdrRepository(store),
-        QualityRepository(store.sessions),
-        SystemClock(),
-        link_delays=(),
-        policy=policy,
-    )
-    await hub.start()
-    yield hub
-    await hub.stop()
+    timeouts = {"ring_timeout": 5, "setup_timeout": 10, "silence_timeout": 10}
+    async with running_hub(store, policy, relay_addresses=[RELAY_IP], **timeouts) as hub:
+        yield hub
 
 
 def queued(device: Device) -> list[str]:

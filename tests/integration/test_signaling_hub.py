@@ -7,13 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from callgate.clock import SystemClock
-from callgate.records.cdr import CdrRepository
-from callgate.records.quality_store import QualityRepository
-from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub import SignalingHub
 from callgate.storage.db import Store, open_store
-from tests.integration.hub_helpers import next_of, parse
+from tests.integration.hub_helpers import next_of, parse, running_hub
 
 SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 
@@ -27,17 +23,8 @@ async def store(database_url: str) -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def hub(store: Store) -> AsyncIterator[SignalingHub]:
-    engine = CallEngine(SystemClock(), ring_timeout=5, setup_timeout=0.5, silence_timeout=0.5)
-    hub = SignalingHub(
-        engine,
-        CdrRepository(store),
-        QualityRepository(store.sessions),
-        SystemClock(),
-        link_delays=(),
-    )
-    await hub.start()
-    yield hub
-    await hub.stop()
+    async with running_hub(store, ring_timeout=5, setup_timeout=0.5, silence_timeout=0.5) as hub:
+        yield hub
 
 
 async def test_cdr_is_durable_before_the_callee_rings(hub: SignalingHub) -> None:

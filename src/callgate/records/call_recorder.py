@@ -93,15 +93,9 @@ class CallRecorder:
         """The CDR's final state and call.ended (and call.end_by_admin) in one transaction."""
 
         def finalize(conn: Connection) -> object:
+            closing = (end.call_id, end.end_at, end.disposition, end.ended_by, end.reason)
             done = self.cdrs.finalize_in(
-                conn,
-                end.call_id,
-                end.end_at,
-                end.disposition,
-                end.ended_by,
-                end.reason,
-                duration_s=end.duration_s,
-                detail=end.detail,
+                conn, *closing, duration_s=end.duration_s, detail=end.detail
             )
             call_audit.ended_in(
                 conn,

@@ -1,6 +1,6 @@
 """What the call engine asks the outside world to do, in order.
 
-The engine does no I/O: each input returns a list of effects that the WebSocket layer carries out
+The engine does no I/O: each input returns a list of effects that the hub (hub.py) carries out
 in order — write records (`Cdr*`, `StatsReport`) and send messages (`Send`). Records come before
 the messages that depend on them: a call's `CdrOpen` precedes every `call.incoming`.
 """

@@ -13,7 +13,7 @@ from callgate.detect import records
 from callgate.detect.engine import Detector
 from callgate.detect.pcapfile import PcapReader
 from callgate.detect.report import Report
-from tests.unit.detect_packets import (
+from tests.unit.detect.detect_packets import (
     dtls_client_hello,
     ethernet,
     ice_check,

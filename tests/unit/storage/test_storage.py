@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect
@@ -24,34 +24,15 @@ from callgate.storage.db import (
 )
 from callgate.storage.repositories import RelaySessionRepository, TurnUserRepository
 from callgate.turn.auth import long_term_key
-from callgate.types import Transport
 from callgate.types.events import AllocationEvent, EventKind
-from tests.conftest import free_port
+from tests.conftest import allocation_event, free_port
 from tests.db_backends import PgServer
 
 T0 = 1_700_000_000.0
 
 
-def event(kind: EventKind, **changes: object) -> AllocationEvent:
-    base = AllocationEvent(
-        kind=EventKind.CREATED,
-        allocation_id="a" * 32,
-        username="1700003600:alice",
-        user="alice",
-        client=("192.0.2.10", 40000),
-        server=("127.0.0.1", 3478),
-        transport=Transport.UDP,
-        relay=("127.0.0.1", 50000),
-        time=T0,
-        started=T0,
-        lifetime=600,
-        peers=(),
-        packets_to_peer=0,
-        bytes_to_peer=0,
-        packets_to_client=0,
-        bytes_to_client=0,
-    )
-    return replace(base, kind=kind, **changes)  # type: ignore[arg-type]
+def event(kind: EventKind, **changes: Any) -> AllocationEvent:
+    return allocation_event(kind, T0, **changes)
 
 
 def test_migrations_create_tables_and_are_idempotent(empty_database_url: str) -> None:

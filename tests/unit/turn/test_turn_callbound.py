@@ -6,7 +6,7 @@ from __future__ import annotations
 from callgate.stun import attributes as attrs
 from callgate.stun.constants import Attr, Method
 from callgate.turn.callbound import withdraw_stale
-from tests.unit.test_turn_handlers import (
+from tests.unit.turn.test_turn_handlers import (
     PEER,
     FakeClient,
     Server,

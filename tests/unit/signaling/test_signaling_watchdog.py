@@ -6,7 +6,7 @@ import pytest
 
 from callgate.signaling import CdrUpdate, StatsReport
 from callgate.signaling.reasons import Party
-from tests.unit.signaling_helpers import Rig, ended, final, reply
+from tests.unit.signaling.signaling_helpers import Rig, ended, final, reply
 
 
 @pytest.fixture

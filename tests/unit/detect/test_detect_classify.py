@@ -7,7 +7,7 @@ import struct
 
 from callgate.detect.engine import Detector, parse_relay
 from callgate.detect.report import FlowResult, Report
-from tests.unit.detect_packets import (
+from tests.unit.detect.detect_packets import (
     dtls_client_hello,
     ethernet,
     ice_check,

@@ -205,7 +205,7 @@ def test_engine_filters_sdp_and_candidates_when_either_party_is_relay_only() -> 
     from callgate.clock import ManualClock
     from callgate.signaling import CallEngine, CdrOpen
     from callgate.signaling.messages import IceCandidate
-    from tests.unit.signaling_helpers import reply, sends, sent_types
+    from tests.unit.signaling.signaling_helpers import reply, sends, sent_types
 
     engine = CallEngine(ManualClock(), relay_addresses=OUR_RELAYS)
     engine.device_connected("a1", "alice", "Alice")

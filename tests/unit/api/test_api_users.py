@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
-from callgate.accounts import AccountService, PasswordPolicy, Passwords
-from callgate.api.app import create_app
 from callgate.api.deps import Services
-from callgate.clock import ManualClock
-from callgate.records.cdr import CdrRepository
-from callgate.storage.db import Store
 
-CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
-T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 ACCOUNT_FIELDS = {
     "handle", "display_name", "groups", "is_admin", "role", "legal_hold", "disabled",
     "has_password", "realm", "created_at", "updated_at", "source", "email",
@@ -32,24 +22,6 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PUT", "/api/users/bob/password", {"password": "new-pw"}),
     ("DELETE", "/api/users/bob", None),
 ]
-
-
-@pytest.fixture
-def services(store: Store) -> Services:
-    clock = ManualClock(start_wall=T0.timestamp())
-    accounts = AccountService(store, "callgate", clock, Passwords(CHEAP))
-    accounts.create_user("alice", "Alice A", ["eng"], "pw-alice")
-    accounts.create_user("bob", None, (), "pw-bob")
-    accounts.create_user("root", None, (), "pw-root", is_admin=True)
-    return Services(accounts=accounts, cdrs=CdrRepository(store, clock))
-
-
-@pytest.fixture
-async def client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(registry=CollectorRegistry(), services=services)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        yield http
 
 
 async def sign_in(client: httpx.AsyncClient, handle: str, password: str) -> httpx.Response:

@@ -16,7 +16,7 @@ from callgate.clock import ManualClock
 from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
 from callgate.storage.db import Store
-from tests.unit.admin_api.seed import T0, FakeLiveCalls, live_call, seed_accounts, seed_records
+from tests.unit.api.admin_api.seed import T0, FakeLiveCalls, live_call, seed_accounts, seed_records
 
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
 RELAY = RelayStatus("local", ["udp 127.0.0.1:3478"], 1, 5, 10, 20, 1, 2, 0, 0)

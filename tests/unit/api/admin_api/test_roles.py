@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from callgate.api.app import create_app
 from callgate.api.deps import Services
-from tests.unit.admin_api.seed import token_of
+from tests.unit.api.admin_api.seed import token_of
 
 ROLES = ("admin", "compliance", "user")
 

@@ -7,7 +7,6 @@ import asyncio
 import getpass
 import json
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from callgate.records.cdr import CdrRepository
 from callgate.records.relay_sessions import DbEventSink
 from callgate.runtime.audit import Checkpointer, effective_settings, record_start
 from callgate.storage.db import Store
-from callgate.types import Transport
 from callgate.types.events import AllocationEvent, EventKind
+from tests.conftest import allocation_event
 
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -154,25 +153,7 @@ def test_cli_actor_names_the_os_user() -> None:
 
 
 def allocation(kind: EventKind, **changes: Any) -> AllocationEvent:
-    base = AllocationEvent(
-        kind=EventKind.CREATED,
-        allocation_id="f" * 32,
-        username="1700003600:alice",
-        user="alice",
-        client=("192.0.2.10", 40000),
-        server=("127.0.0.1", 3478),
-        transport=Transport.UDP,
-        relay=("127.0.0.1", 50000),
-        time=T0.timestamp(),
-        started=T0.timestamp(),
-        lifetime=600,
-        peers=(),
-        packets_to_peer=0,
-        bytes_to_peer=0,
-        packets_to_client=0,
-        bytes_to_client=0,
-    )
-    return replace(base, kind=kind, **changes)
+    return allocation_event(kind, T0.timestamp(), **{"allocation_id": "f" * 32, **changes})
 
 
 def test_an_ended_allocation_leaves_its_summary(store: Store) -> None:

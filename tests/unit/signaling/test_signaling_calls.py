@@ -20,7 +20,16 @@ from callgate.signaling import (
     parse_client_message,
 )
 from callgate.signaling.reasons import EndedBy
-from tests.unit.signaling_helpers import ANSWER, OFFER, Rig, ended, final, reply, sends, sent_types
+from tests.unit.signaling.signaling_helpers import (
+    ANSWER,
+    OFFER,
+    Rig,
+    ended,
+    final,
+    reply,
+    sends,
+    sent_types,
+)
 
 
 @pytest.fixture

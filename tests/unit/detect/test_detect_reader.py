@@ -12,7 +12,7 @@ import pytest
 from callgate.detect import CaptureError, detect
 from callgate.detect.decode import decode
 from callgate.detect.pcapfile import PcapReader
-from tests.unit.detect_packets import (
+from tests.unit.detect.detect_packets import (
     ethernet,
     ipv4_udp,
     ipv6_udp,
@@ -147,7 +147,7 @@ def test_non_first_fragments_and_other_protocols_are_skipped() -> None:
 
 def test_mangled_frames_and_files_never_crash_the_detector(tmp_path: Path) -> None:
     from callgate.detect.engine import Detector
-    from tests.unit.detect_packets import dtls_client_hello, ice_check, stun
+    from tests.unit.detect.detect_packets import dtls_client_hello, ice_check, stun
 
     rng = random.Random(5)
     payloads = [

@@ -13,7 +13,7 @@ from callgate.api.deps import Services
 from callgate.records.query import CdrFilter, RecordsQuery, encode_cursor
 from callgate.records.retention import PurgeJob, Retention
 from callgate.storage.models import utcnow
-from tests.unit.admin_api.seed import T0, FakeLiveCalls, token_of
+from tests.unit.api.admin_api.seed import T0, FakeLiveCalls, token_of
 
 
 async def test_keyset_pages_cover_every_call_once(client: httpx.AsyncClient) -> None:

@@ -21,7 +21,7 @@ from callgate.records.cdr import CdrRepository
 from callgate.storage.db import Store
 from callgate.web.pages import CONSOLE_PAGES
 
-STATIC = Path(__file__).resolve().parents[2] / "src" / "callgate" / "web" / "static"
+STATIC = Path(__file__).resolve().parents[3] / "src" / "callgate" / "web" / "static"
 CHEAP = PasswordPolicy(time_cost=1, memory_cost_kib=8, parallelism=1)
 
 

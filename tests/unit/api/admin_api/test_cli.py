@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from callgate.cli.app import app
 from callgate.records.cdr import CdrRepository
 from callgate.storage.db import open_store, sqlite_url
-from tests.unit.admin_api.seed import seed_records
+from tests.unit.api.admin_api.seed import seed_records
 
 
 @pytest.fixture
