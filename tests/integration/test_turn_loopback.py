@@ -8,10 +8,12 @@ by `turn_client.TIMEOUT`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -245,6 +247,28 @@ async def test_loopback_peers_are_refused_unless_allowed(peer: UdpPeer) -> None:
         assert await drain(peer.received) == []
 
 
+async def test_port_0_tries_again_when_another_process_holds_the_tcp_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With port 0 the TCP listener takes the port UDP was given; when that TCP port is taken
+    (other processes bind ephemeral ports too), both are bound again on a new port."""
+    listen_stream = TurnServer._listen_stream
+    tried: list[int] = []
+
+    async def taken_once(self: TurnServer, *args: Any) -> None:
+        tried.append(args[2])
+        if len(tried) == 1:
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        await listen_stream(self, *args)
+
+    monkeypatch.setattr(TurnServer, "_listen_stream", taken_once)
+    async with run_server() as server:
+        assert len(tried) == 2
+        assert server.address(Transport.UDP)[1] == server.address(Transport.TCP)[1] == tried[1]
+        async with udp_client(server.address(Transport.UDP)) as client:
+            assert (await client.allocate()).cls is MessageClass.SUCCESS
+
+
 async def test_two_parties_on_this_relay_reach_each_other_without_a_peer_allow_list() -> None:
     """Two relay-only callers on one server: each may permit the other's relayed address even
     though loopback peers are refused, and the media is handed across inside the server."""
@@ -323,6 +347,68 @@ async def test_held_packets_go_to_a_silent_client_at_the_sweep_or_are_dropped() 
         server.sweep()
         received = [parse_data_indication(d) for d in await drain(carol.data)]
         assert received == [(relay_b, b"p%02d" % n) for n in range(8)]
+
+
+async def _bursts_both_ways(count: int) -> tuple[list[bytes], list[bytes]]:
+    """`count` datagrams sent back to back by the client, then by the peer: what each side got."""
+    async with (
+        run_server() as server,
+        udp_peer(echo=False) as peer,
+        udp_client(server.address(Transport.UDP)) as client,
+    ):
+        relayed = await _relay_ready(client, peer, channel=0x4006)
+        for i in range(count):
+            client.send_channel_data(0x4006, i.to_bytes(2, "big") * 80)
+        at_peer = [data[:2] for data, _ in await drain(peer.received)]
+        for i in range(count):
+            peer.send(i.to_bytes(2, "big") * 80, relayed)
+        at_client = [channel_data.decode(d)[1][:2] for d in await drain(client.data)]
+        return at_peer, at_client
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_bursts_arrive_whole_and_in_order_both_ways(loop: str) -> None:
+    """The listener reads at most as many datagrams per callback as it found last time, a relay
+    socket one: the loop (uvloop in production, asyncio's selector loop without it) must call
+    again while datagrams are queued."""
+    bursts = _bursts_both_ways(200)
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        at_peer, at_client = uvloop.run(bursts)
+    else:
+        at_peer, at_client = asyncio.run(bursts)
+    sent = [i.to_bytes(2, "big") for i in range(200)]
+    assert at_peer == sent
+    assert at_client == sent
+
+
+async def test_held_packets_keep_their_order_and_a_peer_on_the_same_ip_is_not_held() -> None:
+    """One forwarding rule for peer data: packets arriving on the relay socket from an outside
+    peer on the relay's own IP go through at once, while another party's early packets stay held
+    and reach the client in their order, ahead of what that party sends later."""
+    async with (
+        run_server() as server,
+        udp_client(server.address(Transport.UDP)) as alice,
+        udp_client(server.address(Transport.UDP)) as bob,
+        udp_peer("127.0.0.1", echo=False) as outside,
+    ):
+        relay_a = await alice.allocated()
+        relay_b = await bob.allocated()
+        assert relay_a[0] == relay_b[0] == outside.address[0]
+        assert (await bob.channel_bind(0x4001, relay_a)).cls is MessageClass.SUCCESS
+        for n in range(3):
+            bob.send_channel_data(0x4001, b"early %d" % n)
+        assert (await bob.channel_bind(0x4001, relay_a)).cls is MessageClass.SUCCESS  # in order
+        # Alice's channel to the outside peer permits its IP, the IP of bob's relay too.
+        assert (await alice.channel_bind(0x4003, outside.address)).cls is MessageClass.SUCCESS
+        outside.send(b"from outside", relay_a)
+        assert await alice.next_data() == b"\x40\x03\x00\x0cfrom outside"
+        assert await drain(alice.data) == []  # bob's packets wait for alice to send toward bob
+        bob.send_channel_data(0x4001, b"later")
+        alice.send_indication(relay_b, b"hi bob")
+        assert await bob.next_data() == b"\x40\x01\x00\x06hi bob"
+        received = [parse_data_indication(d) for d in await drain(alice.data)]
+        assert received == [(relay_b, b"early %d" % n) for n in range(3)] + [(relay_b, b"later")]
 
 
 # -- TURN over TCP ------------------------------------------------------------------------
@@ -559,6 +645,23 @@ async def test_bandwidth_cap_drops_are_counted() -> None:
     ):
         received = await _burst_through_capped_relay(server, peer)
 
+        assert server.counters.bandwidth_dropped == 50 - len(received)
+
+
+async def test_bandwidth_cap_holds_for_channel_data_from_the_peer() -> None:
+    async with (
+        run_server(max_bandwidth_per_allocation=2000) as server,
+        udp_peer(echo=False) as peer,
+        udp_client(server.address(Transport.UDP)) as client,
+    ):
+        relayed = await _relay_ready(client, peer, channel=0x4005)
+        for i in range(50):
+            peer.send(i.to_bytes(2, "big") * 250, relayed)
+        received = [channel_data.decode(d) for d in await drain(client.data)]
+
+        assert 1 <= len(received) <= 10, len(received)
+        assert [channel for channel, _ in received] == [0x4005] * len(received)
+        assert [data for _, data in received] == sorted(data for _, data in received)  # in order
         assert server.counters.bandwidth_dropped == 50 - len(received)
 
 

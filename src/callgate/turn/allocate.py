@@ -13,7 +13,7 @@ from callgate.stun.constants import FAMILY_IPV4, FAMILY_IPV6, PROTO_UDP, Attr
 from callgate.stun.message import Message, StunDecodeError
 from callgate.turn.allocation import Allocation, RelayEndpoint
 from callgate.turn.config import TurnConfig
-from callgate.turn.relay import InsufficientCapacity, PeerHandler
+from callgate.turn.relay import InsufficientCapacity
 
 _T = TypeVar("_T")
 
@@ -39,10 +39,12 @@ class Allocator(Protocol):
     def supports(self, family: int) -> bool: ...
 
     def allocate(
-        self, family: int, handler: PeerHandler, *, even: bool = False, reserve: bool = False
-    ) -> tuple[RelayEndpoint, bytes | None]: ...
+        self, family: int, allocation: Allocation, *, even: bool = False, reserve: bool = False
+    ) -> tuple[RelayEndpoint, bytes | None]:
+        """A relay socket reading for `allocation`; with `reserve`, a token for the next port."""
+        ...
 
-    def take_reservation(self, token: bytes, handler: PeerHandler) -> RelayEndpoint | None: ...
+    def take_reservation(self, token: bytes, allocation: Allocation) -> RelayEndpoint | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +93,8 @@ def bind_relays(
 ) -> bytes | tuple[int, bytes] | None:
     """Open the relay sockets; returns a reservation token, an ADDRESS-ERROR-CODE attribute
     (dual allocation without IPv6), or None. Raises Reject(508) when no port can be had."""
-    handler = allocation.from_peer
     if options.token is not None:
-        relay = allocator.take_reservation(options.token, handler)
+        relay = allocator.take_reservation(options.token, allocation)
         if relay is None:
             raise Reject(508)
         allocation.relays[relay.family] = relay
@@ -109,7 +110,7 @@ def bind_relays(
             continue
         try:
             relay, reservation = allocator.allocate(
-                family, handler, even=options.even, reserve=options.reserve
+                family, allocation, even=options.even, reserve=options.reserve
             )
         except InsufficientCapacity as exc:
             allocation.close()

@@ -3,6 +3,8 @@
 
 Hot-path rules (docs/design.md): per packet, one dict lookup, one send, integer counters. Permission
 and channel expiry is exact in the request handlers and swept once a second for the data path.
+Peer data reaches the client through one rule, `Allocation.from_peer`, whichever way it came (a
+relay socket, or another allocation on this server).
 """
 
 from __future__ import annotations
@@ -13,34 +15,45 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from callgate.stun.constants import Attr
+from callgate.stun.constants import FAMILY_IPV4, FAMILY_IPV6, Attr
 from callgate.turn.counters import TurnCounters
 from callgate.turn.indications import data_indication
 from callgate.types import Address, FiveTuple
 
 ClientSend = Callable[[bytes], None]
-_CHANNEL_HEADER = struct.Struct("!HH")
+_channel_header_into = struct.Struct("!HH").pack_into  # RFC 8656 §12.4: channel number, length
 # Packets from another allocation on this server that arrive before this client has shown it can
 # take them are held, at most this many per allocation (see Allocation.from_peer).
 HELD_MAX = 8
 
 
 class RelayEndpoint(Protocol):
-    """A relayed transport address: a UDP socket toward peers."""
+    """A relayed transport address: a UDP socket toward peers, reading for one allocation."""
 
     address: Address
-    family: int
+    family: int  # FAMILY_IPV4 or FAMILY_IPV6
 
-    def sendto(self, data: bytes | memoryview, peer: Address) -> None: ...
+    def sendto(self, data: bytes | memoryview, peer: Address) -> object:
+        """Send one datagram; raises OSError when the kernel refuses it."""
+        ...
+
+    def set_dont_fragment(self) -> None:
+        """DONT-FRAGMENT (RFC 8656 §7.2)."""
+        ...
 
     def close(self) -> None: ...
+
+
+def framed(data: bytes | memoryview) -> memoryview:
+    """`data` behind 4 bytes of headroom, the form `Allocation.from_peer` takes."""
+    return memoryview(bytearray(4) + data)
 
 
 @dataclass(slots=True)
 class Held:
     """A packet from another allocation here, held until this client can take it."""
 
-    data: bytes
+    frame: memoryview  # 4 bytes of headroom, then the data
     peer: Address
     aged: bool = False  # survived one sweep; dropped at the next
 
@@ -83,6 +96,7 @@ class Allocation:
         "call_peers",
         "channel_peers",
         "channels",
+        "client_address",
         "client_send",
         "counters",
         "dont_fragment",
@@ -121,6 +135,7 @@ class Allocation:
     ) -> None:
         self.id = uuid.uuid4().hex
         self.five_tuple = five_tuple
+        self.client_address = five_tuple.client
         self.username = username
         self.user = user
         self.key = key
@@ -139,6 +154,7 @@ class Allocation:
         self.call_peers: set[Address] | None = None
         self.held: list[Held] = []  # early packets from other allocations here, see from_peer
         self.client_send = client_send
+        # UDP clients: the listener socket's sendto, so ChannelData leaves from the relay's buffer.
         self.udp_sendto: Callable[[bytes | memoryview, Address], object] | None = None
         self.stream = stream
         self.packets_to_peer = 0
@@ -159,8 +175,7 @@ class Allocation:
     # -- state changes (called by handlers) ------------------------------------------------
 
     def relay_for(self, host: str) -> RelayEndpoint | None:
-        family = 2 if ":" in host else 1
-        return self.relays.get(family)
+        return self.relays.get(FAMILY_IPV6 if ":" in host else FAMILY_IPV4)
 
     def permit(self, peer_ip: str, expires: float) -> None:
         """Install or refresh a permission (RFC 8656 §9)."""
@@ -198,7 +213,7 @@ class Allocation:
             held, self.held = self.held, []
             for entry in held:
                 if entry.peer[0] in self.permissions:
-                    self._deliver(entry.data, entry.peer)
+                    self._deliver(entry.frame, len(entry.frame) - 4, entry.peer)
                 elif entry.aged:
                     self.dropped += 1
                 else:
@@ -209,6 +224,12 @@ class Allocation:
         self.dropped += 1
         if self.counters is not None:
             self.counters.bandwidth_dropped += 1
+
+    def _refused(self) -> None:
+        """The kernel refused a send (full socket buffer, unreachable)."""
+        self.dropped += 1
+        if self.counters is not None:
+            self.counters.send_dropped += 1
 
     def close(self) -> None:
         for relay in self.relays.values():
@@ -223,8 +244,9 @@ class Allocation:
 
     def to_peer(self, data: bytes | memoryview, peer: Address) -> bool:
         """Relay client data to a peer with a permission; False if dropped."""
-        relay = self.relay_for(peer[0])
-        if relay is None or peer[0] not in self.permissions:
+        ip = peer[0]
+        relay = self.relays.get(FAMILY_IPV6 if ":" in ip else FAMILY_IPV4)
+        if relay is None or ip not in self.permissions:
             self.dropped += 1
             return False
         size = len(data)
@@ -232,18 +254,25 @@ class Allocation:
             self._capped()
             return False
         local = self.local_relays.get(peer) if self.local_relays is not None else None
-        if local is not None:
-            local.from_peer(bytes(data), relay.address)
+        if local is None:
+            try:
+                relay.sendto(data, peer)
+            except OSError:
+                self._refused()
+                return False
         else:
-            relay.sendto(data, peer)
+            local.from_peer(framed(data), size, relay.address)
         self.packets_to_peer += 1
         self.bytes_to_peer += size
         if self.held:
-            self._release(peer[0])
+            self._release(ip)
         return True
 
-    def from_peer(self, data: bytes, peer: Address) -> bool:
-        """Deliver peer data to the client as ChannelData or a Data indication (RFC 8656 §11.3).
+    def from_peer(self, frame: memoryview, size: int, peer: Address) -> bool:
+        """Deliver peer data `frame[4 : 4 + size]` to the client as ChannelData or a Data
+        indication (RFC 8656 §11.3, §12.5); `frame[:4]` is headroom for the ChannelData header,
+        so a UDP client gets it from the same buffer. The one rule for peer data, whether it came
+        in on a relay socket or from another allocation on this server.
 
         Data from peers without a permission is dropped silently (§9), except from another
         allocation on this server: in a call the callee starts its connectivity checks as soon as
@@ -253,17 +282,18 @@ class Allocation:
         that peer IP itself. Not at permission time: a client such as aioice drops Data
         indications and ChannelData from a peer until its own ChannelBind *response* has been
         processed, and acts on it only in a later event-loop step (or, over TCP, after the rest
-        of the same read); its first packet toward the peer proves it is ready.
+        of the same read); its first packet toward the peer proves it is ready. While packets
+        from an IP are held, later ones from it queue behind them, so nothing is reordered.
         """
         if peer[0] not in self.permissions or self.held:
-            if self._hold(data, peer):
+            if self._hold(frame, size, peer):
                 return False
             if peer[0] not in self.permissions:
                 self.dropped += 1
                 return False
-        return self._deliver(data, peer)
+        return self._deliver(frame, size, peer)
 
-    def _hold(self, data: bytes, peer: Address) -> bool:
+    def _hold(self, frame: memoryview, size: int, peer: Address) -> bool:
         """Hold an early packet from another allocation here; False if it is not one to hold."""
         ip = peer[0]
         if ip in self.permissions and not any(h.peer[0] == ip for h in self.held):
@@ -273,7 +303,7 @@ class Allocation:
         if len(self.held) >= HELD_MAX:
             self.dropped += 1
             return True
-        self.held.append(Held(bytes(data), peer))
+        self.held.append(Held(memoryview(bytearray(frame[: 4 + size])), peer))
         return True
 
     def _release(self, ip: str) -> None:
@@ -281,23 +311,30 @@ class Allocation:
         held, self.held = self.held, []
         for entry in held:
             if entry.peer[0] == ip:
-                self._deliver(entry.data, entry.peer)
+                self._deliver(entry.frame, len(entry.frame) - 4, entry.peer)
             else:
                 self.held.append(entry)
 
-    def _deliver(self, data: bytes, peer: Address) -> bool:
-        size = len(data)
+    def _deliver(self, frame: memoryview, size: int, peer: Address) -> bool:
         if self.bucket is not None and not self.bucket.take(size):
             self._capped()
             return False
         number = self.peer_channels.get(peer)
-        if number is not None:
-            packet = _CHANNEL_HEADER.pack(number, size) + data
-            if self.stream and size & 3:
-                packet += b"\x00" * (4 - (size & 3))
+        if number is None:
+            self.client_send(data_indication(peer, frame[4 : 4 + size]))
         else:
-            packet = data_indication(peer, data)
-        self.client_send(packet)
+            _channel_header_into(frame, 0, number, size)
+            sendto = self.udp_sendto
+            if sendto is not None:
+                try:
+                    sendto(frame[: 4 + size], self.client_address)
+                except OSError:
+                    self._refused()
+                    return False
+            elif self.stream and size & 3:
+                self.client_send(frame[: 4 + size].tobytes() + bytes(4 - (size & 3)))
+            else:
+                self.client_send(frame[: 4 + size].tobytes())
         self.packets_to_client += 1
         self.bytes_to_client += size
         return True

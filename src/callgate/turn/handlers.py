@@ -245,9 +245,7 @@ class TurnHandler:
         if message.has(Attr.DONT_FRAGMENT):
             allocation.dont_fragment = True
             for relay in allocation.relays.values():
-                set_df = getattr(relay, "set_dont_fragment", None)
-                if set_df is not None:
-                    set_df()
+                relay.set_dont_fragment()
         rate = tighter_rate(
             self.config.max_bandwidth_per_allocation,
             limits.bytes_per_s if limits is not None else None,

@@ -85,7 +85,7 @@ def _xor_peer_v4(peer: Address) -> bytes:
     return _ATTR.pack(_XOR_PEER, len(value)) + value
 
 
-def data_indication(peer: Address, data: bytes) -> bytes:
+def data_indication(peer: Address, data: bytes | memoryview) -> bytes:
     """A Data indication carrying `data` from `peer` (RFC 8656 §11.4). Indications get no
     response, so the transaction id needs uniqueness, not secrecy."""
     tid = random.randbytes(12)

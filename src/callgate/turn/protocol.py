@@ -70,11 +70,19 @@ class UdpListener:
 
             return Client(FiveTuple(client, server, Transport.UDP), send, False, sendto)
 
+        budget = 1
+
         def readable() -> None:
-            for _ in range(_BATCH):
+            # The listener carries every client, so it reads in batches. A read that ends in
+            # EAGAIN costs a syscall and an exception, and the loop polls level-triggered (what
+            # is left is read at the next callback), so each callback reads at most as many
+            # datagrams as the last one found, doubling after a full batch, up to _BATCH.
+            nonlocal budget
+            for i in range(budget):
                 try:
                     n, addr = recv(buf)
                 except (BlockingIOError, InterruptedError):
+                    budget = i or 1
                     return
                 except OSError:
                     continue
@@ -115,6 +123,7 @@ class UdpListener:
                             log.debug("UDP send to %s failed: %s", addr, exc)
                 else:
                     counters.malformed_dropped += 1
+            budget = min(2 * budget, _BATCH)
 
         loop.add_reader(sock.fileno(), readable)
 

@@ -1,6 +1,7 @@
 """Relay sockets: a UDP socket per relayed transport address, drawn from a port range, read
-with a non-blocking recvfrom_into loop registered on the event loop (no asyncio transport on
-the data path, see docs/design.md "Hot-path rules").
+with a non-blocking recvfrom_into per readiness callback registered on the event loop (no asyncio
+transport on the data path, see docs/design.md "Hot-path rules"). Each socket is opened for one
+allocation and hands what it reads to that allocation's `from_peer`.
 
 EVEN-PORT with the R bit reserves the next higher port under a RESERVATION-TOKEN
 (RFC 8656 §7.2, §14.9); an unused reservation is released after 30 s.
@@ -10,104 +11,73 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from callgate.stun.constants import FAMILY_IPV4, FAMILY_IPV6
 from callgate.turn.allocation import Allocation
 from callgate.types import Address
-
-log = logging.getLogger(__name__)
 
 RESERVATION_SECONDS = 30.0
 _BUFFER = 65536 + 64
 _IP_PMTUDISC_DO = 2  # linux/in.h: always set DF
-_BATCH = 64  # packets read per readiness event before yielding to the loop
 
 
 class InsufficientCapacity(Exception):
     """No relay port could be had (508)."""
 
 
-PeerHandler = Callable[[bytes, Address], object]
-
-
 class UdpRelay:
-    """One relayed transport address."""
+    """One relayed transport address, reading for the allocation it was opened for."""
 
-    __slots__ = ("_handler", "_loop", "_reading", "address", "family", "send_errors", "sock")
+    __slots__ = ("_loop", "_reading", "address", "allocation", "family", "sendto", "sock")
 
-    def __init__(self, sock: socket.socket, family: int) -> None:
+    def __init__(self, sock: socket.socket, family: int, allocation: Allocation) -> None:
         self.sock = sock
         self.family = family
+        self.allocation = allocation
         host, port = sock.getsockname()[:2]
         self.address: Address = (host, port)
+        # Toward peers: the socket's own sendto, so a relayed packet costs one call. It raises
+        # OSError when the kernel refuses; Allocation.to_peer counts that.
+        self.sendto: Callable[[bytes | memoryview, Address], object] = sock.sendto
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._handler: PeerHandler | None = None
         self._reading = False
-        self.send_errors = 0
 
-    def start(self, loop: asyncio.AbstractEventLoop, handler: PeerHandler, buf: bytearray) -> None:
-        """Read peer datagrams into `buf` at offset 4, so ChannelData toward a UDP client is
-        sent from the same buffer with its header written in front: no copy (RFC 8656 §12.5)."""
+    def start(self, loop: asyncio.AbstractEventLoop, buf: bytearray) -> None:
+        """Read peer datagrams into `buf` at offset 4 and hand them to the allocation's one
+        forwarding rule; ChannelData toward a UDP client leaves from the same buffer with its
+        header written in front (RFC 8656 §12.5)."""
         self._loop = loop
-        self._handler = handler
         view = memoryview(buf)
         tail = view[4:]
         recv = self.sock.recvfrom_into
-        v6 = self.family == 2
-        owner = getattr(handler, "__self__", None)
-        a: Allocation | None = owner if isinstance(owner, Allocation) else None
-        sendto = a.udp_sendto if a is not None else None
-        client = a.five_tuple.client if a is not None else ("", 0)
+        v6 = self.family == FAMILY_IPV6
+        from_peer = self.allocation.from_peer
 
         def readable() -> None:
-            for _ in range(_BATCH):
-                try:
-                    n, peer = recv(tail)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError:
-                    # ICMP errors surface here (ECONNREFUSED on Linux); nothing to do.
-                    continue
-                if v6:
-                    peer = (peer[0], peer[1])
-                if a is not None and sendto is not None:
-                    number = a.peer_channels.get(peer)
-                    if number is not None and a.bucket is None and peer[0] in a.permissions:
-                        buf[0] = number >> 8
-                        buf[1] = number & 0xFF
-                        buf[2] = n >> 8
-                        buf[3] = n & 0xFF
-                        try:
-                            sendto(view[: n + 4], client)
-                        except OSError:
-                            a.dropped += 1
-                            continue
-                        a.packets_to_client += 1
-                        a.bytes_to_client += n
-                        continue
-                handler(tail[:n].tobytes(), peer)
+            # One datagram per readiness callback: a relay socket carries one allocation's peer
+            # traffic (50 pps for a voice stream), so there is rarely a second one queued, and
+            # probing for it would cost a recvfrom ending in EAGAIN per packet. The loop polls
+            # level-triggered: what is left is read at the next callback.
+            try:
+                n, peer = recv(tail)
+            except OSError:
+                return  # EAGAIN, or an ICMP error (ECONNREFUSED on Linux): nothing to do
+            if v6:
+                peer = (peer[0], peer[1])
+            from_peer(view, n, peer)
 
         loop.add_reader(self.sock.fileno(), readable)
         self._reading = True
 
-    def sendto(self, data: bytes | memoryview, peer: Address) -> None:
-        try:
-            self.sock.sendto(data, peer)
-        except (BlockingIOError, InterruptedError):
-            self.send_errors += 1
-        except OSError as exc:
-            self.send_errors += 1
-            log.debug("relay %s sendto %s failed: %s", self.address, peer, exc)
-
     def set_dont_fragment(self) -> None:
         """DONT-FRAGMENT (RFC 8656 §7.2): set DF on IPv4 relay traffic."""
         mtu_discover = getattr(socket, "IP_MTU_DISCOVER", None)
-        if self.family == 1 and mtu_discover is not None:
+        if self.family == FAMILY_IPV4 and mtu_discover is not None:
             self.sock.setsockopt(socket.IPPROTO_IP, mtu_discover, _IP_PMTUDISC_DO)
 
     def close(self) -> None:
@@ -137,7 +107,7 @@ class RelayAllocator:
         loop: asyncio.AbstractEventLoop | None = None,
         now: Callable[[], float] | None = None,
     ) -> None:
-        self.ips = {1: ip4, 2: ip6}
+        self.ips = {FAMILY_IPV4: ip4, FAMILY_IPV6: ip6}
         self.port_min = port_min
         self.port_max = port_max
         self._loop = loop
@@ -152,7 +122,7 @@ class RelayAllocator:
         self._loop = loop
 
     def allocate(
-        self, family: int, handler: PeerHandler, *, even: bool = False, reserve: bool = False
+        self, family: int, allocation: Allocation, *, even: bool = False, reserve: bool = False
     ) -> tuple[UdpRelay, bytes | None]:
         """A started relay; with `reserve`, also a token for the next port (EVEN-PORT R bit)."""
         ip = self.ips.get(family)
@@ -168,13 +138,13 @@ class RelayAllocator:
                 )
         else:
             sock = self._bind_any(ip, family)
-        return self._start(sock, family, handler), token
+        return self._start(sock, family, allocation), token
 
-    def take_reservation(self, token: bytes, handler: PeerHandler) -> UdpRelay | None:
+    def take_reservation(self, token: bytes, allocation: Allocation) -> UdpRelay | None:
         reservation = self._reservations.pop(token, None)
         if reservation is None:
             return None
-        return self._start(reservation.sock, reservation.family, handler)
+        return self._start(reservation.sock, reservation.family, allocation)
 
     def expire(self, now: float) -> None:
         for token in [t for t, r in self._reservations.items() if r.expires <= now]:
@@ -187,14 +157,16 @@ class RelayAllocator:
 
     # -- binding -----------------------------------------------------------------------------
 
-    def _start(self, sock: socket.socket, family: int, handler: PeerHandler) -> UdpRelay:
-        relay = UdpRelay(sock, family)
+    def _start(self, sock: socket.socket, family: int, allocation: Allocation) -> UdpRelay:
+        relay = UdpRelay(sock, family, allocation)
         if self._loop is not None:
-            relay.start(self._loop, handler, self._buf)
+            relay.start(self._loop, self._buf)
         return relay
 
     def _new_socket(self, family: int) -> socket.socket:
-        sock = socket.socket(socket.AF_INET if family == 1 else socket.AF_INET6, socket.SOCK_DGRAM)
+        sock = socket.socket(
+            socket.AF_INET6 if family == FAMILY_IPV6 else socket.AF_INET, socket.SOCK_DGRAM
+        )
         sock.setblocking(False)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)

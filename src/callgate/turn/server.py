@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import ssl
@@ -26,6 +27,8 @@ from callgate.types.events import EventSink, NullSink
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
+# Port 0: binds of UDP then TCP on the port UDP got, tried this often (another process may hold it).
+_BIND_ATTEMPTS = 20
 # A TCP/TLS connection with no allocation that sends nothing this long is closed.
 IDLE_STREAM_SECONDS = 60.0
 
@@ -110,23 +113,29 @@ class TurnServer:
         )
 
     async def _listen(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> None:
-        """UDP and TCP on the same port; with port 0, TCP takes the port UDP was given."""
-        sock = socket.socket(_family_of(host), socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            sock.close()
-            raise
-        listener = UdpListener(sock, self.handler, self.manager, self.counters)
-        listener.start(loop)
-        self._udp.append(listener)
-        self.bound.append((Transport.UDP, listener.address))
-        await self._listen_stream(loop, host, listener.address[1], Transport.TCP, None)
+        """UDP and TCP on the same port; with port 0, TCP takes the port UDP was given, and when
+        another process holds that TCP port, both are tried again on a new one."""
+        attempts = _BIND_ATTEMPTS if port == 0 else 1
+        for attempt in range(1, attempts + 1):
+            sock = socket.socket(_family_of(host), socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+                await self._listen_stream(loop, host, sock.getsockname()[1], Transport.TCP, None)
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRINUSE and attempt < attempts:
+                    continue
+                raise
+            listener = UdpListener(sock, self.handler, self.manager, self.counters)
+            listener.start(loop)
+            self._udp.append(listener)
+            self.bound.append((Transport.UDP, listener.address))
+            return
 
     async def _listen_stream(
         self,

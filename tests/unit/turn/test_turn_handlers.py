@@ -6,6 +6,7 @@ client would see (the decoded response) or what a peer would receive (the fake r
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,14 +35,14 @@ from callgate.stun.message import (
     new_transaction_id,
     verify_integrity,
 )
-from callgate.turn.allocation import Allocation
+from callgate.turn.allocation import Allocation, framed
 from callgate.turn.auth import Authenticator, long_term_key, rest_password
 from callgate.turn.config import TurnConfig
 from callgate.turn.counters import TurnCounters
 from callgate.turn.handlers import Client, TurnHandler
 from callgate.turn.manager import AllocationManager
 from callgate.turn.peers import PeerFilter
-from callgate.turn.relay import InsufficientCapacity, PeerHandler
+from callgate.turn.relay import InsufficientCapacity
 from callgate.types import Address, FiveTuple, Transport
 from callgate.types.events import EventKind, ListSink
 
@@ -67,7 +68,7 @@ Attribute = tuple[int, bytes] | Callable[[bytes], tuple[int, bytes]]
 class FakeRelay:
     address: Address
     family: int
-    handler: PeerHandler
+    allocation: Allocation
     sent: list[tuple[bytes, Address]] = field(default_factory=list)
     closed: bool = False
     dont_fragment: bool = False
@@ -75,8 +76,16 @@ class FakeRelay:
     def set_dont_fragment(self) -> None:
         self.dont_fragment = True
 
+    refuse: bool = False  # the kernel refuses every send (full socket buffer)
+
     def sendto(self, data: bytes | memoryview, peer: Address) -> None:
+        if self.refuse:
+            raise OSError(errno.ENOBUFS, "No buffer space available")
         self.sent.append((bytes(data), peer))
+
+    def receive(self, data: bytes, peer: Address) -> None:
+        """A datagram from `peer` arrives on this relay socket."""
+        self.allocation.from_peer(framed(data), len(data), peer)
 
     def close(self) -> None:
         self.closed = True
@@ -96,7 +105,7 @@ class FakeAllocator:
         return family == FAMILY_IPV4 or (family == FAMILY_IPV6 and self.ipv6)
 
     def allocate(
-        self, family: int, handler: PeerHandler, *, even: bool = False, reserve: bool = False
+        self, family: int, allocation: Allocation, *, even: bool = False, reserve: bool = False
     ) -> tuple[FakeRelay, bytes | None]:
         if self.full:
             raise InsufficientCapacity("no free relay port in range")
@@ -104,7 +113,7 @@ class FakeAllocator:
         if even:
             self.port &= ~1
         ip = RELAY_IP4 if family == FAMILY_IPV4 else RELAY_IP6
-        relay = FakeRelay((ip, self.port), family, handler)
+        relay = FakeRelay((ip, self.port), family, allocation)
         self.relays.append(relay)
         token = None
         if reserve:
@@ -113,11 +122,11 @@ class FakeAllocator:
             self.port += 1
         return relay, token
 
-    def take_reservation(self, token: bytes, handler: PeerHandler) -> FakeRelay | None:
+    def take_reservation(self, token: bytes, allocation: Allocation) -> FakeRelay | None:
         address = self.reservations.pop(token, None)
         if address is None:
             return None
-        relay = FakeRelay(address, FAMILY_IPV4, handler)
+        relay = FakeRelay(address, FAMILY_IPV4, allocation)
         self.relays.append(relay)
         return relay
 
@@ -129,11 +138,13 @@ class FakeClient:
     address: Address = CLIENT
     stream: bool = False
     received: list[bytes] = field(default_factory=list)
+    sendto: Callable[[bytes | memoryview, Address], object] | None = None
 
     @property
     def ctx(self) -> Client:
         transport = Transport.TCP if self.stream else Transport.UDP
-        return Client(FiveTuple(self.address, SERVER, transport), self.received.append, self.stream)
+        five_tuple = FiveTuple(self.address, SERVER, transport)
+        return Client(five_tuple, self.received.append, self.stream, self.sendto)
 
 
 class Server:
@@ -769,7 +780,7 @@ def test_data_from_peer_without_channel_is_a_data_indication(server: Server) -> 
     client = FakeClient()
     success(server.allocate(client=client))
     success(server.permit(PEER, client=client))
-    server.relay().handler(b"from the peer", PEER)
+    server.relay().receive(b"from the peer", PEER)
     assert len(client.received) == 1
     indication = decode(client.received[0])
     assert (indication.method, indication.cls) == (Method.DATA, MessageClass.INDICATION)
@@ -780,7 +791,7 @@ def test_data_from_peer_without_channel_is_a_data_indication(server: Server) -> 
 def test_data_from_peer_without_permission_is_dropped(server: Server) -> None:
     client = FakeClient()
     success(server.allocate(client=client))
-    server.relay().handler(b"unsolicited", PEER)
+    server.relay().receive(b"unsolicited", PEER)
     assert client.received == []
 
 
@@ -795,11 +806,11 @@ def test_data_from_peer_with_channel_is_channel_data(
     client = FakeClient(stream=stream)
     success(server.allocate(client=client))
     success(server.bind(0x4000, PEER, client=client))
-    server.relay().handler(b"hello", PEER)
+    server.relay().receive(b"hello", PEER)
     assert client.received == [expected]
     assert channel_data.decode(client.received[0]) == (0x4000, b"hello")
     # Another port of the same IP has no channel: Data indication.
-    server.relay().handler(b"other", (PEER[0], PEER[1] + 1))
+    server.relay().receive(b"other", (PEER[0], PEER[1] + 1))
     assert decode(client.received[1]).get(Attr.DATA) == b"other"
 
 
@@ -840,11 +851,11 @@ def test_channel_expires_after_600_seconds(server: Server) -> None:
     success(server.permit(PEER, client=client))  # keep the permission, not the channel
     server.clock.advance(99)
     server.manager.sweep()
-    server.relay().handler(b"a", PEER)
+    server.relay().receive(b"a", PEER)
     assert channel_data.is_channel_data(client.received[-1])
     server.clock.advance(2)
     server.manager.sweep()
-    server.relay().handler(b"b", PEER)
+    server.relay().receive(b"b", PEER)
     assert decode(client.received[-1]).get(Attr.DATA) == b"b"  # Data indication now
     assert 0x4000 not in server.allocation().channel_peers
 
@@ -857,7 +868,7 @@ def test_channel_bind_refresh_keeps_the_channel(server: Server) -> None:
     success(server.bind(0x4000, PEER, client=client))
     server.clock.advance(200)  # 700 s: past the first binding's 600 s
     server.manager.sweep()
-    server.relay().handler(b"a", PEER)
+    server.relay().receive(b"a", PEER)
     assert client.received == [b"\x40\x00\x00\x01a"]
 
 
@@ -904,6 +915,28 @@ def test_bandwidth_cap_drops_packets_beyond_the_rate() -> None:
     server.send_indication(PEER, b"x" * 400)
     assert len(server.relay().sent) == 3
     assert server.allocation().dropped == 1
+
+
+def test_sends_the_kernel_refuses_are_counted_in_both_directions(server: Server) -> None:
+    refusals: list[Address] = []
+
+    def refusing_sendto(data: bytes | memoryview, address: Address) -> None:
+        refusals.append(address)
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    client = FakeClient(sendto=refusing_sendto)  # a UDP client: ChannelData goes by sendto
+    success(server.allocate(client=client))
+    success(server.bind(0x4000, PEER, client=client))
+    relay = server.relay()
+    relay.refuse = True
+    server.send_indication(PEER, b"to the peer", client)
+    relay.receive(b"to the client", PEER)
+
+    assert relay.sent == [] and refusals == [CLIENT]
+    assert server.counters.send_dropped == 2
+    allocation = server.allocation(client)
+    assert allocation.dropped == 2
+    assert allocation.packets_to_peer == allocation.packets_to_client == 0
 
 
 def test_bandwidth_cap_drops_are_counted_in_the_metric() -> None:
