@@ -200,7 +200,9 @@ async def drain(client: SignalingClient) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     users = {"alice": PASSWORD, "bob": PASSWORD}
-    with CallgateServe(users, keep=args.keep) as serve:
+    # alice places every call: the per-account limit (30 attempts a minute) is lifted.
+    unlimited = {"CALLGATE_CALLS__CALL_ATTEMPTS_PER_MINUTE": "10000"}
+    with CallgateServe(users, keep=args.keep, extra_env=unlimited) as serve:
         print(f"server: {' '.join(serve.command)}", file=sys.stderr)
         alice_login = await SignalingClient.login(serve.url, "alice", PASSWORD)
         bob_login = await SignalingClient.login(serve.url, "bob", PASSWORD)

@@ -182,7 +182,9 @@ async def run(args: argparse.Namespace) -> int:
     handles = [(f"caller{i:03d}", f"callee{i:03d}") for i in range(args.pairs)]
     users = {h: PASSWORD for pair in handles for h in pair}
     t_setup = time.perf_counter()
-    with CallgateServe(users, fast_users=True, keep=args.keep) as serve:
+    # Each caller places attempts back to back: the per-account limit (30 a minute) is lifted.
+    unlimited = {"CALLGATE_CALLS__CALL_ATTEMPTS_PER_MINUTE": "10000"}
+    with CallgateServe(users, fast_users=True, keep=args.keep, extra_env=unlimited) as serve:
         print(f"server: {' '.join(serve.command)}", file=sys.stderr)
         tokens = serve.tokens
         peers = {h: await open_peer(serve.url, tokens[h], "load") for h in users}

@@ -194,6 +194,10 @@ class CallSettings(BaseModel):
     silence_timeout: float = Field(default=8.0, gt=0, le=300)
     # Lifetime of the TURN REST credentials handed out in `hello`.
     credential_ttl: int = Field(default=600, ge=60, le=86400)
+    # Per account: signaling sockets open at once (more are closed with 4429), and call attempts
+    # (call.invite) per minute, in bursts of as many (more are refused `rate-limited`, no record).
+    max_devices_per_user: int = Field(default=10, ge=1, le=1000)
+    call_attempts_per_minute: int = Field(default=30, ge=1, le=10_000)
 
 
 class AuditSettings(BaseModel):
@@ -206,6 +210,46 @@ class AuditSettings(BaseModel):
     # The Ed25519 signing key (PKCS#8 PEM, created 0600 when missing); default
     # DATA_DIR/keys/audit-ed25519.pem.
     key_file: Path | None = None
+
+
+class RecordingSettingsModel(BaseModel):
+    """The `[recording]` table / `CALLGATE_RECORDING__*`: compliance recording (docs/recording.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Where recording files go; default DATA_DIR/recordings.
+    directory: Path | None = None
+    # The master key file (base64, 0600, created when missing); default
+    # DATA_DIR/keys/recording-master.key. CALLGATE_RECORDING_MASTER_KEY overrides it.
+    key_file: Path | None = None
+    # A chunk is not written when less than this is free: the call ends `recording-failed`.
+    min_free_mb: int = Field(default=64, ge=0, le=1 << 20)
+    # How often buffered packets are written (and fsynced) as one chunk.
+    flush_interval_s: float = Field(default=0.5, gt=0, le=1.5)
+    # A leg that has sent media and then nothing for this long fails the recording.
+    silence_limit_s: float = Field(default=5.0, gt=0, le=300)
+    # Calls recorded at once (each holds two peer connections on the server); beyond this a call
+    # that must be recorded ends `recording-unavailable`.
+    max_active: int = Field(default=100, ge=1, le=100_000)
+
+
+class LimitSettings(BaseModel):
+    """The `[limits]` table / `CALLGATE_LIMITS__*`: what one account or address may do
+    (docs/security.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # POST /api/login: failures allowed per handle and per client address before a delay, which
+    # starts at login_delay_s and doubles with every further failure up to login_max_delay_s.
+    login_account_failures: int = Field(default=5, ge=1, le=1000)
+    login_address_failures: int = Field(default=20, ge=1, le=100_000)
+    login_delay_s: float = Field(default=1.0, gt=0, le=3600)
+    login_max_delay_s: float = Field(default=300.0, gt=0, le=86400)
+    # HTTP: a request head must arrive within http_header_timeout_s; at most
+    # http_max_connections connections and requests in progress at once (more: 503).
+    # WebSockets count as connections.
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    http_max_connections: int = Field(default=2000, ge=1, le=1_000_000)
 
 
 class TurnSettings(BaseModel):
@@ -311,6 +355,8 @@ class Settings(BaseSettings):
     calls: CallSettings = Field(default_factory=CallSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    recording: RecordingSettingsModel = Field(default_factory=RecordingSettingsModel)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @field_validator("log_level")
     @classmethod

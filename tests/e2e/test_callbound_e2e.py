@@ -33,7 +33,7 @@ def bound_serve(tmp_path_factory: pytest.TempPathFactory, user_template: Path) -
 
 def refused(serve: Serve) -> float:
     """The relay's count of refused permissions, from /metrics."""
-    text = httpx.get(f"{serve.url}/metrics", timeout=5).text
+    text = httpx.get(serve.metrics_url, timeout=5).text
     for line in text.splitlines():
         if line.startswith("callgate_turn_peers_refused_total "):
             return float(line.split()[1])

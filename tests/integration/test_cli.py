@@ -140,11 +140,18 @@ def test_user_add_list_remove(tmp_path: Path) -> None:
     )
     assert added.returncode == 0, added.stderr
     again = callgate(
-        "user", "add", "alice", "--password-stdin", "--data-dir", data, cwd=tmp_path, stdin="x\n"
+        "user",
+        "add",
+        "alice",
+        "--password-stdin",
+        "--data-dir",
+        data,
+        cwd=tmp_path,
+        stdin="another-pass\n",
     )
     assert again.returncode == 1 and "exists" in again.stderr
     from_env = callgate(
-        "user", "add", "bob", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="pw2"
+        "user", "add", "bob", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="second-pass-2"
     )
     assert from_env.returncode == 0, from_env.stderr
 
@@ -173,7 +180,7 @@ def test_user_disable_enable_passwd_and_json(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     added = callgate(
         "user", "add", "dan", "--display-name", "Dan D", "--group", "eng", "--group", "ops",
-        "--admin", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="pw-1",
+        "--admin", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="first-pass-1",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     assert "administrator dan" in added.stdout
@@ -201,13 +208,13 @@ def test_user_disable_enable_passwd_and_json(tmp_path: Path) -> None:
     db = tmp_path / "data" / "callgate.sqlite3"
     changed = callgate(
         "user", "passwd", "dan", "--password-stdin", "--data-dir", data, cwd=tmp_path,
-        stdin="pw-2\n",
+        stdin="second-pass-2\n",
     )  # fmt: skip
     assert changed.returncode == 0, changed.stderr
     with sqlite3.connect(db) as conn:
         key = conn.execute("SELECT turn_key_hex FROM users WHERE handle='dan'").fetchone()[0]
-    assert key == hashlib.md5(b"dan:callgate:pw-2").hexdigest()
-    assert b"pw-2" not in db.read_bytes()
+    assert key == hashlib.md5(b"dan:callgate:second-pass-2").hexdigest()
+    assert b"second-pass-2" not in db.read_bytes()
 
     calls = callgate("cdr", "list", "--data-dir", data, cwd=tmp_path)
     assert calls.returncode == 0 and "no calls" in calls.stdout
@@ -279,7 +286,7 @@ async def allocate_and_send(port: int, username: str, password: str) -> tuple[st
 
 
 async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> None:
-    port, http_port = free_port(), free_port()
+    port, http_port, metrics_port = free_port(), free_port(), free_port()
     data = tmp_path / "data"
     added = callgate(
         "user",
@@ -289,7 +296,7 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
         "--data-dir",
         str(data),
         cwd=tmp_path,
-        stdin="pw-carol\n",
+        stdin="charlie-pass-1\n",
     )
     assert added.returncode == 0, added.stderr
     args = [
@@ -298,6 +305,7 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
         "--http", f"127.0.0.1:{http_port}",
         "--listen", f"127.0.0.1:{port}",
         "--allow-peer", "127.0.0.0/8",
+        "--metrics", f"127.0.0.1:{metrics_port}",
     ]  # fmt: skip
     healthz = f"http://127.0.0.1:{http_port}/healthz"
     with running(args, tmp_path, port, ready_url=healthz) as proc:
@@ -306,9 +314,9 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
         health = json.loads(body)
         assert health["status"] == "ok" and health["database"]["ok"] is True
 
-        relay = await asyncio.wait_for(allocate_and_send(port, "carol", "pw-carol"), 20)
+        relay = await asyncio.wait_for(allocate_and_send(port, "carol", "charlie-pass-1"), 20)
 
-        _, metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{http_port}/metrics")
+        _, metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{metrics_port}/metrics")
         assert "callgate_turn_allocations_active 1.0" in metrics
         assert "callgate_turn_allocations_total 1.0" in metrics
         assert stop(proc) == 0

@@ -24,8 +24,19 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_explain_on_a_stopped_server(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    ok(cli(data, "user", "add", "alice", "--group", "sales", "--password-stdin", stdin="pw-a\n"))
-    ok(cli(data, "user", "add", "bob", "--password-stdin", stdin="pw-b\n"))
+    ok(
+        cli(
+            data,
+            "user",
+            "add",
+            "alice",
+            "--group",
+            "sales",
+            "--password-stdin",
+            stdin="alpha-pass-1\n",
+        )
+    )
+    ok(cli(data, "user", "add", "bob", "--password-stdin", stdin="bravo-pass-1\n"))
     ok(cli(data, "group", "create", "legal", "--max-allocations", "2"))
     assert "added bob to legal" in ok(cli(data, "group", "add-member", "legal", "bob"))
     ok(cli(data, "policy", "add", "wall", "deny", "--from-group", "sales", "--to-group", "legal",
@@ -74,7 +85,7 @@ def test_explain_on_a_stopped_server(tmp_path: Path) -> None:
 def test_group_and_policy_through_the_api(server: Server) -> None:
     env = {"CALLGATE_ADMIN_PASSWORD": server.admin_password}
     api = ("--server", server.url, "--user", "admin")
-    ok(run(server, "user", "add", "alice", "--password-stdin", *api, stdin="pw-alice\n", **env))
+    ok(run(server, "user", "add", "alice", "--password-stdin", *api, stdin="alpha-pass-1\n", **env))
     ok(run(server, "group", "create", "sales", "--description", "Sales", *api, **env))
     assert "added alice to sales" in ok(
         run(server, "group", "add-member", "sales", "alice", *api, **env)

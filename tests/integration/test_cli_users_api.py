@@ -81,11 +81,15 @@ def test_user_commands_through_the_api(server: Server) -> None:
     )  # fmt: skip
     assert signed_in.returncode == 0, signed_in.stderr
 
-    added = run(server, "user", "add", "bob", "--server", url, "--password-stdin", stdin="pw-b1\n")
+    added = run(
+        server, "user", "add", "bob", "--server", url, "--password-stdin", stdin="bravo-pass-1\n"
+    )
     assert added.returncode == 0, added.stderr
     assert added.stdout.strip() == "added user bob (realm callgate)"
-    assert status_of_login(server, "bob", "pw-b1") == 200
-    again = run(server, "user", "add", "bob", "--server", url, "--password-stdin", stdin="x\n")
+    assert status_of_login(server, "bob", "bravo-pass-1") == 200
+    again = run(
+        server, "user", "add", "bob", "--server", url, "--password-stdin", stdin="another-pass\n"
+    )
     assert again.returncode == 1 and "user 'bob' exists" in again.stderr
     bad = run(server, "user", "add", "Bad!", "--server", url, "--password-stdin", stdin="x\n")
     assert bad.returncode == 1 and "handle must be" in bad.stderr
@@ -103,26 +107,26 @@ def test_user_commands_through_the_api(server: Server) -> None:
 
     disabled = run(server, "user", "disable", "bob", "--server", url)
     assert disabled.returncode == 0 and disabled.stdout.strip() == "disabled bob"
-    assert status_of_login(server, "bob", "pw-b1") == 401
+    assert status_of_login(server, "bob", "bravo-pass-1") == 401
     assert listed(server)["bob"]["disabled"] is True
     myself = run(server, "user", "disable", "admin", "--server", url)
     assert myself.returncode == 1 and "cannot disable yourself" in myself.stderr
     enabled = run(server, "user", "enable", "bob", "--server", url)
     assert enabled.returncode == 0 and enabled.stdout.strip() == "enabled bob"
-    assert status_of_login(server, "bob", "pw-b1") == 200
+    assert status_of_login(server, "bob", "bravo-pass-1") == 200
 
     passwd = run(
-        server, "user", "passwd", "bob", "--server", url, "--password-stdin", stdin="pw-b2\n"
+        server, "user", "passwd", "bob", "--server", url, "--password-stdin", stdin="bravo-pass-2\n"
     )
     assert passwd.returncode == 0, passwd.stderr
-    assert status_of_login(server, "bob", "pw-b1") == 401
-    assert status_of_login(server, "bob", "pw-b2") == 200
+    assert status_of_login(server, "bob", "bravo-pass-1") == 401
+    assert status_of_login(server, "bob", "bravo-pass-2") == 200
     unknown = run(server, "user", "passwd", "nobody", "--server", url, CALLGATE_PASSWORD="pw")
     assert unknown.returncode == 1 and "no user 'nobody'" in unknown.stderr
 
     removed = run(server, "user", "remove", "bob", "--server", url)
     assert removed.returncode == 0 and removed.stdout.strip() == "removed user bob"
-    assert status_of_login(server, "bob", "pw-b2") == 401
+    assert status_of_login(server, "bob", "bravo-pass-2") == 401
     assert set(listed(server)) == {"admin"}
     gone = run(server, "user", "remove", "bob", "--server", url)
     assert gone.returncode == 1 and "no user 'bob'" in gone.stderr
@@ -131,10 +135,16 @@ def test_user_commands_through_the_api(server: Server) -> None:
 
     # The server from CALLGATE_SERVER; an explicit --data-dir still means the store itself.
     from_env = run(
-        server, "user", "add", "dan", "--password-stdin", stdin="pw-d\n", CALLGATE_SERVER=url
+        server,
+        "user",
+        "add",
+        "dan",
+        "--password-stdin",
+        stdin="delta-pass-1\n",
+        CALLGATE_SERVER=url,
     )
     assert from_env.returncode == 0, from_env.stderr
-    assert status_of_login(server, "dan", "pw-d") == 200
+    assert status_of_login(server, "dan", "delta-pass-1") == 200
     both = run(server, "user", "list", "--server", url, "--data-dir", str(server.cwd / "data"))
     assert both.returncode == 2 and "--data-dir" in both.stderr
 
@@ -146,10 +156,10 @@ def test_one_shot_admin_sign_in_and_refusals(server: Server) -> None:
     # stdin is carol's new password; the admin's comes from CALLGATE_ADMIN_PASSWORD.
     added = run(
         server, "user", "add", "carol", "--server", url, "--user", "admin", "--password-stdin",
-        "--group", "ops", "--display-name", "Carol C", stdin="pw-c\n", **as_admin,
+        "--group", "ops", "--display-name", "Carol C", stdin="charlie-pass-1\n", **as_admin,
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
-    assert status_of_login(server, "carol", "pw-c") == 200
+    assert status_of_login(server, "carol", "charlie-pass-1") == 200
     assert listed(server, **as_admin, CALLGATE_USER="admin")["carol"]["groups"] == ["ops"]
     # Without a new password to read, --password-stdin is the admin's.
     disabled = run(
@@ -157,7 +167,7 @@ def test_one_shot_admin_sign_in_and_refusals(server: Server) -> None:
         "--password-stdin", stdin=server.admin_password + "\n", CALLGATE_CONFIG_DIR=empty,
     )  # fmt: skip
     assert disabled.returncode == 0, disabled.stderr
-    assert status_of_login(server, "carol", "pw-c") == 401
+    assert status_of_login(server, "carol", "charlie-pass-1") == 401
     # The one-shot tokens were revoked when each command ended.
     engine = create_engine(server.database_url)
     with engine.connect() as db:
@@ -185,12 +195,12 @@ def test_one_shot_admin_sign_in_and_refusals(server: Server) -> None:
 
     add_dan = run(
         server, "user", "add", "dan", "--server", url, "--user", "admin", stdin="",
-        CALLGATE_PASSWORD="pw-d", **as_admin,
+        CALLGATE_PASSWORD="delta-pass-1", **as_admin,
     )  # fmt: skip
     assert add_dan.returncode == 0, add_dan.stderr
     not_admin = run(
         server, "user", "list", "--server", url, "--user", "dan", "--password-stdin",
-        stdin="pw-d\n", CALLGATE_CONFIG_DIR=empty,
+        stdin="delta-pass-1\n", CALLGATE_CONFIG_DIR=empty,
     )  # fmt: skip
     assert not_admin.returncode == 1 and "'dan' is not an administrator" in not_admin.stderr
 

@@ -108,7 +108,7 @@ async def test_default_deny_names_the_default(hub: SignalingHub, policy: PolicyS
     assert (denied["rule"], denied["reason"]) == ("default", "denied by default policy")
 
 
-async def test_an_allowed_call_records_its_rule_and_recording_flag(
+async def test_a_call_that_must_be_recorded_never_rings_without_a_recorder(
     hub: SignalingHub, policy: PolicyStore
 ) -> None:
     rule = policy.create_rule(
@@ -116,15 +116,18 @@ async def test_an_allowed_call_records_its_rule_and_recording_flag(
     )
     alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
     await invite(hub, alice, "bob")
-    incoming = await next_of(bob, "call.incoming")
+    ended = await next_of(alice, "call.ended")
+    assert (ended["reason"], ended["ended_by"]) == ("recording-unavailable", "server")
+    assert bob.queue.empty()  # bob was never rung
     await hub.flush()
-    row = hub.cdrs.get(incoming["call_id"])
+    row = hub.cdrs.get(ended["call_id"])
     assert row is not None
     assert (row.policy_rule, row.policy_decision, row.recording_required) == (
         f"{rule.id}:record-sales",
         "allow",
         True,
     )
+    assert (row.disposition, row.reason, row.ring_at) == ("failed", "recording-unavailable", None)
     # No rule for dave's calls: the default action, named "default".
     dave = await connect(hub, "dave")
     await invite(hub, dave, "carol")
@@ -163,26 +166,39 @@ async def test_relay_only_rule_strips_direct_candidates_of_one_call(
         await connect(hub, name) for name in ("alice", "bob", "carol", "dave")
     ]
     await invite(hub, alice, "bob")
-    offer = (await next_of(bob, "call.incoming"))["sdp"]
-    assert RELAY.strip() in offer
+    # Both clients hear that this one call is relay-only (the callee gathers relay-only then).
+    assert (await next_of(alice, "ack"))["ice_transport_policy"] == "relay"
+    incoming = await next_of(bob, "call.incoming")
+    assert incoming["ice_transport_policy"] == "relay"
+    offer = incoming["sdp"]
+    assert RELAY.replace("raddr 198.51.100.44", "raddr 0.0.0.0").strip() in offer
     assert "typ host" not in offer and "typ srflx" not in offer
+    assert "198.51.100.44" not in offer and "192.168.1.20" not in offer
     call_id = hub.engine.call_of(alice.device_id)
-    trickle = {
-        "type": "call.candidate",
-        "id": "3",
-        "call_id": call_id,
-        "candidate": {"candidate": HOST[2:].strip(), "sdpMid": "0"},
-    }
-    await hub.receive(alice, parse(trickle), bool)
-    ack = await next_of(alice, "ack")
-    while ack["id"] != "3":
+
+    async def trickle(request_id: str, candidate: str) -> bool:
+        message = {
+            "type": "call.candidate",
+            "id": request_id,
+            "call_id": call_id,
+            "candidate": {"candidate": candidate, "sdpMid": "0"},
+        }
+        await hub.receive(alice, parse(message), bool)
         ack = await next_of(alice, "ack")
-    assert ack["forwarded"] is False
+        while ack["id"] != request_id:
+            ack = await next_of(alice, "ack")
+        return bool(ack["forwarded"])
+
+    assert await trickle("3", HOST[2:].strip()) is False
+    assert await trickle("4", RELAY[2:].strip().replace(" ", "\t")) is False
     assert "call.candidate" not in queued(bob)
+    assert await trickle("5", RELAY[2:].strip()) is True
+    forwarded = await next_of(bob, "call.candidate")
+    assert forwarded["candidate"]["candidate"].endswith(" typ relay raddr 0.0.0.0")
     # The same server, another call that no rule restricts: the host candidate gets through.
     await invite(hub, carol, "dave")
     other = await next_of(dave, "call.incoming")
-    assert "typ host" in other["sdp"]
+    assert "typ host" in other["sdp"] and other["ice_transport_policy"] == "all"
 
 
 @pytest.mark.parametrize(("caller", "callee"), [("alice", "bob"), ("bob", "alice")])

@@ -9,9 +9,25 @@ from functools import cached_property
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from callgate.errors import InvalidAccountValue
+
+# NIST SP 800-63B §5.1.1.2: at least 8 characters for a password a person chooses.
+MIN_PASSWORD_CHARS = 8
+
 # A well-formed argon2id hash of a random password: verified against when the user is unknown,
 # so "no such user" costs the same time as "wrong password".
 _DUMMY_PASSWORD = "callgate-timing-equaliser"  # noqa: S105 - not a credential
+
+
+def check_new_password(handle: str, password: str) -> str:
+    """A password a person chose for `handle` (`user add`, `user passwd`, POST /api/users, PUT
+    /api/users/{handle}/password): at least MIN_PASSWORD_CHARS characters and not containing the
+    handle (case-insensitive). Raises InvalidAccountValue saying which rule failed."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise InvalidAccountValue(f"the password is shorter than {MIN_PASSWORD_CHARS} characters")
+    if handle and handle.casefold() in password.casefold():
+        raise InvalidAccountValue("the password contains the handle")
+    return password
 
 
 @dataclass(frozen=True, slots=True)

@@ -262,6 +262,14 @@ class AccountService:
         )
         return user, token, expires
 
+    def audit_throttled(self, handle: str, client: str | None, limit: str) -> None:
+        """auth.login_throttled: sign-in attempts on `handle` or from `client` are now refused
+        for a while (`limit`: "account" or "address"); audited once per run, not per attempt."""
+        details = {"handle": handle[:64], "client": client, "limit": limit}
+        AuditLog(self._store).append(
+            audit.SYSTEM, "auth.login_throttled", f"user:{handle[:64]}", details
+        )
+
     def sign_out(self, user: UserRecord, token: str, client: str | None) -> bool:
         """Revoke `token`, audited as auth.logout in the same transaction."""
         hook = audit.sign_out(user, client)

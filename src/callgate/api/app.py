@@ -1,6 +1,6 @@
 """The HTTP application: health, Prometheus metrics and, given the services, the REST API.
 
-Routes: `GET /healthz`, `GET /metrics`; with `services`: `/api/login`, `/api/logout`, `/api/me`,
+Routes: `GET /healthz`, `GET /metrics` (only with a `registry`); with `services`: `/api/login`, `/api/logout`, `/api/me`,
 `/api/calls`, `/api/users`, records, exports, audit, live calls, retention and stats (see
 api/routes/ and docs/admin-api.md), and the browser pages `/`, `/console/…` and `/static`
 (callgate.web, docs/browser.md). Other packages add theirs through `routers` (e.g. /ws,
@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from callgate import __version__
 from callgate.api.deps import Services
+from callgate.api.limits import install_limits
 from callgate.api.openapi import document_errors
 from callgate.api.routes import admin, auth, calls, exports, records, stats, users
 from callgate.api.routes import groups as group_routes
@@ -31,14 +32,16 @@ HealthCheck = Callable[[], dict[str, Any]]
 
 def create_app(
     *,
-    registry: CollectorRegistry,
+    registry: CollectorRegistry | None = None,
     health: HealthCheck | None = None,
     services: Services | None = None,
     routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
-    """`GET /healthz` (200 when every check passes, else 503), `GET /metrics`, and the REST API
-    when `services` are given."""
+    """`GET /healthz` (200 when every check passes, else 503), `GET /metrics` when a `registry`
+    is given (unauthenticated: `callgate serve` does not give one, its metrics are on the separate
+    `--metrics` listener), and the REST API when `services` are given."""
     app = FastAPI(title="callgate", version=__version__, docs_url=None, redoc_url=None)
+    install_limits(app)  # body caps, 422s without input (api/limits.py)
 
     @app.get("/healthz")
     def healthz(response: Response) -> dict[str, Any]:
@@ -48,10 +51,12 @@ def create_app(
         response.status_code = 200 if ok else 503
         return {"status": "ok" if ok else "degraded", "version": __version__, **checks}
 
-    @app.get("/metrics", response_class=PlainTextResponse)  # Prometheus text exposition
-    def metrics() -> Response:
-        body, content_type = render(registry)
-        return Response(content=body, media_type=content_type)
+    if registry is not None:  # unauthenticated: `serve` keeps metrics on a listener of their own
+
+        @app.get("/metrics", response_class=PlainTextResponse)  # Prometheus text exposition
+        def metrics() -> Response:
+            body, content_type = render(registry)
+            return Response(content=body, media_type=content_type)
 
     if services is not None:
         app.state.services = services

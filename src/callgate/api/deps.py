@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Protocol, cast
 
@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from callgate.accounts.records import ROLES, UserRecord
 from callgate.accounts.service import AccountService
+from callgate.accounts.throttle import LoginThrottle
 from callgate.identity.ldap_signin import PasswordSignIn
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
@@ -34,6 +35,7 @@ class Services:
     relays: Callable[[], Sequence[RelayStatus]] | None = None  # TURN relays in this process
     # Password sign-in with the LDAP directory next to local accounts (absent: local only).
     password_sign_in: PasswordSignIn | None = None
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)  # POST /api/login
 
 
 class LiveCalls(Protocol):

@@ -159,6 +159,8 @@ class CallOut(BaseModel):
     encryption: str | None
     recording_ids: list[str]
     node_id: str | None
+    recording_required: bool | None = None  # the allowing policy rule asked for recording
+    anchored: bool | None = None  # the media went through the server's anchor (recorded)
 
 
 class CallsResponse(BaseModel):

@@ -26,6 +26,9 @@ from callgate.signaling.ratelimit import MessageRateLimiter
 log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_BAD_REQUEST = 4400
+CLOSE_TOO_MANY = 4429
+MAX_DEVICE_LABEL_CHARS = 64
 MAX_MESSAGE_BYTES = 65536
 MAX_SDP_BYTES = 16384
 REVALIDATE_SECONDS = 15.0  # how often an open socket's token is checked again
@@ -38,6 +41,7 @@ class WsSettings:
     relay_only: Callable[[UserRecord], bool]
     ice: IceServerConfig
     clock: Clock
+    max_devices_per_user: int = 10
     revalidate_seconds: float = REVALIDATE_SECONDS
 
 
@@ -62,6 +66,16 @@ def signaling_router(hub: SignalingHub, settings: WsSettings) -> APIRouter:
         await websocket.accept()
         if user is None:
             await websocket.close(code=CLOSE_UNAUTHORIZED, reason="invalid or expired token")
+            return
+        label = websocket.query_params.get("device", "")
+        if len(label) > MAX_DEVICE_LABEL_CHARS or not label.isprintable():
+            reason = f"device label must be at most {MAX_DEVICE_LABEL_CHARS} printable characters"
+            await websocket.close(code=CLOSE_BAD_REQUEST, reason=reason)
+            return
+        # No await between this count and hub.connect: two sockets cannot both pass it.
+        if hub.device_count(user.handle) >= settings.max_devices_per_user:
+            reason = f"more than {settings.max_devices_per_user} connections for this account"
+            await websocket.close(code=CLOSE_TOO_MANY, reason=reason)
             return
         await _session(websocket, user, hub, settings, token)
 

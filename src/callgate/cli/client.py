@@ -117,6 +117,8 @@ class Reporter:
             text = f"incoming call from {caller.get('handle', '?')}"
         elif name == "answered":
             text = "answered"
+        elif name == "recording":
+            text = f"[yellow]this call is recorded[/] (recording {fields.get('recording_id')})"
         elif name == "connected":
             local, remote = fields.get("local_candidate_type"), fields.get("remote_candidate_type")
             text = f"[green]connected[/] via {local}/{remote} ({fields.get('codec') or '?'})"

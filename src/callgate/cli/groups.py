@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from callgate.accounts.handles import normal_handle
 from callgate.cli.backend import backend
 from callgate.cli.common import (
     AdminOpt,
@@ -30,7 +31,7 @@ group_app = typer.Typer(
 )
 
 NameArg = Annotated[str, typer.Argument(help="Group name: 1-64 of A-Z a-z 0-9 . _ -")]
-HandleArg = Annotated[str, typer.Argument(help="The user's handle.")]
+HandleArg = Annotated[str, typer.Argument(help="The user's handle.", callback=normal_handle)]
 PasswordStdinOpt = Annotated[
     bool,
     typer.Option("--password-stdin", help="With --server and --user: admin password on stdin."),

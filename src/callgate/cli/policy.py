@@ -65,7 +65,10 @@ MaxDuration = Annotated[
 ]
 Recording = Annotated[
     bool | None,
-    typer.Option("--recording-required/--no-recording-required", help="Allow: flag in the CDR."),
+    typer.Option(
+        "--recording-required/--no-recording-required",
+        help="Allow: the call is recorded on the server, or does not connect.",
+    ),
 ]
 Reason = Annotated[str | None, typer.Option("--reason", help="Told to a denied caller.")]
 Enabled = Annotated[

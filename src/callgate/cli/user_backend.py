@@ -154,8 +154,12 @@ class StoreUsers:
     def add(
         self, handle: str, display_name: str | None, groups: list[str], password: str, role: str
     ) -> dict[str, Any]:
+        from callgate.accounts.passwords import check_new_password
+        from callgate.accounts.service import check_handle
+
         accounts, _ = self._open()
         try:
+            check_new_password(check_handle(handle), password)
             created = accounts.create_user(
                 handle, display_name, groups, password, role=role, actor=self._actor()
             )
@@ -200,7 +204,10 @@ class StoreUsers:
         if accounts.get(handle) is None:
             raise fail(f"no user {handle!r}", code=1)
         password = read_password()
+        from callgate.accounts.passwords import check_new_password
+
         try:
+            check_new_password(handle, password)
             accounts.set_password(handle, password, self._actor())
         except AccountError as exc:
             raise fail(str(exc), code=1) from None

@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
+from callgate.accounts.handles import normal_handle
 from callgate.cli.common import (
     AdminOpt,
     ConfigOpt,
@@ -44,7 +45,10 @@ user_app = typer.Typer(
 RealmOpt = Annotated[
     str | None, typer.Option("--realm", help="TURN realm (default from config: callgate).")
 ]
-HandleArg = Annotated[str, typer.Argument(help="Handle: 1-64 of a-z 0-9 . _ -")]
+# Handles are case-insensitive: `BOB` is bob (accounts/handles.py).
+HandleArg = Annotated[
+    str, typer.Argument(help="Handle: 1-64 of a-z 0-9 . _ -", callback=normal_handle)
+]
 RoleOpt = Annotated[
     Role | None,
     typer.Option(
@@ -141,7 +145,7 @@ def _state_command(disabled: bool, doc: str) -> Callable[..., None]:
     word = "disabled" if disabled else "enabled"
 
     def command(
-        handle: str,
+        handle: HandleArg,
         data_dir: StoreDirOpt = None,
         config: ConfigOpt = None,
         server: ServerOpt = None,
@@ -166,7 +170,7 @@ user_enable = user_app.command("enable")(_state_command(False, "Enable a disable
 
 @user_app.command("set-role")
 def user_set_role(
-    handle: str,
+    handle: HandleArg,
     role: Annotated[Role, typer.Argument(help="admin, compliance or user.")],
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
@@ -182,7 +186,7 @@ def user_set_role(
 
 @user_app.command("passwd")
 def user_passwd(
-    handle: str,
+    handle: HandleArg,
     password_stdin: PasswordStdinOpt = False,
     realm: RealmOpt = None,
     data_dir: StoreDirOpt = None,
@@ -206,7 +210,7 @@ def user_passwd(
 
 @user_app.command("remove")
 def user_remove(
-    handle: str,
+    handle: HandleArg,
     realm: RealmOpt = None,
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,

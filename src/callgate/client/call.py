@@ -9,8 +9,9 @@ Both:    when the peer connection is `connected` (ICE nominated and DTLS up) the
          `state: failed`. While connected it sends `call.stats` every `stats_interval` seconds,
          and a final one when the call ends. `hangup()` ends it from this side.
 
-Progress is reported through `on_event(name, fields)`: calling, ringing, answered, connected,
-media-failed, ended. The session never raises from `handle()` for a message about another call.
+Progress is reported through `on_event(name, fields)`: calling, recording, ringing, answered,
+connected, media-failed, ended. A recorded call (`call.recording`) takes the server anchor's
+answer before ringing; the session reports media `connected` only once the call is answered. The session never raises from `handle()` for a message about another call.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class CallSession:
         self.codec: Codec | None = None
         self.reason: str | None = None
         self.ended_by: str | None = None
+        self.recorded = False  # the server said this call is recorded (`call.recording`)
         self.answered = asyncio.Event()
         self.connected = asyncio.Event()  # media reached
         self.media_failed = asyncio.Event()  # ICE/DTLS failed (before or after connecting)
@@ -123,16 +125,31 @@ class CallSession:
         kind = message.get("type")
         if kind == "call.ringing":
             self._emit("ringing", devices=message.get("devices"))
+        elif kind == "call.recording":
+            await self._recording(message)
         elif kind == "call.answered":
             answer = str(message["sdp"])
             self.codec = negotiated_codec(answer)
             self.answered.set()
             self._emit("answered")
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            if not self.recorded:  # a recorded call's caller took the anchor's answer already
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         elif kind == "call.candidate":
             await self._add_candidate(message.get("candidate"))
         elif kind == "call.ended":
             await self._finish(str(message.get("reason", "")), message.get("ended_by"))
+
+    async def _recording(self, message: Mapping[str, Any]) -> None:
+        """The call is recorded. The caller's copy carries the server anchor's answer: media
+        goes to the anchor now, before the callee rings (docs/signaling.md, `call.recording`)."""
+        if self.recorded:
+            return
+        self.recorded = True
+        self._emit("recording", recording_id=message.get("recording_id"))
+        sdp = message.get("sdp")
+        if self.role == "caller" and isinstance(sdp, str):
+            self.codec = negotiated_codec(sdp)
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
     async def _add_candidate(self, candidate: Any) -> None:
         if not isinstance(candidate, Mapping) or not candidate.get("candidate"):
@@ -221,6 +238,16 @@ class CallSession:
             self._spawn(self._report_media("failed"))
 
     async def _report_media(self, state: str) -> None:
+        if state == "connected" and not self.answered.is_set():
+            # A recorded call's caller reaches the server's anchor before the callee answers:
+            # the call has media only once it is answered.
+            answered = asyncio.ensure_future(self.answered.wait())
+            ended = asyncio.ensure_future(self.ended.wait())
+            await asyncio.wait({answered, ended}, return_when=asyncio.FIRST_COMPLETED)
+            answered.cancel()
+            ended.cancel()
+            if self.ended.is_set():
+                return
         self.media_state = state
         fields: dict[str, Any] = {"call_id": self.call_id, "state": state}
         if state == "connected":

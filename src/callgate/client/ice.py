@@ -34,6 +34,14 @@ def rtc_configuration(hello: Mapping[str, Any]) -> Any:
     )
 
 
+def call_hello(hello: Mapping[str, Any], incoming: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The `hello` to configure one incoming call with: relay-only when the server says the call
+    is (`call.incoming`'s `ice_transport_policy`, e.g. a policy rule), else `hello` as it is."""
+    if incoming.get("ice_transport_policy") == "relay":
+        return {**hello, "ice_transport_policy": "relay"}
+    return hello
+
+
 def _ice_server(entry: Any) -> Any:
     if not isinstance(entry, Mapping) or "urls" not in entry:
         raise ValueError(f"ice server without urls: {entry!r}")

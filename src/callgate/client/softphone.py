@@ -19,6 +19,7 @@ from typing import Any
 
 from callgate.client.call import CallSession, EventCallback, ignore_event
 from callgate.client.errors import SignalingError
+from callgate.client.ice import call_hello
 from callgate.client.reach import reachable_hello
 from callgate.client.signaling import SignalingChannel
 
@@ -198,7 +199,7 @@ async def answer_calls(
         n = len(results) + 1
         session = CallSession(
             channel,
-            await reachable_hello(hello),
+            await reachable_hello(call_hello(hello, event)),
             play=media.play,
             tone=media.tone,
             record=_nth_path(media.record, n),

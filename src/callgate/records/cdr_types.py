@@ -34,6 +34,7 @@ UPDATABLE = frozenset(
         "codec",
         "encryption",
         "recording_ids",
+        "anchored",
         "node_id",
         "audit_index",
     }
@@ -105,6 +106,7 @@ class CdrRecord:
     updated_at: datetime
     legal_hold: bool = False
     recording_required: bool | None = None  # the allowing policy rule asked for recording
+    anchored: bool | None = None  # the media went through the server's anchor (recorded calls)
 
     def as_json(self) -> dict[str, Any]:
         """JSON-ready: datetimes as ISO 8601 UTC, tuples as lists."""

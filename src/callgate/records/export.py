@@ -149,6 +149,53 @@ class Counted:
             yield row
 
 
+class AuditedExport:
+    """An export and its two audit entries with `action`: `phase: "start"` (the filter and
+    format), written when this is made, before the first byte — evidence even if the export is
+    cut short — and `phase: "end"`, written by `end()` once, with what was really delivered:
+    `rows`, `bytes`, `complete`. Iterating yields the encoded chunks; after each,
+    `rows_rendered` is the number of rows in the chunks so far (the renderers write whole rows
+    per chunk). `chunked`: `rows` yields chunks of rows (counted by their length).
+    """
+
+    def __init__(
+        self,
+        audit: AuditLog,
+        actor: str,
+        action: str,
+        details: dict[str, Any],
+        chunks: Callable[[Counted], Iterator[bytes]],
+        rows: Iterable[Any],
+        chunked: bool = False,
+    ) -> None:
+        self._audit, self._actor, self._action, self._details = audit, actor, action, details
+        audit.append(actor, action, self._object, {**details, "phase": "start"})
+        self._counted = Counted(rows, chunked)
+        self._chunks = chunks(self._counted)
+        self.rows_rendered = 0
+        self._ended = False
+
+    @property
+    def _object(self) -> str:
+        return str(self._details.get("object", "export"))
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.rows_rendered = self._counted.count
+            yield chunk
+
+    def end(self, rows: int, size: int, complete: bool) -> None:
+        """Stop reading rows and write the end entry (only the first call does anything)."""
+        if self._ended:
+            return
+        self._ended = True
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        end = {**self._details, "phase": "end", "rows": rows, "bytes": size, "complete": complete}
+        self._audit.append(self._actor, self._action, self._object, end)
+
+
 def audited_export(
     audit: AuditLog,
     actor: str,
@@ -158,24 +205,19 @@ def audited_export(
     rows: Iterable[Any],
     chunked: bool = False,
 ) -> Iterator[bytes]:
-    """Audit an export, then stream it.
-
-    The row count is known only at the end, so an export leaves two entries with `action`: one
-    written here, before the first byte (`phase: "start"`, the filter and format — evidence even
-    if the export is cut short), and one when the stream ends (`phase: "end"`, `rows`,
-    `complete`). Returns the chunk iterator; the start entry is already committed. `chunked`:
-    `rows` yields chunks of rows (counted by their length).
-    """
-    audit.append(actor, action, details.get("object", "export"), {**details, "phase": "start"})
-    counted = Counted(rows, chunked)
+    """An AuditedExport whose end entry is written when the caller stops iterating: what was
+    yielded counts as delivered (for a writer that does not lose what it was given, e.g. the
+    CLI writing a file; the HTTP API counts what reached the connection instead)."""
+    export = AuditedExport(audit, actor, action, details, chunks, rows, chunked)
 
     def stream() -> Iterator[bytes]:
-        complete = False
+        size, complete = 0, False
         try:
-            yield from chunks(counted)
+            for chunk in export:
+                size += len(chunk)
+                yield chunk
             complete = True
         finally:
-            end = {**details, "phase": "end", "rows": counted.count, "complete": complete}
-            audit.append(actor, action, details.get("object", "export"), end)
+            export.end(export.rows_rendered, size, complete)
 
     return stream()

@@ -23,10 +23,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from callgate.accounts.service import AccountService
+from callgate.accounts.throttle import login_throttle
 from callgate.api.app import create_app
 from callgate.api.deps import Services
+from callgate.api.http_guard import MAX_HEADER_BYTES, guarded_h11
 from callgate.api.relays import relay_status
 from callgate.api.routes.directory import directory_router
+from callgate.api.routes.recordings import recordings_router
 from callgate.clock import SystemClock
 from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
@@ -36,6 +39,9 @@ from callgate.metrics import MetricsServer, build_registry, serve_metrics
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
+from callgate.recording.metrics import RecordingCollector
+from callgate.recording.service import RecordingService, recording_settings
+from callgate.recording.store import RecordingRepository
 from callgate.records.audit import AuditLog, load_or_create_signing_key
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
@@ -167,11 +173,16 @@ class KeyLookup:
 
 
 @contextlib.contextmanager
-def metrics_endpoint(settings: Settings, server: TurnServer) -> Generator[MetricsServer | None]:
+def metrics_endpoint(
+    settings: Settings, server: TurnServer, recordings: RecordingService | None = None
+) -> Generator[MetricsServer | None]:
     if settings.metrics is None:
         yield None
         return
-    endpoint = serve_metrics(settings.metrics, build_registry(server.live_counters))
+    registry = build_registry(server.live_counters)
+    if recordings is not None:
+        registry.register(RecordingCollector(recordings))
+    endpoint = serve_metrics(settings.metrics, registry)
     try:
         yield endpoint
     finally:
@@ -203,7 +214,9 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def _health(store: Store, server: TurnServer, sink: DbEventSink) -> dict[str, Any]:
+def _health(
+    store: Store, server: TurnServer, sink: DbEventSink, recordings: RecordingService
+) -> dict[str, Any]:
     try:
         with store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -214,13 +227,23 @@ def _health(store: Store, server: TurnServer, sink: DbEventSink) -> dict[str, An
         "database": database,
         "turn": {"ok": True, "listeners": describe_bound(server.bound)},
         "recorder": {"ok": sink.write_errors == 0, "dropped": sink.dropped},
+        "call_recording": recordings.health(),
     }
 
 
 async def _start_http(settings: Settings, app: Any) -> tuple[_HttpServer, asyncio.Task[None]]:
     host, port = settings.http
+    limits = settings.limits
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        http=guarded_h11(limits.http_header_timeout_s),  # half-sent heads are cut off
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=limits.http_max_connections,
     )
     http = _HttpServer(config)
     task = asyncio.create_task(http.serve())
@@ -259,6 +282,17 @@ async def _start_audit(store: Store, settings: Settings) -> Checkpointer:
     return Checkpointer(audit, key, settings.audit.checkpoint_interval_s)
 
 
+async def _start_recordings(store: Store, settings: Settings) -> RecordingService:
+    """The recorder; recordings a dead server left open are closed as `interrupted`."""
+    service = RecordingService(
+        RecordingRepository(store), recording_settings(settings.recording, settings.data_dir)
+    )
+    recovered = await asyncio.to_thread(service.recover)
+    if recovered:
+        log.warning("closed %d recording(s) left open by a previous run", recovered)
+    return service
+
+
 async def run_serve(settings: Settings) -> None:
     """Everything on one box: SQLite store, TURN relay with DB users and records, HTTP app."""
     store = await asyncio.to_thread(open_store, settings.database())
@@ -268,6 +302,7 @@ async def run_serve(settings: Settings) -> None:
     try:
         await _prepare_records(store, accounts)
         checkpointer = await _start_audit(store, settings)
+        recordings = await _start_recordings(store, settings)
     except BaseException:
         store.close()
         raise
@@ -282,6 +317,12 @@ async def run_serve(settings: Settings) -> None:
         groups=GroupStore(store),
         audit=AuditLog(store),
         audit_key=key_path(settings),
+        login_throttle=login_throttle(
+            settings.limits.login_account_failures,
+            settings.limits.login_address_failures,
+            settings.limits.login_delay_s,
+            settings.limits.login_max_delay_s,
+        ),
     )
     # Signaling hands out TURN REST credentials: the relay must know the secret they are signed
     # with. Without one configured, serve keeps its own in the data directory.
@@ -303,6 +344,7 @@ async def run_serve(settings: Settings) -> None:
                 secret,
                 SystemClock(),
                 call_policy=policy,
+                recordings=recordings,
             )
             await calls.hub.start()
             await checkpointer.start()
@@ -312,18 +354,25 @@ async def run_serve(settings: Settings) -> None:
             services = dataclasses.replace(
                 services, live=calls.hub, relays=lambda: [relay_status(server)]
             )
-            registry = build_registry(server.live_counters)
+            # No /metrics on the HTTP app (it has no authentication): `--metrics HOST:PORT`.
             app = create_app(
-                registry=registry,
-                health=lambda: _health(store, server, sink),
+                health=lambda: _health(store, server, sink, recordings),
                 services=services,
-                routers=[calls.router, directory_router(calls.hub), identity.router()],
+                routers=[
+                    calls.router,
+                    directory_router(calls.hub),
+                    recordings_router(recordings, AuditLog(store)),
+                    identity.router(),
+                ],
             )
             http, http_task = await _start_http(settings, app)
-            with metrics_endpoint(settings, server):
+            with metrics_endpoint(settings, server, recordings) as metrics:
+                extra = (
+                    f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
+                )
                 announce(
                     f"callgate serve listening on {describe_bound(server.bound)}; "
-                    f"http http://{format_address(settings.http)}; data {settings.data_dir}"
+                    f"http http://{format_address(settings.http)}{extra}; data {settings.data_dir}"
                 )
                 stop_wait = asyncio.create_task(stop.wait())
                 await asyncio.wait({stop_wait, http_task}, return_when=asyncio.FIRST_COMPLETED)

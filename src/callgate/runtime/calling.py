@@ -12,8 +12,10 @@ from callgate.accounts.service import AccountService
 from callgate.api.ws import WsSettings, signaling_router
 from callgate.clock import Clock
 from callgate.config import CallSettings
+from callgate.recording.service import RecordingService
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
+from callgate.signaling.anchoring import Anchoring
 from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub import CallPolicy, SignalingHub
 from callgate.signaling.iceconfig import IceServerConfig
@@ -47,6 +49,7 @@ def build_signaling(
     secret: str,
     clock: Clock,
     call_policy: CallPolicy | None = None,
+    recordings: RecordingService | None = None,
 ) -> Signaling:
     engine = CallEngine(
         clock,
@@ -55,11 +58,31 @@ def build_signaling(
         silence_timeout=settings.silence_timeout,
         relay_addresses=relay_addresses(server),
     )
-    hub = SignalingHub(engine, cdrs, quality, clock, policy=call_policy)
-    if server.config.call_bound:
-        server.handler.call_guard = engine.together
+    hub = SignalingHub(
+        engine,
+        cdrs,
+        quality,
+        clock,
+        policy=call_policy,
+        call_attempts_per_minute=settings.call_attempts_per_minute,
+    )
     udp = tuple(address for kind, address in server.bound if kind is Transport.UDP)
     ice = IceServerConfig(udp=udp, secret=secret, ttl=settings.credential_ttl)
+    anchoring: Anchoring | None = None
+    if recordings is not None:
+        anchoring = Anchoring(
+            hub,
+            recordings,
+            lambda user: ice.ice_servers(user, clock.wall()),
+            settings.setup_timeout,
+        )
+        hub.anchoring = anchoring
+    if server.config.call_bound:
+        if anchoring is not None:
+            serves = anchoring.serves
+            server.handler.call_guard = lambda a, b: engine.together(a, b) or serves(a, b)
+        else:
+            server.handler.call_guard = engine.together
     relay_only = settings.ice_policy == "relay"
 
     known: dict[str, float] = {}  # handle -> until when it is known to exist
@@ -86,5 +109,6 @@ def build_signaling(
         relay_only=policy,
         ice=ice,
         clock=clock,
+        max_devices_per_user=settings.max_devices_per_user,
     )
     return Signaling(hub, signaling_router(hub, ws))

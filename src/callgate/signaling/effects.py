@@ -54,6 +54,8 @@ class CdrUpdate:
     media_at: float | None = None
     media_path: str | None = None  # "<caller local candidate type>/<callee local candidate type>"
     codec: str | None = None
+    ring_at: float | None = None  # anchored calls ring once the recorder is up
+    anchored: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

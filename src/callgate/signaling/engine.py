@@ -161,14 +161,16 @@ class CallEngine:
         )
         outcome = self._refusal_reason(callee_exists, denial, callees)
         policy_rule, policy_decision, recording_required = policy_fields(denial, grant)
+        hold = outcome is None and bool(recording_required)  # ring once the recorder is up
+        policy = {"ice_transport_policy": "relay" if call.relay_only else "all"}
         opened = CallOpened(
             call_id=call.call_id,
             caller_handle=caller.handle,
             caller_device=device_id,
             callee_handle=to,
             invite_at=call.invite_wall,
-            ring_at=None if outcome is not None else call.invite_wall,
-            ringing_devices=0 if outcome is not None else len(callees),
+            ring_at=None if outcome is not None or hold else call.invite_wall,
+            ringing_devices=0 if outcome is not None or hold else len(callees),
             relay_only=call.relay_only,
             policy_rule=policy_rule,
             policy_decision=policy_decision,
@@ -176,7 +178,7 @@ class CallEngine:
         )
         effects: list[Effect] = [
             CdrOpen(opened),
-            Send(device_id, m.ack_message(request_id, call_id=call.call_id)),
+            Send(device_id, m.ack_message(request_id, call_id=call.call_id, **policy)),
         ]
         if outcome is not None:
             if denial is not None:
@@ -186,14 +188,61 @@ class CallEngine:
             return records_first(effects + self._end(call, outcome, EndedBy.SERVER, detail))
         self._calls[call.call_id] = call
         self._call_by_device[device_id] = call
+        if hold:
+            # Nobody rings yet: the hub anchors the caller's media and starts the recorder first
+            # (signaling/anchoring.py), then calls ring_anchored() or end_call().
+            call.anchored = call.anchoring = True
+            return effects
         offer = filter_sdp(sdp, call.relay_only, self.relay_addresses)
+        return effects + self._ring(call, callees, offer)
+
+    def _ring(self, call: Call, callees: Sequence[Device], offer: str) -> list[Effect]:
+        effects: list[Effect] = []
         for device in callees:
             call.ringing[device.device_id] = device
             self._call_by_device[device.device_id] = call
-            message = m.incoming_message(call.call_id, caller.handle, caller.display_name, offer)
+            message = m.incoming_message(
+                call.call_id, call.caller.handle, call.caller.display_name, offer, call.relay_only
+            )
             effects.append(Send(device.device_id, message))
-        effects.append(Send(device_id, m.ringing_message(call.call_id, len(callees))))
+        effects.append(Send(call.caller.device_id, m.ringing_message(call.call_id, len(callees))))
         return effects
+
+    def anchoring_call(self, call_id: str) -> Call | None:
+        """The live call `call_id` if it waits for its anchor before ringing."""
+        call = self._calls.get(call_id)
+        return call if call is not None and call.anchoring else None
+
+    def anchored_call(self, call_id: str) -> Call | None:
+        call = self._calls.get(call_id)
+        return call if call is not None and call.anchored else None
+
+    def ring_anchored(
+        self, call_id: str, caller_answer: str, callee_offer: str, notice: dict[str, object]
+    ) -> list[Effect]:
+        """The caller's media reaches the anchor and is being recorded: ring the callee with the
+        anchor's offer (the callee's "other party" is the anchor). Each party hears `notice`."""
+        call = self.anchoring_call(call_id)
+        if call is None:
+            return []
+        call.anchoring = False
+        call.anchor_answer = caller_answer
+        callees = self._presence.devices_of(call.callee_handle)
+        outcome = self._refusal_reason(True, None, callees)
+        if outcome is not None:
+            return records_first(self._end(call, outcome, EndedBy.SERVER))
+        now = self._clock.wall()
+        effects: list[Effect] = [CdrUpdate(call_id, ring_at=now, anchored=True)]
+        effects += self._ring(call, callees, callee_offer)
+        effects += [Send(d.device_id, dict(notice)) for d in callees]
+        return effects
+
+    def end_call(self, call_id: str, reason: Reason, detail: str | None = None) -> list[Effect]:
+        """The server ends a live call (recording unavailable or failed); [] when not live."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return []
+        return records_first(self._end(call, reason, EndedBy.SERVER, detail))
 
     def _refusal_reason(
         self, callee_exists: bool, denial: Denial | None, callees: Sequence[Device]
@@ -227,7 +276,10 @@ class CallEngine:
         call.callee = device
         call.answer_mono = self._clock.monotonic()
         call.answer_wall = self._clock.wall()
-        answer_sdp = filter_sdp(sdp, call.relay_only, self.relay_addresses)
+        if call.anchor_answer is not None:  # the caller's other party is the anchor
+            answer_sdp = call.anchor_answer
+        else:
+            answer_sdp = filter_sdp(sdp, call.relay_only, self.relay_addresses)
         elsewhere = m.ended_message(call_id, Reason.ANSWERED_ELSEWHERE, EndedBy.CALLEE)
         return [
             CdrUpdate(call_id, answer_at=call.answer_wall, callee_device=device_id),
@@ -244,7 +296,9 @@ class CallEngine:
         try:
             call, party = self._find(device, call_id)
             self._require_active(call, party, device)
-            if party is Party.CALLEE:
+            if call.anchored:  # the hub gives it to the party's anchor leg
+                targets = []
+            elif party is Party.CALLEE:
                 targets = [call.caller.device_id]
             elif call.callee is not None:
                 targets = [call.callee.device_id]
@@ -252,9 +306,12 @@ class CallEngine:
                 targets = list(call.ringing)
         except _Refusal as refusal:
             return self._error(device_id, request_id, refusal.code, refusal.message)
-        if not filter_candidate(candidate.candidate, call.relay_only, self.relay_addresses):
+        forwarded = filter_candidate(candidate.candidate, call.relay_only, self.relay_addresses)
+        if forwarded is None:
             return [Send(device_id, m.ack_message(request_id, forwarded=False))]
-        message = m.candidate_message(call_id, candidate)
+        message = m.candidate_message(
+            call_id, candidate.model_copy(update={"candidate": forwarded})
+        )
         return [
             Send(device_id, m.ack_message(request_id, forwarded=True)),
             *(Send(target, message) for target in targets),

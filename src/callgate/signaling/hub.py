@@ -33,6 +33,8 @@ from callgate.signaling.dispatch import handle_message
 from callgate.signaling.effects import CdrFinal, CdrOpen, CdrUpdate, Effect, Send, StatsReport
 from callgate.signaling.engine import CallEngine
 from callgate.signaling.live import LiveCall, live_call
+from callgate.signaling.ratelimit import MessageRateLimiter
+from callgate.signaling.reasons import Party, Reason
 from callgate.signaling.sdp import relay_candidates
 from callgate.types.decisions import Denial, Grant
 
@@ -46,6 +48,16 @@ _QUEUE_LIMIT = 1000  # messages waiting for a slow client before it is disconnec
 
 def _at(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+class AnchorHooks(Protocol):
+    """Recorded calls (signaling/anchoring.py): the hub hands them over at these four points."""
+
+    def begin(self, call_id: str, offer_sdp: str, rule: str | None) -> None: ...
+    def answered(self, call_id: str, answer_sdp: str) -> None: ...
+    def candidate(self, call_id: str, party: Party, candidate: m.IceCandidate) -> None: ...
+    def ended(self, call_id: str) -> None: ...
+    async def close(self) -> None: ...
 
 
 class CallPolicy(Protocol):
@@ -80,6 +92,7 @@ class SignalingHub:
         node_id: str | None = None,
         link_delays: Sequence[float] = LINK_DELAYS,
         policy: CallPolicy | None = None,
+        call_attempts_per_minute: int = 30,
     ) -> None:
         self.engine = engine
         self.policy = policy
@@ -97,6 +110,11 @@ class SignalingHub:
         self._answered: set[str] = set()  # calls answered so far (their duration counts)
         self._relays: dict[str, list[str]] = {}  # call_id -> relay candidates seen so far
         self._parties: dict[str, tuple[str, str]] = {}  # call_id -> (caller, callee) handles
+        self.anchoring: AnchorHooks | None = None  # set when the server can record calls
+        # Per account: call attempts (records written) are bounded, refusals logged once a run.
+        self._attempt_rate = call_attempts_per_minute
+        self._attempts: dict[str, MessageRateLimiter] = {}
+        self._limited: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -110,6 +128,8 @@ class SignalingHub:
                 await self._timer
         for device in list(self.devices.values()):
             device.queue.put_nowait(None)
+        if self.anchoring is not None:
+            await self.anchoring.close()  # every open recording gets its last chunk
         for task in list(self._background):
             task.cancel()
         await self._records_settled()
@@ -132,6 +152,25 @@ class SignalingHub:
         self.devices[device.device_id] = device
         effects = self.engine.device_connected(device.device_id, handle, display_name, relay_only)
         return device, effects
+
+    def device_count(self, handle: str) -> int:
+        """Signaling sockets `handle` has open."""
+        return sum(1 for device in self.devices.values() if device.handle == handle)
+
+    def _attempt_allowed(self, handle: str) -> bool:
+        bucket = self._attempts.get(handle)
+        if bucket is None:
+            rate = self._attempt_rate
+            bucket = self._attempts[handle] = MessageRateLimiter(self.clock, rate / 60.0, rate)
+        if bucket.allow():
+            self._limited.discard(handle)
+            return True
+        if handle not in self._limited:
+            self._limited.add(handle)
+            log.warning(
+                "%s is over %d call attempts a minute: refusing", handle, self._attempt_rate
+            )
+        return False
 
     # -- administration (admin API) ----------------------------------------------------------------
 
@@ -158,6 +197,10 @@ class SignalingHub:
     ) -> None:
         """Run one parsed client message through the engine and carry out what it asks."""
         if isinstance(message, m.Invite):
+            if not self._attempt_allowed(device.handle):
+                text = f"over {self._attempt_rate} call attempts a minute"
+                self.send(device, m.error_message(message.id, m.RATE_LIMITED, text))
+                return
             exists = await asyncio.to_thread(callee_exists, message.to)
             denial, grant = await self._verdict(device.handle, message.to, exists)
             effects = self.engine.invite(
@@ -165,16 +208,46 @@ class SignalingHub:
             )
             await self.apply(effects)
             call_id = self.engine.call_of(device.device_id)
-            if call_id is not None:
+            if call_id is not None and self.engine.anchoring_call(call_id) is not None:
+                await self._anchor(call_id, message.sdp, grant)
+            elif call_id is not None:
                 self._note_relays(call_id, relay_candidates(message.sdp))
             return
         effects = handle_message(self.engine, device.device_id, message)
-        if (
-            isinstance(message, m.Answer)
-            and self.engine.call_of(device.device_id) == message.call_id
-        ):
-            self._note_relays(message.call_id, relay_candidates(message.sdp))
         await self.apply(effects)
+        if isinstance(message, m.Answer | m.Candidate):
+            self._after(device, message)
+
+    async def _anchor(self, call_id: str, offer_sdp: str, grant: Grant | None) -> None:
+        """A call that must be recorded: the anchor takes it over, or it ends at once."""
+        if self.anchoring is None:
+            reason, why = Reason.RECORDING_UNAVAILABLE, "this server has no recorder"
+            await self.apply(self.engine.end_call(call_id, reason, why))
+            return
+        self.anchoring.begin(call_id, offer_sdp, grant.rule if grant is not None else None)
+
+    def _after(self, device: Device, message: m.Answer | m.Candidate) -> None:
+        """An accepted answer or candidate: note relays, or hand it to the call's anchor."""
+        if self.engine.call_of(device.device_id) != message.call_id:
+            return
+        call = self.engine.anchored_call(message.call_id)
+        if call is None:
+            if isinstance(message, m.Answer):
+                self._note_relays(message.call_id, relay_candidates(message.sdp))
+            return
+        if self.anchoring is None:
+            return
+        if isinstance(message, m.Answer):
+            if call.callee is not None and call.callee.device_id == device.device_id:
+                self.anchoring.answered(message.call_id, message.sdp)
+        else:
+            party = Party.CALLER if device.device_id == call.caller.device_id else Party.CALLEE
+            self.anchoring.candidate(message.call_id, party, message.candidate)
+
+    def keep(self, task: asyncio.Task[Any]) -> None:
+        """Hold a background task until it is done (cancelled at stop)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _verdict(
         self, caller: str, callee: str, exists: bool
@@ -277,6 +350,8 @@ class SignalingHub:
             "callee_device": effect.callee_device,
             "media_path": effect.media_path,
             "codec": effect.codec,
+            "ring_at": _at(effect.ring_at),
+            "anchored": effect.anchored,
         }
         callee = self.devices.get(effect.callee_device or "")
         if callee is not None:
@@ -341,6 +416,8 @@ class SignalingHub:
             self._final(effect)
         if isinstance(effect, CdrUpdate) and effect.media_path is not None:
             self._media_calls.add(effect.call_id)
+        if isinstance(effect, CdrFinal) and self.anchoring is not None:
+            self.anchoring.ended(effect.call_id)
         if isinstance(effect, CdrFinal) and effect.call_id in self._media_calls:
             # Only calls that reached media used the relay; the rest have nothing to link.
             self._media_calls.discard(effect.call_id)

@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from callgate.accounts.handles import normal_handle
 from callgate.errors import CallgateError
 
 PROTOCOL_VERSION: Final = 1
@@ -86,6 +87,12 @@ class _WithSdp(_Message):
 class Invite(_WithSdp):
     type: Literal["call.invite"]
     to: Handle
+
+    @field_validator("to")
+    @classmethod
+    def _normal_to(cls, value: str) -> str:
+        """Handles are case-insensitive: "BOB" calls bob (accounts/handles.py)."""
+        return normal_handle(value)
 
 
 class Answer(_WithSdp):
@@ -244,12 +251,17 @@ def hello_message(
     }
 
 
-def incoming_message(call_id: str, handle: str, display_name: str, sdp: str) -> Json:
+def incoming_message(
+    call_id: str, handle: str, display_name: str, sdp: str, relay_only: bool = False
+) -> Json:
+    """`ice_transport_policy` is this call's: "relay" when a policy rule or either party's
+    account makes the call relay-only, whatever the callee's `hello` said."""
     return {
         "type": "call.incoming",
         "call_id": call_id,
         "from": {"handle": handle, "display_name": display_name},
         "sdp": sdp,
+        "ice_transport_policy": "relay" if relay_only else "all",
     }
 
 
@@ -280,3 +292,19 @@ def ended_message(call_id: str, reason: str, ended_by: str) -> Json:
 
 def denied_message(call_id: str, reason: str, rule: str) -> Json:
     return {"type": "call.denied", "call_id": call_id, "reason": reason, "rule": rule}
+
+
+def recording_message(
+    call_id: str, recording_id: str, rule: str | None, sdp: str | None = None
+) -> Json:
+    """Both parties of a recorded call are told (docs/signaling.md, `call.recording`). The
+    caller's copy carries the anchor's answer to its offer: its media goes to the server first."""
+    message: Json = {
+        "type": "call.recording",
+        "call_id": call_id,
+        "recording_id": recording_id,
+        "policy_rule": rule,
+    }
+    if sdp is not None:
+        message["sdp"] = sdp
+    return message

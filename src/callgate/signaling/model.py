@@ -56,6 +56,10 @@ class Call:
     caller_media: SideMedia = field(default_factory=SideMedia)
     callee_media: SideMedia = field(default_factory=SideMedia)
     max_duration: float | None = None  # seconds after answer; the policy's max_duration_s
+    # Recorded calls (policy recording_required): each party's media ends at the server's anchor.
+    anchored: bool = False
+    anchoring: bool = False  # waiting for the caller's leg and the first written chunk to ring
+    anchor_answer: str | None = None  # the anchor's answer to the caller's offer
 
     def party_of(self, device: Device) -> Party | None:
         """The party `device`'s user is in this call, or None if the user is not part of it."""
@@ -108,6 +112,8 @@ class Timeouts:
 
 def deadline(call: Call, timeouts: Timeouts) -> tuple[float, Reason]:
     """When the call times out if nothing happens first, and with which reason."""
+    if call.anchoring:  # the recorder must be up within the setup timeout, or nobody rings
+        return call.invite_mono + timeouts.setup, Reason.RECORDING_UNAVAILABLE
     if call.state is State.RINGING:
         return call.invite_mono + timeouts.ring, Reason.NO_ANSWER
     if call.state is State.CONNECTED:

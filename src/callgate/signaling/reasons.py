@@ -27,6 +27,9 @@ class Reason(enum.StrEnum):
     POLICY_DENIED = "policy-denied"
     ENDED_BY_ADMIN = "ended-by-admin"  # an administrator ended the live call (admin API)
     MAX_DURATION = "max-duration"  # the allowing policy rule's max_duration_s was reached
+    # The call must be recorded (policy) and the recorder could not start: nobody was rung.
+    RECORDING_UNAVAILABLE = "recording-unavailable"
+    RECORDING_FAILED = "recording-failed"  # the recording stopped being written mid-call
 
 
 class Disposition(enum.StrEnum):
@@ -62,6 +65,7 @@ _FIXED: dict[Reason, Disposition] = {
     Reason.MEDIA_LOST: Disposition.ANSWERED,
     Reason.POLICY_DENIED: Disposition.DENIED,
     Reason.MAX_DURATION: Disposition.ANSWERED,
+    Reason.RECORDING_UNAVAILABLE: Disposition.FAILED,
 }
 # reason → (disposition if answered, disposition if not)
 _BY_ANSWER: dict[Reason, tuple[Disposition, Disposition]] = {
@@ -69,6 +73,7 @@ _BY_ANSWER: dict[Reason, tuple[Disposition, Disposition]] = {
     Reason.CALLEE_DISCONNECTED: (Disposition.ANSWERED, Disposition.FAILED),
     Reason.SERVER_RESTART: (Disposition.ANSWERED, Disposition.FAILED),
     Reason.ENDED_BY_ADMIN: (Disposition.ANSWERED, Disposition.CANCELLED),
+    Reason.RECORDING_FAILED: (Disposition.ANSWERED, Disposition.FAILED),
 }
 
 

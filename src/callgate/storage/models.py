@@ -198,10 +198,40 @@ class Call(Base):
     recording_ids: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The policy rule that allowed the call asked for recording (stored; recording comes later).
     recording_required: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # The media went through the server's anchor (a recorded call), not end to end.
+    anchored: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     audit_index: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Recording(Base):
+    """A compliance recording of one call (recording/): where its chunks are, its wrapped key,
+    its state (open, closed, failed, interrupted) and, once closed, its SHA-256 and metadata."""
+
+    __tablename__ = "recordings"
+    __table_args__ = (
+        Index("ix_recordings_call_id", "call_id"),
+        Index("ix_recordings_started_at", "started_at"),
+    )
+
+    recording_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    file_name: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(16))
+    wrapped_key: Mapped[str] = mapped_column(String(64))
+    codec: Mapped[str] = mapped_column(String(32))
+    policy_rule: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    failure: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    metadata_json: Mapped[str] = mapped_column(Text)
+    audit_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Group(Base):

@@ -7,6 +7,7 @@ pages ask `GET /api/me` and show a refusal to anyone who is not an admin or comp
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, status
@@ -19,11 +20,24 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 
 # Everything is served from here: no inline script, no third-party origin (docs/browser.md).
+# connect-src: this origin, and its WebSocket (/ws) at the same host — written out, since CSP
+# level 2 browsers do not let 'self' match ws:/wss: — never any host (`ws: wss:`).
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self' ws: wss:; media-src 'self' blob:; object-src 'none'; "
+    "connect-src {connect}; media-src 'self' blob:; object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def content_security_policy(host: str | None) -> str:
+    """The CSP of a page served to `host` (the request's Host header); 'self' alone when the
+    header is missing or not a plain host[:port]."""
+    connect = "'self'"
+    if host is not None and _HOST.fullmatch(host):
+        connect = f"'self' ws://{host} wss://{host}"
+    return CONTENT_SECURITY_POLICY.format(connect=connect)
+
 
 # Console sections: path segment -> (title, ES module under static/js/console/).
 CONSOLE_PAGES: dict[str, tuple[str, str]] = {
@@ -39,7 +53,9 @@ def _page(request: Request, template: str, **context: object) -> Response:
     response = templates.TemplateResponse(
         request, template, {"version": __version__, "pages": CONSOLE_PAGES, **context}
     )
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Content-Security-Policy"] = content_security_policy(
+        request.headers.get("host")
+    )
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "no-store"

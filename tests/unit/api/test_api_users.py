@@ -16,10 +16,10 @@ ACCOUNT_FIELDS = {
 # Every endpoint, with a body that would be valid, for the 401/403 checks.
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/users", None),
-    ("POST", "/api/users", {"handle": "zed", "password": "pw-zed"}),
+    ("POST", "/api/users", {"handle": "zed", "password": "pass-for-z1"}),
     ("POST", "/api/users/bob/disable", None),
     ("POST", "/api/users/bob/enable", None),
-    ("PUT", "/api/users/bob/password", {"password": "new-pw"}),
+    ("PUT", "/api/users/bob/password", {"password": "new-password-1"}),
     ("DELETE", "/api/users/bob", None),
 ]
 
@@ -95,7 +95,7 @@ async def test_add_user_who_can_then_sign_in(
 ) -> None:
     body = {
         "handle": "carol", "display_name": "Carol C", "groups": ["ops", "eng"],
-        "password": "pw-carol", "is_admin": False,
+        "password": "pass-for-c1", "is_admin": False,
     }  # fmt: skip
     response = await client.post("/api/users", json=body, headers=root)
     assert response.status_code == 201, response.text
@@ -108,11 +108,11 @@ async def test_add_user_who_can_then_sign_in(
         False, False, True,
     )  # fmt: skip
     no_secrets(response)
-    assert (await sign_in(client, "carol", "pw-carol")).status_code == 200
+    assert (await sign_in(client, "carol", "pass-for-c1")).status_code == 200
     assert services.accounts.turn_key("carol") is not None  # the password works on the relay
 
     minimal = await client.post(
-        "/api/users", json={"handle": "dan", "password": "pw-dan"}, headers=root
+        "/api/users", json={"handle": "dan", "password": "pass-for-d1"}, headers=root
     )
     assert minimal.status_code == 201
     assert (minimal.json()["display_name"], minimal.json()["groups"]) == ("dan", [])
@@ -121,15 +121,15 @@ async def test_add_user_who_can_then_sign_in(
 async def test_an_added_admin_can_administer(
     client: httpx.AsyncClient, root: dict[str, str]
 ) -> None:
-    body = {"handle": "boss", "password": "pw-boss", "is_admin": True}
+    body = {"handle": "boss", "password": "pass-for-b1", "is_admin": True}
     assert (await client.post("/api/users", json=body, headers=root)).status_code == 201
-    boss = await login(client, "boss", "pw-boss")
+    boss = await login(client, "boss", "pass-for-b1")
     assert (await client.get("/api/users", headers=boss)).status_code == 200
 
 
 async def test_add_existing_handle_is_409(client: httpx.AsyncClient, root: dict[str, str]) -> None:
     response = await client.post(
-        "/api/users", json={"handle": "bob", "password": "other"}, headers=root
+        "/api/users", json={"handle": "bob", "password": "other-password"}, headers=root
     )
     assert response.status_code == 409
     assert response.json() == {"detail": "user 'bob' exists"}
@@ -182,9 +182,9 @@ async def test_disable_revokes_access_and_enable_restores_sign_in(
 async def test_a_disabled_admin_loses_admin_access(
     client: httpx.AsyncClient, root: dict[str, str]
 ) -> None:
-    body = {"handle": "boss", "password": "pw-boss", "is_admin": True}
+    body = {"handle": "boss", "password": "pass-for-b1", "is_admin": True}
     assert (await client.post("/api/users", json=body, headers=root)).status_code == 201
-    boss = await login(client, "boss", "pw-boss")
+    boss = await login(client, "boss", "pass-for-b1")
     assert (await client.post("/api/users/boss/disable", headers=root)).status_code == 200
     assert (await client.get("/api/users", headers=boss)).status_code == 401
     assert (await client.post("/api/users/root/disable", headers=boss)).status_code == 401
@@ -204,9 +204,11 @@ async def test_admin_cannot_disable_or_remove_themselves(
     assert (await client.get("/api/users", headers=root)).status_code == 200
     # Enabling yourself (a no-op) and changing your own password are fine.
     assert (await client.post("/api/users/root/enable", headers=root)).status_code == 200
-    response = await client.put("/api/users/root/password", json={"password": "pw-2"}, headers=root)
+    response = await client.put(
+        "/api/users/root/password", json={"password": "second-pass-2"}, headers=root
+    )
     assert response.status_code == 200
-    assert (await sign_in(client, "root", "pw-2")).status_code == 200
+    assert (await sign_in(client, "root", "second-pass-2")).status_code == 200
 
 
 async def test_set_password(
@@ -214,13 +216,13 @@ async def test_set_password(
 ) -> None:
     key_before = services.accounts.turn_key("alice")
     response = await client.put(
-        "/api/users/alice/password", json={"password": "pw-alice-2"}, headers=root
+        "/api/users/alice/password", json={"password": "a-password-2"}, headers=root
     )
     assert response.status_code == 200
     assert response.json()["handle"] == "alice"
     no_secrets(response)
     assert (await sign_in(client, "alice", "pw-alice")).status_code == 401
-    assert (await sign_in(client, "alice", "pw-alice-2")).status_code == 200
+    assert (await sign_in(client, "alice", "a-password-2")).status_code == 200
     assert services.accounts.turn_key("alice") not in (None, key_before)
 
 

@@ -21,7 +21,7 @@ from callgate.client.audio import (
     read_wav,
     write_tone_wav,
 )
-from callgate.client.ice import audio_streams, negotiated_codec, rtc_configuration
+from callgate.client.ice import audio_streams, call_hello, negotiated_codec, rtc_configuration
 from callgate.client.session import Session, load_session, save_session
 from callgate.client.signaling import ws_url
 from callgate.client.softphone import _nth_path
@@ -49,6 +49,25 @@ def test_policy_all_and_a_stun_only_entry() -> None:
     (server,) = config.iceServers
     assert server.urls == "stun:198.51.100.7:3478"
     assert server.username is None and server.credential is None
+
+
+async def test_a_call_the_server_makes_relay_only_gathers_no_host_candidate() -> None:
+    """hello said "all"; `call.incoming` says this call is relay-only (a policy rule): the
+    callee's peer connection gathers no host candidate, so raddr never carries its address."""
+    from aiortc import RTCPeerConnection
+
+    hello = {"ice_servers": [], "ice_transport_policy": "all"}
+    assert call_hello(hello, {"ice_transport_policy": "all"}) is hello
+    configured = call_hello(hello, {"ice_transport_policy": "relay"})
+    assert rtc_configuration(configured).iceTransportPolicy == RTCIceTransportPolicy.RELAY
+    for config, host_expected in ((hello, True), (configured, False)):
+        pc = RTCPeerConnection(rtc_configuration(config))
+        try:
+            pc.addTransceiver("audio")
+            await pc.setLocalDescription(await pc.createOffer())
+            assert ("typ host" in pc.localDescription.sdp) is host_expected
+        finally:
+            await pc.close()
 
 
 @pytest.mark.parametrize("hello", [{"ice_servers": []}, {}, {"ice_servers": None}])

@@ -102,7 +102,7 @@ async def test_account_changes_by_an_admin_carry_before_and_after(
 ) -> None:
     token = (await sign_in(client, "root", "pw-root")).json()["token"]
     root = {"Authorization": f"Bearer {token}"}
-    new = {"handle": "bob", "display_name": "Bob", "groups": ["ops"], "password": "pw-bob-1"}
+    new = {"handle": "bob", "display_name": "Bob", "groups": ["ops"], "password": "b-password-1"}
     assert (await client.post("/api/users", json=new, headers=root)).status_code == 201
     patch = {"groups": ["ops", "sales"], "display_name": "Bob B"}
     assert (await client.patch("/api/users/bob", json=patch, headers=root)).status_code == 200
@@ -110,7 +110,7 @@ async def test_account_changes_by_an_admin_carry_before_and_after(
     assert (await client.patch("/api/users/bob", json=patch, headers=root)).status_code == 200
     assert (await client.post("/api/users/bob/disable", headers=root)).status_code == 200
     assert (await client.post("/api/users/bob/enable", headers=root)).status_code == 200
-    password = {"password": "pw-bob-2"}
+    password = {"password": "b-password-2"}
     assert (await client.put("/api/users/bob/password", json=password, headers=root)).is_success
     assert (await client.delete("/api/users/bob", headers=root)).status_code == 204
 
@@ -134,7 +134,7 @@ async def test_account_changes_by_an_admin_carry_before_and_after(
     assert password_change == {"before": {}, "after": {}}  # a new password, and nothing to show
     assert delete["before"]["handle"] == "bob" and "after" not in delete
     text = " ".join(e.details for e in changes)
-    assert "pw-bob" not in text and "hash" not in text
+    assert "b-password" not in text and "hash" not in text
     assert AuditLog(store).verify(None).ok
 
 

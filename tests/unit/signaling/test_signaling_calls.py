@@ -54,12 +54,18 @@ def test_invite_records_then_acks_then_rings_every_device(rig: Rig) -> None:
         ("b2", "call.incoming"),
         ("a1", "call.ringing"),
     ]
-    assert sends(effects, "a1")[0] == {"type": "ack", "id": "r1", "call_id": "call1"}
+    assert sends(effects, "a1")[0] == {
+        "type": "ack",
+        "id": "r1",
+        "call_id": "call1",
+        "ice_transport_policy": "all",
+    }
     assert sends(effects, "b1")[0] == {
         "type": "call.incoming",
         "call_id": "call1",
         "from": {"handle": "alice", "display_name": "Alice"},
         "sdp": OFFER,
+        "ice_transport_policy": "all",
     }
     assert sends(effects, "a1")[1] == {"type": "call.ringing", "call_id": "call1", "devices": 2}
     assert rig.engine.call_of("b2") == "call1"

@@ -104,7 +104,7 @@ def test_chrome_offer_keeps_only_our_relay_candidates() -> None:
     ]
     # Everything but candidates and the leaking default address is kept, CRLF and all.
     removed = set(CHROME_OFFER.split("\r\n")) - set(filtered.split("\r\n"))
-    assert all(line.startswith(("a=candidate:", "c=")) for line in removed)
+    assert all(line.startswith(("a=candidate:", "c=", "o=")) for line in removed)
     assert "c=IN IP4 0.0.0.0\r\n" in filtered
     assert "198.51.100.44 " not in filtered.replace("raddr 198.51.100.44", "")
     assert "a=end-of-candidates\r\n" in filtered
@@ -155,9 +155,9 @@ def test_no_relay_addresses_means_no_candidates_survive() -> None:
         ("candidate:1 1 UDP 1686052607 198.51.100.44 50123 typ srflx raddr 10.1.2.3 rport 1", "srflx", "198.51.100.44"),
         ("candidate:1 1 udp 1845501695 198.51.100.44 50123 typ prflx", "prflx", "198.51.100.44"),
         ("candidate:1 1 udp 41885439 203.0.113.10 61000 typ relay", "relay", "203.0.113.10"),
-        ("candidate:1 1 udp 41885439 203.0.113.10 61000 typ RELAY", "relay", "203.0.113.10"),
-        ("candidate:1 1 udp 41885439 203.0.113.10 61000 typ bogus", None, "203.0.113.10"),
-        ("candidate:1 1 udp 41885439 203.0.113.10 61000 kind relay", None, "203.0.113.10"),
+        ("candidate:1 1 udp 41885439 203.0.113.10 61000 typ RELAY", None, None),
+        ("candidate:1 1 udp 41885439 203.0.113.10 61000 typ bogus", None, None),
+        ("candidate:1 1 udp 41885439 203.0.113.10 61000 kind relay", None, None),
         ("candidate:1 1 udp", None, None),
         ("a=ice-ufrag:x", None, None),
         ("", None, None),
@@ -190,8 +190,8 @@ def test_candidate_type_and_address(line: str, kind: str | None, address: str | 
     ],
 )
 def test_filter_candidate_relay_only(candidate: str, allowed: bool) -> None:
-    assert filter_candidate(candidate, True, OUR_RELAYS) is allowed
-    assert filter_candidate(candidate, False, OUR_RELAYS) is True
+    assert (filter_candidate(candidate, True, OUR_RELAYS) == candidate) is allowed
+    assert filter_candidate(candidate, False, OUR_RELAYS) == candidate
 
 
 def test_relay_addresses_are_normalized() -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from callgate.api.deps import READERS, ServicesDep, UserDep
+from callgate.api.party_view import call_view
 from callgate.api.schemas import CallOut, CallsResponse
 
 router = APIRouter(prefix="/api", tags=["calls"])
@@ -25,4 +26,6 @@ def list_calls(
         since = since.replace(tzinfo=UTC)  # no offset given: UTC
     only = None if user.role in READERS else user.handle
     records = services.cdrs.list(since=since, limit=limit, user=only)
-    return CallsResponse(calls=[CallOut.model_validate(record) for record in records])
+    return CallsResponse(
+        calls=[call_view(user, CallOut.model_validate(record)) for record in records]
+    )

@@ -1,20 +1,23 @@
-"""Streamed exports (admin, compliance), each audited (records/export.py `audited_export`):
+"""Streamed exports (admin, compliance), each audited (records/export.py `AuditedExport`):
 
     GET /api/cdrs/export?format=csv|jsonl&party=&since=&until=&disposition=&poor=
     GET /api/audit/export?format=csv|jsonl&after_seq=&actor=&action=&object=&since=&until=
 
 Rows are read in keyset chunks and written as they come: memory stays flat whatever the size.
+The `phase: "end"` audit entry says what reached the connection (`rows`, `bytes`, `complete`)
+and is written when the stream stops — at the end, or as soon as the client goes away.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
+from starlette.types import Send
 
 from callgate.api.deps import ReaderDep, Services, ServicesDep
 from callgate.api.routes.records import (
@@ -29,8 +32,8 @@ from callgate.api.routes.records import (
 from callgate.records.audit import AuditLog
 from callgate.records.export import (
     MEDIA_TYPES,
+    AuditedExport,
     Format,
-    audited_export,
     cdr_export_chunks,
     render_audit,
     render_cdrs,
@@ -51,16 +54,44 @@ def audit_log(services: Services) -> AuditLog:
     return services.audit
 
 
-def _attachment(stream: Iterator[bytes], name: str, fmt: Format) -> StreamingResponse:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    # The first chunk (and so the first query) is made before the headers are sent: a failure
-    # there is an error status, not a 200 whose body stops short.
-    first = next(stream, b"")
-    return StreamingResponse(
-        itertools.chain((first,), stream),
-        media_type=MEDIA_TYPES[fmt],
-        headers={"Content-Disposition": f'attachment; filename="{name}-{stamp}.{fmt}"'},
-    )
+class ExportResponse(StreamingResponse):
+    """Streams an AuditedExport and ends its audit with what was handed to the connection: a
+    chunk counts once `send` has taken it. Starlette cancels the stream when the client
+    disconnects (http.disconnect); the end entry is then written at once, shielded from that
+    cancellation, instead of when the abandoned generator is collected."""
+
+    def __init__(self, export: AuditedExport, name: str, fmt: Format) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.export = export
+        chunks = iter(export)
+        # The first chunk (and so the first query) is made before the headers are sent: a
+        # failure there is an error status, not a 200 whose body stops short.
+        first = next(chunks, b"")
+        self._first_rows = export.rows_rendered
+        super().__init__(
+            itertools.chain((first,), chunks),
+            media_type=MEDIA_TYPES[fmt],
+            headers={"Content-Disposition": f'attachment; filename="{name}-{stamp}.{fmt}"'},
+        )
+
+    async def stream_response(self, send: Send) -> None:
+        rows, size, complete = 0, 0, False
+        first = True
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status_code,
+                 "headers": self.raw_headers}
+            )  # fmt: skip
+            async for chunk in self.body_iterator:
+                data = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                rows = self._first_rows if first else self.export.rows_rendered
+                size, first = size + len(data), False
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            complete = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.export.end, rows, size, complete)
 
 
 @router.get("/cdrs/export", response_class=StreamingResponse, responses=_RESPONSES)
@@ -78,7 +109,7 @@ def export_cdrs(
     where = cdr_filter(reader, party, since, until, disposition, poor)
     chunks = cdr_export_chunks(services.cdrs.engine, where)
     details = {"object": "cdrs", "format": format, "filter": where.as_json()}
-    stream = audited_export(
+    export = AuditedExport(
         audit_log(services),
         reader.handle,
         "export.cdr",
@@ -87,7 +118,7 @@ def export_cdrs(
         chunks,
         chunked=True,
     )
-    return _attachment(stream, "cdrs", format)
+    return ExportResponse(export, "cdrs", format)
 
 
 @router.get("/audit/export", response_class=StreamingResponse, responses=_RESPONSES)
@@ -106,7 +137,7 @@ def export_audit(
     where = AuditFilter(after_seq, actor, action, object, utc(since), utc(until))
     entries = RecordsQuery(services.cdrs.engine).iter_audit(where)
     details = {"object": "audit", "format": format, "filter": where.as_json()}
-    stream = audited_export(
+    export = AuditedExport(
         audit_log(services),
         reader.handle,
         "export.audit",
@@ -114,4 +145,4 @@ def export_audit(
         lambda counted: render_audit(counted, format),
         entries,
     )
-    return _attachment(stream, "audit", format)
+    return ExportResponse(export, "audit", format)

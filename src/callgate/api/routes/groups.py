@@ -17,6 +17,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 
+from callgate.accounts.handles import normal_handle
 from callgate.api.deps import AdminDep, ReaderDep, ServicesDep
 from callgate.api.schemas_policy import GroupIn, GroupOut, GroupPatch, GroupsOut
 from callgate.policy.errors import InvalidPolicyValue, PolicyConflict
@@ -86,10 +87,10 @@ def delete_group(name: str, admin: AdminDep, services: ServicesDep) -> Response:
 @router.put("/{name}/members/{handle}")
 def add_member(name: str, handle: str, admin: AdminDep, services: ServicesDep) -> GroupOut:
     groups = _groups(services)
-    return _out(groups.add_member(admin.handle, name, handle))
+    return _out(groups.add_member(admin.handle, name, normal_handle(handle)))
 
 
 @router.delete("/{name}/members/{handle}")
 def remove_member(name: str, handle: str, admin: AdminDep, services: ServicesDep) -> GroupOut:
     groups = _groups(services)
-    return _out(groups.remove_member(admin.handle, name, handle))
+    return _out(groups.remove_member(admin.handle, name, normal_handle(handle)))

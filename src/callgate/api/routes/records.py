@@ -17,7 +17,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 
+from callgate.accounts.handles import normal_handle
 from callgate.api.deps import READERS, AdminDep, ReaderDep, ServicesDep, UserDep
+from callgate.api.party_view import call_view, events_view, sessions_view
 from callgate.api.schemas import HoldRequest
 from callgate.api.schemas_records import (
     AuditEntryOut,
@@ -70,7 +72,7 @@ def cdr_filter(
 ) -> CdrFilter:
     """The filter of a CDR listing or export; the user role only ever sees its own calls."""
     return CdrFilter(
-        party=party,
+        party=None if party is None else normal_handle(party),
         since=utc(since),
         until=utc(until),
         disposition=disposition,
@@ -97,7 +99,8 @@ def list_cdrs(
         page = RecordsQuery(services.cdrs.engine).cdr_page(where, limit, cursor)
     except BadCursor as exc:
         raise bad_cursor(exc) from None
-    return CdrPage(items=[cdr_out(row) for row in page.rows], next_cursor=page.next_cursor)
+    items = [call_view(user, cdr_out(row)) for row in page.rows]
+    return CdrPage(items=items, next_cursor=page.next_cursor)
 
 
 @router.get("/cdrs/{call_id}")
@@ -109,13 +112,13 @@ def get_cdr(call_id: str, user: UserDep, services: ServicesDep) -> CdrDetail:
     if row is None or (user.role not in READERS and not mine):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no call {call_id[:64]!r}")
     cdr = cdr_out(row)
+    sessions = [RelaySessionOut.of(r) for r in query.call_relay_sessions(cdr.relay_allocation_ids)]
+    events = [AuditEntryOut.of(e) for e in query.call_events(call_id)]
     return CdrDetail(
-        cdr=cdr,
+        cdr=call_view(user, cdr),
         quality=[QualityOut.of(q) for q in query.call_quality(call_id)],
-        relay_sessions=[
-            RelaySessionOut.of(r) for r in query.call_relay_sessions(cdr.relay_allocation_ids)
-        ],
-        events=[AuditEntryOut.of(e) for e in query.call_events(call_id)],
+        relay_sessions=sessions_view(user, cdr, sessions),
+        events=events_view(user, cdr, events),
     )
 
 

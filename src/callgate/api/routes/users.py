@@ -20,7 +20,10 @@ import logging
 
 from fastapi import APIRouter, HTTPException, Response, status
 
+from callgate.accounts.handles import normal_handle
+from callgate.accounts.passwords import check_new_password
 from callgate.accounts.records import UserRecord
+from callgate.accounts.service import check_handle
 from callgate.api.deps import AdminDep, ServicesDep
 from callgate.api.schemas import (
     AccountOut,
@@ -42,7 +45,7 @@ def _no_user(handle: str) -> HTTPException:
 
 
 def _existing(services: ServicesDep, handle: str) -> UserRecord:
-    user = services.accounts.get(handle)
+    user = services.accounts.get(normal_handle(handle))
     if user is None:
         raise _no_user(handle)
     return user
@@ -62,8 +65,10 @@ def list_users(admin: AdminDep, services: ServicesDep) -> AccountsResponse:
 @router.post("", status_code=status.HTTP_201_CREATED)
 def add_user(body: NewAccountRequest, admin: AdminDep, services: ServicesDep) -> AccountOut:
     try:
+        handle = check_handle(normal_handle(body.handle))
+        check_new_password(handle, body.password)
         user = services.accounts.create_user(
-            body.handle,
+            handle,
             body.display_name,
             body.groups,
             body.password,
@@ -113,6 +118,7 @@ def set_password(
     """A new password (and TURN key); the account's existing tokens stay valid."""
     target = _existing(services, handle)
     try:
+        check_new_password(target.handle, body.password)
         user = services.accounts.set_password(target.handle, body.password, admin.handle)
     except InvalidAccountValue as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None

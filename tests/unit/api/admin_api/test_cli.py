@@ -33,7 +33,14 @@ def run(*args: str, stdin: str | None = None) -> str:
 def test_roles(data_dir: Path) -> None:
     where = ("--data-dir", str(data_dir))
     out = run(
-        "user", "add", "dora", "--role", "compliance", "--password-stdin", *where, stdin="pw\n"
+        "user",
+        "add",
+        "dora",
+        "--role",
+        "compliance",
+        "--password-stdin",
+        *where,
+        stdin="long-password\n",
     )
     assert out.strip() == "added compliance officer dora (realm callgate)"
     assert run("user", "set-role", "dora", "admin", *where).strip() == "dora is now administrator"
@@ -64,7 +71,7 @@ def test_retention_purge_keeps_held_calls(data_dir: Path) -> None:
     assert run("retention", "hold", "--call", "ab0001", *where).strip() == (
         "call ab0001: legal hold on"
     )
-    run("user", "add", "carol", "--password-stdin", *where, stdin="pw\n")
+    run("user", "add", "carol", "--password-stdin", *where, stdin="long-password\n")
     run("retention", "hold", "--user", "carol", *where)
     out = run("retention", "purge", *where)
     # 3 alice-bob calls + bob-carol + denied: ab0001 (held) and bc0001 (carol held) stay.

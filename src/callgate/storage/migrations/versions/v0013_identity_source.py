@@ -2,7 +2,7 @@
 users.email, for accounts signed in through a directory (callgate.identity, docs/identity.md)
 
 Revision ID: 0013
-Revises: 0006
+Revises: 0010
 Create Date: 2026-12-07
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision: str | None = "0006"
+down_revision: str | None = "0010"
 branch_labels: str | None = None
 depends_on: str | None = None
 

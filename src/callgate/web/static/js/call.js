@@ -121,6 +121,8 @@ export class Call extends EventTarget {
     this.state = "new"; // calling ringing incoming connecting connected ended
     this.ended = false;
     this.mediaState = null;
+    this.pendingMedia = null;
+    this.recorded = false; // the server records this call (call.recording)
     this.answeredAt = null;
     this.connectedAt = null;
     this.quality = null;
@@ -190,11 +192,18 @@ export class Call extends EventTarget {
       case "call.ringing":
         this.setState("ringing", { devices: message.devices });
         break;
+      case "call.recording":
+        await this.onRecording(message);
+        break;
       case "call.answered":
         this.answeredAt = Date.now();
         this.setState("connecting");
-        await this.pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
-        await this.flushRemote();
+        if (!this.recorded) {
+          // a recorded call's caller has the anchor's answer already (call.recording)
+          await this.pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+          await this.flushRemote();
+        }
+        if (this.pendingMedia) this.reportMedia(this.pendingMedia);
         break;
       case "call.candidate":
         await this.onRemoteCandidate(message.candidate);
@@ -207,6 +216,18 @@ export class Call extends EventTarget {
         break;
       default:
         break;
+    }
+  }
+
+  // The call is recorded on the server (docs/signaling.md, "Recorded calls"). The caller's copy
+  // carries the server anchor's answer: media goes to the anchor before the callee rings.
+  async onRecording(message) {
+    if (this.recorded) return;
+    this.recorded = true;
+    this.emit("recording", { recordingId: message.recording_id });
+    if (this.role === "caller" && message.sdp) {
+      await this.pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+      await this.flushRemote();
     }
   }
 
@@ -256,6 +277,11 @@ export class Call extends EventTarget {
   }
 
   async reportMedia(state) {
+    if (state === "connected" && this.answeredAt === null) {
+      this.pendingMedia = state; // recorded call: connected to the anchor before the answer
+      return;
+    }
+    this.pendingMedia = null;
     this.mediaState = state;
     const fields = { call_id: this.callId, state };
     if (state === "connected") {

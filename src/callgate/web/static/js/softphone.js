@@ -173,6 +173,7 @@ function wireCall(call) {
     $("remote-audio").srcObject = e.detail.stream;
   });
   call.addEventListener("media-interrupted", () => callStatus("Connection unstable — trying to recover…"));
+  call.addEventListener("recording", () => notice("This call is recorded.", "info"));
   call.addEventListener("ended", (e) => onEnded(call, e.detail));
   renderCollegueButtons();
 }
@@ -211,7 +212,12 @@ async function onIncoming(message) {
   const from = message.from || {};
   if (busy()) return; // the server answers "busy" itself; a second ringing call is not shown
   state.names.set(from.handle, from.display_name || from.handle);
-  const call = new Call(state.signaling, state.signaling.hello, {
+  // A call a policy rule makes relay-only says so (docs/signaling.md): gather relay candidates only.
+  const hello =
+    message.ice_transport_policy === "relay"
+      ? { ...state.signaling.hello, ice_transport_policy: "relay" }
+      : state.signaling.hello;
+  const call = new Call(state.signaling, hello, {
     role: "callee",
     peer: { handle: from.handle, display_name: from.display_name || from.handle },
     stream: null,

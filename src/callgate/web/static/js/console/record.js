@@ -66,6 +66,28 @@ function relayTable(rows) {
   );
 }
 
+// The call's recordings (docs/recording.md): each played on demand, decoded by the server as a
+// stereo WAV (caller left, callee right); every playback is audited.
+function recordingsSection(ids) {
+  if (!ids.length) return null;
+  return section("Recording", ...ids.map((id) => {
+    const holder = el("div", { class: "recording", "data-recording-id": id });
+    const play = el("button", { type: "button" }, "Play recording");
+    play.addEventListener("click", async () => {
+      play.disabled = true;
+      try {
+        const response = await api(`/api/recordings/${encodeURIComponent(id)}/audio`, { raw: true });
+        const url = URL.createObjectURL(await response.blob());
+        holder.replaceChildren(el("audio", { controls: "", src: url }), el("p", { class: "muted" }, "Caller left, callee right."));
+      } catch (err) {
+        showError(holder, err, "The recording", "GET /api/recordings/{id}/audio");
+      }
+    });
+    holder.append(el("code", {}, id), " ", play);
+    return holder;
+  }));
+}
+
 boot(["admin", "compliance"], async (_user, content) => {
   const callId = $("main").dataset.callId;
   let body;
@@ -99,7 +121,10 @@ boot(["admin", "compliance"], async (_user, content) => {
       section("Policy", kv([
         ["Decision", cdr.policy_decision],
         ["Rule that applied", cdr.policy_rule || "default action"],
+        ["Recording required", cdr.recording_required ? "yes" : "no"],
+        ["Media anchored", cdr.anchored ? "yes (through the server)" : "no (end to end)"],
       ]), el("h3", {}, "Timeline"), timeline(cdr, events || []))),
+    recordingsSection(cdr.recording_ids || []) ?? "",
     section("Quality per stream", qualityTable(quality || [])),
     section("Relay sessions", relayTable(relays || [])),
   );

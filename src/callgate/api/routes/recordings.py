@@ -1,0 +1,121 @@
+"""Compliance recordings over HTTP (docs/recording.md, "Access").
+
+    GET /api/recordings?call_id=&limit=       admin, compliance: the newest recordings (a call's)
+    GET /api/recordings/{recording_id}        admin, compliance: one, with its metadata
+    GET /api/recordings/{recording_id}/audio  admin, compliance: stereo WAV decoded on demand,
+                                              one byte range honoured (seeking in a player)
+
+Every refusal of a signed-in user (403) and every audio fetch is written to the audit log.
+Built by `recordings_router()` around the running server's recording service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
+
+from callgate.accounts.records import UserRecord
+from callgate.api.deps import READERS, UserDep
+from callgate.recording.audio import stereo_wav_bytes
+from callgate.recording.bundle import decrypt
+from callgate.recording.chunks import ChunkError
+from callgate.recording.keys import MasterKeyError
+from callgate.recording.service import RecordingService
+from callgate.recording.store import RecordingRow
+from callgate.recording.writer import RecordingFailure
+from callgate.records.audit import AuditLog
+
+log = logging.getLogger(__name__)
+RecordingId = Annotated[str, Path(pattern="^[0-9a-f]{32}$")]
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+def recordings_router(service: RecordingService, audit: AuditLog) -> APIRouter:
+    router = APIRouter(prefix="/api/recordings", tags=["recordings"])
+    repository = service.repository
+
+    async def reader(user: UserRecord, action: str, target: str) -> None:
+        """Compliance and admin only; anyone else is refused, and the refusal audited."""
+        if user.role in READERS:
+            return
+        await asyncio.to_thread(
+            audit.append, user.handle, "recording.access_denied", target, {"wanted": action}
+        )
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="compliance officers and admins only")
+
+    async def found(recording_id: str) -> RecordingRow:
+        row = await asyncio.to_thread(repository.get, recording_id)
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such recording")
+        return row
+
+    @router.get("")
+    async def list_recordings(
+        user: UserDep,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        call_id: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$")] = None,
+    ) -> list[dict[str, Any]]:
+        await reader(user, "list", f"call:{call_id}" if call_id else "recordings")
+        if call_id is not None:
+            rows = await asyncio.to_thread(repository.for_call, call_id)
+            return [r.as_json() for r in rows[-limit:]]
+        rows = await asyncio.to_thread(repository.recent, limit)
+        return [r.as_json() for r in rows]
+
+    @router.get("/{recording_id}")
+    async def show_recording(user: UserDep, recording_id: RecordingId) -> dict[str, Any]:
+        await reader(user, "show", f"recording:{recording_id}")
+        return (await found(recording_id)).as_json()
+
+    @router.get("/{recording_id}/audio", response_class=Response)
+    async def recording_audio(
+        user: UserDep,
+        recording_id: RecordingId,
+        range_: Annotated[str | None, Header(alias="Range", max_length=64)] = None,
+    ) -> Response:
+        await reader(user, "audio", f"recording:{recording_id}")
+        row = await found(recording_id)
+        if row.state == "open":
+            raise HTTPException(status.HTTP_409_CONFLICT, detail="the recording is still open")
+        try:
+            data = await asyncio.to_thread(_decode, service, row)
+        except (ChunkError, MasterKeyError, RecordingFailure, OSError) as exc:
+            log.error("recording %s cannot be played: %s", recording_id, exc)
+            raise HTTPException(
+                status.HTTP_500_INTERNAL_SERVER_ERROR, detail=f"recording unreadable: {exc}"
+            ) from None
+        await asyncio.to_thread(
+            audit.append, user.handle, "recording.played", f"recording:{recording_id}",
+            {"call_id": row.call_id, "range": range_},
+        )  # fmt: skip
+        return _ranged(data, range_)
+
+    return router
+
+
+def _decode(service: RecordingService, row: RecordingRow) -> bytes:
+    stored = (service.settings.directory / row.file_name).read_bytes()
+    data, _seconds = stereo_wav_bytes(decrypt(row, stored, service.master_key()))
+    return data
+
+
+def _ranged(data: bytes, header: str | None) -> Response:
+    """The whole WAV, or the one range asked for (RFC 9110 §14.2); 416 when unsatisfiable."""
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
+    match = _RANGE.match(header.strip()) if header else None
+    if match is None:
+        return Response(data, media_type="audio/wav", headers=headers)
+    first, last = match.groups()
+    size = len(data)
+    if first == "":
+        start, end = max(0, size - int(last or 0)), size - 1
+    else:
+        start, end = int(first), min(size - 1, int(last) if last else size - 1)
+    if start >= size or start > end:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return Response(data[start : end + 1], status_code=206, media_type="audio/wav", headers=headers)

@@ -1,0 +1,209 @@
+"""`callgate recording list | show | export | verify`: compliance recordings.
+
+`list` and `show` read the server's store (`--data-dir` / `--config`) or, with `--server`, its
+API as a compliance officer or admin. `export` works on the store, with the recording master key
+and the audit signing key. `verify DIR` needs only the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from callgate.cli.common import (
+    AdminOpt,
+    ConfigOpt,
+    JsonOpt,
+    PasswordStdinOpt,
+    ServerOpt,
+    StoreDirOpt,
+    admin_api,
+    admin_password,
+    api_server,
+    err,
+    fail,
+    open_settings_store,
+    settings_from,
+    table_console,
+)
+
+recording_app = typer.Typer(help="Compliance recordings: list, show, export, verify.")
+
+
+def _find(repository: object, target: str) -> object:
+    from callgate.recording.store import RecordingRepository
+
+    assert isinstance(repository, RecordingRepository)
+    row = repository.get(target)
+    if row is None:
+        rows = repository.for_call(target)
+        row = rows[-1] if rows else None
+    if row is None:
+        raise fail(f"no recording for {target!r} (a recording id or a call id)", code=1)
+    return row
+
+
+def _via_api(
+    server: str, user: str | None, password_stdin: bool, path: str
+) -> list[dict[str, Any]]:
+    """GET `path` of the recordings API as a compliance officer or admin."""
+    with admin_api(server, user, admin_password(user, password_stdin)) as api:
+        found = api.call("GET", path)
+    return list(found) if isinstance(found, list) else [found]
+
+
+def _rows(
+    server: str | None, user: str | None, password_stdin: bool,
+    data_dir: Path | None, config: Path | None, *, limit: int, target: str | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Recordings as JSON: through the API with --server, else from the store."""
+    from callgate.recording.store import RecordingRepository, RecordingRow
+
+    url = api_server(server, data_dir=data_dir, config=config)
+    if url is not None:
+        query = {"limit": limit, **({"call_id": target} if target else {})}
+        rows = _via_api(url, user, password_stdin, f"/api/recordings?{urlencode(query)}")
+        if target and not rows and re.fullmatch("[0-9a-f]{32}", target):
+            rows = _via_api(url, user, password_stdin, f"/api/recordings/{target}")
+        return rows
+    store = open_settings_store(settings_from(config, {"data_dir": data_dir}))
+    try:
+        repository = RecordingRepository(store)
+        if target is None:
+            return [r.as_json() for r in repository.recent(limit)]
+        row = _find(repository, target)
+        assert isinstance(row, RecordingRow)
+        return [row.as_json()]
+    finally:
+        store.close()
+
+
+@recording_app.command("list")
+def recording_list(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    as_json: JsonOpt = False,
+    data_dir: StoreDirOpt = None,
+    config: ConfigOpt = None,
+    server: ServerOpt = None,
+    user: AdminOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+) -> None:
+    """The most recent recordings, newest first."""
+    rows = _rows(server, user, password_stdin, data_dir, config, limit=limit)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table("recording", "call", "state", "started", "ended", "chunks", "bytes")
+    for r in rows:
+        table.add_row(
+            r["recording_id"], r["call_id"], r["state"], r["started_at"], r["ended_at"] or "-",
+            str(r["chunks"]), str(r["bytes"]),
+        )  # fmt: skip
+    table_console().print(table)
+
+
+@recording_app.command("show")
+def recording_show(
+    target: Annotated[str, typer.Argument(help="Recording id or call id.")],
+    as_json: JsonOpt = False,
+    data_dir: StoreDirOpt = None,
+    config: ConfigOpt = None,
+    server: ServerOpt = None,
+    user: AdminOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+) -> None:
+    """One recording: state, digest, metadata (participants, streams, chunks)."""
+    rows = _rows(server, user, password_stdin, data_dir, config, limit=1, target=target)
+    if not rows:
+        raise fail(f"no recording for {target!r} (a recording id or a call id)", code=1)
+    data = rows[0]
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    for name, value in data.items():
+        if name != "metadata":
+            typer.echo(f"{name}: {value}")
+    metadata = data.get("metadata") or {}
+    for party in metadata.get("participants", []):
+        typer.echo(f"participant {party.get('id')}: {party.get('handle')}")
+    for stream in metadata.get("streams", []):
+        typer.echo(f"stream {stream['label']}: {stream['packets']} packets, {stream['channel']}")
+
+
+@recording_app.command("export")
+def recording_export(
+    target: Annotated[str, typer.Argument(help="Call id or recording id.")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="New directory to write.")],
+    data_dir: StoreDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a bundle (audio.wav caller-left/callee-right, metadata, audit entries, signed
+    checkpoint) that `callgate recording verify DIR` checks offline. The export is audited."""
+    from callgate.recording.bundle import BundleError, export_bundle
+    from callgate.recording.chunks import ChunkError
+    from callgate.recording.keys import MasterKeyError, load_master_key
+    from callgate.recording.service import recording_settings
+    from callgate.recording.store import RecordingRepository, RecordingRow
+    from callgate.records.audit import AuditLog, load_or_create_signing_key
+    from callgate.runtime.audit import key_path
+
+    settings = settings_from(config, {"data_dir": data_dir})
+    paths = recording_settings(settings.recording, settings.data_dir)
+    if out.exists():
+        raise fail(f"--out: {out} exists", code=2)
+    try:
+        master = load_master_key(paths.key_file, create=False)
+        signing_key = load_or_create_signing_key(key_path(settings))
+    except (MasterKeyError, OSError, ValueError) as exc:
+        raise fail(str(exc), code=1) from None
+    store = open_settings_store(settings)
+    try:
+        row = _find(RecordingRepository(store), target)
+        assert isinstance(row, RecordingRow)
+        done = export_bundle(row, paths.directory, master, AuditLog(store), signing_key, out, "cli")
+    except (BundleError, ChunkError, MasterKeyError, OSError) as exc:
+        raise fail(f"export: {exc}", code=1) from None
+    finally:
+        store.close()
+    typer.echo(
+        f"exported recording {done['recording_id']} ({done['seconds']:.1f} s) to {out}; "
+        f"audit entry {done['export_entry']}"
+    )
+
+
+@recording_app.command("verify")
+def recording_verify(
+    bundle: Annotated[Path, typer.Argument(help="A directory written by `recording export`.")],
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key", metavar="FILE", help="Audit public key to trust (default: the bundle's)."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a bundle offline; exit 1 naming what does not match (e.g. the altered chunk)."""
+    from callgate.recording.bundle import verify_bundle
+
+    verdict = verify_bundle(bundle, key)
+    if as_json:
+        typer.echo(json.dumps({"ok": verdict.ok, "problems": verdict.problems, **verdict.facts}))
+    elif verdict.ok:
+        facts = verdict.facts
+        typer.echo(
+            f"OK: recording {facts.get('recording_id')} ({facts.get('state')}), "
+            f"{facts.get('chunks')} chunks intact, audit entries {facts.get('audit_entries')} "
+            "covered by a valid signed checkpoint"
+        )
+    else:
+        for problem in verdict.problems:
+            typer.echo(f"FAILED: {problem}")
+        err.print(f"[bold red]bundle {escape(str(bundle))} does not verify[/]")
+    raise typer.Exit(0 if verdict.ok else 1)

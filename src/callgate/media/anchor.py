@@ -1,0 +1,185 @@
+"""`Bridge`: two anchor legs that forward each party's RTP to the other (docs/recording.md).
+
+Each `AnchorLeg` is one aiortc peer connection ending at the server, relay-only through our own
+TURN server, Opus only. A leg is either the answerer (the party sent an offer: the caller) or the
+offerer (the anchor offers: the callee). Every packet a leg receives goes to the bridge's
+observer (a recorder, a quality probe) and, unchanged, out of the other leg (`packets.py`).
+Nothing here knows about recording or signaling: the SIP edge uses the same bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.sdp import candidate_from_sdp
+
+from callgate.media.packets import ForwardTrack, MediaPacket, PacketHandler, tap_receiver
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 3.0
+MAX_EARLY_CANDIDATES = 50
+# The ICE servers a leg uses (the same shape `hello` gives clients), fresh for each leg.
+IceServers = Callable[[], Sequence[Mapping[str, Any]]]
+
+
+class AnchorError(Exception):
+    """A leg could not be set up (no common codec, bad SDP)."""
+
+
+def _configuration(servers: Sequence[Mapping[str, Any]]) -> Any:
+    ice = [
+        RTCIceServer(
+            urls=entry["urls"], username=entry.get("username"), credential=entry.get("credential")
+        )
+        for entry in servers
+    ]
+    return RTCConfiguration(iceServers=ice, iceTransportPolicy=RTCIceTransportPolicy.RELAY)
+
+
+def _opus() -> list[Any]:
+    codecs = RTCRtpSender.getCapabilities("audio").codecs
+    return [c for c in codecs if c.mimeType.lower() == "audio/opus"]
+
+
+class AnchorLeg:
+    """One party's peer connection, ending at the anchor."""
+
+    def __init__(self, name: str, servers: Sequence[Mapping[str, Any]], on_packet: PacketHandler):
+        self.name = name
+        self.pc = RTCPeerConnection(_configuration(servers))
+        self.track = ForwardTrack()  # what this leg sends to its party
+        self.connected = asyncio.Event()
+        self.failed = asyncio.Event()
+        self.received = 0
+        self._on_packet = on_packet
+        self._early: list[Mapping[str, Any]] = []  # trickled before the remote description
+        self._remote_set = False
+        self.pc.on("connectionstatechange", self._state_changed)
+
+    def _state_changed(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected":
+            self.connected.set()
+        elif state in ("failed", "closed"):
+            self.failed.set()
+
+    def _packet(self, packet: MediaPacket) -> None:
+        self.received += 1
+        self._on_packet(packet)
+
+    def _prepare(self, transceiver: Any) -> None:
+        opus = _opus()
+        transceiver.setCodecPreferences(opus)
+        transceiver.direction = "sendrecv"
+        tap_receiver(transceiver.receiver, self.name, self._packet)
+
+    async def answer(self, offer_sdp: str) -> str:
+        """The party offered: answer it (Opus only). Returns the answer SDP, ICE gathered."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except (ValueError, AssertionError) as exc:
+            raise AnchorError(f"bad offer: {exc}") from exc
+        await self._flush_early()
+        audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
+        if len(audio) != 1:
+            raise AnchorError("the offer must have exactly one audio stream")
+        self._prepare(audio[0])
+        audio[0].sender.replaceTrack(self.track)
+        try:
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except (ValueError, AssertionError) as exc:
+            raise AnchorError(f"cannot answer: {exc}") from exc
+        sdp = str(self.pc.localDescription.sdp)
+        if "opus/48000" not in sdp.lower():
+            raise AnchorError("the offer has no Opus")
+        return sdp
+
+    async def offer(self) -> str:
+        """The anchor offers to the party (Opus only). Returns the offer SDP, ICE gathered."""
+        transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
+        self._prepare(transceiver)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def accept_answer(self, answer_sdp: str) -> None:
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        except (ValueError, AssertionError) as exc:
+            raise AnchorError(f"bad answer: {exc}") from exc
+        await self._flush_early()
+
+    async def _flush_early(self) -> None:
+        self._remote_set = True
+        early, self._early = self._early, []
+        for candidate in early:
+            await self.add_candidate(candidate)
+
+    async def add_candidate(self, candidate: Mapping[str, Any]) -> None:
+        """A candidate the party trickled (browsers do; aiortc puts them all in its SDP)."""
+        text = str(candidate.get("candidate") or "").removeprefix("candidate:")
+        if not text:
+            return
+        if not self._remote_set:
+            if len(self._early) < MAX_EARLY_CANDIDATES:
+                self._early.append(candidate)
+            return
+        try:
+            ice = candidate_from_sdp(text)
+        except (AssertionError, ValueError, IndexError):
+            log.info("leg %s: ignoring malformed candidate", self.name)
+            return
+        ice.sdpMid = candidate.get("sdpMid")
+        ice.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        with contextlib.suppress(ValueError, AssertionError):
+            await self.pc.addIceCandidate(ice)
+
+    async def close(self) -> None:
+        self.track.stop()
+        try:
+            await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning("anchor leg %s did not close within %.0f s", self.name, CLOSE_TIMEOUT)
+
+
+class Bridge:
+    """Two legs; each one's packets go to `observer`, then out of the other leg unchanged."""
+
+    def __init__(self, ice_servers: IceServers, observer: PacketHandler | None = None) -> None:
+        self._ice_servers = ice_servers
+        self._observer = observer
+        self.legs: dict[str, AnchorLeg] = {}
+        self._other: dict[str, str] = {}
+
+    def leg(self, name: str) -> AnchorLeg:
+        """A new leg called `name` (at most two; the second is paired with the first)."""
+        if name in self.legs or len(self.legs) >= 2:
+            raise AnchorError(f"cannot add leg {name!r}")
+        leg = AnchorLeg(name, self._ice_servers(), self._forward)
+        if self.legs:
+            (first,) = self.legs
+            self._other[first], self._other[name] = name, first
+        self.legs[name] = leg
+        return leg
+
+    def _forward(self, packet: MediaPacket) -> None:
+        if self._observer is not None:
+            self._observer(packet)
+        other = self.legs.get(self._other.get(packet.leg, ""))
+        if other is not None and other.connected.is_set():
+            other.track.push(packet.payload, packet.timestamp)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(leg.close() for leg in self.legs.values()))

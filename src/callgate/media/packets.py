@@ -1,0 +1,97 @@
+"""Encoded RTP payloads in and out of aiortc, without decoding them.
+
+aiortc offers no public API for either direction, so this module holds the two narrow places
+where the anchor reaches into it (checked against aiortc 1.16, pinned in pyproject.toml):
+
+- In: `RTCRtpReceiver._handle_rtp_packet(packet, arrival_time_ms)` is what `RTCDtlsTransport`
+  calls with each SRTP-decrypted, routed `RtpPacket`. `tap_receiver` replaces it on one receiver
+  instance, so the packet goes to our callback and never reaches the jitter buffer or the Opus
+  decoder thread (nothing is decoded on the server).
+- Out: `RTCRtpSender` asks its track for the next item; an `av.Packet` (not a Frame) is passed to
+  the codec's `pack()`, which for Opus sends the bytes unchanged with the packet's pts as the RTP
+  timestamp offset. `ForwardTrack` is such a track: its packets are the other party's payloads,
+  their timestamps kept relative to that party's first packet.
+
+The sender rewrites SSRC and sequence numbers and encrypts with its own leg's SRTP keys, as an
+SFU does; the payload bytes are the ones the other party sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+from aiortc import MediaStreamTrack
+
+OPUS_CLOCK = 48000
+FORWARD_QUEUE = 50  # packets (1 s of 20 ms frames) waiting for a slow leg before the oldest go
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPacket:
+    """One RTP packet a party sent, as the anchor received it."""
+
+    leg: str  # the name the anchor's user gave the leg ("caller", "callee", a SIP trunk…)
+    payload: bytes
+    timestamp: int  # RTP timestamp, as sent by the party
+    seq: int
+    ssrc: int
+    payload_type: int
+    arrival: float  # Unix seconds when the anchor received it
+
+
+PacketHandler = Callable[[MediaPacket], None]
+
+
+def tap_receiver(receiver: Any, leg: str, handler: PacketHandler) -> None:
+    """Send every RTP packet `receiver` gets to `handler` instead of aiortc's decoder."""
+
+    async def handle_rtp_packet(packet: Any, arrival_time_ms: int) -> None:
+        handler(
+            MediaPacket(
+                leg=leg,
+                payload=bytes(packet.payload),
+                timestamp=int(packet.timestamp),
+                seq=int(packet.sequence_number),
+                ssrc=int(packet.ssrc),
+                payload_type=int(packet.payload_type),
+                arrival=time.time(),
+            )
+        )
+
+    hook: Callable[[Any, int], Awaitable[None]] = handle_rtp_packet
+    receiver._handle_rtp_packet = hook
+
+
+class ForwardTrack(MediaStreamTrack):
+    """An audio track whose items are already-encoded Opus packets (see module docstring)."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(FORWARD_QUEUE)
+        self._base: int | None = None
+        self.forwarded = 0
+        self.dropped = 0
+
+    def push(self, payload: bytes, timestamp: int) -> None:
+        """Queue one payload to send; `timestamp` is the sending party's RTP timestamp."""
+        if self._base is None:
+            self._base = timestamp
+        packet = av.Packet(payload)
+        packet.pts = (timestamp - self._base) % (1 << 32)
+        packet.time_base = Fraction(1, OPUS_CLOCK)
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(packet)
+        self.forwarded += 1
+
+    async def recv(self) -> Any:  # an av.Packet
+        return await self._queue.get()

@@ -1,0 +1,212 @@
+"""Export a recording as a bundle an auditor checks offline, and check one (`verify_bundle`).
+
+    bundle/
+      recording.cgrec     the encrypted chunks, as stored
+      metadata.json       participants, streams, times, rule, codec, every chunk's SHA-256
+      audio.wav           stereo, caller left, callee right, decoded at export
+      audit.jsonl         the audit entries from the recording's closing entry to the export
+      checkpoint.txt      a signed checkpoint of the audit log covering the last of them
+      audit-public.pem    the key that signed it
+
+Verification needs no key but the public one: the chunks against the metadata's list (which
+names a changed, missing or moved chunk), the file and metadata against the closing entry's
+digest, the entries' hash chain up to the signed checkpoint, and the WAV against the export's
+entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_public_key,
+)
+
+from callgate.recording import keys
+from callgate.recording.audio import stereo_wav
+from callgate.recording.chunks import (
+    ChunkError,
+    decode_packets,
+    iter_chunks,
+    open_chunk,
+    read_header,
+)
+from callgate.recording.store import RecordingRow, recording_digest
+from callgate.records.audit import AuditLog
+from callgate.records.audit_chain import (
+    CheckpointError,
+    check_span,
+    format_time,
+    verify_checkpoint,
+)
+
+CLOSING = ("recording.closed", "recording.failed", "recording.interrupted")
+
+
+class BundleError(Exception):
+    pass
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def decrypt(row: RecordingRow, data: bytes, master: bytes) -> list[Any]:
+    """Every packet of a stored recording (ChunkError naming the first bad chunk)."""
+    key = keys.unwrap(master, row.wrapped_key)
+    packets = []
+    for position, chunk in enumerate(iter_chunks(data)):
+        packets.extend(decode_packets(open_chunk(key, row.recording_id, chunk, position), position))
+    return packets
+
+
+def export_bundle(
+    row: RecordingRow,
+    directory: Path,
+    master: bytes,
+    audit: AuditLog,
+    signing_key: Ed25519PrivateKey,
+    out: Path,
+    actor: str,
+) -> dict[str, Any]:
+    if row.state == "open" or row.audit_seq is None:
+        raise BundleError(f"recording {row.recording_id} is still open")
+    out.mkdir(parents=True, exist_ok=False)
+    stored = directory / row.file_name
+    shutil.copyfile(stored, out / "recording.cgrec")
+    data = (out / "recording.cgrec").read_bytes()
+    (out / "metadata.json").write_text(json.dumps(row.metadata, indent=2, sort_keys=True) + "\n")
+    seconds = stereo_wav(decrypt(row, data, master), out / "audio.wav")
+    details = {
+        "call_id": row.call_id,
+        "audio_sha256": _sha256(out / "audio.wav"),
+        "seconds": round(seconds, 3),
+    }
+    entry = audit.append(actor, "recording.exported", f"recording:{row.recording_id}", details)
+    checkpoint = audit.checkpoint(signing_key)
+    entries = [e for e in audit.iter_entries() if row.audit_seq <= e.seq <= checkpoint.size]
+    with (out / "audit.jsonl").open("w", encoding="utf-8") as handle:
+        for e in entries:
+            line = {
+                "seq": e.seq, "at": format_time(e.at), "actor": e.actor, "action": e.action,
+                "object": e.object, "details": e.details, "prev_hash": e.prev_hash, "hash": e.hash,
+            }  # fmt: skip
+            handle.write(json.dumps(line, sort_keys=True) + "\n")
+    (out / "checkpoint.txt").write_text(checkpoint.note, encoding="utf-8")
+    public = signing_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    (out / "audit-public.pem").write_bytes(public)
+    return {"recording_id": row.recording_id, "export_entry": entry.seq, "seconds": seconds}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    ok: bool
+    problems: list[str]
+    facts: dict[str, Any]
+
+
+def verify_bundle(bundle: Path, public_key_path: Path | None = None) -> Verdict:
+    problems: list[str] = []
+    facts: dict[str, Any] = {}
+    try:
+        metadata = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))
+        data = (bundle / "recording.cgrec").read_bytes()
+        lines = (bundle / "audit.jsonl").read_text(encoding="utf-8").splitlines()
+        note = (bundle / "checkpoint.txt").read_text(encoding="utf-8")
+        pem = (public_key_path or bundle / "audit-public.pem").read_bytes()
+    except (OSError, ValueError) as exc:
+        return Verdict(False, [f"bundle incomplete: {exc}"], facts)
+    recording_id = str(metadata.get("recording_id", ""))
+    facts["recording_id"] = recording_id
+    problems += _check_chunks(data, recording_id, list(metadata.get("chunk_sha256") or []), facts)
+    entries = [json.loads(line) for line in lines if line.strip()]
+    problems += _check_chain(entries, note, pem, facts)
+    closing = [
+        e for e in entries if e["action"] in CLOSING and e["object"] == f"recording:{recording_id}"
+    ]
+    if not closing:
+        problems.append("the audit entries do not include the recording's closing entry")
+    else:
+        details = json.loads(closing[0]["details"])
+        file_sha = hashlib.sha256(data).hexdigest()
+        if details.get("file_sha256") != file_sha:
+            problems.append("recording.cgrec is not the file the audit log vouches for")
+        if details.get("digest") != recording_digest(file_sha, metadata):
+            problems.append("metadata.json or recording.cgrec differs from the audited digest")
+        facts["state"] = closing[0]["action"].removeprefix("recording.")
+    exports = [
+        e
+        for e in entries
+        if e["action"] == "recording.exported" and e["object"] == f"recording:{recording_id}"
+    ]
+    wav = bundle / "audio.wav"
+    if not exports:
+        problems.append("the audit entries do not include this export")
+    elif not wav.exists() or json.loads(exports[-1]["details"]).get("audio_sha256") != _sha256(wav):
+        problems.append("audio.wav is not the audio this export wrote")
+    return Verdict(not problems, problems, facts)
+
+
+def _check_chunks(
+    data: bytes, recording_id: str, listed: list[str], facts: dict[str, Any]
+) -> list[str]:
+    try:
+        if read_header(data) != recording_id:
+            return ["recording.cgrec belongs to another recording"]
+        chunks = list(iter_chunks(data))
+    except ChunkError as exc:
+        return [str(exc)]
+    facts["chunks"] = len(chunks)
+    problems = []
+    for position, chunk in enumerate(chunks):
+        if position >= len(listed):
+            problems.append(f"chunk {position}: not in the recording's chunk list (added)")
+        elif chunk.index != position:
+            problems.append(f"chunk {position}: found chunk {chunk.index} in its place (reordered)")
+        elif chunk.sha256 != listed[position]:
+            problems.append(f"chunk {position}: contents differ from the recorded digest (altered)")
+        if problems:
+            return problems
+    if len(chunks) < len(listed):
+        return [f"chunk {len(chunks)}: missing (the file ends after {len(chunks)} chunks)"]
+    if chunks and not chunks[-1].last:
+        problems.append(f"chunk {len(chunks) - 1}: the recording has no last chunk (cut short)")
+    return problems
+
+
+def _check_chain(
+    entries: list[dict[str, Any]], note: str, pem: bytes, facts: dict[str, Any]
+) -> list[str]:
+    if not entries:
+        return ["no audit entries in the bundle"]
+    try:
+        public = load_pem_public_key(pem)
+        if not isinstance(public, Ed25519PublicKey):
+            return ["audit-public.pem is not an Ed25519 key"]
+        checkpoint = verify_checkpoint(note, public)
+    except (CheckpointError, ValueError) as exc:
+        return [f"checkpoint: {exc}"]
+    rows = [
+        (e["seq"], e["at"], e["actor"], e["action"], e["object"], e["details"], e["prev_hash"], e["hash"])
+        for e in entries
+    ]  # fmt: skip
+    lo, hi = rows[0][0], rows[-1][0]
+    result = check_span(rows, lo, hi, rows[0][6], {checkpoint.size: [checkpoint.head_hash]})
+    if result.problem:
+        return [f"audit: {result.problem}"]
+    if checkpoint.size != hi or result.checked != 1:
+        return ["audit: the signed checkpoint does not cover these entries"]
+    facts["audit_entries"] = (lo, hi)
+    return []

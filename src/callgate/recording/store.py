@@ -1,0 +1,165 @@
+"""The `recordings` table, and the audit entries that go with each change of a recording.
+
+`recording.started` is appended in the transaction that creates the row; `recording.closed`
+(or `.failed`, `.interrupted`) in the one that finishes it, with the SHA-256 of the stored
+ciphertext and metadata (`digest`): from then on the audit chain vouches for the recording.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from callgate.records.audit import AuditLog
+from callgate.records.audit_chain import canonical_json
+from callgate.storage.db import Store
+from callgate.storage.models import Call, Recording
+
+ACTOR = "system"
+
+
+def recording_digest(file_sha256: str, metadata: Mapping[str, Any]) -> str:
+    """SHA-256 over the ciphertext file's SHA-256 and the canonical metadata."""
+    return hashlib.sha256(bytes.fromhex(file_sha256) + canonical_json(dict(metadata))).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingRow:
+    recording_id: str
+    call_id: str
+    state: str
+    started_at: datetime
+    ended_at: datetime | None
+    file_name: str
+    key_id: str
+    wrapped_key: str
+    codec: str
+    policy_rule: str | None
+    chunks: int
+    bytes: int
+    sha256: str | None
+    failure: str | None
+    metadata: dict[str, Any]
+    audit_seq: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                value = value.isoformat().replace("+00:00", "Z")
+            if name != "wrapped_key":
+                out[name] = value
+        return out
+
+
+def _row(r: Any) -> RecordingRow:
+    return RecordingRow(
+        r.recording_id, r.call_id, r.state, r.started_at, r.ended_at, r.file_name, r.key_id,
+        r.wrapped_key, r.codec, r.policy_rule, r.chunks, r.bytes, r.sha256, r.failure,
+        json.loads(r.metadata_json), r.audit_seq,
+    )  # fmt: skip
+
+
+class RecordingRepository:
+    def __init__(self, store: Store) -> None:
+        self._engine = store.engine
+
+    def create(self, row: Mapping[str, Any], at: datetime) -> None:
+        values = {**row, "state": "open", "started_at": at, "chunks": 0, "bytes": 0}
+        with self._engine.begin() as conn:
+            conn.execute(insert(Recording).values(**values))
+            AuditLog.append_in(
+                conn,
+                ACTOR,
+                "recording.started",
+                f"recording:{row['recording_id']}",
+                {"call_id": row["call_id"], "key_id": row["key_id"], "codec": row["codec"]},
+                at,
+            )
+
+    def finish(
+        self,
+        recording_id: str,
+        state: str,
+        at: datetime,
+        *,
+        chunks: int,
+        size: int,
+        file_sha256: str,
+        metadata: Mapping[str, Any],
+        failure: str | None = None,
+    ) -> int:
+        """Close the row and append `recording.<state>` with its digest; returns the audit seq."""
+        digest = recording_digest(file_sha256, metadata)
+        with self._engine.begin() as conn:
+            call_id = conn.execute(
+                select(Recording.call_id).where(Recording.recording_id == recording_id)
+            ).scalar_one()
+            entry = AuditLog.append_in(
+                conn,
+                ACTOR,
+                f"recording.{state}",
+                f"recording:{recording_id}",
+                {
+                    "call_id": call_id,
+                    "chunks": chunks,
+                    "bytes": size,
+                    "file_sha256": file_sha256,
+                    "digest": digest,
+                    **({"failure": failure} if failure else {}),
+                },
+                at,
+            )
+            conn.execute(
+                update(Recording)
+                .where(Recording.recording_id == recording_id)
+                .values(
+                    state=state,
+                    ended_at=at,
+                    chunks=chunks,
+                    bytes=size,
+                    sha256=file_sha256,
+                    failure=failure,
+                    metadata_json=json.dumps(dict(metadata), sort_keys=True),
+                    audit_seq=entry.seq,
+                )
+            )
+            conn.execute(
+                update(Call)
+                .where(Call.call_id == call_id)
+                .values(recording_ids=json.dumps([recording_id]))
+            )
+        return entry.seq
+
+    def get(self, recording_id: str) -> RecordingRow | None:
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                select(Recording).where(Recording.recording_id == recording_id)
+            ).first()
+        return _row(found) if found is not None else None
+
+    def for_call(self, call_id: str) -> list[RecordingRow]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(Recording).where(Recording.call_id == call_id).order_by(Recording.started_at)
+            ).all()
+        return [_row(r) for r in rows]
+
+    def recent(self, limit: int = 100) -> list[RecordingRow]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(Recording).order_by(Recording.started_at.desc()).limit(limit)
+            ).all()
+        return [_row(r) for r in rows]
+
+    def open_ones(self) -> list[RecordingRow]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(Recording).where(Recording.state == "open")).all()
+        return [_row(r) for r in rows]

@@ -1,0 +1,211 @@
+"""Recorded calls: the signaling side of the media anchor (docs/recording.md, "Call flow").
+
+For a call whose policy grant says `recording_required`, the engine holds the call before
+ringing and the hub hands it here:
+
+1. start the recording (master key, file, row): if that fails the call ends
+   `recording-unavailable`, nobody rung;
+2. answer the caller's offer with an anchor leg; the caller gets `call.recording` with that
+   answer and connects to the anchor (relay-only, through our TURN);
+3. once the caller's leg is connected and a chunk holding its first packets is fsynced, the
+   anchor offers a second leg to the callee, who is rung with that offer (`ring_anchored`);
+4. the callee's answer goes to that leg; from then on each party's packets are recorded and
+   forwarded to the other unchanged.
+
+A recorder failure (write, fsync, disk, a silent leg) ends the call `recording-failed`; the end
+of the call closes the recording (last chunk, metadata, audit entry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from callgate.media.anchor import AnchorError, Bridge
+from callgate.recording.recorder import StreamRecorder
+from callgate.recording.service import RecordingService
+from callgate.recording.writer import RecordingFailure
+from callgate.signaling import messages as m
+from callgate.signaling.effects import Send
+from callgate.signaling.reasons import Party, Reason
+from callgate.signaling.sdp import filter_candidate, filter_sdp
+
+if TYPE_CHECKING:
+    from callgate.signaling.hub import SignalingHub
+
+log = logging.getLogger(__name__)
+
+ANCHOR_USER_PREFIX = "@anchor-"  # "@" is not allowed in handles: no user can pose as the anchor
+MAX_EARLY = 50  # candidates a caller may trickle before its anchor leg exists
+IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
+
+
+@dataclass(slots=True)
+class _Anchored:
+    call_id: str
+    caller: str
+    callee: str
+    bridge: Bridge | None = None
+    recorder: StreamRecorder | None = None
+    early: list[dict[str, Any]] = field(default_factory=list)  # the caller's, before its leg
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+class Anchoring:
+    def __init__(
+        self,
+        hub: SignalingHub,
+        recordings: RecordingService,
+        ice_servers: IceServersFor,
+        setup_timeout: float,
+    ) -> None:
+        self.hub = hub
+        self.recordings = recordings
+        self._ice_servers = ice_servers
+        self._setup_timeout = setup_timeout
+        self._calls: dict[str, _Anchored] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # recordings being closed after a call
+
+    # -- TURN call-bound guard -------------------------------------------------------------------
+
+    def serves(self, user_a: str, user_b: str) -> bool:
+        """Is one of the two the anchor user of a live anchored call and the other its party?"""
+        for anchor, other in ((user_a, user_b), (user_b, user_a)):
+            if anchor.startswith(ANCHOR_USER_PREFIX):
+                call = self._calls.get(anchor.removeprefix(ANCHOR_USER_PREFIX))
+                return call is not None and other in (call.caller, call.callee)
+        return False
+
+    # -- the call's life -------------------------------------------------------------------------
+
+    def begin(self, call_id: str, offer_sdp: str, rule: str | None) -> None:
+        engine = self.hub.engine
+        call = engine.anchoring_call(call_id)
+        if call is None:
+            return
+        state = _Anchored(call_id, call.caller.handle, call.callee_handle)
+        self._calls[call_id] = state
+        self._spawn(state, self._begin(state, offer_sdp, rule))
+
+    async def _begin(self, state: _Anchored, offer_sdp: str, rule: str | None) -> None:
+        call_id, engine = state.call_id, self.hub.engine
+        call = engine.anchoring_call(call_id)
+        if call is None:
+            return
+        parties = {
+            "caller": {"handle": call.caller.handle, "device": call.caller.device_id},
+            "callee": {"handle": call.callee_handle},
+        }
+        try:
+            state.recorder = await self.recordings.start(
+                call_id, parties, rule, lambda reason: self._failed(call_id, reason)
+            )
+            recording_id = state.recorder.recording_id
+            anchor_user = ANCHOR_USER_PREFIX + call_id
+            state.bridge = Bridge(lambda: self._ice_servers(anchor_user), state.recorder.on_packet)
+            caller_leg = state.bridge.leg("caller")
+            for candidate in state.early:  # trickled while the recording was being created
+                await caller_leg.add_candidate(candidate)
+            relays = engine.relay_addresses
+            answer = await caller_leg.answer(filter_sdp(offer_sdp, True, relays))
+            if engine.anchoring_call(call_id) is None:
+                return  # the caller gave up meanwhile; ended() cleans up
+            await self.hub.apply(
+                [
+                    Send(
+                        call.caller.device_id,
+                        m.recording_message(call_id, recording_id, rule, answer),
+                    )
+                ]
+            )
+            async with asyncio.timeout(self._setup_timeout):
+                await caller_leg.connected.wait()
+                await state.recorder.first_written()
+            offer = await state.bridge.leg("callee").offer()
+        except (RecordingFailure, AnchorError, TimeoutError) as exc:
+            why = (
+                "no media from the caller reached the recorder"
+                if isinstance(exc, TimeoutError)
+                else str(exc)
+            )
+            log.warning("call %s: recording unavailable: %s", call_id, why)
+            await self.hub.apply(engine.end_call(call_id, Reason.RECORDING_UNAVAILABLE, why[:255]))
+            return
+        notice = m.recording_message(call_id, recording_id, rule)
+        await self.hub.apply(engine.ring_anchored(call_id, answer, offer, notice))
+
+    def answered(self, call_id: str, answer_sdp: str) -> None:
+        """The callee answered the anchor's offer."""
+        state = self._calls.get(call_id)
+        if state is None or state.bridge is None:
+            return
+        self._spawn(state, self._answered(state, answer_sdp))
+
+    async def _answered(self, state: _Anchored, answer_sdp: str) -> None:
+        assert state.bridge is not None
+        leg = state.bridge.legs["callee"]
+        try:
+            await leg.accept_answer(filter_sdp(answer_sdp, True, self.hub.engine.relay_addresses))
+        except AnchorError as exc:
+            await self.hub.apply(
+                self.hub.engine.end_call(state.call_id, Reason.SETUP_FAILED, str(exc)[:255])
+            )
+            return
+        await leg.connected.wait()
+        if state.recorder is not None:
+            state.recorder.expect("callee")
+
+    def candidate(self, call_id: str, party: Party, candidate: m.IceCandidate) -> None:
+        """A candidate trickled by a party goes to its own anchor leg."""
+        state = self._calls.get(call_id)
+        relays = self.hub.engine.relay_addresses
+        if state is None or not filter_candidate(candidate.candidate, True, relays):
+            return
+        leg = state.bridge.legs.get(party.value) if state.bridge is not None else None
+        if leg is not None:
+            self._spawn(state, leg.add_candidate(candidate.model_dump()))
+        elif party is Party.CALLER and len(state.early) < MAX_EARLY:
+            state.early.append(candidate.model_dump())
+
+    def _failed(self, call_id: str, reason: str) -> None:
+        effects = self.hub.engine.end_call(call_id, Reason.RECORDING_FAILED, reason[:255])
+        task = asyncio.get_running_loop().create_task(self.hub.apply(effects))
+        self.hub.keep(task)
+
+    def ended(self, call_id: str) -> None:
+        """The call ended (any reason): close the recording and the anchor legs."""
+        state = self._calls.pop(call_id, None)
+        if state is not None:
+            task = asyncio.get_running_loop().create_task(self._close(state))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _close(self, state: _Anchored) -> None:
+        current = asyncio.current_task()
+        for task in list(state.tasks):
+            if task is not current:
+                task.cancel()
+        if state.recorder is not None:
+            try:
+                await self.recordings.finish(state.recorder.recording_id)
+            except Exception:
+                log.exception("closing recording %s failed", state.recorder.recording_id)
+        if state.bridge is not None:
+            await state.bridge.close()
+
+    async def close(self) -> None:
+        """Server stopping: close every recording (each gets its last chunk), including those
+        of calls that just ended."""
+        states = list(self._calls.values())
+        self._calls.clear()
+        closing = [self._close(s) for s in states] + list(self._closing)
+        await asyncio.gather(*closing, return_exceptions=True)
+
+    def _spawn(self, state: _Anchored, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+        self.hub.keep(task)

@@ -1,0 +1,89 @@
+"""A recorded call from the browser softphone: carol's browser calls bob (`callgate answer`, 440 Hz)
+under a recording-required rule. carol is told the call is recorded, the call connects through
+the server's anchor, a compliance officer plays it from the call's page in the console, and the
+exported recording has carol's fake microphone (660 Hz) on the left and bob's tone on the
+right."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.browser.helpers import FAKE_MIC_HZ, colleague, sign_in, wait_online, wait_status
+from tests.browser.test_browser_to_python import answering_machine
+from tests.e2e.helpers import Serve, http_json, password_of
+from tests.e2e.test_recording_e2e import channel_peak, read_stereo
+
+
+def _root_token(serve: Serve) -> str:
+    status, body = http_json(
+        f"{serve.url}/api/login", body={"handle": "root", "password": password_of("root")}
+    )
+    assert status == 200, body
+    return str(body["token"])
+
+
+def test_a_recorded_browser_call_says_so_and_is_recorded(
+    serve: Serve, new_page: Any, tmp_path: Path
+) -> None:
+    token = _root_token(serve)
+    rule = {"name": "record-carol", "action": "allow", "caller": {"user": "carol"},
+            "callee": {"user": "bob"}, "recording_required": True}  # fmt: skip
+    status, created = http_json(f"{serve.url}/api/policy/rules", body=rule, token=token)
+    assert status == 201, created
+    bob = answering_machine(serve, tmp_path, tmp_path / "bob.wav")
+    try:
+        assert bob.stdout is not None
+        assert json.loads(bob.stdout.readline())["event"] == "ready"
+        carol = new_page()
+        sign_in(carol, serve.url, "carol")
+        wait_online(carol, "bob")
+        colleague(carol, "bob").get_by_role("button", name="Call").click()
+        carol.locator("#notice", has_text="This call is recorded.").wait_for(timeout=20_000)
+        wait_status(carol, "Connected with Bob Baker", timeout=20_000)
+        time.sleep(3.0)
+        carol.get_by_role("button", name="Hang up").click()
+        wait_status(carol, "You hung up")
+        out, errors = bob.communicate(timeout=20)
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+            bob.communicate()
+        request = urllib.request.Request(
+            f"{serve.url}/api/policy/rules/{created['id']}",
+            method="DELETE",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        urllib.request.urlopen(request, timeout=5).close()
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert "recording" in [e["event"] for e in events], (events, errors)
+    call_id = next(e["call_id"] for e in events if e["event"] == "incoming")
+
+    deadline = time.monotonic() + 15  # the recording closes just after the call
+    while json.loads(serve.cli("recording", "show", call_id, "--json").stdout)["state"] == "open":
+        assert time.monotonic() < deadline, "the recording did not close"
+        time.sleep(0.2)
+    # cora (compliance) sees the recording beside the call's record and plays it
+    cora = new_page()
+    sign_in(cora, serve.url, "cora", f"/console/records/{call_id}")
+    cora.get_by_text("Media anchored").wait_for()
+    cora.get_by_role("button", name="Play recording").click()
+    player = cora.locator("audio")
+    player.wait_for(timeout=20_000)
+    duration = cora.wait_for_function(
+        "() => { const a = document.querySelector('audio'); "
+        "return a && a.readyState >= 1 && a.duration > 2 ? a.duration : null; }",
+        timeout=20_000,
+    ).json_value()
+    assert duration > 2, duration
+
+    bundle = tmp_path / "bundle"
+    export = serve.cli("recording", "export", call_id, "--out", str(bundle))
+    assert export.returncode == 0, export.stderr
+    samples, rate = read_stereo(bundle / "audio.wav")
+    talk = samples[rate : -rate // 2]
+    assert abs(channel_peak(talk[:, 0], rate) - FAKE_MIC_HZ) < 10.0
+    assert abs(channel_peak(talk[:, 1], rate) - 440.0) < 5.0

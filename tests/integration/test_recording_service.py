@@ -1,0 +1,81 @@
+"""`RecordingService` on a real store (SQLite and PostgreSQL): a recording's life in the table
+and the audit log, the cap on calls recorded at once, and the closing of recordings a dead
+server left open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from callgate.recording.chunks import iter_chunks
+from callgate.recording.recorder import RecorderLimits
+from callgate.recording.service import RecordingService, RecordingSettings
+from callgate.recording.store import RecordingRepository, recording_digest
+from callgate.recording.writer import RecordingFailure
+from callgate.records.audit import AuditLog
+from callgate.storage.db import Store
+from tests.unit.recording.test_recorder import packet
+
+PARTIES = {"caller": {"handle": "alice", "device": "d1"}, "callee": {"handle": "bob"}}
+
+
+def service(store: Store, tmp_path: Path, max_active: int = 5) -> RecordingService:
+    settings = RecordingSettings(
+        directory=tmp_path / "rec",
+        key_file=tmp_path / "keys" / "master.key",
+        min_free_bytes=0,
+        max_active=max_active,
+        limits=RecorderLimits(0.05, 30.0),
+    )
+    return RecordingService(RecordingRepository(store), settings, {})
+
+
+async def test_a_recording_is_audited_when_it_starts_and_when_it_closes(
+    store: Store, tmp_path: Path
+) -> None:
+    recordings = service(store, tmp_path, max_active=1)
+    recorder = await recordings.start("c" * 32, PARTIES, "3:record", lambda reason: None)
+    with pytest.raises(RecordingFailure, match="1 calls are being recorded already"):
+        await recordings.start("d" * 32, PARTIES, None, lambda reason: None)
+    for seq in range(5):
+        recorder.on_packet(packet("caller", seq))
+    await asyncio.wait_for(recorder.first_written(), 10)
+    await recordings.finish(recorder.recording_id)
+
+    row = RecordingRepository(store).get(recorder.recording_id)
+    assert row is not None and row.state == "closed" and row.policy_rule == "3:record"
+    assert row.metadata["participants"][0] == {"id": "caller", "handle": "alice", "device": "d1"}
+    assert row.metadata["streams"][0]["packets"] == 5
+    entries = [e for e in AuditLog(store).recent(10) if e.object == f"recording:{row.recording_id}"]
+    assert [e.action for e in entries] == ["recording.closed", "recording.started"]
+    closed = json.loads(entries[0].details)
+    assert row.sha256 is not None
+    assert closed["digest"] == recording_digest(row.sha256, row.metadata)
+    assert row.audit_seq == entries[0].seq
+    # a slot is free again
+    again = await recordings.start("e" * 32, PARTIES, None, lambda reason: None)
+    await recordings.finish(again.recording_id)
+
+
+async def test_recordings_left_open_are_closed_as_interrupted(store: Store, tmp_path: Path) -> None:
+    first = service(store, tmp_path)
+    recorder = await first.start("f" * 32, PARTIES, None, lambda reason: None)
+    for seq in range(5):
+        recorder.on_packet(packet("caller", seq))
+    await asyncio.wait_for(recorder.first_written(), 10)
+    recorder._closed = True  # the process dies: no last chunk, no closing entry
+    path = first.settings.directory / f"{recorder.recording_id}.cgrec"
+    with path.open("ab") as handle:
+        handle.write(b"CHNK\x00\x00")  # and a chunk cut short by the crash
+
+    second = service(store, tmp_path)
+    assert await asyncio.to_thread(second.recover) == 1
+    row = RecordingRepository(store).get(recorder.recording_id)
+    assert row is not None and row.state == "interrupted", row
+    chunks = list(iter_chunks(path.read_bytes()))
+    assert len(chunks) == row.chunks >= 2 and chunks[-1].last
+    assert row.failure is not None and "cut short" in row.failure
+    assert await asyncio.to_thread(second.recover) == 0

@@ -1,0 +1,76 @@
+"""`StreamRecorder` without a network: packets become fsynced chunks; the caller's first chunk is
+reported durable; a leg that stops sending, or a chunk that cannot be written, fails the
+recording once, through the callback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from callgate.media.packets import MediaPacket
+from callgate.recording import keys
+from callgate.recording.chunks import decode_packets, iter_chunks, open_chunk
+from callgate.recording.recorder import RecorderLimits, StreamRecorder
+from callgate.recording.writer import ChunkWriter
+
+RID = "fedcba9876543210fedcba9876543210"
+
+
+def packet(leg: str, seq: int) -> MediaPacket:
+    return MediaPacket(leg, bytes([seq % 256]) * 40, seq * 960, seq, 1234, 111, time.time())
+
+
+def recorder_in(tmp_path: Path, limits: RecorderLimits) -> tuple[StreamRecorder, bytes, list[str]]:
+    key = keys.new_recording_key()
+    failures: list[str] = []
+    writer = ChunkWriter(tmp_path / "r.cgrec", RID, key, 0)
+    return StreamRecorder(RID, writer, limits, failures.append), key, failures
+
+
+async def test_packets_are_written_and_the_first_chunk_is_reported_durable(tmp_path: Path) -> None:
+    recorder, key, failures = recorder_in(tmp_path, RecorderLimits(0.05, 30.0))
+    recorder.start()
+    for seq in range(10):
+        recorder.on_packet(packet("caller", seq))
+    await asyncio.wait_for(recorder.first_written(), 10)
+    for seq in range(10, 20):
+        recorder.on_packet(packet("callee", seq))
+    await recorder.close()
+    chunks = list(iter_chunks((tmp_path / "r.cgrec").read_bytes()))
+    assert chunks[-1].last and not failures
+    stored = [
+        p for i, c in enumerate(chunks) for p in decode_packets(open_chunk(key, RID, c, i), i)
+    ]
+    assert [(p.leg, p.seq) for p in stored] == [("caller", s) for s in range(10)] + [
+        ("callee", s) for s in range(10, 20)
+    ]
+    assert recorder.packets == {"caller": 10, "callee": 10}
+
+
+async def test_a_leg_that_stops_sending_fails_the_recording_once(tmp_path: Path) -> None:
+    recorder, _key, failures = recorder_in(tmp_path, RecorderLimits(0.05, 0.3))
+    recorder.start()
+    recorder.on_packet(packet("caller", 0))
+    recorder.expect("callee")  # connected, but never sends
+    for _ in range(200):
+        if failures:
+            break
+        recorder.on_packet(packet("caller", 1))
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    assert failures == ["no media from the callee for 0.3 s"]
+    await recorder.close()
+
+
+async def test_a_chunk_that_cannot_be_written_fails_the_recording(tmp_path: Path) -> None:
+    recorder, _key, failures = recorder_in(tmp_path, RecorderLimits(0.05, 30.0))
+    recorder.writer._min_free = 1 << 62  # the disk is "full" from now on
+    recorder.start()
+    recorder.on_packet(packet("caller", 0))
+    for _ in range(200):
+        if failures:
+            break
+        await asyncio.sleep(0.05)
+    assert len(failures) == 1 and "chunk 0 not written: free disk" in failures[0], failures
+    await recorder.close()
