@@ -33,8 +33,8 @@ from tests.identity.slapd import PASSWORDS, ROOT_PW, SERVICE_PW, Slapd, ssha, us
 
 USERS: Table = User.__table__  # type: ignore[assignment]
 AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
-LOCAL_BOB_PW = "local-bob-password"
-ADMIN_PW = "break-glass-admin-password"
+LOCAL_BOB_PW = "local-sesame-43"
+ADMIN_PW = "break-glass-sesame-44"
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
