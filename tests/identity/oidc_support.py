@@ -35,7 +35,13 @@ def sso_serve(root: Path, issuer: str) -> Iterator[Serve]:
     data_dir = root / "data"
     data_dir.mkdir()
     added = callgate(
-        "user", "add", "bob", "--data-dir", str(data_dir), "--password-stdin", stdin="local-sesame-42\n"
+        "user",
+        "add",
+        "bob",
+        "--data-dir",
+        str(data_dir),
+        "--password-stdin",
+        stdin="local-sesame-42\n",
     )
     assert added.returncode == 0, added.stderr
     port = free_port()

@@ -152,7 +152,9 @@ def test_refusals_create_nothing(serve: Serve, sub: str, reason: str) -> None:
         result = finish(client, consent(client, start(client, serve), sub))
     assert result["sso_error"] == reason
     assert audit(serve, "auth.login_failed")[-1]["details"]["reason"] == reason
-    status, body = http_json(f"{serve.url}/api/login", body={"handle": "bob", "password": "local-sesame-42"})
+    status, body = http_json(
+        f"{serve.url}/api/login", body={"handle": "bob", "password": "local-sesame-42"}
+    )
     assert status == 200 and body["user"]["source"] == "local"
 
 
