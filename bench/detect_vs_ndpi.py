@@ -10,6 +10,11 @@ DNS queries and answers, and TCP (HTTP-like) connections; then times each tool o
 
     .venv/bin/python bench/detect_vs_ndpi.py                  # 1 M packets
     .venv/bin/python bench/detect_vs_ndpi.py --packets 200000 --keep /tmp/synthetic.pcap
+    .venv/bin/python bench/detect_vs_ndpi.py --captures ../shared/pcaps/ndpi   # real captures
+
+With --captures DIR, every pcap/pcapng file of DIR is timed instead, one process per file and tool
+(real captures are small: start-up weighs heavily); the table sums wall and CPU time and gives the
+largest peak RSS.
 
 ndpiReader comes from Debian's libndpi-bin; when missing the script installs it with apt-get if run
 as root, otherwise prints the command and times callgate alone.
@@ -132,11 +137,44 @@ def ndpi_reader() -> str | None:
     return shutil.which("ndpiReader")
 
 
+def real_captures(directory: Path) -> int:
+    files = sorted(p for p in directory.iterdir() if p.suffix in (".pcap", ".pcapng"))
+    callgate = ROOT / ".venv" / "bin" / "callgate"
+    reader = ndpi_reader()
+    tools = {"callgate detect": lambda f: [str(callgate), "detect", str(f), "--format", "json",
+                                           "--output", os.devnull]}  # fmt: skip
+    if reader:
+        tools["ndpiReader"] = lambda f: [reader, "-i", str(f), "-q", "-w", os.devnull]
+    packets = sum(_count(f) for f in files)
+    print(f"{len(files)} captures in {directory}, {packets} packets")
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'tool':<18}{'wall s':>8}{'CPU s':>8}{'packets/CPU-s':>15}{'peak RSS MiB':>14}")
+    for name, command in tools.items():
+        runs = [timed(command(f)) for f in files]
+        wall, cpu = sum(r[0] for r in runs), sum(r[1] for r in runs)
+        failed = sum(r[3] != 0 for r in runs)
+        note = f"  ({failed} failed)" if failed else ""
+        print(f"{name:<18}{wall:>8.2f}{cpu:>8.2f}{packets / max(cpu, 1e-9):>15,.0f}"
+              f"{max(r[2] for r in runs):>14}{note}")  # fmt: skip
+    return 0
+
+
+def _count(path: Path) -> int:
+    sys.path.insert(0, str(ROOT / "src"))
+    from callgate.detect.capture import PcapReader
+
+    reader = PcapReader(path)
+    return sum(1 for _ in reader)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--packets", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="write the capture here and keep it")
+    parser.add_argument("--captures", type=Path, help="time these real captures instead")
     args = parser.parse_args()
+    if args.captures:
+        return real_captures(args.captures)
 
     workdir = Path(tempfile.mkdtemp(prefix="detect-bench-"))
     capture = args.keep or workdir / "synthetic.pcap"

@@ -35,7 +35,8 @@ pure and raise StunDecodeError on malformed bytes; servers catch it, drop the pa
 Exceptions used only as control flow inside one module (turn/allocate.py's `Reject`,
 signaling/engine.py's `_Refusal`, turn/relay.py's `InsufficientCapacity`, which allocate.py turns
 into 508) never reach a caller and are not part of the tree. `callgate detect` reports capture
-errors (detect/pcapfile.py `CaptureError`) as exit status 1.
+errors (detect/capture `CaptureError`; a bad `--lists` file is its subclass `RangeError`) as
+exit status 1.
 """
 
 from __future__ import annotations

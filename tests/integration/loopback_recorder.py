@@ -34,16 +34,23 @@ def record_loopback(path: Path, address: str) -> Iterator[None]:
             f"cannot open an AF_PACKET socket to record loopback (needs Linux and root): {exc}"
         )
     sock.bind(("lo", 0))
+    sock.setsockopt(
+        socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024
+    )  # a starved thread drops nothing
     sock.settimeout(0.05)
     wanted = ipaddress.IPv4Address(address).packed
     stop = threading.Event()
     frames: list[tuple[float, bytes]] = []
 
     def capture() -> None:
-        while not stop.is_set():
+        # Runs until asked to stop *and* the socket has been empty for a timeout: every frame
+        # queued before the block ended is kept, however late this thread gets the CPU.
+        while True:
             try:
                 frame, meta = sock.recvfrom(65535)
             except TimeoutError:
+                if stop.is_set():
+                    return
                 continue
             # Each loopback packet is seen leaving and arriving; keep one copy, like libpcap.
             if meta[2] == PACKET_OUTGOING or len(frame) < 34 or frame[12:14] != b"\x08\x00":
@@ -56,9 +63,8 @@ def record_loopback(path: Path, address: str) -> Iterator[None]:
     try:
         yield
     finally:
-        time.sleep(0.2)
         stop.set()
-        thread.join(5)
+        thread.join(30)
         sock.close()
         with path.open("wb") as out:
             out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))

@@ -1,7 +1,7 @@
 """The `callgate` command: `serve` and `turn` here, and every command group registered below,
 explicitly and in the order `--help` lists them: `user` (users.py), `group` (groups.py), `policy`
 (policy.py), `cdr` and `audit` (cdr.py, audit.py, with `export` from export.py), `retention`
-(retention.py), `detect` (detect.py), and the client's `login`/`call`/`answer`… (client.py).
+(retention.py), `detect` and `monitor` (detect.py), and the client's `login`/`call`/`answer`… (client.py).
 
 Options override the environment (CALLGATE_*), which overrides the config file (--config); see
 README.md "Configuration". Errors in options exit with code 2 and a message naming the option.
@@ -19,7 +19,7 @@ from callgate.cli.audit import audit_app
 from callgate.cli.cdr import cdr_app
 from callgate.cli.client import register as register_client
 from callgate.cli.common import ConfigOpt, err, fail, settings_from
-from callgate.cli.detect import detect_command
+from callgate.cli.detect import detect_command, monitor_command
 from callgate.cli.export import audit_export, cdr_export
 from callgate.cli.groups import group_app
 from callgate.cli.policy import policy_app
@@ -48,6 +48,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(retention_app, name="retention")
 app.add_typer(recording_app, name="recording")
 app.command("detect")(detect_command)
+app.command("monitor")(monitor_command)
 
 # ---- options shared by `turn` and `serve` ----
 ListenOpt = Annotated[

@@ -31,7 +31,19 @@ RelayOpt = Annotated[
         help="Sanctioned relay (our callgate/TURN server); repeat. Its traffic is reported as sanctioned.",
     ),
 ]  # fmt: skip
-FormatOpt = Annotated[str, typer.Option("--format", help="table, json, csv or html.")]
+FormatOpt = Annotated[
+    str, typer.Option("--format", help="table, json, csv, html or nftables (a blocking ruleset).")
+]
+ListsOpt = Annotated[
+    Path | None,
+    typer.Option("--lists", metavar="FILE",
+                 help="Vendor address ranges replacing the shipped ones (see docs/detection.md)."),
+]  # fmt: skip
+IdleOpt = Annotated[
+    str | None,
+    typer.Option("--idle-timeout", metavar="SECONDS",
+                 help="Close a flow idle this long; its 5-tuple then starts a new flow (default 180, 0 = never)."),
+]  # fmt: skip
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here.")
 ]
@@ -43,14 +55,50 @@ def detect_command(
     allow_relay: RelayOpt = None,
     format: FormatOpt = "table",
     output: OutputOpt = None,
+    lists: ListsOpt = None,
+    idle_timeout: IdleOpt = None,
 ) -> None:
     """Find real-time voice/video (calls) in packet captures, per internal host and application."""
     try:
-        run(Args(list(captures), internal or [], allow_relay or [], format, output))
+        run(
+            Args(
+                list(captures),
+                internal or [],
+                allow_relay or [],
+                format,
+                output,
+                lists,
+                idle_timeout,
+            )
+        )
     except Failure as exc:
         from callgate.cli.output import fail
 
         raise fail(exc.message, exc.code) from None
+
+
+def monitor_command(
+    interface: Annotated[str, typer.Option("--interface", metavar="IFACE",
+                                           help="Network interface to watch (needs root).")],
+    internal: InternalOpt = None,
+    allow_relay: RelayOpt = None,
+    interval: Annotated[float, typer.Option(help="Seconds between updates.")] = 1.0,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: run until Ctrl-C).")] = 0.0,
+    max_flows: Annotated[int, typer.Option(help="Flow table size; the least recently active flows are evicted.")] = 100_000,
+) -> None:  # fmt: skip
+    """Watch a live interface for real-time voice/video; one JSON line per new or updated session."""
+    import sys
+
+    from callgate.detect.live.monitor import MonitorArgs, monitor
+    from callgate.detect.live.ring import RingError
+
+    args = MonitorArgs(interface, internal or [], allow_relay or [], interval, duration, max_flows)
+    try:
+        monitor(args, sys.stdout)
+    except (ValueError, RingError) as exc:
+        from callgate.cli.output import fail
+
+        raise fail(str(exc), 1 if isinstance(exc, RingError) else 2) from None
 
 
 def run_alone(args: list[str]) -> None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from callgate.detect.capture import Batch
 from callgate.detect.decode import GTP_U_PORT, TCP, UDP
-from callgate.detect.records import Batch
 
 SKIP, FAST, SLOW = 0, 1, 2  # not UDP/TCP over IP; decoded here; for decode.decode
 V6 = np.uint64(1 << 63)  # endpoint codes of IPv6 addresses have the top bit set

@@ -1,5 +1,5 @@
-"""A batch of packets into the detector's flow table, with the per-packet semantics of
-`Detector.packet` kept exactly:
+"""A batch of packets into a `FlowTable`, with the per-packet semantics of `Detector.packet` kept
+exactly:
 
 1. decode every frame (`batchdecode`; unusual shapes through `decode.decode`);
 2. group the batch's packets by directional 5-tuple (numpy), and look each distinct 5-tuple up in
@@ -13,29 +13,19 @@
 from __future__ import annotations
 
 import itertools
-import struct
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from callgate.detect.batchdecode import FAST, SKIP, SLOW, V6, Fields, decode_batch
+from callgate.detect.capture import Batch
 from callgate.detect.decode import TCP, decode
 from callgate.detect.flow import INSPECT_LIMIT, Flow, inspect
-from callgate.detect.records import Batch
+from callgate.detect.flowtable import FlowTable, flow_key
 
-if TYPE_CHECKING:
-    from callgate.detect.engine import Detector
-
-_PORTS = struct.Struct("!HH")
 _K1, _K2, _K3 = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F),
                  np.uint64(0x165667B19E3779F9))  # fmt: skip
 I64 = npt.NDArray[np.int64]
-
-
-def flow_key(proto: int, src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
-    """The flow table's key of one direction of a 5-tuple."""
-    return bytes((proto,)) + src + dst + _PORTS.pack(sport, dport)
 
 
 def endpoint_code(ip: bytes, port: int) -> int:
@@ -49,17 +39,24 @@ def endpoint_code(ip: bytes, port: int) -> int:
     return ((h << 16) & mask) | int(V6) | port
 
 
-def feed_batch(det: Detector, batch: Batch) -> None:
+def feed_batch(table: FlowTable, batch: Batch) -> None:
     count = len(batch.start)
-    det.packets += count
+    if count and table.idle and float(batch.ts.max() - batch.ts.min()) > table.idle:
+        # a flow may fall idle inside this batch: one packet at a time (sparse captures only)
+        for i in range(count):
+            start = int(batch.start[i])
+            frame = bytes(batch.data[start : start + int(batch.caplen[i])])
+            table.packet(float(batch.ts[i]), int(batch.linktype[i]), frame)
+        return
+    table.packets += count
     f = decode_batch(batch)
     slow = _decode_slow(batch, f)
     idx = np.flatnonzero(f.kind != SKIP)
-    det.skipped += count - len(idx)
+    table.skipped += count - len(idx)
     if not idx.size:
         return
     first, inv = _group(batch, f, idx, slow)
-    flows, sides, live = _lookup(det, batch, f, idx[first], slow)
+    flows, sides, live = _lookup(table, batch, f, idx[first], slow)
     _inspect_live(batch, f, idx, inv, flows, sides, live, slow)
     _count_bulk(batch, idx, inv, flows, sides)
 
@@ -155,7 +152,11 @@ def _key(batch: Batch, f: Fields, i: int, slow: dict[int, tuple[bytes, bytes, by
 
 
 def _lookup(
-    det: Detector, batch: Batch, f: Fields, reps: I64, slow: dict[int, tuple[bytes, bytes, bytes]]
+    flowtable: FlowTable,
+    batch: Batch,
+    f: Fields,
+    reps: I64,
+    slow: dict[int, tuple[bytes, bytes, bytes]],
 ) -> tuple[list[Flow], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
     """Per group: its flow (created in first-packet order when new), side, and whether the flow
     was still being inspected when the batch began."""
@@ -163,13 +164,17 @@ def _lookup(
     flows: list[Flow] = [None] * groups  # type: ignore[list-item]
     sides = np.zeros(groups, dtype=np.int64)
     live = np.zeros(groups, dtype=bool)
-    table = det.table
+    seen: set[int] = set()  # flows met earlier in this batch: their `last` is not updated yet
     for group in np.argsort(reps).tolist():
         i = int(reps[group])
         proto, src, sport, dst, dport = _endpoints(batch, f, i, slow)
-        entry = table.get(flow_key(proto, src, sport, dst, dport))
-        if entry is None:
-            entry = det.new_flow(float(batch.ts[i]), proto, (src, sport), (dst, dport))
+        entry = flowtable.table.get(flow_key(proto, src, sport, dst, dport))
+        if entry is None or id(entry[0]) not in seen:
+            # the batch spans at most `idle` seconds: only its first packet of a flow can follow
+            # an idle gap
+            entry = flowtable.lookup(float(batch.ts[i]), proto, (src, sport), (dst, dport),
+                                     check_idle=True)  # fmt: skip
+            seen.add(id(entry[0]))
         flows[group], sides[group] = entry
         live[group] = not entry[0].done
     return flows, sides, live

@@ -1,5 +1,5 @@
 """What `callgate detect` does, without the command-line framework: read the captures, print or
-write the report. `cli_detect.py` wraps it in the typer command; `callgate.entry` calls it directly
+write the report. `callgate.cli.detect` wraps it in the typer command; `callgate.entry` calls it directly
 for ordinary invocations (`parse_args`), because importing typer (which imports pydantic) and rich
 costs more CPU time than reading a million packets. rich is imported only for what needs it: the
 table, the progress bar, warnings and errors.
@@ -8,21 +8,26 @@ table, the progress bar, warnings and errors.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from callgate.detect import console
+from callgate.detect.capture import CaptureError
 from callgate.detect.engine import Detector, parse_network, parse_relay
 from callgate.detect.html import to_html
-from callgate.detect.pcapfile import CaptureError
+from callgate.detect.nftables import to_nftables
+from callgate.detect.ranges import RangeError, load_ranges
 from callgate.detect.render import TABLE_HEADERS, table_rows, to_csv, to_json
 from callgate.detect.report import Report
 
-FORMATS = ("table", "json", "csv", "html")
+FORMATS = ("table", "json", "csv", "html", "nftables")
 PROGRESS_MIN_BYTES = 16 * 1024 * 1024
 _VALUED = {"--internal": "internal", "--allow-relay": "relays", "--format": "fmt",
-           "--output": "output", "-o": "output"}  # fmt: skip
+           "--output": "output", "-o": "output", "--lists": "lists",
+           "--idle-timeout": "idle"}  # fmt: skip
 
 
 class Failure(Exception):
@@ -41,6 +46,8 @@ class Args:
     relays: list[str] = field(default_factory=list)
     fmt: str = "table"
     output: Path | None = None
+    lists: Path | None = None  # vendor address ranges replacing the shipped ones
+    idle: str | None = None  # seconds after which an idle flow is closed (0: never)
 
 
 def parse_args(args: list[str]) -> Args | None:
@@ -69,6 +76,10 @@ def parse_args(args: list[str]) -> Args | None:
             parsed.relays.append(value)
         elif key == "fmt":
             parsed.fmt = value
+        elif key == "lists":
+            parsed.lists = Path(value)
+        elif key == "idle":
+            parsed.idle = value
         else:
             parsed.output = Path(value)
     return parsed if parsed.captures else None
@@ -82,9 +93,7 @@ def main(args: list[str]) -> int | None:
     try:
         run(parsed)
     except Failure as exc:
-        from callgate.cli.output import fail
-
-        fail(exc.message, exc.code)
+        console.error(exc.message)
         return exc.code
     return 0
 
@@ -98,6 +107,13 @@ def run(args: Args) -> None:
         )
     except ValueError as exc:
         raise Failure(str(exc)) from None
+    if args.idle is not None:
+        detector.flows.idle = _idle(args.idle)
+    if args.lists is not None:
+        try:
+            detector.ranges = load_ranges(args.lists)
+        except RangeError as exc:
+            raise Failure(str(exc), code=1) from None
     for path in args.captures:
         try:
             with _progress(path) as advance:
@@ -105,12 +121,23 @@ def run(args: Args) -> None:
         except CaptureError as exc:
             raise Failure(f"callgate detect: {exc}", code=1) from None
     report = detector.report()
-    if report.warnings:
-        from callgate.cli.output import err
-
-        for warning in report.warnings:
-            err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        console.warning(warning)
+    if args.fmt == "nftables":
+        allowed = [ipaddress.ip_address(relay.ip) for relay in detector.relays]
+        _emit(to_nftables(report, allowed, lambda a: detector.is_internal(a.packed)), args.output)
+        return
     _write(report, args.fmt, args.output)
+
+
+def _idle(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86400 * 365:
+        raise Failure(f"--idle-timeout: expected seconds (0 = never), got {text!r}")
+    return seconds
 
 
 @contextlib.contextmanager
@@ -125,10 +152,8 @@ def _progress(path: Path) -> Iterator[Callable[[int], None] | None]:
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-    from callgate.cli.output import err
-
     columns = ("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
+    with Progress(*columns, console=console.stderr(), transient=True) as bar:
         task = bar.add_task(path.name, total=size)
         yield lambda n: bar.advance(task, n)
 
@@ -137,7 +162,10 @@ def _write(report: Report, fmt: str, output: Path | None) -> None:
     if fmt == "table" and output is None:
         _print_table(report)
         return
-    text = {"json": to_json, "csv": to_csv, "html": to_html}.get(fmt, to_json)(report)
+    _emit({"json": to_json, "csv": to_csv, "html": to_html}.get(fmt, to_json)(report), output)
+
+
+def _emit(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
         return
@@ -151,17 +179,15 @@ def _write(report: Report, fmt: str, output: Path | None) -> None:
 def _print_table(report: Report) -> None:
     from rich.table import Table
 
-    from callgate.cli.output import table_console
-
-    console = table_console()
+    out = console.table_console()
     summary = report.summary()
     table = Table(*TABLE_HEADERS, box=None)
     for row in table_rows(report):
         table.add_row(*row)
     if report.sessions:
-        console.print(table)
+        out.print(table)
     hosts = summary["hosts_with_unsanctioned_rtc"]
-    console.print(
+    out.print(
         f"\n{summary['packets']} packets, {summary['flows']} flows, {summary['rtc_flows']} real-time; "
         f"{summary['unsanctioned_sessions']} unsanctioned session(s)"
         + (f" on {', '.join(hosts)}" if isinstance(hosts, list) and hosts else "")

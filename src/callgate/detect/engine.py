@@ -1,7 +1,7 @@
 """The detector: captures in, report out. Streams packets into a flow table, inspects the first
 packets of each flow, then decides once at the end (`verdict.py`) and orients each flow from the
-internal host's side. Files are read in batches (`records.py` → `batchfeed.py`); `packet` is the
-same logic one packet at a time."""
+internal host's side. Files are read in batches (`capture.read_batches` → `batchfeed.py`);
+`packet` is the same logic one packet at a time."""
 
 from __future__ import annotations
 
@@ -10,13 +10,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from callgate.detect.batchfeed import feed_batch, flow_key
-from callgate.detect.decode import TCP, UDP, decode
-from callgate.detect.flow import Endpoint, Flow, inspect
-from callgate.detect.pcapfile import PcapReader, Progress
-from callgate.detect.records import batches
+from callgate.detect.batchfeed import feed_batch
+from callgate.detect.capture import PcapReader, Progress, read_batches
+from callgate.detect.decode import UDP
+from callgate.detect.flow import Flow
+from callgate.detect.flowtable import FlowTable
+from callgate.detect.ranges import RangeList, default_ranges
 from callgate.detect.report import FlowResult, Report, group_sessions
-from callgate.detect.verdict import Verdict, excluded_reason, own_verdict, propagate, statistical
+from callgate.detect.verdict import (
+    Verdict,
+    classic_skype,
+    name_from_ranges,
+    name_from_servers,
+    own_verdict,
+    propagate,
+    statistical,
+)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -54,20 +63,17 @@ def parse_network(text: str) -> Network:
 class Detector:
     internal: list[Network] = field(default_factory=list)
     relays: list[Relay] = field(default_factory=list)
-    packets: int = 0
-    skipped: int = 0
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    # `flow_key` of each direction of each flow → (flow, side)
-    table: dict[bytes, tuple[Flow, int]] = field(default_factory=dict)
-    _flows: list[Flow] = field(default_factory=list)
+    flows: FlowTable = field(default_factory=FlowTable)
+    ranges: RangeList | None = None  # vendor address ranges; None: the shipped ones
     _internal_cache: dict[bytes, bool] = field(default_factory=dict)
 
     def read(self, path: Path, progress: Progress | None = None) -> None:
         """Feed one capture file (CaptureError when it cannot be read at all)."""
         reader = PcapReader(path, progress)
-        for batch in batches(reader):
-            feed_batch(self, batch)
+        for batch in read_batches(reader):
+            feed_batch(self.flows, batch)
         self.files.append(str(path))
         self.warnings.extend(reader.warnings)
 
@@ -77,45 +83,25 @@ class Detector:
             self.packet(ts, linktype, frame)
 
     def packet(self, ts: float, linktype: int, frame: bytes) -> None:
-        """One packet: decode, find or create its flow, count; inspect until the flow is decided.
-        (`batchfeed.py` does the same for a whole batch.)"""
-        self.packets += 1
-        decoded = decode(linktype, frame)
-        if decoded is None:
-            self.skipped += 1
-            return
-        proto, src, sport, dst, dport, payload = decoded
-        entry = self.table.get(flow_key(proto, src, sport, dst, dport))
-        if entry is None:
-            entry = self.new_flow(ts, proto, (src, sport), (dst, dport))
-        flow, side = entry
-        flow.pkts[side] += 1
-        flow.octets[side] += len(frame)
-        if ts > flow.last:
-            flow.last = ts
-        if payload and not flow.done:
-            inspect(flow, side, payload, proto == TCP)
-
-    def new_flow(self, ts: float, proto: int, a: Endpoint, b: Endpoint) -> tuple[Flow, int]:
-        """A flow first seen at `ts`, from `a` (side 0) to `b`."""
-        flow = Flow(proto, a, b, ts, ts)
-        flow.excluded = excluded_reason(proto, a, b)
-        flow.done = flow.excluded is not None
-        self._flows.append(flow)
-        self.table[flow_key(proto, b[0], b[1], a[0], a[1])] = (flow, 1)
-        entry = self.table[flow_key(proto, a[0], a[1], b[0], b[1])] = (flow, 0)
-        return entry
+        """One packet (`FlowTable.packet`)."""
+        self.flows.packet(ts, linktype, frame)
 
     # ---- decision ----
     def report(self) -> Report:
-        verdicts = {flow: own_verdict(flow) for flow in self._flows}
+        flows = self.flows.flows
+        verdicts = {flow: own_verdict(flow) for flow in flows}
         for flow, v in verdicts.items():
             v.sanctioned = self._to_relay(flow)
-        propagate(self._flows, verdicts, self._local_side)
+        propagate(flows, verdicts, self._local_side)
+        classic_skype(flows, verdicts, self._local_side)
         for flow, v in verdicts.items():
             statistical(flow, v)
-        results = [self._result(flow, verdicts[flow]) for flow in self._flows]
-        return Report(self.files, self.packets, self.skipped, results,
+        if self.ranges is None:
+            self.ranges = default_ranges()
+        name_from_ranges(flows, verdicts, self._local_side, self.ranges)
+        name_from_servers(flows, verdicts, self._local_side)
+        results = [self._result(flow, verdicts[flow]) for flow in flows]
+        return Report(self.files, self.flows.packets, self.flows.skipped, results,
                       group_sessions(results), self.warnings)  # fmt: skip
 
     def _to_relay(self, flow: Flow) -> bool:
@@ -125,7 +111,7 @@ class Detector:
             for ip, port in (flow.a, flow.b)
         )
 
-    def _is_internal(self, ip: bytes) -> bool:
+    def is_internal(self, ip: bytes) -> bool:
         known = self._internal_cache.get(ip)
         if known is None:
             address = ipaddress.ip_address(ip)
@@ -138,7 +124,7 @@ class Detector:
 
     def _local_side(self, flow: Flow) -> int:
         """0 or 1: the internal end (the initiator when both or neither are internal)."""
-        return 1 if self._is_internal(flow.b[0]) and not self._is_internal(flow.a[0]) else 0
+        return 1 if self.is_internal(flow.b[0]) and not self.is_internal(flow.a[0]) else 0
 
     def _result(self, flow: Flow, v: Verdict) -> FlowResult:
         side = self._local_side(flow)
@@ -157,6 +143,7 @@ class Detector:
             confidence=round(v.confidence, 2), protocols=tuple(v.protocols),
             evidence=tuple(v.evidence), media=tuple(sorted(flow.media)) if v.rtc else (),
             sanctioned=v.sanctioned and v.rtc, excluded=flow.excluded,
+            server_name=flow.server_name,
         )  # fmt: skip
 
 
@@ -177,9 +164,12 @@ def detect(
     internal: Iterable[str] = (),
     relays: Iterable[str] = (),
     progress: Callable[[Path], Progress | None] | None = None,
+    ranges: RangeList | None = None,
 ) -> Report:
     """Library entry point: read every capture, return the report."""
     detector = Detector([parse_network(n) for n in internal], [parse_relay(r) for r in relays])
+    if ranges is not None:
+        detector.ranges = ranges
     for path in paths:
         detector.read(path, progress(path) if progress else None)
     return detector.report()

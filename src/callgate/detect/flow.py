@@ -13,13 +13,18 @@ from callgate.detect.apps import app_from_stun
 from callgate.detect.media import (
     dtls_record,
     is_channel_data,
+    is_openvpn_client_reset,
     is_quic_long_header,
     is_rtcp,
     is_sip,
     is_wireguard,
     media_kind,
+    openvpn_data_key,
     rtp_header,
 )
+from callgate.detect.names import HelloBuffer
+from callgate.detect.quic import crypto_frames, long_header_dcid
+from callgate.detect.skype import FUNCTIONS, HEAD, HEADS, is_anchor
 from callgate.detect.stunscan import (
     DATA,
     DATA_INDICATION,
@@ -66,12 +71,23 @@ class Flow:
     sip: bool = False
     quic: bool = False
     vpn: str | None = None  # a tunnel recognized by its header: never a statistical guess
+    openvpn_keys: list[bytes] | None = None  # per direction, once a P_DATA_V2-like payload came
+    openvpn_data: int = 0
     media: set[str] = field(default_factory=set)
     app: str | None = None
     app_evidence: str | None = None
     addresses: list[tuple[str, bytes, int]] = field(default_factory=list)
     payload_bytes: int = 0
     random_samples: list[float] = field(default_factory=list)
+    # classic Skype (skype.py): the first anchor message (b"" for a 3-byte one), and the first
+    # bytes of each message while they could still be Skype's (None: not Skype's framing)
+    skype_anchor: bytes | None = None
+    skype_heads: list[bytes] | None = None
+    skype_ruled_out: bool = False
+    # the server name of a TLS or QUIC ClientHello sent by side 0 (names.py, quic.py)
+    server_name: str | None = None
+    hello: HelloBuffer | None = None
+    quic_dcid: bytes | None = None
 
     @property
     def packets(self) -> int:
@@ -90,6 +106,11 @@ def inspect(flow: Flow, side: int, payload: bytes, stream: bool) -> None:
         flow.done = True
     if len(flow.random_samples) < 6 and len(payload) >= 48:
         flow.random_samples.append(_randomness(payload))
+    if not stream:
+        _skype(flow, payload)
+        _openvpn(flow, side, payload)
+    elif side == 0 and flow.server_name is None:
+        _tls_hello(flow, payload)
     if _inspect_one(flow, side, payload, stream) or not stream:
         return
     for frame in split_rfc4571(payload):
@@ -145,6 +166,8 @@ def _inspect_one(flow: Flow, side: int, data: bytes, stream: bool) -> bool:
         return _rtp(flow, side, data)
     if first >= 192:
         flow.quic = flow.quic or is_quic_long_header(data)
+        if flow.quic and side == 0 and not stream and flow.server_name is None:
+            _quic_hello(flow, data)
         return flow.quic
     return False
 
@@ -178,6 +201,71 @@ def _rtp(flow: Flow, side: int, data: bytes) -> bool:
         # a flow that has shown no STUN yet is watched a while longer before deciding.
         flow.done = flow.inspected >= (8 if flow.stun else 32)
     return True
+
+
+def _skype(flow: Flow, payload: bytes) -> None:
+    """Keep what skype.py judges: the anchor among the first four payloads (nDPI's rule), and the
+    first HEAD bytes of up to HEADS messages — dropped (memory stays small) once two messages
+    carry no Skype function, which rules out the framing test."""
+    if flow.skype_anchor is None and flow.inspected <= 4 and is_anchor(payload):
+        flow.skype_anchor = payload[:HEAD] if len(payload) >= HEAD else b""
+    if flow.skype_ruled_out or len(payload) < HEAD:
+        return
+    heads = flow.skype_heads
+    if heads is None:
+        heads = flow.skype_heads = []
+    elif len(heads) >= HEADS:
+        return
+    heads.append(payload[:HEAD])
+    if sum(head[2] & 0x0F not in FUNCTIONS for head in heads) >= 2:
+        flow.skype_heads, flow.skype_ruled_out = None, True
+
+
+def _tls_hello(flow: Flow, payload: bytes) -> None:
+    """A TLS ClientHello over TCP, reassembled from the client's segments."""
+    if flow.hello is None:
+        flow.hello = HelloBuffer()
+    if flow.hello.done:
+        return
+    flow.server_name = flow.hello.add_segment(payload)
+
+
+def _quic_hello(flow: Flow, datagram: bytes) -> None:
+    """A ClientHello in the client's QUIC Initial packets (RFC 9001 §5.2), keyed by the DCID
+    of its first Initial."""
+    if flow.quic_dcid is None:
+        flow.quic_dcid = long_header_dcid(datagram)
+        if flow.quic_dcid is None:
+            return
+        flow.hello = HelloBuffer()
+    if flow.hello is None or flow.hello.done:
+        return
+    frames = crypto_frames(datagram, flow.quic_dcid)
+    if frames:
+        flow.server_name = flow.hello.add_crypto(frames)
+    elif flow.inspected > 8:
+        flow.hello.done = True  # nothing decrypts: stop spending AES on this flow
+
+
+def _openvpn(flow: Flow, side: int, payload: bytes) -> None:
+    """OpenVPN over UDP on any port: the client's hard reset as the flow's first payload, or
+    P_DATA_V2 messages repeating their direction's opcode and peer ID."""
+    if flow.vpn is not None:
+        return
+    if flow.inspected == 1 and is_openvpn_client_reset(payload):
+        flow.vpn = "OpenVPN"
+        return
+    key = openvpn_data_key(payload)
+    if key is None:
+        return
+    keys = flow.openvpn_keys
+    if keys is None:
+        keys = flow.openvpn_keys = [b"", b""]
+    if keys[side] == key:
+        flow.openvpn_data += 1
+    keys[side] = key
+    if flow.openvpn_data >= 6:
+        flow.vpn = "OpenVPN"
 
 
 def _seen(flow: Flow) -> bool:

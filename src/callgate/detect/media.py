@@ -146,3 +146,24 @@ def is_wireguard(data: bytes) -> bool:
         return False
     kind, size = data[0], len(data)
     return (kind, size) in ((1, 148), (2, 92), (3, 64)) or (kind == 4 and size % 16 == 0)
+
+
+OPENVPN_DATA_V2 = 9  # opcodes (OpenVPN's protocol description, ssl_pkt.h): P_DATA_V2
+_OPENVPN_CLIENT_RESETS = (7, 10)  # P_CONTROL_HARD_RESET_CLIENT_V2, _V3
+
+
+def is_openvpn_client_reset(data: bytes) -> bool:
+    """The first message of an OpenVPN session over UDP: opcode 7 or 10 in the high five bits,
+    key id 0, the 8-byte session ID, then (after a tls-auth HMAC of 20 or 32 bytes, packet ID and
+    time, when used) an empty ACK array and message packet-ID 0."""
+    if len(data) < 14 or data[0] & 7 or data[0] >> 3 not in _OPENVPN_CLIENT_RESETS:
+        return False
+    return any(data[at : at + 5] == bytes(5) for at in (9, 9 + 28, 9 + 40) if len(data) >= at + 5)
+
+
+def openvpn_data_key(data: bytes) -> bytes | None:
+    """The opcode/key-id byte and 3-byte peer ID of an OpenVPN P_DATA_V2 message (constant in
+    a tunnel's direction), or None when `data` cannot be one."""
+    if len(data) < 20 or data[0] >> 3 != OPENVPN_DATA_V2:
+        return None
+    return data[:4]

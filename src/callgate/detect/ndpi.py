@@ -28,6 +28,7 @@ _RTC_COMPONENTS = {"STUN", "RTP", "RTCP", "SRTP", "SIP"}
 _RTC_CATEGORIES = {"VoIP", "Video", "Media"}
 APP_NAMES = {
     "Skype_TeamsCall": "Microsoft Teams/Skype",
+    "SkypeCall": "Microsoft Teams/Skype",  # nDPI before 4.0
     "GoogleCall": "Google Meet",
     "WhatsAppCall": "WhatsApp",
     "SignalVoip": "Signal",
@@ -109,6 +110,13 @@ def pair_flows(capture: str, ndpi: list[NdpiFlow], ours: list[FlowResult]) -> li
     return [Pair(capture, n, by_key.get(n.key)) for n in ndpi]
 
 
+def _same_app(ours: str, theirs: str) -> bool:
+    """nDPI has one label for Skype and Teams; we tell classic peer-to-peer Skype apart."""
+    if theirs == "Microsoft Teams/Skype" and ours.startswith("Skype"):
+        return True
+    return ours.startswith(theirs)
+
+
 @dataclass(frozen=True, slots=True)
 class Scores:
     flows: int
@@ -125,7 +133,7 @@ def score(pairs: list[Pair]) -> Scores:
     fn = sum(p.ndpi.rtc and not p.ours_rtc for p in pairs)
     agree = sum(p.agree for p in pairs)
     named = [p for p in pairs if p.ndpi.app and p.ours_rtc and p.ours is not None]
-    app_ok = sum(p.ours is not None and p.ours.app.startswith(p.ndpi.app or "?") for p in named)
+    app_ok = sum(p.ours is not None and _same_app(p.ours.app, p.ndpi.app or "?") for p in named)
     return Scores(
         flows=len(pairs),
         agreement=agree / len(pairs) if pairs else 1.0,

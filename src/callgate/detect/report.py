@@ -32,6 +32,7 @@ class FlowResult:
     media: tuple[str, ...]
     sanctioned: bool
     excluded: str | None
+    server_name: str | None = None  # of a TLS or QUIC ClientHello on this flow
 
 
 @dataclass(slots=True)

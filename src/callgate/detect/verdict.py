@@ -7,8 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from callgate.detect import skype
 from callgate.detect.decode import UDP
 from callgate.detect.flow import Endpoint, Flow
+from callgate.detect.names import app_from_name
+from callgate.detect.ranges import RangeList
 
 # Well-known ports of protocols that are never calls but whose traffic can look like it
 # (RFC 1035 DNS, RFC 6762 mDNS, RFC 4795 LLMNR, SSDP, RFC 5905 NTP, RFC 1002 NetBIOS, DHCP,
@@ -20,6 +23,7 @@ EXCLUDED_PORTS = {53: "DNS", 5353: "mDNS", 5355: "LLMNR", 1900: "SSDP", 123: "NT
 TUNNEL_PORTS = {1194, 51820}  # OpenVPN, WireGuard: opaque UDP that is not itself a call
 STUN_PORTS = {3478, 3479, 5349, 19302, 19305}  # IANA stun/turn(s), Google's public STUN
 P2P, RELAYED, SERVER, UNKNOWN = "p2p", "relayed", "server", "unknown"
+CLASSIC_SKYPE = "Skype (classic peer-to-peer)"
 
 
 @dataclass(slots=True)
@@ -137,21 +141,119 @@ def _side(flow: Flow, index: int) -> Endpoint:
     return flow.a if index == 0 else flow.b
 
 
+def classic_skype(
+    flows: Iterable[Flow], verdicts: dict[Flow, Verdict], local: Callable[[Flow], int]
+) -> None:
+    """Classic Skype (skype.py): flows whose own messages show Skype's framing, then every flow
+    of a local UDP socket that the framing or its anchored flows prove to be Skype's."""
+    sockets: dict[Endpoint, list[Flow]] = {}
+    for flow in flows:
+        v = verdicts[flow]
+        if v.rtc or not _opaque_udp(flow) or not flow.inspected:
+            continue
+        if flow.a[1] in skype.OTHER_PORTS or flow.b[1] in skype.OTHER_PORTS:
+            continue
+        sockets.setdefault(_side(flow, local(flow)), []).append(flow)
+    for members in sockets.values():
+        framed = {f: e for f in members if (e := skype.framing(f.skype_heads or ())) is not None}
+        anchored = [f for f in members if f.skype_anchor is not None]
+        heads = [f.skype_anchor for f in anchored if f.skype_anchor]
+        peers = len({_side(f, 1 - local(f))[0] for f in anchored})
+        shared = skype.socket_evidence(heads, peers, len(members))
+        if shared is None and not framed:
+            continue
+        for flow in members:
+            v = verdicts[flow]
+            own = framed.get(flow)
+            if own is not None:
+                v.add(0.8, "Skype", own)
+            if flow.skype_anchor is not None:
+                v.add(0.7, "Skype", "opens with a Skype message (nDPI's historic Skype rule)")
+            v.add(0.6, "Skype", shared or "same local UDP port as a flow with Skype's framing")
+            v.app, v.path = CLASSIC_SKYPE, P2P
+            shape = voice_shape(flow)
+            if shape is not None:
+                v.add(0.6, None, shape)
+                flow.media.add("audio")
+
+
+def name_from_ranges(
+    flows: Iterable[Flow], verdicts: dict[Flow, Verdict], local: Callable[[Flow], int],
+    ranges: RangeList,
+) -> None:  # fmt: skip
+    """Name real-time flows nothing else named whose peer is in a vendor's published media
+    range (ranges.py)."""
+    for flow in flows:
+        v = verdicts[flow]
+        if not v.rtc or v.app or v.sanctioned:
+            continue
+        ip, port = _side(flow, 1 - local(flow))
+        hit = ranges.app_for(ip, "udp" if flow.proto == UDP else "tcp", port)
+        if hit is not None:
+            v.app = hit.app
+            v.evidence.append(
+                f"peer in {hit.app}'s published range {hit.network} ({ranges.origin})"
+            )
+
+
+NAME_WINDOW = 300.0  # seconds around a call in which the host's server names count
+
+
+def name_from_servers(
+    flows: Iterable[Flow], verdicts: dict[Flow, Verdict], local: Callable[[Flow], int]
+) -> None:
+    """Name real-time flows no media evidence named from the calling services the same internal
+    host opened (TLS or QUIC server name) within NAME_WINDOW of the call; only when exactly one
+    service fits, so a host in a Zoom call that also has Teams open stays unnamed."""
+    flows = list(flows)
+    opened: dict[bytes, list[tuple[float, float, str, str]]] = {}
+    for flow in flows:
+        app = app_from_name(flow.server_name) if flow.server_name else None
+        if app is not None:
+            host = _side(flow, local(flow))[0]
+            opened.setdefault(host, []).append((flow.first, flow.last, app, flow.server_name or ""))
+    for flow in flows:
+        v = verdicts[flow]
+        if not v.rtc or v.app or v.sanctioned:
+            continue
+        near = [(app, name) for first, last, app, name in opened.get(_side(flow, local(flow))[0], ())
+                if first - NAME_WINDOW <= flow.last and flow.first <= last + NAME_WINDOW]  # fmt: skip
+        if len({app for app, _ in near}) == 1:
+            v.app = near[0][0]
+            v.evidence.append(f"the host opened {near[0][1]} (TLS/QUIC server name) around it")
+
+
+def _opaque_udp(flow: Flow) -> bool:
+    """UDP that no protocol claimed: not excluded, not QUIC, SIP, DTLS or a VPN tunnel."""
+    return not (flow.proto != UDP or flow.excluded or flow.quic or flow.sip or flow.dtls
+                or flow.vpn or flow.a[1] in TUNNEL_PORTS or flow.b[1] in TUNNEL_PORTS)  # fmt: skip
+
+
 def statistical(flow: Flow, v: Verdict) -> None:
     """Low-confidence fallback for opaque UDP that looks like a voice stream: long enough, both
     ways, small packets at voice rates, ciphertext-like payloads."""
-    if v.rtc or flow.proto != UDP or flow.excluded or flow.quic or flow.sip or flow.dtls:
-        return
-    if flow.vpn or flow.a[1] in TUNNEL_PORTS or flow.b[1] in TUNNEL_PORTS:
+    if v.rtc or not _opaque_udp(flow):
         return  # a VPN carries anything, calls included: nothing to say about the tunnel itself
+    shape = voice_shape(flow)
+    random_like = bool(flow.random_samples) and min(flow.random_samples) >= 0.75
+    if shape is not None and random_like:
+        v.add(0.3, "statistical", f"{shape}, random payloads")
+
+
+def voice_shape(flow: Flow) -> str | None:
+    """Packet size and rate of a voice stream (the traffic features of Bonfiglio et al.'s
+    classifier, as plain bounds): ≥ 25 packets each way over ≥ 3 s, roughly symmetric, 8-120
+    packets/s each way, mean payload 20-400 bytes."""
     duration = flow.last - flow.first
     up, down = flow.pkts
     if min(up, down) < 25 or duration < 3.0:
-        return
+        return None
     mean = flow.payload_bytes / max(flow.inspected, 1)
     rates = (up / duration, down / duration)
     symmetric = min(up, down) / max(up, down) >= 0.3
-    random_like = bool(flow.random_samples) and min(flow.random_samples) >= 0.75
-    if 20 <= mean <= 400 and all(8 <= r <= 120 for r in rates) and symmetric and random_like:
-        v.add(0.3, "statistical", f"voice-like UDP: {mean:.0f}-byte payloads, "
-              f"{rates[0]:.0f}/{rates[1]:.0f} packets/s for {duration:.0f} s, random payloads")  # fmt: skip
+    if not (20 <= mean <= 400 and all(8 <= r <= 120 for r in rates) and symmetric):
+        return None
+    return (
+        f"voice-like UDP: {mean:.0f}-byte payloads, {rates[0]:.0f}/{rates[1]:.0f} "
+        f"packets/s for {duration:.0f} s"
+    )

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from callgate.detect import records
+from callgate.detect.capture import PcapReader
+from callgate.detect.capture import batch as capture_batch
 from callgate.detect.engine import Detector
-from callgate.detect.pcapfile import PcapReader
 from callgate.detect.report import Report
 from tests.unit.detect.detect_packets import (
     dtls_client_hello,
@@ -121,8 +121,8 @@ def _same(path: Path) -> Report:
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of ~100 kB walked in 4 kB lanes: many chunk ends and lane starts in a small file."""
-    monkeypatch.setattr(records, "CHUNK", 100_003)
-    monkeypatch.setattr(records, "LANE_BYTES", 4096)
+    monkeypatch.setattr(capture_batch, "CHUNK", 100_003)
+    monkeypatch.setattr(capture_batch, "LANE_BYTES", 4096)
 
 
 @pytest.mark.usefixtures("small_chunks")

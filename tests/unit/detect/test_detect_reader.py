@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from callgate.detect import CaptureError, detect
+from callgate.detect.capture import PcapReader
 from callgate.detect.decode import decode
-from callgate.detect.pcapfile import PcapReader
 from tests.unit.detect.detect_packets import (
     ethernet,
     ipv4_udp,

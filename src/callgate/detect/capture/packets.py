@@ -20,7 +20,7 @@ PCAP_MAGICS = {
     b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
     b"\xa1\xb2\x3c\x4d": (">", 1e-9),
 }
-_PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 MAX_RECORD = 256 * 1024 * 1024
 
 Packet = tuple[float, int, bytes]
@@ -51,7 +51,7 @@ class PcapReader:
                 raise CaptureError(f"{self.path}: empty or too short to be a capture")
             if head in PCAP_MAGICS:
                 yield from self._pcap(handle, head)
-            elif head == _PCAPNG_SHB:
+            elif head == PCAPNG_SHB:
                 yield from self._pcapng(handle, head)
             else:
                 raise CaptureError(
@@ -117,7 +117,7 @@ class PcapReader:
             pos = 0
             end = len(buf)
             while pos + 12 <= end:
-                if buf[pos : pos + 4] == _PCAPNG_SHB:
+                if buf[pos : pos + 4] == PCAPNG_SHB:
                     bom = buf[pos + 8 : pos + 12]
                     order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
                     if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
@@ -145,7 +145,7 @@ class PcapReader:
         body = pos + 8
         if btype == 1:  # Interface Description Block
             linktype = struct.unpack_from(order + "H", buf, body)[0]
-            ifaces.append((linktype, _tsresol(buf, body + 8, pos + blen - 4, order)))
+            ifaces.append((linktype, if_tsresol(buf, body + 8, pos + blen - 4, order)))
             return None
         if btype in (6, 2):  # Enhanced / obsolete Packet Block
             if btype == 6:
@@ -167,7 +167,7 @@ class PcapReader:
         return ifaces[index]
 
 
-def _tsresol(buf: bytes, pos: int, end: int, order: str) -> float:
+def if_tsresol(buf: bytes, pos: int, end: int, order: str) -> float:
     """The if_tsresol option (pcapng §4.2, code 9): 10^-n or 2^-n seconds; default 1 µs."""
     while pos + 4 <= end:
         code, length = struct.unpack_from(order + "HH", buf, pos)

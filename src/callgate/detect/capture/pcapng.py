@@ -1,8 +1,8 @@
 """pcapng files as batches (pcapng §4): chunks of blocks. A chunk holding only Enhanced Packet
 Blocks of interfaces already described (the bulk of any large capture) is walked in parallel lanes
-like classic pcap (`records.walk_lanes`) and decoded with numpy; any other chunk — section and
+like classic pcap (`batch.walk_lanes`) and decoded with numpy; any other chunk — section and
 interface headers, other block types, errors — block by block, with the errors of
-`pcapfile.PcapReader`."""
+`packets.PcapReader`."""
 
 from __future__ import annotations
 
@@ -14,9 +14,22 @@ from io import BufferedIOBase
 import numpy as np
 import numpy.typing as npt
 
-from callgate.detect import records
-from callgate.detect.pcapfile import _PCAPNG_SHB, MAX_RECORD, CaptureError, PcapReader, _tsresol
-from callgate.detect.records import I64, Batch, _Buffer, _rows, walk_lanes
+from callgate.detect.capture import batch as lanes
+from callgate.detect.capture.batch import (
+    I64,
+    Batch,
+    ChunkBuffer,
+    raw_bytes,
+    record_rows,
+    walk_lanes,
+)
+from callgate.detect.capture.packets import (
+    MAX_RECORD,
+    PCAPNG_SHB,
+    CaptureError,
+    PcapReader,
+    if_tsresol,
+)
 
 _EPB = 6
 
@@ -26,7 +39,7 @@ def pcapng_batches(reader: PcapReader, handle: BufferedIOBase, first: bytes) -> 
         reader.progress(len(first))
     state = _NgState()
     tail = first
-    reads = _Buffer(handle)
+    reads = ChunkBuffer(handle)
     while (buf := reads.read(reader, handle, tail)) is not None:
         fast = _walk_lanes(reader, buf, state)
         batch, used = fast if fast is not None else _walk_blocks(reader, buf, state)
@@ -56,7 +69,7 @@ def _walk_blocks(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[Bat
     unpack2 = struct.Struct(order + "II").unpack_from
     pos, end = 0, len(buf)
     while pos + 12 <= end:
-        if buf[pos : pos + 4] == _PCAPNG_SHB:
+        if buf[pos : pos + 4] == PCAPNG_SHB:
             bom = bytes(buf[pos + 8 : pos + 12])
             if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
                 raise CaptureError(f"{reader.path}: bad pcapng byte-order magic")
@@ -93,13 +106,13 @@ def _walk_blocks(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[Bat
         elif btype == 1:
             linktype = struct.unpack_from(order + "H", buf, body)[0]
             block = bytes(buf[pos : pos + blen])
-            ifaces.append((linktype, _tsresol(block, 16, blen - 4, order)))
+            ifaces.append((linktype, if_tsresol(block, 16, blen - 4, order)))
         pos += blen
     if not starts:
         return None, pos
     reader.packets += len(starts)
     offsets = np.array(starts, dtype=np.int64)
-    batch = Batch(buf, _rows(buf, offsets, 0), 0, offsets, np.array(caplens, dtype=np.int64),
+    batch = Batch(buf, record_rows(buf, offsets, 0), 0, offsets, np.array(caplens, dtype=np.int64),
                   np.array(stamps, dtype=np.float64), np.array(links, dtype=np.int64))  # fmt: skip
     return batch, pos
 
@@ -109,9 +122,9 @@ def _walk_lanes(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[Batc
     not that simple case."""
     size = len(buf)
     ifaces = st.ifaces
-    if size < 16 * records.LANE_BYTES or not ifaces:
+    if size < 16 * lanes.LANE_BYTES or not ifaces:
         return None
-    words = np.frombuffer(records._raw(buf), dtype=st.order + "u4", count=len(buf.obj) // 4)  # type: ignore[arg-type]
+    words = np.frombuffer(raw_bytes(buf), dtype=st.order + "u4", count=len(buf.obj) // 4)  # type: ignore[arg-type]
     starts = _lane_starts(words, size)
     if len(starts) < 2:
         return None
@@ -133,7 +146,7 @@ def _walk_lanes(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[Batc
     caplen = np.maximum(0, np.minimum(words[at + 5].astype(np.int64), blen - 32))
     frames = offsets + 28
     reader.packets += len(offsets)
-    batch = Batch(buf, _rows(buf, frames, 0), 0, frames, caplen, ticks.astype(np.float64) * units,
+    batch = Batch(buf, record_rows(buf, frames, 0), 0, frames, caplen, ticks.astype(np.float64) * units,
                   links)  # fmt: skip
     return batch, used
 
@@ -147,10 +160,10 @@ def _length(words: npt.NDArray[np.uint32], pos: I64) -> I64:
 def _lane_starts(words: npt.NDArray[np.uint32], size: int) -> I64:
     """0, then for each later lane the first Enhanced Packet Block in its window whose length
     is repeated at its end, followed by another such block."""
-    lane = records.LANE_BYTES
-    lanes = size // lane
-    width = records.lane_window() // 4
-    view = np.lib.stride_tricks.as_strided(words[lane // 4 :], shape=(lanes - 1, width),
+    lane = lanes.LANE_BYTES
+    count = size // lane
+    width = lanes.lane_window() // 4
+    view = np.lib.stride_tricks.as_strided(words[lane // 4 :], shape=(count - 1, width),
                                            strides=(lane, 4), writeable=False)  # fmt: skip
     cand = np.flatnonzero(view == _EPB)
     cand = (cand // width + 1) * lane + (cand % width) * 4

@@ -1,0 +1,87 @@
+"""The flow table: both directions of every flow seen, keyed by directional 5-tuple, in the order
+flows were first seen, with the packet counters of the capture. `engine.Detector` owns one;
+`batchfeed` (a batch at a time) and `packet` (one packet) fill it.
+
+A flow idle for longer than `idle` seconds is closed: the next packet of its 5-tuple starts a new
+flow, and both are reported (a 5-tuple reused hours later is another conversation)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from callgate.detect.decode import TCP, decode
+from callgate.detect.flow import Endpoint, Flow, inspect
+from callgate.detect.verdict import excluded_reason
+
+_PORTS = struct.Struct("!HH")
+IDLE_TIMEOUT = 180.0  # seconds without a packet after which a flow is closed
+
+
+def flow_key(proto: int, src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
+    """The flow table's key of one direction of a 5-tuple."""
+    return bytes((proto,)) + src + dst + _PORTS.pack(sport, dport)
+
+
+@dataclass
+class FlowTable:
+    packets: int = 0
+    skipped: int = 0  # packets that are not IP/UDP/TCP or cannot be decoded
+    # `flow_key` of each direction of each flow → (flow, side)
+    table: dict[bytes, tuple[Flow, int]] = field(default_factory=dict)
+    flows: list[Flow] = field(default_factory=list)
+    idle: float = IDLE_TIMEOUT  # 0: flows are never closed
+    closed: int = 0  # flows closed for idleness (a later packet started a new flow)
+    max_flows: int = 0  # 0: unbounded; else the least recently active flows are evicted
+    evicted: int = 0
+
+    def packet(self, ts: float, linktype: int, frame: bytes) -> None:
+        """One packet: decode, find or create its flow, count; inspect until the flow is decided.
+        (`batchfeed.py` does the same for a whole batch.)"""
+        self.packets += 1
+        decoded = decode(linktype, frame)
+        if decoded is None:
+            self.skipped += 1
+            return
+        proto, src, sport, dst, dport, payload = decoded
+        flow, side = self.lookup(ts, proto, (src, sport), (dst, dport), check_idle=True)
+        flow.pkts[side] += 1
+        flow.octets[side] += len(frame)
+        if ts > flow.last:
+            flow.last = ts
+        if payload and not flow.done:
+            inspect(flow, side, payload, proto == TCP)
+
+    def lookup(
+        self, ts: float, proto: int, src: Endpoint, dst: Endpoint, *, check_idle: bool
+    ) -> tuple[Flow, int]:
+        """The flow and side of a packet from `src` to `dst` at `ts`: a new flow when the 5-tuple
+        is new, or (`check_idle`) when its flow has been idle for longer than `idle`."""
+        entry = self.table.get(flow_key(proto, src[0], src[1], dst[0], dst[1]))
+        if entry is not None and check_idle and self.idle and ts - entry[0].last > self.idle:
+            self.closed += 1
+            entry = None
+        return entry if entry is not None else self.new_flow(ts, proto, src, dst)
+
+    def new_flow(self, ts: float, proto: int, a: Endpoint, b: Endpoint) -> tuple[Flow, int]:
+        """A flow first seen at `ts`, from `a` (side 0) to `b`."""
+        if self.max_flows and len(self.flows) >= self.max_flows:
+            self._evict()
+        flow = Flow(proto, a, b, ts, ts)
+        flow.excluded = excluded_reason(proto, a, b)
+        flow.done = flow.excluded is not None
+        self.flows.append(flow)
+        self.table[flow_key(proto, b[0], b[1], a[0], a[1])] = (flow, 1)
+        entry = self.table[flow_key(proto, a[0], a[1], b[0], b[1])] = (flow, 0)
+        return entry
+
+    def _evict(self) -> None:
+        """Drop the least recently active eighth of the flows (at least one): a flood of new
+        5-tuples costs one sort per `max_flows / 8` flows, and memory stays bounded."""
+        count = max(1, len(self.flows) // 8)
+        ordered = sorted(self.flows, key=lambda flow: flow.last)
+        gone = {id(flow) for flow in ordered[:count]}
+        self.flows = [flow for flow in self.flows if id(flow) not in gone]
+        for key in [key for key, (flow, _) in self.table.items() if id(flow) in gone]:
+            del self.table[key]
+        self.evicted += count

@@ -1,0 +1,105 @@
+"""Vendor address ranges: the media relays of calling services (shipped: `data/vendor_ranges.txt`,
+which names its source and date; replaceable with `callgate detect --lists FILE`).
+
+One range per line: `CIDR PORTS APPLICATION`, PORTS being `udp:LOW-HIGH`, `tcp:LOW-HIGH`,
+`udp:PORT` or `any`; `#` starts a comment, and `# source:` / `# date:` lines are kept (joined
+with "; " when there are several). A malformed line is an error naming the file and line, never skipped silently.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from callgate.detect.capture import CaptureError
+
+MAX_BYTES = 4 * 1024 * 1024
+SHIPPED = Path(__file__).parent / "data" / "vendor_ranges.txt"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RangeError(CaptureError):
+    """A ranges file that cannot be read or parsed (exit status 1, like an unreadable capture)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VendorRange:
+    network: Network
+    transport: str | None  # "udp", "tcp", or None for any
+    low: int
+    high: int
+    app: str
+
+
+@dataclass(slots=True)
+class RangeList:
+    origin: str
+    source: str = ""
+    date: str = ""
+    ranges: list[VendorRange] = field(default_factory=list)
+
+    def app_for(self, ip: bytes, transport: str, port: int) -> VendorRange | None:
+        """The first range holding the address and port, or None."""
+        address = ipaddress.ip_address(ip)
+        for entry in self.ranges:
+            if (entry.transport in (None, transport) and entry.low <= port <= entry.high
+                    and address.version == entry.network.version and address in entry.network):  # fmt: skip
+                return entry
+        return None
+
+
+def default_ranges() -> RangeList:
+    return parse_ranges(SHIPPED.read_text("utf-8"), "vendor_ranges.txt (shipped)")
+
+
+def load_ranges(path: Path) -> RangeList:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise RangeError(f"--lists: cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_BYTES:
+        raise RangeError(f"--lists: {path} is larger than {MAX_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RangeError(f"--lists: {path} is not UTF-8 text") from None
+    return parse_ranges(text, str(path))
+
+
+def parse_ranges(text: str, origin: str) -> RangeList:
+    result = RangeList(origin)
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line.startswith("#"):
+            key, _, value = line.lstrip("#").strip().partition(":")
+            if key in ("source", "date"):
+                known = getattr(result, key)
+                setattr(result, key, f"{known}; {value.strip()}" if known else value.strip())
+            continue
+        if line:
+            result.ranges.append(_entry(line, f"{origin}:{number}"))
+    return result
+
+
+def _entry(line: str, where: str) -> VendorRange:
+    parts = line.split(None, 2)
+    if len(parts) < 3:
+        raise RangeError(f"{where}: expected 'CIDR PORTS APPLICATION', got {line!r}")
+    cidr, ports, app = parts
+    try:
+        network = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        raise RangeError(f"{where}: not a network: {cidr!r}") from None
+    if ports == "any":
+        return VendorRange(network, None, 0, 65535, app.strip())
+    transport, _, span = ports.partition(":")
+    low, _, high = span.partition("-")
+    try:
+        first, last = int(low), int(high or low)
+    except ValueError:
+        raise RangeError(f"{where}: bad ports {ports!r} (udp:LOW-HIGH, tcp:PORT or any)") from None
+    if transport not in ("udp", "tcp") or not 0 <= first <= last <= 65535:
+        raise RangeError(f"{where}: bad ports {ports!r} (udp:LOW-HIGH, tcp:PORT or any)")
+    return VendorRange(network, transport, first, last, app.strip())
