@@ -39,6 +39,7 @@ from pydantic_settings import (
 )
 
 from callgate.errors import ConfigError
+from callgate.identity.settings import IdentitySettings
 from callgate.storage.db import check_url, sqlite_url
 from callgate.turn.config import TurnConfig
 from callgate.types import Address
@@ -363,6 +364,7 @@ class Settings(BaseSettings):
     turn: TurnSettings = Field(default_factory=TurnSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
     recording: RecordingSettingsModel = Field(default_factory=RecordingSettingsModel)
     limits: LimitSettings = Field(default_factory=LimitSettings)
 

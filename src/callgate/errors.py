@@ -19,6 +19,13 @@
     │                            ValueError)
     ├── CheckpointError          an audit checkpoint is malformed or its signature fails
     │                            (records/audit_chain.py; ValueError)
+    ├── DirectoryUnavailable     the LDAP directory cannot be reached or refused the service
+    │                            account (identity/errors.py)                  → 503 at sign-in
+    ├── ProviderError            the OpenID provider cannot be reached or answered something
+    │                            unusable (identity/errors.py)
+    ├── TokenRejected            an ID token failed a check; says which (identity/errors.py)
+    ├── SsoFailed                a single sign-on attempt cannot finish; `status` and `reason`
+    │                            (identity/errors.py)
     └── ClientError              the Python client could not do something (client/errors.py)
         ├── LoginError               sign-in refused or failed
         └── SignalingError           an `error` reply, a refused socket, or no reply in time

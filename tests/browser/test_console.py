@@ -169,6 +169,8 @@ def test_admin_pages_and_dashboard_show_users_policy_relays_and_charts(
 ) -> None:
     admin = console(new_page, serve, "root", "/console/admin", errors)
     admin.locator("#users tr[data-handle='alice']").wait_for()
+    # Where each account comes from (docs/identity.md): these were made with `user add`.
+    assert admin.locator("#users tr[data-handle='alice'] td").nth(5).inner_text() == "local"
     admin.locator("#relays tr[data-relay]").first.wait_for()
     admin.locator("#explain-result").wait_for(state="attached")
     admin.get_by_label("Caller", exact=True).fill("alice")

@@ -42,6 +42,8 @@ def user_record(row: User) -> UserRecord:
         updated_at=row.updated_at,
         role=row.role,
         legal_hold=row.legal_hold,
+        source=row.source,
+        email=row.email,
     )
 
 
@@ -60,6 +62,7 @@ class UserRepository:
             role=new.role,
             legal_hold=False,
             disabled=False,
+            source="local",
             created_at=new.now,
             updated_at=new.now,
         )

@@ -140,8 +140,15 @@ class AccountService:
         return self._users.list_users()
 
     def set_password(self, handle: str, password: str, actor: str = audit.SYSTEM) -> UserRecord:
-        """New password: new argon2 hash; existing tokens stay valid."""
+        """New password: new argon2 hash; existing tokens stay valid. Refused for accounts from a
+        directory (source ldap/oidc): their password lives there."""
         _check_password(password)
+        found = self._users.get(handle)
+        if found is not None and found.source != "local":
+            raise InvalidAccountValue(
+                f"{handle} signs in through the directory ({found.source}): "
+                "its password is set there, not in callgate"
+            )
         user = self._users.change(
             handle,
             self._now(),

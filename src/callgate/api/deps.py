@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from callgate.accounts.records import ROLES, UserRecord
 from callgate.accounts.service import AccountService
 from callgate.accounts.throttle import LoginThrottle
+from callgate.identity.ldap_signin import PasswordSignIn
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.records.audit import AuditLog
@@ -32,6 +33,8 @@ class Services:
     audit_key: Path | None = None  # the checkpoint signing key (POST /api/audit/checkpoints)
     live: LiveCalls | None = None  # the signaling hub in this process (absent: no live calls)
     relays: Callable[[], Sequence[RelayStatus]] | None = None  # TURN relays in this process
+    # Password sign-in with the LDAP directory next to local accounts (absent: local only).
+    password_sign_in: PasswordSignIn | None = None
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)  # POST /api/login
 
 

@@ -27,6 +27,7 @@ class UserOut(BaseModel):
     groups: list[str]
     is_admin: bool  # role == "admin"
     role: Role
+    source: str = "local"  # local | ldap | oidc (docs/identity.md)
 
     @classmethod
     def of(cls, user: UserRecord) -> UserOut:
@@ -36,6 +37,7 @@ class UserOut(BaseModel):
             groups=list(user.groups),
             is_admin=user.is_admin,
             role=cast(Role, user.role),
+            source=user.source,
         )
 
 
@@ -53,6 +55,8 @@ class AccountOut(BaseModel):
     realm: str
     created_at: datetime
     updated_at: datetime
+    source: str = "local"  # where the account comes from: local | ldap | oidc (docs/identity.md)
+    email: str | None = None  # from the directory
 
     @classmethod
     def of(cls, user: UserRecord) -> AccountOut:
@@ -68,6 +72,8 @@ class AccountOut(BaseModel):
             realm=user.realm,
             created_at=user.created_at,
             updated_at=user.updated_at,
+            source=user.source,
+            email=user.email,
         )
 
 

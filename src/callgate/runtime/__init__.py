@@ -35,6 +35,7 @@ from callgate.api.routes.recordings import recordings_router
 from callgate.clock import SystemClock
 from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
+from callgate.identity.service import start_identity
 from callgate.keys import load_or_create_secret
 from callgate.metrics import MetricsServer, build_registry, serve_metrics
 from callgate.policy.groups import GroupStore
@@ -428,6 +429,8 @@ async def run_serve(settings: Settings) -> None:
     stop = stop_on_signals()
     # hourly, while a retention period is set
     purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
+    identity = await start_identity(settings.identity, store, accounts)
+    services = dataclasses.replace(services, password_sign_in=identity.password_sign_in)
     try:
         async with TurnServer(config, events=sink, key_lookup=lookup, auth_events=sink) as server:
             attach_recorder(server)
@@ -466,6 +469,7 @@ async def run_serve(settings: Settings) -> None:
                     calls.router,
                     directory_router(calls.hub),
                     recordings_router(recordings, AuditLog(store)),
+                    identity.router(),
                 ],
                 storage_writable=lambda: storage.writable,
             )
@@ -502,6 +506,7 @@ async def run_serve(settings: Settings) -> None:
                 disabled_task.cancel()
                 probe_task.cancel()
     finally:
+        await identity.stop()
         await sink.aclose()
         await checkpointer.stop()  # a last checkpoint covering the relay sessions just written
         store.close()

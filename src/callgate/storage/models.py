@@ -106,7 +106,10 @@ class User(Base):
     from it, is kept); it reaches the relay only with TURN REST credentials handed out in `hello`."""
 
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("handle", name="uq_users_handle"),)
+    __table_args__ = (
+        UniqueConstraint("handle", name="uq_users_handle"),
+        UniqueConstraint("source", "external_id", name="uq_users_source_external_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     handle: Mapped[str] = mapped_column(String(64))
@@ -122,6 +125,11 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # Where the account comes from: "local" (password here), "ldap" or "oidc" (callgate.identity);
+    # external_id is the directory's stable id (LDAP entryUUID/objectGUID, OIDC "iss sub").
+    source: Mapped[str] = mapped_column(String(16), default="local")
+    external_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
 
 
 class ApiToken(Base):

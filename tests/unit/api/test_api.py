@@ -35,7 +35,7 @@ async def test_login_me_logout(client: httpx.AsyncClient) -> None:
     body = response.json()
     assert body["user"] == {
         "handle": "alice", "display_name": "Alice A", "groups": ["eng"], "is_admin": False,
-        "role": "user",
+        "role": "user", "source": "local",
     }  # fmt: skip
     assert body["expires_at"].startswith("2026-11-27T21:00:00")  # 12 h
     me = await client.get("/api/me", headers=bearer(body["token"]))

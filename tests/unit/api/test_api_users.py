@@ -11,7 +11,7 @@ from callgate.api.deps import Services
 
 ACCOUNT_FIELDS = {
     "handle", "display_name", "groups", "is_admin", "role", "legal_hold", "disabled",
-    "has_password", "realm", "created_at", "updated_at",
+    "has_password", "realm", "created_at", "updated_at", "source", "email",
 }  # fmt: skip
 # Every endpoint, with a body that would be valid, for the 401/403 checks.
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [

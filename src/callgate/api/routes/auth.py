@@ -11,6 +11,7 @@ from callgate.accounts.handles import normal_handle
 from callgate.accounts.throttle import Refusal
 from callgate.api.deps import ServicesDep, TokenDep, UserDep
 from callgate.api.schemas import LoginRequest, LoginResponse, UserOut
+from callgate.identity.errors import DirectoryUnavailable
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["auth"])
@@ -25,13 +26,24 @@ def login(body: LoginRequest, request: Request, services: ServicesDep) -> LoginR
     """A bearer token for a right handle and password of an enabled account; else 401. Both
     outcomes are audited (auth.login, auth.login_failed) with the client address. Too many
     failures on the handle or from the address: 429 with Retry-After, the password unchecked
-    (accounts/throttle.py; the same for unknown handles, so nothing tells which exist)."""
+    (accounts/throttle.py; the same for unknown handles, so nothing tells which exist). With the
+    LDAP directory on, names that are not local accounts are checked there, behind the same
+    throttle (503 when it is down; docs/identity.md)."""
     handle = normal_handle(body.handle)
     client = _client(request)
     refusal = services.login_throttle.admit(handle, client)
     if refusal is not None:
         _refuse_throttled(services, handle, client, refusal)
-    signed_in = services.accounts.sign_in(handle, body.password, client, body.device)
+    sign_in = services.accounts.sign_in
+    if services.password_sign_in is not None:  # the LDAP directory too (docs/identity.md)
+        sign_in = services.password_sign_in.sign_in
+    try:
+        signed_in = sign_in(handle, body.password, client, body.device)
+    except DirectoryUnavailable:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="the directory cannot be reached; local accounts can still sign in",
+        ) from None
     if signed_in is None:
         log.info("sign-in refused for %r", handle[:64])
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")

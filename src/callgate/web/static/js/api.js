@@ -9,6 +9,16 @@ export class ApiError extends Error {
   }
 }
 
+// Single sign-on (docs/identity.md): /api/sso/callback sends the browser back here with the token,
+// or the reason it failed, in the URL fragment (never sent to any server). Keep the token and
+// clear the address bar at once, so it stays out of history and bookmarks.
+const ssoResult = new URLSearchParams(location.hash.slice(1));
+const ssoError = ssoResult.get("sso_error");
+if (ssoResult.has("sso_token")) sessionStorage.setItem(TOKEN_KEY, ssoResult.get("sso_token"));
+if (ssoResult.has("sso_token") || ssoError !== null) {
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
 export function token() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
@@ -81,7 +91,25 @@ export async function me() {
 }
 
 // Shared sign-in form wiring (softphone and console).
+// "Sign in with <company>" under the form when the server has single sign-on on.
+async function offerSso(errorEl) {
+  const holder = document.getElementById("sso");
+  const link = document.getElementById("sso-link");
+  if (ssoError !== null) errorEl.textContent = `Single sign-on failed: ${ssoError}`;
+  if (!holder || !link) return;
+  try {
+    const info = await api("/api/sso");
+    if (!info.enabled) return;
+    link.textContent = `Sign in with ${info.label}`;
+    link.href = `/api/sso/login?${new URLSearchParams({ next: location.pathname })}`;
+    holder.hidden = false;
+  } catch {
+    // no single sign-on offered: the password form is enough
+  }
+}
+
 export function wireSignIn(form, errorEl, onSignedIn) {
+  offerSso(errorEl);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     errorEl.textContent = "";

@@ -49,6 +49,7 @@ async function usersPart(holder) {
       el("td", {}, (u.groups || []).join(", ") || "—"),
       el("td", {}, role),
       el("td", {}, u.disabled ? "disabled" : "active"),
+      el("td", { title: u.email || "" }, SOURCES[u.source] || u.source || "local"),
       el("td", {}, toggle));
   });
   const form = el("form", { class: "filters", "aria-label": "Add a user" },
@@ -62,8 +63,11 @@ async function usersPart(holder) {
     const f = form.elements;
     act(() => api("/api/users", { method: "POST", body: { handle: f.handle.value.trim(), display_name: f.display_name.value.trim() || null, password: f.password.value, role: f.role.value } }), `Added ${f.handle.value.trim()}.`);
   });
-  holder.replaceChildren(table(["User name", "Name", "Groups", "Role", "Status", "Action"], rows, "Users"), el("h3", {}, "Add a user"), form);
+  holder.replaceChildren(table(["User name", "Name", "Groups", "Role", "Status", "Source", "Action"], rows, "Users"), el("h3", {}, "Add a user"), form);
 }
+
+// Where an account comes from (docs/identity.md): its password is here, or in the directory.
+const SOURCES = { local: "local", ldap: "directory (LDAP)", oidc: "single sign-on (OIDC)" };
 
 // ---- groups ----
 

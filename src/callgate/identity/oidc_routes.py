@@ -1,0 +1,87 @@
+"""Single sign-on over HTTP (docs/identity.md):
+
+    GET /api/sso                 {"enabled", "label"}: whether to show "Sign in with <label>"
+    GET /api/sso/login?next=/    302 to the provider (state cookie set)
+    GET /api/sso/callback        the provider's redirect back: 303 to NEXT#sso_token=TOKEN, or
+                                 to NEXT#sso_error=REASON (audited either way)
+
+The token travels in the URL fragment, which browsers never send to a server; the pages store it
+in sessionStorage and remove it from the address bar at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import RedirectResponse
+
+from callgate.identity.errors import ProviderError, SsoFailed
+from callgate.identity.oidc_signin import PENDING_TTL_S, OidcSignIn
+
+STATE_COOKIE = "callgate_sso_state"
+
+
+def sso_router(sign_in: OidcSignIn | None) -> APIRouter:
+    router = APIRouter(prefix="/api/sso", tags=["auth"])
+
+    @router.get("")
+    def sso_info() -> dict[str, Any]:
+        """Whether single sign-on is on, and the name on its button."""
+        return {"enabled": sign_in is not None, "label": sign_in.label if sign_in else None}
+
+    @router.get("/login")
+    async def sso_login(request: Request, next: str = "/") -> Response:
+        """Start a sign-in: redirect to the provider with PKCE, state and nonce."""
+        if sign_in is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="single sign-on is off")
+        try:
+            client = request.client.host if request.client is not None else None
+            url, state = await sign_in.start(next, client)
+        except ProviderError as exc:
+            raise HTTPException(
+                status.HTTP_502_BAD_GATEWAY, detail=f"identity provider unavailable: {exc}"
+            ) from None
+        response = RedirectResponse(url, status_code=status.HTTP_302_FOUND)
+        response.set_cookie(
+            STATE_COOKIE,
+            state,
+            max_age=int(PENDING_TTL_S),
+            path="/api/sso",
+            httponly=True,
+            samesite="lax",  # sent on the provider's top-level redirect back to us
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    @router.get("/callback")
+    async def sso_callback(
+        request: Request,
+        code: str | None = None,
+        state: str | None = None,
+        error: str | None = None,
+    ) -> Response:
+        """The provider's redirect back (OpenID Connect Core 1.0 §3.1.2.5-6)."""
+        if sign_in is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="single sign-on is off")
+        next_path = sign_in.next_path(state or "")
+        client = request.client.host if request.client is not None else None
+        try:
+            if error:
+                sign_in.refuse(state, client, f"the provider answered {error[:64]!r}")
+            _user, token, _expires, next_path = await sign_in.finish(
+                code, state, request.cookies.get(STATE_COOKIE), client
+            )
+            fragment = f"sso_token={quote(token)}"
+        except SsoFailed as exc:
+            fragment = f"sso_error={quote(exc.reason)}"
+        response = RedirectResponse(
+            f"{next_path}#{fragment}", status_code=status.HTTP_303_SEE_OTHER
+        )
+        response.delete_cookie(STATE_COOKIE, path="/api/sso")
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    return router

@@ -1,0 +1,70 @@
+"""What `callgate serve` runs for `[identity]`: the password sign-in with the directory and its
+check, and single sign-on (OIDC)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from fastapi import APIRouter
+
+from callgate.accounts.service import AccountService
+from callgate.identity.directory import LdapDirectory
+from callgate.identity.errors import DirectoryUnavailable
+from callgate.identity.ldap_signin import PasswordSignIn
+from callgate.identity.ldap_sync import DirectoryCheck
+from callgate.identity.oidc_provider import OidcProvider
+from callgate.identity.oidc_routes import sso_router
+from callgate.identity.oidc_signin import OidcSignIn
+from callgate.identity.settings import IdentitySettings
+from callgate.storage.db import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IdentityRuntime:
+    password_sign_in: PasswordSignIn | None = None
+    check: DirectoryCheck | None = None
+    sso: OidcSignIn | None = None
+    provider: OidcProvider | None = None
+
+    def router(self) -> APIRouter:
+        """/api/sso (always there: it tells the pages whether to offer single sign-on)."""
+        return sso_router(self.sso)
+
+    async def stop(self) -> None:
+        if self.check is not None:
+            await self.check.stop()
+        if self.provider is not None:
+            await self.provider.aclose()
+
+
+async def start_identity(
+    settings: IdentitySettings, store: Store, accounts: AccountService
+) -> IdentityRuntime:
+    """Build and start what the settings turn on. A directory that is down at start is logged,
+    not fatal: local accounts (the break-glass admin) must still sign in."""
+    runtime = IdentityRuntime()
+    if settings.oidc.enabled:
+        runtime.provider = OidcProvider(settings.oidc)
+        runtime.sso = OidcSignIn(runtime.provider, accounts, store)
+        log.info("single sign-on with %s", settings.oidc.issuer)
+    if not settings.ldap.enabled:
+        return runtime
+    directory = LdapDirectory(settings.ldap)
+    try:
+        await asyncio.to_thread(_probe, directory)
+        log.info("LDAP directory %s reachable", settings.ldap.url)
+    except DirectoryUnavailable as exc:
+        log.warning("LDAP directory not reachable at start: %s", exc)
+    runtime.check = DirectoryCheck(directory, store, accounts.realm)
+    runtime.check.start()
+    runtime.password_sign_in = PasswordSignIn(accounts, store, directory)
+    return runtime
+
+
+def _probe(directory: LdapDirectory) -> None:
+    with directory.service():
+        pass
