@@ -61,7 +61,6 @@ class LinkedAccounts:
             groups=json.dumps(list(profile["groups"])),
             password_hash=None,
             realm=self._realm,
-            turn_key_hex=None,
             is_admin=profile["role"] == "admin",
             role=profile["role"],
             legal_hold=False,
