@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -37,6 +35,7 @@ from tests.e2e.helpers import (
     start_cli,
     wait_for,
 )
+from tests.e2e.small_disk import fill, mounted_tmpfs
 
 CALLER_HZ, CALLEE_HZ = 440.0, 880.0
 FAST = {
@@ -275,31 +274,8 @@ async def test_with_the_recorder_unavailable_the_callee_never_rings(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs of our own (root only), unmounted afterwards."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small-disk", size="2m", mode="0700") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(directory: Path) -> None:
-    """Write zeros into `directory` until the file system is full."""
-    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while os.write(fd, b"\0" * 65536):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.timeout(180)
@@ -324,7 +300,7 @@ async def test_a_recording_disk_that_fills_mid_call_ends_the_call_recording_fail
         alice_events: list[dict[str, Any]] = []
         await read_event(alice, "connected", 30, alice_events)
         filled = time.time()
-        fill(small_disk)
+        fill(small_disk / "filler")
         _, alice_events, _ = await finish(alice, alice_events, timeout=30)
         _, bob_events, _ = await finish(bob, bob_events, timeout=15)
     finally:
