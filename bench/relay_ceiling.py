@@ -46,7 +46,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from serve_process import callgate_binary, free_port, free_relay_range
+from serve_process import callgate_turn_command, free_port, free_relay_range
 
 LOOPBACK = "127.0.0.1"
 USER, PASSWORD, REALM = "bench", "bench-password", "bench"
@@ -125,29 +125,6 @@ def coturn_command(port: int, low: int, high: int, log: Path) -> list[str]:
     ]
 
 
-def callgate_command(port: int, low: int, high: int) -> list[str]:
-    return [
-        callgate_binary(),
-        "turn",
-        "--listen",
-        f"{LOOPBACK}:{port}",
-        "--relay-ip",
-        LOOPBACK,
-        "--relay-ports",
-        f"{low}-{high}",
-        "--realm",
-        REALM,
-        "--user",
-        f"{USER}:{PASSWORD}",
-        "--allow-peer",
-        "127.0.0.0/8",
-        "--max-allocations-per-user",
-        "0",
-        "--log-level",
-        "WARNING",
-    ]
-
-
 def answers_binding(port: int, timeout: float = 20.0) -> bool:
     """Poll with STUN Binding requests until the relay answers (startup under load is slow)."""
     request = struct.pack("!HHI", 1, 0, 0x2112A442) + os.urandom(12)
@@ -172,7 +149,7 @@ def start_relay(
     if server == "coturn":
         command = coturn_command(port, low, high, work / "coturn.log")
     else:
-        command = callgate_command(port, low, high)
+        command = callgate_turn_command(port, low, high, realm=REALM, user=USER, password=PASSWORD)
     pin = ["taskset", "-c", cpu] if cpu else []
     with open(work / f"{server}.err", "ab") as errors:
         process = subprocess.Popen(pin + command, stdout=subprocess.DEVNULL, stderr=errors)

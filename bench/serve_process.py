@@ -43,6 +43,35 @@ def callgate_binary() -> str:
     return found
 
 
+def callgate_turn_command(
+    port: int, low: int, high: int, *, realm: str, user: str, password: str
+) -> list[str]:
+    """`callgate turn` on loopback with one static user, relaying to loopback peers only.
+
+    No per-user allocation quota: the load generators hold many allocations as one user
+    (turnutils_uclient three a client, one an abandoned probe)."""
+    return [
+        callgate_binary(),
+        "turn",
+        "--listen",
+        f"{LOOPBACK}:{port}",
+        "--relay-ip",
+        LOOPBACK,
+        "--relay-ports",
+        f"{low}-{high}",
+        "--realm",
+        realm,
+        "--user",
+        f"{user}:{password}",
+        "--allow-peer",
+        "127.0.0.0/8",
+        "--max-allocations-per-user",
+        "0",
+        "--log-level",
+        "WARNING",
+    ]
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 for both UDP and TCP."""
     while True:

@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from serve_process import callgate_binary, free_port
+from serve_process import callgate_turn_command, free_port
 
 LOOPBACK = "127.0.0.1"
 REALM = "bench"
@@ -184,30 +184,6 @@ def coturn_command(port: int, low: int, high: int, log: Path, threads: int | Non
     return command
 
 
-def callgate_command(port: int, low: int, high: int) -> list[str]:
-    return [
-        callgate_binary(),
-        "turn",
-        "--listen",
-        f"{LOOPBACK}:{port}",
-        "--relay-ip",
-        LOOPBACK,
-        "--relay-ports",
-        f"{low}-{high}",
-        "--realm",
-        REALM,
-        "--user",
-        f"{USER}:{PASSWORD}",
-        "--allow-peer",
-        "127.0.0.0/8",
-        # uclient holds three allocations per client (one abandoned probe): no per-user quota.
-        "--max-allocations-per-user",
-        "0",
-        "--log-level",
-        "WARNING",
-    ]
-
-
 def uclient_command(args: argparse.Namespace, server_port: int, peer_port: int) -> list[str]:
     command = [binary("turnutils_uclient")]
     if args.transport == "tcp":
@@ -312,7 +288,7 @@ def run_one(name: str, args: argparse.Namespace, workdir: Path) -> Result:
     if name == "coturn":
         command = coturn_command(port, low, high, workdir / "turnserver.log", args.coturn_threads)
     else:
-        command = callgate_command(port, low, high)
+        command = callgate_turn_command(port, low, high, realm=REALM, user=USER, password=PASSWORD)
     log = open(workdir / f"{name}.out", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     peer_port = free_udp_pair()

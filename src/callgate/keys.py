@@ -21,7 +21,13 @@ def load_or_create_secret(data_dir: Path, name: str, *, nbytes: int = 32) -> str
     except FileNotFoundError:
         pass
     value = secrets.token_urlsafe(nbytes)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(value + "\n")
+    write_private_file(path, (value + "\n").encode("ascii"))
     return value
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600 holding `data`; an existing file is an error (FileExistsError),
+    so a secret is never written into a file someone else made or could already read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)

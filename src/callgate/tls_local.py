@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from callgate.keys import write_private_file
+
 CA_DAYS = 3650
 SERVER_DAYS = 397  # browsers refuse longer-lived server certificates from public CAs
 RENEW_BEFORE = dt.timedelta(days=30)
@@ -109,9 +111,7 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         serialization.NoEncryption(),
     )
     path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
+    write_private_file(path, pem)
 
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:

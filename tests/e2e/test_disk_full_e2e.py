@@ -8,9 +8,6 @@ message (never 500). After the filler is removed: all of it works again, without
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,45 +25,12 @@ from tests.e2e.helpers import (
     password_of,
     wait_for,
 )
+from tests.e2e.small_disk import fill, mounted_tmpfs
 from tests.integration.turn_client import error_code, udp_client
 
 pytestmark = pytest.mark.timeout(120)
 
 TMPFS_SIZE = "24m"
-
-
-@contextlib.contextmanager
-def small_disk(mount_point: Path) -> Iterator[Path]:
-    """A tmpfs of TMPFS_SIZE at `mount_point` (root only; skipped elsewhere), unmounted after."""
-    mount_point.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0755", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def fill(path: Path) -> None:
-    """Write `path` until the file system refuses more (ENOSPC)."""
-    chunk = b"\xff" * (1 << 20)
-    with path.open("wb", buffering=0) as filler:
-        try:
-            while True:
-                filler.write(chunk)
-        except OSError:
-            pass
-        for size in (1 << 16, 4096, 512):  # the last few pages too
-            with contextlib.suppress(OSError):
-                while True:
-                    filler.write(chunk[:size])
 
 
 def health(serve: Serve) -> tuple[int, dict[str, object]]:
@@ -82,7 +46,7 @@ async def allocate(serve: Serve, source: str, username: str, password: str) -> o
 
 @pytest.fixture
 def full_disk_serve(tmp_path: Path, user_template: Path) -> Iterator[Serve]:
-    with small_disk(tmp_path / "disk") as disk:
+    with mounted_tmpfs(tmp_path / "disk", size=TMPFS_SIZE, mode="0755") as disk:
         server = new_serve(disk, template=user_template)
         server.log_path = tmp_path / "serve.log"  # the log must not need the full disk
         server.start(timeout=60)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -37,6 +35,7 @@ from tests.e2e.helpers import (
     start_cli,
     wait_for,
 )
+from tests.e2e.small_disk import fill, mounted_tmpfs
 
 CALLER_HZ, CALLEE_HZ = 440.0, 880.0
 FAST = {
@@ -275,31 +274,40 @@ async def test_with_the_recorder_unavailable_the_callee_never_rings(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs of our own (root only), unmounted afterwards."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small-disk", size="2m", mode="0700") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def fill(directory: Path) -> None:
-    """Write zeros into `directory` until the file system is full."""
-    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+async def connected_call(
+    server: Serve, tmp: Path, duration: float
+) -> tuple[
+    asyncio.subprocess.Process,
+    list[dict[str, Any]],
+    asyncio.subprocess.Process,
+    list[dict[str, Any]],
+]:
+    """bob answering (880 Hz), then alice calling him (440 Hz for `duration` s) until connected:
+    (bob, his events, alice, her events). Neither is left running if that fails."""
+    bob_events: list[dict[str, Any]] = []
+    alice_events: list[dict[str, Any]] = []
+    bob = await start_cli(
+        server, "bob", "answer", "--count", "1", "--tone", str(CALLEE_HZ), config_dir=tmp
+    )
+    alice = None
     try:
-        while os.write(fd, b"\0" * 65536):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        await read_event(bob, "ready", 15, bob_events)
+        alice = await start_cli(
+            server, "alice", "call", "bob", "--tone", str(CALLER_HZ), "--duration", str(duration),
+            config_dir=tmp,
+        )  # fmt: skip
+        await read_event(alice, "connected", 30, alice_events)
+    except BaseException:
+        for process in (alice, bob):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
+        raise
+    return bob, bob_events, alice, alice_events
 
 
 @pytest.mark.timeout(180)
@@ -313,18 +321,9 @@ async def test_a_recording_disk_that_fills_mid_call_ends_the_call_recording_fail
     add_rule(server)
     server.start()
     try:
-        bob_events: list[dict[str, Any]] = []
-        bob = await start_cli(server, "bob", "answer", "--count", "1", "--tone", "880",
-                              config_dir=tmp_path)  # fmt: skip
-        await read_event(bob, "ready", 15, bob_events)
-        alice = await start_cli(
-            server, "alice", "call", "bob", "--tone", "440", "--duration", "40",
-            config_dir=tmp_path,
-        )  # fmt: skip
-        alice_events: list[dict[str, Any]] = []
-        await read_event(alice, "connected", 30, alice_events)
+        bob, bob_events, alice, alice_events = await connected_call(server, tmp_path, 40)
         filled = time.time()
-        fill(small_disk)
+        fill(small_disk / "filler")
         _, alice_events, _ = await finish(alice, alice_events, timeout=30)
         _, bob_events, _ = await finish(bob, bob_events, timeout=15)
     finally:
@@ -356,16 +355,7 @@ async def test_a_server_killed_mid_call_leaves_a_recording_that_plays_up_to_its_
     server.start()
     bob = alice = None
     try:
-        bob_events: list[dict[str, Any]] = []
-        bob = await start_cli(server, "bob", "answer", "--count", "1", "--tone", "880",
-                              config_dir=tmp_path)  # fmt: skip
-        await read_event(bob, "ready", 15, bob_events)
-        alice = await start_cli(
-            server, "alice", "call", "bob", "--tone", "440", "--duration", "60",
-            config_dir=tmp_path,
-        )  # fmt: skip
-        alice_events: list[dict[str, Any]] = []
-        await read_event(alice, "connected", 30, alice_events)
+        bob, _, alice, alice_events = await connected_call(server, tmp_path, 60)
         call_id = alice_events[0]["call_id"]
         await asyncio.sleep(2.0)  # some media on disk
         server.kill()  # SIGKILL: no last chunk, no closing entry

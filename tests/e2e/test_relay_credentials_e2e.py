@@ -126,13 +126,29 @@ async def test_the_relay_is_call_bound_by_default_not_an_open_proxy(serve: Serve
         assert _reason(refused) == "Call-bound relay: peer is not your call's other party"
 
 
+async def _new_users_relay_credential(serve: Serve, handle: str) -> dict[str, str]:
+    """Add `handle` and sign in once: the TURN REST credential its `hello` hands out."""
+    serve.add_users([handle])
+    async with connected(serve, handle) as client:
+        turn: dict[str, str] = next(s for s in client.hello["ice_servers"] if "username" in s)
+    return turn
+
+
+async def _relay_session_ends_as(serve: Serve, handle: str, reason: str) -> None:
+    """Wait (up to 10 s) until a relay session of `handle` is recorded ended with `reason`."""
+
+    def ended() -> list[dict[str, object]]:
+        rows = rows_of(serve.database, RELAY_SESSIONS, RELAY_SESSIONS.c.user == handle)
+        return [r for r in rows if r["end_reason"] == reason]
+
+    await wait_for(ended, 10.0, f"{handle}'s relay session ended as {reason}")
+
+
 async def test_a_disabled_accounts_credential_and_allocation_end_within_seconds(
     serve: Serve,
 ) -> None:
     relay = (LOOPBACK, serve.turn_port)
-    serve.add_users(["dave"])
-    async with connected(serve, "dave") as dave:
-        turn = next(s for s in dave.hello["ice_servers"] if "username" in s)
+    turn = await _new_users_relay_credential(serve, "dave")
     async with udp_client(relay, "127.0.0.41") as client:
         assert await _try(client, turn["username"], turn["credential"]) is None
         result = serve.cli("user", "disable", "dave")
@@ -151,29 +167,19 @@ async def test_a_disabled_accounts_credential_and_allocation_end_within_seconds(
         refresh = await client.refresh()  # its allocation is gone (and its credential refused)
         assert error_code(refresh) in (401, 437)
 
-    def ended() -> list[dict[str, object]]:
-        rows = rows_of(serve.database, RELAY_SESSIONS, RELAY_SESSIONS.c.user == "dave")
-        return [r for r in rows if r["end_reason"] == "account-disabled"]
-
-    await wait_for(ended, 10.0, "dave's relay session ended as account-disabled")
+    await _relay_session_ends_as(serve, "dave", "account-disabled")
 
 
 async def test_a_removed_accounts_credential_and_allocation_end_within_seconds(
     serve: Serve,
 ) -> None:
     relay = (LOOPBACK, serve.turn_port)
-    serve.add_users(["erin"])
-    async with connected(serve, "erin") as erin:
-        turn = next(s for s in erin.hello["ice_servers"] if "username" in s)
+    turn = await _new_users_relay_credential(serve, "erin")
     async with udp_client(relay, "127.0.0.43") as client:
         assert await _try(client, turn["username"], turn["credential"]) is None
         result = serve.cli("user", "remove", "erin")
         assert result.returncode == 0, result.stderr
 
-        def ended() -> list[dict[str, object]]:
-            rows = rows_of(serve.database, RELAY_SESSIONS, RELAY_SESSIONS.c.user == "erin")
-            return [r for r in rows if r["end_reason"] == "account-removed"]
-
-        await wait_for(ended, 10.0, "erin's relay session ended as account-removed")
+        await _relay_session_ends_as(serve, "erin", "account-removed")
     async with udp_client(relay, "127.0.0.44") as again:
         assert await _try(again, turn["username"], turn["credential"]) == 401

@@ -169,15 +169,19 @@ class Slapd:
         ldif.write_text(directory_ldif())
         subprocess.run([SLAPADD, "-f", str(conf), "-l", str(ldif)], check=True, capture_output=True)
         self.ldaps_port, self.ldap_port = _free_port(), _free_port()
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
+        """slapd on our ports with our slapd.conf, until it listens on both."""
         urls = f"{self.ldaps_url}/ {self.ldap_url}/"
         # -d 0: stay in the foreground (our child), log nothing.
         self.process = subprocess.Popen(
-            [SLAPD, "-f", str(conf), "-h", urls, "-d", "0"],
+            [SLAPD, "-f", str(self.root / "slapd.conf"), "-h", urls, "-d", "0"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
         self._wait_listening()
-        return self
 
     def _wait_listening(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -220,14 +224,7 @@ class Slapd:
 
     def restart(self) -> None:
         """Start again on the same ports and data (after `stop`)."""
-        conf = self.root / "slapd.conf"
-        urls = f"{self.ldaps_url}/ {self.ldap_url}/"
-        self.process = subprocess.Popen(
-            [SLAPD, "-f", str(conf), "-h", urls, "-d", "0"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self._wait_listening()
+        self._launch()
 
 
 def cleanup(root: Path) -> None:

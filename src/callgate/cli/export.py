@@ -132,6 +132,24 @@ def _export(
     return counter[0].count
 
 
+def _export_store(
+    command: str,
+    config: Path | None,
+    data_dir: Path | None,
+    kind: Literal["cdr", "audit"],
+    where: Any,
+    fmt: Any,
+    output: Path | None,
+) -> int:
+    """Export from the local store of `command`'s settings to `output`; the rows written."""
+    store = open_settings_store(store_settings(command, config, {"data_dir": data_dir}))
+    try:
+        with _output(output) as out:
+            return _export(store, kind, where, fmt, out)
+    finally:
+        store.close()
+
+
 def cdr_export(
     fmt: FormatOpt = "csv",
     output: OutputOpt = None,
@@ -160,12 +178,7 @@ def cdr_export(
                  "disposition": disposition, "poor": poor}  # fmt: skip
         _through_api(url, admin, "/api/cdrs/export", query, output)
         return
-    store = open_settings_store(store_settings("cdr export", config, {"data_dir": data_dir}))
-    try:
-        with _output(output) as out:
-            count = _export(store, "cdr", where, fmt, out)
-    finally:
-        store.close()
+    count = _export_store("cdr export", config, data_dir, "cdr", where, fmt, output)
     err.print(f"exported {count} call records", highlight=False)
 
 
@@ -196,10 +209,5 @@ def audit_export(
                  "object": object_, "since": where.since, "until": where.until}  # fmt: skip
         _through_api(url, admin, "/api/audit/export", query, output)
         return
-    store = open_settings_store(store_settings("audit export", config, {"data_dir": data_dir}))
-    try:
-        with _output(output) as out:
-            count = _export(store, "audit", where, fmt, out)
-    finally:
-        store.close()
+    count = _export_store("audit export", config, data_dir, "audit", where, fmt, output)
     err.print(f"exported {count} audit entries", highlight=False)

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 ROLE_NAMES = ("admin", "compliance", "user")
 ATTRIBUTE_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}")
@@ -53,6 +62,11 @@ def check_group_map(value: dict[str, list[str]]) -> dict[str, list[str]]:
     return value
 
 
+# Both directories map their groups to callgate roles and groups the same way.
+RoleMap = Annotated[dict[str, str], AfterValidator(check_role_map)]
+GroupMap = Annotated[dict[str, list[str]], AfterValidator(check_group_map)]
+
+
 class LdapSettings(BaseModel):
     """`[identity.ldap]`: sign-in with the directory password (simple bind, RFC 4513 §5.1.3)."""
 
@@ -84,8 +98,8 @@ class LdapSettings(BaseModel):
     nested_groups: bool = True
     max_group_depth: int = Field(default=8, ge=1, le=32)
     # Directory group (its name) -> callgate groups; -> role. Unlisted directory groups are ignored.
-    group_map: dict[str, list[str]] = Field(default_factory=dict)
-    role_map: dict[str, str] = Field(default_factory=dict)
+    group_map: GroupMap = Field(default_factory=dict)
+    role_map: RoleMap = Field(default_factory=dict)
     default_role: str = "user"
     allowed_groups: list[str] = Field(default_factory=list)  # empty: every directory user
     create_accounts: bool = True  # just-in-time accounts at first sign-in
@@ -123,16 +137,6 @@ class LdapSettings(BaseModel):
             raise ValueError(f"expected one of {', '.join(ROLE_NAMES)}")
         return value
 
-    @field_validator("role_map")
-    @classmethod
-    def _roles(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_role_map(value)
-
-    @field_validator("group_map")
-    @classmethod
-    def _groups(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        return check_group_map(value)
-
     @model_validator(mode="after")
     def _coherent(self) -> LdapSettings:
         if not self.enabled:
@@ -169,8 +173,8 @@ class OidcSettings(BaseModel):
     name_claim: str = "name"
     email_claim: str = "email"
     groups_claim: str = "groups"
-    group_map: dict[str, list[str]] = Field(default_factory=dict)
-    role_map: dict[str, str] = Field(default_factory=dict)
+    group_map: GroupMap = Field(default_factory=dict)
+    role_map: RoleMap = Field(default_factory=dict)
     default_role: str = "user"
     allowed_groups: list[str] = Field(default_factory=list)
     create_accounts: bool = True
@@ -178,16 +182,6 @@ class OidcSettings(BaseModel):
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256", "EdDSA"])
     ca_file: Path | None = None  # PEM CA bundle for the provider's HTTPS; none = system CAs
     timeout_s: float = Field(default=10.0, gt=0, le=60)
-
-    @field_validator("role_map")
-    @classmethod
-    def _roles(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_role_map(value)
-
-    @field_validator("group_map")
-    @classmethod
-    def _groups(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        return check_group_map(value)
 
     @field_validator("algorithms")
     @classmethod

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_wrap,
 )
 
+from callgate.keys import write_private_file
+
 MASTER_KEY_FILENAME = "recording-master.key"
 MASTER_KEY_ENV = "CALLGATE_RECORDING_MASTER_KEY"
 KEY_BYTES = 32
@@ -62,9 +64,7 @@ def load_master_key(
             raise MasterKeyError(f"{path}: missing") from None
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = secrets.token_bytes(KEY_BYTES)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(base64.b64encode(key).decode("ascii") + "\n")
+        write_private_file(path, base64.b64encode(key) + b"\n")
         return key
     if mode & 0o077:
         raise MasterKeyError(

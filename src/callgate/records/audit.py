@@ -12,7 +12,6 @@ instead of failing — `SELECT … FOR UPDATE` on the head row would not cover a
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from sqlalchemy import Connection, func, insert, select, text
 
+from callgate.keys import write_private_file
 from callgate.records.audit_chain import (
     GENESIS,
     Entry,
@@ -63,9 +63,7 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
+        write_private_file(path, pem)
         return key
     key_obj = load_pem_private_key(data, password=None)
     if not isinstance(key_obj, Ed25519PrivateKey):

@@ -136,20 +136,18 @@ class DbEventSink:
         self._thread.start()
 
     def emit(self, event: AllocationEvent) -> None:
-        if self._closed:
-            self.dropped += 1
-            return
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            self.dropped += 1
+        self._enqueue(event)
 
     def auth_throttled(self, event: AuthThrottled) -> None:
+        self._enqueue(event)
+
+    def _enqueue(self, item: AllocationEvent | AuthThrottled) -> None:
+        """Queue `item` for the writer; counted as dropped once closed or while the queue is full."""
         if self._closed:
             self.dropped += 1
             return
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait(item)
         except queue.Full:
             self.dropped += 1
 

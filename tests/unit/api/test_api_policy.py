@@ -4,16 +4,13 @@ users get 403; every change is audited with before/after; bad input is a precise
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
 from callgate.accounts import AccountService, PasswordPolicy, Passwords
-from callgate.api.app import create_app
 from callgate.api.deps import Services
 from callgate.clock import ManualClock
 from callgate.policy.groups import GroupStore
@@ -61,14 +58,6 @@ def services(store: Store) -> Services:
         policy=PolicyStore(store, clock),
         groups=GroupStore(store, clock),
     )
-
-
-@pytest.fixture
-async def client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(registry=CollectorRegistry(), services=services)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        yield http
 
 
 async def login(client: httpx.AsyncClient, handle: str) -> dict[str, str]:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
 from callgate.accounts import AccountService, PasswordPolicy, Passwords
-from callgate.api.app import create_app
 from callgate.api.deps import RelayStatus, Services
 from callgate.clock import ManualClock
 from callgate.records.audit import AuditLog
@@ -42,11 +38,3 @@ def services(store: Store, tmp_path: Path, live: FakeLiveCalls) -> Services:
         live=live,
         relays=lambda: [RELAY],
     )
-
-
-@pytest.fixture
-async def client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(registry=CollectorRegistry(), services=services)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        yield http
