@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -106,26 +106,35 @@ async def test_rotated_key_is_fetched(keys: KeyServer, provider: OidcProvider) -
     assert keys.jwks_hits == 2
 
 
+def _from_now(seconds: int) -> int:
+    return int(time.time()) + seconds
+
+
+# Claims as functions, evaluated when the test runs: times taken at collection would drift
+# (a token "issued 10 minutes in the future" is no longer so 10 minutes into a long run).
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({"aud": "someone-else"}, "wrong aud"),
-        ({"iss": "https://evil.example"}, "wrong iss"),
-        ({"nonce": "replayed-nonce"}, "wrong nonce"),
-        ({"nonce": None}, "missing claim nonce"),
-        ({"exp": int(time.time()) - 120}, "expired (exp)"),
+        (lambda: {"aud": "someone-else"}, "wrong aud"),
+        (lambda: {"iss": "https://evil.example"}, "wrong iss"),
+        (lambda: {"nonce": "replayed-nonce"}, "wrong nonce"),
+        (lambda: {"nonce": None}, "missing claim nonce"),
+        (lambda: {"exp": _from_now(-120)}, "expired (exp)"),
         (
-            {"iat": int(time.time()) + 600, "exp": int(time.time()) + 900},
+            lambda: {"iat": _from_now(600), "exp": _from_now(900)},
             "issued in the future (iat)",
         ),
-        ({"aud": [CLIENT, "other"], "azp": "other"}, "wrong azp"),
+        (lambda: {"aud": [CLIENT, "other"], "azp": "other"}, "wrong azp"),
     ],
 )
 async def test_bad_claims(
-    keys: KeyServer, provider: OidcProvider, changes: dict[str, Any], reason: str
+    keys: KeyServer,
+    provider: OidcProvider,
+    changes: Callable[[], dict[str, Any]],
+    reason: str,
 ) -> None:
     with pytest.raises(TokenRejected) as caught:
-        await provider.verify_id_token(keys.sign(**changes), NONCE)
+        await provider.verify_id_token(keys.sign(**changes()), NONCE)
     assert str(caught.value) == reason
 
 
