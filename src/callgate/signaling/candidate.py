@@ -27,7 +27,7 @@ KNOWN_EXTENSIONS = frozenset({"tcptype", "generation", "ufrag", "network-id", "n
 _FOUNDATION = re.compile(r"[A-Za-z0-9+/]{1,32}")
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")  # RFC 8866 §9 token
 _VCHARS = re.compile(r"[\x21-\x7e]+")
-_ADDRESS = re.compile(r"[0-9A-Za-z.:\-\[\]]{1,255}")  # IPv4, IPv6, FQDN (mDNS .local)
+_ADDRESS = re.compile(r"[0-9A-Za-z.:\-]{1,255}")  # IPv4, IPv6 (never bracketed), FQDN (mDNS .local)
 _TRANSPORTS = frozenset({"udp", "UDP", "tcp", "TCP"})
 
 
