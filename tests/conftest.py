@@ -6,8 +6,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import random
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -21,56 +19,12 @@ from callgate.turn.config import TurnConfig
 from callgate.types import Address, Transport
 from callgate.types.events import AllocationEvent, EventKind, EventSink, ListSink
 from tests.db_backends import database_url, empty_database_url, pg_server  # noqa: F401 - fixtures
+from tests.ports import LOOPBACK, free_port, free_udp_pair, relay_port_range  # noqa: F401 - re-exported
 
 REALM = "test"
 USER = "alice"
 PASSWORD = "secret"
 AUTH_SECRET = "s3cr3t"
-LOOPBACK = "127.0.0.1"
-
-
-def free_port(kind: int = socket.SOCK_DGRAM, *, both: bool = True) -> int:
-    """A port free on 127.0.0.1 for `kind` (and, with `both`, for the other of UDP/TCP too)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, kind) as sock:
-            sock.bind((LOOPBACK, 0))
-            port: int = sock.getsockname()[1]
-        if not both:
-            return port
-        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
-        try:
-            with socket.socket(socket.AF_INET, other) as sock:
-                sock.bind((LOOPBACK, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port on 127.0.0.1")
-
-
-def free_udp_pair() -> int:
-    """An even UDP port P with P and P+1 free (turnutils_peer listens on both)."""
-    for _ in range(100):
-        port = random.randrange(20000, 32000, 2)
-        try:
-            with (
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-            ):
-                a.bind((LOOPBACK, port))
-                b.bind((LOOPBACK, port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free UDP port pair on 127.0.0.1")
-
-
-def relay_port_range(size: int = 1000) -> tuple[int, int]:
-    """A relay port block below the kernel's ephemeral range, random so parallel runs rarely meet.
-
-    The server skips ports that are taken, so a collision costs a retry, not a failure.
-    """
-    start = random.randrange(10000, 32768 - size, 2)
-    return start, start + size - 1
 
 
 def rest_credentials(
@@ -212,3 +166,17 @@ def store(database_url: str) -> Iterator[Store]:  # noqa: F811 - database_url is
     opened = open_store(database_url)
     yield opened
     opened.close()
+
+
+# The slow layers first: under pytest-xdist (scripts/test) each module runs on one worker, and a
+# long module handed out last would leave the other workers idle while it finishes.
+_LAYER_ORDER = ("lab", "browser", "e2e", "identity", "interop", "integration", "unit")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def layer(item: pytest.Item) -> int:
+        parts = item.nodeid.split("/")
+        name = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
+        return _LAYER_ORDER.index(name) if name in _LAYER_ORDER else len(_LAYER_ORDER)
+
+    items.sort(key=layer)  # stable: the order within a layer stays as collected

@@ -37,6 +37,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from callgate.storage.db import create_store_engine, migrate, sqlite_url
+from tests.ports import free_port
 
 BACKENDS = ("sqlite", "postgresql")
 PG_TEMPLATE = "callgate_migrated"
@@ -58,12 +59,6 @@ def pg_bindir() -> Path | None:
         key=lambda d: [int(n) for n in re.findall(r"\d+", d.parent.name)],
     )
     return versions[-1] if versions else None
-
-
-def _free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PgServer:
@@ -98,7 +93,7 @@ class PgServer:
         )  # fmt: skip
         pwfile.unlink()
         for attempt in range(3):  # the free port may be taken between picking and binding
-            self.port = _free_tcp_port()
+            self.port = free_port(socket.SOCK_STREAM, both=False)
             options = (
                 f"-c listen_addresses=127.0.0.1 -c port={self.port} "
                 f"-c unix_socket_directories={self.root} -c fsync=off "

@@ -11,10 +11,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -30,6 +28,7 @@ from callgate.client.signaling import SignalingClient
 from callgate.storage.db import sqlite_url
 from callgate.storage.models import Call, CallQuality, RelaySession
 from tests.cli_process import COMMAND, clean_env
+from tests.ports import free_port, relay_port_range
 
 LOOPBACK = "127.0.0.1"
 USERS = ("alice", "bob", "carol")
@@ -66,25 +65,9 @@ def callgate(
     )
 
 
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((LOOPBACK, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((LOOPBACK, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port on 127.0.0.1")
-
-
 def private_relay_range(size: int = 400) -> tuple[int, int]:
-    """A relay port block in a high range below the kernel's ephemeral ports (32768+)."""
-    start = random.randrange(20000, 32000 - size, 2)
-    return start, start + size - 1
+    """A relay port block of this test worker's own (tests/ports.py)."""
+    return relay_port_range(size)
 
 
 def store_env(database_url: str | None) -> dict[str, str]:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import trustme
 
+from tests.ports import free_port as _free_port
+
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
 LDAPMODIFY = "/usr/bin/ldapmodify"
@@ -58,12 +60,6 @@ def ssha(password: str) -> str:
     salt = os.urandom(8)
     digest = hashlib.sha1(password.encode() + salt).digest()
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def user_dn(uid: str) -> str:

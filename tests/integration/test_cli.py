@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_process import COMMAND, clean_env
+from tests.ports import free_port
 
 MAGIC_COOKIE = 0x2112A442
 
@@ -39,21 +40,6 @@ def callgate(
         env=clean_env(**env),
         timeout=60,
     )
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def binding_request(port: int, timeout: float = 0.5) -> bytes | None:

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callgate.client.errors import LoginError, SignalingError
 from callgate.client.signaling import SignalingClient
+from tests.ports import free_port
 
 TOKEN = "tok-alice"
 HELLO = {
@@ -172,9 +173,7 @@ async def test_bad_password_and_bad_token(server: tuple[str, Starlette]) -> None
 
 
 async def test_unreachable_server() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port(socket.SOCK_STREAM, both=False)  # nothing listens there
     with pytest.raises(LoginError, match="cannot reach"):
         await SignalingClient.login(f"http://127.0.0.1:{port}", "alice", "pw", timeout=2)
     with pytest.raises(SignalingError) as refused:

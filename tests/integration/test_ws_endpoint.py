@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,15 +24,10 @@ from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub import SignalingHub
 from callgate.signaling.iceconfig import IceServerConfig
 from callgate.storage.db import open_store, sqlite_url
+from tests.ports import free_port
 
 NOW = datetime.now(UTC)
 ALICE = UserRecord(1, "alice", "Alice", (), "callgate", False, False, True, NOW, NOW)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
