@@ -100,11 +100,14 @@ class Watch:
     def __init__(self, detector: Detector) -> None:
         self.detector = detector
         self.taken: dict[SessionKey, Counters] = {}
+        self._present: set[SessionKey] = set()
 
     def changes(self) -> list[Change]:
         found = []
+        self._present = set()
         for session in self.detector.report().sessions:
             key = (session.host, session.app, session.peer, session.sanctioned)
+            self._present.add(key)
             now = (session.packets_out, session.packets_in, session.bytes_out, session.bytes_in)
             before = self.taken.get(key)
             if before == now:
@@ -118,7 +121,11 @@ class Watch:
         return found
 
     def commit(self, changes: list[Change]) -> None:
-        """The changes were handled: the next `changes()` counts from here."""
+        """The changes were handled: the next `changes()` counts from here. Sessions gone from
+        the report (all their flows evicted) are forgotten: memory stays bounded by the flow
+        table, and one that comes back with new flows counts them from zero."""
+        for key in self.taken.keys() - self._present:
+            del self.taken[key]
         for change in changes:
             s = change.session
             key = (s.host, s.app, s.peer, s.sanctioned)

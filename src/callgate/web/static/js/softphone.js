@@ -62,6 +62,8 @@ async function start(user) {
   show("me", true);
   show("signout", true);
   show("console-link", ["admin", "compliance", "security"].includes(user.role));
+  // Security officers have one console page: unmanaged calling (the others are for admin/compliance).
+  if (user.role === "security") $("console-link").href = "/console/unmanaged";
   connectSignaling();
   await Promise.all([loadDirectory(), loadHistory()]);
   state.directoryTick = setInterval(loadDirectory, DIRECTORY_MS);
