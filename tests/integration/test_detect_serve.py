@@ -1,7 +1,10 @@
 """`callgate serve --monitor IFACE` in a network namespace we create: RTP arriving on a veth
 becomes a stored finding, visible to admin and security (not to compliance or users, whose
 refusal is audited), audited, counted on /metrics, sent to syslog and to a signed webhook; a flow
-to an allow-listed relay is stored as sanctioned and raises no alert.
+to an allow-listed relay is stored as sanctioned and raises no alert; and a real capture (a Skype
+conference call from nDPI's test data) replayed onto the veth with Debian's `tcpreplay` is found
+and named. The delay from its first packet to the API is printed (not asserted:
+bench/detect_live_latency.py measures it).
 
 The test talks to the namespace's loopback from a thread that entered the namespace (setns), so
 servers and clients there are plain sockets of this process."""
@@ -13,6 +16,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +32,7 @@ import httpx
 import pytest
 
 from tests.cli_process import COMMAND, clean_env
+from tests.integration.detect_support import pcaps_dir
 from tests.integration.test_cli import callgate
 from tests.lab.netns import Netns
 from tests.unit.runtime.test_alerts import Receiver
@@ -45,6 +51,8 @@ for port, dest in ((5006, 5004), (5008, 3478)):
         time.sleep(0.01)
 """
 CLONE_NEWNET = 0x40000000
+REPLAYED = "ndpi/skype-conference-call.pcap"  # 200 Ethernet frames over 1.5 s
+REPLAYED_HOST, REPLAYED_APP = "192.168.2.20", "Microsoft Teams/Skype"
 
 
 def inside(ns: str) -> ThreadPoolExecutor:
@@ -88,6 +96,9 @@ def lab() -> Iterator[Netns]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and AF_PACKET need root")
 def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_path: Path) -> None:
+    capture = pcaps_dir() / REPLAYED
+    tcpreplay = shutil.which("tcpreplay")
+    assert tcpreplay, "tcpreplay is missing (scripts/test installs Debian's tcpreplay)"
     a, b = lab.full("a"), lab.full("b")
     data = tmp_path / "data"
     tokens: dict[str, str] = {}
@@ -101,7 +112,7 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
     pool.submit(syslog.bind, ("127.0.0.1", 0)).result()
     config = tmp_path / "callgate.toml"
     config.write_text(
-        f'[monitor]\ninternal = ["10.9.0.1/32"]\nallow_relays = ["10.9.0.2:5008"]\n'
+        f'[monitor]\ninternal = ["10.9.0.1/32", "{REPLAYED_HOST}/32"]\nallow_relays = ["10.9.0.2:5008"]\n'
         f'interval_s = 0.3\nsyslog = "127.0.0.1:{syslog.getsockname()[1]}"\n'
         f'webhook_url = "{receiver.url}"\nwebhook_secret = "{SECRET}"\n'
     )
@@ -159,6 +170,23 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
         syslog.settimeout(30)
         message = syslog.recv(4096)
         assert b"detect.finding" in message and b'host="10.9.0.1"' in message
+
+        # a real capture replayed onto the veth at its own pace is found and named
+        replay = subprocess.Popen(lab.exec_argv(b, tcpreplay, "-q", "--intf1=vb", str(capture)),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+
+        def replayed() -> tuple[dict[str, Any], float] | None:
+            for f in get("/api/findings", "sec").json()["findings"]:
+                if f["host"] == REPLAYED_HOST and f["app"] == REPLAYED_APP:
+                    return f, time.time()
+            return None
+
+        found, seen_at = until(replayed, "the replayed call")
+        output, _ = replay.communicate(timeout=60)
+        assert replay.returncode == 0, output
+        first = datetime.fromisoformat(found["first_seen"]).timestamp()
+        print(f"replayed call in the API {seen_at - first:.2f} s after its first packet")
+        assert not found["sanctioned"] and found["packets_out"] + found["packets_in"] > 0
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(30)
@@ -167,8 +195,14 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
         receiver.server.shutdown()
         pool.shutdown()
     assert code == 0, (tmp_path / "server.log").read_text()
-    (headers, body), *more = receiver.requests
-    assert more == []  # one alert: the unsanctioned finding; the allow-listed relay raises none
+    alerted = [json.loads(body)["finding"] for _, body in receiver.requests]
+    # one alert per unsanctioned finding; the allow-listed relay raises none
+    assert sorted((f["host"], f["peer"]) for f in alerted if f["host"] == "10.9.0.1") == [
+        ("10.9.0.1", "10.9.0.2")
+    ]
+    assert all(not f["sanctioned"] for f in alerted)
+    assert REPLAYED_HOST in {f["host"] for f in alerted}
+    headers, body = receiver.requests[0]
     stamp = headers["X-Callgate-Timestamp"]
     mac = hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     assert headers["X-Callgate-Signature"] == f"sha256={mac}"

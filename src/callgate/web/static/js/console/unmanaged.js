@@ -1,10 +1,11 @@
-// Unmanaged calling: what the monitor inside `serve` found (GET /api/findings), polled every 2 s.
+// Unmanaged calling: what the monitor inside `serve` found (GET /api/findings), polled every
+// second (a finding shows within about monitor.interval_s + 1 s of its first packet).
 // Security officers and admins only; unsanctioned findings first in attention, newest first.
 
 import { formatTime } from "../api.js";
 import { api, boot, el, section, showError, table } from "./common.js";
 
-const POLL_MS = 2000;
+const POLL_MS = 1000;
 
 function volume(bytes) {
   if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
