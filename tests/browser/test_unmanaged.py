@@ -1,5 +1,6 @@
 """The console's "Unmanaged calling" page: a security officer sees the findings stored by the
-monitor inside `serve` and new ones appear without reloading; compliance officers are refused.
+monitor inside `serve`, new ones appear without reloading, and the nftables ruleset downloaded
+from the page blocks the unsanctioned peer only; compliance officers are refused.
 The findings are written into the server's database the way the monitor writes them
 (records/findings.py); tests/integration/test_detect_serve.py proves the monitor → database part
 on a real interface."""
@@ -25,7 +26,7 @@ def change(host: str, app: str, peer: str, sanctioned: bool, packets: int) -> Ch
     session = Session(host, app, peer, sanctioned, now - 30, now, packets, packets,
                       packets * 200, packets * 200, confidence=0.9, paths=["p2p"],
                       protocols=["RTP"], evidence=["RTP both ways"])  # fmt: skip
-    return Change(session, packets, packets, packets * 200, packets * 200)
+    return Change(session, packets, packets, packets * 200, packets * 200, ("udp/*",))
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def test_security_officer_sees_findings_live_and_compliance_is_refused(
 ) -> None:
     errors: list[str] = []
     add_security_officer(serve)
-    findings.record("eth0", [change("10.0.0.5", "Skype (classic peer-to-peer)", "198.51.100.7",
+    findings.record("eth0", [change("10.0.0.5", "Skype (classic peer-to-peer)", "104.46.40.49",
                                     False, 40)])  # fmt: skip
     page = new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -61,7 +62,7 @@ def test_security_officer_sees_findings_live_and_compliance_is_refused(
     row = page.locator("#findings-table tr[data-sanctioned='false']", has_text="10.0.0.5")
     row.wait_for()
     text = row.inner_text()
-    assert "Skype (classic peer-to-peer)" in text and "198.51.100.7" in text
+    assert "Skype (classic peer-to-peer)" in text and "104.46.40.49" in text
     assert "Unsanctioned" in text and "40 / 40" in text
     assert "Monitoring is off" in page.locator("#monitor-status").inner_text()
     # a finding stored while the page is open shows up without a reload
@@ -73,6 +74,13 @@ def test_security_officer_sees_findings_live_and_compliance_is_refused(
     fresh.wait_for(state="detached", timeout=15_000)
     assert row.count() == 1
     screenshot(page, "console-unmanaged")
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download nftables ruleset").click()
+    download = download_info.value
+    assert download.suggested_filename == "callgate-block.nft"
+    ruleset = open(download.path(), encoding="utf-8").read()  # noqa: SIM115
+    assert "104.46.40.49 . udp" in ruleset and "192.0.2.10" not in ruleset  # sanctioned: spared
+    page.get_by_text("Ruleset downloaded").wait_for()
     # the softphone sends a security officer's "Console" link to this page
     page.goto(serve.url + "/")
     page.locator("#console-link").wait_for()

@@ -51,6 +51,7 @@ for port, dest in ((5006, 5004), (5008, 3478)):
         time.sleep(0.01)
 """
 CLONE_NEWNET = 0x40000000
+NFT = shutil.which("nft") or "/usr/sbin/nft"
 REPLAYED = "ndpi/skype-conference-call.pcap"  # 200 Ethernet frames over 1.5 s
 REPLAYED_HOST, REPLAYED_APP = "192.168.2.20", "Microsoft Teams/Skype"
 
@@ -187,6 +188,29 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
         first = datetime.fromisoformat(found["first_seen"]).timestamp()
         print(f"replayed call in the API {seen_at - first:.2f} s after its first packet")
         assert not found["sanctioned"] and found["packets_out"] + found["packets_in"] > 0
+
+        # the console's block list drops that call's peer and spares our relay (10.9.0.2)
+        assert get("/api/findings/nftables", "comp").status_code == 403
+        answer = get("/api/findings/nftables", "sec")
+        assert answer.status_code == 200 and "attachment" in answer.headers["content-disposition"]
+        assert f"{found['peer']} . udp" in answer.text and "10.9.0.2" not in answer.text
+        (tmp_path / "block.nft").write_text(answer.text)
+        subprocess.run(lab.exec_argv(a, NFT, "-f", str(tmp_path / "block.nft")), check=True)
+        lab.ip(a, "route", "add", f"{found['peer']}/32", "dev", "va")  # stays in our namespaces
+        listener = inside(b)
+        relay = listener.submit(socket.socket, socket.AF_INET, socket.SOCK_DGRAM).result()
+        listener.submit(relay.bind, ("10.9.0.2", 5008)).result()
+        relay.settimeout(30)
+        sender = pool.submit(socket.socket, socket.AF_INET, socket.SOCK_DGRAM).result()
+        with pytest.raises(PermissionError):  # dropped in the output hook
+            pool.submit(sender.sendto, b"blocked", (found["peer"], 5000)).result()
+        pool.submit(sender.sendto, b"still ours", ("10.9.0.2", 5008)).result()
+        assert listener.submit(relay.recv, 100).result() == b"still ours"
+        sender.close()
+        relay.close()
+        listener.shutdown()
+        exported = get("/api/audit/entries?action=detect.nftables", "boss").json()["items"]
+        assert [e["actor"] for e in exported] == ["sec"]
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(30)

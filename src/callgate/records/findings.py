@@ -25,6 +25,8 @@ from callgate.storage.db import Store
 from callgate.storage.models import DetectionFinding, from_unix
 
 REAPPEAR_S = 180.0  # silence after which the same finding counts as a new occurrence
+MAX_TARGETS = 64  # transport/port entries kept per finding (a block list, not a log)
+MAX_BLOCKED = 10_000  # findings in one nftables ruleset, the most recently seen
 AUDIT_ACTOR = "monitor"
 AUDIT_ACTION = "detect.finding"
 
@@ -47,6 +49,7 @@ class FindingRow:
     path: str
     protocols: list[str]
     evidence: list[str]
+    targets: list[str]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -56,7 +59,7 @@ class FindingRow:
             "packets_out": self.packets_out, "packets_in": self.packets_in,
             "bytes_out": self.bytes_out, "bytes_in": self.bytes_in,
             "confidence": self.confidence, "path": self.path,
-            "protocols": self.protocols, "evidence": self.evidence,
+            "protocols": self.protocols, "evidence": self.evidence, "targets": self.targets,
         }  # fmt: skip
 
 
@@ -107,16 +110,19 @@ class FindingRepository:
             "interface": interface[:16], "confidence": s.confidence, "path": s.path,
             "protocols": json.dumps(s.protocols), "evidence": json.dumps(s.evidence[:20]),
         }  # fmt: skip
-        row = conn.execute(select(t.id, t.first_seen, t.last_seen).where(self._key(change))).first()
+        row = conn.execute(
+            select(t.id, t.first_seen, t.last_seen, t.targets).where(self._key(change))
+        ).first()
         if row is None:
             conn.execute(insert(t).values(
                 host=s.host, app=s.app[:128], peer=s.peer, sanctioned=s.sanctioned,
                 first_seen=first, last_seen=last, packets_out=change.packets_out,
                 packets_in=change.packets_in, bytes_out=change.bytes_out,
-                bytes_in=change.bytes_in, **described,
+                bytes_in=change.bytes_in, targets=_targets([], change.targets), **described,
             ))  # fmt: skip
             return True
-        conn.execute(update(t).where(t.id == row.id).values(
+        targets = _targets(json.loads(row.targets), change.targets)
+        conn.execute(update(t).where(t.id == row.id).values(targets=targets,
             first_seen=min(first, row.first_seen), last_seen=max(last, row.last_seen),
             packets_out=t.packets_out + change.packets_out,
             packets_in=t.packets_in + change.packets_in,
@@ -132,6 +138,18 @@ class FindingRepository:
         rows = conn.execute(select(*_COLUMNS).where(DetectionFinding.id.in_(ids))).all()
         by_id = {row.id: _row(row) for row in rows}
         return [by_id[i] for i in ids]
+
+    def block_targets(self, limit: int = MAX_BLOCKED) -> list[tuple[str, list[str]]]:
+        """(peer, targets) of the unsanctioned findings seen most recently (a block list)."""
+        t = DetectionFinding
+        query = (
+            select(t.peer, t.targets)
+            .where(t.sanctioned.is_(False))
+            .order_by(t.last_seen.desc(), t.id.desc())
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [(row.peer, json.loads(row.targets)) for row in conn.execute(query)]
 
     def recent(self, limit: int = 100, unsanctioned_only: bool = False) -> list[FindingRow]:
         """The findings seen most recently first."""
@@ -151,7 +169,13 @@ def _row(row: Row[Any]) -> FindingRow:
     values = dict(row._mapping)
     values["protocols"] = json.loads(values["protocols"])
     values["evidence"] = json.loads(values["evidence"])
+    values["targets"] = json.loads(values["targets"])
     return FindingRow(**values)
+
+
+def _targets(stored: list[str], new: Sequence[str]) -> str:
+    """The union of a finding's targets, as stored (sorted, at most MAX_TARGETS)."""
+    return json.dumps(sorted(set(stored) | set(new))[:MAX_TARGETS])
 
 
 def _audit_details(row: FindingRow) -> dict[str, Any]:

@@ -12,6 +12,7 @@ with the API router, the Prometheus collector and the alert senders.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import threading
 import time
@@ -182,7 +183,10 @@ def start_monitoring(settings: Settings, store: Store) -> Monitoring:
         if webhook is not None:
             webhook.start()
     status = monitor.status if monitor is not None else (lambda: {"enabled": False})
-    router = findings_router(repository, status, AuditLog(store))
+    allowed = [ipaddress.ip_address(parse_relay(r).ip) for r in own_relays(settings)]
+    checker = Detector([parse_network(n) for n in config.internal])
+    router = findings_router(repository, status, AuditLog(store), allowed,
+                             lambda address: checker.is_internal(address.packed))  # fmt: skip
     return Monitoring(monitor, router, syslog, webhook)
 
 

@@ -395,3 +395,6 @@ class DetectionFinding(Base):
     # JSON arrays (Text keeps it portable): protocols and evidence as the detector gave them.
     protocols: Mapped[str] = mapped_column(Text)
     evidence: Mapped[str] = mapped_column(Text)
+    # JSON array of what a block list needs: "udp/3478" (a relay's or server's port), "udp/*"
+    # (a peer-to-peer peer, any port); detect/nftables.py `findings_ruleset`
+    targets: Mapped[str] = mapped_column(Text, default="[]")

@@ -26,6 +26,7 @@ def test_only_new_or_grown_sessions_with_what_they_gained() -> None:
     (first,) = watch.changes()
     assert (first.session.host, first.session.peer) == ("10.0.0.5", "198.51.100.7")
     assert (first.packets_out, first.packets_in) == (10, 10)
+    assert first.targets == ("udp/50000",)  # not known to be p2p: that port only
     watch.commit([first])
     assert watch.changes() == []  # nothing new
     call(detector, 10, 5)

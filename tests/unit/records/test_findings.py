@@ -16,11 +16,12 @@ T0 = 1_780_000_000.0
 
 
 def change(first: float, last: float, packets: int, *, sanctioned: bool = False,
-           app: str = "Skype (classic peer-to-peer)") -> Change:  # fmt: skip
+           app: str = "Skype (classic peer-to-peer)", targets: tuple[str, ...] = ("udp/*",),
+           ) -> Change:  # fmt: skip
     session = Session("10.1.2.3", app, "198.51.100.7", sanctioned, first, last,
                       packets, packets, packets * 100, packets * 100, confidence=0.8,
                       paths=["p2p"], protocols=["Skype"], evidence=["framing"])  # fmt: skip
-    return Change(session, packets, packets, packets * 100, packets * 100)
+    return Change(session, packets, packets, packets * 100, packets * 100, targets)
 
 
 def test_findings_add_up_and_fresh_ones_are_audited(store: Store) -> None:
@@ -31,11 +32,13 @@ def test_findings_add_up_and_fresh_ones_are_audited(store: Store) -> None:
         ("Skype (classic peer-to-peer)", True),
     ]
     # the same session grew (or the server restarted and saw more of it): added, not fresh
-    assert repo.record("eth0", [change(T0 + 1, T0 + 60, 5)]) == []
+    assert repo.record("eth0", [change(T0 + 1, T0 + 60, 5, targets=("tcp/443",))]) == []
     (row,) = repo.recent(unsanctioned_only=True)
     assert (row.packets_out, row.bytes_in, row.path) == (15, 1500, "p2p")
     assert row.first_seen.timestamp() == T0 and row.last_seen.timestamp() == T0 + 60
     assert row.protocols == ["Skype"] and row.interface == "eth0"
+    assert row.targets == ["tcp/443", "udp/*"]  # the union of what the session used
+    assert repo.block_targets() == [("198.51.100.7", ["tcp/443", "udp/*"])]  # unsanctioned only
     # back after a silence longer than REAPPEAR_S: another call, fresh again
     later = T0 + 60 + REAPPEAR_S + 1
     (again,) = repo.record("eth0", [change(later, later + 3, 2)])

@@ -18,7 +18,7 @@ from typing import TextIO
 
 from callgate.detect.engine import Detector, parse_network, parse_relay
 from callgate.detect.live.ring import Ring
-from callgate.detect.report import Session
+from callgate.detect.report import FlowResult, Session
 
 SessionKey = tuple[str, str, str, bool]
 
@@ -88,6 +88,8 @@ class Change:
     packets_in: int
     bytes_out: int
     bytes_in: int
+    # what a block list needs: "udp/3478" per relay or server port, "udp/*" for a p2p peer
+    targets: tuple[str, ...] = ()
 
 
 Counters = tuple[int, int, int, int]
@@ -105,7 +107,9 @@ class Watch:
     def changes(self) -> list[Change]:
         found = []
         self._present = set()
-        for session in self.detector.report().sessions:
+        report = self.detector.report()
+        targets = _targets(report.flows)
+        for session in report.sessions:
             key = (session.host, session.app, session.peer, session.sanctioned)
             self._present.add(key)
             now = (session.packets_out, session.packets_in, session.bytes_out, session.bytes_in)
@@ -117,7 +121,9 @@ class Watch:
                 if before is None
                 else tuple(max(0, n - b) for n, b in zip(now, before, strict=True))
             )
-            found.append(Change(session, *gained))
+            out, in_, bytes_out, bytes_in = gained
+            found.append(Change(session, out, in_, bytes_out, bytes_in,
+                                tuple(sorted(targets.get(key, ())))))  # fmt: skip
         return found
 
     def commit(self, changes: list[Change]) -> None:
@@ -130,6 +136,18 @@ class Watch:
             s = change.session
             key = (s.host, s.app, s.peer, s.sanctioned)
             self.taken[key] = (s.packets_out, s.packets_in, s.bytes_out, s.bytes_in)
+
+
+def _targets(flows: list[FlowResult]) -> dict[SessionKey, set[str]]:
+    """Per session, the transports and peer ports its flows used (any port for p2p peers, who
+    pick new ports per call): the rules `--format nftables` writes for it."""
+    found: dict[SessionKey, set[str]] = {}
+    for flow in flows:
+        if flow.rtc:
+            port = "*" if flow.path == "p2p" else str(flow.peer_port)
+            key = (flow.host, flow.app, flow.peer, flow.sanctioned)
+            found.setdefault(key, set()).add(f"{flow.transport}/{port}")
+    return found
 
 
 def _line(session: Session) -> dict[str, object]:

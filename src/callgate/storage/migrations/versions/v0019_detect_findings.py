@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("path", sa.String(16), nullable=False),
         sa.Column("protocols", sa.Text(), nullable=False),
         sa.Column("evidence", sa.Text(), nullable=False),
+        sa.Column("targets", sa.Text(), nullable=False, server_default="[]"),
         sa.UniqueConstraint("host", "app", "peer", "sanctioned", name="uq_detect_findings_key"),
     )
     op.create_index("ix_detect_findings_last_seen", "detect_findings", ["last_seen"])

@@ -3,7 +3,7 @@
 // Security officers and admins only; unsanctioned findings first in attention, newest first.
 
 import { formatTime } from "../api.js";
-import { api, boot, el, section, showError, table } from "./common.js";
+import { api, boot, download, el, section, showError, status, table } from "./common.js";
 
 const POLL_MS = 1000;
 
@@ -42,8 +42,20 @@ boot(["admin", "security"], async (_user, content) => {
   const only = el("input", { type: "checkbox", id: "only-unsanctioned" });
   const holder = el("div", { id: "findings-table" });
   const filter = el("label", { for: "only-unsanctioned" }, only, " Unsanctioned only");
-  content.replaceChildren(section("Unmanaged calling", monitor, filter, holder));
+  const block = el("button", { class: "btn small", type: "button", onclick: downloadRuleset }, "Download nftables ruleset");
+  const tools = el("div", { class: "toolbar" }, filter,
+    el("span", { class: "muted" }, "Block the unsanctioned peers and relays found (our relays are never listed):"), block);
+  content.replaceChildren(section("Unmanaged calling", monitor, tools, holder));
   let timer = null;
+
+  async function downloadRuleset() {
+    try {
+      const size = await download("/api/findings/nftables", "callgate-block.nft");
+      status(`Ruleset downloaded (${size} bytes): load it with nft -f FILE. The download is recorded in the audit log.`, "ok");
+    } catch (err) {
+      status(`Ruleset failed: ${err.message}`);
+    }
+  }
 
   async function refresh() {
     let body;
