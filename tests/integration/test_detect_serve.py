@@ -33,7 +33,7 @@ import pytest
 
 from tests.cli_process import COMMAND, clean_env
 from tests.integration.detect_support import pcaps_dir
-from tests.integration.test_cli import callgate
+from tests.integration.test_cli import callgate, free_port
 from tests.lab.netns import Netns
 from tests.unit.runtime.test_alerts import Receiver
 
@@ -168,6 +168,7 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
         metrics = pool.submit(httpx.get, f"http://{METRICS}/metrics").result().text
         assert 'callgate_detect_findings_total{sanctioned="false"} 1.0' in metrics
         assert 'callgate_detect_findings_total{sanctioned="true"} 1.0' in metrics
+        assert "callgate_detect_ring_drops_total" in metrics
         syslog.settimeout(30)
         message = syslog.recv(4096)
         assert b"detect.finding" in message and b'host="10.9.0.1"' in message
@@ -231,3 +232,13 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
     mac = hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     assert headers["X-Callgate-Signature"] == f"sha256={mac}"
     assert json.loads(body)["finding"]["host"] == "10.9.0.1"
+
+
+def test_serve_refuses_to_start_when_the_monitor_cannot_open_its_interface(tmp_path: Path) -> None:
+    port = free_port()
+    result = callgate("serve", "--data-dir", str(tmp_path / "data"), "--monitor", "nosuch0",
+                      "--http", f"127.0.0.1:{free_port()}", "--listen", f"127.0.0.1:{port}",
+                      cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "monitor.interface (--monitor): no such interface: 'nosuch0'" in result.stderr
+    assert "Traceback" not in result.stderr

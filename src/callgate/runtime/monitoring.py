@@ -1,12 +1,14 @@
 """Unmanaged-calling detection inside `callgate serve` (`[monitor]`, `--monitor IFACE`;
 docs/detection.md, "Inside serve").
 
-One thread reads the interface's TPACKET_V3 ring into the detector of `callgate detect`; every
-`interval_s` it takes the sessions that are new or grew (detect/live/monitor.py `Watch`), adds
-them to `detect_findings` (records/findings.py, which audits fresh unsanctioned findings in the
-same transaction) and alerts: syslog from the thread, the webhook through the event loop. A
-write that fails is retried at the next interval (the changes are kept). `Monitoring` bundles it
-with the API router, the Prometheus collector and the alert senders.
+A capture process (detect/live/worker.py, started with "spawn") reads the interface's TPACKET_V3
+ring into the detector of `callgate detect`, so packet inspection never holds this server's
+interpreter lock; every `interval_s` it sends the sessions that are new or grew (detect/live/
+monitor.py `Watch`). A thread here adds them to `detect_findings` (records/findings.py, which
+audits fresh unsanctioned findings in the same transaction), answers whether they were stored (a
+write that fails is offered again at the next interval) and alerts: syslog from the thread, the
+webhook through the event loop. `Monitoring` bundles it with the API router, the Prometheus
+collector and the alert senders.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import multiprocessing
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess as SpawnProcess
 from typing import Any
 
 from fastapi import APIRouter
@@ -27,8 +31,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from callgate.api.routes.findings import findings_router
 from callgate.config import MonitorSettings, Settings
 from callgate.detect.engine import Detector, parse_network, parse_relay
-from callgate.detect.live.monitor import Watch
-from callgate.detect.live.ring import Ring, RingError
+from callgate.detect.live import worker
+from callgate.detect.live.monitor import Change
+from callgate.detect.live.worker import WorkerConfig
 from callgate.errors import ConfigError
 from callgate.records.audit import AuditLog
 from callgate.records.findings import FindingRepository, FindingRow
@@ -37,6 +42,8 @@ from callgate.storage.db import Store
 
 log = logging.getLogger(__name__)
 WILDCARDS = ("0.0.0.0", "::")
+START_TIMEOUT = 30.0  # seconds for the capture process to start and bind its ring
+STOP_TIMEOUT = 15.0
 
 
 def own_relays(settings: Settings) -> list[str]:
@@ -53,7 +60,7 @@ def own_relays(settings: Settings) -> list[str]:
 
 
 class LiveMonitor:
-    """The capture thread and its detector."""
+    """The capture process (detect/live/worker.py) and the thread that stores what it sends."""
 
     def __init__(
         self, settings: MonitorSettings, relays: list[str], repository: FindingRepository,
@@ -61,78 +68,92 @@ class LiveMonitor:
     ) -> None:  # fmt: skip
         assert settings.interface is not None
         self.interface = settings.interface
-        self.interval = settings.interval_s
+        self.config = WorkerConfig(self.interface, tuple(settings.internal), tuple(relays),
+                                   settings.interval_s, settings.max_flows,
+                                   settings.idle_timeout_s)  # fmt: skip
         self.repository, self.alert = repository, alert
-        self.detector = Detector([parse_network(n) for n in settings.internal],
-                                 [parse_relay(r) for r in relays])  # fmt: skip
-        self.detector.flows.max_flows = settings.max_flows
-        self.detector.flows.idle = settings.idle_timeout_s
-        self.watch = Watch(self.detector)
         self.fresh = {True: 0, False: 0}  # fresh findings stored, by sanctioned
         self.write_errors = 0
         self.error: str | None = None
-        self._stop = threading.Event()
+        self.counters: dict[str, int] = {}
+        self._context = multiprocessing.get_context("spawn")  # no fork of a threaded server
+        self._stop = self._context.Event()
+        self._process: SpawnProcess | None = None
         self._thread: threading.Thread | None = None
-        self._ring: Ring | None = None
+        self._stopping = False
 
     def start(self) -> None:
-        try:
-            self._ring = Ring(self.interface)
-        except RingError as exc:
-            raise ConfigError(
-                f"monitor.interface (--monitor): {str(exc).split(': ', 1)[-1]}"
-            ) from None
-        self._thread = threading.Thread(target=self._run, name="detect-monitor", daemon=True)
+        """Start the capture process; ConfigError when it cannot open the interface."""
+        conn, child = self._context.Pipe()
+        process = self._context.Process(target=worker.run, args=(self.config, child, self._stop),
+                                        name="callgate-monitor", daemon=True)  # fmt: skip
+        process.start()
+        child.close()
+        first = conn.recv() if conn.poll(START_TIMEOUT) else ("error", "did not start in time")
+        if first[0] != "ready":
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+            conn.close()
+            raise ConfigError(f"monitor.interface (--monitor): {first[1]}")
+        self._process = process
+        self._thread = threading.Thread(target=self._pump, args=(conn,), name="detect-monitor",
+                                        daemon=True)  # fmt: skip
         self._thread.start()
 
     def stop(self) -> None:
+        self._stopping = True
         self._stop.set()
+        if self._process is not None:
+            self._process.join(STOP_TIMEOUT)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(5)
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=STOP_TIMEOUT)
 
-    def _run(self) -> None:
-        assert self._ring is not None
-        ring, detector = self._ring, self.detector
+    def _pump(self, conn: Connection) -> None:
+        """Store each update the capture process sends, answer whether it was stored, alert."""
         try:
-            due = time.monotonic() + self.interval
-            while not self._stop.is_set():
-                for packets in ring.blocks(timeout=min(self.interval, 0.2)):
-                    for ts, linktype, frame in packets:
-                        detector.packet(ts, linktype, frame)
-                if time.monotonic() >= due:
-                    self.update()
-                    due = time.monotonic() + self.interval
-            self.update()
-        except Exception as exc:  # the server keeps running; /api/findings shows the error
-            log.exception("the monitor on %s stopped", self.interface)
-            self.error = f"{type(exc).__name__}: {exc}"
+            while True:
+                message = conn.recv()
+                if message[0] == "error":
+                    self.error = str(message[1])
+                    log.error("the monitor on %s stopped: %s", self.interface, self.error)
+                    continue
+                _, changes, counters = message
+                self.counters = counters
+                if changes:
+                    conn.send(self.update(changes))
+        except (EOFError, OSError):
+            if not self._stopping and self.error is None:
+                code = self._process.exitcode if self._process is not None else None
+                self.error = f"the capture process exited (code {code})"
+                log.error("the monitor on %s stopped: %s", self.interface, self.error)
         finally:
-            ring.close()
+            conn.close()
 
-    def update(self) -> None:
-        """Store what changed since the last update, and alert on fresh findings."""
-        changes = self.watch.changes()
-        if not changes:
-            return
+    def update(self, changes: list[Change]) -> bool:
+        """Store the changes and alert on fresh findings; False when they could not be stored
+        (the capture process offers them again at the next interval)."""
         try:
             rows = self.repository.record(self.interface, changes)
         except SQLAlchemyError as exc:
             self.write_errors += 1
             log.error("monitor findings not stored (retried next interval): %s", exc)
-            return
-        self.watch.commit(changes)
+            return False
         for row in rows:
             self.fresh[row.sanctioned] += 1
             if not row.sanctioned:
                 self.alert(row)
+        return True
 
     def status(self) -> dict[str, Any]:
-        table = self.detector.flows
+        counters = {"packets": 0, "flows": 0, "flows_evicted": 0, "flows_closed_idle": 0,
+                    "ring_drops": 0, **self.counters}  # fmt: skip
         return {
             "enabled": True, "interface": self.interface, "running": self.error is None,
-            "error": self.error, "packets": table.packets, "flows": len(table.flows),
-            "flows_evicted": table.evicted, "flows_closed_idle": table.closed,
-            "write_errors": self.write_errors,
+            "error": self.error, **counters, "write_errors": self.write_errors,
         }  # fmt: skip
 
 
@@ -209,6 +230,8 @@ class MonitorCollector:
                                 value=status["flows"])  # fmt: skip
         yield CounterMetricFamily("callgate_detect_flows_evicted",
                                   "Flows evicted at the flow table's cap", value=status["flows_evicted"])  # fmt: skip
+        yield CounterMetricFamily("callgate_detect_ring_drops",
+                                  "Packets the kernel dropped: the capture ring was full", value=status["ring_drops"])  # fmt: skip
         yield CounterMetricFamily("callgate_detect_write_errors",
                                   "Updates of the findings that could not be stored", value=monitor.write_errors)  # fmt: skip
         findings = CounterMetricFamily(

@@ -17,7 +17,8 @@ function monitorLine(m) {
   if (!m || !m.enabled) return "Monitoring is off on this server (set monitor.interface or --monitor IFACE).";
   if (!m.running) return `The monitor on ${m.interface} stopped: ${m.error}`;
   const evicted = m.flows_evicted ? `, ${m.flows_evicted} flows evicted at the cap` : "";
-  return `Watching ${m.interface}: ${m.packets} packets, ${m.flows} flows${evicted}.`;
+  const drops = m.ring_drops ? `, ${m.ring_drops} packets dropped (capture ring full)` : "";
+  return `Watching ${m.interface}: ${m.packets} packets, ${m.flows} flows${evicted}${drops}.`;
 }
 
 function row(f) {
