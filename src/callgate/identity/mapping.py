@@ -1,8 +1,9 @@
 """Directory groups → callgate groups and role, by configuration (pure; docs/identity.md).
 
 Group names compare without regard to case (Active Directory's do). The role is the highest one
-any mapped group grants (admin > compliance > security > user), else the default. Directory groups that the
-configuration does not name are ignored and listed as "unmapped" in the audited decision.
+any mapped group grants (admin > compliance > security > user), else the default. Directory
+groups that the configuration does not name are ignored and listed as "unmapped" in the audited
+decision.
 """
 
 from __future__ import annotations

@@ -119,7 +119,8 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     realm: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)  # always role == "admin"
-    # admin | compliance | security | user (accounts/records.py ROLES); is_admin is kept equal to role == "admin".
+    # admin | compliance | security | user (accounts/records.py ROLES); is_admin is kept equal
+    # to role == "admin".
     role: Mapped[str] = mapped_column(String(16), default="user")
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
