@@ -276,6 +276,8 @@ class MonitorSettings(BaseModel):
     interval_s: float = Field(default=1.0, ge=0.1, le=60)
     max_flows: int = Field(default=100_000, ge=16, le=10_000_000)
     idle_timeout_s: float = Field(default=180.0, ge=0, le=86400)
+    # Findings not seen for this many days are deleted (checked hourly, audited).
+    retention_days: int = Field(default=90, ge=1, le=3650)
     # Alerts for fresh unsanctioned findings: RFC 5424 messages over UDP to HOST:PORT, and/or a
     # JSON POST to a URL signed with HMAC-SHA256 of webhook_secret, retried webhook_attempts times.
     syslog: OptAddress = None

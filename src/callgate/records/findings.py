@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from callgate.detect.live.monitor import Change
@@ -138,6 +138,17 @@ class FindingRepository:
         rows = conn.execute(select(*_COLUMNS).where(DetectionFinding.id.in_(ids))).all()
         by_id = {row.id: _row(row) for row in rows}
         return [by_id[i] for i in ids]
+
+    def purge(self, before: datetime) -> int:
+        """Delete the findings last seen before `before`, audited (`detect.purge`) with their
+        number in the same transaction; returns it."""
+        t = DetectionFinding
+        with self._engine.begin() as conn:
+            gone = conn.execute(delete(t).where(t.last_seen < before)).rowcount or 0
+            if gone:
+                details = {"deleted": gone, "last_seen_before": before.isoformat()}
+                AuditLog.append_in(conn, AUDIT_ACTOR, "detect.purge", "findings", details)
+        return int(gone)
 
     def block_targets(self, limit: int = MAX_BLOCKED) -> list[tuple[str, list[str]]]:
         """(peer, targets) of the unsanctioned findings seen most recently (a block list)."""

@@ -18,8 +18,10 @@ import ipaddress
 import logging
 import multiprocessing
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess as SpawnProcess
 from typing import Any
@@ -43,6 +45,7 @@ from callgate.storage.db import Store
 log = logging.getLogger(__name__)
 WILDCARDS = ("0.0.0.0", "::")
 START_TIMEOUT = 30.0  # seconds for the capture process to start and bind its ring
+PURGE_EVERY_S = 3600.0  # how often findings older than monitor.retention_days are deleted
 STOP_TIMEOUT = 15.0
 
 
@@ -72,6 +75,8 @@ class LiveMonitor:
                                    settings.interval_s, settings.max_flows,
                                    settings.idle_timeout_s)  # fmt: skip
         self.repository, self.alert = repository, alert
+        self.retention = timedelta(days=settings.retention_days)
+        self._purged_at = -PURGE_EVERY_S  # monotonic time of the last purge: purge at start
         self.fresh = {True: 0, False: 0}  # fresh findings stored, by sanctioned
         self.write_errors = 0
         self.error: str | None = None
@@ -125,6 +130,8 @@ class LiveMonitor:
                 self.counters = counters
                 if changes:
                     conn.send(self.update(changes))
+                if time.monotonic() - self._purged_at >= PURGE_EVERY_S:
+                    self.purge()
         except (EOFError, OSError):
             if not self._stopping and self.error is None:
                 code = self._process.exitcode if self._process is not None else None
@@ -132,6 +139,17 @@ class LiveMonitor:
                 log.error("the monitor on %s stopped: %s", self.interface, self.error)
         finally:
             conn.close()
+
+    def purge(self) -> None:
+        """Delete the findings not seen within `monitor.retention_days` (retried next hour)."""
+        self._purged_at = time.monotonic()
+        try:
+            gone = self.repository.purge(datetime.now(UTC) - self.retention)
+        except SQLAlchemyError as exc:
+            log.error("old monitor findings not deleted (retried in an hour): %s", exc)
+            return
+        if gone:
+            log.info("deleted %d monitor findings not seen for %s", gone, self.retention)
 
     def update(self, changes: list[Change]) -> bool:
         """Store the changes and alert on fresh findings; False when they could not be stored

@@ -11,6 +11,7 @@ from callgate.detect.report import Session
 from callgate.records.audit import AuditLog
 from callgate.records.findings import REAPPEAR_S, FindingRepository
 from callgate.storage.db import Store
+from callgate.storage.models import from_unix
 
 T0 = 1_780_000_000.0
 
@@ -48,3 +49,13 @@ def test_findings_add_up_and_fresh_ones_are_audited(store: Store) -> None:
     assert entries[0].actor == "monitor" and entries[0].object == "host:10.1.2.3"
     assert json.loads(entries[0].details)["peer"] == "198.51.100.7"
     assert [r.sanctioned for r in repo.recent()] == [False, True]  # most recent first
+
+
+def test_findings_not_seen_since_the_cutoff_are_purged_and_audited(store: Store) -> None:
+    repo, audit = FindingRepository(store), AuditLog(store)
+    repo.record("eth0", [change(T0, T0 + 5, 10), change(T0 + 1000, T0 + 2000, 3, app="Zoom")])
+    assert repo.purge(from_unix(T0 + 100)) == 1  # the first one was last seen at T0 + 5
+    assert [row.app for row in repo.recent()] == ["Zoom"]
+    assert repo.purge(from_unix(T0 + 100)) == 0
+    (entry,) = [e for e in audit.iter_entries() if e.action == "detect.purge"]
+    assert (entry.actor, json.loads(entry.details)["deleted"]) == ("monitor", 1)
