@@ -16,6 +16,7 @@ The parent sets `stop` (a multiprocessing Event): the child sends a last update 
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -49,6 +50,8 @@ def status(detector: Detector, ring: Ring) -> dict[str, Any]:
 
 def run(config: WorkerConfig, conn: Connection, stop: Event) -> None:
     """The child's main function."""
+    # Ctrl-C on a terminal reaches the whole process group: the server decides when we stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         ring = Ring(config.interface)
     except RingError as exc:
