@@ -11,11 +11,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -71,6 +73,7 @@ CLI_FLAGS: dict[tuple[str, ...], str] = {
     ("turn", "max_allocations_per_user"): "--max-allocations-per-user",
     ("turn", "max_allocations"): "--max-allocations",
     ("turn", "bandwidth"): "--bandwidth",
+    ("monitor", "interface"): "--monitor",
 }
 
 
@@ -254,6 +257,66 @@ class LimitSettings(BaseModel):
     http_max_connections: int = Field(default=2000, ge=1, le=1_000_000)
 
 
+_IFACE = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")  # IFNAMSIZ - 1, no '/' or spaces
+
+
+class MonitorSettings(BaseModel):
+    """The `[monitor]` table / `CALLGATE_MONITOR__*`: unmanaged-calling detection inside `serve`
+    (docs/detection.md, "Inside serve")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The interface to watch (needs root / CAP_NET_RAW); unset: no monitoring. --monitor IFACE.
+    interface: str | None = None
+    # The networks whose hosts are reported (default: private, loopback, link-local, ULA).
+    internal: CidrList = Field(default_factory=list)
+    # Our relays besides this server's own TURN listeners and relay addresses: HOST:PORT.
+    allow_relays: AddressList = Field(default_factory=list)
+    # How often findings are computed, stored and alerted (the delay from packet to console).
+    interval_s: float = Field(default=1.0, ge=0.1, le=60)
+    max_flows: int = Field(default=100_000, ge=16, le=10_000_000)
+    idle_timeout_s: float = Field(default=180.0, ge=0, le=86400)
+    # Findings not seen for this many days are deleted (checked hourly, audited).
+    retention_days: int = Field(default=90, ge=1, le=3650)
+    # Alerts for fresh unsanctioned findings: RFC 5424 messages over UDP to HOST:PORT, and/or a
+    # JSON POST to a URL signed with HMAC-SHA256 of webhook_secret, retried webhook_attempts times.
+    syslog: OptAddress = None
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    webhook_secret: SecretStr | None = None
+    webhook_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("interface")
+    @classmethod
+    def _interface(cls, value: str | None) -> str | None:
+        if value is not None and not _IFACE.fullmatch(value):
+            raise ValueError(
+                f"expected an interface name (1-15 of A-Z a-z 0-9 _ . : @ -), got {value[:32]!r}"
+            )
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("expected an http:// or https:// URL")
+        if parsed.username or parsed.password:
+            raise ValueError("no credentials in the URL: the request is signed with webhook_secret")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _signed(self) -> MonitorSettings:
+        if self.webhook_url is not None:
+            if self.webhook_secret is None:
+                raise ValueError("webhook_url needs webhook_secret (requests are signed)")
+            if len(self.webhook_secret.get_secret_value()) < 16:
+                raise ValueError("webhook_secret: at least 16 characters")
+        return self
+
+
 class TurnSettings(BaseModel):
     """The `[turn]` table / `CALLGATE_TURN__*`: everything TurnConfig holds."""
 
@@ -367,6 +430,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     recording: RecordingSettingsModel = Field(default_factory=RecordingSettingsModel)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     @field_validator("log_level")
     @classmethod

@@ -1,12 +1,14 @@
 """`callgate detect --format nftables`: the ruleset names the unsanctioned relay and peer of a
 capture and never the allow-listed relay; loaded with `nft` in a network namespace we create, it
 drops UDP to the relay and the peer while our relay — a real `callgate turn` in the namespace —
-still answers STUN."""
+still answers STUN and relays media between two clients (coturn's `turnutils_uclient -y`: two
+allocations sending to each other through it, the media path of a relay-only callgate call)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -24,6 +26,7 @@ HOST = ("10.0.0.2", 50000)
 RELAY = ("198.51.100.20", 3478)  # an unsanctioned TURN server
 PEER = ("203.0.113.30", 61000)  # a peer-to-peer peer
 OURS = ("192.0.2.10", 3478)  # our callgate relay: --allow-relay
+UCLIENT = shutil.which("turnutils_uclient") or "/usr/bin/turnutils_uclient"
 
 
 def capture(path: Path) -> None:
@@ -113,5 +116,11 @@ def test_loaded_with_nft_it_drops_the_relay_and_peer_but_not_ours(tmp_path: Path
         listed = lab_run(*lab.exec_argv(ns, "nft", "list", "chain", "inet", "callgate_detect",
                                         "output")).stdout  # fmt: skip
         assert "counter packets 0" not in listed.split("@services_v4")[1].split("\n")[0]
+        uclient = lab_run(*lab.exec_argv(ns, UCLIENT, "-y", "-m", "1", "-n", "10", "-l", "170",
+                                         "-u", "alice", "-w", "secret-pass", "-p", str(OURS[1]),
+                                         "-L", HOST[0], OURS[0]), timeout=60)  # fmt: skip
+        totals = re.search(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\n", uclient.stdout)
+        assert totals and int(totals[1]) > 0 and totals[1] == totals[2], uclient.stdout[-2000:]
+        assert "Total lost packets 0 " in uclient.stdout, uclient.stdout[-2000:]
     finally:
         lab.close()

@@ -18,13 +18,14 @@ class UserRecord:
     has_password: bool
     created_at: datetime
     updated_at: datetime
-    role: str = "user"  # admin | compliance | user (ROLES); is_admin == (role == "admin")
+    # admin | compliance | security | user (ROLES); is_admin == (role == "admin")
+    role: str = "user"
     legal_hold: bool = False  # the purge job keeps every record of a held user
     source: str = "local"  # local | ldap | oidc: where the account comes from (docs/identity.md)
     email: str | None = None  # from the directory for ldap/oidc accounts
 
 
-ROLES = ("admin", "compliance", "user")
+ROLES = ("admin", "compliance", "security", "user")
 
 
 @dataclass(frozen=True, slots=True)

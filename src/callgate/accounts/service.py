@@ -113,7 +113,7 @@ class AccountService:
         actor: str = audit.SYSTEM,
     ) -> UserRecord:
         """A new account; without a password it cannot sign in until one is set.
-        `role` is admin, compliance or user; `is_admin=True` is the same as role "admin".
+        `role` is admin, compliance, security or user; `is_admin=True` is the same as role "admin".
         Every change below is audited (user.*) with `actor`, in the change's transaction."""
         handle = check_handle(handle)
         role = check_role(role if role is not None else ("admin" if is_admin else "user"))

@@ -100,12 +100,17 @@ TokenDep = Annotated[str, Depends(bearer_token)]
 UserDep = Annotated[UserRecord, Depends(current_user)]
 
 
-_ROLE_PLURALS = {"admin": "administrators", "compliance": "compliance officers", "user": "users"}
+_ROLE_PLURALS = {
+    "admin": "administrators",
+    "compliance": "compliance officers",
+    "security": "security officers",
+    "user": "users",
+}
 
 
 def require_roles(*roles: str) -> Callable[[UserRecord], UserRecord]:
     """A dependency admitting only signed-in users whose role is one of `roles` (401 without a
-    valid token, 403 with another role). Roles: admin, compliance, user (docs/admin-api.md)."""
+    valid token, 403 with another role). Roles: admin, compliance, security, user (docs/admin-api.md)."""
     unknown = set(roles) - set(ROLES)
     if not roles or unknown:
         raise ValueError(f"roles must be among {ROLES}, not {sorted(unknown)}")

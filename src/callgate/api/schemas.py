@@ -18,7 +18,7 @@ class LoginRequest(BaseModel):
     device: str | None = Field(default=None, max_length=64)
 
 
-Role = Literal["admin", "compliance", "user"]
+Role = Literal["admin", "compliance", "security", "user"]
 
 
 class UserOut(BaseModel):

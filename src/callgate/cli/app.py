@@ -155,6 +155,18 @@ DatabaseUrlOpt = Annotated[
 ]
 
 
+MonitorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--monitor",
+        metavar="IFACE",
+        help="Watch this interface for unmanaged calling (needs root); findings on the console "
+        "(Unmanaged calling), in /api/findings and the database. More in the [monitor] table.",
+        show_default=False,
+    ),
+]
+
+
 def relay_overrides(**options: Any) -> dict[str, Any]:
     """CLI values in the shape of Settings (None = not given)."""
     top_keys = ("metrics", "log_level", "data_dir", "http", "https", "self_signed", "database_url")
@@ -262,11 +274,15 @@ def serve(
     max_allocations: MaxAllocOpt = None,
     bandwidth: BandwidthOpt = None,
     log_level: LogLevelOpt = None,
+    monitor: MonitorOpt = None,
 ) -> None:
     """Run everything on one box: SQLite store, TURN relay, calling (/ws), REST API, metrics."""
     options = dict(locals())
     options.pop("config")
-    settings = settings_from(config, relay_overrides(**options))
+    options.pop("monitor")
+    overrides = relay_overrides(**options)
+    overrides["monitor"] = {"interface": monitor}
+    settings = settings_from(config, overrides)
     _run_foreground(settings, "serve")
 
 

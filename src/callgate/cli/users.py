@@ -36,7 +36,7 @@ from callgate.cli.common import (
 )
 from callgate.cli.user_backend import user_backend
 
-Role = Literal["admin", "compliance", "user"]
+Role = Literal["admin", "compliance", "security", "user"]
 
 user_app = typer.Typer(
     help="Accounts (sign-in; the relay takes the REST credentials handed out after sign-in), in "
@@ -55,11 +55,16 @@ RoleOpt = Annotated[
     Role | None,
     typer.Option(
         "--role",
-        help="admin (everything), compliance (read records and audit, export) or user "
-        "(own calls only; the default).",
+        help="admin (everything), compliance (read records and audit, export), security "
+        "(unmanaged-calling findings) or user (own calls only; the default).",
     ),
 ]
-_ROLE_WORDS = {"admin": "administrator", "compliance": "compliance officer", "user": "user"}
+_ROLE_WORDS = {
+    "admin": "administrator",
+    "compliance": "compliance officer",
+    "security": "security officer",
+    "user": "user",
+}
 AdminPasswordStdinOpt = Annotated[
     bool,
     typer.Option(
@@ -174,7 +179,7 @@ user_enable = user_app.command("enable")(_state_command(False, "Enable a disable
 @user_app.command("set-role")
 def user_set_role(
     handle: HandleArg,
-    role: Annotated[Role, typer.Argument(help="admin, compliance or user.")],
+    role: Annotated[Role, typer.Argument(help="admin, compliance, security or user.")],
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
     server: ServerOpt = None,

@@ -25,39 +25,72 @@ TABLE = "callgate_detect"
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+Target = tuple[str, str, int | None]  # peer address, transport, peer port (None: any port)
+TRANSPORTS = ("udp", "tcp")
+
+
 def to_nftables(
     report: Report, allowed: Iterable[Address], internal: Callable[[Address], bool]
 ) -> str:
     """The ruleset for `report`'s unsanctioned real-time flows."""
+    targets: list[Target] = [
+        (flow.peer, flow.transport, None if flow.path == "p2p" else flow.peer_port)
+        for flow in report.flows
+        if flow.rtc and not flow.sanctioned
+    ]
+    files = ", ".join(report.files) or "the captures"
+    return ruleset(f"callgate detect: drop the unsanctioned calling peers and relays found in "
+                   f"{files}", targets, allowed, internal)  # fmt: skip
+
+
+def findings_ruleset(
+    findings: Iterable[tuple[str, Iterable[str]]],
+    allowed: Iterable[Address],
+    internal: Callable[[Address], bool],
+) -> str:
+    """The ruleset for stored unsanctioned findings: (peer, targets) with targets such as
+    "udp/3478" (that port) or "udp/*" (any port), as records/findings.py keeps them. Entries
+    that do not parse are skipped."""
+    targets: list[Target] = []
+    for peer, entries in findings:
+        for entry in entries:
+            transport, _, port = entry.partition("/")
+            if transport in TRANSPORTS and (port == "*" or (port.isdigit() and int(port) < 65536)):
+                targets.append((peer, transport, None if port == "*" else int(port)))
+    return ruleset("callgate serve: drop the unsanctioned calling peers and relays the monitor "
+                   "found", targets, allowed, internal)  # fmt: skip
+
+
+def ruleset(
+    title: str, targets: Iterable[Target], allowed: Iterable[Address],
+    internal: Callable[[Address], bool],
+) -> str:  # fmt: skip
+    """Drop rules for `targets`, never for an `allowed` address nor an `internal` one."""
     keep = set(allowed)
     exact: set[tuple[Address, str, int]] = set()
     anyport: set[tuple[Address, str]] = set()
     spared: set[str] = set()
-    for flow in report.flows:
-        if not flow.rtc or flow.sanctioned:
-            continue
-        peer = ipaddress.ip_address(flow.peer)
+    for address, transport, port in targets:
+        peer = ipaddress.ip_address(address)
         if peer in keep:
             continue
         if internal(peer):
             spared.add(str(peer))
-        elif flow.path == "p2p":
-            anyport.add((peer, flow.transport))
+        elif port is None:
+            anyport.add((peer, transport))
         else:
-            exact.add((peer, flow.transport, flow.peer_port))
-    anyport_peers = {(a, t) for a, t in anyport}
-    exact = {(a, t, p) for a, t, p in exact if (a, t) not in anyport_peers}
-    return _render(report, exact, anyport, spared)
+            exact.add((peer, transport, port))
+    exact = {(a, t, p) for a, t, p in exact if (a, t) not in anyport}
+    return _render(title, exact, anyport, spared)
 
 
-def _render(report: Report, exact: set[tuple[Address, str, int]], anyport: set[tuple[Address, str]],
+def _render(title: str, exact: set[tuple[Address, str, int]], anyport: set[tuple[Address, str]],
             spared: set[str]) -> str:  # fmt: skip
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    files = "".join(c if c.isprintable() else "?" for c in ", ".join(report.files))
+    title = "".join(c if c.isprintable() else "?" for c in title)
     lines = [
         "#!/usr/sbin/nft -f",
-        f"# callgate detect: drop the unsanctioned calling peers and relays found in "
-        f"{files or 'the captures'} ({stamp}).",
+        f"# {title} ({stamp}).",
         "# Allow-listed relays, sanctioned flows and internal addresses are never listed.",
     ]
     lines += [f"# internal peer, not blocked: {address}" for address in sorted(spared)]

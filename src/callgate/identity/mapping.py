@@ -1,8 +1,9 @@
 """Directory groups → callgate groups and role, by configuration (pure; docs/identity.md).
 
 Group names compare without regard to case (Active Directory's do). The role is the highest one
-any mapped group grants (admin > compliance > user), else the default. Directory groups that the
-configuration does not name are ignored and listed as "unmapped" in the audited decision.
+any mapped group grants (admin > compliance > security > user), else the default. Directory
+groups that the configuration does not name are ignored and listed as "unmapped" in the audited
+decision.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-ROLE_RANK = {"user": 0, "compliance": 1, "admin": 2}
+ROLE_RANK = {"user": 0, "security": 1, "compliance": 2, "admin": 3}
 HANDLE_RE = re.compile(r"[a-z0-9._-]{1,64}")  # the account handle (accounts.service)
 
 

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-ROLE_NAMES = ("admin", "compliance", "user")
+ROLE_NAMES = ("admin", "compliance", "security", "user")
 ATTRIBUTE_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}")
 GROUP_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")  # callgate group names (accounts.service)
 

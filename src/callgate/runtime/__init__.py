@@ -52,6 +52,7 @@ from callgate.records.relay_sessions import DbEventSink, close_stale_sessions
 from callgate.records.retention import PurgeJob
 from callgate.runtime.audit import Checkpointer, key_path, record_start
 from callgate.runtime.calling import build_signaling
+from callgate.runtime.monitoring import Monitoring, start_monitoring
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.health import StorageHealth
 from callgate.storage.permissions import private_data_dir
@@ -173,7 +174,10 @@ class KeyLookup:
 
 @contextlib.contextmanager
 def metrics_endpoint(
-    settings: Settings, server: TurnServer, recordings: RecordingService | None = None
+    settings: Settings,
+    server: TurnServer,
+    recordings: RecordingService | None = None,
+    monitoring: Monitoring | None = None,
 ) -> Generator[MetricsServer | None]:
     if settings.metrics is None:
         yield None
@@ -181,6 +185,8 @@ def metrics_endpoint(
     registry = build_registry(server.live_counters)
     if recordings is not None:
         registry.register(RecordingCollector(recordings))
+    if monitoring is not None:
+        registry.register(monitoring.collector())
     endpoint = serve_metrics(settings.metrics, registry)
     try:
         yield endpoint
@@ -457,6 +463,7 @@ async def run_serve(settings: Settings) -> None:
             disabled = DisabledAccounts(store, server, settings.calls.credential_ttl)
             await disabled.apply()
             disabled_task = asyncio.create_task(disabled.run(), name="disabled-accounts")
+            monitoring = start_monitoring(settings, store)
             # The admin API reads the hub's live calls and the relay's counters in-process.
             services = dataclasses.replace(
                 services, live=calls.hub, relays=lambda: [relay_status(server)]
@@ -470,6 +477,7 @@ async def run_serve(settings: Settings) -> None:
                     directory_router(calls.hub),
                     recordings_router(recordings, AuditLog(store)),
                     identity.router(),
+                    monitoring.router,
                 ],
                 storage_writable=lambda: storage.writable,
             )
@@ -481,7 +489,7 @@ async def run_serve(settings: Settings) -> None:
                 web = [await _start_http(settings, Hsts(app), address=https, tls=True)]
                 web.append(await _start_http(settings, https_redirect(*https)))
                 where = f"https https://{format_address(https)} ({where} redirects to it)"
-            with metrics_endpoint(settings, server, recordings) as metrics:
+            with metrics_endpoint(settings, server, recordings, monitoring) as metrics:
                 extra = (
                     f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
                 )
@@ -499,6 +507,7 @@ async def run_serve(settings: Settings) -> None:
                 for _, http_task in web:
                     with contextlib.suppress(SystemExit):
                         await http_task
+                await monitoring.stop()
                 await heartbeat.stop()
                 await calls.hub.stop()
                 await purge_job.stop()

@@ -119,7 +119,8 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     realm: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)  # always role == "admin"
-    # admin | compliance | user (api/roles.py); is_admin is kept equal to role == "admin".
+    # admin | compliance | security | user (accounts/records.py ROLES); is_admin is kept equal
+    # to role == "admin".
     role: Mapped[str] = mapped_column(String(16), default="user")
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -365,3 +366,36 @@ class RetentionSetting(Base):
     record_class: Mapped[str] = mapped_column(String(16), primary_key=True)
     days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DetectionFinding(Base):
+    """Real-time traffic of one internal host with one peer for one application, seen by the
+    monitor inside `serve` (docs/detection.md, "Inside serve"): first and last seen, volume, and
+    whether it went through our own relays. Counters add up across restarts."""
+
+    __tablename__ = "detect_findings"
+    __table_args__ = (
+        UniqueConstraint("host", "app", "peer", "sanctioned", name="uq_detect_findings_key"),
+        Index("ix_detect_findings_last_seen", "last_seen"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(String(45))
+    app: Mapped[str] = mapped_column(String(128))
+    peer: Mapped[str] = mapped_column(String(45))
+    sanctioned: Mapped[bool] = mapped_column(Boolean)
+    interface: Mapped[str] = mapped_column(String(16))
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+    packets_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    packets_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    confidence: Mapped[float] = mapped_column(Float, default=0.0)
+    path: Mapped[str] = mapped_column(String(16))
+    # JSON arrays (Text keeps it portable): protocols and evidence as the detector gave them.
+    protocols: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[str] = mapped_column(Text)
+    # JSON array of what a block list needs: "udp/3478" (a relay's or server's port), "udp/*"
+    # (a peer-to-peer peer, any port); detect/nftables.py `findings_ruleset`
+    targets: Mapped[str] = mapped_column(Text, default="[]")

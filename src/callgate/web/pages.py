@@ -2,7 +2,8 @@
 
 Pages carry no data: each loads its ES module, which signs in with a bearer token kept in
 sessionStorage and talks to /api and /ws. Role checks therefore live in the API; the console
-pages ask `GET /api/me` and show a refusal to anyone who is not an admin or compliance officer.
+pages ask `GET /api/me` and show a refusal to anyone whose role the page is not for (admin and
+compliance; Unmanaged calling: admin and security).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ CONSOLE_PAGES: dict[str, tuple[str, str]] = {
     "audit": ("Audit log", "audit.js"),
     "admin": ("Administration", "admin.js"),
     "dashboard": ("Dashboard", "dashboard.js"),
+    "unmanaged": ("Unmanaged calling", "unmanaged.js"),
 }
 
 

@@ -18,7 +18,7 @@ from typing import TextIO
 
 from callgate.detect.engine import Detector, parse_network, parse_relay
 from callgate.detect.live.ring import Ring
-from callgate.detect.report import Session
+from callgate.detect.report import FlowResult, Session
 
 SessionKey = tuple[str, str, str, bool]
 
@@ -46,7 +46,7 @@ def monitor(args: MonitorArgs, out: TextIO, clock: Callable[[], float] = time.mo
     ring = Ring(args.interface)
     out.write(json.dumps({"event": "listening", "interface": args.interface}) + "\n")
     out.flush()
-    shown: dict[SessionKey, int] = {}
+    watch = Watch(detector)
     end = clock() + args.duration if args.duration else None
     try:
         due = clock() + args.interval
@@ -55,13 +55,13 @@ def monitor(args: MonitorArgs, out: TextIO, clock: Callable[[], float] = time.mo
                 for ts, linktype, frame in packets:
                     detector.packet(ts, linktype, frame)
             if clock() >= due:
-                _emit(detector, shown, out)
+                _emit(watch, out)
                 due = clock() + args.interval
     except KeyboardInterrupt:
         pass
     finally:
         ring.close()
-        _emit(detector, shown, out)
+        _emit(watch, out)
         table = detector.flows
         out.write(json.dumps({"event": "summary", "interface": args.interface,
                               "packets": table.packets, "flows": len(table.flows),
@@ -69,16 +69,85 @@ def monitor(args: MonitorArgs, out: TextIO, clock: Callable[[], float] = time.mo
         out.flush()
 
 
-def _emit(detector: Detector, shown: dict[SessionKey, int], out: TextIO) -> None:
+def _emit(watch: Watch, out: TextIO) -> None:
     """One line per session that is new or has packets since it was last printed."""
-    for session in detector.report().sessions:
-        key = (session.host, session.app, session.peer, session.sanctioned)
-        packets = session.packets_out + session.packets_in
-        if shown.get(key) == packets:
-            continue
-        shown[key] = packets
-        out.write(json.dumps(_line(session)) + "\n")
+    changes = watch.changes()
+    for change in changes:
+        out.write(json.dumps(_line(change.session)) + "\n")
+    watch.commit(changes)
     out.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A session that is new, or has packets since it was last taken: the counters it gained
+    since then (never negative: a session whose flows were evicted shrinks, then grows again)."""
+
+    session: Session
+    packets_out: int
+    packets_in: int
+    bytes_out: int
+    bytes_in: int
+    # what a block list needs: "udp/3478" per relay or server port, "udp/*" for a p2p peer
+    targets: tuple[str, ...] = ()
+
+
+Counters = tuple[int, int, int, int]
+
+
+class Watch:
+    """What changed in the detector's findings since the last `commit`: `callgate monitor` prints
+    the changes, `serve` stores them (runtime/monitoring.py)."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.taken: dict[SessionKey, Counters] = {}
+        self._present: set[SessionKey] = set()
+
+    def changes(self) -> list[Change]:
+        found = []
+        self._present = set()
+        report = self.detector.report()
+        targets = _targets(report.flows)
+        for session in report.sessions:
+            key = (session.host, session.app, session.peer, session.sanctioned)
+            self._present.add(key)
+            now = (session.packets_out, session.packets_in, session.bytes_out, session.bytes_in)
+            before = self.taken.get(key)
+            if before == now:
+                continue
+            gained = (
+                now
+                if before is None
+                else tuple(max(0, n - b) for n, b in zip(now, before, strict=True))
+            )
+            out, in_, bytes_out, bytes_in = gained
+            found.append(Change(session, out, in_, bytes_out, bytes_in,
+                                tuple(sorted(targets.get(key, ())))))  # fmt: skip
+        return found
+
+    def commit(self, changes: list[Change]) -> None:
+        """The changes were handled: the next `changes()` counts from here. Sessions gone from
+        the report (all their flows evicted) are forgotten: memory stays bounded by the flow
+        table, and one that comes back with new flows counts them from zero."""
+        for key in self.taken.keys() - self._present:
+            del self.taken[key]
+        for change in changes:
+            s = change.session
+            key = (s.host, s.app, s.peer, s.sanctioned)
+            self.taken[key] = (s.packets_out, s.packets_in, s.bytes_out, s.bytes_in)
+
+
+def _targets(flows: list[FlowResult]) -> dict[SessionKey, set[str]]:
+    """Per session, the transports and peer ports its flows used (any port for p2p peers, who
+    pick new ports per call): the rules `--format nftables` writes for it."""
+    found: dict[SessionKey, set[str]] = {}
+    for flow in flows:
+        if flow.rtc:
+            port = "*" if flow.path == "p2p" else str(flow.peer_port)
+            key = (flow.host, flow.app, flow.peer, flow.sanctioned)
+            found.setdefault(key, set()).add(f"{flow.transport}/{port}")
+    return found
 
 
 def _line(session: Session) -> dict[str, object]:

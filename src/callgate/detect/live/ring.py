@@ -19,6 +19,8 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_RX_RING = 5
 PACKET_VERSION = 10
+PACKET_STATISTICS = 6
+_STATS3 = struct.Struct("=III")  # struct tpacket_stats_v3: tp_packets, tp_drops, tp_freeze_q_cnt
 TPACKET_V3 = 2
 TP_STATUS_KERNEL, TP_STATUS_USER = 0, 1
 PACKET_OUTGOING = 4
@@ -74,6 +76,13 @@ class Ring:
             self.sock.close()
             raise RingError(f"--interface: {interface}: {exc.strerror or exc}") from None
         self.next = 0
+        self.dropped = 0  # packets the kernel dropped because the ring was full
+
+    def count_drops(self) -> int:
+        """Add the kernel's drop count since the last call (reading resets it) to `dropped`."""
+        raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS3.size)
+        self.dropped += _STATS3.unpack(raw)[1]
+        return self.dropped
 
     def close(self) -> None:
         self.map.close()

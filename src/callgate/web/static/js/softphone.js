@@ -61,7 +61,9 @@ async function start(user) {
   $("me").textContent = `${user.display_name} (${user.handle})`;
   show("me", true);
   show("signout", true);
-  show("console-link", user.role === "admin" || user.role === "compliance");
+  show("console-link", ["admin", "compliance", "security"].includes(user.role));
+  // Security officers have one console page: unmanaged calling (the others are for admin/compliance).
+  if (user.role === "security") $("console-link").href = "/console/unmanaged";
   connectSignaling();
   await Promise.all([loadDirectory(), loadHistory()]);
   state.directoryTick = setInterval(loadDirectory, DIRECTORY_MS);

@@ -3,7 +3,7 @@
 
 import { api, boot, el, field, section, showError, status, table } from "./common.js";
 
-const ROLES = ["user", "compliance", "admin"];
+const ROLES = ["user", "security", "compliance", "admin"];
 
 function bytes(n) {
   if (typeof n !== "number") return "—";

@@ -3,7 +3,7 @@
 import { ApiError, api, el, forget, me, signOut, token, wireSignIn } from "../api.js";
 
 export const $ = (id) => document.getElementById(id);
-export const CONSOLE_ROLES = ["admin", "compliance"];
+export const CONSOLE_ROLES = ["admin", "compliance", "security"];
 
 export function status(text, kind = "error") {
   const box = $("page-status");
@@ -34,7 +34,8 @@ export function showError(container, err, what, endpoint) {
 }
 
 function refuse(user, roles) {
-  const need = roles.includes("compliance") ? "administrators and compliance officers" : "administrators";
+  const words = { admin: "administrators", compliance: "compliance officers", security: "security officers" };
+  const need = roles.map((r) => words[r] || r).join(" and ");
   const content = $("content");
   content.replaceChildren(
     el(
