@@ -233,6 +233,14 @@ class RecordingSettingsModel(BaseModel):
     # Calls recorded at once (each holds two peer connections on the server); beyond this a call
     # that must be recorded ends `recording-unavailable`.
     max_active: int = Field(default=100, ge=1, le=100_000)
+    # Days a recording is kept after it ends; nothing deletes it sooner, for any role (MiFID II
+    # art. 16(7): 5 years, 7 on request; SEC 17a-4 / FINRA 4511: 3 to 6). Default 7 years.
+    retention_days: int = Field(default=2557, ge=1, le=36525)
+    # Per policy rule name, e.g. {"trading-desk" = 2557, "sales" = 1827}: recordings made under
+    # that rule are kept this many days instead.
+    retention_by_rule: dict[str, Annotated[int, Field(ge=1, le=36525)]] = Field(
+        default_factory=dict, max_length=1000
+    )
 
 
 class LimitSettings(BaseModel):

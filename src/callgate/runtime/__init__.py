@@ -52,6 +52,7 @@ from callgate.records.relay_sessions import DbEventSink, close_stale_sessions
 from callgate.records.retention import PurgeJob
 from callgate.runtime.audit import Checkpointer, key_path, record_start
 from callgate.runtime.calling import build_signaling
+from callgate.runtime.recordings import recording_purge_job
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.health import StorageHealth
 from callgate.storage.permissions import private_data_dir
@@ -429,6 +430,7 @@ async def run_serve(settings: Settings) -> None:
     stop = stop_on_signals()
     # hourly, while a retention period is set
     purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
+    recording_purge = await recording_purge_job(recordings)
     identity = await start_identity(settings.identity, store, accounts)
     services = dataclasses.replace(services, password_sign_in=identity.password_sign_in)
     try:
@@ -453,6 +455,7 @@ async def run_serve(settings: Settings) -> None:
             await heartbeat.start()
             await checkpointer.start()
             await purge_job.start()
+            await recording_purge.start()
             group_limits = await attach_turn_limits(store, server.handler, config.deny_peers)
             disabled = DisabledAccounts(store, server, settings.calls.credential_ttl)
             await disabled.apply()
@@ -468,7 +471,7 @@ async def run_serve(settings: Settings) -> None:
                 routers=[
                     calls.router,
                     directory_router(calls.hub),
-                    recordings_router(recordings, AuditLog(store)),
+                    recordings_router(recordings, AuditLog(store), recording_purge),
                     identity.router(),
                 ],
                 storage_writable=lambda: storage.writable,
@@ -502,6 +505,7 @@ async def run_serve(settings: Settings) -> None:
                 await heartbeat.stop()
                 await calls.hub.stop()
                 await purge_job.stop()
+                await recording_purge.stop()
                 group_limits.cancel()
                 disabled_task.cancel()
                 probe_task.cancel()

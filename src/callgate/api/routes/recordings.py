@@ -5,7 +5,13 @@
     GET /api/recordings/{recording_id}/audio  admin, compliance: stereo WAV decoded on demand,
                                               one byte range honoured (seeking in a player)
 
+    PUT /api/recordings/{recording_id}/legal-hold  compliance: {hold, reason} (reason required
+                                              to set a hold) -> the recording
+    POST /api/recordings/purge                admin, compliance: delete what is past its
+                                              retention and not held -> {deleted, held_kept, refused}
+
 Every refusal of a signed-in user (403) and every audio fetch is written to the audit log.
+There is no way to delete a recording before its retention ends (docs/recording.md).
 Built by `recordings_router()` around the running server's recording service.
 """
 
@@ -17,6 +23,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
+from pydantic import BaseModel, ConfigDict, Field
 
 from callgate.accounts.records import UserRecord
 from callgate.api.deps import READERS, UserDep
@@ -24,6 +31,7 @@ from callgate.recording.audio import stereo_wav_bytes
 from callgate.recording.bundle import decrypt
 from callgate.recording.chunks import ChunkError
 from callgate.recording.keys import MasterKeyError
+from callgate.recording.retention import HoldError, RecordingPurgeJob, RecordingRetention
 from callgate.recording.service import RecordingService
 from callgate.recording.store import RecordingRow
 from callgate.recording.writer import RecordingFailure
@@ -32,20 +40,36 @@ from callgate.records.audit import AuditLog
 log = logging.getLogger(__name__)
 RecordingId = Annotated[str, Path(pattern="^[0-9a-f]{32}$")]
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+COMPLIANCE = frozenset({"compliance"})  # legal hold: compliance officers, not admins
 
 
-def recordings_router(service: RecordingService, audit: AuditLog) -> APIRouter:
+class RecordingHold(BaseModel):
+    """PUT /api/recordings/{id}/legal-hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hold: bool
+    reason: str | None = Field(default=None, max_length=255)
+
+
+def recordings_router(
+    service: RecordingService, audit: AuditLog, purge_job: RecordingPurgeJob | None = None
+) -> APIRouter:
     router = APIRouter(prefix="/api/recordings", tags=["recordings"])
     repository = service.repository
+    job = purge_job or RecordingPurgeJob(RecordingRetention(repository, service.settings.directory))
 
-    async def reader(user: UserRecord, action: str, target: str) -> None:
-        """Compliance and admin only; anyone else is refused, and the refusal audited."""
-        if user.role in READERS:
+    async def reader(
+        user: UserRecord, action: str, target: str, roles: frozenset[str] = READERS
+    ) -> None:
+        """`roles` only (compliance and admin); anyone else is refused, and the refusal audited."""
+        if user.role in roles:
             return
         await asyncio.to_thread(
             audit.append, user.handle, "recording.access_denied", target, {"wanted": action}
         )
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="compliance officers and admins only")
+        who = "compliance officers and admins" if "admin" in roles else "compliance officers"
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"{who} only")
 
     async def found(recording_id: str) -> RecordingRow:
         row = await asyncio.to_thread(repository.get, recording_id)
@@ -93,6 +117,29 @@ def recordings_router(service: RecordingService, audit: AuditLog) -> APIRouter:
             {"call_id": row.call_id, "range": range_},
         )  # fmt: skip
         return _ranged(data, range_)
+
+    @router.put("/{recording_id}/legal-hold")
+    async def hold_recording(
+        user: UserDep, recording_id: RecordingId, body: RecordingHold
+    ) -> dict[str, Any]:
+        """Keep the recording past its retention (or release it); compliance officers only."""
+        await reader(user, "legal-hold", f"recording:{recording_id}", COMPLIANCE)
+        try:
+            row = await asyncio.to_thread(
+                job.retention.hold, recording_id, body.hold, body.reason, user.handle
+            )
+        except HoldError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such recording")
+        return row.as_json()
+
+    @router.post("/purge")
+    async def purge_recordings(user: UserDep) -> dict[str, Any]:
+        """Delete recordings past their retention that no legal hold keeps (audited each)."""
+        await reader(user, "purge", "recordings")
+        result = await job.run_once(user.handle)
+        return {"deleted": result.deleted, "held_kept": result.held_kept, "refused": result.refused}
 
     return router
 

@@ -1,0 +1,21 @@
+"""What `callgate serve` runs for recordings after they are written: the hourly purge of
+recordings past their retention (recording/retention.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from callgate.recording.retention import RecordingPurgeJob, RecordingRetention
+from callgate.recording.service import RecordingService
+
+log = logging.getLogger(__name__)
+
+
+async def recording_purge_job(service: RecordingService) -> RecordingPurgeJob:
+    """The purge job (not started); recordings made before retention existed get their date."""
+    retention = RecordingRetention(service.repository, service.settings.directory)
+    assigned = await asyncio.to_thread(retention.assign_missing, service.settings.retention)
+    if assigned:
+        log.warning("gave %d older recording(s) their retention date", assigned)
+    return RecordingPurgeJob(retention)
