@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -214,6 +215,44 @@ class AuditSettings(BaseModel):
     key_file: Path | None = None
 
 
+class ArchiveSettingsModel(BaseModel):
+    """`[recording.archive]` / `CALLGATE_RECORDING__ARCHIVE__*`: the WORM copy of closed recordings
+    in an S3 bucket with Object Lock (`callgate recording archive`; docs/recording.md). Off while
+    `bucket` is unset. Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, an instance role), never from this file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # An existing bucket created with Object Lock enabled; anything else is refused.
+    bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    # The S3 API's URL (MinIO, Ceph, …); default AWS. Plain http only to a loopback host.
+    endpoint_url: str | None = Field(default=None, max_length=2048)
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    # Objects go to PREFIX<recording id>/recording.cgrec and …/metadata.json.
+    prefix: str = Field(default="callgate/recordings/", pattern=r"^[A-Za-z0-9!_.*'()/-]{0,200}$")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s)://HOST[:PORT] URL")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            raise ValueError("plain http only to a loopback host; use https")
+        return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class RecordingSettingsModel(BaseModel):
     """The `[recording]` table / `CALLGATE_RECORDING__*`: compliance recording (docs/recording.md)."""
 
@@ -241,6 +280,7 @@ class RecordingSettingsModel(BaseModel):
     retention_by_rule: dict[str, Annotated[int, Field(ge=1, le=36525)]] = Field(
         default_factory=dict, max_length=1000
     )
+    archive: ArchiveSettingsModel = Field(default_factory=ArchiveSettingsModel)
 
 
 class LimitSettings(BaseModel):

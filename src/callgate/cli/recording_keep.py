@@ -1,7 +1,8 @@
-"""`callgate recording hold | purge`: legal hold and the retention purge of recordings
+"""`callgate recording hold | purge | archive`: legal hold and the retention purge of recordings
 (recording/retention.py), on the store of `--data-dir` (audited as "cli:<OS user>") or, with
-`--server`, through the API as a compliance officer (hold) or admin/compliance officer (purge).
-Registered on the `recording` command group by `register`."""
+`--server`, through the API as a compliance officer (hold) or admin/compliance officer (purge);
+and the WORM copy to S3 with Object Lock (recording/archive.py), on the store only (it reads the
+files). Registered on the `recording` command group by `register`."""
 
 from __future__ import annotations
 
@@ -29,15 +30,20 @@ from callgate.cli.common import (
 
 
 def _local_retention(data_dir: Path | None, config: Path | None) -> Any:
-    """(store, RecordingRetention, RetentionPolicy) on the store of --data-dir / --config."""
+    """(store, RecordingRetention, RecordingArchive or None) on the store of --data-dir /
+    --config; the archive when `[recording.archive]` names a bucket."""
+    from callgate.recording.archive import ArchiveTarget, RecordingArchive
     from callgate.recording.retention import RecordingRetention
     from callgate.recording.service import recording_settings
     from callgate.recording.store import RecordingRepository
 
     settings = settings_from(config, {"data_dir": data_dir})
     paths = recording_settings(settings.recording, settings.data_dir)
+    target = ArchiveTarget.of(settings.recording.archive)
     store = open_settings_store(settings)
-    return store, RecordingRetention(RecordingRepository(store), paths.directory)
+    repository = RecordingRepository(store)
+    archive = RecordingArchive(target, repository, paths.directory) if target else None
+    return store, RecordingRetention(repository, paths.directory), archive
 
 
 def recording_hold(
@@ -67,7 +73,7 @@ def recording_hold(
             body = {"hold": not release, "reason": reason}
             row = api.call("PUT", f"/api/recordings/{recording_id}/legal-hold", body)
     else:
-        store, retention = _local_retention(data_dir, config)
+        store, retention, _ = _local_retention(data_dir, config)
         try:
             found = retention.find(target)
             if found is None:
@@ -104,9 +110,9 @@ def recording_purge(
         with admin_api(url, user, admin_password(user, password_stdin)) as api:
             result = api.call("POST", "/api/recordings/purge")
     else:
-        store, retention = _local_retention(data_dir, config)
+        store, retention, archive = _local_retention(data_dir, config)
         try:
-            done = retention.purge(cli_actor())
+            done = retention.purge(cli_actor(), None, archive.delete if archive else None)
         finally:
             store.close()
         result = {"deleted": done.deleted, "held_kept": done.held_kept, "refused": done.refused}
@@ -121,6 +127,44 @@ def recording_purge(
         typer.echo(f"kept {recording_id}: {why}")
 
 
+def recording_archive(
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=100_000, help="At most this many recordings.")
+    ] = 1000,
+    as_json: JsonOpt = False,
+    data_dir: StoreDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Copy closed recordings not yet archived to the `[recording.archive]` S3 bucket, locked in
+    compliance mode until their retention ends (each audited as `recording.archived`). Exit 1
+    when one could not be archived."""
+    from callgate.accounts.audit import cli_actor
+    from callgate.recording.archive import ArchiveError
+
+    store, _, archive = _local_retention(data_dir, config)
+    try:
+        if archive is None:
+            raise fail("no archive: set [recording.archive] bucket (docs/recording.md)", code=2)
+        try:
+            run = archive.archive(cli_actor(), limit)
+        except ArchiveError as exc:
+            raise fail(str(exc), code=1) from None
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps({"archived": run.archived, "failed": run.failed}))
+    else:
+        typer.echo(
+            f"archived {len(run.archived)} recordings to bucket {archive.target.bucket} "
+            "(compliance mode until each one's retention ends)"
+        )
+        for recording_id, why in run.failed.items():
+            typer.echo(f"not archived {recording_id}: {why}")
+    if run.failed:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("hold")(recording_hold)
     app.command("purge")(recording_purge)
+    app.command("archive")(recording_archive)

@@ -430,7 +430,7 @@ async def run_serve(settings: Settings) -> None:
     stop = stop_on_signals()
     # hourly, while a retention period is set
     purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
-    recording_purge = await recording_purge_job(recordings)
+    recording_purge = await recording_purge_job(recordings, settings.recording.archive)
     identity = await start_identity(settings.identity, store, accounts)
     services = dataclasses.replace(services, password_sign_in=identity.password_sign_in)
     try:
