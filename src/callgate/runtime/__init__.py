@@ -471,7 +471,9 @@ async def run_serve(settings: Settings) -> None:
                 routers=[
                     calls.router,
                     directory_router(calls.hub),
-                    recordings_router(recordings, AuditLog(store), recording_purge),
+                    recordings_router(
+                        recordings, AuditLog(store), recording_purge, checkpointer.key
+                    ),
                     identity.router(),
                 ],
                 storage_writable=lambda: storage.writable,

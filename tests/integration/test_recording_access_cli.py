@@ -1,21 +1,30 @@
-"""Retention and legal hold of recordings through a running `callgate serve` (real sockets): its
-own purge at start, `callgate recording hold | purge` on the store and with `--server`, the
-API's roles (hold: compliance officers only; purge: compliance and admins) with every refusal
-audited, and a held recording never deleted."""
+"""Recordings through a running `callgate serve` (real sockets).
+
+Retention and legal hold: its own purge at start, `callgate recording hold | purge` on the store
+and with `--server`, the API's roles (hold: compliance officers only; purge: compliance and
+admins) with every refusal audited, and a held recording never deleted.
+
+Export from the server: `callgate recording export --server` (WAV or Ogg/Opus) writes a bundle
+that verifies offline, with the caller's tone left and the callee's right; a plain user is
+refused and audited."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+import wave
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 import pytest
 from sqlalchemy import update
 
+from callgate.media.packets import MediaPacket
 from callgate.recording import keys
 from callgate.recording.recorder import RecorderLimits
 from callgate.recording.retention import RetentionPolicy
@@ -31,6 +40,41 @@ from tests.integration.test_recording_retention import record
 pytestmark = pytest.mark.timeout(240)  # a dozen CLI processes on a busy machine
 CLEO = "inquiry-officer-3"  # cleo's password (compliance)
 LONG_AGO = datetime(2019, 1, 1, tzinfo=UTC)
+CALLER_HZ, CALLEE_HZ = 440.0, 880.0
+RATE = 48000
+
+
+def opus_tone(hz: float, frames: int) -> list[bytes]:
+    """`frames` 20 ms Opus packets of a sine at `hz` (libopus through PyAV)."""
+    codec = av.CodecContext.create("libopus", "w")
+    codec.sample_rate, codec.layout, codec.format, codec.bit_rate = RATE, "mono", "s16", 32000
+    payloads: list[bytes] = []
+    for i in range(frames + 2):  # the encoder lags a little
+        t = (np.arange(960) + i * 960) / RATE
+        samples = (np.sin(2 * np.pi * hz * t) * 8000).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate, frame.pts = RATE, i * 960
+        payloads += [bytes(p) for p in codec.encode(frame)]
+    return payloads[:frames]
+
+
+async def record_tones(service: RecordingService) -> str:
+    """Two seconds of a call: the caller at 440 Hz, the callee at 880 Hz."""
+    parties = {"caller": {"handle": "alice"}, "callee": {"handle": "bob"}}
+    recorder = await service.start("a" * 32, parties, "2:desk", lambda reason: None)
+    start = time.time()
+    for leg, hz, ssrc in (("caller", CALLER_HZ, 11), ("callee", CALLEE_HZ, 22)):
+        for seq, payload in enumerate(opus_tone(hz, 100)):
+            recorder.on_packet(MediaPacket(leg, payload, 3000 + seq * 960, seq, ssrc, 111,
+                                           start + seq * 0.02))  # fmt: skip
+    await asyncio.wait_for(recorder.first_written(), 10)
+    await service.finish(recorder.recording_id)
+    return recorder.recording_id
+
+
+def peak_hz(samples: Any) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / RATE)[int(np.argmax(spectrum[1:])) + 1])
 
 
 def age(store: Store, recording_id: str) -> None:
@@ -58,6 +102,7 @@ def prepare(data: Path, made: dict[str, str]) -> None:
         service = RecordingService(RecordingRepository(store), settings, {})
         for name in ("expired", "held", "fresh"):
             made[name] = asyncio.run(record(service, store, "alice", "2:desk"))
+        made["tones"] = asyncio.run(record_tones(service))
         age(store, made["expired"])
         age(store, made["held"])
     finally:
@@ -191,3 +236,54 @@ def test_held_recordings_outlast_retention_and_every_purge_is_audited(
     assert files["fresh"].exists()
     shown = callgate("recording", "show", made["fresh"], "--json", *remote, cwd=web.root, **cli)
     assert json.loads(shown.stdout)["legal_hold"] is True
+
+
+def test_a_bundle_exported_from_the_server_verifies_offline(
+    server: tuple[WebServer, dict[str, str]],
+) -> None:
+    web, made = server
+    data = web.root / "data"
+    cli = {"CALLGATE_ADMIN_PASSWORD": CLEO, "CALLGATE_CONFIG_DIR": str(web.root / "cfg")}
+    remote = ("--server", web.url, "--user", "cleo")
+
+    bundles = {}
+    for audio in ("ogg", "wav"):
+        out = web.root / f"bundle-{audio}"
+        exported = callgate("recording", "export", "a" * 32, "--out", str(out), "--format", audio,
+                            *remote, cwd=web.root, **cli)  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
+        assert f"exported recording {made['tones']} (2.0 s) from {web.url}" in exported.stdout
+        verify = callgate("recording", "verify", str(out), "--json", cwd=web.root)
+        assert verify.returncode == 0, verify.stdout
+        assert json.loads(verify.stdout)["audio"] == f"audio.{audio}"
+        bundles[audio] = out
+    exports = [(actor, d["audio_file"]) for actor, action, d in audit_of(data, made["tones"])
+               if action == "recording.exported"]  # fmt: skip
+    assert exports == [("cleo", "audio.ogg"), ("cleo", "audio.wav")]
+
+    # Ogg/Opus: the caller's tone on the left, the callee's on the right
+    with av.open(str(bundles["ogg"] / "audio.ogg")) as container:
+        assert container.streams.audio[0].codec_context.name == "opus"
+        decoded = np.concatenate(
+            [f.to_ndarray().reshape(2, -1) for f in container.decode(audio=0)], axis=1
+        )
+    talk = decoded[:, RATE // 2 : RATE + RATE // 2]
+    assert abs(peak_hz(talk[0]) - CALLER_HZ) < 5 and abs(peak_hz(talk[1]) - CALLEE_HZ) < 5
+    with wave.open(str(bundles["wav"] / "audio.wav")) as reader:
+        frames = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
+    stereo = frames.reshape(-1, 2).astype(np.float64)[RATE // 2 : RATE + RATE // 2]
+    assert abs(peak_hz(stereo[:, 0]) - CALLER_HZ) < 5 and abs(peak_hz(stereo[:, 1]) - CALLEE_HZ) < 5
+
+    # swapping in the other export's audio is caught offline
+    (bundles["ogg"] / "audio.ogg").write_bytes(b"OggS" + bytes(100))
+    tampered = callgate("recording", "verify", str(bundles["ogg"]), cwd=web.root)
+    assert tampered.returncode == 1 and "audio.ogg is not the audio" in tampered.stdout
+
+    # a plain user gets nothing, and the refusal is audited
+    with web.client() as client:
+        headers = {"Authorization": f"Bearer {web.token('bob')}"}
+        refused = client.get(f"/api/recordings/{made['tones']}/bundle", headers=headers)
+    assert refused.status_code == 403
+    denied = [(a, d["wanted"]) for a, act, d in audit_of(data, made["tones"])
+              if act == "recording.access_denied"]  # fmt: skip
+    assert denied == [("bob", "export")]
