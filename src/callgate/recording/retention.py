@@ -172,6 +172,8 @@ class RecordingRetention:
                 if archive_delete is None:
                     refused[row.recording_id] = "archived, and no archive is configured"
                     continue
+                if not self._still_due(row.recording_id, now):
+                    continue  # held since it was listed: its archived copy stays too
                 try:
                     archive_delete(row)
                 except Exception as exc:  # the archive keeps it: so do we, and say why
@@ -182,6 +184,11 @@ class RecordingRetention:
         for recording_id, why in refused.items():
             log.error("recording %s past retention kept: archive: %s", recording_id, why)
         return RecordingPurge(deleted, held_kept, refused)
+
+    def _still_due(self, recording_id: str, now: datetime) -> bool:
+        where = and_(recordings.c.recording_id == recording_id, _due(now), ~_held())
+        with self._engine.connect() as conn:
+            return conn.scalar(select(func.count()).where(where)) == 1
 
     def _delete(self, row: RecordingRow, actor: str, now: datetime) -> bool:
         where = and_(recordings.c.recording_id == row.recording_id, _due(now), ~_held())
