@@ -217,7 +217,7 @@ class AuditSettings(BaseModel):
 
 class ArchiveSettingsModel(BaseModel):
     """`[recording.archive]` / `CALLGATE_RECORDING__ARCHIVE__*`: the WORM copy of closed recordings
-    in an S3 bucket with Object Lock (`callgate recording archive`; docs/recording.md). Off while
+    in an S3 bucket with Object Lock (`serve`, `callgate recording archive`; docs/recording.md). Off while
     `bucket` is unset. Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID and
     AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, an instance role), never from this file."""
 
@@ -230,6 +230,9 @@ class ArchiveSettingsModel(BaseModel):
     region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
     # Objects go to PREFIX<recording id>/recording.cgrec and …/metadata.json.
     prefix: str = Field(default="callgate/recordings/", pattern=r"^[A-Za-z0-9!_.*'()/-]{0,200}$")
+    # `callgate serve` archives what has closed this often (seconds); 0 = only by
+    # `callgate recording archive`.
+    interval_s: float = Field(default=600.0, ge=0, le=7 * 86400)
 
     @field_validator("endpoint_url")
     @classmethod

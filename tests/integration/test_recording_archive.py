@@ -2,7 +2,8 @@
 `callgate recording archive` copies closed recordings in compliance mode until their retention
 ends and audits it; a bucket without Object Lock and a file that differs from its audited digest
 are refused; the server itself refuses to delete an archived version before its date, so the
-purge keeps the recording; after the date the purge deletes the copy, then the recording."""
+purge keeps the recording; after the date the purge deletes the copy, then the recording.
+`callgate serve` with an archive configured archives on its own."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from callgate.records.audit import AuditLog
 from callgate.storage.db import Store, open_store, sqlite_url
 from callgate.storage.models import Recording
 from tests.cli_process import clean_env
+from tests.integration.serve_fixture import serve
 from tests.integration.test_cli import callgate, free_port
 from tests.integration.test_recording_retention import record
 
@@ -182,3 +184,38 @@ def test_archived_recordings_are_locked_until_their_retention_ends(
         and json.loads(entry.details)["archive"]["bucket"] == "worm"
     )
     store.close()
+
+
+def test_serve_archives_closed_recordings_on_its_own(s3_url: str, tmp_path: Path) -> None:
+    s3(s3_url).create_bucket(Bucket="served", ObjectLockEnabledForBucket=True)
+    made: list[str] = []
+
+    def prepare(data: Path) -> None:
+        settings = RecordingSettings(
+            directory=data / "recordings", key_file=keys.master_key_path(data), min_free_bytes=0,
+            limits=RecorderLimits(0.05, 30.0), retention=RetentionPolicy(days=30),
+        )  # fmt: skip
+        store = open_store(sqlite_url(data))
+        try:
+            service = RecordingService(RecordingRepository(store), settings, {})
+            made.append(asyncio.run(record(service, store, "alice", None)))
+        finally:
+            store.close()
+
+    env = {**CREDENTIALS, "CALLGATE_RECORDING__ARCHIVE__BUCKET": "served",
+           "CALLGATE_RECORDING__ARCHIVE__ENDPOINT_URL": s3_url,
+           "CALLGATE_RECORDING__ARCHIVE__INTERVAL_S": "1"}  # fmt: skip
+    for web in serve(tmp_path, prepare=prepare, **env):
+        store = open_store(sqlite_url(tmp_path / "data"))
+        try:
+            deadline = time.monotonic() + 60
+            while row_of(store, made[0]).archive is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            archived = row_of(store, made[0]).archive
+            assert archived is not None, web.log()
+            entry = next(e for e in AuditLog(store).recent(50) if e.action == "recording.archived")
+            assert (entry.actor, entry.object) == ("system", f"recording:{made[0]}")
+        finally:
+            store.close()
+    head = s3(s3_url).head_object(Bucket="served", Key=archived["key"] + "recording.cgrec")
+    assert head["ObjectLockMode"] == "COMPLIANCE"

@@ -41,6 +41,7 @@ from callgate.metrics import MetricsServer, build_registry, serve_metrics
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
+from callgate.recording.archive import ArchiveTarget
 from callgate.recording.metrics import RecordingCollector
 from callgate.recording.service import RecordingService, recording_settings
 from callgate.recording.store import RecordingRepository
@@ -52,7 +53,7 @@ from callgate.records.relay_sessions import DbEventSink, close_stale_sessions
 from callgate.records.retention import PurgeJob
 from callgate.runtime.audit import Checkpointer, key_path, record_start
 from callgate.runtime.calling import build_signaling
-from callgate.runtime.recordings import recording_purge_job
+from callgate.runtime.recordings import recording_jobs
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.health import StorageHealth
 from callgate.storage.permissions import private_data_dir
@@ -430,7 +431,10 @@ async def run_serve(settings: Settings) -> None:
     stop = stop_on_signals()
     # hourly, while a retention period is set
     purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
-    recording_purge = await recording_purge_job(recordings, settings.recording.archive)
+    archive = settings.recording.archive
+    recording_purge, archive_job = await recording_jobs(
+        recordings, ArchiveTarget.of(archive), archive.interval_s
+    )
     identity = await start_identity(settings.identity, store, accounts)
     services = dataclasses.replace(services, password_sign_in=identity.password_sign_in)
     try:
@@ -456,6 +460,8 @@ async def run_serve(settings: Settings) -> None:
             await checkpointer.start()
             await purge_job.start()
             await recording_purge.start()
+            if archive_job is not None:
+                await archive_job.start()
             group_limits = await attach_turn_limits(store, server.handler, config.deny_peers)
             disabled = DisabledAccounts(store, server, settings.calls.credential_ttl)
             await disabled.apply()
@@ -508,6 +514,8 @@ async def run_serve(settings: Settings) -> None:
                 await calls.hub.stop()
                 await purge_job.stop()
                 await recording_purge.stop()
+                if archive_job is not None:
+                    await archive_job.stop()
                 group_limits.cancel()
                 disabled_task.cancel()
                 probe_task.cancel()
