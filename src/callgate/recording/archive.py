@@ -236,9 +236,12 @@ class RecordingArchive:
             "retain_until": until.isoformat(),
         }
         with self._engine.begin() as conn:
-            conn.execute(
+            done = conn.execute(
                 update(recordings)
-                .where(recordings.c.recording_id == row.recording_id)
+                .where(
+                    recordings.c.recording_id == row.recording_id,
+                    recordings.c.archive_bucket.is_(None),
+                )
                 .values(
                     archive_bucket=self.target.bucket,
                     archive_key=key,
@@ -246,6 +249,8 @@ class RecordingArchive:
                     archived_at=now,
                 )
             )
+            if not done.rowcount:  # another run (serve's, the CLI's) archived it meanwhile
+                raise ArchiveError("archived meanwhile by another run; this copy is a duplicate")
             AuditLog.append_in(
                 conn, actor, "recording.archived", f"recording:{row.recording_id}", details, now
             )
