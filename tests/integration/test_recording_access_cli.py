@@ -236,6 +236,9 @@ def test_held_recordings_outlast_retention_and_every_purge_is_audited(
     assert files["fresh"].exists()
     shown = callgate("recording", "show", made["fresh"], "--json", *remote, cwd=web.root, **cli)
     assert json.loads(shown.stdout)["legal_hold"] is True
+    table = callgate("recording", "list", "--data-dir", str(data), cwd=web.root)
+    line = next(x for x in table.stdout.splitlines() if made["fresh"] in x)
+    assert "2019-01-01" in line and "yes" in line, table.stdout
 
 
 def test_a_bundle_exported_from_the_server_verifies_offline(

@@ -100,11 +100,13 @@ def recording_list(
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    table = Table("recording", "call", "state", "started", "ended", "chunks", "bytes")
+    table = Table("recording", "call", "state", "started", "ended", "bytes", "kept until", "hold",
+                  "archived")  # fmt: skip
     for r in rows:
         table.add_row(
             r["recording_id"], r["call_id"], r["state"], r["started_at"], r["ended_at"] or "-",
-            str(r["chunks"]), str(r["bytes"]),
+            str(r["bytes"]), (r.get("retain_until") or "-")[:10],
+            "yes" if r.get("legal_hold") else "-", "yes" if r.get("archive") else "-",
         )  # fmt: skip
     table_console().print(table)
 
