@@ -134,7 +134,11 @@ def recordings_router(
         )  # fmt: skip
         return _ranged(data, range_)
 
-    @router.get("/{recording_id}/bundle", response_class=StreamingResponse)
+    @router.get(
+        "/{recording_id}/bundle",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/x-tar": {}}, "description": "the bundle"}},
+    )
     async def recording_bundle(
         user: UserDep,
         recording_id: RecordingId,
