@@ -22,8 +22,9 @@ import pytest
 from sqlalchemy import update
 
 from callgate.recording import keys
+from callgate.recording.archive import ArchiveTarget, RecordingArchive
 from callgate.recording.recorder import RecorderLimits
-from callgate.recording.retention import RetentionPolicy
+from callgate.recording.retention import RecordingRetention, RetentionPolicy
 from callgate.recording.service import RecordingService, RecordingSettings
 from callgate.recording.store import RecordingRepository, RecordingRow
 from callgate.records.audit import AuditLog
@@ -219,3 +220,28 @@ def test_serve_archives_closed_recordings_on_its_own(s3_url: str, tmp_path: Path
             store.close()
     head = s3(s3_url).head_object(Bucket="served", Key=archived["key"] + "recording.cgrec")
     assert head["ObjectLockMode"] == "COMPLIANCE"
+
+
+async def test_the_archive_on_each_store_backend(s3_url: str, store: Store, tmp_path: Path) -> None:
+    """The same rules with the store on SQLite and on PostgreSQL, without the CLI."""
+    settings = RecordingSettings(
+        directory=tmp_path / "rec", key_file=tmp_path / "master.key", min_free_bytes=0,
+        limits=RecorderLimits(0.05, 30.0), retention=RetentionPolicy(days=30),
+    )  # fmt: skip
+    repository = RecordingRepository(store)
+    recording_id = await record(RecordingService(repository, settings, {}), store, "alice", None)
+    bucket = f"backend-{tmp_path.name[-20:].lower().replace('_', '-')}"
+    client = s3(s3_url)
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    archive = RecordingArchive(ArchiveTarget(bucket, "b/"), repository, settings.directory, client)
+
+    run = archive.archive("compliance1")
+    assert [a["recording_id"] for a in run.archived] == [recording_id] and run.failed == {}
+    row = row_of(store, recording_id)
+    assert row.archive is not None and row.archive["at"] is not None
+    assert archive.pending() == []
+    # retention over here, not on the S3 server: kept, and why
+    set_retention(store, recording_id, datetime(2020, 1, 1, tzinfo=UTC))
+    purge = RecordingRetention(repository, settings.directory).purge("system", None, archive.delete)
+    assert purge.deleted == [] and "AccessDenied" in purge.refused[recording_id]
+    assert row_of(store, recording_id).archive == row.archive
