@@ -187,8 +187,26 @@ def test_archived_recordings_are_locked_until_their_retention_ends(
     store.close()
 
 
+def metric(url: str, name: str) -> float | None:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+def wait_until(check: Any, what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.2)
+
+
 def test_serve_archives_closed_recordings_on_its_own(s3_url: str, tmp_path: Path) -> None:
-    s3(s3_url).create_bucket(Bucket="served", ObjectLockEnabledForBucket=True)
+    """serve's archive run fails visibly (metrics, log) while the bucket has no Object Lock, and
+    archives on its own once it has."""
+    client = s3(s3_url)
+    client.create_bucket(Bucket="served")
     made: list[str] = []
 
     def prepare(data: Path) -> None:
@@ -206,19 +224,31 @@ def test_serve_archives_closed_recordings_on_its_own(s3_url: str, tmp_path: Path
     env = {**CREDENTIALS, "CALLGATE_RECORDING__ARCHIVE__BUCKET": "served",
            "CALLGATE_RECORDING__ARCHIVE__ENDPOINT_URL": s3_url,
            "CALLGATE_RECORDING__ARCHIVE__INTERVAL_S": "1"}  # fmt: skip
-    for web in serve(tmp_path, prepare=prepare, **env):
+    metrics_port = free_port()
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+    for web in serve(tmp_path, "--metrics", f"127.0.0.1:{metrics_port}", prepare=prepare, **env):
+        wait_until(
+            lambda log=web.log: "'served': no Object Lock" in log(),
+            "the refusal logged",
+        )
+        assert metric(metrics, "callgate_recording_archive_ok") == 0
+        assert metric(metrics, "callgate_recordings_archived_total") == 0
+
+        client.put_bucket_versioning(Bucket="served", VersioningConfiguration={"Status": "Enabled"})
+        client.put_object_lock_configuration(
+            Bucket="served", ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"}
+        )
+        wait_until(lambda: metric(metrics, "callgate_recordings_archived_total") == 1, "archived")
+        assert metric(metrics, "callgate_recording_archive_ok") == 1
         store = open_store(sqlite_url(tmp_path / "data"))
         try:
-            deadline = time.monotonic() + 60
-            while row_of(store, made[0]).archive is None and time.monotonic() < deadline:
-                time.sleep(0.2)
             archived = row_of(store, made[0]).archive
-            assert archived is not None, web.log()
+            assert archived is not None
             entry = next(e for e in AuditLog(store).recent(50) if e.action == "recording.archived")
             assert (entry.actor, entry.object) == ("system", f"recording:{made[0]}")
         finally:
             store.close()
-    head = s3(s3_url).head_object(Bucket="served", Key=archived["key"] + "recording.cgrec")
+    head = client.head_object(Bucket="served", Key=archived["key"] + "recording.cgrec")
     assert head["ObjectLockMode"] == "COMPLIANCE"
 
 

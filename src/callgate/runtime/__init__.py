@@ -42,7 +42,7 @@ from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
 from callgate.recording.archive import ArchiveTarget
-from callgate.recording.metrics import RecordingCollector
+from callgate.recording.metrics import ArchiveStatus, RecordingCollector
 from callgate.recording.service import RecordingService, recording_settings
 from callgate.recording.store import RecordingRepository
 from callgate.records.audit import AuditLog, load_or_create_signing_key
@@ -175,14 +175,17 @@ class KeyLookup:
 
 @contextlib.contextmanager
 def metrics_endpoint(
-    settings: Settings, server: TurnServer, recordings: RecordingService | None = None
+    settings: Settings,
+    server: TurnServer,
+    recordings: RecordingService | None = None,
+    archive: ArchiveStatus | None = None,
 ) -> Generator[MetricsServer | None]:
     if settings.metrics is None:
         yield None
         return
     registry = build_registry(server.live_counters)
     if recordings is not None:
-        registry.register(RecordingCollector(recordings))
+        registry.register(RecordingCollector(recordings, archive))
     endpoint = serve_metrics(settings.metrics, registry)
     try:
         yield endpoint
@@ -492,7 +495,7 @@ async def run_serve(settings: Settings) -> None:
                 web = [await _start_http(settings, Hsts(app), address=https, tls=True)]
                 web.append(await _start_http(settings, https_redirect(*https)))
                 where = f"https https://{format_address(https)} ({where} redirects to it)"
-            with metrics_endpoint(settings, server, recordings) as metrics:
+            with metrics_endpoint(settings, server, recordings, archive_job) as metrics:
                 extra = (
                     f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
                 )

@@ -26,6 +26,8 @@ class ArchiveJob:
         self.archive = archive
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
+        self.archived_total = 0
+        self.ok = True  # the last run archived everything pending (metrics)
 
     async def start(self) -> None:
         if self._interval > 0:
@@ -42,11 +44,14 @@ class ArchiveJob:
         while True:
             try:
                 run = await asyncio.to_thread(self.archive.archive, "system")
+                self.archived_total += len(run.archived)
+                self.ok = not run.failed
                 if run.archived:
                     log.info("archived %d recording(s) to %s", len(run.archived), bucket)
                 for recording_id, why in run.failed.items():
                     log.error("recording %s not archived to %s: %s", recording_id, bucket, why)
             except (ArchiveError, SQLAlchemyError, OSError) as exc:
+                self.ok = False
                 log.error("recording archive: %s", exc)
             await asyncio.sleep(self._interval)
 
