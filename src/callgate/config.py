@@ -217,6 +217,47 @@ class AuditSettings(BaseModel):
     key_file: Path | None = None
 
 
+class ArchiveSettingsModel(BaseModel):
+    """`[recording.archive]` / `CALLGATE_RECORDING__ARCHIVE__*`: the WORM copy of closed recordings
+    in an S3 bucket with Object Lock (`serve`, `callgate recording archive`; docs/recording.md). Off while
+    `bucket` is unset. Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, an instance role), never from this file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # An existing bucket created with Object Lock enabled; anything else is refused.
+    bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    # The S3 API's URL (MinIO, Ceph, …); default AWS. Plain http only to a loopback host.
+    endpoint_url: str | None = Field(default=None, max_length=2048)
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    # Objects go to PREFIX<recording id>/recording.cgrec and …/metadata.json.
+    prefix: str = Field(default="callgate/recordings/", pattern=r"^[A-Za-z0-9!_.*'()/-]{0,200}$")
+    # `callgate serve` archives what has closed this often (seconds); 0 = only by
+    # `callgate recording archive`.
+    interval_s: float = Field(default=600.0, ge=0, le=7 * 86400)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s)://HOST[:PORT] URL")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            raise ValueError("plain http only to a loopback host; use https")
+        return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class RecordingSettingsModel(BaseModel):
     """The `[recording]` table / `CALLGATE_RECORDING__*`: compliance recording (docs/recording.md)."""
 
@@ -236,6 +277,15 @@ class RecordingSettingsModel(BaseModel):
     # Calls recorded at once (each holds two peer connections on the server); beyond this a call
     # that must be recorded ends `recording-unavailable`.
     max_active: int = Field(default=100, ge=1, le=100_000)
+    # Days a recording is kept after it ends; nothing deletes it sooner, for any role (MiFID II
+    # art. 16(7): 5 years, 7 on request; SEC 17a-4 / FINRA 4511: 3 to 6). Default 7 years.
+    retention_days: int = Field(default=2557, ge=1, le=36525)
+    # Per policy rule name, e.g. {"trading-desk" = 2557, "sales" = 1827}: recordings made under
+    # that rule are kept this many days instead.
+    retention_by_rule: dict[str, Annotated[int, Field(ge=1, le=36525)]] = Field(
+        default_factory=dict, max_length=1000
+    )
+    archive: ArchiveSettingsModel = Field(default_factory=ArchiveSettingsModel)
 
 
 class LimitSettings(BaseModel):

@@ -182,6 +182,13 @@ def test_cli_overrides_map_onto_turn_config() -> None:
         ({"log_level": "loud"}, "log_level (--log-level, CALLGATE_LOG_LEVEL)"),
         ({"http": "localhost"}, "http (--http, CALLGATE_HTTP)"),
         ({"metrics": "1.2.3.4:99999"}, "metrics (--metrics, CALLGATE_METRICS)"),
+        (
+            {"recording": {"archive": {"endpoint_url": "http://s3.example.com"}}},
+            "plain http only to a loopback host",
+        ),
+        ({"recording": {"archive": {"endpoint_url": "ftp://x"}}}, "must be an http(s)://HOST"),
+        ({"recording": {"archive": {"bucket": "No_Such"}}}, "recording.archive.bucket"),
+        ({"recording": {"retention_days": 0}}, "recording.retention_days"),
     ],
 )
 def test_errors_name_the_option(overrides: dict[str, object], message: str) -> None:

@@ -24,6 +24,7 @@ from callgate.cli.export import audit_export, cdr_export
 from callgate.cli.groups import group_app
 from callgate.cli.policy import policy_app
 from callgate.cli.recording import recording_app
+from callgate.cli.recording_keep import register as register_recording_keep
 from callgate.cli.retention import retention_app
 from callgate.cli.users import user_app
 from callgate.config import Settings
@@ -46,6 +47,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(cdr_app, name="cdr")
 app.add_typer(audit_app, name="audit")
 app.add_typer(retention_app, name="retention")
+register_recording_keep(recording_app)
 app.add_typer(recording_app, name="recording")
 app.command("detect")(detect_command)
 app.command("monitor")(monitor_command)

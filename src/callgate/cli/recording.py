@@ -1,8 +1,8 @@
 """`callgate recording list | show | export | verify`: compliance recordings.
 
-`list` and `show` read the server's store (`--data-dir` / `--config`) or, with `--server`, its
-API as a compliance officer or admin. `export` works on the store, with the recording master key
-and the audit signing key. `verify DIR` needs only the bundle.
+`list`, `show` and `export` read the server's store (`--data-dir` / `--config`; `export` needs the
+recording master key and the audit signing key there) or, with `--server`, its API as a
+compliance officer or admin. `verify DIR` needs only the bundle.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import typer
@@ -100,11 +100,13 @@ def recording_list(
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    table = Table("recording", "call", "state", "started", "ended", "chunks", "bytes")
+    table = Table("recording", "call", "state", "started", "ended", "bytes", "kept until", "hold",
+                  "archived")  # fmt: skip
     for r in rows:
         table.add_row(
             r["recording_id"], r["call_id"], r["state"], r["started_at"], r["ended_at"] or "-",
-            str(r["chunks"]), str(r["bytes"]),
+            str(r["bytes"]), (r.get("retain_until") or "-")[:10],
+            "yes" if r.get("legal_hold") else "-", "yes" if r.get("archive") else "-",
         )  # fmt: skip
     table_console().print(table)
 
@@ -141,11 +143,23 @@ def recording_show(
 def recording_export(
     target: Annotated[str, typer.Argument(help="Call id or recording id.")],
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="New directory to write.")],
+    audio_format: Annotated[
+        Literal["wav", "ogg"], typer.Option("--format", help="Audio as wav or ogg (Ogg/Opus).")
+    ] = "wav",
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
+    server: ServerOpt = None,
+    user: AdminOpt = None,
+    password_stdin: PasswordStdinOpt = False,
 ) -> None:
-    """Write a bundle (audio.wav caller-left/callee-right, metadata, audit entries, signed
+    """Write a bundle (audio caller-left/callee-right, metadata, audit entries, signed
     checkpoint) that `callgate recording verify DIR` checks offline. The export is audited."""
+    if out.exists():
+        raise fail(f"--out: {out} exists", code=2)
+    url = api_server(server, data_dir=data_dir, config=config)
+    if url is not None:
+        _export_via_api(url, user, password_stdin, target, out, audio_format)
+        return
     from callgate.recording.bundle import BundleError, export_bundle
     from callgate.recording.chunks import ChunkError
     from callgate.recording.keys import MasterKeyError, load_master_key
@@ -156,8 +170,6 @@ def recording_export(
 
     settings = settings_from(config, {"data_dir": data_dir})
     paths = recording_settings(settings.recording, settings.data_dir)
-    if out.exists():
-        raise fail(f"--out: {out} exists", code=2)
     try:
         master = load_master_key(paths.key_file, create=False)
         signing_key = load_or_create_signing_key(key_path(settings))
@@ -167,7 +179,8 @@ def recording_export(
     try:
         row = _find(RecordingRepository(store), target)
         assert isinstance(row, RecordingRow)
-        done = export_bundle(row, paths.directory, master, AuditLog(store), signing_key, out, "cli")
+        done = export_bundle(row, paths.directory, master, AuditLog(store), signing_key, out,
+                             "cli", audio_format)  # fmt: skip
     except (BundleError, ChunkError, MasterKeyError, OSError) as exc:
         raise fail(f"export: {exc}", code=1) from None
     finally:
@@ -176,6 +189,42 @@ def recording_export(
         f"exported recording {done['recording_id']} ({done['seconds']:.1f} s) to {out}; "
         f"audit entry {done['export_entry']}"
     )
+
+
+def _export_via_api(
+    url: str, user: str | None, password_stdin: bool, target: str, out: Path, audio: str
+) -> None:
+    """GET the bundle as a tar from the server (audited there as the reader) and unpack it."""
+    import tempfile
+
+    from callgate.recording.bundle_tar import BundleTarError, unpack
+
+    if not re.fullmatch("[0-9a-f]{32}", target):
+        raise fail(f"not a recording or call id: {target!r}")
+    with admin_api(url, user, admin_password(user, password_stdin)) as api:
+        of_call = api.call("GET", f"/api/recordings?{urlencode({'call_id': target})}")
+        recording_id = of_call[-1]["recording_id"] if of_call else target
+        with tempfile.TemporaryDirectory(prefix="callgate-export-") as work:
+            tar = Path(work) / "bundle.tar"
+            with tar.open("wb") as handle:
+                api.download(f"/api/recordings/{recording_id}/bundle?format={audio}", handle)
+            try:
+                unpack(tar, out)
+            except BundleTarError as exc:
+                raise fail(f"export from {url}: {exc}", code=1) from None
+    export = _export_entry(out)
+    typer.echo(
+        f"exported recording {recording_id} ({export['details']['seconds']:.1f} s) from {url} "
+        f"to {out}; audit entry {export['seq']}"
+    )
+
+
+def _export_entry(bundle: Path) -> dict[str, Any]:
+    """The bundle's own `recording.exported` entry (its last)."""
+    lines = (bundle / "audit.jsonl").read_text(encoding="utf-8").splitlines()
+    entry: dict[str, Any] = json.loads(lines[-1])
+    entry["details"] = json.loads(entry["details"])
+    return entry
 
 
 @recording_app.command("verify")

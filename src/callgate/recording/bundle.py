@@ -3,15 +3,16 @@
     bundle/
       recording.cgrec     the encrypted chunks, as stored
       metadata.json       participants, streams, times, rule, codec, every chunk's SHA-256
-      audio.wav           stereo, caller left, callee right, decoded at export
+      audio.wav           stereo, caller left, callee right, decoded at export (or audio.ogg:
+                          the same, encoded as Ogg/Opus)
       audit.jsonl         the audit entries from the recording's closing entry to the export
       checkpoint.txt      a signed checkpoint of the audit log covering the last of them
       audit-public.pem    the key that signed it
 
 Verification needs no key but the public one: the chunks against the metadata's list (which
 names a changed, missing or moved chunk), the file and metadata against the closing entry's
-digest, the entries' hash chain up to the signed checkpoint, and the WAV against the export's
-entry.
+digest, the entries' hash chain up to the signed checkpoint, and the audio file against the
+export's entry.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from callgate.recording import keys
-from callgate.recording.audio import stereo_wav
+from callgate.recording.audio import stereo_wav_bytes
 from callgate.recording.chunks import (
     ChunkError,
     decode_packets,
@@ -39,6 +40,7 @@ from callgate.recording.chunks import (
     open_chunk,
     read_header,
 )
+from callgate.recording.ogg import stereo_ogg
 from callgate.recording.store import RecordingRow, recording_digest
 from callgate.records.audit import AuditLog
 from callgate.records.audit_chain import (
@@ -49,6 +51,7 @@ from callgate.records.audit_chain import (
 )
 
 CLOSING = ("recording.closed", "recording.failed", "recording.interrupted")
+AUDIO_FILES = {"wav": "audio.wav", "ogg": "audio.ogg"}
 
 
 class BundleError(Exception):
@@ -80,7 +83,11 @@ def export_bundle(
     signing_key: Ed25519PrivateKey,
     out: Path,
     actor: str,
+    audio_format: str = "wav",
 ) -> dict[str, Any]:
+    """Write the bundle to `out` (a new directory), audio as `audio_format` ("wav" or "ogg")."""
+    if audio_format not in AUDIO_FILES:
+        raise BundleError(f"audio format {audio_format!r}: use wav or ogg")
     if row.state == "open" or row.audit_seq is None:
         raise BundleError(f"recording {row.recording_id} is still open")
     out.mkdir(parents=True, exist_ok=False)
@@ -88,10 +95,16 @@ def export_bundle(
     shutil.copyfile(stored, out / "recording.cgrec")
     data = (out / "recording.cgrec").read_bytes()
     (out / "metadata.json").write_text(json.dumps(row.metadata, indent=2, sort_keys=True) + "\n")
-    seconds = stereo_wav(decrypt(row, data, master), out / "audio.wav")
+    wav, seconds = stereo_wav_bytes(decrypt(row, data, master))
+    audio = out / AUDIO_FILES[audio_format]
+    if audio_format == "ogg":
+        stereo_ogg(wav, audio)
+    else:
+        audio.write_bytes(wav)
     details = {
         "call_id": row.call_id,
-        "audio_sha256": _sha256(out / "audio.wav"),
+        "audio_file": audio.name,
+        "audio_sha256": _sha256(audio),
         "seconds": round(seconds, 3),
     }
     entry = audit.append(actor, "recording.exported", f"recording:{row.recording_id}", details)
@@ -151,11 +164,15 @@ def verify_bundle(bundle: Path, public_key_path: Path | None = None) -> Verdict:
         for e in entries
         if e["action"] == "recording.exported" and e["object"] == f"recording:{recording_id}"
     ]
-    wav = bundle / "audio.wav"
     if not exports:
         problems.append("the audit entries do not include this export")
-    elif not wav.exists() or json.loads(exports[-1]["details"]).get("audio_sha256") != _sha256(wav):
-        problems.append("audio.wav is not the audio this export wrote")
+    else:
+        exported = json.loads(exports[-1]["details"])
+        name = exported.get("audio_file", AUDIO_FILES["wav"])
+        audio = bundle / name if name in AUDIO_FILES.values() else None
+        if audio is None or not audio.exists() or exported.get("audio_sha256") != _sha256(audio):
+            problems.append(f"{name} is not the audio this export wrote")
+        facts["audio"] = name
     return Verdict(not problems, problems, facts)
 
 

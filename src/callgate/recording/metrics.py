@@ -1,18 +1,26 @@
 """Recorder health on `/metrics`: whether calls can be recorded now, how many are being recorded,
-and how many recordings failed since start."""
+and how many recordings failed since start; with a WORM archive, whether its last run archived
+everything it should have, and how many recordings it archived since start."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from callgate.recording.service import RecordingService
 
 
+class ArchiveStatus(Protocol):
+    archived_total: int
+    ok: bool
+
+
 class RecordingCollector:
-    def __init__(self, service: RecordingService) -> None:
+    def __init__(self, service: RecordingService, archive: ArchiveStatus | None = None) -> None:
         self._service = service
+        self._archive = archive
 
     def collect(self) -> Iterator[Metric]:
         service = self._service
@@ -29,3 +37,15 @@ class RecordingCollector:
             "Recordings that stopped being written mid-call (the call ended recording-failed)",
             value=service.failed_total,
         )
+        archive = self._archive
+        if archive is not None:
+            yield GaugeMetricFamily(
+                "callgate_recording_archive_ok",
+                "1 when the last archive run copied every closed recording, else 0 (see the log)",
+                value=1 if archive.ok else 0,
+            )
+            yield CounterMetricFamily(
+                "callgate_recordings_archived",
+                "Recordings copied to the WORM archive by this process",
+                value=archive.archived_total,
+            )

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from callgate.recording import keys
 from callgate.recording.chunks import HEADER_BYTES, ChunkError, iter_chunks, seal
 from callgate.recording.recorder import RecorderLimits, StreamRecorder
+from callgate.recording.retention import RetentionPolicy
 from callgate.recording.store import RecordingRepository, RecordingRow
 from callgate.recording.writer import ChunkWriter, RecordingFailure
 
@@ -39,6 +40,7 @@ class RecordingSettings:
     min_free_bytes: int = 64 << 20
     max_active: int = 100
     limits: RecorderLimits = field(default_factory=RecorderLimits)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
 
 class RecordingSection(Protocol):
@@ -50,6 +52,8 @@ class RecordingSection(Protocol):
     flush_interval_s: float
     silence_limit_s: float
     max_active: int
+    retention_days: int
+    retention_by_rule: dict[str, int]
 
 
 def recording_settings(section: RecordingSection, data_dir: Path) -> RecordingSettings:
@@ -60,6 +64,7 @@ def recording_settings(section: RecordingSection, data_dir: Path) -> RecordingSe
         min_free_bytes=section.min_free_mb << 20,
         max_active=section.max_active,
         limits=RecorderLimits(section.flush_interval_s, section.silence_limit_s),
+        retention=RetentionPolicy(section.retention_days, dict(section.retention_by_rule)),
     )
 
 
@@ -172,6 +177,7 @@ class RecordingService:
             "codec": CODEC,
             "policy_rule": policy_rule,
             "metadata_json": json.dumps({"participants": _participants(parties)}),
+            "retention": self.settings.retention.period(policy_rule),
         }
         writer = await asyncio.to_thread(
             ChunkWriter, path, recording_id, key, self.settings.min_free_bytes

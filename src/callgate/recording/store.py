@@ -11,10 +11,10 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from callgate.records.audit import AuditLog
 from callgate.records.audit_chain import canonical_json
@@ -47,6 +47,10 @@ class RecordingRow:
     failure: str | None
     metadata: dict[str, Any]
     audit_seq: int | None
+    retain_until: datetime | None = None
+    legal_hold: bool = False
+    hold_reason: str | None = None
+    archive: dict[str, Any] | None = None  # bucket, key, versions {name: version id}, at
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -59,11 +63,20 @@ class RecordingRow:
         return out
 
 
-def _row(r: Any) -> RecordingRow:
+def _archive(r: Any) -> dict[str, Any] | None:
+    if r.archive_bucket is None:
+        return None
+    at = r.archived_at.isoformat().replace("+00:00", "Z") if r.archived_at else None
+    versions = json.loads(r.archive_versions or "{}")
+    return {"bucket": r.archive_bucket, "key": r.archive_key, "versions": versions, "at": at}
+
+
+def recording_row(r: Any) -> RecordingRow:
     return RecordingRow(
         r.recording_id, r.call_id, r.state, r.started_at, r.ended_at, r.file_name, r.key_id,
         r.wrapped_key, r.codec, r.policy_rule, r.chunks, r.bytes, r.sha256, r.failure,
-        json.loads(r.metadata_json), r.audit_seq,
+        json.loads(r.metadata_json), r.audit_seq, r.retain_until, bool(r.legal_hold),
+        r.hold_reason, _archive(r),
     )  # fmt: skip
 
 
@@ -71,17 +84,23 @@ class RecordingRepository:
     def __init__(self, store: Store) -> None:
         self._engine = store.engine
 
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
     def create(self, row: Mapping[str, Any], at: datetime) -> None:
+        """Insert the row (state `open`) and audit `recording.started`. A `retention` timedelta
+        in `row` sets `retain_until` (moved to the recording's end when it closes)."""
         values = {**row, "state": "open", "started_at": at, "chunks": 0, "bytes": 0}
+        retention = values.pop("retention", None)
+        details = {"call_id": row["call_id"], "key_id": row["key_id"], "codec": row["codec"]}
+        if isinstance(retention, timedelta):
+            values["retain_until"] = at + retention
+            details["retention_days"] = retention.days
         with self._engine.begin() as conn:
             conn.execute(insert(Recording).values(**values))
             AuditLog.append_in(
-                conn,
-                ACTOR,
-                "recording.started",
-                f"recording:{row['recording_id']}",
-                {"call_id": row["call_id"], "key_id": row["key_id"], "codec": row["codec"]},
-                at,
+                conn, ACTOR, "recording.started", f"recording:{row['recording_id']}", details, at
             )
 
     def finish(
@@ -99,9 +118,13 @@ class RecordingRepository:
         """Close the row and append `recording.<state>` with its digest; returns the audit seq."""
         digest = recording_digest(file_sha256, metadata)
         with self._engine.begin() as conn:
-            call_id = conn.execute(
-                select(Recording.call_id).where(Recording.recording_id == recording_id)
-            ).scalar_one()
+            call_id, started, retain_until = conn.execute(
+                select(Recording.call_id, Recording.started_at, Recording.retain_until).where(
+                    Recording.recording_id == recording_id
+                )
+            ).one()
+            if retain_until is not None:  # the retention period runs from the recording's end
+                retain_until = at + (retain_until - started)
             entry = AuditLog.append_in(
                 conn,
                 ACTOR,
@@ -114,6 +137,7 @@ class RecordingRepository:
                     "file_sha256": file_sha256,
                     "digest": digest,
                     **({"failure": failure} if failure else {}),
+                    **({"retain_until": retain_until.isoformat()} if retain_until else {}),
                 },
                 at,
             )
@@ -129,6 +153,7 @@ class RecordingRepository:
                     failure=failure,
                     metadata_json=json.dumps(dict(metadata), sort_keys=True),
                     audit_seq=entry.seq,
+                    retain_until=retain_until,
                 )
             )
             conn.execute(
@@ -143,23 +168,23 @@ class RecordingRepository:
             found = conn.execute(
                 select(Recording).where(Recording.recording_id == recording_id)
             ).first()
-        return _row(found) if found is not None else None
+        return recording_row(found) if found is not None else None
 
     def for_call(self, call_id: str) -> list[RecordingRow]:
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(Recording).where(Recording.call_id == call_id).order_by(Recording.started_at)
             ).all()
-        return [_row(r) for r in rows]
+        return [recording_row(r) for r in rows]
 
     def recent(self, limit: int = 100) -> list[RecordingRow]:
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(Recording).order_by(Recording.started_at.desc()).limit(limit)
             ).all()
-        return [_row(r) for r in rows]
+        return [recording_row(r) for r in rows]
 
     def open_ones(self) -> list[RecordingRow]:
         with self._engine.connect() as conn:
             rows = conn.execute(select(Recording).where(Recording.state == "open")).all()
-        return [_row(r) for r in rows]
+        return [recording_row(r) for r in rows]

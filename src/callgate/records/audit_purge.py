@@ -11,7 +11,8 @@ starting after seq 1 has such an entry naming exactly its anchor: deleting entri
 by hand is reported, even when someone stored an old checkpoint as a fake anchor.
 
 Legal hold wins: the prefix ends before the first entry about a held user or held call (or a call
-of a held user), so held records' audit entries are never deleted.
+of a held user), so held records' audit entries are never deleted. So does a recording not yet
+purged: its closing entry holds the digest its export is verified against.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine, Table, delete, func, literal, or_, select
 
 from callgate.records.audit_chain import VerifyResult
-from callgate.storage.models import AuditCheckpoint, AuditEntry, Call, User
+from callgate.storage.models import AuditCheckpoint, AuditEntry, Call, Recording, User
 
 entries = cast(Table, AuditEntry.__table__)
 checkpoints = cast(Table, AuditCheckpoint.__table__)
 calls = cast(Table, Call.__table__)
 users = cast(Table, User.__table__)
+recordings = cast(Table, Recording.__table__)
 
 PURGE_ACTION = "retention.purge"
 
@@ -50,7 +52,8 @@ def anchor_recorded(engine: Engine, anchor: int) -> bool:
 
 
 def _first_held_seq(conn: Connection) -> int | None:
-    """The first entry about anything on legal hold: held users, held calls, calls of held users."""
+    """The first entry about anything on legal hold (held users, held calls, calls of held
+    users) or about a recording still kept (its closing entry vouches for it)."""
     held_users = select(users.c.handle).where(users.c.legal_hold.is_(True))
     held_calls = select(literal("call:") + calls.c.call_id).where(
         or_(
@@ -62,9 +65,14 @@ def _first_held_seq(conn: Connection) -> int | None:
     held_user_objects = select(literal("user:") + users.c.handle).where(
         users.c.legal_hold.is_(True)
     )
+    kept_recordings = select(literal("recording:") + recordings.c.recording_id)
     found = conn.scalar(
         select(func.min(entries.c.seq)).where(
-            or_(entries.c.object.in_(held_calls), entries.c.object.in_(held_user_objects))
+            or_(
+                entries.c.object.in_(held_calls),
+                entries.c.object.in_(held_user_objects),
+                entries.c.object.in_(kept_recordings),
+            )
         )
     )
     return int(found) if found is not None else None

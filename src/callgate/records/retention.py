@@ -11,7 +11,8 @@ kept forever):
              Needs the audit signing key (its public half): without it nothing is deleted.
 
 Legal hold (on a user or on one call) wins over retention: the calls of a held user or a held
-call and their quality rows are never deleted.
+call and their quality rows are never deleted. A call with a recording is kept as long as the
+recording (recording/retention.py purges recordings, on their own retention).
 
 Every purge appends one `retention.purge` entry with what went (counts, time and seq ranges),
 in the same transaction as the deletes; every hold change appends `legal_hold.set`.
@@ -33,6 +34,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
+    and_,
     delete,
     func,
     insert,
@@ -50,6 +52,7 @@ from callgate.storage.models import (
     AuditCheckpoint,
     Call,
     CallQuality,
+    Recording,
     RetentionSetting,
     User,
     utcnow,
@@ -61,6 +64,7 @@ calls = cast(Table, Call.__table__)
 quality = cast(Table, CallQuality.__table__)
 users = cast(Table, User.__table__)
 settings_table = cast(Table, RetentionSetting.__table__)
+recordings = cast(Table, Recording.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +179,13 @@ class Retention:
         if days is None:
             return 0, 0
         cutoff = now - timedelta(days=days)
-        old = calls.c.end_at < cutoff
+        # a call with a recording still kept is kept too: it is the recording's context, and
+        # the holds on its parties reach the recording through it
+        recorded = calls.c.call_id.in_(select(recordings.c.call_id))
+        with_recording = int(
+            conn.scalar(select(func.count()).where(calls.c.end_at < cutoff, recorded)) or 0
+        )
+        old = and_(calls.c.end_at < cutoff, ~recorded)
         kept = int(conn.scalar(select(func.count()).where(old, _call_held())) or 0)
         gone = select(func.count(), func.min(calls.c.invite_at), func.max(calls.c.invite_at)).where(
             old, ~_call_held()
@@ -188,6 +198,7 @@ class Retention:
             "deleted": int(count),
             "invite_from": _iso(first),
             "invite_to": _iso(last),
+            "kept_with_recordings": with_recording,
         }
         return int(count), kept
 

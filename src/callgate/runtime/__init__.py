@@ -41,7 +41,8 @@ from callgate.metrics import MetricsServer, build_registry, serve_metrics
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
-from callgate.recording.metrics import RecordingCollector
+from callgate.recording.archive import ArchiveTarget
+from callgate.recording.metrics import ArchiveStatus, RecordingCollector
 from callgate.recording.service import RecordingService, recording_settings
 from callgate.recording.store import RecordingRepository
 from callgate.records.audit import AuditLog, load_or_create_signing_key
@@ -53,6 +54,7 @@ from callgate.records.retention import PurgeJob
 from callgate.runtime.audit import Checkpointer, key_path, record_start
 from callgate.runtime.calling import build_signaling
 from callgate.runtime.monitoring import Monitoring, start_monitoring
+from callgate.runtime.recordings import recording_jobs
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.health import StorageHealth
 from callgate.storage.permissions import private_data_dir
@@ -178,13 +180,14 @@ def metrics_endpoint(
     server: TurnServer,
     recordings: RecordingService | None = None,
     monitoring: Monitoring | None = None,
+    archive: ArchiveStatus | None = None,
 ) -> Generator[MetricsServer | None]:
     if settings.metrics is None:
         yield None
         return
     registry = build_registry(server.live_counters)
     if recordings is not None:
-        registry.register(RecordingCollector(recordings))
+        registry.register(RecordingCollector(recordings, archive))
     if monitoring is not None:
         registry.register(monitoring.collector())
     endpoint = serve_metrics(settings.metrics, registry)
@@ -435,6 +438,10 @@ async def run_serve(settings: Settings) -> None:
     stop = stop_on_signals()
     # hourly, while a retention period is set
     purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
+    archive = settings.recording.archive
+    recording_purge, archive_job = await recording_jobs(
+        recordings, ArchiveTarget.of(archive), archive.interval_s
+    )
     identity = await start_identity(settings.identity, store, accounts)
     services = dataclasses.replace(services, password_sign_in=identity.password_sign_in)
     try:
@@ -459,6 +466,9 @@ async def run_serve(settings: Settings) -> None:
             await heartbeat.start()
             await checkpointer.start()
             await purge_job.start()
+            await recording_purge.start()
+            if archive_job is not None:
+                await archive_job.start()
             group_limits = await attach_turn_limits(store, server.handler, config.deny_peers)
             disabled = DisabledAccounts(store, server, settings.calls.credential_ttl)
             await disabled.apply()
@@ -475,7 +485,9 @@ async def run_serve(settings: Settings) -> None:
                 routers=[
                     calls.router,
                     directory_router(calls.hub),
-                    recordings_router(recordings, AuditLog(store)),
+                    recordings_router(
+                        recordings, AuditLog(store), recording_purge, checkpointer.key
+                    ),
                     identity.router(),
                     monitoring.router,
                 ],
@@ -489,7 +501,7 @@ async def run_serve(settings: Settings) -> None:
                 web = [await _start_http(settings, Hsts(app), address=https, tls=True)]
                 web.append(await _start_http(settings, https_redirect(*https)))
                 where = f"https https://{format_address(https)} ({where} redirects to it)"
-            with metrics_endpoint(settings, server, recordings, monitoring) as metrics:
+            with metrics_endpoint(settings, server, recordings, monitoring, archive_job) as metrics:
                 extra = (
                     f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
                 )
@@ -511,6 +523,9 @@ async def run_serve(settings: Settings) -> None:
                 await heartbeat.stop()
                 await calls.hub.stop()
                 await purge_job.stop()
+                await recording_purge.stop()
+                if archive_job is not None:
+                    await archive_job.stop()
                 group_limits.cancel()
                 disabled_task.cancel()
                 probe_task.cancel()

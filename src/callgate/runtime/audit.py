@@ -62,6 +62,11 @@ class Checkpointer:
         self._task: asyncio.Task[None] | None = None
         self.signed = 0
 
+    @property
+    def key(self) -> Ed25519PrivateKey:
+        """The signing key (export bundles are signed with it too)."""
+        return self._key
+
     def sign_if_grown(self) -> StoredCheckpoint | None:
         """A new checkpoint when the log has grown since the last one signed here, else None."""
         size, _ = self._audit.head()

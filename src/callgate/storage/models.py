@@ -217,6 +217,7 @@ class Recording(Base):
     __table_args__ = (
         Index("ix_recordings_call_id", "call_id"),
         Index("ix_recordings_started_at", "started_at"),
+        Index("ix_recordings_retain_until", "retain_until"),
     )
 
     recording_id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -235,6 +236,16 @@ class Recording(Base):
     failure: Mapped[str | None] = mapped_column(String(255), nullable=True)
     metadata_json: Mapped[str] = mapped_column(Text)
     audit_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Retention and legal hold (migration 0017, recording/retention.py): not deleted before
+    # retain_until, nor while held (here, on its call, or on a party of its call).
+    retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
+    hold_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # The WORM copy (recording/archive.py): bucket, object key prefix, JSON {name: version id}.
+    archive_bucket: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    archive_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    archive_versions: Mapped[str | None] = mapped_column(Text, nullable=True)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Group(Base):

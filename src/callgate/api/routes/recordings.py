@@ -4,26 +4,45 @@
     GET /api/recordings/{recording_id}        admin, compliance: one, with its metadata
     GET /api/recordings/{recording_id}/audio  admin, compliance: stereo WAV decoded on demand,
                                               one byte range honoured (seeking in a player)
+    GET /api/recordings/{recording_id}/bundle?format=wav|ogg  admin, compliance: the export
+                                              bundle as a tar (recording/bundle.py), audited
+                                              `recording.exported` by the reader
+
+    PUT /api/recordings/{recording_id}/legal-hold  compliance: {hold, reason} (reason required
+                                              to set a hold) -> the recording
+    POST /api/recordings/purge                admin, compliance: delete what is past its
+                                              retention and not held -> {deleted, held_kept, refused}
 
 Every refusal of a signed-in user (403) and every audio fetch is written to the audit log.
+There is no way to delete a recording before its retention ends (docs/recording.md).
 Built by `recordings_router()` around the running server's recording service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-from typing import Annotated, Any
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from callgate.accounts.records import UserRecord
 from callgate.api.deps import READERS, UserDep
 from callgate.recording.audio import stereo_wav_bytes
-from callgate.recording.bundle import decrypt
+from callgate.recording.bundle import BundleError, decrypt, export_bundle
+from callgate.recording.bundle_tar import pack
 from callgate.recording.chunks import ChunkError
 from callgate.recording.keys import MasterKeyError
+from callgate.recording.retention import HoldError, RecordingPurgeJob, RecordingRetention
 from callgate.recording.service import RecordingService
 from callgate.recording.store import RecordingRow
 from callgate.recording.writer import RecordingFailure
@@ -32,20 +51,41 @@ from callgate.records.audit import AuditLog
 log = logging.getLogger(__name__)
 RecordingId = Annotated[str, Path(pattern="^[0-9a-f]{32}$")]
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+COMPLIANCE = frozenset({"compliance"})  # legal hold: compliance officers, not admins
+EXPORTS_AT_ONCE = 2  # each decodes a whole recording
 
 
-def recordings_router(service: RecordingService, audit: AuditLog) -> APIRouter:
+class RecordingHold(BaseModel):
+    """PUT /api/recordings/{id}/legal-hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hold: bool
+    reason: str | None = Field(default=None, max_length=255)
+
+
+def recordings_router(
+    service: RecordingService,
+    audit: AuditLog,
+    purge_job: RecordingPurgeJob | None = None,
+    signing_key: Ed25519PrivateKey | None = None,
+) -> APIRouter:
     router = APIRouter(prefix="/api/recordings", tags=["recordings"])
+    exports = asyncio.Semaphore(EXPORTS_AT_ONCE)
     repository = service.repository
+    job = purge_job or RecordingPurgeJob(RecordingRetention(repository, service.settings.directory))
 
-    async def reader(user: UserRecord, action: str, target: str) -> None:
-        """Compliance and admin only; anyone else is refused, and the refusal audited."""
-        if user.role in READERS:
+    async def reader(
+        user: UserRecord, action: str, target: str, roles: frozenset[str] = READERS
+    ) -> None:
+        """`roles` only (compliance and admin); anyone else is refused, and the refusal audited."""
+        if user.role in roles:
             return
         await asyncio.to_thread(
             audit.append, user.handle, "recording.access_denied", target, {"wanted": action}
         )
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="compliance officers and admins only")
+        who = "compliance officers and admins" if "admin" in roles else "compliance officers"
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"{who} only")
 
     async def found(recording_id: str) -> RecordingRow:
         row = await asyncio.to_thread(repository.get, recording_id)
@@ -94,6 +134,66 @@ def recordings_router(service: RecordingService, audit: AuditLog) -> APIRouter:
         )  # fmt: skip
         return _ranged(data, range_)
 
+    @router.get(
+        "/{recording_id}/bundle",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/x-tar": {}}, "description": "the bundle"}},
+    )
+    async def recording_bundle(
+        user: UserDep,
+        recording_id: RecordingId,
+        audio: Annotated[Literal["wav", "ogg"], Query(alias="format")] = "wav",
+    ) -> StreamingResponse:
+        """The export bundle (`callgate recording verify` checks it offline) as a tar."""
+        await reader(user, "export", f"recording:{recording_id}")
+        if signing_key is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="no audit signing key")
+        row = await found(recording_id)
+        if row.state == "open":
+            raise HTTPException(status.HTTP_409_CONFLICT, detail="the recording is still open")
+        work = FilePath(tempfile.mkdtemp(prefix="callgate-export-"))  # 0700: decrypted audio
+        try:
+            async with exports:
+                tar = await asyncio.to_thread(
+                    _bundle_tar, service, row, audit, signing_key, work, user.handle, audio
+                )
+        except (BundleError, ChunkError, MasterKeyError, RecordingFailure, OSError) as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            log.error("recording %s cannot be exported: %s", recording_id, exc)
+            raise HTTPException(
+                status.HTTP_500_INTERNAL_SERVER_ERROR, detail=f"recording unreadable: {exc}"
+            ) from None
+        headers = {
+            "Content-Disposition": f'attachment; filename="recording-{recording_id}.tar"',
+            "Content-Length": str(tar.stat().st_size),
+            "Cache-Control": "no-store",
+        }
+        return StreamingResponse(_read_then_remove(tar, work), media_type="application/x-tar",
+                                 headers=headers)  # fmt: skip
+
+    @router.put("/{recording_id}/legal-hold")
+    async def hold_recording(
+        user: UserDep, recording_id: RecordingId, body: RecordingHold
+    ) -> dict[str, Any]:
+        """Keep the recording past its retention (or release it); compliance officers only."""
+        await reader(user, "legal-hold", f"recording:{recording_id}", COMPLIANCE)
+        try:
+            row = await asyncio.to_thread(
+                job.retention.hold, recording_id, body.hold, body.reason, user.handle
+            )
+        except HoldError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such recording")
+        return row.as_json()
+
+    @router.post("/purge")
+    async def purge_recordings(user: UserDep) -> dict[str, Any]:
+        """Delete recordings past their retention that no legal hold keeps (audited each)."""
+        await reader(user, "purge", "recordings")
+        result = await job.run_once(user.handle)
+        return {"deleted": result.deleted, "held_kept": result.held_kept, "refused": result.refused}
+
     return router
 
 
@@ -101,6 +201,28 @@ def _decode(service: RecordingService, row: RecordingRow) -> bytes:
     stored = (service.settings.directory / row.file_name).read_bytes()
     data, _seconds = stereo_wav_bytes(decrypt(row, stored, service.master_key()))
     return data
+
+
+def _bundle_tar(
+    service: RecordingService, row: RecordingRow, audit: AuditLog, key: Ed25519PrivateKey,
+    work: FilePath, actor: str, audio: str,
+) -> FilePath:  # fmt: skip
+    bundle = work / "bundle"
+    export_bundle(row, service.settings.directory, service.master_key(), audit, key, bundle,
+                  actor, audio)  # fmt: skip
+    pack(bundle, work / "bundle.tar")
+    shutil.rmtree(bundle)
+    return work / "bundle.tar"
+
+
+def _read_then_remove(path: FilePath, work: FilePath) -> Iterator[bytes]:
+    """The file in 1 MiB pieces; its directory removed when done or abandoned."""
+    try:
+        with path.open("rb") as handle:
+            yield from iter(lambda: handle.read(1 << 20), b"")
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(work)
 
 
 def _ranged(data: bytes, header: str | None) -> Response:
