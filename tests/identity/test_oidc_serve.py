@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -17,7 +17,7 @@ from sqlalchemy import Table
 
 from callgate.storage.models import AuditEntry
 from tests.e2e.helpers import Serve, http_json, rows_of
-from tests.identity.oidc_support import CLIENT_ID, PEOPLE, sso_serve
+from tests.identity.oidc_support import CLIENT_ID, PEOPLE, consent, finish, sso_serve, start
 
 AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
 
@@ -37,32 +37,6 @@ def serve(provider: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 def audit(server: Serve, action: str) -> list[dict[str, Any]]:
     rows = rows_of(server.database, AUDIT, AUDIT.c.action == action, order=("seq",))
     return [{**row, "details": json.loads(row["details"])} for row in rows]
-
-
-def start(client: httpx.Client, serve: Serve, next_path: str = "/console") -> str:
-    """GET /api/sso/login: the provider's authorization URL (the state cookie is now set)."""
-    response = client.get(f"{serve.url}/api/sso/login", params={"next": next_path})
-    assert response.status_code == 302, response.text
-    return response.headers["location"]
-
-
-def consent(client: httpx.Client, authorize_url: str, sub: str) -> str:
-    """The person picks `sub` on the provider's form: the callback URL it redirects to."""
-    form = client.get(authorize_url)
-    assert form.status_code == 200 and "sub" in form.text
-    response = client.post(authorize_url, data={"sub": sub})
-    assert response.status_code == 302, response.text
-    return response.headers["location"]
-
-
-def finish(client: httpx.Client, callback_url: str) -> dict[str, str]:
-    """Follow the callback: the fragment of where callgate sends the browser."""
-    response = client.get(callback_url)
-    assert response.status_code == 303, response.text
-    location = response.headers["location"]
-    path, _, fragment = location.partition("#")
-    key, _, value = fragment.partition("=")
-    return {"path": path, key: unquote(value)}
 
 
 def test_sso_is_offered_with_its_label(serve: Serve) -> None:

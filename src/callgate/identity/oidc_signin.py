@@ -1,7 +1,9 @@
 """Single sign-on with an OpenID provider: the authorization code flow with PKCE (RFC 7636),
 `state` and `nonce` (OpenID Connect Core 1.0 §3.1), then the same account handling as the
 directory: a linked account (source "oidc", id "ISSUER SUB"), just in time if configured, with
-name, e-mail, groups and role from the ID token's claims, and a callgate bearer token.
+name, e-mail, groups and role from the ID token's claims, and a callgate bearer token. An account
+the provider provisioned over SCIM (source "scim") whose handle the handle claim gives is signed
+in as it is: SCIM keeps its profile, groups and role.
 
 Each attempt is kept here (in memory) for PENDING_TTL_S under its random `state`, bound to the
 browser by a cookie holding it, and used once: a replayed callback or ID token finds nothing.
@@ -35,6 +37,7 @@ from callgate.storage.db import Store
 log = logging.getLogger(__name__)
 
 SOURCE = "oidc"
+SCIM_SOURCE = "scim"  # accounts the identity provider provisions (scim_store.SOURCE)
 PENDING_TTL_S = 600.0
 MAX_PENDING = 10_000  # attempts in progress, in all
 MAX_PENDING_PER_CLIENT = 20  # per client address: one address cannot crowd out the others
@@ -205,6 +208,13 @@ class OidcSignIn:
             raise self._failed(
                 client, f"claim {settings.handle_claim} is not a usable handle", 403, detail
             )
+        provisioned = self._accounts.get(handle)
+        if provisioned is not None and provisioned.source == SCIM_SOURCE:
+            # Provisioned over SCIM (scim_store.py): SCIM owns its name, groups and role and
+            # whether it is active; single sign-on only signs it in.
+            if provisioned.disabled:
+                raise self._failed(client, "account disabled in callgate", 403, why)
+            return provisioned
         if not settings.create_accounts:
             raise self._failed(client, "no account and create_accounts is off", 403, why)
         profile["handle"] = handle

@@ -1,5 +1,5 @@
 """What `callgate serve` runs for `[identity]`: the password sign-in with the directory and its
-check, and single sign-on (OIDC)."""
+check, single sign-on (OIDC) and SCIM provisioning."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from callgate.identity.ldap_sync import DirectoryCheck
 from callgate.identity.oidc_provider import OidcProvider
 from callgate.identity.oidc_routes import sso_router
 from callgate.identity.oidc_signin import OidcSignIn
+from callgate.identity.scim_routes import Deprovisioned, ScimEndpoint, scim_router
+from callgate.identity.scim_service import ScimService
 from callgate.identity.settings import IdentitySettings
 from callgate.storage.db import Store
 
@@ -29,10 +31,21 @@ class IdentityRuntime:
     check: DirectoryCheck | None = None
     sso: OidcSignIn | None = None
     provider: OidcProvider | None = None
+    scim: ScimEndpoint | None = None
 
     def router(self) -> APIRouter:
-        """/api/sso (always there: it tells the pages whether to offer single sign-on)."""
-        return sso_router(self.sso)
+        """/api/sso (always there: it tells the pages whether to offer single sign-on), and
+        /scim/v2 when SCIM is on."""
+        router = APIRouter()
+        router.include_router(sso_router(self.sso))
+        if self.scim is not None:
+            router.include_router(scim_router(self.scim))
+        return router
+
+    def on_deprovisioned(self, end_sessions: Deprovisioned) -> None:
+        """What ends the sessions and calls of accounts SCIM deactivated or deleted."""
+        if self.scim is not None:
+            self.scim.on_deprovisioned = end_sessions
 
     async def stop(self) -> None:
         if self.check is not None:
@@ -51,6 +64,11 @@ async def start_identity(
         runtime.provider = OidcProvider(settings.oidc)
         runtime.sso = OidcSignIn(runtime.provider, accounts, store)
         log.info("single sign-on with %s", settings.oidc.issuer)
+    if settings.scim.enabled:
+        scim = settings.scim
+        service = ScimService(scim, store, accounts.realm)
+        runtime.scim = ScimEndpoint(service, store, scim.token.get_secret_value(), scim.max_results)
+        log.info("SCIM provisioning at /scim/v2")
     if not settings.ldap.enabled:
         return runtime
     directory = LdapDirectory(settings.ldap)

@@ -212,6 +212,31 @@ class OidcSettings(BaseModel):
         return self
 
 
+class ScimSettings(BaseModel):
+    """`[identity.scim]`: provisioning by the identity provider over SCIM 2.0 (RFC 7643/7644) at
+    /scim/v2, with a bearer token of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    # The bearer token the provider sends (at least 32 characters; keep it in a 0600 file or the
+    # environment). Only its SHA-256 is compared, in constant time.
+    token: SecretStr = SecretStr("")
+    # SCIM group (its displayName) -> callgate groups; -> role, as for LDAP and OIDC.
+    group_map: GroupMap = Field(default_factory=dict)
+    role_map: RoleMap = Field(default_factory=dict)
+    default_role: str = "user"
+    max_results: int = Field(default=200, ge=1, le=1000)  # resources per page (RFC 7644 §3.4.2.4)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ScimSettings:
+        if self.default_role not in ROLE_NAMES:
+            raise ValueError(f"default_role: expected one of {', '.join(ROLE_NAMES)}")
+        if self.enabled and len(self.token.get_secret_value()) < 32:
+            raise ValueError("token must be at least 32 characters (e.g. openssl rand -hex 32)")
+        return self
+
+
 class IdentitySettings(BaseModel):
     """`[identity]`: directory sign-in methods. Local accounts always work (break-glass)."""
 
@@ -219,3 +244,4 @@ class IdentitySettings(BaseModel):
 
     ldap: LdapSettings = Field(default_factory=LdapSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
+    scim: ScimSettings = Field(default_factory=ScimSettings)

@@ -52,6 +52,7 @@ from callgate.records.relay_sessions import DbEventSink, close_stale_sessions
 from callgate.records.retention import PurgeJob
 from callgate.runtime.audit import Checkpointer, key_path, record_start
 from callgate.runtime.calling import build_signaling
+from callgate.runtime.deprovision import end_sessions
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.health import StorageHealth
 from callgate.storage.permissions import private_data_dir
@@ -447,6 +448,7 @@ async def run_serve(settings: Settings) -> None:
                 recordings=recordings,
             )
             await calls.hub.start()
+            identity.on_deprovisioned(end_sessions(calls.hub, "identity:scim"))
             heartbeat = CallHeartbeat(
                 store.engine, lambda: [call.call_id for call in calls.hub.engine.live_calls()]
             )
