@@ -138,3 +138,11 @@ def test_next_must_be_one_of_our_pages(serve: Serve) -> None:
             client, consent(client, start(client, serve, "//evil.example/x"), "sub-carol")
         )
     assert result["path"] == "/"
+
+
+def test_cli_sign_in_needs_a_provider_with_the_device_grant(serve: Serve) -> None:
+    """oidc-provider-mock has no device authorization endpoint: `callgate login --sso` is told
+    so plainly (tests/identity/test_sso_device.py has a provider that has one)."""
+    status, body = http_json(f"{serve.url}/api/sso/device", body={})
+    assert status == 501
+    assert body["detail"] == "the provider offers no device authorization endpoint"

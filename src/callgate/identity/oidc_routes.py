@@ -4,6 +4,11 @@
     GET /api/sso/login?next=/    302 to the provider (state cookie set)
     GET /api/sso/callback        the provider's redirect back: 303 to NEXT#sso_token=TOKEN, or
                                  to NEXT#sso_error=REASON (audited either way)
+    POST /api/sso/device         `callgate login --sso` (RFC 8628, oidc_device.py): the user code
+                                 and verification URI to show, and an attempt id
+    POST /api/sso/device/token   {"attempt"}: 200 {token, expires_at, user} once approved; 400
+                                 {"error": "authorization_pending" | "slow_down", "interval"}
+                                 before; 4xx/502 {"error", "detail"} when it cannot finish
 
 The token travels in the URL fragment, which browsers never send to a server; the pages store it
 in sessionStorage and remove it from the address bar at once.
@@ -15,15 +20,24 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from pydantic import BaseModel, ConfigDict, Field
 
-from callgate.identity.errors import ProviderError, SsoFailed
+from callgate.accounts.records import UserRecord
+from callgate.identity.errors import DeviceGrantUnavailable, ProviderError, SsoFailed
+from callgate.identity.oidc_device import DeviceSignIn, Pending
 from callgate.identity.oidc_signin import PENDING_TTL_S, OidcSignIn
 
 STATE_COOKIE = "callgate_sso_state"
 
 
-def sso_router(sign_in: OidcSignIn | None) -> APIRouter:
+class DevicePoll(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: str = Field(min_length=1, max_length=128)
+
+
+def sso_router(sign_in: OidcSignIn | None, device: DeviceSignIn | None = None) -> APIRouter:
     router = APIRouter(prefix="/api/sso", tags=["auth"])
 
     @router.get("")
@@ -84,4 +98,52 @@ def sso_router(sign_in: OidcSignIn | None) -> APIRouter:
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
+    @router.post("/device")
+    async def sso_device_start(request: Request) -> dict[str, Any]:
+        """Start a command-line sign-in (RFC 8628 §3.1-3.3): what to show the person."""
+        if device is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="single sign-on is off")
+        client = request.client.host if request.client is not None else None
+        try:
+            return await device.start(client)
+        except DeviceGrantUnavailable as exc:
+            raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, detail=str(exc)) from None
+        except ProviderError as exc:
+            raise HTTPException(
+                status.HTTP_502_BAD_GATEWAY, detail=f"identity provider unavailable: {exc}"
+            ) from None
+
+    @router.post("/device/token")
+    async def sso_device_token(body: DevicePoll, request: Request) -> Response:
+        """Poll a command-line sign-in (RFC 8628 §3.4-3.5)."""
+        if device is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="single sign-on is off")
+        client = request.client.host if request.client is not None else None
+        try:
+            outcome = await device.poll(body.attempt, client)
+        except SsoFailed as exc:
+            answer: dict[str, Any] = {"error": "access_denied", "detail": exc.reason}
+            return JSONResponse(answer, status_code=exc.status, headers=NO_STORE)
+        if isinstance(outcome, Pending):
+            answer = {"error": outcome.error, "interval": outcome.interval}
+            return JSONResponse(answer, status_code=400, headers=NO_STORE)
+        user, token, expires = outcome
+        answer = {"token": token, "expires_at": expires.isoformat(), "user": _user(user)}
+        return JSONResponse(answer, headers=NO_STORE)
+
     return router
+
+
+NO_STORE = {"Cache-Control": "no-store"}  # RFC 6749 §5.1: token answers are not cached
+
+
+def _user(user: UserRecord) -> dict[str, Any]:
+    """As /api/login's `user` (api/schemas.py UserOut)."""
+    return {
+        "handle": user.handle,
+        "display_name": user.display_name,
+        "groups": list(user.groups),
+        "is_admin": user.is_admin,
+        "role": user.role,
+        "source": user.source,
+    }

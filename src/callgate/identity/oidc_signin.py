@@ -144,13 +144,31 @@ class OidcSignIn:
             raise self._failed(client, f"provider error: {exc}", 502) from None
         except TokenRejected as exc:
             raise self._failed(client, f"ID token rejected: {exc}", 401) from None
-        user = self._provision(claims, client)
-        why = self._why(claims)
-        token, expires = self._accounts.issue_token(
-            user, device="sso", audit_hook=_login_hook(user, client, why)
-        )
-        log.info("single sign-on: %s", user.handle)
+        user, token, expires = self.sign_in(claims, client)
         return user, token, expires, pending.next_path
+
+    def sign_in(
+        self,
+        claims: dict[str, Any],
+        client: str | None,
+        device: str = "sso",
+        grant: str = "authorization_code",
+    ) -> tuple[UserRecord, str, datetime]:
+        """The account for checked ID token claims (linked, SCIM's, or created just in time)
+        and a new callgate token for it, audited as auth.login; SsoFailed (audited) else."""
+        user = self._provision(claims, client)
+        why = {**self._why(claims), "grant": grant}
+        token, expires = self._accounts.issue_token(
+            user, device=device, audit_hook=_login_hook(user, client, device, why)
+        )
+        log.info("single sign-on (%s): %s", grant, user.handle)
+        return user, token, expires
+
+    def failure(
+        self, client: str | None, reason: str, status: int, extra: dict[str, Any] | None = None
+    ) -> SsoFailed:
+        """An audited auth.login_failed (method oidc) for `reason`, as the error to raise."""
+        return self._failed(client, reason, status, extra)
 
     def _rules(self) -> GroupRules:
         settings = self._provider.settings
@@ -235,9 +253,11 @@ class OidcSignIn:
         return SsoFailed(reason, status)
 
 
-def _login_hook(user: UserRecord, client: str | None, why: dict[str, Any]) -> audit.AuditHook:
+def _login_hook(
+    user: UserRecord, client: str | None, device: str, why: dict[str, Any]
+) -> audit.AuditHook:
     def write(conn: Connection, _before: UserRecord | None, _after: UserRecord | None) -> None:
-        details = {"client": client, "device": "sso", "method": SOURCE, **why}
+        details = {"client": client, "device": device, "method": SOURCE, **why}
         AuditLog.append_in(conn, user.handle, "auth.login", f"user:{user.handle}", details)
 
     return write

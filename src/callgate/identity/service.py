@@ -14,6 +14,7 @@ from callgate.identity.directory import LdapDirectory
 from callgate.identity.errors import DirectoryUnavailable
 from callgate.identity.ldap_signin import PasswordSignIn
 from callgate.identity.ldap_sync import DirectoryCheck
+from callgate.identity.oidc_device import DeviceSignIn
 from callgate.identity.oidc_provider import OidcProvider
 from callgate.identity.oidc_routes import sso_router
 from callgate.identity.oidc_signin import OidcSignIn
@@ -30,6 +31,7 @@ class IdentityRuntime:
     password_sign_in: PasswordSignIn | None = None
     check: DirectoryCheck | None = None
     sso: OidcSignIn | None = None
+    device: DeviceSignIn | None = None
     provider: OidcProvider | None = None
     scim: ScimEndpoint | None = None
 
@@ -37,7 +39,7 @@ class IdentityRuntime:
         """/api/sso (always there: it tells the pages whether to offer single sign-on), and
         /scim/v2 when SCIM is on."""
         router = APIRouter()
-        router.include_router(sso_router(self.sso))
+        router.include_router(sso_router(self.sso, self.device))
         if self.scim is not None:
             router.include_router(scim_router(self.scim))
         return router
@@ -63,6 +65,7 @@ async def start_identity(
     if settings.oidc.enabled:
         runtime.provider = OidcProvider(settings.oidc)
         runtime.sso = OidcSignIn(runtime.provider, accounts, store)
+        runtime.device = DeviceSignIn(runtime.provider, runtime.sso)
         log.info("single sign-on with %s", settings.oidc.issuer)
     if settings.scim.enabled:
         scim = settings.scim
