@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 from sqlalchemy import Table
@@ -66,7 +67,8 @@ def serve(
         relay_ports=private_relay_range(),
         log_path=root / "serve.log",
         database_url=database_url,
-        env=ldap_env(slapd, CHECK_INTERVAL_S="1"),
+        # A first sign-in delay of a minute: the throttling test cannot depend on machine speed.
+        env={**ldap_env(slapd, CHECK_INTERVAL_S="1"), "CALLGATE_LIMITS__LOGIN_DELAY_S": "60"},
     ).start()
     try:
         yield server
@@ -156,6 +158,44 @@ def test_local_account_is_checked_locally_only(serve: Serve) -> None:
     assert status == 401
     status, _ = login(serve, "breakglass", ADMIN_PW)
     assert status == 200
+
+
+def login_from(server: Serve, source: str, handle: str, password: str) -> httpx.Response:
+    """POST /api/login from the loopback address `source` (the throttle counts per address)."""
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport, timeout=10) as client:
+        body = {"handle": handle, "password": password}
+        return client.post(f"{server.url}/api/login", json=body)
+
+
+def test_guessing_directory_passwords_is_throttled_before_the_directory_is_asked(
+    serve: Serve,
+) -> None:
+    """Issue 16 item 6: LDAP sign-in is behind the same throttle as local sign-in."""
+    codes = [
+        login_from(serve, f"127.0.7.{i + 1}", "frank", f"guess-{i}").status_code for i in range(5)
+    ]
+    assert codes == [401] * 5
+    right = login_from(serve, "127.0.7.50", "frank", PASSWORDS["frank"])
+    assert right.status_code == 429  # even the right password: nothing is checked now
+    assert right.json()["detail"].startswith("too many failed sign-ins: retry in ")
+    assert 1 <= int(right.headers["Retry-After"]) <= 60
+    asked = [e for e in audit(serve, "auth.login_failed") if e["details"]["handle"] == "frank"]
+    assert [e["details"]["method"] for e in asked] == ["ldap"] * 5  # not a 6th bind
+    # A name the directory does not know gets exactly the same answers.
+    unknown = [
+        login_from(serve, f"127.0.8.{i + 1}", "nobody-here", "x").status_code for i in range(7)
+    ]
+    assert unknown == [401] * 5 + [429] * 2
+    # One address guessing many names is stopped too; another address is not.
+    many = [login_from(serve, "127.0.9.1", f"name{i}", "x").status_code for i in range(21)]
+    assert many == [401] * 20 + [429]
+    assert login_from(serve, "127.0.9.2", "name99", "x").status_code == 401
+    throttled = [e["details"] for e in audit(serve, "auth.login_throttled")]
+    limits = {(t["handle"], t["limit"]) for t in throttled}
+    assert {("frank", "account"), ("nobody-here", "account"), ("name20", "address")} <= limits
+    assert len([t for t in throttled if t["handle"] == "nobody-here"]) == 1  # once per run
+    assert "frank-dir-pw" not in json.dumps(throttled)
 
 
 async def test_disabled_in_directory_loses_tokens_and_socket(serve: Serve, slapd: Slapd) -> None:
