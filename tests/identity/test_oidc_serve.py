@@ -40,7 +40,8 @@ def audit(server: Serve, action: str) -> list[dict[str, Any]]:
 
 
 def test_sso_is_offered_with_its_label(serve: Serve) -> None:
-    assert http_json(f"{serve.url}/api/sso") == (200, {"enabled": True, "label": "Example Corp"})
+    info = {"enabled": True, "label": "Example Corp", "login": "/api/sso/login"}
+    assert http_json(f"{serve.url}/api/sso") == (200, info)
 
 
 def test_authorization_request_has_pkce_state_and_nonce(serve: Serve) -> None:

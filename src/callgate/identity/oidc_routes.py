@@ -1,6 +1,7 @@
 """Single sign-on over HTTP (docs/identity.md):
 
-    GET /api/sso                 {"enabled", "label"}: whether to show "Sign in with <label>"
+    GET /api/sso                 {"enabled", "label", "login"}: whether to show "Sign in with
+                                 <label>", leading to `login` (OIDC's, else SAML's)
     GET /api/sso/login?next=/    302 to the provider (state cookie set)
     GET /api/sso/callback        the provider's redirect back: 303 to NEXT#sso_token=TOKEN, or
                                  to NEXT#sso_error=REASON (audited either way)
@@ -16,7 +17,7 @@ in sessionStorage and remove it from the address bar at once.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
@@ -31,19 +32,33 @@ from callgate.identity.oidc_signin import PENDING_TTL_S, OidcSignIn
 STATE_COOKIE = "callgate_sso_state"
 
 
+class Labelled(Protocol):
+    """Another sign-in the pages may offer (SAML: saml_signin.SamlSignIn)."""
+
+    @property
+    def label(self) -> str: ...
+
+
 class DevicePoll(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     attempt: str = Field(min_length=1, max_length=128)
 
 
-def sso_router(sign_in: OidcSignIn | None, device: DeviceSignIn | None = None) -> APIRouter:
+def sso_router(
+    sign_in: OidcSignIn | None, device: DeviceSignIn | None = None, saml: Labelled | None = None
+) -> APIRouter:
     router = APIRouter(prefix="/api/sso", tags=["auth"])
 
     @router.get("")
     def sso_info() -> dict[str, Any]:
-        """Whether single sign-on is on, and the name on its button."""
-        return {"enabled": sign_in is not None, "label": sign_in.label if sign_in else None}
+        """Whether single sign-on is on, the name on its button and where it leads (OIDC when
+        both OIDC and SAML are on)."""
+        if sign_in is not None:
+            return {"enabled": True, "label": sign_in.label, "login": "/api/sso/login"}
+        if saml is not None:
+            return {"enabled": True, "label": saml.label, "login": "/api/saml/login"}
+        return {"enabled": False, "label": None, "login": None}
 
     @router.get("/login")
     async def sso_login(request: Request, next: str = "/") -> Response:

@@ -1,5 +1,5 @@
 """What `callgate serve` runs for `[identity]`: the password sign-in with the directory and its
-check, single sign-on (OIDC) and SCIM provisioning."""
+check, single sign-on (OIDC, SAML) and SCIM provisioning."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter
 
 from callgate.accounts.service import AccountService
+from callgate.errors import ConfigError
 from callgate.identity.directory import LdapDirectory
 from callgate.identity.errors import DirectoryUnavailable
 from callgate.identity.ldap_signin import PasswordSignIn
@@ -18,6 +19,8 @@ from callgate.identity.oidc_device import DeviceSignIn
 from callgate.identity.oidc_provider import OidcProvider
 from callgate.identity.oidc_routes import sso_router
 from callgate.identity.oidc_signin import OidcSignIn
+from callgate.identity.saml_routes import saml_router
+from callgate.identity.saml_signin import SamlSignIn
 from callgate.identity.scim_routes import Deprovisioned, ScimEndpoint, scim_router
 from callgate.identity.scim_service import ScimService
 from callgate.identity.settings import IdentitySettings
@@ -33,13 +36,16 @@ class IdentityRuntime:
     sso: OidcSignIn | None = None
     device: DeviceSignIn | None = None
     provider: OidcProvider | None = None
+    saml: SamlSignIn | None = None
     scim: ScimEndpoint | None = None
 
     def router(self) -> APIRouter:
-        """/api/sso (always there: it tells the pages whether to offer single sign-on), and
-        /scim/v2 when SCIM is on."""
+        """/api/sso (always there: it tells the pages whether to offer single sign-on), /api/saml
+        when SAML is on and /scim/v2 when SCIM is on."""
         router = APIRouter()
-        router.include_router(sso_router(self.sso, self.device))
+        router.include_router(sso_router(self.sso, self.device, self.saml))
+        if self.saml is not None:
+            router.include_router(saml_router(self.saml))
         if self.scim is not None:
             router.include_router(scim_router(self.scim))
         return router
@@ -67,6 +73,12 @@ async def start_identity(
         runtime.sso = OidcSignIn(runtime.provider, accounts, store)
         runtime.device = DeviceSignIn(runtime.provider, runtime.sso)
         log.info("single sign-on with %s", settings.oidc.issuer)
+    if settings.saml.enabled:
+        try:
+            runtime.saml = SamlSignIn(settings.saml, accounts, store)
+        except Exception as exc:  # pysaml2 raises many kinds for a bad metadata file
+            raise ConfigError(f"[identity.saml]: {exc}") from None
+        log.info("SAML single sign-on with %s", settings.saml.idp_metadata_file)
     if settings.scim.enabled:
         scim = settings.scim
         service = ScimService(scim, store, accounts.realm)
