@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -14,6 +15,11 @@ import httpx
 import pytest
 from sqlalchemy import Table
 
+from callgate.accounts import AccountService
+from callgate.identity.errors import SsoFailed
+from callgate.identity.saml_signin import SamlSignIn
+from callgate.identity.settings import SamlSettings
+from callgate.storage.db import open_store, sqlite_url
 from callgate.storage.models import AuditEntry, User
 from tests.e2e.helpers import Serve, callgate, free_port, http_json, private_relay_range, rows_of
 from tests.identity.saml_idp import ENTITY_ID, SamlIdp
@@ -194,3 +200,27 @@ def test_a_local_accounts_handle_is_not_taken(serve: Serve, idp: SamlIdp) -> Non
         sign_in(serve, idp, name_id="p-x", identity={"uid": ["Not A Handle"]})["sso_error"]
         == "uid is not a usable handle"
     )
+
+
+def test_the_replay_cache_refuses_an_assertion_seen_before(tmp_path: Path) -> None:
+    """Behind InResponseTo and the single-use RelayState (above), the replay cache: the same
+    assertion under a request that is outstanding again is still refused (in process)."""
+    idp = SamlIdp(tmp_path)
+    settings = SamlSettings(
+        enabled=True, idp_metadata_file=idp.metadata, sp_entity_id="http://127.0.0.1:1/sp",
+        acs_url="http://127.0.0.1:1/api/saml/acs", handle_attribute="uid",
+    )  # fmt: skip
+    store = open_store(sqlite_url(tmp_path))
+    try:
+        sign_in = SamlSignIn(settings, AccountService(store, "callgate"), store)
+        idp.trust_sp(sign_in.metadata())
+        redirect, state = sign_in.start("/", None)
+        pending = sign_in._pending[state]
+        answer = idp.answer(redirect, CAROL, "p-carol")
+        assert sign_in.finish(answer, state, state, None)[0].handle == "carol"
+        sign_in._pending[state] = pending  # as if the request were outstanding again
+        with pytest.raises(SsoFailed) as caught:
+            sign_in.finish(answer, state, state, None)
+        assert caught.value.reason == "assertion rejected: replayed (seen before)"
+    finally:
+        store.close()
