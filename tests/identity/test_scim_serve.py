@@ -154,8 +154,9 @@ async def test_deactivating_a_signed_in_user_ends_the_call_and_the_session(serve
         ended = await next_of(bob, "call.ended", call_id)  # at once: no 15 s token check
         assert ended["reason"] == "ended-by-admin"
         await wait_for(lambda: carol.closed, 5, "carol's socket closed")
-        with pytest.raises(SignalingError):
+        with pytest.raises(SignalingError) as closed:
             await carol.request("call.invite", to="bob", sdp=SDP)
+        assert closed.value.code == "unauthorized"  # 4401: her account was taken away
     cdr = await final_cdr(serve.database, call_id)
     assert cdr["disposition"] == "answered"
     assert http_json(f"{serve.url}/api/me", token=token)[0] == 401

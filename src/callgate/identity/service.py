@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import APIRouter
@@ -50,10 +51,13 @@ class IdentityRuntime:
             router.include_router(scim_router(self.scim))
         return router
 
-    def on_deprovisioned(self, end_sessions: Deprovisioned) -> None:
-        """What ends the sessions and calls of accounts SCIM deactivated or deleted."""
+    def on_deprovisioned(self, end_sessions: Callable[[str], Deprovisioned]) -> None:
+        """What ends at once the sessions and calls of accounts SCIM deactivated or deleted, or
+        the directory check disabled: `end_sessions(actor)` gives it for each actor."""
         if self.scim is not None:
-            self.scim.on_deprovisioned = end_sessions
+            self.scim.on_deprovisioned = end_sessions("identity:scim")
+        if self.check is not None:
+            self.check.on_deprovisioned = end_sessions("identity:ldap")
 
     async def stop(self) -> None:
         if self.check is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 import signal
@@ -448,7 +449,7 @@ async def run_serve(settings: Settings) -> None:
                 recordings=recordings,
             )
             await calls.hub.start()
-            identity.on_deprovisioned(end_sessions(calls.hub, "identity:scim"))
+            identity.on_deprovisioned(functools.partial(end_sessions, calls.hub))
             heartbeat = CallHeartbeat(
                 store.engine, lambda: [call.call_id for call in calls.hub.engine.live_calls()]
             )
