@@ -26,6 +26,7 @@ from tests.identity.saml_idp import ENTITY_ID, SamlIdp
 
 AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
 USERS: Table = User.__table__  # type: ignore[assignment]
+SCIM_TOKEN = "saml-scim-" + "5" * 40
 CAROL = {
     "uid": ["carol"], "displayName": ["Carol Jones"], "mail": ["carol@example.com"],
     "groups": ["voice-admins", "Sales", "printers"],
@@ -64,7 +65,11 @@ def serve(idp: SamlIdp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
         turn_port=free_port(),
         relay_ports=private_relay_range(),
         log_path=root / "serve.log",
-        env={f"CALLGATE_IDENTITY__SAML__{k}": v for k, v in env.items()},
+        env={
+            **{f"CALLGATE_IDENTITY__SAML__{k}": v for k, v in env.items()},
+            "CALLGATE_IDENTITY__SCIM__ENABLED": "true",
+            "CALLGATE_IDENTITY__SCIM__TOKEN": SCIM_TOKEN,
+        },
     ).start()
     try:
         metadata = httpx.get(f"{server.url}/api/saml/metadata")
@@ -76,7 +81,7 @@ def serve(idp: SamlIdp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     log = server.log()
     assert code == 0, log
     assert "Traceback" not in log, log
-    assert "sso_token=" not in log
+    assert "sso_token=" not in log and SCIM_TOKEN not in log
 
 
 def audit(serve: Serve, action: str) -> list[dict[str, Any]]:
@@ -191,6 +196,27 @@ def test_replayed_and_cross_browser_responses_are_refused(serve: Serve, idp: Sam
         answer = idp.answer(redirect, CAROL, "p-carol")
         stolen = post(victim, serve, answer, relay_state(redirect))
     assert stolen["sso_error"] == "sign-in started in another browser (state cookie)"
+
+
+def test_an_account_provisioned_over_scim_signs_in_as_it_is(serve: Serve, idp: SamlIdp) -> None:
+    user = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "sam@example.com",
+            "displayName": "Sam (SCIM)"}  # fmt: skip
+    headers = {"Authorization": f"Bearer {SCIM_TOKEN}"}
+    created = httpx.post(f"{serve.url}/scim/v2/Users", json=user, headers=headers)
+    assert created.status_code == 201, created.text
+    identity = {"uid": ["sam"], "displayName": ["Sam From SAML"], "groups": ["voice-admins"]}
+    result = sign_in(serve, idp, name_id="p-sam", identity=identity)
+    me = http_json(f"{serve.url}/api/me", token=result["sso_token"])[1]
+    assert (me["handle"], me["source"], me["role"], me["display_name"]) == (
+        "sam", "scim", "user", "Sam (SCIM)",
+    )  # fmt: skip
+    patch = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+             "Operations": [{"op": "replace", "path": "active", "value": False}]}  # fmt: skip
+    url = f"{serve.url}/scim/v2/Users/{created.json()['id']}"
+    assert httpx.patch(url, json=patch, headers=headers).status_code == 200
+    assert http_json(f"{serve.url}/api/me", token=result["sso_token"])[0] == 401
+    again = sign_in(serve, idp, name_id="p-sam", identity=identity)
+    assert again["sso_error"] == "account disabled in callgate"
 
 
 def test_a_local_accounts_handle_is_not_taken(serve: Serve, idp: SamlIdp) -> None:
