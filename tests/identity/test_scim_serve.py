@@ -119,6 +119,25 @@ def test_errors_are_scim_documents(serve: Serve) -> None:
         assert http.get("/Users", params={"filter": "userName eq"}).status_code == 400
 
 
+def test_search_by_post(serve: Serve) -> None:
+    """RFC 7644 §3.4.3: the query in a SearchRequest body, answered 200 with a ListResponse."""
+    search = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": 'userName eq "searched@example.com"', "attributes": ["userName"],
+    }  # fmt: skip
+    with scim(serve) as http:
+        created = http.post("/Users", json={"schemas": [USER], "userName": "searched@example.com"})
+        assert created.status_code == 201
+        found = http.post("/Users/.search", json=search)
+        assert found.status_code == 200, found.text
+        assert [r["userName"] for r in found.json()["Resources"]] == ["searched@example.com"]
+        groups = http.post("/Groups/.search", json={**search, "filter": 'displayName eq "none"'})
+        assert (groups.status_code, groups.json()["totalResults"]) == (200, 0)
+        bad = http.post("/Users/.search", json={**search, "filter": "userName eq"})
+        assert bad.status_code == 400
+        assert http.post("/.search", json=search).status_code == 501
+
+
 async def test_deactivating_a_signed_in_user_ends_the_call_and_the_session(serve: Serve) -> None:
     # The provider provisions carol (Entra-style: capitalised op, booleans as strings) ...
     with scim(serve) as http:

@@ -112,7 +112,7 @@ class ScimEndpoint:
         if request.method == "DELETE":
             await self._deprovision(result)
             return Response(status_code=204)
-        if request.method == "GET":
+        if isinstance(result, dict):  # a GET, or a search by POST (RFC 7644 §3.4.3)
             return _answer(result)
         document, deprovisioned = result
         await self._deprovision(deprovisioned)
@@ -189,11 +189,7 @@ def scim_router(endpoint: ScimEndpoint) -> APIRouter:
     listing("Schemas", scim_model.schemas)
 
     for kind, search in (("Users", service.search_users), ("Groups", service.search_groups)):
-
-        async def on_search(request: Request, call: Callable[..., Any] = search) -> Response:
-            return await endpoint.run(request, call)
-
-        router.add_api_route(f"/{kind}/.search", on_search, methods=["POST"])
+        router.add_api_route(f"/{kind}/.search", _searching(endpoint, search), methods=["POST"])
     for kind, create, listed, get, replace, patch, remove in (
         ("Users", service.create_user, service.list_users, service.get_user,
          service.replace_user, service.patch_user, service.delete_user),
@@ -219,6 +215,17 @@ def scim_router(endpoint: ScimEndpoint) -> APIRouter:
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     router.add_api_route("/{rest:path}", elsewhere, methods=methods)
     return router
+
+
+def _searching(
+    endpoint: ScimEndpoint, search: Callable[..., Any]
+) -> Callable[[Request], Awaitable[Response]]:
+    """POST /{kind}/.search (a closure: FastAPI would take a defaulted parameter for a query)."""
+
+    async def on_search(request: Request) -> Response:
+        return await endpoint.run(request, search)
+
+    return on_search
 
 
 def _methods_at(router: APIRouter, path: str) -> set[str]:
