@@ -7,7 +7,9 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
+import httpx
 from oidc_provider_mock import User
 from sqlalchemy import Table
 
@@ -29,9 +31,10 @@ PEOPLE = [
 
 
 @contextlib.contextmanager
-def sso_serve(root: Path, issuer: str) -> Iterator[Serve]:
-    """A running server with a local `bob` and single sign-on with `issuer` ("Example Corp");
-    checks at the end that it stopped cleanly and logged no secret."""
+def sso_serve(root: Path, issuer: str, **more_env: str) -> Iterator[Serve]:
+    """A running server with a local `bob` and single sign-on with `issuer` ("Example Corp"),
+    `more_env` added to its environment; checks at the end that it stopped cleanly and logged
+    no secret (nor any value of `more_env` ending in TOKEN)."""
     data_dir = root / "data"
     data_dir.mkdir()
     added = callgate(
@@ -61,7 +64,7 @@ def sso_serve(root: Path, issuer: str) -> Iterator[Serve]:
         turn_port=free_port(),
         relay_ports=private_relay_range(),
         log_path=root / "serve.log",
-        env={f"CALLGATE_IDENTITY__OIDC__{k}": v for k, v in env.items()},
+        env={**{f"CALLGATE_IDENTITY__OIDC__{k}": v for k, v in env.items()}, **more_env},
     ).start()
     try:
         yield server
@@ -71,6 +74,35 @@ def sso_serve(root: Path, issuer: str) -> Iterator[Serve]:
     assert code == 0, log
     assert "Traceback" not in log, log
     assert CLIENT_SECRET not in log
+    secrets = [v for k, v in more_env.items() if k.endswith("TOKEN")]
+    assert not [s for s in secrets if s in log]
     every_entry = json.dumps([str(row) for row in rows_of(server.database, AUDIT)])
     assert "config.start" in every_entry and CLIENT_SECRET not in every_entry
+    assert not [s for s in secrets if s in every_entry]
     assert "sso_token=" not in log
+
+
+def start(client: httpx.Client, serve: Serve, next_path: str = "/console") -> str:
+    """GET /api/sso/login: the provider's authorization URL (the state cookie is now set)."""
+    response = client.get(f"{serve.url}/api/sso/login", params={"next": next_path})
+    assert response.status_code == 302, response.text
+    return response.headers["location"]
+
+
+def consent(client: httpx.Client, authorize_url: str, sub: str) -> str:
+    """The person picks `sub` on the provider's form: the callback URL it redirects to."""
+    form = client.get(authorize_url)
+    assert form.status_code == 200 and "sub" in form.text
+    response = client.post(authorize_url, data={"sub": sub})
+    assert response.status_code == 302, response.text
+    return response.headers["location"]
+
+
+def finish(client: httpx.Client, callback_url: str) -> dict[str, str]:
+    """Follow the callback: the fragment of where callgate sends the browser."""
+    response = client.get(callback_url)
+    assert response.status_code == 303, response.text
+    location = response.headers["location"]
+    path, _, fragment = location.partition("#")
+    key, _, value = fragment.partition("=")
+    return {"path": path, key: unquote(value)}

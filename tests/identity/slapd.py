@@ -44,6 +44,7 @@ PASSWORDS = {
     "dave": "dave-dir-pw",
     "erin": "erin-dir-pw",
     "Weird Name": "weird-dir-pw",
+    "frank": "frank-dir-pw",  # only for the password-guessing test
 }
 
 
@@ -97,6 +98,7 @@ def directory_ldif() -> str:
             _person("dave", "Dave Left", "dave@example.com", "employeeType: disabled\n"),
             _person("erin", "Erin Solo", "erin@example.com"),
             _person("Weird Name", "Weird Name", "weird@example.com"),
+            _person("frank", "Frank Guess", "frank@example.com"),
             _group("it-staff", user_dn("alice")),
             _group("voice-admins", group_dn("it-staff")),
             _group("sales", user_dn("bob"), user_dn("dave")),

@@ -35,7 +35,7 @@ def test_leavers_disabled_movers_refreshed(slapd: Slapd, store: Store) -> None:
     linked_account(linked, "alice", alice.external_id)
     linked_account(linked, "gone", "00000000-0000-0000-0000-00000000dead")
     result = DirectoryCheck(directory, store, "callgate").check_once()
-    assert result == CheckResult(checked=2, disabled=1, updated=1)
+    assert result == CheckResult(checked=2, disabled=1, updated=1, gone=("gone",))
     fresh = linked.find("ldap", alice.external_id)
     assert fresh is not None and not fresh.disabled
     assert (fresh.groups, fresh.role, fresh.display_name) == (

@@ -7,22 +7,24 @@ changes (disable, delete) and the outage.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
-import websockets
 from sqlalchemy import Table
 
+from callgate.client.signaling import SignalingError
 from callgate.storage.models import AuditEntry, User
 from tests.db_backends import BACKENDS, PgServer
 from tests.e2e.helpers import (
     Serve,
     callgate,
+    connected,
     free_port,
     http_json,
+    next_of,
     private_relay_range,
     rows_of,
     store_env,
@@ -34,6 +36,7 @@ from tests.identity.slapd import PASSWORDS, ROOT_PW, SERVICE_PW, Slapd, ssha, us
 USERS: Table = User.__table__  # type: ignore[assignment]
 AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
 LOCAL_BOB_PW = "local-sesame-43"
+SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 ADMIN_PW = "break-glass-sesame-44"
 
 
@@ -66,7 +69,8 @@ def serve(
         relay_ports=private_relay_range(),
         log_path=root / "serve.log",
         database_url=database_url,
-        env=ldap_env(slapd, CHECK_INTERVAL_S="1"),
+        # A first sign-in delay of a minute: the throttling test cannot depend on machine speed.
+        env={**ldap_env(slapd, CHECK_INTERVAL_S="1"), "CALLGATE_LIMITS__LOGIN_DELAY_S": "60"},
     ).start()
     try:
         yield server
@@ -158,33 +162,76 @@ def test_local_account_is_checked_locally_only(serve: Serve) -> None:
     assert status == 200
 
 
-async def test_disabled_in_directory_loses_tokens_and_socket(serve: Serve, slapd: Slapd) -> None:
+def login_from(server: Serve, source: str, handle: str, password: str) -> httpx.Response:
+    """POST /api/login from the loopback address `source` (the throttle counts per address)."""
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport, timeout=10) as client:
+        body = {"handle": handle, "password": password}
+        return client.post(f"{server.url}/api/login", json=body)
+
+
+def test_guessing_directory_passwords_is_throttled_before_the_directory_is_asked(
+    serve: Serve,
+) -> None:
+    """Issue 16 item 6: LDAP sign-in is behind the same throttle as local sign-in."""
+    codes = [
+        login_from(serve, f"127.0.7.{i + 1}", "frank", f"guess-{i}").status_code for i in range(5)
+    ]
+    assert codes == [401] * 5
+    right = login_from(serve, "127.0.7.50", "frank", PASSWORDS["frank"])
+    assert right.status_code == 429  # even the right password: nothing is checked now
+    assert right.json()["detail"].startswith("too many failed sign-ins: retry in ")
+    assert 1 <= int(right.headers["Retry-After"]) <= 60
+    asked = [e for e in audit(serve, "auth.login_failed") if e["details"]["handle"] == "frank"]
+    assert [e["details"]["method"] for e in asked] == ["ldap"] * 5  # not a 6th bind
+    # A name the directory does not know gets exactly the same answers.
+    unknown = [
+        login_from(serve, f"127.0.8.{i + 1}", "nobody-here", "x").status_code for i in range(7)
+    ]
+    assert unknown == [401] * 5 + [429] * 2
+    # One address guessing many names is stopped too; another address is not.
+    many = [login_from(serve, "127.0.9.1", f"name{i}", "x").status_code for i in range(21)]
+    assert many == [401] * 20 + [429]
+    assert login_from(serve, "127.0.9.2", "name99", "x").status_code == 401
+    throttled = [e["details"] for e in audit(serve, "auth.login_throttled")]
+    limits = {(t["handle"], t["limit"]) for t in throttled}
+    assert {("frank", "account"), ("nobody-here", "account"), ("name20", "address")} <= limits
+    assert len([t for t in throttled if t["handle"] == "nobody-here"]) == 1  # once per run
+    assert "frank-dir-pw" not in json.dumps(throttled)
+
+
+async def test_disabled_in_directory_loses_tokens_calls_and_socket(
+    serve: Serve, slapd: Slapd
+) -> None:
     status, body = login(serve, "alice", PASSWORDS["alice"])
     assert status == 200
     token = body["token"]
-    ws_url = f"ws://127.0.0.1:{serve.http_port}/ws?token={token}"
-    async with websockets.connect(ws_url) as socket:
-        hello = json.loads(await asyncio.wait_for(socket.recv(), 10))
-        assert hello["type"] == "hello"
+    bob_token = login(serve, "bob", LOCAL_BOB_PW)[1]["token"]
+    async with (
+        connected(serve, "alice", token=token) as alice,
+        connected(serve, "bob", token=bob_token) as bob,
+    ):
+        call_id = (await alice.request("call.invite", to="bob", sdp=SDP))["call_id"]
+        await next_of(bob, "call.incoming", call_id)
+        await bob.request("call.answer", call_id=call_id, sdp=SDP)
+        await next_of(alice, "call.answered", call_id)
         slapd.modify(
             f"dn: {user_dn('alice')}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n"
         )
         try:
-            # The check runs every second here; the socket re-checks its token every 15 s.
-            await wait_for(
-                lambda: http_json(f"{serve.url}/api/me", token=token)[0] == 401, 60, "token dead"
-            )
-
-            async def closed() -> int | None:
-                while True:
-                    try:
-                        await socket.recv()
-                    except websockets.ConnectionClosed as exc:
-                        return exc.rcvd.code if exc.rcvd else None
-
-            assert await asyncio.wait_for(closed(), 60) == 4401
+            # The check runs every second here: it ends her call and closes her socket itself
+            # (ended-by-admin), not the sockets' own 15 s token check.
+            ended = await next_of(bob, "call.ended", call_id, timeout=30)
+            assert ended["reason"] == "ended-by-admin"
+            await wait_for(lambda: alice.closed, 10, "alice's socket closed")
+            with pytest.raises(SignalingError) as closed:
+                await alice.request("call.invite", to="bob", sdp=SDP)
+            assert closed.value.code == "unauthorized"  # 4401
+            assert http_json(f"{serve.url}/api/me", token=token)[0] == 401
         finally:
             slapd.modify(f"dn: {user_dn('alice')}\nchangetype: modify\ndelete: employeeType\n")
+    by = [e for e in audit(serve, "call.end_by_admin") if e["object"] == f"call:{call_id}"]
+    assert by[-1]["actor"] == "identity:ldap"
     row = account(serve, "alice")
     assert row is not None and row["disabled"]
     disabled = [e for e in audit(serve, "user.disable") if e["object"] == "user:alice"]

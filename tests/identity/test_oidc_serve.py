@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -17,7 +17,7 @@ from sqlalchemy import Table
 
 from callgate.storage.models import AuditEntry
 from tests.e2e.helpers import Serve, http_json, rows_of
-from tests.identity.oidc_support import CLIENT_ID, PEOPLE, sso_serve
+from tests.identity.oidc_support import CLIENT_ID, PEOPLE, consent, finish, sso_serve, start
 
 AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
 
@@ -39,34 +39,9 @@ def audit(server: Serve, action: str) -> list[dict[str, Any]]:
     return [{**row, "details": json.loads(row["details"])} for row in rows]
 
 
-def start(client: httpx.Client, serve: Serve, next_path: str = "/console") -> str:
-    """GET /api/sso/login: the provider's authorization URL (the state cookie is now set)."""
-    response = client.get(f"{serve.url}/api/sso/login", params={"next": next_path})
-    assert response.status_code == 302, response.text
-    return response.headers["location"]
-
-
-def consent(client: httpx.Client, authorize_url: str, sub: str) -> str:
-    """The person picks `sub` on the provider's form: the callback URL it redirects to."""
-    form = client.get(authorize_url)
-    assert form.status_code == 200 and "sub" in form.text
-    response = client.post(authorize_url, data={"sub": sub})
-    assert response.status_code == 302, response.text
-    return response.headers["location"]
-
-
-def finish(client: httpx.Client, callback_url: str) -> dict[str, str]:
-    """Follow the callback: the fragment of where callgate sends the browser."""
-    response = client.get(callback_url)
-    assert response.status_code == 303, response.text
-    location = response.headers["location"]
-    path, _, fragment = location.partition("#")
-    key, _, value = fragment.partition("=")
-    return {"path": path, key: unquote(value)}
-
-
 def test_sso_is_offered_with_its_label(serve: Serve) -> None:
-    assert http_json(f"{serve.url}/api/sso") == (200, {"enabled": True, "label": "Example Corp"})
+    info = {"enabled": True, "label": "Example Corp", "login": "/api/sso/login"}
+    assert http_json(f"{serve.url}/api/sso") == (200, info)
 
 
 def test_authorization_request_has_pkce_state_and_nonce(serve: Serve) -> None:
@@ -164,3 +139,11 @@ def test_next_must_be_one_of_our_pages(serve: Serve) -> None:
             client, consent(client, start(client, serve, "//evil.example/x"), "sub-carol")
         )
     assert result["path"] == "/"
+
+
+def test_cli_sign_in_needs_a_provider_with_the_device_grant(serve: Serve) -> None:
+    """oidc-provider-mock has no device authorization endpoint: `callgate login --sso` is told
+    so plainly (tests/identity/test_sso_device.py has a provider that has one)."""
+    status, body = http_json(f"{serve.url}/api/sso/device", body={})
+    assert status == 501
+    assert body["detail"] == "the provider offers no device authorization endpoint"

@@ -106,6 +106,22 @@ async def test_rotated_key_is_fetched(keys: KeyServer, provider: OidcProvider) -
     assert keys.jwks_hits == 2
 
 
+async def test_device_grant_tokens_need_no_nonce_but_every_other_check(
+    keys: KeyServer, provider: OidcProvider
+) -> None:
+    """The device authorization grant has no nonce (RFC 8628): None skips only that check."""
+    assert (await provider.verify_id_token(keys.sign(nonce=None), None))["sub"] == "s-1"
+    for changes, reason in (
+        ({"aud": "someone-else"}, "wrong aud"),
+        ({"sub": None}, "missing claim sub"),
+    ):
+        with pytest.raises(TokenRejected) as caught:
+            await provider.verify_id_token(keys.sign(nonce=None, **changes), None)
+        assert str(caught.value) == reason
+    with pytest.raises(TokenRejected):
+        await provider.verify_id_token(keys.sign(nonce=None), NONCE)
+
+
 def _from_now(seconds: int) -> int:
     return int(time.time()) + seconds
 

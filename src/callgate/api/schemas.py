@@ -27,7 +27,7 @@ class UserOut(BaseModel):
     groups: list[str]
     is_admin: bool  # role == "admin"
     role: Role
-    source: str = "local"  # local | ldap | oidc (docs/identity.md)
+    source: str = "local"  # local | ldap | oidc | scim (docs/identity.md)
 
     @classmethod
     def of(cls, user: UserRecord) -> UserOut:
@@ -55,7 +55,9 @@ class AccountOut(BaseModel):
     realm: str
     created_at: datetime
     updated_at: datetime
-    source: str = "local"  # where the account comes from: local | ldap | oidc (docs/identity.md)
+    source: str = (
+        "local"  # where the account comes from: local | ldap | oidc | scim (docs/identity.md)
+    )
     email: str | None = None  # from the directory
 
     @classmethod

@@ -172,7 +172,10 @@ async def _write(websocket: WebSocket, device: Device) -> None:
         message: dict[str, Any] | None = await queue.get()
         if message is None:
             with contextlib.suppress(Exception):
-                await websocket.close()
+                if device.revoked:  # deprovisioned (runtime/deprovision.py)
+                    await websocket.close(code=CLOSE_UNAUTHORIZED, reason="account deprovisioned")
+                else:
+                    await websocket.close()
             return
         try:
             await websocket.send_json(message)

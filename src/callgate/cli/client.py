@@ -161,23 +161,70 @@ def register(app: typer.Typer) -> None:
     app.command("answer")(answer)
 
 
+SsoOpt = Annotated[
+    bool,
+    typer.Option(
+        "--sso",
+        help="Sign in with the company's single sign-on: approve in a browser (RFC 8628).",
+    ),
+]
+
+
 def login(
-    server: ServerOpt = None, user: UserOpt = None, password_stdin: PasswordStdinOpt = False
+    server: ServerOpt = None,
+    user: UserOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    sso: SsoOpt = False,
 ) -> None:
     """Sign in and save the session token (~/.config/callgate/session.json, mode 0600)."""
-    if not (user or os.environ.get("CALLGATE_USER")):
-        raise _fail("give --user or CALLGATE_USER", code=2)
-    if not password_stdin and not os.environ.get("CALLGATE_PASSWORD"):
-        raise _fail("give --password-stdin or CALLGATE_PASSWORD", code=2)
+    if sso:
+        if user or password_stdin:
+            raise _fail("--sso takes no --user or --password-stdin", code=2)
+        session = _sso_session(server)
+    else:
+        if not (user or os.environ.get("CALLGATE_USER")):
+            raise _fail("give --user or CALLGATE_USER (or --sso)", code=2)
+        if not password_stdin and not os.environ.get("CALLGATE_PASSWORD"):
+            raise _fail("give --password-stdin or CALLGATE_PASSWORD", code=2)
 
-    async def main(stop: asyncio.Event) -> Session:
-        return await _session(server, user, password_stdin)
+        async def main(stop: asyncio.Event) -> Session:
+            return await _session(server, user, password_stdin)
 
-    session, _ = _run(main)
+        session, _ = _run(main)
     path = save_session(session)
     expiry = f", expires {session.expires_at}" if session.expires_at else ""
     err.print(f"signed in as {escape(session.handle)} at {escape(session.server_url)}{expiry}")
     err.print(f"session saved to {escape(str(path))}")
+
+
+def _sso_session(server: str | None) -> Session:
+    """The device authorization grant through the server: show the code, wait for approval."""
+    from callgate.client.sso import device_sign_in
+
+    server_url = _server(server)
+
+    def show(shown: dict[str, Any]) -> None:
+        minutes = max(1, int(shown.get("expires_in", 600)) // 60)
+        err.print(
+            f"To sign in, open {escape(str(shown['verification_uri']))} in a browser and enter "
+            f"the code [bold]{escape(str(shown['user_code']))}[/] (within {minutes} min)."
+        )
+        if shown.get("verification_uri_complete"):
+            err.print(f"Or open {escape(str(shown['verification_uri_complete']))}")
+        err.print("Waiting for approval…")
+
+    async def main(stop: asyncio.Event) -> Session:
+        waiting = asyncio.ensure_future(device_sign_in(server_url, show))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            waiting.cancel()
+            raise _fail("interrupted", code=130)
+        stopped.cancel()
+        return waiting.result()
+
+    result: Session = _run(main)[0]
+    return result
 
 
 def _media(play: Path | None, tone: float | None, record: Path | None) -> Any:

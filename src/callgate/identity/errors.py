@@ -14,6 +14,10 @@ class ProviderError(CallgateError):
     """The OpenID provider could not be reached or answered something unusable."""
 
 
+class DeviceGrantUnavailable(ProviderError):
+    """The provider does not offer the device authorization grant (RFC 8628)."""
+
+
 class TokenRejected(CallgateError):
     """An ID token failed a check; the message names which (never the token)."""
 

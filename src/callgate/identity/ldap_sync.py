@@ -1,6 +1,7 @@
 """The periodic directory check: accounts the directory disabled or deleted lose their tokens
-(and so their signaling sockets, which re-check their token every 15 s) within
-`check_interval_s` (≤ 60 s) plus that; the others get name, e-mail, groups and role from it.
+within `check_interval_s` (≤ 60 s), and `on_deprovisioned` ends their calls and closes their
+signaling sockets right then (else the sockets' own token check does within 15 s); the others
+get name, e-mail, groups and role from it.
 
 A directory that cannot be reached changes nothing: an outage never locks everyone out; nor does
 one where no linked account is found any more (a wrong base or lost read rights look like that).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -32,6 +34,7 @@ class CheckResult:
     checked: int
     disabled: int
     updated: int
+    gone: tuple[str, ...] = ()  # the handles disabled
 
 
 class DirectoryCheck:
@@ -42,11 +45,13 @@ class DirectoryCheck:
         self._linked = LinkedAccounts(store, realm)
         self._clock = clock or SystemClock()
         self._task: asyncio.Task[None] | None = None
+        self.on_deprovisioned: Callable[[list[str]], Awaitable[None]] | None = None
 
     def check_once(self) -> CheckResult:
         """One pass over the enabled ldap accounts (DirectoryUnavailable: nothing changed)."""
         accounts = self._linked.linked(SOURCE)
-        disabled = updated = 0
+        gone: list[str] = []
+        updated = 0
         now = datetime.fromtimestamp(self._clock.wall(), UTC)
         rules = ldap_rules(self._directory)
         with self._directory.service() as session:
@@ -65,12 +70,12 @@ class DirectoryCheck:
                 )
                 self._linked.disable(user, now, reason)
                 log.info("account %s disabled: %s", user.handle, reason)
-                disabled += 1
+                gone.append(user.handle)
                 continue
             decision = decide(rules, entry.groups)
             if not decision.allowed:
                 self._linked.disable(user, now, "no longer in an allowed directory group")
-                disabled += 1
+                gone.append(user.handle)
                 continue
             why = {
                 "dn": entry.dn,
@@ -80,13 +85,15 @@ class DirectoryCheck:
             }
             after = self._linked.refresh(user, profile_of(entry, user.handle, decision), now, why)
             updated += after != user
-        return CheckResult(checked=len(accounts), disabled=disabled, updated=updated)
+        return CheckResult(len(accounts), len(gone), updated, tuple(gone))
 
     async def _run(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
-                await asyncio.to_thread(self.check_once)
+                result = await asyncio.to_thread(self.check_once)
+                if result.gone and self.on_deprovisioned is not None:
+                    await self.on_deprovisioned(list(result.gone))
             except DirectoryUnavailable as exc:
                 log.warning("directory check skipped: %s", exc)
             except Exception:

@@ -23,12 +23,13 @@ from joserfc import errors as jose_errors
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from callgate.identity.errors import ProviderError, TokenRejected
+from callgate.identity.errors import DeviceGrantUnavailable, ProviderError, TokenRejected
 from callgate.identity.settings import OidcSettings
 
 log = logging.getLogger(__name__)
 
 JWKS_REFRESH_S = 60.0
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 §3.4
 MAX_DOCUMENT_BYTES = 256 * 1024
 
 
@@ -114,37 +115,66 @@ class OidcProvider:
 
     async def exchange(self, code: str, verifier: str) -> dict[str, Any]:
         """The token response for an authorization code (RFC 6749 §4.1.3, RFC 7636 §4.5)."""
-        settings = self._settings
         form = {
             "grant_type": "authorization_code",
             "code": code,
-            "redirect_uri": settings.redirect_url,
+            "redirect_uri": self._settings.redirect_url,
             "code_verifier": verifier,
-            "client_id": settings.client_id,
         }
-        endpoint = (await self.metadata()).token_endpoint
+        status, body = await self._post((await self.metadata()).token_endpoint, form)
+        if status != 200:
+            error = body.get("error") or ""
+            raise ProviderError(f"token endpoint refused the code: HTTP {status} {error}".strip())
+        return body
+
+    async def device_authorization(self) -> dict[str, Any]:
+        """A device authorization response (RFC 8628 §3.1-3.2): device_code, user_code,
+        verification_uri, expires_in, maybe verification_uri_complete and interval."""
+        endpoint = (await self.metadata()).device_authorization_endpoint
+        if not endpoint:
+            raise DeviceGrantUnavailable("the provider offers no device authorization endpoint")
+        status, body = await self._post(endpoint, {"scope": " ".join(self._settings.scopes)})
+        if status != 200:
+            error = body.get("error") or ""
+            raise ProviderError(f"device authorization refused: HTTP {status} {error}".strip())
+        for name in ("device_code", "user_code", "verification_uri"):
+            if not isinstance(body.get(name), str) or not body[name]:
+                raise ProviderError(f"device authorization answer lacks {name}")
+        return body
+
+    async def poll_device(self, device_code: str) -> tuple[int, dict[str, Any]]:
+        """The token endpoint's answer for a device code (RFC 8628 §3.4-3.5): (HTTP status,
+        body); 400 with `error` authorization_pending, slow_down, access_denied or
+        expired_token while the person has not finished."""
+        form = {"grant_type": DEVICE_GRANT, "device_code": device_code}
+        return await self._post((await self.metadata()).token_endpoint, form)
+
+    async def _post(self, endpoint: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """POST `form` as our client (client_secret_basic when there is a secret, RFC 6749
+        §2.3.1; else client_id in the form): (status, the JSON object answered or {})."""
+        settings = self._settings
+        form = {**form, "client_id": settings.client_id}
         try:
-            if settings.client_secret is not None:  # client_secret_basic (RFC 6749 §2.3.1)
+            if settings.client_secret is not None:
                 secret = settings.client_secret.get_secret_value()
                 auth = httpx.BasicAuth(settings.client_id, secret)
                 response = await self._http.post(endpoint, data=form, auth=auth)
             else:
                 response = await self._http.post(endpoint, data=form)
         except httpx.HTTPError as exc:
-            raise ProviderError(f"token endpoint: {type(exc).__name__}") from None
+            raise ProviderError(f"{endpoint}: {type(exc).__name__}") from None
+        if len(response.content) > MAX_DOCUMENT_BYTES:
+            raise ProviderError(f"{endpoint}: answer too large")
         try:
             body = response.json()
         except ValueError:
             body = {}
-        if response.status_code != 200 or not isinstance(body, dict):
-            error = body.get("error") if isinstance(body, dict) else None
-            raise ProviderError(
-                f"token endpoint refused the code: HTTP {response.status_code} {error or ''}".strip()
-            )
-        return body
+        return response.status_code, body if isinstance(body, dict) else {}
 
-    async def verify_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
-        """The claims of a valid ID token for this sign-in; TokenRejected naming the check."""
+    async def verify_id_token(self, id_token: str, nonce: str | None) -> dict[str, Any]:
+        """The claims of a valid ID token for this sign-in; TokenRejected naming the check.
+        `nonce` None: a device authorization grant, which has none (RFC 8628; its device code
+        never left this server, so the token cannot be another sign-in's)."""
         if not id_token or len(id_token) > 16_384:
             raise TokenRejected("no ID token, or one too large")
         keys = await self._key_set()
@@ -171,17 +201,19 @@ class OidcProvider:
         except (jose_errors.JoseError, ValueError) as exc:
             raise TokenRejected(f"malformed ID token ({type(exc).__name__})") from None
 
-    def _check_claims(self, claims: dict[str, Any], nonce: str) -> None:
+    def _check_claims(self, claims: dict[str, Any], nonce: str | None) -> None:
         settings = self._settings
+        required: dict[str, Any] = {
+            "iss": {"essential": True, "value": settings.issuer},
+            "sub": {"essential": True},
+            "aud": {"essential": True, "value": settings.client_id},
+            "exp": {"essential": True},
+            "iat": {"essential": True},
+        }
+        if nonce is not None:
+            required["nonce"] = {"essential": True, "value": nonce}
         registry = jwt.JWTClaimsRegistry(
-            now=lambda: int(self._clock()),
-            leeway=settings.clock_skew_s,
-            iss={"essential": True, "value": settings.issuer},
-            sub={"essential": True},
-            aud={"essential": True, "value": settings.client_id},
-            exp={"essential": True},
-            iat={"essential": True},
-            nonce={"essential": True, "value": nonce},
+            now=lambda: int(self._clock()), leeway=settings.clock_skew_s, **required
         )
         try:
             registry.validate(claims)

@@ -1,7 +1,9 @@
 """Single sign-on with an OpenID provider: the authorization code flow with PKCE (RFC 7636),
 `state` and `nonce` (OpenID Connect Core 1.0 §3.1), then the same account handling as the
 directory: a linked account (source "oidc", id "ISSUER SUB"), just in time if configured, with
-name, e-mail, groups and role from the ID token's claims, and a callgate bearer token.
+name, e-mail, groups and role from the ID token's claims, and a callgate bearer token. An account
+the provider provisioned over SCIM (source "scim") whose handle the handle claim gives is signed
+in as it is: SCIM keeps its profile, groups and role.
 
 Each attempt is kept here (in memory) for PENDING_TTL_S under its random `state`, bound to the
 browser by a cookie holding it, and used once: a replayed callback or ID token finds nothing.
@@ -35,6 +37,7 @@ from callgate.storage.db import Store
 log = logging.getLogger(__name__)
 
 SOURCE = "oidc"
+SCIM_SOURCE = "scim"  # accounts the identity provider provisions (scim_store.SOURCE)
 PENDING_TTL_S = 600.0
 MAX_PENDING = 10_000  # attempts in progress, in all
 MAX_PENDING_PER_CLIENT = 20  # per client address: one address cannot crowd out the others
@@ -141,13 +144,31 @@ class OidcSignIn:
             raise self._failed(client, f"provider error: {exc}", 502) from None
         except TokenRejected as exc:
             raise self._failed(client, f"ID token rejected: {exc}", 401) from None
-        user = self._provision(claims, client)
-        why = self._why(claims)
-        token, expires = self._accounts.issue_token(
-            user, device="sso", audit_hook=_login_hook(user, client, why)
-        )
-        log.info("single sign-on: %s", user.handle)
+        user, token, expires = self.sign_in(claims, client)
         return user, token, expires, pending.next_path
+
+    def sign_in(
+        self,
+        claims: dict[str, Any],
+        client: str | None,
+        device: str = "sso",
+        grant: str = "authorization_code",
+    ) -> tuple[UserRecord, str, datetime]:
+        """The account for checked ID token claims (linked, SCIM's, or created just in time)
+        and a new callgate token for it, audited as auth.login; SsoFailed (audited) else."""
+        user = self._provision(claims, client)
+        why = {**self._why(claims), "grant": grant}
+        token, expires = self._accounts.issue_token(
+            user, device=device, audit_hook=_login_hook(user, client, device, why)
+        )
+        log.info("single sign-on (%s): %s", grant, user.handle)
+        return user, token, expires
+
+    def failure(
+        self, client: str | None, reason: str, status: int, extra: dict[str, Any] | None = None
+    ) -> SsoFailed:
+        """An audited auth.login_failed (method oidc) for `reason`, as the error to raise."""
+        return self._failed(client, reason, status, extra)
 
     def _rules(self) -> GroupRules:
         settings = self._provider.settings
@@ -205,6 +226,13 @@ class OidcSignIn:
             raise self._failed(
                 client, f"claim {settings.handle_claim} is not a usable handle", 403, detail
             )
+        provisioned = self._accounts.get(handle)
+        if provisioned is not None and provisioned.source == SCIM_SOURCE:
+            # Provisioned over SCIM (scim_store.py): SCIM owns its name, groups and role and
+            # whether it is active; single sign-on only signs it in.
+            if provisioned.disabled:
+                raise self._failed(client, "account disabled in callgate", 403, why)
+            return provisioned
         if not settings.create_accounts:
             raise self._failed(client, "no account and create_accounts is off", 403, why)
         profile["handle"] = handle
@@ -225,9 +253,11 @@ class OidcSignIn:
         return SsoFailed(reason, status)
 
 
-def _login_hook(user: UserRecord, client: str | None, why: dict[str, Any]) -> audit.AuditHook:
+def _login_hook(
+    user: UserRecord, client: str | None, device: str, why: dict[str, Any]
+) -> audit.AuditHook:
     def write(conn: Connection, _before: UserRecord | None, _after: UserRecord | None) -> None:
-        details = {"client": client, "device": "sso", "method": SOURCE, **why}
+        details = {"client": client, "device": device, "method": SOURCE, **why}
         AuditLog.append_in(conn, user.handle, "auth.login", f"user:{user.handle}", details)
 
     return write

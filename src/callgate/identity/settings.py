@@ -212,6 +212,81 @@ class OidcSettings(BaseModel):
         return self
 
 
+class ScimSettings(BaseModel):
+    """`[identity.scim]`: provisioning by the identity provider over SCIM 2.0 (RFC 7643/7644) at
+    /scim/v2, with a bearer token of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    # The bearer token the provider sends (at least 32 characters; keep it in a 0600 file or the
+    # environment). Only its SHA-256 is compared, in constant time.
+    token: SecretStr = SecretStr("")
+    # SCIM group (its displayName) -> callgate groups; -> role, as for LDAP and OIDC.
+    group_map: GroupMap = Field(default_factory=dict)
+    role_map: RoleMap = Field(default_factory=dict)
+    default_role: str = "user"
+    max_results: int = Field(default=200, ge=1, le=1000)  # resources per page (RFC 7644 §3.4.2.4)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ScimSettings:
+        if self.default_role not in ROLE_NAMES:
+            raise ValueError(f"default_role: expected one of {', '.join(ROLE_NAMES)}")
+        if self.enabled and len(self.token.get_secret_value()) < 32:
+            raise ValueError("token must be at least 32 characters (e.g. openssl rand -hex 32)")
+        return self
+
+
+def _https_or_loopback(name: str, url: str) -> None:
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    if scheme == "http" and host in ("127.0.0.1", "localhost", "::1"):
+        return
+    if scheme != "https":
+        raise ValueError(f"{name} must be an https:// URL (http only on loopback)")
+
+
+class SamlSettings(BaseModel):
+    """`[identity.saml]`: single sign-on with a SAML 2.0 identity provider (Web Browser SSO
+    profile: AuthnRequest by HTTP-Redirect, signed assertion back by HTTP-POST), with pysaml2."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    idp_metadata_file: Path | None = (
+        None  # the IdP's metadata XML (entity id, SSO URL, certificate)
+    )
+    # Our entity id (the audience the IdP must name) and our Assertion Consumer Service URL as
+    # browsers reach it: https://callgate.example.com/api/saml/metadata, …/api/saml/acs
+    sp_entity_id: str = ""
+    acs_url: str = ""
+    label: str = "your company"
+    handle_attribute: str = ""  # empty: the NameID gives the handle
+    name_attribute: str = "displayName"
+    email_attribute: str = "mail"
+    groups_attribute: str = "groups"
+    group_map: GroupMap = Field(default_factory=dict)
+    role_map: RoleMap = Field(default_factory=dict)
+    default_role: str = "user"
+    allowed_groups: list[str] = Field(default_factory=list)
+    create_accounts: bool = True
+    clock_skew_s: int = Field(default=60, ge=0, le=300)
+    xmlsec_binary: Path = Path("/usr/bin/xmlsec1")  # Debian's xmlsec1 checks the signatures
+
+    @model_validator(mode="after")
+    def _coherent(self) -> SamlSettings:
+        if not self.enabled:
+            return self
+        if self.idp_metadata_file is None:
+            raise ValueError("idp_metadata_file (the identity provider's metadata XML) is needed")
+        if not self.sp_entity_id:
+            raise ValueError("sp_entity_id is needed (e.g. https://HOST/api/saml/metadata)")
+        _https_or_loopback("acs_url", self.acs_url)
+        if self.default_role not in ROLE_NAMES:
+            raise ValueError(f"default_role: expected one of {', '.join(ROLE_NAMES)}")
+        return self
+
+
 class IdentitySettings(BaseModel):
     """`[identity]`: directory sign-in methods. Local accounts always work (break-glass)."""
 
@@ -219,3 +294,5 @@ class IdentitySettings(BaseModel):
 
     ldap: LdapSettings = Field(default_factory=LdapSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
+    saml: SamlSettings = Field(default_factory=SamlSettings)
+    scim: ScimSettings = Field(default_factory=ScimSettings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 import signal
@@ -53,6 +54,7 @@ from callgate.records.relay_sessions import DbEventSink, close_stale_sessions
 from callgate.records.retention import PurgeJob
 from callgate.runtime.audit import Checkpointer, key_path, record_start
 from callgate.runtime.calling import build_signaling
+from callgate.runtime.deprovision import end_sessions
 from callgate.runtime.monitoring import Monitoring, start_monitoring
 from callgate.runtime.recordings import recording_jobs
 from callgate.storage.db import Store, display_url, open_store
@@ -460,6 +462,7 @@ async def run_serve(settings: Settings) -> None:
                 recordings=recordings,
             )
             await calls.hub.start()
+            identity.on_deprovisioned(functools.partial(end_sessions, calls.hub))
             heartbeat = CallHeartbeat(
                 store.engine, lambda: [call.call_id for call in calls.hub.engine.live_calls()]
             )

@@ -79,6 +79,7 @@ class Device:
     queue: asyncio.Queue[dict[str, Any] | None]
     address: str | None = None  # the client's IP as the server saw it
     user_agent: str | None = None
+    revoked: bool = False  # its account was taken away: the socket closes as unauthorized
 
 
 class SignalingHub:

@@ -410,3 +410,60 @@ class DetectionFinding(Base):
     # JSON array of what a block list needs: "udp/3478" (a relay's or server's port), "udp/*"
     # (a peer-to-peer peer, any port); detect/nftables.py `findings_ruleset`
     targets: Mapped[str] = mapped_column(Text, default="[]")
+
+
+class ScimUser(Base):
+    """A user provisioned over SCIM (callgate.identity.scim_*): its SCIM id and document next to
+    the account it drives (users.source = "scim"). `user_name_key` is userName lower-cased:
+    userName is unique without regard to case (RFC 7643 §4.1.1)."""
+
+    __tablename__ = "scim_users"
+    __table_args__ = (
+        UniqueConstraint("user_name_key", name="uq_scim_users_user_name_key"),
+        UniqueConstraint("user_id", name="uq_scim_users_user_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # SCIM id (a UUID)
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", name="fk_scim_users_user_id", ondelete="CASCADE")
+    )
+    user_name_key: Mapped[str] = mapped_column(String(255))
+    external_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    document: Mapped[str] = mapped_column(Text)  # the SCIM resource as JSON, without id/meta
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ScimGroup(Base):
+    """A group provisioned over SCIM; its name maps to callgate groups and roles by
+    `[identity.scim]` group_map / role_map, like a directory group."""
+
+    __tablename__ = "scim_groups"
+    __table_args__ = (UniqueConstraint("display_name_key", name="uq_scim_groups_display_name_key"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    display_name_key: Mapped[str] = mapped_column(String(255))
+    external_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    document: Mapped[str] = mapped_column(Text)  # without id, meta and members
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ScimMember(Base):
+    """One member (a SCIM user) of a SCIM group."""
+
+    __tablename__ = "scim_members"
+
+    group_id: Mapped[str] = mapped_column(
+        String(36),
+        ForeignKey("scim_groups.id", name="fk_scim_members_group_id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    user_id: Mapped[str] = mapped_column(
+        String(36),
+        ForeignKey("scim_users.id", name="fk_scim_members_user_id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    )

@@ -101,7 +101,8 @@ async function offerSso(errorEl) {
     const info = await api("/api/sso");
     if (!info.enabled) return;
     link.textContent = `Sign in with ${info.label}`;
-    link.href = `/api/sso/login?${new URLSearchParams({ next: location.pathname })}`;
+    const login = info.login || "/api/sso/login"; // OIDC's, or SAML's /api/saml/login
+    link.href = `${login}?${new URLSearchParams({ next: location.pathname })}`;
     holder.hidden = false;
   } catch {
     // no single sign-on offered: the password form is enough
