@@ -115,6 +115,15 @@ BandwidthOpt = Annotated[
         "--bandwidth", metavar="BYTES/S", help="Cap per allocation, 0 = none (default 0)."
     ),
 ]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        max=64,
+        help="Relay processes sharing the listeners (SO_REUSEPORT), e.g. one per core (default 1).",
+    ),
+]
 LogLevelOpt = Annotated[
     str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO).")
 ]
@@ -173,6 +182,7 @@ def relay_overrides(**options: Any) -> dict[str, Any]:
         "max_allocations_per_user": options["max_allocations_per_user"],
         "max_allocations": options["max_allocations"],
         "bandwidth": options["bandwidth"],
+        "workers": options.pop("workers", None),
     }
     return {**top, "turn": turn}
 
@@ -230,6 +240,7 @@ def turn(
     max_allocations_per_user: PerUserOpt = None,
     max_allocations: MaxAllocOpt = None,
     bandwidth: BandwidthOpt = None,
+    workers: WorkersOpt = None,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Run the STUN/TURN relay alone, in the foreground (SIGTERM/SIGINT stop it)."""
