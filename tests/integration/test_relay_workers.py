@@ -52,14 +52,23 @@ async def allocate(
 
 
 async def relays_between(sender: TurnClient, to: tuple[str, int], receiver: TurnClient, frm: tuple[str, int], channel: int) -> None:  # fmt: skip
-    """`sender` reaches `receiver`'s relayed address `to` over a channel; `receiver` (relayed
-    address `frm` for the sender) gets the data as a Data indication from it."""
+    """`sender` reaches `receiver`'s relayed address `to` (on the other worker) over a channel;
+    `receiver` (relayed address `frm` for the sender) gets the data as a Data indication from it,
+    but only once it has permitted the sender: what came before is dropped by the receiver's
+    worker. (Between two allocations of one worker an early packet is held and delivered once
+    permitted, allocation.py `from_peer`: hence the two workers.)"""
     ok = MessageClass.SUCCESS
-    assert (await receiver.create_permission(frm)).cls is ok
     assert (await sender.create_permission(to)).cls is ok
     assert (await sender.channel_bind(channel, to)).cls is ok
-    payload = os.urandom(160)
+    unpermitted, payload = os.urandom(160), os.urandom(160)
+    sender.send_channel_data(channel, unpermitted)
+    # The sender's worker reads its client's datagrams in order: once this answer is back, the
+    # unpermitted datagram waits at `to` before the receiver's permission request is sent, and
+    # the receiver's worker sees that socket ready first.
+    assert (await sender.refresh(600)).cls is ok
+    assert (await receiver.create_permission(frm)).cls is ok
     sender.send_channel_data(channel, payload)
+    # loopback keeps order: had the first datagram been relayed, it would be read first
     assert parse_data_indication(await receiver.next_data()) == (frm, payload)
 
 
@@ -145,7 +154,9 @@ async def test_two_workers_are_one_relay(tmp_path: Path) -> None:
             reserved = xor_address(response, Attr.XOR_RELAYED_ADDRESS)
             assert reserved == (probe[0], probe[1] + 1)
             # ...and the reserved port's traffic reaches the worker that took it
-            mate, mate_relay = (by_worker[0][2:] + by_worker[1][2:])[0]
+            # (from an allocation on the reserving worker, whose reservation socket may still
+            # be open: the steering program sends the port's datagrams to the taker's)
+            mate, mate_relay = by_worker[worker_of(probe)][2]
             await relays_between(mate, reserved, taker, mate_relay, 0x4001)
 
             # /metrics adds up both workers (each publishes once a second)

@@ -212,6 +212,14 @@ class RelayAllocator:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         return sock
 
+    def _joined_elsewhere(self, partner: socket.socket) -> bool:
+        """With SO_REUSEPORT the bind of a reserved port succeeds even while another worker
+        relays on it (it took an earlier reservation of that port): the ledger knows."""
+        if self.shared is None:
+            return False
+        host, port = partner.getsockname()[:2]
+        return self.shared.holds_relay((host, port))
+
     def _join_reserved(self, address: Address, family: int) -> socket.socket | None:
         """Bind another worker's reserved port (its SO_REUSEPORT group) and take its traffic."""
         sock = self._try_bind(address[0], family, address[1], shared_port=True)
@@ -268,6 +276,9 @@ class RelayAllocator:
             if not reserve:
                 return sock, None
             partner = self._try_bind(ip, family, port + 1, shared_port=self.shared is not None)
+            if partner is not None and self._joined_elsewhere(partner):
+                partner.close()
+                partner = None
             if partner is not None:
                 return sock, partner
             sock.close()
