@@ -7,6 +7,7 @@ addresses."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from callgate.clock import Clock
 from callgate.turn.allocation import Allocation
@@ -14,6 +15,9 @@ from callgate.turn.counters import TurnCounters
 from callgate.turn.ledger import SharedLedger, quota_reason
 from callgate.types import Address, FiveTuple
 from callgate.types.events import AllocationEvent, EventKind, EventSink
+
+if TYPE_CHECKING:
+    from callgate.turn.kernel.fastpath import FastPath
 
 
 class AllocationManager:
@@ -33,6 +37,7 @@ class AllocationManager:
         self.max_per_user = max_per_user
         self.max_total = max_total
         self.shared = shared
+        self.fast: FastPath | None = None  # the kernel fast path, set by the server when on
         self._by_tuple: dict[FiveTuple, Allocation] = {}
         self._per_user: dict[str, int] = {}
         # Traffic of deleted allocations; live totals = retired + sum over active (see refresh_totals).
@@ -102,6 +107,8 @@ class AllocationManager:
         allocation.local_relays = self.by_relay
         self.counters.allocations_total += 1
         self.counters.allocations_active = len(self._by_tuple)
+        if self.fast is not None:
+            self.fast.adopt(allocation)
         self.emit(allocation, EventKind.CREATED)
         return None
 

@@ -18,6 +18,7 @@ from callgate.turn.callbound import withdraw_stale
 from callgate.turn.config import TurnConfig
 from callgate.turn.counters import TurnCounters
 from callgate.turn.handlers import TurnHandler
+from callgate.turn.kernel.fastpath import FastPath, open_fast_path
 from callgate.turn.ledger import SharedLedger
 from callgate.turn.manager import AllocationManager
 from callgate.turn.peers import PeerFilter
@@ -68,6 +69,7 @@ class TurnServer:
         self.config = config
         self.shared = shared
         self.prebound = prebound
+        self.fast: FastPath | None = None
         self.clock = clock or SystemClock()
         self.counters = TurnCounters()
         self.events = events or NullSink()
@@ -126,6 +128,9 @@ class TurnServer:
         loop = asyncio.get_running_loop()
         self.allocator.bind_loop(loop)
         try:
+            # in this thread: a program attaches to the devices of the caller's network namespace
+            self.fast = open_fast_path(self.config.fast_path, self.clock)
+            self.manager.fast = self.fast
             if self.prebound is not None:
                 await self._serve_prebound(loop, self.prebound)
             else:
@@ -234,6 +239,8 @@ class TurnServer:
             if self.config.call_bound and self.handler.call_guard is not None:
                 withdraw_stale(self.handler.call_guard, self.manager.by_relay, list(self.manager))
             self.allocator.expire(now)
+            if self.fast is not None:
+                self.fast.sweep(self.counters)
             self.handler.throttle.sweep()
             for stream in [
                 s for s in self._streams if s.idle_without_allocation(now, IDLE_STREAM_SECONDS)
@@ -281,6 +288,9 @@ class TurnServer:
                 await self._sweeper
             self._sweeper = None
         self.manager.close_all("server-shutdown")
+        if self.fast is not None:
+            self.fast.close()
+            self.manager.fast = self.fast = None
         self.allocator.close()
         for server in self._servers:
             server.close()  # stop accepting before closing the live connections
