@@ -1,6 +1,9 @@
 """One relay run across three network namespaces, printed as JSON (tests/lab/test_fast_path.py).
 
-    python -m tests.lab.fast_path_scenario RELAY_NS CLIENT_NS PEER_NS on|off
+    python -m tests.lab.fast_path_scenario RELAY_NS CLIENT_NS PEER_NS on|off|capped
+
+`capped`: the fast path on, and a bandwidth cap per allocation (generous: nothing is dropped) that
+keeps every allocation in userspace, where the cap is enforced.
 
 The relay (a TurnServer in this process) lives in RELAY_NS: listener 10.77.1.1 toward the client's
 veth, relayed address 10.77.2.1 toward the peer's. The client's and the peer's sockets are made in
@@ -93,7 +96,8 @@ async def scenario(client_ns: str, peer_ns: str, mode: str) -> dict[str, Any]:
         users={"alice": "alice-password"},
         allow_peers=("10.77.0.0/16",),
         permission_lifetime=PERMISSION_S,
-        fast_path="required" if mode == "on" else "off",
+        fast_path="off" if mode == "off" else "required",
+        max_bandwidth_per_allocation=10_000_000 if mode == "capped" else 0,
     )
     loop = asyncio.get_running_loop()
     out: dict[str, Any] = {}

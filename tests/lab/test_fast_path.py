@@ -75,7 +75,8 @@ def run_scenario(namespaces: tuple[str, str, str], mode: str) -> dict[str, objec
 def test_fast_path_relays_what_userspace_relays(namespaces: tuple[str, str, str]) -> None:
     on = run_scenario(namespaces, "on")
     off = run_scenario(namespaces, "off")
-    for result in (on, off):
+    capped = run_scenario(namespaces, "capped")
+    for result in (on, off, capped):
         # every datagram, in order, from the relayed address to the peer and back as ChannelData
         assert result["peer_got_in_order"] is True
         assert result["peer_saw_relayed_address"] is True
@@ -87,6 +88,7 @@ def test_fast_path_relays_what_userspace_relays(namespaces: tuple[str, str, str]
         assert result["entries_left"] == 0
     # the same counts (and bytes, so the same CDR) through both paths
     assert on["counters"] == off["counters"] == [201, 200 * 172 + 5, 201, 200 * 172 + 5]
+    assert capped["counters"] == off["counters"]
     # with the fast path on, the kernel carried all 402 channel datagrams (the first round trip
     # too: an unresolved neighbour is resolved by bpf_redirect_neigh), and none of 300 malformed
     # or foreign ones (lengths past or short of the datagram, truncated headers, reserved or
@@ -94,3 +96,5 @@ def test_fast_path_relays_what_userspace_relays(namespaces: tuple[str, str, str]
     assert on["kernel_forwarded"] == 402
     assert on["kernel_forwarded_malformed"] == 0
     assert off["kernel_forwarded"] == 0
+    # an allocation under a bandwidth cap stays in userspace, where the cap is counted
+    assert capped["kernel_forwarded"] == 0

@@ -169,6 +169,8 @@ class AllocationManager:
     def report_progress(self) -> int:
         """A PROGRESS event for every allocation that relayed packets since its last one, so the
         recorded counters trail the truth by one call of this at most; how many were sent."""
+        if self.fast is not None:
+            self.fast.collect(self.counters)  # what the kernel relayed counts too
         sent = 0
         for allocation in list(self._by_tuple.values()):
             packets = (allocation.packets_to_peer, allocation.packets_to_client)

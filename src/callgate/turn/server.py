@@ -235,12 +235,14 @@ class TurnServer:
     def sweep(self) -> None:
         try:
             now = self.clock.monotonic()
+            if self.fast is not None:
+                self.fast.collect(self.counters)  # the kernel's counts, before the totals
             self.manager.sweep()
             if self.config.call_bound and self.handler.call_guard is not None:
                 withdraw_stale(self.handler.call_guard, self.manager.by_relay, list(self.manager))
             self.allocator.expire(now)
             if self.fast is not None:
-                self.fast.sweep(self.counters)
+                self.fast.sync_all()
             self.handler.throttle.sweep()
             for stream in [
                 s for s in self._streams if s.idle_without_allocation(now, IDLE_STREAM_SECONDS)
@@ -271,7 +273,8 @@ class TurnServer:
         return False
 
     def live_counters(self) -> TurnCounters:
-        """Counters with relayed traffic folded in up to this moment (for metrics scrapes)."""
+        """Counters with relayed traffic folded in up to this moment (for metrics scrapes; what
+        the kernel fast path relayed, up to the last sweep: this may run in another thread)."""
         self.manager.refresh_totals()
         return self.counters
 

@@ -5,8 +5,8 @@ Per bound channel of a UDP allocation whose peer has a live permission, two entr
 keyed by the peer and the relayed address. Each carries the earlier of the channel's and the
 permission's expiry in CLOCK_MONOTONIC nanoseconds, so the kernel itself stops forwarding the
 moment either lapses (RFC 8656 §9, §12), before any sweep. Allocation.permit, bind_channel,
-unbind_peer, expire and close call `sync`/`release`; the once-a-second sweep calls `collect`,
-which folds the kernel's packet and byte counts into the allocation (records, CDRs, metrics).
+unbind_peer and close call `sync`/`release`; the once-a-second sweep calls `sync_all` and
+`collect`, which folds the kernel's packet and byte counts into the allocation (records, CDRs, metrics).
 
 Left to userspace (never written): TCP/TLS clients, IPv6, allocations under a bandwidth cap (the
 cap is enforced where it is counted), a listener on a wildcard address (the key needs the
@@ -167,15 +167,18 @@ class FastPath:
         self.loaded.to_peer.delete(entry.to_peer_key)
         self.loaded.to_client.delete(entry.to_client_key)
 
-    def sweep(self, counters: TurnCounters) -> None:
-        """Once a second: entries follow expiries and withdrawals (call-bound mode pops
-        permissions directly), the kernel's counts go into the allocations, and the program's
-        own totals into the server's counters."""
-        for allocation in list(self._allocations.values()):
-            self.sync(allocation)
+    def collect(self, counters: TurnCounters) -> None:
+        """The kernel's counts into the allocations (before the server totals them), and the
+        program's own totals into the server's counters."""
+        for allocation in self._allocations.values():
             for entry in self._entries.get(allocation.id, {}).values():
                 self._fold(allocation, entry)
         counters.fast_path_packets, counters.fast_path_passed = self.loaded.forwarded()
+
+    def sync_all(self) -> None:
+        """After the sweep's expiry and call-bound withdrawals (which pop permissions directly)."""
+        for allocation in list(self._allocations.values()):
+            self.sync(allocation)
 
     def release(self, allocation: Allocation) -> None:
         """The allocation is going: count what the kernel relayed for it, remove its entries."""
