@@ -114,7 +114,12 @@ class FastPath:
                 continue
             if entry is not None:
                 self._fold(allocation, entry)  # the rewrite below starts the counts again
-            entries[number] = self._write(allocation, number, peer, expires_ns)
+            try:
+                entries[number] = self._write(allocation, number, peer, expires_ns)
+            except OSError as exc:  # the maps are full (65536 channels): Python relays it
+                if entry is not None:
+                    self._remove(allocation, entries.pop(number))
+                log.warning("kernel fast path: channel 0x%04x stays in userspace: %s", number, exc)
 
     def _write(self, allocation: Allocation, number: int, peer: Address, expires_ns: int) -> _Entry:
         client, server = allocation.five_tuple.client, allocation.five_tuple.server
@@ -131,20 +136,24 @@ class FastPath:
                 _ip(peer[0]), _ip(relay[0]), _port(peer[1]), _port(relay[1]), 0, expires_ns, 0, 0
             ),
         )
-        self.loaded.to_client.put(
-            to_client_key,
-            _TO_CLIENT_VALUE.pack(
-                _ip(client[0]),
-                _ip(server[0]),
-                _port(client[1]),
-                _port(server[1]),
-                number,
-                0,
-                expires_ns,
-                0,
-                0,
-            ),
-        )
+        try:
+            self.loaded.to_client.put(
+                to_client_key,
+                _TO_CLIENT_VALUE.pack(
+                    _ip(client[0]),
+                    _ip(server[0]),
+                    _port(client[1]),
+                    _port(server[1]),
+                    number,
+                    0,
+                    expires_ns,
+                    0,
+                    0,
+                ),
+            )
+        except OSError:
+            self.loaded.to_peer.delete(to_peer_key)
+            raise
         return _Entry(peer, expires_ns, to_peer_key, to_client_key)
 
     def _fold(self, allocation: Allocation, entry: _Entry) -> None:

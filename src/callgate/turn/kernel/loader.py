@@ -4,9 +4,9 @@ Why this way (docs/relay-fast-path.md): libbpf is the kernel's own loader and sh
 library in Debian (libbpf1, a dependency of iproute2), so Python needs no binding package; a tcx
 link (Linux 6.6+) belongs to the file descriptor that made it, so the program leaves every device
 when the relay exits, even when it is killed: no stale program keeps forwarding after the relay is
-gone. The object is compiled at start from the source in the package (under a second with clang),
-so it always matches the code that writes its maps, and a machine without clang just runs without
-the fast path.
+gone. The object is compiled from the source in the package by clang at the first start of each
+version of it (cached in ~/.cache/callgate), so it always matches the code that writes its maps,
+and a machine without clang just runs without the fast path.
 """
 
 from __future__ import annotations
