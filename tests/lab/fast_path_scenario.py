@@ -173,7 +173,15 @@ async def scenario(client_ns: str, peer_ns: str, mode: str) -> dict[str, Any]:
         ((data, _),) = await recv_all(peer, 1)
         out["refreshed_forwards"] = data == b"again" * 10
 
-        # 4. deallocation removes the kernel's entries
+        # 4. a channel withdrawn (as call-bound mode does when the call ends) stops at once
+        before = fast.loaded.forwarded()[0] if fast is not None else 0
+        allocation.unbind_peer(peer_address)
+        client.send_channel_data(CHANNEL, b"after the call" * 3)
+        await client.request(Method.BINDING)
+        after = fast.loaded.forwarded()[0] if fast is not None else 0
+        out["unbound_stops"] = nothing_waiting(peer) and after == before
+
+        # 5. deallocation removes the kernel's entries
         assert (await client.refresh(0)).cls is MessageClass.SUCCESS
         out["entries_left"] = fast.installed() if fast is not None else 0
         transport.close()

@@ -85,6 +85,7 @@ def test_fast_path_relays_what_userspace_relays(namespaces: tuple[str, str, str]
         # new one brings it back; deallocation leaves no kernel entry behind
         assert result["peer_empty_after_expiry"] is True
         assert result["refreshed_forwards"] is True
+        assert result["unbound_stops"] is True  # a withdrawn channel forwards nothing more
         assert result["entries_left"] == 0
     # the same counts (and bytes, so the same CDR) through both paths
     assert on["counters"] == off["counters"] == [201, 200 * 172 + 5, 201, 200 * 172 + 5]
