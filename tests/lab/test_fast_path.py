@@ -14,11 +14,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.cli_process import COMMAND, clean_env
 from tests.lab.netns import Netns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,3 +101,40 @@ def test_fast_path_relays_what_userspace_relays(namespaces: tuple[str, str, str]
     assert off["kernel_forwarded"] == 0
     # an allocation under a bandwidth cap stays in userspace, where the cap is counted
     assert capped["kernel_forwarded"] == 0
+
+
+def _turn_log(ns: str, mode: str, tmp_path: Path) -> tuple[int | None, str]:
+    """`callgate turn --fast-path MODE` inside `ns` until it listens (or exits): exit code, log."""
+    log_path = tmp_path / f"{ns}-{mode}.log"
+    command = [*COMMAND, "turn", "--listen", "127.0.0.1:0"]
+    command += ["--user", "alice:alice-password", "--fast-path", mode]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *command], stderr=log, stdout=log, env=clean_env()
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and b"listening on" not in log_path.read_bytes():
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.05)
+        finally:
+            code = proc.poll()
+            if code is None:
+                proc.terminate()
+                proc.wait(10)
+    return code, log_path.read_text()
+
+
+def test_start_up_says_which_path_and_why(namespaces: tuple[str, str, str], tmp_path: Path) -> None:
+    relay, client, _peer = namespaces
+    # where everything allows it (root, clang, lo forwarding on): on, naming the devices
+    code, log = _turn_log(relay, "auto", tmp_path)
+    assert code is None and "kernel fast path on: eBPF at tc ingress (tcx) of lo, r0" in log, log
+    # the client's namespace has lo forwarding off: auto runs in Python and says why...
+    code, log = _turn_log(client, "auto", tmp_path)
+    assert code is None, log
+    assert "kernel fast path off: net.ipv4.conf.lo.forwarding is 0" in log
+    # ...and required refuses to start (exit 1), with the same reason
+    code, log = _turn_log(client, "required", tmp_path)
+    assert code == 1
+    assert "kernel fast path required but unavailable: net.ipv4.conf.lo.forwarding is 0" in log
