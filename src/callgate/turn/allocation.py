@@ -334,6 +334,8 @@ class Allocation:
                 self._deliver(entry.frame, len(entry.frame) - 4, entry.peer)
             else:
                 self.held.append(entry)
+        if self.kernel is not None:
+            self.kernel.sync(self)  # the kernel may take this peer's channel now
 
     def _deliver(self, frame: memoryview, size: int, peer: Address) -> bool:
         if self.bucket is not None and not self.bucket.take(size):

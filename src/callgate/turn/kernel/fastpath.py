@@ -101,9 +101,17 @@ class FastPath:
         if entries is None:
             return
         wanted: dict[int, tuple[Address, float]] = {}
+        # Early packets held from another allocation here wait for the client to send toward
+        # their IP (Allocation.from_peer): while any are, that IP's channels stay in userspace,
+        # where that send is seen (Allocation._release syncs again).
+        holding = {entry.peer[0] for entry in allocation.held}
         for number, channel in allocation.channels.items():
             permitted = allocation.permissions.get(channel.peer[0])
-            if permitted is not None and ":" not in channel.peer[0]:
+            if (
+                permitted is not None
+                and ":" not in channel.peer[0]
+                and channel.peer[0] not in holding
+            ):
                 wanted[number] = (channel.peer, min(permitted, channel.expires))
         for number in [n for n, e in entries.items() if wanted.get(n, (None,))[0] != e.peer]:
             self._remove(allocation, entries.pop(number))
