@@ -137,7 +137,14 @@ static __always_inline int route(struct __sk_buff *skb, __u32 saddr, __u32 daddr
 		return fib.ifindex;
 	}
 	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED) {
-		*local = 1; /* a local address: a peer on this host, or loopback itself */
+		/* A local address: a peer on this host (another allocation's relayed address, or a
+		 * process). Delivered through lo, where the stack takes a datagram from one of its own
+		 * addresses without a route attached only from 127.0.0.0/8: any other source is
+		 * dropped as a martian, so that datagram stays with the Python relay (which hands it
+		 * to the other allocation in-process). */
+		if ((bpf_ntohl(saddr) >> 24) != 127)
+			return 0;
+		*local = 1;
 		return LOOPBACK_IFINDEX;
 	}
 	return 0;
