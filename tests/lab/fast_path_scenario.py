@@ -181,8 +181,35 @@ async def scenario(client_ns: str, peer_ns: str, mode: str) -> dict[str, Any]:
         after = fast.loaded.forwarded()[0] if fast is not None else 0
         out["unbound_stops"] = nothing_waiting(peer) and after == before
 
-        # 5. deallocation removes the kernel's entries
+        # 5. two relay-only parties on this server (a call's usual shape): channel data from one
+        # client reaches the other as ChannelData, both rewrites in one pass of the kernel
+        pair = []
+        for _ in range(2):
+            sock = udp_socket(client_ns, CLIENT)
+            party = TurnClient(sock.send, sock.getsockname(), stream=False)
+            party.username, party.password = "alice", "alice-password"
+            sock.connect((LISTEN, 3478))
+            end, _ = await loop.create_datagram_endpoint(lambda p=party: _Feed(p), sock=sock)
+            pair.append((party, await party.allocated(), end))
+        (a, a_relay, _), (b, b_relay, _) = pair
+        assert (await a.channel_bind(0x4010, b_relay)).cls is MessageClass.SUCCESS
+        assert (await b.channel_bind(0x4020, a_relay)).cls is MessageClass.SUCCESS
+        before = fast.loaded.forwarded()[0] if fast is not None else 0
+        frames = [struct.pack("!I", i) + os.urandom(156) for i in range(50)]
+        for frame in frames:
+            a.send_channel_data(0x4010, frame)
+        got = [await b.next_data() for _ in frames]
+        out["relay_to_relay_in_order"] = got == [
+            struct.pack("!HH", 0x4020, 160) + f for f in frames
+        ]
+        after = fast.loaded.forwarded()[0] if fast is not None else 0
+        out["relay_to_relay_kernel"] = after - before
+
+        # 6. deallocation removes the kernel's entries
         assert (await client.refresh(0)).cls is MessageClass.SUCCESS
+        for party, _, end in pair:
+            assert (await party.refresh(0)).cls is MessageClass.SUCCESS
+            end.close()
         out["entries_left"] = fast.installed() if fast is not None else 0
         transport.close()
         peer.close()

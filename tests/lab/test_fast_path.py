@@ -88,6 +88,7 @@ def test_fast_path_relays_what_userspace_relays(namespaces: tuple[str, str, str]
         assert result["peer_empty_after_expiry"] is True
         assert result["refreshed_forwards"] is True
         assert result["unbound_stops"] is True  # a withdrawn channel forwards nothing more
+        assert result["relay_to_relay_in_order"] is True
         assert result["entries_left"] == 0
     # the same counts (and bytes, so the same CDR) through both paths
     assert on["counters"] == off["counters"] == [201, 200 * 172 + 5, 201, 200 * 172 + 5]
@@ -99,6 +100,9 @@ def test_fast_path_relays_what_userspace_relays(namespaces: tuple[str, str, str]
     assert on["kernel_forwarded"] == 402
     assert on["kernel_forwarded_malformed"] == 0
     assert off["kernel_forwarded"] == 0
+    # between two allocations here: both rewrites in one kernel pass for each datagram
+    assert on["relay_to_relay_kernel"] == 50
+    assert off["relay_to_relay_kernel"] == 0
     # an allocation under a bandwidth cap stays in userspace, where the cap is counted
     assert capped["kernel_forwarded"] == 0
 

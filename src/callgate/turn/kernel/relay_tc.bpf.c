@@ -140,10 +140,12 @@ static __always_inline int route(struct __sk_buff *skb, __u32 saddr, __u32 daddr
 		/* A local address: a peer on this host (another allocation's relayed address, or a
 		 * process). Delivered through lo, where the stack takes a datagram from one of its own
 		 * addresses without a route attached only from 127.0.0.0/8: any other source is
-		 * dropped as a martian, so that datagram stays with the Python relay (which hands it
-		 * to the other allocation in-process). */
-		if ((bpf_ntohl(saddr) >> 24) != 127)
+		 * dropped as a martian: then *local = 2 and no device (relay_to_relay may still
+		 * take it, or the Python relay hands it to the other allocation in-process). */
+		if ((bpf_ntohl(saddr) >> 24) != 127) {
+			*local = 2;
 			return 0;
+		}
 		*local = 1;
 		return LOOPBACK_IFINDEX;
 	}
@@ -186,6 +188,43 @@ static __always_inline int expired(__u64 expires_ns)
 	return bpf_ktime_get_ns() >= expires_ns;
 }
 
+/* The peer is another allocation's relayed address on this host (two relay-only parties of a call
+ * on one server): when that allocation's channel back to this one is in the kernel too, both
+ * rewrites at once, ChannelData in and ChannelData out, without a trip through lo. -1: not here. */
+static __always_inline int relay_to_relay(struct __sk_buff *skb, struct to_peer_value *out,
+					  __u16 length, __u16 udp_len)
+{
+	struct to_client_key key = {
+		.peer_ip = out->relay_ip,
+		.relay_ip = out->peer_ip,
+		.peer_port = out->relay_port,
+		.relay_port = out->peer_port,
+	};
+	struct to_client_value *in = bpf_map_lookup_elem(&to_client, &key);
+	if (!in || expired(in->expires_ns))
+		return -1;
+	int local = 0;
+	int ifindex = route(skb, in->server_ip, in->client_ip, sizeof(struct iphdr) + udp_len, &local);
+	if (!ifindex)
+		return -1;
+	if (rewrite(skb, in->server_ip, in->client_ip, in->server_port, in->client_port, udp_len,
+		    local))
+		return TC_ACT_SHOT;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u8 *header = data + sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr);
+	if ((void *)(header + 4) > end)
+		return TC_ACT_SHOT;
+	header[0] = in->channel >> 8; /* the length stays: the same payload */
+	header[1] = in->channel & 0xff;
+	__sync_fetch_and_add(&out->packets, 1);
+	__sync_fetch_and_add(&out->bytes, length);
+	__sync_fetch_and_add(&in->packets, 1);
+	__sync_fetch_and_add(&in->bytes, length);
+	count(STAT_FORWARDED);
+	return send_on(ifindex, local);
+}
+
 /* client -> peer: strip the ChannelData header, send the payload from the relayed address */
 static __always_inline int to_peer_path(struct __sk_buff *skb, struct to_peer_value *out,
 					__u16 length, __u16 payload_len, __u16 udp_len)
@@ -198,6 +237,11 @@ static __always_inline int to_peer_path(struct __sk_buff *skb, struct to_peer_va
 	__u32 saddr = out->relay_ip, daddr = out->peer_ip;
 	__u16 sport = out->relay_port, dport = out->peer_port;
 	int ifindex = route(skb, saddr, daddr, sizeof(struct iphdr) + udp_len - 4, &local);
+	if (!ifindex && local == 2) {
+		int chained = relay_to_relay(skb, out, length, udp_len);
+		if (chained >= 0)
+			return chained;
+	}
 	if (!ifindex) {
 		count(STAT_PASSED);
 		return TC_ACT_OK;
