@@ -1,4 +1,5 @@
-"""The relay's ceiling on one core: coturn `-m 1` and `callgate turn` under the same ChannelData
+"""The relay's ceiling on one core: coturn `-m 1`, `callgate turn` (userspace) and `callgate turn
+--fast-path required` (channel data forwarded by the kernel, turn/kernel) under the same ChannelData
 load, in one run, on a rate ladder.
 
 The load comes from the C harness in ../shared/perf (`blast.c`, `loadgen.py`): per simulated call a
@@ -14,6 +15,11 @@ generator pinned to `--gen-cpu`. Per run it records (from blast's JSON line):
   loss           fraction of sent packets not received, both directions;
   CPU us/pkt     the relay process's utime+stime (/proc/<pid>/stat) over the measurement window
                  divided by relayed packets (softirq work done in its context included);
+  attr. us/pkt   CPU attributable to relaying: the relay process's CPU plus what the generator's
+                 own CPU grew by against a run without any relay at the same rate (`direct`):
+                 on loopback the kernel's work for a datagram, the fast path's included, runs
+                 in the sender's context and is charged to it (this kernel has no
+                 IRQ_TIME_ACCOUNTING). Softirq work deferred to ksoftirqd is not in it;
   p50/p99        one-way latency client->peer (CLOCK_MONOTONIC stamps in one process);
   others %       CPU busy on the box that is neither relay nor generator (other tenants).
 
@@ -25,6 +31,11 @@ rates.
     .venv/bin/python bench/relay_ceiling.py --quick
     .venv/bin/python bench/relay_ceiling.py --rates 20000,30000,40000,50000,60000 --reps 3
     .venv/bin/python bench/relay_ceiling.py --servers callgate --rates 30000 --reps 5
+    .venv/bin/python bench/relay_ceiling.py --servers coturn,callgate,callgate-fast --netns
+
+--netns runs everything in a network namespace of its own (needs root), with
+net.ipv4.conf.lo.forwarding=1 there, which the fast path needs (docs/relay-fast-path.md); the
+host's loopback is left alone. `callgate-fast` needs it (or that sysctl on the host).
 
 Needs gcc and Debian's coturn (`turnserver`); run as a user who may pin CPUs (taskset).
 """
@@ -32,6 +43,8 @@ Needs gcc and Debian's coturn (`turnserver`); run as a user who may pin CPUs (ta
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -43,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,6 +66,8 @@ LOOPBACK = "127.0.0.1"
 USER, PASSWORD, REALM = "bench", "bench-password", "bench"
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PERF = ROOT.parent / "shared" / "perf"
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass
@@ -63,6 +79,7 @@ class Run:
     relayed_pps: float
     loss_pct: float
     us_per_pkt: float
+    attributable_us: float
     relay_cpu_pct: float
     gen_cpu_pct: float
     others_pct: float
@@ -81,10 +98,37 @@ class Step:
     loss_pct: float
     us_per_pkt: float
     us_per_pkt_min: float
+    attributable_us: float
     p50_fwd_us: float
     p99_fwd_us: float
     others_pct: float
     sustained: bool
+
+
+@contextlib.contextmanager
+def own_netns(wanted: bool) -> Iterator[None]:
+    """This process (its main thread, and so every child) in a fresh network namespace with lo up
+    and lo forwarding on, deleted afterwards; nothing when not `wanted`."""
+    if not wanted:
+        yield
+        return
+    name = f"cgbench{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            if _libc.setns(target, _CLONE_NEWNET) != 0:
+                sys.exit(f"setns {name}: {os.strerror(ctypes.get_errno())}")
+        finally:
+            os.close(target)
+        Path("/proc/sys/net/ipv4/conf/lo/forwarding").write_text("1")
+        yield
+    finally:
+        _libc.setns(home, _CLONE_NEWNET)
+        os.close(home)
+        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def build_harness(perf: Path, work: Path) -> Path:
@@ -150,6 +194,7 @@ def start_relay(
         command = coturn_command(port, low, high, work / "coturn.log")
     else:
         command = callgate_turn_command(port, low, high, realm=REALM, user=USER, password=PASSWORD)
+        command += ["--fast-path", "required" if server == "callgate-fast" else "off"]
     pin = ["taskset", "-c", cpu] if cpu else []
     with open(work / f"{server}.err", "ab") as errors:
         process = subprocess.Popen(pin + command, stdout=subprocess.DEVNULL, stderr=errors)
@@ -169,7 +214,23 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def one_run(server: str, rate: float, rep: int, args: argparse.Namespace, loadgen: Path) -> Run:
+def direct_baseline(rate: float, args: argparse.Namespace, loadgen: Path) -> tuple[float, float]:
+    """The generator's own CPU (% of one CPU) and one-way p50 (us) at `rate` with no relay."""
+    command = [sys.executable, str(loadgen), "--server", f"{LOOPBACK}:9", "--direct"]
+    command += ["--rate", str(rate), "--duration", str(args.duration), "--warmup", str(args.warmup)]
+    if args.gen_cpu:
+        command = ["taskset", "-c", args.gen_cpu, *command]
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        sys.exit(f"direct baseline failed: {out.stdout}{out.stderr}")
+    r = json.loads(lines[-1])
+    return float(r["gen_cpu_pct"]), float(r["lat_fwd_us"]["p50"])
+
+
+def one_run(
+    server: str, rate: float, rep: int, args: argparse.Namespace, loadgen: Path, direct: float
+) -> Run:
     clients = int(-(-rate // 50))
     process, port = start_relay(server, args.relay_cpu, clients, loadgen.parent)
     try:
@@ -210,6 +271,9 @@ def one_run(server: str, rate: float, rep: int, args: argparse.Namespace, loadge
         relayed_pps=relayed,
         loss_pct=100.0 * float(r["loss_total"]),
         us_per_pkt=10000.0 * relay_cpu / max(1.0, relayed),
+        attributable_us=10000.0
+        * (relay_cpu + max(0.0, float(r["gen_cpu_pct"]) - direct))
+        / max(1.0, relayed),
         relay_cpu_pct=relay_cpu,
         gen_cpu_pct=float(r["gen_cpu_pct"]),
         others_pct=max(0.0, float(r["sys_busy_pct"]) - relay_cpu - float(r["gen_cpu_pct"])),
@@ -232,6 +296,7 @@ def summarize(server: str, rate: float, runs: list[Run]) -> Step:
         loss_pct=med([r.loss_pct for r in runs]),
         us_per_pkt=med([r.us_per_pkt for r in runs]),
         us_per_pkt_min=min(r.us_per_pkt for r in runs),
+        attributable_us=med([r.attributable_us for r in runs]),
         p50_fwd_us=med([r.p50_fwd_us for r in runs]),
         p99_fwd_us=med([r.p99_fwd_us for r in runs]),
         others_pct=med([r.others_pct for r in runs]),
@@ -249,6 +314,7 @@ def print_run(r: Run) -> None:
     print(
         f"  {r.server:9s} rate={r.rate:7.0f} rep={r.rep} relayed={r.relayed_pps:8.0f}/s "
         f"loss={r.loss_pct:7.3f}% cpu={r.us_per_pkt:5.2f}us/pkt ({r.relay_cpu_pct:5.1f}%) "
+        f"attr={r.attributable_us:5.2f}us/pkt "
         f"p50/p99={r.p50_fwd_us:.0f}/{r.p99_fwd_us:.0f}us gen={r.gen_cpu_pct:.0f}% "
         f"others={r.others_pct:.0f}%",
         flush=True,
@@ -258,12 +324,13 @@ def print_run(r: Run) -> None:
 def report(steps: list[Step], servers: list[str]) -> None:
     print()
     print(
-        "relay      rate   relayed/s   loss %   CPU us/pkt (min)   p50 us   p99 us   others %   ok"
+        "relay          rate   relayed/s   loss %   CPU us/pkt (min)   attr. us/pkt   p50 us   "
+        "p99 us   others %   ok"
     )
     for s in steps:
         print(
-            f"{s.server:9s} {s.rate:6.0f} {s.relayed_pps:10.0f} {s.loss_pct:8.3f} "
-            f"{s.us_per_pkt:9.2f} ({s.us_per_pkt_min:5.2f}) "
+            f"{s.server:13s} {s.rate:6.0f} {s.relayed_pps:10.0f} {s.loss_pct:8.3f} "
+            f"{s.us_per_pkt:9.2f} ({s.us_per_pkt_min:5.2f}) {s.attributable_us:12.2f} "
             f"{s.p50_fwd_us:8.0f} {s.p99_fwd_us:8.0f} "
             f"{s.others_pct:9.0f}   {'yes' if s.sustained else 'no'}"
         )
@@ -278,7 +345,8 @@ def report(steps: list[Step], servers: list[str]) -> None:
         else:
             print(
                 f"{server}: max sustained {b.relayed_pps:.0f} relayed pps on one core, "
-                f"{b.us_per_pkt:.2f} us CPU per packet"
+                f"{b.us_per_pkt:.2f} us relay CPU, {b.attributable_us:.2f} us attributable CPU "
+                "per packet"
             )
         calls = [s.rate / 50 for s in steps if s.server == server and s.loss_pct < 0.1]
         print(
@@ -298,12 +366,20 @@ def report(steps: list[Step], servers: list[str]) -> None:
                 f"at {2 * rate:.0f} relayed pps: CPU per packet coturn/callgate = "
                 f"{c.us_per_pkt / g.us_per_pkt:.2f} (>= 1.0: callgate as cheap or cheaper)"
             )
-        c_best, g_best = best.get("coturn"), best.get("callgate")
+    for mine in ("callgate", "callgate-fast"):
+        c_best, g_best = best.get("coturn"), best.get(mine)
         if c_best is not None and g_best is not None:
             print(
-                "max sustained pps callgate/coturn = "
-                f"{g_best.relayed_pps / c_best.relayed_pps:.2f} (both on one pinned core)"
+                f"max sustained pps {mine}/coturn = "
+                f"{g_best.relayed_pps / c_best.relayed_pps:.2f} (relays on one pinned core)"
             )
+        theirs = {s.rate: s for s in steps if s.server == "coturn"}
+        for step in [s for s in steps if s.server == mine and s.rate in theirs]:
+            if step.attributable_us > 0:
+                print(
+                    f"at {2 * step.rate:.0f} relayed pps: attributable CPU per packet "
+                    f"coturn/{mine} = {theirs[step.rate].attributable_us / step.attributable_us:.2f}"
+                )
 
 
 def main() -> None:
@@ -328,6 +404,9 @@ def main() -> None:
         "--quick", action="store_true", help="rates 10000,20000,30000, 1 rep of 5 s"
     )
     parser.add_argument("--json", type=Path, help="also write every run and step here")
+    parser.add_argument(
+        "--netns", action="store_true", help="run in a network namespace of its own (root)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rates, args.reps, args.duration = "10000,20000,30000", 1, 5.0
@@ -337,7 +416,7 @@ def main() -> None:
     rates = [float(x) for x in args.rates.split(",")]
     runs: list[Run] = []
     steps: list[Step] = []
-    with tempfile.TemporaryDirectory(prefix="relay-ceiling-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="relay-ceiling-") as tmp, own_netns(args.netns):
         loadgen = build_harness(args.perf, Path(tmp))
         cpu_start = os.times()
         wall_start = time.monotonic()
@@ -350,9 +429,14 @@ def main() -> None:
                 f"rate {rate:.0f} client->relay pps ({2 * rate:.0f} relayed, {rate / 50:.0f} calls)"
             )
             by_server: dict[str, list[Run]] = {s: [] for s in live}
+            direct, direct_p50 = direct_baseline(rate, args, loadgen)
+            print(
+                f"  direct (no relay): generator {direct:.1f} % of a CPU, one-way p50 "
+                f"{direct_p50:.0f} us (a relay's added latency is its p50 minus this)"
+            )
             for rep in range(args.reps):
                 for server in live:
-                    run = one_run(server, rate, rep, args, loadgen)
+                    run = one_run(server, rate, rep, args, loadgen, direct)
                     print_run(run)
                     by_server[server].append(run)
                     runs.append(run)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -80,6 +81,9 @@ def turn_config(**overrides: Any) -> TurnConfig:
         "users": {USER: PASSWORD},
         "auth_secret": AUTH_SECRET,
         "allow_peers": ("127.0.0.0/8",),
+        # CALLGATE_TEST_FAST_PATH=required runs the relay tests through the kernel fast path
+        # (in a network namespace with net.ipv4.conf.lo.forwarding=1: docs/relay-fast-path.md)
+        "fast_path": os.environ.get("CALLGATE_TEST_FAST_PATH", "auto"),
     }
     settings.update(overrides)
     return TurnConfig(**settings)

@@ -396,6 +396,14 @@ class TurnSettings(BaseModel):
     max_allocations: int = Field(default=0, ge=0)
     bandwidth: int = Field(default=0, ge=0, description="bytes/s per allocation, 0 = no cap")
     software: str | None = "callgate"
+    # Kernel fast path for channel data (docs/relay-fast-path.md).
+    fast_path: Literal["auto", "off", "required"] = Field(
+        default="auto", description="eBPF forwarding of channel data: auto, off or required"
+    )
+    # Relay processes of `callgate turn` (runtime/relay_workers.py): one per core to use them all.
+    workers: int = Field(
+        default=1, ge=1, le=64, description="relay processes of `callgate turn` (SO_REUSEPORT)"
+    )
     # Permissions only toward the other party of a live call. None: on with `serve` (which has
     # the call engine), off with `callgate turn` (which has none and refuses `true`).
     call_bound: bool | None = Field(
@@ -620,4 +628,5 @@ def turn_config(settings: Settings) -> TurnConfig:
         max_bandwidth_per_allocation=turn.bandwidth,
         software=turn.software,
         call_bound=bool(turn.call_bound),
+        fast_path=turn.fast_path,
     )

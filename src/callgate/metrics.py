@@ -50,6 +50,16 @@ _SIMPLE_COUNTERS: tuple[tuple[str, str, str], ...] = (
         "Packets dropped because a socket buffer or TCP backlog was full.",
     ),
     ("binding_requests", "binding_requests", "STUN Binding requests answered."),
+    (
+        "fast_path_packets",
+        "fast_path_packets",
+        "Channel data packets the kernel fast path forwarded (also in relayed_packets).",
+    ),
+    (
+        "fast_path_passed",
+        "fast_path_passed",
+        "Packets the kernel fast path matched but left to the userspace relay.",
+    ),
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, cast
@@ -282,6 +283,8 @@ async def udp_client(server: Address, local_host: str | None = None) -> AsyncIte
         local_addr=(local_host, 0) if local_host is not None else None,
     )
     local = transport.get_extra_info("sockname")
+    # Room for a burst: the kernel fast path delivers one as fast as the sender sends it.
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     client = TurnClient(transport.sendto, (local[0], local[1]), stream=False)
     holder.append(client)
     try:

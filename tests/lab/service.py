@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -140,6 +141,8 @@ def _start(lab: Lab, server: LabServer) -> None:
         CALLGATE_CALLS__RING_TIMEOUT="20",
         # The matrix places many calls per account: the per-account attempt limit is not tested here.
         CALLGATE_CALLS__CALL_ATTEMPTS_PER_MINUTE="1000",
+        # CALLGATE_TEST_FAST_PATH=required: the relays forward channel data in the kernel
+        CALLGATE_TURN__FAST_PATH=os.environ.get("CALLGATE_TEST_FAST_PATH", "auto"),
     )
     with server.log_path.open("ab") as log:
         server.proc = subprocess.Popen(

@@ -117,6 +117,24 @@ BandwidthOpt = Annotated[
         "--bandwidth", metavar="BYTES/S", help="Cap per allocation, 0 = none (default 0)."
     ),
 ]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        max=64,
+        help="Relay processes sharing the listeners (SO_REUSEPORT), e.g. one per core (default 1).",
+    ),
+]
+FastPathOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fast-path",
+        metavar="auto|off|required",
+        help="Kernel (eBPF) forwarding of channel data (default auto: on when clang, libbpf and "
+        "root allow it; the start-up log says which and why).",
+    ),
+]
 LogLevelOpt = Annotated[
     str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO).")
 ]
@@ -187,6 +205,8 @@ def relay_overrides(**options: Any) -> dict[str, Any]:
         "max_allocations_per_user": options["max_allocations_per_user"],
         "max_allocations": options["max_allocations"],
         "bandwidth": options["bandwidth"],
+        "workers": options.pop("workers", None),
+        "fast_path": options["fast_path"],
     }
     return {**top, "turn": turn}
 
@@ -244,6 +264,8 @@ def turn(
     max_allocations_per_user: PerUserOpt = None,
     max_allocations: MaxAllocOpt = None,
     bandwidth: BandwidthOpt = None,
+    workers: WorkersOpt = None,
+    fast_path: FastPathOpt = None,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Run the STUN/TURN relay alone, in the foreground (SIGTERM/SIGINT stop it)."""
@@ -275,6 +297,7 @@ def serve(
     max_allocations_per_user: PerUserOpt = None,
     max_allocations: MaxAllocOpt = None,
     bandwidth: BandwidthOpt = None,
+    fast_path: FastPathOpt = None,
     log_level: LogLevelOpt = None,
     monitor: MonitorOpt = None,
 ) -> None:

@@ -57,12 +57,14 @@ from callgate.runtime.calling import build_signaling
 from callgate.runtime.deprovision import end_sessions
 from callgate.runtime.monitoring import Monitoring, start_monitoring
 from callgate.runtime.recordings import recording_jobs
+from callgate.runtime.relay_workers import WorkerPool, run_pool
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.health import StorageHealth
 from callgate.storage.permissions import private_data_dir
 from callgate.storage.repositories import TurnUserRepository
 from callgate.tls_local import ensure_local_tls, trust_instructions
 from callgate.turn.config import TurnConfig
+from callgate.turn.counters import TurnCounters
 from callgate.turn.server import TurnServer
 from callgate.types import Address, Transport
 from callgate.types.events import AllocationEvent, EventKind
@@ -179,7 +181,7 @@ class KeyLookup:
 @contextlib.contextmanager
 def metrics_endpoint(
     settings: Settings,
-    server: TurnServer,
+    counters: Callable[[], TurnCounters],
     recordings: RecordingService | None = None,
     monitoring: Monitoring | None = None,
     archive: ArchiveStatus | None = None,
@@ -187,7 +189,7 @@ def metrics_endpoint(
     if settings.metrics is None:
         yield None
         return
-    registry = build_registry(server.live_counters)
+    registry = build_registry(counters)
     if recordings is not None:
         registry.register(RecordingCollector(recordings, archive))
     if monitoring is not None:
@@ -225,15 +227,42 @@ async def run_turn(settings: Settings) -> None:
         "peer filter allows (public addresses by default); `callgate serve` binds relaying to calls"
     )
     stop = stop_on_signals()
+    if settings.turn.workers > 1:
+        await _run_turn_workers(settings, config, stop)
+        return
     async with TurnServer(config) as server:
-        with metrics_endpoint(settings, server) as metrics:
-            extra = f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
-            announce(
-                f"callgate turn listening on {describe_bound(server.bound)}{extra}; "
-                f"{quota_note(config)}"
-            )
+        with metrics_endpoint(settings, server.live_counters) as metrics:
+            announce(_turn_line(server.bound, metrics, config))
             await stop.wait()
             log.info("stopping")
+    log.info("stopped")
+
+
+def _turn_line(
+    bound: list[tuple[Transport, Address]],
+    metrics: MetricsServer | None,
+    config: TurnConfig,
+    workers: str = "",
+) -> str:
+    extra = f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
+    return (
+        f"callgate turn listening on {describe_bound(bound)}{workers}{extra}; {quota_note(config)}"
+    )
+
+
+async def _run_turn_workers(settings: Settings, config: TurnConfig, stop: asyncio.Event) -> None:
+    """`callgate turn --workers N` (runtime/relay_workers.py)."""
+
+    @contextlib.contextmanager
+    def started(pool: WorkerPool) -> Generator[None]:
+        with metrics_endpoint(settings, pool.counters) as metrics:
+            pids = ", ".join(str(p.pid) for p in pool.procs)
+            workers = f" in {len(pool.procs)} worker processes (pids {pids})"
+            announce(_turn_line(pool.bound, metrics, config, workers))
+            yield
+            log.info("stopping")
+
+    await run_pool(config, settings.turn.workers, settings.log_level, stop, started)
     log.info("stopped")
 
 
@@ -400,6 +429,11 @@ async def _start_recordings(store: Store, settings: Settings) -> RecordingServic
 
 async def run_serve(settings: Settings) -> None:
     """Everything on one box: SQLite store, TURN relay with DB users and records, HTTP app."""
+    if settings.turn.workers > 1:
+        raise ConfigError(
+            "turn.workers > 1 is for `callgate turn`: under `serve` the relay stays in the one "
+            "process that holds the call engine, the records and the account checks"
+        )
     await asyncio.to_thread(private_data_dir, settings.data_dir)
     settings = await _local_tls(settings)
     store = await asyncio.to_thread(open_store, settings.database())
@@ -504,7 +538,9 @@ async def run_serve(settings: Settings) -> None:
                 web = [await _start_http(settings, Hsts(app), address=https, tls=True)]
                 web.append(await _start_http(settings, https_redirect(*https)))
                 where = f"https https://{format_address(https)} ({where} redirects to it)"
-            with metrics_endpoint(settings, server, recordings, monitoring, archive_job) as metrics:
+            with metrics_endpoint(
+                settings, server.live_counters, recordings, monitoring, archive_job
+            ) as metrics:
                 extra = (
                     f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
                 )

@@ -86,6 +86,14 @@ class TokenBucket:
         return True
 
 
+class KernelPath(Protocol):
+    """What an allocation tells the kernel fast path (turn/kernel/fastpath.py)."""
+
+    def sync(self, allocation: Allocation) -> None: ...
+
+    def release(self, allocation: Allocation) -> None: ...
+
+
 class Allocation:
     __slots__ = (
         "allocate_response",
@@ -106,6 +114,7 @@ class Allocation:
         "held",
         "id",
         "integrity",
+        "kernel",
         "key",
         "lifetime",
         "local_relays",
@@ -171,6 +180,9 @@ class Allocation:
         self.allocate_response = b""
         self.dont_fragment = False
         self.integrity = int(Attr.MESSAGE_INTEGRITY)
+        # The kernel fast path (turn/kernel/fastpath.py) when it forwards this allocation's
+        # channel data: told of every change to channels and permissions.
+        self.kernel: KernelPath | None = None
 
     # -- state changes (called by handlers) ------------------------------------------------
 
@@ -181,6 +193,8 @@ class Allocation:
         """Install or refresh a permission (RFC 8656 §9)."""
         self.permissions[peer_ip] = expires
         self.peers_seen.add(peer_ip)
+        if self.kernel is not None:
+            self.kernel.sync(self)
 
     def bind_channel(self, number: int, peer: Address, expires: float) -> None:
         """Bind or refresh a channel (RFC 8656 §12); the caller checked the binding is consistent."""
@@ -191,6 +205,8 @@ class Allocation:
             self.channel_peers[number] = peer
         else:
             channel.expires = expires
+        if self.kernel is not None:
+            self.kernel.sync(self)
 
     def unbind_peer(self, peer: Address) -> None:
         """Remove the channel bound to `peer`, if any (call-bound mode withdraws it)."""
@@ -198,6 +214,8 @@ class Allocation:
         if number is not None:
             self.channels.pop(number, None)
             self.channel_peers.pop(number, None)
+            if self.kernel is not None:
+                self.kernel.sync(self)
 
     def expire(self, now: float) -> None:
         """Drop permissions and channels whose lifetime is over (RFC 8656 §9, §12)."""
@@ -232,6 +250,8 @@ class Allocation:
             self.counters.send_dropped += 1
 
     def close(self) -> None:
+        if self.kernel is not None:
+            self.kernel.release(self)  # counts what the kernel relayed before the records close
         for relay in self.relays.values():
             relay.close()
         self.relays.clear()
@@ -314,6 +334,8 @@ class Allocation:
                 self._deliver(entry.frame, len(entry.frame) - 4, entry.peer)
             else:
                 self.held.append(entry)
+        if self.kernel is not None:
+            self.kernel.sync(self)  # the kernel may take this peer's channel now
 
     def _deliver(self, frame: memoryview, size: int, peer: Address) -> bool:
         if self.bucket is not None and not self.bucket.take(size):

@@ -49,5 +49,8 @@ class TurnConfig:
     max_allocations_per_user: int = 10
     max_allocations_total: int = 0
     max_bandwidth_per_allocation: int = 0
+    # Kernel fast path for channel data (turn/kernel): "off", "auto" (on when clang, libbpf and
+    # the privileges allow, else off with a log line saying why) or "required" (start fails).
+    fast_path: str = "auto"
     # SOFTWARE attribute value, or None to omit it.
     software: str | None = "callgate"

@@ -27,6 +27,11 @@ class TurnCounters:
     bandwidth_dropped: int = 0  # packets over an allocation's bandwidth cap
     send_dropped: int = 0  # packets the kernel refused (full socket buffer, TCP backlog)
     binding_requests: int = 0
+    # Kernel fast path (turn/kernel): channel data it forwarded itself (both directions; also in
+    # the relayed totals above), and datagrams it matched but left to userspace (expired, odd
+    # length, no route).
+    fast_path_packets: int = 0
+    fast_path_passed: int = 0
     # Requests by method name ("allocate", "refresh", ...), answered with success or error.
     requests: dict[str, int] = field(default_factory=dict)
     errors: dict[int, int] = field(default_factory=dict)

@@ -292,7 +292,12 @@ class TurnHandler:
         response = self._success(message, body, cred.key)
         allocation.allocate_tid = tid
         allocation.allocate_response = response
-        self.manager.add(allocation)
+        refusal = self.manager.add(allocation)
+        if refusal is not None:
+            # another worker took the last slot since the check above (turn/ledger.py)
+            allocation.close()
+            self.counters.quota_rejections += 1
+            raise Reject(486, reason=refusal)
         return response
 
     # -- Refresh (RFC 8656 §8) ---------------------------------------------------------------

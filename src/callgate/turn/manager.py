@@ -1,14 +1,23 @@
-"""The allocation table: lookup by five-tuple, quotas, expiry and accounting events."""
+"""The allocation table: lookup by five-tuple, quotas, expiry and accounting events.
+
+With worker processes (`callgate turn --workers`), each worker's table holds its own allocations
+and a SharedLedger (ledger.py) answers for all of them: quotas and other workers' relayed
+addresses."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from callgate.clock import Clock
 from callgate.turn.allocation import Allocation
 from callgate.turn.counters import TurnCounters
+from callgate.turn.ledger import SharedLedger, quota_reason
 from callgate.types import Address, FiveTuple
 from callgate.types.events import AllocationEvent, EventKind, EventSink
+
+if TYPE_CHECKING:
+    from callgate.turn.kernel.fastpath import FastPath
 
 
 class AllocationManager:
@@ -20,12 +29,15 @@ class AllocationManager:
         *,
         max_per_user: int = 0,
         max_total: int = 0,
+        shared: SharedLedger | None = None,
     ) -> None:
         self.clock = clock
         self.events = events
         self.counters = counters
         self.max_per_user = max_per_user
         self.max_total = max_total
+        self.shared = shared
+        self.fast: FastPath | None = None  # the kernel fast path, set by the server when on
         self._by_tuple: dict[FiveTuple, Allocation] = {}
         self._per_user: dict[str, int] = {}
         # Traffic of deleted allocations; live totals = retired + sum over active (see refresh_totals).
@@ -48,31 +60,44 @@ class AllocationManager:
         return self._by_tuple.get(five_tuple)
 
     def is_relay(self, address: Address) -> bool:
-        """Is `address` a relayed transport address of a live allocation on this server?"""
-        return address in self.by_relay
+        """Is `address` a relayed transport address of a live allocation on this server (on any
+        worker)?"""
+        if address in self.by_relay:
+            return True
+        return self.shared is not None and self.shared.holds_relay(address)
 
     def allocations_of(self, user: str) -> int:
-        """How many live allocations `user` holds."""
+        """How many live allocations `user` holds (on all workers)."""
+        if self.shared is not None:
+            return self.shared.counts(user)[1]
         return self._per_user.get(user, 0)
 
     def quota_refusal(self, user: str) -> str | None:
         """The 486 reason phrase naming the quota `user` reached, or None while both allow more
-        (RFC 8489 §14.8: a reason phrase under 128 characters)."""
-        if self.max_total and len(self._by_tuple) >= self.max_total:
-            return f"Allocation Quota Reached: server full (max_allocations {self.max_total})"
-        if self.max_per_user and self._per_user.get(user, 0) >= self.max_per_user:
-            return (
-                f"Allocation Quota Reached: {self.max_per_user} per user (max_allocations_per_user)"
-            )
-        return None
+        (RFC 8656 §7.2 step 10)."""
+        if self.shared is not None:
+            total, of_user = self.shared.counts(user)
+        else:
+            total, of_user = len(self._by_tuple), self._per_user.get(user, 0)
+        return quota_reason(self.max_total, self.max_per_user, total, of_user)
 
     def quota_allows(self, user: str) -> bool:
         """RFC 8656 §7.2 step 10: per-user and global allocation quotas (486)."""
-        if self.max_total and len(self._by_tuple) >= self.max_total:
-            return False
-        return not (self.max_per_user and self._per_user.get(user, 0) >= self.max_per_user)
+        return self.quota_refusal(user) is None
 
-    def add(self, allocation: Allocation) -> None:
+    def add(self, allocation: Allocation) -> str | None:
+        """Enter a new allocation; with a shared ledger, only if the quotas still allow it once
+        the other workers' claims are counted (else the 486 reason, and nothing is entered)."""
+        if self.shared is not None:
+            refusal = self.shared.claim(
+                allocation.id,
+                allocation.user,
+                [relay.address for relay in allocation.relays.values()],
+                max_total=self.max_total,
+                max_user=self.max_per_user,
+            )
+            if refusal is not None:
+                return refusal
         ft = allocation.five_tuple
         self._by_tuple[ft] = allocation
         self._per_user[allocation.user] = self._per_user.get(allocation.user, 0) + 1
@@ -82,7 +107,10 @@ class AllocationManager:
         allocation.local_relays = self.by_relay
         self.counters.allocations_total += 1
         self.counters.allocations_active = len(self._by_tuple)
+        if self.fast is not None:
+            self.fast.adopt(allocation)
         self.emit(allocation, EventKind.CREATED)
+        return None
 
     def remove(self, allocation: Allocation, reason: str) -> None:
         ft = allocation.five_tuple
@@ -100,6 +128,8 @@ class AllocationManager:
         for relay in allocation.relays.values():
             self.by_relay.pop(relay.address, None)
         allocation.close()
+        if self.shared is not None:
+            self.shared.release(allocation.id)
         self._reported.pop(allocation.id, None)
         retired = self._retired
         retired[0] += allocation.packets_to_peer
@@ -139,6 +169,8 @@ class AllocationManager:
     def report_progress(self) -> int:
         """A PROGRESS event for every allocation that relayed packets since its last one, so the
         recorded counters trail the truth by one call of this at most; how many were sent."""
+        if self.fast is not None:
+            self.fast.collect(self.counters)  # what the kernel relayed counts too
         sent = 0
         for allocation in list(self._by_tuple.values()):
             packets = (allocation.packets_to_peer, allocation.packets_to_client)

@@ -5,25 +5,42 @@ allocation and hands what it reads to that allocation's `from_peer`.
 
 EVEN-PORT with the R bit reserves the next higher port under a RESERVATION-TOKEN
 (RFC 8656 §7.2, §14.9); an unused reservation is released after 30 s.
+
+With worker processes (runtime/relay_workers.py) the token may come to another worker (it is
+presented from another client port). The reserving worker holds the reserved port with
+SO_REUSEPORT and records it in the shared ledger; the worker the token reaches takes the record,
+binds the same port into that group, and steers the group's datagrams to its own socket with a
+one-instruction classic BPF program (SO_ATTACH_REUSEPORT_CBPF); the reserving worker closes its
+socket at its next sweep. The port is never free in between, so nothing else can take it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import logging
 import os
 import random
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from callgate.stun.constants import FAMILY_IPV4, FAMILY_IPV6
 from callgate.turn.allocation import Allocation
+from callgate.turn.ledger import SharedLedger
 from callgate.types import Address
+
+log = logging.getLogger(__name__)
 
 RESERVATION_SECONDS = 30.0
 _BUFFER = 65536 + 64
 _IP_PMTUDISC_DO = 2  # linux/in.h: always set DF
+_SO_ATTACH_REUSEPORT_CBPF = 51  # asm-generic/socket.h
+# classic BPF "ret #1" (linux/filter.h BPF_RET|BPF_K): the group's member at index 1, the socket
+# that joined the reserving worker's one; past the end (once that one closed) the kernel hashes.
+_STEER_TO_SECOND = struct.pack("HBBI", 0x06, 0, 0, 1)
 
 
 class InsufficientCapacity(Exception):
@@ -106,8 +123,10 @@ class RelayAllocator:
         port_max: int,
         loop: asyncio.AbstractEventLoop | None = None,
         now: Callable[[], float] | None = None,
+        shared: SharedLedger | None = None,
     ) -> None:
         self.ips = {FAMILY_IPV4: ip4, FAMILY_IPV6: ip6}
+        self.shared = shared
         self.port_min = port_min
         self.port_max = port_max
         self._loop = loop
@@ -133,22 +152,42 @@ class RelayAllocator:
             sock, partner = self._bind_even_pair(ip, family, reserve)
             if partner is not None:
                 token = os.urandom(8)
-                self._reservations[token] = _Reservation(
-                    partner, family, self._now() + RESERVATION_SECONDS
-                )
+                expires = self._now() + RESERVATION_SECONDS
+                self._reservations[token] = _Reservation(partner, family, expires)
+                if self.shared is not None:
+                    host, port = partner.getsockname()[:2]
+                    self.shared.reserve(token, (host, port), family, expires)
         else:
             sock = self._bind_any(ip, family)
         return self._start(sock, family, allocation), token
 
     def take_reservation(self, token: bytes, allocation: Allocation) -> UdpRelay | None:
-        reservation = self._reservations.pop(token, None)
-        if reservation is None:
+        local = self._reservations.pop(token, None)
+        if self.shared is None:
+            if local is None:
+                return None
+            return self._start(local.sock, local.family, allocation)
+        taken = self.shared.take_reservation(token, self._now())
+        if taken is None:
+            if local is not None:
+                local.sock.close()
             return None
-        return self._start(reservation.sock, reservation.family, allocation)
+        _worker, address, family = taken
+        if local is not None:
+            return self._start(local.sock, local.family, allocation)
+        sock = self._join_reserved(address, family)
+        return None if sock is None else self._start(sock, family, allocation)
 
     def expire(self, now: float) -> None:
-        for token in [t for t, r in self._reservations.items() if r.expires <= now]:
+        taken_elsewhere: set[bytes] = set()
+        if self.shared is not None and self._reservations:
+            taken_elsewhere = set(self._reservations) - self.shared.reservations_held()
+        for token in [
+            t for t, r in self._reservations.items() if r.expires <= now or t in taken_elsewhere
+        ]:
             self._reservations.pop(token).sock.close()
+            if self.shared is not None and token not in taken_elsewhere:
+                self.shared.drop_reservation(token)
 
     def close(self) -> None:
         for reservation in self._reservations.values():
@@ -173,9 +212,36 @@ class RelayAllocator:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         return sock
 
-    def _try_bind(self, ip: str, family: int, port: int) -> socket.socket | None:
+    def _joined_elsewhere(self, partner: socket.socket) -> bool:
+        """With SO_REUSEPORT the bind of a reserved port succeeds even while another worker
+        relays on it (it took an earlier reservation of that port): the ledger knows."""
+        if self.shared is None:
+            return False
+        host, port = partner.getsockname()[:2]
+        return self.shared.holds_relay((host, port))
+
+    def _join_reserved(self, address: Address, family: int) -> socket.socket | None:
+        """Bind another worker's reserved port (its SO_REUSEPORT group) and take its traffic."""
+        sock = self._try_bind(address[0], family, address[1], shared_port=True)
+        if sock is None:
+            return None
+        program = ctypes.create_string_buffer(_STEER_TO_SECOND)
+        fprog = struct.pack("@HP", 1, ctypes.addressof(program))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_REUSEPORT_CBPF, fprog)
+        except OSError as exc:
+            # still correct, only slower to settle: the reserving worker's socket takes a share
+            # of the port's datagrams until its next sweep closes it
+            log.warning("reserved port %s: cannot steer its group (%s)", address, exc)
+        return sock
+
+    def _try_bind(
+        self, ip: str, family: int, port: int, *, shared_port: bool = False
+    ) -> socket.socket | None:
         sock = self._new_socket(family)
         try:
+            if shared_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((ip, port))
         except OSError:
             sock.close()
@@ -209,7 +275,10 @@ class RelayAllocator:
                 continue
             if not reserve:
                 return sock, None
-            partner = self._try_bind(ip, family, port + 1)
+            partner = self._try_bind(ip, family, port + 1, shared_port=self.shared is not None)
+            if partner is not None and self._joined_elsewhere(partner):
+                partner.close()
+                partner = None
             if partner is not None:
                 return sock, partner
             sock.close()

@@ -9,6 +9,7 @@ import errno
 import logging
 import socket
 import ssl
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from callgate.clock import Clock, SystemClock
@@ -17,6 +18,8 @@ from callgate.turn.callbound import withdraw_stale
 from callgate.turn.config import TurnConfig
 from callgate.turn.counters import TurnCounters
 from callgate.turn.handlers import TurnHandler
+from callgate.turn.kernel.fastpath import FastPath, open_fast_path
+from callgate.turn.ledger import SharedLedger
 from callgate.turn.manager import AllocationManager
 from callgate.turn.peers import PeerFilter
 from callgate.turn.protocol import StreamProtocol, UdpListener
@@ -40,6 +43,16 @@ def _family_of(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+@dataclass
+class Prebound:
+    """Listening sockets bound by someone else (a worker's share of a SO_REUSEPORT group, see
+    runtime/relay_workers.py): the server serves on these instead of binding `config.listen`."""
+
+    udp: list[socket.socket] = field(default_factory=list)
+    tcp: list[socket.socket] = field(default_factory=list)
+    tls: list[socket.socket] = field(default_factory=list)
+
+
 class TurnServer:
     def __init__(
         self,
@@ -49,8 +62,14 @@ class TurnServer:
         clock: Clock | None = None,
         key_lookup: KeyLookup | None = None,
         auth_events: AuthEventSink | None = None,
+        shared: SharedLedger | None = None,
+        nonce_key: bytes | None = None,
+        prebound: Prebound | None = None,
     ) -> None:
         self.config = config
+        self.shared = shared
+        self.prebound = prebound
+        self.fast: FastPath | None = None
         self.clock = clock or SystemClock()
         self.counters = TurnCounters()
         self.events = events or NullSink()
@@ -61,13 +80,19 @@ class TurnServer:
             key_lookup=key_lookup,
             rest_secret=config.auth_secret,
             nonce_lifetime=config.nonce_lifetime,
+            nonce_key=nonce_key,
         )
         self.peers = PeerFilter(config.allow_peers, config.deny_peers)
         relay_ip = config.relay_ip or (config.listen[0][0] if config.listen else "127.0.0.1")
         ip4 = relay_ip if ":" not in relay_ip else None
         ip6 = config.relay_ip6 or (relay_ip if ":" in relay_ip else None)
         self.allocator = RelayAllocator(
-            ip4, ip6, config.relay_port_min, config.relay_port_max, now=self.clock.monotonic
+            ip4,
+            ip6,
+            config.relay_port_min,
+            config.relay_port_max,
+            now=self.clock.monotonic,
+            shared=shared,
         )
         self.manager = AllocationManager(
             self.clock,
@@ -75,6 +100,7 @@ class TurnServer:
             self.counters,
             max_per_user=config.max_allocations_per_user,
             max_total=config.max_allocations_total,
+            shared=shared,
         )
         self.handler = TurnHandler(
             config, self.auth, self.peers, self.allocator, self.manager, self.counters, self.clock
@@ -102,12 +128,13 @@ class TurnServer:
         loop = asyncio.get_running_loop()
         self.allocator.bind_loop(loop)
         try:
-            for host, port in self.config.listen:
-                await self._listen(loop, host, port)
-            if self.config.tls_listen:
-                context = self._tls_context()
-                for host, port in self.config.tls_listen:
-                    await self._listen_stream(loop, host, port, Transport.TLS, context)
+            # in this thread: a program attaches to the devices of the caller's network namespace
+            self.fast = open_fast_path(self.config.fast_path, self.clock)
+            self.manager.fast = self.fast
+            if self.prebound is not None:
+                await self._serve_prebound(loop, self.prebound)
+            else:
+                await self._listen_all(loop)
         except BaseException:
             await self.stop()
             raise
@@ -116,6 +143,28 @@ class TurnServer:
             "TURN listening on %s",
             ", ".join(f"{t.value}://{h}:{p}" for t, (h, p) in self.bound),
         )
+
+    async def _listen_all(self, loop: asyncio.AbstractEventLoop) -> None:
+        for host, port in self.config.listen:
+            await self._listen(loop, host, port)
+        if self.config.tls_listen:
+            context = self._tls_context()
+            for host, port in self.config.tls_listen:
+                await self._listen_stream(loop, host, port, Transport.TLS, context)
+
+    async def _serve_prebound(self, loop: asyncio.AbstractEventLoop, prebound: Prebound) -> None:
+        for sock in prebound.udp:
+            sock.setblocking(False)
+            listener = UdpListener(sock, self.handler, self.manager, self.counters)
+            listener.start(loop)
+            self._udp.append(listener)
+            self.bound.append((Transport.UDP, listener.address))
+        context = self._tls_context() if prebound.tls else None
+        for kind, socks in ((Transport.TCP, prebound.tcp), (Transport.TLS, prebound.tls)):
+            for sock in socks:
+                await self._listen_stream(
+                    loop, "", 0, kind, context if kind is Transport.TLS else None, sock=sock
+                )
 
     async def _listen(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> None:
         """UDP and TCP on the same port; with port 0, TCP takes the port UDP was given, and when
@@ -150,14 +199,16 @@ class TurnServer:
         port: int,
         kind: Transport,
         context: ssl.SSLContext | None,
+        *,
+        sock: socket.socket | None = None,
     ) -> None:
-        server = await loop.create_server(
-            lambda: StreamProtocol(self.handler, self.manager, self.counters, kind, self._streams),
-            host,
-            port,
-            ssl=context,
-            reuse_address=True,
-        )
+        def protocol() -> StreamProtocol:
+            return StreamProtocol(self.handler, self.manager, self.counters, kind, self._streams)
+
+        if sock is not None:
+            server = await loop.create_server(protocol, sock=sock, ssl=context)
+        else:
+            server = await loop.create_server(protocol, host, port, ssl=context, reuse_address=True)
         self._servers.append(server)
         sockname = server.sockets[0].getsockname()
         self.bound.append((kind, (sockname[0], sockname[1])))
@@ -178,14 +229,20 @@ class TurnServer:
             if self.clock.monotonic() - reported >= PROGRESS_INTERVAL:
                 reported = self.clock.monotonic()
                 self.manager.report_progress()
+            if self.shared is not None:
+                self.shared.publish(self.counters)
 
     def sweep(self) -> None:
         try:
             now = self.clock.monotonic()
+            if self.fast is not None:
+                self.fast.collect(self.counters)  # the kernel's counts, before the totals
             self.manager.sweep()
             if self.config.call_bound and self.handler.call_guard is not None:
                 withdraw_stale(self.handler.call_guard, self.manager.by_relay, list(self.manager))
             self.allocator.expire(now)
+            if self.fast is not None:
+                self.fast.sync_all()
             self.handler.throttle.sweep()
             for stream in [
                 s for s in self._streams if s.idle_without_allocation(now, IDLE_STREAM_SECONDS)
@@ -216,7 +273,8 @@ class TurnServer:
         return False
 
     def live_counters(self) -> TurnCounters:
-        """Counters with relayed traffic folded in up to this moment (for metrics scrapes)."""
+        """Counters with relayed traffic folded in up to this moment (for metrics scrapes; what
+        the kernel fast path relayed, up to the last sweep: this may run in another thread)."""
         self.manager.refresh_totals()
         return self.counters
 
@@ -233,6 +291,9 @@ class TurnServer:
                 await self._sweeper
             self._sweeper = None
         self.manager.close_all("server-shutdown")
+        if self.fast is not None:
+            self.fast.close()
+            self.manager.fast = self.fast = None
         self.allocator.close()
         for server in self._servers:
             server.close()  # stop accepting before closing the live connections
@@ -249,3 +310,5 @@ class TurnServer:
                 await asyncio.wait_for(server.wait_closed(), 2)
         self._servers.clear()
         self.manager.refresh_totals()
+        if self.shared is not None:
+            self.shared.publish(self.counters)
