@@ -14,8 +14,9 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from callgate.client.audio import WavSink, audio_source, dominant_frequency
 from callgate.client.ice import rtc_configuration
-from callgate.media.anchor import Bridge
+from callgate.media.anchor import AnchorLeg, Bridge
 from callgate.media.packets import MediaPacket
+from callgate.media.srtp_path import SrtpPath
 from callgate.types import Transport
 from tests.conftest import run_turn_server, server_address
 from tests.integration.fake_signaling import hello_for
@@ -50,8 +51,23 @@ def spy_on(receiver: Any, payloads: list[bytes]) -> None:
     receiver._handle_rtp_packet = handle
 
 
+async def inbound_outbound(leg: AnchorLeg) -> tuple[int, int]:
+    """What the leg's RTCP reports will say: packets it received from and sent to its party."""
+    stats = list((await leg.pc.getStats()).values())
+    received = sum(s.packetsReceived for s in stats if s.type == "inbound-rtp")
+    sent = sum(s.packetsSent for s in stats if s.type == "outbound-rtp")
+    return received, sent
+
+
 @pytest.mark.timeout(60)
-async def test_bridge_forwards_each_partys_opus_unchanged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lean", [True, False], ids=["srtp-path", "aiortc-path"])
+async def test_bridge_forwards_each_partys_opus_unchanged(
+    tmp_path: Path, lean: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both per-packet paths: the lean one (`srtp_path.py`) and aiortc's, which a leg keeps when
+    aiortc's internals are not what the lean one expects."""
+    if not lean:
+        monkeypatch.setattr(SrtpPath, "attach", classmethod(lambda cls, *args: None))
     seen: list[MediaPacket] = []
     async with run_turn_server() as server:
         turn = server_address(server, Transport.UDP)
@@ -91,6 +107,12 @@ async def test_bridge_forwards_each_partys_opus_unchanged(tmp_path: Path) -> Non
 
             await asyncio.wait_for(enough(), 20)
             await asyncio.sleep(1.5)  # more audio both ways for the recordings
+            for leg in (caller_leg, callee_leg):
+                assert (leg.path is not None) is lean
+                received, sent = await inbound_outbound(leg)
+                assert sent >= 50, (leg.name, sent)
+                # aiortc's path never hands the receiver its packets (packets.py): no reports
+                assert received >= 50 if lean else received == 0, (leg.name, received)
         finally:
             for sink in sinks.values():
                 await sink.stop()
