@@ -109,6 +109,8 @@ async def test_bridge_forwards_each_partys_opus_unchanged(
             await asyncio.sleep(1.5)  # more audio both ways for the recordings
             for leg in (caller_leg, callee_leg):
                 assert (leg.path is not None) is lean
+                if leg.path is not None:  # relay-only: SRTP taken straight from TURN ChannelData
+                    assert leg.path._turn is not None and leg.path.rejected == 0
                 received, sent = await inbound_outbound(leg)
                 assert sent >= 50, (leg.name, sent)
                 # aiortc's path never hands the receiver its packets (packets.py): no reports

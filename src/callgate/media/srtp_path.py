@@ -35,7 +35,6 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import pylibsrtp
-from aiortc.clock import current_ntp_time
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
@@ -47,6 +46,8 @@ log = logging.getLogger(__name__)
 RTP_HEAD = struct.Struct("!BBHII")  # V P X CC, M PT, sequence number, timestamp, SSRC
 SEQ_TS = struct.Struct("!HI")
 CHANNEL_HEAD = struct.Struct("!HH")  # TURN ChannelData: channel number, length
+CHANNEL_OVERHEAD = CHANNEL_HEAD.size
+NTP_EPOCH = 2208988800  # 1900-01-01 to 1970-01-01, seconds (RFC 5905 §6)
 ICE_COMPONENT = 1  # RTP; with rtcp-mux (RFC 8035) RTCP shares it
 MIN_RTP = 12
 
@@ -92,6 +93,9 @@ class SrtpPath:
         # the sender's RTCP SR figures (RTCRtpSender._run_rtcp reads them); checked now
         for field in ("packet_count", "octet_count", "rtp_timestamp", "ntp_timestamp"):
             getattr(sender, f"_RTCRtpSender__{field}")
+        self._seen = _SeqTs(0, 0)
+        self._turn: Any = None  # the leg's aioice TURN client protocol, when the pair uses one
+        self._turn_original: Callable[[bytes, Any], None] = _unset
 
     @classmethod
     def attach(cls, name: str, transceiver: Any, handler: PacketHandler) -> SrtpPath | None:
@@ -99,25 +103,63 @@ class SrtpPath:
         internals differ from what this module knows (the leg keeps aiortc's path)."""
         try:
             path = cls(name, transceiver, handler)
+            turn = _turn_client(path._nominated[ICE_COMPONENT])
         except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
             log.warning("leg %s: aiortc's media path kept (%s: %s)", name, type(exc).__name__, exc)
             return None
         path._connection.data_received = path._datagram
+        if turn is not None:
+            path._turn = turn
+            path._turn_original = turn.datagram_received
+            turn.datagram_received = path._turn_datagram
         return path
 
     def detach(self) -> None:
         self._connection.data_received = self._original
+        if self._turn is not None:
+            self._turn.datagram_received = self._turn_original
+            self._turn = None
 
     # -- in ----------------------------------------------------------------------------------
 
+    def _turn_datagram(self, data: bytes, addr: Any) -> None:
+        """What the leg's TURN client socket receives. SRTP in ChannelData (RFC 8656 §12.4)
+        on the nominated pair's channel is taken here; all else (STUN, DTLS, RTCP, other
+        channels) goes through aioice as before."""
+        pair = self._nominated.get(ICE_COMPONENT)
+        if (
+            pair is not None
+            and len(data) >= CHANNEL_OVERHEAD + MIN_RTP
+            and 0x40 <= data[0] < 0x80  # a channel number (RFC 8656 §12)
+            and 127 < data[4] < 192  # RTP or RTCP (RFC 7983 §7)
+            and not 191 < data[5] < 224  # not RTCP (RFC 5761 §4)
+        ):
+            channel, length = CHANNEL_HEAD.unpack_from(data)
+            turn = self._turn
+            if (
+                turn is not None
+                and length + CHANNEL_OVERHEAD <= len(data)
+                and turn.channel_to_peer.get(channel) == pair.remote_addr
+            ):
+                self._srtp_in(data[CHANNEL_OVERHEAD : CHANNEL_OVERHEAD + length])
+                return
+        self._turn_original(data, addr)
+
     def _datagram(self, data: bytes, component: int) -> None:
+        """What aioice's connection hands on (a pair without TURN, or what aioice parsed)."""
         if len(data) < MIN_RTP or not 127 < data[0] < 192 or 191 < data[1] < 224:
             self._original(data, component)  # DTLS, RTCP: aiortc's path
             return
+        self._srtp_in(data)
+
+    def _srtp_in(self, data: bytes) -> None:
         arrival = time.time()
         try:
             plain = self._rx.unprotect(data)
         except pylibsrtp.Error:
+            self.rejected += 1
+            return
+        if len(plain) < MIN_RTP:
             self.rejected += 1
             return
         first, second, seq, timestamp, ssrc = RTP_HEAD.unpack_from(plain)
@@ -136,7 +178,9 @@ class SrtpPath:
         stream = self._streams.get(ssrc)
         if stream is None:
             stream = self._streams[ssrc] = StreamStatistics(OPUS_CLOCK)
-        stream.add(cast(RtpPacket, _SeqTs(seq, timestamp)))  # reads only these two fields
+        seen = self._seen
+        seen.sequence_number, seen.timestamp = seq, timestamp
+        stream.add(cast(RtpPacket, seen))  # it reads only these two fields
         self._handler(
             MediaPacket(self.name, plain[offset:end], timestamp, seq, ssrc, payload_type, arrival)
         )
@@ -161,7 +205,7 @@ class SrtpPath:
         sender._RTCRtpSender__packet_count += 1
         sender._RTCRtpSender__octet_count += len(payload)
         sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
-        sender._RTCRtpSender__ntp_timestamp = current_ntp_time()
+        sender._RTCRtpSender__ntp_timestamp = _ntp_now()
 
 
 def _header_template(transceiver: Any, ssrc: int) -> bytes:
@@ -173,12 +217,35 @@ def _header_template(transceiver: Any, ssrc: int) -> bytes:
     return packet.serialize(extensions)
 
 
+def _unset(data: bytes, addr: Any) -> None:
+    raise AssertionError("not attached")
+
+
+def _turn_client(pair: Any) -> Any:
+    """The aioice TURN client protocol under the pair's transport, None for a pair without
+    TURN; raises AttributeError when aioice's TURN transport is not what this module knows."""
+    transport = pair.protocol.transport
+    if type(transport).__name__ != "TurnTransport":
+        return None
+    turn = transport._TurnTransport__inner_protocol
+    for name in ("channel_to_peer", "peer_to_channel", "channel_refresh_at", "_send"):
+        getattr(turn, name)
+    transport._TurnTransport__send_tasks  # noqa: B018  checked now, read by _transmit
+    return turn
+
+
+def _ntp_now() -> int:
+    """Now as a 64-bit NTP timestamp (RFC 3550 §4), what aiortc's `current_ntp_time` gives."""
+    return int((time.time() + NTP_EPOCH) * (1 << 32)) & 0xFFFFFFFFFFFFFFFF
+
+
 def _transmit(pair: Any, data: bytes) -> None:
     """`data` out of the nominated ICE pair: straight into a bound TURN channel when there is
-    one that needs no refresh, else through aioice's transport (which binds or refreshes)."""
+    one that needs no refresh and no earlier datagram is still queued in aioice (they would be
+    overtaken), else through aioice's transport (which binds or refreshes, one task a datagram)."""
     transport = pair.protocol.transport
     turn = getattr(transport, "_TurnTransport__inner_protocol", None)
-    if turn is not None:
+    if turn is not None and not transport._TurnTransport__send_tasks:
         channel = turn.peer_to_channel.get(pair.remote_addr)
         if channel is not None and time.time() < turn.channel_refresh_at.get(channel, 0.0):
             turn._send(CHANNEL_HEAD.pack(channel, len(data)) + data)
