@@ -84,7 +84,7 @@ class SrtpPath:
         if codec.mimeType.lower() != "audio/opus":
             raise ValueError(f"unexpected codec {codec.mimeType}")
         self._payload_type = int(codec.payloadType)
-        self._template = _header_template(transceiver, int(sender._ssrc))
+        self._header = bytearray(_header_template(transceiver, int(sender._ssrc)))
         self._seq = int.from_bytes(os.urandom(2), "big")
         self._origin = int.from_bytes(os.urandom(4), "big")
         self._base: int | None = None
@@ -95,6 +95,8 @@ class SrtpPath:
             getattr(sender, f"_RTCRtpSender__{field}")
         self._seen = _SeqTs(0, 0)
         self._turn: Any = None  # the leg's aioice TURN client protocol, when the pair uses one
+        self._turn_pair: Any = None  # the nominated pair it belongs to
+        self._turn_queued: set[Any] = set()  # aioice's datagrams still waiting to be sent
         self._turn_original: Callable[[bytes, Any], None] = _unset
 
     @classmethod
@@ -103,13 +105,15 @@ class SrtpPath:
         internals differ from what this module knows (the leg keeps aiortc's path)."""
         try:
             path = cls(name, transceiver, handler)
-            turn = _turn_client(path._nominated[ICE_COMPONENT])
+            pair = path._nominated[ICE_COMPONENT]
+            turn = _turn_client(pair)
         except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
             log.warning("leg %s: aiortc's media path kept (%s: %s)", name, type(exc).__name__, exc)
             return None
         path._connection.data_received = path._datagram
         if turn is not None:
-            path._turn = turn
+            path._turn, path._turn_pair = turn, pair
+            path._turn_queued = pair.protocol.transport._TurnTransport__send_tasks
             path._turn_original = turn.datagram_received
             turn.datagram_received = path._turn_datagram
         return path
@@ -196,16 +200,29 @@ class SrtpPath:
             self._base = timestamp
         rtp_timestamp = (timestamp - self._base + self._origin) & 0xFFFFFFFF
         self._seq = (self._seq + 1) & 0xFFFF
-        header = bytearray(self._template)
+        header = self._header
         SEQ_TS.pack_into(header, 2, self._seq, rtp_timestamp)
-        data = self._tx.protect(bytes(header) + payload)
-        _transmit(pair, data)
+        data = self._tx.protect(b"".join((header, payload)))
+        self._transmit(pair, data)
         self.sent += 1
         sender = self._sender
         sender._RTCRtpSender__packet_count += 1
         sender._RTCRtpSender__octet_count += len(payload)
         sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
         sender._RTCRtpSender__ntp_timestamp = _ntp_now()
+
+    def _transmit(self, pair: Any, data: bytes) -> None:
+        """`data` out of the nominated ICE pair: straight into the bound TURN channel when it
+        needs no refresh and no earlier datagram is still queued in aioice (it would be
+        overtaken), else through aioice's transport (which binds or refreshes, a task a
+        datagram)."""
+        turn = self._turn
+        if turn is not None and pair is self._turn_pair and not self._turn_queued:
+            channel = turn.peer_to_channel.get(pair.remote_addr)
+            if channel is not None and time.time() < turn.channel_refresh_at.get(channel, 0.0):
+                turn._send(CHANNEL_HEAD.pack(channel, len(data)) + data)
+                return
+        pair.protocol.transport.sendto(data, pair.remote_addr)
 
 
 def _header_template(transceiver: Any, ssrc: int) -> bytes:
@@ -230,24 +247,11 @@ def _turn_client(pair: Any) -> Any:
     turn = transport._TurnTransport__inner_protocol
     for name in ("channel_to_peer", "peer_to_channel", "channel_refresh_at", "_send"):
         getattr(turn, name)
-    transport._TurnTransport__send_tasks  # noqa: B018  checked now, read by _transmit
+    if not isinstance(transport._TurnTransport__send_tasks, set):
+        raise TypeError("aioice's TURN transport keeps no set of queued datagrams")
     return turn
 
 
 def _ntp_now() -> int:
     """Now as a 64-bit NTP timestamp (RFC 3550 §4), what aiortc's `current_ntp_time` gives."""
     return int((time.time() + NTP_EPOCH) * (1 << 32)) & 0xFFFFFFFFFFFFFFFF
-
-
-def _transmit(pair: Any, data: bytes) -> None:
-    """`data` out of the nominated ICE pair: straight into a bound TURN channel when there is
-    one that needs no refresh and no earlier datagram is still queued in aioice (they would be
-    overtaken), else through aioice's transport (which binds or refreshes, one task a datagram)."""
-    transport = pair.protocol.transport
-    turn = getattr(transport, "_TurnTransport__inner_protocol", None)
-    if turn is not None and not transport._TurnTransport__send_tasks:
-        channel = turn.peer_to_channel.get(pair.remote_addr)
-        if channel is not None and time.time() < turn.channel_refresh_at.get(channel, 0.0):
-            turn._send(CHANNEL_HEAD.pack(channel, len(data)) + data)
-            return
-    transport.sendto(data, pair.remote_addr)
