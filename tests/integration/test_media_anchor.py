@@ -6,6 +6,7 @@ anchor received from the caller (forwarded, not transcoded)."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,41 @@ async def inbound_outbound(leg: AnchorLeg) -> tuple[int, int]:
     received = sum(s.packetsReceived for s in stats if s.type == "inbound-rtp")
     sent = sum(s.packetsSent for s in stats if s.type == "outbound-rtp")
     return received, sent
+
+
+async def crafted_packets_are_parsed_or_refused(
+    alice: Any, leg: AnchorLeg, seen: list[MediaPacket]
+) -> None:
+    """RTP that aiortc never sends, encrypted with alice's keys and handed to the leg as the relay
+    delivers it (ChannelData, RFC 8656 §12.4): CSRCs, a header extension and padding around the
+    payload (RFC 3550 §5.1, RFC 8285) are skipped; a forged packet and a payload type that was
+    not negotiated are refused."""
+    assert leg.path is not None and leg.path._turn is not None
+    tx = alice.getTransceivers()[0].sender.transport._tx_srtp
+    last = [p for p in seen if p.leg == "caller"][-1]
+    ssrc = (last.ssrc + 1) & 0xFFFFFFFF  # a stream of its own: alice's replay window untouched
+    pair = leg.path._turn_pair
+    channel = leg.path._turn.peer_to_channel[pair.remote_addr]
+
+    def rtp(seq: int, payload_type: int) -> bytes:
+        head = struct.pack(
+            "!BBHII", 0x80 | 0x20 | 0x10 | 2, payload_type, seq, last.timestamp, ssrc
+        )
+        csrcs = struct.pack("!II", 7, 8)
+        extension = struct.pack("!HH", 0xBEDE, 1) + bytes([0x10, 0xAB, 0, 0])
+        return tx.protect(head + csrcs + extension + last.payload + bytes([0, 0, 3]))
+
+    def deliver(data: bytes) -> None:
+        leg.path._turn.datagram_received(struct.pack("!HH", channel, len(data)) + data, ("x", 0))
+
+    good, forged, other_type = rtp(1, last.payload_type), rtp(2, last.payload_type), rtp(3, 0)
+    forged = forged[:20] + bytes([forged[20] ^ 1]) + forged[21:]
+    before, rejected = len(seen), leg.path.rejected
+    for data in (good, forged, other_type):
+        deliver(data)
+    (got,) = seen[before:]
+    assert (got.ssrc, got.seq, got.payload) == (ssrc, 1, last.payload)
+    assert leg.path.rejected == rejected + 2
 
 
 @pytest.mark.timeout(60)
@@ -115,6 +151,8 @@ async def test_bridge_forwards_each_partys_opus_unchanged(
                 assert sent >= 50, (leg.name, sent)
                 # aiortc's path never hands the receiver its packets (packets.py): no reports
                 assert received >= 50 if lean else received == 0, (leg.name, received)
+            if lean:
+                await crafted_packets_are_parsed_or_refused(alice, caller_leg, seen)
         finally:
             for sink in sinks.values():
                 await sink.stop()
