@@ -131,12 +131,19 @@ def db_figures(database: Path) -> dict[str, Any]:
             ).fetchall()
         )
         metas = [json.loads(m) for (m,) in db.execute("SELECT metadata_json FROM recordings")]
+        failed = dict(
+            db.execute(
+                "SELECT coalesce(reason, disposition), count(*) FROM calls"
+                " WHERE disposition IS NOT 'answered' GROUP BY 1"
+            ).fetchall()
+        )
     recorded_by = {
         leg: sum(s["packets"] for m in metas for s in m.get("streams", []) if s["label"] == leg)
         for leg in ("caller", "callee")
     }
     return {
         "answered": calls[0],
+        "failed": failed,
         "answered_s": float(calls[1]),
         "anchored": int(calls[2] or 0),
         "windows": [(a, e) for a, e in windows if a is not None and e is not None],

@@ -65,25 +65,28 @@ from recording_figures import db_figures, recording_figures, steady_cpu
 from serve_process import CallgateServe, callgate_binary
 
 SAMPLE_EVERY = 0.25
-STAGGER = 0.2  # seconds between call setups
 
 
-async def run_calls(serve: CallgateServe, calls: int, seconds: float) -> list[Any]:
+async def run_calls(serve: CallgateServe, calls: int, seconds: float, stagger: float) -> list[Any]:
     tasks = []
     clients = []
     for i in range(calls):
         caller = await SignalingClient.connect(serve.url, serve.tokens[f"caller{i}"], "bench")
         callee = await SignalingClient.connect(serve.url, serve.tokens[f"callee{i}"], "bench")
         clients += [caller, callee]
+        stop = asyncio.Event()  # a callee never rung (recording-unavailable) stops waiting
         answering = answer_calls(
-            callee, callee.hello, MediaOptions(tone=880.0), count=1, setup_timeout=60
+            callee, callee.hello, MediaOptions(tone=880.0), count=1, stop=stop, setup_timeout=60
         )
-        placing = place_call(
-            caller, caller.hello, f"callee{i}", MediaOptions(tone=440.0), duration=seconds,
-            setup_timeout=60,
+        placing = asyncio.create_task(
+            place_call(
+                caller, caller.hello, f"callee{i}", MediaOptions(tone=440.0), duration=seconds,
+                setup_timeout=60,
+            )
         )  # fmt: skip
-        tasks += [asyncio.create_task(answering), asyncio.create_task(placing)]
-        await asyncio.sleep(STAGGER)
+        placing.add_done_callback(lambda _, stop=stop: stop.set())
+        tasks += [asyncio.create_task(answering), placing]
+        await asyncio.sleep(stagger)
     results = await asyncio.gather(*tasks, return_exceptions=True)
     for client in clients:
         await client.close()
@@ -109,7 +112,12 @@ def lean_figures(lean: LeanParties | None) -> dict[str, Any]:
 
 
 async def one_mode(
-    recorded: bool, calls: int, seconds: float, lean: LeanParties | None, profile: Path | None
+    recorded: bool,
+    calls: int,
+    seconds: float,
+    stagger: float,
+    lean: LeanParties | None,
+    profile: Path | None,
 ) -> dict[str, Any]:
     users = {f"caller{i}": "" for i in range(calls)} | {f"callee{i}": "" for i in range(calls)}
     with tempfile.TemporaryDirectory(prefix="callgate-recbench-") as tmp:
@@ -129,7 +137,7 @@ async def one_mode(
             if lean is not None:
                 background.append(asyncio.create_task(lean.run()))
             cpu0, client0, wall0 = serve.cpu(), time.process_time(), time.monotonic()
-            results = await run_calls(serve, calls, seconds)
+            results = await run_calls(serve, calls, seconds, stagger)
             await asyncio.sleep(1.0)  # recordings closed, final stats written
             cpu, client = serve.cpu() - cpu0, time.process_time() - client0
             wall = time.monotonic() - wall0
@@ -191,6 +199,8 @@ def report(calls: int, seconds: float, rows: list[dict[str, Any]]) -> None:
                 f"  coverage: recorded {row['recorded_s']:.2f} s / connected "
                 f"{row['connected_s']:.2f} s = {cover:.3f} % over {row['recordings']} recordings"
             )
+        if row["failed"]:
+            print("  not answered: " + ", ".join(f"{n} {why}" for why, n in row["failed"].items()))
         for error in row["errors"]:
             print(f"  error: {error}")
     if len(rows) == 2 and rows[0]["latency"] is not None:
@@ -204,6 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--stagger", type=float, default=0.2, help="seconds between call setups")
     parser.add_argument(
         "--profile", type=Path, help="run the anchored server under cProfile, stats to this file"
     )
@@ -219,7 +230,8 @@ def main() -> None:
         lean = None if frames is None else LeanParties(frames)
         profile = args.profile if recorded else None
         with contextlib.nullcontext() if lean is None else lean.installed():
-            rows.append(asyncio.run(one_mode(recorded, args.calls, args.seconds, lean, profile)))
+            run = one_mode(recorded, args.calls, args.seconds, args.stagger, lean, profile)
+            rows.append(asyncio.run(run))
     report(args.calls, args.seconds, rows)
 
 
