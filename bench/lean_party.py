@@ -83,6 +83,8 @@ class Party:
     slot: int
     path: SrtpPath | None = None
     done: bool = False
+    first_sent: float = 0.0
+    last_sent: float = 0.0
     index: int = 0
     received: int = 0
     unknown: int = 0  # received payloads that match nothing the other party sent
@@ -151,6 +153,22 @@ class LeanParties:
         self.sent_at[(party.session.call_id, payload)] = time.time()
         party.path.send(payload, party.index * FRAME)
         party.index += 1
+        party.last_sent = time.time()
+        if not party.first_sent:
+            party.first_sent = party.last_sent
+
+    def talking(self) -> dict[str, tuple[float, float]]:
+        """Per call, when both its parties were sending: from the later one's first frame to
+        the earlier one's last (its hangup)."""
+        sides: dict[str, list[Party]] = {}
+        for party in self.parties:
+            if party.session.call_id and party.first_sent:
+                sides.setdefault(party.session.call_id, []).append(party)
+        return {
+            call_id: (max(p.first_sent for p in both), min(p.last_sent for p in both))
+            for call_id, both in sides.items()
+            if len(both) == 2
+        }
 
     async def run(self) -> None:
         tick = 0

@@ -80,8 +80,12 @@ def gaps(packets: list[Packet]) -> int:
     return missing([p.seq for p in packets])
 
 
-def recording_figures(data_dir: Path, database: Path) -> dict[str, Any]:
-    """Gaps and coverage, from the recordings themselves."""
+def recording_figures(
+    data_dir: Path, database: Path, talking: dict[str, tuple[float, float]] | None = None
+) -> dict[str, Any]:
+    """Gaps and coverage, from the recordings themselves. `talking`: per call, when both parties
+    were sending (from the parties' own clocks, not the recording); without it, from the
+    callee's first recorded packet to the CDR's end."""
     master = keys.load_master_key(keys.master_key_path(data_dir), env={}, create=False)
     missing = {"caller": 0, "callee": 0}
     recorded_s = connected_s = 0.0
@@ -105,7 +109,13 @@ def recording_figures(data_dir: Path, database: Path) -> dict[str, Any]:
         end = ends.get(row.call_id)
         if end is None or not by_leg["callee"]:
             continue
-        start = by_leg["callee"][0].arrival
+        if talking and row.call_id in talking:
+            start, stopped = talking[row.call_id]
+            end = min(end, stopped + FRAME_S)
+        elif talking is None:
+            start = by_leg["callee"][0].arrival
+        else:
+            raise RuntimeError(f"call {row.call_id}: recorded, but no party sent anything")
         both = min(covered(placed(mine), start, end) for mine in by_leg.values())
         recorded_s += both
         connected_s += max(0.0, end - start)

@@ -32,15 +32,17 @@ Reported per mode:
                      data directory): per leg, the RTP sequence numbers missing between its
                      first and last recorded packet — packets lost on the way to, or inside,
                      the anchor. The figure for "100 % of the packets in the recordings".
-  coverage           anchored mode: recorded seconds / connected seconds. Connected: from the
-                     callee's first packet at the anchor (both directions are up then) to the
-                     CDR's end. Recorded: the time in that window covered by both legs' audio
+  coverage           anchored mode: recorded seconds / connected seconds. Connected (lean
+                     parties): from when both parties were sending (the later one's first
+                     frame, on the parties' clock, not the recording's) to the earlier one's
+                     last frame (its hangup) or the CDR's end if sooner; with --full-parties,
+                     from the callee's first recorded packet to the CDR's end. Recorded: the time in that window covered by both legs' audio
                      where the export places it (a leg's first arrival + RTP timestamp offset,
                      20 ms a packet; the lesser of the two legs).
 
     .venv/bin/python bench/recording_load.py                  # 4 calls, 10 s
     .venv/bin/python bench/recording_load.py --calls 20 --seconds 20
-    .venv/bin/python bench/recording_load.py --calls 50 --seconds 30 --anchored-only
+    .venv/bin/python bench/recording_load.py --calls 50 --concurrent 10 --seconds 20
 """
 
 from __future__ import annotations
@@ -67,10 +69,12 @@ from serve_process import CallgateServe, callgate_binary
 SAMPLE_EVERY = 0.25
 
 
-async def run_calls(serve: CallgateServe, calls: int, seconds: float, stagger: float) -> list[Any]:
+async def run_calls(
+    serve: CallgateServe, calls: range, seconds: float, stagger: float
+) -> list[Any]:
     tasks = []
     clients = []
-    for i in range(calls):
+    for i in calls:
         caller = await SignalingClient.connect(serve.url, serve.tokens[f"caller{i}"], "bench")
         callee = await SignalingClient.connect(serve.url, serve.tokens[f"callee{i}"], "bench")
         clients += [caller, callee]
@@ -114,6 +118,7 @@ def lean_figures(lean: LeanParties | None) -> dict[str, Any]:
 async def one_mode(
     recorded: bool,
     calls: int,
+    concurrent: int,
     seconds: float,
     stagger: float,
     lean: LeanParties | None,
@@ -137,7 +142,10 @@ async def one_mode(
             if lean is not None:
                 background.append(asyncio.create_task(lean.run()))
             cpu0, client0, wall0 = serve.cpu(), time.process_time(), time.monotonic()
-            results = await run_calls(serve, calls, seconds, stagger)
+            results = []
+            for first in range(0, calls, concurrent):  # waves of `concurrent` calls at once
+                wave = range(first, min(calls, first + concurrent))
+                results += await run_calls(serve, wave, seconds, stagger)
             await asyncio.sleep(1.0)  # recordings closed, final stats written
             cpu, client = serve.cpu() - cpu0, time.process_time() - client0
             wall = time.monotonic() - wall0
@@ -148,11 +156,12 @@ async def one_mode(
             serve.stop()
             figures = db_figures(serve.database)
             if recorded:
-                figures |= recording_figures(data, serve.database)
+                talking = None if lean is None else lean.talking()
+                figures |= recording_figures(data, serve.database, talking)
     return {
         "mode": "anchored+recorded" if recorded else "relay (reference)",
         "server_cpu_s": cpu,
-        "steady_cpu": steady_cpu(samples, figures["windows"]),
+        "steady_cpu": steady_cpu(samples, sorted(figures["windows"])[:concurrent]),  # 1st wave
         "client_cpu_s": client,
         "wall_s": wall,
         "errors": [repr(r) for r in results if isinstance(r, BaseException)],
@@ -161,8 +170,9 @@ async def one_mode(
     }
 
 
-def report(calls: int, seconds: float, rows: list[dict[str, Any]]) -> None:
-    print(f"{calls} concurrent calls, {seconds:g} s of media each, loopback")
+def report(calls: int, concurrent: int, seconds: float, rows: list[dict[str, Any]]) -> None:
+    waves = f" in waves of {concurrent}" if concurrent < calls else " at once"
+    print(f"{calls} calls{waves}, {seconds:g} s of media each, loopback")
     print(
         f"{'mode':<20} {'steady ms/call-s':>16} {'calls/core':>10} {'run ms/call-s':>13} "
         f"{'server CPU s':>12} {'client CPU s':>12} {'wall s':>6} {'answered':>8} "
@@ -214,6 +224,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--concurrent", type=int, help="calls at once, in waves (default: all); steady CPU is "
+        "measured in the first wave",
+    )  # fmt: skip
     parser.add_argument("--stagger", type=float, default=0.2, help="seconds between call setups")
     parser.add_argument(
         "--profile", type=Path, help="run the anchored server under cProfile, stats to this file"
@@ -225,14 +239,17 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     frames = None if args.full_parties else frames_by_role()
+    concurrent = min(args.calls, args.concurrent or args.calls)
     rows = []
     for recorded in (True,) if args.anchored_only else (False, True):
         lean = None if frames is None else LeanParties(frames)
         profile = args.profile if recorded else None
         with contextlib.nullcontext() if lean is None else lean.installed():
-            run = one_mode(recorded, args.calls, args.seconds, args.stagger, lean, profile)
+            run = one_mode(
+                recorded, args.calls, concurrent, args.seconds, args.stagger, lean, profile
+            )
             rows.append(asyncio.run(run))
-    report(args.calls, args.seconds, rows)
+    report(args.calls, concurrent, args.seconds, rows)
 
 
 if __name__ == "__main__":
