@@ -100,12 +100,14 @@ def recording_figures(
         rows = RecordingRepository(store).recent(100_000)
     finally:
         store.close()
+    offsets: list[float] = []  # |where the export places a packet - when it arrived|
     for row in rows:
         path = data_dir / "recordings" / row.file_name
         packets = decrypt(row, path.read_bytes(), master)
         by_leg = {leg: [p for p in packets if p.leg == leg] for leg in missing}
         for leg, mine in by_leg.items():
             missing[leg] += gaps(mine)
+            offsets += [abs(at - p.arrival) for at, p in zip(placed(mine), mine, strict=True)]
         end = ends.get(row.call_id)
         if end is None or not by_leg["callee"]:
             continue
@@ -119,7 +121,18 @@ def recording_figures(
         both = min(covered(placed(mine), start, end) for mine in by_leg.values())
         recorded_s += both
         connected_s += max(0.0, end - start)
-    return {"gaps": missing, "recorded_s": recorded_s, "connected_s": connected_s}
+    offsets.sort()
+    alignment = (
+        (offsets[len(offsets) // 2], offsets[int(0.99 * len(offsets))], offsets[-1])
+        if offsets
+        else (float("nan"),) * 3
+    )
+    return {
+        "gaps": missing,
+        "recorded_s": recorded_s,
+        "connected_s": connected_s,
+        "alignment": alignment,
+    }
 
 
 def db_figures(database: Path) -> dict[str, Any]:

@@ -39,6 +39,9 @@ Reported per mode:
                      from the callee's first recorded packet to the CDR's end. Recorded: the time in that window covered by both legs' audio
                      where the export places it (a leg's first arrival + RTP timestamp offset,
                      20 ms a packet; the lesser of the two legs).
+  alignment          anchored mode: per recorded packet, |where the export places it (its leg's
+                     first arrival + RTP timestamp offset) - when it reached the anchor|: how
+                     far the stereo export's timeline is from the call's (p50, p99, max).
 
     .venv/bin/python bench/recording_load.py                  # 4 calls, 10 s
     .venv/bin/python bench/recording_load.py --calls 20 --seconds 20
@@ -208,6 +211,11 @@ def report(calls: int, concurrent: int, seconds: float, rows: list[dict[str, Any
             print(
                 f"  coverage: recorded {row['recorded_s']:.2f} s / connected "
                 f"{row['connected_s']:.2f} s = {cover:.3f} % over {row['recordings']} recordings"
+            )
+            p50, p99, worst = (1000 * x for x in row["alignment"])
+            print(
+                f"  alignment (export position - arrival at the anchor): p50 {p50:.1f} ms,"
+                f" p99 {p99:.1f} ms, max {worst:.1f} ms"
             )
         if row["failed"]:
             print("  not answered: " + ", ".join(f"{n} {why}" for why, n in row["failed"].items()))
