@@ -159,8 +159,10 @@ class CallgateServe:
         keep: Path | None = None,
         log_level: str = "WARNING",
         extra_env: Mapping[str, str] | None = None,
+        profile: Path | None = None,
     ) -> None:
         self.users = dict(users)
+        self.profile = profile  # run serve under cProfile, stats written here when it stops
         self.fast_users = fast_users
         self.keep = keep
         self.log_level = log_level
@@ -203,6 +205,9 @@ class CallgateServe:
             "--allow-peer", "127.0.0.0/8", "--max-allocations-per-user", "0",
             "--log-level", self.log_level,
         ]  # fmt: skip
+        if self.profile is not None:
+            self.command[:1] = [sys.executable, "-m", "cProfile", "-o", str(self.profile),
+                                callgate_binary()]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
         env.update(self.extra_env)
         self.process = subprocess.Popen(

@@ -6,6 +6,7 @@ anchor received from the caller (forwarded, not transcoded)."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from callgate.client.audio import WavSink, audio_source, dominant_frequency
 from callgate.client.ice import rtc_configuration
-from callgate.media.anchor import Bridge
+from callgate.media.anchor import AnchorLeg, Bridge
 from callgate.media.packets import MediaPacket
+from callgate.media.srtp_path import SrtpPath
 from callgate.types import Transport
 from tests.conftest import run_turn_server, server_address
 from tests.integration.fake_signaling import hello_for
@@ -50,8 +52,58 @@ def spy_on(receiver: Any, payloads: list[bytes]) -> None:
     receiver._handle_rtp_packet = handle
 
 
+async def inbound_outbound(leg: AnchorLeg) -> tuple[int, int]:
+    """What the leg's RTCP reports will say: packets it received from and sent to its party."""
+    stats = list((await leg.pc.getStats()).values())
+    received = sum(s.packetsReceived for s in stats if s.type == "inbound-rtp")
+    sent = sum(s.packetsSent for s in stats if s.type == "outbound-rtp")
+    return received, sent
+
+
+async def crafted_packets_are_parsed_or_refused(
+    alice: Any, leg: AnchorLeg, seen: list[MediaPacket]
+) -> None:
+    """RTP that aiortc never sends, encrypted with alice's keys and handed to the leg as the relay
+    delivers it (ChannelData, RFC 8656 §12.4): CSRCs, a header extension and padding around the
+    payload (RFC 3550 §5.1, RFC 8285) are skipped; a forged packet and a payload type that was
+    not negotiated are refused."""
+    assert leg.path is not None and leg.path._turn is not None
+    tx = alice.getTransceivers()[0].sender.transport._tx_srtp
+    last = [p for p in seen if p.leg == "caller"][-1]
+    ssrc = (last.ssrc + 1) & 0xFFFFFFFF  # a stream of its own: alice's replay window untouched
+    pair = leg.path._turn_pair
+    channel = leg.path._turn.peer_to_channel[pair.remote_addr]
+
+    def rtp(seq: int, payload_type: int) -> bytes:
+        head = struct.pack(
+            "!BBHII", 0x80 | 0x20 | 0x10 | 2, payload_type, seq, last.timestamp, ssrc
+        )
+        csrcs = struct.pack("!II", 7, 8)
+        extension = struct.pack("!HH", 0xBEDE, 1) + bytes([0x10, 0xAB, 0, 0])
+        return tx.protect(head + csrcs + extension + last.payload + bytes([0, 0, 3]))
+
+    def deliver(data: bytes) -> None:
+        leg.path._turn.datagram_received(struct.pack("!HH", channel, len(data)) + data, ("x", 0))
+
+    good, forged, other_type = rtp(1, last.payload_type), rtp(2, last.payload_type), rtp(3, 0)
+    forged = forged[:20] + bytes([forged[20] ^ 1]) + forged[21:]
+    before, rejected = len(seen), leg.path.rejected
+    for data in (good, forged, other_type):
+        deliver(data)
+    (got,) = seen[before:]
+    assert (got.ssrc, got.seq, got.payload) == (ssrc, 1, last.payload)
+    assert leg.path.rejected == rejected + 2
+
+
 @pytest.mark.timeout(60)
-async def test_bridge_forwards_each_partys_opus_unchanged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lean", [True, False], ids=["srtp-path", "aiortc-path"])
+async def test_bridge_forwards_each_partys_opus_unchanged(
+    tmp_path: Path, lean: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both per-packet paths: the lean one (`srtp_path.py`) and aiortc's, which a leg keeps when
+    aiortc's internals are not what the lean one expects."""
+    if not lean:
+        monkeypatch.setattr(SrtpPath, "attach", classmethod(lambda cls, *args: None))
     seen: list[MediaPacket] = []
     async with run_turn_server() as server:
         turn = server_address(server, Transport.UDP)
@@ -91,6 +143,16 @@ async def test_bridge_forwards_each_partys_opus_unchanged(tmp_path: Path) -> Non
 
             await asyncio.wait_for(enough(), 20)
             await asyncio.sleep(1.5)  # more audio both ways for the recordings
+            for leg in (caller_leg, callee_leg):
+                assert (leg.path is not None) is lean
+                if leg.path is not None:  # relay-only: SRTP taken straight from TURN ChannelData
+                    assert leg.path._turn is not None and leg.path.rejected == 0
+                received, sent = await inbound_outbound(leg)
+                assert sent >= 50, (leg.name, sent)
+                # aiortc's path never hands the receiver its packets (packets.py): no reports
+                assert received >= 50 if lean else received == 0, (leg.name, received)
+            if lean:
+                await crafted_packets_are_parsed_or_refused(alice, caller_leg, seen)
         finally:
             for sink in sinks.values():
                 await sink.stop()

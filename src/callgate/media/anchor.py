@@ -26,6 +26,7 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from callgate.media.packets import ForwardTrack, MediaPacket, PacketHandler, tap_receiver
+from callgate.media.srtp_path import SrtpPath
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class AnchorLeg:
         self.connected = asyncio.Event()
         self.failed = asyncio.Event()
         self.received = 0
+        self.path: SrtpPath | None = None  # the lean per-packet path, once DTLS-SRTP is up
+        self._transceiver: Any = None
         self._on_packet = on_packet
         self._early: list[Mapping[str, Any]] = []  # trickled before the remote description
         self._remote_set = False
@@ -72,6 +75,8 @@ class AnchorLeg:
     def _state_changed(self) -> None:
         state = self.pc.connectionState
         if state == "connected":
+            if self.path is None and self._transceiver is not None:
+                self.path = SrtpPath.attach(self.name, self._transceiver, self._packet)
             self.connected.set()
         elif state in ("failed", "closed"):
             self.failed.set()
@@ -84,6 +89,7 @@ class AnchorLeg:
         opus = _opus()
         transceiver.setCodecPreferences(opus)
         transceiver.direction = "sendrecv"
+        self._transceiver = transceiver
         tap_receiver(transceiver.receiver, self.name, self._packet)
 
     async def answer(self, offer_sdp: str) -> str:
@@ -146,7 +152,16 @@ class AnchorLeg:
         with contextlib.suppress(ValueError, AssertionError):
             await self.pc.addIceCandidate(ice)
 
+    def send(self, packet: MediaPacket) -> None:
+        """Send another party's packet to this leg's party, payload unchanged."""
+        if self.path is not None:
+            self.path.send(packet.payload, packet.timestamp)
+        else:
+            self.track.push(packet.payload, packet.timestamp)
+
     async def close(self) -> None:
+        if self.path is not None:
+            self.path.detach()
         self.track.stop()
         try:
             await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
@@ -179,7 +194,7 @@ class Bridge:
             self._observer(packet)
         other = self.legs.get(self._other.get(packet.leg, ""))
         if other is not None and other.connected.is_set():
-            other.track.push(packet.payload, packet.timestamp)
+            other.send(packet)
 
     async def close(self) -> None:
         await asyncio.gather(*(leg.close() for leg in self.legs.values()))

@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -74,7 +75,23 @@ def _aad(recording_id: str, index: int, last: bool) -> bytes:
     return AAD_LABEL + recording_id.encode("ascii") + struct.pack(">IB", index, int(last))
 
 
-def encode_packets(packets: list[Packet]) -> bytes:
+class PacketRecord(Protocol):
+    """What a stored packet record is made from: a `Packet`, or the anchor's `MediaPacket`
+    itself (the recorder buffers those as they come, with no copy)."""
+
+    @property
+    def leg(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def arrival(self) -> float: ...
+    @property
+    def payload(self) -> bytes: ...
+
+
+def encode_packets(packets: Sequence[PacketRecord]) -> bytes:
     parts = []
     for p in packets:
         parts.append(

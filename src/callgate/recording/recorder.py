@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from callgate.media.packets import MediaPacket
-from callgate.recording.chunks import Packet, encode_packets
+from callgate.recording.chunks import encode_packets
 from callgate.recording.writer import ChunkWriter, RecordingFailure
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class StreamRecorder:
         self.packets = {"caller": 0, "callee": 0}
         self.first_arrival: dict[str, float] = {}
         self._on_failure = on_failure
-        self._buffer: list[Packet] = []
+        self._buffer: list[MediaPacket] = []
         self._expected: dict[str, float] = {}  # leg -> monotonic time of its last packet
         self._durable = asyncio.Event()  # a chunk with the caller's packets is on disk
         self._task: asyncio.Task[None] | None = None
@@ -53,12 +53,12 @@ class StreamRecorder:
     def on_packet(self, packet: MediaPacket) -> None:
         if self._closed or self.failure is not None or packet.leg not in self.packets:
             return
-        self.packets[packet.leg] += 1
-        self.first_arrival.setdefault(packet.leg, packet.arrival)
-        self._expected[packet.leg] = time.monotonic()
-        self._buffer.append(
-            Packet(packet.leg, packet.seq, packet.timestamp, packet.arrival, packet.payload)
-        )
+        leg = packet.leg
+        self.packets[leg] += 1
+        if leg not in self.first_arrival:
+            self.first_arrival[leg] = packet.arrival
+        self._expected[leg] = time.monotonic()
+        self._buffer.append(packet)  # immutable: stored as it is (encode_packets reads it)
 
     def expect(self, leg: str) -> None:
         """From now on `leg` must keep sending (its silence fails the recording)."""

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 ANCHOR_USER_PREFIX = "@anchor-"  # "@" is not allowed in handles: no user can pose as the anchor
 MAX_EARLY = 50  # candidates a caller may trickle before its anchor leg exists
 IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
+DRAIN_QUIET = 0.06  # s without a new packet: what the parties sent before the end is recorded
+DRAIN_LIMIT = 0.5  # s at most that closing a recording waits for it
 
 
 @dataclass(slots=True)
@@ -52,6 +54,21 @@ class _Anchored:
     recorder: StreamRecorder | None = None
     early: list[dict[str, Any]] = field(default_factory=list)  # the caller's, before its leg
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+async def _drain(recorder: StreamRecorder) -> None:
+    """Packets a party sent just before the call ended may still be on their way (socket
+    buffers, the relay; more of them on a busy server): keep recording until the legs have been
+    quiet for DRAIN_QUIET, at most DRAIN_LIMIT, before the last chunk is written."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DRAIN_LIMIT
+    count = -1
+    while recorder.failure is None and loop.time() < deadline:
+        now = sum(recorder.packets.values())
+        if now == count:
+            return
+        count = now
+        await asyncio.sleep(DRAIN_QUIET)
 
 
 class Anchoring:
@@ -189,6 +206,7 @@ class Anchoring:
             if task is not current:
                 task.cancel()
         if state.recorder is not None:
+            await _drain(state.recorder)
             try:
                 await self.recordings.finish(state.recorder.recording_id)
             except Exception:

@@ -1,0 +1,257 @@
+"""The anchor's per-packet path once a leg's DTLS-SRTP is up (docs/recording.md, "Per-packet path").
+
+aiortc's own path costs per packet, in and out: an asyncio queue between the ICE connection and
+the DTLS transport, a full `RtpPacket` parse and route, then out through an `av.Packet`, the
+sender's queue and loop, a fresh `RtpPacket` serialized with its extensions, and in aioice a
+task per datagram sent through a TURN allocation. An SFU needs none of that. `SrtpPath` replaces
+it for one leg, with aiortc's DTLS-SRTP keys (checked against aiortc 1.16 / aioice 0.13):
+
+- In: the leg's aioice `Connection.data_received` (called synchronously for each datagram of the
+  nominated pair) is wrapped. SRTP packets (RFC 7983 §7: first byte 128-191) that are not RTCP
+  (RFC 5761 §4: payload type 192-223 is RTCP) are unprotected with the leg's receive session,
+  their header read with one `struct` call (RFC 3550 §5.1; CSRCs, the RFC 8285 extension block and
+  padding skipped), and handed to the leg's handler in the same callback. DTLS, RTCP and STUN
+  take aiortc's path as before, so RTCP (reports, BYE) keeps working.
+- Out: `send()` puts the payload behind a header template (the sending leg's SSRC, payload type
+  and negotiated `mid` extension, RFC 8843 §15), our own sequence numbers and the party's
+  timestamps rebased on a random origin (RFC 3550 §5.1), protects it with the leg's transmit
+  session and writes it to the nominated pair: through a bound TURN channel directly (ChannelData,
+  RFC 8656 §12.4), else through aioice's transport, which binds or refreshes the channel.
+- RTCP: each received packet feeds aiortc's receiver statistics (so the anchor's receiver reports
+  give the party loss, jitter and round trip), and each sent one the sender's counters (so its
+  sender reports carry the right packet and octet counts and RTP/NTP time pair).
+
+`SrtpPath.attach` returns None when aiortc's or aioice's internals are not what it expects; the
+leg then keeps aiortc's path (`packets.py`), slower but correct.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import pylibsrtp
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+from callgate.media.packets import OPUS_CLOCK, MediaPacket, PacketHandler
+
+log = logging.getLogger(__name__)
+
+RTP_HEAD = struct.Struct("!BBHII")  # V P X CC, M PT, sequence number, timestamp, SSRC
+SEQ_TS = struct.Struct("!HI")
+CHANNEL_HEAD = struct.Struct("!HH")  # TURN ChannelData: channel number, length
+CHANNEL_OVERHEAD = CHANNEL_HEAD.size
+NTP_EPOCH = 2208988800  # 1900-01-01 to 1970-01-01, seconds (RFC 5905 §6)
+ICE_COMPONENT = 1  # RTP; with rtcp-mux (RFC 8035) RTCP shares it
+MIN_RTP = 12
+
+
+class _SeqTs:
+    """What aiortc's `StreamStatistics.add` reads of a packet."""
+
+    __slots__ = ("sequence_number", "timestamp")
+
+    def __init__(self, sequence_number: int, timestamp: int) -> None:
+        self.sequence_number = sequence_number
+        self.timestamp = timestamp
+
+
+class SrtpPath:
+    """One leg's SRTP in and out, bypassing aiortc's media machinery (module docstring)."""
+
+    def __init__(self, name: str, transceiver: Any, handler: PacketHandler) -> None:
+        sender, receiver = transceiver.sender, transceiver.receiver
+        dtls = sender.transport
+        self.name = name
+        self.received = 0
+        self.sent = 0
+        self.rejected = 0  # SRTP that failed authentication or RTP that did not parse
+        self._handler = handler
+        if dtls._rx_srtp is None or dtls._tx_srtp is None:
+            raise ValueError("DTLS-SRTP is not established")
+        self._rx: pylibsrtp.Session = dtls._rx_srtp
+        self._tx: pylibsrtp.Session = dtls._tx_srtp
+        self._connection = dtls.transport._connection
+        self._nominated: dict[int, Any] = self._connection._nominated
+        self._original: Callable[[bytes, int], None] = self._connection.data_received
+        codec = transceiver._codecs[0]
+        if codec.mimeType.lower() != "audio/opus":
+            raise ValueError(f"unexpected codec {codec.mimeType}")
+        self._payload_type = int(codec.payloadType)
+        self._header = bytearray(_header_template(transceiver, int(sender._ssrc)))
+        self._seq = int.from_bytes(os.urandom(2), "big")
+        self._origin = int.from_bytes(os.urandom(4), "big")
+        self._base: int | None = None
+        self._sender = sender
+        self._streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams
+        # the sender's RTCP SR figures (RTCRtpSender._run_rtcp reads them); checked now
+        for field in ("packet_count", "octet_count", "rtp_timestamp", "ntp_timestamp"):
+            getattr(sender, f"_RTCRtpSender__{field}")
+        self._seen = _SeqTs(0, 0)
+        self._turn: Any = None  # the leg's aioice TURN client protocol, when the pair uses one
+        self._turn_pair: Any = None  # the nominated pair it belongs to
+        self._turn_queued: set[Any] = set()  # aioice's datagrams still waiting to be sent
+        self._turn_original: Callable[[bytes, Any], None] = _unset
+
+    @classmethod
+    def attach(cls, name: str, transceiver: Any, handler: PacketHandler) -> SrtpPath | None:
+        """The path for a leg whose DTLS-SRTP is established, installed; None when aiortc's
+        internals differ from what this module knows (the leg keeps aiortc's path)."""
+        try:
+            path = cls(name, transceiver, handler)
+            pair = path._nominated[ICE_COMPONENT]
+            turn = _turn_client(pair)
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+            log.warning("leg %s: aiortc's media path kept (%s: %s)", name, type(exc).__name__, exc)
+            return None
+        path._connection.data_received = path._datagram
+        if turn is not None:
+            path._turn, path._turn_pair = turn, pair
+            path._turn_queued = pair.protocol.transport._TurnTransport__send_tasks
+            path._turn_original = turn.datagram_received
+            turn.datagram_received = path._turn_datagram
+        return path
+
+    def detach(self) -> None:
+        self._connection.data_received = self._original
+        if self._turn is not None:
+            self._turn.datagram_received = self._turn_original
+            self._turn = None
+
+    # -- in ----------------------------------------------------------------------------------
+
+    def _turn_datagram(self, data: bytes, addr: Any) -> None:
+        """What the leg's TURN client socket receives. SRTP in ChannelData (RFC 8656 §12.4)
+        on the nominated pair's channel is taken here; all else (STUN, DTLS, RTCP, other
+        channels) goes through aioice as before."""
+        pair = self._nominated.get(ICE_COMPONENT)
+        if (
+            pair is not None
+            and len(data) >= CHANNEL_OVERHEAD + MIN_RTP
+            and 0x40 <= data[0] < 0x80  # a channel number (RFC 8656 §12)
+            and 127 < data[4] < 192  # RTP or RTCP (RFC 7983 §7)
+            and not 191 < data[5] < 224  # not RTCP (RFC 5761 §4)
+        ):
+            channel, length = CHANNEL_HEAD.unpack_from(data)
+            turn = self._turn
+            if (
+                turn is not None
+                and length + CHANNEL_OVERHEAD <= len(data)
+                and turn.channel_to_peer.get(channel) == pair.remote_addr
+            ):
+                self._srtp_in(data[CHANNEL_OVERHEAD : CHANNEL_OVERHEAD + length])
+                return
+        self._turn_original(data, addr)
+
+    def _datagram(self, data: bytes, component: int) -> None:
+        """What aioice's connection hands on (a pair without TURN, or what aioice parsed)."""
+        if len(data) < MIN_RTP or not 127 < data[0] < 192 or 191 < data[1] < 224:
+            self._original(data, component)  # DTLS, RTCP: aiortc's path
+            return
+        self._srtp_in(data)
+
+    def _srtp_in(self, data: bytes) -> None:
+        arrival = time.time()
+        try:
+            plain = self._rx.unprotect(data)
+        except pylibsrtp.Error:
+            self.rejected += 1
+            return
+        if len(plain) < MIN_RTP:
+            self.rejected += 1
+            return
+        first, second, seq, timestamp, ssrc = RTP_HEAD.unpack_from(plain)
+        offset = MIN_RTP + 4 * (first & 0x0F)
+        if first & 0x10:  # header extension: 16-bit profile, 16-bit length in words
+            if offset + 4 > len(plain):
+                self.rejected += 1
+                return
+            offset += 4 + 4 * int.from_bytes(plain[offset + 2 : offset + 4], "big")
+        end = len(plain) - (plain[-1] if first & 0x20 else 0)
+        payload_type = second & 0x7F
+        if offset > end or payload_type != self._payload_type:
+            self.rejected += 1
+            return
+        self.received += 1
+        stream = self._streams.get(ssrc)
+        if stream is None:
+            stream = self._streams[ssrc] = StreamStatistics(OPUS_CLOCK)
+        seen = self._seen
+        seen.sequence_number, seen.timestamp = seq, timestamp
+        stream.add(cast(RtpPacket, seen))  # it reads only these two fields
+        self._handler(
+            MediaPacket(self.name, plain[offset:end], timestamp, seq, ssrc, payload_type, arrival)
+        )
+
+    # -- out ---------------------------------------------------------------------------------
+
+    def send(self, payload: bytes, timestamp: int) -> None:
+        """Send one payload to this leg's party; `timestamp` is the sending party's."""
+        pair = self._nominated.get(ICE_COMPONENT)
+        if pair is None:
+            return  # not connected (any more)
+        if self._base is None:
+            self._base = timestamp
+        rtp_timestamp = (timestamp - self._base + self._origin) & 0xFFFFFFFF
+        self._seq = (self._seq + 1) & 0xFFFF
+        header = self._header
+        SEQ_TS.pack_into(header, 2, self._seq, rtp_timestamp)
+        data = self._tx.protect(b"".join((header, payload)))
+        self._transmit(pair, data)
+        self.sent += 1
+        sender = self._sender
+        sender._RTCRtpSender__packet_count += 1
+        sender._RTCRtpSender__octet_count += len(payload)
+        sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
+        sender._RTCRtpSender__ntp_timestamp = _ntp_now()
+
+    def _transmit(self, pair: Any, data: bytes) -> None:
+        """`data` out of the nominated ICE pair: straight into the bound TURN channel when it
+        needs no refresh and no earlier datagram is still queued in aioice (it would be
+        overtaken), else through aioice's transport (which binds or refreshes, a task a
+        datagram)."""
+        turn = self._turn
+        if turn is not None and pair is self._turn_pair and not self._turn_queued:
+            channel = turn.peer_to_channel.get(pair.remote_addr)
+            if channel is not None and time.time() < turn.channel_refresh_at.get(channel, 0.0):
+                turn._send(CHANNEL_HEAD.pack(channel, len(data)) + data)
+                return
+        pair.protocol.transport.sendto(data, pair.remote_addr)
+
+
+def _header_template(transceiver: Any, ssrc: int) -> bytes:
+    """The RTP header (and `mid` extension) every packet this leg sends starts with."""
+    extensions = HeaderExtensionsMap()
+    extensions.configure(RTCRtpSendParameters(headerExtensions=transceiver._headerExtensions))
+    packet = RtpPacket(payload_type=transceiver._codecs[0].payloadType, ssrc=ssrc)
+    packet.extensions.mid = transceiver.mid
+    return packet.serialize(extensions)
+
+
+def _unset(data: bytes, addr: Any) -> None:
+    raise AssertionError("not attached")
+
+
+def _turn_client(pair: Any) -> Any:
+    """The aioice TURN client protocol under the pair's transport, None for a pair without
+    TURN; raises AttributeError when aioice's TURN transport is not what this module knows."""
+    transport = pair.protocol.transport
+    if type(transport).__name__ != "TurnTransport":
+        return None
+    turn = transport._TurnTransport__inner_protocol
+    for name in ("channel_to_peer", "peer_to_channel", "channel_refresh_at", "_send"):
+        getattr(turn, name)
+    if not isinstance(transport._TurnTransport__send_tasks, set):
+        raise TypeError("aioice's TURN transport keeps no set of queued datagrams")
+    return turn
+
+
+def _ntp_now() -> int:
+    """Now as a 64-bit NTP timestamp (RFC 3550 §4), what aiortc's `current_ntp_time` gives."""
+    return int((time.time() + NTP_EPOCH) * (1 << 32)) & 0xFFFFFFFFFFFFFFFF
