@@ -71,6 +71,7 @@ CLI_FLAGS: dict[tuple[str, ...], str] = {
     ("turn", "max_allocations_per_user"): "--max-allocations-per-user",
     ("turn", "max_allocations"): "--max-allocations",
     ("turn", "bandwidth"): "--bandwidth",
+    ("sip", "listen"): "--sip-listen",
 }
 
 
@@ -254,6 +255,18 @@ class LimitSettings(BaseModel):
     http_max_connections: int = Field(default=2000, ge=1, le=1_000_000)
 
 
+class SipSettings(BaseModel):
+    """The `[sip]` table / `CALLGATE_SIP__*`: the SIP edge of `callgate serve` (docs/sip.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Each address gets a UDP and a TCP listener; none (the default): no SIP edge.
+    listen: AddressList = Field(default_factory=list)
+    # The digest realm phones authenticate in (their credentials are bound to it); default: the
+    # TURN realm.
+    realm: str | None = Field(default=None, min_length=1, max_length=255)
+
+
 class TurnSettings(BaseModel):
     """The `[turn]` table / `CALLGATE_TURN__*`: everything TurnConfig holds."""
 
@@ -367,6 +380,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     recording: RecordingSettingsModel = Field(default_factory=RecordingSettingsModel)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    sip: SipSettings = Field(default_factory=SipSettings)
 
     @field_validator("log_level")
     @classmethod
@@ -411,6 +425,9 @@ class Settings(BaseSettings):
         if self.https is not None:
             return self.https
         return (self.http[0], 8443) if self.self_signed else None
+
+    def sip_realm(self) -> str:
+        return self.sip.realm or self.turn.realm
 
     def database(self) -> str:
         """The database URL: as configured, or a SQLite file in data_dir."""

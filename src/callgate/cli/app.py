@@ -25,6 +25,7 @@ from callgate.cli.groups import group_app
 from callgate.cli.policy import policy_app
 from callgate.cli.recording import recording_app
 from callgate.cli.retention import retention_app
+from callgate.cli.sip import sip_app
 from callgate.cli.users import user_app
 from callgate.config import Settings
 from callgate.errors import ConfigError, StorageError
@@ -47,6 +48,7 @@ app.add_typer(cdr_app, name="cdr")
 app.add_typer(audit_app, name="audit")
 app.add_typer(retention_app, name="retention")
 app.add_typer(recording_app, name="recording")
+app.add_typer(sip_app, name="sip")
 app.command("detect")(detect_command)
 app.command("monitor")(monitor_command)
 
@@ -54,6 +56,12 @@ app.command("monitor")(monitor_command)
 ListenOpt = Annotated[
     list[str] | None,
     typer.Option("--listen", metavar="HOST:PORT", help="STUN/TURN listener, UDP and TCP; repeat."),
+]
+SipListenOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sip-listen", metavar="HOST:PORT", help="SIP edge listener, UDP and TCP; repeat."
+    ),
 ]
 TlsListenOpt = Annotated[
     list[str] | None,
@@ -159,6 +167,7 @@ def relay_overrides(**options: Any) -> dict[str, Any]:
     """CLI values in the shape of Settings (None = not given)."""
     top_keys = ("metrics", "log_level", "data_dir", "http", "https", "self_signed", "database_url")
     top = {key: options.pop(key, None) for key in top_keys}
+    sip = {"listen": options.pop("sip_listen", None)}
     turn = {
         "listen": options["listen"],
         "tls_listen": options["tls_listen"],
@@ -174,7 +183,7 @@ def relay_overrides(**options: Any) -> dict[str, Any]:
         "max_allocations": options["max_allocations"],
         "bandwidth": options["bandwidth"],
     }
-    return {**top, "turn": turn}
+    return {**top, "turn": turn, "sip": sip}
 
 
 def _relay_ips(values: list[str] | None) -> dict[str, str | None]:
@@ -262,6 +271,7 @@ def serve(
     max_allocations: MaxAllocOpt = None,
     bandwidth: BandwidthOpt = None,
     log_level: LogLevelOpt = None,
+    sip_listen: SipListenOpt = None,
 ) -> None:
     """Run everything on one box: SQLite store, TURN relay, calling (/ws), REST API, metrics."""
     options = dict(locals())

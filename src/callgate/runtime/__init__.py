@@ -52,6 +52,8 @@ from callgate.records.relay_sessions import DbEventSink, close_stale_sessions
 from callgate.records.retention import PurgeJob
 from callgate.runtime.audit import Checkpointer, key_path, record_start
 from callgate.runtime.calling import build_signaling
+from callgate.runtime.sip import describe as describe_sip
+from callgate.runtime.sip import start_sip
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.health import StorageHealth
 from callgate.storage.permissions import private_data_dir
@@ -447,6 +449,7 @@ async def run_serve(settings: Settings) -> None:
                 recordings=recordings,
             )
             await calls.hub.start()
+            sip = await start_sip(settings, store)
             heartbeat = CallHeartbeat(
                 store.engine, lambda: [call.call_id for call in calls.hub.engine.live_calls()]
             )
@@ -467,7 +470,7 @@ async def run_serve(settings: Settings) -> None:
                 services=services,
                 routers=[
                     calls.router,
-                    directory_router(calls.hub),
+                    directory_router(calls.hub, sip.devices if sip is not None else None),
                     recordings_router(recordings, AuditLog(store)),
                     identity.router(),
                 ],
@@ -484,7 +487,7 @@ async def run_serve(settings: Settings) -> None:
             with metrics_endpoint(settings, server, recordings) as metrics:
                 extra = (
                     f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
-                )
+                ) + describe_sip(sip)
                 announce(
                     f"callgate serve listening on {describe_bound(server.bound)}; "
                     f"{where}{extra}; data {settings.data_dir}; {quota_note(server.config)}"
@@ -500,6 +503,8 @@ async def run_serve(settings: Settings) -> None:
                     with contextlib.suppress(SystemExit):
                         await http_task
                 await heartbeat.stop()
+                if sip is not None:
+                    await sip.close()
                 await calls.hub.stop()
                 await purge_job.stop()
                 group_limits.cancel()

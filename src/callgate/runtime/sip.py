@@ -1,0 +1,29 @@
+"""The SIP edge under `callgate serve`, when `sip.listen` / `--sip-listen` is set (docs/sip.md)."""
+
+from __future__ import annotations
+
+from callgate.config import Settings
+from callgate.records.audit import AuditLog
+from callgate.sip.credentials import CredentialStore
+from callgate.sip.edge import SipEdge
+from callgate.storage.db import Store
+
+
+async def start_sip(settings: Settings, store: Store) -> SipEdge | None:
+    """The edge listening on UDP and TCP at each `sip.listen` address, or None when unset."""
+    if not settings.sip.listen:
+        return None
+    edge = SipEdge(CredentialStore(store, settings.sip_realm()), AuditLog(store))
+    try:
+        await edge.start(udp=settings.sip.listen, tcp=settings.sip.listen)
+    except OSError:
+        await edge.close()
+        raise
+    return edge
+
+
+def describe(edge: SipEdge | None) -> str:
+    if edge is None:
+        return ""
+    bound = ", ".join(f"{kind} {host}:{port}" for kind, (host, port) in edge.bound)
+    return f"; sip {bound} (realm {edge.realm})"

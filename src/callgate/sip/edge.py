@@ -1,0 +1,254 @@
+"""The SIP edge: listeners, server transactions, digest authentication, the registrar.
+
+Requests are handled in the order validate → authenticate → authorize → act → respond:
+
+- the transport has parsed the message strictly (message.py) and answered what it could not;
+- the top Via is stamped with `received`/`rport` (RFC 3581);
+- a retransmitted request gets the same final response again without being handled twice
+  (a server transaction, RFC 3261 §17.2.2, kept 32 s: Timer J);
+- REGISTER needs digest credentials of a SIP device (credentials.py, digest.py); failures count
+  against the device name and the source address (accounts.throttle), are audited
+  (`sip.auth.failure`, once per refusal streak: `sip.auth.throttled`), and past the limit get
+  403 with Retry-After without a password check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from callgate.accounts.throttle import LoginThrottle, ThrottleRule
+from callgate.clock import Clock, SystemClock
+from callgate.records.audit import AuditLog
+from callgate.sip.credentials import Credential, CredentialStore
+from callgate.sip.digest import DigestAuth, Verdict, parse_authorization
+from callgate.sip.message import SipMessage, SipParseError, SipRequest, SipResponse
+from callgate.sip.registrar import Binding, Registrar
+from callgate.sip.responses import ALLOW, encode, response
+from callgate.sip.transport import Counters, Peer, TcpTransport, UdpTransport
+from callgate.sip.via import parse_via, response_target, stamp_received
+from callgate.types import Address
+
+log = logging.getLogger(__name__)
+
+TRANSACTION_TTL = 32.0  # Timer J (RFC 3261 §17.2.2): 64 * T1
+MAX_TRANSACTIONS = 20_000
+SWEEP_INTERVAL = 15.0
+DEVICE_RULE = ThrottleRule(free=5, base_s=2.0, max_delay_s=300.0)
+ADDRESS_RULE = ThrottleRule(free=30, base_s=2.0, max_delay_s=300.0)
+Handler = Callable[[SipRequest, Peer], Awaitable[SipResponse | None]]
+
+
+class SipEdge:
+    def __init__(
+        self,
+        credentials: CredentialStore,
+        audit: AuditLog | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.realm = credentials.realm
+        self.digest = DigestAuth(self.realm)
+        self.registrar = Registrar()
+        self.counters = Counters()
+        self._audit = audit
+        self._clock = clock or SystemClock()
+        self._throttle = LoginThrottle(self._clock, account=DEVICE_RULE, address=ADDRESS_RULE)
+        self._transactions: dict[tuple[str, str, str], tuple[float, bytes | None]] = {}
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[TcpTransport] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.bound: list[tuple[str, Address]] = []
+        self.handlers: dict[str, Handler] = {
+            "REGISTER": self._register,
+            "OPTIONS": self._options,
+        }
+
+    # -- life ------------------------------------------------------------------------------------
+
+    async def start(self, udp: Sequence[Address] = (), tcp: Sequence[Address] = ()) -> None:
+        loop = asyncio.get_running_loop()
+        for host, port in udp:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: UdpTransport(self.dispatch, self.counters), local_addr=(host, port)
+            )
+            self._udp.append(transport)
+            self.bound.append(("udp", protocol.local))
+        for host, port in tcp:
+            server = TcpTransport(self.dispatch, self.counters)
+            self.bound.append(("tcp", await server.start(host, port)))
+            self._tcp.append(server)
+        self._spawn(self._sweep())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for transport in self._udp:
+            transport.close()
+        for server in self._tcp:
+            await server.close()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = self._clock.monotonic()
+            for binding in self.registrar.expire(now):
+                await self._audit_binding("sip.register.expired", binding)
+            self._transactions = {
+                k: v for k, v in self._transactions.items() if v[0] > now or v[1] is None
+            }
+
+    def devices(self) -> list[tuple[str, str]]:
+        """(device id, user handle) of every registered phone, for presence."""
+        bindings = self.registrar.bindings(self._clock.monotonic())
+        return [(f"sip:{b.username}:{b.contact}", b.handle) for b in bindings]
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    def dispatch(self, message: SipMessage, peer: Peer) -> None:
+        if isinstance(message, SipResponse):
+            return  # no client transactions yet: stray responses are dropped (§18.1.2)
+        try:
+            via = stamp_received(message.headers, peer.address)
+        except SipParseError as exc:
+            self._send(peer, None, encode(response(message, exc.status, exc.reason)))
+            return
+        key = (via.branch or "", f"{via.host}:{via.port}", message.method)
+        if via.branch and via.branch.startswith("z9hG4bK") and message.method != "ACK":
+            cached = self._transactions.get(key)
+            if cached is not None:  # a retransmission (§17.2.3)
+                if cached[1] is not None:
+                    self._send(peer, message, cached[1])
+                return
+            if len(self._transactions) >= MAX_TRANSACTIONS:
+                self._send(peer, message, encode(_busy(message)))
+                return
+            self._transactions[key] = (0.0, None)
+        self._spawn(self._handle(message, peer, key))
+
+    async def _handle(self, request: SipRequest, peer: Peer, key: tuple[str, str, str]) -> None:
+        handler = self.handlers.get(request.method)
+        try:
+            if request.method == "ACK":
+                return  # ACKs of our non-2xx finals end there (§17.2.1)
+            if handler is None:
+                reply: SipResponse | None = response(
+                    request, 405, "Method Not Allowed", [("Allow", ALLOW)]
+                )
+            else:
+                reply = await handler(request, peer)
+        except SipParseError as exc:
+            reply = response(request, exc.status, exc.reason)
+        except Exception:
+            log.exception("sip %s from %s failed", request.method, peer.address[0])
+            reply = response(request, 500, "Server Internal Error")
+        if reply is None:
+            self._transactions.pop(key, None)
+            return
+        data = encode(reply)
+        self.counters.by_status[reply.status] = self.counters.by_status.get(reply.status, 0) + 1
+        if key[0]:
+            self._transactions[key] = (self._clock.monotonic() + TRANSACTION_TTL, data)
+        self._send(peer, request, data)
+
+    def _send(self, peer: Peer, request: SipRequest | None, data: bytes) -> None:
+        if peer.transport == "UDP" and request is not None:
+            via = parse_via(request.headers.all("via")[0])
+            peer.send(data, response_target(via, peer.address))
+        else:
+            peer.send(data)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- authentication --------------------------------------------------------------------------
+
+    async def authenticate(
+        self, request: SipRequest, peer: Peer
+    ) -> tuple[Credential | None, SipResponse | None]:
+        """The device credential behind `request`, or the response that refuses it."""
+        now = self._clock.wall()
+        header = request.headers.get("authorization")
+        if header is None:
+            return None, self._challenge(request, now, stale=False)
+        creds = parse_authorization(header)
+        if creds is None:
+            return None, response(request, 400, "Malformed Authorization")
+        address = peer.address[0]
+        refusal = self._throttle.admit(creds.username, address)
+        if refusal is not None:
+            if refusal.first:
+                await self._audit_failure("sip.auth.throttled", creds.username, address)
+            return None, response(
+                request,
+                403,
+                "Forbidden (too many failed attempts)",
+                [("Retry-After", str(refusal.retry_after_s))],
+            )
+        credential = await asyncio.to_thread(self.credentials.get, creds.username)
+        usable = credential if credential is not None and credential.realm == self.realm else None
+        stored = usable.ha1(creds.algorithm) if usable is not None else None
+        verdict = self.digest.verify(creds, request.method, stored, now)
+        if verdict is Verdict.STALE:
+            self._throttle.succeeded(creds.username, address)  # not a failure: a new nonce
+            return None, self._challenge(request, now, stale=True)
+        if verdict is not Verdict.OK or usable is None:
+            action = "sip.auth.replay" if verdict is Verdict.REPLAY else "sip.auth.failure"
+            await self._audit_failure(action, creds.username, address)
+            return None, self._challenge(request, now, stale=False)
+        self._throttle.succeeded(creds.username, address)
+        if usable.disabled:
+            return None, response(request, 403, "Forbidden (account disabled)")
+        return usable, None
+
+    def _challenge(self, request: SipRequest, now: float, stale: bool) -> SipResponse:
+        values = self.digest.challenges(now, stale)
+        return response(request, 401, "Unauthorized", [("WWW-Authenticate", v) for v in values])
+
+    # -- methods ---------------------------------------------------------------------------------
+
+    async def _options(self, request: SipRequest, peer: Peer) -> SipResponse:
+        return response(request, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
+
+    async def _register(self, request: SipRequest, peer: Peer) -> SipResponse:
+        credential, refusal = await self.authenticate(request, peer)
+        if refusal is not None or credential is None:
+            assert refusal is not None
+            return refusal
+        outcome = self.registrar.register(request, credential, peer, self._clock.monotonic())
+        for binding in outcome.added:
+            await self._audit_binding("sip.register", binding)
+        for binding in outcome.removed:
+            await self._audit_binding("sip.unregister", binding)
+        return response(request, outcome.status, outcome.reason, outcome.headers)
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    async def _audit_binding(self, action: str, binding: Binding) -> None:
+        details = {
+            "device": binding.username,
+            "transport": binding.peer.transport,
+            "address": f"{binding.peer.address[0]}:{binding.peer.address[1]}",
+        }
+        await self._append(f"sip:{binding.username}", action, f"user:{binding.handle}", details)
+
+    async def _audit_failure(self, action: str, username: str, address: str) -> None:
+        details = {"username": username[:64], "address": address}
+        await self._append(f"sip:{username[:64]}", action, f"sip-device:{username[:64]}", details)
+
+    async def _append(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
+        if self._audit is None:
+            return
+        try:
+            await asyncio.to_thread(self._audit.append, actor, action, obj, details)
+        except Exception:
+            log.exception("sip: audit entry %s not written", action)
+
+
+def _busy(request: SipRequest) -> SipResponse:
+    return response(request, 503, "Service Unavailable", [("Retry-After", "5")])
