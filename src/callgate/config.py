@@ -255,6 +255,10 @@ class LimitSettings(BaseModel):
     http_max_connections: int = Field(default=2000, ge=1, le=1_000_000)
 
 
+DigestAlgorithm = Literal["SHA-256", "MD5"]
+DIGEST_DEFAULT: tuple[DigestAlgorithm, ...] = ("SHA-256", "MD5")
+
+
 class SipSettings(BaseModel):
     """The `[sip]` table / `CALLGATE_SIP__*`: the SIP edge of `callgate serve` (docs/sip.md)."""
 
@@ -265,6 +269,19 @@ class SipSettings(BaseModel):
     # The digest realm phones authenticate in (their credentials are bound to it); default: the
     # TURN realm.
     realm: str | None = Field(default=None, min_length=1, max_length=255)
+    # Digest algorithms offered, preferred first, one WWW-Authenticate each (RFC 8760 §2.3).
+    # Clients that answer only the first challenge and know only MD5 (SIPp, older phones) need
+    # MD5 first; dropping MD5 refuses them.
+    algorithms: list[DigestAlgorithm] = Field(
+        default_factory=lambda: list(DIGEST_DEFAULT), min_length=1, max_length=2
+    )
+
+    @field_validator("algorithms")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each algorithm at most once")
+        return value
 
 
 class TurnSettings(BaseModel):

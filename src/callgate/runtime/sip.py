@@ -13,7 +13,8 @@ async def start_sip(settings: Settings, store: Store) -> SipEdge | None:
     """The edge listening on UDP and TCP at each `sip.listen` address, or None when unset."""
     if not settings.sip.listen:
         return None
-    edge = SipEdge(CredentialStore(store, settings.sip_realm()), AuditLog(store))
+    credentials = CredentialStore(store, settings.sip_realm())
+    edge = SipEdge(credentials, AuditLog(store), algorithms=settings.sip.algorithms)
     try:
         await edge.start(udp=settings.sip.listen, tcp=settings.sip.listen)
     except OSError:

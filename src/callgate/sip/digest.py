@@ -18,6 +18,7 @@ import hmac
 import re
 import secrets
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -101,8 +102,18 @@ def parse_authorization(value: str) -> Credentials | None:
 class DigestAuth:
     """Issues challenges and checks answers for one realm."""
 
-    def __init__(self, realm: str, ttl: float = NONCE_TTL, max_nonces: int = MAX_NONCES) -> None:
+    def __init__(
+        self,
+        realm: str,
+        algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        ttl: float = NONCE_TTL,
+        max_nonces: int = MAX_NONCES,
+    ) -> None:
+        unknown = set(algorithms) - set(ALGORITHMS)
+        if unknown or not algorithms:
+            raise ValueError(f"digest algorithms: {sorted(unknown)} not among {list(ALGORITHMS)}")
         self.realm = realm
+        self.algorithms = tuple(algorithms)
         self._key = secrets.token_bytes(32)
         self._ttl = ttl
         self._max = max_nonces
@@ -121,12 +132,12 @@ class DigestAuth:
         return nonce
 
     def challenges(self, now: float, stale: bool = False) -> list[str]:
-        """WWW-Authenticate values, SHA-256 first (RFC 8760 §2.3), all with one nonce."""
+        """WWW-Authenticate values in our order of preference (RFC 8760 §2.3), one nonce."""
         nonce = self.new_nonce(now)
         extra = ", stale=true" if stale else ""
         return [
             f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={name}, qop="auth"{extra}'
-            for name in ALGORITHMS
+            for name in self.algorithms
         ]
 
     def _nonce_fresh(self, nonce: str, now: float) -> bool:
@@ -145,8 +156,11 @@ class DigestAuth:
     ) -> Verdict:
         """Check `creds` for a request with `method`; `stored_ha1` is the credential's
         H(username:realm:password) for `creds.algorithm`, None when there is no such user."""
-        hash_fn = ALGORITHMS.get(creds.algorithm)
-        if hash_fn is None or creds.realm != self.realm or stored_ha1 is None:
+        if (
+            creds.algorithm not in self.algorithms
+            or creds.realm != self.realm
+            or stored_ha1 is None
+        ):
             return Verdict.BAD
         if creds.qop != "auth" or creds.nc is None or creds.cnonce is None:
             return Verdict.BAD  # we offer only qop=auth: its nonce-count stops replays

@@ -47,10 +47,11 @@ class SipEdge:
         credentials: CredentialStore,
         audit: AuditLog | None = None,
         clock: Clock | None = None,
+        algorithms: Sequence[str] = ("SHA-256", "MD5"),
     ) -> None:
         self.credentials = credentials
         self.realm = credentials.realm
-        self.digest = DigestAuth(self.realm)
+        self.digest = DigestAuth(self.realm, algorithms)
         self.registrar = Registrar()
         self.counters = Counters()
         self._audit = audit

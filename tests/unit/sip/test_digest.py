@@ -122,3 +122,17 @@ def test_forgotten_nonces_are_stale() -> None:
 )
 def test_malformed_authorization(header: str) -> None:
     assert parse_authorization(header) is None
+
+
+def test_only_offered_algorithms_are_accepted() -> None:
+    auth = DigestAuth(REALM, algorithms=["SHA-256"])
+    challenges = auth.challenges(1000.0)
+    assert len(challenges) == 1 and "algorithm=SHA-256" in challenges[0]
+    nonce = nonce_of(challenges[0])
+    md5 = parse_authorization(answer(auth, "MD5", "pw", nonce))
+    assert md5 is not None
+    assert (
+        auth.verify(md5, "REGISTER", ha1("MD5", "alice.desk", REALM, "pw"), 1001.0) is Verdict.BAD
+    )
+    with pytest.raises(ValueError, match="SHA-1"):
+        DigestAuth(REALM, algorithms=["SHA-1"])
