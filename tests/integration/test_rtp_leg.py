@@ -1,0 +1,114 @@
+"""A WebRTC party meets a plain RTP party at the media anchor, over real sockets: alice (aiortc,
+relay-only through our TURN server) is answered in PCMU by the bridge's WebRTC leg; a "phone" (a
+plain UDP socket, as a SIP desk phone sends RTP) is the bridge's RTP leg. Each hears the other's
+tone, and the payloads pass byte for byte (G.711 both sides: nothing is transcoded)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from callgate.client.audio import WavSink, audio_source, dominant_frequency
+from callgate.client.ice import rtc_configuration
+from callgate.media.anchor import Bridge
+from callgate.media.packets import MediaPacket
+from callgate.media.rtp_leg import PCMU, RtpLeg, RtpPacket, build_rtp, parse_rtp
+from callgate.types import Transport
+from tests.conftest import run_turn_server, server_address
+from tests.integration.fake_signaling import hello_for
+from tests.integration.test_media_anchor import connected, wait
+
+
+def ulaw(samples: npt.NDArray[np.int16]) -> bytes:
+    """G.711 µ-law (ITU-T G.711 §3.2), written out for the test."""
+    s = samples.astype(np.int32)
+    sign = (s < 0).astype(np.int32) << 7
+    magnitude = np.minimum(np.abs(s), 32635) + 0x84
+    exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return bytes((~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8))
+
+
+async def phone_sends(sock: socket.socket, target: tuple[str, int], stop: asyncio.Event) -> None:
+    """880 Hz in 20 ms PCMU packets until `stop`."""
+    seq, timestamp = 1000, 5000
+    while not stop.is_set():
+        t = (np.arange(160) + timestamp) / 8000
+        payload = ulaw((np.sin(2 * np.pi * 880.0 * t) * 8000).astype(np.int16))
+        sock.sendto(
+            build_rtp(RtpPacket(PCMU, seq == 1000, seq, timestamp, 0x1234, payload)), target
+        )
+        seq, timestamp = seq + 1, timestamp + 160
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.timeout(60)
+async def test_webrtc_party_and_rtp_phone_hear_each_other_without_transcoding(
+    tmp_path: Path,
+) -> None:
+    seen: list[MediaPacket] = []
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind(("127.0.0.1", 0))
+    phone.setblocking(False)
+    stop = asyncio.Event()
+    async with run_turn_server() as server:
+        turn = server_address(server, Transport.UDP)
+        bridge = Bridge(lambda: hello_for("anchor", turn)["ice_servers"], seen.append)
+        alice = RTCPeerConnection(rtc_configuration(hello_for("alice", turn)))
+        sink = WavSink(tmp_path / "alice.wav")
+        rtp = RtpLeg("trunk", bridge.forward, "pcmu")
+        sender: asyncio.Task[None] | None = None
+        phone_got: list[RtpPacket] = []
+        try:
+            alice.addTrack(audio_source(None, 440.0))
+            alice.on("track", sink.start)
+            alice_up = connected(alice)
+            await alice.setLocalDescription(await alice.createOffer())
+            web = bridge.leg("caller", codec="pcmu")
+            answer = await web.answer(alice.localDescription.sdp)
+            assert "PCMU/8000" in answer and "opus" not in answer.lower()
+            await alice.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            await wait(web.connected, "the WebRTC leg")
+            await wait(alice_up, "alice connected to the anchor")
+
+            media = await rtp.open("127.0.0.1")
+            bridge.attach(rtp)
+            rtp.set_remote(phone.getsockname())
+            sender = asyncio.create_task(phone_sends(phone, media, stop))
+            loop = asyncio.get_running_loop()
+
+            async def enough() -> None:
+                while len(phone_got) < 100 or rtp.received < 100:
+                    data = await loop.sock_recv(phone, 2048)
+                    phone_got.append(parse_rtp(data))
+
+            await asyncio.wait_for(enough(), 20)
+            await asyncio.sleep(1.0)  # more of the phone's tone for alice's recording
+        finally:
+            stop.set()
+            if sender is not None:
+                await sender
+            await sink.stop()
+            await asyncio.gather(alice.close(), bridge.close())
+            phone.close()
+
+    # what the phone received is a run of exactly what alice sent the anchor, in PCMU, in one
+    # stream of ours with consecutive sequence numbers and 160-sample steps
+    from_alice = [p.payload for p in seen if p.leg == "caller"]
+    got = [p.payload for p in phone_got]
+    start = from_alice.index(got[0])
+    assert from_alice[start : start + len(got)] == got
+    assert {p.payload_type for p in phone_got} == {PCMU}
+    assert len({p.ssrc for p in phone_got}) == 1 and phone_got[0].ssrc != 0x1234
+    assert all((b.seq - a.seq) % 65536 == 1 for a, b in itertools.pairwise(phone_got))
+    # the phone's tone reached alice (decoded there from the PCMU we forwarded)
+    assert [p.payload for p in seen if p.leg == "trunk"][:5] != []
+    assert abs(dominant_frequency(tmp_path / "alice.wav") - 880.0) < 5.0
+    assert rtp.dropped == {}
