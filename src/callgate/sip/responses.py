@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from callgate.sip.message import Headers, SipRequest, SipResponse, serialize
 
 SERVER = "callgate"
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"
+ALLOW = "OPTIONS, REGISTER"  # what edge.py handles; INVITE comes with calls (docs/sip.md)
 
 
 def response(
