@@ -276,6 +276,20 @@ class SipSettings(BaseModel):
         default_factory=lambda: list(DIGEST_DEFAULT), min_length=1, max_length=2
     )
 
+    # The IP put in SDP for calls' RTP and bound for it; default: the address the phone's
+    # INVITE arrived on (set it when listening on 0.0.0.0).
+    media_ip: str | None = None
+
+    @field_validator("media_ip")
+    @classmethod
+    def _media_ip(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        ip = ipaddress.ip_address(parse_ip(value))
+        if ip.version != 4 or ip.is_unspecified:
+            raise ValueError("media_ip must be a specific IPv4 address (SDP: IN IP4)")
+        return str(ip)
+
     @field_validator("algorithms")
     @classmethod
     def _distinct(cls, value: list[str]) -> list[str]:

@@ -10,6 +10,9 @@ import secrets
 import socket
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from callgate.sip.message import SipResponse, parse_datagram, split_head
 
 HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
@@ -46,24 +49,31 @@ class SipClient:
         aor: str,
         extra: list[str] | None = None,
         via_host: str | None = None,
+        *,
+        to: str | None = None,
+        body: bytes = b"",
+        cseq: int | None = None,
     ) -> bytes:
-        """A request to `aor` (sip:user@host) with a fresh branch and the next CSeq. `via_host`
-        lets the Via claim another sent-by than the socket's (a phone behind NAT)."""
-        self.cseq += 1
+        """A request from `aor` (sip:user@host) to `to` (default: `aor`, as REGISTER has it)
+        with a fresh branch and the next CSeq. `via_host` lets the Via claim another sent-by
+        than the socket's (a phone behind NAT)."""
+        if cseq is None:
+            self.cseq += 1
         host, port = self.local
         sent_by = f"{via_host or host}:{port if via_host is None else 5060}"
+        target = to or f"sip:{self.server[0]}:{self.server[1]}"
         lines = [
-            f"{method} sip:{self.server[0]}:{self.server[1]} SIP/2.0",
+            f"{method} {target} SIP/2.0",
             f"Via: SIP/2.0/{self.transport} {sent_by};branch=z9hG4bK{secrets.token_hex(6)};rport",
             f"From: <{aor}>;tag={self.tag}",
-            f"To: <{aor}>",
+            f"To: <{to or aor}>",
             f"Call-ID: {self.call_id}",
-            f"CSeq: {self.cseq} {method}",
+            f"CSeq: {cseq or self.cseq} {method}",
             "Max-Forwards: 70",
             *(extra or []),
-            "Content-Length: 0",
+            f"Content-Length: {len(body)}",
         ]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
     def send(self, data: bytes) -> None:
         if self.transport == "UDP":
@@ -122,3 +132,31 @@ def authorization(
         f'uri="{uri}", response="{answer}", algorithm={algorithm}, qop=auth, nc={count}, '
         f'cnonce="{cnonce}"'
     )
+
+
+def ulaw_encode(samples: npt.NDArray[np.int16]) -> bytes:
+    """G.711 µ-law (ITU-T G.711), written out for the tests."""
+    s = samples.astype(np.int32)
+    sign = (s < 0).astype(np.int32) << 7
+    magnitude = np.minimum(np.abs(s), 32635) + 0x84
+    exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return bytes((~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8))
+
+
+def ulaw_decode(data: bytes) -> npt.NDArray[np.int32]:
+    u = ~np.frombuffer(data, dtype=np.uint8).astype(np.int32) & 0xFF
+    exponent, mantissa = (u >> 4) & 0x07, u & 0x0F
+    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
+    return np.where(u & 0x80, -magnitude, magnitude)
+
+
+def tone_ulaw(frequency: float, first_sample: int, count: int = 160) -> bytes:
+    t = (np.arange(count) + first_sample) / 8000
+    return ulaw_encode((np.sin(2 * np.pi * frequency * t) * 8000).astype(np.int16))
+
+
+def dominant_hz(samples: npt.NDArray[np.int32], rate: int = 8000) -> float:
+    spectrum = np.abs(np.fft.rfft((samples - samples.mean()) * np.hanning(samples.size)))
+    spectrum[0] = 0.0
+    return float(np.fft.rfftfreq(samples.size, 1.0 / rate)[int(np.argmax(spectrum))])

@@ -10,8 +10,6 @@ import itertools
 import socket
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
@@ -23,25 +21,15 @@ from callgate.media.rtp_leg import PCMU, RtpLeg, RtpPacket, build_rtp, parse_rtp
 from callgate.types import Transport
 from tests.conftest import run_turn_server, server_address
 from tests.integration.fake_signaling import hello_for
+from tests.integration.sip_client import tone_ulaw
 from tests.integration.test_media_anchor import connected, wait
-
-
-def ulaw(samples: npt.NDArray[np.int16]) -> bytes:
-    """G.711 µ-law (ITU-T G.711 §3.2), written out for the test."""
-    s = samples.astype(np.int32)
-    sign = (s < 0).astype(np.int32) << 7
-    magnitude = np.minimum(np.abs(s), 32635) + 0x84
-    exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
-    mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return bytes((~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8))
 
 
 async def phone_sends(sock: socket.socket, target: tuple[str, int], stop: asyncio.Event) -> None:
     """880 Hz in 20 ms PCMU packets until `stop`."""
     seq, timestamp = 1000, 5000
     while not stop.is_set():
-        t = (np.arange(160) + timestamp) / 8000
-        payload = ulaw((np.sin(2 * np.pi * 880.0 * t) * 8000).astype(np.int16))
+        payload = tone_ulaw(880.0, timestamp)
         sock.sendto(
             build_rtp(RtpPacket(PCMU, seq == 1000, seq, timestamp, 0x1234, payload)), target
         )

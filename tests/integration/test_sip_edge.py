@@ -6,20 +6,34 @@ refused and audited, bad input gets its precise SIP error, and registered phones
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from callgate.client.audio import dominant_frequency
+from callgate.media.rtp_leg import PCMU, RtpPacket, build_rtp, parse_rtp
 from callgate.sip.message import MAX_MESSAGE
 from callgate.sip.via import parse_via
-from tests.integration.serve_fixture import WebServer, serve
-from tests.integration.sip_client import SipClient, authorization, challenge_for
+from tests.cli_process import COMMAND, clean_env
+from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
+from tests.integration.sip_client import (
+    SipClient,
+    authorization,
+    challenge_for,
+    dominant_hz,
+    tone_ulaw,
+    ulaw_decode,
+)
 from tests.integration.test_cli import callgate, free_port
 
 SIPP_DIR = Path(__file__).parent / "sipp"
@@ -130,6 +144,10 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     phone.close()
     desk.close()
 
+    # alice's phone calls bob, who answers with the CLI softphone (aiortc, WebRTC): 180, 200
+    # with our SDP, tones both ways through the media anchor (G.711, no transcoding), BYE
+    call_phone_to_cli(server, port, user, password, tmp_path)
+
     # presence: alice's phones count as online for her colleagues
     with server.client() as client:
         headers = {"Authorization": f"Bearer {server.token('bob')}"}
@@ -142,3 +160,91 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert actions.count("sip.register") >= 3  # SIPp UDP, SIPp TCP, the phone, the desk
     assert "sip.auth.replay" in actions and "sip.auth.failure" in actions
     assert "sip.credential.add" in actions
+    cdrs = client_get(server, "/api/cdrs", "admin")["items"]
+    (cdr,) = [c for c in cdrs if c["caller_user"] == "alice"]
+    assert (cdr["callee_user"], cdr["caller_user_agent"]) == ("bob", "sip")
+    assert cdr["answer_at"] is not None and cdr["reason"] == "hangup"
+    assert cdr["codec"] is None or "pcmu" in cdr["codec"].lower()
+
+
+def client_get(server: WebServer, path: str, who: str) -> Any:
+    with server.client() as client:
+        answer = client.get(path, headers={"Authorization": f"Bearer {server.token(who)}"})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def call_phone_to_cli(
+    server: WebServer, port: int, user: str, password: str, tmp_path: Path
+) -> None:
+    recording = tmp_path / "bob.wav"
+    env = clean_env(
+        CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
+        CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
+    )  # fmt: skip
+    bob = subprocess.Popen(
+        [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    phone = SipClient(("127.0.0.1", port))
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert bob.stdout is not None
+        assert json.loads(bob.stdout.readline())["event"] == "ready"
+        rtp.bind(("127.0.0.1", 0))
+        rtp.setblocking(False)
+        sdp = (
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        ).encode()
+        aor, bob_uri = "sip:alice@callgate", f"sip:bob@127.0.0.1:{port}"
+        contact = f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>"
+        sdp_type = "Content-Type: application/sdp"
+        first = phone.exchange(
+            phone.request("INVITE", aor, [contact, sdp_type], to=bob_uri, body=sdp)
+        )
+        assert first.status == 401
+        phone.send(phone.request("ACK", aor, to=bob_uri, cseq=phone.cseq))
+        auth = authorization(challenge_for(first, "SHA-256"), user, password, "INVITE", bob_uri)
+        invite = phone.request("INVITE", aor, [auth, contact, sdp_type], to=bob_uri, body=sdp)
+        phone.send(invite)
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            reply = phone.receive()
+            statuses.append(reply.status)
+        assert statuses[0] == 100 and 180 in statuses and statuses[-1] == 200, statuses
+        offer = reply.body.decode()
+        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", offer)
+        assert media is not None and "c=IN IP4 127.0.0.1" in offer, offer
+        to_header = reply.headers.get("to")
+        ack = phone.request("ACK", aor, to=bob_uri, cseq=phone.cseq).replace(
+            f"To: <{bob_uri}>".encode(), f"To: {to_header}".encode()
+        )
+        phone.send(ack)
+        # 440 Hz to bob for 3 s, while bob's 880 Hz comes back
+        target = ("127.0.0.1", int(media.group(1)))
+        heard = bytearray()
+        for n in range(150):
+            packet = RtpPacket(PCMU, n == 0, n, n * 160, 0x5150, tone_ulaw(440.0, n * 160))
+            rtp.sendto(build_rtp(packet), target)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    heard += parse_rtp(rtp.recv(2048)).payload
+            time.sleep(0.02)
+        assert len(heard) > 8000, len(heard)  # more than a second of bob
+        assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
+        bye = phone.request("BYE", aor, to=bob_uri).replace(
+            f"To: <{bob_uri}>".encode(), f"To: {to_header}".encode()
+        )
+        assert phone.exchange(bye).status == 200
+        out, errors = bob.communicate(timeout=30)
+        assert bob.returncode == 0, errors
+        events = [json.loads(line) for line in out.splitlines() if line.strip()]
+        assert events[-1]["event"] == "ended" and events[-1]["reason"] == "hangup"
+        assert abs(dominant_frequency(recording) - 440.0) < 5.0
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+            bob.communicate()
+        phone.close()
+        rtp.close()

@@ -449,7 +449,7 @@ async def run_serve(settings: Settings) -> None:
                 recordings=recordings,
             )
             await calls.hub.start()
-            sip = await start_sip(settings, store)
+            sip = await start_sip(settings, store, calls)
             heartbeat = CallHeartbeat(
                 store.engine, lambda: [call.call_id for call in calls.hub.engine.live_calls()]
             )

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+from callgate.clock import SystemClock
 from callgate.config import Settings
 from callgate.records.audit import AuditLog
+from callgate.runtime.calling import Signaling
+from callgate.runtime.sip_calls import SipCalls
 from callgate.sip.credentials import CredentialStore
 from callgate.sip.edge import SipEdge
 from callgate.storage.db import Store
 
 
-async def start_sip(settings: Settings, store: Store) -> SipEdge | None:
-    """The edge listening on UDP and TCP at each `sip.listen` address, or None when unset."""
+async def start_sip(
+    settings: Settings, store: Store, calls: Signaling | None = None
+) -> SipEdge | None:
+    """The edge listening on UDP and TCP at each `sip.listen` address, or None when unset;
+    with `calls`, phones' INVITEs reach callgate users (sip_calls.py)."""
     if not settings.sip.listen:
         return None
     credentials = CredentialStore(store, settings.sip_realm())
     edge = SipEdge(credentials, AuditLog(store), algorithms=settings.sip.algorithms)
+    if calls is not None:
+        ice, clock = calls.ice, SystemClock()
+        handler = SipCalls(
+            calls.hub,
+            calls.user_exists,
+            lambda user: ice.ice_servers(user, clock.wall()),
+            settings.sip.media_ip,
+        )
+        edge.take_calls(handler)
     try:
         await edge.start(udp=settings.sip.listen, tcp=settings.sip.listen)
     except OSError:

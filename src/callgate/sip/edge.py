@@ -17,16 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from callgate.accounts.throttle import LoginThrottle, ThrottleRule
 from callgate.clock import Clock, SystemClock
 from callgate.records.audit import AuditLog
 from callgate.sip.credentials import Credential, CredentialStore
 from callgate.sip.digest import DigestAuth, Verdict, parse_authorization
-from callgate.sip.message import SipMessage, SipParseError, SipRequest, SipResponse
+from callgate.sip.invite import T1, T2, TIMEOUT, InboundCall
+from callgate.sip.message import SipMessage, SipParseError, SipRequest, SipResponse, serialize
 from callgate.sip.registrar import Binding, Registrar
-from callgate.sip.responses import ALLOW, encode, response
+from callgate.sip.responses import ALLOW, ALLOW_CALLS, encode, response
 from callgate.sip.transport import Counters, Peer, TcpTransport, UdpTransport
 from callgate.sip.via import parse_via, response_target, stamp_received
 from callgate.types import Address
@@ -38,7 +39,15 @@ MAX_TRANSACTIONS = 20_000
 SWEEP_INTERVAL = 15.0
 DEVICE_RULE = ThrottleRule(free=5, base_s=2.0, max_delay_s=300.0)
 ADDRESS_RULE = ThrottleRule(free=30, base_s=2.0, max_delay_s=300.0)
+MAX_CALLS = 500  # INVITE dialogs at once
+CALL_SETUP_LIMIT = 180.0  # seconds an INVITE may wait for its final response
 Handler = Callable[[SipRequest, Peer], Awaitable[SipResponse | None]]
+
+
+class CallHandler(Protocol):
+    """What the edge hands an authenticated INVITE to (runtime/sip_calls.py)."""
+
+    async def invite(self, call: InboundCall) -> None: ...
 
 
 class SipEdge:
@@ -66,6 +75,18 @@ class SipEdge:
             "REGISTER": self._register,
             "OPTIONS": self._options,
         }
+        self.calls: dict[str, InboundCall] = {}  # by Call-ID
+        self._clients: dict[str, asyncio.Future[SipResponse]] = {}  # our requests, by branch
+        self.call_handler: CallHandler | None = None
+
+    def take_calls(self, handler: CallHandler) -> None:
+        """Answer INVITEs (and their ACK, BYE, CANCEL) by handing them to `handler`."""
+        self.call_handler = handler
+        self.handlers.update({"INVITE": self._invite, "BYE": self._bye, "CANCEL": self._cancel})
+
+    @property
+    def allow(self) -> str:
+        return ALLOW_CALLS if self.call_handler is not None else ALLOW
 
     # -- life ------------------------------------------------------------------------------------
 
@@ -111,7 +132,8 @@ class SipEdge:
 
     def dispatch(self, message: SipMessage, peer: Peer) -> None:
         if isinstance(message, SipResponse):
-            return  # no client transactions yet: stray responses are dropped (§18.1.2)
+            self._client_response(message)
+            return
         try:
             via = stamp_received(message.headers, peer.address)
         except SipParseError as exc:
@@ -134,10 +156,11 @@ class SipEdge:
         handler = self.handlers.get(request.method)
         try:
             if request.method == "ACK":
-                return  # ACKs of our non-2xx finals end there (§17.2.1)
+                self._ack(request)  # an ACK of our non-2xx final ends there (§17.2.1)
+                return
             if handler is None:
                 reply: SipResponse | None = response(
-                    request, 405, "Method Not Allowed", [("Allow", ALLOW)]
+                    request, 405, "Method Not Allowed", [("Allow", self.allow)]
                 )
             else:
                 reply = await handler(request, peer)
@@ -214,7 +237,7 @@ class SipEdge:
     # -- methods ---------------------------------------------------------------------------------
 
     async def _options(self, request: SipRequest, peer: Peer) -> SipResponse:
-        return response(request, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
+        return response(request, 200, "OK", [("Allow", self.allow), ("Accept", "application/sdp")])
 
     async def _register(self, request: SipRequest, peer: Peer) -> SipResponse:
         credential, refusal = await self.authenticate(request, peer)
@@ -227,6 +250,106 @@ class SipEdge:
         for binding in outcome.removed:
             await self._audit_binding("sip.unregister", binding)
         return response(request, outcome.status, outcome.reason, outcome.headers)
+
+    # -- calls (RFC 3261 §13, §15) ---------------------------------------------------------------
+
+    async def _invite(self, request: SipRequest, peer: Peer) -> SipResponse | None:
+        credential, refusal = await self.authenticate(request, peer)
+        if refusal is not None or credential is None:
+            assert refusal is not None
+            return refusal
+        call_id = request.headers.get("call-id") or ""
+        if call_id in self.calls:
+            return response(request, 491, "Request Pending")  # no re-INVITEs (yet)
+        if len(self.calls) >= MAX_CALLS or self.call_handler is None:
+            return _busy(request)
+
+        def send(reply: SipResponse) -> None:
+            self._send(peer, request, encode(reply))
+
+        call = InboundCall(request, peer, credential, send, self.send_request)
+        self.calls[call_id] = call
+        call.trying()
+        self._spawn(self._run_call(call))
+        try:
+            return await asyncio.wait_for(asyncio.shield(call.final), CALL_SETUP_LIMIT)
+        except TimeoutError:
+            call.reject(408, "Request Timeout")
+            return await call.final
+
+    async def _run_call(self, call: InboundCall) -> None:
+        assert self.call_handler is not None
+        try:
+            await self.call_handler.invite(call)
+        except Exception:
+            log.exception("sip call %s failed", call.call_id)
+            call.reject(500, "Server Internal Error")
+        finally:
+            call.close()
+            self.calls.pop(call.call_id, None)
+
+    def _dialog(self, request: SipRequest) -> InboundCall | None:
+        call = self.calls.get(request.headers.get("call-id") or "")
+        if call is None:
+            return None
+        ours = f"tag={call.to_tag}"
+        theirs = request.headers.get("from") or ""
+        if request.method != "CANCEL" and ours not in (request.headers.get("to") or ""):
+            return None
+        return call if theirs == call.request.headers.get("from") else None
+
+    def _ack(self, request: SipRequest) -> None:
+        call = self._dialog(request)
+        if call is not None:
+            call.acked.set()
+
+    async def _bye(self, request: SipRequest, peer: Peer) -> SipResponse:
+        call = self._dialog(request)
+        if call is None or not call.answered:
+            return response(request, 481, "Call/Transaction Does Not Exist")
+        call.phone_ended("bye")
+        return response(request, 200, "OK")
+
+    async def _cancel(self, request: SipRequest, peer: Peer) -> SipResponse:
+        call = self._dialog(request)
+        if call is None or call.final.done():
+            return response(request, 481, "Call/Transaction Does Not Exist")
+        call.phone_ended("cancel")
+        call.reject(487, "Request Terminated")  # the INVITE's final (§9.2)
+        return response(request, 200, "OK")
+
+    async def send_request(self, request: SipRequest, peer: Peer) -> SipResponse | None:
+        """A request of ours to a phone over its flow (a non-INVITE client transaction,
+        §17.1.2): retransmitted over UDP until a final response; None after 64·T1."""
+        branch = parse_via(request.headers.all("via")[0]).branch or ""
+        future: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
+        self._clients[branch] = future
+        data = serialize(request)
+        interval, waited = T1, 0.0
+        try:
+            while waited < TIMEOUT:
+                peer.send(data, peer.address)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(future), interval)
+                except TimeoutError:
+                    waited += interval
+                    # over a stream transport nothing is resent: wait out the timeout
+                    interval = min(interval * 2, T2) if peer.transport == "UDP" else TIMEOUT
+            return None
+        finally:
+            self._clients.pop(branch, None)
+
+    def _client_response(self, message: SipResponse) -> None:
+        vias = message.headers.all("via")
+        if not vias or message.status < 200:
+            return
+        try:
+            branch = parse_via(vias[0]).branch or ""
+        except SipParseError:
+            return
+        future = self._clients.get(branch)
+        if future is not None and not future.done():
+            future.set_result(message)
 
     # -- audit -----------------------------------------------------------------------------------
 

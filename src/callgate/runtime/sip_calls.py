@@ -1,0 +1,222 @@
+"""A registered SIP phone calls a callgate user: the SIP edge meets the signaling hub
+(docs/sip.md, "Calls from phones").
+
+For each authenticated INVITE the phone becomes, for the length of the call, one more signaling
+device of its user, so the call goes through everything a browser's call goes through: the
+callee must exist, the policy decides (a `recording_required` call is anchored and recorded, or
+ends — fail closed), the CDR row is written before anyone rings, and the hub's timers apply.
+
+Media: a `Bridge` with a WebRTC leg negotiated to the phone's G.711 codec (relay-only through our
+TURN, with the calling user's TURN REST credentials, so call-bound relaying admits it) and a plain
+RTP leg towards the phone. The WebRTC leg's offer is the device's `call.invite` SDP; the callee's
+answer (or, for a recorded call, the recording anchor's) completes it. Payloads are forwarded,
+never transcoded.
+
+Signaling outcomes become SIP responses: ringing → 180; answered → 200 OK with our SDP; denied
+→ 403; ended before an answer → 404 (unknown user), 480 (nobody online, no answer), 486
+(rejected, busy), 503 (recording unavailable, errors); after the answer the hub's end becomes our
+BYE, and the phone's BYE or CANCEL becomes `call.hangup`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from callgate.media.anchor import AnchorError, AnchorLeg, Bridge
+from callgate.media.rtp_leg import RtpLeg
+from callgate.signaling import messages as m
+from callgate.signaling.hub import Device, SignalingHub
+from callgate.sip.invite import InboundCall
+from callgate.sip.sdp import SdpError, audio_sdp, parse_audio
+from callgate.sip.uri import parse_name_addr, parse_sip_uri
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL = 2.0  # the phone's device reports packet counts, as clients do
+IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
+# call.ended reasons (signaling/reasons.py) → SIP final responses before an answer
+ENDED = {
+    "unknown-user": (404, "Not Found"),
+    "callee-offline": (480, "Temporarily Unavailable"),
+    "no-answer": (480, "Temporarily Unavailable"),
+    "rejected": (486, "Busy Here"),
+    "busy": (486, "Busy Here"),
+    "denied": (403, "Forbidden"),
+    "recording-unavailable": (503, "Service Unavailable (recording unavailable)"),
+    "recording-failed": (503, "Service Unavailable (recording failed)"),
+}
+
+
+class SipCalls:
+    """The edge's call handler (`SipEdge.take_calls`)."""
+
+    def __init__(
+        self,
+        hub: SignalingHub,
+        user_exists: Callable[[str], bool],
+        ice_servers: IceServersFor,
+        media_ip: str | None = None,
+    ) -> None:
+        self._hub = hub
+        self._user_exists = user_exists
+        self._ice_servers = ice_servers
+        self._media_ip = media_ip
+        self._ids = itertools.count(1)
+
+    async def invite(self, call: InboundCall) -> None:
+        # validate: who is called, and can we take the phone's media
+        try:
+            uri = parse_sip_uri(call.request.uri)
+            to = parse_sip_uri(parse_name_addr(call.request.headers.get("to") or "").uri)
+        except ValueError:
+            call.reject(400, "Bad Request-URI")
+            return
+        callee = (uri.user or to.user or "").lower()
+        if not callee:
+            call.reject(404, "Not Found")
+            return
+        try:
+            offer = parse_audio(call.request.body)
+            codec = offer.choose()
+        except SdpError as exc:
+            call.reject(488, f"Not Acceptable Here ({exc})")
+            return
+        media_ip = self._media_ip or call.peer.local[0]
+        # act: the media legs, then the phone as a device of its user
+        handle = call.credential.handle
+        bridge = Bridge(lambda: self._ice_servers(handle))
+        rtp = RtpLeg("phone", bridge.forward, codec)
+        device: Device | None = None
+        try:
+            web = bridge.leg("web", codec=codec)
+            local = await rtp.open(media_ip)
+            rtp.set_remote((offer.address, offer.port), also_from=[call.peer.address[0]])
+            bridge.attach(rtp)
+            web_offer = await web.offer()
+            device, effects = await self._hub.connect(
+                handle, handle, True, address=call.peer.address[0], user_agent="sip"
+            )
+            await self._hub.apply(effects)
+            try:
+                invite = m.Invite(type="call.invite", id=self._id(), to=callee, sdp=web_offer)
+            except ValueError:  # not a handle (numbers go to trunks, which are not here yet)
+                call.reject(404, "Not Found")
+                return
+            await self._hub.receive(device, invite, self._user_exists)
+            answer = audio_sdp(local[0], local[1], codec)
+            contact = f"sip:{handle}@{call.peer.local[0]}:{call.peer.local[1]}"
+            await self._follow(call, device, web, rtp, answer, contact)
+        except AnchorError as exc:
+            log.warning("sip call %s: %s", call.call_id, exc)
+            call.reject(503, "Service Unavailable (media)")
+        finally:
+            if device is not None:
+                await self._hub.disconnect(device)
+                device.queue.put_nowait(None)
+            await bridge.close()
+
+    async def _follow(
+        self,
+        call: InboundCall,
+        device: Device,
+        web: AnchorLeg,
+        rtp: RtpLeg,
+        answer: bytes,
+        contact: str,
+    ) -> None:
+        """Carry the hub's messages to the phone and the phone's hang-up to the hub."""
+        call_id: str | None = None
+        answered = False
+        stats: asyncio.Task[None] | None = None
+        phone_gone = asyncio.create_task(call.ended.wait())
+        try:
+            while True:
+                reading = asyncio.create_task(device.queue.get())
+                done, _ = await asyncio.wait(
+                    {reading, phone_gone}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if phone_gone in done:
+                    reading.cancel()
+                    if call_id is not None:
+                        hangup = m.Hangup(type="call.hangup", id=self._id(), call_id=call_id)
+                        await self._hub.receive(device, hangup, self._user_exists)
+                    return
+                message = reading.result()
+                if message is None:  # the hub let go of the device
+                    call.reject(503, "Service Unavailable")
+                    await call.hang_up()
+                    return
+                kind = message.get("type")
+                if kind == "ack" and message.get("call_id"):
+                    call_id = str(message["call_id"])
+                elif kind == "error":
+                    call.reject(*_error_status(str(message.get("code"))))
+                    return
+                elif kind == "call.ringing":
+                    call.ringing()
+                elif kind == "call.candidate":
+                    await web.add_candidate(message.get("candidate") or {})
+                elif kind in ("call.answered", "call.recording") and message.get("sdp"):
+                    # the callee's answer, or the recording anchor's (it answers first)
+                    if not web.pc.remoteDescription:
+                        await web.accept_answer(str(message["sdp"]))
+                    if kind == "call.answered" and not answered:
+                        answered = True
+                        call.accept(answer, contact)
+                        stats = asyncio.create_task(self._report(device, call_id, web, rtp))
+                elif kind == "call.answered" and not answered:
+                    answered = True  # recorded call: the SDP came with call.recording
+                    call.accept(answer, contact)
+                    stats = asyncio.create_task(self._report(device, call_id, web, rtp))
+                elif kind in ("call.ended", "call.denied"):
+                    reason = str(message.get("reason") or "")
+                    if kind == "call.denied":
+                        reason = "denied"
+                    call.reject(*ENDED.get(reason, (480, "Temporarily Unavailable")))
+                    await call.hang_up()
+                    return
+        finally:
+            phone_gone.cancel()
+            if stats is not None:
+                stats.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stats
+
+    async def _report(
+        self, device: Device, call_id: str | None, web: AnchorLeg, rtp: RtpLeg
+    ) -> None:
+        """Media state and packet counts for the phone's side, as a client would send them."""
+        if call_id is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(web.connected.wait(), 30)
+        media = m.Media(type="call.media", id=self._id(), call_id=call_id, state="connected")
+        await self._hub.receive(device, media, self._user_exists)
+        while True:
+            streams = [
+                m.StreamStats(
+                    kind="audio", direction="inbound", packets=web.received, packets_lost=0
+                ),
+                m.StreamStats(
+                    kind="audio", direction="outbound", packets=rtp.received, packets_lost=0
+                ),
+            ]
+            report = m.Stats(type="call.stats", id=self._id(), call_id=call_id, streams=streams)
+            await self._hub.receive(device, report, self._user_exists)
+            await asyncio.sleep(STATS_INTERVAL)
+
+    def _id(self) -> str:
+        return f"sip-{next(self._ids)}"
+
+
+def _error_status(code: str) -> tuple[int, str]:
+    if code == m.RATE_LIMITED:
+        return 503, "Service Unavailable (too many call attempts)"
+    if code == m.BAD_REQUEST:
+        return 400, "Bad Request"
+    return 500, "Server Internal Error"
