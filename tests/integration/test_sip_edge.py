@@ -22,7 +22,7 @@ import pytest
 
 from callgate.client.audio import dominant_frequency
 from callgate.media.rtp_leg import PCMU, RtpPacket, build_rtp, parse_rtp
-from callgate.sip.message import MAX_MESSAGE
+from callgate.sip.message import MAX_MESSAGE, SipResponse
 from callgate.sip.via import parse_via
 from tests.cli_process import COMMAND, clean_env
 from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
@@ -161,10 +161,14 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert "sip.auth.replay" in actions and "sip.auth.failure" in actions
     assert "sip.credential.add" in actions
     cdrs = client_get(server, "/api/cdrs", "admin")["items"]
-    (cdr,) = [c for c in cdrs if c["caller_user"] == "alice"]
-    assert (cdr["callee_user"], cdr["caller_user_agent"]) == ("bob", "sip")
-    assert cdr["answer_at"] is not None and cdr["reason"] == "hangup"
-    assert cdr["codec"] is None or "pcmu" in cdr["codec"].lower()
+    refused, talked = sorted((c for c in cdrs if c["caller_user"] == "alice"), key=by_invite)[::-1]
+    assert (talked["callee_user"], talked["caller_user_agent"]) == ("bob", "sip")
+    assert talked["answer_at"] is not None and talked["reason"] == "hangup"
+    assert refused["answer_at"] is None and refused["reason"] == "recording-unavailable"
+
+
+def by_invite(cdr: dict[str, Any]) -> str:
+    return str(cdr["invite_at"])
 
 
 def client_get(server: WebServer, path: str, who: str) -> Any:
@@ -174,53 +178,75 @@ def client_get(server: WebServer, path: str, who: str) -> Any:
     return answer.json()
 
 
+def sip_invite(
+    port: int, user: str, password: str, rtp_port: int
+) -> tuple[SipClient, list[int], SipResponse]:
+    """alice's phone INVITEs bob, answers the digest challenge, and reads responses up to the
+    final one."""
+    phone = SipClient(("127.0.0.1", port))
+    sdp = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {rtp_port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+    ).encode()
+    aor, bob_uri = "sip:alice@callgate", f"sip:bob@127.0.0.1:{port}"
+    headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>", "Content-Type: application/sdp"]
+    first = phone.exchange(phone.request("INVITE", aor, headers, to=bob_uri, body=sdp))
+    assert first.status == 401
+    phone.send(phone.request("ACK", aor, to=bob_uri, cseq=phone.cseq))
+    auth = authorization(challenge_for(first, "SHA-256"), user, password, "INVITE", bob_uri)
+    phone.send(phone.request("INVITE", aor, [auth, *headers], to=bob_uri, body=sdp))
+    statuses: list[int] = []
+    while not statuses or statuses[-1] < 200:
+        reply = phone.receive()
+        statuses.append(reply.status)
+    return phone, statuses, reply
+
+
+def in_dialog(phone: SipClient, method: str, final: SipResponse, port: int) -> bytes:
+    """ACK or BYE in the dialog `final` (the 200 OK) set up: its To carries our peer's tag."""
+    bob_uri = f"sip:bob@127.0.0.1:{port}"
+    cseq = phone.cseq if method == "ACK" else None
+    request = phone.request(method, "sip:alice@callgate", to=bob_uri, cseq=cseq)
+    return request.replace(f"To: <{bob_uri}>".encode(), f"To: {final.headers.get('to')}".encode())
+
+
+def read_events(bob: subprocess.Popen[str], until: str) -> list[dict[str, Any]]:
+    assert bob.stdout is not None
+    events: list[dict[str, Any]] = []
+    while not events or events[-1]["event"] != until:
+        line = bob.stdout.readline()
+        assert line, f"bob's CLI ended early: {events}"
+        events.append(json.loads(line))
+    return events
+
+
 def call_phone_to_cli(
     server: WebServer, port: int, user: str, password: str, tmp_path: Path
 ) -> None:
+    """A call from the phone, answered by bob's CLI softphone; then, once a policy rule says
+    alice's calls to bob must be recorded, a second call is refused, fail-closed (503): the
+    recording holds Opus only, so the recorder cannot take a G.711 call, and bob never rings."""
     recording = tmp_path / "bob.wav"
     env = clean_env(
         CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
         CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
     )  # fmt: skip
     bob = subprocess.Popen(
-        [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--json"],
+        [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--json",
+         "--count", "2"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    phone = SipClient(("127.0.0.1", port))
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        assert bob.stdout is not None
-        assert json.loads(bob.stdout.readline())["event"] == "ready"
+        assert read_events(bob, "ready")
         rtp.bind(("127.0.0.1", 0))
         rtp.setblocking(False)
-        sdp = (
-            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
-        ).encode()
-        aor, bob_uri = "sip:alice@callgate", f"sip:bob@127.0.0.1:{port}"
-        contact = f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>"
-        sdp_type = "Content-Type: application/sdp"
-        first = phone.exchange(
-            phone.request("INVITE", aor, [contact, sdp_type], to=bob_uri, body=sdp)
-        )
-        assert first.status == 401
-        phone.send(phone.request("ACK", aor, to=bob_uri, cseq=phone.cseq))
-        auth = authorization(challenge_for(first, "SHA-256"), user, password, "INVITE", bob_uri)
-        invite = phone.request("INVITE", aor, [auth, contact, sdp_type], to=bob_uri, body=sdp)
-        phone.send(invite)
-        statuses = []
-        while not statuses or statuses[-1] < 200:
-            reply = phone.receive()
-            statuses.append(reply.status)
+        phone, statuses, ok = sip_invite(port, user, password, rtp.getsockname()[1])
         assert statuses[0] == 100 and 180 in statuses and statuses[-1] == 200, statuses
-        offer = reply.body.decode()
+        offer = ok.body.decode()
         media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", offer)
         assert media is not None and "c=IN IP4 127.0.0.1" in offer, offer
-        to_header = reply.headers.get("to")
-        ack = phone.request("ACK", aor, to=bob_uri, cseq=phone.cseq).replace(
-            f"To: <{bob_uri}>".encode(), f"To: {to_header}".encode()
-        )
-        phone.send(ack)
+        phone.send(in_dialog(phone, "ACK", ok, port))
         # 440 Hz to bob for 3 s, while bob's 880 Hz comes back
         target = ("127.0.0.1", int(media.group(1)))
         heard = bytearray()
@@ -233,18 +259,23 @@ def call_phone_to_cli(
             time.sleep(0.02)
         assert len(heard) > 8000, len(heard)  # more than a second of bob
         assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
-        bye = phone.request("BYE", aor, to=bob_uri).replace(
-            f"To: <{bob_uri}>".encode(), f"To: {to_header}".encode()
-        )
-        assert phone.exchange(bye).status == 200
-        out, errors = bob.communicate(timeout=30)
-        assert bob.returncode == 0, errors
-        events = [json.loads(line) for line in out.splitlines() if line.strip()]
-        assert events[-1]["event"] == "ended" and events[-1]["reason"] == "hangup"
+        assert phone.exchange(in_dialog(phone, "BYE", ok, port)).status == 200
+        phone.close()
+        events = read_events(bob, "ended")
+        assert events[-1]["reason"] == "hangup", events
         assert abs(dominant_frequency(recording) - 440.0) < 5.0
+
+        rule = callgate("policy", "add", "record-alice", "allow", "--from-user", "alice",
+                        "--to-user", "bob", "--recording-required", "--position", "1",
+                        "--data-dir", str(server.root / "data"), cwd=tmp_path)  # fmt: skip
+        assert rule.returncode == 0, rule.stderr
+        time.sleep(1.5)  # a running server sees policy changes within a second
+        phone, statuses, refused = sip_invite(port, user, password, rtp.getsockname()[1])
+        assert refused.status == 503 and "recording" in refused.reason, refused.reason
+        phone.close()
     finally:
         if bob.poll() is None:
             bob.kill()
-            bob.communicate()
-        phone.close()
+        out, _ = bob.communicate()
         rtp.close()
+    assert "incoming" not in [json.loads(line)["event"] for line in out.splitlines() if line]
