@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -87,6 +88,10 @@ class SipCalls:
             call.reject(488, f"Not Acceptable Here ({exc})")
             return
         media_ip = self._media_ip or call.peer.local[0]
+        if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
+            log.warning("sip: set sip.media_ip (listening on %s, SDP needs an IPv4)", media_ip)
+            call.reject(503, "Service Unavailable (no media address)")
+            return
         # act: the media legs, then the phone as a device of its user
         handle = call.credential.handle
         bridge = Bridge(lambda: self._ice_servers(handle))
