@@ -140,7 +140,8 @@ class DigestAuth:
             for name in self.algorithms
         ]
 
-    def _nonce_fresh(self, nonce: str, now: float) -> bool:
+    def nonce_fresh(self, nonce: str, now: float) -> bool:
+        """We issued `nonce`, it is in the table and not older than the TTL."""
         stamp, _, rest = nonce.partition(".")
         salt, _, mac = rest.partition(".")
         try:
@@ -164,7 +165,7 @@ class DigestAuth:
             return Verdict.BAD
         if creds.qop != "auth" or creds.nc is None or creds.cnonce is None:
             return Verdict.BAD  # we offer only qop=auth: its nonce-count stops replays
-        if not self._nonce_fresh(creds.nonce, now):
+        if not self.nonce_fresh(creds.nonce, now):
             return Verdict.STALE
         try:
             count = int(creds.nc, 16)

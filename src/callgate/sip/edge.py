@@ -26,6 +26,7 @@ from callgate.sip.credentials import Credential, CredentialStore
 from callgate.sip.digest import DigestAuth, Verdict, parse_authorization
 from callgate.sip.invite import T1, T2, TIMEOUT, InboundCall
 from callgate.sip.message import SipMessage, SipParseError, SipRequest, SipResponse, serialize
+from callgate.sip.outbound import OutboundCall
 from callgate.sip.registrar import Binding, Registrar
 from callgate.sip.responses import ALLOW, ALLOW_CALLS, encode, response
 from callgate.sip.transport import Counters, Peer, TcpTransport, UdpTransport
@@ -75,9 +76,11 @@ class SipEdge:
             "REGISTER": self._register,
             "OPTIONS": self._options,
         }
-        self.calls: dict[str, InboundCall] = {}  # by Call-ID
-        self._clients: dict[str, asyncio.Future[SipResponse]] = {}  # our requests, by branch
+        self.calls: dict[str, InboundCall | OutboundCall] = {}  # by Call-ID
+        self._clients: dict[str, Callable[[SipResponse], None]] = {}  # our requests, by branch
         self.call_handler: CallHandler | None = None
+        # (device username, its user's handle, whether it has bindings now): when that changes
+        self.on_device: Callable[[str, str, bool], None] | None = None
 
     def take_calls(self, handler: CallHandler) -> None:
         """Answer INVITEs (and their ACK, BYE, CANCEL) by handing them to `handler`."""
@@ -117,8 +120,10 @@ class SipEdge:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = self._clock.monotonic()
-            for binding in self.registrar.expire(now):
+            expired = self.registrar.expire(now)
+            for binding in expired:
                 await self._audit_binding("sip.register.expired", binding)
+            self._devices_changed(expired)
             self._transactions = {
                 k: v for k, v in self._transactions.items() if v[0] > now or v[1] is None
             }
@@ -204,6 +209,13 @@ class SipEdge:
         if creds is None:
             return None, response(request, 400, "Malformed Authorization")
         address = peer.address[0]
+        credential = await asyncio.to_thread(self.credentials.get, creds.username)
+        if not self.digest.nonce_fresh(creds.nonce, now):
+            # old or forgotten nonce: a fresh challenge (RFC 7616 §3.3), neither charged nor
+            # clearing anything — whatever the password, so it cannot reset a failure count
+            return None, self._challenge(request, now, stale=True)
+        # Charged, checked and given back with no await in between: parallel attempts of one
+        # busy device (or of many phones behind one NAT) never see each other's charge.
         refusal = self._throttle.admit(creds.username, address)
         if refusal is not None:
             if refusal.first:
@@ -214,13 +226,9 @@ class SipEdge:
                 "Forbidden (too many failed attempts)",
                 [("Retry-After", str(refusal.retry_after_s))],
             )
-        credential = await asyncio.to_thread(self.credentials.get, creds.username)
         usable = credential if credential is not None and credential.realm == self.realm else None
         stored = usable.ha1(creds.algorithm) if usable is not None else None
         verdict = self.digest.verify(creds, request.method, stored, now)
-        if verdict is Verdict.STALE:
-            self._throttle.succeeded(creds.username, address)  # not a failure: a new nonce
-            return None, self._challenge(request, now, stale=True)
         if verdict is not Verdict.OK or usable is None:
             action = "sip.auth.replay" if verdict is Verdict.REPLAY else "sip.auth.failure"
             await self._audit_failure(action, creds.username, address)
@@ -249,6 +257,7 @@ class SipEdge:
             await self._audit_binding("sip.register", binding)
         for binding in outcome.removed:
             await self._audit_binding("sip.unregister", binding)
+        self._devices_changed([*outcome.added, *outcome.removed])
         return response(request, outcome.status, outcome.reason, outcome.headers)
 
     # -- calls (RFC 3261 §13, §15) ---------------------------------------------------------------
@@ -288,10 +297,54 @@ class SipEdge:
             call.close()
             self.calls.pop(call.call_id, None)
 
-    def _dialog(self, request: SipRequest) -> InboundCall | None:
+    def _devices_changed(self, bindings: list[Binding]) -> None:
+        if self.on_device is None:
+            return
+        now = self._clock.monotonic()
+        for username, handle in {(b.username, b.handle) for b in bindings}:
+            present = any(b.username == username for b in self.registrar.bindings(now, handle))
+            self.on_device(username, handle, present)
+
+    def device_binding(self, username: str, handle: str) -> Binding | None:
+        """The newest binding of a device, where we send its INVITEs."""
+        found = [
+            b
+            for b in self.registrar.bindings(self._clock.monotonic(), handle)
+            if b.username == username
+        ]
+        return max(found, key=lambda b: b.expires_at) if found else None
+
+    def outbound(self, binding: Binding, caller: str) -> OutboundCall:
+        """A call from `caller` to a registered phone (outbound.py); `forget` it when done."""
+
+        def send(request: SipRequest, peer: Peer) -> None:
+            peer.send(serialize(request), peer.address)
+
+        call = OutboundCall(
+            binding, caller, self.realm, self._register_client, send, self.send_request
+        )
+        self.calls[call.call_id] = call
+        return call
+
+    def forget(self, call_id: str) -> None:
+        self.calls.pop(call_id, None)
+
+    def _register_client(
+        self, branch: str, callback: Callable[[SipResponse], None]
+    ) -> Callable[[], None]:
+        self._clients[branch] = callback
+
+        def forget() -> None:
+            self._clients.pop(branch, None)
+
+        return forget
+
+    def _dialog(self, request: SipRequest) -> InboundCall | OutboundCall | None:
         call = self.calls.get(request.headers.get("call-id") or "")
         if call is None:
             return None
+        if isinstance(call, OutboundCall):
+            return call if call.matches(request) else None
         ours = f"tag={call.to_tag}"
         theirs = request.headers.get("from") or ""
         if request.method != "CANCEL" and ours not in (request.headers.get("to") or ""):
@@ -300,7 +353,7 @@ class SipEdge:
 
     def _ack(self, request: SipRequest) -> None:
         call = self._dialog(request)
-        if call is not None:
+        if isinstance(call, InboundCall):
             call.acked.set()
 
     async def _bye(self, request: SipRequest, peer: Peer) -> SipResponse:
@@ -312,7 +365,7 @@ class SipEdge:
 
     async def _cancel(self, request: SipRequest, peer: Peer) -> SipResponse:
         call = self._dialog(request)
-        if call is None or call.final.done():
+        if not isinstance(call, InboundCall) or call.final.done():
             return response(request, 481, "Call/Transaction Does Not Exist")
         call.phone_ended("cancel")
         call.reject(487, "Request Terminated")  # the INVITE's final (§9.2)
@@ -323,7 +376,12 @@ class SipEdge:
         §17.1.2): retransmitted over UDP until a final response; None after 64·T1."""
         branch = parse_via(request.headers.all("via")[0]).branch or ""
         future: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
-        self._clients[branch] = future
+
+        def final(reply: SipResponse) -> None:
+            if reply.status >= 200 and not future.done():
+                future.set_result(reply)
+
+        self._clients[branch] = final
         data = serialize(request)
         interval, waited = T1, 0.0
         try:
@@ -341,15 +399,15 @@ class SipEdge:
 
     def _client_response(self, message: SipResponse) -> None:
         vias = message.headers.all("via")
-        if not vias or message.status < 200:
+        if not vias:
             return
         try:
             branch = parse_via(vias[0]).branch or ""
         except SipParseError:
             return
-        future = self._clients.get(branch)
-        if future is not None and not future.done():
-            future.set_result(message)
+        callback = self._clients.get(branch)
+        if callback is not None:
+            callback(message)
 
     # -- audit -----------------------------------------------------------------------------------
 
