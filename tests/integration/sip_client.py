@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from callgate.sip.message import SipResponse, parse_datagram, split_head
+from callgate.sip.message import SipRequest, SipResponse, parse_datagram, split_head
 
 HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 
@@ -95,6 +95,13 @@ class SipClient:
             data = head + b"\r\n\r\n" + rest
         message = parse_datagram(data)
         assert isinstance(message, SipResponse)
+        return message
+
+    def receive_request(self) -> SipRequest:
+        """A request the server sent us (UDP)."""
+        data, _ = self.sock.recvfrom(65536)
+        message = parse_datagram(data)
+        assert isinstance(message, SipRequest), message
         return message
 
     def exchange(self, data: bytes) -> SipResponse:

@@ -22,7 +22,8 @@ import pytest
 
 from callgate.client.audio import dominant_frequency
 from callgate.media.rtp_leg import PCMU, RtpPacket, build_rtp, parse_rtp
-from callgate.sip.message import MAX_MESSAGE, SipResponse
+from callgate.sip.message import MAX_MESSAGE, SipResponse, serialize
+from callgate.sip.responses import response
 from callgate.sip.via import parse_via
 from tests.cli_process import COMMAND, clean_env
 from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
@@ -147,6 +148,8 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     # alice's phone calls bob, who answers with the CLI softphone (aiortc, WebRTC): 180, 200
     # with our SDP, tones both ways through the media anchor (G.711, no transcoding), BYE
     call_phone_to_cli(server, port, user, password, tmp_path)
+    # and the other way: bob's CLI calls alice, whose registered phone rings and answers
+    call_cli_to_phone(server, port, user, password, tmp_path)
 
     # presence: alice's phones count as online for her colleagues
     with server.client() as client:
@@ -279,3 +282,75 @@ def call_phone_to_cli(
         out, _ = bob.communicate()
         rtp.close()
     assert "incoming" not in [json.loads(line)["event"] for line in out.splitlines() if line]
+
+
+def call_cli_to_phone(
+    server: WebServer, port: int, user: str, password: str, tmp_path: Path
+) -> None:
+    phone = SipClient(("127.0.0.1", port))
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.setblocking(False)
+    aor, uri = "sip:alice@callgate", f"sip:127.0.0.1:{port}"
+    contact = f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>;expires=600"
+    challenge = challenge_for(phone.exchange(phone.request("REGISTER", aor)), "SHA-256")
+    auth = authorization(challenge, user, password, "REGISTER", uri)
+    assert phone.exchange(phone.request("REGISTER", aor, [auth, contact])).status == 200
+    recording = tmp_path / "bob-calls.wav"
+    env = clean_env(
+        CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
+        CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
+    )  # fmt: skip
+    bob = subprocess.Popen(
+        [*COMMAND, "call", "alice", "--tone", "880", "--duration", "3", "--record",
+         str(recording), "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        try:
+            invite = phone.receive_request()
+        except TimeoutError:
+            bob.kill()
+            raise AssertionError(f"no INVITE; bob: {bob.communicate()}") from None
+        assert invite.method == "INVITE" and invite.uri == f"sip:alice@127.0.0.1:{phone.local[1]}"
+        assert "<sip:bob@" in (invite.headers.get("from") or "")
+        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", invite.body.decode())
+        assert media is not None, invite.body
+        tag = "phone1"
+        phone.send(serialize(response(invite, 180, "Ringing", to_tag=tag)))
+        answer = (
+            "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0\r\n"
+        ).encode()
+        extra = [("Contact", f"<sip:alice@127.0.0.1:{phone.local[1]}>"),
+                 ("Content-Type", "application/sdp")]  # fmt: skip
+        phone.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag=tag)))
+        target = ("127.0.0.1", int(media.group(1)))
+        heard, methods, n = bytearray(), [], 0
+        phone.sock.setblocking(False)
+        while "BYE" not in methods and n < 1000:  # bob hangs up after 3 s of media
+            packet = RtpPacket(PCMU, n == 0, n, n * 160, 0x7777, tone_ulaw(440.0, n * 160))
+            rtp.sendto(build_rtp(packet), target)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    heard += parse_rtp(rtp.recv(2048)).payload
+            with contextlib.suppress(BlockingIOError):
+                request = phone.receive_request()
+                methods.append(request.method)
+                if request.method == "BYE":
+                    phone.send(serialize(response(request, 200, "OK")))
+            n += 1
+            time.sleep(0.02)
+        assert methods == ["ACK", "BYE"], methods
+        assert len(heard) > 8000 and abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880) < 10
+        out, errors = bob.communicate(timeout=30)
+        assert bob.returncode == 0, errors
+        events = [json.loads(line) for line in out.splitlines() if line.strip()]
+        assert events[-1]["event"] == "ended" and events[-1]["reason"] == "hangup", events
+        assert abs(dominant_frequency(recording) - 440.0) < 5.0
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+            bob.communicate()
+        phone.close()
+        rtp.close()

@@ -29,7 +29,8 @@ async def start_sip(
             lambda user: ice.ice_servers(user, clock.wall()),
             settings.sip.media_ip,
         )
-        edge.take_calls(handler)
+        handler.serve(edge)
+        edge.closing.append(handler.close)
     try:
         await edge.start(udp=settings.sip.listen, tcp=settings.sip.listen)
     except OSError:

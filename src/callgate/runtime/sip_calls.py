@@ -32,7 +32,10 @@ from callgate.media.anchor import AnchorError, AnchorLeg, Bridge
 from callgate.media.rtp_leg import RtpLeg
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
+from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
+from callgate.sip.message import SipResponse
+from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import SdpError, audio_sdp, parse_audio
 from callgate.sip.uri import parse_name_addr, parse_sip_uri
 
@@ -68,6 +71,28 @@ class SipCalls:
         self._ice_servers = ice_servers
         self._media_ip = media_ip
         self._ids = itertools.count(1)
+        self._edge: SipEdge | None = None
+        self._phones: dict[str, asyncio.Task[None]] = {}  # device username -> its device task
+
+    def serve(self, edge: SipEdge) -> None:
+        """Take the edge's INVITEs, and make each registered phone a device that can ring."""
+        self._edge = edge
+        edge.take_calls(self)
+        edge.on_device = self.device_changed
+
+    def device_changed(self, username: str, handle: str, present: bool) -> None:
+        task = self._phones.get(username)
+        if present and task is None:
+            task = asyncio.get_running_loop().create_task(self._phone_device(username, handle))
+            self._phones[username] = task
+            task.add_done_callback(lambda _: self._phones.pop(username, None))
+        elif not present and task is not None:
+            task.cancel()
+
+    async def close(self) -> None:
+        for task in list(self._phones.values()):
+            task.cancel()
+        await asyncio.gather(*self._phones.values(), return_exceptions=True)
 
     async def invite(self, call: InboundCall) -> None:
         # validate: who is called, and can we take the phone's media
@@ -215,8 +240,135 @@ class SipCalls:
             await self._hub.receive(device, report, self._user_exists)
             await asyncio.sleep(STATS_INTERVAL)
 
+    # -- calls to phones -----------------------------------------------------------------------
+
+    async def _phone_device(self, username: str, handle: str) -> None:
+        """The registered phone as a signaling device of `handle` while it is registered."""
+        device, effects = await self._hub.connect(handle, handle, True, user_agent="sip")
+        try:
+            await self._hub.apply(effects)
+            while True:
+                message = await device.queue.get()
+                if message is None:
+                    return
+                if message.get("type") == "call.incoming":
+                    await self._ring_phone(device, username, message)
+        finally:
+            await self._hub.disconnect(device)
+
+    async def _ring_phone(self, device: Device, username: str, incoming: dict[str, Any]) -> None:
+        assert self._edge is not None
+        call_id, offer_sdp = str(incoming["call_id"]), str(incoming.get("sdp") or "")
+        caller = str((incoming.get("from") or {}).get("handle") or "")
+        binding = self._edge.device_binding(username, device.handle)
+        codec = _codec_of(offer_sdp)
+        if binding is None or codec is None:
+            why = "the phone is gone" if binding is None else "no G.711 in the offer"
+            await self._reject(device, call_id, why)
+            return
+        media_ip = self._media_ip or binding.peer.local[0]
+        bridge = Bridge(lambda: self._ice_servers(device.handle))
+        rtp = RtpLeg("phone", bridge.forward, codec)
+        call = self._edge.outbound(binding, caller)
+        try:
+            local = await rtp.open(media_ip)
+            contact = f"sip:callgate@{binding.peer.local[0]}:{binding.peer.local[1]}"
+            final = asyncio.ensure_future(
+                _final(call, audio_sdp(local[0], local[1], codec), contact)
+            )
+            while not final.done():
+                message = await _next(device, final)
+                if message is None and not final.done():
+                    message = {"type": "call.ended"}  # the hub let go of the device
+                if message is not None and message.get("type") == "call.ended":
+                    await call.cancel()  # the caller gave up, or another device answered
+                    await final
+                    return
+            reply = final.result()
+            if reply is None or not 200 <= reply.status < 300:
+                await self._reject(
+                    device, call_id, f"phone: {reply.status if reply else 'timeout'}"
+                )
+                return
+            try:
+                answer = parse_audio(reply.body)
+            except SdpError as exc:
+                await call.hang_up()
+                await self._reject(device, call_id, str(exc))
+                return
+            rtp.set_remote((answer.address, answer.port), also_from=[binding.peer.address[0]])
+            web = bridge.leg("web", codec=codec)
+            bridge.attach(rtp)
+            sdp = await web.answer(offer_sdp)
+            answered = m.Answer(type="call.answer", id=self._id(), call_id=call_id, sdp=sdp)
+            await self._hub.receive(device, answered, self._user_exists)
+            stats = asyncio.create_task(self._report(device, call_id, web, rtp))
+            try:
+                await self._talk(device, call, web, call_id)
+            finally:
+                stats.cancel()
+        except AnchorError as exc:
+            log.warning("sip call %s to %s: %s", call_id, username, exc)
+            await call.hang_up()
+            await self._reject(device, call_id, "media")
+        finally:
+            self._edge.forget(call.call_id)
+            await bridge.close()
+
+    async def _talk(self, device: Device, call: OutboundCall, web: AnchorLeg, call_id: str) -> None:
+        phone_gone = asyncio.ensure_future(call.ended.wait())
+        try:
+            while True:
+                message = await _next(device, phone_gone)
+                if message is None:
+                    if phone_gone.done():
+                        hangup = m.Hangup(type="call.hangup", id=self._id(), call_id=call_id)
+                        await self._hub.receive(device, hangup, self._user_exists)
+                    else:
+                        await call.hang_up()
+                    return
+                kind = message.get("type")
+                if kind == "call.candidate":
+                    await web.add_candidate(message.get("candidate") or {})
+                elif kind == "call.ended":
+                    await call.hang_up()
+                    return
+        finally:
+            phone_gone.cancel()
+
+    async def _reject(self, device: Device, call_id: str, why: str) -> None:
+        reject = m.Reject(type="call.reject", id=self._id(), call_id=call_id, reason=why[:200])
+        await self._hub.receive(device, reject, self._user_exists)
+
     def _id(self) -> str:
         return f"sip-{next(self._ids)}"
+
+
+async def _next(device: Device, other: asyncio.Future[Any]) -> dict[str, Any] | None:
+    """The device's next message, or None when `other` finished first (or the hub let go)."""
+    reading = asyncio.ensure_future(device.queue.get())
+    done, _ = await asyncio.wait({reading, other}, return_when=asyncio.FIRST_COMPLETED)
+    if reading in done:
+        return reading.result()
+    reading.cancel()
+    return None
+
+
+async def _final(call: OutboundCall, sdp: bytes, contact: str) -> SipResponse | None:
+    """The phone's final response to our INVITE (None: it never answered, Timer B)."""
+    final: SipResponse | None = None
+    async for reply in call.invite(sdp, contact):
+        if reply.status >= 200:
+            final = reply
+    return final
+
+
+def _codec_of(offer_sdp: str) -> str | None:
+    upper = offer_sdp.upper()
+    for codec in ("PCMU", "PCMA"):
+        if f" {codec}/8000" in upper:
+            return codec.lower()
+    return None
 
 
 def _error_status(code: str) -> tuple[int, str]:

@@ -81,6 +81,7 @@ class SipEdge:
         self.call_handler: CallHandler | None = None
         # (device username, its user's handle, whether it has bindings now): when that changes
         self.on_device: Callable[[str, str, bool], None] | None = None
+        self.closing: list[Callable[[], Awaitable[None]]] = []  # run first by close()
 
     def take_calls(self, handler: CallHandler) -> None:
         """Answer INVITEs (and their ACK, BYE, CANCEL) by handing them to `handler`."""
@@ -108,6 +109,8 @@ class SipEdge:
         self._spawn(self._sweep())
 
     async def close(self) -> None:
+        for hook in self.closing:
+            await hook()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -306,13 +309,13 @@ class SipEdge:
             self.on_device(username, handle, present)
 
     def device_binding(self, username: str, handle: str) -> Binding | None:
-        """The newest binding of a device, where we send its INVITEs."""
+        """The device's most recently registered binding, where we send its INVITEs."""
         found = [
             b
             for b in self.registrar.bindings(self._clock.monotonic(), handle)
             if b.username == username
         ]
-        return max(found, key=lambda b: b.expires_at) if found else None
+        return max(found, key=lambda b: b.updated) if found else None
 
     def outbound(self, binding: Binding, caller: str) -> OutboundCall:
         """A call from `caller` to a registered phone (outbound.py); `forget` it when done."""

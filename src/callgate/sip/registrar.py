@@ -31,6 +31,7 @@ class Binding:
     expires_at: float  # monotonic seconds
     call_id: str
     cseq: int
+    updated: float = 0.0  # monotonic seconds of the REGISTER that made or refreshed it
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,7 @@ class Registrar:
                 now + min(expires, MAX_EXPIRES),
                 call_id,
                 number,
+                now,
             )
             if old is None:
                 added.append(binding)
