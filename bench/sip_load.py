@@ -154,12 +154,13 @@ async def bridge_load(calls: int, seconds: float) -> None:
     for leg, phone_port in zip(legs, ports, strict=True):
         leg.set_remote((LOOPBACK, phone_port))
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    before = usage.ru_utime + usage.ru_stime
+    before, drops_before = usage.ru_utime + usage.ru_stime, rcvbuf_errors()
     phones.stdin.write(b"go\n")
     await phones.stdin.drain()
     result = json.loads(await phones.stdout.readline())
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime - before
+    kernel_drops = rcvbuf_errors() - drops_before
     await phones.wait()
     await asyncio.sleep(0.5)
     forwarded = sum(leg.track.forwarded for leg in legs)
@@ -172,12 +173,20 @@ async def bridge_load(calls: int, seconds: float) -> None:
         await bridge.close()
     ms_per_call_s = 1000 * cpu / (calls * seconds)
     print("\n## bridge: plain RTP ↔ plain RTP through `Bridge`, PCMU 50 pkt/s each way")
-    print("| calls | seconds | packets sent | received by legs | dropped | forwarded | "
-          "received back | CPU s | CPU ms / call-second | calls per core (est.) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| calls | seconds | packets sent | received by legs | dropped | UDP rcvbuf drops | "
+          "forwarded | received back | CPU s | CPU ms / call-second | calls per core (est.) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {calls} | {seconds:.0f} | {result['sent']} | {received} | {dropped or 0} | "
+          f"{kernel_drops} | "
           f"{forwarded} | {result['received']} | {cpu:.2f} | {ms_per_call_s:.2f} | "
           f"{1000 / ms_per_call_s:.0f} |")  # fmt: skip
+
+
+def rcvbuf_errors() -> int:
+    """Datagrams the kernel dropped for full receive buffers, host-wide (/proc/net/snmp)."""
+    lines = Path("/proc/net/snmp").read_text().splitlines()
+    names, values = [line.split() for line in lines if line.startswith("Udp:")][:2]
+    return int(values[names.index("RcvbufErrors")])
 
 
 def main() -> int:
