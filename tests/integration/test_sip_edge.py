@@ -164,6 +164,9 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert "sip.auth.replay" in actions and "sip.auth.failure" in actions
     assert "sip.credential.add" in actions
     cdrs = client_get(server, "/api/cdrs", "admin")["items"]
+    (edge_refused,) = [c for c in cdrs if c["caller_user"] == "sip:alice@127.0.0.1"]
+    assert (edge_refused["reason"], edge_refused["direction"]) == ("sip 488", "inbound")
+    assert edge_refused["callee_user"] == "bob" and edge_refused["audit_index"] is not None
     refused, talked = sorted((c for c in cdrs if c["caller_user"] == "alice"), key=by_invite)[::-1]
     assert (talked["callee_user"], talked["caller_user_agent"]) == ("bob", "sip")
     assert talked["answer_at"] is not None and talked["reason"] == "hangup"
@@ -182,14 +185,14 @@ def client_get(server: WebServer, path: str, who: str) -> Any:
 
 
 def sip_invite(
-    port: int, user: str, password: str, rtp_port: int
+    port: int, user: str, password: str, rtp_port: int, profile: str = "RTP/AVP"
 ) -> tuple[SipClient, list[int], SipResponse]:
     """alice's phone INVITEs bob, answers the digest challenge, and reads responses up to the
     final one."""
     phone = SipClient(("127.0.0.1", port))
     sdp = (
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        f"m=audio {rtp_port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        f"m=audio {rtp_port} {profile} 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
     ).encode()
     aor, bob_uri = "sip:alice@callgate", f"sip:bob@127.0.0.1:{port}"
     headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>", "Content-Type: application/sdp"]
@@ -275,6 +278,10 @@ def call_phone_to_cli(
         time.sleep(1.5)  # a running server sees policy changes within a second
         phone, statuses, refused = sip_invite(port, user, password, rtp.getsockname()[1])
         assert refused.status == 503 and "recording" in refused.reason, refused.reason
+        phone.close()
+        # SRTP offered: refused at the edge (488), before the hub; the edge writes its CDR
+        phone, _, srtp = sip_invite(port, user, password, rtp.getsockname()[1], "RTP/SAVP")
+        assert srtp.status == 488, srtp.reason
         phone.close()
     finally:
         if bob.poll() is None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from callgate.clock import SystemClock
 from callgate.config import Settings
 from callgate.records.audit import AuditLog
+from callgate.records.cdr import CdrRepository
 from callgate.runtime.calling import Signaling
 from callgate.runtime.sip_calls import SipCalls
+from callgate.sip.attempts import Attempts
 from callgate.sip.credentials import CredentialStore
 from callgate.sip.edge import SipEdge
 from callgate.storage.db import Store
@@ -20,7 +22,9 @@ async def start_sip(
     if not settings.sip.listen:
         return None
     credentials = CredentialStore(store, settings.sip_realm())
-    edge = SipEdge(credentials, AuditLog(store), algorithms=settings.sip.algorithms)
+    audit = AuditLog(store)
+    attempts = Attempts(CdrRepository(store), audit)
+    edge = SipEdge(credentials, audit, algorithms=settings.sip.algorithms, attempts=attempts)
     if calls is not None:
         ice, clock = calls.ice, SystemClock()
         handler = SipCalls(

@@ -137,6 +137,7 @@ class SipCalls:
             except ValueError:  # not a handle (numbers go to trunks, which are not here yet)
                 call.reject(404, "Not Found")
                 return
+            call.recorded = True  # the hub writes this attempt's CDR from here on
             await self._hub.receive(device, invite, self._user_exists)
             answer = audio_sdp(local[0], local[1], codec)
             contact = f"sip:{handle}@{call.peer.local[0]}:{call.peer.local[1]}"

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from callgate.accounts.throttle import LoginThrottle, ThrottleRule
 from callgate.clock import Clock, SystemClock
 from callgate.records.audit import AuditLog
+from callgate.sip.attempts import Attempt, Attempts, describe
 from callgate.sip.credentials import Credential, CredentialStore
 from callgate.sip.digest import DigestAuth, Verdict, parse_authorization
 from callgate.sip.invite import T1, T2, TIMEOUT, InboundCall
@@ -58,7 +59,9 @@ class SipEdge:
         audit: AuditLog | None = None,
         clock: Clock | None = None,
         algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        attempts: Attempts | None = None,
     ) -> None:
+        self.attempts = attempts  # CDRs of INVITEs refused here (attempts.py)
         self.credentials = credentials
         self.realm = credentials.realm
         self.digest = DigestAuth(self.realm, algorithms)
@@ -127,6 +130,9 @@ class SipEdge:
             for binding in expired:
                 await self._audit_binding("sip.register.expired", binding)
             self._devices_changed(expired)
+            if self.attempts is not None:
+                for attempt in self.attempts.due():
+                    await self._record(attempt)
             self._transactions = {
                 k: v for k, v in self._transactions.items() if v[0] > now or v[1] is None
             }
@@ -267,14 +273,22 @@ class SipEdge:
 
     async def _invite(self, request: SipRequest, peer: Peer) -> SipResponse | None:
         credential, refusal = await self.authenticate(request, peer)
+        call_id = request.headers.get("call-id") or ""
         if refusal is not None or credential is None:
             assert refusal is not None
+            if self.attempts is not None and refusal.status == 401:
+                self.attempts.challenged(call_id, self._attempt(request, peer, refusal))
+            else:
+                await self._record(self._attempt(request, peer, refusal))
             return refusal
-        call_id = request.headers.get("call-id") or ""
+        if self.attempts is not None:
+            self.attempts.authenticated(call_id)
         if call_id in self.calls:
             return response(request, 491, "Request Pending")  # no re-INVITEs (yet)
         if len(self.calls) >= MAX_CALLS or self.call_handler is None:
-            return _busy(request)
+            busy = _busy(request)
+            await self._record(self._attempt(request, peer, busy))
+            return busy
 
         def send(reply: SipResponse) -> None:
             self._send(peer, request, encode(reply))
@@ -299,6 +313,20 @@ class SipEdge:
         finally:
             call.close()
             self.calls.pop(call.call_id, None)
+            final = call.final.result() if call.final.done() else None
+            if final is not None and final.status >= 300 and not call.recorded:
+                await self._record(self._attempt(call.request, call.peer, final))
+
+    def _attempt(self, request: SipRequest, peer: Peer, final: SipResponse) -> Attempt:
+        return describe(request, peer.address[0], final.status, final.reason, self._clock.wall())
+
+    async def _record(self, attempt: Attempt) -> None:
+        if self.attempts is None:
+            return
+        try:
+            await asyncio.to_thread(self.attempts.record, attempt)
+        except Exception:
+            log.exception("sip: call record of a refused INVITE not written")
 
     def _devices_changed(self, bindings: list[Binding]) -> None:
         if self.on_device is None:

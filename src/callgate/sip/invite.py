@@ -55,6 +55,7 @@ class InboundCall:
         self._cseq = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self.answered = False
+        self.recorded = False  # the hub has the attempt (it writes the CDR); else attempts.py
 
     # -- what the handler calls ------------------------------------------------------------------
 
