@@ -23,9 +23,10 @@ from callgate.accounts.throttle import LoginThrottle, ThrottleRule
 from callgate.clock import Clock, SystemClock
 from callgate.records.audit import AuditLog
 from callgate.sip.attempts import Attempt, Attempts, describe
+from callgate.sip.client import ClientTransactions
 from callgate.sip.credentials import Credential, CredentialStore
 from callgate.sip.digest import DigestAuth, Verdict, parse_authorization
-from callgate.sip.invite import T1, T2, TIMEOUT, InboundCall
+from callgate.sip.invite import InboundCall
 from callgate.sip.message import SipMessage, SipParseError, SipRequest, SipResponse, serialize
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.registrar import Binding, Registrar
@@ -80,7 +81,7 @@ class SipEdge:
             "OPTIONS": self._options,
         }
         self.calls: dict[str, InboundCall | OutboundCall] = {}  # by Call-ID
-        self._clients: dict[str, Callable[[SipResponse], None]] = {}  # our requests, by branch
+        self.clients = ClientTransactions()  # our requests to phones
         self.call_handler: CallHandler | None = None
         # (device username, its user's handle, whether it has bindings now): when that changes
         self.on_device: Callable[[str, str, bool], None] | None = None
@@ -146,7 +147,7 @@ class SipEdge:
 
     def dispatch(self, message: SipMessage, peer: Peer) -> None:
         if isinstance(message, SipResponse):
-            self._client_response(message)
+            self.clients.response(message)
             return
         try:
             via = stamp_received(message.headers, peer.address)
@@ -293,7 +294,7 @@ class SipEdge:
         def send(reply: SipResponse) -> None:
             self._send(peer, request, encode(reply))
 
-        call = InboundCall(request, peer, credential, send, self.send_request)
+        call = InboundCall(request, peer, credential, send, self.clients.send_request)
         self.calls[call_id] = call
         call.trying()
         self._spawn(self._run_call(call))
@@ -352,23 +353,13 @@ class SipEdge:
             peer.send(serialize(request), peer.address)
 
         call = OutboundCall(
-            binding, caller, self.realm, self._register_client, send, self.send_request
+            binding, caller, self.realm, self.clients.register, send, self.clients.send_request
         )
         self.calls[call.call_id] = call
         return call
 
     def forget(self, call_id: str) -> None:
         self.calls.pop(call_id, None)
-
-    def _register_client(
-        self, branch: str, callback: Callable[[SipResponse], None]
-    ) -> Callable[[], None]:
-        self._clients[branch] = callback
-
-        def forget() -> None:
-            self._clients.pop(branch, None)
-
-        return forget
 
     def _dialog(self, request: SipRequest) -> InboundCall | OutboundCall | None:
         call = self.calls.get(request.headers.get("call-id") or "")
@@ -401,44 +392,6 @@ class SipEdge:
         call.phone_ended("cancel")
         call.reject(487, "Request Terminated")  # the INVITE's final (§9.2)
         return response(request, 200, "OK")
-
-    async def send_request(self, request: SipRequest, peer: Peer) -> SipResponse | None:
-        """A request of ours to a phone over its flow (a non-INVITE client transaction,
-        §17.1.2): retransmitted over UDP until a final response; None after 64·T1."""
-        branch = parse_via(request.headers.all("via")[0]).branch or ""
-        future: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
-
-        def final(reply: SipResponse) -> None:
-            if reply.status >= 200 and not future.done():
-                future.set_result(reply)
-
-        self._clients[branch] = final
-        data = serialize(request)
-        interval, waited = T1, 0.0
-        try:
-            while waited < TIMEOUT:
-                peer.send(data, peer.address)
-                try:
-                    return await asyncio.wait_for(asyncio.shield(future), interval)
-                except TimeoutError:
-                    waited += interval
-                    # over a stream transport nothing is resent: wait out the timeout
-                    interval = min(interval * 2, T2) if peer.transport == "UDP" else TIMEOUT
-            return None
-        finally:
-            self._clients.pop(branch, None)
-
-    def _client_response(self, message: SipResponse) -> None:
-        vias = message.headers.all("via")
-        if not vias:
-            return
-        try:
-            branch = parse_via(vias[0]).branch or ""
-        except SipParseError:
-            return
-        callback = self._clients.get(branch)
-        if callback is not None:
-            callback(message)
 
     # -- audit -----------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from callgate.sip.credentials import Credential
-from callgate.sip.message import Headers, SipRequest, SipResponse, serialize
+from callgate.sip.message import Headers, SipRequest, SipResponse
 from callgate.sip.responses import response
 from callgate.sip.transport import Peer
 from callgate.sip.uri import parse_name_addr
@@ -132,7 +132,3 @@ class InboundCall:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def encode_request(request: SipRequest) -> bytes:
-    return serialize(request)

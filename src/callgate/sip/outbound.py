@@ -14,12 +14,11 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from callgate.sip.invite import T1, T2, TIMEOUT
 from callgate.sip.message import Headers, SipRequest, SipResponse
 from callgate.sip.registrar import Binding
 from callgate.sip.transport import Peer
 
-T1, T2 = 0.5, 4.0
-TIMEOUT = 64 * T1
 Register = Callable[[str, Callable[[SipResponse], None]], Callable[[], None]]
 SendRequest = Callable[[SipRequest, Peer], Awaitable[SipResponse | None]]
 Send = Callable[[SipRequest, Peer], None]
