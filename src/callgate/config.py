@@ -72,6 +72,7 @@ CLI_FLAGS: dict[tuple[str, ...], str] = {
     ("turn", "max_allocations"): "--max-allocations",
     ("turn", "bandwidth"): "--bandwidth",
     ("sip", "listen"): "--sip-listen",
+    ("sip", "tls_listen"): "--sip-tls-listen",
 }
 
 
@@ -266,6 +267,8 @@ class SipSettings(BaseModel):
 
     # Each address gets a UDP and a TCP listener; none (the default): no SIP edge.
     listen: AddressList = Field(default_factory=list)
+    # SIP over TLS listeners (RFC 3261 §26.2.1), with turn.cert/turn.key or --self-signed.
+    tls_listen: AddressList = Field(default_factory=list)
     # The digest realm phones authenticate in (their credentials are bound to it); default: the
     # TURN realm.
     realm: str | None = Field(default=None, min_length=1, max_length=255)

@@ -8,6 +8,7 @@ import hashlib
 import re
 import secrets
 import socket
+import ssl
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,8 @@ HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 @dataclass
 class SipClient:
     server: tuple[str, int]
-    transport: str = "UDP"  # or "TCP"
+    transport: str = "UDP"  # or "TCP", or "TLS" (verified against `ca`)
+    ca: str | None = None
     sock: socket.socket = field(init=False)
     call_id: str = field(default_factory=lambda: secrets.token_hex(8))
     cseq: int = 0
@@ -32,7 +34,10 @@ class SipClient:
         self.sock = socket.socket(socket.AF_INET, kind)
         self.sock.settimeout(10)
         self.sock.bind(("127.0.0.1", 0))
-        if self.transport == "TCP":
+        if self.transport == "TLS":
+            context = ssl.create_default_context(cafile=self.ca)
+            self.sock = context.wrap_socket(self.sock, server_hostname=self.server[0])
+        if self.transport != "UDP":
             self.sock.connect(self.server)
 
     @property

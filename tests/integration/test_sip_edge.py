@@ -25,6 +25,7 @@ from callgate.media.rtp_leg import PCMU, RtpPacket, build_rtp, parse_rtp
 from callgate.sip.message import MAX_MESSAGE, SipResponse, serialize
 from callgate.sip.responses import response
 from callgate.sip.via import parse_via
+from callgate.tls_local import ensure_local_tls
 from tests.cli_process import COMMAND, clean_env
 from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
 from tests.integration.sip_client import (
@@ -59,10 +60,13 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
         assert added.returncode == 0, added.stderr
         device.update(json.loads(added.stdout))
 
-    port = free_port()
+    port, tls_port = free_port(), free_port()
+    pki = ensure_local_tls(tmp_path / "pki", ["127.0.0.1"])
+    device.update(ca=str(pki.ca_cert), tls_port=str(tls_port))
     # MD5 offered first: SIPp answers only the first challenge and knows only MD5; the SHA-256
     # client below picks the second.
-    listen = ("--sip-listen", f"127.0.0.1:{port}")
+    listen = ("--sip-listen", f"127.0.0.1:{port}", "--sip-tls-listen", f"127.0.0.1:{tls_port}",
+              "--cert", str(pki.cert), "--key", str(pki.key))  # fmt: skip
     algorithms = '["MD5", "SHA-256"]'
     for server in serve(tmp_path, *listen, prepare=prepare, CALLGATE_SIP__ALGORITHMS=algorithms):
         yield server, port, device
@@ -132,6 +136,20 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     tcp_answer = authorization(challenge, user, password, "REGISTER", uri)
     tcp_contact = f"Contact: <sip:alice@127.0.0.1:{desk.local[1]};transport=tcp>"
     assert desk.exchange(desk.request("REGISTER", aor, [tcp_answer, tcp_contact])).status == 200
+
+    # and over TLS (RFC 3261 §26.2.1), the server's certificate verified
+    tls = SipClient(("127.0.0.1", int(device["tls_port"])), transport="TLS", ca=device["ca"])
+    tls_uri = f"sip:127.0.0.1:{device['tls_port']}"
+    challenge = challenge_for(tls.exchange(tls.request("REGISTER", aor)), "SHA-256")
+    tls_answer = authorization(challenge, user, password, "REGISTER", tls_uri)
+    tls_contact = f"Contact: <sips:alice@127.0.0.1:{tls.local[1]}>"
+    assert tls.exchange(tls.request("REGISTER", aor, [tls_answer, tls_contact])).status == 200
+    # and unregisters (Expires 0): its binding is gone from the answer (RFC 3261 §10.3 step 7)
+    bye_answer = authorization(challenge, user, password, "REGISTER", tls_uri, nc=2)
+    gone = tls.exchange(tls.request("REGISTER", aor, [bye_answer, tls_contact, "Expires: 0"]))
+    assert gone.status == 200
+    assert not any(f":{tls.local[1]}>" in c for c in gone.headers.all("contact"))
+    tls.close()
 
     # bad input: a precise error, and the server goes on
     torture = re.sub(rb"CSeq: (\d+) INVITE", rb"CSeq: \1 OPTIONS", phone.request("INVITE", aor))

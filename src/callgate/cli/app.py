@@ -63,6 +63,14 @@ SipListenOpt = Annotated[
         "--sip-listen", metavar="HOST:PORT", help="SIP edge listener, UDP and TCP; repeat."
     ),
 ]
+SipTlsListenOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sip-tls-listen",
+        metavar="HOST:PORT",
+        help="SIP over TLS listener (--cert/--key); repeat.",
+    ),
+]
 TlsListenOpt = Annotated[
     list[str] | None,
     typer.Option("--tls-listen", metavar="HOST:PORT", help="TURN over TLS listener; repeat."),
@@ -167,7 +175,10 @@ def relay_overrides(**options: Any) -> dict[str, Any]:
     """CLI values in the shape of Settings (None = not given)."""
     top_keys = ("metrics", "log_level", "data_dir", "http", "https", "self_signed", "database_url")
     top = {key: options.pop(key, None) for key in top_keys}
-    sip = {"listen": options.pop("sip_listen", None)}
+    sip = {
+        "listen": options.pop("sip_listen", None),
+        "tls_listen": options.pop("sip_tls_listen", None),
+    }
     turn = {
         "listen": options["listen"],
         "tls_listen": options["tls_listen"],
@@ -272,6 +283,7 @@ def serve(
     bandwidth: BandwidthOpt = None,
     log_level: LogLevelOpt = None,
     sip_listen: SipListenOpt = None,
+    sip_tls_listen: SipTlsListenOpt = None,
 ) -> None:
     """Run everything on one box: SQLite store, TURN relay, calling (/ws), REST API, metrics."""
     options = dict(locals())

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
+
 from callgate.clock import SystemClock
 from callgate.config import Settings
+from callgate.errors import ConfigError
 from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
 from callgate.runtime.calling import Signaling
@@ -17,10 +20,21 @@ from callgate.storage.db import Store
 async def start_sip(
     settings: Settings, store: Store, calls: Signaling | None = None
 ) -> SipEdge | None:
-    """The edge listening on UDP and TCP at each `sip.listen` address, or None when unset;
+    """The edge listening on UDP and TCP at each `sip.listen` address and on TLS at each
+    `sip.tls_listen` one, or None when neither is set;
     with `calls`, phones' INVITEs reach callgate users (sip_calls.py)."""
-    if not settings.sip.listen:
+    if not settings.sip.listen and not settings.sip.tls_listen:
         return None
+    context = None
+    if settings.sip.tls_listen:
+        cert, key = settings.turn.cert, settings.turn.key
+        if cert is None or key is None:
+            raise ConfigError(
+                "sip.tls_listen (--sip-tls-listen) needs --cert/--key or --self-signed"
+            )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert, key)
     credentials = CredentialStore(store, settings.sip_realm())
     audit = AuditLog(store)
     attempts = Attempts(CdrRepository(store), audit)
@@ -36,7 +50,8 @@ async def start_sip(
         handler.serve(edge)
         edge.closing.append(handler.close)
     try:
-        await edge.start(udp=settings.sip.listen, tcp=settings.sip.listen)
+        listen = settings.sip.listen
+        await edge.start(udp=listen, tcp=listen, tls=settings.sip.tls_listen, ssl=context)
     except OSError:
         await edge.close()
         raise

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from ssl import SSLContext
 from typing import Any, Protocol
 
 from callgate.accounts.throttle import LoginThrottle, ThrottleRule
@@ -98,7 +99,13 @@ class SipEdge:
 
     # -- life ------------------------------------------------------------------------------------
 
-    async def start(self, udp: Sequence[Address] = (), tcp: Sequence[Address] = ()) -> None:
+    async def start(
+        self,
+        udp: Sequence[Address] = (),
+        tcp: Sequence[Address] = (),
+        tls: Sequence[Address] = (),
+        ssl: SSLContext | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         for host, port in udp:
             transport, protocol = await loop.create_datagram_endpoint(
@@ -110,6 +117,12 @@ class SipEdge:
             server = TcpTransport(self.dispatch, self.counters)
             self.bound.append(("tcp", await server.start(host, port)))
             self._tcp.append(server)
+        for host, port in tls:
+            if ssl is None:
+                raise ValueError("SIP over TLS needs a certificate")
+            server = TcpTransport(self.dispatch, self.counters, ssl)
+            self._tcp.append(server)
+            self.bound.append(("tls", await server.start(host, port)))
         self._spawn(self._sweep())
 
     async def close(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl as ssl_module
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -40,7 +41,7 @@ PING, PONG = b"\r\n\r\n", b"\r\n"
 class Peer:
     """Where a message came from, and how to answer it."""
 
-    transport: str  # "UDP" | "TCP"
+    transport: str  # "UDP" | "TCP" | "TLS"
     address: tuple[str, int]
     send_to: Callable[[bytes, tuple[str, int]], None]
     local: tuple[str, int] = ("", 0)
@@ -103,14 +104,25 @@ def _refuse(exc: SipParseError, data: bytes, peer: Peer, counters: Counters) -> 
 
 
 class TcpTransport:
-    def __init__(self, dispatch: Dispatch, counters: Counters) -> None:
+    """SIP over TCP, or over TLS (RFC 3261 §26.2.1, `Via: SIP/2.0/TLS`) with an `ssl` context."""
+
+    def __init__(
+        self, dispatch: Dispatch, counters: Counters, ssl: ssl_module.SSLContext | None = None
+    ) -> None:
         self._dispatch = dispatch
         self._counters = counters
+        self._ssl = ssl
+        self.kind = "TLS" if ssl is not None else "TCP"
         self._connections: set[asyncio.StreamWriter] = set()
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        self.server = await asyncio.start_server(self._serve, host, port)
+        if self._ssl is None:
+            self.server = await asyncio.start_server(self._serve, host, port)
+        else:
+            self.server = await asyncio.start_server(
+                self._serve, host, port, ssl=self._ssl, ssl_handshake_timeout=10
+            )
         sockname = self.server.sockets[0].getsockname()
         return sockname[0], sockname[1]
 
@@ -136,10 +148,10 @@ class TcpTransport:
             if not writer.is_closing():
                 writer.write(data)
 
-        peer = Peer("TCP", (remote[0], remote[1]), send, (local[0], local[1]))
+        peer = Peer(self.kind, (remote[0], remote[1]), send, (local[0], local[1]))
         try:
             await self._read_loop(reader, peer)
-        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError, ssl_module.SSLError):
             pass
         finally:
             self._connections.discard(writer)
