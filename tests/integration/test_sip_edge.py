@@ -180,6 +180,8 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     actions = [e["action"] for e in entries["items"] if e["action"].startswith("sip.")]
     assert actions.count("sip.register") >= 3  # SIPp UDP, SIPp TCP, the phone, the desk
     assert "sip.auth.replay" in actions and "sip.auth.failure" in actions
+    assert "sip.register.closed" in actions  # the TCP desk hung up its connection
+    assert "sip.unregister" in actions  # the TLS client's Expires: 0
     assert "sip.credential.add" in actions
     cdrs = client_get(server, "/api/cdrs", "admin")["items"]
     (edge_refused,) = [c for c in cdrs if c["caller_user"] == "sip:alice@127.0.0.1"]

@@ -81,6 +81,7 @@ class SipEdge:
             "REGISTER": self._register,
             "OPTIONS": self._options,
         }
+        self._closed = False
         self.calls: dict[str, InboundCall | OutboundCall] = {}  # by Call-ID
         self.clients = ClientTransactions()  # our requests to phones
         self.call_handler: CallHandler | None = None
@@ -115,17 +116,20 @@ class SipEdge:
             self.bound.append(("udp", protocol.local))
         for host, port in tcp:
             server = TcpTransport(self.dispatch, self.counters)
+            server.on_close = self._flow_closed
             self.bound.append(("tcp", await server.start(host, port)))
             self._tcp.append(server)
         for host, port in tls:
             if ssl is None:
                 raise ValueError("SIP over TLS needs a certificate")
             server = TcpTransport(self.dispatch, self.counters, ssl)
+            server.on_close = self._flow_closed
             self._tcp.append(server)
             self.bound.append(("tls", await server.start(host, port)))
         self._spawn(self._sweep())
 
     async def close(self) -> None:
+        self._closed = True
         for hook in self.closing:
             await hook()
         for task in list(self._tasks):
@@ -341,6 +345,15 @@ class SipEdge:
             await asyncio.to_thread(self.attempts.record, attempt)
         except Exception:
             log.exception("sip: call record of a refused INVITE not written")
+
+    def _flow_closed(self, peer: Peer) -> None:
+        if self._closed:
+            return  # shutting down: bindings go with the process
+        dropped = self.registrar.drop_flow(peer)
+        if dropped:
+            self._devices_changed(dropped)
+            for binding in dropped:
+                self._spawn(self._audit_binding("sip.register.closed", binding))
 
     def _devices_changed(self, bindings: list[Binding]) -> None:
         if self.on_device is None:

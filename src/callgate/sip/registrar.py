@@ -140,12 +140,13 @@ class Registrar:
             self._bindings.pop(credential.handle, None)
         return Outcome(200, "OK", _contact_headers(alive, now), tuple(added), tuple(removed))
 
-    def drop_device(self, username: str) -> list[Binding]:
-        """Forget every binding of a device (its credential was removed)."""
+    def drop_flow(self, peer: Peer) -> list[Binding]:
+        """Forget the bindings made over a connection that closed: nothing reaches the phone
+        through it any more (RFC 5626 §5: a binding is only as good as its flow)."""
         dropped: list[Binding] = []
         for handle, found in list(self._bindings.items()):
-            dropped += [b for b in found if b.username == username]
-            alive = [b for b in found if b.username != username]
+            dropped += [b for b in found if b.peer is peer]
+            alive = [b for b in found if b.peer is not peer]
             if alive:
                 self._bindings[handle] = alive
             else:

@@ -113,6 +113,7 @@ class TcpTransport:
         self._counters = counters
         self._ssl = ssl
         self.kind = "TLS" if ssl is not None else "TCP"
+        self.on_close: Callable[[Peer], None] | None = None  # a connection ended
         self._connections: set[asyncio.StreamWriter] = set()
         self.server: asyncio.Server | None = None
 
@@ -156,6 +157,8 @@ class TcpTransport:
         finally:
             self._connections.discard(writer)
             writer.close()
+            if self.on_close is not None:
+                self.on_close(peer)
 
     async def _read_loop(self, reader: asyncio.StreamReader, peer: Peer) -> None:
         buffer = b""
