@@ -85,9 +85,13 @@ class SipCalls:
         if present and task is None:
             task = asyncio.get_running_loop().create_task(self._phone_device(username, handle))
             self._phones[username] = task
-            task.add_done_callback(lambda _: self._phones.pop(username, None))
+            task.add_done_callback(lambda done: self._forget_phone(username, done))
         elif not present and task is not None:
             task.cancel()
+
+    def _forget_phone(self, username: str, task: asyncio.Task[None]) -> None:
+        if self._phones.get(username) is task:  # not a newer one for the same phone
+            del self._phones[username]
 
     async def close(self) -> None:
         for task in list(self._phones.values()):
