@@ -82,7 +82,7 @@ class SipCalls:
 
     def device_changed(self, username: str, handle: str, present: bool) -> None:
         task = self._phones.get(username)
-        if present and task is None:
+        if present and (task is None or task.cancelling()):  # a stopping one is replaced
             task = asyncio.get_running_loop().create_task(self._phone_device(username, handle))
             self._phones[username] = task
             task.add_done_callback(lambda done: self._forget_phone(username, done))
