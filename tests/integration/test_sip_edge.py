@@ -215,7 +215,8 @@ def sip_invite(
         f"m=audio {rtp_port} {profile} 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
     ).encode()
     aor, bob_uri = "sip:alice@callgate", f"sip:bob@127.0.0.1:{port}"
-    headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>", "Content-Type: application/sdp"]
+    headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>", "Content-Type: application/sdp",
+               "Record-Route: <sip:127.0.0.9;lr>, <sip:127.0.0.8;lr>"]  # fmt: skip
     first = phone.exchange(phone.request("INVITE", aor, headers, to=bob_uri, body=sdp))
     assert first.status == 401
     phone.send(phone.request("ACK", aor, to=bob_uri, cseq=phone.cseq))
@@ -269,6 +270,8 @@ def call_phone_to_cli(
         rtp.setblocking(False)
         phone, statuses, ok = sip_invite(port, user, password, rtp.getsockname()[1])
         assert statuses[0] == 100 and 180 in statuses and statuses[-1] == 200, statuses
+        # the proxies that recorded the route stay in the dialog (RFC 3261 §12.1.1)
+        assert ok.headers.all("record-route") == ["<sip:127.0.0.9;lr>", "<sip:127.0.0.8;lr>"]
         offer = ok.body.decode()
         media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", offer)
         assert media is not None and "c=IN IP4 127.0.0.1" in offer, offer

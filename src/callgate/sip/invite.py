@@ -64,7 +64,7 @@ class InboundCall:
 
     def ringing(self) -> None:
         if not self.final.done():
-            self._send(response(self.request, 180, "Ringing", to_tag=self.to_tag))
+            self._send(response(self.request, 180, "Ringing", self._routes(), to_tag=self.to_tag))
 
     def reject(self, status: int, reason: str) -> None:
         if not self.final.done():
@@ -75,11 +75,16 @@ class InboundCall:
         if self.final.done():
             return
         self.answered = True
-        extra = [("Contact", f"<{contact}>"), ("Content-Type", "application/sdp")]
+        extra = [*self._routes(), ("Contact", f"<{contact}>"), ("Content-Type", "application/sdp")]
         ok = response(self.request, 200, "OK", extra, body=sdp, to_tag=self.to_tag)
         self.final.set_result(ok)
         if self.peer.transport == "UDP":
             self._spawn(self._retransmit(ok))
+
+    def _routes(self) -> list[tuple[str, str]]:
+        """The proxies that asked to stay in the dialog, copied into our responses that make
+        it (RFC 3261 §12.1.1)."""
+        return [("Record-Route", value) for value in self.request.headers.all("record-route")]
 
     async def _retransmit(self, ok: SipResponse) -> None:
         interval, waited = T1, 0.0
@@ -109,6 +114,8 @@ class InboundCall:
         branch = "z9hG4bK" + secrets.token_hex(8)
         headers.add("via", f"SIP/2.0/{self.peer.transport} {host}:{port};branch={branch};rport")
         headers.add("max-forwards", "70")
+        for route in self.request.headers.all("record-route"):  # our route set, in order
+            headers.add("route", route)
         # our side of the dialog: their To with our tag is our From (§12.1.1)
         to = self.request.headers.get("to") or ""
         headers.add("from", f"{to};tag={self.to_tag}")

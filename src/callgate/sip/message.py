@@ -30,7 +30,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")  # RFC 3261 §25.1 token
 _URI = re.compile(r"^(sips?|tel):[^\s<>\"]+$", re.IGNORECASE)
 _CANONICAL = {
     "call-id": "Call-ID", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate",
-    "max-forwards": "Max-Forwards",
+    "max-forwards": "Max-Forwards", "record-route": "Record-Route",
 }  # fmt: skip
 
 
@@ -128,7 +128,9 @@ def _headers(lines: list[str]) -> Headers:
             raise SipParseError("Malformed header line")  # RFC 4475 §3.1.2.1 badinv01
         key = COMPACT.get(name.lower(), name.lower())
         value = " ".join(value.split())  # collapse LWS
-        if key == "via" or (key == "contact" and not value.startswith("*")):
+        if key in ("via", "record-route", "route") or (
+            key == "contact" and not value.startswith("*")
+        ):
             for part in _split_commas(value):
                 headers.add(key, part)
         else:
