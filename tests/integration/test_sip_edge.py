@@ -184,9 +184,16 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert "sip.unregister" in actions  # the TLS client's Expires: 0
     assert "sip.credential.add" in actions
     cdrs = client_get(server, "/api/cdrs", "admin")["items"]
-    (edge_refused,) = [c for c in cdrs if c["caller_user"] == "sip:alice@127.0.0.1"]
-    assert (edge_refused["reason"], edge_refused["direction"]) == ("sip 488", "inbound")
-    assert edge_refused["callee_user"] == "bob" and edge_refused["audit_index"] is not None
+    edge_refused = {c["callee_user"]: c for c in cdrs if c["caller_user"] == "sip:alice@127.0.0.1"}
+    assert (edge_refused["bob"]["reason"], edge_refused["bob"]["direction"]) == (
+        "sip 488",
+        "inbound",
+    )
+    assert edge_refused["bob"]["audit_index"] is not None
+    assert (
+        edge_refused["112"]["reason"] == "sip 503"
+        and "emergency" in edge_refused["112"]["end_detail"]
+    )
     refused, talked = sorted((c for c in cdrs if c["caller_user"] == "alice"), key=by_invite)[::-1]
     assert (talked["callee_user"], talked["caller_user_agent"]) == ("bob", "sip")
     assert talked["answer_at"] is not None and talked["reason"] == "hangup"
@@ -205,7 +212,12 @@ def client_get(server: WebServer, path: str, who: str) -> Any:
 
 
 def sip_invite(
-    port: int, user: str, password: str, rtp_port: int, profile: str = "RTP/AVP"
+    port: int,
+    user: str,
+    password: str,
+    rtp_port: int,
+    profile: str = "RTP/AVP",
+    callee: str = "bob",
 ) -> tuple[SipClient, list[int], SipResponse]:
     """alice's phone INVITEs bob, answers the digest challenge, and reads responses up to the
     final one."""
@@ -214,7 +226,7 @@ def sip_invite(
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
         f"m=audio {rtp_port} {profile} 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
     ).encode()
-    aor, bob_uri = "sip:alice@callgate", f"sip:bob@127.0.0.1:{port}"
+    aor, bob_uri = "sip:alice@callgate", f"sip:{callee}@127.0.0.1:{port}"
     headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>", "Content-Type: application/sdp",
                "Record-Route: <sip:127.0.0.9;lr>, <sip:127.0.0.8;lr>"]  # fmt: skip
     first = phone.exchange(phone.request("INVITE", aor, headers, to=bob_uri, body=sdp))
@@ -305,6 +317,10 @@ def call_phone_to_cli(
         # SRTP offered: refused at the edge (488), before the hub; the edge writes its CDR
         phone, _, srtp = sip_invite(port, user, password, rtp.getsockname()[1], "RTP/SAVP")
         assert srtp.status == 488, srtp.reason
+        phone.close()
+        # an emergency number: no trunk, so refused with a reason that says so, and recorded
+        phone, _, sos = sip_invite(port, user, password, rtp.getsockname()[1], callee="112")
+        assert sos.status == 503 and "emergency" in sos.reason, sos.reason
         phone.close()
     finally:
         if bob.poll() is None:

@@ -41,6 +41,9 @@ from callgate.sip.uri import parse_name_addr, parse_sip_uri
 
 log = logging.getLogger(__name__)
 
+# Emergency numbers (ITU E.161.1 112, NANP 911, UK 999, AU 000…): refused with a precise reason
+# until trunks exist (docs/sip.md, "Emergency numbers").
+EMERGENCY = frozenset({"112", "911", "999", "000", "110", "118", "119", "100", "101", "102"})
 STATS_INTERVAL = 2.0  # the phone's device reports packet counts, as clients do
 IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
 # call.ended reasons (signaling/reasons.py) → SIP final responses before an answer
@@ -109,6 +112,13 @@ class SipCalls:
         callee = (uri.user or to.user or "").lower()
         if not callee:
             call.reject(404, "Not Found")
+            return
+        if callee.lstrip("+") in EMERGENCY:
+            # say so loudly: the phone must not look like it can reach emergency services
+            log.error(
+                "sip: %s dialled emergency number %s: no trunk, refused", handle_of(call), callee
+            )
+            call.reject(503, "Service Unavailable (emergency calls need a trunk: none here)")
             return
         try:
             offer = parse_audio(call.request.body)
@@ -374,6 +384,10 @@ def _codec_of(offer_sdp: str) -> str | None:
         if f" {codec}/8000" in upper:
             return codec.lower()
     return None
+
+
+def handle_of(call: InboundCall) -> str:
+    return call.credential.username
 
 
 def _error_status(code: str) -> tuple[int, str]:
