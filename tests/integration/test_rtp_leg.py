@@ -10,6 +10,7 @@ import itertools
 import socket
 from pathlib import Path
 
+import pylibsrtp
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
@@ -100,3 +101,46 @@ async def test_webrtc_party_and_rtp_phone_hear_each_other_without_transcoding(
     assert [p.payload for p in seen if p.leg == "trunk"][:5] != []
     assert abs(dominant_frequency(tmp_path / "alice.wav") - 880.0) < 5.0
     assert rtp.dropped == {}
+
+
+async def test_srtp_leg_decrypts_what_the_phone_sends_and_encrypts_what_it_forwards() -> None:
+    """SDES-keyed SRTP (RFC 3711/4568) on one RTP leg, plain RTP on the other, real sockets: the
+    payloads pass unchanged, encrypted only on the SRTP side; a forged packet is dropped."""
+    theirs, ours = bytes(range(30)), bytes(range(30, 60))
+    profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    phone_out = pylibsrtp.Session(
+        pylibsrtp.Policy(theirs, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, 0, profile)
+    )
+    phone_in = pylibsrtp.Session(
+        pylibsrtp.Policy(ours, pylibsrtp.Policy.SSRC_ANY_INBOUND, 0, profile)
+    )
+    bridge = Bridge(lambda: [])
+    secure = RtpLeg("trunk", bridge.forward, "pcmu", (theirs, ours))
+    plain = RtpLeg("desk", bridge.forward, "pcmu")
+    loop = asyncio.get_running_loop()
+    phone, desk = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    try:
+        for sock, leg in ((phone, secure), (desk, plain)):
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            await leg.open("127.0.0.1")
+            leg.set_remote(sock.getsockname())
+            bridge.attach(leg)
+        for n in range(5):
+            packet = build_rtp(RtpPacket(PCMU, False, n, n * 160, 9, bytes([n]) * 160))
+            phone.sendto(phone_out.protect(packet), secure.local)
+            got = parse_rtp(await asyncio.wait_for(loop.sock_recv(desk, 2048), 10))
+            assert got.payload == bytes([n]) * 160  # decrypted, unchanged
+            desk.sendto(build_rtp(RtpPacket(PCMU, False, n, n * 160, 7, b"d" * 160)), plain.local)
+            wire = await asyncio.wait_for(loop.sock_recv(phone, 2048), 10)
+            assert b"d" * 160 not in wire  # encrypted on the wire
+            assert parse_rtp(phone_in.unprotect(wire)).payload == b"d" * 160
+        phone.sendto(
+            build_rtp(RtpPacket(PCMU, False, 99, 0, 9, b"x" * 160)), secure.local
+        )  # no auth tag
+        await asyncio.sleep(0.2)
+        assert secure.dropped == {"srtp": 1} and secure.received == 5
+    finally:
+        await bridge.close()
+        phone.close()
+        desk.close()

@@ -13,6 +13,10 @@ The other side of the bridge is a WebRTC `AnchorLeg` negotiated to the same G.71
   (our SSRC and sequence numbers; timestamps kept relative to that party's first packet), as
   the WebRTC side does (packets.py).
 
+- SRTP (RFC 3711) with keys from SDES (RFC 4568): given the phone's and our master key ‖ salt
+  (AES_CM_128_HMAC_SHA1_80), packets are authenticated and decrypted on the way in (a packet that
+  fails is dropped as "srtp") and encrypted on the way out, with libsrtp (pylibsrtp).
+
 RTCP is neither sent nor read (no port is opened for it); DTMF (RFC 4733) is not forwarded yet.
 """
 
@@ -26,6 +30,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import pylibsrtp
 
 from callgate.media.packets import MediaPacket, PacketHandler
 
@@ -100,7 +106,10 @@ class RtpSender:
         out = (self._base_out + timestamp - self._base_in) % (1 << 32)
         self._seq = (self._seq + 1) % (1 << 16)
         packet = RtpPacket(self._leg.payload_type, first, self._seq, out, self.ssrc, payload)
-        self._leg.transport.sendto(build_rtp(packet), target)
+        data = build_rtp(packet)
+        if self._leg.outbound is not None:
+            data = self._leg.outbound.protect(data)
+        self._leg.transport.sendto(data, target)
         self.forwarded += 1
 
 
@@ -116,9 +125,23 @@ class RtpLeg:
     """One plain RTP party of a bridge (see module doc). `on_packet` is the bridge's
     `forward`; `codec` "pcmu" or "pcma"."""
 
-    def __init__(self, name: str, on_packet: PacketHandler, codec: str = "pcmu") -> None:
+    def __init__(
+        self,
+        name: str,
+        on_packet: PacketHandler,
+        codec: str = "pcmu",
+        srtp: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """`srtp`: (the party's, our) SDES master key ‖ salt, or None for plain RTP."""
         if codec not in CODEC_PAYLOAD_TYPES:
             raise RtpError(f"unsupported codec {codec!r}")
+        self.inbound: pylibsrtp.Session | None = None
+        self.outbound: pylibsrtp.Session | None = None
+        if srtp is not None:
+            profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+            theirs = pylibsrtp.Policy(srtp[0], pylibsrtp.Policy.SSRC_ANY_INBOUND, 0, profile)
+            ours = pylibsrtp.Policy(srtp[1], pylibsrtp.Policy.SSRC_ANY_OUTBOUND, 0, profile)
+            self.inbound, self.outbound = pylibsrtp.Session(theirs), pylibsrtp.Session(ours)
         self.name = name
         self.codec = codec
         self.payload_type = CODEC_PAYLOAD_TYPES[codec]
@@ -162,6 +185,12 @@ class RtpLeg:
         elif source[0] not in self._allowed:
             self._drop("source")
             return
+        if self.inbound is not None:
+            try:
+                data = self.inbound.unprotect(data)
+            except pylibsrtp.Error:
+                self._drop("srtp")
+                return
         try:
             packet = parse_rtp(data)
         except RtpError as exc:

@@ -25,6 +25,7 @@ import contextlib
 import ipaddress
 import itertools
 import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -36,7 +37,7 @@ from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
-from callgate.sip.sdp import SdpError, audio_sdp, parse_audio
+from callgate.sip.sdp import KEY_SALT, Crypto, SdpError, audio_sdp, parse_audio
 from callgate.sip.uri import parse_name_addr, parse_sip_uri
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,15 @@ class SipCalls:
         # act: the media legs, then the phone as a device of its user
         handle = call.credential.handle
         bridge = Bridge(lambda: self._ice_servers(handle))
-        rtp = RtpLeg("phone", bridge.forward, codec)
+        ours = (
+            None
+            if offer.crypto is None
+            else Crypto(offer.crypto.tag, secrets.token_bytes(KEY_SALT))
+        )
+        srtp = (
+            None if offer.crypto is None or ours is None else (offer.crypto.key_salt, ours.key_salt)
+        )
+        rtp = RtpLeg("phone", bridge.forward, codec, srtp)
         device: Device | None = None
         try:
             web = bridge.leg("web", codec=codec)
@@ -153,7 +162,7 @@ class SipCalls:
                 return
             call.recorded = True  # the hub writes this attempt's CDR from here on
             await self._hub.receive(device, invite, self._user_exists)
-            answer = audio_sdp(local[0], local[1], codec)
+            answer = audio_sdp(local[0], local[1], codec, ours)
             contact = f"sip:{handle}@{call.peer.local[0]}:{call.peer.local[1]}"
             await self._follow(call, device, web, rtp, answer, contact)
         except AnchorError as exc:
