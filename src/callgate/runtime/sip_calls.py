@@ -275,8 +275,14 @@ class SipCalls:
                 message = await device.queue.get()
                 if message is None:
                     return
-                if message.get("type") == "call.incoming":
+                if message.get("type") != "call.incoming":
+                    continue
+                try:
                     await self._ring_phone(device, username, message)
+                except (OSError, ValueError, RuntimeError):
+                    # one failed call (a socket, a bad SDP from the phone) must not take the
+                    # phone offline: the hub ends that call by its timers
+                    log.exception("sip call to %s failed", username)
         finally:
             await self._hub.disconnect(device)
 
