@@ -297,6 +297,10 @@ class SipCalls:
             await self._reject(device, call_id, why)
             return
         media_ip = self._media_ip or binding.peer.local[0]
+        if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
+            log.warning("sip: set sip.media_ip (listening on %s, SDP needs an IPv4)", media_ip)
+            await self._reject(device, call_id, "no media address")
+            return
         bridge = Bridge(lambda: self._ice_servers(device.handle))
         rtp = RtpLeg("phone", bridge.forward, codec)
         call = self._edge.outbound(binding, caller)
