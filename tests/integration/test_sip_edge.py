@@ -6,6 +6,7 @@ refused and audited, bad input gets its precise SIP error, and registered phones
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -18,12 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pylibsrtp
 import pytest
 
 from callgate.client.audio import dominant_frequency
 from callgate.media.rtp_leg import PCMU, RtpPacket, build_rtp, parse_rtp
 from callgate.sip.message import MAX_MESSAGE, SipResponse, serialize
 from callgate.sip.responses import response
+from callgate.sip.sdp import parse_audio
 from callgate.sip.via import parse_via
 from callgate.tls_local import ensure_local_tls
 from tests.cli_process import COMMAND, clean_env
@@ -218,6 +221,7 @@ def sip_invite(
     rtp_port: int,
     profile: str = "RTP/AVP",
     callee: str = "bob",
+    key: bytes | None = None,
 ) -> tuple[SipClient, list[int], SipResponse]:
     """alice's phone INVITEs bob, answers the digest challenge, and reads responses up to the
     final one."""
@@ -226,6 +230,8 @@ def sip_invite(
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
         f"m=audio {rtp_port} {profile} 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
     ).encode()
+    if key is not None:  # SDES (RFC 4568)
+        sdp += f"a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(key).decode()}\r\n".encode()
     aor, bob_uri = "sip:alice@callgate", f"sip:{callee}@127.0.0.1:{port}"
     headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>", "Content-Type: application/sdp",
                "Record-Route: <sip:127.0.0.9;lr>, <sip:127.0.0.8;lr>"]  # fmt: skip
@@ -262,7 +268,8 @@ def read_events(bob: subprocess.Popen[str], until: str) -> list[dict[str, Any]]:
 def call_phone_to_cli(
     server: WebServer, port: int, user: str, password: str, tmp_path: Path
 ) -> None:
-    """A call from the phone, answered by bob's CLI softphone; then, once a policy rule says
+    """A call from the phone with SRTP (SDES keys), answered by bob's CLI softphone; then, once a
+    policy rule says
     alice's calls to bob must be recorded, a second call is refused, fail-closed (503): the
     recording holds Opus only, so the recorder cannot take a G.711 call, and bob never rings."""
     recording = tmp_path / "bob.wav"
@@ -280,23 +287,32 @@ def call_phone_to_cli(
         assert read_events(bob, "ready")
         rtp.bind(("127.0.0.1", 0))
         rtp.setblocking(False)
-        phone, statuses, ok = sip_invite(port, user, password, rtp.getsockname()[1])
+        key = bytes(range(30))
+        phone, statuses, ok = sip_invite(
+            port, user, password, rtp.getsockname()[1], "RTP/SAVP", key=key
+        )
         assert statuses[0] == 100 and 180 in statuses and statuses[-1] == 200, statuses
         # the proxies that recorded the route stay in the dialog (RFC 3261 §12.1.1)
         assert ok.headers.all("record-route") == ["<sip:127.0.0.9;lr>", "<sip:127.0.0.8;lr>"]
         offer = ok.body.decode()
-        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", offer)
+        media = re.search(r"m=audio (\d+) RTP/SAVP 0\r\n", offer)
         assert media is not None and "c=IN IP4 127.0.0.1" in offer, offer
+        theirs = parse_audio(ok.body).crypto
+        assert theirs is not None and theirs.tag == 7 and theirs.key_salt != key
+        profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+        outbound = pylibsrtp.Policy(key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, 0, profile)
+        inbound = pylibsrtp.Policy(theirs.key_salt, pylibsrtp.Policy.SSRC_ANY_INBOUND, 0, profile)
+        srtp_out, srtp_in = pylibsrtp.Session(outbound), pylibsrtp.Session(inbound)
         phone.send(in_dialog(phone, "ACK", ok, port))
         # 440 Hz to bob for 3 s, while bob's 880 Hz comes back
         target = ("127.0.0.1", int(media.group(1)))
         heard = bytearray()
         for n in range(150):
             packet = RtpPacket(PCMU, n == 0, n, n * 160, 0x5150, tone_ulaw(440.0, n * 160))
-            rtp.sendto(build_rtp(packet), target)
+            rtp.sendto(srtp_out.protect(build_rtp(packet)), target)
             with contextlib.suppress(BlockingIOError):
                 while True:
-                    heard += parse_rtp(rtp.recv(2048)).payload
+                    heard += parse_rtp(srtp_in.unprotect(rtp.recv(2048))).payload
             time.sleep(0.02)
         assert len(heard) > 8000, len(heard)  # more than a second of bob
         assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
