@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,10 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
     device.update(ca=str(pki.ca_cert), tls_port=str(tls_port))
     # MD5 offered first: SIPp answers only the first challenge and knows only MD5; the SHA-256
     # client below picks the second.
+    metrics = free_port()
+    device["metrics"] = f"http://127.0.0.1:{metrics}/metrics"
     listen = ("--sip-listen", f"127.0.0.1:{port}", "--sip-tls-listen", f"127.0.0.1:{tls_port}",
-              "--cert", str(pki.cert), "--key", str(pki.key))  # fmt: skip
+              "--cert", str(pki.cert), "--key", str(pki.key), "--metrics", f"127.0.0.1:{metrics}")  # fmt: skip
     algorithms = '["MD5", "SHA-256"]'
     for server in serve(tmp_path, *listen, prepare=prepare, CALLGATE_SIP__ALGORITHMS=algorithms):
         yield server, port, device
@@ -186,6 +189,14 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert "sip.register.closed" in actions  # the TCP desk hung up its connection
     assert "sip.unregister" in actions  # the TLS client's Expires: 0
     assert "sip.credential.add" in actions
+    # and counted for the operator (--metrics)
+    with urllib.request.urlopen(device["metrics"], timeout=10) as answer:
+        text = answer.read().decode()
+    values = dict(re.findall(r'^(callgate_sip_[a-z_]+(?:\{status="\d+"\})?) (\S+)$', text, re.M))
+    assert float(values["callgate_sip_messages_malformed_total"]) >= 2  # the 400 and the 513
+    assert float(values['callgate_sip_responses_total{status="401"}']) >= 1
+    assert float(values['callgate_sip_responses_total{status="405"}']) == 1
+    assert float(values["callgate_sip_calls"]) == 0
     cdrs = client_get(server, "/api/cdrs", "admin")["items"]
     edge_refused = {c["callee_user"]: c for c in cdrs if c["caller_user"] == "sip:alice@127.0.0.1"}
     assert (edge_refused["bob"]["reason"], edge_refused["bob"]["direction"]) == (

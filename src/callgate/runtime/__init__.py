@@ -54,6 +54,8 @@ from callgate.runtime.audit import Checkpointer, key_path, record_start
 from callgate.runtime.calling import build_signaling
 from callgate.runtime.sip import describe as describe_sip
 from callgate.runtime.sip import start_sip
+from callgate.sip.edge import SipEdge
+from callgate.sip.metrics import SipCollector
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.health import StorageHealth
 from callgate.storage.permissions import private_data_dir
@@ -175,7 +177,10 @@ class KeyLookup:
 
 @contextlib.contextmanager
 def metrics_endpoint(
-    settings: Settings, server: TurnServer, recordings: RecordingService | None = None
+    settings: Settings,
+    server: TurnServer,
+    recordings: RecordingService | None = None,
+    sip: SipEdge | None = None,
 ) -> Generator[MetricsServer | None]:
     if settings.metrics is None:
         yield None
@@ -183,6 +188,8 @@ def metrics_endpoint(
     registry = build_registry(server.live_counters)
     if recordings is not None:
         registry.register(RecordingCollector(recordings))
+    if sip is not None:
+        registry.register(SipCollector(sip))
     endpoint = serve_metrics(settings.metrics, registry)
     try:
         yield endpoint
@@ -484,7 +491,7 @@ async def run_serve(settings: Settings) -> None:
                 web = [await _start_http(settings, Hsts(app), address=https, tls=True)]
                 web.append(await _start_http(settings, https_redirect(*https)))
                 where = f"https https://{format_address(https)} ({where} redirects to it)"
-            with metrics_endpoint(settings, server, recordings) as metrics:
+            with metrics_endpoint(settings, server, recordings, sip) as metrics:
                 extra = (
                     f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
                 ) + describe_sip(sip)

@@ -95,6 +95,10 @@ class SipEdge:
         self.handlers.update({"INVITE": self._invite, "BYE": self._bye, "CANCEL": self._cancel})
 
     @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
     def allow(self) -> str:
         return ALLOW_CALLS if self.call_handler is not None else ALLOW
 
