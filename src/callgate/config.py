@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -256,6 +257,31 @@ class LimitSettings(BaseModel):
     http_max_connections: int = Field(default=2000, ge=1, le=1_000_000)
 
 
+class TrunkSettings(BaseModel):
+    """One `[[sip.trunks]]`: a carrier's trunk, inbound calls to DIDs (docs/sip.md, "Trunks")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,31}$")
+    # Where its INVITEs come from: they are taken without digest (IP-based trunk authentication).
+    addresses: list[str] = Field(min_length=1, max_length=64)
+    # E.164 number -> the callgate user it rings.
+    dids: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("addresses")
+    @classmethod
+    def _ips(cls, value: list[str]) -> list[str]:
+        return [parse_ip(v) for v in value]
+
+    @field_validator("dids")
+    @classmethod
+    def _e164(cls, value: dict[str, str]) -> dict[str, str]:
+        for number in value:
+            if not re.fullmatch(r"\+[1-9]\d{1,14}", number):
+                raise ValueError(f"DID {number!r} is not E.164 (+ country code, ≤ 15 digits)")
+        return value
+
+
 DigestAlgorithm = Literal["SHA-256", "MD5"]
 DIGEST_DEFAULT: tuple[DigestAlgorithm, ...] = ("SHA-256", "MD5")
 
@@ -269,6 +295,7 @@ class SipSettings(BaseModel):
     listen: AddressList = Field(default_factory=list)
     # SIP over TLS listeners (RFC 3261 §26.2.1), with turn.cert/turn.key or --self-signed.
     tls_listen: AddressList = Field(default_factory=list)
+    trunks: list[TrunkSettings] = Field(default_factory=list, max_length=100)
     # The digest realm phones authenticate in (their credentials are bound to it); default: the
     # TURN realm.
     realm: str | None = Field(default=None, min_length=1, max_length=255)

@@ -24,6 +24,7 @@ class SipClient:
     server: tuple[str, int]
     transport: str = "UDP"  # or "TCP", or "TLS" (verified against `ca`)
     ca: str | None = None
+    bind: str = "127.0.0.1"  # another loopback address plays another host (a carrier)
     sock: socket.socket = field(init=False)
     call_id: str = field(default_factory=lambda: secrets.token_hex(8))
     cseq: int = 0
@@ -33,7 +34,7 @@ class SipClient:
         kind = socket.SOCK_DGRAM if self.transport == "UDP" else socket.SOCK_STREAM
         self.sock = socket.socket(socket.AF_INET, kind)
         self.sock.settimeout(10)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((self.bind, 0))
         if self.transport == "TLS":
             context = ssl.create_default_context(cafile=self.ca)
             self.sock = context.wrap_socket(self.sock, server_hostname=self.server[0])

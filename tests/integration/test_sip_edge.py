@@ -74,7 +74,11 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
     listen = ("--sip-listen", f"127.0.0.1:{port}", "--sip-tls-listen", f"127.0.0.1:{tls_port}",
               "--cert", str(pki.cert), "--key", str(pki.key), "--metrics", f"127.0.0.1:{metrics}")  # fmt: skip
     algorithms = '["MD5", "SHA-256"]'
-    for server in serve(tmp_path, *listen, prepare=prepare, CALLGATE_SIP__ALGORITHMS=algorithms):
+    # a carrier's trunk: INVITEs from 127.0.0.2 need no digest; one DID rings bob
+    trunks = json.dumps([{"name": "carrier", "addresses": ["127.0.0.2"],
+                          "dids": {"+15551230000": "bob"}}])  # fmt: skip
+    env = {"CALLGATE_SIP__ALGORITHMS": algorithms, "CALLGATE_SIP__TRUNKS": trunks}
+    for server in serve(tmp_path, *listen, prepare=prepare, **env):
         yield server, port, device
 
 
@@ -174,6 +178,8 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     call_phone_to_cli(server, port, user, password, tmp_path)
     # and the other way: bob's CLI calls alice, whose registered phone rings and answers
     call_cli_to_phone(server, port, user, password, tmp_path)
+    # a call from the phone network: the carrier's trunk INVITEs bob's DID
+    call_trunk_to_cli(server, port, tmp_path)
 
     # presence: alice's phones count as online for her colleagues
     with server.client() as client:
@@ -208,6 +214,11 @@ def test_phones_register_with_digest_over_udp_and_tcp(
         edge_refused["112"]["reason"] == "sip 503"
         and "emergency" in edge_refused["112"]["end_detail"]
     )
+    (pstn,) = [c for c in cdrs if c["caller_user"] == "+442071234567"]
+    assert (pstn["callee_user"], pstn["direction"]) == ("bob", "inbound")
+    assert pstn["caller_user_agent"] == "sip-trunk:carrier" and pstn["reason"] == "hangup"
+    no_did = [c for c in cdrs if c["callee_user"] == "+15559999999"]
+    assert [c["reason"] for c in no_did] == ["sip 404"]
     refused, talked = sorted((c for c in cdrs if c["caller_user"] == "alice"), key=by_invite)[::-1]
     assert (talked["callee_user"], talked["caller_user_agent"]) == ("bob", "sip")
     assert talked["answer_at"] is not None and talked["reason"] == "hangup"
@@ -426,4 +437,75 @@ def call_cli_to_phone(
             bob.kill()
             bob.communicate()
         phone.close()
+        rtp.close()
+
+
+def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path) -> None:
+    """The carrier (a SIP client on 127.0.0.2, the trunk's address) calls +1 555 123 0000, the
+    DID of bob, whose CLI answers; each hears the other; the carrier hangs up. A number that
+    is no DID gets 404."""
+    carrier = SipClient(("127.0.0.1", port), bind="127.0.0.2")
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.2", 0))
+    rtp.setblocking(False)
+    recording = tmp_path / "bob-pstn.wav"
+    env = clean_env(
+        CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
+        CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
+    )  # fmt: skip
+    bob = subprocess.Popen(
+        [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert read_events(bob, "ready")
+        sdp = (
+            "v=0\r\no=- 3 3 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 8\r\n"
+        ).encode()
+        caller = "sip:+442071234567@carrier.example"
+        headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
+        nobody = f"sip:+1 555 999 9999@127.0.0.1:{port}".replace(" ", "")
+        lost = carrier.exchange(carrier.request("INVITE", caller, headers, to=nobody, body=sdp))
+        statuses = [lost.status]
+        while statuses[-1] < 200:
+            statuses.append(carrier.receive().status)
+        assert statuses[-1] == 404, statuses
+        carrier.call_id += "-2"
+        did = f"sip:+15551230000@127.0.0.1:{port}"
+        carrier.send(carrier.request("INVITE", caller, headers, to=did, body=sdp))
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            reply = carrier.receive()
+            statuses.append(reply.status)
+        assert statuses[-1] == 200, statuses
+        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
+        assert media is not None, reply.body
+        ack = carrier.request("ACK", caller, to=did, cseq=carrier.cseq)
+        carrier.send(
+            ack.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
+        )
+        target, heard = ("127.0.0.1", int(media.group(1))), bytearray()
+        for n in range(150):
+            tone = tone_ulaw(440.0, n * 160)
+            rtp.sendto(build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x2222, tone)), target)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    heard += parse_rtp(rtp.recv(2048)).payload
+            time.sleep(0.02)
+        assert len(heard) > 8000, len(heard)
+        assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
+        bye = carrier.request("BYE", caller, to=did)
+        bye = bye.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
+        assert carrier.exchange(bye).status == 200
+        events = read_events(bob, "ended")
+        assert events[-1]["reason"] == "hangup", events
+        incoming = next(e for e in events if e["event"] == "incoming")
+        assert "+442071234567" in json.dumps(incoming), incoming
+        assert abs(dominant_frequency(recording) - 440.0) < 5.0
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+        bob.communicate()
+        carrier.close()
         rtp.close()

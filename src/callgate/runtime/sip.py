@@ -14,6 +14,7 @@ from callgate.runtime.sip_calls import SipCalls
 from callgate.sip.attempts import Attempts
 from callgate.sip.credentials import CredentialStore
 from callgate.sip.edge import SipEdge
+from callgate.sip.trunks import Trunk, Trunks
 from callgate.storage.db import Store
 
 
@@ -38,7 +39,12 @@ async def start_sip(
     credentials = CredentialStore(store, settings.sip_realm())
     audit = AuditLog(store)
     attempts = Attempts(CdrRepository(store), audit)
-    edge = SipEdge(credentials, audit, algorithms=settings.sip.algorithms, attempts=attempts)
+    trunks = Trunks(
+        [Trunk(t.name, frozenset(t.addresses), dict(t.dids)) for t in settings.sip.trunks]
+    )
+    edge = SipEdge(
+        credentials, audit, algorithms=settings.sip.algorithms, attempts=attempts, trunks=trunks
+    )
     if calls is not None:
         ice, clock = calls.ice, SystemClock()
         handler = SipCalls(

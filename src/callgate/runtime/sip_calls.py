@@ -38,6 +38,7 @@ from callgate.sip.invite import InboundCall
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import KEY_SALT, Crypto, SdpError, audio_sdp, parse_audio
+from callgate.sip.trunks import normalise
 from callgate.sip.uri import parse_name_addr, parse_sip_uri
 
 log = logging.getLogger(__name__)
@@ -110,17 +111,10 @@ class SipCalls:
         except ValueError:
             call.reject(400, "Bad Request-URI")
             return
-        callee = (uri.user or to.user or "").lower()
-        if not callee:
-            call.reject(404, "Not Found")
-            return
-        if callee.lstrip("+") in EMERGENCY:
-            # say so loudly: the phone must not look like it can reach emergency services
-            log.error(
-                "sip: %s dialled emergency number %s: no trunk, refused", handle_of(call), callee
-            )
-            call.reject(503, "Service Unavailable (emergency calls need a trunk: none here)")
-            return
+        parties = self._parties(call, uri.user or to.user or "")
+        if parties is None:
+            return  # refused, with the reason
+        handle, display, agent, callee = parties
         try:
             offer = parse_audio(call.request.body)
             codec = offer.choose()
@@ -132,8 +126,7 @@ class SipCalls:
             log.warning("sip: set sip.media_ip (listening on %s, SDP needs an IPv4)", media_ip)
             call.reject(503, "Service Unavailable (no media address)")
             return
-        # act: the media legs, then the phone as a device of its user
-        handle = call.credential.handle
+        # act: the media legs, then the phone (or trunk) as a device of its caller
         bridge = Bridge(lambda: self._ice_servers(handle))
         ours = (
             None
@@ -152,7 +145,7 @@ class SipCalls:
             bridge.attach(rtp)
             web_offer = await web.offer()
             device, effects = await self._hub.connect(
-                handle, handle, True, address=call.peer.address[0], user_agent="sip"
+                handle, display, True, address=call.peer.address[0], user_agent=agent
             )
             await self._hub.apply(effects)
             try:
@@ -163,7 +156,7 @@ class SipCalls:
             call.recorded = True  # the hub writes this attempt's CDR from here on
             await self._hub.receive(device, invite, self._user_exists)
             answer = audio_sdp(local[0], local[1], codec, ours)
-            contact = f"sip:{handle}@{call.peer.local[0]}:{call.peer.local[1]}"
+            contact = f"sip:callgate@{call.peer.local[0]}:{call.peer.local[1]}"
             await self._follow(call, device, web, rtp, answer, contact)
         except AnchorError as exc:
             log.warning("sip call %s: %s", call.call_id, exc)
@@ -173,6 +166,35 @@ class SipCalls:
                 await self._hub.disconnect(device)
                 device.queue.put_nowait(None)
             await bridge.close()
+
+    def _parties(self, call: InboundCall, dialled: str) -> tuple[str, str, str, str] | None:
+        """(caller handle, display name, user agent, callee handle) of an INVITE, or None when
+        it was refused here."""
+        if call.trunk is not None:  # from the phone network, to one of the trunk's DIDs
+            callee = call.trunk.route(dialled)
+            if callee is None:
+                call.reject(404, "Not Found (no such DID)")
+                return None
+            claimed = parse_name_addr(call.request.headers.get("from") or "").uri
+            try:
+                number = normalise(parse_sip_uri(claimed).user or "")
+            except ValueError:
+                number = None
+            # "+…" or "…@trunk": never a handle (those have neither), so never a user
+            caller = number or f"anonymous@{call.trunk.name}"
+            return caller, f"{caller} ({call.trunk.name})", f"sip-trunk:{call.trunk.name}", callee
+        assert call.credential is not None
+        callee = dialled.lower()
+        if not callee:
+            call.reject(404, "Not Found")
+            return None
+        if callee.lstrip("+") in EMERGENCY:
+            # say so loudly: the phone must not look like it can reach emergency services
+            log.error("sip: %s dialled emergency number %s: no trunk", handle_of(call), callee)
+            call.reject(503, "Service Unavailable (emergency calls need a trunk: none here)")
+            return None
+        handle = call.credential.handle
+        return handle, handle, "sip", callee
 
     async def _follow(
         self,
@@ -208,6 +230,8 @@ class SipCalls:
                 kind = message.get("type")
                 if kind == "ack" and message.get("call_id"):
                     call_id = str(message["call_id"])
+                    if call.trunk is not None:  # the CDR says where the call came from
+                        self._hub.recorder.update(call_id, direction="inbound")
                 elif kind == "error":
                     call.reject(*_error_status(str(message.get("code"))))
                     return
@@ -406,7 +430,7 @@ def _codec_of(offer_sdp: str) -> str | None:
 
 
 def handle_of(call: InboundCall) -> str:
-    return call.credential.username
+    return call.credential.username if call.credential else "?"
 
 
 def _error_status(code: str) -> tuple[int, str]:

@@ -33,6 +33,7 @@ from callgate.sip.outbound import OutboundCall
 from callgate.sip.registrar import Binding, Registrar
 from callgate.sip.responses import ALLOW, ALLOW_CALLS, encode, response
 from callgate.sip.transport import Counters, Peer, TcpTransport, UdpTransport
+from callgate.sip.trunks import Trunks
 from callgate.sip.via import parse_via, response_target, stamp_received
 from callgate.types import Address
 
@@ -62,8 +63,10 @@ class SipEdge:
         clock: Clock | None = None,
         algorithms: Sequence[str] = ("SHA-256", "MD5"),
         attempts: Attempts | None = None,
+        trunks: Trunks | None = None,
     ) -> None:
         self.attempts = attempts  # CDRs of INVITEs refused here (attempts.py)
+        self.trunks = trunks or Trunks([])  # INVITEs from their addresses skip digest
         self.credentials = credentials
         self.realm = credentials.realm
         self.digest = DigestAuth(self.realm, algorithms)
@@ -294,9 +297,14 @@ class SipEdge:
     # -- calls (RFC 3261 §13, §15) ---------------------------------------------------------------
 
     async def _invite(self, request: SipRequest, peer: Peer) -> SipResponse | None:
-        credential, refusal = await self.authenticate(request, peer)
         call_id = request.headers.get("call-id") or ""
-        if refusal is not None or credential is None:
+        trunk = self.trunks.by_address(peer.address[0])
+        if trunk is not None:  # IP-based trunk authentication
+            credential: Credential | None = None
+            refusal: SipResponse | None = None
+        else:
+            credential, refusal = await self.authenticate(request, peer)
+        if refusal is not None or (credential is None and trunk is None):
             assert refusal is not None
             if self.attempts is not None and refusal.status == 401:
                 self.attempts.challenged(call_id, self._attempt(request, peer, refusal))
@@ -315,7 +323,7 @@ class SipEdge:
         def send(reply: SipResponse) -> None:
             self._send(peer, request, encode(reply))
 
-        call = InboundCall(request, peer, credential, send, self.clients.send_request)
+        call = InboundCall(request, peer, credential, send, self.clients.send_request, trunk)
         self.calls[call_id] = call
         call.trying()
         self._spawn(self._run_call(call))

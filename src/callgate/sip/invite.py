@@ -24,6 +24,7 @@ from callgate.sip.credentials import Credential
 from callgate.sip.message import Headers, SipRequest, SipResponse
 from callgate.sip.responses import response
 from callgate.sip.transport import Peer
+from callgate.sip.trunks import Trunk
 from callgate.sip.uri import parse_name_addr
 
 T1, T2 = 0.5, 4.0  # RFC 3261 §17.1.1.1
@@ -37,13 +38,15 @@ class InboundCall:
         self,
         request: SipRequest,
         peer: Peer,
-        credential: Credential,
+        credential: Credential | None,
         send: SendResponse,
         send_request: SendRequest,
+        trunk: Trunk | None = None,
     ) -> None:
         self.request = request
         self.peer = peer
-        self.credential = credential  # the calling device
+        self.credential = credential  # the calling device, or None from a trunk
+        self.trunk = trunk
         self.call_id = request.headers.get("call-id") or ""
         self.to_tag = secrets.token_hex(6)
         self.final: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
