@@ -6,10 +6,10 @@ Requests are handled in the order validate → authenticate → authorize → ac
 - the top Via is stamped with `received`/`rport` (RFC 3581);
 - a retransmitted request gets the same final response again without being handled twice
   (a server transaction, RFC 3261 §17.2.2, kept 32 s: Timer J);
-- REGISTER needs digest credentials of a SIP device (credentials.py, digest.py); failures count
-  against the device name and the source address (accounts.throttle), are audited
-  (`sip.auth.failure`, once per refusal streak: `sip.auth.throttled`), and past the limit get
-  403 with Retry-After without a password check.
+- REGISTER and INVITE need digest credentials of a SIP device (auth.py), or come from a
+  trunk's address (trunks.py);
+- INVITE, ACK, BYE and CANCEL make and end dialogs (invite.py, outbound.py) for the call
+  handler (runtime/sip_calls.py); INVITEs refused here are recorded (attempts.py).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from ssl import SSLContext
 from typing import Any, Protocol
 
-from callgate.accounts.throttle import LoginThrottle, ThrottleRule
 from callgate.clock import Clock, SystemClock
 from callgate.records.audit import AuditLog
 from callgate.sip.attempts import Attempt, Attempts, describe
+from callgate.sip.auth import Authenticator
 from callgate.sip.client import ClientTransactions
 from callgate.sip.credentials import Credential, CredentialStore
-from callgate.sip.digest import DigestAuth, Verdict, parse_authorization
+from callgate.sip.digest import DigestAuth
 from callgate.sip.invite import InboundCall
 from callgate.sip.message import SipMessage, SipParseError, SipRequest, SipResponse, serialize
 from callgate.sip.outbound import OutboundCall
@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 TRANSACTION_TTL = 32.0  # Timer J (RFC 3261 §17.2.2): 64 * T1
 MAX_TRANSACTIONS = 20_000
 SWEEP_INTERVAL = 15.0
-DEVICE_RULE = ThrottleRule(free=5, base_s=2.0, max_delay_s=300.0)
-ADDRESS_RULE = ThrottleRule(free=30, base_s=2.0, max_delay_s=300.0)
 MAX_CALLS = 500  # INVITE dialogs at once
 CALL_SETUP_LIMIT = 180.0  # seconds an INVITE may wait for its final response
 Handler = Callable[[SipRequest, Peer], Awaitable[SipResponse | None]]
@@ -74,7 +72,7 @@ class SipEdge:
         self.counters = Counters()
         self._audit = audit
         self._clock = clock or SystemClock()
-        self._throttle = LoginThrottle(self._clock, account=DEVICE_RULE, address=ADDRESS_RULE)
+        self.auth = Authenticator(credentials, self.digest, self._clock, self._append)
         self._transactions: dict[tuple[str, str, str], tuple[float, bytes | None]] = {}
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[TcpTransport] = []
@@ -234,47 +232,8 @@ class SipEdge:
     async def authenticate(
         self, request: SipRequest, peer: Peer
     ) -> tuple[Credential | None, SipResponse | None]:
-        """The device credential behind `request`, or the response that refuses it."""
-        now = self._clock.wall()
-        header = request.headers.get("authorization")
-        if header is None:
-            return None, self._challenge(request, now, stale=False)
-        creds = parse_authorization(header)
-        if creds is None:
-            return None, response(request, 400, "Malformed Authorization")
-        address = peer.address[0]
-        credential = await asyncio.to_thread(self.credentials.get, creds.username)
-        if not self.digest.nonce_fresh(creds.nonce, now):
-            # old or forgotten nonce: a fresh challenge (RFC 7616 §3.3), neither charged nor
-            # clearing anything — whatever the password, so it cannot reset a failure count
-            return None, self._challenge(request, now, stale=True)
-        # Charged, checked and given back with no await in between: parallel attempts of one
-        # busy device (or of many phones behind one NAT) never see each other's charge.
-        refusal = self._throttle.admit(creds.username, address)
-        if refusal is not None:
-            if refusal.first:
-                await self._audit_failure("sip.auth.throttled", creds.username, address)
-            return None, response(
-                request,
-                403,
-                "Forbidden (too many failed attempts)",
-                [("Retry-After", str(refusal.retry_after_s))],
-            )
-        usable = credential if credential is not None and credential.realm == self.realm else None
-        stored = usable.ha1(creds.algorithm) if usable is not None else None
-        verdict = self.digest.verify(creds, request.method, stored, now)
-        if verdict is not Verdict.OK or usable is None:
-            action = "sip.auth.replay" if verdict is Verdict.REPLAY else "sip.auth.failure"
-            await self._audit_failure(action, creds.username, address)
-            return None, self._challenge(request, now, stale=False)
-        self._throttle.succeeded(creds.username, address)
-        if usable.disabled:
-            return None, response(request, 403, "Forbidden (account disabled)")
-        return usable, None
-
-    def _challenge(self, request: SipRequest, now: float, stale: bool) -> SipResponse:
-        values = self.digest.challenges(now, stale)
-        return response(request, 401, "Unauthorized", [("WWW-Authenticate", v) for v in values])
+        """The device credential behind `request`, or the response that refuses it (auth.py)."""
+        return await self.auth.authenticate(request, peer)
 
     # -- methods ---------------------------------------------------------------------------------
 
@@ -440,10 +399,6 @@ class SipEdge:
             "address": f"{binding.peer.address[0]}:{binding.peer.address[1]}",
         }
         await self._append(f"sip:{binding.username}", action, f"user:{binding.handle}", details)
-
-    async def _audit_failure(self, action: str, username: str, address: str) -> None:
-        details = {"username": username[:64], "address": address}
-        await self._append(f"sip:{username[:64]}", action, f"sip-device:{username[:64]}", details)
 
     async def _append(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
         if self._audit is None:
