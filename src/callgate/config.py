@@ -267,6 +267,12 @@ class TrunkSettings(BaseModel):
     addresses: list[str] = Field(min_length=1, max_length=64)
     # E.164 number -> the callgate user it rings.
     dids: dict[str, str] = Field(default_factory=dict)
+    # Dialling out: where the carrier takes INVITEs (UDP), who may dial numbers through it (the
+    # members of these groups; none: nobody — emergency numbers are always let through), and
+    # the number presented as the caller.
+    outbound: OptAddress = None
+    dial_out_groups: list[str] = Field(default_factory=list)
+    caller_id: str | None = Field(default=None, pattern=r"^\+[1-9]\d{1,14}$")
 
     @field_validator("addresses")
     @classmethod

@@ -25,7 +25,7 @@ import pytest
 
 from callgate.client.audio import dominant_frequency
 from callgate.media.rtp_leg import PCMU, RtpPacket, build_rtp, parse_rtp
-from callgate.sip.message import MAX_MESSAGE, SipResponse, serialize
+from callgate.sip.message import MAX_MESSAGE, SipRequest, SipResponse, serialize
 from callgate.sip.responses import response
 from callgate.sip.sdp import parse_audio
 from callgate.sip.via import parse_via
@@ -54,6 +54,9 @@ def needs(command: str, package: str) -> None:
         pytest.skip(message)
 
 
+CARRIERS: dict[Path, SipClient] = {}  # per test: the carrier's SIP socket, 127.0.0.2
+
+
 @pytest.fixture
 def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]]:
     device: dict[str, str] = {}
@@ -63,6 +66,12 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
                          cwd=tmp_path)  # fmt: skip
         assert added.returncode == 0, added.stderr
         device.update(json.loads(added.stdout))
+        bob = callgate("sip", "add", "bob", "desk", "--data-dir", str(data), "--json", cwd=tmp_path)
+        assert bob.returncode == 0, bob.stderr
+        device["bob_password"] = json.loads(bob.stdout)["password"]
+        for args in (("create", "traders"), ("add-member", "traders", "alice")):
+            done = callgate("group", *args, "--data-dir", str(data), cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
 
     port, tls_port = free_port(), free_port()
     pki = ensure_local_tls(tmp_path / "pki", ["127.0.0.1"])
@@ -75,11 +84,17 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
               "--cert", str(pki.cert), "--key", str(pki.key), "--metrics", f"127.0.0.1:{metrics}")  # fmt: skip
     algorithms = '["MD5", "SHA-256"]'
     # a carrier's trunk: INVITEs from 127.0.0.2 need no digest; one DID rings bob
+    carrier = CARRIERS[tmp_path] = SipClient(("127.0.0.1", port), bind="127.0.0.2")
     trunks = json.dumps([{"name": "carrier", "addresses": ["127.0.0.2"],
-                          "dids": {"+15551230000": "bob"}}])  # fmt: skip
+                          "dids": {"+15551230000": "bob"},
+                          "outbound": f"127.0.0.2:{carrier.local[1]}",
+                          "dial_out_groups": ["traders"], "caller_id": "+15551230000"}])  # fmt: skip
     env = {"CALLGATE_SIP__ALGORITHMS": algorithms, "CALLGATE_SIP__TRUNKS": trunks}
-    for server in serve(tmp_path, *listen, prepare=prepare, **env):
-        yield server, port, device
+    try:
+        for server in serve(tmp_path, *listen, prepare=prepare, **env):
+            yield server, port, device
+    finally:
+        CARRIERS.pop(tmp_path).close()
 
 
 def sipp_register(port: int, device: dict[str, str], transport: str, cwd: Path) -> None:
@@ -180,6 +195,8 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     call_cli_to_phone(server, port, user, password, tmp_path)
     # a call from the phone network: the carrier's trunk INVITEs bob's DID
     call_trunk_to_cli(server, port, tmp_path)
+    # and to it: alice (in "traders", the trunk's dial-out group) dials a number; bob may not
+    dial_out(port, user, password, device["bob_password"], CARRIERS[tmp_path])
 
     # presence: alice's phones count as online for her colleagues
     with server.client() as client:
@@ -210,16 +227,24 @@ def test_phones_register_with_digest_over_udp_and_tcp(
         "inbound",
     )
     assert edge_refused["bob"]["audit_index"] is not None
-    assert (
-        edge_refused["112"]["reason"] == "sip 503"
-        and "emergency" in edge_refused["112"]["end_detail"]
-    )
     (pstn,) = [c for c in cdrs if c["caller_user"] == "+442071234567"]
     assert (pstn["callee_user"], pstn["direction"]) == ("bob", "inbound")
     assert pstn["caller_user_agent"] == "sip-trunk:carrier" and pstn["reason"] == "hangup"
     no_did = [c for c in cdrs if c["callee_user"] == "+15559999999"]
     assert [c["reason"] for c in no_did] == ["sip 404"]
-    refused, talked = sorted((c for c in cdrs if c["caller_user"] == "alice"), key=by_invite)[::-1]
+    (dialled,) = [
+        c for c in cdrs if c["callee_user"] == "+442079460000" and c["direction"] == "outbound"
+    ]
+    assert (dialled["caller_user"], dialled["direction"]) == ("alice", "outbound")
+    assert dialled["answer_at"] is not None and dialled["reason"] == "hangup"
+    (sos,) = [c for c in cdrs if c["callee_user"] == "112" and c["direction"] == "outbound"]
+    assert sos["policy_decision"] == "emergency" and sos["caller_user"] == "bob"
+    no_rule = [c for c in cdrs if c["callee_user"] == "+442079460000" and c is not dialled]
+    assert [c["reason"] for c in no_rule] == ["sip 403"]
+    refused, talked = sorted(
+        (c for c in cdrs if c["caller_user"] == "alice" and c["direction"] != "outbound"),
+        key=by_invite,
+    )[::-1]
     assert (talked["callee_user"], talked["caller_user_agent"]) == ("bob", "sip")
     assert talked["answer_at"] is not None and talked["reason"] == "hangup"
     assert refused["answer_at"] is None and refused["reason"] == "recording-unavailable"
@@ -356,10 +381,7 @@ def call_phone_to_cli(
         phone, _, srtp = sip_invite(port, user, password, rtp.getsockname()[1], "RTP/SAVP")
         assert srtp.status == 488, srtp.reason
         phone.close()
-        # an emergency number: no trunk, so refused with a reason that says so, and recorded
-        phone, _, sos = sip_invite(port, user, password, rtp.getsockname()[1], callee="112")
-        assert sos.status == 503 and "emergency" in sos.reason, sos.reason
-        phone.close()
+
     finally:
         if bob.poll() is None:
             bob.kill()
@@ -509,3 +531,124 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path) -> None:
         bob.communicate()
         carrier.close()
         rtp.close()
+
+
+def dial_out(port: int, user: str, password: str, bob_password: str, carrier: SipClient) -> None:
+    """alice's phone dials +44 20 7946 0000: the carrier gets the INVITE with the normalised
+    number and our caller ID, answers, media flows both ways, alice hangs up. bob's phone may not
+    dial out (no rule: 403) but may call 112, which goes to the carrier too."""
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.setblocking(False)
+    carrier_rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    carrier_rtp.bind(("127.0.0.2", 0))
+    carrier_rtp.setblocking(False)
+    try:
+        phone, statuses, refused = sip_invite(
+            port, "bob.desk", bob_password, rtp.getsockname()[1], callee="+442079460000"
+        )
+        assert (refused.status, refused.reason) == (
+            403,
+            "Forbidden (no dial-out rule for this user)",
+        )
+        phone.close()
+
+        phone = SipClient(("127.0.0.1", port))
+        offer = (
+            "v=0\r\no=- 4 4 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0\r\n"
+        ).encode()
+        aor, number = "sip:alice@callgate", f"sip:+44-20-7946-0000@127.0.0.1:{port}"
+        headers = [
+            f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>",
+            "Content-Type: application/sdp",
+        ]
+        first = phone.exchange(phone.request("INVITE", aor, headers, to=number, body=offer))
+        phone.send(phone.request("ACK", aor, to=number, cseq=phone.cseq))
+        auth = authorization(challenge_for(first, "SHA-256"), user, password, "INVITE", number)
+        phone.send(phone.request("INVITE", aor, [auth, *headers], to=number, body=offer))
+        invite = next_request(carrier, "INVITE")  # the carrier's side
+        assert invite.uri.startswith("sip:+442079460000@127.0.0.2:")
+        assert "+15551230000" in (invite.headers.get("from") or "")
+        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", invite.body.decode())
+        assert media is not None, invite.body
+        answer = (
+            "v=0\r\no=- 5 5 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+            f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 0\r\n"
+        ).encode()
+        extra = [("Contact", "<sip:gw@127.0.0.2>"), ("Content-Type", "application/sdp")]
+        carrier.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="cx")))
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            reply = phone.receive()
+            statuses.append(reply.status)
+        assert statuses[-1] == 200, statuses
+        next_request(carrier, "ACK")
+        ours = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
+        assert ours is not None
+        ack = phone.request("ACK", aor, to=number, cseq=phone.cseq)
+        phone.send(
+            ack.replace(f"To: <{number}>".encode(), f"To: {reply.headers.get('to')}".encode())
+        )
+        loop_payloads: list[bytes] = []
+        for n in range(20):  # phone -> carrier and carrier -> phone, payloads unchanged
+            rtp.sendto(
+                build_rtp(RtpPacket(PCMU, False, n, n * 160, 1, b"p" * 160)),
+                ("127.0.0.1", int(ours.group(1))),
+            )
+            carrier_rtp.sendto(
+                build_rtp(RtpPacket(PCMU, False, n, n * 160, 2, b"c" * 160)),
+                ("127.0.0.1", int(media.group(1))),
+            )
+            time.sleep(0.02)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    loop_payloads.append(parse_rtp(carrier_rtp.recv(2048)).payload)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    loop_payloads.append(parse_rtp(rtp.recv(2048)).payload)
+        assert {b"p" * 160, b"c" * 160} <= set(loop_payloads)
+        bye = phone.request("BYE", aor, to=number)
+        bye = bye.replace(f"To: <{number}>".encode(), f"To: {reply.headers.get('to')}".encode())
+        assert phone.exchange(bye).status == 200
+        carrier.sock.settimeout(10)
+        carrier_bye = next_request(carrier, "BYE")
+        carrier.send(serialize(response(carrier_bye, 200, "OK")))
+        phone.close()
+
+        # 112 from bob (no dial-out rule): let through to the carrier, which refuses it here
+        phone = SipClient(("127.0.0.1", port))
+        headers = [
+            f"Contact: <sip:bob@127.0.0.1:{phone.local[1]}>",
+            "Content-Type: application/sdp",
+        ]
+        sos_uri = f"sip:112@127.0.0.1:{port}"
+        first = phone.exchange(
+            phone.request("INVITE", "sip:bob@callgate", headers, to=sos_uri, body=offer)
+        )
+        phone.send(phone.request("ACK", "sip:bob@callgate", to=sos_uri, cseq=phone.cseq))
+        auth = authorization(
+            challenge_for(first, "SHA-256"), "bob.desk", bob_password, "INVITE", sos_uri
+        )
+        phone.send(
+            phone.request("INVITE", "sip:bob@callgate", [auth, *headers], to=sos_uri, body=offer)
+        )
+        sos = next_request(carrier, "INVITE")
+        assert sos.uri.startswith("sip:112@127.0.0.2:")
+        carrier.send(serialize(response(sos, 486, "Busy Here", to_tag="cy")))
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            statuses.append(phone.receive().status)
+        assert statuses[-1] == 486, statuses
+        phone.close()
+    finally:
+        rtp.close()
+        carrier_rtp.close()
+
+
+def next_request(client: SipClient, method: str) -> SipRequest:
+    """The next request of `method` (our retransmissions before it are skipped)."""
+    while True:
+        request = client.receive_request()
+        if request.method == method:
+            return request

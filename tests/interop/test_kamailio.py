@@ -1,6 +1,7 @@
 """A real SIP server in front: Debian's Kamailio as a proxy between SIPp and `callgate serve
 --sip-listen`. SIPp registers through it with digest (the challenge and the answer pass through
-the proxy untouched, end to end), and the binding callgate keeps is the proxy's flow."""
+the proxy untouched, end to end), and the binding callgate keeps is the proxy's flow. This
+server has no trunk: an emergency number gets a 503 that says so."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.serve_fixture import WebServer, serve
+from tests.integration.sip_client import SipClient, authorization, challenge_for
 from tests.integration.test_cli import callgate, free_port
 
 pytestmark = pytest.mark.interop
@@ -108,6 +110,27 @@ def test_sipp_registers_through_kamailio(
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+    # without a trunk an emergency number cannot be called: the phone is told so, precisely
+    phone = SipClient(("127.0.0.1", edge))
+    sos_uri = f"sip:112@127.0.0.1:{edge}"
+    sdp = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    headers = ["Content-Type: application/sdp"]
+    first = phone.exchange(
+        phone.request("INVITE", "sip:alice@callgate", headers, to=sos_uri, body=sdp)
+    )
+    phone.send(phone.request("ACK", "sip:alice@callgate", to=sos_uri, cseq=phone.cseq))
+    auth = authorization(
+        challenge_for(first, "MD5"), device["username"], device["password"], "INVITE", sos_uri
+    )
+    phone.send(
+        phone.request("INVITE", "sip:alice@callgate", [auth, *headers], to=sos_uri, body=sdp)
+    )
+    statuses = [phone.receive()]
+    while statuses[-1].status < 200:
+        statuses.append(phone.receive())
+    phone.close()
+    assert statuses[-1].status == 503 and "emergency" in statuses[-1].reason, statuses[-1].reason
 
     # callgate's binding is the proxy's flow: the REGISTER reached it from Kamailio
     with web.client() as client:

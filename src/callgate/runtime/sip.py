@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 
+from callgate.accounts.service import AccountService
 from callgate.clock import SystemClock
 from callgate.config import Settings
 from callgate.errors import ConfigError
@@ -13,6 +14,7 @@ from callgate.runtime.calling import Signaling
 from callgate.runtime.sip_calls import SipCalls
 from callgate.sip.attempts import Attempts
 from callgate.sip.credentials import CredentialStore
+from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
 from callgate.sip.trunks import Trunk, Trunks
 from callgate.storage.db import Store
@@ -40,18 +42,35 @@ async def start_sip(
     audit = AuditLog(store)
     attempts = Attempts(CdrRepository(store), audit)
     trunks = Trunks(
-        [Trunk(t.name, frozenset(t.addresses), dict(t.dids)) for t in settings.sip.trunks]
+        [
+            Trunk(
+                t.name,
+                frozenset(t.addresses),
+                dict(t.dids),
+                t.outbound,
+                frozenset(t.dial_out_groups),
+                t.caller_id,
+            )
+            for t in settings.sip.trunks
+        ]
     )
     edge = SipEdge(
         credentials, audit, algorithms=settings.sip.algorithms, attempts=attempts, trunks=trunks
     )
     if calls is not None:
         ice, clock = calls.ice, SystemClock()
+        accounts = AccountService(store, settings.turn.realm)
+
+        def groups_of(handle: str) -> tuple[str, ...]:
+            user = accounts.get(handle)
+            return user.groups if user is not None else ()
+
         handler = SipCalls(
             calls.hub,
             calls.user_exists,
             lambda user: ice.ice_servers(user, clock.wall()),
             settings.sip.media_ip,
+            (trunks, groups_of, DialOutRecords(CdrRepository(store))),
         )
         handler.serve(edge)
         edge.closing.append(handler.close)

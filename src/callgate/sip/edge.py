@@ -33,7 +33,7 @@ from callgate.sip.outbound import OutboundCall
 from callgate.sip.registrar import Binding, Registrar
 from callgate.sip.responses import ALLOW, ALLOW_CALLS, encode, response
 from callgate.sip.transport import Counters, Peer, TcpTransport, UdpTransport
-from callgate.sip.trunks import Trunks
+from callgate.sip.trunks import Trunk, Trunks
 from callgate.sip.via import parse_via, response_target, stamp_received
 from callgate.types import Address
 
@@ -75,6 +75,7 @@ class SipEdge:
         self.auth = Authenticator(credentials, self.digest, self._clock, self._append)
         self._transactions: dict[tuple[str, str, str], tuple[float, bytes | None]] = {}
         self._udp: list[asyncio.DatagramTransport] = []
+        self._udp_protocols: list[UdpTransport] = []
         self._tcp: list[TcpTransport] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.bound: list[tuple[str, Address]] = []
@@ -118,6 +119,7 @@ class SipEdge:
                 lambda: UdpTransport(self.dispatch, self.counters), local_addr=(host, port)
             )
             self._udp.append(transport)
+            self._udp_protocols.append(protocol)
             self.bound.append(("udp", protocol.local))
         for host, port in tcp:
             server = TcpTransport(self.dispatch, self.counters)
@@ -354,6 +356,18 @@ class SipEdge:
         )
         self.calls[call.call_id] = call
         return call
+
+    def dial(self, trunk: Trunk, number: str, caller: str) -> OutboundCall | None:
+        """A call to `number` through `trunk`'s carrier (UDP), None without a UDP listener."""
+        if trunk.outbound is None or not self._udp_protocols:
+            return None
+        peer = self._udp_protocols[0].peer(trunk.outbound)
+        host, port = trunk.outbound
+        now = self._clock.monotonic()
+        target = Binding(
+            number, f"trunk:{trunk.name}", f"sip:{number}@{host}:{port}", peer, now, "", 0
+        )
+        return self.outbound(target, caller)
 
     def forget(self, call_id: str) -> None:
         self.calls.pop(call_id, None)

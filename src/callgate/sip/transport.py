@@ -77,6 +77,10 @@ class UdpTransport(asyncio.DatagramProtocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(data, target)
 
+    def peer(self, address: tuple[str, int]) -> Peer:
+        """A peer we send to first (a carrier), from this listener's socket."""
+        return Peer("UDP", address, self._send, self.local)
+
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         peer = Peer("UDP", (addr[0], addr[1]), self._send, self.local)
         if data == PING:

@@ -29,6 +29,13 @@ class Trunk:
     name: str
     addresses: frozenset[str]
     dids: dict[str, str] = field(default_factory=dict)  # E.164 number -> callgate handle
+    outbound: tuple[str, int] | None = None  # the carrier's SIP address for our INVITEs (UDP)
+    dial_out_groups: frozenset[str] = frozenset()  # who may dial numbers (emergency: anyone)
+    caller_id: str | None = None  # E.164 presented as the caller
+
+    def may_dial(self, groups: tuple[str, ...] | frozenset[str]) -> bool:
+        """No dial-out without a rule: only members of `dial_out_groups`."""
+        return bool(self.dial_out_groups & set(groups))
 
     def route(self, number: str) -> str | None:
         """The handle a DID rings, or None."""
@@ -39,6 +46,8 @@ class Trunk:
 class Trunks:
     def __init__(self, trunks: list[Trunk]) -> None:
         self._by_address = {address: t for t in trunks for address in t.addresses}
+
+        self.outbound = next((t for t in trunks if t.outbound is not None), None)
 
     def by_address(self, address: str) -> Trunk | None:
         return self._by_address.get(address)

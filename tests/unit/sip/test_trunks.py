@@ -45,3 +45,11 @@ def test_trunk_settings_refuse_bad_numbers_names_and_addresses() -> None:
     ):
         with pytest.raises(ValidationError):
             TrunkSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_no_dial_out_without_a_rule() -> None:
+    closed = Trunk("carrier", frozenset({"192.0.2.7"}), outbound=("192.0.2.7", 5060))
+    assert not closed.may_dial(("traders",))
+    open_to = Trunk("carrier", frozenset({"192.0.2.7"}), dial_out_groups=frozenset({"traders"}))
+    assert open_to.may_dial(("sales", "traders")) and not open_to.may_dial(("sales",))
+    assert Trunks([Trunk("in-only", frozenset({"192.0.2.8"})), closed]).outbound is closed
