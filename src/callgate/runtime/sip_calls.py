@@ -31,23 +31,19 @@ from typing import Any
 
 from callgate.media.anchor import AnchorError, AnchorLeg, Bridge
 from callgate.media.rtp_leg import RtpLeg
+from callgate.runtime.sip_dialout import DialOut, final_response
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
-from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
-from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import KEY_SALT, Crypto, SdpError, audio_sdp, parse_audio
-from callgate.sip.trunks import Trunks, normalise
+from callgate.sip.trunks import EMERGENCY, Trunks, normalise
 from callgate.sip.uri import parse_name_addr, parse_sip_uri
 
 log = logging.getLogger(__name__)
 
-# Emergency numbers (ITU E.161.1 112, NANP 911, UK 999, AU 000…): refused with a precise reason
-# until trunks exist (docs/sip.md, "Emergency numbers").
-EMERGENCY = frozenset({"112", "911", "999", "000", "110", "118", "119", "100", "101", "102"})
 STATS_INTERVAL = 2.0  # the phone's device reports packet counts, as clients do
 IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
 # call.ended reasons (signaling/reasons.py) → SIP final responses before an answer
@@ -76,6 +72,7 @@ class SipCalls:
     ) -> None:
         """`dial_out`: the trunks, a user's groups, and where dialled-out calls are recorded."""
         self._dial_out_with = dial_out
+        self._dial: DialOut | None = None
         self._hub = hub
         self._user_exists = user_exists
         self._ice_servers = ice_servers
@@ -87,6 +84,9 @@ class SipCalls:
     def serve(self, edge: SipEdge) -> None:
         """Take the edge's INVITEs, and make each registered phone a device that can ring."""
         self._edge = edge
+        if self._dial_out_with is not None:
+            trunks, groups_of, records = self._dial_out_with
+            self._dial = DialOut(edge, trunks, groups_of, records, self._media_ip)
         edge.take_calls(self)
         edge.on_device = self.device_changed
 
@@ -117,9 +117,10 @@ class SipCalls:
             call.reject(400, "Bad Request-URI")
             return
         dialled = uri.user or to.user or ""
-        target = self._dial_target(call, dialled)
-        if target is not None:
-            await self._dial_out(call, *target)
+        dial = self._dial
+        target = dial.target(call, dialled) if dial is not None else None
+        if dial is not None and target is not None:  # a number, through a trunk
+            await dial.run(call, *target)
             return
         parties = self._parties(call, dialled)
         if parties is None:
@@ -175,116 +176,6 @@ class SipCalls:
             if device is not None:
                 await self._hub.disconnect(device)
                 device.queue.put_nowait(None)
-            await bridge.close()
-
-    # -- dialling out through a trunk ------------------------------------------------------------
-
-    def _dial_target(self, call: InboundCall, dialled: str) -> tuple[str, bool] | None:
-        """(number, emergency) when a phone dialled a number a trunk can take, else None."""
-        if call.trunk is not None or call.credential is None or self._dial_out_with is None:
-            return None
-        if self._dial_out_with[0].outbound is None:
-            return None
-        code = dialled.lstrip("+")
-        if code in EMERGENCY:
-            return code, True
-        number = normalise(dialled)
-        return (number, False) if number is not None else None
-
-    async def _dial_out(self, call: InboundCall, number: str, emergency: bool) -> None:
-        assert self._dial_out_with is not None and self._edge is not None
-        assert call.credential is not None
-        trunks, groups_of, records = self._dial_out_with
-        trunk = trunks.outbound
-        assert trunk is not None
-        handle = call.credential.handle
-        # authorize: no dial-out without a rule; emergency numbers always (and flagged)
-        if not emergency and not trunk.may_dial(await asyncio.to_thread(groups_of, handle)):
-            call.reject(403, "Forbidden (no dial-out rule for this user)")
-            return
-        if emergency:
-            log.warning(
-                "sip: emergency call from %s to %s via trunk %s", handle, number, trunk.name
-            )
-        try:
-            offer = parse_audio(call.request.body)
-            codec = offer.choose()
-        except SdpError as exc:
-            call.reject(488, f"Not Acceptable Here ({exc})")
-            return
-        media_ip = self._media_ip or call.peer.local[0]
-        if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
-            call.reject(503, "Service Unavailable (no media address)")
-            return
-        ours = (
-            None
-            if offer.crypto is None
-            else Crypto(offer.crypto.tag, secrets.token_bytes(KEY_SALT))
-        )
-        srtp = (
-            None if offer.crypto is None or ours is None else (offer.crypto.key_salt, ours.key_salt)
-        )
-        bridge = Bridge(lambda: [])
-        phone = RtpLeg("phone", bridge.forward, codec, srtp)
-        carrier = RtpLeg("carrier", bridge.forward, codec)
-        out = self._edge.dial(trunk, number, trunk.caller_id or handle)
-        if out is None:
-            call.reject(503, "Service Unavailable (no UDP listener for the trunk)")
-            return
-        record_id = out.call_id
-        try:
-            phone_local = await phone.open(media_ip)
-            carrier_local = await carrier.open(media_ip)
-            phone.set_remote((offer.address, offer.port), also_from=[call.peer.address[0]])
-            bridge.attach(phone)
-            bridge.attach(carrier)
-            call.recorded = True  # recorded here, not by the hub
-            await asyncio.to_thread(
-                records.open, record_id, handle, number, trunk.name, emergency, call.peer.address[0]
-            )
-            contact = f"sip:callgate@{out.peer.local[0]}:{out.peer.local[1]}"
-            final = asyncio.ensure_future(
-                _final(out, audio_sdp(carrier_local[0], carrier_local[1], codec), contact)
-            )
-            call.ringing()
-            phone_gone = asyncio.ensure_future(call.ended.wait())
-            await asyncio.wait({final, phone_gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not final.done():  # the phone gave up (CANCEL) before the carrier answered
-                await out.cancel()
-                await final
-                await asyncio.to_thread(
-                    records.finish, record_id, "cancelled", "caller", "cancelled"
-                )
-                return
-            phone_gone.cancel()
-            reply = final.result()
-            if reply is None or not 200 <= reply.status < 300:
-                status, reason = (
-                    (408, "Request Timeout") if reply is None else (reply.status, reply.reason)
-                )
-                call.reject(status, reason)
-                await asyncio.to_thread(
-                    records.finish, record_id, disposition(status), "callee", f"sip {status}"
-                )
-                return
-            answer = parse_audio(reply.body)
-            carrier.set_remote((answer.address, answer.port), also_from=[out.peer.address[0]])
-            call.accept(audio_sdp(phone_local[0], phone_local[1], codec, ours), contact)
-            await asyncio.to_thread(records.answered, record_id)
-            phone_ended = asyncio.ensure_future(call.ended.wait())
-            carrier_ended = asyncio.ensure_future(out.ended.wait())
-            await asyncio.wait({phone_ended, carrier_ended}, return_when=asyncio.FIRST_COMPLETED)
-            phone_ended.cancel()
-            carrier_ended.cancel()
-            by = "caller" if call.ended.is_set() and call.ended_by != "us" else "callee"
-            await (out.hang_up() if by == "caller" else call.hang_up())
-            await asyncio.to_thread(records.finish, record_id, "answered", by, "hangup")
-        except SdpError as exc:
-            await out.hang_up()
-            call.reject(502, "Bad Gateway (carrier SDP)")
-            await asyncio.to_thread(records.finish, record_id, "failed", "server", str(exc)[:60])
-        finally:
-            self._edge.forget(out.call_id)
             await bridge.close()
 
     def _parties(self, call: InboundCall, dialled: str) -> tuple[str, str, str, str] | None:
@@ -452,7 +343,7 @@ class SipCalls:
             local = await rtp.open(media_ip)
             contact = f"sip:callgate@{binding.peer.local[0]}:{binding.peer.local[1]}"
             final = asyncio.ensure_future(
-                _final(call, audio_sdp(local[0], local[1], codec), contact)
+                final_response(call, audio_sdp(local[0], local[1], codec), contact)
             )
             while not final.done():
                 message = await _next(device, final)
@@ -530,15 +421,6 @@ async def _next(device: Device, other: asyncio.Future[Any]) -> dict[str, Any] | 
         return reading.result()
     reading.cancel()
     return None
-
-
-async def _final(call: OutboundCall, sdp: bytes, contact: str) -> SipResponse | None:
-    """The phone's final response to our INVITE (None: it never answered, Timer B)."""
-    final: SipResponse | None = None
-    async for reply in call.invite(sdp, contact):
-        if reply.status >= 200:
-            final = reply
-    return final
 
 
 def _codec_of(offer_sdp: str) -> str | None:

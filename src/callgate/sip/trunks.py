@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+# Emergency numbers (ITU E.161.1 112, NANP 911, UK 999, AU 000…): refused with a precise reason
+# until trunks exist (docs/sip.md, "Emergency numbers").
+EMERGENCY = frozenset({"112", "911", "999", "000", "110", "118", "119", "100", "101", "102"})
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 _SEPARATORS = re.compile(r"[\s\-.()]")
 
