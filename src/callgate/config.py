@@ -74,6 +74,8 @@ CLI_FLAGS: dict[tuple[str, ...], str] = {
     ("turn", "max_allocations"): "--max-allocations",
     ("turn", "bandwidth"): "--bandwidth",
     ("monitor", "interface"): "--monitor",
+    ("sip", "listen"): "--sip-listen",
+    ("sip", "tls_listen"): "--sip-tls-listen",
 }
 
 
@@ -367,6 +369,83 @@ class MonitorSettings(BaseModel):
         return self
 
 
+class TrunkSettings(BaseModel):
+    """One `[[sip.trunks]]`: a carrier's trunk, inbound calls to DIDs (docs/sip.md, "Trunks")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,31}$")
+    # Where its INVITEs come from: they are taken without digest (IP-based trunk authentication).
+    addresses: list[str] = Field(min_length=1, max_length=64)
+    # E.164 number -> the callgate user it rings.
+    dids: dict[str, str] = Field(default_factory=dict)
+    # Dialling out: where the carrier takes INVITEs (UDP), who may dial numbers through it (the
+    # members of these groups; none: nobody — emergency numbers are always let through), and
+    # the number presented as the caller.
+    outbound: OptAddress = None
+    dial_out_groups: list[str] = Field(default_factory=list)
+    caller_id: str | None = Field(default=None, pattern=r"^\+[1-9]\d{1,14}$")
+
+    @field_validator("addresses")
+    @classmethod
+    def _ips(cls, value: list[str]) -> list[str]:
+        return [parse_ip(v) for v in value]
+
+    @field_validator("dids")
+    @classmethod
+    def _e164(cls, value: dict[str, str]) -> dict[str, str]:
+        for number in value:
+            if not re.fullmatch(r"\+[1-9]\d{1,14}", number):
+                raise ValueError(f"DID {number!r} is not E.164 (+ country code, ≤ 15 digits)")
+        return value
+
+
+DigestAlgorithm = Literal["SHA-256", "MD5"]
+DIGEST_DEFAULT: tuple[DigestAlgorithm, ...] = ("SHA-256", "MD5")
+
+
+class SipSettings(BaseModel):
+    """The `[sip]` table / `CALLGATE_SIP__*`: the SIP edge of `callgate serve` (docs/sip.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Each address gets a UDP and a TCP listener; none (the default): no SIP edge.
+    listen: AddressList = Field(default_factory=list)
+    # SIP over TLS listeners (RFC 3261 §26.2.1), with turn.cert/turn.key or --self-signed.
+    tls_listen: AddressList = Field(default_factory=list)
+    trunks: list[TrunkSettings] = Field(default_factory=list, max_length=100)
+    # The digest realm phones authenticate in (their credentials are bound to it); default: the
+    # TURN realm.
+    realm: str | None = Field(default=None, min_length=1, max_length=255)
+    # Digest algorithms offered, preferred first, one WWW-Authenticate each (RFC 8760 §2.3).
+    # Clients that answer only the first challenge and know only MD5 (SIPp, older phones) need
+    # MD5 first; dropping MD5 refuses them.
+    algorithms: list[DigestAlgorithm] = Field(
+        default_factory=lambda: list(DIGEST_DEFAULT), min_length=1, max_length=2
+    )
+
+    # The IP put in SDP for calls' RTP and bound for it; default: the address the phone's
+    # INVITE arrived on (set it when listening on 0.0.0.0).
+    media_ip: str | None = None
+
+    @field_validator("media_ip")
+    @classmethod
+    def _media_ip(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        ip = ipaddress.ip_address(parse_ip(value))
+        if ip.version != 4 or ip.is_unspecified:
+            raise ValueError("media_ip must be a specific IPv4 address (SDP: IN IP4)")
+        return str(ip)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each algorithm at most once")
+        return value
+
+
 class TurnSettings(BaseModel):
     """The `[turn]` table / `CALLGATE_TURN__*`: everything TurnConfig holds."""
 
@@ -489,6 +568,7 @@ class Settings(BaseSettings):
     recording: RecordingSettingsModel = Field(default_factory=RecordingSettingsModel)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    sip: SipSettings = Field(default_factory=SipSettings)
 
     @field_validator("log_level")
     @classmethod
@@ -533,6 +613,9 @@ class Settings(BaseSettings):
         if self.https is not None:
             return self.https
         return (self.http[0], 8443) if self.self_signed else None
+
+    def sip_realm(self) -> str:
+        return self.sip.realm or self.turn.realm
 
     def database(self) -> str:
         """The database URL: as configured, or a SQLite file in data_dir."""

@@ -26,6 +26,7 @@ from callgate.cli.policy import policy_app
 from callgate.cli.recording import recording_app
 from callgate.cli.recording_keep import register as register_recording_keep
 from callgate.cli.retention import retention_app
+from callgate.cli.sip import sip_app
 from callgate.cli.users import user_app
 from callgate.config import Settings
 from callgate.errors import ConfigError, StorageError
@@ -49,6 +50,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(retention_app, name="retention")
 register_recording_keep(recording_app)
 app.add_typer(recording_app, name="recording")
+app.add_typer(sip_app, name="sip")
 app.command("detect")(detect_command)
 app.command("monitor")(monitor_command)
 
@@ -56,6 +58,20 @@ app.command("monitor")(monitor_command)
 ListenOpt = Annotated[
     list[str] | None,
     typer.Option("--listen", metavar="HOST:PORT", help="STUN/TURN listener, UDP and TCP; repeat."),
+]
+SipListenOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sip-listen", metavar="HOST:PORT", help="SIP edge listener, UDP and TCP; repeat."
+    ),
+]
+SipTlsListenOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sip-tls-listen",
+        metavar="HOST:PORT",
+        help="SIP over TLS listener (--cert/--key); repeat.",
+    ),
 ]
 TlsListenOpt = Annotated[
     list[str] | None,
@@ -191,6 +207,10 @@ def relay_overrides(**options: Any) -> dict[str, Any]:
     """CLI values in the shape of Settings (None = not given)."""
     top_keys = ("metrics", "log_level", "data_dir", "http", "https", "self_signed", "database_url")
     top = {key: options.pop(key, None) for key in top_keys}
+    sip = {
+        "listen": options.pop("sip_listen", None),
+        "tls_listen": options.pop("sip_tls_listen", None),
+    }
     turn = {
         "listen": options["listen"],
         "tls_listen": options["tls_listen"],
@@ -208,7 +228,7 @@ def relay_overrides(**options: Any) -> dict[str, Any]:
         "workers": options.pop("workers", None),
         "fast_path": options["fast_path"],
     }
-    return {**top, "turn": turn}
+    return {**top, "turn": turn, "sip": sip}
 
 
 def _relay_ips(values: list[str] | None) -> dict[str, str | None]:
@@ -300,6 +320,8 @@ def serve(
     fast_path: FastPathOpt = None,
     log_level: LogLevelOpt = None,
     monitor: MonitorOpt = None,
+    sip_listen: SipListenOpt = None,
+    sip_tls_listen: SipTlsListenOpt = None,
 ) -> None:
     """Run everything on one box: SQLite store, TURN relay, calling (/ws), REST API, metrics."""
     options = dict(locals())

@@ -1,10 +1,11 @@
 """`Bridge`: two anchor legs that forward each party's RTP to the other (docs/recording.md).
 
 Each `AnchorLeg` is one aiortc peer connection ending at the server, relay-only through our own
-TURN server, Opus only. A leg is either the answerer (the party sent an offer: the caller) or the
+TURN server, with one codec: Opus, or G.711 (PCMU/PCMA) when it meets a SIP phone or trunk. A leg is either the answerer (the party sent an offer: the caller) or the
 offerer (the anchor offers: the callee). Every packet a leg receives goes to the bridge's
 observer (a recorder, a quality probe) and, unchanged, out of the other leg (`packets.py`).
-Nothing here knows about recording or signaling: the SIP edge uses the same bridge.
+Nothing here knows about recording or signaling: the SIP edge uses the same bridge, with a plain
+RTP leg (`rtp_leg.py`) attached in place of a second peer connection.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import (
     RTCConfiguration,
@@ -25,7 +26,13 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 
-from callgate.media.packets import ForwardTrack, MediaPacket, PacketHandler, tap_receiver
+from callgate.media.packets import (
+    CODEC_CLOCKS,
+    ForwardTrack,
+    MediaPacket,
+    PacketHandler,
+    tap_receiver,
+)
 from callgate.media.srtp_path import SrtpPath
 
 log = logging.getLogger(__name__)
@@ -50,18 +57,40 @@ def _configuration(servers: Sequence[Mapping[str, Any]]) -> Any:
     return RTCConfiguration(iceServers=ice, iceTransportPolicy=RTCIceTransportPolicy.RELAY)
 
 
-def _opus() -> list[Any]:
+def _only(codec: str) -> list[Any]:
     codecs = RTCRtpSender.getCapabilities("audio").codecs
-    return [c for c in codecs if c.mimeType.lower() == "audio/opus"]
+    return [c for c in codecs if c.mimeType.lower() == f"audio/{codec}"]
+
+
+class Leg(Protocol):
+    """What the bridge needs of a leg: where to send the other party's packets, and whether it
+    can send yet."""
+
+    name: str
+    connected: asyncio.Event
+
+    def send(self, packet: MediaPacket) -> None: ...  # the payload unchanged, our own RTP stream
+
+    async def close(self) -> None: ...
 
 
 class AnchorLeg:
-    """One party's peer connection, ending at the anchor."""
+    """One party's peer connection, ending at the anchor. `codec`: "opus" (default), "pcmu" or
+    "pcma" — the only codec it negotiates; payloads are forwarded, never transcoded."""
 
-    def __init__(self, name: str, servers: Sequence[Mapping[str, Any]], on_packet: PacketHandler):
+    def __init__(
+        self,
+        name: str,
+        servers: Sequence[Mapping[str, Any]],
+        on_packet: PacketHandler,
+        codec: str = "opus",
+    ):
+        if codec not in CODEC_CLOCKS:
+            raise AnchorError(f"unknown codec {codec!r}")
         self.name = name
+        self.codec = codec
         self.pc = RTCPeerConnection(_configuration(servers))
-        self.track = ForwardTrack()  # what this leg sends to its party
+        self.track = ForwardTrack(CODEC_CLOCKS[codec])  # what this leg sends to its party
         self.connected = asyncio.Event()
         self.failed = asyncio.Event()
         self.received = 0
@@ -86,35 +115,38 @@ class AnchorLeg:
         self._on_packet(packet)
 
     def _prepare(self, transceiver: Any) -> None:
-        opus = _opus()
-        transceiver.setCodecPreferences(opus)
+        transceiver.setCodecPreferences(_only(self.codec))
         transceiver.direction = "sendrecv"
         self._transceiver = transceiver
         tap_receiver(transceiver.receiver, self.name, self._packet)
 
     async def answer(self, offer_sdp: str) -> str:
-        """The party offered: answer it (Opus only). Returns the answer SDP, ICE gathered."""
+        """The party offered: answer it (our codec only). Returns the answer SDP, ICE gathered."""
+        # The transceiver exists before the offer is applied, so its codec preference filters
+        # what the answer lists (aiortc negotiates codecs in setRemoteDescription).
+        transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
+        self._prepare(transceiver)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except (ValueError, AssertionError) as exc:
             raise AnchorError(f"bad offer: {exc}") from exc
+        except Exception as exc:  # aiortc's OperationError: no common codec
+            raise AnchorError(f"cannot use the offer: {exc}") from exc
         await self._flush_early()
         audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
         if len(audio) != 1:
             raise AnchorError("the offer must have exactly one audio stream")
-        self._prepare(audio[0])
-        audio[0].sender.replaceTrack(self.track)
         try:
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         except (ValueError, AssertionError) as exc:
             raise AnchorError(f"cannot answer: {exc}") from exc
         sdp = str(self.pc.localDescription.sdp)
-        if "opus/48000" not in sdp.lower():
-            raise AnchorError("the offer has no Opus")
+        if f"{self.codec}/{CODEC_CLOCKS[self.codec]}" not in sdp.lower():
+            raise AnchorError(f"the offer has no {self.codec.upper()}")
         return sdp
 
     async def offer(self) -> str:
-        """The anchor offers to the party (Opus only). Returns the offer SDP, ICE gathered."""
+        """The anchor offers to the party (our codec only). Returns the offer SDP, ICE gathered."""
         transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
         self._prepare(transceiver)
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -175,26 +207,40 @@ class Bridge:
     def __init__(self, ice_servers: IceServers, observer: PacketHandler | None = None) -> None:
         self._ice_servers = ice_servers
         self._observer = observer
-        self.legs: dict[str, AnchorLeg] = {}
+        self.legs: dict[str, AnchorLeg] = {}  # the WebRTC legs
+        self._all: dict[str, Leg] = {}  # these and attached ones (an RTP leg)
         self._other: dict[str, str] = {}
 
-    def leg(self, name: str) -> AnchorLeg:
+    def leg(self, name: str, codec: str = "opus") -> AnchorLeg:
         """A new leg called `name` (at most two; the second is paired with the first)."""
-        if name in self.legs or len(self.legs) >= 2:
+        if name in self._all or len(self._all) >= 2:
             raise AnchorError(f"cannot add leg {name!r}")
-        leg = AnchorLeg(name, self._ice_servers(), self._forward)
-        if self.legs:
-            (first,) = self.legs
-            self._other[first], self._other[name] = name, first
+        leg = AnchorLeg(name, self._ice_servers(), self._forward, codec)
+        self.attach(leg)
         self.legs[name] = leg
         return leg
+
+    def attach(self, leg: Leg) -> None:
+        """Add a leg made elsewhere (a plain RTP leg, rtp_leg.py); its packets must go to
+        `self.forward`."""
+        name = leg.name
+        if name in self._all or len(self._all) >= 2:
+            raise AnchorError(f"cannot add leg {name!r}")
+        if self._all:
+            (first,) = self._all
+            self._other[first], self._other[name] = name, first
+        self._all[name] = leg
+
+    def forward(self, packet: MediaPacket) -> None:
+        """A packet one leg received: to the observer, then out of the other leg."""
+        self._forward(packet)
 
     def _forward(self, packet: MediaPacket) -> None:
         if self._observer is not None:
             self._observer(packet)
-        other = self.legs.get(self._other.get(packet.leg, ""))
+        other = self._all.get(self._other.get(packet.leg, ""))
         if other is not None and other.connected.is_set():
             other.send(packet)
 
     async def close(self) -> None:
-        await asyncio.gather(*(leg.close() for leg in self.legs.values()))
+        await asyncio.gather(*(leg.close() for leg in self._all.values()))

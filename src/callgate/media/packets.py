@@ -8,8 +8,8 @@ where the anchor reaches into it (checked against aiortc 1.16, pinned in pyproje
   instance, so the packet goes to our callback and never reaches the jitter buffer or the Opus
   decoder thread (nothing is decoded on the server).
 - Out: `RTCRtpSender` asks its track for the next item; an `av.Packet` (not a Frame) is passed to
-  the codec's `pack()`, which for Opus sends the bytes unchanged with the packet's pts as the RTP
-  timestamp offset. `ForwardTrack` is such a track: its packets are the other party's payloads,
+  the codec's `pack()`, which for Opus and G.711 sends the bytes unchanged with the packet's pts
+  as the RTP timestamp offset. `ForwardTrack` is such a track: its packets are the other party's payloads,
   their timestamps kept relative to that party's first packet.
 
 The sender rewrites SSRC and sequence numbers and encrypts with its own leg's SRTP keys, as an
@@ -29,6 +29,8 @@ import av
 from aiortc import MediaStreamTrack
 
 OPUS_CLOCK = 48000
+# RTP clock rates of the codecs the anchor forwards (RFC 7587 §4.1, RFC 3551 §4.5.14).
+CODEC_CLOCKS = {"opus": OPUS_CLOCK, "pcmu": 8000, "pcma": 8000}
 FORWARD_QUEUE = 50  # packets (1 s of 20 ms frames) waiting for a slow leg before the oldest go
 
 
@@ -69,12 +71,14 @@ def tap_receiver(receiver: Any, leg: str, handler: PacketHandler) -> None:
 
 
 class ForwardTrack(MediaStreamTrack):
-    """An audio track whose items are already-encoded Opus packets (see module docstring)."""
+    """An audio track whose items are already-encoded packets (see module docstring), Opus or
+    G.711 (`clock` is the codec's RTP clock rate)."""
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: int = OPUS_CLOCK) -> None:
         super().__init__()
+        self._clock = clock
         self._queue: asyncio.Queue[Any] = asyncio.Queue(FORWARD_QUEUE)
         self._base: int | None = None
         self.forwarded = 0
@@ -86,7 +90,7 @@ class ForwardTrack(MediaStreamTrack):
             self._base = timestamp
         packet = av.Packet(payload)
         packet.pts = (timestamp - self._base) % (1 << 32)
-        packet.time_base = Fraction(1, OPUS_CLOCK)
+        packet.time_base = Fraction(1, self._clock)
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1

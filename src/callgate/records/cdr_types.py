@@ -18,6 +18,7 @@ UPDATABLE = frozenset(
     {
         "caller_device",
         "caller_address",
+        "direction",  # a SIP edge call from a trunk: "inbound" (runtime/sip_calls.py)
         "caller_user_agent",
         "callee_device",
         "callee_address",

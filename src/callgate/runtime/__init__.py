@@ -58,6 +58,10 @@ from callgate.runtime.deprovision import end_sessions
 from callgate.runtime.monitoring import Monitoring, start_monitoring
 from callgate.runtime.recordings import recording_jobs
 from callgate.runtime.relay_workers import WorkerPool, run_pool
+from callgate.runtime.sip import describe as describe_sip
+from callgate.runtime.sip import start_sip
+from callgate.sip.edge import SipEdge
+from callgate.sip.metrics import SipCollector
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.health import StorageHealth
 from callgate.storage.permissions import private_data_dir
@@ -185,6 +189,7 @@ def metrics_endpoint(
     recordings: RecordingService | None = None,
     monitoring: Monitoring | None = None,
     archive: ArchiveStatus | None = None,
+    sip: SipEdge | None = None,
 ) -> Generator[MetricsServer | None]:
     if settings.metrics is None:
         yield None
@@ -194,6 +199,8 @@ def metrics_endpoint(
         registry.register(RecordingCollector(recordings, archive))
     if monitoring is not None:
         registry.register(monitoring.collector())
+    if sip is not None:
+        registry.register(SipCollector(sip))
     endpoint = serve_metrics(settings.metrics, registry)
     try:
         yield endpoint
@@ -497,6 +504,7 @@ async def run_serve(settings: Settings) -> None:
             )
             await calls.hub.start()
             identity.on_deprovisioned(functools.partial(end_sessions, calls.hub))
+            sip = await start_sip(settings, store, calls)
             heartbeat = CallHeartbeat(
                 store.engine, lambda: [call.call_id for call in calls.hub.engine.live_calls()]
             )
@@ -521,7 +529,7 @@ async def run_serve(settings: Settings) -> None:
                 services=services,
                 routers=[
                     calls.router,
-                    directory_router(calls.hub),
+                    directory_router(calls.hub, sip.devices if sip is not None else None),
                     recordings_router(
                         recordings, AuditLog(store), recording_purge, checkpointer.key
                     ),
@@ -539,11 +547,11 @@ async def run_serve(settings: Settings) -> None:
                 web.append(await _start_http(settings, https_redirect(*https)))
                 where = f"https https://{format_address(https)} ({where} redirects to it)"
             with metrics_endpoint(
-                settings, server.live_counters, recordings, monitoring, archive_job
+                settings, server.live_counters, recordings, monitoring, archive_job, sip
             ) as metrics:
                 extra = (
                     f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
-                )
+                ) + describe_sip(sip)
                 announce(
                     f"callgate serve listening on {describe_bound(server.bound)}; "
                     f"{where}{extra}; data {settings.data_dir}; {quota_note(server.config)}"
@@ -560,6 +568,8 @@ async def run_serve(settings: Settings) -> None:
                         await http_task
                 await monitoring.stop()
                 await heartbeat.stop()
+                if sip is not None:
+                    await sip.close()
                 await calls.hub.stop()
                 await purge_job.stop()
                 await recording_purge.stop()

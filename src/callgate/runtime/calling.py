@@ -3,6 +3,7 @@ accounts, the records and the running TURN server."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import APIRouter
@@ -29,6 +30,8 @@ USER_CACHE_SECONDS = 5.0
 class Signaling:
     hub: SignalingHub
     router: APIRouter
+    ice: IceServerConfig  # TURN REST credentials for server-side legs (the SIP edge's)
+    user_exists: Callable[[str], bool]
 
 
 def relay_addresses(server: TurnServer) -> set[str]:
@@ -129,4 +132,4 @@ def build_signaling(
         clock=clock,
         max_devices_per_user=settings.max_devices_per_user,
     )
-    return Signaling(hub, signaling_router(hub, ws))
+    return Signaling(hub, signaling_router(hub, ws), ice, user_exists)

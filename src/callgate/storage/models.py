@@ -467,3 +467,24 @@ class ScimMember(Base):
         primary_key=True,
         index=True,
     )
+
+
+class SipCredential(Base):
+    """A SIP device's digest credential (docs/sip.md): only H(username:realm:password) for each
+    digest algorithm is kept (RFC 8760), never the password; it belongs to a callgate user."""
+
+    __tablename__ = "sip_credentials"
+    __table_args__ = (UniqueConstraint("username", name="uq_sip_credentials_username"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(
+        Integer,
+        ForeignKey("users.id", name="fk_sip_credentials_user_id", ondelete="CASCADE"),
+        index=True,
+    )
+    device: Mapped[str] = mapped_column(String(64))
+    realm: Mapped[str] = mapped_column(String(255))
+    ha1_md5: Mapped[str] = mapped_column(String(32))
+    ha1_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

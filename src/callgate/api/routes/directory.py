@@ -43,13 +43,19 @@ def presence_by_handle(
     return result
 
 
-def directory_router(hub: SignalingHub) -> APIRouter:
+def directory_router(
+    hub: SignalingHub, other_devices: Callable[[], Iterable[tuple[str, str]]] | None = None
+) -> APIRouter:
+    """`other_devices`: more (device id, handle) pairs that count as online, e.g. registered SIP
+    phones (callgate.sip)."""
     router = APIRouter(prefix="/api", tags=["directory"])
 
     @router.get("/directory")
     async def directory(user: UserDep, services: ServicesDep) -> DirectoryResponse:
         # On the event loop: the hub is not thread-safe.
         devices = [(d.device_id, d.handle) for d in hub.devices.values()]
+        if other_devices is not None:
+            devices += other_devices()
         present = presence_by_handle(devices, hub.engine.call_of)
         accounts = await asyncio.to_thread(services.accounts.list_users)
         colleagues = [

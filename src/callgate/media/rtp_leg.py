@@ -1,0 +1,226 @@
+"""`RtpLeg`: a plain RTP leg of a `Bridge` (RFC 3550), for SIP phones and trunks (docs/sip.md).
+
+The other side of the bridge is a WebRTC `AnchorLeg` negotiated to the same G.711 codec
+(PCMU or PCMA), so payloads pass unchanged both ways: nothing is transcoded.
+
+- In: a UDP socket on the media address; each datagram that is RTP version 2 with the
+  negotiated payload type becomes a `MediaPacket` for the bridge (observer first, then the other
+  leg). Anything else is counted and dropped.
+- Symmetric RTP (RFC 4961) with latching: a phone behind NAT sends from another address than its
+  SDP names, so the first valid packet from an allowed IP (the SDP's, or the one its signaling
+  came from) fixes where we send and the only source we accept from then on.
+- Out: `track.push(payload, timestamp)` sends the other party's payload in our own RTP stream
+  (our SSRC and sequence numbers; timestamps kept relative to that party's first packet), as
+  the WebRTC side does (packets.py).
+
+- SRTP (RFC 3711) with keys from SDES (RFC 4568): given the phone's and our master key ‖ salt
+  (AES_CM_128_HMAC_SHA1_80), packets are authenticated and decrypted on the way in (a packet that
+  fails is dropped as "srtp") and encrypted on the way out, with libsrtp (pylibsrtp).
+
+RTCP is neither sent nor read (no port is opened for it); DTMF (RFC 4733) is not forwarded yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pylibsrtp
+
+from callgate.media.packets import MediaPacket, PacketHandler
+
+log = logging.getLogger(__name__)
+
+PCMU, PCMA = 0, 8  # static payload types (RFC 3551 §6)
+CODEC_PAYLOAD_TYPES = {"pcmu": PCMU, "pcma": PCMA}
+RTP_VERSION = 2
+HEADER = struct.Struct("!BBHII")
+MAX_DATAGRAM = 2048
+
+
+class RtpError(ValueError):
+    """Not an RTP packet we take (the reason is counted, never answered)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RtpPacket:
+    payload_type: int
+    marker: bool
+    seq: int
+    timestamp: int
+    ssrc: int
+    payload: bytes
+
+
+def parse_rtp(data: bytes) -> RtpPacket:
+    """One RTP packet (RFC 3550 §5.1): fixed header, CSRCs, extension and padding removed."""
+    if len(data) < HEADER.size or len(data) > MAX_DATAGRAM:
+        raise RtpError("size")
+    first, second, seq, timestamp, ssrc = HEADER.unpack_from(data)
+    if first >> 6 != RTP_VERSION:
+        raise RtpError("version")
+    offset = HEADER.size + 4 * (first & 0x0F)
+    if first & 0x10:  # header extension (§5.3.1): 16-bit profile, 16-bit length in words
+        if len(data) < offset + 4:
+            raise RtpError("extension")
+        (words,) = struct.unpack_from("!H", data, offset + 2)
+        offset += 4 + 4 * words
+    end = len(data)
+    if first & 0x20:  # padding (§5.1): the last octet counts the padding octets
+        end -= data[-1]
+    if end < offset:
+        raise RtpError("length")
+    return RtpPacket(second & 0x7F, bool(second & 0x80), seq, timestamp, ssrc, data[offset:end])
+
+
+def build_rtp(packet: RtpPacket) -> bytes:
+    second = (0x80 if packet.marker else 0) | packet.payload_type
+    head = HEADER.pack(RTP_VERSION << 6, second, packet.seq, packet.timestamp, packet.ssrc)
+    return head + packet.payload
+
+
+class RtpSender:
+    """The leg's outgoing stream: the other party's payloads under our SSRC (see module doc)."""
+
+    def __init__(self, leg: RtpLeg) -> None:
+        self._leg = leg
+        self.ssrc = secrets.randbits(32)
+        self._seq = secrets.randbits(16)
+        self._base_out = secrets.randbits(32)
+        self._base_in: int | None = None
+        self.forwarded = 0
+
+    def push(self, payload: bytes, timestamp: int) -> None:
+        target = self._leg.remote
+        if target is None or self._leg.transport is None:
+            return
+        first = self._base_in is None
+        if self._base_in is None:
+            self._base_in = timestamp
+        out = (self._base_out + timestamp - self._base_in) % (1 << 32)
+        self._seq = (self._seq + 1) % (1 << 16)
+        packet = RtpPacket(self._leg.payload_type, first, self._seq, out, self.ssrc, payload)
+        data = build_rtp(packet)
+        if self._leg.outbound is not None:
+            data = self._leg.outbound.protect(data)
+        self._leg.transport.sendto(data, target)
+        self.forwarded += 1
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, leg: RtpLeg) -> None:
+        self._leg = leg
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self._leg.received_datagram(data, (str(addr[0]), int(addr[1])))
+
+
+class RtpLeg:
+    """One plain RTP party of a bridge (see module doc). `on_packet` is the bridge's
+    `forward`; `codec` "pcmu" or "pcma"."""
+
+    def __init__(
+        self,
+        name: str,
+        on_packet: PacketHandler,
+        codec: str = "pcmu",
+        srtp: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """`srtp`: (the party's, our) SDES master key ‖ salt, or None for plain RTP."""
+        if codec not in CODEC_PAYLOAD_TYPES:
+            raise RtpError(f"unsupported codec {codec!r}")
+        self.inbound: pylibsrtp.Session | None = None
+        self.outbound: pylibsrtp.Session | None = None
+        if srtp is not None:
+            profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+            theirs = pylibsrtp.Policy(srtp[0], pylibsrtp.Policy.SSRC_ANY_INBOUND, 0, profile)
+            ours = pylibsrtp.Policy(srtp[1], pylibsrtp.Policy.SSRC_ANY_OUTBOUND, 0, profile)
+            self.inbound, self.outbound = pylibsrtp.Session(theirs), pylibsrtp.Session(ours)
+        self.name = name
+        self.codec = codec
+        self.payload_type = CODEC_PAYLOAD_TYPES[codec]
+        self.connected = asyncio.Event()  # we know where to send
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: tuple[str, int] = ("", 0)
+        self.remote: tuple[str, int] | None = None
+        self.track = RtpSender(self)
+        self.received = 0
+        self.dropped: dict[str, int] = {}
+        self._on_packet = on_packet
+        self._allowed: set[str] = set()
+        self._latched = False
+
+    def send(self, packet: MediaPacket) -> None:
+        """The other party's packet to this phone, payload unchanged (the bridge's `Leg`)."""
+        self.track.push(packet.payload, packet.timestamp)
+
+    async def open(self, host: str, port: int = 0) -> tuple[str, int]:
+        """Bind the media socket; returns its address (for our SDP)."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=(host, port)
+        )
+        self.transport = transport
+        sockname = transport.get_extra_info("sockname")
+        self.local = (str(sockname[0]), int(sockname[1]))
+        return self.local
+
+    def set_remote(self, address: tuple[str, int], also_from: Iterable[str] = ()) -> None:
+        """Where the party's SDP says to send; packets are taken from that IP and `also_from`
+        (the address its signaling came from), and the first one latches (module doc)."""
+        self.remote = address
+        self._allowed = {address[0], *also_from}
+        self.connected.set()
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def received_datagram(self, data: bytes, source: tuple[str, int]) -> None:
+        if self._latched:
+            if source != self.remote:
+                self._drop("source")
+                return
+        elif source[0] not in self._allowed:
+            self._drop("source")
+            return
+        if self.inbound is not None:
+            try:
+                data = self.inbound.unprotect(data)
+            except pylibsrtp.Error:
+                self._drop("srtp")
+                return
+        try:
+            packet = parse_rtp(data)
+        except RtpError as exc:
+            self._drop(str(exc))
+            return
+        if packet.payload_type != self.payload_type:
+            self._drop("payload type")
+            return
+        if not self._latched:
+            self._latched = True
+            if source != self.remote:
+                log.info("rtp leg %s: latched to %s:%d", self.name, *source)
+            self.remote = source
+        self.received += 1
+        self._on_packet(
+            MediaPacket(
+                leg=self.name,
+                payload=packet.payload,
+                timestamp=packet.timestamp,
+                seq=packet.seq,
+                ssrc=packet.ssrc,
+                payload_type=packet.payload_type,
+                arrival=time.time(),
+            )
+        )
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,90 @@
+"""The SIP edge under `callgate serve`, when `sip.listen` / `--sip-listen` is set (docs/sip.md)."""
+
+from __future__ import annotations
+
+import ssl
+
+from callgate.accounts.service import AccountService
+from callgate.clock import SystemClock
+from callgate.config import Settings
+from callgate.errors import ConfigError
+from callgate.records.audit import AuditLog
+from callgate.records.cdr import CdrRepository
+from callgate.runtime.calling import Signaling
+from callgate.runtime.sip_calls import SipCalls
+from callgate.sip.attempts import Attempts
+from callgate.sip.credentials import CredentialStore
+from callgate.sip.dialout import DialOutRecords
+from callgate.sip.edge import SipEdge
+from callgate.sip.trunks import Trunk, Trunks
+from callgate.storage.db import Store
+
+
+async def start_sip(
+    settings: Settings, store: Store, calls: Signaling | None = None
+) -> SipEdge | None:
+    """The edge listening on UDP and TCP at each `sip.listen` address and on TLS at each
+    `sip.tls_listen` one, or None when neither is set;
+    with `calls`, phones' INVITEs reach callgate users (sip_calls.py)."""
+    if not settings.sip.listen and not settings.sip.tls_listen:
+        return None
+    context = None
+    if settings.sip.tls_listen:
+        cert, key = settings.turn.cert, settings.turn.key
+        if cert is None or key is None:
+            raise ConfigError(
+                "sip.tls_listen (--sip-tls-listen) needs --cert/--key or --self-signed"
+            )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert, key)
+    credentials = CredentialStore(store, settings.sip_realm())
+    audit = AuditLog(store)
+    attempts = Attempts(CdrRepository(store), audit)
+    trunks = Trunks(
+        [
+            Trunk(
+                t.name,
+                frozenset(t.addresses),
+                dict(t.dids),
+                t.outbound,
+                frozenset(t.dial_out_groups),
+                t.caller_id,
+            )
+            for t in settings.sip.trunks
+        ]
+    )
+    edge = SipEdge(
+        credentials, audit, algorithms=settings.sip.algorithms, attempts=attempts, trunks=trunks
+    )
+    if calls is not None:
+        ice, clock = calls.ice, SystemClock()
+        accounts = AccountService(store, settings.turn.realm)
+
+        def groups_of(handle: str) -> tuple[str, ...]:
+            user = accounts.get(handle)
+            return user.groups if user is not None else ()
+
+        handler = SipCalls(
+            calls.hub,
+            calls.user_exists,
+            lambda user: ice.ice_servers(user, clock.wall()),
+            settings.sip.media_ip,
+            (trunks, groups_of, DialOutRecords(CdrRepository(store))),
+        )
+        handler.serve(edge)
+        edge.closing.append(handler.close)
+    try:
+        listen = settings.sip.listen
+        await edge.start(udp=listen, tcp=listen, tls=settings.sip.tls_listen, ssl=context)
+    except OSError:
+        await edge.close()
+        raise
+    return edge
+
+
+def describe(edge: SipEdge | None) -> str:
+    if edge is None:
+        return ""
+    bound = ", ".join(f"{kind} {host}:{port}" for kind, (host, port) in edge.bound)
+    return f"; sip {bound} (realm {edge.realm})"

@@ -1,0 +1,443 @@
+"""A registered SIP phone calls a callgate user: the SIP edge meets the signaling hub
+(docs/sip.md, "Calls from phones").
+
+For each authenticated INVITE the phone becomes, for the length of the call, one more signaling
+device of its user, so the call goes through everything a browser's call goes through: the
+callee must exist, the policy decides (a `recording_required` call is anchored and recorded, or
+ends — fail closed), the CDR row is written before anyone rings, and the hub's timers apply.
+
+Media: a `Bridge` with a WebRTC leg negotiated to the phone's G.711 codec (relay-only through our
+TURN, with the calling user's TURN REST credentials, so call-bound relaying admits it) and a plain
+RTP leg towards the phone. The WebRTC leg's offer is the device's `call.invite` SDP; the callee's
+answer (or, for a recorded call, the recording anchor's) completes it. Payloads are forwarded,
+never transcoded.
+
+Signaling outcomes become SIP responses: ringing → 180; answered → 200 OK with our SDP; denied
+→ 403; ended before an answer → 404 (unknown user), 480 (nobody online, no answer), 486
+(rejected, busy), 503 (recording unavailable, errors); after the answer the hub's end becomes our
+BYE, and the phone's BYE or CANCEL becomes `call.hangup`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from callgate.media.anchor import AnchorError, AnchorLeg, Bridge
+from callgate.media.rtp_leg import RtpLeg
+from callgate.runtime.sip_dialout import DialOut, final_response
+from callgate.signaling import messages as m
+from callgate.signaling.hub import Device, SignalingHub
+from callgate.sip.dialout import DialOutRecords
+from callgate.sip.edge import SipEdge
+from callgate.sip.invite import InboundCall
+from callgate.sip.outbound import OutboundCall
+from callgate.sip.sdp import KEY_SALT, Crypto, SdpError, audio_sdp, parse_audio
+from callgate.sip.trunks import EMERGENCY, Trunks, normalise
+from callgate.sip.uri import parse_name_addr, parse_sip_uri
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL = 2.0  # the phone's device reports packet counts, as clients do
+IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
+# call.ended reasons (signaling/reasons.py) → SIP final responses before an answer
+ENDED = {
+    "unknown-user": (404, "Not Found"),
+    "callee-offline": (480, "Temporarily Unavailable"),
+    "no-answer": (480, "Temporarily Unavailable"),
+    "rejected": (486, "Busy Here"),
+    "busy": (486, "Busy Here"),
+    "denied": (403, "Forbidden"),
+    "recording-unavailable": (503, "Service Unavailable (recording unavailable)"),
+    "recording-failed": (503, "Service Unavailable (recording failed)"),
+}
+
+
+class SipCalls:
+    """The edge's call handler (`SipEdge.take_calls`)."""
+
+    def __init__(
+        self,
+        hub: SignalingHub,
+        user_exists: Callable[[str], bool],
+        ice_servers: IceServersFor,
+        media_ip: str | None = None,
+        dial_out: tuple[Trunks, Callable[[str], tuple[str, ...]], DialOutRecords] | None = None,
+    ) -> None:
+        """`dial_out`: the trunks, a user's groups, and where dialled-out calls are recorded."""
+        self._dial_out_with = dial_out
+        self._dial: DialOut | None = None
+        self._hub = hub
+        self._user_exists = user_exists
+        self._ice_servers = ice_servers
+        self._media_ip = media_ip
+        self._ids = itertools.count(1)
+        self._edge: SipEdge | None = None
+        self._phones: dict[str, asyncio.Task[None]] = {}  # device username -> its device task
+
+    def serve(self, edge: SipEdge) -> None:
+        """Take the edge's INVITEs, and make each registered phone a device that can ring."""
+        self._edge = edge
+        if self._dial_out_with is not None:
+            trunks, groups_of, records = self._dial_out_with
+            self._dial = DialOut(edge, trunks, groups_of, records, self._media_ip)
+        edge.take_calls(self)
+        edge.on_device = self.device_changed
+
+    def device_changed(self, username: str, handle: str, present: bool) -> None:
+        task = self._phones.get(username)
+        if present and (task is None or task.cancelling()):  # a stopping one is replaced
+            task = asyncio.get_running_loop().create_task(self._phone_device(username, handle))
+            self._phones[username] = task
+            task.add_done_callback(lambda done: self._forget_phone(username, done))
+        elif not present and task is not None:
+            task.cancel()
+
+    def _forget_phone(self, username: str, task: asyncio.Task[None]) -> None:
+        if self._phones.get(username) is task:  # not a newer one for the same phone
+            del self._phones[username]
+
+    async def close(self) -> None:
+        for task in list(self._phones.values()):
+            task.cancel()
+        await asyncio.gather(*self._phones.values(), return_exceptions=True)
+
+    async def invite(self, call: InboundCall) -> None:
+        # validate: who is called, and can we take the phone's media
+        try:
+            uri = parse_sip_uri(call.request.uri)
+            to = parse_sip_uri(parse_name_addr(call.request.headers.get("to") or "").uri)
+        except ValueError:
+            call.reject(400, "Bad Request-URI")
+            return
+        dialled = uri.user or to.user or ""
+        dial = self._dial
+        target = dial.target(call, dialled) if dial is not None else None
+        if dial is not None and target is not None:  # a number, through a trunk
+            await dial.run(call, *target)
+            return
+        parties = self._parties(call, dialled)
+        if parties is None:
+            return  # refused, with the reason
+        handle, display, agent, callee = parties
+        try:
+            offer = parse_audio(call.request.body)
+            codec = offer.choose()
+        except SdpError as exc:
+            call.reject(488, f"Not Acceptable Here ({exc})")
+            return
+        media_ip = self._media_ip or call.peer.local[0]
+        if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
+            log.warning("sip: set sip.media_ip (listening on %s, SDP needs an IPv4)", media_ip)
+            call.reject(503, "Service Unavailable (no media address)")
+            return
+        # act: the media legs, then the phone (or trunk) as a device of its caller
+        bridge = Bridge(lambda: self._ice_servers(handle))
+        ours = (
+            None
+            if offer.crypto is None
+            else Crypto(offer.crypto.tag, secrets.token_bytes(KEY_SALT))
+        )
+        srtp = (
+            None if offer.crypto is None or ours is None else (offer.crypto.key_salt, ours.key_salt)
+        )
+        rtp = RtpLeg("phone", bridge.forward, codec, srtp)
+        device: Device | None = None
+        try:
+            web = bridge.leg("web", codec=codec)
+            local = await rtp.open(media_ip)
+            rtp.set_remote((offer.address, offer.port), also_from=[call.peer.address[0]])
+            bridge.attach(rtp)
+            web_offer = await web.offer()
+            device, effects = await self._hub.connect(
+                handle, display, True, address=call.peer.address[0], user_agent=agent
+            )
+            await self._hub.apply(effects)
+            try:
+                invite = m.Invite(type="call.invite", id=self._id(), to=callee, sdp=web_offer)
+            except ValueError:  # not a handle (numbers go to trunks, which are not here yet)
+                call.reject(404, "Not Found")
+                return
+            call.recorded = True  # the hub writes this attempt's CDR from here on
+            await self._hub.receive(device, invite, self._user_exists)
+            answer = audio_sdp(local[0], local[1], codec, ours)
+            contact = f"sip:callgate@{call.peer.local[0]}:{call.peer.local[1]}"
+            await self._follow(call, device, web, rtp, answer, contact)
+        except AnchorError as exc:
+            log.warning("sip call %s: %s", call.call_id, exc)
+            call.reject(503, "Service Unavailable (media)")
+        finally:
+            if device is not None:
+                await self._hub.disconnect(device)
+                device.queue.put_nowait(None)
+            await bridge.close()
+
+    def _parties(self, call: InboundCall, dialled: str) -> tuple[str, str, str, str] | None:
+        """(caller handle, display name, user agent, callee handle) of an INVITE, or None when
+        it was refused here."""
+        if call.trunk is not None:  # from the phone network, to one of the trunk's DIDs
+            callee = call.trunk.route(dialled)
+            if callee is None:
+                call.reject(404, "Not Found (no such DID)")
+                return None
+            claimed = parse_name_addr(call.request.headers.get("from") or "").uri
+            try:
+                number = normalise(parse_sip_uri(claimed).user or "")
+            except ValueError:
+                number = None
+            # "+…" or "…@trunk": never a handle (those have neither), so never a user
+            caller = number or f"anonymous@{call.trunk.name}"
+            return caller, f"{caller} ({call.trunk.name})", f"sip-trunk:{call.trunk.name}", callee
+        assert call.credential is not None
+        callee = dialled.lower()
+        if not callee:
+            call.reject(404, "Not Found")
+            return None
+        if callee.lstrip("+") in EMERGENCY:
+            # say so loudly: the phone must not look like it can reach emergency services
+            log.error("sip: %s dialled emergency number %s: no trunk", handle_of(call), callee)
+            call.reject(503, "Service Unavailable (emergency calls need a trunk: none here)")
+            return None
+        handle = call.credential.handle
+        return handle, handle, "sip", callee
+
+    async def _follow(
+        self,
+        call: InboundCall,
+        device: Device,
+        web: AnchorLeg,
+        rtp: RtpLeg,
+        answer: bytes,
+        contact: str,
+    ) -> None:
+        """Carry the hub's messages to the phone and the phone's hang-up to the hub."""
+        call_id: str | None = None
+        answered = False
+        stats: asyncio.Task[None] | None = None
+        phone_gone = asyncio.create_task(call.ended.wait())
+        try:
+            while True:
+                reading = asyncio.create_task(device.queue.get())
+                done, _ = await asyncio.wait(
+                    {reading, phone_gone}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if phone_gone in done:
+                    reading.cancel()
+                    if call_id is not None:
+                        hangup = m.Hangup(type="call.hangup", id=self._id(), call_id=call_id)
+                        await self._hub.receive(device, hangup, self._user_exists)
+                    return
+                message = reading.result()
+                if message is None:  # the hub let go of the device
+                    call.reject(503, "Service Unavailable")
+                    await call.hang_up()
+                    return
+                kind = message.get("type")
+                if kind == "ack" and message.get("call_id"):
+                    call_id = str(message["call_id"])
+                    if call.trunk is not None:  # the CDR says where the call came from
+                        self._hub.recorder.update(call_id, direction="inbound")
+                elif kind == "error":
+                    call.reject(*_error_status(str(message.get("code"))))
+                    return
+                elif kind == "call.ringing":
+                    call.ringing()
+                elif kind == "call.candidate":
+                    await web.add_candidate(message.get("candidate") or {})
+                elif kind in ("call.answered", "call.recording") and message.get("sdp"):
+                    # the callee's answer, or the recording anchor's (it answers first)
+                    if not web.pc.remoteDescription:
+                        await web.accept_answer(str(message["sdp"]))
+                    if kind == "call.answered" and not answered:
+                        answered = True
+                        call.accept(answer, contact)
+                        stats = asyncio.create_task(self._report(device, call_id, web, rtp))
+                elif kind == "call.answered" and not answered:
+                    answered = True  # recorded call: the SDP came with call.recording
+                    call.accept(answer, contact)
+                    stats = asyncio.create_task(self._report(device, call_id, web, rtp))
+                elif kind in ("call.ended", "call.denied"):
+                    reason = str(message.get("reason") or "")
+                    if kind == "call.denied":
+                        reason = "denied"
+                    call.reject(*ENDED.get(reason, (480, "Temporarily Unavailable")))
+                    await call.hang_up()
+                    return
+        finally:
+            phone_gone.cancel()
+            if stats is not None:
+                stats.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stats
+
+    async def _report(
+        self, device: Device, call_id: str | None, web: AnchorLeg, rtp: RtpLeg
+    ) -> None:
+        """Media state and packet counts for the phone's side, as a client would send them."""
+        if call_id is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(web.connected.wait(), 30)
+        media = m.Media(type="call.media", id=self._id(), call_id=call_id, state="connected")
+        await self._hub.receive(device, media, self._user_exists)
+        while True:
+            streams = [
+                m.StreamStats(
+                    kind="audio", direction="inbound", packets=web.received, packets_lost=0
+                ),
+                m.StreamStats(
+                    kind="audio", direction="outbound", packets=rtp.received, packets_lost=0
+                ),
+            ]
+            report = m.Stats(type="call.stats", id=self._id(), call_id=call_id, streams=streams)
+            await self._hub.receive(device, report, self._user_exists)
+            await asyncio.sleep(STATS_INTERVAL)
+
+    # -- calls to phones -----------------------------------------------------------------------
+
+    async def _phone_device(self, username: str, handle: str) -> None:
+        """The registered phone as a signaling device of `handle` while it is registered."""
+        device, effects = await self._hub.connect(handle, handle, True, user_agent="sip")
+        try:
+            await self._hub.apply(effects)
+            while True:
+                message = await device.queue.get()
+                if message is None:
+                    return
+                if message.get("type") != "call.incoming":
+                    continue
+                try:
+                    await self._ring_phone(device, username, message)
+                except (OSError, ValueError, RuntimeError):
+                    # one failed call (a socket, a bad SDP from the phone) must not take the
+                    # phone offline: the hub ends that call by its timers
+                    log.exception("sip call to %s failed", username)
+        finally:
+            await self._hub.disconnect(device)
+
+    async def _ring_phone(self, device: Device, username: str, incoming: dict[str, Any]) -> None:
+        assert self._edge is not None
+        call_id, offer_sdp = str(incoming["call_id"]), str(incoming.get("sdp") or "")
+        caller = str((incoming.get("from") or {}).get("handle") or "")
+        binding = self._edge.device_binding(username, device.handle)
+        codec = _codec_of(offer_sdp)
+        if binding is None or codec is None:
+            why = "the phone is gone" if binding is None else "no G.711 in the offer"
+            await self._reject(device, call_id, why)
+            return
+        media_ip = self._media_ip or binding.peer.local[0]
+        if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
+            log.warning("sip: set sip.media_ip (listening on %s, SDP needs an IPv4)", media_ip)
+            await self._reject(device, call_id, "no media address")
+            return
+        bridge = Bridge(lambda: self._ice_servers(device.handle))
+        rtp = RtpLeg("phone", bridge.forward, codec)
+        call = self._edge.outbound(binding, caller)
+        try:
+            local = await rtp.open(media_ip)
+            contact = f"sip:callgate@{binding.peer.local[0]}:{binding.peer.local[1]}"
+            final = asyncio.ensure_future(
+                final_response(call, audio_sdp(local[0], local[1], codec), contact)
+            )
+            while not final.done():
+                message = await _next(device, final)
+                if message is None and not final.done():
+                    message = {"type": "call.ended"}  # the hub let go of the device
+                if message is not None and message.get("type") == "call.ended":
+                    await call.cancel()  # the caller gave up, or another device answered
+                    await final
+                    return
+            reply = final.result()
+            if reply is None or not 200 <= reply.status < 300:
+                await self._reject(
+                    device, call_id, f"phone: {reply.status if reply else 'timeout'}"
+                )
+                return
+            try:
+                answer = parse_audio(reply.body)
+            except SdpError as exc:
+                await call.hang_up()
+                await self._reject(device, call_id, str(exc))
+                return
+            rtp.set_remote((answer.address, answer.port), also_from=[binding.peer.address[0]])
+            web = bridge.leg("web", codec=codec)
+            bridge.attach(rtp)
+            sdp = await web.answer(offer_sdp)
+            answered = m.Answer(type="call.answer", id=self._id(), call_id=call_id, sdp=sdp)
+            await self._hub.receive(device, answered, self._user_exists)
+            stats = asyncio.create_task(self._report(device, call_id, web, rtp))
+            try:
+                await self._talk(device, call, web, call_id)
+            finally:
+                stats.cancel()
+        except AnchorError as exc:
+            log.warning("sip call %s to %s: %s", call_id, username, exc)
+            await call.hang_up()
+            await self._reject(device, call_id, "media")
+        finally:
+            self._edge.forget(call.call_id)
+            await bridge.close()
+
+    async def _talk(self, device: Device, call: OutboundCall, web: AnchorLeg, call_id: str) -> None:
+        phone_gone = asyncio.ensure_future(call.ended.wait())
+        try:
+            while True:
+                message = await _next(device, phone_gone)
+                if message is None:
+                    if phone_gone.done():
+                        hangup = m.Hangup(type="call.hangup", id=self._id(), call_id=call_id)
+                        await self._hub.receive(device, hangup, self._user_exists)
+                    else:
+                        await call.hang_up()
+                    return
+                kind = message.get("type")
+                if kind == "call.candidate":
+                    await web.add_candidate(message.get("candidate") or {})
+                elif kind == "call.ended":
+                    await call.hang_up()
+                    return
+        finally:
+            phone_gone.cancel()
+
+    async def _reject(self, device: Device, call_id: str, why: str) -> None:
+        reject = m.Reject(type="call.reject", id=self._id(), call_id=call_id, reason=why[:200])
+        await self._hub.receive(device, reject, self._user_exists)
+
+    def _id(self) -> str:
+        return f"sip-{next(self._ids)}"
+
+
+async def _next(device: Device, other: asyncio.Future[Any]) -> dict[str, Any] | None:
+    """The device's next message, or None when `other` finished first (or the hub let go)."""
+    reading = asyncio.ensure_future(device.queue.get())
+    done, _ = await asyncio.wait({reading, other}, return_when=asyncio.FIRST_COMPLETED)
+    if reading in done:
+        return reading.result()
+    reading.cancel()
+    return None
+
+
+def _codec_of(offer_sdp: str) -> str | None:
+    upper = offer_sdp.upper()
+    for codec in ("PCMU", "PCMA"):
+        if f" {codec}/8000" in upper:
+            return codec.lower()
+    return None
+
+
+def handle_of(call: InboundCall) -> str:
+    return call.credential.username if call.credential else "?"
+
+
+def _error_status(code: str) -> tuple[int, str]:
+    if code == m.RATE_LIMITED:
+        return 503, "Service Unavailable (too many call attempts)"
+    if code == m.BAD_REQUEST:
+        return 400, "Bad Request"
+    return 500, "Server Internal Error"

@@ -1,0 +1,427 @@
+"""The SIP edge: listeners, server transactions, digest authentication, the registrar.
+
+Requests are handled in the order validate → authenticate → authorize → act → respond:
+
+- the transport has parsed the message strictly (message.py) and answered what it could not;
+- the top Via is stamped with `received`/`rport` (RFC 3581);
+- a retransmitted request gets the same final response again without being handled twice
+  (a server transaction, RFC 3261 §17.2.2, kept 32 s: Timer J);
+- REGISTER and INVITE need digest credentials of a SIP device (auth.py), or come from a
+  trunk's address (trunks.py);
+- INVITE, ACK, BYE and CANCEL make and end dialogs (invite.py, outbound.py) for the call
+  handler (runtime/sip_calls.py); INVITEs refused here are recorded (attempts.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from ssl import SSLContext
+from typing import Any, Protocol
+
+from callgate.clock import Clock, SystemClock
+from callgate.records.audit import AuditLog
+from callgate.sip.attempts import Attempt, Attempts, describe
+from callgate.sip.auth import Authenticator
+from callgate.sip.client import ClientTransactions
+from callgate.sip.credentials import Credential, CredentialStore
+from callgate.sip.digest import DigestAuth
+from callgate.sip.invite import InboundCall
+from callgate.sip.message import SipMessage, SipParseError, SipRequest, SipResponse, serialize
+from callgate.sip.outbound import OutboundCall
+from callgate.sip.registrar import Binding, Registrar
+from callgate.sip.responses import ALLOW, ALLOW_CALLS, encode, response
+from callgate.sip.transport import Counters, Peer, TcpTransport, UdpTransport
+from callgate.sip.trunks import Trunk, Trunks
+from callgate.sip.via import parse_via, response_target, stamp_received
+from callgate.types import Address
+
+log = logging.getLogger(__name__)
+
+TRANSACTION_TTL = 32.0  # Timer J (RFC 3261 §17.2.2): 64 * T1
+MAX_TRANSACTIONS = 20_000
+SWEEP_INTERVAL = 15.0
+MAX_CALLS = 500  # INVITE dialogs at once
+CALL_SETUP_LIMIT = 180.0  # seconds an INVITE may wait for its final response
+Handler = Callable[[SipRequest, Peer], Awaitable[SipResponse | None]]
+
+
+class CallHandler(Protocol):
+    """What the edge hands an authenticated INVITE to (runtime/sip_calls.py)."""
+
+    async def invite(self, call: InboundCall) -> None: ...
+
+
+class SipEdge:
+    def __init__(
+        self,
+        credentials: CredentialStore,
+        audit: AuditLog | None = None,
+        clock: Clock | None = None,
+        algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        attempts: Attempts | None = None,
+        trunks: Trunks | None = None,
+    ) -> None:
+        self.attempts = attempts  # CDRs of INVITEs refused here (attempts.py)
+        self.trunks = trunks or Trunks([])  # INVITEs from their addresses skip digest
+        self.credentials = credentials
+        self.realm = credentials.realm
+        self.digest = DigestAuth(self.realm, algorithms)
+        self.registrar = Registrar()
+        self.counters = Counters()
+        self._audit = audit
+        self._clock = clock or SystemClock()
+        self.auth = Authenticator(credentials, self.digest, self._clock, self._append)
+        self._transactions: dict[tuple[str, str, str], tuple[float, bytes | None]] = {}
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._udp_protocols: list[UdpTransport] = []
+        self._tcp: list[TcpTransport] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.bound: list[tuple[str, Address]] = []
+        self.handlers: dict[str, Handler] = {
+            "REGISTER": self._register,
+            "OPTIONS": self._options,
+        }
+        self._closed = False
+        self.calls: dict[str, InboundCall | OutboundCall] = {}  # by Call-ID
+        self.clients = ClientTransactions()  # our requests to phones
+        self.call_handler: CallHandler | None = None
+        # (device username, its user's handle, whether it has bindings now): when that changes
+        self.on_device: Callable[[str, str, bool], None] | None = None
+        self.closing: list[Callable[[], Awaitable[None]]] = []  # run first by close()
+
+    def take_calls(self, handler: CallHandler) -> None:
+        """Answer INVITEs (and their ACK, BYE, CANCEL) by handing them to `handler`."""
+        self.call_handler = handler
+        self.handlers.update({"INVITE": self._invite, "BYE": self._bye, "CANCEL": self._cancel})
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def allow(self) -> str:
+        return ALLOW_CALLS if self.call_handler is not None else ALLOW
+
+    # -- life ------------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        udp: Sequence[Address] = (),
+        tcp: Sequence[Address] = (),
+        tls: Sequence[Address] = (),
+        ssl: SSLContext | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        for host, port in udp:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: UdpTransport(self.dispatch, self.counters), local_addr=(host, port)
+            )
+            self._udp.append(transport)
+            self._udp_protocols.append(protocol)
+            self.bound.append(("udp", protocol.local))
+        for host, port in tcp:
+            server = TcpTransport(self.dispatch, self.counters)
+            server.on_close = self._flow_closed
+            self.bound.append(("tcp", await server.start(host, port)))
+            self._tcp.append(server)
+        for host, port in tls:
+            if ssl is None:
+                raise ValueError("SIP over TLS needs a certificate")
+            server = TcpTransport(self.dispatch, self.counters, ssl)
+            server.on_close = self._flow_closed
+            self._tcp.append(server)
+            self.bound.append(("tls", await server.start(host, port)))
+        self._spawn(self._sweep())
+
+    async def close(self) -> None:
+        self._closed = True
+        for hook in self.closing:
+            await hook()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for transport in self._udp:
+            transport.close()
+        for server in self._tcp:
+            await server.close()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = self._clock.monotonic()
+            expired = self.registrar.expire(now)
+            for binding in expired:
+                await self._audit_binding("sip.register.expired", binding)
+            self._devices_changed(expired)
+            if self.attempts is not None:
+                for attempt in self.attempts.due():
+                    await self._record(attempt)
+            self._transactions = {
+                k: v for k, v in self._transactions.items() if v[0] > now or v[1] is None
+            }
+
+    def devices(self) -> list[tuple[str, str]]:
+        """(device id, user handle) of every registered phone, for presence."""
+        bindings = self.registrar.bindings(self._clock.monotonic())
+        return [(f"sip:{b.username}:{b.contact}", b.handle) for b in bindings]
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    def dispatch(self, message: SipMessage, peer: Peer) -> None:
+        if isinstance(message, SipResponse):
+            self.clients.response(message)
+            return
+        try:
+            via = stamp_received(message.headers, peer.address)
+        except SipParseError as exc:
+            self._send(peer, None, encode(response(message, exc.status, exc.reason)))
+            return
+        key = (via.branch or "", f"{via.host}:{via.port}", message.method)
+        if via.branch and via.branch.startswith("z9hG4bK") and message.method != "ACK":
+            cached = self._transactions.get(key)
+            if cached is not None:  # a retransmission (§17.2.3)
+                if cached[1] is not None:
+                    self._send(peer, message, cached[1])
+                return
+            if len(self._transactions) >= MAX_TRANSACTIONS:
+                self._send(peer, message, encode(_busy(message)))
+                return
+            self._transactions[key] = (0.0, None)
+        self._spawn(self._handle(message, peer, key))
+
+    async def _handle(self, request: SipRequest, peer: Peer, key: tuple[str, str, str]) -> None:
+        handler = self.handlers.get(request.method)
+        try:
+            if request.method == "ACK":
+                self._ack(request)  # an ACK of our non-2xx final ends there (§17.2.1)
+                return
+            if handler is None:
+                reply: SipResponse | None = response(
+                    request, 405, "Method Not Allowed", [("Allow", self.allow)]
+                )
+            else:
+                reply = await handler(request, peer)
+        except SipParseError as exc:
+            reply = response(request, exc.status, exc.reason)
+        except Exception:
+            log.exception("sip %s from %s failed", request.method, peer.address[0])
+            reply = response(request, 500, "Server Internal Error")
+        if reply is None:
+            self._transactions.pop(key, None)
+            return
+        data = encode(reply)
+        self.counters.by_status[reply.status] = self.counters.by_status.get(reply.status, 0) + 1
+        if key[0]:
+            self._transactions[key] = (self._clock.monotonic() + TRANSACTION_TTL, data)
+        self._send(peer, request, data)
+
+    def _send(self, peer: Peer, request: SipRequest | None, data: bytes) -> None:
+        if peer.transport == "UDP" and request is not None:
+            via = parse_via(request.headers.all("via")[0])
+            peer.send(data, response_target(via, peer.address))
+        else:
+            peer.send(data)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- authentication --------------------------------------------------------------------------
+
+    async def authenticate(
+        self, request: SipRequest, peer: Peer
+    ) -> tuple[Credential | None, SipResponse | None]:
+        """The device credential behind `request`, or the response that refuses it (auth.py)."""
+        return await self.auth.authenticate(request, peer)
+
+    # -- methods ---------------------------------------------------------------------------------
+
+    async def _options(self, request: SipRequest, peer: Peer) -> SipResponse:
+        return response(request, 200, "OK", [("Allow", self.allow), ("Accept", "application/sdp")])
+
+    async def _register(self, request: SipRequest, peer: Peer) -> SipResponse:
+        credential, refusal = await self.authenticate(request, peer)
+        if refusal is not None or credential is None:
+            assert refusal is not None
+            return refusal
+        outcome = self.registrar.register(request, credential, peer, self._clock.monotonic())
+        for binding in outcome.added:
+            await self._audit_binding("sip.register", binding)
+        for binding in outcome.removed:
+            await self._audit_binding("sip.unregister", binding)
+        self._devices_changed([*outcome.added, *outcome.removed])
+        return response(request, outcome.status, outcome.reason, outcome.headers)
+
+    # -- calls (RFC 3261 §13, §15) ---------------------------------------------------------------
+
+    async def _invite(self, request: SipRequest, peer: Peer) -> SipResponse | None:
+        call_id = request.headers.get("call-id") or ""
+        trunk = self.trunks.by_address(peer.address[0])
+        if trunk is not None:  # IP-based trunk authentication
+            credential: Credential | None = None
+            refusal: SipResponse | None = None
+        else:
+            credential, refusal = await self.authenticate(request, peer)
+        if refusal is not None or (credential is None and trunk is None):
+            assert refusal is not None
+            if self.attempts is not None and refusal.status == 401:
+                self.attempts.challenged(call_id, self._attempt(request, peer, refusal))
+            else:
+                await self._record(self._attempt(request, peer, refusal))
+            return refusal
+        if self.attempts is not None:
+            self.attempts.authenticated(call_id)
+        if call_id in self.calls:
+            return response(request, 491, "Request Pending")  # no re-INVITEs (yet)
+        if len(self.calls) >= MAX_CALLS or self.call_handler is None:
+            busy = _busy(request)
+            await self._record(self._attempt(request, peer, busy))
+            return busy
+
+        def send(reply: SipResponse) -> None:
+            self._send(peer, request, encode(reply))
+
+        call = InboundCall(request, peer, credential, send, self.clients.send_request, trunk)
+        self.calls[call_id] = call
+        call.trying()
+        self._spawn(self._run_call(call))
+        try:
+            return await asyncio.wait_for(asyncio.shield(call.final), CALL_SETUP_LIMIT)
+        except TimeoutError:
+            call.reject(408, "Request Timeout")
+            return await call.final
+
+    async def _run_call(self, call: InboundCall) -> None:
+        assert self.call_handler is not None
+        try:
+            await self.call_handler.invite(call)
+        except Exception:
+            log.exception("sip call %s failed", call.call_id)
+            call.reject(500, "Server Internal Error")
+        finally:
+            call.close()
+            self.calls.pop(call.call_id, None)
+            final = call.final.result() if call.final.done() else None
+            if final is not None and final.status >= 300 and not call.recorded:
+                await self._record(self._attempt(call.request, call.peer, final))
+
+    def _attempt(self, request: SipRequest, peer: Peer, final: SipResponse) -> Attempt:
+        return describe(request, peer.address[0], final.status, final.reason, self._clock.wall())
+
+    async def _record(self, attempt: Attempt) -> None:
+        if self.attempts is None:
+            return
+        try:
+            await asyncio.to_thread(self.attempts.record, attempt)
+        except Exception:
+            log.exception("sip: call record of a refused INVITE not written")
+
+    def _flow_closed(self, peer: Peer) -> None:
+        if self._closed:
+            return  # shutting down: bindings go with the process
+        dropped = self.registrar.drop_flow(peer)
+        if dropped:
+            self._devices_changed(dropped)
+            for binding in dropped:
+                self._spawn(self._audit_binding("sip.register.closed", binding))
+
+    def _devices_changed(self, bindings: list[Binding]) -> None:
+        if self.on_device is None:
+            return
+        now = self._clock.monotonic()
+        for username, handle in {(b.username, b.handle) for b in bindings}:
+            present = any(b.username == username for b in self.registrar.bindings(now, handle))
+            self.on_device(username, handle, present)
+
+    def device_binding(self, username: str, handle: str) -> Binding | None:
+        """The device's most recently registered binding, where we send its INVITEs."""
+        found = [
+            b
+            for b in self.registrar.bindings(self._clock.monotonic(), handle)
+            if b.username == username
+        ]
+        return max(found, key=lambda b: b.updated) if found else None
+
+    def outbound(self, binding: Binding, caller: str) -> OutboundCall:
+        """A call from `caller` to a registered phone (outbound.py); `forget` it when done."""
+
+        def send(request: SipRequest, peer: Peer) -> None:
+            peer.send(serialize(request), peer.address)
+
+        call = OutboundCall(
+            binding, caller, self.realm, self.clients.register, send, self.clients.send_request
+        )
+        self.calls[call.call_id] = call
+        return call
+
+    def dial(self, trunk: Trunk, number: str, caller: str) -> OutboundCall | None:
+        """A call to `number` through `trunk`'s carrier (UDP), None without a UDP listener."""
+        if trunk.outbound is None or not self._udp_protocols:
+            return None
+        peer = self._udp_protocols[0].peer(trunk.outbound)
+        host, port = trunk.outbound
+        now = self._clock.monotonic()
+        target = Binding(
+            number, f"trunk:{trunk.name}", f"sip:{number}@{host}:{port}", peer, now, "", 0
+        )
+        return self.outbound(target, caller)
+
+    def forget(self, call_id: str) -> None:
+        self.calls.pop(call_id, None)
+
+    def _dialog(self, request: SipRequest) -> InboundCall | OutboundCall | None:
+        call = self.calls.get(request.headers.get("call-id") or "")
+        if call is None:
+            return None
+        if isinstance(call, OutboundCall):
+            return call if call.matches(request) else None
+        ours = f"tag={call.to_tag}"
+        theirs = request.headers.get("from") or ""
+        if request.method != "CANCEL" and ours not in (request.headers.get("to") or ""):
+            return None
+        return call if theirs == call.request.headers.get("from") else None
+
+    def _ack(self, request: SipRequest) -> None:
+        call = self._dialog(request)
+        if isinstance(call, InboundCall):
+            call.acked.set()
+
+    async def _bye(self, request: SipRequest, peer: Peer) -> SipResponse:
+        call = self._dialog(request)
+        if call is None or not call.answered:
+            return response(request, 481, "Call/Transaction Does Not Exist")
+        call.phone_ended("bye")
+        return response(request, 200, "OK")
+
+    async def _cancel(self, request: SipRequest, peer: Peer) -> SipResponse:
+        call = self._dialog(request)
+        if not isinstance(call, InboundCall) or call.final.done():
+            return response(request, 481, "Call/Transaction Does Not Exist")
+        call.phone_ended("cancel")
+        call.reject(487, "Request Terminated")  # the INVITE's final (§9.2)
+        return response(request, 200, "OK")
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    async def _audit_binding(self, action: str, binding: Binding) -> None:
+        details = {
+            "device": binding.username,
+            "transport": binding.peer.transport,
+            "address": f"{binding.peer.address[0]}:{binding.peer.address[1]}",
+        }
+        await self._append(f"sip:{binding.username}", action, f"user:{binding.handle}", details)
+
+    async def _append(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
+        if self._audit is None:
+            return
+        try:
+            await asyncio.to_thread(self._audit.append, actor, action, obj, details)
+        except Exception:
+            log.exception("sip: audit entry %s not written", action)
+
+
+def _busy(request: SipRequest) -> SipResponse:
+    return response(request, 503, "Service Unavailable", [("Retry-After", "5")])

@@ -1,0 +1,144 @@
+"""An INVITE from a phone, as the edge's user agent server sees it (RFC 3261 §13.3, §17.2.1).
+
+`InboundCall` is what the edge hands the call handler (runtime/sip_calls.py) once the phone has
+authenticated: the handler rings someone, then `accept`s with our SDP or `reject`s; after the
+call it may `hang_up`. The phone's side arrives as events: `acked` (its ACK of our 200) and
+`ended` (its BYE, or a CANCEL before we answered).
+
+- 100 Trying is sent at once (§8.2.6.1), 180 Ringing when the handler says so.
+- Our 200 OK is retransmitted over UDP every T1, doubling to T2, until the ACK comes or 64·T1
+  have passed (§13.3.1.4); then the call is ended as unacknowledged.
+- Our BYE (§15.1.1) goes over the flow the INVITE came on, retransmitted over UDP (Timer E) until
+  a final response or 64·T1 (Timer F).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from callgate.sip.credentials import Credential
+from callgate.sip.message import Headers, SipRequest, SipResponse
+from callgate.sip.responses import response
+from callgate.sip.transport import Peer
+from callgate.sip.trunks import Trunk
+from callgate.sip.uri import parse_name_addr
+
+T1, T2 = 0.5, 4.0  # RFC 3261 §17.1.1.1
+TIMEOUT = 64 * T1
+SendResponse = Callable[[SipResponse], None]
+SendRequest = Callable[[SipRequest, Peer], Awaitable[SipResponse | None]]
+
+
+class InboundCall:
+    def __init__(
+        self,
+        request: SipRequest,
+        peer: Peer,
+        credential: Credential | None,
+        send: SendResponse,
+        send_request: SendRequest,
+        trunk: Trunk | None = None,
+    ) -> None:
+        self.request = request
+        self.peer = peer
+        self.credential = credential  # the calling device, or None from a trunk
+        self.trunk = trunk
+        self.call_id = request.headers.get("call-id") or ""
+        self.to_tag = secrets.token_hex(6)
+        self.final: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
+        self.acked = asyncio.Event()
+        self.ended = asyncio.Event()  # the phone hung up (BYE) or cancelled
+        self.ended_by = ""  # "bye" | "cancel"
+        self._send = send
+        self._send_request = send_request
+        self._cseq = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.answered = False
+        self.recorded = False  # the hub has the attempt (it writes the CDR); else attempts.py
+
+    # -- what the handler calls ------------------------------------------------------------------
+
+    def trying(self) -> None:
+        self._send(response(self.request, 100, "Trying"))
+
+    def ringing(self) -> None:
+        if not self.final.done():
+            self._send(response(self.request, 180, "Ringing", self._routes(), to_tag=self.to_tag))
+
+    def reject(self, status: int, reason: str) -> None:
+        if not self.final.done():
+            self.final.set_result(response(self.request, status, reason, to_tag=self.to_tag))
+
+    def accept(self, sdp: bytes, contact: str) -> None:
+        """200 OK with our SDP; retransmitted until the phone's ACK (module doc)."""
+        if self.final.done():
+            return
+        self.answered = True
+        extra = [*self._routes(), ("Contact", f"<{contact}>"), ("Content-Type", "application/sdp")]
+        ok = response(self.request, 200, "OK", extra, body=sdp, to_tag=self.to_tag)
+        self.final.set_result(ok)
+        if self.peer.transport == "UDP":
+            self._spawn(self._retransmit(ok))
+
+    def _routes(self) -> list[tuple[str, str]]:
+        """The proxies that asked to stay in the dialog, copied into our responses that make
+        it (RFC 3261 §12.1.1)."""
+        return [("Record-Route", value) for value in self.request.headers.all("record-route")]
+
+    async def _retransmit(self, ok: SipResponse) -> None:
+        interval, waited = T1, 0.0
+        while waited < TIMEOUT:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.acked.wait(), interval)
+                return
+            waited += interval
+            interval = min(interval * 2, T2)
+            if not self.acked.is_set():
+                self._send(ok)
+
+    async def hang_up(self) -> None:
+        """BYE to the phone (after it was answered and has not hung up itself)."""
+        if not self.answered or self.ended.is_set():
+            return
+        self.ended.set()
+        self.ended_by = "us"
+        await self._send_request(self._bye(), self.peer)
+
+    def _bye(self) -> SipRequest:
+        self._cseq += 1
+        contact = self.request.headers.get("contact")
+        target = parse_name_addr(contact).uri if contact else self.request.uri
+        host, port = self.peer.local
+        headers = Headers()
+        branch = "z9hG4bK" + secrets.token_hex(8)
+        headers.add("via", f"SIP/2.0/{self.peer.transport} {host}:{port};branch={branch};rport")
+        headers.add("max-forwards", "70")
+        for route in self.request.headers.all("record-route"):  # our route set, in order
+            headers.add("route", route)
+        # our side of the dialog: their To with our tag is our From (§12.1.1)
+        to = self.request.headers.get("to") or ""
+        headers.add("from", f"{to};tag={self.to_tag}")
+        headers.add("to", self.request.headers.get("from") or "")
+        headers.add("call-id", self.call_id)
+        headers.add("cseq", f"{self._cseq} BYE")
+        return SipRequest("BYE", target, headers)
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    # -- what the edge calls ---------------------------------------------------------------------
+
+    def phone_ended(self, how: str) -> None:
+        if not self.ended.is_set():
+            self.ended_by = how
+            self.ended.set()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

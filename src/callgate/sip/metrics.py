@@ -1,0 +1,44 @@
+"""Prometheus metrics of the SIP edge (`--metrics`): what it received, refused and answered."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from callgate.sip.edge import SipEdge
+
+
+class SipCollector:
+    def __init__(self, edge: SipEdge) -> None:
+        self._edge = edge
+
+    def collect(self) -> Iterator[Metric]:
+        edge, counters = self._edge, self._edge.counters
+        for name, help_text, value in (
+            ("callgate_sip_messages_received", "SIP messages received", counters.received),
+            ("callgate_sip_messages_malformed", "SIP messages refused unparsed (400, 505, 513)",
+             counters.malformed),
+            ("callgate_sip_messages_oversize", "SIP messages over the size limits (513)",
+             counters.oversize),
+            ("callgate_sip_connections_refused", "TCP/TLS connections refused at the limit",
+             counters.refused_connections),
+            ("callgate_sip_attempts_unrecorded", "Refused INVITEs past the per-address record "
+             "limit (counted, no CDR)", edge.attempts.unrecorded if edge.attempts else 0),
+        ):  # fmt: skip
+            yield CounterMetricFamily(name, help_text, value=value)
+        responses = CounterMetricFamily(
+            "callgate_sip_responses", "Final responses sent, by status code", labels=["status"]
+        )
+        for status, count in sorted(counters.by_status.items()):
+            responses.add_metric([str(status)], count)
+        yield responses
+        now = edge.clock.monotonic()
+        yield GaugeMetricFamily(
+            "callgate_sip_bindings",
+            "Registered contacts now",
+            value=len(edge.registrar.bindings(now)),
+        )
+        yield GaugeMetricFamily(
+            "callgate_sip_calls", "INVITE dialogs open now", value=len(edge.calls)
+        )

@@ -1,0 +1,129 @@
+"""An INVITE from us to a registered phone: the user agent client side (RFC 3261 §13.2, §17.1.1).
+
+`OutboundCall.invite()` sends the INVITE over the flow the phone registered on and yields its
+responses; the INVITE is retransmitted over UDP every T1, doubling (Timer A), until a response
+comes, and given up after 64·T1 without one (Timer B). A final non-2xx is acknowledged in the
+transaction (§17.1.1.3), a 2xx with a new ACK request (§13.2.2.4). `cancel()` sends CANCEL
+(§9.1) while no final response came; `hang_up()` BYE once answered. The phone's BYE arrives as
+`ended`, as for an inbound call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from callgate.sip.invite import T1, T2, TIMEOUT
+from callgate.sip.message import Headers, SipRequest, SipResponse
+from callgate.sip.registrar import Binding
+from callgate.sip.transport import Peer
+
+Register = Callable[[str, Callable[[SipResponse], None]], Callable[[], None]]
+SendRequest = Callable[[SipRequest, Peer], Awaitable[SipResponse | None]]
+Send = Callable[[SipRequest, Peer], None]
+
+
+class OutboundCall:
+    def __init__(
+        self,
+        binding: Binding,
+        caller: str,
+        realm: str,
+        register: Register,
+        send: Send,
+        send_request: SendRequest,
+    ) -> None:
+        self.binding = binding
+        self.peer: Peer = binding.peer
+        self.call_id = secrets.token_hex(12) + "@callgate"
+        self.from_tag = secrets.token_hex(6)
+        self.to_header = f"<sip:{binding.handle}@{realm}>"  # gets the phone's tag
+        self.from_header = f"<sip:{caller}@{realm}>;tag={self.from_tag}"
+        self.ended = asyncio.Event()
+        self.ended_by = ""
+        self.answered = False
+        self._register = register
+        self._send = send
+        self._send_request = send_request
+        self._cseq = 1
+        self._invite: SipRequest | None = None
+        self._final = False
+
+    def _request(self, method: str, cseq: int, branch: str | None = None) -> SipRequest:
+        host, port = self.peer.local
+        headers = Headers()
+        branch = branch or "z9hG4bK" + secrets.token_hex(8)
+        headers.add("via", f"SIP/2.0/{self.peer.transport} {host}:{port};branch={branch};rport")
+        headers.add("max-forwards", "70")
+        headers.add("from", self.from_header)
+        headers.add("to", self.to_header)
+        headers.add("call-id", self.call_id)
+        headers.add("cseq", f"{cseq} {method}")
+        return SipRequest(method, self.binding.contact, headers)
+
+    async def invite(self, sdp: bytes, contact: str) -> AsyncIterator[SipResponse]:
+        """Send the INVITE; yield each response until the final one (or none: Timer B)."""
+        request = self._request("INVITE", self._cseq)
+        request.headers.add("contact", f"<{contact}>")
+        request.headers.add("content-type", "application/sdp")
+        request.body = sdp
+        self._invite = request
+        branch = request.headers.all("via")[0].split("branch=")[1].split(";")[0]
+        responses: asyncio.Queue[SipResponse] = asyncio.Queue()
+        forget = self._register(branch, responses.put_nowait)
+        try:
+            interval, waited, provisional = T1, 0.0, False
+            self._send(request, self.peer)
+            while waited < TIMEOUT or provisional:
+                try:
+                    reply = await asyncio.wait_for(responses.get(), interval)
+                except TimeoutError:
+                    waited += interval
+                    if not provisional and self.peer.transport == "UDP":
+                        interval = min(interval * 2, T2)
+                        self._send(request, self.peer)
+                    continue
+                if reply.status < 200:
+                    provisional = True
+                    yield reply
+                    continue
+                self._final = True
+                self._ack(reply, branch)
+                yield reply
+                return
+        finally:
+            forget()
+
+    def _ack(self, reply: SipResponse, branch: str) -> None:
+        self.to_header = reply.headers.get("to") or self.to_header
+        if 200 <= reply.status < 300:
+            self.answered = True
+            ack = self._request("ACK", self._cseq)  # a new transaction (§13.2.2.4)
+        else:
+            ack = self._request("ACK", self._cseq, branch)  # in the transaction (§17.1.1.3)
+        self._send(ack, self.peer)
+
+    async def cancel(self) -> None:
+        """Stop ringing the phone (§9.1): CANCEL in the INVITE's transaction."""
+        if self._invite is None or self._final:
+            return
+        branch = self._invite.headers.all("via")[0].split("branch=")[1].split(";")[0]
+        await self._send_request(self._request("CANCEL", self._cseq, branch), self.peer)
+
+    async def hang_up(self) -> None:
+        if not self.answered or self.ended.is_set():
+            return
+        self.ended.set()
+        self.ended_by = "us"
+        self._cseq += 1
+        await self._send_request(self._request("BYE", self._cseq), self.peer)
+
+    def matches(self, request: SipRequest) -> bool:
+        """A request from the phone in this dialog: our tag is in its To."""
+        return f"tag={self.from_tag}" in (request.headers.get("to") or "")
+
+    def phone_ended(self, how: str) -> None:
+        if not self.ended.is_set():
+            self.ended_by = how
+            self.ended.set()

@@ -1,0 +1,654 @@
+"""The SIP edge of `callgate serve --sip-listen` over real sockets: SIPp registers over UDP and TCP
+(digest MD5), a phone registers with SHA-256 (RFC 8760) and is answered at the address and port
+its packets came from (RFC 3581 rport, as behind NAT), replayed and wrong-realm credentials are
+refused and audited, bad input gets its precise SIP error, and registered phones show in presence.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pylibsrtp
+import pytest
+
+from callgate.client.audio import dominant_frequency
+from callgate.media.rtp_leg import PCMU, RtpPacket, build_rtp, parse_rtp
+from callgate.sip.message import MAX_MESSAGE, SipRequest, SipResponse, serialize
+from callgate.sip.responses import response
+from callgate.sip.sdp import parse_audio
+from callgate.sip.via import parse_via
+from callgate.tls_local import ensure_local_tls
+from tests.cli_process import COMMAND, clean_env
+from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
+from tests.integration.sip_client import (
+    SipClient,
+    authorization,
+    challenge_for,
+    dominant_hz,
+    tone_ulaw,
+    ulaw_decode,
+)
+from tests.integration.test_cli import callgate, free_port
+
+SIPP_DIR = Path(__file__).parent / "sipp"
+
+
+def needs(command: str, package: str) -> None:
+    """Skip without `command`, except under CI, where scripts/test must have installed it."""
+    if shutil.which(command) is None:
+        message = f"{command} not found: install Debian's {package} (scripts/test does)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+CARRIERS: dict[Path, SipClient] = {}  # per test: the carrier's SIP socket, 127.0.0.2
+
+
+@pytest.fixture
+def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]]:
+    device: dict[str, str] = {}
+
+    def prepare(data: Path) -> None:
+        added = callgate("sip", "add", "alice", "desk", "--data-dir", str(data), "--json",
+                         cwd=tmp_path)  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        device.update(json.loads(added.stdout))
+        bob = callgate("sip", "add", "bob", "desk", "--data-dir", str(data), "--json", cwd=tmp_path)
+        assert bob.returncode == 0, bob.stderr
+        device["bob_password"] = json.loads(bob.stdout)["password"]
+        for args in (("create", "traders"), ("add-member", "traders", "alice")):
+            done = callgate("group", *args, "--data-dir", str(data), cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+
+    port, tls_port = free_port(), free_port()
+    pki = ensure_local_tls(tmp_path / "pki", ["127.0.0.1"])
+    device.update(ca=str(pki.ca_cert), tls_port=str(tls_port))
+    # MD5 offered first: SIPp answers only the first challenge and knows only MD5; the SHA-256
+    # client below picks the second.
+    metrics = free_port()
+    device["metrics"] = f"http://127.0.0.1:{metrics}/metrics"
+    listen = ("--sip-listen", f"127.0.0.1:{port}", "--sip-tls-listen", f"127.0.0.1:{tls_port}",
+              "--cert", str(pki.cert), "--key", str(pki.key), "--metrics", f"127.0.0.1:{metrics}")  # fmt: skip
+    algorithms = '["MD5", "SHA-256"]'
+    # a carrier's trunk: INVITEs from 127.0.0.2 need no digest; one DID rings bob
+    carrier = CARRIERS[tmp_path] = SipClient(("127.0.0.1", port), bind="127.0.0.2")
+    trunks = json.dumps([{"name": "carrier", "addresses": ["127.0.0.2"],
+                          "dids": {"+15551230000": "bob"},
+                          "outbound": f"127.0.0.2:{carrier.local[1]}",
+                          "dial_out_groups": ["traders"], "caller_id": "+15551230000"}])  # fmt: skip
+    env = {"CALLGATE_SIP__ALGORITHMS": algorithms, "CALLGATE_SIP__TRUNKS": trunks}
+    try:
+        for server in serve(tmp_path, *listen, prepare=prepare, **env):
+            yield server, port, device
+    finally:
+        CARRIERS.pop(tmp_path).close()
+
+
+def sipp_register(port: int, device: dict[str, str], transport: str, cwd: Path) -> None:
+    done = subprocess.run(
+        ["sipp", f"127.0.0.1:{port}", "-sf", str(SIPP_DIR / "register.xml"), "-s", "alice",
+         "-au", device["username"], "-ap", device["password"], "-m", "1", "-t", transport,
+         "-i", "127.0.0.1", "-p", str(free_port()), "-timeout", "20s", "-nostdin",
+         "-trace_err", "-error_file", str(cwd / f"sipp-{transport}.err")],
+        capture_output=True, cwd=cwd, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_phones_register_with_digest_over_udp_and_tcp(
+    sip_server: tuple[WebServer, int, dict[str, str]], tmp_path: Path
+) -> None:
+    needs("sipp", "sip-tester")
+    server, port, device = sip_server
+    user, password = device["username"], device["password"]
+    aor = "sip:alice@callgate"
+
+    # SIPp, a real SIP implementation, over UDP and over TCP (MD5)
+    sipp_register(port, device, "u1", tmp_path)
+    sipp_register(port, device, "t1", tmp_path)
+
+    # A phone behind NAT: its Via names a private address; the answer comes back to the source
+    # port with received/rport filled in (RFC 3581 §4), and it registers with SHA-256.
+    phone = SipClient(("127.0.0.1", port))
+    first = phone.exchange(phone.request("REGISTER", aor, via_host="10.1.2.3"))
+    assert first.status == 401
+    via = parse_via(first.headers.all("via")[0])
+    assert via.params["received"] == "127.0.0.1"
+    assert via.params["rport"] == str(phone.local[1])
+    assert [
+        c.split("algorithm=")[1].split(",")[0] for c in first.headers.all("www-authenticate")
+    ] == [
+        "MD5",
+        "SHA-256",
+    ]
+    sha = challenge_for(first, "SHA-256")
+    uri = f"sip:127.0.0.1:{port}"
+    answer = authorization(sha, user, password, "REGISTER", uri)
+    contact = f"Contact: <sip:alice@{phone.local[0]}:{phone.local[1]}>;expires=600"
+    ok = phone.exchange(phone.request("REGISTER", aor, [answer, contact], via_host="10.1.2.3"))
+    assert ok.status == 200, ok.reason
+    assert any(f":{phone.local[1]}>;expires=" in c for c in ok.headers.all("contact"))
+
+    # the same Authorization again (same nonce and nonce-count): a replay, challenged again
+    replay = phone.exchange(phone.request("REGISTER", aor, [answer, contact]))
+    assert replay.status == 401
+    # the next nonce-count with the right password is fine; a wrong realm or password is not
+    again = authorization(sha, user, password, "REGISTER", uri, nc=2)
+    assert phone.exchange(phone.request("REGISTER", aor, [again, contact])).status == 200
+    realm = authorization(sha, user, password, "REGISTER", uri, nc=3, realm="elsewhere")
+    assert phone.exchange(phone.request("REGISTER", aor, [realm, contact])).status == 401
+    # a device may bind only its own user's address-of-record
+    bob = authorization(sha, user, password, "REGISTER", uri, nc=4)
+    refused = phone.exchange(phone.request("REGISTER", "sip:bob@callgate", [bob, contact]))
+    assert (refused.status, refused.reason) == (403, "Forbidden (not your address-of-record)")
+
+    # over TCP with SHA-256 too
+    desk = SipClient(("127.0.0.1", port), transport="TCP")
+    challenge = challenge_for(desk.exchange(desk.request("REGISTER", aor)), "SHA-256")
+    tcp_answer = authorization(challenge, user, password, "REGISTER", uri)
+    tcp_contact = f"Contact: <sip:alice@127.0.0.1:{desk.local[1]};transport=tcp>"
+    assert desk.exchange(desk.request("REGISTER", aor, [tcp_answer, tcp_contact])).status == 200
+
+    # and over TLS (RFC 3261 §26.2.1), the server's certificate verified
+    tls = SipClient(("127.0.0.1", int(device["tls_port"])), transport="TLS", ca=device["ca"])
+    tls_uri = f"sip:127.0.0.1:{device['tls_port']}"
+    challenge = challenge_for(tls.exchange(tls.request("REGISTER", aor)), "SHA-256")
+    tls_answer = authorization(challenge, user, password, "REGISTER", tls_uri)
+    tls_contact = f"Contact: <sips:alice@127.0.0.1:{tls.local[1]}>"
+    assert tls.exchange(tls.request("REGISTER", aor, [tls_answer, tls_contact])).status == 200
+    # and unregisters (Expires 0): its binding is gone from the answer (RFC 3261 §10.3 step 7)
+    bye_answer = authorization(challenge, user, password, "REGISTER", tls_uri, nc=2)
+    gone = tls.exchange(tls.request("REGISTER", aor, [bye_answer, tls_contact, "Expires: 0"]))
+    assert gone.status == 200
+    assert not any(f":{tls.local[1]}>" in c for c in gone.headers.all("contact"))
+    tls.close()
+
+    # bad input: a precise error, and the server goes on
+    torture = re.sub(rb"CSeq: (\d+) INVITE", rb"CSeq: \1 OPTIONS", phone.request("INVITE", aor))
+    mismatch = phone.exchange(torture)
+    assert (mismatch.status, mismatch.reason) == (400, "CSeq method does not match")
+    big = phone.request("OPTIONS", aor, [f"X-Pad: {'a' * MAX_MESSAGE}"])
+    assert phone.exchange(big).status == 513
+    assert phone.exchange(phone.request("OPTIONS", aor)).status == 200
+    unknown = phone.exchange(phone.request("SUBSCRIBE", aor))
+    assert unknown.status == 405 and unknown.headers.get("allow")
+    phone.close()
+    desk.close()
+
+    # alice's phone calls bob, who answers with the CLI softphone (aiortc, WebRTC): 180, 200
+    # with our SDP, tones both ways through the media anchor (G.711, no transcoding), BYE
+    call_phone_to_cli(server, port, user, password, tmp_path)
+    # and the other way: bob's CLI calls alice, whose registered phone rings and answers
+    call_cli_to_phone(server, port, user, password, tmp_path)
+    # a call from the phone network: the carrier's trunk INVITEs bob's DID
+    call_trunk_to_cli(server, port, tmp_path)
+    # and to it: alice (in "traders", the trunk's dial-out group) dials a number; bob may not
+    dial_out(port, user, password, device["bob_password"], CARRIERS[tmp_path])
+
+    # presence: alice's phones count as online for her colleagues
+    with server.client() as client:
+        headers = {"Authorization": f"Bearer {server.token('bob')}"}
+        users = client.get("/api/directory", headers=headers).json()["users"]
+        assert {u["handle"]: u["presence"] for u in users}["alice"] == "online"
+        # and every step is in the audit log
+        admin = {"Authorization": f"Bearer {server.token('admin')}"}
+        entries = client.get("/api/audit/entries", params={"limit": 500}, headers=admin).json()
+    actions = [e["action"] for e in entries["items"] if e["action"].startswith("sip.")]
+    assert actions.count("sip.register") >= 3  # SIPp UDP, SIPp TCP, the phone, the desk
+    assert "sip.auth.replay" in actions and "sip.auth.failure" in actions
+    assert "sip.register.closed" in actions  # the TCP desk hung up its connection
+    assert "sip.unregister" in actions  # the TLS client's Expires: 0
+    assert "sip.credential.add" in actions
+    # and counted for the operator (--metrics)
+    with urllib.request.urlopen(device["metrics"], timeout=10) as answer:
+        text = answer.read().decode()
+    values = dict(re.findall(r'^(callgate_sip_[a-z_]+(?:\{status="\d+"\})?) (\S+)$', text, re.M))
+    assert float(values["callgate_sip_messages_malformed_total"]) >= 2  # the 400 and the 513
+    assert float(values['callgate_sip_responses_total{status="401"}']) >= 1
+    assert float(values['callgate_sip_responses_total{status="405"}']) == 1
+    assert float(values["callgate_sip_calls"]) == 0
+    cdrs = client_get(server, "/api/cdrs", "admin")["items"]
+    edge_refused = {c["callee_user"]: c for c in cdrs if c["caller_user"] == "sip:alice@127.0.0.1"}
+    assert (edge_refused["bob"]["reason"], edge_refused["bob"]["direction"]) == (
+        "sip 488",
+        "inbound",
+    )
+    assert edge_refused["bob"]["audit_index"] is not None
+    (pstn,) = [c for c in cdrs if c["caller_user"] == "+442071234567"]
+    assert (pstn["callee_user"], pstn["direction"]) == ("bob", "inbound")
+    assert pstn["caller_user_agent"] == "sip-trunk:carrier" and pstn["reason"] == "hangup"
+    no_did = [c for c in cdrs if c["callee_user"] == "+15559999999"]
+    assert [c["reason"] for c in no_did] == ["sip 404"]
+    (dialled,) = [
+        c for c in cdrs if c["callee_user"] == "+442079460000" and c["direction"] == "outbound"
+    ]
+    assert (dialled["caller_user"], dialled["direction"]) == ("alice", "outbound")
+    assert dialled["answer_at"] is not None and dialled["reason"] == "hangup"
+    (sos,) = [c for c in cdrs if c["callee_user"] == "112" and c["direction"] == "outbound"]
+    assert sos["policy_decision"] == "emergency" and sos["caller_user"] == "bob"
+    no_rule = [c for c in cdrs if c["callee_user"] == "+442079460000" and c is not dialled]
+    assert [c["reason"] for c in no_rule] == ["sip 403"]
+    refused, talked = sorted(
+        (c for c in cdrs if c["caller_user"] == "alice" and c["direction"] != "outbound"),
+        key=by_invite,
+    )[::-1]
+    assert (talked["callee_user"], talked["caller_user_agent"]) == ("bob", "sip")
+    assert talked["answer_at"] is not None and talked["reason"] == "hangup"
+    assert refused["answer_at"] is None and refused["reason"] == "recording-unavailable"
+
+
+def by_invite(cdr: dict[str, Any]) -> str:
+    return str(cdr["invite_at"])
+
+
+def client_get(server: WebServer, path: str, who: str) -> Any:
+    with server.client() as client:
+        answer = client.get(path, headers={"Authorization": f"Bearer {server.token(who)}"})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def sip_invite(
+    port: int,
+    user: str,
+    password: str,
+    rtp_port: int,
+    profile: str = "RTP/AVP",
+    callee: str = "bob",
+    key: bytes | None = None,
+) -> tuple[SipClient, list[int], SipResponse]:
+    """alice's phone INVITEs bob, answers the digest challenge, and reads responses up to the
+    final one."""
+    phone = SipClient(("127.0.0.1", port))
+    sdp = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {rtp_port} {profile} 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+    ).encode()
+    if key is not None:  # SDES (RFC 4568)
+        sdp += f"a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(key).decode()}\r\n".encode()
+    aor, bob_uri = "sip:alice@callgate", f"sip:{callee}@127.0.0.1:{port}"
+    headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>", "Content-Type: application/sdp",
+               "Record-Route: <sip:127.0.0.9;lr>, <sip:127.0.0.8;lr>"]  # fmt: skip
+    first = phone.exchange(phone.request("INVITE", aor, headers, to=bob_uri, body=sdp))
+    assert first.status == 401
+    phone.send(phone.request("ACK", aor, to=bob_uri, cseq=phone.cseq))
+    auth = authorization(challenge_for(first, "SHA-256"), user, password, "INVITE", bob_uri)
+    phone.send(phone.request("INVITE", aor, [auth, *headers], to=bob_uri, body=sdp))
+    statuses: list[int] = []
+    while not statuses or statuses[-1] < 200:
+        reply = phone.receive()
+        statuses.append(reply.status)
+    return phone, statuses, reply
+
+
+def in_dialog(phone: SipClient, method: str, final: SipResponse, port: int) -> bytes:
+    """ACK or BYE in the dialog `final` (the 200 OK) set up: its To carries our peer's tag."""
+    bob_uri = f"sip:bob@127.0.0.1:{port}"
+    cseq = phone.cseq if method == "ACK" else None
+    request = phone.request(method, "sip:alice@callgate", to=bob_uri, cseq=cseq)
+    return request.replace(f"To: <{bob_uri}>".encode(), f"To: {final.headers.get('to')}".encode())
+
+
+def read_events(bob: subprocess.Popen[str], until: str) -> list[dict[str, Any]]:
+    assert bob.stdout is not None
+    events: list[dict[str, Any]] = []
+    while not events or events[-1]["event"] != until:
+        line = bob.stdout.readline()
+        assert line, f"bob's CLI ended early: {events}"
+        events.append(json.loads(line))
+    return events
+
+
+def call_phone_to_cli(
+    server: WebServer, port: int, user: str, password: str, tmp_path: Path
+) -> None:
+    """A call from the phone with SRTP (SDES keys), answered by bob's CLI softphone; then, once a
+    policy rule says
+    alice's calls to bob must be recorded, a second call is refused, fail-closed (503): the
+    recording holds Opus only, so the recorder cannot take a G.711 call, and bob never rings."""
+    recording = tmp_path / "bob.wav"
+    env = clean_env(
+        CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
+        CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
+    )  # fmt: skip
+    bob = subprocess.Popen(
+        [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--json",
+         "--count", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert read_events(bob, "ready")
+        rtp.bind(("127.0.0.1", 0))
+        rtp.setblocking(False)
+        key = bytes(range(30))
+        phone, statuses, ok = sip_invite(
+            port, user, password, rtp.getsockname()[1], "RTP/SAVP", key=key
+        )
+        assert statuses[0] == 100 and 180 in statuses and statuses[-1] == 200, statuses
+        # the proxies that recorded the route stay in the dialog (RFC 3261 §12.1.1)
+        assert ok.headers.all("record-route") == ["<sip:127.0.0.9;lr>", "<sip:127.0.0.8;lr>"]
+        offer = ok.body.decode()
+        media = re.search(r"m=audio (\d+) RTP/SAVP 0\r\n", offer)
+        assert media is not None and "c=IN IP4 127.0.0.1" in offer, offer
+        theirs = parse_audio(ok.body).crypto
+        assert theirs is not None and theirs.tag == 7 and theirs.key_salt != key
+        profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+        outbound = pylibsrtp.Policy(key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, 0, profile)
+        inbound = pylibsrtp.Policy(theirs.key_salt, pylibsrtp.Policy.SSRC_ANY_INBOUND, 0, profile)
+        srtp_out, srtp_in = pylibsrtp.Session(outbound), pylibsrtp.Session(inbound)
+        phone.send(in_dialog(phone, "ACK", ok, port))
+        # 440 Hz to bob for 3 s, while bob's 880 Hz comes back
+        target = ("127.0.0.1", int(media.group(1)))
+        heard = bytearray()
+        for n in range(150):
+            packet = RtpPacket(PCMU, n == 0, n, n * 160, 0x5150, tone_ulaw(440.0, n * 160))
+            rtp.sendto(srtp_out.protect(build_rtp(packet)), target)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    heard += parse_rtp(srtp_in.unprotect(rtp.recv(2048))).payload
+            time.sleep(0.02)
+        assert len(heard) > 8000, len(heard)  # more than a second of bob
+        assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
+        assert phone.exchange(in_dialog(phone, "BYE", ok, port)).status == 200
+        phone.close()
+        events = read_events(bob, "ended")
+        assert events[-1]["reason"] == "hangup", events
+        assert abs(dominant_frequency(recording) - 440.0) < 5.0
+
+        rule = callgate("policy", "add", "record-alice", "allow", "--from-user", "alice",
+                        "--to-user", "bob", "--recording-required", "--position", "1",
+                        "--data-dir", str(server.root / "data"), cwd=tmp_path)  # fmt: skip
+        assert rule.returncode == 0, rule.stderr
+        time.sleep(1.5)  # a running server sees policy changes within a second
+        phone, statuses, refused = sip_invite(port, user, password, rtp.getsockname()[1])
+        assert refused.status == 503 and "recording" in refused.reason, refused.reason
+        phone.close()
+        # SRTP offered: refused at the edge (488), before the hub; the edge writes its CDR
+        phone, _, srtp = sip_invite(port, user, password, rtp.getsockname()[1], "RTP/SAVP")
+        assert srtp.status == 488, srtp.reason
+        phone.close()
+
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+        out, _ = bob.communicate()
+        rtp.close()
+    assert "incoming" not in [json.loads(line)["event"] for line in out.splitlines() if line]
+
+
+def call_cli_to_phone(
+    server: WebServer, port: int, user: str, password: str, tmp_path: Path
+) -> None:
+    phone = SipClient(("127.0.0.1", port))
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.setblocking(False)
+    aor, uri = "sip:alice@callgate", f"sip:127.0.0.1:{port}"
+    contact = f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>;expires=600"
+    challenge = challenge_for(phone.exchange(phone.request("REGISTER", aor)), "SHA-256")
+    auth = authorization(challenge, user, password, "REGISTER", uri)
+    assert phone.exchange(phone.request("REGISTER", aor, [auth, contact])).status == 200
+    recording = tmp_path / "bob-calls.wav"
+    env = clean_env(
+        CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
+        CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
+    )  # fmt: skip
+    bob = subprocess.Popen(
+        [*COMMAND, "call", "alice", "--tone", "880", "--duration", "3", "--record",
+         str(recording), "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        try:
+            invite = phone.receive_request()
+        except TimeoutError:
+            bob.kill()
+            raise AssertionError(f"no INVITE; bob: {bob.communicate()}") from None
+        assert invite.method == "INVITE" and invite.uri == f"sip:alice@127.0.0.1:{phone.local[1]}"
+        assert "<sip:bob@" in (invite.headers.get("from") or "")
+        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", invite.body.decode())
+        assert media is not None, invite.body
+        tag = "phone1"
+        phone.send(serialize(response(invite, 180, "Ringing", to_tag=tag)))
+        answer = (
+            "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0\r\n"
+        ).encode()
+        extra = [("Contact", f"<sip:alice@127.0.0.1:{phone.local[1]}>"),
+                 ("Content-Type", "application/sdp")]  # fmt: skip
+        phone.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag=tag)))
+        target = ("127.0.0.1", int(media.group(1)))
+        heard, methods, n = bytearray(), [], 0
+        phone.sock.setblocking(False)
+        while "BYE" not in methods and n < 1000:  # bob hangs up after 3 s of media
+            packet = RtpPacket(PCMU, n == 0, n, n * 160, 0x7777, tone_ulaw(440.0, n * 160))
+            rtp.sendto(build_rtp(packet), target)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    heard += parse_rtp(rtp.recv(2048)).payload
+            with contextlib.suppress(BlockingIOError):
+                request = phone.receive_request()
+                methods.append(request.method)
+                if request.method == "BYE":
+                    phone.send(serialize(response(request, 200, "OK")))
+            n += 1
+            time.sleep(0.02)
+        assert methods == ["ACK", "BYE"], methods
+        assert len(heard) > 8000 and abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880) < 10
+        out, errors = bob.communicate(timeout=30)
+        assert bob.returncode == 0, errors
+        events = [json.loads(line) for line in out.splitlines() if line.strip()]
+        assert events[-1]["event"] == "ended" and events[-1]["reason"] == "hangup", events
+        assert abs(dominant_frequency(recording) - 440.0) < 5.0
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+            bob.communicate()
+        phone.close()
+        rtp.close()
+
+
+def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path) -> None:
+    """The carrier (a SIP client on 127.0.0.2, the trunk's address) calls +1 555 123 0000, the
+    DID of bob, whose CLI answers; each hears the other; the carrier hangs up. A number that
+    is no DID gets 404."""
+    carrier = SipClient(("127.0.0.1", port), bind="127.0.0.2")
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.2", 0))
+    rtp.setblocking(False)
+    recording = tmp_path / "bob-pstn.wav"
+    env = clean_env(
+        CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
+        CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
+    )  # fmt: skip
+    bob = subprocess.Popen(
+        [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert read_events(bob, "ready")
+        sdp = (
+            "v=0\r\no=- 3 3 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 8\r\n"
+        ).encode()
+        caller = "sip:+442071234567@carrier.example"
+        headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
+        nobody = f"sip:+1 555 999 9999@127.0.0.1:{port}".replace(" ", "")
+        lost = carrier.exchange(carrier.request("INVITE", caller, headers, to=nobody, body=sdp))
+        statuses = [lost.status]
+        while statuses[-1] < 200:
+            statuses.append(carrier.receive().status)
+        assert statuses[-1] == 404, statuses
+        carrier.call_id += "-2"
+        did = f"sip:+15551230000@127.0.0.1:{port}"
+        carrier.send(carrier.request("INVITE", caller, headers, to=did, body=sdp))
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            reply = carrier.receive()
+            statuses.append(reply.status)
+        assert statuses[-1] == 200, statuses
+        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
+        assert media is not None, reply.body
+        ack = carrier.request("ACK", caller, to=did, cseq=carrier.cseq)
+        carrier.send(
+            ack.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
+        )
+        target, heard = ("127.0.0.1", int(media.group(1))), bytearray()
+        for n in range(150):
+            tone = tone_ulaw(440.0, n * 160)
+            rtp.sendto(build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x2222, tone)), target)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    heard += parse_rtp(rtp.recv(2048)).payload
+            time.sleep(0.02)
+        assert len(heard) > 8000, len(heard)
+        assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
+        bye = carrier.request("BYE", caller, to=did)
+        bye = bye.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
+        assert carrier.exchange(bye).status == 200
+        events = read_events(bob, "ended")
+        assert events[-1]["reason"] == "hangup", events
+        incoming = next(e for e in events if e["event"] == "incoming")
+        assert "+442071234567" in json.dumps(incoming), incoming
+        assert abs(dominant_frequency(recording) - 440.0) < 5.0
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+        bob.communicate()
+        carrier.close()
+        rtp.close()
+
+
+def dial_out(port: int, user: str, password: str, bob_password: str, carrier: SipClient) -> None:
+    """alice's phone dials +44 20 7946 0000: the carrier gets the INVITE with the normalised
+    number and our caller ID, answers, media flows both ways, alice hangs up. bob's phone may not
+    dial out (no rule: 403) but may call 112, which goes to the carrier too."""
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.setblocking(False)
+    carrier_rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    carrier_rtp.bind(("127.0.0.2", 0))
+    carrier_rtp.setblocking(False)
+    try:
+        phone, statuses, refused = sip_invite(
+            port, "bob.desk", bob_password, rtp.getsockname()[1], callee="+442079460000"
+        )
+        assert (refused.status, refused.reason) == (
+            403,
+            "Forbidden (no dial-out rule for this user)",
+        )
+        phone.close()
+
+        phone = SipClient(("127.0.0.1", port))
+        offer = (
+            "v=0\r\no=- 4 4 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0\r\n"
+        ).encode()
+        aor, number = "sip:alice@callgate", f"sip:+44-20-7946-0000@127.0.0.1:{port}"
+        headers = [
+            f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>",
+            "Content-Type: application/sdp",
+        ]
+        first = phone.exchange(phone.request("INVITE", aor, headers, to=number, body=offer))
+        phone.send(phone.request("ACK", aor, to=number, cseq=phone.cseq))
+        auth = authorization(challenge_for(first, "SHA-256"), user, password, "INVITE", number)
+        phone.send(phone.request("INVITE", aor, [auth, *headers], to=number, body=offer))
+        invite = next_request(carrier, "INVITE")  # the carrier's side
+        assert invite.uri.startswith("sip:+442079460000@127.0.0.2:")
+        assert "+15551230000" in (invite.headers.get("from") or "")
+        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", invite.body.decode())
+        assert media is not None, invite.body
+        answer = (
+            "v=0\r\no=- 5 5 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+            f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 0\r\n"
+        ).encode()
+        extra = [("Contact", "<sip:gw@127.0.0.2>"), ("Content-Type", "application/sdp")]
+        carrier.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="cx")))
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            reply = phone.receive()
+            statuses.append(reply.status)
+        assert statuses[-1] == 200, statuses
+        next_request(carrier, "ACK")
+        ours = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
+        assert ours is not None
+        ack = phone.request("ACK", aor, to=number, cseq=phone.cseq)
+        phone.send(
+            ack.replace(f"To: <{number}>".encode(), f"To: {reply.headers.get('to')}".encode())
+        )
+        loop_payloads: list[bytes] = []
+        for n in range(20):  # phone -> carrier and carrier -> phone, payloads unchanged
+            rtp.sendto(
+                build_rtp(RtpPacket(PCMU, False, n, n * 160, 1, b"p" * 160)),
+                ("127.0.0.1", int(ours.group(1))),
+            )
+            carrier_rtp.sendto(
+                build_rtp(RtpPacket(PCMU, False, n, n * 160, 2, b"c" * 160)),
+                ("127.0.0.1", int(media.group(1))),
+            )
+            time.sleep(0.02)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    loop_payloads.append(parse_rtp(carrier_rtp.recv(2048)).payload)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    loop_payloads.append(parse_rtp(rtp.recv(2048)).payload)
+        assert {b"p" * 160, b"c" * 160} <= set(loop_payloads)
+        bye = phone.request("BYE", aor, to=number)
+        bye = bye.replace(f"To: <{number}>".encode(), f"To: {reply.headers.get('to')}".encode())
+        assert phone.exchange(bye).status == 200
+        carrier.sock.settimeout(10)
+        carrier_bye = next_request(carrier, "BYE")
+        carrier.send(serialize(response(carrier_bye, 200, "OK")))
+        phone.close()
+
+        # 112 from bob (no dial-out rule): let through to the carrier, which refuses it here
+        phone = SipClient(("127.0.0.1", port))
+        headers = [
+            f"Contact: <sip:bob@127.0.0.1:{phone.local[1]}>",
+            "Content-Type: application/sdp",
+        ]
+        sos_uri = f"sip:112@127.0.0.1:{port}"
+        first = phone.exchange(
+            phone.request("INVITE", "sip:bob@callgate", headers, to=sos_uri, body=offer)
+        )
+        phone.send(phone.request("ACK", "sip:bob@callgate", to=sos_uri, cseq=phone.cseq))
+        auth = authorization(
+            challenge_for(first, "SHA-256"), "bob.desk", bob_password, "INVITE", sos_uri
+        )
+        phone.send(
+            phone.request("INVITE", "sip:bob@callgate", [auth, *headers], to=sos_uri, body=offer)
+        )
+        sos = next_request(carrier, "INVITE")
+        assert sos.uri.startswith("sip:112@127.0.0.2:")
+        carrier.send(serialize(response(sos, 486, "Busy Here", to_tag="cy")))
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            statuses.append(phone.receive().status)
+        assert statuses[-1] == 486, statuses
+        phone.close()
+    finally:
+        rtp.close()
+        carrier_rtp.close()
+
+
+def next_request(client: SipClient, method: str) -> SipRequest:
+    """The next request of `method` (our retransmissions before it are skipped)."""
+    while True:
+        request = client.receive_request()
+        if request.method == method:
+            return request

@@ -1,0 +1,78 @@
+"""The edge's digest authentication with a real store (SQLite), without sockets: parallel answers
+of one device are not throttled by each other, failures are, and a stale nonce neither counts
+nor clears the failure count."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+from callgate.accounts.service import AccountService
+from callgate.sip.credentials import CredentialStore
+from callgate.sip.edge import SipEdge
+from callgate.sip.message import SipRequest, parse_datagram
+from callgate.sip.transport import Peer
+from callgate.storage.db import open_store, sqlite_url
+
+REALM = "callgate.test"
+
+
+def register(authorization: str | None = None) -> SipRequest:
+    auth = f"Authorization: {authorization}\r\n" if authorization else ""
+    data = (
+        "REGISTER sip:callgate.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5;branch=z9hG4bKx\r\n"
+        "From: <sip:alice@callgate.test>;tag=1\r\nTo: <sip:alice@callgate.test>\r\n"
+        f"Call-ID: c1\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+    message = parse_datagram(data.encode())
+    assert isinstance(message, SipRequest)
+    return message
+
+
+def answer(nonce: str, username: str, password: str) -> str:
+    ha1 = hashlib.sha256(f"{username}:{REALM}:{password}".encode()).hexdigest()
+    ha2 = hashlib.sha256(b"REGISTER:sip:callgate.test").hexdigest()
+    response = hashlib.sha256(f"{ha1}:{nonce}:00000001:c:auth:{ha2}".encode()).hexdigest()
+    return (
+        f'Digest username="{username}", realm="{REALM}", nonce="{nonce}", '
+        f'uri="sip:callgate.test", response="{response}", algorithm=SHA-256, qop=auth, '
+        'nc=00000001, cnonce="c"'
+    )
+
+
+async def test_parallel_answers_pass_failures_throttle_stale_nonces_do_not_reset(
+    tmp_path: Path,
+) -> None:
+    store = open_store(sqlite_url(tmp_path))
+    try:
+        AccountService(store, REALM).create_user("alice", None, (), None)
+        credentials = CredentialStore(store, REALM)
+        device, password = credentials.add("alice", "desk", "test")
+        edge = SipEdge(credentials)
+        peer = Peer("UDP", ("192.0.2.5", 5060), lambda data, target: None)
+
+        def nonce() -> str:
+            return edge.digest.challenges(edge._clock.wall())[0].split('nonce="')[1].split('"')[0]
+
+        # 20 good answers at once, from one device and one address: none is refused
+        requests = [register(answer(nonce(), device.username, password)) for _ in range(20)]
+        results = await asyncio.gather(*(edge.authenticate(r, peer) for r in requests))
+        assert all(credential is not None for credential, _ in results)
+
+        # 5 wrong passwords are free; a stale nonce (not ours) is challenged with stale=true
+        # and does not clear them; the next attempt, even with the right password, waits
+        for _ in range(5):
+            _, refusal = await edge.authenticate(
+                register(answer(nonce(), device.username, "x")), peer
+            )
+            assert refusal is not None and refusal.status == 401
+        _, stale = await edge.authenticate(register(answer("1.2.3", device.username, "x")), peer)
+        assert stale is not None and "stale=true" in (stale.headers.get("www-authenticate") or "")
+        _, refused = await edge.authenticate(
+            register(answer(nonce(), device.username, password)), peer
+        )
+        assert refused is not None and refused.status == 403
+        assert refused.headers.get("retry-after")
+    finally:
+        store.close()

@@ -1,0 +1,60 @@
+"""Plain RTP SDP offers (RFC 4566 / RFC 3264): what we take, what gets 488."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from callgate.sip.sdp import AudioOffer, Crypto, SdpError, audio_sdp, parse_audio
+
+HEAD = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+
+
+def test_media_level_address_wins_and_the_first_common_codec_is_chosen() -> None:
+    sdp = (
+        HEAD
+        + "m=audio 4000 RTP/AVP 18 8 0 101\r\nc=IN IP4 192.0.2.9\r\nm=video 5000 RTP/AVP 96\r\n"
+    )
+    offer = parse_audio(sdp.encode())
+    assert offer == AudioOffer("192.0.2.9", 4000, (18, 8, 0, 101))
+    assert offer.choose() == "pcma"
+    again = parse_audio(audio_sdp("198.51.100.2", 30000, "pcmu"))
+    assert again == AudioOffer("198.51.100.2", 30000, (0,)) and again.choose() == "pcmu"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (HEAD + "m=video 5000 RTP/AVP 96\r\n", "No audio stream"),
+        (HEAD + "m=audio 4000 RTP/SAVP 0\r\n", "RTP/SAVP without an a=crypto"),
+        (HEAD + "m=audio 4000 UDP/TLS/RTP/SAVPF 0\r\n", "Only RTP/AVP or RTP/SAVP"),
+        (HEAD + "m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:c2hvcnQ=\r\n",
+         "without an a=crypto"),
+        (HEAD + "m=audio 0x10 RTP/AVP 0\r\n", "Bad audio port"),
+        (HEAD + "m=audio 4000 RTP/AVP 300\r\n", "Bad payload type"),
+        (HEAD.replace("IN IP4 192.0.2.1\r\nt", "IN IP6 ::1\r\nt") + "m=audio 4000 RTP/AVP 0\r\n",
+         "IN IP4"),
+        ("v=0\r\nm=audio 4000 RTP/AVP 0\r\n", "No connection address"),
+        ("x" * 9000, "too large"),
+    ],
+)  # fmt: skip
+def test_unusable_offers_are_refused_with_a_reason(body: str, reason: str) -> None:
+    with pytest.raises(SdpError, match=reason):
+        parse_audio(body.encode())
+
+
+def test_no_common_codec() -> None:
+    with pytest.raises(SdpError, match="No common codec"):
+        parse_audio((HEAD + "m=audio 4000 RTP/AVP 9 18\r\n").encode()).choose()
+
+
+def test_sdes_offer_is_taken_and_answered_with_our_key() -> None:
+    key = bytes(range(30))
+    line = f"a=crypto:1 F8_128_HMAC_SHA1_80 inline:{base64.b64encode(bytes(30)).decode()}\r\n"
+    ours_line = f"a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(key).decode()}\r\n"
+    offer = parse_audio((HEAD + "m=audio 4000 RTP/SAVP 0\r\n" + line + ours_line).encode())
+    assert offer.crypto == Crypto(2, key)  # the first suite we support
+    answer = audio_sdp("192.0.2.1", 5000, "pcmu", Crypto(2, bytes(30)))
+    assert b"m=audio 5000 RTP/SAVP 0\r\n" in answer
+    assert parse_audio(answer).crypto == Crypto(2, bytes(30))

@@ -1,0 +1,55 @@
+"""E.164 normalisation of dialled and calling numbers, DID routing, and trunk settings."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from callgate.config import TrunkSettings
+from callgate.sip.trunks import Trunk, Trunks, normalise
+
+
+@pytest.mark.parametrize(
+    ("written", "e164"),
+    [
+        ("+442071234567", "+442071234567"),
+        ("+44 20 7123-4567", "+442071234567"),
+        ("0044 (20) 7123.4567", "+442071234567"),
+        ("+15551230000;npdi", "+15551230000"),
+        ("02071234567", None),  # national: needs a per-trunk rule, not guessed
+        ("+0123", None),
+        ("+1234567890123456", None),  # 16 digits
+        ("bob", None),
+    ],
+)
+def test_normalise(written: str, e164: str | None) -> None:
+    assert normalise(written) == e164
+
+
+def test_dids_route_by_any_spelling_and_trunks_by_address() -> None:
+    trunk = Trunk("carrier", frozenset({"192.0.2.7"}), {"+15551230000": "bob"})
+    assert trunk.route("+1 (555) 123-0000") == "bob"
+    assert trunk.route("+15559999999") is None
+    trunks = Trunks([trunk])
+    assert trunks.by_address("192.0.2.7") is trunk and trunks.by_address("192.0.2.8") is None
+
+
+def test_trunk_settings_refuse_bad_numbers_names_and_addresses() -> None:
+    good = TrunkSettings(name="carrier", addresses=["192.0.2.7"], dids={"+15551230000": "bob"})
+    assert good.addresses == ["192.0.2.7"]
+    for bad in (
+        {"name": "carrier", "addresses": ["192.0.2.7"], "dids": {"5551230000": "bob"}},
+        {"name": "Carrier!", "addresses": ["192.0.2.7"]},
+        {"name": "carrier", "addresses": ["carrier.example"]},
+        {"name": "carrier", "addresses": []},
+    ):
+        with pytest.raises(ValidationError):
+            TrunkSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_no_dial_out_without_a_rule() -> None:
+    closed = Trunk("carrier", frozenset({"192.0.2.7"}), outbound=("192.0.2.7", 5060))
+    assert not closed.may_dial(("traders",))
+    open_to = Trunk("carrier", frozenset({"192.0.2.7"}), dial_out_groups=frozenset({"traders"}))
+    assert open_to.may_dial(("sales", "traders")) and not open_to.may_dial(("sales",))
+    assert Trunks([Trunk("in-only", frozenset({"192.0.2.8"})), closed]).outbound is closed
