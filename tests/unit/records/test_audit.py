@@ -120,6 +120,27 @@ def test_append_in_rolls_back_with_the_callers_transaction(store: Store, log: Au
     assert log.verify(None).ok
 
 
+def test_many_appends_in_one_transaction_chain_and_a_rolled_back_savepoint_leaves_no_gap(
+    store: Store, log: AuditLog
+) -> None:
+    """The records writer appends many entries per transaction (the head is read once): the
+    chain stays whole, and entries of a savepoint rolled back are neither kept nor chained to."""
+    with store.engine.begin() as conn:
+        first = AuditLog.append_in(conn, "a", "call.invite", "call:1")
+        second = AuditLog.append_in(conn, "b", "call.answered", "call:1")
+        savepoint = conn.begin_nested()
+        AuditLog.append_in(conn, "c", "call.ended", "call:1")
+        savepoint.rollback()
+        third = AuditLog.append_in(conn, "d", "call.ended", "call:1")
+    assert [first.seq, second.seq, third.seq] == [6, 7, 8]
+    assert third.prev_hash == second.hash
+    # A later transaction on the same pooled connection reads the head again.
+    with store.engine.begin() as conn:
+        assert AuditLog.append_in(conn, "e", "call.invite", "call:2").seq == 9
+    assert [e.actor for e in log.recent(4)] == ["e", "d", "b", "a"]
+    assert log.verify(None).ok
+
+
 def test_naive_time_is_refused(log: AuditLog) -> None:
     with pytest.raises(ValueError):
         log.append("a", "b", "c", {}, at=datetime(2026, 1, 1))
