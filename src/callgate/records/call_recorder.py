@@ -5,7 +5,8 @@ The signaling hub tells the recorder what happened; the recorder turns it into d
 on one writer thread (records/writer.py), so a call's rows are written in the order they happen
 and a burst of calls costs one commit. Each CDR change and its audit entry share a transaction.
 `open` returns a future the hub awaits before anyone rings (fail closed: a call whose record
-cannot be written is not placed); every other write is fire-and-forget, logged when it fails.
+cannot be written is not placed); every other write is queued without a future and logged when
+it fails, and the hub waits on `committed()` before it tells a party what those writes record.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from callgate.records.cdr_types import CallOpen
 from callgate.records.quality import StreamStats
 from callgate.records.quality_store import QualityRepository
 from callgate.records.writer import RecordWriter
+
+
+def _nothing(_conn: Connection) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,7 @@ class CallRecorder:
 
     def update(self, call_id: str, /, **changes: Any) -> None:
         """CDR columns that became known (relay candidates, media path, codec, callee device)."""
-        self._writer.submit(lambda conn: self.cdrs.update_in(conn, call_id, **changes))
+        self._writer.post(lambda conn: self.cdrs.update_in(conn, call_id, **changes))
 
     def answered(
         self,
@@ -87,7 +92,7 @@ class CallRecorder:
             call_audit.answered_in(conn, call_id, callee, callee_device, at)
             return self.cdrs.update_in(conn, call_id, **changes)
 
-        self._writer.submit(answer)
+        self._writer.post(answer)
 
     def ended(self, end: CallEnd) -> None:
         """The CDR's final state and call.ended (and call.end_by_admin) in one transaction."""
@@ -119,7 +124,7 @@ class CallRecorder:
                 )
             return done
 
-        self._writer.submit(finalize)
+        self._writer.post(finalize)
 
     def stats(
         self,
@@ -131,10 +136,16 @@ class CallRecorder:
     ) -> None:
         """A party's quality report (its own transaction: a bad report loses no CDR write)."""
         rows = list(streams)
-        self._writer.submit_standalone(lambda: self.quality.upsert(call_id, party, rows, final, at))
+        self._writer.post_standalone(lambda: self.quality.upsert(call_id, party, rows, final, at))
 
     def link_relay_sessions(self, call_id: str) -> None:
-        self._writer.submit_standalone(lambda: self.cdrs.link_relay_sessions(call_id))
+        self._writer.post_standalone(lambda: self.cdrs.link_relay_sessions(call_id))
+
+    def committed(self) -> Future[None]:
+        """Done when every write queued so far has been committed (or has failed and been
+        logged): the marker rides in the same group-committed transaction as the writes
+        queued just before it, so waiting for it costs no extra commit."""
+        return self._writer.submit(_nothing)
 
     def settled(self) -> Future[None]:
         """Done when every write queued so far is."""

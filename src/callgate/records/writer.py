@@ -6,6 +6,10 @@ The writer takes everything queued since its last commit and writes it in one tr
 a burst of invites costs one commit, not one each. If a batch fails, its operations are retried
 one by one so a single bad write loses nothing else; failures are logged, never raised into the
 signaling path.
+
+`submit` returns a future done when the write is committed (the hub awaits a new call's row and,
+before it tells anyone a call's outcome, the commit of everything queued before: see
+`CallRecorder.committed`); `post` queues a write nobody waits for, without the cost of a future.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class RecordWriteError(CallgateError):
 class _Job:
     op: ConnectionOp | StandaloneOp
     in_batch: bool  # runs inside the shared transaction (takes a Connection)
-    done: Future[None]
+    done: Future[None] | None  # None: nobody waits for it (`post`)
 
 
 class RecordWriter:
@@ -52,9 +56,17 @@ class RecordWriter:
         """Run `op(conn)` inside the next group-committed transaction."""
         return self._put(op, True)
 
+    def post(self, op: ConnectionOp) -> None:
+        """`submit` for a write nobody waits for (a failure is only logged)."""
+        self._queue.put(_Job(op, True, None))
+
     def submit_standalone(self, op: StandaloneOp) -> Future[None]:
         """Run `op()` in order with the others, outside the shared transaction."""
         return self._put(op, False)
+
+    def post_standalone(self, op: StandaloneOp) -> None:
+        """`submit_standalone` for a write nobody waits for."""
+        self._queue.put(_Job(op, False, None))
 
     def _put(self, op: ConnectionOp | StandaloneOp, in_batch: bool) -> Future[None]:
         done: Future[None] = Future()
@@ -117,7 +129,8 @@ class RecordWriter:
                 self._commit([job])
             return
         for job in group:
-            job.done.set_result(None)
+            if job.done is not None:
+                job.done.set_result(None)
 
     def _run_standalone(self, job: _Job) -> None:
         try:
@@ -125,11 +138,13 @@ class RecordWriter:
         except Exception:
             self._fail(job)
             return
-        job.done.set_result(None)
+        if job.done is not None:
+            job.done.set_result(None)
 
     def _fail(self, job: _Job) -> None:
         """Log and count; the submitter decides what a failed write means (fail closed for a
         new CDR: the call is not placed)."""
         self.failures += 1
         log.exception("record write failed: %r", job.op)
-        job.done.set_exception(RecordWriteError("record write failed"))
+        if job.done is not None:
+            job.done.set_exception(RecordWriteError("record write failed"))

@@ -2,8 +2,8 @@
 
 It owns the connected devices and carries out the engine's effects in order: record effects go
 to the call recorder (records/call_recorder.py, which writes them in order on its own thread),
-and `CdrOpen` is awaited before anything that follows it is sent — nobody rings before the CDR
-exists.
+and a message that follows a record effect is sent only once that record is committed — nobody
+rings before the CDR exists, and nobody hears an outcome that a crash could still lose.
 A timer task calls `engine.tick()` at the engine's next deadline (ring, setup and silence
 watchdogs).
 """
@@ -285,9 +285,17 @@ class SignalingHub:
 
         Fail closed: if a new call's record cannot be written, nobody rings — the rest of the
         effects are dropped, the caller gets an error and the engine forgets the call.
+
+        Other record writes are queued (group-committed with other calls' writes), but a message
+        that follows them is sent only once they are committed: whatever a party has been told
+        (answered, ended, denied) is on disk, so a crash after it loses no CDR or audit entry.
         """
+        queued = False  # record writes queued since the last commit we waited for
         for index, effect in enumerate(effects):
             if isinstance(effect, Send):
+                if queued:
+                    await self._committed()
+                    queued = False
                 device = self.devices.get(effect.device_id)
                 if device is not None:
                     self.send(device, effect.message)
@@ -297,9 +305,17 @@ class SignalingHub:
                 except RecordWriteError:
                     await self._refuse(effect, effects[index + 1 :])
                     break
+                queued = False  # committed with (or after) everything queued before it
             else:
                 self._record_later(effect)
+                queued = True
         self._wake.set()
+
+    async def _committed(self) -> None:
+        """Wait until the record writes queued so far are committed. A write that failed was
+        logged by the writer; the parties still hear what happened."""
+        with contextlib.suppress(RecordWriteError):
+            await asyncio.wrap_future(self.recorder.committed())
 
     async def _refuse(self, effect: CdrOpen, dropped: Sequence[Effect]) -> None:
         call = effect.call
@@ -406,7 +422,7 @@ class SignalingHub:
         )
 
     def _record_later(self, effect: Effect) -> None:
-        """Queue a record write; the signaling path does not wait for it."""
+        """Queue a record write (`apply` waits for its commit only before its next message)."""
         if isinstance(effect, StatsReport):
             self._stats(effect)
             return
