@@ -4,14 +4,16 @@ the quality reports and the link to the relay sessions it used.
 The signaling hub tells the recorder what happened; the recorder turns it into database writes
 on one writer thread (records/writer.py), so a call's rows are written in the order they happen
 and a burst of calls costs one commit. Each CDR change and its audit entry share a transaction.
-`open` returns a future the hub awaits before anyone rings (fail closed: a call whose record
-cannot be written is not placed); every other write is queued without a future and logged when
-it fails, and the hub waits on `committed()` before it tells a party what those writes record.
+Every method queues its writes and returns their number; `done()` says up to which number they
+are finished, `on_progress` how to be told (records/writer.py). The hub waits for a new call's
+row before anyone rings and asks `open_failed` (fail closed: a call whose record cannot be
+written is not placed); it waits for the other writes before it tells a party what they record.
+A write that fails is logged and counted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -26,10 +28,6 @@ from callgate.records.cdr_types import CallOpen
 from callgate.records.quality import StreamStats
 from callgate.records.quality_store import QualityRepository
 from callgate.records.writer import RecordWriter
-
-
-def _nothing(_conn: Connection) -> None:
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +51,8 @@ class CallRecorder:
         self.quality = quality
         self._writer = RecordWriter(cdrs.engine)
 
-    def open(self, opened: CallOpen, *, ringing_devices: int, relay_only: bool) -> Future[None]:
-        """The CDR row and call.invite, in one transaction; fails with RecordWriteError."""
+    def open(self, opened: CallOpen, *, ringing_devices: int, relay_only: bool) -> int:
+        """The CDR row and call.invite, in one transaction (see `open_failed`)."""
 
         def open_audited(conn: Connection) -> None:
             entry = call_audit.invite_in(
@@ -71,11 +69,15 @@ class CallRecorder:
             )
             self.cdrs.open_in(conn, [replace(opened, audit_index=entry.seq)])
 
-        return self._writer.submit(open_audited)
+        return self._writer.post(open_audited, report=True)
 
-    def update(self, call_id: str, /, **changes: Any) -> None:
+    def open_failed(self, number: int) -> bool:
+        """Whether `open` number `number`, finished, failed (ask exactly once per open)."""
+        return self._writer.take_failure(number)
+
+    def update(self, call_id: str, /, **changes: Any) -> int:
         """CDR columns that became known (relay candidates, media path, codec, callee device)."""
-        self._writer.post(lambda conn: self.cdrs.update_in(conn, call_id, **changes))
+        return self._writer.post(lambda conn: self.cdrs.update_in(conn, call_id, **changes))
 
     def answered(
         self,
@@ -85,16 +87,16 @@ class CallRecorder:
         at: datetime,
         /,
         **changes: Any,
-    ) -> None:
+    ) -> int:
         """call.answered, with the CDR update that records the answer."""
 
         def answer(conn: Connection) -> object:
             call_audit.answered_in(conn, call_id, callee, callee_device, at)
             return self.cdrs.update_in(conn, call_id, **changes)
 
-        self._writer.post(answer)
+        return self._writer.post(answer)
 
-    def ended(self, end: CallEnd) -> None:
+    def ended(self, end: CallEnd) -> int:
         """The CDR's final state and call.ended (and call.end_by_admin) in one transaction."""
 
         def finalize(conn: Connection) -> object:
@@ -124,7 +126,7 @@ class CallRecorder:
                 )
             return done
 
-        self._writer.post(finalize)
+        return self._writer.post(finalize)
 
     def stats(
         self,
@@ -133,19 +135,33 @@ class CallRecorder:
         streams: Sequence[StreamStats],
         final: bool,
         at: datetime | None,
-    ) -> None:
+    ) -> int:
         """A party's quality report (its own transaction: a bad report loses no CDR write)."""
         rows = list(streams)
-        self._writer.post_standalone(lambda: self.quality.upsert(call_id, party, rows, final, at))
+        return self._writer.post_standalone(
+            lambda: self.quality.upsert(call_id, party, rows, final, at)
+        )
 
-    def link_relay_sessions(self, call_id: str) -> None:
-        self._writer.post_standalone(lambda: self.cdrs.link_relay_sessions(call_id))
+    def link_relay_sessions(self, call_id: str) -> int:
+        return self._writer.post_standalone(lambda: self.cdrs.link_relay_sessions(call_id))
 
-    def committed(self) -> Future[None]:
-        """Done when every write queued so far has been committed (or has failed and been
-        logged): the marker rides in the same group-committed transaction as the writes
-        queued just before it, so waiting for it costs no extra commit."""
-        return self._writer.submit(_nothing)
+    def queued(self) -> int:
+        """The number of the last write queued."""
+        return self._writer.queued
+
+    def done(self) -> int:
+        """Every write numbered up to this one is finished (committed, or failed and logged)."""
+        return self._writer.done
+
+    def want(self, number: int) -> None:
+        """Ask to be told (`on_progress`) once write `number` is finished. Set it, then check
+        `done()`: if the writer finished it meanwhile, it may not call."""
+        writer = self._writer
+        writer.want = max(writer.want, number)
+
+    def on_progress(self, callback: Callable[[int], None]) -> None:
+        """`callback(done)`, on the writer's thread, after a batch that finished a wanted write."""
+        self._writer.progress = callback
 
     def settled(self) -> Future[None]:
         """Done when every write queued so far is."""

@@ -7,13 +7,17 @@ a burst of invites costs one commit, not one each. If a batch fails, its operati
 one by one so a single bad write loses nothing else; failures are logged, never raised into the
 signaling path.
 
-`submit` returns a future done when the write is committed (the hub awaits a new call's row and,
-before it tells anyone a call's outcome, the commit of everything queued before: see
-`CallRecorder.committed`); `post` queues a write nobody waits for, without the cost of a future.
+`submit` returns a future done when the write is committed. `post` queues a write without a
+future and returns its number: the writer counts the jobs it has finished (`done`) and, after each
+batch that finishes a number someone asked for (`want`), calls the `progress` callback once —
+the signaling hub waits that way, one wake-up per batch for all its waiters, instead of one
+future and one cross-thread call per write. A posted write that fails is logged, counted and
+its number kept in `failed` until `take_failure` collects it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -39,7 +43,9 @@ class RecordWriteError(CallgateError):
 class _Job:
     op: ConnectionOp | StandaloneOp
     in_batch: bool  # runs inside the shared transaction (takes a Connection)
-    done: Future[None] | None  # None: nobody waits for it (`post`)
+    done: Future[None] | None  # None: posted (waited for by number, if at all)
+    number: int
+    report: bool = False  # posted, and its failure is kept in `failed`
 
 
 class RecordWriter:
@@ -47,31 +53,60 @@ class RecordWriter:
         self._engine = engine
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._numbers = itertools.count(1)
+        self._order = threading.Lock()  # numbers follow queue order whichever thread queues
         self.batches = 0
         self.failures = 0
+        self.queued = 0  # the number of the last job queued
+        self.done = 0  # every job numbered up to this one has finished (committed or failed)
+        self.want = 0  # the highest number someone waits for (see `progress`)
+        self.failed: set[int] = set()  # reported posted jobs that failed, until `take_failure`
+        # Called on the writer thread after a batch that finished `want`, with `done`.
+        self.progress: Callable[[int], None] | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
 
     def submit(self, op: ConnectionOp) -> Future[None]:
         """Run `op(conn)` inside the next group-committed transaction."""
         return self._put(op, True)
 
-    def post(self, op: ConnectionOp) -> None:
-        """`submit` for a write nobody waits for (a failure is only logged)."""
-        self._queue.put(_Job(op, True, None))
+    def post(self, op: ConnectionOp, *, report: bool = False) -> int:
+        """`submit` without a future; the job's number (see `done`, `want`). With `report`, a
+        failure is kept for `take_failure` (ask for it, or the number stays in `failed`)."""
+        return self._enqueue(op, True, None, report)
 
     def submit_standalone(self, op: StandaloneOp) -> Future[None]:
         """Run `op()` in order with the others, outside the shared transaction."""
         return self._put(op, False)
 
-    def post_standalone(self, op: StandaloneOp) -> None:
-        """`submit_standalone` for a write nobody waits for."""
-        self._queue.put(_Job(op, False, None))
+    def post_standalone(self, op: StandaloneOp) -> int:
+        """`submit_standalone` without a future; the job's number."""
+        return self._enqueue(op, False, None, False)
+
+    def take_failure(self, number: int) -> bool:
+        """Whether posted job `number` failed (asked once: the record is then forgotten)."""
+        try:
+            self.failed.remove(number)
+        except KeyError:
+            return False
+        return True
 
     def _put(self, op: ConnectionOp | StandaloneOp, in_batch: bool) -> Future[None]:
         done: Future[None] = Future()
-        self._queue.put(_Job(op, in_batch, done))
+        self._enqueue(op, in_batch, done, False)
         return done
+
+    def _enqueue(
+        self,
+        op: ConnectionOp | StandaloneOp,
+        in_batch: bool,
+        done: Future[None] | None,
+        report: bool,
+    ) -> int:
+        with self._order:
+            number = self.queued = next(self._numbers)
+            self._queue.put(_Job(op, in_batch, done, number, report))
+        return number
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the thread."""
@@ -97,8 +132,18 @@ class RecordWriter:
                     break
                 jobs.append(job)
             self._write(jobs)
+            self._finished(jobs[-1].number)
             if stop:
                 return
+
+    def _finished(self, number: int) -> None:
+        """Publish progress, then tell the waiter if this batch reached what it wants. (`done` is
+        set before `want` is read, and a waiter sets `want` before it reads `done`: either this
+        thread sees the new `want`, or the waiter sees the new `done` and does not wait.)"""
+        before, self.done = self.done, max(self.done, number)
+        callback = self.progress
+        if callback is not None and self.want > before:
+            callback(self.done)
 
     def _write(self, jobs: list[_Job]) -> None:
         """Consecutive in-batch jobs share one transaction; standalone jobs run between them."""
@@ -148,3 +193,5 @@ class RecordWriter:
         log.exception("record write failed: %r", job.op)
         if job.done is not None:
             job.done.set_exception(RecordWriteError("record write failed"))
+        elif job.report:
+            self.failed.add(job.number)

@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -115,10 +115,15 @@ class SignalingHub:
         self._attempt_rate = call_attempts_per_minute
         self._attempts: dict[str, MessageRateLimiter] = {}
         self._limited: set[str] = set()
+        # Tasks waiting for record writes, by write number (increasing: see `_written`).
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.recorder.on_progress(self._progress_from_writer)
         self._timer = asyncio.create_task(self._run_timer(), name="signaling-timer")
 
     async def stop(self) -> None:
@@ -201,8 +206,10 @@ class SignalingHub:
                 text = f"over {self._attempt_rate} call attempts a minute"
                 self.send(device, m.error_message(message.id, m.RATE_LIMITED, text))
                 return
-            exists = await asyncio.to_thread(callee_exists, message.to)
-            denial, grant = await self._verdict(device.handle, message.to, exists)
+            # One trip to a worker thread for both lookups (each trip costs the loop a wake-up).
+            exists, (denial, grant) = await asyncio.to_thread(
+                self._lookup, device.handle, message.to, callee_exists
+            )
             effects = self.engine.invite(
                 device.device_id, message.id, message.to, message.sdp, exists, denial, grant
             )
@@ -249,18 +256,20 @@ class SignalingHub:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _verdict(
-        self, caller: str, callee: str, exists: bool
-    ) -> tuple[Denial | None, Grant | None]:
-        """The policy's decision before anyone rings (none for unknown callees or self-calls)."""
+    def _lookup(
+        self, caller: str, callee: str, callee_exists: Callable[[str], bool]
+    ) -> tuple[bool, tuple[Denial | None, Grant | None]]:
+        """On a worker thread: whether the callee exists, and the policy's decision before
+        anyone rings (none for unknown callees or self-calls)."""
+        exists = callee_exists(callee)
         if self.policy is None or not exists or caller == callee:
-            return None, None
+            return exists, (None, None)
         at = datetime.fromtimestamp(self.clock.wall(), UTC)
         try:
-            return await asyncio.to_thread(self.policy.verdict, caller, callee, at)
+            return exists, self.policy.verdict(caller, callee, at)
         except Exception:
             log.exception("policy decision for %s -> %s failed; denying", caller, callee)
-            return POLICY_UNAVAILABLE, None
+            return exists, (POLICY_UNAVAILABLE, None)
 
     def _note_relays(self, call_id: str, found: list[str]) -> None:
         """Record the relayed addresses a call's SDPs offer: its relay sessions are linked by them."""
@@ -294,15 +303,16 @@ class SignalingHub:
         for index, effect in enumerate(effects):
             if isinstance(effect, Send):
                 if queued:
-                    await self._committed()
+                    # A write that failed was logged; the parties still hear what happened.
+                    await self._written(self.recorder.queued())
                     queued = False
                 device = self.devices.get(effect.device_id)
                 if device is not None:
                     self.send(device, effect.message)
             elif isinstance(effect, CdrOpen):
-                try:
-                    await asyncio.wrap_future(self._open(effect))
-                except RecordWriteError:
+                number = self._open(effect)
+                await self._written(number)
+                if self.recorder.open_failed(number):
                     await self._refuse(effect, effects[index + 1 :])
                     break
                 queued = False  # committed with (or after) everything queued before it
@@ -311,11 +321,35 @@ class SignalingHub:
                 queued = True
         self._wake.set()
 
-    async def _committed(self) -> None:
-        """Wait until the record writes queued so far are committed. A write that failed was
-        logged by the writer; the parties still hear what happened."""
-        with contextlib.suppress(RecordWriteError):
-            await asyncio.wrap_future(self.recorder.committed())
+    async def _written(self, number: int) -> None:
+        """Wait until record write `number`, and every one queued before it, is finished.
+
+        The writer calls back once per batch for all waiters (`_progress_from_writer`), not
+        once per write. `number` is the latest write's, so the waiters stay in order."""
+        recorder = self.recorder
+        if recorder.done() >= number:
+            return
+        recorder.want(number)
+        if recorder.done() >= number:  # finished between the two looks: it may not call
+            return
+        assert self._loop is not None, "the hub is not started"
+        finished: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append((number, finished))
+        await finished
+
+    def _progress_from_writer(self, done: int) -> None:
+        """On the writer's thread: wake the event loop once for the waiters up to `done`."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(self._progressed, done)
+
+    def _progressed(self, done: int) -> None:
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= done:
+            _, finished = waiters.popleft()
+            if not finished.done():
+                finished.set_result(None)
 
     async def _refuse(self, effect: CdrOpen, dropped: Sequence[Effect]) -> None:
         call = effect.call
@@ -338,7 +372,7 @@ class SignalingHub:
         # the dropped effects) and there is no row to finalize, so its effects are discarded.
         self.engine.hangup(call.caller_device, request_id or "", call.call_id)
 
-    def _open(self, effect: CdrOpen) -> Future[None]:
+    def _open(self, effect: CdrOpen) -> int:
         call = effect.call
         caller = self.devices.get(call.caller_device)
         opened = CallOpen(
