@@ -102,6 +102,7 @@ class SignalingHub:
         self.node_id = node_id
         self.link_delays = tuple(link_delays)
         self.devices: dict[str, Device] = {}
+        self._per_handle: dict[str, int] = {}  # handle -> devices connected (no scan per connect)
         self.recorder = CallRecorder(cdrs, quality)
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
@@ -109,6 +110,7 @@ class SignalingHub:
         self._media_calls: set[str] = set()  # calls that reached media: relay sessions to link
         self._answered: set[str] = set()  # calls answered so far (their duration counts)
         self._relays: dict[str, list[str]] = {}  # call_id -> relay candidates seen so far
+        self._relays_unwritten: set[str] = set()  # calls whose answer's relays await a write
         self._parties: dict[str, tuple[str, str]] = {}  # call_id -> (caller, callee) handles
         self.anchoring: AnchorHooks | None = None  # set when the server can record calls
         # Per account: call attempts (records written) are bounded, refusals logged once a run.
@@ -155,12 +157,13 @@ class SignalingHub:
             uuid.uuid4().hex[:16], handle, asyncio.Queue(_QUEUE_LIMIT), address, user_agent
         )
         self.devices[device.device_id] = device
+        self._per_handle[handle] = self._per_handle.get(handle, 0) + 1
         effects = self.engine.device_connected(device.device_id, handle, display_name, relay_only)
         return device, effects
 
     def device_count(self, handle: str) -> int:
         """Signaling sockets `handle` has open."""
-        return sum(1 for device in self.devices.values() if device.handle == handle)
+        return self._per_handle.get(handle, 0)
 
     def _attempt_allowed(self, handle: str) -> bool:
         bucket = self._attempts.get(handle)
@@ -194,7 +197,10 @@ class SignalingHub:
         return True
 
     async def disconnect(self, device: Device) -> None:
-        self.devices.pop(device.device_id, None)
+        if self.devices.pop(device.device_id, None) is not None:
+            left = self._per_handle.pop(device.handle, 1) - 1
+            if left:
+                self._per_handle[device.handle] = left
         await self.apply(self.engine.device_disconnected(device.device_id))
 
     async def receive(
@@ -213,14 +219,19 @@ class SignalingHub:
             effects = self.engine.invite(
                 device.device_id, message.id, message.to, message.sdp, exists, denial, grant
             )
+            opened = next((e.call.call_id for e in effects if isinstance(e, CdrOpen)), None)
+            live = opened is not None and self.engine.call_of(device.device_id) == opened
+            anchoring = live and self.engine.anchoring_call(opened or "") is not None
+            if live and not anchoring and opened is not None:
+                # The offer's relay addresses go into the call's row (`_open`), no UPDATE after.
+                self._relays[opened] = relay_candidates(message.sdp)
             await self.apply(effects)
-            call_id = self.engine.call_of(device.device_id)
-            if call_id is not None and self.engine.anchoring_call(call_id) is not None:
-                await self._anchor(call_id, message.sdp, grant)
-            elif call_id is not None:
-                self._note_relays(call_id, relay_candidates(message.sdp))
+            if anchoring and opened is not None and self.engine.call_of(device.device_id):
+                await self._anchor(opened, message.sdp, grant)
             return
         effects = handle_message(self.engine, device.device_id, message)
+        if isinstance(message, m.Answer):
+            self._answer_relays(device, message)
         await self.apply(effects)
         if isinstance(message, m.Answer | m.Candidate):
             self._after(device, message)
@@ -239,8 +250,11 @@ class SignalingHub:
             return
         call = self.engine.anchored_call(message.call_id)
         if call is None:
-            if isinstance(message, m.Answer):
-                self._note_relays(message.call_id, relay_candidates(message.sdp))
+            if message.call_id in self._relays_unwritten:  # no answered update carried them
+                self._relays_unwritten.discard(message.call_id)
+                known = self._relays.get(message.call_id)
+                if known:
+                    self.recorder.update(message.call_id, relay_candidates=list(known))
             return
         if self.anchoring is None:
             return
@@ -271,12 +285,17 @@ class SignalingHub:
             log.exception("policy decision for %s -> %s failed; denying", caller, callee)
             return exists, (POLICY_UNAVAILABLE, None)
 
-    def _note_relays(self, call_id: str, found: list[str]) -> None:
-        """Record the relayed addresses a call's SDPs offer: its relay sessions are linked by them."""
+    def _answer_relays(self, device: Device, message: m.Answer) -> None:
+        """An accepted answer's relayed addresses (its relay sessions are linked by them), noted
+        before its effects run so that the answered update writes them (`_update`)."""
+        call_id = message.call_id
+        if self.engine.call_of(device.device_id) != call_id:
+            return  # refused: a stray answer adds nothing to anyone's record
+        if self.engine.anchored_call(call_id) is not None:
+            return
         known = self._relays.setdefault(call_id, [])
-        known.extend(a for a in found if a not in known)
-        if known:
-            self.recorder.update(call_id, relay_candidates=list(known))
+        known.extend(a for a in relay_candidates(message.sdp) if a not in known)
+        self._relays_unwritten.add(call_id)
 
     def send(self, device: Device, message: dict[str, Any]) -> None:
         try:
@@ -354,6 +373,7 @@ class SignalingHub:
     async def _refuse(self, effect: CdrOpen, dropped: Sequence[Effect]) -> None:
         call = effect.call
         self._parties.pop(call.call_id, None)
+        self._relays.pop(call.call_id, None)
         caller = self.devices.get(call.caller_device)
         request_id = next(
             (
@@ -385,6 +405,7 @@ class SignalingHub:
             caller_user_agent=caller.user_agent if caller is not None else None,
             ring_at=_at(call.ring_at),
             node_id=self.node_id,
+            relay_candidates=tuple(self._relays.get(call.call_id) or ()) or None,
             policy_rule=call.policy_rule,
             policy_decision=call.policy_decision,
             recording_required=call.recording_required,
@@ -408,6 +429,9 @@ class SignalingHub:
             fields["callee_address"] = callee.address
             fields["callee_user_agent"] = callee.user_agent
         changes = {k: v for k, v in fields.items() if v is not None}
+        if effect.call_id in self._relays_unwritten and self._relays.get(effect.call_id):
+            self._relays_unwritten.discard(effect.call_id)
+            changes["relay_candidates"] = list(self._relays[effect.call_id])
         if effect.answer_at is not None:
             self._answered.add(effect.call_id)
             answered_at = datetime.fromtimestamp(effect.answer_at, UTC)
@@ -422,6 +446,7 @@ class SignalingHub:
         answered = effect.call_id in self._answered
         self._answered.discard(effect.call_id)
         self._relays.pop(effect.call_id, None)
+        self._relays_unwritten.discard(effect.call_id)
         ended_by = f"admin:{effect.admin}" if effect.admin else effect.ended_by.value
         parties = self._parties.pop(effect.call_id, ("", ""))
         by = dict(zip(("caller", "callee"), parties, strict=True)).get(effect.ended_by.value)
