@@ -107,13 +107,17 @@ class Database:
 
 
 async def connect_idle(nodes: list[CallgateServe], handles: list[str]) -> list[Peer]:
-    """One socket per idle device, round-robin over the nodes, 50 handshakes at a time."""
-    gate = asyncio.Semaphore(50)
+    """One socket per idle device, round-robin over the nodes, 20 handshakes at a time."""
+    gate = asyncio.Semaphore(20)
     tokens = nodes[0].tokens
+    t0 = time.perf_counter()
 
     async def one(index: int, handle: str) -> Peer:
         async with gate:
-            return await open_peer(nodes[index % len(nodes)].url, tokens[handle], "idle")
+            peer = await open_peer(nodes[index % len(nodes)].url, tokens[handle], "idle", 120)
+        if (index + 1) % 2000 == 0:
+            print(f"  {index + 1} idle devices, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        return peer
 
     return list(await asyncio.gather(*(one(i, h) for i, h in enumerate(handles))))
 
