@@ -12,6 +12,7 @@ Later appends in the same transaction reuse the head the first one wrote (`_lock
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -131,6 +132,7 @@ _PG_LOCK = text("LOCK TABLE audit_entries IN SHARE ROW EXCLUSIVE MODE")
 # lock first (waiting up to busy_timeout for it) and holds it until the transaction ends.
 _SQLITE_LOCK = text("UPDATE audit_entries SET seq = seq WHERE 0")
 _HEAD_KEY = "callgate.audit_head"
+_DEFERRED_KEY = "callgate.audit_deferred"
 
 
 def _transaction(conn: Connection) -> tuple[object, object] | None:
@@ -154,12 +156,37 @@ def _locked_head(conn: Connection) -> tuple[int, str]:
     remembered = conn.info.get(_HEAD_KEY)
     if current is not None and remembered is not None and remembered[0] == current:
         return remembered[1], remembered[2]
+    _insert_deferred(conn)  # the table must hold every entry before its head is read
     if conn.dialect.name == "postgresql":
         conn.execute(_PG_LOCK)
     elif conn.dialect.name == "sqlite":
         conn.execute(_SQLITE_LOCK)
     head = conn.execute(_HEAD).first()
     return (int(head.seq), str(head.hash)) if head is not None else (0, GENESIS)
+
+
+@contextlib.contextmanager
+def deferred_inserts(conn: Connection) -> Iterator[None]:
+    """Inside it, entries appended on `conn` in its current transaction are inserted together
+    (one multi-row INSERT) when the block ends without an error, instead of one INSERT each:
+    the records writer wraps its group-committed batches in it. The chain is computed as each
+    entry is appended, from the head remembered on the connection; whenever the head must be
+    read from the table instead, what is pending is inserted first. On an error nothing more is
+    inserted (the owner rolls the transaction back). No savepoints inside: entries appended in
+    a savepoint rolled back would still be pending."""
+    conn.info[_DEFERRED_KEY] = []
+    try:
+        yield
+        _insert_deferred(conn)
+    finally:
+        conn.info.pop(_DEFERRED_KEY, None)
+
+
+def _insert_deferred(conn: Connection) -> None:
+    rows = conn.info.get(_DEFERRED_KEY)
+    if rows:
+        conn.execute(_INSERT, list(rows))
+        rows.clear()
 
 
 def _remember_head(conn: Connection, seq: int, hash: str) -> None:
@@ -224,22 +251,24 @@ class AuditLog:
             digest = prev_raw.hex()
             written.append(Entry(seq, when, actor, action, object, details_text, prev, digest))
             prev = digest
-        conn.execute(
-            _INSERT,
-            [
-                {
-                    "seq": e.seq,
-                    "at": e.at,
-                    "actor": e.actor,
-                    "action": e.action,
-                    "object": e.object,
-                    "details": e.details,
-                    "prev_hash": e.prev_hash,
-                    "hash": e.hash,
-                }
-                for e in written
-            ],
-        )
+        rows = [
+            {
+                "seq": e.seq,
+                "at": e.at,
+                "actor": e.actor,
+                "action": e.action,
+                "object": e.object,
+                "details": e.details,
+                "prev_hash": e.prev_hash,
+                "hash": e.hash,
+            }
+            for e in written
+        ]
+        deferred = conn.info.get(_DEFERRED_KEY)
+        if deferred is not None:
+            deferred.extend(rows)  # inserted with the others (`deferred_inserts`)
+        else:
+            conn.execute(_INSERT, rows)
         _remember_head(conn, seq, prev)
         return written
 

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from callgate.records import call_audit
-from callgate.records.audit import AuditLog
+from callgate.records.audit import AuditLog, deferred_inserts
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_types import CallOpen
 from callgate.records.quality import StreamStats
@@ -49,7 +49,7 @@ class CallRecorder:
     def __init__(self, cdrs: CdrRepository, quality: QualityRepository) -> None:
         self.cdrs = cdrs
         self.quality = quality
-        self._writer = RecordWriter(cdrs.engine)
+        self._writer = RecordWriter(cdrs.engine, batch=deferred_inserts)
 
     def open(self, opened: CallOpen, *, ringing_devices: int, relay_only: bool) -> int:
         """The CDR row and call.invite, in one transaction (see `open_failed`)."""

@@ -23,6 +23,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
@@ -49,8 +50,18 @@ class _Job:
 
 
 class RecordWriter:
-    def __init__(self, engine: Engine, *, max_batch: int = 512, name: str = "callgate-records"):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_batch: int = 512,
+        name: str = "callgate-records",
+        batch: Callable[[Connection], AbstractContextManager[object]] | None = None,
+    ):
+        """`batch(conn)`, if given, wraps the jobs of each group-committed transaction (the
+        call recorder defers the audit inserts to its end: records/audit.py)."""
         self._engine = engine
+        self._batch = batch
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._numbers = itertools.count(1)
@@ -163,8 +174,10 @@ class RecordWriter:
         self.batches += 1
         try:
             with self._engine.begin() as conn:
-                for job in group:
-                    job.op(conn)  # type: ignore[call-arg]
+                around = self._batch(conn) if self._batch is not None else nullcontext()
+                with around:
+                    for job in group:
+                        job.op(conn)  # type: ignore[call-arg]
         except Exception:
             if len(group) == 1:
                 self._fail(group[0])
