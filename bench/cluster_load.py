@@ -61,6 +61,12 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def system_cpu(pid: int) -> float:
+    """stime of a process (all threads): the kernel's share of its CPU time, seconds."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return int(text[text.rindex(")") + 2 :].split()[12]) / CLK_TCK
+
+
 def children_cpu(root: int) -> float:
     """utime+stime of `root` and every process under it (PostgreSQL's backends), seconds."""
     total = 0.0
@@ -217,6 +223,11 @@ async def run(args: argparse.Namespace) -> int:
         idle_peers = await connect_idle(nodes, idle) if idle else []
         await asyncio.sleep(1.0)
         rss1 = [rss_bytes(n.pid) for n in nodes]
+        idle_cpu = [0.0 for _ in nodes]
+        if idle and args.idle_window:
+            before = [n.cpu() for n in nodes]
+            await asyncio.sleep(args.idle_window)
+            idle_cpu = [n.cpu() - b for n, b in zip(nodes, before, strict=True)]
         print(f"idle devices connected: {len(idle_peers)} in "
               f"{time.perf_counter() - t_idle:.1f} s", file=sys.stderr)  # fmt: skip
 
@@ -235,6 +246,7 @@ async def run(args: argparse.Namespace) -> int:
         budget = [10**12]
         profiles = start_profiles(args, nodes)
         cpu0 = [n.cpu() for n in nodes]
+        sys0 = [system_cpu(n.pid) for n in nodes]
         db0, me0, t0 = db.cpu(), time.process_time(), time.perf_counter()
         tasks = [
             asyncio.create_task(
@@ -248,6 +260,7 @@ async def run(args: argparse.Namespace) -> int:
         await asyncio.gather(*tasks)
         wall = time.perf_counter() - t0
         cpu = [n.cpu() - c for n, c in zip(nodes, cpu0, strict=True)]
+        kernel = [system_cpu(n.pid) - c for n, c in zip(nodes, sys0, strict=True)]
         db_cpu, me = db.cpu() - db0, time.process_time() - me0
         for profile in profiles:
             profile.wait(60)
@@ -263,13 +276,14 @@ async def run(args: argparse.Namespace) -> int:
         "backend": args.backend, "nodes": args.nodes, "pairs": args.pairs,
         "duration_s": args.duration, "wall_s": wall, "attempts": attempts,
         "per_node": [
-            {"attempts": s.attempts, "completed": s.completed, "cpu_s": c,
+            {"attempts": s.attempts, "completed": s.completed, "cpu_s": c, "system_cpu_s": k,
              "errors": sum(s.errors.values()), "idle_devices": len(idle[i :: len(nodes)]),
              "rss_before": r0, "rss_after_idle": r1}
-            for i, (s, c, r0, r1) in enumerate(zip(stats, cpu, rss0, rss1, strict=True))
+            for i, (s, c, k, r0, r1) in enumerate(zip(stats, cpu, kernel, rss0, rss1, strict=True))
         ],
         "latency_ms": [x for s in stats for x in s.latencies], "db_cpu_s": db_cpu,
         "client_cpu_s": me, "check": check, "exits": exits,
+        "idle_window_s": args.idle_window if idle else 0, "idle_cpu_s": idle_cpu,
     }  # fmt: skip
     ok = report(figures, [sample for s in stats for sample in s.samples])
     if args.json:
@@ -295,6 +309,7 @@ def report(f: dict[str, Any], samples: list[str]) -> bool:
               f"{1000 / ms if ms else 0:>13.0f}{n['errors']:>7}{n['idle_devices']:>9}"
               f"{rss:>14}{per_idle:>13.1f}")  # fmt: skip
     cpu = sum(n["cpu_s"] for n in per_node)
+    kernel = sum(n["system_cpu_s"] for n in per_node)
     ms = 1000 * cpu / attempts if attempts else float("nan")
     rate = attempts / wall
     idle = sum(n["idle_devices"] for n in per_node)
@@ -302,12 +317,17 @@ def report(f: dict[str, Any], samples: list[str]) -> bool:
     per_idle = grown / idle if idle else float("nan")
     rows = [
         ("attempts/s (all nodes)", f"{rate:.0f}"),
-        ("server CPU ms/attempt (all nodes)", f"{ms:.2f}"),
+        ("server CPU ms/attempt (all nodes)", f"{ms:.2f} ({100 * kernel / max(cpu, 1e-9):.0f} % "
+         "in the kernel)"),
         ("setup p50 / p99 ms (invite→answered)", f"{pct(lat, 0.5):.1f} / {pct(lat, 0.99):.1f}"),
         ("memory per idle device", f"{per_idle / 1024:.1f} KiB "
          f"(→ 10,000 devices: {10_000 * per_idle / 2**20:.0f} MiB)"),
         ("load generator CPU ms/attempt", f"{1000 * f['client_cpu_s'] / max(1, attempts):.2f}"),
     ]  # fmt: skip
+    if f["idle_window_s"]:
+        idle_pct = 100 * sum(f["idle_cpu_s"]) / f["idle_window_s"]
+        rows.append(("idle devices' CPU (no calls)", f"{idle_pct:.1f} % of a core "
+                     f"over {f['idle_window_s']:g} s"))  # fmt: skip
     if f["backend"] == "postgresql":
         rows.append(("PostgreSQL CPU ms/attempt", f"{1000 * f['db_cpu_s'] / max(1, attempts):.2f}"))
     for key, value in rows:
@@ -368,13 +388,20 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=100, help="caller/callee pairs, all nodes")
     parser.add_argument("--duration", type=float, default=10.0, help="timed window, s")
     parser.add_argument("--idle-devices", type=int, default=1000, help="idle devices, all nodes")
+    parser.add_argument(
+        "--idle-window", type=float, default=0.0,
+        help="also measure the nodes' CPU for this many seconds with only the idle devices "
+        "connected (signaling sockets' token checks run every 15 s)",
+    )  # fmt: skip
     parser.add_argument("--profile", type=Path, help="folder for py-spy --gil profiles (raw)")
     parser.add_argument("--py-spy", help=f"py-spy binary (default {PY_SPY})")
     parser.add_argument("--json", type=Path, help="write all figures here")
     parser.add_argument("--keep", type=Path, help="use (and keep) this data directory")
     args = parser.parse_args()
-    if args.nodes < 1 or args.pairs < 0 or args.idle_devices < 0 or args.duration <= 0:
-        parser.error("--nodes ≥ 1, --pairs ≥ 0, --idle-devices ≥ 0, --duration > 0")
+    if args.nodes < 1 or min(args.pairs, args.idle_devices, args.idle_window) < 0:
+        parser.error("--nodes ≥ 1; --pairs, --idle-devices, --idle-window ≥ 0")
+    if args.duration <= 0:
+        parser.error("--duration > 0")
     try:
         import uvloop
 
