@@ -17,6 +17,7 @@ its number kept in `failed` until `take_failure` collects it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
@@ -27,6 +28,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from callgate.errors import CallgateError
 
@@ -61,6 +63,7 @@ class RecordWriter:
         """`batch(conn)`, if given, wraps the jobs of each group-committed transaction (the
         call recorder defers the audit inserts to its end: records/audit.py)."""
         self._engine = engine
+        self._conn: Connection | None = None  # the writer thread's (see `_connection`)
         self._batch = batch
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -130,6 +133,7 @@ class RecordWriter:
         while True:
             first = self._queue.get()
             if first is None:
+                self._drop_connection()
                 return
             jobs = [first]
             stop = False
@@ -145,6 +149,7 @@ class RecordWriter:
             self._write(jobs)
             self._finished(jobs[-1].number)
             if stop:
+                self._drop_connection()
                 return
 
     def _finished(self, number: int) -> None:
@@ -168,17 +173,23 @@ class RecordWriter:
             self._run_standalone(job)
         self._commit(group)
 
-    def _commit(self, group: list[_Job]) -> None:
+    def _commit(self, group: list[_Job], *, reconnected: bool = False) -> None:
         if not group:
             return
         self.batches += 1
         try:
-            with self._engine.begin() as conn:
+            conn = self._connection()
+            with conn.begin():
                 around = self._batch(conn) if self._batch is not None else nullcontext()
                 with around:
                     for job in group:
                         job.op(conn)  # type: ignore[call-arg]
-        except Exception:
+        except Exception as exc:
+            self._drop_connection()
+            if not reconnected and isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                # The kept connection died (database restarted): once more on a new one.
+                self._commit(group, reconnected=True)
+                return
             if len(group) == 1:
                 self._fail(group[0])
                 return
@@ -189,6 +200,19 @@ class RecordWriter:
         for job in group:
             if job.done is not None:
                 job.done.set_result(None)
+
+    def _connection(self) -> Connection:
+        """The writer's own connection, kept between batches: no pool checkout and liveness
+        ping per batch (a round trip each on PostgreSQL). Dropped after any failure."""
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _run_standalone(self, job: _Job) -> None:
         try:

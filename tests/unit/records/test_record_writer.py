@@ -94,3 +94,23 @@ def test_posted_writes_commit_and_a_failing_one_is_only_logged(store: Store) -> 
     assert rows(store) == [1, 2]
     assert writer.failures == 1
     writer.close()
+
+
+def test_a_write_after_the_server_dropped_the_connection_is_not_lost(store: Store) -> None:
+    """The writer keeps its connection between batches; when the database ends it (a restart,
+    an administrator), the next batch goes through on a new one."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("ending a connection from the server side needs PostgreSQL")
+    writer = RecordWriter(store.engine)
+    writer.submit(insert(1)).result(5)
+    with store.engine.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+            )
+        )
+    writer.submit(insert(2)).result(5)
+    assert rows(store) == [1, 2]
+    assert writer.failures == 0
+    writer.close()
