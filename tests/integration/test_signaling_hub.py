@@ -128,7 +128,7 @@ def relay_sdp(port: int) -> str:
 async def test_relay_addresses_of_offer_and_answer_are_in_the_record(hub: SignalingHub) -> None:
     """The offer's relay addresses are in the row when the callee rings, the answer's once the
     caller hears the answer (relay sessions are linked to the call by them); a refused answer
-    from another account's device adds nothing."""
+    (another account's device, the caller's own) adds nothing."""
     alice, _ = await hub.connect("alice", "Alice", False)
     bob, _ = await hub.connect("bob", "Bob", False)
     mallory, _ = await hub.connect("mallory", "Mallory", False)
@@ -141,6 +141,8 @@ async def test_relay_addresses_of_offer_and_answer_are_in_the_record(hub: Signal
     stray = {"type": "call.answer", "id": "2", "call_id": call_id, "sdp": relay_sdp(40666)}
     await hub.receive(mallory, parse(stray), bool)
     assert (await next_of(mallory, "error"))["id"] == "2"
+    await hub.receive(alice, parse(stray), bool)  # the caller cannot answer its own call
+    assert (await next_of(alice, "error"))["id"] == "2"
     answer = {"type": "call.answer", "id": "3", "call_id": call_id, "sdp": relay_sdp(40002)}
     await hub.receive(bob, parse(answer), bool)
     await next_of(alice, "call.answered")

@@ -226,12 +226,12 @@ class SignalingHub:
                 # The offer's relay addresses go into the call's row (`_open`), no UPDATE after.
                 self._relays[opened] = relay_candidates(message.sdp)
             await self.apply(effects)
-            if anchoring and opened is not None and self.engine.call_of(device.device_id):
+            if anchoring and opened is not None and self.engine.call_of(device.device_id) == opened:
                 await self._anchor(opened, message.sdp, grant)
             return
         effects = handle_message(self.engine, device.device_id, message)
         if isinstance(message, m.Answer):
-            self._answer_relays(device, message)
+            self._answer_relays(device, message, effects)
         await self.apply(effects)
         if isinstance(message, m.Answer | m.Candidate):
             self._after(device, message)
@@ -285,14 +285,19 @@ class SignalingHub:
             log.exception("policy decision for %s -> %s failed; denying", caller, callee)
             return exists, (POLICY_UNAVAILABLE, None)
 
-    def _answer_relays(self, device: Device, message: m.Answer) -> None:
+    def _answer_relays(self, device: Device, message: m.Answer, effects: Sequence[Effect]) -> None:
         """An accepted answer's relayed addresses (its relay sessions are linked by them), noted
         before its effects run so that the answered update writes them (`_update`)."""
         call_id = message.call_id
-        if self.engine.call_of(device.device_id) != call_id:
-            return  # refused: a stray answer adds nothing to anyone's record
-        if self.engine.anchored_call(call_id) is not None:
-            return
+        accepted = any(
+            isinstance(e, CdrUpdate)
+            and e.call_id == call_id
+            and e.answer_at is not None
+            and e.callee_device == device.device_id
+            for e in effects
+        )
+        if not accepted or self.engine.anchored_call(call_id) is not None:
+            return  # a refused answer adds nothing to anyone's record; the anchor has its own
         known = self._relays.setdefault(call_id, [])
         known.extend(a for a in relay_candidates(message.sdp) if a not in known)
         self._relays_unwritten.add(call_id)
