@@ -315,21 +315,24 @@ def report(f: dict[str, Any], samples: list[str]) -> bool:
     idle = sum(n["idle_devices"] for n in per_node)
     grown = sum(n["rss_after_idle"] - n["rss_before"] for n in per_node)
     per_idle = grown / idle if idle else float("nan")
-    rows = [
-        ("attempts/s (all nodes)", f"{rate:.0f}"),
-        ("server CPU ms/attempt (all nodes)", f"{ms:.2f} ({100 * kernel / max(cpu, 1e-9):.0f} % "
-         "in the kernel)"),
-        ("setup p50 / p99 ms (invite→answered)", f"{pct(lat, 0.5):.1f} / {pct(lat, 0.99):.1f}"),
-        ("memory per idle device", f"{per_idle / 1024:.1f} KiB "
-         f"(→ 10,000 devices: {10_000 * per_idle / 2**20:.0f} MiB)"),
-        ("load generator CPU ms/attempt", f"{1000 * f['client_cpu_s'] / max(1, attempts):.2f}"),
-    ]  # fmt: skip
+    rows: list[tuple[str, str]] = []
+    if attempts:
+        rows += [
+            ("attempts/s (all nodes)", f"{rate:.0f}"),
+            ("server CPU ms/attempt (all nodes)", f"{ms:.2f} "
+             f"({100 * kernel / max(cpu, 1e-9):.0f} % in the kernel)"),
+            ("setup p50 / p99 ms (invite→answered)", f"{pct(lat, 0.5):.1f} / {pct(lat, 0.99):.1f}"),
+            ("load generator CPU ms/attempt", f"{1000 * f['client_cpu_s'] / attempts:.2f}"),
+        ]  # fmt: skip
+        if f["backend"] == "postgresql":
+            rows.append(("PostgreSQL CPU ms/attempt", f"{1000 * f['db_cpu_s'] / attempts:.2f}"))
+    if idle:
+        rows.append(("memory per idle device", f"{per_idle / 1024:.1f} KiB "
+                     f"(→ 10,000 devices: {10_000 * per_idle / 2**20:.0f} MiB)"))  # fmt: skip
     if f["idle_window_s"]:
         idle_pct = 100 * sum(f["idle_cpu_s"]) / f["idle_window_s"]
         rows.append(("idle devices' CPU (no calls)", f"{idle_pct:.1f} % of a core "
                      f"over {f['idle_window_s']:g} s"))  # fmt: skip
-    if f["backend"] == "postgresql":
-        rows.append(("PostgreSQL CPU ms/attempt", f"{1000 * f['db_cpu_s'] / max(1, attempts):.2f}"))
     for key, value in rows:
         print(f"{key:<38}{value}")
     c = f["check"]
