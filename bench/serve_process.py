@@ -127,7 +127,9 @@ def add_users_cli(data_dir: Path, users: Mapping[str, str]) -> None:
             sys.exit(f"callgate user add {handle} failed: {done.stderr.strip()}")
 
 
-def add_users_inprocess(data_dir: Path, handles: Iterable[str]) -> dict[str, str]:
+def add_users_inprocess(
+    data_dir: Path, handles: Iterable[str], database_url: str | None = None
+) -> dict[str, str]:
     """Many signaling-only users at once, through the library `callgate user add` uses
     (`AccountService.create_user`), on the stopped data dir; returns a bearer token for each,
     issued like `POST /api/login` issues them (`AccountService.issue_token`).
@@ -138,7 +140,7 @@ def add_users_inprocess(data_dir: Path, handles: Iterable[str]) -> dict[str, str
     from callgate.accounts.service import AccountService
     from callgate.storage.db import open_store, sqlite_url
 
-    store = open_store(sqlite_url(data_dir))
+    store = open_store(database_url or sqlite_url(data_dir))
     try:
         accounts = AccountService(store, "callgate")
         tokens: dict[str, str] = {}
@@ -160,6 +162,8 @@ class CallgateServe:
         log_level: str = "WARNING",
         extra_env: Mapping[str, str] | None = None,
         profile: Path | None = None,
+        database_url: str | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.users = dict(users)
         self.profile = profile  # run serve under cProfile, stats written here when it stops
@@ -167,6 +171,8 @@ class CallgateServe:
         self.keep = keep
         self.log_level = log_level
         self.extra_env = dict(extra_env or {})
+        self.database_url = database_url  # None: the SQLite file in the data directory
+        self.shared_dir = data_dir  # another node's data directory (SQLite shared by nodes)
         self.process: subprocess.Popen[str] | None = None
         self.tokens: dict[str, str] = {}  # fast_users: handle → bearer token
         self.stderr_lines: list[str] = []
@@ -185,15 +191,17 @@ class CallgateServe:
         return process_cpu(self.pid)
 
     def __enter__(self) -> CallgateServe:
-        if self.keep is not None:
+        if self.shared_dir is not None:
+            self.data_dir = self.shared_dir
+        elif self.keep is not None:
             self.keep.mkdir(parents=True, exist_ok=True)
             self.data_dir = self.keep
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="callgate-bench-")
             self.data_dir = Path(self._tmp.name)
-        if self.fast_users:
-            self.tokens = add_users_inprocess(self.data_dir, self.users)
-        else:
+        if self.fast_users and self.users:
+            self.tokens = add_users_inprocess(self.data_dir, self.users, self.database_url)
+        elif self.users:
             add_users_cli(self.data_dir, self.users)
         http, turn = free_port(), free_port()
         low, high = free_relay_range()
@@ -210,6 +218,8 @@ class CallgateServe:
                                 callgate_binary()]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("CALLGATE_")}
         env.update(self.extra_env)
+        if self.database_url is not None:  # in the environment: the URL holds a password
+            env["CALLGATE_DATABASE_URL"] = self.database_url
         self.process = subprocess.Popen(
             self.command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
         )

@@ -143,9 +143,11 @@ async def resync(*peers: Peer) -> None:
             pass
 
 
-async def open_peer(url: str, token: str, device: str) -> Peer:
+async def open_peer(url: str, token: str, device: str, open_timeout: float = 10.0) -> Peer:
     ws_url = url.replace("http://", "ws://") + f"/ws?token={token}&device={device}"
-    ws = await connect(ws_url, compression=None, max_size=2**20, proxy=None)
+    ws = await connect(
+        ws_url, compression=None, max_size=2**20, proxy=None, open_timeout=open_timeout
+    )
     hello = json.loads(await ws.recv())
     assert hello["type"] == "hello", hello
     return Peer(ws)

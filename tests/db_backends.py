@@ -64,8 +64,11 @@ def pg_bindir() -> Path | None:
 class PgServer:
     """A PostgreSQL cluster in a temporary directory, for one test session."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bindir = bindir
+        # Tests run without fsync; benchmarks (durable=True) keep PostgreSQL's defaults, so a
+        # commit they count is on disk.
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="callgate-pg-"))
         self.password = secrets.token_urlsafe(16)
         self.port = 0
@@ -96,9 +99,10 @@ class PgServer:
             self.port = free_port(socket.SOCK_STREAM, both=False)
             options = (
                 f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-                f"-c unix_socket_directories={self.root} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+                f"-c unix_socket_directories={self.root} -c max_connections=300"
             )
+            if not self.durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             log = str(self.root / "server.log")
             result = self._run(
                 "pg_ctl", "-D", str(self.root / "data"), "-l", log, "-o", options, "-w",

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from callgate.records.audit import AuditLog
 from callgate.signaling.hub import SignalingHub
 from callgate.storage.db import Store, open_store
 from tests.integration.hub_helpers import next_of, parse, running_hub
@@ -92,3 +93,58 @@ async def test_no_record_no_ringing(hub: SignalingHub, store: Store) -> None:
     assert (error["id"], error["code"]) == ("7", "server-error")
     assert bob.queue.empty()
     assert hub.engine.call_of(alice.device_id) is None  # the caller can try again
+
+
+async def test_what_a_party_hears_is_already_recorded(hub: SignalingHub, store: Store) -> None:
+    """call.answered and call.ended reach the parties only once the CDR change and its audit
+    entry are committed: nothing a user was told can be lost by a crash (no flush here)."""
+    alice, _ = await hub.connect("alice", "Alice", False)
+    bob, _ = await hub.connect("bob", "Bob", False)
+    await hub.receive(
+        alice, parse({"type": "call.invite", "id": "1", "to": "bob", "sdp": SDP}), bool
+    )
+    call_id = (await next_of(bob, "call.incoming"))["call_id"]
+    await hub.receive(
+        bob, parse({"type": "call.answer", "id": "2", "call_id": call_id, "sdp": SDP}), bool
+    )
+    await next_of(alice, "call.answered")
+    row = hub.cdrs.get(call_id)
+    assert row is not None and row.answer_at is not None and row.end_at is None
+
+    await hub.receive(alice, parse({"type": "call.hangup", "id": "3", "call_id": call_id}), bool)
+    await next_of(bob, "call.ended")
+    row = hub.cdrs.get(call_id)
+    assert row is not None and (row.disposition, row.reason) == ("answered", "hangup")
+    actions = [e.action for e in AuditLog(store).recent() if e.object == f"call:{call_id}"]
+    assert sorted(actions) == ["call.answered", "call.ended", "call.invite"]
+
+
+def relay_sdp(port: int) -> str:
+    return (
+        SDP + f"a=candidate:1 1 udp 16777215 127.0.0.1 {port} typ relay raddr 0.0.0.0 rport 0\r\n"
+    )
+
+
+async def test_relay_addresses_of_offer_and_answer_are_in_the_record(hub: SignalingHub) -> None:
+    """The offer's relay addresses are in the row when the callee rings, the answer's once the
+    caller hears the answer (relay sessions are linked to the call by them); a refused answer
+    (another account's device, the caller's own) adds nothing."""
+    alice, _ = await hub.connect("alice", "Alice", False)
+    bob, _ = await hub.connect("bob", "Bob", False)
+    mallory, _ = await hub.connect("mallory", "Mallory", False)
+    invite = {"type": "call.invite", "id": "1", "to": "bob", "sdp": relay_sdp(40000)}
+    await hub.receive(alice, parse(invite), bool)
+    call_id = (await next_of(bob, "call.incoming"))["call_id"]
+    row = hub.cdrs.get(call_id)
+    assert row is not None and row.relay_candidates == ("127.0.0.1:40000",)
+
+    stray = {"type": "call.answer", "id": "2", "call_id": call_id, "sdp": relay_sdp(40666)}
+    await hub.receive(mallory, parse(stray), bool)
+    assert (await next_of(mallory, "error"))["id"] == "2"
+    await hub.receive(alice, parse(stray), bool)  # the caller cannot answer its own call
+    assert (await next_of(alice, "error"))["id"] == "2"
+    answer = {"type": "call.answer", "id": "3", "call_id": call_id, "sdp": relay_sdp(40002)}
+    await hub.receive(bob, parse(answer), bool)
+    await next_of(alice, "call.answered")
+    row = hub.cdrs.get(call_id)
+    assert row is not None and row.relay_candidates == ("127.0.0.1:40000", "127.0.0.1:40002")

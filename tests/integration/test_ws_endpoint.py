@@ -32,7 +32,7 @@ ALICE = UserRecord(1, "alice", "Alice", (), "callgate", False, False, True, NOW,
 
 @pytest.fixture
 def valid() -> set[str]:
-    return {"good-token"}
+    return {"good-token", "other-token"}
 
 
 @pytest.fixture
@@ -44,6 +44,7 @@ async def url(tmp_path: Path, valid: set[str]) -> AsyncIterator[str]:
     )
     settings = WsSettings(
         verify_token=lambda token: ALICE if token in valid else None,
+        valid_tokens=lambda tokens: set(tokens) & valid,
         user_exists=lambda handle: handle == "alice",
         relay_only=lambda user: True,
         ice=IceServerConfig(udp=(("127.0.0.1", 3478),), secret="s3cr3t"),
@@ -99,3 +100,19 @@ async def test_a_socket_is_closed_once_its_token_is_revoked(url: str, valid: set
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await receive(ws)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_only_the_socket_whose_token_was_revoked_is_closed(url: str, valid: set[str]) -> None:
+    async with (
+        websockets.connect(f"{url}?token=good-token&device=a") as revoked,
+        websockets.connect(f"{url}?token=other-token&device=b") as kept,
+    ):
+        assert (await receive(revoked))["type"] == "hello"
+        assert (await receive(kept))["type"] == "hello"
+        valid.discard("good-token")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await receive(revoked)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        await asyncio.sleep(0.5)  # more than two checks of the other socket
+        await kept.send(json.dumps({"type": "ping", "id": "1"}))
+        assert (await receive(kept))["type"] == "ack"

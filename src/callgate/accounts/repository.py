@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,6 +16,8 @@ from callgate.accounts.records import TokenRecord, UserRecord
 from callgate.errors import UnknownUserError, UserExistsError
 from callgate.storage.models import ApiToken, User
 from callgate.storage.text import has_nul, storable
+
+VALID_CHUNK = 500  # token hashes per query when many open sockets are checked at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,25 @@ class TokenRepository:
                 expires_at=token.expires_at,
                 revoked_at=token.revoked_at,
             )
+
+    def valid_hashes(self, hashes: Sequence[str], now: datetime) -> set[str]:
+        """The hashes among `hashes` of tokens neither revoked nor expired at `now`, whose
+        account is enabled: one query per VALID_CHUNK of them."""
+        valid: set[str] = set()
+        with self._sessions() as session:
+            for start in range(0, len(hashes), VALID_CHUNK):
+                query = (
+                    select(ApiToken.token_hash)
+                    .join(User, User.id == ApiToken.user_id)
+                    .where(
+                        ApiToken.token_hash.in_(hashes[start : start + VALID_CHUNK]),
+                        ApiToken.revoked_at.is_(None),
+                        ApiToken.expires_at > now,
+                        User.disabled.is_(False),
+                    )
+                )
+                valid.update(session.scalars(query))
+        return valid
 
     def revoke(self, token_hash: str, now: datetime, audit: AuditHook | None = None) -> bool:
         with self._sessions.begin() as session:

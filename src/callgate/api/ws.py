@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from callgate.accounts.records import UserRecord
+from callgate.api.token_watch import TokenWatch, ValidTokens
 from callgate.clock import Clock
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
@@ -43,6 +44,13 @@ class WsSettings:
     clock: Clock
     max_devices_per_user: int = 10
     revalidate_seconds: float = REVALIDATE_SECONDS
+    # Many tokens at once (AccountService.valid_tokens); None: `verify_token` on each.
+    valid_tokens: ValidTokens | None = None
+
+    def check_tokens(self, tokens: Collection[str]) -> set[str]:
+        if self.valid_tokens is not None:
+            return self.valid_tokens(tokens)
+        return {token for token in tokens if self.verify_token(token) is not None}
 
 
 def _token(websocket: WebSocket) -> str | None:
@@ -56,6 +64,7 @@ def _token(websocket: WebSocket) -> str | None:
 
 def signaling_router(hub: SignalingHub, settings: WsSettings) -> APIRouter:
     router = APIRouter()
+    tokens = TokenWatch(settings.check_tokens, settings.revalidate_seconds)
 
     @router.websocket("/ws")
     async def signaling(websocket: WebSocket) -> None:
@@ -77,13 +86,18 @@ def signaling_router(hub: SignalingHub, settings: WsSettings) -> APIRouter:
             reason = f"more than {settings.max_devices_per_user} connections for this account"
             await websocket.close(code=CLOSE_TOO_MANY, reason=reason)
             return
-        await _session(websocket, user, hub, settings, token)
+        await _session(websocket, user, hub, settings, token, tokens)
 
     return router
 
 
 async def _session(
-    websocket: WebSocket, user: UserRecord, hub: SignalingHub, settings: WsSettings, token: str
+    websocket: WebSocket,
+    user: UserRecord,
+    hub: SignalingHub,
+    settings: WsSettings,
+    token: str,
+    tokens: TokenWatch,
 ) -> None:
     relay_only = settings.relay_only(user)
     client = websocket.client
@@ -109,26 +123,21 @@ async def _session(
     )
     await hub.apply(effects)
     limiter = MessageRateLimiter(settings.clock)
-    watch = asyncio.create_task(_revalidate(websocket, token, settings), name="ws-token-watch")
+
+    async def revoked() -> None:
+        await websocket.close(code=CLOSE_UNAUTHORIZED, reason="token no longer valid")
+
+    # Closed once its token stops being valid (revoked, expired, account disabled): a disabled
+    # user loses signaling within `revalidate_seconds`, not at their next connect.
+    tokens.watch(device.device_id, token, revoked)
     try:
         await _read(websocket, device, hub, settings, limiter, writer)
     finally:
-        watch.cancel()
+        tokens.forget(device.device_id)
         await hub.disconnect(device)
         device.queue.put_nowait(None)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer, 2)
-
-
-async def _revalidate(websocket: WebSocket, token: str, settings: WsSettings) -> None:
-    """Close the socket once its token stops being valid (revoked, expired, account disabled):
-    a disabled user loses signaling within REVALIDATE_SECONDS, not at their next connect."""
-    while True:
-        await asyncio.sleep(settings.revalidate_seconds)
-        if await asyncio.to_thread(settings.verify_token, token) is None:
-            with contextlib.suppress(Exception):
-                await websocket.close(code=CLOSE_UNAUTHORIZED, reason="token no longer valid")
-            return
 
 
 async def _read(

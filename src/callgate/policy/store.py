@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from callgate.clock import Clock, SystemClock
@@ -40,6 +40,11 @@ CHECK_INTERVAL_S = 0.5
 # Built once: the hub runs it on every call attempt.
 _SUBJECTS = select(User.handle, User.groups).where(
     User.handle.in_(bindparam("handles", expanding=True))
+)
+# A call's two parties, with two plain parameters: an expanding IN is rendered again at every
+# execution, and the hub asks this at every call attempt.
+_PARTIES = select(User.handle, User.groups).where(
+    or_(User.handle == bindparam("a"), User.handle == bindparam("b"))
 )
 SETTINGS_ID = 1
 SETTINGS_OBJECT = "policy:settings"
@@ -136,7 +141,10 @@ class PolicyStore:
     def subjects(self, *handles: str) -> dict[str, Subject]:
         """The users among `handles` with their groups (one query)."""
         with self._store.engine.connect() as conn:
-            rows = conn.execute(_SUBJECTS, {"handles": list(handles)})
+            if len(handles) == 2:
+                rows = conn.execute(_PARTIES, {"a": handles[0], "b": handles[1]})
+            else:
+                rows = conn.execute(_SUBJECTS, {"handles": list(handles)})
             return {row.handle: Subject(row.handle, tuple(json.loads(row.groups))) for row in rows}
 
     def decide_call(self, caller: str, callee: str, at: dt.datetime) -> Decision:

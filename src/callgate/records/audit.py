@@ -7,10 +7,12 @@ chain: one of them fails with an IntegrityError and its transaction rolls back. 
 writers anyway; on PostgreSQL `append_in` first takes `LOCK TABLE audit_entries IN SHARE ROW
 EXCLUSIVE MODE` (it conflicts with itself, not with readers) so that concurrent appenders queue
 instead of failing — `SELECT … FOR UPDATE` on the head row would not cover an empty table.
+Later appends in the same transaction reuse the head the first one wrote (`_locked_head`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -120,6 +122,81 @@ _ENTRY_COLUMNS = (
 )
 
 
+# Built once (SQLAlchemy reuses their compiled form): the call path appends three entries per
+# call attempt.
+_HEAD = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+_INSERT = insert(AuditEntry)
+_PG_LOCK = text("LOCK TABLE audit_entries IN SHARE ROW EXCLUSIVE MODE")
+# pysqlite opens a transaction only at the first write, so the head read could run outside it
+# and race another appender to the same seq. A write that changes nothing takes SQLite's write
+# lock first (waiting up to busy_timeout for it) and holds it until the transaction ends.
+_SQLITE_LOCK = text("UPDATE audit_entries SET seq = seq WHERE 0")
+_HEAD_KEY = "callgate.audit_head"
+_DEFERRED_KEY = "callgate.audit_deferred"
+
+
+def _transaction(conn: Connection) -> tuple[object, object] | None:
+    """What identifies the transaction (and savepoint) `conn` is in now; None outside one."""
+    root = conn.get_transaction()
+    if root is None or not root.is_active:
+        return None
+    return root, conn.get_nested_transaction()
+
+
+def _locked_head(conn: Connection) -> tuple[int, str]:
+    """(seq, hash) of the last entry, with the appenders' lock held until the transaction ends.
+
+    The first append of a transaction takes the lock and reads the head; later appends in the
+    same transaction (and savepoint) take the head this module remembered on the connection when
+    it last appended: nobody else can have appended since, the lock is still ours. A savepoint
+    rolled back, a new transaction or another savepoint never match the remembered one, so they
+    read again. (The write-batching records writer appends three entries per call attempt.)
+    """
+    current = _transaction(conn)
+    remembered = conn.info.get(_HEAD_KEY)
+    if current is not None and remembered is not None and remembered[0] == current:
+        return remembered[1], remembered[2]
+    _insert_deferred(conn)  # the table must hold every entry before its head is read
+    if conn.dialect.name == "postgresql":
+        conn.execute(_PG_LOCK)
+    elif conn.dialect.name == "sqlite":
+        conn.execute(_SQLITE_LOCK)
+    head = conn.execute(_HEAD).first()
+    return (int(head.seq), str(head.hash)) if head is not None else (0, GENESIS)
+
+
+@contextlib.contextmanager
+def deferred_inserts(conn: Connection) -> Iterator[None]:
+    """Inside it, entries appended on `conn` in its current transaction are inserted together
+    (one multi-row INSERT) when the block ends without an error, instead of one INSERT each:
+    the records writer wraps its group-committed batches in it. The chain is computed as each
+    entry is appended, from the head remembered on the connection; whenever the head must be
+    read from the table instead, what is pending is inserted first. On an error nothing more is
+    inserted (the owner rolls the transaction back). No savepoints inside: entries appended in
+    a savepoint rolled back would still be pending."""
+    conn.info[_DEFERRED_KEY] = []
+    try:
+        yield
+        _insert_deferred(conn)
+    finally:
+        conn.info.pop(_DEFERRED_KEY, None)
+
+
+def _insert_deferred(conn: Connection) -> None:
+    rows = conn.info.get(_DEFERRED_KEY)
+    if rows:
+        conn.execute(_INSERT, list(rows))
+        rows.clear()
+
+
+def _remember_head(conn: Connection, seq: int, hash: str) -> None:
+    current = _transaction(conn)
+    if current is None:
+        conn.info.pop(_HEAD_KEY, None)
+    else:
+        conn.info[_HEAD_KEY] = (current, seq, hash)
+
+
 class AuditLog:
     """Append, read, verify and checkpoint the audit log of `store`."""
 
@@ -161,18 +238,7 @@ class AuditLog:
         when = at if at is not None else utcnow()
         at_text = format_time(when)  # refuses naive datetimes before anything is written
         texts = [canonical_json(dict(details or {})).decode("utf-8") for *_, details in new]
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("LOCK TABLE audit_entries IN SHARE ROW EXCLUSIVE MODE"))
-        elif conn.dialect.name == "sqlite":
-            # pysqlite opens a transaction only at the first write, so the head read below could
-            # run outside it and race another appender to the same seq. A write that changes
-            # nothing takes SQLite's write lock first (waiting up to busy_timeout for it) and
-            # holds it until this transaction ends.
-            conn.execute(text("UPDATE audit_entries SET seq = seq WHERE 0"))
-        head = conn.execute(
-            select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-        ).first()
-        seq, prev = (int(head.seq), str(head.hash)) if head is not None else (0, GENESIS)
+        seq, prev = _locked_head(conn)
         written: list[Entry] = []
         prev_raw = bytes.fromhex(prev)
         for (raw_actor, raw_action, raw_object, _), details_text in zip(new, texts, strict=True):
@@ -185,22 +251,25 @@ class AuditLog:
             digest = prev_raw.hex()
             written.append(Entry(seq, when, actor, action, object, details_text, prev, digest))
             prev = digest
-        conn.execute(
-            insert(AuditEntry),
-            [
-                {
-                    "seq": e.seq,
-                    "at": e.at,
-                    "actor": e.actor,
-                    "action": e.action,
-                    "object": e.object,
-                    "details": e.details,
-                    "prev_hash": e.prev_hash,
-                    "hash": e.hash,
-                }
-                for e in written
-            ],
-        )
+        rows = [
+            {
+                "seq": e.seq,
+                "at": e.at,
+                "actor": e.actor,
+                "action": e.action,
+                "object": e.object,
+                "details": e.details,
+                "prev_hash": e.prev_hash,
+                "hash": e.hash,
+            }
+            for e in written
+        ]
+        deferred = conn.info.get(_DEFERRED_KEY)
+        if deferred is not None:
+            deferred.extend(rows)  # inserted with the others (`deferred_inserts`)
+        else:
+            conn.execute(_INSERT, rows)
+        _remember_head(conn, seq, prev)
         return written
 
     def append_many(self, new: Sequence[NewEntry], at: datetime | None = None) -> list[Entry]:
@@ -215,9 +284,7 @@ class AuditLog:
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the last entry, (0, GENESIS) when the log is empty."""
         with self._store.engine.connect() as conn:
-            row = conn.execute(
-                select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-            ).first()
+            row = conn.execute(_HEAD).first()
         return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
 
     def iter_entries(self, chunk: int = CHUNK) -> Iterator[Entry]:
@@ -248,9 +315,7 @@ class AuditLog:
     def checkpoint(self, key: Ed25519PrivateKey) -> StoredCheckpoint:
         """Sign (size, head hash) of the log as it is now and keep the signed note."""
         with self._store.engine.begin() as conn:
-            row = conn.execute(
-                select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-            ).first()
+            row = conn.execute(_HEAD).first()
             size, head = (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
             note = sign_checkpoint(key, size, head)
             kid = key_id(key.public_key()).hex()

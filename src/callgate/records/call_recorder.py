@@ -4,13 +4,16 @@ the quality reports and the link to the relay sessions it used.
 The signaling hub tells the recorder what happened; the recorder turns it into database writes
 on one writer thread (records/writer.py), so a call's rows are written in the order they happen
 and a burst of calls costs one commit. Each CDR change and its audit entry share a transaction.
-`open` returns a future the hub awaits before anyone rings (fail closed: a call whose record
-cannot be written is not placed); every other write is fire-and-forget, logged when it fails.
+Every method queues its writes and returns their number; `done()` says up to which number they
+are finished, `on_progress` how to be told (records/writer.py). The hub waits for a new call's
+row before anyone rings and asks `open_failed` (fail closed: a call whose record cannot be
+written is not placed); it waits for the other writes before it tells a party what they record.
+A write that fails is logged and counted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -19,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from callgate.records import call_audit
-from callgate.records.audit import AuditLog
+from callgate.records.audit import AuditLog, deferred_inserts
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_types import CallOpen
 from callgate.records.quality import StreamStats
@@ -46,10 +49,10 @@ class CallRecorder:
     def __init__(self, cdrs: CdrRepository, quality: QualityRepository) -> None:
         self.cdrs = cdrs
         self.quality = quality
-        self._writer = RecordWriter(cdrs.engine)
+        self._writer = RecordWriter(cdrs.engine, batch=deferred_inserts)
 
-    def open(self, opened: CallOpen, *, ringing_devices: int, relay_only: bool) -> Future[None]:
-        """The CDR row and call.invite, in one transaction; fails with RecordWriteError."""
+    def open(self, opened: CallOpen, *, ringing_devices: int, relay_only: bool) -> int:
+        """The CDR row and call.invite, in one transaction (see `open_failed`)."""
 
         def open_audited(conn: Connection) -> None:
             entry = call_audit.invite_in(
@@ -66,11 +69,15 @@ class CallRecorder:
             )
             self.cdrs.open_in(conn, [replace(opened, audit_index=entry.seq)])
 
-        return self._writer.submit(open_audited)
+        return self._writer.post(open_audited, report=True)
 
-    def update(self, call_id: str, /, **changes: Any) -> None:
+    def open_failed(self, number: int) -> bool:
+        """Whether `open` number `number`, finished, failed (ask exactly once per open)."""
+        return self._writer.take_failure(number)
+
+    def update(self, call_id: str, /, **changes: Any) -> int:
         """CDR columns that became known (relay candidates, media path, codec, callee device)."""
-        self._writer.submit(lambda conn: self.cdrs.update_in(conn, call_id, **changes))
+        return self._writer.post(lambda conn: self.cdrs.update_in(conn, call_id, **changes))
 
     def answered(
         self,
@@ -80,16 +87,16 @@ class CallRecorder:
         at: datetime,
         /,
         **changes: Any,
-    ) -> None:
+    ) -> int:
         """call.answered, with the CDR update that records the answer."""
 
         def answer(conn: Connection) -> object:
             call_audit.answered_in(conn, call_id, callee, callee_device, at)
             return self.cdrs.update_in(conn, call_id, **changes)
 
-        self._writer.submit(answer)
+        return self._writer.post(answer)
 
-    def ended(self, end: CallEnd) -> None:
+    def ended(self, end: CallEnd) -> int:
         """The CDR's final state and call.ended (and call.end_by_admin) in one transaction."""
 
         def finalize(conn: Connection) -> object:
@@ -119,7 +126,7 @@ class CallRecorder:
                 )
             return done
 
-        self._writer.submit(finalize)
+        return self._writer.post(finalize)
 
     def stats(
         self,
@@ -128,13 +135,33 @@ class CallRecorder:
         streams: Sequence[StreamStats],
         final: bool,
         at: datetime | None,
-    ) -> None:
+    ) -> int:
         """A party's quality report (its own transaction: a bad report loses no CDR write)."""
         rows = list(streams)
-        self._writer.submit_standalone(lambda: self.quality.upsert(call_id, party, rows, final, at))
+        return self._writer.post_standalone(
+            lambda: self.quality.upsert(call_id, party, rows, final, at)
+        )
 
-    def link_relay_sessions(self, call_id: str) -> None:
-        self._writer.submit_standalone(lambda: self.cdrs.link_relay_sessions(call_id))
+    def link_relay_sessions(self, call_id: str) -> int:
+        return self._writer.post_standalone(lambda: self.cdrs.link_relay_sessions(call_id))
+
+    def queued(self) -> int:
+        """The number of the last write queued."""
+        return self._writer.queued
+
+    def done(self) -> int:
+        """Every write numbered up to this one is finished (committed, or failed and logged)."""
+        return self._writer.done
+
+    def want(self, number: int) -> None:
+        """Ask to be told (`on_progress`) once write `number` is finished. Set it, then check
+        `done()`: if the writer finished it meanwhile, it may not call."""
+        writer = self._writer
+        writer.want = max(writer.want, number)
+
+    def on_progress(self, callback: Callable[[int], None]) -> None:
+        """`callback(done)`, on the writer's thread, after a batch that finished a wanted write."""
+        self._writer.progress = callback
 
     def settled(self) -> Future[None]:
         """Done when every write queued so far is."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -78,6 +78,8 @@ _FINALIZE = (
     )
 )
 _UPDATES: dict[tuple[str, ...], Update] = {}
+_INSERT_CALLS = insert(calls)
+_OPEN_FIELDS = tuple(f.name for f in fields(CallOpen))
 
 
 def _update_statement(columns: tuple[str, ...]) -> Update:
@@ -150,10 +152,14 @@ class CdrRepository:
     def open_in(self, conn: Connection, new_calls: Sequence[CallOpen]) -> None:
         """Insert rows inside the caller's transaction (group commit by the signaling hub)."""
         now = self._now()
-        rows = [
-            {name: storable(value) for name, value in asdict(call).items()} for call in new_calls
-        ]
-        conn.execute(insert(calls), [{**row, "updated_at": now} for row in rows])
+        rows = []
+        for call in new_calls:
+            row = {name: storable(getattr(call, name)) for name in _OPEN_FIELDS}
+            if row["relay_candidates"] is not None:
+                row["relay_candidates"] = json.dumps(list(row["relay_candidates"]))
+            row["updated_at"] = now
+            rows.append(row)
+        conn.execute(_INSERT_CALLS, rows)
 
     def update(self, call_id: str, /, **changes: Any) -> bool:
         """Set fields of an open or closed row (ring_at, answer_at, callee_device, media_path,

@@ -65,6 +65,7 @@ class CallOpen:
     encryption: str | None = "dtls-srtp"
     node_id: str | None = None
     audit_index: int | None = None  # seq of the call's call.invite audit entry
+    relay_candidates: tuple[str, ...] | None = None  # "ip:port" the offer's relay candidates use
 
     def __post_init__(self) -> None:
         if self.invite_at.tzinfo is None:

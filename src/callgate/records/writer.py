@@ -6,18 +6,29 @@ The writer takes everything queued since its last commit and writes it in one tr
 a burst of invites costs one commit, not one each. If a batch fails, its operations are retried
 one by one so a single bad write loses nothing else; failures are logged, never raised into the
 signaling path.
+
+`submit` returns a future done when the write is committed. `post` queues a write without a
+future and returns its number: the writer counts the jobs it has finished (`done`) and, after each
+batch that finishes a number someone asked for (`want`), calls the `progress` callback once —
+the signaling hub waits that way, one wake-up per batch for all its waiters, instead of one
+future and one cross-thread call per write. A posted write that fails is logged, counted and
+its number kept in `failed` until `take_failure` collects it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from callgate.errors import CallgateError
 
@@ -35,31 +46,81 @@ class RecordWriteError(CallgateError):
 class _Job:
     op: ConnectionOp | StandaloneOp
     in_batch: bool  # runs inside the shared transaction (takes a Connection)
-    done: Future[None]
+    done: Future[None] | None  # None: posted (waited for by number, if at all)
+    number: int
+    report: bool = False  # posted, and its failure is kept in `failed`
 
 
 class RecordWriter:
-    def __init__(self, engine: Engine, *, max_batch: int = 512, name: str = "callgate-records"):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_batch: int = 512,
+        name: str = "callgate-records",
+        batch: Callable[[Connection], AbstractContextManager[object]] | None = None,
+    ):
+        """`batch(conn)`, if given, wraps the jobs of each group-committed transaction (the
+        call recorder defers the audit inserts to its end: records/audit.py)."""
         self._engine = engine
+        self._conn: Connection | None = None  # the writer thread's (see `_connection`)
+        self._batch = batch
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._numbers = itertools.count(1)
+        self._order = threading.Lock()  # numbers follow queue order whichever thread queues
         self.batches = 0
         self.failures = 0
+        self.queued = 0  # the number of the last job queued
+        self.done = 0  # every job numbered up to this one has finished (committed or failed)
+        self.want = 0  # the highest number someone waits for (see `progress`)
+        self.failed: set[int] = set()  # reported posted jobs that failed, until `take_failure`
+        # Called on the writer thread after a batch that finished `want`, with `done`.
+        self.progress: Callable[[int], None] | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
 
     def submit(self, op: ConnectionOp) -> Future[None]:
         """Run `op(conn)` inside the next group-committed transaction."""
         return self._put(op, True)
 
+    def post(self, op: ConnectionOp, *, report: bool = False) -> int:
+        """`submit` without a future; the job's number (see `done`, `want`). With `report`, a
+        failure is kept for `take_failure` (ask for it, or the number stays in `failed`)."""
+        return self._enqueue(op, True, None, report)
+
     def submit_standalone(self, op: StandaloneOp) -> Future[None]:
         """Run `op()` in order with the others, outside the shared transaction."""
         return self._put(op, False)
 
+    def post_standalone(self, op: StandaloneOp) -> int:
+        """`submit_standalone` without a future; the job's number."""
+        return self._enqueue(op, False, None, False)
+
+    def take_failure(self, number: int) -> bool:
+        """Whether posted job `number` failed (asked once: the record is then forgotten)."""
+        try:
+            self.failed.remove(number)
+        except KeyError:
+            return False
+        return True
+
     def _put(self, op: ConnectionOp | StandaloneOp, in_batch: bool) -> Future[None]:
         done: Future[None] = Future()
-        self._queue.put(_Job(op, in_batch, done))
+        self._enqueue(op, in_batch, done, False)
         return done
+
+    def _enqueue(
+        self,
+        op: ConnectionOp | StandaloneOp,
+        in_batch: bool,
+        done: Future[None] | None,
+        report: bool,
+    ) -> int:
+        with self._order:
+            number = self.queued = next(self._numbers)
+            self._queue.put(_Job(op, in_batch, done, number, report))
+        return number
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the thread."""
@@ -72,6 +133,7 @@ class RecordWriter:
         while True:
             first = self._queue.get()
             if first is None:
+                self._drop_connection()
                 return
             jobs = [first]
             stop = False
@@ -85,8 +147,19 @@ class RecordWriter:
                     break
                 jobs.append(job)
             self._write(jobs)
+            self._finished(jobs[-1].number)
             if stop:
+                self._drop_connection()
                 return
+
+    def _finished(self, number: int) -> None:
+        """Publish progress, then tell the waiter if this batch reached what it wants. (`done` is
+        set before `want` is read, and a waiter sets `want` before it reads `done`: either this
+        thread sees the new `want`, or the waiter sees the new `done` and does not wait.)"""
+        before, self.done = self.done, max(self.done, number)
+        callback = self.progress
+        if callback is not None and self.want > before:
+            callback(self.done)
 
     def _write(self, jobs: list[_Job]) -> None:
         """Consecutive in-batch jobs share one transaction; standalone jobs run between them."""
@@ -100,15 +173,23 @@ class RecordWriter:
             self._run_standalone(job)
         self._commit(group)
 
-    def _commit(self, group: list[_Job]) -> None:
+    def _commit(self, group: list[_Job], *, reconnected: bool = False) -> None:
         if not group:
             return
         self.batches += 1
         try:
-            with self._engine.begin() as conn:
-                for job in group:
-                    job.op(conn)  # type: ignore[call-arg]
-        except Exception:
+            conn = self._connection()
+            with conn.begin():
+                around = self._batch(conn) if self._batch is not None else nullcontext()
+                with around:
+                    for job in group:
+                        job.op(conn)  # type: ignore[call-arg]
+        except Exception as exc:
+            self._drop_connection()
+            if not reconnected and isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                # The kept connection died (database restarted): once more on a new one.
+                self._commit(group, reconnected=True)
+                return
             if len(group) == 1:
                 self._fail(group[0])
                 return
@@ -117,7 +198,21 @@ class RecordWriter:
                 self._commit([job])
             return
         for job in group:
-            job.done.set_result(None)
+            if job.done is not None:
+                job.done.set_result(None)
+
+    def _connection(self) -> Connection:
+        """The writer's own connection, kept between batches: no pool checkout and liveness
+        ping per batch (a round trip each on PostgreSQL). Dropped after any failure."""
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _run_standalone(self, job: _Job) -> None:
         try:
@@ -125,11 +220,15 @@ class RecordWriter:
         except Exception:
             self._fail(job)
             return
-        job.done.set_result(None)
+        if job.done is not None:
+            job.done.set_result(None)
 
     def _fail(self, job: _Job) -> None:
         """Log and count; the submitter decides what a failed write means (fail closed for a
         new CDR: the call is not placed)."""
         self.failures += 1
         log.exception("record write failed: %r", job.op)
-        job.done.set_exception(RecordWriteError("record write failed"))
+        if job.done is not None:
+            job.done.set_exception(RecordWriteError("record write failed"))
+        elif job.report:
+            self.failed.add(job.number)

@@ -126,6 +126,7 @@ def build_signaling(
 
     ws = WsSettings(
         verify_token=accounts.verify_token,
+        valid_tokens=accounts.valid_tokens,
         user_exists=user_exists,
         relay_only=policy,
         ice=ice,

@@ -13,6 +13,7 @@ is not the one carrying the call for its side, or a request the call's state doe
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Literal, NoReturn
@@ -62,7 +63,9 @@ class CallEngine:
         self._presence = Presence()
         self._calls: dict[str, Call] = {}
         self._call_by_device: dict[str, Call] = {}
-        self._ended: dict[str, Ended] = {}
+        # Ended calls in the order they ended: expiries only grow (one grace for all), so the
+        # first is the next to expire — the timer's question costs nothing per ended call.
+        self._ended: OrderedDict[str, Ended] = OrderedDict()
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -96,7 +99,8 @@ class CallEngine:
     def next_deadline(self) -> float | None:
         """The monotonic time at which `tick()` has something to do, or None."""
         times = [deadline(call, self.timeouts)[0] for call in self._calls.values()]
-        times.extend(ended.expires_mono for ended in self._ended.values())
+        if self._ended:
+            times.append(next(iter(self._ended.values())).expires_mono)
         return min(times, default=None)
 
     # --- presence ------------------------------------------------------------------------------
@@ -433,8 +437,8 @@ class CallEngine:
             when, reason = deadline(call, self.timeouts)
             if now >= when:
                 effects.extend(self._end(call, reason, EndedBy.SERVER))
-        for call_id in [k for k, v in self._ended.items() if now >= v.expires_mono]:
-            del self._ended[call_id]
+        while self._ended and now >= next(iter(self._ended.values())).expires_mono:
+            self._ended.popitem(last=False)
         return records_first(effects)
 
     # --- helpers -------------------------------------------------------------------------------

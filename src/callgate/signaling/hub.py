@@ -2,8 +2,8 @@
 
 It owns the connected devices and carries out the engine's effects in order: record effects go
 to the call recorder (records/call_recorder.py, which writes them in order on its own thread),
-and `CdrOpen` is awaited before anything that follows it is sent — nobody rings before the CDR
-exists.
+and a message that follows a record effect is sent only once that record is committed — nobody
+rings before the CDR exists, and nobody hears an outcome that a crash could still lose.
 A timer task calls `engine.tick()` at the engine's next deadline (ring, setup and silence
 watchdogs).
 """
@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -103,6 +103,7 @@ class SignalingHub:
         self.node_id = node_id
         self.link_delays = tuple(link_delays)
         self.devices: dict[str, Device] = {}
+        self._per_handle: dict[str, int] = {}  # handle -> devices connected (no scan per connect)
         self.recorder = CallRecorder(cdrs, quality)
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
@@ -110,16 +111,22 @@ class SignalingHub:
         self._media_calls: set[str] = set()  # calls that reached media: relay sessions to link
         self._answered: set[str] = set()  # calls answered so far (their duration counts)
         self._relays: dict[str, list[str]] = {}  # call_id -> relay candidates seen so far
+        self._relays_unwritten: set[str] = set()  # calls whose answer's relays await a write
         self._parties: dict[str, tuple[str, str]] = {}  # call_id -> (caller, callee) handles
         self.anchoring: AnchorHooks | None = None  # set when the server can record calls
         # Per account: call attempts (records written) are bounded, refusals logged once a run.
         self._attempt_rate = call_attempts_per_minute
         self._attempts: dict[str, MessageRateLimiter] = {}
         self._limited: set[str] = set()
+        # Tasks waiting for record writes, by write number (increasing: see `_written`).
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.recorder.on_progress(self._progress_from_writer)
         self._timer = asyncio.create_task(self._run_timer(), name="signaling-timer")
 
     async def stop(self) -> None:
@@ -151,12 +158,13 @@ class SignalingHub:
             uuid.uuid4().hex[:16], handle, asyncio.Queue(_QUEUE_LIMIT), address, user_agent
         )
         self.devices[device.device_id] = device
+        self._per_handle[handle] = self._per_handle.get(handle, 0) + 1
         effects = self.engine.device_connected(device.device_id, handle, display_name, relay_only)
         return device, effects
 
     def device_count(self, handle: str) -> int:
         """Signaling sockets `handle` has open."""
-        return sum(1 for device in self.devices.values() if device.handle == handle)
+        return self._per_handle.get(handle, 0)
 
     def _attempt_allowed(self, handle: str) -> bool:
         bucket = self._attempts.get(handle)
@@ -190,7 +198,10 @@ class SignalingHub:
         return True
 
     async def disconnect(self, device: Device) -> None:
-        self.devices.pop(device.device_id, None)
+        if self.devices.pop(device.device_id, None) is not None:
+            left = self._per_handle.pop(device.handle, 1) - 1
+            if left:
+                self._per_handle[device.handle] = left
         await self.apply(self.engine.device_disconnected(device.device_id))
 
     async def receive(
@@ -202,19 +213,26 @@ class SignalingHub:
                 text = f"over {self._attempt_rate} call attempts a minute"
                 self.send(device, m.error_message(message.id, m.RATE_LIMITED, text))
                 return
-            exists = await asyncio.to_thread(callee_exists, message.to)
-            denial, grant = await self._verdict(device.handle, message.to, exists)
+            # One trip to a worker thread for both lookups (each trip costs the loop a wake-up).
+            exists, (denial, grant) = await asyncio.to_thread(
+                self._lookup, device.handle, message.to, callee_exists
+            )
             effects = self.engine.invite(
                 device.device_id, message.id, message.to, message.sdp, exists, denial, grant
             )
+            opened = next((e.call.call_id for e in effects if isinstance(e, CdrOpen)), None)
+            live = opened is not None and self.engine.call_of(device.device_id) == opened
+            anchoring = live and self.engine.anchoring_call(opened or "") is not None
+            if live and not anchoring and opened is not None:
+                # The offer's relay addresses go into the call's row (`_open`), no UPDATE after.
+                self._relays[opened] = relay_candidates(message.sdp)
             await self.apply(effects)
-            call_id = self.engine.call_of(device.device_id)
-            if call_id is not None and self.engine.anchoring_call(call_id) is not None:
-                await self._anchor(call_id, message.sdp, grant)
-            elif call_id is not None:
-                self._note_relays(call_id, relay_candidates(message.sdp))
+            if anchoring and opened is not None and self.engine.call_of(device.device_id) == opened:
+                await self._anchor(opened, message.sdp, grant)
             return
         effects = handle_message(self.engine, device.device_id, message)
+        if isinstance(message, m.Answer):
+            self._answer_relays(device, message, effects)
         await self.apply(effects)
         if isinstance(message, m.Answer | m.Candidate):
             self._after(device, message)
@@ -233,8 +251,11 @@ class SignalingHub:
             return
         call = self.engine.anchored_call(message.call_id)
         if call is None:
-            if isinstance(message, m.Answer):
-                self._note_relays(message.call_id, relay_candidates(message.sdp))
+            if message.call_id in self._relays_unwritten:  # no answered update carried them
+                self._relays_unwritten.discard(message.call_id)
+                known = self._relays.get(message.call_id)
+                if known:
+                    self.recorder.update(message.call_id, relay_candidates=list(known))
             return
         if self.anchoring is None:
             return
@@ -250,25 +271,37 @@ class SignalingHub:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _verdict(
-        self, caller: str, callee: str, exists: bool
-    ) -> tuple[Denial | None, Grant | None]:
-        """The policy's decision before anyone rings (none for unknown callees or self-calls)."""
+    def _lookup(
+        self, caller: str, callee: str, callee_exists: Callable[[str], bool]
+    ) -> tuple[bool, tuple[Denial | None, Grant | None]]:
+        """On a worker thread: whether the callee exists, and the policy's decision before
+        anyone rings (none for unknown callees or self-calls)."""
+        exists = callee_exists(callee)
         if self.policy is None or not exists or caller == callee:
-            return None, None
+            return exists, (None, None)
         at = datetime.fromtimestamp(self.clock.wall(), UTC)
         try:
-            return await asyncio.to_thread(self.policy.verdict, caller, callee, at)
+            return exists, self.policy.verdict(caller, callee, at)
         except Exception:
             log.exception("policy decision for %s -> %s failed; denying", caller, callee)
-            return POLICY_UNAVAILABLE, None
+            return exists, (POLICY_UNAVAILABLE, None)
 
-    def _note_relays(self, call_id: str, found: list[str]) -> None:
-        """Record the relayed addresses a call's SDPs offer: its relay sessions are linked by them."""
+    def _answer_relays(self, device: Device, message: m.Answer, effects: Sequence[Effect]) -> None:
+        """An accepted answer's relayed addresses (its relay sessions are linked by them), noted
+        before its effects run so that the answered update writes them (`_update`)."""
+        call_id = message.call_id
+        accepted = any(
+            isinstance(e, CdrUpdate)
+            and e.call_id == call_id
+            and e.answer_at is not None
+            and e.callee_device == device.device_id
+            for e in effects
+        )
+        if not accepted or self.engine.anchored_call(call_id) is not None:
+            return  # a refused answer adds nothing to anyone's record; the anchor has its own
         known = self._relays.setdefault(call_id, [])
-        known.extend(a for a in found if a not in known)
-        if known:
-            self.recorder.update(call_id, relay_candidates=list(known))
+        known.extend(a for a in relay_candidates(message.sdp) if a not in known)
+        self._relays_unwritten.add(call_id)
 
     def send(self, device: Device, message: dict[str, Any]) -> None:
         try:
@@ -286,25 +319,67 @@ class SignalingHub:
 
         Fail closed: if a new call's record cannot be written, nobody rings — the rest of the
         effects are dropped, the caller gets an error and the engine forgets the call.
+
+        Other record writes are queued (group-committed with other calls' writes), but a message
+        that follows them is sent only once they are committed: whatever a party has been told
+        (answered, ended, denied) is on disk, so a crash after it loses no CDR or audit entry.
         """
+        queued = False  # record writes queued since the last commit we waited for
         for index, effect in enumerate(effects):
             if isinstance(effect, Send):
+                if queued:
+                    # A write that failed was logged; the parties still hear what happened.
+                    await self._written(self.recorder.queued())
+                    queued = False
                 device = self.devices.get(effect.device_id)
                 if device is not None:
                     self.send(device, effect.message)
             elif isinstance(effect, CdrOpen):
-                try:
-                    await asyncio.wrap_future(self._open(effect))
-                except RecordWriteError:
+                number = self._open(effect)
+                await self._written(number)
+                if self.recorder.open_failed(number):
                     await self._refuse(effect, effects[index + 1 :])
                     break
+                queued = False  # committed with (or after) everything queued before it
             else:
                 self._record_later(effect)
+                queued = True
         self._wake.set()
+
+    async def _written(self, number: int) -> None:
+        """Wait until record write `number`, and every one queued before it, is finished.
+
+        The writer calls back once per batch for all waiters (`_progress_from_writer`), not
+        once per write. `number` is the latest write's, so the waiters stay in order."""
+        recorder = self.recorder
+        if recorder.done() >= number:
+            return
+        recorder.want(number)
+        if recorder.done() >= number:  # finished between the two looks: it may not call
+            return
+        assert self._loop is not None, "the hub is not started"
+        finished: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append((number, finished))
+        await finished
+
+    def _progress_from_writer(self, done: int) -> None:
+        """On the writer's thread: wake the event loop once for the waiters up to `done`."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(self._progressed, done)
+
+    def _progressed(self, done: int) -> None:
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= done:
+            _, finished = waiters.popleft()
+            if not finished.done():
+                finished.set_result(None)
 
     async def _refuse(self, effect: CdrOpen, dropped: Sequence[Effect]) -> None:
         call = effect.call
         self._parties.pop(call.call_id, None)
+        self._relays.pop(call.call_id, None)
         caller = self.devices.get(call.caller_device)
         request_id = next(
             (
@@ -323,7 +398,7 @@ class SignalingHub:
         # the dropped effects) and there is no row to finalize, so its effects are discarded.
         self.engine.hangup(call.caller_device, request_id or "", call.call_id)
 
-    def _open(self, effect: CdrOpen) -> Future[None]:
+    def _open(self, effect: CdrOpen) -> int:
         call = effect.call
         caller = self.devices.get(call.caller_device)
         opened = CallOpen(
@@ -336,6 +411,7 @@ class SignalingHub:
             caller_user_agent=caller.user_agent if caller is not None else None,
             ring_at=_at(call.ring_at),
             node_id=self.node_id,
+            relay_candidates=tuple(self._relays.get(call.call_id) or ()) or None,
             policy_rule=call.policy_rule,
             policy_decision=call.policy_decision,
             recording_required=call.recording_required,
@@ -359,6 +435,9 @@ class SignalingHub:
             fields["callee_address"] = callee.address
             fields["callee_user_agent"] = callee.user_agent
         changes = {k: v for k, v in fields.items() if v is not None}
+        if effect.call_id in self._relays_unwritten and self._relays.get(effect.call_id):
+            self._relays_unwritten.discard(effect.call_id)
+            changes["relay_candidates"] = list(self._relays[effect.call_id])
         if effect.answer_at is not None:
             self._answered.add(effect.call_id)
             answered_at = datetime.fromtimestamp(effect.answer_at, UTC)
@@ -373,6 +452,7 @@ class SignalingHub:
         answered = effect.call_id in self._answered
         self._answered.discard(effect.call_id)
         self._relays.pop(effect.call_id, None)
+        self._relays_unwritten.discard(effect.call_id)
         ended_by = f"admin:{effect.admin}" if effect.admin else effect.ended_by.value
         parties = self._parties.pop(effect.call_id, ("", ""))
         by = dict(zip(("caller", "callee"), parties, strict=True)).get(effect.ended_by.value)
@@ -407,7 +487,7 @@ class SignalingHub:
         )
 
     def _record_later(self, effect: Effect) -> None:
-        """Queue a record write; the signaling path does not wait for it."""
+        """Queue a record write (`apply` waits for its commit only before its next message)."""
         if isinstance(effect, StatsReport):
             self._stats(effect)
             return

@@ -21,6 +21,7 @@ sees fewer lines than the receiving agent. Without relay-only the SDP is forward
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Collection
@@ -33,6 +34,7 @@ _LINE = re.compile(r"[a-z]=")
 _CANDIDATE_NAMES = frozenset({"candidate", "remote-candidates"})
 
 
+@functools.lru_cache(maxsize=1024)  # the same few relay addresses in every SDP: parse once
 def _normal_ip(text: str) -> str | None:
     try:
         address = ipaddress.ip_address(text.strip("[]"))

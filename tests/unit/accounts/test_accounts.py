@@ -189,3 +189,22 @@ def test_nothing_derived_from_the_password_but_its_argon2_hash_is_stored(
     for password in ("ivy-pw", "ivy-pw-2"):
         md5 = long_term_key("ivy", "callgate", password).hex()
         assert all(md5 not in str(value) for value in row.values())
+
+
+def test_valid_tokens_agrees_with_verify_token(
+    accounts: AccountService, clock: ManualClock
+) -> None:
+    """The open sockets' periodic check (many tokens, few queries) keeps exactly the tokens
+    verify_token accepts: not the revoked, expired, disabled account's or unknown ones."""
+    users = [accounts.create_user(f"u{i}") for i in range(4)]
+    kept = [accounts.issue_token(users[0], ttl_s=600)[0] for _ in range(3)]
+    revoked = accounts.issue_token(users[1], ttl_s=600)[0]
+    accounts.revoke_token(revoked)
+    expiring = accounts.issue_token(users[2], ttl_s=60)[0]
+    disabled = accounts.issue_token(users[3], ttl_s=600)[0]
+    accounts.disable("u3")
+    clock.advance(60)
+    asked = [*kept, revoked, expiring, disabled, "never-issued", "", "x" * 1000]
+    assert accounts.valid_tokens(asked) == set(kept)
+    assert {t for t in asked if accounts.verify_token(t) is not None} == set(kept)
+    assert accounts.valid_tokens([]) == set()

@@ -16,6 +16,7 @@ from sqlalchemy import insert, text
 from callgate.records.audit import (
     AuditLog,
     default_key_path,
+    deferred_inserts,
     export_checkpoint,
     load_or_create_signing_key,
     load_public_key,
@@ -117,6 +118,46 @@ def test_append_in_rolls_back_with_the_callers_transaction(store: Store, log: Au
     with store.engine.begin() as conn:
         entry = AuditLog.append_in(conn, "admin", "policy.change", "policy:1", {"rule": 3})
     assert entry.seq == 6
+    assert log.verify(None).ok
+
+
+def test_many_appends_in_one_transaction_chain_and_a_rolled_back_savepoint_leaves_no_gap(
+    store: Store, log: AuditLog
+) -> None:
+    """The records writer appends many entries per transaction (the head is read once): the
+    chain stays whole, and entries of a savepoint rolled back are neither kept nor chained to."""
+    with store.engine.begin() as conn:
+        first = AuditLog.append_in(conn, "a", "call.invite", "call:1")
+        second = AuditLog.append_in(conn, "b", "call.answered", "call:1")
+        savepoint = conn.begin_nested()
+        AuditLog.append_in(conn, "c", "call.ended", "call:1")
+        savepoint.rollback()
+        third = AuditLog.append_in(conn, "d", "call.ended", "call:1")
+    assert [first.seq, second.seq, third.seq] == [6, 7, 8]
+    assert third.prev_hash == second.hash
+    # A later transaction on the same pooled connection reads the head again.
+    with store.engine.begin() as conn:
+        assert AuditLog.append_in(conn, "e", "call.invite", "call:2").seq == 9
+    assert [e.actor for e in log.recent(4)] == ["e", "d", "b", "a"]
+    assert log.verify(None).ok
+
+
+def test_deferred_inserts_chain_as_appended_and_an_error_inserts_nothing(
+    store: Store, log: AuditLog
+) -> None:
+    """The records writer's batches insert their entries together at the end: the chain is the
+    one appends made one by one, a second transaction continues it, and a batch that fails
+    leaves no entry behind."""
+    with store.engine.begin() as conn, deferred_inserts(conn):
+        entries = [AuditLog.append_in(conn, "a", "call.invite", f"call:{n}") for n in range(3)]
+    assert [e.seq for e in entries] == [6, 7, 8]
+    assert entries[2].prev_hash == entries[1].hash
+    with store.engine.begin() as conn, deferred_inserts(conn):
+        assert AuditLog.append_in(conn, "b", "call.ended", "call:0").prev_hash == entries[2].hash
+    with pytest.raises(RuntimeError), store.engine.begin() as conn, deferred_inserts(conn):
+        AuditLog.append_in(conn, "c", "call.ended", "call:1")
+        raise RuntimeError("a CDR write of the batch failed")
+    assert log.size() == 9
     assert log.verify(None).ok
 
 

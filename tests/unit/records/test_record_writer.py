@@ -77,3 +77,40 @@ def test_close_writes_what_is_queued(store: Store) -> None:
         writer.submit(insert(n))
     writer.close()
     assert rows(store) == list(range(10))
+
+
+def test_posted_writes_commit_and_a_failing_one_is_only_logged(store: Store) -> None:
+    """`post` (nobody waits): the writes land in order; a bad one is counted, the rest kept,
+    and a `submit` queued after them is done only once they are committed."""
+    writer = RecordWriter(store.engine)
+    gate = threading.Event()
+    writer.submit_standalone(gate.wait)
+    writer.post(insert(1))
+    writer.post(insert(1))  # violates UNIQUE: logged, raised to nobody
+    writer.post(insert(2))
+    marker = writer.submit(lambda conn: None)
+    gate.set()
+    marker.result(5)
+    assert rows(store) == [1, 2]
+    assert writer.failures == 1
+    writer.close()
+
+
+def test_a_write_after_the_server_dropped_the_connection_is_not_lost(store: Store) -> None:
+    """The writer keeps its connection between batches; when the database ends it (a restart,
+    an administrator), the next batch goes through on a new one."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("ending a connection from the server side needs PostgreSQL")
+    writer = RecordWriter(store.engine)
+    writer.submit(insert(1)).result(5)
+    with store.engine.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+            )
+        )
+    writer.submit(insert(2)).result(5)
+    assert rows(store) == [1, 2]
+    assert writer.failures == 0
+    writer.close()
