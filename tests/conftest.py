@@ -21,6 +21,7 @@ from callgate.turn.config import TurnConfig
 from callgate.types import Address, Transport
 from callgate.types.events import AllocationEvent, EventKind, EventSink, ListSink
 from tests.db_backends import database_url, empty_database_url, pg_server  # noqa: F401 - fixtures
+from tests.redis_server import redis_server  # noqa: F401 - fixture
 
 REALM = "test"
 USER = "alice"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -46,6 +47,7 @@ from callgate.types import Address
 
 ENV_PREFIX = "CALLGATE_"
 CONFIG_ENV = "CALLGATE_CONFIG"
+NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Command-line flag for each settings path, for error messages.
@@ -57,6 +59,8 @@ CLI_FLAGS: dict[tuple[str, ...], str] = {
     ("metrics",): "--metrics",
     ("log_level",): "--log-level",
     ("database_url",): "--database-url",
+    ("node_id",): "--node-id",
+    ("redis_url",): "--redis-url",
     ("turn", "listen"): "--listen",
     ("turn", "tls_listen"): "--tls-listen",
     ("turn", "cert"): "--cert",
@@ -361,6 +365,10 @@ class Settings(BaseSettings):
     metrics: OptAddress = None
     log_level: str = "INFO"
     database_url: str | None = None
+    # Several signaling nodes (docs/scaling.md): this node's name, and the Redis server the
+    # nodes exchange call signaling through. Without redis_url: one node, as before.
+    node_id: str | None = None
+    redis_url: SecretStr | None = None
     turn: TurnSettings = Field(default_factory=TurnSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
@@ -384,6 +392,26 @@ class Settings(BaseSettings):
         check_url(value.strip())
         return value.strip()
 
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not NODE_ID.fullmatch(value):
+            raise ValueError("1 to 64 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = value.get_secret_value().strip().partition("://")[0]
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("expected redis://HOST:PORT/DB, rediss://… or unix://PATH")
+        return SecretStr(value.get_secret_value().strip())
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -404,6 +432,8 @@ class Settings(BaseSettings):
             raise ValueError("--https needs --cert and --key, or --self-signed")
         if self.turn.tls_listen and self.turn.cert is None and not self.self_signed:
             raise ValueError("--tls-listen needs --cert and --key (or --self-signed with serve)")
+        if self.redis_url is not None and self.node_id is None:
+            raise ValueError("--redis-url needs --node-id (each node of a cluster has its own)")
         return self
 
     def https_address(self) -> Address | None:

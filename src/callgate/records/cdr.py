@@ -270,13 +270,24 @@ class CdrRepository:
 
     # ---- restart and relay linking ----
 
-    def close_stale(self, reason: str = "server-restart", now: datetime | None = None) -> int:
-        """Finalize every row left open (a server died mid-call). End time: the last sign of life
-        (heartbeat, row update, quality report, the parties' relay activity), never after `now`;
-        then link the relay sessions (closed first, from their last persisted counters)."""
+    def close_stale(
+        self,
+        reason: str = "server-restart",
+        now: datetime | None = None,
+        *,
+        node_id: str | None = None,
+    ) -> int:
+        """Finalize every row left open (a server died mid-call); with `node_id`, only the rows
+        that node opened (several nodes share the database: the others' calls are live). End
+        time: the last sign of life (heartbeat, row update, quality report, the parties' relay
+        activity), never after `now`; then link the relay sessions (closed first, from their
+        last persisted counters)."""
         now = now or self._now()
+        query = select(calls).where(calls.c.end_at.is_(None))
+        if node_id is not None:
+            query = query.where(calls.c.node_id == node_id)
         with self._engine.begin() as conn:
-            rows = conn.execute(select(calls).where(calls.c.end_at.is_(None))).all()
+            rows = conn.execute(query).all()
             for row in rows:
                 end = min(now, self._last_activity(conn, row))
                 end = max(end, row.answer_at or row.invite_at)

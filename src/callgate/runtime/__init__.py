@@ -52,6 +52,7 @@ from callgate.records.relay_sessions import DbEventSink, close_stale_sessions
 from callgate.records.retention import PurgeJob
 from callgate.runtime.audit import Checkpointer, key_path, record_start
 from callgate.runtime.calling import build_signaling
+from callgate.runtime.redis_bus import RedisBus
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.health import StorageHealth
 from callgate.storage.permissions import private_data_dir
@@ -258,6 +259,7 @@ def _health(
     sink: DbEventSink,
     storage: StorageHealth,
     recordings: RecordingService,
+    bus: RedisBus | None = None,
 ) -> dict[str, Any]:
     try:
         with store.engine.connect() as conn:
@@ -273,6 +275,7 @@ def _health(
         "turn": {"ok": True, "listeners": describe_bound(server.bound)},
         "recorder": {"dropped": sink.dropped, "write_errors": sink.write_errors},
         "call_recording": recordings.health(),
+        **({"cluster": bus.health()} if bus is not None else {}),
     }
 
 
@@ -346,9 +349,11 @@ async def _local_tls(settings: Settings) -> Settings:
     return settings.model_copy(update={"turn": turn})
 
 
-async def _prepare_records(store: Store, accounts: AccountService) -> None:
+async def _prepare_records(
+    store: Store, accounts: AccountService, node_id: str | None = None
+) -> None:
     """Start-up chores on the store: the first admin (password printed once), and CDRs a dead
-    server left open finalized as `server-restart`."""
+    server left open finalized as `server-restart` (with a node id: only this node's own)."""
     password = await asyncio.to_thread(accounts.ensure_first_admin)
     if password is not None:
         announce(
@@ -359,7 +364,7 @@ async def _prepare_records(store: Store, accounts: AccountService) -> None:
     sessions = await asyncio.to_thread(close_stale_sessions, store.sessions)
     if sessions:
         log.warning("closed %d relay session(s) left open by a previous run", sessions)
-    closed = await asyncio.to_thread(CdrRepository(store).close_stale)
+    closed = await asyncio.to_thread(CdrRepository(store).close_stale, node_id=node_id)
     if closed:
         log.warning("finalized %d call record(s) left open by a previous run", closed)
 
@@ -396,7 +401,7 @@ async def run_serve(settings: Settings) -> None:
     config = serve_turn_config(settings)
     accounts = AccountService(store, config.realm)
     try:
-        await _prepare_records(store, accounts)
+        await _prepare_records(store, accounts, settings.node_id)
         checkpointer = await _start_audit(store, settings)
         recordings = await _start_recordings(store, settings)
     except BaseException:
@@ -430,6 +435,9 @@ async def run_serve(settings: Settings) -> None:
     # hourly, while a retention period is set
     purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
     identity = await start_identity(settings.identity, store, accounts)
+    bus = None
+    if settings.redis_url is not None and settings.node_id is not None:
+        bus = RedisBus(settings.redis_url.get_secret_value(), settings.node_id)
     services = dataclasses.replace(services, password_sign_in=identity.password_sign_in)
     try:
         async with TurnServer(config, events=sink, key_lookup=lookup, auth_events=sink) as server:
@@ -445,8 +453,12 @@ async def run_serve(settings: Settings) -> None:
                 SystemClock(),
                 call_policy=policy,
                 recordings=recordings,
+                node_id=settings.node_id,
+                bus=bus,
             )
             await calls.hub.start()
+            if bus is not None:
+                await bus.start()
             heartbeat = CallHeartbeat(
                 store.engine, lambda: [call.call_id for call in calls.hub.engine.live_calls()]
             )
@@ -463,11 +475,11 @@ async def run_serve(settings: Settings) -> None:
             )
             # No /metrics on the HTTP app (it has no authentication): `--metrics HOST:PORT`.
             app = create_app(
-                health=lambda: _health(store, server, sink, storage, recordings),
+                health=lambda: _health(store, server, sink, storage, recordings, bus),
                 services=services,
                 routers=[
                     calls.router,
-                    directory_router(calls.hub),
+                    directory_router(calls.hub, getattr(calls.hub, "cluster_presence", None)),
                     recordings_router(recordings, AuditLog(store)),
                     identity.router(),
                 ],
@@ -501,6 +513,8 @@ async def run_serve(settings: Settings) -> None:
                         await http_task
                 await heartbeat.stop()
                 await calls.hub.stop()
+                if bus is not None:
+                    await bus.stop()
                 await purge_job.stop()
                 group_limits.cancel()
                 disabled_task.cancel()

@@ -16,6 +16,8 @@ from callgate.recording.service import RecordingService
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
 from callgate.signaling.anchoring import Anchoring
+from callgate.signaling.cluster import ClusterBus
+from callgate.signaling.cluster_hub import ClusterHub
 from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub import CallPolicy, SignalingHub
 from callgate.signaling.iceconfig import IceServerConfig
@@ -67,7 +69,10 @@ def build_signaling(
     clock: Clock,
     call_policy: CallPolicy | None = None,
     recordings: RecordingService | None = None,
+    node_id: str | None = None,
+    bus: ClusterBus | None = None,
 ) -> Signaling:
+    """With `bus`, a node among several (signaling/cluster_hub.py); else the node alone."""
     engine = CallEngine(
         clock,
         ring_timeout=settings.ring_timeout,
@@ -75,14 +80,18 @@ def build_signaling(
         silence_timeout=settings.silence_timeout,
         relay_addresses=relay_addresses(server),
     )
-    hub = SignalingHub(
-        engine,
-        cdrs,
-        quality,
-        clock,
-        policy=call_policy,
-        call_attempts_per_minute=settings.call_attempts_per_minute,
-    )
+    attempts = settings.call_attempts_per_minute
+    hub = (
+        SignalingHub(
+            engine, cdrs, quality, clock, node_id=node_id, policy=call_policy,
+            call_attempts_per_minute=attempts,
+        )
+        if bus is None
+        else ClusterHub(
+            engine, cdrs, quality, clock, bus=bus, node_id=node_id, policy=call_policy,
+            call_attempts_per_minute=attempts,
+        )
+    )  # fmt: skip
     udp = tuple(address for kind, address in server.bound if kind is Transport.UDP)
     tls = tls_urls(server)
     ice = IceServerConfig(udp=udp, tls=tls, secret=secret, ttl=settings.credential_ttl)

@@ -111,6 +111,8 @@ class SignalingHub:
         self._relays: dict[str, list[str]] = {}  # call_id -> relay candidates seen so far
         self._parties: dict[str, tuple[str, str]] = {}  # call_id -> (caller, callee) handles
         self.anchoring: AnchorHooks | None = None  # set when the server can record calls
+        # Several nodes (signaling/cluster_hub.py): messages for devices connected elsewhere.
+        self.elsewhere: Callable[[Send], None] | None = None
         # Per account: call attempts (records written) are bounded, refusals logged once a run.
         self._attempt_rate = call_attempts_per_minute
         self._attempts: dict[str, MessageRateLimiter] = {}
@@ -291,6 +293,8 @@ class SignalingHub:
                 device = self.devices.get(effect.device_id)
                 if device is not None:
                     self.send(device, effect.message)
+                elif self.elsewhere is not None:
+                    self.elsewhere(effect)
             elif isinstance(effect, CdrOpen):
                 try:
                     await asyncio.wrap_future(self._open(effect))

@@ -45,6 +45,7 @@ BAD_REQUEST: Final = "bad-request"
 NOT_FOUND: Final = "not-found"
 CONFLICT: Final = "conflict"
 RATE_LIMITED: Final = "rate-limited"
+UNAVAILABLE: Final = "unavailable"  # several nodes: the bus between them is down (fail closed)
 
 
 class ProtocolError(CallgateError, ValueError):

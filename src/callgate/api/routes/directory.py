@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Literal, cast
 
 from fastapi import APIRouter
 from pydantic import BaseModel
@@ -43,7 +43,10 @@ def presence_by_handle(
     return result
 
 
-def directory_router(hub: SignalingHub) -> APIRouter:
+def directory_router(
+    hub: SignalingHub, elsewhere: Callable[[], dict[str, str]] | None = None
+) -> APIRouter:
+    """`elsewhere`: presence on the other signaling nodes (several nodes), merged in."""
     router = APIRouter(prefix="/api", tags=["directory"])
 
     @router.get("/directory")
@@ -51,6 +54,9 @@ def directory_router(hub: SignalingHub) -> APIRouter:
         # On the event loop: the hub is not thread-safe.
         devices = [(d.device_id, d.handle) for d in hub.devices.values()]
         present = presence_by_handle(devices, hub.engine.call_of)
+        for handle, state in (elsewhere() if elsewhere is not None else {}).items():
+            if state in ("online", "in-call") and present.get(handle) != "in-call":
+                present[handle] = cast(Presence, state)
         accounts = await asyncio.to_thread(services.accounts.list_users)
         colleagues = [
             Colleague(

@@ -1,0 +1,231 @@
+"""The signaling hub of one node among several (signaling/cluster.py explains the model).
+
+`ClusterHub` adds to `SignalingHub`, around the same engine:
+
+- presence: every device that connects here is announced on the bus; an invite first asks the
+  bus for the callee's devices on other nodes and enters them in the engine as remote devices,
+  so they ring with the local ones (first answer wins, the others hear `answered-elsewhere`);
+- routing: engine messages for a remote device go to its node; a local device's request about a
+  call another node owns goes to that node; a local device that disconnects is reported to the
+  nodes owning its calls;
+- administration: live calls and presence merge the other nodes' snapshots; ending a call owned
+  elsewhere asks its owner.
+
+Fail closed: when the bus cannot say where the callee's devices are, the invite is refused with
+`unavailable` and no record is written. Calls already established keep their media (it never
+crosses a signaling node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from callgate.signaling import messages as m
+from callgate.signaling.cluster import (
+    ClusterBus,
+    ClusterUnavailable,
+    RemoteDevice,
+    live_call_from_json,
+    live_call_json,
+)
+from callgate.signaling.effects import Effect, Send
+from callgate.signaling.hub import Device, SignalingHub
+from callgate.signaling.live import LiveCall
+
+log = logging.getLogger(__name__)
+
+MAX_REMOTE_CALLS = 50_000  # calls owned elsewhere that local devices took part in (remembered)
+_ENDED = "call.ended"
+
+
+class ClusterHub(SignalingHub):
+    def __init__(self, *args: Any, bus: ClusterBus, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bus = bus
+        self.elsewhere = self._post_send
+        self._names: dict[str, tuple[str, bool]] = {}  # local device -> (display name, relay)
+        self._remote: dict[str, RemoteDevice] = {}  # remote devices entered in the engine
+        self._owners: dict[str, str] = {}  # call owned elsewhere -> its node
+        self._device_calls: dict[str, set[str]] = {}  # local device -> live calls owned elsewhere
+        bus.attach(self)
+
+    # -- devices -----------------------------------------------------------------------------------
+
+    async def connect(
+        self,
+        handle: str,
+        display_name: str,
+        relay_only: bool,
+        *,
+        address: str | None = None,
+        user_agent: str | None = None,
+    ) -> tuple[Device, list[Effect]]:
+        device, effects = await super().connect(
+            handle, display_name, relay_only, address=address, user_agent=user_agent
+        )
+        self._names[device.device_id] = (display_name, relay_only)
+        self.bus.device_up(self._announced(device))
+        return device, effects
+
+    async def disconnect(self, device: Device) -> None:
+        await super().disconnect(device)
+        announced = self._announced(device)
+        self._names.pop(device.device_id, None)
+        self.bus.device_down(announced)
+        calls = self._device_calls.pop(device.device_id, set())
+        for node in {self._owners[c] for c in calls if c in self._owners}:
+            self.bus.post(node, {"op": "gone", "device": device.device_id})
+
+    def _announced(self, device: Device) -> RemoteDevice:
+        name, relay_only = self._names.get(device.device_id, (device.handle, False))
+        return RemoteDevice(device.device_id, device.handle, name, relay_only, self.bus.node_id)
+
+    def local_devices(self) -> list[RemoteDevice]:
+        return [self._announced(device) for device in self.devices.values()]
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    async def receive(
+        self, device: Device, message: m.ClientMessage, callee_exists: Callable[[str], bool]
+    ) -> None:
+        if isinstance(message, m.Invite):
+            if message.to != device.handle and not await self._find_callee(device, message):
+                return
+            await super().receive(device, message, callee_exists)
+            return
+        owner = self._owners.get(getattr(message, "call_id", ""))
+        if owner is None:
+            await super().receive(device, message, callee_exists)
+            return
+        # A call another node owns: its engine decides (acks and errors come back from there).
+        if not self.bus.available:
+            text = "the cluster bus is unreachable; try again"
+            self.send(device, m.error_message(message.id, m.UNAVAILABLE, text))
+            return
+        request = {"op": "in", "device": device.device_id, "msg": message.model_dump(mode="json")}
+        self.bus.post(owner, request)
+
+    async def _find_callee(self, device: Device, invite: m.Invite) -> bool:
+        """Enter the callee's devices on other nodes in the engine; False (and the caller told
+        why) when the bus cannot say where they are."""
+        try:
+            found = await self.bus.devices_of(invite.to)
+        except ClusterUnavailable as exc:
+            log.warning("refusing a call from %s: %s", device.handle, exc)
+            text = f"call not placed: {exc}"
+            self.send(device, m.error_message(invite.id, m.UNAVAILABLE, text))
+            return False
+        current = {d.device_id for d in found}
+        for old in [d for d in self._remote.values() if d.handle == invite.to]:
+            if old.device_id not in current and self.engine.call_of(old.device_id) is None:
+                self._forget(old.device_id)
+        for remote in found:
+            if remote.device_id not in self._remote:
+                self._remote[remote.device_id] = remote
+                self.engine.device_connected(
+                    remote.device_id, remote.handle, remote.display_name, remote.relay_only
+                )
+        return True
+
+    def _forget(self, device_id: str) -> list[Effect]:
+        self._remote.pop(device_id, None)
+        return self.engine.device_disconnected(device_id)
+
+    def _post_send(self, effect: Send) -> None:
+        remote = self._remote.get(effect.device_id)
+        if remote is None:
+            return
+        message = {"op": "send", "device": remote.device_id, "owner": self.bus.node_id}
+        self.bus.post(remote.node, {**message, "msg": effect.message})
+        if effect.message.get("type") == _ENDED and self.engine.call_of(remote.device_id) is None:
+            self._forget(remote.device_id)  # enters again, fresh, at its next call
+
+    # -- messages from other nodes -----------------------------------------------------------------
+
+    async def on_message(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        try:
+            if op == "send":
+                self._deliver(str(message["device"]), str(message["owner"]), message["msg"])
+            elif op == "in":
+                await self._remote_request(str(message["device"]), message["msg"])
+            elif op == "gone":
+                device_id = str(message["device"])
+                if device_id in self._remote:
+                    await self.apply(self._forget(device_id))
+            elif op == "end":
+                await super().end_call(str(message["call"]), str(message["admin"]))
+        except (KeyError, TypeError, ValueError, m.ProtocolError) as exc:
+            log.warning("bad message from the cluster bus (%s): %s", op, exc)
+
+    def _deliver(self, device_id: str, owner: str, msg: dict[str, Any]) -> None:
+        device = self.devices.get(device_id)
+        if device is None:  # gone from here: its call must not wait for it
+            self.bus.post(owner, {"op": "gone", "device": device_id})
+            return
+        call_id = msg.get("call_id")
+        if isinstance(call_id, str):
+            calls = self._device_calls.setdefault(device_id, set())
+            if msg.get("type") == _ENDED:
+                calls.discard(call_id)
+            else:
+                calls.add(call_id)
+                if len(self._owners) >= MAX_REMOTE_CALLS:
+                    del self._owners[next(iter(self._owners))]
+                self._owners[call_id] = owner
+        self.send(device, msg)
+
+    async def _remote_request(self, device_id: str, raw: dict[str, Any]) -> None:
+        remote = self._remote.get(device_id)
+        if remote is None:
+            return  # not a device this node rang: nothing to do
+        message = m.parse_client_message(json.dumps(raw), m.MAX_MESSAGE_BYTES, m.MAX_SDP_BYTES)
+        if isinstance(message, m.Invite):
+            return  # invites are placed on the caller's own node
+        stand_in = Device(device_id, remote.handle, asyncio.Queue(1))
+        await super().receive(stand_in, message, lambda _handle: False)
+
+    # -- administration ----------------------------------------------------------------------------
+
+    def live_calls(self) -> list[LiveCall]:
+        calls = super().live_calls()
+        for snapshot in self.bus.snapshots().values():
+            calls.extend(live_call_from_json(raw) for raw in snapshot.get("calls", []))
+        return sorted(calls, key=lambda call: call.invited_at)
+
+    async def end_call(self, call_id: str, admin: str) -> bool:
+        if await super().end_call(call_id, admin):
+            return True
+        for node, snapshot in self.bus.snapshots().items():
+            if any(raw.get("call_id") == call_id for raw in snapshot.get("calls", [])):
+                self.bus.post(node, {"op": "end", "call": call_id, "admin": admin})
+                return True
+        return False
+
+    def presence(self) -> dict[str, str]:
+        """Handle -> "in-call" or "online" for devices connected here."""
+        out: dict[str, str] = {}
+        for device in self.devices.values():
+            busy = self.engine.call_of(device.device_id) is not None
+            if busy or self._device_calls.get(device.device_id):
+                out[device.handle] = "in-call"
+            else:
+                out.setdefault(device.handle, "online")
+        return out
+
+    def cluster_presence(self) -> dict[str, str]:
+        """Presence on the other nodes (the directory merges it with this node's)."""
+        out: dict[str, str] = {}
+        for snapshot in self.bus.snapshots().values():
+            for handle, state in dict(snapshot.get("presence", {})).items():
+                if state == "in-call" or handle not in out:
+                    out[str(handle)] = str(state)
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        calls = [live_call_json(call) for call in super().live_calls()]
+        return {"calls": calls, "presence": self.presence()}
