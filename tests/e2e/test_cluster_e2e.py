@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,7 @@ async def _invite(caller: SignalingClient, to: str, sdp: str) -> str:
 
 
 @pytest.fixture
-def nodes(
-    tmp_path: Path, pg_server: PgServer, pg_users: str, redis_server: RedisServer
-) -> Any:
+def nodes(tmp_path: Path, pg_server: PgServer, pg_users: str, redis_server: RedisServer) -> Any:
     database_url = pg_server.new_database(pg_users)
     servers = [
         new_serve(
@@ -91,11 +90,12 @@ def nodes(
                            stdin=password_of(ADMIN) + "\n")  # fmt: skip
     assert added.returncode == 0, added.stderr
     try:
-        for server in servers:
-            server.start()
+        with ThreadPoolExecutor(len(servers)) as pool:  # the nodes start side by side
+            list(pool.map(lambda server: server.start(), servers))
         yield servers
     finally:
-        codes = [server.stop() if server.proc is not None else 0 for server in servers]
+        with ThreadPoolExecutor(len(servers)) as pool:
+            codes = list(pool.map(lambda s: s.stop() if s.proc is not None else 0, servers))
         for server, code in zip(servers, codes, strict=True):
             assert code == 0, f"node exited {code}:\n{server.log()}"
             assert "Traceback" not in server.log(), server.log()
