@@ -369,6 +369,9 @@ class Settings(BaseSettings):
     # nodes exchange call signaling through. Without redis_url: one node, as before.
     node_id: str | None = None
     redis_url: SecretStr | None = None
+    # Seconds a silent node keeps its calls before another node may take them over (and, after
+    # twice as long, finalize them `node-lost`): signaling/handover.py.
+    node_lease: float = Field(default=10.0, ge=4.0, le=3600)
     turn: TurnSettings = Field(default_factory=TurnSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

@@ -15,18 +15,23 @@ One test, so the servers start once: it proves, in order,
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from callgate.client.call import CallSession
 from callgate.client.signaling import SignalingClient, SignalingError
 from tests.db_backends import PgServer
 from tests.e2e.helpers import (
+    CALLS,
     Serve,
     cdr_row,
     connected,
@@ -36,12 +41,15 @@ from tests.e2e.helpers import (
     new_serve,
     next_of,
     password_of,
+    quality_rows,
+    rows_of,
     wait_for,
 )
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(240)
 ADMIN = "root"
+LEASE = 4.0  # seconds a silent node keeps its calls (the minimum; the default is 10)
 
 
 def _get(server: Serve, path: str, token: str) -> Any:
@@ -83,15 +91,20 @@ def nodes(tmp_path: Path, pg_server: PgServer, pg_users: str, redis_server: Redi
             CALLGATE_REDIS_URL=redis_server.url,
             # signaling-only calls: answered, never reaching media, must not time out mid-test
             CALLGATE_CALLS__SETUP_TIMEOUT="100",
+            CALLGATE_NODE_LEASE=str(LEASE),
+            CALLGATE_CALLS__SILENCE_TIMEOUT="8",  # the default: stats every 2 s cross two nodes
         )
         for name in ("a", "b", "c")
     ]
     added = servers[0].cli("user", "add", ADMIN, "--admin", "--password-stdin",
                            stdin=password_of(ADMIN) + "\n")  # fmt: skip
     assert added.returncode == 0, added.stderr
+    added = servers[0].cli("user", "add", "dave", "--password-stdin",
+                           stdin=password_of("dave") + "\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
     try:
         with ThreadPoolExecutor(len(servers)) as pool:  # the nodes start side by side
-            list(pool.map(lambda server: server.start(), servers))
+            list(pool.map(lambda server: server.start(timeout=90), servers))
         yield servers
     finally:
         with ThreadPoolExecutor(len(servers)) as pool:
@@ -173,3 +186,132 @@ async def test_three_nodes_one_call(
             assert ended["reason"] == "ended-by-admin", ended
         cdr = await final_cdr(db, second)
         assert cdr["node_id"] == "a" and cdr["ended_by"] == f"admin:{ADMIN}", cdr
+
+
+# ---- a call outlives its node -------------------------------------------------------------------
+
+
+async def _pump(client: SignalingClient, session: CallSession) -> None:
+    """Server events of one signaling connection into the call session."""
+    async for event in client.events():
+        await session.handle(event)
+
+
+async def _inbound_packets(session: CallSession) -> int:
+    return sum(s["packets"] for s in await session.stats() if s["direction"] == "inbound")
+
+
+async def _reattach(client: SignalingClient, call_id: str, within: float) -> dict[str, Any]:
+    """`call.reattach` until the call's dead node is taken over (refused while it is not)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await client.request("call.reattach", call_id=call_id, timeout=3.0)
+        except SignalingError as error:
+            # the node is gone from the bus but not yet silent for a lease, or still on the bus
+            # (its last snapshot has not expired): its request went nowhere
+            assert error.code in ("unavailable", "timeout"), error
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.5)
+
+
+async def test_a_call_outlives_its_node(
+    nodes: list[Serve], offer_sdp: str, answer_sdp: str
+) -> None:
+    """Alice (on a) calls bob (on b) with real media, tones both ways, relayed by b and c;
+    carol (on a) is in a signaling-only call with dave (on c). `kill -9` of a: bob keeps hearing
+    alice's tone; alice re-attaches through c, which takes the call over, bob's stats reach c,
+    alice hangs up there: one record, finalized once by c, with the true duration. The call
+    nobody re-attached is finalized `node-lost` by a surviving node, at its last sign of life."""
+    a, b, c = nodes
+    db = a.database
+    sessions: list[CallSession] = []
+    pumps: list[asyncio.Task[None]] = []
+    async with (
+        connected(a, "alice", "laptop") as alice_a,
+        connected(b, "bob", "desk") as bob,
+        connected(a, "carol", "desk") as carol,
+        connected(c, "dave", "desk") as dave,
+        connected(c, "alice", "phone", token=await login(c, "alice")) as alice_c,
+        connected(b, "alice", "tablet") as alice_b,
+    ):
+        try:
+            # media through b's relay (each node embeds one, which dies with it), not a's: the
+            # relay of b admits the call a holds (call-bound relaying is cluster-wide)
+            alice = CallSession(
+                alice_a, {**alice_b.hello, "ice_transport_policy": "relay"}, tone=440
+            )
+            bobs = CallSession(bob, {**bob.hello, "ice_transport_policy": "relay"}, tone=880)
+            sessions += [alice, bobs]
+            pumps.append(asyncio.create_task(_pump(alice_a, alice)))
+            call_id = await alice.invite("bob")
+            incoming = await next_of(bob, "call.incoming", call_id, timeout=10)
+            pumps.append(asyncio.create_task(_pump(bob, bobs)))
+            await bobs.accept(incoming)
+            for session in (alice, bobs):
+                await asyncio.wait_for(session.connected.wait(), 30)
+
+            # the signaling-only call that nobody will re-attach
+            lost = await _invite(carol, "dave", offer_sdp)
+            await next_of(dave, "call.incoming", lost)
+            await dave.request("call.answer", call_id=lost, sdp=answer_sdp)
+            await next_of(carol, "call.answered", lost)
+            await wait_for(lambda: cdr_row(db, call_id)["media_path"] is not None, 10, "media")
+            await wait_for(lambda: cdr_row(db, lost)["last_alive_at"] is not None, 10, "beat")
+
+            # kill -9 of alice's node: bob still hears her
+            heard = await _inbound_packets(bobs)
+            a.kill()
+            killed_at = datetime.now(UTC)
+            a.proc = None  # killed on purpose: the fixture does not stop it
+            await asyncio.sleep(1.0)
+
+            # alice re-attaches through c; c takes the call over
+            alice.signaling = alice_c
+            pumps.append(asyncio.create_task(_pump(alice_c, alice)))
+            ack = await _reattach(alice_c, call_id, within=8 * LEASE)
+            assert (ack["call_id"], ack["role"], ack["state"]) == (call_id, "caller", "media"), ack
+            taken_at = datetime.now(UTC)
+            assert cdr_row(db, call_id)["node_id"] == "c"
+            after_kill = await _inbound_packets(bobs)
+            assert after_kill - heard > 50, (heard, after_kill)  # 1 s+ of 20 ms packets
+
+            # bob's stats (every 2 s) reach the new holder through b
+            await wait_for(
+                lambda: any(
+                    q["reporter"] == "callee" and q["reported_at"] > taken_at
+                    for q in quality_rows(db, call_id)
+                ),
+                15,
+                "bob's stats recorded after the take-over",
+            )
+            assert await _inbound_packets(bobs) > after_kill  # the tone still arrives
+
+            await alice.hangup()
+            hung_up = datetime.now(UTC)
+            await asyncio.wait_for(bobs.ended.wait(), 10)
+            assert (bobs.reason, bobs.ended_by) == ("hangup", "caller")
+            cdr = await final_cdr(db, call_id)
+            assert (cdr["node_id"], cdr["disposition"], cdr["reason"]) == (
+                "c",
+                "answered",
+                "hangup",
+            )
+            truth = (hung_up - cdr["answer_at"]).total_seconds()
+            assert abs(cdr["duration_s"] - truth) < 2.0, (cdr["duration_s"], truth)
+            assert len(rows_of(db, CALLS, CALLS.c.call_id == call_id)) == 1
+
+            # the call nobody re-attached: finalized node-lost, ended at a's last beat
+            ended = await next_of(dave, "call.ended", lost, timeout=6 * LEASE)
+            assert (ended["reason"], ended["ended_by"]) == ("node-lost", "server"), ended
+            cdr = await final_cdr(db, lost)
+            assert (cdr["disposition"], cdr["reason"]) == ("answered", "node-lost"), cdr
+            assert cdr["end_at"] <= killed_at
+            assert (killed_at - cdr["end_at"]).total_seconds() < 5, cdr
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            for session in sessions:
+                await session.close()

@@ -97,6 +97,8 @@ class CallRecorder:
             done = self.cdrs.finalize_in(
                 conn, *closing, duration_s=end.duration_s, detail=end.detail
             )
+            if not done and self.cdrs.node_id is not None:
+                return done  # several nodes: another node took the call over and ends it
             call_audit.ended_in(
                 conn,
                 end.call_id,

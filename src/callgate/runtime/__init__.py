@@ -411,7 +411,8 @@ async def run_serve(settings: Settings) -> None:
     await asyncio.to_thread(storage.probe)
     sink, attach_recorder = record_or_refuse(storage)
     lookup = KeyLookup(TurnUserRepository(store.sessions), config.realm)
-    cdrs = CdrRepository(store)
+    # several nodes: this node writes only the call records it holds (signaling/handover.py)
+    cdrs = CdrRepository(store, node_id=settings.node_id if settings.redis_url else None)
     policy = PolicyStore(store)
     services = Services(
         accounts=accounts,
@@ -455,12 +456,15 @@ async def run_serve(settings: Settings) -> None:
                 recordings=recordings,
                 node_id=settings.node_id,
                 bus=bus,
+                lease=settings.node_lease,
             )
             await calls.hub.start()
             if bus is not None:
                 await bus.start()
             heartbeat = CallHeartbeat(
-                store.engine, lambda: [call.call_id for call in calls.hub.engine.live_calls()]
+                store.engine,
+                lambda: [call.call_id for call in calls.hub.engine.live_calls()],
+                node_id=cdrs.node_id,
             )
             await heartbeat.start()
             await checkpointer.start()

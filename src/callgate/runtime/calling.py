@@ -19,6 +19,7 @@ from callgate.signaling.anchoring import Anchoring
 from callgate.signaling.cluster import ClusterBus
 from callgate.signaling.cluster_hub import ClusterHub
 from callgate.signaling.engine import CallEngine
+from callgate.signaling.handover import LEASE
 from callgate.signaling.hub import CallPolicy, SignalingHub
 from callgate.signaling.iceconfig import IceServerConfig
 from callgate.turn.server import TurnServer
@@ -71,6 +72,7 @@ def build_signaling(
     recordings: RecordingService | None = None,
     node_id: str | None = None,
     bus: ClusterBus | None = None,
+    lease: float = LEASE,
 ) -> Signaling:
     """With `bus`, a node among several (signaling/cluster_hub.py); else the node alone."""
     engine = CallEngine(
@@ -88,7 +90,8 @@ def build_signaling(
         )
         if bus is None
         else ClusterHub(
-            engine, cdrs, quality, clock, bus=bus, node_id=node_id, policy=call_policy,
+            engine, cdrs, quality, clock, bus=bus, lease=lease, node_id=node_id,
+            policy=call_policy,
             call_attempts_per_minute=attempts,
         )
     )  # fmt: skip
@@ -107,9 +110,9 @@ def build_signaling(
     if server.config.call_bound:
         if anchoring is not None:
             serves = anchoring.serves
-            server.handler.call_guard = lambda a, b: engine.together(a, b) or serves(a, b)
+            server.handler.call_guard = lambda a, b: hub.together(a, b) or serves(a, b)
         else:
-            server.handler.call_guard = engine.together
+            server.handler.call_guard = hub.together
     relay_only = settings.ice_policy == "relay"
 
     known: dict[str, float] = {}  # handle -> until when it is known to exist

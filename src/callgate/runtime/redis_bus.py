@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -162,9 +163,23 @@ class RedisBus:
 
     # -- messages ----------------------------------------------------------------------------------
 
-    def post(self, node: str, message: dict[str, Any]) -> None:
+    def post(
+        self,
+        node: str,
+        message: dict[str, Any],
+        undelivered: Callable[[], None] | None = None,
+    ) -> None:
         self.posted += 1
-        self._background_call(self._redis.publish(f"{PREFIX}node:{node}", json.dumps(message)))
+        channel, data = f"{PREFIX}node:{node}", json.dumps(message)
+
+        async def publish() -> None:
+            # PUBLISH answers how many subscribers got it: none means the node is gone (Redis
+            # saw its connection close), known at once rather than after its snapshot expires.
+            receivers = await self._redis.publish(channel, data)
+            if receivers == 0 and undelivered is not None:
+                undelivered()
+
+        self._background_call(publish())
 
     def snapshots(self) -> dict[str, dict[str, Any]]:
         return dict(self._snapshots) if self.available else {}

@@ -19,7 +19,7 @@ runtime/redis_bus.py) stays out of the signaling layer. Messages between nodes, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -88,8 +88,14 @@ class ClusterBus(Protocol):
 
     def device_down(self, device: RemoteDevice) -> None: ...
 
-    def post(self, node: str, message: dict[str, Any]) -> None:
-        """Send to one node, in the background (dropped while the bus is down)."""
+    def post(
+        self,
+        node: str,
+        message: dict[str, Any],
+        undelivered: Callable[[], None] | None = None,
+    ) -> None:
+        """Send to one node, in the background (dropped while the bus is down); `undelivered`
+        runs when the node is not listening (dead)."""
         ...
 
     def snapshots(self) -> dict[str, dict[str, Any]]:

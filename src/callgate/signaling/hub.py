@@ -174,6 +174,10 @@ class SignalingHub:
             )
         return False
 
+    def together(self, user_a: str, user_b: str) -> bool:
+        """Are these two users the parties of a live call? (call-bound relaying asks this)"""
+        return self.engine.together(user_a, user_b)
+
     # -- administration (admin API) ----------------------------------------------------------------
 
     def live_calls(self) -> list[LiveCall]:
