@@ -269,11 +269,18 @@ class ClusterHub(SignalingHub):
             self._forget(remote.device_id)
 
     async def _run_sweeper(self) -> None:
-        """Every half lease: finalize the calls of dead nodes that nobody re-attached."""
+        """Every second while the bus is down: the remote parties' silence is excused (their
+        stats cannot arrive). Every half lease: finalize the calls of dead nodes nobody
+        re-attached."""
+        last_sweep = self.clock.monotonic()
         while True:
-            await asyncio.sleep(self.lease / 2)
+            await asyncio.sleep(1.0)
             if not self.bus.available:
+                self.engine.excuse_silence(list(self._remote))
                 continue  # fail closed: without the bus, no node is known dead
+            if self.clock.monotonic() - last_sweep < self.lease / 2:
+                continue
+            last_sweep = self.clock.monotonic()
             alive = {self.bus.node_id, *self.bus.snapshots()}
             since = silent_since(self.clock.wall(), 2 * self.lease)
             try:

@@ -490,6 +490,18 @@ class CallEngine:
                 self._call_by_device[device.device_id] = call
         return self.reattach(device_id, request_id, held.call_id)
 
+    def excuse_silence(self, device_ids: Collection[str]) -> None:
+        """These devices' reports cannot reach this node (the bus between nodes is down): their
+        side of a call in media does not count as silent meanwhile."""
+        now = self._clock.monotonic()
+        for device_id in device_ids:
+            call = self._call_by_device.get(device_id)
+            if call is None or call.state is not State.MEDIA:
+                continue
+            party = Party.CALLER if call.caller.device_id == device_id else Party.CALLEE
+            if call.active_device(party) is not None:
+                call.side(party).progress_mono = now
+
     def _device_or_absent(self, device_id: str, handle: str, relay_only: bool) -> Device:
         """The connected device, or a stand-in for one not (yet) here: messages to it go
         nowhere until its party re-attaches."""
