@@ -75,6 +75,20 @@ def _live(server: Serve, token: str) -> list[str]:
     return [c["call_id"] for c in _get(server, "/api/live-calls", token)["calls"]]
 
 
+def _turn_port(entry: dict[str, Any]) -> int | None:
+    """The port of an ice_servers entry with TURN credentials (None for STUN)."""
+    if "username" not in entry:
+        return None
+    return int(str(entry["urls"][0]).split("?")[0].rsplit(":", 1)[1])
+
+
+def _only_relay(hello: dict[str, Any], node: Serve) -> dict[str, Any]:
+    """`hello` with only `node`'s relay among those handed out, relayed media only."""
+    servers = [e for e in hello["ice_servers"] if _turn_port(e) == node.turn_port]
+    assert servers, hello["ice_servers"]
+    return {**hello, "ice_servers": servers, "ice_transport_policy": "relay"}
+
+
 async def _invite(caller: SignalingClient, to: str, sdp: str) -> str:
     ack = await caller.request("call.invite", to=to, sdp=sdp)
     return str(ack["call_id"])
@@ -92,6 +106,8 @@ def nodes(tmp_path: Path, pg_server: PgServer, pg_users: str, redis_server: Redi
             # signaling-only calls: answered, never reaching media, must not time out mid-test
             CALLGATE_CALLS__SETUP_TIMEOUT="100",
             CALLGATE_NODE_LEASE=str(LEASE),
+            # the nodes share their TURN REST secret: each hands out every node's relay
+            CALLGATE_TURN__AUTH_SECRET="cluster-e2e-shared-turn-secret",
             CALLGATE_CALLS__SILENCE_TIMEOUT="8",  # the default: stats every 2 s cross two nodes
         )
         for name in ("a", "b", "c")
@@ -128,6 +144,11 @@ async def test_three_nodes_one_call(
     ):
         # presence is cluster-wide: a sees bob, who is connected to b and c only
         await wait_for(lambda: _presence(a, admin).get("bob") == "online", 10, "bob online on a")
+        # a device on a is handed every node's relay (call-bound relaying needs both parties
+        # of a call on one relay), with credentials the other relays accept
+        async with connected(a, "carol", "tablet") as tablet:
+            ports = {_turn_port(entry) for entry in tablet.hello["ice_servers"]}
+            assert {a.turn_port, b.turn_port, c.turn_port} <= ports, tablet.hello
 
         # one call rings on two nodes; b answers, c hears answered-elsewhere
         call_id = await _invite(alice, "bob", offer_sdp)
@@ -228,21 +249,20 @@ async def test_a_call_outlives_its_node(
     db = a.database
     sessions: list[CallSession] = []
     pumps: list[asyncio.Task[None]] = []
+    await wait_for(lambda: len(_health(a)["cluster"]["peers"]) == 2, 10, "a sees b and c")
     async with (
         connected(a, "alice", "laptop") as alice_a,
         connected(b, "bob", "desk") as bob,
         connected(a, "carol", "desk") as carol,
         connected(c, "dave", "desk") as dave,
         connected(c, "alice", "phone", token=await login(c, "alice")) as alice_c,
-        connected(b, "alice", "tablet") as alice_b,
     ):
         try:
-            # media through b's relay (each node embeds one, which dies with it), not a's: the
-            # relay of b admits the call a holds (call-bound relaying is cluster-wide)
-            alice = CallSession(
-                alice_a, {**alice_b.hello, "ice_transport_policy": "relay"}, tone=440
-            )
-            bobs = CallSession(bob, {**bob.hello, "ice_transport_policy": "relay"}, tone=880)
+            # media through b's relay (each node embeds one, which dies with it), not a's; node
+            # a hands alice b's relay too, and b admits the call a holds (call-bound relaying
+            # is cluster-wide)
+            alice = CallSession(alice_a, _only_relay(alice_a.hello, b), tone=440)
+            bobs = CallSession(bob, _only_relay(bob.hello, b), tone=880)
             sessions += [alice, bobs]
             pumps.append(asyncio.create_task(_pump(alice_a, alice)))
             call_id = await alice.invite("bob")

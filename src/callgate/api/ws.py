@@ -20,7 +20,7 @@ from callgate.accounts.records import UserRecord
 from callgate.clock import Clock
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
-from callgate.signaling.iceconfig import IceServerConfig
+from callgate.signaling.iceconfig import IceServers
 from callgate.signaling.ratelimit import MessageRateLimiter
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class WsSettings:
     verify_token: Callable[[str], UserRecord | None]
     user_exists: Callable[[str], bool]
     relay_only: Callable[[UserRecord], bool]
-    ice: IceServerConfig
+    ice: IceServers
     clock: Clock
     max_devices_per_user: int = 10
     revalidate_seconds: float = REVALIDATE_SECONDS

@@ -21,7 +21,12 @@ from callgate.signaling.cluster_hub import ClusterHub
 from callgate.signaling.engine import CallEngine
 from callgate.signaling.handover import LEASE
 from callgate.signaling.hub import CallPolicy, SignalingHub
-from callgate.signaling.iceconfig import IceServerConfig
+from callgate.signaling.iceconfig import (
+    ClusterIce,
+    IceServerConfig,
+    IceServers,
+    relay_endpoints,
+)
 from callgate.turn.server import TurnServer
 from callgate.types import Transport
 
@@ -133,11 +138,15 @@ def build_signaling(
     def policy(_user: UserRecord) -> bool:
         return relay_only
 
+    servers: IceServers = ice
+    if isinstance(hub, ClusterHub):  # every live node's relay (signaling/iceconfig.py)
+        hub.relay = relay_endpoints(ice)
+        servers = ClusterIce(ice, hub.peer_relays)
     ws = WsSettings(
         verify_token=accounts.verify_token,
         user_exists=user_exists,
         relay_only=policy,
-        ice=ice,
+        ice=servers,
         clock=clock,
         max_devices_per_user=settings.max_devices_per_user,
     )

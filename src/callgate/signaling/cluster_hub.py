@@ -56,6 +56,7 @@ class ClusterHub(SignalingHub):
         self.bus = bus
         self.lease = lease  # seconds a silent node keeps its calls (docs/scaling.md)
         self._sweeper: asyncio.Task[None] | None = None
+        self.relay: dict[str, Any] = {}  # where this node's relay is reached (iceconfig.py)
         self.elsewhere = self._post_send
         self._names: dict[str, tuple[str, bool]] = {}  # local device -> (display name, relay)
         self._remote: dict[str, RemoteDevice] = {}  # remote devices entered in the engine
@@ -423,4 +424,9 @@ class ClusterHub(SignalingHub):
 
     def snapshot(self) -> dict[str, Any]:
         calls = [live_call_json(call) for call in super().live_calls()]
-        return {"calls": calls, "presence": self.presence()}
+        return {"calls": calls, "presence": self.presence(), "relay": self.relay}
+
+    def peer_relays(self) -> list[dict[str, Any]]:
+        """The other live nodes' relays, as their snapshots say."""
+        found = [s.get("relay") for s in self.bus.snapshots().values()]
+        return [relay for relay in found if isinstance(relay, dict) and relay]

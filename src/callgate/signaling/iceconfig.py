@@ -3,8 +3,9 @@ credentials (coturn's use-auth-secret scheme) that expire after a short TTL."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from callgate.turn.auth import rest_credentials
 from callgate.types import Address
@@ -35,4 +36,36 @@ class IceServerConfig:
             servers.append({"urls": stun})
         if turn:
             servers.append({"urls": turn, "username": username, "credential": credential})
+        return servers
+
+
+class IceServers(Protocol):
+    def ice_servers(self, user: str, now: float) -> list[dict[str, Any]]: ...
+
+
+def relay_endpoints(config: IceServerConfig) -> dict[str, Any]:
+    """Where this node's relay is reached, as JSON for the other nodes (no secret)."""
+    return {"udp": [list(a) for a in config.udp], "tls": [list(t) for t in config.tls]}
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterIce:
+    """Several nodes (docs/scaling.md): this node's relay, then every other live node's, all
+    with credentials signed with the one shared secret. Both parties of a call on two nodes then
+    have candidates on the same relays, which call-bound relaying needs (a relay relays only
+    between its own allocations)."""
+
+    own: IceServerConfig
+    others: Callable[[], Iterable[Mapping[str, Any]]]  # the other nodes' relay_endpoints()
+
+    def ice_servers(self, user: str, now: float) -> list[dict[str, Any]]:
+        servers = self.own.ice_servers(user, now)
+        for endpoints in self.others():
+            try:
+                udp = tuple((str(h), int(p)) for h, p in endpoints.get("udp", []))
+                tls = tuple((str(h), int(p)) for h, p in endpoints.get("tls", []))
+            except (TypeError, ValueError):
+                continue  # a malformed snapshot: that relay is left out
+            other = IceServerConfig(udp=udp, tls=tls, secret=self.own.secret, ttl=self.own.ttl)
+            servers += [s for s in other.ice_servers(user, now) if "username" in s]
         return servers
