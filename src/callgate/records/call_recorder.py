@@ -26,6 +26,10 @@ from callgate.records.quality import StreamStats
 from callgate.records.quality_store import QualityRepository
 from callgate.records.writer import RecordWriter
 
+# A new call's record not written within this many seconds (database unreachable) fails: the
+# call is not placed, rather than rung late after its caller gave up. Later writes wait longer.
+OPEN_WAIT = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class CallEnd:
@@ -66,7 +70,7 @@ class CallRecorder:
             )
             self.cdrs.open_in(conn, [replace(opened, audit_index=entry.seq)])
 
-        return self._writer.submit(open_audited)
+        return self._writer.submit(open_audited, max_wait=OPEN_WAIT)
 
     def update(self, call_id: str, /, **changes: Any) -> None:
         """CDR columns that became known (relay candidates, media path, codec, callee device)."""

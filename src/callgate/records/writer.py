@@ -6,6 +6,11 @@ The writer takes everything queued since its last commit and writes it in one tr
 a burst of invites costs one commit, not one each. If a batch fails, its operations are retried
 one by one so a single bad write loses nothing else; failures are logged, never raised into the
 signaling path.
+
+While the database is unreachable (PostgreSQL restarted, a network cut), the batch is retried,
+in order, with a growing pause, for up to `retry_for` seconds: nothing queued meanwhile is lost or
+reordered. A write given a `max_wait` (a new call's record: the caller is waiting) fails instead
+once it has waited that long, so no call is placed late.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from callgate.errors import CallgateError
 
@@ -25,6 +32,18 @@ log = logging.getLogger(__name__)
 
 ConnectionOp = Callable[[Connection], object]
 StandaloneOp = Callable[[], object]
+RETRY_FOR = 120.0  # seconds writes are retried while the database is unreachable
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.1, 2.0
+
+
+def _unreachable(exc: Exception, dialect: str) -> bool:
+    """A database server could not be reached (as opposed to refusing this write). SQLite is
+    never unreachable: its errors (disk full, locked past busy_timeout) fail at once."""
+    if dialect == "sqlite":
+        return False
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 class RecordWriteError(CallgateError):
@@ -36,29 +55,43 @@ class _Job:
     op: ConnectionOp | StandaloneOp
     in_batch: bool  # runs inside the shared transaction (takes a Connection)
     done: Future[None]
+    fail_after: float | None = None  # monotonic time after which it fails rather than waits
 
 
 class RecordWriter:
-    def __init__(self, engine: Engine, *, max_batch: int = 512, name: str = "callgate-records"):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_batch: int = 512,
+        name: str = "callgate-records",
+        retry_for: float = RETRY_FOR,
+    ):
         self._engine = engine
         self._max_batch = max_batch
+        self._retry_for = retry_for
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self.batches = 0
         self.failures = 0
+        self.retries = 0  # batches tried again because the database was unreachable
 
-    def submit(self, op: ConnectionOp) -> Future[None]:
-        """Run `op(conn)` inside the next group-committed transaction."""
-        return self._put(op, True)
+    def submit(self, op: ConnectionOp, *, max_wait: float | None = None) -> Future[None]:
+        """Run `op(conn)` inside the next group-committed transaction; with `max_wait`, fail
+        (RecordWriteError) rather than be written more than that many seconds from now."""
+        return self._put(op, True, max_wait)
 
     def submit_standalone(self, op: StandaloneOp) -> Future[None]:
         """Run `op()` in order with the others, outside the shared transaction."""
         return self._put(op, False)
 
-    def _put(self, op: ConnectionOp | StandaloneOp, in_batch: bool) -> Future[None]:
+    def _put(
+        self, op: ConnectionOp | StandaloneOp, in_batch: bool, max_wait: float | None = None
+    ) -> Future[None]:
         done: Future[None] = Future()
-        self._queue.put(_Job(op, in_batch, done))
+        fail_after = None if max_wait is None else time.monotonic() + max_wait
+        self._queue.put(_Job(op, in_batch, done, fail_after))
         return done
 
     def close(self, timeout: float = 10.0) -> None:
@@ -101,23 +134,50 @@ class RecordWriter:
         self._commit(group)
 
     def _commit(self, group: list[_Job]) -> None:
-        if not group:
-            return
-        self.batches += 1
-        try:
-            with self._engine.begin() as conn:
-                for job in group:
-                    job.op(conn)  # type: ignore[call-arg]
-        except Exception:
-            if len(group) == 1:
-                self._fail(group[0])
+        give_up, pause = time.monotonic() + self._retry_for, _FIRST_PAUSE
+        group = self._not_overdue(group)
+        while group:
+            self.batches += 1
+            try:
+                with self._engine.begin() as conn:
+                    for job in group:
+                        job.op(conn)  # type: ignore[call-arg]
+            except Exception as exc:
+                if not _unreachable(exc, self._engine.dialect.name):
+                    self._failed_batch(group)
+                elif time.monotonic() < give_up:
+                    if pause == _FIRST_PAUSE:
+                        log.warning("database unreachable (%s); retrying record writes", exc)
+                    self.retries += 1
+                    time.sleep(pause)
+                    pause = min(2 * pause, _LONGEST_PAUSE)
+                    group = self._not_overdue(group)
+                    continue
+                else:  # unreachable all along: every write of the batch is lost, and logged
+                    for job in group:
+                        self._fail(job)
                 return
-            log.warning("record batch of %d failed; retrying one by one", len(group))
+            if pause != _FIRST_PAUSE:
+                log.warning("database reachable again: record writes resumed")
             for job in group:
-                self._commit([job])
+                job.done.set_result(None)
             return
+
+    def _failed_batch(self, group: list[_Job]) -> None:
+        if len(group) == 1:
+            self._fail(group[0])
+            return
+        log.warning("record batch of %d failed; retrying one by one", len(group))
         for job in group:
-            job.done.set_result(None)
+            self._commit([job])
+
+    def _not_overdue(self, group: list[_Job]) -> list[_Job]:
+        """The jobs that may still wait; the others fail now."""
+        now = time.monotonic()
+        for job in group:
+            if job.fail_after is not None and now >= job.fail_after:
+                self._fail(job)
+        return [job for job in group if job.fail_after is None or now < job.fail_after]
 
     def _run_standalone(self, job: _Job) -> None:
         try:
