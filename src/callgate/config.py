@@ -435,8 +435,6 @@ class Settings(BaseSettings):
             raise ValueError("--https needs --cert and --key, or --self-signed")
         if self.turn.tls_listen and self.turn.cert is None and not self.self_signed:
             raise ValueError("--tls-listen needs --cert and --key (or --self-signed with serve)")
-        if self.redis_url is not None and self.node_id is None:
-            raise ValueError("--redis-url needs --node-id (each node of a cluster has its own)")
         return self
 
     def https_address(self) -> Address | None:

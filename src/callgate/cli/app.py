@@ -300,6 +300,9 @@ def serve(
     options = dict(locals())
     options.pop("config")
     settings = settings_from(config, relay_overrides(**options))
+    if settings.redis_url is not None and settings.node_id is None:
+        # a bad setting (exit 2), checked here: other commands may share CALLGATE_REDIS_URL
+        raise fail("invalid redis_url (--redis-url): needs --node-id, each node has its own")
     _run_foreground(settings, "serve")
 
 

@@ -394,6 +394,8 @@ async def _start_recordings(store: Store, settings: Settings) -> RecordingServic
 
 async def run_serve(settings: Settings) -> None:
     """Everything on one box: SQLite store, TURN relay with DB users and records, HTTP app."""
+    if settings.redis_url is not None and settings.node_id is None:  # the CLI says so first
+        raise ConfigError("--redis-url needs --node-id (each node of a cluster has its own)")
     await asyncio.to_thread(private_data_dir, settings.data_dir)
     settings = await _local_tls(settings)
     store = await asyncio.to_thread(open_store, settings.database())

@@ -141,7 +141,7 @@ def build_signaling(
     servers: IceServers = ice
     if isinstance(hub, ClusterHub):  # every live node's relay (signaling/iceconfig.py)
         hub.relay = relay_endpoints(ice)
-        servers = ClusterIce(ice, hub.peer_relays)
+        servers = ClusterIce(hub.bus.node_id, ice, hub.peer_relays)
     ws = WsSettings(
         verify_token=accounts.verify_token,
         user_exists=user_exists,

@@ -426,7 +426,7 @@ class ClusterHub(SignalingHub):
         calls = [live_call_json(call) for call in super().live_calls()]
         return {"calls": calls, "presence": self.presence(), "relay": self.relay}
 
-    def peer_relays(self) -> list[dict[str, Any]]:
-        """The other live nodes' relays, as their snapshots say."""
-        found = [s.get("relay") for s in self.bus.snapshots().values()]
-        return [relay for relay in found if isinstance(relay, dict) and relay]
+    def peer_relays(self) -> dict[str, dict[str, Any]]:
+        """The other live nodes' relays by node id, as their snapshots say."""
+        found = {node: s.get("relay") for node, s in self.bus.snapshots().items()}
+        return {node: relay for node, relay in found.items() if isinstance(relay, dict) and relay}
