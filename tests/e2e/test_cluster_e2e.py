@@ -288,7 +288,7 @@ async def _outlives_its_node(nodes: list[Serve], offer_sdp: str, answer_sdp: str
             await wait_for(lambda: cdr_row(db, lost)["last_alive_at"] is not None, 10, "beat")
 
             # kill -9 of alice's node: bob still hears her
-            heard = await _inbound_packets(bobs)
+            heard, alice_heard = await _inbound_packets(bobs), await _inbound_packets(alice)
             a.kill()
             killed_at = datetime.now(UTC)
             a.proc = None  # killed on purpose: the fixture does not stop it
@@ -303,6 +303,7 @@ async def _outlives_its_node(nodes: list[Serve], offer_sdp: str, answer_sdp: str
             assert cdr_row(db, call_id)["node_id"] == "c"
             after_kill = await _inbound_packets(bobs)
             assert after_kill - heard > 50, (heard, after_kill)  # 1 s+ of 20 ms packets
+            assert await _inbound_packets(alice) - alice_heard > 50  # and alice hears bob
 
             # bob's stats (every 2 s) reach the new holder through b
             await wait_for(
