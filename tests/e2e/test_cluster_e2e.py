@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -231,21 +230,6 @@ async def _inbound_packets(session: CallSession) -> int:
     return sum(s["packets"] for s in await session.stats() if s["direction"] == "inbound")
 
 
-async def _reattach(client: SignalingClient, call_id: str, within: float) -> dict[str, Any]:
-    """`call.reattach` until the call's dead node is taken over (refused while it is not)."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await client.request("call.reattach", call_id=call_id, timeout=3.0)
-        except SignalingError as error:
-            # the node is gone from the bus but not yet silent for a lease, or still on the bus
-            # (its last snapshot has not expired): its request went nowhere
-            assert error.code in ("unavailable", "timeout"), error
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.5)
-
-
 async def _outlives_its_node(nodes: list[Serve], offer_sdp: str, answer_sdp: str) -> None:
     """Alice (on a) calls bob (on b) with real media, tones both ways, relayed by b and c;
     carol (on a) is in a signaling-only call with dave (on c). `kill -9` of a: bob keeps hearing
@@ -295,9 +279,8 @@ async def _outlives_its_node(nodes: list[Serve], offer_sdp: str, answer_sdp: str
             await asyncio.sleep(1.0)
 
             # alice re-attaches through c; c takes the call over
-            alice.signaling = alice_c
             pumps.append(asyncio.create_task(_pump(alice_c, alice)))
-            ack = await _reattach(alice_c, call_id, within=8 * LEASE)
+            ack = await alice.reattach(alice_c, within=8 * LEASE)  # retried while refused
             assert (ack["call_id"], ack["role"], ack["state"]) == (call_id, "caller", "media"), ack
             taken_at = datetime.now(UTC)
             assert cdr_row(db, call_id)["node_id"] == "c"
