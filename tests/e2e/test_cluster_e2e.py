@@ -173,7 +173,7 @@ async def test_three_nodes_one_call(
 
         # kill -9 of node c and a restart: it finalizes its own open records only
         c.kill()
-        c.start()
+        c.start(timeout=90)
         assert cdr_row(db, call_id)["end_at"] is None, "node c closed a call owned by a"
 
         # Redis away: a new call is refused with the reason; the established call stays up
