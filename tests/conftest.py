@@ -21,6 +21,7 @@ from callgate.types import Address, Transport
 from callgate.types.events import AllocationEvent, EventKind, EventSink, ListSink
 from tests.db_backends import database_url, empty_database_url, pg_server  # noqa: F401 - fixtures
 from tests.ports import LOOPBACK, free_port, free_udp_pair, relay_port_range  # noqa: F401 - re-exported
+from tests.redis_server import redis_server  # noqa: F401 - fixture
 
 REALM = "test"
 USER = "alice"

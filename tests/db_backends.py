@@ -78,6 +78,7 @@ class PgServer:
         self._templates: set[str] = set()
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-prefetch")
         self._next: Future[str] | None = None
+        self._options = ""
 
     # ---- life cycle ----
 
@@ -103,16 +104,30 @@ class PgServer:
             )
             if not self.durable:
                 options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            log = str(self.root / "server.log")
-            result = self._run(
-                "pg_ctl", "-D", str(self.root / "data"), "-l", log, "-o", options, "-w",
-                "-t", "60", "start", check=False,
-            )  # fmt: skip
+            self._options = options
+            result = self._pg_ctl_start(check=False)
             if result.returncode == 0:
                 return self
             if attempt == 2:
                 raise RuntimeError(f"pg_ctl start failed:\n{result.stdout}\n{self.server_log()}")
         return self
+
+    def _pg_ctl_start(self, check: bool = True) -> subprocess.CompletedProcess[str]:
+        log = str(self.root / "server.log")
+        return self._run(
+            "pg_ctl", "-D", str(self.root / "data"), "-l", log, "-o", self._options, "-w",
+            "-t", "60", "start", check=check,
+        )  # fmt: skip
+
+    def halt(self) -> None:
+        """Stop the server (`fast`: its clients are cut off; with the test settings, fsync and
+        synchronous_commit off, only a clean stop keeps what was committed), keeping its data
+        and port; `resume()` starts it again. For a private server only: other tests' pools
+        would break."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        self._pg_ctl_start()
 
     def stop(self) -> None:
         self._background.shutdown(wait=True, cancel_futures=True)

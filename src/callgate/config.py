@@ -48,6 +48,7 @@ from callgate.types import Address
 
 ENV_PREFIX = "CALLGATE_"
 CONFIG_ENV = "CALLGATE_CONFIG"
+NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Command-line flag for each settings path, for error messages.
@@ -59,6 +60,8 @@ CLI_FLAGS: dict[tuple[str, ...], str] = {
     ("metrics",): "--metrics",
     ("log_level",): "--log-level",
     ("database_url",): "--database-url",
+    ("node_id",): "--node-id",
+    ("redis_url",): "--redis-url",
     ("turn", "listen"): "--listen",
     ("turn", "tls_listen"): "--tls-listen",
     ("turn", "cert"): "--cert",
@@ -561,6 +564,13 @@ class Settings(BaseSettings):
     metrics: OptAddress = None
     log_level: str = "INFO"
     database_url: str | None = None
+    # Several signaling nodes (docs/scaling.md): this node's name, and the Redis server the
+    # nodes exchange call signaling through. Without redis_url: one node, as before.
+    node_id: str | None = None
+    redis_url: SecretStr | None = None
+    # Seconds a silent node keeps its calls before another node may take them over (and, after
+    # twice as long, finalize them `node-lost`): signaling/handover.py.
+    node_lease: float = Field(default=10.0, ge=4.0, le=3600)
     turn: TurnSettings = Field(default_factory=TurnSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
@@ -585,6 +595,26 @@ class Settings(BaseSettings):
             return None  # unset (an empty CALLGATE_DATABASE_URL too): SQLite in data_dir
         check_url(value.strip())
         return value.strip()
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not NODE_ID.fullmatch(value):
+            raise ValueError("1 to 64 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = value.get_secret_value().strip().partition("://")[0]
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("expected redis://HOST:PORT/DB, rediss://… or unix://PATH")
+        return SecretStr(value.get_secret_value().strip())
 
     @classmethod
     def settings_customise_sources(

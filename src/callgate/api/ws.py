@@ -21,7 +21,7 @@ from callgate.api.token_watch import TokenWatch, ValidTokens
 from callgate.clock import Clock
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
-from callgate.signaling.iceconfig import IceServerConfig
+from callgate.signaling.iceconfig import IceServers
 from callgate.signaling.ratelimit import MessageRateLimiter
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class WsSettings:
     verify_token: Callable[[str], UserRecord | None]
     user_exists: Callable[[str], bool]
     relay_only: Callable[[UserRecord], bool]
-    ice: IceServerConfig
+    ice: IceServers
     clock: Clock
     max_devices_per_user: int = 10
     revalidate_seconds: float = REVALIDATE_SECONDS

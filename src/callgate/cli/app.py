@@ -201,11 +201,40 @@ MonitorOpt = Annotated[
         show_default=False,
     ),
 ]
+NodeIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--node-id",
+        metavar="ID",
+        help="This node's name in a cluster (docs/scaling.md); its open call records are its own.",
+        show_default=False,
+    ),
+]
+RedisUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--redis-url",
+        metavar="URL",
+        help="redis://HOST:PORT/DB the signaling nodes exchange calls through (needs --node-id; "
+        "default: one node alone). Prefer CALLGATE_REDIS_URL for a password.",
+        show_default=False,
+    ),
+]
 
 
 def relay_overrides(**options: Any) -> dict[str, Any]:
     """CLI values in the shape of Settings (None = not given)."""
-    top_keys = ("metrics", "log_level", "data_dir", "http", "https", "self_signed", "database_url")
+    top_keys = (
+        "metrics",
+        "log_level",
+        "data_dir",
+        "http",
+        "https",
+        "self_signed",
+        "database_url",
+        "node_id",
+        "redis_url",
+    )
     top = {key: options.pop(key, None) for key in top_keys}
     sip = {
         "listen": options.pop("sip_listen", None),
@@ -302,6 +331,8 @@ def serve(
     https: HttpsOpt = None,
     self_signed: SelfSignedOpt = None,
     database_url: DatabaseUrlOpt = None,
+    node_id: NodeIdOpt = None,
+    redis_url: RedisUrlOpt = None,
     listen: ListenOpt = None,
     relay_ip: RelayIpOpt = None,
     relay_ports: RelayPortsOpt = None,
@@ -330,6 +361,9 @@ def serve(
     overrides = relay_overrides(**options)
     overrides["monitor"] = {"interface": monitor}
     settings = settings_from(config, overrides)
+    if settings.redis_url is not None and settings.node_id is None:
+        # a bad setting (exit 2), checked here: other commands may share CALLGATE_REDIS_URL
+        raise fail("invalid redis_url (--redis-url): needs --node-id, each node has its own")
     _run_foreground(settings, "serve")
 
 

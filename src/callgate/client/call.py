@@ -10,8 +10,8 @@ Both:    when the peer connection is `connected` (ICE nominated and DTLS up) the
          and a final one when the call ends. `hangup()` ends it from this side.
 
 Progress is reported through `on_event(name, fields)`: calling, recording, ringing, answered,
-connected, media-failed, ended. A recorded call (`call.recording`) takes the server anchor's
-answer before ringing; the session reports media `connected` only once the call is answered. The session never raises from `handle()` for a message about another call.
+connected, media-failed, reattached, ended. A recorded call (`call.recording`) takes the server
+anchor's answer before ringing; the session reports media `connected` only once the call is answered. The session never raises from `handle()` for a message about another call.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ def ignore_event(name: str, fields: dict[str, Any]) -> None:
 
 
 CLOSE_TIMEOUT = 3.0  # seconds to wait for aiortc's close (TURN deallocation)
+# call.reattach: tried this long each time, this often, until the dead node's calls are taken
+# over (its lease, 10 s by default, and twice that before they are given up)
+REATTACH_TRY, REATTACH_PAUSE, REATTACH_WITHIN = 3.0, 0.5, 60.0
 
 
 class CallSession:
@@ -163,6 +167,32 @@ class CallSession:
         ice.sdpMid = candidate.get("sdpMid")
         ice.sdpMLineIndex = candidate.get("sdpMLineIndex")
         await self.pc.addIceCandidate(ice)
+
+    # ---- several nodes: the call outlives its node ----
+
+    async def reattach(
+        self, signaling: SignalingChannel, within: float = REATTACH_WITHIN
+    ) -> dict[str, Any]:
+        """The signaling connection was lost with its node (the media goes on): take the call
+        back on `signaling`, a new connection to any node (docs/scaling.md). `call.reattach` is
+        retried while the dead node's lease runs (`unavailable`, or no answer); SignalingError
+        once `within` seconds have passed, or for any other refusal. Returns the ack."""
+        if self.call_id is None:
+            raise SignalingError("bad-request", "no call to re-attach")
+        self.signaling = signaling  # stats, media reports and hang-up go here from now on
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                ack = await signaling.request(
+                    "call.reattach", call_id=self.call_id, timeout=REATTACH_TRY
+                )
+            except SignalingError as exc:
+                if exc.code not in ("unavailable", "timeout") or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(REATTACH_PAUSE)
+                continue
+            self._emit("reattached", state=ack.get("state"))
+            return ack
 
     # ---- ending ----
 

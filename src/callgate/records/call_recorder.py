@@ -29,6 +29,10 @@ from callgate.records.quality import StreamStats
 from callgate.records.quality_store import QualityRepository
 from callgate.records.writer import RecordWriter
 
+# A new call's record not written within this many seconds (database unreachable) fails: the
+# call is not placed, rather than rung late after its caller gave up. Later writes wait longer.
+OPEN_WAIT = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class CallEnd:
@@ -69,7 +73,7 @@ class CallRecorder:
             )
             self.cdrs.open_in(conn, [replace(opened, audit_index=entry.seq)])
 
-        return self._writer.post(open_audited, report=True)
+        return self._writer.post(open_audited, report=True, max_wait=OPEN_WAIT)
 
     def open_failed(self, number: int) -> bool:
         """Whether `open` number `number`, finished, failed (ask exactly once per open)."""
@@ -104,6 +108,8 @@ class CallRecorder:
             done = self.cdrs.finalize_in(
                 conn, *closing, duration_s=end.duration_s, detail=end.detail
             )
+            if not done and self.cdrs.node_id is not None:
+                return done  # several nodes: another node took the call over and ends it
             call_audit.ended_in(
                 conn,
                 end.call_id,
@@ -162,6 +168,11 @@ class CallRecorder:
     def on_progress(self, callback: Callable[[int], None]) -> None:
         """`callback(done)`, on the writer's thread, after a batch that finished a wanted write."""
         self._writer.progress = callback
+
+    def on_gave_up(self, callback: Callable[[int], None]) -> None:
+        """`callback(number)`, on the writer's thread, when a reported write (an `open`) failed
+        before its batch finished (it waited past OPEN_WAIT while the database was away)."""
+        self._writer.gave_up = callback
 
     def settled(self) -> Future[None]:
         """Done when every write queued so far is."""

@@ -12,7 +12,7 @@ Writes use SQLAlchemy Core, one short transaction each (`open_many()` batches in
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -77,20 +77,29 @@ _FINALIZE = (
         updated_at=bindparam("b_updated_at"),
     )
 )
-_UPDATES: dict[tuple[str, ...], Update] = {}
 _INSERT_CALLS = insert(calls)
 _OPEN_FIELDS = tuple(f.name for f in fields(CallOpen))
 
 
-def _update_statement(columns: tuple[str, ...]) -> Update:
-    statement = _UPDATES.get(columns)
+# Several nodes (docs/scaling.md): a repository with a node id writes only the rows its node
+# owns, so a node that lost a call to another (it was thought dead) cannot touch its record.
+_FINALIZE_OWNED = _FINALIZE.where(calls.c.node_id == bindparam("b_node"))
+_UPDATES: dict[tuple[tuple[str, ...], bool], Update] = {}
+# A call's last sign of life from its node: the heartbeat, else the row's last write.
+_LAST_BEAT = func.coalesce(calls.c.last_alive_at, calls.c.updated_at)
+
+
+def _update_statement(columns: tuple[str, ...], owned: bool) -> Update:
+    statement = _UPDATES.get((columns, owned))
     if statement is None:
         statement = (
             update(calls)
             .where(calls.c.call_id == bindparam("b_id"))
             .values({name: bindparam(f"b_{name}") for name in columns})
         )
-        _UPDATES[columns] = statement
+        if owned:
+            statement = statement.where(calls.c.node_id == bindparam("b_node"))
+        _UPDATES[(columns, owned)] = statement
     return statement
 
 
@@ -125,9 +134,12 @@ class CdrRepository:
     """`clock` stamps `updated_at` (the row's last sign of life, used by `close_stale`); call
     times themselves come from the caller."""
 
-    def __init__(self, store: Store, clock: Clock | None = None) -> None:
+    def __init__(
+        self, store: Store, clock: Clock | None = None, *, node_id: str | None = None
+    ) -> None:
         self._engine = store.engine
         self._clock = clock or SystemClock()
+        self.node_id = node_id  # several nodes: updates and finalizes touch this node's rows
 
     @property
     def engine(self) -> Engine:
@@ -170,7 +182,9 @@ class CdrRepository:
     def update_in(self, conn: Connection, call_id: str, /, **changes: Any) -> bool:
         values = {**_values(changes), "updated_at": self._now()}
         params = {f"b_{name}": value for name, value in values.items()}
-        result = conn.execute(_update_statement(tuple(sorted(values))), {**params, "b_id": call_id})
+        params.update(b_id=call_id, b_node=self.node_id)
+        owned = self.node_id is not None
+        result = conn.execute(_update_statement(tuple(sorted(values)), owned), params)
         return bool(result.rowcount)
 
     def finalize(
@@ -218,8 +232,10 @@ class CdrRepository:
                 "b_duration_s": duration_s,
                 "b_end_detail": storable(detail[:255]) if detail else None,
                 "b_updated_at": self._now(),
+                "b_node": self.node_id,
             }
-            return bool(conn.execute(_FINALIZE, final).rowcount)
+            statement = _FINALIZE if self.node_id is None else _FINALIZE_OWNED
+            return bool(conn.execute(statement, final).rowcount)
         if detail:
             values["end_detail"] = storable(detail[:255])
         return self._finalize(conn, call_id, end_at, disposition, ended_by, reason, values)
@@ -233,13 +249,19 @@ class CdrRepository:
         ended_by: str,
         reason: str,
         values: dict[str, Any],
+        owner: str | _Unknown | None = UNKNOWN,
     ) -> bool:
+        """`owner`: the node that must still own the row (default: this repository's)."""
         answer_at = values.get("answer_at")
         if answer_at is None:
             answer_at = conn.scalar(select(calls.c.answer_at).where(calls.c.call_id == call_id))
+        node = self.node_id if isinstance(owner, _Unknown) else owner
+        where = [calls.c.call_id == call_id, calls.c.end_at.is_(None)]
+        if node is not None:
+            where.append(calls.c.node_id == node)
         result = conn.execute(
             update(calls)
-            .where(calls.c.call_id == call_id, calls.c.end_at.is_(None))
+            .where(*where)
             .values(
                 **values,
                 end_at=end_at,
@@ -276,21 +298,81 @@ class CdrRepository:
 
     # ---- restart and relay linking ----
 
-    def close_stale(self, reason: str = "server-restart", now: datetime | None = None) -> int:
-        """Finalize every row left open (a server died mid-call). End time: the last sign of life
-        (heartbeat, row update, quality report, the parties' relay activity), never after `now`;
-        then link the relay sessions (closed first, from their last persisted counters)."""
+    def close_stale(
+        self,
+        reason: str = "server-restart",
+        now: datetime | None = None,
+        *,
+        node_id: str | None = None,
+    ) -> int:
+        """Finalize every row left open (a server died mid-call); with `node_id`, only the rows
+        that node opened (several nodes share the database: the others' calls are live). End
+        time: the last sign of life (heartbeat, row update, quality report, the parties' relay
+        activity), never after `now`; then link the relay sessions (closed first, from their
+        last persisted counters)."""
         now = now or self._now()
+        query = select(calls).where(calls.c.end_at.is_(None))
+        if node_id is not None:
+            query = query.where(calls.c.node_id == node_id)
         with self._engine.begin() as conn:
-            rows = conn.execute(select(calls).where(calls.c.end_at.is_(None))).all()
+            rows = conn.execute(query).all()
             for row in rows:
                 end = min(now, self._last_activity(conn, row))
                 end = max(end, row.answer_at or row.invite_at)
                 disposition = "answered" if row.answer_at is not None else "failed"
-                self._finalize(conn, row.call_id, end, disposition, "server", reason, {})
+                self._finalize(
+                    conn, row.call_id, end, disposition, "server", reason, {}, owner=row.node_id
+                )
         for row in rows:
             self.link_relay_sessions(row.call_id, now)
         return len(rows)
+
+    # ---- several nodes: calls that outlive their node (docs/scaling.md) ----
+
+    def take_over(self, call_id: str, owner: str | None, silent_since: datetime) -> bool:
+        """Make this node the owner of an open call whose node `owner` has given no sign of life
+        since `silent_since`. Compare-and-set in one UPDATE: of several nodes trying, one wins;
+        a call its node still beats for is never taken."""
+        if self.node_id is None:
+            raise ValueError("only a node with a node id takes calls over")
+        now = self._now()
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(calls)
+                .where(
+                    calls.c.call_id == call_id,
+                    calls.c.end_at.is_(None),
+                    calls.c.node_id.is_(None) if owner is None else calls.c.node_id == owner,
+                    silent_since > _LAST_BEAT,
+                )
+                .values(node_id=self.node_id, last_alive_at=now, updated_at=now)
+            )
+        return result.rowcount == 1
+
+    def close_lost(
+        self, alive: Collection[str], silent_since: datetime, now: datetime | None = None
+    ) -> tuple[str, ...]:
+        """Finalize (`node-lost`) the open calls of nodes not in `alive` that nobody took over
+        and whose node gave no sign of life since `silent_since`; their ids. As `close_stale`:
+        the end is the last sign of life; each row only if its node still owns it."""
+        now = now or self._now()
+        query = select(calls).where(
+            calls.c.end_at.is_(None),
+            calls.c.node_id.is_not(None),
+            calls.c.node_id.not_in(list(alive)),
+            silent_since > _LAST_BEAT,
+        )
+        closed: set[str] = set()
+        with self._engine.begin() as conn:
+            for row in conn.execute(query.limit(1000)).all():
+                end = max(min(now, self._last_activity(conn, row)), row.answer_at or row.invite_at)
+                disposition = "answered" if row.answer_at is not None else "failed"
+                closing = (row.call_id, end, disposition, "server", "node-lost")
+                if self._finalize(conn, *closing, {}, owner=row.node_id):
+                    closed.add(row.call_id)
+        for call_id in closed:
+            self.link_relay_sessions(call_id, now)
+        return tuple(sorted(closed))
 
     @staticmethod
     def _last_activity(conn: Connection, row: Any) -> datetime:

@@ -30,16 +30,27 @@ _BEAT = (
     .where(_calls.c.call_id.in_(bindparam("ids", expanding=True)), _calls.c.end_at.is_(None))
     .values(last_alive_at=bindparam("now"))
 )
+# Several nodes (docs/scaling.md): a node beats only for the calls it still owns, so a call
+# another node took over is never kept alive by the node that lost it.
+_BEAT_OWNED = _BEAT.where(_calls.c.node_id == bindparam("node"))
 
 
-def beat(engine: Engine, call_ids: Sequence[str], now: datetime | None = None) -> int:
-    """Stamp `now` on the open records of `call_ids`; how many rows were stamped."""
+def beat(
+    engine: Engine,
+    call_ids: Sequence[str],
+    now: datetime | None = None,
+    *,
+    node_id: str | None = None,
+) -> int:
+    """Stamp `now` on the open records of `call_ids` (with `node_id`: those it owns); how many
+    rows were stamped."""
     now = now or datetime.now(UTC)
+    statement = _BEAT if node_id is None else _BEAT_OWNED
     stamped = 0
     with engine.begin() as conn:
         for start in range(0, len(call_ids), _CHUNK):
             chunk = list(call_ids[start : start + _CHUNK])
-            stamped += conn.execute(_BEAT, {"ids": chunk, "now": now}).rowcount
+            stamped += conn.execute(statement, {"ids": chunk, "now": now, "node": node_id}).rowcount
     return stamped
 
 
@@ -51,8 +62,11 @@ class CallHeartbeat:
         engine: Engine,
         live_ids: Callable[[], Iterable[str]],
         interval: float = HEARTBEAT_INTERVAL,
+        *,
+        node_id: str | None = None,
     ) -> None:
         self._engine = engine
+        self._node_id = node_id
         self._live_ids = live_ids
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -75,7 +89,7 @@ class CallHeartbeat:
             if not ids:
                 continue
             try:
-                await asyncio.to_thread(beat, self._engine, ids)
+                await asyncio.to_thread(beat, self._engine, ids, node_id=self._node_id)
                 self.beats += 1
             except SQLAlchemyError as exc:  # a busy or full disk must not stop the calls
                 log.warning("call heartbeat failed: %s", exc)

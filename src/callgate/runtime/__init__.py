@@ -57,6 +57,7 @@ from callgate.runtime.calling import build_signaling
 from callgate.runtime.deprovision import end_sessions
 from callgate.runtime.monitoring import Monitoring, start_monitoring
 from callgate.runtime.recordings import recording_jobs
+from callgate.runtime.redis_bus import RedisBus
 from callgate.runtime.relay_workers import WorkerPool, run_pool
 from callgate.runtime.sip import describe as describe_sip
 from callgate.runtime.sip import start_sip
@@ -305,6 +306,7 @@ def _health(
     sink: DbEventSink,
     storage: StorageHealth,
     recordings: RecordingService,
+    bus: RedisBus | None = None,
 ) -> dict[str, Any]:
     try:
         with store.engine.connect() as conn:
@@ -320,6 +322,7 @@ def _health(
         "turn": {"ok": True, "listeners": describe_bound(server.bound)},
         "recorder": {"dropped": sink.dropped, "write_errors": sink.write_errors},
         "call_recording": recordings.health(),
+        **({"cluster": bus.health()} if bus is not None else {}),
     }
 
 
@@ -393,9 +396,11 @@ async def _local_tls(settings: Settings) -> Settings:
     return settings.model_copy(update={"turn": turn})
 
 
-async def _prepare_records(store: Store, accounts: AccountService) -> None:
+async def _prepare_records(
+    store: Store, accounts: AccountService, node_id: str | None = None
+) -> None:
     """Start-up chores on the store: the first admin (password printed once), and CDRs a dead
-    server left open finalized as `server-restart`."""
+    server left open finalized as `server-restart` (with a node id: only this node's own)."""
     password = await asyncio.to_thread(accounts.ensure_first_admin)
     if password is not None:
         announce(
@@ -406,7 +411,7 @@ async def _prepare_records(store: Store, accounts: AccountService) -> None:
     sessions = await asyncio.to_thread(close_stale_sessions, store.sessions)
     if sessions:
         log.warning("closed %d relay session(s) left open by a previous run", sessions)
-    closed = await asyncio.to_thread(CdrRepository(store).close_stale)
+    closed = await asyncio.to_thread(CdrRepository(store).close_stale, node_id=node_id)
     if closed:
         log.warning("finalized %d call record(s) left open by a previous run", closed)
 
@@ -441,6 +446,8 @@ async def run_serve(settings: Settings) -> None:
             "turn.workers > 1 is for `callgate turn`: under `serve` the relay stays in the one "
             "process that holds the call engine, the records and the account checks"
         )
+    if settings.redis_url is not None and settings.node_id is None:  # the CLI says so first
+        raise ConfigError("--redis-url needs --node-id (each node of a cluster has its own)")
     await asyncio.to_thread(private_data_dir, settings.data_dir)
     settings = await _local_tls(settings)
     store = await asyncio.to_thread(open_store, settings.database())
@@ -448,7 +455,7 @@ async def run_serve(settings: Settings) -> None:
     config = serve_turn_config(settings)
     accounts = AccountService(store, config.realm)
     try:
-        await _prepare_records(store, accounts)
+        await _prepare_records(store, accounts, settings.node_id)
         checkpointer = await _start_audit(store, settings)
         recordings = await _start_recordings(store, settings)
     except BaseException:
@@ -458,7 +465,8 @@ async def run_serve(settings: Settings) -> None:
     await asyncio.to_thread(storage.probe)
     sink, attach_recorder = record_or_refuse(storage)
     lookup = KeyLookup(TurnUserRepository(store.sessions), config.realm)
-    cdrs = CdrRepository(store)
+    # several nodes: this node writes only the call records it holds (signaling/handover.py)
+    cdrs = CdrRepository(store, node_id=settings.node_id if settings.redis_url else None)
     policy = PolicyStore(store)
     services = Services(
         accounts=accounts,
@@ -486,6 +494,9 @@ async def run_serve(settings: Settings) -> None:
         recordings, ArchiveTarget.of(archive), archive.interval_s
     )
     identity = await start_identity(settings.identity, store, accounts)
+    bus = None
+    if settings.redis_url is not None and settings.node_id is not None:
+        bus = RedisBus(settings.redis_url.get_secret_value(), settings.node_id)
     services = dataclasses.replace(services, password_sign_in=identity.password_sign_in)
     try:
         async with TurnServer(config, events=sink, key_lookup=lookup, auth_events=sink) as server:
@@ -501,12 +512,19 @@ async def run_serve(settings: Settings) -> None:
                 SystemClock(),
                 call_policy=policy,
                 recordings=recordings,
+                node_id=settings.node_id,
+                bus=bus,
+                lease=settings.node_lease,
             )
             await calls.hub.start()
             identity.on_deprovisioned(functools.partial(end_sessions, calls.hub))
             sip = await start_sip(settings, store, calls)
+            if bus is not None:
+                await bus.start()
             heartbeat = CallHeartbeat(
-                store.engine, lambda: [call.call_id for call in calls.hub.engine.live_calls()]
+                store.engine,
+                lambda: [call.call_id for call in calls.hub.engine.live_calls()],
+                node_id=cdrs.node_id,
             )
             await heartbeat.start()
             await checkpointer.start()
@@ -525,11 +543,15 @@ async def run_serve(settings: Settings) -> None:
             )
             # No /metrics on the HTTP app (it has no authentication): `--metrics HOST:PORT`.
             app = create_app(
-                health=lambda: _health(store, server, sink, storage, recordings),
+                health=lambda: _health(store, server, sink, storage, recordings, bus),
                 services=services,
                 routers=[
                     calls.router,
-                    directory_router(calls.hub, sip.devices if sip is not None else None),
+                    directory_router(
+                        calls.hub,
+                        sip.devices if sip is not None else None,
+                        getattr(calls.hub, "cluster_presence", None),
+                    ),
                     recordings_router(
                         recordings, AuditLog(store), recording_purge, checkpointer.key
                     ),
@@ -571,6 +593,8 @@ async def run_serve(settings: Settings) -> None:
                 if sip is not None:
                     await sip.close()
                 await calls.hub.stop()
+                if bus is not None:
+                    await bus.stop()
                 await purge_job.stop()
                 await recording_purge.stop()
                 if archive_job is not None:

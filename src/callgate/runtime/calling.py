@@ -17,9 +17,17 @@ from callgate.recording.service import RecordingService
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
 from callgate.signaling.anchoring import Anchoring
+from callgate.signaling.cluster import ClusterBus
+from callgate.signaling.cluster_hub import ClusterHub
 from callgate.signaling.engine import CallEngine
+from callgate.signaling.handover import LEASE
 from callgate.signaling.hub import CallPolicy, SignalingHub
-from callgate.signaling.iceconfig import IceServerConfig
+from callgate.signaling.iceconfig import (
+    ClusterIce,
+    IceServerConfig,
+    IceServers,
+    relay_endpoints,
+)
 from callgate.turn.server import TurnServer
 from callgate.types import Transport
 
@@ -70,7 +78,11 @@ def build_signaling(
     clock: Clock,
     call_policy: CallPolicy | None = None,
     recordings: RecordingService | None = None,
+    node_id: str | None = None,
+    bus: ClusterBus | None = None,
+    lease: float = LEASE,
 ) -> Signaling:
+    """With `bus`, a node among several (signaling/cluster_hub.py); else the node alone."""
     engine = CallEngine(
         clock,
         ring_timeout=settings.ring_timeout,
@@ -78,14 +90,19 @@ def build_signaling(
         silence_timeout=settings.silence_timeout,
         relay_addresses=relay_addresses(server),
     )
-    hub = SignalingHub(
-        engine,
-        cdrs,
-        quality,
-        clock,
-        policy=call_policy,
-        call_attempts_per_minute=settings.call_attempts_per_minute,
-    )
+    attempts = settings.call_attempts_per_minute
+    hub = (
+        SignalingHub(
+            engine, cdrs, quality, clock, node_id=node_id, policy=call_policy,
+            call_attempts_per_minute=attempts,
+        )
+        if bus is None
+        else ClusterHub(
+            engine, cdrs, quality, clock, bus=bus, lease=lease, node_id=node_id,
+            policy=call_policy,
+            call_attempts_per_minute=attempts,
+        )
+    )  # fmt: skip
     udp = tuple(address for kind, address in server.bound if kind is Transport.UDP)
     tls = tls_urls(server)
     ice = IceServerConfig(udp=udp, tls=tls, secret=secret, ttl=settings.credential_ttl)
@@ -101,9 +118,9 @@ def build_signaling(
     if server.config.call_bound:
         if anchoring is not None:
             serves = anchoring.serves
-            server.handler.call_guard = lambda a, b: engine.together(a, b) or serves(a, b)
+            server.handler.call_guard = lambda a, b: hub.together(a, b) or serves(a, b)
         else:
-            server.handler.call_guard = engine.together
+            server.handler.call_guard = hub.together
     relay_only = settings.ice_policy == "relay"
 
     known: dict[str, float] = {}  # handle -> until when it is known to exist
@@ -124,12 +141,16 @@ def build_signaling(
     def policy(_user: UserRecord) -> bool:
         return relay_only
 
+    servers: IceServers = ice
+    if isinstance(hub, ClusterHub):  # every live node's relay (signaling/iceconfig.py)
+        hub.relay = relay_endpoints(ice)
+        servers = ClusterIce(hub.bus.node_id, ice, hub.peer_relays)
     ws = WsSettings(
         verify_token=accounts.verify_token,
         valid_tokens=accounts.valid_tokens,
         user_exists=user_exists,
         relay_only=policy,
-        ice=ice,
+        ice=servers,
         clock=clock,
         max_devices_per_user=settings.max_devices_per_user,
     )

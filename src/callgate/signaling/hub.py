@@ -114,6 +114,8 @@ class SignalingHub:
         self._relays_unwritten: set[str] = set()  # calls whose answer's relays await a write
         self._parties: dict[str, tuple[str, str]] = {}  # call_id -> (caller, callee) handles
         self.anchoring: AnchorHooks | None = None  # set when the server can record calls
+        # Several nodes (signaling/cluster_hub.py): messages for devices connected elsewhere.
+        self.elsewhere: Callable[[Send], None] | None = None
         # Per account: call attempts (records written) are bounded, refusals logged once a run.
         self._attempt_rate = call_attempts_per_minute
         self._attempts: dict[str, MessageRateLimiter] = {}
@@ -127,6 +129,7 @@ class SignalingHub:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.recorder.on_progress(self._progress_from_writer)
+        self.recorder.on_gave_up(self._gave_up_from_writer)
         self._timer = asyncio.create_task(self._run_timer(), name="signaling-timer")
 
     async def stop(self) -> None:
@@ -180,6 +183,10 @@ class SignalingHub:
                 "%s is over %d call attempts a minute: refusing", handle, self._attempt_rate
             )
         return False
+
+    def together(self, user_a: str, user_b: str) -> bool:
+        """Are these two users the parties of a live call? (call-bound relaying asks this)"""
+        return self.engine.together(user_a, user_b)
 
     # -- administration (admin API) ----------------------------------------------------------------
 
@@ -334,6 +341,8 @@ class SignalingHub:
                 device = self.devices.get(effect.device_id)
                 if device is not None:
                     self.send(device, effect.message)
+                elif self.elsewhere is not None:
+                    self.elsewhere(effect)
             elif isinstance(effect, CdrOpen):
                 number = self._open(effect)
                 await self._written(number)
@@ -368,6 +377,19 @@ class SignalingHub:
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 loop.call_soon_threadsafe(self._progressed, done)
+
+    def _gave_up_from_writer(self, number: int) -> None:
+        """On the writer's thread: a new call's record failed while its batch is still retried
+        (the database is away); release its waiter now, `open_failed` then says so."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(self._release, number)
+
+    def _release(self, number: int) -> None:
+        for waiting, finished in self._waiters:
+            if waiting == number and not finished.done():
+                finished.set_result(None)
 
     def _progressed(self, done: int) -> None:
         waiters = self._waiters

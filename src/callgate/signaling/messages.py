@@ -45,6 +45,7 @@ BAD_REQUEST: Final = "bad-request"
 NOT_FOUND: Final = "not-found"
 CONFLICT: Final = "conflict"
 RATE_LIMITED: Final = "rate-limited"
+UNAVAILABLE: Final = "unavailable"  # several nodes: the bus between them is down (fail closed)
 
 
 class ProtocolError(CallgateError, ValueError):
@@ -157,12 +158,20 @@ class Stats(_Message):
     streams: list[StreamStats] = Field(max_length=MAX_STREAMS)
 
 
+class Reattach(_Message):
+    """Several nodes: a party whose signaling connection was lost (its node died) takes its
+    side of an answered call back on this connection (docs/signaling.md)."""
+
+    type: Literal["call.reattach"]
+    call_id: Id
+
+
 class Ping(_Message):
     type: Literal["ping"]
 
 
 ClientMessage = Annotated[
-    Invite | Answer | Candidate | Reject | Hangup | Media | Stats | Ping,
+    Invite | Answer | Candidate | Reject | Hangup | Media | Stats | Reattach | Ping,
     Field(discriminator="type"),
 ]
 CLIENT_TYPES: Final = frozenset(
@@ -174,6 +183,7 @@ CLIENT_TYPES: Final = frozenset(
         "call.hangup",
         "call.media",
         "call.stats",
+        "call.reattach",
         "ping",
     }
 )

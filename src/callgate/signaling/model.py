@@ -127,6 +127,22 @@ def deadline(call: Call, timeouts: Timeouts) -> tuple[float, Reason]:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldCall:
+    """An answered call another signaling node held when it died, as its record tells
+    (docs/scaling.md): what the node that takes it over rebuilds the call from."""
+
+    call_id: str
+    caller_handle: str
+    caller_device: str
+    callee_handle: str
+    callee_device: str
+    invite_wall: float
+    answer_wall: float
+    media: bool  # both parties had reported media connected
+    relay_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Ended:
     """An ended call kept for `final_stats_grace` so late final stats are still recorded."""
 

@@ -30,6 +30,9 @@ class Reason(enum.StrEnum):
     # The call must be recorded (policy) and the recorder could not start: nobody was rung.
     RECORDING_UNAVAILABLE = "recording-unavailable"
     RECORDING_FAILED = "recording-failed"  # the recording stopped being written mid-call
+    # Several nodes: the node holding the call died and no party re-attached within the lease
+    # (docs/scaling.md); a surviving node finalized the record.
+    NODE_LOST = "node-lost"
 
 
 class Disposition(enum.StrEnum):
@@ -74,6 +77,7 @@ _BY_ANSWER: dict[Reason, tuple[Disposition, Disposition]] = {
     Reason.SERVER_RESTART: (Disposition.ANSWERED, Disposition.FAILED),
     Reason.ENDED_BY_ADMIN: (Disposition.ANSWERED, Disposition.CANCELLED),
     Reason.RECORDING_FAILED: (Disposition.ANSWERED, Disposition.FAILED),
+    Reason.NODE_LOST: (Disposition.ANSWERED, Disposition.FAILED),
 }
 
 

@@ -247,3 +247,36 @@ def test_migration_0001_to_0002_keeps_turn_users(empty_database_url: str) -> Non
     calls_indexes = {ix["name"] for ix in inspect(engine).get_indexes("calls")}
     assert {"ix_calls_invite_at", "ix_calls_caller_user_invite_at"} <= calls_indexes
     engine.dispose()
+
+
+def test_several_nodes_a_dead_nodes_call_is_taken_over_once_or_finalized_node_lost(
+    store: Store,
+) -> None:
+    """Node a held two calls and died at T0+20 s (its last heartbeat). b takes one over (a
+    compare-and-set: c, trying second, loses; a's writes are refused from then on); the other,
+    nobody re-attached, is finalized node-lost at a's last beat, once."""
+    clock = ManualClock(start_wall=(T0 + timedelta(seconds=20)).timestamp())
+    a, b, c = (CdrRepository(store, clock, node_id=node) for node in ("a", "b", "c"))
+    kept, lost = open_call(a, node_id="a"), open_call(a, "carol", "dave", node_id="a")
+    for call_id in (kept, lost):
+        assert a.update(call_id, answer_at=T0 + timedelta(seconds=2), callee_device="d2")
+    silent = T0 + timedelta(seconds=25)
+    assert not b.take_over(kept, "a", silent_since=T0 + timedelta(seconds=10))  # a still beat
+    assert b.take_over(kept, "a", silent_since=silent)
+    assert not c.take_over(kept, "a", silent_since=silent)  # b won
+    assert not a.update(kept, codec="opus")  # a, only thought dead, cannot write b's call
+    assert not a.finalize(kept, T0 + timedelta(seconds=30), "answered", "caller", "hangup")
+
+    assert c.close_lost({"b", "c"}, silent_since=silent) == (lost,)
+    assert c.close_lost({"b", "c"}, silent_since=silent) == ()
+    record = c.get(lost)
+    assert record is not None
+    assert (record.disposition, record.reason, record.ended_by) == (
+        "answered",
+        "node-lost",
+        "server",
+    )
+    assert record.end_at == T0 + timedelta(seconds=20) and record.duration_s == 18.0
+    taken = b.get(kept)
+    assert taken is not None and taken.end_at is None and taken.node_id == "b"
+    assert b.finalize(kept, T0 + timedelta(seconds=60), "answered", "caller", "hangup")

@@ -57,3 +57,26 @@ def test_a_tls_listener_is_offered_as_turns_after_the_plain_urls() -> None:
     named.bound = [(Transport.TLS, ("203.0.113.22", 443)), (Transport.TLS, ("::", 5349))]
     assert tls_urls(named) == (("turn.example.com", 443), ("turn.example.com", 5349))
     assert tls_urls(TurnServer(config)) == ()  # no TLS listener, no turns: URL
+
+
+def test_every_node_hands_out_every_relay_in_one_order() -> None:
+    """Several nodes: both parties of a cross-node call get the same relays in the same order
+    (aiortc uses only the first TURN server; call-bound relaying needs a common relay)."""
+    from callgate.signaling.iceconfig import ClusterIce, relay_endpoints
+
+    configs = {
+        node: IceServerConfig(udp=(("127.0.0.1", port),), secret="shared", ttl=600)
+        for node, port in (("a", 3478), ("b", 3479), ("c", 3480))
+    }
+    endpoints = {node: relay_endpoints(config) for node, config in configs.items()}
+
+    def handed_out(node: str) -> list[str]:
+        others = {n: e for n, e in endpoints.items() if n != node}
+        ice = ClusterIce(node, configs[node], lambda: others)
+        servers = ice.ice_servers("alice", 1_800_000_000.0)
+        turn = [s for s in servers if "username" in s]
+        assert len({(s["username"], s["credential"]) for s in turn}) == 1  # one shared secret
+        return [s["urls"][0] for s in turn]
+
+    assert handed_out("b") == handed_out("c") == handed_out("a")
+    assert handed_out("c")[0].startswith("turn:127.0.0.1:3478")  # node a's relay first

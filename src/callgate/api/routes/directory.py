@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Literal, cast
 
 from fastapi import APIRouter
 from pydantic import BaseModel
@@ -44,10 +44,13 @@ def presence_by_handle(
 
 
 def directory_router(
-    hub: SignalingHub, other_devices: Callable[[], Iterable[tuple[str, str]]] | None = None
+    hub: SignalingHub,
+    other_devices: Callable[[], Iterable[tuple[str, str]]] | None = None,
+    elsewhere: Callable[[], dict[str, str]] | None = None,
 ) -> APIRouter:
     """`other_devices`: more (device id, handle) pairs that count as online, e.g. registered SIP
-    phones (callgate.sip)."""
+    phones (callgate.sip); `elsewhere`: presence on the other signaling nodes (several nodes),
+    merged in."""
     router = APIRouter(prefix="/api", tags=["directory"])
 
     @router.get("/directory")
@@ -57,6 +60,9 @@ def directory_router(
         if other_devices is not None:
             devices += other_devices()
         present = presence_by_handle(devices, hub.engine.call_of)
+        for handle, state in (elsewhere() if elsewhere is not None else {}).items():
+            if state in ("online", "in-call") and present.get(handle) != "in-call":
+                present[handle] = cast(Presence, state)
         accounts = await asyncio.to_thread(services.accounts.list_users)
         colleagues = [
             Colleague(

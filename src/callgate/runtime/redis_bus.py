@@ -1,0 +1,263 @@
+"""The bus between signaling nodes, on Redis (docs/scaling.md says why pub/sub, not streams).
+
+Keys (all under `callgate:`):
+
+- `dev:{handle}` — hash, device id → JSON of the device and its node: who is connected where.
+- `nodedev:{node}` — set of "handle device-id" a node announced, so a node that restarts under
+  the same id removes what its previous life left.
+- `snap:{node}` — JSON of the node's live calls and presence, rewritten every `interval`
+  seconds with a time to live of `ttl`: a node whose snapshot expired is dead to the others
+  (its devices are not rung, its calls not listed).
+- `nodes` — set of node ids that ever published a snapshot.
+- channel `node:{node}` — messages to that node (signaling/cluster.py lists them).
+
+Redis down: `devices_of` raises `ClusterUnavailable` (new calls are refused), posts are dropped,
+`available` is false. A background loop retries every `interval`; once Redis answers again the
+node announces its connected devices anew (a restarted Redis has lost them) and subscribes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from callgate.signaling.cluster import ClusterPeer, ClusterUnavailable, RemoteDevice
+
+log = logging.getLogger(__name__)
+
+PREFIX = "callgate:"
+INTERVAL = 1.0  # seconds between snapshots (and reconnect attempts)
+TTL = 5  # seconds a node's snapshot lives: a node silent this long is dead to the others
+_DOWN = (RedisError, OSError)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisBus:
+    def __init__(
+        self, url: str, node_id: str, *, interval: float = INTERVAL, ttl: int = TTL
+    ) -> None:
+        self.node_id = node_id
+        self._redis: Redis = Redis.from_url(
+            url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=10
+        )
+        self._interval = interval
+        self._ttl = ttl
+        self._peer: ClusterPeer | None = None
+        self._snapshots: dict[str, dict[str, Any]] = {}
+        self._beating = False
+        self._subscribed = False
+        self._lost = True  # Redis may have lost this node's devices: announce them again
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self.posted = 0
+        self.dropped = 0
+
+    @property
+    def available(self) -> bool:
+        return self._beating and self._subscribed
+
+    def health(self) -> dict[str, Any]:
+        """For /healthz: reachable or not, and the other live nodes this node sees."""
+        return {
+            "ok": self.available,
+            "node": self.node_id,
+            "peers": sorted(self._snapshots) if self.available else [],
+        }
+
+    def attach(self, peer: ClusterPeer) -> None:
+        self._peer = peer
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Clear what this node's previous life left, then run; Redis down at start is not an
+        error (the node refuses calls until it comes back)."""
+        try:
+            await self._forget_node(self.node_id)
+            await self._beat()
+        except _DOWN as exc:
+            log.warning("Redis unreachable at start (%s); new calls refused until it answers", exc)
+            self._beating, self._lost = False, True
+        self._tasks = [
+            asyncio.create_task(self._run_beat(), name="cluster-beat"),
+            asyncio.create_task(self._run_listen(), name="cluster-listen"),
+        ]
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self._background]:
+            task.cancel()
+        for task in [*self._tasks, *self._background]:
+            with contextlib.suppress(asyncio.CancelledError, *_DOWN):
+                await task
+        with contextlib.suppress(*_DOWN):
+            await self._forget_node(self.node_id)
+            await self._redis.delete(f"{PREFIX}snap:{self.node_id}")
+        await self._redis.aclose()
+
+    # -- presence ----------------------------------------------------------------------------------
+
+    async def devices_of(self, handle: str) -> list[RemoteDevice]:
+        try:
+            entries = await self._redis.hgetall(f"{PREFIX}dev:{handle}")
+            devices = [RemoteDevice.from_json(json.loads(raw)) for raw in entries.values()]
+            others = sorted({d.node for d in devices if d.node != self.node_id})
+            alive: dict[str, bool] = {}
+            if others:
+                found = await self._redis.exists(*[f"{PREFIX}snap:{n}" for n in others])
+                if found == len(others):
+                    alive = dict.fromkeys(others, True)
+                else:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for node in others:
+                            pipe.exists(f"{PREFIX}snap:{node}")
+                        alive = dict(zip(others, map(bool, await pipe.execute()), strict=True))
+        except _DOWN as exc:
+            self._beating, self._lost = False, True
+            raise ClusterUnavailable(f"the cluster bus (Redis) is unreachable: {exc}") from None
+        if not self.available:
+            raise ClusterUnavailable("the cluster bus (Redis) is reconnecting")
+        return [d for d in devices if d.node != self.node_id and alive.get(d.node)]
+
+    def device_up(self, device: RemoteDevice) -> None:
+        self._background_call(self._announce([device]))
+
+    def device_down(self, device: RemoteDevice) -> None:
+        self._background_call(self._withdraw(device))
+
+    async def _announce(self, devices: list[RemoteDevice]) -> None:
+        if not devices:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for device in devices:
+                pipe.hset(
+                    f"{PREFIX}dev:{device.handle}", device.device_id, json.dumps(device.as_json())
+                )
+                pipe.sadd(f"{PREFIX}nodedev:{self.node_id}", f"{device.handle} {device.device_id}")
+            await pipe.execute()
+
+    async def _withdraw(self, device: RemoteDevice) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(f"{PREFIX}dev:{device.handle}", device.device_id)
+            pipe.srem(f"{PREFIX}nodedev:{self.node_id}", f"{device.handle} {device.device_id}")
+            await pipe.execute()
+
+    async def _forget_node(self, node: str) -> None:
+        key = f"{PREFIX}nodedev:{node}"
+        members = await self._redis.smembers(key)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                handle, _, device_id = _text(member).partition(" ")
+                pipe.hdel(f"{PREFIX}dev:{handle}", device_id)
+            pipe.delete(key)
+            await pipe.execute()
+
+    # -- messages ----------------------------------------------------------------------------------
+
+    def post(
+        self,
+        node: str,
+        message: dict[str, Any],
+        undelivered: Callable[[], None] | None = None,
+    ) -> None:
+        self.posted += 1
+        channel, data = f"{PREFIX}node:{node}", json.dumps(message)
+
+        async def publish() -> None:
+            # PUBLISH answers how many subscribers got it: none means the node is gone (Redis
+            # saw its connection close), known at once rather than after its snapshot expires.
+            receivers = await self._redis.publish(channel, data)
+            if receivers == 0 and undelivered is not None:
+                undelivered()
+
+        self._background_call(publish())
+
+    def snapshots(self) -> dict[str, dict[str, Any]]:
+        return dict(self._snapshots) if self.available else {}
+
+    def _background_call(self, work: Any) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except _DOWN as exc:
+                self.dropped += 1
+                self._beating, self._lost = False, True
+                log.warning("cluster bus write failed: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- background --------------------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        """Publish this node's snapshot and read the others'; the first after an outage
+        announces the connected devices again."""
+        peer = self._peer
+        if self._lost and peer is not None:
+            # first: another node that sees this snapshot finds the devices too
+            await self._announce(peer.local_devices())
+        self._lost = False
+        snapshot = json.dumps(peer.snapshot() if peer is not None else {})
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(f"{PREFIX}snap:{self.node_id}", snapshot, ex=self._ttl)
+            pipe.sadd(f"{PREFIX}nodes", self.node_id)
+            pipe.smembers(f"{PREFIX}nodes")
+            _set, _added, members = await pipe.execute()
+        others = sorted(_text(m) for m in members if _text(m) != self.node_id)
+        raw = await self._redis.mget([f"{PREFIX}snap:{n}" for n in others]) if others else []
+        self._snapshots = {n: json.loads(r) for n, r in zip(others, raw, strict=True) if r}
+        if not self._beating:
+            if self._tasks:
+                log.warning("the cluster bus (Redis) answers again")
+            self._beating = True
+
+    async def _run_beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._beat()
+            except _DOWN as exc:
+                if self._beating:
+                    log.warning("the cluster bus (Redis) is unreachable: %s", exc)
+                self._beating, self._lost = False, True
+
+    async def _run_listen(self) -> None:
+        channel = f"{PREFIX}node:{self.node_id}"
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                self._subscribed = True
+                while True:
+                    frame = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if frame is not None and frame.get("type") == "message":
+                        await self._dispatch(frame["data"])
+            except _DOWN:
+                self._subscribed, self._lost = False, True
+                await asyncio.sleep(self._interval)
+            finally:
+                self._subscribed = False
+                with contextlib.suppress(*_DOWN):
+                    await pubsub.aclose()
+
+    async def _dispatch(self, data: bytes) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            log.warning("undecodable message on the cluster bus")
+            return
+        if self._peer is not None and isinstance(message, dict):
+            try:
+                await self._peer.on_message(message)
+            except Exception:
+                log.exception("cluster message %s failed", message.get("op"))

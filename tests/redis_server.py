@@ -1,0 +1,83 @@
+"""A private Redis server for the tests (Debian's `redis-server`, installed by scripts/test).
+
+`redis_server` (a fixture, per test): a `redis-server` on 127.0.0.1 on a free port, no
+persistence, no other client; `stop()` and `start()` again on the same port let a test take
+Redis away and bring it back. Missing program: skipped, or failed under CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+LOOPBACK = "127.0.0.1"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    def __init__(self, program: str, root: Path) -> None:
+        self.program = program
+        self.root = root
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        args = [
+            self.program, "--bind", LOOPBACK, "--port", str(self.port), "--save", "",
+            "--appendonly", "no", "--dir", str(self.root), "--protected-mode", "yes",
+            "--logfile", str(self.root / "redis.log"),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection((LOOPBACK, self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                log = self.root / "redis.log"
+                raise RuntimeError(f"redis-server did not start: {log.read_text(errors='replace')}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    program = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(program):
+        reason = "redis-server not found (Debian: apt-get install redis-server)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; scripts/test installs it")
+        pytest.skip(reason)
+    root = tmp_path / "redis"
+    root.mkdir()
+    server = RedisServer(program, root).start()
+    try:
+        yield server
+    finally:
+        server.stop()

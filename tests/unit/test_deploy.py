@@ -1,0 +1,49 @@
+"""deploy/: the example config and environment load with callgate's own settings, and the node
+unit starts the command with options it has (a setting the product ignores would be a lie)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from callgate.cli.app import app
+from callgate.config import load_settings
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("CALLGATE_"):
+            monkeypatch.delenv(name)
+
+
+def test_the_node_examples_load_as_a_cluster_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    for line in (DEPLOY / "callgate.env.example").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            monkeypatch.setenv(name, value)
+    unit = (DEPLOY / "systemd" / "callgate-signaling@.service").read_text()
+    start = re.search(r"^ExecStart=(\S+) (.*)$", unit, re.MULTILINE)
+    assert start is not None
+    args = start[2].split()
+    assert args[:3] == ["serve", "--config", "/etc/callgate/callgate.toml"]
+    assert args[3:] == ["--node-id", "%i"]
+
+    settings = load_settings(DEPLOY / "callgate-node.toml", {"node_id": "a"})
+    assert settings.node_id == "a" and settings.node_lease == 10
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value().startswith("redis://")
+    assert settings.database().startswith("postgresql+psycopg://")
+    assert settings.turn.relay_ip == "203.0.113.11"
+
+
+def test_serve_has_the_options_the_unit_gives() -> None:
+    help_text = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+    for option in ("--config", "--node-id", "--redis-url"):
+        assert option in help_text
