@@ -322,6 +322,17 @@ class SignalingHub:
     # -- effects -----------------------------------------------------------------------------------
 
     async def apply(self, effects: Sequence[Effect]) -> None:
+        """Carry out effects in order (`_apply`), to the end even if the awaiting task is
+        cancelled: a call's end cancels its anchoring tasks and a closing socket its handler,
+        and what follows a wait for the records (a `call.ended` to the caller) must still go."""
+        if not _waits(effects):
+            await self._apply(effects)  # no wait inside: nothing can interrupt it
+            return
+        task = asyncio.get_running_loop().create_task(self._apply(effects))
+        self.keep(task)
+        await asyncio.shield(task)
+
+    async def _apply(self, effects: Sequence[Effect]) -> None:
         """Carry out effects in order; a CdrOpen is committed before the next effect runs.
 
         Fail closed: if a new call's record cannot be written, nobody rings — the rest of the
@@ -553,3 +564,18 @@ class SignalingHub:
                     await self.apply(self.engine.tick())
                 except Exception:
                     log.exception("signaling timer failed")
+
+
+def _waits(effects: Sequence[Effect]) -> bool:
+    """Whether `_apply` will wait for the record writer: a new call's record, or a message
+    after a record write."""
+    written = False
+    for effect in effects:
+        if isinstance(effect, CdrOpen):
+            return True
+        if isinstance(effect, Send):
+            if written:
+                return True
+        else:
+            written = True
+    return False
