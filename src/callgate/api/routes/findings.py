@@ -55,7 +55,11 @@ def findings_router(
         rows = await asyncio.to_thread(repository.recent, limit, unsanctioned)
         return {"monitor": monitor_status(), "findings": [row.as_json() for row in rows]}
 
-    @router.get("/nftables")
+    @router.get(
+        "/nftables",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "an nftables ruleset"}},
+    )
     async def block_list(user: UserDep) -> Response:
         await authorize(user, "findings/nftables")
         targets = await asyncio.to_thread(repository.block_targets)
