@@ -148,7 +148,7 @@ class Serve:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def start(self, timeout: float = 30.0) -> Serve:
+    def start(self, timeout: float = 90.0) -> Serve:
         low, high = self.relay_ports
         args = [
             "serve", "--data-dir", str(self.data_dir),
@@ -186,7 +186,7 @@ class Serve:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=15)
+            return self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(f"callgate serve did not stop on SIGTERM:\n{self.log()}") from None

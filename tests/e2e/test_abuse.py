@@ -33,7 +33,9 @@ from tests.e2e.helpers import (
     raw_request,
 )
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(
+    120
+)  # a module's server starts inside its first test: a busy machine needs time, not luck
 
 
 @dataclass

