@@ -165,20 +165,26 @@ class Serve:
                 stdout=log,
                 stderr=log,
             )
-        deadline = time.monotonic() + timeout
+        try:
+            self._wait_ready(time.monotonic() + timeout)
+        except BaseException:  # not up in time, or the test's own timeout fired: none left behind
+            self.kill()
+            raise
+        self.started_at = time.time()
+        return self
+
+    def _wait_ready(self, deadline: float) -> None:
+        assert self.proc is not None
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(f"callgate serve exited {self.proc.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
-                self.kill()
                 raise AssertionError(f"callgate serve did not come up:\n{self.log()}")
             with contextlib.suppress(OSError):
                 status, _ = http_json(f"{self.url}/healthz")
                 if status == 200:
-                    break
+                    return
             time.sleep(0.05)
-        self.started_at = time.time()
-        return self
 
     def stop(self) -> int:
         """SIGTERM and wait; the exit status."""
