@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,18 +26,17 @@ from sqlalchemy import Connection
 from callgate.accounts import audit
 from callgate.accounts.records import UserRecord
 from callgate.accounts.service import AccountService
-from callgate.errors import UserExistsError
 from callgate.identity.errors import ProviderError, SsoFailed, TokenRejected
 from callgate.identity.linked import LinkedAccounts
 from callgate.identity.mapping import GroupRules, decide, handle_from
 from callgate.identity.oidc_provider import OidcProvider
+from callgate.identity.sso_accounts import Refused, signed_in_account
 from callgate.records.audit import AuditLog
 from callgate.storage.db import Store
 
 log = logging.getLogger(__name__)
 
 SOURCE = "oidc"
-SCIM_SOURCE = "scim"  # accounts the identity provider provisions (scim_store.SOURCE)
 PENDING_TTL_S = 600.0
 MAX_PENDING = 10_000  # attempts in progress, in all
 MAX_PENDING_PER_CLIENT = 20  # per client address: one address cannot crowd out the others
@@ -211,38 +210,17 @@ class OidcSignIn:
             "groups": decision.groups,
             "role": decision.role,
         }
-        now = datetime.now(UTC)
-        existing = self._linked.find(SOURCE, external_id)
-        if existing is not None:
-            if existing.disabled:
-                raise self._failed(client, "account disabled in callgate", 403, why)
-            profile["handle"] = existing.handle
-            profile["display_name"] = profile["display_name"] or existing.handle
-            return self._linked.refresh(existing, profile, now, why)
         raw_handle = claims.get(settings.handle_claim)
-        handle = handle_from(raw_handle) if isinstance(raw_handle, str) else None
-        if handle is None:
-            detail = {**why, "value": str(raw_handle)[:255]}
-            raise self._failed(
-                client, f"claim {settings.handle_claim} is not a usable handle", 403, detail
-            )
-        provisioned = self._accounts.get(handle)
-        if provisioned is not None and provisioned.source == SCIM_SOURCE:
-            # Provisioned over SCIM (scim_store.py): SCIM owns its name, groups and role and
-            # whether it is active; single sign-on only signs it in.
-            if provisioned.disabled:
-                raise self._failed(client, "account disabled in callgate", 403, why)
-            return provisioned
-        if not settings.create_accounts:
-            raise self._failed(client, "no account and create_accounts is off", 403, why)
-        profile["handle"] = handle
-        profile["display_name"] = profile["display_name"] or handle
         try:
-            return self._linked.create(SOURCE, external_id, profile, now, why)
-        except UserExistsError:
-            raise self._failed(
-                client, f"handle {handle!r} belongs to another account", 409, why
-            ) from None
+            return signed_in_account(
+                self._linked, self._accounts, SOURCE, external_id, profile,
+                handle_from(raw_handle) if isinstance(raw_handle, str) else None,
+                bad_handle=(f"claim {settings.handle_claim} is not a usable handle", str(raw_handle)),
+                create_accounts=settings.create_accounts, why=why,
+            )  # fmt: skip
+        except Refused as refused:
+            detail = {**why, **refused.extra}
+            raise self._failed(client, refused.reason, refused.status, detail) from None
 
     def _failed(
         self, client: str | None, reason: str, status: int, extra: dict[str, Any] | None = None

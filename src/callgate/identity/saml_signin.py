@@ -21,7 +21,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -29,12 +29,12 @@ from sqlalchemy import Connection
 from callgate.accounts import audit
 from callgate.accounts.records import UserRecord
 from callgate.accounts.service import AccountService
-from callgate.errors import UserExistsError
 from callgate.identity.errors import SsoFailed
 from callgate.identity.linked import LinkedAccounts
 from callgate.identity.mapping import GroupRules, decide, handle_from
 from callgate.identity.oidc_signin import safe_next
 from callgate.identity.settings import SamlSettings
+from callgate.identity.sso_accounts import Refused, signed_in_account
 from callgate.records.audit import AuditLog
 from callgate.storage.db import Store
 
@@ -49,7 +49,6 @@ with warnings.catch_warnings():  # pysaml2 names a cipher mode cryptography has 
 log = logging.getLogger(__name__)
 
 SOURCE = "saml"
-SCIM_SOURCE = "scim"
 PENDING_TTL_S = 600.0
 MAX_PENDING = 10_000
 MAX_PENDING_PER_CLIENT = 20
@@ -248,35 +247,18 @@ class SamlSignIn:
             "groups": decision.groups,
             "role": decision.role,
         }
-        now = datetime.now(UTC)
-        existing = self._linked.find(SOURCE, external_id)
-        if existing is not None:
-            if existing.disabled:
-                raise self._failed(client, "account disabled in callgate", 403, why)
-            profile["handle"] = existing.handle
-            profile["display_name"] = profile["display_name"] or existing.handle
-            return self._linked.refresh(existing, profile, now, why)
         raw = claims["handle"]
-        handle = handle_from(raw) if raw else None
-        if handle is None:
-            attribute = self._settings.handle_attribute or "NameID"
-            detail = {**why, "value": str(raw)[:255]}
-            raise self._failed(client, f"{attribute} is not a usable handle", 403, detail)
-        provisioned = self._accounts.get(handle)
-        if provisioned is not None and provisioned.source == SCIM_SOURCE:
-            if provisioned.disabled:
-                raise self._failed(client, "account disabled in callgate", 403, why)
-            return provisioned
-        if not self._settings.create_accounts:
-            raise self._failed(client, "no account and create_accounts is off", 403, why)
-        profile["handle"] = handle
-        profile["display_name"] = profile["display_name"] or handle
+        attribute = self._settings.handle_attribute or "NameID"
         try:
-            return self._linked.create(SOURCE, external_id, profile, now, why)
-        except UserExistsError:
-            raise self._failed(
-                client, f"handle {handle!r} belongs to another account", 409, why
-            ) from None
+            return signed_in_account(
+                self._linked, self._accounts, SOURCE, external_id, profile,
+                handle_from(raw) if raw else None,
+                bad_handle=(f"{attribute} is not a usable handle", str(raw)),
+                create_accounts=self._settings.create_accounts, why=why,
+            )  # fmt: skip
+        except Refused as refused:
+            detail = {**why, **refused.extra}
+            raise self._failed(client, refused.reason, refused.status, detail) from None
 
     def _failed(
         self, client: str | None, reason: str, status: int, extra: dict[str, Any] | None = None
