@@ -19,7 +19,12 @@ from callgate.storage.db import Store, open_store
 from callgate.turn.config import TurnConfig
 from callgate.types import Address, Transport
 from callgate.types.events import AllocationEvent, EventKind, EventSink, ListSink
-from tests.db_backends import database_url, empty_database_url, pg_server  # noqa: F401 - fixtures
+from tests.db_backends import (  # noqa: F401 - fixtures
+    database_url,
+    empty_database_url,
+    pg_server,
+    sqlite_template,
+)
 from tests.ports import LOOPBACK, free_port, free_udp_pair, relay_port_range  # noqa: F401 - re-exported
 from tests.redis_server import redis_server  # noqa: F401 - fixture
 
