@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -31,3 +32,16 @@ def shell_blocks(doc: str, heading: str) -> list[str]:
         elif current is not None:
             current.append(line)
     return blocks
+
+
+def run_step(step: str, timeout: float = 120) -> str:
+    """One shell step, run by bash from the checkout (as the walkthroughs say); its output."""
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", step],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, f"{step}\n{done.stdout}\n{done.stderr}"
+    return done.stdout

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.doc_steps import REPO, shell_blocks
+from tests.doc_steps import REPO, run_step, shell_blocks
 from tests.e2e.helpers import Serve, free_port, http_json, private_relay_range
 from tests.identity.saml_idp import need_xmlsec
 
@@ -37,18 +37,6 @@ def localised(folder: Path, idp_port: int, port: int) -> Callable[[str], str]:
         )
 
     return apply
-
-
-def run(step: str) -> str:
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", step],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, f"{step}\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 @pytest.fixture
@@ -97,12 +85,12 @@ def test_the_saml_walkthrough_signs_carol_in_with_chromium(
     idp_port, port = free_port(), free_port()
     local = localised(folder, idp_port, port)
 
-    run(local(keys))  # 1: openssl key and certificate, people.json
+    run_step(local(keys))  # 1: openssl key and certificate, people.json
     assert (folder / "idp.key").stat().st_mode & 0o077 == 0
     idp_log = tmp_path / "idp.log"
     proc = idp_process(local(idp), idp_log)  # 2: the IdP, over HTTP
     wait_for(f"http://127.0.0.1:{idp_port}/metadata", proc, idp_log)
-    run(local(configure))  # 3: its metadata saved, callgate.toml written
+    run_step(local(configure))  # 3: its metadata saved, callgate.toml written
     server = Serve(
         data_dir=folder / "data",
         http_port=port,
@@ -119,7 +107,7 @@ def test_the_saml_walkthrough_signs_carol_in_with_chromium(
             to_idp = browser.get(f"{server.url}/api/saml/login").headers["location"]
             early = browser.get(to_idp)
         assert early.status_code == 400 and "no SP metadata yet" in early.text
-        run(local(give_metadata))  # 5: callgate's metadata to the IdP
+        run_step(local(give_metadata))  # 5: callgate's metadata to the IdP
 
         page = new_page()  # 6: the browser, through the IdP's own page and form
         page.goto(f"{server.url}/")
@@ -139,7 +127,7 @@ def test_the_saml_walkthrough_signs_carol_in_with_chromium(
             "carol", "Carol Jones", "admin", "saml",
         )  # fmt: skip
 
-        shown = run(local(check))  # the account and the audited sign-in, from the CLI
+        shown = run_step(local(check))  # the account and the audited sign-in, from the CLI
         rows = [line.split(maxsplit=5) for line in shown.splitlines()]
         assert ["carol", "Carol", "Jones", "admin", "enabled"] in [r[:5] for r in rows], shown
         created = [r for r in rows if r[3:5] == ["identity:saml", "user.create"]]
