@@ -57,7 +57,7 @@ FORM = """<!DOCTYPE html>
 </form>{error}</body></html>"""
 
 
-class TestIdp:
+class SamlTestIdp:
     def __init__(self, args: argparse.Namespace) -> None:
         self.base = f"http://{args.host}:{args.port}"
         self.entity_id = f"{self.base}/metadata"
@@ -165,7 +165,7 @@ class TestIdp:
         return str(posted["data"])
 
 
-def handler(idp: TestIdp) -> type[BaseHTTPRequestHandler]:
+def handler(idp: SamlTestIdp) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def reply(self, code: int, body: bytes | str, kind: str = "text/html") -> None:
             data = body.encode() if isinstance(body, str) else body
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         help="encrypt assertions to the SP's encryption certificate (from its metadata)",
     )
     args = parser.parse_args(argv)
-    idp = TestIdp(args)
+    idp = SamlTestIdp(args)
     httpd = ThreadingHTTPServer((args.host, args.port), handler(idp))
     print(f"saml-test-idp: {idp.entity_id} ready", file=sys.stderr, flush=True)
     httpd.serve_forever()
