@@ -15,6 +15,7 @@ groups and role; an account provisioned over SCIM with the same handle is signed
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
 import threading
@@ -22,6 +23,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
@@ -40,11 +42,12 @@ from callgate.storage.db import Store
 
 with warnings.catch_warnings():  # pysaml2 names a cipher mode cryptography has moved (CFB)
     warnings.simplefilter("ignore")
-    from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+    from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, samlp
     from saml2.client import Saml2Client
     from saml2.config import SPConfig
     from saml2.metadata import create_metadata_string
     from saml2.saml import NAMEID_FORMAT_PERSISTENT
+    from saml2.xmldsig import SIG_RSA_SHA256
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +68,15 @@ class Pending:
 
 
 def sp_config(settings: SamlSettings) -> SPConfig:
+    keys: dict[str, Any] = {}
+    if settings.sp_key_file is not None and settings.sp_cert_file is not None:
+        _private(settings.sp_key_file)
+        pair = {"key_file": str(settings.sp_key_file), "cert_file": str(settings.sp_cert_file)}
+        keys = {**pair, "encryption_keypairs": [pair]}
     config = SPConfig()
     config.load(
         {
+            **keys,
             "entityid": settings.sp_entity_id,
             "xmlsec_binary": str(settings.xmlsec_binary),
             "metadata": {"local": [str(settings.idp_metadata_file)]},
@@ -81,13 +90,21 @@ def sp_config(settings: SamlSettings) -> SPConfig:
                     "want_assertions_signed": True,
                     "want_response_signed": False,
                     "allow_unsolicited": False,
-                    "authn_requests_signed": False,
+                    "authn_requests_signed": settings.sign_requests,
                     "name_id_format": [NAMEID_FORMAT_PERSISTENT],
                 }
             },
         }
     )
     return config
+
+
+def _private(key_file: Path) -> None:
+    """Our SP key must be readable by us alone (it would let others sign in our name and read
+    the assertions meant for us)."""
+    mode = key_file.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ValueError(f"sp_key_file {key_file}: mode {mode:o}, must be 0600 or stricter")
 
 
 class SamlSignIn:
@@ -128,7 +145,12 @@ class SamlSignIn:
         state = secrets.token_urlsafe(32)
         with self._lock:
             request_id, info = self._client.prepare_for_authenticate(
-                entityid=self._idp, relay_state=state, binding=BINDING_HTTP_REDIRECT
+                entityid=self._idp,
+                relay_state=state,
+                binding=BINDING_HTTP_REDIRECT,
+                # Bindings §3.4.4.1: the query (SAMLRequest, RelayState, SigAlg) signed
+                sign=self._settings.sign_requests,
+                sigalg=SIG_RSA_SHA256 if self._settings.sign_requests else None,
             )
         location = dict(info["headers"])["Location"]
         self._pending[state] = Pending(request_id, safe_next(next_path), time.monotonic(), client)
@@ -150,6 +172,8 @@ class SamlSignIn:
             raise self._failed(client, "sign-in started in another browser (state cookie)", 400)
         if not response or len(response) > MAX_RESPONSE_BYTES:
             raise self._failed(client, "no SAMLResponse, or one too large", 400)
+        if self._settings.require_encrypted_assertions and _clear_assertion(response):
+            raise self._failed(client, "assertion rejected: not encrypted", 401)
         parsed = self._verify(response, pending, client)
         claims = self._claims(parsed, client)
         user = self._provision(claims, client)
@@ -272,6 +296,16 @@ class SamlSignIn:
         cutoff = time.monotonic() - PENDING_TTL_S
         for state in [s for s, p in self._pending.items() if p.created < cutoff]:
             del self._pending[state]
+
+
+def _clear_assertion(response: str) -> bool:
+    """Does the Response carry an Assertion in the clear (not inside an EncryptedAssertion)?
+    One that cannot be read answers True: pysaml2 would refuse it anyway."""
+    try:
+        parsed = samlp.response_from_string(base64.b64decode(response))
+    except Exception:  # pysaml2 (defusedxml) raises several kinds for bad XML
+        return True
+    return parsed is None or bool(parsed.assertion)
 
 
 def _why_rejected(exc: Exception) -> str:

@@ -272,6 +272,12 @@ class SamlSettings(BaseModel):
     create_accounts: bool = True
     clock_skew_s: int = Field(default=60, ge=0, le=300)
     xmlsec_binary: Path = Path("/usr/bin/xmlsec1")  # Debian's xmlsec1 checks the signatures
+    # callgate's own key pair as SP (PEM; the key mode 0600): published in our metadata, it
+    # signs AuthnRequests (sign_requests) and decrypts encrypted assertions.
+    sp_key_file: Path | None = None
+    sp_cert_file: Path | None = None
+    sign_requests: bool = False
+    require_encrypted_assertions: bool = False
 
     @model_validator(mode="after")
     def _coherent(self) -> SamlSettings:
@@ -282,6 +288,12 @@ class SamlSettings(BaseModel):
         if not self.sp_entity_id:
             raise ValueError("sp_entity_id is needed (e.g. https://HOST/api/saml/metadata)")
         _https_or_loopback("acs_url", self.acs_url)
+        if (self.sp_key_file is None) != (self.sp_cert_file is None):
+            raise ValueError("sp_key_file and sp_cert_file go together")
+        if self.sp_key_file is None and (self.sign_requests or self.require_encrypted_assertions):
+            raise ValueError(
+                "sign_requests and require_encrypted_assertions need sp_key_file and sp_cert_file"
+            )
         if self.default_role not in ROLE_NAMES:
             raise ValueError(f"default_role: expected one of {', '.join(ROLE_NAMES)}")
         return self
