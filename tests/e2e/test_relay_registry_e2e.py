@@ -1,0 +1,273 @@
+"""Separate relays (docs/scaling.md, "Separate relays"): two `callgate turn` processes registered
+in a private Redis (regions eu and us), one node `callgate serve --region eu`, PostgreSQL; all on
+loopback, real aiortc media with tones.
+
+One test, so the processes start once: it proves, in order,
+- both relays register; a client of the node's region gets the eu relay first, the us relay next;
+- per call: a caller whose media uses the us relay gets its callee the us relay first in
+  `call.incoming`, so both allocate there (call-bound relaying admits them: the relay reads the
+  node's live calls); the tone arrives; the CDR carries the call's relay use, from the relay
+  sessions the us relay wrote (marked with its id);
+- drain through the admin API mid-call: new clients are no longer handed eu, the call on it keeps
+  its media, ends normally, then the eu relay exits by itself (status 0);
+- a relay that stops heartbeating (SIGSTOP) is no longer handed out; beating again, it is;
+- `callgate turn --drain --node-id us` drains the us relay and returns once it has exited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callgate.accounts import AccountService
+from callgate.client.call import CallSession
+from callgate.client.ice import call_hello
+from callgate.client.signaling import SignalingClient
+from callgate.storage.db import open_store
+from tests.cli_process import COMMAND, clean_env
+from tests.db_backends import PgServer
+from tests.e2e.helpers import (
+    LOOPBACK,
+    Serve,
+    callgate,
+    cdr_row,
+    connected,
+    final_cdr,
+    http_json,
+    login,
+    new_serve,
+    next_of,
+    password_of,
+    relay_sessions,
+    wait_for,
+)
+from tests.ports import free_port, relay_port_range
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.timeout(240)
+ADMIN = "root"
+SECRET = "relay-registry-e2e-shared-turn-secret"
+
+
+@dataclass
+class Relay:
+    """A running `callgate turn`, registered as `relay_id` in `region`."""
+
+    relay_id: str
+    region: str
+    port: int
+    relay_ports: tuple[int, int]
+    log_path: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Relay:
+        low, high = self.relay_ports
+        args = [
+            "turn", "--listen", f"{LOOPBACK}:{self.port}", "--relay-ports", f"{low}-{high}",
+            "--node-id", self.relay_id, "--region", self.region,
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*COMMAND, *args], env=clean_env(**self.env), stdout=log, stderr=log
+            )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+
+def _turn_ports(ice_servers: list[dict[str, Any]]) -> list[int]:
+    """The ports of the TURN entries handed out, in order."""
+    return [
+        int(str(e["urls"][0]).split("?")[0].rsplit(":", 1)[1])
+        for e in ice_servers
+        if "username" in e
+    ]
+
+
+def _only(hello: dict[str, Any], relay: Relay) -> dict[str, Any]:
+    servers = [e for e in hello["ice_servers"] if _turn_ports([e]) == [relay.port]]
+    assert servers, hello["ice_servers"]
+    return {**hello, "ice_servers": servers, "ice_transport_policy": "relay"}
+
+
+def _registered(node: Serve, token: str) -> dict[str, dict[str, Any]]:
+    status, body = http_json(f"{node.url}/api/relays/registered", token=token)
+    assert status == 200, (status, body)
+    return {r["id"]: r for r in body["relays"]}
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, pg_server: PgServer, pg_users: str, redis_server: RedisServer
+) -> Iterator[tuple[Serve, Relay, Relay]]:
+    database_url = pg_server.new_database(pg_users)
+    store = open_store(database_url)
+    try:
+        AccountService(store, "callgate").create_user(
+            ADMIN, password=password_of(ADMIN), is_admin=True
+        )
+    finally:
+        store.close()
+    shared = {
+        "CALLGATE_REDIS_URL": redis_server.url,
+        "CALLGATE_DATABASE_URL": database_url,
+        "CALLGATE_TURN__AUTH_SECRET": SECRET,
+    }
+    eu, us = (
+        Relay(name, name, free_port(), relay_port_range(200), tmp_path / f"{name}.log", shared)
+        for name in ("eu", "us")
+    )
+    node = new_serve(
+        tmp_path / "node",
+        database_url=database_url,
+        CALLGATE_NODE_ID="n1",
+        CALLGATE_REGION="eu",
+        CALLGATE_REDIS_URL=redis_server.url,
+        CALLGATE_TURN__AUTH_SECRET=SECRET,
+    )
+    try:
+        eu.start()
+        us.start()
+        node.start(timeout=90)
+        yield node, eu, us
+    finally:
+        codes = [node.stop() if node.proc is not None else 0, eu.stop(), us.stop()]
+        for log in (node.log(), eu.log(), us.log()):
+            assert "Traceback" not in log, log
+        assert codes == [0, 0, 0], (codes, eu.log(), us.log())
+
+
+async def _inbound(session: CallSession) -> int:
+    return sum(s["packets"] for s in await session.stats() if s["direction"] == "inbound")
+
+
+async def _pump(client: SignalingClient, session: CallSession) -> None:
+    async for event in client.events():
+        await session.handle(event)
+
+
+async def _media_call(
+    alice: SignalingClient, bob: SignalingClient, caller_hello: dict[str, Any]
+) -> tuple[str, CallSession, CallSession, list[asyncio.Task[None]]]:
+    """alice calls bob with tones; bob configures the call from `call.incoming`, as the CLI
+    softphone does. Returns once both have media."""
+    caller = CallSession(alice, caller_hello, tone=440)
+    pumps = [asyncio.create_task(_pump(alice, caller))]
+    call_id = await caller.invite("bob")
+    incoming = await next_of(bob, "call.incoming", call_id, timeout=10)
+    callee = CallSession(bob, call_hello(bob.hello, incoming), tone=880)
+    pumps.append(asyncio.create_task(_pump(bob, callee)))
+    await callee.accept(incoming)
+    for session in (caller, callee):
+        await asyncio.wait_for(session.connected.wait(), 30)
+    await asyncio.sleep(1.0)  # a little media flows
+    return call_id, caller, callee, pumps
+
+
+async def _end(caller: CallSession, callee: CallSession, pumps: list[asyncio.Task[None]]) -> None:
+    await caller.hangup()
+    await asyncio.wait_for(callee.ended.wait(), 10)
+    for task in pumps:
+        task.cancel()
+    await asyncio.gather(*pumps, return_exceptions=True)
+    for session in (caller, callee):
+        await session.close()
+
+
+async def test_two_relays_chosen_drained_and_accounted(
+    cluster: tuple[Serve, Relay, Relay],
+) -> None:
+    node, eu, us = cluster
+    db = node.database
+    admin = await login(node, ADMIN)
+    await wait_for(lambda: set(_registered(node, admin)) == {"eu", "us"}, 20, "both registered")
+    async with connected(node, "alice", "laptop") as alice, connected(node, "bob", "desk") as bob:
+        # region first: the node is in eu, so its clients get eu, then us
+        assert _turn_ports(alice.hello["ice_servers"]) == [eu.port, us.port], alice.hello
+
+        # per call: alice's media uses us; bob is told us first for this call, and both relay
+        call_id, caller, callee, pumps = await _media_call(alice, bob, _only(alice.hello, us))
+        assert await _inbound(callee) > 20 and await _inbound(caller) > 20
+        await _end(caller, callee, pumps)
+        await final_cdr(db, call_id)
+
+        def linked() -> dict[str, Any] | None:
+            row = cdr_row(db, call_id)
+            return row if row is not None and row["relay_bytes"] else None
+
+        cdr = await wait_for(linked, 15, "the us relay's sessions linked to the CDR")
+        low, high = us.relay_ports
+        used = [a.rsplit(":", 1) for a in cdr["relay_used"].split(", ")]
+        assert len(used) == 2 and all(low <= int(port) <= high for _, port in used), cdr
+        sessions = relay_sessions(db, json.loads(cdr["relay_allocation_ids"]))
+        assert sorted(s["user"] for s in sessions) == ["alice", "bob"], sessions
+        assert {s["relay_id"] for s in sessions} == {"us"}, sessions
+        assert (
+            sum(s["bytes_to_peer"] + s["bytes_to_client"] for s in sessions) == cdr["relay_bytes"]
+        )
+
+        # a call on eu (both parties' first relay), then eu drained through the API mid-call
+        call_id, caller, callee, pumps = await _media_call(alice, bob, alice.hello)
+        status, body = http_json(f"{node.url}/api/relays/eu/drain", body={}, token=admin)
+        assert (status, body) == (202, {"id": "eu", "draining": True}), body
+        await wait_for(lambda: _registered(node, admin)["eu"]["draining"], 10, "eu draining")
+        async with connected(node, "carol", "desk") as carol:
+            assert _turn_ports(carol.hello["ice_servers"]) == [us.port], carol.hello
+        heard = await _inbound(callee)
+        await asyncio.sleep(1.5)
+        assert await _inbound(callee) - heard > 20  # the call on the draining relay goes on
+        assert eu.proc is not None and eu.proc.poll() is None, "eu left while a call was on it"
+        await _end(caller, callee, pumps)
+        cdr = await final_cdr(db, call_id)
+        assert cdr["reason"] == "hangup", cdr
+        await asyncio.to_thread(eu.proc.wait, 30)  # drained: it exits by itself
+        assert eu.proc.returncode == 0, eu.log()
+        await wait_for(lambda: "eu" not in _registered(node, admin), 10, "eu gone")
+
+    # a relay that stops beating is not handed out; beating again, it is
+    assert us.proc is not None
+    os.kill(us.proc.pid, signal.SIGSTOP)
+    try:
+        await wait_for(lambda: "us" not in _registered(node, admin), 20, "us expired")
+        async with connected(node, "carol", "desk") as carol:
+            assert us.port not in _turn_ports(carol.hello["ice_servers"]), carol.hello
+    finally:
+        os.kill(us.proc.pid, signal.SIGCONT)
+    await wait_for(lambda: "us" in _registered(node, admin), 20, "us registered again")
+
+    # `callgate turn --drain`: the us relay drains and exits; the command returns after it
+    done = await asyncio.to_thread(
+        callgate, "turn", "--drain", "--node-id", "us", "--redis-url",
+        str(us.env["CALLGATE_REDIS_URL"]), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "drained and gone" in done.stdout, done.stdout
+    assert await asyncio.to_thread(us.proc.wait, 30) == 0, us.log()
+    unknown = await asyncio.to_thread(
+        callgate, "turn", "--drain", "--node-id", "us", "--redis-url",
+        str(us.env["CALLGATE_REDIS_URL"]),
+    )  # fmt: skip
+    assert unknown.returncode == 1 and "no live relay 'us'" in unknown.stderr, unknown.stderr
