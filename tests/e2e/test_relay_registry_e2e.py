@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from callgate.storage.db import open_store
 from tests.cli_process import COMMAND, clean_env
 from tests.db_backends import PgServer
 from tests.e2e.helpers import (
+    CALLS,
     LOOPBACK,
     Serve,
     callgate,
@@ -47,7 +49,10 @@ from tests.e2e.helpers import (
     new_serve,
     next_of,
     password_of,
+    read_event,
     relay_sessions,
+    rows_of,
+    start_cli,
     wait_for,
 )
 from tests.ports import free_port, relay_port_range
@@ -56,6 +61,7 @@ from tests.redis_server import RedisServer
 pytestmark = pytest.mark.timeout(240)
 ADMIN = "root"
 SECRET = "relay-registry-e2e-shared-turn-secret"
+LEASE = 4.0  # seconds a silent node keeps its calls (the minimum)
 
 
 @dataclass
@@ -122,7 +128,7 @@ def _registered(node: Serve, token: str) -> dict[str, dict[str, Any]]:
 @pytest.fixture
 def cluster(
     tmp_path: Path, pg_server: PgServer, pg_users: str, redis_server: RedisServer
-) -> Iterator[tuple[Serve, Relay, Relay]]:
+) -> Iterator[tuple[Serve, Serve, Relay, Relay]]:
     database_url = pg_server.new_database(pg_users)
     store = open_store(database_url)
     try:
@@ -140,24 +146,31 @@ def cluster(
         Relay(name, name, free_port(), relay_port_range(200), tmp_path / f"{name}.log", shared)
         for name in ("eu", "us")
     )
-    node = new_serve(
-        tmp_path / "node",
-        database_url=database_url,
-        CALLGATE_NODE_ID="n1",
-        CALLGATE_REGION="eu",
-        CALLGATE_REDIS_URL=redis_server.url,
-        CALLGATE_TURN__AUTH_SECRET=SECRET,
+    n1, n2 = (
+        new_serve(
+            tmp_path / name,
+            database_url=database_url,
+            CALLGATE_NODE_ID=name,
+            CALLGATE_REGION="eu",
+            CALLGATE_REDIS_URL=redis_server.url,
+            CALLGATE_TURN__AUTH_SECRET=SECRET,
+            CALLGATE_NODE_LEASE=str(LEASE),
+        )
+        for name in ("n1", "n2")
     )
     try:
         eu.start()
         us.start()
-        node.start(timeout=90)
-        yield node, eu, us
+        with ThreadPoolExecutor(2) as pool:  # the nodes start side by side
+            list(pool.map(lambda node: node.start(timeout=90), (n1, n2)))
+        yield n1, n2, eu, us
     finally:
-        codes = [node.stop() if node.proc is not None else 0, eu.stop(), us.stop()]
-        for log in (node.log(), eu.log(), us.log()):
+        with ThreadPoolExecutor(2) as pool:
+            codes = list(pool.map(lambda n: n.stop() if n.proc is not None else 0, (n1, n2)))
+        codes += [eu.stop(), us.stop()]
+        for log in (n1.log(), n2.log(), eu.log(), us.log()):
             assert "Traceback" not in log, log
-        assert codes == [0, 0, 0], (codes, eu.log(), us.log())
+        assert codes == [0, 0, 0, 0], (codes, eu.log(), us.log())
 
 
 async def _inbound(session: CallSession) -> int:
@@ -198,9 +211,9 @@ async def _end(caller: CallSession, callee: CallSession, pumps: list[asyncio.Tas
 
 
 async def test_two_relays_chosen_drained_and_accounted(
-    cluster: tuple[Serve, Relay, Relay],
+    cluster: tuple[Serve, Serve, Relay, Relay], tmp_path: Path
 ) -> None:
-    node, eu, us = cluster
+    node, n2, eu, us = cluster
     db = node.database
     admin = await login(node, ADMIN)
     await wait_for(lambda: set(_registered(node, admin)) == {"eu", "us"}, 20, "both registered")
@@ -258,6 +271,8 @@ async def test_two_relays_chosen_drained_and_accounted(
         os.kill(us.proc.pid, signal.SIGCONT)
     await wait_for(lambda: "us" in _registered(node, admin), 20, "us registered again")
 
+    await _cli_reattaches(node, n2, admin, tmp_path)
+
     # `callgate turn --drain`: the us relay drains and exits; the command returns after it
     done = await asyncio.to_thread(
         callgate, "turn", "--drain", "--node-id", "us", "--redis-url",
@@ -271,3 +286,44 @@ async def test_two_relays_chosen_drained_and_accounted(
         str(us.env["CALLGATE_REDIS_URL"]),
     )  # fmt: skip
     assert unknown.returncode == 1 and "no live relay 'us'" in unknown.stderr, unknown.stderr
+
+
+async def _cli_reattaches(n1: Serve, n2: Serve, admin: str, tmp_path: Path) -> None:
+    """`callgate call --server N1,N2` with its media on the us relay: `kill -9` of n1 mid-call;
+    the softphone reconnects (n1 refused, then n2), re-attaches, n2 takes the call over, the
+    tone keeps flowing, and the call ends by the caller's hang-up after --duration: both CLIs
+    exit 0; one record, held by n2, answered, hangup."""
+    seen_bob: list[dict[str, Any]] = []
+    seen_alice: list[dict[str, Any]] = []
+    bob = await start_cli(n2, "bob", "answer", "--tone", "880", config_dir=tmp_path)
+    alice = None
+    try:
+        await read_event(bob, "ready", 60, seen_bob)
+        alice = await start_cli(
+            n1, "alice", "call", "bob", "--tone", "440", "--duration", "20",
+            "--server", f"{n1.url},{n2.url}", config_dir=tmp_path,
+        )  # fmt: skip
+        connected_ = await read_event(alice, "connected", 60, seen_alice)
+        call_id = str(connected_["call_id"])
+        # both parties' media reports are on record (a call taken over before then restarts
+        # its setup: docs/scaling.md)
+        await wait_for(lambda: cdr_row(n1.database, call_id)["media_path"], 15, "media on record")
+        n1.kill()
+        n1.proc = None  # killed on purpose: the fixture does not stop it
+        await read_event(alice, "reconnected", 30, seen_alice)
+        reattached = await read_event(alice, "reattached", 60, seen_alice)
+        assert reattached["state"] in ("connected", "media"), reattached  # answered, not ringing
+        assert cdr_row(n2.database, call_id)["node_id"] == "n2"
+        ended = await read_event(alice, "ended", 60, seen_alice)
+        assert (ended["reason"], ended["ended_by"]) == ("hangup", "caller"), seen_alice
+        assert await asyncio.wait_for(alice.wait(), 30) == 0, seen_alice
+        assert await asyncio.wait_for(bob.wait(), 30) == 0, seen_bob
+    finally:
+        for process in (alice, bob):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
+    cdr = await final_cdr(n2.database, call_id)
+    assert (cdr["node_id"], cdr["disposition"], cdr["reason"]) == ("n2", "answered", "hangup")
+    assert cdr["duration_s"] >= 20, cdr  # --duration counts from media, after the answer
+    assert len(rows_of(n2.database, CALLS, CALLS.c.call_id == call_id)) == 1

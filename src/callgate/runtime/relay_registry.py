@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 PREFIX = "callgate:"
 INTERVAL = 1.0
 TTL = 5
+# seconds a call's two users stay admitted after the last node listed it: a call whose node died
+# goes on relaying until a surviving node takes it over (the lease, docs/scaling.md)
+GRACE = 30.0
 DRAIN_TTL = 86_400  # a drain request outlives any drain; a relay restarted under its id re-reads it
 _DOWN = (RedisError, OSError)
 
@@ -90,7 +94,7 @@ class RelayPresence:
         self._on_drain = on_drain
         self._interval = interval
         self._ttl = ttl
-        self._pairs: set[frozenset[str]] = set()
+        self._pairs: dict[frozenset[str], float] = {}  # users of a live call -> last seen
         self._task: asyncio.Task[None] | None = None
         self.draining = False
         self.reachable = False
@@ -145,13 +149,20 @@ class RelayPresence:
             await pipe.execute()
         names = sorted(n.decode() if isinstance(n, bytes) else str(n) for n in nodes)
         snapshots = await self._redis.mget([f"{PREFIX}snap:{n}" for n in names]) if names else []
-        pairs: set[frozenset[str]] = set()
+        now = time.monotonic()
         for raw in snapshots:
             if not raw:
                 continue
-            for call in json.loads(raw).get("calls", []):
-                pairs.add(frozenset((str(call.get("caller")), str(call.get("callee")))))
-        self._pairs = pairs
+            snapshot = json.loads(raw)
+            for call in snapshot.get("calls", []):
+                pair = frozenset((str(call.get("caller")), str(call.get("callee"))))
+                self._pairs[pair] = now
+            for users in snapshot.get("pairs", []):
+                if isinstance(users, list) and len(users) == 2:
+                    self._pairs[frozenset(map(str, users))] = now
+        for pair, seen in list(self._pairs.items()):
+            if now - seen > GRACE:
+                del self._pairs[pair]
         if not self.reachable:
             log.info("relay %s registered in region %s", relay_id, self._info.region)
         self.reachable = True

@@ -443,7 +443,10 @@ class ClusterHub(SignalingHub):
 
     def snapshot(self) -> dict[str, Any]:
         calls = [live_call_json(call) for call in super().live_calls()]
-        return {"calls": calls, "presence": self.presence(), "relay": self.relay}
+        # calls held elsewhere that devices here take part in: a registered relay keeps
+        # admitting their parties while the holder is dead and before a take-over
+        pairs = sorted(sorted(pair) for pair in set(self._remote_parties.values()))
+        return {"calls": calls, "pairs": pairs, "presence": self.presence(), "relay": self.relay}
 
     def peer_relays(self) -> dict[str, dict[str, Any]]:
         """The other live nodes' relays by node id, as their snapshots say."""
