@@ -25,15 +25,17 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from sqlalchemy import Table
 
 from callgate.accounts import AccountService
 from callgate.client.call import CallSession
 from callgate.client.ice import call_hello
 from callgate.client.signaling import SignalingClient
 from callgate.storage.db import open_store
+from callgate.storage.models import AuditEntry
 from tests.cli_process import COMMAND, clean_env
 from tests.db_backends import PgServer
 from tests.e2e.helpers import (
@@ -247,6 +249,9 @@ async def test_two_relays_chosen_drained_and_accounted(
         status, body = http_json(f"{node.url}/api/relays/eu/drain", body={}, token=admin)
         assert (status, body) == (202, {"id": "eu", "draining": True}), body
         await wait_for(lambda: _registered(node, admin)["eu"]["draining"], 10, "eu draining")
+        audit = cast(Table, AuditEntry.__table__)
+        (entry,) = rows_of(db, audit, audit.c.action == "relay.drain")
+        assert (entry["actor"], entry["object"]) == (ADMIN, "relay:eu"), entry
         async with connected(node, "carol", "desk") as carol:
             assert _turn_ports(carol.hello["ice_servers"]) == [us.port], carol.hello
         heard = await _inbound(callee)
@@ -291,8 +296,8 @@ async def test_two_relays_chosen_drained_and_accounted(
 async def _cli_reattaches(n1: Serve, n2: Serve, admin: str, tmp_path: Path) -> None:
     """`callgate call --server N1,N2` with its media on the us relay: `kill -9` of n1 mid-call;
     the softphone reconnects (n1 refused, then n2), re-attaches, n2 takes the call over, the
-    tone keeps flowing, and the call ends by the caller's hang-up after --duration: both CLIs
-    exit 0; one record, held by n2, answered, hangup."""
+    call outlives the silence timeout there (its media goes on), and ends by the caller's
+    hang-up (Ctrl-C): both CLIs exit 0; one record, held by n2, answered, hangup."""
     seen_bob: list[dict[str, Any]] = []
     seen_alice: list[dict[str, Any]] = []
     bob = await start_cli(n2, "bob", "answer", "--tone", "880", config_dir=tmp_path)
@@ -300,20 +305,26 @@ async def _cli_reattaches(n1: Serve, n2: Serve, admin: str, tmp_path: Path) -> N
     try:
         await read_event(bob, "ready", 60, seen_bob)
         alice = await start_cli(
-            n1, "alice", "call", "bob", "--tone", "440", "--duration", "20",
+            n1, "alice", "call", "bob", "--tone", "440",
             "--server", f"{n1.url},{n2.url}", config_dir=tmp_path,
         )  # fmt: skip
         connected_ = await read_event(alice, "connected", 60, seen_alice)
         call_id = str(connected_["call_id"])
         # both parties' media reports are on record (a call taken over before then restarts
         # its setup: docs/scaling.md)
-        await wait_for(lambda: cdr_row(n1.database, call_id)["media_path"], 15, "media on record")
+        await wait_for(
+            lambda: (cdr_row(n1.database, call_id) or {}).get("media_path"), 15, "media on record"
+        )
         n1.kill()
         n1.proc = None  # killed on purpose: the fixture does not stop it
         await read_event(alice, "reconnected", 30, seen_alice)
         reattached = await read_event(alice, "reattached", 60, seen_alice)
         assert reattached["state"] in ("connected", "media"), reattached  # answered, not ringing
-        assert cdr_row(n2.database, call_id)["node_id"] == "n2"
+        assert (cdr_row(n2.database, call_id) or {}).get("node_id") == "n2"
+        # the media goes on: past the silence timeout (4 s, stats every 2 s) the call is live
+        await asyncio.sleep(8)
+        assert (cdr_row(n2.database, call_id) or {}).get("end_at") is None, seen_alice
+        alice.send_signal(signal.SIGINT)  # Ctrl-C: alice hangs up
         ended = await read_event(alice, "ended", 60, seen_alice)
         assert (ended["reason"], ended["ended_by"]) == ("hangup", "caller"), seen_alice
         assert await asyncio.wait_for(alice.wait(), 30) == 0, seen_alice
@@ -325,5 +336,5 @@ async def _cli_reattaches(n1: Serve, n2: Serve, admin: str, tmp_path: Path) -> N
                 await process.wait()
     cdr = await final_cdr(n2.database, call_id)
     assert (cdr["node_id"], cdr["disposition"], cdr["reason"]) == ("n2", "answered", "hangup")
-    assert cdr["duration_s"] >= 20, cdr  # --duration counts from media, after the answer
+    assert cdr["duration_s"] > 8, cdr  # answered before the kill, hung up 8 s after the re-attach
     assert len(rows_of(n2.database, CALLS, CALLS.c.call_id == call_id)) == 1
