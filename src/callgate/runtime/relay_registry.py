@@ -53,16 +53,27 @@ def connect(url: str) -> Redis:
 
 
 async def read_relays(redis: Redis) -> list[RelayInfo]:
-    """Every relay whose registration is alive (malformed ones left out)."""
+    """Every relay whose registration is alive (malformed ones left out); ids whose
+    registration expired leave the `relays` set (a relay beating again adds itself back)."""
     members = sorted(
         m.decode() if isinstance(m, bytes) else str(m)
         for m in await redis.smembers(f"{PREFIX}relays")
-    )[:MAX_RELAYS]
+    )
     if not members:
         return []
     raw = await redis.mget([relay_key(m) for m in members])
-    found = [RelayInfo.from_json(json.loads(r)) for r in raw if r]
+    expired = [member for member, value in zip(members, raw, strict=True) if not value]
+    if expired:
+        await redis.srem(f"{PREFIX}relays", *expired)
+    found = [_parsed(r) for r in raw if r][:MAX_RELAYS]
     return [info for info in found if info is not None]
+
+
+def _parsed(raw: bytes | str) -> RelayInfo | None:
+    try:
+        return RelayInfo.from_json(json.loads(raw))
+    except ValueError:  # not JSON: left out like any malformed registration
+        return None
 
 
 async def request_drain(redis: Redis, relay_id: str) -> RelayInfo | None:
@@ -131,6 +142,8 @@ class RelayPresence:
                 if self.reachable:
                     log.warning("Redis unreachable: %s (registration expires)", exc)
                 self.reachable = False
+            except Exception:  # a bug must not stop the heartbeat for good
+                log.exception("relay heartbeat failed")
 
     async def _beat(self) -> None:
         relay_id = self._info.relay_id
@@ -153,11 +166,17 @@ class RelayPresence:
         for raw in snapshots:
             if not raw:
                 continue
-            snapshot = json.loads(raw)
-            for call in snapshot.get("calls", []):
+            try:
+                snapshot = json.loads(raw)
+                calls, pairs = list(snapshot.get("calls", [])), list(snapshot.get("pairs", []))
+            except (ValueError, AttributeError, TypeError):
+                continue  # a malformed snapshot admits nobody
+            for call in calls:
+                if not isinstance(call, dict):
+                    continue
                 pair = frozenset((str(call.get("caller")), str(call.get("callee"))))
                 self._pairs[pair] = now
-            for users in snapshot.get("pairs", []):
+            for users in pairs:
                 if isinstance(users, list) and len(users) == 2:
                     self._pairs[frozenset(map(str, users))] = now
         for pair, seen in list(self._pairs.items()):
