@@ -62,6 +62,7 @@ CLI_FLAGS: dict[tuple[str, ...], str] = {
     ("database_url",): "--database-url",
     ("node_id",): "--node-id",
     ("redis_url",): "--redis-url",
+    ("region",): "--region",
     ("turn", "listen"): "--listen",
     ("turn", "tls_listen"): "--tls-listen",
     ("turn", "cert"): "--cert",
@@ -571,6 +572,9 @@ class Settings(BaseSettings):
     # Seconds a silent node keeps its calls before another node may take them over (and, after
     # twice as long, finalize them `node-lost`): signaling/handover.py.
     node_lease: float = Field(default=10.0, ge=4.0, le=3600)
+    # Separate relays (docs/scaling.md): a `callgate turn`'s region, or the region of a node's
+    # clients (they are handed the relays of this region first).
+    region: str = "default"
     turn: TurnSettings = Field(default_factory=TurnSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
@@ -601,6 +605,14 @@ class Settings(BaseSettings):
     def _node_id(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
+        value = value.strip()
+        if not NODE_ID.fullmatch(value):
+            raise ValueError("1 to 64 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
         value = value.strip()
         if not NODE_ID.fullmatch(value):
             raise ValueError("1 to 64 letters, digits, '.', '_' or '-'")

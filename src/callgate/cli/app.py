@@ -220,6 +220,43 @@ RedisUrlOpt = Annotated[
         show_default=False,
     ),
 ]
+RegionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--region",
+        metavar="NAME",
+        help="Region of this relay (turn) or of this node's clients (serve): clients are handed "
+        "the registered relays of their region first (docs/scaling.md; default 'default').",
+        show_default=False,
+    ),
+]
+TurnNodeIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--node-id",
+        metavar="ID",
+        help="This relay's id among the registered relays (with --redis-url; docs/scaling.md).",
+        show_default=False,
+    ),
+]
+TurnRedisOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--redis-url",
+        metavar="URL",
+        help="Register this relay with the signaling nodes through this Redis (needs --node-id, "
+        "--database-url and the nodes' turn.auth_secret). Prefer CALLGATE_REDIS_URL.",
+        show_default=False,
+    ),
+]
+DrainOpt = Annotated[
+    bool,
+    typer.Option(
+        "--drain",
+        help="Drain the running registered relay --node-id: it refuses new allocations, lets its "
+        "calls finish, then exits; this command waits until it has.",
+    ),
+]
 
 
 def relay_overrides(**options: Any) -> dict[str, Any]:
@@ -234,6 +271,7 @@ def relay_overrides(**options: Any) -> dict[str, Any]:
         "database_url",
         "node_id",
         "redis_url",
+        "region",
     )
     top = {key: options.pop(key, None) for key in top_keys}
     sip = {
@@ -316,12 +354,41 @@ def turn(
     workers: WorkersOpt = None,
     fast_path: FastPathOpt = None,
     log_level: LogLevelOpt = None,
+    node_id: TurnNodeIdOpt = None,
+    redis_url: TurnRedisOpt = None,
+    region: RegionOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    drain: DrainOpt = False,
 ) -> None:
-    """Run the STUN/TURN relay alone, in the foreground (SIGTERM/SIGINT stop it)."""
+    """Run the STUN/TURN relay alone, in the foreground (SIGTERM/SIGINT stop it); registered
+    with the signaling nodes when given --node-id and --redis-url (docs/scaling.md)."""
     options = dict(locals())
     options.pop("config")
+    options.pop("drain")
     settings = settings_from(config, relay_overrides(**options, data_dir=None, http=None))
+    if drain:
+        _drain(settings)
+        return
     _run_foreground(settings, "turn")
+
+
+def _drain(settings: Settings) -> None:
+    from callgate import runtime
+    from callgate.runtime.relay_cluster import drain as drain_relay
+
+    def say(line: str) -> None:
+        typer.echo(line)
+
+    try:
+        runtime.run(lambda: _drained(drain_relay(settings, None, say)))
+    except ConfigError as exc:
+        raise fail(f"callgate turn --drain: {exc}", code=1) from None
+    except OSError as exc:
+        raise fail(f"callgate turn --drain: Redis: {exc}", code=1) from None
+
+
+async def _drained(waiting: Any) -> None:
+    await waiting
 
 
 @app.command()
@@ -353,6 +420,7 @@ def serve(
     monitor: MonitorOpt = None,
     sip_listen: SipListenOpt = None,
     sip_tls_listen: SipTlsListenOpt = None,
+    region: RegionOpt = None,
 ) -> None:
     """Run everything on one box: SQLite store, TURN relay, calling (/ws), REST API, metrics."""
     options = dict(locals())

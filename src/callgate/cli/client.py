@@ -1,6 +1,8 @@
 """CLI softphone: `callgate login`, `callgate call HANDLE`, `callgate answer`.
 
-Scriptable: server from --server / CALLGATE_SERVER, account from --user / CALLGATE_USER, password
+Scriptable: server from --server / CALLGATE_SERVER (several, comma-separated: the first is used, and
+a call whose node dies is re-attached through the same URL or the next ones, docs/scaling.md),
+account from --user / CALLGATE_USER, password
 from --password-stdin / CALLGATE_PASSWORD (never only a prompt). `call` and `answer` sign in
 themselves when they have a user and a password, else use the session `login` saved. Progress goes
 to stderr; --json prints one JSON object per event on stdout. Exit status: 0 when every call reached
@@ -32,7 +34,10 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 ServerOpt = Annotated[
     str | None,
     typer.Option(
-        "--server", metavar="URL", help=f"Server (env CALLGATE_SERVER; {DEFAULT_SERVER})."
+        "--server",
+        metavar="URL[,URL…]",
+        help=f"Server (env CALLGATE_SERVER; {DEFAULT_SERVER}); several nodes comma-separated: a "
+        "call whose node dies is re-attached through them.",
     ),
 ]
 UserOpt = Annotated[
@@ -70,13 +75,22 @@ def _password(from_stdin: bool) -> str | None:
     return os.environ.get("CALLGATE_PASSWORD") or None
 
 
-def _server(server: str | None, saved: Session | None = None) -> str:
-    return (
+def _servers(server: str | None, saved: Session | None = None) -> list[str]:
+    """The configured server URLs, in order (--server, CALLGATE_SERVER, the saved session's)."""
+    value = (
         server
         or os.environ.get("CALLGATE_SERVER")
         or (saved and saved.server_url)
         or DEFAULT_SERVER
     )
+    urls = [url.strip() for url in value.split(",") if url.strip()]
+    if not urls:
+        raise ClientError("--server: no URL given")
+    return urls
+
+
+def _server(server: str | None, saved: Session | None = None) -> str:
+    return _servers(server, saved)[0]
 
 
 async def _session(server: str | None, user: str | None, password_stdin: bool) -> Session:
@@ -129,6 +143,10 @@ class Reporter:
         elif name == "ended":
             by = f" by {fields['ended_by']}" if fields.get("ended_by") else ""
             text = f"ended: {fields.get('reason')}{by}"
+        elif name == "reconnected":
+            text = f"[yellow]signaling lost; reconnected[/] to {fields.get('server')}"
+        elif name == "reattached":
+            text = f"re-attached to the call ({fields.get('state')})"
         elif name == "missed":
             text = f"missed call {call}: {fields.get('reason')}"
         elif name == "ready":
@@ -245,6 +263,38 @@ async def _connect(session: Session, device: str) -> Any:
     return await SignalingClient.connect(session.server_url, session.token, device)
 
 
+class Reconnector:
+    """A new signaling connection for a call whose node died: the session's server URL first
+    (behind a load balancer it reaches another node), then the other configured ones."""
+
+    def __init__(self, session: Session, device: str, server: str | None, report: Any) -> None:
+        urls = _servers(server)
+        self.urls = [session.server_url, *(u for u in urls if u != session.server_url)]
+        self.session, self.device, self.report = session, device, report
+        self.opened: list[Any] = []
+
+    async def __call__(self) -> Any:
+        from callgate.client.errors import SignalingError
+        from callgate.client.signaling import SignalingClient
+
+        failure: SignalingError | None = None
+        for url in self.urls:
+            try:
+                client = await SignalingClient.connect(url, self.session.token, self.device)
+            except SignalingError as exc:
+                failure = exc
+                continue
+            self.opened.append(client)
+            self.report("reconnected", {"server": url})
+            return client
+        assert failure is not None
+        raise failure
+
+    async def close(self) -> None:
+        for client in self.opened:
+            await client.close()
+
+
 def call(
     handle: Annotated[str, typer.Argument(help="Whom to call.")],
     play: PlayOpt = None,
@@ -264,13 +314,23 @@ def call(
     report = Reporter(as_json)
 
     async def main(stop: asyncio.Event) -> Any:
-        client = await _connect(await _session(server, user, password_stdin), device)
+        session = await _session(server, user, password_stdin)
+        client = await _connect(session, device)
+        reconnect = Reconnector(session, device, server, report)
         try:
             return await place_call(
-                client, client.hello, handle, media, duration=duration, stop=stop, on_event=report
+                client,
+                client.hello,
+                handle,
+                media,
+                duration=duration,
+                stop=stop,
+                on_event=report,
+                reconnect=reconnect,
             )
         finally:
             await client.close()
+            await reconnect.close()
 
     result, interrupted = _run(main)
     if not result.ok:
@@ -300,7 +360,9 @@ def answer(
     report = Reporter(as_json)
 
     async def main(stop: asyncio.Event) -> Any:
-        client = await _connect(await _session(server, user, password_stdin), device)
+        session = await _session(server, user, password_stdin)
+        client = await _connect(session, device)
+        reconnect = Reconnector(session, device, server, report)
         hello = client.hello
         report(
             "ready",
@@ -315,9 +377,11 @@ def answer(
                 duration=duration,
                 stop=stop,
                 on_event=report,
+                reconnect=reconnect,
             )
         finally:
             await client.close()
+            await reconnect.close()
 
     results, interrupted = _run(main)
     if any(not result.ok for result in results):

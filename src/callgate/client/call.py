@@ -192,6 +192,9 @@ class CallSession:
                 await asyncio.sleep(REATTACH_PAUSE)
                 continue
             self._emit("reattached", state=ack.get("state"))
+            if ack.get("state") == "connected" and self.media_state == "connected":
+                # our media report died with the old node: the new holder hears it now
+                await self._resend_media()
             return ack
 
     # ---- ending ----
@@ -292,6 +295,17 @@ class CallSession:
         else:
             self.media_failed.set()
             self._emit("media-failed")
+        try:
+            await self.signaling.request("call.media", **fields)
+        except SignalingError as exc:
+            log.warning("call.media: %s", exc)
+
+    async def _resend_media(self) -> None:
+        local, remote = self.candidate_types or (None, None)
+        fields: dict[str, Any] = {"call_id": self.call_id, "state": "connected"}
+        fields.update(local_candidate_type=local, remote_candidate_type=remote)
+        if self.codec is not None:
+            fields["codec"] = self.codec.name
         try:
             await self.signaling.request("call.media", **fields)
         except SignalingError as exc:

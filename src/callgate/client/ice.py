@@ -36,10 +36,16 @@ def rtc_configuration(hello: Mapping[str, Any]) -> Any:
 
 def call_hello(hello: Mapping[str, Any], incoming: Mapping[str, Any]) -> Mapping[str, Any]:
     """The `hello` to configure one incoming call with: relay-only when the server says the call
-    is (`call.incoming`'s `ice_transport_policy`, e.g. a policy rule), else `hello` as it is."""
+    is (`call.incoming`'s `ice_transport_policy`, e.g. a policy rule), and the call's own ICE
+    servers when it carries them (the caller's relay first: docs/scaling.md, "Separate
+    relays"); else `hello` as it is."""
+    out = dict(hello)
     if incoming.get("ice_transport_policy") == "relay":
-        return {**hello, "ice_transport_policy": "relay"}
-    return hello
+        out["ice_transport_policy"] = "relay"
+    servers = incoming.get("ice_servers")
+    if isinstance(servers, list):
+        out["ice_servers"] = servers
+    return out
 
 
 def _ice_server(entry: Any) -> Any:

@@ -6,23 +6,35 @@ Both feed the channel's server events to the CallSession and bound every wait: t
 calls that never reach media (`setup-failed`), but a client must not hang if the server is gone.
 Before each call the server's STUN/TURN URLs are probed (`reach.reachable_hello`): aiortc uses only
 the first TURN URL, so the first one this network can reach is put in front.
+
+With `reconnect` (a way to open a new signaling connection: the CLI tries its configured server
+URLs in turn), a call whose signaling connection is lost mid-call — its node died; the media goes
+on — is taken back: a new connection, then `call.reattach` (docs/scaling.md, "When a node dies").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from callgate.client.call import CallSession, EventCallback, ignore_event
+from callgate.client.call import (
+    REATTACH_PAUSE,
+    REATTACH_WITHIN,
+    CallSession,
+    EventCallback,
+    ignore_event,
+)
 from callgate.client.errors import SignalingError
 from callgate.client.ice import call_hello
 from callgate.client.reach import reachable_hello
 from callgate.client.signaling import SignalingChannel
 
+Reconnect = Callable[[], Awaitable[SignalingChannel]]
 SETUP_TIMEOUT = 20.0  # answered → media connected, on the client's side (the server's is 10 s)
 FAILED_GRACE = 3.0  # after reporting media failed, how long to wait for the server's call.ended
 
@@ -74,19 +86,48 @@ async def _wait_any(*events: asyncio.Event, within: float | None = None) -> None
             waiter.cancel()
 
 
-async def _pump(channel: SignalingChannel, session: CallSession) -> None:
-    """Feed server events to the session until it ends; refuse other calls meanwhile."""
+async def _pump(
+    channel: SignalingChannel, session: CallSession, reconnect: Reconnect | None = None
+) -> None:
+    """Feed server events to the session until it ends; refuse other calls meanwhile. A lost
+    connection ends the call, unless `reconnect` lets it be re-attached elsewhere."""
     while not session.ended.is_set():
         try:
             event = await channel.next_event()
         except SignalingError as exc:
-            await session.abort(f"signaling-{exc.code}")
-            return
+            moved = None
+            if reconnect is not None and session.call_id is not None:
+                moved = await _reattach(session, reconnect)
+            if moved is None:
+                await session.abort(f"signaling-{exc.code}")
+                return
+            channel = moved
+            continue
         if event.get("type") == "call.incoming" and event.get("call_id") != session.call_id:
             with contextlib.suppress(SignalingError):
                 await channel.request("call.reject", call_id=event.get("call_id"), reason="busy")
             continue
         await session.handle(event)
+
+
+async def _reattach(session: CallSession, reconnect: Reconnect) -> SignalingChannel | None:
+    """Connect again (to the same or another server) and take the call back; the new channel,
+    or None when the call cannot be re-attached within REATTACH_WITHIN seconds."""
+    deadline = time.monotonic() + REATTACH_WITHIN
+    while time.monotonic() < deadline and not session.ended.is_set():
+        try:
+            channel = await reconnect()
+        except SignalingError:  # no server answers yet
+            await asyncio.sleep(REATTACH_PAUSE)
+            continue
+        try:
+            await session.reattach(channel, within=max(1.0, deadline - time.monotonic()))
+        except SignalingError as exc:
+            if exc.code != "closed":  # refused (the call ended meanwhile…): it is over
+                return None
+            continue  # that connection was lost too: another one
+        return channel
+    return None
 
 
 async def converse(
@@ -96,9 +137,10 @@ async def converse(
     duration: float | None,
     stop: asyncio.Event,
     setup_timeout: float = SETUP_TIMEOUT,
+    reconnect: Reconnect | None = None,
 ) -> CallResult:
     """Run an invited/accepted call to its end; hang up after `duration` s of media or on `stop`."""
-    pump = asyncio.create_task(_pump(channel, session), name="call-events")
+    pump = asyncio.create_task(_pump(channel, session, reconnect), name="call-events")
     ended, failed = session.ended, session.media_failed
     try:
         await _wait_any(session.answered, ended, stop)
@@ -133,6 +175,7 @@ async def place_call(
     stop: asyncio.Event | None = None,
     on_event: EventCallback = ignore_event,
     setup_timeout: float = SETUP_TIMEOUT,
+    reconnect: Reconnect | None = None,
 ) -> CallResult:
     session = CallSession(
         channel,
@@ -155,6 +198,7 @@ async def place_call(
         duration=duration,
         stop=stop or asyncio.Event(),
         setup_timeout=setup_timeout,
+        reconnect=reconnect,
     )
 
 
@@ -175,6 +219,7 @@ async def answer_calls(
     stop: asyncio.Event | None = None,
     on_event: EventCallback = ignore_event,
     setup_timeout: float = SETUP_TIMEOUT,
+    reconnect: Reconnect | None = None,
 ) -> list[CallResult]:
     """Answer incoming calls one at a time; return after `count` answered calls (None: until stop)."""
     stop = stop or asyncio.Event()
@@ -214,9 +259,15 @@ async def answer_calls(
             continue
         results.append(
             await converse(
-                channel, session, duration=duration, stop=stop, setup_timeout=setup_timeout
+                channel,
+                session,
+                duration=duration,
+                stop=stop,
+                setup_timeout=setup_timeout,
+                reconnect=reconnect,
             )
         )
+        channel = session.signaling  # another connection if the call was re-attached
     return results
 
 

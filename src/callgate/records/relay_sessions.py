@@ -75,12 +75,18 @@ def audit_auth_throttled(conn: Connection, event: AuthThrottled) -> None:
     AuditLog.append_in(conn, "system", "turn.auth_throttled", obj, details, from_unix(event.time))
 
 
-def close_stale_sessions(sessions: sessionmaker[Session], reason: str = "server-restart") -> int:
+def close_stale_sessions(
+    sessions: sessionmaker[Session], reason: str = "server-restart", relay_id: str | None = None
+) -> int:
     """End the relay sessions a dead server left open, at their last persisted sign of life
     (`updated_at`: the last PROGRESS, permission or refresh) with their last persisted counters,
-    each audited as relay.session; how many were closed."""
+    each audited as relay.session; how many were closed. With `relay_id` (one relay among
+    several), only the sessions that relay wrote: the others' are live."""
+    query = select(RelaySession).where(RelaySession.ended_at.is_(None))
+    if relay_id is not None:
+        query = query.where(RelaySession.relay_id == relay_id)
     with sessions() as session:
-        rows = session.scalars(select(RelaySession).where(RelaySession.ended_at.is_(None))).all()
+        rows = session.scalars(query).all()
         events = [_ended(row, reason) for row in rows]
     if events:
         RelaySessionRepository(sessions, audit_session_end).apply(events)
@@ -120,12 +126,13 @@ class DbEventSink:
         max_queue: int = 100_000,
         batch_max: int = 500,
         on_failure: Callable[[AllocationEvent, SQLAlchemyError], None] | None = None,
+        relay_id: str | None = None,
     ) -> None:
         # Called from the writer thread for each event that could not be written (disk full…):
         # `serve` then refuses allocations and ends the one whose creation went unrecorded.
         self.on_failure = on_failure
         self._sessions = sessions
-        self._repo = RelaySessionRepository(sessions, audit_session_end)
+        self._repo = RelaySessionRepository(sessions, audit_session_end, relay_id)
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max_queue)
         self._batch_max = batch_max
         self._closed = False

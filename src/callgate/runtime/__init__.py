@@ -33,6 +33,7 @@ from callgate.api.http_guard import MAX_HEADER_BYTES, guarded_h11
 from callgate.api.relays import relay_status
 from callgate.api.routes.directory import directory_router
 from callgate.api.routes.recordings import recordings_router
+from callgate.api.routes.relay_registry import relay_registry_router
 from callgate.clock import SystemClock
 from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
@@ -226,11 +227,28 @@ def quota_note(config: TurnConfig) -> str:
 
 
 async def run_turn(settings: Settings) -> None:
-    """The relay alone: TURN listeners, optional metrics endpoint, until SIGTERM/SIGINT."""
+    """The relay alone: TURN listeners, optional metrics endpoint, until SIGTERM/SIGINT; with
+    `redis_url`, registered for the signaling nodes (runtime/relay_cluster.py)."""
     config = turn_config(settings)
+    if settings.redis_url is not None:
+        from callgate.runtime.relay_cluster import registered_config, run_registered
+
+        config = registered_config(settings, config)
+        stop = stop_on_signals()
+
+        def started(server: TurnServer) -> None:
+            announce(
+                _turn_line(server.bound, None, config)
+                + f"; relay {settings.node_id} in region {settings.region}, call-bound"
+            )
+
+        await run_registered(settings, config, stop, started)
+        log.info("stopped")
+        return
     if config.call_bound:
         raise ConfigError(
-            "turn.call_bound needs the signaling engine: use `callgate serve`, not `callgate turn`"
+            "turn.call_bound needs the signaling engine: use `callgate serve`, or register the "
+            "relay with the nodes (--node-id, --redis-url)"
         )
     log.warning(
         "callgate turn is not call-bound: any authenticated user can relay to any address the "
@@ -328,10 +346,12 @@ def _health(
     }
 
 
-def record_or_refuse(storage: StorageHealth) -> tuple[DbEventSink, Callable[[TurnServer], None]]:
+def record_or_refuse(
+    storage: StorageHealth, relay_id: str | None = None
+) -> tuple[DbEventSink, Callable[[TurnServer], None]]:
     """The relay-session recorder, failing closed: a write it cannot make marks the storage
     unwritable (new allocations get 508) and ends the allocation whose creation went unrecorded.
-    The second value attaches the server once it exists."""
+    The second value attaches the server once it exists. Rows are marked with `relay_id`."""
     loop = asyncio.get_running_loop()
     servers: list[TurnServer] = []
 
@@ -344,7 +364,7 @@ def record_or_refuse(storage: StorageHealth) -> tuple[DbEventSink, Callable[[Tur
         servers.append(server)
         server.handler.can_record = lambda: storage.writable
 
-    return DbEventSink(storage.sessions, on_failure=failed), attach
+    return DbEventSink(storage.sessions, on_failure=failed, relay_id=relay_id), attach
 
 
 async def _start_http(
@@ -400,7 +420,7 @@ async def _local_tls(settings: Settings) -> Settings:
 
 async def _prepare_records(
     store: Store, accounts: AccountService, node_id: str | None = None
-) -> None:
+) -> None:  # node_id: one node among several (its own relay's sessions, its own records)
     """Start-up chores on the store: the first admin (password printed once), and CDRs a dead
     server left open finalized as `server-restart` (with a node id: only this node's own)."""
     password = await asyncio.to_thread(accounts.ensure_first_admin)
@@ -410,7 +430,7 @@ async def _prepare_records(
             "(shown only now; change it with `callgate user passwd admin`)"
         )
     # relay sessions first: the call records then link them with their last counters
-    sessions = await asyncio.to_thread(close_stale_sessions, store.sessions)
+    sessions = await asyncio.to_thread(close_stale_sessions, store.sessions, relay_id=node_id)
     if sessions:
         log.warning("closed %d relay session(s) left open by a previous run", sessions)
     closed = await asyncio.to_thread(CdrRepository(store).close_stale, node_id=node_id)
@@ -465,7 +485,7 @@ async def run_serve(settings: Settings) -> None:
         raise
     storage = StorageHealth(store)
     await asyncio.to_thread(storage.probe)
-    sink, attach_recorder = record_or_refuse(storage)
+    sink, attach_recorder = record_or_refuse(storage, relay_id=settings.node_id)
     lookup = KeyLookup(TurnUserRepository(store.sessions), config.realm)
     # several nodes: this node writes only the call records it holds (signaling/handover.py)
     cdrs = CdrRepository(store, node_id=settings.node_id if settings.redis_url else None)
@@ -519,6 +539,8 @@ async def run_serve(settings: Settings) -> None:
                 node_id=settings.node_id,
                 bus=bus,
                 lease=settings.node_lease,
+                relays=bus.relays if bus is not None else None,
+                region=settings.region,
             )
             await calls.hub.start()
             identity.on_deprovisioned(functools.partial(end_sessions, calls.hub))
@@ -561,6 +583,11 @@ async def run_serve(settings: Settings) -> None:
                     ),
                     identity.router(),
                     monitoring.router,
+                    *(
+                        [relay_registry_router(bus.relays, bus.drain_relay, AuditLog(store))]
+                        if bus is not None
+                        else []
+                    ),
                 ],
                 storage_writable=lambda: storage.writable,
             )

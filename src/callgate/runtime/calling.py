@@ -28,6 +28,7 @@ from callgate.signaling.iceconfig import (
     IceServers,
     relay_endpoints,
 )
+from callgate.signaling.relay_choice import RelayIce, RelayInfo
 from callgate.turn.server import TurnServer
 from callgate.types import Transport
 
@@ -81,8 +82,11 @@ def build_signaling(
     node_id: str | None = None,
     bus: ClusterBus | None = None,
     lease: float = LEASE,
+    relays: Callable[[], list[RelayInfo]] | None = None,
+    region: str = "default",
 ) -> Signaling:
-    """With `bus`, a node among several (signaling/cluster_hub.py); else the node alone."""
+    """With `bus`, a node among several (signaling/cluster_hub.py); else the node alone. With
+    `relays` (the registered relays, live), clients of `region` are handed those first."""
     engine = CallEngine(
         clock,
         ring_timeout=settings.ring_timeout,
@@ -145,6 +149,9 @@ def build_signaling(
     if isinstance(hub, ClusterHub):  # every live node's relay (signaling/iceconfig.py)
         hub.relay = relay_endpoints(ice)
         servers = ClusterIce(hub.bus.node_id, ice, hub.peer_relays)
+        if relays is not None:  # separate relays (signaling/relay_choice.py)
+            hub.relay_ice = RelayIce(region, ice, relays, servers)
+            servers = hub.relay_ice
     ws = WsSettings(
         verify_token=accounts.verify_token,
         valid_tokens=accounts.valid_tokens,

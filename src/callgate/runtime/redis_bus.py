@@ -10,6 +10,8 @@ Keys (all under `callgate:`):
   (its devices are not rung, its calls not listed).
 - `nodes` — set of node ids that ever published a snapshot.
 - channel `node:{node}` — messages to that node (signaling/cluster.py lists them).
+- `relays`, `relay:{id}` — the separate relays' registrations (runtime/relay_registry.py), read
+  at each beat: `relays()` lists the live ones.
 
 Redis down: `devices_of` raises `ClusterUnavailable` (new calls are refused), posts are dropped,
 `available` is false. A background loop retries every `interval`; once Redis answers again the
@@ -28,7 +30,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from callgate.runtime.relay_registry import read_relays, request_drain
 from callgate.signaling.cluster import ClusterPeer, ClusterUnavailable, RemoteDevice
+from callgate.signaling.relay_choice import RelayInfo
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ class RedisBus:
         self._ttl = ttl
         self._peer: ClusterPeer | None = None
         self._snapshots: dict[str, dict[str, Any]] = {}
+        self._relays: list[RelayInfo] = []
         self._beating = False
         self._subscribed = False
         self._lost = True  # Redis may have lost this node's devices: announce them again
@@ -184,6 +189,14 @@ class RedisBus:
     def snapshots(self) -> dict[str, dict[str, Any]]:
         return dict(self._snapshots) if self.available else {}
 
+    async def drain_relay(self, relay_id: str) -> RelayInfo | None:
+        """Ask a registered relay to drain (runtime/relay_registry.py); None if not live."""
+        return await request_drain(self._redis, relay_id)
+
+    def relays(self) -> list[RelayInfo]:
+        """The separate relays alive at the last beat (none while Redis is unreachable)."""
+        return list(self._relays) if self.available else []
+
     def _background_call(self, work: Any) -> None:
         async def run() -> None:
             try:
@@ -216,6 +229,7 @@ class RedisBus:
         others = sorted(_text(m) for m in members if _text(m) != self.node_id)
         raw = await self._redis.mget([f"{PREFIX}snap:{n}" for n in others]) if others else []
         self._snapshots = {n: json.loads(r) for n, r in zip(others, raw, strict=True) if r}
+        self._relays = await read_relays(self._redis)
         if not self._beating:
             if self._tasks:
                 log.warning("the cluster bus (Redis) answers again")

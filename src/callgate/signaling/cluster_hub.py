@@ -43,6 +43,8 @@ from callgate.signaling.handover import LEASE, held_call, refusal, silent_since
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.signaling.live import LiveCall
 from callgate.signaling.reasons import EndedBy, Reason
+from callgate.signaling.relay_choice import RelayIce
+from callgate.signaling.sdp import normalize_addresses
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,9 @@ class ClusterHub(SignalingHub):
         self._device_calls: dict[str, set[str]] = {}  # local device -> live calls owned elsewhere
         self._remote_parties: dict[str, frozenset[str]] = {}  # such a call -> its two users
         self._snapshot_pairs: tuple[float, set[frozenset[str]]] = (-1.0, set())
+        # separate relays (signaling/relay_choice.py): the callee of a call gets the caller's
+        self.relay_ice: RelayIce | None = None
+        self._own_relays = self.engine.relay_addresses
         bus.attach(self)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -276,6 +281,9 @@ class ClusterHub(SignalingHub):
         last_sweep = self.clock.monotonic()
         while True:
             await asyncio.sleep(1.0)
+            if self.relay_ice is not None:  # relay candidates may point at registered relays
+                registered = normalize_addresses(self.relay_ice.addresses())
+                self.engine.relay_addresses = self._own_relays | registered
             if not self.bus.available:
                 self.engine.excuse_silence(list(self._remote))
                 continue  # fail closed: without the bus, no node is known dead
@@ -351,6 +359,17 @@ class ClusterHub(SignalingHub):
                 self._note_owner(call_id, owner)
         self.send(device, msg)
 
+    def send(self, device: Device, message: dict[str, Any]) -> None:
+        """A `call.incoming` carries the callee's ICE servers with the caller's relay first
+        (signaling/relay_choice.py): both parties then allocate on one relay."""
+        if message.get("type") == "call.incoming" and self.relay_ice is not None:
+            servers = self.relay_ice.for_call(
+                device.handle, self.clock.wall(), str(message.get("sdp", ""))
+            )
+            if servers is not None:
+                message = {**message, "ice_servers": servers}
+        super().send(device, message)
+
     def _note_owner(self, call_id: str, owner: str) -> None:
         if call_id not in self._owners and len(self._owners) >= MAX_REMOTE_CALLS:
             del self._owners[next(iter(self._owners))]
@@ -424,7 +443,10 @@ class ClusterHub(SignalingHub):
 
     def snapshot(self) -> dict[str, Any]:
         calls = [live_call_json(call) for call in super().live_calls()]
-        return {"calls": calls, "presence": self.presence(), "relay": self.relay}
+        # calls held elsewhere that devices here take part in: a registered relay keeps
+        # admitting their parties while the holder is dead and before a take-over
+        pairs = sorted(sorted(pair) for pair in set(self._remote_parties.values()))
+        return {"calls": calls, "pairs": pairs, "presence": self.presence(), "relay": self.relay}
 
     def peer_relays(self) -> dict[str, dict[str, Any]]:
         """The other live nodes' relays by node id, as their snapshots say."""

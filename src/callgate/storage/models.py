@@ -99,6 +99,8 @@ class RelaySession(Base):
     packets_to_client: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_to_client: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # the relay that wrote it (its node or relay id; None for a node alone): see v0025
+    relay_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class User(Base):

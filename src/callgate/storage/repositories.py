@@ -77,8 +77,9 @@ class TurnUserRepository:
         return session.scalars(query).one_or_none()
 
 
-def _new_session_row(event: AllocationEvent) -> RelaySession:
+def _new_session_row(event: AllocationEvent, relay_id: str | None) -> RelaySession:
     return RelaySession(
+        relay_id=relay_id,
         allocation_id=event.allocation_id,
         username=event.username,
         user=event.user,
@@ -99,13 +100,16 @@ def _new_session_row(event: AllocationEvent) -> RelaySession:
     )
 
 
-def apply_event(session: Session, event: AllocationEvent) -> RelaySession:
-    """Upsert the relay_sessions row for `event` (insert on first sight, then update)."""
+def apply_event(
+    session: Session, event: AllocationEvent, relay_id: str | None = None
+) -> RelaySession:
+    """Upsert the relay_sessions row for `event` (insert on first sight, then update); a new row
+    is marked with `relay_id`, the relay that wrote it."""
     row = session.scalars(
         select(RelaySession).where(RelaySession.allocation_id == event.allocation_id)
     ).one_or_none()
     if row is None:
-        row = _new_session_row(event)
+        row = _new_session_row(event, relay_id)
         session.add(row)
     peers = set(json.loads(row.peers)) | set(event.peers)
     row.peers = json.dumps(sorted(peers))
@@ -128,16 +132,18 @@ class RelaySessionRepository:
         self,
         sessions: sessionmaker[Session],
         also: Callable[[Connection, AllocationEvent], object] | None = None,
+        relay_id: str | None = None,
     ) -> None:
         self._sessions = sessions
         self._also = also
+        self._relay_id = relay_id
 
     def apply(self, events: Sequence[AllocationEvent]) -> None:
         """Apply events in order, in one transaction; `also(conn, event)` (given at construction)
         runs in it after each event (the relay.session audit entry of a DELETED event)."""
         with self._sessions.begin() as session:
             for event in events:
-                apply_event(session, event)
+                apply_event(session, event, self._relay_id)
                 session.flush()
                 if self._also is not None:
                     self._also(session.connection(), event)

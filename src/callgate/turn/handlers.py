@@ -96,6 +96,9 @@ class TurnHandler:
         # Whether a new allocation's record can be written now (`serve`: the storage probe); None:
         # no records kept. False refuses Allocate with 508 rather than relay unrecorded.
         self.can_record: Callable[[], bool] | None = None
+        # A relay being drained (`callgate turn --drain`): allocations it holds go on, new ones
+        # are refused so that clients allocate on another relay.
+        self.draining = False
         # Failed authentications throttled per source address and per username (turn/throttle.py).
         self.throttle = AuthThrottle(clock)
         self._software: list[tuple[int, bytes]] = (
@@ -238,6 +241,9 @@ class TurnHandler:
                 return existing.allocate_response
             raise Reject(437)
         options = allocate_options(message, self.allocator)
+        if self.draining:
+            # RFC 8656 §7.2/§18: 508 Insufficient Capacity; the client's other relays serve it.
+            raise Reject(508, reason="Relay draining: allocate on another relay")
         if self.can_record is not None and not self.can_record():
             # RFC 8656 §7.2/§18: 508 Insufficient Capacity, here the store's; retry later.
             raise Reject(508, reason="Allocation cannot be recorded now (storage full)")

@@ -51,13 +51,24 @@ def test_policy_all_and_a_stun_only_entry() -> None:
     assert server.username is None and server.credential is None
 
 
+def test_a_call_that_carries_ice_servers_is_configured_with_them() -> None:
+    """Separate relays: `call.incoming` names the caller's relay first; the callee's call uses
+    that list, not hello's."""
+    hello = {"ice_servers": [{"urls": "stun:198.51.100.7:3478"}], "ice_transport_policy": "all"}
+    turn = {"urls": ["turn:198.51.100.8:3478?transport=udp"], "username": "u", "credential": "c"}
+    configured = call_hello(hello, {"ice_transport_policy": "all", "ice_servers": [turn]})
+    (server,) = rtc_configuration(configured).iceServers
+    assert server.urls == turn["urls"] and server.username == "u"
+    assert hello["ice_servers"] == [{"urls": "stun:198.51.100.7:3478"}]  # hello untouched
+
+
 async def test_a_call_the_server_makes_relay_only_gathers_no_host_candidate() -> None:
     """hello said "all"; `call.incoming` says this call is relay-only (a policy rule): the
     callee's peer connection gathers no host candidate, so raddr never carries its address."""
     from aiortc import RTCPeerConnection
 
     hello = {"ice_servers": [], "ice_transport_policy": "all"}
-    assert call_hello(hello, {"ice_transport_policy": "all"}) is hello
+    assert call_hello(hello, {"ice_transport_policy": "all"}) == hello
     configured = call_hello(hello, {"ice_transport_policy": "relay"})
     assert rtc_configuration(configured).iceTransportPolicy == RTCIceTransportPolicy.RELAY
     for config, host_expected in ((hello, True), (configured, False)):

@@ -1,0 +1,55 @@
+"""What a registered `callgate turn` needs before it starts (runtime/relay_cluster.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from callgate.config import Settings, turn_config
+from callgate.errors import ConfigError
+from callgate.runtime.relay_cluster import registered_config
+
+REDIS = "redis://127.0.0.1:6379/0"
+DB = "postgresql+psycopg://u:p@127.0.0.1/callgate"
+
+
+def settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "node_id": "eu1",
+        "redis_url": REDIS,
+        "database_url": DB,
+        "region": "eu",
+        "turn": {"auth_secret": "shared"},
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def test_a_registered_relay_is_call_bound_unless_told_not_to() -> None:
+    good = settings()
+    assert registered_config(good, turn_config(good)).call_bound
+    opted_out = settings(turn={"auth_secret": "shared", "call_bound": False})
+    assert not registered_config(opted_out, turn_config(opted_out)).call_bound
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needs"),
+    [
+        ({"node_id": None}, "--node-id"),
+        ({"database_url": None}, "--database-url"),
+        ({"turn": {}}, "turn.auth_secret"),
+        ({"turn": {"auth_secret": "shared", "workers": 2}}, "one process"),
+    ],
+)
+def test_what_is_missing_is_named(overrides: dict[str, Any], needs: str) -> None:
+    bad = settings(**overrides)
+    with pytest.raises(ConfigError, match=needs):
+        registered_config(bad, turn_config(bad))
+
+
+@pytest.mark.parametrize("region", ["", "eu west", "x" * 65, "eu/1"])
+def test_a_bad_region_is_refused(region: str) -> None:
+    with pytest.raises(ValidationError, match="region"):
+        settings(region=region)
