@@ -16,10 +16,12 @@ import socket
 import subprocess
 import time
 import urllib.request
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pylibsrtp
 import pytest
 
@@ -108,6 +110,7 @@ def sipp_register(port: int, device: dict[str, str], transport: str, cwd: Path) 
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
+@pytest.mark.timeout(240)  # one server for every scenario below, on a busy machine
 def test_phones_register_with_digest_over_udp_and_tcp(
     sip_server: tuple[WebServer, int, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -241,13 +244,13 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert sos["policy_decision"] == "emergency" and sos["caller_user"] == "bob"
     no_rule = [c for c in cdrs if c["callee_user"] == "+442079460000" and c is not dialled]
     assert [c["reason"] for c in no_rule] == ["sip 403"]
-    refused, talked = sorted(
+    recorded, talked = sorted(
         (c for c in cdrs if c["caller_user"] == "alice" and c["direction"] != "outbound"),
         key=by_invite,
     )[::-1]
     assert (talked["callee_user"], talked["caller_user_agent"]) == ("bob", "sip")
     assert talked["answer_at"] is not None and talked["reason"] == "hangup"
-    assert refused["answer_at"] is None and refused["reason"] == "recording-unavailable"
+    assert recorded["answer_at"] is not None and recorded["reason"] == "hangup"
 
 
 def by_invite(cdr: dict[str, Any]) -> str:
@@ -316,9 +319,10 @@ def call_phone_to_cli(
     server: WebServer, port: int, user: str, password: str, tmp_path: Path
 ) -> None:
     """A call from the phone with SRTP (SDES keys), answered by bob's CLI softphone; then, once a
-    policy rule says
-    alice's calls to bob must be recorded, a second call is refused, fail-closed (503): the
-    recording holds Opus only, so the recorder cannot take a G.711 call, and bob never rings."""
+    policy rule says alice's calls to bob must be recorded, a second call (plain RTP) is
+    recorded in G.711 like any recorded call: bob rings only once the recorder holds the
+    phone's side (silence until its RTP flows), each hears the other, and the exported bundle
+    has the phone's tone left, bob's right, and passes `callgate recording verify`."""
     recording = tmp_path / "bob.wav"
     env = clean_env(
         CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
@@ -374,9 +378,20 @@ def call_phone_to_cli(
                         "--data-dir", str(server.root / "data"), cwd=tmp_path)  # fmt: skip
         assert rule.returncode == 0, rule.stderr
         time.sleep(1.5)  # a running server sees policy changes within a second
-        phone, statuses, refused = sip_invite(port, user, password, rtp.getsockname()[1])
-        assert refused.status == 503 and "recording" in refused.reason, refused.reason
+        phone, statuses, ok = sip_invite(port, user, password, rtp.getsockname()[1])
+        assert statuses[0] == 100 and 180 in statuses and statuses[-1] == 200, statuses
+        phone.send(in_dialog(phone, "ACK", ok, port))
+        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", ok.body.decode())
+        assert media is not None, ok.body
+        heard = talk(rtp, ("127.0.0.1", int(media.group(1))), 330.0)
+        assert abs(dominant_hz(ulaw_decode(heard[-8000:])) - 880.0) < 10.0
+        assert phone.exchange(in_dialog(phone, "BYE", ok, port)).status == 200
         phone.close()
+        events = read_events(bob, "ended")
+        assert "recording" in [e["event"] for e in events], events
+        assert abs(dominant_frequency(tmp_path / "bob-2.wav") - 330.0) < 5.0
+        call_id = next(e["call_id"] for e in events if e["event"] == "incoming")
+        check_recording(server, call_id, tmp_path, 330.0, 880.0)
         # SRTP offered: refused at the edge (488), before the hub; the edge writes its CDR
         phone, _, srtp = sip_invite(port, user, password, rtp.getsockname()[1], "RTP/SAVP")
         assert srtp.status == 488, srtp.reason
@@ -388,6 +403,50 @@ def call_phone_to_cli(
         out, _ = bob.communicate()
         rtp.close()
     assert "incoming" not in [json.loads(line)["event"] for line in out.splitlines() if line]
+
+
+def talk(rtp: socket.socket, target: tuple[str, int], hz: float) -> bytes:
+    """3 s of a PCMU tone from the phone's RTP socket; returns the payloads heard meanwhile."""
+    heard = bytearray()
+    for n in range(150):
+        packet = RtpPacket(PCMU, n == 0, n, 4000 + n * 160, 0x5151, tone_ulaw(hz, n * 160))
+        rtp.sendto(build_rtp(packet), target)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                heard += parse_rtp(rtp.recv(2048)).payload
+        time.sleep(0.02)
+    assert len(heard) > 8000, len(heard)  # more than a second of the other side
+    return bytes(heard)
+
+
+def check_recording(
+    server: WebServer, call_id: str, tmp_path: Path, caller_hz: float, callee_hz: float
+) -> None:
+    """The call's recording closes, exports (G.711 decoded to the stereo WAV: caller left,
+    callee right) and its bundle verifies offline."""
+    data = ("--data-dir", str(server.root / "data"))
+    deadline = time.monotonic() + 20  # the recording closes just after the call
+    while True:
+        (row,) = client_get(server, f"/api/recordings?call_id={call_id}", "admin")
+        if row["state"] != "open":
+            break
+        assert time.monotonic() < deadline, "the recording did not close"
+        time.sleep(0.3)
+    assert (row["state"], row["codec"]) == ("closed", "pcmu/8000/1"), row
+    bundle = tmp_path / f"bundle-{call_id}"
+    exported = callgate("recording", "export", call_id, "--out", str(bundle), *data, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    verified = callgate("recording", "verify", str(bundle), "--json", cwd=tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    assert {s["codec"] for s in metadata["streams"]} == {"pcmu/8000/1"}
+    with wave.open(str(bundle / "audio.wav")) as reader:
+        rate = reader.getframerate()
+        frames = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
+    stereo = frames.reshape(-1, 2).astype(np.int32)
+    assert len(stereo) > 2 * rate  # the silence while bob rang, then 3 s of talk
+    for channel, hz in ((stereo[:, 0], caller_hz), (stereo[:, 1], callee_hz)):
+        assert abs(dominant_hz(channel, rate) - hz) < 5.0, (hz, dominant_hz(channel, rate))
 
 
 def call_cli_to_phone(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from callgate.recording import keys
+from callgate.recording.audio import OPUS, PCMA, PCMU
 from callgate.recording.chunks import HEADER_BYTES, ChunkError, iter_chunks, seal
 from callgate.recording.recorder import RecorderLimits, StreamRecorder
 from callgate.recording.retention import RetentionPolicy
@@ -29,7 +30,9 @@ from callgate.recording.writer import ChunkWriter, RecordingFailure
 
 log = logging.getLogger(__name__)
 
-CODEC = "opus/48000/2"
+CODEC = OPUS  # the default: calls between callgate's own clients
+# The anchor's codec names (media/packets.py CODEC_CLOCKS) → what a recording's `codec` says.
+CODECS = {"opus": OPUS, "pcmu": PCMU, "pcma": PCMA}
 FORMAT = "callgate-recording/1"
 
 
@@ -135,14 +138,18 @@ class RecordingService:
         parties: Mapping[str, Mapping[str, Any]],
         policy_rule: str | None,
         on_failure: Callable[[str], None],
+        codec: str = "opus",
     ) -> StreamRecorder:
-        """Create the row, the file and its recorder; RecordingFailure when it cannot."""
+        """Create the row, the file and its recorder; RecordingFailure when it cannot. `codec`:
+        the anchor's ("opus", or "pcmu"/"pcma" for a SIP phone or trunk), stored as it came."""
+        if codec not in CODECS:
+            raise RecordingFailure(f"cannot record codec {codec!r}")
         master = self.master_key()
         if len(self.active) + self._starting >= self.settings.max_active:
             raise RecordingFailure(f"{self.settings.max_active} calls are being recorded already")
         self._starting += 1
         try:
-            row, writer = await self._create(call_id, parties, policy_rule, master)
+            row, writer = await self._create(call_id, parties, policy_rule, master, CODECS[codec])
         finally:
             self._starting -= 1
 
@@ -164,6 +171,7 @@ class RecordingService:
         parties: Mapping[str, Mapping[str, Any]],
         policy_rule: str | None,
         master: bytes,
+        codec: str,
     ) -> tuple[dict[str, Any], ChunkWriter]:
         recording_id = uuid.uuid4().hex
         path = self.settings.directory / f"{recording_id}.cgrec"
@@ -174,7 +182,7 @@ class RecordingService:
             "file_name": path.name,
             "key_id": keys.key_id(master),
             "wrapped_key": keys.wrap(master, key),
-            "codec": CODEC,
+            "codec": codec,
             "policy_rule": policy_rule,
             "metadata_json": json.dumps({"participants": _participants(parties)}),
             "retention": self.settings.retention.period(policy_rule),
@@ -221,7 +229,7 @@ class RecordingService:
             {
                 "label": leg,
                 "sent_by": leg,
-                "codec": CODEC,
+                "codec": row["codec"],
                 "channel": "left" if leg == "caller" else "right",
                 "packets": recorder.packets[leg],
                 "first_arrival": recorder.first_arrival.get(leg),
@@ -238,7 +246,7 @@ class RecordingService:
             "ended_at": _iso(ended),
             "state": state,
             "failure": recorder.failure,
-            "codec": CODEC,
+            "codec": row["codec"],
             "cipher": "AES-256-GCM, per-recording key wrapped with AES-KW",
             "key_id": row["key_id"],
             "chunk_sha256": list(recorder.writer.chunks),

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from callgate.media.anchor import AnchorError, AnchorLeg, Bridge
+from callgate.media.caller_fill import SilenceUntilMedia
 from callgate.media.rtp_leg import RtpLeg
 from callgate.runtime.sip_dialout import DialOut, final_response
 from callgate.signaling import messages as m
@@ -147,13 +148,17 @@ class SipCalls:
         srtp = (
             None if offer.crypto is None or ours is None else (offer.crypto.key_salt, ours.key_salt)
         )
-        rtp = RtpLeg("phone", bridge.forward, codec, srtp)
+        # silence towards the anchor until the phone's RTP flows: a recorded call rings only
+        # once the recorder has the caller's first packets (media/caller_fill.py)
+        fill = SilenceUntilMedia("phone", codec, bridge.forward)
+        rtp = RtpLeg("phone", fill.packet, codec, srtp)
         device: Device | None = None
         try:
             web = bridge.leg("web", codec=codec)
             local = await rtp.open(media_ip)
             rtp.set_remote((offer.address, offer.port), also_from=[call.peer.address[0]])
             bridge.attach(rtp)
+            fill.start()
             web_offer = await web.offer()
             device, effects = await self._hub.connect(
                 handle, display, True, address=call.peer.address[0], user_agent=agent
@@ -173,6 +178,7 @@ class SipCalls:
             log.warning("sip call %s: %s", call.call_id, exc)
             call.reject(503, "Service Unavailable (media)")
         finally:
+            await fill.stop()
             if device is not None:
                 await self._hub.disconnect(device)
                 device.queue.put_nowait(None)
