@@ -244,12 +244,13 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert sos["policy_decision"] == "emergency" and sos["caller_user"] == "bob"
     no_rule = [c for c in cdrs if c["callee_user"] == "+442079460000" and c is not dialled]
     assert [c["reason"] for c in no_rule] == ["sip 403"]
-    recorded, talked = sorted(
+    recorded, keyed, talked = sorted(
         (c for c in cdrs if c["caller_user"] == "alice" and c["direction"] != "outbound"),
         key=by_invite,
     )[::-1]
     assert (talked["callee_user"], talked["caller_user_agent"]) == ("bob", "sip")
     assert talked["answer_at"] is not None and talked["reason"] == "hangup"
+    assert keyed["answer_at"] is not None and keyed["reason"] == "hangup"  # SIPp's DTMF
     assert recorded["answer_at"] is not None and recorded["reason"] == "hangup"
 
 
@@ -264,6 +265,43 @@ def client_get(server: WebServer, path: str, who: str) -> Any:
     return answer.json()
 
 
+def phone_sdp(
+    rtp_port: int, profile: str = "RTP/AVP", key: bytes | None = None, direction: str = ""
+) -> bytes:
+    sdp = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {rtp_port} {profile} 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+    ).encode()
+    if key is not None:  # SDES (RFC 4568)
+        sdp += f"a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(key).decode()}\r\n".encode()
+    if direction:  # RFC 3264 §8.4: hold is a=sendonly or a=inactive
+        sdp = sdp.replace(b"o=- 1 1", b"o=- 1 2") + f"a={direction}\r\n".encode()
+    return sdp
+
+
+def reinvite(
+    phone: SipClient, ok: SipResponse, port: int, user: str, password: str, sdp: bytes
+) -> SipResponse:
+    """A re-INVITE in the dialog `ok` made, digest answered, its 200 acknowledged."""
+    aor, bob_uri = "sip:alice@callgate", f"sip:bob@127.0.0.1:{port}"
+    headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>", "Content-Type: application/sdp"]
+
+    def dialog(request: bytes) -> bytes:
+        return request.replace(f"To: <{bob_uri}>".encode(), f"To: {ok.headers.get('to')}".encode())
+
+    reply = phone.exchange(dialog(phone.request("INVITE", aor, headers, to=bob_uri, body=sdp)))
+    if reply.status == 401:
+        phone.send(dialog(phone.request("ACK", aor, to=bob_uri, cseq=phone.cseq)))
+        auth = authorization(challenge_for(reply, "SHA-256"), user, password, "INVITE", bob_uri)
+        invite = phone.request("INVITE", aor, [auth, *headers], to=bob_uri, body=sdp)
+        reply = phone.exchange(dialog(invite))
+    while reply.status < 200:
+        reply = phone.receive()
+    if reply.status == 200:
+        phone.send(dialog(phone.request("ACK", aor, to=bob_uri, cseq=phone.cseq)))
+    return reply
+
+
 def sip_invite(
     port: int,
     user: str,
@@ -276,12 +314,7 @@ def sip_invite(
     """alice's phone INVITEs bob, answers the digest challenge, and reads responses up to the
     final one."""
     phone = SipClient(("127.0.0.1", port))
-    sdp = (
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        f"m=audio {rtp_port} {profile} 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
-    ).encode()
-    if key is not None:  # SDES (RFC 4568)
-        sdp += f"a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(key).decode()}\r\n".encode()
+    sdp = phone_sdp(rtp_port, profile, key)
     aor, bob_uri = "sip:alice@callgate", f"sip:{callee}@127.0.0.1:{port}"
     headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>", "Content-Type: application/sdp",
                "Record-Route: <sip:127.0.0.9;lr>, <sip:127.0.0.8;lr>"]  # fmt: skip
@@ -330,7 +363,7 @@ def call_phone_to_cli(
     )  # fmt: skip
     bob = subprocess.Popen(
         [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--json",
-         "--count", "2"],
+         "--count", "3"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -346,7 +379,7 @@ def call_phone_to_cli(
         # the proxies that recorded the route stay in the dialog (RFC 3261 §12.1.1)
         assert ok.headers.all("record-route") == ["<sip:127.0.0.9;lr>", "<sip:127.0.0.8;lr>"]
         offer = ok.body.decode()
-        media = re.search(r"m=audio (\d+) RTP/SAVP 0\r\n", offer)
+        media = re.search(r"m=audio (\d+) RTP/SAVP 0 101\r\n", offer)
         assert media is not None and "c=IN IP4 127.0.0.1" in offer, offer
         theirs = parse_audio(ok.body).crypto
         assert theirs is not None and theirs.tag == 7 and theirs.key_salt != key
@@ -373,6 +406,14 @@ def call_phone_to_cli(
         assert events[-1]["reason"] == "hangup", events
         assert abs(dominant_frequency(recording) - 440.0) < 5.0
 
+        # SIPp calls bob and presses "1" as RFC 4733 events: bob's WebRTC leg cannot carry
+        # them, so he hears the key's tones (697 + 1209 Hz, ITU-T Q.23)
+        sipp_dtmf_call(port, user, password, tmp_path)
+        events = read_events(bob, "ended")
+        assert "answered" in [e["event"] for e in events], events
+        low, high = dtmf_tones(tmp_path / "bob-2.wav")
+        assert abs(low - 697) < 10 and abs(high - 1209) < 10, (low, high)
+
         rule = callgate("policy", "add", "record-alice", "allow", "--from-user", "alice",
                         "--to-user", "bob", "--recording-required", "--position", "1",
                         "--data-dir", str(server.root / "data"), cwd=tmp_path)  # fmt: skip
@@ -381,15 +422,36 @@ def call_phone_to_cli(
         phone, statuses, ok = sip_invite(port, user, password, rtp.getsockname()[1])
         assert statuses[0] == 100 and 180 in statuses and statuses[-1] == 200, statuses
         phone.send(in_dialog(phone, "ACK", ok, port))
-        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", ok.body.decode())
+        media = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", ok.body.decode())
         assert media is not None, ok.body
+        heard = talk(rtp, ("127.0.0.1", int(media.group(1))), 330.0)
+        assert abs(dominant_hz(ulaw_decode(heard[-8000:])) - 880.0) < 10.0
+        # a session refresh (the same offer again) changes nothing; then the phone holds the
+        # call (a=inactive, RFC 3264 §8.4) for longer than the recorder's silence limit, and
+        # resumes: the call and its recording go on, bob is heard again
+        rtp_port = rtp.getsockname()[1]
+        refresh = reinvite(phone, ok, port, user, password, phone_sdp(rtp_port))
+        assert (refresh.status, refresh.body) == (200, ok.body)
+        held = reinvite(phone, ok, port, user, password, phone_sdp(rtp_port, direction="inactive"))
+        assert held.status == 200 and b"a=inactive\r\n" in held.body, held.body
+        time.sleep(1.0)
+        with contextlib.suppress(BlockingIOError):
+            while rtp.recv(2048):
+                pass  # what was on its way before the hold
+        time.sleep(5.5)
+        with pytest.raises(BlockingIOError):  # nothing is sent to a phone on hold
+            rtp.recv(2048)
+        resumed = reinvite(
+            phone, ok, port, user, password, phone_sdp(rtp_port, direction="sendrecv")
+        )
+        assert resumed.status == 200 and b"a=sendrecv\r\n" in resumed.body, resumed.body
         heard = talk(rtp, ("127.0.0.1", int(media.group(1))), 330.0)
         assert abs(dominant_hz(ulaw_decode(heard[-8000:])) - 880.0) < 10.0
         assert phone.exchange(in_dialog(phone, "BYE", ok, port)).status == 200
         phone.close()
         events = read_events(bob, "ended")
         assert "recording" in [e["event"] for e in events], events
-        assert abs(dominant_frequency(tmp_path / "bob-2.wav") - 330.0) < 5.0
+        assert abs(dominant_frequency(tmp_path / "bob-3.wav") - 330.0) < 5.0
         call_id = next(e["call_id"] for e in events if e["event"] == "incoming")
         check_recording(server, call_id, tmp_path, 330.0, 880.0)
         # SRTP offered: refused at the edge (488), before the hub; the edge writes its CDR
@@ -403,6 +465,33 @@ def call_phone_to_cli(
         out, _ = bob.communicate()
         rtp.close()
     assert "incoming" not in [json.loads(line)["event"] for line in out.splitlines() if line]
+
+
+def sipp_dtmf_call(port: int, user: str, password: str, cwd: Path) -> None:
+    done = subprocess.run(
+        ["sipp", f"127.0.0.1:{port}", "-sf", str(SIPP_DIR / "dtmf_call.xml"), "-s", "bob",
+         "-au", user, "-ap", password, "-m", "1", "-i", "127.0.0.1", "-p", str(free_port()),
+         "-mi", "127.0.0.1", "-mp", str(free_port()), "-timeout", "40s", "-nostdin",
+         "-trace_err", "-error_file", str(cwd / "sipp-dtmf.err")],
+        capture_output=True, cwd=cwd, timeout=60, check=False,
+    )  # fmt: skip
+    errors = (cwd / "sipp-dtmf.err").read_text() if (cwd / "sipp-dtmf.err").exists() else ""
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + errors[-2000:]
+
+
+def dtmf_tones(path: Path) -> tuple[float, float]:
+    """The two strongest frequencies of a recording, lowest first."""
+    with wave.open(str(path)) as reader:
+        rate, channels = reader.getframerate(), reader.getnchannels()
+        frames = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
+    mono = frames.reshape(-1, channels).mean(axis=1)
+    spectrum = np.abs(np.fft.rfft(mono * np.hanning(mono.size)))
+    freqs = np.fft.rfftfreq(mono.size, 1 / rate)
+    first = int(np.argmax(spectrum))
+    spectrum[np.abs(freqs - freqs[first]) < 50] = 0  # the other tone, not the first one's skirt
+    second = int(np.argmax(spectrum))
+    low, high = sorted((float(freqs[first]), float(freqs[second])))
+    return low, high
 
 
 def talk(rtp: socket.socket, target: tuple[str, int], hz: float) -> bytes:
@@ -472,6 +561,7 @@ def call_cli_to_phone(
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
+        phone.sock.settimeout(60)  # bob's CLI starts, signs in and calls: slow on a busy machine
         try:
             invite = phone.receive_request()
         except TimeoutError:
@@ -479,7 +569,7 @@ def call_cli_to_phone(
             raise AssertionError(f"no INVITE; bob: {bob.communicate()}") from None
         assert invite.method == "INVITE" and invite.uri == f"sip:alice@127.0.0.1:{phone.local[1]}"
         assert "<sip:bob@" in (invite.headers.get("from") or "")
-        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", invite.body.decode())
+        media = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", invite.body.decode())
         assert media is not None, invite.body
         tag = "phone1"
         phone.send(serialize(response(invite, 180, "Ringing", to_tag=tag)))

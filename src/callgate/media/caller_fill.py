@@ -11,8 +11,10 @@ with their payload unchanged; only their timestamps are moved onto the same time
 sequence numbers continued), so the recording places the party's audio right after the silence.
 
 What the recording then holds for the caller before the answer is silence, which is what the
-callee would have heard. Nothing is filled in after the party's first packet: a phone that goes
-quiet (silence suppression) is heard as silent by the recorder's silence limit, fail-closed.
+callee would have heard. Nothing is filled in after the party's first packet, except while the
+party has put the call on hold (`hold()`: its re-INVITE says it sends nothing): a phone that goes
+quiet otherwise (silence suppression) is heard as silent by the recorder's silence limit,
+fail-closed.
 """
 
 from __future__ import annotations
@@ -56,6 +58,13 @@ class SilenceUntilMedia:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._fill(), name=f"silence-{self.leg}")
+
+    def hold(self) -> None:
+        """The party stopped sending (it put the call on hold, RFC 3264 §8.4): silence again,
+        until its next packet, which starts its timeline afresh after the silence."""
+        if self._offset is not None:
+            self._offset = None
+            self.start()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -8,7 +8,9 @@ The other side of the bridge is a WebRTC `AnchorLeg` negotiated to the same G.71
   leg). Anything else is counted and dropped.
 - Symmetric RTP (RFC 4961) with latching: a phone behind NAT sends from another address than its
   SDP names, so the first valid packet from an allowed IP (the SDP's, or the one its signaling
-  came from) fixes where we send and the only source we accept from then on.
+  came from) fixes where we send and the only source we accept from then on. A re-INVITE that
+  moves the party's media (`set_remote` with a new address) latches afresh; `sending` False
+  (the party's SDP says it does not receive: hold) sends nothing.
 - Out: `track.push(payload, timestamp)` sends the other party's payload in our own RTP stream
   (our SSRC and sequence numbers; timestamps kept relative to that party's first packet), as
   the WebRTC side does (packets.py).
@@ -17,7 +19,11 @@ The other side of the bridge is a WebRTC `AnchorLeg` negotiated to the same G.71
   (AES_CM_128_HMAC_SHA1_80), packets are authenticated and decrypted on the way in (a packet that
   fails is dropped as "srtp") and encrypted on the way out, with libsrtp (pylibsrtp).
 
-RTCP is neither sent nor read (no port is opened for it); DTMF (RFC 4733) is not forwarded yet.
+- DTMF: with `events` (the telephone-event payload type the SDP negotiated, RFC 4733) those
+  packets are taken too and handed on with their payload type; the next handler decides what
+  becomes of them (dtmf.py turns them into tones for the WebRTC side).
+
+RTCP is neither sent nor read (no port is opened for it).
 """
 
 from __future__ import annotations
@@ -98,7 +104,7 @@ class RtpSender:
 
     def push(self, payload: bytes, timestamp: int) -> None:
         target = self._leg.remote
-        if target is None or self._leg.transport is None:
+        if target is None or self._leg.transport is None or not self._leg.sending:
             return
         first = self._base_in is None
         if self._base_in is None:
@@ -131,8 +137,10 @@ class RtpLeg:
         on_packet: PacketHandler,
         codec: str = "pcmu",
         srtp: tuple[bytes, bytes] | None = None,
+        events: int | None = None,
     ) -> None:
-        """`srtp`: (the party's, our) SDES master key ‖ salt, or None for plain RTP."""
+        """`srtp`: (the party's, our) SDES master key ‖ salt, or None for plain RTP; `events`:
+        the telephone-event payload type, or None."""
         if codec not in CODEC_PAYLOAD_TYPES:
             raise RtpError(f"unsupported codec {codec!r}")
         self.inbound: pylibsrtp.Session | None = None
@@ -145,7 +153,10 @@ class RtpLeg:
         self.name = name
         self.codec = codec
         self.payload_type = CODEC_PAYLOAD_TYPES[codec]
+        self.events = events
+        self.received_events = 0
         self.connected = asyncio.Event()  # we know where to send
+        self.sending = True  # False while the party's SDP says it does not receive (hold)
         self.transport: asyncio.DatagramTransport | None = None
         self.local: tuple[str, int] = ("", 0)
         self.remote: tuple[str, int] | None = None
@@ -174,9 +185,17 @@ class RtpLeg:
     def set_remote(self, address: tuple[str, int], also_from: Iterable[str] = ()) -> None:
         """Where the party's SDP says to send; packets are taken from that IP and `also_from`
         (the address its signaling came from), and the first one latches (module doc)."""
-        self.remote = address
+        if self.remote is not None and self._latched and address != self.remote:
+            self._latched = False  # a re-INVITE moved the party's media: latch afresh
+        if not self._latched:
+            self.remote = address
         self._allowed = {address[0], *also_from}
         self.connected.set()
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        """The IPs packets are taken from before latching."""
+        return tuple(sorted(self._allowed))
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -201,8 +220,10 @@ class RtpLeg:
             self._drop(str(exc))
             return
         if packet.payload_type != self.payload_type:
-            self._drop("payload type")
-            return
+            if self.events is None or packet.payload_type != self.events:
+                self._drop("payload type")
+                return
+            self.received_events += 1
         if not self._latched:
             self._latched = True
             if source != self.remote:
