@@ -20,13 +20,11 @@ import numpy.typing as npt
 from av.audio.codeccontext import AudioCodecContext
 
 from callgate.recording.chunks import LEGS, Packet
+from callgate.recording.codecs import OPUS, PCMA, PCMU
 
 RATE = 48000
 MAX_SECONDS = 6 * 3600  # a bound on the WAV built in memory
-# What a recording's `codec` names (recording/service.py), and its decoder and RTP clock rate.
-OPUS = "opus/48000/2"
-PCMU = "pcmu/8000/1"
-PCMA = "pcma/8000/1"
+# each recording codec's decoder and RTP clock rate
 DECODERS = {OPUS: ("libopus", RATE), PCMU: ("pcm_mulaw", 8000), PCMA: ("pcm_alaw", 8000)}
 Pieces = list[tuple[int, npt.NDArray[np.int16]]]
 

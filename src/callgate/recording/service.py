@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from callgate.recording import keys
-from callgate.recording.audio import OPUS, PCMA, PCMU
 from callgate.recording.chunks import HEADER_BYTES, ChunkError, iter_chunks, seal
+from callgate.recording.codecs import BY_ANCHOR_CODEC as CODECS
+from callgate.recording.codecs import OPUS
 from callgate.recording.recorder import RecorderLimits, StreamRecorder
 from callgate.recording.retention import RetentionPolicy
 from callgate.recording.store import RecordingRepository, RecordingRow
@@ -31,8 +32,6 @@ from callgate.recording.writer import ChunkWriter, RecordingFailure
 log = logging.getLogger(__name__)
 
 CODEC = OPUS  # the default: calls between callgate's own clients
-# The anchor's codec names (media/packets.py CODEC_CLOCKS) → what a recording's `codec` says.
-CODECS = {"opus": OPUS, "pcmu": PCMU, "pcma": PCMA}
 FORMAT = "callgate-recording/1"
 
 

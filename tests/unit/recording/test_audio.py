@@ -11,8 +11,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from callgate.recording.audio import PCMA, PCMU, RATE, AudioError, stereo_wav_bytes
+from callgate.recording.audio import RATE, AudioError, stereo_wav_bytes
 from callgate.recording.chunks import Packet
+from callgate.recording.codecs import PCMA, PCMU
 
 ENCODERS = {PCMU: "pcm_mulaw", PCMA: "pcm_alaw"}
 
