@@ -23,7 +23,7 @@ The other side of the bridge is a WebRTC `AnchorLeg` negotiated to the same G.71
   packets are taken too and handed on with their payload type; the next handler decides what
   becomes of them (dtmf.py turns them into tones for the WebRTC side).
 
-RTCP is neither sent nor read (no port is opened for it).
+- RTCP (RFC 3550 §6) on the next port: our SR/RR, the party's reports read (rtcp_leg.py).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from typing import Any
 import pylibsrtp
 
 from callgate.media.packets import MediaPacket, PacketHandler
+from callgate.media.rtcp_leg import RtcpChannel
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ CODEC_PAYLOAD_TYPES = {"pcmu": PCMU, "pcma": PCMA}
 RTP_VERSION = 2
 HEADER = struct.Struct("!BBHII")
 MAX_DATAGRAM = 2048
+PAIR_ATTEMPTS = 20  # tries at an RTP port whose next port is free for RTCP
 
 
 class RtpError(ValueError):
@@ -101,6 +103,8 @@ class RtpSender:
         self._base_out = secrets.randbits(32)
         self._base_in: int | None = None
         self.forwarded = 0
+        self.octets = 0  # payload octets sent (the SR's octet count, RFC 3550 §6.4.1)
+        self.last_timestamp = self._base_out
 
     def push(self, payload: bytes, timestamp: int) -> None:
         target = self._leg.remote
@@ -117,6 +121,8 @@ class RtpSender:
             data = self._leg.outbound.protect(data)
         self._leg.transport.sendto(data, target)
         self.forwarded += 1
+        self.octets += len(payload)
+        self.last_timestamp = out
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -158,6 +164,7 @@ class RtpLeg:
         self.connected = asyncio.Event()  # we know where to send
         self.sending = True  # False while the party's SDP says it does not receive (hold)
         self.transport: asyncio.DatagramTransport | None = None
+        self.rtcp: RtcpChannel | None = None  # once open
         self.local: tuple[str, int] = ("", 0)
         self.remote: tuple[str, int] | None = None
         self.track = RtpSender(self)
@@ -172,25 +179,44 @@ class RtpLeg:
         self.track.push(packet.payload, packet.timestamp)
 
     async def open(self, host: str, port: int = 0) -> tuple[str, int]:
-        """Bind the media socket; returns its address (for our SDP)."""
+        """Bind the media socket and the RTCP one on the next port (RFC 3550 §11); returns the
+        RTP address (for our SDP)."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=(host, port)
-        )
-        self.transport = transport
-        sockname = transport.get_extra_info("sockname")
-        self.local = (str(sockname[0]), int(sockname[1]))
-        return self.local
+        for _ in range(PAIR_ATTEMPTS):
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self), local_addr=(host, port)
+            )
+            sockname = transport.get_extra_info("sockname")
+            rtcp = RtcpChannel(self)
+            try:
+                await rtcp.open(host, int(sockname[1]) + 1)
+            except OSError:
+                transport.close()
+                if port:
+                    raise
+                continue  # the next port is taken: another pair
+            self.transport, self.rtcp = transport, rtcp
+            self.local = (str(sockname[0]), int(sockname[1]))
+            return self.local
+        raise OSError(f"no free RTP/RTCP port pair on {host}")
 
-    def set_remote(self, address: tuple[str, int], also_from: Iterable[str] = ()) -> None:
+    def set_remote(
+        self,
+        address: tuple[str, int],
+        also_from: Iterable[str] = (),
+        rtcp: tuple[str, int] | None = None,
+    ) -> None:
         """Where the party's SDP says to send; packets are taken from that IP and `also_from`
-        (the address its signaling came from), and the first one latches (module doc)."""
+        (the address its signaling came from), and the first one latches (module doc). RTCP
+        goes to `rtcp` (its SDP's `a=rtcp`), else the RTP port + 1."""
         if self.remote is not None and self._latched and address != self.remote:
             self._latched = False  # a re-INVITE moved the party's media: latch afresh
         if not self._latched:
             self.remote = address
         self._allowed = {address[0], *also_from}
         self.connected.set()
+        if self.rtcp is not None:
+            self.rtcp.start(rtcp or (address[0], address[1] + 1))
 
     @property
     def allowed(self) -> tuple[str, ...]:
@@ -230,6 +256,8 @@ class RtpLeg:
                 log.info("rtp leg %s: latched to %s:%d", self.name, *source)
             self.remote = source
         self.received += 1
+        if self.rtcp is not None and packet.payload_type == self.payload_type:
+            self.rtcp.rtp_received(packet.seq, packet.timestamp, packet.ssrc)
         self._on_packet(
             MediaPacket(
                 leg=self.name,
@@ -243,5 +271,7 @@ class RtpLeg:
         )
 
     async def close(self) -> None:
+        if self.rtcp is not None:
+            await self.rtcp.close()
         if self.transport is not None:
             self.transport.close()

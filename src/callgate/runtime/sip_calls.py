@@ -309,14 +309,25 @@ class SipCalls:
         media = m.Media(type="call.media", id=self._id(), call_id=call_id, state="connected")
         await self._hub.receive(device, media, self._user_exists)
         while True:
-            streams = [
-                m.StreamStats(
-                    kind="audio", direction="inbound", packets=web.received, packets_lost=0
-                ),
-                m.StreamStats(
-                    kind="audio", direction="outbound", packets=rtp.received, packets_lost=0
-                ),
-            ]
+            # the phone's RTCP report on what we send it (its loss, jitter, round trip), and
+            # our own receive statistics of its stream (media/rtcp_leg.py)
+            party = rtp.rtcp.party if rtp.rtcp is not None else None
+            lost_by_us = rtp.rtcp.stats.packets_lost if rtp.rtcp is not None else 0
+            inbound = m.StreamStats(
+                kind="audio",
+                direction="inbound",
+                packets=web.received,
+                packets_lost=party.packets_lost if party else 0,
+                jitter_ms=party.jitter_ms if party else None,
+                rtt_ms=party.rtt_ms if party else None,
+            )
+            outbound = m.StreamStats(
+                kind="audio",
+                direction="outbound",
+                packets=rtp.received,
+                packets_lost=max(-(2**23), lost_by_us),
+            )
+            streams = [inbound, outbound]
             report = m.Stats(type="call.stats", id=self._id(), call_id=call_id, streams=streams)
             await self._hub.receive(device, report, self._user_exists)
             await asyncio.sleep(STATS_INTERVAL)
