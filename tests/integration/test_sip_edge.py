@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pylibsrtp
 import pytest
+from aiortc.rtp import RtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSrPacket
 
 from callgate.client.audio import dominant_frequency
 from callgate.media.rtp_leg import PCMU, RtpPacket, build_rtp, parse_rtp
@@ -366,11 +367,9 @@ def call_phone_to_cli(
          "--count", "3"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp, rtcp = rtp_pair()  # the phone's RTCP on its RTP port + 1 (RFC 3550 §11)
     try:
         assert read_events(bob, "ready")
-        rtp.bind(("127.0.0.1", 0))
-        rtp.setblocking(False)
         key = bytes(range(30))
         phone, statuses, ok = sip_invite(
             port, user, password, rtp.getsockname()[1], "RTP/SAVP", key=key
@@ -419,6 +418,9 @@ def call_phone_to_cli(
                         "--data-dir", str(server.root / "data"), cwd=tmp_path)  # fmt: skip
         assert rule.returncode == 0, rule.stderr
         time.sleep(1.5)  # a running server sees policy changes within a second
+        with contextlib.suppress(BlockingIOError):
+            while rtcp.recv(2048):
+                pass  # SRTCP of the first call, if it lasted 5 s
         phone, statuses, ok = sip_invite(port, user, password, rtp.getsockname()[1])
         assert statuses[0] == 100 and 180 in statuses and statuses[-1] == 200, statuses
         phone.send(in_dialog(phone, "ACK", ok, port))
@@ -426,6 +428,10 @@ def call_phone_to_cli(
         assert media is not None, ok.body
         heard = talk(rtp, ("127.0.0.1", int(media.group(1))), 330.0)
         assert abs(dominant_hz(ulaw_decode(heard[-8000:])) - 880.0) < 10.0
+        ours = parse_rtp(heard_packet(rtp)).ssrc
+        # the phone's RTCP receiver report on our stream: 7 lost, jitter 160 (20 ms at 8 kHz)
+        report = RtcpRrPacket(ssrc=0x5151, reports=[RtcpReceiverInfo(ours, 0, 7, 0, 160, 0, 0)])
+        rtcp.sendto(bytes(report), ("127.0.0.1", int(media.group(1)) + 1))
         # a session refresh (the same offer again) changes nothing; then the phone holds the
         # call (a=inactive, RFC 3264 §8.4) for longer than the recorder's silence limit, and
         # resumes: the call and its recording go on, bob is heard again
@@ -454,6 +460,19 @@ def call_phone_to_cli(
         assert abs(dominant_frequency(tmp_path / "bob-3.wav") - 330.0) < 5.0
         call_id = next(e["call_id"] for e in events if e["event"] == "incoming")
         check_recording(server, call_id, tmp_path, 330.0, 880.0)
+        # our sender reports reached the phone's RTCP port (every 5 s, the call lasted longer),
+        # and its report is in the call's quality rows as what the phone received
+        reports = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                reports += RtcpPacket.parse(rtcp.recv(2048))
+        ours_sr = [r for r in reports if isinstance(r, RtcpSrPacket) and r.ssrc == ours]
+        assert ours_sr and ours_sr[-1].sender_info.packet_count > 100, reports
+        rows = client_get(server, f"/api/quality?call_id={call_id}", "admin")["items"]
+        assert any(
+            (r["direction"], r["packets_lost"], r["jitter_ms"]) == ("inbound", 7, 20.0)
+            for r in rows
+        ), rows
         # SRTP offered: refused at the edge (488), before the hub; the edge writes its CDR
         phone, _, srtp = sip_invite(port, user, password, rtp.getsockname()[1], "RTP/SAVP")
         assert srtp.status == 488, srtp.reason
@@ -464,6 +483,7 @@ def call_phone_to_cli(
             bob.kill()
         out, _ = bob.communicate()
         rtp.close()
+        rtcp.close()
     assert "incoming" not in [json.loads(line)["event"] for line in out.splitlines() if line]
 
 
@@ -492,6 +512,33 @@ def dtmf_tones(path: Path) -> tuple[float, float]:
     second = int(np.argmax(spectrum))
     low, high = sorted((float(freqs[first]), float(freqs[second])))
     return low, high
+
+
+def rtp_pair() -> tuple[socket.socket, socket.socket]:
+    """A phone's RTP socket and its RTCP socket on the next port, both non-blocking."""
+    for _ in range(20):
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind(("127.0.0.1", 0))
+        rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            rtcp.bind(("127.0.0.1", rtp.getsockname()[1] + 1))
+        except OSError:
+            rtp.close()
+            rtcp.close()
+            continue
+        rtp.setblocking(False)
+        rtcp.setblocking(False)
+        return rtp, rtcp
+    raise OSError("no free port pair")
+
+
+def heard_packet(rtp: socket.socket) -> bytes:
+    """The next packet the phone gets (waiting up to 10 s)."""
+    rtp.settimeout(10)
+    try:
+        return rtp.recv(2048)
+    finally:
+        rtp.setblocking(False)
 
 
 def talk(rtp: socket.socket, target: tuple[str, int], hz: float) -> bytes:
