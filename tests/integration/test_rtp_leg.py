@@ -165,6 +165,7 @@ async def test_rtcp_reports_both_ways_over_real_sockets() -> None:
     try:
         local = await leg.open("127.0.0.1")
         leg.set_remote(("127.0.0.1", phone.getsockname()[1]))
+        assert leg.rtcp is not None and leg.rtcp.packets_lost == 0  # nothing received yet
         for seq in (n for n in range(100, 150) if n not in range(120, 125)):  # 5 lost
             data = build_rtp(RtpPacket(PCMU, False, seq, seq * 160, 0x1234, b"\xff" * 160))
             phone.sendto(data, local)

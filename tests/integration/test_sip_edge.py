@@ -752,7 +752,7 @@ def dial_out(port: int, user: str, password: str, bob_password: str, carrier: Si
         phone = SipClient(("127.0.0.1", port))
         offer = (
             "v=0\r\no=- 4 4 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
         ).encode()
         aor, number = "sip:alice@callgate", f"sip:+44-20-7946-0000@127.0.0.1:{port}"
         headers = [
@@ -766,11 +766,13 @@ def dial_out(port: int, user: str, password: str, bob_password: str, carrier: Si
         invite = next_request(carrier, "INVITE")  # the carrier's side
         assert invite.uri.startswith("sip:+442079460000@127.0.0.2:")
         assert "+15551230000" in (invite.headers.get("from") or "")
-        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", invite.body.decode())
+        # the phone offered RFC 4733 events, so the carrier is offered them too
+        media = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", invite.body.decode())
         assert media is not None, invite.body
         answer = (
             "v=0\r\no=- 5 5 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
-            f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 0\r\n"
+            f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 0 101\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\n"
         ).encode()
         extra = [("Contact", "<sip:gw@127.0.0.2>"), ("Content-Type", "application/sdp")]
         carrier.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="cx")))
@@ -780,30 +782,38 @@ def dial_out(port: int, user: str, password: str, bob_password: str, carrier: Si
             statuses.append(reply.status)
         assert statuses[-1] == 200, statuses
         next_request(carrier, "ACK")
-        ours = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
-        assert ours is not None
+        ours = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", reply.body.decode())
+        assert ours is not None, reply.body
         ack = phone.request("ACK", aor, to=number, cseq=phone.cseq)
         phone.send(
             ack.replace(f"To: <{number}>".encode(), f"To: {reply.headers.get('to')}".encode())
         )
-        loop_payloads: list[bytes] = []
+        at_carrier: list[tuple[int, bytes]] = []
+        at_phone: list[tuple[int, bytes]] = []
+        key_5, key_hash = b"\x05\x8a\x03\x20", b"\x0b\x8a\x03\x20"  # RFC 4733 ends
         for n in range(20):  # phone -> carrier and carrier -> phone, payloads unchanged
+            audio = n != 10  # one packet each way is a key press (telephone-event, PT 101)
             rtp.sendto(
-                build_rtp(RtpPacket(PCMU, False, n, n * 160, 1, b"p" * 160)),
+                build_rtp(RtpPacket(PCMU if audio else 101, not audio, n, n * 160, 1,
+                                    b"p" * 160 if audio else key_5)),
                 ("127.0.0.1", int(ours.group(1))),
-            )
+            )  # fmt: skip
             carrier_rtp.sendto(
-                build_rtp(RtpPacket(PCMU, False, n, n * 160, 2, b"c" * 160)),
+                build_rtp(RtpPacket(PCMU if audio else 101, not audio, n, n * 160, 2,
+                                    b"c" * 160 if audio else key_hash)),
                 ("127.0.0.1", int(media.group(1))),
-            )
+            )  # fmt: skip
             time.sleep(0.02)
             with contextlib.suppress(BlockingIOError):
                 while True:
-                    loop_payloads.append(parse_rtp(carrier_rtp.recv(2048)).payload)
+                    got = parse_rtp(carrier_rtp.recv(2048))
+                    at_carrier.append((got.payload_type, got.payload))
             with contextlib.suppress(BlockingIOError):
                 while True:
-                    loop_payloads.append(parse_rtp(rtp.recv(2048)).payload)
-        assert {b"p" * 160, b"c" * 160} <= set(loop_payloads)
+                    got = parse_rtp(rtp.recv(2048))
+                    at_phone.append((got.payload_type, got.payload))
+        assert {(0, b"p" * 160), (101, key_5)} <= set(at_carrier), at_carrier[:3]
+        assert {(0, b"c" * 160), (101, key_hash)} <= set(at_phone), at_phone[:3]
         bye = phone.request("BYE", aor, to=number)
         bye = bye.replace(f"To: <{number}>".encode(), f"To: {reply.headers.get('to')}".encode())
         assert phone.exchange(bye).status == 200

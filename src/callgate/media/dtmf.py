@@ -71,6 +71,7 @@ class DtmfToTones:
         if codec not in ENCODERS:
             raise ValueError(f"no G.711 encoder for {codec!r}")
         self.events_pt = events_pt
+        self.convert = True  # False: events pass as they are (the other side takes them)
         self.keys: list[str] = []  # the keys pressed, in order (for logs and tests)
         self._forward = forward
         self._encoder = _encoder(ENCODERS[codec])
@@ -78,7 +79,7 @@ class DtmfToTones:
         self._covered = 0  # samples of it already sent as tone
 
     def packet(self, packet: MediaPacket) -> None:
-        if packet.payload_type != self.events_pt:
+        if packet.payload_type != self.events_pt or not self.convert:
             self._forward(packet)
             return
         try:

@@ -108,6 +108,11 @@ class RtcpChannel:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"rtcp-{self._leg.name}")
 
+    @property
+    def packets_lost(self) -> int:
+        """Of the party's current stream, as we receive it (0 before its first packet)."""
+        return 0 if self.stats.max_seq is None else int(self.stats.packets_lost)
+
     def rtp_received(self, seq: int, timestamp: int, ssrc: int) -> None:
         """An RTP packet of the party's (the leg calls this)."""
         if self._party_ssrc != ssrc:  # a new source: statistics afresh (§6.4.1)
@@ -149,7 +154,7 @@ class RtcpChannel:
         if self._their_sr is not None:
             lsr = self._their_sr[0]
             dlsr = int((time.monotonic() - self._their_sr[1]) * 65536) & 0xFFFFFFFF
-        lost = max(-(1 << 23), min(stats.packets_lost, (1 << 23) - 1))
+        lost = max(-(1 << 23), min(self.packets_lost, (1 << 23) - 1))
         return RtcpReceiverInfo(
             ssrc=ssrc,
             fraction_lost=stats.fraction_lost,

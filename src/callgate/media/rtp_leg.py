@@ -21,7 +21,8 @@ The other side of the bridge is a WebRTC `AnchorLeg` negotiated to the same G.71
 
 - DTMF: with `events` (the telephone-event payload type the SDP negotiated, RFC 4733) those
   packets are taken too and handed on with their payload type; the next handler decides what
-  becomes of them (dtmf.py turns them into tones for the WebRTC side).
+  becomes of them (dtmf.py turns them into tones for the WebRTC side). Another RTP leg's events
+  given to `send` go out as this leg's events, or nowhere if it negotiated none.
 
 - RTCP (RFC 3550 §6) on the next port: our SR/RR, the party's reports read (rtcp_leg.py).
 """
@@ -105,8 +106,11 @@ class RtpSender:
         self.forwarded = 0
         self.octets = 0  # payload octets sent (the SR's octet count, RFC 3550 §6.4.1)
         self.last_timestamp = self._base_out
+        self._last_event: int | None = None  # the RTP timestamp of the last event sent
 
-    def push(self, payload: bytes, timestamp: int) -> None:
+    def push(self, payload: bytes, timestamp: int, event: bool = False) -> None:
+        """`event`: an RFC 4733 telephone-event payload, sent with the leg's events payload
+        type, the marker on an event's first packet (§2.5.1.2: a new event timestamp)."""
         target = self._leg.remote
         if target is None or self._leg.transport is None or not self._leg.sending:
             return
@@ -115,7 +119,12 @@ class RtpSender:
             self._base_in = timestamp
         out = (self._base_out + timestamp - self._base_in) % (1 << 32)
         self._seq = (self._seq + 1) % (1 << 16)
-        packet = RtpPacket(self._leg.payload_type, first, self._seq, out, self.ssrc, payload)
+        payload_type = self._leg.payload_type
+        if event:
+            assert self._leg.events is not None
+            payload_type, first = self._leg.events, out != self._last_event
+            self._last_event = out
+        packet = RtpPacket(payload_type, first, self._seq, out, self.ssrc, payload)
         data = build_rtp(packet)
         if self._leg.outbound is not None:
             data = self._leg.outbound.protect(data)
@@ -175,8 +184,13 @@ class RtpLeg:
         self._latched = False
 
     def send(self, packet: MediaPacket) -> None:
-        """The other party's packet to this phone, payload unchanged (the bridge's `Leg`)."""
-        self.track.push(packet.payload, packet.timestamp)
+        """The other party's packet to this phone, payload unchanged (the bridge's `Leg`). A
+        packet that is not G.711 is the other RTP leg's telephone-event (the only other payload
+        type a leg hands on): sent as this leg's events, or dropped if it has none."""
+        if packet.payload_type in CODEC_PAYLOAD_TYPES.values():
+            self.track.push(packet.payload, packet.timestamp)
+        elif self.events is not None:
+            self.track.push(packet.payload, packet.timestamp, event=True)
 
     async def open(self, host: str, port: int = 0) -> tuple[str, int]:
         """Bind the media socket and the RTCP one on the next port (RFC 3550 §11); returns the

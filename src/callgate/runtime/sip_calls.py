@@ -312,7 +312,7 @@ class SipCalls:
             # the phone's RTCP report on what we send it (its loss, jitter, round trip), and
             # our own receive statistics of its stream (media/rtcp_leg.py)
             party = rtp.rtcp.party if rtp.rtcp is not None else None
-            lost_by_us = rtp.rtcp.stats.packets_lost if rtp.rtcp is not None else 0
+            lost_by_us = rtp.rtcp.packets_lost if rtp.rtcp is not None else 0
             inbound = m.StreamStats(
                 kind="audio",
                 direction="inbound",
