@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pylibsrtp
@@ -144,3 +145,90 @@ async def test_srtp_leg_decrypts_what_the_phone_sends_and_encrypts_what_it_forwa
         await bridge.close()
         phone.close()
         desk.close()
+
+
+async def test_rtcp_reports_both_ways_over_real_sockets() -> None:
+    """RFC 3550 §6 on the leg's port + 1: our SR tells the phone what we sent and what of its
+    stream we lost; the phone's RR about our stream gives its loss, jitter and, through LSR and
+    DLSR, the round trip."""
+    from aiortc.rtp import (
+        RtcpPacket,
+        RtcpReceiverInfo,
+        RtcpRrPacket,
+        RtcpSdesPacket,
+        RtcpSrPacket,
+    )
+
+    received: list[MediaPacket] = []
+    leg = RtpLeg("phone", received.append, "pcmu")
+    phone, phone_rtcp = pair_of_sockets()
+    try:
+        local = await leg.open("127.0.0.1")
+        leg.set_remote(("127.0.0.1", phone.getsockname()[1]))
+        assert leg.rtcp is not None and leg.rtcp.packets_lost == 0  # nothing received yet
+        for seq in (n for n in range(100, 150) if n not in range(120, 125)):  # 5 lost
+            data = build_rtp(RtpPacket(PCMU, False, seq, seq * 160, 0x1234, b"\xff" * 160))
+            phone.sendto(data, local)
+        await until(lambda: leg.received == 45)
+        for n in range(30):  # the other party's packets, out to the phone
+            leg.send(MediaPacket("web", b"\x7f" * 160, n * 160, n, 9, 0, 0.0))
+        assert leg.rtcp is not None
+        leg.rtcp.send_report()
+        await asyncio.sleep(0)
+        sr, sdes = RtcpPacket.parse(await recv(phone_rtcp))
+        assert isinstance(sr, RtcpSrPacket) and isinstance(sdes, RtcpSdesPacket)
+        assert (sr.ssrc, sr.sender_info.packet_count, sr.sender_info.octet_count) == (
+            leg.track.ssrc, 30, 30 * 160,
+        )  # fmt: skip
+        (block,) = sr.reports
+        assert (block.ssrc, block.packets_lost, block.highest_sequence) == (0x1234, 5, 149)
+
+        # the phone's RR on our stream: 3 lost, a quarter of the last interval, jitter 80
+        lsr = (sr.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
+        about_us = RtcpReceiverInfo(leg.track.ssrc, 64, 3, 30, 80, lsr, 0)  # DLSR: at once
+        phone_rtcp.sendto(
+            bytes(RtcpRrPacket(ssrc=0x1234, reports=[about_us])), (local[0], local[1] + 1)
+        )
+        await until(lambda: leg.rtcp is not None and leg.rtcp.party is not None)
+        party = leg.rtcp.party
+        assert party is not None
+        assert (party.packets_lost, party.fraction_lost, party.jitter_ms) == (3, 0.25, 10.0)
+        assert party.rtt_ms is not None and 0 <= party.rtt_ms < 5000
+        # RTCP from elsewhere is dropped, not read
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stranger.bind(("127.0.0.2", 0))
+        stranger.sendto(bytes(RtcpRrPacket(ssrc=1, reports=[])), (local[0], local[1] + 1))
+        await until(lambda: leg.rtcp is not None and leg.rtcp.dropped == 1)
+        stranger.close()
+    finally:
+        await leg.close()
+        phone.close()
+        phone_rtcp.close()
+
+
+def pair_of_sockets() -> tuple[socket.socket, socket.socket]:
+    """The phone's RTP socket and its RTCP socket on the next port."""
+    for _ in range(20):
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind(("127.0.0.1", 0))
+        rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            rtcp.bind(("127.0.0.1", rtp.getsockname()[1] + 1))
+        except OSError:
+            rtp.close()
+            rtcp.close()
+            continue
+        rtp.setblocking(False)
+        rtcp.setblocking(False)
+        return rtp, rtcp
+    raise OSError("no port pair")
+
+
+async def recv(sock: socket.socket) -> bytes:
+    return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 2048), 10)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(15):
+        while not condition():
+            await asyncio.sleep(0.01)

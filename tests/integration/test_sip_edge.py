@@ -16,12 +16,15 @@ import socket
 import subprocess
 import time
 import urllib.request
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pylibsrtp
 import pytest
+from aiortc.rtp import RtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSrPacket
 
 from callgate.client.audio import dominant_frequency
 from callgate.media.rtp_leg import PCMU, RtpPacket, build_rtp, parse_rtp
@@ -108,6 +111,7 @@ def sipp_register(port: int, device: dict[str, str], transport: str, cwd: Path) 
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
+@pytest.mark.timeout(240)  # one server for every scenario below, on a busy machine
 def test_phones_register_with_digest_over_udp_and_tcp(
     sip_server: tuple[WebServer, int, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -241,13 +245,14 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert sos["policy_decision"] == "emergency" and sos["caller_user"] == "bob"
     no_rule = [c for c in cdrs if c["callee_user"] == "+442079460000" and c is not dialled]
     assert [c["reason"] for c in no_rule] == ["sip 403"]
-    refused, talked = sorted(
+    recorded, keyed, talked = sorted(
         (c for c in cdrs if c["caller_user"] == "alice" and c["direction"] != "outbound"),
         key=by_invite,
     )[::-1]
     assert (talked["callee_user"], talked["caller_user_agent"]) == ("bob", "sip")
     assert talked["answer_at"] is not None and talked["reason"] == "hangup"
-    assert refused["answer_at"] is None and refused["reason"] == "recording-unavailable"
+    assert keyed["answer_at"] is not None and keyed["reason"] == "hangup"  # SIPp's DTMF
+    assert recorded["answer_at"] is not None and recorded["reason"] == "hangup"
 
 
 def by_invite(cdr: dict[str, Any]) -> str:
@@ -259,6 +264,43 @@ def client_get(server: WebServer, path: str, who: str) -> Any:
         answer = client.get(path, headers={"Authorization": f"Bearer {server.token(who)}"})
     assert answer.status_code == 200, answer.text
     return answer.json()
+
+
+def phone_sdp(
+    rtp_port: int, profile: str = "RTP/AVP", key: bytes | None = None, direction: str = ""
+) -> bytes:
+    sdp = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {rtp_port} {profile} 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+    ).encode()
+    if key is not None:  # SDES (RFC 4568)
+        sdp += f"a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(key).decode()}\r\n".encode()
+    if direction:  # RFC 3264 §8.4: hold is a=sendonly or a=inactive
+        sdp = sdp.replace(b"o=- 1 1", b"o=- 1 2") + f"a={direction}\r\n".encode()
+    return sdp
+
+
+def reinvite(
+    phone: SipClient, ok: SipResponse, port: int, user: str, password: str, sdp: bytes
+) -> SipResponse:
+    """A re-INVITE in the dialog `ok` made, digest answered, its 200 acknowledged."""
+    aor, bob_uri = "sip:alice@callgate", f"sip:bob@127.0.0.1:{port}"
+    headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>", "Content-Type: application/sdp"]
+
+    def dialog(request: bytes) -> bytes:
+        return request.replace(f"To: <{bob_uri}>".encode(), f"To: {ok.headers.get('to')}".encode())
+
+    reply = phone.exchange(dialog(phone.request("INVITE", aor, headers, to=bob_uri, body=sdp)))
+    if reply.status == 401:
+        phone.send(dialog(phone.request("ACK", aor, to=bob_uri, cseq=phone.cseq)))
+        auth = authorization(challenge_for(reply, "SHA-256"), user, password, "INVITE", bob_uri)
+        invite = phone.request("INVITE", aor, [auth, *headers], to=bob_uri, body=sdp)
+        reply = phone.exchange(dialog(invite))
+    while reply.status < 200:
+        reply = phone.receive()
+    if reply.status == 200:
+        phone.send(dialog(phone.request("ACK", aor, to=bob_uri, cseq=phone.cseq)))
+    return reply
 
 
 def sip_invite(
@@ -273,12 +315,7 @@ def sip_invite(
     """alice's phone INVITEs bob, answers the digest challenge, and reads responses up to the
     final one."""
     phone = SipClient(("127.0.0.1", port))
-    sdp = (
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        f"m=audio {rtp_port} {profile} 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
-    ).encode()
-    if key is not None:  # SDES (RFC 4568)
-        sdp += f"a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(key).decode()}\r\n".encode()
+    sdp = phone_sdp(rtp_port, profile, key)
     aor, bob_uri = "sip:alice@callgate", f"sip:{callee}@127.0.0.1:{port}"
     headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>", "Content-Type: application/sdp",
                "Record-Route: <sip:127.0.0.9;lr>, <sip:127.0.0.8;lr>"]  # fmt: skip
@@ -316,9 +353,10 @@ def call_phone_to_cli(
     server: WebServer, port: int, user: str, password: str, tmp_path: Path
 ) -> None:
     """A call from the phone with SRTP (SDES keys), answered by bob's CLI softphone; then, once a
-    policy rule says
-    alice's calls to bob must be recorded, a second call is refused, fail-closed (503): the
-    recording holds Opus only, so the recorder cannot take a G.711 call, and bob never rings."""
+    policy rule says alice's calls to bob must be recorded, a second call (plain RTP) is
+    recorded in G.711 like any recorded call: bob rings only once the recorder holds the
+    phone's side (silence until its RTP flows), each hears the other, and the exported bundle
+    has the phone's tone left, bob's right, and passes `callgate recording verify`."""
     recording = tmp_path / "bob.wav"
     env = clean_env(
         CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
@@ -326,14 +364,12 @@ def call_phone_to_cli(
     )  # fmt: skip
     bob = subprocess.Popen(
         [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--json",
-         "--count", "2"],
+         "--count", "3"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp, rtcp = rtp_pair()  # the phone's RTCP on its RTP port + 1 (RFC 3550 §11)
     try:
         assert read_events(bob, "ready")
-        rtp.bind(("127.0.0.1", 0))
-        rtp.setblocking(False)
         key = bytes(range(30))
         phone, statuses, ok = sip_invite(
             port, user, password, rtp.getsockname()[1], "RTP/SAVP", key=key
@@ -342,7 +378,7 @@ def call_phone_to_cli(
         # the proxies that recorded the route stay in the dialog (RFC 3261 §12.1.1)
         assert ok.headers.all("record-route") == ["<sip:127.0.0.9;lr>", "<sip:127.0.0.8;lr>"]
         offer = ok.body.decode()
-        media = re.search(r"m=audio (\d+) RTP/SAVP 0\r\n", offer)
+        media = re.search(r"m=audio (\d+) RTP/SAVP 0 101\r\n", offer)
         assert media is not None and "c=IN IP4 127.0.0.1" in offer, offer
         theirs = parse_audio(ok.body).crypto
         assert theirs is not None and theirs.tag == 7 and theirs.key_salt != key
@@ -369,14 +405,74 @@ def call_phone_to_cli(
         assert events[-1]["reason"] == "hangup", events
         assert abs(dominant_frequency(recording) - 440.0) < 5.0
 
+        # SIPp calls bob and presses "1" as RFC 4733 events: bob's WebRTC leg cannot carry
+        # them, so he hears the key's tones (697 + 1209 Hz, ITU-T Q.23)
+        sipp_dtmf_call(port, user, password, tmp_path)
+        events = read_events(bob, "ended")
+        assert "answered" in [e["event"] for e in events], events
+        low, high = dtmf_tones(tmp_path / "bob-2.wav")
+        assert abs(low - 697) < 10 and abs(high - 1209) < 10, (low, high)
+
         rule = callgate("policy", "add", "record-alice", "allow", "--from-user", "alice",
                         "--to-user", "bob", "--recording-required", "--position", "1",
                         "--data-dir", str(server.root / "data"), cwd=tmp_path)  # fmt: skip
         assert rule.returncode == 0, rule.stderr
         time.sleep(1.5)  # a running server sees policy changes within a second
-        phone, statuses, refused = sip_invite(port, user, password, rtp.getsockname()[1])
-        assert refused.status == 503 and "recording" in refused.reason, refused.reason
+        with contextlib.suppress(BlockingIOError):
+            while rtcp.recv(2048):
+                pass  # SRTCP of the first call, if it lasted 5 s
+        phone, statuses, ok = sip_invite(port, user, password, rtp.getsockname()[1])
+        assert statuses[0] == 100 and 180 in statuses and statuses[-1] == 200, statuses
+        phone.send(in_dialog(phone, "ACK", ok, port))
+        media = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", ok.body.decode())
+        assert media is not None, ok.body
+        heard = talk(rtp, ("127.0.0.1", int(media.group(1))), 330.0)
+        assert abs(dominant_hz(ulaw_decode(heard[-8000:])) - 880.0) < 10.0
+        ours = parse_rtp(heard_packet(rtp)).ssrc
+        # the phone's RTCP receiver report on our stream: 7 lost, jitter 160 (20 ms at 8 kHz)
+        report = RtcpRrPacket(ssrc=0x5151, reports=[RtcpReceiverInfo(ours, 0, 7, 0, 160, 0, 0)])
+        rtcp.sendto(bytes(report), ("127.0.0.1", int(media.group(1)) + 1))
+        # a session refresh (the same offer again) changes nothing; then the phone holds the
+        # call (a=inactive, RFC 3264 §8.4) for longer than the recorder's silence limit, and
+        # resumes: the call and its recording go on, bob is heard again
+        rtp_port = rtp.getsockname()[1]
+        refresh = reinvite(phone, ok, port, user, password, phone_sdp(rtp_port))
+        assert (refresh.status, refresh.body) == (200, ok.body)
+        held = reinvite(phone, ok, port, user, password, phone_sdp(rtp_port, direction="inactive"))
+        assert held.status == 200 and b"a=inactive\r\n" in held.body, held.body
+        time.sleep(1.0)
+        with contextlib.suppress(BlockingIOError):
+            while rtp.recv(2048):
+                pass  # what was on its way before the hold
+        time.sleep(5.5)
+        with pytest.raises(BlockingIOError):  # nothing is sent to a phone on hold
+            rtp.recv(2048)
+        resumed = reinvite(
+            phone, ok, port, user, password, phone_sdp(rtp_port, direction="sendrecv")
+        )
+        assert resumed.status == 200 and b"a=sendrecv\r\n" in resumed.body, resumed.body
+        heard = talk(rtp, ("127.0.0.1", int(media.group(1))), 330.0)
+        assert abs(dominant_hz(ulaw_decode(heard[-8000:])) - 880.0) < 10.0
+        assert phone.exchange(in_dialog(phone, "BYE", ok, port)).status == 200
         phone.close()
+        events = read_events(bob, "ended")
+        assert "recording" in [e["event"] for e in events], events
+        assert abs(dominant_frequency(tmp_path / "bob-3.wav") - 330.0) < 5.0
+        call_id = next(e["call_id"] for e in events if e["event"] == "incoming")
+        check_recording(server, call_id, tmp_path, 330.0, 880.0)
+        # our sender reports reached the phone's RTCP port (every 5 s, the call lasted longer),
+        # and its report is in the call's quality rows as what the phone received
+        reports = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                reports += RtcpPacket.parse(rtcp.recv(2048))
+        ours_sr = [r for r in reports if isinstance(r, RtcpSrPacket) and r.ssrc == ours]
+        assert ours_sr and ours_sr[-1].sender_info.packet_count > 100, reports
+        rows = client_get(server, f"/api/quality?call_id={call_id}", "admin")["items"]
+        assert any(
+            (r["direction"], r["packets_lost"], r["jitter_ms"]) == ("inbound", 7, 20.0)
+            for r in rows
+        ), rows
         # SRTP offered: refused at the edge (488), before the hub; the edge writes its CDR
         phone, _, srtp = sip_invite(port, user, password, rtp.getsockname()[1], "RTP/SAVP")
         assert srtp.status == 488, srtp.reason
@@ -387,7 +483,106 @@ def call_phone_to_cli(
             bob.kill()
         out, _ = bob.communicate()
         rtp.close()
+        rtcp.close()
     assert "incoming" not in [json.loads(line)["event"] for line in out.splitlines() if line]
+
+
+def sipp_dtmf_call(port: int, user: str, password: str, cwd: Path) -> None:
+    done = subprocess.run(
+        ["sipp", f"127.0.0.1:{port}", "-sf", str(SIPP_DIR / "dtmf_call.xml"), "-s", "bob",
+         "-au", user, "-ap", password, "-m", "1", "-i", "127.0.0.1", "-p", str(free_port()),
+         "-mi", "127.0.0.1", "-mp", str(free_port()), "-timeout", "40s", "-nostdin",
+         "-trace_err", "-error_file", str(cwd / "sipp-dtmf.err")],
+        capture_output=True, cwd=cwd, timeout=60, check=False,
+    )  # fmt: skip
+    errors = (cwd / "sipp-dtmf.err").read_text() if (cwd / "sipp-dtmf.err").exists() else ""
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + errors[-2000:]
+
+
+def dtmf_tones(path: Path) -> tuple[float, float]:
+    """The two strongest frequencies of a recording, lowest first."""
+    with wave.open(str(path)) as reader:
+        rate, channels = reader.getframerate(), reader.getnchannels()
+        frames = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
+    mono = frames.reshape(-1, channels).mean(axis=1)
+    spectrum = np.abs(np.fft.rfft(mono * np.hanning(mono.size)))
+    freqs = np.fft.rfftfreq(mono.size, 1 / rate)
+    first = int(np.argmax(spectrum))
+    spectrum[np.abs(freqs - freqs[first]) < 50] = 0  # the other tone, not the first one's skirt
+    second = int(np.argmax(spectrum))
+    low, high = sorted((float(freqs[first]), float(freqs[second])))
+    return low, high
+
+
+def rtp_pair() -> tuple[socket.socket, socket.socket]:
+    """A phone's RTP socket and its RTCP socket on the next port, both non-blocking."""
+    for _ in range(20):
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind(("127.0.0.1", 0))
+        rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            rtcp.bind(("127.0.0.1", rtp.getsockname()[1] + 1))
+        except OSError:
+            rtp.close()
+            rtcp.close()
+            continue
+        rtp.setblocking(False)
+        rtcp.setblocking(False)
+        return rtp, rtcp
+    raise OSError("no free port pair")
+
+
+def heard_packet(rtp: socket.socket) -> bytes:
+    """The next packet the phone gets (waiting up to 10 s)."""
+    rtp.settimeout(10)
+    try:
+        return rtp.recv(2048)
+    finally:
+        rtp.setblocking(False)
+
+
+def talk(rtp: socket.socket, target: tuple[str, int], hz: float) -> bytes:
+    """3 s of a PCMU tone from the phone's RTP socket; returns the payloads heard meanwhile."""
+    heard = bytearray()
+    for n in range(150):
+        packet = RtpPacket(PCMU, n == 0, n, 4000 + n * 160, 0x5151, tone_ulaw(hz, n * 160))
+        rtp.sendto(build_rtp(packet), target)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                heard += parse_rtp(rtp.recv(2048)).payload
+        time.sleep(0.02)
+    assert len(heard) > 8000, len(heard)  # more than a second of the other side
+    return bytes(heard)
+
+
+def check_recording(
+    server: WebServer, call_id: str, tmp_path: Path, caller_hz: float, callee_hz: float
+) -> None:
+    """The call's recording closes, exports (G.711 decoded to the stereo WAV: caller left,
+    callee right) and its bundle verifies offline."""
+    data = ("--data-dir", str(server.root / "data"))
+    deadline = time.monotonic() + 20  # the recording closes just after the call
+    while True:
+        (row,) = client_get(server, f"/api/recordings?call_id={call_id}", "admin")
+        if row["state"] != "open":
+            break
+        assert time.monotonic() < deadline, "the recording did not close"
+        time.sleep(0.3)
+    assert (row["state"], row["codec"]) == ("closed", "pcmu/8000/1"), row
+    bundle = tmp_path / f"bundle-{call_id}"
+    exported = callgate("recording", "export", call_id, "--out", str(bundle), *data, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    verified = callgate("recording", "verify", str(bundle), "--json", cwd=tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    assert {s["codec"] for s in metadata["streams"]} == {"pcmu/8000/1"}
+    with wave.open(str(bundle / "audio.wav")) as reader:
+        rate = reader.getframerate()
+        frames = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
+    stereo = frames.reshape(-1, 2).astype(np.int32)
+    assert len(stereo) > 2 * rate  # the silence while bob rang, then 3 s of talk
+    for channel, hz in ((stereo[:, 0], caller_hz), (stereo[:, 1], callee_hz)):
+        assert abs(dominant_hz(channel, rate) - hz) < 5.0, (hz, dominant_hz(channel, rate))
 
 
 def call_cli_to_phone(
@@ -413,6 +608,7 @@ def call_cli_to_phone(
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
+        phone.sock.settimeout(60)  # bob's CLI starts, signs in and calls: slow on a busy machine
         try:
             invite = phone.receive_request()
         except TimeoutError:
@@ -420,7 +616,7 @@ def call_cli_to_phone(
             raise AssertionError(f"no INVITE; bob: {bob.communicate()}") from None
         assert invite.method == "INVITE" and invite.uri == f"sip:alice@127.0.0.1:{phone.local[1]}"
         assert "<sip:bob@" in (invite.headers.get("from") or "")
-        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", invite.body.decode())
+        media = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", invite.body.decode())
         assert media is not None, invite.body
         tag = "phone1"
         phone.send(serialize(response(invite, 180, "Ringing", to_tag=tag)))
@@ -556,7 +752,7 @@ def dial_out(port: int, user: str, password: str, bob_password: str, carrier: Si
         phone = SipClient(("127.0.0.1", port))
         offer = (
             "v=0\r\no=- 4 4 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
         ).encode()
         aor, number = "sip:alice@callgate", f"sip:+44-20-7946-0000@127.0.0.1:{port}"
         headers = [
@@ -570,11 +766,13 @@ def dial_out(port: int, user: str, password: str, bob_password: str, carrier: Si
         invite = next_request(carrier, "INVITE")  # the carrier's side
         assert invite.uri.startswith("sip:+442079460000@127.0.0.2:")
         assert "+15551230000" in (invite.headers.get("from") or "")
-        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", invite.body.decode())
+        # the phone offered RFC 4733 events, so the carrier is offered them too
+        media = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", invite.body.decode())
         assert media is not None, invite.body
         answer = (
             "v=0\r\no=- 5 5 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
-            f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 0\r\n"
+            f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 0 101\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\n"
         ).encode()
         extra = [("Contact", "<sip:gw@127.0.0.2>"), ("Content-Type", "application/sdp")]
         carrier.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="cx")))
@@ -584,30 +782,38 @@ def dial_out(port: int, user: str, password: str, bob_password: str, carrier: Si
             statuses.append(reply.status)
         assert statuses[-1] == 200, statuses
         next_request(carrier, "ACK")
-        ours = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
-        assert ours is not None
+        ours = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", reply.body.decode())
+        assert ours is not None, reply.body
         ack = phone.request("ACK", aor, to=number, cseq=phone.cseq)
         phone.send(
             ack.replace(f"To: <{number}>".encode(), f"To: {reply.headers.get('to')}".encode())
         )
-        loop_payloads: list[bytes] = []
+        at_carrier: list[tuple[int, bytes]] = []
+        at_phone: list[tuple[int, bytes]] = []
+        key_5, key_hash = b"\x05\x8a\x03\x20", b"\x0b\x8a\x03\x20"  # RFC 4733 ends
         for n in range(20):  # phone -> carrier and carrier -> phone, payloads unchanged
+            audio = n != 10  # one packet each way is a key press (telephone-event, PT 101)
             rtp.sendto(
-                build_rtp(RtpPacket(PCMU, False, n, n * 160, 1, b"p" * 160)),
+                build_rtp(RtpPacket(PCMU if audio else 101, not audio, n, n * 160, 1,
+                                    b"p" * 160 if audio else key_5)),
                 ("127.0.0.1", int(ours.group(1))),
-            )
+            )  # fmt: skip
             carrier_rtp.sendto(
-                build_rtp(RtpPacket(PCMU, False, n, n * 160, 2, b"c" * 160)),
+                build_rtp(RtpPacket(PCMU if audio else 101, not audio, n, n * 160, 2,
+                                    b"c" * 160 if audio else key_hash)),
                 ("127.0.0.1", int(media.group(1))),
-            )
+            )  # fmt: skip
             time.sleep(0.02)
             with contextlib.suppress(BlockingIOError):
                 while True:
-                    loop_payloads.append(parse_rtp(carrier_rtp.recv(2048)).payload)
+                    got = parse_rtp(carrier_rtp.recv(2048))
+                    at_carrier.append((got.payload_type, got.payload))
             with contextlib.suppress(BlockingIOError):
                 while True:
-                    loop_payloads.append(parse_rtp(rtp.recv(2048)).payload)
-        assert {b"p" * 160, b"c" * 160} <= set(loop_payloads)
+                    got = parse_rtp(rtp.recv(2048))
+                    at_phone.append((got.payload_type, got.payload))
+        assert {(0, b"p" * 160), (101, key_5)} <= set(at_carrier), at_carrier[:3]
+        assert {(0, b"c" * 160), (101, key_hash)} <= set(at_phone), at_phone[:3]
         bye = phone.request("BYE", aor, to=number)
         bye = bye.replace(f"To: <{number}>".encode(), f"To: {reply.headers.get('to')}".encode())
         assert phone.exchange(bye).status == 200

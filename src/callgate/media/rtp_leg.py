@@ -8,7 +8,9 @@ The other side of the bridge is a WebRTC `AnchorLeg` negotiated to the same G.71
   leg). Anything else is counted and dropped.
 - Symmetric RTP (RFC 4961) with latching: a phone behind NAT sends from another address than its
   SDP names, so the first valid packet from an allowed IP (the SDP's, or the one its signaling
-  came from) fixes where we send and the only source we accept from then on.
+  came from) fixes where we send and the only source we accept from then on. A re-INVITE that
+  moves the party's media (`set_remote` with a new address) latches afresh; `sending` False
+  (the party's SDP says it does not receive: hold) sends nothing.
 - Out: `track.push(payload, timestamp)` sends the other party's payload in our own RTP stream
   (our SSRC and sequence numbers; timestamps kept relative to that party's first packet), as
   the WebRTC side does (packets.py).
@@ -17,7 +19,12 @@ The other side of the bridge is a WebRTC `AnchorLeg` negotiated to the same G.71
   (AES_CM_128_HMAC_SHA1_80), packets are authenticated and decrypted on the way in (a packet that
   fails is dropped as "srtp") and encrypted on the way out, with libsrtp (pylibsrtp).
 
-RTCP is neither sent nor read (no port is opened for it); DTMF (RFC 4733) is not forwarded yet.
+- DTMF: with `events` (the telephone-event payload type the SDP negotiated, RFC 4733) those
+  packets are taken too and handed on with their payload type; the next handler decides what
+  becomes of them (dtmf.py turns them into tones for the WebRTC side). Another RTP leg's events
+  given to `send` go out as this leg's events, or nowhere if it negotiated none.
+
+- RTCP (RFC 3550 §6) on the next port: our SR/RR, the party's reports read (rtcp_leg.py).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Any
 import pylibsrtp
 
 from callgate.media.packets import MediaPacket, PacketHandler
+from callgate.media.rtcp_leg import RtcpChannel
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,7 @@ CODEC_PAYLOAD_TYPES = {"pcmu": PCMU, "pcma": PCMA}
 RTP_VERSION = 2
 HEADER = struct.Struct("!BBHII")
 MAX_DATAGRAM = 2048
+PAIR_ATTEMPTS = 20  # tries at an RTP port whose next port is free for RTCP
 
 
 class RtpError(ValueError):
@@ -95,22 +104,34 @@ class RtpSender:
         self._base_out = secrets.randbits(32)
         self._base_in: int | None = None
         self.forwarded = 0
+        self.octets = 0  # payload octets sent (the SR's octet count, RFC 3550 §6.4.1)
+        self.last_timestamp = self._base_out
+        self._last_event: int | None = None  # the RTP timestamp of the last event sent
 
-    def push(self, payload: bytes, timestamp: int) -> None:
+    def push(self, payload: bytes, timestamp: int, event: bool = False) -> None:
+        """`event`: an RFC 4733 telephone-event payload, sent with the leg's events payload
+        type, the marker on an event's first packet (§2.5.1.2: a new event timestamp)."""
         target = self._leg.remote
-        if target is None or self._leg.transport is None:
+        if target is None or self._leg.transport is None or not self._leg.sending:
             return
         first = self._base_in is None
         if self._base_in is None:
             self._base_in = timestamp
         out = (self._base_out + timestamp - self._base_in) % (1 << 32)
         self._seq = (self._seq + 1) % (1 << 16)
-        packet = RtpPacket(self._leg.payload_type, first, self._seq, out, self.ssrc, payload)
+        payload_type = self._leg.payload_type
+        if event:
+            assert self._leg.events is not None
+            payload_type, first = self._leg.events, out != self._last_event
+            self._last_event = out
+        packet = RtpPacket(payload_type, first, self._seq, out, self.ssrc, payload)
         data = build_rtp(packet)
         if self._leg.outbound is not None:
             data = self._leg.outbound.protect(data)
         self._leg.transport.sendto(data, target)
         self.forwarded += 1
+        self.octets += len(payload)
+        self.last_timestamp = out
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -131,8 +152,10 @@ class RtpLeg:
         on_packet: PacketHandler,
         codec: str = "pcmu",
         srtp: tuple[bytes, bytes] | None = None,
+        events: int | None = None,
     ) -> None:
-        """`srtp`: (the party's, our) SDES master key ‖ salt, or None for plain RTP."""
+        """`srtp`: (the party's, our) SDES master key ‖ salt, or None for plain RTP; `events`:
+        the telephone-event payload type, or None."""
         if codec not in CODEC_PAYLOAD_TYPES:
             raise RtpError(f"unsupported codec {codec!r}")
         self.inbound: pylibsrtp.Session | None = None
@@ -145,8 +168,12 @@ class RtpLeg:
         self.name = name
         self.codec = codec
         self.payload_type = CODEC_PAYLOAD_TYPES[codec]
+        self.events = events
+        self.received_events = 0
         self.connected = asyncio.Event()  # we know where to send
+        self.sending = True  # False while the party's SDP says it does not receive (hold)
         self.transport: asyncio.DatagramTransport | None = None
+        self.rtcp: RtcpChannel | None = None  # once open
         self.local: tuple[str, int] = ("", 0)
         self.remote: tuple[str, int] | None = None
         self.track = RtpSender(self)
@@ -157,26 +184,58 @@ class RtpLeg:
         self._latched = False
 
     def send(self, packet: MediaPacket) -> None:
-        """The other party's packet to this phone, payload unchanged (the bridge's `Leg`)."""
-        self.track.push(packet.payload, packet.timestamp)
+        """The other party's packet to this phone, payload unchanged (the bridge's `Leg`). A
+        packet that is not G.711 is the other RTP leg's telephone-event (the only other payload
+        type a leg hands on): sent as this leg's events, or dropped if it has none."""
+        if packet.payload_type in CODEC_PAYLOAD_TYPES.values():
+            self.track.push(packet.payload, packet.timestamp)
+        elif self.events is not None:
+            self.track.push(packet.payload, packet.timestamp, event=True)
 
     async def open(self, host: str, port: int = 0) -> tuple[str, int]:
-        """Bind the media socket; returns its address (for our SDP)."""
+        """Bind the media socket and the RTCP one on the next port (RFC 3550 §11); returns the
+        RTP address (for our SDP)."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=(host, port)
-        )
-        self.transport = transport
-        sockname = transport.get_extra_info("sockname")
-        self.local = (str(sockname[0]), int(sockname[1]))
-        return self.local
+        for _ in range(PAIR_ATTEMPTS):
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self), local_addr=(host, port)
+            )
+            sockname = transport.get_extra_info("sockname")
+            rtcp = RtcpChannel(self)
+            try:
+                await rtcp.open(host, int(sockname[1]) + 1)
+            except OSError:
+                transport.close()
+                if port:
+                    raise
+                continue  # the next port is taken: another pair
+            self.transport, self.rtcp = transport, rtcp
+            self.local = (str(sockname[0]), int(sockname[1]))
+            return self.local
+        raise OSError(f"no free RTP/RTCP port pair on {host}")
 
-    def set_remote(self, address: tuple[str, int], also_from: Iterable[str] = ()) -> None:
+    def set_remote(
+        self,
+        address: tuple[str, int],
+        also_from: Iterable[str] = (),
+        rtcp: tuple[str, int] | None = None,
+    ) -> None:
         """Where the party's SDP says to send; packets are taken from that IP and `also_from`
-        (the address its signaling came from), and the first one latches (module doc)."""
-        self.remote = address
+        (the address its signaling came from), and the first one latches (module doc). RTCP
+        goes to `rtcp` (its SDP's `a=rtcp`), else the RTP port + 1."""
+        if self.remote is not None and self._latched and address != self.remote:
+            self._latched = False  # a re-INVITE moved the party's media: latch afresh
+        if not self._latched:
+            self.remote = address
         self._allowed = {address[0], *also_from}
         self.connected.set()
+        if self.rtcp is not None:
+            self.rtcp.start(rtcp or (address[0], address[1] + 1))
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        """The IPs packets are taken from before latching."""
+        return tuple(sorted(self._allowed))
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -201,14 +260,18 @@ class RtpLeg:
             self._drop(str(exc))
             return
         if packet.payload_type != self.payload_type:
-            self._drop("payload type")
-            return
+            if self.events is None or packet.payload_type != self.events:
+                self._drop("payload type")
+                return
+            self.received_events += 1
         if not self._latched:
             self._latched = True
             if source != self.remote:
                 log.info("rtp leg %s: latched to %s:%d", self.name, *source)
             self.remote = source
         self.received += 1
+        if self.rtcp is not None and packet.payload_type == self.payload_type:
+            self.rtcp.rtp_received(packet.seq, packet.timestamp, packet.ssrc)
         self._on_packet(
             MediaPacket(
                 leg=self.name,
@@ -222,5 +285,7 @@ class RtpLeg:
         )
 
     async def close(self) -> None:
+        if self.rtcp is not None:
+            await self.rtcp.close()
         if self.transport is not None:
             self.transport.close()

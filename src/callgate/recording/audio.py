@@ -1,8 +1,10 @@
 """A recording's packets as a stereo WAV: the caller left, the callee right, decoded on demand.
 
-Each leg's Opus packets are decoded (PyAV's libopus) and placed on one timeline: a packet's
-sample position is its leg's first arrival (relative to the first packet of the call) plus its
-RTP timestamp's distance from that leg's first timestamp. Gaps (silence, lost packets) stay zero.
+Each leg's packets are decoded with PyAV — libopus for Opus, FFmpeg's G.711 decoders
+(`pcm_mulaw`, `pcm_alaw`) for a SIP call's PCMU/PCMA, whose 8 kHz samples are then resampled
+to the WAV's 48 kHz — and placed on one timeline: a packet's sample position is its leg's first
+arrival (relative to the first packet of the call) plus its RTP timestamp's distance from that
+leg's first timestamp, in the codec's clock. Gaps (silence, lost packets) stay zero.
 """
 
 from __future__ import annotations
@@ -15,47 +17,101 @@ from pathlib import Path
 import av
 import numpy as np
 import numpy.typing as npt
+from av.audio.codeccontext import AudioCodecContext
 
 from callgate.recording.chunks import LEGS, Packet
+from callgate.recording.codecs import OPUS, PCMA, PCMU
 
 RATE = 48000
 MAX_SECONDS = 6 * 3600  # a bound on the WAV built in memory
+# each recording codec's decoder and RTP clock rate
+DECODERS = {OPUS: ("libopus", RATE), PCMU: ("pcm_mulaw", 8000), PCMA: ("pcm_alaw", 8000)}
+Pieces = list[tuple[int, npt.NDArray[np.int16]]]
 
 
-def _decode_leg(packets: list[Packet], origin: float) -> list[tuple[int, npt.NDArray[np.int16]]]:
-    """(sample position, mono samples) for each decoded packet of one leg."""
-    if not packets:
-        return []
+class AudioError(ValueError):
+    """A recording whose codec this version cannot decode."""
+
+
+def _in_order(packets: list[Packet]) -> list[tuple[int, Packet]]:
+    """(RTP timestamp distance from the leg's first packet, packet), in timestamp order."""
+    first = packets[0].timestamp
+    spaced = [((p.timestamp - first) % (1 << 32), p) for p in packets]
+    return sorted(spaced, key=lambda item: item[0])
+
+
+def _decode_opus(packets: list[Packet], origin: float) -> Pieces:
     codec = av.CodecContext.create("libopus", "r")
     codec.format = "s16"
     codec.layout = "stereo"
     codec.sample_rate = RATE
-    first = packets[0]
-    start = round((first.arrival - origin) * RATE)
+    start = round((packets[0].arrival - origin) * RATE)
     out = []
-    for packet in sorted(packets, key=lambda p: (p.timestamp - first.timestamp) % (1 << 32)):
-        offset = (packet.timestamp - first.timestamp) % (1 << 32)
+    for offset, packet in _in_order(packets):
         for frame in codec.decode(av.Packet(packet.payload)):
             samples = frame.to_ndarray().reshape(-1, 2).mean(axis=1).astype(np.int16)
             out.append((start + offset, samples))
     return out
 
 
-def stereo_wav(packets: Iterable[Packet], path: Path) -> float:
+def _decode_g711(packets: list[Packet], origin: float, decoder: str, clock: int) -> Pieces:
+    """The leg on its own 8 kHz timeline (from the call's origin), resampled to 48 kHz whole,
+    so the resampler's filter runs over continuous audio, not packet by packet."""
+    codec = av.CodecContext.create(decoder, "r")
+    if not isinstance(codec, AudioCodecContext):
+        raise AudioError(f"{decoder} is not an audio decoder")
+    codec.sample_rate = clock
+    codec.layout = "mono"
+    start = round((packets[0].arrival - origin) * clock)
+    pieces = []
+    for offset, packet in _in_order(packets):
+        position = start + offset
+        if position >= MAX_SECONDS * clock:
+            break
+        for frame in codec.decode(av.Packet(packet.payload)):
+            pieces.append((position, frame.to_ndarray().reshape(-1).astype(np.int16)))
+    if not pieces:
+        return []
+    end = max(pos + len(s) for pos, s in pieces)
+    track = np.zeros(end, dtype=np.int16)
+    for pos, samples in pieces:
+        track[pos : pos + len(samples)] = samples
+    frame = av.AudioFrame.from_ndarray(track.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = clock
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+    parts = [
+        f.to_ndarray().reshape(-1) for f in [*resampler.resample(frame), *resampler.resample(None)]
+    ]
+    return [(0, np.concatenate(parts).astype(np.int16))] if parts else []
+
+
+def _decode_leg(packets: list[Packet], origin: float, codec: str) -> Pieces:
+    """(sample position at 48 kHz, mono samples) for the decoded packets of one leg."""
+    if not packets:
+        return []
+    if codec == OPUS:
+        return _decode_opus(packets, origin)
+    decoder, clock = DECODERS[codec]
+    return _decode_g711(packets, origin, decoder, clock)
+
+
+def stereo_wav(packets: Iterable[Packet], path: Path, codec: str = OPUS) -> float:
     """Write the WAV; returns its length in seconds."""
-    data, seconds = stereo_wav_bytes(packets)
+    data, seconds = stereo_wav_bytes(packets, codec)
     path.write_bytes(data)
     return seconds
 
 
-def stereo_wav_bytes(packets: Iterable[Packet]) -> tuple[bytes, float]:
-    """The WAV file's bytes and its length in seconds."""
+def stereo_wav_bytes(packets: Iterable[Packet], codec: str = OPUS) -> tuple[bytes, float]:
+    """The WAV file's bytes and its length in seconds; `codec` is the recording's."""
+    if codec not in DECODERS:
+        raise AudioError(f"cannot decode a recording of codec {codec!r}")
     by_leg: dict[str, list[Packet]] = {leg: [] for leg in LEGS}
     for packet in packets:
         by_leg[packet.leg].append(packet)
     arrivals = [p[0].arrival for p in by_leg.values() if p]
     origin = min(arrivals, default=0.0)
-    decoded = {leg: _decode_leg(by_leg[leg], origin) for leg in LEGS}
+    decoded = {leg: _decode_leg(by_leg[leg], origin, codec) for leg in LEGS}
     end = max((pos + len(s) for parts in decoded.values() for pos, s in parts), default=0)
     end = min(end, MAX_SECONDS * RATE)
     audio = np.zeros((end, 2), dtype=np.int16)

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from callgate.recording import keys
-from callgate.recording.audio import stereo_wav_bytes
+from callgate.recording.audio import AudioError, stereo_wav_bytes
 from callgate.recording.chunks import (
     ChunkError,
     decode_packets,
@@ -95,7 +95,10 @@ def export_bundle(
     shutil.copyfile(stored, out / "recording.cgrec")
     data = (out / "recording.cgrec").read_bytes()
     (out / "metadata.json").write_text(json.dumps(row.metadata, indent=2, sort_keys=True) + "\n")
-    wav, seconds = stereo_wav_bytes(decrypt(row, data, master))
+    try:
+        wav, seconds = stereo_wav_bytes(decrypt(row, data, master), row.codec)
+    except AudioError as exc:
+        raise BundleError(str(exc)) from exc
     audio = out / AUDIO_FILES[audio_format]
     if audio_format == "ogg":
         stereo_ogg(wav, audio)

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 from callgate.recording import keys
 from callgate.recording.chunks import HEADER_BYTES, ChunkError, iter_chunks, seal
+from callgate.recording.codecs import BY_ANCHOR_CODEC as CODECS
+from callgate.recording.codecs import OPUS
 from callgate.recording.recorder import RecorderLimits, StreamRecorder
 from callgate.recording.retention import RetentionPolicy
 from callgate.recording.store import RecordingRepository, RecordingRow
@@ -29,7 +31,7 @@ from callgate.recording.writer import ChunkWriter, RecordingFailure
 
 log = logging.getLogger(__name__)
 
-CODEC = "opus/48000/2"
+CODEC = OPUS  # the default: calls between callgate's own clients
 FORMAT = "callgate-recording/1"
 
 
@@ -135,14 +137,18 @@ class RecordingService:
         parties: Mapping[str, Mapping[str, Any]],
         policy_rule: str | None,
         on_failure: Callable[[str], None],
+        codec: str = "opus",
     ) -> StreamRecorder:
-        """Create the row, the file and its recorder; RecordingFailure when it cannot."""
+        """Create the row, the file and its recorder; RecordingFailure when it cannot. `codec`:
+        the anchor's ("opus", or "pcmu"/"pcma" for a SIP phone or trunk), stored as it came."""
+        if codec not in CODECS:
+            raise RecordingFailure(f"cannot record codec {codec!r}")
         master = self.master_key()
         if len(self.active) + self._starting >= self.settings.max_active:
             raise RecordingFailure(f"{self.settings.max_active} calls are being recorded already")
         self._starting += 1
         try:
-            row, writer = await self._create(call_id, parties, policy_rule, master)
+            row, writer = await self._create(call_id, parties, policy_rule, master, CODECS[codec])
         finally:
             self._starting -= 1
 
@@ -164,6 +170,7 @@ class RecordingService:
         parties: Mapping[str, Mapping[str, Any]],
         policy_rule: str | None,
         master: bytes,
+        codec: str,
     ) -> tuple[dict[str, Any], ChunkWriter]:
         recording_id = uuid.uuid4().hex
         path = self.settings.directory / f"{recording_id}.cgrec"
@@ -174,7 +181,7 @@ class RecordingService:
             "file_name": path.name,
             "key_id": keys.key_id(master),
             "wrapped_key": keys.wrap(master, key),
-            "codec": CODEC,
+            "codec": codec,
             "policy_rule": policy_rule,
             "metadata_json": json.dumps({"participants": _participants(parties)}),
             "retention": self.settings.retention.period(policy_rule),
@@ -221,7 +228,7 @@ class RecordingService:
             {
                 "label": leg,
                 "sent_by": leg,
-                "codec": CODEC,
+                "codec": row["codec"],
                 "channel": "left" if leg == "caller" else "right",
                 "packets": recorder.packets[leg],
                 "first_arrival": recorder.first_arrival.get(leg),
@@ -238,7 +245,7 @@ class RecordingService:
             "ended_at": _iso(ended),
             "state": state,
             "failure": recorder.failure,
-            "codec": CODEC,
+            "codec": row["codec"],
             "cipher": "AES-256-GCM, per-recording key wrapped with AES-KW",
             "key_id": row["key_id"],
             "chunk_sha256": list(recorder.writer.chunks),

@@ -30,6 +30,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from callgate.media.anchor import AnchorError, AnchorLeg, Bridge
+from callgate.media.caller_fill import SilenceUntilMedia
+from callgate.media.dtmf import DtmfToTones
+from callgate.media.packets import PacketHandler
 from callgate.media.rtp_leg import RtpLeg
 from callgate.runtime.sip_dialout import DialOut, final_response
 from callgate.signaling import messages as m
@@ -38,7 +41,16 @@ from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.outbound import OutboundCall
-from callgate.sip.sdp import KEY_SALT, Crypto, SdpError, audio_sdp, parse_audio
+from callgate.sip.sdp import (
+    DIRECTIONS,
+    EVENTS_PT,
+    KEY_SALT,
+    AudioOffer,
+    Crypto,
+    SdpError,
+    audio_sdp,
+    parse_audio,
+)
 from callgate.sip.trunks import EMERGENCY, Trunks, normalise
 from callgate.sip.uri import parse_name_addr, parse_sip_uri
 
@@ -147,13 +159,19 @@ class SipCalls:
         srtp = (
             None if offer.crypto is None or ours is None else (offer.crypto.key_salt, ours.key_salt)
         )
-        rtp = RtpLeg("phone", bridge.forward, codec, srtp)
+        # silence towards the anchor until the phone's RTP flows: a recorded call rings only
+        # once the recorder has the caller's first packets (media/caller_fill.py)
+        fill = SilenceUntilMedia("phone", codec, bridge.forward)
+        rtp = RtpLeg(
+            "phone", _from_phone(codec, offer.events, fill.packet), codec, srtp, offer.events
+        )
         device: Device | None = None
         try:
             web = bridge.leg("web", codec=codec)
             local = await rtp.open(media_ip)
             rtp.set_remote((offer.address, offer.port), also_from=[call.peer.address[0]])
             bridge.attach(rtp)
+            fill.start()
             web_offer = await web.offer()
             device, effects = await self._hub.connect(
                 handle, display, True, address=call.peer.address[0], user_agent=agent
@@ -166,13 +184,17 @@ class SipCalls:
                 return
             call.recorded = True  # the hub writes this attempt's CDR from here on
             await self._hub.receive(device, invite, self._user_exists)
-            answer = audio_sdp(local[0], local[1], codec, ours)
+            origin = (secrets.randbits(31), 1)
+            answer = audio_sdp(local[0], local[1], codec, ours, offer.events, origin=origin)
+            reoffers = Reoffers(offer, call.request.body, codec, ours, local, origin, rtp, fill)
+            call.on_offer = reoffers.answer
             contact = f"sip:callgate@{call.peer.local[0]}:{call.peer.local[1]}"
             await self._follow(call, device, web, rtp, answer, contact)
         except AnchorError as exc:
             log.warning("sip call %s: %s", call.call_id, exc)
             call.reject(503, "Service Unavailable (media)")
         finally:
+            await fill.stop()
             if device is not None:
                 await self._hub.disconnect(device)
                 device.queue.put_nowait(None)
@@ -287,14 +309,25 @@ class SipCalls:
         media = m.Media(type="call.media", id=self._id(), call_id=call_id, state="connected")
         await self._hub.receive(device, media, self._user_exists)
         while True:
-            streams = [
-                m.StreamStats(
-                    kind="audio", direction="inbound", packets=web.received, packets_lost=0
-                ),
-                m.StreamStats(
-                    kind="audio", direction="outbound", packets=rtp.received, packets_lost=0
-                ),
-            ]
+            # the phone's RTCP report on what we send it (its loss, jitter, round trip), and
+            # our own receive statistics of its stream (media/rtcp_leg.py)
+            party = rtp.rtcp.party if rtp.rtcp is not None else None
+            lost_by_us = rtp.rtcp.packets_lost if rtp.rtcp is not None else 0
+            inbound = m.StreamStats(
+                kind="audio",
+                direction="inbound",
+                packets=web.received,
+                packets_lost=party.packets_lost if party else 0,
+                jitter_ms=party.jitter_ms if party else None,
+                rtt_ms=party.rtt_ms if party else None,
+            )
+            outbound = m.StreamStats(
+                kind="audio",
+                direction="outbound",
+                packets=rtp.received,
+                packets_lost=max(-(2**23), lost_by_us),
+            )
+            streams = [inbound, outbound]
             report = m.Stats(type="call.stats", id=self._id(), call_id=call_id, streams=streams)
             await self._hub.receive(device, report, self._user_exists)
             await asyncio.sleep(STATS_INTERVAL)
@@ -337,13 +370,13 @@ class SipCalls:
             await self._reject(device, call_id, "no media address")
             return
         bridge = Bridge(lambda: self._ice_servers(device.handle))
-        rtp = RtpLeg("phone", bridge.forward, codec)
+        rtp = RtpLeg("phone", _from_phone(codec, EVENTS_PT, bridge.forward), codec)
         call = self._edge.outbound(binding, caller)
         try:
             local = await rtp.open(media_ip)
             contact = f"sip:callgate@{binding.peer.local[0]}:{binding.peer.local[1]}"
             final = asyncio.ensure_future(
-                final_response(call, audio_sdp(local[0], local[1], codec), contact)
+                final_response(call, audio_sdp(local[0], local[1], codec, None, EVENTS_PT), contact)
             )
             while not final.done():
                 message = await _next(device, final)
@@ -365,6 +398,7 @@ class SipCalls:
                 await call.hang_up()
                 await self._reject(device, call_id, str(exc))
                 return
+            rtp.events = EVENTS_PT if answer.events == EVENTS_PT else None
             rtp.set_remote((answer.address, answer.port), also_from=[binding.peer.address[0]])
             web = bridge.leg("web", codec=codec)
             bridge.attach(rtp)
@@ -421,6 +455,62 @@ async def _next(device: Device, other: asyncio.Future[Any]) -> dict[str, Any] | 
         return reading.result()
     reading.cancel()
     return None
+
+
+class Reoffers:
+    """The phone's re-INVITEs in a call it made (docs/sip.md, "Hold and session refresh"): the
+    same codec and keys, a new address or direction taken (RFC 3264 §8), our answer's version
+    one higher each time it changes."""
+
+    def __init__(
+        self,
+        first: AudioOffer,
+        body: bytes,
+        codec: str,
+        ours: Crypto | None,
+        local: tuple[str, int],
+        origin: tuple[int, int],
+        rtp: RtpLeg,
+        fill: SilenceUntilMedia,
+    ) -> None:
+        self._first, self._codec, self._ours, self._local = first, codec, ours, local
+        self._origin, self._rtp, self._fill = origin, rtp, fill
+        self._last = body  # the offer our current answer answers
+        self._answer = audio_sdp(local[0], local[1], codec, ours, first.events, origin=origin)
+
+    def answer(self, body: bytes) -> bytes:
+        if not body.strip():  # no offer: ours again, unchanged (its answer comes in the ACK)
+            return self._answer
+        offer = parse_audio(body)  # SdpError: 488, the session stays as it was
+        if offer.choose() != self._codec:
+            raise SdpError("the codec cannot change during the call")
+        theirs = self._first.crypto
+        if (offer.crypto is None) != (theirs is None) or (
+            offer.crypto is not None and theirs is not None
+            and offer.crypto.key_salt != theirs.key_salt
+        ):  # fmt: skip
+            raise SdpError("SRTP keys cannot change during the call")
+        if body == self._last:
+            return self._answer  # a session refresh (RFC 4028): nothing changes
+        self._last = body
+        direction = DIRECTIONS[offer.direction]
+        self._rtp.set_remote((offer.address, offer.port), also_from=self._rtp.allowed)
+        self._rtp.sending = direction in ("sendrecv", "sendonly")
+        if offer.direction in ("recvonly", "inactive"):
+            self._fill.hold()  # it sends nothing now: silence, as while it rang
+        events = self._first.events if offer.events == self._first.events else None
+        self._origin = (self._origin[0], self._origin[1] + 1)
+        local = self._local
+        self._answer = audio_sdp(
+            local[0], local[1], self._codec, self._ours, events, direction, self._origin
+        )
+        return self._answer
+
+
+def _from_phone(codec: str, events: int | None, forward: PacketHandler) -> PacketHandler:
+    """Where the phone's RTP goes: with telephone-events negotiated, through `DtmfToTones`
+    (the WebRTC leg cannot carry RFC 4733 events: they reach it as tones)."""
+    return forward if events is None else DtmfToTones(codec, events, forward).packet
 
 
 def _codec_of(offer_sdp: str) -> str | None:

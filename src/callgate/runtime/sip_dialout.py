@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Callable
 
 from callgate.media.anchor import Bridge
+from callgate.media.dtmf import DtmfToTones
 from callgate.media.rtp_leg import RtpLeg
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
@@ -23,7 +24,7 @@ from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
-from callgate.sip.sdp import KEY_SALT, Crypto, SdpError, audio_sdp, parse_audio
+from callgate.sip.sdp import EVENTS_PT, KEY_SALT, Crypto, SdpError, audio_sdp, parse_audio
 from callgate.sip.trunks import EMERGENCY, Trunks, normalise
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,12 @@ class DialOut:
             None if offer.crypto is None or ours is None else (offer.crypto.key_salt, ours.key_salt)
         )
         bridge = Bridge(lambda: [])
-        phone = RtpLeg("phone", bridge.forward, codec, srtp)
+        # RFC 4733 events: offered to the carrier when the phone offered them; passed on as
+        # events if the carrier takes them, else as tones (media/dtmf.py)
+        events = EVENTS_PT if offer.events is not None else None
+        tones = DtmfToTones(codec, offer.events, bridge.forward) if offer.events else None
+        from_phone = bridge.forward if tones is None else tones.packet
+        phone = RtpLeg("phone", from_phone, codec, srtp, offer.events)
         carrier = RtpLeg("carrier", bridge.forward, codec)
         out = self._edge.dial(trunk, number, trunk.caller_id or handle)
         if out is None:
@@ -115,7 +121,9 @@ class DialOut:
             )
             contact = f"sip:callgate@{out.peer.local[0]}:{out.peer.local[1]}"
             final = asyncio.ensure_future(
-                final_response(out, audio_sdp(carrier_local[0], carrier_local[1], codec), contact)
+                final_response(
+                    out, audio_sdp(carrier_local[0], carrier_local[1], codec, None, events), contact
+                )
             )
             call.ringing()
             phone_gone = asyncio.ensure_future(call.ended.wait())
@@ -139,8 +147,12 @@ class DialOut:
                 )
                 return
             answer = parse_audio(reply.body)
+            if events is not None and answer.events == events and tones is not None:
+                carrier.events = events  # the carrier takes events: forwarded as they are
+                tones.convert = False
             carrier.set_remote((answer.address, answer.port), also_from=[out.peer.address[0]])
-            call.accept(audio_sdp(phone_local[0], phone_local[1], codec, ours), contact)
+            phone_answer = audio_sdp(phone_local[0], phone_local[1], codec, ours, offer.events)
+            call.accept(phone_answer, contact)
             await asyncio.to_thread(records.answered, record_id)
             phone_ended = asyncio.ensure_future(call.ended.wait())
             carrier_ended = asyncio.ensure_future(out.ended.wait())

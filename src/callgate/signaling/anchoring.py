@@ -14,12 +14,18 @@ ringing and the hub hands it here:
 
 A recorder failure (write, fsync, disk, a silent leg) ends the call `recording-failed`; the end
 of the call closes the recording (last chunk, metadata, audit entry).
+
+Both legs use one codec, the caller's (`recorded_codec`): Opus from callgate's own clients, or
+G.711 (PCMU, else PCMA) when the caller offers no Opus — a SIP phone or trunk, whose bridge
+offers exactly its G.711 codec. The callee's leg then offers only that codec, so payloads still
+pass unchanged, and the recording says which codec it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,6 +49,22 @@ MAX_EARLY = 50  # candidates a caller may trickle before its anchor leg exists
 IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
 DRAIN_QUIET = 0.06  # s without a new packet: what the parties sent before the end is recorded
 DRAIN_LIMIT = 0.5  # s at most that closing a recording waits for it
+_RTPMAP = re.compile(r"^a=rtpmap:\d+ +([A-Za-z0-9_.-]+)/(\d+)", re.MULTILINE)
+_AUDIO_FORMATS = re.compile(r"^m=audio +\d+ +[A-Z/]+((?: +\d+)*)", re.MULTILINE)
+
+
+def recorded_codec(offer_sdp: str) -> str:
+    """The codec a recorded call's legs use, from the caller's offer: "opus" when it lists Opus
+    (or nothing we know: the leg's answer then says what is missing), else "pcmu" or "pcma"
+    (by rtpmap, or the static payload types 0 and 8 of RFC 3551 §6)."""
+    names = {(name.lower(), int(clock)) for name, clock in _RTPMAP.findall(offer_sdp)}
+    if ("opus", 48000) in names:
+        return "opus"
+    formats = {f for m in _AUDIO_FORMATS.findall(offer_sdp) for f in m.split()}
+    for codec, static in (("pcmu", "0"), ("pcma", "8")):
+        if (codec, 8000) in names or static in formats:
+            return codec
+    return "opus"
 
 
 @dataclass(slots=True)
@@ -116,14 +138,15 @@ class Anchoring:
             "caller": {"handle": call.caller.handle, "device": call.caller.device_id},
             "callee": {"handle": call.callee_handle},
         }
+        codec = recorded_codec(offer_sdp)
         try:
             state.recorder = await self.recordings.start(
-                call_id, parties, rule, lambda reason: self._failed(call_id, reason)
+                call_id, parties, rule, lambda reason: self._failed(call_id, reason), codec
             )
             recording_id = state.recorder.recording_id
             anchor_user = ANCHOR_USER_PREFIX + call_id
             state.bridge = Bridge(lambda: self._ice_servers(anchor_user), state.recorder.on_packet)
-            caller_leg = state.bridge.leg("caller")
+            caller_leg = state.bridge.leg("caller", codec)
             for candidate in state.early:  # trickled while the recording was being created
                 await caller_leg.add_candidate(candidate)
             relays = engine.relay_addresses
@@ -141,7 +164,7 @@ class Anchoring:
             async with asyncio.timeout(self._setup_timeout):
                 await caller_leg.connected.wait()
                 await state.recorder.first_written()
-            offer = await state.bridge.leg("callee").offer()
+            offer = await state.bridge.leg("callee", codec).offer()
         except (RecordingFailure, AnchorError, TimeoutError) as exc:
             why = (
                 "no media from the caller reached the recorder"

@@ -275,7 +275,10 @@ class SipEdge:
         if self.attempts is not None:
             self.attempts.authenticated(call_id)
         if call_id in self.calls:
-            return response(request, 491, "Request Pending")  # no re-INVITEs (yet)
+            call = self._dialog(request)
+            if isinstance(call, InboundCall) and call.answered and not call.ended.is_set():
+                return call.reoffer(request)  # a re-INVITE (RFC 3261 §14.2)
+            return response(request, 491, "Request Pending")
         if len(self.calls) >= MAX_CALLS or self.call_handler is None:
             busy = _busy(request)
             await self._record(self._attempt(request, peer, busy))

@@ -58,6 +58,9 @@ class InboundCall:
         self._cseq = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self.answered = False
+        self.contact = ""  # ours, once answered
+        # a re-INVITE's SDP → our answer (SdpError: 488); set by the call handler
+        self.on_offer: Callable[[bytes], bytes] | None = None
         self.recorded = False  # the hub has the attempt (it writes the CDR); else attempts.py
 
     # -- what the handler calls ------------------------------------------------------------------
@@ -78,11 +81,25 @@ class InboundCall:
         if self.final.done():
             return
         self.answered = True
+        self.contact = contact
         extra = [*self._routes(), ("Contact", f"<{contact}>"), ("Content-Type", "application/sdp")]
         ok = response(self.request, 200, "OK", extra, body=sdp, to_tag=self.to_tag)
         self.final.set_result(ok)
         if self.peer.transport == "UDP":
             self._spawn(self._retransmit(ok))
+
+    def reoffer(self, request: SipRequest) -> SipResponse:
+        """A re-INVITE in this dialog (RFC 3261 §14.2): a session refresh, or a changed offer
+        (hold and resume, RFC 3264 §8.4). 200 OK with our answer, or 488 keeping the session
+        as it was (§14.2: the session is unchanged by a failed re-INVITE)."""
+        if self.on_offer is None:
+            return response(request, 488, "Not Acceptable Here", to_tag=self.to_tag)
+        try:
+            answer = self.on_offer(request.body)
+        except ValueError as exc:  # SdpError
+            return response(request, 488, f"Not Acceptable Here ({exc})", to_tag=self.to_tag)
+        extra = [("Contact", f"<{self.contact}>"), ("Content-Type", "application/sdp")]
+        return response(request, 200, "OK", extra, body=answer, to_tag=self.to_tag)
 
     def _routes(self) -> list[tuple[str, str]]:
         """The proxies that asked to stay in the dialog, copied into our responses that make

@@ -6,6 +6,10 @@ transcoding. `RTP/SAVP` is taken with SDES keys (RFC 4568 `a=crypto`, suite
 AES_CM_128_HMAC_SHA1_80, the one every SRTP phone and trunk has): we answer with our own key.
 Anything else (no audio, only other codecs, SRTP without a usable key, IPv6 addresses we do not
 serve) is `SdpError`, answered `488 Not Acceptable Here` (RFC 3261 §21.4.26).
+
+DTMF: a `telephone-event/8000` payload type in the offer (RFC 4733 §7.1.1) is kept
+(`AudioOffer.events`) and answered with the same number and the events 0-15 (`a=fmtp:PT 0-15`),
+the keys of a phone's keypad; our own offers list it as EVENTS_PT.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ MAX_SDP = 8 * 1024
 CODECS = {0: "pcmu", 8: "pcma"}  # static payload types we forward (RFC 3551 §6)
 SUITE = "AES_CM_128_HMAC_SHA1_80"  # RFC 4568 §6.2.1
 KEY_SALT = 30  # bytes of inline key ‖ salt for SUITE
+EVENTS_PT = 101  # the dynamic payload type our offers give telephone-event (RFC 4733)
+# RFC 3264 §6.1: the answer's direction for each offered one (hold: §8.4)
+DIRECTIONS = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
 
 
 class SdpError(ValueError):
@@ -40,6 +52,8 @@ class AudioOffer:
     port: int
     payload_types: tuple[int, ...]
     crypto: Crypto | None = None  # RTP/SAVP: the key the phone sends with
+    events: int | None = None  # the payload type of telephone-event/8000, when offered
+    direction: str = "sendrecv"  # the offerer's a=sendrecv|sendonly|recvonly|inactive
 
     def choose(self) -> str:
         """Our codec: the first the phone lists that we forward."""
@@ -63,6 +77,8 @@ def parse_audio(sdp: bytes) -> AudioOffer:
     secure = False
     crypto: Crypto | None = None
     in_audio = False
+    rtpmaps: set[int] = set()  # telephone-event/8000 payload types of the audio stream
+    directions = {"session": "sendrecv", "media": ""}  # RFC 4566 §6: media level wins
     for line in text.replace("\r\n", "\n").split("\n"):
         kind, _, value = line.partition("=")
         if kind == "m":
@@ -81,6 +97,14 @@ def parse_audio(sdp: bytes) -> AudioOffer:
                 audio = (int(parts[1]), tuple(int(p) for p in parts[3:]))
         elif kind == "a" and in_audio and value.startswith("crypto:") and crypto is None:
             crypto = _crypto(value.removeprefix("crypto:"))
+        elif kind == "a" and value.strip() in DIRECTIONS and audio is None and not in_audio:
+            directions["session"] = value.strip()
+        elif kind == "a" and in_audio and value.strip() in DIRECTIONS:
+            directions["media"] = value.strip()
+        elif kind == "a" and in_audio and value.startswith("rtpmap:"):
+            number, _, name = value.removeprefix("rtpmap:").partition(" ")
+            if name.strip().lower() == "telephone-event/8000" and number.isdigit():
+                rtpmaps.add(int(number))
         elif kind == "c":
             address = _connection(value)
             if audio is None and not in_audio:
@@ -94,7 +118,9 @@ def parse_audio(sdp: bytes) -> AudioOffer:
         raise SdpError("No connection address")
     if secure and crypto is None:
         raise SdpError(f"RTP/SAVP without an a=crypto {SUITE} key")
-    return AudioOffer(found, audio[0], audio[1], crypto if secure else None)
+    events = next((pt for pt in audio[1] if pt in rtpmaps and pt >= 96), None)
+    direction = directions["media"] or directions["session"]
+    return AudioOffer(found, audio[0], audio[1], crypto if secure else None, events, direction)
 
 
 def _crypto(value: str) -> Crypto | None:
@@ -123,21 +149,39 @@ def _connection(value: str) -> str:
     return parts[2]
 
 
-def audio_sdp(address: str, port: int, codec: str, crypto: Crypto | None = None) -> bytes:
-    """Our offer or answer: one sendrecv audio stream at `address:port` with `codec`; with
-    `crypto` (our key, the phone's tag) RTP/SAVP."""
+def audio_sdp(
+    address: str,
+    port: int,
+    codec: str,
+    crypto: Crypto | None = None,
+    events: int | None = None,
+    direction: str = "sendrecv",
+    origin: tuple[int, int] | None = None,
+) -> bytes:
+    """Our offer or answer: one audio stream at `address:port` with `codec`; with `crypto` (our
+    key, the phone's tag) RTP/SAVP; with `events` telephone-event on that payload type (RFC 4733
+    §7.1.1). `origin`: (session id, version) for a changed description of the same session
+    (RFC 3264 §8: same id, version one higher), else a new session."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"bad direction {direction!r}")
     pt = {name: number for number, name in CODECS.items()}[codec]
-    session = secrets.randbits(31)
+    formats = f"{pt}" if events is None else f"{pt} {events}"
+    session, version = origin or (secrets.randbits(31), 1)
     lines = [
         "v=0",
-        f"o=callgate {session} {session} IN IP4 {address}",
+        f"o=callgate {session} {version} IN IP4 {address}",
         "s=callgate",
         f"c=IN IP4 {address}",
         "t=0 0",
-        f"m=audio {port} {'RTP/SAVP' if crypto else 'RTP/AVP'} {pt}",
+        f"m=audio {port} {'RTP/SAVP' if crypto else 'RTP/AVP'} {formats}",
         f"a=rtpmap:{pt} {codec.upper()}/8000",
+        *(
+            []
+            if events is None
+            else [f"a=rtpmap:{events} telephone-event/8000", f"a=fmtp:{events} 0-15"]
+        ),
         "a=ptime:20",
-        "a=sendrecv",
+        f"a={direction}",
     ]
     if crypto is not None:
         key = base64.b64encode(crypto.key_salt).decode()

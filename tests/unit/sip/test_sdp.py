@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from callgate.sip.sdp import AudioOffer, Crypto, SdpError, audio_sdp, parse_audio
+from callgate.sip.sdp import DIRECTIONS, AudioOffer, Crypto, SdpError, audio_sdp, parse_audio
 
 HEAD = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
 
@@ -58,3 +58,43 @@ def test_sdes_offer_is_taken_and_answered_with_our_key() -> None:
     answer = audio_sdp("192.0.2.1", 5000, "pcmu", Crypto(2, bytes(30)))
     assert b"m=audio 5000 RTP/SAVP 0\r\n" in answer
     assert parse_audio(answer).crypto == Crypto(2, bytes(30))
+
+
+def test_telephone_event_is_kept_and_answered_with_its_payload_type() -> None:
+    sdp = (
+        HEAD + "m=audio 4000 RTP/AVP 0 96 100\r\na=rtpmap:96 telephone-event/48000\r\n"
+        "a=rtpmap:100 Telephone-Event/8000\r\na=fmtp:100 0-16\r\n"
+    )
+    offer = parse_audio(sdp.encode())
+    assert offer.events == 100  # the 8 kHz one, the clock of our G.711
+    answer = audio_sdp("198.51.100.2", 30000, offer.choose(), events=offer.events).decode()
+    assert "m=audio 30000 RTP/AVP 0 100\r\n" in answer
+    assert "a=rtpmap:100 telephone-event/8000\r\na=fmtp:100 0-15\r\n" in answer
+    assert parse_audio(answer.encode()).events == 100
+    # an rtpmap for a payload type the m= line does not list is not an offer of events
+    unlisted = HEAD + "m=audio 4000 RTP/AVP 0\r\na=rtpmap:101 telephone-event/8000\r\n"
+    assert parse_audio(unlisted.encode()).events is None
+
+
+@pytest.mark.parametrize(
+    ("lines", "offered", "answered"),
+    [
+        ("", "sendrecv", "sendrecv"),
+        ("a=sendonly\r\n", "sendonly", "recvonly"),  # hold (RFC 3264 §8.4)
+        ("a=inactive\r\n", "inactive", "inactive"),
+        ("a=recvonly\r\n", "recvonly", "sendonly"),
+    ],
+)
+def test_the_offers_direction_is_answered_by_rfc_3264(
+    lines: str, offered: str, answered: str
+) -> None:
+    offer = parse_audio((HEAD + "m=audio 4000 RTP/AVP 0\r\n" + lines).encode())
+    assert offer.direction == offered
+    answer = audio_sdp("198.51.100.2", 30000, "pcmu", direction=DIRECTIONS[offered], origin=(7, 3))
+    assert f"a={answered}\r\n".encode() in answer and b"o=callgate 7 3 IN IP4" in answer
+
+
+def test_a_session_level_direction_applies_unless_the_stream_says_otherwise() -> None:
+    held = HEAD.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n") + "m=audio 4000 RTP/AVP 0\r\n"
+    assert parse_audio(held.encode()).direction == "sendonly"
+    assert parse_audio((held + "a=sendrecv\r\n").encode()).direction == "sendrecv"

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from callgate.accounts.records import UserRecord
 from callgate.api.deps import READERS, UserDep
-from callgate.recording.audio import stereo_wav_bytes
+from callgate.recording.audio import AudioError, stereo_wav_bytes
 from callgate.recording.bundle import BundleError, decrypt, export_bundle
 from callgate.recording.bundle_tar import pack
 from callgate.recording.chunks import ChunkError
@@ -123,7 +123,7 @@ def recordings_router(
             raise HTTPException(status.HTTP_409_CONFLICT, detail="the recording is still open")
         try:
             data = await asyncio.to_thread(_decode, service, row)
-        except (ChunkError, MasterKeyError, RecordingFailure, OSError) as exc:
+        except (AudioError, ChunkError, MasterKeyError, RecordingFailure, OSError) as exc:
             log.error("recording %s cannot be played: %s", recording_id, exc)
             raise HTTPException(
                 status.HTTP_500_INTERNAL_SERVER_ERROR, detail=f"recording unreadable: {exc}"
@@ -199,7 +199,7 @@ def recordings_router(
 
 def _decode(service: RecordingService, row: RecordingRow) -> bytes:
     stored = (service.settings.directory / row.file_name).read_bytes()
-    data, _seconds = stereo_wav_bytes(decrypt(row, stored, service.master_key()))
+    data, _seconds = stereo_wav_bytes(decrypt(row, stored, service.master_key()), row.codec)
     return data
 
 

@@ -1,0 +1,110 @@
+"""`SilenceUntilMedia`: G.711 silence from a SIP party until its own RTP flows (docs/sip.md,
+"Recorded calls").
+
+A phone or carrier that calls sends RTP only once it has our 200 OK, but a call that must be
+recorded rings nobody until the recorder holds the caller's first packets on disk
+(signaling/anchoring.py): without them the call would end `recording-unavailable` every time.
+So, from the moment the bridge exists, the caller's side sends the anchor one packet of digital
+silence every 20 ms (PCMU 0xFF, PCMA 0xD5: RFC 3551 §4.5.14, ITU-T G.711 code for zero) on its
+own RTP timeline, and stops at the party's first packet. From then on the party's packets pass
+with their payload unchanged; only their timestamps are moved onto the same timeline (and
+sequence numbers continued), so the recording places the party's audio right after the silence.
+
+What the recording then holds for the caller before the answer is silence, which is what the
+callee would have heard. Nothing is filled in after the party's first packet, except while the
+party has put the call on hold (`hold()`: its re-INVITE says it sends nothing): a phone that goes
+quiet otherwise (silence suppression) is heard as silent by the recorder's silence limit,
+fail-closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+import time
+
+from callgate.media.packets import CODEC_CLOCKS, MediaPacket, PacketHandler
+
+FRAME_SECONDS = 0.02
+SILENCE = {"pcmu": b"\xff", "pcma": b"\xd5"}
+PAYLOAD_TYPES = {"pcmu": 0, "pcma": 8}
+
+
+class SilenceUntilMedia:
+    """Sits between a SIP party's `RtpLeg` and the bridge: `packet` is the leg's handler."""
+
+    def __init__(self, leg: str, codec: str, forward: PacketHandler) -> None:
+        if codec not in SILENCE:
+            raise ValueError(f"no silence for codec {codec!r}")
+        self.leg = leg
+        self.filled = 0  # silence packets sent
+        self._forward = forward
+        self._clock = CODEC_CLOCKS[codec]
+        self._frame = round(self._clock * FRAME_SECONDS)
+        self._silence = SILENCE[codec] * self._frame
+        self._payload_type = PAYLOAD_TYPES[codec]
+        self._ssrc = secrets.randbits(32)
+        self._timestamp = secrets.randbits(32)  # the next packet's, on our timeline
+        self._seq = secrets.randbits(16)
+        self._offset: int | None = None  # ours - the party's timestamps, from its first packet
+        self._seq_offset = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def filling(self) -> bool:
+        return self._offset is None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._fill(), name=f"silence-{self.leg}")
+
+    def hold(self) -> None:
+        """The party stopped sending (it put the call on hold, RFC 3264 §8.4): silence again,
+        until its next packet, which starts its timeline afresh after the silence."""
+        if self._offset is not None:
+            self._offset = None
+            self.start()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _fill(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while self.filling:
+            self._send_silence()
+            due += FRAME_SECONDS
+            await asyncio.sleep(max(0.0, due - loop.time()))
+
+    def _send_silence(self) -> None:
+        packet = MediaPacket(
+            leg=self.leg,
+            payload=self._silence,
+            timestamp=self._timestamp,
+            seq=self._seq,
+            ssrc=self._ssrc,
+            payload_type=self._payload_type,
+            arrival=time.time(),
+        )
+        self._timestamp = (self._timestamp + self._frame) % (1 << 32)
+        self._seq = (self._seq + 1) % (1 << 16)
+        self.filled += 1
+        self._forward(packet)
+
+    def packet(self, packet: MediaPacket) -> None:
+        """The party's packet: onto our timeline, then to the bridge."""
+        if self._offset is None:
+            self._offset = (self._timestamp - packet.timestamp) % (1 << 32)
+            self._seq_offset = (self._seq - packet.seq) % (1 << 16)
+        self._forward(
+            dataclasses.replace(
+                packet,
+                timestamp=(packet.timestamp + self._offset) % (1 << 32),
+                seq=(packet.seq + self._seq_offset) % (1 << 16),
+                ssrc=self._ssrc,
+            )
+        )

@@ -1,0 +1,124 @@
+"""DTMF from a SIP party (RFC 4733 telephone-events) towards a leg that cannot carry them.
+
+A phone or carrier that negotiated `telephone-event/8000` sends key presses as event packets
+(RFC 4733 §2.3: event, end bit, volume, duration since the event's RTP timestamp) rather than as
+tones in its audio. The WebRTC side of the bridge cannot carry them: aiortc, which ends every
+WebRTC leg at the anchor, negotiates Opus, PCMU and PCMA only. So `DtmfToTones` turns each event
+into the dual tone it stands for (ITU-T Q.23 frequencies), G.711-encoded in the call's codec
+with FFmpeg's encoder (PyAV), in 20 ms frames on the event's own timeline; audio packets pass
+unchanged. The browser, the CLI softphone and the recording then hear the key press in-band, as
+on any G.711 call.
+
+Retransmitted end packets (§2.5.1.4) and packets that add no duration produce nothing; an event
+is cut at MAX_EVENT_SECONDS of tone. Events other than 0-9, *, #, A-D (flash, §3.2) are dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import av
+import numpy as np
+from av.audio.codeccontext import AudioCodecContext
+
+from callgate.media.packets import MediaPacket, PacketHandler
+
+CLOCK = 8000
+FRAME = 160  # 20 ms at 8 kHz
+MAX_EVENT_SECONDS = 5.0
+EVENT = struct.Struct("!BBH")  # event, E|R|volume, duration (RFC 4733 §2.3)
+# event code → (low, high) Hz (RFC 4733 §3.2 codes, ITU-T Q.23 frequencies)
+KEYS = "0123456789*#ABCD"
+_ROWS, _COLUMNS = (697, 770, 852, 941), (1209, 1336, 1477, 1633)
+_PLACE = {
+    "1": (0, 0), "2": (0, 1), "3": (0, 2), "A": (0, 3),
+    "4": (1, 0), "5": (1, 1), "6": (1, 2), "B": (1, 3),
+    "7": (2, 0), "8": (2, 1), "9": (2, 2), "C": (2, 3),
+    "*": (3, 0), "0": (3, 1), "#": (3, 2), "D": (3, 3),
+}  # fmt: skip
+FREQUENCIES = {
+    code: (_ROWS[_PLACE[key][0]], _COLUMNS[_PLACE[key][1]]) for code, key in enumerate(KEYS)
+}
+AMPLITUDE = 6000  # each of the two tones, of 32767: about -15 dBm0, inside Q.24's range
+ENCODERS = {"pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    code: int
+    end: bool
+    volume: int  # -dBm0
+    duration: int  # samples since the event's timestamp
+
+
+def parse_event(payload: bytes) -> Event:
+    """One telephone-event payload (RFC 4733 §2.3); ValueError if it is not one."""
+    if len(payload) < EVENT.size:
+        raise ValueError("telephone-event payload too short")
+    code, flags, duration = EVENT.unpack_from(payload)
+    return Event(code, bool(flags & 0x80), flags & 0x3F, duration)
+
+
+def key_of(code: int) -> str | None:
+    return KEYS[code] if 0 <= code < len(KEYS) else None
+
+
+class DtmfToTones:
+    """Between a SIP party's `RtpLeg` and the rest: `packet` is the leg's handler."""
+
+    def __init__(self, codec: str, events_pt: int, forward: PacketHandler) -> None:
+        if codec not in ENCODERS:
+            raise ValueError(f"no G.711 encoder for {codec!r}")
+        self.events_pt = events_pt
+        self.convert = True  # False: events pass as they are (the other side takes them)
+        self.keys: list[str] = []  # the keys pressed, in order (for logs and tests)
+        self._forward = forward
+        self._encoder = _encoder(ENCODERS[codec])
+        self._current: int | None = None  # the RTP timestamp of the event being played
+        self._covered = 0  # samples of it already sent as tone
+
+    def packet(self, packet: MediaPacket) -> None:
+        if packet.payload_type != self.events_pt or not self.convert:
+            self._forward(packet)
+            return
+        try:
+            event = parse_event(packet.payload)
+        except ValueError:
+            return
+        tones = FREQUENCIES.get(event.code)
+        if tones is None:
+            return
+        if packet.timestamp != self._current:  # a new event (§2.5.1.2: its own timestamp)
+            self._current, self._covered = packet.timestamp, 0
+            self.keys.append(KEYS[event.code])
+        limit = min(event.duration, int(MAX_EVENT_SECONDS * CLOCK))
+        while self._covered + FRAME <= limit or (event.end and self._covered < limit):
+            start = self._covered
+            self._covered += FRAME
+            payload = self._tone(tones, start)
+            self._forward(
+                dataclasses.replace(
+                    packet,
+                    payload=payload,
+                    payload_type=0 if self._encoder.name == "pcm_mulaw" else 8,
+                    timestamp=(packet.timestamp + start) % (1 << 32),
+                )
+            )
+
+    def _tone(self, tones: tuple[int, int], start: int) -> bytes:
+        t = (np.arange(FRAME) + start) / CLOCK
+        wave = AMPLITUDE * (np.sin(2 * np.pi * tones[0] * t) + np.sin(2 * np.pi * tones[1] * t))
+        frame = av.AudioFrame.from_ndarray(
+            wave.astype(np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = CLOCK
+        return b"".join(bytes(p) for p in self._encoder.encode(frame))
+
+
+def _encoder(name: str) -> AudioCodecContext:
+    encoder = av.CodecContext.create(name, "w")
+    if not isinstance(encoder, AudioCodecContext):
+        raise ValueError(f"{name} is not an audio encoder")
+    encoder.sample_rate, encoder.layout, encoder.format = CLOCK, "mono", "s16"
+    return encoder

@@ -1,0 +1,45 @@
+"""`SilenceUntilMedia`: G.711 silence from a SIP caller's side until its RTP flows, then the
+party's packets on the same timeline, payloads unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from callgate.media.caller_fill import SilenceUntilMedia
+from callgate.media.packets import MediaPacket
+
+
+def party(seq: int, timestamp: int, payload: bytes) -> MediaPacket:
+    return MediaPacket("phone", payload, timestamp, seq, 0x1234, 8, 0.0)
+
+
+async def test_silence_until_the_party_speaks_then_its_packets_continue_the_timeline() -> None:
+    out: list[MediaPacket] = []
+    fill = SilenceUntilMedia("phone", "pcma", out.append)
+    fill.start()
+    try:
+        async with asyncio.timeout(10):
+            while len(out) < 3:
+                await asyncio.sleep(0.01)
+        fill.packet(party(65535, 4294967200, b"A" * 160))  # wraps right after
+        fill.packet(party(0, 64, b"B" * 160))
+        await asyncio.sleep(0.1)  # no more silence once the party's media flows
+    finally:
+        await fill.stop()
+    silence = [p for p in out if p.payload == b"\xd5" * 160]
+    spoken = [p for p in out if p.payload[:1] in (b"A", b"B")]
+    assert len(silence) == fill.filled >= 3 and len(out) == len(silence) + 2
+    assert out[-2:] == spoken and not fill.filling
+    stream = silence + spoken
+    assert len({p.ssrc for p in stream}) == 1 and all(p.payload_type == 8 for p in stream)
+    for before, after in itertools.pairwise(stream):
+        assert (after.timestamp - before.timestamp) % (1 << 32) == 160
+        assert (after.seq - before.seq) % (1 << 16) == 1
+
+
+def test_only_g711_has_a_silence_to_send() -> None:
+    with pytest.raises(ValueError, match="opus"):
+        SilenceUntilMedia("phone", "opus", lambda packet: None)

@@ -1,0 +1,68 @@
+"""RFC 4733 telephone-events from a SIP party turned into in-band G.711 tones (media/dtmf.py)."""
+
+from __future__ import annotations
+
+import struct
+
+import av
+import numpy as np
+import pytest
+
+from callgate.media.dtmf import DtmfToTones, parse_event
+from callgate.media.packets import MediaPacket
+
+
+def event(code: int, duration: int, end: bool = False, timestamp: int = 8000) -> MediaPacket:
+    payload = struct.pack("!BBH", code, (0x80 if end else 0) | 10, duration)
+    return MediaPacket("phone", payload, timestamp, 1, 7, 101, 0.0)
+
+
+def decode(codec: str, payload: bytes) -> np.ndarray:
+    decoder = av.CodecContext.create({"pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}[codec], "r")
+    decoder.sample_rate, decoder.layout = 8000, "mono"  # type: ignore[attr-defined]
+    frames = decoder.decode(av.Packet(payload))  # type: ignore[attr-defined]
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float64)
+
+
+def peaks(samples: np.ndarray) -> list[float]:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
+    freqs = np.fft.rfftfreq(samples.size, 1 / 8000)
+    top = sorted(np.argsort(spectrum)[-40:], key=lambda i: -spectrum[i])
+    found: list[float] = []
+    for i in top:
+        if all(abs(freqs[i] - f) > 60 for f in found):
+            found.append(float(freqs[i]))
+    return sorted(found[:2])
+
+
+@pytest.mark.parametrize(("codec", "pt"), [("pcmu", 0), ("pcma", 8)])
+def test_an_event_becomes_its_keys_tones_audio_passes(codec: str, pt: int) -> None:
+    out: list[MediaPacket] = []
+    dtmf = DtmfToTones(codec, 101, out.append)
+    audio = MediaPacket("phone", b"\xff" * 160, 7840, 0, 7, pt, 0.0)
+    dtmf.packet(audio)
+    # "9" (852 + 1477 Hz): 0, 400, 800 samples, then the end three times (RFC 4733 §2.5.1.4)
+    for duration, end in ((0, False), (400, False), (800, False), (960, True), (960, True)):
+        dtmf.packet(event(9, duration, end))
+    dtmf.packet(event(9, 960, True))
+    assert out[0] is audio and dtmf.keys == ["9"]
+    tones = out[1:]
+    assert [p.timestamp - 8000 for p in tones] == [0, 160, 320, 480, 640, 800]
+    assert {p.payload_type for p in tones} == {pt} and all(len(p.payload) == 160 for p in tones)
+    samples = np.concatenate([decode(codec, p.payload) for p in tones])
+    low, high = peaks(samples)
+    assert abs(low - 852) < 20 and abs(high - 1477) < 20
+    # the next key is a new event (its own timestamp): "#", 941 + 1477 Hz
+    dtmf.packet(event(11, 320, True, timestamp=16000))
+    assert dtmf.keys == ["9", "#"] and [p.timestamp for p in out[-2:]] == [16000, 16160]
+
+
+def test_what_is_not_a_key_press_is_dropped() -> None:
+    out: list[MediaPacket] = []
+    dtmf = DtmfToTones("pcmu", 101, out.append)
+    dtmf.packet(event(16, 800))  # flash: no tone for it
+    dtmf.packet(MediaPacket("phone", b"\x01", 0, 1, 7, 101, 0.0))  # short payload
+    assert out == [] and dtmf.keys == []
+    assert parse_event(b"\x05\x8a\x01\x40").duration == 320
+    with pytest.raises(ValueError):
+        parse_event(b"\x05")

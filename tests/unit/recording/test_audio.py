@@ -1,0 +1,69 @@
+"""A recording's packets decoded to the stereo WAV: Opus (callgate's clients) and G.711 (SIP
+phones and trunks, PCMU and PCMA), each leg on one 48 kHz timeline."""
+
+from __future__ import annotations
+
+import io
+import wave
+
+import av
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from callgate.recording.audio import RATE, AudioError, stereo_wav_bytes
+from callgate.recording.chunks import Packet
+from callgate.recording.codecs import PCMA, PCMU
+
+ENCODERS = {PCMU: "pcm_mulaw", PCMA: "pcm_alaw"}
+
+
+def g711(codec: str, hz: float, first: int, count: int = 160) -> bytes:
+    """`count` samples of a tone at 8 kHz, encoded with FFmpeg's G.711 encoder."""
+    t = (np.arange(count) + first) / 8000
+    samples = (np.sin(2 * np.pi * hz * t) * 8000).astype(np.int16).reshape(1, -1)
+    encoder = av.CodecContext.create(ENCODERS[codec], "w")
+    encoder.sample_rate, encoder.layout, encoder.format = 8000, "mono", "s16"
+    frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+    frame.sample_rate = 8000
+    return b"".join(bytes(p) for p in encoder.encode(frame))
+
+
+def peak_hz(samples: npt.NDArray[np.float64]) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
+    return float(np.fft.rfftfreq(samples.size, 1 / RATE)[int(np.argmax(spectrum))])
+
+
+def read(data: bytes) -> npt.NDArray[np.float64]:
+    with wave.open(io.BytesIO(data)) as reader:
+        assert (reader.getnchannels(), reader.getframerate()) == (2, RATE)
+        frames = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
+    return frames.reshape(-1, 2).astype(np.float64)
+
+
+@pytest.mark.parametrize("codec", [PCMU, PCMA])
+def test_g711_legs_decode_onto_one_timeline(codec: str) -> None:
+    # the caller from t=0 for 2 s; the callee joins 0.5 s later; its packets come out of order
+    # and one is lost (a 20 ms gap), with an RTP timestamp base near the wrap
+    caller = [Packet("caller", n, 1000 + n * 160, 100.0 + n * 0.02, g711(codec, 440, n * 160))
+              for n in range(100)]  # fmt: skip
+    base = (1 << 32) - 800
+    callee = [Packet("callee", n, (base + n * 160) % (1 << 32), 100.5 + n * 0.02,
+                     g711(codec, 880, n * 160)) for n in range(75) if n != 40]  # fmt: skip
+    callee[10], callee[11] = callee[11], callee[10]
+    data, seconds = stereo_wav_bytes(caller + callee, codec)
+    audio = read(data)
+    assert seconds == pytest.approx(2.0, abs=0.01)
+    half = RATE // 2
+    assert np.abs(audio[: half - 480, 1]).max() == 0  # the callee had not joined yet
+    assert abs(peak_hz(audio[:half, 0]) - 440) < 5
+    assert abs(peak_hz(audio[half : 2 * half, 1]) - 880) < 5
+    lost = half + 40 * 960  # the lost packet's 20 ms stay silent (resampler edges aside)
+    assert np.abs(audio[lost + 100 : lost + 860, 1]).max() == 0
+    assert np.abs(audio[lost - 960 : lost - 100, 1]).max() > 1000
+
+
+def test_an_unknown_codec_is_refused_not_guessed() -> None:
+    packet = Packet("caller", 0, 0, 1.0, b"\x00" * 160)
+    with pytest.raises(AudioError, match="g722"):
+        stereo_wav_bytes([packet], "g722/8000/1")

@@ -1,0 +1,29 @@
+"""The codec a recorded call's anchor legs use, from the caller's offer (anchoring.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from callgate.signaling.anchoring import recorded_codec
+
+HEAD = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+
+
+@pytest.mark.parametrize(
+    ("media", "codec"),
+    [
+        # a browser: Opus first, G.711 too: Opus
+        ("m=audio 9 UDP/TLS/RTP/SAVPF 111 0 8\r\na=rtpmap:111 opus/48000/2\r\n"
+         "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", "opus"),
+        # the SIP edge's bridge towards a PCMU phone (aiortc writes the rtpmap)
+        ("m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\n", "pcmu"),
+        ("m=audio 9 UDP/TLS/RTP/SAVPF 8\r\na=rtpmap:8 PCMA/8000\r\n", "pcma"),
+        # static payload types without rtpmap (RFC 3551 §6)
+        ("m=audio 9 RTP/AVP 8\r\n", "pcma"),
+        ("m=audio 9 RTP/AVP 0 8\r\n", "pcmu"),
+        # nothing we record: Opus, whose answer then says the offer has none
+        ("m=audio 9 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n", "opus"),
+    ],
+)  # fmt: skip
+def test_the_callers_codec_is_kept(media: str, codec: str) -> None:
+    assert recorded_codec(HEAD + media) == codec
