@@ -80,6 +80,42 @@ def test_a_recorded_browser_call_says_so_and_is_recorded(
     ).json_value()
     assert duration > 2, duration
 
+    # the console's recordings page: retention date, hold and archive state; cora holds it
+    shown = json.loads(serve.cli("recording", "show", call_id, "--json").stdout)
+    recording_id, year = shown["recording_id"], shown["retain_until"][:4]
+    cora.goto(f"{serve.url}/console/recordings")
+    row = cora.locator(f"tr[data-recording-id='{recording_id}']")
+    row.wait_for(timeout=20_000)
+    assert year in row.locator("td.retain").inner_text()
+    assert row.locator("td.hold").inner_text() == "No"
+    assert row.locator("td.archive").inner_text() == "Not yet"  # no archive on this server
+    row.get_by_role("button", name="Put on hold").click()
+    row.get_by_role("alert").filter(has_text="needs a reason").wait_for()  # the server's 422
+    row.get_by_label(f"Reason to hold {recording_id}").fill("Matter 2026-17 (FCA inquiry)")
+    row.get_by_role("button", name="Put on hold").click()
+    held = cora.locator(f"tr[data-recording-id='{recording_id}'] td.hold")
+    held.filter(has_text="Matter 2026-17 (FCA inquiry)").wait_for()
+    assert held.inner_text().startswith("Held by this recording")
+    shown = json.loads(serve.cli("recording", "show", recording_id, "--json").stdout)
+    assert shown["legal_hold"] and shown["hold_reason"] == "Matter 2026-17 (FCA inquiry)"
+    row = cora.locator(f"tr[data-recording-id='{recording_id}']")
+    row.get_by_label(f"Reason to lift the hold on {recording_id}").fill("matter closed")
+    row.get_by_role("button", name="Lift hold").click()
+    cora.locator(f"tr[data-recording-id='{recording_id}'] td.hold", has_text="No").wait_for()
+    shown = json.loads(serve.cli("recording", "show", recording_id, "--json").stdout)
+    assert not shown["legal_hold"]
+    listed = serve.cli("audit", "list", "--json", "--limit", "100").stdout.splitlines()
+    audit = [json.loads(line) for line in listed if line.strip()]
+    changes = sorted(
+        (e["actor"], e["details"]["hold"], e["details"].get("reason"))
+        for e in audit
+        if e["action"] == "legal_hold.set" and e["object"] == f"recording:{recording_id}"
+    )
+    assert changes == [
+        ("cora", False, "matter closed"),
+        ("cora", True, "Matter 2026-17 (FCA inquiry)"),
+    ]
+
     bundle = tmp_path / "bundle"
     export = serve.cli("recording", "export", call_id, "--out", str(bundle))
     assert export.returncode == 0, export.stderr

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -125,6 +125,36 @@ class RecordingRetention:
             details = {"hold": hold, **({"reason": reason} if reason else {})}
             AuditLog.append_in(conn, actor, "legal_hold.set", f"recording:{recording_id}", details)
         return self._repository.get(recording_id)
+
+    def held_by(self, rows: Sequence[RecordingRow]) -> dict[str, list[str]]:
+        """What keeps each of `rows` past its date: `recording`, `call`, `user:<handle>` (a
+        party of its call); empty when nothing does."""
+        out: dict[str, list[str]] = {r.recording_id: ["recording"] if r.legal_hold else []
+                                     for r in rows}  # fmt: skip
+        call_ids = {r.call_id for r in rows}
+        if not call_ids:
+            return out
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                select(calls.c.call_id, calls.c.legal_hold, calls.c.caller_user,
+                       calls.c.callee_user).where(calls.c.call_id.in_(call_ids))
+            ).all()  # fmt: skip
+            parties = {p for _, _, caller, callee in found for p in (caller, callee)}
+            held_users = set(
+                conn.scalars(
+                    select(users.c.handle).where(
+                        users.c.handle.in_(parties), users.c.legal_hold.is_(True)
+                    )
+                )
+            )
+        by_call: dict[str, list[str]] = {}
+        for call_id, call_held, caller, callee in found:
+            by_call[call_id] = (["call"] if call_held else []) + [
+                f"user:{p}" for p in dict.fromkeys((caller, callee)) if p in held_users
+            ]
+        for r in rows:
+            out[r.recording_id] += by_call.get(r.call_id, [])
+        return out
 
     def assign_missing(self, policy: RetentionPolicy) -> int:
         """Give recordings made before retention existed their `retain_until` (audited)."""

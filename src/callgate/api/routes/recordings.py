@@ -87,6 +87,12 @@ def recordings_router(
         who = "compliance officers and admins" if "admin" in roles else "compliance officers"
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"{who} only")
 
+    async def described(rows: list[RecordingRow]) -> list[dict[str, Any]]:
+        """Each row as JSON with `held_by`: what keeps it past its date (recording, call,
+        user:<handle>)."""
+        holders = await asyncio.to_thread(job.retention.held_by, rows)
+        return [{**r.as_json(), "held_by": holders[r.recording_id]} for r in rows]
+
     async def found(recording_id: str) -> RecordingRow:
         row = await asyncio.to_thread(repository.get, recording_id)
         if row is None:
@@ -102,14 +108,13 @@ def recordings_router(
         await reader(user, "list", f"call:{call_id}" if call_id else "recordings")
         if call_id is not None:
             rows = await asyncio.to_thread(repository.for_call, call_id)
-            return [r.as_json() for r in rows[-limit:]]
-        rows = await asyncio.to_thread(repository.recent, limit)
-        return [r.as_json() for r in rows]
+            return await described(rows[-limit:])
+        return await described(await asyncio.to_thread(repository.recent, limit))
 
     @router.get("/{recording_id}")
     async def show_recording(user: UserDep, recording_id: RecordingId) -> dict[str, Any]:
         await reader(user, "show", f"recording:{recording_id}")
-        return (await found(recording_id)).as_json()
+        return (await described([await found(recording_id)]))[0]
 
     @router.get("/{recording_id}/audio", response_class=Response)
     async def recording_audio(
@@ -185,7 +190,7 @@ def recordings_router(
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such recording")
-        return row.as_json()
+        return (await described([row]))[0]
 
     @router.post("/purge")
     async def purge_recordings(user: UserDep) -> dict[str, Any]:
