@@ -72,7 +72,7 @@ class RecordingPurge:
 ArchiveDeleter = Callable[[RecordingRow], None]
 
 
-def _held() -> ColumnElement[bool]:
+def held_clause() -> ColumnElement[bool]:
     """A recording on hold: itself, its call, or a party of its call."""
     held_users = select(users.c.handle).where(users.c.legal_hold.is_(True))
     held_calls = select(calls.c.call_id).where(
@@ -187,10 +187,10 @@ class RecordingRetention:
         """Delete the closed recordings past `retain_until` that no legal hold keeps."""
         now = now or utcnow()
         with self._engine.connect() as conn:
-            held_kept = int(conn.scalar(select(func.count()).where(_due(now), _held())) or 0)
+            held_kept = int(conn.scalar(select(func.count()).where(_due(now), held_clause())) or 0)
             due = conn.execute(
                 select(recordings)
-                .where(_due(now), ~_held())
+                .where(_due(now), ~held_clause())
                 .order_by(recordings.c.retain_until)
                 .limit(PURGE_BATCH)
             ).all()
@@ -216,12 +216,12 @@ class RecordingRetention:
         return RecordingPurge(deleted, held_kept, refused)
 
     def _still_due(self, recording_id: str, now: datetime) -> bool:
-        where = and_(recordings.c.recording_id == recording_id, _due(now), ~_held())
+        where = and_(recordings.c.recording_id == recording_id, _due(now), ~held_clause())
         with self._engine.connect() as conn:
             return conn.scalar(select(func.count()).where(where)) == 1
 
     def _delete(self, row: RecordingRow, actor: str, now: datetime) -> bool:
-        where = and_(recordings.c.recording_id == row.recording_id, _due(now), ~_held())
+        where = and_(recordings.c.recording_id == row.recording_id, _due(now), ~held_clause())
         with self._engine.begin() as conn:
             if not conn.execute(delete(recordings).where(where)).rowcount:
                 return False  # held or changed since it was listed

@@ -26,7 +26,7 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
@@ -69,7 +69,9 @@ def recordings_router(
     audit: AuditLog,
     purge_job: RecordingPurgeJob | None = None,
     signing_key: Ed25519PrivateKey | None = None,
+    on_hold: Callable[[], None] | None = None,
 ) -> APIRouter:
+    """`on_hold` is called after a legal hold changed (serve's archive job mirrors it to S3)."""
     router = APIRouter(prefix="/api/recordings", tags=["recordings"])
     exports = asyncio.Semaphore(EXPORTS_AT_ONCE)
     repository = service.repository
@@ -190,6 +192,8 @@ def recordings_router(
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such recording")
+        if on_hold is not None:
+            on_hold()
         return (await described([row]))[0]
 
     @router.post("/purge")
