@@ -2,7 +2,8 @@
 under a recording-required rule. carol is told the call is recorded, the call connects through
 the server's anchor, a compliance officer plays it from the call's page in the console, and the
 exported recording has carol's fake microphone (660 Hz) on the left and bob's tone on the
-right."""
+right. On the console's Recordings page cora sees its retention date, hold and archive state
+and the recorder's health, and puts it on legal hold with a reason, then lifts it (audited)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.browser.helpers import FAKE_MIC_HZ, colleague, sign_in, wait_online, wait_status
 from tests.browser.test_browser_to_python import answering_machine
@@ -26,6 +29,8 @@ def _root_token(serve: Serve) -> str:
     return str(body["token"])
 
 
+# a safety net sized for a busy machine: a call, its playback and the recordings page
+@pytest.mark.timeout(240)
 def test_a_recorded_browser_call_says_so_and_is_recorded(
     serve: Serve, new_page: Any, tmp_path: Path
 ) -> None:
@@ -81,14 +86,17 @@ def test_a_recorded_browser_call_says_so_and_is_recorded(
     assert duration > 2, duration
 
     # the console's recordings page: retention date, hold and archive state; cora holds it
-    shown = json.loads(serve.cli("recording", "show", call_id, "--json").stdout)
-    recording_id, year = shown["recording_id"], shown["retain_until"][:4]
+    status, listed = http_json(f"{serve.url}/api/recordings?call_id={call_id}", token=token)
+    assert status == 200, listed
+    recording_id, year = listed[-1]["recording_id"], listed[-1]["retain_until"][:4]
     cora.goto(f"{serve.url}/console/recordings")
     row = cora.locator(f"tr[data-recording-id='{recording_id}']")
     row.wait_for(timeout=20_000)
     assert year in row.locator("td.retain").inner_text()
     assert row.locator("td.hold").inner_text() == "No"
     assert row.locator("td.archive").inner_text() == "Not yet"  # no archive on this server
+    recorder = cora.locator("#recorder-health").inner_text()
+    assert recorder.startswith("Recorder: ready · 0 calls being recorded"), recorder
     row.get_by_role("button", name="Put on hold").click()
     row.get_by_role("alert").filter(has_text="needs a reason").wait_for()  # the server's 422
     row.get_by_label(f"Reason to hold {recording_id}").fill("Matter 2026-17 (FCA inquiry)")
@@ -96,20 +104,20 @@ def test_a_recorded_browser_call_says_so_and_is_recorded(
     held = cora.locator(f"tr[data-recording-id='{recording_id}'] td.hold")
     held.filter(has_text="Matter 2026-17 (FCA inquiry)").wait_for()
     assert held.inner_text().startswith("Held by this recording")
-    shown = json.loads(serve.cli("recording", "show", recording_id, "--json").stdout)
+    _, shown = http_json(f"{serve.url}/api/recordings/{recording_id}", token=token)
     assert shown["legal_hold"] and shown["hold_reason"] == "Matter 2026-17 (FCA inquiry)"
     row = cora.locator(f"tr[data-recording-id='{recording_id}']")
     row.get_by_label(f"Reason to lift the hold on {recording_id}").fill("matter closed")
     row.get_by_role("button", name="Lift hold").click()
     cora.locator(f"tr[data-recording-id='{recording_id}'] td.hold", has_text="No").wait_for()
-    shown = json.loads(serve.cli("recording", "show", recording_id, "--json").stdout)
-    assert not shown["legal_hold"]
-    listed = serve.cli("audit", "list", "--json", "--limit", "100").stdout.splitlines()
-    audit = [json.loads(line) for line in listed if line.strip()]
+    _, shown = http_json(f"{serve.url}/api/recordings/{recording_id}", token=token)
+    assert not shown["legal_hold"] and shown["held_by"] == []
+    query = f"action=legal_hold.set&object=recording:{recording_id}"
+    _, audit = http_json(f"{serve.url}/api/audit/entries?{query}", token=token)
+    details = [(e["actor"], e["details"]) for e in audit["items"]]
     changes = sorted(
-        (e["actor"], e["details"]["hold"], e["details"].get("reason"))
-        for e in audit
-        if e["action"] == "legal_hold.set" and e["object"] == f"recording:{recording_id}"
+        (actor, d["hold"], d.get("reason"))
+        for actor, d in ((a, json.loads(d) if isinstance(d, str) else d) for a, d in details)
     )
     assert changes == [
         ("cora", False, "matter closed"),

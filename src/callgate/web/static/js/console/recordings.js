@@ -23,7 +23,11 @@ function holdText(r) {
 function archiveText(r) {
   const a = r.archive;
   if (!a) return el("span", { class: "muted" }, r.state === "open" ? "—" : "Not yet");
-  const s3hold = a.legal_hold ? " · S3 legal hold on" : "";
+  // the S3 legal hold follows the hold at the archive's next run (docs/recording.md)
+  const held = (r.held_by || []).length > 0;
+  const s3hold = a.legal_hold
+    ? held ? " · S3 legal hold on" : " · S3 legal hold on (being lifted)"
+    : held ? " · S3 legal hold pending" : "";
   return el("span", { title: `s3://${a.bucket}/${a.key}` }, `Archived ${formatTime(a.at)} (WORM, ${a.bucket})${s3hold}`);
 }
 
@@ -80,19 +84,29 @@ function holdForm(r, reload) {
   return form;
 }
 
-// The WORM archive's state from /healthz (docs/recording.md, "Health"), when one is configured.
-async function archiveHealth() {
+// The recorder's and the WORM archive's health from /healthz (docs/recording.md, "Health").
+async function recordingHealth() {
   let body;
   try {
     const response = await fetch("/healthz");
     body = await response.json();
   } catch {
-    return null;
+    return [el("p", { class: "notice error", role: "alert" }, "The server's health could not be read.")];
+  }
+  const out = [];
+  const r = body.call_recording;
+  if (r) {
+    out.push(r.ok
+      ? el("p", { class: "notice ok", id: "recorder-health" }, `Recorder: ready · ${r.active} call${r.active === 1 ? "" : "s"} being recorded · ${r.failed} failed since the server started.`)
+      : el("p", { class: "notice error", id: "recorder-health", role: "alert" }, `Recorder: not available — ${r.error || "see the server log"}. Calls that must be recorded do not connect.`));
   }
   const a = body.recording_archive;
-  if (!a) return null;
-  if (a.ok) return el("p", { class: "notice ok", id: "archive-health" }, `WORM archive: up to date (bucket ${a.bucket}).`);
-  return el("p", { class: "notice error", id: "archive-health", role: "alert" }, `WORM archive: ${a.error}`);
+  if (a) {
+    out.push(a.ok
+      ? el("p", { class: "notice ok", id: "archive-health" }, `WORM archive: up to date (bucket ${a.bucket}).`)
+      : el("p", { class: "notice error", id: "archive-health", role: "alert" }, `WORM archive: ${a.error}`));
+  }
+  return out;
 }
 
 boot(["admin", "compliance"], async (user, content) => {
@@ -123,7 +137,7 @@ boot(["admin", "compliance"], async (user, content) => {
               officer ? el("td", {}, holdForm(r, reload)) : null)), "Recordings")
         : el("p", { class: "muted" }, "No recordings yet."),
     );
-    health.replaceChildren((await archiveHealth()) ?? "");
+    health.replaceChildren(...(await recordingHealth()));
   }
   content.replaceChildren(
     health,
