@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from callgate.accounts.service import AccountService
 from callgate.recording import keys
 from callgate.recording.archive import ArchiveTarget, RecordingArchive
 from callgate.recording.recorder import RecorderLimits
@@ -357,3 +358,8 @@ async def test_the_archive_on_each_store_backend(s3_url: str, store: Store, tmp_
              "VersionId": row.archive["versions"]["recording.cgrec"]}  # fmt: skip
     assert client.get_object_legal_hold(**where)["LegalHold"]["Status"] == "OFF"
     assert actions(store, recording_id)[-2:] == ["recording.archive_hold"] * 2
+    # a hold on a party keeps it as well, and is mirrored the same way
+    AccountService(store, "callgate").create_user("bob")
+    assert records.hold_user("bob", True, "compliance1")
+    assert retention.held_by([row]) == {recording_id: ["user:bob"]}
+    assert archive.archive("system").holds == {recording_id: True}
