@@ -8,6 +8,7 @@ and the recorder's health, and puts it on legal hold with a reason, then lifts i
 from __future__ import annotations
 
 import json
+import tarfile
 import time
 import urllib.request
 from pathlib import Path
@@ -95,6 +96,13 @@ def test_a_recorded_browser_call_says_so_and_is_recorded(
     assert year in row.locator("td.retain").inner_text()
     assert row.locator("td.hold").inner_text() == "No"
     assert row.locator("td.archive").inner_text() == "Not yet"  # no archive on this server
+    with cora.expect_download(timeout=60_000) as download_info:
+        row.get_by_role("button", name="Export bundle").click()
+    bundle_tar = tmp_path / "from-console.tar"
+    download_info.value.save_as(bundle_tar)
+    assert download_info.value.suggested_filename == f"recording-{recording_id}.tar"
+    with tarfile.open(bundle_tar) as tar:
+        assert {"recording.cgrec", "metadata.json", "audio.wav"} <= set(tar.getnames())
     recorder = cora.locator("#recorder-health").inner_text()
     assert recorder.startswith("Recorder: ready · 0 calls being recorded"), recorder
     row.get_by_role("button", name="Put on hold").click()
@@ -119,6 +127,9 @@ def test_a_recorded_browser_call_says_so_and_is_recorded(
         (actor, d["hold"], d.get("reason"))
         for actor, d in ((a, json.loads(d) if isinstance(d, str) else d) for a, d in details)
     )
+    query = f"action=recording.exported&object=recording:{recording_id}"
+    _, exported = http_json(f"{serve.url}/api/audit/entries?{query}", token=token)
+    assert [e["actor"] for e in exported["items"]] == ["cora"]  # the CLI export below is later
     assert changes == [
         ("cora", False, "matter closed"),
         ("cora", True, "Matter 2026-17 (FCA inquiry)"),
