@@ -260,6 +260,7 @@ def test_serve_archives_closed_recordings_on_its_own(s3_url: str, tmp_path: Path
         )
         assert metric(metrics, "callgate_recording_archive_ok") == 0
         assert metric(metrics, "callgate_recordings_archived_total") == 0
+        assert (metric(metrics, "callgate_recording_archive_lag_seconds") or 0) > 0
         with web.client() as http:
             health = http.get("/healthz")
         assert health.status_code == 200  # calls go on: the node stays in rotation
@@ -285,6 +286,9 @@ def test_serve_archives_closed_recordings_on_its_own(s3_url: str, tmp_path: Path
                 lambda: metric(metrics, "callgate_recordings_archived_total") == 1, "archived"
             )
             assert metric(metrics, "callgate_recording_archive_ok") == 1
+            wait_until(
+                lambda: metric(metrics, "callgate_recording_archive_lag_seconds") == 0, "no lag"
+            )
             wait_until(lambda: http.get("/healthz").json()["status"] == "ok", "healthy again")
             shown = http.get(f"/api/recordings/{made[0]}", headers=auth).json()
             archived = shown["archive"]

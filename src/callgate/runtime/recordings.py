@@ -60,6 +60,7 @@ class ArchiveJob:
         bucket = self.archive.target.bucket
         try:
             run = await asyncio.to_thread(self.archive.archive, "system")
+            self._oldest = (-HEALTH_CACHE_S, None)  # asked again at the next /healthz
         except (ArchiveError, SQLAlchemyError, OSError) as exc:
             self.ok, self.last_error = False, str(exc)
             log.error("recording archive: %s", exc)
@@ -73,7 +74,6 @@ class ArchiveJob:
             for recording_id, why in run.failed.items():
                 log.error("recording %s not archived to %s: %s", recording_id, bucket, why)
         self.last_run = utcnow()
-        self._oldest = (-HEALTH_CACHE_S, None)  # asked again at the next /healthz
 
     async def _run(self) -> None:
         while True:
@@ -109,6 +109,12 @@ class ArchiveJob:
             "oldest_unarchived_s": round(lag, 1) if lag is not None else None,
             "max_lag_s": self._max_lag,
         }
+
+    def lag_seconds(self) -> float:
+        """How long the oldest closed recording still to archive has waited (metrics); 0: none."""
+        now = utcnow()
+        oldest = self._oldest_pending(now)
+        return max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
 
     def _oldest_pending(self, now: datetime) -> datetime | None:
         """The end of the oldest closed recording not archived yet (cached a few seconds: a
