@@ -2,15 +2,19 @@
 under a recording-required rule. carol is told the call is recorded, the call connects through
 the server's anchor, a compliance officer plays it from the call's page in the console, and the
 exported recording has carol's fake microphone (660 Hz) on the left and bob's tone on the
-right."""
+right. On the console's Recordings page cora sees its retention date, hold and archive state
+and the recorder's health, and puts it on legal hold with a reason, then lifts it (audited)."""
 
 from __future__ import annotations
 
 import json
+import tarfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.browser.helpers import FAKE_MIC_HZ, colleague, sign_in, wait_online, wait_status
 from tests.browser.test_browser_to_python import answering_machine
@@ -26,6 +30,8 @@ def _root_token(serve: Serve) -> str:
     return str(body["token"])
 
 
+# a safety net sized for a busy machine: a call, its playback and the recordings page
+@pytest.mark.timeout(240)
 def test_a_recorded_browser_call_says_so_and_is_recorded(
     serve: Serve, new_page: Any, tmp_path: Path
 ) -> None:
@@ -79,6 +85,55 @@ def test_a_recorded_browser_call_says_so_and_is_recorded(
         timeout=20_000,
     ).json_value()
     assert duration > 2, duration
+
+    # the console's recordings page: retention date, hold and archive state; cora holds it
+    status, listed = http_json(f"{serve.url}/api/recordings?call_id={call_id}", token=token)
+    assert status == 200, listed
+    recording_id, year = listed[-1]["recording_id"], listed[-1]["retain_until"][:4]
+    cora.goto(f"{serve.url}/console/recordings")
+    row = cora.locator(f"tr[data-recording-id='{recording_id}']")
+    row.wait_for(timeout=20_000)
+    assert year in row.locator("td.retain").inner_text()
+    assert row.locator("td.hold").inner_text() == "No"
+    assert row.locator("td.archive").inner_text() == "Not yet"  # no archive on this server
+    with cora.expect_download(timeout=60_000) as download_info:
+        row.get_by_role("button", name="Export bundle").click()
+    bundle_tar = tmp_path / "from-console.tar"
+    download_info.value.save_as(bundle_tar)
+    assert download_info.value.suggested_filename == f"recording-{recording_id}.tar"
+    with tarfile.open(bundle_tar) as tar:
+        assert {"recording.cgrec", "metadata.json", "audio.wav"} <= set(tar.getnames())
+    recorder = cora.locator("#recorder-health").inner_text()
+    assert recorder.startswith("Recorder: ready · 0 calls being recorded"), recorder
+    row.get_by_role("button", name="Put on hold").click()
+    row.get_by_role("alert").filter(has_text="needs a reason").wait_for()  # the server's 422
+    row.get_by_label(f"Reason to hold {recording_id}").fill("Matter 2026-17 (FCA inquiry)")
+    row.get_by_role("button", name="Put on hold").click()
+    held = cora.locator(f"tr[data-recording-id='{recording_id}'] td.hold")
+    held.filter(has_text="Matter 2026-17 (FCA inquiry)").wait_for()
+    assert held.inner_text().startswith("Held by this recording")
+    _, shown = http_json(f"{serve.url}/api/recordings/{recording_id}", token=token)
+    assert shown["legal_hold"] and shown["hold_reason"] == "Matter 2026-17 (FCA inquiry)"
+    row = cora.locator(f"tr[data-recording-id='{recording_id}']")
+    row.get_by_label(f"Reason to lift the hold on {recording_id}").fill("matter closed")
+    row.get_by_role("button", name="Lift hold").click()
+    cora.locator(f"tr[data-recording-id='{recording_id}'] td.hold", has_text="No").wait_for()
+    _, shown = http_json(f"{serve.url}/api/recordings/{recording_id}", token=token)
+    assert not shown["legal_hold"] and shown["held_by"] == []
+    query = f"action=legal_hold.set&object=recording:{recording_id}"
+    _, audit = http_json(f"{serve.url}/api/audit/entries?{query}", token=token)
+    details = [(e["actor"], e["details"]) for e in audit["items"]]
+    changes = sorted(
+        (actor, d["hold"], d.get("reason"))
+        for actor, d in ((a, json.loads(d) if isinstance(d, str) else d) for a, d in details)
+    )
+    query = f"action=recording.exported&object=recording:{recording_id}"
+    _, exported = http_json(f"{serve.url}/api/audit/entries?{query}", token=token)
+    assert [e["actor"] for e in exported["items"]] == ["cora"]  # the CLI export below is later
+    assert changes == [
+        ("cora", False, "matter closed"),
+        ("cora", True, "Matter 2026-17 (FCA inquiry)"),
+    ]
 
     bundle = tmp_path / "bundle"
     export = serve.cli("recording", "export", call_id, "--out", str(bundle))

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from callgate.accounts.service import AccountService
 from callgate.recording import keys
 from callgate.recording.archive import ArchiveTarget, RecordingArchive
 from callgate.recording.recorder import RecorderLimits
@@ -28,12 +29,13 @@ from callgate.recording.retention import RecordingRetention, RetentionPolicy
 from callgate.recording.service import RecordingService, RecordingSettings
 from callgate.recording.store import RecordingRepository, RecordingRow
 from callgate.records.audit import AuditLog
+from callgate.records.retention import Retention
 from callgate.storage.db import Store, open_store, sqlite_url
 from callgate.storage.models import Recording
 from tests.cli_process import clean_env
 from tests.integration.serve_fixture import serve
 from tests.integration.test_cli import callgate, free_port
-from tests.integration.test_recording_retention import record
+from tests.integration.test_recording_retention import actions, record
 
 pytestmark = pytest.mark.timeout(180)
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "archive-test", "AWS_SECRET_ACCESS_KEY": "archive-secret"}
@@ -124,6 +126,8 @@ def test_archived_recordings_are_locked_until_their_retention_ends(
     # c's retention ends during the test (30 s: time enough for a few CLI runs on a busy machine)
     soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=30)
     set_retention(store, ids["c"], soon)
+    held = cli("recording", "hold", ids["c"], "--reason", "Case 7")  # held before its copy
+    assert held.returncode == 0, held.stderr
     archived = cli("recording", "archive", "--json")
     assert archived.returncode == 1, archived.stderr  # one recording could not be archived
     run = json.loads(archived.stdout)
@@ -131,6 +135,7 @@ def test_archived_recordings_are_locked_until_their_retention_ends(
         ids[n] for n in ("a", "b", "c")
     )
     assert list(run["failed"]) == [ids["bad"]] and "audited SHA-256" in run["failed"][ids["bad"]]
+    assert run["holds"] == {}  # c was uploaded with its legal hold: nothing left to mirror
     assert row_of(store, ids["bad"]).archive is None
 
     for name in ("a", "c"):
@@ -149,6 +154,9 @@ def test_archived_recordings_are_locked_until_their_retention_ends(
         entry = next(e for e in AuditLog(store).recent(100) if e.object == f"recording:{row.recording_id}")  # fmt: skip
         assert entry.action == "recording.archived"
         assert json.loads(entry.details)["versions"] == row.archive["versions"]
+        # c was on legal hold when archived: so is its copy, on the S3 server
+        assert stored.get("ObjectLockLegalHoldStatus", "OFF") == ("ON" if name == "c" else "OFF")
+        assert row.archive["legal_hold"] is (name == "c")
 
     again = cli("recording", "archive", "--json")
     assert json.loads(again.stdout)["archived"] == []  # each recording is archived once
@@ -173,6 +181,19 @@ def test_archived_recordings_are_locked_until_their_retention_ends(
     # after c's date: the purge deletes its archived versions, then the recording
     while datetime.now(UTC) <= soon + timedelta(seconds=1):
         time.sleep(0.2)
+    # past its date, c is kept by its hold here and by its S3 legal hold on the server
+    kept = json.loads(cli("recording", "purge", "--json").stdout)
+    assert kept["deleted"] == [] and kept["held_kept"] == 1
+    c = row_of(store, ids["c"])
+    assert c.archive is not None
+    c_file = {"Bucket": "worm", "Key": f"desk/{ids['c']}/recording.cgrec",
+              "VersionId": c.archive["versions"]["recording.cgrec"]}  # fmt: skip
+    with pytest.raises(Exception, match="AccessDenied"):
+        client.delete_object(**c_file)
+    # the hold lifted (no archive run since): the purge lifts the S3 legal hold, then deletes
+    released = cli("recording", "hold", ids["c"], "--release", "--reason", "case closed")
+    assert released.returncode == 0, released.stderr
+    assert client.get_object_legal_hold(**c_file)["LegalHold"]["Status"] == "ON"
     purged = cli("recording", "purge", "--json")
     outcome = json.loads(purged.stdout)
     assert outcome["deleted"] == [ids["c"]] and list(outcome["refused"]) == [ids["a"]]
@@ -203,8 +224,9 @@ def wait_until(check: Any, what: str, seconds: float = 60) -> None:
 
 
 def test_serve_archives_closed_recordings_on_its_own(s3_url: str, tmp_path: Path) -> None:
-    """serve's archive run fails visibly (metrics, log) while the bucket has no Object Lock, and
-    archives on its own once it has."""
+    """serve's archive run fails visibly (/healthz degraded with the reason, metrics, log) while
+    the bucket has no Object Lock; a legal hold put through the API wakes the run, which
+    archives the recording with an S3 legal hold, and lifting the hold lifts that too."""
     client = s3(s3_url)
     client.create_bucket(Bucket="served")
     made: list[str] = []
@@ -220,10 +242,15 @@ def test_serve_archives_closed_recordings_on_its_own(s3_url: str, tmp_path: Path
             made.append(asyncio.run(record(service, store, "alice", None)))
         finally:
             store.close()
+        added = callgate("user", "add", "cora", "--role", "compliance", "--data-dir", str(data),
+                         "--password-stdin", cwd=tmp_path, stdin="legal-matters-9\n")  # fmt: skip
+        assert added.returncode == 0, added.stderr
 
+    # one run at start, then only when woken (a legal hold changed) within the test's time
     env = {**CREDENTIALS, "CALLGATE_RECORDING__ARCHIVE__BUCKET": "served",
            "CALLGATE_RECORDING__ARCHIVE__ENDPOINT_URL": s3_url,
-           "CALLGATE_RECORDING__ARCHIVE__INTERVAL_S": "1"}  # fmt: skip
+           "CALLGATE_RECORDING__ARCHIVE__INTERVAL_S": "3600",
+           "CALLGATE_RECORDING__ARCHIVE__MAX_LAG_S": "1"}  # fmt: skip
     metrics_port = free_port()
     metrics = f"http://127.0.0.1:{metrics_port}/metrics"
     for web in serve(tmp_path, "--metrics", f"127.0.0.1:{metrics_port}", prepare=prepare, **env):
@@ -233,19 +260,56 @@ def test_serve_archives_closed_recordings_on_its_own(s3_url: str, tmp_path: Path
         )
         assert metric(metrics, "callgate_recording_archive_ok") == 0
         assert metric(metrics, "callgate_recordings_archived_total") == 0
+        assert (metric(metrics, "callgate_recording_archive_lag_seconds") or 0) > 0
+        with web.client() as http:
+            health = http.get("/healthz")
+        assert health.status_code == 200  # calls go on: the node stays in rotation
+        body = health.json()
+        assert body["status"] == "degraded" and body["recording_archive"]["ok"] is False
+        reason = body["recording_archive"]["error"]
+        assert "last run failed: bucket 'served': no Object Lock" in reason, reason
+        assert "a closed recording has waited" in reason, reason
 
         client.put_bucket_versioning(Bucket="served", VersioningConfiguration={"Status": "Enabled"})
         client.put_object_lock_configuration(
             Bucket="served", ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"}
         )
-        wait_until(lambda: metric(metrics, "callgate_recordings_archived_total") == 1, "archived")
-        assert metric(metrics, "callgate_recording_archive_ok") == 1
+        with web.client() as http:
+            login = {"handle": "cora", "password": "legal-matters-9"}
+            auth = {
+                "Authorization": f"Bearer {http.post('/api/login', json=login).json()['token']}"
+            }
+            hold = {"hold": True, "reason": "Case 9"}
+            put = http.put(f"/api/recordings/{made[0]}/legal-hold", json=hold, headers=auth)
+            assert put.status_code == 200, put.text
+            wait_until(
+                lambda: metric(metrics, "callgate_recordings_archived_total") == 1, "archived"
+            )
+            assert metric(metrics, "callgate_recording_archive_ok") == 1
+            wait_until(
+                lambda: metric(metrics, "callgate_recording_archive_lag_seconds") == 0, "no lag"
+            )
+            wait_until(lambda: http.get("/healthz").json()["status"] == "ok", "healthy again")
+            shown = http.get(f"/api/recordings/{made[0]}", headers=auth).json()
+            archived = shown["archive"]
+            assert archived["legal_hold"] is True and shown["held_by"] == ["recording"]
+            key = {"Bucket": "served", "Key": archived["key"] + "recording.cgrec",
+                   "VersionId": archived["versions"]["recording.cgrec"]}  # fmt: skip
+            assert client.head_object(**key)["ObjectLockLegalHoldStatus"] == "ON"
+
+            release = {"hold": False, "reason": "Case 9 closed"}
+            put = http.put(f"/api/recordings/{made[0]}/legal-hold", json=release, headers=auth)
+            assert put.status_code == 200, put.text
+            wait_until(
+                lambda key=key: client.get_object_legal_hold(**key)["LegalHold"]["Status"] == "OFF",
+                "the S3 legal hold lifted",
+            )
         store = open_store(sqlite_url(tmp_path / "data"))
         try:
-            archived = row_of(store, made[0]).archive
-            assert archived is not None
-            entry = next(e for e in AuditLog(store).recent(50) if e.action == "recording.archived")
-            assert (entry.actor, entry.object) == ("system", f"recording:{made[0]}")
+            wait_until(
+                lambda s=store: actions(s, made[0])[-1] == "recording.archive_hold", "audited"
+            )
+            assert actions(store, made[0]).count("recording.archived") == 1
         finally:
             store.close()
     head = client.head_object(Bucket="served", Key=archived["key"] + "recording.cgrec")
@@ -275,3 +339,29 @@ async def test_the_archive_on_each_store_backend(s3_url: str, store: Store, tmp_
     purge = RecordingRetention(repository, settings.directory).purge("system", None, archive.delete)
     assert purge.deleted == [] and "AccessDenied" in purge.refused[recording_id]
     assert row_of(store, recording_id).archive == row.archive
+
+    # a hold on its call keeps the recording: mirrored as an S3 legal hold by the next run,
+    # on every archived version, and lifted with the hold; each change audited
+    retention = RecordingRetention(repository, settings.directory)
+    assert retention.held_by([row]) == {recording_id: []}
+    records = Retention(store.engine)
+    assert records.hold_call(row.call_id, True, "compliance1")
+    assert retention.held_by([row]) == {recording_id: ["call"]}
+    assert archive.archive("system").holds == {recording_id: True}
+    for name, version in row.archive["versions"].items():
+        where = {"Bucket": bucket, "Key": f"b/{recording_id}/{name}", "VersionId": version}
+        assert client.get_object_legal_hold(**where)["LegalHold"]["Status"] == "ON"
+    assert archive.archive("system").holds == {}  # mirrored once
+    held_row = row_of(store, recording_id)
+    assert held_row.archive is not None and held_row.archive["legal_hold"] is True
+    assert records.hold_call(row.call_id, False, "compliance1")
+    assert archive.archive("system").holds == {recording_id: False}
+    where = {"Bucket": bucket, "Key": f"b/{recording_id}/recording.cgrec",
+             "VersionId": row.archive["versions"]["recording.cgrec"]}  # fmt: skip
+    assert client.get_object_legal_hold(**where)["LegalHold"]["Status"] == "OFF"
+    assert actions(store, recording_id)[-2:] == ["recording.archive_hold"] * 2
+    # a hold on a party keeps it as well, and is mirrored the same way
+    AccountService(store, "callgate").create_user("bob")
+    assert records.hold_user("bob", True, "compliance1")
+    assert retention.held_by([row]) == {recording_id: ["user:bob"]}
+    assert archive.archive("system").holds == {recording_id: True}

@@ -40,7 +40,8 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     storage_writable: Callable[[], bool] | None = None,
 ) -> FastAPI:
-    """`GET /healthz` (200 when every check passes, else 503), `GET /metrics` when a `registry`
+    """`GET /healthz` (200 when every check passes or only non-critical ones fail, with status
+    `degraded` then; else 503), `GET /metrics` when a `registry`
     is given (unauthenticated: `callgate serve` does not give one, its metrics are on the separate
     `--metrics` listener), and the REST API when `services` are given. While `storage_writable()`
     is false, requests that change something get 503 (api/unavailable.py)."""
@@ -54,9 +55,13 @@ def create_app(
     def healthz(response: Response) -> dict[str, Any]:
         # Sync handlers run in the thread pool: checks may touch the database.
         checks = health() if health is not None else {}
-        ok = all(value.get("ok", True) for value in checks.values() if isinstance(value, dict))
-        response.status_code = 200 if ok else 503
-        return {"status": "ok" if ok else "degraded", "version": __version__, **checks}
+        failing = [v for v in checks.values() if isinstance(v, dict) and not v.get("ok", True)]
+        # a check marked `critical: false` (the WORM archive) degrades without taking the node
+        # out of a load balancer's rotation: calls go on
+        critical = any(v.get("critical", True) for v in failing)
+        response.status_code = 503 if critical else 200
+        status = "degraded" if failing else "ok"
+        return {"status": status, "version": __version__, **checks}
 
     if registry is not None:  # unauthenticated: `serve` keeps metrics on a listener of their own
 

@@ -136,8 +136,9 @@ def recording_archive(
     config: ConfigOpt = None,
 ) -> None:
     """Copy closed recordings not yet archived to the `[recording.archive]` S3 bucket, locked in
-    compliance mode until their retention ends (each audited as `recording.archived`). Exit 1
-    when one could not be archived."""
+    compliance mode until their retention ends (each audited as `recording.archived`), and set
+    or lift the S3 legal hold of archived recordings whose legal hold changed
+    (`recording.archive_hold`). Exit 1 when one could not be archived or mirrored."""
     from callgate.accounts.audit import cli_actor
     from callgate.recording.archive import ArchiveError
 
@@ -152,12 +153,14 @@ def recording_archive(
     finally:
         store.close()
     if as_json:
-        typer.echo(json.dumps({"archived": run.archived, "failed": run.failed}))
+        typer.echo(json.dumps({"archived": run.archived, "failed": run.failed, "holds": run.holds}))
     else:
         typer.echo(
             f"archived {len(run.archived)} recordings to bucket {archive.target.bucket} "
             "(compliance mode until each one's retention ends)"
         )
+        for recording_id, hold in run.holds.items():
+            typer.echo(f"S3 legal hold {'set on' if hold else 'lifted from'} {recording_id}")
         for recording_id, why in run.failed.items():
             typer.echo(f"not archived {recording_id}: {why}")
     if run.failed:

@@ -14,6 +14,12 @@ COMPLIANCE and a retain-until no earlier than ours. Then the row records bucket,
 ids and `recording.archived` goes into the audit chain in the same transaction. A bucket without
 Object Lock is refused before anything is written. The purge (recording/retention.py) deletes
 the archived versions first and keeps the recording when the server refuses.
+
+**Legal hold.** Whatever holds a recording (itself, its call, a party: recording/retention.py)
+is mirrored as an S3 legal hold on its archived versions, which keeps them past retain-until
+until it is lifted: set at upload when the recording is already held, and by every run after
+that (`sync_holds`) while the row's confirmed `archive_hold` differs from the hold, each change
+read back from the server and audited (`recording.archive_hold`).
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, and_, func, or_, select, update
 
+from callgate.recording.retention import held_clause
 from callgate.recording.store import RecordingRepository, RecordingRow, recording_row
 from callgate.records.audit import AuditLog
 from callgate.storage.models import Recording, utcnow
@@ -69,6 +76,7 @@ class ArchiveTarget:
 class ArchiveRun:
     archived: list[dict[str, Any]] = field(default_factory=list)  # recording id, versions
     failed: dict[str, str] = field(default_factory=dict)  # recording id -> why
+    holds: dict[str, bool] = field(default_factory=dict)  # recording id -> S3 legal hold set
 
 
 def s3_client(target: ArchiveTarget) -> Any:
@@ -148,6 +156,20 @@ class RecordingArchive:
             ).all()
         return [recording_row(r) for r in rows]
 
+    def oldest_pending(self, now: datetime) -> datetime | None:
+        """When the oldest closed recording still to archive ended (None: nothing waits)."""
+        with self._engine.connect() as conn:
+            found = conn.scalar(
+                select(
+                    func.min(func.coalesce(recordings.c.ended_at, recordings.c.started_at))
+                ).where(
+                    recordings.c.state != "open",
+                    recordings.c.archive_bucket.is_(None),
+                    recordings.c.retain_until > now,
+                )
+            )
+        return _aware(found) if found is not None else None
+
     def archive(self, actor: str, limit: int = BATCH, now: datetime | None = None) -> ArchiveRun:
         """Copy every pending recording (the bucket checked first); one failure does not stop
         the others."""
@@ -158,7 +180,80 @@ class RecordingArchive:
                 run.archived.append(self.archive_one(row, actor, now or utcnow()))
             except ArchiveError as exc:
                 run.failed[row.recording_id] = str(exc)
+        self.sync_holds(actor, run, limit)
         return run
+
+    def holds_to_mirror(self, limit: int = BATCH) -> list[tuple[RecordingRow, bool]]:
+        """Archived recordings whose S3 legal hold differs from their hold, with the one wanted."""
+        held = held_clause()
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(recordings, held.label("held"))
+                .where(
+                    recordings.c.archive_bucket.is_not(None),
+                    or_(
+                        and_(recordings.c.archive_hold.is_(False), held),
+                        and_(recordings.c.archive_hold.is_(True), ~held),
+                    ),
+                )
+                .order_by(recordings.c.started_at)
+                .limit(limit)
+            ).all()
+        return [(recording_row(r), bool(r.held)) for r in rows]
+
+    def sync_holds(self, actor: str, run: ArchiveRun, limit: int = BATCH) -> None:
+        """Set or lift the S3 legal hold of every archived recording whose hold changed."""
+        for row, hold in self.holds_to_mirror(limit):
+            try:
+                self.mirror_hold(row, hold, actor)
+                run.holds[row.recording_id] = hold
+            except ArchiveError as exc:
+                run.failed[row.recording_id] = f"S3 legal hold: {exc}"
+
+    def mirror_hold(self, row: RecordingRow, hold: bool, actor: str) -> None:
+        """PutObjectLegalHold ON/OFF on each archived version, read back, then recorded in the
+        row and audited (`recording.archive_hold`) in one transaction."""
+        archived = row.archive
+        if archived is None:
+            return
+        self._set_legal_hold(archived, hold)
+        details = {"bucket": archived["bucket"], "key": archived["key"],
+                   "versions": archived["versions"], "legal_hold": hold}  # fmt: skip
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(recordings)
+                .where(recordings.c.recording_id == row.recording_id)
+                .values(archive_hold=hold)
+            )
+            AuditLog.append_in(
+                conn, actor, "recording.archive_hold", f"recording:{row.recording_id}", details
+            )
+
+    def _set_legal_hold(self, archived: dict[str, Any], hold: bool) -> None:
+        status = "ON" if hold else "OFF"
+        for name, version in sorted(archived["versions"].items()):
+            where = {"Bucket": archived["bucket"], "Key": archived["key"] + name,
+                     "VersionId": version}  # fmt: skip
+            try:
+                self._client.put_object_legal_hold(**where, LegalHold={"Status": status})
+                found = self._client.get_object_legal_hold(**where)
+            except Exception as exc:  # botocore's errors, connection failures
+                raise ArchiveError(f"{where['Key']}: {_client_error(exc)}") from None
+            if found.get("LegalHold", {}).get("Status") != status:
+                raise ArchiveError(
+                    f"{where['Key']} version {version}: the server reports legal hold "
+                    f"{found.get('LegalHold', {}).get('Status')}, not {status}"
+                )
+
+    def _held(self, recording_id: str) -> bool:
+        with self._engine.connect() as conn:
+            return bool(
+                conn.scalar(
+                    select(func.count()).where(
+                        recordings.c.recording_id == recording_id, held_clause()
+                    )
+                )
+            )
 
     def archive_one(self, row: RecordingRow, actor: str, now: datetime) -> dict[str, Any]:
         until = _aware(row.retain_until) if row.retain_until is not None else None
@@ -172,12 +267,13 @@ class RecordingArchive:
         if row.sha256 is not None and file_digest.hex() != row.sha256:
             raise ArchiveError("the file differs from its audited SHA-256: not archived")
         key = f"{self.target.prefix}{row.recording_id}/"
+        held = self._held(row.recording_id)  # held already: locked with an S3 legal hold too
         versions: dict[str, str] = {}
         for name, body, digest in self._bodies(path, file_digest, manifest(row)):
-            versions[name] = self._put(key + name, body, digest, until)
+            versions[name] = self._put(key + name, body, digest, until, held)
         for name, version in versions.items():
-            self._confirm(key + name, version, until)
-        self._record(row, key, versions, file_digest.hex(), until, actor, now)
+            self._confirm(key + name, version, until, held)
+        self._record(row, key, versions, file_digest.hex(), until, actor, now, held)
         return {"recording_id": row.recording_id, "key": key, "versions": versions}
 
     def _bodies(
@@ -187,9 +283,12 @@ class RecordingArchive:
             yield FILES[0], handle, file_digest
         yield FILES[1], meta, hashlib.sha256(meta).digest()
 
-    def _put(self, key: str, body: BinaryIO | bytes, digest: bytes, until: datetime) -> str:
+    def _put(
+        self, key: str, body: BinaryIO | bytes, digest: bytes, until: datetime, held: bool
+    ) -> str:
         try:
             answer = self._client.put_object(
+                **({"ObjectLockLegalHoldStatus": "ON"} if held else {}),
                 Bucket=self.target.bucket,
                 Key=key,
                 Body=body,
@@ -205,7 +304,7 @@ class RecordingArchive:
             raise ArchiveError(f"upload of {key}: the server gave no version id (no versioning)")
         return str(version)
 
-    def _confirm(self, key: str, version: str, until: datetime) -> None:
+    def _confirm(self, key: str, version: str, until: datetime, held: bool) -> None:
         """The server itself must say the version is locked in compliance mode until `until`."""
         try:
             head = self._client.head_object(Bucket=self.target.bucket, Key=key, VersionId=version)
@@ -222,12 +321,15 @@ class RecordingArchive:
                 f"{key} version {version}: the server reports lock {mode} until {locked_until}, "
                 f"not {LOCK_MODE} until {until.isoformat()}"
             )
+        if held and head.get("ObjectLockLegalHoldStatus") != "ON":
+            raise ArchiveError(f"{key} version {version}: the server reports no legal hold")
 
     def _record(
         self, row: RecordingRow, key: str, versions: dict[str, str], file_sha256: str,
-        until: datetime, actor: str, now: datetime,
+        until: datetime, actor: str, now: datetime, held: bool,
     ) -> None:  # fmt: skip
         details = {
+            "legal_hold": held,
             "bucket": self.target.bucket,
             "key": key,
             "versions": versions,
@@ -247,6 +349,7 @@ class RecordingArchive:
                     archive_key=key,
                     archive_versions=json.dumps(versions, sort_keys=True),
                     archived_at=now,
+                    archive_hold=held,
                 )
             )
             if not done.rowcount:  # another run (serve's, the CLI's) archived it meanwhile
@@ -261,6 +364,8 @@ class RecordingArchive:
         archived = row.archive
         if archived is None:
             return
+        if archived.get("legal_hold"):  # the purge deletes only what nothing holds any more
+            self._set_legal_hold(archived, False)
         for name, version in sorted(archived["versions"].items()):
             try:
                 self._client.delete_object(

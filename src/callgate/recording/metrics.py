@@ -1,6 +1,7 @@
 """Recorder health on `/metrics`: whether calls can be recorded now, how many are being recorded,
 and how many recordings failed since start; with a WORM archive, whether its last run archived
-everything it should have, and how many recordings it archived since start."""
+everything it should have, how many recordings it archived since start, and how long the oldest
+closed recording still to archive has waited."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from callgate.recording.service import RecordingService
 class ArchiveStatus(Protocol):
     archived_total: int
     ok: bool
+
+    def lag_seconds(self) -> float: ...
 
 
 class RecordingCollector:
@@ -48,4 +51,9 @@ class RecordingCollector:
                 "callgate_recordings_archived",
                 "Recordings copied to the WORM archive by this process",
                 value=archive.archived_total,
+            )
+            yield GaugeMetricFamily(
+                "callgate_recording_archive_lag_seconds",
+                "How long the oldest closed recording not archived yet has waited (0: none)",
+                value=archive.lag_seconds(),
             )

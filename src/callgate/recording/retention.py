@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,7 +72,7 @@ class RecordingPurge:
 ArchiveDeleter = Callable[[RecordingRow], None]
 
 
-def _held() -> ColumnElement[bool]:
+def held_clause() -> ColumnElement[bool]:
     """A recording on hold: itself, its call, or a party of its call."""
     held_users = select(users.c.handle).where(users.c.legal_hold.is_(True))
     held_calls = select(calls.c.call_id).where(
@@ -126,6 +126,36 @@ class RecordingRetention:
             AuditLog.append_in(conn, actor, "legal_hold.set", f"recording:{recording_id}", details)
         return self._repository.get(recording_id)
 
+    def held_by(self, rows: Sequence[RecordingRow]) -> dict[str, list[str]]:
+        """What keeps each of `rows` past its date: `recording`, `call`, `user:<handle>` (a
+        party of its call); empty when nothing does."""
+        out: dict[str, list[str]] = {r.recording_id: ["recording"] if r.legal_hold else []
+                                     for r in rows}  # fmt: skip
+        call_ids = {r.call_id for r in rows}
+        if not call_ids:
+            return out
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                select(calls.c.call_id, calls.c.legal_hold, calls.c.caller_user,
+                       calls.c.callee_user).where(calls.c.call_id.in_(call_ids))
+            ).all()  # fmt: skip
+            parties = {p for _, _, caller, callee in found for p in (caller, callee)}
+            held_users = set(
+                conn.scalars(
+                    select(users.c.handle).where(
+                        users.c.handle.in_(parties), users.c.legal_hold.is_(True)
+                    )
+                )
+            )
+        by_call: dict[str, list[str]] = {}
+        for call_id, call_held, caller, callee in found:
+            by_call[call_id] = (["call"] if call_held else []) + [
+                f"user:{p}" for p in dict.fromkeys((caller, callee)) if p in held_users
+            ]
+        for r in rows:
+            out[r.recording_id] += by_call.get(r.call_id, [])
+        return out
+
     def assign_missing(self, policy: RetentionPolicy) -> int:
         """Give recordings made before retention existed their `retain_until` (audited)."""
         with self._engine.begin() as conn:
@@ -157,10 +187,10 @@ class RecordingRetention:
         """Delete the closed recordings past `retain_until` that no legal hold keeps."""
         now = now or utcnow()
         with self._engine.connect() as conn:
-            held_kept = int(conn.scalar(select(func.count()).where(_due(now), _held())) or 0)
+            held_kept = int(conn.scalar(select(func.count()).where(_due(now), held_clause())) or 0)
             due = conn.execute(
                 select(recordings)
-                .where(_due(now), ~_held())
+                .where(_due(now), ~held_clause())
                 .order_by(recordings.c.retain_until)
                 .limit(PURGE_BATCH)
             ).all()
@@ -186,12 +216,12 @@ class RecordingRetention:
         return RecordingPurge(deleted, held_kept, refused)
 
     def _still_due(self, recording_id: str, now: datetime) -> bool:
-        where = and_(recordings.c.recording_id == recording_id, _due(now), ~_held())
+        where = and_(recordings.c.recording_id == recording_id, _due(now), ~held_clause())
         with self._engine.connect() as conn:
             return conn.scalar(select(func.count()).where(where)) == 1
 
     def _delete(self, row: RecordingRow, actor: str, now: datetime) -> bool:
-        where = and_(recordings.c.recording_id == row.recording_id, _due(now), ~_held())
+        where = and_(recordings.c.recording_id == row.recording_id, _due(now), ~held_clause())
         with self._engine.begin() as conn:
             if not conn.execute(delete(recordings).where(where)).rowcount:
                 return False  # held or changed since it was listed

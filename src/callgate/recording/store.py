@@ -50,7 +50,8 @@ class RecordingRow:
     retain_until: datetime | None = None
     legal_hold: bool = False
     hold_reason: str | None = None
-    archive: dict[str, Any] | None = None  # bucket, key, versions {name: version id}, at
+    archive: dict[str, Any] | None = None  # bucket, key, versions {name: version id}, at,
+    # legal_hold (the S3 legal hold confirmed on them)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -68,7 +69,8 @@ def _archive(r: Any) -> dict[str, Any] | None:
         return None
     at = r.archived_at.isoformat().replace("+00:00", "Z") if r.archived_at else None
     versions = json.loads(r.archive_versions or "{}")
-    return {"bucket": r.archive_bucket, "key": r.archive_key, "versions": versions, "at": at}
+    return {"bucket": r.archive_bucket, "key": r.archive_key, "versions": versions, "at": at,
+            "legal_hold": bool(r.archive_hold)}  # fmt: skip
 
 
 def recording_row(r: Any) -> RecordingRow:

@@ -57,7 +57,7 @@ from callgate.runtime.audit import Checkpointer, key_path, record_start
 from callgate.runtime.calling import build_signaling
 from callgate.runtime.deprovision import end_sessions
 from callgate.runtime.monitoring import Monitoring, start_monitoring
-from callgate.runtime.recordings import recording_jobs
+from callgate.runtime.recordings import ArchiveJob, recording_jobs
 from callgate.runtime.relay_workers import WorkerPool, run_pool
 from callgate.runtime.sip import describe as describe_sip
 from callgate.runtime.sip import start_sip
@@ -327,6 +327,7 @@ def _health(
     storage: StorageHealth,
     recordings: RecordingService,
     bus: RedisBus | None = None,
+    archive: ArchiveJob | None = None,
 ) -> dict[str, Any]:
     try:
         with store.engine.connect() as conn:
@@ -343,6 +344,7 @@ def _health(
         "recorder": {"dropped": sink.dropped, "write_errors": sink.write_errors},
         "call_recording": recordings.health(),
         **({"cluster": bus.health()} if bus is not None else {}),
+        **({"recording_archive": archive.health()} if archive is not None else {}),
     }
 
 
@@ -513,7 +515,7 @@ async def run_serve(settings: Settings) -> None:
     purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
     archive = settings.recording.archive
     recording_purge, archive_job = await recording_jobs(
-        recordings, ArchiveTarget.of(archive), archive.interval_s
+        recordings, ArchiveTarget.of(archive), archive.interval_s, archive.max_lag_s
     )
     identity = await start_identity(settings.identity, store, accounts)
     bus = None
@@ -569,7 +571,7 @@ async def run_serve(settings: Settings) -> None:
             )
             # No /metrics on the HTTP app (it has no authentication): `--metrics HOST:PORT`.
             app = create_app(
-                health=lambda: _health(store, server, sink, storage, recordings, bus),
+                health=lambda: _health(store, server, sink, storage, recordings, bus, archive_job),
                 services=services,
                 routers=[
                     calls.router,
@@ -579,7 +581,11 @@ async def run_serve(settings: Settings) -> None:
                         getattr(calls.hub, "cluster_presence", None),
                     ),
                     recordings_router(
-                        recordings, AuditLog(store), recording_purge, checkpointer.key
+                        recordings,
+                        AuditLog(store),
+                        recording_purge,
+                        checkpointer.key,
+                        on_hold=archive_job.wake if archive_job is not None else None,
                     ),
                     identity.router(),
                     monitoring.router,

@@ -8,26 +8,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from callgate.recording.archive import ArchiveError, ArchiveTarget, RecordingArchive
 from callgate.recording.retention import RecordingPurgeJob, RecordingRetention
 from callgate.recording.service import RecordingService
+from callgate.storage.models import utcnow
 
 log = logging.getLogger(__name__)
+HEALTH_CACHE_S = 10.0  # /healthz asks the database for the oldest unarchived recording this often
 
 
 class ArchiveJob:
-    """Archives what has closed every `interval` seconds (from the start); every failure is
-    logged and tried again at the next run."""
+    """Archives what has closed, and mirrors legal holds as S3 legal holds, every `interval`
+    seconds (from the start) and at once when `wake()` is called (a hold changed); every failure
+    is logged, kept for `/healthz` and tried again at the next run."""
 
-    def __init__(self, archive: RecordingArchive, interval: float) -> None:
+    def __init__(self, archive: RecordingArchive, interval: float, max_lag: float) -> None:
         self.archive = archive
         self._interval = interval
+        self._max_lag = max_lag
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self.archived_total = 0
         self.ok = True  # the last run archived everything pending (metrics)
+        self.last_run: datetime | None = None
+        self.last_error: str | None = None  # the archive could not be used at all
+        self.failed: dict[str, str] = {}  # recording id -> why, from the last run
+        self._oldest: tuple[float, datetime | None] = (-HEALTH_CACHE_S, None)
 
     async def start(self) -> None:
         if self._interval > 0:
@@ -39,25 +51,89 @@ class ArchiveJob:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _run(self) -> None:
+    def wake(self) -> None:
+        """Run now (a legal hold changed: mirror it, and archive what waits meanwhile), not at
+        the end of the interval."""
+        self._wake.set()
+
+    async def run_once(self) -> None:
         bucket = self.archive.target.bucket
+        try:
+            run = await asyncio.to_thread(self.archive.archive, "system")
+            self._oldest = (-HEALTH_CACHE_S, None)  # asked again at the next /healthz
+        except (ArchiveError, SQLAlchemyError, OSError) as exc:
+            self.ok, self.last_error = False, str(exc)
+            log.error("recording archive: %s", exc)
+        else:
+            self.archived_total += len(run.archived)
+            self.ok, self.last_error, self.failed = not run.failed, None, run.failed
+            if run.archived:
+                log.info("archived %d recording(s) to %s", len(run.archived), bucket)
+            for recording_id, hold in run.holds.items():
+                log.info("recording %s: S3 legal hold %s", recording_id, "on" if hold else "off")
+            for recording_id, why in run.failed.items():
+                log.error("recording %s not archived to %s: %s", recording_id, bucket, why)
+        self.last_run = utcnow()
+
+    async def _run(self) -> None:
         while True:
+            self._wake.clear()
+            await self.run_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+
+    def health(self) -> dict[str, Any]:
+        """For /healthz (a thread): not ok while the last run failed, or a closed recording has
+        waited longer than `max_lag_s` for its copy. Not critical: calls go on (200)."""
+        now = utcnow()
+        oldest = self._oldest_pending(now)
+        lag = (now - oldest).total_seconds() if oldest is not None else None
+        problems = []
+        if self.last_error is not None:
+            problems.append(f"last run failed: {self.last_error}")
+        if self.failed:
+            first, why = next(iter(self.failed.items()))
+            more = f" (and {len(self.failed) - 1} more)" if len(self.failed) > 1 else ""
+            problems.append(f"recording {first} not archived: {why}{more}")
+        if lag is not None and lag > self._max_lag:
+            problems.append(
+                f"a closed recording has waited {lag:.0f} s for its copy (max_lag_s {self._max_lag:.0f})"
+            )
+        return {
+            "ok": not problems,
+            "critical": False,
+            "bucket": self.archive.target.bucket,
+            **({"error": "; ".join(problems)} if problems else {}),
+            "last_run": self.last_run.isoformat() if self.last_run else None,
+            "failed": len(self.failed),
+            "oldest_unarchived_s": round(lag, 1) if lag is not None else None,
+            "max_lag_s": self._max_lag,
+        }
+
+    def lag_seconds(self) -> float:
+        """How long the oldest closed recording still to archive has waited (metrics); 0: none."""
+        now = utcnow()
+        oldest = self._oldest_pending(now)
+        return max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+
+    def _oldest_pending(self, now: datetime) -> datetime | None:
+        """The end of the oldest closed recording not archived yet (cached a few seconds: a
+        load balancer may poll /healthz often)."""
+        at, oldest = self._oldest
+        if time.monotonic() - at >= HEALTH_CACHE_S:
             try:
-                run = await asyncio.to_thread(self.archive.archive, "system")
-                self.archived_total += len(run.archived)
-                self.ok = not run.failed
-                if run.archived:
-                    log.info("archived %d recording(s) to %s", len(run.archived), bucket)
-                for recording_id, why in run.failed.items():
-                    log.error("recording %s not archived to %s: %s", recording_id, bucket, why)
-            except (ArchiveError, SQLAlchemyError, OSError) as exc:
-                self.ok = False
-                log.error("recording archive: %s", exc)
-            await asyncio.sleep(self._interval)
+                oldest = self.archive.oldest_pending(now)
+            except SQLAlchemyError as exc:
+                log.error("recording archive health: %s", exc)
+            self._oldest = (time.monotonic(), oldest)
+        return oldest
 
 
 async def recording_jobs(
-    service: RecordingService, archive: ArchiveTarget | None, archive_interval: float
+    service: RecordingService,
+    archive: ArchiveTarget | None,
+    archive_interval: float,
+    archive_max_lag: float = 3600.0,
 ) -> tuple[RecordingPurgeJob, ArchiveJob | None]:
     """The purge job and the archive job (not started); recordings made before retention
     existed get their date."""
@@ -71,4 +147,4 @@ async def recording_jobs(
         RecordingArchive, archive, service.repository, service.settings.directory
     )
     purge = RecordingPurgeJob(retention, archive_delete=archived.delete)
-    return purge, ArchiveJob(archived, archive_interval)
+    return purge, ArchiveJob(archived, archive_interval, archive_max_lag)

@@ -248,6 +248,9 @@ class Recording(Base):
     archive_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
     archive_versions: Mapped[str | None] = mapped_column(Text, nullable=True)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The S3 legal hold the archive server confirmed on those versions (mirrors any hold that
+    # keeps the recording; the archive run sets and lifts it).
+    archive_hold: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Group(Base):

@@ -44,6 +44,7 @@ def content_security_policy(host: str | None) -> str:
 CONSOLE_PAGES: dict[str, tuple[str, str]] = {
     "live": ("Live calls", "live.js"),
     "records": ("Call records", "records.js"),
+    "recordings": ("Recordings", "recordings.js"),
     "audit": ("Audit log", "audit.js"),
     "admin": ("Administration", "admin.js"),
     "dashboard": ("Dashboard", "dashboard.js"),

@@ -122,3 +122,23 @@ async def test_without_services_there_is_no_api() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         assert (await http.post("/api/login", json={})).status_code == 404
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_a_failing_check_that_is_not_critical_degrades_without_503() -> None:
+    """The WORM archive behind (critical: false): status degraded, still 200 so a load balancer
+    keeps the node; any other failing check: 503."""
+    checks = {
+        "database": {"ok": True},
+        "recording_archive": {"ok": False, "critical": False, "error": "last run failed"},
+    }
+    app = create_app(health=lambda: checks)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        answer = await http.get("/healthz")
+        assert answer.status_code == 200 and answer.json()["status"] == "degraded"
+        checks["database"] = {"ok": False}
+        answer = await http.get("/healthz")
+        assert answer.status_code == 503 and answer.json()["status"] == "degraded"
+        checks["database"] = checks["recording_archive"] = {"ok": True}
+        answer = await http.get("/healthz")
+        assert answer.status_code == 200 and answer.json()["status"] == "ok"

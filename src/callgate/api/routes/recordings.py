@@ -26,7 +26,7 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
@@ -69,7 +69,9 @@ def recordings_router(
     audit: AuditLog,
     purge_job: RecordingPurgeJob | None = None,
     signing_key: Ed25519PrivateKey | None = None,
+    on_hold: Callable[[], None] | None = None,
 ) -> APIRouter:
+    """`on_hold` is called after a legal hold changed (serve's archive job mirrors it to S3)."""
     router = APIRouter(prefix="/api/recordings", tags=["recordings"])
     exports = asyncio.Semaphore(EXPORTS_AT_ONCE)
     repository = service.repository
@@ -87,6 +89,12 @@ def recordings_router(
         who = "compliance officers and admins" if "admin" in roles else "compliance officers"
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"{who} only")
 
+    async def described(rows: list[RecordingRow]) -> list[dict[str, Any]]:
+        """Each row as JSON with `held_by`: what keeps it past its date (recording, call,
+        user:<handle>)."""
+        holders = await asyncio.to_thread(job.retention.held_by, rows)
+        return [{**r.as_json(), "held_by": holders[r.recording_id]} for r in rows]
+
     async def found(recording_id: str) -> RecordingRow:
         row = await asyncio.to_thread(repository.get, recording_id)
         if row is None:
@@ -102,14 +110,13 @@ def recordings_router(
         await reader(user, "list", f"call:{call_id}" if call_id else "recordings")
         if call_id is not None:
             rows = await asyncio.to_thread(repository.for_call, call_id)
-            return [r.as_json() for r in rows[-limit:]]
-        rows = await asyncio.to_thread(repository.recent, limit)
-        return [r.as_json() for r in rows]
+            return await described(rows[-limit:])
+        return await described(await asyncio.to_thread(repository.recent, limit))
 
     @router.get("/{recording_id}")
     async def show_recording(user: UserDep, recording_id: RecordingId) -> dict[str, Any]:
         await reader(user, "show", f"recording:{recording_id}")
-        return (await found(recording_id)).as_json()
+        return (await described([await found(recording_id)]))[0]
 
     @router.get("/{recording_id}/audio", response_class=Response)
     async def recording_audio(
@@ -185,7 +192,9 @@ def recordings_router(
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such recording")
-        return row.as_json()
+        if on_hold is not None:
+            on_hold()
+        return (await described([row]))[0]
 
     @router.post("/purge")
     async def purge_recordings(user: UserDep) -> dict[str, Any]:
