@@ -18,6 +18,7 @@ from callgate.client.ice import rtc_configuration
 from callgate.media.anchor import AnchorLeg, Bridge
 from callgate.media.packets import MediaPacket
 from callgate.media.srtp_path import SrtpPath
+from callgate.turn.allocation import framed
 from callgate.types import Transport
 from tests.conftest import run_turn_server, server_address
 from tests.integration.fake_signaling import hello_for
@@ -95,19 +96,47 @@ async def crafted_packets_are_parsed_or_refused(
     assert leg.path.rejected == rejected + 2
 
 
+def relay_keeps_its_rules_in_process(server: Any, leg: AnchorLeg, seen: list[MediaPacket]) -> None:
+    """With the legs' packets handed over in-process, the relay still applies its own rules to
+    them: a packet from a peer the anchor's allocation has no permission for never reaches the
+    anchor (RFC 8656 §9), and a leg whose channel the server no longer has (expired, or withdrawn
+    in call-bound mode) cannot send through it (§12)."""
+    assert leg.path is not None and leg.path._turn is not None
+    turn = leg.path._turn
+    sockname = turn.transport.get_extra_info("sockname")
+    allocation = server.udp_client(turn.server, (sockname[0], sockname[1]))
+    assert allocation is not None and allocation.local_client is not None
+    last = [p for p in seen if p.leg == leg.name][-1]
+    pair = leg.path._turn_pair
+    stranger = ("127.0.0.2", pair.remote_addr[1])  # an IP the allocation has no permission for
+    assert stranger[0] not in allocation.permissions
+    data = bytes([0x80, last.payload_type]) + bytes(40)
+    before, dropped = len(seen), allocation.dropped
+    assert not allocation.from_peer(framed(data), len(data), stranger)
+    assert allocation.dropped == dropped + 1 and len(seen) == before
+    channel = turn.peer_to_channel[pair.remote_addr]
+    sent = allocation.packets_to_peer
+    assert not allocation.channel_data(channel ^ 0x0100, data)  # a channel not bound
+    assert allocation.packets_to_peer == sent
+
+
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("lean", [True, False], ids=["srtp-path", "aiortc-path"])
+@pytest.mark.parametrize("mode", ["in-process", "srtp-path", "aiortc-path"])
 async def test_bridge_forwards_each_partys_opus_unchanged(
-    tmp_path: Path, lean: bool, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both per-packet paths: the lean one (`srtp_path.py`) and aiortc's, which a leg keeps when
-    aiortc's internals are not what the lean one expects."""
+    """Every per-packet path: the lean one (`srtp_path.py`) with the TURN server in the same
+    process (packets handed between the legs and their allocations in-process) and over the
+    loopback sockets, and aiortc's, which a leg keeps when aiortc's internals are not what the
+    lean one expects."""
+    lean = mode != "aiortc-path"
     if not lean:
         monkeypatch.setattr(SrtpPath, "attach", classmethod(lambda cls, *args: None))
     seen: list[MediaPacket] = []
     async with run_turn_server() as server:
         turn = server_address(server, Transport.UDP)
-        bridge = Bridge(lambda: hello_for("anchor", turn)["ice_servers"], seen.append)
+        local = server.udp_client if mode == "in-process" else None
+        bridge = Bridge(lambda: hello_for("anchor", turn)["ice_servers"], seen.append, local)
         alice = RTCPeerConnection(rtc_configuration(hello_for("alice", turn)))
         bob = RTCPeerConnection(rtc_configuration(hello_for("bob", turn)))
         sinks = {"alice": WavSink(tmp_path / "alice.wav"), "bob": WavSink(tmp_path / "bob.wav")}
@@ -147,12 +176,17 @@ async def test_bridge_forwards_each_partys_opus_unchanged(
                 assert (leg.path is not None) is lean
                 if leg.path is not None:  # relay-only: SRTP taken straight from TURN ChannelData
                     assert leg.path._turn is not None and leg.path.rejected == 0
+                    assert leg.path.in_process is (mode == "in-process")
+                    if mode == "in-process":  # both ways, not through the loopback sockets
+                        assert leg.path.handed_in >= 50 and leg.path.handed_out >= 50
                 received, sent = await inbound_outbound(leg)
                 assert sent >= 50, (leg.name, sent)
                 # aiortc's path never hands the receiver its packets (packets.py): no reports
                 assert received >= 50 if lean else received == 0, (leg.name, received)
             if lean:
                 await crafted_packets_are_parsed_or_refused(alice, caller_leg, seen)
+            if mode == "in-process":
+                relay_keeps_its_rules_in_process(server, caller_leg, seen)
         finally:
             for sink in sinks.values():
                 await sink.stop()

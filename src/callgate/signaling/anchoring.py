@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from callgate.media.anchor import AnchorError, Bridge
+from callgate.media.srtp_path import LocalTurn
 from callgate.recording.recorder import StreamRecorder
 from callgate.recording.service import RecordingService
 from callgate.recording.writer import RecordingFailure
@@ -78,8 +79,10 @@ class Anchoring:
         recordings: RecordingService,
         ice_servers: IceServersFor,
         setup_timeout: float,
+        local_turn: LocalTurn | None = None,
     ) -> None:
         self.hub = hub
+        self._local_turn = local_turn
         self.recordings = recordings
         self._ice_servers = ice_servers
         self._setup_timeout = setup_timeout
@@ -122,7 +125,9 @@ class Anchoring:
             )
             recording_id = state.recorder.recording_id
             anchor_user = ANCHOR_USER_PREFIX + call_id
-            state.bridge = Bridge(lambda: self._ice_servers(anchor_user), state.recorder.on_packet)
+            state.bridge = Bridge(
+                lambda: self._ice_servers(anchor_user), state.recorder.on_packet, self._local_turn
+            )
             caller_leg = state.bridge.leg("caller")
             for candidate in state.early:  # trickled while the recording was being created
                 await caller_leg.add_candidate(candidate)
