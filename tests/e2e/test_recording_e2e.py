@@ -126,6 +126,9 @@ async def test_a_recorded_call_is_anchored_recorded_and_exports_a_verifiable_bun
                 "relay",
             ), event
     call_id = alice_events[0]["call_id"]
+    # both legs took the in-process handoff with the server's own relay (docs/recording.md)
+    for leg in ("caller", "callee"):
+        assert f"leg {leg}: packets to and from the relay in-process" in server.log()
     cdr = await final_cdr(server.database, call_id)
     assert (cdr["anchored"], cdr["recording_required"]) == (True, True)
     assert (cdr["disposition"], cdr["reason"]) == ("answered", "hangup")

@@ -124,6 +124,7 @@ class SrtpPath:
         self._turn: Any = None  # the leg's aioice TURN client protocol, when the pair uses one
         self._turn_pair: Any = None  # the nominated pair it belongs to
         self._turn_queued: set[Any] = set()  # aioice's datagrams still waiting to be sent
+        self._media_queued: set[Any] = set()  # those of them that are this path's packets
         self._turn_original: Callable[[bytes, Any], None] = _unset
         self._local: LocalAllocation | None = None  # the pair's allocation, when in-process
 
@@ -162,6 +163,7 @@ class SrtpPath:
             if emptied:
                 path._local = allocation
                 allocation.attach_local(path._local_datagram)
+                log.info("leg %s: packets to and from the relay in-process", name)
         return path
 
     def _drain_socket(self) -> bool:
@@ -318,11 +320,12 @@ class SrtpPath:
 
     def _transmit(self, pair: Any, data: bytes) -> None:
         """`data` out of the nominated ICE pair: straight into the bound TURN channel when it
-        needs no refresh and no earlier datagram is still queued in aioice (it would be
-        overtaken), else through aioice's transport (which binds or refreshes, a task a
+        needs no refresh and none of this path's earlier packets is still queued in aioice (it
+        would be overtaken; aiortc's RTCP and aioice's STUN in that queue may be: they are
+        other streams), else through aioice's transport (which binds or refreshes, a task a
         datagram)."""
         turn = self._turn
-        if turn is not None and pair is self._turn_pair and not self._turn_queued:
+        if turn is not None and pair is self._turn_pair and not self._media_queued:
             channel = turn.peer_to_channel.get(pair.remote_addr)
             if channel is not None and time.time() < turn.channel_refresh_at.get(channel, 0.0):
                 local = self._local
@@ -332,7 +335,15 @@ class SrtpPath:
                 else:
                     turn._send(CHANNEL_HEAD.pack(channel, len(data)) + data)
                 return
+        if turn is None or pair is not self._turn_pair:
+            pair.protocol.transport.sendto(data, pair.remote_addr)
+            return
+        queued = self._turn_queued
+        before = set(queued)
         pair.protocol.transport.sendto(data, pair.remote_addr)
+        for task in queued - before:  # this packet's, in aioice until its channel is fresh
+            self._media_queued.add(task)
+            task.add_done_callback(self._media_queued.discard)
 
 
 def _is_rtp(data: bytes) -> bool:
