@@ -22,6 +22,13 @@ RATE = 48000
 MAX_SECONDS = 6 * 3600  # a bound on the WAV built in memory
 
 
+def rtp_distance(timestamp: int, reference: int) -> int:
+    """Samples from `reference` to `timestamp`, modulo 2^32 and signed (RFC 3550 §5.1: RTP
+    timestamps wrap): a packet that arrived after the leg's first one but was sent before it
+    (reordered on the way) lies just before it, not 2^32 samples (~25 h) after it."""
+    return (timestamp - reference + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
 def _decode_leg(packets: list[Packet], origin: float) -> list[tuple[int, npt.NDArray[np.int16]]]:
     """(sample position, mono samples) for each decoded packet of one leg."""
     if not packets:
@@ -33,8 +40,8 @@ def _decode_leg(packets: list[Packet], origin: float) -> list[tuple[int, npt.NDA
     first = packets[0]
     start = round((first.arrival - origin) * RATE)
     out = []
-    for packet in sorted(packets, key=lambda p: (p.timestamp - first.timestamp) % (1 << 32)):
-        offset = (packet.timestamp - first.timestamp) % (1 << 32)
+    for packet in sorted(packets, key=lambda p: rtp_distance(p.timestamp, first.timestamp)):
+        offset = rtp_distance(packet.timestamp, first.timestamp)
         for frame in codec.decode(av.Packet(packet.payload)):
             samples = frame.to_ndarray().reshape(-1, 2).mean(axis=1).astype(np.int16)
             out.append((start + offset, samples))
