@@ -222,6 +222,7 @@ class Bridge:
         self.legs: dict[str, AnchorLeg] = {}  # the WebRTC legs
         self._all: dict[str, Leg] = {}  # these and attached ones (an RTP leg)
         self._other: dict[str, str] = {}
+        self._muted: set[str] = set()  # legs hearing a prompt instead of the other party
 
     def leg(self, name: str, codec: str = "opus") -> AnchorLeg:
         """A new leg called `name` (at most two; the second is paired with the first)."""
@@ -251,8 +252,30 @@ class Bridge:
         if self._observer is not None:
             self._observer(packet)
         other = self._all.get(self._other.get(packet.leg, ""))
-        if other is not None and other.connected.is_set():
+        if other is not None and other.connected.is_set() and other.name not in self._muted:
             other.send(packet)
+
+    async def announce(self, frames: Sequence[bytes], duration: int = 960) -> None:
+        """Play `frames` (Opus, `duration` RTP ticks each, 20 ms by default) to the party of
+        every connected WebRTC leg with the lean path, in place of the other party's audio
+        (which is still recorded), paced in real time; then forwarding resumes."""
+        legs = [
+            leg
+            for leg in self.legs.values()
+            if leg.connected.is_set() and leg.path is not None and leg.codec == "opus"
+        ]
+        names = {leg.name for leg in legs}
+        self._muted |= names
+        loop = asyncio.get_running_loop()
+        start, seconds = loop.time(), duration / CODEC_CLOCKS["opus"]
+        try:
+            for i, frame in enumerate(frames):
+                for leg in legs:
+                    if leg.path is not None:
+                        leg.path.send_own(frame, duration)
+                await asyncio.sleep(max(0.0, start + (i + 1) * seconds - loop.time()))
+        finally:
+            self._muted -= names
 
     async def close(self) -> None:
         await asyncio.gather(*(leg.close() for leg in self._all.values()))

@@ -115,6 +115,7 @@ class SrtpPath:
         self._seq = int.from_bytes(os.urandom(2), "big")
         self._origin = int.from_bytes(os.urandom(4), "big")
         self._base: int | None = None
+        self._last: int | None = None  # the RTP timestamp last sent
         self._sender = sender
         self._streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams
         # the sender's RTCP SR figures (RTCRtpSender._run_rtcp reads them); checked now
@@ -305,7 +306,24 @@ class SrtpPath:
             return  # not connected (any more)
         if self._base is None:
             self._base = timestamp
-        rtp_timestamp = (timestamp - self._base + self._origin) & 0xFFFFFFFF
+        self._emit(pair, payload, (timestamp - self._base + self._origin) & 0xFFFFFFFF)
+
+    def send_own(self, payload: bytes, duration: int) -> None:
+        """Send a payload of the anchor's own (the recording prompt, prompt.py) that lasts
+        `duration` RTP clock ticks: it continues this leg's timeline right after the last packet
+        sent, and the next forwarded packet continues right after it (its party's timestamps are
+        rebased there, RFC 3550 §5.1), so the party's jitter buffer sees one unbroken stream."""
+        pair = self._nominated.get(ICE_COMPONENT)
+        if pair is None:
+            return
+        last = self._last
+        rtp_timestamp = self._origin if last is None else (last + duration) & 0xFFFFFFFF
+        self._emit(pair, payload, rtp_timestamp)
+        self._base = None  # the next forwarded packet starts the party's timeline again
+        self._origin = (rtp_timestamp + duration) & 0xFFFFFFFF
+
+    def _emit(self, pair: Any, payload: bytes, rtp_timestamp: int) -> None:
+        self._last = rtp_timestamp
         self._seq = (self._seq + 1) & 0xFFFF
         header = self._header
         SEQ_TS.pack_into(header, 2, self._seq, rtp_timestamp)

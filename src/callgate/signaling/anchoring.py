@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from callgate.media.anchor import AnchorError, Bridge
+from callgate.media.prompt import beep_frames
 from callgate.media.srtp_path import LocalTurn
 from callgate.recording.recorder import StreamRecorder
 from callgate.recording.service import RecordingService
@@ -179,6 +180,9 @@ class Anchoring:
         await leg.connected.wait()
         if state.recorder is not None:
             state.recorder.expect("callee")
+        if self.recordings.settings.prompt:  # both parties hear that the call is recorded
+            await state.bridge.announce(beep_frames())
+            log.info("call %s: recording prompt played to both parties", state.call_id)
 
     def candidate(self, call_id: str, party: Party, candidate: m.IceCandidate) -> None:
         """A candidate trickled by a party goes to its own anchor leg."""
