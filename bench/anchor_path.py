@@ -14,7 +14,12 @@ from the first batch until bob's relay socket has them all and the recorder has 
 relay process's CPU over the same span per relayed packet (the anchor's output crosses it twice:
 into the anchor's allocation toward bob's, then out to bob). Modes, in turn, same harness:
 
-  srtp-path    the anchor's lean path (media/srtp_path.py), what legs use
+  in-process   the lean path with the TURN server in this process, as under `callgate serve`:
+               each leg hands its packets to its allocation and back in-process (srtp_path.py,
+               "In-process handoff" in docs/recording.md). Packets are handed to the caller
+               leg's allocation as the relay delivers them from alice's relayed address; the
+               CPU figure is then the anchor's and the relay's together (both hops to bob).
+  srtp-path    the anchor's lean path (media/srtp_path.py) with the relay in its own process
   aiortc-path  aiortc's own path (packets.py), what a leg keeps when the lean one cannot attach
 
     .venv/bin/python bench/anchor_path.py                 # 20,000 packets a mode, 3 rounds
@@ -45,10 +50,20 @@ from aiortc import (
 )
 
 from callgate.media.anchor import AnchorLeg, Bridge
-from callgate.media.srtp_path import CHANNEL_HEAD, SrtpPath, _header_template, _turn_client
+from callgate.media.srtp_path import (
+    CHANNEL_HEAD,
+    CHANNEL_OVERHEAD,
+    LocalTurn,
+    SrtpPath,
+    _header_template,
+    _turn_client,
+)
 from callgate.recording import keys
 from callgate.recording.recorder import RecorderLimits, StreamRecorder
 from callgate.recording.writer import ChunkWriter
+from callgate.turn.allocation import framed
+from callgate.turn.config import TurnConfig
+from callgate.turn.server import TurnServer
 from lean_party import FRAME, IdleTrack, frames_by_role
 from serve_process import (
     LOOPBACK,
@@ -87,11 +102,13 @@ def nominated_turn(pc: RTCPeerConnection) -> Any:
     return connection._nominated[1], _turn_client(connection._nominated[1])
 
 
-async def connect(port: int, recorder: StreamRecorder) -> tuple[Any, ...]:
+async def connect(
+    port: int, recorder: StreamRecorder, local: LocalTurn | None = None
+) -> tuple[Any, ...]:
     servers = [
         {"urls": s.urls, "username": s.username, "credential": s.credential} for s in ice(port)
     ]
-    bridge = Bridge(lambda: servers, recorder.on_packet)
+    bridge = Bridge(lambda: servers, recorder.on_packet, local)
     alice, bob = party(port), party(port)
     alice.addTrack(IdleTrack())
     await alice.setLocalDescription(await alice.createOffer())
@@ -129,7 +146,28 @@ def packets_from(alice: RTCPeerConnection, caller: AnchorLeg, count: int) -> lis
     return out
 
 
-async def one_mode(lean: bool, port: int, turn_pid: int, count: int) -> dict[str, float]:
+def in_process_server() -> TurnServer:
+    """The relay inside this process, as `callgate serve` runs it (no kernel fast path)."""
+    low, high = free_relay_range(100)
+    config = TurnConfig(
+        listen=((LOOPBACK, free_port()),), relay_ip=LOOPBACK, relay_port_min=low,
+        relay_port_max=high, realm="bench", users={"bench": "bench-pass"},
+        allow_peers=("127.0.0.0/8",), max_allocations_per_user=0, fast_path="off",
+    )  # fmt: skip
+    return TurnServer(config)
+
+
+async def one_mode(mode: str, port: int, turn_pid: int, count: int) -> dict[str, float]:
+    if mode == "in-process":
+        async with in_process_server() as server:
+            return await measure(mode, server.address()[1], None, count, server.udp_client)
+    return await measure(mode, port, turn_pid, count, None)
+
+
+async def measure(
+    mode: str, port: int, turn_pid: int | None, count: int, local: LocalTurn | None
+) -> dict[str, float]:
+    lean = mode != "aiortc-path"
     attach = SrtpPath.attach
     if not lean:
         SrtpPath.attach = classmethod(lambda cls, *args: None)  # type: ignore[assignment]
@@ -138,9 +176,10 @@ async def one_mode(lean: bool, port: int, turn_pid: int, count: int) -> dict[str
         writer = ChunkWriter(Path(tmp) / "r.cgrec", rid, keys.new_recording_key(), 0)
         recorder = StreamRecorder(rid, writer, RecorderLimits(0.5, 3600.0), lambda reason: None)
         recorder.start()
-        bridge, alice, bob, caller, _callee = await connect(port, recorder)
+        bridge, alice, bob, caller, _callee = await connect(port, recorder, local)
         try:
             assert (caller.path is not None) is lean
+            assert lean is False or caller.path.in_process is (local is not None)
             got = [0]
             _, bob_turn = nominated_turn(bob)
             bob_original = bob_turn.datagram_received
@@ -155,17 +194,28 @@ async def one_mode(lean: bool, port: int, turn_pid: int, count: int) -> dict[str
             _, entry = nominated_turn(caller.pc)
             source = nominated_turn(caller.pc)[0].remote_addr
             packets = packets_from(alice, caller, count)
+            deliver = entry.datagram_received
+            if local is not None:  # as the relay delivers it: from alice's relayed address
+                sockname = entry.transport.get_extra_info("sockname")
+                allocation = local(entry.server, (sockname[0], sockname[1]))
+                assert allocation is not None
+                packets = [framed(p[CHANNEL_OVERHEAD:]) for p in packets]
+
+                def deliver(frame: Any, peer: Any) -> None:
+                    allocation.from_peer(frame, len(frame) - 4, peer)
+
             await asyncio.sleep(0.5)
             got[0] = 0
-            cpu0, relay0, wall0 = time.process_time(), process_cpu(turn_pid), time.monotonic()
+            relay0 = 0.0 if turn_pid is None else process_cpu(turn_pid)
+            cpu0, wall0 = time.process_time(), time.monotonic()
             for start in range(0, count, BATCH):
                 for data in packets[start : start + BATCH]:
-                    entry.datagram_received(data, source)
+                    deliver(data, source)
                 target = min(count, start + BATCH) * 0.99
                 await wait_for(lambda: got[0] >= target, "bob's relay socket")  # noqa: B023
             await recorder.close()
             cpu = time.process_time() - cpu0
-            relay = process_cpu(turn_pid) - relay0
+            relay = 0.0 if turn_pid is None else process_cpu(turn_pid) - relay0
             wall = time.monotonic() - wall0
             recorded = recorder.packets["caller"]
         finally:
@@ -191,12 +241,12 @@ def main() -> None:
         port, low, high, realm="bench", user="bench", password="bench-pass"
     )
     relay = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    rows: dict[str, list[dict[str, float]]] = {"srtp-path": [], "aiortc-path": []}
+    rows: dict[str, list[dict[str, float]]] = {"in-process": [], "srtp-path": [], "aiortc-path": []}
     try:
         wait_ready(relay, port, "callgate turn")
         for _ in range(args.rounds):
             for name in rows:  # interleaved, so both see the same neighbours
-                result = asyncio.run(one_mode(name == "srtp-path", port, relay.pid, args.packets))
+                result = asyncio.run(one_mode(name, port, relay.pid, args.packets))
                 rows[name].append(result)
     finally:
         relay.terminate()
@@ -205,13 +255,18 @@ def main() -> None:
     print(f"{args.packets} packets a round, {args.rounds} rounds, one anchored direction, loopback")
     print(
         f"{'path':<12} {'anchor us/pkt median (min)':>27} {'relay us/relayed pkt':>21} "
+        f"{'anchor + 2 relayed':>18} "
         f"{'delivered':>9} {'recorded':>8} {'wall s':>6}"
     )
     for name, results in rows.items():
         per = [r["us_per_packet"] for r in results]
         relayed = statistics.median(r["relay_us_per_relayed"] for r in results)
+        total = statistics.median(
+            r["us_per_packet"] + 2 * r["relay_us_per_relayed"] for r in results
+        )
         print(
             f"{name:<12} {statistics.median(per):>18.1f} ({min(per):>6.1f}) {relayed:>21.1f} "
+            f"{total:>18.1f} "
             f"{min(r['delivered'] for r in results):>9.3f} "
             f"{min(r['recorded'] for r in results):>8.3f} "
             f"{statistics.median(r['wall_s'] for r in results):>6.1f}"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from callgate.recording import keys
+from callgate.recording.audio import rtp_distance
 from callgate.recording.bundle import decrypt
 from callgate.recording.chunks import Packet
 from callgate.recording.store import RecordingRepository
@@ -44,7 +45,7 @@ def placed(packets: list[Packet]) -> list[float]:
         return []
     first = packets[0]
     return [
-        first.arrival + ((p.timestamp - first.timestamp) & 0xFFFFFFFF) / OPUS_CLOCK for p in packets
+        first.arrival + rtp_distance(p.timestamp, first.timestamp) / OPUS_CLOCK for p in packets
     ]
 
 

@@ -286,6 +286,9 @@ class RecordingSettingsModel(BaseModel):
     # Calls recorded at once (each holds two peer connections on the server); beyond this a call
     # that must be recorded ends `recording-unavailable`.
     max_active: int = Field(default=100, ge=1, le=100_000)
+    # Both parties of a recorded call hear two short beeps when it connects (media/prompt.py),
+    # besides the `call.recording` message their clients show.
+    prompt: bool = False
     # Days a recording is kept after it ends; nothing deletes it sooner, for any role (MiFID II
     # art. 16(7): 5 years, 7 on request; SEC 17a-4 / FINRA 4511: 3 to 6). Default 7 years.
     retention_days: int = Field(default=2557, ge=1, le=36525)

@@ -43,6 +43,8 @@ FAST = {
     "CALLGATE_RECORDING__FLUSH_INTERVAL_S": "0.25",
     # the relay admits only the parties of live calls, and a call's anchor to its parties
     "CALLGATE_TURN__CALL_BOUND": "true",
+    # both parties hear the beeps when the call connects; the recording is still only theirs
+    "CALLGATE_RECORDING__PROMPT": "true",
 }
 
 
@@ -126,6 +128,10 @@ async def test_a_recorded_call_is_anchored_recorded_and_exports_a_verifiable_bun
                 "relay",
             ), event
     call_id = alice_events[0]["call_id"]
+    # both legs took the in-process handoff with the server's own relay (docs/recording.md)
+    for leg in ("caller", "callee"):
+        assert f"leg {leg}: packets to and from the relay in-process" in server.log()
+    assert f"call {call_id}: recording prompt played to both parties" in server.log()
     cdr = await final_cdr(server.database, call_id)
     assert (cdr["anchored"], cdr["recording_required"]) == (True, True)
     assert (cdr["disposition"], cdr["reason"]) == ("answered", "hangup")

@@ -33,7 +33,7 @@ from callgate.media.packets import (
     PacketHandler,
     tap_receiver,
 )
-from callgate.media.srtp_path import SrtpPath
+from callgate.media.srtp_path import LocalTurn, SrtpPath
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class AnchorLeg:
         servers: Sequence[Mapping[str, Any]],
         on_packet: PacketHandler,
         codec: str = "opus",
+        local_turn: LocalTurn | None = None,
     ):
         if codec not in CODEC_CLOCKS:
             raise AnchorError(f"unknown codec {codec!r}")
@@ -97,6 +98,7 @@ class AnchorLeg:
         self.path: SrtpPath | None = None  # the lean per-packet path, once DTLS-SRTP is up
         self._transceiver: Any = None
         self._on_packet = on_packet
+        self._local_turn = local_turn  # our TURN server, when it runs in this process
         self._early: list[Mapping[str, Any]] = []  # trickled before the remote description
         self._remote_set = False
         self.pc.on("connectionstatechange", self._state_changed)
@@ -105,7 +107,9 @@ class AnchorLeg:
         state = self.pc.connectionState
         if state == "connected":
             if self.path is None and self._transceiver is not None:
-                self.path = SrtpPath.attach(self.name, self._transceiver, self._packet)
+                self.path = SrtpPath.attach(
+                    self.name, self._transceiver, self._packet, self._local_turn
+                )
             self.connected.set()
         elif state in ("failed", "closed"):
             self.failed.set()
@@ -204,18 +208,27 @@ class AnchorLeg:
 class Bridge:
     """Two legs; each one's packets go to `observer`, then out of the other leg unchanged."""
 
-    def __init__(self, ice_servers: IceServers, observer: PacketHandler | None = None) -> None:
+    def __init__(
+        self,
+        ice_servers: IceServers,
+        observer: PacketHandler | None = None,
+        local_turn: LocalTurn | None = None,
+    ) -> None:
+        """`local_turn`: finds the allocations of the TURN server in `ice_servers` when it runs
+        in this process, so the legs hand it their packets in-process (srtp_path.py)."""
         self._ice_servers = ice_servers
         self._observer = observer
+        self._local_turn = local_turn
         self.legs: dict[str, AnchorLeg] = {}  # the WebRTC legs
         self._all: dict[str, Leg] = {}  # these and attached ones (an RTP leg)
         self._other: dict[str, str] = {}
+        self._muted: set[str] = set()  # legs hearing a prompt instead of the other party
 
     def leg(self, name: str, codec: str = "opus") -> AnchorLeg:
         """A new leg called `name` (at most two; the second is paired with the first)."""
         if name in self._all or len(self._all) >= 2:
             raise AnchorError(f"cannot add leg {name!r}")
-        leg = AnchorLeg(name, self._ice_servers(), self._forward, codec)
+        leg = AnchorLeg(name, self._ice_servers(), self._forward, codec, self._local_turn)
         self.attach(leg)
         self.legs[name] = leg
         return leg
@@ -239,8 +252,30 @@ class Bridge:
         if self._observer is not None:
             self._observer(packet)
         other = self._all.get(self._other.get(packet.leg, ""))
-        if other is not None and other.connected.is_set():
+        if other is not None and other.connected.is_set() and other.name not in self._muted:
             other.send(packet)
+
+    async def announce(self, frames: Sequence[bytes], duration: int = 960) -> None:
+        """Play `frames` (Opus, `duration` RTP ticks each, 20 ms by default) to the party of
+        every connected WebRTC leg with the lean path, in place of the other party's audio
+        (which is still recorded), paced in real time; then forwarding resumes."""
+        legs = [
+            leg
+            for leg in self.legs.values()
+            if leg.connected.is_set() and leg.path is not None and leg.codec == "opus"
+        ]
+        names = {leg.name for leg in legs}
+        self._muted |= names
+        loop = asyncio.get_running_loop()
+        start, seconds = loop.time(), duration / CODEC_CLOCKS["opus"]
+        try:
+            for i, frame in enumerate(frames):
+                for leg in legs:
+                    if leg.path is not None:
+                        leg.path.send_own(frame, duration)
+                await asyncio.sleep(max(0.0, start + (i + 1) * seconds - loop.time()))
+        finally:
+            self._muted -= names
 
     async def close(self) -> None:
         await asyncio.gather(*(leg.close() for leg in self._all.values()))

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import pylibsrtp
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
@@ -50,6 +51,30 @@ CHANNEL_OVERHEAD = CHANNEL_HEAD.size
 NTP_EPOCH = 2208988800  # 1900-01-01 to 1970-01-01, seconds (RFC 5905 §6)
 ICE_COMPONENT = 1  # RTP; with rtcp-mux (RFC 8035) RTCP shares it
 MIN_RTP = 12
+DRAIN_MAX = 1024  # datagrams read from a leg's socket when its packets move in-process
+DATAGRAM_MAX = 65536
+
+
+Address = tuple[str, int]
+
+
+class LocalAllocation(Protocol):
+    """A TURN allocation held by a server in this process (turn/allocation.py `Allocation`)."""
+
+    relay_address: Address
+
+    def attach_local(self, client: Callable[[memoryview, Address], bool] | None) -> None:
+        """Have the server hand channel data for this client to `client` in-process."""
+        ...
+
+    def channel_data(self, number: int, data: bytes | memoryview) -> bool:
+        """ChannelData from this client, as if it had come in on the server's listener."""
+        ...
+
+
+# (TURN server address, client address) -> that server's allocation for that client, when the
+# server runs in this process (turn/server.py `TurnServer.udp_client`).
+LocalTurn = Callable[[Address, Address], LocalAllocation | None]
 
 
 class _SeqTs:
@@ -72,6 +97,8 @@ class SrtpPath:
         self.received = 0
         self.sent = 0
         self.rejected = 0  # SRTP that failed authentication or RTP that did not parse
+        self.handed_in = 0  # packets the leg's allocation handed over in-process
+        self.handed_out = 0  # packets handed to the leg's allocation in-process
         self._handler = handler
         if dtls._rx_srtp is None or dtls._tx_srtp is None:
             raise ValueError("DTLS-SRTP is not established")
@@ -88,6 +115,7 @@ class SrtpPath:
         self._seq = int.from_bytes(os.urandom(2), "big")
         self._origin = int.from_bytes(os.urandom(4), "big")
         self._base: int | None = None
+        self._last: int | None = None  # the RTP timestamp last sent
         self._sender = sender
         self._streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams
         # the sender's RTCP SR figures (RTCRtpSender._run_rtcp reads them); checked now
@@ -97,16 +125,23 @@ class SrtpPath:
         self._turn: Any = None  # the leg's aioice TURN client protocol, when the pair uses one
         self._turn_pair: Any = None  # the nominated pair it belongs to
         self._turn_queued: set[Any] = set()  # aioice's datagrams still waiting to be sent
+        self._media_queued: set[Any] = set()  # those of them that are this path's packets
         self._turn_original: Callable[[bytes, Any], None] = _unset
+        self._local: LocalAllocation | None = None  # the pair's allocation, when in-process
 
     @classmethod
-    def attach(cls, name: str, transceiver: Any, handler: PacketHandler) -> SrtpPath | None:
+    def attach(
+        cls, name: str, transceiver: Any, handler: PacketHandler, local: LocalTurn | None = None
+    ) -> SrtpPath | None:
         """The path for a leg whose DTLS-SRTP is established, installed; None when aiortc's
-        internals differ from what this module knows (the leg keeps aiortc's path)."""
+        internals differ from what this module knows (the leg keeps aiortc's path). With
+        `local`, a nominated pair through a TURN server of this process exchanges its packets
+        with its allocation in-process ("In-process handoff" in docs/recording.md)."""
         try:
             path = cls(name, transceiver, handler)
             pair = path._nominated[ICE_COMPONENT]
             turn = _turn_client(pair)
+            allocation = None if turn is None or local is None else _local_allocation(turn, local)
         except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
             log.warning("leg %s: aiortc's media path kept (%s: %s)", name, type(exc).__name__, exc)
             return None
@@ -116,10 +151,57 @@ class SrtpPath:
             path._turn_queued = pair.protocol.transport._TurnTransport__send_tasks
             path._turn_original = turn.datagram_received
             turn.datagram_received = path._turn_datagram
+        if allocation is not None:
+            # What the relay sent to the leg's socket before now is read first, so no packet
+            # handed over in-process overtakes one still waiting there.
+            try:
+                emptied = path._drain_socket()
+            except (AttributeError, OSError, ValueError) as exc:
+                log.warning(
+                    "leg %s: packets stay on the sockets (%s: %s)", name, type(exc).__name__, exc
+                )
+                emptied = False
+            if emptied:
+                path._local = allocation
+                allocation.attach_local(path._local_datagram)
+                log.info("leg %s: packets to and from the relay in-process", name)
         return path
+
+    def _drain_socket(self) -> bool:
+        """First the SRTP packets aioice has queued for aiortc (read from the socket earlier),
+        then the leg's TURN client socket until it is empty, each datagram handled as the event
+        loop would have handled it (`_turn_datagram`). The relay runs on this thread, so nothing
+        is added to the socket meanwhile; DTLS, RTCP and the rest stay queued for aiortc. True
+        once the socket is empty."""
+        assert self._turn is not None
+        queue = self._connection._queue
+        queued = [queue.get_nowait() for _ in range(queue.qsize())]
+        for item in queued:
+            if item is not None and _is_rtp(item[0]):
+                self._srtp_in(item[0])
+            else:
+                queue.put_nowait(item)
+        fd = self._turn.transport.get_extra_info("socket").fileno()
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.setblocking(False)  # the descriptor is shared: it already is
+            for _ in range(DRAIN_MAX):
+                try:
+                    data, addr = sock.recvfrom(DATAGRAM_MAX)
+                except (BlockingIOError, InterruptedError):  # EAGAIN: empty
+                    return True
+                self._turn_datagram(data, addr)
+        return False
+
+    @property
+    def in_process(self) -> bool:
+        """Does this leg exchange its packets with its TURN allocation in-process?"""
+        return self._local is not None
 
     def detach(self) -> None:
         self._connection.data_received = self._original
+        if self._local is not None:
+            self._local.attach_local(None)
+            self._local = None
         if self._turn is not None:
             self._turn.datagram_received = self._turn_original
             self._turn = None
@@ -149,9 +231,35 @@ class SrtpPath:
                 return
         self._turn_original(data, addr)
 
+    def _local_datagram(self, data: memoryview, peer: Address) -> bool:
+        """What the leg's allocation hands over in-process instead of sending it to the leg's
+        socket as ChannelData: taken (True) when it is SRTP from the nominated pair's peer on a
+        channel the leg's TURN client has bound (what `_turn_datagram` would take); anything
+        else (DTLS, RTCP, STUN checks, another peer) goes to the socket and aioice as before."""
+        pair = self._nominated.get(ICE_COMPONENT)
+        turn = self._turn
+        if (
+            pair is None
+            or turn is None
+            or pair is not self._turn_pair
+            or len(data) < MIN_RTP
+            or not 127 < data[0] < 192  # RTP or RTCP (RFC 7983 §7)
+            or 191 < data[1] < 224  # RTCP (RFC 5761 §4)
+            or peer != pair.remote_addr
+            or turn.channel_to_peer.get(turn.peer_to_channel.get(peer)) != peer
+        ):
+            return False
+        self.handed_in += 1
+        try:
+            self._srtp_in(bytes(data))
+        except Exception:  # never into the relay's read loop
+            self.rejected += 1
+            log.exception("leg %s: packet handler failed", self.name)
+        return True
+
     def _datagram(self, data: bytes, component: int) -> None:
         """What aioice's connection hands on (a pair without TURN, or what aioice parsed)."""
-        if len(data) < MIN_RTP or not 127 < data[0] < 192 or 191 < data[1] < 224:
+        if not _is_rtp(data):
             self._original(data, component)  # DTLS, RTCP: aiortc's path
             return
         self._srtp_in(data)
@@ -198,7 +306,24 @@ class SrtpPath:
             return  # not connected (any more)
         if self._base is None:
             self._base = timestamp
-        rtp_timestamp = (timestamp - self._base + self._origin) & 0xFFFFFFFF
+        self._emit(pair, payload, (timestamp - self._base + self._origin) & 0xFFFFFFFF)
+
+    def send_own(self, payload: bytes, duration: int) -> None:
+        """Send a payload of the anchor's own (the recording prompt, prompt.py) that lasts
+        `duration` RTP clock ticks: it continues this leg's timeline right after the last packet
+        sent, and the next forwarded packet continues right after it (its party's timestamps are
+        rebased there, RFC 3550 §5.1), so the party's jitter buffer sees one unbroken stream."""
+        pair = self._nominated.get(ICE_COMPONENT)
+        if pair is None:
+            return
+        last = self._last
+        rtp_timestamp = self._origin if last is None else (last + duration) & 0xFFFFFFFF
+        self._emit(pair, payload, rtp_timestamp)
+        self._base = None  # the next forwarded packet starts the party's timeline again
+        self._origin = (rtp_timestamp + duration) & 0xFFFFFFFF
+
+    def _emit(self, pair: Any, payload: bytes, rtp_timestamp: int) -> None:
+        self._last = rtp_timestamp
         self._seq = (self._seq + 1) & 0xFFFF
         header = self._header
         SEQ_TS.pack_into(header, 2, self._seq, rtp_timestamp)
@@ -213,16 +338,35 @@ class SrtpPath:
 
     def _transmit(self, pair: Any, data: bytes) -> None:
         """`data` out of the nominated ICE pair: straight into the bound TURN channel when it
-        needs no refresh and no earlier datagram is still queued in aioice (it would be
-        overtaken), else through aioice's transport (which binds or refreshes, a task a
+        needs no refresh and none of this path's earlier packets is still queued in aioice (it
+        would be overtaken; aiortc's RTCP and aioice's STUN in that queue may be: they are
+        other streams), else through aioice's transport (which binds or refreshes, a task a
         datagram)."""
         turn = self._turn
-        if turn is not None and pair is self._turn_pair and not self._turn_queued:
+        if turn is not None and pair is self._turn_pair and not self._media_queued:
             channel = turn.peer_to_channel.get(pair.remote_addr)
             if channel is not None and time.time() < turn.channel_refresh_at.get(channel, 0.0):
-                turn._send(CHANNEL_HEAD.pack(channel, len(data)) + data)
+                local = self._local
+                if local is not None:
+                    local.channel_data(channel, data)  # in-process: the server's own checks
+                    self.handed_out += 1
+                else:
+                    turn._send(CHANNEL_HEAD.pack(channel, len(data)) + data)
                 return
+        if turn is None or pair is not self._turn_pair:
+            pair.protocol.transport.sendto(data, pair.remote_addr)
+            return
+        queued = self._turn_queued
+        before = set(queued)
         pair.protocol.transport.sendto(data, pair.remote_addr)
+        for task in queued - before:  # this packet's, in aioice until its channel is fresh
+            self._media_queued.add(task)
+            task.add_done_callback(self._media_queued.discard)
+
+
+def _is_rtp(data: bytes) -> bool:
+    """RTP, not RTCP (RFC 7983 §7, RFC 5761 §4)."""
+    return len(data) >= MIN_RTP and 127 < data[0] < 192 and not 191 < data[1] < 224
 
 
 def _header_template(transceiver: Any, ssrc: int) -> bytes:
@@ -250,6 +394,20 @@ def _turn_client(pair: Any) -> Any:
     if not isinstance(transport._TurnTransport__send_tasks, set):
         raise TypeError("aioice's TURN transport keeps no set of queued datagrams")
     return turn
+
+
+def _local_allocation(turn: Any, local: LocalTurn) -> LocalAllocation | None:
+    """The allocation behind aioice's TURN client when its server runs in this process: found
+    by the client socket's own address (which only this process can hold) and checked against
+    the relayed address aioice was given. None for TURN over TCP or another server's."""
+    if type(turn).__name__ != "TurnClientUdpProtocol" or turn.relayed_address is None:
+        return None
+    host, port = turn.transport.get_extra_info("sockname")[:2]
+    allocation = local((str(turn.server[0]), int(turn.server[1])), (host, port))
+    relayed = turn.relayed_address
+    if allocation is None or tuple(allocation.relay_address) != (relayed[0], relayed[1]):
+        return None
+    return allocation
 
 
 def _ntp_now() -> int:

@@ -33,10 +33,17 @@ class AudioError(ValueError):
     """A recording whose codec this version cannot decode."""
 
 
+def rtp_distance(timestamp: int, reference: int) -> int:
+    """Samples from `reference` to `timestamp`, modulo 2^32 and signed (RFC 3550 §5.1: RTP
+    timestamps wrap): a packet that arrived after the leg's first one but was sent before it
+    (reordered on the way) lies just before it, not 2^32 samples (~25 h) after it."""
+    return (timestamp - reference + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
 def _in_order(packets: list[Packet]) -> list[tuple[int, Packet]]:
     """(RTP timestamp distance from the leg's first packet, packet), in timestamp order."""
     first = packets[0].timestamp
-    spaced = [((p.timestamp - first) % (1 << 32), p) for p in packets]
+    spaced = [(rtp_distance(p.timestamp, first), p) for p in packets]
     return sorted(spaced, key=lambda item: item[0])
 
 
@@ -66,6 +73,8 @@ def _decode_g711(packets: list[Packet], origin: float, decoder: str, clock: int)
     pieces = []
     for offset, packet in _in_order(packets):
         position = start + offset
+        if position < 0:  # sent before the call's first packet and overtaken by it: dropped
+            continue
         if position >= MAX_SECONDS * clock:
             break
         for frame in codec.decode(av.Packet(packet.payload)):

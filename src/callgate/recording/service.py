@@ -41,6 +41,7 @@ class RecordingSettings:
     key_file: Path
     min_free_bytes: int = 64 << 20
     max_active: int = 100
+    prompt: bool = False  # beeps to both parties when a recorded call connects
     limits: RecorderLimits = field(default_factory=RecorderLimits)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
@@ -54,6 +55,7 @@ class RecordingSection(Protocol):
     flush_interval_s: float
     silence_limit_s: float
     max_active: int
+    prompt: bool
     retention_days: int
     retention_by_rule: dict[str, int]
 
@@ -65,6 +67,7 @@ def recording_settings(section: RecordingSection, data_dir: Path) -> RecordingSe
         key_file=section.key_file or keys.master_key_path(data_dir),
         min_free_bytes=section.min_free_mb << 20,
         max_active=section.max_active,
+        prompt=section.prompt,
         limits=RecorderLimits(section.flush_interval_s, section.silence_limit_s),
         retention=RetentionPolicy(section.retention_days, dict(section.retention_by_rule)),
     )

@@ -117,6 +117,7 @@ def build_signaling(
             recordings,
             lambda user: ice.ice_servers(user, clock.wall()),
             settings.setup_timeout,
+            server.udp_client,  # the legs' packets to and from the relay stay in-process
         )
         hub.anchoring = anchoring
     if server.config.call_bound:

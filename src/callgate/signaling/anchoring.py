@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from callgate.media.anchor import AnchorError, Bridge
+from callgate.media.prompt import beep_frames
+from callgate.media.srtp_path import LocalTurn
 from callgate.recording.recorder import StreamRecorder
 from callgate.recording.service import RecordingService
 from callgate.recording.writer import RecordingFailure
@@ -100,8 +102,10 @@ class Anchoring:
         recordings: RecordingService,
         ice_servers: IceServersFor,
         setup_timeout: float,
+        local_turn: LocalTurn | None = None,
     ) -> None:
         self.hub = hub
+        self._local_turn = local_turn
         self.recordings = recordings
         self._ice_servers = ice_servers
         self._setup_timeout = setup_timeout
@@ -145,7 +149,9 @@ class Anchoring:
             )
             recording_id = state.recorder.recording_id
             anchor_user = ANCHOR_USER_PREFIX + call_id
-            state.bridge = Bridge(lambda: self._ice_servers(anchor_user), state.recorder.on_packet)
+            state.bridge = Bridge(
+                lambda: self._ice_servers(anchor_user), state.recorder.on_packet, self._local_turn
+            )
             caller_leg = state.bridge.leg("caller", codec)
             for candidate in state.early:  # trickled while the recording was being created
                 await caller_leg.add_candidate(candidate)
@@ -197,6 +203,9 @@ class Anchoring:
         await leg.connected.wait()
         if state.recorder is not None:
             state.recorder.expect("callee")
+        if self.recordings.settings.prompt:  # both parties hear that the call is recorded
+            await state.bridge.announce(beep_frames())
+            log.info("call %s: recording prompt played to both parties", state.call_id)
 
     def candidate(self, call_id: str, party: Party, candidate: m.IceCandidate) -> None:
         """A candidate trickled by a party goes to its own anchor leg."""

@@ -21,6 +21,9 @@ from callgate.turn.indications import data_indication
 from callgate.types import Address, FiveTuple
 
 ClientSend = Callable[[bytes], None]
+# An in-process client (the media anchor's legs, media/srtp_path.py): takes one packet from a peer
+# over a bound channel, returns False to have it sent to the client's socket as usual.
+LocalClient = Callable[[memoryview, Address], bool]
 _channel_header_into = struct.Struct("!HH").pack_into  # RFC 8656 §12.4: channel number, length
 # Packets from another allocation on this server that arrive before this client has shown it can
 # take them are held, at most this many per allocation (see Allocation.from_peer).
@@ -117,6 +120,7 @@ class Allocation:
         "kernel",
         "key",
         "lifetime",
+        "local_client",
         "local_relays",
         "packets_to_client",
         "packets_to_peer",
@@ -176,6 +180,9 @@ class Allocation:
         # traffic between two allocations here skips the kernel round trip.
         self.local_relays: dict[Address, Allocation] | None = None
         self.counters: TurnCounters | None = None  # server totals, for drops by the bandwidth cap
+        # When this allocation's client lives in this process (see `attach_local`): channel data
+        # for it is handed over here instead of through the loopback socket.
+        self.local_client: LocalClient | None = None
         self.allocate_tid = b""
         self.allocate_response = b""
         self.dont_fragment = False
@@ -249,7 +256,15 @@ class Allocation:
         if self.counters is not None:
             self.counters.send_dropped += 1
 
+    def attach_local(self, client: LocalClient | None) -> None:
+        """Hand channel data for this allocation's client to `client` in-process (None: back to
+        the client's socket). Only for a client whose transport address is a socket of this
+        process (the server found the allocation by it), so permissions, channels, the bandwidth
+        cap and the counters apply exactly as for ChannelData on the wire."""
+        self.local_client = client
+
     def close(self) -> None:
+        self.local_client = None
         if self.kernel is not None:
             self.kernel.release(self)  # counts what the kernel relayed before the records close
         for relay in self.relays.values():
@@ -261,6 +276,15 @@ class Allocation:
         self.held.clear()
 
     # -- data path ---------------------------------------------------------------------------
+
+    def channel_data(self, number: int, data: bytes | memoryview) -> bool:
+        """ChannelData from the client on channel `number` (RFC 8656 §12.6): what the UDP
+        listener does with it, for an in-process client; False if dropped."""
+        peer = self.channel_peers.get(number)
+        if peer is None:
+            self.dropped += 1
+            return False
+        return self.to_peer(data, peer)
 
     def to_peer(self, data: bytes | memoryview, peer: Address) -> bool:
         """Relay client data to a peer with a permission; False if dropped."""
@@ -344,6 +368,8 @@ class Allocation:
         number = self.peer_channels.get(peer)
         if number is None:
             self.client_send(data_indication(peer, frame[4 : 4 + size]))
+        elif self.local_client is not None and self.local_client(frame[4 : 4 + size], peer):
+            pass  # taken in-process by the client (attach_local)
         else:
             _channel_header_into(frame, 0, number, size)
             sendto = self.udp_sendto

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from callgate.clock import Clock, SystemClock
+from callgate.turn.allocation import Allocation
 from callgate.turn.auth import Authenticator, KeyLookup
 from callgate.turn.callbound import withdraw_stale
 from callgate.turn.config import TurnConfig
@@ -271,6 +272,17 @@ class TurnServer:
                 self.manager.remove(allocation, reason)
                 return True
         return False
+
+    def udp_client(self, server: Address, client: Address) -> Allocation | None:
+        """The allocation a UDP client at `client` holds through the listener at `server`, when
+        that listener is this process's (the media anchor's legs are such clients: their
+        packets are then handed over in-process, Allocation.attach_local)."""
+        for host in (server[0], "0.0.0.0", "::"):
+            clients = self.manager.by_listener.get(((host, server[1]), Transport.UDP.value))
+            allocation = None if clients is None else clients.get(client)
+            if allocation is not None:
+                return allocation
+        return None
 
     def live_counters(self) -> TurnCounters:
         """Counters with relayed traffic folded in up to this moment (for metrics scrapes; what
