@@ -388,6 +388,15 @@ class TrunkSettings(BaseModel):
     outbound: OptAddress = None
     dial_out_groups: list[str] = Field(default_factory=list)
     caller_id: str | None = Field(default=None, pattern=r"^\+[1-9]\d{1,14}$")
+    # The dial plan (docs/sip.md, "Dial plan"): the E.164 prefixes this trunk carries (none:
+    # any number; the longest match wins), the country whose national numbers it reads
+    # ("0…" with national_prefix "0"), and how the carrier wants numbers.
+    routes: list[Annotated[str, Field(pattern=r"^\+\d{0,15}$")]] = Field(
+        default_factory=list, max_length=256
+    )
+    country_code: str | None = Field(default=None, pattern=r"^[1-9]\d{0,2}$")
+    national_prefix: str = Field(default="0", pattern=r"^\d{1,3}$")
+    number_format: Literal["e164", "national"] = "e164"
 
     @field_validator("addresses")
     @classmethod

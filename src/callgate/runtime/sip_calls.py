@@ -120,7 +120,7 @@ class SipCalls:
         dial = self._dial
         target = dial.target(call, dialled) if dial is not None else None
         if dial is not None and target is not None:  # a number, through a trunk
-            await dial.run(call, *target)
+            await dial.run(call, target)
             return
         parties = self._parties(call, dialled)
         if parties is None:

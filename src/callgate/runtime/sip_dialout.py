@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from callgate.media.anchor import Bridge
 from callgate.media.rtp_leg import RtpLeg
@@ -24,7 +25,7 @@ from callgate.sip.invite import InboundCall
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import KEY_SALT, Crypto, SdpError, audio_sdp, parse_audio
-from callgate.sip.trunks import EMERGENCY, Trunks, normalise
+from callgate.sip.trunks import Dialled, Trunks
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,16 @@ async def final_response(call: OutboundCall, sdp: bytes, contact: str) -> SipRes
         if reply.status >= 200:
             final = reply
     return final
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """The answer to "may this user dial this number": why not (None: allowed), the policy
+    rule that decided (None: the trunk's dial_out_groups), and how long the call may last."""
+
+    refusal: str | None = None
+    rule: str | None = None
+    max_duration_s: int | None = None
 
 
 class DialOut:
@@ -53,25 +64,34 @@ class DialOut:
         self._records = records
         self._media_ip = media_ip
 
-    def target(self, call: InboundCall, dialled: str) -> tuple[str, bool] | None:
-        """(number, emergency) when a phone dialled a number a trunk can take, else None."""
-        if call.trunk is not None or call.credential is None or self._trunks.outbound is None:
-            return None
-        code = dialled.lstrip("+")
-        if code in EMERGENCY:
-            return code, True
-        number = normalise(dialled)
-        return (number, False) if number is not None else None
+    def plan(self, dialled: str) -> Dialled | None:
+        """The dial plan (sip/trunks.py): which trunk takes `dialled`, as what number."""
+        return self._trunks.dial(dialled)
 
-    async def run(self, call: InboundCall, number: str, emergency: bool) -> None:
+    def target(self, call: InboundCall, dialled: str) -> Dialled | None:
+        """Where a phone's dialled number goes (the dial plan), or None: not a number."""
+        if call.trunk is not None or call.credential is None:
+            return None
+        return self._trunks.dial(dialled)
+
+    async def authorize(self, handle: str, dialled: Dialled) -> Permit:
+        """Whether `handle` may dial `dialled`: no dial-out without a rule (the trunk's
+        dial_out_groups); emergency numbers always."""
+        if dialled.emergency:
+            return Permit()
+        if not dialled.trunk.may_dial(await asyncio.to_thread(self._groups_of, handle)):
+            return Permit(refusal="no dial-out rule for this user")
+        return Permit()
+
+    async def run(self, call: InboundCall, dialled: Dialled) -> None:
         assert call.credential is not None
-        groups_of, records = self._groups_of, self._records
-        trunk = self._trunks.outbound
-        assert trunk is not None
+        records = self._records
+        trunk, number, emergency = dialled.trunk, dialled.number, dialled.emergency
         handle = call.credential.handle
         # authorize: no dial-out without a rule; emergency numbers always (and flagged)
-        if not emergency and not trunk.may_dial(await asyncio.to_thread(groups_of, handle)):
-            call.reject(403, "Forbidden (no dial-out rule for this user)")
+        permit = await self.authorize(handle, dialled)
+        if permit.refusal is not None:
+            call.reject(403, f"Forbidden ({permit.refusal})")
             return
         if emergency:
             log.warning(
@@ -98,7 +118,7 @@ class DialOut:
         bridge = Bridge(lambda: [])
         phone = RtpLeg("phone", bridge.forward, codec, srtp)
         carrier = RtpLeg("carrier", bridge.forward, codec)
-        out = self._edge.dial(trunk, number, trunk.caller_id or handle)
+        out = self._edge.dial(trunk, dialled.carrier_number, trunk.caller_id or handle)
         if out is None:
             call.reject(503, "Service Unavailable (no UDP listener for the trunk)")
             return

@@ -1,0 +1,122 @@
+"""Softphones dial numbers (docs/sip.md, "Dialling numbers"): `callgate call +44…` reaches a
+carrier played by SIPp (Debian's sip-tester) on 127.0.0.2 through the trunk the dial plan picks,
+with the number in that carrier's format; the carrier echoes the media, so the caller hears its
+own tone through both legs of the bridge; the CDR says outbound, the number and the trunk. A
+user the server does not let dial out is refused by the server (CDR `denied`), and a number no
+trunk takes is recorded as `no-route`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callgate.client.audio import dominant_frequency
+from tests.cli_process import COMMAND, clean_env
+from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
+from tests.integration.test_cli import callgate, free_port
+from tests.integration.test_sip_edge import client_get, needs
+
+SIPP_DIR = Path(__file__).parent / "sipp"
+
+
+@pytest.fixture
+def carrier_server(tmp_path: Path) -> Iterator[tuple[WebServer, int]]:
+    needs("sipp", "sip-tester")
+
+    def prepare(data: Path) -> None:
+        for args in (("create", "traders"), ("add-member", "traders", "alice")):
+            done = callgate("group", *args, "--data-dir", str(data), cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+
+    carrier_port = free_port()
+    trunks = [
+        # UK numbers go to this carrier, which wants them in national format
+        {"name": "uk", "addresses": ["127.0.0.2"], "outbound": f"127.0.0.2:{carrier_port}",
+         "routes": ["+44"], "country_code": "44", "number_format": "national",
+         "dial_out_groups": ["traders"], "caller_id": "+442071234500"},
+        # everything else to a carrier that is not there (never reached in this test)
+        {"name": "world", "addresses": ["127.0.0.3"], "outbound": "127.0.0.3:5060",
+         "routes": ["+1"], "dial_out_groups": ["traders"]},
+    ]  # fmt: skip
+    env = {"CALLGATE_SIP__TRUNKS": json.dumps(trunks)}
+    listen = ("--sip-listen", f"127.0.0.1:{free_port()}")
+    for server in serve(tmp_path, *listen, prepare=prepare, **env):
+        yield server, carrier_port
+
+
+def dial(server: WebServer, who: str, number: str, tmp_path: Path, *extra: str) -> Any:
+    env = clean_env(
+        CALLGATE_SERVER=server.url, CALLGATE_USER=who, CALLGATE_PASSWORD=PASSWORDS[who],
+        CALLGATE_CONFIG_DIR=str(tmp_path / f"cfg-{who}"),
+    )  # fmt: skip
+    return subprocess.Popen(
+        [*COMMAND, "call", number, "--json", *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def events(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    out, errors = proc.communicate(timeout=90)
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert lines, errors
+    return lines
+
+
+def test_cli_dials_a_number_through_the_dial_plan(
+    carrier_server: tuple[WebServer, int], tmp_path: Path
+) -> None:
+    server, carrier_port = carrier_server
+    messages = tmp_path / "carrier-messages.log"
+    carrier = subprocess.Popen(
+        ["sipp", "-sn", "uas", "-i", "127.0.0.2", "-p", str(carrier_port), "-mi", "127.0.0.2",
+         "-mp", str(free_port()), "-rtp_echo", "-m", "1", "-timeout", "90s", "-nostdin",
+         "-trace_msg", "-message_file", str(messages)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        # bob is in no group allowed to dial out: the server refuses, the carrier never hears
+        refused = events(dial(server, "bob", "+44 20 7946 0001", tmp_path))
+        assert refused[-1]["event"] == "ended" and refused[-1]["reason"] == "policy-denied"
+        nowhere = events(dial(server, "alice", "tel:123", tmp_path))
+        assert nowhere[-1]["reason"] == "no-route", nowhere
+
+        recording = tmp_path / "alice-hears.wav"
+        caller = dial(server, "alice", "+44 20 7946 0000", tmp_path,
+                      "--tone", "880", "--duration", "3", "--record", str(recording))  # fmt: skip
+        said = events(caller)
+        assert caller.returncode == 0, said
+        kinds = [e["event"] for e in said]
+        assert "ringing" in kinds and "connected" in kinds, said
+        assert said[-1]["event"] == "ended" and said[-1]["reason"] == "hangup", said
+        # the carrier echoed alice's tone: it crossed the bridge both ways
+        assert abs(dominant_frequency(recording) - 880.0) < 5.0
+        carrier.wait(timeout=30)
+        assert carrier.returncode == 0, carrier.communicate()
+    finally:
+        if carrier.poll() is None:
+            carrier.kill()
+        carrier.communicate()
+    traffic = messages.read_text(errors="replace")
+    # the dial plan chose the UK trunk, which wants the national format, from our caller ID
+    assert "INVITE sip:02079460000@127.0.0.2:" in traffic, traffic[:2000]
+    assert "<sip:+442071234500@" in traffic
+
+    cdrs = client_get(server, "/api/cdrs", "admin")["items"]
+    (answered,) = [c for c in cdrs if c["callee_user"] == "+442079460000"]
+    assert answered["direction"] == "outbound" and answered["caller_user"] == "alice"
+    assert answered["policy_rule"] == "trunk:uk" and answered["disposition"] == "answered"
+    assert answered["answer_at"] and answered["reason"] == "hangup"
+    (denied,) = [c for c in cdrs if c["callee_user"] == "+442079460001"]
+    assert denied["caller_user"] == "bob" and denied["disposition"] == "denied"
+    assert denied["policy_decision"] == "deny" and denied["reason"] == "policy-denied"
+    (lost,) = [c for c in cdrs if c["callee_user"] == "tel:123"]
+    assert lost["disposition"] == "failed" and lost["reason"] == "no-route"
+    entries = client_get(server, "/api/audit/entries?limit=200", "admin")["items"]
+    dialouts = [e for e in entries if e["action"] == "sip.dialout"]
+    assert {e["actor"] for e in dialouts} == {"alice", "bob"}
