@@ -2,8 +2,9 @@
 carrier played by SIPp (Debian's sip-tester) on 127.0.0.2 through the trunk the dial plan picks,
 with the number in that carrier's format; the carrier echoes the media, so the caller hears its
 own tone through both legs of the bridge; the CDR says outbound, the number and the trunk. A
-user the server does not let dial out is refused by the server (CDR `denied`), and a number no
-trunk takes is recorded as `no-route`.
+user the server does not let dial out is refused by the server (CDR `denied`), a number no
+trunk takes is recorded as `no-route`, a policy rule on a number prefix refuses premium numbers
+even to a trader, and an inbound rule screens a caller's prefix (403, CDR `policy-denied`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 import pytest
 
 from callgate.client.audio import dominant_frequency
+from callgate.sip.message import SipResponse
 from tests.cli_process import COMMAND, clean_env
 from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
+from tests.integration.sip_client import SipClient
 from tests.integration.test_cli import callgate, free_port
 from tests.integration.test_sip_edge import client_get, needs
 
@@ -26,18 +29,25 @@ SIPP_DIR = Path(__file__).parent / "sipp"
 
 
 @pytest.fixture
-def carrier_server(tmp_path: Path) -> Iterator[tuple[WebServer, int]]:
+def carrier_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, int]]:
     needs("sipp", "sip-tester")
 
     def prepare(data: Path) -> None:
         for args in (("create", "traders"), ("add-member", "traders", "alice")):
             done = callgate("group", *args, "--data-dir", str(data), cwd=tmp_path)
             assert done.returncode == 0, done.stderr
+        for rule in (
+            ("premium", "deny", "--to-number", "+44909", "--reason", "premium-rate numbers"),
+            ("screen", "deny", "--from-number", "+1900", "--direction", "inbound"),
+        ):
+            done = callgate("policy", "add", *rule, "--data-dir", str(data), cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
 
-    carrier_port = free_port()
+    carrier_port, sip_port = free_port(), free_port()
     trunks = [
         # UK numbers go to this carrier, which wants them in national format
         {"name": "uk", "addresses": ["127.0.0.2"], "outbound": f"127.0.0.2:{carrier_port}",
+         "dids": {"+442071234567": "bob"},
          "routes": ["+44"], "country_code": "44", "number_format": "national",
          "dial_out_groups": ["traders"], "caller_id": "+442071234500"},
         # everything else to a carrier that is not there (never reached in this test)
@@ -45,9 +55,9 @@ def carrier_server(tmp_path: Path) -> Iterator[tuple[WebServer, int]]:
          "routes": ["+1"], "dial_out_groups": ["traders"]},
     ]  # fmt: skip
     env = {"CALLGATE_SIP__TRUNKS": json.dumps(trunks)}
-    listen = ("--sip-listen", f"127.0.0.1:{free_port()}")
+    listen = ("--sip-listen", f"127.0.0.1:{sip_port}")
     for server in serve(tmp_path, *listen, prepare=prepare, **env):
-        yield server, carrier_port
+        yield server, carrier_port, sip_port
 
 
 def dial(server: WebServer, who: str, number: str, tmp_path: Path, *extra: str) -> Any:
@@ -68,10 +78,29 @@ def events(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
     return lines
 
 
+def screened_call(sip_port: int) -> SipResponse:
+    """A caller from +1 900… calls bob's DID through the UK trunk's address: screened out."""
+    carrier = SipClient(("127.0.0.1", sip_port), bind="127.0.0.2")
+    try:
+        sdp = (
+            b"v=0\r\no=- 3 3 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+            b"m=audio 40000 RTP/AVP 0\r\n"
+        )
+        caller, did = "sip:+19005550100@carrier.example", f"sip:+442071234567@127.0.0.1:{sip_port}"
+        headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
+        reply = carrier.exchange(carrier.request("INVITE", caller, headers, to=did, body=sdp))
+        while reply.status < 200:
+            reply = carrier.receive()
+        carrier.send(carrier.request("ACK", caller, to=did, cseq=carrier.cseq))
+        return reply
+    finally:
+        carrier.close()
+
+
 def test_cli_dials_a_number_through_the_dial_plan(
-    carrier_server: tuple[WebServer, int], tmp_path: Path
+    carrier_server: tuple[WebServer, int, int], tmp_path: Path
 ) -> None:
-    server, carrier_port = carrier_server
+    server, carrier_port, sip_port = carrier_server
     messages = tmp_path / "carrier-messages.log"
     carrier = subprocess.Popen(
         ["sipp", "-sn", "uas", "-i", "127.0.0.2", "-p", str(carrier_port), "-mi", "127.0.0.2",
@@ -85,6 +114,10 @@ def test_cli_dials_a_number_through_the_dial_plan(
         assert refused[-1]["event"] == "ended" and refused[-1]["reason"] == "policy-denied"
         nowhere = events(dial(server, "alice", "tel:123", tmp_path))
         assert nowhere[-1]["reason"] == "no-route", nowhere
+        premium = events(dial(server, "alice", "tel:0909 879 0000", tmp_path))  # national
+        assert premium[-1]["reason"] == "policy-denied", premium
+        screened = screened_call(sip_port)
+        assert (screened.status, screened.reason) == (403, "Forbidden")
 
         recording = tmp_path / "alice-hears.wav"
         caller = dial(server, "alice", "+44 20 7946 0000", tmp_path,
@@ -117,6 +150,11 @@ def test_cli_dials_a_number_through_the_dial_plan(
     assert denied["policy_decision"] == "deny" and denied["reason"] == "policy-denied"
     (lost,) = [c for c in cdrs if c["callee_user"] == "tel:123"]
     assert lost["disposition"] == "failed" and lost["reason"] == "no-route"
+    (premium_cdr,) = [c for c in cdrs if c["callee_user"] == "+449098790000"]
+    assert premium_cdr["policy_rule"] == "1:premium" and premium_cdr["disposition"] == "denied"
+    (screened_cdr,) = [c for c in cdrs if c["caller_user"] == "+19005550100"]
+    assert screened_cdr["direction"] == "inbound" and screened_cdr["reason"] == "policy-denied"
+    assert screened_cdr["policy_rule"] == "2:screen"
     entries = client_get(server, "/api/audit/entries?limit=200", "admin")["items"]
     dialouts = [e for e in entries if e["action"] == "sip.dialout"]
     assert {e["actor"] for e in dialouts} == {"alice", "bob"}

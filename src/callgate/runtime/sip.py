@@ -8,6 +8,7 @@ from callgate.accounts.service import AccountService
 from callgate.clock import SystemClock
 from callgate.config import Settings, TrunkSettings
 from callgate.errors import ConfigError
+from callgate.policy.store import PolicyStore
 from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
 from callgate.runtime.calling import Signaling
@@ -56,17 +57,18 @@ async def start_sip(
             return user.groups if user is not None else ()
 
         records = DialOutRecords(CdrRepository(store))
+        policy = PolicyStore(store)
         handler = SipCalls(
             calls.hub,
             calls.user_exists,
             lambda user: ice.ice_servers(user, clock.wall()),
             settings.sip.media_ip,
-            (trunks, groups_of, records),
+            (trunks, groups_of, records, policy),
         )
         handler.serve(edge)
         edge.closing.append(handler.close)
         if trunks.outbound is not None:  # softphones dial numbers (sip_numbers.py)
-            dial = DialOut(edge, trunks, groups_of, records, settings.sip.media_ip)
+            dial = DialOut(edge, trunks, groups_of, records, settings.sip.media_ip, policy)
             calls.hub.numbers = NumberCalls(
                 calls.hub,
                 edge,

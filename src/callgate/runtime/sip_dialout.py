@@ -13,11 +13,15 @@ import asyncio
 import ipaddress
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from callgate.media.anchor import Bridge
 from callgate.media.rtp_leg import RtpLeg
+from callgate.policy.rules import Decision
+from callgate.policy.store import PolicyStore
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
@@ -57,7 +61,9 @@ class DialOut:
         groups_of: Callable[[str], tuple[str, ...]],
         records: DialOutRecords,
         media_ip: str | None,
+        policy: PolicyStore | None = None,
     ) -> None:
+        self._policy = policy
         self._edge = edge
         self._trunks = trunks
         self._groups_of = groups_of
@@ -75,13 +81,34 @@ class DialOut:
         return self._trunks.dial(dialled)
 
     async def authorize(self, handle: str, dialled: Dialled) -> Permit:
-        """Whether `handle` may dial `dialled`: no dial-out without a rule (the trunk's
-        dial_out_groups); emergency numbers always."""
+        """Whether `handle` may dial `dialled` (docs/sip.md, "Policy for numbers"): emergency
+        numbers always; a policy rule that denies it refuses it; one that allows it and speaks
+        of numbers (direction outbound, or a callee number) permits it; otherwise only the
+        trunk's dial_out_groups do — no dial-out without a rule, whatever the default action.
+        A policy that cannot be read refuses (fail closed)."""
         if dialled.emergency:
             return Permit()
-        if not dialled.trunk.may_dial(await asyncio.to_thread(self._groups_of, handle)):
-            return Permit(refusal="no dial-out rule for this user")
-        return Permit()
+        try:
+            groups, decision = await asyncio.to_thread(self._decide, handle, dialled.number)
+        except Exception:
+            log.exception("sip: dial-out decision for %s failed; refusing", handle)
+            return Permit(refusal="the call policy is unavailable", rule="unavailable")
+        if decision is not None and decision.rule_id is not None:
+            rule, limit = decision.rule_id, decision.max_duration_s
+            if not decision.allowed:
+                return Permit(refusal=decision.reason or "denied by policy", rule=rule)
+            if decision.dial_out or dialled.trunk.may_dial(groups):
+                return Permit(rule=rule, max_duration_s=limit)
+        elif dialled.trunk.may_dial(groups):
+            return Permit()
+        return Permit(refusal="no dial-out rule for this user")
+
+    def _decide(self, handle: str, number: str) -> tuple[tuple[str, ...], Decision | None]:
+        groups = self._groups_of(handle)
+        if self._policy is None:
+            return groups, None
+        at = datetime.fromtimestamp(time.time(), UTC)
+        return groups, self._policy.decide_call(handle, number, at)
 
     async def run(self, call: InboundCall, dialled: Dialled) -> None:
         assert call.credential is not None
@@ -131,8 +158,9 @@ class DialOut:
             bridge.attach(carrier)
             call.recorded = True  # recorded here, not by the hub
             await asyncio.to_thread(
-                records.open, record_id, handle, number, trunk.name, emergency, call.peer.address[0]
-            )
+                records.open, record_id, handle, number, trunk.name, emergency,
+                call.peer.address[0], rule=permit.rule,
+            )  # fmt: skip
             contact = f"sip:callgate@{out.peer.local[0]}:{out.peer.local[1]}"
             final = asyncio.ensure_future(
                 final_response(out, audio_sdp(carrier_local[0], carrier_local[1], codec), contact)
@@ -164,9 +192,20 @@ class DialOut:
             await asyncio.to_thread(records.answered, record_id)
             phone_ended = asyncio.ensure_future(call.ended.wait())
             carrier_ended = asyncio.ensure_future(out.ended.wait())
-            await asyncio.wait({phone_ended, carrier_ended}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {phone_ended, carrier_ended},
+                timeout=permit.max_duration_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             phone_ended.cancel()
             carrier_ended.cancel()
+            if not call.ended.is_set() and not out.ended.is_set():  # the rule's max_duration_s
+                await out.hang_up()
+                await call.hang_up()
+                await asyncio.to_thread(
+                    records.finish, record_id, "answered", "server", "max-duration"
+                )
+                return
             by = "caller" if call.ended.is_set() and call.ended_by != "us" else "callee"
             await (out.hang_up() if by == "caller" else call.hang_up())
             await asyncio.to_thread(records.finish, record_id, "answered", by, "hangup")
