@@ -1,16 +1,21 @@
 """Softphones dial numbers (docs/sip.md, "Dialling numbers"): `callgate call +44…` reaches a
 carrier played by SIPp (Debian's sip-tester) on 127.0.0.2 through the trunk the dial plan picks,
-with the number in that carrier's format; the carrier echoes the media, so the caller hears its
+with the number in that carrier's format, after answering the carrier's digest challenge with the
+trunk's credentials (the password appears in no log); the carrier echoes the media, so the caller hears its
 own tone through both legs of the bridge; the CDR says outbound, the number and the trunk. A
 user the server does not let dial out is refused by the server (CDR `denied`), a number no
 trunk takes is recorded as `no-route`, a policy rule on a number prefix refuses premium numbers
-even to a trader, and an inbound rule screens a caller's prefix (403, CDR `policy-denied`).
+even to a trader, and an inbound rule screens a caller's prefix (403, CDR `policy-denied`). A trunk's call rate
+refuses a second INVITE with 503 and Retry-After, counted in /metrics and audited once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,9 @@ from tests.integration.sip_client import SipClient
 from tests.integration.test_cli import callgate, free_port
 from tests.integration.test_sip_edge import client_get, needs
 
+pytestmark = pytest.mark.timeout(240)  # five CLI processes, each seconds on a busy machine
 SIPP_DIR = Path(__file__).parent / "sipp"
+SECRET = "carrier-secret-7"  # the UK trunk's password at the carrier (sipp/carrier_auth.xml)
 
 
 @pytest.fixture
@@ -49,14 +56,20 @@ def carrier_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, int]]:
         {"name": "uk", "addresses": ["127.0.0.2"], "outbound": f"127.0.0.2:{carrier_port}",
          "dids": {"+442071234567": "bob"},
          "routes": ["+44"], "country_code": "44", "number_format": "national",
-         "dial_out_groups": ["traders"], "caller_id": "+442071234500"},
+         "dial_out_groups": ["traders"], "caller_id": "+442071234500",
+         "username": "callgate-trunk", "password": SECRET},
         # everything else to a carrier that is not there (never reached in this test)
         {"name": "world", "addresses": ["127.0.0.3"], "outbound": "127.0.0.3:5060",
          "routes": ["+1"], "dial_out_groups": ["traders"]},
+        # inbound only, one new call every 20 s
+        {"name": "slow", "addresses": ["127.0.0.4"], "dids": {"+442071234599": "bob"},
+         "max_cps": 0.05},
     ]  # fmt: skip
     env = {"CALLGATE_SIP__TRUNKS": json.dumps(trunks)}
-    listen = ("--sip-listen", f"127.0.0.1:{sip_port}")
-    for server in serve(tmp_path, *listen, prepare=prepare, **env):
+    metrics = f"127.0.0.1:{free_port()}"
+    listen = ("--sip-listen", f"127.0.0.1:{sip_port}", "--metrics", metrics)
+    for server in serve(tmp_path, *listen, prepare=prepare, metrics_url=f"http://{metrics}/metrics",
+                        **env):  # fmt: skip
         yield server, carrier_port, sip_port
 
 
@@ -78,15 +91,32 @@ def events(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
     return lines
 
 
-def screened_call(sip_port: int) -> SipResponse:
-    """A caller from +1 900… calls bob's DID through the UK trunk's address: screened out."""
-    carrier = SipClient(("127.0.0.1", sip_port), bind="127.0.0.2")
+def assert_digest_answer(traffic: str) -> None:
+    """The second INVITE answers the 407 (RFC 7616 §3.4.1, computed here independently)."""
+    found = re.search(r"Proxy-Authorization: Digest (.*)", traffic)
+    assert found is not None, traffic[:3000]
+    fields = dict(re.findall(r'(\w+)="?([^",]*)"?', found.group(1)))
+    assert fields["username"] == "callgate-trunk" and fields["realm"] == "carrier.example"
+    assert fields["qop"] == "auth" and fields["algorithm"] == "MD5"
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    ha1 = md5(f"callgate-trunk:carrier.example:{SECRET}")
+    ha2 = md5(f"INVITE:{fields['uri']}")
+    expected = md5(f"{ha1}:{fields['nonce']}:{fields['nc']}:{fields['cnonce']}:auth:{ha2}")
+    assert fields["response"] == expected
+
+
+def trunk_call(sip_port: int, source: str, caller_number: str, did: str) -> SipResponse:
+    """A carrier at `source` INVITEs `did` from `caller_number`: the final response."""
+    carrier = SipClient(("127.0.0.1", sip_port), bind=source)
     try:
         sdp = (
             b"v=0\r\no=- 3 3 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
             b"m=audio 40000 RTP/AVP 0\r\n"
         )
-        caller, did = "sip:+19005550100@carrier.example", f"sip:+442071234567@127.0.0.1:{sip_port}"
+        caller, did = f"sip:{caller_number}@carrier.example", f"sip:{did}@127.0.0.1:{sip_port}"
         headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
         reply = carrier.exchange(carrier.request("INVITE", caller, headers, to=did, body=sdp))
         while reply.status < 200:
@@ -103,7 +133,7 @@ def test_cli_dials_a_number_through_the_dial_plan(
     server, carrier_port, sip_port = carrier_server
     messages = tmp_path / "carrier-messages.log"
     carrier = subprocess.Popen(
-        ["sipp", "-sn", "uas", "-i", "127.0.0.2", "-p", str(carrier_port), "-mi", "127.0.0.2",
+        ["sipp", "-sf", str(SIPP_DIR / "carrier_auth.xml"), "-i", "127.0.0.2", "-p", str(carrier_port), "-mi", "127.0.0.2",
          "-mp", str(free_port()), "-rtp_echo", "-m", "1", "-timeout", "90s", "-nostdin",
          "-trace_msg", "-message_file", str(messages)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -116,8 +146,14 @@ def test_cli_dials_a_number_through_the_dial_plan(
         assert nowhere[-1]["reason"] == "no-route", nowhere
         premium = events(dial(server, "alice", "tel:0909 879 0000", tmp_path))  # national
         assert premium[-1]["reason"] == "policy-denied", premium
-        screened = screened_call(sip_port)
+        # inbound screening: +1 900… calling bob's DID through the UK trunk
+        screened = trunk_call(sip_port, "127.0.0.2", "+19005550100", "+442071234567")
         assert (screened.status, screened.reason) == (403, "Forbidden")
+        # the slow trunk takes one call (bob is offline: 480), the next is too soon
+        first = trunk_call(sip_port, "127.0.0.4", "+442071110000", "+442071234599")
+        assert first.status == 480
+        second = trunk_call(sip_port, "127.0.0.4", "+442071110001", "+442071234599")
+        assert (second.status, second.headers.get("retry-after")) == (503, "1"), second.reason
 
         recording = tmp_path / "alice-hears.wav"
         caller = dial(server, "alice", "+44 20 7946 0000", tmp_path,
@@ -139,6 +175,8 @@ def test_cli_dials_a_number_through_the_dial_plan(
     # the dial plan chose the UK trunk, which wants the national format, from our caller ID
     assert "INVITE sip:02079460000@127.0.0.2:" in traffic, traffic[:2000]
     assert "<sip:+442071234500@" in traffic
+    assert_digest_answer(traffic)
+    assert SECRET not in traffic and SECRET not in server.log_path.read_text()
 
     cdrs = client_get(server, "/api/cdrs", "admin")["items"]
     (answered,) = [c for c in cdrs if c["callee_user"] == "+442079460000"]
@@ -155,6 +193,16 @@ def test_cli_dials_a_number_through_the_dial_plan(
     (screened_cdr,) = [c for c in cdrs if c["caller_user"] == "+19005550100"]
     assert screened_cdr["direction"] == "inbound" and screened_cdr["reason"] == "policy-denied"
     assert screened_cdr["policy_rule"] == "2:screen"
+    (too_soon,) = [c for c in cdrs if c["caller_user"] == "sip:+442071110001@127.0.0.4"]
+    assert too_soon["reason"] == "sip 503"
     entries = client_get(server, "/api/audit/entries?limit=200", "admin")["items"]
     dialouts = [e for e in entries if e["action"] == "sip.dialout"]
     assert {e["actor"] for e in dialouts} == {"alice", "bob"}
+    (alert,) = [e for e in entries if e["action"] == "sip.trunk.limit"]
+    assert alert["object"] == "trunk:slow" and alert["details"]["limit"] == "rate"
+    assert server.metrics_url is not None
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as reply:
+        metrics = reply.read().decode()
+    assert 'callgate_sip_trunk_refused_total{limit="rate",trunk="slow"} 1.0' in metrics
+    assert 'callgate_sip_trunk_attempts_total{direction="outbound",trunk="uk"} 1.0' in metrics
+    assert 'callgate_sip_trunk_calls{trunk="uk"} 0.0' in metrics

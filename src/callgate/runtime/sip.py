@@ -18,6 +18,7 @@ from callgate.runtime.sip_numbers import NumberCalls
 from callgate.sip.attempts import Attempts
 from callgate.sip.credentials import CredentialStore
 from callgate.sip.dialout import DialOutRecords
+from callgate.sip.digest_client import CarrierAuth
 from callgate.sip.edge import SipEdge
 from callgate.sip.trunks import Trunk, Trunks
 from callgate.storage.db import Store
@@ -98,6 +99,11 @@ def _trunk(t: TrunkSettings) -> Trunk:
         country_code=t.country_code,
         national_prefix=t.national_prefix,
         number_format=t.number_format,
+        max_calls=t.max_calls,
+        max_cps=t.max_cps,
+        auth=None
+        if t.username is None or t.password is None
+        else CarrierAuth(t.username, t.password.get_secret_value()),
     )
 
 

@@ -29,6 +29,7 @@ from callgate.sip.invite import InboundCall
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import KEY_SALT, Crypto, SdpError, audio_sdp, parse_audio
+from callgate.sip.trunk_limits import TrunkLimited
 from callgate.sip.trunks import Dialled, Trunks
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,17 @@ class DialOut:
         bridge = Bridge(lambda: [])
         phone = RtpLeg("phone", bridge.forward, codec, srtp)
         carrier = RtpLeg("carrier", bridge.forward, codec)
-        out = self._edge.dial(trunk, dialled.carrier_number, trunk.caller_id or handle)
+        try:
+            out = self._edge.dial(trunk, dialled.carrier_number, trunk.caller_id or handle)
+        except TrunkLimited as limited:
+            call.recorded = True
+            _, reason = limited.cdr
+            await asyncio.to_thread(
+                records.open, secrets.token_hex(12), handle, number, trunk.name, emergency,
+                call.peer.address[0], rule=permit.rule, refused=(reason, limited.refusal.reason),
+            )  # fmt: skip
+            call.reject(limited.refusal.status, limited.refusal.reason, limited.headers)
+            return
         if out is None:
             call.reject(503, "Service Unavailable (no UDP listener for the trunk)")
             return

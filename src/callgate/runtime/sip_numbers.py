@@ -42,6 +42,7 @@ from callgate.sip.edge import SipEdge
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import SdpError, audio_sdp, parse_audio
+from callgate.sip.trunk_limits import TrunkLimited
 from callgate.sip.trunks import Dialled
 
 log = logging.getLogger(__name__)
@@ -194,11 +195,15 @@ class NumberCalls:
         trunk = dialled.trunk
         bridge = Bridge(lambda: self._ice_servers(TURN_USER_PREFIX + call.call_id))
         carrier = RtpLeg("carrier", bridge.forward, codec)
-        out = self._edge.dial(trunk, dialled.carrier_number, trunk.caller_id or handle)
         outcome = ("failed", "server", "setup-failed", "no UDP listener for the trunk")
+        out: OutboundCall | None = None
         try:
+            out = self._edge.dial(trunk, dialled.carrier_number, trunk.caller_id or handle)
             if out is not None:
                 outcome = await self._connect(call, out, bridge, carrier, codec, offer_sdp, permit)
+        except TrunkLimited as limited:
+            final, reason = limited.cdr
+            outcome = (final, "server", reason, limited.refusal.reason)
         except (AnchorError, OSError, SdpError) as exc:
             log.warning("sip: number call %s: %s", call.call_id, exc)
             if out is not None:

@@ -16,6 +16,8 @@ from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_types import CallOpen
 
+REFUSED = {"policy-denied": "denied", "trunk-busy": "busy"}  # refusal reason -> disposition
+
 
 class DialOutRecords:
     def __init__(self, cdrs: CdrRepository, clock: Clock | None = None) -> None:
@@ -41,7 +43,7 @@ class DialOutRecords:
         """The CDR row and its `sip.dialout` audit entry, in one transaction. `rule`: the policy
         rule that decided (default: the trunk's dial-out groups); `refused`: (reason, detail)
         of an attempt refused before the carrier was called — the row is finalized at once,
-        disposition `denied` (reason `policy-denied`) or `failed`."""
+        disposition `denied` (reason `policy-denied`), `busy` (`trunk-busy`) or `failed`."""
         at = self._now()
         decision: str | None = "emergency" if emergency else "allow"
         if refused is not None and refused[0] == "policy-denied":
@@ -71,7 +73,7 @@ class DialOutRecords:
             self._cdrs.open_in(conn, [replace(opened, audit_index=entry.seq)])
             if refused is not None:
                 reason, detail = refused
-                final = "denied" if reason == "policy-denied" else "failed"
+                final = REFUSED.get(reason, "failed")
                 self._cdrs.finalize_in(
                     conn, call_id, at, final, "server", reason, detail=detail[:200]
                 )

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from callgate.sip.digest_client import CarrierAuth
+
 # Emergency numbers (ITU E.161.1 112, NANP 911, UK 999, AU 000…): refused with a precise reason
 # until trunks exist (docs/sip.md, "Emergency numbers").
 EMERGENCY = frozenset({"112", "911", "999", "000", "110", "118", "119", "100", "101", "102"})
@@ -53,6 +55,9 @@ class Trunk:
     country_code: str | None = None  # national numbers ("0…") are read in this country
     national_prefix: str = "0"
     number_format: str = "e164"  # how the carrier gets the number: "e164" or "national"
+    max_calls: int | None = None  # calls at once, both ways (trunk_limits.py)
+    max_cps: float | None = None  # new calls a second
+    auth: CarrierAuth | None = None  # our account at the carrier: answers its 401/407
 
     def may_dial(self, groups: tuple[str, ...] | frozenset[str]) -> bool:
         """No dial-out without a rule: only members of `dial_out_groups`."""
