@@ -206,3 +206,14 @@ def test_cli_dials_a_number_through_the_dial_plan(
     assert 'callgate_sip_trunk_refused_total{limit="rate",trunk="slow"} 1.0' in metrics
     assert 'callgate_sip_trunk_attempts_total{direction="outbound",trunk="uk"} 1.0' in metrics
     assert 'callgate_sip_trunk_calls{trunk="uk"} 0.0' in metrics
+    # the console's Trunks page reads this: state and counts, never the password
+    trunks = {t["name"]: t for t in client_get(server, "/api/trunks", "admin")["trunks"]}
+    assert trunks["slow"]["state"] == "refusing" and trunks["slow"]["refused"]["rate"] == 1
+    uk = trunks["uk"]
+    assert uk["state"] == "idle" and uk["attempts"]["outbound"] == 1
+    assert uk["carrier_auth"] == {"username": "callgate-trunk"} and uk["routes"] == ["+44"]
+    assert SECRET not in json.dumps(trunks)
+    with server.client() as client:
+        token = server.token("alice")
+        refused_view = client.get("/api/trunks", headers={"Authorization": f"Bearer {token}"})
+    assert refused_view.status_code == 403

@@ -113,6 +113,10 @@ class TrunkLimits:
         log.warning("sip: trunk %s is refusing calls at its limits (toll-fraud guard)", trunk)
         return True
 
+    def refusing(self, trunk: str) -> bool:
+        """Has the trunk refused calls since it last took one?"""
+        return trunk in self._refusing
+
     def release(self, trunk: str) -> None:
         if self.active[trunk] > 0:
             self.active[trunk] -= 1
