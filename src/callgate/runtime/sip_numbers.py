@@ -142,11 +142,16 @@ class NumberCalls:
         if dialled.emergency:
             log.warning("sip: emergency call from %s to %s via trunk %s", handle, number, trunk)
         # act: the record first, then the carrier
+        try:
+            await asyncio.to_thread(
+                self._records.open, call_id, handle, number, trunk, dialled.emergency,
+                device.address, user_agent=agent, rule=permit.rule,
+            )  # fmt: skip
+        except Exception:  # no record, no call (compliance fails closed)
+            log.exception("sip: call record of number call %s not written; ending it", call_id)
+            self._hub.send(device, m.ended_message(call_id, "setup-failed", "server"))
+            return
         call = self._calls[call_id] = _Call(call_id, device, dialled)
-        await asyncio.to_thread(
-            self._records.open, call_id, handle, number, trunk, dialled.emergency,
-            device.address, user_agent=agent, rule=permit.rule,
-        )  # fmt: skip
         task = asyncio.get_running_loop().create_task(
             self._run(call, codec, message.sdp, permit), name=f"pstn-{call_id}"
         )
@@ -162,11 +167,15 @@ class NumberCalls:
         why: tuple[str, str],
         rule: str | None = None,
     ) -> None:
-        """Record an attempt refused before the carrier was called, and end it."""
-        await asyncio.to_thread(
-            self._records.open, call_id, device.handle, number, trunk, False, device.address,
-            user_agent=agent, rule=rule, refused=why,
-        )  # fmt: skip
+        """Record an attempt refused before the carrier was called, and end it (the softphone
+        hears the end even when the record cannot be written: it is logged)."""
+        try:
+            await asyncio.to_thread(
+                self._records.open, call_id, device.handle, number, trunk, False, device.address,
+                user_agent=agent, rule=rule, refused=why,
+            )  # fmt: skip
+        except Exception:
+            log.exception("sip: call record of refused number call %s not written", call_id)
         self._hub.send(device, m.ended_message(call_id, why[0], "server"))
 
     async def receive(self, device: Device, message: m.ClientMessage) -> None:
@@ -215,8 +224,13 @@ class NumberCalls:
                 self._edge.forget(out.call_id)
             await bridge.close()
             final, by, reason, detail = outcome
-            await asyncio.to_thread(self._records.finish, call.call_id, final, by, reason, detail)
             self._hub.send(call.device, m.ended_message(call.call_id, reason, by))
+            try:
+                await asyncio.to_thread(
+                    self._records.finish, call.call_id, final, by, reason, detail
+                )
+            except Exception:
+                log.exception("sip: call record of number call %s not finalized", call.call_id)
 
     async def _connect(
         self,
