@@ -12,8 +12,6 @@ from typing import Annotated
 
 import typer
 
-from callgate.detect.command import Args, Failure, run
-
 CapturesArg = Annotated[
     list[Path], typer.Argument(metavar="CAPTURE...", help="pcap or pcapng files.")
 ]
@@ -59,6 +57,8 @@ def detect_command(
     idle_timeout: IdleOpt = None,
 ) -> None:
     """Find real-time voice/video (calls) in packet captures, per internal host and application."""
+    from callgate.detect.command import Args, Failure, run  # numpy and the engine: only here
+
     try:
         run(
             Args(

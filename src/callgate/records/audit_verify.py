@@ -17,8 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from typing import Any, cast
 
 from sqlalchemy import Engine, create_engine
@@ -194,6 +192,9 @@ def verify_stored(
             check_stored_span(engine, lo, hi, inner(lo, hi), prev_for(lo)) for lo, hi in bounds
         )
         return _with_anchor(combine(spans, heads, progress), anchor_heads)
+    from concurrent.futures import ProcessPoolExecutor  # only here: a CLI start-up skips it
+    from multiprocessing import get_context
+
     url = engine.url.render_as_string(hide_password=False)
     with ProcessPoolExecutor(
         workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(url,)

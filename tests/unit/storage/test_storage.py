@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from callgate.errors import StorageError, UserExistsError
 from callgate.records.relay_sessions import DbEventSink
 from callgate.storage.db import (
+    HEAD_REVISION,
     MIGRATIONS_DIR,
     Store,
     create_store_engine,
@@ -48,6 +51,24 @@ def test_migrations_create_tables_and_are_idempotent(empty_database_url: str) ->
     downgrade(second.engine, "base")  # downgrade works too (portable DDL)
     assert "turn_users" not in inspect(second.engine).get_table_names()
     second.close()
+
+
+def test_the_head_a_store_opens_without_alembic_is_the_newest_migration() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD_REVISION]
+
+
+def test_a_store_behind_head_is_migrated_when_opened(empty_database_url: str) -> None:
+    store = open_store(empty_database_url)
+    downgrade(store.engine, "0001")
+    store.close()
+    again = open_store(empty_database_url)
+    with again.engine.connect() as connection:
+        version = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    assert version == HEAD_REVISION
+    assert "recordings" in inspect(again.engine).get_table_names()
+    again.close()
 
 
 def test_sqlite_store_creates_its_directory(tmp_path: Path) -> None:
