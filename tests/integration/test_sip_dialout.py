@@ -5,7 +5,8 @@ trunk's credentials (the password appears in no log); the carrier echoes the med
 own tone through both legs of the bridge; the CDR says outbound, the number and the trunk. A
 user the server does not let dial out is refused by the server (CDR `denied`), a number no
 trunk takes is recorded as `no-route`, a policy rule on a number prefix refuses premium numbers
-even to a trader, and an inbound rule screens a caller's prefix (403, CDR `policy-denied`). A trunk's call rate
+even to a trader while another rule lets traders call UK numbers for three seconds (the server
+ends the call: `max-duration`), and an inbound rule screens a caller's prefix (403, CDR `policy-denied`). A trunk's call rate
 refuses a second INVITE with 503 and Retry-After, counted in /metrics and audited once.
 """
 
@@ -46,6 +47,17 @@ def carrier_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, int]]:
         for rule in (
             ("premium", "deny", "--to-number", "+44909", "--reason", "premium-rate numbers"),
             ("screen", "deny", "--from-number", "+1900", "--direction", "inbound"),
+            # traders may call UK numbers, three seconds at most
+            (
+                "uk-traders",
+                "allow",
+                "--from-group",
+                "traders",
+                "--to-number",
+                "+44",
+                "--max-duration",
+                "3",
+            ),
         ):
             done = callgate("policy", "add", *rule, "--data-dir", str(data), cwd=tmp_path)
             assert done.returncode == 0, done.stderr
@@ -157,12 +169,13 @@ def test_cli_dials_a_number_through_the_dial_plan(
 
         recording = tmp_path / "alice-hears.wav"
         caller = dial(server, "alice", "+44 20 7946 0000", tmp_path,
-                      "--tone", "880", "--duration", "3", "--record", str(recording))  # fmt: skip
+                      "--tone", "880", "--duration", "30", "--record", str(recording))  # fmt: skip
         said = events(caller)
-        assert caller.returncode == 0, said
         kinds = [e["event"] for e in said]
         assert "ringing" in kinds and "connected" in kinds, said
-        assert said[-1]["event"] == "ended" and said[-1]["reason"] == "hangup", said
+        # the allowing rule's max_duration_s, not the caller, ended it
+        assert said[-1]["event"] == "ended" and said[-1]["reason"] == "max-duration", said
+        assert said[-1]["ended_by"] == "server"
         # the carrier echoed alice's tone: it crossed the bridge both ways
         assert abs(dominant_frequency(recording) - 880.0) < 5.0
         carrier.wait(timeout=30)
@@ -181,8 +194,8 @@ def test_cli_dials_a_number_through_the_dial_plan(
     cdrs = client_get(server, "/api/cdrs", "admin")["items"]
     (answered,) = [c for c in cdrs if c["callee_user"] == "+442079460000"]
     assert answered["direction"] == "outbound" and answered["caller_user"] == "alice"
-    assert answered["policy_rule"] == "trunk:uk" and answered["disposition"] == "answered"
-    assert answered["answer_at"] and answered["reason"] == "hangup"
+    assert answered["policy_rule"] == "3:uk-traders" and answered["disposition"] == "answered"
+    assert answered["answer_at"] and answered["reason"] == "max-duration"
     (denied,) = [c for c in cdrs if c["callee_user"] == "+442079460001"]
     assert denied["caller_user"] == "bob" and denied["disposition"] == "denied"
     assert denied["policy_decision"] == "deny" and denied["reason"] == "policy-denied"
