@@ -20,12 +20,14 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callgate.accounts.records import UserRecord
 from callgate.identity.errors import ProviderError, TokenRejected
-from callgate.identity.oidc_provider import OidcProvider
 from callgate.identity.oidc_signin import OidcSignIn
+
+if TYPE_CHECKING:
+    from callgate.identity.oidc_provider import OidcProvider  # httpx: loaded when OIDC is on
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
@@ -29,10 +29,12 @@ from callgate.accounts.service import AccountService
 from callgate.identity.errors import ProviderError, SsoFailed, TokenRejected
 from callgate.identity.linked import LinkedAccounts
 from callgate.identity.mapping import GroupRules, decide, handle_from
-from callgate.identity.oidc_provider import OidcProvider
 from callgate.identity.sso_accounts import Refused, signed_in_account
 from callgate.records.audit import AuditLog
 from callgate.storage.db import Store
+
+if TYPE_CHECKING:
+    from callgate.identity.oidc_provider import OidcProvider  # httpx: loaded when OIDC is on
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
@@ -17,15 +18,18 @@ from callgate.identity.errors import DirectoryUnavailable
 from callgate.identity.ldap_signin import PasswordSignIn
 from callgate.identity.ldap_sync import DirectoryCheck
 from callgate.identity.oidc_device import DeviceSignIn
-from callgate.identity.oidc_provider import OidcProvider
 from callgate.identity.oidc_routes import sso_router
 from callgate.identity.oidc_signin import OidcSignIn
-from callgate.identity.saml_routes import saml_router
-from callgate.identity.saml_signin import SamlSignIn
-from callgate.identity.scim_routes import Deprovisioned, ScimEndpoint, scim_router
-from callgate.identity.scim_service import ScimService
 from callgate.identity.settings import IdentitySettings
 from callgate.storage.db import Store
+
+if TYPE_CHECKING:
+    from callgate.identity.oidc_provider import OidcProvider
+
+    # Loaded only when turned on: pysaml2 builds XML schemas and scim2-models reads its own
+    # source at import, together about half of `serve`'s start-up CPU.
+    from callgate.identity.saml_signin import SamlSignIn
+    from callgate.identity.scim_routes import Deprovisioned, ScimEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +50,12 @@ class IdentityRuntime:
         router = APIRouter()
         router.include_router(sso_router(self.sso, self.device, self.saml))
         if self.saml is not None:
+            from callgate.identity.saml_routes import saml_router
+
             router.include_router(saml_router(self.saml))
         if self.scim is not None:
+            from callgate.identity.scim_routes import scim_router
+
             router.include_router(scim_router(self.scim))
         return router
 
@@ -73,17 +81,24 @@ async def start_identity(
     not fatal: local accounts (the break-glass admin) must still sign in."""
     runtime = IdentityRuntime()
     if settings.oidc.enabled:
+        from callgate.identity.oidc_provider import OidcProvider
+
         runtime.provider = OidcProvider(settings.oidc)
         runtime.sso = OidcSignIn(runtime.provider, accounts, store)
         runtime.device = DeviceSignIn(runtime.provider, runtime.sso)
         log.info("single sign-on with %s", settings.oidc.issuer)
     if settings.saml.enabled:
+        from callgate.identity.saml_signin import SamlSignIn
+
         try:
             runtime.saml = SamlSignIn(settings.saml, accounts, store)
         except Exception as exc:  # pysaml2 raises many kinds for a bad metadata file
             raise ConfigError(f"[identity.saml]: {exc}") from None
         log.info("SAML single sign-on with %s", settings.saml.idp_metadata_file)
     if settings.scim.enabled:
+        from callgate.identity.scim_routes import ScimEndpoint
+        from callgate.identity.scim_service import ScimService
+
         scim = settings.scim
         service = ScimService(scim, store, accounts.realm)
         runtime.scim = ScimEndpoint(service, store, scim.token.get_secret_value(), scim.max_results)

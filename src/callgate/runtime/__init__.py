@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from sqlalchemy import text
@@ -58,7 +58,6 @@ from callgate.runtime.calling import build_signaling
 from callgate.runtime.deprovision import end_sessions
 from callgate.runtime.monitoring import Monitoring, start_monitoring
 from callgate.runtime.recordings import recording_jobs
-from callgate.runtime.redis_bus import RedisBus
 from callgate.runtime.relay_workers import WorkerPool, run_pool
 from callgate.runtime.sip import describe as describe_sip
 from callgate.runtime.sip import start_sip
@@ -76,6 +75,9 @@ from callgate.turn.server import TurnServer
 from callgate.types import Address, Transport
 from callgate.types.events import AllocationEvent, EventKind
 from callgate.web.https import Hsts, https_redirect
+
+if TYPE_CHECKING:
+    from callgate.runtime.redis_bus import RedisBus  # the redis client: only with --redis-url
 
 log = logging.getLogger("callgate")
 
@@ -498,6 +500,8 @@ async def run_serve(settings: Settings) -> None:
     identity = await start_identity(settings.identity, store, accounts)
     bus = None
     if settings.redis_url is not None and settings.node_id is not None:
+        from callgate.runtime.redis_bus import RedisBus
+
         bus = RedisBus(settings.redis_url.get_secret_value(), settings.node_id)
     services = dataclasses.replace(services, password_sign_in=identity.password_sign_in)
     try:

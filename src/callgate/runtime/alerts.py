@@ -23,12 +23,13 @@ import os
 import socket
 import time
 from datetime import UTC, datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from callgate import __version__
 from callgate.types import Address
+
+if TYPE_CHECKING:
+    import httpx  # with rich and pygments ~0.25 s of `serve`'s start: loaded by a webhook
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class WebhookSender:
             await self._task
 
     async def _run(self) -> None:
+        import httpx
+
         headers = {"User-Agent": f"callgate/{__version__}"}
         async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False,
                                      headers=headers) as client:  # fmt: skip
@@ -134,6 +137,8 @@ class WebhookSender:
                     self._queue.task_done()
 
     async def _deliver(self, client: httpx.AsyncClient, payload: dict[str, Any]) -> None:
+        import httpx
+
         body = json.dumps(payload, separators=(",", ":")).encode()
         delay = self.first_delay
         for attempt in range(1, self.attempts + 1):

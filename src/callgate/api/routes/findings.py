@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from callgate.api.deps import UserDep
-from callgate.detect.nftables import Address, findings_ruleset
 from callgate.records.audit import AuditLog
 from callgate.records.findings import FindingRepository
+
+if TYPE_CHECKING:
+    from callgate.detect.nftables import Address  # the detection engine: loaded for the ruleset
 
 SEES_FINDINGS = frozenset({"admin", "security"})
 
@@ -63,6 +65,8 @@ def findings_router(
     async def block_list(user: UserDep) -> Response:
         await authorize(user, "findings/nftables")
         targets = await asyncio.to_thread(repository.block_targets)
+        from callgate.detect.nftables import findings_ruleset
+
         text = findings_ruleset(targets, spared, internal)
         details = {"findings": len(targets)}
         await asyncio.to_thread(audit.append, user.handle, "detect.nftables", "findings", details)
