@@ -395,6 +395,29 @@ class TrunkSettings(BaseModel):
     outbound: OptAddress = None
     dial_out_groups: list[str] = Field(default_factory=list)
     caller_id: str | None = Field(default=None, pattern=r"^\+[1-9]\d{1,14}$")
+    # The dial plan (docs/sip.md, "Dial plan"): the E.164 prefixes this trunk carries (none:
+    # any number; the longest match wins), the country whose national numbers it reads
+    # ("0…" with national_prefix "0"), and how the carrier wants numbers.
+    routes: list[Annotated[str, Field(pattern=r"^\+\d{0,15}$")]] = Field(
+        default_factory=list, max_length=256
+    )
+    country_code: str | None = Field(default=None, pattern=r"^[1-9]\d{0,2}$")
+    national_prefix: str = Field(default="0", pattern=r"^\d{1,3}$")
+    number_format: Literal["e164", "national"] = "e164"
+    # Toll-fraud guard (docs/sip.md, "Trunk limits"): calls at once (both ways; past it 486)
+    # and new calls a second (past it 503 + Retry-After).
+    max_calls: int = Field(default=30, ge=1, le=100_000)
+    max_cps: float = Field(default=5.0, gt=0, le=10_000)
+    # Our account at the carrier: its 401/407 challenges to our INVITEs are answered with it
+    # (digest, RFC 8760). The password is never logged; keep the config file private.
+    username: str | None = Field(default=None, pattern=r"^[!#-\[\]-~]{1,128}$")
+    password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _account(self) -> TrunkSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
 
     @field_validator("addresses")
     @classmethod

@@ -7,6 +7,7 @@ fails them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from tests.browser.helpers import (
     require_browser,
 )
 from tests.e2e.helpers import Serve, http_json, new_serve, password_of
+from tests.ports import free_port
 
 # Display names shown in the softphone; admins and compliance officers are people too.
 PEOPLE = {"alice": "Alice Archer", "bob": "Bob Baker", "carol": "Carol Cole"}
@@ -48,6 +50,16 @@ def add_people(serve: Serve) -> None:
         assert status == 201, body
 
 
+def sip_env() -> dict[str, str]:
+    """A SIP edge with one trunk nobody may dial out through (tests/browser/test_sip_ui.py)."""
+    trunk = {"name": "uk", "addresses": ["127.0.0.2"], "outbound": "127.0.0.2:9",
+             "routes": ["+44"]}  # fmt: skip
+    return {
+        "CALLGATE_SIP__LISTEN": f"127.0.0.1:{free_port()}",
+        "CALLGATE_SIP__TRUNKS": json.dumps([trunk]),
+    }
+
+
 @pytest.fixture(scope="package")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
     """One `callgate serve` for every browser test (default relay-only ICE policy, short call
@@ -57,7 +69,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
     template = root / "template"
     template.mkdir()
     add_user(template, "root", role="admin", display_name="Rita Root")
-    server = new_serve(root, template=template)
+    server = new_serve(root, template=template, **sip_env())
     server.start()
     try:
         add_people(server)

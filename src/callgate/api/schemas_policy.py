@@ -18,12 +18,18 @@ Limit = Annotated[int, Field(ge=0, le=10_000_000)]
 
 
 class Party(BaseModel):
-    """A side of a rule: a user, a group, both (that user, in that group); both null = anyone."""
+    """A side of a rule: a user, a group, both (that user, in that group), or a number prefix
+    (docs/sip.md, "Policy for numbers"); all null = anyone."""
 
     model_config = ConfigDict(extra="forbid")
 
     user: Name | None = None
     group: Name | None = None
+    number: str | None = Field(
+        default=None,
+        max_length=16,
+        description='E.164 prefix ("+44"), or "anonymous" for callers without a number',
+    )
 
 
 class Window(BaseModel):
@@ -52,6 +58,9 @@ class RuleIn(BaseModel):
     max_duration_s: int | None = Field(default=None, ge=1, le=7 * 86400)
     recording_required: bool = False
     reason: str = Field(default="", max_length=255)
+    direction: Literal["any", "internal", "outbound", "inbound"] = Field(
+        default="any", description="outbound: to numbers; inbound: from them"
+    )
     position: int | None = Field(
         default=None, ge=1, le=1_000_000, description="POST only: where to insert (default: last)"
     )
@@ -72,6 +81,7 @@ class RuleOut(BaseModel):
     max_duration_s: int | None
     recording_required: bool
     reason: str
+    direction: Literal["any", "internal", "outbound", "inbound"]
     created_at: datetime
     updated_at: datetime
 

@@ -43,6 +43,17 @@ FromUser = Annotated[str | None, typer.Option("--from-user", help="Caller is thi
 FromGroup = Annotated[str | None, typer.Option("--from-group", help="Caller is in this group.")]
 ToUser = Annotated[str | None, typer.Option("--to-user", help="Callee is this user.")]
 ToGroup = Annotated[str | None, typer.Option("--to-group", help="Callee is in this group.")]
+FromNumber = Annotated[
+    str | None,
+    typer.Option("--from-number", help='Caller\'s number starts with this (+44…) or "anonymous".'),
+]
+ToNumber = Annotated[
+    str | None, typer.Option("--to-number", help="Callee's number starts with this (+44…).")
+]
+DirectionOpt = Annotated[
+    str | None,
+    typer.Option("--direction", help="any, internal, outbound (to numbers), inbound (from them)."),
+]
 Days = Annotated[
     str | None,
     typer.Option("--days", help="Weekdays: mon-fri, sat,sun, 0-6 (0 = Mon); default every day."),
@@ -96,7 +107,8 @@ def _days(text: str) -> list[int] | None:
 def _apply(body: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """The rule body with every option that was given applied ("" clears a party or window)."""
     parties = {"from_user": ("caller", "user"), "from_group": ("caller", "group"),
-               "to_user": ("callee", "user"), "to_group": ("callee", "group")}  # fmt: skip
+               "to_user": ("callee", "user"), "to_group": ("callee", "group"),
+               "from_number": ("caller", "number"), "to_number": ("callee", "number")}  # fmt: skip
     for option, (side, key) in parties.items():
         if options[option] is not None:
             body[side] = {**(body.get(side) or {}), key: options[option] or None}
@@ -107,6 +119,7 @@ def _apply(body: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     if options["max_duration"] is not None:
         body["max_duration_s"] = options["max_duration"] or None
     for option, key in (("wall", "wall"), ("relay_only", "relay_only"), ("enabled", "enabled"),
+                        ("direction", "direction"),
                         ("recording", "recording_required"), ("reason", "reason")):  # fmt: skip
         if options[option] is not None:
             body[key] = options[option]
@@ -118,6 +131,7 @@ def _summary(rule: dict[str, Any]) -> str:
         parts = [
             f"user {p['user']}" if p.get("user") else "",
             f"group {p['group']}" if p.get("group") else "",
+            f"number {p['number']}…" if p.get("number") else "",
         ]
         return " in ".join(x for x in parts if x) or "anyone"
 
@@ -136,6 +150,8 @@ def _summary(rule: dict[str, Any]) -> str:
         )
         if on
     ]
+    direction = rule.get("direction", "any")
+    when += f" [{direction}]" if direction != "any" else ""
     return f"{party(rule['caller'])} {arrow} {party(rule['callee'])}{when}" + (
         f" ({', '.join(extras)})" if extras else ""
     )
@@ -184,6 +200,9 @@ def policy_add(
     from_group: FromGroup = None,
     to_user: ToUser = None,
     to_group: ToGroup = None,
+    from_number: FromNumber = None,
+    to_number: ToNumber = None,
+    direction: DirectionOpt = None,
     days: Days = None,
     window: Window = None,
     wall: Wall = None,
@@ -221,6 +240,9 @@ def policy_update(
     from_group: FromGroup = None,
     to_user: ToUser = None,
     to_group: ToGroup = None,
+    from_number: FromNumber = None,
+    to_number: ToNumber = None,
+    direction: DirectionOpt = None,
     days: Days = None,
     window: Window = None,
     wall: Wall = None,

@@ -12,6 +12,13 @@ window that starts on day D covers D start..24:00 and D+1 00:00..end. So 22:00-0
 covers Friday 23:00 and Saturday 02:00, but not Friday 02:00 (that belongs to Thursday's window).
 start == end is a full 24 hours starting at start (00:00-00:00 is the whole day D).
 
+Calls with the phone network (SIP trunks, docs/sip.md): a party that is not a user is a number,
+E.164 ("+442079460000"), or "anonymous@TRUNK" for a caller without one. A rule's `direction`
+(`internal`, `outbound` to a number, `inbound` from one; `any` by default) narrows which calls it
+matches, and a party may be a number prefix (`Party(number="+44")`, or "anonymous"). A decision
+tells whether its rule explicitly covers dialling numbers (`Decision.dial_out`): the SIP edge
+lets a user dial out only on such a rule or the trunk's dial_out_groups, never on the default.
+
 `Decision.explanation` says, for each rule examined until the match, why it did not match, then
 why the deciding rule (or the default) applies; this is what `callgate policy explain` prints.
 `decide` uses an index on the caller side, so rules whose caller party cannot match are skipped
@@ -32,6 +39,9 @@ from callgate.types.decisions import Denial
 
 Action = Literal["allow", "deny"]
 ACTIONS: tuple[Action, ...] = ("allow", "deny")
+Direction = Literal["any", "internal", "outbound", "inbound"]
+DIRECTIONS: tuple[Direction, ...] = ("any", "internal", "outbound", "inbound")
+ANONYMOUS = "anonymous"  # a number pattern: callers without a number ("anonymous@TRUNK")
 DEFAULT_RULE_ID = "default"  # what a CDR / denial names when no rule matched
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -47,24 +57,43 @@ class Subject:
     groups: tuple[str, ...] = ()
 
 
+def is_external(handle: str) -> bool:
+    """A party on the phone network: a number or "anonymous@TRUNK" (handles have neither)."""
+    return handle.startswith(("+", "tel:")) or "@" in handle
+
+
+def call_direction(caller: Subject, callee: Subject) -> Direction:
+    if is_external(caller.handle):
+        return "inbound"
+    return "outbound" if is_external(callee.handle) else "internal"
+
+
 @dataclass(frozen=True, slots=True)
 class Party:
-    """Which subjects a rule side matches: a user, a group, both (that user, in that group), or anyone."""
+    """Which subjects a rule side matches: a user, a group, both (that user, in that group), a
+    number prefix (or "anonymous"), or anyone."""
 
     user: str | None = None
     group: str | None = None
+    number: str | None = None
 
     def __post_init__(self) -> None:
         if self.user == "" or self.group == "":
             raise ValueError("party: user and group must be None or non-empty")
+        if self.number is not None and (self.user is not None or self.group is not None):
+            raise ValueError("party: a number pattern stands alone (no user or group)")
 
     def matches(self, subject: Subject) -> bool:
+        if self.number is not None:
+            return _number_matches(self.number, subject.handle)
         return (self.user is None or subject.handle == self.user) and (
             self.group is None or self.group in subject.groups
         )
 
     def mismatch(self, role: str, subject: Subject) -> str | None:
         """Why `subject` (in `role`, "caller" or "callee") is not this party; None if it is."""
+        if self.number is not None and not _number_matches(self.number, subject.handle):
+            return f"{role} {subject.handle} is not {self.describe()}"
         if self.user is not None and subject.handle != self.user:
             return f"{role} {subject.handle} is not user {self.user}"
         if self.group is not None and self.group not in subject.groups:
@@ -72,6 +101,10 @@ class Party:
         return None
 
     def describe(self) -> str:
+        if self.number == ANONYMOUS:
+            return "an anonymous number"
+        if self.number is not None:
+            return f"number {self.number}…"
         if self.user is not None and self.group is not None:
             return f"user {self.user} in group {self.group}"
         if self.user is not None:
@@ -81,11 +114,19 @@ class Party:
         return "anyone"
 
     def index_key(self) -> _IndexKey:
+        if self.number is not None:
+            return _ANY_KEY  # examined for every caller
         if self.user is not None:
             return ("u", self.user)
         if self.group is not None:
             return ("g", self.group)
         return _ANY_KEY
+
+
+def _number_matches(pattern: str, handle: str) -> bool:
+    if pattern == ANONYMOUS:
+        return handle.startswith(ANONYMOUS + "@")
+    return handle.startswith(pattern) and is_external(handle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +183,11 @@ class Rule:
     recording_required: bool = False
     reason: str = ""
     bidirectional: bool = False
+    direction: Direction = "any"
 
     def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"rule {self.id!r}: direction must be one of {', '.join(DIRECTIONS)}")
         if not self.id or self.id != self.id.strip():
             raise ValueError(f"rule id {self.id!r}: must be non-empty without surrounding spaces")
         if self.id == DEFAULT_RULE_ID:
@@ -171,8 +215,15 @@ class Rule:
         arrow = "<->" if self.bidirectional else "->"
         return f"{self.caller.describe()} {arrow} {self.callee.describe()}"
 
+    @property
+    def dial_out(self) -> bool:
+        """Does this rule speak of calls to numbers explicitly?"""
+        return self.direction == "outbound" or self.callee.number is not None
+
     def matches(self, caller: Subject, callee: Subject, day: int, t: dt.time) -> bool:
         """Whether the rule applies (no explanation; the fast path of `Policy.decide`)."""
+        if self.direction != "any" and call_direction(caller, callee) != self.direction:
+            return False
         if not (self.caller.matches(caller) and self.callee.matches(callee)) and not (
             self.bidirectional and self.callee.matches(caller) and self.caller.matches(callee)
         ):
@@ -183,6 +234,9 @@ class Rule:
         self, caller: Subject, callee: Subject, local: dt.datetime, zone: str
     ) -> tuple[bool, str]:
         """Whether the rule matches, and one line of explanation saying why (not)."""
+        flow = call_direction(caller, callee)
+        if self.direction != "any" and flow != self.direction:
+            return False, f"{self._label()}: no match, the call is {flow}, not {self.direction}"
         why_not = self._party_mismatch(caller, callee)
         if why_not is not None:
             return False, f"{self._label()} [{self._parties()}]: no match, {why_not}"
@@ -236,6 +290,7 @@ class Decision:
     recording_required: bool = False
     reason: str = ""
     explanation: list[str] = field(default_factory=list)
+    dial_out: bool = False  # the deciding rule speaks of calls to numbers (Rule.dial_out)
 
     @property
     def allowed(self) -> bool:
@@ -371,6 +426,7 @@ def _rule_decision(rule: Rule, explanation: list[str]) -> Decision:
         recording_required=rule.recording_required,
         reason=rule.reason,
         explanation=explanation,
+        dial_out=rule.dial_out,
     )
 
 

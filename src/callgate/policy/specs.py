@@ -17,10 +17,21 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callgate.policy.errors import InvalidPolicyValue
-from callgate.policy.rules import ACTIONS, DAY_NAMES, Action, Party, Rule, TimeWindow
+from callgate.policy.rules import (
+    ACTIONS,
+    ANONYMOUS,
+    DAY_NAMES,
+    DIRECTIONS,
+    Action,
+    Direction,
+    Party,
+    Rule,
+    TimeWindow,
+)
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 HANDLE_RE = re.compile(r"[a-z0-9._-]{1,64}")
+NUMBER_RE = re.compile(r"\+\d{0,15}")  # an E.164 prefix: "+" alone is every number
 TIME_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 MAX_DURATION_S = 7 * 86400
 MAX_REASON_CHARS = 255
@@ -120,6 +131,9 @@ class RuleSpec:
     max_duration_s: int | None = None
     recording_required: bool = False
     reason: str = ""
+    direction: Direction = "any"
+    caller_number: str | None = None  # E.164 prefix, or "anonymous"
+    callee_number: str | None = None  # E.164 prefix
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> RuleSpec:
@@ -146,11 +160,22 @@ class RuleSpec:
             max_duration_s=_duration(data.get("max_duration_s")),
             recording_required=_bool(data.get("recording_required", False), "recording_required"),
             reason=_reason(data.get("reason", "")),
+            direction=check_direction(data.get("direction", "any")),
+            caller_number=_number(caller.get("number"), "caller.number", anonymous=True),
+            callee_number=_number(callee.get("number"), "callee.number"),
         )
         spec.check()
         return spec
 
     def check(self) -> None:
+        for side, number, user, group in (
+            ("caller", self.caller_number, self.caller_user, self.caller_group),
+            ("callee", self.callee_number, self.callee_user, self.callee_group),
+        ):
+            if number is not None and (user is not None or group is not None):
+                raise InvalidPolicyValue(
+                    f"{side}: a number pattern stands alone (no user or group)"
+                )
         if (self.window_start is None) != (self.window_end is None):
             raise InvalidPolicyValue("window needs both start and end (HH:MM), or neither")
         if self.action == "deny" and (
@@ -170,8 +195,17 @@ class RuleSpec:
             "name": self.name,
             "action": self.action,
             "enabled": self.enabled,
-            "caller": {"user": self.caller_user, "group": self.caller_group},
-            "callee": {"user": self.callee_user, "group": self.callee_group},
+            "caller": {
+                "user": self.caller_user,
+                "group": self.caller_group,
+                "number": self.caller_number,
+            },
+            "callee": {
+                "user": self.callee_user,
+                "group": self.callee_group,
+                "number": self.callee_number,
+            },
+            "direction": self.direction,
             "days": list(self.days) if self.days is not None else None,
             "window": window,
             "wall": self.wall,
@@ -224,8 +258,8 @@ class RuleView:
         return Rule(
             id=self.label,
             order=self.position,
-            caller=Party(spec.caller_user, spec.caller_group),
-            callee=Party(spec.callee_user, spec.callee_group),
+            caller=Party(spec.caller_user, spec.caller_group, spec.caller_number),
+            callee=Party(spec.callee_user, spec.callee_group, spec.callee_number),
             action=spec.action,
             when=when,
             relay_only=spec.relay_only,
@@ -233,6 +267,7 @@ class RuleView:
             recording_required=spec.recording_required,
             reason=spec.reason,
             bidirectional=spec.wall,
+            direction=spec.direction,
         )
 
 
@@ -253,6 +288,9 @@ def rule_spec_from_row(row: Any) -> RuleSpec:
         max_duration_s=row.max_duration_s,
         recording_required=bool(row.recording_required),
         reason=row.reason or "",
+        direction=check_direction(row.direction or "any"),
+        caller_number=row.caller_number,
+        callee_number=row.callee_number,
     )
 
 
@@ -292,8 +330,28 @@ GROUP_FIELDS = frozenset(GroupSpec.__dataclass_fields__)
 def _party(value: Any, what: str) -> Mapping[str, Any]:
     if value is None:
         return {}
-    if not isinstance(value, Mapping) or set(value) - {"user", "group"}:
-        raise InvalidPolicyValue(f"{what} must be {{user?, group?}} or null")
+    if not isinstance(value, Mapping) or set(value) - {"user", "group", "number"}:
+        raise InvalidPolicyValue(f"{what} must be {{user?, group?, number?}} or null")
+    return value
+
+
+def check_direction(value: Any) -> Direction:
+    for direction in DIRECTIONS:
+        if value == direction:
+            return direction
+    raise InvalidPolicyValue(f"direction must be one of {', '.join(DIRECTIONS)}, got {value!r}")
+
+
+def _number(value: Any, what: str, anonymous: bool = False) -> str | None:
+    if value is None or value == "":
+        return None
+    if anonymous and value == ANONYMOUS:
+        return ANONYMOUS
+    if not isinstance(value, str) or not NUMBER_RE.fullmatch(value):
+        also = ' or "anonymous"' if anonymous else ""
+        raise InvalidPolicyValue(
+            f"{what} must be an E.164 prefix (+ and digits){also}, got {value!r}"
+        )
     return value
 
 

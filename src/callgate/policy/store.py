@@ -23,7 +23,15 @@ from sqlalchemy.exc import IntegrityError
 
 from callgate.clock import Clock, SystemClock
 from callgate.policy.errors import InvalidPolicyValue, PolicyConflict, UnknownPolicyObject
-from callgate.policy.rules import DEFAULT_RULE_ID, Action, Decision, Policy, Subject, to_denial
+from callgate.policy.rules import (
+    DEFAULT_RULE_ID,
+    Action,
+    Decision,
+    Policy,
+    Subject,
+    is_external,
+    to_denial,
+)
 from callgate.policy.specs import (
     RuleSpec,
     RuleView,
@@ -178,7 +186,9 @@ class PolicyStore:
         """Every enabled rule examined in order, and which disabled rules were left out."""
         found = self.subjects(caller, callee)
         for handle in (caller, callee):
-            if handle not in found:
+            if is_external(handle):  # a number (docs/sip.md): no account, no groups
+                found[handle] = Subject(handle)
+            elif handle not in found:
                 raise UnknownParty(f"no user {handle!r}")
         policy, _version = self._load()  # as stored right now; the hub's cache is left alone
         decision = policy.explain(found[caller], found[callee], at)

@@ -34,6 +34,7 @@ from callgate.api.relays import relay_status
 from callgate.api.routes.directory import directory_router
 from callgate.api.routes.recordings import recordings_router
 from callgate.api.routes.relay_registry import relay_registry_router
+from callgate.api.routes.trunks import trunks_router
 from callgate.clock import SystemClock
 from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
@@ -63,6 +64,7 @@ from callgate.runtime.sip import describe as describe_sip
 from callgate.runtime.sip import start_sip
 from callgate.sip.edge import SipEdge
 from callgate.sip.metrics import SipCollector
+from callgate.sip.trunk_status import trunk_status
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.health import StorageHealth
 from callgate.storage.permissions import private_data_dir
@@ -593,6 +595,10 @@ async def run_serve(settings: Settings) -> None:
                         [relay_registry_router(bus.relays, bus.drain_relay, AuditLog(store))]
                         if bus is not None
                         else []
+                    ),
+                    trunks_router(
+                        functools.partial(trunk_status, sip) if sip is not None else None,
+                        AuditLog(store),
                     ),
                 ],
                 storage_writable=lambda: storage.writable,

@@ -6,15 +6,19 @@ import ssl
 
 from callgate.accounts.service import AccountService
 from callgate.clock import SystemClock
-from callgate.config import Settings
+from callgate.config import Settings, TrunkSettings
 from callgate.errors import ConfigError
+from callgate.policy.store import PolicyStore
 from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
 from callgate.runtime.calling import Signaling
 from callgate.runtime.sip_calls import SipCalls
+from callgate.runtime.sip_dialout import DialOut
+from callgate.runtime.sip_numbers import NumberCalls
 from callgate.sip.attempts import Attempts
 from callgate.sip.credentials import CredentialStore
 from callgate.sip.dialout import DialOutRecords
+from callgate.sip.digest_client import CarrierAuth
 from callgate.sip.edge import SipEdge
 from callgate.sip.trunks import Trunk, Trunks
 from callgate.storage.db import Store
@@ -41,19 +45,7 @@ async def start_sip(
     credentials = CredentialStore(store, settings.sip_realm())
     audit = AuditLog(store)
     attempts = Attempts(CdrRepository(store), audit)
-    trunks = Trunks(
-        [
-            Trunk(
-                t.name,
-                frozenset(t.addresses),
-                dict(t.dids),
-                t.outbound,
-                frozenset(t.dial_out_groups),
-                t.caller_id,
-            )
-            for t in settings.sip.trunks
-        ]
-    )
+    trunks = Trunks([_trunk(t) for t in settings.sip.trunks])
     edge = SipEdge(
         credentials, audit, algorithms=settings.sip.algorithms, attempts=attempts, trunks=trunks
     )
@@ -65,15 +57,27 @@ async def start_sip(
             user = accounts.get(handle)
             return user.groups if user is not None else ()
 
+        records = DialOutRecords(CdrRepository(store))
+        policy = PolicyStore(store)
         handler = SipCalls(
             calls.hub,
             calls.user_exists,
             lambda user: ice.ice_servers(user, clock.wall()),
             settings.sip.media_ip,
-            (trunks, groups_of, DialOutRecords(CdrRepository(store))),
+            (trunks, groups_of, records, policy),
         )
         handler.serve(edge)
         edge.closing.append(handler.close)
+        if trunks.outbound is not None:  # softphones dial numbers (sip_numbers.py)
+            dial = DialOut(edge, trunks, groups_of, records, settings.sip.media_ip, policy)
+            calls.hub.numbers = NumberCalls(
+                calls.hub,
+                edge,
+                dial,
+                records,
+                lambda user: ice.ice_servers(user, clock.wall()),
+                settings.sip.media_ip,
+            )
     try:
         listen = settings.sip.listen
         await edge.start(udp=listen, tcp=listen, tls=settings.sip.tls_listen, ssl=context)
@@ -81,6 +85,26 @@ async def start_sip(
         await edge.close()
         raise
     return edge
+
+
+def _trunk(t: TrunkSettings) -> Trunk:
+    return Trunk(
+        t.name,
+        frozenset(t.addresses),
+        dict(t.dids),
+        t.outbound,
+        frozenset(t.dial_out_groups),
+        t.caller_id,
+        routes=tuple(t.routes),
+        country_code=t.country_code,
+        national_prefix=t.national_prefix,
+        number_format=t.number_format,
+        max_calls=t.max_calls,
+        max_cps=t.max_cps,
+        auth=None
+        if t.username is None or t.password is None
+        else CarrierAuth(t.username, t.password.get_secret_value()),
+    )
 
 
 def describe(edge: SipEdge | None) -> str:

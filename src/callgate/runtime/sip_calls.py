@@ -34,6 +34,7 @@ from callgate.media.caller_fill import SilenceUntilMedia
 from callgate.media.dtmf import DtmfToTones
 from callgate.media.packets import PacketHandler
 from callgate.media.rtp_leg import RtpLeg
+from callgate.policy.store import PolicyStore
 from callgate.runtime.sip_dialout import DialOut, final_response
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
@@ -80,9 +81,11 @@ class SipCalls:
         user_exists: Callable[[str], bool],
         ice_servers: IceServersFor,
         media_ip: str | None = None,
-        dial_out: tuple[Trunks, Callable[[str], tuple[str, ...]], DialOutRecords] | None = None,
+        dial_out: tuple[Trunks, Callable[[str], tuple[str, ...]], DialOutRecords, PolicyStore]
+        | None = None,
     ) -> None:
-        """`dial_out`: the trunks, a user's groups, and where dialled-out calls are recorded."""
+        """`dial_out`: the trunks, a user's groups, where dialled-out calls are recorded, and
+        the policy that decides them."""
         self._dial_out_with = dial_out
         self._dial: DialOut | None = None
         self._hub = hub
@@ -97,8 +100,8 @@ class SipCalls:
         """Take the edge's INVITEs, and make each registered phone a device that can ring."""
         self._edge = edge
         if self._dial_out_with is not None:
-            trunks, groups_of, records = self._dial_out_with
-            self._dial = DialOut(edge, trunks, groups_of, records, self._media_ip)
+            trunks, groups_of, records, policy = self._dial_out_with
+            self._dial = DialOut(edge, trunks, groups_of, records, self._media_ip, policy)
         edge.take_calls(self)
         edge.on_device = self.device_changed
 
@@ -132,7 +135,7 @@ class SipCalls:
         dial = self._dial
         target = dial.target(call, dialled) if dial is not None else None
         if dial is not None and target is not None:  # a number, through a trunk
-            await dial.run(call, *target)
+            await dial.run(call, target)
             return
         parties = self._parties(call, dialled)
         if parties is None:

@@ -13,11 +13,16 @@ import asyncio
 import ipaddress
 import logging
 import secrets
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from callgate.media.anchor import Bridge
 from callgate.media.dtmf import DtmfToTones
 from callgate.media.rtp_leg import RtpLeg
+from callgate.policy.rules import Decision
+from callgate.policy.store import PolicyStore
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
@@ -25,7 +30,8 @@ from callgate.sip.invite import InboundCall
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import EVENTS_PT, KEY_SALT, Crypto, SdpError, audio_sdp, parse_audio
-from callgate.sip.trunks import EMERGENCY, Trunks, normalise
+from callgate.sip.trunk_limits import TrunkLimited
+from callgate.sip.trunks import Dialled, Trunks
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,16 @@ async def final_response(call: OutboundCall, sdp: bytes, contact: str) -> SipRes
     return final
 
 
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """The answer to "may this user dial this number": why not (None: allowed), the policy
+    rule that decided (None: the trunk's dial_out_groups), and how long the call may last."""
+
+    refusal: str | None = None
+    rule: str | None = None
+    max_duration_s: int | None = None
+
+
 class DialOut:
     def __init__(
         self,
@@ -47,32 +63,64 @@ class DialOut:
         groups_of: Callable[[str], tuple[str, ...]],
         records: DialOutRecords,
         media_ip: str | None,
+        policy: PolicyStore | None = None,
     ) -> None:
+        self._policy = policy
         self._edge = edge
         self._trunks = trunks
         self._groups_of = groups_of
         self._records = records
         self._media_ip = media_ip
 
-    def target(self, call: InboundCall, dialled: str) -> tuple[str, bool] | None:
-        """(number, emergency) when a phone dialled a number a trunk can take, else None."""
-        if call.trunk is not None or call.credential is None or self._trunks.outbound is None:
-            return None
-        code = dialled.lstrip("+")
-        if code in EMERGENCY:
-            return code, True
-        number = normalise(dialled)
-        return (number, False) if number is not None else None
+    def plan(self, dialled: str) -> Dialled | None:
+        """The dial plan (sip/trunks.py): which trunk takes `dialled`, as what number."""
+        return self._trunks.dial(dialled)
 
-    async def run(self, call: InboundCall, number: str, emergency: bool) -> None:
+    def target(self, call: InboundCall, dialled: str) -> Dialled | None:
+        """Where a phone's dialled number goes (the dial plan), or None: not a number."""
+        if call.trunk is not None or call.credential is None:
+            return None
+        return self._trunks.dial(dialled)
+
+    async def authorize(self, handle: str, dialled: Dialled) -> Permit:
+        """Whether `handle` may dial `dialled` (docs/sip.md, "Policy for numbers"): emergency
+        numbers always; a policy rule that denies it refuses it; one that allows it and speaks
+        of numbers (direction outbound, or a callee number) permits it; otherwise only the
+        trunk's dial_out_groups do — no dial-out without a rule, whatever the default action.
+        A policy that cannot be read refuses (fail closed)."""
+        if dialled.emergency:
+            return Permit()
+        try:
+            groups, decision = await asyncio.to_thread(self._decide, handle, dialled.number)
+        except Exception:
+            log.exception("sip: dial-out decision for %s failed; refusing", handle)
+            return Permit(refusal="the call policy is unavailable", rule="unavailable")
+        if decision is not None and decision.rule_id is not None:
+            rule, limit = decision.rule_id, decision.max_duration_s
+            if not decision.allowed:
+                return Permit(refusal=decision.reason or "denied by policy", rule=rule)
+            if decision.dial_out or dialled.trunk.may_dial(groups):
+                return Permit(rule=rule, max_duration_s=limit)
+        elif dialled.trunk.may_dial(groups):
+            return Permit()
+        return Permit(refusal="no dial-out rule for this user")
+
+    def _decide(self, handle: str, number: str) -> tuple[tuple[str, ...], Decision | None]:
+        groups = self._groups_of(handle)
+        if self._policy is None:
+            return groups, None
+        at = datetime.fromtimestamp(time.time(), UTC)
+        return groups, self._policy.decide_call(handle, number, at)
+
+    async def run(self, call: InboundCall, dialled: Dialled) -> None:
         assert call.credential is not None
-        groups_of, records = self._groups_of, self._records
-        trunk = self._trunks.outbound
-        assert trunk is not None
+        records = self._records
+        trunk, number, emergency = dialled.trunk, dialled.number, dialled.emergency
         handle = call.credential.handle
         # authorize: no dial-out without a rule; emergency numbers always (and flagged)
-        if not emergency and not trunk.may_dial(await asyncio.to_thread(groups_of, handle)):
-            call.reject(403, "Forbidden (no dial-out rule for this user)")
+        permit = await self.authorize(handle, dialled)
+        if permit.refusal is not None:
+            call.reject(403, f"Forbidden ({permit.refusal})")
             return
         if emergency:
             log.warning(
@@ -104,7 +152,17 @@ class DialOut:
         from_phone = bridge.forward if tones is None else tones.packet
         phone = RtpLeg("phone", from_phone, codec, srtp, offer.events)
         carrier = RtpLeg("carrier", bridge.forward, codec)
-        out = self._edge.dial(trunk, number, trunk.caller_id or handle)
+        try:
+            out = self._edge.dial(trunk, dialled.carrier_number, trunk.caller_id or handle)
+        except TrunkLimited as limited:
+            call.recorded = True
+            _, reason = limited.cdr
+            await asyncio.to_thread(
+                records.open, secrets.token_hex(12), handle, number, trunk.name, emergency,
+                call.peer.address[0], rule=permit.rule, refused=(reason, limited.refusal.reason),
+            )  # fmt: skip
+            call.reject(limited.refusal.status, limited.refusal.reason, limited.headers)
+            return
         if out is None:
             call.reject(503, "Service Unavailable (no UDP listener for the trunk)")
             return
@@ -117,8 +175,9 @@ class DialOut:
             bridge.attach(carrier)
             call.recorded = True  # recorded here, not by the hub
             await asyncio.to_thread(
-                records.open, record_id, handle, number, trunk.name, emergency, call.peer.address[0]
-            )
+                records.open, record_id, handle, number, trunk.name, emergency,
+                call.peer.address[0], rule=permit.rule,
+            )  # fmt: skip
             contact = f"sip:callgate@{out.peer.local[0]}:{out.peer.local[1]}"
             final = asyncio.ensure_future(
                 final_response(
@@ -156,9 +215,20 @@ class DialOut:
             await asyncio.to_thread(records.answered, record_id)
             phone_ended = asyncio.ensure_future(call.ended.wait())
             carrier_ended = asyncio.ensure_future(out.ended.wait())
-            await asyncio.wait({phone_ended, carrier_ended}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {phone_ended, carrier_ended},
+                timeout=permit.max_duration_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             phone_ended.cancel()
             carrier_ended.cancel()
+            if not call.ended.is_set() and not out.ended.is_set():  # the rule's max_duration_s
+                await out.hang_up()
+                await call.hang_up()
+                await asyncio.to_thread(
+                    records.finish, record_id, "answered", "server", "max-duration"
+                )
+                return
             by = "caller" if call.ended.is_set() and call.ended_by != "us" else "callee"
             await (out.hang_up() if by == "caller" else call.hang_up())
             await asyncio.to_thread(records.finish, record_id, "answered", by, "hangup")

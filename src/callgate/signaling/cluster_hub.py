@@ -40,7 +40,7 @@ from callgate.signaling.cluster import (
 )
 from callgate.signaling.effects import Effect, Send
 from callgate.signaling.handover import LEASE, held_call, refusal, silent_since
-from callgate.signaling.hub import Device, SignalingHub
+from callgate.signaling.hub import Device, SignalingHub, is_number
 from callgate.signaling.live import LiveCall
 from callgate.signaling.reasons import EndedBy, Reason
 from callgate.signaling.relay_choice import RelayIce
@@ -127,7 +127,8 @@ class ClusterHub(SignalingHub):
         self, device: Device, message: m.ClientMessage, callee_exists: Callable[[str], bool]
     ) -> None:
         if isinstance(message, m.Invite):
-            if message.to != device.handle and not await self._find_callee(device, message):
+            local = message.to == device.handle or is_number(message.to)  # numbers: this node
+            if not local and not await self._find_callee(device, message):
                 return
             await super().receive(device, message, callee_exists)
             return
@@ -405,6 +406,8 @@ class ClusterHub(SignalingHub):
     def together(self, user_a: str, user_b: str) -> bool:
         """Call-bound relaying on a node among several: a live call between these users held
         here, rung here from elsewhere, or listed by another node (a second old at most)."""
+        if self.numbers is not None and self.numbers.together(user_a, user_b):
+            return True  # a number call's bridge and its caller (runtime/sip_numbers.py)
         if self.engine.together(user_a, user_b):
             return True
         pair = frozenset((user_a, user_b))

@@ -68,6 +68,26 @@ class CallPolicy(Protocol):
     ) -> tuple[Denial | None, Grant | None]: ...
 
 
+class NumberCalls(Protocol):
+    """Calls to telephone numbers through a SIP trunk (runtime/sip_numbers.py): a `call.invite`
+    whose `to` is a number (`is_number`), then every request naming such a call."""
+
+    def owns(self, call_id: str) -> bool: ...
+
+    def together(self, user_a: str, user_b: str) -> bool: ...
+
+    async def invite(self, device: Device, message: m.Invite) -> None: ...
+
+    async def receive(self, device: Device, message: m.ClientMessage) -> None: ...
+
+    async def disconnected(self, device: Device) -> None: ...
+
+
+def is_number(to: str) -> bool:
+    """A telephone number rather than a handle: handles never hold "+" or ":"."""
+    return to.startswith(("+", "tel:"))
+
+
 # When the policy cannot be read (database down), nobody rings: compliance fails closed.
 POLICY_UNAVAILABLE = Denial(rule="unavailable", reason="the call policy is unavailable")
 
@@ -114,6 +134,7 @@ class SignalingHub:
         self._relays_unwritten: set[str] = set()  # calls whose answer's relays await a write
         self._parties: dict[str, tuple[str, str]] = {}  # call_id -> (caller, callee) handles
         self.anchoring: AnchorHooks | None = None  # set when the server can record calls
+        self.numbers: NumberCalls | None = None  # set when a SIP trunk can dial out
         # Several nodes (signaling/cluster_hub.py): messages for devices connected elsewhere.
         self.elsewhere: Callable[[Send], None] | None = None
         # Per account: call attempts (records written) are bounded, refusals logged once a run.
@@ -186,6 +207,8 @@ class SignalingHub:
 
     def together(self, user_a: str, user_b: str) -> bool:
         """Are these two users the parties of a live call? (call-bound relaying asks this)"""
+        if self.numbers is not None and self.numbers.together(user_a, user_b):
+            return True
         return self.engine.together(user_a, user_b)
 
     # -- administration (admin API) ----------------------------------------------------------------
@@ -209,16 +232,30 @@ class SignalingHub:
             left = self._per_handle.pop(device.handle, 1) - 1
             if left:
                 self._per_handle[device.handle] = left
+        if self.numbers is not None:
+            await self.numbers.disconnected(device)
         await self.apply(self.engine.device_disconnected(device.device_id))
 
     async def receive(
         self, device: Device, message: m.ClientMessage, callee_exists: Callable[[str], bool]
     ) -> None:
         """Run one parsed client message through the engine and carry out what it asks."""
+        numbers = self.numbers
+        call_id = getattr(message, "call_id", None)
+        if numbers is not None and isinstance(call_id, str) and numbers.owns(call_id):
+            await numbers.receive(device, message)
+            return
         if isinstance(message, m.Invite):
             if not self._attempt_allowed(device.handle):
                 text = f"over {self._attempt_rate} call attempts a minute"
                 self.send(device, m.error_message(message.id, m.RATE_LIMITED, text))
+                return
+            if numbers is not None and is_number(message.to):
+                if self.engine.call_of(device.device_id) is not None:
+                    text = "this device is in a call"
+                    self.send(device, m.error_message(message.id, m.CONFLICT, text))
+                    return
+                await numbers.invite(device, message)
                 return
             # One trip to a worker thread for both lookups (each trip costs the loop a wake-up).
             exists, (denial, grant) = await asyncio.to_thread(

@@ -16,6 +16,8 @@ from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_types import CallOpen
 
+REFUSED = {"policy-denied": "denied", "trunk-busy": "busy"}  # refusal reason -> disposition
+
 
 class DialOutRecords:
     def __init__(self, cdrs: CdrRepository, clock: Clock | None = None) -> None:
@@ -26,28 +28,63 @@ class DialOutRecords:
         return datetime.fromtimestamp(self._clock.wall(), UTC)
 
     def open(
-        self, call_id: str, caller: str, number: str, trunk: str, emergency: bool, address: str
+        self,
+        call_id: str,
+        caller: str,
+        number: str,
+        trunk: str | None,
+        emergency: bool,
+        address: str | None,
+        *,
+        user_agent: str = "sip",
+        rule: str | None = None,
+        refused: tuple[str, str] | None = None,
     ) -> None:
+        """The CDR row and its `sip.dialout` audit entry, in one transaction. `rule`: the policy
+        rule that decided (default: the trunk's dial-out groups); `refused`: (reason, detail)
+        of an attempt refused before the carrier was called — the row is finalized at once,
+        disposition `denied` (reason `policy-denied`), `busy` (`trunk-busy`) or `failed`."""
         at = self._now()
+        decision: str | None = "emergency" if emergency else "allow"
+        if refused is not None and refused[0] == "policy-denied":
+            decision = "deny"
+        elif refused is not None and trunk is None:
+            decision = None  # no trunk takes the number: no decision was made
         opened = CallOpen(
             call_id=call_id,
             caller_user=caller,
             callee_user=number,
             invite_at=at,
             caller_address=address,
-            caller_user_agent="sip",
+            caller_user_agent=user_agent,
             direction="outbound",
-            policy_rule=f"trunk:{trunk}",
-            policy_decision="emergency" if emergency else "allow",
+            policy_rule=rule or (f"trunk:{trunk}" if trunk is not None else None),
+            policy_decision=decision,
             encryption=None,
         )
-        details = {"trunk": trunk, "number": number, "emergency": emergency, "address": address}
+        details: dict[str, object] = {
+            "trunk": trunk, "number": number, "emergency": emergency, "address": address,
+            "rule": opened.policy_rule, "decision": decision,
+        }  # fmt: skip
+        if refused is not None:
+            details["refused"] = refused[1]
         with self._cdrs.engine.begin() as conn:
             entry = AuditLog.append_in(conn, caller, "sip.dialout", f"call:{call_id}", details, at)
             self._cdrs.open_in(conn, [replace(opened, audit_index=entry.seq)])
+            if refused is not None:
+                reason, detail = refused
+                final = REFUSED.get(reason, "failed")
+                self._cdrs.finalize_in(
+                    conn, call_id, at, final, "server", reason, detail=detail[:200]
+                )
 
     def answered(self, call_id: str) -> None:
         self._cdrs.update(call_id, answer_at=self._now())
 
-    def finish(self, call_id: str, disposition: str, ended_by: str, reason: str) -> None:
-        self._cdrs.finalize(call_id, self._now(), disposition, ended_by, reason)
+    def finish(
+        self, call_id: str, disposition: str, ended_by: str, reason: str, detail: str = ""
+    ) -> None:
+        with self._cdrs.engine.begin() as conn:
+            self._cdrs.finalize_in(
+                conn, call_id, self._now(), disposition, ended_by, reason, detail=detail or None
+            )

@@ -33,6 +33,7 @@ from callgate.sip.outbound import OutboundCall
 from callgate.sip.registrar import Binding, Registrar
 from callgate.sip.responses import ALLOW, ALLOW_CALLS, encode, response
 from callgate.sip.transport import Counters, Peer, TcpTransport, UdpTransport
+from callgate.sip.trunk_limits import Refusal, TrunkLimited, TrunkLimits
 from callgate.sip.trunks import Trunk, Trunks
 from callgate.sip.via import parse_via, response_target, stamp_received
 from callgate.types import Address
@@ -90,6 +91,8 @@ class SipEdge:
         # (device username, its user's handle, whether it has bindings now): when that changes
         self.on_device: Callable[[str, str, bool], None] | None = None
         self.closing: list[Callable[[], Awaitable[None]]] = []  # run first by close()
+        self.trunk_limits = TrunkLimits(self._clock)
+        self._trunk_calls: dict[str, str] = {}  # Call-ID -> the trunk whose channel it holds
 
     def take_calls(self, handler: CallHandler) -> None:
         """Answer INVITEs (and their ACK, BYE, CANCEL) by handing them to `handler`."""
@@ -283,6 +286,14 @@ class SipEdge:
             busy = _busy(request)
             await self._record(self._attempt(request, peer, busy))
             return busy
+        if trunk is not None:  # the trunk's channels and call rate (trunk_limits.py)
+            limit = self.trunk_limits.acquire(trunk.name, trunk.max_calls, trunk.max_cps, "inbound")
+            if limit is not None:
+                refused = response(request, limit.status, limit.reason, TrunkLimited(limit).headers)
+                await self._record(self._attempt(request, peer, refused))
+                self._trunk_refused(trunk.name, limit, "inbound")
+                return refused
+            self._trunk_calls[call_id] = trunk.name
 
         def send(reply: SipResponse) -> None:
             self._send(peer, request, encode(reply))
@@ -307,6 +318,7 @@ class SipEdge:
         finally:
             call.close()
             self.calls.pop(call.call_id, None)
+            self._release_trunk(call.call_id)
             final = call.final.result() if call.final.done() else None
             if final is not None and final.status >= 300 and not call.recorded:
                 await self._record(self._attempt(call.request, call.peer, final))
@@ -361,19 +373,40 @@ class SipEdge:
         return call
 
     def dial(self, trunk: Trunk, number: str, caller: str) -> OutboundCall | None:
-        """A call to `number` through `trunk`'s carrier (UDP), None without a UDP listener."""
+        """A call to `number` through `trunk`'s carrier (UDP), None without a UDP listener;
+        TrunkLimited past the trunk's limits. `forget` gives the trunk's channel back."""
         if trunk.outbound is None or not self._udp_protocols:
             return None
+        limit = self.trunk_limits.acquire(trunk.name, trunk.max_calls, trunk.max_cps, "outbound")
+        if limit is not None:
+            self._trunk_refused(trunk.name, limit, "outbound")
+            raise TrunkLimited(limit)
         peer = self._udp_protocols[0].peer(trunk.outbound)
         host, port = trunk.outbound
         now = self._clock.monotonic()
         target = Binding(
             number, f"trunk:{trunk.name}", f"sip:{number}@{host}:{port}", peer, now, "", 0
         )
-        return self.outbound(target, caller)
+        call = self.outbound(target, caller)
+        call.auth = trunk.auth
+        self._trunk_calls[call.call_id] = trunk.name
+        return call
 
     def forget(self, call_id: str) -> None:
         self.calls.pop(call_id, None)
+        self._release_trunk(call_id)
+
+    def _release_trunk(self, call_id: str) -> None:
+        trunk = self._trunk_calls.pop(call_id, None)
+        if trunk is not None:
+            self.trunk_limits.release(trunk)
+
+    def _trunk_refused(self, trunk: str, limit: Refusal, direction: str) -> None:
+        """Alert once a run of refusals: a WARNING and a `sip.trunk.limit` audit entry."""
+        if self.trunk_limits.first_of_run(trunk):
+            details = {"limit": limit.limit, "direction": direction, "status": limit.status,
+                       "active": self.trunk_limits.active[trunk]}  # fmt: skip
+            self._spawn(self._append("sip", "sip.trunk.limit", f"trunk:{trunk}", details))
 
     def _dialog(self, request: SipRequest) -> InboundCall | OutboundCall | None:
         call = self.calls.get(request.headers.get("call-id") or "")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from callgate.sip.credentials import Credential
@@ -72,9 +72,10 @@ class InboundCall:
         if not self.final.done():
             self._send(response(self.request, 180, "Ringing", self._routes(), to_tag=self.to_tag))
 
-    def reject(self, status: int, reason: str) -> None:
+    def reject(self, status: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> None:
         if not self.final.done():
-            self.final.set_result(response(self.request, status, reason, to_tag=self.to_tag))
+            refusal = response(self.request, status, reason, list(headers), to_tag=self.to_tag)
+            self.final.set_result(refusal)
 
     def accept(self, sdp: bytes, contact: str) -> None:
         """200 OK with our SDP; retransmitted until the phone's ACK (module doc)."""

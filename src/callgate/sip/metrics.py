@@ -42,3 +42,29 @@ class SipCollector:
         yield GaugeMetricFamily(
             "callgate_sip_calls", "INVITE dialogs open now", value=len(edge.calls)
         )
+        yield from _trunks(edge)
+
+
+def _trunks(edge: SipEdge) -> Iterator[Metric]:
+    """Per trunk: channels in use, attempts, refusals at the limits (alert on their rate)."""
+    limits = edge.trunk_limits
+    calls = GaugeMetricFamily(
+        "callgate_sip_trunk_calls", "Calls on the trunk now", labels=["trunk"]
+    )
+    for trunk in edge.trunks.all:
+        calls.add_metric([trunk.name], limits.active[trunk.name])
+    yield calls
+    attempts = CounterMetricFamily(
+        "callgate_sip_trunk_attempts", "Call attempts per trunk", labels=["trunk", "direction"]
+    )
+    for (trunk_name, direction), count in sorted(limits.attempts.items()):
+        attempts.add_metric([trunk_name, direction], count)
+    yield attempts
+    refused = CounterMetricFamily(
+        "callgate_sip_trunk_refused",
+        "Calls refused at a trunk's limits (calls: 486, rate: 503)",
+        labels=["trunk", "limit"],
+    )
+    for (trunk_name, limit), count in sorted(limits.refused.items()):
+        refused.add_metric([trunk_name, limit], count)
+    yield refused

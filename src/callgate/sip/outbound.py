@@ -6,6 +6,11 @@ comes, and given up after 64·T1 without one (Timer B). A final non-2xx is ackno
 transaction (§17.1.1.3), a 2xx with a new ACK request (§13.2.2.4). `cancel()` sends CANCEL
 (§9.1) while no final response came; `hang_up()` BYE once answered. The phone's BYE arrives as
 `ended`, as for an inbound call.
+
+Towards a carrier with credentials (`auth`), a `401`/`407` to the INVITE is acknowledged and the
+INVITE sent again with the next CSeq and the answer to the challenge (RFC 3261 §22.2, §22.3;
+digest_client.py); a second challenge is answered only when it says `stale=true`, otherwise it
+is the final response (wrong credentials).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from callgate.sip.digest_client import CarrierAuth, authorization, choose
 from callgate.sip.invite import T1, T2, TIMEOUT
 from callgate.sip.message import Headers, SipRequest, SipResponse
 from callgate.sip.registrar import Binding
@@ -49,6 +55,7 @@ class OutboundCall:
         self._cseq = 1
         self._invite: SipRequest | None = None
         self._final = False
+        self.auth: CarrierAuth | None = None  # our account at a carrier (SipEdge.dial)
 
     def _request(self, method: str, cseq: int, branch: str | None = None) -> SipRequest:
         host, port = self.peer.local
@@ -63,11 +70,40 @@ class OutboundCall:
         return SipRequest(method, self.binding.contact, headers)
 
     async def invite(self, sdp: bytes, contact: str) -> AsyncIterator[SipResponse]:
-        """Send the INVITE; yield each response until the final one (or none: Timer B)."""
-        request = self._request("INVITE", self._cseq)
-        request.headers.add("contact", f"<{contact}>")
-        request.headers.add("content-type", "application/sdp")
-        request.body = sdp
+        """Send the INVITE; yield each response until the final one (or none: Timer B). A
+        digest challenge is answered (module doc), not yielded."""
+        to_header, answered, auth = self.to_header, 0, self.auth
+        credentials: tuple[str, str] | None = None
+        while True:
+            request = self._request("INVITE", self._cseq)
+            request.headers.add("contact", f"<{contact}>")
+            request.headers.add("content-type", "application/sdp")
+            if credentials is not None:
+                request.headers.add(*credentials)
+            request.body = sdp
+            challenged: SipResponse | None = None
+            async for reply in self._transaction(request):
+                if reply.status in (401, 407) and auth is not None:
+                    challenged = reply  # the final response: the transaction ends here
+                    continue
+                yield reply
+            if challenged is None or auth is None:
+                return
+            header = "www-authenticate" if challenged.status == 401 else "proxy-authenticate"
+            challenge = choose(challenged.headers.all(header))
+            if challenge is None or (answered and not challenge.stale) or answered >= 2:
+                yield challenged  # wrong credentials, or a challenge we cannot answer
+                return
+            answered += 1
+            name = "authorization" if challenged.status == 401 else "proxy-authorization"
+            value = authorization(challenge, auth, "INVITE", request.uri)
+            credentials = (name, value)
+            self.to_header = to_header  # a new request outside any dialog (§22.2)
+            self._final = False
+            self._cseq += 1
+
+    async def _transaction(self, request: SipRequest) -> AsyncIterator[SipResponse]:
+        """One INVITE client transaction (§17.1.1): its responses up to the final one."""
         self._invite = request
         branch = request.headers.all("via")[0].split("branch=")[1].split(";")[0]
         responses: asyncio.Queue[SipResponse] = asyncio.Queue()

@@ -293,6 +293,11 @@ class PolicyRule(Base):
     max_duration_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     recording_required: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str] = mapped_column(String(255), default="")
+    # calls with the phone network (migration 0024): "any", "internal", "outbound", "inbound",
+    # and E.164 prefixes (or "anonymous") for parties that are numbers
+    direction: Mapped[str] = mapped_column(String(8), default="any", server_default="any")
+    caller_number: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    callee_number: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -49,6 +49,7 @@ CONSOLE_PAGES: dict[str, tuple[str, str]] = {
     "admin": ("Administration", "admin.js"),
     "dashboard": ("Dashboard", "dashboard.js"),
     "unmanaged": ("Unmanaged calling", "unmanaged.js"),
+    "trunks": ("Trunks", "trunks.js"),
 }
 
 

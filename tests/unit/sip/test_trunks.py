@@ -53,3 +53,25 @@ def test_no_dial_out_without_a_rule() -> None:
     open_to = Trunk("carrier", frozenset({"192.0.2.7"}), dial_out_groups=frozenset({"traders"}))
     assert open_to.may_dial(("sales", "traders")) and not open_to.may_dial(("sales",))
     assert Trunks([Trunk("in-only", frozenset({"192.0.2.8"})), closed]).outbound is closed
+
+
+def test_the_dial_plan_picks_the_longest_route_and_the_carriers_format() -> None:
+    uk = Trunk("uk", frozenset({"192.0.2.7"}), outbound=("192.0.2.7", 5060), routes=("+44",),
+               country_code="44", number_format="national")  # fmt: skip
+    london = Trunk("london", frozenset({"192.0.2.8"}), outbound=("192.0.2.8", 5060),
+                   routes=("+4420",))  # fmt: skip
+    rest = Trunk("world", frozenset({"192.0.2.9"}), outbound=("192.0.2.9", 5060))
+    trunks = Trunks([uk, london, rest])
+    to_london = trunks.dial("+44 20 7946 0000")
+    assert to_london is not None and to_london.trunk is london
+    assert to_london.carrier_number == "+442079460000"
+    to_leeds = trunks.dial("0113 496 0000")  # national, read in the UK trunk's country
+    assert to_leeds is not None and to_leeds.trunk is uk
+    assert (to_leeds.number, to_leeds.carrier_number) == ("+441134960000", "01134960000")
+    to_ny = trunks.dial("tel:+1 212 555 0100")
+    assert to_ny is not None and to_ny.trunk is rest and to_ny.number == "+12125550100"
+    sos = trunks.dial("999")
+    assert sos is not None and sos.emergency and sos.carrier_number == "999"
+    assert trunks.dial("tel:12") is None and trunks.dial("bob") is None
+    assert Trunks([uk]).dial("+12125550100") is None  # no route
+    assert Trunks([Trunk("in", frozenset({"192.0.2.1"}))]).dial("+442079460000") is None

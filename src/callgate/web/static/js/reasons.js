@@ -6,6 +6,12 @@ export function endingMessage({ reason, endedBy, denial }, role, name) {
   switch (reason) {
     case "unknown-user":
       return `There is no user called ${name}.`;
+    case "no-route":
+      return `${name} cannot be dialled here: no trunk takes this number.`;
+    case "unknown-number":
+      return `${name} is not a number the phone network knows.`;
+    case "max-duration":
+      return "The call reached the longest time company policy allows.";
     case "offline":
       return `${name} is not signed in right now. Try again later.`;
     case "busy":

@@ -210,6 +210,21 @@ async function placeCall(colleague) {
   }
 }
 
+// A number typed in the dial box: "+…" as written, anything else as a national number ("tel:…");
+// the server's dial plan decides where it goes, and whether this user may call it.
+const DIALLABLE = /^\+?[0-9][0-9 ()\-.]{0,30}$/;
+
+$("dial-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const written = $("dial-number").value.trim();
+  if (!DIALLABLE.test(written)) {
+    notice("Type a phone number: digits, optionally starting with +.");
+    return;
+  }
+  const number = written.startsWith("+") ? written : `tel:${written}`;
+  placeCall({ handle: number, display_name: written });
+});
+
 async function onIncoming(message) {
   const from = message.from || {};
   if (busy()) return; // the server answers "busy" itself; a second ringing call is not shown

@@ -1,0 +1,320 @@
+"""A browser or CLI softphone dials a telephone number (docs/sip.md, "Dialling numbers").
+
+`callgate call +44…` and the softphone's dial box send `call.invite` with a number as `to`
+(`signaling.hub.is_number`); the hub hands it, and every later request about that call, here.
+The call does not go through the call engine (its callee is no user): this module does what the
+engine does for it, in the order validate → authorize → act → respond:
+
+- the dial plan picks the trunk (`Trunks.dial`: routes, national numbers, emergency codes); no
+  trunk takes the number: CDR `failed`/`no-route`, `call.ended` `no-route`;
+- the server decides whether the user may dial it (`DialOut.authorize`, the same check as for a
+  desk phone dialling out): refused: CDR `denied`/`policy-denied` with the rule, `call.denied`
+  and `call.ended` `policy-denied` — the client is never asked;
+- the CDR row (direction `outbound`, caller the user, callee the E.164 number, the trunk) and its
+  `sip.dialout` audit entry are written before the carrier is called;
+- the edge INVITEs the carrier (`SipEdge.dial`) with a plain RTP leg at the server offering the
+  G.711 codec the softphone offered; the carrier's 180 becomes `call.ringing`, its 200 OK the
+  WebRTC answer of the media bridge (relay-only, through our TURN under the call's own TURN user
+  `@pstn-CALLID`, which call-bound relaying admits for the caller only: `together`), and its
+  refusals `call.ended` with a reason; payloads pass unchanged;
+- the softphone's `call.hangup` (or its socket closing) becomes CANCEL or BYE, the carrier's BYE
+  `call.ended` `hangup`; a rule's `max_duration_s` ends the call with `max-duration`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from callgate.media.anchor import AnchorError, Bridge
+from callgate.media.rtp_leg import RtpLeg
+from callgate.runtime.sip_dialout import DialOut, Permit
+from callgate.signaling import messages as m
+from callgate.signaling.hub import Device, SignalingHub
+from callgate.sip.attempts import disposition
+from callgate.sip.dialout import DialOutRecords
+from callgate.sip.edge import SipEdge
+from callgate.sip.message import SipResponse
+from callgate.sip.outbound import OutboundCall
+from callgate.sip.sdp import SdpError, audio_sdp, parse_audio
+from callgate.sip.trunk_limits import TrunkLimited
+from callgate.sip.trunks import Dialled
+
+log = logging.getLogger(__name__)
+
+TURN_USER_PREFIX = "@pstn-"  # "@" is never in a handle: no user can pose as a call's bridge
+IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
+# the carrier's final refusal → the reason the softphone hears (RFC 3261 §21)
+CARRIER_REASONS = {
+    404: "unknown-number",
+    484: "unknown-number",
+    486: "busy",
+    600: "busy",
+    603: "rejected",
+    408: "no-answer",
+    480: "no-answer",
+    487: "cancelled",
+}
+
+
+@dataclass(eq=False)
+class _Call:
+    call_id: str
+    device: Device
+    dialled: Dialled
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    ended_reason: str = "hangup"  # why the softphone's side ended
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    web: Any = None  # the bridge's WebRTC leg (AnchorLeg) once it exists
+
+
+class NumberCalls:
+    """The hub's `numbers` (signaling.hub.NumberCalls)."""
+
+    def __init__(
+        self,
+        hub: SignalingHub,
+        edge: SipEdge,
+        dial: DialOut,
+        records: DialOutRecords,
+        ice_servers: IceServersFor,
+        media_ip: str | None,
+    ) -> None:
+        self._hub = hub
+        self._edge = edge
+        self._dial = dial
+        self._records = records
+        self._ice_servers = ice_servers
+        self._media_ip = media_ip
+        self._calls: dict[str, _Call] = {}
+
+    # -- what the hub asks -------------------------------------------------------------------------
+
+    def owns(self, call_id: str) -> bool:
+        return call_id in self._calls
+
+    def together(self, user_a: str, user_b: str) -> bool:
+        """The bridge of a live number call and that call's caller (TURN call-bound guard)."""
+        for bridge, other in ((user_a, user_b), (user_b, user_a)):
+            if bridge.startswith(TURN_USER_PREFIX):
+                call = self._calls.get(bridge.removeprefix(TURN_USER_PREFIX))
+                return call is not None and other == call.device.handle
+        return False
+
+    async def disconnected(self, device: Device) -> None:
+        for call in list(self._calls.values()):
+            if call.device is device and not call.ended.is_set():
+                call.ended_reason = "caller-disconnected"
+                call.ended.set()
+
+    async def invite(self, device: Device, message: m.Invite) -> None:
+        # validate: a number some trunk takes, and media the carrier side can take
+        call_id = uuid.uuid4().hex
+        handle, agent = device.handle, device.user_agent or "web"
+        if any(c.device is device for c in self._calls.values()):
+            self._hub.send(device, m.error_message(message.id, m.CONFLICT, "in a call"))
+            return
+        self._hub.send(device, m.ack_message(message.id, call_id=call_id))
+        dialled = self._dial.plan(message.to)
+        if dialled is None:
+            why = ("no-route", "no trunk takes this number")
+            await self._refuse(device, call_id, message.to[:64], None, agent, why)
+            return
+        number, trunk = dialled.number, dialled.trunk.name
+        # authorize: on the server, from the user's groups and the policy
+        permit = await self._dial.authorize(handle, dialled)
+        if permit.refusal is not None:
+            why = ("policy-denied", permit.refusal)
+            rule = permit.rule or f"trunk:{trunk}"
+            self._hub.send(device, m.denied_message(call_id, permit.refusal, rule))
+            await self._refuse(device, call_id, number, trunk, agent, why, rule)
+            return
+        codec = _g711(message.sdp)
+        if codec is None:
+            why = ("setup-failed", "the offer has no G.711 (PCMU/PCMA)")
+            await self._refuse(device, call_id, number, trunk, agent, why, permit.rule)
+            return
+        if dialled.emergency:
+            log.warning("sip: emergency call from %s to %s via trunk %s", handle, number, trunk)
+        # act: the record first, then the carrier
+        try:
+            await asyncio.to_thread(
+                self._records.open, call_id, handle, number, trunk, dialled.emergency,
+                device.address, user_agent=agent, rule=permit.rule,
+            )  # fmt: skip
+        except Exception:  # no record, no call (compliance fails closed)
+            log.exception("sip: call record of number call %s not written; ending it", call_id)
+            self._hub.send(device, m.ended_message(call_id, "setup-failed", "server"))
+            return
+        call = self._calls[call_id] = _Call(call_id, device, dialled)
+        task = asyncio.get_running_loop().create_task(
+            self._run(call, codec, message.sdp, permit), name=f"pstn-{call_id}"
+        )
+        self._hub.keep(task)
+
+    async def _refuse(
+        self,
+        device: Device,
+        call_id: str,
+        number: str,
+        trunk: str | None,
+        agent: str,
+        why: tuple[str, str],
+        rule: str | None = None,
+    ) -> None:
+        """Record an attempt refused before the carrier was called, and end it (the softphone
+        hears the end even when the record cannot be written: it is logged)."""
+        try:
+            await asyncio.to_thread(
+                self._records.open, call_id, device.handle, number, trunk, False, device.address,
+                user_agent=agent, rule=rule, refused=why,
+            )  # fmt: skip
+        except Exception:
+            log.exception("sip: call record of refused number call %s not written", call_id)
+        self._hub.send(device, m.ended_message(call_id, why[0], "server"))
+
+    async def receive(self, device: Device, message: m.ClientMessage) -> None:
+        call = self._calls.get(getattr(message, "call_id", ""))
+        if call is None or call.device is not device:
+            self._hub.send(device, m.error_message(message.id, m.NOT_FOUND, "no such call"))
+            return
+        if isinstance(message, m.Hangup | m.Reject):
+            call.ended_reason = "hangup"
+            call.ended.set()
+        elif isinstance(message, m.Candidate):
+            candidate = message.candidate.model_dump(exclude_none=True)
+            if call.web is not None:
+                await call.web.add_candidate(candidate)
+            elif len(call.candidates) < 64:
+                call.candidates.append(candidate)
+        elif isinstance(message, m.Answer):
+            self._hub.send(device, m.error_message(message.id, m.BAD_REQUEST, "the caller"))
+            return
+        self._hub.send(device, m.ack_message(message.id))  # media and stats reports too
+
+    # -- the call ----------------------------------------------------------------------------------
+
+    async def _run(self, call: _Call, codec: str, offer_sdp: str, permit: Permit) -> None:
+        dialled, handle = call.dialled, call.device.handle
+        trunk = dialled.trunk
+        bridge = Bridge(lambda: self._ice_servers(TURN_USER_PREFIX + call.call_id))
+        carrier = RtpLeg("carrier", bridge.forward, codec)
+        outcome = ("failed", "server", "setup-failed", "no UDP listener for the trunk")
+        out: OutboundCall | None = None
+        try:
+            out = self._edge.dial(trunk, dialled.carrier_number, trunk.caller_id or handle)
+            if out is not None:
+                outcome = await self._connect(call, out, bridge, carrier, codec, offer_sdp, permit)
+        except TrunkLimited as limited:
+            final, reason = limited.cdr
+            outcome = (final, "server", reason, limited.refusal.reason)
+        except (AnchorError, OSError, SdpError) as exc:
+            log.warning("sip: number call %s: %s", call.call_id, exc)
+            if out is not None:
+                await out.hang_up()
+            outcome = ("failed", "server", "setup-failed", str(exc)[:120])
+        finally:
+            self._calls.pop(call.call_id, None)
+            if out is not None:
+                self._edge.forget(out.call_id)
+            await bridge.close()
+            final, by, reason, detail = outcome
+            self._hub.send(call.device, m.ended_message(call.call_id, reason, by))
+            try:
+                await asyncio.to_thread(
+                    self._records.finish, call.call_id, final, by, reason, detail
+                )
+            except Exception:
+                log.exception("sip: call record of number call %s not finalized", call.call_id)
+
+    async def _connect(
+        self,
+        call: _Call,
+        out: OutboundCall,
+        bridge: Bridge,
+        carrier: RtpLeg,
+        codec: str,
+        offer_sdp: str,
+        permit: Permit,
+    ) -> tuple[str, str, str, str]:
+        """Ring the carrier, then talk; (disposition, ended by, reason, detail) of the end."""
+        media_ip = self._media_ip or out.peer.local[0]
+        if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
+            return "failed", "server", "setup-failed", "set sip.media_ip"
+        local = await carrier.open(media_ip)
+        web = call.web = bridge.leg("web", codec=codec)
+        for candidate in call.candidates:
+            await web.add_candidate(candidate)
+        contact = f"sip:callgate@{out.peer.local[0]}:{out.peer.local[1]}"
+        final = asyncio.ensure_future(
+            self._carrier_final(call, out, audio_sdp(local[0], local[1], codec), contact)
+        )
+        gone = asyncio.ensure_future(call.ended.wait())
+        await asyncio.wait({final, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not final.done():  # the caller gave up while the carrier rang
+            await out.cancel()
+            reply = await final
+            if reply is not None and 200 <= reply.status < 300:
+                await out.hang_up()  # the answer crossed our CANCEL (RFC 3261 §9.1)
+            return "cancelled", "caller", "cancelled", call.ended_reason
+        gone.cancel()
+        reply = final.result()
+        if reply is None or not 200 <= reply.status < 300:
+            status = 408 if reply is None else reply.status
+            text = "no answer" if reply is None else reply.reason
+            why = CARRIER_REASONS.get(status, "setup-failed")
+            return disposition(status), "callee", why, f"sip {status} {text}"[:120]
+        answer = parse_audio(reply.body)
+        carrier.set_remote((answer.address, answer.port), also_from=[out.peer.address[0]])
+        bridge.attach(carrier)
+        sdp = await web.answer(offer_sdp)
+        await asyncio.to_thread(self._records.answered, call.call_id)
+        self._hub.send(call.device, m.answered_message(call.call_id, sdp))
+        return await self._talk(call, out, permit)
+
+    async def _carrier_final(
+        self, call: _Call, out: OutboundCall, sdp: bytes, contact: str
+    ) -> SipResponse | None:
+        final: SipResponse | None = None
+        ringing = False
+        async for reply in out.invite(sdp, contact):
+            if reply.status >= 200:
+                final = reply
+            elif reply.status in (180, 183) and not ringing:
+                ringing = True
+                self._hub.send(call.device, m.ringing_message(call.call_id, 1))
+        return final
+
+    async def _talk(
+        self, call: _Call, out: OutboundCall, permit: Permit
+    ) -> tuple[str, str, str, str]:
+        waits = {
+            asyncio.ensure_future(call.ended.wait()),
+            asyncio.ensure_future(out.ended.wait()),
+        }
+        limit = permit.max_duration_s
+        try:
+            await asyncio.wait(waits, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if call.ended.is_set():
+            await out.hang_up()
+            return "answered", "caller", call.ended_reason, ""
+        if out.ended.is_set():
+            return "answered", "callee", "hangup", ""
+        await out.hang_up()  # the rule's max_duration_s
+        return "answered", "server", "max-duration", f"{limit} s"
+
+
+def _g711(offer_sdp: str) -> str | None:
+    upper = offer_sdp.upper()
+    for codec in ("PCMU", "PCMA"):
+        if f" {codec}/8000" in upper:
+            return codec.lower()
+    return None

@@ -1,0 +1,48 @@
+"""Per-trunk limits: channels at once (486) and call attempts a second (503 + Retry-After)."""
+
+from __future__ import annotations
+
+from callgate.clock import ManualClock
+from callgate.sip.trunk_limits import TrunkLimited, TrunkLimits
+
+
+def test_channels_are_taken_and_given_back() -> None:
+    limits = TrunkLimits(ManualClock())
+    assert limits.acquire("uk", 2, None, "outbound") is None
+    assert limits.acquire("uk", 2, None, "inbound") is None
+    full = limits.acquire("uk", 2, None, "outbound")
+    assert full is not None and (full.status, full.limit) == (486, "calls")
+    assert limits.acquire("other", 2, None, "outbound") is None  # per trunk
+    limits.release("uk")
+    assert limits.acquire("uk", 2, None, "outbound") is None
+    assert limits.refused[("uk", "calls")] == 1 and limits.attempts[("uk", "outbound")] == 3
+    assert limits.active["uk"] == 2
+
+
+def test_call_rate_allows_a_burst_then_says_when_to_retry() -> None:
+    clock = ManualClock()
+    limits = TrunkLimits(clock)
+    assert [limits.acquire("uk", None, 2.0, "inbound") for _ in range(2)] == [None, None]
+    fast = limits.acquire("uk", None, 2.0, "inbound")
+    assert fast is not None and fast.status == 503
+    assert TrunkLimited(fast).headers == [("Retry-After", "1")]
+    assert TrunkLimited(fast).cdr == ("failed", "trunk-rate-limited")
+    clock.advance(0.5)  # one token back
+    assert limits.acquire("uk", None, 2.0, "inbound") is None
+    assert limits.acquire("uk", None, 2.0, "inbound") is not None
+
+
+def test_an_alert_once_a_run_of_refusals() -> None:
+    limits = TrunkLimits(ManualClock())
+    assert limits.first_of_run("uk") and not limits.first_of_run("uk")
+    assert limits.acquire("uk", 5, None, "outbound") is None  # a call got through: run over
+    assert limits.first_of_run("uk")
+
+
+def test_a_rate_under_one_a_second_still_lets_one_call_through() -> None:
+    clock = ManualClock()
+    limits = TrunkLimits(clock)
+    assert limits.acquire("slow", None, 0.1, "inbound") is None
+    assert limits.acquire("slow", None, 0.1, "inbound") is not None
+    clock.advance(10)
+    assert limits.acquire("slow", None, 0.1, "inbound") is None
