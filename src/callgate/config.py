@@ -394,15 +394,15 @@ class TrunkSettings(BaseModel):
     # the number presented as the caller.
     outbound: OptAddress = None
     dial_out_groups: list[str] = Field(default_factory=list)
-    caller_id: str | None = Field(default=None, pattern=r"^\+[1-9]\d{1,14}$")
+    caller_id: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{1,14}$")
     # The dial plan (docs/sip.md, "Dial plan"): the E.164 prefixes this trunk carries (none:
     # any number; the longest match wins), the country whose national numbers it reads
     # ("0…" with national_prefix "0"), and how the carrier wants numbers.
-    routes: list[Annotated[str, Field(pattern=r"^\+\d{0,15}$")]] = Field(
+    routes: list[Annotated[str, Field(pattern=r"^\+[0-9]{0,15}$")]] = Field(
         default_factory=list, max_length=256
     )
-    country_code: str | None = Field(default=None, pattern=r"^[1-9]\d{0,2}$")
-    national_prefix: str = Field(default="0", pattern=r"^\d{1,3}$")
+    country_code: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,2}$")
+    national_prefix: str = Field(default="0", pattern=r"^[0-9]{1,3}$")
     number_format: Literal["e164", "national"] = "e164"
     # Toll-fraud guard (docs/sip.md, "Trunk limits"): calls at once (both ways; past it 486)
     # and new calls a second (past it 503 + Retry-After).
@@ -412,6 +412,12 @@ class TrunkSettings(BaseModel):
     # (digest, RFC 8760). The password is never logged; keep the config file private.
     username: str | None = Field(default=None, pattern=r"^[!#-\[\]-~]{1,128}$")
     password: SecretStr | None = None
+    # The emergency numbers put through to this carrier whatever the rules say (flagged). The
+    # default is its country's (country_code: e.g. 44 -> 999, 112), else 112 and 911: a code
+    # that is an emergency number elsewhere may be a chargeable service in this network.
+    emergency: list[Annotated[str, Field(pattern=r"^[0-9]{2,4}$")]] | None = Field(
+        default=None, max_length=16
+    )
 
     @model_validator(mode="after")
     def _account(self) -> TrunkSettings:
@@ -428,7 +434,7 @@ class TrunkSettings(BaseModel):
     @classmethod
     def _e164(cls, value: dict[str, str]) -> dict[str, str]:
         for number in value:
-            if not re.fullmatch(r"\+[1-9]\d{1,14}", number):
+            if not re.fullmatch(r"\+[1-9][0-9]{1,14}", number):
                 raise ValueError(f"DID {number!r} is not E.164 (+ country code, ≤ 15 digits)")
         return value
 

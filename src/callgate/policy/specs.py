@@ -31,7 +31,9 @@ from callgate.policy.rules import (
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 HANDLE_RE = re.compile(r"[a-z0-9._-]{1,64}")
-NUMBER_RE = re.compile(r"\+\d{0,15}")  # an E.164 prefix: "+" alone is every number
+NUMBER_RE = re.compile(
+    r"\+[0-9]{0,15}"
+)  # an E.164 prefix (ASCII digits): "+" alone is every number
 TIME_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 MAX_DURATION_S = 7 * 86400
 MAX_REASON_CHARS = 255

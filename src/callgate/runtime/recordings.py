@@ -88,13 +88,15 @@ class ArchiveJob:
         now = utcnow()
         oldest = self._oldest_pending(now)
         lag = (now - oldest).total_seconds() if oldest is not None else None
+        # /healthz answers anyone: reasons without the bucket, recording ids or the error's own
+        # text (SQL, endpoints); the server log has those
         problems = []
         if self.last_error is not None:
-            problems.append(f"last run failed: {self.last_error}")
+            problems.append("last run failed (the server log says why)")
         if self.failed:
-            first, why = next(iter(self.failed.items()))
-            more = f" (and {len(self.failed) - 1} more)" if len(self.failed) > 1 else ""
-            problems.append(f"recording {first} not archived: {why}{more}")
+            problems.append(
+                f"{len(self.failed)} recording(s) not archived (the server log says why)"
+            )
         if lag is not None and lag > self._max_lag:
             problems.append(
                 f"a closed recording has waited {lag:.0f} s for its copy (max_lag_s {self._max_lag:.0f})"
@@ -102,7 +104,6 @@ class ArchiveJob:
         return {
             "ok": not problems,
             "critical": False,
-            "bucket": self.archive.target.bucket,
             **({"error": "; ".join(problems)} if problems else {}),
             "last_run": self.last_run.isoformat() if self.last_run else None,
             "failed": len(self.failed),

@@ -104,6 +104,7 @@ def _trunk(t: TrunkSettings) -> Trunk:
         auth=None
         if t.username is None or t.password is None
         else CarrierAuth(t.username, t.password.get_secret_value()),
+        emergency=frozenset(t.emergency) if t.emergency is not None else None,
     )
 
 

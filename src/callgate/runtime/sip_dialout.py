@@ -153,7 +153,9 @@ class DialOut:
         phone = RtpLeg("phone", from_phone, codec, srtp, offer.events)
         carrier = RtpLeg("carrier", bridge.forward, codec)
         try:
-            out = self._edge.dial(trunk, dialled.carrier_number, trunk.caller_id or handle)
+            out = self._edge.dial(
+                trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency
+            )
         except TrunkLimited as limited:
             call.recorded = True
             _, reason = limited.cdr

@@ -207,7 +207,9 @@ class NumberCalls:
         outcome = ("failed", "server", "setup-failed", "no UDP listener for the trunk")
         out: OutboundCall | None = None
         try:
-            out = self._edge.dial(trunk, dialled.carrier_number, trunk.caller_id or handle)
+            out = self._edge.dial(
+                trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency
+            )
             if out is not None:
                 outcome = await self._connect(call, out, bridge, carrier, codec, offer_sdp, permit)
         except TrunkLimited as limited:

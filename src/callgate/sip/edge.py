@@ -372,12 +372,17 @@ class SipEdge:
         self.calls[call.call_id] = call
         return call
 
-    def dial(self, trunk: Trunk, number: str, caller: str) -> OutboundCall | None:
+    def dial(
+        self, trunk: Trunk, number: str, caller: str, emergency: bool = False
+    ) -> OutboundCall | None:
         """A call to `number` through `trunk`'s carrier (UDP), None without a UDP listener;
-        TrunkLimited past the trunk's limits. `forget` gives the trunk's channel back."""
+        TrunkLimited past the trunk's limits (never for an emergency call). `forget` gives the
+        trunk's channel back."""
         if trunk.outbound is None or not self._udp_protocols:
             return None
-        limit = self.trunk_limits.acquire(trunk.name, trunk.max_calls, trunk.max_cps, "outbound")
+        limit = self.trunk_limits.acquire(
+            trunk.name, trunk.max_calls, trunk.max_cps, "outbound", emergency
+        )
         if limit is not None:
             self._trunk_refused(trunk.name, limit, "outbound")
             raise TrunkLimited(limit)

@@ -83,13 +83,21 @@ class TrunkLimits:
         self._refusing: set[str] = set()  # trunks in a run of refusals
 
     def acquire(
-        self, trunk: str, max_calls: int | None, max_cps: float | None, direction: str
+        self,
+        trunk: str,
+        max_calls: int | None,
+        max_cps: float | None,
+        direction: str,
+        emergency: bool = False,
     ) -> Refusal | None:
         """Take a channel of `trunk` for a new call, or say which limit refuses it. A call
-        that got one gives it back with `release`."""
+        that got one gives it back with `release`. An emergency call is counted, never refused:
+        a flood of other calls must not keep 112 from getting through."""
         self.attempts[(trunk, direction)] += 1
         refusal: Refusal | None = None
-        if max_calls is not None and self.active[trunk] >= max_calls:
+        if emergency:
+            pass
+        elif max_calls is not None and self.active[trunk] >= max_calls:
             refusal = FULL
         elif max_cps is not None:
             now = self._clock.monotonic()

@@ -22,12 +22,53 @@ from dataclasses import dataclass, field
 
 from callgate.sip.digest_client import CarrierAuth
 
-# Emergency numbers (ITU E.161.1 112, NANP 911, UK 999, AU 000…): refused with a precise reason
-# until trunks exist (docs/sip.md, "Emergency numbers").
-EMERGENCY = frozenset({"112", "911", "999", "000", "110", "118", "119", "100", "101", "102"})
-E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+# Emergency numbers are per country: a code that is an emergency number in one country is a
+# chargeable operator or service elsewhere (UK 100: the operator, who connects onward calls), so
+# a trunk lets through only its own country's (its `emergency` setting, default from its
+# `country_code`) and 112 (ITU E.161.1, also on every GSM network) and 911 without one.
+EMERGENCY_BY_COUNTRY: dict[str, frozenset[str]] = {
+    "1": frozenset({"911"}),
+    "30": frozenset({"112", "100", "166", "199"}),
+    "31": frozenset({"112"}),
+    "32": frozenset({"112", "100", "101"}),
+    "33": frozenset({"112", "15", "17", "18", "114"}),
+    "34": frozenset({"112", "091", "092", "061", "080"}),
+    "39": frozenset({"112", "113", "115", "118"}),
+    "41": frozenset({"112", "117", "118", "144"}),
+    "43": frozenset({"112", "122", "133", "144"}),
+    "44": frozenset({"999", "112"}),
+    "45": frozenset({"112", "114"}),
+    "46": frozenset({"112"}),
+    "47": frozenset({"112", "110", "113"}),
+    "48": frozenset({"112", "997", "998", "999"}),
+    "49": frozenset({"112", "110"}),
+    "52": frozenset({"911"}),
+    "55": frozenset({"190", "192", "193"}),
+    "61": frozenset({"000", "112"}),
+    "64": frozenset({"111"}),
+    "65": frozenset({"999", "995"}),
+    "81": frozenset({"110", "119"}),
+    "82": frozenset({"112", "119"}),
+    "86": frozenset({"110", "119", "120"}),
+    "91": frozenset({"112", "100", "101", "102"}),
+    "353": frozenset({"112", "999"}),
+}
+EMERGENCY_DEFAULT = frozenset({"112", "911"})
+# Every code some country uses: what a SIP phone dialling without any trunk is told it cannot
+# reach (runtime/sip_calls.py), never what is let through.
+EMERGENCY = EMERGENCY_DEFAULT.union(*EMERGENCY_BY_COUNTRY.values())
+# ASCII digits only: `\d` would take fullwidth or Arabic-Indic digits, which a deny rule's prefix
+# does not match but a carrier may fold to the number the rule denies.
+E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _SEPARATORS = re.compile(r"[\s\-.()]")
-_DIGITS = re.compile(r"^\d{1,15}$")
+_DIGITS = re.compile(r"^[0-9]{1,15}$")
+
+
+def emergency_numbers(country_code: str | None) -> frozenset[str]:
+    """The emergency numbers a trunk in `country_code` lets through by default."""
+    if country_code is None:
+        return EMERGENCY_DEFAULT
+    return EMERGENCY_BY_COUNTRY.get(country_code, frozenset({"112"}))
 
 
 def normalise(number: str) -> str | None:
@@ -39,8 +80,9 @@ def normalise(number: str) -> str | None:
     return text if E164.match(text) else None
 
 
-def is_emergency(dialled: str) -> bool:
-    return _SEPARATORS.sub("", dialled).removeprefix("tel:").lstrip("+") in EMERGENCY
+def short_code(dialled: str) -> str:
+    """`dialled` without separators, `tel:` and a leading `+`: how emergency codes compare."""
+    return _SEPARATORS.sub("", dialled.split(";", 1)[0]).removeprefix("tel:").lstrip("+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +100,13 @@ class Trunk:
     max_calls: int | None = None  # calls at once, both ways (trunk_limits.py)
     max_cps: float | None = None  # new calls a second
     auth: CarrierAuth | None = None  # our account at the carrier: answers its 401/407
+    # Let through whatever the rules say; None: its country's (emergency_numbers)
+    emergency: frozenset[str] | None = None
+
+    def emergency_codes(self) -> frozenset[str]:
+        return (
+            self.emergency if self.emergency is not None else emergency_numbers(self.country_code)
+        )
 
     def may_dial(self, groups: tuple[str, ...] | frozenset[str]) -> bool:
         """No dial-out without a rule: only members of `dial_out_groups`."""
@@ -120,8 +169,8 @@ class Trunks:
         trunk can (not a number, national without a trunk that knows its country, no route)."""
         if self.outbound is None:
             return None
-        if is_emergency(dialled):
-            code = _SEPARATORS.sub("", dialled).removeprefix("tel:").lstrip("+")
+        code = short_code(dialled)
+        if code in self.outbound.emergency_codes():
             return Dialled(self.outbound, code, code, True)
         best: tuple[int, Trunk, str] | None = None
         for trunk in self.all:

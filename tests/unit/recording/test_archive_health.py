@@ -46,8 +46,8 @@ async def test_each_reason_the_archive_is_behind_is_named() -> None:
 
     await archiving.run_once()
     health = archiving.health()
-    assert health["ok"] is False and health["bucket"] == "worm"
-    assert health["error"] == "last run failed: bucket 'worm': no Object Lock (NoSuchBucket: gone)"
+    assert health["ok"] is False and "bucket" not in health  # /healthz answers anyone
+    assert health["error"] == "last run failed (the server log says why)"
 
     stand_in.outcome = ArchiveRun(failed={"a" * 32: "upload of x: SlowDown", "b" * 32: "gone"})
     stand_in.oldest = utcnow() - timedelta(hours=2)
@@ -55,7 +55,8 @@ async def test_each_reason_the_archive_is_behind_is_named() -> None:
     health = archiving.health()
     assert health["failed"] == 2 and health["oldest_unarchived_s"] >= 7200
     reasons = health["error"].split("; ")
-    assert reasons[0] == f"recording {'a' * 32} not archived: upload of x: SlowDown (and 1 more)"
+    assert reasons[0] == "2 recording(s) not archived (the server log says why)"
+    assert "a" * 32 not in health["error"] and "SlowDown" not in health["error"]
     assert reasons[1].startswith("a closed recording has waited 7")
     assert reasons[1].endswith("s for its copy (max_lag_s 3600)")
 

@@ -19,6 +19,14 @@ def test_channels_are_taken_and_given_back() -> None:
     assert limits.active["uk"] == 2
 
 
+def test_an_emergency_call_is_counted_but_never_refused() -> None:
+    limits = TrunkLimits(ManualClock())
+    assert limits.acquire("uk", 1, 1.0, "outbound") is None  # the one channel, the one token
+    assert limits.acquire("uk", 1, 1.0, "outbound") is not None
+    assert limits.acquire("uk", 1, 1.0, "outbound", emergency=True) is None
+    assert limits.active["uk"] == 2
+
+
 def test_call_rate_allows_a_burst_then_says_when_to_retry() -> None:
     clock = ManualClock()
     limits = TrunkLimits(clock)

@@ -20,6 +20,8 @@ from callgate.sip.trunks import Trunk, Trunks, normalise
         ("+0123", None),
         ("+1234567890123456", None),  # 16 digits
         ("bob", None),
+        ("+44\uff19001234567", None),  # a fullwidth 9: a deny rule for +449 would not see it
+        ("+44\u0669001234567", None),  # an Arabic-Indic 9
     ],
 )
 def test_normalise(written: str, e164: str | None) -> None:
@@ -75,3 +77,23 @@ def test_the_dial_plan_picks_the_longest_route_and_the_carriers_format() -> None
     assert trunks.dial("tel:12") is None and trunks.dial("bob") is None
     assert Trunks([uk]).dial("+12125550100") is None  # no route
     assert Trunks([Trunk("in", frozenset({"192.0.2.1"}))]).dial("+442079460000") is None
+
+
+def test_emergency_codes_are_the_trunks_countrys_not_every_countrys() -> None:
+    uk = Trunk("uk", frozenset({"192.0.2.7"}), outbound=("192.0.2.7", 5060), country_code="44")
+    assert Trunks([uk]).dial("999") is not None
+    # 100 is India's police but the UK's chargeable operator (who connects onward calls):
+    # through a UK trunk it is no emergency call, and an ordinary short number has no route
+    assert Trunks([uk]).dial("100") is None
+    us = Trunk("us", frozenset({"192.0.2.8"}), outbound=("192.0.2.8", 5060), country_code="1")
+    assert Trunks([us]).dial("911") is not None and Trunks([us]).dial("999") is None
+    anywhere = Trunk("any", frozenset({"192.0.2.9"}), outbound=("192.0.2.9", 5060))
+    assert {c for c in ("112", "911", "999", "100") if Trunks([anywhere]).dial(c)} == {"112", "911"}
+    own = Trunk("own", frozenset({"192.0.2.9"}), outbound=("192.0.2.9", 5060),
+                emergency=frozenset({"112", "144"}))  # fmt: skip
+    sos = Trunks([own]).dial("tel:144")
+    assert sos is not None and sos.emergency and Trunks([own]).dial("911") is None
+    settings = TrunkSettings(name="c", addresses=["192.0.2.9"], emergency=["112", "144"])
+    assert settings.emergency == ["112", "144"]
+    with pytest.raises(ValidationError):
+        TrunkSettings(name="c", addresses=["192.0.2.9"], emergency=["1\uff112"])

@@ -103,7 +103,7 @@ async function recordingHealth() {
   const a = body.recording_archive;
   if (a) {
     out.push(a.ok
-      ? el("p", { class: "notice ok", id: "archive-health" }, `WORM archive: up to date (bucket ${a.bucket}).`)
+      ? el("p", { class: "notice ok", id: "archive-health" }, "WORM archive: up to date.")
       : el("p", { class: "notice error", id: "archive-health", role: "alert" }, `WORM archive: ${a.error}`));
   }
   return out;
