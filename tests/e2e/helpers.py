@@ -27,7 +27,7 @@ from sqlalchemy import Engine, Table, create_engine, select
 from callgate.client.signaling import SignalingClient
 from callgate.storage.db import sqlite_url
 from callgate.storage.models import Call, CallQuality, RelaySession
-from tests.cli_process import COMMAND, clean_env
+from tests.cli_process import COMMAND, clean_env, run_in_process
 from tests.ports import free_port, relay_port_range
 
 LOOPBACK = "127.0.0.1"
@@ -55,14 +55,10 @@ def password_of(handle: str) -> str:
 def callgate(
     *args: str, stdin: str | None = None, timeout: float = 60, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*COMMAND, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=clean_env(**env),
-        timeout=timeout,
-    )
+    """`callgate ARGS` on a store or a server: run in-process (tests/cli_process.py; `serve`
+    itself is a process of its own, `Serve`). `timeout` is kept for the callers' sake."""
+    del timeout
+    return run_in_process(*args, cwd=Path.cwd(), stdin=stdin, **env)
 
 
 def private_relay_range(size: int = 400) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""`callgate audit verify | checkpoint | list` in a subprocess, on a data dir written by the library."""
+"""`callgate audit verify | checkpoint | list` (run in-process, tests/cli_process.py) on a data
+dir written by the library."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from callgate.records.audit import AuditLog
 from callgate.storage.db import open_store, sqlite_url
-from tests.integration.test_cli import callgate
+from tests.cli_process import run_in_process as callgate
 
 T0 = datetime(2026, 11, 27, 9, 0, 0, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.integration.test_cli import callgate
+from tests.cli_process import run_in_process as callgate
 from tests.integration.test_cli_users_api import Server, run
 from tests.integration.test_cli_users_api import server as server
 

@@ -20,7 +20,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.integration.test_cli import callgate, free_port, running, stop
+from tests.cli_process import run_in_process
+from tests.integration.test_cli import free_port, running, stop
 
 pytestmark = pytest.mark.timeout(300)  # many CLI processes, each seconds on a busy machine
 
@@ -61,7 +62,7 @@ def run(
     """`callgate ARGS` with the admin's saved session (CALLGATE_CONFIG_DIR=cwd/cfg) unless `env`
     says otherwise."""
     env.setdefault("CALLGATE_CONFIG_DIR", str(server.cwd / "cfg"))
-    return callgate(*args, cwd=server.cwd, stdin=stdin, **env)
+    return run_in_process(*args, cwd=server.cwd, stdin=stdin, **env)
 
 
 def status_of_login(server: Server, handle: str, password: str) -> int:

@@ -33,8 +33,8 @@ from callgate.recording.store import RecordingRepository
 from callgate.records.audit import AuditLog
 from callgate.storage.db import Store, open_store, sqlite_url
 from callgate.storage.models import Recording
+from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import WebServer, serve
-from tests.integration.test_cli import callgate
 from tests.integration.test_recording_retention import record
 
 pytestmark = pytest.mark.timeout(240)  # a dozen CLI processes on a busy machine
