@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.test_cli import callgate, free_port, running, stop
+from tests.cli_process import run_in_process as callgate
+from tests.integration.test_cli import free_port, running, stop
 
 PASSWORDS = {"admin": "root-of-trust-0", "alice": "correct-horse-1", "bob": "battery-staple-2"}
 

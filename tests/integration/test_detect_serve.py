@@ -32,8 +32,9 @@ import httpx
 import pytest
 
 from tests.cli_process import COMMAND, clean_env
+from tests.cli_process import run_in_process as callgate
 from tests.integration.detect_support import pcaps_dir
-from tests.integration.test_cli import callgate, free_port
+from tests.integration.test_cli import free_port
 from tests.lab.netns import Netns
 from tests.unit.runtime.test_alerts import Receiver
 
@@ -236,9 +237,11 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
 
 def test_serve_refuses_to_start_when_the_monitor_cannot_open_its_interface(tmp_path: Path) -> None:
     port = free_port()
-    result = callgate("serve", "--data-dir", str(tmp_path / "data"), "--monitor", "nosuch0",
-                      "--http", f"127.0.0.1:{free_port()}", "--listen", f"127.0.0.1:{port}",
-                      cwd=tmp_path)  # fmt: skip
+    result = subprocess.run(  # `serve` itself: a process of its own
+        [*COMMAND, "serve", "--data-dir", str(tmp_path / "data"), "--monitor", "nosuch0",
+         "--http", f"127.0.0.1:{free_port()}", "--listen", f"127.0.0.1:{port}"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert "monitor.interface (--monitor): no such interface: 'nosuch0'" in result.stderr
     assert "Traceback" not in result.stderr
