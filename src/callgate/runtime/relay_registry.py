@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "callgate:"
 INTERVAL = 1.0
+STOP_WITHIN = 2.0  # seconds for the goodbye (keys deleted, connection closed)
 TTL = 5
 # seconds a call's two users stay admitted after the last node listed it: a call whose node died
 # goes on relaying until a surviving node takes it over (the lease, docs/scaling.md)
@@ -124,14 +125,19 @@ class RelayPresence:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(*_DOWN):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.delete(relay_key(self._info.relay_id))
-                pipe.delete(drain_key(self._info.relay_id))
-                await pipe.execute()
-        await self._redis.aclose()
+            await asyncio.wait({self._task}, timeout=STOP_WITHIN)
+        # Best effort and bounded: the keys expire by themselves (ttl), and a connection whose
+        # command the cancel above interrupted can leave redis-py waiting for ever (a drained
+        # relay that logged "exiting" then never exited).
+        with contextlib.suppress(TimeoutError, *_DOWN):
+            async with asyncio.timeout(STOP_WITHIN):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.delete(relay_key(self._info.relay_id))
+                    pipe.delete(drain_key(self._info.relay_id))
+                    await pipe.execute()
+        with contextlib.suppress(TimeoutError, *_DOWN):
+            async with asyncio.timeout(STOP_WITHIN):
+                await self._redis.aclose()
 
     async def _run(self) -> None:
         while True:
