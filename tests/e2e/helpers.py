@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import shutil
 import signal
@@ -371,6 +372,10 @@ async def raw_request(client: SignalingClient, message: dict[str, Any] | str) ->
 # ---- CLI clients ----
 
 
+_CLI_RUNS = itertools.count(1)
+_STDERR: dict[int, Path] = {}  # a softphone process's pid -> the file its stderr goes to
+
+
 async def start_cli(
     server: Serve, handle: str, *args: str, config_dir: Path
 ) -> asyncio.subprocess.Process:
@@ -380,10 +385,15 @@ async def start_cli(
         CALLGATE_PASSWORD=password_of(handle),
         CALLGATE_CONFIG_DIR=str(config_dir / f"cfg-{handle}"),
     )
-    return await asyncio.create_subprocess_exec(
-        *COMMAND, *args, "--json",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    # stderr to a file: a pipe nobody reads while the call runs would block the softphone once
+    # its warnings filled the pipe's 64 KiB (finish() reads the file)
+    errors = config_dir / f"{handle}-{next(_CLI_RUNS)}.stderr"
+    with errors.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            *COMMAND, *args, "--json", env=env, stdout=asyncio.subprocess.PIPE, stderr=sink
+        )
+    _STDERR[process.pid] = errors
+    return process
 
 
 async def read_event(
@@ -395,7 +405,9 @@ async def read_event(
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise AssertionError(f"no {name!r} event within {timeout} s; saw {seen}")
+            errors = _STDERR.get(process.pid)
+            tail = errors.read_text(errors="replace")[-3000:] if errors is not None else ""
+            raise AssertionError(f"no {name!r} event within {timeout} s; saw {seen}\n{tail}")
         try:
             line = await asyncio.wait_for(process.stdout.readline(), left)
         except TimeoutError:
@@ -413,11 +425,13 @@ async def finish(
 ) -> tuple[int, list[dict[str, Any]], str]:
     """Wait for exit; (status, every JSON event, stderr)."""
     try:
-        out, errs = await asyncio.wait_for(process.communicate(), timeout)
+        out, _ = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
         process.kill()
-        out, errs = await process.communicate()
+        out, _ = await process.communicate()
         seen.append({"event": "test-killed-after-timeout"})
     seen.extend(json.loads(line) for line in out.decode().splitlines() if line.strip())
     assert process.returncode is not None
-    return process.returncode, seen, errs.decode(errors="replace")
+    errors = _STDERR.pop(process.pid, None)
+    text = errors.read_text(errors="replace") if errors is not None else ""
+    return process.returncode, seen, text
