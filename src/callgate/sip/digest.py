@@ -64,8 +64,9 @@ class Credentials:
     cnonce: str | None
 
 
-def parse_authorization(value: str) -> Credentials | None:
-    """The Digest credentials of an Authorization header, or None when malformed."""
+def digest_params(value: str) -> dict[str, str] | None:
+    """The parameters of a `Digest …` header value (RFC 3261 §25.1 auth-param: token or quoted
+    string, names case-insensitive), or None when it is not one or is malformed."""
     if len(value) > MAX_AUTH_HEADER:
         return None
     scheme, _, rest = value.strip().partition(" ")
@@ -83,6 +84,14 @@ def parse_authorization(value: str) -> Credentials | None:
             return None  # a repeated parameter is ambiguous: refuse rather than pick one
         params[key] = raw[1:-1].replace('\\"', '"').replace("\\\\", "\\") if raw[:1] == '"' else raw
         position = match.end()
+    return params
+
+
+def parse_authorization(value: str) -> Credentials | None:
+    """The Digest credentials of an Authorization header, or None when malformed."""
+    params = digest_params(value)
+    if params is None:
+        return None
     try:
         return Credentials(
             username=params["username"],

@@ -12,14 +12,11 @@ not hash bodies). The password never leaves this module except as the hashed res
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from callgate.sip.digest import ALGORITHMS, MAX_AUTH_HEADER, ha1
-
-_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)\s*(?:,|$)')
+from callgate.sip.digest import ALGORITHMS, digest_params, ha1
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,22 +39,9 @@ class Challenge:
 
 def parse_challenge(value: str) -> Challenge | None:
     """A `Digest` WWW-/Proxy-Authenticate value (RFC 3261 §25.1 challenge), or None."""
-    if len(value) > MAX_AUTH_HEADER:
+    params = digest_params(value)
+    if params is None:
         return None
-    scheme, _, rest = value.strip().partition(" ")
-    if scheme.lower() != "digest":
-        return None
-    params: dict[str, str] = {}
-    position, rest = 0, rest.strip()
-    while position < len(rest):
-        match = _PARAM.match(rest, position)
-        if match is None:
-            return None
-        key, raw = match.group(1).lower(), match.group(2)
-        if key in params:
-            return None
-        params[key] = raw[1:-1].replace('\\"', '"').replace("\\\\", "\\") if raw[:1] == '"' else raw
-        position = match.end()
     if "realm" not in params or "nonce" not in params:
         return None
     qop = frozenset(q.strip().lower() for q in params.get("qop", "").split(",") if q.strip())
