@@ -29,7 +29,7 @@ from callgate.accounts.service import AccountService
 from callgate.identity.errors import ProviderError, SsoFailed, TokenRejected
 from callgate.identity.linked import LinkedAccounts
 from callgate.identity.mapping import GroupRules, decide, handle_from
-from callgate.identity.sso_accounts import Refused, signed_in_account
+from callgate.identity.sso_accounts import Refused, sign_on_refused, signed_in_account
 from callgate.records.audit import AuditLog
 from callgate.storage.db import Store
 
@@ -227,10 +227,7 @@ class OidcSignIn:
     def _failed(
         self, client: str | None, reason: str, status: int, extra: dict[str, Any] | None = None
     ) -> SsoFailed:
-        details = {"client": client, "method": SOURCE, "reason": reason, **(extra or {})}
-        AuditLog(self._store).append(audit.SYSTEM, "auth.login_failed", "sso", details)
-        log.info("single sign-on refused: %s", reason)
-        return SsoFailed(reason, status)
+        return sign_on_refused(self._store, SOURCE, client, reason, status, extra)
 
 
 def _login_hook(

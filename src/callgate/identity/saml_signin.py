@@ -36,7 +36,7 @@ from callgate.identity.linked import LinkedAccounts
 from callgate.identity.mapping import GroupRules, decide, handle_from
 from callgate.identity.oidc_signin import safe_next
 from callgate.identity.settings import SamlSettings
-from callgate.identity.sso_accounts import Refused, signed_in_account
+from callgate.identity.sso_accounts import Refused, sign_on_refused, signed_in_account
 from callgate.records.audit import AuditLog
 from callgate.storage.db import Store
 
@@ -287,10 +287,7 @@ class SamlSignIn:
     def _failed(
         self, client: str | None, reason: str, status: int, extra: dict[str, Any] | None = None
     ) -> SsoFailed:
-        details = {"client": client, "method": SOURCE, "reason": reason, **(extra or {})}
-        AuditLog(self._store).append(audit.SYSTEM, "auth.login_failed", "sso", details)
-        log.info("SAML sign-on refused: %s", reason)
-        return SsoFailed(reason, status)
+        return sign_on_refused(self._store, SOURCE, client, reason, status, extra)
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - PENDING_TTL_S

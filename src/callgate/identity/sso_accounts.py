@@ -7,13 +7,20 @@ role and whether it is active). Else a new linked account, when `create_accounts
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from callgate.accounts import audit
 from callgate.accounts.records import UserRecord
 from callgate.accounts.service import AccountService
 from callgate.errors import UserExistsError
+from callgate.identity.errors import SsoFailed
 from callgate.identity.linked import LinkedAccounts
+from callgate.records.audit import AuditLog
+from callgate.storage.db import Store
+
+log = logging.getLogger(__name__)
 
 SCIM_SOURCE = "scim"  # accounts the identity provider provisions (scim_store.SOURCE)
 
@@ -63,3 +70,19 @@ def signed_in_account(
         return linked.create(source, external_id, profile, now, why)
     except UserExistsError:
         raise Refused(f"handle {handle!r} belongs to another account", 409) from None
+
+
+def sign_on_refused(
+    store: Store,
+    method: str,
+    client: str | None,
+    reason: str,
+    status: int,
+    extra: dict[str, Any] | None = None,
+) -> SsoFailed:
+    """An audited `auth.login_failed` (method `method`: oidc or saml) for `reason`, as the
+    error to raise."""
+    details = {"client": client, "method": method, "reason": reason, **(extra or {})}
+    AuditLog(store).append(audit.SYSTEM, "auth.login_failed", "sso", details)
+    log.info("%s sign-on refused: %s", method.upper(), reason)
+    return SsoFailed(reason, status)
