@@ -86,20 +86,32 @@ def _parse_any(packet: bytes | memoryview, n: int) -> tuple[Address, bytes | mem
 
 
 def _parse_common(packet: bytes | memoryview, n: int) -> tuple[Address, bytes | memoryview] | None:
-    """The layout clients send (an IPv4 XOR-PEER-ADDRESS, then DATA, then nothing or a
-    FINGERPRINT) read at fixed offsets; None for any other layout, which the general loop in
-    `parse_send` reads (so both accept and refuse exactly the same packets)."""
-    if n < 36 or packet[20:24] != _V4_PEER_HEADER or packet[32:34] != _DATA_TYPE:
+    """The layouts clients send, read at fixed offsets: an IPv4 XOR-PEER-ADDRESS and DATA in
+    either order (aioice and our SDK put the address first, coturn's uclient the data), then
+    nothing or a FINGERPRINT. None for any other layout, which the general loop in `parse_send`
+    reads (so both accept and refuse exactly the same packets)."""
+    if n < 36:
         return None
-    size = (packet[34] << 8) | packet[35]
-    end = 36 + size
-    padded = end + (-size & 3)
+    if packet[20:24] == _V4_PEER_HEADER:
+        if packet[32:34] != _DATA_TYPE:
+            return None
+        size = (packet[34] << 8) | packet[35]
+        peer_at, data_at = 24, 36
+        padded = 36 + size + (-size & 3)
+    elif packet[20:22] == _DATA_TYPE:
+        size = (packet[22] << 8) | packet[23]
+        after = 24 + size + (-size & 3)
+        if packet[after : after + 4] != _V4_PEER_HEADER:
+            return None
+        peer_at, data_at = after + 4, 24
+        padded = after + 12
+    else:
+        return None
     if padded != n:
         if padded + 8 != n or packet[padded : padded + 4] != _FINGERPRINT_HEADER:
             return None
         _check_fingerprint(packet, padded, n)
-    peer = _peer_v4(bytes(packet[24:32]))
-    return peer, packet[36:end]
+    return _peer_v4(bytes(packet[peer_at : peer_at + 8])), packet[data_at : data_at + size]
 
 
 @functools.lru_cache(maxsize=4096)

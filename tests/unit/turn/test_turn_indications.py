@@ -111,20 +111,26 @@ def _outcome(parse: object, packet: bytes | memoryview) -> tuple[object, ...]:
     payloads,
     tids,
     st.booleans(),
+    st.booleans(),
     st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=3),
 )
-@settings(max_examples=300)
+@settings(max_examples=400)
 def test_the_fixed_offset_reading_agrees_with_the_general_one(
     peer: tuple[str, int],
     data: bytes,
     tid: bytes,
     fingerprint: bool,
+    data_first: bool,
     flips: list[tuple[int, int]],
 ) -> None:
-    """The layout clients send (IPv4 XOR-PEER-ADDRESS, DATA, maybe FINGERPRINT) is read at fixed
-    offsets; with any bytes changed it must be accepted or refused exactly as the attribute loop
-    would, from bytes or from a memoryview of the receive buffer."""
-    message = build(Method.SEND, MessageClass.INDICATION, tid, _send(peer, data, tid))
+    """The layouts clients send (IPv4 XOR-PEER-ADDRESS and DATA in either order, maybe a
+    FINGERPRINT) are read at fixed offsets; with any bytes changed they must be accepted or
+    refused exactly as the attribute loop would, from bytes or from a memoryview of the receive
+    buffer."""
+    attributes = _send(peer, data, tid)
+    if data_first:
+        attributes.reverse()  # coturn's turnutils_uclient sends DATA first
+    message = build(Method.SEND, MessageClass.INDICATION, tid, attributes)
     packet = bytearray(encode(message, fingerprint=fingerprint))
     for position, value in flips:
         packet[position % len(packet)] = value
