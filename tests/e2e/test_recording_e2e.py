@@ -194,8 +194,9 @@ async def check_api(server: Serve, recording_id: str, call_id: str) -> None:
     a party of the call) is refused with 403; the refusal and the playback are audited."""
     cleo, bob = await login(server, "cleo"), await login(server, "bob")
     status, listed = http_json(f"{server.url}/api/recordings", token=cleo)
-    assert status == 200 and [r["recording_id"] for r in listed] == [recording_id], listed
-    assert "wrapped_key" not in listed[0]
+    items = listed["items"]
+    assert status == 200 and [r["recording_id"] for r in items] == [recording_id], listed
+    assert "wrapped_key" not in items[0] and listed["next_cursor"] is None
     status, one = http_json(f"{server.url}/api/recordings/{recording_id}", token=cleo)
     assert status == 200 and one["metadata"]["session"]["call_id"] == call_id
     request = urllib.request.Request(

@@ -56,7 +56,9 @@ def _via_api(
     """GET `path` of the recordings API as a compliance officer or admin."""
     with admin_api(server, user, admin_password(user, password_stdin)) as api:
         found = api.call("GET", path)
-    return list(found) if isinstance(found, list) else [found]
+    if isinstance(found, dict) and "items" in found:  # a listing page, newest first
+        return list(found["items"])
+    return [found]
 
 
 def _rows(
@@ -203,7 +205,8 @@ def _export_via_api(
         raise fail(f"not a recording or call id: {target!r}")
     with admin_api(url, user, admin_password(user, password_stdin)) as api:
         of_call = api.call("GET", f"/api/recordings?{urlencode({'call_id': target})}")
-        recording_id = of_call[-1]["recording_id"] if of_call else target
+        listed = of_call["items"]  # newest first
+        recording_id = listed[0]["recording_id"] if listed else target
         with tempfile.TemporaryDirectory(prefix="callgate-export-") as work:
             tar = Path(work) / "bundle.tar"
             with tar.open("wb") as handle:
