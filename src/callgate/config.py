@@ -241,6 +241,9 @@ class ArchiveSettingsModel(BaseModel):
     # `callgate serve` archives what has closed this often (seconds); 0 = only by
     # `callgate recording archive`.
     interval_s: float = Field(default=600.0, ge=0, le=7 * 86400)
+    # While it archives, serve looks this often (seconds) for a legal hold put or lifted by any
+    # path — the CLI on the store, another server, the API — and mirrors it to S3 at once.
+    hold_check_s: float = Field(default=2.0, ge=0.2, le=300)
     # /healthz says `degraded` (still 200: calls go on) once a closed recording has waited this
     # long for its copy; keep it above interval_s.
     max_lag_s: float = Field(default=3600.0, gt=0, le=30 * 86400)
