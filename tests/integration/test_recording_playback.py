@@ -120,6 +120,22 @@ def test_search_pages_and_refuses_bad_input_precisely(
         assert "since" in refused(since="yesterday")
         assert "255 characters" in refused(party="x" * 256)
 
+    # the CLI searches the same way, on the store and through the API
+    data = ("--data-dir", str(web.root / "data"))
+    local = callgate("recording", "list", "--party", "carol", "--json", *data, cwd=web.root)
+    assert local.returncode == 0, local.stderr
+    assert [r["recording_id"] for r in json.loads(local.stdout)] == [made["number"]]
+    cli = {"CALLGATE_ADMIN_PASSWORD": OFFICERS["cleo"], "CALLGATE_CONFIG_DIR": str(web.root / "c")}
+    remote = callgate("recording", "list", "--party", "+442071234567", "--not-held", "--json",
+                      "--server", web.url, "--user", "cleo", cwd=web.root, **cli)  # fmt: skip
+    assert remote.returncode == 0, remote.stderr
+    assert [r["recording_id"] for r in json.loads(remote.stdout)] == [made["number"]]
+    backwards = callgate("recording", "list", "--since", "2026-02-01", "--until", "2026-01-01",
+                         *data, cwd=web.root)  # fmt: skip
+    assert backwards.returncode == 2 and "--since must be before --until" in backwards.stderr
+    garbled = callgate("recording", "list", "--since", "last week", *data, cwd=web.root)
+    assert garbled.returncode == 2 and "--since: not an ISO 8601 time" in garbled.stderr
+
 
 def test_playback_streams_with_ranges_and_is_audited(
     server: tuple[WebServer, dict[str, str]],
