@@ -113,33 +113,45 @@ class FirstUse:
 
 
 class DecodedCache:
-    """The last decoded recordings: at most `entries`, `max_bytes` in all, each for `seconds`."""
+    """The last decoded recordings: at most `entries`, `max_bytes` in all, each for `seconds`.
+    One decode at a time per recording: a player's first few range requests wait for it."""
 
     def __init__(self, entries: int = 4, max_bytes: int = 256 << 20, seconds: float = 600) -> None:
         self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._gates: dict[str, threading.Lock] = {}
         self._entries, self._max_bytes, self._seconds = entries, max_bytes, seconds
         self._lock = threading.Lock()
 
     def get(self, recording_id: str, decode: Callable[[], bytes]) -> bytes:
-        now = time.monotonic()
         with self._lock:
-            kept = self._items.get(recording_id)
-            if kept is not None and now - kept[0] < self._seconds:
-                self._items.move_to_end(recording_id)
-                return kept[1]
-        data = decode()
-        if len(data) > self._max_bytes:
+            kept = self._fresh(recording_id)
+            if kept is not None:
+                return kept
+            gate = self._gates.setdefault(recording_id, threading.Lock())
+        with gate:
+            with self._lock:
+                kept = self._fresh(recording_id)
+            if kept is not None:
+                return kept
+            try:
+                data = decode()
+            finally:
+                with self._lock:
+                    self._gates.pop(recording_id, None)
+            with self._lock:
+                if len(data) <= self._max_bytes:
+                    self._items[recording_id] = (time.monotonic(), data)
+                    self._items.move_to_end(recording_id)
+                    while len(self._items) > self._entries or self._size() > self._max_bytes:
+                        self._items.popitem(last=False)
             return data
-        with self._lock:
-            self._items[recording_id] = (now, data)
-            self._items.move_to_end(recording_id)
-            while len(self._items) > self._entries or self._size() > self._max_bytes:
-                self._items.popitem(last=False)
-        return data
 
-    def drop(self, recording_id: str) -> None:
-        with self._lock:
-            self._items.pop(recording_id, None)
+    def _fresh(self, recording_id: str) -> bytes | None:
+        kept = self._items.get(recording_id)
+        if kept is None or time.monotonic() - kept[0] >= self._seconds:
+            return None
+        self._items.move_to_end(recording_id)
+        return kept[1]
 
     def _size(self) -> int:
         return sum(len(data) for _, data in self._items.values())
