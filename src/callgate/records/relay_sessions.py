@@ -9,8 +9,13 @@ one turn.auth_throttled audit entry, written by the same thread.
 `flush()` waits until everything emitted so far is written; `close()` flushes and stops the writer.
 
 PROGRESS events (every few seconds while an allocation relays, turn/server.py) keep each open
-row's counters and `updated_at` close to the truth; after a crash, `close_stale_sessions` at the
-next start ends the rows left open there, with those counters, and audits each like any other.
+row's counters and `updated_at` close to the truth. The writer keeps only each allocation's latest
+PROGRESS in memory and writes them at most every `progress_every` seconds (PROGRESS_WRITE_EVERY),
+all in one executemany UPDATE, or sooner on `flush()`/`close()`; a DELETED event carries the
+final counters and replaces its allocation's pending PROGRESS, so the final accounting is exact.
+After a crash, `close_stale_sessions` at the next start ends the rows left open there with their
+last written counters (at most PROGRESS_WRITE_EVERY plus one PROGRESS interval behind), and
+audits each like any other.
 """
 
 from __future__ import annotations
@@ -20,14 +25,16 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
+from typing import cast
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Table, and_, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from callgate.records.audit import AuditLog
-from callgate.storage.models import RelaySession, from_unix
+from callgate.storage.models import RelaySession, from_unix, utcnow
 from callgate.storage.repositories import RelaySessionRepository
 from callgate.types import Transport
 from callgate.types.events import AllocationEvent, AuthThrottled, EventKind
@@ -35,6 +42,9 @@ from callgate.types.events import AllocationEvent, AuthThrottled, EventKind
 log = logging.getLogger(__name__)
 
 _STOP = object()
+# Pending PROGRESS counters are written at most this often (seconds): what a crash can lose.
+PROGRESS_WRITE_EVERY = 10.0
+_sessions_table = cast(Table, RelaySession.__table__)
 _Item = AllocationEvent | AuthThrottled | threading.Event | object
 
 
@@ -127,6 +137,7 @@ class DbEventSink:
         batch_max: int = 500,
         on_failure: Callable[[AllocationEvent, SQLAlchemyError], None] | None = None,
         relay_id: str | None = None,
+        progress_every: float = PROGRESS_WRITE_EVERY,
     ) -> None:
         # Called from the writer thread for each event that could not be written (disk full…):
         # `serve` then refuses allocations and ends the one whose creation went unrecorded.
@@ -135,6 +146,10 @@ class DbEventSink:
         self._repo = RelaySessionRepository(sessions, audit_session_end, relay_id)
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max_queue)
         self._batch_max = batch_max
+        self._progress_every = progress_every
+        # Each allocation's latest PROGRESS not yet written (writer thread only).
+        self._progress: dict[str, AllocationEvent] = {}
+        self._progress_due: float | None = None
         self._closed = False
         self.written = 0
         self.dropped = 0
@@ -188,23 +203,97 @@ class DbEventSink:
     def _run(self) -> None:
         stop = False
         while not stop:
-            batch = [self._queue.get()]
-            while len(batch) < self._batch_max:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            events = [item for item in batch if isinstance(item, AllocationEvent)]
+            batch = self._next_batch()
+            events = []
+            for item in batch:
+                if not isinstance(item, AllocationEvent):
+                    continue
+                if item.kind is EventKind.PROGRESS:
+                    self._progress[item.allocation_id] = item  # cumulative: the latest serves
+                    if self._progress_due is None:
+                        self._progress_due = time.monotonic() + self._progress_every
+                    continue
+                if item.kind is EventKind.DELETED:
+                    self._progress.pop(item.allocation_id, None)  # its counters are final
+                events.append(item)
             if events:
                 self._write(events)
             for item in batch:
                 if isinstance(item, AuthThrottled):
                     self._write_throttled(item)
+            flushing = any(isinstance(item, threading.Event) or item is _STOP for item in batch)
+            due = self._progress_due is not None and time.monotonic() >= self._progress_due
+            if flushing or due:
+                self._write_progress()
             for item in batch:
                 if isinstance(item, threading.Event):
                     item.set()
                 elif item is _STOP:
                     stop = True
+
+    def _next_batch(self) -> list[_Item]:
+        """What is queued (waiting for the first item no later than pending PROGRESS is due)."""
+        timeout = None
+        if self._progress_due is not None:
+            timeout = max(0.0, self._progress_due - time.monotonic())
+        try:
+            batch = [self._queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(batch) < self._batch_max:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_progress(self) -> None:
+        """The pending PROGRESS counters of open rows, one UPDATE statement for all of them.
+        Counters only grow (never moved backwards); ended rows are left as their end wrote them."""
+        pending, self._progress, self._progress_due = self._progress, {}, None
+        if not pending:
+            return
+        t = _sessions_table
+        now = utcnow()
+        params = [
+            {
+                "a_id": e.allocation_id,
+                "p_peer": e.packets_to_peer,
+                "b_peer": e.bytes_to_peer,
+                "p_client": e.packets_to_client,
+                "b_client": e.bytes_to_client,
+                "now": now,
+            }
+            for e in pending.values()
+        ]
+        statement = (
+            update(t)
+            .where(
+                and_(
+                    t.c.allocation_id == bindparam("a_id"),
+                    t.c.ended_at.is_(None),
+                    t.c.packets_to_peer <= bindparam("p_peer"),
+                    t.c.packets_to_client <= bindparam("p_client"),
+                )
+            )
+            .values(
+                packets_to_peer=bindparam("p_peer"),
+                bytes_to_peer=bindparam("b_peer"),
+                packets_to_client=bindparam("p_client"),
+                bytes_to_client=bindparam("b_client"),
+                updated_at=bindparam("now"),
+            )
+        )
+        try:
+            with self._sessions.begin() as session:
+                session.connection().execute(statement, params)
+            self.written += len(params)
+        except SQLAlchemyError as exc:
+            self.write_errors += 1
+            log.error("relay session progress of %d allocations not recorded: %s", len(params), exc)
+            if self.on_failure is not None:
+                for event in pending.values():
+                    self.on_failure(event, exc)
 
     def _write(self, events: Sequence[AllocationEvent]) -> None:
         try:
