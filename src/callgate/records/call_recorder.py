@@ -9,10 +9,19 @@ are finished, `on_progress` how to be told (records/writer.py). The hub waits fo
 row before anyone rings and asks `open_failed` (fail closed: a call whose record cannot be
 written is not placed); it waits for the other writes before it tells a party what they record.
 A write that fails is logged and counted.
+
+Quality reports (`call.stats`, every 2 s from each party) are coalesced: a party's first report
+of a call and every final one are written at once; later ones at most every QUALITY_EVERY
+seconds per party (the latest held in memory replaces the one before), and what is held is
+written when the call ends, on `settled()` and on `close()`. All reports due together, of any
+number of calls, share one transaction. A crash loses at most QUALITY_EVERY seconds of a live
+call's quality figures; the final reports, sent after the end, are written as they come.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -26,12 +35,16 @@ from callgate.records.audit import AuditLog, deferred_inserts
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_types import CallOpen
 from callgate.records.quality import StreamStats
-from callgate.records.quality_store import QualityRepository
+from callgate.records.quality_store import QualityReport, QualityRepository
 from callgate.records.writer import RecordWriter
+from callgate.storage.models import utcnow
 
 # A new call's record not written within this many seconds (database unreachable) fails: the
 # call is not placed, rather than rung late after its caller gave up. Later writes wait longer.
 OPEN_WAIT = 5.0
+# A party's non-final quality reports are written at most this often (seconds) per call.
+QUALITY_EVERY = 10.0
+PARTIES = ("caller", "callee")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +67,15 @@ class CallRecorder:
         self.cdrs = cdrs
         self.quality = quality
         self._writer = RecordWriter(cdrs.engine, batch=deferred_inserts)
+        self.quality_every = QUALITY_EVERY
+        # (call, party) -> when its next non-final report may be written, and the report held
+        # until then (the signaling loop's thread only).
+        self._quality_next: dict[tuple[str, str], float] = {}
+        self._quality_held: dict[tuple[str, str], QualityReport] = {}
+        # Reports handed to the writer, taken by its next quality job (`_lock`).
+        self._lock = threading.Lock()
+        self._quality_out: dict[tuple[str, str], QualityReport] = {}
+        self._quality_job: int | None = None
 
     def open(self, opened: CallOpen, *, ringing_devices: int, relay_only: bool) -> int:
         """The CDR row and call.invite, in one transaction (see `open_failed`)."""
@@ -101,7 +123,17 @@ class CallRecorder:
         return self._writer.post(answer)
 
     def ended(self, end: CallEnd) -> int:
-        """The CDR's final state and call.ended (and call.end_by_admin) in one transaction."""
+        """The CDR's final state and call.ended (and call.end_by_admin) in one transaction,
+        after the quality reports held for the call."""
+        held = []
+        for party in PARTIES:
+            key = (end.call_id, party)
+            self._quality_next.pop(key, None)
+            report = self._quality_held.pop(key, None)
+            if report is not None:
+                held.append(report)
+        if held:
+            self._send_quality(held)
 
         def finalize(conn: Connection) -> object:
             closing = (end.call_id, end.end_at, end.disposition, end.ended_by, end.reason)
@@ -142,11 +174,51 @@ class CallRecorder:
         final: bool,
         at: datetime | None,
     ) -> int:
-        """A party's quality report (its own transaction: a bad report loses no CDR write)."""
-        rows = list(streams)
-        return self._writer.post_standalone(
-            lambda: self.quality.upsert(call_id, party, rows, final, at)
-        )
+        """A party's quality report, written now or held (see the module's docstring); the
+        number of the write that will store it (the last one queued while it is held)."""
+        key = (call_id, party)
+        report = QualityReport(call_id, party, tuple(streams), final, at or utcnow())
+        now = time.monotonic()
+        if not final and now < self._quality_next.get(key, 0.0):
+            self._quality_held[key] = report
+            return self._writer.queued
+        self._quality_held.pop(key, None)
+        if final:
+            self._quality_next.pop(key, None)
+        else:
+            self._quality_next[key] = now + self.quality_every
+        return self._send_quality([report])
+
+    def _send_quality(self, reports: Sequence[QualityReport]) -> int:
+        """Hand reports to the writer: to its quality job not yet started, else to a new one
+        (its own transaction: a bad report loses no CDR write)."""
+        with self._lock:
+            for report in reports:
+                key = (report.call_id, report.reporter)
+                before = self._quality_out.get(key)
+                if before is None or report.final or not before.final:
+                    self._quality_out[key] = report  # a final one is never replaced
+            if self._quality_job is not None:
+                return self._quality_job
+            taken: list[QualityReport] | None = None
+
+            def write() -> None:
+                nonlocal taken
+                if taken is None:
+                    with self._lock:
+                        taken = list(self._quality_out.values())
+                        self._quality_out.clear()
+                        self._quality_job = None
+                self.quality.upsert_many(taken)
+
+            self._quality_job = self._writer.post_standalone(write)
+            return self._quality_job
+
+    def _send_held(self) -> None:
+        held = list(self._quality_held.values())
+        self._quality_held.clear()
+        if held:
+            self._send_quality(held)
 
     def link_relay_sessions(self, call_id: str) -> int:
         return self._writer.post_standalone(lambda: self.cdrs.link_relay_sessions(call_id))
@@ -175,9 +247,11 @@ class CallRecorder:
         self._writer.gave_up = callback
 
     def settled(self) -> Future[None]:
-        """Done when every write queued so far is."""
+        """Done when every write queued so far is (quality reports held included)."""
+        self._send_held()
         return self._writer.submit_standalone(lambda: None)
 
     def close(self) -> None:
-        """Write what is queued, then stop the writer thread."""
+        """Write what is queued (quality reports held included), then stop the writer thread."""
+        self._send_held()
         self._writer.close()

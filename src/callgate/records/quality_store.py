@@ -1,8 +1,10 @@
-"""QualityRepository: one `call_quality` row per (call, reporter, direction, kind), upserted."""
+"""QualityRepository: one `call_quality` row per (call, reporter, direction, kind), upserted;
+`upsert_many` stores many calls' reports in one transaction (records/call_recorder.py)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,6 +15,17 @@ from callgate.records.quality import StreamStats, assess
 from callgate.storage.models import CallQuality, utcnow
 
 REPORTERS = ("caller", "callee")
+
+
+@dataclass(frozen=True, slots=True)
+class QualityReport:
+    """One party's `call.stats` report of a call, as it is to be stored."""
+
+    call_id: str
+    reporter: str
+    streams: tuple[StreamStats, ...]
+    final: bool
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,28 +81,43 @@ class QualityRepository:
     ) -> list[QualityRecord]:
         """Store the latest figures of each stream (a final report is never overwritten by a
         later non-final one); return the rows as stored."""
-        if reporter not in REPORTERS:
-            raise ValueError(f"reporter must be caller or callee, not {reporter!r}")
         items = [streams] if isinstance(streams, StreamStats) else streams
-        at = at or utcnow()
-        out = []
+        report = QualityReport(call_id, reporter, tuple(items), final, at or utcnow())
         with self._sessions.begin() as session:
-            for stats in items:
-                row = self._find(session, call_id, reporter, stats)
-                if row is None:
-                    row = CallQuality(
-                        call_id=call_id,
-                        reporter=reporter,
-                        direction=stats.direction,
-                        kind=stats.kind,
-                    )
-                    session.add(row)
-                elif row.final and not final:
-                    out.append(_record(row))
-                    continue
-                _fill(row, stats, final, at)
-                session.flush()
+            return self._upsert_in(session, report)
+
+    def upsert_many(self, reports: Sequence[QualityReport]) -> None:
+        """Several reports (of many calls) in one transaction, each as `upsert` stores it."""
+        for report in reports:
+            _check(report.reporter)
+        with self._sessions.begin() as session:
+            for report in reports:
+                self._upsert_in(session, report)
+
+    def _upsert_in(self, session: Session, report: QualityReport) -> list[QualityRecord]:
+        _check(report.reporter)
+        query = select(CallQuality).where(
+            CallQuality.call_id == report.call_id, CallQuality.reporter == report.reporter
+        )
+        rows = {(row.direction, row.kind): row for row in session.scalars(query)}
+        out = []
+        for stats in report.streams:
+            row = rows.get((stats.direction, stats.kind))
+            if row is None:
+                row = CallQuality(
+                    call_id=report.call_id,
+                    reporter=report.reporter,
+                    direction=stats.direction,
+                    kind=stats.kind,
+                )
+                session.add(row)
+                rows[(stats.direction, stats.kind)] = row
+            elif row.final and not report.final:
                 out.append(_record(row))
+                continue
+            _fill(row, stats, report.final, report.at)
+            session.flush()
+            out.append(_record(row))
         return out
 
     def for_call(self, call_id: str) -> list[QualityRecord]:
@@ -101,17 +129,10 @@ class QualityRepository:
             )
             return [_record(row) for row in session.scalars(query)]
 
-    @staticmethod
-    def _find(
-        session: Session, call_id: str, reporter: str, stats: StreamStats
-    ) -> CallQuality | None:
-        query = select(CallQuality).where(
-            CallQuality.call_id == call_id,
-            CallQuality.reporter == reporter,
-            CallQuality.direction == stats.direction,
-            CallQuality.kind == stats.kind,
-        )
-        return session.scalars(query).one_or_none()
+
+def _check(reporter: str) -> None:
+    if reporter not in REPORTERS:
+        raise ValueError(f"reporter must be caller or callee, not {reporter!r}")
 
 
 def _fill(row: CallQuality, stats: StreamStats, final: bool, at: datetime) -> None:
