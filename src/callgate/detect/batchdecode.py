@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from callgate.detect.capture import Batch
+from callgate.detect.capture.batch import Batch
 from callgate.detect.decode import GTP_U_PORT, TCP, UDP
 
 SKIP, FAST, SLOW = 0, 1, 2  # not UDP/TCP over IP; decoded here; for decode.decode

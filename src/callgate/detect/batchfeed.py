@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from callgate.detect.batchdecode import FAST, SKIP, SLOW, V6, Fields, decode_batch
-from callgate.detect.capture import Batch
+from callgate.detect.capture.batch import Batch
 from callgate.detect.decode import TCP, decode
 from callgate.detect.flow import INSPECT_LIMIT, Flow, inspect
 from callgate.detect.flowtable import FlowTable, flow_key
