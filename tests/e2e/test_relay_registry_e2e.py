@@ -3,7 +3,9 @@ in a private Redis (regions eu and us), one node `callgate serve --region eu`, P
 loopback, real aiortc media with tones.
 
 One test, so the processes start once: it proves, in order,
-- both relays register; a client of the node's region gets the eu relay first, the us relay next;
+- both relays register; registrations forged in Redis (unsigned, or signed with another key:
+  docs/scaling.md, "Trust") are ignored and logged; a client of the node's region gets the eu
+  relay first, the us relay next, and never a forged one;
 - per call: a caller whose media uses the us relay gets its callee the us relay first in
   `call.incoming`, so both allocate there (call-bound relaying admits them: the relay reads the
   node's live calls); the tone arrives; the CDR carries the call's relay use, from the relay
@@ -28,12 +30,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import redis
 from sqlalchemy import Table
 
 from callgate.accounts import AccountService
 from callgate.client.call import CallSession
 from callgate.client.ice import call_hello
 from callgate.client.signaling import SignalingClient
+from callgate.runtime.cluster_seal import ClusterSeal
 from callgate.storage.db import open_store
 from callgate.storage.models import AuditEntry
 from tests.cli_process import COMMAND, clean_env
@@ -141,6 +145,7 @@ def cluster(
         store.close()
     shared = {
         "CALLGATE_REDIS_URL": redis_server.url,
+        "CALLGATE_CLUSTER_KEY_FILE": str(redis_server.cluster_key),
         "CALLGATE_DATABASE_URL": database_url,
         "CALLGATE_TURN__AUTH_SECRET": SECRET,
     }
@@ -155,11 +160,13 @@ def cluster(
             CALLGATE_NODE_ID=name,
             CALLGATE_REGION="eu",
             CALLGATE_REDIS_URL=redis_server.url,
+            CALLGATE_CLUSTER_KEY_FILE=str(redis_server.cluster_key),
             CALLGATE_TURN__AUTH_SECRET=SECRET,
             CALLGATE_NODE_LEASE=str(LEASE),
         )
         for name in ("n1", "n2")
     )
+    _forge_registrations(redis_server.url)
     try:
         eu.start()
         us.start()
@@ -173,6 +180,25 @@ def cluster(
         for log in (n1.log(), n2.log(), eu.log(), us.log()):
             assert "Traceback" not in log, log
         assert codes == [0, 0, 0, 0], (codes, eu.log(), us.log())
+
+
+def _forge_registrations(url: str) -> None:
+    """Relays registered by someone who can write to Redis but lacks the cluster key: one
+    unsigned, one signed with another key. Neither may be handed to a client."""
+    forged = {"region": "eu", "udp": [["127.0.0.1", 9]], "relay_ips": ["127.0.0.1"],
+              "ports": [9, 9], "load": 0, "draining": False}  # fmt: skip
+    other = ClusterSeal(b"not-the-cluster-key-0123456789abcdef-xyz")
+    entries = {
+        "evil": json.dumps({**forged, "id": "evil"}),
+        "evil2": other.seal("relay", "evil2", {**forged, "id": "evil2"}),
+    }
+    client = redis.Redis.from_url(url)
+    try:
+        for relay_id, raw in entries.items():
+            client.set(f"callgate:relay:{relay_id}", raw, ex=600)
+            client.sadd("callgate:relays", relay_id)
+    finally:
+        client.close()
 
 
 async def _inbound(session: CallSession) -> int:
@@ -212,21 +238,18 @@ async def _end(caller: CallSession, callee: CallSession, pumps: list[asyncio.Tas
         await session.close()
 
 
-@pytest.mark.skip(
-    reason="flaky: in three full runs it failed three ways (a call on a registered relay not "
-    "connected in 30 s: call-bound admission lags the Redis snapshot; a drained relay not exiting; "
-    "the CLI softphone not re-attaching within 30 s); issue 15 item 2 stays open until it is "
-    "reliable (remove this mark to run it)"
-)
 async def test_two_relays_chosen_drained_and_accounted(
     cluster: tuple[Serve, Serve, Relay, Relay], tmp_path: Path
 ) -> None:
     node, n2, eu, us = cluster
     db = node.database
     admin = await login(node, ADMIN)
+    # both register; the forged registrations beside them (unsigned, another key) are ignored
     await wait_for(lambda: set(_registered(node, admin)) == {"eu", "us"}, 20, "both registered")
+    assert "ignored the relay entry 'evil' in Redis: unsigned" in node.log()
+    assert "ignored the relay entry 'evil2' in Redis: forged" in node.log()
     async with connected(node, "alice", "laptop") as alice, connected(node, "bob", "desk") as bob:
-        # region first: the node is in eu, so its clients get eu, then us
+        # region first: the node is in eu, so its clients get eu, then us (and never port 9)
         assert _turn_ports(alice.hello["ice_servers"]) == [eu.port, us.port], alice.hello
 
         # per call: alice's media uses us; bob is told us first for this call, and both relay
@@ -288,6 +311,7 @@ async def test_two_relays_chosen_drained_and_accounted(
     done = await asyncio.to_thread(
         callgate, "turn", "--drain", "--node-id", "us", "--redis-url",
         str(us.env["CALLGATE_REDIS_URL"]), timeout=60,
+        CALLGATE_CLUSTER_KEY_FILE=us.env["CALLGATE_CLUSTER_KEY_FILE"],
     )  # fmt: skip
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert "drained and gone" in done.stdout, done.stdout
@@ -295,6 +319,7 @@ async def test_two_relays_chosen_drained_and_accounted(
     unknown = await asyncio.to_thread(
         callgate, "turn", "--drain", "--node-id", "us", "--redis-url",
         str(us.env["CALLGATE_REDIS_URL"]),
+        CALLGATE_CLUSTER_KEY_FILE=us.env["CALLGATE_CLUSTER_KEY_FILE"],
     )  # fmt: skip
     assert unknown.returncode == 1 and "no live relay 'us'" in unknown.stderr, unknown.stderr
 
