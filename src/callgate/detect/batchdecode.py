@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from callgate.detect.capture import Batch
+from callgate.detect.capture.batch import Batch
 from callgate.detect.decode import GTP_U_PORT, TCP, UDP
 
 SKIP, FAST, SLOW = 0, 1, 2  # not UDP/TCP over IP; decoded here; for decode.decode
@@ -65,9 +65,13 @@ class _Heads:
         return (self.u16(col) << 16) | self.u16(col + 2)
 
     def _block(self, col: int, size: int, dtype: str) -> I64:
-        start = self.skip + col
-        block = np.ascontiguousarray(self.rows[:, start : start + size])
-        values: I64 = block.view(dtype)[:, 0].astype(np.int64)
+        """A strided view of the field in every row (no copy of the column), widened."""
+        rows = self.rows
+        if not len(rows):
+            return np.zeros(0, dtype=np.int64)
+        field = np.ndarray((len(rows),), dtype=dtype, buffer=rows, offset=self.skip + col,
+                           strides=(rows.strides[0],))  # fmt: skip
+        values: I64 = field.astype(np.int64)
         return values
 
 
@@ -116,10 +120,10 @@ def _link(head: _Heads, caplen: I64, linktype: I64, kind: npt.NDArray[np.int8]) 
                 one_tag = tagged & (caplen >= 18) & ~deeper
                 kind[sel & tagged & ~one_tag] = SLOW
                 et = np.where(one_tag, inner, np.where(tagged, 0, et))
-                net[sel] = np.where(one_tag, 18, 14)[sel]
+                _put(net, sel, np.where(one_tag, 18, 14))
             else:
-                net[sel] = 14
-            ethertype[sel] = et[sel]
+                _put(net, sel, 14)
+            _put(ethertype, sel, et)
         elif value in (12, 14, 101):
             ethertype[sel] = np.where(caplen >= 1, _ip_version(head, 0), 0)[sel]
         elif value in (228, 229):
@@ -133,7 +137,9 @@ def _link(head: _Heads, caplen: I64, linktype: I64, kind: npt.NDArray[np.int8]) 
         elif value in (0, 108):
             ethertype[sel] = np.where(caplen >= 5, _ip_version(head, 4), 0)[sel]
             net[sel] = 4
-    ethertype[kind == SLOW] = 0
+    slow = kind == SLOW
+    if slow.any():
+        ethertype[slow] = 0
     return ethertype, net
 
 
@@ -153,20 +159,25 @@ def _ipv4(
     total = head.u16(col + 2)
     frag = head.u16(col + 6) & 0x1FFF
     sel &= (ihl >= 20) & (total >= ihl) & (frag == 0)
-    f.kind[sel] = FAST
+    _put(f.kind, sel, FAST)
     _put(f.proto, sel, head.byte(col + 9))
     _put(end, sel, np.minimum(caplen, net + total))
     _put(tpos, sel, net + ihl)
-    f.addr[sel] = net[sel] + 12
-    f.alen[sel] = 4
+    _put(f.addr, sel, net + 12)
+    _put(f.alen, sel, 4)
     _put(f.src, sel, (head.u32(col + 12) << 16).astype(np.uint64))
     _put(f.dst, sel, (head.u32(col + 16) << 16).astype(np.uint64))
 
 
-def _put(target: npt.NDArray[np.generic], sel: Bools, values: npt.NDArray[np.generic]) -> None:
-    """target[sel] = values[sel], without the masking when every frame is selected."""
+def _put(
+    target: npt.NDArray[np.generic], sel: Bools, values: npt.NDArray[np.generic] | int
+) -> None:
+    """target[sel] = values[sel] (or the one value), without the masking when every frame is
+    selected (the usual case: one link type, all IPv4)."""
     if sel.all():
         target[:] = values
+    elif isinstance(values, int):
+        target[sel] = values
     else:
         target[sel] = values[sel]
 

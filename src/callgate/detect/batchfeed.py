@@ -12,13 +12,11 @@ exactly:
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import numpy.typing as npt
 
 from callgate.detect.batchdecode import FAST, SKIP, SLOW, V6, Fields, decode_batch
-from callgate.detect.capture import Batch
+from callgate.detect.capture.batch import Batch
 from callgate.detect.decode import TCP, decode
 from callgate.detect.flow import INSPECT_LIMIT, Flow, inspect
 from callgate.detect.flowtable import FlowTable, flow_key
@@ -214,29 +212,32 @@ def _inspect_live(
     if not keep.size:
         return
     packets = idx[pos[keep]]
-    owners = [flows[g] for g in inv[pos[keep]].tolist()]
-    side_l = side[keep].tolist()
-    seen0, seen1 = before0[keep].tolist(), before1[keep].tolist()
-    offsets, lengths = f.payload[packets].tolist(), f.plen[packets].tolist()
-    numbers = packets.tolist()
     kept = ids[keep]
     cuts = np.flatnonzero(kept[1:] != kept[:-1]) + 1
+    heads = np.r_[0, cuts]
+    side_k = side[keep]
+    # per payload: the packets of each side its flow has seen by then in this batch (itself too)
+    seen0 = (before0[keep] + (side_k == 0)).tolist()
+    seen1 = (before1[keep] + side_k).tolist()
+    side_l, numbers = side_k.tolist(), packets.tolist()
+    starts = f.payload[packets]
+    offsets, ends = starts.tolist(), (starts + f.plen[packets]).tolist()
     data = batch.data
-    for a, b in itertools.pairwise([0, *cuts.tolist(), len(kept)]):
-        flow = owners[a]
-        base = list(flow.pkts)
+    for a, b, g in zip(heads.tolist(), [*cuts.tolist(), len(kept)],
+                       inv[pos[keep][heads]].tolist(), strict=True):  # fmt: skip
+        flow = flows[g]
+        pkts = flow.pkts
+        base0, base1 = pkts
         stream = flow.proto == TCP
         for k in range(a, b):
             if flow.done:
                 break
-            s = side_l[k]
-            flow.pkts[0] = base[0] + seen0[k] + (s == 0)
-            flow.pkts[1] = base[1] + seen1[k] + (s == 1)
+            pkts[0] = base0 + seen0[k]
+            pkts[1] = base1 + seen1[k]
             hit = slow.get(numbers[k]) if slow else None
-            size = lengths[k]
-            payload = hit[2] if hit is not None else bytes(data[offsets[k] : offsets[k] + size])
-            inspect(flow, s, payload, stream)
-        flow.pkts[:] = base
+            payload = hit[2] if hit is not None else bytes(data[offsets[k] : ends[k]])
+            inspect(flow, side_l[k], payload, stream)
+        pkts[0], pkts[1] = base0, base1
 
 
 def _count_bulk(batch: Batch, packets: I64, groups: I64, flows: list[Flow], sides: I64) -> None:

@@ -17,10 +17,7 @@ from pathlib import Path
 from callgate.detect import console
 from callgate.detect.capture import CaptureError
 from callgate.detect.engine import Detector, parse_network, parse_relay
-from callgate.detect.html import to_html
-from callgate.detect.nftables import to_nftables
 from callgate.detect.ranges import RangeError, load_ranges
-from callgate.detect.render import TABLE_HEADERS, table_rows, to_csv, to_json
 from callgate.detect.report import Report
 
 FORMATS = ("table", "json", "csv", "html", "nftables")
@@ -124,6 +121,8 @@ def run(args: Args) -> None:
     for warning in report.warnings:
         console.warning(warning)
     if args.fmt == "nftables":
+        from callgate.detect.nftables import to_nftables
+
         allowed = [ipaddress.ip_address(relay.ip) for relay in detector.relays]
         _emit(to_nftables(report, allowed, lambda a: detector.is_internal(a.packed)), args.output)
         return
@@ -162,7 +161,15 @@ def _write(report: Report, fmt: str, output: Path | None) -> None:
     if fmt == "table" and output is None:
         _print_table(report)
         return
-    _emit({"json": to_json, "csv": to_csv, "html": to_html}.get(fmt, to_json)(report), output)
+    # each renderer is imported when asked for (csv, html: start-up time of every run)
+    if fmt == "html":
+        from callgate.detect.html import to_html
+
+        _emit(to_html(report), output)
+        return
+    from callgate.detect.render import to_csv, to_json
+
+    _emit((to_csv if fmt == "csv" else to_json)(report), output)
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -178,6 +185,8 @@ def _emit(text: str, output: Path | None) -> None:
 
 def _print_table(report: Report) -> None:
     from rich.table import Table
+
+    from callgate.detect.render import TABLE_HEADERS, table_rows
 
     out = console.table_console()
     summary = report.summary()

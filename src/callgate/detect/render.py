@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from dataclasses import fields
@@ -63,6 +62,8 @@ def to_json(report: Report) -> str:
 
 def to_csv(report: Report) -> str:
     """One line per session; list fields joined with ';'."""
+    import csv  # only for this format: start-up time of `callgate detect`
+
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()

@@ -3,15 +3,18 @@ the packet-by-packet path gives, on every capture shape, including records cut b
 
 from __future__ import annotations
 
+import json
 import random
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from callgate.detect.capture import PcapReader
 from callgate.detect.capture import batch as capture_batch
-from callgate.detect.engine import Detector
+from callgate.detect.engine import BATCH_FROM, Detector
 from callgate.detect.report import Report
 from tests.unit.detect.detect_packets import (
     dtls_client_hello,
@@ -103,6 +106,7 @@ def _by_packet(path: Path) -> Report:
 
 def _by_batch(path: Path) -> Report:
     detector = Detector()
+    detector.batch_from = 0  # the batch path however small the file
     detector.read(path)
     return detector.report()
 
@@ -168,6 +172,30 @@ def test_payload_bytes_that_look_like_record_headers_do_not_derail_the_walk(
     report = _same(path)
     assert report.packets == 4000
     assert sum(f.packets_out + f.packets_in for f in report.flows) == 4000
+
+
+SMALL_READ = """
+import json, sys
+from pathlib import Path
+from callgate.detect.engine import Detector
+detector = Detector()
+detector.read(Path(sys.argv[1]))
+print(json.dumps(["numpy" in sys.modules, detector.report().packets]))
+"""
+
+
+def test_a_small_capture_is_read_without_numpy(tmp_path: Path) -> None:
+    """Below BATCH_FROM bytes a capture is read packet by packet: a fresh process never imports
+    numpy (most of a small capture's CPU time), and the report is the batch path's."""
+    path = tmp_path / "small.pcap"
+    path.write_bytes(pcap_bytes(mixed_frames(600)))
+    assert path.stat().st_size < BATCH_FROM
+    ran = subprocess.run([sys.executable, "-c", SMALL_READ, str(path)], capture_output=True,
+                         text=True, timeout=60, check=True)  # fmt: skip
+    assert json.loads(ran.stdout) == [False, 600]
+    small = Detector()
+    small.read(path)
+    assert small.report().flows == _by_batch(path).flows
 
 
 def _block(btype: int, body: bytes) -> bytes:
