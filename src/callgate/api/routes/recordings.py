@@ -34,6 +34,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
@@ -91,6 +92,9 @@ def recordings_router(
     `decoded_files` keeps decoded audio for playback (the caller closes it at shutdown)."""
     router = APIRouter(prefix="/api/recordings", tags=["recordings"])
     exports = asyncio.Semaphore(EXPORTS_AT_ONCE)
+    # threads of their own: a long export never holds asyncio's default pool (call setup, live
+    # recording writes, audit writes)
+    exporters = ThreadPoolExecutor(EXPORTS_AT_ONCE, thread_name_prefix="recording-export")
     files = decoded_files or DecodedFiles()
     uses, rates, warnings = playback.Uses(), playback.StreamRate(), playback.LogLimit()
     repository = service.repository
@@ -289,9 +293,10 @@ def recordings_router(
         work = FilePath(tempfile.mkdtemp(prefix="callgate-export-"))  # 0700: decrypted audio
         try:
             async with exports:
-                tar = await asyncio.to_thread(
-                    _bundle_tar, service, row, audit, signing_key, work, user.handle, audio
-                )
+                tar = await asyncio.get_running_loop().run_in_executor(
+                    exporters, _bundle_tar, service, row, audit, signing_key, work, user.handle,
+                    audio,
+                )  # fmt: skip
         except (BundleError, ChunkError, MasterKeyError, RecordingFailure, OSError) as exc:
             shutil.rmtree(work, ignore_errors=True)
             log.error("recording %s cannot be exported: %s", recording_id, exc)
