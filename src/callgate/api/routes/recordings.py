@@ -33,7 +33,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
@@ -189,7 +189,7 @@ def recordings_router(
             audit.append, user.handle, "recording.played", f"recording:{recording_id}",
             {"call_id": row.call_id, "range": (range_ or "")[: playback.MAX_RANGE_CHARS] or None},
         )  # fmt: skip
-        return await _ranged(files, wav, range_)
+        return await _ranged(files, wav, range_, lambda: decoded(row))
 
     async def decoded(row: RecordingRow) -> Decoded:
         """The decoded file (recording/decoded.py): decoded once, off the default executor."""
@@ -205,8 +205,12 @@ def recordings_router(
     def ticket_key() -> bytes:
         try:
             return playback.ticket_key(service.master_key())
-        except RecordingFailure as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+        except RecordingFailure as exc:  # its text names the key file: the log only
+            log.error("playback tickets unavailable: %s", exc)
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail="recordings are unavailable (the server log says why)",
+            ) from None
 
     @router.post("/{recording_id}/playback")
     async def playback_url(user: UserDep, recording_id: RecordingId) -> dict[str, Any]:
@@ -271,7 +275,7 @@ def recordings_router(
                 details["another_address"] = True  # the ticket was used from elsewhere first
             await asyncio.to_thread(audit.append, user.handle, "recording.played", target, details)
             uses.mark(granted, address)  # only once the entry is written
-        return await _ranged(files, wav, range_)
+        return await _ranged(files, wav, range_, lambda: decoded(row))
 
     @router.get(
         "/{recording_id}/bundle",
@@ -378,20 +382,29 @@ def _read_then_remove(path: FilePath, work: FilePath) -> Iterator[bytes]:
             shutil.rmtree(work)
 
 
-async def _ranged(files: DecodedFiles, wav: Decoded, header: str | None) -> Response:
+async def _ranged(
+    files: DecodedFiles, wav: Decoded, header: str | None, again: Callable[[], Awaitable[Decoded]]
+) -> Response:
     """The whole WAV, or the one range asked for (RFC 9110 §14.2), read from the decoded file a
-    piece at a time; 416 when unsatisfiable."""
+    piece at a time; 416 when unsatisfiable. `again` decodes anew when the file expired in
+    between (its timer ran just now)."""
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
-    wanted = playback.byte_range(header, wav.size)
-    if wanted == "unsatisfiable":
-        return Response(
-            status_code=416, headers={**headers, "Content-Range": f"bytes */{wav.size}"}
-        )
-    code = 200
-    start, end = 0, wav.size - 1
-    if wanted is not None:
-        (start, end), code = wanted, 206
-        headers["Content-Range"] = f"bytes {start}-{end}/{wav.size}"
-    headers["Content-Length"] = str(end + 1 - start)
-    pieces = await files.pieces(wav, start, end)
-    return StreamingResponse(pieces, status_code=code, media_type="audio/wav", headers=headers)
+    for attempt in range(2):
+        wanted = playback.byte_range(header, wav.size)
+        if wanted == "unsatisfiable":
+            return Response(
+                status_code=416, headers={**headers, "Content-Range": f"bytes */{wav.size}"}
+            )
+        (start, end), code = wanted or (0, wav.size - 1), 206 if wanted else 200
+        try:
+            pieces = await files.pieces(wav, start, end)
+        except FileNotFoundError:
+            if attempt:
+                raise
+            wav = await again()
+            continue
+        if wanted is not None:
+            headers["Content-Range"] = f"bytes {start}-{end}/{wav.size}"
+        headers["Content-Length"] = str(end + 1 - start)
+        return StreamingResponse(pieces, status_code=code, media_type="audio/wav", headers=headers)
+    raise AssertionError("unreachable")
