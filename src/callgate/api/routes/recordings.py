@@ -10,8 +10,10 @@
                                               short-lived URL of that recording's audio for an
                                               <audio> element (recording/playback.py), audited
     GET /api/recordings/{recording_id}/stream?ticket=  the audio, as /audio, opened by the
-                                              ticket instead of a bearer token; its first use
-                                              is audited `recording.played`
+                                              ticket instead of a bearer token; its first use,
+                                              and first use from each other client address,
+                                              audited `recording.played` before any audio is
+                                              sent; 60 requests then 2/s a ticket (429)
     GET /api/recordings/{recording_id}/bundle?format=wav|ogg  admin, compliance: the export
                                               bundle as a tar (recording/bundle.py), audited
                                               `recording.exported` by the reader
@@ -21,7 +23,10 @@
     POST /api/recordings/purge                admin, compliance: delete what is past its
                                               retention and not held -> {deleted, held_kept, refused}
 
-Every refusal of a signed-in user (403) and every playback is written to the audit log.
+Every refusal of a signed-in user (403) or of a disabled account's ticket, every search (its
+filters) and every playback is written to the audit log. Decoded audio is served from
+recording/decoded.py's files, decoded off asyncio's default executor (503 when the queue is
+full); errors name nothing of the server's (paths, key files) to the client, only to the log.
 There is no way to delete a recording before its retention ends (docs/recording.md).
 Built by `recordings_router()` around the running server's recording service.
 """
