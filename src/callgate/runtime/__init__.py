@@ -45,6 +45,7 @@ from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
 from callgate.recording.archive import ArchiveTarget
+from callgate.recording.decoded import DecodedFiles
 from callgate.recording.metrics import ArchiveStatus, RecordingCollector
 from callgate.recording.service import RecordingService, recording_settings
 from callgate.recording.store import RecordingRepository
@@ -521,6 +522,7 @@ async def run_serve(settings: Settings) -> None:
     # hourly, while a retention period is set
     purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
     archive = settings.recording.archive
+    decoded_files = DecodedFiles()  # playback: decoded recordings, removed at shutdown
     recording_purge, archive_job = await recording_jobs(
         recordings, ArchiveTarget.of(archive), archive.interval_s, archive.max_lag_s,
         AuditLog(store), archive.hold_check_s,
@@ -594,6 +596,7 @@ async def run_serve(settings: Settings) -> None:
                         recording_purge,
                         checkpointer.key,
                         on_hold=archive_job.wake if archive_job is not None else None,
+                        decoded_files=decoded_files,
                     ),
                     identity.router(),
                     monitoring.router,
@@ -652,6 +655,7 @@ async def run_serve(settings: Settings) -> None:
                 disabled_task.cancel()
                 probe_task.cancel()
     finally:
+        decoded_files.close()  # decrypted audio removed from disk
         await identity.stop()
         await sink.aclose()
         await checkpointer.stop()  # a last checkpoint covering the relay sessions just written
