@@ -466,6 +466,9 @@ class SipSettings(BaseModel):
     # The IP put in SDP for calls' RTP and bound for it; default: the address the phone's
     # INVITE arrived on (set it when listening on 0.0.0.0).
     media_ip: str | None = None
+    # Ranges phones' and carriers' media may be sent to on top of turn.allow_peers (the relay's
+    # filter judges every SDP address; turn.deny_peers still wins): desk phones on a private LAN.
+    allow_media: CidrList = Field(default_factory=list)
 
     @field_validator("media_ip")
     @classmethod

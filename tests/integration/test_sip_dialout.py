@@ -79,7 +79,10 @@ def carrier_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, int]]:
     ]  # fmt: skip
     env = {"CALLGATE_SIP__TRUNKS": json.dumps(trunks)}
     metrics = f"127.0.0.1:{free_port()}"
-    listen = ("--sip-listen", f"127.0.0.1:{sip_port}", "--metrics", metrics)
+    # the carrier's media (127.0.0.2) opened the way the relay's tests open loopback peers:
+    # without it the carrier's answer would be refused (docs/sip.md, "Media addresses")
+    listen = ("--sip-listen", f"127.0.0.1:{sip_port}", "--metrics", metrics,
+              "--allow-peer", "127.0.0.2/32")  # fmt: skip
     for server in serve(tmp_path, *listen, prepare=prepare, metrics_url=f"http://{metrics}/metrics",
                         **env):  # fmt: skip
         yield server, carrier_port, sip_port

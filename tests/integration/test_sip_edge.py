@@ -92,7 +92,10 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
                           "dids": {"+15551230000": "bob"},
                           "outbound": f"127.0.0.2:{carrier.local[1]}",
                           "dial_out_groups": ["traders"], "caller_id": "+15551230000"}])  # fmt: skip
-    env = {"CALLGATE_SIP__ALGORITHMS": algorithms, "CALLGATE_SIP__TRUNKS": trunks}
+    # media may go to the test phones (127.0.0.1) and the carrier (127.0.0.2) only: the rest of
+    # loopback stays refused, as every internal range is by default (docs/sip.md)
+    env = {"CALLGATE_SIP__ALGORITHMS": algorithms, "CALLGATE_SIP__TRUNKS": trunks,
+           "CALLGATE_SIP__ALLOW_MEDIA": "127.0.0.1/32, 127.0.0.2/32"}  # fmt: skip
     try:
         for server in serve(tmp_path, *listen, prepare=prepare, **env):
             yield server, port, device
@@ -194,7 +197,7 @@ def test_phones_register_with_digest_over_udp_and_tcp(
 
     # alice's phone calls bob, who answers with the CLI softphone (aiortc, WebRTC): 180, 200
     # with our SDP, tones both ways through the media anchor (G.711, no transcoding), BYE
-    call_phone_to_cli(server, port, user, password, tmp_path)
+    call_phone_to_cli(server, port, user, password, tmp_path, device["bob_password"])
     # and the other way: bob's CLI calls alice, whose registered phone rings and answers
     call_cli_to_phone(server, port, user, password, tmp_path)
     # a call from the phone network: the carrier's trunk INVITEs bob's DID
@@ -216,6 +219,8 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert "sip.register.closed" in actions  # the TCP desk hung up its connection
     assert "sip.unregister" in actions  # the TLS client's Expires: 0
     assert "sip.credential.add" in actions
+    assert actions.count("sip.media.forbidden") == 3  # the re-offer and the two offers
+    assert actions.count("sip.dialog.forged") == 2  # the re-INVITE and the BYE
     # and counted for the operator (--metrics)
     with urllib.request.urlopen(device["metrics"], timeout=10) as answer:
         text = answer.read().decode()
@@ -267,10 +272,14 @@ def client_get(server: WebServer, path: str, who: str) -> Any:
 
 
 def phone_sdp(
-    rtp_port: int, profile: str = "RTP/AVP", key: bytes | None = None, direction: str = ""
+    rtp_port: int,
+    profile: str = "RTP/AVP",
+    key: bytes | None = None,
+    direction: str = "",
+    address: str = "127.0.0.1",
 ) -> bytes:
     sdp = (
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"v=0\r\no=- 1 1 IN IP4 {address}\r\ns=-\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
         f"m=audio {rtp_port} {profile} 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
     ).encode()
     if key is not None:  # SDES (RFC 4568)
@@ -311,11 +320,12 @@ def sip_invite(
     profile: str = "RTP/AVP",
     callee: str = "bob",
     key: bytes | None = None,
+    address: str = "127.0.0.1",
 ) -> tuple[SipClient, list[int], SipResponse]:
     """alice's phone INVITEs bob, answers the digest challenge, and reads responses up to the
-    final one."""
+    final one; its SDP names `address`."""
     phone = SipClient(("127.0.0.1", port))
-    sdp = phone_sdp(rtp_port, profile, key)
+    sdp = phone_sdp(rtp_port, profile, key, address=address)
     aor, bob_uri = "sip:alice@callgate", f"sip:{callee}@127.0.0.1:{port}"
     headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>", "Content-Type: application/sdp",
                "Record-Route: <sip:127.0.0.9;lr>, <sip:127.0.0.8;lr>"]  # fmt: skip
@@ -350,7 +360,7 @@ def read_events(bob: subprocess.Popen[str], until: str) -> list[dict[str, Any]]:
 
 
 def call_phone_to_cli(
-    server: WebServer, port: int, user: str, password: str, tmp_path: Path
+    server: WebServer, port: int, user: str, password: str, tmp_path: Path, bob_password: str
 ) -> None:
     """A call from the phone with SRTP (SDES keys), answered by bob's CLI softphone; then, once a
     policy rule says alice's calls to bob must be recorded, a second call (plain RTP) is
@@ -438,6 +448,36 @@ def call_phone_to_cli(
         rtp_port = rtp.getsockname()[1]
         refresh = reinvite(phone, ok, port, user, password, phone_sdp(rtp_port))
         assert (refresh.status, refresh.body) == (200, ok.body)
+        # the phone points our media at the cloud metadata address: 488 with a Warning (RFC
+        # 3261 §21.4.26, §20.43), the session unchanged (§14.2), audited sip.media.forbidden
+        metadata = phone_sdp(rtp_port, direction="sendrecv", address="169.254.169.254")
+        moved = reinvite(phone, ok, port, user, password, metadata)
+        assert (moved.status, moved.headers.get("warning")) == (
+            488, '399 callgate "media address 169.254.169.254 is not permitted"'
+        ), moved.reason  # fmt: skip
+        # in-dialog requests from others (RFC 3261 §26.1.4), with the dialog's Call-ID and
+        # tags: bob's desk phone's credential re-INVITEs alice's call towards its own socket,
+        # and a host at 127.0.0.3 sends BYE; both get 403, the call goes on unchanged
+        forged_rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        forged_rtp.bind(("127.0.0.1", 0))
+        forged_rtp.setblocking(False)
+        intruder = SipClient(("127.0.0.1", port), call_id=phone.call_id, tag=phone.tag)
+        intruder.cseq = phone.cseq + 10
+        stolen = reinvite(intruder, ok, port, "bob.desk", bob_password,
+                          phone_sdp(forged_rtp.getsockname()[1], direction="sendrecv"))  # fmt: skip
+        assert (stolen.status, stolen.reason) == (403, "Forbidden (not a party to this dialog)")
+        elsewhere = SipClient(("127.0.0.1", port), bind="127.0.0.3", call_id=phone.call_id,
+                              tag=phone.tag)  # fmt: skip
+        elsewhere.cseq = phone.cseq + 20
+        torn = elsewhere.exchange(in_dialog(elsewhere, "BYE", ok, port))
+        assert (torn.status, torn.reason) == (403, "Forbidden (not a party to this dialog)")
+        intruder.close()
+        elsewhere.close()
+        heard = talk(rtp, ("127.0.0.1", int(media.group(1))), 330.0)  # still bob, still here
+        assert abs(dominant_hz(ulaw_decode(heard[-8000:])) - 880.0) < 10.0
+        with pytest.raises(BlockingIOError):
+            forged_rtp.recv(2048)  # none of the call's media went to the forged address
+        forged_rtp.close()
         held = reinvite(phone, ok, port, user, password, phone_sdp(rtp_port, direction="inactive"))
         assert held.status == 200 and b"a=inactive\r\n" in held.body, held.body
         time.sleep(1.0)
@@ -477,6 +517,16 @@ def call_phone_to_cli(
         phone, _, srtp = sip_invite(port, user, password, rtp.getsockname()[1], "RTP/SAVP")
         assert srtp.status == 488, srtp.reason
         phone.close()
+        # offers whose media address is forbidden: loopback outside sip.allow_media, link-local
+        for address in ("127.0.0.3", "169.254.1.1"):
+            phone, _, refused = sip_invite(
+                port, user, password, rtp.getsockname()[1], address=address
+            )
+            assert refused.status == 488, refused.reason
+            assert refused.headers.get("warning") == (
+                f'399 callgate "media address {address} is not permitted"'
+            )
+            phone.close()
 
     finally:
         if bob.poll() is None:

@@ -20,8 +20,10 @@ from callgate.sip.credentials import CredentialStore
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.digest_client import CarrierAuth
 from callgate.sip.edge import SipEdge
+from callgate.sip.media_peers import MediaPeers
 from callgate.sip.trunks import Trunk, Trunks
 from callgate.storage.db import Store
+from callgate.turn.peers import PeerFilter
 
 
 async def start_sip(
@@ -47,7 +49,12 @@ async def start_sip(
     attempts = Attempts(CdrRepository(store), audit)
     trunks = Trunks([_trunk(t) for t in settings.sip.trunks])
     edge = SipEdge(
-        credentials, audit, algorithms=settings.sip.algorithms, attempts=attempts, trunks=trunks
+        credentials,
+        audit,
+        algorithms=settings.sip.algorithms,
+        attempts=attempts,
+        trunks=trunks,
+        media=media_peers(settings),
     )
     if calls is not None:
         ice, clock = calls.ice, SystemClock()
@@ -85,6 +92,13 @@ async def start_sip(
         await edge.close()
         raise
     return edge
+
+
+def media_peers(settings: Settings) -> MediaPeers:
+    """Where calls' media may go: the relay's peer filter (turn/peers.py: its default ranges,
+    `turn.allow_peers`, `turn.deny_peers`), widened by `sip.allow_media` for SIP alone."""
+    allowed = [*settings.turn.allow_peers, *settings.sip.allow_media]
+    return MediaPeers(PeerFilter(allowed, settings.turn.deny_peers))
 
 
 def _trunk(t: TrunkSettings) -> Trunk:

@@ -27,9 +27,18 @@ from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
+from callgate.sip.media_peers import ForbiddenMedia, audit_forbidden, refuse_offer
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
-from callgate.sip.sdp import EVENTS_PT, KEY_SALT, Crypto, SdpError, audio_sdp, parse_audio
+from callgate.sip.sdp import (
+    EVENTS_PT,
+    KEY_SALT,
+    AudioOffer,
+    Crypto,
+    SdpError,
+    audio_sdp,
+    parse_audio,
+)
 from callgate.sip.trunk_limits import TrunkLimited
 from callgate.sip.trunks import Dialled, Trunks
 
@@ -43,6 +52,17 @@ async def final_response(call: OutboundCall, sdp: bytes, contact: str) -> SipRes
         if reply.status >= 200:
             final = reply
     return final
+
+
+async def carrier_media(edge: SipEdge, trunk: str, out: OutboundCall, answer: AudioOffer) -> None:
+    """The carrier's answer names a media destination we may send to; else ForbiddenMedia,
+    audited (the caller hangs up)."""
+    try:
+        edge.media.check(answer)
+    except ForbiddenMedia as exc:
+        source = out.peer.address[0]
+        await audit_forbidden(edge.audit, f"trunk:{trunk}", out.call_id, "answer", exc, source)
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +149,9 @@ class DialOut:
         try:
             offer = parse_audio(call.request.body)
             codec = offer.choose()
+            self._edge.media.check(offer)  # never RTP to internal ranges (media_peers.py)
         except SdpError as exc:
-            call.reject(488, f"Not Acceptable Here ({exc})")
+            await refuse_offer(call, exc, self._edge.audit)
             return
         media_ip = self._media_ip or call.peer.local[0]
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
@@ -150,8 +171,9 @@ class DialOut:
         events = EVENTS_PT if offer.events is not None else None
         tones = DtmfToTones(codec, offer.events, bridge.forward) if offer.events else None
         from_phone = bridge.forward if tones is None else tones.packet
-        phone = RtpLeg("phone", from_phone, codec, srtp, offer.events)
-        carrier = RtpLeg("carrier", bridge.forward, codec)
+        permits = self._edge.media.permits
+        phone = RtpLeg("phone", from_phone, codec, srtp, offer.events, permits)
+        carrier = RtpLeg("carrier", bridge.forward, codec, permits=permits)
         try:
             out = self._edge.dial(
                 trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency
@@ -208,6 +230,7 @@ class DialOut:
                 )
                 return
             answer = parse_audio(reply.body)
+            await carrier_media(self._edge, trunk.name, out, answer)
             if events is not None and answer.events == events and tones is not None:
                 carrier.events = events  # the carrier takes events: forwarded as they are
                 tones.convert = False
@@ -234,7 +257,7 @@ class DialOut:
             by = "caller" if call.ended.is_set() and call.ended_by != "us" else "callee"
             await (out.hang_up() if by == "caller" else call.hang_up())
             await asyncio.to_thread(records.finish, record_id, "answered", by, "hangup")
-        except SdpError as exc:
+        except SdpError as exc:  # the carrier's answer: unusable, or a forbidden address
             await out.hang_up()
             call.reject(502, "Bad Gateway (carrier SDP)")
             await asyncio.to_thread(records.finish, record_id, "failed", "server", str(exc)[:60])

@@ -33,7 +33,7 @@ from typing import Any
 
 from callgate.media.anchor import AnchorError, Bridge
 from callgate.media.rtp_leg import RtpLeg
-from callgate.runtime.sip_dialout import DialOut, Permit
+from callgate.runtime.sip_dialout import DialOut, Permit, carrier_media
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.sip.attempts import disposition
@@ -203,7 +203,7 @@ class NumberCalls:
         dialled, handle = call.dialled, call.device.handle
         trunk = dialled.trunk
         bridge = Bridge(lambda: self._ice_servers(TURN_USER_PREFIX + call.call_id))
-        carrier = RtpLeg("carrier", bridge.forward, codec)
+        carrier = RtpLeg("carrier", bridge.forward, codec, permits=self._edge.media.permits)
         outcome = ("failed", "server", "setup-failed", "no UDP listener for the trunk")
         out: OutboundCall | None = None
         try:
@@ -272,6 +272,7 @@ class NumberCalls:
             why = CARRIER_REASONS.get(status, "setup-failed")
             return disposition(status), "callee", why, f"sip {status} {text}"[:120]
         answer = parse_audio(reply.body)
+        await carrier_media(self._edge, call.dialled.trunk.name, out, answer)  # else: BYE
         carrier.set_remote((answer.address, answer.port), also_from=[out.peer.address[0]])
         bridge.attach(carrier)
         sdp = await web.answer(offer_sdp)

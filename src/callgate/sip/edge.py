@@ -26,8 +26,10 @@ from callgate.sip.attempts import Attempt, Attempts, describe
 from callgate.sip.auth import Authenticator
 from callgate.sip.client import ClientTransactions
 from callgate.sip.credentials import Credential, CredentialStore
+from callgate.sip.dialog_party import same_party
 from callgate.sip.digest import DigestAuth
 from callgate.sip.invite import InboundCall
+from callgate.sip.media_peers import MediaPeers
 from callgate.sip.message import SipMessage, SipParseError, SipRequest, SipResponse, serialize
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.registrar import Binding, Registrar
@@ -36,6 +38,7 @@ from callgate.sip.transport import Counters, Peer, TcpTransport, UdpTransport
 from callgate.sip.trunk_limits import Refusal, TrunkLimited, TrunkLimits
 from callgate.sip.trunks import Trunk, Trunks
 from callgate.sip.via import parse_via, response_target, stamp_received
+from callgate.turn.peers import PeerFilter
 from callgate.types import Address
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,7 @@ TRANSACTION_TTL = 32.0  # Timer J (RFC 3261 §17.2.2): 64 * T1
 MAX_TRANSACTIONS = 20_000
 SWEEP_INTERVAL = 15.0
 MAX_CALLS = 500  # INVITE dialogs at once
+FORGED_AUDITS = 5  # audit entries per call for in-dialog requests from others
 CALL_SETUP_LIMIT = 180.0  # seconds an INVITE may wait for its final response
 Handler = Callable[[SipRequest, Peer], Awaitable[SipResponse | None]]
 
@@ -63,7 +67,10 @@ class SipEdge:
         algorithms: Sequence[str] = ("SHA-256", "MD5"),
         attempts: Attempts | None = None,
         trunks: Trunks | None = None,
+        media: MediaPeers | None = None,
     ) -> None:
+        # where calls' RTP/RTCP may go (media_peers.py); default: the relay's default ranges
+        self.media = media or MediaPeers(PeerFilter())
         self.attempts = attempts  # CDRs of INVITEs refused here (attempts.py)
         self.trunks = trunks or Trunks([])  # INVITEs from their addresses skip digest
         self.credentials = credentials
@@ -198,7 +205,7 @@ class SipEdge:
         handler = self.handlers.get(request.method)
         try:
             if request.method == "ACK":
-                self._ack(request)  # an ACK of our non-2xx final ends there (§17.2.1)
+                self._ack(request, peer)  # an ACK of our non-2xx final ends there (§17.2.1)
                 return
             if handler is None:
                 reply: SipResponse | None = response(
@@ -279,6 +286,8 @@ class SipEdge:
             self.attempts.authenticated(call_id)
         if call_id in self.calls:
             call = self._dialog(request)
+            if call is not None and not self._same_party(call, request, peer, credential):
+                return self._forged(call, request, peer, credential)
             if isinstance(call, InboundCall) and call.answered and not call.ended.is_set():
                 return call.reoffer(request)  # a re-INVITE (RFC 3261 §14.2)
             return response(request, 491, "Request Pending")
@@ -425,15 +434,50 @@ class SipEdge:
             return None
         return call if theirs == call.request.headers.get("from") else None
 
-    def _ack(self, request: SipRequest) -> None:
+    # -- who may speak in a dialog (dialog_party.py) ----------------------------------------
+
+    def _same_party(
+        self,
+        call: InboundCall | OutboundCall,
+        request: SipRequest,
+        peer: Peer,
+        credential: Credential | None = None,
+    ) -> bool:
+        name = self._trunk_calls.get(call.call_id) if isinstance(call, OutboundCall) else None
+        trunk = next((t for t in self.trunks.all if t.name == name), None) if name else None
+        return same_party(call, request.method, peer.address[0], credential, trunk)
+
+    def _forged(
+        self,
+        call: InboundCall | OutboundCall,
+        request: SipRequest,
+        peer: Peer,
+        credential: Credential | None = None,
+    ) -> SipResponse:
+        """403 to an in-dialog request from someone else; the call goes on unchanged. Audited
+        `sip.dialog.forged`, the first few per call (the rest are counted in responses)."""
+        call.forged += 1
+        if call.forged <= FORGED_AUDITS:
+            actor = (
+                f"sip:{credential.username}" if credential is not None else f"sip:{peer.address[0]}"
+            )
+            details = {"method": request.method, "source": f"{peer.address[0]}:{peer.address[1]}"}
+            self._spawn(self._append(actor, "sip.dialog.forged", f"call:{call.call_id}", details))
+        log.warning("sip %s in call %s from %s: not a party of the dialog", request.method,
+                    call.call_id, peer.address[0])  # fmt: skip
+        return response(request, 403, "Forbidden (not a party to this dialog)")
+
+    def _ack(self, request: SipRequest, peer: Peer) -> None:
         call = self._dialog(request)
-        if isinstance(call, InboundCall):
+        if isinstance(call, InboundCall) and self._same_party(call, request, peer):
             call.acked.set()
 
     async def _bye(self, request: SipRequest, peer: Peer) -> SipResponse:
         call = self._dialog(request)
         if call is None or not call.answered:
             return response(request, 481, "Call/Transaction Does Not Exist")
+        if not self._same_party(call, request, peer):
+            return self._forged(call, request, peer)
         call.phone_ended("bye")
         return response(request, 200, "OK")
 
@@ -441,6 +485,8 @@ class SipEdge:
         call = self._dialog(request)
         if not isinstance(call, InboundCall) or call.final.done():
             return response(request, 481, "Call/Transaction Does Not Exist")
+        if not self._same_party(call, request, peer):
+            return self._forged(call, request, peer)
         call.phone_ended("cancel")
         call.reject(487, "Request Terminated")  # the INVITE's final (§9.2)
         return response(request, 200, "OK")
@@ -454,6 +500,14 @@ class SipEdge:
             "address": f"{binding.peer.address[0]}:{binding.peer.address[1]}",
         }
         await self._append(f"sip:{binding.username}", action, f"user:{binding.handle}", details)
+
+    async def audit(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
+        """An audit entry from the call handlers (a refused media address, a forged request)."""
+        await self._append(actor, action, obj, details)
+
+    def audit_soon(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
+        """`audit` from code that cannot wait for it (a re-INVITE's answer)."""
+        self._spawn(self._append(actor, action, obj, details))
 
     async def _append(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
         if self._audit is None:
