@@ -203,7 +203,7 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     # a call from the phone network: the carrier's trunk INVITEs bob's DID
     call_trunk_to_cli(server, port, tmp_path)
     # and to it: alice (in "traders", the trunk's dial-out group) dials a number; bob may not
-    dial_out(port, user, password, device["bob_password"], CARRIERS[tmp_path])
+    dial_out(server, port, user, password, device["bob_password"], CARRIERS[tmp_path])
 
     # presence: alice's phones count as online for her colleagues
     with server.client() as client:
@@ -245,7 +245,10 @@ def test_phones_register_with_digest_over_udp_and_tcp(
         c for c in cdrs if c["callee_user"] == "+442079460000" and c["direction"] == "outbound"
     ]
     assert (dialled["caller_user"], dialled["direction"]) == ("alice", "outbound")
-    assert dialled["answer_at"] is not None and dialled["reason"] == "hangup"
+    assert dialled["answer_at"] is not None and dialled["reason"] == "ended-by-admin"
+    assert dialled["ended_by"] == "admin:admin"
+    (by_admin,) = [e for e in entries["items"] if e["action"] == "call.end_by_admin"]
+    assert (by_admin["actor"], by_admin["object"]) == ("admin", f"call:{dialled['call_id']}")
     (sos,) = [c for c in cdrs if c["callee_user"] == "112" and c["direction"] == "outbound"]
     assert sos["policy_decision"] == "emergency" and sos["caller_user"] == "bob"
     no_rule = [c for c in cdrs if c["callee_user"] == "+442079460000" and c is not dialled]
@@ -779,10 +782,13 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path) -> None:
         rtp.close()
 
 
-def dial_out(port: int, user: str, password: str, bob_password: str, carrier: SipClient) -> None:
+def dial_out(
+    server: WebServer, port: int, user: str, password: str, bob_password: str, carrier: SipClient
+) -> None:
     """alice's phone dials +44 20 7946 0000: the carrier gets the INVITE with the normalised
-    number and our caller ID, answers, media flows both ways, alice hangs up. bob's phone may not
-    dial out (no rule: 403) but may call 112, which goes to the carrier too."""
+    number and our caller ID, answers, media flows both ways; the call is in the admin API's
+    live calls, and an administrator ends it there: BYE to the carrier and to the phone. bob's
+    phone may not dial out (no rule: 403) but may call 112, which goes to the carrier too."""
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rtp.bind(("127.0.0.1", 0))
     rtp.setblocking(False)
@@ -864,13 +870,25 @@ def dial_out(port: int, user: str, password: str, bob_password: str, carrier: Si
                     at_phone.append((got.payload_type, got.payload))
         assert {(0, b"p" * 160), (101, key_5)} <= set(at_carrier), at_carrier[:3]
         assert {(0, b"c" * 160), (101, key_hash)} <= set(at_phone), at_phone[:3]
-        bye = phone.request("BYE", aor, to=number)
-        bye = bye.replace(f"To: <{number}>".encode(), f"To: {reply.headers.get('to')}".encode())
-        assert phone.exchange(bye).status == 200
+        # an administrator sees the call among the live calls and ends it: BYE both ways
+        live = client_get(server, "/api/live-calls", "admin")["calls"]
+        (dialled,) = [c for c in live if c["callee"] == "+442079460000"]
+        assert (dialled["caller"], dialled["state"], dialled["trunk"]) == (
+            "alice", "connected", "carrier"
+        ), dialled  # fmt: skip
+        with server.client() as client:
+            admin = {"Authorization": f"Bearer {server.token('admin')}"}
+            ended = client.post(f"/api/live-calls/{dialled['call_id']}/end", headers=admin)
+        assert ended.status_code == 202, ended.text
         carrier.sock.settimeout(10)
         carrier_bye = next_request(carrier, "BYE")
         carrier.send(serialize(response(carrier_bye, 200, "OK")))
+        phone_bye = phone.receive_request()
+        assert phone_bye.method == "BYE", phone_bye
+        phone.send(serialize(response(phone_bye, 200, "OK")))
         phone.close()
+        live = client_get(server, "/api/live-calls", "admin")["calls"]
+        assert not [c for c in live if c["call_id"] == dialled["call_id"]], live
 
         # 112 from bob (no dial-out rule): let through to the carrier, which refuses it here
         phone = SipClient(("127.0.0.1", port))

@@ -66,17 +66,18 @@ async def start_sip(
 
         records = DialOutRecords(CdrRepository(store))
         policy = PolicyStore(store)
+        # phones and softphones dialling numbers: one decision, one live view (sip_live.py)
+        dial = DialOut(edge, trunks, groups_of, records, settings.sip.media_ip, policy)
         handler = SipCalls(
             calls.hub,
             calls.user_exists,
             lambda user: ice.ice_servers(user, clock.wall()),
             settings.sip.media_ip,
-            (trunks, groups_of, records, policy),
+            dial,
         )
         handler.serve(edge)
         edge.closing.append(handler.close)
         if trunks.outbound is not None:  # softphones dial numbers (sip_numbers.py)
-            dial = DialOut(edge, trunks, groups_of, records, settings.sip.media_ip, policy)
             calls.hub.numbers = NumberCalls(
                 calls.hub,
                 edge,

@@ -34,11 +34,9 @@ from callgate.media.caller_fill import SilenceUntilMedia
 from callgate.media.dtmf import DtmfToTones
 from callgate.media.packets import PacketHandler
 from callgate.media.rtp_leg import RtpLeg
-from callgate.policy.store import PolicyStore
 from callgate.runtime.sip_dialout import DialOut, final_response
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
-from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import (
@@ -59,7 +57,7 @@ from callgate.sip.sdp import (
     audio_sdp,
     parse_audio,
 )
-from callgate.sip.trunks import EMERGENCY, Trunks, normalise
+from callgate.sip.trunks import EMERGENCY, normalise
 from callgate.sip.uri import parse_name_addr, parse_sip_uri
 
 log = logging.getLogger(__name__)
@@ -89,13 +87,10 @@ class SipCalls:
         user_exists: Callable[[str], bool],
         ice_servers: IceServersFor,
         media_ip: str | None = None,
-        dial_out: tuple[Trunks, Callable[[str], tuple[str, ...]], DialOutRecords, PolicyStore]
-        | None = None,
+        dial_out: DialOut | None = None,
     ) -> None:
-        """`dial_out`: the trunks, a user's groups, where dialled-out calls are recorded, and
-        the policy that decides them."""
-        self._dial_out_with = dial_out
-        self._dial: DialOut | None = None
+        """`dial_out`: phones dialling numbers through trunks (sip_dialout.py)."""
+        self._dial = dial_out
         self._hub = hub
         self._user_exists = user_exists
         self._ice_servers = ice_servers
@@ -107,9 +102,6 @@ class SipCalls:
     def serve(self, edge: SipEdge) -> None:
         """Take the edge's INVITEs, and make each registered phone a device that can ring."""
         self._edge = edge
-        if self._dial_out_with is not None:
-            trunks, groups_of, records, policy = self._dial_out_with
-            self._dial = DialOut(edge, trunks, groups_of, records, self._media_ip, policy)
         edge.take_calls(self)
         edge.on_device = self.device_changed
 

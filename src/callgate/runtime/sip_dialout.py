@@ -17,12 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from callgate.media.anchor import Bridge
 from callgate.media.dtmf import DtmfToTones
 from callgate.media.rtp_leg import RtpLeg
 from callgate.policy.rules import Decision
 from callgate.policy.store import PolicyStore
+from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
@@ -84,7 +86,10 @@ class DialOut:
         records: DialOutRecords,
         media_ip: str | None,
         policy: PolicyStore | None = None,
+        live: TrunkCalls | None = None,
     ) -> None:
+        # calls to numbers in the admin API's live view, phones' and softphones' (sip_live.py)
+        self.live = live or TrunkCalls()
         self._policy = policy
         self._edge = edge
         self._trunks = trunks
@@ -191,6 +196,7 @@ class DialOut:
             call.reject(503, "Service Unavailable (no UDP listener for the trunk)")
             return
         record_id = out.call_id
+        stop: asyncio.Future[Any] | None = None  # the admin API ended it (sip_live.py)
         try:
             phone_local = await phone.open(media_ip)
             carrier_local = await carrier.open(media_ip)
@@ -209,13 +215,21 @@ class DialOut:
                 )
             )
             call.ringing()
+            live = self.live.open(record_id, handle, number, trunk.name, "rtp/rtp")
+            stop = stopped = asyncio.ensure_future(live.stop.wait())
             phone_gone = asyncio.ensure_future(call.ended.wait())
-            await asyncio.wait({final, phone_gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not final.done():  # the phone gave up (CANCEL) before the carrier answered
+            await asyncio.wait({final, phone_gone, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not final.done():  # the phone gave up (CANCEL), or an admin, while it rang
+                phone_gone.cancel()
                 await out.cancel()
-                await final
+                reply = await final
+                if reply is not None and 200 <= reply.status < 300:
+                    await out.hang_up()  # the answer crossed our CANCEL (RFC 3261 §9.1)
+                if live.admin is not None:
+                    call.reject(480, "Temporarily Unavailable (ended by an administrator)")
+                by, why = (live.ended_by, ENDED_BY_ADMIN) if live.admin else ("caller", "cancelled")
                 await asyncio.to_thread(
-                    records.finish, record_id, "cancelled", "caller", "cancelled"
+                    records.finish, record_id, "cancelled", by, why, "", live.admin
                 )
                 return
             phone_gone.cancel()
@@ -238,15 +252,24 @@ class DialOut:
             phone_answer = audio_sdp(phone_local[0], phone_local[1], codec, ours, offer.events)
             call.accept(phone_answer, contact)
             await asyncio.to_thread(records.answered, record_id)
+            self.live.answered(live)
             phone_ended = asyncio.ensure_future(call.ended.wait())
             carrier_ended = asyncio.ensure_future(out.ended.wait())
             await asyncio.wait(
-                {phone_ended, carrier_ended},
+                {phone_ended, carrier_ended, stopped},
                 timeout=permit.max_duration_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             phone_ended.cancel()
             carrier_ended.cancel()
+            if live.admin is not None and not call.ended.is_set() and not out.ended.is_set():
+                await out.hang_up()  # BYE both ways (the admin API's end)
+                await call.hang_up()
+                await asyncio.to_thread(
+                    records.finish, record_id, "answered", live.ended_by, ENDED_BY_ADMIN, "",
+                    live.admin,
+                )  # fmt: skip
+                return
             if not call.ended.is_set() and not out.ended.is_set():  # the rule's max_duration_s
                 await out.hang_up()
                 await call.hang_up()
@@ -262,5 +285,8 @@ class DialOut:
             call.reject(502, "Bad Gateway (carrier SDP)")
             await asyncio.to_thread(records.finish, record_id, "failed", "server", str(exc)[:60])
         finally:
+            self.live.close(record_id)
+            if stop is not None:
+                stop.cancel()
             self._edge.forget(out.call_id)
             await bridge.close()
