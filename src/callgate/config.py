@@ -408,6 +408,10 @@ class TrunkSettings(BaseModel):
     # and new calls a second (past it 503 + Retry-After).
     max_calls: int = Field(default=30, ge=1, le=100_000)
     max_cps: float = Field(default=5.0, gt=0, le=10_000)
+    # Each user's share when dialling out (phones and softphones): calls at once (past it 403)
+    # and calls in any hour (past it 503 + Retry-After); emergency numbers are never refused.
+    max_calls_per_user: int = Field(default=3, ge=1, le=10_000)
+    max_calls_per_user_hour: int = Field(default=100, ge=1, le=100_000)
     # Our account at the carrier: its 401/407 challenges to our INVITEs are answered with it
     # (digest, RFC 8760). The password is never logged; keep the config file private.
     username: str | None = Field(default=None, pattern=r"^[!#-\[\]-~]{1,128}$")

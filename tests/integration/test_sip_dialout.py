@@ -73,9 +73,11 @@ def carrier_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, int]]:
          "routes": ["+44"], "country_code": "44", "number_format": "national",
          "dial_out_groups": ["traders"], "caller_id": "+442071234500",
          "username": "callgate-trunk", "password": SECRET},
-        # North America to another carrier (SIPp's built-in UAS), which needs no digest
+        # North America to another carrier (SIPp's built-in UAS), which needs no digest; a
+        # user may have one call at once on it, and one an hour
         {"name": "world", "addresses": ["127.0.0.3"], "outbound": f"127.0.0.3:{world_port}",
-         "routes": ["+1"], "dial_out_groups": ["traders"]},
+         "routes": ["+1"], "dial_out_groups": ["traders"], "max_calls_per_user": 1,
+         "max_calls_per_user_hour": 1},
         # inbound only, one new call every 20 s
         {"name": "slow", "addresses": ["127.0.0.4"], "dids": {"+442071234599": "bob"},
          "max_cps": 0.05},
@@ -151,7 +153,9 @@ def admin_ends_a_number_call(server: WebServer, world_port: int, tmp_path: Path)
     """alice's CLI calls +1 212 555 0100 (no time limit) through the "world" trunk, answered by
     SIPp's built-in UAS: the call is in the admin API's live calls like any other, and an
     administrator ends it there: the carrier gets BYE, alice `ended-by-admin`, the CDR
-    `ended_by` `admin:admin`, the audit log `call.end_by_admin`."""
+    `ended_by` `admin:admin`, the audit log `call.end_by_admin`. The trunk lets a user have one
+    call at once and one an hour: alice's second call while the first is up, and her third
+    after it, are refused (`dial-out-limit`), recorded, counted and audited."""
     world = subprocess.Popen(
         ["sipp", "-sn", "uas", "-i", "127.0.0.3", "-p", str(world_port), "-mi", "127.0.0.3",
          "-mp", str(free_port()), "-rtp_echo", "-m", "1", "-timeout", "60s", "-nostdin"],
@@ -165,6 +169,9 @@ def admin_ends_a_number_call(server: WebServer, world_port: int, tmp_path: Path)
             line = caller.stdout.readline()
             assert line, f"the call ended early: {said}"
             said.append(json.loads(line))
+        # a second call while this one is up: past alice's share of the trunk
+        second = events(dial(server, "alice", "+1 212 555 0101", tmp_path))
+        assert (second[-1]["event"], second[-1]["reason"]) == ("ended", "dial-out-limit"), second
         live = client_get(server, "/api/live-calls", "admin")["calls"]
         (call,) = [c for c in live if c["callee"] == "+12125550100"]
         assert (call["caller"], call["state"], call["trunk"]) == ("alice", "connected", "world")
@@ -182,7 +189,13 @@ def admin_ends_a_number_call(server: WebServer, world_port: int, tmp_path: Path)
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
+    # and after it: her one call this hour is used
+    third = events(dial(server, "alice", "+1 212 555 0102", tmp_path))
+    assert (third[-1]["event"], third[-1]["reason"]) == ("ended", "dial-out-limit"), third
     cdrs = client_get(server, "/api/cdrs", "admin")["items"]
+    for number in ("+12125550101", "+12125550102"):
+        (limited,) = [c for c in cdrs if c["callee_user"] == number]
+        assert (limited["disposition"], limited["reason"]) == ("denied", "dial-out-limit")
     (cdr,) = [c for c in cdrs if c["callee_user"] == "+12125550100"]
     assert (cdr["reason"], cdr["ended_by"], cdr["disposition"]) == (
         "ended-by-admin", "admin:admin", "answered"
@@ -190,6 +203,11 @@ def admin_ends_a_number_call(server: WebServer, world_port: int, tmp_path: Path)
     entries = client_get(server, "/api/audit/entries?limit=200", "admin")["items"]
     (ended,) = [e for e in entries if e["action"] == "call.end_by_admin"]
     assert (ended["actor"], ended["object"]) == ("admin", f"call:{call['call_id']}")
+    attempts = {e["details"]["number"] for e in entries if e["action"] == "sip.dialout"}
+    assert {"+12125550100", "+12125550101", "+12125550102"} <= attempts  # each audited
+    # one alert for the run of refusals (no call got through between them)
+    (alert,) = [e for e in entries if e["action"] == "sip.dialout.limit"]
+    assert (alert["actor"], alert["details"]["limit"]) == ("alice", "user-calls")
     live = client_get(server, "/api/live-calls", "admin")["calls"]
     assert not live, live
 

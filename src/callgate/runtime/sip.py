@@ -116,6 +116,8 @@ def _trunk(t: TrunkSettings) -> Trunk:
         number_format=t.number_format,
         max_calls=t.max_calls,
         max_cps=t.max_cps,
+        max_calls_per_user=t.max_calls_per_user,
+        max_calls_per_user_hour=t.max_calls_per_user_hour,
         auth=None
         if t.username is None or t.password is None
         else CarrierAuth(t.username, t.password.get_secret_value()),

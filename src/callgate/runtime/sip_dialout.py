@@ -181,7 +181,7 @@ class DialOut:
         carrier = RtpLeg("carrier", bridge.forward, codec, permits=permits)
         try:
             out = self._edge.dial(
-                trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency
+                trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
             )
         except TrunkLimited as limited:
             call.recorded = True

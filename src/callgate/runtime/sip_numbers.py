@@ -230,7 +230,7 @@ class NumberCalls:
         out: OutboundCall | None = None
         try:
             out = self._edge.dial(
-                trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency
+                trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
             )
             if out is not None:
                 outcome = await self._connect(call, out, bridge, carrier, codec, offer_sdp, permit)

@@ -16,7 +16,8 @@ from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_types import CallOpen
 
-REFUSED = {"policy-denied": "denied", "trunk-busy": "busy"}  # refusal reason -> disposition
+# refusal reason -> disposition
+REFUSED = {"policy-denied": "denied", "trunk-busy": "busy", "dial-out-limit": "denied"}
 
 
 class DialOutRecords:

@@ -35,7 +35,7 @@ from callgate.sip.outbound import OutboundCall
 from callgate.sip.registrar import Binding, Registrar
 from callgate.sip.responses import ALLOW, ALLOW_CALLS, encode, response
 from callgate.sip.transport import Counters, Peer, TcpTransport, UdpTransport
-from callgate.sip.trunk_limits import Refusal, TrunkLimited, TrunkLimits
+from callgate.sip.trunk_limits import Refusal, TrunkLimited, TrunkLimits, UserLimit
 from callgate.sip.trunks import Trunk, Trunks
 from callgate.sip.via import parse_via, response_target, stamp_received
 from callgate.turn.peers import PeerFilter
@@ -100,6 +100,7 @@ class SipEdge:
         self.closing: list[Callable[[], Awaitable[None]]] = []  # run first by close()
         self.trunk_limits = TrunkLimits(self._clock)
         self._trunk_calls: dict[str, str] = {}  # Call-ID -> the trunk whose channel it holds
+        self._call_users: dict[str, str] = {}  # Call-ID -> the user who dialled it
 
     def take_calls(self, handler: CallHandler) -> None:
         """Answer INVITEs (and their ACK, BYE, CANCEL) by handing them to `handler`."""
@@ -382,18 +383,31 @@ class SipEdge:
         return call
 
     def dial(
-        self, trunk: Trunk, number: str, caller: str, emergency: bool = False
+        self,
+        trunk: Trunk,
+        number: str,
+        caller: str,
+        emergency: bool = False,
+        user: str | None = None,
     ) -> OutboundCall | None:
         """A call to `number` through `trunk`'s carrier (UDP), None without a UDP listener;
-        TrunkLimited past the trunk's limits (never for an emergency call). `forget` gives the
-        trunk's channel back."""
+        TrunkLimited past the trunk's limits or the dialling `user`'s share of it (never for an
+        emergency call). `forget` gives the trunk's channel back."""
         if trunk.outbound is None or not self._udp_protocols:
             return None
+        share = (
+            None
+            if user is None
+            else UserLimit(user, trunk.max_calls_per_user, trunk.max_calls_per_user_hour)
+        )
         limit = self.trunk_limits.acquire(
-            trunk.name, trunk.max_calls, trunk.max_cps, "outbound", emergency
+            trunk.name, trunk.max_calls, trunk.max_cps, "outbound", emergency, share
         )
         if limit is not None:
-            self._trunk_refused(trunk.name, limit, "outbound")
+            if limit.limit.startswith("user-") and user is not None:
+                self._user_refused(trunk.name, user, limit)
+            else:
+                self._trunk_refused(trunk.name, limit, "outbound")
             raise TrunkLimited(limit)
         peer = self._udp_protocols[0].peer(trunk.outbound)
         host, port = trunk.outbound
@@ -404,6 +418,8 @@ class SipEdge:
         call = self.outbound(target, caller)
         call.auth = trunk.auth
         self._trunk_calls[call.call_id] = trunk.name
+        if user is not None and not emergency:  # not counted in the user's share
+            self._call_users[call.call_id] = user
         return call
 
     def forget(self, call_id: str) -> None:
@@ -413,7 +429,14 @@ class SipEdge:
     def _release_trunk(self, call_id: str) -> None:
         trunk = self._trunk_calls.pop(call_id, None)
         if trunk is not None:
-            self.trunk_limits.release(trunk)
+            self.trunk_limits.release(trunk, self._call_users.pop(call_id, None))
+
+    def _user_refused(self, trunk: str, user: str, limit: Refusal) -> None:
+        """Audit a user's first refusal at their dial-out limit (`sip.dialout.limit`)."""
+        if self.trunk_limits.first_of_user_run(trunk, user):
+            details = {"limit": limit.limit, "status": limit.status, "trunk": trunk,
+                       "active": self.trunk_limits.user_active[(trunk, user)]}  # fmt: skip
+            self._spawn(self._append(user, "sip.dialout.limit", f"user:{user}", details))
 
     def _trunk_refused(self, trunk: str, limit: Refusal, direction: str) -> None:
         """Alert once a run of refusals: a WARNING and a `sip.trunk.limit` audit entry."""

@@ -62,7 +62,7 @@ def _trunks(edge: SipEdge) -> Iterator[Metric]:
     yield attempts
     refused = CounterMetricFamily(
         "callgate_sip_trunk_refused",
-        "Calls refused at a trunk's limits (calls: 486, rate: 503)",
+        "Calls refused at a trunk's limits (calls: 486, rate: 503; a user's share: user-calls 403, user-hour 503)",
         labels=["trunk", "limit"],
     )
     for (trunk_name, limit), count in sorted(limits.refused.items()):

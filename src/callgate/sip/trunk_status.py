@@ -26,6 +26,8 @@ def _one(trunk: Trunk, edge: SipEdge) -> dict[str, Any]:
         "calls": active,
         "max_calls": trunk.max_calls,
         "max_cps": trunk.max_cps,
+        "max_calls_per_user": trunk.max_calls_per_user,
+        "max_calls_per_user_hour": trunk.max_calls_per_user_hour,
         "attempts": {
             "inbound": limits.attempts[(trunk.name, "inbound")],
             "outbound": limits.attempts[(trunk.name, "outbound")],
@@ -33,6 +35,8 @@ def _one(trunk: Trunk, edge: SipEdge) -> dict[str, Any]:
         "refused": {
             "calls": limits.refused[(trunk.name, "calls")],
             "rate": limits.refused[(trunk.name, "rate")],
+            "users": limits.refused[(trunk.name, "user-calls")]
+            + limits.refused[(trunk.name, "user-hour")],
         },
         "addresses": sorted(trunk.addresses),
         "dids": len(trunk.dids),

@@ -99,6 +99,8 @@ class Trunk:
     number_format: str = "e164"  # how the carrier gets the number: "e164" or "national"
     max_calls: int | None = None  # calls at once, both ways (trunk_limits.py)
     max_cps: float | None = None  # new calls a second
+    max_calls_per_user: int | None = None  # a user's outbound calls at once on it
+    max_calls_per_user_hour: int | None = None  # a user's outbound calls in any hour
     auth: CarrierAuth | None = None  # our account at the carrier: answers its 401/407
     # Let through whatever the rules say; None: its country's (emergency_numbers)
     emergency: frozenset[str] | None = None

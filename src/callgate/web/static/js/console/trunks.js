@@ -21,7 +21,7 @@ function row(t) {
     el("td", {}, statePill(t.state)),
     el("td", { class: "num" }, `${t.calls} / ${t.max_calls}`),
     el("td", { class: "num" }, `${t.attempts.inbound} / ${t.attempts.outbound}`),
-    el("td", { class: "num" }, `${t.refused.calls} / ${t.refused.rate}`),
+    el("td", { class: "num" }, `${t.refused.calls} / ${t.refused.rate} / ${t.refused.users}`),
     el("td", {}, t.outbound || "inbound only"),
     el("td", {}, t.routes.join(", ") || "—"),
     el("td", {}, t.dial_out_groups.join(", ") || "nobody (emergency only)"),
@@ -33,7 +33,7 @@ function row(t) {
 boot(["admin"], async (_user, content) => {
   const holder = el("div", { id: "trunks-table" });
   const note = el("p", { class: "muted" },
-    "Calls now / limit; attempts inbound / outbound and refusals at the channel / rate limits since the server started.");
+    "Calls now / limit; attempts inbound / outbound and refusals at the channel / rate / per-user dial-out limits since the server started.");
   content.replaceChildren(section("Trunks", note, holder));
   let timer = null;
 
@@ -50,7 +50,7 @@ boot(["admin"], async (_user, content) => {
       holder.replaceChildren(el("p", { class: "muted" }, "This server has no SIP edge (set sip.listen)."));
       return;
     }
-    const headers = ["Trunk", "State", "Calls", "Attempts in / out", "Refused channels / rate",
+    const headers = ["Trunk", "State", "Calls", "Attempts in / out", "Refused channels / rate / per user",
       "Carrier", "Routes", "May dial out", "Inbound from", "Authentication"];
     holder.replaceChildren(
       body.trunks.length ? table(headers, body.trunks.map(row), "SIP trunks") : el("p", { class: "muted" }, "No trunks configured."),
