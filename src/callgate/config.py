@@ -412,6 +412,10 @@ class TrunkSettings(BaseModel):
     # and calls in any hour (past it 503 + Retry-After); emergency numbers are never refused.
     max_calls_per_user: int = Field(default=3, ge=1, le=10_000)
     max_calls_per_user_hour: int = Field(default=100, ge=1, le=100_000)
+    # OPTIONS pings to `outbound` (RFC 3261 §11): seconds between them (0: none), and how many
+    # in a row unanswered mark the carrier down (the dial plan then prefers another trunk).
+    options_interval: float = Field(default=30.0, ge=0, le=3600)
+    options_failures: int = Field(default=2, ge=1, le=100)
     # Our account at the carrier: its 401/407 challenges to our INVITEs are answered with it
     # (digest, RFC 8760). The password is never logged; keep the config file private.
     username: str | None = Field(default=None, pattern=r"^[!#-\[\]-~]{1,128}$")
@@ -427,6 +431,8 @@ class TrunkSettings(BaseModel):
     def _account(self) -> TrunkSettings:
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password go together")
+        if 0 < self.options_interval < 1:
+            raise ValueError("options_interval is 0 (no pings) or at least 1 second")
         return self
 
     @field_validator("addresses")

@@ -72,12 +72,13 @@ def carrier_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, int]]:
          "dids": {"+442071234567": "bob"},
          "routes": ["+44"], "country_code": "44", "number_format": "national",
          "dial_out_groups": ["traders"], "caller_id": "+442071234500",
-         "username": "callgate-trunk", "password": SECRET},
+         "username": "callgate-trunk", "password": SECRET,
+         "options_interval": 0},  # SIPp's scenario expects INVITEs only, no OPTIONS pings
         # North America to another carrier (SIPp's built-in UAS), which needs no digest; a
         # user may have one call at once on it, and one an hour
         {"name": "world", "addresses": ["127.0.0.3"], "outbound": f"127.0.0.3:{world_port}",
          "routes": ["+1"], "dial_out_groups": ["traders"], "max_calls_per_user": 1,
-         "max_calls_per_user_hour": 1},
+         "max_calls_per_user_hour": 1, "options_interval": 0},
         # inbound only, one new call every 20 s
         {"name": "slow", "addresses": ["127.0.0.4"], "dids": {"+442071234599": "bob"},
          "max_cps": 0.05},

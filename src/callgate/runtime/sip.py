@@ -118,6 +118,8 @@ def _trunk(t: TrunkSettings) -> Trunk:
         max_cps=t.max_cps,
         max_calls_per_user=t.max_calls_per_user,
         max_calls_per_user_hour=t.max_calls_per_user_hour,
+        options_interval=t.options_interval,
+        options_failures=t.options_failures,
         auth=None
         if t.username is None or t.password is None
         else CarrierAuth(t.username, t.password.get_secret_value()),

@@ -99,13 +99,13 @@ class DialOut:
 
     def plan(self, dialled: str) -> Dialled | None:
         """The dial plan (sip/trunks.py): which trunk takes `dialled`, as what number."""
-        return self._trunks.dial(dialled)
+        return self._trunks.dial(dialled, self._edge.pings.down)
 
     def target(self, call: InboundCall, dialled: str) -> Dialled | None:
         """Where a phone's dialled number goes (the dial plan), or None: not a number."""
         if call.trunk is not None or call.credential is None:
             return None
-        return self._trunks.dial(dialled)
+        return self._trunks.dial(dialled, self._edge.pings.down)
 
     async def authorize(self, handle: str, dialled: Dialled) -> Permit:
         """Whether `handle` may dial `dialled` (docs/sip.md, "Policy for numbers"): emergency

@@ -36,6 +36,7 @@ from callgate.sip.registrar import Binding, Registrar
 from callgate.sip.responses import ALLOW, ALLOW_CALLS, encode, response
 from callgate.sip.transport import Counters, Peer, TcpTransport, UdpTransport
 from callgate.sip.trunk_limits import Refusal, TrunkLimited, TrunkLimits, UserLimit
+from callgate.sip.trunk_pings import TrunkPings, options_request
 from callgate.sip.trunks import Trunk, Trunks
 from callgate.sip.via import parse_via, response_target, stamp_received
 from callgate.turn.peers import PeerFilter
@@ -99,6 +100,8 @@ class SipEdge:
         self.on_device: Callable[[str, str, bool], None] | None = None
         self.closing: list[Callable[[], Awaitable[None]]] = []  # run first by close()
         self.trunk_limits = TrunkLimits(self._clock)
+        # OPTIONS to carriers: up or down (trunk_pings.py), started with the UDP listeners
+        self.pings = TrunkPings(self.trunks.all, self.ping, self._clock, self._append)
         self._trunk_calls: dict[str, str] = {}  # Call-ID -> the trunk whose channel it holds
         self._call_users: dict[str, str] = {}  # Call-ID -> the user who dialled it
 
@@ -145,6 +148,8 @@ class SipEdge:
             self._tcp.append(server)
             self.bound.append(("tls", await server.start(host, port)))
         self._spawn(self._sweep())
+        if self._udp_protocols:
+            self._spawn(self.pings.run())
 
     async def close(self) -> None:
         self._closed = True
@@ -421,6 +426,17 @@ class SipEdge:
         if user is not None and not emergency:  # not counted in the user's share
             self._call_users[call.call_id] = user
         return call
+
+    async def ping(self, trunk: Trunk, wait_s: float) -> SipResponse | None:
+        """OPTIONS to the trunk's carrier (trunk_pings.py): its final response, or None."""
+        if trunk.outbound is None or not self._udp_protocols:
+            return None
+        peer = self._udp_protocols[0].peer(trunk.outbound)
+        request = options_request(trunk, peer.local, self.realm)
+        try:
+            return await asyncio.wait_for(self.clients.send_request(request, peer), wait_s)
+        except TimeoutError:
+            return None
 
     def forget(self, call_id: str) -> None:
         self.calls.pop(call_id, None)
