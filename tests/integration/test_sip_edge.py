@@ -715,8 +715,8 @@ def call_cli_to_phone(
 
 def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path) -> None:
     """The carrier (a SIP client on 127.0.0.2, the trunk's address) calls +1 555 123 0000, the
-    DID of bob, whose CLI answers; each hears the other; the carrier hangs up. A number that
-    is no DID gets 404."""
+    DID of bob, whose CLI answers; each hears the other, the call is in the admin API's live
+    calls; the carrier hangs up. A number that is no DID gets 404."""
     carrier = SipClient(("127.0.0.1", port), bind="127.0.0.2")
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rtp.bind(("127.0.0.2", 0))
@@ -768,6 +768,10 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path) -> None:
             time.sleep(0.02)
         assert len(heard) > 8000, len(heard)
         assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
+        # a call from the phone network is among the live calls, the caller its number
+        live = client_get(server, "/api/live-calls", "admin")["calls"]
+        assert [(c["caller"], c["callee"]) for c in live] == [("+442071234567", "bob")], live
+        assert live[0]["state"] in ("connecting", "connected") and live[0]["answered_at"], live
         bye = carrier.request("BYE", caller, to=did)
         bye = bye.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
         assert carrier.exchange(bye).status == 200

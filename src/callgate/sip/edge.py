@@ -48,6 +48,7 @@ TRANSACTION_TTL = 32.0  # Timer J (RFC 3261 §17.2.2): 64 * T1
 MAX_TRANSACTIONS = 20_000
 SWEEP_INTERVAL = 15.0
 MAX_CALLS = 500  # INVITE dialogs at once
+HANDLER_AUDITS = 30  # entries a minute per actor and action from the call handlers
 FORGED_AUDITS = 5  # audit entries per call for in-dialog requests from others
 CALL_SETUP_LIMIT = 180.0  # seconds an INVITE may wait for its final response
 Handler = Callable[[SipRequest, Peer], Awaitable[SipResponse | None]]
@@ -104,6 +105,8 @@ class SipEdge:
         self.pings = TrunkPings(self.trunks.all, self.ping, self._clock, self._append)
         self._trunk_calls: dict[str, str] = {}  # Call-ID -> the trunk whose channel it holds
         self._call_users: dict[str, str] = {}  # Call-ID -> the user who dialled it
+        self._audit_minute = -1  # handler audit entries this minute (_audit_admits)
+        self._audited: dict[tuple[str, str], int] = {}
 
     def take_calls(self, handler: CallHandler) -> None:
         """Answer INVITEs (and their ACK, BYE, CANCEL) by handing them to `handler`."""
@@ -541,12 +544,25 @@ class SipEdge:
         await self._append(f"sip:{binding.username}", action, f"user:{binding.handle}", details)
 
     async def audit(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
-        """An audit entry from the call handlers (a refused media address, a forged request)."""
-        await self._append(actor, action, obj, details)
+        """An audit entry from the call handlers (a refused media address): at most
+        HANDLER_AUDITS a minute per actor and action, so a device or a trunk sending the same
+        bad request in a loop cannot flood the log (the rest are logged, not audited)."""
+        if self._audit_admits(actor, action):
+            await self._append(actor, action, obj, details)
 
     def audit_soon(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
         """`audit` from code that cannot wait for it (a re-INVITE's answer)."""
-        self._spawn(self._append(actor, action, obj, details))
+        if self._audit_admits(actor, action):
+            self._spawn(self._append(actor, action, obj, details))
+
+    def _audit_admits(self, actor: str, action: str) -> bool:
+        minute = int(self._clock.monotonic() // 60)
+        if minute != self._audit_minute or len(self._audited) > 10_000:
+            self._audit_minute, self._audited = minute, {}
+        count = self._audited[(actor, action)] = self._audited.get((actor, action), 0) + 1
+        if count > HANDLER_AUDITS:
+            log.info("sip: %s by %s not audited (over %d a minute)", action, actor, HANDLER_AUDITS)
+        return count <= HANDLER_AUDITS
 
     async def _append(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
         if self._audit is None:
