@@ -2,7 +2,8 @@
 responders on 127.0.0.5 and 127.0.0.6, carry the same prefix. While both answer, a desk phone's
 call goes to the first; when it stops answering it is marked down (console/API, /metrics,
 /healthz degraded, audited) and the next call goes to the second; when it answers again it is
-up again."""
+up again. Last, a call that rings at the carrier is ended by an administrator from the live
+calls: CANCEL to the carrier, 480 to the phone, CDR `ended-by-admin`."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ pytestmark = pytest.mark.timeout(120)
 
 class Carrier:
     """A carrier's SIP side on a loopback address: answers OPTIONS with 200 while `answering`,
-    refuses every INVITE with 486 (and remembers it), ignores ACKs."""
+    refuses every INVITE with 486 (and remembers it) — or, with `ring`, rings (180) until a
+    CANCEL (200, then 487 to the INVITE, RFC 3261 §9.2) — and ignores ACKs."""
 
     def __init__(self, host: str) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -37,6 +39,9 @@ class Carrier:
         self.answering = True
         self.options = 0
         self.invites: list[str] = []
+        self.ring = False
+        self.cancels = 0
+        self._ringing: SipRequest | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -63,7 +68,18 @@ class Carrier:
             elif message.method == "INVITE":
                 if message.uri not in self.invites:  # not a retransmission
                     self.invites.append(message.uri)
-                self.sock.sendto(serialize(response(message, 486, "Busy Here")), source)
+                if self.ring:
+                    self._ringing = message
+                    reply = response(message, 180, "Ringing", to_tag="ring")
+                    self.sock.sendto(serialize(reply), source)
+                else:
+                    self.sock.sendto(serialize(response(message, 486, "Busy Here")), source)
+            elif message.method == "CANCEL" and self._ringing is not None:
+                self.cancels += 1
+                self.sock.sendto(serialize(response(message, 200, "OK")), source)
+                ended = response(self._ringing, 487, "Request Terminated", to_tag="ring")
+                self.sock.sendto(serialize(ended), source)
+                self._ringing = None
 
     def close(self) -> None:
         self._stop.set()
@@ -172,3 +188,27 @@ def test_a_carrier_that_stops_answering_is_passed_over(
         "trunk:first",
     ) in changes
     assert not [c for c in changes if c[1] == "trunk:second"], changes
+
+    # a call ringing at the carrier, ended by an administrator from the live calls
+    first.ring = True
+    finals: list[int] = []
+    phone = threading.Thread(target=lambda: finals.append(dial_number(port, device)))
+    phone.start()
+
+    def ringing() -> list[dict[str, Any]]:
+        live = client_get(server, "/api/live-calls", "admin")["calls"]
+        return [c for c in live if c["trunk"] == "first" and c["state"] == "ringing"]
+
+    until("the call rings", lambda: bool(ringing()))
+    (call,) = ringing()
+    with server.client() as client:
+        admin = {"Authorization": f"Bearer {server.token('admin')}"}
+        done = client.post(f"/api/live-calls/{call['call_id']}/end", headers=admin)
+    assert done.status_code == 202, done.text
+    phone.join(timeout=30)
+    assert finals == [480] and first.cancels == 1
+    cdrs = client_get(server, "/api/cdrs", "admin")["items"]
+    (cdr,) = [c for c in cdrs if c["call_id"] == call["call_id"]]
+    assert (cdr["disposition"], cdr["reason"], cdr["ended_by"]) == (
+        "cancelled", "ended-by-admin", "admin:admin"
+    )  # fmt: skip
