@@ -188,20 +188,26 @@ def answers_binding(port: int, timeout: float = 20.0) -> bool:
 def start_relay(
     server: str, cpu: str, clients: int, work: Path
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """Start `server`: coturn, callgate, callgate-fast, or callgate@SRC (this venv's callgate
+    with another source tree's `src` first on PYTHONPATH: a before/after in one run)."""
     port = free_port()
     low, high = free_relay_range(max(400, 2 * clients + 100))
+    env = None
     if server == "coturn":
         command = coturn_command(port, low, high, work / "coturn.log")
     else:
         command = callgate_turn_command(port, low, high, realm=REALM, user=USER, password=PASSWORD)
         command += ["--fast-path", "required" if server == "callgate-fast" else "off"]
+        if server.startswith("callgate@"):
+            env = {**os.environ, "PYTHONPATH": server.partition("@")[2]}
     pin = ["taskset", "-c", cpu] if cpu else []
-    with open(work / f"{server}.err", "ab") as errors:
-        process = subprocess.Popen(pin + command, stdout=subprocess.DEVNULL, stderr=errors)
+    log_name = server.replace("/", "_")
+    with open(work / f"{log_name}.err", "ab") as errors:
+        process = subprocess.Popen(pin + command, stdout=subprocess.DEVNULL, stderr=errors, env=env)
     if not answers_binding(port):
         process.kill()
         process.wait()
-        sys.exit(f"{server} did not answer on 127.0.0.1:{port} (see {work / server}.err)")
+        sys.exit(f"{server} did not answer on 127.0.0.1:{port} (see {work / log_name}.err)")
     return process, port
 
 
@@ -252,6 +258,8 @@ def one_run(
             "--watch-pids",
             str(process.pid),
         ]
+        if args.send_indications:
+            command.append("--send-ind")
         if args.gen_cpu:
             command = ["taskset", "-c", args.gen_cpu, *command]
         out = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -354,19 +362,21 @@ def report(steps: list[Step], servers: list[str]) -> None:
             if calls
             else f"{server}: no rate with < 0.1 % loss"
         )
-    if "coturn" in servers and "callgate" in servers:
+    mine_all = [s for s in servers if s.startswith("callgate")]
+    for mine in [s for s in mine_all if s != "callgate-fast"] if "coturn" in servers else []:
         common = sorted(
             {s.rate for s in steps if s.server == "coturn"}
-            & {s.rate for s in steps if s.server == "callgate"}
+            & {s.rate for s in steps if s.server == mine}
         )
         for rate in common:
             c = next(s for s in steps if s.server == "coturn" and s.rate == rate)
-            g = next(s for s in steps if s.server == "callgate" and s.rate == rate)
+            g = next(s for s in steps if s.server == mine and s.rate == rate)
             print(
-                f"at {2 * rate:.0f} relayed pps: CPU per packet coturn/callgate = "
-                f"{c.us_per_pkt / g.us_per_pkt:.2f} (>= 1.0: callgate as cheap or cheaper)"
+                f"at {2 * rate:.0f} relayed pps: CPU per packet coturn/{mine} = "
+                f"{c.us_per_pkt / g.us_per_pkt:.2f} (median; of the lowest: "
+                f"{c.us_per_pkt_min / g.us_per_pkt_min:.2f}; >= 1.0: callgate as cheap or cheaper)"
             )
-    for mine in ("callgate", "callgate-fast"):
+    for mine in mine_all:
         c_best, g_best = best.get("coturn"), best.get(mine)
         if c_best is not None and g_best is not None:
             print(
@@ -404,6 +414,12 @@ def main() -> None:
         "--quick", action="store_true", help="rates 10000,20000,30000, 1 rep of 5 s"
     )
     parser.add_argument("--json", type=Path, help="also write every run and step here")
+    parser.add_argument(
+        "--send-indications",
+        action="store_true",
+        help="client->relay as STUN Send indications instead of ChannelData (peer->client stays "
+        "ChannelData: the channel is bound)",
+    )
     parser.add_argument(
         "--netns", action="store_true", help="run in a network namespace of its own (root)"
     )

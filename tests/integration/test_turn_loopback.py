@@ -294,6 +294,35 @@ async def test_two_parties_on_this_relay_reach_each_other_without_a_peer_allow_l
         assert server.counters.packets_to_client == 2
 
 
+async def test_call_bound_send_indications_over_udp_reach_only_the_admitted_peer() -> None:
+    """Call-bound mode over UDP: a permission is per IP and every allocation here shares the
+    relay IP, so a Send indication toward a third party's relayed address is dropped and counted
+    although alice's permission covers that IP; the partner admitted for alice gets its own."""
+    async with (
+        run_server(allow_peers=(), call_bound=True) as server,
+        udp_client(server.address(Transport.UDP)) as alice,
+        udp_client(server.address(Transport.UDP)) as bob,
+        udp_client(server.address(Transport.UDP)) as carol,
+    ):
+        # One static user: this guard puts everyone in a call with everyone, so what admits a
+        # peer is only the permission each client asked for (turn/callbound.py `admit`).
+        server.handler.call_guard = lambda _user, _owner: True
+        relay_a = await alice.allocated()
+        relay_b = await bob.allocated()
+        relay_c = await carol.allocated()
+        assert (await alice.create_permission(relay_b)).cls is MessageClass.SUCCESS
+        assert (await bob.create_permission(relay_a)).cls is MessageClass.SUCCESS
+        assert (await carol.create_permission(relay_a)).cls is MessageClass.SUCCESS
+        refused = server.counters.peers_refused
+
+        alice.send_indication(relay_c, b"not for carol")
+        alice.send_indication(relay_b, b"hi bob")
+        assert parse_data_indication(await bob.next_data()) == (relay_a, b"hi bob")
+        # the listener reads in order: carol's indication was handled before bob's
+        assert server.counters.peers_refused == refused + 1
+        assert await drain(carol.data) == []
+
+
 async def test_early_packet_from_another_party_here_waits_until_the_client_sends_to_it() -> None:
     """The callee's first check reaches the caller's relay before the caller's permission for it:
     held, not dropped, and delivered only once the caller has sent toward that peer itself (after

@@ -41,11 +41,13 @@ from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from callgate.media.packets import OPUS_CLOCK, MediaPacket, PacketHandler
+from callgate.media.srtp_io import SrtpIo
 
 log = logging.getLogger(__name__)
 
 RTP_HEAD = struct.Struct("!BBHII")  # V P X CC, M PT, sequence number, timestamp, SSRC
-SEQ_TS = struct.Struct("!HI")
+WORD = struct.Struct("!H")  # the header extension's length (RFC 3550 §5.3.1)
+OCTET = struct.Struct("!B")  # the padding count, the packet's last octet (RFC 3550 §5.1)
 CHANNEL_HEAD = struct.Struct("!HH")  # TURN ChannelData: channel number, length
 CHANNEL_OVERHEAD = CHANNEL_HEAD.size
 NTP_EPOCH = 2208988800  # 1900-01-01 to 1970-01-01, seconds (RFC 5905 §6)
@@ -104,6 +106,8 @@ class SrtpPath:
             raise ValueError("DTLS-SRTP is not established")
         self._rx: pylibsrtp.Session = dtls._rx_srtp
         self._tx: pylibsrtp.Session = dtls._tx_srtp
+        self._rx_io = SrtpIo(self._rx)  # the same sessions (keys, replay state) as aiortc's
+        self._tx_io = SrtpIo(self._tx)
         self._connection = dtls.transport._connection
         self._nominated: dict[int, Any] = self._connection._nominated
         self._original: Callable[[bytes, int], None] = self._connection.data_received
@@ -111,7 +115,7 @@ class SrtpPath:
         if codec.mimeType.lower() != "audio/opus":
             raise ValueError(f"unexpected codec {codec.mimeType}")
         self._payload_type = int(codec.payloadType)
-        self._header = bytearray(_header_template(transceiver, int(sender._ssrc)))
+        self._header = _header_template(transceiver, int(sender._ssrc))
         self._seq = int.from_bytes(os.urandom(2), "big")
         self._origin = int.from_bytes(os.urandom(4), "big")
         self._base: int | None = None
@@ -124,6 +128,7 @@ class SrtpPath:
         self._seen = _SeqTs(0, 0)
         self._turn: Any = None  # the leg's aioice TURN client protocol, when the pair uses one
         self._turn_pair: Any = None  # the nominated pair it belongs to
+        self._turn_peer: Address | None = None  # that pair's remote address (it never changes)
         self._turn_queued: set[Any] = set()  # aioice's datagrams still waiting to be sent
         self._media_queued: set[Any] = set()  # those of them that are this path's packets
         self._turn_original: Callable[[bytes, Any], None] = _unset
@@ -148,6 +153,7 @@ class SrtpPath:
         path._connection.data_received = path._datagram
         if turn is not None:
             path._turn, path._turn_pair = turn, pair
+            path._turn_peer = tuple(pair.remote_addr)
             path._turn_queued = pair.protocol.transport._TurnTransport__send_tasks
             path._turn_original = turn.datagram_received
             turn.datagram_received = path._turn_datagram
@@ -236,22 +242,20 @@ class SrtpPath:
         socket as ChannelData: taken (True) when it is SRTP from the nominated pair's peer on a
         channel the leg's TURN client has bound (what `_turn_datagram` would take); anything
         else (DTLS, RTCP, STUN checks, another peer) goes to the socket and aioice as before."""
-        pair = self._nominated.get(ICE_COMPONENT)
         turn = self._turn
         if (
-            pair is None
-            or turn is None
-            or pair is not self._turn_pair
+            turn is None
+            or self._nominated.get(ICE_COMPONENT) is not self._turn_pair
             or len(data) < MIN_RTP
             or not 127 < data[0] < 192  # RTP or RTCP (RFC 7983 §7)
             or 191 < data[1] < 224  # RTCP (RFC 5761 §4)
-            or peer != pair.remote_addr
+            or peer != self._turn_peer
             or turn.channel_to_peer.get(turn.peer_to_channel.get(peer)) != peer
         ):
             return False
         self.handed_in += 1
         try:
-            self._srtp_in(bytes(data))
+            self._srtp_in(data)  # copied once, into the leg's SRTP buffer
         except Exception:  # never into the relay's read loop
             self.rejected += 1
             log.exception("leg %s: packet handler failed", self.name)
@@ -264,28 +268,27 @@ class SrtpPath:
             return
         self._srtp_in(data)
 
-    def _srtp_in(self, data: bytes) -> None:
+    def _srtp_in(self, data: bytes | memoryview) -> None:
         arrival = time.time()
-        try:
-            plain = self._rx.unprotect(data)
-        except pylibsrtp.Error:
+        rx = self._rx_io
+        size = rx.unprotect(data)  # the RTP packet is now in rx.buffer[:size]
+        if size < MIN_RTP:  # refused by libsrtp (-1), or too short to be RTP
             self.rejected += 1
             return
-        if len(plain) < MIN_RTP:
-            self.rejected += 1
-            return
+        plain = rx.buffer
         first, second, seq, timestamp, ssrc = RTP_HEAD.unpack_from(plain)
         offset = MIN_RTP + 4 * (first & 0x0F)
         if first & 0x10:  # header extension: 16-bit profile, 16-bit length in words
-            if offset + 4 > len(plain):
+            if offset + 4 > size:
                 self.rejected += 1
                 return
-            offset += 4 + 4 * int.from_bytes(plain[offset + 2 : offset + 4], "big")
-        end = len(plain) - (plain[-1] if first & 0x20 else 0)
+            offset += 4 + 4 * WORD.unpack_from(plain, offset + 2)[0]
+        end = size - (OCTET.unpack_from(plain, size - 1)[0] if first & 0x20 else 0)
         payload_type = second & 0x7F
         if offset > end or payload_type != self._payload_type:
             self.rejected += 1
             return
+        payload = bytes(plain[offset:end])  # the one copy the packet keeps
         self.received += 1
         stream = self._streams.get(ssrc)
         if stream is None:
@@ -293,9 +296,7 @@ class SrtpPath:
         seen = self._seen
         seen.sequence_number, seen.timestamp = seq, timestamp
         stream.add(cast(RtpPacket, seen))  # it reads only these two fields
-        self._handler(
-            MediaPacket(self.name, plain[offset:end], timestamp, seq, ssrc, payload_type, arrival)
-        )
+        self._handler(MediaPacket(self.name, payload, timestamp, seq, ssrc, payload_type, arrival))
 
     # -- out ---------------------------------------------------------------------------------
 
@@ -324,10 +325,8 @@ class SrtpPath:
 
     def _emit(self, pair: Any, payload: bytes, rtp_timestamp: int) -> None:
         self._last = rtp_timestamp
-        self._seq = (self._seq + 1) & 0xFFFF
-        header = self._header
-        SEQ_TS.pack_into(header, 2, self._seq, rtp_timestamp)
-        data = self._tx.protect(b"".join((header, payload)))
+        self._seq = seq = (self._seq + 1) & 0xFFFF
+        data = self._tx_io.protect(self._header, payload, seq, rtp_timestamp)
         self._transmit(pair, data)
         self.sent += 1
         sender = self._sender
@@ -344,7 +343,7 @@ class SrtpPath:
         datagram)."""
         turn = self._turn
         if turn is not None and pair is self._turn_pair and not self._media_queued:
-            channel = turn.peer_to_channel.get(pair.remote_addr)
+            channel = turn.peer_to_channel.get(self._turn_peer)
             if channel is not None and time.time() < turn.channel_refresh_at.get(channel, 0.0):
                 local = self._local
                 if local is not None:

@@ -367,7 +367,16 @@ class Allocation:
             return False
         number = self.peer_channels.get(peer)
         if number is None:
-            self.client_send(data_indication(peer, frame[4 : 4 + size]))
+            indication = data_indication(peer, frame[4 : 4 + size])
+            sendto = self.udp_sendto
+            if sendto is None:
+                self.client_send(indication)
+            else:
+                try:
+                    sendto(indication, self.client_address)
+                except OSError:
+                    self._refused()
+                    return False
         elif self.local_client is not None and self.local_client(frame[4 : 4 + size], peer):
             pass  # taken in-process by the client (attach_local)
         else:

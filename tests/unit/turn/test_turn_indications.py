@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callgate.stun import attributes as attrs
-from callgate.stun.constants import Attr, MessageClass, Method
+from callgate.stun.constants import MAGIC_COOKIE, Attr, MessageClass, Method
 from callgate.stun.message import StunDecodeError, build, decode, encode
+from callgate.turn import indications
 from callgate.turn.indications import data_indication, parse_send
 
 peers = st.tuples(
@@ -95,3 +96,50 @@ def test_truncated_send_indications_are_refused(cut: int) -> None:
     packet = encode(build(Method.SEND, MessageClass.INDICATION, TID, _send(PEER, b"hello", TID)))
     with pytest.raises(StunDecodeError):
         parse_send(packet[:cut])
+
+
+def _outcome(parse: object, packet: bytes | memoryview) -> tuple[object, ...]:
+    try:
+        peer, data = parse(packet)  # type: ignore[operator]
+    except StunDecodeError:
+        return ("refused",)
+    return ("ok", peer, bytes(data))
+
+
+@given(
+    st.tuples(st.ip_addresses(v=4).map(str), st.integers(min_value=0, max_value=0xFFFF)),
+    payloads,
+    tids,
+    st.booleans(),
+    st.booleans(),
+    st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=3),
+)
+@settings(max_examples=400)
+def test_the_fixed_offset_reading_agrees_with_the_general_one(
+    peer: tuple[str, int],
+    data: bytes,
+    tid: bytes,
+    fingerprint: bool,
+    data_first: bool,
+    flips: list[tuple[int, int]],
+) -> None:
+    """The layouts clients send (IPv4 XOR-PEER-ADDRESS and DATA in either order, maybe a
+    FINGERPRINT) are read at fixed offsets; with any bytes changed they must be accepted or
+    refused exactly as the attribute loop would, from bytes or from a memoryview of the receive
+    buffer."""
+    attributes = _send(peer, data, tid)
+    if data_first:
+        attributes.reverse()  # coturn's turnutils_uclient sends DATA first
+    message = build(Method.SEND, MessageClass.INDICATION, tid, attributes)
+    packet = bytearray(encode(message, fingerprint=fingerprint))
+    for position, value in flips:
+        packet[position % len(packet)] = value
+    expected = _outcome(lambda p: indications._parse_any(p, len(p)), bytes(packet))
+    if packet[4:8] != MAGIC_COOKIE.to_bytes(4, "big") or len(packet) - 20 != (
+        (packet[2] << 8) | packet[3]
+    ):
+        expected = ("refused",)
+    assert _outcome(parse_send, bytes(packet)) == expected
+    assert _outcome(parse_send, memoryview(packet)) == expected
+    if not flips:
+        assert expected == ("ok", peer, data)
