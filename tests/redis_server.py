@@ -3,11 +3,14 @@
 `redis_server` (a fixture, per test): a `redis-server` on 127.0.0.1 on a free port, no
 persistence, no other client; `stop()` and `start()` again on the same port let a test take
 Redis away and bring it back. Missing program: skipped, or failed under CI=true.
+`cluster_key` is a cluster key file (mode 0600) for the nodes and relays that use it
+(runtime/cluster_seal.py): CALLGATE_CLUSTER_KEY_FILE.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -32,6 +35,10 @@ class RedisServer:
         self.root = root
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.cluster_key = root / "cluster.key"
+        fd = os.open(self.cluster_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as key:
+            key.write(secrets.token_urlsafe(32) + "\n")
 
     @property
     def url(self) -> str:

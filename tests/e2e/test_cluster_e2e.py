@@ -108,6 +108,7 @@ def nodes(tmp_path: Path, pg_server: PgServer, pg_users: str, redis_server: Redi
             database_url=database_url,
             CALLGATE_NODE_ID=name,
             CALLGATE_REDIS_URL=redis_server.url,
+            CALLGATE_CLUSTER_KEY_FILE=str(redis_server.cluster_key),
             # signaling-only calls: answered, never reaching media, must not time out mid-test
             CALLGATE_CALLS__SETUP_TIMEOUT="100",
             CALLGATE_NODE_LEASE=str(LEASE),

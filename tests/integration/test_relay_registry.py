@@ -1,14 +1,25 @@
 """Relay registrations in a real Redis (runtime/relay_registry.py): heartbeat, expiry, drain
-switch, and the call pairs a registered relay admits."""
+switch, and the call pairs a registered relay admits; entries not sealed with the cluster key
+(runtime/cluster_seal.py) are ignored: a forged relay is never handed to clients, forged pairs
+and snapshots admit nobody, a forged drain request drains nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
 
+from redis.asyncio import Redis
+
+from callgate.runtime.cluster_seal import ClusterSeal
+from callgate.runtime.redis_bus import RedisBus
 from callgate.runtime.relay_registry import (
+    PAIRS_CHANNEL,
     RelayPresence,
     connect,
+    drain_key,
     read_relays,
     relay_key,
     request_drain,
@@ -26,46 +37,133 @@ INFO = RelayInfo(
     load=0,
     draining=False,
 )
+KEY = b"integration-cluster-key-0123456789abcdef"
+SEAL = ClusterSeal(KEY)
+FORGER = ClusterSeal(b"someone-else-s-key-0123456789abcdef-xyz")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 10) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def published_until(redis: Redis, message: str, done: Callable[[], bool], what: str) -> None:
+    """Publish `message` on `pairs` (again, while the relay may not have subscribed yet) until
+    `done()`."""
+
+    async def check() -> bool:
+        await redis.publish(PAIRS_CHANNEL, message)
+        return done()
+
+    await eventually(check, what)
+
+
+def pair(users: list[str], live: bool = True, seal: ClusterSeal = SEAL) -> str:
+    return seal.seal("pair", "", {"node": "a", "pair": users, "live": live})
 
 
 async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> None:
     redis = connect(redis_server.url)
     drained: list[bool] = []
     presence = RelayPresence(redis_server.url, INFO, lambda: 3, lambda: drained.append(True),
-                             interval=0.1, ttl=1)  # fmt: skip
+                             SEAL, interval=0.1, ttl=1)  # fmt: skip
     try:
-        # a node's snapshot: one call it holds, one it takes part in, and garbage beside them
+        # a node's snapshot (one call it holds, one it takes part in), a forged one, garbage
         snapshot = {"calls": [{"caller": "alice", "callee": "bob"}], "pairs": [["carol", "dave"]]}
-        await redis.sadd("callgate:nodes", "a", "b")
-        await redis.set("callgate:snap:a", json.dumps(snapshot))
-        await redis.set("callgate:snap:b", "not json")
+        forged = {"calls": [{"caller": "mallory", "callee": "bob"}], "pairs": [["eve", "bob"]]}
+        await redis.sadd("callgate:nodes", "a", "b", "c")
+        await redis.set("callgate:snap:a", SEAL.seal("snap", "a", snapshot))
+        await redis.set("callgate:snap:b", FORGER.seal("snap", "b", forged))
+        await redis.set("callgate:snap:c", json.dumps(forged))  # unsigned
         await presence.start()
-        (info,) = await read_relays(redis)
+        (info,) = await read_relays(redis, SEAL)
         assert (info.relay_id, info.region, info.load, info.draining) == ("eu1", "eu", 3, False)
         assert presence.together("bob", "alice") and presence.together("carol", "dave")
         assert not presence.together("alice", "carol")
+        assert not presence.together("mallory", "bob") and not presence.together("eve", "bob")
 
-        # drain: asked once, the relay says so in its registration
-        assert await request_drain(redis, "nobody") is None
-        assert await request_drain(redis, "eu1") is not None
-        for _ in range(100):
-            if drained:
-                break
-            await asyncio.sleep(0.05)
+        # a call being placed: its node announces the pair at once; a refused invite withdraws
+        # it; a forged announcement admits nobody (a signed one sent after it is heard)
+        await published_until(redis, pair(["alice", "carol"]),
+                              lambda: presence.together("alice", "carol"), "pair announced")  # fmt: skip
+        await published_until(redis, pair(["alice", "carol"], live=False),
+                              lambda: not presence.together("alice", "carol"), "pair withdrawn")  # fmt: skip
+        await redis.publish(PAIRS_CHANNEL, pair(["mallory", "bob"], seal=FORGER))
+        await redis.publish(PAIRS_CHANNEL, json.dumps({"node": "a", "pair": ["eve", "bob"]}))
+        await published_until(redis, pair(["dave", "erin"]),
+                              lambda: presence.together("dave", "erin"), "signed pair")  # fmt: skip
+        assert not presence.together("mallory", "bob") and not presence.together("eve", "bob")
+
+        # drain: a forged request is ignored; a signed one is obeyed, and the relay says so
+        await redis.set(drain_key("eu1"), FORGER.seal("drain", "eu1", True))
+        for _ in range(2):  # two beats: the second read the forged request
+            await redis.delete(relay_key("eu1"))
+            await eventually(lambda: _registered(redis), "a beat after the forged request")
+        assert not drained and not presence.draining
+        assert await request_drain(redis, SEAL, "nobody") is None
+        assert await request_drain(redis, SEAL, "eu1") is not None
+
+        async def draining() -> bool:
+            relays = await read_relays(redis, SEAL)
+            return bool(drained) and len(relays) == 1 and relays[0].draining
+
+        await eventually(draining, "the relay draining")
         assert drained == [True] and presence.draining
-        await asyncio.sleep(0.3)
-        (info,) = await read_relays(redis)
-        assert info.draining
 
-        # a malformed registration is left out; a relay that stops beating expires
-        await redis.set(relay_key("bad"), "{")
-        await redis.sadd("callgate:relays", "bad")
-        assert [r.relay_id for r in await read_relays(redis)] == ["eu1"]
-        assert presence._task is not None
-        presence._task.cancel()  # the heartbeat stops; the key is not removed
-        await asyncio.sleep(1.5)
-        assert await read_relays(redis) == []
-        assert await redis.smembers("callgate:relays") == {b"bad"}  # expired ids leave the set
+        # a relay that stops beating expires
+        presence._stopping = True  # the heartbeat stops; the key is not removed
+
+        async def expired() -> bool:
+            return await read_relays(redis, SEAL) == []
+
+        await eventually(expired, "the silent relay expired")
+        assert await redis.smembers("callgate:relays") == set()  # expired ids leave the set
     finally:
         await presence.stop()
+        await redis.aclose()
+
+
+async def _registered(redis: Redis) -> bool:
+    return bool(await redis.exists(relay_key("eu1")))
+
+
+async def test_only_sealed_registrations_are_offered_to_clients(
+    redis_server: RedisServer,
+) -> None:
+    """What a node hands its clients (RedisBus.relays(), read at each beat): the genuine relay,
+    not one registered under another key, unsigned, stale, or moved to another id's key."""
+    redis = connect(redis_server.url)
+    genuine = RelayPresence(redis_server.url, INFO, lambda: 0, lambda: None, SEAL)
+    bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1)
+    try:
+        await genuine.start()
+
+        def evil(relay_id: str) -> dict[str, Any]:
+            return replace(INFO, relay_id=relay_id, udp=(("127.0.0.1", 9),)).as_json()
+
+        stale = ClusterSeal(KEY, wall=lambda: 0.0)  # written long ago
+        entries = {
+            "forged": FORGER.seal("relay", "forged", evil("forged")),
+            "plain": json.dumps(evil("plain")),
+            "stale": stale.seal("relay", "stale", evil("stale")),
+            "moved": SEAL.seal("relay", "eu1", evil("moved")),  # eu1's entry under another id
+        }
+        for relay_id, raw in entries.items():
+            await redis.set(relay_key(relay_id), raw, ex=60)
+            await redis.sadd("callgate:relays", relay_id)
+        await bus.start()
+
+        async def genuine_only() -> bool:
+            return [r.relay_id for r in bus.relays()] == ["eu1"]
+
+        await eventually(genuine_only, "the node sees the genuine relay")
+        assert [r.relay_id for r in await read_relays(redis, SEAL)] == ["eu1"]
+        assert bus.seal.refused >= len(entries)
+    finally:
+        await bus.stop()
+        await genuine.stop()
         await redis.aclose()

@@ -37,6 +37,7 @@ def test_the_node_examples_load_as_a_cluster_node(monkeypatch: pytest.MonkeyPatc
 
     settings = load_settings(DEPLOY / "callgate-node.toml", {"node_id": "a"})
     assert settings.node_id == "a" and settings.node_lease == 10
+    assert str(settings.cluster_key_file) == "/etc/callgate/cluster.key"
     assert settings.redis_url is not None
     assert settings.redis_url.get_secret_value().startswith("redis://")
     assert settings.database().startswith("postgresql+psycopg://")

@@ -1,7 +1,9 @@
-"""What a registered `callgate turn` needs before it starts (runtime/relay_cluster.py)."""
+"""What a registered `callgate turn` needs before it starts (runtime/relay_cluster.py), and the
+cluster key it signs its registration with (runtime/cluster_seal.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +17,17 @@ REDIS = "redis://127.0.0.1:6379/0"
 DB = "postgresql+psycopg://u:p@127.0.0.1/callgate"
 
 
-def settings(**overrides: Any) -> Settings:
+@pytest.fixture
+def key(tmp_path: Path) -> Path:
+    path = tmp_path / "cluster.key"
+    path.write_text("k" * 40 + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def settings(key: Path | None = None, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
+        "cluster_key_file": key,
         "node_id": "eu1",
         "redis_url": REDIS,
         "database_url": DB,
@@ -27,10 +38,10 @@ def settings(**overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def test_a_registered_relay_is_call_bound_unless_told_not_to() -> None:
-    good = settings()
+def test_a_registered_relay_is_call_bound_unless_told_not_to(key: Path) -> None:
+    good = settings(key)
     assert registered_config(good, turn_config(good)).call_bound
-    opted_out = settings(turn={"auth_secret": "shared", "call_bound": False})
+    opted_out = settings(key, turn={"auth_secret": "shared", "call_bound": False})
     assert not registered_config(opted_out, turn_config(opted_out)).call_bound
 
 
@@ -41,10 +52,11 @@ def test_a_registered_relay_is_call_bound_unless_told_not_to() -> None:
         ({"database_url": None}, "--database-url"),
         ({"turn": {}}, "turn.auth_secret"),
         ({"turn": {"auth_secret": "shared", "workers": 2}}, "one process"),
+        ({"cluster_key_file": None}, "needs cluster_key_file"),
     ],
 )
-def test_what_is_missing_is_named(overrides: dict[str, Any], needs: str) -> None:
-    bad = settings(**overrides)
+def test_what_is_missing_is_named(key: Path, overrides: dict[str, Any], needs: str) -> None:
+    bad = settings(**{"key": key, **overrides})
     with pytest.raises(ConfigError, match=needs):
         registered_config(bad, turn_config(bad))
 

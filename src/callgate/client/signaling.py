@@ -26,7 +26,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from callgate.client.errors import LoginError, SignalingError
 from callgate.client.session import Session
@@ -126,6 +126,10 @@ class SignalingClient:
             code = "unauthorized" if status in (401, 403) else "bad-response"
             raise SignalingError(code, f"WebSocket refused: HTTP {status}") from None
         except (OSError, InvalidURI, TimeoutError) as exc:
+            raise SignalingError("closed", f"cannot connect to {server_url}: {exc}") from None
+        except InvalidHandshake as exc:
+            # e.g. InvalidMessage: the connection was reset before an HTTP answer, as when the
+            # server's process is being killed while the kernel still accepted the connection
             raise SignalingError("closed", f"cannot connect to {server_url}: {exc}") from None
         try:
             raw = await asyncio.wait_for(ws.recv(), timeout)

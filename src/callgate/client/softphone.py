@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,8 +35,11 @@ from callgate.client.ice import call_hello
 from callgate.client.reach import reachable_hello
 from callgate.client.signaling import SignalingChannel
 
+log = logging.getLogger(__name__)
+
 Reconnect = Callable[[], Awaitable[SignalingChannel]]
 SETUP_TIMEOUT = 20.0  # answered → media connected, on the client's side (the server's is 10 s)
+REATTACH_BACKOFF = 4.0  # seconds: the longest pause between re-attach rounds
 FAILED_GRACE = 3.0  # after reporting media failed, how long to wait for the server's call.ended
 
 
@@ -90,7 +94,18 @@ async def _pump(
     channel: SignalingChannel, session: CallSession, reconnect: Reconnect | None = None
 ) -> None:
     """Feed server events to the session until it ends; refuse other calls meanwhile. A lost
-    connection ends the call, unless `reconnect` lets it be re-attached elsewhere."""
+    connection ends the call, unless `reconnect` lets it be re-attached elsewhere. A failure
+    here ends the call too (`client-error`): the softphone must not talk on, deaf, for ever."""
+    try:
+        await _feed(channel, session, reconnect)
+    except Exception:
+        log.exception("the call's event loop failed")
+        await session.abort("client-error")
+
+
+async def _feed(
+    channel: SignalingChannel, session: CallSession, reconnect: Reconnect | None
+) -> None:
     while not session.ended.is_set():
         try:
             event = await channel.next_event()
@@ -112,13 +127,20 @@ async def _pump(
 
 async def _reattach(session: CallSession, reconnect: Reconnect) -> SignalingChannel | None:
     """Connect again (to the same or another server) and take the call back; the new channel,
-    or None when the call cannot be re-attached within REATTACH_WITHIN seconds."""
+    or None when the call cannot be re-attached within REATTACH_WITHIN seconds. While no server
+    answers (every URL tried), the pause between rounds doubles, up to REATTACH_BACKOFF."""
     deadline = time.monotonic() + REATTACH_WITHIN
-    while time.monotonic() < deadline and not session.ended.is_set():
+    pause = REATTACH_PAUSE
+    while not session.ended.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
         try:
             channel = await reconnect()
-        except SignalingError:  # no server answers yet
-            await asyncio.sleep(REATTACH_PAUSE)
+        except SignalingError as exc:  # no server answers yet
+            log.info("re-attach: no server answers (%s); again in %.1f s", exc, pause)
+            await asyncio.sleep(min(pause, left))
+            pause = min(2 * pause, REATTACH_BACKOFF)
             continue
         try:
             await session.reattach(channel, within=max(1.0, deadline - time.monotonic()))

@@ -477,6 +477,11 @@ async def run_serve(settings: Settings) -> None:
         )
     if settings.redis_url is not None and settings.node_id is None:  # the CLI says so first
         raise ConfigError("--redis-url needs --node-id (each node of a cluster has its own)")
+    seal = None
+    if settings.redis_url is not None:
+        from callgate.runtime.cluster_seal import cluster_seal
+
+        seal = cluster_seal(settings)
     await asyncio.to_thread(private_data_dir, settings.data_dir)
     settings = await _local_tls(settings)
     store = await asyncio.to_thread(open_store, settings.database())
@@ -525,10 +530,10 @@ async def run_serve(settings: Settings) -> None:
     )  # fmt: skip
     identity = await start_identity(settings.identity, store, accounts)
     bus = None
-    if settings.redis_url is not None and settings.node_id is not None:
+    if settings.redis_url is not None and settings.node_id is not None and seal is not None:
         from callgate.runtime.redis_bus import RedisBus
 
-        bus = RedisBus(settings.redis_url.get_secret_value(), settings.node_id)
+        bus = RedisBus(settings.redis_url.get_secret_value(), settings.node_id, seal)
     services = dataclasses.replace(services, password_sign_in=identity.password_sign_in)
     try:
         async with TurnServer(config, events=sink, key_lookup=lookup, auth_events=sink) as server:

@@ -5,13 +5,16 @@ Keys (all under `callgate:`):
 - `dev:{handle}` — hash, device id → JSON of the device and its node: who is connected where.
 - `nodedev:{node}` — set of "handle device-id" a node announced, so a node that restarts under
   the same id removes what its previous life left.
-- `snap:{node}` — JSON of the node's live calls and presence, rewritten every `interval`
-  seconds with a time to live of `ttl`: a node whose snapshot expired is dead to the others
-  (its devices are not rung, its calls not listed).
+- `snap:{node}` — the node's live calls and presence, sealed (runtime/cluster_seal.py),
+  rewritten every `interval` seconds with a time to live of `ttl`: a node whose snapshot
+  expired is dead to the others (its devices are not rung, its calls not listed), and so is
+  one whose snapshot is not signed with the cluster key, or stale.
 - `nodes` — set of node ids that ever published a snapshot.
 - channel `node:{node}` — messages to that node (signaling/cluster.py lists them).
 - `relays`, `relay:{id}` — the separate relays' registrations (runtime/relay_registry.py), read
   at each beat: `relays()` lists the live ones.
+- channel `pairs` — the two users of each call as it is placed (sealed), published before anyone rings,
+  so call-bound registered relays admit them at once (`announce_pair`).
 
 Redis down: `devices_of` raises `ClusterUnavailable` (new calls are refused), posts are dropped,
 `available` is false. A background loop retries every `interval`; once Redis answers again the
@@ -30,7 +33,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from callgate.runtime.relay_registry import read_relays, request_drain
+from callgate.runtime.cluster_seal import ClusterSeal
+from callgate.runtime.relay_registry import ENTRY_AGE, PAIRS_CHANNEL, read_relays, request_drain
 from callgate.signaling.cluster import ClusterPeer, ClusterUnavailable, RemoteDevice
 from callgate.signaling.relay_choice import RelayInfo
 
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 PREFIX = "callgate:"
 INTERVAL = 1.0  # seconds between snapshots (and reconnect attempts)
 TTL = 5  # seconds a node's snapshot lives: a node silent this long is dead to the others
+PAIR_WITHIN = 1.0  # seconds an invite waits at most for the relays to hear of its parties
 _DOWN = (RedisError, OSError)
 
 
@@ -48,9 +53,16 @@ def _text(value: bytes | str) -> str:
 
 class RedisBus:
     def __init__(
-        self, url: str, node_id: str, *, interval: float = INTERVAL, ttl: int = TTL
+        self,
+        url: str,
+        node_id: str,
+        seal: ClusterSeal,
+        *,
+        interval: float = INTERVAL,
+        ttl: int = TTL,
     ) -> None:
         self.node_id = node_id
+        self.seal = seal
         self._redis: Redis = Redis.from_url(
             url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=10
         )
@@ -189,9 +201,21 @@ class RedisBus:
     def snapshots(self) -> dict[str, dict[str, Any]]:
         return dict(self._snapshots) if self.available else {}
 
+    async def announce_pair(self, users: tuple[str, str], *, live: bool = True) -> None:
+        """Publish on `pairs` for the registered relays (runtime/relay_registry.py); none
+        registered, or Redis down: nothing (their snapshots of this node still list the call)."""
+        if not self._relays or not self.available:
+            return
+        data = self.seal.seal("pair", "", {"node": self.node_id, "pair": list(users), "live": live})
+        try:
+            async with asyncio.timeout(PAIR_WITHIN):
+                await self._redis.publish(PAIRS_CHANNEL, data)
+        except (TimeoutError, *_DOWN) as exc:
+            log.warning("could not announce a call's parties to the relays: %s", exc)
+
     async def drain_relay(self, relay_id: str) -> RelayInfo | None:
         """Ask a registered relay to drain (runtime/relay_registry.py); None if not live."""
-        return await request_drain(self._redis, relay_id)
+        return await request_drain(self._redis, self.seal, relay_id)
 
     def relays(self) -> list[RelayInfo]:
         """The separate relays alive at the last beat (none while Redis is unreachable)."""
@@ -220,7 +244,7 @@ class RedisBus:
             # first: another node that sees this snapshot finds the devices too
             await self._announce(peer.local_devices())
         self._lost = False
-        snapshot = json.dumps(peer.snapshot() if peer is not None else {})
+        snapshot = self.seal.seal("snap", self.node_id, peer.snapshot() if peer is not None else {})
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(f"{PREFIX}snap:{self.node_id}", snapshot, ex=self._ttl)
             pipe.sadd(f"{PREFIX}nodes", self.node_id)
@@ -228,8 +252,13 @@ class RedisBus:
             _set, _added, members = await pipe.execute()
         others = sorted(_text(m) for m in members if _text(m) != self.node_id)
         raw = await self._redis.mget([f"{PREFIX}snap:{n}" for n in others]) if others else []
-        self._snapshots = {n: json.loads(r) for n, r in zip(others, raw, strict=True) if r}
-        self._relays = await read_relays(self._redis)
+        opened = {
+            n: self.seal.open("snap", n, r, ENTRY_AGE)
+            for n, r in zip(others, raw, strict=True)
+            if r
+        }
+        self._snapshots = {n: snap for n, snap in opened.items() if isinstance(snap, dict)}
+        self._relays = await read_relays(self._redis, self.seal)
         if not self._beating:
             if self._tasks:
                 log.warning("the cluster bus (Redis) answers again")

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from callgate.config import Settings
 from callgate.errors import ConfigError
 from callgate.records.relay_sessions import close_stale_sessions
+from callgate.runtime.cluster_seal import ClusterSeal, cluster_seal
 from callgate.runtime.relay_registry import RelayPresence, connect, read_relays, request_drain
 from callgate.signaling.relay_choice import RelayInfo
 from callgate.storage.db import Store, display_url, open_store
@@ -43,6 +44,7 @@ def registered_config(settings: Settings, config: TurnConfig) -> TurnConfig:
             "a registered relay needs --database-url (the nodes' database): its sessions are "
             "how call records learn their relay use"
         )
+    cluster_seal(settings)  # the cluster key is there and private (ConfigError if not)
     if config.auth_secret is None:
         raise ConfigError(
             "a registered relay needs turn.auth_secret (CALLGATE_TURN__AUTH_SECRET): the TURN "
@@ -133,7 +135,7 @@ async def _registered(
         return server.live_counters().allocations_active
 
     presence = RelayPresence(settings.redis_url.get_secret_value(), relay_info(settings, server),
-                             load, drain)  # fmt: skip
+                             load, drain, cluster_seal(settings))  # fmt: skip
     server.handler.call_guard = presence.together
     probe = asyncio.create_task(storage.run(), name="storage-probe")
     await presence.start()
@@ -156,9 +158,10 @@ async def drain(settings: Settings, wait: float | None, say: Callable[[str], Non
     seconds, None: as long as it takes) until it has exited. True once it is gone."""
     if settings.redis_url is None or settings.node_id is None:
         raise ConfigError("--drain needs --redis-url and --node-id (the relay to drain)")
+    seal = cluster_seal(settings)
     redis = connect(settings.redis_url.get_secret_value())
     try:
-        return await _drain(redis, settings.node_id, wait, say)
+        return await _drain(redis, seal, settings.node_id, wait, say)
     except RedisError as exc:
         raise OSError(f"Redis unreachable: {exc}") from None
     finally:
@@ -166,16 +169,16 @@ async def drain(settings: Settings, wait: float | None, say: Callable[[str], Non
 
 
 async def _drain(
-    redis: Redis, relay_id: str, wait: float | None, say: Callable[[str], None]
+    redis: Redis, seal: ClusterSeal, relay_id: str, wait: float | None, say: Callable[[str], None]
 ) -> bool:
-    info = await request_drain(redis, relay_id)
+    info = await request_drain(redis, seal, relay_id)
     if info is None:
         raise ConfigError(f"no live relay {relay_id!r} is registered")
     say(f"relay {info.relay_id} draining: {info.load} allocation(s); waiting for it to exit")
     loop = asyncio.get_running_loop()
     until = None if wait is None else loop.time() + wait
     while until is None or loop.time() < until:
-        if relay_id not in {r.relay_id for r in await read_relays(redis)}:
+        if relay_id not in {r.relay_id for r in await read_relays(redis, seal)}:
             say(f"relay {info.relay_id} drained and gone")
             return True
         await asyncio.sleep(WATCH)

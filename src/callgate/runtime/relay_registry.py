@@ -2,22 +2,27 @@
 
 Keys (under `callgate:`, beside runtime/redis_bus.py's):
 
-- `relay:{id}` — JSON of a `callgate turn` process (signaling/relay_choice.py's RelayInfo),
-  rewritten every `interval` seconds with a time to live of `ttl`: a relay that stops beating
-  expires and is no longer handed out.
+- `relay:{id}` — a `callgate turn` process (signaling/relay_choice.py's RelayInfo), sealed
+  (runtime/cluster_seal.py), rewritten every `interval` seconds with a time to live of `ttl`: a
+  relay that stops beating expires and is no longer handed out; one not signed with the cluster
+  key, or stale, is never handed out.
 - `relays` — set of relay ids that ever registered (their keys say which live).
-- `relay-drain:{id}` — set by `callgate turn --drain` or `POST /api/relays/{id}/drain`: the
+- `relay-drain:{id}` — sealed, set by `callgate turn --drain` or `POST /api/relays/{id}/drain`: the
   relay refuses new allocations (508) from its next beat, and exits once it holds none.
 
 The relay also reads the nodes' snapshots (`snap:{node}`) at each beat: call-bound relaying
-admits two users only while some node lists a live call between them.
+admits two users only while some node lists a live call between them. A snapshot is up to a
+beat old, and the relay reads it up to a beat later: so that a new call's parties are admitted
+before their clients ask (their first ChannelBind follows the answer), the node publishes the
+pair on channel `pairs` before anyone rings (runtime/redis_bus.py), and withdraws it when the
+invite was refused; a pushed pair is admitted for PUSHED_GRACE seconds, by then the snapshots
+list the call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +31,7 @@ from dataclasses import replace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from callgate.runtime.cluster_seal import ClusterSeal
 from callgate.signaling.relay_choice import MAX_RELAYS, RelayInfo
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,10 @@ TTL = 5
 # seconds a call's two users stay admitted after the last node listed it: a call whose node died
 # goes on relaying until a surviving node takes it over (the lease, docs/scaling.md)
 GRACE = 30.0
+PUSHED_GRACE = 10.0  # seconds a pair announced on `pairs` is admitted without a snapshot
+PAIRS_CHANNEL = f"{PREFIX}pairs"
+MAX_PUSHED = 100_000  # pairs announced and not yet expired, at most (oldest dropped)
+ENTRY_AGE = 15.0  # seconds a sealed registration, snapshot or pair is believed (cluster_seal.py)
 DRAIN_TTL = 86_400  # a drain request outlives any drain; a relay restarted under its id re-reads it
 _DOWN = (RedisError, OSError)
 
@@ -53,9 +63,10 @@ def connect(url: str) -> Redis:
     return Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
 
 
-async def read_relays(redis: Redis) -> list[RelayInfo]:
-    """Every relay whose registration is alive (malformed ones left out); ids whose
-    registration expired leave the `relays` set (a relay beating again adds itself back)."""
+async def read_relays(redis: Redis, seal: ClusterSeal) -> list[RelayInfo]:
+    """Every relay whose registration is alive and signed with the cluster key (malformed,
+    unsigned, forged or stale ones left out); ids whose registration expired leave the
+    `relays` set (a relay beating again adds itself back)."""
     members = sorted(
         m.decode() if isinstance(m, bytes) else str(m)
         for m in await redis.smembers(f"{PREFIX}relays")
@@ -66,23 +77,22 @@ async def read_relays(redis: Redis) -> list[RelayInfo]:
     expired = [member for member, value in zip(members, raw, strict=True) if not value]
     if expired:
         await redis.srem(f"{PREFIX}relays", *expired)
-    found = [_parsed(r) for r in raw if r][:MAX_RELAYS]
+    found = [_parsed(seal, m, r) for m, r in zip(members, raw, strict=True) if r][:MAX_RELAYS]
     return [info for info in found if info is not None]
 
 
-def _parsed(raw: bytes | str) -> RelayInfo | None:
-    try:
-        return RelayInfo.from_json(json.loads(raw))
-    except ValueError:  # not JSON: left out like any malformed registration
-        return None
+def _parsed(seal: ClusterSeal, relay_id: str, raw: bytes | str) -> RelayInfo | None:
+    data = seal.open("relay", relay_id, raw, ENTRY_AGE)
+    info = RelayInfo.from_json(data)  # None: malformed, left out
+    return info if info is not None and info.relay_id == relay_id else None
 
 
-async def request_drain(redis: Redis, relay_id: str) -> RelayInfo | None:
+async def request_drain(redis: Redis, seal: ClusterSeal, relay_id: str) -> RelayInfo | None:
     """Ask relay `relay_id` to drain; its registration (None: no such live relay, nothing set)."""
-    relays = {info.relay_id: info for info in await read_relays(redis)}
+    relays = {info.relay_id: info for info in await read_relays(redis, seal)}
     info = relays.get(relay_id)
     if info is not None:
-        await redis.set(drain_key(relay_id), "1", ex=DRAIN_TTL)
+        await redis.set(drain_key(relay_id), seal.seal("drain", relay_id, True), ex=DRAIN_TTL)
     return info
 
 
@@ -96,6 +106,7 @@ class RelayPresence:
         info: RelayInfo,
         load: Callable[[], int],
         on_drain: Callable[[], None],
+        seal: ClusterSeal,
         *,
         interval: float = INTERVAL,
         ttl: int = TTL,
@@ -104,28 +115,41 @@ class RelayPresence:
         self._info = info
         self._load = load
         self._on_drain = on_drain
+        self._seal = seal
         self._interval = interval
         self._ttl = ttl
         self._pairs: dict[frozenset[str], float] = {}  # users of a live call -> last seen
-        self._task: asyncio.Task[None] | None = None
+        self._pushed: dict[frozenset[str], float] = {}  # users of a call just placed -> when
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False  # the loops end at their next turn even if a cancel is lost
         self.draining = False
         self.reachable = False
 
     def together(self, user_a: str, user_b: str) -> bool:
-        """Call-bound relaying: a live call between these users on some node (a beat old)."""
-        return frozenset((user_a, user_b)) in self._pairs
+        """Call-bound relaying: a live call between these users on some node (a beat old), or
+        one a node announced as it placed it (PUSHED_GRACE seconds ago at most)."""
+        pair = frozenset((user_a, user_b))
+        if pair in self._pairs:
+            return True
+        pushed = self._pushed.get(pair)
+        return pushed is not None and time.monotonic() - pushed <= PUSHED_GRACE
 
     async def start(self) -> None:
         try:
             await self._beat()
         except _DOWN as exc:
             log.warning("Redis unreachable at start (%s): not registered until it answers", exc)
-        self._task = asyncio.create_task(self._run(), name="relay-presence")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="relay-presence"),
+            asyncio.create_task(self._listen(), name="relay-pairs"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=STOP_WITHIN)
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_WITHIN)
         # Best effort and bounded: the keys expire by themselves (ttl), and a connection whose
         # command the cancel above interrupted can leave redis-py waiting for ever (a drained
         # relay that logged "exiting" then never exited).
@@ -142,6 +166,8 @@ class RelayPresence:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
+            if self._stopping:
+                return
             try:
                 await self._beat()
             except _DOWN as exc:
@@ -151,32 +177,66 @@ class RelayPresence:
             except Exception:  # a bug must not stop the heartbeat for good
                 log.exception("relay heartbeat failed")
 
+    async def _listen(self) -> None:
+        """The pairs nodes announce as they place calls (channel `pairs`)."""
+        while not self._stopping:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(PAIRS_CHANNEL)
+                while not self._stopping:
+                    frame = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if frame is not None and frame.get("type") == "message":
+                        self._pushed_pair(frame["data"])
+            except _DOWN:
+                await asyncio.sleep(self._interval)
+            finally:
+                with contextlib.suppress(TimeoutError, *_DOWN):
+                    async with asyncio.timeout(STOP_WITHIN):
+                        await pubsub.aclose()
+
+    def _pushed_pair(self, raw: bytes | str) -> None:
+        message = self._seal.open("pair", "", raw, ENTRY_AGE)
+        try:
+            users, live = message["pair"], message.get("live", True) is not False
+        except (TypeError, KeyError, AttributeError):
+            return  # unsigned, forged, stale or malformed: admits nobody
+        if not isinstance(users, list) or len(users) != 2:
+            return
+        pair = frozenset(map(str, users))
+        self._pushed.pop(pair, None)
+        if live:
+            if len(self._pushed) >= MAX_PUSHED:
+                del self._pushed[next(iter(self._pushed))]
+            self._pushed[pair] = time.monotonic()
+
     async def _beat(self) -> None:
         relay_id = self._info.relay_id
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(drain_key(relay_id))
+            pipe.get(drain_key(relay_id))
             pipe.smembers(f"{PREFIX}nodes")
             drain, nodes = await pipe.execute()
+        drain = drain and self._seal.open("drain", relay_id, drain, DRAIN_TTL) is True
         if drain and not self.draining:
             self.draining = True
             log.warning("relay %s draining: new allocations refused", relay_id)
             self._on_drain()
         info = replace(self._info, load=self._load(), draining=self.draining)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(relay_key(relay_id), json.dumps(info.as_json()), ex=self._ttl)
+            pipe.set(relay_key(relay_id), self._seal.seal("relay", relay_id, info.as_json()),
+                     ex=self._ttl)  # fmt: skip
             pipe.sadd(f"{PREFIX}relays", relay_id)
             await pipe.execute()
         names = sorted(n.decode() if isinstance(n, bytes) else str(n) for n in nodes)
         snapshots = await self._redis.mget([f"{PREFIX}snap:{n}" for n in names]) if names else []
         now = time.monotonic()
-        for raw in snapshots:
+        for node, raw in zip(names, snapshots, strict=True):
             if not raw:
                 continue
+            snapshot = self._seal.open("snap", node, raw, ENTRY_AGE)
             try:
-                snapshot = json.loads(raw)
                 calls, pairs = list(snapshot.get("calls", [])), list(snapshot.get("pairs", []))
-            except (ValueError, AttributeError, TypeError):
-                continue  # a malformed snapshot admits nobody
+            except (AttributeError, TypeError):
+                continue  # an unsigned, forged, stale or malformed snapshot admits nobody
             for call in calls:
                 if not isinstance(call, dict):
                     continue
@@ -188,6 +248,9 @@ class RelayPresence:
         for pair, seen in list(self._pairs.items()):
             if now - seen > GRACE:
                 del self._pairs[pair]
+        for pair, pushed in list(self._pushed.items()):
+            if now - pushed > PUSHED_GRACE:
+                del self._pushed[pair]
         if not self.reachable:
             log.info("relay %s registered in region %s", relay_id, self._info.region)
         self.reachable = True

@@ -102,6 +102,12 @@ class ClusterBus(Protocol):
         """The other live nodes' last snapshots, by node id (a second old at most, typically)."""
         ...
 
+    async def announce_pair(self, users: tuple[str, str], *, live: bool = True) -> None:
+        """Tell the registered relays at once that these users are (live) or are not (not
+        live) about to be the parties of a call: call-bound relaying admits them before the
+        answer reaches the clients, not at the next snapshot. Bounded, best effort."""
+        ...
+
 
 def live_call_json(call: LiveCall) -> dict[str, Any]:
     raw = asdict(call)

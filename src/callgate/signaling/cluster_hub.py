@@ -130,7 +130,15 @@ class ClusterHub(SignalingHub):
             local = message.to == device.handle or is_number(message.to)  # numbers: this node
             if not local and not await self._find_callee(device, message):
                 return
+            if is_number(message.to):
+                await super().receive(device, message, callee_exists)
+                return
+            # before anyone rings: the relays admit the pair before the clients ask them
+            pair = (device.handle, message.to)
+            await self.bus.announce_pair(pair)
             await super().receive(device, message, callee_exists)
+            if not self.engine.together(*pair):  # refused (policy, busy…): no call to relay
+                await self.bus.announce_pair(pair, live=False)
             return
         if isinstance(message, m.Reattach):
             await self._reattach(device, message)

@@ -1,0 +1,96 @@
+"""Entries nodes and relays write to Redis for each other are sealed (runtime/cluster_seal.py):
+only the cluster key's holders can write one that is believed, for one kind and subject, while
+it is fresh."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from callgate.errors import ConfigError
+from callgate.runtime.cluster_seal import SKEW, ClusterSeal, load_cluster_key
+
+KEY = b"0123456789abcdef0123456789abcdef-cluster"
+DATA = {"id": "eu1", "load": 3}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_sealed_entry_opens_for_its_kind_and_subject_only() -> None:
+    seal = ClusterSeal(KEY)
+    raw = seal.seal("relay", "eu1", DATA)
+    assert seal.open("relay", "eu1", raw.encode(), 15) == DATA
+    assert seal.open("relay", "us1", raw, 15) is None  # moved to another relay's key
+    assert seal.open("snap", "eu1", raw, 15) is None  # read as another kind
+    assert seal.refused == 2
+
+
+def test_forged_tampered_and_unsigned_entries_are_ignored() -> None:
+    seal = ClusterSeal(KEY)
+    other = ClusterSeal(b"another-cluster-key-of-32-characters!!")
+    raw = seal.seal("relay", "eu1", DATA)
+    version, mac, body = raw.split(".", 2)
+    tampered = f"{version}.{mac}.{body.replace('3', '0')}"
+    assert seal.open("relay", "eu1", tampered, 15) is None
+    assert seal.open("relay", "eu1", other.seal("relay", "eu1", DATA), 15) is None
+    assert seal.open("relay", "eu1", json.dumps(DATA), 15) is None  # as written before sealing
+    assert seal.open("relay", "eu1", f"cg1..{body}", 15) is None
+    assert seal.open("relay", "eu1", b"\xff\xfe", 15) is None
+    assert seal.refused == 5
+
+
+def test_stale_and_future_entries_are_ignored() -> None:
+    clock = Clock()
+    seal = ClusterSeal(KEY, wall=clock)
+    raw = seal.seal("pair", "", {"pair": ["alice", "bob"]})
+    clock.now += 15
+    assert seal.open("pair", "", raw, 15) == {"pair": ["alice", "bob"]}
+    clock.now += 0.1
+    assert seal.open("pair", "", raw, 15) is None  # replayed too late
+    clock.now -= 15.1 + SKEW + 0.1
+    assert seal.open("pair", "", raw, 15) is None  # from too far in the future
+
+
+def test_refusals_are_logged_once_a_minute_per_kind_without_content(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seal = ClusterSeal(KEY)
+    with caplog.at_level(logging.WARNING, "callgate.runtime.cluster_seal"):
+        for _ in range(50):
+            seal.open("relay", "evil", '{"id": "evil", "udp": "secret-looking"}', 15)
+        seal.open("snap", "n9", "cg1.00.{}", 15)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and seal.refused == 51
+    assert "the relay entry 'evil' in Redis: unsigned" in warnings[0]
+    assert "the snap entry 'n9' in Redis: forged" in warnings[1]
+    assert not any("secret-looking" in w or KEY.decode() in w for w in warnings)
+
+
+def test_the_key_file_must_be_private_and_long_enough(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.key"
+    path.write_text("  " + "k" * 32 + "\n")
+    path.chmod(0o600)
+    assert load_cluster_key(path) == b"k" * 32
+    path.chmod(0o640)
+    with pytest.raises(ConfigError, match="mode 640, must be 0600"):
+        load_cluster_key(path)
+    path.chmod(0o400)  # stricter is fine
+    assert load_cluster_key(path) == b"k" * 32
+    path.chmod(0o600)
+    path.write_bytes(b"short")
+    with pytest.raises(ConfigError, match="at least 32 characters") as caught:
+        load_cluster_key(path)
+    assert "short" not in str(caught.value)
+    with pytest.raises(ConfigError, match="No such file"):
+        load_cluster_key(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_cluster_key(tmp_path)
