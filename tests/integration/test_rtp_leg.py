@@ -232,3 +232,41 @@ async def until(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(15):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+async def test_a_leg_never_latches_to_a_source_the_filter_forbids() -> None:
+    """The phone's SDP names 127.0.0.2 (allowed) and its signaling came from 127.0.0.1, which
+    the filter forbids: RTP and RTCP from 127.0.0.1 are dropped ("forbidden") and never
+    latched, so nothing is sent there; 127.0.0.2's packets latch and are answered there."""
+    from aiortc.rtp import RtcpRrPacket
+
+    from callgate.turn.peers import PeerFilter
+
+    received: list[MediaPacket] = []
+    leg = RtpLeg("phone", received.append, "pcmu", permits=PeerFilter(["127.0.0.2/32"]).permits)
+    insider, good = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    insider.bind(("127.0.0.1", 0))
+    good.bind(("127.0.0.2", 0))
+    insider.setblocking(False)
+    good.setblocking(False)
+    try:
+        local = await leg.open("127.0.0.1")
+        leg.set_remote(("127.0.0.2", good.getsockname()[1]), also_from=["127.0.0.1"])
+        for seq in range(5):
+            data = build_rtp(RtpPacket(PCMU, False, seq, seq * 160, 0x77, b"\xff" * 160))
+            insider.sendto(data, local)
+        insider.sendto(bytes(RtcpRrPacket(ssrc=0x77, reports=[])), (local[0], local[1] + 1))
+        await until(lambda: leg.dropped.get("forbidden") == 5)
+        assert leg.rtcp is not None
+        await until(lambda: leg.rtcp is not None and leg.rtcp.dropped == 1)
+        assert received == [] and leg.remote == ("127.0.0.2", good.getsockname()[1])
+        leg.send(MediaPacket("web", b"\x7f" * 160, 0, 0, 9, 0, 0.0))
+        assert parse_rtp(await recv(good)).payload == b"\x7f" * 160
+        with pytest.raises(BlockingIOError):
+            insider.recv(2048)  # nothing went to the forbidden source
+        good.sendto(build_rtp(RtpPacket(PCMU, False, 9, 9 * 160, 0x78, b"\xff" * 160)), local)
+        await until(lambda: len(received) == 1)
+    finally:
+        await leg.close()
+        insider.close()
+        good.close()

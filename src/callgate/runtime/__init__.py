@@ -331,6 +331,7 @@ def _health(
     recordings: RecordingService,
     bus: RedisBus | None = None,
     archive: ArchiveJob | None = None,
+    sip: SipEdge | None = None,
 ) -> dict[str, Any]:
     try:
         with store.engine.connect() as conn:
@@ -348,6 +349,8 @@ def _health(
         "call_recording": recordings.health(),
         **({"cluster": bus.health()} if bus is not None else {}),
         **({"recording_archive": archive.health()} if archive is not None else {}),
+        # carriers answering OPTIONS (sip/trunk_pings.py): degraded, not down, when one is not
+        **({"sip_trunks": sip.pings.summary()} if sip is not None and sip.pings.health else {}),
     }
 
 
@@ -581,7 +584,9 @@ async def run_serve(settings: Settings) -> None:
             )
             # No /metrics on the HTTP app (it has no authentication): `--metrics HOST:PORT`.
             app = create_app(
-                health=lambda: _health(store, server, sink, storage, recordings, bus, archive_job),
+                health=lambda: _health(
+                    store, server, sink, storage, recordings, bus, archive_job, sip
+                ),
                 services=services,
                 routers=[
                     calls.router,
