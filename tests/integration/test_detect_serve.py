@@ -213,6 +213,12 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
         listener.shutdown()
         exported = get("/api/audit/entries?action=detect.nftables", "boss").json()["items"]
         assert [e["actor"] for e in exported] == ["sec"]
+        # the replayed call's alert is sent off the monitor's thread: delivered before the
+        # stop (which gives queued alerts only 2 s), however late a loaded machine sends it
+        until(
+            lambda: any(REPLAYED_HOST in body.decode() for _, body in receiver.requests) or None,
+            "the replayed call's webhook alert",
+        )
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(30)
