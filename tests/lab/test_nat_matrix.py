@@ -118,7 +118,7 @@ def results(running_lab: RunningLab) -> Results:
 
 
 def cdr(
-    db: Path, call_id: str | None, *, linked: bool = True, within: float = 15
+    db: Path, call_id: str | None, *, linked: bool = True, within: float = 60
 ) -> dict[str, Any]:
     """The call's finalized CDR row (and, with `linked`, once relay sessions were linked)."""
     assert call_id, "the call has no call_id"
