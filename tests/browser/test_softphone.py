@@ -244,7 +244,7 @@ def test_a_lost_signaling_connection_ends_the_call_says_so_and_reconnects(
 
 
 def test_an_unanswered_call_says_so_on_both_sides(serve: Serve, new_page: Any) -> None:
-    """The server gives up ringing after its ring timeout (3 s in these tests)."""
+    """The server gives up ringing after its ring timeout (15 s in these tests: tests/e2e/helpers.py)."""
     alice, carol = two_phones(serve, new_page, "alice", "carol")
     colleague(alice, "carol").get_by_role("button", name="Call").click()
     carol.locator("#incoming-view").wait_for()

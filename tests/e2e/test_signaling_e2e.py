@@ -16,9 +16,6 @@ import pytest
 from callgate.client.errors import SignalingError
 from callgate.client.signaling import SignalingClient
 from tests.e2e.helpers import (
-    RING_TIMEOUT,
-    SETUP_TIMEOUT,
-    SILENCE_TIMEOUT,
     Serve,
     cdr_row,
     connected,
@@ -26,6 +23,18 @@ from tests.e2e.helpers import (
     next_of,
     no_event,
 )
+
+# Short call timeouts, so the watchdog tests below finish in seconds: this module's calls carry no
+# media (the tests report it), so nothing on a loaded machine has to beat them but the tests' own
+# requests. (tests/e2e/conftest.py gives the module's server these.)
+RING_TIMEOUT = 3.0
+SETUP_TIMEOUT = 5.0
+SILENCE_TIMEOUT = 4.0
+SERVE_ENV_OVERRIDES = {
+    "CALLGATE_CALLS__RING_TIMEOUT": str(RING_TIMEOUT),
+    "CALLGATE_CALLS__SETUP_TIMEOUT": str(SETUP_TIMEOUT),
+    "CALLGATE_CALLS__SILENCE_TIMEOUT": str(SILENCE_TIMEOUT),
+}
 
 pytestmark = pytest.mark.timeout(
     120
