@@ -314,7 +314,7 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
             await asyncio.wait_for(allocate_and_send(port, "carol", "charlie-pass-1"), 20)
         base = f"http://127.0.0.1:{http_port}"
         session = await SignalingClient.login(base, "carol", "charlie-pass-1")
-        signaling = await SignalingClient.connect(base, session.token, "cli-test", timeout=5)
+        signaling = await SignalingClient.connect(base, session.token, "cli-test", timeout=30)
         turn = next(s for s in signaling.hello["ice_servers"] if "username" in s)
         await signaling.close()
         relay = await asyncio.wait_for(

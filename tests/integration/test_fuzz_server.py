@@ -212,7 +212,7 @@ async def test_server_survives_fuzzing_and_still_answers_binding(echo_peer: Echo
         # The allocation's channel works before the fuzzing.
         owner, owner_inbox, key, nonce = await allocate_with_channel(udp, echo_peer.address)
         owner.sendto(struct.pack("!HH", CHANNEL, 4) + b"ping")
-        echoed = await asyncio.wait_for(owner_inbox.queue.get(), 3)
+        echoed = await asyncio.wait_for(owner_inbox.queue.get(), 15)
         assert echoed[:4] == struct.pack("!HH", CHANNEL, 4) and echoed[4:8] == b"ping"
 
         corpus = seeds(echo_peer.address, key, nonce)

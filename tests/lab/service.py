@@ -296,7 +296,7 @@ class Softphone:
             await asyncio.wait_for(asyncio.shield(self.reader), within)
         if self.proc.returncode is None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.proc.wait(), 5)
+                await asyncio.wait_for(self.proc.wait(), 30)
         if self.proc.returncode is None:
             self.proc.kill()
         code = await self.proc.wait()
