@@ -371,12 +371,16 @@ def test_first_serve_creates_admin_once_login_works_and_open_calls_are_closed(
         found = re.search(r"user 'admin', password (\S+) ", (tmp_path / "server.log").read_text())
         assert found, (tmp_path / "server.log").read_text()
         password = found.group(1)
-        login = httpx.post(f"{base}/api/login", json={"handle": "admin", "password": password})
+        login = httpx.post(
+            f"{base}/api/login", json={"handle": "admin", "password": password}, timeout=30
+        )
         assert login.status_code == 200, login.text
         assert login.json()["user"]["is_admin"] is True
         token = login.json()["token"]
-        assert httpx.get(f"{base}/api/calls").status_code == 401
-        calls = httpx.get(f"{base}/api/calls", headers={"Authorization": f"Bearer {token}"})
+        assert httpx.get(f"{base}/api/calls", timeout=30).status_code == 401
+        calls = httpx.get(
+            f"{base}/api/calls", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
         assert calls.status_code == 200
         [call] = calls.json()["calls"]
         assert (call["call_id"], call["reason"], call["disposition"], call["ended_by"]) == (

@@ -124,7 +124,7 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
                          "--monitor", "va")  # fmt: skip
     server = subprocess.Popen(argv, stdout=log, stderr=log, env=clean_env())
     lab.processes.append(server)  # type: ignore[arg-type]
-    client = pool.submit(httpx.Client, base_url=f"http://{HTTP}", timeout=10).result()
+    client = pool.submit(httpx.Client, base_url=f"http://{HTTP}", timeout=30).result()
 
     def get(path: str, who: str | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {tokens[who]}"} if who else {}
