@@ -72,7 +72,7 @@ def test_a_recorded_browser_call_says_so_and_is_recorded(
             method="DELETE",
             headers={"Authorization": f"Bearer {token}"},
         )
-        urllib.request.urlopen(request, timeout=5).close()
+        urllib.request.urlopen(request, timeout=30).close()
     events = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert "recording" in [e["event"] for e in events], (events, errors)
     call_id = next(e["call_id"] for e in events if e["event"] == "incoming")

@@ -216,7 +216,7 @@ def test_a_call_the_policy_forbids_shows_the_reason_and_the_rule(
             method="DELETE",
             headers={"Authorization": f"Bearer {admin}"},
         )
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 204
 
 

@@ -65,7 +65,7 @@ def _get(server: Serve, path: str, token: str) -> Any:
 
 def _health(server: Serve) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(f"{server.url}/healthz", timeout=5) as response:
+        with urllib.request.urlopen(f"{server.url}/healthz", timeout=30) as response:
             return dict(json.loads(response.read()))
     except urllib.error.HTTPError as error:  # 503 while a check fails
         return dict(json.loads(error.read()))

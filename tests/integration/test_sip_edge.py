@@ -217,7 +217,7 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert "sip.unregister" in actions  # the TLS client's Expires: 0
     assert "sip.credential.add" in actions
     # and counted for the operator (--metrics)
-    with urllib.request.urlopen(device["metrics"], timeout=10) as answer:
+    with urllib.request.urlopen(device["metrics"], timeout=30) as answer:
         text = answer.read().decode()
     values = dict(re.findall(r'^(callgate_sip_[a-z_]+(?:\{status="\d+"\})?) (\S+)$', text, re.M))
     assert float(values["callgate_sip_messages_malformed_total"]) >= 2  # the 400 and the 513
