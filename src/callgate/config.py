@@ -42,6 +42,7 @@ from pydantic_settings import (
 
 from callgate.errors import ConfigError
 from callgate.identity.settings import IdentitySettings
+from callgate.media.prompt_wav import read_prompt_wav
 from callgate.storage.db import check_url, sqlite_url
 from callgate.turn.config import TurnConfig
 from callgate.types import Address
@@ -241,6 +242,9 @@ class ArchiveSettingsModel(BaseModel):
     # `callgate serve` archives what has closed this often (seconds); 0 = only by
     # `callgate recording archive`.
     interval_s: float = Field(default=600.0, ge=0, le=7 * 86400)
+    # While it archives, serve looks this often (seconds) for a legal hold put or lifted by any
+    # path — the CLI on the store, another server, the API — and mirrors it to S3 at once.
+    hold_check_s: float = Field(default=2.0, ge=0.2, le=300)
     # /healthz says `degraded` (still 200: calls go on) once a closed recording has waited this
     # long for its copy; keep it above interval_s.
     max_lag_s: float = Field(default=3600.0, gt=0, le=30 * 86400)
@@ -289,6 +293,9 @@ class RecordingSettingsModel(BaseModel):
     # Both parties of a recorded call hear two short beeps when it connects (media/prompt.py),
     # besides the `call.recording` message their clients show.
     prompt: bool = False
+    # With `prompt`: this announcement instead of the beeps (16-bit PCM WAV, mono or stereo,
+    # 8-48 kHz, 0.2-15 s; media/prompt_wav.py), checked when the configuration loads.
+    prompt_file: Path | None = None
     # Days a recording is kept after it ends; nothing deletes it sooner, for any role (MiFID II
     # art. 16(7): 5 years, 7 on request; SEC 17a-4 / FINRA 4511: 3 to 6). Default 7 years.
     retention_days: int = Field(default=2557, ge=1, le=36525)
@@ -298,6 +305,19 @@ class RecordingSettingsModel(BaseModel):
         default_factory=dict, max_length=1000
     )
     archive: ArchiveSettingsModel = Field(default_factory=ArchiveSettingsModel)
+
+    @field_validator("prompt_file")
+    @classmethod
+    def _prompt_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_prompt_wav(value)  # PromptFileError (a ValueError) names what is wrong
+        return value
+
+    @model_validator(mode="after")
+    def _prompt_file_needs_prompt(self) -> RecordingSettingsModel:
+        if self.prompt_file is not None and not self.prompt:
+            raise ValueError("prompt_file is set but prompt is off: set recording.prompt = true")
+        return self
 
 
 class LimitSettings(BaseModel):

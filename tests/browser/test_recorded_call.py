@@ -94,15 +94,35 @@ def test_a_recorded_browser_call_says_so_and_is_recorded(
         timeout=20_000,
     ).json_value()
     assert duration > 2, duration
+    # it streams from a short-lived playback URL (no bearer token in it) and seeks (Range)
+    src = player.get_attribute("src") or ""
+    secrets_kept = cora.evaluate("() => Object.values(sessionStorage)")
+    assert "/stream?ticket=" in src and not any(v and v in src for v in secrets_kept), src
+    seeked_to = cora.evaluate(
+        "() => new Promise((resolve) => { const a = document.querySelector('audio'); "
+        "a.addEventListener('seeked', () => resolve(a.currentTime), { once: true }); "
+        "a.currentTime = a.duration - 0.5; })"
+    )
+    assert seeked_to > 1.5, seeked_to
 
     # the console's recordings page: retention date, hold and archive state; cora holds it
     status, listed = http_json(f"{serve.url}/api/recordings?call_id={call_id}", token=token)
     assert status == 200, listed
-    recording_id, year = listed[-1]["recording_id"], listed[-1]["retain_until"][:4]
+    newest = listed["items"][0]
+    recording_id, year = newest["recording_id"], newest["retain_until"][:4]
     cora.goto(f"{serve.url}/console/recordings")
     row = cora.locator(f"tr[data-recording-id='{recording_id}']")
     row.wait_for(timeout=20_000)
     assert year in row.locator("td.retain").inner_text()
+    # searched by party: nobody's finds nothing, carol's finds it
+    party = cora.get_by_label("Party (user or number)")
+    party.fill("nobody-at-all")
+    cora.get_by_role("button", name="Search").click()
+    cora.get_by_text("No recordings match these filters.").wait_for()
+    party.fill("carol")
+    cora.get_by_role("button", name="Search").click()
+    row.wait_for()
+    assert "carol" in row.locator("td.parties").inner_text()
     assert row.locator("td.hold").inner_text() == "No"
     assert row.locator("td.archive").inner_text() == "Not yet"  # no archive on this server
     with cora.expect_download(timeout=60_000) as download_info:

@@ -2,7 +2,8 @@
 bob, and two `callgate` CLI processes (aiortc) as the parties.
 
 The caller plays 440 Hz, the callee 880 Hz. The call must connect through the server's anchor,
-both parties must be told it is recorded, and the exported bundle must hold the caller in the
+both parties must be told it is recorded (and hear the operator's announcement,
+`recording.prompt_file`, not the beeps), and the exported bundle must hold the caller in the
 left channel and the callee in the right, and verify offline. With the recorder unavailable the
 callee never rings; with the recording disk filling mid-call the call ends `recording-failed`.
 """
@@ -48,6 +49,39 @@ FAST = {
     # both parties hear the beeps when the call connects; the recording is still only theirs
     "CALLGATE_RECORDING__PROMPT": "true",
 }
+ANNOUNCEMENT_HZ = 600.0  # the operator's announcement (recording.prompt_file) in the main test
+
+
+def write_announcement(path: Path, hz: float = ANNOUNCEMENT_HZ) -> Path:
+    """1.2 s of `hz` as a 16 kHz stereo 16-bit WAV, as an operator might supply it."""
+    import wave
+
+    import numpy as np
+
+    rate = 16000
+    tone = (8000 * np.sin(2 * np.pi * hz * np.arange(int(rate * 1.2)) / rate)).astype("<i2")
+    with wave.open(str(path), "wb") as writer:
+        writer.setnchannels(2)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes(np.repeat(tone, 2).tobytes())
+    return path
+
+
+def heard_peaks(path: Path) -> list[float]:
+    """The loudest frequency of each 100 ms of a party's `--record` file (48 kHz mono)."""
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(path), "rb") as reader:
+        rate = reader.getframerate()
+        samples = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
+    step = rate // 10
+    windows = [
+        samples[i : i + step].astype(np.float64) for i in range(0, len(samples) - step, step)
+    ]
+    return [channel_peak(w, rate) for w in windows if np.abs(w).max() > 500]
 
 
 def add_rule(server: Serve) -> None:
@@ -63,7 +97,9 @@ def add_rule(server: Serve) -> None:
 
 @pytest.fixture
 def recording_serve(tmp_path: Path, user_template: Path) -> Iterator[Serve]:
-    server = new_serve(tmp_path / "srv", template=user_template, **FAST)
+    announcement = write_announcement(tmp_path / "announcement.wav")
+    server = new_serve(tmp_path / "srv", template=user_template, **FAST,
+                       CALLGATE_RECORDING__PROMPT_FILE=str(announcement))  # fmt: skip
     add_rule(server)
     server.start()
     try:
@@ -93,16 +129,20 @@ def channel_peak(samples: Any, rate: int) -> float:
 
 
 async def recorded_call(
-    server: Serve, tmp: Path, duration: float = 3.0
+    server: Serve, tmp: Path, duration: float = 3.0, heard: Path | None = None
 ) -> tuple[list[Any], list[Any]]:
+    """alice calls bob; with `heard`, each writes what it receives to heard/NAME.wav."""
     bob_events: list[dict[str, Any]] = []
+    bob_record = ("--record", str(heard / "bob.wav")) if heard else ()
+    alice_record = ("--record", str(heard / "alice.wav")) if heard else ()
     bob = await start_cli(
-        server, "bob", "answer", "--count", "1", "--tone", str(CALLEE_HZ), config_dir=tmp
-    )
+        server, "bob", "answer", "--count", "1", "--tone", str(CALLEE_HZ), *bob_record,
+        config_dir=tmp,
+    )  # fmt: skip
     await read_event(bob, "ready", 60, bob_events)
     alice = await start_cli(
         server, "alice", "call", "bob", "--tone", str(CALLER_HZ), "--duration", str(duration),
-        config_dir=tmp,
+        *alice_record, config_dir=tmp,
     )  # fmt: skip
     _, alice_events, alice_err = await finish(alice, [], timeout=60)
     _, bob_events, bob_err = await finish(bob, bob_events, timeout=60)
@@ -116,7 +156,7 @@ async def test_a_recorded_call_is_anchored_recorded_and_exports_a_verifiable_bun
     recording_serve: Serve, tmp_path: Path
 ) -> None:
     server = recording_serve
-    alice_events, bob_events = await recorded_call(server, tmp_path)
+    alice_events, bob_events = await recorded_call(server, tmp_path, heard=tmp_path)
 
     names = [e["event"] for e in alice_events]
     assert "recording" in names and "connected" in names, alice_events
@@ -134,6 +174,13 @@ async def test_a_recorded_call_is_anchored_recorded_and_exports_a_verifiable_bun
     for leg in ("caller", "callee"):
         assert f"leg {leg}: packets to and from the relay in-process" in server.log()
     assert f"call {call_id}: recording prompt played to both parties" in server.log()
+    # each party heard the operator's announcement (not the beeps), then the other party
+    for name, other_hz in (("alice", CALLEE_HZ), ("bob", CALLER_HZ)):
+        peaks = heard_peaks(tmp_path / f"{name}.wav")
+        announced = [i for i, hz in enumerate(peaks) if abs(hz - ANNOUNCEMENT_HZ) < 15]
+        talk = [i for i, hz in enumerate(peaks) if abs(hz - other_hz) < 15]
+        assert len(announced) >= 8 and talk and talk[-1] > announced[-1], (name, peaks)
+        assert not any(abs(hz - 1400.0) < 15 for hz in peaks), (name, peaks)
     cdr = await final_cdr(server.database, call_id)
     assert (cdr["anchored"], cdr["recording_required"]) == (True, True)
     assert (cdr["disposition"], cdr["reason"]) == ("answered", "hangup")
@@ -196,8 +243,9 @@ async def check_api(server: Serve, recording_id: str, call_id: str) -> None:
     a party of the call) is refused with 403; the refusal and the playback are audited."""
     cleo, bob = await login(server, "cleo"), await login(server, "bob")
     status, listed = http_json(f"{server.url}/api/recordings", token=cleo)
-    assert status == 200 and [r["recording_id"] for r in listed] == [recording_id], listed
-    assert "wrapped_key" not in listed[0]
+    items = listed["items"]
+    assert status == 200 and [r["recording_id"] for r in items] == [recording_id], listed
+    assert "wrapped_key" not in items[0] and listed["next_cursor"] is None
     status, one = http_json(f"{server.url}/api/recordings/{recording_id}", token=cleo)
     assert status == 200 and one["metadata"]["session"]["call_id"] == call_id
     request = urllib.request.Request(

@@ -226,7 +226,8 @@ def wait_until(check: Any, what: str, seconds: float = 60) -> None:
 def test_serve_archives_closed_recordings_on_its_own(s3_url: str, tmp_path: Path) -> None:
     """serve's archive run fails visibly (/healthz degraded with the reason, metrics, log) while
     the bucket has no Object Lock; a legal hold put through the API wakes the run, which
-    archives the recording with an S3 legal hold, and lifting the hold lifts that too."""
+    archives the recording with an S3 legal hold, and lifting the hold lifts that too; holds put
+    and lifted with the CLI on the store (the recording's, a party's) reach S3 within seconds."""
     client = s3(s3_url)
     client.create_bucket(Bucket="served")
     made: list[str] = []
@@ -305,6 +306,22 @@ def test_serve_archives_closed_recordings_on_its_own(s3_url: str, tmp_path: Path
                 lambda key=key: client.get_object_legal_hold(**key)["LegalHold"]["Status"] == "OFF",
                 "the S3 legal hold lifted",
             )
+
+        # holds set on the store itself (the CLI, no API): serve notices them within seconds
+        # (its run is an hour away) — on the recording, then on a party of its call
+        def on_store(*args: str) -> None:
+            done = callgate(*args, "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+
+        def s3_hold(key: dict[str, str] = key) -> str:
+            return str(client.get_object_legal_hold(**key)["LegalHold"]["Status"])
+
+        on_store("recording", "hold", made[0], "--reason", "Case 10")
+        wait_until(lambda: s3_hold() == "ON", "the CLI's hold on S3", seconds=30)
+        on_store("retention", "hold", "--user", "alice")
+        on_store("recording", "hold", made[0], "--release", "--reason", "Case 10 closed")
+        on_store("retention", "hold", "--user", "alice", "--release")
+        wait_until(lambda: s3_hold() == "OFF", "the party's hold lifted on S3", seconds=30)
         store = open_store(sqlite_url(tmp_path / "data"))
         try:
             wait_until(

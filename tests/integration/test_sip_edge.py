@@ -582,7 +582,7 @@ def check_recording(
     data = ("--data-dir", str(server.root / "data"))
     deadline = time.monotonic() + 60  # the recording closes just after the call (generous)
     while True:
-        (row,) = client_get(server, f"/api/recordings?call_id={call_id}", "admin")
+        (row,) = client_get(server, f"/api/recordings?call_id={call_id}", "admin")["items"]
         if row["state"] != "open":
             break
         assert time.monotonic() < deadline, "the recording did not close"

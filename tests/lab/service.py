@@ -4,7 +4,9 @@ Two servers run in the server namespace: one with `calls.ice_policy = "all"` (di
 allowed; the matrix), one relay-only (the default policy). Each has its HTTP/WebSocket on port 443
 of one address and its STUN/TURN on UDP+TCP 3478 and 443 of another, so a client behind the
 corporate firewall (TCP 443 only) can sign in and reach TURN over TCP. Every lab host has an
-account named like its namespace (`eim-a`, `lan-1`, …) on both servers.
+account named like its namespace (`eim-a`, `lan-1`, …) on both servers. On the relay-only server
+a policy rule says calls from `RECORDED[0]` to `RECORDED[1]` must be recorded (docs/recording.md):
+those go through the server's media anchor.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from callgate.client.audio import dominant_frequency
-from tests.cli_process import COMMAND, clean_env
+from tests.cli_process import COMMAND, clean_env, run_in_process
 from tests.lab.netns import LabError
 from tests.lab.topology import (
     RELAY_ONLY_HTTP,
@@ -42,6 +44,7 @@ SETUP_TIMEOUT = 8.0  # the servers' calls.setup_timeout in the lab (s)
 RELAY_PORTS = "49152-50151"
 CALLER_TONE = 440.0
 CALLEE_TONE = 880.0
+RECORDED = ("sym-a", "prc-b")  # on the relay-only server: a recording-required rule
 
 
 def password_of(handle: str) -> str:
@@ -116,10 +119,21 @@ def start_servers(lab: Lab, root: Path) -> dict[str, LabServer]:
     }
     for server in servers.values():
         shutil.copytree(template, server.data_dir)
+        if server.name == "relay":
+            _require_recording(server, *RECORDED)
         _start(lab, server)
     for server in servers.values():
         _wait_healthy(lab, server)
     return servers
+
+
+def _require_recording(server: LabServer, caller: str, callee: str) -> None:
+    added = run_in_process(
+        "policy", "add", "record-lab", "allow", "--from-user", caller, "--to-user", callee,
+        "--recording-required", "--data-dir", str(server.data_dir), cwd=server.data_dir,
+    )  # fmt: skip
+    if added.returncode != 0:
+        raise LabError(f"adding the recording rule: {added.stdout} {added.stderr}")
 
 
 def _start(lab: Lab, server: LabServer) -> None:

@@ -5,7 +5,8 @@ softphones on hosts behind two different NAT routers, through `callgate serve` w
 allowed. Each cell must carry both tones, use the path ICE must find (direct where the NATs let
 packets through, relay where they cannot), and be on record with the same media path. Around it:
 what our STUN server tells each site (srflx = the router's public address), two hosts on one LAN,
-the relay-only policy, and a site that cannot reach the relay at all (`setup-failed`, fast).
+the relay-only policy, a site that cannot reach the relay at all (`setup-failed`, fast), and a
+call that policy says must be recorded (anchored by the server; its recording verifies).
 
 aioice (the client's ICE agent) nominates the first pair whose check succeeds, not the best one
 (aggressive nomination), so where a direct path exists a relayed pair occasionally wins the race
@@ -24,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from tests.cli_process import run_in_process as callgate
+from tests.e2e.test_recording_e2e import channel_peak, read_stereo
 from tests.lab.conftest import RunningLab
 from tests.lab.matrix import (
     Call,
@@ -39,8 +42,11 @@ from tests.lab.probes import stream_mapped, stun_mappings
 from tests.lab.service import (
     CALLEE_TONE,
     CALLER_TONE,
+    RECORDED,
     SETUP_TIMEOUT,
     CallOutcome,
+    place_call,
+    start_answerer,
 )
 from tests.lab.topology import KINDS, SERVER_RELAY, TLS_RELAY
 
@@ -293,3 +299,52 @@ def test_a_call_from_the_tls_only_site_relays_over_turns_with_both_tones(
         conn.close()
     assert ("tls", "tls") in transports, transports
     assert all(transport == "tls" for user, transport in transports if user == "tls"), transports
+
+
+def test_a_call_that_must_be_recorded_crosses_the_nats_and_its_recording_verifies(
+    running_lab: RunningLab,
+) -> None:
+    """From behind a symmetric NAT to behind a port-restricted one, under a recording-required
+    rule (service.RECORDED): the server anchors both legs through its relay, both parties hear
+    each other, and the recording holds the caller left and the callee right, and verifies."""
+    lab, server, root = running_lab.lab, running_lab.servers["relay"], running_lab.root
+    caller, callee = RECORDED
+    work = root / "recorded"
+
+    async def call() -> CallOutcome:
+        answerer = await start_answerer(lab, server, callee, 1, work)
+        outcome = await place_call(lab, server, caller, answerer, work, duration=3.0)
+        await answerer.finish()
+        return outcome
+
+    outcome = asyncio.run(call())
+    assert_heard_both_ways(outcome)
+    for party in (caller, callee):  # each was told, and reached the anchor through the relay
+        names = [e.get("event") for e in outcome.events[party]]
+        assert "recording" in names, outcome.describe()
+    assert outcome.caller_types is not None and outcome.caller_types[0] == "relay"
+    assert outcome.callee_types is not None and outcome.callee_types[0] == "relay"
+    row = cdr(server.db, outcome.call_id, linked=False)
+    assert (row["recording_required"], row["anchored"]) == (1, 1), row
+    assert (row["disposition"], row["reason"]) == ("answered", "hangup"), row
+
+    store = ("--data-dir", str(server.data_dir))
+    deadline = time.monotonic() + 20  # the recording closes just after the call
+    while True:
+        shown = callgate("recording", "show", str(outcome.call_id), "--json", *store, cwd=root)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        if json.loads(shown.stdout)["state"] != "open":
+            break
+        assert time.monotonic() < deadline, "the recording did not close"
+        time.sleep(0.3)
+    assert json.loads(shown.stdout)["state"] == "closed", shown.stdout
+    bundle = work / "bundle"
+    exported = callgate("recording", "export", str(outcome.call_id), "--out", str(bundle),
+                        *store, cwd=root)  # fmt: skip
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    verified = callgate("recording", "verify", str(bundle), cwd=root)
+    assert verified.returncode == 0, verified.stdout
+    samples, rate = read_stereo(bundle / "audio.wav")
+    talk = samples[rate : -rate // 2]  # a second in: both talk by then
+    assert abs(channel_peak(talk[:, 0], rate) - CALLER_TONE) < TONE_TOLERANCE
+    assert abs(channel_peak(talk[:, 1], rate) - CALLEE_TONE) < TONE_TOLERANCE

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -56,19 +57,50 @@ def _via_api(
     """GET `path` of the recordings API as a compliance officer or admin."""
     with admin_api(server, user, admin_password(user, password_stdin)) as api:
         found = api.call("GET", path)
-    return list(found) if isinstance(found, list) else [found]
+    if isinstance(found, dict) and "items" in found:  # a listing page, newest first
+        return list(found["items"])
+    return [found]
+
+
+def _when(option: str, text: str | None) -> datetime | None:
+    """An ISO 8601 time (UTC when it has no offset), or a precise error naming the option."""
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise fail(
+            f"{option}: not an ISO 8601 time (2026-03-01 or 2026-03-01T09:30): {text!r}"
+        ) from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _filters(party: str | None, since: str | None, until: str | None,
+             held: bool | None) -> dict[str, Any]:  # fmt: skip
+    """The search filters given (recording/search.py), checked as the API checks them."""
+    given: dict[str, Any] = {"party": party, "since": _when("--since", since),
+                             "until": _when("--until", until), "held": held}  # fmt: skip
+    if given["since"] and given["until"] and given["since"] >= given["until"]:
+        raise fail("--since must be before --until")
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _rows(
     server: str | None, user: str | None, password_stdin: bool,
     data_dir: Path | None, config: Path | None, *, limit: int, target: str | None = None,
+    filters: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Recordings as JSON: through the API with --server, else from the store."""
+    from callgate.accounts.handles import normal_handle
+    from callgate.recording.search import RecordingFilter, search
     from callgate.recording.store import RecordingRepository, RecordingRow
 
+    filters = filters or {}
     url = api_server(server, data_dir=data_dir, config=config)
     if url is not None:
-        query = {"limit": limit, **({"call_id": target} if target else {})}
+        wire = {k: (v.isoformat() if isinstance(v, datetime) else str(v).lower()
+                    if isinstance(v, bool) else v) for k, v in filters.items()}  # fmt: skip
+        query = {"limit": limit, **({"call_id": target} if target else {}), **wire}
         rows = _via_api(url, user, password_stdin, f"/api/recordings?{urlencode(query)}")
         if target and not rows and re.fullmatch("[0-9a-f]{32}", target):
             rows = _via_api(url, user, password_stdin, f"/api/recordings/{target}")
@@ -77,7 +109,9 @@ def _rows(
     try:
         repository = RecordingRepository(store)
         if target is None:
-            return [r.as_json() for r in repository.recent(limit)]
+            party = filters.get("party")
+            where = RecordingFilter(**{**filters, "party": party and normal_handle(party)})
+            return [r.as_json() for r in search(repository.engine, where, limit, None).rows]
         row = _find(repository, target)
         assert isinstance(row, RecordingRow)
         return [row.as_json()]
@@ -88,6 +122,18 @@ def _rows(
 @recording_app.command("list")
 def recording_list(
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    party: Annotated[
+        str | None, typer.Option("--party", help="Caller or callee: a handle or a number.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Started at or after (ISO 8601, UTC).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Started before (ISO 8601, UTC).")
+    ] = None,
+    held: Annotated[
+        bool | None, typer.Option("--held/--not-held", help="Kept by a legal hold, or not.")
+    ] = None,
     as_json: JsonOpt = False,
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
@@ -95,8 +141,9 @@ def recording_list(
     user: AdminOpt = None,
     password_stdin: PasswordStdinOpt = False,
 ) -> None:
-    """The most recent recordings, newest first."""
-    rows = _rows(server, user, password_stdin, data_dir, config, limit=limit)
+    """The most recent recordings, newest first; --party, --since, --until, --held narrow them."""
+    filters = _filters(party, since, until, held)
+    rows = _rows(server, user, password_stdin, data_dir, config, limit=limit, filters=filters)
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -203,7 +250,8 @@ def _export_via_api(
         raise fail(f"not a recording or call id: {target!r}")
     with admin_api(url, user, admin_password(user, password_stdin)) as api:
         of_call = api.call("GET", f"/api/recordings?{urlencode({'call_id': target})}")
-        recording_id = of_call[-1]["recording_id"] if of_call else target
+        listed = of_call["items"]  # newest first
+        recording_id = listed[0]["recording_id"] if listed else target
         with tempfile.TemporaryDirectory(prefix="callgate-export-") as work:
             tar = Path(work) / "bundle.tar"
             with tar.open("wb") as handle:

@@ -69,7 +69,8 @@ def recording_hold(
             if not re.fullmatch("[0-9a-f]{32}", target):
                 raise fail(f"not a recording or call id: {target!r}")
             of_call = api.call("GET", f"/api/recordings?call_id={target}&limit=1")
-            recording_id = of_call[-1]["recording_id"] if of_call else target
+            listed = of_call["items"]  # newest first
+            recording_id = listed[0]["recording_id"] if listed else target
             body = {"hold": not release, "reason": reason}
             row = api.call("PUT", f"/api/recordings/{recording_id}/legal-hold", body)
     else:

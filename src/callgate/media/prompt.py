@@ -1,10 +1,11 @@
-"""The recording notice as sound: a short beep pattern each party hears when an anchored call
-starts (docs/recording.md, "Call flow", step 5; `recording.prompt`).
+"""The recording notice as sound, each party hears it when an anchored call starts
+(docs/recording.md, "Call flow", step 5; `recording.prompt`): a short beep pattern by default,
+or the operator's announcement (`recording.prompt_file`, a WAV checked by prompt_wav.py).
 
 The frames are Opus, encoded once (PyAV's libopus, as aiortc uses), and sent by the anchor's own
 per-packet path in place of the other party's audio while they play (`Bridge.announce`): the
-anchor never decodes or mixes, so during the prompt a party hears the beep, not the other
-party, whose packets are still recorded as sent.
+anchor never decodes or mixes, so during the prompt a party hears it, not the other party, whose
+packets are still recorded as sent.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from __future__ import annotations
 import functools
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
+
+from callgate.media.prompt_wav import read_prompt_wav
 
 RATE = 48000
 FRAME = 960  # 20 ms at 48 kHz, Opus's RTP clock (RFC 7587 §4.1)
@@ -26,24 +30,57 @@ PATTERN = ((True, 0.2), (False, 0.16), (True, 0.2), (False, 0.1))
 
 @functools.cache
 def beep_frames() -> tuple[bytes, ...]:
-    """The prompt as consecutive 20 ms Opus frames (stereo, 48 kHz)."""
+    """The beeps as consecutive 20 ms Opus frames (stereo, 48 kHz)."""
+    tones: list[bool] = []
+    for on, seconds in PATTERN:
+        tones += [on] * round(seconds / FRAME_SECONDS)
+    t = np.arange(len(tones) * FRAME) / RATE
+    wave = 6000 * np.sin(2 * math.pi * BEEP_HZ * t) * np.repeat(tones, FRAME)
+    return _opus_frames(wave.astype(np.int16))
+
+
+def prompt_frames(path: Path | None) -> tuple[bytes, ...]:
+    """The announcement in `path` as Opus frames, or the beeps when there is none."""
+    if path is None:
+        return beep_frames()
+    return _announcement(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _announcement(path: Path, _mtime_ns: int) -> tuple[bytes, ...]:
+    """The file (read and checked again) resampled to 48 kHz mono, then 100 ms of silence."""
+    wav = read_prompt_wav(path)
+    samples = np.frombuffer(wav.pcm, dtype="<i2").reshape(-1, wav.channels)
+    mono = samples.mean(axis=1) if wav.channels == 2 else samples[:, 0].astype(np.float64)
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+    frame = av.AudioFrame.from_ndarray(mono.astype(np.int16).reshape(1, -1), format="s16",
+                                       layout="mono")  # fmt: skip
+    frame.sample_rate = wav.rate
+    out = [
+        f.to_ndarray().reshape(-1) for f in (*resampler.resample(frame), *resampler.resample(None))
+    ]
+    resampled = np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
+    return _opus_frames(np.concatenate([resampled, np.zeros(RATE // 10, dtype=np.int16)]))
+
+
+def _opus_frames(mono: np.ndarray) -> tuple[bytes, ...]:
+    """48 kHz mono samples as 20 ms stereo Opus frames, the last one padded with silence."""
+    count = -(-len(mono) // FRAME)
+    padded = np.zeros(count * FRAME, dtype=np.int16)
+    padded[: len(mono)] = mono
     codec = av.CodecContext.create("libopus", "w")
     codec.sample_rate = RATE
     codec.layout = "stereo"
     codec.format = "s16"
     codec.bit_rate = 32000
     codec.time_base = Fraction(1, RATE)
-    tones: list[bool] = []
-    for on, seconds in PATTERN:
-        tones += [on] * round(seconds / FRAME_SECONDS)
     out: list[bytes] = []
     # the encoder holds a few frames back (look-ahead): feed silence until each has come out
-    for i, on in enumerate([*tones, *[False] * 10]):
-        t = (np.arange(FRAME) + i * FRAME) / RATE
-        wave = 6000 * np.sin(2 * math.pi * BEEP_HZ * t) if on else np.zeros(FRAME)
-        samples = np.repeat(wave.astype(np.int16), 2).reshape(1, -1)
+    for i in range(count + 10):
+        chunk = padded[i * FRAME : (i + 1) * FRAME] if i < count else np.zeros(FRAME, np.int16)
+        samples = np.repeat(chunk, 2).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="stereo")
         frame.sample_rate = RATE
         frame.pts = i * FRAME
         out += [bytes(p) for p in codec.encode(frame)]
-    return tuple(out[: len(tones)])
+    return tuple(out[:count])

@@ -42,6 +42,7 @@ class RecordingSettings:
     min_free_bytes: int = 64 << 20
     max_active: int = 100
     prompt: bool = False  # beeps to both parties when a recorded call connects
+    prompt_file: Path | None = None  # with `prompt`: this announcement instead of the beeps
     limits: RecorderLimits = field(default_factory=RecorderLimits)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
@@ -56,6 +57,7 @@ class RecordingSection(Protocol):
     silence_limit_s: float
     max_active: int
     prompt: bool
+    prompt_file: Path | None
     retention_days: int
     retention_by_rule: dict[str, int]
 
@@ -68,6 +70,7 @@ def recording_settings(section: RecordingSection, data_dir: Path) -> RecordingSe
         min_free_bytes=section.min_free_mb << 20,
         max_active=section.max_active,
         prompt=section.prompt,
+        prompt_file=section.prompt_file,
         limits=RecorderLimits(section.flush_interval_s, section.silence_limit_s),
         retention=RetentionPolicy(section.retention_days, dict(section.retention_by_rule)),
     )

@@ -287,6 +287,17 @@ class AuditLog:
             row = conn.execute(_HEAD).first()
         return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
 
+    def newest_seq(self, action: str, after: int) -> int | None:
+        """The seq of the newest `action` entry after `after`, None when there is none: a range
+        of the primary key, cheap to ask every few seconds."""
+        with self._store.engine.connect() as conn:
+            found = conn.execute(
+                select(func.max(AuditEntry.seq)).where(
+                    AuditEntry.seq > after, AuditEntry.action == action
+                )
+            ).scalar_one()
+        return None if found is None else int(found)
+
     def iter_entries(self, chunk: int = CHUNK) -> Iterator[Entry]:
         """All entries in seq order, read `chunk` rows at a time (keyset pagination)."""
         last = None

@@ -517,8 +517,9 @@ async def run_serve(settings: Settings) -> None:
     purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
     archive = settings.recording.archive
     recording_purge, archive_job = await recording_jobs(
-        recordings, ArchiveTarget.of(archive), archive.interval_s, archive.max_lag_s
-    )
+        recordings, ArchiveTarget.of(archive), archive.interval_s, archive.max_lag_s,
+        AuditLog(store), archive.hold_check_s,
+    )  # fmt: skip
     identity = await start_identity(settings.identity, store, accounts)
     bus = None
     if settings.redis_url is not None and settings.node_id is not None:

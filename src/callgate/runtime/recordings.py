@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from callgate.recording.archive import ArchiveError, ArchiveTarget, RecordingArchive
 from callgate.recording.retention import RecordingPurgeJob, RecordingRetention
 from callgate.recording.service import RecordingService
+from callgate.records.audit import AuditLog
 from callgate.storage.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,27 @@ HEALTH_CACHE_S = 10.0  # /healthz asks the database for the oldest unarchived re
 class ArchiveJob:
     """Archives what has closed, and mirrors legal holds as S3 legal holds, every `interval`
     seconds (from the start) and at once when `wake()` is called (a hold changed); every failure
-    is logged, kept for `/healthz` and tried again at the next run."""
+    is logged, kept for `/healthz` and tried again at the next run.
 
-    def __init__(self, archive: RecordingArchive, interval: float, max_lag: float) -> None:
+    With `audit`, it also watches the audit log every `hold_check` seconds for `legal_hold.set`
+    entries (written in the same transaction as every hold change, whoever makes it: the API,
+    `callgate recording|cdr|user hold` on the store, another server) and wakes itself for them."""
+
+    def __init__(
+        self,
+        archive: RecordingArchive,
+        interval: float,
+        max_lag: float,
+        audit: AuditLog | None = None,
+        hold_check: float = 2.0,
+    ) -> None:
         self.archive = archive
         self._interval = interval
         self._max_lag = max_lag
+        self._audit = audit
+        self._hold_check = hold_check
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.archived_total = 0
         self.ok = True  # the last run archived everything pending (metrics)
@@ -44,12 +59,30 @@ class ArchiveJob:
     async def start(self) -> None:
         if self._interval > 0:
             self._task = asyncio.create_task(self._run(), name="recording-archive")
+            if self._audit is not None:
+                seen = (await asyncio.to_thread(self._audit.head))[0]
+                self._watch = asyncio.create_task(self._watch_holds(seen), name="hold-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._watch, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _watch_holds(self, seen: int) -> None:
+        """Wake the run when a `legal_hold.set` entry newer than `seen` appears."""
+        assert self._audit is not None
+        while True:
+            await asyncio.sleep(self._hold_check)
+            try:
+                newest = await asyncio.to_thread(self._audit.newest_seq, "legal_hold.set", seen)
+            except SQLAlchemyError as exc:
+                log.error("recording archive: watching legal holds: %s", exc)
+                continue
+            if newest is not None:
+                seen = newest
+                self.wake()
 
     def wake(self) -> None:
         """Run now (a legal hold changed: mirror it, and archive what waits meanwhile), not at
@@ -135,9 +168,11 @@ async def recording_jobs(
     archive: ArchiveTarget | None,
     archive_interval: float,
     archive_max_lag: float = 3600.0,
+    audit: AuditLog | None = None,
+    hold_check: float = 2.0,
 ) -> tuple[RecordingPurgeJob, ArchiveJob | None]:
     """The purge job and the archive job (not started); recordings made before retention
-    existed get their date."""
+    existed get their date. With `audit` the archive job watches it for legal hold changes."""
     retention = RecordingRetention(service.repository, service.settings.directory)
     assigned = await asyncio.to_thread(retention.assign_missing, service.settings.retention)
     if assigned:
@@ -148,4 +183,4 @@ async def recording_jobs(
         RecordingArchive, archive, service.repository, service.settings.directory
     )
     purge = RecordingPurgeJob(retention, archive_delete=archived.delete)
-    return purge, ArchiveJob(archived, archive_interval, archive_max_lag)
+    return purge, ArchiveJob(archived, archive_interval, archive_max_lag, audit, hold_check)

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from callgate.media.anchor import AnchorError, Bridge
-from callgate.media.prompt import beep_frames
+from callgate.media.prompt import prompt_frames
+from callgate.media.prompt_wav import PromptFileError
 from callgate.media.srtp_path import LocalTurn
 from callgate.recording.recorder import StreamRecorder
 from callgate.recording.service import RecordingService
@@ -203,8 +204,14 @@ class Anchoring:
         await leg.connected.wait()
         if state.recorder is not None:
             state.recorder.expect("callee")
-        if self.recordings.settings.prompt:  # both parties hear that the call is recorded
-            await state.bridge.announce(beep_frames())
+        settings = self.recordings.settings
+        if settings.prompt:  # both parties hear that the call is recorded: beeps or the file
+            try:
+                frames = await asyncio.to_thread(prompt_frames, settings.prompt_file)
+            except (OSError, PromptFileError) as exc:  # changed since the server started
+                log.error("recording prompt file unusable, beeps played instead: %s", exc)
+                frames = await asyncio.to_thread(prompt_frames, None)
+            await state.bridge.announce(frames)
             log.info("call %s: recording prompt played to both parties", state.call_id)
 
     def candidate(self, call_id: str, party: Party, candidate: m.IceCandidate) -> None:

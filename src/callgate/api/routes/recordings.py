@@ -1,9 +1,17 @@
 """Compliance recordings over HTTP (docs/recording.md, "Access").
 
-    GET /api/recordings?call_id=&limit=       admin, compliance: the newest recordings (a call's)
+    GET /api/recordings?party=&since=&until=&call_id=&held=&archive=&state=&limit=&cursor=
+                                              admin, compliance: {items, next_cursor}, newest
+                                              first, keyset pages (recording/search.py)
     GET /api/recordings/{recording_id}        admin, compliance: one, with its metadata
     GET /api/recordings/{recording_id}/audio  admin, compliance: stereo WAV decoded on demand,
                                               one byte range honoured (seeking in a player)
+    POST /api/recordings/{recording_id}/playback  admin, compliance: {url, expires_at}, a
+                                              short-lived URL of that recording's audio for an
+                                              <audio> element (recording/playback.py), audited
+    GET /api/recordings/{recording_id}/stream?ticket=  the audio, as /audio, opened by the
+                                              ticket instead of a bearer token; its first use
+                                              is audited `recording.played`
     GET /api/recordings/{recording_id}/bundle?format=wav|ogg  admin, compliance: the export
                                               bundle as a tar (recording/bundle.py), audited
                                               `recording.exported` by the reader
@@ -13,7 +21,7 @@
     POST /api/recordings/purge                admin, compliance: delete what is past its
                                               retention and not held -> {deleted, held_kept, refused}
 
-Every refusal of a signed-in user (403) and every audio fetch is written to the audit log.
+Every refusal of a signed-in user (403) and every playback is written to the audit log.
 There is no way to delete a recording before its retention ends (docs/recording.md).
 Built by `recordings_router()` around the running server's recording service.
 """
@@ -27,6 +35,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
@@ -35,18 +44,22 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, sta
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from callgate.accounts.handles import normal_handle
 from callgate.accounts.records import UserRecord
-from callgate.api.deps import READERS, UserDep
+from callgate.api.deps import READERS, ServicesDep, UserDep
+from callgate.recording import playback
 from callgate.recording.audio import AudioError, stereo_wav_bytes
 from callgate.recording.bundle import BundleError, decrypt, export_bundle
 from callgate.recording.bundle_tar import pack
 from callgate.recording.chunks import ChunkError
 from callgate.recording.keys import MasterKeyError
 from callgate.recording.retention import HoldError, RecordingPurgeJob, RecordingRetention
+from callgate.recording.search import ArchiveState, RecordingFilter, State, search
 from callgate.recording.service import RecordingService
 from callgate.recording.store import RecordingRow
 from callgate.recording.writer import RecordingFailure
 from callgate.records.audit import AuditLog
+from callgate.records.query import BadCursor
 
 log = logging.getLogger(__name__)
 RecordingId = Annotated[str, Path(pattern="^[0-9a-f]{32}$")]
@@ -74,6 +87,8 @@ def recordings_router(
     """`on_hold` is called after a legal hold changed (serve's archive job mirrors it to S3)."""
     router = APIRouter(prefix="/api/recordings", tags=["recordings"])
     exports = asyncio.Semaphore(EXPORTS_AT_ONCE)
+    cache = playback.DecodedCache()
+    used = playback.FirstUse()
     repository = service.repository
     job = purge_job or RecordingPurgeJob(RecordingRetention(repository, service.settings.directory))
 
@@ -104,14 +119,37 @@ def recordings_router(
     @router.get("")
     async def list_recordings(
         user: UserDep,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        party: Annotated[
+            str | None,
+            Query(
+                min_length=1, max_length=255, description="caller or callee: a handle or a number"
+            ),
+        ] = None,
+        since: Annotated[
+            datetime | None, Query(description="started at or after (ISO 8601)")
+        ] = None,
+        until: Annotated[datetime | None, Query(description="started before (ISO 8601)")] = None,
         call_id: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$")] = None,
-    ) -> list[dict[str, Any]]:
+        held: Annotated[bool | None, Query(description="kept by any legal hold")] = None,
+        archive: Annotated[ArchiveState | None, Query()] = None,
+        state: Annotated[State | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> dict[str, Any]:
+        """Newest first; pass `next_cursor` back as `cursor` for the next page (same filters)."""
+        where = RecordingFilter(
+            party=None if party is None else normal_handle(party), since=_utc(since),
+            until=_utc(until), call_id=call_id, held=held, archive=archive, state=state,
+        )  # fmt: skip
+        if where.since and where.until and where.since >= where.until:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                detail="since must be before until")  # fmt: skip
         await reader(user, "list", f"call:{call_id}" if call_id else "recordings")
-        if call_id is not None:
-            rows = await asyncio.to_thread(repository.for_call, call_id)
-            return await described(rows[-limit:])
-        return await described(await asyncio.to_thread(repository.recent, limit))
+        try:
+            page = await asyncio.to_thread(search, repository.engine, where, limit, cursor)
+        except BadCursor as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+        return {"items": await described(list(page.rows)), "next_cursor": page.next_cursor}
 
     @router.get("/{recording_id}")
     async def show_recording(user: UserDep, recording_id: RecordingId) -> dict[str, Any]:
@@ -128,17 +166,73 @@ def recordings_router(
         row = await found(recording_id)
         if row.state == "open":
             raise HTTPException(status.HTTP_409_CONFLICT, detail="the recording is still open")
-        try:
-            data = await asyncio.to_thread(_decode, service, row)
-        except (AudioError, ChunkError, MasterKeyError, RecordingFailure, OSError) as exc:
-            log.error("recording %s cannot be played: %s", recording_id, exc)
-            raise HTTPException(
-                status.HTTP_500_INTERNAL_SERVER_ERROR, detail=f"recording unreadable: {exc}"
-            ) from None
+        data = await decoded(row)
         await asyncio.to_thread(
             audit.append, user.handle, "recording.played", f"recording:{recording_id}",
             {"call_id": row.call_id, "range": range_},
         )  # fmt: skip
+        return _ranged(data, range_)
+
+    async def decoded(row: RecordingRow) -> bytes:
+        try:
+            return await asyncio.to_thread(
+                cache.get, row.recording_id, lambda: _decode(service, row)
+            )
+        except (AudioError, ChunkError, MasterKeyError, RecordingFailure, OSError) as exc:
+            log.error("recording %s cannot be played: %s", row.recording_id, exc)
+            raise HTTPException(
+                status.HTTP_500_INTERNAL_SERVER_ERROR, detail=f"recording unreadable: {exc}"
+            ) from None
+
+    def ticket_key() -> bytes:
+        try:
+            return playback.ticket_key(service.master_key())
+        except RecordingFailure as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+
+    @router.post("/{recording_id}/playback")
+    async def playback_url(user: UserDep, recording_id: RecordingId) -> dict[str, Any]:
+        """A URL of this recording's audio for an <audio> element: no bearer token needed, for
+        this officer, this recording, a few minutes (recording/playback.py)."""
+        await reader(user, "playback", f"recording:{recording_id}")
+        row = await found(recording_id)
+        if row.state == "open":
+            raise HTTPException(status.HTTP_409_CONFLICT, detail="the recording is still open")
+        key = ticket_key()
+        ticket = playback.mint(recording_id, user.handle)
+        expires_at = _iso(ticket.expires)
+        await asyncio.to_thread(
+            audit.append, user.handle, "recording.playback_url", f"recording:{recording_id}",
+            {"call_id": row.call_id, "expires_at": expires_at},
+        )  # fmt: skip
+        url = f"/api/recordings/{recording_id}/stream?ticket={playback.encode(key, ticket)}"
+        return {"url": url, "expires_at": expires_at}
+
+    @router.get("/{recording_id}/stream", response_class=Response)
+    async def recording_stream(
+        services: ServicesDep,
+        recording_id: RecordingId,
+        ticket: Annotated[str, Query(min_length=1, max_length=playback.MAX_TICKET_CHARS)],
+        range_: Annotated[str | None, Header(alias="Range", max_length=64)] = None,
+    ) -> Response:
+        """The audio as /audio serves it, opened by a playback ticket; first use audited."""
+        try:
+            granted = playback.verify(ticket_key(), ticket, recording_id)
+        except playback.TicketError as exc:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc)) from None
+        user = await asyncio.to_thread(services.accounts.get, granted.handle)
+        if user is None or user.disabled:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, detail="the account is disabled or removed"
+            )
+        await reader(user, "audio", f"recording:{recording_id}")
+        row = await found(recording_id)
+        data = await decoded(row)
+        if used.first(granted):
+            await asyncio.to_thread(
+                audit.append, user.handle, "recording.played", f"recording:{recording_id}",
+                {"call_id": row.call_id, "via": "playback-url", "expires_at": _iso(granted.expires)},
+            )  # fmt: skip
         return _ranged(data, range_)
 
     @router.get(
@@ -204,6 +298,16 @@ def recordings_router(
         return {"deleted": result.deleted, "held_kept": result.held_kept, "refused": result.refused}
 
     return router
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)  # no offset given: UTC
+    return value
+
+
+def _iso(unix: int) -> str:
+    return datetime.fromtimestamp(unix, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _decode(service: RecordingService, row: RecordingRow) -> bytes:

@@ -118,6 +118,14 @@ export function queryOf(form, names) {
   return params;
 }
 
+// An <audio> element that streams and seeks: the server hands out a short-lived URL opened for
+// this officer and this recording only (POST /api/recordings/{id}/playback, audited), which the
+// browser fetches with Range requests — no bearer token in any URL.
+export async function recordingPlayer(recordingId, label) {
+  const grant = await api(`/api/recordings/${encodeURIComponent(recordingId)}/playback`, { method: "POST" });
+  return el("audio", { controls: "", preload: "metadata", src: grant.url, "aria-label": label, dataset: { expiresAt: grant.expires_at } });
+}
+
 export function field(label, input) {
   const id = input.id || `f-${Math.random().toString(36).slice(2, 8)}`;
   input.id = id;

@@ -2,7 +2,7 @@
 
 import { formatDuration, formatTime } from "../api.js";
 import { dispositionLabel } from "../reasons.js";
-import { $, api, boot, el, qualityPill, section, showError, table } from "./common.js";
+import { $, api, boot, el, qualityPill, recordingPlayer, section, showError, table } from "./common.js";
 
 function kv(pairs) {
   return el("dl", { class: "kv" }, pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v ?? "—")]));
@@ -76,11 +76,10 @@ function recordingsSection(ids) {
     play.addEventListener("click", async () => {
       play.disabled = true;
       try {
-        const response = await api(`/api/recordings/${encodeURIComponent(id)}/audio`, { raw: true });
-        const url = URL.createObjectURL(await response.blob());
-        holder.replaceChildren(el("audio", { controls: "", src: url }), el("p", { class: "muted" }, "Caller left, callee right."));
+        const audio = await recordingPlayer(id, `Recording ${id}`);
+        holder.replaceChildren(audio, el("p", { class: "muted" }, "Caller left, callee right."));
       } catch (err) {
-        showError(holder, err, "The recording", "GET /api/recordings/{id}/audio");
+        showError(holder, err, "The recording", "POST /api/recordings/{id}/playback");
       }
     });
     holder.append(el("code", {}, id), " ", play);

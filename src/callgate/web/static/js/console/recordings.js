@@ -1,9 +1,38 @@
-// Compliance recordings (docs/recording.md): each with its retention date, what holds it, its WORM
-// archive copy; playback, the export bundle, and — for compliance officers — putting or lifting a
-// legal hold with a reason. Every playback, export and hold change is audited by the server.
+// Compliance recordings (docs/recording.md): searched by party, dates, call, hold and archive
+// state, paged by the server; each with its retention date, what holds it, its WORM archive copy;
+// playback that streams and seeks, the export bundle, and — for compliance officers — putting or
+// lifting a legal hold with a reason. Every playback, export and hold change is audited.
 
 import { formatTime } from "../api.js";
-import { api, boot, download, el, section, showError, status, table } from "./common.js";
+import { api, boot, download, el, field, queryOf, recordingPlayer, section, showError, status, table } from "./common.js";
+
+const FILTERS = ["party", "since", "until", "call_id", "held", "archive", "state", "limit"];
+
+function options(name, label, choices) {
+  return el("select", { name, id: `f-${name}` }, el("option", { value: "" }, label),
+    ...choices.map(([value, text]) => el("option", { value }, text)));
+}
+
+function filterForm(onSearch) {
+  const form = el(
+    "form",
+    { class: "filters", role: "search", "aria-label": "Search recordings" },
+    field("Party (user or number)", el("input", { name: "party", id: "f-party", autocomplete: "off", spellcheck: "false", maxlength: "255" })),
+    field("From", el("input", { name: "since", id: "f-since", type: "datetime-local" })),
+    field("Until", el("input", { name: "until", id: "f-until", type: "datetime-local" })),
+    field("Call id", el("input", { name: "call_id", id: "f-call-id", autocomplete: "off", spellcheck: "false", pattern: "[0-9a-f]{32}", maxlength: "32" })),
+    field("Legal hold", options("held", "Held or not", [["true", "Held"], ["false", "Not held"]])),
+    field("WORM archive", options("archive", "Any archive state", [["archived", "Archived"], ["pending", "Not yet archived"], ["hold-pending", "S3 legal hold pending"]])),
+    field("State", options("state", "Any state", [["closed", "Closed"], ["failed", "Failed"], ["interrupted", "Interrupted"], ["open", "Recording now"]])),
+    field("Rows per page", el("input", { name: "limit", id: "f-limit", type: "number", min: "1", max: "1000", value: "50" })),
+    el("div", {}, el("button", { class: "btn primary", type: "submit" }, "Search")),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    onSearch(form);
+  });
+  return form;
+}
 
 // A retention date is years away: show the year.
 function formatDate(iso) {
@@ -23,7 +52,7 @@ function holdText(r) {
 function archiveText(r) {
   const a = r.archive;
   if (!a) return el("span", { class: "muted" }, r.state === "open" ? "—" : "Not yet");
-  // the S3 legal hold follows the hold at the archive's next run (docs/recording.md)
+  // the S3 legal hold follows a hold within seconds while serve runs (docs/recording.md)
   const held = (r.held_by || []).length > 0;
   const s3hold = a.legal_hold
     ? held ? " · S3 legal hold on" : " · S3 legal hold on (being lifted)"
@@ -38,11 +67,9 @@ function player(r) {
   play.addEventListener("click", async () => {
     play.disabled = true;
     try {
-      const response = await api(`/api/recordings/${r.recording_id}/audio`, { raw: true });
-      const url = URL.createObjectURL(await response.blob());
-      holder.replaceChildren(el("audio", { controls: "", src: url, "aria-label": `Recording ${r.recording_id}` }));
+      holder.replaceChildren(await recordingPlayer(r.recording_id, `Recording ${r.recording_id}`));
     } catch (err) {
-      showError(holder, err, "The recording", "GET /api/recordings/{id}/audio");
+      showError(holder, err, "The recording", "POST /api/recordings/{id}/playback");
     }
   });
   const bundle = el("button", { class: "btn small", type: "button" }, "Export bundle");
@@ -109,42 +136,80 @@ async function recordingHealth() {
   return out;
 }
 
+function recordingRow(r, officer, reload) {
+  return el("tr", { dataset: { recordingId: r.recording_id } },
+    el("td", {}, el("code", {}, r.recording_id.slice(0, 8))),
+    el("td", {}, el("a", { href: `/console/records/${r.call_id}` }, "Call record")),
+    el("td", { class: "parties" }, parties(r)),
+    el("td", {}, formatTime(r.started_at)),
+    el("td", {}, r.state + (r.failure ? ` (${r.failure})` : "")),
+    el("td", { class: "retain" }, r.retain_until ? el("time", { datetime: r.retain_until }, formatDate(r.retain_until)) : "—"),
+    el("td", { class: "hold" }, holdText(r)),
+    el("td", { class: "archive" }, archiveText(r)),
+    el("td", {}, player(r)),
+    officer ? el("td", {}, holdForm(r, reload)) : null);
+}
+
+// Who was on the call, from the recording's metadata (RFC 7865 participants).
+function parties(r) {
+  const people = (r.metadata?.participants || []).map((p) => p.handle || p.number || p.id);
+  return people.length ? people.join(" → ") : "—";
+}
+
 boot(["admin", "compliance"], async (user, content) => {
   const officer = user.role === "compliance";
   const listing = el("div", { id: "recordings-list" }, "Loading…");
+  const summary = el("p", { id: "recordings-summary", role: "status", "aria-live": "polite" });
+  const more = el("button", { class: "btn", type: "button", hidden: true, id: "recordings-more" }, "Load more");
   const health = el("div");
-  async function reload() {
-    let rows;
+  let cursor = null;
+  let lastQuery = new URLSearchParams({ limit: "50" });
+  let rows = [];
+
+  async function load(append) {
+    const query = new URLSearchParams(lastQuery);
+    if (append && cursor) query.set("cursor", cursor);
+    let body;
     try {
-      rows = await api("/api/recordings?limit=200");
+      body = await api(`/api/recordings?${query}`);
     } catch (err) {
-      showError(listing, err, "The recordings", "GET /api/recordings");
+      showError(listing, err, "Searching the recordings", "GET /api/recordings");
+      summary.textContent = "";
+      more.hidden = true;
       return;
     }
-    const headers = ["Recording", "Call", "Started", "State", "Retained until", "Legal hold", "WORM archive", "Listen", ...(officer ? ["Hold"] : [])];
+    rows = append ? rows.concat(body.items) : body.items;
+    cursor = body.next_cursor;
+    more.hidden = !cursor;
+    summary.textContent = rows.length === 1 ? "1 recording found" : `${rows.length} recordings found${cursor ? " (more available)" : ""}`;
+    const headers = ["Recording", "Call", "Parties", "Started", "State", "Retained until", "Legal hold", "WORM archive", "Listen", ...(officer ? ["Hold"] : [])];
     listing.replaceChildren(
       rows.length
-        ? table(headers, rows.map((r) =>
-            el("tr", { dataset: { recordingId: r.recording_id } },
-              el("td", {}, el("code", {}, r.recording_id.slice(0, 8))),
-              el("td", {}, el("a", { href: `/console/records/${r.call_id}` }, "Call record")),
-              el("td", {}, formatTime(r.started_at)),
-              el("td", {}, r.state + (r.failure ? ` (${r.failure})` : "")),
-              el("td", { class: "retain" }, r.retain_until ? el("time", { datetime: r.retain_until }, formatDate(r.retain_until)) : "—"),
-              el("td", { class: "hold" }, holdText(r)),
-              el("td", { class: "archive" }, archiveText(r)),
-              el("td", {}, player(r)),
-              officer ? el("td", {}, holdForm(r, reload)) : null)), "Recordings")
-        : el("p", { class: "muted" }, "No recordings yet."),
+        ? table(headers, rows.map((r) => recordingRow(r, officer, reload)), "Recordings")
+        : el("p", { class: "muted" }, "No recordings match these filters."),
     );
+  }
+
+  async function reload() {
+    cursor = null;
+    await load(false);
     health.replaceChildren(...(await recordingHealth()));
   }
+
+  async function search(form) {
+    lastQuery = queryOf(form, FILTERS);
+    await reload();
+  }
+
+  more.addEventListener("click", () => load(true));
+  const form = filterForm(search);
   content.replaceChildren(
     health,
+    section("Search", form),
     section("Recordings", el("p", { class: "muted" },
       "Newest first. A recording is kept until its date, and past it while any legal hold (on it, its call or a party) lasts. ",
       officer ? "Put a hold on a recording with the matter or case it is for; every change is audited." : "Only compliance officers can put or lift a legal hold."),
-      listing),
+      summary, listing, more),
   );
-  await reload();
+  await search(form);
 });

@@ -1,0 +1,196 @@
+"""The recordings API of a running `callgate serve` over real HTTP: search and paging with bad
+input refused precisely (422), and playback for an <audio> element — a short-lived URL for one
+officer and one recording, answering Range requests (206, 416), never needing the bearer token
+in a URL, its grant and first use audited, refused once the officer's account is disabled."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callgate.recording import keys
+from callgate.recording.recorder import RecorderLimits
+from callgate.recording.service import RecordingService, RecordingSettings
+from callgate.recording.store import RecordingRepository
+from callgate.records.audit import AuditLog
+from callgate.storage.db import open_store, sqlite_url
+from tests.cli_process import run_in_process as callgate
+from tests.integration.serve_fixture import WebServer, serve
+from tests.integration.test_recording_access_cli import record_tones
+from tests.integration.test_recording_search import record_call
+
+pytestmark = pytest.mark.timeout(180)
+OFFICERS = {"cleo": "inquiry-officer-3", "dora": "inquiry-officer-4"}
+
+
+def prepare(data: Path, made: dict[str, str]) -> None:
+    """Two compliance officers; three recorded calls: alice→bob, carol→a number, and tones."""
+    for handle, password in OFFICERS.items():
+        added = callgate("user", "add", handle, "--role", "compliance", "--data-dir", str(data),
+                         "--password-stdin", cwd=data.parent, stdin=password + "\n")  # fmt: skip
+        assert added.returncode == 0, added.stderr
+    settings = RecordingSettings(
+        directory=data / "recordings", key_file=keys.master_key_path(data), min_free_bytes=0,
+        limits=RecorderLimits(0.05, 30.0),
+    )  # fmt: skip
+    store = open_store(sqlite_url(data))
+    try:
+        service = RecordingService(RecordingRepository(store), settings, {})
+        made["alice"] = asyncio.run(record_call(service, store, "alice", "bob"))
+        made["number"] = asyncio.run(record_call(service, store, "carol", "+442071234567"))
+        made["tones"] = asyncio.run(record_tones(service))
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WebServer, dict[str, str]]]:
+    made: dict[str, str] = {}
+    for running in serve(tmp_path_factory.mktemp("play"), prepare=lambda d: prepare(d, made)):
+        yield running, made
+
+
+def bearer(web: WebServer, handle: str) -> dict[str, str]:
+    with web.client() as client:
+        body = {"handle": handle, "password": OFFICERS[handle]}
+        answer = client.post("/api/login", json=body)
+    assert answer.status_code == 200, answer.text
+    return {"Authorization": f"Bearer {answer.json()['token']}"}
+
+
+def audited(web: WebServer, recording_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+    store = open_store(sqlite_url(web.root / "data"))
+    try:
+        entries = AuditLog(store).recent(500)
+    finally:
+        store.close()
+    return [(e.actor, e.action, json.loads(e.details)) for e in reversed(entries)
+            if e.object == f"recording:{recording_id}"]  # fmt: skip
+
+
+def test_search_pages_and_refuses_bad_input_precisely(
+    server: tuple[WebServer, dict[str, str]],
+) -> None:
+    web, made = server
+    cleo = bearer(web, "cleo")
+    with web.client() as client:
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+            page = client.get("/api/recordings", params=params, headers=cleo)
+            assert page.status_code == 200, page.text
+            seen += [r["recording_id"] for r in page.json()["items"]]
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == [made["tones"], made["number"], made["alice"]]
+
+        def found(**params: str) -> list[str]:
+            answer = client.get("/api/recordings", params=params, headers=cleo)
+            assert answer.status_code == 200, answer.text
+            return [r["recording_id"] for r in answer.json()["items"]]
+
+        assert found(party="Alice") == [made["alice"]]  # handles are matched as the CDR has them
+        assert found(party="+442071234567") == [made["number"]]
+        assert found(call_id="a" * 32) == [made["tones"]]
+        assert found(held="false", archive="pending", state="closed") == seen
+        assert found(held="true") == [] and found(archive="archived") == []
+        assert found(since="2100-01-01T00:00:00") == []
+
+        def refused(**params: str) -> str:
+            answer = client.get("/api/recordings", params=params, headers=cleo)
+            assert answer.status_code == 422, answer.text
+            return json.dumps(answer.json()["detail"])
+
+        assert "since must be before until" in refused(
+            since="2026-02-01T00:00:00Z", until="2026-01-01T00:00:00Z"
+        )
+        assert "cursor is not valid" in refused(cursor="bm90LWEtY3Vyc29y")
+        assert "limit" in refused(limit="0") and "less than or equal to 1000" in refused(
+            limit="1001"
+        )
+        assert "call_id" in refused(call_id="../etc") and "pattern" in refused(call_id="A" * 32)
+        assert "'archived', 'pending' or 'hold-pending'" in refused(archive="maybe")
+        assert "held" in refused(held="perhaps")
+        assert "since" in refused(since="yesterday")
+        assert "255 characters" in refused(party="x" * 256)
+
+    # the CLI searches the same way, on the store and through the API
+    data = ("--data-dir", str(web.root / "data"))
+    local = callgate("recording", "list", "--party", "carol", "--json", *data, cwd=web.root)
+    assert local.returncode == 0, local.stderr
+    assert [r["recording_id"] for r in json.loads(local.stdout)] == [made["number"]]
+    cli = {"CALLGATE_ADMIN_PASSWORD": OFFICERS["cleo"], "CALLGATE_CONFIG_DIR": str(web.root / "c")}
+    remote = callgate("recording", "list", "--party", "+442071234567", "--not-held", "--json",
+                      "--server", web.url, "--user", "cleo", cwd=web.root, **cli)  # fmt: skip
+    assert remote.returncode == 0, remote.stderr
+    assert [r["recording_id"] for r in json.loads(remote.stdout)] == [made["number"]]
+    backwards = callgate("recording", "list", "--since", "2026-02-01", "--until", "2026-01-01",
+                         *data, cwd=web.root)  # fmt: skip
+    assert backwards.returncode == 2 and "--since must be before --until" in backwards.stderr
+    garbled = callgate("recording", "list", "--since", "last week", *data, cwd=web.root)
+    assert garbled.returncode == 2 and "--since: not an ISO 8601 time" in garbled.stderr
+
+
+def test_playback_streams_with_ranges_and_is_audited(
+    server: tuple[WebServer, dict[str, str]],
+) -> None:
+    web, made = server
+    tones, cleo = made["tones"], bearer(web, "cleo")
+    with web.client() as client:
+        plain = {"Authorization": f"Bearer {web.token('bob')}"}
+        denied = client.post(f"/api/recordings/{tones}/playback", headers=plain)
+        assert denied.status_code == 403, denied.text
+        grant = client.post(f"/api/recordings/{tones}/playback", headers=cleo)
+        assert grant.status_code == 200, grant.text
+        url = grant.json()["url"]
+        assert url.startswith(f"/api/recordings/{tones}/stream?ticket=")
+        assert cleo["Authorization"].split()[1] not in url  # the bearer token is not in it
+
+        # no Authorization header from here on: the URL alone opens this recording's audio
+        whole = client.get(url)
+        assert whole.status_code == 200 and whole.headers["Accept-Ranges"] == "bytes"
+        size = len(whole.content)
+        assert whole.content[:4] == b"RIFF" and size > 48000 * 4  # 2 s of 16-bit stereo
+        head = client.get(url, headers={"Range": "bytes=0-43"})
+        assert head.status_code == 206 and head.headers["Content-Range"] == f"bytes 0-43/{size}"
+        assert head.content == whole.content[:44]
+        seek = client.get(url, headers={"Range": f"bytes={size // 2}-"})
+        assert seek.status_code == 206 and seek.content == whole.content[size // 2 :]
+        tail = client.get(url, headers={"Range": "bytes=-100"})
+        assert tail.status_code == 206 and tail.content == whole.content[-100:]
+        beyond = client.get(url, headers={"Range": f"bytes={size}-"})
+        assert beyond.status_code == 416 and beyond.headers["Content-Range"] == f"bytes */{size}"
+
+        # the ticket opens nothing else, and cannot be altered or guessed
+        other = client.get(url.replace(tones, made["alice"]))
+        assert other.status_code == 403 and "another recording" in other.json()["detail"]
+        body, mac = url.split("ticket=")[1].split(".")
+        forged = client.get(f"/api/recordings/{tones}/stream?ticket={body}.{mac[::-1]}")
+        assert forged.status_code == 403 and "not genuine" in forged.json()["detail"]
+        missing = client.get(f"/api/recordings/{tones}/stream")
+        assert missing.status_code == 422
+
+        # a disabled officer's URL stops working at once
+        dora_url = client.post(f"/api/recordings/{tones}/playback", headers=bearer(web, "dora"))
+        assert client.get(dora_url.json()["url"]).status_code == 200
+        disabled = callgate("user", "disable", "dora", "--data-dir", str(web.root / "data"),
+                            cwd=web.root)  # fmt: skip
+        assert disabled.returncode == 0, disabled.stderr
+        assert client.get(dora_url.json()["url"]).status_code == 403
+
+    # audited: bob's refusal, each grant, and the first use of each URL (not every range)
+    trail = [(actor, action, details.get("via")) for actor, action, details in audited(web, tones)
+             if action.startswith(("recording.play", "recording.access"))]  # fmt: skip
+    assert trail == [
+        ("bob", "recording.access_denied", None),
+        ("cleo", "recording.playback_url", None),
+        ("cleo", "recording.played", "playback-url"),
+        ("dora", "recording.playback_url", None),
+        ("dora", "recording.played", "playback-url"),
+    ], trail
