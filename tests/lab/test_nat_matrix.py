@@ -329,7 +329,7 @@ def test_a_call_that_must_be_recorded_crosses_the_nats_and_its_recording_verifie
     assert (row["disposition"], row["reason"]) == ("answered", "hangup"), row
 
     store = ("--data-dir", str(server.data_dir))
-    deadline = time.monotonic() + 20  # the recording closes just after the call
+    deadline = time.monotonic() + 60  # the recording closes just after the call (generous)
     while True:
         shown = callgate("recording", "show", str(outcome.call_id), "--json", *store, cwd=root)
         assert shown.returncode == 0, shown.stdout + shown.stderr

@@ -37,7 +37,7 @@ async def test_packets_are_written_and_the_first_chunk_is_reported_durable(tmp_p
     recorder.start()
     for seq in range(10):
         recorder.on_packet(packet("caller", seq))
-    await asyncio.wait_for(recorder.first_written(), 10)
+    await asyncio.wait_for(recorder.first_written(), 30)
     for seq in range(10, 20):
         recorder.on_packet(packet("callee", seq))
     await recorder.close()
