@@ -39,7 +39,7 @@ async def phone_sends(sock: socket.socket, target: tuple[str, int], stop: asynci
         await asyncio.sleep(0.02)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # aiortc's handshakes are slow on a loaded machine
 async def test_webrtc_party_and_rtp_phone_hear_each_other_without_transcoding(
     tmp_path: Path,
 ) -> None:
@@ -79,7 +79,7 @@ async def test_webrtc_party_and_rtp_phone_hear_each_other_without_transcoding(
                     data = await loop.sock_recv(phone, 2048)
                     phone_got.append(parse_rtp(data))
 
-            await asyncio.wait_for(enough(), 20)
+            await asyncio.wait_for(enough(), 60)
             await asyncio.sleep(1.0)  # more of the phone's tone for alice's recording
         finally:
             stop.set()
@@ -225,11 +225,11 @@ def pair_of_sockets() -> tuple[socket.socket, socket.socket]:
 
 
 async def recv(sock: socket.socket) -> bytes:
-    return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 2048), 10)
+    return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 2048), 30)
 
 
 async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(15):
+    async with asyncio.timeout(30):  # generous: a loaded machine is late
         while not condition():
             await asyncio.sleep(0.01)
 

@@ -289,7 +289,7 @@ def test_cli_dials_a_number_through_the_dial_plan(
     (alert,) = [e for e in entries if e["action"] == "sip.trunk.limit"]
     assert alert["object"] == "trunk:slow" and alert["details"]["limit"] == "rate"
     assert server.metrics_url is not None
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as reply:
+    with urllib.request.urlopen(server.metrics_url, timeout=30) as reply:
         metrics = reply.read().decode()
     assert 'callgate_sip_trunk_refused_total{limit="rate",trunk="slow"} 1.0' in metrics
     assert 'callgate_sip_trunk_attempts_total{direction="outbound",trunk="uk"} 1.0' in metrics
