@@ -44,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.db_backends (PostgreSQL)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import signaling_load
 from serve_process import CLK_TCK, CallgateServe
 from signaling_load import PY_SPY, Peer, Stats, minimal_sdp, open_peer, pct, run_pair
 
@@ -400,7 +401,12 @@ def main() -> None:
     parser.add_argument("--py-spy", help=f"py-spy binary (default {PY_SPY})")
     parser.add_argument("--json", type=Path, help="write all figures here")
     parser.add_argument("--keep", type=Path, help="use (and keep) this data directory")
+    parser.add_argument(
+        "--deflate", action="store_true",
+        help="clients offer permessage-deflate (RFC 7692), as browsers do (default: they do not)",
+    )  # fmt: skip
     args = parser.parse_args()
+    signaling_load.OFFER_DEFLATE = args.deflate
     if args.nodes < 1 or min(args.pairs, args.idle_devices, args.idle_window) < 0:
         parser.error("--nodes ≥ 1; --pairs, --idle-devices, --idle-window ≥ 0")
     if args.duration <= 0:

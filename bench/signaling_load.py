@@ -143,10 +143,15 @@ async def resync(*peers: Peer) -> None:
             pass
 
 
+# `--deflate`: offer permessage-deflate (RFC 7692) as browsers do; off by default.
+OFFER_DEFLATE = False
+
+
 async def open_peer(url: str, token: str, device: str, open_timeout: float = 10.0) -> Peer:
     ws_url = url.replace("http://", "ws://") + f"/ws?token={token}&device={device}"
+    compression = "deflate" if OFFER_DEFLATE else None
     ws = await connect(
-        ws_url, compression=None, max_size=2**20, proxy=None, open_timeout=open_timeout
+        ws_url, compression=compression, max_size=2**20, proxy=None, open_timeout=open_timeout
     )
     hello = json.loads(await ws.recv())
     assert hello["type"] == "hello", hello

@@ -160,8 +160,9 @@ async def turn_server() -> AsyncIterator[Any]:
         yield server
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 3.0, what: str = "") -> None:
-    """Wait until `predicate()` holds; the server folds traffic totals into its counters every second."""
+async def eventually(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
+    """Wait until `predicate()` holds; the server folds traffic totals into its counters every second.
+    The deadline is generous (a loaded 2-core CI machine is slow); the happy path returns at once."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():

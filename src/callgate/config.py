@@ -428,6 +428,14 @@ class TrunkSettings(BaseModel):
     # and new calls a second (past it 503 + Retry-After).
     max_calls: int = Field(default=30, ge=1, le=100_000)
     max_cps: float = Field(default=5.0, gt=0, le=10_000)
+    # Each user's share when dialling out (phones and softphones): calls at once (past it 403)
+    # and calls in any hour (past it 503 + Retry-After); emergency numbers are never refused.
+    max_calls_per_user: int = Field(default=3, ge=1, le=10_000)
+    max_calls_per_user_hour: int = Field(default=100, ge=1, le=100_000)
+    # OPTIONS pings to `outbound` (RFC 3261 §11): seconds between them (0: none), and how many
+    # in a row unanswered mark the carrier down (the dial plan then prefers another trunk).
+    options_interval: float = Field(default=30.0, ge=0, le=3600)
+    options_failures: int = Field(default=2, ge=1, le=100)
     # Our account at the carrier: its 401/407 challenges to our INVITEs are answered with it
     # (digest, RFC 8760). The password is never logged; keep the config file private.
     username: str | None = Field(default=None, pattern=r"^[!#-\[\]-~]{1,128}$")
@@ -443,6 +451,8 @@ class TrunkSettings(BaseModel):
     def _account(self) -> TrunkSettings:
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password go together")
+        if 0 < self.options_interval < 1:
+            raise ValueError("options_interval is 0 (no pings) or at least 1 second")
         return self
 
     @field_validator("addresses")
@@ -486,6 +496,9 @@ class SipSettings(BaseModel):
     # The IP put in SDP for calls' RTP and bound for it; default: the address the phone's
     # INVITE arrived on (set it when listening on 0.0.0.0).
     media_ip: str | None = None
+    # Ranges phones' and carriers' media may be sent to on top of turn.allow_peers (the relay's
+    # filter judges every SDP address; turn.deny_peers still wins): desk phones on a private LAN.
+    allow_media: CidrList = Field(default_factory=list)
 
     @field_validator("media_ip")
     @classmethod

@@ -131,7 +131,7 @@ def new_page(browser: Any) -> Iterator[Any]:
 
     def make(width: int = 1280, height: int = 860) -> Any:
         context = browser.new_context(viewport={"width": width, "height": height})
-        context.set_default_timeout(15_000)
+        context.set_default_timeout(30_000)
         contexts.append(context)
         return context.new_page()
 

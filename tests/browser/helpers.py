@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def colleague(page: Any, handle: str) -> Any:
     return page.locator(f'li.colleague[data-handle="{handle}"]')
 
 
-def wait_online(page: Any, handle: str, timeout: float = 15_000) -> None:
+def wait_online(page: Any, handle: str, timeout: float = 30_000) -> None:
     """Wait until our signaling is up and `handle` shows as online in the list."""
     page.locator("#conn.ok").wait_for(timeout=timeout)
     page.locator(f'li.colleague[data-handle="{handle}"][data-presence="online"]').wait_for(
@@ -87,7 +88,7 @@ def call_status(page: Any) -> str:
     return str(page.locator("#call-status").inner_text())
 
 
-def wait_status(page: Any, pattern: str, timeout: float = 15_000) -> str:
+def wait_status(page: Any, pattern: str, timeout: float = 30_000) -> str:
     """Wait until the aria-live call status matches `pattern` (a regex); returns the text."""
     locator = page.locator("#call-status")
     locator.filter(has_text=re.compile(pattern)).wait_for(timeout=timeout)
@@ -99,6 +100,28 @@ def quality(page: Any) -> dict[str, Any]:
     result = page.evaluate("() => window.callgate.quality()")
     assert isinstance(result, dict), result
     return result
+
+
+def wait_for_audio(
+    page: Any, samples: int, packets: int, *, fresh: bool = True, timeout: float = 60.0
+) -> dict[str, Any]:
+    """Wait until `page` has decoded `samples` samples of real audio (not the concealment a jitter
+    buffer plays when nothing arrives) from `packets` packets: counted from now (`fresh`) or from
+    the start of the call. Returns the last figures. An outcome, not a duration: a loaded machine
+    runs the browsers late, so the deadline is generous and the happy path returns at once."""
+    zero = {"samplesReceived": 0, "concealedSamples": 0, "packetsReceived": 0}
+    before = quality(page) if fresh else zero
+    deadline = time.monotonic() + timeout
+    while True:
+        after = quality(page)
+        decoded = (after["samplesReceived"] - after["concealedSamples"]) - (
+            before["samplesReceived"] - before["concealedSamples"]
+        )
+        arrived = after["packetsReceived"] - before["packetsReceived"]
+        if decoded >= samples and arrived >= packets:
+            return after
+        assert time.monotonic() < deadline, f"{decoded} samples, {arrived} packets in {timeout} s"
+        time.sleep(0.2)
 
 
 def screenshot(page: Any, name: str) -> Path:

@@ -53,14 +53,15 @@ def token_of(serve: Serve, handle: str) -> str:
 
 def stored_quality(serve: Serve, call_id: str) -> list[dict[str, Any]]:
     """The call's quality rows once both browsers have reported both directions (they report
-    at hang-up, a moment after the call leaves the live view)."""
+    at hang-up, a moment after the call leaves the live view; generous on a loaded machine)."""
     token = token_of(serve, "cora")
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     while True:
         status, body = http_json(f"{serve.url}/api/quality?call_id={call_id}", token=token)
         assert status == 200, body
-        if len(body["items"]) >= 4 or time.monotonic() > deadline:
+        if len(body["items"]) >= 4:
             return list(body["items"])
+        assert time.monotonic() < deadline, f"quality rows after 30 s: {body['items']}"
         time.sleep(0.2)
 
 
@@ -77,7 +78,8 @@ def test_live_call_appears_then_leaves_and_the_records_find_and_export_it(
 
     alice.get_by_role("button", name="Hang up").click()
     wait_status(alice, "You hung up")
-    live.locator(f"tr[data-call-id='{call_id}']").wait_for(state="detached", timeout=6_000)
+    # the live view polls every 2 s; a loaded machine may take several polls
+    live.locator(f"tr[data-call-id='{call_id}']").wait_for(state="detached", timeout=30_000)
     live.get_by_text("No calls in progress.").wait_for()
 
     stored = stored_quality(serve, call_id)

@@ -103,7 +103,7 @@ def test_the_saml_walkthrough_signs_carol_in_with_chromium(
     server.start()  # 4: `callgate serve --config callgate.toml` (our ports on the command line)
     try:
         # Before step 5 the IdP does not know callgate and refuses, as the walkthrough says.
-        with httpx.Client() as browser:
+        with httpx.Client(timeout=30) as browser:
             to_idp = browser.get(f"{server.url}/api/saml/login").headers["location"]
             early = browser.get(to_idp)
         assert early.status_code == 400 and "no SP metadata yet" in early.text

@@ -7,11 +7,12 @@ import time
 import urllib.request
 from typing import Any
 
+from callgate.records.quality import POOR_CONCEALED, POOR_JITTER_MS, POOR_LOSS, POOR_RTT_MS
 from tests.browser.helpers import (
     colleague,
-    quality,
     screenshot,
     sign_in,
+    wait_for_audio,
     wait_online,
     wait_status,
 )
@@ -35,19 +36,36 @@ def two_phones(serve: Serve, new_page: Any, caller: str, callee: str) -> tuple[A
     return a, b
 
 
-def received_audio(pages: list[Any], seconds: float = 1.5) -> list[tuple[int, int]]:
-    """Per page, (samples decoded from packets, packets) received over the same `seconds`:
-    real audio, not the concealment a jitter buffer plays when nothing arrives."""
-    first = [quality(page) for page in pages]
-    time.sleep(seconds)
-    result = []
-    for page, before in zip(pages, first, strict=True):
-        after = quality(page)
-        decoded = (after["samplesReceived"] - after["concealedSamples"]) - (
-            before["samplesReceived"] - before["concealedSamples"]
+def poor_reasons(figures: dict[str, Any]) -> list[str]:
+    """The poor-call rule (records/quality.py) on the softphone's figures, in its words."""
+    checks = [
+        ("loss", POOR_LOSS, "packet loss"),
+        ("jitterMs", POOR_JITTER_MS, "jitter"),
+        ("rttMs", POOR_RTT_MS, "delay"),
+        ("concealedRatio", POOR_CONCEALED, "dropouts"),
+    ]
+    return [
+        word for key, limit, word in checks if figures[key] is not None and figures[key] > limit
+    ]
+
+
+def badge_grades_its_figures(page: Any) -> tuple[str, list[str]]:
+    """(badge text, poor reasons) once the badge, rendered from a fresh sample, says what the
+    poor-call rule says of that sample's figures. The softphone's own 2 s stats timer may render a
+    newer sample between ours and the read: a mismatch is looked at again, a lasting one fails."""
+    seen = []
+    for _ in range(3):
+        text, figures = page.evaluate(
+            """async () => {
+                const figures = await window.callgate.quality();  // renders the badge from them
+                return [document.getElementById("q-grade").textContent, figures];
+            }"""
         )
-        result.append((decoded, after["packetsReceived"] - before["packetsReceived"]))
-    return result
+        reasons = poor_reasons(figures)
+        if text == (f"Poor ({', '.join(reasons)})" if reasons else "Good"):
+            return str(text), reasons
+        seen.append((text, figures))
+    raise AssertionError(f"the badge does not grade its figures by the rule: {seen}")
 
 
 def test_two_browsers_call_through_the_relay_and_the_record_shows_it(
@@ -64,14 +82,18 @@ def test_two_browsers_call_through_the_relay_and_the_record_shows_it(
     bob.get_by_role("button", name="Accept").click()
 
     wait_status(alice, "Connected with Bob Baker")
+    connected_at = time.monotonic()  # after the answer, whenever the test saw it
     wait_status(bob, "Connected with Alice Archer")
     for page in (alice, bob):
         page.locator("#q-path", has_text="Relay").wait_for()
-    for decoded, packets in received_audio([alice, bob]):
-        # 48 kHz Opus: 1.5 s of audio is ~72000 samples; allow for a slow start.
-        assert decoded > 24_000, decoded
-        assert packets > 30, packets
-    alice.locator("#q-grade", has_text="Good").wait_for(timeout=10_000)
+    for page in (alice, bob):
+        # 48 kHz Opus: at least half a second of real audio, from 25+ packets of 20 ms
+        wait_for_audio(page, samples=24_000, packets=25)
+    # The badge grades the figures with the poor-call rule. Which grade a real call gets depends
+    # on the machine (a loaded CPU makes headless Chromium conceal audio and jitter), so the test
+    # checks the badge says what the rule says of the same figures, not that the call sounded good.
+    _grade, reasons = badge_grades_its_figures(alice)
+    assert alice.locator("#q-grade").get_attribute("class") == ("bad" if reasons else "ok")
     assert alice.locator("#q-rtt").inner_text().endswith("ms")
     screenshot(alice, "softphone-in-call")
     # the other side's presence: in a call
@@ -80,6 +102,7 @@ def test_two_browsers_call_through_the_relay_and_the_record_shows_it(
     carol.locator('li.colleague[data-handle="alice"][data-presence="in-call"]').wait_for()
     screenshot(carol, "softphone-phone-width")
 
+    in_call = time.monotonic() - connected_at  # a lower bound of answer -> hang-up
     alice.get_by_role("button", name="Hang up").click()
     wait_status(alice, "You hung up")
     wait_status(bob, "Alice Archer hung up")
@@ -92,7 +115,11 @@ def test_two_browsers_call_through_the_relay_and_the_record_shows_it(
     assert (record["caller_user"], record["callee_user"]) == ("alice", "bob")
     assert record["disposition"] == "answered" and record["reason"] == "hangup"
     assert record["media_path"] == "relay/relay", record  # local/remote candidate types
-    assert record["duration_s"] and record["duration_s"] > 1.0
+    # at least the time the test saw the call up (half a second of audio played out, and more)
+    assert record["duration_s"] and record["duration_s"] >= max(0.5, in_call - 0.05), (
+        record["duration_s"],
+        in_call,
+    )
 
 
 def test_declining_tells_the_caller_and_both_histories_show_it(serve: Serve, new_page: Any) -> None:
@@ -135,7 +162,7 @@ def test_a_blocked_microphone_is_explained_on_both_sides_of_a_call(
 ) -> None:
     """A browser that refuses the microphone (no fake UI: headless Chromium denies the prompt)."""
     context = denying_browser.new_context()
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(30_000)
     try:
         alice = context.new_page()
         bob = new_page()
@@ -189,7 +216,7 @@ def test_a_call_the_policy_forbids_shows_the_reason_and_the_rule(
             method="DELETE",
             headers={"Authorization": f"Bearer {admin}"},
         )
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 204
 
 
@@ -207,7 +234,7 @@ def test_a_lost_signaling_connection_ends_the_call_says_so_and_reconnects(
     alice.locator("#notice", has_text="Reconnecting in").wait_for()
     wait_status(bob, "Alice Archer's connection was lost")
     # back by itself (first retry after about a second), and usable again
-    alice.locator("#conn.ok").wait_for(timeout=10_000)
+    alice.locator("#conn.ok").wait_for(timeout=30_000)
     assert alice.locator("#notice").is_hidden()
     wait_online(bob, "alice")
     colleague(bob, "alice").get_by_role("button", name="Call").click()
@@ -217,11 +244,11 @@ def test_a_lost_signaling_connection_ends_the_call_says_so_and_reconnects(
 
 
 def test_an_unanswered_call_says_so_on_both_sides(serve: Serve, new_page: Any) -> None:
-    """The server gives up ringing after its ring timeout (3 s in these tests)."""
+    """The server gives up ringing after its ring timeout (15 s in these tests: tests/e2e/helpers.py)."""
     alice, carol = two_phones(serve, new_page, "alice", "carol")
     colleague(alice, "carol").get_by_role("button", name="Call").click()
     carol.locator("#incoming-view").wait_for()
-    wait_status(alice, "Carol Cole did not answer", timeout=10_000)
+    wait_status(alice, "Carol Cole did not answer", timeout=30_000)
     wait_status(carol, "Missed call from Alice Archer")
     assert carol.locator("#incoming-view").is_hidden()
     assert carol.evaluate("document.body.dataset.ringing") is None

@@ -68,10 +68,10 @@ def test_security_officer_sees_findings_live_and_compliance_is_refused(
     # a finding stored while the page is open shows up without a reload
     findings.record("eth0", [change("10.0.0.6", "allow-listed relay", "192.0.2.10", True, 9)])
     fresh = page.locator("#findings-table tr[data-sanctioned='true']", has_text="10.0.0.6")
-    fresh.wait_for(timeout=15_000)
+    fresh.wait_for(timeout=30_000)
     assert "Sanctioned" in fresh.inner_text()
     page.get_by_label("Unsanctioned only").check()
-    fresh.wait_for(state="detached", timeout=15_000)
+    fresh.wait_for(state="detached", timeout=30_000)
     assert row.count() == 1
     screenshot(page, "console-unmanaged")
     with page.expect_download() as download_info:

@@ -47,11 +47,14 @@ def pg_users(pg_server: PgServer) -> str:
 
 
 def _new_server(request: pytest.FixtureRequest, root: Path) -> Serve:
-    """A server (not started) on the backend of `request.param`, with the three users."""
+    """A server (not started) on the backend of `request.param`, with the three users; the test
+    module's SERVE_ENV_OVERRIDES (if any) added to its environment."""
+    overrides: dict[str, str] = getattr(request.module, "SERVE_ENV_OVERRIDES", {})
     if request.param == "sqlite":
-        return new_serve(root, template=request.getfixturevalue("user_template"))
+        return new_serve(root, template=request.getfixturevalue("user_template"), **overrides)
     pg: PgServer = request.getfixturevalue("pg_server")
-    return new_serve(root, database_url=pg.new_database(request.getfixturevalue("pg_users")))
+    database = pg.new_database(request.getfixturevalue("pg_users"))
+    return new_serve(root, database_url=database, **overrides)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -48,7 +48,7 @@ def db_time(value: datetime | None) -> datetime:
     return value
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # CLI softphones start slowly on a loaded machine
 async def test_relay_only_call_between_cli_processes_is_heard_and_recorded(
     serve: Serve, tmp: Path
 ) -> None:
@@ -61,14 +61,14 @@ async def test_relay_only_call_between_cli_processes_is_heard_and_recorded(
         serve, "bob", "answer", "--count", "1", "--record", str(recording), "--device", "desk",
         config_dir=tmp,
     )  # fmt: skip
-    ready = await read_event(bob, "ready", 15, bob_events)
+    ready = await read_event(bob, "ready", 60, bob_events)
     started = time.time()
     alice = await start_cli(
         serve, "alice", "call", "bob", "--play", str(tone), "--duration", str(DURATION),
         "--device", "laptop", config_dir=tmp,
     )  # fmt: skip
-    alice_code, alice_events, alice_err = await finish(alice, alice_events, timeout=30)
-    bob_code, bob_events, bob_err = await finish(bob, bob_events, timeout=15)
+    alice_code, alice_events, alice_err = await finish(alice, alice_events, timeout=60)
+    bob_code, bob_events, bob_err = await finish(bob, bob_events, timeout=60)
     finished = time.time()
 
     # what the people at both ends noticed
@@ -106,7 +106,7 @@ async def test_relay_only_call_between_cli_processes_is_heard_and_recorded(
         record = cdr_via_cli(serve, call_id)
         return record if record["relay_bytes"] and record["relay_used"] else None
 
-    cdr = await wait_for(linked, 8, "relay sessions linked to the CDR", interval=0.5)
+    cdr = await wait_for(linked, 30, "relay sessions linked to the CDR", interval=0.5)
     assert cdr["caller_user"] == "alice" and cdr["callee_user"] == "bob"
     assert cdr["caller_device"] and cdr["callee_device"]
     assert cdr["callee_device"] == ready["device_id"]
@@ -178,20 +178,20 @@ async def test_relay_only_call_between_cli_processes_is_heard_and_recorded(
     assert any(row["final"] for row in rows), rows
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # CLI softphones start slowly on a loaded machine
 async def test_a_call_right_after_another_links_only_its_own_relay_sessions(
     serve: Serve, tmp: Path
 ) -> None:
     bob_events: list[dict[str, Any]] = []
     bob = await start_cli(serve, "bob", "answer", "--count", "2", config_dir=tmp)
-    await read_event(bob, "ready", 15, bob_events)
+    await read_event(bob, "ready", 60, bob_events)
     call_ids = []
     for _ in range(2):  # hang up, redial at once
         events: list[dict[str, Any]] = []
         alice = await start_cli(
             serve, "alice", "call", "bob", "--tone", "500", "--duration", "1", config_dir=tmp
         )
-        code, events, errors = await finish(alice, events, timeout=20)
+        code, events, errors = await finish(alice, events, timeout=60)
         assert code == 0, (events, errors)
         call_ids.append(events[0]["call_id"])
     assert (await finish(bob, bob_events))[0] == 0
@@ -200,7 +200,7 @@ async def test_a_call_right_after_another_links_only_its_own_relay_sessions(
         records = [cdr_via_cli(serve, call_id) for call_id in call_ids]
         return records if all(r["relay_bytes"] for r in records) else None
 
-    first, second = await wait_for(both_linked, 8, "both calls linked", interval=0.5)
+    first, second = await wait_for(both_linked, 30, "both calls linked", interval=0.5)
     assert len(first["relay_allocation_ids"]) == 2, first["relay_allocation_ids"]
     assert not set(first["relay_allocation_ids"]) & set(second["relay_allocation_ids"]), (
         first["relay_allocation_ids"],

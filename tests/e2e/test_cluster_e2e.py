@@ -24,7 +24,7 @@ import json
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def _get(server: Serve, path: str, token: str) -> Any:
 
 def _health(server: Serve) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(f"{server.url}/healthz", timeout=5) as response:
+        with urllib.request.urlopen(f"{server.url}/healthz", timeout=30) as response:
             return dict(json.loads(response.read()))
     except urllib.error.HTTPError as error:  # 503 while a check fails
         return dict(json.loads(error.read()))
@@ -150,7 +150,7 @@ async def test_three_nodes_one_call(
         connected(c, "bob", "phone") as bob_phone,
     ):
         # presence is cluster-wide: a sees bob, who is connected to b and c only
-        await wait_for(lambda: _presence(a, admin).get("bob") == "online", 10, "bob online on a")
+        await wait_for(lambda: _presence(a, admin).get("bob") == "online", 30, "bob online on a")
         # a device on a is handed every node's relay (call-bound relaying needs both parties
         # of a call on one relay), with credentials the other relays accept
         async with connected(a, "carol", "tablet") as tablet:
@@ -169,8 +169,8 @@ async def test_three_nodes_one_call(
         assert answered["sdp"]
         ended = await next_of(bob_phone, "call.ended", call_id)
         assert ended["reason"] == "answered-elsewhere", ended
-        await wait_for(lambda: call_id in _live(c, admin), 10, "the call listed on node c")
-        await wait_for(lambda: _presence(c, admin).get("alice") == "in-call", 10, "alice busy")
+        await wait_for(lambda: call_id in _live(c, admin), 30, "the call listed on node c")
+        await wait_for(lambda: _presence(c, admin).get("alice") == "in-call", 30, "alice busy")
 
         # kill -9 of node c and a restart: it finalizes its own open records only
         c.kill()
@@ -179,7 +179,7 @@ async def test_three_nodes_one_call(
 
         # Redis away: a new call is refused with the reason; the established call stays up
         redis_server.stop()
-        await wait_for(lambda: not _health(a)["cluster"]["ok"], 10, "a sees Redis down")
+        await wait_for(lambda: not _health(a)["cluster"]["ok"], 30, "a sees Redis down")
         with pytest.raises(SignalingError) as refused:
             await _invite(carol, "bob", offer_sdp)
         assert refused.value.code == "unavailable", refused.value
@@ -188,7 +188,7 @@ async def test_three_nodes_one_call(
         for node in nodes:  # every node recovers by itself, and sees the others
             await wait_for(
                 lambda node=node: len(_health(node)["cluster"]["peers"]) == 2,
-                15,
+                30,
                 f"node {node.http_port} back on the bus",
             )
         assert cdr_row(db, call_id)["end_at"] is None
@@ -206,7 +206,7 @@ async def test_three_nodes_one_call(
         second = await _invite(carol, "bob", offer_sdp)
         assert (await next_of(carol, "call.ringing", second))["devices"] == 1
         await next_of(bob_desk, "call.incoming", second)
-        await wait_for(lambda: second in _live(c, admin), 10, "the second call listed on c")
+        await wait_for(lambda: second in _live(c, admin), 30, "the second call listed on c")
         status, _ = http_json(f"{c.url}/api/live-calls/{second}/end", body={}, token=admin)
         assert status == 202
         for client in (carol, bob_desk):
@@ -231,6 +231,15 @@ async def _inbound_packets(session: CallSession) -> int:
     return sum(s["packets"] for s in await session.stats() if s["direction"] == "inbound")
 
 
+async def _until_heard(session: CallSession, packets: int, timeout: float = 30.0) -> int:
+    """Wait until `session` has received `packets` inbound packets in all; the count."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (count := await _inbound_packets(session)) < packets:
+        assert asyncio.get_running_loop().time() < deadline, (count, packets)
+        await asyncio.sleep(0.1)
+    return count
+
+
 async def _outlives_its_node(nodes: list[Serve], offer_sdp: str, answer_sdp: str) -> None:
     """Alice (on a) calls bob (on b) with real media, tones both ways, relayed by b and c;
     carol (on a) is in a signaling-only call with dave (on c). `kill -9` of a: bob keeps hearing
@@ -241,7 +250,7 @@ async def _outlives_its_node(nodes: list[Serve], offer_sdp: str, answer_sdp: str
     db = a.database
     sessions: list[CallSession] = []
     pumps: list[asyncio.Task[None]] = []
-    await wait_for(lambda: len(_health(a)["cluster"]["peers"]) == 2, 10, "a sees b and c")
+    await wait_for(lambda: len(_health(a)["cluster"]["peers"]) == 2, 30, "a sees b and c")
     async with (
         connected(a, "alice", "laptop") as alice_a,
         connected(b, "bob", "desk") as bob,
@@ -258,7 +267,7 @@ async def _outlives_its_node(nodes: list[Serve], offer_sdp: str, answer_sdp: str
             sessions += [alice, bobs]
             pumps.append(asyncio.create_task(_pump(alice_a, alice)))
             call_id = await alice.invite("bob")
-            incoming = await next_of(bob, "call.incoming", call_id, timeout=10)
+            incoming = await next_of(bob, "call.incoming", call_id, timeout=30)
             pumps.append(asyncio.create_task(_pump(bob, bobs)))
             await bobs.accept(incoming)
             for session in (alice, bobs):
@@ -269,8 +278,16 @@ async def _outlives_its_node(nodes: list[Serve], offer_sdp: str, answer_sdp: str
             await next_of(dave, "call.incoming", lost)
             await dave.request("call.answer", call_id=lost, sdp=answer_sdp)
             await next_of(carol, "call.answered", lost)
-            await wait_for(lambda: cdr_row(db, call_id)["media_path"] is not None, 10, "media")
-            await wait_for(lambda: cdr_row(db, lost)["last_alive_at"] is not None, 10, "beat")
+            await wait_for(lambda: cdr_row(db, call_id)["media_path"] is not None, 30, "media")
+            # a's last sign of life for the lost call: a heartbeat stamped from now on (waited
+            # for: a loaded machine beats late), so its record must end no earlier than that
+            since = datetime.now(UTC)
+
+            def fresh_beat() -> datetime | None:
+                beat = cdr_row(db, lost)["last_alive_at"]
+                return beat if beat is not None and beat >= since else None
+
+            last_beat = await wait_for(fresh_beat, 30, "a heartbeat of the lost call")
 
             # kill -9 of alice's node: bob still hears her
             heard, alice_heard = await _inbound_packets(bobs), await _inbound_packets(alice)
@@ -281,13 +298,13 @@ async def _outlives_its_node(nodes: list[Serve], offer_sdp: str, answer_sdp: str
 
             # alice re-attaches through c; c takes the call over
             pumps.append(asyncio.create_task(_pump(alice_c, alice)))
-            ack = await alice.reattach(alice_c, within=8 * LEASE)  # retried while refused
+            ack = await alice.reattach(alice_c, within=15 * LEASE)  # retried while refused
             assert (ack["call_id"], ack["role"], ack["state"]) == (call_id, "caller", "media"), ack
             taken_at = datetime.now(UTC)
             assert cdr_row(db, call_id)["node_id"] == "c"
-            after_kill = await _inbound_packets(bobs)
-            assert after_kill - heard > 50, (heard, after_kill)  # 1 s+ of 20 ms packets
-            assert await _inbound_packets(alice) - alice_heard > 50  # and alice hears bob
+            # 1 s+ of 20 ms packets since the kill, each way (waited for: an outcome)
+            after_kill = await _until_heard(bobs, heard + 51)
+            await _until_heard(alice, alice_heard + 51)  # and alice hears bob
 
             # bob's stats (every 2 s) reach the new holder through b
             await wait_for(
@@ -295,14 +312,15 @@ async def _outlives_its_node(nodes: list[Serve], offer_sdp: str, answer_sdp: str
                     q["reporter"] == "callee" and q["reported_at"] > taken_at
                     for q in quality_rows(db, call_id)
                 ),
-                15,
+                30,
                 "bob's stats recorded after the take-over",
             )
-            assert await _inbound_packets(bobs) > after_kill  # the tone still arrives
+            await _until_heard(bobs, after_kill + 1)  # the tone still arrives
 
+            hanging_up = datetime.now(UTC)
             await alice.hangup()
             hung_up = datetime.now(UTC)
-            await asyncio.wait_for(bobs.ended.wait(), 10)
+            await asyncio.wait_for(bobs.ended.wait(), 30)
             assert (bobs.reason, bobs.ended_by) == ("hangup", "caller")
             cdr = await final_cdr(db, call_id)
             assert (cdr["node_id"], cdr["disposition"], cdr["reason"]) == (
@@ -310,17 +328,20 @@ async def _outlives_its_node(nodes: list[Serve], offer_sdp: str, answer_sdp: str
                 "answered",
                 "hangup",
             )
-            truth = (hung_up - cdr["answer_at"]).total_seconds()
-            assert abs(cdr["duration_s"] - truth) < 2.0, (cdr["duration_s"], truth)
+            # ended while the test hung up (a slow machine widens the window, not the error)
+            slack = timedelta(seconds=1)
+            assert hanging_up - slack <= cdr["end_at"] <= hung_up + slack, (cdr, hanging_up)
+            assert cdr["duration_s"] == pytest.approx(
+                (cdr["end_at"] - cdr["answer_at"]).total_seconds(), abs=0.01
+            )
             assert len(rows_of(db, CALLS, CALLS.c.call_id == call_id)) == 1
 
             # the call nobody re-attached: finalized node-lost, ended at a's last beat
-            ended = await next_of(dave, "call.ended", lost, timeout=6 * LEASE)
+            ended = await next_of(dave, "call.ended", lost, timeout=15 * LEASE)
             assert (ended["reason"], ended["ended_by"]) == ("node-lost", "server"), ended
             cdr = await final_cdr(db, lost)
             assert (cdr["disposition"], cdr["reason"]) == ("answered", "node-lost"), cdr
-            assert cdr["end_at"] <= killed_at
-            assert (killed_at - cdr["end_at"]).total_seconds() < 5, cdr
+            assert last_beat <= cdr["end_at"] <= killed_at, (last_beat, cdr, killed_at)
         finally:
             for task in pumps:
                 task.cancel()

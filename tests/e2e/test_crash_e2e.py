@@ -1,6 +1,6 @@
 """`kill -9` of `callgate serve` five seconds into a real call (two CLI softphones sending tones
-through the relay), then a restart on the same store: the call's record ends within a few
-seconds of the kill (the heartbeat of live calls), its relay sessions are closed with the bytes
+through the relay), then a restart on the same store: the call's record ends between the last
+heartbeat of live calls before the kill and the kill, its relay sessions are closed with the bytes
 they carried (their counters are persisted while they grow), and the audit log has a signed
 checkpoint (one at start, then every minute) that still verifies.
 """
@@ -29,6 +29,7 @@ from tests.e2e.helpers import (
     read_event,
     rows_of,
     start_cli,
+    wait_for,
 )
 
 IN_CALL = 5.0  # seconds of media before the kill
@@ -40,7 +41,7 @@ def checkpoints(db: str) -> int:
         return int(conn.scalar(select(func.count()).select_from(CHECKPOINTS)) or 0)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)  # CLI softphones and restarts are slow on a loaded machine
 async def test_a_killed_server_leaves_truthful_records_of_the_call_it_carried(
     tmp: Path, new_server: Callable[[Path], Serve]
 ) -> None:
@@ -53,13 +54,29 @@ async def test_a_killed_server_leaves_truthful_records_of_the_call_it_carried(
         bob = await start_cli(server, "bob", "answer", "--count", "1", "--tone", "880",
                               config_dir=tmp)  # fmt: skip
         processes.append(bob)
-        await read_event(bob, "ready", 20, bob_events)
+        await read_event(bob, "ready", 60, bob_events)
         alice = await start_cli(server, "alice", "call", "bob", "--tone", "440",
                                 "--duration", "60", config_dir=tmp)  # fmt: skip
         processes.append(alice)
-        call_id = (await read_event(alice, "connected", 30, alice_events))["call_id"]
-        await read_event(bob, "connected", 10, bob_events)
+        call_id = (await read_event(alice, "connected", 60, alice_events))["call_id"]
+        await read_event(bob, "connected", 30, bob_events)
         await asyncio.sleep(IN_CALL)
+        # The last sign of life before the kill: a heartbeat stamped after the media above, and
+        # relay counters persisted with the media's packets. Waited for (a loaded machine writes
+        # late), then the kill at once: the record must end no earlier than that heartbeat.
+        media_until = datetime.now(UTC)
+
+        def alive_and_counted() -> datetime | None:
+            row = cdr_row(server.database, call_id)
+            beat = row["last_alive_at"] if row is not None else None
+            open_sessions = rows_of(server.database, RELAY_SESSIONS,
+                                    RELAY_SESSIONS.c.ended_at.is_(None))  # fmt: skip
+            counted = len(open_sessions) >= 2 and all(
+                s["packets_to_peer"] > 50 and s["packets_to_client"] > 50 for s in open_sessions
+            )
+            return beat if beat is not None and beat >= media_until and counted else None
+
+        last_beat = await wait_for(alive_and_counted, 60, "a heartbeat and persisted counters")
         assert server.proc is not None
         server.proc.send_signal(signal.SIGKILL)
         killed_at = datetime.now(UTC)
@@ -68,7 +85,7 @@ async def test_a_killed_server_leaves_truthful_records_of_the_call_it_carried(
         assert row is not None and row["end_at"] is None  # open, as the crash left it
 
         server.start()
-        cdr = await final_cdr(server.database, call_id, timeout=10)
+        cdr = await final_cdr(server.database, call_id)
         verified = server.cli("audit", "verify", "--json")
     finally:
         for process in processes:
@@ -79,15 +96,18 @@ async def test_a_killed_server_leaves_truthful_records_of_the_call_it_carried(
         server.kill()
     assert code == 0, server.log()
 
-    # the record: answered, ended by the restart, within 5 s of the kill (the truth)
+    # the record: answered, ended by the restart, between the last heartbeat the test saw and
+    # the kill (the truth; how close the heartbeat came to the kill is the machine's doing)
     assert (cdr["disposition"], cdr["ended_by"], cdr["reason"]) == (
         "answered", "server", "server-restart",
     )  # fmt: skip
     truth = (killed_at - cdr["answer_at"]).total_seconds()
     assert truth >= IN_CALL
     print(f"killed {truth:.2f} s after the answer; the record says {cdr['duration_s']:.2f} s")
-    assert abs(cdr["duration_s"] - truth) <= 5.0, (cdr["duration_s"], truth)
-    assert cdr["end_at"] <= killed_at
+    assert last_beat <= cdr["end_at"] <= killed_at, (last_beat, cdr["end_at"], killed_at)
+    assert cdr["duration_s"] == pytest.approx(
+        (cdr["end_at"] - cdr["answer_at"]).total_seconds(), abs=0.01
+    )
 
     # its relay sessions: closed at the restart with the traffic they carried before the kill
     ids = json.loads(cdr["relay_allocation_ids"] or "[]")

@@ -71,7 +71,7 @@ def _request(method: str, url: str, token: str) -> int:
     request = urllib.request.Request(
         url, method=method, headers={"Authorization": f"Bearer {token}"}
     )
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=30) as response:
         return int(response.status)
 
 

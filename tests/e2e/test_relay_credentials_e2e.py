@@ -89,7 +89,7 @@ async def test_password_guessing_is_blocked_with_403_and_audited_once(serve: Ser
         rows = rows_of(serve.database, AUDIT, AuditEntry.action == "turn.auth_throttled")
         return [r for r in rows if json.loads(str(r["details"]))["address"] == "127.0.0.21"]
 
-    await wait_for(lambda: len(throttled()) >= 2, 10.0, "turn.auth_throttled audit entries")
+    await wait_for(lambda: len(throttled()) >= 2, 30.0, "turn.auth_throttled audit entries")
     await asyncio.sleep(0.5)  # anything more would be written by now
     entries = throttled()
     # One block per scope, however many requests: the address and the username, once each.
@@ -141,7 +141,7 @@ async def _relay_session_ends_as(serve: Serve, handle: str, reason: str) -> None
         rows = rows_of(serve.database, RELAY_SESSIONS, RELAY_SESSIONS.c.user == handle)
         return [r for r in rows if r["end_reason"] == reason]
 
-    await wait_for(ended, 10.0, f"{handle}'s relay session ended as {reason}")
+    await wait_for(ended, 30.0, f"{handle}'s relay session ended as {reason}")
 
 
 async def test_a_disabled_accounts_credential_and_allocation_end_within_seconds(
@@ -158,7 +158,7 @@ async def test_a_disabled_accounts_credential_and_allocation_end_within_seconds(
             async with udp_client(relay, "127.0.0.42") as again:
                 return await _try(again, turn["username"], turn["credential"]) == 401
 
-        for _ in range(100):  # the credential is valid for 600 s; refused within seconds
+        for _ in range(300):  # the credential is valid for 600 s; refused within seconds
             if await refused():
                 break
             await asyncio.sleep(0.1)

@@ -223,7 +223,7 @@ async def test_disabled_in_directory_loses_tokens_calls_and_socket(
             # (ended-by-admin), not the sockets' own 15 s token check.
             ended = await next_of(bob, "call.ended", call_id, timeout=30)
             assert ended["reason"] == "ended-by-admin"
-            await wait_for(lambda: alice.closed, 10, "alice's socket closed")
+            await wait_for(lambda: alice.closed, 30, "alice's socket closed")
             with pytest.raises(SignalingError) as closed:
                 await alice.request("call.invite", to="bob", sdp=SDP)
             assert closed.value.code == "unauthorized"  # 4401

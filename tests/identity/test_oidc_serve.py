@@ -45,7 +45,7 @@ def test_sso_is_offered_with_its_label(serve: Serve) -> None:
 
 
 def test_authorization_request_has_pkce_state_and_nonce(serve: Serve) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=30) as client:
         query = parse_qs(urlsplit(start(client, serve)).query)
         assert query["code_challenge_method"] == ["S256"]
         assert len(query["code_challenge"][0]) == 43
@@ -55,7 +55,7 @@ def test_authorization_request_has_pkce_state_and_nonce(serve: Serve) -> None:
 
 
 def test_sign_in_creates_the_account_and_returns_a_token(serve: Serve) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=30) as client:
         result = finish(client, consent(client, start(client, serve), "sub-carol"))
     assert result["path"] == "/console"
     token = result["sso_token"]
@@ -74,14 +74,14 @@ def test_sign_in_creates_the_account_and_returns_a_token(serve: Serve) -> None:
 
 
 def test_second_sign_in_finds_the_same_account(serve: Serve) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=30) as client:
         result = finish(client, consent(client, start(client, serve), "sub-carol"))
     assert http_json(f"{serve.url}/api/me", token=result["sso_token"])[1]["handle"] == "carol"
     assert len([e for e in audit(serve, "user.create") if e["object"] == "user:carol"]) == 1
 
 
 def test_replayed_callback_is_refused(serve: Serve) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=30) as client:
         callback = consent(client, start(client, serve), "sub-carol")
         assert "sso_token" in finish(client, callback)
         client.cookies.set("callgate_sso_state", parse_qs(urlsplit(callback).query)["state"][0])
@@ -91,15 +91,15 @@ def test_replayed_callback_is_refused(serve: Serve) -> None:
 
 
 def test_callback_from_another_browser_is_refused(serve: Serve) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=30) as client:
         callback = consent(client, start(client, serve), "sub-carol")
-    with httpx.Client() as other:  # no state cookie: a login CSRF attempt
+    with httpx.Client(timeout=30) as other:  # no state cookie: a login CSRF attempt
         result = finish(other, callback)
     assert result["sso_error"] == "sign-in started in another browser (state cookie)"
 
 
 def test_forged_code_is_refused(serve: Serve) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=30) as client:
         callback = consent(client, start(client, serve), "sub-carol")
         forged = callback.replace("code=", "code=forged")
         result = finish(client, forged)
@@ -107,7 +107,7 @@ def test_forged_code_is_refused(serve: Serve) -> None:
 
 
 def test_provider_error_is_reported(serve: Serve) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=30) as client:
         authorize = start(client, serve)
         response = client.post(authorize, data={"action": "deny"})
         assert response.status_code == 302
@@ -123,7 +123,7 @@ def test_provider_error_is_reported(serve: Serve) -> None:
     ],
 )
 def test_refusals_create_nothing(serve: Serve, sub: str, reason: str) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=30) as client:
         result = finish(client, consent(client, start(client, serve), sub))
     assert result["sso_error"] == reason
     assert audit(serve, "auth.login_failed")[-1]["details"]["reason"] == reason
@@ -134,7 +134,7 @@ def test_refusals_create_nothing(serve: Serve, sub: str, reason: str) -> None:
 
 
 def test_next_must_be_one_of_our_pages(serve: Serve) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=30) as client:
         result = finish(
             client, consent(client, start(client, serve, "//evil.example/x"), "sub-carol")
         )

@@ -79,7 +79,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         while "ready" not in log.read_text():
             assert idp.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
-        metadata = httpx.get(f"http://127.0.0.1:{idp_port}/metadata")
+        metadata = httpx.get(f"http://127.0.0.1:{idp_port}/metadata", timeout=30)
         (folder / "idp-metadata.xml").write_bytes(metadata.content)
         env = {
             "ENABLED": "true", "IDP_METADATA_FILE": str(folder / "idp-metadata.xml"),
@@ -98,7 +98,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             env={f"CALLGATE_IDENTITY__SAML__{k}": v for k, v in env.items()},
         ).start()
         try:
-            sp_metadata = httpx.get(f"{server.url}/api/saml/metadata").content
+            sp_metadata = httpx.get(f"{server.url}/api/saml/metadata", timeout=30).content
             (folder / "sp-metadata.xml").write_bytes(sp_metadata)
             yield Setup(folder, idp_port, server)
         finally:
@@ -118,7 +118,7 @@ def test_metadata_publishes_our_key_for_signing_and_encryption(setup: Setup) -> 
 
 
 def test_signed_request_and_encrypted_assertion_sign_carol_in(setup: Setup) -> None:
-    with httpx.Client() as browser:
+    with httpx.Client(timeout=30) as browser:
         start = browser.get(f"{setup.serve.url}/api/saml/login", params={"next": "/console"})
         redirect = start.headers["location"]
         query = parse_qs(urlsplit(redirect).query)
@@ -146,7 +146,7 @@ def test_signed_request_and_encrypted_assertion_sign_carol_in(setup: Setup) -> N
 
 def test_an_assertion_in_the_clear_is_refused(setup: Setup) -> None:
     clear_idp = SamlTestIdp(setup.idp_args(encrypt_assertions=False))  # same IdP, no encryption
-    with httpx.Client() as browser:
+    with httpx.Client(timeout=30) as browser:
         redirect = browser.get(f"{setup.serve.url}/api/saml/login").headers["location"]
         page = clear_idp.sign_in_form(parse_qs(urlsplit(redirect).query))
         _action, hidden = form_fields(page)

@@ -72,7 +72,7 @@ def serve(idp: SamlIdp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
         },
     ).start()
     try:
-        metadata = httpx.get(f"{server.url}/api/saml/metadata")
+        metadata = httpx.get(f"{server.url}/api/saml/metadata", timeout=30)
         assert metadata.status_code == 200
         idp.trust_sp(metadata.content)
         yield server
@@ -112,14 +112,14 @@ def relay_state(redirect: str) -> str:
 
 
 def sign_in(serve: Serve, idp: SamlIdp, name_id: str = "p-carol", **changes: Any) -> dict[str, str]:
-    with httpx.Client() as browser:
+    with httpx.Client(timeout=30) as browser:
         redirect = start(browser, serve)
         answer = idp.answer(redirect, changes.pop("identity", CAROL), name_id, **changes)
         return post(browser, serve, answer, relay_state(redirect))
 
 
 def test_metadata_and_the_button(serve: Serve) -> None:
-    metadata = httpx.get(f"{serve.url}/api/saml/metadata")
+    metadata = httpx.get(f"{serve.url}/api/saml/metadata", timeout=30)
     assert metadata.headers["content-type"].startswith("application/samlmetadata+xml")
     text = metadata.text
     assert f'entityID="{serve.url}/api/saml/metadata"' in text
@@ -132,7 +132,7 @@ def test_metadata_and_the_button(serve: Serve) -> None:
 def test_sign_in_creates_the_account_with_mapped_groups_and_role(
     serve: Serve, idp: SamlIdp
 ) -> None:
-    with httpx.Client() as browser:
+    with httpx.Client(timeout=30) as browser:
         redirect = start(browser, serve)
         assert redirect.startswith(f"{ENTITY_ID}/sso?SAMLRequest=")
         assert browser.cookies.get("callgate_saml_state") == relay_state(redirect)
@@ -178,7 +178,7 @@ def test_bad_assertions_are_refused_and_audited(
 
 
 def test_replayed_and_cross_browser_responses_are_refused(serve: Serve, idp: SamlIdp) -> None:
-    with httpx.Client() as browser:
+    with httpx.Client(timeout=30) as browser:
         redirect = start(browser, serve)
         answer = idp.answer(redirect, CAROL, "p-carol")
         assert "sso_token" in post(browser, serve, answer, relay_state(redirect))
@@ -191,7 +191,7 @@ def test_replayed_and_cross_browser_responses_are_refused(serve: Serve, idp: Sam
         assert (
             again["sso_error"] == "assertion rejected: not an answer to our request (InResponseTo)"
         )
-    with httpx.Client() as browser, httpx.Client() as victim:
+    with httpx.Client(timeout=30) as browser, httpx.Client(timeout=30) as victim:
         redirect = start(browser, serve)
         answer = idp.answer(redirect, CAROL, "p-carol")
         stolen = post(victim, serve, answer, relay_state(redirect))
@@ -202,7 +202,7 @@ def test_an_account_provisioned_over_scim_signs_in_as_it_is(serve: Serve, idp: S
     user = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "sam@example.com",
             "displayName": "Sam (SCIM)"}  # fmt: skip
     headers = {"Authorization": f"Bearer {SCIM_TOKEN}"}
-    created = httpx.post(f"{serve.url}/scim/v2/Users", json=user, headers=headers)
+    created = httpx.post(f"{serve.url}/scim/v2/Users", json=user, headers=headers, timeout=30)
     assert created.status_code == 201, created.text
     identity = {"uid": ["sam"], "displayName": ["Sam From SAML"], "groups": ["voice-admins"]}
     result = sign_in(serve, idp, name_id="p-sam", identity=identity)

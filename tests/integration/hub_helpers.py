@@ -44,8 +44,9 @@ def parse(payload: dict[str, Any]) -> m.ClientMessage:
     return m.parse_client_message(json.dumps(payload))
 
 
-async def next_of(device: Device, kind: str, timeout: float = 3) -> dict[str, Any]:
-    """The next message of type `kind` sent to `device` (others are skipped)."""
+async def next_of(device: Device, kind: str, timeout: float = 15) -> dict[str, Any]:
+    """The next message of type `kind` sent to `device` (others are skipped); the deadline is
+    generous (a loaded machine), the happy path returns as soon as the message is queued."""
     while True:
         message = await asyncio.wait_for(device.queue.get(), timeout)
         assert message is not None

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 ETH_P_ALL = 0x0003
+SO_RCVBUFFORCE = 33  # Linux, asm-generic/socket.h (Python's socket module does not name it)
 PACKET_OUTGOING = 4
 
 
@@ -34,9 +35,13 @@ def record_loopback(path: Path, address: str) -> Iterator[None]:
             f"cannot open an AF_PACKET socket to record loopback (needs Linux and root): {exc}"
         )
     sock.bind(("lo", 0))
-    sock.setsockopt(
-        socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024
-    )  # a starved thread drops nothing
+    # A starved thread drops nothing: every other test's loopback traffic queues here too, and
+    # SO_RCVBUF is capped by net.core.rmem_max (208 KiB on a fresh Debian), so as root (AF_PACKET
+    # needs it anyway) the size is forced past the cap.
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 * 1024 * 1024)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
     sock.settimeout(0.05)
     wanted = ipaddress.IPv4Address(address).packed
     stop = threading.Event()

@@ -26,7 +26,7 @@ class WebServer:
     def client(self, source: str = "127.0.0.1") -> httpx.Client:
         """An HTTP client whose connections come from `source` (a loopback address)."""
         transport = httpx.HTTPTransport(local_address=source)
-        return httpx.Client(base_url=self.url, transport=transport, timeout=10)
+        return httpx.Client(base_url=self.url, transport=transport, timeout=30)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -33,7 +33,7 @@ class SipClient:
     def __post_init__(self) -> None:
         kind = socket.SOCK_DGRAM if self.transport == "UDP" else socket.SOCK_STREAM
         self.sock = socket.socket(socket.AF_INET, kind)
-        self.sock.settimeout(10)
+        self.sock.settimeout(30)  # generous: a loaded machine answers late
         self.sock.bind((self.bind, 0))
         if self.transport == "TLS":
             context = ssl.create_default_context(cafile=self.ca)

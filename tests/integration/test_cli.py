@@ -42,7 +42,7 @@ def callgate(
     )
 
 
-def binding_request(port: int, timeout: float = 0.5) -> bytes | None:
+def binding_request(port: int, timeout: float = 15.0) -> bytes | None:
     """Send a STUN Binding request; the response, or None if none came."""
     transaction = os.urandom(12)
     request = struct.pack("!HHI", 0x0001, 0, MAGIC_COOKIE) + transaction
@@ -103,7 +103,7 @@ def stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) ->
 
 
 def http_get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    with urllib.request.urlopen(url, timeout=30) as response:
         return response.status, response.read().decode()
 
 
@@ -236,7 +236,7 @@ def test_turn_answers_binding_serves_metrics_and_stops_cleanly(
         response = binding_request(port)
         assert response is not None
         assert struct.unpack("!HHI", response[:8])[0::2] == (0x0101, MAGIC_COOKIE)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as tcp:  # TCP listener too
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as tcp:  # TCP listener too
             tcp.sendall(struct.pack("!HHI", 0x0001, 0, MAGIC_COOKIE) + os.urandom(12))
             assert struct.unpack("!H", tcp.recv(2048)[:2])[0] == 0x0101
         status, text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
@@ -265,7 +265,7 @@ async def allocate_and_send(port: int, username: str, password: str) -> tuple[st
     relay = transport.get_extra_info("sockname")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
         peer.bind(("127.0.0.1", 0))
-        peer.settimeout(5)
+        peer.settimeout(30)  # generous: a loaded machine relays late
         for _ in range(3):
             transport.sendto(b"hello peer", peer.getsockname())
             await asyncio.sleep(0.05)
@@ -314,7 +314,7 @@ async def test_serve_healthz_metrics_db_users_and_records(tmp_path: Path) -> Non
             await asyncio.wait_for(allocate_and_send(port, "carol", "charlie-pass-1"), 20)
         base = f"http://127.0.0.1:{http_port}"
         session = await SignalingClient.login(base, "carol", "charlie-pass-1")
-        signaling = await SignalingClient.connect(base, session.token, "cli-test", timeout=5)
+        signaling = await SignalingClient.connect(base, session.token, "cli-test", timeout=30)
         turn = next(s for s in signaling.hello["ice_servers"] if "username" in s)
         await signaling.close()
         relay = await asyncio.wait_for(
@@ -371,12 +371,16 @@ def test_first_serve_creates_admin_once_login_works_and_open_calls_are_closed(
         found = re.search(r"user 'admin', password (\S+) ", (tmp_path / "server.log").read_text())
         assert found, (tmp_path / "server.log").read_text()
         password = found.group(1)
-        login = httpx.post(f"{base}/api/login", json={"handle": "admin", "password": password})
+        login = httpx.post(
+            f"{base}/api/login", json={"handle": "admin", "password": password}, timeout=30
+        )
         assert login.status_code == 200, login.text
         assert login.json()["user"]["is_admin"] is True
         token = login.json()["token"]
-        assert httpx.get(f"{base}/api/calls").status_code == 401
-        calls = httpx.get(f"{base}/api/calls", headers={"Authorization": f"Bearer {token}"})
+        assert httpx.get(f"{base}/api/calls", timeout=30).status_code == 401
+        calls = httpx.get(
+            f"{base}/api/calls", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
         assert calls.status_code == 200
         [call] = calls.json()["calls"]
         assert (call["call_id"], call["reason"], call["disposition"], call["ended_by"]) == (

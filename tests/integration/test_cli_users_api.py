@@ -66,7 +66,9 @@ def run(
 
 
 def status_of_login(server: Server, handle: str, password: str) -> int:
-    response = httpx.post(f"{server.url}/api/login", json={"handle": handle, "password": password})
+    response = httpx.post(
+        f"{server.url}/api/login", json={"handle": handle, "password": password}, timeout=30
+    )
     return response.status_code
 
 

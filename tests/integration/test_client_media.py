@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from callgate.client.audio import dominant_frequency
-from callgate.client.softphone import CallResult, MediaOptions, answer_calls, place_call
+from callgate.client.softphone import (
+    SETUP_TIMEOUT,
+    CallResult,
+    MediaOptions,
+    answer_calls,
+    place_call,
+)
 from callgate.types import Transport
 from tests.conftest import run_turn_server, server_address
 from tests.integration.fake_signaling import FakeRelay, hello_for
@@ -22,7 +28,7 @@ from tests.integration.fake_signaling import FakeRelay, hello_for
 TONE = 440.0
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(120)  # aiortc's handshakes are slow on a loaded machine
 async def test_relay_only_call_carries_the_callers_tone(tmp_path: Path) -> None:
     recording = tmp_path / "callee.wav"
     relay = FakeRelay()
@@ -51,8 +57,8 @@ async def test_relay_only_call_carries_the_callers_tone(tmp_path: Path) -> None:
             duration=2.0,
             on_event=recorder("alice"),
         )
-        result: CallResult = await asyncio.wait_for(caller, 15)
-        (answered,) = await asyncio.wait_for(callee, 5)
+        result: CallResult = await asyncio.wait_for(caller, 60)
+        (answered,) = await asyncio.wait_for(callee, 30)
 
     for side in (result, answered):
         assert side.connected, events
@@ -82,7 +88,7 @@ async def test_relay_only_call_carries_the_callers_tone(tmp_path: Path) -> None:
     assert abs(dominant_frequency(recording) - TONE) < 5.0
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(120)
 async def test_a_call_without_a_usable_path_fails_in_bounded_time() -> None:
     """The callee got no ICE servers under relay policy: no candidates, so ICE cannot succeed.
 
@@ -100,10 +106,11 @@ async def test_a_call_without_a_usable_path_fails_in_bounded_time() -> None:
         started = loop.time()
         result = await asyncio.wait_for(
             place_call(alice, hello_for("alice", turn), "bob", MediaOptions(), setup_timeout=3.0),
-            15,
+            60,
         )
-        (answered,) = await asyncio.wait_for(callee, 10)
-        assert loop.time() - started < 10
+        (answered,) = await asyncio.wait_for(callee, 60)
+        # bounded by the 3 s given, not the default (20 s): a loaded machine's slack is between
+        assert loop.time() - started < SETUP_TIMEOUT
     assert not result.connected and not result.ok
     assert not answered.connected and not answered.ok
     assert result.reason is not None

@@ -130,7 +130,7 @@ async def transact(
     """Send a request and wait for the response with its transaction id (other input ignored)."""
     transport.sendto(bytes(message))
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 3
+    deadline = loop.time() + 15  # generous: a loaded machine answers late
     while True:
         data = await asyncio.wait_for(inbox.queue.get(), max(0.01, deadline - loop.time()))
         if data[:1] < b"\x40" and len(data) >= 20 and data[8:20] == message.transaction_id:
@@ -147,12 +147,12 @@ async def binding(server: Address, kind: Transport) -> Address:
         finally:
             transport.close()
     else:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*server), 3)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*server), 15)
         try:
             writer.write(bytes(message))
-            header = await asyncio.wait_for(reader.readexactly(20), 3)
+            header = await asyncio.wait_for(reader.readexactly(20), 15)
             body = await asyncio.wait_for(
-                reader.readexactly(struct.unpack("!H", header[2:4])[0]), 3
+                reader.readexactly(struct.unpack("!H", header[2:4])[0]), 15
             )
             response = stun.parse_message(header + body)
         finally:
@@ -212,7 +212,7 @@ async def test_server_survives_fuzzing_and_still_answers_binding(echo_peer: Echo
         # The allocation's channel works before the fuzzing.
         owner, owner_inbox, key, nonce = await allocate_with_channel(udp, echo_peer.address)
         owner.sendto(struct.pack("!HH", CHANNEL, 4) + b"ping")
-        echoed = await asyncio.wait_for(owner_inbox.queue.get(), 3)
+        echoed = await asyncio.wait_for(owner_inbox.queue.get(), 15)
         assert echoed[:4] == struct.pack("!HH", CHANNEL, 4) and echoed[4:8] == b"ping"
 
         corpus = seeds(echo_peer.address, key, nonce)

@@ -1,16 +1,19 @@
 """The hub hands calls to numbers, and every request about them, to its `numbers` (the SIP
 trunks' dial-out, runtime/sip_numbers.py); calls to users stay with the engine; call-bound
-relaying asks it too; the per-user call-attempt limit covers number calls as well."""
+relaying asks it too; the per-user call-attempt limit covers number calls as well; its live
+calls are in the hub's (the admin API's) and an administrator ends them through the hub."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
+from callgate.signaling.live import LiveCall
 from callgate.storage.db import Store, open_store, sqlite_url
 from tests.integration.hub_helpers import next_of, parse, running_hub
 
@@ -25,6 +28,7 @@ class FakeNumbers:
         self.invites: list[str] = []
         self.requests: list[str] = []
         self.gone: list[str] = []
+        self.ended: list[tuple[str, str]] = []
 
     def owns(self, call_id: str) -> bool:
         return call_id == "pstn-1"
@@ -42,6 +46,19 @@ class FakeNumbers:
 
     async def disconnected(self, device: Device) -> None:
         self.gone.append(device.handle)
+
+    def live_calls(self) -> list[LiveCall]:
+        if not self.invites or self.ended:
+            return []
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        return [LiveCall("pstn-1", "alice", "+442079460000", "ringing", at, None, 1.0, None,
+                         None, "uk")]  # fmt: skip
+
+    async def end_call(self, call_id: str, admin: str) -> bool:
+        if not self.owns(call_id):
+            return False
+        self.ended.append((call_id, admin))
+        return True
 
 
 @pytest.fixture
@@ -62,6 +79,10 @@ async def test_numbers_go_to_the_trunks_and_users_to_the_engine(store: Store) ->
         await hub.receive(alice, parse({"type": "call.invite", "id": "2", "to": "tel:020 7946",
                                         "sdp": OFFER}), lambda handle: True)  # fmt: skip
         assert numbers.invites == ["+44 20 7946 0000", "tel:020 7946"]
+        # the admin API's view: the number call is live, and ending it goes to its owner
+        assert [(c.call_id, c.trunk) for c in hub.live_calls()] == [("pstn-1", "uk")]
+        assert await hub.end_call("pstn-1", "root") and numbers.ended == [("pstn-1", "root")]
+        assert not await hub.end_call("no-such-call", "root") and hub.live_calls() == []
         hangup = parse({"type": "call.hangup", "id": "3", "call_id": "pstn-1"})
         await hub.receive(alice, hangup, lambda handle: True)
         assert numbers.requests == ["call.hangup"]

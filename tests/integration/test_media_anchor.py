@@ -25,7 +25,7 @@ from tests.conftest import run_turn_server, server_address
 from tests.integration.fake_signaling import hello_for
 
 
-async def wait(event: asyncio.Event, what: str, timeout: float = 15.0) -> None:
+async def wait(event: asyncio.Event, what: str, timeout: float = 60.0) -> None:
     try:
         await asyncio.wait_for(event.wait(), timeout)
     except TimeoutError:
@@ -143,7 +143,7 @@ def prompt_heard(
     return [run for run in (bob_got[:at], bob_got[at + len(beep) :]) if run]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # aiortc's handshakes are slow on a loaded machine
 @pytest.mark.parametrize("mode", ["in-process", "srtp-path", "aiortc-path"])
 async def test_bridge_forwards_each_partys_opus_unchanged(
     tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
@@ -196,9 +196,9 @@ async def test_bridge_forwards_each_partys_opus_unchanged(
                 while len(bob_got) < 100 or not any(p.leg == "callee" for p in seen[-50:]):
                     await asyncio.sleep(0.1)
 
-            await asyncio.wait_for(enough(), 20)
+            await asyncio.wait_for(enough(), 60)
             if lean:  # the recording prompt, to both parties, in place of the other's audio
-                await asyncio.wait_for(bridge.announce(beep_frames()), 10)
+                await asyncio.wait_for(bridge.announce(beep_frames()), 30)
             await asyncio.sleep(1.5)  # more audio both ways for the recordings
             for leg in (caller_leg, callee_leg):
                 assert (leg.path is not None) is lean

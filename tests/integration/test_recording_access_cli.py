@@ -67,7 +67,7 @@ async def record_tones(service: RecordingService) -> str:
         for seq, payload in enumerate(opus_tone(hz, 100)):
             recorder.on_packet(MediaPacket(leg, payload, 3000 + seq * 960, seq, ssrc, 111,
                                            start + seq * 0.02))  # fmt: skip
-    await asyncio.wait_for(recorder.first_written(), 10)
+    await asyncio.wait_for(recorder.first_written(), 30)
     await service.finish(recorder.recording_id)
     return recorder.recording_id
 

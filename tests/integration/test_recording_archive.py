@@ -55,7 +55,7 @@ def s3_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=5):
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=30):
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -209,7 +209,7 @@ def test_archived_recordings_are_locked_until_their_retention_ends(
 
 
 def metric(url: str, name: str) -> float | None:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with urllib.request.urlopen(url, timeout=30) as response:
         for line in response.read().decode().splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])

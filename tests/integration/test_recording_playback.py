@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from callgate.recording.recorder import RecorderLimits
 from callgate.recording.service import RecordingService, RecordingSettings
 from callgate.recording.store import RecordingRepository
 from callgate.records.audit import AuditLog
-from callgate.storage.db import open_store, sqlite_url
+from callgate.storage.db import DB_FILENAME, open_store, sqlite_url
 from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import WebServer, serve
 from tests.integration.test_recording_access_cli import record_tones
@@ -166,13 +167,28 @@ def test_playback_streams_with_ranges_and_is_audited(
         assert tail.status_code == 206 and tail.content == whole.content[-100:]
         beyond = client.get(url, headers={"Range": f"bytes={size}-"})
         assert beyond.status_code == 416 and beyond.headers["Content-Range"] == f"bytes */{size}"
+        upper = client.get(url, headers={"Range": "Bytes=0-1"})  # the unit is case-insensitive
+        assert upper.status_code == 206 and upper.content == whole.content[:2]
+        # RFC 9110 §14.2: invalid, several ranges or over-long: ignored, the whole WAV sent
+        for ignored in ("bytes=-", "bytes=5-3", "bytes=0-1,4-5", "bytes=0-" + "9" * 300):
+            plain_answer = client.get(url, headers={"Range": ignored})
+            assert plain_answer.status_code == 200, (ignored, plain_answer.text)
+            assert plain_answer.content == whole.content
 
         # the ticket opens nothing else, and cannot be altered or guessed
         other = client.get(url.replace(tones, made["alice"]))
         assert other.status_code == 403 and "another recording" in other.json()["detail"]
         body, mac = url.split("ticket=")[1].split(".")
-        forged = client.get(f"/api/recordings/{tones}/stream?ticket={body}.{mac[::-1]}")
+        other_mac = ("B" if mac[0] == "A" else "A") + mac[1:]
+        forged = client.get(f"/api/recordings/{tones}/stream?ticket={body}.{other_mac}")
         assert forged.status_code == 403 and "not genuine" in forged.json()["detail"]
+        # base64url strictly: the same bytes spelt another way (unused low bits set in the last
+        # character, a junk character) are not the ticket that was granted
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        respelt = mac[:-1] + alphabet[alphabet.index(mac[-1]) ^ 1]
+        for bad in (f"{body}.{respelt}", f"{body}.{mac[:10]}*{mac[10:]}"):
+            refused = client.get(f"/api/recordings/{tones}/stream", params={"ticket": bad})
+            assert refused.status_code == 403 and "malformed" in refused.json()["detail"]
         missing = client.get(f"/api/recordings/{tones}/stream")
         assert missing.status_code == 422
 
@@ -184,13 +200,93 @@ def test_playback_streams_with_ranges_and_is_audited(
         assert disabled.returncode == 0, disabled.stderr
         assert client.get(dora_url.json()["url"]).status_code == 403
 
-    # audited: bob's refusal, each grant, and the first use of each URL (not every range)
-    trail = [(actor, action, details.get("via")) for actor, action, details in audited(web, tones)
+    # the same URL fetched from another address (a leaked ticket replayed elsewhere) is audited
+    with web.client("127.0.0.2") as elsewhere:
+        assert elsewhere.get(url, headers={"Range": "bytes=0-1"}).status_code == 206
+        assert elsewhere.get(url, headers={"Range": "bytes=2-3"}).status_code == 206
+
+    # audited: bob's refusal, each grant, the first use of each URL from each address (not
+    # every range), and the disabled officer's attempt
+    trail = [(actor, action, details.get("via"), details.get("client"),
+              details.get("another_address"))
+             for actor, action, details in audited(web, tones)
              if action.startswith(("recording.play", "recording.access"))]  # fmt: skip
     assert trail == [
-        ("bob", "recording.access_denied", None),
-        ("cleo", "recording.playback_url", None),
-        ("cleo", "recording.played", "playback-url"),
-        ("dora", "recording.playback_url", None),
-        ("dora", "recording.played", "playback-url"),
+        ("bob", "recording.access_denied", None, None, None),
+        ("cleo", "recording.playback_url", None, None, None),
+        ("cleo", "recording.played", "playback-url", "127.0.0.1", None),
+        ("dora", "recording.playback_url", None, None, None),
+        ("dora", "recording.played", "playback-url", "127.0.0.1", None),
+        ("dora", "recording.access_denied", "playback-url", None, None),
+        ("cleo", "recording.played", "playback-url", "127.0.0.2", True),
     ], trail
+    # refused tickets are logged with the reason and the recording, never the ticket itself
+    logged = web.log()
+    assert f"playback ticket refused for recording {tones}: the playback ticket is not genuine" in (
+        logged
+    )
+    assert body not in logged and mac not in logged
+
+
+def test_playback_is_audited_before_it_is_served_and_refuses_abuse_plainly(
+    server: tuple[WebServer, dict[str, str]],
+) -> None:
+    web, made = server
+    alice, cleo = made["alice"], bearer(web, "cleo")
+    with web.client() as client:
+        url = client.post(f"/api/recordings/{alice}/playback", headers=cleo).json()["url"]
+        # the audit log cannot be written (another writer holds SQLite's lock): no audio
+        # without its `recording.played`, and the next try is still a first use, audited
+        lock = sqlite3.connect(web.root / "data" / DB_FILENAME, timeout=30)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            blocked = client.get(url, timeout=60)
+        finally:
+            lock.rollback()
+            lock.close()
+        assert blocked.status_code == 503, blocked.text
+        assert not [d for _, action, d in audited(web, alice) if action == "recording.played"]
+        again = client.get(url)
+        assert again.status_code == 200 and again.content[:4] == b"RIFF"
+        played = [d for _, action, d in audited(web, alice) if action == "recording.played"]
+        assert [d["via"] for d in played] == ["playback-url"]
+
+        # a ticket makes a player's few requests, not a flood: 429 with Retry-After
+        for _ in range(500):
+            answer = client.get(url, headers={"Range": "bytes=0-0"})
+            if answer.status_code != 206:
+                break
+        assert answer.status_code == 429 and int(answer.headers["Retry-After"]) >= 1
+
+        # a recording that cannot be read: a plain 500, the reason (paths) in the log only
+        number = made["number"]
+        store = open_store(sqlite_url(web.root / "data"))
+        try:
+            row = RecordingRepository(store).get(number)
+        finally:
+            store.close()
+        assert row is not None
+        stored = web.root / "data" / "recordings" / row.file_name
+        stored.rename(stored.with_suffix(".moved"))
+        try:
+            broken = client.get(f"/api/recordings/{number}/audio", headers=cleo)
+        finally:
+            stored.with_suffix(".moved").rename(stored)
+        assert broken.status_code == 500, broken.text
+        assert broken.json()["detail"] == "recording unreadable (the server log says why)"
+        assert row.file_name in web.log()
+
+    # searches are audited with their filters (not the cursor): whom an officer looked up
+    searched = [d for actor, action, d in audited_all(web) if action == "recording.searched"]
+    assert {"party": "alice"} in searched and {"party": "+442071234567"} in searched
+    assert {"held": False, "archive": "pending", "state": "closed"} in searched
+    assert all("cursor" not in d for d in searched)
+
+
+def audited_all(web: WebServer) -> list[tuple[str, str, dict[str, Any]]]:
+    store = open_store(sqlite_url(web.root / "data"))
+    try:
+        entries = AuditLog(store).recent(1000)
+    finally:
+        store.close()
+    return [(e.actor, e.action, json.loads(e.details)) for e in reversed(entries)]

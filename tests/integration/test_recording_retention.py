@@ -38,7 +38,7 @@ async def record(service: RecordingService, store: Store, caller: str, rule: str
     recorder = await service.start(call_id, parties, rule, lambda reason: None)
     for seq in range(3):
         recorder.on_packet(packet("caller", seq))
-    await asyncio.wait_for(recorder.first_written(), 10)
+    await asyncio.wait_for(recorder.first_written(), 30)
     await service.finish(recorder.recording_id)
     return recorder.recording_id
 

@@ -36,7 +36,7 @@ async def record_call(service: RecordingService, store: Store, caller: str, call
     parties = {"caller": {"handle": caller}, "callee": {"handle": callee}}
     recorder = await service.start(call_id, parties, None, lambda reason: None)
     recorder.on_packet(packet("caller", 0))
-    await asyncio.wait_for(recorder.first_written(), 10)
+    await asyncio.wait_for(recorder.first_written(), 30)
     await service.finish(recorder.recording_id)
     return recorder.recording_id
 

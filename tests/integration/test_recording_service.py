@@ -42,7 +42,7 @@ async def test_a_recording_is_audited_when_it_starts_and_when_it_closes(
         await recordings.start("d" * 32, PARTIES, None, lambda reason: None)
     for seq in range(5):
         recorder.on_packet(packet("caller", seq))
-    await asyncio.wait_for(recorder.first_written(), 10)
+    await asyncio.wait_for(recorder.first_written(), 30)
     await recordings.finish(recorder.recording_id)
 
     row = RecordingRepository(store).get(recorder.recording_id)
@@ -65,7 +65,7 @@ async def test_recordings_left_open_are_closed_as_interrupted(store: Store, tmp_
     recorder = await first.start("f" * 32, PARTIES, None, lambda reason: None)
     for seq in range(5):
         recorder.on_packet(packet("caller", seq))
-    await asyncio.wait_for(recorder.first_written(), 10)
+    await asyncio.wait_for(recorder.first_written(), 30)
     recorder._closed = True  # the process dies: no last chunk, no closing entry
     path = first.settings.directory / f"{recorder.recording_id}.cgrec"
     with path.open("ab") as handle:

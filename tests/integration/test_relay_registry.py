@@ -70,7 +70,7 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
     redis = connect(redis_server.url)
     drained: list[bool] = []
     presence = RelayPresence(redis_server.url, INFO, lambda: 3, lambda: drained.append(True),
-                             SEAL, interval=0.1, ttl=1)  # fmt: skip
+                             SEAL, interval=0.1, ttl=3)  # fmt: skip
     try:
         # a node's snapshot (one call it holds, one it takes part in), a forged one, garbage
         snapshot = {"calls": [{"caller": "alice", "callee": "bob"}], "pairs": [["carol", "dave"]]}

@@ -33,7 +33,10 @@ from tests.integration.test_sip_edge import client_get, needs
 
 pytestmark = pytest.mark.timeout(240)  # five CLI processes, each seconds on a busy machine
 SIPP_DIR = Path(__file__).parent / "sipp"
-SECRET = "carrier-secret-7"  # the UK trunk's password at the carrier (sipp/carrier_auth.xml)
+SECRET = "carrier-secret-7"
+WORLD: dict[
+    Path, int
+] = {}  # per test: the "world" trunk's carrier port (127.0.0.3)  # the UK trunk's password at the carrier (sipp/carrier_auth.xml)
 
 
 @pytest.fixture
@@ -62,27 +65,35 @@ def carrier_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, int]]:
             done = callgate("policy", "add", *rule, "--data-dir", str(data), cwd=tmp_path)
             assert done.returncode == 0, done.stderr
 
-    carrier_port, sip_port = free_port(), free_port()
+    carrier_port, sip_port, world_port = free_port(), free_port(), free_port()
     trunks = [
         # UK numbers go to this carrier, which wants them in national format
         {"name": "uk", "addresses": ["127.0.0.2"], "outbound": f"127.0.0.2:{carrier_port}",
          "dids": {"+442071234567": "bob"},
          "routes": ["+44"], "country_code": "44", "number_format": "national",
          "dial_out_groups": ["traders"], "caller_id": "+442071234500",
-         "username": "callgate-trunk", "password": SECRET},
-        # everything else to a carrier that is not there (never reached in this test)
-        {"name": "world", "addresses": ["127.0.0.3"], "outbound": "127.0.0.3:5060",
-         "routes": ["+1"], "dial_out_groups": ["traders"]},
+         "username": "callgate-trunk", "password": SECRET,
+         "options_interval": 0},  # SIPp's scenario expects INVITEs only, no OPTIONS pings
+        # North America to another carrier (SIPp's built-in UAS), which needs no digest; a
+        # user may have one call at once on it, and one an hour
+        {"name": "world", "addresses": ["127.0.0.3"], "outbound": f"127.0.0.3:{world_port}",
+         "routes": ["+1"], "dial_out_groups": ["traders"], "max_calls_per_user": 1,
+         "max_calls_per_user_hour": 1, "options_interval": 0},
         # inbound only, one new call every 20 s
         {"name": "slow", "addresses": ["127.0.0.4"], "dids": {"+442071234599": "bob"},
          "max_cps": 0.05},
     ]  # fmt: skip
     env = {"CALLGATE_SIP__TRUNKS": json.dumps(trunks)}
     metrics = f"127.0.0.1:{free_port()}"
-    listen = ("--sip-listen", f"127.0.0.1:{sip_port}", "--metrics", metrics)
+    # the carrier's media (127.0.0.2) opened the way the relay's tests open loopback peers:
+    # without it the carrier's answer would be refused (docs/sip.md, "Media addresses")
+    listen = ("--sip-listen", f"127.0.0.1:{sip_port}", "--metrics", metrics,
+              "--allow-peer", "127.0.0.2/32", "--allow-peer", "127.0.0.3/32")  # fmt: skip
     for server in serve(tmp_path, *listen, prepare=prepare, metrics_url=f"http://{metrics}/metrics",
                         **env):  # fmt: skip
+        WORLD[tmp_path] = world_port
         yield server, carrier_port, sip_port
+        WORLD.pop(tmp_path)
 
 
 def dial(server: WebServer, who: str, number: str, tmp_path: Path, *extra: str) -> Any:
@@ -139,6 +150,69 @@ def trunk_call(sip_port: int, source: str, caller_number: str, did: str) -> SipR
         carrier.close()
 
 
+def admin_ends_a_number_call(server: WebServer, world_port: int, tmp_path: Path) -> None:
+    """alice's CLI calls +1 212 555 0100 (no time limit) through the "world" trunk, answered by
+    SIPp's built-in UAS: the call is in the admin API's live calls like any other, and an
+    administrator ends it there: the carrier gets BYE, alice `ended-by-admin`, the CDR
+    `ended_by` `admin:admin`, the audit log `call.end_by_admin`. The trunk lets a user have one
+    call at once and one an hour: alice's second call while the first is up, and her third
+    after it, are refused (`dial-out-limit`), recorded, counted and audited."""
+    world = subprocess.Popen(
+        ["sipp", "-sn", "uas", "-i", "127.0.0.3", "-p", str(world_port), "-mi", "127.0.0.3",
+         "-mp", str(free_port()), "-rtp_echo", "-m", "1", "-timeout", "60s", "-nostdin"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    caller = dial(server, "alice", "+1 212 555 0100", tmp_path, "--duration", "60")
+    try:
+        assert caller.stdout is not None
+        said: list[dict[str, Any]] = []
+        while not said or said[-1]["event"] != "connected":
+            line = caller.stdout.readline()
+            assert line, f"the call ended early: {said}"
+            said.append(json.loads(line))
+        # a second call while this one is up: past alice's share of the trunk
+        second = events(dial(server, "alice", "+1 212 555 0101", tmp_path))
+        assert (second[-1]["event"], second[-1]["reason"]) == ("ended", "dial-out-limit"), second
+        live = client_get(server, "/api/live-calls", "admin")["calls"]
+        (call,) = [c for c in live if c["callee"] == "+12125550100"]
+        assert (call["caller"], call["state"], call["trunk"]) == ("alice", "connected", "world")
+        assert call["answered_at"] is not None and call["media_path"] == "relay/rtp"
+        with server.client() as client:
+            admin = {"Authorization": f"Bearer {server.token('admin')}"}
+            done = client.post(f"/api/live-calls/{call['call_id']}/end", headers=admin)
+        assert done.status_code == 202, done.text
+        rest = events(caller)
+        assert (rest[-1]["event"], rest[-1]["reason"]) == ("ended", "ended-by-admin"), rest
+        world.wait(timeout=30)  # the UAS scenario ends with our BYE, answered
+        assert world.returncode == 0, world.communicate()
+    finally:
+        for proc in (world, caller):
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    # and after it: her one call this hour is used
+    third = events(dial(server, "alice", "+1 212 555 0102", tmp_path))
+    assert (third[-1]["event"], third[-1]["reason"]) == ("ended", "dial-out-limit"), third
+    cdrs = client_get(server, "/api/cdrs", "admin")["items"]
+    for number in ("+12125550101", "+12125550102"):
+        (limited,) = [c for c in cdrs if c["callee_user"] == number]
+        assert (limited["disposition"], limited["reason"]) == ("denied", "dial-out-limit")
+    (cdr,) = [c for c in cdrs if c["callee_user"] == "+12125550100"]
+    assert (cdr["reason"], cdr["ended_by"], cdr["disposition"]) == (
+        "ended-by-admin", "admin:admin", "answered"
+    )  # fmt: skip
+    entries = client_get(server, "/api/audit/entries?limit=200", "admin")["items"]
+    (ended,) = [e for e in entries if e["action"] == "call.end_by_admin"]
+    assert (ended["actor"], ended["object"]) == ("admin", f"call:{call['call_id']}")
+    attempts = {e["details"]["number"] for e in entries if e["action"] == "sip.dialout"}
+    assert {"+12125550100", "+12125550101", "+12125550102"} <= attempts  # each audited
+    # one alert for the run of refusals (no call got through between them)
+    (alert,) = [e for e in entries if e["action"] == "sip.dialout.limit"]
+    assert (alert["actor"], alert["details"]["limit"]) == ("alice", "user-calls")
+    live = client_get(server, "/api/live-calls", "admin")["calls"]
+    assert not live, live
+
+
 def test_cli_dials_a_number_through_the_dial_plan(
     carrier_server: tuple[WebServer, int, int], tmp_path: Path
 ) -> None:
@@ -180,6 +254,7 @@ def test_cli_dials_a_number_through_the_dial_plan(
         assert abs(dominant_frequency(recording) - 880.0) < 5.0
         carrier.wait(timeout=30)
         assert carrier.returncode == 0, carrier.communicate()
+        admin_ends_a_number_call(server, WORLD[tmp_path], tmp_path)
     finally:
         if carrier.poll() is None:
             carrier.kill()
@@ -214,7 +289,7 @@ def test_cli_dials_a_number_through_the_dial_plan(
     (alert,) = [e for e in entries if e["action"] == "sip.trunk.limit"]
     assert alert["object"] == "trunk:slow" and alert["details"]["limit"] == "rate"
     assert server.metrics_url is not None
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as reply:
+    with urllib.request.urlopen(server.metrics_url, timeout=30) as reply:
         metrics = reply.read().decode()
     assert 'callgate_sip_trunk_refused_total{limit="rate",trunk="slow"} 1.0' in metrics
     assert 'callgate_sip_trunk_attempts_total{direction="outbound",trunk="uk"} 1.0' in metrics

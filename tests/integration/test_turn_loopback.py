@@ -196,7 +196,7 @@ async def test_peer_without_permission_is_not_relayed(server: TurnServer, peer: 
         client.send_indication(stranger.address, b"to the stranger")
         client.send_indication(peer.address, b"to the peer")
         assert await peer.recv() == (b"to the peer", relayed)
-        echoed = [parse_data_indication(packet) for packet in await drain(client.data)]
+        echoed = [parse_data_indication(packet) for packet in await drain(client.data, expect=1)]
         assert echoed == [(peer.address, b"to the peer")]
         assert stranger.received.empty()
 
@@ -375,7 +375,7 @@ async def test_held_packets_go_to_a_silent_client_at_the_sweep_or_are_dropped() 
         assert (await carol.create_permission(relay_b)).cls is MessageClass.SUCCESS
         assert await drain(carol.data) == []
         server.sweep()
-        received = [parse_data_indication(d) for d in await drain(carol.data)]
+        received = [parse_data_indication(d) for d in await drain(carol.data, expect=8)]
         assert received == [(relay_b, b"p%02d" % n) for n in range(8)]
 
 
@@ -389,10 +389,10 @@ async def _bursts_both_ways(count: int) -> tuple[list[bytes], list[bytes]]:
         relayed = await _relay_ready(client, peer, channel=0x4006)
         for i in range(count):
             client.send_channel_data(0x4006, i.to_bytes(2, "big") * 80)
-        at_peer = [data[:2] for data, _ in await drain(peer.received)]
+        at_peer = [data[:2] for data, _ in await drain(peer.received, expect=count)]
         for i in range(count):
             peer.send(i.to_bytes(2, "big") * 80, relayed)
-        at_client = [channel_data.decode(d)[1][:2] for d in await drain(client.data)]
+        at_client = [channel_data.decode(d)[1][:2] for d in await drain(client.data, expect=count)]
         return at_peer, at_client
 
 
@@ -506,7 +506,7 @@ async def test_stopping_the_server_disconnects_tcp_clients() -> None:
         await client.allocated()
         await server.stop()
 
-        await asyncio.wait_for(client.closed.wait(), 3.0)
+        await asyncio.wait_for(client.closed.wait(), 30.0)
 
 
 # -- TURN over TLS ------------------------------------------------------------------------
@@ -735,7 +735,7 @@ async def test_tcp_garbage_closes_that_connection_only(server: TurnServer, peer:
         relayed = await _relay_ready(bystander, peer, channel=0x4005)
 
         vandal.send(b"\xff" * 16)
-        await asyncio.wait_for(vandal.closed.wait(), 3.0)
+        await asyncio.wait_for(vandal.closed.wait(), 30.0)
 
         await _assert_channel_round_trip(bystander, peer, relayed, 0x4005, b"still here")
         binding = await tcp_bystander.request(Method.BINDING)

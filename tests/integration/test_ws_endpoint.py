@@ -68,7 +68,7 @@ async def url(tmp_path: Path, valid: set[str]) -> AsyncIterator[str]:
 
 
 async def receive(ws: Any) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), 3))  # type: ignore[no-any-return]
+    return json.loads(await asyncio.wait_for(ws.recv(), 30))  # type: ignore[no-any-return]
 
 
 async def test_a_bad_token_is_closed_with_4401_before_any_message(url: str) -> None:

@@ -26,7 +26,7 @@ from callgate.turn.server import TurnServer
 from callgate.types import Address
 from callgate.types.events import AllocationEvent, ListSink
 
-TIMEOUT = 2.0  # seconds to wait for any one packet
+TIMEOUT = 15.0  # seconds to wait for any one packet (generous: a loaded machine is late)
 QUIET = 0.3  # seconds of silence that end a "collect what arrives" window
 RELAY_PORTS = (61000, 61199)  # above Linux's default ephemeral range
 USER, PASSWORD = "alice", "wonderland"
@@ -380,11 +380,14 @@ async def udp_peer(host: str = "127.0.0.1", *, echo: bool = True) -> AsyncIterat
         transport.close()
 
 
-async def drain(queue: asyncio.Queue[Any], quiet: float = QUIET) -> list[Any]:
-    """Everything that arrives until `quiet` seconds pass with nothing new."""
+async def drain(queue: asyncio.Queue[Any], quiet: float = QUIET, expect: int = 0) -> list[Any]:
+    """Everything that arrives until `quiet` seconds pass with nothing new; the first `expect`
+    items are waited for up to TIMEOUT each (a loaded machine can pause longer than `quiet`
+    between two of them), so only what comes beyond them is judged by the quiet window."""
     items: list[Any] = []
     while True:
         try:
-            items.append(await asyncio.wait_for(queue.get(), quiet))
+            wait = TIMEOUT if len(items) < expect else quiet
+            items.append(await asyncio.wait_for(queue.get(), wait))
         except TimeoutError:
             return items

@@ -51,7 +51,7 @@ async def echo_round_trip(
         for i in range(MESSAGES):
             payload = f"hello {i} ".encode() * (i + 1)
             turn.sendto(payload, peer.address)
-            data, addr = await asyncio.wait_for(client.received.get(), 5)
+            data, addr = await asyncio.wait_for(client.received.get(), 30)
             assert data == payload
             assert addr == peer.address
         # The peer saw the relay address, never the client's own.

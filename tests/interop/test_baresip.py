@@ -49,7 +49,10 @@ def server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]]:
 
     port = free_port()
     listen = ("--sip-listen", f"127.0.0.1:{port}")
-    for web in serve(tmp_path, *listen, prepare=prepare, CALLGATE_SIP__ALGORITHMS='["MD5"]'):
+    # baresip's media is on loopback, which media may reach only when opened (docs/sip.md)
+    allow = {"CALLGATE_SIP__ALLOW_MEDIA": "127.0.0.1/32"}
+    for web in serve(tmp_path, *listen, prepare=prepare, CALLGATE_SIP__ALGORITHMS='["MD5"]',
+                     **allow):  # fmt: skip
         yield web, port, device
 
 

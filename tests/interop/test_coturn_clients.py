@@ -108,7 +108,7 @@ async def turn_peer() -> AsyncIterator[Peer]:
         await process.wait()
 
 
-async def wait_for_echo(port: int, timeout: float = 5.0) -> None:
+async def wait_for_echo(port: int, timeout: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

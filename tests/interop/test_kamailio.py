@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -77,6 +78,16 @@ def server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]]:
         yield web, port, device
 
 
+def port_free(port: int) -> bool:
+    """Whether UDP `port` on 127.0.0.1 can still be bound (nobody listens there yet)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def test_sipp_registers_through_kamailio(
     server: tuple[WebServer, int, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -94,7 +105,13 @@ def test_sipp_registers_through_kamailio(
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        time.sleep(1.0)  # Kamailio has no readiness signal; SIPp retransmits anyway
+        # Kamailio has no readiness signal: it is up once it holds its UDP port (waited for,
+        # where a fixed 1 s sleep was luck on a loaded machine)
+        deadline = time.monotonic() + 60
+        while port_free(proxy):
+            assert proc.poll() is None, (tmp_path / "kamailio.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "kamailio.log").read_text()
+            time.sleep(0.1)
         assert proc.poll() is None, (tmp_path / "kamailio.log").read_text()
         done = subprocess.run(
             [sipp, f"127.0.0.1:{proxy}", "-sf", str(SCENARIO), "-s", "alice",

@@ -179,7 +179,7 @@ sys.exit(1)
 """
 
 
-def _wait_healthy(lab: Lab, server: LabServer, timeout: float = 40.0) -> None:
+def _wait_healthy(lab: Lab, server: LabServer, timeout: float = 90.0) -> None:
     argv = lab.net.exec_argv(
         lab.server_ns, "python3", "-c", HEALTH_PROBE, f"{server.url}/healthz", str(timeout)
     )
@@ -304,13 +304,13 @@ class Softphone:
     def of_call(self, call_id: str | None) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("call_id") == call_id]
 
-    async def finish(self, within: float = 15.0) -> tuple[int, str]:
+    async def finish(self, within: float = 60.0) -> tuple[int, str]:
         """Exit status (killed after `within` s) and the end of stderr."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.reader), within)
         if self.proc.returncode is None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.proc.wait(), 5)
+                await asyncio.wait_for(self.proc.wait(), 30)
         if self.proc.returncode is None:
             self.proc.kill()
         code = await self.proc.wait()

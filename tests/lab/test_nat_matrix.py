@@ -124,7 +124,7 @@ def results(running_lab: RunningLab) -> Results:
 
 
 def cdr(
-    db: Path, call_id: str | None, *, linked: bool = True, within: float = 15
+    db: Path, call_id: str | None, *, linked: bool = True, within: float = 60
 ) -> dict[str, Any]:
     """The call's finalized CDR row (and, with `linked`, once relay sessions were linked)."""
     assert call_id, "the call has no call_id"
@@ -329,7 +329,7 @@ def test_a_call_that_must_be_recorded_crosses_the_nats_and_its_recording_verifie
     assert (row["disposition"], row["reason"]) == ("answered", "hangup"), row
 
     store = ("--data-dir", str(server.data_dir))
-    deadline = time.monotonic() + 20  # the recording closes just after the call
+    deadline = time.monotonic() + 60  # the recording closes just after the call (generous)
     while True:
         shown = callgate("recording", "show", str(outcome.call_id), "--json", *store, cwd=root)
         assert shown.returncode == 0, shown.stdout + shown.stderr

@@ -73,7 +73,7 @@ def test_text_exposition_and_http_endpoint() -> None:
         host, port = server.address
         assert port != 0
         counters.allocations_active = 5
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=30) as response:
             text = response.read().decode()
         assert "callgate_turn_allocations_active 5.0" in text
     finally:

@@ -155,6 +155,7 @@ class LiveCallOut(BaseModel):
     duration_s: float
     media_path: str | None
     relay: str | None
+    trunk: str | None = Field(default=None, description="a call to a number: its SIP trunk")
     quality: str | None = None
 
 

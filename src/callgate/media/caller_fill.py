@@ -57,6 +57,8 @@ class SilenceUntilMedia:
         return self._offset is None
 
     def start(self) -> None:
+        if self._task is not None and not self._task.done():
+            return  # still filling, or not yet woken to see the party's packet: it goes on
         self._task = asyncio.create_task(self._fill(), name=f"silence-{self.leg}")
 
     def hold(self) -> None:

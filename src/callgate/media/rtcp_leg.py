@@ -169,8 +169,10 @@ class RtcpChannel:
         if len(data) > MAX_RTCP or (self._latched and source != self.remote):
             self.dropped += 1
             return
-        if not self._latched and source[0] not in self._leg.allowed:
-            self.dropped += 1
+        if not self._latched and (
+            source[0] not in self._leg.allowed or not self._leg.permits(source[0])
+        ):
+            self.dropped += 1  # not the party's, or a range media may not go to
             return
         if self._leg.inbound is not None:
             try:

@@ -11,6 +11,10 @@ The other side of the bridge is a WebRTC `AnchorLeg` negotiated to the same G.71
   came from) fixes where we send and the only source we accept from then on. A re-INVITE that
   moves the party's media (`set_remote` with a new address) latches afresh; `sending` False
   (the party's SDP says it does not receive: hold) sends nothing.
+- Destinations are judged by `permits` (the SIP edge gives the relay's peer filter,
+  sip/media_peers.py): `set_remote` refuses an address it forbids, and a packet from a source it
+  forbids is dropped ("forbidden") and never latched, so media never goes to loopback or
+  internal ranges the operator has not opened.
 - Out: `track.push(payload, timestamp)` sends the other party's payload in our own RTP stream
   (our SSRC and sequence numbers; timestamps kept relative to that party's first packet), as
   the WebRTC side does (packets.py).
@@ -34,7 +38,7 @@ import logging
 import secrets
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +59,10 @@ PAIR_ATTEMPTS = 20  # tries at an RTP port whose next port is free for RTCP
 
 class RtpError(ValueError):
     """Not an RTP packet we take (the reason is counted, never answered)."""
+
+
+class ForbiddenDestination(ValueError):
+    """A media destination the leg's filter refuses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +161,11 @@ class RtpLeg:
         codec: str = "pcmu",
         srtp: tuple[bytes, bytes] | None = None,
         events: int | None = None,
+        permits: Callable[[str], bool] | None = None,
     ) -> None:
         """`srtp`: (the party's, our) SDES master key ‖ salt, or None for plain RTP; `events`:
-        the telephone-event payload type, or None."""
+        the telephone-event payload type, or None; `permits`: whether media may go to, and be
+        latched from, an IP (None: any)."""
         if codec not in CODEC_PAYLOAD_TYPES:
             raise RtpError(f"unsupported codec {codec!r}")
         self.inbound: pylibsrtp.Session | None = None
@@ -182,6 +192,11 @@ class RtpLeg:
         self._on_packet = on_packet
         self._allowed: set[str] = set()
         self._latched = False
+        self._permits = permits or (lambda _host: True)
+
+    def permits(self, host: str) -> bool:
+        """Whether media may be sent to, or latched from, `host` (module doc)."""
+        return self._permits(host)
 
     def send(self, packet: MediaPacket) -> None:
         """The other party's packet to this phone, payload unchanged (the bridge's `Leg`). A
@@ -222,7 +237,13 @@ class RtpLeg:
     ) -> None:
         """Where the party's SDP says to send; packets are taken from that IP and `also_from`
         (the address its signaling came from), and the first one latches (module doc). RTCP
-        goes to `rtcp` (its SDP's `a=rtcp`), else the RTP port + 1."""
+        goes to `rtcp` (its SDP's `a=rtcp`), else the RTP port + 1. ForbiddenDestination when
+        `permits` refuses the address (the caller checked it first and answered precisely)."""
+        rtcp_ip = rtcp[0] if rtcp is not None else address[0]
+        if not self.permits(address[0]) or not self.permits(rtcp_ip):
+            raise ForbiddenDestination(f"media address {address[0]} is not permitted")
+        if not 0 < address[1] < 65535:
+            raise ForbiddenDestination(f"media port {address[1]} is not usable")
         if self.remote is not None and self._latched and address != self.remote:
             self._latched = False  # a re-INVITE moved the party's media: latch afresh
         if not self._latched:
@@ -247,6 +268,9 @@ class RtpLeg:
                 return
         elif source[0] not in self._allowed:
             self._drop("source")
+            return
+        elif not self.permits(source[0]):
+            self._drop("forbidden")  # never latch to a range media may not go to
             return
         if self.inbound is not None:
             try:

@@ -13,6 +13,7 @@ import io
 import wave
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -104,15 +105,8 @@ def _decode_leg(packets: list[Packet], origin: float, codec: str) -> Pieces:
     return _decode_g711(packets, origin, decoder, clock)
 
 
-def stereo_wav(packets: Iterable[Packet], path: Path, codec: str = OPUS) -> float:
-    """Write the WAV; returns its length in seconds."""
-    data, seconds = stereo_wav_bytes(packets, codec)
-    path.write_bytes(data)
-    return seconds
-
-
-def stereo_wav_bytes(packets: Iterable[Packet], codec: str = OPUS) -> tuple[bytes, float]:
-    """The WAV file's bytes and its length in seconds; `codec` is the recording's."""
+def _stereo(packets: Iterable[Packet], codec: str) -> npt.NDArray[np.int16]:
+    """The call as (samples, 2) int16 at 48 kHz: caller left, callee right."""
     if codec not in DECODERS:
         raise AudioError(f"cannot decode a recording of codec {codec!r}")
     by_leg: dict[str, list[Packet]] = {leg: [] for leg in LEGS}
@@ -129,10 +123,29 @@ def stereo_wav_bytes(packets: Iterable[Packet], codec: str = OPUS) -> tuple[byte
             if 0 <= pos < end:
                 part = samples[: end - pos]
                 audio[pos : pos + len(part), channel] = part
-    out = io.BytesIO()
+    return audio
+
+
+def _write_wav(audio: npt.NDArray[np.int16], out: BinaryIO) -> None:
     with wave.open(out, "wb") as writer:
         writer.setnchannels(2)
         writer.setsampwidth(2)
         writer.setframerate(RATE)
-        writer.writeframes(audio.tobytes())
-    return out.getvalue(), end / RATE
+        writer.writeframes(audio.data.cast("B") if len(audio) else b"")  # a view, no copy
+
+
+def stereo_wav_bytes(packets: Iterable[Packet], codec: str = OPUS) -> tuple[bytes, float]:
+    """The WAV file's bytes and its length in seconds; `codec` is the recording's."""
+    audio = _stereo(packets, codec)
+    out = io.BytesIO()
+    _write_wav(audio, out)
+    return out.getvalue(), len(audio) / RATE
+
+
+def stereo_wav(packets: Iterable[Packet], path: Path, codec: str = OPUS) -> float:
+    """Write the WAV to `path` (an existing file keeps its mode); its length in seconds. Holds
+    the samples once, not the WAV's bytes beside them."""
+    audio = _stereo(packets, codec)
+    with path.open("wb") as out:
+        _write_wav(audio, out)
+    return len(audio) / RATE

@@ -12,8 +12,8 @@ by callgate; a ticket that leaks anyway gives no more than that recording's audi
 expires.
 
 Decoding a recording to WAV costs a full pass over it; a player seeking asks for many byte
-ranges. `DecodedCache` keeps the last few decoded recordings (bounded in count, bytes and time)
-so each range costs a slice, not a decode.
+ranges: recording/decoded.py keeps the decoded files, and `byte_range` reads the one range asked
+for. Each ticket may make `StreamRate`'s requests; its uses are audited (`Uses`).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -60,7 +60,12 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict unpadded base64url (RFC 4648 §5): any other character, or a text that does not
+    encode back to itself (unused bits set, a lone character), is refused."""
+    data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    if _b64(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def mint(recording_id: str, handle: str, now: float | None = None) -> Ticket:
@@ -94,64 +99,105 @@ def verify(key: bytes, text: str, recording_id: str, now: float | None = None) -
     return ticket
 
 
-class FirstUse:
-    """Which tickets were used already (so the first use is audited once); forgets expired ones."""
+class Uses:
+    """Which tickets were used already, and from which client addresses, so that the first use
+    of each ticket, and its first use from every other address (a leaked ticket replayed
+    elsewhere), are audited once; forgets expired tickets. `mark` only after the audit entry
+    is written: a use whose entry failed is still a first use at the next try."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, int] = {}
+        self._seen: dict[str, tuple[int, set[str]]] = {}
         self._lock = threading.Lock()
 
-    def first(self, ticket: Ticket, now: float | None = None) -> bool:
+    def known(self, ticket: Ticket, address: str, now: float | None = None) -> bool:
         at = now if now is not None else time.time()
         with self._lock:
-            for nonce in [n for n, expires in self._seen.items() if expires <= at]:
+            for nonce in [n for n, (expires, _) in self._seen.items() if expires <= at]:
                 del self._seen[nonce]
-            if ticket.nonce in self._seen:
-                return False
-            self._seen[ticket.nonce] = ticket.expires
-            return True
+            seen = self._seen.get(ticket.nonce)
+            return seen is not None and address in seen[1]
+
+    def first_address(self, ticket: Ticket) -> bool:
+        """No use of the ticket was marked yet (from any address)."""
+        with self._lock:
+            return ticket.nonce not in self._seen
+
+    def mark(self, ticket: Ticket, address: str) -> None:
+        with self._lock:
+            self._seen.setdefault(ticket.nonce, (ticket.expires, set()))[1].add(address)
 
 
-class DecodedCache:
-    """The last decoded recordings: at most `entries`, `max_bytes` in all, each for `seconds`.
-    One decode at a time per recording: a player's first few range requests wait for it."""
+class StreamRate:
+    """Requests a ticket may make: a burst of `burst`, then `rate` a second (a seeking player
+    asks for a few ranges at a time; nothing legitimate asks for more)."""
 
-    def __init__(self, entries: int = 4, max_bytes: int = 256 << 20, seconds: float = 600) -> None:
-        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-        self._gates: dict[str, threading.Lock] = {}
-        self._entries, self._max_bytes, self._seconds = entries, max_bytes, seconds
+    def __init__(self, burst: int = 60, rate: float = 2.0) -> None:
+        self._burst, self._rate = burst, rate
+        self._buckets: dict[str, tuple[int, float, float]] = {}  # nonce -> (expires, tokens, at)
         self._lock = threading.Lock()
 
-    def get(self, recording_id: str, decode: Callable[[], bytes]) -> bytes:
+    def take(self, ticket: Ticket, now: float | None = None) -> float:
+        """0 when the request may go on, else the seconds until it may."""
+        at = now if now is not None else time.monotonic()
+        wall = time.time() if now is None else now
         with self._lock:
-            kept = self._fresh(recording_id)
-            if kept is not None:
-                return kept
-            gate = self._gates.setdefault(recording_id, threading.Lock())
-        with gate:
-            with self._lock:
-                kept = self._fresh(recording_id)
-            if kept is not None:
-                return kept
-            try:
-                data = decode()
-            finally:
-                with self._lock:
-                    self._gates.pop(recording_id, None)
-            with self._lock:
-                if len(data) <= self._max_bytes:
-                    self._items[recording_id] = (time.monotonic(), data)
-                    self._items.move_to_end(recording_id)
-                    while len(self._items) > self._entries or self._size() > self._max_bytes:
-                        self._items.popitem(last=False)
-            return data
+            for nonce in [n for n, (expires, _, _) in self._buckets.items() if expires <= wall]:
+                del self._buckets[nonce]
+            _, tokens, stamp = self._buckets.get(ticket.nonce, (0, float(self._burst), at))
+            tokens = min(float(self._burst), tokens + (at - stamp) * self._rate)
+            if tokens < 1:
+                self._buckets[ticket.nonce] = (ticket.expires, tokens, at)
+                return (1 - tokens) / self._rate
+            self._buckets[ticket.nonce] = (ticket.expires, tokens - 1, at)
+            return 0.0
 
-    def _fresh(self, recording_id: str) -> bytes | None:
-        kept = self._items.get(recording_id)
-        if kept is None or time.monotonic() - kept[0] >= self._seconds:
-            return None
-        self._items.move_to_end(recording_id)
-        return kept[1]
 
-    def _size(self) -> int:
-        return sum(len(data) for _, data in self._items.values())
+class LogLimit:
+    """At most `count` log lines a `period` seconds; how many were held back is told with the
+    next one let through."""
+
+    def __init__(self, count: int = 10, period: float = 60.0) -> None:
+        self._count, self._period = count, period
+        self._window, self._used, self.suppressed = -period, 0, 0
+
+    def allow(self, now: float | None = None) -> bool:
+        at = now if now is not None else time.monotonic()
+        if at - self._window >= self._period:
+            self._window, self._used = at, 0
+        if self._used >= self._count:
+            self.suppressed += 1
+            return False
+        self._used += 1
+        return True
+
+    def held_back(self) -> int:
+        """How many were held back since the last line let through (and resets the count)."""
+        held, self.suppressed = self.suppressed, 0
+        return held
+
+
+MAX_RANGE_CHARS = 200  # a longer Range header is ignored (RFC 9110 §14.2 lets a server ignore it)
+_RANGE = re.compile(r"bytes=(?:(\d+)-(\d*)|-(\d+))", re.IGNORECASE)
+Unsatisfiable = Literal["unsatisfiable"]
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | Unsatisfiable | None:
+    """The one byte range (first, last inclusive) a Range header asks of `size` bytes, None to
+    send the whole representation, "unsatisfiable" for 416. RFC 9110 §14.1.1: the range unit is
+    case-insensitive; `bytes=-` and `bytes=5-3` are invalid and, as any header we do not act on
+    (several ranges, another unit, over-long), ignored (§14.2)."""
+    if header is None or len(header) > MAX_RANGE_CHARS:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last, suffix = match.groups()
+    if suffix is not None:  # the last `suffix` bytes (§14.1.3)
+        length = int(suffix)
+        return (max(0, size - length), size - 1) if length > 0 and size > 0 else "unsatisfiable"
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid: ignored
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(int(last), size - 1) if last else size - 1

@@ -287,16 +287,20 @@ class AuditLog:
             row = conn.execute(_HEAD).first()
         return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
 
-    def newest_seq(self, action: str, after: int) -> int | None:
-        """The seq of the newest `action` entry after `after`, None when there is none: a range
-        of the primary key, cheap to ask every few seconds."""
+    def watch(self, action: str, after: int) -> tuple[int, bool]:
+        """(the head's seq, whether an `action` entry lies in (`after`, head]): ask again with
+        the head as `after`, so each poll reads only what was written since the last one (the
+        primary key's end, and a short range of the (action, seq) index)."""
         with self._store.engine.connect() as conn:
+            head = conn.execute(select(func.max(AuditEntry.seq))).scalar_one()
+            if head is None or head <= after:
+                return max(after, int(head or 0)), False
             found = conn.execute(
-                select(func.max(AuditEntry.seq)).where(
-                    AuditEntry.seq > after, AuditEntry.action == action
-                )
-            ).scalar_one()
-        return None if found is None else int(found)
+                select(AuditEntry.seq)
+                .where(AuditEntry.action == action, AuditEntry.seq > after, AuditEntry.seq <= head)
+                .limit(1)
+            ).first()
+        return int(head), found is not None
 
     def iter_entries(self, chunk: int = CHUNK) -> Iterator[Entry]:
         """All entries in seq order, read `chunk` rows at a time (keyset pagination)."""

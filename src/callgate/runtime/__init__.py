@@ -45,6 +45,7 @@ from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
 from callgate.recording.archive import ArchiveTarget
+from callgate.recording.decoded import DecodedFiles
 from callgate.recording.metrics import ArchiveStatus, RecordingCollector
 from callgate.recording.service import RecordingService, recording_settings
 from callgate.recording.store import RecordingRepository
@@ -330,6 +331,7 @@ def _health(
     recordings: RecordingService,
     bus: RedisBus | None = None,
     archive: ArchiveJob | None = None,
+    sip: SipEdge | None = None,
 ) -> dict[str, Any]:
     try:
         with store.engine.connect() as conn:
@@ -347,6 +349,8 @@ def _health(
         "call_recording": recordings.health(),
         **({"cluster": bus.health()} if bus is not None else {}),
         **({"recording_archive": archive.health()} if archive is not None else {}),
+        # carriers answering OPTIONS (sip/trunk_pings.py): degraded, not down, when one is not
+        **({"sip_trunks": sip.pings.summary()} if sip is not None and sip.pings.health else {}),
     }
 
 
@@ -521,6 +525,7 @@ async def run_serve(settings: Settings) -> None:
     # hourly, while a retention period is set
     purge_job = PurgeJob(store.engine, audit_key=key_path(settings))
     archive = settings.recording.archive
+    decoded_files = DecodedFiles()  # playback: decoded recordings, removed at shutdown
     recording_purge, archive_job = await recording_jobs(
         recordings, ArchiveTarget.of(archive), archive.interval_s, archive.max_lag_s,
         AuditLog(store), archive.hold_check_s,
@@ -579,7 +584,9 @@ async def run_serve(settings: Settings) -> None:
             )
             # No /metrics on the HTTP app (it has no authentication): `--metrics HOST:PORT`.
             app = create_app(
-                health=lambda: _health(store, server, sink, storage, recordings, bus, archive_job),
+                health=lambda: _health(
+                    store, server, sink, storage, recordings, bus, archive_job, sip
+                ),
                 services=services,
                 routers=[
                     calls.router,
@@ -594,6 +601,7 @@ async def run_serve(settings: Settings) -> None:
                         recording_purge,
                         checkpointer.key,
                         on_hold=archive_job.wake if archive_job is not None else None,
+                        decoded_files=decoded_files,
                     ),
                     identity.router(),
                     monitoring.router,
@@ -652,6 +660,7 @@ async def run_serve(settings: Settings) -> None:
                 disabled_task.cancel()
                 probe_task.cancel()
     finally:
+        decoded_files.close()  # decrypted audio removed from disk
         await identity.stop()
         await sink.aclose()
         await checkpointer.stop()  # a last checkpoint covering the relay sessions just written

@@ -71,17 +71,17 @@ class ArchiveJob:
                     await task
 
     async def _watch_holds(self, seen: int) -> None:
-        """Wake the run when a `legal_hold.set` entry newer than `seen` appears."""
+        """Wake the run when a `legal_hold.set` entry newer than `seen` appears; `seen` moves to
+        the log's head at every poll, so a poll reads only what was written since the last."""
         assert self._audit is not None
         while True:
             await asyncio.sleep(self._hold_check)
             try:
-                newest = await asyncio.to_thread(self._audit.newest_seq, "legal_hold.set", seen)
+                seen, changed = await asyncio.to_thread(self._audit.watch, "legal_hold.set", seen)
             except SQLAlchemyError as exc:
                 log.error("recording archive: watching legal holds: %s", exc)
                 continue
-            if newest is not None:
-                seen = newest
+            if changed:
                 self.wake()
 
     def wake(self) -> None:

@@ -20,8 +20,10 @@ from callgate.sip.credentials import CredentialStore
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.digest_client import CarrierAuth
 from callgate.sip.edge import SipEdge
+from callgate.sip.media_peers import MediaPeers
 from callgate.sip.trunks import Trunk, Trunks
 from callgate.storage.db import Store
+from callgate.turn.peers import PeerFilter
 
 
 async def start_sip(
@@ -47,7 +49,12 @@ async def start_sip(
     attempts = Attempts(CdrRepository(store), audit)
     trunks = Trunks([_trunk(t) for t in settings.sip.trunks])
     edge = SipEdge(
-        credentials, audit, algorithms=settings.sip.algorithms, attempts=attempts, trunks=trunks
+        credentials,
+        audit,
+        algorithms=settings.sip.algorithms,
+        attempts=attempts,
+        trunks=trunks,
+        media=media_peers(settings),
     )
     if calls is not None:
         ice, clock = calls.ice, SystemClock()
@@ -59,17 +66,18 @@ async def start_sip(
 
         records = DialOutRecords(CdrRepository(store))
         policy = PolicyStore(store)
+        # phones and softphones dialling numbers: one decision, one live view (sip_live.py)
+        dial = DialOut(edge, trunks, groups_of, records, settings.sip.media_ip, policy)
         handler = SipCalls(
             calls.hub,
             calls.user_exists,
             lambda user: ice.ice_servers(user, clock.wall()),
             settings.sip.media_ip,
-            (trunks, groups_of, records, policy),
+            dial,
         )
         handler.serve(edge)
         edge.closing.append(handler.close)
         if trunks.outbound is not None:  # softphones dial numbers (sip_numbers.py)
-            dial = DialOut(edge, trunks, groups_of, records, settings.sip.media_ip, policy)
             calls.hub.numbers = NumberCalls(
                 calls.hub,
                 edge,
@@ -87,6 +95,13 @@ async def start_sip(
     return edge
 
 
+def media_peers(settings: Settings) -> MediaPeers:
+    """Where calls' media may go: the relay's peer filter (turn/peers.py: its default ranges,
+    `turn.allow_peers`, `turn.deny_peers`), widened by `sip.allow_media` for SIP alone."""
+    allowed = [*settings.turn.allow_peers, *settings.sip.allow_media]
+    return MediaPeers(PeerFilter(allowed, settings.turn.deny_peers))
+
+
 def _trunk(t: TrunkSettings) -> Trunk:
     return Trunk(
         t.name,
@@ -101,6 +116,10 @@ def _trunk(t: TrunkSettings) -> Trunk:
         number_format=t.number_format,
         max_calls=t.max_calls,
         max_cps=t.max_cps,
+        max_calls_per_user=t.max_calls_per_user,
+        max_calls_per_user_hour=t.max_calls_per_user_hour,
+        options_interval=t.options_interval,
+        options_failures=t.options_failures,
         auth=None
         if t.username is None or t.password is None
         else CarrierAuth(t.username, t.password.get_secret_value()),

@@ -34,13 +34,18 @@ from callgate.media.caller_fill import SilenceUntilMedia
 from callgate.media.dtmf import DtmfToTones
 from callgate.media.packets import PacketHandler
 from callgate.media.rtp_leg import RtpLeg
-from callgate.policy.store import PolicyStore
 from callgate.runtime.sip_dialout import DialOut, final_response
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
-from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
+from callgate.sip.media_peers import (
+    ForbiddenMedia,
+    audit_forbidden,
+    forbidden_entry,
+    party_of,
+    refuse_offer,
+)
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import (
     DIRECTIONS,
@@ -52,11 +57,12 @@ from callgate.sip.sdp import (
     audio_sdp,
     parse_audio,
 )
-from callgate.sip.trunks import EMERGENCY, Trunks, normalise
+from callgate.sip.trunks import EMERGENCY, normalise
 from callgate.sip.uri import parse_name_addr, parse_sip_uri
 
 log = logging.getLogger(__name__)
 
+HOLD_ADDRESS = "0.0.0.0"  # RFC 2543 hold, which RFC 3264 §8.4 says an answerer must take
 STATS_INTERVAL = 2.0  # the phone's device reports packet counts, as clients do
 IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
 # call.ended reasons (signaling/reasons.py) → SIP final responses before an answer
@@ -81,13 +87,10 @@ class SipCalls:
         user_exists: Callable[[str], bool],
         ice_servers: IceServersFor,
         media_ip: str | None = None,
-        dial_out: tuple[Trunks, Callable[[str], tuple[str, ...]], DialOutRecords, PolicyStore]
-        | None = None,
+        dial_out: DialOut | None = None,
     ) -> None:
-        """`dial_out`: the trunks, a user's groups, where dialled-out calls are recorded, and
-        the policy that decides them."""
-        self._dial_out_with = dial_out
-        self._dial: DialOut | None = None
+        """`dial_out`: phones dialling numbers through trunks (sip_dialout.py)."""
+        self._dial = dial_out
         self._hub = hub
         self._user_exists = user_exists
         self._ice_servers = ice_servers
@@ -99,9 +102,6 @@ class SipCalls:
     def serve(self, edge: SipEdge) -> None:
         """Take the edge's INVITEs, and make each registered phone a device that can ring."""
         self._edge = edge
-        if self._dial_out_with is not None:
-            trunks, groups_of, records, policy = self._dial_out_with
-            self._dial = DialOut(edge, trunks, groups_of, records, self._media_ip, policy)
         edge.take_calls(self)
         edge.on_device = self.device_changed
 
@@ -141,11 +141,14 @@ class SipCalls:
         if parties is None:
             return  # refused, with the reason
         handle, display, agent, callee = parties
+        assert self._edge is not None
+        edge = self._edge
         try:
             offer = parse_audio(call.request.body)
             codec = offer.choose()
+            edge.media.check(offer)  # never RTP to loopback or internal ranges (media_peers.py)
         except SdpError as exc:
-            call.reject(488, f"Not Acceptable Here ({exc})")
+            await refuse_offer(call, exc, edge.audit)
             return
         media_ip = self._media_ip or call.peer.local[0]
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
@@ -165,9 +168,8 @@ class SipCalls:
         # silence towards the anchor until the phone's RTP flows: a recorded call rings only
         # once the recorder has the caller's first packets (media/caller_fill.py)
         fill = SilenceUntilMedia("phone", codec, bridge.forward)
-        rtp = RtpLeg(
-            "phone", _from_phone(codec, offer.events, fill.packet), codec, srtp, offer.events
-        )
+        from_phone = _from_phone(codec, offer.events, fill.packet)
+        rtp = RtpLeg("phone", from_phone, codec, srtp, offer.events, edge.media.permits)
         device: Device | None = None
         try:
             web = bridge.leg("web", codec=codec)
@@ -190,6 +192,7 @@ class SipCalls:
             origin = (secrets.randbits(31), 1)
             answer = audio_sdp(local[0], local[1], codec, ours, offer.events, origin=origin)
             reoffers = Reoffers(offer, call.request.body, codec, ours, local, origin, rtp, fill)
+            reoffers.check = _reoffer_check(edge, call)
             call.on_offer = reoffers.answer
             contact = f"sip:callgate@{call.peer.local[0]}:{call.peer.local[1]}"
             await self._follow(call, device, web, rtp, answer, contact)
@@ -373,7 +376,8 @@ class SipCalls:
             await self._reject(device, call_id, "no media address")
             return
         bridge = Bridge(lambda: self._ice_servers(device.handle))
-        rtp = RtpLeg("phone", _from_phone(codec, EVENTS_PT, bridge.forward), codec)
+        from_phone = _from_phone(codec, EVENTS_PT, bridge.forward)
+        rtp = RtpLeg("phone", from_phone, codec, permits=self._edge.media.permits)
         call = self._edge.outbound(binding, caller)
         try:
             local = await rtp.open(media_ip)
@@ -397,7 +401,13 @@ class SipCalls:
                 return
             try:
                 answer = parse_audio(reply.body)
+                self._edge.media.check(answer)
             except SdpError as exc:
+                if isinstance(exc, ForbiddenMedia):
+                    party, source = f"sip:{username}", binding.peer.address[0]
+                    await audit_forbidden(
+                        self._edge.audit, party, call.call_id, "answer", exc, source
+                    )
                 await call.hang_up()
                 await self._reject(device, call_id, str(exc))
                 return
@@ -478,6 +488,8 @@ class Reoffers:
     ) -> None:
         self._first, self._codec, self._ours, self._local = first, codec, ours, local
         self._origin, self._rtp, self._fill = origin, rtp, fill
+        # raises ForbiddenMedia for a destination media may not go to (media_peers.py)
+        self.check: Callable[[AudioOffer], None] | None = None
         self._last = body  # the offer our current answer answers
         self._answer = audio_sdp(local[0], local[1], codec, ours, first.events, origin=origin)
 
@@ -495,10 +507,14 @@ class Reoffers:
             raise SdpError("SRTP keys cannot change during the call")
         if body == self._last:
             return self._answer  # a session refresh (RFC 4028): nothing changes
+        held = offer.address == HOLD_ADDRESS  # RFC 3264 §8.4: send it neither RTP nor RTCP
+        if not held and self.check is not None:
+            self.check(offer)  # 488 with a Warning; the session stays as it was
         self._last = body
         direction = DIRECTIONS[offer.direction]
-        self._rtp.set_remote((offer.address, offer.port), also_from=self._rtp.allowed)
-        self._rtp.sending = direction in ("sendrecv", "sendonly")
+        if not held:
+            self._rtp.set_remote((offer.address, offer.port), also_from=self._rtp.allowed)
+        self._rtp.sending = direction in ("sendrecv", "sendonly") and not held
         if offer.direction in ("recvonly", "inactive"):
             self._fill.hold()  # it sends nothing now: silence, as while it rang
         events = self._first.events if offer.events == self._first.events else None
@@ -508,6 +524,20 @@ class Reoffers:
             local[0], local[1], self._codec, self._ours, events, direction, self._origin
         )
         return self._answer
+
+
+def _reoffer_check(edge: SipEdge, call: InboundCall) -> Callable[[AudioOffer], None]:
+    """The media filter for a re-INVITE's offer, a refusal audited `sip.media.forbidden`."""
+
+    def check(offer: AudioOffer) -> None:
+        try:
+            edge.media.check(offer)
+        except ForbiddenMedia as exc:
+            source = call.peer.address[0]
+            edge.audit_soon(*forbidden_entry(party_of(call), call.call_id, "re-offer", exc, source))
+            raise
+
+    return check
 
 
 def _from_phone(codec: str, events: int | None, forward: PacketHandler) -> PacketHandler:

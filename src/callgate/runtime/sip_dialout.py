@@ -17,19 +17,30 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from callgate.media.anchor import Bridge
 from callgate.media.dtmf import DtmfToTones
 from callgate.media.rtp_leg import RtpLeg
 from callgate.policy.rules import Decision
 from callgate.policy.store import PolicyStore
+from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
+from callgate.sip.media_peers import ForbiddenMedia, audit_forbidden, refuse_offer
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
-from callgate.sip.sdp import EVENTS_PT, KEY_SALT, Crypto, SdpError, audio_sdp, parse_audio
+from callgate.sip.sdp import (
+    EVENTS_PT,
+    KEY_SALT,
+    AudioOffer,
+    Crypto,
+    SdpError,
+    audio_sdp,
+    parse_audio,
+)
 from callgate.sip.trunk_limits import TrunkLimited
 from callgate.sip.trunks import Dialled, Trunks
 
@@ -43,6 +54,17 @@ async def final_response(call: OutboundCall, sdp: bytes, contact: str) -> SipRes
         if reply.status >= 200:
             final = reply
     return final
+
+
+async def carrier_media(edge: SipEdge, trunk: str, out: OutboundCall, answer: AudioOffer) -> None:
+    """The carrier's answer names a media destination we may send to; else ForbiddenMedia,
+    audited (the caller hangs up)."""
+    try:
+        edge.media.check(answer)
+    except ForbiddenMedia as exc:
+        source = out.peer.address[0]
+        await audit_forbidden(edge.audit, f"trunk:{trunk}", out.call_id, "answer", exc, source)
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +86,10 @@ class DialOut:
         records: DialOutRecords,
         media_ip: str | None,
         policy: PolicyStore | None = None,
+        live: TrunkCalls | None = None,
     ) -> None:
+        # calls to numbers in the admin API's live view, phones' and softphones' (sip_live.py)
+        self.live = live or TrunkCalls()
         self._policy = policy
         self._edge = edge
         self._trunks = trunks
@@ -74,13 +99,13 @@ class DialOut:
 
     def plan(self, dialled: str) -> Dialled | None:
         """The dial plan (sip/trunks.py): which trunk takes `dialled`, as what number."""
-        return self._trunks.dial(dialled)
+        return self._trunks.dial(dialled, self._edge.pings.down)
 
     def target(self, call: InboundCall, dialled: str) -> Dialled | None:
         """Where a phone's dialled number goes (the dial plan), or None: not a number."""
         if call.trunk is not None or call.credential is None:
             return None
-        return self._trunks.dial(dialled)
+        return self._trunks.dial(dialled, self._edge.pings.down)
 
     async def authorize(self, handle: str, dialled: Dialled) -> Permit:
         """Whether `handle` may dial `dialled` (docs/sip.md, "Policy for numbers"): emergency
@@ -129,8 +154,9 @@ class DialOut:
         try:
             offer = parse_audio(call.request.body)
             codec = offer.choose()
+            self._edge.media.check(offer)  # never RTP to internal ranges (media_peers.py)
         except SdpError as exc:
-            call.reject(488, f"Not Acceptable Here ({exc})")
+            await refuse_offer(call, exc, self._edge.audit)
             return
         media_ip = self._media_ip or call.peer.local[0]
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
@@ -150,11 +176,12 @@ class DialOut:
         events = EVENTS_PT if offer.events is not None else None
         tones = DtmfToTones(codec, offer.events, bridge.forward) if offer.events else None
         from_phone = bridge.forward if tones is None else tones.packet
-        phone = RtpLeg("phone", from_phone, codec, srtp, offer.events)
-        carrier = RtpLeg("carrier", bridge.forward, codec)
+        permits = self._edge.media.permits
+        phone = RtpLeg("phone", from_phone, codec, srtp, offer.events, permits)
+        carrier = RtpLeg("carrier", bridge.forward, codec, permits=permits)
         try:
             out = self._edge.dial(
-                trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency
+                trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
             )
         except TrunkLimited as limited:
             call.recorded = True
@@ -169,6 +196,7 @@ class DialOut:
             call.reject(503, "Service Unavailable (no UDP listener for the trunk)")
             return
         record_id = out.call_id
+        stop: asyncio.Future[Any] | None = None  # the admin API ended it (sip_live.py)
         try:
             phone_local = await phone.open(media_ip)
             carrier_local = await carrier.open(media_ip)
@@ -187,13 +215,21 @@ class DialOut:
                 )
             )
             call.ringing()
+            live = self.live.open(record_id, handle, number, trunk.name, "rtp/rtp")
+            stop = stopped = asyncio.ensure_future(live.stop.wait())
             phone_gone = asyncio.ensure_future(call.ended.wait())
-            await asyncio.wait({final, phone_gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not final.done():  # the phone gave up (CANCEL) before the carrier answered
+            await asyncio.wait({final, phone_gone, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not final.done():  # the phone gave up (CANCEL), or an admin, while it rang
+                phone_gone.cancel()
                 await out.cancel()
-                await final
+                reply = await final
+                if reply is not None and 200 <= reply.status < 300:
+                    await out.hang_up()  # the answer crossed our CANCEL (RFC 3261 §9.1)
+                if live.admin is not None:
+                    call.reject(480, "Temporarily Unavailable (ended by an administrator)")
+                by, why = (live.ended_by, ENDED_BY_ADMIN) if live.admin else ("caller", "cancelled")
                 await asyncio.to_thread(
-                    records.finish, record_id, "cancelled", "caller", "cancelled"
+                    records.finish, record_id, "cancelled", by, why, "", live.admin
                 )
                 return
             phone_gone.cancel()
@@ -208,6 +244,7 @@ class DialOut:
                 )
                 return
             answer = parse_audio(reply.body)
+            await carrier_media(self._edge, trunk.name, out, answer)
             if events is not None and answer.events == events and tones is not None:
                 carrier.events = events  # the carrier takes events: forwarded as they are
                 tones.convert = False
@@ -215,15 +252,24 @@ class DialOut:
             phone_answer = audio_sdp(phone_local[0], phone_local[1], codec, ours, offer.events)
             call.accept(phone_answer, contact)
             await asyncio.to_thread(records.answered, record_id)
+            self.live.answered(live)
             phone_ended = asyncio.ensure_future(call.ended.wait())
             carrier_ended = asyncio.ensure_future(out.ended.wait())
             await asyncio.wait(
-                {phone_ended, carrier_ended},
+                {phone_ended, carrier_ended, stopped},
                 timeout=permit.max_duration_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             phone_ended.cancel()
             carrier_ended.cancel()
+            if live.admin is not None and not call.ended.is_set() and not out.ended.is_set():
+                await out.hang_up()  # BYE both ways (the admin API's end)
+                await call.hang_up()
+                await asyncio.to_thread(
+                    records.finish, record_id, "answered", live.ended_by, ENDED_BY_ADMIN, "",
+                    live.admin,
+                )  # fmt: skip
+                return
             if not call.ended.is_set() and not out.ended.is_set():  # the rule's max_duration_s
                 await out.hang_up()
                 await call.hang_up()
@@ -234,10 +280,13 @@ class DialOut:
             by = "caller" if call.ended.is_set() and call.ended_by != "us" else "callee"
             await (out.hang_up() if by == "caller" else call.hang_up())
             await asyncio.to_thread(records.finish, record_id, "answered", by, "hangup")
-        except SdpError as exc:
+        except SdpError as exc:  # the carrier's answer: unusable, or a forbidden address
             await out.hang_up()
             call.reject(502, "Bad Gateway (carrier SDP)")
             await asyncio.to_thread(records.finish, record_id, "failed", "server", str(exc)[:60])
         finally:
+            self.live.close(record_id)
+            if stop is not None:
+                stop.cancel()
             self._edge.forget(out.call_id)
             await bridge.close()

@@ -33,9 +33,11 @@ from typing import Any
 
 from callgate.media.anchor import AnchorError, Bridge
 from callgate.media.rtp_leg import RtpLeg
-from callgate.runtime.sip_dialout import DialOut, Permit
+from callgate.runtime.sip_dialout import DialOut, Permit, carrier_media
+from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCall
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
+from callgate.signaling.live import LiveCall
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
@@ -71,6 +73,16 @@ class _Call:
     ended_reason: str = "hangup"  # why the softphone's side ended
     candidates: list[dict[str, Any]] = field(default_factory=list)
     web: Any = None  # the bridge's WebRTC leg (AnchorLeg) once it exists
+    live: TrunkCall | None = None  # its entry in the admin API's live calls (sip_live.py)
+
+    def admin_end(self) -> None:
+        """An administrator ended it (the live entry's `stop`): end the softphone's side."""
+        self.ended_reason = ENDED_BY_ADMIN
+        self.ended.set()
+
+    def by(self, party: str) -> str:
+        """Who ended it for the CDR: `party`, or `admin:HANDLE`."""
+        return self.live.ended_by if self.live is not None and self.live.admin else party
 
 
 class NumberCalls:
@@ -97,6 +109,13 @@ class NumberCalls:
 
     def owns(self, call_id: str) -> bool:
         return call_id in self._calls
+
+    def live_calls(self) -> list[LiveCall]:
+        """Calls to numbers, from softphones and desk phones (they share `DialOut.live`)."""
+        return self._dial.live.live_calls()
+
+    async def end_call(self, call_id: str, admin: str) -> bool:
+        return self._dial.live.end(call_id, admin)
 
     def together(self, user_a: str, user_b: str) -> bool:
         """The bridge of a live number call and that call's caller (TURN call-bound guard)."""
@@ -152,6 +171,9 @@ class NumberCalls:
             self._hub.send(device, m.ended_message(call_id, "setup-failed", "server"))
             return
         call = self._calls[call_id] = _Call(call_id, device, dialled)
+        call.live = self._dial.live.open(call_id, handle, number, trunk, "relay/rtp")
+        watch = asyncio.get_running_loop().create_task(_on_stop(call.live, call.admin_end))
+        self._hub.keep(watch)
         task = asyncio.get_running_loop().create_task(
             self._run(call, codec, message.sdp, permit), name=f"pstn-{call_id}"
         )
@@ -203,12 +225,12 @@ class NumberCalls:
         dialled, handle = call.dialled, call.device.handle
         trunk = dialled.trunk
         bridge = Bridge(lambda: self._ice_servers(TURN_USER_PREFIX + call.call_id))
-        carrier = RtpLeg("carrier", bridge.forward, codec)
+        carrier = RtpLeg("carrier", bridge.forward, codec, permits=self._edge.media.permits)
         outcome = ("failed", "server", "setup-failed", "no UDP listener for the trunk")
         out: OutboundCall | None = None
         try:
             out = self._edge.dial(
-                trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency
+                trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
             )
             if out is not None:
                 outcome = await self._connect(call, out, bridge, carrier, codec, offer_sdp, permit)
@@ -222,14 +244,19 @@ class NumberCalls:
             outcome = ("failed", "server", "setup-failed", str(exc)[:120])
         finally:
             self._calls.pop(call.call_id, None)
+            self._dial.live.close(call.call_id)
+            if call.live is not None:
+                call.live.stop.set()  # its watcher ends
             if out is not None:
                 self._edge.forget(out.call_id)
             await bridge.close()
             final, by, reason, detail = outcome
-            self._hub.send(call.device, m.ended_message(call.call_id, reason, by))
+            admin = call.live.admin if call.live is not None else None
+            told = "server" if admin else by  # as the engine tells parties of an admin's end
+            self._hub.send(call.device, m.ended_message(call.call_id, reason, told))
             try:
                 await asyncio.to_thread(
-                    self._records.finish, call.call_id, final, by, reason, detail
+                    self._records.finish, call.call_id, final, by, reason, detail, admin
                 )
             except Exception:
                 log.exception("sip: call record of number call %s not finalized", call.call_id)
@@ -263,6 +290,8 @@ class NumberCalls:
             reply = await final
             if reply is not None and 200 <= reply.status < 300:
                 await out.hang_up()  # the answer crossed our CANCEL (RFC 3261 §9.1)
+            if call.ended_reason == ENDED_BY_ADMIN:
+                return "cancelled", call.by("server"), ENDED_BY_ADMIN, ""
             return "cancelled", "caller", "cancelled", call.ended_reason
         gone.cancel()
         reply = final.result()
@@ -272,10 +301,13 @@ class NumberCalls:
             why = CARRIER_REASONS.get(status, "setup-failed")
             return disposition(status), "callee", why, f"sip {status} {text}"[:120]
         answer = parse_audio(reply.body)
+        await carrier_media(self._edge, call.dialled.trunk.name, out, answer)  # else: BYE
         carrier.set_remote((answer.address, answer.port), also_from=[out.peer.address[0]])
         bridge.attach(carrier)
         sdp = await web.answer(offer_sdp)
         await asyncio.to_thread(self._records.answered, call.call_id)
+        if call.live is not None:
+            self._dial.live.answered(call.live)
         self._hub.send(call.device, m.answered_message(call.call_id, sdp))
         return await self._talk(call, out, permit)
 
@@ -307,11 +339,18 @@ class NumberCalls:
                 waiting.cancel()
         if call.ended.is_set():
             await out.hang_up()
-            return "answered", "caller", call.ended_reason, ""
+            return "answered", call.by("caller"), call.ended_reason, ""
         if out.ended.is_set():
             return "answered", "callee", "hangup", ""
         await out.hang_up()  # the rule's max_duration_s
         return "answered", "server", "max-duration", f"{limit} s"
+
+
+async def _on_stop(live: TrunkCall, then: Callable[[], None]) -> None:
+    """`then()` when an administrator ends the call (nothing when it ends otherwise)."""
+    await live.stop.wait()
+    if live.admin is not None:
+        then()
 
 
 def _g711(offer_sdp: str) -> str | None:

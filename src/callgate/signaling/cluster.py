@@ -128,4 +128,5 @@ def live_call_from_json(raw: Mapping[str, Any]) -> LiveCall:
         duration_s=float(raw["duration_s"]),
         media_path=raw.get("media_path"),
         relay=raw.get("relay"),
+        trunk=raw.get("trunk"),
     )

@@ -82,6 +82,10 @@ class NumberCalls(Protocol):
 
     async def disconnected(self, device: Device) -> None: ...
 
+    def live_calls(self) -> list[LiveCall]: ...
+
+    async def end_call(self, call_id: str, admin: str) -> bool: ...
+
 
 def is_number(to: str) -> bool:
     """A telephone number rather than a handle: handles never hold "+" or ":"."""
@@ -217,13 +221,16 @@ class SignalingHub:
         """The calls ringing or in progress right now."""
         now = self.clock.monotonic()
         calls = self.engine.live_calls()
-        return [live_call(call, now, self._relays.get(call.call_id)) for call in calls]
+        live = [live_call(call, now, self._relays.get(call.call_id)) for call in calls]
+        if self.numbers is not None:  # calls to numbers, bridged by the SIP edge
+            live = sorted([*live, *self.numbers.live_calls()], key=lambda c: c.invited_at)
+        return live
 
     async def end_call(self, call_id: str, admin: str) -> bool:
         """End a live call as `admin` (reason ended-by-admin); False when it is not live."""
         effects = self.engine.end_by_admin(call_id, admin)
         if effects is None:
-            return False
+            return self.numbers is not None and await self.numbers.end_call(call_id, admin)
         await self.apply(effects)
         return True
 

@@ -22,6 +22,7 @@ class LiveCall:
     duration_s: float  # since the answer; while ringing, how long it has been ringing
     media_path: str | None  # "<caller candidate type>/<callee candidate type>" once in media
     relay: str | None  # relayed addresses the call's SDPs offered, if any
+    trunk: str | None = None  # a call to a number: the SIP trunk it went through
 
 
 def live_call(call: Call, now_mono: float, relays: list[str] | None = None) -> LiveCall:

@@ -1,5 +1,6 @@
-"""Our requests to phones: client transactions matched by the top Via's branch (RFC 3261
-§17.1.3), and the non-INVITE client transaction (§17.1.2) BYE and CANCEL use."""
+"""Our requests to phones: client transactions matched by the top Via's branch and the CSeq
+method (RFC 3261 §17.1.3: a CANCEL shares its INVITE's branch, and each gets its own final
+response), and the non-INVITE client transaction (§17.1.2) BYE, CANCEL and OPTIONS use."""
 
 from __future__ import annotations
 
@@ -16,14 +17,20 @@ OnResponse = Callable[[SipResponse], None]
 
 class ClientTransactions:
     def __init__(self) -> None:
-        self._waiting: dict[str, OnResponse] = {}  # branch -> who gets its responses
+        # (branch, method) -> who gets its responses
+        self._waiting: dict[tuple[str, str], OnResponse] = {}
 
-    def register(self, branch: str, callback: OnResponse) -> Callable[[], None]:
-        """Send responses with `branch` to `callback`; returns the function that stops it."""
-        self._waiting[branch] = callback
+    def register(
+        self, branch: str, callback: OnResponse, method: str = "INVITE"
+    ) -> Callable[[], None]:
+        """Send responses with `branch` to `method` to `callback`; returns the function that
+        stops it."""
+        key = (branch, method)
+        self._waiting[key] = callback
 
         def forget() -> None:
-            self._waiting.pop(branch, None)
+            if self._waiting.get(key) is callback:
+                del self._waiting[key]
 
         return forget
 
@@ -36,7 +43,9 @@ class ClientTransactions:
             branch = parse_via(vias[0]).branch or ""
         except SipParseError:
             return
-        callback = self._waiting.get(branch)
+        parts = (message.headers.get("cseq") or "").split()
+        method = parts[-1] if parts else ""
+        callback = self._waiting.get((branch, method))
         if callback is not None:
             callback(message)
 
@@ -50,7 +59,7 @@ class ClientTransactions:
             if reply.status >= 200 and not future.done():
                 future.set_result(reply)
 
-        forget = self.register(branch, final)
+        forget = self.register(branch, final, request.method)
         data = serialize(request)
         interval, waited = T1, 0.0
         try:

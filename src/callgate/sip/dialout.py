@@ -16,7 +16,8 @@ from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_types import CallOpen
 
-REFUSED = {"policy-denied": "denied", "trunk-busy": "busy"}  # refusal reason -> disposition
+# refusal reason -> disposition
+REFUSED = {"policy-denied": "denied", "trunk-busy": "busy", "dial-out-limit": "denied"}
 
 
 class DialOutRecords:
@@ -82,9 +83,21 @@ class DialOutRecords:
         self._cdrs.update(call_id, answer_at=self._now())
 
     def finish(
-        self, call_id: str, disposition: str, ended_by: str, reason: str, detail: str = ""
+        self,
+        call_id: str,
+        disposition: str,
+        ended_by: str,
+        reason: str,
+        detail: str = "",
+        admin: str | None = None,
     ) -> None:
+        """The CDR's final state; `admin`: the administrator who ended the call, audited
+        `call.end_by_admin` in the same transaction (as the call engine does)."""
+        at = self._now()
         with self._cdrs.engine.begin() as conn:
             self._cdrs.finalize_in(
-                conn, call_id, self._now(), disposition, ended_by, reason, detail=detail or None
+                conn, call_id, at, disposition, ended_by, reason, detail=detail or None
             )
+            if admin is not None:
+                details = {"reason": reason, "disposition": disposition}
+                AuditLog.append_in(conn, admin, "call.end_by_admin", f"call:{call_id}", details, at)

@@ -26,16 +26,20 @@ from callgate.sip.attempts import Attempt, Attempts, describe
 from callgate.sip.auth import Authenticator
 from callgate.sip.client import ClientTransactions
 from callgate.sip.credentials import Credential, CredentialStore
+from callgate.sip.dialog_party import same_party
 from callgate.sip.digest import DigestAuth
 from callgate.sip.invite import InboundCall
+from callgate.sip.media_peers import MediaPeers
 from callgate.sip.message import SipMessage, SipParseError, SipRequest, SipResponse, serialize
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.registrar import Binding, Registrar
 from callgate.sip.responses import ALLOW, ALLOW_CALLS, encode, response
 from callgate.sip.transport import Counters, Peer, TcpTransport, UdpTransport
-from callgate.sip.trunk_limits import Refusal, TrunkLimited, TrunkLimits
+from callgate.sip.trunk_limits import Refusal, TrunkLimited, TrunkLimits, UserLimit
+from callgate.sip.trunk_pings import TrunkPings, options_request
 from callgate.sip.trunks import Trunk, Trunks
 from callgate.sip.via import parse_via, response_target, stamp_received
+from callgate.turn.peers import PeerFilter
 from callgate.types import Address
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,8 @@ TRANSACTION_TTL = 32.0  # Timer J (RFC 3261 §17.2.2): 64 * T1
 MAX_TRANSACTIONS = 20_000
 SWEEP_INTERVAL = 15.0
 MAX_CALLS = 500  # INVITE dialogs at once
+HANDLER_AUDITS = 30  # entries a minute per actor and action from the call handlers
+FORGED_AUDITS = 5  # audit entries per call for in-dialog requests from others
 CALL_SETUP_LIMIT = 180.0  # seconds an INVITE may wait for its final response
 Handler = Callable[[SipRequest, Peer], Awaitable[SipResponse | None]]
 
@@ -63,7 +69,10 @@ class SipEdge:
         algorithms: Sequence[str] = ("SHA-256", "MD5"),
         attempts: Attempts | None = None,
         trunks: Trunks | None = None,
+        media: MediaPeers | None = None,
     ) -> None:
+        # where calls' RTP/RTCP may go (media_peers.py); default: the relay's default ranges
+        self.media = media or MediaPeers(PeerFilter())
         self.attempts = attempts  # CDRs of INVITEs refused here (attempts.py)
         self.trunks = trunks or Trunks([])  # INVITEs from their addresses skip digest
         self.credentials = credentials
@@ -92,7 +101,12 @@ class SipEdge:
         self.on_device: Callable[[str, str, bool], None] | None = None
         self.closing: list[Callable[[], Awaitable[None]]] = []  # run first by close()
         self.trunk_limits = TrunkLimits(self._clock)
+        # OPTIONS to carriers: up or down (trunk_pings.py), started with the UDP listeners
+        self.pings = TrunkPings(self.trunks.all, self.ping, self._clock, self._append)
         self._trunk_calls: dict[str, str] = {}  # Call-ID -> the trunk whose channel it holds
+        self._call_users: dict[str, str] = {}  # Call-ID -> the user who dialled it
+        self._audit_minute = -1  # handler audit entries this minute (_audit_admits)
+        self._audited: dict[tuple[str, str], int] = {}
 
     def take_calls(self, handler: CallHandler) -> None:
         """Answer INVITEs (and their ACK, BYE, CANCEL) by handing them to `handler`."""
@@ -137,6 +151,8 @@ class SipEdge:
             self._tcp.append(server)
             self.bound.append(("tls", await server.start(host, port)))
         self._spawn(self._sweep())
+        if self._udp_protocols:
+            self._spawn(self.pings.run())
 
     async def close(self) -> None:
         self._closed = True
@@ -198,7 +214,7 @@ class SipEdge:
         handler = self.handlers.get(request.method)
         try:
             if request.method == "ACK":
-                self._ack(request)  # an ACK of our non-2xx final ends there (§17.2.1)
+                self._ack(request, peer)  # an ACK of our non-2xx final ends there (§17.2.1)
                 return
             if handler is None:
                 reply: SipResponse | None = response(
@@ -279,6 +295,8 @@ class SipEdge:
             self.attempts.authenticated(call_id)
         if call_id in self.calls:
             call = self._dialog(request)
+            if call is not None and not self._same_party(call, request, peer, credential):
+                return self._forged(call, request, peer, credential)
             if isinstance(call, InboundCall) and call.answered and not call.ended.is_set():
                 return call.reoffer(request)  # a re-INVITE (RFC 3261 §14.2)
             return response(request, 491, "Request Pending")
@@ -373,18 +391,31 @@ class SipEdge:
         return call
 
     def dial(
-        self, trunk: Trunk, number: str, caller: str, emergency: bool = False
+        self,
+        trunk: Trunk,
+        number: str,
+        caller: str,
+        emergency: bool = False,
+        user: str | None = None,
     ) -> OutboundCall | None:
         """A call to `number` through `trunk`'s carrier (UDP), None without a UDP listener;
-        TrunkLimited past the trunk's limits (never for an emergency call). `forget` gives the
-        trunk's channel back."""
+        TrunkLimited past the trunk's limits or the dialling `user`'s share of it (never for an
+        emergency call). `forget` gives the trunk's channel back."""
         if trunk.outbound is None or not self._udp_protocols:
             return None
+        share = (
+            None
+            if user is None
+            else UserLimit(user, trunk.max_calls_per_user, trunk.max_calls_per_user_hour)
+        )
         limit = self.trunk_limits.acquire(
-            trunk.name, trunk.max_calls, trunk.max_cps, "outbound", emergency
+            trunk.name, trunk.max_calls, trunk.max_cps, "outbound", emergency, share
         )
         if limit is not None:
-            self._trunk_refused(trunk.name, limit, "outbound")
+            if limit.limit.startswith("user-") and user is not None:
+                self._user_refused(trunk.name, user, limit)
+            else:
+                self._trunk_refused(trunk.name, limit, "outbound")
             raise TrunkLimited(limit)
         peer = self._udp_protocols[0].peer(trunk.outbound)
         host, port = trunk.outbound
@@ -395,7 +426,20 @@ class SipEdge:
         call = self.outbound(target, caller)
         call.auth = trunk.auth
         self._trunk_calls[call.call_id] = trunk.name
+        if user is not None and not emergency:  # not counted in the user's share
+            self._call_users[call.call_id] = user
         return call
+
+    async def ping(self, trunk: Trunk, wait_s: float) -> SipResponse | None:
+        """OPTIONS to the trunk's carrier (trunk_pings.py): its final response, or None."""
+        if trunk.outbound is None or not self._udp_protocols:
+            return None
+        peer = self._udp_protocols[0].peer(trunk.outbound)
+        request = options_request(trunk, peer.local, self.realm)
+        try:
+            return await asyncio.wait_for(self.clients.send_request(request, peer), wait_s)
+        except TimeoutError:
+            return None
 
     def forget(self, call_id: str) -> None:
         self.calls.pop(call_id, None)
@@ -404,7 +448,14 @@ class SipEdge:
     def _release_trunk(self, call_id: str) -> None:
         trunk = self._trunk_calls.pop(call_id, None)
         if trunk is not None:
-            self.trunk_limits.release(trunk)
+            self.trunk_limits.release(trunk, self._call_users.pop(call_id, None))
+
+    def _user_refused(self, trunk: str, user: str, limit: Refusal) -> None:
+        """Audit a user's first refusal at their dial-out limit (`sip.dialout.limit`)."""
+        if self.trunk_limits.first_of_user_run(trunk, user):
+            details = {"limit": limit.limit, "status": limit.status, "trunk": trunk,
+                       "active": self.trunk_limits.user_active[(trunk, user)]}  # fmt: skip
+            self._spawn(self._append(user, "sip.dialout.limit", f"user:{user}", details))
 
     def _trunk_refused(self, trunk: str, limit: Refusal, direction: str) -> None:
         """Alert once a run of refusals: a WARNING and a `sip.trunk.limit` audit entry."""
@@ -425,15 +476,50 @@ class SipEdge:
             return None
         return call if theirs == call.request.headers.get("from") else None
 
-    def _ack(self, request: SipRequest) -> None:
+    # -- who may speak in a dialog (dialog_party.py) ----------------------------------------
+
+    def _same_party(
+        self,
+        call: InboundCall | OutboundCall,
+        request: SipRequest,
+        peer: Peer,
+        credential: Credential | None = None,
+    ) -> bool:
+        name = self._trunk_calls.get(call.call_id) if isinstance(call, OutboundCall) else None
+        trunk = next((t for t in self.trunks.all if t.name == name), None) if name else None
+        return same_party(call, request.method, peer.address[0], credential, trunk)
+
+    def _forged(
+        self,
+        call: InboundCall | OutboundCall,
+        request: SipRequest,
+        peer: Peer,
+        credential: Credential | None = None,
+    ) -> SipResponse:
+        """403 to an in-dialog request from someone else; the call goes on unchanged. Audited
+        `sip.dialog.forged`, the first few per call (the rest are counted in responses)."""
+        call.forged += 1
+        if call.forged <= FORGED_AUDITS:
+            actor = (
+                f"sip:{credential.username}" if credential is not None else f"sip:{peer.address[0]}"
+            )
+            details = {"method": request.method, "source": f"{peer.address[0]}:{peer.address[1]}"}
+            self._spawn(self._append(actor, "sip.dialog.forged", f"call:{call.call_id}", details))
+        log.warning("sip %s in call %s from %s: not a party of the dialog", request.method,
+                    call.call_id, peer.address[0])  # fmt: skip
+        return response(request, 403, "Forbidden (not a party to this dialog)")
+
+    def _ack(self, request: SipRequest, peer: Peer) -> None:
         call = self._dialog(request)
-        if isinstance(call, InboundCall):
+        if isinstance(call, InboundCall) and self._same_party(call, request, peer):
             call.acked.set()
 
     async def _bye(self, request: SipRequest, peer: Peer) -> SipResponse:
         call = self._dialog(request)
         if call is None or not call.answered:
             return response(request, 481, "Call/Transaction Does Not Exist")
+        if not self._same_party(call, request, peer):
+            return self._forged(call, request, peer)
         call.phone_ended("bye")
         return response(request, 200, "OK")
 
@@ -441,6 +527,8 @@ class SipEdge:
         call = self._dialog(request)
         if not isinstance(call, InboundCall) or call.final.done():
             return response(request, 481, "Call/Transaction Does Not Exist")
+        if not self._same_party(call, request, peer):
+            return self._forged(call, request, peer)
         call.phone_ended("cancel")
         call.reject(487, "Request Terminated")  # the INVITE's final (§9.2)
         return response(request, 200, "OK")
@@ -454,6 +542,27 @@ class SipEdge:
             "address": f"{binding.peer.address[0]}:{binding.peer.address[1]}",
         }
         await self._append(f"sip:{binding.username}", action, f"user:{binding.handle}", details)
+
+    async def audit(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
+        """An audit entry from the call handlers (a refused media address): at most
+        HANDLER_AUDITS a minute per actor and action, so a device or a trunk sending the same
+        bad request in a loop cannot flood the log (the rest are logged, not audited)."""
+        if self._audit_admits(actor, action):
+            await self._append(actor, action, obj, details)
+
+    def audit_soon(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
+        """`audit` from code that cannot wait for it (a re-INVITE's answer)."""
+        if self._audit_admits(actor, action):
+            self._spawn(self._append(actor, action, obj, details))
+
+    def _audit_admits(self, actor: str, action: str) -> bool:
+        minute = int(self._clock.monotonic() // 60)
+        if minute != self._audit_minute or len(self._audited) > 10_000:
+            self._audit_minute, self._audited = minute, {}
+        count = self._audited[(actor, action)] = self._audited.get((actor, action), 0) + 1
+        if count > HANDLER_AUDITS:
+            log.info("sip: %s by %s not audited (over %d a minute)", action, actor, HANDLER_AUDITS)
+        return count <= HANDLER_AUDITS
 
     async def _append(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
         if self._audit is None:

@@ -23,6 +23,7 @@ from typing import Any
 from callgate.sip.credentials import Credential
 from callgate.sip.message import Headers, SipRequest, SipResponse
 from callgate.sip.responses import response
+from callgate.sip.sdp import SdpError
 from callgate.sip.transport import Peer
 from callgate.sip.trunks import Trunk
 from callgate.sip.uri import parse_name_addr
@@ -62,6 +63,7 @@ class InboundCall:
         # a re-INVITE's SDP → our answer (SdpError: 488); set by the call handler
         self.on_offer: Callable[[bytes], bytes] | None = None
         self.recorded = False  # the hub has the attempt (it writes the CDR); else attempts.py
+        self.forged = 0  # in-dialog requests refused as not from the dialog's party (edge.py)
 
     # -- what the handler calls ------------------------------------------------------------------
 
@@ -97,8 +99,10 @@ class InboundCall:
             return response(request, 488, "Not Acceptable Here", to_tag=self.to_tag)
         try:
             answer = self.on_offer(request.body)
-        except ValueError as exc:  # SdpError
-            return response(request, 488, f"Not Acceptable Here ({exc})", to_tag=self.to_tag)
+        except SdpError as exc:  # with a Warning when the media address is forbidden
+            warning = [("Warning", exc.warning)] if exc.warning else []
+            reason = f"Not Acceptable Here ({exc})"
+            return response(request, 488, reason, warning, to_tag=self.to_tag)
         extra = [("Contact", f"<{self.contact}>"), ("Content-Type", "application/sdp")]
         return response(request, 200, "OK", extra, body=answer, to_tag=self.to_tag)
 

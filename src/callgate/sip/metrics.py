@@ -62,9 +62,36 @@ def _trunks(edge: SipEdge) -> Iterator[Metric]:
     yield attempts
     refused = CounterMetricFamily(
         "callgate_sip_trunk_refused",
-        "Calls refused at a trunk's limits (calls: 486, rate: 503)",
+        "Calls refused at a trunk's limits (calls: 486, rate: 503; a user's share: user-calls 403, user-hour 503)",
         labels=["trunk", "limit"],
     )
     for (trunk_name, limit), count in sorted(limits.refused.items()):
         refused.add_metric([trunk_name, limit], count)
     yield refused
+    yield from _reachability(edge)
+
+
+def _reachability(edge: SipEdge) -> Iterator[Metric]:
+    """Per pinged trunk (trunk_pings.py): up (1) or down (0) once known, the last round trip,
+    and the OPTIONS sent and answered (alert on `callgate_sip_trunk_up == 0`)."""
+    up = GaugeMetricFamily(
+        "callgate_sip_trunk_up", "The carrier answers OPTIONS (1) or not (0)", labels=["trunk"]
+    )
+    rtt = GaugeMetricFamily(
+        "callgate_sip_trunk_options_rtt_seconds",
+        "Round trip of the last answered OPTIONS",
+        labels=["trunk"],
+    )
+    pings = CounterMetricFamily(
+        "callgate_sip_trunk_options", "OPTIONS pings sent", labels=["trunk", "result"]
+    )
+    for name, health in sorted(edge.pings.health.items()):
+        if health.up is not None:
+            up.add_metric([name], 1 if health.up else 0)
+        if health.rtt_s is not None:
+            rtt.add_metric([name], health.rtt_s)
+        pings.add_metric([name, "answered"], health.answered)
+        pings.add_metric([name, "unanswered"], health.pings - health.answered)
+    yield up
+    yield rtt
+    yield pings

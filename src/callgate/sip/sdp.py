@@ -37,6 +37,8 @@ DIRECTIONS = {
 class SdpError(ValueError):
     """The SDP cannot be used (the reason is safe to send as a SIP reason phrase)."""
 
+    warning: str | None = None  # a Warning header value saying why (RFC 3261 §20.43)
+
 
 @dataclass(frozen=True, slots=True)
 class Crypto:

@@ -8,13 +8,21 @@ answer for a full trunk), `503 Service Unavailable` with `Retry-After` when atte
 than the rate (§21.5.4: try again later). Refusals are counted per trunk and limit for
 Prometheus; the first refusal of a run is logged at WARNING and audited (`sip.trunk.limit`), as
 an alert that someone may be pumping calls through the trunk.
+
+Per user, on each trunk (dialling out only): at most `max_calls_per_user` calls at once
+(`403 Forbidden`: it is the user, not the trunk, who is refused) and `max_calls_per_user_hour`
+calls in any hour (`503` with `Retry-After` the seconds until the oldest of that hour's calls
+leaves the window, RFC 3261 §20.33). A stolen desk phone password or a compromised account then
+cannot pump calls even through an idle trunk. The first refusal of a user's run is audited
+(`sip.dialout.limit`) by the edge.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from dataclasses import dataclass
+import math
+from collections import Counter, deque
+from dataclasses import dataclass, replace
 
 from callgate.clock import Clock
 
@@ -27,7 +35,7 @@ RETRY_AFTER_S = 1
 class Refusal:
     """A call the trunk's limits refuse: which limit, and the SIP response to give."""
 
-    limit: str  # "calls" or "rate"
+    limit: str  # "calls", "rate", "user-calls" or "user-hour"
     status: int
     reason: str
     retry_after: int | None = None
@@ -35,6 +43,20 @@ class Refusal:
 
 FULL = Refusal("calls", 486, "Busy Here (all trunk channels in use)")
 TOO_FAST = Refusal("rate", 503, "Service Unavailable (trunk call rate)", RETRY_AFTER_S)
+USER_CALLS = Refusal("user-calls", 403, "Forbidden (dial-out limit: calls at once per user)")
+USER_HOUR = Refusal(
+    "user-hour", 503, "Service Unavailable (dial-out limit: calls an hour per user)"
+)
+HOUR = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class UserLimit:
+    """A user's share of a trunk when dialling out (None: no such limit)."""
+
+    handle: str
+    max_calls: int | None
+    per_hour: int | None
 
 
 class TrunkLimited(Exception):
@@ -52,6 +74,8 @@ class TrunkLimited(Exception):
     @property
     def cdr(self) -> tuple[str, str]:
         """(disposition, reason) of the refused call's record."""
+        if self.refusal.limit.startswith("user-"):
+            return "denied", "dial-out-limit"
         return (
             ("busy", "trunk-busy")
             if self.refusal.limit == "calls"
@@ -81,6 +105,9 @@ class TrunkLimits:
         self.refused: Counter[tuple[str, str]] = Counter()  # (trunk, limit) -> refusals
         self._buckets: dict[str, _Bucket] = {}
         self._refusing: set[str] = set()  # trunks in a run of refusals
+        self.user_active: Counter[tuple[str, str]] = Counter()  # (trunk, user) -> calls now
+        self._user_calls: dict[tuple[str, str], deque[float]] = {}  # their calls' start times
+        self._users_refusing: set[tuple[str, str]] = set()
 
     def acquire(
         self,
@@ -89,29 +116,70 @@ class TrunkLimits:
         max_cps: float | None,
         direction: str,
         emergency: bool = False,
+        user: UserLimit | None = None,
     ) -> Refusal | None:
         """Take a channel of `trunk` for a new call, or say which limit refuses it. A call
         that got one gives it back with `release`. An emergency call is counted, never refused:
-        a flood of other calls must not keep 112 from getting through."""
+        a flood of other calls must not keep 112 from getting through. `user`: the dialling
+        user's limits, checked first."""
         self.attempts[(trunk, direction)] += 1
         refusal: Refusal | None = None
-        if emergency:
-            pass
-        elif max_calls is not None and self.active[trunk] >= max_calls:
-            refusal = FULL
-        elif max_cps is not None:
+        if not emergency:
+            refusal = self._user_refusal(trunk, user) if user is not None else None
+            refusal = refusal or self._trunk_refusal(trunk, max_calls, max_cps)
+        if refusal is None:
+            self.active[trunk] += 1
+            self._refusing.discard(trunk)
+            if user is not None and not emergency:  # an emergency call is not the user's share
+                key = (trunk, user.handle)
+                self.user_active[key] += 1
+                if user.per_hour is not None:  # at most per_hour kept: all the check needs
+                    calls = self._user_calls.setdefault(key, deque(maxlen=user.per_hour))
+                    calls.append(self._clock.monotonic())
+                self._users_refusing.discard(key)
+            return None
+        self.refused[(trunk, refusal.limit)] += 1
+        return refusal
+
+    def _trunk_refusal(
+        self, trunk: str, max_calls: int | None, max_cps: float | None
+    ) -> Refusal | None:
+        if max_calls is not None and self.active[trunk] >= max_calls:
+            return FULL
+        if max_cps is not None:
             now = self._clock.monotonic()
             bucket = self._buckets.get(trunk)
             if bucket is None:
                 bucket = self._buckets[trunk] = _Bucket(max_cps, now)
             if not bucket.take(now):
-                refusal = TOO_FAST
-        if refusal is None:
-            self.active[trunk] += 1
-            self._refusing.discard(trunk)
+                return TOO_FAST
+        return None
+
+    def _user_refusal(self, trunk: str, user: UserLimit) -> Refusal | None:
+        key = (trunk, user.handle)
+        if user.max_calls is not None and self.user_active[key] >= user.max_calls:
+            return USER_CALLS
+        started = self._user_calls.get(key)
+        if started is None:
             return None
-        self.refused[(trunk, refusal.limit)] += 1
-        return refusal
+        now = self._clock.monotonic()
+        while started and started[0] <= now - HOUR:
+            started.popleft()
+        if not started:
+            del self._user_calls[key]
+        elif user.per_hour is not None and len(started) >= user.per_hour:
+            wait = started[len(started) - user.per_hour] + HOUR - now
+            return replace(USER_HOUR, retry_after=max(1, math.ceil(wait)))
+        return None
+
+    def first_of_user_run(self, trunk: str, handle: str) -> bool:
+        """Is this the user's first refusal since they last got a call through?"""
+        if (trunk, handle) in self._users_refusing:
+            return False
+        self._users_refusing.add((trunk, handle))
+        log.warning("sip: %s is refused dialling out through %s at the per-user limit", handle,
+                    trunk)  # fmt: skip
+        return True
 
     def first_of_run(self, trunk: str) -> bool:
         """Is this the first refusal since the trunk last took a call? (alert once a run)"""
@@ -125,6 +193,10 @@ class TrunkLimits:
         """Has the trunk refused calls since it last took one?"""
         return trunk in self._refusing
 
-    def release(self, trunk: str) -> None:
+    def release(self, trunk: str, user: str | None = None) -> None:
         if self.active[trunk] > 0:
             self.active[trunk] -= 1
+        if user is not None and self.user_active[(trunk, user)] > 0:
+            self.user_active[(trunk, user)] -= 1
+            if not self.user_active[(trunk, user)]:
+                del self.user_active[(trunk, user)]

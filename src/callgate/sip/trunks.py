@@ -18,6 +18,7 @@ trunk's own country).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from callgate.sip.digest_client import CarrierAuth
@@ -99,6 +100,10 @@ class Trunk:
     number_format: str = "e164"  # how the carrier gets the number: "e164" or "national"
     max_calls: int | None = None  # calls at once, both ways (trunk_limits.py)
     max_cps: float | None = None  # new calls a second
+    max_calls_per_user: int | None = None  # a user's outbound calls at once on it
+    max_calls_per_user_hour: int | None = None  # a user's outbound calls in any hour
+    options_interval: float = 0.0  # seconds between OPTIONS pings to `outbound` (0: none)
+    options_failures: int = 2  # pings in a row unanswered that mark it down (trunk_pings.py)
     auth: CarrierAuth | None = None  # our account at the carrier: answers its 401/407
     # Let through whatever the rules say; None: its country's (emergency_numbers)
     emergency: frozenset[str] | None = None
@@ -155,6 +160,10 @@ class Dialled:
     emergency: bool
 
 
+def _never(name: str) -> bool:
+    return False
+
+
 class Trunks:
     def __init__(self, trunks: list[Trunk]) -> None:
         self.all = tuple(trunks)
@@ -164,21 +173,30 @@ class Trunks:
     def by_address(self, address: str) -> Trunk | None:
         return self._by_address.get(address)
 
-    def dial(self, dialled: str) -> Dialled | None:
+    def dial(self, dialled: str, down: Callable[[str], bool] = _never) -> Dialled | None:
         """The dial plan: which trunk takes `dialled`, and as what number; None when no
-        trunk can (not a number, national without a trunk that knows its country, no route)."""
+        trunk can (not a number, national without a trunk that knows its country, no route).
+        The longest route wins (config order among equals); a trunk `down` (its carrier stopped
+        answering OPTIONS, trunk_pings.py) is passed over for the next that carries the number,
+        if any is not down — else it is tried all the same."""
         if self.outbound is None:
             return None
         code = short_code(dialled)
         if code in self.outbound.emergency_codes():
-            return Dialled(self.outbound, code, code, True)
-        best: tuple[int, Trunk, str] | None = None
+            # only to trunks where this code is an emergency number too (elsewhere it may be a
+            # chargeable service)
+            others = [t for t in self.all if t.outbound is not None and t is not self.outbound]
+            able = [self.outbound, *(t for t in others if code in t.emergency_codes())]
+            trunk = next((t for t in able if not down(t.name)), self.outbound)
+            return Dialled(trunk, code, code, True)
+        found: list[tuple[int, Trunk, str]] = []
         for trunk in self.all:
             number = trunk.normalise(dialled)
             length = trunk.carries(number) if number is not None else 0
-            if number is not None and length and (best is None or length > best[0]):
-                best = (length, trunk, number)
-        if best is None:
+            if number is not None and length:
+                found.append((length, trunk, number))
+        if not found:
             return None
-        _, trunk, number = best
+        found.sort(key=lambda item: -item[0])  # stable: config order among equal lengths
+        _, trunk, number = next((f for f in found if not down(f[1].name)), found[0])
         return Dialled(trunk, number, trunk.carrier_number(number), False)

@@ -345,6 +345,8 @@ class AuditEntry(Base):
     """One audit log entry; hash = SHA-256(prev_hash ‖ canonical JSON) (records/audit_chain.py)."""
 
     __tablename__ = "audit_entries"
+    # the legal-hold watcher's newest-entry-of-an-action query (migration 0028)
+    __table_args__ = (Index("ix_audit_entries_action_seq", "action", "seq"),)
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -250,7 +250,7 @@ async def test_play_source_reads_the_wav_file(tmp_path: Path) -> None:
     path = write_tone_wav(tmp_path / "play.wav", 700.0, 0.5)
     track = audio_source(path, None)
     try:
-        frames = [await asyncio.wait_for(track.recv(), 5) for _ in range(5)]
+        frames = [await asyncio.wait_for(track.recv(), 30) for _ in range(5)]
     finally:
         track.stop()
     samples = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])

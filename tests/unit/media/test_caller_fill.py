@@ -40,6 +40,28 @@ async def test_silence_until_the_party_speaks_then_its_packets_continue_the_time
         assert (after.seq - before.seq) % (1 << 16) == 1
 
 
+async def test_a_hold_right_after_the_first_packet_keeps_one_filler() -> None:
+    """A hold before the filler woke to see the party's packet: that filler goes on, no second
+    one beside it (two would send silence at twice the rate, stretching the recording)."""
+    out: list[MediaPacket] = []
+    fill = SilenceUntilMedia("phone", "pcmu", out.append)
+    fill.start()
+    try:
+        async with asyncio.timeout(10):
+            while len(out) < 2:
+                await asyncio.sleep(0.01)
+        fill.packet(party(7, 800, b"A" * 160))
+        fill.hold()  # no await in between: the filler has not woken since the packet
+        fillers = [t for t in asyncio.all_tasks() if t.get_name() == "silence-phone"]
+        assert len(fillers) == 1 and fill.filling
+        async with asyncio.timeout(10):
+            while out[-1].payload != b"\xff" * 160:  # silence again after the party's packet
+                await asyncio.sleep(0.01)
+    finally:
+        await fill.stop()
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "silence-phone"] == []
+
+
 def test_only_g711_has_a_silence_to_send() -> None:
     with pytest.raises(ValueError, match="opus"):
         SilenceUntilMedia("phone", "opus", lambda packet: None)

@@ -7,9 +7,13 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from callgate.media.packets import MediaPacket
 from callgate.recording import keys
+from callgate.recording import recorder as recorder_module
 from callgate.recording.chunks import decode_packets, iter_chunks, open_chunk
 from callgate.recording.recorder import RecorderLimits, StreamRecorder
 from callgate.recording.writer import ChunkWriter
@@ -33,7 +37,7 @@ async def test_packets_are_written_and_the_first_chunk_is_reported_durable(tmp_p
     recorder.start()
     for seq in range(10):
         recorder.on_packet(packet("caller", seq))
-    await asyncio.wait_for(recorder.first_written(), 10)
+    await asyncio.wait_for(recorder.first_written(), 30)
     for seq in range(10, 20):
         recorder.on_packet(packet("callee", seq))
     await recorder.close()
@@ -48,17 +52,27 @@ async def test_packets_are_written_and_the_first_chunk_is_reported_durable(tmp_p
     assert recorder.packets == {"caller": 10, "callee": 10}
 
 
-async def test_a_leg_that_stops_sending_fails_the_recording_once(tmp_path: Path) -> None:
+async def test_a_leg_that_stops_sending_fails_the_recording_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Silence is measured on the test's clock, which moves only with the caller's packets: on
+    # the real one a loaded machine's stall longer than the limit made the caller look silent.
+    now = [1000.0]
+    monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
     recorder, _key, failures = recorder_in(tmp_path, RecorderLimits(0.05, 0.3))
     recorder.start()
     recorder.on_packet(packet("caller", 0))
     recorder.expect("callee")  # connected, but never sends
-    for _ in range(200):
+    for _ in range(400):
         if failures:
             break
+        now[0] += 0.1  # 0.1 s later, the caller sends again; the callee does not
         recorder.on_packet(packet("caller", 1))
         await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)
+    for _ in range(6):  # more silence, more checks: still one failure
+        now[0] += 0.1
+        recorder.on_packet(packet("caller", 1))
+        await asyncio.sleep(0.05)
     assert failures == ["no media from the callee for 0.3 s"]
     await recorder.close()
 

@@ -76,3 +76,25 @@ async def test_parallel_answers_pass_failures_throttle_stale_nonces_do_not_reset
         assert refused.headers.get("retry-after")
     finally:
         store.close()
+
+
+async def test_handler_audit_entries_are_bounded_per_actor_and_minute(tmp_path: Path) -> None:
+    """A device or trunk repeating a refused request (a forbidden media address) in a loop gets
+    at most 30 audit entries a minute; another actor, or the next minute, is not affected."""
+    from callgate.clock import ManualClock
+    from callgate.records.audit import AuditLog
+
+    store = open_store(sqlite_url(tmp_path))
+    try:
+        clock = ManualClock()
+        edge = SipEdge(CredentialStore(store, REALM), AuditLog(store), clock=clock)
+        for _ in range(40):
+            await edge.audit("trunk:uk", "sip.media.forbidden", "call:x", {})
+        await edge.audit("sip:alice.desk", "sip.media.forbidden", "call:y", {})
+        clock.advance(60)
+        await edge.audit("trunk:uk", "sip.media.forbidden", "call:z", {})
+        entries = AuditLog(store).iter_entries()
+        actors = [e.actor for e in entries if e.action == "sip.media.forbidden"]
+        assert actors.count("trunk:uk") == 31 and actors.count("sip:alice.desk") == 1
+    finally:
+        store.close()

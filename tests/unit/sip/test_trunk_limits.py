@@ -54,3 +54,40 @@ def test_a_rate_under_one_a_second_still_lets_one_call_through() -> None:
     assert limits.acquire("slow", None, 0.1, "inbound") is not None
     clock.advance(10)
     assert limits.acquire("slow", None, 0.1, "inbound") is None
+
+
+def test_a_users_share_of_a_trunk_at_once_and_per_hour() -> None:
+    from callgate.sip.trunk_limits import UserLimit
+
+    clock = ManualClock()
+    limits = TrunkLimits(clock)
+    alice, bob = UserLimit("alice", 2, 3), UserLimit("bob", 2, 3)
+    assert limits.acquire("uk", 30, None, "outbound", user=alice) is None
+    assert limits.acquire("uk", 30, None, "outbound", user=alice) is None
+    busy = limits.acquire("uk", 30, None, "outbound", user=alice)
+    assert busy is not None and (busy.status, busy.limit) == (403, "user-calls")
+    assert busy.reason == "Forbidden (dial-out limit: calls at once per user)"
+    assert TrunkLimited(busy).cdr == ("denied", "dial-out-limit")
+    assert TrunkLimited(busy).headers == []  # RFC 3261 §20.33: no Retry-After on a 403
+    assert limits.acquire("uk", 30, None, "outbound", user=bob) is None  # per user
+    assert limits.acquire("us", 30, None, "outbound", user=alice) is None  # per trunk
+    # an emergency call is never refused, whatever the user's count
+    assert limits.acquire("uk", 30, None, "outbound", emergency=True, user=alice) is None
+    # the first refusal of a run is the one to audit
+    assert limits.first_of_user_run("uk", "alice") and not limits.first_of_user_run("uk", "alice")
+
+    limits.release("uk", "alice")
+    clock.advance(600)
+    assert limits.acquire("uk", 30, None, "outbound", user=alice) is None  # her third this hour
+    limits.release("uk", "alice")
+    limits.release("uk", "alice")
+    assert limits.user_active[("uk", "alice")] == 0
+    hourly = limits.acquire("uk", 30, None, "outbound", user=alice)
+    # her first call of the hour leaves the window 3000 s from now
+    assert hourly is not None and (hourly.status, hourly.limit) == (503, "user-hour")
+    assert TrunkLimited(hourly).headers == [("Retry-After", "3000")]
+    assert limits.refused[("uk", "user-calls")] == 1
+    assert limits.refused[("uk", "user-hour")] == 1
+    clock.advance(3000)
+    assert limits.acquire("uk", 30, None, "outbound", user=alice) is None
+    assert limits.first_of_user_run("uk", "alice")  # a new run after a call got through

@@ -97,3 +97,68 @@ def test_emergency_codes_are_the_trunks_countrys_not_every_countrys() -> None:
     assert settings.emergency == ["112", "144"]
     with pytest.raises(ValidationError):
         TrunkSettings(name="c", addresses=["192.0.2.9"], emergency=["1\uff112"])
+
+
+def test_a_trunk_that_is_down_is_passed_over_for_another_that_carries_the_number() -> None:
+    uk = Trunk("uk", frozenset({"192.0.2.1"}), outbound=("192.0.2.1", 5060), routes=("+44",),
+               country_code="44")  # fmt: skip
+    backup = Trunk("backup", frozenset({"192.0.2.2"}), outbound=("192.0.2.2", 5060),
+                   routes=("+44",), country_code="44")  # fmt: skip
+    us = Trunk("us", frozenset({"192.0.2.3"}), outbound=("192.0.2.3", 5060), routes=("+1",),
+               country_code="1")  # fmt: skip
+    plan = Trunks([uk, backup, us])
+    dialled = plan.dial("+442079460000")
+    assert dialled is not None and dialled.trunk is uk  # equal routes: the first configured
+    fallback = plan.dial("+442079460000", down=lambda name: name == "uk")
+    assert fallback is not None and fallback.trunk is backup  # it carries +44 too
+    # nobody else carries +1: the down trunk is tried all the same
+    only = plan.dial("+12125550100", down=lambda name: name == "us")
+    assert only is not None and only.trunk is us
+    everyone_down = plan.dial("+442079460000", down=lambda name: True)
+    assert everyone_down is not None and everyone_down.trunk is uk
+    # 999 is an emergency number on the first outbound trunk (UK) and on the backup (+44) but
+    # not on the US trunk: with the UK trunk down it goes to the backup, never to the US one
+    sos = plan.dial("999", down=lambda name: name in ("uk",))
+    assert sos is not None and sos.emergency and sos.trunk is backup
+    sos = plan.dial("999", down=lambda name: name in ("uk", "backup"))
+    assert sos is not None and sos.trunk is uk
+
+
+async def test_pings_mark_a_trunk_down_after_failures_and_up_at_the_next_answer() -> None:
+    from callgate.clock import ManualClock
+    from callgate.sip.message import SipResponse
+    from callgate.sip.trunk_pings import TrunkPings, proves_up
+
+    trunk = Trunk("uk", frozenset({"192.0.2.1"}), outbound=("192.0.2.1", 5060),
+                  options_interval=10, options_failures=2)  # fmt: skip
+    silent = Trunk("quiet", frozenset({"192.0.2.9"}), outbound=("192.0.2.9", 5060))  # no pings
+    answers: list[SipResponse | None] = []
+    audited: list[str] = []
+
+    async def ping(target: Trunk, wait_s: float) -> SipResponse | None:
+        assert target is trunk and wait_s == 5.0
+        return answers.pop(0)
+
+    async def audit(actor: str, action: str, obj: str, details: dict[str, object]) -> None:
+        audited.append(f"{action} {obj}")
+
+    def reply(status: int) -> SipResponse:
+        from callgate.sip.message import Headers
+
+        return SipResponse(status, "", Headers())
+
+    pings = TrunkPings((trunk, silent), ping, ManualClock(), audit)
+    assert set(pings.health) == {"uk"} and not pings.down("quiet")
+    answers += [reply(405), None, reply(503), None, reply(200)]
+    await pings.ping(trunk)  # 405 from a carrier without OPTIONS: it is there
+    assert pings.health["uk"].up is True and audited == []  # the first answer: not a change
+    await pings.ping(trunk)
+    assert not pings.down("uk")  # one unanswered ping is not enough
+    await pings.ping(trunk)  # a 503: there, but not taking calls
+    assert pings.down("uk") and audited == ["sip.trunk.down trunk:uk"]
+    await pings.ping(trunk)
+    assert audited == ["sip.trunk.down trunk:uk"]  # once per change
+    await pings.ping(trunk)
+    assert not pings.down("uk") and audited[-1] == "sip.trunk.up trunk:uk"
+    assert pings.summary() == {"ok": True, "critical": False, "pinged": 1, "down": 0}
+    assert not proves_up(None) and proves_up(reply(401)) and not proves_up(reply(500))

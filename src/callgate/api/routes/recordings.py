@@ -10,8 +10,10 @@
                                               short-lived URL of that recording's audio for an
                                               <audio> element (recording/playback.py), audited
     GET /api/recordings/{recording_id}/stream?ticket=  the audio, as /audio, opened by the
-                                              ticket instead of a bearer token; its first use
-                                              is audited `recording.played`
+                                              ticket instead of a bearer token; its first use,
+                                              and first use from each other client address,
+                                              audited `recording.played` before any audio is
+                                              sent; 60 requests then 2/s a ticket (429)
     GET /api/recordings/{recording_id}/bundle?format=wav|ogg  admin, compliance: the export
                                               bundle as a tar (recording/bundle.py), audited
                                               `recording.exported` by the reader
@@ -21,7 +23,10 @@
     POST /api/recordings/purge                admin, compliance: delete what is past its
                                               retention and not held -> {deleted, held_kept, refused}
 
-Every refusal of a signed-in user (403) and every playback is written to the audit log.
+Every refusal of a signed-in user (403) or of a disabled account's ticket, every search (its
+filters) and every playback is written to the audit log. Decoded audio is served from
+recording/decoded.py's files, decoded off asyncio's default executor (503 when the queue is
+full); errors name nothing of the server's (paths, key files) to the client, only to the log.
 There is no way to delete a recording before its retention ends (docs/recording.md).
 Built by `recordings_router()` around the running server's recording service.
 """
@@ -31,16 +36,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,10 +53,11 @@ from callgate.accounts.handles import normal_handle
 from callgate.accounts.records import UserRecord
 from callgate.api.deps import READERS, ServicesDep, UserDep
 from callgate.recording import playback
-from callgate.recording.audio import AudioError, stereo_wav_bytes
+from callgate.recording.audio import AudioError, stereo_wav
 from callgate.recording.bundle import BundleError, decrypt, export_bundle
 from callgate.recording.bundle_tar import pack
 from callgate.recording.chunks import ChunkError
+from callgate.recording.decoded import Busy, Decoded, DecodedFiles
 from callgate.recording.keys import MasterKeyError
 from callgate.recording.retention import HoldError, RecordingPurgeJob, RecordingRetention
 from callgate.recording.search import ArchiveState, RecordingFilter, State, search
@@ -63,9 +69,11 @@ from callgate.records.query import BadCursor
 
 log = logging.getLogger(__name__)
 RecordingId = Annotated[str, Path(pattern="^[0-9a-f]{32}$")]
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 COMPLIANCE = frozenset({"compliance"})  # legal hold: compliance officers, not admins
 EXPORTS_AT_ONCE = 2  # each decodes a whole recording
+UNREADABLE = "recording unreadable (the server log says why)"  # paths, key files: log only
+BUSY_RETRY_S = 5
+RangeHeader = Annotated[str | None, Header(alias="Range")]  # over-long: ignored, not refused
 
 
 class RecordingHold(BaseModel):
@@ -83,12 +91,17 @@ def recordings_router(
     purge_job: RecordingPurgeJob | None = None,
     signing_key: Ed25519PrivateKey | None = None,
     on_hold: Callable[[], None] | None = None,
+    decoded_files: DecodedFiles | None = None,
 ) -> APIRouter:
-    """`on_hold` is called after a legal hold changed (serve's archive job mirrors it to S3)."""
+    """`on_hold` is called after a legal hold changed (serve's archive job mirrors it to S3);
+    `decoded_files` keeps decoded audio for playback (the caller closes it at shutdown)."""
     router = APIRouter(prefix="/api/recordings", tags=["recordings"])
     exports = asyncio.Semaphore(EXPORTS_AT_ONCE)
-    cache = playback.DecodedCache()
-    used = playback.FirstUse()
+    # threads of their own: a long export never holds asyncio's default pool (call setup, live
+    # recording writes, audit writes)
+    exporters = ThreadPoolExecutor(EXPORTS_AT_ONCE, thread_name_prefix="recording-export")
+    files = decoded_files or DecodedFiles()
+    uses, rates, warnings = playback.Uses(), playback.StreamRate(), playback.LogLimit()
     repository = service.repository
     job = purge_job or RecordingPurgeJob(RecordingRetention(repository, service.settings.directory))
 
@@ -144,11 +157,21 @@ def recordings_router(
         if where.since and where.until and where.since >= where.until:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                                 detail="since must be before until")  # fmt: skip
-        await reader(user, "list", f"call:{call_id}" if call_id else "recordings")
+        target = f"call:{call_id}" if call_id else "recordings"
+        await reader(user, "list", target)
         try:
             page = await asyncio.to_thread(search, repository.engine, where, limit, cursor)
         except BadCursor as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+        # who searched for whom: the filters (not the cursor), every page
+        filters = {
+            "party": where.party, "since": _text(where.since), "until": _text(where.until),
+            "call_id": call_id, "held": held, "archive": archive, "state": state,
+        }  # fmt: skip
+        await asyncio.to_thread(
+            audit.append, user.handle, "recording.searched", target,
+            {k: v for k, v in filters.items() if v is not None},
+        )  # fmt: skip
         return {"items": await described(list(page.rows)), "next_cursor": page.next_cursor}
 
     @router.get("/{recording_id}")
@@ -160,35 +183,39 @@ def recordings_router(
     async def recording_audio(
         user: UserDep,
         recording_id: RecordingId,
-        range_: Annotated[str | None, Header(alias="Range", max_length=64)] = None,
+        range_: RangeHeader = None,
     ) -> Response:
         await reader(user, "audio", f"recording:{recording_id}")
         row = await found(recording_id)
         if row.state == "open":
             raise HTTPException(status.HTTP_409_CONFLICT, detail="the recording is still open")
-        data = await decoded(row)
+        wav = await decoded(row)
         await asyncio.to_thread(
             audit.append, user.handle, "recording.played", f"recording:{recording_id}",
-            {"call_id": row.call_id, "range": range_},
+            {"call_id": row.call_id, "range": (range_ or "")[: playback.MAX_RANGE_CHARS] or None},
         )  # fmt: skip
-        return _ranged(data, range_)
+        return await _ranged(files, wav, range_, lambda: decoded(row))
 
-    async def decoded(row: RecordingRow) -> bytes:
+    async def decoded(row: RecordingRow) -> Decoded:
+        """The decoded file (recording/decoded.py): decoded once, off the default executor."""
         try:
-            return await asyncio.to_thread(
-                cache.get, row.recording_id, lambda: _decode(service, row)
-            )
+            return await files.get(row.recording_id, lambda path: _decode(service, row, path))
+        except Busy as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc),
+                                headers={"Retry-After": str(BUSY_RETRY_S)}) from None  # fmt: skip
         except (AudioError, ChunkError, MasterKeyError, RecordingFailure, OSError) as exc:
             log.error("recording %s cannot be played: %s", row.recording_id, exc)
-            raise HTTPException(
-                status.HTTP_500_INTERNAL_SERVER_ERROR, detail=f"recording unreadable: {exc}"
-            ) from None
+            raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, detail=UNREADABLE) from None
 
     def ticket_key() -> bytes:
         try:
             return playback.ticket_key(service.master_key())
-        except RecordingFailure as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+        except RecordingFailure as exc:  # its text names the key file: the log only
+            log.error("playback tickets unavailable: %s", exc)
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail="recordings are unavailable (the server log says why)",
+            ) from None
 
     @router.post("/{recording_id}/playback")
     async def playback_url(user: UserDep, recording_id: RecordingId) -> dict[str, Any]:
@@ -210,30 +237,50 @@ def recordings_router(
 
     @router.get("/{recording_id}/stream", response_class=Response)
     async def recording_stream(
+        request: Request,
         services: ServicesDep,
         recording_id: RecordingId,
         ticket: Annotated[str, Query(min_length=1, max_length=playback.MAX_TICKET_CHARS)],
-        range_: Annotated[str | None, Header(alias="Range", max_length=64)] = None,
+        range_: RangeHeader = None,
     ) -> Response:
-        """The audio as /audio serves it, opened by a playback ticket; first use audited."""
+        """The audio as /audio serves it, opened by a playback ticket; its first use, and its
+        first use from each other client address, audited."""
+        target = f"recording:{recording_id}"
         try:
             granted = playback.verify(ticket_key(), ticket, recording_id)
         except playback.TicketError as exc:
+            if warnings.allow():  # the reason and the recording, never the ticket
+                held = warnings.held_back()
+                log.warning("playback ticket refused for recording %s: %s%s", recording_id, exc,
+                            f" ({held} more not logged)" if held else "")  # fmt: skip
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc)) from None
+        wait = rates.take(granted)
+        if wait > 0:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                                detail="too many requests with this playback URL",
+                                headers={"Retry-After": str(max(1, round(wait)))})  # fmt: skip
         user = await asyncio.to_thread(services.accounts.get, granted.handle)
         if user is None or user.disabled:
+            await asyncio.to_thread(
+                audit.append, granted.handle, "recording.access_denied", target,
+                {"wanted": "audio", "via": "playback-url",
+                 "why": "account removed" if user is None else "account disabled"},
+            )  # fmt: skip
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, detail="the account is disabled or removed"
             )
-        await reader(user, "audio", f"recording:{recording_id}")
+        await reader(user, "audio", target)
         row = await found(recording_id)
-        data = await decoded(row)
-        if used.first(granted):
-            await asyncio.to_thread(
-                audit.append, user.handle, "recording.played", f"recording:{recording_id}",
-                {"call_id": row.call_id, "via": "playback-url", "expires_at": _iso(granted.expires)},
-            )  # fmt: skip
-        return _ranged(data, range_)
+        wav = await decoded(row)
+        address = request.client.host if request.client is not None else "unknown"
+        if not uses.known(granted, address):
+            details: dict[str, Any] = {"call_id": row.call_id, "via": "playback-url",
+                       "expires_at": _iso(granted.expires), "client": address}  # fmt: skip
+            if not uses.first_address(granted):
+                details["another_address"] = True  # the ticket was used from elsewhere first
+            await asyncio.to_thread(audit.append, user.handle, "recording.played", target, details)
+            uses.mark(granted, address)  # only once the entry is written
+        return await _ranged(files, wav, range_, lambda: decoded(row))
 
     @router.get(
         "/{recording_id}/bundle",
@@ -255,15 +302,14 @@ def recordings_router(
         work = FilePath(tempfile.mkdtemp(prefix="callgate-export-"))  # 0700: decrypted audio
         try:
             async with exports:
-                tar = await asyncio.to_thread(
-                    _bundle_tar, service, row, audit, signing_key, work, user.handle, audio
-                )
+                tar = await asyncio.get_running_loop().run_in_executor(
+                    exporters, _bundle_tar, service, row, audit, signing_key, work, user.handle,
+                    audio,
+                )  # fmt: skip
         except (BundleError, ChunkError, MasterKeyError, RecordingFailure, OSError) as exc:
             shutil.rmtree(work, ignore_errors=True)
             log.error("recording %s cannot be exported: %s", recording_id, exc)
-            raise HTTPException(
-                status.HTTP_500_INTERNAL_SERVER_ERROR, detail=f"recording unreadable: {exc}"
-            ) from None
+            raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, detail=UNREADABLE) from None
         headers = {
             "Content-Disposition": f'attachment; filename="recording-{recording_id}.tar"',
             "Content-Length": str(tar.stat().st_size),
@@ -306,14 +352,17 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
+def _text(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
 def _iso(unix: int) -> str:
     return datetime.fromtimestamp(unix, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _decode(service: RecordingService, row: RecordingRow) -> bytes:
+def _decode(service: RecordingService, row: RecordingRow, path: FilePath) -> None:
     stored = (service.settings.directory / row.file_name).read_bytes()
-    data, _seconds = stereo_wav_bytes(decrypt(row, stored, service.master_key()), row.codec)
-    return data
+    stereo_wav(decrypt(row, stored, service.master_key()), path, row.codec)
 
 
 def _bundle_tar(
@@ -338,19 +387,29 @@ def _read_then_remove(path: FilePath, work: FilePath) -> Iterator[bytes]:
             shutil.rmtree(work)
 
 
-def _ranged(data: bytes, header: str | None) -> Response:
-    """The whole WAV, or the one range asked for (RFC 9110 §14.2); 416 when unsatisfiable."""
+async def _ranged(
+    files: DecodedFiles, wav: Decoded, header: str | None, again: Callable[[], Awaitable[Decoded]]
+) -> Response:
+    """The whole WAV, or the one range asked for (RFC 9110 §14.2), read from the decoded file a
+    piece at a time; 416 when unsatisfiable. `again` decodes anew when the file expired in
+    between (its timer ran just now)."""
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
-    match = _RANGE.match(header.strip()) if header else None
-    if match is None:
-        return Response(data, media_type="audio/wav", headers=headers)
-    first, last = match.groups()
-    size = len(data)
-    if first == "":
-        start, end = max(0, size - int(last or 0)), size - 1
-    else:
-        start, end = int(first), min(size - 1, int(last) if last else size - 1)
-    if start >= size or start > end:
-        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
-    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return Response(data[start : end + 1], status_code=206, media_type="audio/wav", headers=headers)
+    for attempt in range(2):
+        wanted = playback.byte_range(header, wav.size)
+        if wanted == "unsatisfiable":
+            return Response(
+                status_code=416, headers={**headers, "Content-Range": f"bytes */{wav.size}"}
+            )
+        (start, end), code = wanted or (0, wav.size - 1), 206 if wanted else 200
+        try:
+            pieces = await files.pieces(wav, start, end)
+        except FileNotFoundError:
+            if attempt:
+                raise
+            wav = await again()
+            continue
+        if wanted is not None:
+            headers["Content-Range"] = f"bytes {start}-{end}/{wav.size}"
+        headers["Content-Length"] = str(end + 1 - start)
+        return StreamingResponse(pieces, status_code=code, media_type="audio/wav", headers=headers)
+    raise AssertionError("unreachable")

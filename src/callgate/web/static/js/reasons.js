@@ -10,6 +10,8 @@ export function endingMessage({ reason, endedBy, denial }, role, name) {
       return `${name} cannot be dialled here: no trunk takes this number.`;
     case "unknown-number":
       return `${name} is not a number the phone network knows.`;
+    case "dial-out-limit":
+      return "You have reached your limit of calls to numbers (at once, or in the last hour). Try again later.";
     case "max-duration":
       return "The call reached the longest time company policy allows.";
     case "offline":

@@ -44,7 +44,7 @@ boot(["admin", "compliance"], async (user, content) => {
       "tr",
       { dataset: { callId: call.call_id, state: call.state } },
       el("td", {}, party(call.caller)),
-      el("td", {}, party(call.callee)),
+      el("td", {}, call.trunk ? `${party(call.callee)} (trunk ${call.trunk})` : party(call.callee)),
       el("td", {}, STATES[call.state] || call.state),
       duration,
       el("td", {}, call.media_path || "—"),

@@ -12,6 +12,14 @@ function statePill(state) {
   return el("span", { class: `pill ${kind}`.trim() }, label);
 }
 
+function reachablePill(t) {
+  const kind = t.reachable === "down" ? "poor" : t.reachable === "up" ? "good" : "";
+  const o = t.options;
+  const detail = !o ? "" : o.rtt_ms != null && t.reachable === "up" ? ` (${o.rtt_ms} ms)` : o.failures ? ` (${o.failures} unanswered)` : "";
+  const label = t.reachable.charAt(0).toUpperCase() + t.reachable.slice(1) + detail;
+  return el("span", { class: `pill ${kind}`.trim(), dataset: { reachable: t.reachable } }, label);
+}
+
 function row(t) {
   const auth = t.carrier_auth ? `digest as ${t.carrier_auth.username}` : "by address";
   return el(
@@ -19,9 +27,10 @@ function row(t) {
     { dataset: { trunk: t.name, state: t.state } },
     el("td", {}, t.name),
     el("td", {}, statePill(t.state)),
+    el("td", {}, reachablePill(t)),
     el("td", { class: "num" }, `${t.calls} / ${t.max_calls}`),
     el("td", { class: "num" }, `${t.attempts.inbound} / ${t.attempts.outbound}`),
-    el("td", { class: "num" }, `${t.refused.calls} / ${t.refused.rate}`),
+    el("td", { class: "num" }, `${t.refused.calls} / ${t.refused.rate} / ${t.refused.users}`),
     el("td", {}, t.outbound || "inbound only"),
     el("td", {}, t.routes.join(", ") || "—"),
     el("td", {}, t.dial_out_groups.join(", ") || "nobody (emergency only)"),
@@ -33,7 +42,7 @@ function row(t) {
 boot(["admin"], async (_user, content) => {
   const holder = el("div", { id: "trunks-table" });
   const note = el("p", { class: "muted" },
-    "Calls now / limit; attempts inbound / outbound and refusals at the channel / rate limits since the server started.");
+    "Calls now / limit; attempts inbound / outbound and refusals at the channel / rate / per-user dial-out limits since the server started.");
   content.replaceChildren(section("Trunks", note, holder));
   let timer = null;
 
@@ -50,7 +59,7 @@ boot(["admin"], async (_user, content) => {
       holder.replaceChildren(el("p", { class: "muted" }, "This server has no SIP edge (set sip.listen)."));
       return;
     }
-    const headers = ["Trunk", "State", "Calls", "Attempts in / out", "Refused channels / rate",
+    const headers = ["Trunk", "State", "Carrier answers", "Calls", "Attempts in / out", "Refused channels / rate / per user",
       "Carrier", "Routes", "May dial out", "Inbound from", "Authentication"];
     holder.replaceChildren(
       body.trunks.length ? table(headers, body.trunks.map(row), "SIP trunks") : el("p", { class: "muted" }, "No trunks configured."),

@@ -1,0 +1,95 @@
+"""Where the SIP edge may send media (docs/sip.md, "Media addresses").
+
+A phone's or a carrier's SDP names the address and port our RTP leg sends to (RFC 4566 `c=`,
+`m=`), and RTCP goes to the next port (RFC 3550 §11). Left unchecked, an authenticated phone
+could point the server's media at loopback, the cloud metadata address or the internal network.
+So every media destination is judged by the relay's peer filter (`turn.peers.PeerFilter`, the
+same ranges refused by default, opened by `turn.allow_peers` and `sip.allow_media`, closed by
+`turn.deny_peers`), and the port must be one a phone's RTP can use: 1024-65534 (below 1024 are
+system services, RFC 6335 §6; RTCP needs the next port).
+
+A forbidden offer is refused with `488 Not Acceptable Here` and a `Warning` (RFC 3261 §21.4.26,
+§20.43; RFC 3264 §6: an answerer that cannot take an offer refuses it), a forbidden answer
+ends the call, and an RTP leg never latches to a source the filter refuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from callgate.sip.invite import InboundCall
+from callgate.sip.sdp import AudioOffer, SdpError
+from callgate.turn.peers import PeerFilter
+
+MIN_PORT, MAX_PORT = 1024, 65534
+WARN_AGENT = "callgate"
+
+
+class ForbiddenMedia(SdpError):
+    """An SDP whose media destination the filter refuses."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        # RFC 3261 §20.43: warn-code SP warn-agent SP quoted warn-text; 399: miscellaneous
+        self.warning: str | None = f'399 {WARN_AGENT} "{reason}"'
+
+
+class MediaPeers:
+    """The filter every SIP media destination passes (module doc)."""
+
+    def __init__(self, peers: PeerFilter) -> None:
+        self._peers = peers
+
+    def permits(self, host: str) -> bool:
+        """Whether RTP/RTCP may be sent to, or latched from, `host`."""
+        return self._peers.permits(host)
+
+    def check(self, offer: AudioOffer) -> None:
+        """Raise ForbiddenMedia unless we may send RTP to the SDP's address and port and RTCP
+        to the port after it."""
+        if not self.permits(offer.address):
+            raise ForbiddenMedia(f"media address {offer.address} is not permitted")
+        if not MIN_PORT <= offer.port <= MAX_PORT:
+            raise ForbiddenMedia(f"media port {offer.port} is not permitted")
+
+
+def refusal_headers(exc: SdpError) -> list[tuple[str, str]]:
+    """The Warning header that says why an offer was refused, when there is one."""
+    return [("Warning", exc.warning)] if exc.warning else []
+
+
+Audit = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
+
+
+async def refuse_offer(call: InboundCall, exc: SdpError, audit: Audit) -> None:
+    """`488 Not Acceptable Here` to an INVITE whose SDP we cannot take; a forbidden media
+    destination also gets a `Warning` and a `sip.media.forbidden` audit entry."""
+    if isinstance(exc, ForbiddenMedia):
+        await audit_forbidden(
+            audit, party_of(call), call.call_id, "offer", exc, call.peer.address[0]
+        )
+    call.reject(488, f"Not Acceptable Here ({exc})", refusal_headers(exc))
+
+
+async def audit_forbidden(
+    audit: Audit, party: str, call_id: str, stage: str, exc: ForbiddenMedia, source: str
+) -> None:
+    """`party` (sip:DEVICE or trunk:NAME) named a media destination we refuse, in an offer, a
+    re-offer or an answer (`stage`); `source`: where its signaling came from."""
+    await audit(*forbidden_entry(party, call_id, stage, exc, source))
+
+
+def forbidden_entry(
+    party: str, call_id: str, stage: str, exc: ForbiddenMedia, source: str
+) -> tuple[str, str, str, dict[str, Any]]:
+    """The `sip.media.forbidden` audit entry: actor, action, object, details."""
+    details = {"reason": str(exc), "stage": stage, "source": source}
+    return party, "sip.media.forbidden", f"call:{call_id}", details
+
+
+def party_of(call: InboundCall) -> str:
+    """Who sent an INVITE: the device credential, or the trunk."""
+    if call.trunk is not None:
+        return f"trunk:{call.trunk.name}"
+    return f"sip:{call.credential.username}" if call.credential is not None else "sip"
