@@ -270,3 +270,51 @@ async def test_a_leg_never_latches_to_a_source_the_filter_forbids() -> None:
         await leg.close()
         insider.close()
         good.close()
+
+
+def low_port_socket() -> socket.socket:
+    """A UDP socket on a port below 1024 (the tests run as root, as CI does)."""
+    for port in range(1023, 900, -1):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except PermissionError:
+            sock.close()
+            pytest.skip("binding a port below 1024 needs root")
+        except OSError:
+            sock.close()
+            continue
+        sock.setblocking(False)
+        return sock
+    raise OSError("no free port below 1024")
+
+
+async def test_a_leg_never_latches_to_a_system_port() -> None:
+    """RTP and RTCP from a permitted IP but a port below 1024 (system services, RFC 6335 §6)
+    are dropped ("forbidden") and never latched: nothing is sent to that port."""
+    from aiortc.rtp import RtcpRrPacket
+
+    received: list[MediaPacket] = []
+    leg = RtpLeg("phone", received.append, "pcmu")
+    low, high = low_port_socket(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    high.bind(("127.0.0.1", 0))
+    high.setblocking(False)
+    try:
+        local = await leg.open("127.0.0.1")
+        leg.set_remote(("127.0.0.1", high.getsockname()[1]))
+        for seq in range(3):
+            low.sendto(
+                build_rtp(RtpPacket(PCMU, False, seq, seq * 160, 0x77, b"\xff" * 160)), local
+            )
+        low.sendto(bytes(RtcpRrPacket(ssrc=0x77, reports=[])), (local[0], local[1] + 1))
+        await until(lambda: leg.dropped.get("forbidden") == 3)
+        await until(lambda: leg.rtcp is not None and leg.rtcp.dropped == 1)
+        assert received == [] and leg.remote == ("127.0.0.1", high.getsockname()[1])
+        leg.send(MediaPacket("web", b"\x7f" * 160, 0, 0, 9, 0, 0.0))
+        assert parse_rtp(await recv(high)).payload == b"\x7f" * 160
+        with pytest.raises(BlockingIOError):
+            low.recv(2048)  # nothing went to the system port
+    finally:
+        await leg.close()
+        low.close()
+        high.close()

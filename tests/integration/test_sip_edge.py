@@ -535,6 +535,16 @@ def call_phone_to_cli(
                 f'399 callgate "media address {address} is not permitted"'
             )
             phone.close()
+        # a device may name only its own signaling IP unless sip.allow_media covers the one it
+        # names: a public host is refused, so the server never forwards a call's media there
+        phone, _, aimed = sip_invite(
+            port, user, password, rtp.getsockname()[1], address="203.0.113.7"
+        )
+        assert aimed.status == 488, aimed.reason
+        assert aimed.headers.get("warning") == (
+            '399 callgate "media address 203.0.113.7 is not the device\'s signaling address"'
+        )
+        phone.close()
 
     finally:
         if bob.poll() is None:

@@ -13,8 +13,9 @@ The other side of the bridge is a WebRTC `AnchorLeg` negotiated to the same G.71
   (the party's SDP says it does not receive: hold) sends nothing.
 - Destinations are judged by `permits` (the SIP edge gives the relay's peer filter,
   sip/media_peers.py): `set_remote` refuses an address it forbids, and a packet from a source it
-  forbids is dropped ("forbidden") and never latched, so media never goes to loopback or
-  internal ranges the operator has not opened.
+  forbids, or from a port below 1024 (system services, RFC 6335 §6), is dropped ("forbidden")
+  and never latched, so media never goes to loopback, internal ranges the operator has not
+  opened or a system service.
 - Out: `track.push(payload, timestamp)` sends the other party's payload in our own RTP stream
   (our SSRC and sequence numbers; timestamps kept relative to that party's first packet), as
   the WebRTC side does (packets.py).
@@ -45,7 +46,7 @@ from typing import Any
 import pylibsrtp
 
 from callgate.media.packets import MediaPacket, PacketHandler
-from callgate.media.rtcp_leg import RtcpChannel
+from callgate.media.rtcp_leg import MIN_PORT, RtcpChannel
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +270,8 @@ class RtpLeg:
         elif source[0] not in self._allowed:
             self._drop("source")
             return
-        elif not self.permits(source[0]):
-            self._drop("forbidden")  # never latch to a range media may not go to
+        elif not self.permits(source[0]) or source[1] < MIN_PORT:
+            self._drop("forbidden")  # never latch to a range (or port) media may not go to
             return
         if self.inbound is not None:
             try:
