@@ -192,7 +192,7 @@ class SipEdge:
 
     def dispatch(self, message: SipMessage, peer: Peer) -> None:
         if isinstance(message, SipResponse):
-            self.clients.response(message)
+            self.clients.response(message, peer.address)
             return
         try:
             via = stamp_received(message.headers, peer.address)
