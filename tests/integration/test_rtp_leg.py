@@ -318,3 +318,35 @@ async def test_a_leg_never_latches_to_a_system_port() -> None:
         await leg.close()
         low.close()
         high.close()
+
+
+async def test_rtcp_moves_with_rtp_when_a_reinvite_moves_the_media() -> None:
+    """RTP and RTCP latch to the phone's first address; a re-INVITE naming another port moves
+    both: the new RTCP source is taken and reports go there, the old one is dropped."""
+    from aiortc.rtp import RtcpRrPacket
+
+    from tests.integration.test_sip_edge import rtp_pair
+
+    leg = RtpLeg("phone", lambda packet: None, "pcmu")
+    (old_rtp, old_rtcp), (new_rtp, new_rtcp) = rtp_pair(), rtp_pair()
+    report = bytes(RtcpRrPacket(ssrc=0x77, reports=[]))
+    try:
+        local = await leg.open("127.0.0.1")
+        rtcp_port = (local[0], local[1] + 1)
+        leg.set_remote(old_rtp.getsockname())
+        old_rtp.sendto(build_rtp(RtpPacket(PCMU, False, 1, 160, 0x77, b"\xff" * 160)), local)
+        old_rtcp.sendto(report, rtcp_port)
+        assert leg.rtcp is not None
+        rtcp = leg.rtcp
+        await until(lambda: leg.received == 1 and rtcp.received == 1)
+        leg.set_remote(new_rtp.getsockname())  # the re-INVITE
+        new_rtp.sendto(build_rtp(RtpPacket(PCMU, False, 2, 320, 0x77, b"\xff" * 160)), local)
+        new_rtcp.sendto(report, rtcp_port)
+        await until(lambda: leg.received == 2 and rtcp.received == 2)
+        assert leg.remote == new_rtp.getsockname() and rtcp.remote == new_rtcp.getsockname()
+        old_rtcp.sendto(report, rtcp_port)  # the old address is not the party's any more
+        await until(lambda: rtcp.dropped == 1)
+    finally:
+        await leg.close()
+        for sock in (old_rtp, old_rtcp, new_rtp, new_rtcp):
+            sock.close()

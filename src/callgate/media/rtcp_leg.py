@@ -102,8 +102,11 @@ class RtcpChannel:
         )
         self.transport = transport
 
-    def start(self, remote: tuple[str, int]) -> None:
-        """Send reports to `remote` (the party's RTCP address) from now on."""
+    def start(self, remote: tuple[str, int], relatch: bool = False) -> None:
+        """Send reports to `remote` (the party's RTCP address) from now on; `relatch`: the
+        party's media moved (a re-INVITE), so RTCP latches afresh with its RTP."""
+        if relatch:
+            self._latched = False
         if not self._latched:
             self.remote = remote
         if self._task is None:
