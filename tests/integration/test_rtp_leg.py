@@ -270,3 +270,83 @@ async def test_a_leg_never_latches_to_a_source_the_filter_forbids() -> None:
         await leg.close()
         insider.close()
         good.close()
+
+
+def low_port_socket() -> socket.socket:
+    """A UDP socket on a port below 1024 (the tests run as root, as CI does)."""
+    for port in range(1023, 900, -1):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except PermissionError:
+            sock.close()
+            pytest.skip("binding a port below 1024 needs root")
+        except OSError:
+            sock.close()
+            continue
+        sock.setblocking(False)
+        return sock
+    raise OSError("no free port below 1024")
+
+
+async def test_a_leg_never_latches_to_a_system_port() -> None:
+    """RTP and RTCP from a permitted IP but a port below 1024 (system services, RFC 6335 §6)
+    are dropped ("forbidden") and never latched: nothing is sent to that port."""
+    from aiortc.rtp import RtcpRrPacket
+
+    received: list[MediaPacket] = []
+    leg = RtpLeg("phone", received.append, "pcmu")
+    low, high = low_port_socket(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    high.bind(("127.0.0.1", 0))
+    high.setblocking(False)
+    try:
+        local = await leg.open("127.0.0.1")
+        leg.set_remote(("127.0.0.1", high.getsockname()[1]))
+        for seq in range(3):
+            low.sendto(
+                build_rtp(RtpPacket(PCMU, False, seq, seq * 160, 0x77, b"\xff" * 160)), local
+            )
+        low.sendto(bytes(RtcpRrPacket(ssrc=0x77, reports=[])), (local[0], local[1] + 1))
+        await until(lambda: leg.dropped.get("forbidden") == 3)
+        await until(lambda: leg.rtcp is not None and leg.rtcp.dropped == 1)
+        assert received == [] and leg.remote == ("127.0.0.1", high.getsockname()[1])
+        leg.send(MediaPacket("web", b"\x7f" * 160, 0, 0, 9, 0, 0.0))
+        assert parse_rtp(await recv(high)).payload == b"\x7f" * 160
+        with pytest.raises(BlockingIOError):
+            low.recv(2048)  # nothing went to the system port
+    finally:
+        await leg.close()
+        low.close()
+        high.close()
+
+
+async def test_rtcp_moves_with_rtp_when_a_reinvite_moves_the_media() -> None:
+    """RTP and RTCP latch to the phone's first address; a re-INVITE naming another port moves
+    both: the new RTCP source is taken and reports go there, the old one is dropped."""
+    from aiortc.rtp import RtcpRrPacket
+
+    from tests.integration.test_sip_edge import rtp_pair
+
+    leg = RtpLeg("phone", lambda packet: None, "pcmu")
+    (old_rtp, old_rtcp), (new_rtp, new_rtcp) = rtp_pair(), rtp_pair()
+    report = bytes(RtcpRrPacket(ssrc=0x77, reports=[]))
+    try:
+        local = await leg.open("127.0.0.1")
+        rtcp_port = (local[0], local[1] + 1)
+        leg.set_remote(old_rtp.getsockname())
+        old_rtp.sendto(build_rtp(RtpPacket(PCMU, False, 1, 160, 0x77, b"\xff" * 160)), local)
+        old_rtcp.sendto(report, rtcp_port)
+        assert leg.rtcp is not None
+        rtcp = leg.rtcp
+        await until(lambda: leg.received == 1 and rtcp.received == 1)
+        leg.set_remote(new_rtp.getsockname())  # the re-INVITE
+        new_rtp.sendto(build_rtp(RtpPacket(PCMU, False, 2, 320, 0x77, b"\xff" * 160)), local)
+        new_rtcp.sendto(report, rtcp_port)
+        await until(lambda: leg.received == 2 and rtcp.received == 2)
+        assert leg.remote == new_rtp.getsockname() and rtcp.remote == new_rtcp.getsockname()
+        old_rtcp.sendto(report, rtcp_port)  # the old address is not the party's any more
+        await until(lambda: rtcp.dropped == 1)
+    finally:
+        await leg.close()
+        for sock in (old_rtp, old_rtcp, new_rtp, new_rtcp):
+            sock.close()

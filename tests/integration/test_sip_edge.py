@@ -221,7 +221,8 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert "sip.register.closed" in actions  # the TCP desk hung up its connection
     assert "sip.unregister" in actions  # the TLS client's Expires: 0
     assert "sip.credential.add" in actions
-    assert actions.count("sip.media.forbidden") == 3  # the re-offer and the two offers
+    # the re-offer, the two offers into forbidden ranges, the offer aimed at another host
+    assert actions.count("sip.media.forbidden") == 4
     assert actions.count("sip.dialog.forged") == 2  # the re-INVITE and the BYE
     # and counted for the operator (--metrics)
     with urllib.request.urlopen(device["metrics"], timeout=30) as answer:
@@ -535,6 +536,16 @@ def call_phone_to_cli(
                 f'399 callgate "media address {address} is not permitted"'
             )
             phone.close()
+        # a device may name only its own signaling IP unless sip.allow_media covers the one it
+        # names: a public host is refused, so the server never forwards a call's media there
+        phone, _, aimed = sip_invite(
+            port, user, password, rtp.getsockname()[1], address="203.0.113.7"
+        )
+        assert aimed.status == 488, aimed.reason
+        assert aimed.headers.get("warning") == (
+            '399 callgate "media address 203.0.113.7 is not the device\'s signaling address"'
+        )
+        phone.close()
 
     finally:
         if bob.poll() is None:

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 INTERVAL = 5.0
 NTP_EPOCH = 2208988800  # seconds from 1900 to 1970 (RFC 5905)
 MAX_RTCP = 1500
+MIN_PORT = 1024  # no latching to system services (RFC 6335 §6): the SIP edge's media floor
 
 
 def ntp_now() -> int:
@@ -101,8 +102,11 @@ class RtcpChannel:
         )
         self.transport = transport
 
-    def start(self, remote: tuple[str, int]) -> None:
-        """Send reports to `remote` (the party's RTCP address) from now on."""
+    def start(self, remote: tuple[str, int], relatch: bool = False) -> None:
+        """Send reports to `remote` (the party's RTCP address) from now on; `relatch`: the
+        party's media moved (a re-INVITE), so RTCP latches afresh with its RTP."""
+        if relatch:
+            self._latched = False
         if not self._latched:
             self.remote = remote
         if self._task is None:
@@ -170,9 +174,11 @@ class RtcpChannel:
             self.dropped += 1
             return
         if not self._latched and (
-            source[0] not in self._leg.allowed or not self._leg.permits(source[0])
+            source[0] not in self._leg.allowed
+            or not self._leg.permits(source[0])
+            or source[1] < MIN_PORT
         ):
-            self.dropped += 1  # not the party's, or a range media may not go to
+            self.dropped += 1  # not the party's, or a range (or port) media may not go to
             return
         if self._leg.inbound is not None:
             try:

@@ -9,12 +9,14 @@ The other side of the bridge is a WebRTC `AnchorLeg` negotiated to the same G.71
 - Symmetric RTP (RFC 4961) with latching: a phone behind NAT sends from another address than its
   SDP names, so the first valid packet from an allowed IP (the SDP's, or the one its signaling
   came from) fixes where we send and the only source we accept from then on. A re-INVITE that
-  moves the party's media (`set_remote` with a new address) latches afresh; `sending` False
+  moves the party's media (`set_remote` with a new address) latches afresh, RTP and RTCP
+  alike (rtcp_leg.py); `sending` False
   (the party's SDP says it does not receive: hold) sends nothing.
 - Destinations are judged by `permits` (the SIP edge gives the relay's peer filter,
   sip/media_peers.py): `set_remote` refuses an address it forbids, and a packet from a source it
-  forbids is dropped ("forbidden") and never latched, so media never goes to loopback or
-  internal ranges the operator has not opened.
+  forbids, or from a port below 1024 (system services, RFC 6335 §6), is dropped ("forbidden")
+  and never latched, so media never goes to loopback, internal ranges the operator has not
+  opened or a system service.
 - Out: `track.push(payload, timestamp)` sends the other party's payload in our own RTP stream
   (our SSRC and sequence numbers; timestamps kept relative to that party's first packet), as
   the WebRTC side does (packets.py).
@@ -45,7 +47,7 @@ from typing import Any
 import pylibsrtp
 
 from callgate.media.packets import MediaPacket, PacketHandler
-from callgate.media.rtcp_leg import RtcpChannel
+from callgate.media.rtcp_leg import MIN_PORT, RtcpChannel
 
 log = logging.getLogger(__name__)
 
@@ -244,14 +246,15 @@ class RtpLeg:
             raise ForbiddenDestination(f"media address {address[0]} is not permitted")
         if not 0 < address[1] < 65535:
             raise ForbiddenDestination(f"media port {address[1]} is not usable")
-        if self.remote is not None and self._latched and address != self.remote:
+        moved = self.remote is not None and self._latched and address != self.remote
+        if moved:
             self._latched = False  # a re-INVITE moved the party's media: latch afresh
         if not self._latched:
             self.remote = address
         self._allowed = {address[0], *also_from}
         self.connected.set()
         if self.rtcp is not None:
-            self.rtcp.start(rtcp or (address[0], address[1] + 1))
+            self.rtcp.start(rtcp or (address[0], address[1] + 1), relatch=moved)
 
     @property
     def allowed(self) -> tuple[str, ...]:
@@ -269,8 +272,8 @@ class RtpLeg:
         elif source[0] not in self._allowed:
             self._drop("source")
             return
-        elif not self.permits(source[0]):
-            self._drop("forbidden")  # never latch to a range media may not go to
+        elif not self.permits(source[0]) or source[1] < MIN_PORT:
+            self._drop("forbidden")  # never latch to a range (or port) media may not go to
             return
         if self.inbound is not None:
             try:

@@ -99,7 +99,8 @@ def media_peers(settings: Settings) -> MediaPeers:
     """Where calls' media may go: the relay's peer filter (turn/peers.py: its default ranges,
     `turn.allow_peers`, `turn.deny_peers`), widened by `sip.allow_media` for SIP alone."""
     allowed = [*settings.turn.allow_peers, *settings.sip.allow_media]
-    return MediaPeers(PeerFilter(allowed, settings.turn.deny_peers))
+    devices = PeerFilter(settings.sip.allow_media, settings.turn.deny_peers)
+    return MediaPeers(PeerFilter(allowed, settings.turn.deny_peers), devices)
 
 
 def _trunk(t: TrunkSettings) -> Trunk:

@@ -42,6 +42,7 @@ from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import (
     ForbiddenMedia,
     audit_forbidden,
+    device_source,
     forbidden_entry,
     party_of,
     refuse_offer,
@@ -146,7 +147,8 @@ class SipCalls:
         try:
             offer = parse_audio(call.request.body)
             codec = offer.choose()
-            edge.media.check(offer)  # never RTP to loopback or internal ranges (media_peers.py)
+            # never RTP to loopback, internal ranges or a host the device is not (media_peers.py)
+            edge.media.check(offer, device_source(call))
         except SdpError as exc:
             await refuse_offer(call, exc, edge.audit)
             return
@@ -401,7 +403,7 @@ class SipCalls:
                 return
             try:
                 answer = parse_audio(reply.body)
-                self._edge.media.check(answer)
+                self._edge.media.check(answer, binding.peer.address[0])
             except SdpError as exc:
                 if isinstance(exc, ForbiddenMedia):
                     party, source = f"sip:{username}", binding.peer.address[0]
@@ -531,7 +533,7 @@ def _reoffer_check(edge: SipEdge, call: InboundCall) -> Callable[[AudioOffer], N
 
     def check(offer: AudioOffer) -> None:
         try:
-            edge.media.check(offer)
+            edge.media.check(offer, device_source(call))
         except ForbiddenMedia as exc:
             source = call.peer.address[0]
             edge.audit_soon(*forbidden_entry(party_of(call), call.call_id, "re-offer", exc, source))

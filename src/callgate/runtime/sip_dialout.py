@@ -154,7 +154,8 @@ class DialOut:
         try:
             offer = parse_audio(call.request.body)
             codec = offer.choose()
-            self._edge.media.check(offer)  # never RTP to internal ranges (media_peers.py)
+            # never RTP to internal ranges or a host the device is not (media_peers.py)
+            self._edge.media.check(offer, call.peer.address[0])
         except SdpError as exc:
             await refuse_offer(call, exc, self._edge.audit)
             return

@@ -29,6 +29,7 @@ from callgate.sip.credentials import Credential, CredentialStore
 from callgate.sip.dialog_party import same_party
 from callgate.sip.digest import DigestAuth
 from callgate.sip.invite import InboundCall
+from callgate.sip.invite_limits import BURST, RATE, InviteLimits, retry_after
 from callgate.sip.media_peers import MediaPeers
 from callgate.sip.message import SipMessage, SipParseError, SipRequest, SipResponse, serialize
 from callgate.sip.outbound import OutboundCall
@@ -101,6 +102,7 @@ class SipEdge:
         self.on_device: Callable[[str, str, bool], None] | None = None
         self.closing: list[Callable[[], Awaitable[None]]] = []  # run first by close()
         self.trunk_limits = TrunkLimits(self._clock)
+        self.invite_limits = InviteLimits(self._clock)  # each device's INVITE rate
         # OPTIONS to carriers: up or down (trunk_pings.py), started with the UDP listeners
         self.pings = TrunkPings(self.trunks.all, self.ping, self._clock, self._append)
         self._trunk_calls: dict[str, str] = {}  # Call-ID -> the trunk whose channel it holds
@@ -190,7 +192,7 @@ class SipEdge:
 
     def dispatch(self, message: SipMessage, peer: Peer) -> None:
         if isinstance(message, SipResponse):
-            self.clients.response(message)
+            self.clients.response(message, peer.address)
             return
         try:
             via = stamp_received(message.headers, peer.address)
@@ -300,6 +302,10 @@ class SipEdge:
             if isinstance(call, InboundCall) and call.answered and not call.ended.is_set():
                 return call.reoffer(request)  # a re-INVITE (RFC 3261 §14.2)
             return response(request, 491, "Request Pending")
+        if credential is not None and trunk is None:
+            limited = self._invite_limited(request, credential)
+            if limited is not None:
+                return limited  # no record: a flood must not grow the records (invite_limits.py)
         if len(self.calls) >= MAX_CALLS or self.call_handler is None:
             busy = _busy(request)
             await self._record(self._attempt(request, peer, busy))
@@ -449,6 +455,19 @@ class SipEdge:
         trunk = self._trunk_calls.pop(call_id, None)
         if trunk is not None:
             self.trunk_limits.release(trunk, self._call_users.pop(call_id, None))
+
+    def _invite_limited(self, request: SipRequest, credential: Credential) -> SipResponse | None:
+        """`503` with Retry-After when the device is over its INVITE rate (invite_limits.py);
+        the first refusal of a run is audited (`sip.invite.limit`)."""
+        wait = self.invite_limits.take(credential.username)
+        if wait is None:
+            return None
+        if self.invite_limits.first_of_run(credential.username):
+            details = {"burst": BURST, "rate": RATE}
+            actor, obj = f"sip:{credential.username}", f"user:{credential.handle}"
+            self._spawn(self._append(actor, "sip.invite.limit", obj, details))
+        headers = [("Retry-After", retry_after(wait))]
+        return response(request, 503, "Service Unavailable (INVITE rate)", headers)
 
     def _user_refused(self, trunk: str, user: str, limit: Refusal) -> None:
         """Audit a user's first refusal at their dial-out limit (`sip.dialout.limit`)."""

@@ -8,6 +8,13 @@ same ranges refused by default, opened by `turn.allow_peers` and `sip.allow_medi
 `turn.deny_peers`), and the port must be one a phone's RTP can use: 1024-65534 (below 1024 are
 system services, RFC 6335 §6; RTCP needs the next port).
 
+A registered device (a phone with a credential; not a trunk, whose addresses are configured) may
+only name its own signaling source IP, unless `sip.allow_media` covers the address it names:
+otherwise an authenticated phone could aim the other party's stream at any public host and use
+the server as a UDP forwarder. A NATed phone whose SDP names its private address is still
+served when `sip.allow_media` opens that range, the RTP leg latching to where its packets come
+from (media/rtp_leg.py).
+
 A forbidden offer is refused with `488 Not Acceptable Here` and a `Warning` (RFC 3261 §21.4.26,
 §20.43; RFC 3264 §6: an answerer that cannot take an offer refuses it), a forbidden answer
 ends the call, and an RTP leg never latches to a source the filter refuses.
@@ -38,18 +45,30 @@ class ForbiddenMedia(SdpError):
 class MediaPeers:
     """The filter every SIP media destination passes (module doc)."""
 
-    def __init__(self, peers: PeerFilter) -> None:
+    def __init__(self, peers: PeerFilter, devices: PeerFilter | None = None) -> None:
+        """`devices`: the ranges (`sip.allow_media`) a device's SDP may name besides its own
+        signaling source IP (module doc)."""
         self._peers = peers
+        self._devices = devices or PeerFilter()
 
     def permits(self, host: str) -> bool:
         """Whether RTP/RTCP may be sent to, or latched from, `host`."""
         return self._peers.permits(host)
 
-    def check(self, offer: AudioOffer) -> None:
+    def check(self, offer: AudioOffer, device: str | None = None) -> None:
         """Raise ForbiddenMedia unless we may send RTP to the SDP's address and port and RTCP
-        to the port after it."""
+        to the port after it. `device`: the signaling source IP of a registered device, whose
+        SDP must name that IP unless `sip.allow_media` covers the one it names (module doc)."""
         if not self.permits(offer.address):
             raise ForbiddenMedia(f"media address {offer.address} is not permitted")
+        if (
+            device is not None
+            and offer.address != device
+            and not self._devices.permits_listed(offer.address)
+        ):
+            raise ForbiddenMedia(
+                f"media address {offer.address} is not the device's signaling address"
+            )
         if not MIN_PORT <= offer.port <= MAX_PORT:
             raise ForbiddenMedia(f"media port {offer.port} is not permitted")
 
@@ -86,6 +105,11 @@ def forbidden_entry(
     """The `sip.media.forbidden` audit entry: actor, action, object, details."""
     details = {"reason": str(exc), "stage": stage, "source": source}
     return party, "sip.media.forbidden", f"call:{call_id}", details
+
+
+def device_source(call: InboundCall) -> str | None:
+    """The signaling source IP of a device's INVITE, None for a trunk's (module doc)."""
+    return None if call.trunk is not None else call.peer.address[0]
 
 
 def party_of(call: InboundCall) -> str:

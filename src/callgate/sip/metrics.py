@@ -23,6 +23,8 @@ class SipCollector:
              counters.oversize),
             ("callgate_sip_connections_refused", "TCP/TLS connections refused at the limit",
              counters.refused_connections),
+            ("callgate_sip_invites_limited", "INVITEs refused over a device's INVITE rate (503)",
+             edge.invite_limits.refused),
             ("callgate_sip_attempts_unrecorded", "Refused INVITEs past the per-address record "
              "limit (counted, no CDR)", edge.attempts.unrecorded if edge.attempts else 0),
         ):  # fmt: skip

@@ -25,7 +25,10 @@ from callgate.sip.message import Headers, SipRequest, SipResponse
 from callgate.sip.registrar import Binding
 from callgate.sip.transport import Peer
 
-Register = Callable[[str, Callable[[SipResponse], None]], Callable[[], None]]
+# (branch, callback, method, the address responses must come from) -> forget (client.py)
+Register = Callable[
+    [str, Callable[[SipResponse], None], str, tuple[str, int] | None], Callable[[], None]
+]
 SendRequest = Callable[[SipRequest, Peer], Awaitable[SipResponse | None]]
 Send = Callable[[SipRequest, Peer], None]
 
@@ -108,7 +111,7 @@ class OutboundCall:
         self._invite = request
         branch = request.headers.all("via")[0].split("branch=")[1].split(";")[0]
         responses: asyncio.Queue[SipResponse] = asyncio.Queue()
-        forget = self._register(branch, responses.put_nowait)
+        forget = self._register(branch, responses.put_nowait, "INVITE", self.peer.address)
         try:
             interval, waited, provisional = T1, 0.0, False
             self._send(request, self.peer)

@@ -80,6 +80,24 @@ def test_settings_open_ranges_and_deny_wins(
     assert not opened.permits("127.0.0.2") and not opened.permits("169.254.169.254")
 
 
+def test_a_device_names_only_its_own_address_unless_allow_media_covers_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CALLGATE_SIP__ALLOW_MEDIA", "198.51.100.0/24")
+    media = media_peers(load_settings())
+    media.check(parse_audio(offer("203.0.113.7")))  # a trunk's answer: any permitted address
+    media.check(parse_audio(offer("203.0.113.7")), device="203.0.113.7")  # its own IP
+    media.check(parse_audio(offer("198.51.100.9")), device="203.0.113.7")  # sip.allow_media
+    with pytest.raises(ForbiddenMedia, match="not the device's signaling address") as refused:
+        media.check(parse_audio(offer("203.0.113.8")), device="203.0.113.7")
+    assert refusal_headers(refused.value) == [
+        (
+            "Warning",
+            '399 callgate "media address 203.0.113.8 is not the device\'s signaling address"',
+        )
+    ]
+
+
 def test_a_leg_refuses_a_forbidden_destination() -> None:
     leg = RtpLeg("phone", lambda packet: None, permits=PeerFilter().permits)
     with pytest.raises(ForbiddenDestination):
