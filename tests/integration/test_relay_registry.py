@@ -24,6 +24,7 @@ from callgate.runtime.relay_registry import (
     relay_key,
     request_drain,
 )
+from callgate.signaling.cluster import RemoteDevice
 from callgate.signaling.relay_choice import RelayInfo
 from tests.redis_server import RedisServer
 
@@ -163,6 +164,41 @@ async def test_only_sealed_registrations_are_offered_to_clients(
         await eventually(genuine_only, "the node sees the genuine relay")
         assert [r.relay_id for r in await read_relays(redis, SEAL)] == ["eu1"]
         assert bus.seal.refused >= len(entries)
+    finally:
+        await bus.stop()
+        await genuine.stop()
+        await redis.aclose()
+
+
+async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisServer) -> None:
+    """A device whose node's snapshot is unsigned, forged or moved from another node's key is
+    not rung (devices_of leaves it out), although the snapshot key exists; the genuine node's
+    device is rung."""
+    redis = connect(redis_server.url)
+    bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1)
+    genuine = RedisBus(redis_server.url, "good", SEAL, interval=0.1)
+    snapshots = {
+        "forged": FORGER.seal("snap", "forged", {}),
+        "plain": json.dumps({}),
+        "moved": SEAL.seal("snap", "good", {}),  # good's snapshot under another node's key
+    }
+    try:
+        await genuine.start()
+        for node, raw in snapshots.items():
+            await redis.set(f"callgate:snap:{node}", raw, ex=60)
+        for node in ["good", *snapshots]:
+            device = RemoteDevice(f"phone-{node}", "bob", "Bob", False, node)
+            writer = RedisBus(redis_server.url, node, SEAL)
+            await writer._announce([device])
+            await writer._redis.aclose()
+        await bus.start()
+
+        async def available() -> bool:
+            return bus.available
+
+        await eventually(available, "the bus subscribed")
+        assert len(await redis.hgetall("callgate:dev:bob")) == 4
+        assert [d.device_id for d in await bus.devices_of("bob")] == ["phone-good"]
     finally:
         await bus.stop()
         await genuine.stop()

@@ -130,14 +130,13 @@ class RedisBus:
             others = sorted({d.node for d in devices if d.node != self.node_id})
             alive: dict[str, bool] = {}
             if others:
-                found = await self._redis.exists(*[f"{PREFIX}snap:{n}" for n in others])
-                if found == len(others):
-                    alive = dict.fromkeys(others, True)
-                else:
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for node in others:
-                            pipe.exists(f"{PREFIX}snap:{node}")
-                        alive = dict(zip(others, map(bool, await pipe.execute()), strict=True))
+                # alive = a snapshot signed with the cluster key and fresh, not merely present:
+                # a Redis writer's unsigned or forged snapshot must not make its node ringable
+                raw = await self._redis.mget([f"{PREFIX}snap:{n}" for n in others])
+                alive = {
+                    n: r is not None and isinstance(self.seal.open("snap", n, r, ENTRY_AGE), dict)
+                    for n, r in zip(others, raw, strict=True)
+                }
         except _DOWN as exc:
             self._beating, self._lost = False, True
             raise ClusterUnavailable(f"the cluster bus (Redis) is unreachable: {exc}") from None
