@@ -172,8 +172,8 @@ async def test_only_sealed_registrations_are_offered_to_clients(
 
 async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisServer) -> None:
     """A device whose node's snapshot is unsigned, forged or moved from another node's key is
-    not rung (devices_of leaves it out), although the snapshot key exists; the genuine node's
-    device is rung."""
+    not rung (devices_of leaves it out), although the snapshot key exists; nor is a directory
+    entry not sealed for that user and device; the genuine node's device is rung."""
     redis = connect(redis_server.url)
     bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1)
     genuine = RedisBus(redis_server.url, "good", SEAL, interval=0.1)
@@ -191,13 +191,25 @@ async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisSer
             writer = RedisBus(redis_server.url, node, SEAL)
             await writer._announce([device])
             await writer._redis.aclose()
+
+        # directory entries on the genuine node that no node sealed for bob's device
+        def on_good(device_id: str, handle: str = "bob") -> dict[str, Any]:
+            return RemoteDevice(device_id, handle, "Bob", False, "good").as_json()
+
+        alice = SEAL.seal("dev", json.dumps(["alice", "phone-a"]), on_good("phone-a", "alice"))
+        forged_entries = {
+            "plain": json.dumps(on_good("plain")),
+            "forged": FORGER.seal("dev", json.dumps(["bob", "forged"]), on_good("forged")),
+            "phone-a": alice,  # alice's genuine entry moved into bob's directory
+        }
+        await redis.hset("callgate:dev:bob", mapping=forged_entries)
         await bus.start()
 
         async def available() -> bool:
             return bus.available
 
         await eventually(available, "the bus subscribed")
-        assert len(await redis.hgetall("callgate:dev:bob")) == 4
+        assert len(await redis.hgetall("callgate:dev:bob")) == 4 + len(forged_entries)
         assert [d.device_id for d in await bus.devices_of("bob")] == ["phone-good"]
     finally:
         await bus.stop()
