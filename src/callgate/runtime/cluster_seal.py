@@ -8,8 +8,8 @@ time it was written:
 
     cg1.<hex HMAC>.<JSON {"at": unix seconds, "data": …}>
 
-The MAC covers the entry's kind ("relay", "snap", "pair", "drain") and subject (the relay or
-node id its key names), so an entry cannot be moved to another key or read as another kind. A
+The MAC covers the entry's kind ("relay", "snap", "pair", "drain", "dev") and subject (the relay
+or node id its key names; a device entry's handle and device id), so an entry cannot be moved to another key or read as another kind. A
 reader checks the MAC in constant time (hmac.compare_digest) and the age (at most `max_age`
 seconds old, at most SKEW seconds in the future: nodes and relays keep their clocks within that,
 e.g. by NTP). Unsigned, forged and stale entries are ignored, and logged at most once a minute

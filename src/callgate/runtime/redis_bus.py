@@ -12,7 +12,8 @@ Keys (all under `callgate:`):
   expired is dead to the others (its devices are not rung, its calls not listed), and so is
   one whose snapshot is not signed with the cluster key, or stale.
 - `nodes` — set of node ids that ever published a snapshot.
-- channel `node:{node}` — messages to that node (signaling/cluster.py lists them).
+- channel `node:{node}` — messages to that node (signaling/cluster.py lists them): NOT signed,
+  so whoever can write to Redis can answer or end calls as anyone (docs/scaling.md, "Trust").
 - `relays`, `relay:{id}` — the separate relays' registrations (runtime/relay_registry.py), read
   at each beat: `relays()` lists the live ones.
 - channel `pairs` — the two users of each call as it is placed (sealed), published before anyone rings,
