@@ -99,11 +99,15 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
                               lambda: presence.together("dave", "erin"), "signed pair")  # fmt: skip
         assert not presence.together("mallory", "bob") and not presence.together("eve", "bob")
 
-        # drain: a forged request is ignored; a signed one is obeyed, and the relay says so
-        await redis.set(drain_key("eu1"), FORGER.seal("drain", "eu1", True))
-        for _ in range(2):  # two beats: the second read the forged request
-            await redis.delete(relay_key("eu1"))
-            await eventually(lambda: _registered(redis), "a beat after the forged request")
+        # drain: a forged request is ignored, and so are signed ones for another life of the
+        # relay (a previous boot's, or the old unbound form); one for this boot is obeyed
+        for request in [FORGER.seal("drain", "eu1", {"boot": presence.boot}),
+                        SEAL.seal("drain", "eu1", {"boot": "a-previous-life"}),
+                        SEAL.seal("drain", "eu1", True)]:  # fmt: skip
+            await redis.set(drain_key("eu1"), request)
+            for _ in range(2):  # two beats: the second read the request
+                await redis.delete(relay_key("eu1"))
+                await eventually(lambda: _registered(redis), "a beat after the request")
         assert not drained and not presence.draining
         assert await request_drain(redis, SEAL, "nobody") is None
         assert await request_drain(redis, SEAL, "eu1") is not None
@@ -114,6 +118,7 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
 
         await eventually(draining, "the relay draining")
         assert drained == [True] and presence.draining
+        replayed = await redis.get(drain_key("eu1"))
 
         # a relay that stops beating expires
         presence._stopping = True  # the heartbeat stops; the key is not removed
@@ -123,6 +128,18 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
 
         await eventually(expired, "the silent relay expired")
         assert await redis.smembers("callgate:relays") == set()  # expired ids leave the set
+
+        # the relay restarted under the same id: the request it obeyed, replayed, drains nothing
+        await presence.stop()
+        presence = RelayPresence(redis_server.url, INFO, lambda: 0, lambda: drained.append(True),
+                                 SEAL, interval=0.1, ttl=3)  # fmt: skip
+        await redis.set(drain_key("eu1"), replayed)
+        await presence.start()
+        for _ in range(2):
+            await redis.delete(relay_key("eu1"))
+            await eventually(lambda: _registered(redis), "a beat after the replay")
+        assert drained == [True] and not presence.draining
+        assert [r.draining for r in await read_relays(redis, SEAL)] == [False]
     finally:
         await presence.stop()
         await redis.aclose()
