@@ -24,6 +24,7 @@ from callgate.runtime.relay_registry import (
     relay_key,
     request_drain,
 )
+from callgate.signaling.cluster import RemoteDevice
 from callgate.signaling.relay_choice import RelayInfo
 from tests.redis_server import RedisServer
 
@@ -98,11 +99,15 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
                               lambda: presence.together("dave", "erin"), "signed pair")  # fmt: skip
         assert not presence.together("mallory", "bob") and not presence.together("eve", "bob")
 
-        # drain: a forged request is ignored; a signed one is obeyed, and the relay says so
-        await redis.set(drain_key("eu1"), FORGER.seal("drain", "eu1", True))
-        for _ in range(2):  # two beats: the second read the forged request
-            await redis.delete(relay_key("eu1"))
-            await eventually(lambda: _registered(redis), "a beat after the forged request")
+        # drain: a forged request is ignored, and so are signed ones for another life of the
+        # relay (a previous boot's, or the old unbound form); one for this boot is obeyed
+        for request in [FORGER.seal("drain", "eu1", {"boot": presence.boot}),
+                        SEAL.seal("drain", "eu1", {"boot": "a-previous-life"}),
+                        SEAL.seal("drain", "eu1", True)]:  # fmt: skip
+            await redis.set(drain_key("eu1"), request)
+            for _ in range(2):  # two beats: the second read the request
+                await redis.delete(relay_key("eu1"))
+                await eventually(lambda: _registered(redis), "a beat after the request")
         assert not drained and not presence.draining
         assert await request_drain(redis, SEAL, "nobody") is None
         assert await request_drain(redis, SEAL, "eu1") is not None
@@ -113,6 +118,7 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
 
         await eventually(draining, "the relay draining")
         assert drained == [True] and presence.draining
+        replayed = await redis.get(drain_key("eu1"))
 
         # a relay that stops beating expires
         presence._stopping = True  # the heartbeat stops; the key is not removed
@@ -122,6 +128,18 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
 
         await eventually(expired, "the silent relay expired")
         assert await redis.smembers("callgate:relays") == set()  # expired ids leave the set
+
+        # the relay restarted under the same id: the request it obeyed, replayed, drains nothing
+        await presence.stop()
+        presence = RelayPresence(redis_server.url, INFO, lambda: 0, lambda: drained.append(True),
+                                 SEAL, interval=0.1, ttl=3)  # fmt: skip
+        await redis.set(drain_key("eu1"), replayed)
+        await presence.start()
+        for _ in range(2):
+            await redis.delete(relay_key("eu1"))
+            await eventually(lambda: _registered(redis), "a beat after the replay")
+        assert drained == [True] and not presence.draining
+        assert [r.draining for r in await read_relays(redis, SEAL)] == [False]
     finally:
         await presence.stop()
         await redis.aclose()
@@ -163,6 +181,53 @@ async def test_only_sealed_registrations_are_offered_to_clients(
         await eventually(genuine_only, "the node sees the genuine relay")
         assert [r.relay_id for r in await read_relays(redis, SEAL)] == ["eu1"]
         assert bus.seal.refused >= len(entries)
+    finally:
+        await bus.stop()
+        await genuine.stop()
+        await redis.aclose()
+
+
+async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisServer) -> None:
+    """A device whose node's snapshot is unsigned, forged or moved from another node's key is
+    not rung (devices_of leaves it out), although the snapshot key exists; nor is a directory
+    entry not sealed for that user and device; the genuine node's device is rung."""
+    redis = connect(redis_server.url)
+    bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1)
+    genuine = RedisBus(redis_server.url, "good", SEAL, interval=0.1)
+    snapshots = {
+        "forged": FORGER.seal("snap", "forged", {}),
+        "plain": json.dumps({}),
+        "moved": SEAL.seal("snap", "good", {}),  # good's snapshot under another node's key
+    }
+    try:
+        await genuine.start()
+        for node, raw in snapshots.items():
+            await redis.set(f"callgate:snap:{node}", raw, ex=60)
+        for node in ["good", *snapshots]:
+            device = RemoteDevice(f"phone-{node}", "bob", "Bob", False, node)
+            writer = RedisBus(redis_server.url, node, SEAL)
+            await writer._announce([device])
+            await writer._redis.aclose()
+
+        # directory entries on the genuine node that no node sealed for bob's device
+        def on_good(device_id: str, handle: str = "bob") -> dict[str, Any]:
+            return RemoteDevice(device_id, handle, "Bob", False, "good").as_json()
+
+        alice = SEAL.seal("dev", json.dumps(["alice", "phone-a"]), on_good("phone-a", "alice"))
+        forged_entries = {
+            "plain": json.dumps(on_good("plain")),
+            "forged": FORGER.seal("dev", json.dumps(["bob", "forged"]), on_good("forged")),
+            "phone-a": alice,  # alice's genuine entry moved into bob's directory
+        }
+        await redis.hset("callgate:dev:bob", mapping=forged_entries)
+        await bus.start()
+
+        async def available() -> bool:
+            return bus.available
+
+        await eventually(available, "the bus subscribed")
+        assert len(await redis.hgetall("callgate:dev:bob")) == 4 + len(forged_entries)
+        assert [d.device_id for d in await bus.devices_of("bob")] == ["phone-good"]
     finally:
         await bus.stop()
         await genuine.stop()

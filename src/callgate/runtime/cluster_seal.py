@@ -8,8 +8,8 @@ time it was written:
 
     cg1.<hex HMAC>.<JSON {"at": unix seconds, "data": …}>
 
-The MAC covers the entry's kind ("relay", "snap", "pair", "drain") and subject (the relay or
-node id its key names), so an entry cannot be moved to another key or read as another kind. A
+The MAC covers the entry's kind ("relay", "snap", "pair", "drain", "dev") and subject (the relay
+or node id its key names; a device entry's handle and device id), so an entry cannot be moved to another key or read as another kind. A
 reader checks the MAC in constant time (hmac.compare_digest) and the age (at most `max_age`
 seconds old, at most SKEW seconds in the future: nodes and relays keep their clocks within that,
 e.g. by NTP). Unsigned, forged and stale entries are ignored, and logged at most once a minute
@@ -18,10 +18,12 @@ per kind and reason (never their content, never the key).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
 import logging
+import os
 import stat
 import time
 from collections.abc import Callable
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 VERSION = "cg1"
 MIN_KEY_CHARS = 32
+MAX_KEY_BYTES = 4096  # a larger key file is refused (not read whole)
 SKEW = 10.0  # seconds an entry may seem to come from the future (clocks apart)
 LOG_EVERY = 60.0  # seconds between two warnings about the same kind of refused entry
 
@@ -52,25 +55,57 @@ def cluster_seal(settings: Settings) -> ClusterSeal:
 
 
 def load_cluster_key(path: Path) -> bytes:
-    """The cluster key from `path`: a regular file, mode 0600 or stricter, at least
-    MIN_KEY_CHARS characters (surrounding whitespace ignored). ConfigError otherwise; the
-    message never holds the key."""
+    """The cluster key from `path`: a regular file, not a symbolic link, owned by the running
+    user or root, mode 0600 or stricter, at least MIN_KEY_CHARS characters (surrounding
+    whitespace ignored). The checks and the read use one descriptor, so the file cannot be
+    swapped between them. ConfigError otherwise; the message never holds the key."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        info = path.stat()
+        fd = os.open(path, flags)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"cluster_key_file {path}: a symbolic link, refused") from None
         raise ConfigError(f"cluster_key_file {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"cluster_key_file {path}: not a regular file")
-    if info.st_mode & 0o077:
-        mode = info.st_mode & 0o777
-        raise ConfigError(f"cluster_key_file {path}: mode {mode:o}, must be 0600 or stricter")
     try:
-        key = path.read_bytes().strip()
-    except OSError as exc:
-        raise ConfigError(f"cluster_key_file {path}: {exc.strerror}") from None
+        _check_key_file(path, os.fstat(fd))
+        raw = _read_bounded(path, fd)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_KEY_BYTES:
+        raise ConfigError(f"cluster_key_file {path}: larger than {MAX_KEY_BYTES} bytes")
+    key = raw.strip()
     if len(key) < MIN_KEY_CHARS:
         raise ConfigError(f"cluster_key_file {path}: at least {MIN_KEY_CHARS} characters")
     return key
+
+
+def _check_key_file(path: Path, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"cluster_key_file {path}: not a regular file")
+    if info.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(
+            f"cluster_key_file {path}: owned by uid {info.st_uid}, must be this user's "
+            f"(uid {os.geteuid()}) or root's"
+        )
+    if info.st_mode & 0o077:
+        mode = info.st_mode & 0o777
+        raise ConfigError(f"cluster_key_file {path}: mode {mode:o}, must be 0600 or stricter")
+
+
+def _read_bounded(path: Path, fd: int) -> bytes:
+    """At most MAX_KEY_BYTES + 1 bytes from `fd` (one more tells a file too large)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= MAX_KEY_BYTES:
+            chunk = os.read(fd, MAX_KEY_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError(f"cluster_key_file {path}: {exc.strerror}") from None
+    return b"".join(chunks)
 
 
 class ClusterSeal:

@@ -2,7 +2,9 @@
 
 Keys (all under `callgate:`):
 
-- `dev:{handle}` — hash, device id → JSON of the device and its node: who is connected where.
+- `dev:{handle}` — hash, device id → the device and its node, sealed (subject: the handle and
+  the device id): who is connected where. An entry not sealed for that handle and device is
+  never rung.
 - `nodedev:{node}` — set of "handle device-id" a node announced, so a node that restarts under
   the same id removes what its previous life left.
 - `snap:{node}` — the node's live calls and presence, sealed (runtime/cluster_seal.py),
@@ -10,7 +12,8 @@ Keys (all under `callgate:`):
   expired is dead to the others (its devices are not rung, its calls not listed), and so is
   one whose snapshot is not signed with the cluster key, or stale.
 - `nodes` — set of node ids that ever published a snapshot.
-- channel `node:{node}` — messages to that node (signaling/cluster.py lists them).
+- channel `node:{node}` — messages to that node (signaling/cluster.py lists them): NOT signed,
+  so whoever can write to Redis can answer or end calls as anyone (docs/scaling.md, "Trust").
 - `relays`, `relay:{id}` — the separate relays' registrations (runtime/relay_registry.py), read
   at each beat: `relays()` lists the live ones.
 - channel `pairs` — the two users of each call as it is placed (sealed), published before anyone rings,
@@ -44,7 +47,15 @@ PREFIX = "callgate:"
 INTERVAL = 1.0  # seconds between snapshots (and reconnect attempts)
 TTL = 5  # seconds a node's snapshot lives: a node silent this long is dead to the others
 PAIR_WITHIN = 1.0  # seconds an invite waits at most for the relays to hear of its parties
+# A directory entry is written once, as its device connects, and removed as it leaves: its age
+# is not checked, so a Redis writer can put back an old genuine entry — of that same user and
+# device, on a node that must still be alive (sealed snapshot) to be rung.
+DEVICE_AGE = float("inf")
 _DOWN = (RedisError, OSError)
+
+
+def _device_subject(handle: str, device_id: str) -> str:
+    return json.dumps([handle, device_id])  # unambiguous, whatever the two hold
 
 
 def _text(value: bytes | str) -> str:
@@ -126,24 +137,34 @@ class RedisBus:
     async def devices_of(self, handle: str) -> list[RemoteDevice]:
         try:
             entries = await self._redis.hgetall(f"{PREFIX}dev:{handle}")
-            devices = [RemoteDevice.from_json(json.loads(raw)) for raw in entries.values()]
+            found = (self._device(handle, _text(d), raw) for d, raw in entries.items())
+            devices = [device for device in found if device is not None]
             others = sorted({d.node for d in devices if d.node != self.node_id})
             alive: dict[str, bool] = {}
             if others:
-                found = await self._redis.exists(*[f"{PREFIX}snap:{n}" for n in others])
-                if found == len(others):
-                    alive = dict.fromkeys(others, True)
-                else:
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for node in others:
-                            pipe.exists(f"{PREFIX}snap:{node}")
-                        alive = dict(zip(others, map(bool, await pipe.execute()), strict=True))
+                # alive = a snapshot signed with the cluster key and fresh, not merely present:
+                # a Redis writer's unsigned or forged snapshot must not make its node ringable
+                raw = await self._redis.mget([f"{PREFIX}snap:{n}" for n in others])
+                alive = {
+                    n: r is not None and isinstance(self.seal.open("snap", n, r, ENTRY_AGE), dict)
+                    for n, r in zip(others, raw, strict=True)
+                }
         except _DOWN as exc:
             self._beating, self._lost = False, True
             raise ClusterUnavailable(f"the cluster bus (Redis) is unreachable: {exc}") from None
         if not self.available:
             raise ClusterUnavailable("the cluster bus (Redis) is reconnecting")
         return [d for d in devices if d.node != self.node_id and alive.get(d.node)]
+
+    def _device(self, handle: str, device_id: str, raw: bytes | str) -> RemoteDevice | None:
+        """A directory entry, if sealed by a node for this very handle and device: a Redis
+        writer cannot add a device to a user, nor move one user's entry to another."""
+        data = self.seal.open("dev", _device_subject(handle, device_id), raw, DEVICE_AGE)
+        try:
+            device = RemoteDevice.from_json(data)
+        except (TypeError, KeyError, ValueError, AttributeError):
+            return None  # unsigned, forged or malformed: not rung
+        return device if (device.handle, device.device_id) == (handle, device_id) else None
 
     def device_up(self, device: RemoteDevice) -> None:
         self._background_call(self._announce([device]))
@@ -156,9 +177,9 @@ class RedisBus:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for device in devices:
-                pipe.hset(
-                    f"{PREFIX}dev:{device.handle}", device.device_id, json.dumps(device.as_json())
-                )
+                subject = _device_subject(device.handle, device.device_id)
+                entry = self.seal.seal("dev", subject, device.as_json())
+                pipe.hset(f"{PREFIX}dev:{device.handle}", device.device_id, entry)
                 pipe.sadd(f"{PREFIX}nodedev:{self.node_id}", f"{device.handle} {device.device_id}")
             await pipe.execute()
 

@@ -8,7 +8,10 @@ Keys (under `callgate:`, beside runtime/redis_bus.py's):
   key, or stale, is never handed out.
 - `relays` — set of relay ids that ever registered (their keys say which live).
 - `relay-drain:{id}` — sealed, set by `callgate turn --drain` or `POST /api/relays/{id}/drain`: the
-  relay refuses new allocations (508) from its next beat, and exits once it holds none.
+  relay refuses new allocations (508) from its next beat, and exits once it holds none. The
+  request names the relay's boot nonce (random, drawn at each start, carried in its sealed
+  registration), and a relay obeys only a request naming its own: a request seen once cannot be
+  replayed against the relay's next life under the same id.
 
 The relay also reads the nodes' snapshots (`snap:{node}`) at each beat: call-bound relaying
 admits two users only while some node lists a live call between them. A snapshot is up to a
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -47,7 +52,7 @@ PUSHED_GRACE = 10.0  # seconds a pair announced on `pairs` is admitted without a
 PAIRS_CHANNEL = f"{PREFIX}pairs"
 MAX_PUSHED = 100_000  # pairs announced and not yet expired, at most (oldest dropped)
 ENTRY_AGE = 15.0  # seconds a sealed registration, snapshot or pair is believed (cluster_seal.py)
-DRAIN_TTL = 86_400  # a drain request outlives any drain; a relay restarted under its id re-reads it
+DRAIN_TTL = 86_400  # a drain request outlives any drain (it binds one boot of the relay only)
 _DOWN = (RedisError, OSError)
 
 
@@ -78,21 +83,30 @@ async def read_relays(redis: Redis, seal: ClusterSeal) -> list[RelayInfo]:
     if expired:
         await redis.srem(f"{PREFIX}relays", *expired)
     found = [_parsed(seal, m, r) for m, r in zip(members, raw, strict=True) if r][:MAX_RELAYS]
-    return [info for info in found if info is not None]
+    return [found_info[0] for found_info in found if found_info is not None]
 
 
-def _parsed(seal: ClusterSeal, relay_id: str, raw: bytes | str) -> RelayInfo | None:
+def _parsed(seal: ClusterSeal, relay_id: str, raw: bytes | str) -> tuple[RelayInfo, str] | None:
+    """A registration and the boot nonce of the relay that wrote it ("" from a relay too old to
+    write one); None if not to be used."""
     data = seal.open("relay", relay_id, raw, ENTRY_AGE)
     info = RelayInfo.from_json(data)  # None: malformed, left out
-    return info if info is not None and info.relay_id == relay_id else None
+    if info is None or info.relay_id != relay_id:
+        return None
+    boot = data.get("boot")
+    return info, boot if isinstance(boot, str) else ""
 
 
 async def request_drain(redis: Redis, seal: ClusterSeal, relay_id: str) -> RelayInfo | None:
-    """Ask relay `relay_id` to drain; its registration (None: no such live relay, nothing set)."""
-    relays = {info.relay_id: info for info in await read_relays(redis, seal)}
-    info = relays.get(relay_id)
-    if info is not None:
-        await redis.set(drain_key(relay_id), seal.seal("drain", relay_id, True), ex=DRAIN_TTL)
+    """Ask relay `relay_id`, as it runs now (its boot nonce), to drain; its registration (None:
+    no such live relay, or one too old to name its boot; nothing set)."""
+    raw = await redis.get(relay_key(relay_id))
+    found = _parsed(seal, relay_id, raw) if raw else None
+    if found is None or not found[1]:
+        return None
+    info, boot = found
+    request = seal.seal("drain", relay_id, {"boot": boot})
+    await redis.set(drain_key(relay_id), request, ex=DRAIN_TTL)
     return info
 
 
@@ -124,6 +138,7 @@ class RelayPresence:
         self._stopping = False  # the loops end at their next turn even if a cancel is lost
         self.draining = False
         self.reachable = False
+        self.boot = secrets.token_hex(16)  # this life of the relay: a drain request names it
 
     def together(self, user_a: str, user_b: str) -> bool:
         """Call-bound relaying: a live call between these users on some node (a beat old), or
@@ -209,20 +224,26 @@ class RelayPresence:
                 del self._pushed[next(iter(self._pushed))]
             self._pushed[pair] = time.monotonic()
 
+    def _drain_is_mine(self, raw: bytes | str) -> bool:
+        """A sealed drain request for this relay's id and this boot (not a previous life's)."""
+        request = self._seal.open("drain", self._info.relay_id, raw, DRAIN_TTL)
+        boot = request.get("boot") if isinstance(request, dict) else None
+        return isinstance(boot, str) and hmac.compare_digest(boot.encode(), self.boot.encode())
+
     async def _beat(self) -> None:
         relay_id = self._info.relay_id
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(drain_key(relay_id))
             pipe.smembers(f"{PREFIX}nodes")
             drain, nodes = await pipe.execute()
-        drain = drain and self._seal.open("drain", relay_id, drain, DRAIN_TTL) is True
-        if drain and not self.draining:
+        if drain and not self.draining and self._drain_is_mine(drain):
             self.draining = True
             log.warning("relay %s draining: new allocations refused", relay_id)
             self._on_drain()
         info = replace(self._info, load=self._load(), draining=self.draining)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(relay_key(relay_id), self._seal.seal("relay", relay_id, info.as_json()),
+            registration = {**info.as_json(), "boot": self.boot}
+            pipe.set(relay_key(relay_id), self._seal.seal("relay", relay_id, registration),
                      ex=self._ttl)  # fmt: skip
             pipe.sadd(f"{PREFIX}relays", relay_id)
             await pipe.execute()

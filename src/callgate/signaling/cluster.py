@@ -15,6 +15,10 @@ runtime/redis_bus.py) stays out of the signaling layer. Messages between nodes, 
   stats…) from a remote device about a call the receiving node owns.
 - `{"op": "gone", "device": ID}` — a remote device disconnected (its call ends or stops ringing).
 - `{"op": "end", "call": ID, "admin": HANDLE}` — an administrator ended the call elsewhere.
+- `reattach`, `owner`, `lost` — a call moving to another node (signaling/handover.py).
+
+These messages are not signed: whoever can write to Redis can send any of them in any node's
+name (docs/scaling.md, "Trust", lists what that allows), so Redis must be private to the cluster.
 """
 
 from __future__ import annotations

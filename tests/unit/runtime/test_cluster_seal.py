@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
 from callgate.errors import ConfigError
-from callgate.runtime.cluster_seal import SKEW, ClusterSeal, load_cluster_key
+from callgate.runtime.cluster_seal import MAX_KEY_BYTES, SKEW, ClusterSeal, load_cluster_key
 
 KEY = b"0123456789abcdef0123456789abcdef-cluster"
 DATA = {"id": "eu1", "load": 3}
@@ -94,3 +95,27 @@ def test_the_key_file_must_be_private_and_long_enough(tmp_path: Path) -> None:
         load_cluster_key(tmp_path / "missing")
     with pytest.raises(ConfigError, match="not a regular file"):
         load_cluster_key(tmp_path)
+
+
+def test_the_key_file_is_not_followed_through_a_link_nor_taken_from_another_user(
+    tmp_path: Path,
+) -> None:
+    real = tmp_path / "real.key"
+    real.write_text("k" * 40)
+    real.chmod(0o600)
+    link = tmp_path / "cluster.key"
+    link.symlink_to(real)
+    with pytest.raises(ConfigError, match="a symbolic link, refused"):
+        load_cluster_key(link)
+    big = tmp_path / "big.key"
+    big.write_bytes(b"k" * (MAX_KEY_BYTES + 1))
+    big.chmod(0o600)
+    with pytest.raises(ConfigError, match="larger than"):
+        load_cluster_key(big)
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    os.chown(real, 65534, 65534)  # nobody's file, mode 0600
+    with pytest.raises(ConfigError, match="owned by uid 65534"):
+        load_cluster_key(real)
+    os.chown(real, 0, 0)  # root's is accepted
+    assert load_cluster_key(real) == b"k" * 40
