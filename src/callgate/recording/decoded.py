@@ -151,21 +151,21 @@ class DecodedFiles:
         threads. The file is opened before the first piece is asked for."""
         loop = asyncio.get_running_loop()
         fd = await loop.run_in_executor(self._readers, os.open, decoded.path, os.O_RDONLY)
-        return self._read(fd, start, end)
+        return self._read(_Descriptor(fd), start, end)
 
-    async def _read(self, fd: int, start: int, end: int) -> AsyncIterator[bytes]:
+    async def _read(self, opened: _Descriptor, start: int, end: int) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         try:
             at = start
             while at <= end:
                 want = min(PIECE, end + 1 - at)
-                piece = await loop.run_in_executor(self._readers, os.pread, fd, want, at)
+                piece = await loop.run_in_executor(self._readers, os.pread, opened.fd, want, at)
                 if not piece:
                     return
                 yield piece
                 at += len(piece)
         finally:
-            os.close(fd)
+            opened.close()
 
     def close(self) -> None:
         """At shutdown: every file and the directory removed, threads let go."""
@@ -178,6 +178,22 @@ class DecodedFiles:
             self._directory = None
         self._decoders.shutdown(wait=False, cancel_futures=True)
         self._readers.shutdown(wait=False, cancel_futures=True)
+
+
+class _Descriptor:
+    """An open file that closes itself when dropped: a client that goes away before the first
+    piece leaves its reader unstarted, and an unstarted generator never runs its `finally`."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def _write(path: Path, decode: Callable[[Path], None]) -> int:

@@ -5,6 +5,8 @@ queue, ranges read from the file, files deleted by a timer and at shutdown."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import stat
 import threading
 from collections.abc import Callable
@@ -40,6 +42,26 @@ async def until(condition: Callable[[], object], what: str) -> None:
 
 async def read(files: DecodedFiles, decoded: Decoded, start: int, end: int) -> bytes:
     return b"".join([piece async for piece in await files.pieces(decoded, start, end)])
+
+
+def test_a_reader_dropped_before_its_first_piece_closes_the_file() -> None:
+    """A client that leaves before the first piece: the deleted file's descriptor must not stay
+    open (its decrypted audio would keep its disk space until the process ends)."""
+
+    async def main() -> None:
+        files = DecodedFiles(seconds=60)
+        try:
+            decoded = await files.get("r1", writer(b"x" * 100, []))
+            before = len(os.listdir("/proc/self/fd"))
+            pieces = await files.pieces(decoded, 0, 99)
+            assert len(os.listdir("/proc/self/fd")) == before + 1
+            del pieces  # never iterated
+            gc.collect()
+            assert len(os.listdir("/proc/self/fd")) == before
+        finally:
+            files.close()
+
+    asyncio.run(main())
 
 
 def test_one_decode_for_all_waiters_off_the_default_executor() -> None:
