@@ -105,7 +105,7 @@ class DialOut:
         """Where a phone's dialled number goes (the dial plan), or None: not a number."""
         if call.trunk is not None or call.credential is None:
             return None
-        return self._trunks.dial(dialled, self._edge.pings.down)
+        return self.plan(dialled)
 
     async def authorize(self, handle: str, dialled: Dialled) -> Permit:
         """Whether `handle` may dial `dialled` (docs/sip.md, "Policy for numbers"): emergency
