@@ -77,7 +77,10 @@ _FINALIZE = (
         updated_at=bindparam("b_updated_at"),
     )
 )
-_INSERT_CALLS = insert(calls)
+INSERT_CALLS = insert(calls)
+_SET_AUDIT_INDEX = (
+    update(calls).where(calls.c.call_id == bindparam("b_id")).values(audit_index=bindparam("b_seq"))
+)
 _OPEN_FIELDS = tuple(f.name for f in fields(CallOpen))
 
 
@@ -112,6 +115,13 @@ def _values(changes: dict[str, Any]) -> dict[str, Any]:
         if values[name] is not None and not isinstance(values[name], str):
             values[name] = json.dumps(list(values[name]))
     return values
+
+
+def _check_end(disposition: str, ended_by: str) -> None:
+    if disposition not in DISPOSITIONS:
+        raise ValueError(f"unknown disposition {disposition!r}")
+    if ended_by not in ENDED_BY and not ended_by.startswith("admin:"):
+        raise ValueError(f"ended_by must be one of {', '.join(ENDED_BY)} or admin:<handle>")
 
 
 def _record(row: Any) -> CdrRecord:
@@ -164,14 +174,15 @@ class CdrRepository:
     def open_in(self, conn: Connection, new_calls: Sequence[CallOpen]) -> None:
         """Insert rows inside the caller's transaction (group commit by the signaling hub)."""
         now = self._now()
-        rows = []
-        for call in new_calls:
-            row = {name: storable(getattr(call, name)) for name in _OPEN_FIELDS}
-            if row["relay_candidates"] is not None:
-                row["relay_candidates"] = json.dumps(list(row["relay_candidates"]))
-            row["updated_at"] = now
-            rows.append(row)
-        conn.execute(_INSERT_CALLS, rows)
+        conn.execute(INSERT_CALLS, [self.open_row(call, now) for call in new_calls])
+
+    def open_row(self, call: CallOpen, now: datetime | None = None) -> dict[str, Any]:
+        """The `calls` row inserted for `call` (records/cdr_batch.py inserts several at once)."""
+        row = {name: storable(getattr(call, name)) for name in _OPEN_FIELDS}
+        if row["relay_candidates"] is not None:
+            row["relay_candidates"] = json.dumps(list(row["relay_candidates"]))
+        row["updated_at"] = now or self._now()
+        return row
 
     def update(self, call_id: str, /, **changes: Any) -> bool:
         """Set fields of an open or closed row (ring_at, answer_at, callee_device, media_path,
@@ -180,12 +191,21 @@ class CdrRepository:
             return self.update_in(conn, call_id, **changes)
 
     def update_in(self, conn: Connection, call_id: str, /, **changes: Any) -> bool:
+        statement, params = self.update_params(call_id, changes)
+        return bool(conn.execute(statement, params).rowcount)
+
+    def update_params(self, call_id: str, changes: dict[str, Any]) -> tuple[Update, dict[str, Any]]:
+        """The statement and parameters of `update_in` (statements are shared: several updates
+        with the same columns run as one executemany)."""
         values = {**_values(changes), "updated_at": self._now()}
         params = {f"b_{name}": value for name, value in values.items()}
         params.update(b_id=call_id, b_node=self.node_id)
-        owned = self.node_id is not None
-        result = conn.execute(_update_statement(tuple(sorted(values)), owned), params)
-        return bool(result.rowcount)
+        return _update_statement(tuple(sorted(values)), self.node_id is not None), params
+
+    def set_audit_index_in(self, conn: Connection, seqs: Sequence[tuple[str, int]]) -> None:
+        """Record (call id, seq of its call.invite audit entry) pairs, in one executemany."""
+        if seqs:
+            conn.execute(_SET_AUDIT_INDEX, [{"b_id": call, "b_seq": seq} for call, seq in seqs])
 
     def finalize(
         self,
@@ -217,28 +237,45 @@ class CdrRepository:
     ) -> bool:
         """`finalize` inside the caller's transaction. A caller that knows the duration (the
         signaling engine does: answer to end, None if never answered) saves a read."""
-        if disposition not in DISPOSITIONS:
-            raise ValueError(f"unknown disposition {disposition!r}")
-        if ended_by not in ENDED_BY and not ended_by.startswith("admin:"):
-            raise ValueError(f"ended_by must be one of {', '.join(ENDED_BY)} or admin:<handle>")
+        _check_end(disposition, ended_by)
         values = _values(changes)
         if not values and not isinstance(duration_s, _Unknown):
-            final = {
-                "b_id": call_id,
-                "b_end_at": end_at,
-                "b_disposition": disposition,
-                "b_ended_by": ended_by,
-                "b_reason": reason,
-                "b_duration_s": duration_s,
-                "b_end_detail": storable(detail[:255]) if detail else None,
-                "b_updated_at": self._now(),
-                "b_node": self.node_id,
-            }
-            statement = _FINALIZE if self.node_id is None else _FINALIZE_OWNED
-            return bool(conn.execute(statement, final).rowcount)
+            final = self.finalize_params(
+                call_id, end_at, disposition, ended_by, reason, duration_s, detail
+            )
+            return bool(conn.execute(self.finalize_statement, final).rowcount)
         if detail:
             values["end_detail"] = storable(detail[:255])
         return self._finalize(conn, call_id, end_at, disposition, ended_by, reason, values)
+
+    @property
+    def finalize_statement(self) -> Update:
+        """The statement of a finalize whose duration is known (`finalize_params`)."""
+        return _FINALIZE if self.node_id is None else _FINALIZE_OWNED
+
+    def finalize_params(
+        self,
+        call_id: str,
+        end_at: datetime,
+        disposition: str,
+        ended_by: str,
+        reason: str,
+        duration_s: float | None,
+        detail: str | None,
+    ) -> dict[str, Any]:
+        """The parameters of `finalize_statement` (several finalizes run as one executemany)."""
+        _check_end(disposition, ended_by)
+        return {
+            "b_id": call_id,
+            "b_end_at": end_at,
+            "b_disposition": disposition,
+            "b_ended_by": ended_by,
+            "b_reason": reason,
+            "b_duration_s": duration_s,
+            "b_end_detail": storable(detail[:255]) if detail else None,
+            "b_updated_at": self._now(),
+            "b_node": self.node_id,
+        }
 
     def _finalize(
         self,
