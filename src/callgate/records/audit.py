@@ -129,6 +129,7 @@ _ENTRY_COLUMNS = (
 _HEAD = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
 _INSERT = insert(AuditEntry)
 _PG_LOCK = text("LOCK TABLE audit_entries IN SHARE ROW EXCLUSIVE MODE")
+_HEAD_SQL = "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1"  # DB-API, as _HEAD
 # pysqlite opens a transaction only at the first write, so the head read could run outside it
 # and race another appender to the same seq. A write that changes nothing takes SQLite's write
 # lock first (waiting up to busy_timeout for it) and holds it until the transaction ends.
@@ -167,6 +168,22 @@ def _locked_head(conn: Connection) -> tuple[int, str]:
         conn.execute(_SQLITE_LOCK)
     head = conn.execute(_HEAD).first()
     return (int(head.seq), str(head.hash)) if head is not None else (0, GENESIS)
+
+
+def queue_head(conn: Connection) -> Callable[[], None]:
+    """PostgreSQL in pipeline mode (records/record_batch.py): queue the appenders' lock and the
+    head read; the function returned, called once the pipeline is synced, remembers the head,
+    so the transaction's appends start from it without a round trip of their own."""
+    conn.execute(_PG_LOCK)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(_HEAD_SQL)
+
+    def read() -> None:
+        row = cursor.fetchone()
+        seq, hash = (int(row[0]), str(row[1])) if row is not None else (0, GENESIS)
+        _remember_head(conn, seq, hash)
+
+    return read
 
 
 def hold_appends(conn: Connection, append_held: Callable[[], None]) -> None:

@@ -77,7 +77,7 @@ _FINALIZE = (
         updated_at=bindparam("b_updated_at"),
     )
 )
-INSERT_CALLS = insert(calls)
+INSERT_CALLS = insert(calls).inline()  # no RETURNING of the new id: nobody reads it
 _SET_AUDIT_INDEX = (
     update(calls).where(calls.c.call_id == bindparam("b_id")).values(audit_index=bindparam("b_seq"))
 )

@@ -8,9 +8,9 @@ executemany per statement shape (psycopg sends an executemany's statements in on
 Order: a call's writes must keep their order (its insert before its update, before its
 finalize); different calls' writes need not. So the batch is cut into waves: a call's n-th write
 goes into wave n, and the waves are sent in order, each as its inserts, then its updates, then
-its finalizes. A finalize counts only when it ends an open row (of this node, with a node id):
-the wave's rows are read and locked (`SELECT … FOR UPDATE`) before they are finalized, so each
-queued finalize learns whether it was the one (`Finalized`), as `rowcount` told one by one.
+its finalizes. A finalize counts only when it ends an open row (of this node, with a node id),
+and each queued finalize learns whether it was the one (`Finalized`), as `rowcount` told one by
+one: from its RETURNING on PostgreSQL, from the rows still open just before on SQLite.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from sqlalchemy import Connection, Update, select, text
 from callgate.records.cdr import INSERT_CALLS, CdrRepository, calls
 from callgate.records.cdr_types import CallOpen
 
-# SQLite ignores FOR UPDATE: a write that changes nothing takes its write lock first (as in
-# records/audit.py), so the rows read stay as read until the transaction ends.
+# SQLite (no RETURNING per executemany row): a write that changes nothing takes the write lock
+# first (as in records/audit.py), so the open rows read stay open until the finalizes.
 _SQLITE_LOCK = text("UPDATE calls SET id = id WHERE 0")
 
 
@@ -36,11 +36,15 @@ class Finalized:
     value: bool = False
 
 
+_Final = tuple[str, dict[str, Any], Finalized]  # call id, finalize parameters, its outcome
+Finals = tuple[list[_Final], Any]  # a wave's finalizes and the DB-API cursor of their results
+
+
 @dataclass(slots=True)
 class _Wave:
     inserts: list[dict[str, Any]] = field(default_factory=list)
     updates: dict[Update, list[dict[str, Any]]] = field(default_factory=dict)
-    finals: list[tuple[str, dict[str, Any], Finalized]] = field(default_factory=list)
+    finals: list[_Final] = field(default_factory=list)
 
 
 class CdrBatch:
@@ -48,6 +52,7 @@ class CdrBatch:
         self._cdrs = cdrs
         self._waves: list[_Wave] = []
         self._next_wave: dict[str, int] = {}  # call id -> the wave its next write goes into
+        self._returning_sql: dict[str, str] = {}
 
     def __bool__(self) -> bool:
         return bool(self._waves)
@@ -83,28 +88,55 @@ class CdrBatch:
         self._wave(call_id).finals.append((call_id, params, done))
         return done
 
-    def send(self, conn: Connection) -> None:
-        """Write everything held, in order, inside the caller's transaction; then hold nothing."""
+    def send(self, conn: Connection) -> list[Finals]:
+        """Write everything held, in order, inside the caller's transaction; then hold nothing.
+
+        On PostgreSQL the caller sends it in pipeline mode (records/record_batch.py): each
+        wave's finalizes go out as one executemany with RETURNING, and their results are read
+        (`settle`) once the pipeline is synced; elsewhere they are settled here."""
         waves, self._waves, self._next_wave = self._waves, [], {}
+        pending = []
         for wave in waves:
             if wave.inserts:
                 conn.execute(INSERT_CALLS, wave.inserts)
             for statement, params in wave.updates.items():
                 conn.execute(statement, params)
-            if wave.finals:
+            if not wave.finals:
+                continue
+            if conn.dialect.name == "postgresql":
+                pending.append(self._finalize_returning(conn, wave.finals))
+            else:
                 self._finalize(conn, wave.finals)
+        return pending
 
-    def _finalize(
-        self, conn: Connection, finals: list[tuple[str, dict[str, Any], Finalized]]
-    ) -> None:
+    def _finalize_returning(self, conn: Connection, finals: list[_Final]) -> Finals:
+        """Queue the wave's finalizes, each returning its call id if it ended the call."""
+        sql = self._returning_sql.get(conn.dialect.name)
+        if sql is None:
+            statement = self._cdrs.finalize_statement.returning(calls.c.call_id)
+            sql = self._returning_sql[conn.dialect.name] = str(
+                statement.compile(dialect=conn.dialect)
+            )
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.executemany(sql, [params for _, params, _ in finals], returning=True)
+        return finals, cursor
+
+    @staticmethod
+    def settle(pending: list[Finals]) -> None:
+        """Once the pipeline is synced: tell each queued finalize whether it ended its call."""
+        for finals, cursor in pending:
+            for _, _, done in finals:
+                done.value = cursor.fetchone() is not None
+                cursor.nextset()
+
+    def _finalize(self, conn: Connection, finals: list[_Final]) -> None:
         query = select(calls.c.call_id).where(
             calls.c.call_id.in_([call_id for call_id, _, _ in finals]), calls.c.end_at.is_(None)
         )
         if self._cdrs.node_id is not None:
             query = query.where(calls.c.node_id == self._cdrs.node_id)
-        if conn.dialect.name == "sqlite":
-            conn.execute(_SQLITE_LOCK)
-        still_open = set(conn.scalars(query.with_for_update()))
+        conn.execute(_SQLITE_LOCK)
+        still_open = set(conn.scalars(query))
         params = []
         for call_id, values, done in finals:
             if call_id in still_open:

@@ -22,9 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from callgate.records.audit import AuditLog, NewEntry, hold_appends, release_appends
+from callgate.records.audit import AuditLog, NewEntry, hold_appends, queue_head, release_appends
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_batch import CdrBatch, Finalized
 
@@ -59,7 +61,32 @@ class RecordBatch:
     def send(self) -> None:
         """Write what is held: CDRs, then the audit entries, then the new CDRs' audit index."""
         release_appends(self._conn)
+        if self._conn.dialect.name == "postgresql":
+            self._send_pipelined()
+            return
         self.cdr.send(self._conn)
+        self._append()
+
+    def _send_pipelined(self) -> None:
+        """PostgreSQL: two round trips (psycopg's pipeline mode) before the commit — the CDR
+        statements with the audit lock and head read, then the audit insert with the index."""
+        conn = self._conn
+        raw = conn.connection.driver_connection
+        try:
+            with raw.pipeline():  # type: ignore[union-attr]
+                finals = self.cdr.send(conn)
+                read_head = queue_head(conn) if self._audit else None
+            CdrBatch.settle(finals)
+            if read_head is not None:
+                read_head()
+                with raw.pipeline():  # type: ignore[union-attr]
+                    self._append()
+        except psycopg.Error as exc:
+            # as SQLAlchemy would raise it: the writer retries while the server is unreachable
+            kind = OperationalError if isinstance(exc, psycopg.OperationalError) else DBAPIError
+            raise kind("records batch (pipeline)", None, exc) from exc
+
+    def _append(self) -> None:
         held = [h for h in self._audit if h.only_if is None or h.only_if.value]
         self._audit = []
         written = AuditLog.append_timed_in(self._conn, [(h.entry, h.at) for h in held])
