@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-import psycopg
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -70,6 +69,8 @@ class RecordBatch:
     def _send_pipelined(self) -> None:
         """PostgreSQL: two round trips (psycopg's pipeline mode) before the commit — the CDR
         statements with the audit lock and head read, then the audit insert with the index."""
+        import psycopg  # only here: a SQLite server need not load PostgreSQL's driver
+
         conn = self._conn
         raw = conn.connection.driver_connection
         try:
