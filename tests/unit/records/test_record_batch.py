@@ -78,26 +78,36 @@ def test_a_failed_batch_writes_nothing(store: Store) -> None:
     assert (cdrs.get(call_id), log.size()) == (None, 0)
 
 
-def test_the_recorder_writes_every_record_of_many_calls(store: Store) -> None:
-    """Through the writer thread (batches as they come): every CDR finalized with its audit
-    index, three entries per call, the chain verified."""
-    cdrs = CdrRepository(store, ManualClock(start_wall=T0.timestamp()), node_id="n1")
-    recorder = CallRecorder(cdrs, QualityRepository(store.sessions))
-    calls = [new_call_id() for _ in range(40)]
+def test_two_nodes_recorders_write_every_record_of_many_calls(store: Store) -> None:
+    """Two nodes' recorders (writer threads) at once, batches as they come: every CDR finalized
+    with its audit index, three entries per call, the chain gap-free and verified."""
+    clock = ManualClock(start_wall=T0.timestamp())
+    nodes = ("n1", "n2")
+    cdrs = {node: CdrRepository(store, clock, node_id=node) for node in nodes}
+    recorders = {
+        node: CallRecorder(cdrs[node], QualityRepository(store.sessions)) for node in nodes
+    }
+    calls: list[str] = []
     try:
-        for n, call_id in enumerate(calls):
-            opened = CallOpen(call_id, f"u{n}", "bob", T0, caller_device="d1", node_id="n1")
+        for n in range(60):
+            node, call_id = nodes[n % 2], new_call_id()
+            recorder = recorders[node]
+            opened = CallOpen(call_id, f"u{n}", "bob", T0, caller_device="d1", node_id=node)
             recorder.open(opened, ringing_devices=1, relay_only=False)
             recorder.answered(call_id, "bob", "d2", at(1), answer_at=at(1))
-            end = CallEnd(call_id, at(3), "answered", "hangup", "caller", f"u{n}", 2.0)
-            recorder.ended(end)
-        recorder.settled().result(timeout=60)
+            recorder.ended(CallEnd(call_id, at(3), "answered", "hangup", "caller", f"u{n}", 2.0))
+            calls.append(call_id)
+        for recorder in recorders.values():
+            recorder.settled().result(timeout=60)
     finally:
-        recorder.close()
+        for recorder in recorders.values():
+            recorder.close()
     log = AuditLog(store)
-    invites = {e.object: e.seq for e in log.iter_entries() if e.action == "call.invite"}
-    assert log.size() == 3 * len(calls) and log.verify(None).ok
+    entries = list(log.iter_entries())
+    assert [e.seq for e in entries] == list(range(1, 3 * len(calls) + 1))
+    assert log.verify(None).ok
+    invites = {e.object: e.seq for e in entries if e.action == "call.invite"}
     for call_id in calls:
-        record = cdrs.get(call_id)
+        record = cdrs["n1"].get(call_id)
         assert record is not None and record.disposition == "answered"
         assert record.audit_index == invites[f"call:{call_id}"]
