@@ -22,32 +22,36 @@ from sqlalchemy import (
     Engine,
     Table,
     Update,
-    bindparam,
     func,
-    insert,
     or_,
     select,
     update,
 )
 
 from callgate.clock import Clock, SystemClock
+from callgate.records.cdr_sql import (
+    FINALIZE,
+    FINALIZE_OWNED,
+    INSERT_CALLS,
+    SET_AUDIT_INDEX,
+    calls,
+    cdr_values,
+    check_end,
+    update_statement,
+)
 from callgate.records.cdr_types import (
-    DISPOSITIONS,
-    ENDED_BY,
     JSON_FIELDS,
-    UPDATABLE,
     CallOpen,
     CdrRecord,
     RelayLink,
     host_of,
 )
 from callgate.storage.db import Store
-from callgate.storage.models import Call, CallQuality, RelaySession
+from callgate.storage.models import CallQuality, RelaySession
 from callgate.storage.text import storable
 
 __all__ = ["CallOpen", "CdrRecord", "CdrRepository", "RelayLink"]
 
-calls = cast(Table, Call.__table__)
 relay_sessions = cast(Table, RelaySession.__table__)
 call_quality = cast(Table, CallQuality.__table__)
 
@@ -62,66 +66,9 @@ class _Unknown:
 
 UNKNOWN = _Unknown()
 
-# Statements built once: SQLAlchemy then reuses their compiled form instead of rebuilding a
-# cache key per call (the records writer runs several per call attempt).
-_FINALIZE = (
-    update(calls)
-    .where(calls.c.call_id == bindparam("b_id"), calls.c.end_at.is_(None))
-    .values(
-        end_at=bindparam("b_end_at"),
-        disposition=bindparam("b_disposition"),
-        ended_by=bindparam("b_ended_by"),
-        reason=bindparam("b_reason"),
-        duration_s=bindparam("b_duration_s"),
-        end_detail=bindparam("b_end_detail"),
-        updated_at=bindparam("b_updated_at"),
-    )
-)
-INSERT_CALLS = insert(calls).inline()  # no RETURNING of the new id: nobody reads it
-_SET_AUDIT_INDEX = (
-    update(calls).where(calls.c.call_id == bindparam("b_id")).values(audit_index=bindparam("b_seq"))
-)
 _OPEN_FIELDS = tuple(f.name for f in fields(CallOpen))
-
-
-# Several nodes (docs/scaling.md): a repository with a node id writes only the rows its node
-# owns, so a node that lost a call to another (it was thought dead) cannot touch its record.
-_FINALIZE_OWNED = _FINALIZE.where(calls.c.node_id == bindparam("b_node"))
-_UPDATES: dict[tuple[tuple[str, ...], bool], Update] = {}
 # A call's last sign of life from its node: the heartbeat, else the row's last write.
 _LAST_BEAT = func.coalesce(calls.c.last_alive_at, calls.c.updated_at)
-
-
-def _update_statement(columns: tuple[str, ...], owned: bool) -> Update:
-    statement = _UPDATES.get((columns, owned))
-    if statement is None:
-        statement = (
-            update(calls)
-            .where(calls.c.call_id == bindparam("b_id"))
-            .values({name: bindparam(f"b_{name}") for name in columns})
-        )
-        if owned:
-            statement = statement.where(calls.c.node_id == bindparam("b_node"))
-        _UPDATES[(columns, owned)] = statement
-    return statement
-
-
-def _values(changes: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(changes) - UPDATABLE
-    if unknown:
-        raise ValueError(f"not CDR fields: {', '.join(sorted(unknown))}")
-    values = {name: storable(value) for name, value in changes.items()}
-    for name in JSON_FIELDS & set(values):
-        if values[name] is not None and not isinstance(values[name], str):
-            values[name] = json.dumps(list(values[name]))
-    return values
-
-
-def _check_end(disposition: str, ended_by: str) -> None:
-    if disposition not in DISPOSITIONS:
-        raise ValueError(f"unknown disposition {disposition!r}")
-    if ended_by not in ENDED_BY and not ended_by.startswith("admin:"):
-        raise ValueError(f"ended_by must be one of {', '.join(ENDED_BY)} or admin:<handle>")
 
 
 def _record(row: Any) -> CdrRecord:
@@ -197,15 +144,15 @@ class CdrRepository:
     def update_params(self, call_id: str, changes: dict[str, Any]) -> tuple[Update, dict[str, Any]]:
         """The statement and parameters of `update_in` (statements are shared: several updates
         with the same columns run as one executemany)."""
-        values = {**_values(changes), "updated_at": self._now()}
+        values = {**cdr_values(changes), "updated_at": self._now()}
         params = {f"b_{name}": value for name, value in values.items()}
         params.update(b_id=call_id, b_node=self.node_id)
-        return _update_statement(tuple(sorted(values)), self.node_id is not None), params
+        return update_statement(tuple(sorted(values)), self.node_id is not None), params
 
     def set_audit_index_in(self, conn: Connection, seqs: Sequence[tuple[str, int]]) -> None:
         """Record (call id, seq of its call.invite audit entry) pairs, in one executemany."""
         if seqs:
-            conn.execute(_SET_AUDIT_INDEX, [{"b_id": call, "b_seq": seq} for call, seq in seqs])
+            conn.execute(SET_AUDIT_INDEX, [{"b_id": call, "b_seq": seq} for call, seq in seqs])
 
     def finalize(
         self,
@@ -237,8 +184,8 @@ class CdrRepository:
     ) -> bool:
         """`finalize` inside the caller's transaction. A caller that knows the duration (the
         signaling engine does: answer to end, None if never answered) saves a read."""
-        _check_end(disposition, ended_by)
-        values = _values(changes)
+        check_end(disposition, ended_by)
+        values = cdr_values(changes)
         if not values and not isinstance(duration_s, _Unknown):
             final = self.finalize_params(
                 call_id, end_at, disposition, ended_by, reason, duration_s, detail
@@ -251,7 +198,7 @@ class CdrRepository:
     @property
     def finalize_statement(self) -> Update:
         """The statement of a finalize whose duration is known (`finalize_params`)."""
-        return _FINALIZE if self.node_id is None else _FINALIZE_OWNED
+        return FINALIZE if self.node_id is None else FINALIZE_OWNED
 
     def finalize_params(
         self,
@@ -264,7 +211,7 @@ class CdrRepository:
         detail: str | None,
     ) -> dict[str, Any]:
         """The parameters of `finalize_statement` (several finalizes run as one executemany)."""
-        _check_end(disposition, ended_by)
+        check_end(disposition, ended_by)
         return {
             "b_id": call_id,
             "b_end_at": end_at,

@@ -21,7 +21,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Update, select, text
 
-from callgate.records.cdr import INSERT_CALLS, CdrRepository, calls
+from callgate.records.cdr import CdrRepository
+from callgate.records.cdr_sql import INSERT_CALLS, calls
 from callgate.records.cdr_types import CallOpen
 
 # SQLite (no RETURNING per executemany row): a write that changes nothing takes the write lock
