@@ -25,17 +25,16 @@ from callgate.media.rtp_leg import RtpLeg
 from callgate.policy.rules import Decision
 from callgate.policy.store import PolicyStore
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
+from callgate.runtime.sip_media import check_media, take_offer
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
-from callgate.sip.media_peers import ForbiddenMedia, audit_forbidden, refuse_offer
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import (
     EVENTS_PT,
     KEY_SALT,
-    AudioOffer,
     Crypto,
     SdpError,
     audio_sdp,
@@ -54,17 +53,6 @@ async def final_response(call: OutboundCall, sdp: bytes, contact: str) -> SipRes
         if reply.status >= 200:
             final = reply
     return final
-
-
-async def carrier_media(edge: SipEdge, trunk: str, out: OutboundCall, answer: AudioOffer) -> None:
-    """The carrier's answer names a media destination we may send to; else ForbiddenMedia,
-    audited (the caller hangs up)."""
-    try:
-        edge.media.check(answer)
-    except ForbiddenMedia as exc:
-        source = out.peer.address[0]
-        await audit_forbidden(edge.audit, f"trunk:{trunk}", out.call_id, "answer", exc, source)
-        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,14 +139,10 @@ class DialOut:
             log.warning(
                 "sip: emergency call from %s to %s via trunk %s", handle, number, trunk.name
             )
-        try:
-            offer = parse_audio(call.request.body)
-            codec = offer.choose()
-            # never RTP to internal ranges or a host the device is not (media_peers.py)
-            self._edge.media.check(offer, call.peer.address[0])
-        except SdpError as exc:
-            await refuse_offer(call, exc, self._edge.audit)
+        taken = take_offer(self._edge, call)  # else 488 (sip_media.py)
+        if taken is None:
             return
+        offer, codec = taken
         media_ip = self._media_ip or call.peer.local[0]
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
             call.reject(503, "Service Unavailable (no media address)")
@@ -245,7 +229,8 @@ class DialOut:
                 )
                 return
             answer = parse_audio(reply.body)
-            await carrier_media(self._edge, trunk.name, out, answer)
+            source = out.peer.address[0]  # else ForbiddenMedia, audited: BYE, 502 below
+            check_media(self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source)
             if events is not None and answer.events == events and tones is not None:
                 carrier.events = events  # the carrier takes events: forwarded as they are
                 tones.convert = False

@@ -33,8 +33,9 @@ from typing import Any
 
 from callgate.media.anchor import AnchorError, Bridge
 from callgate.media.rtp_leg import RtpLeg
-from callgate.runtime.sip_dialout import DialOut, Permit, carrier_media
+from callgate.runtime.sip_dialout import DialOut, Permit
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCall
+from callgate.runtime.sip_media import check_media
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.signaling.live import LiveCall
@@ -301,7 +302,8 @@ class NumberCalls:
             why = CARRIER_REASONS.get(status, "setup-failed")
             return disposition(status), "callee", why, f"sip {status} {text}"[:120]
         answer = parse_audio(reply.body)
-        await carrier_media(self._edge, call.dialled.trunk.name, out, answer)  # else: BYE
+        trunk, source = f"trunk:{call.dialled.trunk.name}", out.peer.address[0]
+        check_media(self._edge, answer, "answer", trunk, out.call_id, source)  # else: BYE
         carrier.set_remote((answer.address, answer.port), also_from=[out.peer.address[0]])
         bridge.attach(carrier)
         sdp = await web.answer(offer_sdp)
