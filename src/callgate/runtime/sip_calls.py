@@ -37,6 +37,7 @@ from callgate.media.rtp_leg import RtpLeg
 from callgate.runtime.sip_dialout import DialOut, final_response
 from callgate.runtime.sip_media import check_call_media, check_media, take_offer
 from callgate.signaling import messages as m
+from callgate.signaling.anchoring import PHONE_AGENT
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
@@ -333,7 +334,7 @@ class SipCalls:
 
     async def _phone_device(self, username: str, handle: str) -> None:
         """The registered phone as a signaling device of `handle` while it is registered."""
-        device, effects = await self._hub.connect(handle, handle, True, user_agent="sip")
+        device, effects = await self._hub.connect(handle, handle, True, user_agent=PHONE_AGENT)
         try:
             await self._hub.apply(effects)
             while True:
