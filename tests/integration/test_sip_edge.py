@@ -1038,8 +1038,10 @@ def recorded_dial_out(
         )  # fmt: skip
 
         def refused_while_recording() -> None:
-            """`recording.max_active` is 1 here and alice's call is being recorded: a third
-            recorded call cannot be, so it fails closed: 503, the carrier never called."""
+            """`recording.max_active` is 1 here and alice's call is being recorded: another
+            recorded call cannot be, so it fails closed: her phone dialling a number gets 503
+            and the carrier is never called; the phone network calling her DID (rule
+            record-to-alice) gets 503 and nobody is rung."""
             phone, _, refused = sip_invite(
                 port, user, password, rtp.getsockname()[1], callee="+442079460003"
             )
@@ -1047,6 +1049,24 @@ def recorded_dial_out(
             assert (refused.status, refused.reason) == (
                 503, "Service Unavailable (recording unavailable)"
             ), refused  # fmt: skip
+            network = SipClient(("127.0.0.1", port), bind="127.0.0.2")
+            sdp = (
+                "v=0\r\no=- 3 3 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+                f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 0\r\n"
+            ).encode()
+            did = f"sip:+15551230001@127.0.0.1:{port}"
+            headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
+            network.sock.settimeout(60)
+            statuses = [network.exchange(network.request(
+                "INVITE", "sip:+442071234598@carrier.example", headers, to=did, body=sdp
+            ))]  # fmt: skip
+            while statuses[-1].status < 200:
+                statuses.append(network.receive())
+            network.close()
+            assert [(r.status, r.reason) for r in statuses][-1] == (
+                503, "Service Unavailable (recording unavailable)"
+            ), [r.status for r in statuses]  # fmt: skip
+            assert 180 not in [r.status for r in statuses]
 
         dialled, at_server = carrier_answers(carrier, carrier_rtp, refused_while_recording)
         assert dialled == "+442079460002", dialled
@@ -1072,6 +1092,10 @@ def recorded_dial_out(
         assert (refused["disposition"], refused["reason"], refused["answer_at"]) == (
             "failed", "recording-unavailable", None
         ), refused  # fmt: skip
+        (unrecorded,) = [c for c in cdrs if c["caller_user"] == "+442071234598"]
+        assert (unrecorded["reason"], unrecorded["ring_at"], unrecorded["answer_at"]) == (
+            "recording-unavailable", None, None
+        ), unrecorded  # fmt: skip
     finally:
         if alice is not None and alice.poll() is None:
             alice.kill()
