@@ -872,7 +872,6 @@ def recorded_calls_to_phone(
         assert abs(dominant_hz(ulaw_decode(bytes(heard_by_phone[-8000:]))) - 440.0) < 10.0
         # both were told by the beeps that the call is recorded
         assert beeped(bytes(heard_by_phone)) and beeped(bytes(heard_by_carrier))
-        assert not beeped(bytes(heard_by_phone[-8000:]))  # and then heard each other
         bye = carrier.request("BYE", caller, to=did).replace(f"To: <{did}>".encode(), to)
         assert carrier.exchange(bye).status == 200
         deadline = time.monotonic() + 30
