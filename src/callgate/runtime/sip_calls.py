@@ -35,18 +35,12 @@ from callgate.media.dtmf import DtmfToTones
 from callgate.media.packets import PacketHandler
 from callgate.media.rtp_leg import RtpLeg
 from callgate.runtime.sip_dialout import DialOut, final_response
+from callgate.runtime.sip_media import check_call_media, check_media, take_offer
 from callgate.signaling import messages as m
+from callgate.signaling.anchoring import PHONE_AGENT
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
-from callgate.sip.media_peers import (
-    ForbiddenMedia,
-    audit_forbidden,
-    device_source,
-    forbidden_entry,
-    party_of,
-    refuse_offer,
-)
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import (
     DIRECTIONS,
@@ -144,14 +138,10 @@ class SipCalls:
         handle, display, agent, callee = parties
         assert self._edge is not None
         edge = self._edge
-        try:
-            offer = parse_audio(call.request.body)
-            codec = offer.choose()
-            # never RTP to loopback, internal ranges or a host the device is not (media_peers.py)
-            edge.media.check(offer, device_source(call))
-        except SdpError as exc:
-            await refuse_offer(call, exc, edge.audit)
+        taken = take_offer(edge, call)  # else 488 (sip_media.py)
+        if taken is None:
             return
+        offer, codec = taken
         media_ip = self._media_ip or call.peer.local[0]
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
             log.warning("sip: set sip.media_ip (listening on %s, SDP needs an IPv4)", media_ip)
@@ -194,7 +184,7 @@ class SipCalls:
             origin = (secrets.randbits(31), 1)
             answer = audio_sdp(local[0], local[1], codec, ours, offer.events, origin=origin)
             reoffers = Reoffers(offer, call.request.body, codec, ours, local, origin, rtp, fill)
-            reoffers.check = _reoffer_check(edge, call)
+            reoffers.check = lambda sdp: check_call_media(edge, call, sdp, "re-offer")
             call.on_offer = reoffers.answer
             contact = f"sip:callgate@{call.peer.local[0]}:{call.peer.local[1]}"
             await self._follow(call, device, web, rtp, answer, contact)
@@ -344,7 +334,7 @@ class SipCalls:
 
     async def _phone_device(self, username: str, handle: str) -> None:
         """The registered phone as a signaling device of `handle` while it is registered."""
-        device, effects = await self._hub.connect(handle, handle, True, user_agent="sip")
+        device, effects = await self._hub.connect(handle, handle, True, user_agent=PHONE_AGENT)
         try:
             await self._hub.apply(effects)
             while True:
@@ -403,13 +393,10 @@ class SipCalls:
                 return
             try:
                 answer = parse_audio(reply.body)
-                self._edge.media.check(answer, binding.peer.address[0])
+                source = binding.peer.address[0]
+                party = f"sip:{username}"
+                check_media(self._edge, answer, "answer", party, call.call_id, source, source)
             except SdpError as exc:
-                if isinstance(exc, ForbiddenMedia):
-                    party, source = f"sip:{username}", binding.peer.address[0]
-                    await audit_forbidden(
-                        self._edge.audit, party, call.call_id, "answer", exc, source
-                    )
                 await call.hang_up()
                 await self._reject(device, call_id, str(exc))
                 return
@@ -526,20 +513,6 @@ class Reoffers:
             local[0], local[1], self._codec, self._ours, events, direction, self._origin
         )
         return self._answer
-
-
-def _reoffer_check(edge: SipEdge, call: InboundCall) -> Callable[[AudioOffer], None]:
-    """The media filter for a re-INVITE's offer, a refusal audited `sip.media.forbidden`."""
-
-    def check(offer: AudioOffer) -> None:
-        try:
-            edge.media.check(offer, device_source(call))
-        except ForbiddenMedia as exc:
-            source = call.peer.address[0]
-            edge.audit_soon(*forbidden_entry(party_of(call), call.call_id, "re-offer", exc, source))
-            raise
-
-    return check
 
 
 def _from_phone(codec: str, events: int | None, forward: PacketHandler) -> PacketHandler:

@@ -17,12 +17,12 @@ from (media/rtp_leg.py).
 
 A forbidden offer is refused with `488 Not Acceptable Here` and a `Warning` (RFC 3261 §21.4.26,
 §20.43; RFC 3264 §6: an answerer that cannot take an offer refuses it), a forbidden answer
-ends the call, and an RTP leg never latches to a source the filter refuses.
+ends the call, and an RTP leg never latches to a source the filter refuses. The call handlers
+judge every SDP through one function, `runtime/sip_media.check_media`, which also audits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from callgate.sip.invite import InboundCall
@@ -76,27 +76,6 @@ class MediaPeers:
 def refusal_headers(exc: SdpError) -> list[tuple[str, str]]:
     """The Warning header that says why an offer was refused, when there is one."""
     return [("Warning", exc.warning)] if exc.warning else []
-
-
-Audit = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
-
-
-async def refuse_offer(call: InboundCall, exc: SdpError, audit: Audit) -> None:
-    """`488 Not Acceptable Here` to an INVITE whose SDP we cannot take; a forbidden media
-    destination also gets a `Warning` and a `sip.media.forbidden` audit entry."""
-    if isinstance(exc, ForbiddenMedia):
-        await audit_forbidden(
-            audit, party_of(call), call.call_id, "offer", exc, call.peer.address[0]
-        )
-    call.reject(488, f"Not Acceptable Here ({exc})", refusal_headers(exc))
-
-
-async def audit_forbidden(
-    audit: Audit, party: str, call_id: str, stage: str, exc: ForbiddenMedia, source: str
-) -> None:
-    """`party` (sip:DEVICE or trunk:NAME) named a media destination we refuse, in an offer, a
-    re-offer or an answer (`stage`); `source`: where its signaling came from."""
-    await audit(*forbidden_entry(party, call_id, stage, exc, source))
 
 
 def forbidden_entry(
