@@ -12,7 +12,7 @@ re-INVITE (which is digest-authenticated like any INVITE, §22), who signed it:
 - a call we made to a phone: the IP of the flow it registered on, and for a re-INVITE its
   device credential; to a carrier: the trunk's addresses or its `outbound` host.
 
-Anything else gets `403 Forbidden` and leaves the call as it was (edge.py).
+Anything else gets `403 Forbidden` and leaves the call as it was (edge_dialogs.py).
 """
 
 from __future__ import annotations

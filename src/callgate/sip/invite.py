@@ -63,7 +63,7 @@ class InboundCall:
         # a re-INVITE's SDP → our answer (SdpError: 488); set by the call handler
         self.on_offer: Callable[[bytes], bytes] | None = None
         self.recorded = False  # the hub has the attempt (it writes the CDR); else attempts.py
-        self.forged = 0  # in-dialog requests refused as not from the dialog's party (edge.py)
+        self.forged = 0  # in-dialog requests refused as not a party's (edge_dialogs.py)
 
     # -- what the handler calls ------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ class OutboundCall:
         self._invite: SipRequest | None = None
         self._final = False
         self.auth: CarrierAuth | None = None  # our account at a carrier (SipEdge.dial)
-        self.forged = 0  # in-dialog requests refused as not from the dialog's party (edge.py)
+        self.forged = 0  # in-dialog requests refused as not a party's (edge_dialogs.py)
 
     def _request(self, method: str, cseq: int, branch: str | None = None) -> SipRequest:
         host, port = self.peer.local
