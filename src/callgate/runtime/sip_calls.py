@@ -41,6 +41,7 @@ from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import (
     ForbiddenMedia,
+    aim,
     audit_forbidden,
     device_source,
     forbidden_entry,
@@ -63,7 +64,6 @@ from callgate.sip.uri import parse_name_addr, parse_sip_uri
 
 log = logging.getLogger(__name__)
 
-HOLD_ADDRESS = "0.0.0.0"  # RFC 2543 hold, which RFC 3264 §8.4 says an answerer must take
 STATS_INTERVAL = 2.0  # the phone's device reports packet counts, as clients do
 IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
 # call.ended reasons (signaling/reasons.py) → SIP final responses before an answer
@@ -176,7 +176,7 @@ class SipCalls:
         try:
             web = bridge.leg("web", codec=codec)
             local = await rtp.open(media_ip)
-            rtp.set_remote((offer.address, offer.port), also_from=[call.peer.address[0]])
+            aim(rtp, offer, [call.peer.address[0]])  # none while held (c=0.0.0.0)
             bridge.attach(rtp)
             fill.start()
             web_offer = await web.offer()
@@ -414,7 +414,7 @@ class SipCalls:
                 await self._reject(device, call_id, str(exc))
                 return
             rtp.events = EVENTS_PT if answer.events == EVENTS_PT else None
-            rtp.set_remote((answer.address, answer.port), also_from=[binding.peer.address[0]])
+            aim(rtp, answer, [binding.peer.address[0]])
             web = bridge.leg("web", codec=codec)
             bridge.attach(rtp)
             sdp = await web.answer(offer_sdp)
@@ -509,13 +509,13 @@ class Reoffers:
             raise SdpError("SRTP keys cannot change during the call")
         if body == self._last:
             return self._answer  # a session refresh (RFC 4028): nothing changes
-        held = offer.address == HOLD_ADDRESS  # RFC 3264 §8.4: send it neither RTP nor RTCP
+        held = offer.held  # c=0.0.0.0, RFC 3264 §8.4: send it neither RTP nor RTCP
         if not held and self.check is not None:
             self.check(offer)  # 488 with a Warning; the session stays as it was
         self._last = body
         direction = DIRECTIONS[offer.direction]
         if not held:
-            self._rtp.set_remote((offer.address, offer.port), also_from=self._rtp.allowed)
+            aim(self._rtp, offer, self._rtp.allowed)
         self._rtp.sending = direction in ("sendrecv", "sendonly") and not held
         if offer.direction in ("recvonly", "inactive"):
             self._fill.hold()  # it sends nothing now: silence, as while it rang

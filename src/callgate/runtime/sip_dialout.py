@@ -29,7 +29,7 @@ from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
-from callgate.sip.media_peers import ForbiddenMedia, audit_forbidden, refuse_offer
+from callgate.sip.media_peers import ForbiddenMedia, aim, audit_forbidden, refuse_offer
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import (
@@ -201,7 +201,7 @@ class DialOut:
         try:
             phone_local = await phone.open(media_ip)
             carrier_local = await carrier.open(media_ip)
-            phone.set_remote((offer.address, offer.port), also_from=[call.peer.address[0]])
+            aim(phone, offer, [call.peer.address[0]])
             bridge.attach(phone)
             bridge.attach(carrier)
             call.recorded = True  # recorded here, not by the hub
@@ -249,7 +249,7 @@ class DialOut:
             if events is not None and answer.events == events and tones is not None:
                 carrier.events = events  # the carrier takes events: forwarded as they are
                 tones.convert = False
-            carrier.set_remote((answer.address, answer.port), also_from=[out.peer.address[0]])
+            aim(carrier, answer, [out.peer.address[0]])
             phone_answer = audio_sdp(phone_local[0], phone_local[1], codec, ours, offer.events)
             call.accept(phone_answer, contact)
             await asyncio.to_thread(records.answered, record_id)

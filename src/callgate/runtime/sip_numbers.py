@@ -41,6 +41,7 @@ from callgate.signaling.live import LiveCall
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
+from callgate.sip.media_peers import aim
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import SdpError, audio_sdp, parse_audio
@@ -302,7 +303,7 @@ class NumberCalls:
             return disposition(status), "callee", why, f"sip {status} {text}"[:120]
         answer = parse_audio(reply.body)
         await carrier_media(self._edge, call.dialled.trunk.name, out, answer)  # else: BYE
-        carrier.set_remote((answer.address, answer.port), also_from=[out.peer.address[0]])
+        aim(carrier, answer, [out.peer.address[0]])
         bridge.attach(carrier)
         sdp = await web.answer(offer_sdp)
         await asyncio.to_thread(self._records.answered, call.call_id)
