@@ -355,6 +355,22 @@ def in_dialog(phone: SipClient, method: str, final: SipResponse, port: int) -> b
     return request.replace(f"To: <{bob_uri}>".encode(), f"To: {final.headers.get('to')}".encode())
 
 
+def signed_bye(
+    phone: SipClient, final: SipResponse, port: int, user: str, password: str
+) -> SipResponse:
+    """alice's BYE in the dialog `final` set up: the edge challenges it (RFC 3261 §22) and the
+    phone answers with its digest credential; the final response to the signed one."""
+    challenge = phone.exchange(in_dialog(phone, "BYE", final, port))
+    assert challenge.status == 401, challenge.status
+    auth = authorization(
+        challenge_for(challenge, "SHA-256"), user, password, "BYE", f"sip:bob@127.0.0.1:{port}"
+    )
+    bye = in_dialog(phone, "BYE", final, port)
+    return phone.exchange(
+        bye.replace(b"Max-Forwards: 70\r\n", f"{auth}\r\nMax-Forwards: 70\r\n".encode())
+    )
+
+
 def read_events(bob: subprocess.Popen[str], until: str) -> list[dict[str, Any]]:
     assert bob.stdout is not None
     events: list[dict[str, Any]] = []
@@ -418,7 +434,7 @@ def call_phone_to_cli(
             n += 1
         assert len(heard) > 8000, len(heard)  # more than a second of bob
         assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
-        assert phone.exchange(in_dialog(phone, "BYE", ok, port)).status == 200
+        assert signed_bye(phone, ok, port, user, password).status == 200
         phone.close()
         events = read_events(bob, "ended")
         assert events[-1]["reason"] == "hangup", events
@@ -502,7 +518,7 @@ def call_phone_to_cli(
         assert resumed.status == 200 and b"a=sendrecv\r\n" in resumed.body, resumed.body
         heard = talk(rtp, ("127.0.0.1", int(media.group(1))), 330.0)
         assert abs(dominant_hz(ulaw_decode(heard[-8000:])) - 880.0) < 10.0
-        assert phone.exchange(in_dialog(phone, "BYE", ok, port)).status == 200
+        assert signed_bye(phone, ok, port, user, password).status == 200
         phone.close()
         events = read_events(bob, "ended")
         assert "recording" in [e["event"] for e in events], events

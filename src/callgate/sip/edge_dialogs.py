@@ -7,7 +7,10 @@ inside it.
   call handler (runtime/sip_calls.py); INVITEs refused here are recorded (attempts.py);
 - a request inside a dialog (re-INVITE, ACK, BYE, CANCEL) is matched by Call-ID and tags
   (§12.2.2) and taken only from the party that made the dialog (dialog_party.py); anything else
-  gets `403` and the call goes on unchanged.
+  gets `403` and the call goes on unchanged;
+- a registered device's BYE is digest-challenged like its INVITEs (§22: any request but ACK
+  and CANCEL may be, §9.2 and §22.1), so knowing a call's tags and the phone's IP is not
+  enough to end it; a trunk's BYE is taken by its address, as its INVITEs are.
 """
 
 from __future__ import annotations
@@ -194,6 +197,12 @@ class EdgeDialogs(EdgeOutbound):
                     call.call_id, peer.address[0])  # fmt: skip
         return response(request, 403, "Forbidden (not a party to this dialog)")
 
+    def _device_dialog(self, call: InboundCall | OutboundCall) -> bool:
+        """Whether the other party of `call` is a registered device (digest), not a trunk."""
+        if isinstance(call, InboundCall):
+            return call.credential is not None
+        return call.call_id not in self._trunk_calls
+
     def _ack(self, request: SipRequest, peer: Peer) -> None:
         call = self._dialog(request)
         if isinstance(call, InboundCall) and self._same_party(call, request, peer):
@@ -203,8 +212,13 @@ class EdgeDialogs(EdgeOutbound):
         call = self._dialog(request)
         if call is None or not call.answered:
             return response(request, 481, "Call/Transaction Does Not Exist")
-        if not self._same_party(call, request, peer):
-            return self._forged(call, request, peer)
+        credential: Credential | None = None
+        if self._device_dialog(call) and peer.address[0] == call.peer.address[0]:
+            credential, refusal = await self.auth.authenticate(request, peer)  # 401 first
+            if refusal is not None:
+                return refusal
+        if not self._same_party(call, request, peer, credential):
+            return self._forged(call, request, peer, credential)
         call.phone_ended("bye")
         return response(request, 200, "OK")
 
