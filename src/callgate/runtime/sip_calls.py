@@ -31,7 +31,7 @@ from typing import Any
 
 from callgate.media.anchor import AnchorError, AnchorLeg, Bridge
 from callgate.media.caller_fill import SilenceUntilMedia
-from callgate.media.dtmf import DtmfToTones
+from callgate.media.dtmf import NO_EVENTS, DtmfToTones
 from callgate.media.packets import PacketHandler
 from callgate.media.rtp_leg import RtpLeg
 from callgate.runtime.sip_dialout import DialOut, final_response
@@ -170,8 +170,9 @@ class SipCalls:
         # silence towards the anchor until the phone's RTP flows: a recorded call rings only
         # once the recorder has the caller's first packets (media/caller_fill.py)
         fill = SilenceUntilMedia("phone", codec, bridge.forward)
-        from_phone = _from_phone(codec, offer.events, fill.packet)
-        rtp = RtpLeg("phone", from_phone, codec, srtp, offer.events, edge.media.permits)
+        tones = _from_phone(codec, offer.events, fill.packet)
+        rtp = RtpLeg("phone", tones.packet, codec, srtp, offer.events, edge.media.permits)
+        call.on_key = tones.press  # keys sent by INFO (sip/dtmf_info.py)
         device: Device | None = None
         try:
             web = bridge.leg("web", codec=codec)
@@ -378,9 +379,10 @@ class SipCalls:
             await self._reject(device, call_id, "no media address")
             return
         bridge = Bridge(lambda: self._ice_servers(device.handle))
-        from_phone = _from_phone(codec, EVENTS_PT, bridge.forward)
-        rtp = RtpLeg("phone", from_phone, codec, permits=self._edge.media.permits)
+        tones = _from_phone(codec, EVENTS_PT, bridge.forward)
+        rtp = RtpLeg("phone", tones.packet, codec, permits=self._edge.media.permits)
         call = self._edge.outbound(binding, caller)
+        call.on_key = tones.press  # keys sent by INFO (sip/dtmf_info.py)
         try:
             local = await rtp.open(media_ip)
             contact = f"sip:callgate@{binding.peer.local[0]}:{binding.peer.local[1]}"
@@ -542,10 +544,11 @@ def _reoffer_check(edge: SipEdge, call: InboundCall) -> Callable[[AudioOffer], N
     return check
 
 
-def _from_phone(codec: str, events: int | None, forward: PacketHandler) -> PacketHandler:
-    """Where the phone's RTP goes: with telephone-events negotiated, through `DtmfToTones`
-    (the WebRTC leg cannot carry RFC 4733 events: they reach it as tones)."""
-    return forward if events is None else DtmfToTones(codec, events, forward).packet
+def _from_phone(codec: str, events: int | None, forward: PacketHandler) -> DtmfToTones:
+    """Where the phone's RTP goes: through `DtmfToTones`, as the WebRTC leg cannot carry
+    RFC 4733 events (with telephone-events negotiated they reach it as tones), and keys the
+    phone sends by INFO are `press`ed into its audio as tones."""
+    return DtmfToTones(codec, NO_EVENTS if events is None else events, forward)
 
 
 def _codec_of(offer_sdp: str) -> str | None:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callgate.media.anchor import Bridge
-from callgate.media.dtmf import DtmfToTones
+from callgate.media.dtmf import NO_EVENTS, DtmfToTones
 from callgate.media.rtp_leg import RtpLeg
 from callgate.policy.rules import Decision
 from callgate.policy.store import PolicyStore
@@ -175,8 +175,10 @@ class DialOut:
         # RFC 4733 events: offered to the carrier when the phone offered them; passed on as
         # events if the carrier takes them, else as tones (media/dtmf.py)
         events = EVENTS_PT if offer.events is not None else None
-        tones = DtmfToTones(codec, offer.events, bridge.forward) if offer.events else None
-        from_phone = bridge.forward if tones is None else tones.packet
+        # keys the phone sends by INFO become tones in its audio (sip/dtmf_info.py)
+        tones = DtmfToTones(codec, offer.events or NO_EVENTS, bridge.forward)
+        from_phone = tones.packet
+        call.on_key = tones.press
         permits = self._edge.media.permits
         phone = RtpLeg("phone", from_phone, codec, srtp, offer.events, permits)
         carrier = RtpLeg("carrier", bridge.forward, codec, permits=permits)
@@ -246,7 +248,7 @@ class DialOut:
                 return
             answer = parse_audio(reply.body)
             await carrier_media(self._edge, trunk.name, out, answer)
-            if events is not None and answer.events == events and tones is not None:
+            if events is not None and answer.events == events:
                 carrier.events = events  # the carrier takes events: forwarded as they are
                 tones.convert = False
             aim(carrier, answer, [out.peer.address[0]])

@@ -10,7 +10,8 @@ inside it.
   gets `403` and the call goes on unchanged;
 - a registered device's BYE is digest-challenged like its INVITEs (§22: any request but ACK
   and CANCEL may be, §9.2 and §22.1), so knowing a call's tags and the phone's IP is not
-  enough to end it; a trunk's BYE is taken by its address, as its INVITEs are.
+  enough to end it; a trunk's BYE is taken by its address, as its INVITEs are;
+- INFO in an answered call carries a key press (dtmf_info.py), handed to the call's `on_key`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from callgate.sip.attempts import Attempt, Attempts, describe
 from callgate.sip.auth import Authenticator
 from callgate.sip.credentials import Credential
 from callgate.sip.dialog_party import same_party
+from callgate.sip.dtmf_info import TYPES, InfoError, parse_info
 from callgate.sip.edge_outbound import EdgeOutbound
 from callgate.sip.invite import InboundCall
 from callgate.sip.invite_limits import BURST, RATE, InviteLimits, retry_after
@@ -57,7 +59,9 @@ class EdgeDialogs(EdgeOutbound):
     def take_calls(self, handler: CallHandler) -> None:
         """Answer INVITEs (and their ACK, BYE, CANCEL) by handing them to `handler`."""
         self.call_handler = handler
-        self.handlers.update({"INVITE": self._invite, "BYE": self._bye, "CANCEL": self._cancel})
+        self.handlers.update(
+            {"INVITE": self._invite, "BYE": self._bye, "CANCEL": self._cancel, "INFO": self._info}
+        )
 
     async def _invite(self, request: SipRequest, peer: Peer) -> SipResponse | None:
         call_id = request.headers.get("call-id") or ""
@@ -220,6 +224,23 @@ class EdgeDialogs(EdgeOutbound):
         if not self._same_party(call, request, peer, credential):
             return self._forged(call, request, peer, credential)
         call.phone_ended("bye")
+        return response(request, 200, "OK")
+
+    async def _info(self, request: SipRequest, peer: Peer) -> SipResponse:
+        """A key press by INFO (RFC 2976; RFC 6086 §2 legacy usage): `200` once the call took
+        it, `415` with Accept for other bodies, `400` for a bad one (dtmf_info.py)."""
+        call = self._dialog(request)
+        if call is None or not call.answered:
+            return response(request, 481, "Call/Transaction Does Not Exist")
+        if not self._same_party(call, request, peer):
+            return self._forged(call, request, peer)
+        try:
+            key, duration = parse_info(request.headers.get("content-type") or "", request.body)
+        except InfoError as exc:
+            accept = [("Accept", ", ".join(TYPES))] if exc.status == 415 else []
+            return response(request, exc.status, str(exc), accept)
+        if call.on_key is None or not call.on_key(key, duration):
+            return response(request, 503, "Service Unavailable (key not taken)")
         return response(request, 200, "OK")
 
     async def _cancel(self, request: SipRequest, peer: Peer) -> SipResponse:

@@ -9,7 +9,7 @@ from callgate.sip.message import Headers, SipRequest, SipResponse, serialize
 
 SERVER = "callgate"
 ALLOW = "OPTIONS, REGISTER"  # what the edge handles without calls
-ALLOW_CALLS = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"  # with a call handler
+ALLOW_CALLS = "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS, REGISTER"  # with a call handler
 
 
 def response(
