@@ -256,10 +256,13 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert sos["policy_decision"] == "emergency" and sos["caller_user"] == "bob"
     no_rule = [c for c in cdrs if c["callee_user"] == "+442079460000" and c is not dialled]
     assert [c["reason"] for c in no_rule] == ["sip 403"]
+    (held,) = [c for c in cdrs if c["callee_user"] == "nobody"]  # c=0.0.0.0 got to the hub
+    assert held["reason"] == "unknown-user", held
     recorded, keyed, talked = sorted(
-        (c for c in cdrs if c["caller_user"] == "alice" and c["direction"] != "outbound"),
+        (c for c in cdrs if c["caller_user"] == "alice" and c["callee_user"] == "bob"
+         and c["direction"] != "outbound"),
         key=by_invite,
-    )[::-1]
+    )[::-1]  # fmt: skip
     assert (talked["callee_user"], talked["caller_user_agent"]) == ("bob", "sip")
     assert talked["answer_at"] is not None and talked["reason"] == "hangup"
     assert keyed["answer_at"] is not None and keyed["reason"] == "hangup"  # SIPp's DTMF
@@ -561,6 +564,13 @@ def call_phone_to_cli(
         assert aimed.headers.get("warning") == (
             '399 callgate "media address 203.0.113.7 is not the device\'s signaling address"'
         )
+        phone.close()
+        # RFC 2543 hold (c=0.0.0.0) in a first INVITE is taken (RFC 3264 §8.4), not refused
+        # with 488: it gets past the media check to the hub, which knows no user "nobody"
+        phone, _, held = sip_invite(
+            port, user, password, rtp.getsockname()[1], callee="nobody", address="0.0.0.0"
+        )
+        assert (held.status, held.reason) == (404, "Not Found"), held.reason
         phone.close()
 
     finally:
