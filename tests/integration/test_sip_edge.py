@@ -265,10 +265,13 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert sos["policy_decision"] == "emergency" and sos["caller_user"] == "bob"
     no_rule = [c for c in cdrs if c["callee_user"] == "+442079460000" and c is not dialled]
     assert [c["reason"] for c in no_rule] == ["sip 403"]
+    (held,) = [c for c in cdrs if c["callee_user"] == "nobody"]  # c=0.0.0.0 got to the hub
+    assert held["reason"] == "unknown-user", held
     recorded, keyed, talked = sorted(
-        (c for c in cdrs if c["caller_user"] == "alice" and c["direction"] != "outbound"),
+        (c for c in cdrs if c["caller_user"] == "alice" and c["callee_user"] == "bob"
+         and c["direction"] != "outbound"),
         key=by_invite,
-    )[::-1]
+    )[::-1]  # fmt: skip
     assert (talked["callee_user"], talked["caller_user_agent"]) == ("bob", "sip")
     assert talked["answer_at"] is not None and talked["reason"] == "hangup"
     assert keyed["answer_at"] is not None and keyed["reason"] == "hangup"  # SIPp's DTMF
@@ -364,6 +367,22 @@ def in_dialog(phone: SipClient, method: str, final: SipResponse, port: int) -> b
     return request.replace(f"To: <{bob_uri}>".encode(), f"To: {final.headers.get('to')}".encode())
 
 
+def signed_bye(
+    phone: SipClient, final: SipResponse, port: int, user: str, password: str
+) -> SipResponse:
+    """alice's BYE in the dialog `final` set up: the edge challenges it (RFC 3261 §22) and the
+    phone answers with its digest credential; the final response to the signed one."""
+    challenge = phone.exchange(in_dialog(phone, "BYE", final, port))
+    assert challenge.status == 401, challenge.status
+    auth = authorization(
+        challenge_for(challenge, "SHA-256"), user, password, "BYE", f"sip:bob@127.0.0.1:{port}"
+    )
+    bye = in_dialog(phone, "BYE", final, port)
+    return phone.exchange(
+        bye.replace(b"Max-Forwards: 70\r\n", f"{auth}\r\nMax-Forwards: 70\r\n".encode())
+    )
+
+
 def read_events(bob: subprocess.Popen[str], until: str) -> list[dict[str, Any]]:
     assert bob.stdout is not None
     events: list[dict[str, Any]] = []
@@ -427,7 +446,7 @@ def call_phone_to_cli(
             n += 1
         assert len(heard) > 8000, len(heard)  # more than a second of bob
         assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
-        assert phone.exchange(in_dialog(phone, "BYE", ok, port)).status == 200
+        assert signed_bye(phone, ok, port, user, password).status == 200
         phone.close()
         events = read_events(bob, "ended")
         assert events[-1]["reason"] == "hangup", events
@@ -511,7 +530,7 @@ def call_phone_to_cli(
         assert resumed.status == 200 and b"a=sendrecv\r\n" in resumed.body, resumed.body
         heard = talk(rtp, ("127.0.0.1", int(media.group(1))), 330.0)
         assert abs(dominant_hz(ulaw_decode(heard[-8000:])) - 880.0) < 10.0
-        assert phone.exchange(in_dialog(phone, "BYE", ok, port)).status == 200
+        assert signed_bye(phone, ok, port, user, password).status == 200
         phone.close()
         events = read_events(bob, "ended")
         assert "recording" in [e["event"] for e in events], events
@@ -554,6 +573,13 @@ def call_phone_to_cli(
         assert aimed.headers.get("warning") == (
             '399 callgate "media address 203.0.113.7 is not the device\'s signaling address"'
         )
+        phone.close()
+        # RFC 2543 hold (c=0.0.0.0) in a first INVITE is taken (RFC 3264 §8.4), not refused
+        # with 488: it gets past the media check to the hub, which knows no user "nobody"
+        phone, _, held = sip_invite(
+            port, user, password, rtp.getsockname()[1], callee="nobody", address="0.0.0.0"
+        )
+        assert (held.status, held.reason) == (404, "Not Found"), held.reason
         phone.close()
 
     finally:

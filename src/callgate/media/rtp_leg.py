@@ -277,6 +277,12 @@ class RtpLeg:
         if self.rtcp is not None:
             self.rtcp.start(rtcp or (address[0], address[1] + 1), relatch=moved)
 
+    def hold(self, also_from: Iterable[str] = ()) -> None:
+        """The party's SDP names no address (c=0.0.0.0, RFC 3264 §8.4): send it nothing; its
+        packets are taken from `also_from` (its signaling IP) until `set_remote`."""
+        self.sending = False
+        self._allowed.update(also_from)
+
     @property
     def allowed(self) -> tuple[str, ...]:
         """The IPs packets are taken from before latching."""

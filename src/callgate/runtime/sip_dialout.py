@@ -22,7 +22,7 @@ from typing import Any
 
 from callgate.media.anchor import Bridge
 from callgate.media.caller_fill import SilenceUntilMedia
-from callgate.media.dtmf import DtmfToTones
+from callgate.media.dtmf import NO_EVENTS, DtmfToTones
 from callgate.media.rtp_leg import RtpLeg
 from callgate.policy.rules import Decision
 from callgate.policy.store import PolicyStore
@@ -35,6 +35,7 @@ from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
+from callgate.sip.media_peers import aim
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import (
@@ -183,8 +184,10 @@ class DialOut:
         # events if the carrier takes them, else as tones (media/dtmf.py). A recorded call
         # carries them as tones, so the recording holds the key presses
         events = EVENTS_PT if offer.events is not None and recording is None else None
-        tones = DtmfToTones(codec, offer.events, into_bridge) if offer.events else None
-        from_phone = into_bridge if tones is None else tones.packet
+        # keys the phone sends by INFO become tones in its audio (sip/dtmf_info.py)
+        tones = DtmfToTones(codec, offer.events or NO_EVENTS, into_bridge)
+        from_phone = tones.packet
+        call.on_key = tones.press
         permits = self._edge.media.permits
         phone = RtpLeg("caller", from_phone, codec, srtp, offer.events, permits)
         carrier = RtpLeg("callee", bridge.forward, codec, permits=permits)
@@ -210,7 +213,7 @@ class DialOut:
         try:
             phone_local = await phone.open(media_ip)
             carrier_local = await carrier.open(media_ip)
-            phone.set_remote((offer.address, offer.port), also_from=[call.peer.address[0]])
+            aim(phone, offer, [call.peer.address[0]])
             bridge.attach(phone)
             bridge.attach(carrier)
             call.recorded = True  # recorded here, not by the hub
@@ -283,10 +286,10 @@ class DialOut:
             answer = parse_audio(reply.body)
             source = out.peer.address[0]  # else ForbiddenMedia, audited: BYE, 502 below
             check_media(self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source)
-            if events is not None and answer.events == events and tones is not None:
+            if events is not None and answer.events == events:
                 carrier.events = events  # the carrier takes events: forwarded as they are
                 tones.convert = False
-            carrier.set_remote((answer.address, answer.port), also_from=[out.peer.address[0]])
+            aim(carrier, answer, [out.peer.address[0]])
             phone_answer = audio_sdp(phone_local[0], phone_local[1], codec, ours, offer.events)
             call.accept(phone_answer, contact)
             if recording is not None:

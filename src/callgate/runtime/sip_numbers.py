@@ -44,6 +44,7 @@ from callgate.signaling.live import LiveCall
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
+from callgate.sip.media_peers import aim
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import SdpError, audio_sdp, parse_audio
@@ -335,7 +336,7 @@ class NumberCalls:
         answer = parse_audio(reply.body)
         trunk, source = f"trunk:{call.dialled.trunk.name}", out.peer.address[0]
         check_media(self._edge, answer, "answer", trunk, out.call_id, source)  # else: BYE
-        carrier.set_remote((answer.address, answer.port), also_from=[out.peer.address[0]])
+        aim(carrier, answer, [out.peer.address[0]])
         bridge.attach(carrier)
         if sdp is None:
             sdp = await web.answer(offer_sdp)
