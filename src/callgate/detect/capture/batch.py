@@ -29,12 +29,20 @@ class Batch:
     """Complete records of one chunk: `data` holds them, the arrays describe each frame."""
 
     data: memoryview  # the chunk (of a bytearray with HEAD_SLACK readable bytes after it)
-    rows: npt.NDArray[np.uint8]  # per record, the bytes from its header on (`skip` + HEAD of them)
+    # per record, the bytes from its header on (`skip` + HEAD of them); None when the compiled
+    # path found the records (it reads frames where they are; `head_rows` gathers them if needed)
+    rows: npt.NDArray[np.uint8] | None
     skip: int  # bytes of record header before the frame in `rows`
     start: I64  # offset of the frame in `data`
     caplen: I64
     ts: npt.NDArray[np.float64]
     linktype: I64
+
+    def head_rows(self) -> tuple[npt.NDArray[np.uint8], int]:
+        """(`rows`, `skip`), gathered from the frames when the batch has none."""
+        if self.rows is None:
+            return record_rows(self.data, self.start, 0), 0
+        return self.rows, self.skip
 
     def raw(self) -> npt.NDArray[np.uint8]:
         """The whole read buffer (the chunk, then HEAD_SLACK readable bytes), as numpy bytes."""

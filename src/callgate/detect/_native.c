@@ -1,0 +1,453 @@
+/* callgate.detect._native: the detector's hot loops in C (docs/detection.md, "Speed").
+ *
+ * pcap_walk    the classic pcap record chain of one chunk (capture/pcap.py)
+ * pcapng_walk  the Enhanced Packet Blocks of one pcapng chunk (capture/pcapng.py)
+ * decode       link layer -> IPv4/IPv6 -> UDP/TCP of every frame of a batch (batchdecode.py)
+ * group        the distinct directional 5-tuples of a batch (batchfeed.py)
+ *
+ * Every input is hostile: each length and offset is checked against the buffer before it is read
+ * (truncated records, caplen past the chunk, unknown link types, IPv4 IHL < 5, IPv6 extension
+ * header chains), and an output array too small for its results is a ValueError, never a write
+ * past it. Each function gives exactly what the numpy/Python code it replaces gives
+ * (tests/unit/detect/test_detect_native.py compares them). Arrays are passed as buffers (numpy
+ * arrays, C-contiguous): this module needs no numpy headers to build. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_RECORD (256u * 1024u * 1024u) /* capture/packets.py MAX_RECORD */
+#define UDP 17
+#define TCP 6
+#define GTP_U_PORT 2152
+#define KIND_SKIP 0
+#define KIND_FAST 1
+#define KIND_SLOW 2
+#define V6_BIT 0x8000000000000000ull
+#define K1 0x9E3779B97F4A7C15ull
+#define K2 0xC2B2AE3D27D4EB4Full
+#define K3 0x165667B19E3779F9ull
+
+static inline uint32_t be16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
+static inline uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+static inline uint64_t be64(const uint8_t *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
+static inline uint32_t rd32(const uint8_t *p, int big) { return big ? be32(p) : le32(p); }
+
+/* An output (or input) array of at least `count` items of `size` bytes, else ValueError. */
+static int fits(const Py_buffer *view, Py_ssize_t count, Py_ssize_t size, const char *name) {
+    if (count < 0 || view->len / size < count) {
+        PyErr_Format(PyExc_ValueError, "%s: room for %zd items, %zd needed", name,
+                     view->len / size, count);
+        return 0;
+    }
+    return 1;
+}
+
+/* pcap_walk(chunk, big_endian, unit, starts, caplens, stamps) -> (records, rest)
+ * The complete records of `chunk` (which begins with one): frame offset, captured length and
+ * time (seconds + fraction * unit) of each; `rest` is where the first incomplete record begins
+ * (a record whose caplen does not fit the chunk, MAX_RECORD or not, ends the walk: the caller
+ * reports it). The outputs need room for len(chunk) // 16 records. */
+static PyObject *pcap_walk(PyObject *self, PyObject *args) {
+    Py_buffer chunk, starts, caplens, stamps;
+    int big;
+    double unit;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*pdw*w*w*", &chunk, &big, &unit, &starts, &caplens, &stamps))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t room = chunk.len / 16;
+    if (fits(&starts, room, 8, "starts") && fits(&caplens, room, 8, "caplens") &&
+        fits(&stamps, room, 8, "stamps")) {
+        const uint8_t *buf = chunk.buf;
+        size_t size = (size_t)chunk.len, pos = 0;
+        int64_t *start = starts.buf, *caplen = caplens.buf;
+        double *stamp = stamps.buf;
+        Py_ssize_t count = 0;
+        while (size - pos >= 16) {
+            uint32_t cap = rd32(buf + pos + 8, big);
+            if ((size_t)cap > size - pos - 16)
+                break;
+            start[count] = (int64_t)(pos + 16);
+            caplen[count] = cap;
+            stamp[count] = (double)rd32(buf + pos, big) + (double)rd32(buf + pos + 4, big) * unit;
+            count++;
+            pos += 16 + (size_t)cap;
+        }
+        result = Py_BuildValue("nn", count, (Py_ssize_t)pos);
+    }
+    PyBuffer_Release(&chunk);
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&caplens);
+    PyBuffer_Release(&stamps);
+    return result;
+}
+
+/* pcapng_walk(chunk, big_endian, links, units, starts, caplens, stamps, linktypes)
+ *   -> (packets, rest)
+ * A chunk made only of well-formed Enhanced Packet Blocks (pcapng section 4.3) of described
+ * interfaces (`links`: int64 link type and `units`: float64 seconds per tick, per interface):
+ * each packet's frame offset, captured length (at most what the block holds), time and link
+ * type; `rest` is where the first incomplete block begins. (-1, 0) when the chunk holds anything
+ * else (another block type, a bad length, an undescribed interface) or no complete block: the
+ * caller then walks it block by block, with its precise errors. */
+static PyObject *pcapng_walk(PyObject *self, PyObject *args) {
+    Py_buffer chunk, links, units, starts, caplens, stamps, linktypes;
+    int big;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*py*y*w*w*w*w*", &chunk, &big, &links, &units, &starts,
+                          &caplens, &stamps, &linktypes))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t room = chunk.len / 32, ifaces = links.len / 8;
+    if (fits(&units, ifaces, 8, "units") && fits(&starts, room, 8, "starts") &&
+        fits(&caplens, room, 8, "caplens") && fits(&stamps, room, 8, "stamps") &&
+        fits(&linktypes, room, 8, "linktypes")) {
+        const uint8_t *buf = chunk.buf;
+        const int64_t *link = links.buf;
+        const double *unit = units.buf;
+        size_t size = (size_t)chunk.len, pos = 0;
+        int64_t *start = starts.buf, *caplen = caplens.buf, *linktype = linktypes.buf;
+        double *stamp = stamps.buf;
+        Py_ssize_t count = 0;
+        int simple = 1;
+        while (size - pos >= 12) {
+            uint32_t btype = rd32(buf + pos, big), blen = rd32(buf + pos + 4, big);
+            if (btype != 6 || blen < 32 || blen % 4 || blen > MAX_RECORD) {
+                simple = 0;
+                break;
+            }
+            if ((size_t)blen > size - pos)
+                break;
+            uint32_t iface = rd32(buf + pos + 8, big);
+            if ((Py_ssize_t)iface >= ifaces) {
+                simple = 0;
+                break;
+            }
+            uint64_t ticks = (uint64_t)rd32(buf + pos + 12, big) << 32 | rd32(buf + pos + 16, big);
+            uint32_t cap = rd32(buf + pos + 20, big);
+            start[count] = (int64_t)(pos + 28);
+            caplen[count] = cap < blen - 32 ? cap : blen - 32;
+            stamp[count] = (double)ticks * unit[iface];
+            linktype[count] = link[iface];
+            count++;
+            pos += blen;
+        }
+        if (!simple || count == 0)
+            result = Py_BuildValue("nn", (Py_ssize_t)-1, (Py_ssize_t)0);
+        else
+            result = Py_BuildValue("nn", count, (Py_ssize_t)pos);
+    }
+    PyBuffer_Release(&chunk);
+    PyBuffer_Release(&links);
+    PyBuffer_Release(&units);
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&caplens);
+    PyBuffer_Release(&stamps);
+    PyBuffer_Release(&linktypes);
+    return result;
+}
+
+/* ---- decode: decode.py's rules, frame by frame ---- */
+
+typedef struct {
+    int8_t kind;
+    int64_t proto, addr, alen, payload, plen;
+    uint64_t src, dst;
+} Decoded;
+
+/* IP version nibble at `off` as an ethertype (0 when neither 4 nor 6 or past the frame). */
+static uint32_t version_type(const uint8_t *f, size_t len, size_t off) {
+    if (len <= off)
+        return 0;
+    uint32_t version = f[off] >> 4;
+    return version == 4 ? 0x0800 : version == 6 ? 0x86DD : 0;
+}
+
+/* (ethertype, network header offset) for a tcpdump.org LINKTYPE_* (decode.py `_link`). */
+static uint32_t link_layer(int64_t linktype, const uint8_t *f, size_t len, size_t *off) {
+    *off = 0;
+    switch (linktype) {
+    case 1: {
+        if (len < 14)
+            return 0;
+        uint32_t et = be16(f + 12);
+        size_t pos = 14;
+        while ((et == 0x8100 || et == 0x88A8) && len >= pos + 4) { /* 802.1Q / 802.1ad tags */
+            et = be16(f + pos + 2);
+            pos += 4;
+        }
+        *off = pos;
+        return et;
+    }
+    case 12:
+    case 14:
+    case 101:
+        return version_type(f, len, 0);
+    case 228:
+        return 0x0800;
+    case 229:
+        return 0x86DD;
+    case 113: /* Linux cooked (SLL) */
+        if (len < 16)
+            return 0;
+        *off = 16;
+        return be16(f + 14);
+    case 276: /* Linux cooked v2 (SLL2) */
+        if (len < 20)
+            return 0;
+        *off = 20;
+        return be16(f);
+    case 0:
+    case 108: /* BSD NULL / LOOP: 4-byte address family */
+        if (len < 5)
+            return 0;
+        *off = 4;
+        return version_type(f, len, 4);
+    default:
+        return 0;
+    }
+}
+
+static uint64_t fold_v6(const uint8_t *addr) {
+    uint64_t h = be64(addr) * K1 ^ be64(addr + 8) * K2;
+    h ^= h >> 29;
+    return h << 16 | V6_BIT;
+}
+
+/* UDP (RFC 768) or TCP (RFC 9293 section 3.1: data offset) at `pos`, payload bounded by `end`
+ * (<= len). GTP-U (UDP 2152) is SLOW: decode.py unwraps it. */
+static void transport(const uint8_t *f, uint32_t proto, size_t pos, size_t end, Decoded *d) {
+    if (proto == UDP && pos + 8 <= end) {
+        uint32_t sport = be16(f + pos), dport = be16(f + pos + 2);
+        if (sport == GTP_U_PORT || dport == GTP_U_PORT) {
+            d->kind = KIND_SLOW;
+            return;
+        }
+        d->src |= sport;
+        d->dst |= dport;
+        d->payload = (int64_t)(pos + 8);
+        d->plen = (int64_t)(end - pos - 8);
+    } else if (proto == TCP && pos + 20 <= end) {
+        d->src |= be16(f + pos);
+        d->dst |= be16(f + pos + 2);
+        size_t start = pos + (size_t)(f[pos + 12] >> 4) * 4;
+        if (start > end)
+            start = end;
+        d->payload = (int64_t)start;
+        d->plen = (int64_t)(end - start);
+    } else {
+        return;
+    }
+    d->kind = KIND_FAST;
+    d->proto = proto;
+}
+
+/* RFC 791: header length from IHL (at least 5 words), payload bounded by Total Length; only
+ * first fragments. */
+static void ipv4(const uint8_t *f, size_t len, size_t off, Decoded *d) {
+    if (len < off + 20)
+        return;
+    size_t ihl = (size_t)(f[off] & 0x0F) * 4, total = be16(f + off + 2);
+    if (ihl < 20 || total < ihl || (be16(f + off + 6) & 0x1FFF))
+        return;
+    size_t end = len < off + total ? len : off + total;
+    d->addr = (int64_t)(off + 12);
+    d->alen = 4;
+    d->src = (uint64_t)be32(f + off + 12) << 16;
+    d->dst = (uint64_t)be32(f + off + 16) << 16;
+    transport(f, f[off + 9], off + ihl, end, d);
+}
+
+/* RFC 8200: the extension header chain (hop-by-hop, routing, destination options, fragment) is
+ * walked while each header fits the payload; every step moves at least 8 bytes, so a chain
+ * ends within len / 8 steps. Non-first fragments are skipped. */
+static void ipv6(const uint8_t *f, size_t len, size_t off, Decoded *d) {
+    if (len < off + 40)
+        return;
+    size_t plen = be16(f + off + 4), pos = off + 40;
+    uint32_t nxt = f[off + 6];
+    size_t end = plen && off + 40 + plen < len ? off + 40 + plen : len;
+    while (nxt == 0 || nxt == 43 || nxt == 60 || nxt == 44) {
+        if (pos + 8 > end)
+            return;
+        if (nxt == 44) {
+            if (be16(f + pos + 2) & 0xFFF8)
+                return;
+            nxt = f[pos];
+            pos += 8;
+        } else {
+            nxt = f[pos];
+            pos += 8 + (size_t)f[pos + 1] * 8;
+        }
+    }
+    d->addr = (int64_t)(off + 8);
+    d->alen = 16;
+    d->src = fold_v6(f + off + 8);
+    d->dst = fold_v6(f + off + 24);
+    transport(f, nxt, pos, end, d);
+}
+
+static void decode_frame(int64_t linktype, const uint8_t *f, size_t len, Decoded *d) {
+    size_t off;
+    uint32_t ethertype = link_layer(linktype, f, len, &off);
+    if (ethertype == 0x0800)
+        ipv4(f, len, off, d);
+    else if (ethertype == 0x86DD)
+        ipv6(f, len, off, d);
+}
+
+/* decode(data, starts, caplens, linktypes, kind, proto, src, dst, addr, alen, payload, plen)
+ * Frame i is data[starts[i] : starts[i] + caplens[i]] (int64 arrays; linktypes too). Fills the
+ * outputs (kind int8, src/dst uint64, the rest int64) as batchdecode.Fields: kind FAST with the
+ * endpoint codes, the offsets in `data` of the source address and of the payload; SLOW for
+ * GTP-U (decoded by decode.py); SKIP (all zeros) for anything else. A frame outside `data` is
+ * a ValueError. */
+static PyObject *decode(PyObject *self, PyObject *args) {
+    Py_buffer data, starts, caplens, links, kinds, protos, srcs, dsts, addrs, alens, pays, plens;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*w*w*w*w*w*w*", &data, &starts, &caplens, &links,
+                          &kinds, &protos, &srcs, &dsts, &addrs, &alens, &pays, &plens))
+        return NULL;
+    Py_buffer *all[] = {&data, &starts, &caplens, &links, &kinds, &protos,
+                        &srcs, &dsts, &addrs, &alens, &pays, &plens};
+    PyObject *result = NULL;
+    Py_ssize_t n = starts.len / 8;
+    if (fits(&caplens, n, 8, "caplens") && fits(&links, n, 8, "linktypes") &&
+        fits(&kinds, n, 1, "kind") && fits(&protos, n, 8, "proto") && fits(&srcs, n, 8, "src") &&
+        fits(&dsts, n, 8, "dst") && fits(&addrs, n, 8, "addr") && fits(&alens, n, 8, "alen") &&
+        fits(&pays, n, 8, "payload") && fits(&plens, n, 8, "plen")) {
+        const uint8_t *buf = data.buf;
+        const int64_t *start = starts.buf, *caplen = caplens.buf, *link = links.buf;
+        int8_t *kind = kinds.buf;
+        int64_t *proto = protos.buf, *addr = addrs.buf, *alen = alens.buf;
+        int64_t *payload = pays.buf, *plen = plens.buf;
+        uint64_t *src = srcs.buf, *dst = dsts.buf;
+        Py_ssize_t i;
+        for (i = 0; i < n; i++) {
+            int64_t at = start[i], cap = caplen[i];
+            if (at < 0 || cap < 0 || at > data.len || cap > data.len - at) {
+                PyErr_Format(PyExc_ValueError, "frame %zd (%lld bytes at %lld) is outside the "
+                             "%zd-byte buffer", i, (long long)cap, (long long)at, data.len);
+                break;
+            }
+            Decoded d = {0};
+            decode_frame(link[i], buf + at, (size_t)cap, &d);
+            kind[i] = d.kind;
+            if (d.kind != KIND_FAST) {
+                d = (Decoded){.kind = d.kind};
+            } else {
+                d.addr += at;
+                d.payload += at;
+            }
+            proto[i] = d.proto;
+            src[i] = d.src;
+            dst[i] = d.dst;
+            addr[i] = d.addr;
+            alen[i] = d.alen;
+            payload[i] = d.payload;
+            plen[i] = d.plen;
+        }
+        if (i == n)
+            result = Py_NewRef(Py_None);
+    }
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+        PyBuffer_Release(all[k]);
+    return result;
+}
+
+/* ---- group: distinct directional 5-tuples, in order of first appearance ---- */
+
+/* group(data, src, dst, proto, addr, alen, first, inv) -> groups
+ * For the n packets (uint64 endpoint codes, int64 proto; addr/alen: where each one's source
+ * address is in `data`, destination right after it): inv[i] = the group of packet i, first[g] =
+ * the first packet of group g, groups numbered in order of their first packet. Packets are the
+ * same 5-tuple when codes and transport are equal and, for IPv6 (alen 16, whose codes are
+ * hashes), the 32 address bytes too: a hash collision never merges two flows. IPv4 codes are
+ * the exact address and port. An IPv6 address outside `data` is a ValueError. */
+static PyObject *group(PyObject *self, PyObject *args) {
+    Py_buffer data, srcs, dsts, protos, addrs, alens, firsts, invs;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*w*w*", &data, &srcs, &dsts, &protos, &addrs,
+                          &alens, &firsts, &invs))
+        return NULL;
+    Py_buffer *all[] = {&data, &srcs, &dsts, &protos, &addrs, &alens, &firsts, &invs};
+    PyObject *result = NULL;
+    Py_ssize_t n = srcs.len / 8;
+    if (fits(&dsts, n, 8, "dst") && fits(&protos, n, 8, "proto") && fits(&addrs, n, 8, "addr") &&
+        fits(&alens, n, 8, "alen") && fits(&firsts, n, 8, "first") && fits(&invs, n, 8, "inv")) {
+        const uint64_t *src = srcs.buf, *dst = dsts.buf;
+        const int64_t *proto = protos.buf, *addr = addrs.buf, *alen = alens.buf;
+        int64_t *first = firsts.buf, *inv = invs.buf;
+        const uint8_t *buf = data.buf;
+        size_t cap = 16;
+        while (cap < (size_t)n * 2)
+            cap <<= 1;
+        int64_t *slots = malloc(cap * sizeof *slots); /* group + 1; 0 = empty */
+        if (slots == NULL) {
+            PyErr_NoMemory();
+        } else {
+            memset(slots, 0, cap * sizeof *slots);
+            Py_ssize_t groups = 0, i;
+            int bad = 0;
+            for (i = 0; i < n && !bad; i++) {
+                int64_t a = addr[i], l = alen[i];
+                if (l == 16 && (a < 0 || a > data.len || 32 > data.len - a)) {
+                    bad = 1;
+                    break;
+                }
+                uint64_t h = src[i] * K1 ^ dst[i] * K2 ^ (uint64_t)proto[i] * K3;
+                size_t s = (size_t)(h ^ h >> 31) & (cap - 1);
+                for (;;) {
+                    int64_t g = slots[s] - 1;
+                    if (g < 0) {
+                        slots[s] = groups + 1;
+                        first[groups] = i;
+                        inv[i] = groups++;
+                        break;
+                    }
+                    int64_t j = first[g];
+                    if (src[j] == src[i] && dst[j] == dst[i] && proto[j] == proto[i] &&
+                        (l != 16 || memcmp(buf + a, buf + addr[j], 32) == 0)) {
+                        inv[i] = g;
+                        break;
+                    }
+                    s = (s + 1) & (cap - 1);
+                }
+            }
+            free(slots);
+            if (bad)
+                PyErr_SetString(PyExc_ValueError, "an IPv6 address is outside the buffer");
+            else
+                result = PyLong_FromSsize_t(groups);
+        }
+    }
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+        PyBuffer_Release(all[k]);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"pcap_walk", pcap_walk, METH_VARARGS, "The complete records of a classic pcap chunk."},
+    {"pcapng_walk", pcapng_walk, METH_VARARGS, "The Enhanced Packet Blocks of a pcapng chunk."},
+    {"decode", decode, METH_VARARGS, "Link, IP and UDP/TCP headers of every frame of a batch."},
+    {"group", group, METH_VARARGS, "The distinct directional 5-tuples of a batch."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "callgate.detect._native",
+    .m_doc = "The detector's record walk, header decode and grouping, compiled (docs/detection.md).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
