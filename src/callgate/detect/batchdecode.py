@@ -1,9 +1,10 @@
-"""`decode.py` for a whole batch at once, with numpy: link layer → IPv4/IPv6 → UDP/TCP header
-fields of every frame. The common shapes are decoded here — Ethernet (one 802.1Q/802.1ad tag at
-most), Linux cooked SLL/SLL2, raw IP, BSD NULL/LOOP; IPv4 with any header length, IPv6 without
-extension headers; UDP and TCP. Frames of any other shape (more VLAN tags, IPv6 extension headers,
-GTP-U) are marked `SLOW` and decoded one by one by `decode.decode`, so both paths give the same
-answer for every frame.
+"""`decode.py` for a whole batch at once: link layer → IPv4/IPv6 → UDP/TCP header fields of
+every frame, by the compiled `_native.decode` (`decode_compiled`: every shape decode.py knows but
+GTP-U) or with numpy (`decode_numpy`). numpy decodes the common shapes — Ethernet (one
+802.1Q/802.1ad tag at most), Linux cooked SLL/SLL2, raw IP, BSD NULL/LOOP; IPv4 with any header
+length, IPv6 without extension headers; UDP and TCP. Frames of any other shape (more VLAN tags,
+IPv6 extension headers, GTP-U) are marked `SLOW` and decoded one by one by `decode.decode`, so
+every path gives the same answer for every frame (tests/unit/detect/test_detect_native.py).
 """
 
 from __future__ import annotations
@@ -84,8 +85,11 @@ def _same(values: I64) -> Col:
 
 
 def decode_batch(batch: Batch) -> Fields:
-    if compiled():
-        return _decode_compiled(batch)
+    """Every frame of the batch: compiled (`decode_compiled`) unless switched off or not built."""
+    return decode_compiled(batch) if compiled() else decode_numpy(batch)
+
+
+def decode_numpy(batch: Batch) -> Fields:
     count = len(batch.start)
     head = _Heads(batch)
     caplen = batch.caplen
@@ -105,7 +109,7 @@ def decode_batch(batch: Batch) -> Fields:
     return f
 
 
-def _decode_compiled(batch: Batch) -> Fields:
+def decode_compiled(batch: Batch) -> Fields:
     """`_native.decode`: every frame where it lies in the chunk. It also walks what this module
     leaves to decode.py (VLAN tag stacks, IPv6 extension headers): only GTP-U is SLOW."""
     from callgate.detect import _native
