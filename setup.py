@@ -1,5 +1,5 @@
-"""The one compiled part of callgate: the detector's record walk and header decode
-(src/callgate/detect/_native.c). Optional: without a C compiler or Python's headers the install
+"""callgate's one C extension module: the detector's record walk, header decode and grouping
+(src/callgate/detect/hotloops.c). Optional: without a C compiler or Python's headers the install
 goes on without it and `callgate detect` uses its numpy path (docs/detection.md, "Speed").
 Everything else about the package is in pyproject.toml."""
 
@@ -8,8 +8,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "callgate.detect._native",
-            sources=["src/callgate/detect/_native.c"],
+            "callgate.detect.hotloops",
+            sources=["src/callgate/detect/hotloops.c"],
             # -ffp-contract=off: timestamps computed exactly as numpy does (no fused multiply-add)
             extra_compile_args=["-O2", "-ffp-contract=off"],
             optional=True,

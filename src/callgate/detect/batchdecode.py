@@ -1,5 +1,5 @@
 """`decode.py` for a whole batch at once: link layer → IPv4/IPv6 → UDP/TCP header fields of
-every frame, by the compiled `_native.decode` (`decode_compiled`: every shape decode.py knows but
+every frame, by the compiled `hotloops.decode` (`decode_compiled`: every shape decode.py knows but
 GTP-U) or with numpy (`decode_numpy`). numpy decodes the common shapes — Ethernet (one
 802.1Q/802.1ad tag at most), Linux cooked SLL/SLL2, raw IP, BSD NULL/LOOP; IPv4 with any header
 length, IPv6 without extension headers; UDP and TCP. Frames of any other shape (more VLAN tags,
@@ -110,15 +110,15 @@ def decode_numpy(batch: Batch) -> Fields:
 
 
 def decode_compiled(batch: Batch) -> Fields:
-    """`_native.decode`: every frame where it lies in the chunk. It also walks what this module
+    """`hotloops.decode`: every frame where it lies in the chunk. It also walks what this module
     leaves to decode.py (VLAN tag stacks, IPv6 extension headers): only GTP-U is SLOW."""
-    from callgate.detect import _native
+    from callgate.detect import hotloops
 
     count = len(batch.start)
     f = Fields(np.empty(count, np.int8), np.empty(count, np.int64), np.empty(count, np.uint64),
                np.empty(count, np.uint64), np.empty(count, np.int64), np.empty(count, np.int64),
                np.empty(count, np.int64), np.empty(count, np.int64))  # fmt: skip
-    _native.decode(batch.data, _c64(batch.start), _c64(batch.caplen), _c64(batch.linktype),
+    hotloops.decode(batch.data, _c64(batch.start), _c64(batch.caplen), _c64(batch.linktype),
                    f.kind, f.proto, f.src, f.dst, f.addr, f.alen, f.payload, f.plen)  # fmt: skip
     return f
 

@@ -102,14 +102,14 @@ def _group(
 
 
 def _group_compiled(batch: Batch, f: Fields, idx: I64) -> tuple[I64, I64]:
-    """`_native.group`: a hash table over the 5-tuples, exact (IPv6 addresses compared in the
+    """`hotloops.group`: a hash table over the 5-tuples, exact (IPv6 addresses compared in the
     chunk: the caller keeps IPv6 packets decoded by decode.py, whose addresses are not there,
     for the numpy grouping). Groups are numbered in order of their first packet."""
-    from callgate.detect import _native
+    from callgate.detect import hotloops
 
     first = np.empty(len(idx), dtype=np.int64)
     inv = np.empty(len(idx), dtype=np.int64)
-    groups = _native.group(batch.data, f.src[idx], f.dst[idx], f.proto[idx], f.addr[idx],
+    groups = hotloops.group(batch.data, f.src[idx], f.dst[idx], f.proto[idx], f.addr[idx],
                            f.alen[idx], first, inv)  # fmt: skip
     return first[:groups], inv
 

@@ -1,5 +1,5 @@
 """Whether the batch path uses the compiled record walk, header decode and grouping
-(`_native`, built from _native.c when callgate is installed with a C compiler at hand) or its
+(`hotloops`, built from hotloops.c when callgate is installed with a C compiler at hand) or its
 numpy equivalents. Both give the same report (tests/unit/detect/test_detect_native.py).
 
 CALLGATE_DETECT_COMPILED=0 in the environment forces the numpy path (to compare the two, or to
@@ -12,7 +12,7 @@ import os
 
 ENV = "CALLGATE_DETECT_COMPILED"
 try:
-    from callgate.detect import _native  # noqa: F401
+    from callgate.detect import hotloops  # noqa: F401
 except ImportError:  # installed without a C compiler (or it failed to build): numpy only
     _BUILT = False
 else:

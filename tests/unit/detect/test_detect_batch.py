@@ -1,5 +1,6 @@
-"""The batch reader (numpy record walk, vectorized decode, per-flow counters) gives exactly what
-the packet-by-packet path gives, on every capture shape, including records cut by chunk ends."""
+"""The batch reader (record walk, vectorized decode, per-flow counters) gives exactly what the
+packet-by-packet path gives, on every capture shape, including records cut by chunk ends — both
+with the compiled walk and decode (callgate.detect.hotloops) and with numpy."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from callgate.detect import native
 from callgate.detect.capture import PcapReader
 from callgate.detect.capture import batch as capture_batch
 from callgate.detect.engine import BATCH_FROM, Detector
@@ -48,6 +50,15 @@ def _ipv4_options(packet: bytes) -> bytes:
         + b"\x01" * 4
         + packet[20:]
     )
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def batch_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test on both batch paths (test_detect_native.py fails under CI when the compiled
+    one is not built)."""
+    if request.param == "compiled" and not native.built():
+        pytest.skip("callgate.detect.hotloops is not built")
+    monkeypatch.setenv(native.ENV, "1" if request.param == "compiled" else "0")
 
 
 def mixed_frames(count: int, seed: int = 5) -> list[tuple[float, bytes]]:

@@ -1,4 +1,4 @@
-"""The compiled fast path (src/callgate/detect/_native.c) against the code it replaces, on hostile
+"""The compiled fast path (src/callgate/detect/hotloops.c) against the code it replaces, on hostile
 input: mangled and truncated frames decode exactly as decode.py (and numpy's batchdecode) decode
 them, packet for packet; mangled capture files give the same packets, errors and warnings as the
 packet-by-packet reader; the shared nDPI captures give the same report on every path.
@@ -38,7 +38,7 @@ from tests.unit.detect.detect_packets import pcap_bytes, pcapng_bytes
 def _compiled_module() -> None:
     if native.built():
         return
-    reason = "callgate.detect._native is not built (no C compiler when callgate was installed)"
+    reason = "callgate.detect.hotloops is not built (no C compiler when callgate was installed)"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason}: CI must test it (scripts/test installs gcc)")
     pytest.skip(reason)
@@ -297,12 +297,12 @@ def test_shared_captures_give_the_same_report_compiled_numpy_and_packet_by_packe
 def test_detect_takes_the_compiled_path_unless_switched_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from callgate.detect import _native
+    from callgate.detect import hotloops
 
     calls: list[str] = []
     for name in ("pcap_walk", "decode", "group"):
-        real = getattr(_native, name)
-        monkeypatch.setattr(_native, name,
+        real = getattr(hotloops, name)
+        monkeypatch.setattr(hotloops, name,
                             lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))  # fmt: skip
     path = pcaps_dir() / "ndpi" / "skype-conference-call.pcap"  # classic pcap, 1.5 s long
     monkeypatch.delenv(native.ENV, raising=False)

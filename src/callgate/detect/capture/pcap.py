@@ -70,16 +70,16 @@ def _pcap_batch(buf: memoryview, offsets: I64, order: str, unit: float, linktype
 def _walk_compiled(
     buf: memoryview, order: str, unit: float, linktype: int
 ) -> tuple[Batch | None, int, int]:
-    """`_native.pcap_walk`: (the batch of the chunk's complete records or None, their count,
+    """`hotloops.pcap_walk`: (the batch of the chunk's complete records or None, their count,
     where the first incomplete record begins). The frames are not gathered into `rows`: the
     compiled decode reads them where they are."""
-    from callgate.detect import _native
+    from callgate.detect import hotloops
 
     room = len(buf) // 16
     starts = np.empty(room, dtype=np.int64)
     caplens = np.empty(room, dtype=np.int64)
     stamps = np.empty(room, dtype=np.float64)
-    count, left = _native.pcap_walk(buf, order == ">", unit, starts, caplens, stamps)
+    count, left = hotloops.pcap_walk(buf, order == ">", unit, starts, caplens, stamps)
     if not count:
         return None, 0, left
     batch = Batch(buf, None, 0, starts[:count], caplens[:count], stamps[:count],

@@ -119,9 +119,9 @@ def _walk_blocks(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[Bat
 
 
 def _walk_compiled(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[Batch, int] | None:
-    """`_native.pcapng_walk`: the chunk's Enhanced Packet Blocks; None when the chunk is not
+    """`hotloops.pcapng_walk`: the chunk's Enhanced Packet Blocks; None when the chunk is not
     only those (then it is walked block by block)."""
-    from callgate.detect import _native
+    from callgate.detect import hotloops
 
     ifaces = st.ifaces
     if not ifaces:
@@ -129,7 +129,7 @@ def _walk_compiled(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[B
     room = len(buf) // 32
     starts, caplens, links = (np.empty(room, dtype=np.int64) for _ in range(3))
     stamps = np.empty(room, dtype=np.float64)
-    count, used = _native.pcapng_walk(
+    count, used = hotloops.pcapng_walk(
         buf, st.order == ">",
         np.array([link for link, _ in ifaces], dtype=np.int64),
         np.array([unit for _, unit in ifaces], dtype=np.float64),

@@ -1,4 +1,4 @@
-/* callgate.detect._native: the detector's hot loops in C (docs/detection.md, "Speed").
+/* callgate.detect.hotloops: the detector's hot loops in C (docs/detection.md, "Speed").
  *
  * pcap_walk    the classic pcap record chain of one chunk (capture/pcap.py)
  * pcapng_walk  the Enhanced Packet Blocks of one pcapng chunk (capture/pcapng.py)
@@ -444,10 +444,10 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "callgate.detect._native",
+    .m_name = "callgate.detect.hotloops",
     .m_doc = "The detector's record walk, header decode and grouping, compiled (docs/detection.md).",
     .m_size = -1,
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit_hotloops(void) { return PyModule_Create(&module); }

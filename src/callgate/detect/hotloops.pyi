@@ -1,4 +1,4 @@
-# The compiled fast path (src/callgate/detect/_native.c); arrays are numpy arrays passed as buffers.
+# The compiled fast path (src/callgate/detect/hotloops.c); arrays are numpy arrays passed as buffers.
 from typing import Any
 
 import numpy.typing as npt
