@@ -109,8 +109,8 @@ def _group_compiled(batch: Batch, f: Fields, idx: I64) -> tuple[I64, I64]:
 
     first = np.empty(len(idx), dtype=np.int64)
     inv = np.empty(len(idx), dtype=np.int64)
-    groups = hotloops.group(batch.data, f.src[idx], f.dst[idx], f.proto[idx], f.addr[idx],
-                           f.alen[idx], first, inv)  # fmt: skip
+    groups = hotloops.group(batch.data, f.kind[idx], f.src[idx], f.dst[idx], f.proto[idx],
+                            f.addr[idx], f.alen[idx], first, inv)  # fmt: skip
     return first[:groups], inv
 
 

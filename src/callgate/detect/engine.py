@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from callgate.detect import native
 from callgate.detect.capture import PcapReader, Progress
 from callgate.detect.decode import UDP
 from callgate.detect.flow import Flow
@@ -82,6 +83,8 @@ class Detector:
         reader = PcapReader(path, progress)
         if _size(path) < self.batch_from:
             self.feed(reader)
+        elif native.enabled() and _feed_compiled(self.flows, reader):
+            pass  # classic pcap, through the compiled loops without numpy
         else:
             from callgate.detect.batchfeed import feed_batch  # numpy: only for large files
             from callgate.detect.capture.read import read_batches
@@ -159,6 +162,12 @@ class Detector:
             sanctioned=v.sanctioned and v.rtc, excluded=flow.excluded,
             server_name=flow.server_name,
         )  # fmt: skip
+
+
+def _feed_compiled(flows: FlowTable, reader: PcapReader) -> bool:
+    from callgate.detect.pcapfeed import feed_pcap
+
+    return feed_pcap(flows, reader)
 
 
 def _size(path: Path) -> int:

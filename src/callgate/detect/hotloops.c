@@ -16,6 +16,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #define MAX_RECORD (256u * 1024u * 1024u) /* capture/packets.py MAX_RECORD */
@@ -50,11 +51,13 @@ static int fits(const Py_buffer *view, Py_ssize_t count, Py_ssize_t size, const 
     return 1;
 }
 
-/* pcap_walk(chunk, big_endian, unit, starts, caplens, stamps) -> (records, rest)
- * The complete records of `chunk` (which begins with one): frame offset, captured length and
- * time (seconds + fraction * unit) of each; `rest` is where the first incomplete record begins
- * (a record whose caplen does not fit the chunk, MAX_RECORD or not, ends the walk: the caller
- * reports it). The outputs need room for len(chunk) // 16 records. */
+/* pcap_walk(chunk, big_endian, unit, starts, caplens, stamps) -> (records, rest, first, last)
+ * The complete records of `chunk` (which begins with one), as many as the outputs hold (int64
+ * starts and caplens, float64 stamps): frame offset, captured length and time (seconds +
+ * fraction * unit) of each, and the earliest and latest of those times (0.0 when there is no
+ * record); `rest` is where the walk stopped: the first incomplete record (one whose caplen does
+ * not fit the chunk, MAX_RECORD or not: the caller reports it), or the first record there was no
+ * room for. */
 static PyObject *pcap_walk(PyObject *self, PyObject *args) {
     Py_buffer chunk, starts, caplens, stamps;
     int big;
@@ -62,27 +65,33 @@ static PyObject *pcap_walk(PyObject *self, PyObject *args) {
     (void)self;
     if (!PyArg_ParseTuple(args, "y*pdw*w*w*", &chunk, &big, &unit, &starts, &caplens, &stamps))
         return NULL;
-    PyObject *result = NULL;
-    Py_ssize_t room = chunk.len / 16;
-    if (fits(&starts, room, 8, "starts") && fits(&caplens, room, 8, "caplens") &&
-        fits(&stamps, room, 8, "stamps")) {
-        const uint8_t *buf = chunk.buf;
-        size_t size = (size_t)chunk.len, pos = 0;
-        int64_t *start = starts.buf, *caplen = caplens.buf;
-        double *stamp = stamps.buf;
-        Py_ssize_t count = 0;
-        while (size - pos >= 16) {
-            uint32_t cap = rd32(buf + pos + 8, big);
-            if ((size_t)cap > size - pos - 16)
-                break;
-            start[count] = (int64_t)(pos + 16);
-            caplen[count] = cap;
-            stamp[count] = (double)rd32(buf + pos, big) + (double)rd32(buf + pos + 4, big) * unit;
-            count++;
-            pos += 16 + (size_t)cap;
-        }
-        result = Py_BuildValue("nn", count, (Py_ssize_t)pos);
+    Py_ssize_t room = starts.len / 8;
+    if (caplens.len / 8 < room)
+        room = caplens.len / 8;
+    if (stamps.len / 8 < room)
+        room = stamps.len / 8;
+    const uint8_t *buf = chunk.buf;
+    size_t size = (size_t)chunk.len, pos = 0;
+    int64_t *start = starts.buf, *caplen = caplens.buf;
+    double *stamp = stamps.buf;
+    Py_ssize_t count = 0;
+    double first = 0.0, last = 0.0;
+    while (size - pos >= 16 && count < room) {
+        uint32_t cap = rd32(buf + pos + 8, big);
+        if ((size_t)cap > size - pos - 16)
+            break;
+        double t = (double)rd32(buf + pos, big) + (double)rd32(buf + pos + 4, big) * unit;
+        start[count] = (int64_t)(pos + 16);
+        caplen[count] = cap;
+        stamp[count] = t;
+        if (count == 0 || t < first)
+            first = t;
+        if (count == 0 || t > last)
+            last = t;
+        count++;
+        pos += 16 + (size_t)cap;
     }
+    PyObject *result = Py_BuildValue("nndd", count, (Py_ssize_t)pos, first, last);
     PyBuffer_Release(&chunk);
     PyBuffer_Release(&starts);
     PyBuffer_Release(&caplens);
@@ -365,24 +374,27 @@ static PyObject *decode(PyObject *self, PyObject *args) {
 
 /* ---- group: distinct directional 5-tuples, in order of first appearance ---- */
 
-/* group(data, src, dst, proto, addr, alen, first, inv) -> groups
- * For the n packets (uint64 endpoint codes, int64 proto; addr/alen: where each one's source
- * address is in `data`, destination right after it): inv[i] = the group of packet i, first[g] =
- * the first packet of group g, groups numbered in order of their first packet. Packets are the
+/* group(data, kind, src, dst, proto, addr, alen, first, inv) -> groups
+ * For the n packets (int8 kind, uint64 endpoint codes, int64 proto; addr/alen: where each one's
+ * source address is in `data`, destination right after it): inv[i] = the group of packet i (-1
+ * for a SKIP packet), first[g] = the first packet of group g, groups numbered in order of their
+ * first packet. Packets are the
  * same 5-tuple when codes and transport are equal and, for IPv6 (alen 16, whose codes are
  * hashes), the 32 address bytes too: a hash collision never merges two flows. IPv4 codes are
  * the exact address and port. An IPv6 address outside `data` is a ValueError. */
 static PyObject *group(PyObject *self, PyObject *args) {
-    Py_buffer data, srcs, dsts, protos, addrs, alens, firsts, invs;
+    Py_buffer data, kinds, srcs, dsts, protos, addrs, alens, firsts, invs;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*w*w*", &data, &srcs, &dsts, &protos, &addrs,
-                          &alens, &firsts, &invs))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*w*w*", &data, &kinds, &srcs, &dsts, &protos,
+                          &addrs, &alens, &firsts, &invs))
         return NULL;
-    Py_buffer *all[] = {&data, &srcs, &dsts, &protos, &addrs, &alens, &firsts, &invs};
+    Py_buffer *all[] = {&data, &kinds, &srcs, &dsts, &protos, &addrs, &alens, &firsts, &invs};
     PyObject *result = NULL;
     Py_ssize_t n = srcs.len / 8;
-    if (fits(&dsts, n, 8, "dst") && fits(&protos, n, 8, "proto") && fits(&addrs, n, 8, "addr") &&
-        fits(&alens, n, 8, "alen") && fits(&firsts, n, 8, "first") && fits(&invs, n, 8, "inv")) {
+    if (fits(&kinds, n, 1, "kind") && fits(&dsts, n, 8, "dst") && fits(&protos, n, 8, "proto") &&
+        fits(&addrs, n, 8, "addr") && fits(&alens, n, 8, "alen") && fits(&firsts, n, 8, "first") &&
+        fits(&invs, n, 8, "inv")) {
+        const int8_t *kind = kinds.buf;
         const uint64_t *src = srcs.buf, *dst = dsts.buf;
         const int64_t *proto = protos.buf, *addr = addrs.buf, *alen = alens.buf;
         int64_t *first = firsts.buf, *inv = invs.buf;
@@ -398,6 +410,10 @@ static PyObject *group(PyObject *self, PyObject *args) {
             Py_ssize_t groups = 0, i;
             int bad = 0;
             for (i = 0; i < n && !bad; i++) {
+                if (kind[i] == KIND_SKIP) {
+                    inv[i] = -1;
+                    continue;
+                }
                 int64_t a = addr[i], l = alen[i];
                 if (l == 16 && (a < 0 || a > data.len || 32 > data.len - a)) {
                     bad = 1;
@@ -434,11 +450,142 @@ static PyObject *group(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* ---- select and tally: batchfeed's per-flow bookkeeping ---- */
+
+/* select(inv, plen, side, owner, room, out_owner, out_packet, out_seen0, out_seen1) -> count
+ * The payloads to inspect, as batchfeed._inspect_live picks them: packet i belongs to group
+ * inv[i] (-1: none), a group to flow owner[g] on side[g] (0/1); a flow with room[o] > 0 takes its
+ * first room[o] packets that carry a payload (plen > 0), in order. Out: per payload picked, its
+ * flow, packet and the packets of each side that flow has had in the batch up to and including
+ * it; grouped by flow (flows in number order), in packet order within a flow. */
+static PyObject *select_payloads(PyObject *self, PyObject *args) {
+    Py_buffer invs, plens, sides, owners, rooms, oo, op, o0, o1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*w*w*w*", &invs, &plens, &sides, &owners, &rooms,
+                          &oo, &op, &o0, &o1))
+        return NULL;
+    Py_buffer *all[] = {&invs, &plens, &sides, &owners, &rooms, &oo, &op, &o0, &o1};
+    PyObject *result = NULL;
+    Py_ssize_t n = invs.len / 8, groups = sides.len / 8, flows = rooms.len / 8;
+    int64_t *at = NULL, *seen = NULL;
+    if (!fits(&plens, n, 8, "plen") || !fits(&owners, groups, 8, "owner"))
+        goto done;
+    const int64_t *inv = invs.buf, *plen = plens.buf, *side = sides.buf, *owner = owners.buf;
+    const int64_t *room = rooms.buf;
+    Py_ssize_t g, i, o, total = 0;
+    for (g = 0; g < groups; g++)
+        if (owner[g] < 0 || owner[g] >= flows || side[g] < 0 || side[g] > 1) {
+            PyErr_SetString(PyExc_ValueError, "group with a bad flow or side");
+            goto done;
+        }
+    at = calloc((size_t)flows + 1, sizeof *at);   /* where each flow's payloads go */
+    seen = calloc((size_t)flows * 2 + 1, sizeof *seen); /* packets per flow and side so far */
+    if (at == NULL || seen == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (i = 0; i < n; i++) { /* payloads per flow, at most its room */
+        if (inv[i] < 0 || inv[i] >= groups) {
+            if (inv[i] >= groups) {
+                PyErr_SetString(PyExc_ValueError, "packet of a group that does not exist");
+                goto done;
+            }
+            continue;
+        }
+        o = owner[inv[i]];
+        if (plen[i] > 0 && seen[o] < room[o])
+            seen[o]++;
+    }
+    for (o = 0; o < flows; o++) {
+        int64_t picked = seen[o];
+        at[o] = total;
+        total += picked;
+    }
+    if (!fits(&oo, total, 8, "out_owner") || !fits(&op, total, 8, "out_packet") ||
+        !fits(&o0, total, 8, "out_seen0") || !fits(&o1, total, 8, "out_seen1"))
+        goto done;
+    memset(seen, 0, ((size_t)flows * 2 + 1) * sizeof *seen);
+    int64_t *out_owner = oo.buf, *out_packet = op.buf, *out0 = o0.buf, *out1 = o1.buf;
+    int64_t *taken = calloc((size_t)flows + 1, sizeof *taken);
+    if (taken == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        if (inv[i] < 0)
+            continue;
+        o = owner[inv[i]];
+        if (room[o] <= 0)
+            continue;
+        seen[2 * o + side[inv[i]]]++;
+        if (plen[i] > 0 && taken[o] < room[o]) {
+            int64_t k = at[o] + taken[o]++;
+            out_owner[k] = o;
+            out_packet[k] = i;
+            out0[k] = seen[2 * o];
+            out1[k] = seen[2 * o + 1];
+        }
+    }
+    free(taken);
+    result = PyLong_FromSsize_t(total);
+done:
+    free(at);
+    free(seen);
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+        PyBuffer_Release(all[k]);
+    return result;
+}
+
+/* tally(inv, caplen, stamps, counts, octets, last) -> None
+ * Per group (inv[i], -1: none): packets, captured bytes and the latest time. */
+static PyObject *tally(PyObject *self, PyObject *args) {
+    Py_buffer invs, caplens, stamps, cs, os_, ls;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*", &invs, &caplens, &stamps, &cs, &os_, &ls))
+        return NULL;
+    Py_buffer *all[] = {&invs, &caplens, &stamps, &cs, &os_, &ls};
+    PyObject *result = NULL;
+    Py_ssize_t n = invs.len / 8, groups = cs.len / 8;
+    if (fits(&caplens, n, 8, "caplen") && fits(&stamps, n, 8, "stamps") &&
+        fits(&os_, groups, 8, "octets") && fits(&ls, groups, 8, "last")) {
+        const int64_t *inv = invs.buf, *caplen = caplens.buf;
+        const double *stamp = stamps.buf;
+        int64_t *count = cs.buf, *octets = os_.buf;
+        double *last = ls.buf;
+        Py_ssize_t g, i;
+        for (g = 0; g < groups; g++) {
+            count[g] = 0;
+            octets[g] = 0;
+            last[g] = -HUGE_VAL;
+        }
+        for (i = 0; i < n; i++) {
+            int64_t k = inv[i];
+            if (k < 0)
+                continue;
+            if (k >= groups) {
+                PyErr_SetString(PyExc_ValueError, "packet of a group that does not exist");
+                break;
+            }
+            count[k]++;
+            octets[k] += caplen[i];
+            if (stamp[i] > last[k])
+                last[k] = stamp[i];
+        }
+        if (i == n)
+            result = Py_NewRef(Py_None);
+    }
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+        PyBuffer_Release(all[k]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"pcap_walk", pcap_walk, METH_VARARGS, "The complete records of a classic pcap chunk."},
     {"pcapng_walk", pcapng_walk, METH_VARARGS, "The Enhanced Packet Blocks of a pcapng chunk."},
     {"decode", decode, METH_VARARGS, "Link, IP and UDP/TCP headers of every frame of a batch."},
     {"group", group, METH_VARARGS, "The distinct directional 5-tuples of a batch."},
+    {"select", select_payloads, METH_VARARGS, "The payloads of a batch to inspect, per flow."},
+    {"tally", tally, METH_VARARGS, "Packets, bytes and last time per group."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,14 +1,15 @@
 # The compiled fast path (src/callgate/detect/hotloops.c); arrays are numpy arrays passed as buffers.
+from array import array
 from typing import Any
 
 import numpy.typing as npt
 
 # C-contiguous buffers: the chunk (a memoryview of the read buffer) and numpy arrays
-Buffer = bytes | bytearray | memoryview | npt.NDArray[Any]
+Buffer = bytes | bytearray | memoryview[Any] | array[Any] | npt.NDArray[Any]
 
 def pcap_walk(
     chunk: Buffer, big_endian: bool, unit: float, starts: Buffer, caplens: Buffer, stamps: Buffer
-) -> tuple[int, int]: ...
+) -> tuple[int, int, float, float]: ...
 def pcapng_walk(
     chunk: Buffer,
     big_endian: bool,
@@ -35,6 +36,7 @@ def decode(
 ) -> None: ...
 def group(
     data: Buffer,
+    kind: Buffer,
     src: Buffer,
     dst: Buffer,
     proto: Buffer,
@@ -43,3 +45,17 @@ def group(
     first: Buffer,
     inv: Buffer,
 ) -> int: ...
+def select(
+    inv: Buffer,
+    plen: Buffer,
+    side: Buffer,
+    owner: Buffer,
+    room: Buffer,
+    out_owner: Buffer,
+    out_packet: Buffer,
+    out_seen0: Buffer,
+    out_seen1: Buffer,
+) -> int: ...
+def tally(
+    inv: Buffer, caplen: Buffer, stamps: Buffer, counts: Buffer, octets: Buffer, last: Buffer
+) -> None: ...

@@ -79,7 +79,7 @@ def _walk_compiled(
     starts = np.empty(room, dtype=np.int64)
     caplens = np.empty(room, dtype=np.int64)
     stamps = np.empty(room, dtype=np.float64)
-    count, left = hotloops.pcap_walk(buf, order == ">", unit, starts, caplens, stamps)
+    count, left, _, _ = hotloops.pcap_walk(buf, order == ">", unit, starts, caplens, stamps)
     if not count:
         return None, 0, left
     batch = Batch(buf, None, 0, starts[:count], caplens[:count], stamps[:count],
