@@ -11,8 +11,9 @@ numpy — importing it costs ≈ 0.1 CPU-s, a fifth of a 1 M packet file's time.
 
 This is `batchfeed.feed_batch` step for step, so the report is the same
 (tests/unit/detect/test_detect_batch.py, test_detect_native.py). A chunk it does not take as is —
-one spanning more than the idle timeout, or holding GTP-U frames (decoded by decode.py) — goes to
-`feed_batch` (importing numpy then), and so does a pcapng file (`feed_pcap` returns False)."""
+one spanning more than the idle timeout — is fed one packet at a time (as `feed_batch` does),
+one holding GTP-U frames (decoded by decode.py) goes to `feed_batch` (importing numpy then), and
+so does a pcapng file (`feed_pcap` returns False)."""
 
 from __future__ import annotations
 
@@ -107,7 +108,13 @@ def _chunk(
         hotloops.decode(buf, _q(cols, "start", count), _q(cols, "caplen", count),
                         _q(cols, "link", count), kind, cols["proto"], cols["src"], cols["dst"],
                         cols["addr"], cols["alen"], cols["payload"], cols["plen"])  # fmt: skip
-    if sparse or cols.kind.find(_SLOW, 0, count) >= 0:
+    if sparse:  # one packet at a time, as feed_batch does then
+        starts, caplens = _q(cols, "start", count).tolist(), _q(cols, "caplen", count).tolist()
+        linktype = _q(cols, "link", 1)[0]
+        for ts, start, size in zip(_d(cols, "stamp", count).tolist(), starts, caplens, strict=True):
+            table.packet(ts, linktype, bytes(buf[start : start + size]))
+        return
+    if cols.kind.find(_SLOW, 0, count) >= 0:
         _numpy_batch(table, chunk, at, count, cols)
         return
     table.packets += count
