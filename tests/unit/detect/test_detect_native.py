@@ -363,3 +363,31 @@ def test_the_compiled_path_reads_a_large_pcap_without_numpy(tmp_path: Path) -> N
                              capture_output=True, text=True, timeout=60, check=True,
                              env={**os.environ, native.ENV: setting})  # fmt: skip
         assert json.loads(ran.stdout) == [numpy_loaded, 200]
+
+
+def test_compiled_functions_refuse_indexes_outside_their_arrays() -> None:
+    """Hostile (or buggy) inputs to the bookkeeping functions: a ValueError, never a read or a
+    write past an array."""
+    from array import array
+
+    from callgate.detect import hotloops
+
+    def q(*values: int) -> array[int]:
+        return array("q", values)
+
+    out = [q(0, 0) for _ in range(4)]
+    with pytest.raises(ValueError, match="group that does not exist"):  # packet of group 5 of 1
+        hotloops.select(q(5), q(10), q(0), q(0), q(4), *out)
+    with pytest.raises(ValueError, match="bad flow or side"):  # group of flow 3 of 1
+        hotloops.select(q(0), q(10), q(0), q(3), q(4), *out)
+    with pytest.raises(ValueError, match="bad flow or side"):  # side 2
+        hotloops.select(q(0), q(10), q(2), q(0), q(4), *out)
+    with pytest.raises(ValueError, match="room for"):  # 3 payloads picked, room for 2
+        hotloops.select(q(0, 0, 0), q(1, 1, 1), q(0), q(0), q(4), *out)
+    with pytest.raises(ValueError, match="group that does not exist"):
+        hotloops.tally(q(1), q(60), array("d", [1.0]), q(0), q(0), array("d", [0.0]))
+    codes = array("Q", [1 << 63])
+    with pytest.raises(ValueError, match="outside the buffer"):  # IPv6 address past the data
+        hotloops.group(bytes(40), bytes([1]), codes, codes, q(17), q(20), q(16), q(0), q(0))
+    assert hotloops.select(q(0, 0, -1), q(1, 0, 1), q(1), q(0), q(4), *out) == 1
+    assert [list(o[:1]) for o in out] == [[0], [0], [0], [1]]  # flow 0, packet 0, seen 0 / 1
