@@ -1,7 +1,8 @@
 """The detector: captures in, report out. Streams packets into a flow table, inspects the first
 packets of each flow, then decides once at the end (`verdict.py`) and orients each flow from the
 internal host's side. Files of `batch_from` bytes or more are read in batches with numpy
-(`capture.read.read_batches` → `batchfeed.py`); smaller ones packet by packet (`packet`, the same
+(`capture.read.read_batches` → `batchfeed.py`), or through the compiled loops without numpy
+when they were built (`pcapfeed.py`); smaller ones packet by packet (`packet`, the same
 logic one packet at a time), which spares them importing numpy — most of a small capture's CPU
 time. Both give the same report (tests/unit/detect/test_detect_batch.py)."""
 
@@ -84,7 +85,7 @@ class Detector:
         if _size(path) < self.batch_from:
             self.feed(reader)
         elif native.enabled() and _feed_compiled(self.flows, reader):
-            pass  # classic pcap, through the compiled loops without numpy
+            pass  # through the compiled loops, without numpy (pcapfeed.py)
         else:
             from callgate.detect.batchfeed import feed_batch  # numpy: only for large files
             from callgate.detect.capture.read import read_batches

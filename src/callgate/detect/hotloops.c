@@ -100,13 +100,14 @@ static PyObject *pcap_walk(PyObject *self, PyObject *args) {
 }
 
 /* pcapng_walk(chunk, big_endian, links, units, starts, caplens, stamps, linktypes)
- *   -> (packets, rest)
- * A chunk made only of well-formed Enhanced Packet Blocks (pcapng section 4.3) of described
- * interfaces (`links`: int64 link type and `units`: float64 seconds per tick, per interface):
- * each packet's frame offset, captured length (at most what the block holds), time and link
- * type; `rest` is where the first incomplete block begins. (-1, 0) when the chunk holds anything
- * else (another block type, a bad length, an undescribed interface) or no complete block: the
- * caller then walks it block by block, with its precise errors. */
+ *   -> (packets, rest, simple)
+ * The well-formed Enhanced Packet Blocks (pcapng section 4.3) at the start of `chunk`, of
+ * described interfaces (`links`: int64 link type and `units`: float64 seconds per tick, per
+ * interface), as many as the outputs hold: each packet's frame offset, captured length (at most
+ * what the block holds), time and link type. The walk stops at the first block it does not take
+ * (`rest` is where it begins): simple = 1 when that is an incomplete block, the end of the chunk,
+ * or the outputs being full; 0 when it is another block type, a bad length or an undescribed
+ * interface, which the caller reads itself, with its precise errors. */
 static PyObject *pcapng_walk(PyObject *self, PyObject *args) {
     Py_buffer chunk, links, units, starts, caplens, stamps, linktypes;
     int big;
@@ -115,10 +116,14 @@ static PyObject *pcapng_walk(PyObject *self, PyObject *args) {
                           &caplens, &stamps, &linktypes))
         return NULL;
     PyObject *result = NULL;
-    Py_ssize_t room = chunk.len / 32, ifaces = links.len / 8;
-    if (fits(&units, ifaces, 8, "units") && fits(&starts, room, 8, "starts") &&
-        fits(&caplens, room, 8, "caplens") && fits(&stamps, room, 8, "stamps") &&
-        fits(&linktypes, room, 8, "linktypes")) {
+    Py_ssize_t ifaces = links.len / 8, room = starts.len / 8;
+    if (caplens.len / 8 < room)
+        room = caplens.len / 8;
+    if (stamps.len / 8 < room)
+        room = stamps.len / 8;
+    if (linktypes.len / 8 < room)
+        room = linktypes.len / 8;
+    if (fits(&units, ifaces, 8, "units")) {
         const uint8_t *buf = chunk.buf;
         const int64_t *link = links.buf;
         const double *unit = units.buf;
@@ -127,7 +132,7 @@ static PyObject *pcapng_walk(PyObject *self, PyObject *args) {
         double *stamp = stamps.buf;
         Py_ssize_t count = 0;
         int simple = 1;
-        while (size - pos >= 12) {
+        while (size - pos >= 12 && count < room) {
             uint32_t btype = rd32(buf + pos, big), blen = rd32(buf + pos + 4, big);
             if (btype != 6 || blen < 32 || blen % 4 || blen > MAX_RECORD) {
                 simple = 0;
@@ -149,10 +154,7 @@ static PyObject *pcapng_walk(PyObject *self, PyObject *args) {
             count++;
             pos += blen;
         }
-        if (!simple || count == 0)
-            result = Py_BuildValue("nn", (Py_ssize_t)-1, (Py_ssize_t)0);
-        else
-            result = Py_BuildValue("nn", count, (Py_ssize_t)pos);
+        result = Py_BuildValue("nni", count, (Py_ssize_t)pos, simple);
     }
     PyBuffer_Release(&chunk);
     PyBuffer_Release(&links);

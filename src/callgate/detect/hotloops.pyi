@@ -19,7 +19,7 @@ def pcapng_walk(
     caplens: Buffer,
     stamps: Buffer,
     linktypes: Buffer,
-) -> tuple[int, int]: ...
+) -> tuple[int, int, bool]: ...
 def decode(
     data: Buffer,
     starts: Buffer,

@@ -129,14 +129,14 @@ def _walk_compiled(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[B
     room = len(buf) // 32
     starts, caplens, links = (np.empty(room, dtype=np.int64) for _ in range(3))
     stamps = np.empty(room, dtype=np.float64)
-    count, used = hotloops.pcapng_walk(
+    count, used, simple = hotloops.pcapng_walk(
         buf, st.order == ">",
         np.array([link for link, _ in ifaces], dtype=np.int64),
         np.array([unit for _, unit in ifaces], dtype=np.float64),
         starts, caplens, stamps, links,
     )  # fmt: skip
-    if count < 0:
-        return None
+    if not simple or not count or (count == room and used < len(buf)):
+        return None  # not only Enhanced Packet Blocks (or, never with room for all: too many)
     reader.packets += count
     return Batch(buf, None, 0, starts[:count], caplens[:count], stamps[:count], links[:count]), used
 
