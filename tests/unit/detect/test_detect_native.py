@@ -259,6 +259,8 @@ def capture_file(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         data = bytearray(pcap_bytes(frames, nano=draw(st.booleans()),
                                     big_endian=draw(st.booleans())))  # fmt: skip
+        # a snaplen below the records' caplen (they are read as the packet reader reads them)
+        data[16:20] = draw(st.sampled_from([b"\x00" * 4, b"\x3c\x00\x00\x00", bytes(data[16:20])]))
     else:
         data = bytearray(pcapng_bytes(frames))
     for _ in range(draw(st.integers(0, 3))):
