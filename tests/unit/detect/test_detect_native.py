@@ -165,7 +165,7 @@ def _batch(frames: list[tuple[int, bytes]]) -> Batch:
                  np.array([lt for lt, _ in frames], dtype=np.int64))  # fmt: skip
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(frame(), min_size=1, max_size=16))
 def test_compiled_decode_matches_python_and_numpy_frame_for_frame(
     frames: list[tuple[int, bytes]],
@@ -270,7 +270,7 @@ def capture_file(draw: st.DrawFn) -> bytes:
     return bytes(data[: draw(st.integers(24, len(data)))])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(capture_file(), st.sampled_from([1024, 4099]))
 def test_compiled_walk_reads_mangled_files_as_the_packet_reader_does(
     data: bytes, chunk: int
