@@ -26,13 +26,16 @@ class ChunkBuffer:
         self.raw = bytearray(min(size, self.chunk) + HEAD_SLACK)
 
     def read(self, reader: PcapReader, handle: BufferedIOBase, tail: bytes) -> memoryview | None:
-        """`tail` (what the previous chunk left over) then the next chunk; None at the end."""
-        need = len(tail) + self.chunk + HEAD_SLACK
+        """`tail` (what the previous chunk left over) then the next chunk; None at the end. A tail
+        longer than a chunk (a record larger than one) gets as many bytes again, so a huge record
+        is read in a few doubling steps, not copied again for every chunk of it."""
+        want = max(self.chunk, len(tail))
+        need = len(tail) + want + HEAD_SLACK
         if len(self.raw) < need:
             self.raw = bytearray(need)
         view = memoryview(self.raw)
         view[: len(tail)] = tail
-        got = handle.readinto(view[len(tail) : len(tail) + self.chunk])
+        got = handle.readinto(view[len(tail) : len(tail) + want])
         if not got:
             return None
         if reader.progress is not None:
