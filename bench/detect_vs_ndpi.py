@@ -19,6 +19,7 @@ The tools are "callgate (compiled)" (callgate.detect.hotloops, when it was built
     .venv/bin/python bench/detect_vs_ndpi.py                  # 1 M packets, then the mix
     .venv/bin/python bench/detect_vs_ndpi.py --only synthetic --packets 200000 --keep /tmp/s.pcap
     .venv/bin/python bench/detect_vs_ndpi.py --only captures --captures ../shared/pcaps/ndpi
+    .venv/bin/python bench/detect_vs_ndpi.py --only synthetic --pcapng     # the same as pcapng
 
 callgate's bytecode is compiled first (`python -m compileall` on the package), as an installed
 package has it: with PYTHONDONTWRITEBYTECODE set (as on the shared development machine) every run
@@ -121,6 +122,27 @@ def generate(path: Path, total: int, seed: int = 7) -> int:
                 out.write(frame)
             written += min(len(frames), total - written)
     return written
+
+
+def to_pcapng(source: Path, target: Path) -> None:
+    """The classic pcap `source` (little-endian, µs, as `generate` writes it) as pcapng: a
+    Section Header, one Interface Description (Ethernet, if_tsresol 6) and an Enhanced Packet
+    Block per record."""
+
+    def block(btype: int, body: bytes) -> bytes:
+        body += bytes(-len(body) % 4)
+        return struct.pack("<II", btype, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+    with source.open("rb") as src, target.open("wb", buffering=8 << 20) as out:
+        src.read(24)
+        out.write(block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)))
+        option = struct.pack("<HHB3x", 9, 1, 6) + struct.pack("<HH", 0, 0)
+        out.write(block(1, struct.pack("<HHI", 1, 0, 65535) + option))
+        while len(head := src.read(16)) == 16:
+            sec, usec, caplen, length = struct.unpack("<IIII", head)
+            ticks = sec * 1_000_000 + usec
+            out.write(block(6, struct.pack("<IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, caplen,
+                                           length) + src.read(caplen)))  # fmt: skip
 
 
 def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, int]:
@@ -245,10 +267,12 @@ def main() -> int:
     parser.add_argument("--only", choices=("synthetic", "captures"),
                         help="time one of the two only")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=3, help="rounds per tool (median printed)")
+    parser.add_argument("--pcapng", action="store_true",
+                        help="write the synthetic capture as pcapng (same packets)")  # fmt: skip
     args = parser.parse_args()
     compile_bytecode()
     if args.only != "captures":
-        synthetic(args.packets, args.keep, args.repeat)
+        synthetic(args.packets, args.keep, args.repeat, args.pcapng)
     if args.only != "synthetic":
         if args.captures is None or not args.captures.is_dir():
             print("no capture mix: pass --captures DIR")
@@ -264,11 +288,16 @@ def _shared_pcaps() -> Path | None:
     return None
 
 
-def synthetic(count: int, keep: Path | None, repeat: int) -> None:
+def synthetic(count: int, keep: Path | None, repeat: int, pcapng: bool) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="detect-bench-"))
-    capture = keep or workdir / "synthetic.pcap"
+    capture = keep or workdir / ("synthetic.pcapng" if pcapng else "synthetic.pcap")
     start = time.perf_counter()
-    packets = generate(capture, count)
+    if pcapng:
+        packets = generate(workdir / "classic.pcap", count)
+        to_pcapng(workdir / "classic.pcap", capture)
+        (workdir / "classic.pcap").unlink()
+    else:
+        packets = generate(capture, count)
     size = capture.stat().st_size
     print(f"\nsynthetic capture: {capture} — {packets} packets, {size / 1e6:.0f} MB "
           f"(generated in {time.perf_counter() - start:.1f} s)")  # fmt: skip
