@@ -100,11 +100,12 @@ static PyObject *pcap_walk(PyObject *self, PyObject *args) {
 }
 
 /* pcapng_walk(chunk, big_endian, links, units, starts, caplens, stamps, linktypes)
- *   -> (packets, rest, simple)
+ *   -> (packets, rest, simple, first, last)
  * The well-formed Enhanced Packet Blocks (pcapng section 4.3) at the start of `chunk`, of
  * described interfaces (`links`: int64 link type and `units`: float64 seconds per tick, per
  * interface), as many as the outputs hold: each packet's frame offset, captured length (at most
- * what the block holds), time and link type. The walk stops at the first block it does not take
+ * what the block holds), time and link type, and the earliest and latest time (0.0 when no
+ * packet). The walk stops at the first block it does not take
  * (`rest` is where it begins): simple = 1 when that is an incomplete block, the end of the chunk,
  * or the outputs being full; 0 when it is another block type, a bad length or an undescribed
  * interface, which the caller reads itself, with its precise errors. */
@@ -132,6 +133,7 @@ static PyObject *pcapng_walk(PyObject *self, PyObject *args) {
         double *stamp = stamps.buf;
         Py_ssize_t count = 0;
         int simple = 1;
+        double first = 0.0, last = 0.0;
         while (size - pos >= 12 && count < room) {
             uint32_t btype = rd32(buf + pos, big), blen = rd32(buf + pos + 4, big);
             if (btype != 6 || blen < 32 || blen % 4 || blen > MAX_RECORD) {
@@ -149,12 +151,17 @@ static PyObject *pcapng_walk(PyObject *self, PyObject *args) {
             uint32_t cap = rd32(buf + pos + 20, big);
             start[count] = (int64_t)(pos + 28);
             caplen[count] = cap < blen - 32 ? cap : blen - 32;
-            stamp[count] = (double)ticks * unit[iface];
+            double t = (double)ticks * unit[iface];
+            stamp[count] = t;
             linktype[count] = link[iface];
+            if (count == 0 || t < first)
+                first = t;
+            if (count == 0 || t > last)
+                last = t;
             count++;
             pos += blen;
         }
-        result = Py_BuildValue("nni", count, (Py_ssize_t)pos, simple);
+        result = Py_BuildValue("nnidd", count, (Py_ssize_t)pos, simple, first, last);
     }
     PyBuffer_Release(&chunk);
     PyBuffer_Release(&links);

@@ -19,7 +19,7 @@ def pcapng_walk(
     caplens: Buffer,
     stamps: Buffer,
     linktypes: Buffer,
-) -> tuple[int, int, bool]: ...
+) -> tuple[int, int, bool, float, float]: ...
 def decode(
     data: Buffer,
     starts: Buffer,

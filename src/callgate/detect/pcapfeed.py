@@ -125,15 +125,14 @@ def _pcapng(table: FlowTable, reader: PcapReader, handle: BufferedIOBase, first:
         pos = 0
         while True:
             if ifaces:
-                count, used, _ = hotloops.pcapng_walk(
+                count, used, _, earliest, latest = hotloops.pcapng_walk(
                     buf[pos:], order == ">", array("q", [link for link, _ in ifaces]),
                     array("d", [unit for _, unit in ifaces]), cols["start"], cols["caplen"],
                     cols["stamp"], cols["link"],
                 )  # fmt: skip
                 if count:
                     reader.packets += count
-                    stamps = _d(cols, "stamp", count)
-                    _chunk(table, buf, pos, count, cols, max(stamps) - min(stamps))
+                    _chunk(table, buf, pos, count, cols, latest - earliest)
                 pos += used
                 if count == ROWS:
                     continue  # the outputs were full: walk on

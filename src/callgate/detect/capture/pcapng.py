@@ -129,7 +129,7 @@ def _walk_compiled(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[B
     room = len(buf) // 32
     starts, caplens, links = (np.empty(room, dtype=np.int64) for _ in range(3))
     stamps = np.empty(room, dtype=np.float64)
-    count, used, simple = hotloops.pcapng_walk(
+    count, used, simple, _, _ = hotloops.pcapng_walk(
         buf, st.order == ">",
         np.array([link for link, _ in ifaces], dtype=np.int64),
         np.array([unit for _, unit in ifaces], dtype=np.float64),
