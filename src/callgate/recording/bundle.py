@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,15 +34,18 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from callgate.recording import keys
-from callgate.recording.audio import AudioError, stereo_wav_bytes
+from callgate.recording.audio import AudioError, PacketSource, Rendered, render, write_wav
 from callgate.recording.chunks import (
+    HEADER_BYTES,
     ChunkError,
+    Packet,
     decode_packets,
     iter_chunks,
     open_chunk,
+    read_chunks,
     read_header,
 )
-from callgate.recording.ogg import stereo_ogg
+from callgate.recording.ogg import OggOpusWriter
 from callgate.recording.store import RecordingRow, recording_digest
 from callgate.records.audit import AuditLog
 from callgate.records.audit_chain import (
@@ -50,6 +55,7 @@ from callgate.records.audit_chain import (
     verify_checkpoint,
 )
 
+log = logging.getLogger(__name__)
 CLOSING = ("recording.closed", "recording.failed", "recording.interrupted")
 AUDIO_FILES = {"wav": "audio.wav", "ogg": "audio.ogg"}
 
@@ -75,6 +81,35 @@ def decrypt(row: RecordingRow, data: bytes, master: bytes) -> list[Any]:
     return packets
 
 
+def stored_packets(row: RecordingRow, path: Path, master: bytes) -> PacketSource:
+    """The packets of the recording file at `path`, read and decrypted a chunk at a time each
+    time the source is called (ChunkError naming the first bad chunk)."""
+    key = keys.unwrap(master, row.wrapped_key)
+
+    def read() -> Iterator[Packet]:
+        with path.open("rb") as handle:
+            handle.seek(HEADER_BYTES)
+            for position, chunk in enumerate(read_chunks(handle)):
+                plain = open_chunk(key, row.recording_id, chunk, position)
+                yield from decode_packets(plain, position)
+
+    return read
+
+
+def write_audio(packets: PacketSource, codec: str, audio: Path) -> Rendered:
+    """The call decoded into `audio` (.wav or .ogg), as it is decoded: memory stays bounded."""
+    if audio.suffix == ".ogg":
+        with OggOpusWriter(audio) as ogg:
+            rendered = render(packets, codec, ogg.write)
+    else:
+        with audio.open("wb") as out:
+            rendered = write_wav(packets, out, codec)
+    if rendered.dropped:
+        log.warning("%s: %d decoded piece(s) came more than 30 s behind the other leg's and were "
+                    "left out", audio.name, rendered.dropped)  # fmt: skip
+    return rendered
+
+
 def export_bundle(
     row: RecordingRow,
     directory: Path,
@@ -93,17 +128,13 @@ def export_bundle(
     out.mkdir(parents=True, exist_ok=False)
     stored = directory / row.file_name
     shutil.copyfile(stored, out / "recording.cgrec")
-    data = (out / "recording.cgrec").read_bytes()
     (out / "metadata.json").write_text(json.dumps(row.metadata, indent=2, sort_keys=True) + "\n")
+    audio = out / AUDIO_FILES[audio_format]
     try:
-        wav, seconds = stereo_wav_bytes(decrypt(row, data, master), row.codec)
+        seconds = write_audio(stored_packets(row, out / "recording.cgrec", master), row.codec,
+                              audio).seconds  # fmt: skip
     except AudioError as exc:
         raise BundleError(str(exc)) from exc
-    audio = out / AUDIO_FILES[audio_format]
-    if audio_format == "ogg":
-        stereo_ogg(wav, audio)
-    else:
-        audio.write_bytes(wav)
     details = {
         "call_id": row.call_id,
         "audio_file": audio.name,

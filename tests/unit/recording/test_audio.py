@@ -15,9 +15,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from callgate.recording import audio
 from callgate.recording.audio import RATE, AudioError, rtp_distance, stereo_wav_bytes
 from callgate.recording.chunks import Packet
-from callgate.recording.codecs import PCMA, PCMU
+from callgate.recording.codecs import OPUS, PCMA, PCMU
 
 ENCODERS = {PCMU: "pcm_mulaw", PCMA: "pcm_alaw"}
 
@@ -111,3 +112,51 @@ def test_a_packet_reordered_before_the_first_one_stays_in_place() -> None:
     spectrum = np.abs(np.fft.rfft(left * np.hanning(len(left))))
     peak = np.fft.rfftfreq(len(left), 1 / RATE)[int(np.argmax(spectrum[1:])) + 1]
     assert abs(peak - 440.0) < 5.0
+
+
+def long_call(codec: str, seconds: int) -> list[Packet]:
+    """The caller's 440 Hz from 0 s, on hold (no packets at all) from 10 s to 16 s; the callee's
+    880 Hz from 0.3 s to 3 s before the end. In arrival order, a few packets overtaken."""
+    opus = codec not in ENCODERS
+    step = FRAME if opus else 160
+    tones = {
+        leg: opus_tone(hz, 50) if opus else [g711(codec, hz, n * 160) for n in range(50)]
+        for leg, hz in (("caller", 440.0), ("callee", 880.0))
+    }  # one second of each, sent over and over
+    packets = []
+    for n in range(seconds * 50):
+        if not 500 <= n < 800:
+            packets.append(Packet("caller", n, 1000 + n * step, 50.0 + n * 0.02,
+                                  tones["caller"][n % 50]))  # fmt: skip
+        if 15 <= n < (seconds - 3) * 50:
+            packets.append(Packet("callee", n, (0xFFFFF000 + n * step) % (1 << 32),
+                                  50.001 + n * 0.02, tones["callee"][n % 50]))  # fmt: skip
+    for at in range(101, len(packets) - 2, 97):
+        packets[at], packets[at + 2] = packets[at + 2], packets[at]
+    return packets
+
+
+@pytest.mark.parametrize("codec", [OPUS, PCMU])
+def test_a_long_call_streams_through_a_small_window_to_the_same_wav(
+    codec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In service 60 s of the timeline are held; here 0.5 s, so this 40 s call passes through
+    # the window 160 times, across a 6 s hold and a leg that ends early: the WAV is the one
+    # decoded with the whole call in the window, its header's sizes patched right.
+    packets = long_call(codec, 40)
+    whole, seconds = stereo_wav_bytes(packets, codec)
+    monkeypatch.setattr(audio, "WINDOW_SECONDS", 0.5)
+    monkeypatch.setattr(audio, "REORDER_SECONDS", 0.1)
+    monkeypatch.setattr(audio, "REORDER_PACKETS", 5)
+    streamed, again = stereo_wav_bytes(packets, codec)
+    assert streamed == whole and again == seconds == pytest.approx(40.0, abs=0.01)
+    with wave.open(io.BytesIO(streamed)) as wav:
+        assert wav.getnframes() * 4 == len(streamed) - 44 == round(seconds * RATE) * 4
+    samples = read(streamed)
+    for start in (1, 9, 17, 30):  # before, after the hold, near the end
+        window = slice(start * RATE, (start + 1) * RATE)
+        assert abs(peak_hz(samples[window, 0]) - 440) < 5, start
+        assert abs(peak_hz(samples[window, 1]) - 880) < 5, start
+    assert np.abs(samples[round(10.1 * RATE) : round(15.9 * RATE), 0]).max() == 0  # on hold
+    assert np.abs(samples[round(37.1 * RATE) :, 1]).max() == 0  # the callee has left
+    assert np.abs(samples[round(37.1 * RATE) :, 0]).max() > 1000  # the caller has not
