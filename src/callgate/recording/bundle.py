@@ -169,7 +169,8 @@ def verify_bundle(bundle: Path, public_key_path: Path | None = None) -> Verdict:
     facts: dict[str, Any] = {}
     try:
         metadata = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))
-        data = (bundle / "recording.cgrec").read_bytes()
+        stored = bundle / "recording.cgrec"
+        file_sha = _sha256(stored)
         lines = (bundle / "audit.jsonl").read_text(encoding="utf-8").splitlines()
         note = (bundle / "checkpoint.txt").read_text(encoding="utf-8")
         pem = (public_key_path or bundle / "audit-public.pem").read_bytes()
@@ -177,7 +178,7 @@ def verify_bundle(bundle: Path, public_key_path: Path | None = None) -> Verdict:
         return Verdict(False, [f"bundle incomplete: {exc}"], facts)
     recording_id = str(metadata.get("recording_id", ""))
     facts["recording_id"] = recording_id
-    problems += _check_chunks(data, recording_id, list(metadata.get("chunk_sha256") or []), facts)
+    problems += _check_chunks(stored, recording_id, list(metadata.get("chunk_sha256") or []), facts)
     entries = [json.loads(line) for line in lines if line.strip()]
     problems += _check_chain(entries, note, pem, facts)
     closing = [
@@ -187,7 +188,6 @@ def verify_bundle(bundle: Path, public_key_path: Path | None = None) -> Verdict:
         problems.append("the audit entries do not include the recording's closing entry")
     else:
         details = json.loads(closing[0]["details"])
-        file_sha = hashlib.sha256(data).hexdigest()
         if details.get("file_sha256") != file_sha:
             problems.append("recording.cgrec is not the file the audit log vouches for")
         if details.get("digest") != recording_digest(file_sha, metadata):
@@ -210,15 +210,28 @@ def verify_bundle(bundle: Path, public_key_path: Path | None = None) -> Verdict:
     return Verdict(not problems, problems, facts)
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What verification keeps of a chunk (not its bytes)."""
+
+    index: int
+    last: bool
+    sha256: str
+
+
 def _check_chunks(
-    data: bytes, recording_id: str, listed: list[str], facts: dict[str, Any]
+    stored: Path, recording_id: str, listed: list[str], facts: dict[str, Any]
 ) -> list[str]:
+    """Each chunk of the file against the metadata's list, read a chunk at a time."""
     try:
-        if read_header(data) != recording_id:
-            return ["recording.cgrec belongs to another recording"]
-        chunks = list(iter_chunks(data))
+        with stored.open("rb") as handle:
+            if read_header(handle.read(HEADER_BYTES)) != recording_id:
+                return ["recording.cgrec belongs to another recording"]
+            chunks = [_Seen(c.index, c.last, c.sha256) for c in read_chunks(handle)]
     except ChunkError as exc:
         return [str(exc)]
+    except OSError as exc:
+        return [f"recording.cgrec: {exc}"]
     facts["chunks"] = len(chunks)
     problems = []
     for position, chunk in enumerate(chunks):
