@@ -181,6 +181,8 @@ class _OpusLeg(_Leg):
         self._codec.sample_rate = RATE
 
     def _decode(self, position: int, packet: Packet) -> None:
+        if not packet.payload:  # an empty packet would end the decoder's stream (a flush)
+            return
         for frame in self._codec.decode(av.Packet(packet.payload)):
             samples = frame.to_ndarray().reshape(-1, 2).mean(axis=1).astype(np.int16)
             self._mix.put(position, samples, self._channel)
@@ -221,7 +223,7 @@ class _G711Leg(_Leg):
         self._flushed = False  # the resampler's tail is out
 
     def _decode(self, position: int, packet: Packet) -> None:
-        if self._done or position < 0:
+        if self._done or position < 0 or not packet.payload:  # empty: it would end the stream
             return
         if position >= MAX_SECONDS * self._clock:
             self._done = True  # in timestamp order: every later packet lies beyond too

@@ -160,3 +160,16 @@ def test_a_long_call_streams_through_a_small_window_to_the_same_wav(
     assert np.abs(samples[round(10.1 * RATE) : round(15.9 * RATE), 0]).max() == 0  # on hold
     assert np.abs(samples[round(37.1 * RATE) :, 1]).max() == 0  # the callee has left
     assert np.abs(samples[round(37.1 * RATE) :, 0]).max() > 1000  # the caller has not
+
+
+@pytest.mark.parametrize("codec", [OPUS, PCMA])
+def test_a_packet_without_payload_is_skipped_not_the_end_of_the_decode(codec: str) -> None:
+    # an empty payload given to FFmpeg is the signal that the stream ended: every packet after
+    # it would fail to decode, and the export with it
+    packets = long_call(codec, 2)
+    hollow = packets[10]
+    packets[10] = Packet(hollow.leg, hollow.seq, hollow.timestamp, hollow.arrival, b"")
+    data, seconds = stereo_wav_bytes(packets, codec)
+    assert seconds == pytest.approx(2.0, abs=0.01)
+    samples = read(data)
+    assert abs(peak_hz(samples[RATE // 2 : RATE, 0]) - 440) < 5
