@@ -221,6 +221,7 @@ class _G711Leg(_Leg):
         self._fed = False
         self._done = False
         self._flushed = False  # the resampler's tail is out
+        self._busy = False  # putting samples into the mix (which may call `advance` back)
 
     def _decode(self, position: int, packet: Packet) -> None:
         if self._done or position < 0 or not packet.payload:  # empty: it would end the stream
@@ -239,6 +240,8 @@ class _G711Leg(_Leg):
         is final: resampled into the mix now. A leg silent for longer than the held window
         would otherwise keep its last packet (or a SIP leg on hold its last seconds) back. Past
         the leg's end the resampler is flushed there, as a decode of the whole track would."""
+        if self._busy:  # its own samples are moving the timeline: it is handing them over
+            return
         upto = position * self._clock // RATE + self._clock // 10
         if self._last is not None and upto >= self._last:
             self._end_track(self._last)
@@ -252,10 +255,14 @@ class _G711Leg(_Leg):
         self._put(self._resampler.resample(frame))
 
     def _put(self, frames: Iterable[av.AudioFrame]) -> None:
-        for frame in frames:
-            samples = frame.to_ndarray().reshape(-1).astype(np.int16)
-            self._mix.put(self._out, samples, self._channel)
-            self._out += len(samples)
+        self._busy = True
+        try:
+            for frame in frames:
+                samples = frame.to_ndarray().reshape(-1).astype(np.int16)
+                self._mix.put(self._out, samples, self._channel)
+                self._out += len(samples)
+        finally:
+            self._busy = False
 
     def finish(self) -> None:
         super().finish()

@@ -173,3 +173,16 @@ def test_a_packet_without_payload_is_skipped_not_the_end_of_the_decode(codec: st
     assert seconds == pytest.approx(2.0, abs=0.01)
     samples = read(data)
     assert abs(peak_hz(samples[RATE // 2 : RATE, 0]) - 440) < 5
+
+
+def test_one_g711_leg_back_from_hold_streams_to_the_same_wav(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a leg alone, back from 6 s on hold: its own catching up moves the window, which must not
+    # hand its track over a second time from within (the samples came out twice, misplaced)
+    packets = [p for p in long_call(PCMU, 20) if p.leg == "caller"]
+    whole, seconds = stereo_wav_bytes(packets, PCMU)
+    monkeypatch.setattr(audio, "WINDOW_SECONDS", 0.5)
+    monkeypatch.setattr(audio, "REORDER_SECONDS", 0.1)
+    assert stereo_wav_bytes(packets, PCMU) == (whole, seconds)
+    assert abs(peak_hz(read(whole)[17 * RATE : 18 * RATE, 0]) - 440) < 5
