@@ -42,6 +42,8 @@ DECODERS = {OPUS: ("libopus", RATE), PCMU: ("pcm_mulaw", 8000), PCMA: ("pcm_alaw
 WINDOW_SECONDS = 60.0  # of the call's timeline held at once (both channels: ~11 MiB)
 REORDER_SECONDS = 5.0  # a packet waits this long (arrival time) for ones sent before it
 REORDER_PACKETS = 1000  # and at most this many of its leg's packets wait with it
+# Half the window must exceed REORDER_SECONDS and the G.711 hand-over margin (<= 0.1 s): the
+# window moves on only that far behind the newest samples, and a leg's are at most that late.
 Samples = npt.NDArray[np.int16]
 Emit = Callable[[Samples], None]  # a block of (n, channels) samples, in timeline order
 PacketSource = Callable[[], Iterable[Packet]]  # the recording's packets, read anew at each call
@@ -120,6 +122,11 @@ class _Mix:
         if not 0 <= pos < self._limit:
             return
         samples = samples[: self._limit - pos]
+        piece = self._timeline.capacity // 8  # a leg's block, however long, in window-sized parts
+        for at in range(0, len(samples), piece):
+            self._place(pos + at, samples[at : at + piece], channel)
+
+    def _place(self, pos: int, samples: Samples, channel: int) -> None:
         timeline = self._timeline
         if pos + len(samples) > timeline.base + timeline.capacity and not self._advancing:
             self._advancing = True
@@ -163,6 +170,11 @@ class _Leg:
         while self._waiting:
             distance, _, packet = heapq.heappop(self._waiting)
             self._decode(self._start + distance, packet)
+
+    @property
+    def dropped(self) -> int:
+        """Pieces that came too late for the leg's own track (G.711)."""
+        return 0
 
     def advance(self, position: int) -> None:
         """The timeline is about to move past 48 kHz `position`: hand over what lies before."""
@@ -208,6 +220,8 @@ class _G711Leg(_Leg):
         last = None if end is None else self._start + end
         self._last = last if last is not None and last < MAX_SECONDS * clock else None
         self._channel, self._mix, self._clock = channel, mix, clock
+        # handed over past the window's position for the resampler's delay (16 input samples)
+        self._margin = max(32, min(clock // 10, round(WINDOW_SECONDS * clock) // 8))
         codec = av.CodecContext.create(decoder, "r")
         if not isinstance(codec, AudioCodecContext):
             raise AudioError(f"{decoder} is not an audio decoder")
@@ -235,14 +249,18 @@ class _G711Leg(_Leg):
             self._end = max(self._end, position + len(samples))
         self._track.flush(position)  # in timestamp order: nothing lands before it any more
 
+    @property
+    def dropped(self) -> int:
+        return self._track.dropped
+
     def advance(self, position: int) -> None:
-        """What the track holds before `position` (and 100 ms more, for the resampler's delay)
-        is final: resampled into the mix now. A leg silent for longer than the held window
+        """What the track holds before `position` (and up to 100 ms more, for the resampler's
+        delay) is final: resampled into the mix now. A leg silent for longer than the held window
         would otherwise keep its last packet (or a SIP leg on hold its last seconds) back. Past
         the leg's end the resampler is flushed there, as a decode of the whole track would."""
         if self._busy:  # its own samples are moving the timeline: it is handing them over
             return
-        upto = position * self._clock // RATE + self._clock // 10
+        upto = position * self._clock // RATE + self._margin
         if self._last is not None and upto >= self._last:
             self._end_track(self._last)
         else:
@@ -328,7 +346,8 @@ def render(packets: PacketSource, codec: str, emit: Emit) -> Rendered:
             each.release(packet.arrival)
     for each in legs.values():
         each.finish()
-    return mix.finish()
+    rendered = mix.finish()
+    return Rendered(rendered.frames, rendered.dropped + sum(leg.dropped for leg in legs.values()))
 
 
 def _source(packets: PacketSource | Sequence[Packet]) -> PacketSource:

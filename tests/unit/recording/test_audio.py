@@ -8,6 +8,7 @@ first packet, not 2^32 samples after it (which made a 6-hour WAV of a 2-second c
 from __future__ import annotations
 
 import io
+import random
 import wave
 
 import av
@@ -186,3 +187,48 @@ def test_one_g711_leg_back_from_hold_streams_to_the_same_wav(
     monkeypatch.setattr(audio, "REORDER_SECONDS", 0.1)
     assert stereo_wav_bytes(packets, PCMU) == (whole, seconds)
     assert abs(peak_hz(read(whole)[17 * RATE : 18 * RATE, 0]) - 440) < 5
+
+
+def random_call(seed: int) -> tuple[str, list[Packet]]:
+    """A call of a few seconds with what networks and phones do: a leg that joins late, leaves
+    early or never comes, a hold (no packets), lost, duplicated and overtaken packets, RTP
+    timestamps from anywhere (wrapping). Fixed by `seed`."""
+    rng = random.Random(seed)
+    codec = rng.choice([OPUS, PCMU, PCMA])
+    step, seconds = (FRAME if codec == OPUS else 160), rng.randint(3, 12)
+    packets = []
+    for leg, hz, lag in (("caller", 440.0, 0.0), ("callee", 880.0, rng.random() * 3)):
+        if rng.random() < 0.1:
+            continue
+        tone = opus_tone(hz, 50) if codec == OPUS else [g711(codec, hz, n * 160) for n in range(50)]
+        first = rng.randint(0, seconds * 25)
+        last = rng.randint(first + 10, seconds * 50)
+        hold = sorted(rng.sample(range(first, last), 2)) if rng.random() < 0.5 else [0, 0]
+        base = rng.randrange(1 << 32)
+        for n in range(first, last):
+            if hold[0] <= n < hold[1] or rng.random() < 0.02:
+                continue
+            arrival = 100 + lag + n * 0.02 + rng.random() * 0.01
+            packets.append(Packet(leg, n % 65536, (base + n * step) % (1 << 32), arrival,
+                                  tone[n % 50]))  # fmt: skip
+            if rng.random() < 0.01:
+                packets.append(packets[-1])
+    packets.sort(key=lambda p: p.arrival)
+    for _ in range(len(packets) // 20):
+        at = rng.randrange(max(1, len(packets) - 4))
+        other = at + rng.randint(1, 3)
+        if other < len(packets):
+            packets[at], packets[other] = packets[other], packets[at]
+    return codec, packets
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_calls_stream_to_the_same_wav_whatever_the_window(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codec, packets = random_call(seed)
+    whole = stereo_wav_bytes(packets, codec)
+    monkeypatch.setattr(audio, "WINDOW_SECONDS", 1.0)
+    monkeypatch.setattr(audio, "REORDER_SECONDS", 0.25)
+    monkeypatch.setattr(audio, "REORDER_PACKETS", 50)
+    assert stereo_wav_bytes(packets, codec) == whole
