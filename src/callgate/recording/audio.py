@@ -222,6 +222,7 @@ class _G711Leg(_Leg):
         self._channel, self._mix, self._clock = channel, mix, clock
         # handed over past the window's position for the resampler's delay (16 input samples)
         self._margin = max(32, min(clock // 10, round(WINDOW_SECONDS * clock) // 8))
+        self._batch = max(160, min(clock // 2, round(WINDOW_SECONDS * clock) // 16))
         codec = av.CodecContext.create(decoder, "r")
         if not isinstance(codec, AudioCodecContext):
             raise AudioError(f"{decoder} is not an audio decoder")
@@ -247,7 +248,8 @@ class _G711Leg(_Leg):
             samples = frame.to_ndarray().reshape(-1).astype(np.int16)
             self._track.put(position, samples)
             self._end = max(self._end, position + len(samples))
-        self._track.flush(position)  # in timestamp order: nothing lands before it any more
+        if position - self._track.base >= self._batch:  # resampled in batches, not per packet
+            self._track.flush(position)  # in timestamp order: nothing lands before it any more
 
     @property
     def dropped(self) -> int:
