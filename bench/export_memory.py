@@ -3,7 +3,8 @@ streamed decode beside the reference, the code of an earlier revision (`--before
 the last one that decoded the whole call in memory), in the same run, on the same stored file.
 
 The call is synthetic but stored as a real one: `--minutes` of both legs' Opus packets (real
-libopus frames of two tones, 50 per leg sent over and over, ~80 bytes each), written by
+libopus frames of two tones, 50 per leg sent over and over, ~80 bytes each; `--codec pcmu`:
+G.711 µ-law, 160 bytes, as a SIP phone sends), written by
 `RecordingService` into an encrypted recording with its row and audit entries in SQLite. Each
 path then runs in a child process of its own:
   export    `export_bundle(..., "wav")` (as `callgate recording export`)
@@ -41,23 +42,27 @@ def rss_mib() -> float:
     return 0.0
 
 
-def tone(hz: float, frames: int) -> list[bytes]:
+def tone(hz: float, frames: int, codec_name: str) -> list[bytes]:
+    """`frames` 20 ms frames of a tone: libopus at 48 kHz, or G.711 µ-law at 8 kHz."""
     import av
     import numpy as np
 
-    codec = av.CodecContext.create("libopus", "w")
-    codec.sample_rate, codec.layout, codec.format, codec.bit_rate = RATE, "mono", "s16", 32000
+    rate, size = (RATE, FRAME) if codec_name == "opus" else (8000, 160)
+    codec = av.CodecContext.create("libopus" if codec_name == "opus" else "pcm_mulaw", "w")
+    codec.sample_rate, codec.layout, codec.format = rate, "mono", "s16"
+    if codec_name == "opus":
+        codec.bit_rate = 32000
     payloads: list[bytes] = []
     for i in range(frames + 2):
-        t = (np.arange(FRAME) + i * FRAME) / RATE
+        t = (np.arange(size) + i * size) / rate
         samples = (np.sin(2 * np.pi * hz * t) * 8000).astype(np.int16).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate, frame.pts = RATE, i * FRAME
+        frame.sample_rate, frame.pts = rate, i * size
         payloads += [bytes(p) for p in codec.encode(frame)]
     return payloads[:frames]
 
 
-async def record(work: Path, minutes: float) -> str:
+async def record(work: Path, minutes: float, codec: str) -> str:
     """The stored call; its recording id."""
     from callgate.media.packets import MediaPacket
     from callgate.recording.chunks import encode_packets
@@ -71,12 +76,13 @@ async def record(work: Path, minutes: float) -> str:
                                  limits=RecorderLimits(3600, 3600))  # fmt: skip
     service = RecordingService(RecordingRepository(store), settings, {})
     parties = {"caller": {"handle": "alice"}, "callee": {"handle": "bob"}}
-    recorder = await service.start("c" * 32, parties, "1:record", lambda reason: None)
-    payloads = {"caller": tone(440, 50), "callee": tone(880, 50)}
+    recorder = await service.start("c" * 32, parties, "1:record", lambda reason: None, codec)
+    payloads = {"caller": tone(440, 50, codec), "callee": tone(880, 50, codec)}
+    step = FRAME if codec == "opus" else 160
     frames, batch, start = int(minutes * 60 * 50), [], time.time()
     for n in range(frames):
         for leg, offset in (("caller", 0.0), ("callee", 0.001)):
-            batch.append(MediaPacket(leg, payloads[leg][n % 50], n * FRAME, n % 65536, 1, 111,
+            batch.append(MediaPacket(leg, payloads[leg][n % 50], n * step, n % 65536, 1, 111,
                                      start + n * 0.02 + offset))  # fmt: skip
         if len(batch) >= 1000 or n == frames - 1:  # ~10 s of the call a chunk
             recorder.writer.append(encode_packets(batch))
@@ -143,6 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--before", default=BEFORE, help="the reference revision")
+    parser.add_argument("--codec", choices=("opus", "pcmu"), default="opus")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "WORK", "ID"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -152,9 +159,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="export-memory-") as tmp:
         work = Path(tmp)
         made = time.monotonic()
-        recording_id = asyncio.run(record(work, args.minutes))
+        recording_id = asyncio.run(record(work, args.minutes, args.codec))
         size = (work / "rec" / f"{recording_id}.cgrec").stat().st_size
-        print(f"a {args.minutes:g}-minute recorded call: {size / 2**20:.1f} MiB stored "
+        print(f"a {args.minutes:g}-minute recorded {args.codec} call: {size / 2**20:.1f} MiB stored "
               f"(made in {time.monotonic() - made:.1f} s)")  # fmt: skip
         trees = {f"before ({args.before})": extract(args.before, work / "before"),
                  "after (this tree)": ROOT / "src"}  # fmt: skip
