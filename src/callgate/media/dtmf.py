@@ -98,8 +98,7 @@ class DtmfToTones:
             self._covered += FRAME
             payload = self._tone(tones, start)
             self._forward(
-                dataclasses.replace(
-                    packet,
+                packet._replace(
                     payload=payload,
                     payload_type=0 if self._encoder.name == "pcm_mulaw" else 8,
                     timestamp=(packet.timestamp + start) % (1 << 32),

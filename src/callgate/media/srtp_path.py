@@ -51,6 +51,8 @@ OCTET = struct.Struct("!B")  # the padding count, the packet's last octet (RFC 3
 CHANNEL_HEAD = struct.Struct("!HH")  # TURN ChannelData: channel number, length
 CHANNEL_OVERHEAD = CHANNEL_HEAD.size
 NTP_EPOCH = 2208988800  # 1900-01-01 to 1970-01-01, seconds (RFC 5905 §6)
+NTP_FRACTION = 1 << 32
+NTP_MASK = (1 << 64) - 1
 ICE_COMPONENT = 1  # RTP; with rtcp-mux (RFC 8035) RTCP shares it
 MIN_RTP = 12
 DRAIN_MAX = 1024  # datagrams read from a leg's socket when its packets move in-process
@@ -305,9 +307,10 @@ class SrtpPath:
         pair = self._nominated.get(ICE_COMPONENT)
         if pair is None:
             return  # not connected (any more)
-        if self._base is None:
-            self._base = timestamp
-        self._emit(pair, payload, (timestamp - self._base + self._origin) & 0xFFFFFFFF)
+        base = self._base
+        if base is None:
+            self._base = base = timestamp
+        self._emit(pair, payload, (timestamp - base + self._origin) & 0xFFFFFFFF)
 
     def send_own(self, payload: bytes, duration: int) -> None:
         """Send a payload of the anchor's own (the recording prompt, prompt.py) that lasts
@@ -324,34 +327,42 @@ class SrtpPath:
         self._origin = (rtp_timestamp + duration) & 0xFFFFFFFF
 
     def _emit(self, pair: Any, payload: bytes, rtp_timestamp: int) -> None:
+        """Protect one packet and send it out of the nominated ICE pair: straight into the
+        bound TURN channel (in-process to the leg's allocation when it is ours) when the
+        channel needs no refresh and none of this path's earlier packets is still queued in
+        aioice (it would be overtaken; aiortc's RTCP and aioice's STUN in that queue may be:
+        they are other streams), else through aioice (`_via_aioice`). One clock read a packet,
+        for the channel's freshness and the sender's RTCP timestamps."""
+        now = time.time()
         self._last = rtp_timestamp
         self._seq = seq = (self._seq + 1) & 0xFFFF
         data = self._tx_io.protect(self._header, payload, seq, rtp_timestamp)
-        self._transmit(pair, data)
-        self.sent += 1
-        sender = self._sender
-        sender._RTCRtpSender__packet_count += 1
-        sender._RTCRtpSender__octet_count += len(payload)
-        sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
-        sender._RTCRtpSender__ntp_timestamp = _ntp_now()
-
-    def _transmit(self, pair: Any, data: bytes) -> None:
-        """`data` out of the nominated ICE pair: straight into the bound TURN channel when it
-        needs no refresh and none of this path's earlier packets is still queued in aioice (it
-        would be overtaken; aiortc's RTCP and aioice's STUN in that queue may be: they are
-        other streams), else through aioice's transport (which binds or refreshes, a task a
-        datagram)."""
         turn = self._turn
         if turn is not None and pair is self._turn_pair and not self._media_queued:
             channel = turn.peer_to_channel.get(self._turn_peer)
-            if channel is not None and time.time() < turn.channel_refresh_at.get(channel, 0.0):
+            if channel is not None and now < turn.channel_refresh_at.get(channel, 0.0):
                 local = self._local
                 if local is not None:
                     local.channel_data(channel, data)  # in-process: the server's own checks
                     self.handed_out += 1
                 else:
                     turn._send(CHANNEL_HEAD.pack(channel, len(data)) + data)
-                return
+            else:
+                self._via_aioice(pair, data)
+        else:
+            self._via_aioice(pair, data)
+        self.sent += 1
+        sender = self._sender
+        sender._RTCRtpSender__packet_count += 1
+        sender._RTCRtpSender__octet_count += len(payload)
+        sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
+        # now as a 64-bit NTP timestamp (RFC 3550 §4), what aiortc's `current_ntp_time` gives
+        sender._RTCRtpSender__ntp_timestamp = int((now + NTP_EPOCH) * NTP_FRACTION) & NTP_MASK
+
+    def _via_aioice(self, pair: Any, data: bytes) -> None:
+        """`data` through aioice's transport, which binds or refreshes the TURN channel (a
+        task a datagram); while such a packet of ours waits there, later ones follow it."""
+        turn = self._turn
         if turn is None or pair is not self._turn_pair:
             pair.protocol.transport.sendto(data, pair.remote_addr)
             return
@@ -407,8 +418,3 @@ def _local_allocation(turn: Any, local: LocalTurn) -> LocalAllocation | None:
     if allocation is None or tuple(allocation.relay_address) != (relayed[0], relayed[1]):
         return None
     return allocation
-
-
-def _ntp_now() -> int:
-    """Now as a 64-bit NTP timestamp (RFC 3550 §4), what aiortc's `current_ntp_time` gives."""
-    return int((time.time() + NTP_EPOCH) * (1 << 32)) & 0xFFFFFFFFFFFFFFFF
