@@ -27,6 +27,7 @@ leg then keeps aiortc's path (`packets.py`), slower but correct.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -103,6 +104,8 @@ class SrtpPath:
         self.rejected = 0  # SRTP that failed authentication or RTP that did not parse
         self.handed_in = 0  # packets the leg's allocation handed over in-process
         self.handed_out = 0  # packets handed to the leg's allocation in-process
+        self.rtcp_in = 0  # RTCP the allocation handed over in-process (to aiortc)
+        self.aioice_out = 0  # aioice's datagrams (RTCP, STUN) handed to the allocation
         self._handler = handler
         if dtls._rx_srtp is None or dtls._tx_srtp is None:
             raise ValueError("DTLS-SRTP is not established")
@@ -135,6 +138,8 @@ class SrtpPath:
         self._media_queued: set[Any] = set()  # those of them that are this path's packets
         self._turn_original: Callable[[bytes, Any], None] = _unset
         self._local: LocalAllocation | None = None  # the pair's allocation, when in-process
+        self._turn_transport: Any = None  # aioice's transport whose sendto `_take_sends` took
+        self._turn_sendto_original: Callable[[bytes, Any], None] = _unset  # aioice's own
 
     @classmethod
     def attach(
@@ -157,6 +162,7 @@ class SrtpPath:
             path._turn, path._turn_pair = turn, pair
             path._turn_peer = tuple(pair.remote_addr)
             path._turn_queued = pair.protocol.transport._TurnTransport__send_tasks
+            path._turn_sendto_original = pair.protocol.transport.sendto
             path._turn_original = turn.datagram_received
             turn.datagram_received = path._turn_datagram
         if allocation is not None:
@@ -172,8 +178,19 @@ class SrtpPath:
             if emptied:
                 path._local = allocation
                 allocation.attach_local(path._local_datagram)
+                path._take_sends(pair.protocol.transport)
                 log.info("leg %s: packets to and from the relay in-process", name)
         return path
+
+    def _take_sends(self, transport: Any) -> None:
+        """What aioice sends on the nominated pair (aiortc's RTCP, consent checks) goes to the
+        leg's allocation in-process too while the channel is fresh, instead of a task a
+        datagram and a loopback hop through the listener (`_turn_sendto`)."""
+        try:
+            transport.sendto = self._turn_sendto
+        except AttributeError:  # a transport that takes no attribute: aioice's way
+            return
+        self._turn_transport = transport
 
     def _drain_socket(self) -> bool:
         """First the SRTP packets aioice has queued for aiortc (read from the socket earlier),
@@ -207,6 +224,10 @@ class SrtpPath:
 
     def detach(self) -> None:
         self._connection.data_received = self._original
+        if self._turn_transport is not None:
+            with contextlib.suppress(AttributeError):
+                del self._turn_transport.sendto  # the class's own again
+            self._turn_transport = None
         if self._local is not None:
             self._local.attach_local(None)
             self._local = None
@@ -250,11 +271,14 @@ class SrtpPath:
             or self._nominated.get(ICE_COMPONENT) is not self._turn_pair
             or len(data) < MIN_RTP
             or not 127 < data[0] < 192  # RTP or RTCP (RFC 7983 §7)
-            or 191 < data[1] < 224  # RTCP (RFC 5761 §4)
             or peer != self._turn_peer
             or turn.channel_to_peer.get(turn.peer_to_channel.get(peer)) != peer
         ):
             return False
+        if 191 < data[1] < 224:  # RTCP (RFC 5761 §4): to aiortc, as aioice would hand it on
+            self.rtcp_in += 1
+            self._original(bytes(data), ICE_COMPONENT)
+            return True
         self.handed_in += 1
         try:
             self._srtp_in(data)  # copied once, into the leg's SRTP buffer
@@ -368,10 +392,24 @@ class SrtpPath:
             return
         queued = self._turn_queued
         before = set(queued)
-        pair.protocol.transport.sendto(data, pair.remote_addr)
+        self._turn_sendto_original(data, pair.remote_addr)  # not `_turn_sendto`: in order
         for task in queued - before:  # this packet's, in aioice until its channel is fresh
             self._media_queued.add(task)
             task.add_done_callback(self._media_queued.discard)
+
+    def _turn_sendto(self, data: bytes, addr: Address) -> None:
+        """aioice's own sends on the nominated pair (RTCP, STUN consent checks): to the leg's
+        allocation in-process over the bound channel while it needs no refresh, as aioice
+        would send them as ChannelData (RFC 8656 §12.4); else aioice's way, which binds or
+        refreshes. They may overtake media still queued in aioice: other streams."""
+        turn, local = self._turn, self._local
+        if turn is not None and local is not None and addr == self._turn_peer:
+            channel = turn.peer_to_channel.get(addr)
+            if channel is not None and time.time() < turn.channel_refresh_at.get(channel, 0.0):
+                self.aioice_out += 1
+                local.channel_data(channel, data)
+                return
+        self._turn_sendto_original(data, addr)
 
 
 def _is_rtp(data: bytes) -> bool:
