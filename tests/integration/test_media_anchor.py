@@ -64,6 +64,12 @@ async def inbound_outbound(leg: AnchorLeg) -> tuple[int, int]:
     return received, sent
 
 
+async def has_report(pc: RTCPeerConnection) -> bool:
+    """Has `pc` had an RTCP receiver report from the other end (its round trip known)?"""
+    stats = (await pc.getStats()).values()
+    return any(s.type == "remote-inbound-rtp" and s.roundTripTime is not None for s in stats)
+
+
 async def crafted_packets_are_parsed_or_refused(
     alice: Any, leg: AnchorLeg, seen: list[MediaPacket]
 ) -> None:
@@ -207,11 +213,16 @@ async def test_bridge_forwards_each_partys_opus_unchanged(
                     assert leg.path.in_process is (mode == "in-process")
                     if mode == "in-process":  # both ways, not through the loopback sockets
                         assert leg.path.handed_in >= 50 and leg.path.handed_out >= 50
+                        # RTCP and consent checks too, both ways
+                        assert leg.path.rtcp_in >= 1 and leg.path.aioice_out >= 1
+                # each side's receiver reports reached the other (RTT known on both)
+                assert await has_report(leg.pc), leg.name
                 received, sent = await inbound_outbound(leg)
                 assert sent >= 50, (leg.name, sent)
                 # aiortc's path never hands the receiver its packets (packets.py): no reports
                 assert received >= 50 if lean else received == 0, (leg.name, received)
-            if lean:
+            if lean:  # the legs' receiver reports reached the parties
+                assert await has_report(alice) and await has_report(bob)
                 await crafted_packets_are_parsed_or_refused(alice, caller_leg, seen)
             if mode == "in-process":
                 relay_keeps_its_rules_in_process(server, caller_leg, seen)

@@ -95,7 +95,7 @@ class AnchorLeg:
         self.track = ForwardTrack(CODEC_CLOCKS[codec])  # what this leg sends to its party
         self.connected = asyncio.Event()
         self.failed = asyncio.Event()
-        self.received = 0
+        self._tapped = 0  # packets that came through aiortc's path (before the lean one)
         self.path: SrtpPath | None = None  # the lean per-packet path, once DTLS-SRTP is up
         self._transceiver: Any = None
         self._on_packet = on_packet
@@ -108,15 +108,21 @@ class AnchorLeg:
         state = self.pc.connectionState
         if state == "connected":
             if self.path is None and self._transceiver is not None:
+                # The lean path hands its packets straight to the bridge (and counts them).
                 self.path = SrtpPath.attach(
-                    self.name, self._transceiver, self._packet, self._local_turn
+                    self.name, self._transceiver, self._on_packet, self._local_turn
                 )
             self.connected.set()
         elif state in ("failed", "closed"):
             self.failed.set()
 
+    @property
+    def received(self) -> int:
+        """RTP packets received from the party, either path."""
+        return self._tapped + (self.path.received if self.path is not None else 0)
+
     def _packet(self, packet: MediaPacket) -> None:
-        self.received += 1
+        self._tapped += 1
         self._on_packet(packet)
 
     def _prepare(self, transceiver: Any) -> None:
@@ -231,7 +237,7 @@ class Bridge:
         self._local_turn = local_turn
         self.legs: dict[str, AnchorLeg] = {}  # the WebRTC legs
         self._all: dict[str, Leg] = {}  # these and attached ones (an RTP leg)
-        self._other: dict[str, str] = {}
+        self._other: dict[str, Leg] = {}  # leg name -> the other leg
         self._muted: set[str] = set()  # legs hearing a prompt instead of the other party
 
     def leg(self, name: str, codec: str = "opus") -> AnchorLeg:
@@ -250,8 +256,8 @@ class Bridge:
         if name in self._all or len(self._all) >= 2:
             raise AnchorError(f"cannot add leg {name!r}")
         if self._all:
-            (first,) = self._all
-            self._other[first], self._other[name] = name, first
+            (first,) = self._all.values()
+            self._other[first.name], self._other[name] = leg, first
         self._all[name] = leg
 
     def forward(self, packet: MediaPacket) -> None:
@@ -259,9 +265,10 @@ class Bridge:
         self._forward(packet)
 
     def _forward(self, packet: MediaPacket) -> None:
-        if self._observer is not None:
-            self._observer(packet)
-        other = self._all.get(self._other.get(packet.leg, ""))
+        observer = self._observer
+        if observer is not None:
+            observer(packet)
+        other = self._other.get(packet.leg)
         if other is not None and other.connected.is_set() and other.name not in self._muted:
             other.send(packet)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import secrets
 import time
 
@@ -103,8 +102,7 @@ class SilenceUntilMedia:
             self._offset = (self._timestamp - packet.timestamp) % (1 << 32)
             self._seq_offset = (self._seq - packet.seq) % (1 << 16)
         self._forward(
-            dataclasses.replace(
-                packet,
+            packet._replace(
                 timestamp=(packet.timestamp + self._offset) % (1 << 32),
                 seq=(packet.seq + self._seq_offset) % (1 << 16),
                 ssrc=self._ssrc,

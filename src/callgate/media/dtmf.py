@@ -100,7 +100,7 @@ class DtmfToTones:
 
     def packet(self, packet: MediaPacket) -> None:
         if self._pressed and packet.payload_type in (0, 8):
-            self._forward(dataclasses.replace(packet, payload=self._pressed_tone()))
+            self._forward(packet._replace(payload=self._pressed_tone()))
             return
         if packet.payload_type != self.events_pt or not self.convert:
             self._forward(packet)
@@ -121,8 +121,7 @@ class DtmfToTones:
             self._covered += FRAME
             payload = self._tone(tones, start)
             self._forward(
-                dataclasses.replace(
-                    packet,
+                packet._replace(
                     payload=payload,
                     payload_type=0 if self._encoder.name == "pcm_mulaw" else 8,
                     timestamp=(packet.timestamp + start) % (1 << 32),

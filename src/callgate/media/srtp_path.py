@@ -27,6 +27,7 @@ leg then keeps aiortc's path (`packets.py`), slower but correct.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -51,6 +52,8 @@ OCTET = struct.Struct("!B")  # the padding count, the packet's last octet (RFC 3
 CHANNEL_HEAD = struct.Struct("!HH")  # TURN ChannelData: channel number, length
 CHANNEL_OVERHEAD = CHANNEL_HEAD.size
 NTP_EPOCH = 2208988800  # 1900-01-01 to 1970-01-01, seconds (RFC 5905 §6)
+NTP_FRACTION = 1 << 32
+NTP_MASK = (1 << 64) - 1
 ICE_COMPONENT = 1  # RTP; with rtcp-mux (RFC 8035) RTCP shares it
 MIN_RTP = 12
 DRAIN_MAX = 1024  # datagrams read from a leg's socket when its packets move in-process
@@ -101,6 +104,8 @@ class SrtpPath:
         self.rejected = 0  # SRTP that failed authentication or RTP that did not parse
         self.handed_in = 0  # packets the leg's allocation handed over in-process
         self.handed_out = 0  # packets handed to the leg's allocation in-process
+        self.rtcp_in = 0  # RTCP the allocation handed over in-process (to aiortc)
+        self.aioice_out = 0  # aioice's datagrams (RTCP, STUN) handed to the allocation
         self._handler = handler
         if dtls._rx_srtp is None or dtls._tx_srtp is None:
             raise ValueError("DTLS-SRTP is not established")
@@ -133,6 +138,8 @@ class SrtpPath:
         self._media_queued: set[Any] = set()  # those of them that are this path's packets
         self._turn_original: Callable[[bytes, Any], None] = _unset
         self._local: LocalAllocation | None = None  # the pair's allocation, when in-process
+        self._turn_transport: Any = None  # aioice's transport whose sendto `_take_sends` took
+        self._turn_sendto_original: Callable[[bytes, Any], None] = _unset  # aioice's own
 
     @classmethod
     def attach(
@@ -155,6 +162,7 @@ class SrtpPath:
             path._turn, path._turn_pair = turn, pair
             path._turn_peer = tuple(pair.remote_addr)
             path._turn_queued = pair.protocol.transport._TurnTransport__send_tasks
+            path._turn_sendto_original = pair.protocol.transport.sendto
             path._turn_original = turn.datagram_received
             turn.datagram_received = path._turn_datagram
         if allocation is not None:
@@ -170,8 +178,19 @@ class SrtpPath:
             if emptied:
                 path._local = allocation
                 allocation.attach_local(path._local_datagram)
+                path._take_sends(pair.protocol.transport)
                 log.info("leg %s: packets to and from the relay in-process", name)
         return path
+
+    def _take_sends(self, transport: Any) -> None:
+        """What aioice sends on the nominated pair (aiortc's RTCP, consent checks) goes to the
+        leg's allocation in-process too while the channel is fresh, instead of a task a
+        datagram and a loopback hop through the listener (`_turn_sendto`)."""
+        try:
+            transport.sendto = self._turn_sendto
+        except AttributeError:  # a transport that takes no attribute: aioice's way
+            return
+        self._turn_transport = transport
 
     def _drain_socket(self) -> bool:
         """First the SRTP packets aioice has queued for aiortc (read from the socket earlier),
@@ -205,6 +224,10 @@ class SrtpPath:
 
     def detach(self) -> None:
         self._connection.data_received = self._original
+        if self._turn_transport is not None:
+            with contextlib.suppress(AttributeError):
+                del self._turn_transport.sendto  # the class's own again
+            self._turn_transport = None
         if self._local is not None:
             self._local.attach_local(None)
             self._local = None
@@ -248,11 +271,14 @@ class SrtpPath:
             or self._nominated.get(ICE_COMPONENT) is not self._turn_pair
             or len(data) < MIN_RTP
             or not 127 < data[0] < 192  # RTP or RTCP (RFC 7983 §7)
-            or 191 < data[1] < 224  # RTCP (RFC 5761 §4)
             or peer != self._turn_peer
             or turn.channel_to_peer.get(turn.peer_to_channel.get(peer)) != peer
         ):
             return False
+        if 191 < data[1] < 224:  # RTCP (RFC 5761 §4): to aiortc, as aioice would hand it on
+            self.rtcp_in += 1
+            self._original(bytes(data), ICE_COMPONENT)
+            return True
         self.handed_in += 1
         try:
             self._srtp_in(data)  # copied once, into the leg's SRTP buffer
@@ -305,9 +331,10 @@ class SrtpPath:
         pair = self._nominated.get(ICE_COMPONENT)
         if pair is None:
             return  # not connected (any more)
-        if self._base is None:
-            self._base = timestamp
-        self._emit(pair, payload, (timestamp - self._base + self._origin) & 0xFFFFFFFF)
+        base = self._base
+        if base is None:
+            self._base = base = timestamp
+        self._emit(pair, payload, (timestamp - base + self._origin) & 0xFFFFFFFF)
 
     def send_own(self, payload: bytes, duration: int) -> None:
         """Send a payload of the anchor's own (the recording prompt, prompt.py) that lasts
@@ -324,43 +351,65 @@ class SrtpPath:
         self._origin = (rtp_timestamp + duration) & 0xFFFFFFFF
 
     def _emit(self, pair: Any, payload: bytes, rtp_timestamp: int) -> None:
+        """Protect one packet and send it out of the nominated ICE pair: straight into the
+        bound TURN channel (in-process to the leg's allocation when it is ours) when the
+        channel needs no refresh and none of this path's earlier packets is still queued in
+        aioice (it would be overtaken; aiortc's RTCP and aioice's STUN in that queue may be:
+        they are other streams), else through aioice (`_via_aioice`). One clock read a packet,
+        for the channel's freshness and the sender's RTCP timestamps."""
+        now = time.time()
         self._last = rtp_timestamp
         self._seq = seq = (self._seq + 1) & 0xFFFF
         data = self._tx_io.protect(self._header, payload, seq, rtp_timestamp)
-        self._transmit(pair, data)
-        self.sent += 1
-        sender = self._sender
-        sender._RTCRtpSender__packet_count += 1
-        sender._RTCRtpSender__octet_count += len(payload)
-        sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
-        sender._RTCRtpSender__ntp_timestamp = _ntp_now()
-
-    def _transmit(self, pair: Any, data: bytes) -> None:
-        """`data` out of the nominated ICE pair: straight into the bound TURN channel when it
-        needs no refresh and none of this path's earlier packets is still queued in aioice (it
-        would be overtaken; aiortc's RTCP and aioice's STUN in that queue may be: they are
-        other streams), else through aioice's transport (which binds or refreshes, a task a
-        datagram)."""
         turn = self._turn
         if turn is not None and pair is self._turn_pair and not self._media_queued:
             channel = turn.peer_to_channel.get(self._turn_peer)
-            if channel is not None and time.time() < turn.channel_refresh_at.get(channel, 0.0):
+            if channel is not None and now < turn.channel_refresh_at.get(channel, 0.0):
                 local = self._local
                 if local is not None:
                     local.channel_data(channel, data)  # in-process: the server's own checks
                     self.handed_out += 1
                 else:
                     turn._send(CHANNEL_HEAD.pack(channel, len(data)) + data)
-                return
+            else:
+                self._via_aioice(pair, data)
+        else:
+            self._via_aioice(pair, data)
+        self.sent += 1
+        sender = self._sender
+        sender._RTCRtpSender__packet_count += 1
+        sender._RTCRtpSender__octet_count += len(payload)
+        sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
+        # now as a 64-bit NTP timestamp (RFC 3550 §4), what aiortc's `current_ntp_time` gives
+        sender._RTCRtpSender__ntp_timestamp = int((now + NTP_EPOCH) * NTP_FRACTION) & NTP_MASK
+
+    def _via_aioice(self, pair: Any, data: bytes) -> None:
+        """`data` through aioice's transport, which binds or refreshes the TURN channel (a
+        task a datagram); while such a packet of ours waits there, later ones follow it."""
+        turn = self._turn
         if turn is None or pair is not self._turn_pair:
             pair.protocol.transport.sendto(data, pair.remote_addr)
             return
         queued = self._turn_queued
         before = set(queued)
-        pair.protocol.transport.sendto(data, pair.remote_addr)
+        self._turn_sendto_original(data, pair.remote_addr)  # not `_turn_sendto`: in order
         for task in queued - before:  # this packet's, in aioice until its channel is fresh
             self._media_queued.add(task)
             task.add_done_callback(self._media_queued.discard)
+
+    def _turn_sendto(self, data: bytes, addr: Address) -> None:
+        """aioice's own sends on the nominated pair (RTCP, STUN consent checks): to the leg's
+        allocation in-process over the bound channel while it needs no refresh, as aioice
+        would send them as ChannelData (RFC 8656 §12.4); else aioice's way, which binds or
+        refreshes. They may overtake media still queued in aioice: other streams."""
+        turn, local = self._turn, self._local
+        if turn is not None and local is not None and addr == self._turn_peer:
+            channel = turn.peer_to_channel.get(addr)
+            if channel is not None and time.time() < turn.channel_refresh_at.get(channel, 0.0):
+                self.aioice_out += 1
+                local.channel_data(channel, data)
+                return
+        self._turn_sendto_original(data, addr)
 
 
 def _is_rtp(data: bytes) -> bool:
@@ -407,8 +456,3 @@ def _local_allocation(turn: Any, local: LocalTurn) -> LocalAllocation | None:
     if allocation is None or tuple(allocation.relay_address) != (relayed[0], relayed[1]):
         return None
     return allocation
-
-
-def _ntp_now() -> int:
-    """Now as a 64-bit NTP timestamp (RFC 3550 §4), what aiortc's `current_ntp_time` gives."""
-    return int((time.time() + NTP_EPOCH) * (1 << 32)) & 0xFFFFFFFFFFFFFFFF

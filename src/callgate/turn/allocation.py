@@ -305,7 +305,7 @@ class Allocation:
                 self._refused()
                 return False
         else:
-            local.from_peer(framed(data), size, relay.address)
+            local.from_peer(memoryview(bytearray(4) + data), size, relay.address)  # framed()
         self.packets_to_peer += 1
         self.bytes_to_peer += size
         if self.held:

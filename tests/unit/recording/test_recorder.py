@@ -88,3 +88,47 @@ async def test_a_chunk_that_cannot_be_written_fails_the_recording(tmp_path: Path
         await asyncio.sleep(0.05)
     assert len(failures) == 1 and "chunk 0 not written: free disk" in failures[0], failures
     await recorder.close()
+
+
+async def test_recorders_flushed_together_keep_their_own_chunks_and_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Recorders of one loop share a flusher that writes their chunks in worker-thread jobs of
+    # GROUP recordings: two jobs here. One recording's disk is "full": only that one fails.
+    monkeypatch.setattr(recorder_module, "GROUP", 2)
+    made = []
+    for name in ("a", "b", "c"):
+        key = keys.new_recording_key()
+        failures: list[str] = []
+        rid = name * 32
+        writer = ChunkWriter(tmp_path / f"{name}.cgrec", rid, key, 0)
+        made.append(
+            (
+                StreamRecorder(rid, writer, RecorderLimits(0.05, 30.0), failures.append),
+                key,
+                failures,
+            )
+        )
+    made[1][0].writer._min_free = 1 << 62
+    for recorder, _key, _failures in made:
+        recorder.start()
+    for seq in range(30):
+        for recorder, _key, _failures in made:
+            recorder.on_packet(packet("caller", seq))
+        await asyncio.sleep(0.01)
+    for i in (0, 2):
+        await asyncio.wait_for(made[i][0].first_written(), 30)
+    for recorder, _key, _failures in made:
+        await recorder.close()
+    assert not made[0][2] and not made[2][2]
+    assert len(made[1][2]) == 1 and "free disk" in made[1][2][0], made[1][2]
+    for i in (0, 2):
+        recorder, key, _failures = made[i]
+        chunks = list(iter_chunks((tmp_path / f"{'ac'[i // 2]}.cgrec").read_bytes()))
+        assert len(chunks) >= 2 and chunks[-1].last
+        stored = [
+            p
+            for n, c in enumerate(chunks)
+            for p in decode_packets(open_chunk(key, recorder.recording_id, c, n), n)
+        ]
+        assert [p.seq for p in stored] == list(range(30))
