@@ -190,13 +190,15 @@ def _wait_healthy(lab: Lab, server: LabServer, timeout: float = 90.0) -> None:
 
 
 def stop_servers(servers: dict[str, LabServer]) -> dict[str, int]:
-    """SIGTERM each server; their exit statuses."""
+    """SIGTERM every server at once (each closes its records: they stop side by side, not one
+    after the other); their exit statuses."""
     codes = {}
+    for server in servers.values():
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGTERM)
     for server in servers.values():
         if server.proc is None:
             continue
-        if server.proc.poll() is None:
-            server.proc.send_signal(signal.SIGTERM)
         try:
             codes[server.name] = server.proc.wait(15)
         except subprocess.TimeoutExpired:
