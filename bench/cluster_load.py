@@ -25,6 +25,7 @@ call.answered, call.ended) and the audit chain verified from its first entry.
     .venv/bin/python bench/cluster_load.py --backend postgresql --nodes 2
     .venv/bin/python bench/cluster_load.py --pairs 0 --idle-devices 10000   # memory only
     .venv/bin/python bench/cluster_load.py --profile /tmp/prof     # py-spy --gil, window only
+    .venv/bin/python bench/cluster_load.py --profile /tmp/prof --profile-waits  # where time goes
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def start_profiles(args: argparse.Namespace, nodes: list[CallgateServe]) -> list
     started = []
     for i, node in enumerate(nodes):
         out = str(args.profile / f"node{i + 1}.txt")
-        command = [spy, "record", "-p", str(node.pid), "-d", seconds, "-f", "raw", "--gil",
+        mode = ["--idle", "--threads"] if args.profile_waits else ["--gil"]
+        command = [spy, "record", "-p", str(node.pid), "-d", seconds, "-f", "raw", *mode,
                    "--nonblocking", "-o", out]  # fmt: skip
         started.append(
             subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -290,7 +292,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     if args.profile:
-        summarize_profiles(args.profile, len(nodes))
+        summarize_profiles(args.profile, len(nodes), waits=args.profile_waits)
     return 0 if ok else 1
 
 
@@ -364,8 +366,10 @@ def report(f: dict[str, Any], samples: list[str]) -> bool:
     return cdr_ok and audit_ok and not errors and not bad_exit
 
 
-def summarize_profiles(folder: Path, nodes: int, top: int = 25) -> None:
-    """The functions holding the GIL most often (self samples) in each node's profile."""
+def summarize_profiles(folder: Path, nodes: int, top: int = 25, waits: bool = False) -> None:
+    """The functions holding the GIL most often (self samples) in each node's profile; with
+    `waits`, per thread, the innermost callgate function and the leaf (where time goes, waits
+    for the database and for the GIL included)."""
     for i in range(1, nodes + 1):
         path = folder / f"node{i}.txt"
         if not path.exists():
@@ -378,9 +382,14 @@ def summarize_profiles(folder: Path, nodes: int, top: int = 25) -> None:
             if not stack:
                 continue
             total += int(count)
-            leaf = stack.rsplit(";", 1)[-1]
+            frames = stack.split(";")
+            leaf = frames[-1]
+            if waits:
+                ours = [f for f in frames if "callgate/" in f]
+                leaf = f"{frames[0].split(': ')[-1]}: {ours[-1] if ours else '-'} | {leaf}"
             own[leaf] = own.get(leaf, 0) + int(count)
-        print(f"\nprofile node {i} ({path}, {total} samples with the GIL), top self:")
+        what = "samples, all threads, waits included" if waits else "samples with the GIL"
+        print(f"\nprofile node {i} ({path}, {total} {what}), top self:")
         for leaf, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
             print(f"{100 * count / max(1, total):6.1f} %  {leaf}")
 
@@ -398,6 +407,10 @@ def main() -> None:
         "connected (signaling sockets' token checks run every 15 s)",
     )  # fmt: skip
     parser.add_argument("--profile", type=Path, help="folder for py-spy --gil profiles (raw)")
+    parser.add_argument(
+        "--profile-waits", action="store_true",
+        help="with --profile: every thread, waiting included (not only who holds the GIL)",
+    )  # fmt: skip
     parser.add_argument("--py-spy", help=f"py-spy binary (default {PY_SPY})")
     parser.add_argument("--json", type=Path, help="write all figures here")
     parser.add_argument("--keep", type=Path, help="use (and keep) this data directory")

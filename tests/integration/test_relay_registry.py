@@ -190,10 +190,12 @@ async def test_only_sealed_registrations_are_offered_to_clients(
 async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisServer) -> None:
     """A device whose node's snapshot is unsigned, forged or moved from another node's key is
     not rung (devices_of leaves it out), although the snapshot key exists; nor is a directory
-    entry not sealed for that user and device; the genuine node's device is rung."""
+    entry not sealed for that user and device; the genuine node's device is rung until its
+    node's snapshot expires (the node died: its device stays in the directory)."""
     redis = connect(redis_server.url)
     bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1)
-    genuine = RedisBus(redis_server.url, "good", SEAL, interval=0.1)
+    # beats once, at start: its snapshot then stays until it is deleted below (its expiry)
+    genuine = RedisBus(redis_server.url, "good", SEAL, interval=3600, ttl=3600)
     snapshots = {
         "forged": FORGER.seal("snap", "forged", {}),
         "plain": json.dumps({}),
@@ -228,6 +230,14 @@ async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisSer
         await eventually(available, "the bus subscribed")
         assert len(await redis.hgetall("callgate:dev:bob")) == 4 + len(forged_entries)
         assert [d.device_id for d in await bus.devices_of("bob")] == ["phone-good"]
+
+        await redis.delete("callgate:snap:good")  # as when a dead node's snapshot expires
+
+        async def not_rung() -> bool:
+            return await bus.devices_of("bob") == []
+
+        await eventually(not_rung, "the dead node's device no longer rung")
+        assert await redis.hexists("callgate:dev:bob", "phone-good")  # still listed
     finally:
         await bus.stop()
         await genuine.stop()

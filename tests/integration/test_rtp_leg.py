@@ -20,6 +20,9 @@ from callgate.client.ice import rtc_configuration
 from callgate.media.anchor import Bridge
 from callgate.media.packets import MediaPacket
 from callgate.media.rtp_leg import PCMU, RtpLeg, RtpPacket, build_rtp, parse_rtp
+from callgate.sip.media_peers import MediaPeers, aim
+from callgate.sip.sdp import parse_audio
+from callgate.turn.peers import PeerFilter
 from callgate.types import Transport
 from tests.conftest import run_turn_server, server_address
 from tests.integration.fake_signaling import hello_for
@@ -349,4 +352,57 @@ async def test_rtcp_moves_with_rtp_when_a_reinvite_moves_the_media() -> None:
     finally:
         await leg.close()
         for sock in (old_rtp, old_rtcp, new_rtp, new_rtcp):
+            sock.close()
+
+
+async def test_a_held_stream_is_sent_nothing_and_a_rtcp_gets_the_reports() -> None:
+    """As the SIP edge aims a phone's leg (sip/media_peers.py `aim`): an SDP at c=0.0.0.0 (RFC
+    3264 §8.4) is sent neither RTP nor RTCP, while the phone's own RTP from its signaling IP
+    is still taken; resumed with an a=rtcp port that is not RTP + 1 (RFC 3605), RTP goes to the
+    SDP's port and our reports to the a=rtcp one, none to the port after RTP."""
+    from aiortc.rtp import RtcpPacket, RtcpSrPacket
+
+    received: list[MediaPacket] = []
+    media = MediaPeers(PeerFilter(["127.0.0.1/32"]))
+    leg = RtpLeg("phone", received.append, "pcmu", permits=media.permits)
+    phone, next_port = pair_of_sockets()
+    control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    control.bind(("127.0.0.1", 0))
+    control.setblocking(False)
+
+    def sdp(address: str, extra: str = "") -> bytes:
+        return (
+            f"v=0\r\no=- 1 1 IN IP4 {address}\r\ns=-\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
+            f"m=audio {phone.getsockname()[1]} RTP/AVP 0\r\n{extra}"
+        ).encode()
+
+    try:
+        local = await leg.open("127.0.0.1")
+        held = parse_audio(sdp("0.0.0.0"))
+        media.check(held, device="127.0.0.1")  # taken, not 488
+        aim(leg, held, ["127.0.0.1"])
+        phone.sendto(build_rtp(RtpPacket(PCMU, True, 1, 160, 0x42, b"\xff" * 160)), local)
+        await until(lambda: leg.received == 1)
+        for n in range(5):  # the other party's audio while held: not sent
+            leg.send(MediaPacket("web", b"\x01" * 160, n * 160, n, 9, 0, 0.0))
+        assert leg.rtcp is not None
+        leg.rtcp.send_report()
+        resumed = parse_audio(sdp("127.0.0.1", f"a=rtcp:{control.getsockname()[1]}\r\n"))
+        media.check(resumed, device="127.0.0.1")
+        aim(leg, resumed, ["127.0.0.1"])
+        leg.sending = True  # the re-INVITE's direction (runtime/sip_calls.py Reoffers)
+        for n in range(5, 8):
+            leg.send(MediaPacket("web", b"\x02" * 160, n * 160, n, 9, 0, 0.0))
+        leg.rtcp.send_report()
+        payloads = [parse_rtp(await recv(phone)).payload for _ in range(3)]
+        assert payloads == [b"\x02" * 160] * 3  # nothing from the hold came through
+        report = RtcpPacket.parse(await recv(control))[0]
+        assert isinstance(report, RtcpSrPacket) and report.sender_info.packet_count == 3
+        with pytest.raises(BlockingIOError):
+            next_port.recv(2048)  # RTCP went to a=rtcp only, never to RTP + 1
+        with pytest.raises(BlockingIOError):
+            phone.recv(2048)
+    finally:
+        await leg.close()
+        for sock in (phone, next_port, control):
             sock.close()

@@ -17,7 +17,7 @@ import subprocess
 import time
 import urllib.request
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
     # a carrier's trunk: INVITEs from 127.0.0.2 need no digest; one DID rings bob
     carrier = CARRIERS[tmp_path] = SipClient(("127.0.0.1", port), bind="127.0.0.2")
     trunks = json.dumps([{"name": "carrier", "addresses": ["127.0.0.2"],
-                          "dids": {"+15551230000": "bob"},
+                          "dids": {"+15551230000": "bob", "+15551230001": "alice"},
                           "outbound": f"127.0.0.2:{carrier.local[1]}",
                           "dial_out_groups": ["traders"], "caller_id": "+15551230000",
                           # the test's carrier is a script that answers no OPTIONS pings
@@ -98,7 +98,11 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
     # media may go to the test phones (127.0.0.1) and the carrier (127.0.0.2) only: the rest of
     # loopback stays refused, as every internal range is by default (docs/sip.md)
     env = {"CALLGATE_SIP__ALGORITHMS": algorithms, "CALLGATE_SIP__TRUNKS": trunks,
-           "CALLGATE_SIP__ALLOW_MEDIA": "127.0.0.1/32, 127.0.0.2/32"}  # fmt: skip
+           "CALLGATE_SIP__ALLOW_MEDIA": "127.0.0.1/32, 127.0.0.2/32",
+           # one recorded call at a time: a second one fails closed (recorded_dial_out)
+           "CALLGATE_RECORDING__MAX_ACTIVE": "1",
+           # recorded calls start with the beeps, which SIP parties hear too (in G.711)
+           "CALLGATE_RECORDING__PROMPT": "true"}  # fmt: skip
     try:
         for server in serve(tmp_path, *listen, prepare=prepare, **env):
             yield server, port, device
@@ -117,7 +121,7 @@ def sipp_register(port: int, device: dict[str, str], transport: str, cwd: Path) 
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
-@pytest.mark.timeout(240)  # one server for every scenario below, on a busy machine
+@pytest.mark.timeout(360)  # one server for every scenario below, on a busy machine
 def test_phones_register_with_digest_over_udp_and_tcp(
     sip_server: tuple[WebServer, int, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -207,6 +211,11 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     call_trunk_to_cli(server, port, tmp_path)
     # and to it: alice (in "traders", the trunk's dial-out group) dials a number; bob may not
     dial_out(server, port, user, password, device["bob_password"], CARRIERS[tmp_path])
+    # recorded calls to alice, whose only device is now her desk phone: from the phone network
+    # and from bob's CLI softphone, both recorded through the anchor in G.711
+    recorded_calls_to_phone(server, port, user, password, tmp_path)
+    # and recorded calls to numbers: alice's phone and her CLI softphone dial out
+    recorded_dial_out(server, port, user, password, tmp_path, CARRIERS[tmp_path])
 
     # presence: alice's phones count as online for her colleagues
     with server.client() as client:
@@ -257,10 +266,13 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert sos["policy_decision"] == "emergency" and sos["caller_user"] == "bob"
     no_rule = [c for c in cdrs if c["callee_user"] == "+442079460000" and c is not dialled]
     assert [c["reason"] for c in no_rule] == ["sip 403"]
+    (held,) = [c for c in cdrs if c["callee_user"] == "nobody"]  # c=0.0.0.0 got to the hub
+    assert held["reason"] == "unknown-user", held
     recorded, keyed, talked = sorted(
-        (c for c in cdrs if c["caller_user"] == "alice" and c["direction"] != "outbound"),
+        (c for c in cdrs if c["caller_user"] == "alice" and c["callee_user"] == "bob"
+         and c["direction"] != "outbound"),
         key=by_invite,
-    )[::-1]
+    )[::-1]  # fmt: skip
     assert (talked["callee_user"], talked["caller_user_agent"]) == ("bob", "sip")
     assert talked["answer_at"] is not None and talked["reason"] == "hangup"
     assert keyed["answer_at"] is not None and keyed["reason"] == "hangup"  # SIPp's DTMF
@@ -356,6 +368,22 @@ def in_dialog(phone: SipClient, method: str, final: SipResponse, port: int) -> b
     return request.replace(f"To: <{bob_uri}>".encode(), f"To: {final.headers.get('to')}".encode())
 
 
+def signed_bye(
+    phone: SipClient, final: SipResponse, port: int, user: str, password: str
+) -> SipResponse:
+    """alice's BYE in the dialog `final` set up: the edge challenges it (RFC 3261 §22) and the
+    phone answers with its digest credential; the final response to the signed one."""
+    challenge = phone.exchange(in_dialog(phone, "BYE", final, port))
+    assert challenge.status == 401, challenge.status
+    auth = authorization(
+        challenge_for(challenge, "SHA-256"), user, password, "BYE", f"sip:bob@127.0.0.1:{port}"
+    )
+    bye = in_dialog(phone, "BYE", final, port)
+    return phone.exchange(
+        bye.replace(b"Max-Forwards: 70\r\n", f"{auth}\r\nMax-Forwards: 70\r\n".encode())
+    )
+
+
 def read_events(bob: subprocess.Popen[str], until: str) -> list[dict[str, Any]]:
     assert bob.stdout is not None
     events: list[dict[str, Any]] = []
@@ -419,7 +447,7 @@ def call_phone_to_cli(
             n += 1
         assert len(heard) > 8000, len(heard)  # more than a second of bob
         assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
-        assert phone.exchange(in_dialog(phone, "BYE", ok, port)).status == 200
+        assert signed_bye(phone, ok, port, user, password).status == 200
         phone.close()
         events = read_events(bob, "ended")
         assert events[-1]["reason"] == "hangup", events
@@ -503,7 +531,7 @@ def call_phone_to_cli(
         assert resumed.status == 200 and b"a=sendrecv\r\n" in resumed.body, resumed.body
         heard = talk(rtp, ("127.0.0.1", int(media.group(1))), 330.0)
         assert abs(dominant_hz(ulaw_decode(heard[-8000:])) - 880.0) < 10.0
-        assert phone.exchange(in_dialog(phone, "BYE", ok, port)).status == 200
+        assert signed_bye(phone, ok, port, user, password).status == 200
         phone.close()
         events = read_events(bob, "ended")
         assert "recording" in [e["event"] for e in events], events
@@ -546,6 +574,13 @@ def call_phone_to_cli(
         assert aimed.headers.get("warning") == (
             '399 callgate "media address 203.0.113.7 is not the device\'s signaling address"'
         )
+        phone.close()
+        # RFC 2543 hold (c=0.0.0.0) in a first INVITE is taken (RFC 3264 §8.4), not refused
+        # with 488: it gets past the media check to the hub, which knows no user "nobody"
+        phone, _, held = sip_invite(
+            port, user, password, rtp.getsockname()[1], callee="nobody", address="0.0.0.0"
+        )
+        assert (held.status, held.reason) == (404, "Not Found"), held.reason
         phone.close()
 
     finally:
@@ -674,15 +709,10 @@ def check_recording(
 def call_cli_to_phone(
     server: WebServer, port: int, user: str, password: str, tmp_path: Path
 ) -> None:
-    phone = SipClient(("127.0.0.1", port))
+    phone = register_phone(port, user, password)
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rtp.bind(("127.0.0.1", 0))
     rtp.setblocking(False)
-    aor, uri = "sip:alice@callgate", f"sip:127.0.0.1:{port}"
-    contact = f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>;expires=600"
-    challenge = challenge_for(phone.exchange(phone.request("REGISTER", aor)), "SHA-256")
-    auth = authorization(challenge, user, password, "REGISTER", uri)
-    assert phone.exchange(phone.request("REGISTER", aor, [auth, contact])).status == 200
     recording = tmp_path / "bob-calls.wav"
     env = clean_env(
         CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
@@ -743,6 +773,362 @@ def call_cli_to_phone(
             bob.communicate()
         phone.close()
         rtp.close()
+
+
+def register_phone(port: int, user: str, password: str) -> SipClient:
+    """alice's phone registers (SHA-256 digest); its INVITEs come to this client's socket."""
+    phone = SipClient(("127.0.0.1", port))
+    aor, uri = "sip:alice@callgate", f"sip:127.0.0.1:{port}"
+    contact = f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>;expires=600"
+    challenge = challenge_for(phone.exchange(phone.request("REGISTER", aor)), "SHA-256")
+    auth = authorization(challenge, user, password, "REGISTER", uri)
+    assert phone.exchange(phone.request("REGISTER", aor, [auth, contact])).status == 200
+    return phone
+
+
+def phone_answers(phone: SipClient, rtp: socket.socket) -> tuple[str, tuple[str, int]]:
+    """The registered phone's next INVITE (waiting up to 60 s), answered 180 then 200 with its
+    RTP socket; the Call-ID and where the server wants the phone's RTP."""
+    phone.sock.settimeout(60)
+    invite = next_request(phone, "INVITE")
+    media = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", invite.body.decode())
+    assert media is not None, invite.body
+    phone.send(serialize(response(invite, 180, "Ringing", to_tag="rec1")))
+    answer = (
+        "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {rtp.getsockname()[1]} RTP/AVP 0\r\n"
+    ).encode()
+    extra = [("Contact", f"<sip:alice@127.0.0.1:{phone.local[1]}>"),
+             ("Content-Type", "application/sdp")]  # fmt: skip
+    phone.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="rec1")))
+    phone.sock.setblocking(False)
+    return invite.headers.get("call-id") or "", ("127.0.0.1", int(media.group(1)))
+
+
+def beeped(heard: bytes) -> bool:
+    """Whether the recording prompt's beeps (1400 Hz, media/prompt.py) are in what a SIP party
+    heard (PCMU): some 0.1 s of it is mostly 1400 Hz."""
+    samples = ulaw_decode(heard)
+    windows = range(0, len(samples) - 800, 400)
+    return any(abs(dominant_hz(samples[i : i + 800]) - 1400.0) < 20.0 for i in windows)
+
+
+def phone_requests(phone: SipClient) -> list[str]:
+    """The methods of requests waiting at the phone; a BYE is answered 200."""
+    methods = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            request = phone.receive_request()
+            methods.append(request.method)
+            if request.method == "BYE":
+                phone.send(serialize(response(request, 200, "OK")))
+    return methods
+
+
+def recorded_call_id(server: WebServer, caller: str) -> str:
+    """The call id of the latest anchored call from `caller` to alice."""
+    cdrs = client_get(server, "/api/cdrs", "admin")["items"]
+    calls = [c for c in cdrs if (c["caller_user"], c["callee_user"]) == (caller, "alice")]
+    latest = max(calls, key=by_invite)
+    assert latest["anchored"] and latest["recording_required"], latest
+    return str(latest["call_id"])
+
+
+def recorded_calls_to_phone(
+    server: WebServer, port: int, user: str, password: str, tmp_path: Path
+) -> None:
+    """A rule says calls to alice must be recorded, and her only device is her desk phone. The
+    phone network calls her DID (the carrier's G.711 through the SIP bridge, the recording
+    anchor, then the bridge to her phone), then bob's CLI softphone calls her (the anchor
+    records G.711, which the phone takes, rather than Opus): each time the phone rings, both
+    sides hear each other, and the exported recording holds the caller left, alice right, and
+    verifies."""
+    rule = callgate("policy", "add", "record-to-alice", "allow", "--to-user", "alice",
+                    "--recording-required", "--position", "1",
+                    "--data-dir", str(server.root / "data"), cwd=tmp_path)  # fmt: skip
+    assert rule.returncode == 0, rule.stderr
+    time.sleep(1.5)  # a running server sees policy changes within a second
+    phone = register_phone(port, user, password)
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.setblocking(False)
+    carrier = SipClient(("127.0.0.1", port), bind="127.0.0.2")
+    carrier_rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    carrier_rtp.bind(("127.0.0.2", 0))
+    carrier_rtp.setblocking(False)
+    bob: subprocess.Popen[str] | None = None
+    try:
+        # the phone network calls alice's DID
+        sdp = (
+            "v=0\r\no=- 3 3 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+            f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 0\r\n"
+        ).encode()
+        caller, did = "sip:+442071234599@carrier.example", f"sip:+15551230001@127.0.0.1:{port}"
+        headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
+        carrier.send(carrier.request("INVITE", caller, headers, to=did, body=sdp))
+        _, at_server = phone_answers(phone, rtp)  # rung once the recorder has the caller
+        carrier.sock.settimeout(60)
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            reply = carrier.receive()
+            statuses.append(reply.status)
+        assert statuses[-1] == 200 and 180 in statuses, statuses
+        ours = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
+        assert ours is not None, reply.body
+        to = f"To: {reply.headers.get('to')}".encode()
+        ack = carrier.request("ACK", caller, to=did, cseq=carrier.cseq)
+        carrier.send(ack.replace(f"To: <{did}>".encode(), to))
+        # 3 s of tones both ways, and on until each side heard more than a second of the other
+        at_carrier, at_phone = ("127.0.0.1", int(ours.group(1))), at_server
+        heard_by_carrier, heard_by_phone = bytearray(), bytearray()
+        deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
+        while n < 150 or (
+            min(len(heard_by_carrier), len(heard_by_phone)) <= 8000 and time.monotonic() < deadline
+        ):
+            carrier_rtp.sendto(
+                build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x3333, tone_ulaw(440.0, n * 160))),
+                at_carrier,
+            )
+            rtp.sendto(build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x4444,
+                                           tone_ulaw(880.0, n * 160))), at_phone)  # fmt: skip
+            heard_by_carrier += b"".join(p for _, p in received_rtp(carrier_rtp))
+            heard_by_phone += b"".join(p for _, p in received_rtp(rtp))
+            time.sleep(0.02)
+            n += 1
+        assert abs(dominant_hz(ulaw_decode(bytes(heard_by_carrier[-8000:]))) - 880.0) < 10.0
+        assert abs(dominant_hz(ulaw_decode(bytes(heard_by_phone[-8000:]))) - 440.0) < 10.0
+        # both were told by the beeps that the call is recorded
+        assert beeped(bytes(heard_by_phone)) and beeped(bytes(heard_by_carrier))
+        bye = carrier.request("BYE", caller, to=did).replace(f"To: <{did}>".encode(), to)
+        assert carrier.exchange(bye).status == 200
+        deadline = time.monotonic() + 30
+        while "BYE" not in phone_requests(phone) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        call_id = recorded_call_id(server, "+442071234599")
+        check_recording(server, call_id, tmp_path, 440.0, 880.0)
+
+        # bob's CLI softphone calls alice: recorded in G.711, which her phone takes
+        env = clean_env(
+            CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
+            CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
+        )  # fmt: skip
+        bob = subprocess.Popen(
+            [*COMMAND, "call", "alice", "--tone", "660", "--duration", "3", "--json"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        _, at_server = phone_answers(phone, rtp)
+        heard, methods, n = bytearray(), [], 0
+        deadline = time.monotonic() + 60  # bob hangs up after 3 s; generous on a busy machine
+        while "BYE" not in methods and time.monotonic() < deadline:
+            packet = RtpPacket(PCMU, n == 0, n, n * 160, 0x5555, tone_ulaw(880.0, n * 160))
+            rtp.sendto(build_rtp(packet), at_server)
+            heard += b"".join(p for _, p in received_rtp(rtp))
+            methods += phone_requests(phone)
+            time.sleep(0.02)
+            n += 1
+        assert "BYE" in methods, methods
+        assert len(heard) > 8000 and abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 660) < 10
+        assert beeped(bytes(heard))  # the phone was told the call is recorded
+        out, errors = bob.communicate(timeout=30)
+        assert bob.returncode == 0, errors
+        events = [json.loads(line) for line in out.splitlines() if line.strip()]
+        assert "recording" in [e["event"] for e in events], events
+        check_recording(server, recorded_call_id(server, "bob"), tmp_path, 660.0, 880.0)
+    finally:
+        if bob is not None and bob.poll() is None:
+            bob.kill()
+            bob.communicate()
+        phone.close()
+        carrier.close()
+        rtp.close()
+        carrier_rtp.close()
+
+
+def carrier_answers(
+    carrier: SipClient, carrier_rtp: socket.socket, meanwhile: Callable[[], None] | None = None
+) -> tuple[str, int]:
+    """The carrier's next INVITE (up to 60 s), answered 200 with its RTP socket (after
+    `meanwhile()`, while it rings); the number it was for and the port the server wants the
+    carrier's RTP on."""
+    carrier.sock.settimeout(60)
+    invite = next_request(carrier, "INVITE")
+    if meanwhile is not None:
+        meanwhile()
+    media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", invite.body.decode())
+    assert media is not None, invite.body  # recorded: no telephone-event, keys go as tones
+    answer = (
+        "v=0\r\no=- 5 5 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+        f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 0\r\n"
+    ).encode()
+    extra = [("Contact", "<sip:gw@127.0.0.2>"), ("Content-Type", "application/sdp")]
+    carrier.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="crec")))
+    next_request(carrier, "ACK")
+    carrier.sock.setblocking(False)
+    return invite.uri.split("@")[0].removeprefix("sip:"), int(media.group(1))
+
+
+def carrier_requests(carrier: SipClient) -> list[str]:
+    """The methods of requests waiting at the carrier; a BYE is answered 200."""
+    return phone_requests(carrier)
+
+
+def dialled_call_id(server: WebServer, number: str) -> str:
+    cdrs = client_get(server, "/api/cdrs", "admin")["items"]
+    (cdr,) = [c for c in cdrs if c["callee_user"] == number]
+    assert (cdr["direction"], cdr["recording_required"], cdr["anchored"]) == (
+        "outbound", True, True
+    ), cdr  # fmt: skip
+    return str(cdr["call_id"])
+
+
+def recorded_dial_out(
+    server: WebServer, port: int, user: str, password: str, tmp_path: Path, carrier: SipClient
+) -> None:
+    """A rule says alice's calls to +44 numbers must be recorded. Her desk phone dials one: the
+    carrier is called only once the recorder holds the phone's side (silence until its RTP),
+    each hears the other, the phone hangs up; then her CLI softphone dials another, connects to
+    the server's bridge first (`call.recording`), and hangs up after 3 s. Each recording holds
+    the caller left and the carrier right, and verifies."""
+    rule = callgate("policy", "add", "record-dial-out", "allow", "--from-user", "alice",
+                    "--to-number", "+44", "--direction", "outbound", "--recording-required",
+                    "--position", "1", "--data-dir", str(server.root / "data"),
+                    cwd=tmp_path)  # fmt: skip
+    assert rule.returncode == 0, rule.stderr
+    time.sleep(1.5)  # a running server sees policy changes within a second
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.setblocking(False)
+    carrier_rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    carrier_rtp.bind(("127.0.0.2", 0))
+    carrier_rtp.setblocking(False)
+    phone = SipClient(("127.0.0.1", port))
+    alice: subprocess.Popen[str] | None = None
+    try:
+        offer = (
+            "v=0\r\no=- 4 4 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        ).encode()
+        aor, number = "sip:alice@callgate", f"sip:+442079460001@127.0.0.1:{port}"
+        headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>",
+                   "Content-Type: application/sdp"]  # fmt: skip
+        first = phone.exchange(phone.request("INVITE", aor, headers, to=number, body=offer))
+        phone.send(phone.request("ACK", aor, to=number, cseq=phone.cseq))
+        auth = authorization(challenge_for(first, "SHA-256"), user, password, "INVITE", number)
+        phone.send(phone.request("INVITE", aor, [auth, *headers], to=number, body=offer))
+        _, at_server = carrier_answers(carrier, carrier_rtp)
+        phone.sock.settimeout(60)
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            reply = phone.receive()
+            statuses.append(reply.status)
+        assert statuses[-1] == 200, statuses
+        ours = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", reply.body.decode())
+        assert ours is not None, reply.body
+        to = f"To: {reply.headers.get('to')}".encode()
+        ack = phone.request("ACK", aor, to=number, cseq=phone.cseq)
+        phone.send(ack.replace(f"To: <{number}>".encode(), to))
+        heard_by_phone, heard_by_carrier = bytearray(), bytearray()
+        deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
+        while n < 150 or (
+            min(len(heard_by_carrier), len(heard_by_phone)) <= 8000 and time.monotonic() < deadline
+        ):
+            rtp.sendto(
+                build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x6666, tone_ulaw(440.0, n * 160))),
+                ("127.0.0.1", int(ours.group(1))),
+            )
+            carrier_rtp.sendto(build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x7777,
+                                                   tone_ulaw(880.0, n * 160))),
+                               ("127.0.0.1", at_server))  # fmt: skip
+            heard_by_phone += b"".join(p for _, p in received_rtp(rtp))
+            heard_by_carrier += b"".join(p for _, p in received_rtp(carrier_rtp))
+            time.sleep(0.02)
+            n += 1
+        assert abs(dominant_hz(ulaw_decode(bytes(heard_by_phone[-8000:]))) - 880.0) < 10.0
+        assert abs(dominant_hz(ulaw_decode(bytes(heard_by_carrier[-8000:]))) - 440.0) < 10.0
+        assert beeped(bytes(heard_by_phone)) and beeped(bytes(heard_by_carrier))
+        bye = phone.request("BYE", aor, to=number).replace(f"To: <{number}>".encode(), to)
+        assert phone.exchange(bye).status == 200
+        deadline = time.monotonic() + 30
+        while "BYE" not in carrier_requests(carrier) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        check_recording(server, dialled_call_id(server, "+442079460001"), tmp_path, 440.0, 880.0)
+
+        # alice's CLI softphone dials another +44 number
+        env = clean_env(
+            CALLGATE_SERVER=server.url, CALLGATE_USER="alice",
+            CALLGATE_PASSWORD=PASSWORDS["alice"], CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-alice"),
+        )  # fmt: skip
+        alice = subprocess.Popen(
+            [*COMMAND, "call", "+442079460002", "--tone", "660", "--duration", "3", "--json"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+        def refused_while_recording() -> None:
+            """`recording.max_active` is 1 here and alice's call is being recorded: another
+            recorded call cannot be, so it fails closed: her phone dialling a number gets 503
+            and the carrier is never called; the phone network calling her DID (rule
+            record-to-alice) gets 503 and nobody is rung."""
+            phone, _, refused = sip_invite(
+                port, user, password, rtp.getsockname()[1], callee="+442079460003"
+            )
+            phone.close()
+            assert (refused.status, refused.reason) == (
+                503, "Service Unavailable (recording unavailable)"
+            ), refused  # fmt: skip
+            network = SipClient(("127.0.0.1", port), bind="127.0.0.2")
+            sdp = (
+                "v=0\r\no=- 3 3 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+                f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 0\r\n"
+            ).encode()
+            did = f"sip:+15551230001@127.0.0.1:{port}"
+            headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
+            network.sock.settimeout(60)
+            statuses = [network.exchange(network.request(
+                "INVITE", "sip:+442071234598@carrier.example", headers, to=did, body=sdp
+            ))]  # fmt: skip
+            while statuses[-1].status < 200:
+                statuses.append(network.receive())
+            network.close()
+            assert [(r.status, r.reason) for r in statuses][-1] == (
+                503, "Service Unavailable (recording unavailable)"
+            ), [r.status for r in statuses]  # fmt: skip
+            assert 180 not in [r.status for r in statuses]
+
+        dialled, at_server = carrier_answers(carrier, carrier_rtp, refused_while_recording)
+        assert dialled == "+442079460002", dialled
+        heard, methods, n = bytearray(), [], 0
+        deadline = time.monotonic() + 60  # alice hangs up after 3 s; generous on a busy machine
+        while "BYE" not in methods and time.monotonic() < deadline:
+            packet = RtpPacket(PCMU, n == 0, n, n * 160, 0x8888, tone_ulaw(880.0, n * 160))
+            carrier_rtp.sendto(build_rtp(packet), ("127.0.0.1", at_server))
+            heard += b"".join(p for _, p in received_rtp(carrier_rtp))
+            methods += carrier_requests(carrier)
+            time.sleep(0.02)
+            n += 1
+        assert "BYE" in methods and "INVITE" not in methods, methods
+        assert len(heard) > 8000 and abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 660) < 10
+        assert beeped(bytes(heard))  # the carrier was told the call is recorded
+        out, errors = alice.communicate(timeout=30)
+        assert alice.returncode == 0, errors
+        events = [json.loads(line) for line in out.splitlines() if line.strip()]
+        assert "recording" in [e["event"] for e in events], events
+        check_recording(server, dialled_call_id(server, "+442079460002"), tmp_path, 660.0, 880.0)
+        cdrs = client_get(server, "/api/cdrs", "admin")["items"]
+        (refused,) = [c for c in cdrs if c["callee_user"] == "+442079460003"]
+        assert (refused["disposition"], refused["reason"], refused["answer_at"]) == (
+            "failed", "recording-unavailable", None
+        ), refused  # fmt: skip
+        (unrecorded,) = [c for c in cdrs if c["caller_user"] == "+442071234598"]
+        assert (unrecorded["reason"], unrecorded["ring_at"], unrecorded["answer_at"]) == (
+            "recording-unavailable", None, None
+        ), unrecorded  # fmt: skip
+    finally:
+        if alice is not None and alice.poll() is None:
+            alice.kill()
+            alice.communicate()
+        phone.close()
+        rtp.close()
+        carrier_rtp.close()
 
 
 def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path) -> None:

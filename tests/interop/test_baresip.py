@@ -1,7 +1,7 @@
 """A real SIP desk phone: Debian's baresip registers with `callgate serve --sip-listen` (digest
 MD5: baresip's libre answers no other algorithm, and gives up when any challenge names one, so
 this server offers MD5 alone), is called by bob's CLI softphone and auto-answers, then calls bob
-itself. Each side hears the other's tone (baresip: a 440 Hz sine; bob: 880 Hz), all on loopback.
+itself and hangs up with a BYE the edge challenges. Each side hears the other's tone (baresip: a 440 Hz sine; bob: 880 Hz), all on loopback.
 """
 
 from __future__ import annotations
@@ -144,14 +144,23 @@ def test_baresip_registers_is_called_and_calls(
         assert abs(dominant_frequency(heard) - 880.0) < 5.0
 
         # alice's phone calls bob (its INVITE is challenged and answered with MD5 digest); bob
-        # answers with the CLI and hangs up after 3 s of media: baresip gets our BYE
-        answering = bob(web, tmp_path, "answer", "--tone", "880", "--duration", "3", "--record",
+        # answers with the CLI; after 3 s of media alice hangs up: her BYE must be signed with
+        # her digest credential too (RFC 3261 §22), and baresip signs it, so the call ends as
+        # hers, not at bob's 60 s
+        answering = bob(web, tmp_path, "answer", "--tone", "880", "--duration", "60", "--record",
                         str(tmp_path / "bob-answers.wav"))  # fmt: skip
         assert answering.stdout is not None
         assert json.loads(answering.stdout.readline())["event"] == "ready"
         command(control, "dial", f"sip:bob@127.0.0.1:{port}")
+        while json.loads(answering.stdout.readline() or '{"event": "eof"}')["event"] not in (
+            "connected",
+            "eof",
+        ):
+            pass
+        time.sleep(3)  # media for bob's recording
+        command(control, "hangup", "")
         events = finished(answering)
-        assert events[-1]["reason"] == "hangup" and events[-1]["ended_by"] == "callee", events
+        assert events[-1]["reason"] == "hangup" and events[-1]["ended_by"] == "caller", events
         assert abs(dominant_frequency(tmp_path / "bob-answers.wav") - 440.0) < 5.0
         assert "terminated" in (tmp_path / "baresip.log").read_text()
     finally:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiortc import (
     RTCConfiguration,
@@ -36,6 +36,7 @@ from callgate.media.packets import (
 from callgate.media.srtp_path import LocalTurn, SrtpPath
 
 log = logging.getLogger(__name__)
+FRAME_SECONDS = 0.02  # a prompt frame, in every codec
 
 CLOSE_TIMEOUT = 3.0
 MAX_EARLY_CANDIDATES = 50
@@ -195,6 +196,15 @@ class AnchorLeg:
         else:
             self.track.push(packet.payload, packet.timestamp)
 
+    def send_own(self, payload: bytes, duration: int) -> bool:
+        """A payload of the server's own to this leg's party (the recording prompt), on the
+        lean path (srtp_path.py; Opus) or aiortc's (G.711, or a leg that kept it)."""
+        if self.path is not None:
+            self.path.send_own(payload, duration)
+        else:
+            self.track.push_own(payload, duration)
+        return True
+
     async def close(self) -> None:
         if self.path is not None:
             self.path.detach()
@@ -255,27 +265,59 @@ class Bridge:
         if other is not None and other.connected.is_set() and other.name not in self._muted:
             other.send(packet)
 
-    async def announce(self, frames: Sequence[bytes], duration: int = 960) -> None:
+    async def announce(
+        self,
+        frames: Sequence[bytes],
+        duration: int = 960,
+        g711: Mapping[str, Sequence[bytes]] | None = None,
+    ) -> None:
         """Play `frames` (Opus, `duration` RTP ticks each, 20 ms by default) to the party of
-        every connected WebRTC leg with the lean path, in place of the other party's audio
-        (which is still recorded), paced in real time; then forwarding resumes."""
+        every connected Opus leg, and `g711[codec]` (20 ms G.711 frames) to the party of every
+        connected G.711 leg — a WebRTC leg negotiated to PCMU/PCMA or a plain RTP leg (a SIP
+        phone or carrier) — in place of the other party's audio (which is still recorded),
+        paced in real time; then forwarding resumes."""
+        plays: dict[str, tuple[Sequence[bytes], int]] = {"opus": (frames, duration)}
+        for codec, g711_frames in (g711 or {}).items():
+            plays[codec] = (g711_frames, round(CODEC_CLOCKS[codec] * FRAME_SECONDS))
         legs = [
-            leg
-            for leg in self.legs.values()
-            if leg.connected.is_set() and leg.path is not None and leg.codec == "opus"
+            speaker
+            for leg in self._all.values()
+            if leg.connected.is_set()
+            and (speaker := _speaker(leg)) is not None
+            and speaker.codec in plays
         ]
         names = {leg.name for leg in legs}
         self._muted |= names
         loop = asyncio.get_running_loop()
-        start, seconds = loop.time(), duration / CODEC_CLOCKS["opus"]
+        start = loop.time()
         try:
-            for i, frame in enumerate(frames):
+            for i in range(max((len(f) for f, _ in plays.values()), default=0)):
                 for leg in legs:
-                    if leg.path is not None:
-                        leg.path.send_own(frame, duration)
-                await asyncio.sleep(max(0.0, start + (i + 1) * seconds - loop.time()))
+                    played, ticks = plays[leg.codec]
+                    if i < len(played):
+                        leg.send_own(played[i], ticks)
+                await asyncio.sleep(max(0.0, start + (i + 1) * FRAME_SECONDS - loop.time()))
         finally:
             self._muted -= names
 
     async def close(self) -> None:
         await asyncio.gather(*(leg.close() for leg in self._all.values()))
+
+
+class Speaker(Protocol):
+    """A leg the server can send payloads of its own through (the recording prompt)."""
+
+    name: str
+    codec: str
+
+    def send_own(self, payload: bytes, duration: int) -> bool: ...
+
+
+def _speaker(leg: Leg) -> Speaker | None:
+    """`leg`, when the server can send its party payloads of its own: a WebRTC leg, or a plain
+    RTP leg (rtp_leg.py)."""
+    if isinstance(leg, AnchorLeg):
+        return leg
+    if callable(getattr(leg, "send_own", None)) and isinstance(getattr(leg, "codec", None), str):
+        return cast(Speaker, leg)
+    return None

@@ -11,10 +11,16 @@ on any G.711 call.
 
 Retransmitted end packets (§2.5.1.4) and packets that add no duration produce nothing; an event
 is cut at MAX_EVENT_SECONDS of tone. Events other than 0-9, *, #, A-D (flash, §3.2) are dropped.
+
+Keys that arrive outside the media (SIP INFO, sip/dtmf_info.py) are `press`ed: the party's next
+audio packets carry the key's tone instead of their audio for the key's duration, so the
+stream keeps its own timeline and nothing is mixed. At most MAX_PRESSED keys wait their turn;
+more are dropped (a phone flooding INFOs cannot queue minutes of tone).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import struct
 
@@ -42,6 +48,8 @@ FREQUENCIES = {
 }
 AMPLITUDE = 6000  # each of the two tones, of 32767: about -15 dBm0, inside Q.24's range
 ENCODERS = {"pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}
+MAX_PRESSED = 16  # keys from `press` waiting to play
+NO_EVENTS = -1  # `events_pt` of a party that negotiated no telephone-event: keys come by INFO
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -77,8 +85,23 @@ class DtmfToTones:
         self._encoder = _encoder(ENCODERS[codec])
         self._current: int | None = None  # the RTP timestamp of the event being played
         self._covered = 0  # samples of it already sent as tone
+        self._pressed: collections.deque[tuple[tuple[int, int], int]] = collections.deque()
+        self._played = 0  # samples of the first pressed key already played
+
+    def press(self, key: str, duration_ms: int) -> bool:
+        """A key from outside the media (module doc); False when it is not one or too many
+        wait."""
+        if key not in KEYS or len(self._pressed) >= MAX_PRESSED:
+            return False
+        samples = min(duration_ms, int(MAX_EVENT_SECONDS * 1000)) * CLOCK // 1000
+        self._pressed.append((FREQUENCIES[KEYS.index(key)], samples))
+        self.keys.append(key)
+        return True
 
     def packet(self, packet: MediaPacket) -> None:
+        if self._pressed and packet.payload_type in (0, 8):
+            self._forward(dataclasses.replace(packet, payload=self._pressed_tone()))
+            return
         if packet.payload_type != self.events_pt or not self.convert:
             self._forward(packet)
             return
@@ -105,6 +128,16 @@ class DtmfToTones:
                     timestamp=(packet.timestamp + start) % (1 << 32),
                 )
             )
+
+    def _pressed_tone(self) -> bytes:
+        """The next 20 ms of the first pressed key, which is done once its duration is."""
+        tones, samples = self._pressed[0]
+        payload = self._tone(tones, self._played)
+        self._played += FRAME
+        if self._played >= samples:
+            self._pressed.popleft()
+            self._played = 0
+        return payload
 
     def _tone(self, tones: tuple[int, int], start: int) -> bytes:
         t = (np.arange(FRAME) + start) / CLOCK

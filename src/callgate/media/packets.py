@@ -81,6 +81,8 @@ class ForwardTrack(MediaStreamTrack):
         self._clock = clock
         self._queue: asyncio.Queue[Any] = asyncio.Queue(FORWARD_QUEUE)
         self._base: int | None = None
+        self._offset = 0  # where the party's timeline starts on ours (after a prompt)
+        self._last: int | None = None  # the pts of the last packet queued
         self.forwarded = 0
         self.dropped = 0
 
@@ -88,8 +90,20 @@ class ForwardTrack(MediaStreamTrack):
         """Queue one payload to send; `timestamp` is the sending party's RTP timestamp."""
         if self._base is None:
             self._base = timestamp
+        self._queue_packet(payload, (self._offset + timestamp - self._base) % (1 << 32))
+
+    def push_own(self, payload: bytes, duration: int) -> None:
+        """Queue a payload of the server's own (the recording prompt) lasting `duration`
+        ticks, right after the last packet; the party's next packet follows it (its timestamps
+        rebased, RFC 3550 §5.1), as `SrtpPath.send_own` does on the lean path."""
+        pts = 0 if self._last is None else (self._last + duration) % (1 << 32)
+        self._queue_packet(payload, pts)
+        self._base, self._offset = None, (pts + duration) % (1 << 32)
+
+    def _queue_packet(self, payload: bytes, pts: int) -> None:
+        self._last = pts
         packet = av.Packet(payload)
-        packet.pts = (timestamp - self._base) % (1 << 32)
+        packet.pts = pts
         packet.time_base = Fraction(1, self._clock)
         if self._queue.full():
             self._queue.get_nowait()

@@ -2,10 +2,11 @@
 (docs/recording.md, "Call flow", step 5; `recording.prompt`): a short beep pattern by default,
 or the operator's announcement (`recording.prompt_file`, a WAV checked by prompt_wav.py).
 
-The frames are Opus, encoded once (PyAV's libopus, as aiortc uses), and sent by the anchor's own
-per-packet path in place of the other party's audio while they play (`Bridge.announce`): the
-anchor never decodes or mixes, so during the prompt a party hears it, not the other party, whose
-packets are still recorded as sent.
+The frames are Opus, encoded once (PyAV's libopus, as aiortc uses), or G.711 (PyAV's
+pcm_mulaw / pcm_alaw, at 8 kHz) for the legs of a call recorded in G.711 — a SIP phone's or a
+carrier's — and sent by each leg's own path in place of the other party's audio while they play
+(`Bridge.announce`): the anchor never decodes or mixes, so during the prompt a party hears it,
+not the other party, whose packets are still recorded as sent.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.audio.codeccontext import AudioCodecContext
 
 from callgate.media.prompt_wav import read_prompt_wav
 
@@ -28,31 +30,55 @@ BEEP_HZ = 1400.0
 PATTERN = ((True, 0.2), (False, 0.16), (True, 0.2), (False, 0.1))
 
 
-@functools.cache
-def beep_frames() -> tuple[bytes, ...]:
-    """The beeps as consecutive 20 ms Opus frames (stereo, 48 kHz)."""
+G711_RATE = 8000
+G711_FRAME = 160  # 20 ms at 8 kHz, G.711's RTP clock (RFC 3551 §4.5.14)
+G711_ENCODERS = {"pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}
+
+
+def _beeps(rate: int) -> np.ndarray:
+    frame = round(rate * FRAME_SECONDS)
     tones: list[bool] = []
     for on, seconds in PATTERN:
         tones += [on] * round(seconds / FRAME_SECONDS)
-    t = np.arange(len(tones) * FRAME) / RATE
-    wave = 6000 * np.sin(2 * math.pi * BEEP_HZ * t) * np.repeat(tones, FRAME)
-    return _opus_frames(wave.astype(np.int16))
+    t = np.arange(len(tones) * frame) / rate
+    wave = 6000 * np.sin(2 * math.pi * BEEP_HZ * t) * np.repeat(tones, frame)
+    samples: np.ndarray = wave.astype(np.int16)
+    return samples
+
+
+@functools.cache
+def beep_frames() -> tuple[bytes, ...]:
+    """The beeps as consecutive 20 ms Opus frames (stereo, 48 kHz)."""
+    return _opus_frames(_beeps(RATE))
 
 
 def prompt_frames(path: Path | None) -> tuple[bytes, ...]:
     """The announcement in `path` as Opus frames, or the beeps when there is none."""
     if path is None:
         return beep_frames()
-    return _announcement(path, path.stat().st_mtime_ns)
+    return _opus_frames(_announcement(path, path.stat().st_mtime_ns, RATE))
+
+
+def prompt_frames_g711(path: Path | None, codec: str) -> tuple[bytes, ...]:
+    """The same as 20 ms G.711 frames (`codec` "pcmu" or "pcma", 8 kHz), for the legs of a
+    call recorded in G.711 (a SIP phone's or carrier's)."""
+    if path is None:
+        return _g711_beeps(codec)
+    return _g711_frames(_announcement(path, path.stat().st_mtime_ns, G711_RATE), codec)
+
+
+@functools.cache
+def _g711_beeps(codec: str) -> tuple[bytes, ...]:
+    return _g711_frames(_beeps(G711_RATE), codec)
 
 
 @functools.lru_cache(maxsize=4)
-def _announcement(path: Path, _mtime_ns: int) -> tuple[bytes, ...]:
-    """The file (read and checked again) resampled to 48 kHz mono, then 100 ms of silence."""
+def _announcement(path: Path, _mtime_ns: int, rate: int) -> np.ndarray:
+    """The file (read and checked again) resampled to `rate` mono, then 100 ms of silence."""
     wav = read_prompt_wav(path)
     samples = np.frombuffer(wav.pcm, dtype="<i2").reshape(-1, wav.channels)
     mono = samples.mean(axis=1) if wav.channels == 2 else samples[:, 0].astype(np.float64)
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
     frame = av.AudioFrame.from_ndarray(mono.astype(np.int16).reshape(1, -1), format="s16",
                                        layout="mono")  # fmt: skip
     frame.sample_rate = wav.rate
@@ -60,7 +86,25 @@ def _announcement(path: Path, _mtime_ns: int) -> tuple[bytes, ...]:
         f.to_ndarray().reshape(-1) for f in (*resampler.resample(frame), *resampler.resample(None))
     ]
     resampled = np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
-    return _opus_frames(np.concatenate([resampled, np.zeros(RATE // 10, dtype=np.int16)]))
+    return np.concatenate([resampled, np.zeros(rate // 10, dtype=np.int16)])
+
+
+def _g711_frames(mono: np.ndarray, codec: str) -> tuple[bytes, ...]:
+    """8 kHz mono samples as 20 ms G.711 frames, the last one padded with silence."""
+    count = -(-len(mono) // G711_FRAME)
+    padded = np.zeros(count * G711_FRAME, dtype=np.int16)
+    padded[: len(mono)] = mono
+    encoder = av.CodecContext.create(G711_ENCODERS[codec], "w")
+    assert isinstance(encoder, AudioCodecContext)
+    encoder.sample_rate = G711_RATE
+    encoder.layout = "mono"
+    encoder.format = "s16"
+    encoder.time_base = Fraction(1, G711_RATE)
+    frame = av.AudioFrame.from_ndarray(padded.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = G711_RATE
+    frame.pts = 0
+    data = b"".join(bytes(p) for p in (*encoder.encode(frame), *encoder.encode(None)))
+    return tuple(data[i : i + G711_FRAME] for i in range(0, count * G711_FRAME, G711_FRAME))
 
 
 def _opus_frames(mono: np.ndarray) -> tuple[bytes, ...]:

@@ -134,14 +134,30 @@ class RtpSender:
             assert self._leg.events is not None
             payload_type, first = self._leg.events, out != self._last_event
             self._last_event = out
-        packet = RtpPacket(payload_type, first, self._seq, out, self.ssrc, payload)
+        self._send(RtpPacket(payload_type, first, self._seq, out, self.ssrc, payload), target)
+
+    def push_own(self, payload: bytes, duration: int) -> None:
+        """A payload of the server's own (the recording prompt, media/prompt.py) lasting
+        `duration` ticks: right after the last packet sent, and the next forwarded packet
+        continues right after it (its party's timestamps rebased there, RFC 3550 §5.1)."""
+        target = self._leg.remote
+        if target is None or self._leg.transport is None or not self._leg.sending:
+            return
+        out = (self.last_timestamp + duration) % (1 << 32) if self.forwarded else self._base_out
+        self._seq = (self._seq + 1) % (1 << 16)
+        packet = RtpPacket(self._leg.payload_type, False, self._seq, out, self.ssrc, payload)
+        self._send(packet, target)
+        self._base_in, self._base_out = None, (out + duration) % (1 << 32)
+
+    def _send(self, packet: RtpPacket, target: tuple[str, int]) -> None:
         data = build_rtp(packet)
         if self._leg.outbound is not None:
             data = self._leg.outbound.protect(data)
+        assert self._leg.transport is not None
         self._leg.transport.sendto(data, target)
         self.forwarded += 1
-        self.octets += len(payload)
-        self.last_timestamp = out
+        self.octets += len(packet.payload)
+        self.last_timestamp = packet.timestamp
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -209,6 +225,11 @@ class RtpLeg:
         elif self.events is not None:
             self.track.push(packet.payload, packet.timestamp, event=True)
 
+    def send_own(self, payload: bytes, duration: int) -> bool:
+        """A payload of the server's own to this party (the recording prompt), in its codec."""
+        self.track.push_own(payload, duration)
+        return True
+
     async def open(self, host: str, port: int = 0) -> tuple[str, int]:
         """Bind the media socket and the RTCP one on the next port (RFC 3550 §11); returns the
         RTP address (for our SDP)."""
@@ -255,6 +276,12 @@ class RtpLeg:
         self.connected.set()
         if self.rtcp is not None:
             self.rtcp.start(rtcp or (address[0], address[1] + 1), relatch=moved)
+
+    def hold(self, also_from: Iterable[str] = ()) -> None:
+        """The party's SDP names no address (c=0.0.0.0, RFC 3264 §8.4): send it nothing; its
+        packets are taken from `also_from` (its signaling IP) until `set_remote`."""
+        self.sending = False
+        self._allowed.update(also_from)
 
     @property
     def allowed(self) -> tuple[str, ...]:

@@ -8,11 +8,13 @@ writers anyway; on PostgreSQL `append_in` first takes `LOCK TABLE audit_entries 
 EXCLUSIVE MODE` (it conflicts with itself, not with readers) so that concurrent appenders queue
 instead of failing — `SELECT … FOR UPDATE` on the head row would not cover an empty table.
 Later appends in the same transaction reuse the head the first one wrote (`_locked_head`).
+The lock is held until the transaction ends, so a writer appends as late in its transaction as
+it can: the records writer holds its batch's entries back and appends them after its CDR writes
+(records/record_batch.py, `hold_appends`), so the nodes' batches queue only for that append.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -127,12 +129,13 @@ _ENTRY_COLUMNS = (
 _HEAD = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
 _INSERT = insert(AuditEntry)
 _PG_LOCK = text("LOCK TABLE audit_entries IN SHARE ROW EXCLUSIVE MODE")
+_HEAD_SQL = "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1"  # DB-API, as _HEAD
 # pysqlite opens a transaction only at the first write, so the head read could run outside it
 # and race another appender to the same seq. A write that changes nothing takes SQLite's write
 # lock first (waiting up to busy_timeout for it) and holds it until the transaction ends.
 _SQLITE_LOCK = text("UPDATE audit_entries SET seq = seq WHERE 0")
 _HEAD_KEY = "callgate.audit_head"
-_DEFERRED_KEY = "callgate.audit_deferred"
+_HELD_KEY = "callgate.audit_held"
 
 
 def _transaction(conn: Connection) -> tuple[object, object] | None:
@@ -150,13 +153,15 @@ def _locked_head(conn: Connection) -> tuple[int, str]:
     same transaction (and savepoint) take the head this module remembered on the connection when
     it last appended: nobody else can have appended since, the lock is still ours. A savepoint
     rolled back, a new transaction or another savepoint never match the remembered one, so they
-    read again. (The write-batching records writer appends three entries per call attempt.)
+    read again. Entries held back on the connection (`hold_appends`) are appended first.
     """
+    held = conn.info.pop(_HELD_KEY, None)
+    if held is not None:
+        held()  # appends (and comes back here) before this append reads the head
     current = _transaction(conn)
     remembered = conn.info.get(_HEAD_KEY)
     if current is not None and remembered is not None and remembered[0] == current:
         return remembered[1], remembered[2]
-    _insert_deferred(conn)  # the table must hold every entry before its head is read
     if conn.dialect.name == "postgresql":
         conn.execute(_PG_LOCK)
     elif conn.dialect.name == "sqlite":
@@ -165,28 +170,31 @@ def _locked_head(conn: Connection) -> tuple[int, str]:
     return (int(head.seq), str(head.hash)) if head is not None else (0, GENESIS)
 
 
-@contextlib.contextmanager
-def deferred_inserts(conn: Connection) -> Iterator[None]:
-    """Inside it, entries appended on `conn` in its current transaction are inserted together
-    (one multi-row INSERT) when the block ends without an error, instead of one INSERT each:
-    the records writer wraps its group-committed batches in it. The chain is computed as each
-    entry is appended, from the head remembered on the connection; whenever the head must be
-    read from the table instead, what is pending is inserted first. On an error nothing more is
-    inserted (the owner rolls the transaction back). No savepoints inside: entries appended in
-    a savepoint rolled back would still be pending."""
-    conn.info[_DEFERRED_KEY] = []
-    try:
-        yield
-        _insert_deferred(conn)
-    finally:
-        conn.info.pop(_DEFERRED_KEY, None)
+def queue_head(conn: Connection) -> Callable[[], None]:
+    """PostgreSQL in pipeline mode (records/record_batch.py): queue the appenders' lock and the
+    head read; the function returned, called once the pipeline is synced, remembers the head,
+    so the transaction's appends start from it without a round trip of their own."""
+    conn.execute(_PG_LOCK)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(_HEAD_SQL)
+
+    def read() -> None:
+        row = cursor.fetchone()
+        seq, hash = (int(row[0]), str(row[1])) if row is not None else (0, GENESIS)
+        _remember_head(conn, seq, hash)
+
+    return read
 
 
-def _insert_deferred(conn: Connection) -> None:
-    rows = conn.info.get(_DEFERRED_KEY)
-    if rows:
-        conn.execute(_INSERT, list(rows))
-        rows.clear()
+def hold_appends(conn: Connection, append_held: Callable[[], None]) -> None:
+    """Someone holds entries back on `conn` to append them later in its transaction: any other
+    append on `conn` first calls `append_held()` (once), so the chain keeps their order."""
+    conn.info[_HELD_KEY] = append_held
+
+
+def release_appends(conn: Connection) -> None:
+    """Undo `hold_appends` (the holder appended its entries, or gave up)."""
+    conn.info.pop(_HELD_KEY, None)
 
 
 def _remember_head(conn: Connection, seq: int, hash: str) -> None:
@@ -233,15 +241,23 @@ class AuditLog:
     ) -> list[Entry]:
         """Append several entries, in order, inside the caller's transaction: one head read and
         one multi-row insert for the lot (the fast way to write a batch)."""
+        when = at if at is not None else utcnow()
+        return AuditLog.append_timed_in(conn, [(entry, when) for entry in new])
+
+    @staticmethod
+    def append_timed_in(conn: Connection, new: Sequence[tuple[NewEntry, datetime]]) -> list[Entry]:
+        """`append_many_in` with each entry's own time (a records batch's entries)."""
         if not new:
             return []
-        when = at if at is not None else utcnow()
-        at_text = format_time(when)  # refuses naive datetimes before anything is written
-        texts = [canonical_json(dict(details or {})).decode("utf-8") for *_, details in new]
+        # refuses naive datetimes before anything is written
+        times = [(when, format_time(when)) for _, when in new]
+        texts = [canonical_json(dict(entry[3] or {})).decode("utf-8") for entry, _ in new]
         seq, prev = _locked_head(conn)
         written: list[Entry] = []
         prev_raw = bytes.fromhex(prev)
-        for (raw_actor, raw_action, raw_object, _), details_text in zip(new, texts, strict=True):
+        for ((raw_actor, raw_action, raw_object, _), _), (when, at_text), details_text in zip(
+            new, times, texts, strict=True
+        ):
             # Hashed as stored: a NUL (a handle tried at sign-in) cannot be kept by PostgreSQL.
             actor, action, object = storable(raw_actor), storable(raw_action), storable(raw_object)
             seq += 1
@@ -264,11 +280,7 @@ class AuditLog:
             }
             for e in written
         ]
-        deferred = conn.info.get(_DEFERRED_KEY)
-        if deferred is not None:
-            deferred.extend(rows)  # inserted with the others (`deferred_inserts`)
-        else:
-            conn.execute(_INSERT, rows)
+        conn.execute(_INSERT, rows)
         _remember_head(conn, seq, prev)
         return written
 

@@ -20,23 +20,24 @@ call's quality figures; the final reports, sent after the end, are written as th
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
 from callgate.records import call_audit
-from callgate.records.audit import AuditLog, deferred_inserts
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_types import CallOpen
 from callgate.records.quality import StreamStats
 from callgate.records.quality_store import QualityReport, QualityRepository
+from callgate.records.record_batch import RecordBatch, record_batch
 from callgate.records.writer import RecordWriter
 from callgate.storage.models import utcnow
 
@@ -76,30 +77,47 @@ class CallRecorder:
     def __init__(self, cdrs: CdrRepository, quality: QualityRepository) -> None:
         self.cdrs = cdrs
         self.quality = quality
-        self._writer = RecordWriter(cdrs.engine, batch=deferred_inserts)
+        self._batch: RecordBatch | None = None  # the writer thread's current transaction's
+        self._writer = RecordWriter(cdrs.engine, batch=self._batch_of)
         self.quality_every = QUALITY_EVERY
         # The one quality buffer, (call, party) -> _Buffered; the signaling loop's thread and the
         # writer's share it (`_lock`). The due entries are its last ones (see `_write_quality`).
         self._lock = threading.Lock()
         self._quality: OrderedDict[tuple[str, str], _Buffered] = OrderedDict()
 
+    @contextlib.contextmanager
+    def _batch_of(self, conn: Connection) -> Iterator[RecordBatch]:
+        """Around each group-committed transaction of the writer: its writes are held and sent
+        together at its end (records/record_batch.py)."""
+        with record_batch(conn, self.cdrs) as batch:
+            self._batch = batch
+            try:
+                yield batch
+            finally:
+                self._batch = None
+
+    def _current(self) -> RecordBatch:
+        if self._batch is None:
+            raise RuntimeError("a records write ran outside the writer's batch")
+        return self._batch
+
     def open(self, opened: CallOpen, *, ringing_devices: int, relay_only: bool) -> int:
         """The CDR row and call.invite, in one transaction (see `open_failed`)."""
+        invite = call_audit.invite(
+            opened.call_id,
+            opened.caller_user,
+            opened.callee_user,
+            ringing_devices=ringing_devices,
+            relay_only=relay_only,
+            policy_rule=opened.policy_rule,
+            policy_decision=opened.policy_decision,
+            caller_address=opened.caller_address,
+        )
 
         def open_audited(conn: Connection) -> None:
-            entry = call_audit.invite_in(
-                conn,
-                opened.call_id,
-                opened.caller_user,
-                opened.callee_user,
-                opened.invite_at,
-                ringing_devices=ringing_devices,
-                relay_only=relay_only,
-                policy_rule=opened.policy_rule,
-                policy_decision=opened.policy_decision,
-                caller_address=opened.caller_address,
-            )
-            self.cdrs.open_in(conn, [replace(opened, audit_index=entry.seq)])
+            batch = self._current()
+            batch.cdr.open(opened)
+            batch.audit(invite, opened.invite_at, index_of=opened.call_id)
 
         return self._writer.post(open_audited, report=True, max_wait=OPEN_WAIT)
 
@@ -109,7 +127,7 @@ class CallRecorder:
 
     def update(self, call_id: str, /, **changes: Any) -> int:
         """CDR columns that became known (relay candidates, media path, codec, callee device)."""
-        return self._writer.post(lambda conn: self.cdrs.update_in(conn, call_id, **changes))
+        return self._writer.post(lambda conn: self._current().cdr.update(call_id, changes))
 
     def answered(
         self,
@@ -121,10 +139,12 @@ class CallRecorder:
         **changes: Any,
     ) -> int:
         """call.answered, with the CDR update that records the answer."""
+        entry = call_audit.answered(call_id, callee, callee_device)
 
-        def answer(conn: Connection) -> object:
-            call_audit.answered_in(conn, call_id, callee, callee_device, at)
-            return self.cdrs.update_in(conn, call_id, **changes)
+        def answer(conn: Connection) -> None:
+            batch = self._current()
+            batch.audit(entry, at)
+            batch.cdr.update(call_id, changes)
 
         return self._writer.post(answer)
 
@@ -136,35 +156,36 @@ class CallRecorder:
         held = [p.latest for p in parties if p is not None and p.latest is not None]
         if held:
             self._writer.post_standalone(lambda: self.quality.upsert_many(held))
-
-        def finalize(conn: Connection) -> object:
-            closing = (end.call_id, end.end_at, end.disposition, end.ended_by, end.reason)
-            done = self.cdrs.finalize_in(
-                conn, *closing, duration_s=end.duration_s, detail=end.detail
-            )
-            if not done and self.cdrs.node_id is not None:
-                return done  # several nodes: another node took the call over and ends it
-            call_audit.ended_in(
-                conn,
+        entries = [
+            call_audit.ended(
                 end.call_id,
                 end.actor,
-                end.end_at,
                 disposition=end.disposition,
                 reason=end.reason,
                 ended_by=end.ended_by,
                 duration_s=end.duration_s,
                 detail=end.detail,
             )
-            if end.admin:
-                AuditLog.append_in(
-                    conn,
-                    end.admin,
-                    "call.end_by_admin",
-                    f"call:{end.call_id}",
-                    {"reason": end.reason, "disposition": end.disposition},
-                    end.end_at,
-                )
-            return done
+        ]
+        if end.admin:
+            details = {"reason": end.reason, "disposition": end.disposition}
+            entries.append((end.admin, "call.end_by_admin", f"call:{end.call_id}", details))
+
+        def finalize(conn: Connection) -> None:
+            batch = self._current()
+            done = batch.cdr.finalize(
+                end.call_id,
+                end.end_at,
+                end.disposition,
+                end.ended_by,
+                end.reason,
+                end.duration_s,
+                end.detail,
+            )
+            # several nodes: another node may have taken the call over, and ends it itself
+            only_if = done if self.cdrs.node_id is not None else None
+            for entry in entries:
+                batch.audit(entry, end.end_at, only_if=only_if)
 
         return self._writer.post(finalize)
 

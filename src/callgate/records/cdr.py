@@ -22,32 +22,36 @@ from sqlalchemy import (
     Engine,
     Table,
     Update,
-    bindparam,
     func,
-    insert,
     or_,
     select,
     update,
 )
 
 from callgate.clock import Clock, SystemClock
+from callgate.records.cdr_sql import (
+    FINALIZE,
+    FINALIZE_OWNED,
+    INSERT_CALLS,
+    SET_AUDIT_INDEX,
+    calls,
+    cdr_values,
+    check_end,
+    update_statement,
+)
 from callgate.records.cdr_types import (
-    DISPOSITIONS,
-    ENDED_BY,
     JSON_FIELDS,
-    UPDATABLE,
     CallOpen,
     CdrRecord,
     RelayLink,
     host_of,
 )
 from callgate.storage.db import Store
-from callgate.storage.models import Call, CallQuality, RelaySession
+from callgate.storage.models import CallQuality, RelaySession
 from callgate.storage.text import storable
 
 __all__ = ["CallOpen", "CdrRecord", "CdrRepository", "RelayLink"]
 
-calls = cast(Table, Call.__table__)
 relay_sessions = cast(Table, RelaySession.__table__)
 call_quality = cast(Table, CallQuality.__table__)
 
@@ -62,56 +66,9 @@ class _Unknown:
 
 UNKNOWN = _Unknown()
 
-# Statements built once: SQLAlchemy then reuses their compiled form instead of rebuilding a
-# cache key per call (the records writer runs several per call attempt).
-_FINALIZE = (
-    update(calls)
-    .where(calls.c.call_id == bindparam("b_id"), calls.c.end_at.is_(None))
-    .values(
-        end_at=bindparam("b_end_at"),
-        disposition=bindparam("b_disposition"),
-        ended_by=bindparam("b_ended_by"),
-        reason=bindparam("b_reason"),
-        duration_s=bindparam("b_duration_s"),
-        end_detail=bindparam("b_end_detail"),
-        updated_at=bindparam("b_updated_at"),
-    )
-)
-_INSERT_CALLS = insert(calls)
 _OPEN_FIELDS = tuple(f.name for f in fields(CallOpen))
-
-
-# Several nodes (docs/scaling.md): a repository with a node id writes only the rows its node
-# owns, so a node that lost a call to another (it was thought dead) cannot touch its record.
-_FINALIZE_OWNED = _FINALIZE.where(calls.c.node_id == bindparam("b_node"))
-_UPDATES: dict[tuple[tuple[str, ...], bool], Update] = {}
 # A call's last sign of life from its node: the heartbeat, else the row's last write.
 _LAST_BEAT = func.coalesce(calls.c.last_alive_at, calls.c.updated_at)
-
-
-def _update_statement(columns: tuple[str, ...], owned: bool) -> Update:
-    statement = _UPDATES.get((columns, owned))
-    if statement is None:
-        statement = (
-            update(calls)
-            .where(calls.c.call_id == bindparam("b_id"))
-            .values({name: bindparam(f"b_{name}") for name in columns})
-        )
-        if owned:
-            statement = statement.where(calls.c.node_id == bindparam("b_node"))
-        _UPDATES[(columns, owned)] = statement
-    return statement
-
-
-def _values(changes: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(changes) - UPDATABLE
-    if unknown:
-        raise ValueError(f"not CDR fields: {', '.join(sorted(unknown))}")
-    values = {name: storable(value) for name, value in changes.items()}
-    for name in JSON_FIELDS & set(values):
-        if values[name] is not None and not isinstance(values[name], str):
-            values[name] = json.dumps(list(values[name]))
-    return values
 
 
 def _record(row: Any) -> CdrRecord:
@@ -164,14 +121,15 @@ class CdrRepository:
     def open_in(self, conn: Connection, new_calls: Sequence[CallOpen]) -> None:
         """Insert rows inside the caller's transaction (group commit by the signaling hub)."""
         now = self._now()
-        rows = []
-        for call in new_calls:
-            row = {name: storable(getattr(call, name)) for name in _OPEN_FIELDS}
-            if row["relay_candidates"] is not None:
-                row["relay_candidates"] = json.dumps(list(row["relay_candidates"]))
-            row["updated_at"] = now
-            rows.append(row)
-        conn.execute(_INSERT_CALLS, rows)
+        conn.execute(INSERT_CALLS, [self.open_row(call, now) for call in new_calls])
+
+    def open_row(self, call: CallOpen, now: datetime | None = None) -> dict[str, Any]:
+        """The `calls` row inserted for `call` (records/cdr_batch.py inserts several at once)."""
+        row = {name: storable(getattr(call, name)) for name in _OPEN_FIELDS}
+        if row["relay_candidates"] is not None:
+            row["relay_candidates"] = json.dumps(list(row["relay_candidates"]))
+        row["updated_at"] = now or self._now()
+        return row
 
     def update(self, call_id: str, /, **changes: Any) -> bool:
         """Set fields of an open or closed row (ring_at, answer_at, callee_device, media_path,
@@ -180,12 +138,21 @@ class CdrRepository:
             return self.update_in(conn, call_id, **changes)
 
     def update_in(self, conn: Connection, call_id: str, /, **changes: Any) -> bool:
-        values = {**_values(changes), "updated_at": self._now()}
+        statement, params = self.update_params(call_id, changes)
+        return bool(conn.execute(statement, params).rowcount)
+
+    def update_params(self, call_id: str, changes: dict[str, Any]) -> tuple[Update, dict[str, Any]]:
+        """The statement and parameters of `update_in` (statements are shared: several updates
+        with the same columns run as one executemany)."""
+        values = {**cdr_values(changes), "updated_at": self._now()}
         params = {f"b_{name}": value for name, value in values.items()}
         params.update(b_id=call_id, b_node=self.node_id)
-        owned = self.node_id is not None
-        result = conn.execute(_update_statement(tuple(sorted(values)), owned), params)
-        return bool(result.rowcount)
+        return update_statement(tuple(sorted(values)), self.node_id is not None), params
+
+    def set_audit_index_in(self, conn: Connection, seqs: Sequence[tuple[str, int]]) -> None:
+        """Record (call id, seq of its call.invite audit entry) pairs, in one executemany."""
+        if seqs:
+            conn.execute(SET_AUDIT_INDEX, [{"b_id": call, "b_seq": seq} for call, seq in seqs])
 
     def finalize(
         self,
@@ -217,28 +184,45 @@ class CdrRepository:
     ) -> bool:
         """`finalize` inside the caller's transaction. A caller that knows the duration (the
         signaling engine does: answer to end, None if never answered) saves a read."""
-        if disposition not in DISPOSITIONS:
-            raise ValueError(f"unknown disposition {disposition!r}")
-        if ended_by not in ENDED_BY and not ended_by.startswith("admin:"):
-            raise ValueError(f"ended_by must be one of {', '.join(ENDED_BY)} or admin:<handle>")
-        values = _values(changes)
+        check_end(disposition, ended_by)
+        values = cdr_values(changes)
         if not values and not isinstance(duration_s, _Unknown):
-            final = {
-                "b_id": call_id,
-                "b_end_at": end_at,
-                "b_disposition": disposition,
-                "b_ended_by": ended_by,
-                "b_reason": reason,
-                "b_duration_s": duration_s,
-                "b_end_detail": storable(detail[:255]) if detail else None,
-                "b_updated_at": self._now(),
-                "b_node": self.node_id,
-            }
-            statement = _FINALIZE if self.node_id is None else _FINALIZE_OWNED
-            return bool(conn.execute(statement, final).rowcount)
+            final = self.finalize_params(
+                call_id, end_at, disposition, ended_by, reason, duration_s, detail
+            )
+            return bool(conn.execute(self.finalize_statement, final).rowcount)
         if detail:
             values["end_detail"] = storable(detail[:255])
         return self._finalize(conn, call_id, end_at, disposition, ended_by, reason, values)
+
+    @property
+    def finalize_statement(self) -> Update:
+        """The statement of a finalize whose duration is known (`finalize_params`)."""
+        return FINALIZE if self.node_id is None else FINALIZE_OWNED
+
+    def finalize_params(
+        self,
+        call_id: str,
+        end_at: datetime,
+        disposition: str,
+        ended_by: str,
+        reason: str,
+        duration_s: float | None,
+        detail: str | None,
+    ) -> dict[str, Any]:
+        """The parameters of `finalize_statement` (several finalizes run as one executemany)."""
+        check_end(disposition, ended_by)
+        return {
+            "b_id": call_id,
+            "b_end_at": end_at,
+            "b_disposition": disposition,
+            "b_ended_by": ended_by,
+            "b_reason": reason,
+            "b_duration_s": duration_s,
+            "b_end_detail": storable(detail[:255]) if detail else None,
+            "b_updated_at": self._now(),
+            "b_node": self.node_id,
+        }
 
     def _finalize(
         self,

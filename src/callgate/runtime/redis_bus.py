@@ -19,6 +19,10 @@ Keys (all under `callgate:`):
 - channel `pairs` — the two users of each call as it is placed (sealed), published before anyone rings,
   so call-bound registered relays admit them at once (`announce_pair`).
 
+`devices_of` (each invite) rings a device only if its node is alive: a sealed, fresh snapshot,
+as the last beat read it (a dead node stops counting within `ttl` + `interval` of its last
+snapshot), or read at once if the beats are late.
+
 Redis down: `devices_of` raises `ClusterUnavailable` (new calls are refused), posts are dropped,
 `available` is false. A background loop retries every `interval`; once Redis answers again the
 node announces its connected devices anew (a restarted Redis has lost them) and subscribes again.
@@ -46,6 +50,7 @@ log = logging.getLogger(__name__)
 PREFIX = "callgate:"
 INTERVAL = 1.0  # seconds between snapshots (and reconnect attempts)
 TTL = 5  # seconds a node's snapshot lives: a node silent this long is dead to the others
+FRESH_BEATS = 2  # `devices_of` trusts the snapshots read this many intervals ago at most
 PAIR_WITHIN = 1.0  # seconds an invite waits at most for the relays to hear of its parties
 # A directory entry is written once, as its device connects, and removed as it leaves: its age
 # is not checked, so a Redis writer can put back an old genuine entry — of that same user and
@@ -81,6 +86,7 @@ class RedisBus:
         self._ttl = ttl
         self._peer: ClusterPeer | None = None
         self._snapshots: dict[str, dict[str, Any]] = {}
+        self._snapshots_at = float("-inf")  # loop time of the beat that read them
         self._relays: list[RelayInfo] = []
         self._beating = False
         self._subscribed = False
@@ -140,21 +146,29 @@ class RedisBus:
             found = (self._device(handle, _text(d), raw) for d, raw in entries.items())
             devices = [device for device in found if device is not None]
             others = sorted({d.node for d in devices if d.node != self.node_id})
-            alive: dict[str, bool] = {}
-            if others:
-                # alive = a snapshot signed with the cluster key and fresh, not merely present:
-                # a Redis writer's unsigned or forged snapshot must not make its node ringable
-                raw = await self._redis.mget([f"{PREFIX}snap:{n}" for n in others])
-                alive = {
-                    n: r is not None and isinstance(self.seal.open("snap", n, r, ENTRY_AGE), dict)
-                    for n, r in zip(others, raw, strict=True)
-                }
+            alive = await self._alive(others) if others else set()
         except _DOWN as exc:
             self._beating, self._lost = False, True
             raise ClusterUnavailable(f"the cluster bus (Redis) is unreachable: {exc}") from None
         if not self.available:
             raise ClusterUnavailable("the cluster bus (Redis) is reconnecting")
-        return [d for d in devices if d.node != self.node_id and alive.get(d.node)]
+        return [d for d in devices if d.node != self.node_id and d.node in alive]
+
+    async def _alive(self, nodes: list[str]) -> set[str]:
+        """The nodes among `nodes` with a snapshot signed with the cluster key and fresh, not
+        merely present (a Redis writer's unsigned or forged snapshot must not make its node
+        ringable): those of the copy the last beat read and verified, if that beat is recent
+        (one MGET and a MAC check per node saved on every invite); else read now. A dead node's
+        snapshot expires after `ttl`: the next beat, within `interval`, drops it."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._snapshots_at <= FRESH_BEATS * self._interval:
+            return {n for n in nodes if n in self._snapshots}
+        raw = await self._redis.mget([f"{PREFIX}snap:{n}" for n in nodes])
+        return {
+            n
+            for n, r in zip(nodes, raw, strict=True)
+            if r is not None and isinstance(self.seal.open("snap", n, r, ENTRY_AGE), dict)
+        }
 
     def _device(self, handle: str, device_id: str, raw: bytes | str) -> RemoteDevice | None:
         """A directory entry, if sealed by a node for this very handle and device: a Redis
@@ -279,6 +293,7 @@ class RedisBus:
             if r
         }
         self._snapshots = {n: snap for n, snap in opened.items() if isinstance(snap, dict)}
+        self._snapshots_at = asyncio.get_running_loop().time()
         self._relays = await read_relays(self._redis, self.seal)
         if not self._beating:
             if self._tasks:

@@ -15,6 +15,7 @@ from callgate.runtime.calling import Signaling
 from callgate.runtime.sip_calls import SipCalls
 from callgate.runtime.sip_dialout import DialOut
 from callgate.runtime.sip_numbers import NumberCalls
+from callgate.signaling.anchoring import Anchoring
 from callgate.sip.attempts import Attempts
 from callgate.sip.credentials import CredentialStore
 from callgate.sip.dialout import DialOutRecords
@@ -66,8 +67,14 @@ async def start_sip(
 
         records = DialOutRecords(CdrRepository(store))
         policy = PolicyStore(store)
-        # phones and softphones dialling numbers: one decision, one live view (sip_live.py)
-        dial = DialOut(edge, trunks, groups_of, records, settings.sip.media_ip, policy)
+        # phones and softphones dialling numbers: one decision, one live view (sip_live.py),
+        # recorded by the recording service of calls between users (sip_recorded.py)
+        anchoring = calls.hub.anchoring
+        recordings = anchoring.recordings if isinstance(anchoring, Anchoring) else None
+        dial = DialOut(
+            edge, trunks, groups_of, records, settings.sip.media_ip, policy,
+            recordings=recordings, setup_timeout=settings.calls.setup_timeout,
+        )  # fmt: skip
         handler = SipCalls(
             calls.hub,
             calls.user_exists,

@@ -31,22 +31,17 @@ from typing import Any
 
 from callgate.media.anchor import AnchorError, AnchorLeg, Bridge
 from callgate.media.caller_fill import SilenceUntilMedia
-from callgate.media.dtmf import DtmfToTones
+from callgate.media.dtmf import NO_EVENTS, DtmfToTones
 from callgate.media.packets import PacketHandler
 from callgate.media.rtp_leg import RtpLeg
 from callgate.runtime.sip_dialout import DialOut, final_response
+from callgate.runtime.sip_media import check_call_media, check_media, take_offer
 from callgate.signaling import messages as m
+from callgate.signaling.anchoring import PHONE_AGENT
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
-from callgate.sip.media_peers import (
-    ForbiddenMedia,
-    audit_forbidden,
-    device_source,
-    forbidden_entry,
-    party_of,
-    refuse_offer,
-)
+from callgate.sip.media_peers import aim
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import (
     DIRECTIONS,
@@ -63,7 +58,6 @@ from callgate.sip.uri import parse_name_addr, parse_sip_uri
 
 log = logging.getLogger(__name__)
 
-HOLD_ADDRESS = "0.0.0.0"  # RFC 2543 hold, which RFC 3264 §8.4 says an answerer must take
 STATS_INTERVAL = 2.0  # the phone's device reports packet counts, as clients do
 IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
 # call.ended reasons (signaling/reasons.py) → SIP final responses before an answer
@@ -144,14 +138,10 @@ class SipCalls:
         handle, display, agent, callee = parties
         assert self._edge is not None
         edge = self._edge
-        try:
-            offer = parse_audio(call.request.body)
-            codec = offer.choose()
-            # never RTP to loopback, internal ranges or a host the device is not (media_peers.py)
-            edge.media.check(offer, device_source(call))
-        except SdpError as exc:
-            await refuse_offer(call, exc, edge.audit)
+        taken = take_offer(edge, call)  # else 488 (sip_media.py)
+        if taken is None:
             return
+        offer, codec = taken
         media_ip = self._media_ip or call.peer.local[0]
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
             log.warning("sip: set sip.media_ip (listening on %s, SDP needs an IPv4)", media_ip)
@@ -170,13 +160,14 @@ class SipCalls:
         # silence towards the anchor until the phone's RTP flows: a recorded call rings only
         # once the recorder has the caller's first packets (media/caller_fill.py)
         fill = SilenceUntilMedia("phone", codec, bridge.forward)
-        from_phone = _from_phone(codec, offer.events, fill.packet)
-        rtp = RtpLeg("phone", from_phone, codec, srtp, offer.events, edge.media.permits)
+        tones = _from_phone(codec, offer.events, fill.packet)
+        rtp = RtpLeg("phone", tones.packet, codec, srtp, offer.events, edge.media.permits)
+        call.on_key = tones.press  # keys sent by INFO (sip/dtmf_info.py)
         device: Device | None = None
         try:
             web = bridge.leg("web", codec=codec)
             local = await rtp.open(media_ip)
-            rtp.set_remote((offer.address, offer.port), also_from=[call.peer.address[0]])
+            aim(rtp, offer, [call.peer.address[0]])  # none while held (c=0.0.0.0)
             bridge.attach(rtp)
             fill.start()
             web_offer = await web.offer()
@@ -194,7 +185,7 @@ class SipCalls:
             origin = (secrets.randbits(31), 1)
             answer = audio_sdp(local[0], local[1], codec, ours, offer.events, origin=origin)
             reoffers = Reoffers(offer, call.request.body, codec, ours, local, origin, rtp, fill)
-            reoffers.check = _reoffer_check(edge, call)
+            reoffers.check = lambda sdp: check_call_media(edge, call, sdp, "re-offer")
             call.on_offer = reoffers.answer
             contact = f"sip:callgate@{call.peer.local[0]}:{call.peer.local[1]}"
             await self._follow(call, device, web, rtp, answer, contact)
@@ -344,7 +335,7 @@ class SipCalls:
 
     async def _phone_device(self, username: str, handle: str) -> None:
         """The registered phone as a signaling device of `handle` while it is registered."""
-        device, effects = await self._hub.connect(handle, handle, True, user_agent="sip")
+        device, effects = await self._hub.connect(handle, handle, True, user_agent=PHONE_AGENT)
         try:
             await self._hub.apply(effects)
             while True:
@@ -378,9 +369,10 @@ class SipCalls:
             await self._reject(device, call_id, "no media address")
             return
         bridge = Bridge(lambda: self._ice_servers(device.handle))
-        from_phone = _from_phone(codec, EVENTS_PT, bridge.forward)
-        rtp = RtpLeg("phone", from_phone, codec, permits=self._edge.media.permits)
+        tones = _from_phone(codec, EVENTS_PT, bridge.forward)
+        rtp = RtpLeg("phone", tones.packet, codec, permits=self._edge.media.permits)
         call = self._edge.outbound(binding, caller)
+        call.on_key = tones.press  # keys sent by INFO (sip/dtmf_info.py)
         try:
             local = await rtp.open(media_ip)
             contact = f"sip:callgate@{binding.peer.local[0]}:{binding.peer.local[1]}"
@@ -403,18 +395,15 @@ class SipCalls:
                 return
             try:
                 answer = parse_audio(reply.body)
-                self._edge.media.check(answer, binding.peer.address[0])
+                source = binding.peer.address[0]
+                party = f"sip:{username}"
+                check_media(self._edge, answer, "answer", party, call.call_id, source, source)
             except SdpError as exc:
-                if isinstance(exc, ForbiddenMedia):
-                    party, source = f"sip:{username}", binding.peer.address[0]
-                    await audit_forbidden(
-                        self._edge.audit, party, call.call_id, "answer", exc, source
-                    )
                 await call.hang_up()
                 await self._reject(device, call_id, str(exc))
                 return
             rtp.events = EVENTS_PT if answer.events == EVENTS_PT else None
-            rtp.set_remote((answer.address, answer.port), also_from=[binding.peer.address[0]])
+            aim(rtp, answer, [binding.peer.address[0]])
             web = bridge.leg("web", codec=codec)
             bridge.attach(rtp)
             sdp = await web.answer(offer_sdp)
@@ -509,13 +498,13 @@ class Reoffers:
             raise SdpError("SRTP keys cannot change during the call")
         if body == self._last:
             return self._answer  # a session refresh (RFC 4028): nothing changes
-        held = offer.address == HOLD_ADDRESS  # RFC 3264 §8.4: send it neither RTP nor RTCP
+        held = offer.held  # c=0.0.0.0, RFC 3264 §8.4: send it neither RTP nor RTCP
         if not held and self.check is not None:
             self.check(offer)  # 488 with a Warning; the session stays as it was
         self._last = body
         direction = DIRECTIONS[offer.direction]
         if not held:
-            self._rtp.set_remote((offer.address, offer.port), also_from=self._rtp.allowed)
+            aim(self._rtp, offer, self._rtp.allowed)
         self._rtp.sending = direction in ("sendrecv", "sendonly") and not held
         if offer.direction in ("recvonly", "inactive"):
             self._fill.hold()  # it sends nothing now: silence, as while it rang
@@ -528,24 +517,11 @@ class Reoffers:
         return self._answer
 
 
-def _reoffer_check(edge: SipEdge, call: InboundCall) -> Callable[[AudioOffer], None]:
-    """The media filter for a re-INVITE's offer, a refusal audited `sip.media.forbidden`."""
-
-    def check(offer: AudioOffer) -> None:
-        try:
-            edge.media.check(offer, device_source(call))
-        except ForbiddenMedia as exc:
-            source = call.peer.address[0]
-            edge.audit_soon(*forbidden_entry(party_of(call), call.call_id, "re-offer", exc, source))
-            raise
-
-    return check
-
-
-def _from_phone(codec: str, events: int | None, forward: PacketHandler) -> PacketHandler:
-    """Where the phone's RTP goes: with telephone-events negotiated, through `DtmfToTones`
-    (the WebRTC leg cannot carry RFC 4733 events: they reach it as tones)."""
-    return forward if events is None else DtmfToTones(codec, events, forward).packet
+def _from_phone(codec: str, events: int | None, forward: PacketHandler) -> DtmfToTones:
+    """Where the phone's RTP goes: through `DtmfToTones`, as the WebRTC leg cannot carry
+    RFC 4733 events (with telephone-events negotiated they reach it as tones), and keys the
+    phone sends by INFO are `press`ed into its audio as tones."""
+    return DtmfToTones(codec, NO_EVENTS if events is None else events, forward)
 
 
 def _codec_of(offer_sdp: str) -> str | None:

@@ -14,28 +14,33 @@ import ipaddress
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from callgate.media.anchor import Bridge
-from callgate.media.dtmf import DtmfToTones
+from callgate.media.caller_fill import SilenceUntilMedia
+from callgate.media.dtmf import NO_EVENTS, DtmfToTones
 from callgate.media.rtp_leg import RtpLeg
 from callgate.policy.rules import Decision
 from callgate.policy.store import PolicyStore
+from callgate.recording.service import RecordingService
+from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
+from callgate.runtime.sip_media import check_media, take_offer
+from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
-from callgate.sip.media_peers import ForbiddenMedia, audit_forbidden, refuse_offer
+from callgate.sip.media_peers import aim
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import (
     EVENTS_PT,
     KEY_SALT,
-    AudioOffer,
     Crypto,
     SdpError,
     audio_sdp,
@@ -56,15 +61,8 @@ async def final_response(call: OutboundCall, sdp: bytes, contact: str) -> SipRes
     return final
 
 
-async def carrier_media(edge: SipEdge, trunk: str, out: OutboundCall, answer: AudioOffer) -> None:
-    """The carrier's answer names a media destination we may send to; else ForbiddenMedia,
-    audited (the caller hangs up)."""
-    try:
-        edge.media.check(answer)
-    except ForbiddenMedia as exc:
-        source = out.peer.address[0]
-        await audit_forbidden(edge.audit, f"trunk:{trunk}", out.call_id, "answer", exc, source)
-        raise
+async def _never() -> None:
+    await asyncio.Event().wait()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +73,7 @@ class Permit:
     refusal: str | None = None
     rule: str | None = None
     max_duration_s: int | None = None
+    recording_required: bool = False  # the allowing rule says so (sip_recorded.py)
 
 
 class DialOut:
@@ -87,7 +86,14 @@ class DialOut:
         media_ip: str | None,
         policy: PolicyStore | None = None,
         live: TrunkCalls | None = None,
+        recordings: RecordingService | None = None,
+        setup_timeout: float = 10.0,
     ) -> None:
+        """`recordings`: where calls under a recording rule are recorded (None: such calls
+        end `recording-unavailable`); `setup_timeout`: how long the caller's first packets
+        may take to reach the recorder."""
+        self.recordings = recordings
+        self.setup_timeout = setup_timeout
         # calls to numbers in the admin API's live view, phones' and softphones' (sip_live.py)
         self.live = live or TrunkCalls()
         self._policy = policy
@@ -125,7 +131,7 @@ class DialOut:
             if not decision.allowed:
                 return Permit(refusal=decision.reason or "denied by policy", rule=rule)
             if decision.dial_out or dialled.trunk.may_dial(groups):
-                return Permit(rule=rule, max_duration_s=limit)
+                return Permit(None, rule, limit, decision.recording_required)
         elif dialled.trunk.may_dial(groups):
             return Permit()
         return Permit(refusal="no dial-out rule for this user")
@@ -151,14 +157,10 @@ class DialOut:
             log.warning(
                 "sip: emergency call from %s to %s via trunk %s", handle, number, trunk.name
             )
-        try:
-            offer = parse_audio(call.request.body)
-            codec = offer.choose()
-            # never RTP to internal ranges or a host the device is not (media_peers.py)
-            self._edge.media.check(offer, call.peer.address[0])
-        except SdpError as exc:
-            await refuse_offer(call, exc, self._edge.audit)
+        taken = take_offer(self._edge, call)  # else 488 (sip_media.py)
+        if taken is None:
             return
+        offer, codec = taken
         media_ip = self._media_ip or call.peer.local[0]
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
             call.reject(503, "Service Unavailable (no media address)")
@@ -171,15 +173,24 @@ class DialOut:
         srtp = (
             None if offer.crypto is None or ours is None else (offer.crypto.key_salt, ours.key_salt)
         )
-        bridge = Bridge(lambda: [])
+        recording = NumberRecording(self.recordings) if permit.recording_required else None
+        # a recorded call's recorder is the bridge's observer (sip_recorded.py)
+        bridge = Bridge(lambda: [], recording.on_packet if recording is not None else None)
+        # silence for the recorder until the phone's RTP flows: the carrier is called only once
+        # the caller's first packets are on disk (media/caller_fill.py)
+        fill = SilenceUntilMedia("caller", codec, bridge.forward) if recording else None
+        into_bridge = bridge.forward if fill is None else fill.packet
         # RFC 4733 events: offered to the carrier when the phone offered them; passed on as
-        # events if the carrier takes them, else as tones (media/dtmf.py)
-        events = EVENTS_PT if offer.events is not None else None
-        tones = DtmfToTones(codec, offer.events, bridge.forward) if offer.events else None
-        from_phone = bridge.forward if tones is None else tones.packet
+        # events if the carrier takes them, else as tones (media/dtmf.py). A recorded call
+        # carries them as tones, so the recording holds the key presses
+        events = EVENTS_PT if offer.events is not None and recording is None else None
+        # keys the phone sends by INFO become tones in its audio (sip/dtmf_info.py)
+        tones = DtmfToTones(codec, offer.events or NO_EVENTS, into_bridge)
+        from_phone = tones.packet
+        call.on_key = tones.press
         permits = self._edge.media.permits
-        phone = RtpLeg("phone", from_phone, codec, srtp, offer.events, permits)
-        carrier = RtpLeg("carrier", bridge.forward, codec, permits=permits)
+        phone = RtpLeg("caller", from_phone, codec, srtp, offer.events, permits)
+        carrier = RtpLeg("callee", bridge.forward, codec, permits=permits)
         try:
             out = self._edge.dial(
                 trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
@@ -196,19 +207,35 @@ class DialOut:
         if out is None:
             call.reject(503, "Service Unavailable (no UDP listener for the trunk)")
             return
-        record_id = out.call_id
+        record_id = uuid.uuid4().hex  # as calls between users: the recording API takes these
         stop: asyncio.Future[Any] | None = None  # the admin API ended it (sip_live.py)
+        lost: asyncio.Future[Any] | None = None  # the recording failed (sip_recorded.py)
         try:
             phone_local = await phone.open(media_ip)
             carrier_local = await carrier.open(media_ip)
-            phone.set_remote((offer.address, offer.port), also_from=[call.peer.address[0]])
+            aim(phone, offer, [call.peer.address[0]])
             bridge.attach(phone)
             bridge.attach(carrier)
             call.recorded = True  # recorded here, not by the hub
             await asyncio.to_thread(
                 records.open, record_id, handle, number, trunk.name, emergency,
-                call.peer.address[0], rule=permit.rule,
+                call.peer.address[0], rule=permit.rule, recording_required=recording is not None,
             )  # fmt: skip
+            if recording is not None and fill is not None:
+                device = call.credential.username
+                try:
+                    await recording.start(record_id, handle, device, number, permit.rule, codec)
+                    fill.start()
+                    await recording.caller_written(self.setup_timeout)
+                except RecordingFailure as exc:  # fail closed: the carrier is never called
+                    log.warning("sip: dial-out %s: recording unavailable: %s", record_id, exc)
+                    call.reject(503, "Service Unavailable (recording unavailable)")
+                    await asyncio.to_thread(
+                        records.finish, record_id, "failed", "server", UNAVAILABLE, str(exc)[:120]
+                    )
+                    return
+                await asyncio.to_thread(records.anchored, record_id)
+            lost = asyncio.ensure_future(recording.failed.wait() if recording else _never())
             contact = f"sip:callgate@{out.peer.local[0]}:{out.peer.local[1]}"
             final = asyncio.ensure_future(
                 final_response(
@@ -219,7 +246,19 @@ class DialOut:
             live = self.live.open(record_id, handle, number, trunk.name, "rtp/rtp")
             stop = stopped = asyncio.ensure_future(live.stop.wait())
             phone_gone = asyncio.ensure_future(call.ended.wait())
-            await asyncio.wait({final, phone_gone, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {final, phone_gone, stopped, lost}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not final.done() and lost.done() and recording is not None:
+                phone_gone.cancel()  # the recording failed while the carrier rang
+                await out.cancel()
+                if (reply := await final) is not None and 200 <= reply.status < 300:
+                    await out.hang_up()
+                call.reject(503, "Service Unavailable (recording failed)")
+                await asyncio.to_thread(
+                    records.finish, record_id, "failed", "server", FAILED, recording.failure
+                )
+                return
             if not final.done():  # the phone gave up (CANCEL), or an admin, while it rang
                 phone_gone.cancel()
                 await out.cancel()
@@ -245,24 +284,34 @@ class DialOut:
                 )
                 return
             answer = parse_audio(reply.body)
-            await carrier_media(self._edge, trunk.name, out, answer)
-            if events is not None and answer.events == events and tones is not None:
+            source = out.peer.address[0]  # else ForbiddenMedia, audited: BYE, 502 below
+            check_media(self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source)
+            if events is not None and answer.events == events:
                 carrier.events = events  # the carrier takes events: forwarded as they are
                 tones.convert = False
-            carrier.set_remote((answer.address, answer.port), also_from=[out.peer.address[0]])
+            aim(carrier, answer, [out.peer.address[0]])
             phone_answer = audio_sdp(phone_local[0], phone_local[1], codec, ours, offer.events)
             call.accept(phone_answer, contact)
+            if recording is not None:
+                recording.answered(bridge, codec)
             await asyncio.to_thread(records.answered, record_id)
             self.live.answered(live)
             phone_ended = asyncio.ensure_future(call.ended.wait())
             carrier_ended = asyncio.ensure_future(out.ended.wait())
             await asyncio.wait(
-                {phone_ended, carrier_ended, stopped},
+                {phone_ended, carrier_ended, stopped, lost},
                 timeout=permit.max_duration_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             phone_ended.cancel()
             carrier_ended.cancel()
+            if lost.done() and recording is not None:  # fail closed: the call ends
+                await out.hang_up()
+                await call.hang_up()
+                await asyncio.to_thread(
+                    records.finish, record_id, "answered", "server", FAILED, recording.failure
+                )
+                return
             if live.admin is not None and not call.ended.is_set() and not out.ended.is_set():
                 await out.hang_up()  # BYE both ways (the admin API's end)
                 await call.hang_up()
@@ -289,5 +338,11 @@ class DialOut:
             self.live.close(record_id)
             if stop is not None:
                 stop.cancel()
+            if lost is not None:
+                lost.cancel()
             self._edge.forget(out.call_id)
+            if fill is not None:
+                await fill.stop()
             await bridge.close()
+            if recording is not None:
+                await recording.close()

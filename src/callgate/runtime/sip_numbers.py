@@ -31,16 +31,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from callgate.media.anchor import AnchorError, Bridge
+from callgate.media.anchor import AnchorError, AnchorLeg, Bridge
 from callgate.media.rtp_leg import RtpLeg
-from callgate.runtime.sip_dialout import DialOut, Permit, carrier_media
+from callgate.recording.writer import RecordingFailure
+from callgate.runtime.sip_dialout import DialOut, Permit
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCall
+from callgate.runtime.sip_media import check_media
+from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.signaling.live import LiveCall
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
+from callgate.sip.media_peers import aim
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import SdpError, audio_sdp, parse_audio
@@ -165,6 +169,7 @@ class NumberCalls:
             await asyncio.to_thread(
                 self._records.open, call_id, handle, number, trunk, dialled.emergency,
                 device.address, user_agent=agent, rule=permit.rule,
+                recording_required=permit.recording_required,
             )  # fmt: skip
         except Exception:  # no record, no call (compliance fails closed)
             log.exception("sip: call record of number call %s not written; ending it", call_id)
@@ -224,16 +229,24 @@ class NumberCalls:
     async def _run(self, call: _Call, codec: str, offer_sdp: str, permit: Permit) -> None:
         dialled, handle = call.dialled, call.device.handle
         trunk = dialled.trunk
-        bridge = Bridge(lambda: self._ice_servers(TURN_USER_PREFIX + call.call_id))
-        carrier = RtpLeg("carrier", bridge.forward, codec, permits=self._edge.media.permits)
+        # a recorded call's recorder is the bridge's observer (sip_recorded.py)
+        recording = NumberRecording(self._dial.recordings) if permit.recording_required else None
+        bridge = Bridge(
+            lambda: self._ice_servers(TURN_USER_PREFIX + call.call_id),
+            recording.on_packet if recording is not None else None,
+        )
+        carrier = RtpLeg("callee", bridge.forward, codec, permits=self._edge.media.permits)
         outcome = ("failed", "server", "setup-failed", "no UDP listener for the trunk")
         out: OutboundCall | None = None
+        lost = asyncio.ensure_future(_lost(recording))
         try:
             out = self._edge.dial(
                 trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
             )
             if out is not None:
-                outcome = await self._connect(call, out, bridge, carrier, codec, offer_sdp, permit)
+                outcome = await self._connect(
+                    call, out, bridge, carrier, codec, offer_sdp, permit, recording, lost
+                )
         except TrunkLimited as limited:
             final, reason = limited.cdr
             outcome = (final, "server", reason, limited.refusal.reason)
@@ -243,6 +256,7 @@ class NumberCalls:
                 await out.hang_up()
             outcome = ("failed", "server", "setup-failed", str(exc)[:120])
         finally:
+            lost.cancel()
             self._calls.pop(call.call_id, None)
             self._dial.live.close(call.call_id)
             if call.live is not None:
@@ -250,6 +264,8 @@ class NumberCalls:
             if out is not None:
                 self._edge.forget(out.call_id)
             await bridge.close()
+            if recording is not None:
+                await recording.close()
             final, by, reason, detail = outcome
             admin = call.live.admin if call.live is not None else None
             told = "server" if admin else by  # as the engine tells parties of an admin's end
@@ -270,21 +286,38 @@ class NumberCalls:
         codec: str,
         offer_sdp: str,
         permit: Permit,
+        recording: NumberRecording | None,
+        lost: asyncio.Future[None],
     ) -> tuple[str, str, str, str]:
-        """Ring the carrier, then talk; (disposition, ended by, reason, detail) of the end."""
+        """Ring the carrier, then talk; (disposition, ended by, reason, detail) of the end.
+        `lost`: done when the call's recording fails."""
         media_ip = self._media_ip or out.peer.local[0]
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
             return "failed", "server", "setup-failed", "set sip.media_ip"
         local = await carrier.open(media_ip)
-        web = call.web = bridge.leg("web", codec=codec)
+        web = call.web = bridge.leg("caller", codec=codec)
         for candidate in call.candidates:
             await web.add_candidate(candidate)
+        sdp: str | None = None
+        if recording is not None:  # fail closed: the carrier is called once the caller is on disk
+            try:
+                sdp = await self._recorded(call, web, codec, offer_sdp, permit, recording)
+            except RecordingFailure as exc:
+                log.warning("sip: number call %s: recording unavailable: %s", call.call_id, exc)
+                return "failed", "server", UNAVAILABLE, str(exc)[:120]
         contact = f"sip:callgate@{out.peer.local[0]}:{out.peer.local[1]}"
         final = asyncio.ensure_future(
             self._carrier_final(call, out, audio_sdp(local[0], local[1], codec), contact)
         )
         gone = asyncio.ensure_future(call.ended.wait())
-        await asyncio.wait({final, gone}, return_when=asyncio.FIRST_COMPLETED)
+        ringing: set[asyncio.Future[Any]] = {final, gone, lost}
+        await asyncio.wait(ringing, return_when=asyncio.FIRST_COMPLETED)
+        if not final.done() and lost.done() and recording is not None:
+            gone.cancel()
+            await out.cancel()  # the recording failed while the carrier rang
+            if (reply := await final) is not None and 200 <= reply.status < 300:
+                await out.hang_up()
+            return "failed", "server", FAILED, recording.failure[:120]
         if not final.done():  # the caller gave up while the carrier rang
             await out.cancel()
             reply = await final
@@ -301,15 +334,46 @@ class NumberCalls:
             why = CARRIER_REASONS.get(status, "setup-failed")
             return disposition(status), "callee", why, f"sip {status} {text}"[:120]
         answer = parse_audio(reply.body)
-        await carrier_media(self._edge, call.dialled.trunk.name, out, answer)  # else: BYE
-        carrier.set_remote((answer.address, answer.port), also_from=[out.peer.address[0]])
+        trunk, source = f"trunk:{call.dialled.trunk.name}", out.peer.address[0]
+        check_media(self._edge, answer, "answer", trunk, out.call_id, source)  # else: BYE
+        aim(carrier, answer, [out.peer.address[0]])
         bridge.attach(carrier)
-        sdp = await web.answer(offer_sdp)
+        if sdp is None:
+            sdp = await web.answer(offer_sdp)
+        if recording is not None:
+            recording.answered(bridge, codec)
         await asyncio.to_thread(self._records.answered, call.call_id)
         if call.live is not None:
             self._dial.live.answered(call.live)
         self._hub.send(call.device, m.answered_message(call.call_id, sdp))
-        return await self._talk(call, out, permit)
+        return await self._talk(call, out, permit, lost, recording)
+
+    async def _recorded(
+        self,
+        call: _Call,
+        web: AnchorLeg,
+        codec: str,
+        offer_sdp: str,
+        permit: Permit,
+        recording: NumberRecording,
+    ) -> str:
+        """A recorded call's first steps, as for calls between users (docs/recording.md, "Call
+        flow"): the recording, the softphone's leg answered at once (`call.recording` with our
+        answer: its media comes to the server first), then its first packets on disk; the
+        answer, or RecordingFailure."""
+        device = call.device
+        await recording.start(
+            call.call_id, device.handle, device.device_id, call.dialled.number, permit.rule, codec
+        )
+        assert recording.recorder is not None
+        sdp = await web.answer(offer_sdp)
+        notice = m.recording_message(
+            call.call_id, recording.recorder.recording_id, permit.rule, sdp
+        )
+        self._hub.send(device, notice)
+        await recording.caller_written(self._dial.setup_timeout)
+        await asyncio.to_thread(self._records.anchored, call.call_id)
+        return sdp
 
     async def _carrier_final(
         self, call: _Call, out: OutboundCall, sdp: bytes, contact: str
@@ -325,18 +389,26 @@ class NumberCalls:
         return final
 
     async def _talk(
-        self, call: _Call, out: OutboundCall, permit: Permit
+        self,
+        call: _Call,
+        out: OutboundCall,
+        permit: Permit,
+        lost: asyncio.Future[None],
+        recording: NumberRecording | None,
     ) -> tuple[str, str, str, str]:
-        waits = {
+        waits: set[asyncio.Future[Any]] = {
             asyncio.ensure_future(call.ended.wait()),
             asyncio.ensure_future(out.ended.wait()),
         }
         limit = permit.max_duration_s
         try:
-            await asyncio.wait(waits, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({*waits, lost}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiting in waits:
                 waiting.cancel()
+        if lost.done() and recording is not None:  # fail closed: the call ends
+            await out.hang_up()
+            return "answered", "server", FAILED, recording.failure[:120]
         if call.ended.is_set():
             await out.hang_up()
             return "answered", call.by("caller"), call.ended_reason, ""
@@ -344,6 +416,11 @@ class NumberCalls:
             return "answered", "callee", "hangup", ""
         await out.hang_up()  # the rule's max_duration_s
         return "answered", "server", "max-duration", f"{limit} s"
+
+
+async def _lost(recording: NumberRecording | None) -> None:
+    """Returns when the call's recording fails (never for a call not recorded)."""
+    await (recording.failed if recording is not None else asyncio.Event()).wait()
 
 
 async def _on_stop(live: TrunkCall, then: Callable[[], None]) -> None:

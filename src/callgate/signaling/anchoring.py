@@ -17,8 +17,9 @@ of the call closes the recording (last chunk, metadata, audit entry).
 
 Both legs use one codec, the caller's (`recorded_codec`): Opus from callgate's own clients, or
 G.711 (PCMU, else PCMA) when the caller offers no Opus — a SIP phone or trunk, whose bridge
-offers exactly its G.711 codec. The callee's leg then offers only that codec, so payloads still
-pass unchanged, and the recording says which codec it holds.
+offers exactly its G.711 codec — or when the callee has a registered SIP phone (G.711 only) and
+the caller offers G.711 too, as browsers and aiortc do. The callee's leg then offers only that
+codec, so payloads still pass unchanged, and the recording says which codec it holds.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from callgate.media.anchor import AnchorError, Bridge
-from callgate.media.prompt import prompt_frames
+from callgate.media.prompt import G711_ENCODERS, prompt_frames, prompt_frames_g711
 from callgate.media.prompt_wav import PromptFileError
 from callgate.media.srtp_path import LocalTurn
 from callgate.recording.recorder import StreamRecorder
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PHONE_AGENT = "sip"  # the user agent of a registered SIP phone's device (runtime/sip_calls.py)
 ANCHOR_USER_PREFIX = "@anchor-"  # "@" is not allowed in handles: no user can pose as the anchor
 MAX_EARLY = 50  # candidates a caller may trickle before its anchor leg exists
 IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
@@ -56,18 +59,21 @@ _RTPMAP = re.compile(r"^a=rtpmap:\d+ +([A-Za-z0-9_.-]+)/(\d+)", re.MULTILINE)
 _AUDIO_FORMATS = re.compile(r"^m=audio +\d+ +[A-Z/]+((?: +\d+)*)", re.MULTILINE)
 
 
-def recorded_codec(offer_sdp: str) -> str:
+def recorded_codec(offer_sdp: str, g711: bool = False) -> str:
     """The codec a recorded call's legs use, from the caller's offer: "opus" when it lists Opus
     (or nothing we know: the leg's answer then says what is missing), else "pcmu" or "pcma"
-    (by rtpmap, or the static payload types 0 and 8 of RFC 3551 §6)."""
+    (by rtpmap, or the static payload types 0 and 8 of RFC 3551 §6). `g711`: the callee has a
+    SIP phone, which takes G.711 only: PCMU or PCMA before Opus when the caller offers them."""
     names = {(name.lower(), int(clock)) for name, clock in _RTPMAP.findall(offer_sdp)}
-    if ("opus", 48000) in names:
-        return "opus"
     formats = {f for m in _AUDIO_FORMATS.findall(offer_sdp) for f in m.split()}
-    for codec, static in (("pcmu", "0"), ("pcma", "8")):
-        if (codec, 8000) in names or static in formats:
-            return codec
-    return "opus"
+    g711s = [
+        codec
+        for codec, static in (("pcmu", "0"), ("pcma", "8"))
+        if (codec, 8000) in names or static in formats
+    ]
+    if ("opus", 48000) in names and not (g711 and g711s):
+        return "opus"
+    return g711s[0] if g711s else "opus"
 
 
 @dataclass(slots=True)
@@ -81,7 +87,7 @@ class _Anchored:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
-async def _drain(recorder: StreamRecorder) -> None:
+async def drain(recorder: StreamRecorder) -> None:
     """Packets a party sent just before the call ended may still be on their way (socket
     buffers, the relay; more of them on a busy server): keep recording until the legs have been
     quiet for DRAIN_QUIET, at most DRAIN_LIMIT, before the last chunk is written."""
@@ -94,6 +100,33 @@ async def _drain(recorder: StreamRecorder) -> None:
             return
         count = now
         await asyncio.sleep(DRAIN_QUIET)
+
+
+async def play_prompt(bridge: Bridge, recordings: RecordingService, codec: str) -> bool:
+    """With `recording.prompt`, both parties of a recorded call hear that it is recorded: the
+    beeps or `recording.prompt_file`, in the call's codec (Opus, or G.711 for SIP phones and
+    carriers, media/prompt.py); False when the prompt is off."""
+    settings = recordings.settings
+    if not settings.prompt:
+        return False
+    prompt_file = settings.prompt_file
+    try:
+        frames = await asyncio.to_thread(_prompt, prompt_file, codec)
+    except (OSError, PromptFileError) as exc:  # changed since the server started
+        log.error("recording prompt file unusable, beeps played instead: %s", exc)
+        frames = await asyncio.to_thread(_prompt, None, codec)
+    opus, g711 = frames
+    await bridge.announce(opus, g711=g711)
+    return True
+
+
+def _prompt(
+    path: Path | None, codec: str
+) -> tuple[tuple[bytes, ...], dict[str, tuple[bytes, ...]]]:
+    """The prompt's Opus frames, and its G.711 ones for a call in G.711."""
+    if codec in G711_ENCODERS:
+        return (), {codec: prompt_frames_g711(path, codec)}
+    return prompt_frames(path), {}
 
 
 class Anchoring:
@@ -143,7 +176,7 @@ class Anchoring:
             "caller": {"handle": call.caller.handle, "device": call.caller.device_id},
             "callee": {"handle": call.callee_handle},
         }
-        codec = recorded_codec(offer_sdp)
+        codec = recorded_codec(offer_sdp, self._callee_has_phone(state.callee))
         try:
             state.recorder = await self.recordings.start(
                 call_id, parties, rule, lambda reason: self._failed(call_id, reason), codec
@@ -184,6 +217,12 @@ class Anchoring:
         notice = m.recording_message(call_id, recording_id, rule)
         await self.hub.apply(engine.ring_anchored(call_id, answer, offer, notice))
 
+    def _callee_has_phone(self, handle: str) -> bool:
+        """Whether one of `handle`'s devices is a registered SIP phone (runtime/sip_calls.py):
+        the call is then recorded in G.711, which every device can take, so the phone rings."""
+        devices = self.hub.devices.values()
+        return any(d.handle == handle and d.user_agent == PHONE_AGENT for d in devices)
+
     def answered(self, call_id: str, answer_sdp: str) -> None:
         """The callee answered the anchor's offer."""
         state = self._calls.get(call_id)
@@ -204,14 +243,7 @@ class Anchoring:
         await leg.connected.wait()
         if state.recorder is not None:
             state.recorder.expect("callee")
-        settings = self.recordings.settings
-        if settings.prompt:  # both parties hear that the call is recorded: beeps or the file
-            try:
-                frames = await asyncio.to_thread(prompt_frames, settings.prompt_file)
-            except (OSError, PromptFileError) as exc:  # changed since the server started
-                log.error("recording prompt file unusable, beeps played instead: %s", exc)
-                frames = await asyncio.to_thread(prompt_frames, None)
-            await state.bridge.announce(frames)
+        if await play_prompt(state.bridge, self.recordings, leg.codec):
             log.info("call %s: recording prompt played to both parties", state.call_id)
 
     def candidate(self, call_id: str, party: Party, candidate: m.IceCandidate) -> None:
@@ -245,7 +277,7 @@ class Anchoring:
             if task is not current:
                 task.cancel()
         if state.recorder is not None:
-            await _drain(state.recorder)
+            await drain(state.recorder)
             try:
                 await self.recordings.finish(state.recorder.recording_id)
             except Exception:

@@ -4,15 +4,15 @@ from the party that made the dialog (docs/sip.md, "In-dialog requests").
 RFC 3261 §12.2.2 matches a request to a dialog by Call-ID and tags, values anyone who saw one
 message of the call knows; §26.1.4 warns that a forged BYE tears a call down and a forged
 re-INVITE moves its media. So the edge also asks where the request comes from and, for a
-re-INVITE (which is digest-authenticated like any INVITE, §22), who signed it:
+re-INVITE or a device's BYE (both digest-challenged, §22), who signed it:
 
-- a call a phone made: its signaling IP (the INVITE's source), and for a re-INVITE the same
-  device credential;
+- a call a phone made: its signaling IP (the INVITE's source), and for a re-INVITE or a BYE the
+  same device credential;
 - a call from a trunk: one of the trunk's addresses (IP-based trunk authentication);
-- a call we made to a phone: the IP of the flow it registered on, and for a re-INVITE its
-  device credential; to a carrier: the trunk's addresses or its `outbound` host.
+- a call we made to a phone: the IP of the flow it registered on, and for a re-INVITE or a BYE
+  its device credential; to a carrier: the trunk's addresses or its `outbound` host.
 
-Anything else gets `403 Forbidden` and leaves the call as it was (edge.py).
+Anything else gets `403 Forbidden` and leaves the call as it was (edge_dialogs.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from callgate.sip.credentials import Credential
 from callgate.sip.invite import InboundCall
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.trunks import Trunk
+
+SIGNED = frozenset({"INVITE", "BYE"})  # a device's requests that carry its digest credential
 
 
 def same_party(
@@ -44,4 +46,4 @@ def same_party(
         device = call.binding.username
     if source != call.peer.address[0]:
         return False
-    return method != "INVITE" or (credential is not None and credential.username == device)
+    return method not in SIGNED or (credential is not None and credential.username == device)

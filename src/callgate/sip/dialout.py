@@ -40,6 +40,7 @@ class DialOutRecords:
         user_agent: str = "sip",
         rule: str | None = None,
         refused: tuple[str, str] | None = None,
+        recording_required: bool = False,
     ) -> None:
         """The CDR row and its `sip.dialout` audit entry, in one transaction. `rule`: the policy
         rule that decided (default: the trunk's dial-out groups); `refused`: (reason, detail)
@@ -61,6 +62,7 @@ class DialOutRecords:
             direction="outbound",
             policy_rule=rule or (f"trunk:{trunk}" if trunk is not None else None),
             policy_decision=decision,
+            recording_required=recording_required or None,
             encryption=None,
         )
         details: dict[str, object] = {
@@ -78,6 +80,10 @@ class DialOutRecords:
                 self._cdrs.finalize_in(
                     conn, call_id, at, final, "server", reason, detail=detail[:200]
                 )
+
+    def anchored(self, call_id: str) -> None:
+        """The call is recorded: its media goes through the server's recorder."""
+        self._cdrs.update(call_id, anchored=True)
 
     def answered(self, call_id: str) -> None:
         self._cdrs.update(call_id, answer_at=self._now())

@@ -62,8 +62,10 @@ class InboundCall:
         self.contact = ""  # ours, once answered
         # a re-INVITE's SDP → our answer (SdpError: 488); set by the call handler
         self.on_offer: Callable[[bytes], bytes] | None = None
+        # a key the phone sent by INFO (key, ms) → whether it was taken (sip/dtmf_info.py)
+        self.on_key: Callable[[str, int], bool] | None = None
         self.recorded = False  # the hub has the attempt (it writes the CDR); else attempts.py
-        self.forged = 0  # in-dialog requests refused as not from the dialog's party (edge.py)
+        self.forged = 0  # in-dialog requests refused as not a party's (edge_dialogs.py)
 
     # -- what the handler calls ------------------------------------------------------------------
 

@@ -59,7 +59,9 @@ class OutboundCall:
         self._invite: SipRequest | None = None
         self._final = False
         self.auth: CarrierAuth | None = None  # our account at a carrier (SipEdge.dial)
-        self.forged = 0  # in-dialog requests refused as not from the dialog's party (edge.py)
+        # a key the phone sent by INFO (key, ms) → whether it was taken (sip/dtmf_info.py)
+        self.on_key: Callable[[str, int], bool] | None = None
+        self.forged = 0  # in-dialog requests refused as not a party's (edge_dialogs.py)
 
     def _request(self, method: str, cseq: int, branch: str | None = None) -> SipRequest:
         host, port = self.peer.local

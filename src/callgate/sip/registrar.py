@@ -3,7 +3,7 @@
 Bindings live in memory (a restarted server has none until phones refresh, as with any
 registrar that keeps no location store); each records the address and transport the REGISTER
 came from, so requests reach a phone behind NAT on the flow it opened (RFC 3581, RFC 5626 §5).
-The digest check happens before `register` is called (edge.py); here the authenticated
+The digest check happens before `register` is called (edge_registrations.py); here the authenticated
 credential may bind only its own user's address-of-record.
 """
 

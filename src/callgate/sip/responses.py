@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from callgate.sip.message import Headers, SipRequest, SipResponse, serialize
 
 SERVER = "callgate"
-ALLOW = "OPTIONS, REGISTER"  # what edge.py handles without calls
-ALLOW_CALLS = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"  # with a call handler
+ALLOW = "OPTIONS, REGISTER"  # what the edge handles without calls
+ALLOW_CALLS = "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS, REGISTER"  # with a call handler
 
 
 def response(

@@ -7,6 +7,11 @@ AES_CM_128_HMAC_SHA1_80, the one every SRTP phone and trunk has): we answer with
 Anything else (no audio, only other codecs, SRTP without a usable key, IPv6 addresses we do not
 serve) is `SdpError`, answered `488 Not Acceptable Here` (RFC 3261 §21.4.26).
 
+Hold: a stream at `c=IN IP4 0.0.0.0` (RFC 2543's hold, which RFC 3264 §8.4 says an answerer must
+still take) is `held`: it is accepted in an offer or an answer, and nothing is sent to it.
+RTCP goes to the stream's `a=rtcp` port and address when it has one (RFC 3605 §2.1), else to the
+RTP port + 1 (RFC 3550 §11); media_peers.py judges both destinations.
+
 DTMF: a `telephone-event/8000` payload type in the offer (RFC 4733 §7.1.1) is kept
 (`AudioOffer.events`) and answered with the same number and the events 0-15 (`a=fmtp:PT 0-15`),
 the keys of a phone's keypad; our own offers list it as EVENTS_PT.
@@ -24,6 +29,7 @@ MAX_SDP = 8 * 1024
 CODECS = {0: "pcmu", 8: "pcma"}  # static payload types we forward (RFC 3551 §6)
 SUITE = "AES_CM_128_HMAC_SHA1_80"  # RFC 4568 §6.2.1
 KEY_SALT = 30  # bytes of inline key ‖ salt for SUITE
+HOLD_ADDRESS = "0.0.0.0"  # RFC 2543 hold (RFC 3264 §8.4)
 EVENTS_PT = 101  # the dynamic payload type our offers give telephone-event (RFC 4733)
 # RFC 3264 §6.1: the answer's direction for each offered one (hold: §8.4)
 DIRECTIONS = {
@@ -56,6 +62,12 @@ class AudioOffer:
     crypto: Crypto | None = None  # RTP/SAVP: the key the phone sends with
     events: int | None = None  # the payload type of telephone-event/8000, when offered
     direction: str = "sendrecv"  # the offerer's a=sendrecv|sendonly|recvonly|inactive
+    rtcp: tuple[str, int] | None = None  # its a=rtcp (RFC 3605), else RTCP goes to port + 1
+
+    @property
+    def held(self) -> bool:
+        """`c=0.0.0.0`: send it neither RTP nor RTCP (RFC 3264 §8.4)."""
+        return self.address == HOLD_ADDRESS
 
     def choose(self) -> str:
         """Our codec: the first the phone lists that we forward."""
@@ -79,6 +91,7 @@ def parse_audio(sdp: bytes) -> AudioOffer:
     secure = False
     crypto: Crypto | None = None
     in_audio = False
+    rtcp: str | None = None  # the audio stream's a=rtcp value
     rtpmaps: set[int] = set()  # telephone-event/8000 payload types of the audio stream
     directions = {"session": "sendrecv", "media": ""}  # RFC 4566 §6: media level wins
     for line in text.replace("\r\n", "\n").split("\n"):
@@ -103,6 +116,8 @@ def parse_audio(sdp: bytes) -> AudioOffer:
             directions["session"] = value.strip()
         elif kind == "a" and in_audio and value.strip() in DIRECTIONS:
             directions["media"] = value.strip()
+        elif kind == "a" and in_audio and value.startswith("rtcp:") and rtcp is None:
+            rtcp = value.removeprefix("rtcp:")
         elif kind == "a" and in_audio and value.startswith("rtpmap:"):
             number, _, name = value.removeprefix("rtpmap:").partition(" ")
             if name.strip().lower() == "telephone-event/8000" and number.isdigit():
@@ -122,7 +137,22 @@ def parse_audio(sdp: bytes) -> AudioOffer:
         raise SdpError(f"RTP/SAVP without an a=crypto {SUITE} key")
     events = next((pt for pt in audio[1] if pt in rtpmaps and pt >= 96), None)
     direction = directions["media"] or directions["session"]
-    return AudioOffer(found, audio[0], audio[1], crypto if secure else None, events, direction)
+    control = None if rtcp is None else _rtcp(rtcp, found)
+    return AudioOffer(
+        found, audio[0], audio[1], crypto if secure else None, events, direction, control
+    )
+
+
+def _rtcp(value: str, address: str) -> tuple[str, int]:
+    """`a=rtcp:PORT [IN IP4 ADDRESS]` (RFC 3605 §2.1); without an address, the stream's."""
+    parts = value.split()
+    if not parts or not parts[0].isdigit() or not 0 < int(parts[0]) < 65536:
+        raise SdpError("Bad a=rtcp port")
+    if len(parts) == 1:
+        return address, int(parts[0])
+    if len(parts) != 4:
+        raise SdpError("Bad a=rtcp attribute")
+    return _connection(" ".join(parts[1:])), int(parts[0])
 
 
 def _crypto(value: str) -> Crypto | None:

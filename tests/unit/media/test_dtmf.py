@@ -66,3 +66,24 @@ def test_what_is_not_a_key_press_is_dropped() -> None:
     assert parse_event(b"\x05\x8a\x01\x40").duration == 320
     with pytest.raises(ValueError):
         parse_event(b"\x05")
+
+
+def test_a_pressed_key_replaces_the_audio_for_its_duration() -> None:
+    """A key from SIP INFO (no telephone-event negotiated): the next audio packets carry its
+    tone on their own timeline, then audio passes again; a flood of presses is bounded."""
+    from callgate.media.dtmf import MAX_PRESSED, NO_EVENTS
+
+    out: list[MediaPacket] = []
+    dtmf = DtmfToTones("pcma", NO_EVENTS, out.append)
+    assert dtmf.press("5", 100) and not dtmf.press("E", 100)
+    audio = [MediaPacket("phone", b"\xd5" * 160, 160 * n, n, 7, 8, 0.0) for n in range(7)]
+    for packet in audio:
+        dtmf.packet(packet)
+    tones, after = out[:5], out[5:]  # 100 ms: five 20 ms frames
+    assert [p.timestamp for p in out] == [p.timestamp for p in audio]
+    assert after == audio[5:] and all(p.payload != audio[0].payload for p in tones)
+    low, high = peaks(np.concatenate([decode("pcma", p.payload) for p in tones]))
+    assert abs(low - 770) < 20 and abs(high - 1336) < 20  # "5" (ITU-T Q.23)
+    assert dtmf.keys == ["5"]
+    assert all(dtmf.press("1", 40) for _ in range(MAX_PRESSED))
+    assert not dtmf.press("1", 40)  # the queue is full

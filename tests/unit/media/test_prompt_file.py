@@ -12,7 +12,7 @@ import pytest
 
 from callgate.config import load_settings
 from callgate.errors import ConfigError
-from callgate.media.prompt import FRAME_SECONDS, beep_frames, prompt_frames
+from callgate.media.prompt import FRAME_SECONDS, beep_frames, prompt_frames, prompt_frames_g711
 
 OPTION = "invalid recording.prompt_file (CALLGATE_RECORDING__PROMPT_FILE)"
 
@@ -71,3 +71,26 @@ def test_the_announcement_becomes_opus_frames_of_its_length(tmp_path: Path) -> N
     middle = pcm[12000:36000].astype(np.float64)  # 0.25-0.75 s at 48 kHz
     spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle))))
     assert abs(np.fft.rfftfreq(len(middle), 1 / 48000)[np.argmax(spectrum)] - 600.0) < 5
+
+
+@pytest.mark.parametrize(("codec", "decoder_name"), [("pcmu", "pcm_mulaw"), ("pcma", "pcm_alaw")])
+def test_sip_legs_get_the_announcement_and_the_beeps_in_g711(
+    tmp_path: Path, codec: str, decoder_name: str
+) -> None:
+    """A call recorded in G.711 (a SIP phone's, a carrier's) plays the prompt in its codec:
+    20 ms frames of 160 bytes at 8 kHz, the file's tone where it was, the beeps at 1400 Hz."""
+    frames = prompt_frames_g711(wav(tmp_path / "a.wav", rate=16000, seconds=1.0), codec)
+    assert len(frames) == round((1.0 + 0.1) / FRAME_SECONDS) and {len(f) for f in frames} == {160}
+    beeps = prompt_frames_g711(None, codec)
+    assert len(beeps) == len(beep_frames())  # the same pattern and length as the Opus beeps
+
+    def dominant(g711: bytes) -> float:
+        decoder = av.CodecContext.create(decoder_name, "r")
+        decoder.sample_rate, decoder.layout = 8000, "mono"  # type: ignore[attr-defined]
+        pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in decoder.decode(av.Packet(g711))])
+        samples = pcm.astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+        return float(np.fft.rfftfreq(len(samples), 1 / 8000)[np.argmax(spectrum)])
+
+    assert abs(dominant(b"".join(frames[12:38])) - 600.0) < 10  # 0.25-0.75 s
+    assert abs(dominant(b"".join(beeps[:10])) - 1400.0) < 10  # the first beep

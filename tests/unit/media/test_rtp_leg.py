@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -52,3 +53,33 @@ def test_only_allowed_sources_then_only_the_latched_one() -> None:
     leg.received_datagram(rtp(seq=4), ("198.51.100.7", 30000))
     assert [p.seq for p in got] == [2, 4] and leg.dropped["source"] == 2
     assert got[0].leg == "phone" and got[0].payload == b"x" * 160
+
+
+def test_the_servers_own_payloads_continue_the_timeline_and_the_party_follows_on() -> None:
+    """The recording prompt to a SIP party (`send_own`): each prompt frame follows the last
+    packet sent by its duration, in the leg's codec, and the other party's next packet follows
+    the prompt (its timestamps rebased, RFC 3550 §5.1): one unbroken stream for the phone."""
+
+    class Transport:
+        def __init__(self) -> None:
+            self.sent: list[RtpPacket] = []
+
+        def sendto(self, data: bytes, target: tuple[str, int]) -> None:
+            self.sent.append(parse_rtp(data))
+
+    transport = Transport()
+    leg = RtpLeg("callee", lambda packet: None, "pcma")
+    leg.transport = transport  # type: ignore[assignment]
+    leg.set_remote(("192.0.2.10", 4000))
+    other = [MediaPacket("caller", b"o" * 160, 5000 + n * 160, n, 7, PCMA, 0.0) for n in range(3)]
+    leg.send(other[0])
+    leg.send(other[1])
+    for _ in range(2):
+        assert leg.send_own(b"p" * 160, 160)
+    leg.send(other[2])
+    stamps = [p.timestamp - transport.sent[0].timestamp for p in transport.sent]
+    assert stamps == [0, 160, 320, 480, 640]
+    assert [p.payload[:1] for p in transport.sent] == [b"o", b"o", b"p", b"p", b"o"]
+    assert {p.payload_type for p in transport.sent} == {PCMA}
+    seqs = [p.seq for p in transport.sent]
+    assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs))

@@ -16,7 +16,6 @@ from sqlalchemy import insert, text
 from callgate.records.audit import (
     AuditLog,
     default_key_path,
-    deferred_inserts,
     export_checkpoint,
     load_or_create_signing_key,
     load_public_key,
@@ -139,25 +138,6 @@ def test_many_appends_in_one_transaction_chain_and_a_rolled_back_savepoint_leave
     with store.engine.begin() as conn:
         assert AuditLog.append_in(conn, "e", "call.invite", "call:2").seq == 9
     assert [e.actor for e in log.recent(4)] == ["e", "d", "b", "a"]
-    assert log.verify(None).ok
-
-
-def test_deferred_inserts_chain_as_appended_and_an_error_inserts_nothing(
-    store: Store, log: AuditLog
-) -> None:
-    """The records writer's batches insert their entries together at the end: the chain is the
-    one appends made one by one, a second transaction continues it, and a batch that fails
-    leaves no entry behind."""
-    with store.engine.begin() as conn, deferred_inserts(conn):
-        entries = [AuditLog.append_in(conn, "a", "call.invite", f"call:{n}") for n in range(3)]
-    assert [e.seq for e in entries] == [6, 7, 8]
-    assert entries[2].prev_hash == entries[1].hash
-    with store.engine.begin() as conn, deferred_inserts(conn):
-        assert AuditLog.append_in(conn, "b", "call.ended", "call:0").prev_hash == entries[2].hash
-    with pytest.raises(RuntimeError), store.engine.begin() as conn, deferred_inserts(conn):
-        AuditLog.append_in(conn, "c", "call.ended", "call:1")
-        raise RuntimeError("a CDR write of the batch failed")
-    assert log.size() == 9
     assert log.verify(None).ok
 
 

@@ -27,3 +27,20 @@ HEAD = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
 )  # fmt: skip
 def test_the_callers_codec_is_kept(media: str, codec: str) -> None:
     assert recorded_codec(HEAD + media) == codec
+
+
+def test_a_callee_with_a_sip_phone_gets_g711_when_the_caller_offers_it() -> None:
+    browser = (
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111 8 0\r\na=rtpmap:111 opus/48000/2\r\n"
+        "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+    assert recorded_codec(HEAD + browser, g711=True) == "pcmu"  # PCMU first, as phones are rung
+    assert (
+        recorded_codec(
+            HEAD + browser.replace(" 8 0", " 8").replace("a=rtpmap:0 PCMU/8000\r\n", ""), g711=True
+        )
+        == "pcma"
+    )
+    # a caller without G.711 keeps Opus (the phone then declines; other devices still ring)
+    only_opus = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
+    assert recorded_codec(HEAD + only_opus, g711=True) == "opus"

@@ -1,6 +1,6 @@
 """Who may speak in a dialog (RFC 3261 §12.2.2, §26.1.4): the dialog's Call-ID and tags are not
-enough; an in-dialog request must come from the party's signaling address, and a re-INVITE
-must be signed by the device credential that made the call."""
+enough; an in-dialog request must come from the party's signaling address, and a re-INVITE or a
+BYE must be signed by the device credential that made the call (RFC 3261 §22)."""
 
 from __future__ import annotations
 
@@ -41,9 +41,13 @@ async def noop(request: SipRequest, to: Peer) -> None:
 async def test_a_phones_call_answers_only_its_phone() -> None:
     alice = credential("alice.desk")
     call = InboundCall(invite(), peer("198.51.100.7"), alice, lambda r: None, noop)
-    # the phone itself, from another port of its address (NAT rebinding): BYE and re-INVITE
-    assert same_party(call, "BYE", "198.51.100.7", None)
+    # the phone itself, from another port of its address (NAT rebinding): BYE and re-INVITE,
+    # signed; CANCEL and ACK cannot be challenged (RFC 3261 §9.2, §22.1): its address alone
+    assert same_party(call, "BYE", "198.51.100.7", alice)
     assert same_party(call, "INVITE", "198.51.100.7", alice)
+    assert same_party(call, "CANCEL", "198.51.100.7", None)
+    assert not same_party(call, "BYE", "198.51.100.7", None)
+    assert not same_party(call, "BYE", "198.51.100.7", credential("bob.desk"))
     # anyone else who knows the dialog's identifiers
     assert not same_party(call, "BYE", "198.51.100.8", None)
     assert not same_party(call, "CANCEL", "203.0.113.9", None)
@@ -76,7 +80,8 @@ async def test_a_call_to_a_phone_answers_only_that_phone() -> None:
                       0.0, "r1", 1)  # fmt: skip
     out = OutboundCall(binding, "alice", "callgate", lambda k, f: lambda: None, lambda r, p: None,
                        noop)  # fmt: skip
-    assert same_party(out, "BYE", "198.51.100.7", None)
+    assert same_party(out, "BYE", "198.51.100.7", credential("bob.desk"))
     assert same_party(out, "INVITE", "198.51.100.7", credential("bob.desk"))
+    assert not same_party(out, "BYE", "198.51.100.7", None)
     assert not same_party(out, "INVITE", "198.51.100.7", credential("carol.desk"))
     assert not same_party(out, "BYE", "198.51.100.9", None)

@@ -1,7 +1,8 @@
 """Where the SIP edge may send media: the relay's peer filter judges every SDP address (default:
 loopback, link-local with the cloud metadata address, private ranges refused), ports a phone's
 RTP cannot use are refused, `sip.allow_media` and `turn.allow_peers` open ranges, and a
-re-INVITE cannot move a call's media into a forbidden range (it can hold with c=0.0.0.0)."""
+re-INVITE cannot move a call's media into a forbidden range (it can hold with c=0.0.0.0, as
+any SDP can); an `a=rtcp` destination is judged like the RTP one."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from callgate.media.caller_fill import SilenceUntilMedia
 from callgate.media.rtp_leg import ForbiddenDestination, RtpLeg
 from callgate.runtime.sip import media_peers
 from callgate.runtime.sip_calls import Reoffers
-from callgate.sip.media_peers import ForbiddenMedia, MediaPeers, refusal_headers
-from callgate.sip.sdp import SdpError, audio_sdp, parse_audio
+from callgate.sip.media_peers import ForbiddenMedia, MediaPeers, aim, refusal_headers
+from callgate.sip.sdp import AudioOffer, SdpError, audio_sdp, parse_audio
 from callgate.turn.peers import PeerFilter
 
 
@@ -36,7 +37,7 @@ def offer(address: str, port: int = 40000) -> bytes:
 
 
 FORBIDDEN = ["127.0.0.1", "127.8.9.10", "169.254.169.254", "169.254.1.1", "10.0.0.5",
-             "192.168.1.20", "172.16.0.1", "100.64.0.1", "0.0.0.0", "224.0.0.1",
+             "192.168.1.20", "172.16.0.1", "100.64.0.1", "0.0.0.1", "224.0.0.1",
              "255.255.255.255"]  # fmt: skip
 
 
@@ -129,3 +130,40 @@ async def test_a_reoffer_cannot_move_media_into_a_forbidden_range() -> None:
     # resumed at an allowed address
     reoffers.answer(offer("127.0.0.1", 40002).replace(b"o=- 1 1", b"o=- 1 4"))
     assert rtp.remote == ("127.0.0.1", 40002) and rtp.sending
+
+
+def test_a_held_stream_passes_and_is_sent_nothing() -> None:
+    """c=0.0.0.0 in an offer or an answer (RFC 3264 §8.4): taken, even from a device, and the
+    leg sends nothing while still taking the party's packets from its signaling IP."""
+    media = MediaPeers(PeerFilter())
+    held = parse_audio(offer("0.0.0.0"))
+    media.check(held)
+    media.check(held, device="203.0.113.7")
+    rtp = RtpLeg("phone", lambda packet: None, permits=media.permits)
+    aim(rtp, held, ["203.0.113.7"])
+    assert rtp.remote is None and not rtp.sending and rtp.allowed == ("203.0.113.7",)
+    aim(rtp, parse_audio(offer("203.0.113.7")), rtp.allowed)  # resumed
+    assert rtp.remote == ("203.0.113.7", 40000)
+
+
+def test_an_a_rtcp_destination_is_judged_like_the_rtp_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLGATE_SIP__ALLOW_MEDIA", "198.51.100.0/24")
+    media = media_peers(load_settings())
+
+    def rtcp(line: str) -> AudioOffer:
+        return parse_audio(offer("203.0.113.7") + f"a=rtcp:{line}\r\n".encode())
+
+    media.check(rtcp("40009"), device="203.0.113.7")
+    media.check(rtcp("40009 IN IP4 198.51.100.9"), device="203.0.113.7")  # sip.allow_media
+    media.check(rtcp("65535"))  # RTCP alone may take the last port
+    with pytest.raises(ForbiddenMedia, match=r"RTCP address 169.254.169.254 is not permitted"):
+        media.check(rtcp("40009 IN IP4 169.254.169.254"))
+    with pytest.raises(ForbiddenMedia, match=r"RTCP address 203.0.113.8 is not the device's"):
+        media.check(rtcp("40009 IN IP4 203.0.113.8"), device="203.0.113.7")
+    with pytest.raises(ForbiddenMedia, match=r"RTCP address 0.0.0.0 is not permitted"):
+        media.check(rtcp("40009 IN IP4 0.0.0.0"))  # only the stream's c= line holds
+    with pytest.raises(ForbiddenMedia, match="RTCP port 53 is not permitted"):
+        media.check(rtcp("53"))
+    rtp = RtpLeg("phone", lambda packet: None, permits=media.permits)
+    aim(rtp, rtcp("40009 IN IP4 198.51.100.9"), ["203.0.113.7"])
+    assert rtp.remote == ("203.0.113.7", 40000) and rtp.sending

@@ -98,3 +98,47 @@ def test_a_session_level_direction_applies_unless_the_stream_says_otherwise() ->
     held = HEAD.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n") + "m=audio 4000 RTP/AVP 0\r\n"
     assert parse_audio(held.encode()).direction == "sendonly"
     assert parse_audio((held + "a=sendrecv\r\n").encode()).direction == "sendrecv"
+
+
+def test_a_stream_at_0_0_0_0_is_held_not_refused() -> None:
+    """RFC 2543's hold, which RFC 3264 §8.4 says an answerer must take, in any SDP."""
+    held = HEAD.replace("c=IN IP4 192.0.2.1", "c=IN IP4 0.0.0.0") + "m=audio 4000 RTP/AVP 0\r\n"
+    offer = parse_audio(held.encode())
+    assert offer.held and offer.address == "0.0.0.0" and offer.choose() == "pcmu"
+    assert not parse_audio((HEAD + "m=audio 4000 RTP/AVP 0\r\n").encode()).held
+
+
+@pytest.mark.parametrize(
+    ("line", "rtcp"),
+    [
+        ("", None),  # RTCP on the RTP port + 1 (RFC 3550 §11)
+        ("a=rtcp:53020\r\n", ("192.0.2.1", 53020)),  # RFC 3605 §2.1: the stream's address
+        ("a=rtcp:53020 IN IP4 198.51.100.4\r\n", ("198.51.100.4", 53020)),
+        ("a=rtcp-mux\r\na=rtcp-fb:0 nack\r\n", None),  # other attributes, not a=rtcp
+    ],
+)
+def test_a_rtcp_gives_the_rtcp_destination(line: str, rtcp: tuple[str, int] | None) -> None:
+    offer = parse_audio((HEAD + "m=audio 4000 RTP/AVP 0\r\n" + line).encode())
+    assert offer.rtcp == rtcp
+
+
+def test_a_session_level_a_rtcp_is_not_the_streams() -> None:
+    sdp = HEAD.replace("t=0 0\r\n", "t=0 0\r\na=rtcp:9\r\n") + "m=audio 4000 RTP/AVP 0\r\n"
+    assert parse_audio(sdp.encode()).rtcp is None  # RFC 3605: a media-level attribute
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("a=rtcp:\r\n", "Bad a=rtcp port"),
+        ("a=rtcp:0\r\n", "Bad a=rtcp port"),
+        ("a=rtcp:70000\r\n", "Bad a=rtcp port"),
+        ("a=rtcp:x1\r\n", "Bad a=rtcp port"),
+        ("a=rtcp:5000 IN IP4\r\n", "Bad a=rtcp attribute"),
+        ("a=rtcp:5000 IN IP6 ::1\r\n", "IN IP4"),
+        ("a=rtcp:5000 IN IP4 example.com\r\n", "not an IPv4 address"),
+    ],
+)
+def test_a_bad_a_rtcp_is_refused_with_a_reason(line: str, reason: str) -> None:
+    with pytest.raises(SdpError, match=reason):
+        parse_audio((HEAD + "m=audio 4000 RTP/AVP 0\r\n" + line).encode())

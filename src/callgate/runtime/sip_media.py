@@ -1,0 +1,68 @@
+"""The one check of a SIP media destination, for every SDP the edge takes (docs/sip.md, "Media
+addresses").
+
+Offers in INVITEs from phones and trunks, re-offers in their re-INVITEs, answers from phones we
+ring and from carriers we dial: each names where the server's RTP (and RTCP, the next port) will
+go. Each passes `check_media`: the relay's peer filter and `sip.allow_media` (a registered
+device may name only its own signaling IP), judged by `sip.media_peers.MediaPeers`; a refusal
+is audited `sip.media.forbidden` (rate-limited per party by the edge) and raised as
+`ForbiddenMedia`, whose `Warning` (RFC 3261 §20.43) goes with the `488` to an offer
+(`take_offer`; the re-INVITE's 488 is `sip.invite`'s) or ends a call whose answer it was.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from callgate.sip.edge import SipEdge
+from callgate.sip.invite import InboundCall
+from callgate.sip.media_peers import (
+    ForbiddenMedia,
+    device_source,
+    forbidden_entry,
+    party_of,
+    refusal_headers,
+)
+from callgate.sip.sdp import AudioOffer, SdpError, parse_audio
+
+Stage = Literal["offer", "re-offer", "answer"]
+
+
+def check_media(
+    edge: SipEdge,
+    sdp: AudioOffer,
+    stage: Stage,
+    party: str,
+    call_id: str,
+    source: str,
+    device: str | None = None,
+) -> None:
+    """Raise ForbiddenMedia, audited, unless RTP/RTCP may go where `sdp` says. `party`:
+    `sip:DEVICE` or `trunk:NAME`; `source`: where its signaling came from; `device`: the
+    signaling IP a registered device's SDP must name (None for trunks)."""
+    try:
+        edge.media.check(sdp, device)
+    except ForbiddenMedia as exc:
+        # audit_soon: a re-INVITE's answer cannot wait; the entry is the edge's task
+        edge.audit_soon(*forbidden_entry(party, call_id, stage, exc, source))
+        raise
+
+
+def check_call_media(edge: SipEdge, call: InboundCall, sdp: AudioOffer, stage: Stage) -> None:
+    """`check_media` for an offer or re-offer in a call a phone or trunk made to us."""
+    party, source = party_of(call), call.peer.address[0]
+    check_media(edge, sdp, stage, party, call.call_id, source, device_source(call))
+
+
+def take_offer(edge: SipEdge, call: InboundCall) -> tuple[AudioOffer, str] | None:
+    """The INVITE's audio offer and the G.711 codec we take from it, or None when it was
+    refused: `488 Not Acceptable Here` with the reason (RFC 3264 §6), and a `Warning` for a
+    forbidden media destination."""
+    try:
+        offer = parse_audio(call.request.body)
+        codec = offer.choose()
+        check_call_media(edge, call, offer, "offer")
+    except SdpError as exc:
+        call.reject(488, f"Not Acceptable Here ({exc})", refusal_headers(exc))
+        return None
+    return offer, codec

@@ -1,0 +1,101 @@
+"""The one SIP media check (runtime/sip_media.py) with a real edge and audit log (SQLite), without
+sockets: an INVITE's offer naming a forbidden address gets 488 with its Warning, a re-offer and
+an answer raise, and each is audited `sip.media.forbidden` with its stage; an allowed offer is
+taken with its codec and audits nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from callgate.records.audit import AuditLog, Entry
+from callgate.runtime.sip_media import check_call_media, check_media, take_offer
+from callgate.sip.credentials import Credential, CredentialStore
+from callgate.sip.edge import SipEdge
+from callgate.sip.invite import InboundCall
+from callgate.sip.media_peers import ForbiddenMedia, MediaPeers
+from callgate.sip.message import SipRequest, SipResponse, parse_datagram
+from callgate.sip.sdp import parse_audio
+from callgate.sip.transport import Peer
+from callgate.storage.db import open_store, sqlite_url
+from callgate.turn.peers import PeerFilter
+
+PHONE = "192.0.2.5"
+
+
+def sdp(address: str) -> bytes:
+    return (
+        f"v=0\r\no=- 1 1 IN IP4 {address}\r\ns=-\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
+        "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    ).encode()
+
+
+def invite(body: bytes) -> SipRequest:
+    head = (
+        f"INVITE sip:bob@callgate.test SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKx\r\n"
+        "From: <sip:alice@callgate.test>;tag=1\r\nTo: <sip:bob@callgate.test>\r\n"
+        "Call-ID: c1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    message = parse_datagram(head.encode() + body)
+    assert isinstance(message, SipRequest)
+    return message
+
+
+async def forbidden_entries(audit: AuditLog, count: int) -> list[Entry]:
+    """The `sip.media.forbidden` entries once `count` are written (the edge writes them in
+    its own tasks), waiting at most 30 s."""
+    for _ in range(300):
+        entries = [e for e in audit.iter_entries() if e.action == "sip.media.forbidden"]
+        if len(entries) >= count:
+            return entries
+        await asyncio.sleep(0.1)
+    return entries
+
+
+async def test_every_stage_goes_through_one_check_that_audits(tmp_path: Path) -> None:
+    store = open_store(sqlite_url(tmp_path))
+    try:
+        # 192.0.2.0/24 opened for SIP media (as sip.allow_media does): the phone's own range
+        media = MediaPeers(PeerFilter(["192.0.2.0/24"]))
+        edge = SipEdge(CredentialStore(store, "callgate.test"), AuditLog(store), media=media)
+        peer = Peer("UDP", (PHONE, 5060), lambda data, target: None)
+        credential = Credential("alice.desk", "alice", "desk", "callgate.test", "", "", False)
+
+        async def no_request(request: SipRequest, to: Peer) -> SipResponse | None:
+            return None
+
+        def call(body: bytes) -> InboundCall:
+            return InboundCall(invite(body), peer, credential, lambda r: None, no_request)
+
+        # an offer naming the phone's own address is taken, with its codec
+        ok = call(sdp(PHONE))
+        taken = take_offer(edge, ok)
+        assert taken is not None and taken[1] == "pcmu" and not ok.final.done()
+        # the cloud metadata address: 488 with the Warning that says why (RFC 3261 §20.43)
+        metadata = call(sdp("169.254.169.254"))
+        assert take_offer(edge, metadata) is None
+        refusal = metadata.final.result()
+        assert refusal.status == 488
+        assert refusal.headers.get("warning") == (
+            '399 callgate "media address 169.254.169.254 is not permitted"'
+        )
+        # a re-offer naming another permitted host than the device's own: refused
+        with pytest.raises(ForbiddenMedia, match="not the device's signaling address"):
+            check_call_media(edge, ok, parse_audio(sdp("192.0.2.77")), "re-offer")
+        # a carrier's answer into loopback: refused (trunks may name any permitted address)
+        with pytest.raises(ForbiddenMedia, match=r"127\.0\.0\.1 is not permitted"):
+            check_media(edge, parse_audio(sdp("127.0.0.1")), "answer", "trunk:uk", "c2", PHONE)
+        check_media(edge, parse_audio(sdp("192.0.2.77")), "answer", "trunk:uk", "c2", PHONE)
+        entries = await forbidden_entries(AuditLog(store), 3)
+        assert [(e.actor, e.object, json.loads(e.details)["stage"]) for e in entries] == [
+            ("sip:alice.desk", "call:c1", "offer"),
+            ("sip:alice.desk", "call:c1", "re-offer"),
+            ("trunk:uk", "call:c2", "answer"),
+        ]
+        await edge.close()
+    finally:
+        store.close()
