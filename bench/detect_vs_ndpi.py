@@ -1,20 +1,25 @@
-"""`callgate detect` against Debian's `ndpiReader` on the same synthetic capture, same run.
+"""`callgate detect` — its compiled path, its numpy path — against Debian's `ndpiReader`, on a
+synthetic capture and on the real capture mix, side by side in one run.
 
 Generates a pcap of --packets packets (default 1 000 000; Ethernet/IPv4) mixing the traffic a
 detector meets: WebRTC calls (ICE checks, then RTP both ways at 50 packets/s), TURN ChannelData,
-DNS queries and answers, and TCP (HTTP-like) connections; then times each tool on it:
+DNS queries and answers, and TCP (HTTP-like) connections; then times each tool on it, then on every
+pcap/pcapng file of --captures (default: the shared captures, ../shared/pcaps), one process per
+file and tool (real captures are small: start-up weighs heavily; the table sums wall and CPU time
+and gives the largest peak RSS). Each table gives, per tool:
 
-  * wall time and packets/s (packets in the file / wall time, start-up included), and CPU time
-    (user + system) with packets per CPU-second, which a busy shared machine distorts less;
+  * wall time and packets/s (packets / wall time, start-up included), and CPU time (user +
+    system) with packets per CPU-second, which a busy shared machine distorts less;
   * peak RSS of the process (os.wait4's ru_maxrss).
 
-    .venv/bin/python bench/detect_vs_ndpi.py                  # 1 M packets
-    .venv/bin/python bench/detect_vs_ndpi.py --packets 200000 --keep /tmp/synthetic.pcap
-    .venv/bin/python bench/detect_vs_ndpi.py --captures ../shared/pcaps/ndpi   # real captures
+The tools are "callgate (compiled)" (callgate.detect.hotloops, when it was built at install),
+"callgate (numpy)" (the same command with CALLGATE_DETECT_COMPILED=0) and ndpiReader. Each runs
+--repeat rounds (default 3), the tools alternating within a round; the median round is printed.
 
-With --captures DIR, every pcap/pcapng file of DIR is timed instead, one process per file and tool
-(real captures are small: start-up weighs heavily); the table sums wall and CPU time and gives the
-largest peak RSS.
+    .venv/bin/python bench/detect_vs_ndpi.py                  # 1 M packets, then the mix
+    .venv/bin/python bench/detect_vs_ndpi.py --only synthetic --packets 200000 --keep /tmp/s.pcap
+    .venv/bin/python bench/detect_vs_ndpi.py --only captures --captures ../shared/pcaps/ndpi
+    .venv/bin/python bench/detect_vs_ndpi.py --only synthetic --pcapng     # the same as pcapng
 
 callgate's bytecode is compiled first (`python -m compileall` on the package), as an installed
 package has it: with PYTHONDONTWRITEBYTECODE set (as on the shared development machine) every run
@@ -35,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,16 +124,75 @@ def generate(path: Path, total: int, seed: int = 7) -> int:
     return written
 
 
-def timed(command: list[str]) -> tuple[float, float, int, int]:
+def to_pcapng(source: Path, target: Path) -> None:
+    """The classic pcap `source` (little-endian, µs, as `generate` writes it) as pcapng: a
+    Section Header, one Interface Description (Ethernet, if_tsresol 6) and an Enhanced Packet
+    Block per record."""
+
+    def block(btype: int, body: bytes) -> bytes:
+        body += bytes(-len(body) % 4)
+        return struct.pack("<II", btype, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+    with source.open("rb") as src, target.open("wb", buffering=8 << 20) as out:
+        src.read(24)
+        out.write(block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)))
+        option = struct.pack("<HHB3x", 9, 1, 6) + struct.pack("<HH", 0, 0)
+        out.write(block(1, struct.pack("<HHI", 1, 0, 65535) + option))
+        while len(head := src.read(16)) == 16:
+            sec, usec, caplen, length = struct.unpack("<IIII", head)
+            ticks = sec * 1_000_000 + usec
+            out.write(block(6, struct.pack("<IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, caplen,
+                                           length) + src.read(caplen)))  # fmt: skip
+
+
+def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, int]:
     """(wall seconds, CPU seconds, peak RSS in MiB, exit status) of one child process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})  # fmt: skip
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0 and proc.stderr is not None:
         sys.stderr.write(proc.stderr.read().decode(errors="replace")[-2000:])
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024, proc.returncode
+
+
+# callgate's two batch paths: the compiled record walk and decode (callgate.detect.hotloops) and
+# the numpy one (CALLGATE_DETECT_COMPILED=0); the same command otherwise
+PATHS = {"compiled": {"CALLGATE_DETECT_COMPILED": "1"}, "numpy": {"CALLGATE_DETECT_COMPILED": "0"}}
+Tool = tuple[str, Callable[[Path], list[str]], dict[str, str]]
+
+
+def tools(output: Callable[[str], str]) -> list[Tool]:
+    """(name, command for a capture, environment) of every tool timed, in the order run."""
+    callgate = str(ROOT / ".venv" / "bin" / "callgate")
+    found: list[Tool] = []
+    if not compiled_built():
+        print("callgate.detect.hotloops is not built (no C compiler at install): numpy path only")
+    for path, env in PATHS.items():
+        if path == "compiled" and not compiled_built():
+            continue
+        found.append((f"callgate ({path})",
+                      _command([callgate, "detect", "{}", "--format", "json", "--output",
+                                output(path)]), env))  # fmt: skip
+    reader = ndpi_reader()
+    if reader:
+        found.append(("ndpiReader", _command([reader, "-i", "{}", "-q", "-w", output("ndpi")]), {}))
+    else:
+        print("ndpiReader not found: apt-get install libndpi-bin (as root), then run again")
+    return found
+
+
+def _command(template: list[str]) -> Callable[[Path], list[str]]:
+    """The command for a capture: `template` with "{}" replaced by its path."""
+    return lambda capture: [str(capture) if part == "{}" else part for part in template]
+
+
+def compiled_built() -> bool:
+    probe = [str(ROOT / ".venv" / "bin" / "python"), "-c",
+             "import callgate.detect.native as n; raise SystemExit(0 if n.built() else 1)"]  # fmt: skip
+    return subprocess.run(probe, check=False).returncode == 0
 
 
 def ndpi_reader() -> str | None:
@@ -154,27 +219,35 @@ def compile_bytecode() -> None:
     print(f"callgate bytecode compiled in {package}{note}")
 
 
-def real_captures(directory: Path) -> int:
-    compile_bytecode()
-    files = sorted(p for p in directory.iterdir() if p.suffix in (".pcap", ".pcapng"))
-    callgate = ROOT / ".venv" / "bin" / "callgate"
-    reader = ndpi_reader()
-    tools = {"callgate detect": lambda f: [str(callgate), "detect", str(f), "--format", "json",
-                                           "--output", os.devnull]}  # fmt: skip
-    if reader:
-        tools["ndpiReader"] = lambda f: [reader, "-i", str(f), "-q", "-w", os.devnull]
+def real_captures(directory: Path, repeat: int) -> None:
+    files = sorted(p for p in directory.rglob("*") if p.suffix in (".pcap", ".pcapng"))
     packets = sum(_count(f) for f in files)
-    print(f"{len(files)} captures in {directory}, {packets} packets")
-    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'tool':<18}{'wall s':>8}{'CPU s':>8}{'packets/CPU-s':>15}{'peak RSS MiB':>14}")
-    for name, command in tools.items():
-        runs = [timed(command(f)) for f in files]
-        wall, cpu = sum(r[0] for r in runs), sum(r[1] for r in runs)
-        failed = sum(r[3] != 0 for r in runs)
+    print(f"\ncapture mix: {len(files)} captures in {directory}, {packets} packets, "
+          f"{sum(f.stat().st_size for f in files) / 1e6:.1f} MB; one process per file and tool")  # fmt: skip
+    print("(files under 4 MiB are read packet by packet, without numpy or the compiled code:"
+          " both callgate rows then take that same path)")  # fmt: skip
+    _table(tools(lambda _: os.devnull), files, packets, repeat)
+
+
+def _table(found: list[Tool], files: list[Path], packets: int, repeat: int) -> None:
+    """Each tool on every file, `repeat` rounds, the tools alternating within a round (so they
+    share the machine's load); per tool the median round (by CPU time) is printed."""
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; median of "
+          f"{repeat} round(s)")  # fmt: skip
+    print(f"{'tool':<20}{'wall s':>8}{'packets/s':>12}{'CPU s':>8}{'packets/CPU-s':>15}"
+          f"{'peak RSS MiB':>14}")  # fmt: skip
+    rounds: dict[str, list[tuple[float, float, int, int]]] = {name: [] for name, _, _ in found}
+    for _ in range(repeat):
+        for name, command, env in found:
+            runs = [timed(command(f), env) for f in files]
+            rounds[name].append((sum(r[0] for r in runs), sum(r[1] for r in runs),
+                                 max(r[2] for r in runs), sum(r[3] != 0 for r in runs)))  # fmt: skip
+    for name, results in rounds.items():
+        wall, cpu, rss, failed = sorted(results, key=lambda r: r[1])[len(results) // 2]
         note = f"  ({failed} failed)" if failed else ""
-        print(f"{name:<18}{wall:>8.2f}{cpu:>8.2f}{packets / max(cpu, 1e-9):>15,.0f}"
-              f"{max(r[2] for r in runs):>14}{note}")  # fmt: skip
-    return 0
+        print(f"{name:<20}{wall:>8.2f}{packets / max(wall, 1e-9):>12,.0f}{cpu:>8.2f}"
+              f"{packets / max(cpu, 1e-9):>15,.0f}{rss:>14}{note}")  # fmt: skip
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 def _count(path: Path) -> int:
@@ -189,40 +262,51 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--packets", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="write the capture here and keep it")
-    parser.add_argument("--captures", type=Path, help="time these real captures instead")
+    parser.add_argument("--captures", type=Path, default=_shared_pcaps(),
+                        help="the real capture mix (default: the shared nDPI captures)")  # fmt: skip
+    parser.add_argument("--only", choices=("synthetic", "captures"),
+                        help="time one of the two only")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per tool (median printed)")
+    parser.add_argument("--pcapng", action="store_true",
+                        help="write the synthetic capture as pcapng (same packets)")  # fmt: skip
     args = parser.parse_args()
-    if args.captures:
-        return real_captures(args.captures)
-
-    workdir = Path(tempfile.mkdtemp(prefix="detect-bench-"))
-    capture = args.keep or workdir / "synthetic.pcap"
-    start = time.perf_counter()
-    packets = generate(capture, args.packets)
-    size = capture.stat().st_size
-    print(f"capture: {capture} — {packets} packets, {size / 1e6:.0f} MB "
-          f"(generated in {time.perf_counter() - start:.1f} s)")  # fmt: skip
-
     compile_bytecode()
-    callgate = ROOT / ".venv" / "bin" / "callgate"
-    runs = {"callgate detect": [str(callgate), "detect", str(capture), "--format", "json",
-                                "--output", str(workdir / "report.json")]}  # fmt: skip
-    reader = ndpi_reader()
-    if reader:
-        runs["ndpiReader"] = [reader, "-i", str(capture), "-q", "-w", str(workdir / "ndpi.txt")]
-    else:
-        print("ndpiReader not found: apt-get install libndpi-bin (as root), then run again")
-
-    print(f"\nload average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'tool':<18}{'wall s':>8}{'packets/s':>12}{'CPU s':>8}{'packets/CPU-s':>15}"
-          f"{'peak RSS MiB':>14}")  # fmt: skip
-    for name, command in runs.items():
-        wall, cpu, rss, status = timed(command)
-        note = "" if status == 0 else f"  (exit {status})"
-        print(f"{name:<18}{wall:>8.2f}{packets / wall:>12,.0f}{cpu:>8.2f}"
-              f"{packets / max(cpu, 1e-9):>15,.0f}{rss:>14}{note}")  # fmt: skip
-    if not args.keep:
-        shutil.rmtree(workdir, ignore_errors=True)
+    if args.only != "captures":
+        synthetic(args.packets, args.keep, args.repeat, args.pcapng)
+    if args.only != "synthetic":
+        if args.captures is None or not args.captures.is_dir():
+            print("no capture mix: pass --captures DIR")
+        else:
+            real_captures(args.captures, args.repeat)
     return 0
+
+
+def _shared_pcaps() -> Path | None:
+    for candidate in (ROOT.parent / "shared" / "pcaps", Path("/work/shared/pcaps")):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def synthetic(count: int, keep: Path | None, repeat: int, pcapng: bool) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="detect-bench-"))
+    capture = keep or workdir / ("synthetic.pcapng" if pcapng else "synthetic.pcap")
+    start = time.perf_counter()
+    if pcapng:
+        packets = generate(workdir / "classic.pcap", count)
+        to_pcapng(workdir / "classic.pcap", capture)
+        (workdir / "classic.pcap").unlink()
+    else:
+        packets = generate(capture, count)
+    size = capture.stat().st_size
+    print(f"\nsynthetic capture: {capture} — {packets} packets, {size / 1e6:.0f} MB "
+          f"(generated in {time.perf_counter() - start:.1f} s)")  # fmt: skip
+    _table(tools(lambda name: str(workdir / f"report-{name}")), [capture], packets, repeat)
+    reports = [workdir / f"report-{path}" for path in PATHS]
+    if all(report.exists() for report in reports):
+        same = reports[0].read_bytes() == reports[1].read_bytes()
+        print(f"compiled and numpy reports identical: {same}")
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1047,6 +1047,10 @@ def recorded_dial_out(
         assert abs(dominant_hz(ulaw_decode(bytes(heard_by_carrier[-8000:]))) - 440.0) < 10.0
         assert beeped(bytes(heard_by_phone)) and beeped(bytes(heard_by_carrier))
         bye = phone.request("BYE", aor, to=number).replace(f"To: <{number}>".encode(), to)
+        challenge = phone.exchange(bye)  # a registered phone's BYE is signed (RFC 3261 §22)
+        assert challenge.status == 401, challenge.status
+        auth = authorization(challenge_for(challenge, "SHA-256"), user, password, "BYE", number)
+        bye = phone.request("BYE", aor, [auth], to=number).replace(f"To: <{number}>".encode(), to)
         assert phone.exchange(bye).status == 200
         deadline = time.monotonic() + 30
         while "BYE" not in carrier_requests(carrier) and time.monotonic() < deadline:

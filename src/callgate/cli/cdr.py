@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import json
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -22,32 +21,16 @@ from callgate.cli.common import (
     admin_api,
     admin_password,
     api_server,
-    fail,
     open_settings_store,
     settings_from,
     table_console,
 )
+from callgate.cli.times import time_option
 
 cdr_app = typer.Typer(
     help="Call detail records: `list` from the database of --data-dir or through a running "
     "server's API with --server (as an admin or compliance officer); `export` from the database."
 )
-
-_RELATIVE = re.compile(r"-(\d+(?:\.\d+)?)([smhd])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """ISO 8601 (UTC when no offset) or relative: -30m, -1h, -2d, -90s."""
-    match = _RELATIVE.fullmatch(text.strip())
-    if match:
-        delta = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
-        return (now or datetime.now(UTC)) - delta
-    try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"--since: expected ISO 8601 or -30m/-1h/-2d, got {text!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _time(value: str | None) -> str:
@@ -126,10 +109,7 @@ def cdr_list(
 ) -> None:
     """Call records, newest first. Search by more fields and export: `callgate cdr export`,
     the console's Records page, or GET /api/cdrs."""
-    try:
-        start = parse_since(since) if since is not None else None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+    start = time_option("--since", since)
     url = api_server(server, data_dir=data_dir, config=config)
     if url is None:
         records = _from_store(data_dir, config, since=start, limit=limit, user=user)

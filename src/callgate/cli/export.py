@@ -16,7 +16,6 @@ from urllib.parse import urlencode
 
 import typer
 
-from callgate.cli.cdr import parse_since
 from callgate.cli.common import (
     ConfigOpt,
     ReaderOpt,
@@ -26,10 +25,10 @@ from callgate.cli.common import (
     admin_password,
     api_server,
     err,
-    fail,
     open_settings_store,
     store_settings,
 )
+from callgate.cli.times import time_option
 
 if TYPE_CHECKING:
     from callgate.storage.db import Store
@@ -47,15 +46,6 @@ SinceOpt = Annotated[
 UntilOpt = Annotated[
     str | None, typer.Option("--until", help="ISO 8601 time, or -30m / -1h / -2d (exclusive).")
 ]
-
-
-def _time(text: str | None, option: str) -> Any:
-    if text is None:
-        return None
-    try:
-        return parse_since(text)
-    except ValueError as exc:
-        raise fail(str(exc).replace("--since", option)) from None
 
 
 @contextmanager
@@ -171,7 +161,8 @@ def cdr_export(
     """Export call records (newest first), streamed; audited as export.cdr."""
     from callgate.records.query import CdrFilter
 
-    where = CdrFilter(party, _time(since, "--since"), _time(until, "--until"), disposition, poor)
+    since_at, until_at = time_option("--since", since), time_option("--until", until)
+    where = CdrFilter(party, since_at, until_at, disposition, poor)
     url = api_server(server, data_dir=data_dir, config=config)
     if url is not None:
         query = {"format": fmt, "party": party, "since": where.since, "until": where.until,
@@ -200,9 +191,8 @@ def audit_export(
     export.audit."""
     from callgate.records.query import AuditFilter
 
-    where = AuditFilter(
-        after_seq, actor, action, object_, _time(since, "--since"), _time(until, "--until")
-    )
+    since_at, until_at = time_option("--since", since), time_option("--until", until)
+    where = AuditFilter(after_seq, actor, action, object_, since_at, until_at)
     url = api_server(server, data_dir=data_dir, config=config)
     if url is not None:
         query = {"format": fmt, "after_seq": after_seq, "actor": actor, "action": action,

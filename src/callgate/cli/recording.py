@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -34,6 +34,7 @@ from callgate.cli.common import (
     settings_from,
     table_console,
 )
+from callgate.cli.times import time_option
 
 recording_app = typer.Typer(help="Compliance recordings: list, show, export, verify.")
 
@@ -62,24 +63,11 @@ def _via_api(
     return [found]
 
 
-def _when(option: str, text: str | None) -> datetime | None:
-    """An ISO 8601 time (UTC when it has no offset), or a precise error naming the option."""
-    if text is None:
-        return None
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise fail(
-            f"{option}: not an ISO 8601 time (2026-03-01 or 2026-03-01T09:30): {text!r}"
-        ) from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
 def _filters(party: str | None, since: str | None, until: str | None,
              held: bool | None) -> dict[str, Any]:  # fmt: skip
     """The search filters given (recording/search.py), checked as the API checks them."""
-    given: dict[str, Any] = {"party": party, "since": _when("--since", since),
-                             "until": _when("--until", until), "held": held}  # fmt: skip
+    given: dict[str, Any] = {"party": party, "since": time_option("--since", since),
+                             "until": time_option("--until", until), "held": held}  # fmt: skip
     if given["since"] and given["until"] and given["since"] >= given["until"]:
         raise fail("--since must be before --until")
     return {k: v for k, v in given.items() if v is not None}
@@ -126,10 +114,12 @@ def recording_list(
         str | None, typer.Option("--party", help="Caller or callee: a handle or a number.")
     ] = None,
     since: Annotated[
-        str | None, typer.Option("--since", help="Started at or after (ISO 8601, UTC).")
+        str | None,
+        typer.Option("--since", help="Started at or after: ISO 8601 (UTC), or -30m / -1h / -2d."),
     ] = None,
     until: Annotated[
-        str | None, typer.Option("--until", help="Started before (ISO 8601, UTC).")
+        str | None,
+        typer.Option("--until", help="Started before: ISO 8601 (UTC), or -30m / -1h / -2d."),
     ] = None,
     held: Annotated[
         bool | None, typer.Option("--held/--not-held", help="Kept by a legal hold, or not.")

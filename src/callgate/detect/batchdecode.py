@@ -1,9 +1,10 @@
-"""`decode.py` for a whole batch at once, with numpy: link layer → IPv4/IPv6 → UDP/TCP header
-fields of every frame. The common shapes are decoded here — Ethernet (one 802.1Q/802.1ad tag at
-most), Linux cooked SLL/SLL2, raw IP, BSD NULL/LOOP; IPv4 with any header length, IPv6 without
-extension headers; UDP and TCP. Frames of any other shape (more VLAN tags, IPv6 extension headers,
-GTP-U) are marked `SLOW` and decoded one by one by `decode.decode`, so both paths give the same
-answer for every frame.
+"""`decode.py` for a whole batch at once: link layer → IPv4/IPv6 → UDP/TCP header fields of
+every frame, by the compiled `hotloops.decode` (`decode_compiled`: every shape decode.py knows but
+GTP-U) or with numpy (`decode_numpy`). numpy decodes the common shapes — Ethernet (one
+802.1Q/802.1ad tag at most), Linux cooked SLL/SLL2, raw IP, BSD NULL/LOOP; IPv4 with any header
+length, IPv6 without extension headers; UDP and TCP. Frames of any other shape (more VLAN tags,
+IPv6 extension headers, GTP-U) are marked `SLOW` and decoded one by one by `decode.decode`, so
+every path gives the same answer for every frame (tests/unit/detect/test_detect_native.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy.typing as npt
 
 from callgate.detect.capture.batch import Batch
 from callgate.detect.decode import GTP_U_PORT, TCP, UDP
+from callgate.detect.native import enabled as compiled
 
 SKIP, FAST, SLOW = 0, 1, 2  # not UDP/TCP over IP; decoded here; for decode.decode
 V6 = np.uint64(1 << 63)  # endpoint codes of IPv6 addresses have the top bit set
@@ -43,10 +45,10 @@ class _Heads:
     """Bytes and big-endian 16-bit fields at a column of every frame's first HEAD bytes."""
 
     def __init__(self, batch: Batch) -> None:
-        rows = batch.rows
-        self.rows, self.skip = rows, batch.skip
+        rows, skip = batch.head_rows()
+        self.rows, self.skip = rows, skip
         self.flat = rows.reshape(-1)
-        self.base = np.arange(len(rows), dtype=np.int64) * rows.shape[1] + batch.skip
+        self.base = np.arange(len(rows), dtype=np.int64) * rows.shape[1] + skip
 
     def byte(self, col: Col) -> I64:
         if isinstance(col, int):
@@ -83,6 +85,11 @@ def _same(values: I64) -> Col:
 
 
 def decode_batch(batch: Batch) -> Fields:
+    """Every frame of the batch: compiled (`decode_compiled`) unless switched off or not built."""
+    return decode_compiled(batch) if compiled() else decode_numpy(batch)
+
+
+def decode_numpy(batch: Batch) -> Fields:
     count = len(batch.start)
     head = _Heads(batch)
     caplen = batch.caplen
@@ -100,6 +107,25 @@ def decode_batch(batch: Batch) -> Fields:
     f.addr += batch.start
     f.payload += batch.start
     return f
+
+
+def decode_compiled(batch: Batch) -> Fields:
+    """`hotloops.decode`: every frame where it lies in the chunk. It also walks what this module
+    leaves to decode.py (VLAN tag stacks, IPv6 extension headers): only GTP-U is SLOW."""
+    from callgate.detect import hotloops
+
+    count = len(batch.start)
+    f = Fields(np.empty(count, np.int8), np.empty(count, np.int64), np.empty(count, np.uint64),
+               np.empty(count, np.uint64), np.empty(count, np.int64), np.empty(count, np.int64),
+               np.empty(count, np.int64), np.empty(count, np.int64))  # fmt: skip
+    hotloops.decode(batch.data, _c64(batch.start), _c64(batch.caplen), _c64(batch.linktype),
+                   f.kind, f.proto, f.src, f.dst, f.addr, f.alen, f.payload, f.plen)  # fmt: skip
+    return f
+
+
+def _c64(values: I64) -> I64:
+    """A C-contiguous int64 array (what the compiled functions take)."""
+    return np.ascontiguousarray(values, dtype=np.int64)
 
 
 def _link(head: _Heads, caplen: I64, linktype: I64, kind: npt.NDArray[np.int8]) -> tuple[I64, I64]:

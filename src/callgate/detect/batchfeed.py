@@ -20,6 +20,7 @@ from callgate.detect.capture.batch import Batch
 from callgate.detect.decode import TCP, decode
 from callgate.detect.flow import INSPECT_LIMIT, Flow, inspect
 from callgate.detect.flowtable import FlowTable, flow_key
+from callgate.detect.native import enabled as compiled
 
 _K1, _K2, _K3 = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F),
                  np.uint64(0x165667B19E3779F9))  # fmt: skip
@@ -84,6 +85,8 @@ def _group(
     """(first packet of each distinct directional 5-tuple, position in `idx` order; the group of
     every packet). Grouped on a hash of the endpoint codes, then checked member by member, so a
     hash collision cannot merge two flows (the batch is then grouped exactly, more slowly)."""
+    if compiled() and not any(int(f.src[i]) & int(V6) for i in slow):
+        return _group_compiled(batch, f, idx)
     src, dst, proto = f.src[idx], f.dst[idx], f.proto[idx].astype(np.uint64)
     h = src * _K1 ^ dst * _K2 ^ proto * _K3
     _, first, inv = np.unique(h, return_index=True, return_inverse=True)
@@ -96,6 +99,19 @@ def _group(
     if not same.all():
         return _group_exactly(batch, f, idx, slow)
     return first, inv
+
+
+def _group_compiled(batch: Batch, f: Fields, idx: I64) -> tuple[I64, I64]:
+    """`hotloops.group`: a hash table over the 5-tuples, exact (IPv6 addresses compared in the
+    chunk: the caller keeps IPv6 packets decoded by decode.py, whose addresses are not there,
+    for the numpy grouping). Groups are numbered in order of their first packet."""
+    from callgate.detect import hotloops
+
+    first = np.empty(len(idx), dtype=np.int64)
+    inv = np.empty(len(idx), dtype=np.int64)
+    groups = hotloops.group(batch.data, f.kind[idx], f.src[idx], f.dst[idx], f.proto[idx],
+                            f.addr[idx], f.alen[idx], first, inv)  # fmt: skip
+    return first[:groups], inv
 
 
 def _addresses(

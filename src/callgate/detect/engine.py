@@ -1,7 +1,8 @@
 """The detector: captures in, report out. Streams packets into a flow table, inspects the first
 packets of each flow, then decides once at the end (`verdict.py`) and orients each flow from the
 internal host's side. Files of `batch_from` bytes or more are read in batches with numpy
-(`capture.read.read_batches` → `batchfeed.py`); smaller ones packet by packet (`packet`, the same
+(`capture.read.read_batches` → `batchfeed.py`), or through the compiled loops without numpy
+when they were built (`pcapfeed.py`); smaller ones packet by packet (`packet`, the same
 logic one packet at a time), which spares them importing numpy — most of a small capture's CPU
 time. Both give the same report (tests/unit/detect/test_detect_batch.py)."""
 
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from callgate.detect import native
 from callgate.detect.capture import PcapReader, Progress
 from callgate.detect.decode import UDP
 from callgate.detect.flow import Flow
@@ -82,6 +84,8 @@ class Detector:
         reader = PcapReader(path, progress)
         if _size(path) < self.batch_from:
             self.feed(reader)
+        elif native.enabled() and _feed_compiled(self.flows, reader):
+            pass  # through the compiled loops, without numpy (pcapfeed.py)
         else:
             from callgate.detect.batchfeed import feed_batch  # numpy: only for large files
             from callgate.detect.capture.read import read_batches
@@ -159,6 +163,12 @@ class Detector:
             sanctioned=v.sanctioned and v.rtc, excluded=flow.excluded,
             server_name=flow.server_name,
         )  # fmt: skip
+
+
+def _feed_compiled(flows: FlowTable, reader: PcapReader) -> bool:
+    from callgate.detect.pcapfeed import feed_pcap
+
+    return feed_pcap(flows, reader)
 
 
 def _size(path: Path) -> int:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,15 +34,18 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from callgate.recording import keys
-from callgate.recording.audio import AudioError, stereo_wav_bytes
+from callgate.recording.audio import AudioError, PacketSource, Rendered, render, write_wav
 from callgate.recording.chunks import (
+    HEADER_BYTES,
     ChunkError,
+    Packet,
     decode_packets,
     iter_chunks,
     open_chunk,
+    read_chunks,
     read_header,
 )
-from callgate.recording.ogg import stereo_ogg
+from callgate.recording.ogg import OggOpusWriter
 from callgate.recording.store import RecordingRow, recording_digest
 from callgate.records.audit import AuditLog
 from callgate.records.audit_chain import (
@@ -50,6 +55,7 @@ from callgate.records.audit_chain import (
     verify_checkpoint,
 )
 
+log = logging.getLogger(__name__)
 CLOSING = ("recording.closed", "recording.failed", "recording.interrupted")
 AUDIO_FILES = {"wav": "audio.wav", "ogg": "audio.ogg"}
 
@@ -75,6 +81,35 @@ def decrypt(row: RecordingRow, data: bytes, master: bytes) -> list[Any]:
     return packets
 
 
+def stored_packets(row: RecordingRow, path: Path, master: bytes) -> PacketSource:
+    """The packets of the recording file at `path`, read and decrypted a chunk at a time each
+    time the source is called (ChunkError naming the first bad chunk)."""
+    key = keys.unwrap(master, row.wrapped_key)
+
+    def read() -> Iterator[Packet]:
+        with path.open("rb") as handle:
+            handle.seek(HEADER_BYTES)
+            for position, chunk in enumerate(read_chunks(handle)):
+                plain = open_chunk(key, row.recording_id, chunk, position)
+                yield from decode_packets(plain, position)
+
+    return read
+
+
+def write_audio(packets: PacketSource, codec: str, audio: Path) -> Rendered:
+    """The call decoded into `audio` (.wav or .ogg), as it is decoded: memory stays bounded."""
+    if audio.suffix == ".ogg":
+        with OggOpusWriter(audio) as ogg:
+            rendered = render(packets, codec, ogg.write)
+    else:
+        with audio.open("wb") as out:
+            rendered = write_wav(packets, out, codec)
+    if rendered.dropped:
+        log.warning("%s: %d decoded piece(s) came more than 30 s behind the other leg's and were "
+                    "left out", audio.name, rendered.dropped)  # fmt: skip
+    return rendered
+
+
 def export_bundle(
     row: RecordingRow,
     directory: Path,
@@ -93,17 +128,13 @@ def export_bundle(
     out.mkdir(parents=True, exist_ok=False)
     stored = directory / row.file_name
     shutil.copyfile(stored, out / "recording.cgrec")
-    data = (out / "recording.cgrec").read_bytes()
     (out / "metadata.json").write_text(json.dumps(row.metadata, indent=2, sort_keys=True) + "\n")
+    audio = out / AUDIO_FILES[audio_format]
     try:
-        wav, seconds = stereo_wav_bytes(decrypt(row, data, master), row.codec)
+        seconds = write_audio(stored_packets(row, out / "recording.cgrec", master), row.codec,
+                              audio).seconds  # fmt: skip
     except AudioError as exc:
         raise BundleError(str(exc)) from exc
-    audio = out / AUDIO_FILES[audio_format]
-    if audio_format == "ogg":
-        stereo_ogg(wav, audio)
-    else:
-        audio.write_bytes(wav)
     details = {
         "call_id": row.call_id,
         "audio_file": audio.name,
@@ -138,7 +169,8 @@ def verify_bundle(bundle: Path, public_key_path: Path | None = None) -> Verdict:
     facts: dict[str, Any] = {}
     try:
         metadata = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))
-        data = (bundle / "recording.cgrec").read_bytes()
+        stored = bundle / "recording.cgrec"
+        file_sha = _sha256(stored)
         lines = (bundle / "audit.jsonl").read_text(encoding="utf-8").splitlines()
         note = (bundle / "checkpoint.txt").read_text(encoding="utf-8")
         pem = (public_key_path or bundle / "audit-public.pem").read_bytes()
@@ -146,7 +178,7 @@ def verify_bundle(bundle: Path, public_key_path: Path | None = None) -> Verdict:
         return Verdict(False, [f"bundle incomplete: {exc}"], facts)
     recording_id = str(metadata.get("recording_id", ""))
     facts["recording_id"] = recording_id
-    problems += _check_chunks(data, recording_id, list(metadata.get("chunk_sha256") or []), facts)
+    problems += _check_chunks(stored, recording_id, list(metadata.get("chunk_sha256") or []), facts)
     entries = [json.loads(line) for line in lines if line.strip()]
     problems += _check_chain(entries, note, pem, facts)
     closing = [
@@ -156,7 +188,6 @@ def verify_bundle(bundle: Path, public_key_path: Path | None = None) -> Verdict:
         problems.append("the audit entries do not include the recording's closing entry")
     else:
         details = json.loads(closing[0]["details"])
-        file_sha = hashlib.sha256(data).hexdigest()
         if details.get("file_sha256") != file_sha:
             problems.append("recording.cgrec is not the file the audit log vouches for")
         if details.get("digest") != recording_digest(file_sha, metadata):
@@ -179,15 +210,28 @@ def verify_bundle(bundle: Path, public_key_path: Path | None = None) -> Verdict:
     return Verdict(not problems, problems, facts)
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What verification keeps of a chunk (not its bytes)."""
+
+    index: int
+    last: bool
+    sha256: str
+
+
 def _check_chunks(
-    data: bytes, recording_id: str, listed: list[str], facts: dict[str, Any]
+    stored: Path, recording_id: str, listed: list[str], facts: dict[str, Any]
 ) -> list[str]:
+    """Each chunk of the file against the metadata's list, read a chunk at a time."""
     try:
-        if read_header(data) != recording_id:
-            return ["recording.cgrec belongs to another recording"]
-        chunks = list(iter_chunks(data))
+        with stored.open("rb") as handle:
+            if read_header(handle.read(HEADER_BYTES)) != recording_id:
+                return ["recording.cgrec belongs to another recording"]
+            chunks = [_Seen(c.index, c.last, c.sha256) for c in read_chunks(handle)]
     except ChunkError as exc:
         return [str(exc)]
+    except OSError as exc:
+        return [f"recording.cgrec: {exc}"]
     facts["chunks"] = len(chunks)
     problems = []
     for position, chunk in enumerate(chunks):

@@ -16,11 +16,12 @@ payload (the RTP payload as the party sent it). All integers big-endian.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -142,15 +143,23 @@ def read_header(data: bytes) -> str:
 def iter_chunks(data: bytes) -> Iterator[Chunk]:
     """The chunks of a recording file's bytes, in stored order. A chunk cut short at the end of
     the file (a crash mid-write) raises ChunkError naming its position."""
-    offset, position = HEADER_BYTES, 0
-    while offset < len(data):
-        if offset + CHUNK_HEAD.size > len(data):
+    handle = io.BytesIO(data)
+    handle.seek(HEADER_BYTES)
+    return read_chunks(handle)
+
+
+def read_chunks(handle: BinaryIO) -> Iterator[Chunk]:
+    """The chunks from `handle` (positioned after the file header) to its end, one at a time:
+    a recording of any length is read in at most `MAX_CHUNK_BYTES` at once."""
+    position = 0
+    while head := handle.read(CHUNK_HEAD.size):
+        if len(head) < CHUNK_HEAD.size:
             raise ChunkError(position, f"chunk {position}: cut short (incomplete head)")
-        tag, index, last, length = CHUNK_HEAD.unpack_from(data, offset)
+        tag, index, last, length = CHUNK_HEAD.unpack(head)
         if tag != CHUNK_TAG or not NONCE_BYTES < length <= MAX_CHUNK_BYTES:
             raise ChunkError(position, f"chunk {position}: bad chunk head")
-        end = offset + CHUNK_HEAD.size + length
-        if end > len(data):
+        body = handle.read(length)
+        if len(body) < length:
             raise ChunkError(position, f"chunk {position}: cut short")
-        yield Chunk(index, bool(last), data[offset + CHUNK_HEAD.size : end], data[offset:end])
-        offset, position = end, position + 1
+        yield Chunk(index, bool(last), body, head + body)
+        position += 1

@@ -3,7 +3,8 @@
 A player seeking through a recording asks for many byte ranges. Each recording is decoded once
 to a file (mode 0600, in a 0700 directory of its own that is removed at shutdown), and each range
 is read from that file: the memory a request costs is its slice, read in `PIECE` pieces, whatever
-the recording's length. Files are kept for `seconds` after their decode (a timer deletes them: no
+the recording's length; the decode itself is streamed to the file (recording/audio.py), bounded
+too. Files are kept for `seconds` after their decode (a timer deletes them: no
 decrypted audio lingers), at most `entries` of them and `max_bytes` in all (the newest is kept
 even when it alone is larger, so a long recording is still decoded only once).
 

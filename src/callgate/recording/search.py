@@ -11,8 +11,8 @@
     state     open, closed, failed, interrupted
 
 Newest first, by (started_at, recording_id) descending: a unique order, so a page continues
-after the last row of the one before (keyset, no OFFSET; records/query.py's cursor format) and
-recordings made meanwhile never shift a page.
+after the last row of the one before (keyset, no OFFSET: records/query.py's `newest_first_page`,
+which CDR listings page with too) and recordings made meanwhile never shift a page.
 """
 
 from __future__ import annotations
@@ -22,17 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import Engine, Select, Table, or_, select, tuple_
+from sqlalchemy import Engine, Select, Table, or_, select
 
 from callgate.recording.retention import held_clause
 from callgate.recording.store import RecordingRow, recording_row
-from callgate.records.query import BadCursor, decode_cursor, encode_cursor
+from callgate.records.query import newest_first_page
 from callgate.storage.models import Call, Recording
 
 recordings = cast(Table, Recording.__table__)
 calls = cast(Table, Call.__table__)
 
-MAX_LIMIT = 1000
 ArchiveState = Literal["archived", "pending", "hold-pending"]
 State = Literal["open", "closed", "failed", "interrupted"]
 
@@ -85,24 +84,11 @@ class RecordingPage:
 def search(engine: Engine, where: RecordingFilter, limit: int, cursor: str | None) -> RecordingPage:
     """One page of at most `limit` recordings (1..MAX_LIMIT); BadCursor for a cursor this
     listing did not hand out."""
-    limit = max(1, min(limit, MAX_LIMIT))
-    query = where.apply(select(recordings))
-    if cursor is not None:
-        at_text, recording_id = decode_cursor(cursor, "recording", 2)
-        try:
-            at = datetime.fromisoformat(at_text)
-        except (TypeError, ValueError):
-            raise BadCursor("cursor is not valid") from None
-        if not isinstance(recording_id, str) or len(recording_id) != 32:
-            raise BadCursor("cursor is not valid")
-        key = tuple_(recordings.c.started_at, recordings.c.recording_id)
-        query = query.where(key < tuple_(at, recording_id))
-    order = (recordings.c.started_at.desc(), recordings.c.recording_id.desc())
-    with engine.connect() as conn:
-        found = conn.execute(query.order_by(*order).limit(limit + 1)).all()
-    rows = [recording_row(r) for r in found[:limit]]
-    last = rows[-1] if len(found) > limit else None
-    next_cursor = (
-        encode_cursor("recording", last.started_at.isoformat(), last.recording_id) if last else None
-    )
-    return RecordingPage(rows, next_cursor)
+    order = (recordings.c.started_at, recordings.c.recording_id)
+    page = newest_first_page(engine, where.apply(select(recordings)), "recording", order,
+                             _recording_id, limit, cursor)  # fmt: skip
+    return RecordingPage([recording_row(r) for r in page.rows], page.next_cursor)
+
+
+def _recording_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 32

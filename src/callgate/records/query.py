@@ -17,12 +17,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Select, Table, exists, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Engine, Select, Table, exists, func, or_, select, tuple_
 
 from callgate.errors import CallgateError
 from callgate.records.audit_chain import Entry
@@ -165,6 +165,38 @@ def _limit(limit: int) -> int:
     return max(1, min(limit, MAX_LIMIT))
 
 
+def newest_first_page(
+    engine: Engine,
+    query: Select[Any],
+    kind: str,
+    order: tuple[ColumnElement[Any], ColumnElement[Any]],
+    valid_key: Callable[[Any], bool],
+    limit: int,
+    cursor: str | None,
+) -> Page:
+    """One page of at most `limit` rows of `query` (1..MAX_LIMIT), newest first by `order` =
+    (time, unique key) descending: a unique order, so the next page continues after the last
+    row (the cursor holds its time and key; a listing of `kind` accepts only its own), and rows
+    added meanwhile never shift a page. BadCursor for a cursor the listing did not hand out."""
+    at, key = order
+    limit = _limit(limit)
+    if cursor is not None:
+        at_text, row_key = decode_cursor(cursor, kind, 2)
+        try:
+            when = datetime.fromisoformat(at_text)
+        except (TypeError, ValueError):
+            raise BadCursor("cursor is not valid") from None
+        if not valid_key(row_key):
+            raise BadCursor("cursor is not valid")
+        query = query.where(tuple_(at, key) < tuple_(when, row_key))
+    with engine.connect() as conn:
+        rows = conn.execute(query.order_by(at.desc(), key.desc()).limit(limit + 1)).all()
+    if len(rows) <= limit:
+        return Page(rows, None)
+    last = rows[limit - 1]._mapping
+    return Page(rows[:limit], encode_cursor(kind, last[at].isoformat(), last[key]))
+
+
 class RecordsQuery:
     """Read-only queries over the records tables of one database."""
 
@@ -178,24 +210,8 @@ class RecordsQuery:
     # ---- calls ----
 
     def cdr_page(self, where: CdrFilter, limit: int, cursor: str | None = None) -> Page:
-        limit = _limit(limit)
-        query = where.apply(select(calls))
-        if cursor is not None:
-            at_text, row_id = decode_cursor(cursor, "cdr", 2)
-            try:
-                at = datetime.fromisoformat(at_text)
-            except (TypeError, ValueError):
-                raise BadCursor("cursor is not valid") from None
-            if not _key(row_id):
-                raise BadCursor("cursor is not valid")
-            query = query.where(tuple_(calls.c.invite_at, calls.c.id) < tuple_(at, row_id))
-        query = query.order_by(calls.c.invite_at.desc(), calls.c.id.desc()).limit(limit + 1)
-        rows = self._all(query)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = rows[-1] if more else None
-        next_cursor = encode_cursor("cdr", last.invite_at.isoformat(), last.id) if last else None
-        return Page(rows, next_cursor)
+        return newest_first_page(self._engine, where.apply(select(calls)), "cdr",
+                                 (calls.c.invite_at, calls.c.id), _key, limit, cursor)  # fmt: skip
 
     def iter_cdrs(self, where: CdrFilter, chunk: int = CHUNK) -> Iterator[Any]:
         cursor: str | None = None

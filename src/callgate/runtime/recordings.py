@@ -31,7 +31,11 @@ class ArchiveJob:
 
     With `audit`, it also watches the audit log every `hold_check` seconds for `legal_hold.set`
     entries (written in the same transaction as every hold change, whoever makes it: the API,
-    `callgate recording|cdr|user hold` on the store, another server) and wakes itself for them."""
+    `callgate recording|cdr|user hold` on the store, another server) and runs for them. Each run
+    first notes the log's head: the holds of the entries up to it are what that run mirrors, so
+    an entry the run covered does not start another (a hold changed through the API wakes one
+    run, not that run and a second one when the watcher sees its entry). Runs and polls share
+    one task, so no poll falls between a wake and the head its run notes."""
 
     def __init__(
         self,
@@ -47,8 +51,8 @@ class ArchiveJob:
         self._audit = audit
         self._hold_check = hold_check
         self._task: asyncio.Task[None] | None = None
-        self._watch: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self.runs = 0  # runs started (tests, metrics)
         self.archived_total = 0
         self.ok = True  # the last run archived everything pending (metrics)
         self.last_run: datetime | None = None
@@ -58,31 +62,60 @@ class ArchiveJob:
 
     async def start(self) -> None:
         if self._interval > 0:
-            self._task = asyncio.create_task(self._run(), name="recording-archive")
+            seen = 0
             if self._audit is not None:
                 seen = (await asyncio.to_thread(self._audit.head))[0]
-                self._watch = asyncio.create_task(self._watch_holds(seen), name="hold-watch")
+            self._task = asyncio.create_task(self._run(seen), name="recording-archive")
 
     async def stop(self) -> None:
-        for task in (self._watch, self._task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
-    async def _watch_holds(self, seen: int) -> None:
-        """Wake the run when a `legal_hold.set` entry newer than `seen` appears; `seen` moves to
-        the log's head at every poll, so a poll reads only what was written since the last."""
-        assert self._audit is not None
+    async def _run(self, seen: int) -> None:
+        """Run at start, then every `interval`, or at once when woken; between runs, look for
+        `legal_hold.set` entries newer than `seen` every `hold_check` seconds. `seen` moves to
+        the log's head at every poll and at the start of every run, so a poll reads only what
+        was written since, and nothing a run already covered."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(self._hold_check)
-            try:
-                seen, changed = await asyncio.to_thread(self._audit.watch, "legal_hold.set", seen)
-            except SQLAlchemyError as exc:
-                log.error("recording archive: watching legal holds: %s", exc)
-                continue
-            if changed:
-                self.wake()
+            if self._wake.is_set() or loop.time() >= due:
+                self._wake.clear()
+                seen = max(seen, await self._head())
+                await self.run_once()
+                due = loop.time() + self._interval
+            pause = due - loop.time()
+            if self._audit is not None:
+                pause = min(pause, self._hold_check)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, pause))
+            if self._audit is not None and not self._wake.is_set():
+                seen = await self._poll(seen)
+
+    async def _head(self) -> int:
+        """The audit log's head seq (0 without a log, or when it cannot be read: the next poll
+        then looks again, at worst waking one run more than needed)."""
+        if self._audit is None:
+            return 0
+        try:
+            return (await asyncio.to_thread(self._audit.head))[0]
+        except SQLAlchemyError as exc:
+            log.error("recording archive: reading the audit log's head: %s", exc)
+            return 0
+
+    async def _poll(self, seen: int) -> int:
+        """Wake the run when a `legal_hold.set` entry newer than `seen` appears; the new mark."""
+        assert self._audit is not None
+        try:
+            seen, changed = await asyncio.to_thread(self._audit.watch, "legal_hold.set", seen)
+        except SQLAlchemyError as exc:
+            log.error("recording archive: watching legal holds: %s", exc)
+            return seen
+        if changed:
+            self.wake()
+        return seen
 
     def wake(self) -> None:
         """Run now (a legal hold changed: mirror it, and archive what waits meanwhile), not at
@@ -90,6 +123,7 @@ class ArchiveJob:
         self._wake.set()
 
     async def run_once(self) -> None:
+        self.runs += 1
         bucket = self.archive.target.bucket
         try:
             run = await asyncio.to_thread(self.archive.archive, "system")
@@ -107,13 +141,6 @@ class ArchiveJob:
             for recording_id, why in run.failed.items():
                 log.error("recording %s not archived to %s: %s", recording_id, bucket, why)
         self.last_run = utcnow()
-
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            await self.run_once()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
 
     def health(self) -> dict[str, Any]:
         """For /healthz (a thread): not ok while the last run failed, or a closed recording has

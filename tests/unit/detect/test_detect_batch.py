@@ -1,5 +1,6 @@
-"""The batch reader (numpy record walk, vectorized decode, per-flow counters) gives exactly what
-the packet-by-packet path gives, on every capture shape, including records cut by chunk ends."""
+"""The batch reader (record walk, vectorized decode, per-flow counters) gives exactly what the
+packet-by-packet path gives, on every capture shape, including records cut by chunk ends — both
+with the compiled walk and decode (callgate.detect.hotloops) and with numpy."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from callgate.detect import native, pcapfeed
 from callgate.detect.capture import PcapReader
 from callgate.detect.capture import batch as capture_batch
+from callgate.detect.capture import chunks as capture_chunks
 from callgate.detect.engine import BATCH_FROM, Detector
 from callgate.detect.report import Report
 from tests.unit.detect.detect_packets import (
@@ -48,6 +51,15 @@ def _ipv4_options(packet: bytes) -> bytes:
         + b"\x01" * 4
         + packet[20:]
     )
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def batch_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test on both batch paths (test_detect_native.py fails under CI when the compiled
+    one is not built)."""
+    if request.param == "compiled" and not native.built():
+        pytest.skip("callgate.detect.hotloops is not built")
+    monkeypatch.setenv(native.ENV, "1" if request.param == "compiled" else "0")
 
 
 def mixed_frames(count: int, seed: int = 5) -> list[tuple[float, bytes]]:
@@ -125,8 +137,9 @@ def _same(path: Path) -> Report:
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of ~100 kB walked in 4 kB lanes: many chunk ends and lane starts in a small file."""
-    monkeypatch.setattr(capture_batch, "CHUNK", 100_003)
+    monkeypatch.setattr(capture_chunks, "CHUNK", 100_003)
     monkeypatch.setattr(capture_batch, "LANE_BYTES", 4096)
+    monkeypatch.setattr(pcapfeed, "ROWS", 333)  # several passes per chunk (compiled pcap path)
 
 
 @pytest.mark.usefixtures("small_chunks")
@@ -139,6 +152,11 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
         ("pcap-sll", pcap_bytes([(t, b"\x00" * 14 + f[12:]) for t, f in mixed_frames(2000)], 113)),
         ("pcap-raw", pcap_bytes([(t, f[14:]) for t, f in mixed_frames(2000)], 101)),
         ("pcap-snaplen", pcap_bytes([(t, f[:60]) for t, f in mixed_frames(2000)])),
+        # no GTP-U (decode.py's): the compiled pcap path takes every chunk itself, numpy-free
+        (
+            "pcap-no-gtp",
+            pcap_bytes([(t, f) for t, f in mixed_frames(3000) if b"\x08\x68" not in f[34:38]]),
+        ),
     ],
 )
 def test_batch_path_matches_packet_by_packet_path(tmp_path: Path, name: str, data: bytes) -> None:

@@ -81,10 +81,10 @@ def test_the_option_is_checked(tmp_path: Path) -> None:
 
 def test_a_gap_between_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each burst in its own chunk: the batch path's own check (not the one-by-one fallback)."""
-    from callgate.detect.capture import batch
+    from callgate.detect.capture import chunks
 
     first = pcap_bytes(burst(1000.0))
-    monkeypatch.setattr(batch, "CHUNK", len(first) - 24)  # the file header is read apart
+    monkeypatch.setattr(chunks, "CHUNK", len(first) - 24)  # the file header is read apart
     path = tmp_path / "two.pcap"
     path.write_bytes(first + pcap_bytes(burst(1400.0))[24:] + pcap_bytes(burst(1401.0))[24:])
     report = both_ways(path, 180.0)

@@ -1,11 +1,15 @@
 """serve's legal-hold watcher (runtime/recordings.py, ArchiveJob): each poll reads only what the
 audit log gained since the last (its mark moves to the head whatever was written), through the
-(action, seq) index (migration 0028), and wakes the archive run for a `legal_hold.set`."""
+(action, seq) index (migration 0028), and wakes the archive run for a `legal_hold.set` that no
+run covered yet: a hold changed through the API (which wakes the run itself) makes one run."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import text
@@ -17,7 +21,34 @@ from callgate.storage.db import open_store, sqlite_url
 WAIT = 30.0
 
 
-def test_each_poll_reads_from_the_head_it_saw_last(tmp_path: Path) -> None:
+class StandIn:
+    """The archive's place: each run counted, nothing to copy."""
+
+    def __init__(self) -> None:
+        self.target = SimpleNamespace(bucket="b")
+        self.runs = self.done = 0
+        self.gate = threading.Event()  # a run goes on once it is set
+        self.gate.set()
+
+    def archive(self, actor: str) -> Any:
+        self.runs += 1
+        self.gate.wait(WAIT)
+        self.done += 1
+        return SimpleNamespace(archived=[], failed={}, holds={})
+
+
+async def until(predicate: Callable[[], bool], wait: float = WAIT, must: bool = True) -> None:
+    for _ in range(int(wait / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    if must:
+        raise AssertionError("not within the wait")
+
+
+def test_each_poll_reads_from_the_head_it_saw_last_and_a_hold_wakes_one_run(
+    tmp_path: Path,
+) -> None:
     store = open_store(sqlite_url(tmp_path))
     audit = AuditLog(store)
     asked: list[int] = []
@@ -28,34 +59,43 @@ def test_each_poll_reads_from_the_head_it_saw_last(tmp_path: Path) -> None:
         return watch(action, after)
 
     audit.watch = spied  # type: ignore[method-assign]
-    stand_in: Any = object()
-    job = ArchiveJob(stand_in, interval=600, max_lag=3600, audit=audit, hold_check=0.01)
+    archive = StandIn()
+    job = ArchiveJob(archive, interval=600, max_lag=3600, audit=audit, hold_check=0.01)  # type: ignore[arg-type]
 
     async def main() -> None:
-        for n in range(5):  # entries of other kinds: calls, sign-ins...
-            audit.append("alice", "user.login", f"user:{n}", {})
-        task = asyncio.create_task(job._watch_holds(0))
+        await job.start()  # runs once at start
         try:
-            for _ in range(int(WAIT / 0.01)):
-                if 5 in asked:
-                    break
-                await asyncio.sleep(0.01)
-            assert 5 in asked and not job._wake.is_set()  # moved past them, nothing to do
+            await until(lambda: archive.runs == 1 and 0 in asked)
+            for n in range(5):  # entries of other kinds: calls, sign-ins...
+                audit.append("alice", "user.login", f"user:{n}", {})
+            await until(lambda: 5 in asked)
+            assert archive.runs == 1  # moved past them, nothing to do
+
+            # a hold through the API: its entry, then the API wakes the run; the run takes a
+            # while (S3), long enough for a watcher running beside it to see the entry
+            archive.gate.clear()
             audit.append("cleo", "legal_hold.set", "recording:r", {"hold": True})
-            await asyncio.wait_for(job._wake.wait(), WAIT)
-            asked.clear()
-            for _ in range(int(WAIT / 0.01)):
-                if 6 in asked:
-                    break
-                await asyncio.sleep(0.01)
-            assert 6 in asked
+            job.wake()
+            await until(lambda: archive.runs == 2)
+            await until(lambda: 6 in asked, wait=1.0, must=False)
+            archive.gate.set()
+            await until(lambda: archive.done >= 2)
+            polls = len(asked)
+            await until(lambda: len(asked) >= polls + 3)  # the watcher has looked again since
+            assert archive.runs == 2  # the run covered it: no second run for the same hold
+
+            # a hold on the store (the CLI, another server): only the watcher sees it
+            audit.append("cleo", "legal_hold.set", "recording:r", {"hold": False})
+            await until(lambda: archive.runs == 3)
+            await until(lambda: asked.count(7) >= 3)
+            assert archive.runs == job.runs == 3
         finally:
-            task.cancel()
+            await job.stop()
 
     try:
         asyncio.run(main())
-        assert audit.watch("legal_hold.set", 6) == (6, False)
-        assert audit.watch("legal_hold.set", 5) == (6, True)
+        assert audit.watch("legal_hold.set", 7) == (7, False)
+        assert audit.watch("legal_hold.set", 6) == (7, True)
         with store.engine.connect() as conn:
             plan = conn.execute(
                 text(

@@ -40,6 +40,13 @@ def write(tmp_path: Path, chunks: int = 4) -> tuple[Path, bytes, list[str]]:
     return writer.path, key, writer.chunks
 
 
+def checked(data: bytes, listed: list[str], tmp_path: Path) -> list[str]:
+    """What a bundle's verification says of a recording file holding `data`."""
+    path = tmp_path / "bundle.cgrec"
+    path.write_bytes(data)
+    return _check_chunks(path, RID, listed, {})
+
+
 def test_chunks_decrypt_back_to_the_packets_in_order(tmp_path: Path) -> None:
     path, key, _ = write(tmp_path)
     assert oct(path.stat().st_mode & 0o777) == "0o600"
@@ -59,7 +66,7 @@ def test_a_flipped_byte_is_named_by_its_chunk(tmp_path: Path) -> None:
         for position, chunk in enumerate(iter_chunks(bytes(data))):
             open_chunk(key, RID, chunk, position)
     assert caught.value.index == 2
-    assert _check_chunks(bytes(data), RID, listed, {}) == [
+    assert checked(bytes(data), listed, tmp_path) == [
         "chunk 2: contents differ from the recorded digest (altered)"
     ]
 
@@ -69,17 +76,13 @@ def test_swapped_missing_and_cut_short_chunks_are_named(tmp_path: Path) -> None:
     data = path.read_bytes()
     head, chunks = data[:HEADER_BYTES], list(iter_chunks(data))
     swapped = head + chunks[0].raw + chunks[2].raw + chunks[1].raw + chunks[3].raw
-    assert _check_chunks(swapped, RID, listed, {}) == [
-        "chunk 1: found chunk 2 in its place (reordered)"
-    ]
+    assert checked(swapped, listed, tmp_path) == ["chunk 1: found chunk 2 in its place (reordered)"]
     with pytest.raises(ChunkError, match="chunk 1: found chunk 2"):
         open_chunk(key, RID, list(iter_chunks(swapped))[1], 1)
     missing = head + b"".join(c.raw for c in chunks[:3])
-    assert _check_chunks(missing, RID, listed, {}) == [
-        "chunk 3: missing (the file ends after 3 chunks)"
-    ]
+    assert checked(missing, listed, tmp_path) == ["chunk 3: missing (the file ends after 3 chunks)"]
     cut = data[:-10]
-    assert _check_chunks(cut, RID, listed, {}) == ["chunk 3: cut short"]
+    assert checked(cut, listed, tmp_path) == ["chunk 3: cut short"]
 
 
 def test_a_chunk_from_another_recording_does_not_decrypt(tmp_path: Path) -> None:

@@ -53,8 +53,8 @@ from callgate.accounts.handles import normal_handle
 from callgate.accounts.records import UserRecord
 from callgate.api.deps import READERS, ServicesDep, UserDep
 from callgate.recording import playback
-from callgate.recording.audio import AudioError, stereo_wav
-from callgate.recording.bundle import BundleError, decrypt, export_bundle
+from callgate.recording.audio import AudioError
+from callgate.recording.bundle import BundleError, export_bundle, stored_packets, write_audio
 from callgate.recording.bundle_tar import pack
 from callgate.recording.chunks import ChunkError
 from callgate.recording.decoded import Busy, Decoded, DecodedFiles
@@ -361,8 +361,9 @@ def _iso(unix: int) -> str:
 
 
 def _decode(service: RecordingService, row: RecordingRow, path: FilePath) -> None:
-    stored = (service.settings.directory / row.file_name).read_bytes()
-    stereo_wav(decrypt(row, stored, service.master_key()), path, row.codec)
+    """The WAV written as it is decoded, from the stored file read a chunk at a time."""
+    stored = service.settings.directory / row.file_name
+    write_audio(stored_packets(row, stored, service.master_key()), row.codec, path)
 
 
 def _bundle_tar(

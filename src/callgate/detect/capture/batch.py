@@ -1,25 +1,23 @@
 """Batches of capture records, shared by both file formats: a `Batch` (one chunk of the file and
-numpy arrays describing each complete record in it), the reused read buffer, and the lane walk
+numpy arrays describing each complete record in it; the chunk comes from `chunks.ChunkBuffer`), and the lane walk
 that finds a chunk's records in parallel (`walk_lanes`: exact, never a guess — see `pcap.py`)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from io import BufferedIOBase
 from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
-from callgate.detect.capture.packets import PcapReader
+from callgate.detect.capture.chunks import HEAD_SLACK, ChunkBuffer
 
-CHUNK = 8 * 1024 * 1024
+__all__ = ["HEAD", "HEAD_SLACK", "Batch", "ChunkBuffer", "record_rows", "walk_lanes"]
+
 LANE_BYTES = 16 * 1024  # one lane per this many bytes of a chunk
 _WINDOW = 512  # bytes searched for a lane's first record
 HEAD = 96  # bytes of each frame decoded with numpy: one VLAN tag, IPv4 with options, TCP header
-HEAD_SLACK = 128  # readable bytes after the data (fixed-size header windows)
 
 I64 = npt.NDArray[np.int64]
 
@@ -29,12 +27,20 @@ class Batch:
     """Complete records of one chunk: `data` holds them, the arrays describe each frame."""
 
     data: memoryview  # the chunk (of a bytearray with HEAD_SLACK readable bytes after it)
-    rows: npt.NDArray[np.uint8]  # per record, the bytes from its header on (`skip` + HEAD of them)
+    # per record, the bytes from its header on (`skip` + HEAD of them); None when the compiled
+    # path found the records (it reads frames where they are; `head_rows` gathers them if needed)
+    rows: npt.NDArray[np.uint8] | None
     skip: int  # bytes of record header before the frame in `rows`
     start: I64  # offset of the frame in `data`
     caplen: I64
     ts: npt.NDArray[np.float64]
     linktype: I64
+
+    def head_rows(self) -> tuple[npt.NDArray[np.uint8], int]:
+        """(`rows`, `skip`), gathered from the frames when the batch has none."""
+        if self.rows is None:
+            return record_rows(self.data, self.start, 0), 0
+        return self.rows, self.skip
 
     def raw(self) -> npt.NDArray[np.uint8]:
         """The whole read buffer (the chunk, then HEAD_SLACK readable bytes), as numpy bytes."""
@@ -48,34 +54,6 @@ def _raw(buf: memoryview) -> npt.NDArray[np.uint8]:
 def raw_bytes(buf: memoryview) -> npt.NDArray[np.uint8]:
     """The whole buffer behind `buf` (a bytearray), as numpy bytes."""
     return np.frombuffer(cast(bytearray, buf.obj), dtype=np.uint8)
-
-
-class ChunkBuffer:
-    """One reusable read buffer (a fresh 32 MiB allocation per chunk costs more in page faults
-    than the chunk's processing), with HEAD_SLACK zero bytes after the data."""
-
-    def __init__(self, handle: BufferedIOBase) -> None:
-        try:
-            size = os.fstat(handle.fileno()).st_size
-        except (OSError, ValueError):
-            size = CHUNK
-        self.raw = bytearray(min(size, CHUNK) + HEAD_SLACK)
-
-    def read(self, reader: PcapReader, handle: BufferedIOBase, tail: bytes) -> memoryview | None:
-        """`tail` (what the previous chunk left over) then the next chunk; None at the end."""
-        need = len(tail) + CHUNK + HEAD_SLACK
-        if len(self.raw) < need:
-            self.raw = bytearray(need)
-        view = memoryview(self.raw)
-        view[: len(tail)] = tail
-        got = handle.readinto(view[len(tail) : len(tail) + CHUNK])
-        if not got:
-            return None
-        if reader.progress is not None:
-            reader.progress(got)
-        size = len(tail) + got
-        view[size : size + HEAD_SLACK] = bytes(HEAD_SLACK)
-        return view[:size]
 
 
 def record_rows(buf: memoryview, offsets: I64, skip: int) -> npt.NDArray[np.uint8]:

@@ -130,7 +130,7 @@ class PcapReader:
                     )
                 if pos + blen > end:
                     break
-                packet = self._ng_block(buf, pos, btype, blen, order, ifaces)
+                packet = self.ng_block(buf, pos, btype, blen, order, ifaces)
                 pos += blen
                 if packet is not None:
                     self.packets += 1
@@ -138,10 +138,12 @@ class PcapReader:
         if pos < len(buf):
             self.note_truncated("pcapng block")
 
-    def _ng_block(
+    def ng_block(
         self, buf: bytes, pos: int, btype: int, blen: int, order: str,
         ifaces: list[tuple[int, float]],
     ) -> Packet | None:  # fmt: skip
+        """One complete pcapng block at `pos` (not a Section Header: the caller reads those):
+        an Interface Description is added to `ifaces`; a packet block gives its packet."""
         body = pos + 8
         if btype == 1:  # Interface Description Block
             linktype = struct.unpack_from(order + "H", buf, body)[0]

@@ -1,0 +1,609 @@
+/* callgate.detect.hotloops: the detector's hot loops in C (docs/detection.md, "Speed").
+ *
+ * pcap_walk    the classic pcap record chain of one chunk (capture/pcap.py)
+ * pcapng_walk  the Enhanced Packet Blocks of one pcapng chunk (capture/pcapng.py)
+ * decode       link layer -> IPv4/IPv6 -> UDP/TCP of every frame of a batch (batchdecode.py)
+ * group        the distinct directional 5-tuples of a batch (batchfeed.py)
+ *
+ * Every input is hostile: each length and offset is checked against the buffer before it is read
+ * (truncated records, caplen past the chunk, unknown link types, IPv4 IHL < 5, IPv6 extension
+ * header chains), and an output array too small for its results is a ValueError, never a write
+ * past it. Each function gives exactly what the numpy/Python code it replaces gives
+ * (tests/unit/detect/test_detect_native.py compares them). Arrays are passed as buffers (numpy
+ * arrays, C-contiguous): this module needs no numpy headers to build. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <math.h>
+#include <string.h>
+
+#define MAX_RECORD (256u * 1024u * 1024u) /* capture/packets.py MAX_RECORD */
+#define UDP 17
+#define TCP 6
+#define GTP_U_PORT 2152
+#define KIND_SKIP 0
+#define KIND_FAST 1
+#define KIND_SLOW 2
+#define V6_BIT 0x8000000000000000ull
+#define K1 0x9E3779B97F4A7C15ull
+#define K2 0xC2B2AE3D27D4EB4Full
+#define K3 0x165667B19E3779F9ull
+
+static inline uint32_t be16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
+static inline uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+static inline uint64_t be64(const uint8_t *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
+static inline uint32_t rd32(const uint8_t *p, int big) { return big ? be32(p) : le32(p); }
+
+/* An output (or input) array of at least `count` items of `size` bytes, else ValueError. */
+static int fits(const Py_buffer *view, Py_ssize_t count, Py_ssize_t size, const char *name) {
+    if (count < 0 || view->len / size < count) {
+        PyErr_Format(PyExc_ValueError, "%s: room for %zd items, %zd needed", name,
+                     view->len / size, count);
+        return 0;
+    }
+    return 1;
+}
+
+/* pcap_walk(chunk, big_endian, unit, starts, caplens, stamps) -> (records, rest, first, last)
+ * The complete records of `chunk` (which begins with one), as many as the outputs hold (int64
+ * starts and caplens, float64 stamps): frame offset, captured length and time (seconds +
+ * fraction * unit) of each, and the earliest and latest of those times (0.0 when there is no
+ * record); `rest` is where the walk stopped: the first incomplete record (one whose caplen does
+ * not fit the chunk, MAX_RECORD or not: the caller reports it), or the first record there was no
+ * room for. */
+static PyObject *pcap_walk(PyObject *self, PyObject *args) {
+    Py_buffer chunk, starts, caplens, stamps;
+    int big;
+    double unit;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*pdw*w*w*", &chunk, &big, &unit, &starts, &caplens, &stamps))
+        return NULL;
+    Py_ssize_t room = starts.len / 8;
+    if (caplens.len / 8 < room)
+        room = caplens.len / 8;
+    if (stamps.len / 8 < room)
+        room = stamps.len / 8;
+    const uint8_t *buf = chunk.buf;
+    size_t size = (size_t)chunk.len, pos = 0;
+    int64_t *start = starts.buf, *caplen = caplens.buf;
+    double *stamp = stamps.buf;
+    Py_ssize_t count = 0;
+    double first = 0.0, last = 0.0;
+    while (size - pos >= 16 && count < room) {
+        uint32_t cap = rd32(buf + pos + 8, big);
+        if ((size_t)cap > size - pos - 16)
+            break;
+        double t = (double)rd32(buf + pos, big) + (double)rd32(buf + pos + 4, big) * unit;
+        start[count] = (int64_t)(pos + 16);
+        caplen[count] = cap;
+        stamp[count] = t;
+        if (count == 0 || t < first)
+            first = t;
+        if (count == 0 || t > last)
+            last = t;
+        count++;
+        pos += 16 + (size_t)cap;
+    }
+    PyObject *result = Py_BuildValue("nndd", count, (Py_ssize_t)pos, first, last);
+    PyBuffer_Release(&chunk);
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&caplens);
+    PyBuffer_Release(&stamps);
+    return result;
+}
+
+/* pcapng_walk(chunk, big_endian, links, units, starts, caplens, stamps, linktypes)
+ *   -> (packets, rest, simple, first, last)
+ * The well-formed Enhanced Packet Blocks (pcapng section 4.3) at the start of `chunk`, of
+ * described interfaces (`links`: int64 link type and `units`: float64 seconds per tick, per
+ * interface), as many as the outputs hold: each packet's frame offset, captured length (at most
+ * what the block holds), time and link type, and the earliest and latest time (0.0 when no
+ * packet). The walk stops at the first block it does not take
+ * (`rest` is where it begins): simple = 1 when that is an incomplete block, the end of the chunk,
+ * or the outputs being full; 0 when it is another block type, a bad length or an undescribed
+ * interface, which the caller reads itself, with its precise errors. */
+static PyObject *pcapng_walk(PyObject *self, PyObject *args) {
+    Py_buffer chunk, links, units, starts, caplens, stamps, linktypes;
+    int big;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*py*y*w*w*w*w*", &chunk, &big, &links, &units, &starts,
+                          &caplens, &stamps, &linktypes))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t ifaces = links.len / 8, room = starts.len / 8;
+    if (caplens.len / 8 < room)
+        room = caplens.len / 8;
+    if (stamps.len / 8 < room)
+        room = stamps.len / 8;
+    if (linktypes.len / 8 < room)
+        room = linktypes.len / 8;
+    if (fits(&units, ifaces, 8, "units")) {
+        const uint8_t *buf = chunk.buf;
+        const int64_t *link = links.buf;
+        const double *unit = units.buf;
+        size_t size = (size_t)chunk.len, pos = 0;
+        int64_t *start = starts.buf, *caplen = caplens.buf, *linktype = linktypes.buf;
+        double *stamp = stamps.buf;
+        Py_ssize_t count = 0;
+        int simple = 1;
+        double first = 0.0, last = 0.0;
+        while (size - pos >= 12 && count < room) {
+            uint32_t btype = rd32(buf + pos, big), blen = rd32(buf + pos + 4, big);
+            if (btype != 6 || blen < 32 || blen % 4 || blen > MAX_RECORD) {
+                simple = 0;
+                break;
+            }
+            if ((size_t)blen > size - pos)
+                break;
+            uint32_t iface = rd32(buf + pos + 8, big);
+            if ((Py_ssize_t)iface >= ifaces) {
+                simple = 0;
+                break;
+            }
+            uint64_t ticks = (uint64_t)rd32(buf + pos + 12, big) << 32 | rd32(buf + pos + 16, big);
+            uint32_t cap = rd32(buf + pos + 20, big);
+            start[count] = (int64_t)(pos + 28);
+            caplen[count] = cap < blen - 32 ? cap : blen - 32;
+            double t = (double)ticks * unit[iface];
+            stamp[count] = t;
+            linktype[count] = link[iface];
+            if (count == 0 || t < first)
+                first = t;
+            if (count == 0 || t > last)
+                last = t;
+            count++;
+            pos += blen;
+        }
+        result = Py_BuildValue("nnidd", count, (Py_ssize_t)pos, simple, first, last);
+    }
+    PyBuffer_Release(&chunk);
+    PyBuffer_Release(&links);
+    PyBuffer_Release(&units);
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&caplens);
+    PyBuffer_Release(&stamps);
+    PyBuffer_Release(&linktypes);
+    return result;
+}
+
+/* ---- decode: decode.py's rules, frame by frame ---- */
+
+typedef struct {
+    int8_t kind;
+    int64_t proto, addr, alen, payload, plen;
+    uint64_t src, dst;
+} Decoded;
+
+/* IP version nibble at `off` as an ethertype (0 when neither 4 nor 6 or past the frame). */
+static uint32_t version_type(const uint8_t *f, size_t len, size_t off) {
+    if (len <= off)
+        return 0;
+    uint32_t version = f[off] >> 4;
+    return version == 4 ? 0x0800 : version == 6 ? 0x86DD : 0;
+}
+
+/* (ethertype, network header offset) for a tcpdump.org LINKTYPE_* (decode.py `_link`). */
+static uint32_t link_layer(int64_t linktype, const uint8_t *f, size_t len, size_t *off) {
+    *off = 0;
+    switch (linktype) {
+    case 1: {
+        if (len < 14)
+            return 0;
+        uint32_t et = be16(f + 12);
+        size_t pos = 14;
+        while ((et == 0x8100 || et == 0x88A8) && len >= pos + 4) { /* 802.1Q / 802.1ad tags */
+            et = be16(f + pos + 2);
+            pos += 4;
+        }
+        *off = pos;
+        return et;
+    }
+    case 12:
+    case 14:
+    case 101:
+        return version_type(f, len, 0);
+    case 228:
+        return 0x0800;
+    case 229:
+        return 0x86DD;
+    case 113: /* Linux cooked (SLL) */
+        if (len < 16)
+            return 0;
+        *off = 16;
+        return be16(f + 14);
+    case 276: /* Linux cooked v2 (SLL2) */
+        if (len < 20)
+            return 0;
+        *off = 20;
+        return be16(f);
+    case 0:
+    case 108: /* BSD NULL / LOOP: 4-byte address family */
+        if (len < 5)
+            return 0;
+        *off = 4;
+        return version_type(f, len, 4);
+    default:
+        return 0;
+    }
+}
+
+static uint64_t fold_v6(const uint8_t *addr) {
+    uint64_t h = be64(addr) * K1 ^ be64(addr + 8) * K2;
+    h ^= h >> 29;
+    return h << 16 | V6_BIT;
+}
+
+/* UDP (RFC 768) or TCP (RFC 9293 section 3.1: data offset) at `pos`, payload bounded by `end`
+ * (<= len). GTP-U (UDP 2152) is SLOW: decode.py unwraps it. */
+static void transport(const uint8_t *f, uint32_t proto, size_t pos, size_t end, Decoded *d) {
+    if (proto == UDP && pos + 8 <= end) {
+        uint32_t sport = be16(f + pos), dport = be16(f + pos + 2);
+        if (sport == GTP_U_PORT || dport == GTP_U_PORT) {
+            d->kind = KIND_SLOW;
+            return;
+        }
+        d->src |= sport;
+        d->dst |= dport;
+        d->payload = (int64_t)(pos + 8);
+        d->plen = (int64_t)(end - pos - 8);
+    } else if (proto == TCP && pos + 20 <= end) {
+        d->src |= be16(f + pos);
+        d->dst |= be16(f + pos + 2);
+        size_t start = pos + (size_t)(f[pos + 12] >> 4) * 4;
+        if (start > end)
+            start = end;
+        d->payload = (int64_t)start;
+        d->plen = (int64_t)(end - start);
+    } else {
+        return;
+    }
+    d->kind = KIND_FAST;
+    d->proto = proto;
+}
+
+/* RFC 791: header length from IHL (at least 5 words), payload bounded by Total Length; only
+ * first fragments. */
+static void ipv4(const uint8_t *f, size_t len, size_t off, Decoded *d) {
+    if (len < off + 20)
+        return;
+    size_t ihl = (size_t)(f[off] & 0x0F) * 4, total = be16(f + off + 2);
+    if (ihl < 20 || total < ihl || (be16(f + off + 6) & 0x1FFF))
+        return;
+    size_t end = len < off + total ? len : off + total;
+    d->addr = (int64_t)(off + 12);
+    d->alen = 4;
+    d->src = (uint64_t)be32(f + off + 12) << 16;
+    d->dst = (uint64_t)be32(f + off + 16) << 16;
+    transport(f, f[off + 9], off + ihl, end, d);
+}
+
+/* RFC 8200: the extension header chain (hop-by-hop, routing, destination options, fragment) is
+ * walked while each header fits the payload; every step moves at least 8 bytes, so a chain
+ * ends within len / 8 steps. Non-first fragments are skipped. */
+static void ipv6(const uint8_t *f, size_t len, size_t off, Decoded *d) {
+    if (len < off + 40)
+        return;
+    size_t plen = be16(f + off + 4), pos = off + 40;
+    uint32_t nxt = f[off + 6];
+    size_t end = plen && off + 40 + plen < len ? off + 40 + plen : len;
+    while (nxt == 0 || nxt == 43 || nxt == 60 || nxt == 44) {
+        if (pos + 8 > end)
+            return;
+        if (nxt == 44) {
+            if (be16(f + pos + 2) & 0xFFF8)
+                return;
+            nxt = f[pos];
+            pos += 8;
+        } else {
+            nxt = f[pos];
+            pos += 8 + (size_t)f[pos + 1] * 8;
+        }
+    }
+    d->addr = (int64_t)(off + 8);
+    d->alen = 16;
+    d->src = fold_v6(f + off + 8);
+    d->dst = fold_v6(f + off + 24);
+    transport(f, nxt, pos, end, d);
+}
+
+static void decode_frame(int64_t linktype, const uint8_t *f, size_t len, Decoded *d) {
+    size_t off;
+    uint32_t ethertype = link_layer(linktype, f, len, &off);
+    if (ethertype == 0x0800)
+        ipv4(f, len, off, d);
+    else if (ethertype == 0x86DD)
+        ipv6(f, len, off, d);
+}
+
+/* decode(data, starts, caplens, linktypes, kind, proto, src, dst, addr, alen, payload, plen)
+ * Frame i is data[starts[i] : starts[i] + caplens[i]] (int64 arrays; linktypes too). Fills the
+ * outputs (kind int8, src/dst uint64, the rest int64) as batchdecode.Fields: kind FAST with the
+ * endpoint codes, the offsets in `data` of the source address and of the payload; SLOW for
+ * GTP-U (decoded by decode.py); SKIP (all zeros) for anything else. A frame outside `data` is
+ * a ValueError. */
+static PyObject *decode(PyObject *self, PyObject *args) {
+    Py_buffer data, starts, caplens, links, kinds, protos, srcs, dsts, addrs, alens, pays, plens;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*w*w*w*w*w*w*", &data, &starts, &caplens, &links,
+                          &kinds, &protos, &srcs, &dsts, &addrs, &alens, &pays, &plens))
+        return NULL;
+    Py_buffer *all[] = {&data, &starts, &caplens, &links, &kinds, &protos,
+                        &srcs, &dsts, &addrs, &alens, &pays, &plens};
+    PyObject *result = NULL;
+    Py_ssize_t n = starts.len / 8;
+    if (fits(&caplens, n, 8, "caplens") && fits(&links, n, 8, "linktypes") &&
+        fits(&kinds, n, 1, "kind") && fits(&protos, n, 8, "proto") && fits(&srcs, n, 8, "src") &&
+        fits(&dsts, n, 8, "dst") && fits(&addrs, n, 8, "addr") && fits(&alens, n, 8, "alen") &&
+        fits(&pays, n, 8, "payload") && fits(&plens, n, 8, "plen")) {
+        const uint8_t *buf = data.buf;
+        const int64_t *start = starts.buf, *caplen = caplens.buf, *link = links.buf;
+        int8_t *kind = kinds.buf;
+        int64_t *proto = protos.buf, *addr = addrs.buf, *alen = alens.buf;
+        int64_t *payload = pays.buf, *plen = plens.buf;
+        uint64_t *src = srcs.buf, *dst = dsts.buf;
+        Py_ssize_t i;
+        for (i = 0; i < n; i++) {
+            int64_t at = start[i], cap = caplen[i];
+            if (at < 0 || cap < 0 || at > data.len || cap > data.len - at) {
+                PyErr_Format(PyExc_ValueError, "frame %zd (%lld bytes at %lld) is outside the "
+                             "%zd-byte buffer", i, (long long)cap, (long long)at, data.len);
+                break;
+            }
+            Decoded d = {0};
+            decode_frame(link[i], buf + at, (size_t)cap, &d);
+            kind[i] = d.kind;
+            if (d.kind != KIND_FAST) {
+                d = (Decoded){.kind = d.kind};
+            } else {
+                d.addr += at;
+                d.payload += at;
+            }
+            proto[i] = d.proto;
+            src[i] = d.src;
+            dst[i] = d.dst;
+            addr[i] = d.addr;
+            alen[i] = d.alen;
+            payload[i] = d.payload;
+            plen[i] = d.plen;
+        }
+        if (i == n)
+            result = Py_NewRef(Py_None);
+    }
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+        PyBuffer_Release(all[k]);
+    return result;
+}
+
+/* ---- group: distinct directional 5-tuples, in order of first appearance ---- */
+
+/* group(data, kind, src, dst, proto, addr, alen, first, inv) -> groups
+ * For the n packets (int8 kind, uint64 endpoint codes, int64 proto; addr/alen: where each one's
+ * source address is in `data`, destination right after it): inv[i] = the group of packet i (-1
+ * for a SKIP packet), first[g] = the first packet of group g, groups numbered in order of their
+ * first packet. Packets are the
+ * same 5-tuple when codes and transport are equal and, for IPv6 (alen 16, whose codes are
+ * hashes), the 32 address bytes too: a hash collision never merges two flows. IPv4 codes are
+ * the exact address and port. An IPv6 address outside `data` is a ValueError. */
+static PyObject *group(PyObject *self, PyObject *args) {
+    Py_buffer data, kinds, srcs, dsts, protos, addrs, alens, firsts, invs;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*w*w*", &data, &kinds, &srcs, &dsts, &protos,
+                          &addrs, &alens, &firsts, &invs))
+        return NULL;
+    Py_buffer *all[] = {&data, &kinds, &srcs, &dsts, &protos, &addrs, &alens, &firsts, &invs};
+    PyObject *result = NULL;
+    Py_ssize_t n = srcs.len / 8;
+    if (fits(&kinds, n, 1, "kind") && fits(&dsts, n, 8, "dst") && fits(&protos, n, 8, "proto") &&
+        fits(&addrs, n, 8, "addr") && fits(&alens, n, 8, "alen") && fits(&firsts, n, 8, "first") &&
+        fits(&invs, n, 8, "inv")) {
+        const int8_t *kind = kinds.buf;
+        const uint64_t *src = srcs.buf, *dst = dsts.buf;
+        const int64_t *proto = protos.buf, *addr = addrs.buf, *alen = alens.buf;
+        int64_t *first = firsts.buf, *inv = invs.buf;
+        const uint8_t *buf = data.buf;
+        size_t cap = 16;
+        while (cap < (size_t)n * 2)
+            cap <<= 1;
+        int64_t *slots = malloc(cap * sizeof *slots); /* group + 1; 0 = empty */
+        if (slots == NULL) {
+            PyErr_NoMemory();
+        } else {
+            memset(slots, 0, cap * sizeof *slots);
+            Py_ssize_t groups = 0, i;
+            int bad = 0;
+            for (i = 0; i < n && !bad; i++) {
+                if (kind[i] == KIND_SKIP) {
+                    inv[i] = -1;
+                    continue;
+                }
+                int64_t a = addr[i], l = alen[i];
+                if (l == 16 && (a < 0 || a > data.len || 32 > data.len - a)) {
+                    bad = 1;
+                    break;
+                }
+                uint64_t h = src[i] * K1 ^ dst[i] * K2 ^ (uint64_t)proto[i] * K3;
+                size_t s = (size_t)(h ^ h >> 31) & (cap - 1);
+                for (;;) {
+                    int64_t g = slots[s] - 1;
+                    if (g < 0) {
+                        slots[s] = groups + 1;
+                        first[groups] = i;
+                        inv[i] = groups++;
+                        break;
+                    }
+                    int64_t j = first[g];
+                    if (src[j] == src[i] && dst[j] == dst[i] && proto[j] == proto[i] &&
+                        (l != 16 || memcmp(buf + a, buf + addr[j], 32) == 0)) {
+                        inv[i] = g;
+                        break;
+                    }
+                    s = (s + 1) & (cap - 1);
+                }
+            }
+            free(slots);
+            if (bad)
+                PyErr_SetString(PyExc_ValueError, "an IPv6 address is outside the buffer");
+            else
+                result = PyLong_FromSsize_t(groups);
+        }
+    }
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+        PyBuffer_Release(all[k]);
+    return result;
+}
+
+/* ---- select and tally: batchfeed's per-flow bookkeeping ---- */
+
+/* select(inv, plen, side, owner, room, out_owner, out_packet, out_seen0, out_seen1) -> count
+ * The payloads to inspect, as batchfeed._inspect_live picks them: packet i belongs to group
+ * inv[i] (-1: none), a group to flow owner[g] on side[g] (0/1); a flow with room[o] > 0 takes its
+ * first room[o] packets that carry a payload (plen > 0), in order. Out: per payload picked, its
+ * flow, packet and the packets of each side that flow has had in the batch up to and including
+ * it; grouped by flow (flows in number order), in packet order within a flow. */
+static PyObject *select_payloads(PyObject *self, PyObject *args) {
+    Py_buffer invs, plens, sides, owners, rooms, oo, op, o0, o1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*w*w*w*", &invs, &plens, &sides, &owners, &rooms,
+                          &oo, &op, &o0, &o1))
+        return NULL;
+    Py_buffer *all[] = {&invs, &plens, &sides, &owners, &rooms, &oo, &op, &o0, &o1};
+    PyObject *result = NULL;
+    Py_ssize_t n = invs.len / 8, groups = sides.len / 8, flows = rooms.len / 8;
+    int64_t *at = NULL, *seen = NULL;
+    if (!fits(&plens, n, 8, "plen") || !fits(&owners, groups, 8, "owner"))
+        goto done;
+    const int64_t *inv = invs.buf, *plen = plens.buf, *side = sides.buf, *owner = owners.buf;
+    const int64_t *room = rooms.buf;
+    Py_ssize_t g, i, o, total = 0;
+    for (g = 0; g < groups; g++)
+        if (owner[g] < 0 || owner[g] >= flows || side[g] < 0 || side[g] > 1) {
+            PyErr_SetString(PyExc_ValueError, "group with a bad flow or side");
+            goto done;
+        }
+    at = calloc((size_t)flows + 1, sizeof *at);   /* where each flow's payloads go */
+    seen = calloc((size_t)flows * 2 + 1, sizeof *seen); /* packets per flow and side so far */
+    if (at == NULL || seen == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (i = 0; i < n; i++) { /* payloads per flow, at most its room */
+        if (inv[i] < 0 || inv[i] >= groups) {
+            if (inv[i] >= groups) {
+                PyErr_SetString(PyExc_ValueError, "packet of a group that does not exist");
+                goto done;
+            }
+            continue;
+        }
+        o = owner[inv[i]];
+        if (plen[i] > 0 && seen[o] < room[o])
+            seen[o]++;
+    }
+    for (o = 0; o < flows; o++) {
+        int64_t picked = seen[o];
+        at[o] = total;
+        total += picked;
+    }
+    if (!fits(&oo, total, 8, "out_owner") || !fits(&op, total, 8, "out_packet") ||
+        !fits(&o0, total, 8, "out_seen0") || !fits(&o1, total, 8, "out_seen1"))
+        goto done;
+    memset(seen, 0, ((size_t)flows * 2 + 1) * sizeof *seen);
+    int64_t *out_owner = oo.buf, *out_packet = op.buf, *out0 = o0.buf, *out1 = o1.buf;
+    int64_t *taken = calloc((size_t)flows + 1, sizeof *taken);
+    if (taken == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        if (inv[i] < 0)
+            continue;
+        o = owner[inv[i]];
+        if (room[o] <= 0)
+            continue;
+        seen[2 * o + side[inv[i]]]++;
+        if (plen[i] > 0 && taken[o] < room[o]) {
+            int64_t k = at[o] + taken[o]++;
+            out_owner[k] = o;
+            out_packet[k] = i;
+            out0[k] = seen[2 * o];
+            out1[k] = seen[2 * o + 1];
+        }
+    }
+    free(taken);
+    result = PyLong_FromSsize_t(total);
+done:
+    free(at);
+    free(seen);
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+        PyBuffer_Release(all[k]);
+    return result;
+}
+
+/* tally(inv, caplen, stamps, counts, octets, last) -> None
+ * Per group (inv[i], -1: none): packets, captured bytes and the latest time. */
+static PyObject *tally(PyObject *self, PyObject *args) {
+    Py_buffer invs, caplens, stamps, cs, os_, ls;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*", &invs, &caplens, &stamps, &cs, &os_, &ls))
+        return NULL;
+    Py_buffer *all[] = {&invs, &caplens, &stamps, &cs, &os_, &ls};
+    PyObject *result = NULL;
+    Py_ssize_t n = invs.len / 8, groups = cs.len / 8;
+    if (fits(&caplens, n, 8, "caplen") && fits(&stamps, n, 8, "stamps") &&
+        fits(&os_, groups, 8, "octets") && fits(&ls, groups, 8, "last")) {
+        const int64_t *inv = invs.buf, *caplen = caplens.buf;
+        const double *stamp = stamps.buf;
+        int64_t *count = cs.buf, *octets = os_.buf;
+        double *last = ls.buf;
+        Py_ssize_t g, i;
+        for (g = 0; g < groups; g++) {
+            count[g] = 0;
+            octets[g] = 0;
+            last[g] = -HUGE_VAL;
+        }
+        for (i = 0; i < n; i++) {
+            int64_t k = inv[i];
+            if (k < 0)
+                continue;
+            if (k >= groups) {
+                PyErr_SetString(PyExc_ValueError, "packet of a group that does not exist");
+                break;
+            }
+            count[k]++;
+            octets[k] += caplen[i];
+            if (stamp[i] > last[k])
+                last[k] = stamp[i];
+        }
+        if (i == n)
+            result = Py_NewRef(Py_None);
+    }
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+        PyBuffer_Release(all[k]);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"pcap_walk", pcap_walk, METH_VARARGS, "The complete records of a classic pcap chunk."},
+    {"pcapng_walk", pcapng_walk, METH_VARARGS, "The Enhanced Packet Blocks of a pcapng chunk."},
+    {"decode", decode, METH_VARARGS, "Link, IP and UDP/TCP headers of every frame of a batch."},
+    {"group", group, METH_VARARGS, "The distinct directional 5-tuples of a batch."},
+    {"select", select_payloads, METH_VARARGS, "The payloads of a batch to inspect, per flow."},
+    {"tally", tally, METH_VARARGS, "Packets, bytes and last time per group."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "callgate.detect.hotloops",
+    .m_doc = "The detector's record walk, header decode and grouping, compiled (docs/detection.md).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit_hotloops(void) { return PyModule_Create(&module); }
