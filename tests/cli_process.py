@@ -31,7 +31,7 @@ def run_in_process(
     and none of the developer's CALLGATE_* settings): what it prints and its exit status, without
     an interpreter start and the imports (~1 s CPU) of a `callgate` process per command. For the
     commands that talk to a server or a store; tests/integration/test_cli.py runs the installed
-    command itself."""
+    command itself (its version, `turn` and `serve`: signals, ports, exit statuses)."""
     from typer.testing import CliRunner
 
     from callgate.cli.app import app

@@ -1,9 +1,9 @@
 """Shared fixtures for the end-to-end tests: one `callgate serve` per test module and backend,
 a valid offer.
 
-Each server gets a temporary data dir with alice, bob and carol (created with `callgate user add`
-before it starts), free loopback ports, a private relay port range and short call timeouts. It is
-stopped with SIGTERM at the end, and must exit 0. Every module runs twice: on SQLite (the store in
+Each server gets a temporary data dir with alice, bob and carol (created before it starts, their
+passwords hashed cheaply: tests/cheap_passwords.py), free loopback ports, a private relay port
+range and short call timeouts. It is stopped with SIGTERM at the end, and must exit 0. Every module runs twice: on SQLite (the store in
 the data dir) and on PostgreSQL (a database of its own on the session's test server, given to
 `callgate serve` as CALLGATE_DATABASE_URL; the data dir then holds only keys).
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from callgate.accounts import AccountService
 from callgate.storage.db import open_store
+from tests.cheap_passwords import template_accounts
 from tests.db_backends import BACKENDS, PgServer
 from tests.e2e.helpers import USERS, Serve, new_serve, password_of, user_store
 
@@ -38,7 +38,7 @@ def pg_users(pg_server: PgServer) -> str:
     the tests that add users to a running server's store)."""
     store = open_store(pg_server.make_template(PG_USERS))
     try:
-        accounts = AccountService(store, "callgate")
+        accounts = template_accounts(store)
         for handle in USERS:
             accounts.create_user(handle, password=password_of(handle))
     finally:

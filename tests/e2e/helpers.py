@@ -25,9 +25,12 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, select
 
+from callgate.accounts.audit import cli_actor
 from callgate.client.signaling import SignalingClient
-from callgate.storage.db import sqlite_url
+from callgate.storage.db import open_store, sqlite_url
 from callgate.storage.models import Call, CallQuality, RelaySession
+from callgate.storage.permissions import private_data_dir
+from tests.cheap_passwords import template_accounts
 from tests.cli_process import COMMAND, clean_env, run_in_process
 from tests.ports import free_port, relay_port_range
 
@@ -206,10 +209,17 @@ class Serve:
 
 
 def user_store(root: Path) -> Path:
-    """A data dir holding alice, bob and carol, made with `callgate user add` (no server yet)."""
+    """A data dir (private, 0700) holding alice, bob and carol, their passwords hashed cheaply
+    (tests/cheap_passwords.py); no server yet."""
     data_dir = root / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    add_users(data_dir)
+    private_data_dir(data_dir)
+    store = open_store(sqlite_url(data_dir))
+    try:
+        accounts = template_accounts(store)
+        for handle in USERS:  # audited as `callgate user add` audits them
+            accounts.create_user(handle, password=password_of(handle), actor=cli_actor())
+    finally:
+        store.close()
     return data_dir
 
 

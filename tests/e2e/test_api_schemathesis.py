@@ -4,7 +4,9 @@ OpenAPI document, as an administrator, must never answer 5xx and must answer wha
 Seeded before the server starts: one account per role, calls (answered, poor, denied), quality
 rows and audit entries. Left out: POST /api/logout (it would revoke the token the run uses) and
 POST /api/login (public, argon2 by design slow; fuzzed in tests/integration/test_fuzz_server.py).
-The run is bounded (`--max-examples`, `--max-time`).
+The run is bounded by `--max-examples`: one pass of each phase. Not by `--max-time`: with it,
+schemathesis repeats fuzzing and stateful testing until the time is spent, so every run took the
+whole budget however fast the machine (the subprocess timeout still bounds a run that hangs).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tests.e2e.helpers import Serve, free_port, http_json, private_relay_range
 from tests.unit.api.admin_api.seed import PASSWORDS, seed_accounts, seed_records
 
 MAX_EXAMPLES = 10
-MAX_SECONDS = 45
+RUN_TIMEOUT = 180  # s: ~40 s on a busy 2-core machine
 CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
 
 
@@ -53,6 +55,7 @@ def seeded_serve(tmp_path: Path) -> Iterator[Serve]:
     assert "Traceback" not in server.log(), server.log()
 
 
+@pytest.mark.timeout(RUN_TIMEOUT + 60)  # the server's start and stop around the run
 def test_openapi_operations_never_fail_with_5xx(seeded_serve: Serve) -> None:
     status, body = http_json(
         f"{seeded_serve.url}/api/login", body={"handle": "root", "password": PASSWORDS["root"]}
@@ -64,7 +67,6 @@ def test_openapi_operations_never_fail_with_5xx(seeded_serve: Serve) -> None:
         "--header", f"Authorization: Bearer {body['token']}",
         "--checks", CHECKS,
         "--max-examples", str(MAX_EXAMPLES),
-        "--max-time", str(MAX_SECONDS),
         "--exclude-path", "/api/logout",
         "--exclude-path", "/api/login",
         "--workers", "1",
@@ -72,7 +74,7 @@ def test_openapi_operations_never_fail_with_5xx(seeded_serve: Serve) -> None:
         "--no-color",
     ]  # fmt: skip
     run = subprocess.run(
-        command, capture_output=True, text=True, timeout=MAX_SECONDS + 60, env=clean_env()
+        command, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=clean_env()
     )
     report = run.stdout[-6000:] + run.stderr[-2000:]
     assert run.returncode == 0, report

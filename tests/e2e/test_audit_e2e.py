@@ -15,7 +15,7 @@ from callgate.client.errors import LoginError
 from callgate.client.signaling import SignalingClient
 from callgate.records.audit import AuditLog, StoredCheckpoint, export_checkpoint
 from callgate.storage.db import open_store
-from tests.e2e.helpers import Serve, connected, new_serve, next_of
+from tests.e2e.helpers import Serve, add_users, connected, new_serve, next_of
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -44,12 +44,10 @@ async def witness_copy(server: Serve, out: Path, timeout: float = 30.0) -> str:
     return out.read_text()
 
 
-async def test_serve_audits_and_signs_checkpoints(
-    tmp_path: Path, user_template: Path, offer_sdp: str
-) -> None:
-    server = new_serve(
-        tmp_path, template=user_template, CALLGATE_AUDIT__CHECKPOINT_INTERVAL_S="0.3"
-    )
+async def test_serve_audits_and_signs_checkpoints(tmp_path: Path, offer_sdp: str) -> None:
+    users = tmp_path / "users"
+    add_users(users)  # with `callgate user add` itself, not the template's cheap hashes
+    server = new_serve(tmp_path, template=users, CALLGATE_AUDIT__CHECKPOINT_INTERVAL_S="0.3")
     server.start()
     try:
         with pytest.raises(LoginError):

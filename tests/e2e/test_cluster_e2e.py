@@ -30,10 +30,10 @@ from typing import Any
 
 import pytest
 
-from callgate.accounts import AccountService
 from callgate.client.call import CallSession
 from callgate.client.signaling import SignalingClient, SignalingError
 from callgate.storage.db import open_store
+from tests.cheap_passwords import template_accounts
 from tests.db_backends import PgServer
 from tests.e2e.helpers import (
     CALLS,
@@ -120,7 +120,7 @@ def nodes(tmp_path: Path, pg_server: PgServer, pg_users: str, redis_server: Redi
     ]
     store = open_store(database_url)  # in-process: two CLI runs cost seconds on a busy box
     try:
-        accounts = AccountService(store, "callgate")
+        accounts = template_accounts(store)
         accounts.create_user(ADMIN, password=password_of(ADMIN), is_admin=True)
         accounts.create_user("dave", password=password_of("dave"))
     finally:

@@ -33,13 +33,13 @@ import pytest
 import redis
 from sqlalchemy import Table
 
-from callgate.accounts import AccountService
 from callgate.client.call import CallSession
 from callgate.client.ice import call_hello
 from callgate.client.signaling import SignalingClient
 from callgate.runtime.cluster_seal import ClusterSeal
 from callgate.storage.db import open_store
 from callgate.storage.models import AuditEntry
+from tests.cheap_passwords import template_accounts
 from tests.cli_process import COMMAND, clean_env
 from tests.db_backends import PgServer
 from tests.e2e.helpers import (
@@ -139,9 +139,7 @@ def cluster(
     database_url = pg_server.new_database(pg_users)
     store = open_store(database_url)
     try:
-        AccountService(store, "callgate").create_user(
-            ADMIN, password=password_of(ADMIN), is_admin=True
-        )
+        template_accounts(store).create_user(ADMIN, password=password_of(ADMIN), is_admin=True)
     finally:
         store.close()
     shared = {

@@ -1,6 +1,8 @@
 """One `callgate serve` subprocess on loopback (SQLite), for the security tests that attack its
-HTTP side over real sockets: admin (role admin), alice and bob exist, added with the CLI. Each test that trips a per-address limit connects from an address of its own (127.0.0.x:
-every 127/8 address reaches a server listening on 127.0.0.1)."""
+HTTP side over real sockets: admin (role admin), alice and bob exist, added before it starts (as
+`callgate user add` would, their passwords hashed cheaply: tests/cheap_passwords.py). Each test
+that trips a per-address limit connects from an address of its own (127.0.0.x: every 127/8
+address reaches a server listening on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.cli_process import run_in_process as callgate
+from callgate.accounts.audit import cli_actor
+from callgate.storage.db import open_store, sqlite_url
+from callgate.storage.permissions import private_data_dir
+from tests.cheap_passwords import template_accounts
 from tests.integration.test_cli import free_port, running, stop
 
 PASSWORDS = {"admin": "root-of-trust-0", "alice": "correct-horse-1", "bob": "battery-staple-2"}
@@ -46,14 +51,18 @@ def serve(
     prepare: Callable[[Path], None] | None = None,
     **env: str,
 ) -> Iterator[WebServer]:
-    """Users added with the CLI, `prepare(data_dir)`, then `callgate serve ARGS` until the
+    """The users (admin, alice, bob), `prepare(data_dir)`, then `callgate serve ARGS` until the
     generator is closed."""
     data = str(root / "data")
-    for handle, password in PASSWORDS.items():
-        role = "admin" if handle == "admin" else "user"
-        added = callgate("user", "add", handle, "--role", role, "--data-dir", data,
-                         "--password-stdin", cwd=root, stdin=password + "\n")  # fmt: skip
-        assert added.returncode == 0, added.stderr
+    private_data_dir(root / "data")
+    store = open_store(sqlite_url(root / "data"))
+    try:  # as `callgate user add` would, with cheap hashes (tests/cheap_passwords.py)
+        accounts = template_accounts(store)
+        for handle, password in PASSWORDS.items():
+            role = "admin" if handle == "admin" else "user"
+            accounts.create_user(handle, password=password, role=role, actor=cli_actor())
+    finally:
+        store.close()
     if prepare is not None:
         prepare(root / "data")
     port, http_port = free_port(), free_port()

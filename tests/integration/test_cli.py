@@ -1,4 +1,6 @@
-"""The `callgate` command in a subprocess: user management, `turn` and `serve` on loopback."""
+"""The `callgate` command: the installed script in a subprocess (its version, `turn` and `serve` on
+loopback: signals, ports, exit statuses), and user management and option errors in-process
+(tests/cli_process.py: the same command without an interpreter start and ~1 s of imports each)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_process import COMMAND, clean_env
+from tests.cli_process import COMMAND, clean_env, run_in_process
 from tests.ports import free_port
 
 MAGIC_COOKIE = 0x2112A442
@@ -115,7 +117,7 @@ def test_version(tmp_path: Path) -> None:
 
 def test_user_add_list_remove(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
-    added = callgate(
+    added = run_in_process(
         "user",
         "add",
         "alice",
@@ -126,7 +128,7 @@ def test_user_add_list_remove(tmp_path: Path) -> None:
         stdin="s3cret-pw\n",
     )
     assert added.returncode == 0, added.stderr
-    again = callgate(
+    again = run_in_process(
         "user",
         "add",
         "alice",
@@ -137,12 +139,12 @@ def test_user_add_list_remove(tmp_path: Path) -> None:
         stdin="another-pass\n",
     )
     assert again.returncode == 1 and "exists" in again.stderr
-    from_env = callgate(
+    from_env = run_in_process(
         "user", "add", "bob", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="second-pass-2"
     )
     assert from_env.returncode == 0, from_env.stderr
 
-    listed = callgate("user", "list", "--data-dir", data, cwd=tmp_path)
+    listed = run_in_process("user", "list", "--data-dir", data, cwd=tmp_path)
     assert listed.returncode == 0
     assert "alice" in listed.stdout and "bob" in listed.stdout and "callgate" in listed.stdout
 
@@ -156,29 +158,31 @@ def test_user_add_list_remove(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
 
-    removed = callgate("user", "remove", "alice", "--data-dir", data, cwd=tmp_path)
+    removed = run_in_process("user", "remove", "alice", "--data-dir", data, cwd=tmp_path)
     assert removed.returncode == 0
-    missing = callgate("user", "remove", "alice", "--data-dir", data, cwd=tmp_path)
+    missing = run_in_process("user", "remove", "alice", "--data-dir", data, cwd=tmp_path)
     assert missing.returncode == 1 and "no user" in missing.stderr
-    listed = callgate("user", "list", "--data-dir", data, cwd=tmp_path)
+    listed = run_in_process("user", "list", "--data-dir", data, cwd=tmp_path)
     assert "alice" not in listed.stdout and "bob" in listed.stdout
 
 
 def test_user_disable_enable_passwd_and_json(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
-    added = callgate(
+    added = run_in_process(
         "user", "add", "dan", "--display-name", "Dan D", "--group", "eng", "--group", "ops",
         "--admin", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="first-pass-1",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     assert "administrator dan" in added.stdout
-    no_password = callgate("user", "add", "eve", "--data-dir", data, cwd=tmp_path, stdin="")
+    no_password = run_in_process("user", "add", "eve", "--data-dir", data, cwd=tmp_path, stdin="")
     assert no_password.returncode == 2 and "--password-stdin" in no_password.stderr
-    bad = callgate("user", "add", "Eve!", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="x")
+    bad = run_in_process(
+        "user", "add", "Eve!", "--data-dir", data, cwd=tmp_path, CALLGATE_PASSWORD="x"
+    )
     assert bad.returncode == 1 and "handle" in bad.stderr
 
     def listed() -> dict[str, dict[str, object]]:
-        result = callgate("user", "list", "--json", "--data-dir", data, cwd=tmp_path)
+        result = run_in_process("user", "list", "--json", "--data-dir", data, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         return {row["handle"]: row for row in map(json.loads, result.stdout.splitlines())}
 
@@ -186,34 +190,40 @@ def test_user_disable_enable_passwd_and_json(tmp_path: Path) -> None:
     assert (row["display_name"], row["groups"], row["admin"], row["disabled"]) == (
         "Dan D", ["eng", "ops"], True, False,
     )  # fmt: skip
-    assert callgate("user", "disable", "dan", "--data-dir", data, cwd=tmp_path).returncode == 0
+    assert (
+        run_in_process("user", "disable", "dan", "--data-dir", data, cwd=tmp_path).returncode == 0
+    )
     assert listed()["dan"]["disabled"] is True
-    assert callgate("user", "enable", "dan", "--data-dir", data, cwd=tmp_path).returncode == 0
+    assert run_in_process("user", "enable", "dan", "--data-dir", data, cwd=tmp_path).returncode == 0
     assert listed()["dan"]["disabled"] is False
-    missing = callgate("user", "disable", "nobody", "--data-dir", data, cwd=tmp_path)
+    missing = run_in_process("user", "disable", "nobody", "--data-dir", data, cwd=tmp_path)
     assert missing.returncode == 1 and "no user" in missing.stderr
 
     db = tmp_path / "data" / "callgate.sqlite3"
-    changed = callgate(
+    changed = run_in_process(
         "user", "passwd", "dan", "--password-stdin", "--data-dir", data, cwd=tmp_path,
         stdin="second-pass-2\n",
     )  # fmt: skip
     assert changed.returncode == 0, changed.stderr
     assert b"second-pass-2" not in db.read_bytes()
 
-    calls = callgate("cdr", "list", "--data-dir", data, cwd=tmp_path)
+    calls = run_in_process("cdr", "list", "--data-dir", data, cwd=tmp_path)
     assert calls.returncode == 0 and "no calls" in calls.stdout
-    calls = callgate("cdr", "list", "--json", "--since", "-1h", "--data-dir", data, cwd=tmp_path)
+    calls = run_in_process(
+        "cdr", "list", "--json", "--since", "-1h", "--data-dir", data, cwd=tmp_path
+    )
     assert calls.returncode == 0 and calls.stdout == ""
-    bad_since = callgate("cdr", "list", "--since", "yesterday", "--data-dir", data, cwd=tmp_path)
+    bad_since = run_in_process(
+        "cdr", "list", "--since", "yesterday", "--data-dir", data, cwd=tmp_path
+    )
     assert bad_since.returncode == 2 and "--since" in bad_since.stderr
 
 
 def test_bad_option_names_it_and_exits_2(tmp_path: Path) -> None:
-    result = callgate("turn", "--relay-ports", "5-3", cwd=tmp_path)
+    result = run_in_process("turn", "--relay-ports", "5-3", cwd=tmp_path)
     assert result.returncode == 2
     assert "--relay-ports" in result.stderr
-    secret = callgate("turn", "--user", ":hunter2", cwd=tmp_path)
+    secret = run_in_process("turn", "--user", ":hunter2", cwd=tmp_path)
     assert secret.returncode == 2 and "hunter2" not in secret.stderr + secret.stdout
 
 

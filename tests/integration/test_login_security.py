@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
-from tests.integration.test_cli import callgate
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -33,8 +33,9 @@ from callgate.records.retention import Retention
 from callgate.storage.db import Store, open_store, sqlite_url
 from callgate.storage.models import Recording
 from tests.cli_process import clean_env
+from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import serve
-from tests.integration.test_cli import callgate, free_port
+from tests.integration.test_cli import free_port
 from tests.integration.test_recording_retention import actions, record
 
 pytestmark = pytest.mark.timeout(180)

@@ -19,8 +19,8 @@ from websockets.exceptions import ConnectionClosed
 
 from callgate.client.errors import SignalingError
 from callgate.client.signaling import SignalingClient
+from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
-from tests.integration.test_cli import callgate
 
 pytestmark = pytest.mark.timeout(90)
 MAX_DEVICES = 3

@@ -26,9 +26,10 @@ import pytest
 from callgate.client.audio import dominant_frequency
 from callgate.sip.message import SipResponse
 from tests.cli_process import COMMAND, clean_env
+from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
 from tests.integration.sip_client import SipClient
-from tests.integration.test_cli import callgate, free_port
+from tests.integration.test_cli import free_port
 from tests.integration.test_sip_edge import client_get, needs
 
 pytestmark = pytest.mark.timeout(240)  # five CLI processes, each seconds on a busy machine

@@ -34,6 +34,7 @@ from callgate.sip.sdp import parse_audio
 from callgate.sip.via import parse_via
 from callgate.tls_local import ensure_local_tls
 from tests.cli_process import COMMAND, clean_env
+from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
 from tests.integration.sip_client import (
     SipClient,
@@ -43,7 +44,7 @@ from tests.integration.sip_client import (
     tone_ulaw,
     ulaw_decode,
 )
-from tests.integration.test_cli import callgate, free_port
+from tests.integration.test_cli import free_port
 
 SIPP_DIR = Path(__file__).parent / "sipp"
 

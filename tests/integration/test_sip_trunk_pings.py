@@ -20,8 +20,9 @@ import pytest
 
 from callgate.sip.message import SipRequest, parse_datagram, serialize
 from callgate.sip.responses import response
+from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import WebServer, serve
-from tests.integration.test_cli import callgate, free_port
+from tests.integration.test_cli import free_port
 from tests.integration.test_sip_edge import client_get, sip_invite
 
 pytestmark = pytest.mark.timeout(120)

@@ -19,8 +19,9 @@ import pytest
 
 from callgate.client.audio import dominant_frequency
 from tests.cli_process import COMMAND, clean_env
+from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
-from tests.integration.test_cli import callgate, free_port
+from tests.integration.test_cli import free_port
 
 pytestmark = pytest.mark.interop
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import WebServer, serve
 from tests.integration.sip_client import SipClient, authorization, challenge_for
-from tests.integration.test_cli import callgate, free_port
+from tests.integration.test_cli import free_port
 
 pytestmark = pytest.mark.interop
 

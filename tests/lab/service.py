@@ -20,14 +20,17 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from callgate.accounts.audit import cli_actor
 from callgate.client.audio import dominant_frequency
+from callgate.storage.db import open_store, sqlite_url
+from callgate.storage.permissions import private_data_dir
+from tests.cheap_passwords import template_accounts
 from tests.cli_process import COMMAND, clean_env, run_in_process
 from tests.lab.netns import LabError
 from tests.lab.topology import (
@@ -79,29 +82,17 @@ class LabServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-ADD_USERS = """
-import hashlib, sys
-from typer.testing import CliRunner
-from callgate.cli.app import app
-
-data_dir, *handles = sys.argv[1:]
-for handle in handles:
-    args = ["user", "add", handle, "--data-dir", data_dir, "--password-stdin"]
-    result = CliRunner().invoke(app, args, input="lab-" + hashlib.sha256(handle.encode()).hexdigest()[:12] + "\\n")
-    if result.exit_code != 0:
-        sys.exit(f"user add {handle}: {result.output}")
-"""
-
-
 def add_users(data_dir: Path, handles: Iterable[str]) -> None:
-    """`callgate user add` for each handle, all in one process (one start-up, not one each)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [sys.executable, "-c", ADD_USERS, str(data_dir), *handles],
-        capture_output=True, text=True, env=clean_env(), timeout=120,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise LabError(f"adding lab users: {result.stderr}")
+    """An account for each handle, before the servers start, as `callgate user add` makes them
+    but with cheap password hashes (tests/cheap_passwords.py): every softphone signs in."""
+    private_data_dir(data_dir)
+    store = open_store(sqlite_url(data_dir))
+    try:
+        accounts = template_accounts(store)
+        for handle in handles:
+            accounts.create_user(handle, password=password_of(handle), actor=cli_actor())
+    finally:
+        store.close()
 
 
 def start_servers(lab: Lab, root: Path) -> dict[str, LabServer]:
@@ -190,13 +181,15 @@ def _wait_healthy(lab: Lab, server: LabServer, timeout: float = 90.0) -> None:
 
 
 def stop_servers(servers: dict[str, LabServer]) -> dict[str, int]:
-    """SIGTERM each server; their exit statuses."""
+    """SIGTERM every server at once (each closes its records: they stop side by side, not one
+    after the other); their exit statuses."""
     codes = {}
+    for server in servers.values():
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGTERM)
     for server in servers.values():
         if server.proc is None:
             continue
-        if server.proc.poll() is None:
-            server.proc.send_signal(signal.SIGTERM)
         try:
             codes[server.name] = server.proc.wait(15)
         except subprocess.TimeoutExpired:

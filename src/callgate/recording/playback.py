@@ -33,6 +33,8 @@ from typing import Literal
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from callgate.rate import TokenBucket, Window
+
 TICKET_SECONDS = 300
 MAX_TICKET_CHARS = 512
 _INFO = b"callgate recording playback ticket v1"
@@ -133,7 +135,7 @@ class StreamRate:
 
     def __init__(self, burst: int = 60, rate: float = 2.0) -> None:
         self._burst, self._rate = burst, rate
-        self._buckets: dict[str, tuple[int, float, float]] = {}  # nonce -> (expires, tokens, at)
+        self._buckets: dict[str, tuple[int, TokenBucket]] = {}  # nonce -> (expires, bucket)
         self._lock = threading.Lock()
 
     def take(self, ticket: Ticket, now: float | None = None) -> float:
@@ -141,15 +143,12 @@ class StreamRate:
         at = now if now is not None else time.monotonic()
         wall = time.time() if now is None else now
         with self._lock:
-            for nonce in [n for n, (expires, _, _) in self._buckets.items() if expires <= wall]:
+            for nonce in [n for n, (expires, _) in self._buckets.items() if expires <= wall]:
                 del self._buckets[nonce]
-            _, tokens, stamp = self._buckets.get(ticket.nonce, (0, float(self._burst), at))
-            tokens = min(float(self._burst), tokens + (at - stamp) * self._rate)
-            if tokens < 1:
-                self._buckets[ticket.nonce] = (ticket.expires, tokens, at)
-                return (1 - tokens) / self._rate
-            self._buckets[ticket.nonce] = (ticket.expires, tokens - 1, at)
-            return 0.0
+            kept = self._buckets.get(ticket.nonce)
+            bucket = kept[1] if kept else TokenBucket(self._rate, self._burst, at)
+            self._buckets[ticket.nonce] = (ticket.expires, bucket)
+            return 0.0 if bucket.take(at) else bucket.wait()
 
 
 class LogLimit:
@@ -157,17 +156,12 @@ class LogLimit:
     next one let through."""
 
     def __init__(self, count: int = 10, period: float = 60.0) -> None:
-        self._count, self._period = count, period
-        self._window, self._used, self.suppressed = -period, 0, 0
+        self._count, self._window, self.suppressed = count, Window(period), 0
 
     def allow(self, now: float | None = None) -> bool:
-        at = now if now is not None else time.monotonic()
-        if at - self._window >= self._period:
-            self._window, self._used = at, 0
-        if self._used >= self._count:
+        if self._window.hit(now if now is not None else time.monotonic()) > self._count:
             self.suppressed += 1
             return False
-        self._used += 1
         return True
 
     def held_back(self) -> int:

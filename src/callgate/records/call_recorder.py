@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -63,6 +64,15 @@ class CallEnd:
     admin: str | None = None  # the administrator who ended it: also audited call.end_by_admin
 
 
+@dataclass(slots=True)
+class _Buffered:
+    """A party's quality reports in a call, as the recorder buffers them (module docstring)."""
+
+    latest: QualityReport | None = None  # the newest report not written yet
+    due: bool = False  # `latest` goes with the next quality write (else it is held)
+    next_at: float = 0.0  # monotonic: when a non-final report is due again
+
+
 class CallRecorder:
     def __init__(self, cdrs: CdrRepository, quality: QualityRepository) -> None:
         self.cdrs = cdrs
@@ -70,14 +80,10 @@ class CallRecorder:
         self._batch: RecordBatch | None = None  # the writer thread's current transaction's
         self._writer = RecordWriter(cdrs.engine, batch=self._batch_of)
         self.quality_every = QUALITY_EVERY
-        # (call, party) -> when its next non-final report may be written, and the report held
-        # until then (the signaling loop's thread only).
-        self._quality_next: dict[tuple[str, str], float] = {}
-        self._quality_held: dict[tuple[str, str], QualityReport] = {}
-        # Reports handed to the writer, taken by its next quality job (`_lock`).
+        # The one quality buffer, (call, party) -> _Buffered; the signaling loop's thread and the
+        # writer's share it (`_lock`). The due entries are its last ones (see `_write_quality`).
         self._lock = threading.Lock()
-        self._quality_out: dict[tuple[str, str], QualityReport] = {}
-        self._quality_job: int | None = None
+        self._quality: OrderedDict[tuple[str, str], _Buffered] = OrderedDict()
 
     @contextlib.contextmanager
     def _batch_of(self, conn: Connection) -> Iterator[RecordBatch]:
@@ -145,15 +151,11 @@ class CallRecorder:
     def ended(self, end: CallEnd) -> int:
         """The CDR's final state and call.ended (and call.end_by_admin) in one transaction,
         after the quality reports held for the call."""
-        held = []
-        for party in PARTIES:
-            key = (end.call_id, party)
-            self._quality_next.pop(key, None)
-            report = self._quality_held.pop(key, None)
-            if report is not None:
-                held.append(report)
+        with self._lock:
+            parties = [self._quality.pop((end.call_id, party), None) for party in PARTIES]
+        held = [p.latest for p in parties if p is not None and p.latest is not None]
         if held:
-            self._send_quality(held)
+            self._writer.post_standalone(lambda: self.quality.upsert_many(held))
         entries = [
             call_audit.ended(
                 end.call_id,
@@ -200,46 +202,49 @@ class CallRecorder:
         key = (call_id, party)
         report = QualityReport(call_id, party, tuple(streams), final, at or utcnow())
         now = time.monotonic()
-        if not final and now < self._quality_next.get(key, 0.0):
-            self._quality_held[key] = report
-            return self._writer.queued
-        self._quality_held.pop(key, None)
-        if final:
-            self._quality_next.pop(key, None)
-        else:
-            self._quality_next[key] = now + self.quality_every
-        return self._send_quality([report])
-
-    def _send_quality(self, reports: Sequence[QualityReport]) -> int:
-        """Hand reports to the writer: to its quality job not yet started, else to a new one
-        (its own transaction: a bad report loses no CDR write)."""
         with self._lock:
-            for report in reports:
-                key = (report.call_id, report.reporter)
-                before = self._quality_out.get(key)
-                if before is None or report.final or not before.final:
-                    self._quality_out[key] = report  # a final one is never replaced
-            if self._quality_job is not None:
-                return self._quality_job
-            taken: list[QualityReport] | None = None
+            buffered = self._quality.get(key) or self._quality.setdefault(key, _Buffered())
+            if buffered.latest is None or final or not buffered.latest.final:
+                buffered.latest = report  # a final one is never replaced
+            if not final and now < buffered.next_at:
+                return self._writer.queued  # held
+            buffered.next_at = now + self.quality_every
+            self._due(key, buffered)
+        return self._writer.post_standalone(self._write_quality)
 
-            def write() -> None:
-                nonlocal taken
-                if taken is None:
-                    with self._lock:
-                        taken = list(self._quality_out.values())
-                        self._quality_out.clear()
-                        self._quality_job = None
-                self.quality.upsert_many(taken)
+    def _due(self, key: tuple[str, str], buffered: _Buffered) -> None:
+        """Mark `buffered` for the next quality write: due entries are the buffer's last."""
+        buffered.due = True
+        self._quality.move_to_end(key)
 
-            self._quality_job = self._writer.post_standalone(write)
-            return self._quality_job
+    def _write_quality(self) -> None:
+        """The writer's quality job: every due report, in one transaction of its own (a bad
+        report loses no CDR write). A job finding none (an earlier one took them) does nothing."""
+        with self._lock:
+            due = []
+            for key in reversed(self._quality):
+                if not self._quality[key].due:
+                    break
+                due.append(key)
+            taken = []
+            for key in due:
+                buffered = self._quality[key]
+                if buffered.latest is not None:
+                    taken.append(buffered.latest)
+                    if buffered.latest.final:  # the party's last: nothing more to hold
+                        del self._quality[key]
+                        continue
+                buffered.latest, buffered.due = None, False
+        if taken:
+            self.quality.upsert_many(taken)
 
     def _send_held(self) -> None:
-        held = list(self._quality_held.values())
-        self._quality_held.clear()
+        with self._lock:
+            held = [(k, b) for k, b in self._quality.items() if b.latest is not None and not b.due]
+            for key, buffered in held:
+                self._due(key, buffered)
         if held:
-            self._send_quality(held)
+            self._writer.post_standalone(self._write_quality)
 
     def link_relay_sessions(self, call_id: str) -> int:
         return self._writer.post_standalone(lambda: self.cdrs.link_relay_sessions(call_id))

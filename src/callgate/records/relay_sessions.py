@@ -139,7 +139,8 @@ class DbEventSink:
         relay_id: str | None = None,
         progress_every: float = PROGRESS_WRITE_EVERY,
     ) -> None:
-        # Called from the writer thread for each event that could not be written (disk full…):
+        # Called from the writer thread for each event that could not be written (disk full…),
+        # and once for a failed PROGRESS write (one statement for every allocation it updates):
         # `serve` then refuses allocations and ends the one whose creation went unrecorded.
         self.on_failure = on_failure
         self._sessions = sessions
@@ -291,9 +292,8 @@ class DbEventSink:
         except SQLAlchemyError as exc:
             self.write_errors += 1
             log.error("relay session progress of %d allocations not recorded: %s", len(params), exc)
-            if self.on_failure is not None:
-                for event in pending.values():
-                    self.on_failure(event, exc)
+            if self.on_failure is not None:  # one failed write, told once (with any of its events)
+                self.on_failure(next(iter(pending.values())), exc)
 
     def _write(self, events: Sequence[AllocationEvent]) -> None:
         try:

@@ -32,6 +32,7 @@ from typing import Any
 
 from callgate.config import Settings
 from callgate.errors import ConfigError
+from callgate.rate import Window
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class ClusterSeal:
             raise ValueError(f"the cluster key needs at least {MIN_KEY_CHARS} characters")
         self._key = key
         self._wall = wall
-        self._warned: dict[tuple[str, str], float] = {}
+        self._warned: dict[tuple[str, str], Window] = {}  # (kind, why) -> its warnings
         self.refused = 0  # entries ignored since start (for tests and health)
 
     def seal(self, kind: str, subject: str, data: Any) -> str:
@@ -149,10 +150,8 @@ class ClusterSeal:
 
     def _refuse(self, kind: str, subject: str, why: str) -> None:
         self.refused += 1
-        now = time.monotonic()
-        last = self._warned.get((kind, why))
-        if last is None or now - last >= LOG_EVERY:
-            self._warned[(kind, why)] = now
+        warned = self._warned.setdefault((kind, why), Window(LOG_EVERY))
+        if warned.hit(time.monotonic()) == 1:
             log.warning(
                 "ignored the %s entry %r in Redis: %s (not signed with this cluster's key, or "
                 "too old); more like it are ignored silently for %g s",

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from callgate.clock import Clock, SystemClock
+from callgate.rate import Window
 from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_types import CallOpen
@@ -96,7 +97,7 @@ class Attempts:
         self._audit = audit
         self._clock = clock or SystemClock()
         self._pending: OrderedDict[str, tuple[float, Attempt]] = OrderedDict()
-        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()  # address -> (start, n)
+        self._windows: OrderedDict[str, Window] = OrderedDict()  # address -> its records a minute
         self.unrecorded = 0  # over the per-address limit: counted only
 
     def challenged(self, call_id: str, attempt: Attempt) -> None:
@@ -124,12 +125,9 @@ class Attempts:
 
     def _admit(self, address: str) -> bool | None:
         """True: record; False: over the limit; None: over it for the first time this minute."""
-        now = self._clock.monotonic()
-        start, count = self._windows.pop(address, (now, 0))
-        if now - start >= 60.0:
-            start, count = now, 0
-        count += 1
-        self._windows[address] = (start, count)
+        window = self._windows.pop(address, None) or Window(60.0)
+        count = window.hit(self._clock.monotonic())
+        self._windows[address] = window
         while len(self._windows) > MAX_ADDRESSES:
             self._windows.popitem(last=False)
         if count <= PER_ADDRESS:

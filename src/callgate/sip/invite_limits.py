@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 from callgate.clock import Clock
+from callgate.rate import TokenBucket
 
 BURST = 20  # INVITEs a device may send at once
 RATE = 1.0  # INVITEs a second after that (far above a person's dialling)
@@ -27,23 +28,20 @@ class InviteLimits:
 
     def __init__(self, clock: Clock, burst: int = BURST, rate: float = RATE) -> None:
         self._clock = clock
-        self._burst, self._rate = float(burst), rate
-        self._buckets: dict[str, tuple[float, float]] = {}  # device -> (tokens, at)
+        self._burst, self._rate = burst, rate
+        self._buckets: dict[str, TokenBucket] = {}  # device -> its bucket
         self._refusing: set[str] = set()
         self.refused = 0
 
     def take(self, device: str) -> float | None:
         """None when `device` may send this INVITE; else the seconds until it may."""
         now = self._clock.monotonic()
-        tokens, at = self._buckets.get(device, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - at) * self._rate)
-        if tokens >= 1.0:
-            self._keep(device, tokens - 1.0, now)
+        bucket = self._buckets.get(device) or self._new(device, now)
+        if bucket.take(now):
             self._refusing.discard(device)
             return None
-        self._keep(device, tokens, now)
         self.refused += 1
-        return (1.0 - tokens) / self._rate
+        return bucket.wait()
 
     def first_of_run(self, device: str) -> bool:
         """Is this the device's first refusal since its last INVITE was taken? (audit once)"""
@@ -53,15 +51,15 @@ class InviteLimits:
             self._refusing.add(device)
         return True
 
-    def _keep(self, device: str, tokens: float, now: float) -> None:
-        if device not in self._buckets and len(self._buckets) >= MAX_DEVICES:
-            full = [d for d, (t, at) in self._buckets.items()
-                    if t + (now - at) * self._rate >= self._burst]  # fmt: skip
+    def _new(self, device: str, now: float) -> TokenBucket:
+        if len(self._buckets) >= MAX_DEVICES:
+            full = [d for d, b in self._buckets.items() if b.level(now) >= b.burst]
             for gone in full:
                 del self._buckets[gone]
             if len(self._buckets) >= MAX_DEVICES:
                 self._buckets.pop(next(iter(self._buckets)))
-        self._buckets[device] = (tokens, now)
+        bucket = self._buckets[device] = TokenBucket(self._rate, self._burst, now)
+        return bucket
 
 
 def retry_after(seconds: float) -> str:

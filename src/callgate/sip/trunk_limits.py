@@ -25,6 +25,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, replace
 
 from callgate.clock import Clock
+from callgate.rate import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -83,27 +84,13 @@ class TrunkLimited(Exception):
         )
 
 
-class _Bucket:
-    def __init__(self, rate: float, now: float) -> None:
-        self.rate, self.size = rate, max(1.0, rate)  # a rate under 1/s still lets one through
-        self.tokens, self.at = self.size, now
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.size, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
-
-
 class TrunkLimits:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self.active: Counter[str] = Counter()  # trunk -> calls now
         self.attempts: Counter[tuple[str, str]] = Counter()  # (trunk, direction) -> attempts
         self.refused: Counter[tuple[str, str]] = Counter()  # (trunk, limit) -> refusals
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self._refusing: set[str] = set()  # trunks in a run of refusals
         self.user_active: Counter[tuple[str, str]] = Counter()  # (trunk, user) -> calls now
         self._user_calls: dict[tuple[str, str], deque[float]] = {}  # their calls' start times
@@ -150,7 +137,8 @@ class TrunkLimits:
             now = self._clock.monotonic()
             bucket = self._buckets.get(trunk)
             if bucket is None:
-                bucket = self._buckets[trunk] = _Bucket(max_cps, now)
+                # a rate under 1/s still lets one through
+                bucket = self._buckets[trunk] = TokenBucket(max_cps, max(1.0, max_cps), now)
             if not bucket.take(now):
                 return TOO_FAST
         return None

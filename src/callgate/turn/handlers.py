@@ -42,13 +42,14 @@ from callgate.turn.allocate import (
 )
 from callgate.turn.allocation import Allocation, ClientSend, TokenBucket
 from callgate.turn.auth import Authenticator, Credential
-from callgate.turn.callbound import CallGuard, admit, may_send
+from callgate.turn.callbound import CallGuard, admit
 from callgate.turn.config import TurnConfig
 from callgate.turn.counters import TurnCounters
-from callgate.turn.indications import SEND_INDICATION, parse_send
+from callgate.turn.indications import SEND_INDICATION
 from callgate.turn.limits import UserLimitsLookup, tighter_rate
 from callgate.turn.manager import AllocationManager
 from callgate.turn.peers import PeerFilter
+from callgate.turn.send import relay_send_indication
 from callgate.turn.throttle import AuthThrottle
 from callgate.types import Address, FiveTuple
 from callgate.types.events import EventKind
@@ -364,20 +365,9 @@ class TurnHandler:
     # -- Send indication (RFC 8656 §11.2) ----------------------------------------------------
 
     def _send_indication(self, data: bytes, client: Client) -> None:
-        """Relay a Send indication's DATA to its peer (RFC 8656 §11.2). Indications are never
-        answered: without an allocation or permission the data is silently discarded."""
+        """Relay a Send indication's DATA to its peer (turn/send.py, RFC 8656 §11.2)."""
         allocation = self.manager.get(client.five_tuple)
-        try:
-            peer, payload = parse_send(data)
-        except StunDecodeError:
-            self.counters.malformed_dropped += 1
-            return
-        if allocation is None:
-            return
-        if self.config.call_bound and not may_send(allocation, peer):
-            self.counters.peers_refused += 1
-            return
-        allocation.to_peer(payload, peer)
+        relay_send_indication(data, allocation, self.config.call_bound, self.counters)
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -14,13 +14,11 @@ import socket
 from typing import cast
 
 from callgate.stun.channel_data import framed_length
-from callgate.stun.message import StunDecodeError
 from callgate.turn.allocation import Allocation
-from callgate.turn.callbound import may_send
 from callgate.turn.counters import TurnCounters
 from callgate.turn.handlers import Client, TurnHandler
-from callgate.turn.indications import parse_send
 from callgate.turn.manager import AllocationManager
+from callgate.turn.send import relay_send_indication
 from callgate.types import Address, FiveTuple, Transport
 
 log = logging.getLogger(__name__)
@@ -107,21 +105,9 @@ class UdpListener:
                         continue
                     allocation.to_peer(view[4 : 4 + length], peer)
                 elif first == 0 and buf[1] == 0x16:
-                    # Send indication (RFC 8656 §11.2): no Client context needed. In call-bound
-                    # mode only to admitted peers: permissions are per IP, and every allocation
-                    # here shares the relay IP (turn/callbound.py), as in TurnHandler.
-                    allocation = clients.get(addr)
-                    try:
-                        peer, payload = parse_send(view[:n])
-                    except StunDecodeError:
-                        counters.malformed_dropped += 1
-                        continue
-                    if allocation is None:
-                        continue
-                    if call_bound and not may_send(allocation, peer):
-                        counters.peers_refused += 1
-                        continue
-                    allocation.to_peer(payload, peer)
+                    # Send indication (RFC 8656 §11.2): no Client context needed; the same rule
+                    # as TurnHandler's (turn/send.py)
+                    relay_send_indication(view[:n], clients.get(addr), call_bound, counters)
                 elif first < 0x40:
                     response = self.handler.handle(view[:n].tobytes(), send_to(addr))
                     if response is not None:
