@@ -48,7 +48,14 @@ def _encode(value: object, newline: str) -> str:
         for key, item in value.items():  # type: ignore[attr-defined]
             if type(key) is not str:
                 raise _Unhandled
-            parts.append(_string(key) + ": " + _encode(item, inner))
+            kind = type(item)  # the common scalars inline: a call less per value
+            if kind is str:
+                text = _string(item)
+            elif kind is int:
+                text = int.__repr__(item)
+            else:
+                text = _encode(item, inner)
+            parts.append(_string(key) + ": " + text)
         return "{" + inner + ("," + inner).join(parts) + newline + "}"
     if kind is list or kind is tuple:
         if not value:
