@@ -8,8 +8,7 @@ list, tuple, str, int, float, bool, None) and hands anything else to `json.dumps
 
 from __future__ import annotations
 
-import json
-from json.encoder import encode_basestring_ascii as _string
+from _json import encode_basestring_ascii as _string  # json.encoder's, without the json package
 
 _INDENT = "  "
 
@@ -23,6 +22,8 @@ def dumps(value: object) -> str:
     try:
         return _encode(value, "\n")
     except _Unhandled:
+        import json
+
         return json.dumps(value, indent=2)
 
 
