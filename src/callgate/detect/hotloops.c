@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h> /* getentropy */
 
 #define MAX_RECORD (256u * 1024u * 1024u) /* capture/packets.py MAX_RECORD */
 #define UDP 17
@@ -143,7 +144,7 @@ static PyObject *pcapng_walk(PyObject *self, PyObject *args) {
             if ((size_t)blen > size - pos)
                 break;
             uint32_t iface = rd32(buf + pos + 8, big);
-            if ((Py_ssize_t)iface >= ifaces) {
+            if ((uint64_t)iface >= (uint64_t)ifaces) {
                 simple = 0;
                 break;
             }
@@ -232,6 +233,19 @@ static uint32_t link_layer(int64_t linktype, const uint8_t *f, size_t len, size_
     default:
         return 0;
     }
+}
+
+/* A per-process secret (set at import) for the grouping table's slots of IPv6 flows, so that
+ * crafted addresses cannot all land in one slot and make grouping quadratic. */
+static uint64_t hash_key[4];
+
+static uint64_t keyed_v6(const uint8_t *addrs) {
+    uint64_t h = hash_key[0];
+    for (int k = 0; k < 4; k++) {
+        h = (h ^ be64(addrs + 8 * k) ^ hash_key[k]) * K1;
+        h ^= h >> 32;
+    }
+    return h * K2;
 }
 
 static uint64_t fold_v6(const uint8_t *addr) {
@@ -429,6 +443,9 @@ static PyObject *group(PyObject *self, PyObject *args) {
                     break;
                 }
                 uint64_t h = src[i] * K1 ^ dst[i] * K2 ^ (uint64_t)proto[i] * K3;
+                if (l == 16) /* the addresses themselves, keyed: folded codes can be made to
+                              * collide (fold_v6 is invertible), the slots cannot */
+                    h ^= keyed_v6(buf + a);
                 size_t s = (size_t)(h ^ h >> 31) & (cap - 1);
                 for (;;) {
                     int64_t g = slots[s] - 1;
@@ -440,7 +457,7 @@ static PyObject *group(PyObject *self, PyObject *args) {
                     }
                     int64_t j = first[g];
                     if (src[j] == src[i] && dst[j] == dst[i] && proto[j] == proto[i] &&
-                        (l != 16 || memcmp(buf + a, buf + addr[j], 32) == 0)) {
+                        (l != 16 || (alen[j] == 16 && memcmp(buf + a, buf + addr[j], 32) == 0))) {
                         inv[i] = g;
                         break;
                     }
@@ -606,4 +623,8 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit_hotloops(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit_hotloops(void) {
+    if (getentropy(hash_key, sizeof hash_key) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyModule_Create(&module);
+}

@@ -395,3 +395,51 @@ def test_compiled_functions_refuse_indexes_outside_their_arrays() -> None:
         hotloops.group(bytes(40), bytes([1]), codes, codes, q(17), q(20), q(16), q(0), q(0))
     assert hotloops.select(q(0, 0, -1), q(1, 0, 1), q(1), q(0), q(4), *out) == 1
     assert [list(o[:1]) for o in out] == [[0], [0], [0], [1]]  # flow 0, packet 0, seen 0 / 1
+
+
+# ---- grouping: crafted IPv6 addresses ----
+
+
+def _group_v6(sources: list[bytes]) -> int:
+    """The number of groups `hotloops.group` makes of UDP packets from `sources` to ::."""
+    from callgate.detect import hotloops
+
+    frames = [
+        b"\x00" * 12 + b"\x86\xdd" + struct.pack(">IHBB", 0x60000000, 8, 17, 64) + src
+        + bytes(16) + struct.pack(">HHHH", 40000, 3478, 8, 0)
+        for src in sources
+    ]  # fmt: skip
+    n, size = len(frames), len(frames[0])
+    data = b"".join(frames)
+    outs = [bytearray(n)] + [bytearray(8 * n) for _ in range(7)]
+    q = lambda values: np.array(values, dtype=np.int64).tobytes()  # noqa: E731
+    hotloops.decode(data, q(range(0, n * size, size)), q([size] * n), q([1] * n), *outs)
+    kind, proto, src, dst, addr, alen, _, _ = outs
+    first, inv = bytearray(8 * n), bytearray(8 * n)
+    return int(hotloops.group(data, bytes(kind), src, dst, proto, addr, alen, first, inv))
+
+
+@pytest.mark.skipif(not native.built(), reason="the compiled module is not built")
+def test_addresses_crafted_to_share_a_folded_code_stay_distinct_flows() -> None:
+    """fold_v6 is invertible: these 3000 sources all fold to one code. They are still 3000
+    flows (the grouping table's slots are keyed by the addresses with a per-process secret, so
+    they also do not pile into one slot)."""
+    k1, k2, mask = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 2**64 - 1
+    k2_inverse = pow(k2, -1, 2**64)
+    sources = [
+        struct.pack(">QQ", hi, ((0x1234567 ^ (hi * k1 & mask)) * k2_inverse) & mask)
+        for hi in range(1, 3001)
+    ]
+    assert _group_v6(sources) == 3000
+    assert _group_v6(sources[:10] * 3) == 10
+
+
+@pytest.mark.skipif(not native.built(), reason="the compiled module is not built")
+def test_an_ipv4_and_an_ipv6_packet_with_equal_codes_are_two_groups() -> None:
+    from callgate.detect import hotloops
+
+    q = lambda values: np.array(values, dtype=np.int64).tobytes()  # noqa: E731
+    # packet 0: IPv4 (address length 4; its address offset is not read), packet 1: IPv6
+    groups = hotloops.group(bytes(32), b"\1\1", q([0, 0]), q([0, 0]), q([6, 6]),
+                            q([100000, 0]), q([4, 16]), bytearray(16), bytearray(16))  # fmt: skip
+    assert groups == 2

@@ -176,3 +176,19 @@ def test_mangled_frames_and_files_never_crash_the_detector(tmp_path: Path) -> No
             path.write_bytes(bytes(data[: rng.randrange(len(data) + 1)]))
             with contextlib.suppress(CaptureError):  # a precise error is fine; others are bugs
                 detect([path])
+
+
+@pytest.mark.parametrize(("btype", "length"), [(6, 12), (6, 16), (6, 28), (1, 16), (3, 12)])
+def test_a_pcapng_block_too_short_for_its_fields_is_a_precise_error(
+    tmp_path: Path, btype: int, length: int
+) -> None:
+    """A block shorter than its fixed fields (pcapng §4.2-4.4) is refused by name, not read
+    from the next block's bytes nor left to a struct error."""
+    good = pcapng_bytes(call_frames(2))
+    short = struct.pack("<II", btype, length) + bytes(length - 12) + struct.pack("<I", length)
+    path = tmp_path / "short.pcapng"
+    path.write_bytes(good + short)
+    with pytest.raises(CaptureError, match=f"corrupt pcapng block \\(type {btype:#x}, length"):
+        list(PcapReader(path))
+    with pytest.raises(CaptureError, match="corrupt pcapng block"):
+        detect([path])

@@ -25,6 +25,9 @@ PCAP_MAGICS = {
 }
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 MAX_RECORD = 256 * 1024 * 1024
+# The shortest well-formed pcapng blocks (type, 8-byte header + fixed fields + 4-byte trailer):
+# Interface Description 20, Enhanced Packet 32, obsolete Packet 32, Simple Packet 16.
+NG_MIN_LENGTH = {1: 20, 6: 32, 2: 32, 3: 16}
 
 Packet = tuple[float, int, bytes]
 Progress = Callable[[int], None]
@@ -148,6 +151,10 @@ class PcapReader:
         """One complete pcapng block at `pos` (not a Section Header: the caller reads those):
         an Interface Description is added to `ifaces`; a packet block gives its packet."""
         body = pos + 8
+        if blen < NG_MIN_LENGTH.get(btype, 12):
+            raise CaptureError(
+                f"{self.path}: corrupt pcapng block (type {btype:#x}, length {blen})"
+            )
         if btype == 1:  # Interface Description Block
             linktype = struct.unpack_from(order + "H", buf, body)[0]
             ifaces.append((linktype, if_tsresol(buf, body + 8, pos + blen - 4, order)))
