@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import sys
 from functools import cache
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # typing is not imported on `callgate detect`'s path (start-up time)
 if TYPE_CHECKING:
     from rich.console import Console
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import fields
 from datetime import UTC, datetime
 
-from callgate.detect.jsontext import dumps
 from callgate.detect.report import FlowResult, Report, Session
 
 CSV_FIELDS = (
@@ -57,7 +57,7 @@ def to_json(report: Report) -> str:
         "sessions": [session_row(s) for s in report.sessions],
         "flows": flows,
     }
-    return dumps(document) + "\n"
+    return json.dumps(document, indent=2) + "\n"
 
 
 def to_csv(report: Report) -> str:

@@ -11,10 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-TYPE_CHECKING = False  # typing is not imported on `callgate detect`'s path (start-up time)
-if TYPE_CHECKING:
-    from typing import BinaryIO
+from typing import BinaryIO
 
 CHUNK = 4 * 1024 * 1024
 PCAP_MAGICS = {
