@@ -10,7 +10,8 @@ inside it.
   gets `403` and the call goes on unchanged;
 - a registered device's BYE is digest-challenged like its INVITEs (§22: any request but ACK
   and CANCEL may be, §9.2 and §22.1), so knowing a call's tags and the phone's IP is not
-  enough to end it; a trunk's BYE is taken by its address, as its INVITEs are;
+  enough to end it (the device name's failure lockout does not apply: anyone could trip it and
+  keep the call up); a trunk's BYE is taken by its address, as its INVITEs are;
 - INFO in an answered call carries a key press (dtmf_info.py), handed to the call's `on_key`.
 """
 
@@ -218,7 +219,8 @@ class EdgeDialogs(EdgeOutbound):
             return response(request, 481, "Call/Transaction Does Not Exist")
         credential: Credential | None = None
         if self._device_dialog(call) and peer.address[0] == call.peer.address[0]:
-            credential, refusal = await self.auth.authenticate(request, peer)  # 401 first
+            # 401 first; no per-device lockout, which anyone could trip (auth.py)
+            credential, refusal = await self.auth.authenticate(request, peer, in_dialog=True)
             if refusal is not None:
                 return refusal
         if not self._same_party(call, request, peer, credential):
