@@ -290,6 +290,13 @@ class DialOut:
                 carrier.events = events  # the carrier takes events: forwarded as they are
                 tones.convert = False
             aim(carrier, answer, [out.peer.address[0]])
+            if lost.done() and recording is not None:  # failed as the carrier answered:
+                await out.hang_up()  # the phone is never connected to an unrecorded call
+                call.reject(503, "Service Unavailable (recording failed)")
+                await asyncio.to_thread(
+                    records.finish, record_id, "failed", "server", FAILED, recording.failure
+                )
+                return
             phone_answer = audio_sdp(phone_local[0], phone_local[1], codec, ours, offer.events)
             call.accept(phone_answer, contact)
             if recording is not None:

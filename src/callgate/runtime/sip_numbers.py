@@ -340,6 +340,9 @@ class NumberCalls:
         bridge.attach(carrier)
         if sdp is None:
             sdp = await web.answer(offer_sdp)
+        if lost.done() and recording is not None:  # failed as the carrier answered: never
+            await out.hang_up()  # connect the softphone to an unrecorded call
+            return "failed", "server", FAILED, recording.failure[:120]
         if recording is not None:
             recording.answered(bridge, codec)
         await asyncio.to_thread(self._records.answered, call.call_id)
