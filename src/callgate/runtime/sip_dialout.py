@@ -227,11 +227,16 @@ class DialOut:
                     await recording.start(record_id, handle, device, number, permit.rule, codec)
                     fill.start()
                     await recording.caller_written(self.setup_timeout)
-                except RecordingFailure as exc:  # fail closed: the carrier is never called
-                    log.warning("sip: dial-out %s: recording unavailable: %s", record_id, exc)
+                except Exception as exc:  # fail closed: the carrier is never called
+                    if isinstance(exc, RecordingFailure):
+                        log.warning("sip: dial-out %s: recording unavailable: %s", record_id, exc)
+                    else:  # a key, store or database error: the CDR is still finalized
+                        log.exception("sip: dial-out %s: recording setup failed", record_id)
                     call.reject(503, "Service Unavailable (recording unavailable)")
+                    failure = isinstance(exc, RecordingFailure)
+                    detail = str(exc)[:120] if failure else "recording setup failed"
                     await asyncio.to_thread(
-                        records.finish, record_id, "failed", "server", UNAVAILABLE, str(exc)[:120]
+                        records.finish, record_id, "failed", "server", UNAVAILABLE, detail
                     )
                     return
                 await asyncio.to_thread(records.anchored, record_id)
