@@ -30,6 +30,7 @@ from callgate.recording.service import RecordingService
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
 from callgate.runtime.sip_media import check_media, take_offer
+from callgate.runtime.sip_quiet import MEDIA_LOST, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
@@ -88,12 +89,15 @@ class DialOut:
         live: TrunkCalls | None = None,
         recordings: RecordingService | None = None,
         setup_timeout: float = 10.0,
+        silence_timeout: float = 8.0,
     ) -> None:
         """`recordings`: where calls under a recording rule are recorded (None: such calls
         end `recording-unavailable`); `setup_timeout`: how long the caller's first packets
-        may take to reach the recorder."""
+        may take to reach the recorder; `silence_timeout`: how long the phone may send no RTP in
+        an answered call before it ends `media-lost` (sip_quiet.py)."""
         self.recordings = recordings
         self.setup_timeout = setup_timeout
+        self.silence_timeout = silence_timeout
         # calls to numbers in the admin API's live view, phones' and softphones' (sip_live.py)
         self.live = live or TrunkCalls()
         self._policy = policy
@@ -310,13 +314,15 @@ class DialOut:
             self.live.answered(live)
             phone_ended = asyncio.ensure_future(call.ended.wait())
             carrier_ended = asyncio.ensure_future(out.ended.wait())
+            quiet = asyncio.ensure_future(media_stopped(phone, self.silence_timeout))
             await asyncio.wait(
-                {phone_ended, carrier_ended, stopped, lost},
+                {phone_ended, carrier_ended, stopped, lost, quiet},
                 timeout=permit.max_duration_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             phone_ended.cancel()
             carrier_ended.cancel()
+            quiet.cancel()
             if lost.done() and recording is not None:  # fail closed: the call ends
                 await out.hang_up()
                 await call.hang_up()
@@ -332,12 +338,11 @@ class DialOut:
                     live.admin,
                 )  # fmt: skip
                 return
-            if not call.ended.is_set() and not out.ended.is_set():  # the rule's max_duration_s
+            if not call.ended.is_set() and not out.ended.is_set():  # max_duration_s or quiet
                 await out.hang_up()
                 await call.hang_up()
-                await asyncio.to_thread(
-                    records.finish, record_id, "answered", "server", "max-duration"
-                )
+                why = MEDIA_LOST if quiet.done() and not quiet.cancelled() else "max-duration"
+                await asyncio.to_thread(records.finish, record_id, "answered", "server", why)
                 return
             by = "caller" if call.ended.is_set() and call.ended_by != "us" else "callee"
             await (out.hang_up() if by == "caller" else call.hang_up())
