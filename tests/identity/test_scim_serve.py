@@ -65,7 +65,15 @@ def scim(serve: Serve, token: str = TOKEN) -> httpx.Client:
     headers = {"Content-Type": "application/scim+json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    return httpx.Client(base_url=f"{serve.url}/scim/v2", headers=headers, timeout=10)
+    # a connection per request: a kept-alive one can be closed by the server's idle timeout just
+    # as the next request goes out on it (a loaded machine stalls the client between requests),
+    # and httpx does not retry; a SCIM client's reuse of connections is not what these test
+    return httpx.Client(
+        base_url=f"{serve.url}/scim/v2",
+        headers=headers,
+        timeout=10,
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
 
 
 def audit(serve: Serve, action: str) -> list[dict[str, Any]]:
