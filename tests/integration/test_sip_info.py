@@ -1,6 +1,7 @@
 """Key presses by SIP INFO (RFC 2976; sip/dtmf_info.py) over real sockets: a phone's answered
 call takes `application/dtmf-relay` and hands the key to the call (200); another body gets
-`415` with Accept, a bad one `400`, an INFO from another host with the dialog's identifiers
+`415` with Accept, a bad one `400`; the phone's INFO is digest-challenged (401) like its BYE
+and a wrong password presses no key; an INFO from another host with the dialog's identifiers
 `403`, one outside any dialog `481`; OPTIONS lists INFO in Allow."""
 
 from __future__ import annotations
@@ -46,6 +47,21 @@ def info(phone: SipClient, ok: SipResponse, port: int, content_type: str, body: 
     return request
 
 
+def signed_info(
+    phone: SipClient, ok: SipResponse, port: int, content_type: str, body: bytes, user: str,
+    password: str,
+) -> tuple[SipResponse, SipResponse]:  # fmt: skip
+    """The phone's INFO, challenged like its BYE (RFC 3261 §22), then signed: both responses."""
+    challenge = phone.exchange(info(phone, ok, port, content_type, body))
+    if challenge.status != 401:
+        return challenge, challenge
+    bob = f"sip:bob@127.0.0.1:{port}"
+    auth = authorization(challenge_for(challenge, "SHA-256"), user, password, "INFO", bob)
+    request = info(phone, ok, port, content_type, body)
+    signed = request.replace(b"Max-Forwards: 70\r\n", f"{auth}\r\nMax-Forwards: 70\r\n".encode())
+    return challenge, phone.exchange(signed)
+
+
 async def test_a_phone_presses_keys_by_info(tmp_path: Path) -> None:
     store = open_store(sqlite_url(tmp_path))
     edge: SipEdge | None = None
@@ -76,13 +92,18 @@ async def test_a_phone_presses_keys_by_info(tmp_path: Path) -> None:
                     ok = phone.receive()
                 phone.send(in_dialog(phone, "ACK", ok, port))
                 relay = b"Signal=5\r\nDuration=160\r\n"
+                dtmf = "application/dtmf-relay"
+                challenge, taken = signed_info(phone, ok, port, dtmf, relay, user, password)
+                _, unsigned = signed_info(phone, ok, port, dtmf, relay, user, "wrong")
                 replies = [
                     allowed,
                     stray,
                     ok,
-                    phone.exchange(info(phone, ok, port, "application/dtmf-relay", relay)),
-                    phone.exchange(info(phone, ok, port, "text/plain", b"5")),
-                    phone.exchange(info(phone, ok, port, "application/dtmf-relay", b"Signal=E")),
+                    challenge,
+                    taken,
+                    unsigned,
+                    signed_info(phone, ok, port, "text/plain", b"5", user, password)[1],
+                    signed_info(phone, ok, port, dtmf, b"Signal=E", user, password)[1],
                 ]
                 other.cseq = phone.cseq + 10
                 forged = info(other, ok, port, "application/dtmf-relay", b"Signal=9\r\n")
@@ -94,10 +115,11 @@ async def test_a_phone_presses_keys_by_info(tmp_path: Path) -> None:
                 other.close()
 
         replies = await asyncio.to_thread(phone_side)
-        allowed, stray, ok, taken, other_type, bad, forged, bye = replies
+        allowed, stray, ok, challenge, taken, unsigned, other_type, bad, forged, bye = replies
         assert "INFO" in (allowed.headers.get("allow") or "").split(", ")
         assert stray.status == 481 and ok.status == 200
-        assert taken.status == 200
+        assert challenge.status == 401 and taken.status == 200  # challenged like BYE
+        assert unsigned.status == 401  # a wrong password presses no key
         assert (other_type.status, other_type.headers.get("accept")) == (
             415, "application/dtmf-relay, application/dtmf"
         )  # fmt: skip

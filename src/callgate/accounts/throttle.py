@@ -74,11 +74,14 @@ class LoginThrottle:
         self._max_keys = max_keys
         self._lock = threading.Lock()
 
-    def admit(self, handle: str, address: str | None) -> Refusal | None:
+    def admit(self, handle: str, address: str | None, account: bool = True) -> Refusal | None:
         """None: go ahead (the attempt is charged as a failure until `succeeded`); else how
-        long to wait. A refused attempt is not charged."""
+        long to wait. A refused attempt is not charged. `account=False` checks and charges
+        only the address (a request whose account lockout would help an attacker)."""
         now = self._clock.monotonic()
         keys = self._keys(handle, address)
+        if not account:
+            keys = keys[1:]
         with self._lock:
             for key in keys:
                 wait = self._wait(key, now)

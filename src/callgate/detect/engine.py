@@ -78,6 +78,7 @@ class Detector:
     ranges: RangeList | None = None  # vendor address ranges; None: the shipped ones
     batch_from: int = BATCH_FROM  # files of this many bytes or more are read in batches
     _internal_cache: dict[bytes, bool] = field(default_factory=dict)
+    _text_cache: dict[bytes, str] = field(default_factory=dict)  # address → its text
 
     def read(self, path: Path, progress: Progress | None = None) -> None:
         """Feed one capture file (CaptureError when it cannot be read at all)."""
@@ -140,6 +141,12 @@ class Detector:
             self._internal_cache[ip] = known
         return known
 
+    def _text(self, ip: bytes) -> str:
+        text = self._text_cache.get(ip)
+        if text is None:
+            text = self._text_cache[ip] = str(ipaddress.ip_address(ip))
+        return text
+
     def _local_side(self, flow: Flow) -> int:
         """0 or 1: the internal end (the initiator when both or neither are internal)."""
         return 1 if self.is_internal(flow.b[0]) and not self.is_internal(flow.a[0]) else 0
@@ -152,8 +159,8 @@ class Detector:
             app = f"{v.app} via allow-listed relay" if v.app else "allow-listed relay"
         return FlowResult(
             transport="udp" if flow.proto == UDP else "tcp",
-            host=str(ipaddress.ip_address(host[0])), host_port=host[1],
-            peer=str(ipaddress.ip_address(peer[0])), peer_port=peer[1],
+            host=self._text(host[0]), host_port=host[1],
+            peer=self._text(peer[0]), peer_port=peer[1],
             first_seen=flow.first, last_seen=flow.last,
             packets_out=flow.pkts[side], packets_in=flow.pkts[1 - side],
             bytes_out=flow.octets[side], bytes_in=flow.octets[1 - side],

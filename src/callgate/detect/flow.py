@@ -104,9 +104,9 @@ def inspect(flow: Flow, side: int, payload: bytes, stream: bool) -> None:
     flow.payload_bytes += len(payload)
     if flow.inspected >= INSPECT_LIMIT or (flow.inspected >= QUICK_LIMIT and not _seen(flow)):
         flow.done = True
-    if len(flow.random_samples) < 6 and len(payload) >= 48:
-        flow.random_samples.append(_randomness(payload))
-    if not stream:
+    if not stream:  # randomness counts only for opaque UDP (verdict.statistical)
+        if len(flow.random_samples) < 6 and len(payload) >= 48:
+            flow.random_samples.append(_randomness(payload))
         _skype(flow, payload)
         _openvpn(flow, side, payload)
     elif side == 0 and flow.server_name is None:

@@ -49,6 +49,7 @@ FREQUENCIES = {
 AMPLITUDE = 6000  # each of the two tones, of 32767: about -15 dBm0, inside Q.24's range
 ENCODERS = {"pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}
 MAX_PRESSED = 16  # keys from `press` waiting to play
+KEPT_KEYS = 64  # the last keys pressed, kept for logs and tests
 NO_EVENTS = -1  # `events_pt` of a party that negotiated no telephone-event: keys come by INFO
 
 
@@ -80,7 +81,8 @@ class DtmfToTones:
             raise ValueError(f"no G.711 encoder for {codec!r}")
         self.events_pt = events_pt
         self.convert = True  # False: events pass as they are (the other side takes them)
-        self.keys: list[str] = []  # the keys pressed, in order (for logs and tests)
+        # the last KEPT_KEYS keys pressed, in order (for logs and tests): not the whole call's
+        self.keys: collections.deque[str] = collections.deque(maxlen=KEPT_KEYS)
         self._forward = forward
         self._encoder = _encoder(ENCODERS[codec])
         self._current: int | None = None  # the RTP timestamp of the event being played

@@ -141,6 +141,34 @@ def _append_group(group: Sequence[tuple[StreamRecorder, list[MediaPacket]]]) -> 
     return [_append(recorder.writer, batch, False) for recorder, batch in group]
 
 
+def _written_groups(
+    groups: Sequence[Sequence[tuple[StreamRecorder, list[MediaPacket]]]],
+    work: Sequence[tuple[StreamRecorder, list[MediaPacket]]],
+    writing: asyncio.Future[None],
+    done: asyncio.Future[list[list[str | None]]],
+) -> None:
+    """The flusher's chunks are written (or failed): tell their recorders, then release them."""
+    try:
+        error = "recorder error" if done.cancelled() or done.exception() else None
+        results: Sequence[Sequence[str | None]] = (
+            done.result() if error is None else [[error] * len(g) for g in groups]
+        )
+        for group, errors in zip(groups, results, strict=True):
+            for (recorder, batch), failure in zip(group, errors, strict=True):
+                recorder._written(batch, failure)
+    finally:
+        _release(work, writing)
+
+
+def _release(
+    work: Sequence[tuple[StreamRecorder, list[MediaPacket]]], writing: asyncio.Future[None]
+) -> None:
+    for recorder, _batch in work:
+        recorder._writing = None
+    if not writing.done():
+        writing.set_result(None)
+
+
 class _Flusher:
     """The recorders of one event loop with one flush interval (module docstring)."""
 
@@ -196,13 +224,16 @@ class _Flusher:
         writing = loop.create_future()
         for recorder, _batch in work:
             recorder._writing = writing
+        jobs = [loop.run_in_executor(None, _append_group, group) for group in groups]
+        gathered = asyncio.gather(*jobs)
         try:
-            jobs = [loop.run_in_executor(None, _append_group, group) for group in groups]
-            results = await asyncio.gather(*jobs)
-            for group, errors in zip(groups, results, strict=True):
-                for (recorder, batch), error in zip(group, errors, strict=True):
-                    recorder._written(batch, error)
-        finally:
-            for recorder, _batch in work:
-                recorder._writing = None
-            writing.set_result(None)
+            await asyncio.shield(gathered)
+        except asyncio.CancelledError:
+            # the worker threads still write: `_writing` is resolved once they are done, or
+            # close() would write its last chunk beside one in flight, with the same index
+            gathered.add_done_callback(lambda done: _written_groups(groups, work, writing, done))
+            raise
+        except BaseException:
+            _release(work, writing)
+            raise
+        _written_groups(groups, work, writing, gathered)

@@ -210,11 +210,15 @@ class CdrRepository:
         duration_s: float | None,
         detail: str | None,
     ) -> dict[str, Any]:
-        """The parameters of `finalize_statement` (several finalizes run as one executemany)."""
+        """The parameters of `finalize_statement` (several finalizes run as one executemany).
+        PostgreSQL's batch runs them through raw psycopg (cdr_batch.py), past UTCDateTime's
+        bind check: the same check is made here."""
         check_end(disposition, ended_by)
+        if end_at.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
         return {
             "b_id": call_id,
-            "b_end_at": end_at,
+            "b_end_at": end_at.astimezone(UTC),
             "b_disposition": disposition,
             "b_ended_by": ended_by,
             "b_reason": reason,

@@ -74,6 +74,7 @@ async def start_sip(
         dial = DialOut(
             edge, trunks, groups_of, records, settings.sip.media_ip, policy,
             recordings=recordings, setup_timeout=settings.calls.setup_timeout,
+            silence_timeout=settings.calls.silence_timeout,
         )  # fmt: skip
         handler = SipCalls(
             calls.hub,

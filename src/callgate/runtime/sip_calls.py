@@ -506,7 +506,7 @@ class Reoffers:
         if not held:
             aim(self._rtp, offer, self._rtp.allowed)
         self._rtp.sending = direction in ("sendrecv", "sendonly") and not held
-        if offer.direction in ("recvonly", "inactive"):
+        if held or offer.direction in ("recvonly", "inactive"):
             self._fill.hold()  # it sends nothing now: silence, as while it rang
         events = self._first.events if offer.events == self._first.events else None
         self._origin = (self._origin[0], self._origin[1] + 1)

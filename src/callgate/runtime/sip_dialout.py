@@ -30,6 +30,7 @@ from callgate.recording.service import RecordingService
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
 from callgate.runtime.sip_media import check_media, take_offer
+from callgate.runtime.sip_quiet import MEDIA_LOST, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
@@ -88,12 +89,15 @@ class DialOut:
         live: TrunkCalls | None = None,
         recordings: RecordingService | None = None,
         setup_timeout: float = 10.0,
+        silence_timeout: float = 8.0,
     ) -> None:
         """`recordings`: where calls under a recording rule are recorded (None: such calls
         end `recording-unavailable`); `setup_timeout`: how long the caller's first packets
-        may take to reach the recorder."""
+        may take to reach the recorder; `silence_timeout`: how long the phone may send no RTP in
+        an answered call before it ends `media-lost` (sip_quiet.py)."""
         self.recordings = recordings
         self.setup_timeout = setup_timeout
+        self.silence_timeout = silence_timeout
         # calls to numbers in the admin API's live view, phones' and softphones' (sip_live.py)
         self.live = live or TrunkCalls()
         self._policy = policy
@@ -227,11 +231,16 @@ class DialOut:
                     await recording.start(record_id, handle, device, number, permit.rule, codec)
                     fill.start()
                     await recording.caller_written(self.setup_timeout)
-                except RecordingFailure as exc:  # fail closed: the carrier is never called
-                    log.warning("sip: dial-out %s: recording unavailable: %s", record_id, exc)
+                except Exception as exc:  # fail closed: the carrier is never called
+                    if isinstance(exc, RecordingFailure):
+                        log.warning("sip: dial-out %s: recording unavailable: %s", record_id, exc)
+                    else:  # a key, store or database error: the CDR is still finalized
+                        log.exception("sip: dial-out %s: recording setup failed", record_id)
                     call.reject(503, "Service Unavailable (recording unavailable)")
+                    failure = isinstance(exc, RecordingFailure)
+                    detail = str(exc)[:120] if failure else "recording setup failed"
                     await asyncio.to_thread(
-                        records.finish, record_id, "failed", "server", UNAVAILABLE, str(exc)[:120]
+                        records.finish, record_id, "failed", "server", UNAVAILABLE, detail
                     )
                     return
                 await asyncio.to_thread(records.anchored, record_id)
@@ -290,6 +299,13 @@ class DialOut:
                 carrier.events = events  # the carrier takes events: forwarded as they are
                 tones.convert = False
             aim(carrier, answer, [out.peer.address[0]])
+            if lost.done() and recording is not None:  # failed as the carrier answered:
+                await out.hang_up()  # the phone is never connected to an unrecorded call
+                call.reject(503, "Service Unavailable (recording failed)")
+                await asyncio.to_thread(
+                    records.finish, record_id, "failed", "server", FAILED, recording.failure
+                )
+                return
             phone_answer = audio_sdp(phone_local[0], phone_local[1], codec, ours, offer.events)
             call.accept(phone_answer, contact)
             if recording is not None:
@@ -298,13 +314,15 @@ class DialOut:
             self.live.answered(live)
             phone_ended = asyncio.ensure_future(call.ended.wait())
             carrier_ended = asyncio.ensure_future(out.ended.wait())
+            quiet = asyncio.ensure_future(media_stopped(phone, self.silence_timeout))
             await asyncio.wait(
-                {phone_ended, carrier_ended, stopped, lost},
+                {phone_ended, carrier_ended, stopped, lost, quiet},
                 timeout=permit.max_duration_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             phone_ended.cancel()
             carrier_ended.cancel()
+            quiet.cancel()
             if lost.done() and recording is not None:  # fail closed: the call ends
                 await out.hang_up()
                 await call.hang_up()
@@ -320,12 +338,11 @@ class DialOut:
                     live.admin,
                 )  # fmt: skip
                 return
-            if not call.ended.is_set() and not out.ended.is_set():  # the rule's max_duration_s
+            if not call.ended.is_set() and not out.ended.is_set():  # max_duration_s or quiet
                 await out.hang_up()
                 await call.hang_up()
-                await asyncio.to_thread(
-                    records.finish, record_id, "answered", "server", "max-duration"
-                )
+                why = MEDIA_LOST if quiet.done() and not quiet.cancelled() else "max-duration"
+                await asyncio.to_thread(records.finish, record_id, "answered", "server", why)
                 return
             by = "caller" if call.ended.is_set() and call.ended_by != "us" else "callee"
             await (out.hang_up() if by == "caller" else call.hang_up())

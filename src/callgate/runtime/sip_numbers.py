@@ -37,6 +37,7 @@ from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_dialout import DialOut, Permit
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCall
 from callgate.runtime.sip_media import check_media
+from callgate.runtime.sip_quiet import MEDIA_LOST, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
@@ -340,13 +341,16 @@ class NumberCalls:
         bridge.attach(carrier)
         if sdp is None:
             sdp = await web.answer(offer_sdp)
+        if lost.done() and recording is not None:  # failed as the carrier answered: never
+            await out.hang_up()  # connect the softphone to an unrecorded call
+            return "failed", "server", FAILED, recording.failure[:120]
         if recording is not None:
             recording.answered(bridge, codec)
         await asyncio.to_thread(self._records.answered, call.call_id)
         if call.live is not None:
             self._dial.live.answered(call.live)
         self._hub.send(call.device, m.answered_message(call.call_id, sdp))
-        return await self._talk(call, out, permit, lost, recording)
+        return await self._talk(call, out, carrier, permit, lost, recording)
 
     async def _recorded(
         self,
@@ -392,13 +396,18 @@ class NumberCalls:
         self,
         call: _Call,
         out: OutboundCall,
+        carrier: RtpLeg,
         permit: Permit,
         lost: asyncio.Future[None],
         recording: NumberRecording | None,
     ) -> tuple[str, str, str, str]:
+        """Until one side ends it; a carrier that sends no RTP for `calls.silence_timeout`
+        is gone and the call ends `media-lost` (sip_quiet.py)."""
+        quiet = asyncio.ensure_future(media_stopped(carrier, self._dial.silence_timeout))
         waits: set[asyncio.Future[Any]] = {
             asyncio.ensure_future(call.ended.wait()),
             asyncio.ensure_future(out.ended.wait()),
+            quiet,
         }
         limit = permit.max_duration_s
         try:
@@ -414,7 +423,15 @@ class NumberCalls:
             return "answered", call.by("caller"), call.ended_reason, ""
         if out.ended.is_set():
             return "answered", "callee", "hangup", ""
-        await out.hang_up()  # the rule's max_duration_s
+        await out.hang_up()
+        if quiet.done() and not quiet.cancelled():
+            return (
+                "answered",
+                "server",
+                MEDIA_LOST,
+                f"no RTP from the carrier for {self._dial.silence_timeout:g} s",
+            )
+        # the rule's max_duration_s
         return "answered", "server", "max-duration", f"{limit} s"
 
 

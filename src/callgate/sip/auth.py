@@ -1,6 +1,7 @@
 """Digest authentication of SIP devices at the edge (RFC 3261 §22, RFC 8760; digest.py).
 
-Failures count against the device name and the source address (accounts.throttle), are audited
+Failures count against the device name and the source address (accounts.throttle; a request
+inside a call, from the call's address, only against the address), are audited
 (`sip.auth.failure`, `sip.auth.replay`; once per refusal streak `sip.auth.throttled`), and past
 the limit get 403 with Retry-After without a password check.
 """
@@ -36,9 +37,13 @@ class Authenticator:
         self._throttle = LoginThrottle(clock, account=DEVICE_RULE, address=ADDRESS_RULE)
 
     async def authenticate(
-        self, request: SipRequest, peer: Peer
+        self, request: SipRequest, peer: Peer, in_dialog: bool = False
     ) -> tuple[Credential | None, SipResponse | None]:
-        """The device credential behind `request`, or the response that refuses it."""
+        """The device credential behind `request`, or the response that refuses it.
+
+        `in_dialog`: a request inside a call, from the call's own address (a BYE). Only the
+        address limit applies: anyone can fail digests under a device's name, and a lockout
+        that refused the phone's own BYE would keep its call (and a carrier leg) up."""
         now = self._clock.wall()
         header = request.headers.get("authorization")
         if header is None:
@@ -54,7 +59,7 @@ class Authenticator:
             return None, self._challenge(request, now, stale=True)
         # Charged, checked and given back with no await in between: parallel attempts of one
         # busy device (or of many phones behind one NAT) never see each other's charge.
-        refusal = self._throttle.admit(creds.username, address)
+        refusal = self._throttle.admit(creds.username, address, account=not in_dialog)
         if refusal is not None:
             if refusal.first:
                 await self._failure("sip.auth.throttled", creds.username, address)

@@ -10,8 +10,11 @@ inside it.
   gets `403` and the call goes on unchanged;
 - a registered device's BYE is digest-challenged like its INVITEs (§22: any request but ACK
   and CANCEL may be, §9.2 and §22.1), so knowing a call's tags and the phone's IP is not
-  enough to end it; a trunk's BYE is taken by its address, as its INVITEs are;
-- INFO in an answered call carries a key press (dtmf_info.py), handed to the call's `on_key`.
+  enough to end it (the device name's failure lockout does not apply: anyone could trip it and
+  keep the call up); a trunk's BYE is taken by its address, as its INVITEs are;
+- INFO in an answered call carries a key press (dtmf_info.py), handed to the call's `on_key`;
+  a registered device's INFO is digest-challenged like its BYE, so a forged key press needs the
+  device's password, not only the call's tags and the phone's IP.
 """
 
 from __future__ import annotations
@@ -216,11 +219,9 @@ class EdgeDialogs(EdgeOutbound):
         call = self._dialog(request)
         if call is None or not call.answered:
             return response(request, 481, "Call/Transaction Does Not Exist")
-        credential: Credential | None = None
-        if self._device_dialog(call) and peer.address[0] == call.peer.address[0]:
-            credential, refusal = await self.auth.authenticate(request, peer)  # 401 first
-            if refusal is not None:
-                return refusal
+        credential, refusal = await self._device_digest(call, request, peer)
+        if refusal is not None:
+            return refusal
         if not self._same_party(call, request, peer, credential):
             return self._forged(call, request, peer, credential)
         call.phone_ended("bye")
@@ -232,8 +233,11 @@ class EdgeDialogs(EdgeOutbound):
         call = self._dialog(request)
         if call is None or not call.answered:
             return response(request, 481, "Call/Transaction Does Not Exist")
-        if not self._same_party(call, request, peer):
-            return self._forged(call, request, peer)
+        credential, refusal = await self._device_digest(call, request, peer)
+        if refusal is not None:
+            return refusal
+        if not self._same_party(call, request, peer, credential):
+            return self._forged(call, request, peer, credential)
         try:
             key, duration = parse_info(request.headers.get("content-type") or "", request.body)
         except InfoError as exc:
@@ -242,6 +246,16 @@ class EdgeDialogs(EdgeOutbound):
         if call.on_key is None or not call.on_key(key, duration):
             return response(request, 503, "Service Unavailable (key not taken)")
         return response(request, 200, "OK")
+
+    async def _device_digest(
+        self, call: InboundCall | OutboundCall, request: SipRequest, peer: Peer
+    ) -> tuple[Credential | None, SipResponse | None]:
+        """A device dialog's request from the call's address is digest-checked (401 first,
+        §22); no per-device lockout, which anyone could trip (auth.py). Others: (None, None),
+        judged by `_same_party`."""
+        if self._device_dialog(call) and peer.address[0] == call.peer.address[0]:
+            return await self.auth.authenticate(request, peer, in_dialog=True)
+        return None, None
 
     async def _cancel(self, request: SipRequest, peer: Peer) -> SipResponse:
         call = self._dialog(request)

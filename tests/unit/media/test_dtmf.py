@@ -45,7 +45,7 @@ def test_an_event_becomes_its_keys_tones_audio_passes(codec: str, pt: int) -> No
     for duration, end in ((0, False), (400, False), (800, False), (960, True), (960, True)):
         dtmf.packet(event(9, duration, end))
     dtmf.packet(event(9, 960, True))
-    assert out[0] is audio and dtmf.keys == ["9"]
+    assert out[0] is audio and list(dtmf.keys) == ["9"]
     tones = out[1:]
     assert [p.timestamp - 8000 for p in tones] == [0, 160, 320, 480, 640, 800]
     assert {p.payload_type for p in tones} == {pt} and all(len(p.payload) == 160 for p in tones)
@@ -54,7 +54,7 @@ def test_an_event_becomes_its_keys_tones_audio_passes(codec: str, pt: int) -> No
     assert abs(low - 852) < 20 and abs(high - 1477) < 20
     # the next key is a new event (its own timestamp): "#", 941 + 1477 Hz
     dtmf.packet(event(11, 320, True, timestamp=16000))
-    assert dtmf.keys == ["9", "#"] and [p.timestamp for p in out[-2:]] == [16000, 16160]
+    assert list(dtmf.keys) == ["9", "#"] and [p.timestamp for p in out[-2:]] == [16000, 16160]
 
 
 def test_what_is_not_a_key_press_is_dropped() -> None:
@@ -62,7 +62,7 @@ def test_what_is_not_a_key_press_is_dropped() -> None:
     dtmf = DtmfToTones("pcmu", 101, out.append)
     dtmf.packet(event(16, 800))  # flash: no tone for it
     dtmf.packet(MediaPacket("phone", b"\x01", 0, 1, 7, 101, 0.0))  # short payload
-    assert out == [] and dtmf.keys == []
+    assert out == [] and list(dtmf.keys) == []
     assert parse_event(b"\x05\x8a\x01\x40").duration == 320
     with pytest.raises(ValueError):
         parse_event(b"\x05")
@@ -84,6 +84,16 @@ def test_a_pressed_key_replaces_the_audio_for_its_duration() -> None:
     assert after == audio[5:] and all(p.payload != audio[0].payload for p in tones)
     low, high = peaks(np.concatenate([decode("pcma", p.payload) for p in tones]))
     assert abs(low - 770) < 20 and abs(high - 1336) < 20  # "5" (ITU-T Q.23)
-    assert dtmf.keys == ["5"]
+    assert list(dtmf.keys) == ["5"]
     assert all(dtmf.press("1", 40) for _ in range(MAX_PRESSED))
     assert not dtmf.press("1", 40)  # the queue is full
+
+
+def test_the_kept_keys_are_bounded_for_a_long_call() -> None:
+    """A call of many key presses keeps only the last KEPT_KEYS of them."""
+    from callgate.media.dtmf import KEPT_KEYS
+
+    dtmf = DtmfToTones("pcmu", 101, lambda packet: None)
+    for n in range(KEPT_KEYS * 3):
+        dtmf.packet(event(n % 10, 320, True, timestamp=8000 + 1000 * n))
+    assert len(dtmf.keys) == KEPT_KEYS and dtmf.keys[-1] == str((KEPT_KEYS * 3 - 1) % 10)

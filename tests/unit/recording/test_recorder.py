@@ -132,3 +132,41 @@ async def test_recorders_flushed_together_keep_their_own_chunks_and_failures(
             for p in decode_packets(open_chunk(key, recorder.recording_id, c, n), n)
         ]
         assert [p.seq for p in stored] == list(range(30))
+
+
+async def test_a_cancelled_flush_keeps_close_waiting_for_the_chunk_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared flusher cancelled while a worker thread writes a chunk: close() still waits
+    for that chunk before writing its last one, so no two chunks share an index."""
+    import threading
+
+    recorder, key, failures = recorder_in(tmp_path, RecorderLimits(30.0, 30.0))
+    started, release = threading.Event(), threading.Event()
+    append_group = recorder_module._append_group
+
+    def slow(group: list[tuple[StreamRecorder, list[MediaPacket]]]) -> list[str | None]:
+        started.set()
+        release.wait(30)
+        return append_group(group)
+
+    monkeypatch.setattr(recorder_module, "_append_group", slow)
+    flusher = recorder_module._Flusher(30.0)
+    flusher.recorders[recorder] = None
+    recorder.on_packet(packet("caller", 0))
+    flush = asyncio.ensure_future(flusher._flush())
+    assert await asyncio.to_thread(started.wait, 30)
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    recorder.on_packet(packet("caller", 1))
+    closing = asyncio.ensure_future(recorder.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # the chunk in flight is not done: close() waits for it
+    release.set()
+    await asyncio.wait_for(closing, 30)
+    chunks = list(iter_chunks((tmp_path / "r.cgrec").read_bytes()))
+    stored = [
+        p for i, c in enumerate(chunks) for p in decode_packets(open_chunk(key, RID, c, i), i)
+    ]
+    assert [p.seq for p in stored] == [0, 1] and not failures

@@ -102,6 +102,8 @@ def test_unanswered_call_has_no_duration_and_bad_values_are_refused(cdrs: CdrRep
         cdrs.finalize(call_id, T0, "hung", "caller", "x")
     with pytest.raises(ValueError, match="ended_by"):
         cdrs.finalize(call_id, T0, "failed", "someone", "x")
+    with pytest.raises(ValueError, match="naive datetime"):  # also off SQLAlchemy (cdr_batch)
+        cdrs.finalize_params(call_id, T0.replace(tzinfo=None), "failed", "server", "x", None, None)
     with pytest.raises(ValueError, match="not CDR fields"):
         cdrs.update(call_id, caller_user="mallory")
     assert not cdrs.update("0" * 32, codec="opus")

@@ -98,3 +98,37 @@ async def test_handler_audit_entries_are_bounded_per_actor_and_minute(tmp_path: 
         assert actors.count("trunk:uk") == 31 and actors.count("sip:alice.desk") == 1
     finally:
         store.close()
+
+
+async def test_failures_under_a_device_name_do_not_lock_out_its_in_dialog_requests(
+    tmp_path: Path,
+) -> None:
+    """Six bad digests for the device's name from elsewhere lock its INVITE/REGISTER out, but its
+    BYE from the call's address (in_dialog) is still verified and taken: a stranger cannot keep
+    a call up by tripping the lockout; a wrong password in a BYE is still refused."""
+    store = open_store(sqlite_url(tmp_path))
+    try:
+        AccountService(store, REALM).create_user("alice", None, (), None)
+        credentials = CredentialStore(store, REALM)
+        device, password = credentials.add("alice", "desk", "test")
+        edge = SipEdge(credentials)
+        attacker = Peer("UDP", ("198.51.100.9", 5060), lambda data, target: None)
+        phone = Peer("UDP", ("192.0.2.5", 5060), lambda data, target: None)
+
+        def nonce() -> str:
+            return edge.digest.challenges(edge._clock.wall())[0].split('nonce="')[1].split('"')[0]
+
+        for _ in range(6):
+            await edge.auth.authenticate(register(answer(nonce(), device.username, "x")), attacker)
+        good = register(answer(nonce(), device.username, password))
+        _, locked = await edge.auth.authenticate(good, phone)
+        assert locked is not None and locked.status == 403  # the account rule, from anywhere
+
+        bye = register(answer(nonce(), device.username, password))
+        credential, refusal = await edge.auth.authenticate(bye, phone, in_dialog=True)
+        assert refusal is None and credential is not None
+        wrong = register(answer(nonce(), device.username, "x"))
+        credential, refusal = await edge.auth.authenticate(wrong, phone, in_dialog=True)
+        assert credential is None and refusal is not None and refusal.status == 401
+    finally:
+        store.close()

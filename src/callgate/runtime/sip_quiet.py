@@ -1,0 +1,29 @@
+"""The end of a bridged call whose SIP party is gone (docs/sip.md, "Calls to numbers"): a party
+that stops sending RTP for `calls.silence_timeout` seconds, as the hub's watchdog ends calls
+between users (`media-lost`). A phone that vanished without BYE, or whose BYE never got
+through, then no longer keeps the call (and a dialled-out call's carrier leg) up forever."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+MEDIA_LOST = "media-lost"  # the CDR reason, as signaling's Reason.MEDIA_LOST
+
+
+class Receiving(Protocol):
+    @property
+    def received(self) -> int: ...  # packets taken from the party so far (RtpLeg)
+
+
+async def media_stopped(leg: Receiving, quiet_s: float) -> None:
+    """Returns once `leg` has received no packet for `quiet_s` seconds."""
+    loop = asyncio.get_running_loop()
+    seen, since = leg.received, loop.time()
+    while True:
+        await asyncio.sleep(min(1.0, quiet_s / 4))
+        now = loop.time()
+        if leg.received != seen:
+            seen, since = leg.received, now
+        elif now - since >= quiet_s:
+            return
