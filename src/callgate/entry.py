@@ -2,7 +2,8 @@
 the configuration and storage layers nor typer (typer imports pydantic), whose imports would cost
 more CPU time than reading a million-packet capture; `--help` and malformed options still go to
 the typer command (`cli.detect.run_alone`), so they read exactly as before. Everything else is
-`cli.app.main`.
+`cli.app.main`. `callgate --version` alone is answered here too, before typer is imported (the same
+line the typer option prints).
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ import sys
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--version"]:
+        from callgate import __version__
+
+        print(f"callgate {__version__}")
+        return 0
     if sys.argv[1:2] == ["detect"]:
         from callgate.detect import command
 

@@ -10,7 +10,7 @@ README.md "Configuration". Errors in options exit with code 2 and a message nami
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -28,8 +28,10 @@ from callgate.cli.recording_keep import register as register_recording_keep
 from callgate.cli.retention import retention_app
 from callgate.cli.sip import sip_app
 from callgate.cli.users import user_app
-from callgate.config import Settings
 from callgate.errors import ConfigError, StorageError
+
+if TYPE_CHECKING:
+    from callgate.config import Settings
 
 __all__ = ["app", "err", "fail", "main", "settings_from"]
 

@@ -15,13 +15,13 @@ from urllib.parse import urlsplit
 import typer
 
 from callgate.cli import output as _output
-from callgate.config import Settings, load_settings
 from callgate.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
     import httpx
 
     from callgate.client.session import Session
+    from callgate.config import Settings
     from callgate.storage.db import Store
 
 PASSWORD_ENV = "CALLGATE_PASSWORD"  # noqa: S105 - the variable's name, not a password
@@ -77,7 +77,17 @@ table_console = _output.table_console
 fail = _output.fail
 
 
+def handle_arg(text: str) -> str:
+    """A handle argument in its one spelling (`accounts.handles.normal_handle`), imported here
+    when a handle is given: importing `callgate.accounts` loads the store's models."""
+    from callgate.accounts.handles import normal_handle
+
+    return normal_handle(text)
+
+
 def settings_from(config: Path | None, overrides: dict[str, Any]) -> Settings:
+    from callgate.config import load_settings  # imported late: pydantic and SQLAlchemy
+
     try:
         return load_settings(config, overrides)
     except ConfigError as exc:

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from callgate.accounts.handles import normal_handle
 from callgate.cli.backend import backend
 from callgate.cli.common import (
     AdminOpt,
@@ -22,6 +21,7 @@ from callgate.cli.common import (
     ServerOpt,
     StoreDirOpt,
     fail,
+    handle_arg,
     table_console,
 )
 
@@ -31,7 +31,7 @@ group_app = typer.Typer(
 )
 
 NameArg = Annotated[str, typer.Argument(help="Group name: 1-64 of A-Z a-z 0-9 . _ -")]
-HandleArg = Annotated[str, typer.Argument(help="The user's handle.", callback=normal_handle)]
+HandleArg = Annotated[str, typer.Argument(help="The user's handle.", callback=handle_arg)]
 PasswordStdinOpt = Annotated[
     bool,
     typer.Option("--password-stdin", help="With --server and --user: admin password on stdin."),

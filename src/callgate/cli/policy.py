@@ -25,7 +25,6 @@ from callgate.cli.common import (
     table_console,
 )
 from callgate.policy.errors import InvalidPolicyValue
-from callgate.policy.explain import render
 from callgate.policy.rules import DAY_NAMES
 from callgate.policy.specs import parse_days
 
@@ -352,4 +351,6 @@ def policy_explain(
             raise fail(f"--at: not an ISO 8601 time: {at!r}") from None
     with backend(server, user, password_stdin, data_dir, config) as target:
         result = target.explain(caller, callee, when)
+    from callgate.policy.explain import render  # imported late: it loads the store
+
     typer.echo(json.dumps(result) if as_json else render(result, caller, callee))

@@ -8,30 +8,33 @@ realm): changing it means issuing them again.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from callgate.accounts.audit import cli_actor
-from callgate.accounts.handles import normal_handle
 from callgate.cli.common import (
     ConfigOpt,
     JsonOpt,
     StoreDirOpt,
     fail,
+    handle_arg,
     open_settings_store,
     store_settings,
     table_console,
 )
-from callgate.sip.credentials import CredentialError, CredentialStore
+
+if TYPE_CHECKING:
+    from callgate.sip.credentials import CredentialStore
 
 sip_app = typer.Typer(help="SIP desk phones: device credentials for the SIP edge (docs/sip.md).")
 
-HandleArg = Annotated[str, typer.Argument(help="The callgate user.", callback=normal_handle)]
+HandleArg = Annotated[str, typer.Argument(help="The callgate user.", callback=handle_arg)]
 
 
 def _credentials(command: str, data_dir: StoreDirOpt, config: ConfigOpt) -> CredentialStore:
+    from callgate.sip.credentials import CredentialStore  # imported late: SQLAlchemy
+
     settings = store_settings(command, config, {"data_dir": data_dir})
     return CredentialStore(open_settings_store(settings), settings.sip_realm())
 
@@ -46,6 +49,9 @@ def sip_add(
 ) -> None:
     """A SIP credential for one of HANDLE's devices; its password is shown only now."""
     store = _credentials("sip add", data_dir, config)
+    from callgate.accounts.audit import cli_actor
+    from callgate.sip.credentials import CredentialError
+
     try:
         credential, password = store.add(handle, device, cli_actor())
     except CredentialError as exc:
@@ -70,7 +76,7 @@ def sip_list(
 ) -> None:
     """SIP device credentials (never their passwords: none are kept)."""
     store = _credentials("sip list", data_dir, config)
-    rows = store.list(normal_handle(handle) if handle else None)
+    rows = store.list(handle_arg(handle) if handle else None)
     if as_json:
         for c in rows:
             typer.echo(
@@ -93,6 +99,9 @@ def sip_remove(
 ) -> None:
     """Remove a device credential; the phone's next REGISTER is refused."""
     store = _credentials("sip remove", data_dir, config)
+    from callgate.accounts.audit import cli_actor
+    from callgate.sip.credentials import CredentialError
+
     try:
         store.remove(username, cli_actor())
     except CredentialError as exc:

@@ -22,7 +22,6 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from callgate.accounts.handles import normal_handle
 from callgate.cli.common import (
     AdminOpt,
     ConfigOpt,
@@ -31,6 +30,7 @@ from callgate.cli.common import (
     ServerOpt,
     StoreDirOpt,
     fail,
+    handle_arg,
     read_password,
     table_console,
 )
@@ -49,7 +49,7 @@ RealmOpt = Annotated[
 ]
 # Handles are case-insensitive: `BOB` is bob (accounts/handles.py).
 HandleArg = Annotated[
-    str, typer.Argument(help="Handle: 1-64 of a-z 0-9 . _ -", callback=normal_handle)
+    str, typer.Argument(help="Handle: 1-64 of a-z 0-9 . _ -", callback=handle_arg)
 ]
 RoleOpt = Annotated[
     Role | None,
