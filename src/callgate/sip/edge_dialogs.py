@@ -215,7 +215,11 @@ class EdgeDialogs(EdgeOutbound):
         if isinstance(call, InboundCall) and self._same_party(call, request, peer):
             call.acked.set()
 
-    async def _bye(self, request: SipRequest, peer: Peer) -> SipResponse:
+    async def _answered_dialog(
+        self, request: SipRequest, peer: Peer
+    ) -> InboundCall | OutboundCall | SipResponse:
+        """The answered call an in-dialog BYE or INFO belongs to, once it is shown to come from
+        that call's party (a device signs it with its own credential); else the refusal."""
         call = self._dialog(request)
         if call is None or not call.answered:
             return response(request, 481, "Call/Transaction Does Not Exist")
@@ -224,20 +228,21 @@ class EdgeDialogs(EdgeOutbound):
             return refusal
         if not self._same_party(call, request, peer, credential):
             return self._forged(call, request, peer, credential)
+        return call
+
+    async def _bye(self, request: SipRequest, peer: Peer) -> SipResponse:
+        call = await self._answered_dialog(request, peer)
+        if isinstance(call, SipResponse):
+            return call  # refused
         call.phone_ended("bye")
         return response(request, 200, "OK")
 
     async def _info(self, request: SipRequest, peer: Peer) -> SipResponse:
         """A key press by INFO (RFC 2976; RFC 6086 §2 legacy usage): `200` once the call took
         it, `415` with Accept for other bodies, `400` for a bad one (dtmf_info.py)."""
-        call = self._dialog(request)
-        if call is None or not call.answered:
-            return response(request, 481, "Call/Transaction Does Not Exist")
-        credential, refusal = await self._device_digest(call, request, peer)
-        if refusal is not None:
-            return refusal
-        if not self._same_party(call, request, peer, credential):
-            return self._forged(call, request, peer, credential)
+        call = await self._answered_dialog(request, peer)
+        if isinstance(call, SipResponse):
+            return call  # refused
         try:
             key, duration = parse_info(request.headers.get("content-type") or "", request.body)
         except InfoError as exc:
