@@ -81,6 +81,9 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
         await redis.set("callgate:snap:b", FORGER.seal("snap", "b", forged))
         await redis.set("callgate:snap:c", json.dumps(forged))  # unsigned
         await presence.start()
+        # once registered, a relay hears the pairs nodes announce (it subscribed first): one
+        # announcement, published the moment start() returns, is not lost
+        await redis.publish(PAIRS_CHANNEL, pair(["frank", "grace"]))
         (info,) = await read_relays(redis, SEAL)
         assert (info.relay_id, info.region, info.load, info.draining) == ("eu1", "eu", 3, False)
         assert presence.together("bob", "alice") and presence.together("carol", "dave")
@@ -89,6 +92,10 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
 
         # a call being placed: its node announces the pair at once; a refused invite withdraws
         # it; a forged announcement admits nobody (a signed one sent after it is heard)
+        async def heard() -> bool:
+            return presence.together("frank", "grace")
+
+        await eventually(heard, "the pair announced as the relay registered")
         await published_until(redis, pair(["alice", "carol"]),
                               lambda: presence.together("alice", "carol"), "pair announced")  # fmt: skip
         await published_until(redis, pair(["alice", "carol"], live=False),

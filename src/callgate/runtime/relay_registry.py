@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from callgate.runtime.cluster_seal import ClusterSeal
@@ -150,14 +151,33 @@ class RelayPresence:
         return pushed is not None and time.monotonic() - pushed <= PUSHED_GRACE
 
     async def start(self) -> None:
+        pairs: PubSub | None = None
         try:
+            # listening to the pairs nodes announce before registering: a node that sees this
+            # relay may place a call on it at once, and its announcement is not repeated
+            pairs = await self._subscribe()
             await self._beat()
         except _DOWN as exc:
             log.warning("Redis unreachable at start (%s): not registered until it answers", exc)
         self._tasks = [
             asyncio.create_task(self._run(), name="relay-presence"),
-            asyncio.create_task(self._listen(), name="relay-pairs"),
+            asyncio.create_task(self._listen(pairs), name="relay-pairs"),
         ]
+
+    async def _subscribe(self) -> PubSub:
+        """A subscription to the pairs channel, once Redis has confirmed it."""
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(PAIRS_CHANNEL)
+            async with asyncio.timeout(STOP_WITHIN):
+                while True:
+                    frame = await pubsub.get_message(timeout=1.0)
+                    if frame is not None and frame.get("type") == "subscribe":
+                        return pubsub
+        except BaseException:
+            with contextlib.suppress(TimeoutError, *_DOWN):
+                await pubsub.aclose()
+            raise
 
     async def stop(self) -> None:
         self._stopping = True
@@ -192,22 +212,25 @@ class RelayPresence:
             except Exception:  # a bug must not stop the heartbeat for good
                 log.exception("relay heartbeat failed")
 
-    async def _listen(self) -> None:
-        """The pairs nodes announce as they place calls (channel `pairs`)."""
+    async def _listen(self, pubsub: PubSub | None) -> None:
+        """The pairs nodes announce as they place calls (channel `pairs`), on the subscription
+        `start` made (or a new one after Redis was lost)."""
         while not self._stopping:
-            pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(PAIRS_CHANNEL)
+                if pubsub is None:
+                    pubsub = await self._subscribe()
                 while not self._stopping:
                     frame = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if frame is not None and frame.get("type") == "message":
                         self._pushed_pair(frame["data"])
-            except _DOWN:
+            except _DOWN:  # TimeoutError (a subscription unconfirmed) is an OSError
                 await asyncio.sleep(self._interval)
             finally:
-                with contextlib.suppress(TimeoutError, *_DOWN):
-                    async with asyncio.timeout(STOP_WITHIN):
-                        await pubsub.aclose()
+                if pubsub is not None:
+                    with contextlib.suppress(TimeoutError, *_DOWN):
+                        async with asyncio.timeout(STOP_WITHIN):
+                            await pubsub.aclose()
+                pubsub = None
 
     def _pushed_pair(self, raw: bytes | str) -> None:
         message = self._seal.open("pair", "", raw, ENTRY_AGE)
