@@ -235,8 +235,8 @@ static uint32_t link_layer(int64_t linktype, const uint8_t *f, size_t len, size_
     }
 }
 
-/* A per-process secret (set at import) for the grouping table's slots of IPv6 flows, so that
- * crafted addresses cannot all land in one slot and make grouping quadratic. */
+/* A per-process secret (set at import) for the grouping table's slots, so that crafted
+ * addresses and ports cannot all land in one slot and make grouping quadratic. */
 static uint64_t hash_key[4];
 
 static uint64_t keyed_v6(const uint8_t *addrs) {
@@ -442,7 +442,8 @@ static PyObject *group(PyObject *self, PyObject *args) {
                     bad = 1;
                     break;
                 }
-                uint64_t h = src[i] * K1 ^ dst[i] * K2 ^ (uint64_t)proto[i] * K3;
+                uint64_t h = (src[i] ^ hash_key[1]) * K1 ^ (dst[i] ^ hash_key[2]) * K2 ^
+                             ((uint64_t)proto[i] ^ hash_key[3]) * K3;
                 if (l == 16) /* the addresses themselves, keyed: folded codes can be made to
                               * collide (fold_v6 is invertible), the slots cannot */
                     h ^= keyed_v6(buf + a);

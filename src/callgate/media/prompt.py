@@ -56,7 +56,7 @@ def prompt_frames(path: Path | None) -> tuple[bytes, ...]:
     """The announcement in `path` as Opus frames, or the beeps when there is none."""
     if path is None:
         return beep_frames()
-    return _opus_frames(_announcement(path, path.stat().st_mtime_ns, RATE))
+    return _encoded(path, path.stat().st_mtime_ns, "opus")
 
 
 def prompt_frames_g711(path: Path | None, codec: str) -> tuple[bytes, ...]:
@@ -64,7 +64,7 @@ def prompt_frames_g711(path: Path | None, codec: str) -> tuple[bytes, ...]:
     call recorded in G.711 (a SIP phone's or carrier's)."""
     if path is None:
         return _g711_beeps(codec)
-    return _g711_frames(_announcement(path, path.stat().st_mtime_ns, G711_RATE), codec)
+    return _encoded(path, path.stat().st_mtime_ns, codec)
 
 
 @functools.cache
@@ -72,8 +72,16 @@ def _g711_beeps(codec: str) -> tuple[bytes, ...]:
     return _g711_frames(_beeps(G711_RATE), codec)
 
 
-@functools.lru_cache(maxsize=4)
-def _announcement(path: Path, _mtime_ns: int, rate: int) -> np.ndarray:
+@functools.lru_cache(maxsize=6)
+def _encoded(path: Path, _mtime_ns: int, codec: str) -> tuple[bytes, ...]:
+    """The file's frames in `codec` ("opus", "pcmu" or "pcma"), encoded once per file version
+    (every recorded call plays them)."""
+    if codec == "opus":
+        return _opus_frames(_announcement(path, RATE))
+    return _g711_frames(_announcement(path, G711_RATE), codec)
+
+
+def _announcement(path: Path, rate: int) -> np.ndarray:
     """The file (read and checked again) resampled to `rate` mono, then 100 ms of silence."""
     wav = read_prompt_wav(path)
     samples = np.frombuffer(wav.pcm, dtype="<i2").reshape(-1, wav.channels)

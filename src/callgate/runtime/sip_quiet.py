@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-MEDIA_LOST = "media-lost"  # the CDR reason, as signaling's Reason.MEDIA_LOST
+from callgate.signaling.reasons import Reason
+
+MEDIA_LOST = Reason.MEDIA_LOST.value  # the CDR reason of a call whose media stopped
 
 
 class Receiving(Protocol):

@@ -22,7 +22,9 @@ from callgate.sip.invite import InboundCall
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.trunks import Trunk
 
-SIGNED = frozenset({"INVITE", "BYE"})  # a device's requests that carry its digest credential
+SIGNED = frozenset(
+    {"INVITE", "BYE", "INFO"}
+)  # a device's requests that carry its digest credential
 
 
 def same_party(

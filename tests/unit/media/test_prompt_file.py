@@ -3,6 +3,7 @@ wrong with it; a good one becomes Opus frames of its length; no file means the b
 
 from __future__ import annotations
 
+import os
 import wave
 from pathlib import Path
 
@@ -94,3 +95,14 @@ def test_sip_legs_get_the_announcement_and_the_beeps_in_g711(
 
     assert abs(dominant(b"".join(frames[12:38])) - 600.0) < 10  # 0.25-0.75 s
     assert abs(dominant(b"".join(beeps[:10])) - 1400.0) < 10  # the first beep
+
+
+def test_an_announcement_is_encoded_once_per_file_version(tmp_path: Path) -> None:
+    """Every recorded call plays it: the frames come from a cache until the file changes."""
+    path = wav(tmp_path / "a.wav", rate=8000, seconds=0.5, channels=1)
+    first, g711 = prompt_frames(path), prompt_frames_g711(path, "pcmu")
+    assert prompt_frames(path) is first and prompt_frames_g711(path, "pcmu") is g711
+    stamp = path.stat().st_mtime_ns
+    wav(path, rate=8000, seconds=1.0, channels=1)
+    os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
+    assert len(prompt_frames(path)) > len(first)

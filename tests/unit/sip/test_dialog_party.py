@@ -48,6 +48,9 @@ async def test_a_phones_call_answers_only_its_phone() -> None:
     assert same_party(call, "CANCEL", "198.51.100.7", None)
     assert not same_party(call, "BYE", "198.51.100.7", None)
     assert not same_party(call, "BYE", "198.51.100.7", credential("bob.desk"))
+    # a key press by INFO likewise: another device behind the same address cannot sign it
+    assert same_party(call, "INFO", "198.51.100.7", alice)
+    assert not same_party(call, "INFO", "198.51.100.7", credential("bob.desk"))
     # anyone else who knows the dialog's identifiers
     assert not same_party(call, "BYE", "198.51.100.8", None)
     assert not same_party(call, "CANCEL", "203.0.113.9", None)
