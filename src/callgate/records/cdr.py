@@ -424,9 +424,16 @@ class CdrRepository:
         found = conn.execute(query).all()
         offered = set(json.loads(row.relay_candidates)) if row.relay_candidates else set()
         if offered:
-            # Exact: the relayed addresses the call's own SDPs offered (redials of the same
-            # parties, other devices and other calls never match).
-            return [s for s in found if f"{s.relay_ip}:{s.relay_port}" in offered]
+            # Exact: the relayed addresses the call's own SDPs offered (other devices and other
+            # calls never match). A relayed address is one allocation's at a time, and a redial
+            # can be given the port the last call just freed: the newest allocation on an
+            # offered address that started before the call ended is the one that served it.
+            newest: dict[str, Any] = {}
+            for session in found:  # by start time
+                address = f"{session.relay_ip}:{session.relay_port}"
+                if address in offered:
+                    newest[address] = session
+            return sorted(newest.values(), key=lambda s: (s.started_at, s.id))
         picked: list[Any] = []
         for user, address in (
             (row.caller_user, row.caller_address),

@@ -187,6 +187,28 @@ def test_link_relay_sessions(store: Store, cdrs: CdrRepository) -> None:
     assert cdrs.link_relay_sessions("f" * 32) is None
 
 
+def test_a_redial_given_the_last_calls_relay_port_links_only_its_own_allocation(
+    store: Store, cdrs: CdrRepository
+) -> None:
+    """The relay picks ports at random, so a redial can be given the port the last call just
+    freed: its SDP then offers an address an older allocation also had."""
+    call_id = open_call(cdrs, "alice", "bob")
+    offered = ["203.0.113.5:50000", "203.0.113.5:50002"]
+    cdrs.update(call_id, relay_candidates=offered)
+    ended = T0 - timedelta(seconds=2)
+    relay_row(store, "last-call", "alice", T0 - timedelta(seconds=8), ended_at=ended,
+              bytes_to_peer=500)  # fmt: skip
+    relay_row(store, "this-call", "alice", T0 - timedelta(seconds=1), bytes_to_peer=1000)
+    relay_row(store, "callee", "bob", T0 + timedelta(seconds=1), relay_port=50002,
+              bytes_to_client=1000)  # fmt: skip
+    cdrs.finalize(call_id, T0 + timedelta(seconds=30), "answered", "caller", "hangup")
+
+    link = cdrs.link_relay_sessions(call_id)
+    assert link is not None
+    assert link.allocation_ids == ("this-call", "callee")
+    assert link.relay_bytes == 2000
+
+
 def test_quality_rows_are_upserted_and_final_sticks(store: Store) -> None:
     quality = QualityRepository(store.sessions)
     call_id = new_call_id()
