@@ -83,6 +83,9 @@ class PolicyStore:
         self, store: Store, clock: Clock | None = None, check_interval: float = CHECK_INTERVAL_S
     ) -> None:
         self._store = store
+        # The hub's per-attempt reads are single statements: in autocommit they need no BEGIN
+        # before and no ROLLBACK after (on PostgreSQL two round trips fewer per call attempt).
+        self._reads = store.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._clock = clock or SystemClock()
         self._check_interval = check_interval
         self._lock = threading.Lock()
@@ -112,7 +115,7 @@ class PolicyStore:
             return _view(row)
 
     def version(self) -> int:
-        with self._store.engine.connect() as conn:
+        with self._reads.connect() as conn:
             statement = select(PolicySettings.version).where(PolicySettings.id == SETTINGS_ID)
             return int(conn.execute(statement).scalar_one())
 
@@ -148,7 +151,7 @@ class PolicyStore:
 
     def subjects(self, *handles: str) -> dict[str, Subject]:
         """The users among `handles` with their groups (one query)."""
-        with self._store.engine.connect() as conn:
+        with self._reads.connect() as conn:
             if len(handles) == 2:
                 rows = conn.execute(_PARTIES, {"a": handles[0], "b": handles[1]})
             else:

@@ -170,3 +170,42 @@ def test_groups_keep_membership_in_the_accounts(store: Store, policy: PolicyStor
     assert [a for a, _, _ in audit(store) if a.startswith("group.")] == [
         "group.create", "group.create", "group.member_remove", "group.delete",
     ]  # fmt: skip
+
+
+def test_the_hubs_reads_open_no_transaction_and_see_group_changes_at_once(
+    store: Store, policy: PolicyStore
+) -> None:
+    """The per-attempt reads (the parties' groups, the version) run in autocommit: on
+    PostgreSQL no BEGIN before and no ROLLBACK after them, and each sees the latest commit."""
+    from sqlalchemy import event
+
+    watching = False
+    open_after: list[bool] = []
+
+    def after(conn, *_args) -> None:  # type: ignore[no-untyped-def]
+        if watching:
+            open_after.append(_driver_in_transaction(conn))
+
+    event.listen(store.engine, "after_cursor_execute", after)
+    try:
+        watching = True
+        found = policy.subjects("alice", "bob")
+        watching = False
+        AccountService(store, "callgate").update_profile("alice", groups=["legal"])
+        watching = True
+        again = policy.subjects("alice", "bob")
+        policy.version()
+    finally:
+        event.remove(store.engine, "after_cursor_execute", after)
+    assert found["alice"].groups == ("sales",) and again["alice"].groups == ("legal",)
+    assert open_after == [False, False, False]
+
+
+def _driver_in_transaction(conn) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the database connection under `conn` is inside a transaction right now."""
+    driver = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        from psycopg.pq import TransactionStatus
+
+        return bool(driver.info.transaction_status != TransactionStatus.IDLE)
+    return bool(driver.in_transaction)
