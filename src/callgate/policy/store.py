@@ -83,13 +83,20 @@ class PolicyStore:
         self, store: Store, clock: Clock | None = None, check_interval: float = CHECK_INTERVAL_S
     ) -> None:
         self._store = store
-        # The hub's per-attempt reads are single statements: in autocommit they need no BEGIN
-        # before and no ROLLBACK after (on PostgreSQL two round trips fewer per call attempt).
-        self._reads = store.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # The hub's per-attempt reads are single statements: on PostgreSQL, in autocommit, they
+        # need no BEGIN before and no ROLLBACK after (two round trips fewer per call attempt).
+        # SQLite's driver begins no transaction for a SELECT: nothing to save there, and
+        # switching its isolation level costs a PRAGMA per checkout.
+        engine = store.engine
+        postgresql = engine.dialect.name == "postgresql"
+        self._reads = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if postgresql else engine
+        )
         self._clock = clock or SystemClock()
         self._check_interval = check_interval
         self._lock = threading.Lock()
         self._cached: tuple[int, Policy] | None = None
+        self._compiled: tuple[str, bool] | None = None  # _PARTIES for this store's dialect
         self._checked_at = float("-inf")
         self.reloads = 0
 
@@ -151,12 +158,36 @@ class PolicyStore:
 
     def subjects(self, *handles: str) -> dict[str, Subject]:
         """The users among `handles` with their groups (one query)."""
+        if len(handles) == 2:
+            return self._parties(handles[0], handles[1])
         with self._reads.connect() as conn:
-            if len(handles) == 2:
-                rows = conn.execute(_PARTIES, {"a": handles[0], "b": handles[1]})
-            else:
-                rows = conn.execute(_SUBJECTS, {"handles": list(handles)})
+            rows = conn.execute(_SUBJECTS, {"handles": list(handles)})
             return {row.handle: Subject(row.handle, tuple(json.loads(row.groups))) for row in rows}
+
+    def _parties(self, a: str, b: str) -> dict[str, Subject]:
+        """A call's two parties (the hub asks at every call attempt): the statement compiled
+        once, run on the pooled connection's own driver cursor — a third of the CPU of running
+        it through SQLAlchemy's execution and result layers (≈ 20 against 55 µs on SQLite)."""
+        with self._reads.connect() as conn:
+            sql, positional = self._parties_sql(conn)
+            params: Any = (a, b) if positional else {"a": a, "b": b}
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        return {handle: Subject(handle, tuple(json.loads(groups))) for handle, groups in rows}
+
+    def _parties_sql(self, conn: Connection) -> tuple[str, bool]:
+        compiled = self._compiled
+        if compiled is None:
+            statement = _PARTIES.compile(dialect=conn.dialect)
+            order = statement.positiontup or []
+            if statement.positional and order != ["a", "b"]:
+                raise RuntimeError(f"unexpected parameter order {order}")
+            compiled = self._compiled = (str(statement), bool(statement.positional))
+        return compiled
 
     def decide_call(self, caller: str, callee: str, at: dt.datetime) -> Decision:
         """The hub's question, no explanation: may `caller` call `callee` now?"""

@@ -175,18 +175,19 @@ def test_groups_keep_membership_in_the_accounts(store: Store, policy: PolicyStor
 def test_the_hubs_reads_open_no_transaction_and_see_group_changes_at_once(
     store: Store, policy: PolicyStore
 ) -> None:
-    """The per-attempt reads (the parties' groups, the version) run in autocommit: on
-    PostgreSQL no BEGIN before and no ROLLBACK after them, and each sees the latest commit."""
+    """The per-attempt reads (the parties' groups, the version) leave no transaction open on
+    their connection (on PostgreSQL: no BEGIN before, no ROLLBACK after them), and each sees
+    the latest commit."""
     from sqlalchemy import event
 
     watching = False
-    open_after: list[bool] = []
+    open_at_return: list[bool] = []
 
-    def after(conn, *_args) -> None:  # type: ignore[no-untyped-def]
+    def returned(driver, *_args) -> None:  # type: ignore[no-untyped-def]
         if watching:
-            open_after.append(_driver_in_transaction(conn))
+            open_at_return.append(_in_transaction(driver))
 
-    event.listen(store.engine, "after_cursor_execute", after)
+    event.listen(store.engine.pool, "reset", returned)
     try:
         watching = True
         found = policy.subjects("alice", "bob")
@@ -196,16 +197,16 @@ def test_the_hubs_reads_open_no_transaction_and_see_group_changes_at_once(
         again = policy.subjects("alice", "bob")
         policy.version()
     finally:
-        event.remove(store.engine, "after_cursor_execute", after)
+        event.remove(store.engine.pool, "reset", returned)
     assert found["alice"].groups == ("sales",) and again["alice"].groups == ("legal",)
-    assert open_after == [False, False, False]
+    assert open_at_return == [False, False, False]
 
 
-def _driver_in_transaction(conn) -> bool:  # type: ignore[no-untyped-def]
-    """Whether the database connection under `conn` is inside a transaction right now."""
-    driver = conn.connection.driver_connection
-    if conn.dialect.name == "postgresql":
+def _in_transaction(driver) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a DB-API connection (psycopg or sqlite3) is inside a transaction right now."""
+    info = getattr(driver, "info", None)
+    if info is not None and hasattr(info, "transaction_status"):  # psycopg
         from psycopg.pq import TransactionStatus
 
-        return bool(driver.info.transaction_status != TransactionStatus.IDLE)
+        return bool(info.transaction_status != TransactionStatus.IDLE)
     return bool(driver.in_transaction)
