@@ -14,7 +14,8 @@ all threads) per attempt:
 - JSON: decoding the 3 messages, encoding the 8 (the one encoder api/ws.py keeps);
 - validation: `parse_client_message` for the 3 (JSON decode and pydantic);
 - engine: `CallEngine` invite, answer and hangup, relay-only (the two SDP filters included);
-- SDP alone: `filter_sdp` twice and `relay_candidates` twice (the hub's);
+- SDP: `filter_sdp` twice (the engine's, counted in the line above too) and `relay_candidates`
+  twice (the hub's);
 - policy: `PolicyStore.verdict` for two accounts of a SQLite store (the parties' groups read,
   the cached policy), as the invite's worker thread runs it;
 - thread hop: one `asyncio.to_thread` round trip (the invite's), on uvloop;
@@ -239,7 +240,7 @@ def main() -> None:
             "JSON (3 decoded, 8 encoded)": json_codec,
             "validation (parse_client_message x3)": validation,
             "engine (invite, answer, hangup; relay-only)": engine,
-            "  of which SDP (filter x2, relay_candidates x2)": sdp,
+            "SDP (filter x2, also in the engine; the hub's x2)": sdp,
             "policy verdict with its read (SQLite)": policy(Path(tmp)),
             "thread hop (asyncio.to_thread)": thread_hop,
             "message queues (8 messages, 5 wake-ups)": message_queue,
