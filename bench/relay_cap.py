@@ -37,7 +37,7 @@ from callgate.turn import allocation as after_module
 from callgate.types import Address, FiveTuple, Transport
 
 ROOT = Path(__file__).resolve().parent.parent
-BEFORE = "6227ca4"  # before the bandwidth cap used callgate/rate.py's TokenBucket
+BEFORE = "24cb7ad"  # main before the bandwidth cap used callgate/rate.py's TokenBucket
 CLIENT: Address = ("127.0.0.1", 40000)
 SERVER: Address = ("127.0.0.1", 3478)
 PEER: Address = ("127.0.0.1", 50000)
