@@ -95,6 +95,7 @@ def is_number(to: str) -> bool:
 
 # When the policy cannot be read (database down), nobody rings: compliance fails closed.
 POLICY_UNAVAILABLE = Denial(rule="unavailable", reason="the call policy is unavailable")
+MEMBERS_UNAVAILABLE = Denial(rule="unavailable", reason="the ring group's members are unavailable")
 
 
 @dataclass(slots=True)
@@ -315,8 +316,13 @@ class SignalingHub:
     def _group_lookup(
         self, caller: str, group: str, members_of: Callable[[str], Sequence[str]]
     ) -> tuple[tuple[str, ...], Denial | None, Grant | None]:
-        """On a worker thread: the group's members and the policy's decision for the call."""
-        members = tuple(h for h in members_of(group) if h != caller)
+        """On a worker thread: the group's members and the policy's decision for the call;
+        when either cannot be read nobody rings (fail closed) and the record says why."""
+        try:
+            members = tuple(h for h in members_of(group) if h != caller)
+        except Exception:
+            log.exception("members of ring group %s unreadable; refusing %s's call", group, caller)
+            return (), MEMBERS_UNAVAILABLE, None
         if self.policy is None:
             return members, None, None
         at = datetime.fromtimestamp(self.clock.wall(), UTC)
