@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from callgate.clock import Clock
 from callgate.records import call_audit
@@ -67,6 +67,16 @@ class CallPolicy(Protocol):
     def verdict(
         self, caller: str, callee: str, at: datetime
     ) -> tuple[Denial | None, Grant | None]: ...
+
+
+@runtime_checkable
+class GroupPolicy(Protocol):
+    """A policy that judges a ring group's members at once (policy/store.py `verdicts`); any
+    other `CallPolicy` is asked member by member."""
+
+    def verdicts(
+        self, caller: str, callees: Sequence[str], at: datetime
+    ) -> dict[str, tuple[Denial | None, Grant | None]]: ...
 
 
 class NumberCalls(Protocol):
@@ -327,7 +337,10 @@ class SignalingHub:
             return members, None, None
         at = datetime.fromtimestamp(self.clock.wall(), UTC)
         try:
-            verdicts = {h: self.policy.verdict(caller, h, at) for h in members}
+            if isinstance(self.policy, GroupPolicy):
+                verdicts = self.policy.verdicts(caller, members, at)
+            else:
+                verdicts = {h: self.policy.verdict(caller, h, at) for h in members}
         except Exception:
             log.exception("policy decision for %s -> group %s failed; denying", caller, group)
             return (), POLICY_UNAVAILABLE, None
