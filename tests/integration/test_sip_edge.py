@@ -265,6 +265,8 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     trail = client_get(server, f"/api/audit/entries?object=call:{grouped['call_id']}", "admin")
     answered = [e["actor"] for e in trail["items"] if e["action"] == "call.answered"]
     assert answered == ["bob"], trail
+    (trunk,) = client_get(server, "/api/trunks", "admin")["trunks"]
+    assert trunk["ring_groups"] == ["desk"] and trunk["dids"] == 2
     no_did = [c for c in cdrs if c["callee_user"] == "+15559999999"]
     assert [c["reason"] for c in no_did] == ["sip 404"]
     (dialled,) = [

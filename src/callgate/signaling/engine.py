@@ -404,22 +404,20 @@ class CallEngine:
     def _decline(
         self, call: Call, device: Device, request_id: str, reason: str | None
     ) -> list[Effect]:
-        """A ring group's member declines: that member's devices stop ringing, the others ring
-        on; the call ends `rejected` when nobody is left ringing."""
+        """A ring group's member declines: that member's devices stop ringing (each hears
+        `call.ended` `rejected`, as after any decline), the others ring on; the call ends
+        `rejected` when nobody is left ringing."""
+        if len({d.handle for d in call.ringing.values()}) == 1:  # the last member ringing
+            effects = self._end(call, Reason.REJECTED, EndedBy.CALLEE, reason)
+            return records_first([Send(device.device_id, m.ack_message(request_id)), *effects])
         mine = [d for d, ringing in call.ringing.items() if ringing.handle == device.handle]
         for other in mine:
             del call.ringing[other]
             del self._call_by_device[other]
-        ack = Send(device.device_id, m.ack_message(request_id))
-        if not call.ringing:
-            effects = self._end(call, Reason.REJECTED, EndedBy.CALLEE, reason)
-            stopped = m.ended_message(call.call_id, Reason.REJECTED, EndedBy.CALLEE)
-            others = [Send(d, stopped) for d in mine if d != device.device_id]
-            return records_first([ack, *others, *effects])
         stopped = m.ended_message(call.call_id, Reason.REJECTED, EndedBy.CALLEE)
         return [
-            ack,
-            *(Send(d, stopped) for d in mine if d != device.device_id),
+            Send(device.device_id, m.ack_message(request_id)),
+            *(Send(d, stopped) for d in mine),
             Send(call.caller.device_id, m.ringing_message(call.call_id, len(call.ringing))),
         ]
 

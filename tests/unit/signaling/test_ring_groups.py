@@ -84,12 +84,18 @@ def test_a_decline_stops_that_members_devices_and_the_last_ends_the_call() -> No
     rig = group_rig()
     call_id = str(reply(ring(rig), "t1")["call_id"])
     declined = rig.engine.reject("b1", rig.rid(), call_id)
-    assert ("b2", "call.ended") in sent_types(declined)  # bob's other device stops ringing
-    assert not any(t == "call.ended" for d, t in sent_types(declined) if d in ("c1", "t1"))
+    assert sent_types(declined) == [  # bob's devices stop ringing, carol's ring on
+        ("b1", "ack"),
+        ("b1", "call.ended"),
+        ("b2", "call.ended"),
+        ("t1", "call.ringing"),
+    ]
+    assert sends(declined, "t1")[0]["devices"] == 1
     assert rig.engine.call_of("b2") is None and rig.engine.call_of("c1") == call_id
     assert rig.engine.is_live(call_id)
     last = rig.engine.hangup("c1", rig.rid(), call_id)  # a ringing device's hang-up declines
     assert final(last).reason is Reason.REJECTED
+    assert ("c1", "call.ended") in sent_types(last) and ("t1", "call.ended") in sent_types(last)
     assert not rig.engine.is_live(call_id)
 
 
