@@ -212,9 +212,8 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     # and the other way: bob's CLI calls alice, whose registered phone rings and answers
     call_cli_to_phone(server, port, user, password, tmp_path)
     # a call from the phone network: the carrier's trunk INVITEs bob's DID
-    call_trunk_to_cli(server, port, tmp_path)
-    # and to a DID that rings a group (ring all): alice's phone and bob's CLI ring, bob answers
-    call_trunk_to_cli(server, port, tmp_path, group=(user, password))
+    # and a DID that rings a group (ring all): alice's phone and bob's CLI ring, bob answers
+    call_trunk_to_cli(server, port, tmp_path, (user, password))
     # and to it: alice (in "traders", the trunk's dial-out group) dials a number; bob may not
     dial_out(server, port, user, password, device["bob_password"], CARRIERS[tmp_path])
     # recorded calls to alice, whose only device is now her desk phone: from the phone network
@@ -1150,35 +1149,27 @@ def recorded_dial_out(
         carrier_rtp.close()
 
 
-def call_trunk_to_cli(
-    server: WebServer,
-    port: int,
-    tmp_path: Path,
-    group: tuple[str, str] | None = None,
-) -> None:
+def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path, alice: tuple[str, str]) -> None:
     """The carrier (a SIP client on 127.0.0.2, the trunk's address) calls +1 555 123 0000, the
     DID of bob, whose CLI answers; each hears the other, the call is in the admin API's live
     calls; the carrier hangs up. A number that is no DID gets 404.
 
-    With `group` (alice's device credential), the carrier calls +1 555 123 0002, the DID of
-    the ring group "desk" (alice and bob) instead: alice's registered phone rings with bob's
-    CLI, bob's CLI answers, and the phone gets CANCEL saying the call was completed elsewhere
-    (RFC 3326)."""
-    phone = register_phone(port, *group) if group is not None else None
-    number, did_user = (
-        ("+442071234577", "+15551230002") if group else ("+442071234567", "+15551230000")
-    )
+    Then it calls +1 555 123 0002, the DID of the ring group "desk" (alice and bob): alice's
+    registered phone (`alice`: its device credential) rings with bob's CLI, bob's CLI answers
+    and talks, and the phone gets CANCEL saying the call was completed elsewhere (RFC 3326)."""
+    phone = register_phone(port, *alice)
     carrier = SipClient(("127.0.0.1", port), bind="127.0.0.2")
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rtp.bind(("127.0.0.2", 0))
     rtp.setblocking(False)
-    recording = tmp_path / "bob-pstn.wav"
+    recording = tmp_path / "bob-pstn.wav"  # the group's call: bob-pstn-2.wav
     env = clean_env(
         CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
         CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
     )  # fmt: skip
     bob = subprocess.Popen(
-        [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--json"],
+        [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--count", "2",
+         "--json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -1187,64 +1178,67 @@ def call_trunk_to_cli(
             "v=0\r\no=- 3 3 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
             f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 8\r\n"
         ).encode()
-        caller = f"sip:{number}@carrier.example"
         headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
         nobody = f"sip:+1 555 999 9999@127.0.0.1:{port}".replace(" ", "")
-        if phone is None:
-            lost = carrier.exchange(carrier.request("INVITE", caller, headers, to=nobody, body=sdp))
-            statuses = [lost.status]
-            while statuses[-1] < 200:
-                statuses.append(carrier.receive().status)
-            assert statuses[-1] == 404, statuses
-        carrier.call_id += "-2"
-        did = f"sip:{did_user}@127.0.0.1:{port}"
-        carrier.send(carrier.request("INVITE", caller, headers, to=did, body=sdp))
-        statuses = []
-        while not statuses or statuses[-1] < 200:
-            reply = carrier.receive()
-            statuses.append(reply.status)
-        assert statuses[-1] == 200, statuses
-        if phone is not None:
-            phone_completed_elsewhere(phone)
-        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
-        assert media is not None, reply.body
-        ack = carrier.request("ACK", caller, to=did, cseq=carrier.cseq)
-        carrier.send(
-            ack.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
-        )
-        target, heard = ("127.0.0.1", int(media.group(1))), bytearray()
-        # 3 s of tone, and on until more than a second of bob came back (an outcome)
-        deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
-        while n < 150 or (len(heard) <= 8000 and time.monotonic() < deadline):
-            tone = tone_ulaw(440.0, n * 160)
-            rtp.sendto(build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x2222, tone)), target)
-            with contextlib.suppress(BlockingIOError):
-                while True:
-                    heard += parse_rtp(rtp.recv(2048)).payload
-            time.sleep(0.02)
-            n += 1
-        assert len(heard) > 8000, len(heard)
-        assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
-        # a call from the phone network is among the live calls, the caller its number
-        live = client_get(server, "/api/live-calls", "admin")["calls"]
-        assert [(c["caller"], c["callee"]) for c in live] == [(number, "bob")], live
-        assert live[0]["state"] in ("connecting", "connected") and live[0]["answered_at"], live
-        bye = carrier.request("BYE", caller, to=did)
-        bye = bye.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
-        assert carrier.exchange(bye).status == 200
-        events = read_events(bob, "ended")
-        assert events[-1]["reason"] == "hangup", events
-        incoming = next(e for e in events if e["event"] == "incoming")
-        assert number in json.dumps(incoming), incoming
-        assert abs(dominant_frequency(recording) - 440.0) < 5.0
+        caller = "sip:+442071234567@carrier.example"
+        lost = carrier.exchange(carrier.request("INVITE", caller, headers, to=nobody, body=sdp))
+        statuses = [lost.status]
+        while statuses[-1] < 200:
+            statuses.append(carrier.receive().status)
+        assert statuses[-1] == 404, statuses
+        calls = [("+442071234567", "+15551230000", None, recording),
+                 ("+442071234577", "+15551230002", phone, tmp_path / "bob-pstn-2.wav")]  # fmt: skip
+        for number, did_user, rung, recorded in calls:
+            carrier.call_id += "-2"
+            caller = f"sip:{number}@carrier.example"
+            did = f"sip:{did_user}@127.0.0.1:{port}"
+            carrier.send(carrier.request("INVITE", caller, headers, to=did, body=sdp))
+            statuses = []
+            while not statuses or statuses[-1] < 200:
+                reply = carrier.receive()
+                statuses.append(reply.status)
+            assert statuses[-1] == 200, statuses
+            if rung is not None:
+                phone_completed_elsewhere(rung)
+            media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
+            assert media is not None, reply.body
+            ack = carrier.request("ACK", caller, to=did, cseq=carrier.cseq)
+            carrier.send(
+                ack.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
+            )
+            received_rtp(rtp)  # what the last call left
+            target, heard = ("127.0.0.1", int(media.group(1))), bytearray()
+            # 3 s of tone, and on until more than a second of bob came back (an outcome)
+            deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
+            while n < 150 or (len(heard) <= 8000 and time.monotonic() < deadline):
+                tone = tone_ulaw(440.0, n * 160)
+                rtp.sendto(build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x2222, tone)), target)
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        heard += parse_rtp(rtp.recv(2048)).payload
+                time.sleep(0.02)
+                n += 1
+            assert len(heard) > 8000, len(heard)
+            assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
+            # a call from the phone network is among the live calls, the caller its number
+            live = client_get(server, "/api/live-calls", "admin")["calls"]
+            assert [(c["caller"], c["callee"]) for c in live] == [(number, "bob")], live
+            assert live[0]["state"] in ("connecting", "connected") and live[0]["answered_at"]
+            bye = carrier.request("BYE", caller, to=did)
+            bye = bye.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
+            assert carrier.exchange(bye).status == 200
+            events = read_events(bob, "ended")
+            assert events[-1]["reason"] == "hangup", events
+            incoming = next(e for e in events if e["event"] == "incoming")
+            assert number in json.dumps(incoming), incoming
+            assert abs(dominant_frequency(recorded) - 440.0) < 5.0
     finally:
         if bob.poll() is None:
             bob.kill()
         bob.communicate()
         carrier.close()
         rtp.close()
-        if phone is not None:
-            phone.close()
+        phone.close()
 
 
 def phone_completed_elsewhere(phone: SipClient) -> None:
