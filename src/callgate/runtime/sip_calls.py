@@ -39,7 +39,6 @@ from callgate.runtime.sip_media import check_call_media, check_media, take_offer
 from callgate.signaling import messages as m
 from callgate.signaling.anchoring import PHONE_AGENT
 from callgate.signaling.hub import Device, SignalingHub
-from callgate.signaling.ring_groups import PREFIX as GROUP_PREFIX
 from callgate.signaling.ring_groups import group_callee
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
@@ -141,6 +140,8 @@ class SipCalls:
         if parties is None:
             return  # refused, with the reason
         handle, display, agent, callee = parties
+        # a DID that rings a group (only a trunk's: `_parties` never makes one from a phone)
+        group = call.trunk.route_group(dialled) if call.trunk is not None else None
         assert self._edge is not None
         edge = self._edge
         taken = take_offer(edge, call)  # else 488 (sip_media.py)
@@ -180,9 +181,8 @@ class SipCalls:
                 handle, display, True, address=call.peer.address[0], user_agent=agent
             )
             await self._hub.apply(effects)
-            if callee.startswith(GROUP_PREFIX):  # a DID ringing a group (ring_groups.py)
+            if group is not None:  # every member rings (signaling/ring_groups.py)
                 call.recorded = True  # the hub writes this attempt's CDR from here on
-                group = callee.removeprefix(GROUP_PREFIX)
                 await self._hub.invite_group(device, self._id(), group, web_offer, self._members_of)
             else:
                 try:
