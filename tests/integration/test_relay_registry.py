@@ -14,6 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from callgate.runtime.cluster_seal import ClusterSeal
+from callgate.runtime.node_envelope import NodeEnvelope
 from callgate.runtime.redis_bus import RedisBus
 from callgate.runtime.relay_registry import (
     PAIRS_CHANNEL,
@@ -194,13 +195,33 @@ async def test_only_sealed_registrations_are_offered_to_clients(
         await redis.aclose()
 
 
+class Peer:
+    """A node's hub, as far as the bus sees it: what other nodes sent it."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+
+    def snapshot(self) -> dict[str, Any]:
+        return {}
+
+    def local_devices(self) -> list[RemoteDevice]:
+        return []
+
+    async def on_message(self, message: dict[str, Any]) -> None:
+        self.received.append(message)
+
+
 async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisServer) -> None:
     """A device whose node's snapshot is unsigned, forged or moved from another node's key is
     not rung (devices_of leaves it out), although the snapshot key exists; nor is a directory
     entry not sealed for that user and device; the genuine node's device is rung until its
-    node's snapshot expires (the node died: its device stays in the directory)."""
+    node's snapshot expires (the node died: its device stays in the directory). Messages
+    between nodes reach the hub only when sealed with the node key for it, once: forged,
+    unsigned and replayed ones are ignored and counted (runtime/node_envelope.py)."""
     redis = connect(redis_server.url)
     bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1)
+    peer = Peer()
+    bus.attach(peer)
     # beats once, at start: its snapshot then stays until it is deleted below (its expiry)
     genuine = RedisBus(redis_server.url, "good", SEAL, interval=3600, ttl=3600)
     snapshots = {
@@ -235,6 +256,7 @@ async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisSer
             return bus.available
 
         await eventually(available, "the bus subscribed")
+        await _only_sealed_messages_reach_the_hub(redis, genuine, bus, peer)
         assert len(await redis.hgetall("callgate:dev:bob")) == 4 + len(forged_entries)
         assert [d.device_id for d in await bus.devices_of("bob")] == ["phone-good"]
 
@@ -249,3 +271,28 @@ async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisSer
         await bus.stop()
         await genuine.stop()
         await redis.aclose()
+
+
+async def _only_sealed_messages_reach_the_hub(
+    redis: Redis, genuine: RedisBus, bus: RedisBus, peer: Peer
+) -> None:
+    """An administrator's end-call forged, unsigned, replayed or meant for another node is not
+    acted on; the genuine one is, once."""
+    end = {"op": "end", "call": "c1", "admin": "root"}
+    channel = "callgate:node:n1"
+    forger = NodeEnvelope(FORGER, "good")
+    replayed = NodeEnvelope(SEAL, "good")
+    once = replayed.wrap("n1", {**end, "admin": "replayed"})
+    for raw in [forger.wrap("n1", end), json.dumps(end), once,
+                replayed.wrap("n2", end)]:  # fmt: skip
+        await redis.publish(channel, raw)
+    await redis.publish(channel, once)
+    genuine.post("n1", {**end, "admin": "genuine"})
+
+    async def heard() -> bool:
+        return any(m.get("admin") == "genuine" for m in peer.received)
+
+    await eventually(heard, "the genuine message")
+    assert [m["admin"] for m in peer.received] == ["replayed", "genuine"]
+    refused = {reason: n for (kind, reason), n in bus.seal.refusals.items() if kind == "msg"}
+    assert refused == {"forged": 2, "unsigned": 1, "replayed": 1}

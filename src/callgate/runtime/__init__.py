@@ -40,7 +40,12 @@ from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
 from callgate.identity.service import start_identity
 from callgate.keys import load_or_create_secret
-from callgate.metrics import MetricsServer, build_registry, serve_metrics
+from callgate.metrics import (
+    ClusterRefusalCollector,
+    MetricsServer,
+    build_registry,
+    serve_metrics,
+)
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
@@ -197,6 +202,7 @@ def metrics_endpoint(
     monitoring: Monitoring | None = None,
     archive: ArchiveStatus | None = None,
     sip: SipEdge | None = None,
+    cluster: Callable[[], dict[tuple[str, str], int]] | None = None,
 ) -> Generator[MetricsServer | None]:
     if settings.metrics is None:
         yield None
@@ -208,6 +214,8 @@ def metrics_endpoint(
         registry.register(monitoring.collector())
     if sip is not None:
         registry.register(SipCollector(sip))
+    if cluster is not None:  # what this node ignored from Redis (runtime/cluster_seal.py)
+        registry.register(ClusterRefusalCollector(cluster))
     endpoint = serve_metrics(settings.metrics, registry)
     try:
         yield endpoint
@@ -626,8 +634,9 @@ async def run_serve(settings: Settings) -> None:
                 web.append(await _start_http(settings, https_redirect(*https)))
                 where = f"https https://{format_address(https)} ({where} redirects to it)"
             with metrics_endpoint(
-                settings, server.live_counters, recordings, monitoring, archive_job, sip
-            ) as metrics:
+                settings, server.live_counters, recordings, monitoring, archive_job, sip,
+                cluster=(lambda: dict(seal.refusals)) if seal is not None else None,
+            ) as metrics:  # fmt: skip
                 extra = (
                     f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
                 ) + describe_sip(sip)

@@ -119,6 +119,7 @@ class ClusterSeal:
         self._wall = wall
         self._warned: dict[tuple[str, str], Window] = {}  # (kind, why) -> its warnings
         self.refused = 0  # entries ignored since start (for tests and health)
+        self.refusals: dict[tuple[str, str], int] = {}  # (kind, why) -> how many (/metrics)
 
     def seal(self, kind: str, subject: str, data: Any) -> str:
         body = json.dumps({"at": round(self._wall(), 3), "data": data}, separators=(",", ":"))
@@ -131,16 +132,16 @@ class ClusterSeal:
         version, _, rest = text.partition(".")
         mac, _, body = rest.partition(".")
         if version != VERSION or not mac or not body:
-            return self._refuse(kind, subject, "unsigned")
+            return self.refuse(kind, subject, "unsigned")
         if not hmac.compare_digest(mac.encode(), self._mac(kind, subject, body).encode()):
-            return self._refuse(kind, subject, "forged")
+            return self.refuse(kind, subject, "forged")
         try:
             entry = json.loads(body)
             age = self._wall() - float(entry["at"])
         except (ValueError, TypeError, KeyError):
-            return self._refuse(kind, subject, "malformed")
+            return self.refuse(kind, subject, "malformed")
         if not -SKEW <= age <= max_age:
-            return self._refuse(kind, subject, "stale")
+            return self.refuse(kind, subject, "stale")
         return entry.get("data")
 
     def _mac(self, kind: str, subject: str, body: str) -> str:
@@ -148,8 +149,11 @@ class ClusterSeal:
         message = f"{len(kind)}:{kind}|{len(subject)}:{subject}|{body}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
-    def _refuse(self, kind: str, subject: str, why: str) -> None:
+    def refuse(self, kind: str, subject: str, why: str) -> None:
+        """Count an entry ignored for `why`, and warn about it (once a minute per kind and
+        reason; never its content)."""
         self.refused += 1
+        self.refusals[kind, why] = self.refusals.get((kind, why), 0) + 1
         warned = self._warned.setdefault((kind, why), Window(LOG_EVERY))
         if warned.hit(time.monotonic()) == 1:
             log.warning(
