@@ -144,14 +144,14 @@ def cluster(
         store.close()
     shared = {
         "CALLGATE_REDIS_URL": redis_server.url,
-        "CALLGATE_CLUSTER_KEY_FILE": str(redis_server.cluster_key),
         "CALLGATE_DATABASE_URL": database_url,
         "CALLGATE_TURN__AUTH_SECRET": SECRET,
     }
-    eu, us = (
-        Relay(name, name, free_port(), relay_port_range(200), tmp_path / f"{name}.log", shared)
+    eu, us = (  # each relay holds its own key, not the nodes'
+        Relay(name, name, free_port(), relay_port_range(200), tmp_path / f"{name}.log",
+              {**shared, "CALLGATE_RELAY_KEY_FILE": str(redis_server.relay_key(name))})
         for name in ("eu", "us")
-    )
+    )  # fmt: skip
     n1, n2 = (
         new_serve(
             tmp_path / name,
@@ -317,7 +317,7 @@ async def test_two_relays_chosen_drained_and_accounted(
     done = await asyncio.to_thread(
         callgate, "turn", "--drain", "--node-id", "us", "--redis-url",
         str(us.env["CALLGATE_REDIS_URL"]), timeout=60,
-        CALLGATE_CLUSTER_KEY_FILE=us.env["CALLGATE_CLUSTER_KEY_FILE"],
+        CALLGATE_CLUSTER_KEY_FILE=node.env["CALLGATE_CLUSTER_KEY_FILE"],
     )  # fmt: skip
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert "drained and gone" in done.stdout, done.stdout
@@ -325,7 +325,7 @@ async def test_two_relays_chosen_drained_and_accounted(
     unknown = await asyncio.to_thread(
         callgate, "turn", "--drain", "--node-id", "us", "--redis-url",
         str(us.env["CALLGATE_REDIS_URL"]),
-        CALLGATE_CLUSTER_KEY_FILE=us.env["CALLGATE_CLUSTER_KEY_FILE"],
+        CALLGATE_CLUSTER_KEY_FILE=node.env["CALLGATE_CLUSTER_KEY_FILE"],
     )  # fmt: skip
     assert unknown.returncode == 1 and "no live relay 'us'" in unknown.stderr, unknown.stderr
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from callgate.runtime.cluster_keys import ClusterKeys, parse_relay_key
 from callgate.runtime.cluster_seal import ClusterSeal
 from callgate.runtime.node_envelope import NodeEnvelope
 from callgate.runtime.redis_bus import RedisBus
@@ -42,6 +43,8 @@ INFO = RelayInfo(
 KEY = b"integration-cluster-key-0123456789abcdef"
 SEAL = ClusterSeal(KEY)
 FORGER = ClusterSeal(b"someone-else-s-key-0123456789abcdef-xyz")
+# relay eu1 holds only the key a node issued it (runtime/cluster_keys.py)
+EU1 = ClusterSeal(ClusterKeys.for_relay(*parse_relay_key(SEAL.keys.relay_key_line("eu1"))))
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 10) -> None:
@@ -72,7 +75,7 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
     redis = connect(redis_server.url)
     drained: list[bool] = []
     presence = RelayPresence(redis_server.url, INFO, lambda: 3, lambda: drained.append(True),
-                             SEAL, interval=0.1, ttl=3)  # fmt: skip
+                             EU1, interval=0.1, ttl=3)  # fmt: skip
     try:
         # a node's snapshot (one call it holds, one it takes part in), a forged one, garbage
         snapshot = {"calls": [{"caller": "alice", "callee": "bob"}], "pairs": [["carol", "dave"]]}
@@ -140,7 +143,7 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
         # the relay restarted under the same id: the request it obeyed, replayed, drains nothing
         await presence.stop()
         presence = RelayPresence(redis_server.url, INFO, lambda: 0, lambda: drained.append(True),
-                                 SEAL, interval=0.1, ttl=3)  # fmt: skip
+                                 EU1, interval=0.1, ttl=3)  # fmt: skip
         await redis.set(drain_key("eu1"), replayed)
         await presence.start()
         for _ in range(2):
@@ -163,7 +166,7 @@ async def test_only_sealed_registrations_are_offered_to_clients(
     """What a node hands its clients (RedisBus.relays(), read at each beat): the genuine relay,
     not one registered under another key, unsigned, stale, or moved to another id's key."""
     redis = connect(redis_server.url)
-    genuine = RelayPresence(redis_server.url, INFO, lambda: 0, lambda: None, SEAL)
+    genuine = RelayPresence(redis_server.url, INFO, lambda: 0, lambda: None, EU1)
     bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1)
     try:
         await genuine.start()
@@ -276,14 +279,17 @@ async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisSer
 async def _only_sealed_messages_reach_the_hub(
     redis: Redis, genuine: RedisBus, bus: RedisBus, peer: Peer
 ) -> None:
-    """An administrator's end-call forged, unsigned, replayed or meant for another node is not
-    acted on; the genuine one is, once."""
+    """An administrator's end-call forged, signed with a relay's key, unsigned, replayed or
+    meant for another node is not acted on; the genuine one is, once."""
     end = {"op": "end", "call": "c1", "admin": "root"}
     channel = "callgate:node:n1"
     forger = NodeEnvelope(FORGER, "good")
+    relay_key = SEAL.keys.relay_key("eu1")
+    assert relay_key is not None
+    relay = NodeEnvelope(ClusterSeal(ClusterKeys.for_node(relay_key)), "good")
     replayed = NodeEnvelope(SEAL, "good")
     once = replayed.wrap("n1", {**end, "admin": "replayed"})
-    for raw in [forger.wrap("n1", end), json.dumps(end), once,
+    for raw in [forger.wrap("n1", end), relay.wrap("n1", end), json.dumps(end), once,
                 replayed.wrap("n2", end)]:  # fmt: skip
         await redis.publish(channel, raw)
     await redis.publish(channel, once)
@@ -295,4 +301,4 @@ async def _only_sealed_messages_reach_the_hub(
     await eventually(heard, "the genuine message")
     assert [m["admin"] for m in peer.received] == ["replayed", "genuine"]
     refused = {reason: n for (kind, reason), n in bus.seal.refusals.items() if kind == "msg"}
-    assert refused == {"forged": 2, "unsigned": 1, "replayed": 1}
+    assert refused == {"forged": 3, "unsigned": 1, "replayed": 1}

@@ -488,9 +488,9 @@ async def run_serve(settings: Settings) -> None:
         raise ConfigError("--redis-url needs --node-id (each node of a cluster has its own)")
     seal = None
     if settings.redis_url is not None:
-        from callgate.runtime.cluster_seal import cluster_seal
+        from callgate.runtime.cluster_seal import node_seal
 
-        seal = cluster_seal(settings)
+        seal = node_seal(settings)
     await asyncio.to_thread(private_data_dir, settings.data_dir)
     settings = await _local_tls(settings)
     store = await asyncio.to_thread(open_store, settings.database())

@@ -18,112 +18,123 @@ per kind and reason (never their content, never the key).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import hmac
 import json
 import logging
-import os
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from pydantic import SecretStr
+
 from callgate.config import Settings
 from callgate.errors import ConfigError
+from callgate.keys import write_private_file
 from callgate.rate import Window
+from callgate.runtime.cluster_keys import (
+    MIN_KEY_CHARS,
+    ClusterKeys,
+    load_cluster_key,
+    parse_relay_key,
+)
 
 log = logging.getLogger(__name__)
 
 VERSION = "cg1"
-MIN_KEY_CHARS = 32
-MAX_KEY_BYTES = 4096  # a larger key file is refused (not read whole)
 SKEW = 10.0  # seconds an entry may seem to come from the future (clocks apart)
 LOG_EVERY = 60.0  # seconds between two warnings about the same kind of refused entry
+# who signs each kind (runtime/cluster_keys.py): the node key (HMAC), the node signing key
+# (Ed25519: relays check it too), or the relay the entry is about (its own relay key, HMAC). A
+# drain request comes from a node, or from the relay itself (`callgate turn --drain` on its own
+# machine, e.g. `systemctl stop`): a relay can drain no other.
+NODE_MAC, NODE_SIGNATURE, RELAY_MAC = "node-mac", "node-signature", "relay-mac"
+SIGNERS = {
+    "msg": (NODE_MAC,),
+    "dev": (NODE_MAC,),
+    "snap": (NODE_SIGNATURE,),
+    "pair": (NODE_SIGNATURE,),
+    "drain": (NODE_SIGNATURE, RELAY_MAC),
+    "relay": (RELAY_MAC,),
+}
+_HMAC_HEX = 64  # an HMAC-SHA256 in hex; an Ed25519 signature is twice as long
 
 
-def cluster_seal(settings: Settings) -> ClusterSeal:
-    """The seal of a node or relay in a cluster (`redis_url` set): `cluster_key_file` is
-    required."""
-    if settings.cluster_key_file is None:
+def node_seal(settings: Settings) -> ClusterSeal:
+    """The seal of a signaling node (or of `callgate turn --drain`): the node key is required."""
+    return ClusterSeal(ClusterKeys.for_node(_node_key(settings)))
+
+
+def relay_seal(settings: Settings) -> ClusterSeal:
+    """The seal of a registered relay: its own relay key, for its own id."""
+    text = _secret(settings.relay_key_file, settings.relay_key, "relay_key")
+    if text is None:
         raise ConfigError(
-            "--redis-url needs cluster_key_file (CALLGATE_CLUSTER_KEY_FILE): a file of at least "
-            f"{MIN_KEY_CHARS} random characters, mode 0600, the same on every node and relay "
-            '(docs/scaling.md, "Trust")'
+            "a registered relay needs relay_key_file (CALLGATE_RELAY_KEY_FILE) or "
+            "CALLGATE_RELAY_KEY: its own key, written on a node by `callgate turn --node-id ID "
+            '--issue-relay-key PATH` (docs/scaling.md, "Trust")'
         )
-    return ClusterSeal(load_cluster_key(settings.cluster_key_file))
+    relay_id, key, public = parse_relay_key(text.decode("ascii", "replace"))
+    if relay_id != settings.node_id:
+        raise ConfigError(
+            f"the relay key is for relay {relay_id!r}, not for {settings.node_id!r} (--node-id)"
+        )
+    return ClusterSeal(ClusterKeys.for_relay(relay_id, key, public))
 
 
-def load_cluster_key(path: Path) -> bytes:
-    """The cluster key from `path`: a regular file, not a symbolic link, owned by the running
-    user or root, mode 0600 or stricter, at least MIN_KEY_CHARS characters (surrounding
-    whitespace ignored). The checks and the read use one descriptor, so the file cannot be
-    swapped between them. ConfigError otherwise; the message never holds the key."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+def issue_relay_key(settings: Settings, relay_id: str, path: Path) -> None:
+    """Write relay `relay_id`'s key file (mode 0600, a new file) from this node's key."""
+    line = ClusterKeys.for_node(_node_key(settings)).relay_key_line(relay_id)
     try:
-        fd = os.open(path, flags)
+        write_private_file(path, line.encode("ascii"))
+    except FileExistsError:
+        raise ConfigError(f"{path} exists: not overwritten") from None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ConfigError(f"cluster_key_file {path}: a symbolic link, refused") from None
-        raise ConfigError(f"cluster_key_file {path}: {exc.strerror}") from None
-    try:
-        _check_key_file(path, os.fstat(fd))
-        raw = _read_bounded(path, fd)
-    finally:
-        os.close(fd)
-    if len(raw) > MAX_KEY_BYTES:
-        raise ConfigError(f"cluster_key_file {path}: larger than {MAX_KEY_BYTES} bytes")
-    key = raw.strip()
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+
+
+def _node_key(settings: Settings) -> bytes:
+    key = _secret(settings.cluster_key_file, settings.cluster_key, "cluster_key")
+    if key is None:
+        raise ConfigError(
+            "--redis-url needs cluster_key_file (CALLGATE_CLUSTER_KEY_FILE) or "
+            f"CALLGATE_CLUSTER_KEY: the node key, at least {MIN_KEY_CHARS} random characters, "
+            'the same on every node, mode 0600 (docs/scaling.md, "Trust")'
+        )
     if len(key) < MIN_KEY_CHARS:
-        raise ConfigError(f"cluster_key_file {path}: at least {MIN_KEY_CHARS} characters")
+        raise ConfigError(f"CALLGATE_CLUSTER_KEY: at least {MIN_KEY_CHARS} characters")
     return key
 
 
-def _check_key_file(path: Path, info: os.stat_result) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"cluster_key_file {path}: not a regular file")
-    if info.st_uid not in (os.geteuid(), 0):
-        raise ConfigError(
-            f"cluster_key_file {path}: owned by uid {info.st_uid}, must be this user's "
-            f"(uid {os.geteuid()}) or root's"
-        )
-    if info.st_mode & 0o077:
-        mode = info.st_mode & 0o777
-        raise ConfigError(f"cluster_key_file {path}: mode {mode:o}, must be 0600 or stricter")
-
-
-def _read_bounded(path: Path, fd: int) -> bytes:
-    """At most MAX_KEY_BYTES + 1 bytes from `fd` (one more tells a file too large)."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while size <= MAX_KEY_BYTES:
-            chunk = os.read(fd, MAX_KEY_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise ConfigError(f"cluster_key_file {path}: {exc.strerror}") from None
-    return b"".join(chunks)
+def _secret(path: Path | None, value: SecretStr | None, name: str) -> bytes | None:
+    """A key from its file (checked private) or from the environment; not both."""
+    if path is not None and value is not None:
+        raise ConfigError(f"{name}_file and CALLGATE_{name.upper()} are both set: keep one")
+    if path is not None:
+        return load_cluster_key(path, setting=f"{name}_file")
+    if value is not None:
+        return value.get_secret_value().strip().encode()
+    return None
 
 
 class ClusterSeal:
-    """Seal entries for Redis and open them again (None for anything not to be trusted)."""
+    """Seal entries for Redis and open them again (None for anything not to be trusted), each
+    kind with the key SIGNERS names for it."""
 
-    def __init__(self, key: bytes, *, wall: Callable[[], float] = time.time) -> None:
-        if len(key) < MIN_KEY_CHARS:
-            raise ValueError(f"the cluster key needs at least {MIN_KEY_CHARS} characters")
-        self._key = key
+    def __init__(self, keys: bytes | ClusterKeys, *, wall: Callable[[], float] = time.time) -> None:
+        self.keys = keys if isinstance(keys, ClusterKeys) else ClusterKeys.for_node(keys)
         self._wall = wall
         self._warned: dict[tuple[str, str], Window] = {}  # (kind, why) -> its warnings
         self.refused = 0  # entries ignored since start (for tests and health)
         self.refusals: dict[tuple[str, str], int] = {}  # (kind, why) -> how many (/metrics)
 
     def seal(self, kind: str, subject: str, data: Any) -> str:
+        """The sealed entry; PermissionError if this process holds no key for `kind` (a
+        relay sealing a node's kind, or another relay's registration)."""
         body = json.dumps({"at": round(self._wall(), 3), "data": data}, separators=(",", ":"))
-        return f"{VERSION}.{self._mac(kind, subject, body)}.{body}"
+        return f"{VERSION}.{self._sign(kind, subject, body)}.{body}"
 
     def open(self, kind: str, subject: str, raw: bytes | str, max_age: float) -> Any:
         """The data of a sealed entry of this kind and subject, written at most `max_age`
@@ -133,7 +144,7 @@ class ClusterSeal:
         mac, _, body = rest.partition(".")
         if version != VERSION or not mac or not body:
             return self.refuse(kind, subject, "unsigned")
-        if not hmac.compare_digest(mac.encode(), self._mac(kind, subject, body).encode()):
+        if not self._verify(kind, subject, body, mac):
             return self.refuse(kind, subject, "forged")
         try:
             entry = json.loads(body)
@@ -144,10 +155,39 @@ class ClusterSeal:
             return self.refuse(kind, subject, "stale")
         return entry.get("data")
 
-    def _mac(self, kind: str, subject: str, body: str) -> str:
-        # lengths first: no kind/subject/body split can be read as another
-        message = f"{len(kind)}:{kind}|{len(subject)}:{subject}|{body}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+    def _sign(self, kind: str, subject: str, body: str) -> str:
+        message = _signed(kind, subject, body)
+        for signer in SIGNERS[kind]:
+            if signer == NODE_SIGNATURE and self.keys.private is not None:
+                return self.keys.private.sign(message).hex()
+            key = self._mac_key(signer, subject)
+            if key is not None:
+                return hmac.new(key, message, hashlib.sha256).hexdigest()
+        raise PermissionError(f"this process holds no key to sign a {kind} entry")
+
+    def _verify(self, kind: str, subject: str, body: str, mac: str) -> bool:
+        """Whether `mac` is the right key's over this entry (constant time for the MACs)."""
+        message = _signed(kind, subject, body)
+        for signer in SIGNERS[kind]:
+            if signer == NODE_SIGNATURE and len(mac) != _HMAC_HEX:
+                return self._signature_holds(mac, message)
+            key = self._mac_key(signer, subject)
+            if key is not None and len(mac) == _HMAC_HEX:
+                expected = hmac.new(key, message, hashlib.sha256).hexdigest()
+                return hmac.compare_digest(mac.encode(), expected.encode())
+        return False  # e.g. a relay reading a node's own kind: never believed
+
+    def _mac_key(self, signer: str, subject: str) -> bytes | None:
+        if signer == NODE_MAC:
+            return self.keys.node
+        return self.keys.relay_key(subject) if signer == RELAY_MAC else None
+
+    def _signature_holds(self, signature: str, message: bytes) -> bool:
+        try:
+            self.keys.public.verify(bytes.fromhex(signature), message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
 
     def refuse(self, kind: str, subject: str, why: str) -> None:
         """Count an entry ignored for `why`, and warn about it (once a minute per kind and
@@ -157,8 +197,14 @@ class ClusterSeal:
         warned = self._warned.setdefault((kind, why), Window(LOG_EVERY))
         if warned.hit(time.monotonic()) == 1:
             log.warning(
-                "ignored the %s entry %r in Redis: %s (not signed with this cluster's key, or "
+                "ignored the %s entry %r in Redis: %s (not signed with the key for it, or "
                 "too old); more like it are ignored silently for %g s",
                 kind, subject[:64], why, LOG_EVERY,
             )  # fmt: skip
         return None
+
+
+def _signed(kind: str, subject: str, body: str) -> bytes:
+    """What a MAC or signature covers: lengths first, so no kind/subject/body split can be
+    read as another."""
+    return f"{len(kind)}:{kind}|{len(subject)}:{subject}|{body}".encode()

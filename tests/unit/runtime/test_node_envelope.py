@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from callgate.metrics import ClusterRefusalCollector
+from callgate.runtime.cluster_keys import ClusterKeys, parse_relay_key
 from callgate.runtime.cluster_seal import SKEW, ClusterSeal
 from callgate.runtime.node_envelope import MAX_AGE, WINDOW, NodeEnvelope, ReplayWindow
 
@@ -65,6 +66,20 @@ def test_forged_tampered_unsigned_and_malformed_messages_are_refused() -> None:
         ("msg", "unsigned"): 3,
         ("msg", "malformed"): len(bad_fields),
     }
+
+
+def test_a_relay_cannot_speak_as_a_node() -> None:
+    """A relay holds its own key only: it cannot seal a node message, and one sealed with its
+    key in the node key's place is refused as forged."""
+    _, b = nodes()
+    eu1 = ClusterKeys.for_relay(*parse_relay_key(b.seal.keys.relay_key_line("eu1")))
+    with pytest.raises(PermissionError):
+        NodeEnvelope(ClusterSeal(eu1), "eu1").wrap("b", END)
+    relay_key = b.seal.keys.relay_key("eu1")
+    assert relay_key is not None
+    posing = NodeEnvelope(ClusterSeal(ClusterKeys.for_node(relay_key)), "a")
+    assert b.unwrap(posing.wrap("b", END)) is None
+    assert b.seal.refusals == {("msg", "forged"): 1}
 
 
 def test_stale_and_future_messages_are_refused() -> None:
