@@ -642,6 +642,10 @@ class Settings(BaseSettings):
     # and derives each relay's key (runtime/cluster_keys.py).
     cluster_key_file: Path | None = None
     cluster_key: SecretStr | None = None
+    # While the node key changes: the other node key, accepted but never used to sign
+    # (docs/scaling.md, "Changing the node key").
+    cluster_key_accepted_file: Path | None = None
+    cluster_key_accepted: SecretStr | None = None
     # With redis_url, on a registered relay: its own relay key (a file, mode 0600, written by
     # `callgate turn --node-id ID --issue-relay-key PATH` on a node; or CALLGATE_RELAY_KEY).
     relay_key_file: Path | None = None

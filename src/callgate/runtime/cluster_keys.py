@@ -14,11 +14,14 @@ Nodes and relays trust each other differently, so they hold different keys:
 - a **relay key** (`relay_key_file`, or CALLGATE_RELAY_KEY) on a relay's machine, one line
   written by `callgate turn --node-id ID --issue-relay-key PATH` on a node:
 
-      cgr1:<relay id>:<base64url relay key>:<base64url node public key>
+      cgr1:<relay id>:<base64url relay key>:<base64url node public key>[,<another>]
 
   It lets that relay register and beat as itself, and read the nodes' signed entries; not
   register as another relay, not speak as a node (no message, no snapshot, no pair, no drain
   request, no directory entry signed with it is believed).
+
+While the node key changes, a node also accepts one other node key (`cluster_key_accepted_file`),
+and the relay keys it issues name both public keys (docs/scaling.md, "Changing the node key").
 """
 
 from __future__ import annotations
@@ -41,61 +44,88 @@ from callgate.errors import ConfigError
 MIN_KEY_CHARS = 32
 MAX_KEY_BYTES = 4096  # a larger key file is refused (not read whole)
 RELAY_KEY_VERSION = "cgr1"
+MAX_ACCEPTED = 1  # node keys accepted beside the one that signs (a key change: docs/scaling.md)
 _SIGNING = b"callgate node signing key v1"
 _RELAY = b"callgate relay key v1|"
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterKeys:
-    """The keys one process holds: a node's (`node` set) or one relay's (`relay_id` set)."""
+    """The keys one process holds: a node's (`nodes` set) or one relay's (`relay_id` set). The
+    first node key and public key sign; the others (a key change under way) are only accepted."""
 
-    public: Ed25519PublicKey  # checks what nodes sign for relays and nodes alike
-    node: bytes | None = None
+    publics: tuple[Ed25519PublicKey, ...]  # check what nodes sign, for relays and nodes alike
+    nodes: tuple[bytes, ...] = ()
     private: Ed25519PrivateKey | None = None
     relay_id: str | None = None
     relay: bytes | None = None
 
     @classmethod
-    def for_node(cls, node_key: bytes) -> ClusterKeys:
-        if len(node_key) < MIN_KEY_CHARS:
-            raise ValueError(f"the node key needs at least {MIN_KEY_CHARS} characters")
-        seed = hmac.new(node_key, _SIGNING, hashlib.sha256).digest()
-        private = Ed25519PrivateKey.from_private_bytes(seed)
-        return cls(public=private.public_key(), node=node_key, private=private)
+    def for_node(cls, node_key: bytes, *accepted: bytes) -> ClusterKeys:
+        if any(len(key) < MIN_KEY_CHARS for key in (node_key, *accepted)):
+            raise ValueError(f"a node key needs at least {MIN_KEY_CHARS} characters")
+        privates = [_signing_key(key) for key in (node_key, *accepted)]
+        publics = tuple(private.public_key() for private in privates)
+        return cls(publics=publics, nodes=(node_key, *accepted), private=privates[0])
 
     @classmethod
-    def for_relay(cls, relay_id: str, relay_key: bytes, public: Ed25519PublicKey) -> ClusterKeys:
-        return cls(public=public, relay_id=relay_id, relay=relay_key)
+    def for_relay(
+        cls, relay_id: str, relay_key: bytes, publics: tuple[Ed25519PublicKey, ...]
+    ) -> ClusterKeys:
+        return cls(publics=publics, relay_id=relay_id, relay=relay_key)
+
+    @property
+    def node(self) -> bytes | None:
+        """The node key this process signs with (None on a relay)."""
+        return self.nodes[0] if self.nodes else None
 
     def relay_key(self, relay_id: str) -> bytes | None:
         """The key relay `relay_id` signs its registration with, if this process may know it."""
-        if self.node is not None:
-            return hmac.new(self.node, _RELAY + relay_id.encode(), hashlib.sha256).digest()
-        return self.relay if relay_id == self.relay_id else None
+        keys = self.relay_keys(relay_id)
+        return keys[0] if keys else None
+
+    def relay_keys(self, relay_id: str) -> list[bytes]:
+        """The keys a registration of relay `relay_id` is accepted under: one per node key
+        (nodes), or the relay's own."""
+        if self.nodes:
+            return [
+                hmac.new(n, _RELAY + relay_id.encode(), hashlib.sha256).digest() for n in self.nodes
+            ]
+        return [self.relay] if self.relay is not None and relay_id == self.relay_id else []
 
     def relay_key_line(self, relay_id: str) -> str:
-        """The relay key file of relay `relay_id` (a node's keys only)."""
+        """The relay key file of relay `relay_id` (a node's keys only): the relay key derived
+        from the signing node key, and every public key the nodes accept now."""
         key = self.relay_key(relay_id)
         if self.node is None or key is None:
             raise ValueError("only a node issues relay keys")
-        public = self.public.public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return f"{RELAY_KEY_VERSION}:{relay_id}:{_b64(key)}:{_b64(public)}\n"
+        raw = [public.public_bytes(Encoding.Raw, PublicFormat.Raw) for public in self.publics]
+        publics = ",".join(_b64(public) for public in raw)
+        return f"{RELAY_KEY_VERSION}:{relay_id}:{_b64(key)}:{publics}\n"
 
 
-def parse_relay_key(text: str) -> tuple[str, bytes, Ed25519PublicKey]:
-    """(relay id, relay key, node public key) of a relay key line; ConfigError (never holding
+def parse_relay_key(text: str) -> tuple[str, bytes, tuple[Ed25519PublicKey, ...]]:
+    """(relay id, relay key, node public keys) of a relay key line; ConfigError (never holding
     the key) if malformed."""
     parts = text.strip().split(":")
     if len(parts) != 4 or parts[0] != RELAY_KEY_VERSION or not parts[1]:
         raise ConfigError(f"the relay key is not a {RELAY_KEY_VERSION}:ID:KEY:PUBLIC line")
     try:
-        key, public = _unb64(parts[2]), _unb64(parts[3])
-        node_public = Ed25519PublicKey.from_public_bytes(public)
+        key = _unb64(parts[2])
+        publics = [Ed25519PublicKey.from_public_bytes(_unb64(p)) for p in parts[3].split(",")]
     except (ValueError, binascii.Error):
         raise ConfigError("the relay key's key or public key is malformed") from None
     if len(key) != hashlib.sha256().digest_size:
         raise ConfigError("the relay key's key is not 32 bytes")
-    return parts[1], key, node_public
+    if not 1 <= len(publics) <= MAX_ACCEPTED + 1:
+        raise ConfigError("the relay key names too many node public keys")
+    return parts[1], key, tuple(publics)
+
+
+def _signing_key(node_key: bytes) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(
+        hmac.new(node_key, _SIGNING, hashlib.sha256).digest()
+    )
 
 
 def load_cluster_key(path: Path, *, setting: str = "cluster_key_file") -> bytes:

@@ -64,7 +64,7 @@ _HMAC_HEX = 64  # an HMAC-SHA256 in hex; an Ed25519 signature is twice as long
 
 def node_seal(settings: Settings) -> ClusterSeal:
     """The seal of a signaling node (or of `callgate turn --drain`): the node key is required."""
-    return ClusterSeal(ClusterKeys.for_node(_node_key(settings)))
+    return ClusterSeal(ClusterKeys.for_node(*_node_keys(settings)))
 
 
 def relay_seal(settings: Settings) -> ClusterSeal:
@@ -86,7 +86,7 @@ def relay_seal(settings: Settings) -> ClusterSeal:
 
 def issue_relay_key(settings: Settings, relay_id: str, path: Path) -> None:
     """Write relay `relay_id`'s key file (mode 0600, a new file) from this node's key."""
-    line = ClusterKeys.for_node(_node_key(settings)).relay_key_line(relay_id)
+    line = ClusterKeys.for_node(*_node_keys(settings)).relay_key_line(relay_id)
     try:
         write_private_file(path, line.encode("ascii"))
     except FileExistsError:
@@ -95,7 +95,8 @@ def issue_relay_key(settings: Settings, relay_id: str, path: Path) -> None:
         raise ConfigError(f"{path}: {exc.strerror}") from None
 
 
-def _node_key(settings: Settings) -> bytes:
+def _node_keys(settings: Settings) -> tuple[bytes, ...]:
+    """The node key that signs, then the one also accepted while the key changes (if set)."""
     key = _secret(settings.cluster_key_file, settings.cluster_key, "cluster_key")
     if key is None:
         raise ConfigError(
@@ -103,9 +104,17 @@ def _node_key(settings: Settings) -> bytes:
             f"CALLGATE_CLUSTER_KEY: the node key, at least {MIN_KEY_CHARS} random characters, "
             'the same on every node, mode 0600 (docs/scaling.md, "Trust")'
         )
-    if len(key) < MIN_KEY_CHARS:
-        raise ConfigError(f"CALLGATE_CLUSTER_KEY: at least {MIN_KEY_CHARS} characters")
-    return key
+    accepted = _secret(
+        settings.cluster_key_accepted_file, settings.cluster_key_accepted, "cluster_key_accepted"
+    )
+    keys = (key,) if accepted is None else (key, accepted)
+    if any(len(k) < MIN_KEY_CHARS for k in keys):
+        raise ConfigError(
+            f"a node key (CALLGATE_CLUSTER_KEY…): at least {MIN_KEY_CHARS} characters"
+        )
+    if accepted == key:
+        raise ConfigError("cluster_key_accepted is the node key itself: give the other key")
+    return keys
 
 
 def _secret(path: Path | None, value: SecretStr | None, name: str) -> bytes | None:
@@ -166,28 +175,39 @@ class ClusterSeal:
         raise PermissionError(f"this process holds no key to sign a {kind} entry")
 
     def _verify(self, kind: str, subject: str, body: str, mac: str) -> bool:
-        """Whether `mac` is the right key's over this entry (constant time for the MACs)."""
+        """Whether `mac` is an accepted key's over this entry (each MAC compared in constant
+        time; which keys are tried is no secret)."""
         message = _signed(kind, subject, body)
         for signer in SIGNERS[kind]:
             if signer == NODE_SIGNATURE and len(mac) != _HMAC_HEX:
                 return self._signature_holds(mac, message)
-            key = self._mac_key(signer, subject)
-            if key is not None and len(mac) == _HMAC_HEX:
-                expected = hmac.new(key, message, hashlib.sha256).hexdigest()
-                return hmac.compare_digest(mac.encode(), expected.encode())
+            keys = self._mac_keys(signer, subject)
+            if keys and len(mac) == _HMAC_HEX:
+                macs = [hmac.new(key, message, hashlib.sha256).hexdigest() for key in keys]
+                return any([hmac.compare_digest(mac.encode(), m.encode()) for m in macs])
         return False  # e.g. a relay reading a node's own kind: never believed
 
     def _mac_key(self, signer: str, subject: str) -> bytes | None:
+        keys = self._mac_keys(signer, subject)
+        return keys[0] if keys else None
+
+    def _mac_keys(self, signer: str, subject: str) -> list[bytes]:
         if signer == NODE_MAC:
-            return self.keys.node
-        return self.keys.relay_key(subject) if signer == RELAY_MAC else None
+            return list(self.keys.nodes)
+        return self.keys.relay_keys(subject) if signer == RELAY_MAC else []
 
     def _signature_holds(self, signature: str, message: bytes) -> bool:
         try:
-            self.keys.public.verify(bytes.fromhex(signature), message)
-        except (InvalidSignature, ValueError):
+            raw = bytes.fromhex(signature)
+        except ValueError:
             return False
-        return True
+        for public in self.keys.publics:
+            try:
+                public.verify(raw, message)
+            except (InvalidSignature, ValueError):
+                continue
+            return True
+        return False
 
     def refuse(self, kind: str, subject: str, why: str) -> None:
         """Count an entry ignored for `why`, and warn about it (once a minute per kind and

@@ -206,6 +206,37 @@ def test_the_node_key_comes_from_a_file_or_the_environment_not_both(tmp_path: Pa
         node_seal(Settings(cluster_key="short"))
     with pytest.raises(ConfigError, match="needs cluster_key_file"):
         node_seal(Settings())
+    with pytest.raises(ConfigError, match="the node key itself"):
+        node_seal(Settings(cluster_key=KEY.decode(), cluster_key_accepted=KEY.decode()))
+    changing = node_seal(Settings(cluster_key="n" * 40, cluster_key_accepted=KEY.decode()))
+    assert changing.open("msg", "n", from_file.seal("msg", "n", DATA), 15) == DATA
     key_file.chmod(0o644)
     with pytest.raises(ConfigError, match="mode 644"):
         node_seal(Settings(cluster_key_file=key_file))
+
+
+def test_the_node_key_changes_without_a_gap() -> None:
+    """docs/scaling.md, "Changing the node key": sign old and accept new everywhere, then sign
+    new and accept old, then new alone; relays re-issued at each step. At every step, each
+    node and relay believes the others, and an entry under the retired key is refused at the
+    end."""
+    old, new = KEY, b"the-next-node-key-0123456789abcdefghij"
+    step0, step1 = ClusterSeal(old), ClusterSeal(ClusterKeys.for_node(old, new))
+    step2, step3 = ClusterSeal(ClusterKeys.for_node(new, old)), ClusterSeal(new)
+    relay1 = relay_of(step1.keys, "eu1")  # issued during step 1: old relay key, both publics
+    relay2 = relay_of(step2.keys, "eu1")  # issued during step 2: new relay key, both publics
+    relay3 = relay_of(step3.keys, "eu1")
+
+    def believes(reader: ClusterSeal, writer: ClusterSeal, kind: str) -> bool:
+        return reader.open(kind, "eu1", writer.seal(kind, "eu1", DATA), 15) == DATA
+
+    for a, b in [(step0, step1), (step1, step2), (step2, step3)]:  # neighbours in a rolling restart
+        for kind in ["msg", "dev", "snap", "relay"]:
+            assert believes(a, b, kind) and believes(b, a, kind), kind
+    for node in [step1, step2]:
+        assert believes(node, relay1, "relay") and believes(relay1, node, "snap")
+    for node in [step2, step3]:
+        assert believes(node, relay2, "relay") and believes(relay2, node, "pair")
+    assert believes(step3, relay3, "relay") and believes(relay3, step3, "drain")
+    assert not believes(step3, step0, "msg") and not believes(relay3, step0, "snap")
+    assert not believes(step3, relay1, "relay")  # a relay not re-issued is left out at the end
