@@ -17,7 +17,8 @@ hub sees any field. One envelope for every kind of message, sealed with the node
   message seen before, or older than the window, is refused as replayed. A boot silent for
   longer than MAX_AGE + SKEW is forgotten: any message of it is stale by then.
 
-Refused messages (unsigned, forged, malformed, stale, replayed, signed with a relay's key) are
+Refused messages (oversized, unsigned, forged, malformed, stale, replayed, signed with a relay's
+key) are
 counted per reason (`ClusterSeal.refusals`, `callgate_cluster_refused_total` on /metrics) and
 logged at most once a minute per reason, never their content nor the key.
 """
@@ -36,6 +37,7 @@ MAX_AGE = 15.0  # seconds a message is believed: it is about a call ringing or l
 WINDOW = 4096  # sequence numbers remembered below the highest (out-of-order delivery)
 MAX_BOOTS = 10_000  # senders' lives remembered at once (only authenticated ones count)
 MAX_BOOT_CHARS = 64
+MAX_BYTES = 1 << 20  # a larger message is refused before its MAC is computed
 _FULL = (1 << WINDOW) - 1
 
 
@@ -89,6 +91,9 @@ class NodeEnvelope:
     def unwrap(self, raw: bytes | str) -> tuple[str, dict[str, Any]] | None:
         """(sender, message) if `raw` was sealed with the node key for this node, is fresh and
         was not seen before; None (counted, logged) otherwise."""
+        if len(raw) > MAX_BYTES:
+            self.seal.refuse(KIND, self.node_id, "oversized")
+            return None
         data = self.seal.open(KIND, self.node_id, raw, MAX_AGE)
         if data is None:
             return None

@@ -33,7 +33,7 @@ from typing import Any
 
 from callgate.signaling import messages as m
 from callgate.signaling.cluster import ClusterUnavailable, RemoteDevice
-from callgate.signaling.cluster_takeover import ClusterTakeover
+from callgate.signaling.cluster_takeover import MAX_LOST, ClusterTakeover
 from callgate.signaling.effects import Effect, Send
 from callgate.signaling.hub import Device, SignalingHub, is_number
 
@@ -181,7 +181,7 @@ class ClusterHub(ClusterTakeover):
             elif op == "owner":
                 self._note_owner(str(message["call"]), str(message["owner"]))
             elif op == "lost":
-                self._lost([str(call_id) for call_id in message["calls"]][:1000])
+                self._lost([str(call_id) for call_id in message["calls"]][:MAX_LOST])
         except (KeyError, TypeError, ValueError, m.ProtocolError) as exc:
             log.warning("bad message from the cluster bus (%s): %s", op, exc)
 

@@ -24,6 +24,8 @@ from callgate.signaling.sdp import normalize_addresses
 
 log = logging.getLogger(__name__)
 
+MAX_LOST = 1000  # call ids in one `lost` message (a receiver reads no more)
+
 
 class ClusterTakeover(ClusterView):
     async def _reattach(self, device: Device, request: m.Reattach) -> None:
@@ -138,8 +140,9 @@ class ClusterTakeover(ClusterView):
             if lost:
                 log.warning("finalized %d call(s) of lost node(s) as node-lost", len(lost))
                 self._lost(lost)
-                for node in self.bus.snapshots():
-                    self.bus.post(node, {"op": "lost", "calls": lost})
+                for node in self.bus.snapshots():  # in the slices the receiver reads
+                    for at in range(0, len(lost), MAX_LOST):
+                        self.bus.post(node, {"op": "lost", "calls": lost[at : at + MAX_LOST]})
 
     def _lost(self, call_ids: Sequence[str]) -> None:
         """Tell the devices here that took part in these calls (their node died) they ended."""

@@ -59,12 +59,14 @@ def test_forged_tampered_unsigned_and_malformed_messages_are_refused() -> None:
     ]
     for raw in [forger.wrap("b", END), tampered, json.dumps(END), b"\xff\xfe", "cg1..{}"]:
         assert b.unwrap(raw) is None
+    assert b.unwrap(a.wrap("b", {"op": "lost", "calls": ["c" * 40] * 30_000})) is None
     for data in bad_fields:  # sealed with the right key, but not an envelope
         assert b.unwrap(a.seal.seal("msg", "b", data)) is None
     assert b.seal.refusals == {
         ("msg", "forged"): 2,
         ("msg", "unsigned"): 3,
         ("msg", "malformed"): len(bad_fields),
+        ("msg", "oversized"): 1,
     }
 
 
