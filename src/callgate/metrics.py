@@ -114,7 +114,7 @@ class ClusterRefusalCollector:
     def collect(self) -> Iterator[Metric]:
         refused = CounterMetricFamily(
             "callgate_cluster_refused",
-            "Entries and messages from Redis ignored: not signed with the right cluster key, "
+            "Entries and messages from Redis ignored: not signed with the right key, "
             "stale, replayed or malformed.",
             labels=["kind", "reason"],
         )

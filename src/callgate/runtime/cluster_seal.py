@@ -1,19 +1,21 @@
 """What nodes and relays write to Redis for each other is signed (docs/scaling.md, "Trust").
 
 Redis is shared plumbing, not an authority: whoever can write to it must not be able to register
-a relay the nodes hand to clients, list a call pair a call-bound relay admits, or drain a relay.
-Each such entry is sealed with HMAC-SHA256 under the cluster key (a file of at least 32
-characters, mode 0600, the same on every node and relay: `cluster_key_file`) and carries the
-time it was written:
+a relay the nodes hand to clients, list a call pair a call-bound relay admits, drain a relay, or
+send a node a message. Each entry is sealed with the key SIGNERS names for its kind
+(runtime/cluster_keys.py: the node key, the node signing key, or the relay's own key) and
+carries the time it was written:
 
-    cg1.<hex HMAC>.<JSON {"at": unix seconds, "data": …}>
+    cg1.<hex HMAC-SHA256 or Ed25519 signature>.<JSON {"at": unix seconds, "data": …}>
 
-The MAC covers the entry's kind ("relay", "snap", "pair", "drain", "dev") and subject (the relay
-or node id its key names; a device entry's handle and device id), so an entry cannot be moved to another key or read as another kind. A
-reader checks the MAC in constant time (hmac.compare_digest) and the age (at most `max_age`
-seconds old, at most SKEW seconds in the future: nodes and relays keep their clocks within that,
-e.g. by NTP). Unsigned, forged and stale entries are ignored, and logged at most once a minute
-per kind and reason (never their content, never the key).
+The seal covers the entry's kind ("msg", "dev", "snap", "pair", "drain", "relay") and subject
+(the relay or node id its key names; a device entry's handle and device id; a message's
+recipient), so an entry cannot be moved to another key or read as another kind. A reader checks
+it (MACs in constant time, hmac.compare_digest) and the age (at most `max_age` seconds old, at
+most SKEW seconds in the future: nodes and relays keep their clocks within that, e.g. by NTP).
+Unsigned, forged and stale entries are ignored, counted per kind and reason (`refusals`, on
+/metrics), and logged at most once a minute per kind and reason (never their content, never a
+key). `node_seal` and `relay_seal` build a node's and a relay's seal from the settings.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Keys (all under `callgate:`):
 - `snap:{node}` — the node's live calls and presence, sealed (runtime/cluster_seal.py),
   rewritten every `interval` seconds with a time to live of `ttl`: a node whose snapshot
   expired is dead to the others (its devices are not rung, its calls not listed), and so is
-  one whose snapshot is not signed with the cluster key, or stale.
+  one whose snapshot is not signed with the node signing key, or stale.
 - `nodes` — set of node ids that ever published a snapshot.
 - channel `node:{node}` — messages to that node (signaling/cluster.py lists them), each in a
   signed envelope (runtime/node_envelope.py): the hub sees only messages sealed with the node
@@ -158,7 +158,7 @@ class RedisBus:
         return [d for d in devices if d.node != self.node_id and d.node in alive]
 
     async def _alive(self, nodes: list[str]) -> set[str]:
-        """The nodes among `nodes` with a snapshot signed with the cluster key and fresh, not
+        """The nodes among `nodes` with a snapshot signed by a node and fresh, not
         merely present (a Redis writer's unsigned or forged snapshot must not make its node
         ringable): those of the copy the last beat read and verified, if that beat is recent
         (one MGET and a MAC check per node saved on every invite); else read now. A dead node's

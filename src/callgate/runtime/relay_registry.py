@@ -71,7 +71,7 @@ def connect(url: str) -> Redis:
 
 
 async def read_relays(redis: Redis, seal: ClusterSeal) -> list[RelayInfo]:
-    """Every relay whose registration is alive and signed with the cluster key (malformed,
+    """Every relay whose registration is alive and signed with its relay key (malformed,
     unsigned, forged or stale ones left out); ids whose registration expired leave the
     `relays` set (a relay beating again adds itself back)."""
     members = sorted(
