@@ -247,9 +247,9 @@ async def run_turn(settings: Settings) -> None:
         config = registered_config(settings, config)
         stop = stop_on_signals()
 
-        def started(server: TurnServer) -> None:
+        def started(server: TurnServer, metrics: MetricsServer | None) -> None:
             announce(
-                _turn_line(server.bound, None, config)
+                _turn_line(server.bound, metrics, config)
                 + f"; relay {settings.node_id} in region {settings.region}, call-bound"
             )
 

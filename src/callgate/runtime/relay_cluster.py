@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from callgate.config import Settings
 from callgate.errors import ConfigError
+from callgate.metrics import MetricsServer
 from callgate.records.relay_sessions import close_stale_sessions
 from callgate.runtime.cluster_seal import ClusterSeal, node_seal, relay_seal
 from callgate.runtime.relay_registry import RelayPresence, connect, read_relay, request_drain
@@ -93,7 +94,7 @@ async def run_registered(
     settings: Settings,
     config: TurnConfig,
     stop: asyncio.Event,
-    announce: Callable[[TurnServer], None],
+    announce: Callable[[TurnServer, MetricsServer | None], None],
 ) -> None:
     """Relay until `stop`, or until a drain leaves it without allocations."""
     from callgate.runtime import record_or_refuse  # the runtime's recorder, failing closed
@@ -125,8 +126,10 @@ async def _registered(
     server: TurnServer,
     stop: asyncio.Event,
     storage: StorageHealth,
-    announce: Callable[[TurnServer], None],
+    announce: Callable[[TurnServer, MetricsServer | None], None],
 ) -> None:
+    from callgate.runtime import metrics_endpoint  # the relay's counters and what it ignored
+
     assert settings.redis_url is not None
 
     def drain() -> None:
@@ -135,23 +138,35 @@ async def _registered(
     def load() -> int:
         return server.live_counters().allocations_active
 
+    seal = relay_seal(settings)
     presence = RelayPresence(settings.redis_url.get_secret_value(), relay_info(settings, server),
-                             load, drain, relay_seal(settings))  # fmt: skip
+                             load, drain, seal)  # fmt: skip
     server.handler.call_guard = presence.together
     probe = asyncio.create_task(storage.run(), name="storage-probe")
     await presence.start()
-    announce(server)
+
+    def refusals() -> dict[tuple[str, str], int]:  # what this relay ignored from Redis
+        return dict(seal.refusals)
+
     try:
-        while not stop.is_set():
-            if presence.draining and load() == 0:
-                log.warning("relay %s drained: no allocation left; exiting", settings.node_id)
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), WATCH)
+        with metrics_endpoint(settings, server.live_counters, cluster=refusals) as metrics:
+            announce(server, metrics)
+            await _until_stopped_or_drained(settings, presence, load, stop)
     finally:
         probe.cancel()
         await presence.stop()
     log.info("stopping")
+
+
+async def _until_stopped_or_drained(
+    settings: Settings, presence: RelayPresence, load: Callable[[], int], stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        if presence.draining and load() == 0:
+            log.warning("relay %s drained: no allocation left; exiting", settings.node_id)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), WATCH)
 
 
 async def drain(settings: Settings, wait: float | None, say: Callable[[str], None]) -> bool:
