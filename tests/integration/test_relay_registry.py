@@ -9,9 +9,12 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
 
 from callgate.runtime.cluster_keys import ClusterKeys, parse_relay_key
 from callgate.runtime.cluster_seal import ClusterSeal
@@ -30,6 +33,7 @@ from callgate.signaling.cluster import RemoteDevice
 from callgate.signaling.relay_choice import RelayInfo
 from tests.redis_server import RedisServer
 
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 INFO = RelayInfo(
     relay_id="eu1",
     region="eu",
@@ -71,12 +75,35 @@ def pair(users: list[str], live: bool = True, seal: ClusterSeal = SEAL) -> str:
     return seal.seal("pair", "", {"node": "a", "pair": users, "live": live})
 
 
+async def acl_user(redis: Redis, server: RedisServer, kind: str) -> str:
+    """The URL of deploy/redis-users.acl's `kind` user ("node", or "relay" for relay eu1),
+    created in `server` as that file says."""
+    for line in (DEPLOY / "redis-users.acl").read_text().splitlines():
+        if line.startswith(f"user callgate-{kind}"):
+            _user, name, *rules = line.replace("RELAY_ID", "eu1").split()
+            password = f"{kind}-password-0123456789"
+            rules = [f">{password}" if rule.startswith(">") else rule for rule in rules]
+            await redis.execute_command("ACL", "SETUSER", name, *rules)
+            return server.url.replace("redis://", f"redis://{name}:{password}@")
+    raise AssertionError(f"no callgate-{kind} user in deploy/redis-users.acl")
+
+
 async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> None:
+    """...as relay eu1's Redis user of deploy/redis-users.acl, which cannot publish a message
+    to a node nor write a snapshot."""
     redis = connect(redis_server.url)
+    relay_url = await acl_user(redis, redis_server, "relay")
     drained: list[bool] = []
-    presence = RelayPresence(redis_server.url, INFO, lambda: 3, lambda: drained.append(True),
+    presence = RelayPresence(relay_url, INFO, lambda: 3, lambda: drained.append(True),
                              EU1, interval=0.1, ttl=3)  # fmt: skip
     try:
+        relay_user = connect(relay_url)
+        for denied in [relay_user.publish("callgate:node:a", "{}"),
+                       relay_user.set("callgate:snap:a", "{}"),
+                       relay_user.set("callgate:relay:us1", "{}")]:  # fmt: skip
+            with pytest.raises(NoPermissionError):
+                await denied
+        await relay_user.aclose()
         # a node's snapshot (one call it holds, one it takes part in), a forged one, garbage
         snapshot = {"calls": [{"caller": "alice", "callee": "bob"}], "pairs": [["carol", "dave"]]}
         forged = {"calls": [{"caller": "mallory", "callee": "bob"}], "pairs": [["eve", "bob"]]}
@@ -142,7 +169,7 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
 
         # the relay restarted under the same id: the request it obeyed, replayed, drains nothing
         await presence.stop()
-        presence = RelayPresence(redis_server.url, INFO, lambda: 0, lambda: drained.append(True),
+        presence = RelayPresence(relay_url, INFO, lambda: 0, lambda: drained.append(True),
                                  EU1, interval=0.1, ttl=3)  # fmt: skip
         await redis.set(drain_key("eu1"), replayed)
         await presence.start()
@@ -220,9 +247,10 @@ async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisSer
     entry not sealed for that user and device; the genuine node's device is rung until its
     node's snapshot expires (the node died: its device stays in the directory). Messages
     between nodes reach the hub only when sealed with the node key for it, once: forged,
-    unsigned and replayed ones are ignored and counted (runtime/node_envelope.py)."""
+    unsigned and replayed ones are ignored and counted (runtime/node_envelope.py). Node n1 runs
+    as the node user of deploy/redis-users.acl."""
     redis = connect(redis_server.url)
-    bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1)
+    bus = RedisBus(await acl_user(redis, redis_server, "node"), "n1", SEAL, interval=0.1)
     peer = Peer()
     bus.attach(peer)
     # beats once, at start: its snapshot then stays until it is deleted below (its expiry)
