@@ -162,6 +162,7 @@ class SipCalls:
         fill = SilenceUntilMedia("phone", codec, bridge.forward)
         tones = _from_phone(codec, offer.events, fill.packet)
         rtp = RtpLeg("phone", tones.packet, codec, srtp, offer.events, edge.media.permits)
+        tones.attach(rtp)  # audio straight on, unless a key is pressed
         call.on_key = tones.press  # keys sent by INFO (sip/dtmf_info.py)
         device: Device | None = None
         try:
@@ -371,6 +372,7 @@ class SipCalls:
         bridge = Bridge(lambda: self._ice_servers(device.handle))
         tones = _from_phone(codec, EVENTS_PT, bridge.forward)
         rtp = RtpLeg("phone", tones.packet, codec, permits=self._edge.media.permits)
+        tones.attach(rtp)
         call = self._edge.outbound(binding, caller)
         call.on_key = tones.press  # keys sent by INFO (sip/dtmf_info.py)
         try:

@@ -194,6 +194,7 @@ class DialOut:
         call.on_key = tones.press
         permits = self._edge.media.permits
         phone = RtpLeg("caller", from_phone, codec, srtp, offer.events, permits)
+        tones.attach(phone)  # audio straight on, unless a key is pressed
         carrier = RtpLeg("callee", bridge.forward, codec, permits=permits)
         try:
             out = self._edge.dial(
