@@ -11,9 +11,10 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pylibsrtp
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from callgate.client.audio import WavSink, audio_source, dominant_frequency
 from callgate.client.ice import rtc_configuration
@@ -26,7 +27,7 @@ from callgate.turn.peers import PeerFilter
 from callgate.types import Transport
 from tests.conftest import run_turn_server, server_address
 from tests.integration.fake_signaling import hello_for
-from tests.integration.sip_client import tone_ulaw
+from tests.integration.sip_client import dominant_hz, tone_ulaw, ulaw_decode
 from tests.integration.test_media_anchor import connected, wait
 
 
@@ -105,6 +106,92 @@ async def test_webrtc_party_and_rtp_phone_hear_each_other_without_transcoding(
     assert [p.payload for p in seen if p.leg == "trunk"][:5] != []
     assert abs(dominant_frequency(tmp_path / "alice.wav") - 880.0) < 5.0
     assert rtp.dropped == {}
+
+
+@pytest.mark.timeout(180)  # aiortc's handshakes are slow on a loaded machine
+async def test_an_opus_only_party_and_a_g711_only_phone_hear_each_other_transcoded(
+    tmp_path: Path,
+) -> None:
+    """No common codec: alice offers Opus alone, the phone sends PCMU alone. The WebRTC leg,
+    which prefers PCMU, falls back to Opus, and the bridge transcodes each direction: the phone
+    gets 20 ms PCMU packets (160-sample steps) carrying alice's 440 Hz, alice hears the phone's
+    880 Hz, and the observer (a recorder) gets what each party sent: Opus from alice, PCMU
+    from the phone."""
+    seen: list[MediaPacket] = []
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind(("127.0.0.1", 0))
+    phone.setblocking(False)
+    stop = asyncio.Event()
+    async with run_turn_server() as server:
+        turn = server_address(server, Transport.UDP)
+        bridge = Bridge(lambda: hello_for("anchor", turn)["ice_servers"], seen.append)
+        alice = RTCPeerConnection(rtc_configuration(hello_for("alice", turn)))
+        sink = WavSink(tmp_path / "alice.wav")
+        rtp = RtpLeg("phone", bridge.forward, "pcmu")
+        sender: asyncio.Task[None] | None = None
+        phone_got: list[RtpPacket] = []
+        try:
+            transceiver = alice.addTransceiver(audio_source(None, 440.0), direction="sendrecv")
+            opus = [
+                c
+                for c in RTCRtpSender.getCapabilities("audio").codecs
+                if c.mimeType.lower() == "audio/opus"
+            ]
+            transceiver.setCodecPreferences(opus)
+            alice.on("track", sink.start)
+            alice_up = connected(alice)
+            await alice.setLocalDescription(await alice.createOffer())
+            assert "PCMU" not in alice.localDescription.sdp
+            web = bridge.leg("web", codec="pcmu", also=("opus",))
+            answer = await web.answer(alice.localDescription.sdp)
+            assert web.codec == "opus" and "opus/48000" in answer.lower()
+            (opus_pt,) = (
+                int(line.split()[0].removeprefix("a=rtpmap:"))
+                for line in answer.splitlines()
+                if "opus/48000" in line.lower()
+            )
+            await alice.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            await wait(web.connected, "the WebRTC leg")
+            await wait(alice_up, "alice connected to the anchor")
+
+            media = await rtp.open("127.0.0.1")
+            bridge.attach(rtp)
+            assert bridge.transcoding
+            rtp.set_remote(phone.getsockname())
+            sender = asyncio.create_task(phone_sends(phone, media, stop))
+            loop = asyncio.get_running_loop()
+
+            async def enough() -> None:
+                while len(phone_got) < 150 or rtp.received < 100:
+                    data = await loop.sock_recv(phone, 2048)
+                    phone_got.append(parse_rtp(data))
+
+            await asyncio.wait_for(enough(), 60)
+            await asyncio.sleep(1.0)  # more of the phone's tone for alice's recording
+        finally:
+            stop.set()
+            if sender is not None:
+                await sender
+            await sink.stop()
+            await asyncio.gather(alice.close(), bridge.close())
+            phone.close()
+
+    # the phone: one stream of ours, PCMU, consecutive sequence numbers, 20 ms steps, 440 Hz
+    assert {p.payload_type for p in phone_got} == {PCMU}
+    assert {len(p.payload) for p in phone_got} == {160}
+    assert len({p.ssrc for p in phone_got}) == 1
+    assert all((b.seq - a.seq) % 65536 == 1 for a, b in itertools.pairwise(phone_got))
+    steps = [(b.timestamp - a.timestamp) % (1 << 32) for a, b in itertools.pairwise(phone_got)]
+    assert steps.count(160) >= len(steps) - 2  # alice's own gaps, if any, stay gaps
+    heard = np.concatenate([ulaw_decode(p.payload) for p in phone_got[-100:]])
+    assert abs(dominant_hz(heard) - 440.0) < 10.0
+    # alice heard the phone's 880 Hz, decoded from the Opus the bridge encoded
+    assert abs(dominant_frequency(tmp_path / "alice.wav") - 880.0) < 5.0
+    # what the observer got is what each party sent
+    assert {p.payload_type for p in seen if p.leg == "phone"} == {PCMU}
+    from_alice = [p for p in seen if p.leg == "web"]
+    assert from_alice and {p.payload_type for p in from_alice} == {opus_pt}  # not re-encoded
+    assert bridge.transcoders["web"].stats.packets_out > 0
 
 
 async def test_srtp_leg_decrypts_what_the_phone_sends_and_encrypts_what_it_forwards() -> None:

@@ -79,7 +79,7 @@ class ForwardTrack(MediaStreamTrack):
 
     def __init__(self, clock: int = OPUS_CLOCK) -> None:
         super().__init__()
-        self._clock = clock
+        self.clock = clock  # set once the leg's codec is negotiated, before anything is sent
         self._queue: asyncio.Queue[Any] = asyncio.Queue(FORWARD_QUEUE)
         self._base: int | None = None
         self._offset = 0  # where the party's timeline starts on ours (after a prompt)
@@ -105,7 +105,7 @@ class ForwardTrack(MediaStreamTrack):
         self._last = pts
         packet = av.Packet(payload)
         packet.pts = pts
-        packet.time_base = Fraction(1, self._clock)
+        packet.time_base = Fraction(1, self.clock)
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1
