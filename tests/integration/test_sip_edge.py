@@ -205,7 +205,8 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     # alice's phone calls bob, who answers with the CLI softphone (aiortc, WebRTC): 180, 200
     # with our SDP, tones both ways through the media anchor (G.711, no transcoding), BYE
     call_phone_to_cli(server, port, user, password, tmp_path, device["bob_password"])
-    # and the other way: bob's CLI calls alice, whose registered phone rings and answers
+    # and the other way: bob's CLI calls alice, whose registered phone rings and answers; bob's
+    # CLI offers Opus alone (`--codec opus`), the phone G.711 alone: the anchor transcodes
     call_cli_to_phone(server, port, user, password, tmp_path)
     # a call from the phone network: the carrier's trunk INVITEs bob's DID
     call_trunk_to_cli(server, port, tmp_path)
@@ -720,7 +721,7 @@ def call_cli_to_phone(
     )  # fmt: skip
     bob = subprocess.Popen(
         [*COMMAND, "call", "alice", "--tone", "880", "--duration", "3", "--record",
-         str(recording), "--json"],
+         str(recording), "--json", "--codec", "opus"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -766,6 +767,8 @@ def call_cli_to_phone(
         assert bob.returncode == 0, errors
         events = [json.loads(line) for line in out.splitlines() if line.strip()]
         assert events[-1]["event"] == "ended" and events[-1]["reason"] == "hangup", events
+        # bob's side was Opus end to end: the anchor transcoded both ways
+        assert {e.get("codec") for e in events if e["event"] == "connected"} == {"opus"}, events
         assert abs(dominant_frequency(recording) - 440.0) < 5.0
     finally:
         if bob.poll() is None:

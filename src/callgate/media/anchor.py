@@ -161,9 +161,7 @@ class AnchorLeg:
         """The party offered: answer it (our codec only). Returns the answer SDP, ICE gathered."""
         # The transceiver exists before the offer is applied, so its codec preference filters
         # what the answer lists (aiortc negotiates codecs in setRemoteDescription).
-        # Our first codec the party offers, else the first fallback it does (transcoded)
-        offered = offered_codecs(offer_sdp)
-        self._use(next((codec for codec in self._codecs if codec in offered), self.codec))
+        self._use(self.pick(offer_sdp))
         transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
         self._prepare(transceiver, [self.codec])
         try:
@@ -184,6 +182,12 @@ class AnchorLeg:
         if f"{self.codec}/{CODEC_CLOCKS[self.codec]}" not in sdp.lower():
             raise AnchorError(f"the offer has no {self.codec.upper()}")
         return sdp
+
+    def pick(self, offer_sdp: str) -> str:
+        """The codec `answer` takes from the party's offer: our first codec the party offers,
+        else the first fallback it does (then transcoded)."""
+        offered = offered_codecs(offer_sdp)
+        return next((codec for codec in self._codecs if codec in offered), self.codec)
 
     async def offer(self) -> str:
         """The anchor offers to the party (our codec, then the fallbacks, in that order: an

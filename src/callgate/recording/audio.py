@@ -33,7 +33,7 @@ import numpy.typing as npt
 from av.audio.codeccontext import AudioCodecContext
 
 from callgate.recording.chunks import LEGS, Packet
-from callgate.recording.codecs import OPUS, PCMA, PCMU
+from callgate.recording.codecs import OPUS, PCMA, PCMU, leg_codecs
 
 RATE = 48000
 MAX_SECONDS = 6 * 3600  # a WAV's sizes are 32-bit: 6 h of 48 kHz 16-bit stereo is ~3.9 GiB
@@ -325,18 +325,20 @@ def _survey(packets: PacketSource, whole: bool) -> _Survey:
 
 def render(packets: PacketSource, codec: str, emit: Emit) -> Rendered:
     """Decode the call to (n, 2) int16 blocks at 48 kHz, caller left, callee right, handed to
-    `emit` in order (each block is reused once `emit` returns)."""
-    if codec not in DECODERS:
+    `emit` in order (each block is reused once `emit` returns). A transcoded call's recording
+    names each party's codec (codecs.py): each leg is decoded with its own."""
+    codecs = dict(zip(LEGS, leg_codecs(codec), strict=True))
+    if any(each not in DECODERS for each in codecs.values()):
         raise AudioError(f"cannot decode a recording of codec {codec!r}")
-    survey = _survey(packets, whole=codec != OPUS)
+    survey = _survey(packets, whole=any(each != OPUS for each in codecs.values()))
     firsts = survey.firsts
     origin = min((p.arrival for p in firsts.values()), default=0.0)
     mix = _Mix(emit)
-    decoder, clock = DECODERS[codec]
     legs: dict[str, _Leg] = {}
     for channel, leg in enumerate(LEGS):
+        decoder, clock = DECODERS[codecs[leg]]
         if leg in firsts:
-            if codec == OPUS:
+            if codecs[leg] == OPUS:
                 legs[leg] = _OpusLeg(firsts[leg], origin, channel, mix)
             else:
                 end = survey.ends.get(leg)

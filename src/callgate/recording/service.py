@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from callgate.recording import keys
 from callgate.recording.chunks import HEADER_BYTES, ChunkError, iter_chunks, seal
 from callgate.recording.codecs import BY_ANCHOR_CODEC as CODECS
-from callgate.recording.codecs import OPUS
+from callgate.recording.codecs import OPUS, leg_codecs, recording_codec
 from callgate.recording.recorder import RecorderLimits, StreamRecorder
 from callgate.recording.retention import RetentionPolicy
 from callgate.recording.store import RecordingRepository, RecordingRow
@@ -144,17 +144,20 @@ class RecordingService:
         policy_rule: str | None,
         on_failure: Callable[[str], None],
         codec: str = "opus",
+        callee_codec: str | None = None,
     ) -> StreamRecorder:
         """Create the row, the file and its recorder; RecordingFailure when it cannot. `codec`:
-        the anchor's ("opus", or "pcmu"/"pcma" for a SIP phone or trunk), stored as it came."""
-        if codec not in CODECS:
+        the anchor's ("opus", or "pcmu"/"pcma" for a SIP phone or trunk), stored as it came;
+        `callee_codec`: the callee's, when the anchor transcodes (default: the same)."""
+        if codec not in CODECS or (callee_codec or codec) not in CODECS:
             raise RecordingFailure(f"cannot record codec {codec!r}")
         master = self.master_key()
         if len(self.active) + self._starting >= self.settings.max_active:
             raise RecordingFailure(f"{self.settings.max_active} calls are being recorded already")
         self._starting += 1
         try:
-            row, writer = await self._create(call_id, parties, policy_rule, master, CODECS[codec])
+            stored = recording_codec(codec, callee_codec)
+            row, writer = await self._create(call_id, parties, policy_rule, master, stored)
         finally:
             self._starting -= 1
 
@@ -230,11 +233,12 @@ class RecordingService:
         streams each sent, and the chunk list that lets a bundle be checked offline."""
         row, recorder = active.row, active.recorder
         participants = _participants(active.parties)
+        codecs = dict(zip(("caller", "callee"), leg_codecs(row["codec"]), strict=True))
         streams = [
             {
                 "label": leg,
                 "sent_by": leg,
-                "codec": row["codec"],
+                "codec": codecs[leg],  # as the party sent it (a transcoded call: each its own)
                 "channel": "left" if leg == "caller" else "right",
                 "packets": recorder.packets[leg],
                 "first_arrival": recorder.first_arrival.get(leg),

@@ -29,7 +29,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from callgate.media.anchor import AnchorError, AnchorLeg, Bridge
+from callgate.media.anchor import AnchorError, AnchorLeg, Bridge, offered_codecs
 from callgate.media.caller_fill import SilenceUntilMedia
 from callgate.media.dtmf import NO_EVENTS, DtmfToTones
 from callgate.media.packets import PacketHandler
@@ -165,7 +165,9 @@ class SipCalls:
         call.on_key = tones.press  # keys sent by INFO (sip/dtmf_info.py)
         device: Device | None = None
         try:
-            web = bridge.leg("web", codec=codec)
+            # the phone's codec first: a callee that has it gets the payloads unchanged; one
+            # that has only Opus gets it transcoded (media/transcode.py)
+            web = bridge.leg("web", codec=codec, also=("opus",))
             local = await rtp.open(media_ip)
             aim(rtp, offer, [call.peer.address[0]])  # none while held (c=0.0.0.0)
             bridge.attach(rtp)
@@ -359,8 +361,10 @@ class SipCalls:
         caller = str((incoming.get("from") or {}).get("handle") or "")
         binding = self._edge.device_binding(username, device.handle)
         codec = _codec_of(offer_sdp)
+        if codec is None and "opus" in offered_codecs(offer_sdp):
+            codec = "pcmu"  # the phone's; the caller's Opus is transcoded (media/transcode.py)
         if binding is None or codec is None:
-            why = "the phone is gone" if binding is None else "no G.711 in the offer"
+            why = "the phone is gone" if binding is None else "neither G.711 nor Opus offered"
             await self._reject(device, call_id, why)
             return
         media_ip = self._media_ip or binding.peer.local[0]
@@ -404,7 +408,7 @@ class SipCalls:
                 return
             rtp.events = EVENTS_PT if answer.events == EVENTS_PT else None
             aim(rtp, answer, [binding.peer.address[0]])
-            web = bridge.leg("web", codec=codec)
+            web = bridge.leg("web", codec=codec, also=("opus",))
             bridge.attach(rtp)
             sdp = await web.answer(offer_sdp)
             answered = m.Answer(type="call.answer", id=self._id(), call_id=call_id, sdp=sdp)

@@ -19,7 +19,7 @@ import pytest
 from callgate.recording import audio
 from callgate.recording.audio import RATE, AudioError, rtp_distance, stereo_wav_bytes
 from callgate.recording.chunks import Packet
-from callgate.recording.codecs import OPUS, PCMA, PCMU
+from callgate.recording.codecs import OPUS, PCMA, PCMU, leg_codecs, recording_codec
 
 ENCODERS = {PCMU: "pcm_mulaw", PCMA: "pcm_alaw"}
 
@@ -89,6 +89,25 @@ def opus_tone(hz: float, frames: int) -> list[bytes]:
         frame.sample_rate, frame.pts = RATE, i * FRAME
         payloads += [bytes(p) for p in codec.encode(frame)]
     return payloads[:frames]
+
+
+def test_a_transcoded_calls_legs_decode_each_with_its_own_codec() -> None:
+    """A transcoded call records each party as it sent: the caller's Opus, the callee's PCMU
+    (codecs.py: "opus/48000/2+pcmu/8000/1"); each channel holds its party's tone."""
+    codec = recording_codec("opus", "pcmu")
+    assert codec == f"{OPUS}+{PCMU}" and leg_codecs(codec) == (OPUS, PCMU)
+    assert recording_codec("pcma", "pcma") == PCMA and leg_codecs(PCMA) == (PCMA, PCMA)
+    caller = [Packet("caller", n, 5000 + n * FRAME, 100.0 + n * 0.02, payload)
+              for n, payload in enumerate(opus_tone(440.0, 100))]  # fmt: skip
+    callee = [Packet("callee", n, 77 + n * 160, 100.01 + n * 0.02, g711(PCMU, 880, n * 160))
+              for n in range(100)]  # fmt: skip
+    data, seconds = stereo_wav_bytes(sorted(caller + callee, key=lambda p: p.arrival), codec)
+    assert seconds == pytest.approx(2.0, abs=0.05)
+    audio = read(data)
+    assert abs(peak_hz(audio[4800:90000, 0]) - 440) < 5
+    assert abs(peak_hz(audio[4800:90000, 1]) - 880) < 5
+    with pytest.raises(AudioError):
+        stereo_wav_bytes(caller, f"{OPUS}+g722/8000/1")
 
 
 def test_rtp_distance_is_signed_and_wraps() -> None:
