@@ -83,25 +83,24 @@ class Transcoder:
             raise TranscodeError(f"cannot transcode {source} to {target}")
         decoder, _, in_rate = CODECS[source]
         _, encoder, out_rate = CODECS[target]
+        # libopus encodes from 8 kHz too (RFC 6716 §2.1.3: narrowband): G.711's samples are
+        # not resampled on the way to Opus. (FFmpeg's libopus decoder gives 48 kHz whatever is
+        # asked: those are resampled.) Opus's RTP clock is 48 kHz at any rate (RFC 7587 §4.1).
+        if target == "opus":
+            out_rate = min(in_rate, out_rate)
         self.source, self.target = source, target
         self._in_clock, self._out_clock = CODEC_CLOCKS[source], CODEC_CLOCKS[target]
-        # Opus decodes to the stereo its RTP format names (RFC 7587 §7), mixed down to mono
-        self._stereo_in = source == "opus"
-        self._decoder = _audio_context(
-            decoder, "r", in_rate, "stereo" if source == "opus" else "mono"
-        )
+        self._decoder = _audio_context(decoder, "r", in_rate, "mono")
         self._encoder = _audio_context(encoder, "w", out_rate, "mono")
         if target == "opus":
             self._encoder.bit_rate = OPUS_BITRATE
-        self._resampler = (
-            av.AudioResampler(format="s16", layout="mono", rate=out_rate)
-            if in_rate != out_rate
-            else None
-        )
-        self._in_rate, self._out_rate = in_rate, out_rate
-        self._frame = round(out_rate * FRAME_SECONDS)
+        # to the encoder's rate, mono s16, for decoded frames that are not (made when needed)
+        self._resampler: av.AudioResampler | None = None
+        self._out_rate = out_rate
+        self._frame = round(out_rate * FRAME_SECONDS)  # samples of a frame
+        self._tick = self._out_clock // out_rate  # RTP clock ticks a sample
         self._pending: Samples = np.zeros(0, dtype=np.int16)  # target-rate samples not yet framed
-        self._pending_at = 0  # target-clock position of the first pending sample
+        self._pending_at = 0  # target-clock position (ticks) of the first pending sample
         self._queued: collections.deque[int] = collections.deque()  # frames in the encoder
         self._base: int | None = None  # the source party's first RTP timestamp
         self._last: int | None = None  # the last RTP timestamp decoded
@@ -127,31 +126,30 @@ class Transcoder:
             self.stats.undecodable += 1
             return
         position = _distance(packet.timestamp, self._base) * self._out_clock // self._in_clock
-        end = self._pending_at + len(self._pending)
-        if position > end + self._frame:
+        end = self._pending_at + len(self._pending) * self._tick
+        if position > end + self._frame * self._tick:
             # a gap the party left (silence, lost packets): the next frame starts where it does
             self._pending, self._pending_at = np.zeros(0, dtype=np.int16), position
         self._pending = np.concatenate([self._pending, samples]) if len(self._pending) else samples
         while len(self._pending) >= self._frame:
             frame, self._pending = self._pending[: self._frame], self._pending[self._frame :]
-            at, self._pending_at = self._pending_at, self._pending_at + self._frame
+            at, self._pending_at = self._pending_at, self._pending_at + self._frame * self._tick
             yield from self._encode(frame, at, packet)
 
     def _decode(self, payload: bytes) -> Samples:
         pieces: list[Samples] = []
         for frame in self._decoder.decode(av.Packet(payload)):
-            raw = frame.to_ndarray()
-            if self._stereo_in:
-                mono = raw.reshape(-1, 2).mean(axis=1).astype(np.int16)
-            else:
-                mono = raw.reshape(-1).astype(np.int16)
-            if self._resampler is None:
-                pieces.append(mono)
+            if (frame.sample_rate, frame.format.name, frame.layout.nb_channels) == (
+                self._out_rate, "s16", 1,
+            ):  # fmt: skip
+                pieces.append(frame.to_ndarray().reshape(-1).astype(np.int16))
                 continue
-            data = av.AudioFrame.from_ndarray(mono.reshape(1, -1), format="s16", layout="mono")
-            data.sample_rate = self._in_rate
+            if self._resampler is None:
+                self._resampler = av.AudioResampler(
+                    format="s16", layout="mono", rate=self._out_rate
+                )
             pieces += [
-                f.to_ndarray().reshape(-1).astype(np.int16) for f in self._resampler.resample(data)
+                f.to_ndarray().reshape(-1).astype(np.int16) for f in self._resampler.resample(frame)
             ]
         if not pieces:
             return np.zeros(0, dtype=np.int16)

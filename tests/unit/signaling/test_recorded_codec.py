@@ -53,8 +53,7 @@ def test_a_sip_bridge_listing_g711_before_opus_is_recorded_in_g711() -> None:
     """The SIP edge's bridge offers the phone's codec first and Opus after it (for callees
     without G.711): the recording keeps the phone's codec, untranscoded."""
     bridge = (
-        "m=audio 9 UDP/TLS/RTP/SAVPF 0 96\r\na=rtpmap:0 PCMU/8000\r\n"
-        "a=rtpmap:96 opus/48000/2\r\n"
+        "m=audio 9 UDP/TLS/RTP/SAVPF 0 96\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:96 opus/48000/2\r\n"
     )
     assert recorded_codecs(HEAD + bridge) == ("pcmu", "pcmu")
     assert recorded_codecs(HEAD + bridge.replace("0 96", "96 0")) == ("opus", "opus")
