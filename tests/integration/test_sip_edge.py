@@ -678,10 +678,16 @@ def talk(rtp: socket.socket, target: tuple[str, int], hz: float) -> bytes:
 
 
 def check_recording(
-    server: WebServer, call_id: str, tmp_path: Path, caller_hz: float, callee_hz: float
+    server: WebServer,
+    call_id: str,
+    tmp_path: Path,
+    caller_hz: float,
+    callee_hz: float,
+    codecs: tuple[str, str] = ("pcmu/8000/1", "pcmu/8000/1"),
 ) -> None:
-    """The call's recording closes, exports (G.711 decoded to the stereo WAV: caller left,
-    callee right) and its bundle verifies offline."""
+    """The call's recording closes, exports (each side decoded with the codec it sent — G.711,
+    or a transcoded call's Opus caller — to the stereo WAV: caller left, callee right) and its
+    bundle verifies offline."""
     data = ("--data-dir", str(server.root / "data"))
     deadline = time.monotonic() + 60  # the recording closes just after the call (generous)
     while True:
@@ -690,14 +696,15 @@ def check_recording(
             break
         assert time.monotonic() < deadline, "the recording did not close"
         time.sleep(0.3)
-    assert (row["state"], row["codec"]) == ("closed", "pcmu/8000/1"), row
+    stored = codecs[0] if codecs[0] == codecs[1] else "+".join(codecs)
+    assert (row["state"], row["codec"]) == ("closed", stored), row
     bundle = tmp_path / f"bundle-{call_id}"
     exported = callgate("recording", "export", call_id, "--out", str(bundle), *data, cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     verified = callgate("recording", "verify", str(bundle), "--json", cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     metadata = json.loads((bundle / "metadata.json").read_text())
-    assert {s["codec"] for s in metadata["streams"]} == {"pcmu/8000/1"}
+    assert [s["codec"] for s in metadata["streams"]] == list(codecs)
     with wave.open(str(bundle / "audio.wav")) as reader:
         rate = reader.getframerate()
         frames = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
@@ -842,10 +849,11 @@ def recorded_calls_to_phone(
 ) -> None:
     """A rule says calls to alice must be recorded, and her only device is her desk phone. The
     phone network calls her DID (the carrier's G.711 through the SIP bridge, the recording
-    anchor, then the bridge to her phone), then bob's CLI softphone calls her (the anchor
-    records G.711, which the phone takes, rather than Opus): each time the phone rings, both
-    sides hear each other, and the exported recording holds the caller left, alice right, and
-    verifies."""
+    anchor, then the bridge to her phone), then bob's CLI softphone calls her offering Opus
+    alone (the anchor's leg to bob is Opus, its offer to alice's devices PCMU, which the phone
+    takes: the anchor transcodes, and records each side in the codec it sent): each time the
+    phone rings, both sides hear each other, and the exported recording holds the caller left,
+    alice right, and verifies."""
     rule = callgate("policy", "add", "record-to-alice", "allow", "--to-user", "alice",
                     "--recording-required", "--position", "1",
                     "--data-dir", str(server.root / "data"), cwd=tmp_path)  # fmt: skip
@@ -910,13 +918,14 @@ def recorded_calls_to_phone(
         call_id = recorded_call_id(server, "+442071234599")
         check_recording(server, call_id, tmp_path, 440.0, 880.0)
 
-        # bob's CLI softphone calls alice: recorded in G.711, which her phone takes
+        # bob's CLI softphone calls alice with Opus alone: transcoded to her phone's PCMU
         env = clean_env(
             CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
             CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
         )  # fmt: skip
         bob = subprocess.Popen(
-            [*COMMAND, "call", "alice", "--tone", "660", "--duration", "3", "--json"],
+            [*COMMAND, "call", "alice", "--tone", "660", "--duration", "3", "--json",
+             "--codec", "opus"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         _, at_server = phone_answers(phone, rtp)
@@ -936,7 +945,9 @@ def recorded_calls_to_phone(
         assert bob.returncode == 0, errors
         events = [json.loads(line) for line in out.splitlines() if line.strip()]
         assert "recording" in [e["event"] for e in events], events
-        check_recording(server, recorded_call_id(server, "bob"), tmp_path, 660.0, 880.0)
+        assert {e.get("codec") for e in events if e["event"] == "connected"} == {"opus"}, events
+        bob_id = recorded_call_id(server, "bob")
+        check_recording(server, bob_id, tmp_path, 660.0, 880.0, ("opus/48000/2", "pcmu/8000/1"))
     finally:
         if bob is not None and bob.poll() is None:
             bob.kill()
@@ -1066,7 +1077,9 @@ def recorded_dial_out(
             CALLGATE_PASSWORD=PASSWORDS["alice"], CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-alice"),
         )  # fmt: skip
         alice = subprocess.Popen(
-            [*COMMAND, "call", "+442079460002", "--tone", "660", "--duration", "3", "--json"],
+            # Opus alone: the carrier gets PCMU, transcoded; each side recorded as it sent
+            [*COMMAND, "call", "+442079460002", "--tone", "660", "--duration", "3", "--json",
+             "--codec", "opus"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
@@ -1119,7 +1132,9 @@ def recorded_dial_out(
         assert alice.returncode == 0, errors
         events = [json.loads(line) for line in out.splitlines() if line.strip()]
         assert "recording" in [e["event"] for e in events], events
-        check_recording(server, dialled_call_id(server, "+442079460002"), tmp_path, 660.0, 880.0)
+        assert {e.get("codec") for e in events if e["event"] == "connected"} == {"opus"}, events
+        dialled_id = dialled_call_id(server, "+442079460002")
+        check_recording(server, dialled_id, tmp_path, 660.0, 880.0, ("opus/48000/2", "pcmu/8000/1"))
         cdrs = client_get(server, "/api/cdrs", "admin")["items"]
         (refused,) = [c for c in cdrs if c["callee_user"] == "+442079460003"]
         assert (refused["disposition"], refused["reason"], refused["answer_at"]) == (
