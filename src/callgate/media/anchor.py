@@ -48,7 +48,7 @@ CLOSE_TIMEOUT = 3.0
 MAX_EARLY_CANDIDATES = 50
 _RTPMAP = re.compile(r"^a=rtpmap:\d+ +([A-Za-z0-9_.-]+)/(\d+)", re.MULTILINE)
 _AUDIO_FORMATS = re.compile(r"^m=audio +\d+ +[A-Z/]+((?: +\d+)*)", re.MULTILINE)
-_STATIC = {"pcmu": "0", "pcma": "8"}  # RFC 3551 §6
+_STATIC = {"pcmu": "0", "pcma": "8", "g722": "9"}  # RFC 3551 §6
 # The ICE servers a leg uses (the same shape `hello` gives clients), fresh for each leg.
 IceServers = Callable[[], Sequence[Mapping[str, Any]]]
 

@@ -28,8 +28,12 @@ import av
 from aiortc import MediaStreamTrack
 
 OPUS_CLOCK = 48000
-# RTP clock rates of the codecs the anchor forwards (RFC 7587 §4.1, RFC 3551 §4.5.14).
-CODEC_CLOCKS = {"opus": OPUS_CLOCK, "pcmu": 8000, "pcma": 8000}
+# RTP clock rates of the codecs the anchor forwards (RFC 7587 §4.1, RFC 3551 §4.5.14). G.722
+# samples at 16 kHz but its RTP clock is 8 kHz, "an error in RFC 1890" kept for compatibility
+# (RFC 3551 §4.5.2): a 20 ms frame (320 samples) advances the timestamp by 160.
+CODEC_CLOCKS = {"opus": OPUS_CLOCK, "pcmu": 8000, "pcma": 8000, "g722": 8000}
+# their audio sample rates, where these differ from the clock (G.722)
+SAMPLE_RATES = {**CODEC_CLOCKS, "g722": 16000}
 FORWARD_QUEUE = 50  # packets (1 s of 20 ms frames) waiting for a slow leg before the oldest go
 
 

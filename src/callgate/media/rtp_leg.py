@@ -51,8 +51,8 @@ from callgate.media.rtcp_leg import MIN_PORT, RtcpChannel
 
 log = logging.getLogger(__name__)
 
-PCMU, PCMA = 0, 8  # static payload types (RFC 3551 §6)
-CODEC_PAYLOAD_TYPES = {"pcmu": PCMU, "pcma": PCMA}
+PCMU, PCMA, G722 = 0, 8, 9  # static payload types (RFC 3551 §6)
+CODEC_PAYLOAD_TYPES = {"pcmu": PCMU, "pcma": PCMA, "g722": G722}
 RTP_VERSION = 2
 HEADER = struct.Struct("!BBHII")
 MAX_DATAGRAM = 2048
@@ -170,7 +170,7 @@ class _Protocol(asyncio.DatagramProtocol):
 
 class RtpLeg:
     """One plain RTP party of a bridge (see module doc). `on_packet` is the bridge's
-    `forward`; `codec` "pcmu" or "pcma"."""
+    `forward`; `codec` "pcmu", "pcma" or "g722"."""
 
     def __init__(
         self,
@@ -211,6 +211,12 @@ class RtpLeg:
         self._allowed: set[str] = set()
         self._latched = False
         self._permits = permits or (lambda _host: True)
+
+    def use(self, codec: str) -> None:
+        """The codec the party's answer chose of those we offered, before media flows."""
+        if codec not in CODEC_PAYLOAD_TYPES:
+            raise RtpError(f"unsupported codec {codec!r}")
+        self.codec, self.payload_type = codec, CODEC_PAYLOAD_TYPES[codec]
 
     def permits(self, host: str) -> bool:
         """Whether media may be sent to, or latched from, `host` (module doc)."""

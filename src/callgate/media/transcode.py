@@ -40,10 +40,11 @@ CODECS = {
     "opus": ("libopus", "libopus", 48000),
     "pcmu": ("pcm_mulaw", "pcm_mulaw", 8000),
     "pcma": ("pcm_alaw", "pcm_alaw", 8000),
+    "g722": ("g722", "g722", 16000),  # RTP clock 8 kHz (RFC 3551 §4.5.2, packets.py)
 }
 # the payload type a transcoded packet carries: the static ones of RFC 3551 §6 for G.711 (an
 # RTP leg sends only those); the WebRTC leg puts its own negotiated one on Opus
-PAYLOAD_TYPES = {"pcmu": 0, "pcma": 8, "opus": 111}
+PAYLOAD_TYPES = {"pcmu": 0, "pcma": 8, "g722": 9, "opus": 111}
 Samples = npt.NDArray[np.int16]
 
 
@@ -98,7 +99,7 @@ class Transcoder:
         self._resampler: av.AudioResampler | None = None
         self._out_rate = out_rate
         self._frame = round(out_rate * FRAME_SECONDS)  # samples of a frame
-        self._tick = self._out_clock // out_rate  # RTP clock ticks a sample
+        self._frame_ticks = round(self._out_clock * FRAME_SECONDS)  # its RTP clock ticks
         self._pending: Samples = np.zeros(0, dtype=np.int16)  # target-rate samples not yet framed
         self._pending_at = 0  # target-clock position (ticks) of the first pending sample
         self._queued: collections.deque[int] = collections.deque()  # frames in the encoder
@@ -126,14 +127,14 @@ class Transcoder:
             self.stats.undecodable += 1
             return
         position = _distance(packet.timestamp, self._base) * self._out_clock // self._in_clock
-        end = self._pending_at + len(self._pending) * self._tick
-        if position > end + self._frame * self._tick:
+        end = self._pending_at + len(self._pending) * self._frame_ticks // self._frame
+        if position > end + self._frame_ticks:
             # a gap the party left (silence, lost packets): the next frame starts where it does
             self._pending, self._pending_at = np.zeros(0, dtype=np.int16), position
         self._pending = np.concatenate([self._pending, samples]) if len(self._pending) else samples
         while len(self._pending) >= self._frame:
             frame, self._pending = self._pending[: self._frame], self._pending[self._frame :]
-            at, self._pending_at = self._pending_at, self._pending_at + self._frame * self._tick
+            at, self._pending_at = self._pending_at, self._pending_at + self._frame_ticks
             yield from self._encode(frame, at, packet)
 
     def _decode(self, payload: bytes) -> Samples:

@@ -33,12 +33,19 @@ import numpy.typing as npt
 from av.audio.codeccontext import AudioCodecContext
 
 from callgate.recording.chunks import LEGS, Packet
-from callgate.recording.codecs import OPUS, PCMA, PCMU, leg_codecs
+from callgate.recording.codecs import G722, OPUS, PCMA, PCMU, leg_codecs
 
 RATE = 48000
 MAX_SECONDS = 6 * 3600  # a WAV's sizes are 32-bit: 6 h of 48 kHz 16-bit stereo is ~3.9 GiB
-# each recording codec's decoder and RTP clock rate
-DECODERS = {OPUS: ("libopus", RATE), PCMU: ("pcm_mulaw", 8000), PCMA: ("pcm_alaw", 8000)}
+# each recording codec's decoder and sample rate
+DECODERS = {
+    OPUS: ("libopus", RATE),
+    PCMU: ("pcm_mulaw", 8000),
+    PCMA: ("pcm_alaw", 8000),
+    G722: ("g722", 16000),
+}
+# samples a tick of the RTP clock: G.722's clock is 8 kHz for 16 kHz audio (RFC 3551 §4.5.2)
+PER_TICK = {G722: 2}
 WINDOW_SECONDS = 60.0  # of the call's timeline held at once (both channels: ~11 MiB)
 REORDER_SECONDS = 5.0  # a packet waits this long (arrival time) for ones sent before it
 REORDER_PACKETS = 1000  # and at most this many of its leg's packets wait with it
@@ -146,14 +153,16 @@ class _Mix:
 class _Leg:
     """One leg: its packets put back in RTP timestamp order (in a reorder buffer), decoded."""
 
-    def __init__(self, first: Packet, origin: float, clock: int) -> None:
+    def __init__(self, first: Packet, origin: float, clock: int, per_tick: int = 1) -> None:
+        """`clock`: the leg's samples a second; `per_tick`: samples an RTP clock tick."""
+        self._per_tick = per_tick
         self._first_timestamp = first.timestamp
         self._start = round((first.arrival - origin) * clock)
         self._waiting: list[tuple[int, int, Packet]] = []  # (distance, arrival order, packet)
         self._count = 0
 
     def add(self, packet: Packet) -> None:
-        distance = rtp_distance(packet.timestamp, self._first_timestamp)
+        distance = rtp_distance(packet.timestamp, self._first_timestamp) * self._per_tick
         heapq.heappush(self._waiting, (distance, self._count, packet))
         self._count += 1
 
@@ -214,10 +223,11 @@ class _G711Leg(_Leg):
         decoder: str,
         clock: int,
         end: int | None,
+        per_tick: int = 1,
     ) -> None:
-        super().__init__(first, origin, clock)
+        super().__init__(first, origin, clock, per_tick)
         # where the track ends (when the survey could tell): the resampler is flushed there
-        last = None if end is None else self._start + end
+        last = None if end is None else self._start + end * per_tick
         self._last = last if last is not None and last < MAX_SECONDS * clock else None
         self._channel, self._mix, self._clock = channel, mix, clock
         # handed over past the window's position for the resampler's delay (16 input samples)
@@ -342,7 +352,10 @@ def render(packets: PacketSource, codec: str, emit: Emit) -> Rendered:
                 legs[leg] = _OpusLeg(firsts[leg], origin, channel, mix)
             else:
                 end = survey.ends.get(leg)
-                legs[leg] = _G711Leg(firsts[leg], origin, channel, mix, decoder, clock, end)
+                per_tick = PER_TICK.get(codecs[leg], 1)
+                legs[leg] = _G711Leg(
+                    firsts[leg], origin, channel, mix, decoder, clock, end, per_tick
+                )
             mix.hooks.append(legs[leg].advance)
     for packet in packets():
         legs[packet.leg].add(packet)

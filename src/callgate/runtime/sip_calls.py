@@ -360,10 +360,13 @@ class SipCalls:
         call_id, offer_sdp = str(incoming["call_id"]), str(incoming.get("sdp") or "")
         caller = str((incoming.get("from") or {}).get("handle") or "")
         binding = self._edge.device_binding(username, device.handle)
-        codec = _codec_of(offer_sdp)
-        if codec is None and "opus" in offered_codecs(offer_sdp):
-            codec = "pcmu"  # the phone's; the caller's Opus is transcoded (media/transcode.py)
-        if binding is None or codec is None:
+        offered = offered_codecs(offer_sdp)
+        # offered to the phone: G.722 and G.711 as the caller offers them (forwarded), else
+        # PCMU, and the caller's Opus is transcoded (media/transcode.py)
+        codecs = tuple(c for c in ("g722", "pcmu", "pcma") if c in offered)
+        if not codecs and "opus" in offered:
+            codecs = ("pcmu",)
+        if binding is None or not codecs:
             why = "the phone is gone" if binding is None else "neither G.711 nor Opus offered"
             await self._reject(device, call_id, why)
             return
@@ -373,15 +376,19 @@ class SipCalls:
             await self._reject(device, call_id, "no media address")
             return
         bridge = Bridge(lambda: self._ice_servers(device.handle))
-        tones = _from_phone(codec, EVENTS_PT, bridge.forward)
-        rtp = RtpLeg("phone", tones.packet, codec, permits=self._edge.media.permits)
+        tones: list[DtmfToTones] = []  # made once the phone's answer says its codec
+        rtp = RtpLeg(
+            "phone", lambda p: tones[0].packet(p), codecs[0], permits=self._edge.media.permits
+        )
         call = self._edge.outbound(binding, caller)
-        call.on_key = tones.press  # keys sent by INFO (sip/dtmf_info.py)
+        call.on_key = lambda key, ms: bool(tones) and tones[0].press(key, ms)  # INFO keys
         try:
             local = await rtp.open(media_ip)
             contact = f"sip:callgate@{binding.peer.local[0]}:{binding.peer.local[1]}"
             final = asyncio.ensure_future(
-                final_response(call, audio_sdp(local[0], local[1], codec, None, EVENTS_PT), contact)
+                final_response(
+                    call, audio_sdp(local[0], local[1], codecs, None, EVENTS_PT), contact
+                )
             )
             while not final.done():
                 message = await _next(device, final)
@@ -399,6 +406,9 @@ class SipCalls:
                 return
             try:
                 answer = parse_audio(reply.body)
+                codec = next((c for c in answer.ours() if c in codecs), None)
+                if codec is None:
+                    raise SdpError("the answer has none of the codecs offered")
                 source = binding.peer.address[0]
                 party = f"sip:{username}"
                 check_media(self._edge, answer, "answer", party, call.call_id, source, source)
@@ -406,8 +416,11 @@ class SipCalls:
                 await call.hang_up()
                 await self._reject(device, call_id, str(exc))
                 return
+            rtp.use(codec)
+            tones.append(_from_phone(codec, EVENTS_PT, bridge.forward))
             rtp.events = EVENTS_PT if answer.events == EVENTS_PT else None
             aim(rtp, answer, [binding.peer.address[0]])
+            # the phone's codec when the caller offered it (forwarded), else Opus (transcoded)
             web = bridge.leg("web", codec=codec, also=("opus",))
             bridge.attach(rtp)
             sdp = await web.answer(offer_sdp)
@@ -526,14 +539,6 @@ def _from_phone(codec: str, events: int | None, forward: PacketHandler) -> DtmfT
     RFC 4733 events (with telephone-events negotiated they reach it as tones), and keys the
     phone sends by INFO are `press`ed into its audio as tones."""
     return DtmfToTones(codec, NO_EVENTS if events is None else events, forward)
-
-
-def _codec_of(offer_sdp: str) -> str | None:
-    upper = offer_sdp.upper()
-    for codec in ("PCMU", "PCMA"):
-        if f" {codec}/8000" in upper:
-            return codec.lower()
-    return None
 
 
 def handle_of(call: InboundCall) -> str:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from callgate.media.anchor import AnchorError, Bridge
+from callgate.media.packets import CODEC_CLOCKS
 from callgate.media.prompt import G711_ENCODERS, prompt_frames, prompt_frames_g711
 from callgate.media.prompt_wav import PromptFileError
 from callgate.media.srtp_path import LocalTurn
@@ -59,7 +60,7 @@ IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
 DRAIN_QUIET = 0.06  # s without a new packet: what the parties sent before the end is recorded
 DRAIN_LIMIT = 0.5  # s at most that closing a recording waits for it
 _RTPMAP_PT = re.compile(r"^a=rtpmap:(\d+) +([A-Za-z0-9_.-]+)/(\d+)", re.MULTILINE)
-STATIC_G711 = {"0": "pcmu", "8": "pcma"}  # RFC 3551 §6
+STATIC_G711 = {"0": "pcmu", "8": "pcma", "9": "g722"}  # RFC 3551 §6
 _AUDIO_FORMATS = re.compile(r"^m=audio +\d+ +[A-Z/]+((?: +\d+)*)", re.MULTILINE)
 
 
@@ -81,7 +82,7 @@ def recorded_codecs(offer_sdp: str, g711: bool = False) -> tuple[str, str]:
     rtpmaps = {
         number: name.lower()
         for number, name, clock in _RTPMAP_PT.findall(offer_sdp)
-        if (name.lower(), int(clock)) in (("opus", 48000), ("pcmu", 8000), ("pcma", 8000))
+        if (name.lower(), int(clock)) in CODEC_CLOCKS.items()
     }
     listed = [
         rtpmaps.get(f) or STATIC_G711.get(f)
@@ -89,7 +90,8 @@ def recorded_codecs(offer_sdp: str, g711: bool = False) -> tuple[str, str]:
         for f in found.split()
     ]
     known = [codec for codec in listed if codec is not None]
-    g711s = sorted({c for c in known if c != "opus"}, key=("pcmu", "pcma").index)
+    # what phones take: G.711 first (every phone has it), then G.722
+    g711s = sorted({c for c in known if c != "opus"}, key=("pcmu", "pcma", "g722").index)
     if g711 and g711s:
         return g711s[0], g711s[0]
     caller = known[0] if known else "opus"

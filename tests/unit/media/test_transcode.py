@@ -50,6 +50,21 @@ def test_a_gap_the_party_left_stays_a_gap_and_late_packets_are_dropped() -> None
     assert {o.payload_type for o in out} == {8}
 
 
+def test_g722_frames_are_320_samples_but_160_rtp_ticks() -> None:
+    """G.722's RTP clock is 8 kHz for 16 kHz audio (RFC 3551 §4.5.2): from Opus, 20 ms frames of
+    160 bytes whose timestamps step by 160; back to Opus, 960 (48 kHz); the tone survives."""
+    to_opus, to_g722 = Transcoder("pcmu", "opus"), Transcoder("opus", "g722")
+    opus = [out for p in ulaw_tone_packets(880.0, 60) for out in to_opus.convert(p)]
+    g722 = [out for p in opus for out in to_g722.convert(p)]
+    assert {len(p.payload) for p in g722} == {160} and {p.payload_type for p in g722} == {9}
+    assert {(b.timestamp - a.timestamp) % (1 << 32) for a, b in itertools.pairwise(g722)} == {160}
+    back = Transcoder("g722", "pcmu")
+    ulaw = [out for p in g722 for out in back.convert(p)]
+    assert {(b.timestamp - a.timestamp) % (1 << 32) for a, b in itertools.pairwise(ulaw)} == {160}
+    decoded = np.concatenate([ulaw_decode(p.payload) for p in ulaw[10:]])
+    assert abs(dominant_hz(decoded) - 880.0) < 10.0
+
+
 def test_only_known_codec_pairs() -> None:
     with pytest.raises(TranscodeError):
         Transcoder("pcmu", "pcmu")

@@ -21,8 +21,11 @@ HEAD = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
         # static payload types without rtpmap (RFC 3551 §6)
         ("m=audio 9 RTP/AVP 8\r\n", "pcma"),
         ("m=audio 9 RTP/AVP 0 8\r\n", "pcmu"),
+        # G.722 (a SIP bridge towards a G.722 phone): kept, on its 8 kHz RTP clock
+        ("m=audio 9 RTP/AVP 9 96\r\na=rtpmap:9 G722/8000\r\na=rtpmap:96 opus/48000/2\r\n",
+         "g722"),
         # nothing we record: Opus, whose answer then says the offer has none
-        ("m=audio 9 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n", "opus"),
+        ("m=audio 9 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n", "opus"),
     ],
 )  # fmt: skip
 def test_the_callers_codec_is_kept(media: str, codec: str) -> None:
