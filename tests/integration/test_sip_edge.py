@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -27,7 +28,7 @@ import pytest
 from aiortc.rtp import RtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSrPacket
 
 from callgate.client.audio import dominant_frequency
-from callgate.media.rtp_leg import PCMU, RtpPacket, build_rtp, parse_rtp
+from callgate.media.rtp_leg import G722, PCMU, RtpPacket, build_rtp, parse_rtp
 from callgate.sip.message import MAX_MESSAGE, SipRequest, SipResponse, serialize
 from callgate.sip.responses import response
 from callgate.sip.sdp import parse_audio
@@ -37,10 +38,12 @@ from tests.cli_process import COMMAND, clean_env
 from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
 from tests.integration.sip_client import (
+    G722Tone,
     SipClient,
     authorization,
     challenge_for,
     dominant_hz,
+    g722_decode,
     tone_ulaw,
     ulaw_decode,
 )
@@ -1156,7 +1159,9 @@ def recorded_dial_out(
 def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path) -> None:
     """The carrier (a SIP client on 127.0.0.2, the trunk's address) calls +1 555 123 0000, the
     DID of bob, whose CLI answers; each hears the other, the call is in the admin API's live
-    calls; the carrier hangs up. A number that is no DID gets 404."""
+    calls; the carrier hangs up. A number that is no DID gets 404. The carrier offers G.722
+    first: it is taken (RFC 3551 payload type 9, 160 RTP ticks per 20 ms of 16 kHz audio) and
+    bob's CLI (aiortc has G.722) gets it unchanged: nothing is transcoded."""
     carrier = SipClient(("127.0.0.1", port), bind="127.0.0.2")
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rtp.bind(("127.0.0.2", 0))
@@ -1174,7 +1179,7 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path) -> None:
         assert read_events(bob, "ready")
         sdp = (
             "v=0\r\no=- 3 3 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
-            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 8\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 9 0 8\r\n"
         ).encode()
         caller = "sip:+442071234567@carrier.example"
         headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
@@ -1192,25 +1197,30 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path) -> None:
             reply = carrier.receive()
             statuses.append(reply.status)
         assert statuses[-1] == 200, statuses
-        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
-        assert media is not None, reply.body
+        media = re.search(r"m=audio (\d+) RTP/AVP 9\r\n", reply.body.decode())
+        assert media is not None and "a=rtpmap:9 G722/8000" in reply.body.decode(), reply.body
         ack = carrier.request("ACK", caller, to=did, cseq=carrier.cseq)
         carrier.send(
             ack.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
         )
-        target, heard = ("127.0.0.1", int(media.group(1))), bytearray()
+        target, heard, stamps = ("127.0.0.1", int(media.group(1))), bytearray(), []
         # 3 s of tone, and on until more than a second of bob came back (an outcome)
-        deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
+        deadline, n, tone = time.monotonic() + TALK_DEADLINE_S, 0, G722Tone(440.0)
         while n < 150 or (len(heard) <= 8000 and time.monotonic() < deadline):
-            tone = tone_ulaw(440.0, n * 160)
-            rtp.sendto(build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x2222, tone)), target)
+            packet = RtpPacket(G722, n == 0, n, n * 160, 0x2222, tone.next())
+            rtp.sendto(build_rtp(packet), target)
             with contextlib.suppress(BlockingIOError):
                 while True:
-                    heard += parse_rtp(rtp.recv(2048)).payload
+                    got = parse_rtp(rtp.recv(2048))
+                    assert got.payload_type == G722, got
+                    heard += got.payload
+                    stamps.append(got.timestamp)
             time.sleep(0.02)
             n += 1
-        assert len(heard) > 8000, len(heard)
-        assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
+        assert len(heard) > 8000, len(heard)  # a second: 8000 bytes, 16000 samples
+        assert abs(dominant_hz(g722_decode(bytes(heard[-8000:])), 16000) - 880.0) < 10.0
+        steps = [(b - a) % (1 << 32) for a, b in itertools.pairwise(stamps[-50:])]
+        assert steps.count(160) >= len(steps) - 2, steps  # 20 ms = 160 ticks of the 8 kHz clock
         # a call from the phone network is among the live calls, the caller its number
         live = client_get(server, "/api/live-calls", "admin")["calls"]
         assert [(c["caller"], c["callee"]) for c in live] == [("+442071234567", "bob")], live
@@ -1220,6 +1230,8 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path) -> None:
         assert carrier.exchange(bye).status == 200
         events = read_events(bob, "ended")
         assert events[-1]["reason"] == "hangup", events
+        # bob's side was G.722 too: forwarded, not transcoded
+        assert {e.get("codec") for e in events if e["event"] == "connected"} == {"g722"}, events
         incoming = next(e for e in events if e["event"] == "incoming")
         assert "+442071234567" in json.dumps(incoming), incoming
         assert abs(dominant_frequency(recording) - 440.0) < 5.0
@@ -1237,7 +1249,9 @@ def dial_out(
     """alice's phone dials +44 20 7946 0000: the carrier gets the INVITE with the normalised
     number and our caller ID, answers, media flows both ways; the call is in the admin API's
     live calls, and an administrator ends it there: BYE to the carrier and to the phone. bob's
-    phone may not dial out (no rule: 403) but may call 112, which goes to the carrier too."""
+    phone may not dial out (no rule: 403) but may call 112, which goes to the carrier too.
+    alice's phone prefers G.722; the carrier is offered the phone's codecs in its order and
+    takes PCMU: both legs use PCMU, payloads unchanged."""
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rtp.bind(("127.0.0.1", 0))
     rtp.setblocking(False)
@@ -1257,7 +1271,8 @@ def dial_out(
         phone = SipClient(("127.0.0.1", port))
         offer = (
             "v=0\r\no=- 4 4 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 9 0 101\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\n"
         ).encode()
         aor, number = "sip:alice@callgate", f"sip:+44-20-7946-0000@127.0.0.1:{port}"
         headers = [
@@ -1271,8 +1286,9 @@ def dial_out(
         invite = next_request(carrier, "INVITE")  # the carrier's side
         assert invite.uri.startswith("sip:+442079460000@127.0.0.2:")
         assert "+15551230000" in (invite.headers.get("from") or "")
-        # the phone offered RFC 4733 events, so the carrier is offered them too
-        media = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", invite.body.decode())
+        # the phone offered RFC 4733 events, so the carrier is offered them too, and its
+        # codecs in its order
+        media = re.search(r"m=audio (\d+) RTP/AVP 9 0 101\r\n", invite.body.decode())
         assert media is not None, invite.body
         answer = (
             "v=0\r\no=- 5 5 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
