@@ -31,6 +31,7 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 
+from callgate.media import internals
 from callgate.media.packets import (
     CODEC_CLOCKS,
     ForwardTrack,
@@ -114,6 +115,8 @@ class AnchorLeg:
     ):
         if codec not in CODEC_CLOCKS or any(other not in CODEC_CLOCKS for other in also):
             raise AnchorError(f"unknown codec {codec!r}")
+        if changed := internals.problems():  # never anchor on internals we do not know
+            raise AnchorError(f"media anchor disabled: aiortc/aioice changed ({changed[0]})")
         self.name = name
         self.codec = codec
         self._codecs = (codec, *(other for other in also if other != codec))

@@ -162,6 +162,7 @@ class SipCalls:
         fill = SilenceUntilMedia("phone", codec, bridge.forward)
         tones = _from_phone(codec, offer.events, fill.packet)
         rtp = RtpLeg("phone", tones.packet, codec, srtp, offer.events, edge.media.permits)
+        tones.attach(rtp)  # audio straight on, unless a key is pressed
         call.on_key = tones.press  # keys sent by INFO (sip/dtmf_info.py)
         device: Device | None = None
         try:
@@ -377,9 +378,7 @@ class SipCalls:
             return
         bridge = Bridge(lambda: self._ice_servers(device.handle))
         tones: list[DtmfToTones] = []  # made once the phone's answer says its codec
-        rtp = RtpLeg(
-            "phone", lambda p: tones[0].packet(p), codecs[0], permits=self._edge.media.permits
-        )
+        rtp = RtpLeg("phone", bridge.forward, codecs[0], permits=self._edge.media.permits)
         call = self._edge.outbound(binding, caller)
         call.on_key = lambda key, ms: bool(tones) and tones[0].press(key, ms)  # INFO keys
         try:
@@ -418,6 +417,7 @@ class SipCalls:
                 return
             rtp.use(codec)
             tones.append(_from_phone(codec, EVENTS_PT, bridge.forward))
+            tones[0].attach(rtp)  # audio straight on, unless a key is pressed
             rtp.events = EVENTS_PT if answer.events == EVENTS_PT else None
             aim(rtp, answer, [binding.peer.address[0]])
             # the phone's codec when the caller offered it (forwarded), else Opus (transcoded)

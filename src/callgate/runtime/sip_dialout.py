@@ -206,6 +206,7 @@ class DialOut:
         call.on_key = lambda key, ms: phone_tones[0].press(key, ms)
         permits = self._edge.media.permits
         phone = RtpLeg("caller", from_phone, codec, srtp, offer.events, permits)
+        tones.attach(phone)  # audio straight on, unless a key is pressed
         carrier = RtpLeg("callee", bridge.forward, codec, permits=permits)
         try:
             out = self._edge.dial(
@@ -317,6 +318,7 @@ class DialOut:
                 phone.use(codec)
                 carrier.use(codec)
                 tones = DtmfToTones(codec, offer.events or NO_EVENTS, into_bridge)
+                tones.attach(phone)
                 phone_tones[0] = tones
             if events is not None and answer.events == events:
                 carrier.events = events  # the carrier takes events: forwarded as they are
