@@ -73,7 +73,9 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
                          cwd=tmp_path)  # fmt: skip
         assert added.returncode == 0, added.stderr
         device.update(json.loads(added.stdout))
-        bob = callgate("sip", "add", "bob", "desk", "--data-dir", str(data), "--json", cwd=tmp_path)
+        # bob's desk phone must be called with SRTP (srtp_phone_called)
+        bob = callgate("sip", "add", "bob", "desk", "--srtp", "--data-dir", str(data), "--json",
+                       cwd=tmp_path)  # fmt: skip
         assert bob.returncode == 0, bob.stderr
         device["bob_password"] = json.loads(bob.stdout)["password"]
         for args in (("create", "traders"), ("add-member", "traders", "alice")):
@@ -281,6 +283,106 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert talked["answer_at"] is not None and talked["reason"] == "hangup"
     assert keyed["answer_at"] is not None and keyed["reason"] == "hangup"  # SIPp's DTMF
     assert recorded["answer_at"] is not None and recorded["reason"] == "hangup"
+
+    # bob's desk phone, whose credential says SRTP, is called from the phone network
+    srtp_phone_called(port, device["bob_password"], CARRIERS[tmp_path])
+
+
+def srtp_phone_called(port: int, bob_password: str, carrier: SipClient) -> None:
+    """bob's desk phone registers; its credential (`sip add --srtp`) says it must be called with
+    SRTP. The carrier calls bob's DID (plain RTP): the phone's INVITE offers RTP/SAVP with our
+    SDES key (RFC 4568), the phone answers with its own, and each side hears the other: the
+    carrier in plain PCMU, the phone in SRTP that only its keys open."""
+    phone = SipClient(("127.0.0.1", port))
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.setblocking(False)
+    carrier_rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    carrier_rtp.bind(("127.0.0.2", 0))
+    carrier_rtp.setblocking(False)
+    try:
+        aor, uri = "sip:bob@callgate", f"sip:127.0.0.1:{port}"
+        contact = f"Contact: <sip:bob@127.0.0.1:{phone.local[1]}>;expires=600"
+        challenge = challenge_for(phone.exchange(phone.request("REGISTER", aor)), "SHA-256")
+        auth = authorization(challenge, "bob.desk", bob_password, "REGISTER", uri)
+        assert phone.exchange(phone.request("REGISTER", aor, [auth, contact])).status == 200
+        sdp = (
+            "v=0\r\no=- 6 6 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+            f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 0\r\n"
+        ).encode()
+        caller, did = "sip:+442071234511@carrier.example", f"sip:+15551230000@127.0.0.1:{port}"
+        headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
+        carrier.call_id += "-srtp"
+        carrier.send(carrier.request("INVITE", caller, headers, to=did, body=sdp))
+        phone.sock.settimeout(60)
+        invite = next_request(phone, "INVITE")
+        offer = parse_audio(invite.body)
+        assert "RTP/SAVP" in invite.body.decode() and offer.crypto is not None, invite.body
+        key = bytes(range(100, 130))
+        answer = (
+            "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/SAVP 0\r\n"
+            f"a=crypto:{offer.crypto.tag} AES_CM_128_HMAC_SHA1_80 "
+            f"inline:{base64.b64encode(key).decode()}\r\n"
+        ).encode()
+        extra = [("Contact", f"<sip:bob@127.0.0.1:{phone.local[1]}>"),
+                 ("Content-Type", "application/sdp")]  # fmt: skip
+        phone.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="sec1")))
+        carrier.sock.settimeout(60)
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            reply = carrier.receive()
+            statuses.append(reply.status)
+        assert statuses[-1] == 200, statuses
+        ours = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
+        assert ours is not None, reply.body
+        to = f"To: {reply.headers.get('to')}".encode()
+        carrier.send(
+            carrier.request("ACK", caller, to=did, cseq=carrier.cseq).replace(
+                f"To: <{did}>".encode(), to
+            )
+        )
+        profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+        out = pylibsrtp.Session(
+            pylibsrtp.Policy(key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, 0, profile)
+        )
+        into = pylibsrtp.Session(
+            pylibsrtp.Policy(offer.crypto.key_salt, pylibsrtp.Policy.SSRC_ANY_INBOUND, 0, profile)
+        )
+        at_server = ("127.0.0.1", offer.port)
+        at_carrier = ("127.0.0.1", int(ours.group(1)))
+        heard_by_phone, heard_by_carrier, plain = bytearray(), bytearray(), 0
+        deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
+        while n < 100 or (
+            min(len(heard_by_phone), len(heard_by_carrier)) <= 8000 and time.monotonic() < deadline
+        ):
+            packet = RtpPacket(PCMU, n == 0, n, n * 160, 0x6161, tone_ulaw(880.0, n * 160))
+            rtp.sendto(out.protect(build_rtp(packet)), at_server)
+            carrier_rtp.sendto(
+                build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x6262, tone_ulaw(440.0, n * 160))),
+                at_carrier,
+            )
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    wire = rtp.recv(2048)
+                    plain += wire[12:] == tone_ulaw(440.0, 0)  # never in the clear
+                    heard_by_phone += parse_rtp(into.unprotect(wire)).payload
+            heard_by_carrier += b"".join(p for _, p in received_rtp(carrier_rtp))
+            time.sleep(0.02)
+            n += 1
+        assert plain == 0
+        assert abs(dominant_hz(ulaw_decode(bytes(heard_by_phone[-8000:]))) - 440.0) < 10.0
+        assert abs(dominant_hz(ulaw_decode(bytes(heard_by_carrier[-8000:]))) - 880.0) < 10.0
+        bye = carrier.request("BYE", caller, to=did).replace(f"To: <{did}>".encode(), to)
+        assert carrier.exchange(bye).status == 200
+        deadline = time.monotonic() + 30
+        phone.sock.setblocking(False)
+        while "BYE" not in phone_requests(phone) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        phone.close()
+        rtp.close()
+        carrier_rtp.close()
 
 
 def by_invite(cdr: dict[str, Any]) -> str:

@@ -191,10 +191,7 @@ class RtpLeg:
         self.inbound: pylibsrtp.Session | None = None
         self.outbound: pylibsrtp.Session | None = None
         if srtp is not None:
-            profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
-            theirs = pylibsrtp.Policy(srtp[0], pylibsrtp.Policy.SSRC_ANY_INBOUND, 0, profile)
-            ours = pylibsrtp.Policy(srtp[1], pylibsrtp.Policy.SSRC_ANY_OUTBOUND, 0, profile)
-            self.inbound, self.outbound = pylibsrtp.Session(theirs), pylibsrtp.Session(ours)
+            self.secure(*srtp)
         self.name = name
         self.codec = codec
         self.payload_type = CODEC_PAYLOAD_TYPES[codec]
@@ -213,6 +210,13 @@ class RtpLeg:
         self._allowed: set[str] = set()
         self._latched = False
         self._permits = permits or (lambda _host: True)
+
+    def secure(self, theirs: bytes, ours: bytes) -> None:
+        """SRTP from now on (before media flows): the party's and our SDES master key ‖ salt."""
+        profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+        inbound = pylibsrtp.Policy(theirs, pylibsrtp.Policy.SSRC_ANY_INBOUND, 0, profile)
+        outbound = pylibsrtp.Policy(ours, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, 0, profile)
+        self.inbound, self.outbound = pylibsrtp.Session(inbound), pylibsrtp.Session(outbound)
 
     def use(self, codec: str) -> None:
         """The codec the party's answer chose of those we offered, before media flows."""

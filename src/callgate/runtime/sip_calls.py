@@ -379,6 +379,9 @@ class SipCalls:
         bridge = Bridge(lambda: self._ice_servers(device.handle))
         tones: list[DtmfToTones] = []  # made once the phone's answer says its codec
         rtp = RtpLeg("phone", bridge.forward, codecs[0], permits=self._edge.media.permits)
+        # a device whose credential says so is offered SRTP only (RTP/SAVP, our SDES key)
+        credential = await asyncio.to_thread(self._edge.credentials.get, username)
+        ours = Crypto(1, secrets.token_bytes(KEY_SALT)) if credential and credential.srtp else None
         call = self._edge.outbound(binding, caller)
         call.on_key = lambda key, ms: bool(tones) and tones[0].press(key, ms)  # INFO keys
         try:
@@ -386,7 +389,7 @@ class SipCalls:
             contact = f"sip:callgate@{binding.peer.local[0]}:{binding.peer.local[1]}"
             final = asyncio.ensure_future(
                 final_response(
-                    call, audio_sdp(local[0], local[1], codecs, None, EVENTS_PT), contact
+                    call, audio_sdp(local[0], local[1], codecs, ours, EVENTS_PT), contact
                 )
             )
             while not final.done():
@@ -408,6 +411,10 @@ class SipCalls:
                 codec = next((c for c in answer.ours() if c in codecs), None)
                 if codec is None:
                     raise SdpError("the answer has none of the codecs offered")
+                if ours is not None and (answer.crypto is None or answer.crypto.tag != ours.tag):
+                    raise SdpError("the phone must answer with SRTP (RTP/SAVP, our key's tag)")
+                if ours is None and answer.crypto is not None:
+                    raise SdpError("RTP/SAVP answer to a plain RTP offer")
                 source = binding.peer.address[0]
                 party = f"sip:{username}"
                 check_media(self._edge, answer, "answer", party, call.call_id, source, source)
@@ -416,6 +423,8 @@ class SipCalls:
                 await self._reject(device, call_id, str(exc))
                 return
             rtp.use(codec)
+            if ours is not None and answer.crypto is not None:
+                rtp.secure(answer.crypto.key_salt, ours.key_salt)  # RFC 4568 §6.1
             tones.append(_from_phone(codec, EVENTS_PT, bridge.forward))
             tones[0].attach(rtp)  # audio straight on, unless a key is pressed
             rtp.events = EVENTS_PT if answer.events == EVENTS_PT else None
