@@ -503,9 +503,10 @@ def read_events(bob: subprocess.Popen[str], until: str) -> list[dict[str, Any]]:
 def call_phone_to_cli(
     server: WebServer, port: int, user: str, password: str, tmp_path: Path, bob_password: str
 ) -> None:
-    """A call from the phone with SRTP (SDES keys), answered by bob's CLI softphone; then, once a
-    policy rule says alice's calls to bob must be recorded, a second call (plain RTP) is
-    recorded in G.711 like any recorded call: bob rings only once the recorder holds the
+    """A call from the phone with SRTP (SDES keys), answered by bob's CLI softphone, which takes
+    Opus alone (`--codec opus`: every call here is transcoded); then, once a policy rule says
+    alice's calls to bob must be recorded, a second call (plain RTP) is recorded like any
+    recorded call, the phone's side in PCMU and bob's in Opus: bob rings only once the recorder holds the
     phone's side (silence until its RTP flows), each hears the other, and the exported bundle
     has the phone's tone left, bob's right, and passes `callgate recording verify`."""
     recording = tmp_path / "bob.wav"
@@ -514,8 +515,9 @@ def call_phone_to_cli(
         CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
     )  # fmt: skip
     bob = subprocess.Popen(
+        # bob's CLI takes Opus alone: each call from the phone is transcoded (G.711 <-> Opus)
         [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--json",
-         "--count", "3"],
+         "--count", "3", "--codec", "opus"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     rtp, rtcp = rtp_pair()  # the phone's RTCP on its RTP port + 1 (RFC 3550 §11)
@@ -643,7 +645,8 @@ def call_phone_to_cli(
         assert "recording" in [e["event"] for e in events], events
         assert abs(dominant_frequency(tmp_path / "bob-3.wav") - 330.0) < 5.0
         call_id = next(e["call_id"] for e in events if e["event"] == "incoming")
-        check_recording(server, call_id, tmp_path, 330.0, 880.0)
+        # recorded as each party sent: the phone's PCMU, bob's Opus (the anchor transcoded)
+        check_recording(server, call_id, tmp_path, 330.0, 880.0, ("pcmu/8000/1", "opus/48000/2"))
         # our sender reports reached the phone's RTCP port (every 5 s, the call lasted longer),
         # and its report is in the call's quality rows as what the phone received
         reports = []

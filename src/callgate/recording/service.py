@@ -217,6 +217,22 @@ class RecordingService:
             raise RecordingFailure(f"recording record not written: {type(exc).__name__}") from exc
         return row, writer
 
+    async def set_codecs(self, recording_id: str, caller: str, callee: str) -> None:
+        """The anchor's codecs of each party once the callee answered: a callee that took a
+        fallback codec (transcoded) changes the recording's `codec` (codecs.py), stored before
+        its packets are; RecordingFailure when it cannot be."""
+        active = self.active.get(recording_id)
+        if active is None or caller not in CODECS or callee not in CODECS:
+            raise RecordingFailure(f"cannot record codecs {caller!r} and {callee!r}")
+        codec = recording_codec(caller, callee)
+        if codec == active.row["codec"]:
+            return
+        try:
+            await asyncio.to_thread(self.repository.set_codec, recording_id, codec)
+        except Exception as exc:
+            raise RecordingFailure(f"recording codec not stored: {type(exc).__name__}") from exc
+        active.row["codec"] = codec
+
     async def finish(self, recording_id: str) -> None:
         """Close the recording: last chunk, metadata, `recording.closed|failed` in the audit."""
         active = self.active.pop(recording_id, None)

@@ -234,7 +234,10 @@ class Anchoring:
             async with asyncio.timeout(self._setup_timeout):
                 await caller_leg.connected.wait()
                 await state.recorder.first_written()
-            offer = await state.bridge.leg("callee", callee_codec).offer()
+            # a callee's device without the caller's G.711 may answer Opus: transcoded, and
+            # each party recorded in its own codec (the recording's is set at the answer)
+            also = ("opus",) if callee_codec != "opus" else ()
+            offer = await state.bridge.leg("callee", callee_codec, also).offer()
         except (RecordingFailure, AnchorError, TimeoutError) as exc:
             why = (
                 "no media from the caller reached the recorder"
@@ -270,10 +273,17 @@ class Anchoring:
                 self.hub.engine.end_call(state.call_id, Reason.SETUP_FAILED, str(exc)[:255])
             )
             return
+        caller_codec = state.bridge.legs["caller"].codec
+        if state.recorder is not None:
+            recording_id = state.recorder.recording_id
+            try:  # stored as the callee's media starts (exports read it)
+                await self.recordings.set_codecs(recording_id, caller_codec, leg.codec)
+            except RecordingFailure as exc:
+                self._failed(state.call_id, str(exc))
+                return
         await leg.connected.wait()
         if state.recorder is not None:
             state.recorder.expect("callee")
-        caller_codec = state.bridge.legs["caller"].codec
         if await play_prompt(state.bridge, self.recordings, caller_codec, leg.codec):
             log.info("call %s: recording prompt played to both parties", state.call_id)
 
