@@ -207,11 +207,15 @@ class DialOut:
         permits = self._edge.media.permits
         phone = RtpLeg("caller", from_phone, codec, srtp, offer.events, permits)
         tones.attach(phone)  # audio straight on, unless a key is pressed
-        carrier = RtpLeg("callee", bridge.forward, codec, permits=permits)
+        # keys the carrier sends by INFO become tones in its audio towards the phone
+        from_carrier = DtmfToTones(codec, NO_EVENTS, bridge.forward)
+        carrier = RtpLeg("callee", from_carrier.packet, codec, permits=permits)
         try:
             out = self._edge.dial(
                 trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
             )
+            if out is not None:
+                out.on_key = from_carrier.press  # sip/dtmf_info.py, edge_dialogs.py
         except TrunkLimited as limited:
             call.recorded = True
             _, reason = limited.cdr
@@ -320,6 +324,9 @@ class DialOut:
                 tones = DtmfToTones(codec, offer.events or NO_EVENTS, into_bridge)
                 tones.attach(phone)
                 phone_tones[0] = tones
+                from_carrier = DtmfToTones(codec, NO_EVENTS, bridge.forward)
+                carrier.on_audio = carrier.on_event = from_carrier.packet
+                out.on_key = from_carrier.press
             if events is not None and answer.events == events:
                 carrier.events = events  # the carrier takes events: forwarded as they are
                 tones.convert = False
