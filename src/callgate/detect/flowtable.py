@@ -8,7 +8,6 @@ flow, and both are reported (a 5-tuple reused hours later is another conversatio
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
 from callgate.detect.decode import TCP, decode
 from callgate.detect.flow import Endpoint, Flow, inspect
@@ -23,17 +22,19 @@ def flow_key(proto: int, src: bytes, sport: int, dst: bytes, dport: int) -> byte
     return bytes((proto,)) + src + dst + _PORTS.pack(sport, dport)
 
 
-@dataclass
 class FlowTable:
-    packets: int = 0
-    skipped: int = 0  # packets that are not IP/UDP/TCP or cannot be decoded
-    # `flow_key` of each direction of each flow → (flow, side)
-    table: dict[bytes, tuple[Flow, int]] = field(default_factory=dict)
-    flows: list[Flow] = field(default_factory=list)
-    idle: float = IDLE_TIMEOUT  # 0: flows are never closed
-    closed: int = 0  # flows closed for idleness (a later packet started a new flow)
-    max_flows: int = 0  # 0: unbounded; else the least recently active flows are evicted
-    evicted: int = 0
+    """(A plain class, as the rest of detect's start-up path: see `flow.Flow`.)"""
+
+    def __init__(self, *, idle: float = IDLE_TIMEOUT, max_flows: int = 0) -> None:
+        self.packets = 0
+        self.skipped = 0  # packets that are not IP/UDP/TCP or cannot be decoded
+        # `flow_key` of each direction of each flow → (flow, side)
+        self.table: dict[bytes, tuple[Flow, int]] = {}
+        self.flows: list[Flow] = []
+        self.idle = idle  # 0: flows are never closed
+        self.closed = 0  # flows closed for idleness (a later packet started a new flow)
+        self.max_flows = max_flows  # 0: unbounded; else the least recently active are evicted
+        self.evicted = 0
 
     def packet(self, ts: float, linktype: int, frame: bytes) -> None:
         """One packet: decode, find or create its flow, count; inspect until the flow is decided.

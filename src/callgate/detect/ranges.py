@@ -9,8 +9,8 @@ with "; " when there are several). A malformed line is an error naming the file 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from callgate.detect.capture import CaptureError
 
@@ -23,8 +23,7 @@ class RangeError(CaptureError):
     """A ranges file that cannot be read or parsed (exit status 1, like an unreadable capture)."""
 
 
-@dataclass(frozen=True, slots=True)
-class VendorRange:
+class VendorRange(NamedTuple):
     network: Network
     transport: str | None  # "udp", "tcp", or None for any
     low: int
@@ -32,12 +31,17 @@ class VendorRange:
     app: str
 
 
-@dataclass(slots=True)
 class RangeList:
-    origin: str
-    source: str = ""
-    date: str = ""
-    ranges: list[VendorRange] = field(default_factory=list)
+    """The ranges of one list, with its origin, source and date (a plain class: see
+    `stunscan.StunInfo`)."""
+
+    __slots__ = ("date", "origin", "ranges", "source")
+
+    def __init__(self, origin: str, source: str = "", date: str = "") -> None:
+        self.origin = origin
+        self.source = source
+        self.date = date
+        self.ranges: list[VendorRange] = []
 
     def app_for(self, ip: bytes, transport: str, port: int) -> VendorRange | None:
         """The first range holding the address and port, or None."""

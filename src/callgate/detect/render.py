@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import io
-import json
-from dataclasses import fields
 from datetime import UTC, datetime
 
+from callgate.detect.jsonindent import dumps
 from callgate.detect.report import FlowResult, Report, Session
 
 CSV_FIELDS = (
@@ -16,7 +15,7 @@ CSV_FIELDS = (
 )  # fmt: skip
 
 
-_FLOW_FIELDS = tuple(field.name for field in fields(FlowResult))  # flat: no deep copy needed
+_FLOW_FIELDS = FlowResult._fields
 
 
 def iso(ts: float) -> str:
@@ -49,7 +48,7 @@ def to_json(report: Report) -> str:
     """One document: summary, sessions (per host, application, peer) and every RTC flow."""
     flows = []
     for f in report.rtc_flows:
-        row: dict[str, object] = {name: getattr(f, name) for name in _FLOW_FIELDS}
+        row: dict[str, object] = dict(zip(_FLOW_FIELDS, f, strict=True))
         row["first_seen"], row["last_seen"] = iso(f.first_seen), iso(f.last_seen)
         flows.append(row)
     document = {
@@ -57,7 +56,7 @@ def to_json(report: Report) -> str:
         "sessions": [session_row(s) for s in report.sessions],
         "flows": flows,
     }
-    return json.dumps(document, indent=2) + "\n"
+    return dumps(document) + "\n"  # json.dumps(document, indent=2), byte for byte
 
 
 def to_csv(report: Report) -> str:
