@@ -153,7 +153,9 @@ class Detector:
     def _text(self, ip: bytes) -> str:
         text = self._text_cache.get(ip)
         if text is None:
-            text = self._text_cache[ip] = str(ipaddress.ip_address(ip))
+            # IPv4 written as ipaddress writes it, without building an address object per host
+            text = ".".join(map(str, ip)) if len(ip) == 4 else str(ipaddress.ip_address(ip))
+            self._text_cache[ip] = text
         return text
 
     def _local_side(self, flow: Flow) -> int:

@@ -51,6 +51,12 @@ _SCALARS: dict[type, Callable[[object], str]] = {
 }  # fmt: skip
 
 
+# Encoded keys ('"name": ') per indentation: a report repeats the same few dozen keys thousands
+# of times. Bounded, for documents with many distinct keys.
+_KEYS: dict[str, dict[str, str]] = {}
+_KEYS_KEPT = 256
+
+
 def _encode(value: object, pad: str) -> str:
     """`value` at the indentation `pad` (a newline and the spaces of its own line)."""
     scalar = _SCALARS.get(type(value))
@@ -60,17 +66,31 @@ def _encode(value: object, pad: str) -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        for key in value:
-            if not isinstance(key, str):
-                raise TypeError(f"keys must be str, not {type(key).__name__}")
-        items = [_string(key) + ": " + _encode(item, inner) for key, item in value.items()]
+        keys = _KEYS.get(inner)
+        if keys is None:
+            keys = _KEYS[inner] = {}
+        items = []
+        for key, item in value.items():
+            head = keys.get(key) if type(key) is str else None
+            if head is None:
+                if not isinstance(key, str):
+                    raise TypeError(f"keys must be str, not {type(key).__name__}")
+                head = _string(key) + ": "
+                if len(keys) < _KEYS_KEPT:
+                    keys[key] = head
+            scalar = _SCALARS.get(type(item))
+            items.append(head + (scalar(item) if scalar is not None else _encode(item, inner)))
         return "{" + inner + ("," + inner).join(items) + pad + "}"
     if isinstance(value, list | tuple):
         if not value:
             return "[]"
-        return (
-            "[" + inner + ("," + inner).join([_encode(item, inner) for item in value]) + pad + "]"
-        )
+        items = [
+            scalar(item)
+            if (scalar := _SCALARS.get(type(item))) is not None
+            else _encode(item, inner)
+            for item in value
+        ]
+        return "[" + inner + ("," + inner).join(items) + pad + "]"
     if isinstance(value, str):  # subclasses, as json.dumps reads them
         return _string(value)
     if isinstance(value, int):

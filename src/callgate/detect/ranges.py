@@ -44,11 +44,15 @@ class RangeList:
         self.ranges: list[VendorRange] = []
 
     def app_for(self, ip: bytes, transport: str, port: int) -> VendorRange | None:
-        """The first range holding the address and port, or None."""
-        address = ipaddress.ip_address(ip)
+        """The first range holding the address (packed) and port, or None. (Compared as integers:
+        `ipaddress.ip_address` and `in` for every real-time flow cost more than the rest of the
+        naming.)"""
+        value, version = int.from_bytes(ip, "big"), 4 if len(ip) == 4 else 6
         for entry in self.ranges:
+            network = entry.network
             if (entry.transport in (None, transport) and entry.low <= port <= entry.high
-                    and address.version == entry.network.version and address in entry.network):  # fmt: skip
+                    and network.version == version
+                    and value & int(network.netmask) == int(network.network_address)):  # fmt: skip
                 return entry
         return None
 

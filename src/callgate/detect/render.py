@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from callgate.detect.jsonindent import dumps
@@ -22,7 +23,7 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def session_row(s: Session) -> dict[str, object]:
+def session_row(s: Session, when: Callable[[float], str] = iso) -> dict[str, object]:
     return {
         "host": s.host,
         "application": s.app,
@@ -30,8 +31,8 @@ def session_row(s: Session) -> dict[str, object]:
         "sanctioned": s.sanctioned,
         "path": s.path,
         "media": s.media,
-        "first_seen": iso(s.first_seen),
-        "last_seen": iso(s.last_seen),
+        "first_seen": when(s.first_seen),
+        "last_seen": when(s.last_seen),
         "duration_s": round(s.duration, 3),
         "packets_out": s.packets_out,
         "packets_in": s.packets_in,
@@ -46,14 +47,22 @@ def session_row(s: Session) -> dict[str, object]:
 
 def to_json(report: Report) -> str:
     """One document: summary, sessions (per host, application, peer) and every RTC flow."""
+    times: dict[float, str] = {}  # a session's times are its flows' times: each written once
+
+    def text(ts: float) -> str:
+        found = times.get(ts)
+        if found is None:
+            found = times[ts] = iso(ts)
+        return found
+
     flows = []
     for f in report.rtc_flows:
         row: dict[str, object] = dict(zip(_FLOW_FIELDS, f, strict=True))
-        row["first_seen"], row["last_seen"] = iso(f.first_seen), iso(f.last_seen)
+        row["first_seen"], row["last_seen"] = text(f.first_seen), text(f.last_seen)
         flows.append(row)
     document = {
         "summary": report.summary(),
-        "sessions": [session_row(s) for s in report.sessions],
+        "sessions": [session_row(s, text) for s in report.sessions],
         "flows": flows,
     }
     return dumps(document) + "\n"  # json.dumps(document, indent=2), byte for byte
