@@ -42,6 +42,71 @@ static inline uint32_t le32(const uint8_t *p) {
 static inline uint64_t be64(const uint8_t *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
 static inline uint32_t rd32(const uint8_t *p, int big) { return big ? be32(p) : le32(p); }
 
+/* ---- arguments: every array is checked before it is read or written ---- */
+
+/* What an argument must be: BYTES any C-contiguous buffer (read as bytes: the capture data);
+ * I64 a one-dimensional C-contiguous array of 8-byte integers (int64 or uint64: endpoint codes
+ * are hash values, either reading is the same bits), F64 of float64, I8 of 1-byte integers; all
+ * in native byte order and aligned to their item size. OUT: written, so writable too. */
+enum { BYTES = 0, I64 = 1, F64 = 2, I8 = 3, OUT = 8 };
+
+/* The item codes (struct module syntax) each kind accepts, and what its errors call it. */
+static const char *const CODES[] = {"", "qQlL", "d", "bB"};
+static const char *const WHAT[] = {"a bytes-like object", "an array of 8-byte integers",
+                                   "an array of float64", "an array of 1-byte integers"};
+
+/* The buffer of `arg` as `kind` requires (above), into `view`; else a TypeError naming the
+ * function, the argument and what it is (format, item size, dimensions, contiguity), with
+ * nothing held. */
+static int get_array(PyObject *arg, int kind, Py_buffer *view, const char *fn, const char *name) {
+    int type = kind & ~OUT;
+    int flags = PyBUF_C_CONTIGUOUS | (type == BYTES ? 0 : PyBUF_FORMAT) |
+                (kind & OUT ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(arg, view, flags) != 0) {
+        PyObject *type_, *value, *trace;
+        PyErr_Fetch(&type_, &value, &trace);
+        PyErr_Format(PyExc_TypeError, "%s: %s must be %s, C-contiguous%s; got %.100s (%S)", fn,
+                     name, WHAT[type], kind & OUT ? " and writable" : "", Py_TYPE(arg)->tp_name,
+                     value != NULL ? value : Py_None);
+        Py_XDECREF(type_);
+        Py_XDECREF(value);
+        Py_XDECREF(trace);
+        return 0;
+    }
+    if (type == BYTES)
+        return 1;
+    const char *format = view->format != NULL ? view->format : "B";
+    const char *code = format;
+    if (*code == '@' || *code == '=' || *code == (PY_LITTLE_ENDIAN ? '<' : '>'))
+        code++;
+    Py_ssize_t size = type == I8 ? 1 : 8;
+    int aligned = (uintptr_t)view->buf % (uintptr_t)size == 0;
+    if (view->ndim != 1 || view->itemsize != size || code[0] == '\0' || code[1] != '\0' ||
+        strchr(CODES[type], code[0]) == NULL || !aligned) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s: %s must be %s (format %s, native byte order, aligned, one dimension); "
+                     "got format '%.20s', item size %zd, %d dimension(s)%s",
+                     fn, name, WHAT[type], CODES[type], format, view->itemsize, view->ndim,
+                     aligned ? "" : ", unaligned");
+        PyBuffer_Release(view);
+        return 0;
+    }
+    return 1;
+}
+
+/* The `count` arguments of `fn` in `args`, each as `kinds[i]` requires, into `views` (all
+ * released and 0 returned at the first that is not). */
+static int get_arrays(PyObject *const *args, const int *kinds, const char *const *names,
+                      Py_ssize_t count, Py_buffer *const *views, const char *fn) {
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (!get_array(args[i], kinds[i], views[i], fn, names[i])) {
+            while (i-- > 0)
+                PyBuffer_Release(views[i]);
+            return 0;
+        }
+    return 1;
+}
+
 /* An output (or input) array of at least `count` items of `size` bytes, else ValueError. */
 static int fits(const Py_buffer *view, Py_ssize_t count, Py_ssize_t size, const char *name) {
     if (count < 0 || view->len / size < count) {
@@ -61,10 +126,16 @@ static int fits(const Py_buffer *view, Py_ssize_t count, Py_ssize_t size, const 
  * room for. */
 static PyObject *pcap_walk(PyObject *self, PyObject *args) {
     Py_buffer chunk, starts, caplens, stamps;
+    PyObject *argv[4];
     int big;
     double unit;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*pdw*w*w*", &chunk, &big, &unit, &starts, &caplens, &stamps))
+    if (!PyArg_ParseTuple(args, "OpdOOO:pcap_walk", &argv[0], &big, &unit, &argv[1], &argv[2], &argv[3]))
+        return NULL;
+    static const int kinds[] = {BYTES, I64 | OUT, I64 | OUT, F64 | OUT};
+    static const char *const names[] = {"chunk", "starts", "caplens", "stamps"};
+    Py_buffer *const all[] = {&chunk, &starts, &caplens, &stamps};
+    if (!get_arrays(argv, kinds, names, 4, all, "pcap_walk"))
         return NULL;
     Py_ssize_t room = starts.len / 8;
     if (caplens.len / 8 < room)
@@ -112,10 +183,17 @@ static PyObject *pcap_walk(PyObject *self, PyObject *args) {
  * interface, which the caller reads itself, with its precise errors. */
 static PyObject *pcapng_walk(PyObject *self, PyObject *args) {
     Py_buffer chunk, links, units, starts, caplens, stamps, linktypes;
+    PyObject *argv[7];
     int big;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*py*y*w*w*w*w*", &chunk, &big, &links, &units, &starts,
-                          &caplens, &stamps, &linktypes))
+    if (!PyArg_ParseTuple(args, "OpOOOOOO:pcapng_walk", &argv[0], &big, &argv[1], &argv[2], &argv[3], &argv[4],
+                          &argv[5], &argv[6]))
+        return NULL;
+    static const int kinds[] = {BYTES, I64, F64, I64 | OUT, I64 | OUT, F64 | OUT, I64 | OUT};
+    static const char *const names[] = {"chunk", "links", "units", "starts", "caplens", "stamps",
+                                        "linktypes"};
+    Py_buffer *const all[] = {&chunk, &links, &units, &starts, &caplens, &stamps, &linktypes};
+    if (!get_arrays(argv, kinds, names, 7, all, "pcapng_walk"))
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t ifaces = links.len / 8, room = starts.len / 8;
@@ -344,12 +422,20 @@ static void decode_frame(int64_t linktype, const uint8_t *f, size_t len, Decoded
  * a ValueError. */
 static PyObject *decode(PyObject *self, PyObject *args) {
     Py_buffer data, starts, caplens, links, kinds, protos, srcs, dsts, addrs, alens, pays, plens;
+    PyObject *argv[12];
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*w*w*w*w*w*w*", &data, &starts, &caplens, &links,
-                          &kinds, &protos, &srcs, &dsts, &addrs, &alens, &pays, &plens))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOO:decode", &argv[0], &argv[1], &argv[2], &argv[3], &argv[4], &argv[5],
+                          &argv[6], &argv[7], &argv[8], &argv[9], &argv[10], &argv[11]))
         return NULL;
-    Py_buffer *all[] = {&data, &starts, &caplens, &links, &kinds, &protos,
-                        &srcs, &dsts, &addrs, &alens, &pays, &plens};
+    static const int types[] = {BYTES,     I64,       I64,       I64,       I8 | OUT,  I64 | OUT,
+                                I64 | OUT, I64 | OUT, I64 | OUT, I64 | OUT, I64 | OUT, I64 | OUT};
+    static const char *const names[] = {"data", "starts",  "caplens", "linktypes",
+                                        "kind", "proto",   "src",     "dst",
+                                        "addr", "alen",    "payload", "plen"};
+    Py_buffer *const all[] = {&data, &starts, &caplens, &links, &kinds, &protos,
+                              &srcs, &dsts,   &addrs,   &alens, &pays,  &plens};
+    if (!get_arrays(argv, types, names, 12, all, "decode"))
+        return NULL;
     PyObject *result = NULL;
     Py_ssize_t n = starts.len / 8;
     if (fits(&caplens, n, 8, "caplens") && fits(&links, n, 8, "linktypes") &&
@@ -407,11 +493,17 @@ static PyObject *decode(PyObject *self, PyObject *args) {
  * the exact address and port. An IPv6 address outside `data` is a ValueError. */
 static PyObject *group(PyObject *self, PyObject *args) {
     Py_buffer data, kinds, srcs, dsts, protos, addrs, alens, firsts, invs;
+    PyObject *argv[9];
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*w*w*", &data, &kinds, &srcs, &dsts, &protos,
-                          &addrs, &alens, &firsts, &invs))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO:group", &argv[0], &argv[1], &argv[2], &argv[3], &argv[4], &argv[5],
+                          &argv[6], &argv[7], &argv[8]))
         return NULL;
-    Py_buffer *all[] = {&data, &kinds, &srcs, &dsts, &protos, &addrs, &alens, &firsts, &invs};
+    static const int types[] = {BYTES, I8, I64, I64, I64, I64, I64, I64 | OUT, I64 | OUT};
+    static const char *const names[] = {"data", "kind", "src", "dst", "proto",
+                                        "addr", "alen", "first", "inv"};
+    Py_buffer *const all[] = {&data, &kinds, &srcs, &dsts, &protos, &addrs, &alens, &firsts, &invs};
+    if (!get_arrays(argv, types, names, 9, all, "group"))
+        return NULL;
     PyObject *result = NULL;
     Py_ssize_t n = srcs.len / 8;
     if (fits(&kinds, n, 1, "kind") && fits(&dsts, n, 8, "dst") && fits(&protos, n, 8, "proto") &&
@@ -487,11 +579,17 @@ static PyObject *group(PyObject *self, PyObject *args) {
  * it; grouped by flow (flows in number order), in packet order within a flow. */
 static PyObject *select_payloads(PyObject *self, PyObject *args) {
     Py_buffer invs, plens, sides, owners, rooms, oo, op, o0, o1;
+    PyObject *argv[9];
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*w*w*w*", &invs, &plens, &sides, &owners, &rooms,
-                          &oo, &op, &o0, &o1))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO:select", &argv[0], &argv[1], &argv[2], &argv[3], &argv[4], &argv[5],
+                          &argv[6], &argv[7], &argv[8]))
         return NULL;
-    Py_buffer *all[] = {&invs, &plens, &sides, &owners, &rooms, &oo, &op, &o0, &o1};
+    static const int types[] = {I64, I64, I64, I64, I64, I64 | OUT, I64 | OUT, I64 | OUT, I64 | OUT};
+    static const char *const names[] = {"inv", "plen", "side", "owner", "room",
+                                        "out_owner", "out_packet", "out_seen0", "out_seen1"};
+    Py_buffer *const all[] = {&invs, &plens, &sides, &owners, &rooms, &oo, &op, &o0, &o1};
+    if (!get_arrays(argv, types, names, 9, all, "select"))
+        return NULL;
     PyObject *result = NULL;
     Py_ssize_t n = invs.len / 8, groups = sides.len / 8, flows = rooms.len / 8;
     int64_t *at = NULL, *seen = NULL;
@@ -567,10 +665,15 @@ done:
  * Per group (inv[i], -1: none): packets, captured bytes and the latest time. */
 static PyObject *tally(PyObject *self, PyObject *args) {
     Py_buffer invs, caplens, stamps, cs, os_, ls;
+    PyObject *argv[6];
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*", &invs, &caplens, &stamps, &cs, &os_, &ls))
+    if (!PyArg_ParseTuple(args, "OOOOOO:tally", &argv[0], &argv[1], &argv[2], &argv[3], &argv[4], &argv[5]))
         return NULL;
-    Py_buffer *all[] = {&invs, &caplens, &stamps, &cs, &os_, &ls};
+    static const int types[] = {I64, I64, F64, I64 | OUT, I64 | OUT, F64 | OUT};
+    static const char *const names[] = {"inv", "caplen", "stamps", "counts", "octets", "last"};
+    Py_buffer *const all[] = {&invs, &caplens, &stamps, &cs, &os_, &ls};
+    if (!get_arrays(argv, types, names, 6, all, "tally"))
+        return NULL;
     PyObject *result = NULL;
     Py_ssize_t n = invs.len / 8, groups = cs.len / 8;
     if (fits(&caplens, n, 8, "caplen") && fits(&stamps, n, 8, "stamps") &&

@@ -52,17 +52,19 @@ ROWS = 8 * 1024
 
 
 class _Columns:
-    """Reused per-record arrays (bytearrays the compiled functions fill): ROWS records."""
+    """Reused per-record arrays the compiled functions fill, ROWS records each, typed as they
+    require (int64; float64 times; the 1-byte kinds)."""
 
     def __init__(self, linktype: int) -> None:
         self.size = ROWS
-        names = ("start", "caplen", "stamp", "proto", "src", "dst", "addr", "alen", "payload",
-                 "plen", "first", "inv")  # fmt: skip
-        self.bufs = {name: bytearray(8 * ROWS) for name in names}
-        self.bufs["link"] = bytearray(struct.pack("=q", linktype) * ROWS)
+        names = ("start", "caplen", "proto", "src", "dst", "addr", "alen", "payload", "plen",
+                 "first", "inv")  # fmt: skip
+        self.bufs = {name: memoryview(bytearray(8 * ROWS)).cast("q") for name in names}
+        self.stamps: memoryview[float] = memoryview(bytearray(8 * ROWS)).cast("d")
+        self.bufs["link"] = memoryview(bytearray(struct.pack("=q", linktype) * ROWS)).cast("q")
         self.kind = bytearray(ROWS)
 
-    def __getitem__(self, name: str) -> bytearray:
+    def __getitem__(self, name: str) -> memoryview[int]:
         return self.bufs[name]
 
 
@@ -92,7 +94,7 @@ def feed_pcap(table: FlowTable, reader: PcapReader) -> bool:
             left = 0
             while True:  # ROWS records at a time
                 count, used, first, last = hotloops.pcap_walk(
-                    buf[left:], order == ">", unit, cols["start"], cols["caplen"], cols["stamp"]
+                    buf[left:], order == ">", unit, cols["start"], cols["caplen"], cols.stamps
                 )
                 if count:
                     reader.packets += count
@@ -131,7 +133,7 @@ def _pcapng(table: FlowTable, reader: PcapReader, handle: BufferedIOBase, first:
                 count, used, _, earliest, latest = hotloops.pcapng_walk(
                     buf[pos:], order == ">", array("q", [link for link, _ in ifaces]),
                     array("d", [unit for _, unit in ifaces]), cols["start"], cols["caplen"],
-                    cols["stamp"], cols["link"],
+                    cols.stamps, cols["link"],
                 )  # fmt: skip
                 if count:
                     reader.packets += count
@@ -179,7 +181,7 @@ def _chunk(
                         cols["addr"], cols["alen"], cols["payload"], cols["plen"])  # fmt: skip
     if sparse:  # one packet at a time, as feed_batch does then
         starts, caplens = _q(cols, "start", count).tolist(), _q(cols, "caplen", count).tolist()
-        stamps, links = _d(cols, "stamp", count).tolist(), _q(cols, "link", count).tolist()
+        stamps, links = _d(cols, count).tolist(), _q(cols, "link", count).tolist()
         for ts, link, start, size in zip(stamps, links, starts, caplens, strict=True):
             table.packet(ts, link, bytes(buf[start : start + size]))
         return
@@ -201,12 +203,12 @@ def _chunk(
 
 def _q(cols: _Columns, name: str, count: int) -> memoryview[int]:
     """The first `count` items of an int64 column."""
-    return memoryview(cols[name]).cast("q")[:count]
+    return cols[name][:count]
 
 
-def _d(cols: _Columns, name: str, count: int) -> memoryview[float]:
-    """The first `count` items of a float64 column ("stamp")."""
-    return memoryview(cols[name]).cast("d")[:count]
+def _d(cols: _Columns, count: int) -> memoryview[float]:
+    """The first `count` record times."""
+    return cols.stamps[:count]
 
 
 def _lookup(
@@ -215,8 +217,8 @@ def _lookup(
     """Per group, in order of its first packet: its flow (created when new) and side."""
     firsts = _q(cols, "first", groups).tolist()
     proto, addr, alen = (_q(cols, name, cols.size) for name in ("proto", "addr", "alen"))
-    srcs, dsts = memoryview(cols["src"]).cast("Q"), memoryview(cols["dst"]).cast("Q")
-    stamps = _d(cols, "stamp", cols.size)
+    srcs, dsts = cols["src"].cast("B").cast("Q"), cols["dst"].cast("B").cast("Q")
+    stamps = _d(cols, cols.size)
     flows: list[Flow] = []
     sides: list[int] = []
     seen: set[int] = set()  # flows met earlier in this batch: their `last` is not updated yet
@@ -248,11 +250,11 @@ def _inspect(
     total = min(sum(r for r in room if r > 0), count)  # each packet is picked once at most
     if not total:
         return
-    out = [bytearray(8 * total) for _ in range(4)]
+    out = [array("q", bytes(8 * total)) for _ in range(4)]
     picked = hotloops.select(inv, _q(cols, "plen", count), _ints(sides),
                              _ints([owner_of[id(flow)] for flow in flows]), _ints(room),
                              *out)  # fmt: skip
-    who, packets, seen0, seen1 = (memoryview(o).cast("q")[:picked].tolist() for o in out)
+    who, packets, seen0, seen1 = (o[:picked].tolist() for o in out)
     payload, plen = _q(cols, "payload", count), _q(cols, "plen", count)
     k = 0
     while k < picked:
@@ -275,11 +277,14 @@ def _count(
     cols: _Columns, count: int, inv: memoryview, flows: list[Flow], sides: list[int], groups: int
 ) -> None:
     """Packets, bytes and last-seen time per group, added to its flow and side."""
-    counts, octets, last = bytearray(8 * groups), bytearray(8 * groups), bytearray(8 * groups)
-    hotloops.tally(inv, _q(cols, "caplen", count), _d(cols, "stamp", count), counts, octets, last)
-    for flow, side, n, size, stamp in zip(flows, sides, memoryview(counts).cast("q").tolist(),
-                                          memoryview(octets).cast("q").tolist(),
-                                          memoryview(last).cast("d").tolist(), strict=True):  # fmt: skip
+    counts, octets, last = (
+        array("q", bytes(8 * groups)),
+        array("q", bytes(8 * groups)),
+        array("d", bytes(8 * groups)),
+    )
+    hotloops.tally(inv, _q(cols, "caplen", count), _d(cols, count), counts, octets, last)
+    for flow, side, n, size, stamp in zip(flows, sides, counts.tolist(), octets.tolist(),
+                                          last.tolist(), strict=True):  # fmt: skip
         flow.pkts[side] += n
         flow.octets[side] += size
         if stamp > flow.last:
@@ -300,5 +305,5 @@ def _numpy_batch(table: FlowTable, chunk: memoryview, at: int, count: int, cols:
 
     start, caplen, link = (np.frombuffer(cols[name], dtype=np.int64, count=count)
                            for name in ("start", "caplen", "link"))  # fmt: skip
-    stamps = np.frombuffer(cols["stamp"], dtype=np.float64, count=count)
+    stamps = np.frombuffer(cols.stamps.cast("B"), dtype=np.float64, count=count)
     feed_batch(table, Batch(chunk, None, 0, start + at, caplen, stamps, link))
