@@ -51,10 +51,10 @@ _SCALARS: dict[type, Callable[[object], str]] = {
 }  # fmt: skip
 
 
-# Encoded keys ('"name": ') per indentation: a report repeats the same few dozen keys thousands
-# of times. Bounded, for documents with many distinct keys.
-_KEYS: dict[str, dict[str, str]] = {}
-_KEYS_KEPT = 256
+# The encoded keys ('"name": ') of a dict's key sequence at an indentation: a report's rows
+# repeat the same few key sequences thousands of times. Bounded, for documents of many shapes.
+_HEADS: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+_HEADS_KEPT = 64
 
 
 def _encode(value: object, pad: str) -> str:
@@ -66,20 +66,19 @@ def _encode(value: object, pad: str) -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        keys = _KEYS.get(inner)
-        if keys is None:
-            keys = _KEYS[inner] = {}
-        items = []
-        for key, item in value.items():
-            head = keys.get(key) if type(key) is str else None
-            if head is None:
+        keys = tuple(value)
+        heads = _HEADS.get((inner, keys))
+        if heads is None:
+            for key in keys:
                 if not isinstance(key, str):
                     raise TypeError(f"keys must be str, not {type(key).__name__}")
-                head = _string(key) + ": "
-                if len(keys) < _KEYS_KEPT:
-                    keys[key] = head
-            scalar = _SCALARS.get(type(item))
-            items.append(head + (scalar(item) if scalar is not None else _encode(item, inner)))
+            heads = [_string(key) + ": " for key in keys]
+            if len(_HEADS) < _HEADS_KEPT:
+                _HEADS[(inner, keys)] = heads
+        items = [
+            head + (scalar(item) if (scalar := _SCALARS.get(type(item))) else _encode(item, inner))
+            for head, item in zip(heads, value.values(), strict=True)
+        ]
         return "{" + inner + ("," + inner).join(items) + pad + "}"
     if isinstance(value, list | tuple):
         if not value:
