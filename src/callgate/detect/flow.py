@@ -7,6 +7,9 @@ after that a flow only counts packets and bytes — the fast path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from callgate.detect import native
 from callgate.detect.apps import app_from_stun
 from callgate.detect.media import (
     dtls_record,
@@ -290,9 +293,21 @@ def _seen(flow: Flow) -> bool:
                 or flow.rtp_runs[0] or flow.rtp_runs[1])  # fmt: skip
 
 
+def _distinct_in_python(sample: bytes) -> int:
+    """How many different byte values `sample` holds."""
+    return len(set(sample))
+
+
+_distinct_bytes: Callable[[bytes], int] = _distinct_in_python
+if native.enabled():  # the same count in C: ≈ 3 µs a payload in Python, 8 % of a large capture
+    from callgate.detect import hotloops
+
+    _distinct_bytes = hotloops.distinct
+
+
 def _randomness(payload: bytes) -> float:
     """Distinct byte values relative to what uniformly random bytes of this length would show
     (≈1.0 for ciphertext such as SRTP, much lower for text or structured headers)."""
     sample = payload[:256]
     expected = 256.0 * (1.0 - (255.0 / 256.0) ** len(sample))
-    return len(set(sample)) / expected
+    return _distinct_bytes(sample) / expected

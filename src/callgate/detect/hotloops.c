@@ -4,6 +4,8 @@
  * pcapng_walk  the Enhanced Packet Blocks of one pcapng chunk (capture/pcapng.py)
  * decode       link layer -> IPv4/IPv6 -> UDP/TCP of every frame of a batch (batchdecode.py)
  * group        the distinct directional 5-tuples of a batch (batchfeed.py)
+ * select/tally the payloads to inspect and the counters per flow (pcapfeed.py, batchfeed.py)
+ * distinct     how many different byte values a payload holds (flow.py's randomness)
  *
  * Every input is hostile: each length and offset is checked against the buffer before it is read
  * (truncated records, caplen past the chunk, unknown link types, IPv4 IHL < 5, IPv6 extension
@@ -709,6 +711,25 @@ static PyObject *tally(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* ---- distinct: flow.py's payload randomness ---- */
+
+/* distinct(data) -> count: how many different byte values `data` holds (bytes-like). */
+static PyObject *distinct(PyObject *self, PyObject *arg) {
+    Py_buffer data;
+    (void)self;
+    if (!get_array(arg, BYTES, &data, "distinct", "data"))
+        return NULL;
+    uint8_t seen[256] = {0};
+    const uint8_t *byte = data.buf;
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < data.len; i++) {
+        count += !seen[byte[i]];
+        seen[byte[i]] = 1;
+    }
+    PyBuffer_Release(&data);
+    return PyLong_FromSsize_t(count);
+}
+
 static PyMethodDef methods[] = {
     {"pcap_walk", pcap_walk, METH_VARARGS, "The complete records of a classic pcap chunk."},
     {"pcapng_walk", pcapng_walk, METH_VARARGS, "The Enhanced Packet Blocks of a pcapng chunk."},
@@ -716,6 +737,7 @@ static PyMethodDef methods[] = {
     {"group", group, METH_VARARGS, "The distinct directional 5-tuples of a batch."},
     {"select", select_payloads, METH_VARARGS, "The payloads of a batch to inspect, per flow."},
     {"tally", tally, METH_VARARGS, "Packets, bytes and last time per group."},
+    {"distinct", distinct, METH_O, "How many different byte values a bytes-like object holds."},
     {NULL, NULL, 0, NULL},
 };
 

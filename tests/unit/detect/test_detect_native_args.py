@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callgate.detect import native
 
@@ -90,3 +92,21 @@ def test_every_function_names_what_it_refuses() -> None:
         hotloops.tally(q(0), q(60), np.ones(1), q(0), q(0), q(0))
     with pytest.raises(TypeError, match=r"tally"):  # a missing argument: Python's own message
         hotloops.tally(q(0), q(60))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_distinct_counts_byte_values_as_a_set_does(data: bytes) -> None:
+    from callgate.detect import hotloops
+
+    assert hotloops.distinct(data) == len(set(data))
+    assert hotloops.distinct(memoryview(bytearray(data))) == len(set(data))
+
+
+def test_distinct_refuses_what_is_not_bytes() -> None:
+    from callgate.detect import hotloops
+
+    with pytest.raises(TypeError, match=r"distinct: data must be a bytes-like object.*got str"):
+        hotloops.distinct("text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"distinct: data must be .*C-contiguous"):
+        hotloops.distinct(np.zeros(8, dtype=np.uint8)[::2])
