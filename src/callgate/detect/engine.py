@@ -142,7 +142,7 @@ class Detector:
     def is_internal(self, ip: bytes) -> bool:
         known = self._internal_cache.get(ip)
         if known is None:
-            address = ipaddress.ip_address(ip)
+            address = (ipaddress.IPv4Address if len(ip) == 4 else ipaddress.IPv6Address)(ip)
             if self.internal:
                 known = any(address in net for net in self.internal)
             else:  # default: private, loopback, link-local, ULA (RFC 1918, RFC 4193, …)

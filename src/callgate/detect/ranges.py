@@ -35,24 +35,27 @@ class RangeList:
     """The ranges of one list, with its origin, source and date (a plain class: see
     `stunscan.StunInfo`)."""
 
-    __slots__ = ("date", "origin", "ranges", "source")
+    __slots__ = ("_masks", "date", "origin", "ranges", "source")
 
     def __init__(self, origin: str, source: str = "", date: str = "") -> None:
         self.origin = origin
         self.source = source
         self.date = date
         self.ranges: list[VendorRange] = []
+        # per range: (IP version, netmask, network address) as integers, made at the first lookup
+        self._masks: list[tuple[int, int, int]] | None = None
 
     def app_for(self, ip: bytes, transport: str, port: int) -> VendorRange | None:
         """The first range holding the address (packed) and port, or None. (Compared as integers:
         `ipaddress.ip_address` and `in` for every real-time flow cost more than the rest of the
         naming.)"""
+        if self._masks is None or len(self._masks) != len(self.ranges):
+            self._masks = [(entry.network.version, int(entry.network.netmask),
+                            int(entry.network.network_address)) for entry in self.ranges]  # fmt: skip
         value, version = int.from_bytes(ip, "big"), 4 if len(ip) == 4 else 6
-        for entry in self.ranges:
-            network = entry.network
+        for entry, (family, mask, network) in zip(self.ranges, self._masks, strict=True):
             if (entry.transport in (None, transport) and entry.low <= port <= entry.high
-                    and network.version == version
-                    and value & int(network.netmask) == int(network.network_address)):  # fmt: skip
+                    and family == version and value & mask == network):  # fmt: skip
                 return entry
         return None
 
