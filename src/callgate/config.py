@@ -409,6 +409,10 @@ class TrunkSettings(BaseModel):
     addresses: list[str] = Field(min_length=1, max_length=64)
     # E.164 number -> the callgate user it rings.
     dids: dict[str, str] = Field(default_factory=dict)
+    # E.164 number -> the group (callgate group) whose members' devices all ring (ring all).
+    did_groups: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]] = Field(
+        default_factory=dict
+    )
     # Dialling out: where the carrier takes INVITEs (UDP), who may dial numbers through it (the
     # members of these groups; none: nobody — emergency numbers are always let through), and
     # the number presented as the caller.
@@ -453,6 +457,9 @@ class TrunkSettings(BaseModel):
             raise ValueError("username and password go together")
         if 0 < self.options_interval < 1:
             raise ValueError("options_interval is 0 (no pings) or at least 1 second")
+        both = sorted(set(self.dids) & set(self.did_groups))
+        if both:
+            raise ValueError(f"DID {both[0]} is in both dids and did_groups: one or the other")
         return self
 
     @field_validator("addresses")
@@ -460,7 +467,7 @@ class TrunkSettings(BaseModel):
     def _ips(cls, value: list[str]) -> list[str]:
         return [parse_ip(v) for v in value]
 
-    @field_validator("dids")
+    @field_validator("dids", "did_groups")
     @classmethod
     def _e164(cls, value: dict[str, str]) -> dict[str, str]:
         for number in value:

@@ -40,6 +40,7 @@ from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
 from callgate.identity.service import start_identity
 from callgate.keys import load_or_create_secret
+from callgate.media import internals as anchor_internals
 from callgate.metrics import MetricsServer, build_registry, serve_metrics
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
@@ -466,6 +467,10 @@ async def _start_recordings(store: Store, settings: Settings) -> RecordingServic
     recovered = await asyncio.to_thread(service.recover)
     if recovered:
         log.warning("closed %d recording(s) left open by a previous run", recovered)
+    # the anchor's aiortc/aioice internals, checked before any call needs them (logged there)
+    changed = await asyncio.to_thread(anchor_internals.problems)
+    if changed:
+        service.refuse(f"media anchor: aiortc/aioice internals changed: {'; '.join(changed)}")
     return service
 
 

@@ -164,14 +164,32 @@ class ClusterHub(SignalingHub):
         """Enter the callee's devices on other nodes in the engine; False (and the caller told
         why) when the bus cannot say where they are."""
         try:
-            found = await self.bus.devices_of(invite.to)
+            await self._enter_remote(invite.to)
         except ClusterUnavailable as exc:
             log.warning("refusing a call from %s: %s", device.handle, exc)
             text = f"call not placed: {exc}"
             self.send(device, m.error_message(invite.id, m.UNAVAILABLE, text))
             return False
+        return True
+
+    async def enter_members(self, caller: str, members: Sequence[str], live: bool) -> None:
+        """A ring group's members on other nodes ring too, and the relays admit each pair
+        before anyone rings (and forget those of a refused call). With the bus down only the
+        members connected here ring (logged)."""
+        for handle in members:
+            if live:
+                try:
+                    await self._enter_remote(handle)
+                except ClusterUnavailable as exc:
+                    log.warning("ring group: %s's devices elsewhere not rung: %s", handle, exc)
+            await self.bus.announce_pair((caller, handle), live=live)
+
+    async def _enter_remote(self, handle: str) -> None:
+        """Enter `handle`'s devices on other nodes in the engine (ClusterUnavailable: the bus
+        cannot say where they are)."""
+        found = await self.bus.devices_of(handle)
         current = {d.device_id for d in found}
-        for old in [d for d in self._remote.values() if d.handle == invite.to]:
+        for old in [d for d in self._remote.values() if d.handle == handle]:
             if old.device_id not in current and self.engine.call_of(old.device_id) is None:
                 self._forget(old.device_id)
         for remote in found:
@@ -180,7 +198,6 @@ class ClusterHub(SignalingHub):
                 self.engine.device_connected(
                     remote.device_id, remote.handle, remote.display_name, remote.relay_only
                 )
-        return True
 
     def _forget(self, device_id: str) -> list[Effect]:
         self._remote.pop(device_id, None)
