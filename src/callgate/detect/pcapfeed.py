@@ -30,6 +30,7 @@ from callgate.detect.capture.packets import (
     MAX_RECORD,
     PCAP_MAGICS,
     PCAPNG_SHB,
+    SECTION_HEADER,
     CaptureError,
     PcapReader,
 )
@@ -143,17 +144,9 @@ def _pcapng(table: FlowTable, reader: PcapReader, handle: BufferedIOBase, first:
                     continue  # the outputs were full: walk on
             if len(buf) - pos < 12:
                 break
-            if buf[pos : pos + 4] == PCAPNG_SHB:
-                bom = bytes(buf[pos + 8 : pos + 12])
-                if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
-                    raise CaptureError(f"{reader.path}: bad pcapng byte-order magic")
-                order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
+            order, btype, blen = reader.ng_header(buf, pos, order)
+            if btype == SECTION_HEADER:
                 ifaces = []
-            btype, blen = struct.unpack_from(order + "II", buf, pos)
-            if blen < 12 or blen % 4 or blen > MAX_RECORD:
-                raise CaptureError(
-                    f"{reader.path}: corrupt pcapng block (type {btype:#x}, length {blen})"
-                )
             if pos + blen > len(buf):
                 break
             # the block, and what PcapReader's buffer has after a block too short for its fields

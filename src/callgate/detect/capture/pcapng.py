@@ -25,7 +25,7 @@ from callgate.detect.capture.batch import (
 )
 from callgate.detect.capture.packets import (
     MAX_RECORD,
-    PCAPNG_SHB,
+    SECTION_HEADER,
     CaptureError,
     PcapReader,
     if_tsresol,
@@ -66,21 +66,12 @@ def _walk_blocks(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[Bat
     ifaces = st.ifaces if st.ifaces is not None else []
     st.ifaces = ifaces
     order = st.order
-    unpack2 = struct.Struct(order + "II").unpack_from
     pos, end = 0, len(buf)
     while pos + 12 <= end:
-        if buf[pos : pos + 4] == PCAPNG_SHB:
-            bom = bytes(buf[pos + 8 : pos + 12])
-            if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
-                raise CaptureError(f"{reader.path}: bad pcapng byte-order magic")
-            order = st.order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
-            unpack2 = struct.Struct(order + "II").unpack_from
+        order, btype, blen = reader.ng_header(buf, pos, order)
+        if btype == SECTION_HEADER:
+            st.order = order
             ifaces.clear()
-        btype, blen = unpack2(buf, pos)
-        if blen < 12 or blen % 4 or blen > MAX_RECORD:
-            raise CaptureError(
-                f"{reader.path}: corrupt pcapng block (type {btype:#x}, length {blen})"
-            )
         if pos + blen > end:
             break
         body = pos + 8
