@@ -178,17 +178,11 @@ def _lookup(
     flows: list[Flow] = [None] * groups  # type: ignore[list-item]
     sides = np.zeros(groups, dtype=np.int64)
     live = np.zeros(groups, dtype=bool)
-    seen: set[int] = set()  # flows met earlier in this batch: their `last` is not updated yet
+    seen: set[int] = set()  # flows met earlier in this batch
     for group in np.argsort(reps).tolist():
         i = int(reps[group])
         proto, src, sport, dst, dport = _endpoints(batch, f, i, slow)
-        entry = flowtable.table.get(flow_key(proto, src, sport, dst, dport))
-        if entry is None or id(entry[0]) not in seen:
-            # the batch spans at most `idle` seconds: only its first packet of a flow can follow
-            # an idle gap
-            entry = flowtable.lookup(float(batch.ts[i]), proto, (src, sport), (dst, dport),
-                                     check_idle=True)  # fmt: skip
-            seen.add(id(entry[0]))
+        entry = flowtable.batch_lookup(seen, float(batch.ts[i]), proto, (src, sport), (dst, dport))
         flows[group], sides[group] = entry
         live[group] = not entry[0].done
     return flows, sides, live

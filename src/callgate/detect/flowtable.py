@@ -64,6 +64,19 @@ class FlowTable:
             entry = None
         return entry if entry is not None else self.new_flow(ts, proto, src, dst)
 
+    def batch_lookup(
+        self, seen: set[int], ts: float, proto: int, src: Endpoint, dst: Endpoint
+    ) -> tuple[Flow, int]:
+        """`lookup` for the first packet of a 5-tuple in a batch (`batchfeed.py`, `pcapfeed.py`):
+        `seen` holds the flows met earlier in the batch, whose `last` is not updated until the
+        batch ends; a batch spans at most `idle` seconds, so only a flow's first packet in it
+        can follow an idle gap, and the idle check applies to flows not met yet."""
+        entry = self.table.get(flow_key(proto, src[0], src[1], dst[0], dst[1]))
+        if entry is None or id(entry[0]) not in seen:
+            entry = self.lookup(ts, proto, src, dst, check_idle=True)
+            seen.add(id(entry[0]))
+        return entry
+
     def new_flow(self, ts: float, proto: int, a: Endpoint, b: Endpoint) -> tuple[Flow, int]:
         """A flow first seen at `ts`, from `a` (side 0) to `b`."""
         if self.max_flows and len(self.flows) >= self.max_flows:

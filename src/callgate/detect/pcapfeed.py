@@ -36,7 +36,7 @@ from callgate.detect.capture.packets import (
 )
 from callgate.detect.decode import TCP
 from callgate.detect.flow import INSPECT_LIMIT, Flow, inspect
-from callgate.detect.flowtable import FlowTable, flow_key
+from callgate.detect.flowtable import FlowTable
 
 _SKIP, _SLOW = 0, 2  # batchdecode's kinds
 _MASK = 0xFFFF
@@ -214,15 +214,12 @@ def _lookup(
     stamps = _d(cols, cols.size)
     flows: list[Flow] = []
     sides: list[int] = []
-    seen: set[int] = set()  # flows met earlier in this batch: their `last` is not updated yet
+    seen: set[int] = set()  # flows met earlier in this batch
     for i in firsts:
         a, size = addr[i], alen[i]
         sip, dip = bytes(buf[a : a + size]), bytes(buf[a + size : a + 2 * size])
-        sport, dport, transport = srcs[i] & _MASK, dsts[i] & _MASK, proto[i]
-        entry = table.table.get(flow_key(transport, sip, sport, dip, dport))
-        if entry is None or id(entry[0]) not in seen:
-            entry = table.lookup(stamps[i], transport, (sip, sport), (dip, dport), check_idle=True)
-            seen.add(id(entry[0]))
+        sport, dport = srcs[i] & _MASK, dsts[i] & _MASK
+        entry = table.batch_lookup(seen, stamps[i], proto[i], (sip, sport), (dip, dport))
         flows.append(entry[0])
         sides.append(entry[1])
     return flows, sides
