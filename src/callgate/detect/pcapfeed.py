@@ -7,7 +7,7 @@ chunk:
    other block (section and interface headers, Simple Packet Blocks; errors), in file order;
 2. `decode` reads every frame's link, IP and UDP/TCP headers where it lies in the chunk;
 3. `group` numbers the distinct directional 5-tuples in order of their first packet, and each is
-   looked up once in the flow table (`batchfeed._lookup`'s rules);
+   looked up once in the flow table (`FlowTable.batch_lookup`, as `batchfeed` does);
 4. `select` picks the payloads `flow.inspect` sees — per undecided flow, its first payloads up to
    its room, with the packet counts it would have at each — and Python inspects them in order;
 5. `tally` sums packets, bytes and the last time per 5-tuple, added to each flow.
