@@ -19,7 +19,7 @@ from callgate.detect.batchdecode import FAST, SKIP, SLOW, V6, Fields, decode_bat
 from callgate.detect.capture.batch import Batch
 from callgate.detect.decode import TCP, decode
 from callgate.detect.flow import INSPECT_LIMIT, Flow, inspect
-from callgate.detect.flowtable import FlowTable, flow_key
+from callgate.detect.flowtable import FlowTable, add_counts, flow_key
 from callgate.detect.native import enabled as compiled
 
 _K1, _K2, _K3 = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F),
@@ -259,10 +259,6 @@ def _count_bulk(batch: Batch, packets: I64, groups: I64, flows: list[Flow], side
     octets = np.bincount(groups, weights=batch.caplen[packets], minlength=size)
     last = np.full(size, -np.inf)
     np.maximum.at(last, groups, batch.ts[packets])
-    for group in np.flatnonzero(counts).tolist():
-        flow, side = flows[group], int(sides[group])
-        flow.pkts[side] += int(counts[group])
-        flow.octets[side] += int(octets[group])
-        stamp = float(last[group])
-        if stamp > flow.last:
-            flow.last = stamp
+    add_counts(
+        flows, sides.tolist(), counts.tolist(), octets.astype(np.int64).tolist(), last.tolist()
+    )  # every group has a packet

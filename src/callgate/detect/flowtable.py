@@ -8,6 +8,7 @@ flow, and both are reported (a 5-tuple reused hours later is another conversatio
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 from callgate.detect.decode import TCP, decode
 from callgate.detect.flow import Endpoint, Flow, inspect
@@ -99,3 +100,16 @@ class FlowTable:
         for key in [key for key, (flow, _) in self.table.items() if id(flow) in gone]:
             del self.table[key]
         self.evicted += count
+
+
+def add_counts(
+    flows: Iterable[Flow], sides: Iterable[int], counts: Iterable[int], octets: Iterable[int],
+    last: Iterable[float],
+) -> None:  # fmt: skip
+    """A batch's packets, bytes and latest time per 5-tuple added to its flow and side (the
+    compiled path, `pcapfeed.py`, and the numpy one, `batchfeed.py`)."""
+    for flow, side, n, size, stamp in zip(flows, sides, counts, octets, last, strict=True):
+        flow.pkts[side] += n
+        flow.octets[side] += size
+        if stamp > flow.last:
+            flow.last = stamp

@@ -36,7 +36,7 @@ from callgate.detect.capture.packets import (
 )
 from callgate.detect.decode import TCP
 from callgate.detect.flow import INSPECT_LIMIT, Flow, inspect
-from callgate.detect.flowtable import FlowTable
+from callgate.detect.flowtable import FlowTable, add_counts
 
 _SKIP, _SLOW = 0, 2  # batchdecode's kinds
 _MASK = 0xFFFF
@@ -273,12 +273,7 @@ def _count(
         array("d", bytes(8 * groups)),
     )
     hotloops.tally(inv, _q(cols, "caplen", count), _d(cols, count), counts, octets, last)
-    for flow, side, n, size, stamp in zip(flows, sides, counts.tolist(), octets.tolist(),
-                                          last.tolist(), strict=True):  # fmt: skip
-        flow.pkts[side] += n
-        flow.octets[side] += size
-        if stamp > flow.last:
-            flow.last = stamp
+    add_counts(flows, sides, counts.tolist(), octets.tolist(), last.tolist())
 
 
 def _ints(values: list[int]) -> array[int]:
