@@ -644,10 +644,19 @@ class Settings(BaseSettings):
     # nodes exchange call signaling through. Without redis_url: one node, as before.
     node_id: str | None = None
     redis_url: SecretStr | None = None
-    # With redis_url: the cluster key (a file of at least 32 random characters, mode 0600, the
-    # same on every node and relay) that signs what they write to Redis for each other
-    # (runtime/cluster_seal.py).
+    # With redis_url, on a node: the node key (a file of at least 32 random characters, mode
+    # 0600, the same on every node; or CALLGATE_CLUSTER_KEY) that signs what nodes write to Redis
+    # and derives each relay's key (runtime/cluster_keys.py).
     cluster_key_file: Path | None = None
+    cluster_key: SecretStr | None = None
+    # While the node key changes: the other node key, accepted but never used to sign
+    # (docs/scaling.md, "Changing the node key").
+    cluster_key_accepted_file: Path | None = None
+    cluster_key_accepted: SecretStr | None = None
+    # With redis_url, on a registered relay: its own relay key (a file, mode 0600, written by
+    # `callgate turn --node-id ID --issue-relay-key PATH` on a node; or CALLGATE_RELAY_KEY).
+    relay_key_file: Path | None = None
+    relay_key: SecretStr | None = None
     # Seconds a silent node keeps its calls before another node may take them over (and, after
     # twice as long, finalize them `node-lost`): signaling/handover.py.
     node_lease: float = Field(default=10.0, ge=4.0, le=3600)

@@ -198,7 +198,6 @@ class DialOut:
         # keys the carrier sends by INFO become tones in its audio towards the phone
         from_carrier = DtmfToTones(codec, NO_EVENTS, bridge.forward)
         carrier = RtpLeg("callee", from_carrier.packet, codec, permits=permits)
-        from_carrier.attach(carrier)
         try:
             out = self._edge.dial(
                 trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle

@@ -240,7 +240,6 @@ class NumberCalls:
         # keys the carrier sends by INFO become tones in its audio towards the softphone
         from_carrier = DtmfToTones(codec, NO_EVENTS, bridge.forward)
         carrier = RtpLeg("callee", from_carrier.packet, codec, permits=self._edge.media.permits)
-        from_carrier.attach(carrier)  # audio straight on, unless a key is pressed
         outcome = ("failed", "server", "setup-failed", "no UDP listener for the trunk")
         out: OutboundCall | None = None
         lost = asyncio.ensure_future(_lost(recording))
