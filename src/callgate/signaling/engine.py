@@ -121,6 +121,13 @@ class CallEngine:
                 return True
         return False
 
+    def ringing_members(self, call_id: str) -> tuple[str, frozenset[str]] | None:
+        """A ring group's call still ringing: (its caller, the members still rung)."""
+        call = self._calls.get(call_id)
+        if call is None or not call.members:
+            return None
+        return call.caller.handle, call.members
+
     def next_deadline(self) -> float | None:
         """The monotonic time at which `tick()` has something to do, or None."""
         times = [deadline(call, self.timeouts)[0] for call in self._calls.values()]

@@ -259,7 +259,11 @@ class SignalingHub:
                 self._per_handle[device.handle] = left
         if self.numbers is not None:
             await self.numbers.disconnected(device)
+        call_id = self.engine.call_of(device.device_id)
+        rung = self.engine.ringing_members(call_id) if call_id is not None else None
         await self.apply(self.engine.device_disconnected(device.device_id))
+        if call_id is not None and rung is not None:
+            await self._members_left(call_id, *rung)
 
     async def receive(
         self, device: Device, message: m.ClientMessage, callee_exists: Callable[[str], bool]
@@ -291,10 +295,14 @@ class SignalingHub:
             )
             await self._opened(device, message.sdp, effects, grant)
             return
+        declines = isinstance(message, m.Reject | m.Hangup) and isinstance(call_id, str)
+        rung = self.engine.ringing_members(str(call_id)) if declines else None
         effects = handle_message(self.engine, device.device_id, message)
         if isinstance(message, m.Answer):
             self._answer_relays(device, message, effects)
         await self.apply(effects)
+        if rung is not None:
+            await self._members_left(str(call_id), *rung)
         if isinstance(message, m.Answer | m.Candidate):
             self._after(device, message)
 
@@ -334,6 +342,15 @@ class SignalingHub:
         idle = [h for h in members if not self.engine.together(device.handle, h)]
         if idle and denial is None:  # refused, or those members busy, offline
             await self.enter_members(device.handle, idle, False)
+
+    async def _members_left(self, call_id: str, caller: str, rung: frozenset[str]) -> None:
+        """Members of a ring group's call that stopped ringing (declined, devices gone, or the
+        call ended before an answer): the relays stop admitting them with the caller."""
+        now = self.engine.ringing_members(call_id)
+        gone = rung - (now[1] if now is not None else frozenset())
+        left = sorted(h for h in gone if not self.engine.together(caller, h))
+        if left:
+            await self.enter_members(caller, left, False)
 
     async def enter_members(self, caller: str, members: Sequence[str], live: bool) -> str | None:
         """Before a ring group's members ring (`live`), and for those that did not: their

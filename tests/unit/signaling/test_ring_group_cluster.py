@@ -118,21 +118,32 @@ async def test_a_member_on_another_node_rings_answers_and_the_snapshot_lists_the
     carrier, _ = await n1.connect(CARRIER, f"{CARRIER} (carrier)", True)
     alice, _ = await n1.connect("alice", "Alice", False)
     bob, _ = await n2.connect("bob", "Bob", False)  # bob's only device is on the other node
+    dave, _ = await n2.connect("dave", "Dave", False)
 
-    await n1.invite_group(carrier, "1", "desk", SDP, lambda group: ("alice", "bob", "carol"))
+    members = ("alice", "bob", "carol", "dave")
+    await n1.invite_group(carrier, "1", "desk", SDP, lambda group: members)
     incoming = await next_of(bob, "call.incoming")  # rung from n1 through the bus
     await next_of(alice, "call.incoming")
+    await next_of(dave, "call.incoming")
     call_id = str(incoming["call_id"])
-    assert (await next_of(carrier, "call.ringing"))["devices"] == 2
-    assert fabric.lookups == 3  # one lookup per member (carol: online nowhere)
+    assert (await next_of(carrier, "call.ringing"))["devices"] == 3
+    assert fabric.lookups == 4  # one lookup per member (carol: online nowhere)
     assert sorted(fabric.pairs) == sorted(
-        [((CARRIER, "alice"), True), ((CARRIER, "bob"), True), ((CARRIER, "carol"), True),
-         ((CARRIER, "carol"), False)]
-    )  # fmt: skip
+        [*(((CARRIER, h), True) for h in members), ((CARRIER, "carol"), False)]
+    )
     # the relays admit the caller with each member rung, not with "group:desk" only
     pairs = n1.snapshot()["pairs"]
-    assert sorted(pairs) == sorted([sorted((CARRIER, "alice")), sorted((CARRIER, "bob"))])
+    assert pairs == [sorted((CARRIER, h)) for h in ("alice", "bob", "dave")]
     assert n1.together(CARRIER, "bob") and not n1.together(CARRIER, "carol")
+
+    # dave declines on his node: he drops out of the snapshot and the relays are told at once
+    await n2.receive(dave, parse({"type": "call.reject", "id": "r", "call_id": call_id}), bool)
+    assert (await next_of(carrier, "call.ringing"))["devices"] == 2
+    assert n1.snapshot()["pairs"] == [sorted((CARRIER, h)) for h in ("alice", "bob")]
+    async with asyncio.timeout(15):  # the announce follows the reply: wait for it
+        while fabric.pairs[-1] != ((CARRIER, "dave"), False):
+            await asyncio.sleep(0.01)
+    assert not n1.together(CARRIER, "dave")
 
     await n2.receive(bob, parse({"type": "call.answer", "id": "2", "call_id": call_id,
                                  "sdp": SDP}), bool)  # fmt: skip
