@@ -332,7 +332,10 @@ class SignalingHub:
         if denial is None and members:
             unreachable = await self.enter_members(device.handle, tuple(members), True)
             if unreachable is not None:
-                denial = Denial(rule="unavailable", reason=f"ring group: {unreachable}")
+                denial, grant = (
+                    Denial(rule="unavailable", reason=f"ring group: {unreachable}"),
+                    None,
+                )
         callee = group_callee(group)
         effects = self.engine.invite_group(
             device.device_id, request_id, callee, sdp, members if denial is None else {},
