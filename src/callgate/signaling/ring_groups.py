@@ -1,6 +1,6 @@
 """Ring groups: a call to a group of users rings every member's devices at once (docs/sip.md,
-"Trunks (inbound)": a DID may ring a group). The call engine rings them (`CallEngine.invite`
-with `members`); this module says who may be rung and under which constraints.
+"Trunks (inbound)": a DID may ring a group). The call engine rings them
+(`CallEngine.invite_group`); this module says who may be rung and under which constraints.
 
 The policy is asked about each member as if the caller called that member alone, so every
 existing rule applies unchanged (inbound screening by the caller's number, rules naming a
