@@ -39,7 +39,7 @@ from callgate.runtime.sip_media import check_call_media, check_media, take_offer
 from callgate.signaling import messages as m
 from callgate.signaling.anchoring import PHONE_AGENT
 from callgate.signaling.hub import Device, SignalingHub
-from callgate.signaling.ring_groups import group_callee
+from callgate.signaling.ring_groups import MAX_MEMBERS, TOO_LARGE, group_callee
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import aim
@@ -71,7 +71,12 @@ ENDED = {
     "denied": (403, "Forbidden"),
     "recording-unavailable": (503, "Service Unavailable (recording unavailable)"),
     "recording-failed": (503, "Service Unavailable (recording failed)"),
+    "unavailable": (503, "Service Unavailable"),
+    TOO_LARGE: (503, "Service Unavailable (ring group over its size limit)"),
 }
+# call.denied by no rule of the policy's: the call policy, the ring group's members or the
+# cluster bus could not be read (rule "unavailable"), or the group is too large
+DENIED_BY = {"unavailable": "unavailable", TOO_LARGE: TOO_LARGE}
 
 
 class SipCalls:
@@ -85,11 +90,13 @@ class SipCalls:
         media_ip: str | None = None,
         dial_out: DialOut | None = None,
         members_of: Callable[[str], Sequence[str]] = lambda group: (),
+        max_members: int = MAX_MEMBERS,
     ) -> None:
         """`dial_out`: phones dialling numbers through trunks (sip_dialout.py); `members_of`:
         the users a trunk DID's ring group rings (policy/groups.py)."""
         self._dial = dial_out
         self._members_of = members_of
+        self._max_members = max_members
         self._hub = hub
         self._user_exists = user_exists
         self._ice_servers = ice_servers
@@ -186,7 +193,9 @@ class SipCalls:
             await self._hub.apply(effects)
             if group is not None:  # every member rings (signaling/ring_groups.py)
                 call.recorded = True  # the hub writes this attempt's CDR from here on
-                await self._hub.invite_group(device, self._id(), group, web_offer, self._members_of)
+                await self._hub.invite_group(
+                    device, self._id(), group, web_offer, self._members_of, self._max_members
+                )
             else:
                 try:
                     invite = m.Invite(type="call.invite", id=self._id(), to=callee, sdp=web_offer)
@@ -300,7 +309,7 @@ class SipCalls:
                 elif kind in ("call.ended", "call.denied"):
                     reason = str(message.get("reason") or "")
                     if kind == "call.denied":
-                        reason = "denied"
+                        reason = DENIED_BY.get(str(message.get("rule")), "denied")
                     call.reject(*ENDED.get(reason, (480, "Temporarily Unavailable")))
                     await call.hang_up()
                     return
