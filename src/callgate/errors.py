@@ -32,11 +32,11 @@
 
 Errors that belong to one package are defined beside their code and listed here. Codecs are
 pure and raise StunDecodeError on malformed bytes; servers catch it, drop the packet and count it.
-Exceptions used only as control flow inside one module (turn/allocate.py's `Reject`,
-signaling/engine.py's `_Refusal`, turn/relay.py's `InsufficientCapacity`, which allocate.py turns
-into 508) never reach a caller and are not part of the tree. `callgate detect` reports capture
-errors (detect/capture `CaptureError`; a bad `--lists` file is its subclass `RangeError`) as
-exit status 1.
+Exceptions used only as control flow inside their code (turn/allocate.py's `Reject`, the call
+engine's `Refusal` in signaling/engine_base.py, turn/relay.py's `InsufficientCapacity`, which
+allocate.py turns into 508) never reach a caller and are not part of the tree. `callgate detect`
+reports capture errors (detect/capture `CaptureError`; a bad `--lists` file is its subclass
+`RangeError`) as exit status 1.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Call control: typed protocol messages (messages.py), the server-owned call state machine
-(model.py holds a call's state, engine.py the `CallEngine` that moves it and returns effects),
+(model.py holds a call's state, engine.py the `CallEngine` that moves it and returns effects,
+composed of ringing.py, answering.py, media_reports.py and reattaching.py over engine_base.py),
 relay-only SDP filtering and per-connection rate limiting — pure: no sockets, no database, no
 asyncio. hub.py is the one asyncio shell around the engine: it queues messages for connected
 devices and hands record effects to records/call_recorder.py, which writes them. The WebSocket

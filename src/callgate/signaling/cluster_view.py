@@ -133,7 +133,7 @@ class ClusterView(SignalingHub):
         # admitting their parties while the holder is dead and before a take-over
         held = set(self._remote_parties.values())
         # a ring group's call ringing here lists the group as its callee: the relays admit the
-        # caller with each member actually rung (signaling/engine.py `invite_group`)
+        # caller with each member actually rung (signaling/ringing.py `invite_group`)
         held |= {
             frozenset((call.caller.handle, member))
             for call in self.engine.live_calls()

@@ -7,8 +7,8 @@ each member combine into the strictest."""
 from __future__ import annotations
 
 from callgate.signaling import CdrOpen, CdrUpdate, Denial, Effect, Reason
-from callgate.signaling.engine import GROUP_NOT_RECORDED
 from callgate.signaling.ring_groups import group_verdict
+from callgate.signaling.ringing import GROUP_NOT_RECORDED
 from callgate.types.decisions import Grant
 from tests.unit.signaling.signaling_helpers import (
     ANSWER,
