@@ -77,15 +77,6 @@ class EngineBase:
         """The calls ringing or in progress, oldest first (read them, never change them)."""
         return sorted(self._calls.values(), key=lambda call: call.invite_mono)
 
-    def end_by_admin(self, call_id: str, admin: str) -> list[Effect] | None:
-        """An administrator ends a live call: both parties hear `ended-by-admin`; None when the
-        call is not live."""
-        call = self._calls.get(call_id)
-        if call is None:
-            return None
-        effects = self._end(call, Reason.ENDED_BY_ADMIN, EndedBy.SERVER)
-        return [replace(e, admin=admin) if isinstance(e, CdrFinal) else e for e in effects]
-
     def together(self, user_a: str, user_b: str) -> bool:
         """Are these two users the parties of a live call (ringing or connected)? Calls denied by
         policy never become live. Call-bound relaying (turn/callbound.py) asks this."""
@@ -119,13 +110,6 @@ class EngineBase:
         call = self._calls.get(call_id)
         return call if call is not None and call.anchored else None
 
-    def end_call(self, call_id: str, reason: Reason, detail: str | None = None) -> list[Effect]:
-        """The server ends a live call (recording unavailable or failed); [] when not live."""
-        call = self._calls.get(call_id)
-        if call is None:
-            return []
-        return records_first(self._end(call, reason, EndedBy.SERVER, detail))
-
     # --- presence ------------------------------------------------------------------------------
 
     def device_connected(
@@ -152,6 +136,24 @@ class EngineBase:
         if all(d.handle != gone.handle for d in call.ringing.values()):
             call.members -= {gone.handle}  # a group's member no device of whom still rings
         return [Send(call.caller.device_id, m.ringing_message(call.call_id, len(call.ringing)))]
+
+    # --- the server ends a call ----------------------------------------------------------------
+
+    def end_by_admin(self, call_id: str, admin: str) -> list[Effect] | None:
+        """An administrator ends a live call: both parties hear `ended-by-admin`; None when the
+        call is not live."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return None
+        effects = self._end(call, Reason.ENDED_BY_ADMIN, EndedBy.SERVER)
+        return [replace(e, admin=admin) if isinstance(e, CdrFinal) else e for e in effects]
+
+    def end_call(self, call_id: str, reason: Reason, detail: str | None = None) -> list[Effect]:
+        """The server ends a live call (recording unavailable or failed); [] when not live."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return []
+        return records_first(self._end(call, reason, EndedBy.SERVER, detail))
 
     # --- time ----------------------------------------------------------------------------------
 

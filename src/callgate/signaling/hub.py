@@ -1,11 +1,9 @@
 """The signaling hub: the asyncio layer around the pure `CallEngine`.
 
-It owns the connected devices and carries out the engine's effects in order: record effects go
-to the call recorder (records/call_recorder.py, which writes them in order on its own thread),
+It owns the connected devices, runs their requests through the engine and carries out the
+engine's effects in order: record effects go to the call recorder (records/call_recorder.py),
 and a message that follows a record effect is sent only once that record is committed — nobody
 rings before the CDR exists, and nobody hears an outcome that a crash could still lose.
-A timer task calls `engine.tick()` at the engine's next deadline (ring, setup and silence
-watchdogs).
 
 `SignalingHub` is composed in layers, each in its module: hub_records.py (its state, and the
 record effects for the call recorder), hub_effects.py (carrying out effects in order, the timer),
@@ -76,31 +74,6 @@ class SignalingHub(HubInvites):
         """Signaling sockets `handle` has open."""
         return self._per_handle.get(handle, 0)
 
-    def together(self, user_a: str, user_b: str) -> bool:
-        """Are these two users the parties of a live call? (call-bound relaying asks this)"""
-        if self.numbers is not None and self.numbers.together(user_a, user_b):
-            return True
-        return self.engine.together(user_a, user_b)
-
-    # -- administration (admin API) ----------------------------------------------------------------
-
-    def live_calls(self) -> list[LiveCall]:
-        """The calls ringing or in progress right now."""
-        now = self.clock.monotonic()
-        calls = self.engine.live_calls()
-        live = [live_call(call, now, self._relays.get(call.call_id)) for call in calls]
-        if self.numbers is not None:  # calls to numbers, bridged by the SIP edge
-            live = sorted([*live, *self.numbers.live_calls()], key=lambda c: c.invited_at)
-        return live
-
-    async def end_call(self, call_id: str, admin: str) -> bool:
-        """End a live call as `admin` (reason ended-by-admin); False when it is not live."""
-        effects = self.engine.end_by_admin(call_id, admin)
-        if effects is None:
-            return self.numbers is not None and await self.numbers.end_call(call_id, admin)
-        await self.apply(effects)
-        return True
-
     async def disconnect(self, device: Device) -> None:
         if self.devices.pop(device.device_id, None) is not None:
             left = self._per_handle.pop(device.handle, 1) - 1
@@ -113,6 +86,14 @@ class SignalingHub(HubInvites):
         await self.apply(self.engine.device_disconnected(device.device_id))
         if call_id is not None and rung is not None:
             await self._members_left(call_id, *rung)
+
+    def together(self, user_a: str, user_b: str) -> bool:
+        """Are these two users the parties of a live call? (call-bound relaying asks this)"""
+        if self.numbers is not None and self.numbers.together(user_a, user_b):
+            return True
+        return self.engine.together(user_a, user_b)
+
+    # -- requests ----------------------------------------------------------------------------------
 
     async def receive(
         self, device: Device, message: m.ClientMessage, callee_exists: Callable[[str], bool]
@@ -174,3 +155,22 @@ class SignalingHub(HubInvites):
         known = self._relays.setdefault(call_id, [])
         known.extend(a for a in relay_candidates(message.sdp) if a not in known)
         self._relays_unwritten.add(call_id)
+
+    # -- administration (admin API) ----------------------------------------------------------------
+
+    def live_calls(self) -> list[LiveCall]:
+        """The calls ringing or in progress right now."""
+        now = self.clock.monotonic()
+        calls = self.engine.live_calls()
+        live = [live_call(call, now, self._relays.get(call.call_id)) for call in calls]
+        if self.numbers is not None:  # calls to numbers, bridged by the SIP edge
+            live = sorted([*live, *self.numbers.live_calls()], key=lambda c: c.invited_at)
+        return live
+
+    async def end_call(self, call_id: str, admin: str) -> bool:
+        """End a live call as `admin` (reason ended-by-admin); False when it is not live."""
+        effects = self.engine.end_by_admin(call_id, admin)
+        if effects is None:
+            return self.numbers is not None and await self.numbers.end_call(call_id, admin)
+        await self.apply(effects)
+        return True

@@ -98,7 +98,7 @@ class HubRecords:
                 device.queue.get_nowait()
             device.queue.put_nowait(None)
 
-    # -- record effects --------------------------------------------------------------------------
+    # -- record effects ----------------------------------------------------------------------------
 
     def _open(self, effect: CdrOpen) -> int:
         call = effect.call
