@@ -2,9 +2,9 @@
 (model.py holds a call's state, engine.py the `CallEngine` that moves it and returns effects,
 composed of ringing.py, answering.py, media_reports.py and reattaching.py over engine_base.py),
 relay-only SDP filtering and per-connection rate limiting — pure: no sockets, no database, no
-asyncio. hub.py is the one asyncio shell around the engine: it queues messages for connected
-devices and hands record effects to records/call_recorder.py, which writes them. The WebSocket
-endpoint is api/ws.py; runtime/calling.py wires it all for `callgate serve`."""
+asyncio. hub.py (over hub_*.py) is the one asyncio shell around the engine: it queues messages
+for connected devices and hands record effects to records/call_recorder.py, which writes them.
+The WebSocket endpoint is api/ws.py; runtime/calling.py wires it all for `callgate serve`."""
 
 from callgate.signaling.dispatch import handle_message
 from callgate.signaling.effects import (
