@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from typing import TYPE_CHECKING
 
 from callgate.accounts.service import AccountService
 from callgate.clock import SystemClock
@@ -26,13 +27,20 @@ from callgate.sip.trunks import Trunk, Trunks
 from callgate.storage.db import Store
 from callgate.turn.peers import PeerFilter
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 
 async def start_sip(
-    settings: Settings, store: Store, calls: Signaling | None = None
+    settings: Settings,
+    store: Store,
+    calls: Signaling | None = None,
+    redis: Redis | None = None,
 ) -> SipEdge | None:
     """The edge listening on UDP and TCP at each `sip.listen` address and on TLS at each
     `sip.tls_listen` one, or None when neither is set;
-    with `calls`, phones' INVITEs reach callgate users (sip_calls.py)."""
+    with `calls`, phones' INVITEs reach callgate users (sip_calls.py); with `redis` (several
+    nodes), the trunks' and users' limits are the cluster's (cluster_limits.py)."""
     if not settings.sip.listen and not settings.sip.tls_listen:
         return None
     context = None
@@ -57,6 +65,13 @@ async def start_sip(
         trunks=trunks,
         media=media_peers(settings),
     )
+    if redis is not None and settings.node_id is not None:
+        from callgate.runtime.cluster_limits import ClusterLimits
+
+        shared = ClusterLimits(redis, settings.node_id)
+        edge.trunk_limits.shared = shared
+        await shared.start()
+        edge.closing.append(shared.stop)
     if calls is not None:
         ice, clock = calls.ice, SystemClock()
         accounts = AccountService(store, settings.turn.realm)

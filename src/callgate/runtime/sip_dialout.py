@@ -197,7 +197,7 @@ class DialOut:
         tones.attach(phone)  # audio straight on, unless a key is pressed
         carrier = RtpLeg("callee", bridge.forward, codec, permits=permits)
         try:
-            out = self._edge.dial(
+            out = await self._edge.dial(
                 trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
             )
         except TrunkLimited as limited:
