@@ -7,7 +7,9 @@ calls, and Redis back with its data lost gets the live calls back from the nodes
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -15,7 +17,14 @@ from redis.exceptions import RedisError
 
 from callgate.clock import ManualClock
 from callgate.runtime.cluster_limits import ClusterLimits
+from callgate.sip.credentials import CredentialStore
+from callgate.sip.edge import SipEdge
+from callgate.sip.invite import InboundCall
+from callgate.sip.message import SipResponse
 from callgate.sip.trunk_limits import TrunkLimited, TrunkLimits, UserLimit
+from callgate.sip.trunks import Trunk, Trunks
+from callgate.storage.db import open_store, sqlite_url
+from tests.integration.sip_client import SipClient
 from tests.redis_server import RedisServer
 
 
@@ -163,3 +172,80 @@ async def test_by_redis_time_with_the_refresh_task(redis: Redis) -> None:
             raise AssertionError("the released channel was never given back")
     finally:
         await limits.stop()
+
+
+class Answering:
+    """A call handler that answers each call and holds it until it ends."""
+
+    async def invite(self, call: InboundCall) -> None:
+        sdp = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        call.accept(sdp + b"m=audio 40000 RTP/AVP 0\r\n", "sip:callgate@127.0.0.1")
+        await call.ended.wait()
+
+
+async def test_two_edges_share_a_trunk_over_sip(
+    tmp_path: Path, redis: Redis, redis_server: RedisServer
+) -> None:
+    """Two nodes' SIP edges, one trunk of one channel: a call dialled out on node a keeps the
+    carrier's INVITE to node b out (486); given back, b takes the next; Redis down, a node
+    refuses a dial-out and an inbound call (503) but puts an emergency call through."""
+    store = open_store(sqlite_url(tmp_path))
+    carrier_out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    carrier_out.bind(("127.0.0.2", 0))
+    trunk = Trunk("uk", frozenset({"127.0.0.2"}), outbound=carrier_out.getsockname(), max_calls=1)
+    edges: list[SipEdge] = []
+    try:
+        for name in ("a", "b"):
+            edge = SipEdge(CredentialStore(store, "callgate.test"), trunks=Trunks([trunk]))
+            limits = ClusterLimits(redis, name)
+            edge.trunk_limits.shared = limits
+            await limits.start()
+            edge.closing.append(limits.stop)
+            edge.take_calls(Answering())
+            await edge.start(udp=[("127.0.0.1", 0)])
+            edges.append(edge)
+        a, b = edges
+        port_b = b.bound[0][1][1]
+
+        def invite_b() -> SipResponse:
+            carrier = SipClient(("127.0.0.1", port_b), bind="127.0.0.2")
+            try:
+                did = f"sip:+442079460000@127.0.0.1:{port_b}"
+                reply = carrier.exchange(carrier.request("INVITE", "sip:+15550100@carrier", to=did))
+                while reply.status < 200:
+                    reply = carrier.receive()
+                return reply
+            finally:
+                carrier.close()
+
+        out = await a.dial(trunk, "+442079460001", "alice", user="alice")
+        assert out is not None and a.trunk_limits.active["uk"] == 1
+        busy = await asyncio.to_thread(invite_b)
+        assert (busy.status, busy.reason) == (486, "Busy Here (all trunk channels in use)")
+        assert b.trunk_limits.refused[("uk", "calls")] == 1
+        with pytest.raises(TrunkLimited) as full:
+            await b.dial(trunk, "+442079460002", "bob", user="bob")
+        assert full.value.refusal.status == 486
+        a.forget(out.call_id)  # the call ended on a: its channel is the cluster's again
+        for _ in range(200):
+            taken = await b.trunk_limits.admit("probe", "uk", 1, None, "outbound")
+            if taken is None:
+                b.trunk_limits.release("uk", lease="probe")
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("node a's call never gave its channel back")
+        await shared(b.trunk_limits).beat()  # the probe given back
+        answered = await asyncio.to_thread(invite_b)
+        assert answered.status == 200
+
+        redis_server.stop()
+        with pytest.raises(TrunkLimited) as down:
+            await a.dial(trunk, "+442079460003", "alice", user="alice")
+        assert (down.value.refusal.status, down.value.cdr) == (503, ("failed", "setup-failed"))
+        assert await a.dial(trunk, "999", "alice", emergency=True, user="alice") is not None
+    finally:
+        for edge in edges:
+            await edge.close()
+        carrier_out.close()
+        store.close()
