@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from callgate.signaling import messages as m
+from callgate.signaling.anchoring import PHONE_AGENT
 from callgate.signaling.cluster import (
     ClusterBus,
     ClusterUnavailable,
@@ -116,7 +117,14 @@ class ClusterHub(SignalingHub):
 
     def _announced(self, device: Device) -> RemoteDevice:
         name, relay_only = self._names.get(device.device_id, (device.handle, False))
-        return RemoteDevice(device.device_id, device.handle, name, relay_only, self.bus.node_id)
+        phone = device.user_agent == PHONE_AGENT
+        return RemoteDevice(
+            device.device_id, device.handle, name, relay_only, self.bus.node_id, phone
+        )
+
+    def remote_phone(self, handle: str) -> bool:
+        """Has `handle` a registered SIP phone on another node? (as its invite found them)"""
+        return any(d.handle == handle and d.phone for d in self._remote.values())
 
     def local_devices(self) -> list[RemoteDevice]:
         return [self._announced(device) for device in self.devices.values()]

@@ -173,6 +173,10 @@ class SignalingHub:
 
     # -- devices -----------------------------------------------------------------------------------
 
+    def remote_phone(self, handle: str) -> bool:
+        """Has `handle` a registered SIP phone on another node? (one node: none; cluster_hub.py)"""
+        return False
+
     async def connect(
         self,
         handle: str,
