@@ -16,7 +16,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from callgate.clock import ManualClock
-from callgate.runtime.cluster_limits import ClusterLimits
+from callgate.config import Settings
+from callgate.runtime.cluster_limits import ClusterLimits, key
+from callgate.runtime.sip import start_sip
 from callgate.sip.credentials import CredentialStore
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
@@ -248,4 +250,32 @@ async def test_two_edges_share_a_trunk_over_sip(
         for edge in edges:
             await edge.close()
         carrier_out.close()
+        store.close()
+
+
+async def test_serve_shares_the_limits_when_redis_is_configured(
+    tmp_path: Path, redis: Redis
+) -> None:
+    """`serve`'s SIP edge (runtime/sip.py): with Redis, the cluster's limits, refreshed by the
+    node and given back at close; without, the node's own, as on one node."""
+    trunk = {"name": "uk", "addresses": ["127.0.0.2"], "outbound": "127.0.0.2:5060"}
+    settings = Settings(
+        data_dir=tmp_path, node_id="a", sip={"listen": ["127.0.0.1:0"], "trunks": [trunk]}
+    )
+    store = open_store(sqlite_url(tmp_path))
+    try:
+        alone = await start_sip(settings, store)
+        assert alone is not None and alone.trunk_limits.shared is None
+        await alone.close()
+        edge = await start_sip(settings, store, redis=redis)
+        assert edge is not None and isinstance(edge.trunk_limits.shared, ClusterLimits)
+        try:
+            out = await edge.dial(edge.trunks.all[0], "+442079460000", "alice", user="alice")
+            assert out is not None
+            assert await redis.zcard(key("calls", "uk")) == 1
+            assert await redis.zcard(key("user-calls", "uk", "alice")) == 1
+        finally:
+            await edge.close()  # gives the lease back
+        assert await redis.zcard(key("calls", "uk")) == 0
+    finally:
         store.close()
