@@ -251,6 +251,8 @@ class ClusterLimits:
                 await self.beat()
             except _DOWN as exc:
                 log.warning("call limits: Redis unreachable, leases not refreshed: %s", exc)
+            except Exception:  # the loop must go on: a lease not refreshed frees a live call's
+                log.exception("call limits: refreshing the leases failed")
 
     async def beat(self) -> None:
         """Remove the leases given back; push the expiry of those held ahead (put them back if
