@@ -148,7 +148,12 @@ class TrunkLimits:
     ) -> Refusal | None:
         """`acquire`, by the cluster's shared limits when there are some (the call holds them
         under `lease`, unique to the call, until `release`), else by this node's own."""
-        if self.shared is None:
+        unlimited = (
+            max_calls is None
+            and max_cps is None
+            and (user is None or (user.max_calls is None and user.per_hour is None))
+        )
+        if self.shared is None or unlimited:  # nothing for the cluster to decide
             return self.acquire(trunk, max_calls, max_cps, direction, emergency, user)
         self.attempts[(trunk, direction)] += 1
         share = None if emergency else user

@@ -155,6 +155,9 @@ async def test_cluster_store_down_refuses_new_calls_but_not_emergency_ones() -> 
     assert TrunkLimited(refused).headers == [("Retry-After", "1")]
     assert await limits.admit("l2", "uk", 30, 5.0, "outbound", emergency=True) is None
     assert limits.refused[("uk", "unavailable")] == 1 and limits.active["uk"] == 1
+    # a trunk without limits does not need the cluster store
+    unlimited = UserLimit("bob", None, None)
+    assert await limits.admit("l3", "open", None, None, "outbound", user=unlimited) is None
 
 
 def test_redis_answers_and_key_names() -> None:
