@@ -7,8 +7,9 @@ the caller passes in (so they are testable without sleeping, and cost no clock r
   (recording/playback.py), and in bytes (a packet costs its size) each TURN allocation's
   bandwidth cap (turn/allocation.py).
 - `Window`: at most `limit` events a `period`, counted in windows that start at their first
-  event. Source addresses' unauthenticated call records (sip/attempts.py) and rate-limited log
-  lines (recording/playback.py `LogLimit`, runtime/cluster_seal.py).
+  event. Source addresses' unauthenticated call records (sip/attempts.py), the SIP call
+  handlers' audit entries per actor (sip/edge_audit.py) and rate-limited log lines
+  (recording/playback.py `LogLimit`, runtime/cluster_seal.py).
 """
 
 from __future__ import annotations

@@ -23,10 +23,11 @@ from callgate.sip.credentials import CredentialStore
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.message import SipResponse
-from callgate.sip.trunk_limits import TrunkLimited, TrunkLimits, UserLimit
+from callgate.sip.trunk_limits import LimitsUnavailable, TrunkLimited, TrunkLimits, UserLimit
 from callgate.sip.trunks import Trunk, Trunks
 from callgate.storage.db import open_store, sqlite_url
 from tests.integration.sip_client import SipClient
+from tests.integration.test_relay_registry import acl_user
 from tests.redis_server import RedisServer
 
 
@@ -156,12 +157,17 @@ async def test_redis_down_refuses_all_but_emergency_calls_and_recovers(
     assert await b.admit("b4", "uk", 1, None, "outbound") is None
 
 
-async def test_by_redis_time_with_the_refresh_task(redis: Redis) -> None:
-    """As `serve` runs it: Redis's clock, the node's own refresh task, releases applied by it."""
-    limits = ClusterLimits(redis, "a")
-    other = ClusterLimits(redis, "b")
+async def test_by_redis_time_with_the_refresh_task(redis: Redis, redis_server: RedisServer) -> None:
+    """As `serve` runs it: Redis's clock, the node's own refresh task, releases applied by it;
+    as deploy/redis-users.acl's node user (scripts allowed), whom a relay's user cannot play."""
+    node_user = Redis.from_url(await acl_user(redis, redis_server, "node"))
+    relay_user = Redis.from_url(await acl_user(redis, redis_server, "relay"))
+    limits = ClusterLimits(node_user, "a")
+    other = ClusterLimits(node_user, "b")
     await limits.start()
     try:
+        with pytest.raises(LimitsUnavailable):
+            await ClusterLimits(relay_user, "r").take("r", "uk", 1, None, None, False)
         assert await limits.take("x", "uk", 1, 1.0, UserLimit("alice", 1, 10), False) is None
         assert await other.take("y", "uk", 1, None, None, False) is not None
         assert limits.holding() == 1
@@ -174,6 +180,8 @@ async def test_by_redis_time_with_the_refresh_task(redis: Redis) -> None:
             raise AssertionError("the released channel was never given back")
     finally:
         await limits.stop()
+        await node_user.aclose()
+        await relay_user.aclose()
 
 
 class Answering:
