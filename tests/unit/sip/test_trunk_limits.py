@@ -5,9 +5,7 @@ from __future__ import annotations
 from callgate.clock import ManualClock
 from callgate.sip.trunk_limits import (
     FULL,
-    TOO_FAST,
     UNAVAILABLE,
-    USER_CALLS,
     LimitsUnavailable,
     Refusal,
     TrunkLimited,
@@ -158,17 +156,3 @@ async def test_cluster_store_down_refuses_new_calls_but_not_emergency_ones() -> 
     # a trunk without limits does not need the cluster store
     unlimited = UserLimit("bob", None, None)
     assert await limits.admit("l3", "open", None, None, "outbound", user=unlimited) is None
-
-
-def test_redis_answers_and_key_names() -> None:
-    from callgate.runtime.cluster_limits import key, refusal
-
-    assert refusal([b"ok", b"0"]) is None
-    assert refusal([b"calls", b"0"]) is FULL
-    assert refusal([b"rate", b"0"]) is TOO_FAST
-    assert refusal([b"user-calls", b"0"]) is USER_CALLS
-    hour = refusal([b"user-hour", b"2999.2"])
-    assert hour is not None and hour.retry_after == 3000 and hour.status == 503
-    # no trunk or user name can pose as another's key
-    assert key("user-calls", "a:b", "c") != key("user-calls", "a", "b:c")
-    assert key("user-calls", 'a", "b', "c") != key("user-calls", "a", 'b", "c')
