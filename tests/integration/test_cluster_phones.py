@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import cast
+from typing import Any, cast
 
+from callgate.clock import ManualClock
 from callgate.recording.service import RecordingService
 from callgate.runtime.cluster_seal import ClusterSeal
 from callgate.runtime.redis_bus import RedisBus
+from callgate.runtime.sip import holder_ice
 from callgate.signaling.anchoring import PHONE_AGENT, Anchoring
 from callgate.signaling.cluster import RemoteDevice
 from callgate.signaling.hub import Device, SignalingHub
+from callgate.signaling.iceconfig import IceServerConfig, relay_config
 from tests.redis_server import RedisServer
 
 SEAL = ClusterSeal(b"integration-cluster-key-0123456789abcdef")
@@ -80,3 +83,26 @@ def test_a_recorded_call_is_in_g711_when_the_callee_has_a_phone_on_any_node() ->
     old = {k: v for k, v in phone.as_json().items() if k != "phone"}
     assert RemoteDevice.from_json(old).phone is False
     assert RemoteDevice.from_json({**old, "phone": "yes"}).phone is False
+
+
+class _Holder:
+    """A node's view of which node holds a call, and where that node's relay is reached."""
+
+    def holder_relay(self, call_id: str) -> dict[str, Any] | None:
+        return {"udp": [["192.0.2.7", 3478]], "tls": []} if call_id == "held-on-a" else None
+
+
+def test_a_phones_bridge_allocates_on_the_relay_of_the_calls_holder() -> None:
+    """A relay pairs only its own allocations (call-bound): the bridge to a phone registered
+    here, for a call another node holds (a recorded call's anchor is on that node's relay),
+    gets that relay, with credentials signed with the cluster's shared secret."""
+    own = IceServerConfig(udp=(("127.0.0.1", 3478),), secret="shared-secret")
+    clock = ManualClock()
+    hub = cast(SignalingHub, _Holder())
+    servers = holder_ice(hub, own, clock, "alice", "held-on-a")
+    assert servers is not None and servers[-1]["urls"][0] == "turn:192.0.2.7:3478?transport=udp"
+    theirs = servers[-1]
+    ours = own.ice_servers("alice", clock.wall())[-1]
+    assert (theirs["username"], theirs["credential"]) == (ours["username"], ours["credential"])
+    assert holder_ice(hub, own, clock, "alice", "held-here") is None  # this node's own relay
+    assert relay_config({"udp": "garbage"}, own) is None  # a malformed snapshot: left out

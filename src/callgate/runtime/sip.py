@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from callgate.accounts.service import AccountService
-from callgate.clock import SystemClock
+from callgate.clock import Clock, SystemClock
 from callgate.config import Settings, TrunkSettings
 from callgate.errors import ConfigError
 from callgate.policy.groups import GroupStore
@@ -18,6 +19,8 @@ from callgate.runtime.sip_calls import SipCalls
 from callgate.runtime.sip_dialout import DialOut
 from callgate.runtime.sip_numbers import NumberCalls
 from callgate.signaling.anchoring import Anchoring
+from callgate.signaling.hub import SignalingHub
+from callgate.signaling.iceconfig import IceServerConfig, relay_config
 from callgate.sip.attempts import Attempts
 from callgate.sip.credentials import CredentialStore
 from callgate.sip.dialout import DialOutRecords
@@ -101,6 +104,7 @@ async def start_sip(
             settings.sip.media_ip,
             dial,
             members_of=groups.members_of,
+            holder_ice=functools.partial(holder_ice, calls.hub, ice, clock),
         )
         handler.serve(edge)
         edge.closing.append(handler.close)
@@ -120,6 +124,17 @@ async def start_sip(
         await edge.close()
         raise
     return edge
+
+
+def holder_ice(
+    hub: SignalingHub, own: IceServerConfig, clock: Clock, user: str, call_id: str
+) -> list[dict[str, Any]] | None:
+    """ICE servers on the relay of the node holding `call_id`, when another node holds it
+    (signaling/cluster_view.py): a phone's bridge here then shares a relay with the call's
+    other side (a recorded call's anchor is on its holder's relay)."""
+    endpoints = hub.holder_relay(call_id)
+    config = relay_config(endpoints, own) if endpoints else None
+    return config.ice_servers(user, clock.wall()) if config is not None else None
 
 
 def media_peers(settings: Settings) -> MediaPeers:
