@@ -163,8 +163,8 @@ class TrunkLimits:
             if emergency:  # never refused: counted on this node alone while the store is down
                 log.error("sip: emergency call on %s put through unshared: %s", trunk, exc)
                 refusal = None
-            else:
-                log.warning("sip: call on trunk %s refused: %s", trunk, exc)
+            else:  # logged once a run of refusals, by the edge (`first_of_run`)
+                log.debug("sip: call on trunk %s refused: %s", trunk, exc)
                 refusal = UNAVAILABLE
         if refusal is None:
             self._admitted(trunk, share, track_hour=False)
