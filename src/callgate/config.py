@@ -499,6 +499,9 @@ class SipSettings(BaseModel):
     # Ranges phones' and carriers' media may be sent to on top of turn.allow_peers (the relay's
     # filter judges every SDP address; turn.deny_peers still wins): desk phones on a private LAN.
     allow_media: CidrList = Field(default_factory=list)
+    # Seconds between the keep-alives of phones registering with SIP Outbound (RFC 5626 §5.4,
+    # the `Flow-Timer` we answer): keep it under the UDP timeout of the NATs phones sit behind.
+    flow_timer: int = Field(default=25, ge=1, le=3600)
 
     @field_validator("media_ip")
     @classmethod

@@ -6,7 +6,10 @@ of one address and its STUN/TURN on UDP+TCP 3478 and 443 of another, so a client
 corporate firewall (TCP 443 only) can sign in and reach TURN over TCP. Every lab host has an
 account named like its namespace (`eim-a`, `lan-1`, …) on both servers. On the relay-only server
 a policy rule says calls from `RECORDED[0]` to `RECORDED[1]` must be recorded (docs/recording.md):
-those go through the server's media anchor.
+those go through the server's media anchor. The relay-only server also runs the SIP edge on
+UDP/TCP 5060 of its HTTP address, where the `phone` host's SIP phone (baresip) registers with a
+device credential of user `phone` (`LabServer.sip_device`); phones must keep their NAT mapping
+open every `SIP_FLOW_TIMER` s (RFC 5626 Flow-Timer), well under the phone site's UDP timeout.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from tests.cheap_passwords import template_accounts
 from tests.cli_process import COMMAND, clean_env, run_in_process
 from tests.lab.netns import LabError
 from tests.lab.topology import (
+    PHONE_LAN,
     RELAY_ONLY_HTTP,
     RELAY_ONLY_RELAY,
     SERVER_HTTP,
     SERVER_RELAY,
+    SIP_PORT,
     TLS_HTTP,
     TLS_RELAY,
     Lab,
@@ -48,6 +53,7 @@ RELAY_PORTS = "49152-50151"
 CALLER_TONE = 440.0
 CALLEE_TONE = 880.0
 RECORDED = ("sym-a", "prc-b")  # on the relay-only server: a recording-required rule
+SIP_FLOW_TIMER = 2  # s between the phone's keep-alives (PHONE_NAT_UDP_TIMEOUT is 4 s)
 
 
 def password_of(handle: str) -> str:
@@ -65,6 +71,7 @@ class LabServer:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     tls: bool = False  # HTTPS and TURN over TLS only on :443, with a --self-signed local CA
+    sip_device: dict[str, str] = field(default_factory=dict)  # `callgate sip add phone desk`
 
     @property
     def url(self) -> str:
@@ -112,6 +119,7 @@ def start_servers(lab: Lab, root: Path) -> dict[str, LabServer]:
         shutil.copytree(template, server.data_dir)
         if server.name == "relay":
             _require_recording(server, *RECORDED)
+            server.sip_device = _sip_device(server, "phone")
         _start(lab, server)
     for server in servers.values():
         _wait_healthy(lab, server)
@@ -127,6 +135,17 @@ def _require_recording(server: LabServer, caller: str, callee: str) -> None:
         raise LabError(f"adding the recording rule: {added.stdout} {added.stderr}")
 
 
+def _sip_device(server: LabServer, handle: str) -> dict[str, str]:
+    added = run_in_process(
+        "sip", "add", handle, "desk", "--json", "--data-dir", str(server.data_dir),
+        cwd=server.data_dir,
+    )  # fmt: skip
+    if added.returncode != 0:
+        raise LabError(f"adding the phone's SIP credential: {added.stdout} {added.stderr}")
+    device: dict[str, str] = json.loads(added.stdout)
+    return device
+
+
 def _start(lab: Lab, server: LabServer) -> None:
     args = [
         "serve", "--data-dir", str(server.data_dir),
@@ -138,7 +157,18 @@ def _start(lab: Lab, server: LabServer) -> None:
         args += ["--http", f"{server.http_ip}:80", "--tls-listen", f"{server.relay_ip}:443"]
     else:
         args += ["--http", f"{server.http_ip}:443", "--listen", f"{server.relay_ip}:443"]
+    sip: dict[str, str] = {}
+    if server.sip_device:
+        args += ["--sip-listen", f"{server.http_ip}:{SIP_PORT}"]
+        sip = {
+            # baresip's libre answers MD5 challenges only (tests/interop/test_baresip.py)
+            "CALLGATE_SIP__ALGORITHMS": '["MD5"]',
+            # the phone's SDP names its LAN address (docs/sip.md, "Media addresses")
+            "CALLGATE_SIP__ALLOW_MEDIA": f'["{PHONE_LAN}"]',
+            "CALLGATE_SIP__FLOW_TIMER": str(SIP_FLOW_TIMER),
+        }
     env = clean_env(
+        **sip,
         CALLGATE_CALLS__ICE_POLICY=server.policy,
         # The matrix server lets relays reach the other party's direct candidates too.
         CALLGATE_TURN__CALL_BOUND="false" if server.policy == "all" else "true",

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from callgate.client.audio import dominant_frequency
 from tests.cli_process import run_in_process as callgate
 from tests.e2e.test_recording_e2e import channel_peak, read_stereo
 from tests.lab.conftest import RunningLab
@@ -38,6 +39,7 @@ from tests.lab.matrix import (
     run_calls,
 )
 from tests.lab.netns import IP, run
+from tests.lab.phone import HANDLE, PHONE_TONE, LabPhone, audit_entry
 from tests.lab.probes import stream_mapped, stun_mappings
 from tests.lab.service import (
     CALLEE_TONE,
@@ -45,10 +47,18 @@ from tests.lab.service import (
     RECORDED,
     SETUP_TIMEOUT,
     CallOutcome,
+    Softphone,
     place_call,
     start_answerer,
 )
-from tests.lab.topology import KINDS, SERVER_RELAY, TLS_RELAY
+from tests.lab.topology import (
+    KINDS,
+    PHONE_NAT_UDP_TIMEOUT,
+    RELAY_ONLY_HTTP,
+    SERVER_RELAY,
+    SIP_PORT,
+    TLS_RELAY,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -348,3 +358,81 @@ def test_a_call_that_must_be_recorded_crosses_the_nats_and_its_recording_verifie
     talk = samples[rate : -rate // 2]  # a second in: both talk by then
     assert abs(channel_peak(talk[:, 0], rate) - CALLER_TONE) < TONE_TOLERANCE
     assert abs(channel_peak(talk[:, 1], rate) - CALLEE_TONE) < TONE_TOLERANCE
+
+
+def test_a_sip_phone_behind_a_port_restricted_nat_registers_stays_reachable_and_talks(
+    running_lab: RunningLab,
+) -> None:
+    """Debian's baresip behind the `phone` site's port-restricted NAT, whose router forgets an
+    idle UDP mapping after PHONE_NAT_UDP_TIMEOUT s. It registers through the NAT (RFC 3581: the
+    binding is the router's public address and port, not the phone's LAN address), keeps the
+    mapping open with its RFC 5626 keep-alives (STUN, at the Flow-Timer the edge answers its
+    Outbound registration with), and after idling for several NAT timeouts is still reached:
+    a softphone behind another NAT calls it, then it calls the softphone; both hear each other."""
+    lab, server, root = running_lab.lab, running_lab.servers["relay"], running_lab.root
+    work = root / "phone"
+    work.mkdir()
+    phone = LabPhone(lab, server, work)
+    user = "eim-b"  # the callgate user it talks with, behind an endpoint-independent NAT
+
+    async def calls(registered_at: float, sent: int) -> tuple[Softphone, CallOutcome, int]:
+        answerer = await start_answerer(lab, server, user, 1, work)  # signs in meanwhile
+        # idle (no REGISTER: its interval is 600 s) for 2.5 NAT timeouts before calling it
+        await asyncio.sleep(
+            max(0.0, registered_at + 2.5 * PHONE_NAT_UDP_TIMEOUT - time.monotonic())
+        )
+        kept = phone.sent_to_sip() - sent
+        # the softphone calls the phone: our INVITE reaches it through the kept mapping
+        heard = work / "softphone-heard.wav"
+        caller = await Softphone.start(
+            lab, server, user, "call", HANDLE, "--tone", str(CALLEE_TONE), "--record",
+            str(heard), "--duration", "3", "--device", "lab",
+        )  # fmt: skip
+        await caller.wait_for(lambda e: e.get("event") == "ended", 60)
+        code, errors = await caller.finish()
+        out = CallOutcome(user, HANDLE, "relay", caller_code=code, stderr={user: errors})
+        out.events = {user: caller.events}
+        out.heard_by_caller = dominant_frequency(heard) if heard.exists() else None
+        out.call_id = next((e.get("call_id") for e in caller.events if e.get("call_id")), None)
+        # the phone calls the softphone's user
+        phone.command("dial", f"sip:{user}@{RELAY_ONLY_HTTP}:{SIP_PORT}")
+        connected = await answerer.wait_for(lambda e: e.get("event") == "connected", 60)
+        assert connected is not None, (answerer.events, phone.log())
+        await asyncio.sleep(3)  # media both ways
+        phone.command("hangup")
+        await answerer.wait_for(lambda e: e.get("event") == "ended", 30)
+        await answerer.finish()
+        return answerer, out, kept
+
+    try:
+        phone.start()
+        details = audit_entry(server.db, "sip.register", f"sip:{server.sip_device['username']}")
+        registered_at = time.monotonic()
+        sent = phone.sent_to_sip()
+        # rport/received (RFC 3581): the binding is the NAT's public mapping
+        public = lab.site(HANDLE).wan_ip
+        assert details["address"].startswith(f"{public}:"), details
+        assert details["transport"] == "UDP", details
+        answerer, out, kept = asyncio.run(calls(registered_at, sent))
+    finally:
+        phone.stop()
+    # keep-alives kept the mapping: one every Flow-Timer (2 s) while idle, nothing else sent
+    assert kept >= 3, (kept, phone.log())
+    ended = [e for e in out.events[user] if e.get("event") == "ended"]
+    assert out.caller_code == 0 and ended and ended[-1].get("reason") == "hangup", out.describe()
+    connected = next(e for e in out.events[user] if e.get("event") == "connected")
+    assert connected["codec"] == "pcmu", connected
+    assert out.heard_by_caller is not None, out.describe()
+    assert abs(out.heard_by_caller - PHONE_TONE) < TONE_TOLERANCE, out.describe()
+    first, second = phone.decoded()[-2:]
+    assert abs(dominant_frequency(first) - CALLEE_TONE) < TONE_TOLERANCE
+    # the phone's call: answered, heard both ways, ended by the phone's BYE
+    ended = [e for e in answerer.events if e.get("event") == "ended"]
+    assert ended and ended[-1].get("reason") == "hangup", answerer.events
+    assert ended[-1].get("ended_by") == "caller", answerer.events
+    heard_by_user = dominant_frequency(work / f"{user}-heard.wav")
+    assert abs(heard_by_user - PHONE_TONE) < TONE_TOLERANCE, answerer.events
+    assert abs(dominant_frequency(second) - CALLEE_TONE) < TONE_TOLERANCE
+    for call_id in (out.call_id, ended[-1].get("call_id")):
+        row = cdr(server.db, call_id, linked=False)
+        assert (row["disposition"], row["reason"]) == ("answered", "hangup"), row
