@@ -294,7 +294,9 @@ class DialOut:
                 return
             answer = parse_audio(reply.body)
             source = out.peer.address[0]  # else ForbiddenMedia, audited: BYE, 502 below
-            check_media(self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source)
+            answer = check_media(
+                self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source
+            )
             if events is not None and answer.events == events:
                 carrier.events = events  # the carrier takes events: forwarded as they are
                 tones.convert = False
