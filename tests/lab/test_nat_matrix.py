@@ -6,7 +6,13 @@ allowed. Each cell must carry both tones, use the path ICE must find (direct whe
 packets through, relay where they cannot), and be on record with the same media path. Around it:
 what our STUN server tells each site (srflx = the router's public address), two hosts on one LAN,
 the relay-only policy, a site that cannot reach the relay at all (`setup-failed`, fast), and a
-call that policy says must be recorded (anchored by the server; its recording verifies).
+SIP desk phone behind a port-restricted NAT.
+
+The matrix runs with recording-required rules on: the ten cells ICE could only relay are calls
+that policy says must be recorded (matrix.ANCHORED), anchored by the server relay-only through
+its TURN from behind every NAT kind; each must carry both tones, be on record as anchored, and
+leave a recording that verifies and holds both parties' tones. The six cells with a direct path
+stay plain end-to-end calls. One more recorded call runs on the relay-only server.
 
 aioice (the client's ICE agent) nominates the first pair whose check succeeds, not the best one
 (aggressive nomination), so where a direct path exists a relayed pair occasionally wins the race
@@ -30,6 +36,7 @@ from tests.cli_process import run_in_process as callgate
 from tests.e2e.test_recording_e2e import channel_peak, read_stereo
 from tests.lab.conftest import RunningLab
 from tests.lab.matrix import (
+    ANCHORED,
     Call,
     Cell,
     expected_path,
@@ -48,7 +55,6 @@ from tests.lab.service import (
     SETUP_TIMEOUT,
     CallOutcome,
     Softphone,
-    place_call,
     start_answerer,
 )
 from tests.lab.topology import (
@@ -74,6 +80,7 @@ class Results:
         self.failure: CallOutcome | None = None
         self.relay_only: CallOutcome | None = None
         self.tls: CallOutcome | None = None
+        self.recorded: CallOutcome | None = None
         self.seconds = 0.0
 
 
@@ -85,17 +92,22 @@ async def _run_all(running: RunningLab) -> Results:
         [(everything, "symx", "lan-2")],  # the caller cannot reach the relay
         [(relay_only, "lan-1", "lan-2")],  # same LAN, but the policy says relay
         [(servers["tls"], "tls", "eim-b")],  # only TLS on TCP 443 gets out of the caller's site
+        [(relay_only, *RECORDED)],  # recorded on the relay-only server
     ]
     cells, rounds = matrix_schedule(everything, KINDS, extras)
     outcomes = await run_calls(lab, rounds, root / "calls")
     results = Results()
-    matrix = [o for o in outcomes if o.caller.endswith("-a") and o.callee.endswith("-b")]
+    matrix = [
+        o for o in outcomes
+        if o.server == everything.name and o.caller.endswith("-a") and o.callee.endswith("-b")
+    ]  # fmt: skip
     for cell, outcome in zip(cells, matrix, strict=True):
         results.cells[cell] = [outcome]
     others = [o for o in outcomes if o not in matrix]
     results.hairpin = next(o for o in others if o.caller == "lan-1" and o.server == "all")
     results.failure = next(o for o in others if o.caller == "symx")
-    results.relay_only = next(o for o in others if o.server == "relay")
+    results.relay_only = next(o for o in others if o.server == "relay" and o.caller == "lan-1")
+    results.recorded = next(o for o in others if o.server == "relay" and o.caller == RECORDED[0])
     results.tls = next(o for o in others if o.server == "tls")
     for attempt in range(DIRECT_RETRIES):
         again = [
@@ -119,12 +131,17 @@ def results(running_lab: RunningLab) -> Results:
     outcome = asyncio.run(_run_all(running_lab))
     outcome.seconds = time.monotonic() - started
     # the evidence, in the test's output (shown with -s, or with a failure)
-    rows = [row(f"{a} -> {b}", expected_path(a, b), outcome.cells[(a, b)]) for a, b in CELLS]
+    rows = [
+        row(f"{a} -> {b}", "anchored" if (a, b) in ANCHORED else expected_path(a, b),
+            outcome.cells[(a, b)])
+        for a, b in CELLS
+    ]  # fmt: skip
     for label, extra in (
         ("one LAN", outcome.hairpin),
         ("relay-only policy", outcome.relay_only),
         ("relay unreachable", outcome.failure),
         ("only TLS on 443", outcome.tls),
+        ("recorded, relay-only policy", outcome.recorded),
     ):
         if extra is not None:
             rows.append(row(f"{extra.caller} -> {extra.callee} ({label})", "", [extra]))
@@ -221,6 +238,11 @@ def test_the_firewall_passes_stun_over_tcp_443_only(running_lab: RunningLab) -> 
 @pytest.mark.parametrize(("caller", "callee"), CELLS, ids=[f"{a}-to-{b}" for a, b in CELLS])
 def test_matrix_cell(running_lab: RunningLab, results: Results, caller: str, callee: str) -> None:
     tries = results.cells[(caller, callee)]
+    if (caller, callee) in ANCHORED:  # a recording-required rule covers the cell
+        (outcome,) = tries
+        assert_heard_both_ways(outcome)
+        assert_recorded(running_lab, outcome, running_lab.root / "exports")
+        return
     for outcome in tries:
         assert_heard_both_ways(outcome)
         assert_record_agrees(running_lab, outcome)
@@ -311,25 +333,12 @@ def test_a_call_from_the_tls_only_site_relays_over_turns_with_both_tones(
     assert all(transport == "tls" for user, transport in transports if user == "tls"), transports
 
 
-def test_a_call_that_must_be_recorded_crosses_the_nats_and_its_recording_verifies(
-    running_lab: RunningLab,
-) -> None:
-    """From behind a symmetric NAT to behind a port-restricted one, under a recording-required
-    rule (service.RECORDED): the server anchors both legs through its relay, both parties hear
-    each other, and the recording holds the caller left and the callee right, and verifies."""
-    lab, server, root = running_lab.lab, running_lab.servers["relay"], running_lab.root
-    caller, callee = RECORDED
-    work = root / "recorded"
-
-    async def call() -> CallOutcome:
-        answerer = await start_answerer(lab, server, callee, 1, work)
-        outcome = await place_call(lab, server, caller, answerer, work, duration=3.0)
-        await answerer.finish()
-        return outcome
-
-    outcome = asyncio.run(call())
-    assert_heard_both_ways(outcome)
-    for party in (caller, callee):  # each was told, and reached the anchor through the relay
+def assert_recorded(running: RunningLab, outcome: CallOutcome, workdir: Path) -> None:
+    """A call under a recording-required rule: both parties were told and reached the server's
+    anchor through the relay, the CDR says recorded and anchored, and the recording closes,
+    exports, verifies offline and holds the caller's tone left and the callee's right."""
+    server = running.servers[outcome.server]
+    for party in (outcome.caller, outcome.callee):
         names = [e.get("event") for e in outcome.events[party]]
         assert "recording" in names, outcome.describe()
     assert outcome.caller_types is not None and outcome.caller_types[0] == "relay"
@@ -339,25 +348,38 @@ def test_a_call_that_must_be_recorded_crosses_the_nats_and_its_recording_verifie
     assert (row["disposition"], row["reason"]) == ("answered", "hangup"), row
 
     store = ("--data-dir", str(server.data_dir))
+    cwd = running.root
     deadline = time.monotonic() + 60  # the recording closes just after the call (generous)
     while True:
-        shown = callgate("recording", "show", str(outcome.call_id), "--json", *store, cwd=root)
+        shown = callgate("recording", "show", str(outcome.call_id), "--json", *store, cwd=cwd)
         assert shown.returncode == 0, shown.stdout + shown.stderr
         if json.loads(shown.stdout)["state"] != "open":
             break
         assert time.monotonic() < deadline, "the recording did not close"
         time.sleep(0.3)
     assert json.loads(shown.stdout)["state"] == "closed", shown.stdout
-    bundle = work / "bundle"
+    bundle = workdir / f"{outcome.server}-{outcome.caller}--{outcome.callee}"
     exported = callgate("recording", "export", str(outcome.call_id), "--out", str(bundle),
-                        *store, cwd=root)  # fmt: skip
+                        *store, cwd=cwd)  # fmt: skip
     assert exported.returncode == 0, exported.stdout + exported.stderr
-    verified = callgate("recording", "verify", str(bundle), cwd=root)
+    verified = callgate("recording", "verify", str(bundle), cwd=cwd)
     assert verified.returncode == 0, verified.stdout
     samples, rate = read_stereo(bundle / "audio.wav")
-    talk = samples[rate : -rate // 2]  # a second in: both talk by then
-    assert abs(channel_peak(talk[:, 0], rate) - CALLER_TONE) < TONE_TOLERANCE
-    assert abs(channel_peak(talk[:, 1], rate) - CALLEE_TONE) < TONE_TOLERANCE
+    talk = samples[rate // 2 :]  # the callee's tone comes after the ringing
+    assert abs(channel_peak(talk[:, 0], rate) - CALLER_TONE) < TONE_TOLERANCE, outcome.describe()
+    assert abs(channel_peak(talk[:, 1], rate) - CALLEE_TONE) < TONE_TOLERANCE, outcome.describe()
+
+
+def test_a_recorded_call_on_the_relay_only_server_crosses_the_nats_and_verifies(
+    running_lab: RunningLab, results: Results
+) -> None:
+    """From behind a symmetric NAT to behind a port-restricted one, under the relay-only
+    server's recording-required rule (service.RECORDED): anchored like the matrix's recorded
+    cells, under the default ICE policy."""
+    outcome = results.recorded
+    assert outcome is not None
+    assert_heard_both_ways(outcome)
+    assert_recorded(running_lab, outcome, running_lab.root / "exports")
 
 
 def test_a_sip_phone_behind_a_port_restricted_nat_registers_stays_reachable_and_talks(

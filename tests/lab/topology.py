@@ -64,7 +64,6 @@ INET_WAN = "198.51.100.1"
 KINDS = ("eim", "prc", "sym", "fw")
 SIP_PORT = 5060  # the relay-only server's SIP edge (UDP and TCP) on RELAY_ONLY_HTTP
 PHONE_NAT_UDP_TIMEOUT = 4  # s: the phone site's router forgets idle UDP mappings this fast
-PHONE_LAN = "10.34.0.0/24"  # the `phone` site's LAN (Site("phone", "phone", 34))
 
 
 @dataclass(frozen=True, slots=True)
