@@ -16,6 +16,14 @@ rounds (interleaved, so both see the same neighbours); the lowest is the stage's
 rest is other tenants. No sockets, no event loop: the stage alone, not the anchor
 (bench/anchor_path.py measures the whole path).
 
+Then a SIP phone's leg (media/rtp_leg.py): N plain G.711 datagrams handed to its
+`received_datagram` (parse, checks, the `MediaPacket`, its handler) on their way to the bridge,
+no key pressed, with telephone-events negotiated, in turn:
+
+  through   every packet through `DtmfToTones.packet` (the SIP edge before December 7 night)
+  attached  `DtmfToTones.attach`ed to the leg: audio straight to the bridge (now)
+  no-dtmf   no DtmfToTones at all: the floor
+
     .venv/bin/python bench/srtp_stage.py                    # 50,000 packets, 7 rounds
 """
 
@@ -30,6 +38,9 @@ from collections.abc import Callable
 
 from pylibsrtp import Policy, Session
 
+from callgate.media.dtmf import DtmfToTones
+from callgate.media.packets import MediaPacket
+from callgate.media.rtp_leg import RtpLeg, RtpPacket, build_rtp
 from callgate.media.srtp_io import SrtpIo
 
 RTP_HEAD = struct.Struct("!BBHII")
@@ -92,6 +103,85 @@ def one_round(mode: str, packets: list[memoryview], key: bytes) -> tuple[float, 
     return 1e6 * (time.thread_time() - start) / len(packets), sent
 
 
+PHONE = ("127.0.0.1", 40000)
+PHONE_MODES = ("through", "attached", "no-dtmf")
+
+
+def phone_datagrams(count: int) -> list[bytes]:
+    """A phone's PCMA packets (20 ms, 160 bytes), as they come off its socket."""
+    return [
+        build_rtp(RtpPacket(8, False, n % 65536, 160 * n % (1 << 32), 0x0A0B0C0D, bytes(160)))
+        for n in range(count)
+    ]
+
+
+def phone_round(mode: str, datagrams: list[bytes]) -> tuple[float, float, int]:
+    """CPU and wall µs per datagram through a phone's leg to the bridge; packets delivered."""
+    bridge: list[MediaPacket] = []
+    tones = DtmfToTones("pcma", 101, bridge.append)
+    leg = RtpLeg("phone", bridge.append if mode == "no-dtmf" else tones.packet, "pcma", events=101)
+    if mode == "attached":
+        tones.attach(leg)
+    leg.set_remote(PHONE)
+    receive = leg.received_datagram
+    cpu, wall = time.thread_time(), time.perf_counter()
+    for data in datagrams:
+        receive(data, PHONE)
+    cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+    return 1e6 * cpu / len(datagrams), 1e6 * wall / len(datagrams), len(bridge)
+
+
+def handler_round(mode: str, count: int) -> tuple[float, float, int]:
+    """The handler alone, as the leg calls it on each audio packet: CPU and wall ns a packet."""
+    bridge: list[MediaPacket] = []
+    tones = DtmfToTones("pcma", 101, bridge.append)
+    leg = RtpLeg("phone", bridge.append if mode == "no-dtmf" else tones.packet, "pcma", events=101)
+    if mode == "attached":
+        tones.attach(leg)
+    handler, packet = leg.on_audio, MediaPacket("phone", bytes(160), 0, 0, 1, 8, 0.0)
+    cpu, wall = time.thread_time(), time.perf_counter()
+    for _ in range(count):
+        handler(packet)
+    cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+    return 1e9 * cpu / count, 1e9 * wall / count, len(bridge)
+
+
+def phone_legs(count: int, rounds: int) -> None:
+    datagrams = phone_datagrams(count)
+    table: dict[str, dict[str, list[float]]] = {}
+    for stage, per in (("leg", "us"), ("handler", "ns")):
+        cpu: dict[str, list[float]] = {mode: [] for mode in PHONE_MODES}
+        wall: dict[str, list[float]] = {mode: [] for mode in PHONE_MODES}
+        for _ in range(rounds):
+            for mode in PHONE_MODES:
+                used, took, delivered = (
+                    phone_round(mode, datagrams)
+                    if stage == "leg"
+                    else handler_round(mode, 20 * count)
+                )
+                if delivered != (count if stage == "leg" else 20 * count):
+                    raise SystemExit(f"{mode}: {delivered} packets reached the bridge")
+                cpu[mode].append(used)
+                wall[mode].append(took)
+        table[stage] = cpu
+        what = (
+            f"{count} phone datagrams through the whole leg (parse, checks, MediaPacket, handler)"
+            if stage == "leg"
+            else f"{20 * count} audio packets to the leg's audio handler alone"
+        )
+        print(f"\n{what}, {rounds} rounds, no key pressed")
+        print(f"{'mode':<9} {per + '/packet CPU min':>17} {'median':>7} {'wall min':>9}")
+        for mode in PHONE_MODES:
+            print(f"{mode:<9} {min(cpu[mode]):>17.3f} {statistics.median(cpu[mode]):>7.3f} "
+                  f"{min(wall[mode]):>9.3f}")  # fmt: skip
+    handler = {mode: min(costs) for mode, costs in table["handler"].items()}
+    leg = min(table["leg"]["no-dtmf"]) * 1000
+    for mode in ("through", "attached"):
+        extra = handler[mode] - handler["no-dtmf"]
+        print(f"DtmfToTones on a phone's audio packet, {mode}: {extra:+.0f} ns "
+              f"({100 * extra / leg:+.1f} % of the leg's {leg:.0f} ns)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--packets", type=int, default=50_000)
@@ -113,6 +203,7 @@ def main() -> None:
     for name, costs in rows.items():
         print(f"{name:<8} {min(costs):>13.2f} {statistics.median(costs):>7.2f}")
     print(f"srtp-io/session (min): {min(rows['srtp-io']) / min(rows['session']):.2f}")
+    phone_legs(args.packets, args.rounds)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 `redis_server` (a fixture, per test): a `redis-server` on 127.0.0.1 on a free port, no
 persistence, no other client; `stop()` and `start()` again on the same port let a test take
 Redis away and bring it back. Missing program: skipped, or failed under CI=true.
-`cluster_key` is a cluster key file (mode 0600) for the nodes and relays that use it
-(runtime/cluster_seal.py): CALLGATE_CLUSTER_KEY_FILE.
+`cluster_key` is the node key file (mode 0600) for the nodes (CALLGATE_CLUSTER_KEY_FILE);
+`relay_key(id)` writes a registered relay's own key file, as `callgate turn --issue-relay-key`
+does (CALLGATE_RELAY_KEY_FILE; runtime/cluster_keys.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from callgate.runtime.cluster_keys import ClusterKeys
 
 LOOPBACK = "127.0.0.1"
 
@@ -39,6 +42,15 @@ class RedisServer:
         fd = os.open(self.cluster_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as key:
             key.write(secrets.token_urlsafe(32) + "\n")
+
+    def relay_key(self, relay_id: str) -> Path:
+        """Relay `relay_id`'s key file, issued from the node key."""
+        keys = ClusterKeys.for_node(self.cluster_key.read_text().strip().encode())
+        path = self.root / f"relay-{relay_id}.key"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as key:
+            key.write(keys.relay_key_line(relay_id))
+        return path
 
     @property
     def url(self) -> str:

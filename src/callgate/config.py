@@ -409,6 +409,10 @@ class TrunkSettings(BaseModel):
     addresses: list[str] = Field(min_length=1, max_length=64)
     # E.164 number -> the callgate user it rings.
     dids: dict[str, str] = Field(default_factory=dict)
+    # E.164 number -> the group (callgate group) whose members' devices all ring (ring all).
+    did_groups: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]] = Field(
+        default_factory=dict
+    )
     # Dialling out: where the carrier takes INVITEs (UDP), who may dial numbers through it (the
     # members of these groups; none: nobody — emergency numbers are always let through), and
     # the number presented as the caller.
@@ -453,6 +457,9 @@ class TrunkSettings(BaseModel):
             raise ValueError("username and password go together")
         if 0 < self.options_interval < 1:
             raise ValueError("options_interval is 0 (no pings) or at least 1 second")
+        both = sorted(set(self.dids) & set(self.did_groups))
+        if both:
+            raise ValueError(f"DID {both[0]} is in both dids and did_groups: one or the other")
         return self
 
     @field_validator("addresses")
@@ -460,7 +467,7 @@ class TrunkSettings(BaseModel):
     def _ips(cls, value: list[str]) -> list[str]:
         return [parse_ip(v) for v in value]
 
-    @field_validator("dids")
+    @field_validator("dids", "did_groups")
     @classmethod
     def _e164(cls, value: dict[str, str]) -> dict[str, str]:
         for number in value:
@@ -640,10 +647,19 @@ class Settings(BaseSettings):
     # nodes exchange call signaling through. Without redis_url: one node, as before.
     node_id: str | None = None
     redis_url: SecretStr | None = None
-    # With redis_url: the cluster key (a file of at least 32 random characters, mode 0600, the
-    # same on every node and relay) that signs what they write to Redis for each other
-    # (runtime/cluster_seal.py).
+    # With redis_url, on a node: the node key (a file of at least 32 random characters, mode
+    # 0600, the same on every node; or CALLGATE_CLUSTER_KEY) that signs what nodes write to Redis
+    # and derives each relay's key (runtime/cluster_keys.py).
     cluster_key_file: Path | None = None
+    cluster_key: SecretStr | None = None
+    # While the node key changes: the other node key, accepted but never used to sign
+    # (docs/scaling.md, "Changing the node key").
+    cluster_key_accepted_file: Path | None = None
+    cluster_key_accepted: SecretStr | None = None
+    # With redis_url, on a registered relay: its own relay key (a file, mode 0600, written by
+    # `callgate turn --node-id ID --issue-relay-key PATH` on a node; or CALLGATE_RELAY_KEY).
+    relay_key_file: Path | None = None
+    relay_key: SecretStr | None = None
     # Seconds a silent node keeps its calls before another node may take them over (and, after
     # twice as long, finalize them `node-lost`): signaling/handover.py.
     node_lease: float = Field(default=10.0, ge=4.0, le=3600)

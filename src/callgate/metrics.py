@@ -104,6 +104,25 @@ class TurnCollector:
         yield errors
 
 
+class ClusterRefusalCollector:
+    """What a node or relay ignored from Redis (runtime/cluster_seal.py): entries and messages
+    between nodes by kind and reason (unsigned, forged, malformed, stale, replayed…)."""
+
+    def __init__(self, source: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "callgate_cluster_refused",
+            "Entries and messages from Redis ignored: not signed with the right key, "
+            "stale, replayed or malformed.",
+            labels=["kind", "reason"],
+        )
+        for (kind, reason), count in sorted(self._source().items()):
+            refused.add_metric([kind, reason], count)
+        yield refused
+
+
 def build_registry(source: CounterSource, *, process: bool = True) -> CollectorRegistry:
     """A registry with the relay collector (and process/runtime metrics unless disabled)."""
     registry = CollectorRegistry(auto_describe=False)

@@ -4,17 +4,20 @@ the caller passes in (so they are testable without sleeping, and cost no clock r
 - `TokenBucket`: bursts up to `burst`, then `rate` a second. The signaling connections'
   messages (signaling/ratelimit.py), each SIP device's INVITEs (sip/invite_limits.py), each
   trunk's call attempts (sip/trunk_limits.py), each playback ticket's requests
-  (recording/playback.py).
+  (recording/playback.py), and in bytes (a packet costs its size) each TURN allocation's
+  bandwidth cap (turn/allocation.py).
 - `Window`: at most `limit` events a `period`, counted in windows that start at their first
-  event. Source addresses' unauthenticated call records (sip/attempts.py) and rate-limited log
-  lines (recording/playback.py `LogLimit`, runtime/cluster_seal.py).
+  event. Source addresses' unauthenticated call records (sip/attempts.py), the SIP call
+  handlers' audit entries per actor (sip/edge_audit.py) and rate-limited log lines
+  (recording/playback.py `LogLimit`, runtime/cluster_seal.py).
 """
 
 from __future__ import annotations
 
 
 class TokenBucket:
-    """Holds up to `burst` tokens (full at first), refilled at `rate` a second; `take` spends one."""
+    """Holds up to `burst` tokens (full at first), refilled at `rate` a second; `take` spends one
+    (or `cost`)."""
 
     __slots__ = ("at", "burst", "rate", "tokens")
 
@@ -24,13 +27,19 @@ class TokenBucket:
         self.rate, self.burst = rate, float(burst)
         self.tokens, self.at = self.burst, now
 
-    def take(self, now: float) -> bool:
-        """Spend a token if there is one (True); else False, and nothing is spent."""
-        self.tokens = self.level(now)
-        self.at = max(self.at, now)
-        if self.tokens < 1.0:
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Spend `cost` tokens if there are that many (True); else False, and nothing is spent.
+        `level` inlined: the TURN bandwidth cap runs this on every packet it relays."""
+        tokens = self.tokens
+        if now > self.at:  # a clock that went back refills nothing
+            tokens += (now - self.at) * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
+            self.at = now
+        if tokens < cost:
+            self.tokens = tokens
             return False
-        self.tokens -= 1.0
+        self.tokens = tokens - cost
         return True
 
     def level(self, now: float) -> float:

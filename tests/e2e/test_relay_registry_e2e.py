@@ -3,8 +3,9 @@ in a private Redis (regions eu and us), one node `callgate serve --region eu`, P
 loopback, real aiortc media with tones.
 
 One test, so the processes start once: it proves, in order,
-- both relays register; registrations forged in Redis (unsigned, or signed with another key:
-  docs/scaling.md, "Trust") are ignored and logged; a client of the node's region gets the eu
+- both relays register, each with its own relay key; registrations forged in Redis (unsigned,
+  or signed with another key: docs/scaling.md, "Trust") are ignored and logged; call pairs
+  forged with a relay's key or another key are counted on the eu relay's /metrics; a client of the node's region gets the eu
   relay first, the us relay next, and never a forged one;
 - per call: a caller whose media uses the us relay gets its callee the us relay first in
   `call.incoming`, so both allocate there (call-bound relaying admits them: the relay reads the
@@ -23,6 +24,7 @@ import json
 import os
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from sqlalchemy import Table
 from callgate.client.call import CallSession
 from callgate.client.ice import call_hello
 from callgate.client.signaling import SignalingClient
+from callgate.runtime.cluster_keys import parse_relay_key
 from callgate.runtime.cluster_seal import ClusterSeal
 from callgate.storage.db import open_store
 from callgate.storage.models import AuditEntry
@@ -144,14 +147,16 @@ def cluster(
         store.close()
     shared = {
         "CALLGATE_REDIS_URL": redis_server.url,
-        "CALLGATE_CLUSTER_KEY_FILE": str(redis_server.cluster_key),
         "CALLGATE_DATABASE_URL": database_url,
         "CALLGATE_TURN__AUTH_SECRET": SECRET,
     }
-    eu, us = (
-        Relay(name, name, free_port(), relay_port_range(200), tmp_path / f"{name}.log", shared)
+    metrics = {"eu": {"CALLGATE_METRICS": f"{LOOPBACK}:{free_port()}"}, "us": {}}
+    eu, us = (  # each relay holds its own key, not the nodes'
+        Relay(name, name, free_port(), relay_port_range(200), tmp_path / f"{name}.log",
+              {**shared, "CALLGATE_RELAY_KEY_FILE": str(redis_server.relay_key(name)),
+               **metrics[name]})
         for name in ("eu", "us")
-    )
+    )  # fmt: skip
     n1, n2 = (
         new_serve(
             tmp_path / name,
@@ -179,6 +184,32 @@ def cluster(
         for log in (n1.log(), n2.log(), eu.log(), us.log()):
             assert "Traceback" not in log, log
         assert codes == [0, 0, 0, 0], (codes, eu.log(), us.log())
+
+
+async def _forged_pairs_counted(relay: Relay) -> None:
+    """Call pairs published in a node's name, signed with a relay's own key or another key,
+    admit nobody: the relay counts them on its /metrics (kind pair, forged)."""
+    _id, relay_key, _public = parse_relay_key(
+        Path(relay.env["CALLGATE_RELAY_KEY_FILE"]).read_text()
+    )
+    posing = ClusterSeal(relay_key)  # the relay's own key in the node key's place
+    other = ClusterSeal(b"not-the-cluster-key-0123456789abcdef-xyz")
+    pair = {"node": "n1", "pair": ["mallory", "bob"], "live": True}
+    client = redis.Redis.from_url(relay.env["CALLGATE_REDIS_URL"])
+    metrics = f"http://{relay.env['CALLGATE_METRICS']}/metrics"
+    line = 'callgate_cluster_refused_total{kind="pair",reason="forged"}'
+
+    def counted() -> bool:
+        for seal in (posing, other):
+            client.publish("callgate:pairs", seal.seal("pair", "", pair))
+        with urllib.request.urlopen(metrics, timeout=5) as answer:
+            text = answer.read().decode()
+        return line in text and "callgate_turn_allocations_active" in text
+
+    try:
+        await wait_for(counted, 20, "forged pairs counted on the relay's /metrics")
+    finally:
+        client.close()
 
 
 def _forge_registrations(url: str) -> None:
@@ -257,6 +288,7 @@ async def test_two_relays_chosen_drained_and_accounted(
     await wait_for(lambda: set(_registered(node, admin)) == {"eu", "us"}, 20, "both registered")
     assert "ignored the relay entry 'evil' in Redis: unsigned" in node.log()
     assert "ignored the relay entry 'evil2' in Redis: forged" in node.log()
+    await _forged_pairs_counted(eu)
     async with connected(node, "alice", "laptop") as alice, connected(node, "bob", "desk") as bob:
         # region first: the node is in eu, so its clients get eu, then us (and never port 9)
         assert _turn_ports(alice.hello["ice_servers"]) == [eu.port, us.port], alice.hello
@@ -317,7 +349,7 @@ async def test_two_relays_chosen_drained_and_accounted(
     done = await asyncio.to_thread(
         callgate, "turn", "--drain", "--node-id", "us", "--redis-url",
         str(us.env["CALLGATE_REDIS_URL"]), timeout=60,
-        CALLGATE_CLUSTER_KEY_FILE=us.env["CALLGATE_CLUSTER_KEY_FILE"],
+        CALLGATE_CLUSTER_KEY_FILE=node.env["CALLGATE_CLUSTER_KEY_FILE"],
     )  # fmt: skip
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert "drained and gone" in done.stdout, done.stdout
@@ -325,7 +357,7 @@ async def test_two_relays_chosen_drained_and_accounted(
     unknown = await asyncio.to_thread(
         callgate, "turn", "--drain", "--node-id", "us", "--redis-url",
         str(us.env["CALLGATE_REDIS_URL"]),
-        CALLGATE_CLUSTER_KEY_FILE=us.env["CALLGATE_CLUSTER_KEY_FILE"],
+        CALLGATE_CLUSTER_KEY_FILE=node.env["CALLGATE_CLUSTER_KEY_FILE"],
     )  # fmt: skip
     assert unknown.returncode == 1 and "no live relay 'us'" in unknown.stderr, unknown.stderr
 

@@ -249,3 +249,48 @@ async def test_an_unreadable_policy_fails_closed(hub: SignalingHub, store: Store
     assert (denied["rule"], denied["reason"]) == ("unavailable", "the call policy is unavailable")
     await hub.flush()
     assert "call.incoming" not in queued(bob)
+
+
+async def test_a_ring_group_rings_the_members_the_policy_allows_and_records_who_answered(
+    hub: SignalingHub, policy: PolicyStore, store: Store
+) -> None:
+    """A trunk DID's ring group "sales" (alice, carol): a rule keeps carol's phone quiet, alice
+    rings and answers; the CDR's callee is `group:sales` while it rings, then alice. A group
+    whose members cannot be read rings nobody, and the record says so."""
+    rule = policy.create_rule("admin", RuleSpec("quiet-carol", "deny", callee_user="carol"))
+    caller, _ = await hub.connect("+15550001111", "+15550001111 (carrier)", False)
+    alice, carol = await connect(hub, "alice"), await connect(hub, "carol")
+    members = GroupStore(store).members_of
+    await hub.invite_group(caller, "1", "sales", SDP, members)
+    incoming = await next_of(alice, "call.incoming")
+    assert incoming["from"]["handle"] == "+15550001111"
+    await hub.flush()
+    assert "call.incoming" not in queued(carol)
+    ringing = hub.cdrs.get(incoming["call_id"])
+    assert ringing is not None and ringing.callee_user == "group:sales"
+    answer = {"type": "call.answer", "id": "2", "call_id": incoming["call_id"], "sdp": SDP}
+    await hub.receive(alice, parse(answer), lambda handle: handle in USERS)
+    await next_of(caller, "call.answered")
+    await hub.flush()
+    row = hub.cdrs.get(incoming["call_id"])
+    assert row is not None and (row.callee_user, row.policy_rule) == ("alice", "default")
+    assert row.callee_device == alice.device_id
+    hangup = {"type": "call.hangup", "id": "3", "call_id": incoming["call_id"]}
+    await hub.receive(caller, parse(hangup), lambda handle: handle in USERS)
+    await next_of(alice, "call.ended")
+
+    # only carol left to ring, and the rule denies her: the carrier is refused, naming it
+    await hub.invite_group(caller, "4", "sales", SDP, lambda group: ("carol",))
+    denied = await next_of(caller, "call.denied")
+    assert denied["rule"] == f"{rule.id}:quiet-carol"
+
+    def unreadable(group: str) -> tuple[str, ...]:
+        raise RuntimeError("database away")
+
+    await hub.invite_group(caller, "5", "sales", SDP, unreadable)
+    denied = await next_of(caller, "call.denied")
+    assert denied["rule"] == "unavailable"
+    await hub.flush()
+    row = hub.cdrs.get(denied["call_id"])
+    assert row is not None and (row.callee_user, row.disposition) == ("group:sales", "denied")
+    assert "call.incoming" not in queued(alice) + queued(carol)

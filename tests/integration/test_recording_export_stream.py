@@ -62,3 +62,39 @@ async def test_a_long_call_exports_a_window_at_a_time_and_verifies(
     with av.open(str(bundles["ogg"] / "audio.ogg")) as container:
         decoded = sum(frame.samples for frame in container.decode(audio=0))
     assert abs(decoded - SECONDS * audio.RATE) < 2 * 960  # the encoder's padding aside
+
+
+async def test_a_jumping_leg_is_re_anchored_and_the_bundle_says_so(tmp_path: Path) -> None:
+    # the caller's timestamps jump an hour after 2 s: the export lasts the call's 4 s, not an
+    # hour, and the export's audited entry, `verify` and the CLI line name the re-anchoring
+    from typer.testing import CliRunner
+
+    from callgate.cli.app import app
+    from tests.unit.recording.test_placement import HOUR, run
+
+    store = open_store(sqlite_url(tmp_path / "db.sqlite"))
+    settings = RecordingSettings(tmp_path / "rec", tmp_path / "master.key", min_free_bytes=0)
+    service = RecordingService(RecordingRepository(store), settings, {})
+    parties = {"caller": {"handle": "alice"}, "callee": {"handle": "bob"}}
+    recorder = await service.start("d" * 32, parties, None, lambda reason: None)
+    packets = sorted(
+        run("caller", audio.OPUS, 440, (0, 2), 0.0)
+        + run("caller", audio.OPUS, 660, (2, 4), 2.0 + HOUR, seq=100)
+        + run("callee", audio.OPUS, 880, (0, 4), 0.0),
+        key=lambda p: p.arrival,
+    )
+    recorder.writer.append(encode_packets(packets))
+    await service.finish(recorder.recording_id)
+    row = RecordingRepository(store).get(recorder.recording_id)
+    assert row is not None
+    key = load_or_create_signing_key(tmp_path / "audit.key")
+    done = export_bundle(row, settings.directory, service.master_key(), AuditLog(store), key,
+                         tmp_path / "bundle", "test")  # fmt: skip
+    store.close()
+    assert done["seconds"] == pytest.approx(4.0, abs=0.05)
+    verdict = verify_bundle(tmp_path / "bundle")
+    assert verdict.ok, verdict.problems
+    assert verdict.facts["reanchors"] == {"caller": 1, "callee": 0}
+    shown = CliRunner().invoke(app, ["recording", "verify", str(tmp_path / "bundle")])
+    assert shown.exit_code == 0, shown.output
+    assert "re-anchored on arrival time (RTP timestamps jumped): caller 1x" in shown.output

@@ -9,11 +9,16 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
 
+from callgate.runtime.cluster_keys import ClusterKeys, parse_relay_key
 from callgate.runtime.cluster_seal import ClusterSeal
+from callgate.runtime.node_envelope import NodeEnvelope
 from callgate.runtime.redis_bus import RedisBus
 from callgate.runtime.relay_registry import (
     PAIRS_CHANNEL,
@@ -28,6 +33,7 @@ from callgate.signaling.cluster import RemoteDevice
 from callgate.signaling.relay_choice import RelayInfo
 from tests.redis_server import RedisServer
 
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 INFO = RelayInfo(
     relay_id="eu1",
     region="eu",
@@ -41,6 +47,8 @@ INFO = RelayInfo(
 KEY = b"integration-cluster-key-0123456789abcdef"
 SEAL = ClusterSeal(KEY)
 FORGER = ClusterSeal(b"someone-else-s-key-0123456789abcdef-xyz")
+# relay eu1 holds only the key a node issued it (runtime/cluster_keys.py)
+EU1 = ClusterSeal(ClusterKeys.for_relay(*parse_relay_key(SEAL.keys.relay_key_line("eu1"))))
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 10) -> None:
@@ -67,12 +75,35 @@ def pair(users: list[str], live: bool = True, seal: ClusterSeal = SEAL) -> str:
     return seal.seal("pair", "", {"node": "a", "pair": users, "live": live})
 
 
+async def acl_user(redis: Redis, server: RedisServer, kind: str) -> str:
+    """The URL of deploy/redis-users.acl's `kind` user ("node", or "relay" for relay eu1),
+    created in `server` as that file says."""
+    for line in (DEPLOY / "redis-users.acl").read_text().splitlines():
+        if line.startswith(f"user callgate-{kind}"):
+            _user, name, *rules = line.replace("RELAY_ID", "eu1").split()
+            password = f"{kind}-password-0123456789"
+            rules = [f">{password}" if rule.startswith(">") else rule for rule in rules]
+            await redis.execute_command("ACL", "SETUSER", name, *rules)
+            return server.url.replace("redis://", f"redis://{name}:{password}@")
+    raise AssertionError(f"no callgate-{kind} user in deploy/redis-users.acl")
+
+
 async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> None:
+    """...as relay eu1's Redis user of deploy/redis-users.acl, which cannot publish a message
+    to a node nor write a snapshot."""
     redis = connect(redis_server.url)
+    relay_url = await acl_user(redis, redis_server, "relay")
     drained: list[bool] = []
-    presence = RelayPresence(redis_server.url, INFO, lambda: 3, lambda: drained.append(True),
-                             SEAL, interval=0.1, ttl=3)  # fmt: skip
+    presence = RelayPresence(relay_url, INFO, lambda: 3, lambda: drained.append(True),
+                             EU1, interval=0.1, ttl=3)  # fmt: skip
     try:
+        relay_user = connect(relay_url)
+        for denied in [relay_user.publish("callgate:node:a", "{}"),
+                       relay_user.set("callgate:snap:a", "{}"),
+                       relay_user.set("callgate:relay:us1", "{}")]:  # fmt: skip
+            with pytest.raises(NoPermissionError):
+                await denied
+        await relay_user.aclose()
         # a node's snapshot (one call it holds, one it takes part in), a forged one, garbage
         snapshot = {"calls": [{"caller": "alice", "callee": "bob"}], "pairs": [["carol", "dave"]]}
         forged = {"calls": [{"caller": "mallory", "callee": "bob"}], "pairs": [["eve", "bob"]]}
@@ -138,8 +169,8 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
 
         # the relay restarted under the same id: the request it obeyed, replayed, drains nothing
         await presence.stop()
-        presence = RelayPresence(redis_server.url, INFO, lambda: 0, lambda: drained.append(True),
-                                 SEAL, interval=0.1, ttl=3)  # fmt: skip
+        presence = RelayPresence(relay_url, INFO, lambda: 0, lambda: drained.append(True),
+                                 EU1, interval=0.1, ttl=3)  # fmt: skip
         await redis.set(drain_key("eu1"), replayed)
         await presence.start()
         for _ in range(2):
@@ -162,7 +193,7 @@ async def test_only_sealed_registrations_are_offered_to_clients(
     """What a node hands its clients (RedisBus.relays(), read at each beat): the genuine relay,
     not one registered under another key, unsigned, stale, or moved to another id's key."""
     redis = connect(redis_server.url)
-    genuine = RelayPresence(redis_server.url, INFO, lambda: 0, lambda: None, SEAL)
+    genuine = RelayPresence(redis_server.url, INFO, lambda: 0, lambda: None, EU1)
     bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1)
     try:
         await genuine.start()
@@ -194,13 +225,34 @@ async def test_only_sealed_registrations_are_offered_to_clients(
         await redis.aclose()
 
 
+class Peer:
+    """A node's hub, as far as the bus sees it: what other nodes sent it."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+
+    def snapshot(self) -> dict[str, Any]:
+        return {}
+
+    def local_devices(self) -> list[RemoteDevice]:
+        return []
+
+    async def on_message(self, message: dict[str, Any]) -> None:
+        self.received.append(message)
+
+
 async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisServer) -> None:
     """A device whose node's snapshot is unsigned, forged or moved from another node's key is
     not rung (devices_of leaves it out), although the snapshot key exists; nor is a directory
     entry not sealed for that user and device; the genuine node's device is rung until its
-    node's snapshot expires (the node died: its device stays in the directory)."""
+    node's snapshot expires (the node died: its device stays in the directory). Messages
+    between nodes reach the hub only when sealed with the node key for it, once: forged,
+    unsigned and replayed ones are ignored and counted (runtime/node_envelope.py). Node n1 runs
+    as the node user of deploy/redis-users.acl."""
     redis = connect(redis_server.url)
-    bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1)
+    bus = RedisBus(await acl_user(redis, redis_server, "node"), "n1", SEAL, interval=0.1)
+    peer = Peer()
+    bus.attach(peer)
     # beats once, at start: its snapshot then stays until it is deleted below (its expiry)
     genuine = RedisBus(redis_server.url, "good", SEAL, interval=3600, ttl=3600)
     snapshots = {
@@ -235,6 +287,7 @@ async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisSer
             return bus.available
 
         await eventually(available, "the bus subscribed")
+        await _only_sealed_messages_reach_the_hub(redis, genuine, bus, peer)
         assert len(await redis.hgetall("callgate:dev:bob")) == 4 + len(forged_entries)
         assert [d.device_id for d in await bus.devices_of("bob")] == ["phone-good"]
 
@@ -249,3 +302,31 @@ async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisSer
         await bus.stop()
         await genuine.stop()
         await redis.aclose()
+
+
+async def _only_sealed_messages_reach_the_hub(
+    redis: Redis, genuine: RedisBus, bus: RedisBus, peer: Peer
+) -> None:
+    """An administrator's end-call forged, signed with a relay's key, unsigned, replayed or
+    meant for another node is not acted on; the genuine one is, once."""
+    end = {"op": "end", "call": "c1", "admin": "root"}
+    channel = "callgate:node:n1"
+    forger = NodeEnvelope(FORGER, "good")
+    relay_key = SEAL.keys.relay_key("eu1")
+    assert relay_key is not None
+    relay = NodeEnvelope(ClusterSeal(ClusterKeys.for_node(relay_key)), "good")
+    replayed = NodeEnvelope(SEAL, "good")
+    once = replayed.wrap("n1", {**end, "admin": "replayed"})
+    for raw in [forger.wrap("n1", end), relay.wrap("n1", end), json.dumps(end), once,
+                replayed.wrap("n2", end)]:  # fmt: skip
+        await redis.publish(channel, raw)
+    await redis.publish(channel, once)
+    genuine.post("n1", {**end, "admin": "genuine"})
+
+    async def heard() -> bool:
+        return any(m.get("admin") == "genuine" for m in peer.received)
+
+    await eventually(heard, "the genuine message")
+    assert [m["admin"] for m in peer.received] == ["replayed", "genuine"]
+    refused = {reason: n for (kind, reason), n in bus.seal.refusals.items() if kind == "msg"}
+    assert refused == {"forged": 3, "unsigned": 1, "replayed": 1}

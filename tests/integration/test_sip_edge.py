@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -73,7 +74,9 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
         bob = callgate("sip", "add", "bob", "desk", "--data-dir", str(data), "--json", cwd=tmp_path)
         assert bob.returncode == 0, bob.stderr
         device["bob_password"] = json.loads(bob.stdout)["password"]
-        for args in (("create", "traders"), ("add-member", "traders", "alice")):
+        for args in (("create", "traders"), ("add-member", "traders", "alice"),
+                     ("create", "desk"), ("add-member", "desk", "alice"),
+                     ("add-member", "desk", "bob")):  # fmt: skip
             done = callgate("group", *args, "--data-dir", str(data), cwd=tmp_path)
             assert done.returncode == 0, done.stderr
 
@@ -91,6 +94,7 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
     carrier = CARRIERS[tmp_path] = SipClient(("127.0.0.1", port), bind="127.0.0.2")
     trunks = json.dumps([{"name": "carrier", "addresses": ["127.0.0.2"],
                           "dids": {"+15551230000": "bob", "+15551230001": "alice"},
+                          "did_groups": {"+15551230002": "desk"},  # rings alice and bob
                           "outbound": f"127.0.0.2:{carrier.local[1]}",
                           "dial_out_groups": ["traders"], "caller_id": "+15551230000",
                           # the test's carrier is a script that answers no OPTIONS pings
@@ -208,7 +212,8 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     # and the other way: bob's CLI calls alice, whose registered phone rings and answers
     call_cli_to_phone(server, port, user, password, tmp_path)
     # a call from the phone network: the carrier's trunk INVITEs bob's DID
-    call_trunk_to_cli(server, port, tmp_path)
+    # and a DID that rings a group (ring all): alice's phone and bob's CLI ring, bob answers
+    call_trunk_to_cli(server, port, tmp_path, (user, password))
     # and to it: alice (in "traders", the trunk's dial-out group) dials a number; bob may not
     dial_out(server, port, user, password, device["bob_password"], CARRIERS[tmp_path])
     # recorded calls to alice, whose only device is now her desk phone: from the phone network
@@ -252,6 +257,15 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     (pstn,) = [c for c in cdrs if c["caller_user"] == "+442071234567"]
     assert (pstn["callee_user"], pstn["direction"]) == ("bob", "inbound")
     assert pstn["caller_user_agent"] == "sip-trunk:carrier" and pstn["reason"] == "hangup"
+    # the group's DID: one CDR, its callee the member who answered
+    (grouped,) = [c for c in cdrs if c["caller_user"] == "+442071234577"]
+    assert (grouped["callee_user"], grouped["direction"]) == ("bob", "inbound")
+    assert grouped["answer_at"] is not None and grouped["reason"] == "hangup"
+    trail = client_get(server, f"/api/audit/entries?object=call:{grouped['call_id']}", "admin")
+    answered = [e["actor"] for e in trail["items"] if e["action"] == "call.answered"]
+    assert answered == ["bob"], trail
+    (trunk,) = client_get(server, "/api/trunks", "admin")["trunks"]
+    assert trunk["ring_groups"] == ["desk"] and trunk["dids"] == 2
     no_did = [c for c in cdrs if c["callee_user"] == "+15559999999"]
     assert [c["reason"] for c in no_did] == ["sip 404"]
     (dialled,) = [
@@ -1135,21 +1149,27 @@ def recorded_dial_out(
         carrier_rtp.close()
 
 
-def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path) -> None:
+def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path, alice: tuple[str, str]) -> None:
     """The carrier (a SIP client on 127.0.0.2, the trunk's address) calls +1 555 123 0000, the
     DID of bob, whose CLI answers; each hears the other, the call is in the admin API's live
-    calls; the carrier hangs up. A number that is no DID gets 404."""
+    calls; the carrier hangs up. A number that is no DID gets 404.
+
+    Then it calls +1 555 123 0002, the DID of the ring group "desk" (alice and bob): alice's
+    registered phone (`alice`: its device credential) rings with bob's CLI, bob's CLI answers
+    and talks, and the phone gets CANCEL saying the call was completed elsewhere (RFC 3326)."""
+    phone = register_phone(port, *alice)
     carrier = SipClient(("127.0.0.1", port), bind="127.0.0.2")
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rtp.bind(("127.0.0.2", 0))
     rtp.setblocking(False)
-    recording = tmp_path / "bob-pstn.wav"
+    recording = tmp_path / "bob-pstn.wav"  # the group's call: bob-pstn-2.wav
     env = clean_env(
         CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
         CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
     )  # fmt: skip
     bob = subprocess.Popen(
-        [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--json"],
+        [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--count", "2",
+         "--json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -1158,59 +1178,80 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path) -> None:
             "v=0\r\no=- 3 3 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
             f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 8\r\n"
         ).encode()
-        caller = "sip:+442071234567@carrier.example"
         headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
         nobody = f"sip:+1 555 999 9999@127.0.0.1:{port}".replace(" ", "")
+        caller = "sip:+442071234567@carrier.example"
         lost = carrier.exchange(carrier.request("INVITE", caller, headers, to=nobody, body=sdp))
         statuses = [lost.status]
         while statuses[-1] < 200:
             statuses.append(carrier.receive().status)
         assert statuses[-1] == 404, statuses
-        carrier.call_id += "-2"
-        did = f"sip:+15551230000@127.0.0.1:{port}"
-        carrier.send(carrier.request("INVITE", caller, headers, to=did, body=sdp))
-        statuses = []
-        while not statuses or statuses[-1] < 200:
-            reply = carrier.receive()
-            statuses.append(reply.status)
-        assert statuses[-1] == 200, statuses
-        media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
-        assert media is not None, reply.body
-        ack = carrier.request("ACK", caller, to=did, cseq=carrier.cseq)
-        carrier.send(
-            ack.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
-        )
-        target, heard = ("127.0.0.1", int(media.group(1))), bytearray()
-        # 3 s of tone, and on until more than a second of bob came back (an outcome)
-        deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
-        while n < 150 or (len(heard) <= 8000 and time.monotonic() < deadline):
-            tone = tone_ulaw(440.0, n * 160)
-            rtp.sendto(build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x2222, tone)), target)
-            with contextlib.suppress(BlockingIOError):
-                while True:
-                    heard += parse_rtp(rtp.recv(2048)).payload
-            time.sleep(0.02)
-            n += 1
-        assert len(heard) > 8000, len(heard)
-        assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
-        # a call from the phone network is among the live calls, the caller its number
-        live = client_get(server, "/api/live-calls", "admin")["calls"]
-        assert [(c["caller"], c["callee"]) for c in live] == [("+442071234567", "bob")], live
-        assert live[0]["state"] in ("connecting", "connected") and live[0]["answered_at"], live
-        bye = carrier.request("BYE", caller, to=did)
-        bye = bye.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
-        assert carrier.exchange(bye).status == 200
-        events = read_events(bob, "ended")
-        assert events[-1]["reason"] == "hangup", events
-        incoming = next(e for e in events if e["event"] == "incoming")
-        assert "+442071234567" in json.dumps(incoming), incoming
-        assert abs(dominant_frequency(recording) - 440.0) < 5.0
+        calls = [("+442071234567", "+15551230000", None, recording),
+                 ("+442071234577", "+15551230002", phone, tmp_path / "bob-pstn-2.wav")]  # fmt: skip
+        for number, did_user, rung, recorded in calls:
+            carrier.call_id += "-2"
+            caller = f"sip:{number}@carrier.example"
+            did = f"sip:{did_user}@127.0.0.1:{port}"
+            carrier.send(carrier.request("INVITE", caller, headers, to=did, body=sdp))
+            statuses = []
+            while not statuses or statuses[-1] < 200:
+                reply = carrier.receive()
+                statuses.append(reply.status)
+            assert statuses[-1] == 200, statuses
+            if rung is not None:
+                phone_completed_elsewhere(rung)
+            media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
+            assert media is not None, reply.body
+            ack = carrier.request("ACK", caller, to=did, cseq=carrier.cseq)
+            carrier.send(
+                ack.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
+            )
+            received_rtp(rtp)  # what the last call left
+            target, heard = ("127.0.0.1", int(media.group(1))), bytearray()
+            # 3 s of tone, and on until more than a second of bob came back (an outcome)
+            deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
+            while n < 150 or (len(heard) <= 8000 and time.monotonic() < deadline):
+                tone = tone_ulaw(440.0, n * 160)
+                rtp.sendto(build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x2222, tone)), target)
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        heard += parse_rtp(rtp.recv(2048)).payload
+                time.sleep(0.02)
+                n += 1
+            assert len(heard) > 8000, len(heard)
+            assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
+            # a call from the phone network is among the live calls, the caller its number
+            live = client_get(server, "/api/live-calls", "admin")["calls"]
+            assert [(c["caller"], c["callee"]) for c in live] == [(number, "bob")], live
+            assert live[0]["state"] in ("connecting", "connected") and live[0]["answered_at"]
+            bye = carrier.request("BYE", caller, to=did)
+            bye = bye.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
+            assert carrier.exchange(bye).status == 200
+            events = read_events(bob, "ended")
+            assert events[-1]["reason"] == "hangup", events
+            incoming = next(e for e in events if e["event"] == "incoming")
+            assert number in json.dumps(incoming), incoming
+            assert abs(dominant_frequency(recorded) - 440.0) < 5.0
     finally:
         if bob.poll() is None:
             bob.kill()
         bob.communicate()
         carrier.close()
         rtp.close()
+        phone.close()
+
+
+def phone_completed_elsewhere(phone: SipClient) -> None:
+    """alice's phone was rung (INVITE, answered 180) and, once bob's CLI answered, cancelled
+    with `Reason: SIP;cause=200;text="Call completed elsewhere"`; it ends its INVITE 487."""
+    phone.sock.settimeout(30)
+    invite = next_request(phone, "INVITE")
+    phone.send(serialize(response(invite, 180, "Ringing", to_tag="grp1")))
+    cancel = next_request(phone, "CANCEL")
+    assert cancel.headers.get("call-id") == invite.headers.get("call-id")
+    assert cancel.headers.get("reason") == 'SIP;cause=200;text="Call completed elsewhere"'
+    phone.send(serialize(response(cancel, 200, "OK")))
+    phone.send(serialize(response(invite, 487, "Request Terminated", to_tag="grp1")))
 
 
 def dial_out(
@@ -1305,6 +1346,23 @@ def dial_out(
             at_phone += received_rtp(rtp)
         assert expected_at_carrier <= set(at_carrier), at_carrier[:3]
         assert expected_at_phone <= set(at_phone), at_phone[:3]
+        # the carrier presses 5 by SIP INFO instead: taken, and the phone hears the key's two
+        # tones (770 + 1336 Hz) in the carrier's audio (docs/sip.md, "DTMF")
+        carrier.sock.settimeout(30)
+        taken = carrier.exchange(
+            carrier_info(carrier, invite, "cx", b"Signal=5\r\nDuration=400\r\n")
+        )
+        assert taken.status == 200, (taken.status, taken.reason)
+        toned: list[bytes] = []
+        deadline, n = time.monotonic() + 30, 20
+        while len(toned) < 10 and time.monotonic() < deadline:
+            carrier_rtp.sendto(build_rtp(RtpPacket(PCMU, False, n, n * 160, 2, b"c" * 160)),
+                               ("127.0.0.1", int(media.group(1))))  # fmt: skip
+            time.sleep(0.02)
+            n += 1
+            toned += [p for t, p in received_rtp(rtp) if t == PCMU and p != b"c" * 160]
+        low, high = two_tones(b"".join(toned[:10]))
+        assert abs(low - 770) < 15 and abs(high - 1336) < 15, (low, high)
         # an administrator sees the call among the live calls and ends it: BYE both ways
         live = client_get(server, "/api/live-calls", "admin")["calls"]
         (dialled,) = [c for c in live if c["callee"] == "+442079460000"]
@@ -1353,6 +1411,39 @@ def dial_out(
     finally:
         rtp.close()
         carrier_rtp.close()
+
+
+def carrier_info(carrier: SipClient, invite: SipRequest, tag: str, body: bytes) -> bytes:
+    """An INFO (application/dtmf-relay) from the carrier in the dialog our `invite` made and it
+    answered with To-tag `tag` (RFC 3261 §12.2.1.1: From and To swap, to our Contact)."""
+    contact = re.search(r"<([^>]+)>", invite.headers.get("contact") or "")
+    assert contact is not None, invite.headers.get("contact")
+    host, port = carrier.local
+    carrier.cseq += 1
+    lines = [
+        f"INFO {contact.group(1)} SIP/2.0",
+        f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{secrets.token_hex(6)};rport",
+        f"From: {invite.headers.get('to')};tag={tag}",
+        f"To: {invite.headers.get('from')}",
+        f"Call-ID: {invite.headers.get('call-id')}",
+        f"CSeq: {carrier.cseq} INFO",
+        "Max-Forwards: 70",
+        "Content-Type: application/dtmf-relay",
+        f"Content-Length: {len(body)}",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def two_tones(ulaw: bytes) -> tuple[float, float]:
+    """The two strongest frequencies of PCMU audio (8 kHz), lowest first."""
+    samples = ulaw_decode(ulaw).astype(float)
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
+    freqs = np.fft.rfftfreq(samples.size, 1 / 8000)
+    first = int(np.argmax(spectrum))
+    spectrum[np.abs(freqs - freqs[first]) < 60] = 0  # the other tone, not the first's skirt
+    second = int(np.argmax(spectrum))
+    low, high = sorted((float(freqs[first]), float(freqs[second])))
+    return low, high
 
 
 def next_request(client: SipClient, method: str) -> SipRequest:

@@ -20,6 +20,15 @@ def test_a_bucket_lets_a_burst_through_then_its_rate() -> None:
     assert [bucket.take(1000.0) for _ in range(4)] == [True, True, True, False]
 
 
+def test_a_bucket_of_bytes_takes_what_a_packet_costs() -> None:
+    # the TURN bandwidth cap: 1000 bytes a second, one second of burst; a packet that does not
+    # fit spends nothing, so a smaller one after it may still pass
+    bucket = TokenBucket(rate=1000, burst=1000, now=0.0)
+    assert [bucket.take(0.0, 400) for _ in range(3)] == [True, True, False]
+    assert bucket.take(0.0, 200) and not bucket.take(0.0, 1)
+    assert not bucket.take(0.3, 400) and bucket.take(0.4, 400)
+
+
 def test_a_clock_that_goes_back_refills_nothing() -> None:
     bucket = TokenBucket(rate=1.0, burst=1, now=50.0)
     assert bucket.take(50.0)

@@ -1,5 +1,5 @@
 """What a registered `callgate turn` needs before it starts (runtime/relay_cluster.py), and the
-cluster key it signs its registration with (runtime/cluster_seal.py)."""
+relay key it signs its registration with (runtime/cluster_keys.py)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,28 @@ from pydantic import ValidationError
 
 from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
+from callgate.runtime.cluster_keys import ClusterKeys
 from callgate.runtime.relay_cluster import registered_config
 
 REDIS = "redis://127.0.0.1:6379/0"
 DB = "postgresql+psycopg://u:p@127.0.0.1/callgate"
 
 
+NODE_KEY = b"k" * 40
+
+
 @pytest.fixture
 def key(tmp_path: Path) -> Path:
-    path = tmp_path / "cluster.key"
-    path.write_text("k" * 40 + "\n")
+    """Relay eu1's own key file, issued from the node key."""
+    path = tmp_path / "relay.key"
+    path.write_text(ClusterKeys.for_node(NODE_KEY).relay_key_line("eu1"))
     path.chmod(0o600)
     return path
 
 
 def settings(key: Path | None = None, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "cluster_key_file": key,
+        "relay_key_file": key,
         "node_id": "eu1",
         "redis_url": REDIS,
         "database_url": DB,
@@ -52,7 +57,9 @@ def test_a_registered_relay_is_call_bound_unless_told_not_to(key: Path) -> None:
         ({"database_url": None}, "--database-url"),
         ({"turn": {}}, "turn.auth_secret"),
         ({"turn": {"auth_secret": "shared", "workers": 2}}, "one process"),
-        ({"cluster_key_file": None}, "needs cluster_key_file"),
+        ({"relay_key_file": None}, "needs relay_key_file"),
+        ({"node_id": "us1"}, "the relay key is for relay 'eu1', not for 'us1'"),
+        ({"relay_key": "k" * 40}, "relay_key_file and CALLGATE_RELAY_KEY are both set"),
     ],
 )
 def test_what_is_missing_is_named(key: Path, overrides: dict[str, Any], needs: str) -> None:

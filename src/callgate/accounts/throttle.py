@@ -79,9 +79,8 @@ class LoginThrottle:
         long to wait. A refused attempt is not charged. `account=False` checks and charges
         only the address (a request whose account lockout would help an attacker)."""
         now = self._clock.monotonic()
-        keys = self._keys(handle, address)
-        if not account:
-            keys = keys[1:]
+        # by kind, not by position: the exemption must not hang on the order of `_keys`
+        keys = [k for k in self._keys(handle, address) if account or k[0] != "account"]
         with self._lock:
             for key in keys:
                 wait = self._wait(key, now)

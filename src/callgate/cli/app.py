@@ -259,6 +259,15 @@ DrainOpt = Annotated[
         "calls finish, then exits; this command waits until it has.",
     ),
 ]
+IssueKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--issue-relay-key",
+        metavar="PATH",
+        help="On a node (cluster_key_file set): write relay --node-id's own key to PATH (a new "
+        "file, mode 0600), for its relay_key_file; then exit.",
+    ),
+]
 
 
 def relay_overrides(**options: Any) -> dict[str, Any]:
@@ -361,13 +370,18 @@ def turn(
     region: RegionOpt = None,
     database_url: DatabaseUrlOpt = None,
     drain: DrainOpt = False,
+    issue_relay_key: IssueKeyOpt = None,
 ) -> None:
     """Run the STUN/TURN relay alone, in the foreground (SIGTERM/SIGINT stop it); registered
     with the signaling nodes when given --node-id and --redis-url (docs/scaling.md)."""
     options = dict(locals())
     options.pop("config")
     options.pop("drain")
+    options.pop("issue_relay_key")
     settings = settings_from(config, relay_overrides(**options, data_dir=None, http=None))
+    if issue_relay_key is not None:
+        _issue_relay_key(settings, issue_relay_key)
+        return
     if drain:
         _drain(settings)
         return
@@ -387,6 +401,21 @@ def _drain(settings: Settings) -> None:
         raise fail(f"callgate turn --drain: {exc}", code=1) from None
     except OSError as exc:
         raise fail(f"callgate turn --drain: Redis: {exc}", code=1) from None
+
+
+def _issue_relay_key(settings: Settings, path: Path) -> None:
+    from callgate.runtime.cluster_seal import issue_relay_key
+
+    if settings.node_id is None:
+        raise fail("callgate turn --issue-relay-key: needs --node-id (the relay's id)", code=1)
+    try:
+        issue_relay_key(settings, settings.node_id, path)
+    except ConfigError as exc:
+        raise fail(f"callgate turn --issue-relay-key: {exc}", code=1) from None
+    typer.echo(
+        f"wrote relay {settings.node_id}'s key to {path} (mode 0600): copy it to that relay's "
+        "machine as its relay_key_file (CALLGATE_RELAY_KEY_FILE)"
+    )
 
 
 async def _drained(waiting: Any) -> None:

@@ -224,7 +224,19 @@ def recording_export(
         store.close()
     typer.echo(
         f"exported recording {done['recording_id']} ({done['seconds']:.1f} s) to {out}; "
-        f"audit entry {done['export_entry']}"
+        f"audit entry {done['export_entry']}{_reanchored(done.get('reanchors'))}"
+    )
+
+
+def _reanchored(reanchors: Any) -> str:
+    """The legs the export placed by arrival time somewhere (their RTP timestamps jumped)."""
+    if not isinstance(reanchors, dict):
+        return ""
+    moved = [f"{leg} {count}x" for leg, count in sorted(reanchors.items()) if count]
+    return (
+        f"; re-anchored on arrival time (RTP timestamps jumped): {', '.join(moved)}"
+        if moved
+        else ""
     )
 
 
@@ -253,7 +265,7 @@ def _export_via_api(
     export = _export_entry(out)
     typer.echo(
         f"exported recording {recording_id} ({export['details']['seconds']:.1f} s) from {url} "
-        f"to {out}; audit entry {export['seq']}"
+        f"to {out}; audit entry {export['seq']}{_reanchored(export['details'].get('reanchors'))}"
     )
 
 
@@ -287,7 +299,7 @@ def recording_verify(
         typer.echo(
             f"OK: recording {facts.get('recording_id')} ({facts.get('state')}), "
             f"{facts.get('chunks')} chunks intact, audit entries {facts.get('audit_entries')} "
-            "covered by a valid signed checkpoint"
+            f"covered by a valid signed checkpoint{_reanchored(facts.get('reanchors'))}"
         )
     else:
         for problem in verdict.problems:

@@ -26,6 +26,7 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 
+from callgate.media import internals
 from callgate.media.packets import (
     CODEC_CLOCKS,
     ForwardTrack,
@@ -89,6 +90,8 @@ class AnchorLeg:
     ):
         if codec not in CODEC_CLOCKS:
             raise AnchorError(f"unknown codec {codec!r}")
+        if changed := internals.problems():  # never anchor on internals we do not know
+            raise AnchorError(f"media anchor disabled: aiortc/aioice changed ({changed[0]})")
         self.name = name
         self.codec = codec
         self.pc = RTCPeerConnection(_configuration(servers))

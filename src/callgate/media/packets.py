@@ -1,7 +1,8 @@
 """Encoded RTP payloads in and out of aiortc, without decoding them.
 
 aiortc offers no public API for either direction, so this module holds the two narrow places
-where the anchor reaches into it (checked against aiortc 1.16, pinned in pyproject.toml):
+where the anchor reaches into it (checked against aiortc 1.16, pinned in pyproject.toml, and
+checked at start with the rest: internals.py):
 
 - In: `RTCRtpReceiver._handle_rtp_packet(packet, arrival_time_ms)` is what `RTCDtlsTransport`
   calls with each SRTP-decrypted, routed `RtpPacket`. `tap_receiver` replaces it on one receiver

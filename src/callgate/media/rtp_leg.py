@@ -170,7 +170,9 @@ class _Protocol(asyncio.DatagramProtocol):
 
 class RtpLeg:
     """One plain RTP party of a bridge (see module doc). `on_packet` is the bridge's
-    `forward`; `codec` "pcmu" or "pcma"."""
+    `forward`; `codec` "pcmu" or "pcma". The party's audio packets go to `on_audio`, its
+    telephone-events to `on_event`: both `on_packet` until someone (media/dtmf.py `attach`)
+    routes them apart."""
 
     def __init__(
         self,
@@ -207,7 +209,7 @@ class RtpLeg:
         self.track = RtpSender(self)
         self.received = 0
         self.dropped: dict[str, int] = {}
-        self._on_packet = on_packet
+        self.on_audio = self.on_event = on_packet
         self._allowed: set[str] = set()
         self._latched = False
         self._permits = permits or (lambda _host: True)
@@ -313,7 +315,8 @@ class RtpLeg:
         except RtpError as exc:
             self._drop(str(exc))
             return
-        if packet.payload_type != self.payload_type:
+        audio = packet.payload_type == self.payload_type
+        if not audio:
             if self.events is None or packet.payload_type != self.events:
                 self._drop("payload type")
                 return
@@ -324,9 +327,9 @@ class RtpLeg:
                 log.info("rtp leg %s: latched to %s:%d", self.name, *source)
             self.remote = source
         self.received += 1
-        if self.rtcp is not None and packet.payload_type == self.payload_type:
+        if self.rtcp is not None and audio:
             self.rtcp.rtp_received(packet.seq, packet.timestamp, packet.ssrc)
-        self._on_packet(
+        (self.on_audio if audio else self.on_event)(
             MediaPacket(
                 leg=self.name,
                 payload=packet.payload,

@@ -21,8 +21,10 @@ it for one leg, with aiortc's DTLS-SRTP keys (checked against aiortc 1.16 / aioi
   give the party loss, jitter and round trip), and each sent one the sender's counters (so its
   sender reports carry the right packet and octet counts and RTP/NTP time pair).
 
-`SrtpPath.attach` returns None when aiortc's or aioice's internals are not what it expects; the
-leg then keeps aiortc's path (`packets.py`), slower but correct.
+Every aiortc/aioice internal used here is checked once, before the first leg (internals.py): a
+release that changed one makes the anchor refuse every leg, fail-closed. `SrtpPath.attach` still
+returns None for a leg it cannot take at run time (a G.711 leg, DTLS-SRTP not up, a pair aioice
+built otherwise); that leg keeps aiortc's path (`packets.py`), slower but correct.
 """
 
 from __future__ import annotations

@@ -69,6 +69,27 @@ class GroupStore:
             rows = session.scalars(select(Group).order_by(Group.name))
             return [GroupView(_spec(r), tuple(members.get(r.name, ()))) for r in rows]
 
+    def members_of(self, name: str) -> tuple[str, ...]:
+        """The enabled accounts in group `name`, in handle order: whom a ring group rings
+        (docs/sip.md). Narrowed by LIKE in the database, then checked exactly."""
+        quoted = json.dumps(name)
+        query = (
+            select(User.handle, User.groups)
+            .where(User.disabled.is_(False), User.groups.contains(quoted, autoescape=True))
+            .order_by(User.handle)
+        )
+        with self._store.sessions() as session:
+            return tuple(h for h, groups in session.execute(query) if name in json.loads(groups))
+
+    def known(self, name: str) -> bool:
+        """A group with a row, or one an account names (accounts may predate group rows)."""
+        with self._store.sessions() as session:
+            if session.scalars(select(Group.id).where(Group.name == name)).first() is not None:
+                return True
+            quoted = json.dumps(name)
+            query = select(User.groups).where(User.groups.contains(quoted, autoescape=True))
+            return any(name in json.loads(groups) for groups in session.scalars(query))
+
     def get(self, name: str) -> GroupView:
         with self._store.sessions() as session:
             row = _existing(session, name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,17 +171,22 @@ class PolicyStore:
         self, caller: str, callee: str, at: dt.datetime
     ) -> tuple[Denial | None, Grant | None]:
         """What the signaling hub hands the call engine (hub.CallPolicy)."""
-        decision = self.decide_call(caller, callee, at)
-        denial = to_denial(decision)
-        if denial is not None:
-            return denial, None
-        grant = Grant(
-            rule=decision.rule_id or DEFAULT_RULE_ID,
-            relay_only=decision.relay_only,
-            max_duration_s=decision.max_duration_s,
-            recording_required=decision.recording_required,
-        )
-        return None, grant
+        return _verdict(self.decide_call(caller, callee, at))
+
+    def verdicts(
+        self, caller: str, callees: Sequence[str], at: dt.datetime
+    ) -> dict[str, tuple[Denial | None, Grant | None]]:
+        """`verdict` for each of `callees` (a ring group's members, signaling/ring_groups.py),
+        their accounts read in one query and the policy loaded once."""
+        found = self.subjects(caller, *callees)
+        policy = self.current()
+        who = found.get(caller, Subject(caller))
+        return {
+            callee: _verdict(
+                policy.decide(who, found.get(callee, Subject(callee)), at, explain=False)
+            )
+            for callee in callees
+        }
 
     def explain(self, caller: str, callee: str, at: dt.datetime) -> tuple[Decision, list[str]]:
         """Every enabled rule examined in order, and which disabled rules were left out."""
@@ -346,3 +352,16 @@ def _flush_named(session: Any, name: str) -> None:
         session.flush()
     except IntegrityError:
         raise PolicyConflict(f"a rule named {name!r} exists") from None
+
+
+def _verdict(decision: Decision) -> tuple[Denial | None, Grant | None]:
+    denial = to_denial(decision)
+    if denial is not None:
+        return denial, None
+    grant = Grant(
+        rule=decision.rule_id or DEFAULT_RULE_ID,
+        relay_only=decision.relay_only,
+        max_duration_s=decision.max_duration_s,
+        recording_required=decision.recording_required,
+    )
+    return None, grant

@@ -5,11 +5,14 @@ Each leg's packets are decoded with PyAV — libopus for Opus, FFmpeg's G.711 de
 (`pcm_mulaw`, `pcm_alaw`) for a SIP call's PCMU/PCMA, whose 8 kHz samples are then resampled
 to the WAV's 48 kHz — and placed on one timeline: a packet's sample position is its leg's first
 arrival (relative to the first packet of the call) plus its RTP timestamp's distance from that
-leg's first timestamp, in the codec's clock. Gaps (silence, lost packets) stay zero.
+leg's first timestamp, in the codec's clock — unless the timestamps stop agreeing with the
+arrival times by more than 2 s (a new SSRC, a jump), where the leg is re-anchored on arrival
+time (recording/placement.py; counted in `Rendered.reanchors`). Gaps (silence, lost packets)
+stay zero.
 
 The packets are read twice, a chunk at a time: once up to each leg's first packet (the call's
-origin), then to the end. A leg's packets wait in a small reorder buffer and are decoded in RTP
-timestamp order; the timeline holds `WINDOW_SECONDS` of samples and hands what lies before them
+origin), then to the end. A leg's packets wait in a small reorder buffer and are decoded in
+timeline order; the timeline holds `WINDOW_SECONDS` of samples and hands what lies before them
 to the output in order (a WAV file, whose header sizes are patched at the end, or the Ogg/Opus
 encoder). A packet sent more than `REORDER_SECONDS` (arrival time) or `REORDER_PACKETS` before
 those around it is decoded when it comes; one that would land before the held window is dropped
@@ -23,7 +26,7 @@ import heapq
 import io
 import wave
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,6 +37,8 @@ from av.audio.codeccontext import AudioCodecContext
 
 from callgate.recording.chunks import LEGS, Packet
 from callgate.recording.codecs import OPUS, PCMA, PCMU
+from callgate.recording.placement import Moved, Placer
+from callgate.recording.placement import rtp_distance as rtp_distance  # where it was
 
 RATE = 48000
 MAX_SECONDS = 6 * 3600  # a WAV's sizes are 32-bit: 6 h of 48 kHz 16-bit stereo is ~3.9 GiB
@@ -57,17 +62,11 @@ class AudioError(ValueError):
 class Rendered:
     frames: int  # stereo samples handed to the output
     dropped: int  # decoded pieces that came too late for the held window
+    reanchors: dict[str, int] = field(default_factory=dict)  # per leg (recording/placement.py)
 
     @property
     def seconds(self) -> float:
         return self.frames / RATE
-
-
-def rtp_distance(timestamp: int, reference: int) -> int:
-    """Samples from `reference` to `timestamp`, modulo 2^32 and signed (RFC 3550 §5.1: RTP
-    timestamps wrap): a packet that arrived after the leg's first one but was sent before it
-    (reordered on the way) lies just before it, not 2^32 samples (~25 h) after it."""
-    return (timestamp - reference + (1 << 31)) % (1 << 32) - (1 << 31)
 
 
 class _Timeline:
@@ -144,18 +143,33 @@ class _Mix:
 
 
 class _Leg:
-    """One leg: its packets put back in RTP timestamp order (in a reorder buffer), decoded."""
+    """One leg: its packets placed (recording/placement.py), put back in timeline order in a
+    reorder buffer, decoded."""
 
     def __init__(self, first: Packet, origin: float, clock: int) -> None:
-        self._first_timestamp = first.timestamp
+        self._placer = Placer(first, clock)
         self._start = round((first.arrival - origin) * clock)
-        self._waiting: list[tuple[int, int, Packet]] = []  # (distance, arrival order, packet)
-        self._count = 0
+        self._waiting: list[tuple[int, int, Packet]] = []  # (position, number, packet)
+
+    @property
+    def reanchors(self) -> int:
+        return self._placer.reanchors
 
     def add(self, packet: Packet) -> None:
-        distance = rtp_distance(packet.timestamp, self._first_timestamp)
-        heapq.heappush(self._waiting, (distance, self._count, packet))
-        self._count += 1
+        number = self._placer.count
+        position, moved = self._placer.place(packet)
+        heapq.heappush(self._waiting, (self._start + position, number, packet))
+        if moved is not None:
+            self._move(moved)
+
+    def _move(self, moved: Moved) -> None:
+        """The packets still waiting from number `moved.since` on go by the new anchor."""
+        start, anchor = self._start, moved.anchor
+        self._waiting = [
+            (start + anchor.at(p.timestamp), n, p) if n >= moved.since else (position, n, p)
+            for position, n, p in self._waiting
+        ]
+        heapq.heapify(self._waiting)
 
     def release(self, now: float) -> None:
         """Decode the packets that waited long enough (arrival time `now`)."""
@@ -163,13 +177,13 @@ class _Leg:
         while waiting and (
             len(waiting) > REORDER_PACKETS or waiting[0][2].arrival <= now - REORDER_SECONDS
         ):
-            distance, _, packet = heapq.heappop(waiting)
-            self._decode(self._start + distance, packet)
+            position, _, packet = heapq.heappop(waiting)
+            self._decode(position, packet)
 
     def finish(self) -> None:
         while self._waiting:
-            distance, _, packet = heapq.heappop(self._waiting)
-            self._decode(self._start + distance, packet)
+            position, _, packet = heapq.heappop(self._waiting)
+            self._decode(position, packet)
 
     @property
     def dropped(self) -> int:
@@ -242,14 +256,14 @@ class _G711Leg(_Leg):
         if self._done or position < 0 or not packet.payload:  # empty: it would end the stream
             return
         if position >= MAX_SECONDS * self._clock:
-            self._done = True  # in timestamp order: every later packet lies beyond too
+            self._done = True  # in timeline order: every later packet lies beyond too
             return
         for frame in self._codec.decode(av.Packet(packet.payload)):
             samples = frame.to_ndarray().reshape(-1).astype(np.int16)
             self._track.put(position, samples)
             self._end = max(self._end, position + len(samples))
         if position - self._track.base >= self._batch:  # resampled in batches, not per packet
-            self._track.flush(position)  # in timestamp order: nothing lands before it any more
+            self._track.flush(position)  # in timeline order: nothing lands before it any more
 
     @property
     def dropped(self) -> int:
@@ -303,18 +317,24 @@ class _Survey:
     ends: dict[str, int]  # G.711: where each leg's samples end, from its first packet's position
 
 
-def _survey(packets: PacketSource, whole: bool) -> _Survey:
+def _survey(packets: PacketSource, clock: int | None) -> _Survey:
     """Each leg's first packet, read until both are found (the caller's is usually first), or
-    with `whole` (G.711, one byte a sample) the whole call, to learn where each leg ends."""
+    with a `clock` (G.711, one byte a sample) the whole call, placed as the decode will place
+    it, to learn where each leg ends."""
     survey = _Survey({}, {})
+    placers: dict[str, Placer] = {}
     stream = iter(packets())
     try:
         for packet in stream:
             first = survey.firsts.setdefault(packet.leg, packet)
-            if whole and packet.payload:
-                end = rtp_distance(packet.timestamp, first.timestamp) + len(packet.payload)
-                survey.ends[packet.leg] = max(end, survey.ends.get(packet.leg, 0))
-            elif not whole and len(survey.firsts) == len(LEGS):
+            if clock is not None:
+                placer = placers.get(packet.leg)
+                if placer is None:
+                    placer = placers[packet.leg] = Placer(first, clock)
+                placer.place(packet)
+                if packet.payload or packet.leg in survey.ends:
+                    survey.ends[packet.leg] = placer.byte_end
+            elif len(survey.firsts) == len(LEGS):
                 break
     finally:
         close = getattr(stream, "close", None)
@@ -328,11 +348,11 @@ def render(packets: PacketSource, codec: str, emit: Emit) -> Rendered:
     `emit` in order (each block is reused once `emit` returns)."""
     if codec not in DECODERS:
         raise AudioError(f"cannot decode a recording of codec {codec!r}")
-    survey = _survey(packets, whole=codec != OPUS)
+    decoder, clock = DECODERS[codec]
+    survey = _survey(packets, None if codec == OPUS else clock)
     firsts = survey.firsts
     origin = min((p.arrival for p in firsts.values()), default=0.0)
     mix = _Mix(emit)
-    decoder, clock = DECODERS[codec]
     legs: dict[str, _Leg] = {}
     for channel, leg in enumerate(LEGS):
         if leg in firsts:
@@ -349,7 +369,8 @@ def render(packets: PacketSource, codec: str, emit: Emit) -> Rendered:
     for each in legs.values():
         each.finish()
     rendered = mix.finish()
-    return Rendered(rendered.frames, rendered.dropped + sum(leg.dropped for leg in legs.values()))
+    dropped = rendered.dropped + sum(leg.dropped for leg in legs.values())
+    return Rendered(rendered.frames, dropped, {name: leg.reanchors for name, leg in legs.items()})
 
 
 def _source(packets: PacketSource | Sequence[Packet]) -> PacketSource:

@@ -107,6 +107,10 @@ def write_audio(packets: PacketSource, codec: str, audio: Path) -> Rendered:
     if rendered.dropped:
         log.warning("%s: %d decoded piece(s) came more than 30 s behind the other leg's and were "
                     "left out", audio.name, rendered.dropped)  # fmt: skip
+    moved = {leg: count for leg, count in rendered.reanchors.items() if count}
+    if moved:
+        log.warning("%s: RTP timestamps and arrival times parted (a new SSRC or a jump): "
+                    "re-anchored on arrival time %s", audio.name, moved)  # fmt: skip
     return rendered
 
 
@@ -131,15 +135,17 @@ def export_bundle(
     (out / "metadata.json").write_text(json.dumps(row.metadata, indent=2, sort_keys=True) + "\n")
     audio = out / AUDIO_FILES[audio_format]
     try:
-        seconds = write_audio(stored_packets(row, out / "recording.cgrec", master), row.codec,
-                              audio).seconds  # fmt: skip
+        rendered = write_audio(stored_packets(row, out / "recording.cgrec", master), row.codec,
+                               audio)  # fmt: skip
     except AudioError as exc:
         raise BundleError(str(exc)) from exc
+    seconds = rendered.seconds
     details = {
         "call_id": row.call_id,
         "audio_file": audio.name,
         "audio_sha256": _sha256(audio),
         "seconds": round(seconds, 3),
+        "reanchors": rendered.reanchors,  # per leg: where its timestamps were not followed
     }
     entry = audit.append(actor, "recording.exported", f"recording:{row.recording_id}", details)
     checkpoint = audit.checkpoint(signing_key)
@@ -154,7 +160,8 @@ def export_bundle(
     (out / "checkpoint.txt").write_text(checkpoint.note, encoding="utf-8")
     public = signing_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     (out / "audit-public.pem").write_bytes(public)
-    return {"recording_id": row.recording_id, "export_entry": entry.seq, "seconds": seconds}
+    return {"recording_id": row.recording_id, "export_entry": entry.seq, "seconds": seconds,
+            "reanchors": rendered.reanchors}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +214,8 @@ def verify_bundle(bundle: Path, public_key_path: Path | None = None) -> Verdict:
         if audio is None or not audio.exists() or exported.get("audio_sha256") != _sha256(audio):
             problems.append(f"{name} is not the audio this export wrote")
         facts["audio"] = name
+        facts["audio_seconds"] = exported.get("seconds")
+        facts["reanchors"] = exported.get("reanchors", {})  # {} from older exports
     return Verdict(not problems, problems, facts)
 
 

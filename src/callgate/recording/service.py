@@ -112,6 +112,7 @@ class RecordingService:
         self.active: dict[str, ActiveRecording] = {}
         self._starting = 0  # start() calls still creating their file and row
         self._master: bytes | None = None
+        self._refused = False
         try:
             self._master = keys.load_master_key(settings.key_file, env)
         except keys.MasterKeyError as exc:
@@ -120,7 +121,13 @@ class RecordingService:
 
     @property
     def available(self) -> bool:
-        return self._master is not None
+        return self._master is not None and not self._refused
+
+    def refuse(self, problem: str) -> None:
+        """Record nothing from now on (the media anchor cannot run: media/internals.py): calls
+        that must be recorded end `recording-unavailable`, `/healthz` says why."""
+        self._refused = True
+        self.problem = problem if self.problem is None else f"{self.problem}; {problem}"
 
     def health(self) -> dict[str, Any]:
         return {
@@ -134,6 +141,10 @@ class RecordingService:
         if self._master is None:
             raise RecordingFailure(self.problem or "no master key")
         return self._master
+
+    def _check_available(self) -> None:
+        if not self.available:
+            raise RecordingFailure(self.problem or "recording unavailable")
 
     # -- one call ----------------------------------------------------------------------------
 
@@ -149,6 +160,7 @@ class RecordingService:
         the anchor's ("opus", or "pcmu"/"pcma" for a SIP phone or trunk), stored as it came."""
         if codec not in CODECS:
             raise RecordingFailure(f"cannot record codec {codec!r}")
+        self._check_available()
         master = self.master_key()
         if len(self.active) + self._starting >= self.settings.max_active:
             raise RecordingFailure(f"{self.settings.max_active} calls are being recorded already")

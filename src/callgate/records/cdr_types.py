@@ -20,6 +20,7 @@ UPDATABLE = frozenset(
         "caller_address",
         "direction",  # a SIP edge call from a trunk: "inbound" (runtime/sip_calls.py)
         "caller_user_agent",
+        "callee_user",  # a ring group's call: the member who answered (signaling/engine.py)
         "callee_device",
         "callee_address",
         "callee_user_agent",

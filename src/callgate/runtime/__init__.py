@@ -40,7 +40,13 @@ from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
 from callgate.identity.service import start_identity
 from callgate.keys import load_or_create_secret
-from callgate.metrics import MetricsServer, build_registry, serve_metrics
+from callgate.media import internals as anchor_internals
+from callgate.metrics import (
+    ClusterRefusalCollector,
+    MetricsServer,
+    build_registry,
+    serve_metrics,
+)
 from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.policy.turn_limits import attach as attach_turn_limits
@@ -197,6 +203,7 @@ def metrics_endpoint(
     monitoring: Monitoring | None = None,
     archive: ArchiveStatus | None = None,
     sip: SipEdge | None = None,
+    cluster: Callable[[], dict[tuple[str, str], int]] | None = None,
 ) -> Generator[MetricsServer | None]:
     if settings.metrics is None:
         yield None
@@ -208,6 +215,8 @@ def metrics_endpoint(
         registry.register(monitoring.collector())
     if sip is not None:
         registry.register(SipCollector(sip))
+    if cluster is not None:  # what this node ignored from Redis (runtime/cluster_seal.py)
+        registry.register(ClusterRefusalCollector(cluster))
     endpoint = serve_metrics(settings.metrics, registry)
     try:
         yield endpoint
@@ -239,9 +248,9 @@ async def run_turn(settings: Settings) -> None:
         config = registered_config(settings, config)
         stop = stop_on_signals()
 
-        def started(server: TurnServer) -> None:
+        def started(server: TurnServer, metrics: MetricsServer | None) -> None:
             announce(
-                _turn_line(server.bound, None, config)
+                _turn_line(server.bound, metrics, config)
                 + f"; relay {settings.node_id} in region {settings.region}, call-bound"
             )
 
@@ -466,6 +475,10 @@ async def _start_recordings(store: Store, settings: Settings) -> RecordingServic
     recovered = await asyncio.to_thread(service.recover)
     if recovered:
         log.warning("closed %d recording(s) left open by a previous run", recovered)
+    # the anchor's aiortc/aioice internals, checked before any call needs them (logged there)
+    changed = await asyncio.to_thread(anchor_internals.problems)
+    if changed:
+        service.refuse(f"media anchor: aiortc/aioice internals changed: {'; '.join(changed)}")
     return service
 
 
@@ -480,9 +493,9 @@ async def run_serve(settings: Settings) -> None:
         raise ConfigError("--redis-url needs --node-id (each node of a cluster has its own)")
     seal = None
     if settings.redis_url is not None:
-        from callgate.runtime.cluster_seal import cluster_seal
+        from callgate.runtime.cluster_seal import node_seal
 
-        seal = cluster_seal(settings)
+        seal = node_seal(settings)
     await asyncio.to_thread(private_data_dir, settings.data_dir)
     settings = await _local_tls(settings)
     store = await asyncio.to_thread(open_store, settings.database())
@@ -626,8 +639,9 @@ async def run_serve(settings: Settings) -> None:
                 web.append(await _start_http(settings, https_redirect(*https)))
                 where = f"https https://{format_address(https)} ({where} redirects to it)"
             with metrics_endpoint(
-                settings, server.live_counters, recordings, monitoring, archive_job, sip
-            ) as metrics:
+                settings, server.live_counters, recordings, monitoring, archive_job, sip,
+                cluster=(lambda: dict(seal.refusals)) if seal is not None else None,
+            ) as metrics:  # fmt: skip
                 extra = (
                     f"; metrics http://{format_address(metrics.address)}/metrics" if metrics else ""
                 ) + describe_sip(sip)

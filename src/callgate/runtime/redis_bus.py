@@ -10,10 +10,11 @@ Keys (all under `callgate:`):
 - `snap:{node}` — the node's live calls and presence, sealed (runtime/cluster_seal.py),
   rewritten every `interval` seconds with a time to live of `ttl`: a node whose snapshot
   expired is dead to the others (its devices are not rung, its calls not listed), and so is
-  one whose snapshot is not signed with the cluster key, or stale.
+  one whose snapshot is not signed with the node signing key, or stale.
 - `nodes` — set of node ids that ever published a snapshot.
-- channel `node:{node}` — messages to that node (signaling/cluster.py lists them): NOT signed,
-  so whoever can write to Redis can answer or end calls as anyone (docs/scaling.md, "Trust").
+- channel `node:{node}` — messages to that node (signaling/cluster.py lists them), each in a
+  signed envelope (runtime/node_envelope.py): the hub sees only messages sealed with the node
+  key for this node, fresh, and not seen before.
 - `relays`, `relay:{id}` — the separate relays' registrations (runtime/relay_registry.py), read
   at each beat: `relays()` lists the live ones.
 - channel `pairs` — the two users of each call as it is placed (sealed), published before anyone rings,
@@ -41,6 +42,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from callgate.runtime.cluster_seal import ClusterSeal
+from callgate.runtime.node_envelope import NodeEnvelope
 from callgate.runtime.relay_registry import ENTRY_AGE, PAIRS_CHANNEL, read_relays, request_drain
 from callgate.signaling.cluster import ClusterPeer, ClusterUnavailable, RemoteDevice
 from callgate.signaling.relay_choice import RelayInfo
@@ -79,6 +81,7 @@ class RedisBus:
     ) -> None:
         self.node_id = node_id
         self.seal = seal
+        self.envelope = NodeEnvelope(seal, node_id)
         self._redis: Redis = Redis.from_url(
             url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=10
         )
@@ -155,7 +158,7 @@ class RedisBus:
         return [d for d in devices if d.node != self.node_id and d.node in alive]
 
     async def _alive(self, nodes: list[str]) -> set[str]:
-        """The nodes among `nodes` with a snapshot signed with the cluster key and fresh, not
+        """The nodes among `nodes` with a snapshot signed by a node and fresh, not
         merely present (a Redis writer's unsigned or forged snapshot must not make its node
         ringable): those of the copy the last beat read and verified, if that beat is recent
         (one MGET and a MAC check per node saved on every invite); else read now. A dead node's
@@ -222,7 +225,7 @@ class RedisBus:
         undelivered: Callable[[], None] | None = None,
     ) -> None:
         self.posted += 1
-        channel, data = f"{PREFIX}node:{node}", json.dumps(message)
+        channel, data = f"{PREFIX}node:{node}", self.envelope.wrap(node, message)
 
         async def publish() -> None:
             # PUBLISH answers how many subscribers got it: none means the node is gone (Redis
@@ -330,12 +333,9 @@ class RedisBus:
                     await pubsub.aclose()
 
     async def _dispatch(self, data: bytes) -> None:
-        try:
-            message = json.loads(data)
-        except ValueError:
-            log.warning("undecodable message on the cluster bus")
-            return
-        if self._peer is not None and isinstance(message, dict):
+        opened = self.envelope.unwrap(data)  # None: refused (counted and logged)
+        if opened is not None and self._peer is not None:
+            _sender, message = opened
             try:
                 await self._peer.on_message(message)
             except Exception:

@@ -3,7 +3,8 @@ registered for the signaling nodes (docs/scaling.md, "Separate relays"); and
 `callgate turn --drain`, which asks such a relay to drain and waits until it has exited.
 
 A registered relay is call-bound (it relays only between the parties of a live call some node
-lists), signs nothing itself (it checks the nodes' TURN REST credentials with the shared secret)
+lists), signs only its own registration and drain request, with its own relay key
+(runtime/cluster_keys.py; it checks the nodes' TURN REST credentials with the shared secret),
 and writes its sessions to the cluster's database, where each call's record finds them.
 """
 
@@ -20,9 +21,10 @@ from redis.exceptions import RedisError
 
 from callgate.config import Settings
 from callgate.errors import ConfigError
+from callgate.metrics import MetricsServer
 from callgate.records.relay_sessions import close_stale_sessions
-from callgate.runtime.cluster_seal import ClusterSeal, cluster_seal
-from callgate.runtime.relay_registry import RelayPresence, connect, read_relays, request_drain
+from callgate.runtime.cluster_seal import ClusterSeal, node_seal, relay_seal
+from callgate.runtime.relay_registry import RelayPresence, connect, read_relay, request_drain
 from callgate.signaling.relay_choice import RelayInfo
 from callgate.storage.db import Store, display_url, open_store
 from callgate.storage.health import StorageHealth
@@ -44,7 +46,7 @@ def registered_config(settings: Settings, config: TurnConfig) -> TurnConfig:
             "a registered relay needs --database-url (the nodes' database): its sessions are "
             "how call records learn their relay use"
         )
-    cluster_seal(settings)  # the cluster key is there and private (ConfigError if not)
+    relay_seal(settings)  # its relay key is there, private and its own (ConfigError if not)
     if config.auth_secret is None:
         raise ConfigError(
             "a registered relay needs turn.auth_secret (CALLGATE_TURN__AUTH_SECRET): the TURN "
@@ -92,7 +94,7 @@ async def run_registered(
     settings: Settings,
     config: TurnConfig,
     stop: asyncio.Event,
-    announce: Callable[[TurnServer], None],
+    announce: Callable[[TurnServer, MetricsServer | None], None],
 ) -> None:
     """Relay until `stop`, or until a drain leaves it without allocations."""
     from callgate.runtime import record_or_refuse  # the runtime's recorder, failing closed
@@ -124,8 +126,10 @@ async def _registered(
     server: TurnServer,
     stop: asyncio.Event,
     storage: StorageHealth,
-    announce: Callable[[TurnServer], None],
+    announce: Callable[[TurnServer, MetricsServer | None], None],
 ) -> None:
+    from callgate.runtime import metrics_endpoint  # the relay's counters and what it ignored
+
     assert settings.redis_url is not None
 
     def drain() -> None:
@@ -134,23 +138,35 @@ async def _registered(
     def load() -> int:
         return server.live_counters().allocations_active
 
+    seal = relay_seal(settings)
     presence = RelayPresence(settings.redis_url.get_secret_value(), relay_info(settings, server),
-                             load, drain, cluster_seal(settings))  # fmt: skip
+                             load, drain, seal)  # fmt: skip
     server.handler.call_guard = presence.together
     probe = asyncio.create_task(storage.run(), name="storage-probe")
     await presence.start()
-    announce(server)
+
+    def refusals() -> dict[tuple[str, str], int]:  # what this relay ignored from Redis
+        return dict(seal.refusals)
+
     try:
-        while not stop.is_set():
-            if presence.draining and load() == 0:
-                log.warning("relay %s drained: no allocation left; exiting", settings.node_id)
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), WATCH)
+        with metrics_endpoint(settings, server.live_counters, cluster=refusals) as metrics:
+            announce(server, metrics)
+            await _until_stopped_or_drained(settings, presence, load, stop)
     finally:
         probe.cancel()
         await presence.stop()
     log.info("stopping")
+
+
+async def _until_stopped_or_drained(
+    settings: Settings, presence: RelayPresence, load: Callable[[], int], stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        if presence.draining and load() == 0:
+            log.warning("relay %s drained: no allocation left; exiting", settings.node_id)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), WATCH)
 
 
 async def drain(settings: Settings, wait: float | None, say: Callable[[str], None]) -> bool:
@@ -158,7 +174,9 @@ async def drain(settings: Settings, wait: float | None, say: Callable[[str], Non
     seconds, None: as long as it takes) until it has exited. True once it is gone."""
     if settings.redis_url is None or settings.node_id is None:
         raise ConfigError("--drain needs --redis-url and --node-id (the relay to drain)")
-    seal = cluster_seal(settings)
+    # on a node (or an admin's machine) the node key; on the relay's own machine its relay key
+    has_node_key = settings.cluster_key_file is not None or settings.cluster_key is not None
+    seal = node_seal(settings) if has_node_key else relay_seal(settings)
     redis = connect(settings.redis_url.get_secret_value())
     try:
         return await _drain(redis, seal, settings.node_id, wait, say)
@@ -178,7 +196,7 @@ async def _drain(
     loop = asyncio.get_running_loop()
     until = None if wait is None else loop.time() + wait
     while until is None or loop.time() < until:
-        if relay_id not in {r.relay_id for r in await read_relays(redis, seal)}:
+        if await read_relay(redis, seal, relay_id) is None:
             say(f"relay {info.relay_id} drained and gone")
             return True
         await asyncio.sleep(WATCH)

@@ -7,7 +7,8 @@ Keys (under `callgate:`, beside runtime/redis_bus.py's):
   relay that stops beating expires and is no longer handed out; one not signed with the cluster
   key, or stale, is never handed out.
 - `relays` — set of relay ids that ever registered (their keys say which live).
-- `relay-drain:{id}` — sealed, set by `callgate turn --drain` or `POST /api/relays/{id}/drain`: the
+- `relay-drain:{id}` — sealed (by a node, or with the relay's own key), set by `callgate turn
+  --drain` or `POST /api/relays/{id}/drain`: the
   relay refuses new allocations (508) from its next beat, and exits once it holds none. The
   request names the relay's boot nonce (random, drawn at each start, carried in its sealed
   registration), and a relay obeys only a request naming its own: a request seen once cannot be
@@ -70,7 +71,7 @@ def connect(url: str) -> Redis:
 
 
 async def read_relays(redis: Redis, seal: ClusterSeal) -> list[RelayInfo]:
-    """Every relay whose registration is alive and signed with the cluster key (malformed,
+    """Every relay whose registration is alive and signed with its relay key (malformed,
     unsigned, forged or stale ones left out); ids whose registration expired leave the
     `relays` set (a relay beating again adds itself back)."""
     members = sorted(
@@ -98,9 +99,17 @@ def _parsed(seal: ClusterSeal, relay_id: str, raw: bytes | str) -> tuple[RelayIn
     return info, boot if isinstance(boot, str) else ""
 
 
+async def read_relay(redis: Redis, seal: ClusterSeal, relay_id: str) -> RelayInfo | None:
+    """Relay `relay_id`'s registration, if alive and signed with its key."""
+    raw = await redis.get(relay_key(relay_id))
+    found = _parsed(seal, relay_id, raw) if raw else None
+    return found[0] if found is not None else None
+
+
 async def request_drain(redis: Redis, seal: ClusterSeal, relay_id: str) -> RelayInfo | None:
     """Ask relay `relay_id`, as it runs now (its boot nonce), to drain; its registration (None:
-    no such live relay, or one too old to name its boot; nothing set)."""
+    no such live relay, or one too old to name its boot; nothing set). Sealed by a node, or by
+    the relay's own key (runtime/cluster_seal.py)."""
     raw = await redis.get(relay_key(relay_id))
     found = _parsed(seal, relay_id, raw) if raw else None
     if found is None or not found[1]:

@@ -8,6 +8,7 @@ from callgate.accounts.service import AccountService
 from callgate.clock import SystemClock
 from callgate.config import Settings, TrunkSettings
 from callgate.errors import ConfigError
+from callgate.policy.groups import GroupStore
 from callgate.policy.store import PolicyStore
 from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
@@ -49,6 +50,8 @@ async def start_sip(
     audit = AuditLog(store)
     attempts = Attempts(CdrRepository(store), audit)
     trunks = Trunks([_trunk(t) for t in settings.sip.trunks])
+    groups = GroupStore(store)
+    check_ring_groups(trunks, groups)
     edge = SipEdge(
         credentials,
         audit,
@@ -83,6 +86,7 @@ async def start_sip(
             lambda user: ice.ice_servers(user, clock.wall()),
             settings.sip.media_ip,
             dial,
+            members_of=groups.members_of,
         )
         handler.serve(edge)
         edge.closing.append(handler.close)
@@ -134,7 +138,20 @@ def _trunk(t: TrunkSettings) -> Trunk:
         if t.username is None or t.password is None
         else CarrierAuth(t.username, t.password.get_secret_value()),
         emergency=frozenset(t.emergency) if t.emergency is not None else None,
+        did_groups=dict(t.did_groups),
     )
+
+
+def check_ring_groups(trunks: Trunks, groups: GroupStore) -> None:
+    """Every group a DID rings exists (a row, or an account naming it): else a ConfigError
+    saying which trunk, DID and group, before the edge listens."""
+    for trunk in trunks.all:
+        for did, group in sorted(trunk.did_groups.items()):
+            if not groups.known(group):
+                raise ConfigError(
+                    f"sip.trunks {trunk.name!r}: DID {did} rings group {group!r}, which does "
+                    f"not exist (callgate group create {group}; add-member …)"
+                )
 
 
 def describe(edge: SipEdge | None) -> str:

@@ -39,10 +39,11 @@ from callgate.runtime.sip_media import check_call_media, check_media, take_offer
 from callgate.signaling import messages as m
 from callgate.signaling.anchoring import PHONE_AGENT
 from callgate.signaling.hub import Device, SignalingHub
+from callgate.signaling.ring_groups import group_callee
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import aim
-from callgate.sip.outbound import OutboundCall
+from callgate.sip.outbound import COMPLETED_ELSEWHERE, OutboundCall
 from callgate.sip.sdp import (
     DIRECTIONS,
     EVENTS_PT,
@@ -83,9 +84,12 @@ class SipCalls:
         ice_servers: IceServersFor,
         media_ip: str | None = None,
         dial_out: DialOut | None = None,
+        members_of: Callable[[str], Sequence[str]] = lambda group: (),
     ) -> None:
-        """`dial_out`: phones dialling numbers through trunks (sip_dialout.py)."""
+        """`dial_out`: phones dialling numbers through trunks (sip_dialout.py); `members_of`:
+        the users a trunk DID's ring group rings (policy/groups.py)."""
         self._dial = dial_out
+        self._members_of = members_of
         self._hub = hub
         self._user_exists = user_exists
         self._ice_servers = ice_servers
@@ -136,6 +140,8 @@ class SipCalls:
         if parties is None:
             return  # refused, with the reason
         handle, display, agent, callee = parties
+        # a DID that rings a group (only a trunk's: `_parties` never makes one from a phone)
+        group = call.trunk.route_group(dialled) if call.trunk is not None else None
         assert self._edge is not None
         edge = self._edge
         taken = take_offer(edge, call)  # else 488 (sip_media.py)
@@ -162,6 +168,7 @@ class SipCalls:
         fill = SilenceUntilMedia("phone", codec, bridge.forward)
         tones = _from_phone(codec, offer.events, fill.packet)
         rtp = RtpLeg("phone", tones.packet, codec, srtp, offer.events, edge.media.permits)
+        tones.attach(rtp)  # audio straight on, unless a key is pressed
         call.on_key = tones.press  # keys sent by INFO (sip/dtmf_info.py)
         device: Device | None = None
         try:
@@ -175,13 +182,17 @@ class SipCalls:
                 handle, display, True, address=call.peer.address[0], user_agent=agent
             )
             await self._hub.apply(effects)
-            try:
-                invite = m.Invite(type="call.invite", id=self._id(), to=callee, sdp=web_offer)
-            except ValueError:  # not a handle (numbers go to trunks, which are not here yet)
-                call.reject(404, "Not Found")
-                return
-            call.recorded = True  # the hub writes this attempt's CDR from here on
-            await self._hub.receive(device, invite, self._user_exists)
+            if group is not None:  # every member rings (signaling/ring_groups.py)
+                call.recorded = True  # the hub writes this attempt's CDR from here on
+                await self._hub.invite_group(device, self._id(), group, web_offer, self._members_of)
+            else:
+                try:
+                    invite = m.Invite(type="call.invite", id=self._id(), to=callee, sdp=web_offer)
+                except ValueError:  # not a handle (numbers go to trunks, which are not here yet)
+                    call.reject(404, "Not Found")
+                    return
+                call.recorded = True  # the hub writes this attempt's CDR from here on
+                await self._hub.receive(device, invite, self._user_exists)
             origin = (secrets.randbits(31), 1)
             answer = audio_sdp(local[0], local[1], codec, ours, offer.events, origin=origin)
             reoffers = Reoffers(offer, call.request.body, codec, ours, local, origin, rtp, fill)
@@ -203,7 +214,8 @@ class SipCalls:
         """(caller handle, display name, user agent, callee handle) of an INVITE, or None when
         it was refused here."""
         if call.trunk is not None:  # from the phone network, to one of the trunk's DIDs
-            callee = call.trunk.route(dialled)
+            group = call.trunk.route_group(dialled)
+            callee = group_callee(group) if group is not None else call.trunk.route(dialled)
             if callee is None:
                 call.reject(404, "Not Found (no such DID)")
                 return None
@@ -371,6 +383,7 @@ class SipCalls:
         bridge = Bridge(lambda: self._ice_servers(device.handle))
         tones = _from_phone(codec, EVENTS_PT, bridge.forward)
         rtp = RtpLeg("phone", tones.packet, codec, permits=self._edge.media.permits)
+        tones.attach(rtp)
         call = self._edge.outbound(binding, caller)
         call.on_key = tones.press  # keys sent by INFO (sip/dtmf_info.py)
         try:
@@ -384,7 +397,9 @@ class SipCalls:
                 if message is None and not final.done():
                     message = {"type": "call.ended"}  # the hub let go of the device
                 if message is not None and message.get("type") == "call.ended":
-                    await call.cancel()  # the caller gave up, or another device answered
+                    # the caller gave up, or another device answered (RFC 3326 says which)
+                    elsewhere = message.get("reason") == "answered-elsewhere"
+                    await call.cancel(COMPLETED_ELSEWHERE if elsewhere else None)
                     await final
                     return
             reply = final.result()

@@ -194,11 +194,16 @@ class DialOut:
         call.on_key = tones.press
         permits = self._edge.media.permits
         phone = RtpLeg("caller", from_phone, codec, srtp, offer.events, permits)
-        carrier = RtpLeg("callee", bridge.forward, codec, permits=permits)
+        tones.attach(phone)  # audio straight on, unless a key is pressed
+        # keys the carrier sends by INFO become tones in its audio towards the phone
+        from_carrier = DtmfToTones(codec, NO_EVENTS, bridge.forward)
+        carrier = RtpLeg("callee", from_carrier.packet, codec, permits=permits)
         try:
             out = self._edge.dial(
                 trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
             )
+            if out is not None:
+                out.on_key = from_carrier.press  # sip/dtmf_info.py, edge_dialogs.py
         except TrunkLimited as limited:
             call.recorded = True
             _, reason = limited.cdr

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callgate.media.anchor import AnchorError, AnchorLeg, Bridge
+from callgate.media.dtmf import NO_EVENTS, DtmfToTones
 from callgate.media.rtp_leg import RtpLeg
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_dialout import DialOut, Permit
@@ -236,7 +237,9 @@ class NumberCalls:
             lambda: self._ice_servers(TURN_USER_PREFIX + call.call_id),
             recording.on_packet if recording is not None else None,
         )
-        carrier = RtpLeg("callee", bridge.forward, codec, permits=self._edge.media.permits)
+        # keys the carrier sends by INFO become tones in its audio towards the softphone
+        from_carrier = DtmfToTones(codec, NO_EVENTS, bridge.forward)
+        carrier = RtpLeg("callee", from_carrier.packet, codec, permits=self._edge.media.permits)
         outcome = ("failed", "server", "setup-failed", "no UDP listener for the trunk")
         out: OutboundCall | None = None
         lost = asyncio.ensure_future(_lost(recording))
@@ -245,6 +248,7 @@ class NumberCalls:
                 trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
             )
             if out is not None:
+                out.on_key = from_carrier.press  # sip/dtmf_info.py, edge_dialogs.py
                 outcome = await self._connect(
                     call, out, bridge, carrier, codec, offer_sdp, permit, recording, lost
                 )

@@ -17,8 +17,10 @@ runtime/redis_bus.py) stays out of the signaling layer. Messages between nodes, 
 - `{"op": "end", "call": ID, "admin": HANDLE}` — an administrator ended the call elsewhere.
 - `reattach`, `owner`, `lost` — a call moving to another node (signaling/handover.py).
 
-These messages are not signed: whoever can write to Redis can send any of them in any node's
-name (docs/scaling.md, "Trust", lists what that allows), so Redis must be private to the cluster.
+The bus carries each message in a signed envelope (runtime/node_envelope.py): the hub sees only
+messages sealed with the node key for this node, fresh and never seen before; anything else
+(forged, unsigned, stale, replayed, signed with a relay's key) is dropped before any field is
+read (docs/scaling.md, "Trust").
 """
 
 from __future__ import annotations

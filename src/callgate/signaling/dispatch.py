@@ -29,7 +29,7 @@ def handle_message(engine: CallEngine, device_id: str, message: m.ClientMessage)
         )
     if isinstance(message, m.Stats):
         return engine.stats(device_id, message.id, message.call_id, message.streams, message.final)
-    if isinstance(message, m.Reattach):  # a call this node holds (signaling/cluster_hub.py)
+    if isinstance(message, m.Reattach):  # a call this node holds (signaling/cluster_takeover.py)
         return engine.reattach(device_id, message.id, message.call_id)
     if isinstance(message, m.Ping):
         return [Send(device_id, m.ack_message(message.id))]

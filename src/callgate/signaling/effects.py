@@ -56,6 +56,7 @@ class CdrUpdate:
     codec: str | None = None
     ring_at: float | None = None  # anchored calls ring once the recorder is up
     anchored: bool | None = None
+    callee_user: str | None = None  # a ring group's call: the member who answered
 
 
 @dataclass(frozen=True, slots=True)

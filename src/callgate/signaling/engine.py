@@ -44,6 +44,16 @@ from callgate.signaling.reasons import EndedBy, Party, Reason, disposition_for
 from callgate.signaling.sdp import filter_candidate, filter_sdp, normalize_addresses
 from callgate.types.decisions import Denial, Grant
 
+GROUP_NOT_RECORDED = "recording a call to a ring group is not supported"
+
+
+def _group_refusal(denial: Denial | None, callees: Sequence[Device], busy: bool) -> Reason | None:
+    if denial is not None:
+        return Reason.POLICY_DENIED
+    if not callees:
+        return Reason.BUSY if busy else Reason.OFFLINE
+    return None
+
 
 class _Refusal(Exception):
     def __init__(self, code: str, message: str) -> None:
@@ -105,7 +115,11 @@ class CallEngine:
         """Are these two users the parties of a live call (ringing or connected)? Calls denied by
         policy never become live. Call-bound relaying (turn/callbound.py) asks this."""
         pair = {user_a, user_b}
-        return any({c.caller.handle, c.callee_handle} == pair for c in self._calls.values())
+        for call in self._calls.values():
+            callees = {call.callee_handle, *call.members}  # a ring group's: each member
+            if call.caller.handle in pair and callees & (pair - {call.caller.handle}):
+                return True
+        return False
 
     def next_deadline(self) -> float | None:
         """The monotonic time at which `tick()` has something to do, or None."""
@@ -150,19 +164,28 @@ class CallEngine:
         callee_exists: bool,
         denial: Denial | None = None,
         grant: Grant | None = None,
+        members: Collection[str] | None = None,
     ) -> list[Effect]:
         """Open a call attempt: record it, then ring every online device of `to`, or end it.
 
         `denial` / `grant` are the policy's decision (None: no policy consulted). A grant's
         constraints hold for the whole call: relay_only strips non-relay candidates from both
         parties' SDPs and trickled candidates; max_duration_s ends it `max-duration` after answer.
+
+        `members`: `to` names a ring group (its record's callee until someone answers) and these
+        users' devices all ring, but for members already in a call; the first answer wins. A
+        group's call is never recorded: one that must be ends `recording-unavailable`.
         """
         caller = self._presence.get(device_id)
         if to == caller.handle:
             return self._error(device_id, request_id, m.BAD_REQUEST, "cannot call yourself")
         if device_id in self._call_by_device:
             return self._error(device_id, request_id, m.CONFLICT, "this device is in a call")
-        callees = self._presence.devices_of(to) if callee_exists and denial is None else []
+        group = frozenset(members or ()) - {caller.handle}
+        if members is not None:
+            callees, busy = self._group_devices(group) if denial is None else ([], False)
+        else:
+            callees = self._presence.devices_of(to) if callee_exists and denial is None else []
         call = Call(
             call_id=self._new_call_id(),
             caller=caller,
@@ -173,9 +196,16 @@ class CallEngine:
             invite_mono=self._clock.monotonic(),
             invite_wall=self._clock.wall(),
             max_duration=grant.max_duration_s if grant is not None else None,
+            members=group,
         )
-        outcome = self._refusal_reason(callee_exists, denial, callees)
         policy_rule, policy_decision, recording_required = policy_fields(denial, grant)
+        detail = denial.rule if denial is not None else None
+        if members is None:
+            outcome = self._refusal_reason(callee_exists, denial, callees)
+        else:
+            outcome = _group_refusal(denial, callees, busy)
+            if outcome is None and recording_required:
+                outcome, detail = Reason.RECORDING_UNAVAILABLE, GROUP_NOT_RECORDED
         hold = outcome is None and bool(recording_required)  # ring once the recorder is up
         policy = {"ice_transport_policy": "relay" if call.relay_only else "all"}
         opened = CallOpened(
@@ -199,7 +229,6 @@ class CallEngine:
             if denial is not None:
                 message = m.denied_message(call.call_id, denial.reason, denial.rule)
                 effects.append(Send(device_id, message))
-            detail = denial.rule if denial is not None else None
             return records_first(effects + self._end(call, outcome, EndedBy.SERVER, detail))
         self._calls[call.call_id] = call
         self._call_by_device[device_id] = call
@@ -222,6 +251,19 @@ class CallEngine:
             effects.append(Send(device.device_id, message))
         effects.append(Send(call.caller.device_id, m.ringing_message(call.call_id, len(callees))))
         return effects
+
+    def _group_devices(self, members: Collection[str]) -> tuple[list[Device], bool]:
+        """The devices of a ring group's members that are not in a call, and whether a member
+        was left out for being in one (a member is busy as a user is: any device in a call)."""
+        devices: list[Device] = []
+        busy = False
+        for handle in sorted(members):
+            mine = self._presence.devices_of(handle)
+            if any(d.device_id in self._call_by_device for d in mine):
+                busy = True
+            else:
+                devices += mine
+        return devices, busy
 
     def anchoring_call(self, call_id: str) -> Call | None:
         """The live call `call_id` if it waits for its anchor before ringing."""
@@ -291,13 +333,22 @@ class CallEngine:
         call.callee = device
         call.answer_mono = self._clock.monotonic()
         call.answer_wall = self._clock.wall()
+        group = bool(call.members)
+        if group:  # a ring group's call: from now on a call to the member who answered
+            call.callee_handle, call.members = device.handle, frozenset()
         if call.anchor_answer is not None:  # the caller's other party is the anchor
             answer_sdp = call.anchor_answer
         else:
             answer_sdp = filter_sdp(sdp, call.relay_only, self.relay_addresses)
         elsewhere = m.ended_message(call_id, Reason.ANSWERED_ELSEWHERE, EndedBy.CALLEE)
+        callee_user = device.handle if group else None
         return [
-            CdrUpdate(call_id, answer_at=call.answer_wall, callee_device=device_id),
+            CdrUpdate(
+                call_id,
+                answer_at=call.answer_wall,
+                callee_device=device_id,
+                callee_user=callee_user,
+            ),
             Send(device_id, m.ack_message(request_id)),
             Send(call.caller.device_id, m.answered_message(call_id, answer_sdp)),
             *(Send(other, elsewhere) for other in others),
@@ -345,8 +396,30 @@ class CallEngine:
                 raise _Refusal(m.CONFLICT, "the call is not ringing on this device")
         except _Refusal as refusal:
             return self._error(device_id, request_id, refusal.code, refusal.message)
+        if call.members:
+            return self._decline(call, device, request_id, reason)
         effects = self._end(call, Reason.REJECTED, EndedBy.CALLEE, reason)
         return records_first([Send(device_id, m.ack_message(request_id)), *effects])
+
+    def _decline(
+        self, call: Call, device: Device, request_id: str, reason: str | None
+    ) -> list[Effect]:
+        """A ring group's member declines: that member's devices stop ringing (each hears
+        `call.ended` `rejected`, as after any decline), the others ring on; the call ends
+        `rejected` when nobody is left ringing."""
+        if len({d.handle for d in call.ringing.values()}) == 1:  # the last member ringing
+            effects = self._end(call, Reason.REJECTED, EndedBy.CALLEE, reason)
+            return records_first([Send(device.device_id, m.ack_message(request_id)), *effects])
+        mine = [d for d, ringing in call.ringing.items() if ringing.handle == device.handle]
+        for other in mine:
+            del call.ringing[other]
+            del self._call_by_device[other]
+        stopped = m.ended_message(call.call_id, Reason.REJECTED, EndedBy.CALLEE)
+        return [
+            Send(device.device_id, m.ack_message(request_id)),
+            *(Send(d, stopped) for d in mine),
+            Send(call.caller.device_id, m.ringing_message(call.call_id, len(call.ringing))),
+        ]
 
     def hangup(self, device_id: str, request_id: str, call_id: str) -> list[Effect]:
         """Caller before answer: cancelled. Ringing callee device: rejected. After answer: hangup."""
@@ -361,6 +434,8 @@ class CallEngine:
                 reason = Reason.CANCELLED if ringing else Reason.HANGUP
         except _Refusal as refusal:
             return self._error(device_id, request_id, refusal.code, refusal.message)
+        if reason is Reason.REJECTED and call.members:
+            return self._decline(call, device, request_id, None)
         effects = self._end(call, reason, EndedBy(party.value))
         return records_first([Send(device_id, m.ack_message(request_id)), *effects])
 

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from callgate.clock import Clock
 from callgate.records import call_audit
@@ -35,6 +35,7 @@ from callgate.signaling.engine import CallEngine
 from callgate.signaling.live import LiveCall, live_call
 from callgate.signaling.ratelimit import MessageRateLimiter
 from callgate.signaling.reasons import Party, Reason
+from callgate.signaling.ring_groups import group_callee, group_verdict
 from callgate.signaling.sdp import relay_candidates
 from callgate.types.decisions import Denial, Grant
 
@@ -68,6 +69,16 @@ class CallPolicy(Protocol):
     ) -> tuple[Denial | None, Grant | None]: ...
 
 
+@runtime_checkable
+class GroupPolicy(Protocol):
+    """A policy that judges a ring group's members at once (policy/store.py `verdicts`); any
+    other `CallPolicy` is asked member by member."""
+
+    def verdicts(
+        self, caller: str, callees: Sequence[str], at: datetime
+    ) -> dict[str, tuple[Denial | None, Grant | None]]: ...
+
+
 class NumberCalls(Protocol):
     """Calls to telephone numbers through a SIP trunk (runtime/sip_numbers.py): a `call.invite`
     whose `to` is a number (`is_number`), then every request naming such a call."""
@@ -94,6 +105,7 @@ def is_number(to: str) -> bool:
 
 # When the policy cannot be read (database down), nobody rings: compliance fails closed.
 POLICY_UNAVAILABLE = Denial(rule="unavailable", reason="the call policy is unavailable")
+MEMBERS_UNAVAILABLE = Denial(rule="unavailable", reason="the ring group's members are unavailable")
 
 
 @dataclass(slots=True)
@@ -271,15 +283,7 @@ class SignalingHub:
             effects = self.engine.invite(
                 device.device_id, message.id, message.to, message.sdp, exists, denial, grant
             )
-            opened = next((e.call.call_id for e in effects if isinstance(e, CdrOpen)), None)
-            live = opened is not None and self.engine.call_of(device.device_id) == opened
-            anchoring = live and self.engine.anchoring_call(opened or "") is not None
-            if live and not anchoring and opened is not None:
-                # The offer's relay addresses go into the call's row (`_open`), no UPDATE after.
-                self._relays[opened] = relay_candidates(message.sdp)
-            await self.apply(effects)
-            if anchoring and opened is not None and self.engine.call_of(device.device_id) == opened:
-                await self._anchor(opened, message.sdp, grant)
+            await self._opened(device, message.sdp, effects, grant)
             return
         effects = handle_message(self.engine, device.device_id, message)
         if isinstance(message, m.Answer):
@@ -287,6 +291,74 @@ class SignalingHub:
         await self.apply(effects)
         if isinstance(message, m.Answer | m.Candidate):
             self._after(device, message)
+
+    async def invite_group(
+        self,
+        device: Device,
+        request_id: str,
+        group: str,
+        sdp: str,
+        members_of: Callable[[str], Sequence[str]],
+    ) -> None:
+        """A call to a ring group (a trunk DID, docs/sip.md): every member's devices ring at
+        once, each member as allowed by the policy as if called alone (ring_groups.py); the
+        record's callee is `group:NAME` until a member answers. Replies as `receive` does."""
+        if not self._attempt_allowed(device.handle):
+            text = f"over {self._attempt_rate} call attempts a minute"
+            self.send(device, m.error_message(request_id, m.RATE_LIMITED, text))
+            return
+        members, denial, grant = await asyncio.to_thread(
+            self._group_lookup, device.handle, group, members_of
+        )
+        await self.enter_members(device.handle, members, True)
+        effects = self.engine.invite(
+            device.device_id, request_id, group_callee(group), sdp, True, denial, grant, members
+        )
+        await self._opened(device, sdp, effects, grant)
+        idle = [h for h in members if not self.engine.together(device.handle, h)]
+        if idle:  # refused, or those members busy
+            await self.enter_members(device.handle, idle, False)
+
+    async def enter_members(self, caller: str, members: Sequence[str], live: bool) -> None:
+        """Before a ring group's members ring (`live`), and for those that did not: their
+        devices on other nodes, and the relays' pairs (cluster_hub.py)."""
+
+    def _group_lookup(
+        self, caller: str, group: str, members_of: Callable[[str], Sequence[str]]
+    ) -> tuple[tuple[str, ...], Denial | None, Grant | None]:
+        """On a worker thread: the group's members and the policy's decision for the call;
+        when either cannot be read nobody rings (fail closed) and the record says why."""
+        try:
+            members = tuple(h for h in members_of(group) if h != caller)
+        except Exception:
+            log.exception("members of ring group %s unreadable; refusing %s's call", group, caller)
+            return (), MEMBERS_UNAVAILABLE, None
+        if self.policy is None:
+            return members, None, None
+        at = datetime.fromtimestamp(self.clock.wall(), UTC)
+        try:
+            if isinstance(self.policy, GroupPolicy):
+                verdicts = self.policy.verdicts(caller, members, at)
+            else:
+                verdicts = {h: self.policy.verdict(caller, h, at) for h in members}
+        except Exception:
+            log.exception("policy decision for %s -> group %s failed; denying", caller, group)
+            return (), POLICY_UNAVAILABLE, None
+        return group_verdict(members, verdicts)
+
+    async def _opened(
+        self, device: Device, sdp: str, effects: list[Effect], grant: Grant | None
+    ) -> None:
+        """Carry out a new call attempt's effects; a recorded one goes to the anchor."""
+        opened = next((e.call.call_id for e in effects if isinstance(e, CdrOpen)), None)
+        live = opened is not None and self.engine.call_of(device.device_id) == opened
+        anchoring = live and self.engine.anchoring_call(opened or "") is not None
+        if live and not anchoring and opened is not None:
+            # The offer's relay addresses go into the call's row (`_open`), no UPDATE after.
+            self._relays[opened] = relay_candidates(sdp)
+        await self.apply(effects)
+        if anchoring and opened is not None and self.engine.call_of(device.device_id) == opened:
+            await self._anchor(opened, sdp, grant)
 
     async def _anchor(self, call_id: str, offer_sdp: str, grant: Grant | None) -> None:
         """A call that must be recorded: the anchor takes it over, or it ends at once."""
@@ -506,6 +578,7 @@ class SignalingHub:
             "codec": effect.codec,
             "ring_at": _at(effect.ring_at),
             "anchored": effect.anchored,
+            "callee_user": effect.callee_user,
         }
         callee = self.devices.get(effect.callee_device or "")
         if callee is not None:
@@ -518,7 +591,10 @@ class SignalingHub:
         if effect.answer_at is not None:
             self._answered.add(effect.call_id)
             answered_at = datetime.fromtimestamp(effect.answer_at, UTC)
-            callee_handle = self._parties.get(effect.call_id, ("", ""))[1]
+            caller_handle, callee_handle = self._parties.get(effect.call_id, ("", ""))
+            if effect.callee_user is not None:  # a ring group's member answered
+                callee_handle = effect.callee_user
+                self._parties[effect.call_id] = (caller_handle, callee_handle)
             self.recorder.answered(
                 effect.call_id, callee_handle, effect.callee_device, answered_at, **changes
             )

@@ -60,12 +60,15 @@ class Call:
     anchored: bool = False
     anchoring: bool = False  # waiting for the caller's leg and the first written chunk to ring
     anchor_answer: str | None = None  # the anchor's answer to the caller's offer
+    # A call to a ring group (a trunk DID, signaling/ring_groups.py): the users whose devices
+    # ring, each a callee until one answers; `callee_handle` is then that user's handle.
+    members: frozenset[str] = frozenset()
 
     def party_of(self, device: Device) -> Party | None:
         """The party `device`'s user is in this call, or None if the user is not part of it."""
         if device.handle == self.caller.handle:
             return Party.CALLER
-        if device.handle == self.callee_handle:
+        if device.handle == self.callee_handle or device.handle in self.members:
             return Party.CALLEE
         return None
 

@@ -1,6 +1,6 @@
 """How many signaling messages one connection may send: 50 messages/s sustained, bursts of 100
 (docs/signaling.md). A token bucket (callgate/rate.py) counting messages; the relay's bandwidth
-cap, which counts bytes, is turn/allocation.py's `TokenBucket`."""
+cap (turn/allocation.py) is the same bucket counting bytes."""
 
 from __future__ import annotations
 

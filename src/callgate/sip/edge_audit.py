@@ -2,8 +2,9 @@
 
 Entries the edge makes itself (registrations, refused dial-outs, forged in-dialog requests) go
 straight to the log; those the call handlers ask for (a refused media address) are admitted at
-most HANDLER_AUDITS a minute per actor and action, so a device or a trunk sending the same bad
-request in a loop cannot flood the log (the rest are logged, not audited).
+most HANDLER_AUDITS a minute per actor and action (callgate/rate.py `Window`: the minute starts
+at the actor's first entry), so a device or a trunk sending the same bad request in a loop
+cannot flood the log (the rest are logged, not audited).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from collections.abc import Callable
 from typing import Any
 
 from callgate.clock import Clock
+from callgate.rate import Window
 from callgate.records.audit import AuditLog
 from callgate.sip.registrar import Binding
 
 log = logging.getLogger(__name__)
 
 HANDLER_AUDITS = 30  # entries a minute per actor and action from the call handlers
+MINUTE = 60.0
+MAX_COUNTED = 10_000  # (actor, action) windows kept at once
 
 
 class EdgeAudit:
@@ -27,8 +31,7 @@ class EdgeAudit:
         self._audit = audit
         self._clock = clock
         self._spawn = spawn
-        self._minute = -1  # handler entries this minute (_admits)
-        self._counted: dict[tuple[str, str], int] = {}
+        self._windows: dict[tuple[str, str], Window] = {}  # (actor, action) -> its minute
 
     async def append(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
         if self._audit is None:
@@ -61,10 +64,21 @@ class EdgeAudit:
             self.soon(actor, action, obj, details)
 
     def _admits(self, actor: str, action: str) -> bool:
-        minute = int(self._clock.monotonic() // 60)
-        if minute != self._minute or len(self._counted) > 10_000:
-            self._minute, self._counted = minute, {}
-        count = self._counted[(actor, action)] = self._counted.get((actor, action), 0) + 1
+        """At most HANDLER_AUDITS in any window of a minute from the actor's first entry (a
+        `Window`, callgate/rate.py: a run across a minute's boundary gets no second quota)."""
+        now = self._clock.monotonic()
+        key = (actor, action)
+        window = self._windows.get(key)
+        if window is None:
+            if len(self._windows) >= MAX_COUNTED:  # bounded: drop windows that are over
+                self._windows = {
+                    k: w for k, w in self._windows.items() if w.start is not None
+                    and now - w.start < MINUTE
+                }  # fmt: skip
+                if len(self._windows) >= MAX_COUNTED:
+                    self._windows.clear()
+            window = self._windows[key] = Window(MINUTE)
+        count = window.hit(now)
         if count > HANDLER_AUDITS:
             log.info("sip: %s by %s not audited (over %d a minute)", action, actor, HANDLER_AUDITS)
         return count <= HANDLER_AUDITS

@@ -25,6 +25,10 @@ from callgate.sip.message import Headers, SipRequest, SipResponse
 from callgate.sip.registrar import Binding
 from callgate.sip.transport import Peer
 
+# RFC 3326 §2 with the cause RFC 3261 §21.2.1 (200 OK) and the text phones show for it: the
+# call was answered on another device, so a phone does not list it as missed.
+COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
+
 # (branch, callback, method, the address responses must come from) -> forget (client.py)
 Register = Callable[
     [str, Callable[[SipResponse], None], str, tuple[str, int] | None], Callable[[], None]
@@ -146,12 +150,16 @@ class OutboundCall:
             ack = self._request("ACK", self._cseq, branch)  # in the transaction (§17.1.1.3)
         self._send(ack, self.peer)
 
-    async def cancel(self) -> None:
-        """Stop ringing the phone (§9.1): CANCEL in the INVITE's transaction."""
+    async def cancel(self, reason: str | None = None) -> None:
+        """Stop ringing the phone (§9.1): CANCEL in the INVITE's transaction, with a `Reason`
+        header when given (RFC 3326 §2: `COMPLETED_ELSEWHERE` when another device answered)."""
         if self._invite is None or self._final:
             return
         branch = self._invite.headers.all("via")[0].split("branch=")[1].split(";")[0]
-        await self._send_request(self._request("CANCEL", self._cseq, branch), self.peer)
+        request = self._request("CANCEL", self._cseq, branch)
+        if reason is not None:
+            request.headers.add("reason", reason)
+        await self._send_request(request, self.peer)
 
     async def hang_up(self) -> None:
         if not self.answered or self.ended.is_set():

@@ -69,6 +69,7 @@ def _one(trunk: Trunk, edge: SipEdge) -> dict[str, Any]:
         "options": _options(edge, trunk.name),
         "addresses": sorted(trunk.addresses),
         "dids": len(trunk.dids),
+        "ring_groups": sorted(set(trunk.did_groups.values())),  # groups its DIDs ring
         "outbound": outbound,
         "routes": list(trunk.routes) or (["any number"] if trunk.outbound else []),
         "dial_out_groups": sorted(trunk.dial_out_groups),

@@ -3,7 +3,7 @@
 
 A trunk is known by the addresses its INVITEs come from (IP-based trunk authentication, as
 carriers do it); its DIDs map E.164 numbers (ITU-T E.164: "+", country code, at most 15 digits)
-to the callgate user they ring. Numbers arrive in many spellings; `normalise` turns the usual
+to the callgate user they ring, or to a group whose members all ring (`did_groups`). Numbers arrive in many spellings; `normalise` turns the usual
 international ones into E.164 and refuses the rest; a trunk with a `country_code` also reads
 national numbers (`020 7946 0000` with country code 44 → `+442079460000`, ITU-T E.164 §6.2.2:
 the national (trunk) prefix is dropped).
@@ -107,6 +107,7 @@ class Trunk:
     auth: CarrierAuth | None = None  # our account at the carrier: answers its 401/407
     # Let through whatever the rules say; None: its country's (emergency_numbers)
     emergency: frozenset[str] | None = None
+    did_groups: dict[str, str] = field(default_factory=dict)  # E.164 number -> ring group
 
     def emergency_codes(self) -> frozenset[str]:
         return (
@@ -121,6 +122,11 @@ class Trunk:
         """The handle a DID rings, or None."""
         normal = self.normalise(number)
         return self.dids.get(normal) if normal is not None else None
+
+    def route_group(self, number: str) -> str | None:
+        """The group a DID rings (all its members at once), or None."""
+        normal = self.normalise(number)
+        return self.did_groups.get(normal) if normal is not None else None
 
     def normalise(self, number: str) -> str | None:
         """E.164 of an international number, or of a national one in `country_code`."""

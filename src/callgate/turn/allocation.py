@@ -10,11 +10,13 @@ relay socket, or another allocation on this server).
 from __future__ import annotations
 
 import struct
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from callgate.rate import TokenBucket
 from callgate.stun.constants import FAMILY_IPV4, FAMILY_IPV6, Attr
 from callgate.turn.counters import TurnCounters
 from callgate.turn.indications import data_indication
@@ -68,27 +70,6 @@ class Channel:
     expires: float
 
 
-class TokenBucket:
-    """Bytes-per-second cap with one second of burst (RFC 8656 §7.2 leaves policing to the server)."""
-
-    __slots__ = ("now", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: int, now: Callable[[], float]) -> None:
-        self.rate = rate
-        self.tokens = float(rate)
-        self.now = now
-        self.stamp = now()
-
-    def take(self, size: int) -> bool:
-        t = self.now()
-        self.tokens = min(float(self.rate), self.tokens + (t - self.stamp) * self.rate)
-        self.stamp = t
-        if self.tokens < size:
-            return False
-        self.tokens -= size
-        return True
-
-
 class KernelPath(Protocol):
     """What an allocation tells the kernel fast path (turn/kernel/fastpath.py)."""
 
@@ -102,6 +83,7 @@ class Allocation:
         "allocate_response",
         "allocate_tid",
         "bucket",
+        "bucket_clock",
         "bytes_to_client",
         "bytes_to_peer",
         "call_peers",
@@ -175,7 +157,8 @@ class Allocation:
         self.packets_to_client = 0
         self.bytes_to_client = 0
         self.dropped = 0
-        self.bucket: TokenBucket | None = None
+        self.bucket: TokenBucket | None = None  # the bandwidth cap, in bytes (`cap`)
+        self.bucket_clock: Callable[[], float] = time.monotonic  # the server's, from `cap`
         # This server's relayed addresses -> their allocations (shared with the manager), so
         # traffic between two allocations here skips the kernel round trip.
         self.local_relays: dict[Address, Allocation] | None = None
@@ -192,6 +175,11 @@ class Allocation:
         self.kernel: KernelPath | None = None
 
     # -- state changes (called by handlers) ------------------------------------------------
+
+    def cap(self, rate: int, clock: Callable[[], float]) -> None:
+        """At most `rate` bytes a second each way, with one second of burst (RFC 8656 §7.2
+        leaves policing to the server); `clock`: monotonic seconds."""
+        self.bucket, self.bucket_clock = TokenBucket(rate, rate, clock()), clock
 
     def relay_for(self, host: str) -> RelayEndpoint | None:
         return self.relays.get(FAMILY_IPV6 if ":" in host else FAMILY_IPV4)
@@ -294,7 +282,7 @@ class Allocation:
             self.dropped += 1
             return False
         size = len(data)
-        if self.bucket is not None and not self.bucket.take(size):
+        if self.bucket is not None and not self.bucket.take(self.bucket_clock(), size):
             self._capped()
             return False
         local = self.local_relays.get(peer) if self.local_relays is not None else None
@@ -362,7 +350,7 @@ class Allocation:
             self.kernel.sync(self)  # the kernel may take this peer's channel now
 
     def _deliver(self, frame: memoryview, size: int, peer: Address) -> bool:
-        if self.bucket is not None and not self.bucket.take(size):
+        if self.bucket is not None and not self.bucket.take(self.bucket_clock(), size):
             self._capped()
             return False
         number = self.peer_channels.get(peer)

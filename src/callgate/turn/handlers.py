@@ -40,7 +40,7 @@ from callgate.turn.allocate import (
     granted_lifetime,
     unpack,
 )
-from callgate.turn.allocation import Allocation, ClientSend, TokenBucket
+from callgate.turn.allocation import Allocation, ClientSend
 from callgate.turn.auth import Authenticator, Credential
 from callgate.turn.callbound import CallGuard, admit
 from callgate.turn.config import TurnConfig
@@ -282,7 +282,7 @@ class TurnHandler:
             limits.bytes_per_s if limits is not None else None,
         )
         if rate:
-            allocation.bucket = TokenBucket(rate, self.clock.monotonic)
+            allocation.cap(rate, self.clock.monotonic)
         tid = message.transaction_id
         body: list[tuple[int, bytes]] = [
             (Attr.XOR_RELAYED_ADDRESS, attrs.pack_xor_address(relay.address, tid))

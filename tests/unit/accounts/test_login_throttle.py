@@ -3,6 +3,8 @@ admission (parallel guesses cannot slip through), bounded memory."""
 
 from __future__ import annotations
 
+import pytest
+
 from callgate.accounts.throttle import LoginThrottle, ThrottleRule
 from callgate.clock import ManualClock
 
@@ -69,3 +71,29 @@ def test_quiet_keys_are_forgotten_and_memory_is_bounded() -> None:
     for i in range(50):
         limiter.admit(f"user{i}", None)
     assert len(limiter._counts) <= 10
+
+
+@pytest.mark.parametrize("order", ["account first", "address first"])
+def test_an_exempt_request_skips_the_account_by_kind_whatever_the_key_order(
+    order: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIP phone's in-dialog request (`account=False`, sip/auth.py) is judged by its address
+    alone, however `_keys` lists the keys: it once dropped the first key, whatever it was."""
+    limiter = throttle(ManualClock())
+    if order == "address first":
+        keys = LoginThrottle._keys
+        monkeypatch.setattr(limiter, "_keys", lambda h, a: keys(limiter, h, a)[::-1])
+    for _ in range(4):  # alice.desk's name is locked out (someone failed under it)
+        limiter.admit("alice.desk", "203.0.113.9")
+    locked = limiter.admit("alice.desk", "192.0.2.5")
+    assert locked is not None and locked.key == "account"
+    # the phone's own BYE from its call's address: admitted, and the account not charged more
+    assert limiter.admit("alice.desk", "192.0.2.5", account=False) is None
+    assert limiter.admit("alice.desk", "192.0.2.5", account=False) is None
+    refused = limiter.admit("alice.desk", "192.0.2.5")
+    assert refused is not None and refused.retry_after_s == locked.retry_after_s  # as before
+    # its address's own limit still applies to it
+    for _ in range(3):
+        limiter.admit("bob.desk", "192.0.2.5", account=False)
+    address = limiter.admit("alice.desk", "192.0.2.5", account=False)
+    assert address is not None and address.key == "address"

@@ -97,3 +97,35 @@ def test_the_kept_keys_are_bounded_for_a_long_call() -> None:
     for n in range(KEPT_KEYS * 3):
         dtmf.packet(event(n % 10, 320, True, timestamp=8000 + 1000 * n))
     assert len(dtmf.keys) == KEPT_KEYS and dtmf.keys[-1] == str((KEPT_KEYS * 3 - 1) % 10)
+
+
+def test_an_attached_phone_leg_hands_over_only_what_needs_work() -> None:
+    """Attached to the phone's RtpLeg (as the SIP edge does), its audio goes straight to the
+    bridge — nothing of ours runs on the phone's every packet — except while a pressed key
+    plays; its telephone-events still become tones. No socket: datagrams handed to the leg."""
+    from callgate.media.rtp_leg import RtpLeg, RtpPacket, build_rtp
+
+    out: list[MediaPacket] = []
+    dtmf = DtmfToTones("pcma", 101, out.append)
+    leg = RtpLeg("phone", dtmf.packet, "pcma", events=101)
+    dtmf.attach(leg)
+    leg.set_remote(("127.0.0.1", 40000))
+
+    def send(pt: int, n: int, payload: bytes) -> None:
+        packet = RtpPacket(pt, False, n, 160 * n, 7, payload)
+        leg.received_datagram(build_rtp(packet), ("127.0.0.1", 40000))
+
+    assert leg.on_audio == out.append  # no call of ours in between
+    send(8, 0, b"\xd5" * 160)
+    assert [p.payload for p in out] == [b"\xd5" * 160]
+    assert dtmf.press("5", 40)  # two 20 ms frames of tone instead of the next audio
+    for n in (1, 2, 3):
+        send(8, n, b"\xd5" * 160)
+    assert [p.timestamp for p in out] == [0, 160, 320, 480]
+    assert out[1].payload != b"\xd5" * 160 and out[2].payload != b"\xd5" * 160
+    low, high = peaks(np.concatenate([decode("pcma", p.payload) for p in out[1:3]]))
+    assert abs(low - 770) < 20 and abs(high - 1336) < 20  # "5"
+    assert out[3].payload == b"\xd5" * 160 and leg.on_audio == out.append  # straight on again
+    send(101, 4, struct.pack("!BBH", 9, 0x80 | 10, 320))  # "9", 40 ms, ended
+    assert len(out) == 6 and all(p.payload_type == 8 for p in out[4:])
+    assert list(dtmf.keys) == ["5", "9"]

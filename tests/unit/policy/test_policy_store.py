@@ -170,3 +170,16 @@ def test_groups_keep_membership_in_the_accounts(store: Store, policy: PolicyStor
     assert [a for a, _, _ in audit(store) if a.startswith("group.")] == [
         "group.create", "group.create", "group.member_remove", "group.delete",
     ]  # fmt: skip
+
+
+def test_verdicts_for_a_ring_group_match_each_members_verdict(policy: PolicyStore) -> None:
+    """A ring group's members judged at once (one accounts query) decide as one by one."""
+    policy.create_rule("root", RuleSpec("no-legal", "deny", callee_group="legal"))
+    policy.create_rule(
+        "root", RuleSpec("record-sales", "allow", callee_group="sales", recording_required=True)
+    )
+    members = ["alice", "bob", "nobody"]  # bob: legal and sales; nobody: no account
+    together = policy.verdicts("+15550001111", members, FRIDAY_NOON)
+    assert together == {h: policy.verdict("+15550001111", h, FRIDAY_NOON) for h in members}
+    assert together["bob"][0] is not None and together["alice"][1] is not None
+    assert together["alice"][1].recording_required

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from callgate.config import Settings
 from callgate.errors import ConfigError
-from callgate.runtime.cluster_seal import MAX_KEY_BYTES, SKEW, ClusterSeal, load_cluster_key
+from callgate.runtime.cluster_keys import (
+    MAX_KEY_BYTES,
+    ClusterKeys,
+    load_cluster_key,
+    parse_relay_key,
+)
+from callgate.runtime.cluster_seal import SKEW, ClusterSeal, issue_relay_key, node_seal
 
 KEY = b"0123456789abcdef0123456789abcdef-cluster"
 DATA = {"id": "eu1", "load": 3}
@@ -119,3 +126,117 @@ def test_the_key_file_is_not_followed_through_a_link_nor_taken_from_another_user
         load_cluster_key(real)
     os.chown(real, 0, 0)  # root's is accepted
     assert load_cluster_key(real) == b"k" * 40
+
+
+def relay_of(node: ClusterKeys, relay_id: str) -> ClusterSeal:
+    """The seal of a relay holding only the key file a node issued it."""
+    return ClusterSeal(ClusterKeys.for_relay(*parse_relay_key(node.relay_key_line(relay_id))))
+
+
+def test_a_relay_speaks_for_itself_only() -> None:
+    """A relay's key signs its own registration and its own drain request, which nodes
+    believe; it reads what nodes sign for relays; it can sign nothing else of a node's, nor
+    another relay's registration or drain request."""
+    node = ClusterSeal(KEY)
+    relay = relay_of(node.keys, "eu1")
+    assert node.open("relay", "eu1", relay.seal("relay", "eu1", DATA), 15) == DATA
+    assert relay.open("drain", "eu1", relay.seal("drain", "eu1", DATA), 15) == DATA
+    assert node.open("drain", "eu1", relay.seal("drain", "eu1", DATA), 15) == DATA
+    for kind in ["snap", "pair", "drain"]:
+        assert relay.open(kind, "eu1", node.seal(kind, "eu1", DATA), 15) == DATA
+    for kind, subject in [("msg", "n1"), ("dev", "x"), ("snap", "eu1"), ("pair", ""),
+                          ("drain", "us1"), ("relay", "us1")]:  # fmt: skip
+        with pytest.raises(PermissionError):
+            relay.seal(kind, subject, DATA)
+    assert relay.open("relay", "us1", node.seal("relay", "us1", DATA), 15) is None
+    assert relay.open("msg", "n1", node.seal("msg", "n1", DATA), 15) is None
+    us1 = relay_of(node.keys, "us1")  # eu1's drain request moved to us1: not us1's
+    assert us1.open("drain", "us1", relay.seal("drain", "eu1", DATA), 15) is None
+    assert node.refused == 0 and relay.refused == 2 and us1.refused == 1
+
+
+def test_what_a_relay_signs_as_a_node_is_refused() -> None:
+    """A relay that uses its key as if it were the node key (HMAC for every kind, or a
+    signature of its own) convinces neither nodes nor other relays."""
+    node = ClusterSeal(KEY)
+    eu1 = node.keys.relay_key("eu1")
+    assert eu1 is not None
+    posing = ClusterSeal(ClusterKeys.for_node(eu1))  # the relay's key in a node's place
+    other_relay = relay_of(node.keys, "us1")
+    for kind in ["msg", "dev", "snap", "pair", "drain"]:
+        assert node.open(kind, "n1", posing.seal(kind, "n1", DATA), 15) is None
+    for kind in ["snap", "pair", "drain"]:
+        assert other_relay.open(kind, "us1", posing.seal(kind, "us1", DATA), 15) is None
+    assert node.open("relay", "us1", posing.seal("relay", "us1", DATA), 15) is None
+    assert node.refusals == {(k, "forged"): 1 for k in ["msg", "dev", "snap", "pair", "drain",
+                                                         "relay"]}  # fmt: skip
+
+
+def test_relay_keys_are_issued_private_and_parsed_strictly(tmp_path: Path) -> None:
+    key_file = tmp_path / "cluster.key"
+    key_file.write_bytes(KEY)
+    key_file.chmod(0o600)
+    settings = Settings(cluster_key_file=key_file, node_id="eu1")
+    path = tmp_path / "relay-eu1.key"
+    issue_relay_key(settings, "eu1", path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    relay_id, key, _public = parse_relay_key(path.read_text())
+    assert (relay_id, key) == ("eu1", ClusterSeal(KEY).keys.relay_key("eu1"))
+    assert KEY.decode() not in path.read_text()
+    with pytest.raises(ConfigError, match="exists: not overwritten"):
+        issue_relay_key(settings, "eu1", path)
+    secret = path.read_text().split(":")[2]
+    for bad in ["", "cgr1:eu1", path.read_text().replace("cgr1", "cgr9"),
+                path.read_text().replace(secret, secret[:-4])]:  # fmt: skip
+        with pytest.raises(ConfigError) as caught:
+            parse_relay_key(bad)
+        assert secret not in str(caught.value)
+
+
+def test_the_node_key_comes_from_a_file_or_the_environment_not_both(tmp_path: Path) -> None:
+    key_file = tmp_path / "cluster.key"
+    key_file.write_bytes(KEY)
+    key_file.chmod(0o600)
+    from_env = node_seal(Settings(cluster_key=KEY.decode()))
+    from_file = node_seal(Settings(cluster_key_file=key_file))
+    assert from_env.open("msg", "n", from_file.seal("msg", "n", DATA), 15) == DATA
+    with pytest.raises(ConfigError, match="both set"):
+        node_seal(Settings(cluster_key_file=key_file, cluster_key=KEY.decode()))
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        node_seal(Settings(cluster_key="short"))
+    with pytest.raises(ConfigError, match="needs cluster_key_file"):
+        node_seal(Settings())
+    with pytest.raises(ConfigError, match="the node key itself"):
+        node_seal(Settings(cluster_key=KEY.decode(), cluster_key_accepted=KEY.decode()))
+    changing = node_seal(Settings(cluster_key="n" * 40, cluster_key_accepted=KEY.decode()))
+    assert changing.open("msg", "n", from_file.seal("msg", "n", DATA), 15) == DATA
+    key_file.chmod(0o644)
+    with pytest.raises(ConfigError, match="mode 644"):
+        node_seal(Settings(cluster_key_file=key_file))
+
+
+def test_the_node_key_changes_without_a_gap() -> None:
+    """docs/scaling.md, "Changing the node key": sign old and accept new everywhere, then sign
+    new and accept old, then new alone; relays re-issued at each step. At every step, each
+    node and relay believes the others, and an entry under the retired key is refused at the
+    end."""
+    old, new = KEY, b"the-next-node-key-0123456789abcdefghij"
+    step0, step1 = ClusterSeal(old), ClusterSeal(ClusterKeys.for_node(old, new))
+    step2, step3 = ClusterSeal(ClusterKeys.for_node(new, old)), ClusterSeal(new)
+    relay1 = relay_of(step1.keys, "eu1")  # issued during step 1: old relay key, both publics
+    relay2 = relay_of(step2.keys, "eu1")  # issued during step 2: new relay key, both publics
+    relay3 = relay_of(step3.keys, "eu1")
+
+    def believes(reader: ClusterSeal, writer: ClusterSeal, kind: str) -> bool:
+        return reader.open(kind, "eu1", writer.seal(kind, "eu1", DATA), 15) == DATA
+
+    for a, b in [(step0, step1), (step1, step2), (step2, step3)]:  # neighbours in a rolling restart
+        for kind in ["msg", "dev", "snap", "relay"]:
+            assert believes(a, b, kind) and believes(b, a, kind), kind
+    for node in [step1, step2]:
+        assert believes(node, relay1, "relay") and believes(relay1, node, "snap")
+    for node in [step2, step3]:
+        assert believes(node, relay2, "relay") and believes(relay2, node, "pair")
+    assert believes(step3, relay3, "relay") and believes(relay3, step3, "drain")
+    assert not believes(step3, step0, "msg") and not believes(relay3, step0, "snap")
+    assert not believes(step3, relay1, "relay")  # a relay not re-issued is left out at the end

@@ -96,6 +96,18 @@ async def test_handler_audit_entries_are_bounded_per_actor_and_minute(tmp_path: 
         entries = AuditLog(store).iter_entries()
         actors = [e.actor for e in entries if e.action == "sip.media.forbidden"]
         assert actors.count("trunk:uk") == 31 and actors.count("sip:alice.desk") == 1
+
+        # a run that straddles a clock minute's boundary gets no second quota: the minute
+        # counts from the actor's first entry (callgate/rate.py Window)
+        clock.advance(59.5 - clock.monotonic() % 60)
+        for _ in range(30):
+            await edge.audit("trunk:us", "sip.media.forbidden", "call:a", {})
+        clock.advance(1.0)  # past the clock's minute, 1 s into the run's
+        for _ in range(30):
+            await edge.audit("trunk:us", "sip.media.forbidden", "call:b", {})
+        entries = AuditLog(store).iter_entries()
+        actors = [e.actor for e in entries if e.action == "sip.media.forbidden"]
+        assert actors.count("trunk:us") == 30
     finally:
         store.close()
 

@@ -162,3 +162,19 @@ async def test_pings_mark_a_trunk_down_after_failures_and_up_at_the_next_answer(
     assert not pings.down("uk") and audited[-1] == "sip.trunk.up trunk:uk"
     assert pings.summary() == {"ok": True, "critical": False, "pinged": 1, "down": 0}
     assert not proves_up(None) and proves_up(reply(401)) and not proves_up(reply(500))
+
+
+def test_a_did_may_ring_a_group_and_settings_say_what_is_wrong() -> None:
+    trunk = Trunk("carrier", frozenset({"192.0.2.7"}), {"+15551230000": "bob"},
+                  did_groups={"+15551230002": "desk"})  # fmt: skip
+    assert trunk.route_group("+1 555 123 0002") == "desk"
+    assert trunk.route_group("+15551230000") is None and trunk.route("+15551230002") is None
+    ok = TrunkSettings(name="c", addresses=["192.0.2.7"], did_groups={"+15551230002": "desk"})
+    assert ok.did_groups == {"+15551230002": "desk"}
+    with pytest.raises(ValidationError, match="is in both dids and did_groups"):
+        TrunkSettings(name="c", addresses=["192.0.2.7"], dids={"+15551230002": "bob"},
+                      did_groups={"+15551230002": "desk"})  # fmt: skip
+    with pytest.raises(ValidationError, match=r"is not E\.164"):
+        TrunkSettings(name="c", addresses=["192.0.2.7"], did_groups={"5551230002": "desk"})
+    with pytest.raises(ValidationError, match="did_groups"):
+        TrunkSettings(name="c", addresses=["192.0.2.7"], did_groups={"+15551230002": "a b"})

@@ -34,7 +34,8 @@ function row(t) {
     el("td", {}, t.outbound || "inbound only"),
     el("td", {}, t.routes.join(", ") || "—"),
     el("td", {}, t.dial_out_groups.join(", ") || "nobody (emergency only)"),
-    el("td", {}, `${t.addresses.join(", ")}; ${t.dids} DID(s)`),
+    el("td", {}, `${t.addresses.join(", ")}; ${t.dids} DID(s)` +
+      (t.ring_groups.length ? `; ringing groups ${t.ring_groups.join(", ")}` : "")),
     el("td", {}, auth),
   );
 }

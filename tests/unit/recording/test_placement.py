@@ -1,0 +1,167 @@
+"""A leg whose RTP timestamps stop following the clock is exported where it was said, not
+where its timestamps claim: a jump of an hour either way, a new SSRC (a new random timestamp
+base, RFC 3550 §8.2), a phone back from hold with the timestamps it stopped at, a clock that
+drifts. Before, a +1 h jump exported an hour of silence and a backwards one lost the audio; the
+export is never longer than the recorded wall time plus the bound."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from callgate.recording.audio import RATE, render, stereo_wav_bytes
+from callgate.recording.chunks import Packet
+from callgate.recording.codecs import OPUS, PCMU
+from callgate.recording.placement import BOUND_SECONDS
+from tests.unit.recording.test_audio import g711, opus_tone, peak_hz, read
+
+HOUR = 3600
+Samples = npt.NDArray[np.float64]
+SLACK = 0.13  # a packet's own length (at most 120 ms) and the resampler's edges
+
+
+def tone(codec: str, hz: float) -> list[bytes]:
+    """One second of `hz` as 50 payloads of 20 ms (sent over and over)."""
+    return opus_tone(hz, 50) if codec == OPUS else [g711(codec, hz, n * 160) for n in range(50)]
+
+
+def run(
+    leg: str,
+    codec: str,
+    hz: float,
+    sent: tuple[float, float],
+    timestamp: float,
+    seq: int = 0,
+    pace: float = 1.0,
+) -> list[Packet]:
+    """Packets of `hz` sent from `sent[0]` to `sent[1]` s of the call (20 ms each), the first
+    stamped as if `timestamp` seconds of the sender's clock had passed, arriving when sent.
+    `pace` > 1: the sender's clock runs that much fast (its 20 ms of
+    samples take 20 ms / pace of real time)."""
+    clock = RATE if codec == OPUS else 8000
+    step, payloads = clock // 50, tone(codec, hz)
+    count = round((sent[1] - sent[0]) * 50 * pace)
+    first = round(timestamp * clock)
+    return [
+        Packet(
+            leg,
+            (seq + n) % 65536,
+            (first + n * step) % (1 << 32),
+            1000.0 + sent[0] + n * 0.02 / pace,
+            payloads[n % 50],
+        )
+        for n in range(count)
+    ]
+
+
+def export(packets: list[Packet], codec: str) -> tuple[Samples, float, dict[str, int]]:
+    """The WAV's samples, its length (checked against the bound) and the re-anchorings."""
+    rendered = render(lambda: iter(packets), codec, lambda block: None)
+    data, seconds = stereo_wav_bytes(packets, codec)
+    assert seconds == rendered.seconds
+    wall = max(p.arrival for p in packets) - min(p.arrival for p in packets)
+    assert seconds <= wall + BOUND_SECONDS + SLACK, (seconds, wall)
+    return read(data), seconds, rendered.reanchors
+
+
+def hz_at(samples: Samples, channel: int, start: float, end: float) -> float:
+    return peak_hz(samples[round(start * RATE) : round(end * RATE), channel])
+
+
+def silent(samples: Samples, channel: int, start: float, end: float) -> bool:
+    return bool(np.abs(samples[round(start * RATE) : round(end * RATE), channel]).max() == 0)
+
+
+def arrived(packets: list[Packet]) -> list[Packet]:
+    return sorted(packets, key=lambda p: p.arrival)
+
+
+@pytest.mark.parametrize("codec", [OPUS, PCMU])
+@pytest.mark.parametrize("jump", [HOUR, -HOUR])
+def test_a_leg_that_jumps_an_hour_is_placed_where_it_spoke(codec: str, jump: int) -> None:
+    # the caller speaks 0-2 s, pauses, speaks again (660 Hz) 3-5 s stamped an hour off; the callee
+    # speaks throughout. Before: +1 h exported an hour of silence, -1 h lost the second part.
+    base = 0xFFFF_0000 / (RATE if codec == OPUS else 8000)  # the timestamps wrap meanwhile
+    packets = arrived(
+        run("caller", codec, 440, (0, 2), base)
+        + run("caller", codec, 660, (3, 5), base + 3 + jump, seq=100)
+        + run("callee", codec, 880, (0.01, 5), 12.0)
+    )
+    samples, seconds, reanchors = export(packets, codec)
+    assert seconds == pytest.approx(5.0, abs=SLACK)
+    assert reanchors == {"caller": 1, "callee": 0}
+    assert abs(hz_at(samples, 0, 0.1, 1.9) - 440) < 5
+    assert silent(samples, 0, 2.1, 2.9)
+    assert abs(hz_at(samples, 0, 3.1, 4.9) - 660) < 5
+    assert abs(hz_at(samples, 1, 0.1, 4.9) - 880) < 5
+
+
+def test_a_new_ssrc_and_a_phone_back_from_hold_are_placed_on_arrival() -> None:
+    # The caller's stream restarts mid-sentence with a new SSRC: new random timestamp and
+    # sequence bases, no pause. The callee's phone goes on hold for 5 s and resumes with the
+    # timestamps it stopped at (placed by them, its 660 Hz would cover 2-4 s, 5 s early).
+    packets = arrived(
+        run("caller", OPUS, 440, (0, 2.5), 7.0)
+        + run("caller", OPUS, 660, (2.5, 5), 0x9E37_79B9 / RATE, seq=40000)
+        + run("callee", OPUS, 880, (0, 2), 100.0)
+        + run("callee", OPUS, 660, (7, 9), 102.0, seq=100)
+    )
+    samples, seconds, reanchors = export(packets, OPUS)
+    assert seconds == pytest.approx(9.0, abs=SLACK)
+    assert reanchors == {"caller": 1, "callee": 1}
+    assert abs(hz_at(samples, 0, 0.1, 2.4) - 440) < 5
+    assert abs(hz_at(samples, 0, 2.6, 4.9) - 660) < 5
+    assert abs(hz_at(samples, 1, 0.1, 1.9) - 880) < 5
+    assert silent(samples, 1, 2.1, 6.9)
+    assert abs(hz_at(samples, 1, 7.1, 8.9) - 660) < 5
+
+
+def test_a_drifting_clock_is_followed_within_the_bound_then_re_anchored() -> None:
+    # The callee's clock runs 3 % fast: after 30 s its timestamps are 0.9 s ahead, within the
+    # bound, so its audio keeps its own spacing. The caller's runs 10 % fast: 2 s ahead after
+    # 20 s, where it is re-anchored once; its switch to 660 Hz, sent at 25 s, is then found
+    # at ~25.5 s, not at 27.5 s (25 s of a 10 % fast clock).
+    packets = arrived(
+        run("caller", OPUS, 440, (0, 25), 0.0, pace=1.1)
+        + run("caller", OPUS, 660, (25, 30), 27.5, seq=2750, pace=1.1)
+        + run("callee", OPUS, 880, (0, 30), 50.0, pace=1.03)
+    )
+    samples, seconds, reanchors = export(packets, OPUS)
+    assert reanchors == {"caller": 1, "callee": 0}
+    assert seconds == pytest.approx(30 * 1.03, abs=SLACK)  # the callee, by its timestamps
+    assert abs(hz_at(samples, 0, 23.5, 24.9) - 440) < 5
+    assert abs(hz_at(samples, 0, 25.8, 27.2) - 660) < 5
+    assert abs(hz_at(samples, 1, 0.1, 30.8) - 880) < 5
+
+
+def test_a_burst_of_late_packets_is_placed_as_sent_not_re_anchored() -> None:
+    # A TURN-over-TCP leg stalls: what it sent from 2 s to 5 s arrives at once at 5 s (the
+    # first 3 s late), then it flows again. The burst is placed by its timestamps: the export
+    # is the one of the same packets arriving on time.
+    on_time = run("caller", OPUS, 440, (0, 7), 3.0)
+    stalled = [p if not 2 <= p.arrival - 1000 < 5 else
+               Packet(p.leg, p.seq, p.timestamp, 1005.0 + p.seq * 1e-5, p.payload)
+               for p in on_time]  # fmt: skip
+    _, seconds, reanchors = export(stalled, OPUS)
+    assert reanchors == {"caller": 0}
+    assert seconds == pytest.approx(7.0, abs=SLACK)
+    assert stereo_wav_bytes(stalled, OPUS) == stereo_wav_bytes(on_time, OPUS)
+
+
+@pytest.mark.parametrize("codec", [OPUS, PCMU])
+def test_hostile_timestamps_never_make_the_export_longer_than_the_call(codec: str) -> None:
+    # a sender that stamps packets anywhere: alternating an hour apart, then at random
+    rng = random.Random(7)
+    packets = run("caller", codec, 440, (0, 4), 0.0) + run("callee", codec, 880, (0, 4), 0.0)
+    hostile = []
+    for n, p in enumerate(packets):
+        if p.leg == "caller" and n % 2:
+            p = Packet(p.leg, p.seq, (p.timestamp + HOUR * RATE) % (1 << 32), p.arrival, p.payload)
+        elif p.leg == "callee" and rng.random() < 0.3:
+            p = Packet(p.leg, p.seq, rng.randrange(1 << 32), p.arrival, p.payload)
+        hostile.append(p)
+    _, seconds, _ = export(arrived(hostile), codec)  # its length checked against the bound
+    assert seconds == pytest.approx(4.0, abs=SLACK)

@@ -1,0 +1,131 @@
+"""Ring groups without sockets: a call to a group rings every member's devices at once, the
+first answer wins and the others hear `answered-elsewhere`, the record's callee becomes the
+member who answered; members in a call are skipped, a member's decline leaves the others
+ringing, a call that must be recorded is refused (fail closed), and the policy's verdicts on
+each member combine into the strictest."""
+
+from __future__ import annotations
+
+from callgate.signaling import CdrOpen, CdrUpdate, Denial, Effect, Reason
+from callgate.signaling.engine import GROUP_NOT_RECORDED
+from callgate.signaling.ring_groups import group_verdict
+from callgate.types.decisions import Grant
+from tests.unit.signaling.signaling_helpers import (
+    ANSWER,
+    OFFER,
+    Rig,
+    final,
+    reply,
+    sends,
+    sent_types,
+)
+
+
+def group_rig() -> Rig:
+    rig = Rig()  # alice a1, bob b1 b2, carol c1
+    rig.engine.device_connected("t1", "+442071234567", "+442071234567 (carrier)")
+    return rig
+
+
+def ring(
+    rig: Rig, members: tuple[str, ...] = ("bob", "carol"), grant: Grant | None = None
+) -> list[Effect]:
+    return rig.engine.invite("t1", rig.rid(), "group:desk", OFFER, True, None, grant, members)
+
+
+def test_every_members_devices_ring_and_the_first_answer_wins() -> None:
+    rig = group_rig()
+    effects = ring(rig)
+    opened = effects[0]
+    assert isinstance(opened, CdrOpen)
+    assert (opened.call.callee_handle, opened.call.ringing_devices) == ("group:desk", 3)
+    assert sorted(d for d, t in sent_types(effects) if t == "call.incoming") == ["b1", "b2", "c1"]
+    call_id = str(reply(effects, "t1")["call_id"])
+    # carol may see and answer it; alice, in no such group, may not
+    refused = rig.engine.answer("a1", rig.rid(), call_id, ANSWER)
+    assert reply(refused, "a1")["code"] == "not-found"
+    answered = rig.engine.answer("c1", rig.rid(), call_id, ANSWER)
+    update = next(e for e in answered if isinstance(e, CdrUpdate))
+    assert (update.callee_user, update.callee_device) == ("carol", "c1")
+    elsewhere = [d for d, t in sent_types(answered) if t == "call.ended"]
+    assert sorted(elsewhere) == ["b1", "b2"]
+    assert {sends(answered, d)[0]["reason"] for d in elsewhere} == {"answered-elsewhere"}
+    # bob is no party to the call any more; carol hangs up like any callee
+    assert reply(rig.engine.hangup("b1", rig.rid(), call_id), "b1")["code"] == "not-found"
+    assert [c.callee_handle for c in rig.engine.live_calls()] == ["carol"]
+    assert rig.engine.together("+442071234567", "carol")
+    assert not rig.engine.together("+442071234567", "bob")
+    ended = final(rig.engine.hangup("c1", rig.rid(), call_id))
+    assert ended.reason is Reason.HANGUP
+
+
+def test_while_ringing_every_member_is_together_with_the_caller() -> None:
+    rig = group_rig()
+    ring(rig)
+    assert rig.engine.together("+442071234567", "bob")
+    assert rig.engine.together("carol", "+442071234567")
+    assert not rig.engine.together("bob", "carol")
+    assert not rig.engine.together("+442071234567", "alice")
+
+
+def test_a_member_in_a_call_is_skipped_and_all_busy_is_busy() -> None:
+    rig = group_rig()
+    rig.answered_call("b1")  # alice calls bob, he answers on b1
+    effects = ring(rig)
+    assert [d for d, t in sent_types(effects) if t == "call.incoming"] == ["c1"]
+    rig.engine.device_connected("t2", "+15550001111", "x")
+    only_bob = rig.engine.invite("t2", rig.rid(), "group:desk", OFFER, True, members=("bob",))
+    assert final(only_bob).reason is Reason.BUSY
+    nobody = rig.engine.invite("t2", rig.rid(), "group:empty", OFFER, True, members=())
+    assert final(nobody).reason is Reason.OFFLINE
+
+
+def test_a_decline_stops_that_members_devices_and_the_last_ends_the_call() -> None:
+    rig = group_rig()
+    call_id = str(reply(ring(rig), "t1")["call_id"])
+    declined = rig.engine.reject("b1", rig.rid(), call_id)
+    assert sent_types(declined) == [  # bob's devices stop ringing, carol's ring on
+        ("b1", "ack"),
+        ("b1", "call.ended"),
+        ("b2", "call.ended"),
+        ("t1", "call.ringing"),
+    ]
+    assert sends(declined, "t1")[0]["devices"] == 1
+    assert rig.engine.call_of("b2") is None and rig.engine.call_of("c1") == call_id
+    assert rig.engine.is_live(call_id)
+    last = rig.engine.hangup("c1", rig.rid(), call_id)  # a ringing device's hang-up declines
+    assert final(last).reason is Reason.REJECTED
+    assert ("c1", "call.ended") in sent_types(last) and ("t1", "call.ended") in sent_types(last)
+    assert not rig.engine.is_live(call_id)
+
+
+def test_a_group_call_that_must_be_recorded_is_refused_not_connected() -> None:
+    rig = group_rig()
+    effects = ring(rig, grant=Grant("record-desk", recording_required=True))
+    assert not any(t == "call.incoming" for _, t in sent_types(effects))
+    opened = effects[0]
+    assert isinstance(opened, CdrOpen) and opened.call.recording_required
+    ended = final(effects)
+    assert (ended.reason, ended.detail) == (Reason.RECORDING_UNAVAILABLE, GROUP_NOT_RECORDED)
+
+
+def test_the_policy_is_asked_per_member_and_the_strictest_grant_wins() -> None:
+    deny = Denial("screen", "no")
+    members = ("carol", "bob", "dave")
+    verdicts = {
+        "bob": (None, Grant("desk", max_duration_s=600)),
+        "carol": (deny, None),
+        "dave": (None, Grant("rec", relay_only=True, max_duration_s=300, recording_required=True)),
+    }
+    allowed, denial, grant = group_verdict(members, verdicts)
+    assert allowed == ("bob", "dave") and denial is None
+    assert grant == Grant("rec", relay_only=True, max_duration_s=300, recording_required=True)
+    everyone = {h: (deny, None) for h in members}
+    assert group_verdict(members, everyone) == ((), deny, None)
+    plain = {"bob": (None, Grant("a")), "carol": (None, Grant("b", max_duration_s=60))}
+    assert group_verdict(("carol", "bob"), plain) == (
+        ("bob", "carol"),
+        None,
+        Grant("a", max_duration_s=60),
+    )
+    assert group_verdict((), {}) == ((), None, None)
