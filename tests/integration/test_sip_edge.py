@@ -108,6 +108,8 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
     # loopback stays refused, as every internal range is by default (docs/sip.md)
     env = {"CALLGATE_SIP__ALGORITHMS": algorithms, "CALLGATE_SIP__TRUNKS": trunks,
            "CALLGATE_SIP__ALLOW_MEDIA": "127.0.0.1/32, 127.0.0.2/32",
+           # "desk" (alice, bob) is at the limit: a third member makes its DID refuse calls
+           "CALLGATE_SIP__RING_GROUP_MAX_MEMBERS": "2",
            # one recorded call at a time: a second one fails closed (recorded_dial_out)
            "CALLGATE_RECORDING__MAX_ACTIVE": "1",
            # recorded calls start with the beeps, which SIP parties hear too (in G.711)
@@ -1368,6 +1370,7 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path, alice: tuple
             incoming = next(e for e in events if e["event"] == "incoming")
             assert number in json.dumps(incoming), incoming
             assert abs(dominant_frequency(recorded) - 440.0) < 5.0
+        over_limit(server, carrier, port, headers, sdp)
     finally:
         if bob.poll() is None:
             bob.kill()
@@ -1375,6 +1378,36 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path, alice: tuple
         carrier.close()
         rtp.close()
         phone.close()
+
+
+def over_limit(
+    server: WebServer, carrier: SipClient, port: int, headers: list[str], sdp: bytes
+) -> None:
+    """A third member joins "desk" (sip.ring_group_max_members is 2 here): the carrier's call
+    to its DID is refused 503 saying why, nobody rings, and the CDR names the limit."""
+    path = "/api/groups/desk/members/admin"
+    auth = {"Authorization": f"Bearer {server.token('admin')}"}
+    with server.client() as client:
+        assert client.put(path, headers=auth).status_code == 200
+    try:
+        carrier.call_id += "-3"
+        did, caller = f"sip:+15551230002@127.0.0.1:{port}", "sip:+442071234599@carrier.example"
+        carrier.send(carrier.request("INVITE", caller, headers, to=did, body=sdp))
+        statuses = [carrier.receive()]
+        while statuses[-1].status < 200:
+            statuses.append(carrier.receive())
+        refused = statuses[-1]
+        assert (refused.status, refused.reason) == (
+            503,
+            "Service Unavailable (ring group over its size limit)",
+        )
+        cdrs = client_get(server, "/api/cdrs", "admin")["items"]
+        (row,) = [c for c in cdrs if c["caller_user"] == "+442071234599"]
+        assert (row["callee_user"], row["policy_rule"]) == ("group:desk", "ring-group-size")
+        assert (row["disposition"], row["answer_at"]) == ("denied", None)
+    finally:
+        with server.client() as client:
+            assert client.delete(path, headers=auth).status_code == 200
 
 
 def phone_completed_elsewhere(phone: SipClient) -> None:

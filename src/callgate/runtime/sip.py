@@ -21,6 +21,7 @@ from callgate.runtime.sip_numbers import NumberCalls
 from callgate.signaling.anchoring import Anchoring
 from callgate.signaling.hub import SignalingHub
 from callgate.signaling.iceconfig import IceServerConfig, relay_config
+from callgate.signaling.ring_groups import MAX_MEMBERS
 from callgate.sip.attempts import Attempts
 from callgate.sip.credentials import CredentialStore
 from callgate.sip.dialout import DialOutRecords
@@ -62,7 +63,7 @@ async def start_sip(
     attempts = Attempts(CdrRepository(store), audit)
     trunks = Trunks([_trunk(t) for t in settings.sip.trunks])
     groups = GroupStore(store)
-    check_ring_groups(trunks, groups)
+    check_ring_groups(trunks, groups, settings.sip.ring_group_max_members)
     edge = SipEdge(
         credentials,
         audit,
@@ -70,6 +71,7 @@ async def start_sip(
         attempts=attempts,
         trunks=trunks,
         media=media_peers(settings),
+        flow_timer=settings.sip.flow_timer,
     )
     if redis is not None and settings.node_id is not None:
         from callgate.runtime.cluster_limits import ClusterLimits
@@ -105,6 +107,7 @@ async def start_sip(
             dial,
             members_of=groups.members_of,
             holder_ice=functools.partial(holder_ice, calls.hub, ice, clock),
+            max_members=settings.sip.ring_group_max_members,
         )
         handler.serve(edge)
         edge.closing.append(handler.close)
@@ -171,15 +174,22 @@ def _trunk(t: TrunkSettings) -> Trunk:
     )
 
 
-def check_ring_groups(trunks: Trunks, groups: GroupStore) -> None:
-    """Every group a DID rings exists (a row, or an account naming it): else a ConfigError
-    saying which trunk, DID and group, before the edge listens."""
+def check_ring_groups(trunks: Trunks, groups: GroupStore, max_members: int = MAX_MEMBERS) -> None:
+    """Every group a DID rings exists (a row, or an account naming it) and has at most
+    `max_members` members: else a ConfigError saying which trunk, DID and group, before the
+    edge listens. (A group that grows later has its calls refused: signaling/hub.py.)"""
     for trunk in trunks.all:
         for did, group in sorted(trunk.did_groups.items()):
             if not groups.known(group):
                 raise ConfigError(
                     f"sip.trunks {trunk.name!r}: DID {did} rings group {group!r}, which does "
                     f"not exist (callgate group create {group}; add-member …)"
+                )
+            size = len(groups.members_of(group))
+            if size > max_members:
+                raise ConfigError(
+                    f"sip.trunks {trunk.name!r}: DID {did} rings group {group!r}, which has "
+                    f"{size} members, over sip.ring_group_max_members ({max_members})"
                 )
 
 

@@ -39,7 +39,7 @@ from callgate.runtime.sip_media import check_call_media, check_media, take_offer
 from callgate.signaling import messages as m
 from callgate.signaling.anchoring import PHONE_AGENT
 from callgate.signaling.hub import Device, SignalingHub
-from callgate.signaling.ring_groups import group_callee
+from callgate.signaling.ring_groups import MAX_MEMBERS, TOO_LARGE, group_callee
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import aim
@@ -72,7 +72,12 @@ ENDED = {
     "denied": (403, "Forbidden"),
     "recording-unavailable": (503, "Service Unavailable (recording unavailable)"),
     "recording-failed": (503, "Service Unavailable (recording failed)"),
+    "unavailable": (503, "Service Unavailable"),
+    TOO_LARGE: (503, "Service Unavailable (ring group over its size limit)"),
 }
+# call.denied by no rule of the policy's: the call policy, the ring group's members or the
+# cluster bus could not be read (rule "unavailable"), or the group is too large
+DENIED_BY = {"unavailable": "unavailable", TOO_LARGE: TOO_LARGE}
 
 
 class SipCalls:
@@ -87,11 +92,13 @@ class SipCalls:
         dial_out: DialOut | None = None,
         members_of: Callable[[str], Sequence[str]] = lambda group: (),
         holder_ice: HolderIce | None = None,
+        max_members: int = MAX_MEMBERS,
     ) -> None:
         """`dial_out`: phones dialling numbers through trunks (sip_dialout.py); `members_of`:
         the users a trunk DID's ring group rings (policy/groups.py)."""
         self._dial = dial_out
         self._members_of = members_of
+        self._max_members = max_members
         self._hub = hub
         self._user_exists = user_exists
         self._ice_servers = ice_servers
@@ -189,7 +196,9 @@ class SipCalls:
             await self._hub.apply(effects)
             if group is not None:  # every member rings (signaling/ring_groups.py)
                 call.recorded = True  # the hub writes this attempt's CDR from here on
-                await self._hub.invite_group(device, self._id(), group, web_offer, self._members_of)
+                await self._hub.invite_group(
+                    device, self._id(), group, web_offer, self._members_of, self._max_members
+                )
             else:
                 try:
                     invite = m.Invite(type="call.invite", id=self._id(), to=callee, sdp=web_offer)
@@ -303,7 +312,7 @@ class SipCalls:
                 elif kind in ("call.ended", "call.denied"):
                     reason = str(message.get("reason") or "")
                     if kind == "call.denied":
-                        reason = "denied"
+                        reason = DENIED_BY.get(str(message.get("rule")), "denied")
                     call.reject(*ENDED.get(reason, (480, "Temporarily Unavailable")))
                     await call.hang_up()
                     return
@@ -440,7 +449,9 @@ class SipCalls:
                     raise SdpError("RTP/SAVP answer to a plain RTP offer")
                 source = binding.peer.address[0]
                 party = f"sip:{username}"
-                check_media(self._edge, answer, "answer", party, call.call_id, source, source)
+                answer = check_media(
+                    self._edge, answer, "answer", party, call.call_id, source, source
+                )
             except SdpError as exc:
                 await call.hang_up()
                 await self._reject(device, call_id, str(exc))
@@ -529,7 +540,7 @@ class Reoffers:
         self._first, self._codec, self._ours, self._local = first, codec, ours, local
         self._origin, self._rtp, self._fill = origin, rtp, fill
         # raises ForbiddenMedia for a destination media may not go to (media_peers.py)
-        self.check: Callable[[AudioOffer], None] | None = None
+        self.check: Callable[[AudioOffer], AudioOffer] | None = None
         self._last = body  # the offer our current answer answers
         self._answer = audio_sdp(local[0], local[1], codec, ours, first.events, origin=origin)
 
@@ -549,7 +560,7 @@ class Reoffers:
             return self._answer  # a session refresh (RFC 4028): nothing changes
         held = offer.held  # c=0.0.0.0, RFC 3264 §8.4: send it neither RTP nor RTCP
         if not held and self.check is not None:
-            self.check(offer)  # 488 with a Warning; the session stays as it was
+            offer = self.check(offer)  # 488 with a Warning; the session stays as it was
         self._last = body
         direction = DIRECTIONS[offer.direction]
         if not held:

@@ -196,7 +196,7 @@ SMALL_READ = """
 import gc, sys
 from callgate.detect import command
 code = command.main([sys.argv[1], "--format", "json", "--output", sys.argv[2]])
-print(code, sorted(m for m in ("numpy", "dataclasses", "inspect", "json") if m in sys.modules))
+print(code, sorted(m for m in ("numpy", "dataclasses", "inspect") if m in sys.modules))
 missing = command.main([sys.argv[1] + ".missing"])  # fails: exit status 1
 print(missing, gc.isenabled())  # the collector, paused during a run, is back either way
 """
@@ -204,8 +204,8 @@ print(missing, gc.isenabled())  # the collector, paused during a run, is back ei
 
 def test_a_small_capture_is_read_without_numpy(tmp_path: Path) -> None:
     """Below BATCH_FROM bytes a capture is read packet by packet: a fresh `callgate detect`
-    writing a JSON report imports neither numpy nor dataclasses (with inspect) nor json — most
-    of a small capture's CPU time — and the report is the batch path's."""
+    writing a JSON report imports neither numpy nor dataclasses (with inspect) — most of a
+    small capture's CPU time — and the report is the batch path's."""
     path, out = tmp_path / "small.pcap", tmp_path / "report.json"
     path.write_bytes(pcap_bytes(mixed_frames(600)))
     assert path.stat().st_size < BATCH_FROM
