@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from callgate.signaling import messages as m
 from callgate.signaling.dispatch import handle_message
@@ -52,6 +53,15 @@ _QUEUE_LIMIT = 1000  # messages waiting for a slow client before it is disconnec
 
 class SignalingHub(HubInvites):
     # -- devices -----------------------------------------------------------------------------------
+
+    def remote_phone(self, handle: str) -> bool:
+        """Has `handle` a registered SIP phone on another node? (one node: none; cluster_hub.py)"""
+        return False
+
+    def holder_relay(self, call_id: str) -> dict[str, Any] | None:
+        """Where the relay of the node holding `call_id` is reached, when another node holds it
+        (one node: never; cluster_view.py)."""
+        return None
 
     async def connect(
         self,
