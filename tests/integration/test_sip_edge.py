@@ -1415,6 +1415,9 @@ def phone_completed_elsewhere(phone: SipClient) -> None:
     with `Reason: SIP;cause=200;text="Call completed elsewhere"`; it ends its INVITE 487."""
     phone.sock.settimeout(30)
     invite = next_request(phone, "INVITE")
+    # the carrier offered G.722, PCMU, PCMA: all three are offered on, so that a phone without
+    # G.722 could answer with G.711
+    assert re.search(r"m=audio \d+ RTP/AVP 9 0 8\b", invite.body.decode()), invite.body
     phone.send(serialize(response(invite, 180, "Ringing", to_tag="grp1")))
     cancel = next_request(phone, "CANCEL")
     assert cancel.headers.get("call-id") == invite.headers.get("call-id")

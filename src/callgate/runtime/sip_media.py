@@ -68,3 +68,12 @@ def take_offer(edge: SipEdge, call: InboundCall) -> tuple[AudioOffer, str] | Non
         call.reject(488, f"Not Acceptable Here ({exc})", refusal_headers(exc))
         return None
     return offer, codec
+
+
+def bridge_codecs(offer: AudioOffer, codec: str) -> tuple[str, ...]:
+    """What the bridge's WebRTC leg for a phone's or carrier's call offers after `codec` (the
+    one taken from `offer`): every other codec of the offer we forward, in its order, then
+    Opus. A callee's phone that lacks the caller's first codec (a G.722-first phone calling a
+    G.711-only one) answers with one it has: forwarded when the caller can send it, else
+    transcoded (media/transcode.py); a WebRTC callee takes Opus, transcoded."""
+    return (*(other for other in offer.ours() if other != codec), "opus")

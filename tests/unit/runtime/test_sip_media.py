@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from callgate.records.audit import AuditLog, Entry
-from callgate.runtime.sip_media import check_call_media, check_media, take_offer
+from callgate.runtime.sip_media import bridge_codecs, check_call_media, check_media, take_offer
 from callgate.sip.credentials import Credential, CredentialStore
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
@@ -100,3 +100,13 @@ async def test_every_stage_goes_through_one_check_that_audits(tmp_path: Path) ->
         await edge.close()
     finally:
         store.close()
+
+
+def test_a_g722_first_phone_is_bridged_with_its_g711_codecs_too() -> None:
+    """A phone offering G.722 then PCMU and PCMA: G.722 is taken, and the bridge's leg offers
+    PCMU and PCMA after it, in the phone's order, then Opus, so a G.711-only callee can answer."""
+    body = sdp(PHONE).replace(b"RTP/AVP 0\r\n", b"RTP/AVP 9 8 0 101\r\n")
+    offer = parse_audio(body)
+    assert offer.choose() == "g722"
+    assert bridge_codecs(offer, "g722") == ("pcma", "pcmu", "opus")
+    assert bridge_codecs(parse_audio(sdp(PHONE)), "pcmu") == ("opus",)
