@@ -17,9 +17,9 @@ timeline order; the timeline holds `WINDOW_SECONDS` of samples and hands what li
 to the output in order (a WAV file, whose header sizes are patched at the end, or the Ogg/Opus
 encoder). A packet sent more than `REORDER_SECONDS` (arrival time) or `REORDER_PACKETS` before
 those around it is decoded when it comes; one that would land before the held window is dropped
-and counted per leg (`Rendered.dropped`; as every packet lies within 2 s of its arrival, only
-a window or reorder buffer set far below the defaults drops anything). Short of those, the
-samples are the ones the whole call held in memory would give.
+and counted per leg (`Rendered.dropped`; as every packet lies within 2 s of its arrival, with
+these defaults only a G.711 leg with more than REORDER_PACKETS waiting can lose any of its own).
+Short of those, the samples are the ones the whole call held in memory would give.
 """
 
 from __future__ import annotations

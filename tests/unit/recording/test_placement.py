@@ -15,8 +15,8 @@ import pytest
 from callgate.recording.audio import RATE, render, stereo_wav_bytes
 from callgate.recording.chunks import Packet
 from callgate.recording.codecs import OPUS, PCMU
-from callgate.recording.placement import BOUND_SECONDS
-from tests.unit.recording.test_audio import g711, opus_tone, peak_hz, read
+from callgate.recording.placement import BOUND_SECONDS, Placer, rtp_distance
+from tests.unit.recording.test_audio import g711, opus_tone, peak_hz, random_call, read
 
 HOUR = 3600
 Samples = npt.NDArray[np.float64]
@@ -284,3 +284,22 @@ def test_packets_stamped_far_in_the_past_do_not_overwrite_what_was_said(codec: s
     assert reanchors == {"caller": 0, "callee": 0}
     caller = alone(said, codec, "caller")
     assert np.array_equal(samples[: 6 * RATE - 960, 0], caller[: 6 * RATE - 960, 0])
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_a_normal_call_is_placed_by_its_timestamps_alone(seed: int) -> None:
+    # what networks and phones do (late joins, holds, loss, duplicates, reordering, a clock
+    # 3 % fast): every packet goes where its timestamp says, so the WAV's bytes are the ones
+    # placing by timestamp gave
+    codec, packets = random_call(seed)
+    if seed % 2:
+        caller = [p for p in packets if p.leg == "caller"]
+        packets = arrived(caller + run("callee", codec, 880, (0, 20), 7.0, pace=1.03))
+    clock = RATE if codec == OPUS else 8000
+    for leg in ("caller", "callee"):
+        own = [p for p in packets if p.leg == leg]
+        if own:
+            placer = Placer(own[0], clock)
+            placed = [placer.place(p) for p in own]
+            assert placed == [rtp_distance(p.timestamp, own[0].timestamp) for p in own]
+            assert placer.reanchors == 0
