@@ -19,8 +19,7 @@ encoder). A packet sent more than `REORDER_SECONDS` (arrival time) or `REORDER_P
 those around it is decoded when it comes; one that would land before the held window is dropped
 and counted per leg (`Rendered.dropped`; as every packet lies within 2 s of its arrival, with
 these defaults only a G.711 or G.722 leg with more than REORDER_PACKETS waiting can lose any of
-its own).
-Short of those, the samples are the ones the whole call held in memory would give.
+its own). Short of those, the samples are the ones the whole call held in memory would give.
 """
 
 from __future__ import annotations
