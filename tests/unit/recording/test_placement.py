@@ -14,9 +14,9 @@ import pytest
 
 from callgate.recording.audio import RATE, render, stereo_wav_bytes
 from callgate.recording.chunks import Packet
-from callgate.recording.codecs import OPUS, PCMU
+from callgate.recording.codecs import G722, OPUS, PCMU
 from callgate.recording.placement import BOUND_SECONDS, Placer, rtp_distance
-from tests.unit.recording.test_audio import g711, opus_tone, peak_hz, random_call, read
+from tests.unit.recording.test_audio import g711, g722, opus_tone, peak_hz, random_call, read
 
 HOUR = 3600
 Samples = npt.NDArray[np.float64]
@@ -25,6 +25,8 @@ SLACK = 0.13  # a packet's own length (at most 120 ms) and the resampler's edges
 
 def tone(codec: str, hz: float) -> list[bytes]:
     """One second of `hz` as 50 payloads of 20 ms (sent over and over)."""
+    if codec == G722:
+        return [g722(hz, n * 320) for n in range(50)]
     return opus_tone(hz, 50) if codec == OPUS else [g711(codec, hz, n * 160) for n in range(50)]
 
 
@@ -260,7 +262,7 @@ def test_random_hostile_timestamps_keep_the_export_short_and_the_other_leg_whole
     seed: int,
 ) -> None:
     rng = random.Random(seed)
-    codec = [OPUS, PCMU][seed % 2]
+    codec = [OPUS, PCMU, G722][seed % 3]
     seconds = rng.uniform(12, 20)
     packets = arrived(
         run("caller", codec, 440, (0, seconds), rng.uniform(0, 1000))
