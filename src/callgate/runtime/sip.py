@@ -60,6 +60,7 @@ async def start_sip(
         attempts=attempts,
         trunks=trunks,
         media=media_peers(settings),
+        flow_timer=settings.sip.flow_timer,
     )
     if calls is not None:
         ice, clock = calls.ice, SystemClock()

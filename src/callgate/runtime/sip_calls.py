@@ -439,7 +439,9 @@ class SipCalls:
                     raise SdpError("RTP/SAVP answer to a plain RTP offer")
                 source = binding.peer.address[0]
                 party = f"sip:{username}"
-                check_media(self._edge, answer, "answer", party, call.call_id, source, source)
+                answer = check_media(
+                    self._edge, answer, "answer", party, call.call_id, source, source
+                )
             except SdpError as exc:
                 await call.hang_up()
                 await self._reject(device, call_id, str(exc))
@@ -528,7 +530,7 @@ class Reoffers:
         self._first, self._codec, self._ours, self._local = first, codec, ours, local
         self._origin, self._rtp, self._fill = origin, rtp, fill
         # raises ForbiddenMedia for a destination media may not go to (media_peers.py)
-        self.check: Callable[[AudioOffer], None] | None = None
+        self.check: Callable[[AudioOffer], AudioOffer] | None = None
         self._last = body  # the offer our current answer answers
         self._answer = audio_sdp(local[0], local[1], codec, ours, first.events, origin=origin)
 
@@ -548,7 +550,7 @@ class Reoffers:
             return self._answer  # a session refresh (RFC 4028): nothing changes
         held = offer.held  # c=0.0.0.0, RFC 3264 §8.4: send it neither RTP nor RTCP
         if not held and self.check is not None:
-            self.check(offer)  # 488 with a Warning; the session stays as it was
+            offer = self.check(offer)  # 488 with a Warning; the session stays as it was
         self._last = body
         direction = DIRECTIONS[offer.direction]
         if not held:

@@ -21,6 +21,8 @@ class SipCollector:
              counters.malformed),
             ("callgate_sip_messages_oversize", "SIP messages over the size limits (513)",
              counters.oversize),
+            ("callgate_sip_keepalives", "Keep-alives answered (CRLF pings, STUN Bindings: RFC "
+             "5626 §3.5)", counters.keepalives),
             ("callgate_sip_connections_refused", "TCP/TLS connections refused at the limit",
              counters.refused_connections),
             ("callgate_sip_invites_limited", "INVITEs refused over a device's INVITE rate (503)",
