@@ -211,7 +211,7 @@ class DialOut:
         from_carrier = DtmfToTones(codec, NO_EVENTS, bridge.forward)
         carrier = RtpLeg("callee", from_carrier.packet, codec, permits=permits)
         try:
-            out = self._edge.dial(
+            out = await self._edge.dial(
                 trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
             )
             if out is not None:

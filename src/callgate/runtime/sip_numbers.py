@@ -246,7 +246,7 @@ class NumberCalls:
         out: OutboundCall | None = None
         lost = asyncio.ensure_future(_lost(recording))
         try:
-            out = self._edge.dial(
+            out = await self._edge.dial(
                 trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
             )
             if out is not None:

@@ -84,6 +84,7 @@ class SipEdge(EdgeRegistrations, EdgeDialogs):
         self.pings = TrunkPings(self.trunks.all, self.ping, self._clock, self.audits.append)
         self._trunk_calls = {}
         self._call_users = {}
+        self._trunk_leases = {}
 
     # -- life ------------------------------------------------------------------------------------
 
