@@ -153,7 +153,8 @@ def older_work(work: Path, src: Path) -> Path:
     """The stored call as an older tree (`src`) can open it: the same recordings and key, and a
     copy of the database stamped back to that tree's schema head (its `open_store` refuses a
     revision it does not know). Sound while the newer migrations leave what an export reads
-    (recordings, audit log) as it was: 0029-0030 touch SIP credentials only."""
+    (recordings, audit log) as it was: after 24cb7ad's 0028, 0030 adds a SIP credential
+    column only."""
     head = re.search(r'HEAD_REVISION = "(\w+)"', (src / "callgate/storage/db.py").read_text())
     older = work / "older"
     older.mkdir()
