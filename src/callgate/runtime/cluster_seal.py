@@ -62,6 +62,12 @@ SIGNERS = {
     "relay": (RELAY_MAC,),
 }
 _HMAC_HEX = 64  # an HMAC-SHA256 in hex; an Ed25519 signature is twice as long
+_SIGNATURE_HEX = 128
+_LOWER_HEX = frozenset("0123456789abcdef")
+MAX_ENTRY_BYTES = 64 * 1024  # a relay registration, drain request, pair or directory entry
+# larger entries are refused before their MAC is computed: a node's snapshot lists its live
+# calls; a message between nodes carries an offer or answer (runtime/node_envelope.py)
+MAX_BYTES = {"snap": 16 << 20, "msg": 1 << 20}
 
 
 def node_seal(settings: Settings) -> ClusterSeal:
@@ -150,6 +156,8 @@ class ClusterSeal:
     def open(self, kind: str, subject: str, raw: bytes | str, max_age: float) -> Any:
         """The data of a sealed entry of this kind and subject, written at most `max_age`
         seconds ago; None (and a rate-limited warning) if unsigned, forged or stale."""
+        if len(raw) > MAX_BYTES.get(kind, MAX_ENTRY_BYTES):
+            return self.refuse(kind, subject, "oversized")
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         version, _, rest = text.partition(".")
         mac, _, body = rest.partition(".")
@@ -179,9 +187,11 @@ class ClusterSeal:
     def _verify(self, kind: str, subject: str, body: str, mac: str) -> bool:
         """Whether `mac` is an accepted key's over this entry (each MAC compared in constant
         time; which keys are tried is no secret)."""
+        if not _LOWER_HEX.issuperset(mac):
+            return False  # only what `_sign` writes: lowercase hex, no spaces
         message = _signed(kind, subject, body)
         for signer in SIGNERS[kind]:
-            if signer == NODE_SIGNATURE and len(mac) != _HMAC_HEX:
+            if signer == NODE_SIGNATURE and len(mac) == _SIGNATURE_HEX:
                 return self._signature_holds(mac, message)
             keys = self._mac_keys(signer, subject)
             if keys and len(mac) == _HMAC_HEX:

@@ -15,7 +15,7 @@ Keys (all under `callgate:`):
 - channel `node:{node}` — messages to that node (signaling/cluster.py lists them), each in a
   signed envelope (runtime/node_envelope.py): the hub sees only messages sealed with the node
   key for this node, fresh, and not seen before.
-- `relays`, `relay:{id}` — the separate relays' registrations (runtime/relay_registry.py), read
+- `relay:{id}` — the separate relays' registrations (runtime/relay_registry.py), found by SCAN and read
   at each beat: `relays()` lists the live ones.
 - channel `pairs` — the two users of each call as it is placed (sealed), published before anyone rings,
   so call-bound registered relays admit them at once (`announce_pair`).

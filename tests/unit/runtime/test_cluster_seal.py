@@ -19,7 +19,13 @@ from callgate.runtime.cluster_keys import (
     load_cluster_key,
     parse_relay_key,
 )
-from callgate.runtime.cluster_seal import SKEW, ClusterSeal, issue_relay_key, node_seal
+from callgate.runtime.cluster_seal import (
+    MAX_ENTRY_BYTES,
+    SKEW,
+    ClusterSeal,
+    issue_relay_key,
+    node_seal,
+)
 
 KEY = b"0123456789abcdef0123456789abcdef-cluster"
 DATA = {"id": "eu1", "load": 3}
@@ -240,3 +246,26 @@ def test_the_node_key_changes_without_a_gap() -> None:
     assert believes(step3, relay3, "relay") and believes(relay3, step3, "drain")
     assert not believes(step3, step0, "msg") and not believes(relay3, step0, "snap")
     assert not believes(step3, relay1, "relay")  # a relay not re-issued is left out at the end
+
+
+def test_only_lowercase_hex_signatures_of_their_exact_length_are_accepted() -> None:
+    """What `seal` writes, nothing else: the same MAC or signature in upper case, with spaces
+    around it or cut short is refused as forged."""
+    seal = ClusterSeal(KEY)
+    for kind in ["relay", "snap"]:  # an HMAC (64 hex digits), an Ed25519 signature (128)
+        raw = seal.seal(kind, "eu1", DATA)
+        version, mac, body = raw.split(".", 2)
+        assert seal.open(kind, "eu1", raw, 15) == DATA
+        for variant in [mac.upper(), f" {mac}", f"{mac}\n", mac[:-2]]:
+            assert seal.open(kind, "eu1", f"{version}.{variant}.{body}", 15) is None
+    assert seal.refusals == {("relay", "forged"): 4, ("snap", "forged"): 4}
+
+
+def test_entries_larger_than_their_kind_allows_are_refused_before_their_mac() -> None:
+    seal = ClusterSeal(KEY)
+    for kind in ["relay", "drain", "pair", "dev"]:
+        big = seal.seal(kind, "eu1", {"padding": "x" * MAX_ENTRY_BYTES})  # genuinely sealed
+        assert seal.open(kind, "eu1", big, 15) is None
+        assert seal.refusals[kind, "oversized"] == 1
+    snapshot = seal.seal("snap", "a", {"padding": "x" * MAX_ENTRY_BYTES})  # a busy node's
+    assert seal.open("snap", "a", snapshot, 15) == {"padding": "x" * MAX_ENTRY_BYTES}
