@@ -71,8 +71,17 @@ MAX_BYTES = {"snap": 16 << 20, "msg": 1 << 20}
 
 
 def node_seal(settings: Settings) -> ClusterSeal:
-    """The seal of a signaling node (or of `callgate turn --drain`): the node key is required."""
-    return ClusterSeal(ClusterKeys.for_node(*_node_keys(settings)))
+    """The seal of a signaling node (or of `callgate turn --drain`): the node key is required.
+    While a second key is accepted, every start says so: a rotation left half done lets the
+    old key sign for ever (docs/scaling.md, "Changing the node key")."""
+    keys = _node_keys(settings)
+    if len(keys) > 1:
+        log.warning(
+            "cluster_key_accepted is set: this node still accepts what the other node key "
+            'signs; finish the key change (docs/scaling.md, "Changing the node key", step 3: '
+            "remove it, restart, re-issue every relay's key)"
+        )
+    return ClusterSeal(ClusterKeys.for_node(*keys))
 
 
 def relay_seal(settings: Settings) -> ClusterSeal:
@@ -88,6 +97,13 @@ def relay_seal(settings: Settings) -> ClusterSeal:
     if relay_id != settings.node_id:
         raise ConfigError(
             f"the relay key is for relay {relay_id!r}, not for {settings.node_id!r} (--node-id)"
+        )
+    if len(public) > 1:
+        log.warning(
+            "the relay key names %d node public keys: this relay still believes what the old "
+            "node key signs; once the node key change is done, re-issue this relay's key "
+            '(docs/scaling.md, "Changing the node key", step 3)',
+            len(public),
         )
     return ClusterSeal(ClusterKeys.for_relay(relay_id, key, public))
 

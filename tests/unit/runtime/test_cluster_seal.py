@@ -25,6 +25,7 @@ from callgate.runtime.cluster_seal import (
     ClusterSeal,
     issue_relay_key,
     node_seal,
+    relay_seal,
 )
 
 KEY = b"0123456789abcdef0123456789abcdef-cluster"
@@ -269,3 +270,25 @@ def test_entries_larger_than_their_kind_allows_are_refused_before_their_mac() ->
         assert seal.refusals[kind, "oversized"] == 1
     snapshot = seal.seal("snap", "a", {"padding": "x" * MAX_ENTRY_BYTES})  # a busy node's
     assert seal.open("snap", "a", snapshot, 15) == {"padding": "x" * MAX_ENTRY_BYTES}
+
+
+def test_every_start_warns_while_a_key_change_is_unfinished(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node that still accepts a second key, and a relay whose key still names two node
+    public keys, say so at each start (the old key signs as long as they do); a node or relay
+    on one key says nothing."""
+    new = "the-next-node-key-0123456789abcdefghij"
+    caplog.set_level(logging.WARNING, "callgate.runtime.cluster_seal")
+    node_seal(Settings(cluster_key=KEY.decode()))
+    single = ClusterKeys.for_node(KEY).relay_key_line("eu1")
+    relay_seal(Settings(node_id="eu1", relay_key=single))
+    assert caplog.records == []
+    node_seal(Settings(cluster_key=new, cluster_key_accepted=KEY.decode()))
+    both = ClusterKeys.for_node(new.encode(), KEY).relay_key_line("eu1")
+    relay_seal(Settings(node_id="eu1", relay_key=both))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "cluster_key_accepted is set" in warnings[0] and "step 3" in warnings[0]
+    assert "names 2 node public keys" in warnings[1] and "re-issue" in warnings[1]
+    assert KEY.decode() not in " ".join(warnings) and new not in " ".join(warnings)
