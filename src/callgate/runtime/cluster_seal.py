@@ -169,9 +169,20 @@ class ClusterSeal:
         body = json.dumps({"at": round(self._wall(), 3), "data": data}, separators=(",", ":"))
         return f"{VERSION}.{self._sign(kind, subject, body)}.{body}"
 
+    def now(self) -> float:
+        """The wall clock entries are stamped and judged with."""
+        return self._wall()
+
     def open(self, kind: str, subject: str, raw: bytes | str, max_age: float) -> Any:
         """The data of a sealed entry of this kind and subject, written at most `max_age`
         seconds ago; None (and a rate-limited warning) if unsigned, forged or stale."""
+        opened = self.open_stamped(kind, subject, raw, max_age)
+        return opened[1] if opened is not None else None
+
+    def open_stamped(
+        self, kind: str, subject: str, raw: bytes | str, max_age: float
+    ) -> tuple[float, Any] | None:
+        """As `open`, with the time the entry says it was written."""
         if len(raw) > MAX_BYTES.get(kind, MAX_ENTRY_BYTES):
             return self.refuse(kind, subject, "oversized")
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
@@ -188,7 +199,7 @@ class ClusterSeal:
             return self.refuse(kind, subject, "malformed")
         if not -SKEW <= age <= max_age:
             return self.refuse(kind, subject, "stale")
-        return entry.get("data")
+        return float(entry["at"]), entry.get("data")
 
     def _sign(self, kind: str, subject: str, body: str) -> str:
         message = _signed(kind, subject, body)
