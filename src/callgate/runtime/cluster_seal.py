@@ -184,22 +184,26 @@ class ClusterSeal:
     ) -> tuple[float, Any] | None:
         """As `open`, with the time the entry says it was written."""
         if len(raw) > MAX_BYTES.get(kind, MAX_ENTRY_BYTES):
-            return self.refuse(kind, subject, "oversized")
+            return self._refused(kind, subject, "oversized")
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         version, _, rest = text.partition(".")
         mac, _, body = rest.partition(".")
         if version != VERSION or not mac or not body:
-            return self.refuse(kind, subject, "unsigned")
+            return self._refused(kind, subject, "unsigned")
         if not self._verify(kind, subject, body, mac):
-            return self.refuse(kind, subject, "forged")
+            return self._refused(kind, subject, "forged")
         try:
             entry = json.loads(body)
             age = self._wall() - float(entry["at"])
         except (ValueError, TypeError, KeyError):
-            return self.refuse(kind, subject, "malformed")
+            return self._refused(kind, subject, "malformed")
         if not -SKEW <= age <= max_age:
-            return self.refuse(kind, subject, "stale")
+            return self._refused(kind, subject, "stale")
         return float(entry["at"]), entry.get("data")
+
+    def _refused(self, kind: str, subject: str, why: str) -> tuple[float, Any] | None:
+        self.refuse(kind, subject, why)
+        return None
 
     def _sign(self, kind: str, subject: str, body: str) -> str:
         message = _signed(kind, subject, body)
