@@ -236,7 +236,7 @@ class ClusterSeal:
 
     def _mac_keys(self, signer: str, subject: str) -> list[bytes]:
         if signer == NODE_MAC:
-            return list(self.keys.nodes)
+            return list(self.keys.macs)
         return self.keys.relay_keys(subject) if signer == RELAY_MAC else []
 
     def _signature_holds(self, signature: str, message: bytes) -> bool:
