@@ -143,7 +143,13 @@ async def test_register_drain_expire_and_admit(acl_redis_server: RedisServer) ->
                 await eventually(lambda: _registered(redis), "a beat after the request")
         assert not drained and not presence.draining
         assert await request_drain(redis, SEAL, "nobody") is None
-        assert await request_drain(redis, SEAL, "eu1") is not None
+        # the relay drains itself (deploy's ExecStop: `callgate turn --drain` with its own key
+        # and Redis user)
+        relay_user = connect(relay_url)
+        try:
+            assert await request_drain(relay_user, EU1, "eu1") is not None
+        finally:
+            await relay_user.aclose()
 
         async def draining() -> bool:
             relays = await read_relays(redis, SEAL)
