@@ -196,7 +196,10 @@ async def test_only_sealed_registrations_are_offered_to_clients(
     type; and none of them, nor junk where relays used to list themselves, stops the bus."""
     redis = connect(redis_server.url)
     genuine = RelayPresence(redis_server.url, INFO, lambda: 0, lambda: None, EU1)
-    bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1)
+    bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1, relay_scan_every=0.3)
+    us1 = ClusterSeal(ClusterKeys.for_relay(*parse_relay_key(SEAL.keys.relay_key_line("us1"))))
+    later = RelayPresence(redis_server.url, replace(INFO, relay_id="us1"), lambda: 0,
+                          lambda: None, us1)  # fmt: skip
     try:
         await genuine.start()
 
@@ -224,12 +227,20 @@ async def test_only_sealed_registrations_are_offered_to_clients(
 
         await eventually(genuine_only, "the node sees the genuine relay")
         assert [r.relay_id for r in await read_relays(redis, SEAL)] == ["eu1"]
+        # a relay registering later is found by the node's next scan, then read at each beat
+        await later.start()
+
+        async def both() -> bool:
+            return [r.relay_id for r in bus.relays()] == ["eu1", "us1"]
+
+        await eventually(both, "the node finds the relay registered later")
         assert await read_relay(redis, SEAL, "hash") is None
         assert await request_drain(redis, SEAL, "hash") is None
         refused = {why for (kind, why) in bus.seal.refusals if kind == "relay"}
         assert refused == {"forged", "unsigned", "stale", "oversized", "bad-id", "wrongtype"}
     finally:
         await bus.stop()
+        await later.stop()
         await genuine.stop()
         await redis.aclose()
 
