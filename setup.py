@@ -10,6 +10,7 @@ setup(
         Extension(
             "callgate.detect.hotloops",
             sources=["src/callgate/detect/hotloops.c"],
+            depends=["src/callgate/detect/hotloops_frames.h"],  # included by hotloops.c
             # -ffp-contract=off: timestamps computed exactly as numpy does (no fused multiply-add)
             extra_compile_args=["-O2", "-ffp-contract=off"],
             optional=True,

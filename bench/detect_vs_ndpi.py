@@ -20,10 +20,18 @@ The tools are "callgate (compiled)" (callgate.detect.hotloops, when it was built
     .venv/bin/python bench/detect_vs_ndpi.py --only synthetic --packets 200000 --keep /tmp/s.pcap
     .venv/bin/python bench/detect_vs_ndpi.py --only captures --captures ../shared/pcaps/ndpi
     .venv/bin/python bench/detect_vs_ndpi.py --only synthetic --pcapng     # the same as pcapng
+    # before/after in one run: another source tree (its src/) timed beside this one
+    git archive main src | tar -x -C /tmp/before
+    .venv/bin/python bench/detect_vs_ndpi.py --before /tmp/before/src
 
 callgate's bytecode is compiled first (`python -m compileall` on the package), as an installed
 package has it: with PYTHONDONTWRITEBYTECODE set (as on the shared development machine) every run
 would otherwise compile its ~30 modules again, ≈ 0.05 CPU-s that no installed callgate spends.
+
+`--before DIR` adds "callgate (before)": this venv's Python running the `callgate` of the source
+tree DIR (a `src` directory, first on PYTHONPATH), its compiled module built from its own
+hotloops.c when missing (with Python's compiler and the flags setup.py uses), its bytecode
+compiled too; compiled path.
 
 ndpiReader comes from Debian's libndpi-bin; when missing the script installs it with apt-get if run
 as root, otherwise prints the command and times callgate alone.
@@ -38,6 +46,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
@@ -164,10 +173,20 @@ PATHS = {"compiled": {"CALLGATE_DETECT_COMPILED": "1"}, "numpy": {"CALLGATE_DETE
 Tool = tuple[str, Callable[[Path], list[str]], dict[str, str]]
 
 
+BEFORE: Path | None = None  # --before: another source tree's src/
+
+
 def tools(output: Callable[[str], str]) -> list[Tool]:
     """(name, command for a capture, environment) of every tool timed, in the order run."""
     callgate = str(ROOT / ".venv" / "bin" / "callgate")
     found: list[Tool] = []
+    if BEFORE is not None:
+        python = str(ROOT / ".venv" / "bin" / "python")
+        entry = "import sys; from callgate.entry import main; sys.argv[0] = 'callgate'; sys.exit(main())"
+        found.append(("callgate (before)",
+                      _command([python, "-c", entry, "detect", "{}", "--format", "json",
+                                "--output", output("before")]),
+                      {"PYTHONPATH": str(BEFORE), "CALLGATE_DETECT_COMPILED": "1"}))  # fmt: skip
     if not compiled_built():
         print("callgate.detect.hotloops is not built (no C compiler at install): numpy path only")
     for path, env in PATHS.items():
@@ -204,6 +223,21 @@ def ndpi_reader() -> str | None:
     subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "libndpi-bin"],
                    check=False, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
     return shutil.which("ndpiReader")
+
+
+def prepare_before(src: Path) -> None:
+    """The tree's compiled module (built from its own hotloops.c when missing) and bytecode."""
+    source = src / "callgate" / "detect" / "hotloops.c"
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    module = source.with_name("hotloops" + suffix)
+    if source.exists() and not module.exists():
+        compiler = (sysconfig.get_config_var("CC") or "cc").split()
+        include = sysconfig.get_paths()["include"]
+        subprocess.run([*compiler, "-shared", "-fPIC", "-O2", "-ffp-contract=off", f"-I{include}",
+                        str(source), "-o", str(module)], check=True)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(src / "callgate")], check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    print(f"callgate (before): {src}")
 
 
 def compile_bytecode() -> None:
@@ -269,8 +303,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds per tool (median printed)")
     parser.add_argument("--pcapng", action="store_true",
                         help="write the synthetic capture as pcapng (same packets)")  # fmt: skip
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="also time the callgate of this source tree (a src/ directory)")  # fmt: skip
     args = parser.parse_args()
     compile_bytecode()
+    if args.before is not None:
+        global BEFORE
+        BEFORE = args.before.resolve()
+        prepare_before(BEFORE)
     if args.only != "captures":
         synthetic(args.packets, args.keep, args.repeat, args.pcapng)
     if args.only != "synthetic":
@@ -302,10 +342,14 @@ def synthetic(count: int, keep: Path | None, repeat: int, pcapng: bool) -> None:
     print(f"\nsynthetic capture: {capture} — {packets} packets, {size / 1e6:.0f} MB "
           f"(generated in {time.perf_counter() - start:.1f} s)")  # fmt: skip
     _table(tools(lambda name: str(workdir / f"report-{name}")), [capture], packets, repeat)
-    reports = [workdir / f"report-{path}" for path in PATHS]
-    if all(report.exists() for report in reports):
+    reports = [workdir / f"report-{path}" for path in (*PATHS, "before")]
+    if all(report.exists() for report in reports[:2]):
         same = reports[0].read_bytes() == reports[1].read_bytes()
         print(f"compiled and numpy reports identical: {same}")
+    if reports[2].exists():
+        print(
+            f"before and compiled reports identical: {reports[2].read_bytes() == reports[0].read_bytes()}"
+        )
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -1,4 +1,4 @@
-"""The SIP edge under load: registrations per second (SIPp) and bridged G.711 calls per core.
+"""The SIP edge under load: registrations per second (SIPp), bridged calls per core with and without transcoding.
 
 Two parts, one run (docs in bench/README.md):
 
@@ -11,11 +11,16 @@ Two parts, one run (docs in bench/README.md):
              (media/rtp_leg.py), the SIP side of a phone call; a child process plays both
              phones of every call, 50 packets/s of 160-byte PCMU each way (G.711, 20 ms).
              Reported: packets forwarded and lost, and this process's CPU per call-second, so
-             calls per core = 1000 / (CPU ms per call-second). A call with a browser has a
-             WebRTC leg (aiortc, SRTP) in place of one RTP leg: see recording_load.py's anchor
-             figures for that side's cost.
+             calls per core = 1000 / (CPU ms per call-second). Then the same with
+             transcoding, side by side in the same run: one leg of each bridge speaks Opus
+             (20 ms frames of a tone, 50 packets/s), the other PCMU, so every packet is decoded
+             and re-encoded (media/transcode.py) — as when a party offering Opus alone meets a
+             G.711 phone. The Opus leg here is plain RTP (no DTLS-SRTP) so that the difference
+             between the rows is the transcoding alone; a call with a browser has a WebRTC leg
+             (aiortc, SRTP) in place of one RTP leg: see recording_load.py's anchor figures
+             for that side's cost.
 
-    .venv/bin/python bench/sip_load.py                       # 1000 REGISTERs at 100/s; 50 calls, 10 s
+    .venv/bin/python bench/sip_load.py                       # 1000 REGISTERs at 100/s; 50+20 calls, 10 s
     .venv/bin/python bench/sip_load.py --rate 200 --registrations 4000 --calls 200
 """
 
@@ -35,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from callgate.media.anchor import Bridge
+from callgate.media.packets import MediaPacket, PacketHandler
 from callgate.media.rtp_leg import RtpLeg
 from serve_process import CallgateServe, callgate_binary, free_port, process_cpu
 
@@ -100,19 +106,41 @@ def register_load(rate: int, total: int) -> None:
 
 PHONES = r"""
 import socket, struct, sys, time
-targets = [tuple(t) for t in __import__("json").loads(sys.argv[1])]
+import av, numpy as np
+targets = [(t[0], t[1]) for t in __import__("json").loads(sys.argv[1])]
+codecs = [t[2] for t in __import__("json").loads(sys.argv[1])]
 seconds = float(sys.argv[2])
+
+def tone(rate, count, n):  # 440 Hz, the n-th frame
+    t = (np.arange(count) + n * count) / rate
+    return (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16).reshape(1, -1)
+
+def frames(codec):  # one second of 20 ms frames, sent over and over
+    name, rate = {"pcmu": ("pcm_mulaw", 8000), "opus": ("libopus", 48000)}[codec]
+    enc = av.CodecContext.create(name, "w")
+    enc.sample_rate, enc.layout, enc.format = rate, "mono", "s16"
+    out = []
+    for n in range(60):
+        f = av.AudioFrame.from_ndarray(tone(rate, rate // 50, n), format="s16", layout="mono")
+        f.sample_rate, f.pts = rate, n * (rate // 50)
+        out += [bytes(p) for p in enc.encode(f)]
+    return out[:50]
+
+PT = {"pcmu": (0, 160), "opus": (111, 960)}
+payloads = {c: frames(c) for c in set(codecs)}
 socks = []
 for _ in targets:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0))
     s.setblocking(False); socks.append(s)
 print(__import__("json").dumps([s.getsockname()[1] for s in socks]), flush=True)
 sys.stdin.readline()
-payload, sent, got = b"\xff" * 160, 0, 0
+sent, got = 0, 0
 start = time.monotonic(); n = 0
 while time.monotonic() - start < seconds:
-    for s, target in zip(socks, targets):
-        s.sendto(struct.pack("!BBHII", 0x80, 0, n & 0xFFFF, n * 160, 7) + payload, target)
+    for s, target, codec in zip(socks, targets, codecs):
+        pt, step = PT[codec]
+        head = struct.pack("!BBHII", 0x80, pt, n & 0xFFFF, n * step, 7)
+        s.sendto(head + payloads[codec][n % 50], target)
         sent += 1
     for s in socks:
         try:
@@ -133,18 +161,35 @@ print(__import__("json").dumps({"sent": sent, "received": got}), flush=True)
 """
 
 
-async def bridge_load(calls: int, seconds: float) -> None:
+class OpusRtpLeg(RtpLeg):
+    """The bench's stand-in for a WebRTC leg negotiated to Opus: Opus in plain RTP (payload
+    type 111), without the DTLS-SRTP a real one adds (the same with or without transcoding)."""
+
+    def __init__(self, name: str, on_packet: PacketHandler) -> None:
+        super().__init__(name, on_packet, "pcmu")
+        self.codec, self.payload_type = "opus", 111
+
+    def send(self, packet: MediaPacket) -> None:
+        self.track.push(packet.payload, packet.timestamp)
+
+
+async def bridge_load(calls: int, seconds: float, transcode: bool) -> str:
+    """One row of the bridge table: `calls` bridges at once for `seconds`."""
     bridges: list[Bridge] = []
     legs: list[RtpLeg] = []
     for _ in range(calls):
         bridge = Bridge(lambda: [])
         for name in ("a", "b"):
-            leg = RtpLeg(name, bridge.forward, "pcmu")
+            leg = (
+                OpusRtpLeg(name, bridge.forward)
+                if transcode and name == "b"
+                else RtpLeg(name, bridge.forward, "pcmu")
+            )
             await leg.open(LOOPBACK)
             bridge.attach(leg)
             legs.append(leg)
         bridges.append(bridge)
-    targets = json.dumps([leg.local for leg in legs])
+    targets = json.dumps([[*leg.local, leg.codec] for leg in legs])
     phones = await asyncio.create_subprocess_exec(
         sys.executable, "-c", PHONES, targets, str(seconds),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -169,17 +214,28 @@ async def bridge_load(calls: int, seconds: float) -> None:
     for leg in legs:
         for reason, count in leg.dropped.items():
             dropped[reason] = dropped.get(reason, 0) + count
+    transcoded = sum(t.stats.packets_out for b in bridges for t in b.transcoders.values())
     for bridge in bridges:
         await bridge.close()
     ms_per_call_s = 1000 * cpu / (calls * seconds)
-    print("\n## bridge: plain RTP ↔ plain RTP through `Bridge`, PCMU 50 pkt/s each way")
-    print("| calls | seconds | packets sent | received by legs | dropped | UDP rcvbuf drops | "
-          "forwarded | received back | CPU s | CPU ms / call-second | calls per core (est.) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {calls} | {seconds:.0f} | {result['sent']} | {received} | {dropped or 0} | "
-          f"{kernel_drops} | "
-          f"{forwarded} | {result['received']} | {cpu:.2f} | {ms_per_call_s:.2f} | "
-          f"{1000 / ms_per_call_s:.0f} |")  # fmt: skip
+    mode = "PCMU ↔ Opus, transcoded" if transcode else "PCMU ↔ PCMU, forwarded"
+    return (f"| {mode} | {calls} | {seconds:.0f} | {result['sent']} | {received} | "
+            f"{dropped or 0} | {kernel_drops} | {forwarded} | {transcoded} | "
+            f"{result['received']} | {cpu:.2f} | {ms_per_call_s:.2f} | "
+            f"{1000 / ms_per_call_s:.0f} |")  # fmt: skip
+
+
+async def bridge_table(calls: int, seconds: float, transcode_calls: int) -> None:
+    rows = [
+        await bridge_load(calls, seconds, transcode=False),
+        await bridge_load(transcode_calls, seconds, transcode=True),
+    ]
+    print("\n## bridge: plain RTP ↔ plain RTP through `Bridge`, 50 pkt/s each way")
+    print("| mode | calls | seconds | packets sent | received by legs | dropped | "
+          "UDP rcvbuf drops | sent by legs | of them transcoded | received back | CPU s | "
+          "CPU ms / call-second | calls per core (est.) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
 
 
 def rcvbuf_errors() -> int:
@@ -194,13 +250,16 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=100, help="REGISTERs per second")
     parser.add_argument("--registrations", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=50, help="bridged calls at once")
+    parser.add_argument(
+        "--transcoded-calls", type=int, default=20, help="transcoded bridged calls at once"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="media per call")
     parser.add_argument("--only", choices=["register", "bridge"])
     args = parser.parse_args()
     if args.only in (None, "register"):
         register_load(args.rate, args.registrations)
     if args.only in (None, "bridge"):
-        asyncio.run(bridge_load(args.calls, args.seconds))
+        asyncio.run(bridge_table(args.calls, args.seconds, args.transcoded_calls))
     return 0
 
 

@@ -506,6 +506,11 @@ class SipSettings(BaseModel):
     # Ranges phones' and carriers' media may be sent to on top of turn.allow_peers (the relay's
     # filter judges every SDP address; turn.deny_peers still wins): desk phones on a private LAN.
     allow_media: CidrList = Field(default_factory=list)
+    # The most users a trunk DID's ring group may ring: each member costs a presence lookup, a
+    # policy decision and an SDP offer per carrier call. A DID whose group has more members is
+    # refused at start; a group that grows past it later has its calls refused (503, CDR
+    # `policy_rule` ring-group-size).
+    ring_group_max_members: int = Field(default=50, ge=1, le=1000)
 
     @field_validator("media_ip")
     @classmethod

@@ -11,6 +11,7 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 
+import av
 import numpy as np
 import numpy.typing as npt
 
@@ -167,6 +168,32 @@ def ulaw_decode(data: bytes) -> npt.NDArray[np.int32]:
 def tone_ulaw(frequency: float, first_sample: int, count: int = 160) -> bytes:
     t = (np.arange(count) + first_sample) / 8000
     return ulaw_encode((np.sin(2 * np.pi * frequency * t) * 8000).astype(np.int16))
+
+
+class G722Tone:
+    """A tone as consecutive 20 ms G.722 frames (320 samples at 16 kHz: 160 bytes, 160 RTP
+    ticks, RFC 3551 §4.5.2), one encoder for the stream (ADPCM keeps state)."""
+
+    def __init__(self, frequency: float) -> None:
+        self.frequency, self.sent = frequency, 0
+        self._encoder = av.CodecContext.create("g722", "w")
+        self._encoder.sample_rate, self._encoder.layout, self._encoder.format = 16000, "mono", "s16"
+
+    def next(self) -> bytes:
+        t = (np.arange(320) + self.sent) / 16000
+        samples = (np.sin(2 * np.pi * self.frequency * t) * 8000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 16000, self.sent
+        self.sent += 320
+        return b"".join(bytes(p) for p in self._encoder.encode(frame))
+
+
+def g722_decode(data: bytes) -> npt.NDArray[np.int32]:
+    """G.722 payloads, concatenated, as 16 kHz samples."""
+    decoder = av.CodecContext.create("g722", "r")
+    decoder.sample_rate, decoder.layout = 16000, "mono"
+    frames = decoder.decode(av.Packet(data))
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int32)
 
 
 def dominant_hz(samples: npt.NDArray[np.int32], rate: int = 8000) -> float:

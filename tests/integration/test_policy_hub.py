@@ -294,3 +294,43 @@ async def test_a_ring_group_rings_the_members_the_policy_allows_and_records_who_
     row = hub.cdrs.get(denied["call_id"])
     assert row is not None and (row.callee_user, row.disposition) == ("group:sales", "denied")
     assert "call.incoming" not in queued(alice) + queued(carol)
+
+
+async def test_a_ring_group_over_the_limit_is_refused_and_an_answer_records_its_members_rule(
+    hub: SignalingHub, policy: PolicyStore, store: Store
+) -> None:
+    """Group "sales" (alice, carol): with at most one member allowed, the carrier's call is
+    refused before anyone is looked up — the record names the limit. Within the limit, alice is
+    allowed by the default and carol by her own rule: carol answers, and the record names
+    carol's rule, not the first member's."""
+    caller, _ = await hub.connect("+15550001111", "+15550001111 (carrier)", False)
+    alice, carol = await connect(hub, "alice"), await connect(hub, "carol")
+    members = GroupStore(store).members_of
+    await hub.invite_group(caller, "1", "sales", SDP, members, max_members=1)
+    denied = await next_of(caller, "call.denied")
+    assert denied["rule"] == "ring-group-size"
+    assert denied["reason"] == (
+        "ring group 'sales' has 2 members, over the limit of 1 (sip.ring_group_max_members)"
+    )
+    await hub.flush()
+    row = hub.cdrs.get(denied["call_id"])
+    assert row is not None and (row.callee_user, row.disposition) == ("group:sales", "denied")
+    assert (row.policy_rule, row.reason) == ("ring-group-size", "policy-denied")
+    assert "call.incoming" not in queued(alice) + queued(carol)
+
+    rule = policy.create_rule("admin", RuleSpec("carol-direct", "allow", callee_user="carol"))
+    await hub.invite_group(caller, "2", "sales", SDP, members, max_members=2)
+    incoming = await next_of(carol, "call.incoming")
+    await next_of(alice, "call.incoming")
+    await hub.flush()
+    ringing = hub.cdrs.get(incoming["call_id"])
+    assert ringing is not None and ringing.policy_rule == "default"  # alice's, the first
+    answer = {"type": "call.answer", "id": "3", "call_id": incoming["call_id"], "sdp": SDP}
+    await hub.receive(carol, parse(answer), lambda handle: handle in USERS)
+    await next_of(caller, "call.answered")
+    await hub.flush()
+    row = hub.cdrs.get(incoming["call_id"])
+    assert row is not None and (row.callee_user, row.policy_rule) == (
+        "carol",
+        f"{rule.id}:carol-direct",
+    )

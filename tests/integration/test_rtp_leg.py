@@ -13,31 +13,38 @@ from pathlib import Path
 
 import pylibsrtp
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from callgate.client.audio import WavSink, audio_source, dominant_frequency
 from callgate.client.ice import rtc_configuration
 from callgate.media.anchor import Bridge
 from callgate.media.packets import MediaPacket
-from callgate.media.rtp_leg import PCMU, RtpLeg, RtpPacket, build_rtp, parse_rtp
+from callgate.media.rtp_leg import G722, PCMU, RtpLeg, RtpPacket, build_rtp, parse_rtp
 from callgate.sip.media_peers import MediaPeers, aim
 from callgate.sip.sdp import parse_audio
 from callgate.turn.peers import PeerFilter
 from callgate.types import Transport
 from tests.conftest import run_turn_server, server_address
 from tests.integration.fake_signaling import hello_for
-from tests.integration.sip_client import tone_ulaw
+from tests.integration.sip_client import (
+    G722Tone,
+    dominant_hz,
+    g722_decode,
+    tone_ulaw,
+    ulaw_decode,
+)
 from tests.integration.test_media_anchor import connected, wait
 
 
-async def phone_sends(sock: socket.socket, target: tuple[str, int], stop: asyncio.Event) -> None:
-    """880 Hz in 20 ms PCMU packets until `stop`."""
-    seq, timestamp = 1000, 5000
+async def phone_sends(
+    sock: socket.socket, target: tuple[str, int], stop: asyncio.Event, codec: str = "pcmu"
+) -> None:
+    """880 Hz in 20 ms PCMU (or G.722: 320 samples, still 160 RTP ticks) packets until `stop`."""
+    seq, timestamp, g722 = 1000, 5000, G722Tone(880.0)
     while not stop.is_set():
-        payload = tone_ulaw(880.0, timestamp)
-        sock.sendto(
-            build_rtp(RtpPacket(PCMU, seq == 1000, seq, timestamp, 0x1234, payload)), target
-        )
+        payload = tone_ulaw(880.0, timestamp) if codec == "pcmu" else g722.next()
+        pt = PCMU if codec == "pcmu" else G722
+        sock.sendto(build_rtp(RtpPacket(pt, seq == 1000, seq, timestamp, 0x1234, payload)), target)
         seq, timestamp = seq + 1, timestamp + 160
         await asyncio.sleep(0.02)
 
@@ -105,6 +112,95 @@ async def test_webrtc_party_and_rtp_phone_hear_each_other_without_transcoding(
     assert [p.payload for p in seen if p.leg == "trunk"][:5] != []
     assert abs(dominant_frequency(tmp_path / "alice.wav") - 880.0) < 5.0
     assert rtp.dropped == {}
+
+
+@pytest.mark.timeout(180)  # aiortc's handshakes are slow on a loaded machine
+@pytest.mark.parametrize(("codec", "pt"), [("pcmu", PCMU), ("g722", G722)])
+async def test_an_opus_only_party_and_a_g711_only_phone_hear_each_other_transcoded(
+    tmp_path: Path, codec: str, pt: int
+) -> None:
+    """No common codec: alice offers Opus alone, the phone sends PCMU (or G.722) alone. The
+    WebRTC leg, which prefers the phone's codec, falls back to Opus, and the bridge transcodes
+    each direction: the phone gets 20 ms packets (160-tick steps: G.722's RTP clock is 8 kHz
+    too, RFC 3551 §4.5.2) carrying alice's 440 Hz, alice hears the phone's 880 Hz, and the
+    observer (a recorder) gets what each party sent: Opus from alice, the phone's codec from
+    the phone."""
+    seen: list[MediaPacket] = []
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind(("127.0.0.1", 0))
+    phone.setblocking(False)
+    stop = asyncio.Event()
+    async with run_turn_server() as server:
+        turn = server_address(server, Transport.UDP)
+        bridge = Bridge(lambda: hello_for("anchor", turn)["ice_servers"], seen.append)
+        alice = RTCPeerConnection(rtc_configuration(hello_for("alice", turn)))
+        sink = WavSink(tmp_path / "alice.wav")
+        rtp = RtpLeg("phone", bridge.forward, codec)
+        sender: asyncio.Task[None] | None = None
+        phone_got: list[RtpPacket] = []
+        try:
+            transceiver = alice.addTransceiver(audio_source(None, 440.0), direction="sendrecv")
+            opus = [
+                c
+                for c in RTCRtpSender.getCapabilities("audio").codecs
+                if c.mimeType.lower() == "audio/opus"
+            ]
+            transceiver.setCodecPreferences(opus)
+            alice.on("track", sink.start)
+            alice_up = connected(alice)
+            await alice.setLocalDescription(await alice.createOffer())
+            assert "PCMU" not in alice.localDescription.sdp
+            web = bridge.leg("web", codec=codec, also=("opus",))
+            answer = await web.answer(alice.localDescription.sdp)
+            assert web.codec == "opus" and "opus/48000" in answer.lower()
+            (opus_pt,) = (
+                int(line.split()[0].removeprefix("a=rtpmap:"))
+                for line in answer.splitlines()
+                if "opus/48000" in line.lower()
+            )
+            await alice.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            await wait(web.connected, "the WebRTC leg")
+            await wait(alice_up, "alice connected to the anchor")
+
+            media = await rtp.open("127.0.0.1")
+            bridge.attach(rtp)
+            assert bridge.transcoding
+            rtp.set_remote(phone.getsockname())
+            sender = asyncio.create_task(phone_sends(phone, media, stop, codec))
+            loop = asyncio.get_running_loop()
+
+            async def enough() -> None:
+                while len(phone_got) < 150 or rtp.received < 100:
+                    data = await loop.sock_recv(phone, 2048)
+                    phone_got.append(parse_rtp(data))
+
+            await asyncio.wait_for(enough(), 60)
+            await asyncio.sleep(1.0)  # more of the phone's tone for alice's recording
+        finally:
+            stop.set()
+            if sender is not None:
+                await sender
+            await sink.stop()
+            await asyncio.gather(alice.close(), bridge.close())
+            phone.close()
+
+    # the phone: one stream of ours, its codec, consecutive sequence numbers, 20 ms steps, 440 Hz
+    assert {p.payload_type for p in phone_got} == {pt}
+    assert {len(p.payload) for p in phone_got} == {160}
+    assert len({p.ssrc for p in phone_got}) == 1
+    assert all((b.seq - a.seq) % 65536 == 1 for a, b in itertools.pairwise(phone_got))
+    steps = [(b.timestamp - a.timestamp) % (1 << 32) for a, b in itertools.pairwise(phone_got)]
+    assert steps.count(160) >= len(steps) - 2  # alice's own gaps, if any, stay gaps
+    last = b"".join(p.payload for p in phone_got[-100:])
+    heard, rate = (ulaw_decode(last), 8000) if codec == "pcmu" else (g722_decode(last), 16000)
+    assert abs(dominant_hz(heard, rate) - 440.0) < 10.0
+    # alice heard the phone's 880 Hz, decoded from the Opus the bridge encoded
+    assert abs(dominant_frequency(tmp_path / "alice.wav") - 880.0) < 5.0
+    # what the observer got is what each party sent
+    assert {p.payload_type for p in seen if p.leg == "phone"} == {pt}
+    from_alice = [p for p in seen if p.leg == "web"]
+    assert from_alice and {p.payload_type for p in from_alice} == {opus_pt}  # not re-encoded
+    assert bridge.transcoders["web"].stats.packets_out > 0
 
 
 async def test_srtp_leg_decrypts_what_the_phone_sends_and_encrypts_what_it_forwards() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import pytest
 from aiortc.rtp import RtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSrPacket
 
 from callgate.client.audio import dominant_frequency
-from callgate.media.rtp_leg import PCMU, RtpPacket, build_rtp, parse_rtp
+from callgate.media.rtp_leg import G722, PCMU, RtpPacket, build_rtp, parse_rtp
 from callgate.sip.message import MAX_MESSAGE, SipRequest, SipResponse, serialize
 from callgate.sip.responses import response
 from callgate.sip.sdp import parse_audio
@@ -38,10 +39,12 @@ from tests.cli_process import COMMAND, clean_env
 from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
 from tests.integration.sip_client import (
+    G722Tone,
     SipClient,
     authorization,
     challenge_for,
     dominant_hz,
+    g722_decode,
     tone_ulaw,
     ulaw_decode,
 )
@@ -71,7 +74,9 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
                          cwd=tmp_path)  # fmt: skip
         assert added.returncode == 0, added.stderr
         device.update(json.loads(added.stdout))
-        bob = callgate("sip", "add", "bob", "desk", "--data-dir", str(data), "--json", cwd=tmp_path)
+        # bob's desk phone must be called with SRTP (srtp_phone_called)
+        bob = callgate("sip", "add", "bob", "desk", "--srtp", "--data-dir", str(data), "--json",
+                       cwd=tmp_path)  # fmt: skip
         assert bob.returncode == 0, bob.stderr
         device["bob_password"] = json.loads(bob.stdout)["password"]
         for args in (("create", "traders"), ("add-member", "traders", "alice"),
@@ -103,6 +108,8 @@ def sip_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, dict[str, str]]
     # loopback stays refused, as every internal range is by default (docs/sip.md)
     env = {"CALLGATE_SIP__ALGORITHMS": algorithms, "CALLGATE_SIP__TRUNKS": trunks,
            "CALLGATE_SIP__ALLOW_MEDIA": "127.0.0.1/32, 127.0.0.2/32",
+           # "desk" (alice, bob) is at the limit: a third member makes its DID refuse calls
+           "CALLGATE_SIP__RING_GROUP_MAX_MEMBERS": "2",
            # one recorded call at a time: a second one fails closed (recorded_dial_out)
            "CALLGATE_RECORDING__MAX_ACTIVE": "1",
            # recorded calls start with the beeps, which SIP parties hear too (in G.711)
@@ -209,7 +216,8 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     # alice's phone calls bob, who answers with the CLI softphone (aiortc, WebRTC): 180, 200
     # with our SDP, tones both ways through the media anchor (G.711, no transcoding), BYE
     call_phone_to_cli(server, port, user, password, tmp_path, device["bob_password"])
-    # and the other way: bob's CLI calls alice, whose registered phone rings and answers
+    # and the other way: bob's CLI calls alice, whose registered phone rings and answers; bob's
+    # CLI offers Opus alone (`--codec opus`), the phone G.711 alone: the anchor transcodes
     call_cli_to_phone(server, port, user, password, tmp_path)
     # a call from the phone network: the carrier's trunk INVITEs bob's DID
     # and a DID that rings a group (ring all): alice's phone and bob's CLI ring, bob answers
@@ -291,6 +299,106 @@ def test_phones_register_with_digest_over_udp_and_tcp(
     assert talked["answer_at"] is not None and talked["reason"] == "hangup"
     assert keyed["answer_at"] is not None and keyed["reason"] == "hangup"  # SIPp's DTMF
     assert recorded["answer_at"] is not None and recorded["reason"] == "hangup"
+
+    # bob's desk phone, whose credential says SRTP, is called from the phone network
+    srtp_phone_called(port, device["bob_password"], CARRIERS[tmp_path])
+
+
+def srtp_phone_called(port: int, bob_password: str, carrier: SipClient) -> None:
+    """bob's desk phone registers; its credential (`sip add --srtp`) says it must be called with
+    SRTP. The carrier calls bob's DID (plain RTP): the phone's INVITE offers RTP/SAVP with our
+    SDES key (RFC 4568), the phone answers with its own, and each side hears the other: the
+    carrier in plain PCMU, the phone in SRTP that only its keys open."""
+    phone = SipClient(("127.0.0.1", port))
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.setblocking(False)
+    carrier_rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    carrier_rtp.bind(("127.0.0.2", 0))
+    carrier_rtp.setblocking(False)
+    try:
+        aor, uri = "sip:bob@callgate", f"sip:127.0.0.1:{port}"
+        contact = f"Contact: <sip:bob@127.0.0.1:{phone.local[1]}>;expires=600"
+        challenge = challenge_for(phone.exchange(phone.request("REGISTER", aor)), "SHA-256")
+        auth = authorization(challenge, "bob.desk", bob_password, "REGISTER", uri)
+        assert phone.exchange(phone.request("REGISTER", aor, [auth, contact])).status == 200
+        sdp = (
+            "v=0\r\no=- 6 6 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+            f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 0\r\n"
+        ).encode()
+        caller, did = "sip:+442071234511@carrier.example", f"sip:+15551230000@127.0.0.1:{port}"
+        headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
+        carrier.call_id += "-srtp"
+        carrier.send(carrier.request("INVITE", caller, headers, to=did, body=sdp))
+        phone.sock.settimeout(60)
+        invite = next_request(phone, "INVITE")
+        offer = parse_audio(invite.body)
+        assert "RTP/SAVP" in invite.body.decode() and offer.crypto is not None, invite.body
+        key = bytes(range(100, 130))
+        answer = (
+            "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/SAVP 0\r\n"
+            f"a=crypto:{offer.crypto.tag} AES_CM_128_HMAC_SHA1_80 "
+            f"inline:{base64.b64encode(key).decode()}\r\n"
+        ).encode()
+        extra = [("Contact", f"<sip:bob@127.0.0.1:{phone.local[1]}>"),
+                 ("Content-Type", "application/sdp")]  # fmt: skip
+        phone.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="sec1")))
+        carrier.sock.settimeout(60)
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            reply = carrier.receive()
+            statuses.append(reply.status)
+        assert statuses[-1] == 200, statuses
+        ours = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
+        assert ours is not None, reply.body
+        to = f"To: {reply.headers.get('to')}".encode()
+        carrier.send(
+            carrier.request("ACK", caller, to=did, cseq=carrier.cseq).replace(
+                f"To: <{did}>".encode(), to
+            )
+        )
+        profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+        out = pylibsrtp.Session(
+            pylibsrtp.Policy(key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, 0, profile)
+        )
+        into = pylibsrtp.Session(
+            pylibsrtp.Policy(offer.crypto.key_salt, pylibsrtp.Policy.SSRC_ANY_INBOUND, 0, profile)
+        )
+        at_server = ("127.0.0.1", offer.port)
+        at_carrier = ("127.0.0.1", int(ours.group(1)))
+        heard_by_phone, heard_by_carrier, plain = bytearray(), bytearray(), 0
+        deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
+        while n < 100 or (
+            min(len(heard_by_phone), len(heard_by_carrier)) <= 8000 and time.monotonic() < deadline
+        ):
+            packet = RtpPacket(PCMU, n == 0, n, n * 160, 0x6161, tone_ulaw(880.0, n * 160))
+            rtp.sendto(out.protect(build_rtp(packet)), at_server)
+            carrier_rtp.sendto(
+                build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x6262, tone_ulaw(440.0, n * 160))),
+                at_carrier,
+            )
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    wire = rtp.recv(2048)
+                    plain += wire[12:] == tone_ulaw(440.0, 0)  # never in the clear
+                    heard_by_phone += parse_rtp(into.unprotect(wire)).payload
+            heard_by_carrier += b"".join(p for _, p in received_rtp(carrier_rtp))
+            time.sleep(0.02)
+            n += 1
+        assert plain == 0
+        assert abs(dominant_hz(ulaw_decode(bytes(heard_by_phone[-8000:]))) - 440.0) < 10.0
+        assert abs(dominant_hz(ulaw_decode(bytes(heard_by_carrier[-8000:]))) - 880.0) < 10.0
+        bye = carrier.request("BYE", caller, to=did).replace(f"To: <{did}>".encode(), to)
+        assert carrier.exchange(bye).status == 200
+        deadline = time.monotonic() + 30
+        phone.sock.setblocking(False)
+        while "BYE" not in phone_requests(phone) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        phone.close()
+        rtp.close()
+        carrier_rtp.close()
 
 
 def by_invite(cdr: dict[str, Any]) -> str:
@@ -411,9 +519,10 @@ def read_events(bob: subprocess.Popen[str], until: str) -> list[dict[str, Any]]:
 def call_phone_to_cli(
     server: WebServer, port: int, user: str, password: str, tmp_path: Path, bob_password: str
 ) -> None:
-    """A call from the phone with SRTP (SDES keys), answered by bob's CLI softphone; then, once a
-    policy rule says alice's calls to bob must be recorded, a second call (plain RTP) is
-    recorded in G.711 like any recorded call: bob rings only once the recorder holds the
+    """A call from the phone with SRTP (SDES keys), answered by bob's CLI softphone, which takes
+    Opus alone (`--codec opus`: every call here is transcoded); then, once a policy rule says
+    alice's calls to bob must be recorded, a second call (plain RTP) is recorded like any
+    recorded call, the phone's side in PCMU and bob's in Opus: bob rings only once the recorder holds the
     phone's side (silence until its RTP flows), each hears the other, and the exported bundle
     has the phone's tone left, bob's right, and passes `callgate recording verify`."""
     recording = tmp_path / "bob.wav"
@@ -422,8 +531,9 @@ def call_phone_to_cli(
         CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
     )  # fmt: skip
     bob = subprocess.Popen(
+        # bob's CLI takes Opus alone: each call from the phone is transcoded (G.711 <-> Opus)
         [*COMMAND, "answer", "--tone", "880", "--record", str(recording), "--json",
-         "--count", "3"],
+         "--count", "3", "--codec", "opus"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     rtp, rtcp = rtp_pair()  # the phone's RTCP on its RTP port + 1 (RFC 3550 §11)
@@ -551,7 +661,8 @@ def call_phone_to_cli(
         assert "recording" in [e["event"] for e in events], events
         assert abs(dominant_frequency(tmp_path / "bob-3.wav") - 330.0) < 5.0
         call_id = next(e["call_id"] for e in events if e["event"] == "incoming")
-        check_recording(server, call_id, tmp_path, 330.0, 880.0)
+        # recorded as each party sent: the phone's PCMU, bob's Opus (the anchor transcoded)
+        check_recording(server, call_id, tmp_path, 330.0, 880.0, ("pcmu/8000/1", "opus/48000/2"))
         # our sender reports reached the phone's RTCP port (every 5 s, the call lasted longer),
         # and its report is in the call's quality rows as what the phone received
         reports = []
@@ -691,10 +802,16 @@ def talk(rtp: socket.socket, target: tuple[str, int], hz: float) -> bytes:
 
 
 def check_recording(
-    server: WebServer, call_id: str, tmp_path: Path, caller_hz: float, callee_hz: float
+    server: WebServer,
+    call_id: str,
+    tmp_path: Path,
+    caller_hz: float,
+    callee_hz: float,
+    codecs: tuple[str, str] = ("pcmu/8000/1", "pcmu/8000/1"),
 ) -> None:
-    """The call's recording closes, exports (G.711 decoded to the stereo WAV: caller left,
-    callee right) and its bundle verifies offline."""
+    """The call's recording closes, exports (each side decoded with the codec it sent — G.711,
+    or a transcoded call's Opus caller — to the stereo WAV: caller left, callee right) and its
+    bundle verifies offline."""
     data = ("--data-dir", str(server.root / "data"))
     deadline = time.monotonic() + 60  # the recording closes just after the call (generous)
     while True:
@@ -703,14 +820,15 @@ def check_recording(
             break
         assert time.monotonic() < deadline, "the recording did not close"
         time.sleep(0.3)
-    assert (row["state"], row["codec"]) == ("closed", "pcmu/8000/1"), row
+    stored = codecs[0] if codecs[0] == codecs[1] else "+".join(codecs)
+    assert (row["state"], row["codec"]) == ("closed", stored), row
     bundle = tmp_path / f"bundle-{call_id}"
     exported = callgate("recording", "export", call_id, "--out", str(bundle), *data, cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     verified = callgate("recording", "verify", str(bundle), "--json", cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     metadata = json.loads((bundle / "metadata.json").read_text())
-    assert {s["codec"] for s in metadata["streams"]} == {"pcmu/8000/1"}
+    assert [s["codec"] for s in metadata["streams"]] == list(codecs)
     with wave.open(str(bundle / "audio.wav")) as reader:
         rate = reader.getframerate()
         frames = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
@@ -734,7 +852,7 @@ def call_cli_to_phone(
     )  # fmt: skip
     bob = subprocess.Popen(
         [*COMMAND, "call", "alice", "--tone", "880", "--duration", "3", "--record",
-         str(recording), "--json"],
+         str(recording), "--json", "--codec", "opus"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -780,6 +898,8 @@ def call_cli_to_phone(
         assert bob.returncode == 0, errors
         events = [json.loads(line) for line in out.splitlines() if line.strip()]
         assert events[-1]["event"] == "ended" and events[-1]["reason"] == "hangup", events
+        # bob's side was Opus end to end: the anchor transcoded both ways
+        assert {e.get("codec") for e in events if e["event"] == "connected"} == {"opus"}, events
         assert abs(dominant_frequency(recording) - 440.0) < 5.0
     finally:
         if bob.poll() is None:
@@ -853,10 +973,11 @@ def recorded_calls_to_phone(
 ) -> None:
     """A rule says calls to alice must be recorded, and her only device is her desk phone. The
     phone network calls her DID (the carrier's G.711 through the SIP bridge, the recording
-    anchor, then the bridge to her phone), then bob's CLI softphone calls her (the anchor
-    records G.711, which the phone takes, rather than Opus): each time the phone rings, both
-    sides hear each other, and the exported recording holds the caller left, alice right, and
-    verifies."""
+    anchor, then the bridge to her phone), then bob's CLI softphone calls her offering Opus
+    alone (the anchor's leg to bob is Opus, its offer to alice's devices PCMU, which the phone
+    takes: the anchor transcodes, and records each side in the codec it sent): each time the
+    phone rings, both sides hear each other, and the exported recording holds the caller left,
+    alice right, and verifies."""
     rule = callgate("policy", "add", "record-to-alice", "allow", "--to-user", "alice",
                     "--recording-required", "--position", "1",
                     "--data-dir", str(server.root / "data"), cwd=tmp_path)  # fmt: skip
@@ -921,13 +1042,14 @@ def recorded_calls_to_phone(
         call_id = recorded_call_id(server, "+442071234599")
         check_recording(server, call_id, tmp_path, 440.0, 880.0)
 
-        # bob's CLI softphone calls alice: recorded in G.711, which her phone takes
+        # bob's CLI softphone calls alice with Opus alone: transcoded to her phone's PCMU
         env = clean_env(
             CALLGATE_SERVER=server.url, CALLGATE_USER="bob", CALLGATE_PASSWORD=PASSWORDS["bob"],
             CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-bob"),
         )  # fmt: skip
         bob = subprocess.Popen(
-            [*COMMAND, "call", "alice", "--tone", "660", "--duration", "3", "--json"],
+            [*COMMAND, "call", "alice", "--tone", "660", "--duration", "3", "--json",
+             "--codec", "opus"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         _, at_server = phone_answers(phone, rtp)
@@ -947,7 +1069,9 @@ def recorded_calls_to_phone(
         assert bob.returncode == 0, errors
         events = [json.loads(line) for line in out.splitlines() if line.strip()]
         assert "recording" in [e["event"] for e in events], events
-        check_recording(server, recorded_call_id(server, "bob"), tmp_path, 660.0, 880.0)
+        assert {e.get("codec") for e in events if e["event"] == "connected"} == {"opus"}, events
+        bob_id = recorded_call_id(server, "bob")
+        check_recording(server, bob_id, tmp_path, 660.0, 880.0, ("opus/48000/2", "pcmu/8000/1"))
     finally:
         if bob is not None and bob.poll() is None:
             bob.kill()
@@ -1077,7 +1201,9 @@ def recorded_dial_out(
             CALLGATE_PASSWORD=PASSWORDS["alice"], CALLGATE_CONFIG_DIR=str(tmp_path / "cfg-alice"),
         )  # fmt: skip
         alice = subprocess.Popen(
-            [*COMMAND, "call", "+442079460002", "--tone", "660", "--duration", "3", "--json"],
+            # Opus alone: the carrier gets PCMU, transcoded; each side recorded as it sent
+            [*COMMAND, "call", "+442079460002", "--tone", "660", "--duration", "3", "--json",
+             "--codec", "opus"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
@@ -1130,7 +1256,9 @@ def recorded_dial_out(
         assert alice.returncode == 0, errors
         events = [json.loads(line) for line in out.splitlines() if line.strip()]
         assert "recording" in [e["event"] for e in events], events
-        check_recording(server, dialled_call_id(server, "+442079460002"), tmp_path, 660.0, 880.0)
+        assert {e.get("codec") for e in events if e["event"] == "connected"} == {"opus"}, events
+        dialled_id = dialled_call_id(server, "+442079460002")
+        check_recording(server, dialled_id, tmp_path, 660.0, 880.0, ("opus/48000/2", "pcmu/8000/1"))
         cdrs = client_get(server, "/api/cdrs", "admin")["items"]
         (refused,) = [c for c in cdrs if c["callee_user"] == "+442079460003"]
         assert (refused["disposition"], refused["reason"], refused["answer_at"]) == (
@@ -1152,7 +1280,9 @@ def recorded_dial_out(
 def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path, alice: tuple[str, str]) -> None:
     """The carrier (a SIP client on 127.0.0.2, the trunk's address) calls +1 555 123 0000, the
     DID of bob, whose CLI answers; each hears the other, the call is in the admin API's live
-    calls; the carrier hangs up. A number that is no DID gets 404.
+    calls; the carrier hangs up. A number that is no DID gets 404. The carrier offers G.722
+    first: it is taken (RFC 3551 payload type 9, 160 RTP ticks per 20 ms of 16 kHz audio) and
+    bob's CLI (aiortc has G.722) gets it unchanged: nothing is transcoded.
 
     Then it calls +1 555 123 0002, the DID of the ring group "desk" (alice and bob): alice's
     registered phone (`alice`: its device credential) rings with bob's CLI, bob's CLI answers
@@ -1176,7 +1306,7 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path, alice: tuple
         assert read_events(bob, "ready")
         sdp = (
             "v=0\r\no=- 3 3 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
-            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 8\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 9 0 8\r\n"
         ).encode()
         headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
         nobody = f"sip:+1 555 999 9999@127.0.0.1:{port}".replace(" ", "")
@@ -1200,26 +1330,31 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path, alice: tuple
             assert statuses[-1] == 200, statuses
             if rung is not None:
                 phone_completed_elsewhere(rung)
-            media = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
-            assert media is not None, reply.body
+            media = re.search(r"m=audio (\d+) RTP/AVP 9\r\n", reply.body.decode())
+            assert media is not None and "a=rtpmap:9 G722/8000" in reply.body.decode()
             ack = carrier.request("ACK", caller, to=did, cseq=carrier.cseq)
             carrier.send(
                 ack.replace(f"To: <{did}>".encode(), f"To: {reply.headers.get('to')}".encode())
             )
             received_rtp(rtp)  # what the last call left
-            target, heard = ("127.0.0.1", int(media.group(1))), bytearray()
+            target, heard, stamps = ("127.0.0.1", int(media.group(1))), bytearray(), []
             # 3 s of tone, and on until more than a second of bob came back (an outcome)
-            deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
+            deadline, n, tone = time.monotonic() + TALK_DEADLINE_S, 0, G722Tone(440.0)
             while n < 150 or (len(heard) <= 8000 and time.monotonic() < deadline):
-                tone = tone_ulaw(440.0, n * 160)
-                rtp.sendto(build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x2222, tone)), target)
+                packet = RtpPacket(G722, n == 0, n, n * 160, 0x2222, tone.next())
+                rtp.sendto(build_rtp(packet), target)
                 with contextlib.suppress(BlockingIOError):
                     while True:
-                        heard += parse_rtp(rtp.recv(2048)).payload
+                        got = parse_rtp(rtp.recv(2048))
+                        assert got.payload_type == G722, got
+                        heard += got.payload
+                        stamps.append(got.timestamp)
                 time.sleep(0.02)
                 n += 1
-            assert len(heard) > 8000, len(heard)
-            assert abs(dominant_hz(ulaw_decode(bytes(heard[-8000:]))) - 880.0) < 10.0
+            assert len(heard) > 8000, len(heard)  # a second: 8000 bytes, 16000 samples
+            assert abs(dominant_hz(g722_decode(bytes(heard[-8000:])), 16000) - 880.0) < 10.0
+            steps = [(b - a) % (1 << 32) for a, b in itertools.pairwise(stamps[-50:])]
+            assert steps.count(160) >= len(steps) - 2, steps  # 20 ms: 160 ticks of 8 kHz
             # a call from the phone network is among the live calls, the caller its number
             live = client_get(server, "/api/live-calls", "admin")["calls"]
             assert [(c["caller"], c["callee"]) for c in live] == [(number, "bob")], live
@@ -1229,9 +1364,13 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path, alice: tuple
             assert carrier.exchange(bye).status == 200
             events = read_events(bob, "ended")
             assert events[-1]["reason"] == "hangup", events
+            # bob's side was G.722 too: forwarded, not transcoded
+            codecs = {e.get("codec") for e in events if e["event"] == "connected"}
+            assert codecs == {"g722"}, events
             incoming = next(e for e in events if e["event"] == "incoming")
             assert number in json.dumps(incoming), incoming
             assert abs(dominant_frequency(recorded) - 440.0) < 5.0
+        over_limit(server, carrier, port, headers, sdp)
     finally:
         if bob.poll() is None:
             bob.kill()
@@ -1239,6 +1378,36 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path, alice: tuple
         carrier.close()
         rtp.close()
         phone.close()
+
+
+def over_limit(
+    server: WebServer, carrier: SipClient, port: int, headers: list[str], sdp: bytes
+) -> None:
+    """A third member joins "desk" (sip.ring_group_max_members is 2 here): the carrier's call
+    to its DID is refused 503 saying why, nobody rings, and the CDR names the limit."""
+    path = "/api/groups/desk/members/admin"
+    auth = {"Authorization": f"Bearer {server.token('admin')}"}
+    with server.client() as client:
+        assert client.put(path, headers=auth).status_code == 200
+    try:
+        carrier.call_id += "-3"
+        did, caller = f"sip:+15551230002@127.0.0.1:{port}", "sip:+442071234599@carrier.example"
+        carrier.send(carrier.request("INVITE", caller, headers, to=did, body=sdp))
+        statuses = [carrier.receive()]
+        while statuses[-1].status < 200:
+            statuses.append(carrier.receive())
+        refused = statuses[-1]
+        assert (refused.status, refused.reason) == (
+            503,
+            "Service Unavailable (ring group over its size limit)",
+        )
+        cdrs = client_get(server, "/api/cdrs", "admin")["items"]
+        (row,) = [c for c in cdrs if c["caller_user"] == "+442071234599"]
+        assert (row["callee_user"], row["policy_rule"]) == ("group:desk", "ring-group-size")
+        assert (row["disposition"], row["answer_at"]) == ("denied", None)
+    finally:
+        with server.client() as client:
+            assert client.delete(path, headers=auth).status_code == 200
 
 
 def phone_completed_elsewhere(phone: SipClient) -> None:
@@ -1260,7 +1429,9 @@ def dial_out(
     """alice's phone dials +44 20 7946 0000: the carrier gets the INVITE with the normalised
     number and our caller ID, answers, media flows both ways; the call is in the admin API's
     live calls, and an administrator ends it there: BYE to the carrier and to the phone. bob's
-    phone may not dial out (no rule: 403) but may call 112, which goes to the carrier too."""
+    phone may not dial out (no rule: 403) but may call 112, which goes to the carrier too.
+    alice's phone prefers G.722; the carrier is offered the phone's codecs in its order and
+    takes PCMU: both legs use PCMU, payloads unchanged."""
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rtp.bind(("127.0.0.1", 0))
     rtp.setblocking(False)
@@ -1280,7 +1451,8 @@ def dial_out(
         phone = SipClient(("127.0.0.1", port))
         offer = (
             "v=0\r\no=- 4 4 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=audio {rtp.getsockname()[1]} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+            f"m=audio {rtp.getsockname()[1]} RTP/AVP 9 0 101\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\n"
         ).encode()
         aor, number = "sip:alice@callgate", f"sip:+44-20-7946-0000@127.0.0.1:{port}"
         headers = [
@@ -1294,8 +1466,9 @@ def dial_out(
         invite = next_request(carrier, "INVITE")  # the carrier's side
         assert invite.uri.startswith("sip:+442079460000@127.0.0.2:")
         assert "+15551230000" in (invite.headers.get("from") or "")
-        # the phone offered RFC 4733 events, so the carrier is offered them too
-        media = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", invite.body.decode())
+        # the phone offered RFC 4733 events, so the carrier is offered them too, and its
+        # codecs in its order
+        media = re.search(r"m=audio (\d+) RTP/AVP 9 0 101\r\n", invite.body.decode())
         assert media is not None, invite.body
         answer = (
             "v=0\r\no=- 5 5 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"

@@ -56,6 +56,14 @@ ToneOpt = Annotated[
 RecordOpt = Annotated[
     Path | None, typer.Option("--record", metavar="FILE.wav", help="Record what the far end sends.")
 ]
+CodecOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--codec",
+        metavar="opus|pcmu|pcma",
+        help="Offer and accept only this audio codec (default: all three).",
+    ),
+]
 DurationOpt = Annotated[
     float | None,
     typer.Option("--duration", metavar="S", help="Hang up S seconds after media is up."),
@@ -245,7 +253,9 @@ def _sso_session(server: str | None) -> Session:
     return result
 
 
-def _media(play: Path | None, tone: float | None, record: Path | None) -> Any:
+def _media(
+    play: Path | None, tone: float | None, record: Path | None, codec: str | None = None
+) -> Any:
     from callgate.client.softphone import MediaOptions
 
     if play is not None and tone is not None:
@@ -254,7 +264,9 @@ def _media(play: Path | None, tone: float | None, record: Path | None) -> Any:
         raise _fail(f"--play: no such file {play}", code=2)
     if tone is not None and not 20 <= tone <= 20000:
         raise _fail("--tone must be between 20 and 20000 Hz", code=2)
-    return MediaOptions(play=play, tone=tone, record=record)
+    if codec is not None and codec.lower() not in ("opus", "pcmu", "pcma"):
+        raise _fail("--codec must be opus, pcmu or pcma", code=2)
+    return MediaOptions(play=play, tone=tone, record=record, codec=codec and codec.lower())
 
 
 async def _connect(session: Session, device: str) -> Any:
@@ -306,11 +318,12 @@ def call(
     password_stdin: PasswordStdinOpt = False,
     device: DeviceOpt = "cli",
     as_json: JsonOpt = False,
+    codec: CodecOpt = None,
 ) -> None:
     """Call HANDLE; talk until --duration is over, the far end hangs up, or Ctrl-C."""
     from callgate.client.softphone import place_call
 
-    media = _media(play, tone, record)
+    media = _media(play, tone, record, codec)
     report = Reporter(as_json)
 
     async def main(stop: asyncio.Event) -> Any:
@@ -350,13 +363,14 @@ def answer(
     password_stdin: PasswordStdinOpt = False,
     device: DeviceOpt = "cli",
     as_json: JsonOpt = False,
+    codec: CodecOpt = None,
 ) -> None:
     """Wait for incoming calls and answer them, one at a time; --record FILE gets FILE-2.wav … too."""
     from callgate.client.softphone import answer_calls
 
     if count < 0:
         raise _fail("--count must be 0 or more", code=2)
-    media = _media(play, tone, record)
+    media = _media(play, tone, record, codec)
     report = Reporter(as_json)
 
     async def main(stop: asyncio.Event) -> Any:

@@ -43,6 +43,12 @@ def _credentials(command: str, data_dir: StoreDirOpt, config: ConfigOpt) -> Cred
 def sip_add(
     handle: HandleArg,
     device: Annotated[str, typer.Argument(help="Device name: 1-64 of a-z 0-9 . _ -")],
+    srtp: Annotated[
+        bool,
+        typer.Option(
+            "--srtp", help="Call this device with SRTP only (SDES keys, RFC 4568), never plain RTP."
+        ),
+    ] = False,
     data_dir: StoreDirOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -53,7 +59,7 @@ def sip_add(
     from callgate.sip.credentials import CredentialError
 
     try:
-        credential, password = store.add(handle, device, cli_actor())
+        credential, password = store.add(handle, device, cli_actor(), srtp=srtp)
     except CredentialError as exc:
         raise fail(str(exc), code=1) from None
     out = {"username": credential.username, "password": password, "realm": credential.realm}
@@ -81,13 +87,19 @@ def sip_list(
         for c in rows:
             typer.echo(
                 json.dumps(
-                    {"username": c.username, "user": c.handle, "device": c.device, "realm": c.realm}
+                    {
+                        "username": c.username,
+                        "user": c.handle,
+                        "device": c.device,
+                        "realm": c.realm,
+                        "srtp": c.srtp,
+                    }
                 )
             )
         return
-    table = Table("username", "user", "device", "realm")
+    table = Table("username", "user", "device", "realm", "srtp")
     for c in rows:
-        table.add_row(c.username, c.handle, c.device, c.realm)
+        table.add_row(c.username, c.handle, c.device, c.realm, "required" if c.srtp else "")
     table_console().print(table)
 
 

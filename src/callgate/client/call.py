@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from callgate.client.audio import WavSink, audio_source
@@ -65,7 +65,10 @@ class CallSession:
         record: Path | None = None,
         stats_interval: float = STATS_INTERVAL,
         on_event: EventCallback = ignore_event,
+        codec: str | None = None,
     ) -> None:
+        """`codec`: offer and accept only this audio codec ("opus", "pcmu", "pcma"; default:
+        all aiortc has), as a device that has only that one would."""
         self.signaling = signaling
         self.pc = RTCPeerConnection(rtc_configuration(hello))
         self.call_id: str | None = None
@@ -81,6 +84,7 @@ class CallSession:
         self.media_failed = asyncio.Event()  # ICE/DTLS failed (before or after connecting)
         self.ended = asyncio.Event()
         self._source = audio_source(play, tone)
+        self._only = codec
         self._sink = WavSink(record)
         self._stats_interval = stats_interval
         self._on_event = on_event
@@ -96,7 +100,7 @@ class CallSession:
     async def invite(self, to: str) -> str:
         """Send the offer to `to`; returns the call_id from the ack (SignalingError if refused)."""
         self.role = "caller"
-        self.pc.addTrack(self._source)
+        self._add_source()
         await self.pc.setLocalDescription(await self.pc.createOffer())
         ack = await self.signaling.request("call.invite", to=to, sdp=self.pc.localDescription.sdp)
         call_id = ack.get("call_id")
@@ -111,14 +115,27 @@ class CallSession:
         self.role = "callee"
         self.call_id = str(incoming["call_id"])
         offer = RTCSessionDescription(sdp=str(incoming["sdp"]), type="offer")
+        if self._only is not None:
+            # before the offer is applied: aiortc negotiates the codecs there
+            self._add_source()
         await self.pc.setRemoteDescription(offer)
-        self.pc.addTrack(self._source)
+        if self._only is None:
+            self.pc.addTrack(self._source)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         answer = self.pc.localDescription.sdp
         self.codec = negotiated_codec(answer)
         await self.signaling.request("call.answer", call_id=self.call_id, sdp=answer)
         self.answered.set()
         self._emit("answered")
+
+    def _add_source(self) -> None:
+        if self._only is None:
+            self.pc.addTrack(self._source)
+            return
+        transceiver = self.pc.addTransceiver(self._source, direction="sendrecv")
+        codecs = RTCRtpSender.getCapabilities("audio").codecs
+        mime = f"audio/{self._only}"
+        transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() == mime])
 
     # ---- server events ----
 

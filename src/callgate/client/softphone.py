@@ -49,6 +49,7 @@ class MediaOptions:
     tone: float | None = None
     record: Path | None = None
     stats_interval: float = 2.0
+    codec: str | None = None  # offer and accept only this audio codec ("opus", "pcmu", "pcma")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +208,7 @@ async def place_call(
         record=media.record,
         stats_interval=media.stats_interval,
         on_event=on_event,
+        codec=media.codec,
     )
     try:
         await session.invite(to)
@@ -272,6 +274,7 @@ async def answer_calls(
             record=_nth_path(media.record, n),
             stats_interval=media.stats_interval,
             on_event=on_event,
+            codec=media.codec,
         )
         try:
             await session.accept(event)

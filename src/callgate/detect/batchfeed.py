@@ -19,7 +19,7 @@ from callgate.detect.batchdecode import FAST, SKIP, SLOW, V6, Fields, decode_bat
 from callgate.detect.capture.batch import Batch
 from callgate.detect.decode import TCP, decode
 from callgate.detect.flow import INSPECT_LIMIT, Flow, inspect
-from callgate.detect.flowtable import FlowTable, flow_key
+from callgate.detect.flowtable import FlowTable, add_counts, flow_key
 from callgate.detect.native import enabled as compiled
 
 _K1, _K2, _K3 = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F),
@@ -178,17 +178,11 @@ def _lookup(
     flows: list[Flow] = [None] * groups  # type: ignore[list-item]
     sides = np.zeros(groups, dtype=np.int64)
     live = np.zeros(groups, dtype=bool)
-    seen: set[int] = set()  # flows met earlier in this batch: their `last` is not updated yet
+    seen: set[int] = set()  # flows met earlier in this batch
     for group in np.argsort(reps).tolist():
         i = int(reps[group])
         proto, src, sport, dst, dport = _endpoints(batch, f, i, slow)
-        entry = flowtable.table.get(flow_key(proto, src, sport, dst, dport))
-        if entry is None or id(entry[0]) not in seen:
-            # the batch spans at most `idle` seconds: only its first packet of a flow can follow
-            # an idle gap
-            entry = flowtable.lookup(float(batch.ts[i]), proto, (src, sport), (dst, dport),
-                                     check_idle=True)  # fmt: skip
-            seen.add(id(entry[0]))
+        entry = flowtable.batch_lookup(seen, float(batch.ts[i]), proto, (src, sport), (dst, dport))
         flows[group], sides[group] = entry
         live[group] = not entry[0].done
     return flows, sides, live
@@ -265,10 +259,6 @@ def _count_bulk(batch: Batch, packets: I64, groups: I64, flows: list[Flow], side
     octets = np.bincount(groups, weights=batch.caplen[packets], minlength=size)
     last = np.full(size, -np.inf)
     np.maximum.at(last, groups, batch.ts[packets])
-    for group in np.flatnonzero(counts).tolist():
-        flow, side = flows[group], int(sides[group])
-        flow.pkts[side] += int(counts[group])
-        flow.octets[side] += int(octets[group])
-        stamp = float(last[group])
-        if stamp > flow.last:
-            flow.last = stamp
+    add_counts(
+        flows, sides.tolist(), counts.tolist(), octets.astype(np.int64).tolist(), last.tolist()
+    )  # every group has a packet

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from callgate.detect import native
 from callgate.detect.capture import PcapReader, Progress
@@ -39,8 +39,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 BATCH_FROM = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Relay:
+class Relay(NamedTuple):
     """An allow-listed relay (our callgate/TURN server): host, and port (0 = any port)."""
 
     ip: bytes
@@ -68,17 +67,27 @@ def parse_network(text: str) -> Network:
         raise ValueError(f"--internal: expected a CIDR such as 10.0.0.0/8, got {text!r}") from None
 
 
-@dataclass
 class Detector:
-    internal: list[Network] = field(default_factory=list)
-    relays: list[Relay] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    flows: FlowTable = field(default_factory=FlowTable)
-    ranges: RangeList | None = None  # vendor address ranges; None: the shipped ones
-    batch_from: int = BATCH_FROM  # files of this many bytes or more are read in batches
-    _internal_cache: dict[bytes, bool] = field(default_factory=dict)
-    _text_cache: dict[bytes, str] = field(default_factory=dict)  # address → its text
+    """Captures in, report out (a plain class, as the rest of detect's start-up path: see
+    `flow.Flow`)."""
+
+    def __init__(
+        self,
+        internal: list[Network] | None = None,
+        relays: list[Relay] | None = None,
+        *,
+        ranges: RangeList | None = None,
+        batch_from: int = BATCH_FROM,
+    ) -> None:
+        self.internal: list[Network] = internal if internal is not None else []
+        self.relays: list[Relay] = relays if relays is not None else []
+        self.files: list[str] = []
+        self.warnings: list[str] = []
+        self.flows = FlowTable()
+        self.ranges = ranges  # vendor address ranges; None: the shipped ones
+        self.batch_from = batch_from  # files of this many bytes or more are read in batches
+        self._internal_cache: dict[bytes, bool] = {}
+        self._text_cache: dict[bytes, str] = {}  # address → its text
 
     def read(self, path: Path, progress: Progress | None = None) -> None:
         """Feed one capture file (CaptureError when it cannot be read at all)."""
@@ -133,7 +142,7 @@ class Detector:
     def is_internal(self, ip: bytes) -> bool:
         known = self._internal_cache.get(ip)
         if known is None:
-            address = ipaddress.ip_address(ip)
+            address = (ipaddress.IPv4Address if len(ip) == 4 else ipaddress.IPv6Address)(ip)
             if self.internal:
                 known = any(address in net for net in self.internal)
             else:  # default: private, loopback, link-local, ULA (RFC 1918, RFC 4193, …)
@@ -144,7 +153,9 @@ class Detector:
     def _text(self, ip: bytes) -> str:
         text = self._text_cache.get(ip)
         if text is None:
-            text = self._text_cache[ip] = str(ipaddress.ip_address(ip))
+            # IPv4 written as ipaddress writes it, without building an address object per host
+            text = ".".join(map(str, ip)) if len(ip) == 4 else str(ipaddress.ip_address(ip))
+            self._text_cache[ip] = text
         return text
 
     def _local_side(self, flow: Flow) -> int:

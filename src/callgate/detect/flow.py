@@ -7,8 +7,9 @@ after that a flow only counts packets and bytes — the fast path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
+from callgate.detect import native
 from callgate.detect.apps import app_from_stun
 from callgate.detect.media import (
     dtls_record,
@@ -42,52 +43,70 @@ _MAX_ADDRESSES = 32
 Endpoint = tuple[bytes, int]
 
 
-@dataclass(slots=True, eq=False)
 class Flow:
-    proto: int
-    a: Endpoint
-    b: Endpoint
-    first: float
-    last: float
-    pkts: list[int] = field(default_factory=lambda: [0, 0])
-    octets: list[int] = field(default_factory=lambda: [0, 0])
-    done: bool = False
-    inspected: int = 0
-    excluded: str | None = None
-    # evidence gathered by inspect()
-    stun: int = 0
-    stun_classic: bool = False
-    ice: bool = False
-    turn: bool = False
-    binding_only: bool = True
-    channel_data: int = 0
-    # per direction: SSRC → [last sequence number, packets in the run]
-    rtp_runs: list[dict[int, list[int]]] = field(default_factory=lambda: [{}, {}])
-    rtp_ok: list[bool] = field(default_factory=lambda: [False, False])
-    rtp_pt: set[int] = field(default_factory=set)
-    rtcp: int = 0
-    dtls: bool = False
-    srtp: bool = False
-    sip: bool = False
-    quic: bool = False
-    vpn: str | None = None  # a tunnel recognized by its header: never a statistical guess
-    openvpn_keys: list[bytes] | None = None  # per direction, once a P_DATA_V2-like payload came
-    openvpn_data: int = 0
-    media: set[str] = field(default_factory=set)
-    app: str | None = None
-    app_evidence: str | None = None
-    addresses: list[tuple[str, bytes, int]] = field(default_factory=list)
-    payload_bytes: int = 0
-    random_samples: list[float] = field(default_factory=list)
-    # classic Skype (skype.py): the first anchor message (b"" for a 3-byte one), and the first
-    # bytes of each message while they could still be Skype's (None: not Skype's framing)
-    skype_anchor: bytes | None = None
-    skype_heads: list[bytes] | None = None
-    skype_ruled_out: bool = False
-    # the server name of a TLS or QUIC ClientHello sent by side 0 (names.py, quic.py)
-    server_name: str | None = None
-    hello: HelloBuffer | None = None
-    quic_dcid: bytes | None = None
+    """One flow and the evidence `inspect` gathered on it. A plain class, not a dataclass:
+    importing `dataclasses` (and `inspect`, which it imports) costs a small capture's `callgate
+    detect` ≈ 9 ms of its ≈ 50 (docs/detection.md, "Speed")."""
+
+    __slots__ = (
+        "a", "addresses", "app", "app_evidence", "b", "binding_only", "channel_data", "done",
+        "dtls", "excluded", "first", "hello", "ice", "inspected", "last", "media", "octets",
+        "openvpn_data", "openvpn_keys", "payload_bytes", "pkts", "proto", "quic", "quic_dcid",
+        "random_samples", "rtcp", "rtp_ok", "rtp_pt", "rtp_runs", "server_name", "sip",
+        "skype_anchor", "skype_heads", "skype_ruled_out", "srtp", "stun", "stun_classic", "turn",
+        "vpn"
+    )  # fmt: skip
+
+    def __init__(self, proto: int, a: Endpoint, b: Endpoint, first: float, last: float) -> None:
+        self.proto = proto
+        self.a = a
+        self.b = b
+        self.first = first
+        self.last = last
+        self.pkts = [0, 0]
+        self.octets = [0, 0]
+        self.done = False
+        self.inspected = 0
+        self.excluded: str | None = None
+        # evidence gathered by inspect()
+        self.stun = 0
+        self.stun_classic = False
+        self.ice = False
+        self.turn = False
+        self.binding_only = True
+        self.channel_data = 0
+        # per direction: SSRC → [last sequence number, packets in the run]
+        self.rtp_runs: list[dict[int, list[int]]] = [{}, {}]
+        self.rtp_ok = [False, False]
+        self.rtp_pt: set[int] = set()
+        self.rtcp = 0
+        self.dtls = False
+        self.srtp = False
+        self.sip = False
+        self.quic = False
+        self.vpn: str | None = None  # a tunnel recognized by its header: never a statistical guess
+        # per direction, once a P_DATA_V2-like payload came
+        self.openvpn_keys: list[bytes] | None = None
+        self.openvpn_data = 0
+        self.media: set[str] = set()
+        self.app: str | None = None
+        self.app_evidence: str | None = None
+        self.addresses: list[tuple[str, bytes, int]] = []
+        self.payload_bytes = 0
+        self.random_samples: list[float] = []
+        # classic Skype (skype.py): the first anchor message (b"" for a 3-byte one), and the
+        # first bytes of each message while they could still be Skype's (None: not Skype's
+        # framing)
+        self.skype_anchor: bytes | None = None
+        self.skype_heads: list[bytes] | None = None
+        self.skype_ruled_out = False
+        # the server name of a TLS or QUIC ClientHello sent by side 0 (names.py, quic.py)
+        self.server_name: str | None = None
+        self.hello: HelloBuffer | None = None
+        self.quic_dcid: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"Flow({self.proto}, {self.a!r}, {self.b!r}, {self.first!r}, {self.last!r})"
 
     @property
     def packets(self) -> int:
@@ -274,9 +293,21 @@ def _seen(flow: Flow) -> bool:
                 or flow.rtp_runs[0] or flow.rtp_runs[1])  # fmt: skip
 
 
+def _distinct_in_python(sample: bytes) -> int:
+    """How many different byte values `sample` holds."""
+    return len(set(sample))
+
+
+_distinct_bytes: Callable[[bytes], int] = _distinct_in_python
+if native.enabled():  # the same count in C: ≈ 3 µs a payload in Python, 8 % of a large capture
+    from callgate.detect import hotloops
+
+    _distinct_bytes = hotloops.distinct
+
+
 def _randomness(payload: bytes) -> float:
     """Distinct byte values relative to what uniformly random bytes of this length would show
     (≈1.0 for ciphertext such as SRTP, much lower for text or structured headers)."""
     sample = payload[:256]
     expected = 256.0 * (1.0 - (255.0 / 256.0) ** len(sample))
-    return len(set(sample)) / expected
+    return _distinct_bytes(sample) / expected

@@ -8,7 +8,7 @@ flow, and both are reported (a 5-tuple reused hours later is another conversatio
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
 from callgate.detect.decode import TCP, decode
 from callgate.detect.flow import Endpoint, Flow, inspect
@@ -23,17 +23,19 @@ def flow_key(proto: int, src: bytes, sport: int, dst: bytes, dport: int) -> byte
     return bytes((proto,)) + src + dst + _PORTS.pack(sport, dport)
 
 
-@dataclass
 class FlowTable:
-    packets: int = 0
-    skipped: int = 0  # packets that are not IP/UDP/TCP or cannot be decoded
-    # `flow_key` of each direction of each flow → (flow, side)
-    table: dict[bytes, tuple[Flow, int]] = field(default_factory=dict)
-    flows: list[Flow] = field(default_factory=list)
-    idle: float = IDLE_TIMEOUT  # 0: flows are never closed
-    closed: int = 0  # flows closed for idleness (a later packet started a new flow)
-    max_flows: int = 0  # 0: unbounded; else the least recently active flows are evicted
-    evicted: int = 0
+    """(A plain class, as the rest of detect's start-up path: see `flow.Flow`.)"""
+
+    def __init__(self, *, idle: float = IDLE_TIMEOUT, max_flows: int = 0) -> None:
+        self.packets = 0
+        self.skipped = 0  # packets that are not IP/UDP/TCP or cannot be decoded
+        # `flow_key` of each direction of each flow → (flow, side)
+        self.table: dict[bytes, tuple[Flow, int]] = {}
+        self.flows: list[Flow] = []
+        self.idle = idle  # 0: flows are never closed
+        self.closed = 0  # flows closed for idleness (a later packet started a new flow)
+        self.max_flows = max_flows  # 0: unbounded; else the least recently active are evicted
+        self.evicted = 0
 
     def packet(self, ts: float, linktype: int, frame: bytes) -> None:
         """One packet: decode, find or create its flow, count; inspect until the flow is decided.
@@ -63,6 +65,19 @@ class FlowTable:
             entry = None
         return entry if entry is not None else self.new_flow(ts, proto, src, dst)
 
+    def batch_lookup(
+        self, seen: set[int], ts: float, proto: int, src: Endpoint, dst: Endpoint
+    ) -> tuple[Flow, int]:
+        """`lookup` for the first packet of a 5-tuple in a batch (`batchfeed.py`, `pcapfeed.py`):
+        `seen` holds the flows met earlier in the batch, whose `last` is not updated until the
+        batch ends; a batch spans at most `idle` seconds, so only a flow's first packet in it
+        can follow an idle gap, and the idle check applies to flows not met yet."""
+        entry = self.table.get(flow_key(proto, src[0], src[1], dst[0], dst[1]))
+        if entry is None or id(entry[0]) not in seen:
+            entry = self.lookup(ts, proto, src, dst, check_idle=True)
+            seen.add(id(entry[0]))
+        return entry
+
     def new_flow(self, ts: float, proto: int, a: Endpoint, b: Endpoint) -> tuple[Flow, int]:
         """A flow first seen at `ts`, from `a` (side 0) to `b`."""
         if self.max_flows and len(self.flows) >= self.max_flows:
@@ -85,3 +100,16 @@ class FlowTable:
         for key in [key for key, (flow, _) in self.table.items() if id(flow) in gone]:
             del self.table[key]
         self.evicted += count
+
+
+def add_counts(
+    flows: Iterable[Flow], sides: Iterable[int], counts: Iterable[int], octets: Iterable[int],
+    last: Iterable[float],
+) -> None:  # fmt: skip
+    """A batch's packets, bytes and latest time per 5-tuple added to its flow and side (the
+    compiled path, `pcapfeed.py`, and the numpy one, `batchfeed.py`)."""
+    for flow, side, n, size, stamp in zip(flows, sides, counts, octets, last, strict=True):
+        flow.pkts[side] += n
+        flow.octets[side] += size
+        if stamp > flow.last:
+            flow.last = stamp

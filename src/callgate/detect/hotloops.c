@@ -4,6 +4,10 @@
  * pcapng_walk  the Enhanced Packet Blocks of one pcapng chunk (capture/pcapng.py)
  * decode       link layer -> IPv4/IPv6 -> UDP/TCP of every frame of a batch (batchdecode.py)
  * group        the distinct directional 5-tuples of a batch (batchfeed.py)
+ * select/tally the payloads to inspect and the counters per flow (pcapfeed.py, batchfeed.py)
+ * distinct     how many different byte values a payload holds (flow.py's randomness)
+ *
+ * The frame reading (link layer, IP, UDP/TCP) is in hotloops_frames.h.
  *
  * Every input is hostile: each length and offset is checked against the buffer before it is read
  * (truncated records, caplen past the chunk, unknown link types, IPv4 IHL < 5, IPv6 extension
@@ -20,27 +24,74 @@
 #include <string.h>
 #include <unistd.h> /* getentropy */
 
-#define MAX_RECORD (256u * 1024u * 1024u) /* capture/packets.py MAX_RECORD */
-#define UDP 17
-#define TCP 6
-#define GTP_U_PORT 2152
-#define KIND_SKIP 0
-#define KIND_FAST 1
-#define KIND_SLOW 2
-#define V6_BIT 0x8000000000000000ull
-#define K1 0x9E3779B97F4A7C15ull
-#define K2 0xC2B2AE3D27D4EB4Full
-#define K3 0x165667B19E3779F9ull
+#include "hotloops_frames.h"
 
-static inline uint32_t be16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
-static inline uint32_t be32(const uint8_t *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+#define MAX_RECORD (256u * 1024u * 1024u) /* capture/packets.py MAX_RECORD */
+
+/* ---- arguments: every array is checked before it is read or written ---- */
+
+/* What an argument must be: BYTES any C-contiguous buffer (read as bytes: the capture data);
+ * I64 a one-dimensional C-contiguous array of 8-byte integers (int64 or uint64: endpoint codes
+ * are hash values, either reading is the same bits), F64 of float64, I8 of 1-byte integers; all
+ * in native byte order and aligned to their item size. OUT: written, so writable too. */
+enum { BYTES = 0, I64 = 1, F64 = 2, I8 = 3, OUT = 8 };
+
+/* The item codes (struct module syntax) each kind accepts, and what its errors call it. */
+static const char *const CODES[] = {"", "qQlL", "d", "bB"};
+static const char *const WHAT[] = {"a bytes-like object", "an array of 8-byte integers",
+                                   "an array of float64", "an array of 1-byte integers"};
+
+/* The buffer of `arg` as `kind` requires (above), into `view`; else a TypeError naming the
+ * function, the argument and what it is (format, item size, dimensions, contiguity), with
+ * nothing held. */
+static int get_array(PyObject *arg, int kind, Py_buffer *view, const char *fn, const char *name) {
+    int type = kind & ~OUT;
+    int flags = PyBUF_C_CONTIGUOUS | (type == BYTES ? 0 : PyBUF_FORMAT) |
+                (kind & OUT ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(arg, view, flags) != 0) {
+        PyObject *type_, *value, *trace;
+        PyErr_Fetch(&type_, &value, &trace);
+        PyErr_Format(PyExc_TypeError, "%s: %s must be %s, C-contiguous%s; got %.100s (%S)", fn,
+                     name, WHAT[type], kind & OUT ? " and writable" : "", Py_TYPE(arg)->tp_name,
+                     value != NULL ? value : Py_None);
+        Py_XDECREF(type_);
+        Py_XDECREF(value);
+        Py_XDECREF(trace);
+        return 0;
+    }
+    if (type == BYTES)
+        return 1;
+    const char *format = view->format != NULL ? view->format : "B";
+    const char *code = format;
+    if (*code == '@' || *code == '=' || *code == (PY_LITTLE_ENDIAN ? '<' : '>'))
+        code++;
+    Py_ssize_t size = type == I8 ? 1 : 8;
+    int aligned = (uintptr_t)view->buf % (uintptr_t)size == 0;
+    if (view->ndim != 1 || view->itemsize != size || code[0] == '\0' || code[1] != '\0' ||
+        strchr(CODES[type], code[0]) == NULL || !aligned) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s: %s must be %s (format %s, native byte order, aligned, one dimension); "
+                     "got format '%.20s', item size %zd, %d dimension(s)%s",
+                     fn, name, WHAT[type], CODES[type], format, view->itemsize, view->ndim,
+                     aligned ? "" : ", unaligned");
+        PyBuffer_Release(view);
+        return 0;
+    }
+    return 1;
 }
-static inline uint32_t le32(const uint8_t *p) {
-    return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+
+/* The `count` arguments of `fn` in `args`, each as `kinds[i]` requires, into `views` (all
+ * released and 0 returned at the first that is not). */
+static int get_arrays(PyObject *const *args, const int *kinds, const char *const *names,
+                      Py_ssize_t count, Py_buffer *const *views, const char *fn) {
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (!get_array(args[i], kinds[i], views[i], fn, names[i])) {
+            while (i-- > 0)
+                PyBuffer_Release(views[i]);
+            return 0;
+        }
+    return 1;
 }
-static inline uint64_t be64(const uint8_t *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
-static inline uint32_t rd32(const uint8_t *p, int big) { return big ? be32(p) : le32(p); }
 
 /* An output (or input) array of at least `count` items of `size` bytes, else ValueError. */
 static int fits(const Py_buffer *view, Py_ssize_t count, Py_ssize_t size, const char *name) {
@@ -61,10 +112,16 @@ static int fits(const Py_buffer *view, Py_ssize_t count, Py_ssize_t size, const 
  * room for. */
 static PyObject *pcap_walk(PyObject *self, PyObject *args) {
     Py_buffer chunk, starts, caplens, stamps;
+    PyObject *argv[4];
     int big;
     double unit;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*pdw*w*w*", &chunk, &big, &unit, &starts, &caplens, &stamps))
+    if (!PyArg_ParseTuple(args, "OpdOOO:pcap_walk", &argv[0], &big, &unit, &argv[1], &argv[2], &argv[3]))
+        return NULL;
+    static const int kinds[] = {BYTES, I64 | OUT, I64 | OUT, F64 | OUT};
+    static const char *const names[] = {"chunk", "starts", "caplens", "stamps"};
+    Py_buffer *const all[] = {&chunk, &starts, &caplens, &stamps};
+    if (!get_arrays(argv, kinds, names, 4, all, "pcap_walk"))
         return NULL;
     Py_ssize_t room = starts.len / 8;
     if (caplens.len / 8 < room)
@@ -112,10 +169,17 @@ static PyObject *pcap_walk(PyObject *self, PyObject *args) {
  * interface, which the caller reads itself, with its precise errors. */
 static PyObject *pcapng_walk(PyObject *self, PyObject *args) {
     Py_buffer chunk, links, units, starts, caplens, stamps, linktypes;
+    PyObject *argv[7];
     int big;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*py*y*w*w*w*w*", &chunk, &big, &links, &units, &starts,
-                          &caplens, &stamps, &linktypes))
+    if (!PyArg_ParseTuple(args, "OpOOOOOO:pcapng_walk", &argv[0], &big, &argv[1], &argv[2], &argv[3], &argv[4],
+                          &argv[5], &argv[6]))
+        return NULL;
+    static const int kinds[] = {BYTES, I64, F64, I64 | OUT, I64 | OUT, F64 | OUT, I64 | OUT};
+    static const char *const names[] = {"chunk", "links", "units", "starts", "caplens", "stamps",
+                                        "linktypes"};
+    Py_buffer *const all[] = {&chunk, &links, &units, &starts, &caplens, &stamps, &linktypes};
+    if (!get_arrays(argv, kinds, names, 7, all, "pcapng_walk"))
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t ifaces = links.len / 8, room = starts.len / 8;
@@ -174,168 +238,6 @@ static PyObject *pcapng_walk(PyObject *self, PyObject *args) {
     return result;
 }
 
-/* ---- decode: decode.py's rules, frame by frame ---- */
-
-typedef struct {
-    int8_t kind;
-    int64_t proto, addr, alen, payload, plen;
-    uint64_t src, dst;
-} Decoded;
-
-/* IP version nibble at `off` as an ethertype (0 when neither 4 nor 6 or past the frame). */
-static uint32_t version_type(const uint8_t *f, size_t len, size_t off) {
-    if (len <= off)
-        return 0;
-    uint32_t version = f[off] >> 4;
-    return version == 4 ? 0x0800 : version == 6 ? 0x86DD : 0;
-}
-
-/* (ethertype, network header offset) for a tcpdump.org LINKTYPE_* (decode.py `_link`). */
-static uint32_t link_layer(int64_t linktype, const uint8_t *f, size_t len, size_t *off) {
-    *off = 0;
-    switch (linktype) {
-    case 1: {
-        if (len < 14)
-            return 0;
-        uint32_t et = be16(f + 12);
-        size_t pos = 14;
-        while ((et == 0x8100 || et == 0x88A8) && len >= pos + 4) { /* 802.1Q / 802.1ad tags */
-            et = be16(f + pos + 2);
-            pos += 4;
-        }
-        *off = pos;
-        return et;
-    }
-    case 12:
-    case 14:
-    case 101:
-        return version_type(f, len, 0);
-    case 228:
-        return 0x0800;
-    case 229:
-        return 0x86DD;
-    case 113: /* Linux cooked (SLL) */
-        if (len < 16)
-            return 0;
-        *off = 16;
-        return be16(f + 14);
-    case 276: /* Linux cooked v2 (SLL2) */
-        if (len < 20)
-            return 0;
-        *off = 20;
-        return be16(f);
-    case 0:
-    case 108: /* BSD NULL / LOOP: 4-byte address family */
-        if (len < 5)
-            return 0;
-        *off = 4;
-        return version_type(f, len, 4);
-    default:
-        return 0;
-    }
-}
-
-/* A per-process secret (set at import) for the grouping table's slots, so that crafted
- * addresses and ports cannot all land in one slot and make grouping quadratic. */
-static uint64_t hash_key[4];
-
-static uint64_t keyed_v6(const uint8_t *addrs) {
-    uint64_t h = hash_key[0];
-    for (int k = 0; k < 4; k++) {
-        h = (h ^ be64(addrs + 8 * k) ^ hash_key[k]) * K1;
-        h ^= h >> 32;
-    }
-    return h * K2;
-}
-
-static uint64_t fold_v6(const uint8_t *addr) {
-    uint64_t h = be64(addr) * K1 ^ be64(addr + 8) * K2;
-    h ^= h >> 29;
-    return h << 16 | V6_BIT;
-}
-
-/* UDP (RFC 768) or TCP (RFC 9293 section 3.1: data offset) at `pos`, payload bounded by `end`
- * (<= len). GTP-U (UDP 2152) is SLOW: decode.py unwraps it. */
-static void transport(const uint8_t *f, uint32_t proto, size_t pos, size_t end, Decoded *d) {
-    if (proto == UDP && pos + 8 <= end) {
-        uint32_t sport = be16(f + pos), dport = be16(f + pos + 2);
-        if (sport == GTP_U_PORT || dport == GTP_U_PORT) {
-            d->kind = KIND_SLOW;
-            return;
-        }
-        d->src |= sport;
-        d->dst |= dport;
-        d->payload = (int64_t)(pos + 8);
-        d->plen = (int64_t)(end - pos - 8);
-    } else if (proto == TCP && pos + 20 <= end) {
-        d->src |= be16(f + pos);
-        d->dst |= be16(f + pos + 2);
-        size_t start = pos + (size_t)(f[pos + 12] >> 4) * 4;
-        if (start > end)
-            start = end;
-        d->payload = (int64_t)start;
-        d->plen = (int64_t)(end - start);
-    } else {
-        return;
-    }
-    d->kind = KIND_FAST;
-    d->proto = proto;
-}
-
-/* RFC 791: header length from IHL (at least 5 words), payload bounded by Total Length; only
- * first fragments. */
-static void ipv4(const uint8_t *f, size_t len, size_t off, Decoded *d) {
-    if (len < off + 20)
-        return;
-    size_t ihl = (size_t)(f[off] & 0x0F) * 4, total = be16(f + off + 2);
-    if (ihl < 20 || total < ihl || (be16(f + off + 6) & 0x1FFF))
-        return;
-    size_t end = len < off + total ? len : off + total;
-    d->addr = (int64_t)(off + 12);
-    d->alen = 4;
-    d->src = (uint64_t)be32(f + off + 12) << 16;
-    d->dst = (uint64_t)be32(f + off + 16) << 16;
-    transport(f, f[off + 9], off + ihl, end, d);
-}
-
-/* RFC 8200: the extension header chain (hop-by-hop, routing, destination options, fragment) is
- * walked while each header fits the payload; every step moves at least 8 bytes, so a chain
- * ends within len / 8 steps. Non-first fragments are skipped. */
-static void ipv6(const uint8_t *f, size_t len, size_t off, Decoded *d) {
-    if (len < off + 40)
-        return;
-    size_t plen = be16(f + off + 4), pos = off + 40;
-    uint32_t nxt = f[off + 6];
-    size_t end = plen && off + 40 + plen < len ? off + 40 + plen : len;
-    while (nxt == 0 || nxt == 43 || nxt == 60 || nxt == 44) {
-        if (pos + 8 > end)
-            return;
-        if (nxt == 44) {
-            if (be16(f + pos + 2) & 0xFFF8)
-                return;
-            nxt = f[pos];
-            pos += 8;
-        } else {
-            nxt = f[pos];
-            pos += 8 + (size_t)f[pos + 1] * 8;
-        }
-    }
-    d->addr = (int64_t)(off + 8);
-    d->alen = 16;
-    d->src = fold_v6(f + off + 8);
-    d->dst = fold_v6(f + off + 24);
-    transport(f, nxt, pos, end, d);
-}
-
-static void decode_frame(int64_t linktype, const uint8_t *f, size_t len, Decoded *d) {
-    size_t off;
-    uint32_t ethertype = link_layer(linktype, f, len, &off);
-    if (ethertype == 0x0800)
-        ipv4(f, len, off, d);
-    else if (ethertype == 0x86DD)
-        ipv6(f, len, off, d);
-}
-
 /* decode(data, starts, caplens, linktypes, kind, proto, src, dst, addr, alen, payload, plen)
  * Frame i is data[starts[i] : starts[i] + caplens[i]] (int64 arrays; linktypes too). Fills the
  * outputs (kind int8, src/dst uint64, the rest int64) as batchdecode.Fields: kind FAST with the
@@ -344,12 +246,20 @@ static void decode_frame(int64_t linktype, const uint8_t *f, size_t len, Decoded
  * a ValueError. */
 static PyObject *decode(PyObject *self, PyObject *args) {
     Py_buffer data, starts, caplens, links, kinds, protos, srcs, dsts, addrs, alens, pays, plens;
+    PyObject *argv[12];
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*w*w*w*w*w*w*", &data, &starts, &caplens, &links,
-                          &kinds, &protos, &srcs, &dsts, &addrs, &alens, &pays, &plens))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOO:decode", &argv[0], &argv[1], &argv[2], &argv[3], &argv[4], &argv[5],
+                          &argv[6], &argv[7], &argv[8], &argv[9], &argv[10], &argv[11]))
         return NULL;
-    Py_buffer *all[] = {&data, &starts, &caplens, &links, &kinds, &protos,
-                        &srcs, &dsts, &addrs, &alens, &pays, &plens};
+    static const int types[] = {BYTES,     I64,       I64,       I64,       I8 | OUT,  I64 | OUT,
+                                I64 | OUT, I64 | OUT, I64 | OUT, I64 | OUT, I64 | OUT, I64 | OUT};
+    static const char *const names[] = {"data", "starts",  "caplens", "linktypes",
+                                        "kind", "proto",   "src",     "dst",
+                                        "addr", "alen",    "payload", "plen"};
+    Py_buffer *const all[] = {&data, &starts, &caplens, &links, &kinds, &protos,
+                              &srcs, &dsts,   &addrs,   &alens, &pays,  &plens};
+    if (!get_arrays(argv, types, names, 12, all, "decode"))
+        return NULL;
     PyObject *result = NULL;
     Py_ssize_t n = starts.len / 8;
     if (fits(&caplens, n, 8, "caplens") && fits(&links, n, 8, "linktypes") &&
@@ -407,11 +317,17 @@ static PyObject *decode(PyObject *self, PyObject *args) {
  * the exact address and port. An IPv6 address outside `data` is a ValueError. */
 static PyObject *group(PyObject *self, PyObject *args) {
     Py_buffer data, kinds, srcs, dsts, protos, addrs, alens, firsts, invs;
+    PyObject *argv[9];
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*w*w*", &data, &kinds, &srcs, &dsts, &protos,
-                          &addrs, &alens, &firsts, &invs))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO:group", &argv[0], &argv[1], &argv[2], &argv[3], &argv[4], &argv[5],
+                          &argv[6], &argv[7], &argv[8]))
         return NULL;
-    Py_buffer *all[] = {&data, &kinds, &srcs, &dsts, &protos, &addrs, &alens, &firsts, &invs};
+    static const int types[] = {BYTES, I8, I64, I64, I64, I64, I64, I64 | OUT, I64 | OUT};
+    static const char *const names[] = {"data", "kind", "src", "dst", "proto",
+                                        "addr", "alen", "first", "inv"};
+    Py_buffer *const all[] = {&data, &kinds, &srcs, &dsts, &protos, &addrs, &alens, &firsts, &invs};
+    if (!get_arrays(argv, types, names, 9, all, "group"))
+        return NULL;
     PyObject *result = NULL;
     Py_ssize_t n = srcs.len / 8;
     if (fits(&kinds, n, 1, "kind") && fits(&dsts, n, 8, "dst") && fits(&protos, n, 8, "proto") &&
@@ -487,11 +403,17 @@ static PyObject *group(PyObject *self, PyObject *args) {
  * it; grouped by flow (flows in number order), in packet order within a flow. */
 static PyObject *select_payloads(PyObject *self, PyObject *args) {
     Py_buffer invs, plens, sides, owners, rooms, oo, op, o0, o1;
+    PyObject *argv[9];
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*w*w*w*", &invs, &plens, &sides, &owners, &rooms,
-                          &oo, &op, &o0, &o1))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO:select", &argv[0], &argv[1], &argv[2], &argv[3], &argv[4], &argv[5],
+                          &argv[6], &argv[7], &argv[8]))
         return NULL;
-    Py_buffer *all[] = {&invs, &plens, &sides, &owners, &rooms, &oo, &op, &o0, &o1};
+    static const int types[] = {I64, I64, I64, I64, I64, I64 | OUT, I64 | OUT, I64 | OUT, I64 | OUT};
+    static const char *const names[] = {"inv", "plen", "side", "owner", "room",
+                                        "out_owner", "out_packet", "out_seen0", "out_seen1"};
+    Py_buffer *const all[] = {&invs, &plens, &sides, &owners, &rooms, &oo, &op, &o0, &o1};
+    if (!get_arrays(argv, types, names, 9, all, "select"))
+        return NULL;
     PyObject *result = NULL;
     Py_ssize_t n = invs.len / 8, groups = sides.len / 8, flows = rooms.len / 8;
     int64_t *at = NULL, *seen = NULL;
@@ -567,10 +489,15 @@ done:
  * Per group (inv[i], -1: none): packets, captured bytes and the latest time. */
 static PyObject *tally(PyObject *self, PyObject *args) {
     Py_buffer invs, caplens, stamps, cs, os_, ls;
+    PyObject *argv[6];
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*", &invs, &caplens, &stamps, &cs, &os_, &ls))
+    if (!PyArg_ParseTuple(args, "OOOOOO:tally", &argv[0], &argv[1], &argv[2], &argv[3], &argv[4], &argv[5]))
         return NULL;
-    Py_buffer *all[] = {&invs, &caplens, &stamps, &cs, &os_, &ls};
+    static const int types[] = {I64, I64, F64, I64 | OUT, I64 | OUT, F64 | OUT};
+    static const char *const names[] = {"inv", "caplen", "stamps", "counts", "octets", "last"};
+    Py_buffer *const all[] = {&invs, &caplens, &stamps, &cs, &os_, &ls};
+    if (!get_arrays(argv, types, names, 6, all, "tally"))
+        return NULL;
     PyObject *result = NULL;
     Py_ssize_t n = invs.len / 8, groups = cs.len / 8;
     if (fits(&caplens, n, 8, "caplen") && fits(&stamps, n, 8, "stamps") &&
@@ -606,6 +533,25 @@ static PyObject *tally(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* ---- distinct: flow.py's payload randomness ---- */
+
+/* distinct(data) -> count: how many different byte values `data` holds (bytes-like). */
+static PyObject *distinct(PyObject *self, PyObject *arg) {
+    Py_buffer data;
+    (void)self;
+    if (!get_array(arg, BYTES, &data, "distinct", "data"))
+        return NULL;
+    uint8_t seen[256] = {0};
+    const uint8_t *byte = data.buf;
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < data.len; i++) {
+        count += !seen[byte[i]];
+        seen[byte[i]] = 1;
+    }
+    PyBuffer_Release(&data);
+    return PyLong_FromSsize_t(count);
+}
+
 static PyMethodDef methods[] = {
     {"pcap_walk", pcap_walk, METH_VARARGS, "The complete records of a classic pcap chunk."},
     {"pcapng_walk", pcapng_walk, METH_VARARGS, "The Enhanced Packet Blocks of a pcapng chunk."},
@@ -613,6 +559,7 @@ static PyMethodDef methods[] = {
     {"group", group, METH_VARARGS, "The distinct directional 5-tuples of a batch."},
     {"select", select_payloads, METH_VARARGS, "The payloads of a batch to inspect, per flow."},
     {"tally", tally, METH_VARARGS, "Packets, bytes and last time per group."},
+    {"distinct", distinct, METH_O, "How many different byte values a bytes-like object holds."},
     {NULL, NULL, 0, NULL},
 };
 

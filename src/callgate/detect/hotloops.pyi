@@ -1,4 +1,6 @@
-# The compiled fast path (src/callgate/detect/hotloops.c); arrays are numpy arrays passed as buffers.
+# The compiled fast path (src/callgate/detect/hotloops.c). Arrays are one-dimensional, C-contiguous,
+# native-order buffers of the item type each takes (int64, float64, int8), checked: a TypeError
+# names the function and argument that is not.
 from array import array
 from typing import Any
 
@@ -59,3 +61,4 @@ def select(
 def tally(
     inv: Buffer, caplen: Buffer, stamps: Buffer, counts: Buffer, octets: Buffer, last: Buffer
 ) -> None: ...
+def distinct(data: Buffer) -> int: ...

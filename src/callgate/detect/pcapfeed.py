@@ -7,7 +7,7 @@ chunk:
    other block (section and interface headers, Simple Packet Blocks; errors), in file order;
 2. `decode` reads every frame's link, IP and UDP/TCP headers where it lies in the chunk;
 3. `group` numbers the distinct directional 5-tuples in order of their first packet, and each is
-   looked up once in the flow table (`batchfeed._lookup`'s rules);
+   looked up once in the flow table (`FlowTable.batch_lookup`, as `batchfeed` does);
 4. `select` picks the payloads `flow.inspect` sees — per undecided flow, its first payloads up to
    its room, with the packet counts it would have at each — and Python inspects them in order;
 5. `tally` sums packets, bytes and the last time per 5-tuple, added to each flow.
@@ -30,12 +30,13 @@ from callgate.detect.capture.packets import (
     MAX_RECORD,
     PCAP_MAGICS,
     PCAPNG_SHB,
+    SECTION_HEADER,
     CaptureError,
     PcapReader,
 )
 from callgate.detect.decode import TCP
 from callgate.detect.flow import INSPECT_LIMIT, Flow, inspect
-from callgate.detect.flowtable import FlowTable, flow_key
+from callgate.detect.flowtable import FlowTable, add_counts
 
 _SKIP, _SLOW = 0, 2  # batchdecode's kinds
 _MASK = 0xFFFF
@@ -45,21 +46,26 @@ _MASK = 0xFFFF
 # chunk just read stays in the CPU's L2 cache (the 1 M packet benchmark: 0.32-0.33 CPU-s with
 # 1 MiB chunks against 0.49-0.54 with 8 MiB, same process otherwise).
 FEED_CHUNK = 1024 * 1024
-ROWS = 64 * 1024  # records per batch at most (a chunk of smaller records takes several)
+# Records per batch at most (a chunk of more records takes several passes): 64 KiB columns stay
+# under glibc's mmap threshold, so the 13 columns cost ≈ 0.5 ms to allocate (64 K rows: ≈ 5 ms of
+# fresh pages, 1-2 % of the 1 M packet benchmark); a 1 MiB chunk of that benchmark holds ≈ 4 300.
+ROWS = 8 * 1024
 
 
 class _Columns:
-    """Reused per-record arrays (bytearrays the compiled functions fill): ROWS records."""
+    """Reused per-record arrays the compiled functions fill, ROWS records each, typed as they
+    require (int64; float64 times; the 1-byte kinds)."""
 
     def __init__(self, linktype: int) -> None:
         self.size = ROWS
-        names = ("start", "caplen", "stamp", "proto", "src", "dst", "addr", "alen", "payload",
-                 "plen", "first", "inv")  # fmt: skip
-        self.bufs = {name: bytearray(8 * ROWS) for name in names}
-        self.bufs["link"] = bytearray(struct.pack("=q", linktype) * ROWS)
+        names = ("start", "caplen", "proto", "src", "dst", "addr", "alen", "payload", "plen",
+                 "first", "inv")  # fmt: skip
+        self.bufs = {name: memoryview(bytearray(8 * ROWS)).cast("q") for name in names}
+        self.stamps: memoryview[float] = memoryview(bytearray(8 * ROWS)).cast("d")
+        self.bufs["link"] = memoryview(bytearray(struct.pack("=q", linktype) * ROWS)).cast("q")
         self.kind = bytearray(ROWS)
 
-    def __getitem__(self, name: str) -> bytearray:
+    def __getitem__(self, name: str) -> memoryview[int]:
         return self.bufs[name]
 
 
@@ -89,7 +95,7 @@ def feed_pcap(table: FlowTable, reader: PcapReader) -> bool:
             left = 0
             while True:  # ROWS records at a time
                 count, used, first, last = hotloops.pcap_walk(
-                    buf[left:], order == ">", unit, cols["start"], cols["caplen"], cols["stamp"]
+                    buf[left:], order == ">", unit, cols["start"], cols["caplen"], cols.stamps
                 )
                 if count:
                     reader.packets += count
@@ -128,7 +134,7 @@ def _pcapng(table: FlowTable, reader: PcapReader, handle: BufferedIOBase, first:
                 count, used, _, earliest, latest = hotloops.pcapng_walk(
                     buf[pos:], order == ">", array("q", [link for link, _ in ifaces]),
                     array("d", [unit for _, unit in ifaces]), cols["start"], cols["caplen"],
-                    cols["stamp"], cols["link"],
+                    cols.stamps, cols["link"],
                 )  # fmt: skip
                 if count:
                     reader.packets += count
@@ -138,17 +144,9 @@ def _pcapng(table: FlowTable, reader: PcapReader, handle: BufferedIOBase, first:
                     continue  # the outputs were full: walk on
             if len(buf) - pos < 12:
                 break
-            if buf[pos : pos + 4] == PCAPNG_SHB:
-                bom = bytes(buf[pos + 8 : pos + 12])
-                if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
-                    raise CaptureError(f"{reader.path}: bad pcapng byte-order magic")
-                order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
+            order, btype, blen = reader.ng_header(buf, pos, order)
+            if btype == SECTION_HEADER:
                 ifaces = []
-            btype, blen = struct.unpack_from(order + "II", buf, pos)
-            if blen < 12 or blen % 4 or blen > MAX_RECORD:
-                raise CaptureError(
-                    f"{reader.path}: corrupt pcapng block (type {btype:#x}, length {blen})"
-                )
             if pos + blen > len(buf):
                 break
             # the block, and what PcapReader's buffer has after a block too short for its fields
@@ -176,7 +174,7 @@ def _chunk(
                         cols["addr"], cols["alen"], cols["payload"], cols["plen"])  # fmt: skip
     if sparse:  # one packet at a time, as feed_batch does then
         starts, caplens = _q(cols, "start", count).tolist(), _q(cols, "caplen", count).tolist()
-        stamps, links = _d(cols, "stamp", count).tolist(), _q(cols, "link", count).tolist()
+        stamps, links = _d(cols, count).tolist(), _q(cols, "link", count).tolist()
         for ts, link, start, size in zip(stamps, links, starts, caplens, strict=True):
             table.packet(ts, link, bytes(buf[start : start + size]))
         return
@@ -198,12 +196,12 @@ def _chunk(
 
 def _q(cols: _Columns, name: str, count: int) -> memoryview[int]:
     """The first `count` items of an int64 column."""
-    return memoryview(cols[name]).cast("q")[:count]
+    return cols[name][:count]
 
 
-def _d(cols: _Columns, name: str, count: int) -> memoryview[float]:
-    """The first `count` items of a float64 column ("stamp")."""
-    return memoryview(cols[name]).cast("d")[:count]
+def _d(cols: _Columns, count: int) -> memoryview[float]:
+    """The first `count` record times."""
+    return cols.stamps[:count]
 
 
 def _lookup(
@@ -212,19 +210,16 @@ def _lookup(
     """Per group, in order of its first packet: its flow (created when new) and side."""
     firsts = _q(cols, "first", groups).tolist()
     proto, addr, alen = (_q(cols, name, cols.size) for name in ("proto", "addr", "alen"))
-    srcs, dsts = memoryview(cols["src"]).cast("Q"), memoryview(cols["dst"]).cast("Q")
-    stamps = _d(cols, "stamp", cols.size)
+    srcs, dsts = cols["src"].cast("B").cast("Q"), cols["dst"].cast("B").cast("Q")
+    stamps = _d(cols, cols.size)
     flows: list[Flow] = []
     sides: list[int] = []
-    seen: set[int] = set()  # flows met earlier in this batch: their `last` is not updated yet
+    seen: set[int] = set()  # flows met earlier in this batch
     for i in firsts:
         a, size = addr[i], alen[i]
         sip, dip = bytes(buf[a : a + size]), bytes(buf[a + size : a + 2 * size])
-        sport, dport, transport = srcs[i] & _MASK, dsts[i] & _MASK, proto[i]
-        entry = table.table.get(flow_key(transport, sip, sport, dip, dport))
-        if entry is None or id(entry[0]) not in seen:
-            entry = table.lookup(stamps[i], transport, (sip, sport), (dip, dport), check_idle=True)
-            seen.add(id(entry[0]))
+        sport, dport = srcs[i] & _MASK, dsts[i] & _MASK
+        entry = table.batch_lookup(seen, stamps[i], proto[i], (sip, sport), (dip, dport))
         flows.append(entry[0])
         sides.append(entry[1])
     return flows, sides
@@ -245,11 +240,11 @@ def _inspect(
     total = min(sum(r for r in room if r > 0), count)  # each packet is picked once at most
     if not total:
         return
-    out = [bytearray(8 * total) for _ in range(4)]
+    out = [array("q", bytes(8 * total)) for _ in range(4)]
     picked = hotloops.select(inv, _q(cols, "plen", count), _ints(sides),
                              _ints([owner_of[id(flow)] for flow in flows]), _ints(room),
                              *out)  # fmt: skip
-    who, packets, seen0, seen1 = (memoryview(o).cast("q")[:picked].tolist() for o in out)
+    who, packets, seen0, seen1 = (o[:picked].tolist() for o in out)
     payload, plen = _q(cols, "payload", count), _q(cols, "plen", count)
     k = 0
     while k < picked:
@@ -272,15 +267,13 @@ def _count(
     cols: _Columns, count: int, inv: memoryview, flows: list[Flow], sides: list[int], groups: int
 ) -> None:
     """Packets, bytes and last-seen time per group, added to its flow and side."""
-    counts, octets, last = bytearray(8 * groups), bytearray(8 * groups), bytearray(8 * groups)
-    hotloops.tally(inv, _q(cols, "caplen", count), _d(cols, "stamp", count), counts, octets, last)
-    for flow, side, n, size, stamp in zip(flows, sides, memoryview(counts).cast("q").tolist(),
-                                          memoryview(octets).cast("q").tolist(),
-                                          memoryview(last).cast("d").tolist(), strict=True):  # fmt: skip
-        flow.pkts[side] += n
-        flow.octets[side] += size
-        if stamp > flow.last:
-            flow.last = stamp
+    counts, octets, last = (
+        array("q", bytes(8 * groups)),
+        array("q", bytes(8 * groups)),
+        array("d", bytes(8 * groups)),
+    )
+    hotloops.tally(inv, _q(cols, "caplen", count), _d(cols, count), counts, octets, last)
+    add_counts(flows, sides, counts.tolist(), octets.tolist(), last.tolist())
 
 
 def _ints(values: list[int]) -> array[int]:
@@ -297,5 +290,5 @@ def _numpy_batch(table: FlowTable, chunk: memoryview, at: int, count: int, cols:
 
     start, caplen, link = (np.frombuffer(cols[name], dtype=np.int64, count=count)
                            for name in ("start", "caplen", "link"))  # fmt: skip
-    stamps = np.frombuffer(cols["stamp"], dtype=np.float64, count=count)
+    stamps = np.frombuffer(cols.stamps.cast("B"), dtype=np.float64, count=count)
     feed_batch(table, Batch(chunk, None, 0, start + at, caplen, stamps, link))

@@ -1,15 +1,15 @@
 """The report model: one row per internal host, application and external peer, plus a summary.
 
-Plain frozen dataclasses, rendered by `render.py` (table, JSON, CSV) and `html.py`.
+Plain classes (no dataclasses: see `flow.Flow`), rendered by `render.py` (table, JSON, CSV) and
+`html.py`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class FlowResult:
+class FlowResult(NamedTuple):
     """One transport flow, oriented host → peer."""
 
     transport: str
@@ -35,26 +35,48 @@ class FlowResult:
     server_name: str | None = None  # of a TLS or QUIC ClientHello on this flow
 
 
-@dataclass(slots=True)
 class Session:
     """Real-time traffic of one internal host with one peer address for one application."""
 
-    host: str
-    app: str
-    peer: str
-    sanctioned: bool
-    first_seen: float
-    last_seen: float
-    packets_out: int = 0
-    packets_in: int = 0
-    bytes_out: int = 0
-    bytes_in: int = 0
-    confidence: float = 0.0
-    paths: list[str] = field(default_factory=list)
-    media: list[str] = field(default_factory=list)
-    protocols: list[str] = field(default_factory=list)
-    evidence: list[str] = field(default_factory=list)
-    flows: int = 0
+    FIELDS = ("host", "app", "peer", "sanctioned", "first_seen", "last_seen", "packets_out",
+              "packets_in", "bytes_out", "bytes_in", "confidence", "paths", "media", "protocols",
+              "evidence", "flows")  # in the constructor's order  # fmt: skip
+    __slots__ = FIELDS
+
+    def __init__(
+        self, host: str, app: str, peer: str, sanctioned: bool, first_seen: float,
+        last_seen: float, packets_out: int = 0, packets_in: int = 0, bytes_out: int = 0,
+        bytes_in: int = 0, confidence: float = 0.0, paths: list[str] | None = None,
+        media: list[str] | None = None, protocols: list[str] | None = None,
+        evidence: list[str] | None = None, flows: int = 0,
+    ) -> None:  # fmt: skip
+        self.host = host
+        self.app = app
+        self.peer = peer
+        self.sanctioned = sanctioned
+        self.first_seen = first_seen
+        self.last_seen = last_seen
+        self.packets_out = packets_out
+        self.packets_in = packets_in
+        self.bytes_out = bytes_out
+        self.bytes_in = bytes_in
+        self.confidence = confidence
+        self.paths: list[str] = paths if paths is not None else []
+        self.media: list[str] = media if media is not None else []
+        self.protocols: list[str] = protocols if protocols is not None else []
+        self.evidence: list[str] = evidence if evidence is not None else []
+        self.flows = flows
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Session) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Session({', '.join(map(repr, self._fields()))})"
 
     @property
     def duration(self) -> float:
@@ -81,14 +103,17 @@ class Session:
             target.extend(x for x in values if x not in target)
 
 
-@dataclass(slots=True)
 class Report:
-    files: list[str]
-    packets: int
-    skipped: int
-    flows: list[FlowResult]
-    sessions: list[Session]
-    warnings: list[str]
+    __slots__ = ("files", "flows", "packets", "sessions", "skipped", "warnings")
+
+    def __init__(self, files: list[str], packets: int, skipped: int, flows: list[FlowResult],
+                 sessions: list[Session], warnings: list[str]) -> None:  # fmt: skip
+        self.files = files
+        self.packets = packets
+        self.skipped = skipped
+        self.flows = flows
+        self.sessions = sessions
+        self.warnings = warnings
 
     @property
     def rtc_flows(self) -> list[FlowResult]:

@@ -5,7 +5,6 @@ endpoints learned from STUN label flows seen before or after the STUN exchange a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from callgate.detect import skype
 from callgate.detect.decode import UDP
@@ -26,15 +25,19 @@ P2P, RELAYED, SERVER, UNKNOWN = "p2p", "relayed", "server", "unknown"
 CLASSIC_SKYPE = "Skype (classic peer-to-peer)"
 
 
-@dataclass(slots=True)
 class Verdict:
-    rtc: bool = False
-    confidence: float = 0.0
-    path: str = UNKNOWN
-    app: str | None = None
-    protocols: list[str] = field(default_factory=list)
-    evidence: list[str] = field(default_factory=list)
-    sanctioned: bool = False
+    """A flow's verdict (a plain class: see `stunscan.StunInfo`)."""
+
+    __slots__ = ("app", "confidence", "evidence", "path", "protocols", "rtc", "sanctioned")
+
+    def __init__(self, app: str | None = None) -> None:
+        self.rtc = False
+        self.confidence = 0.0
+        self.path = UNKNOWN
+        self.app = app
+        self.protocols: list[str] = []
+        self.evidence: list[str] = []
+        self.sanctioned = False
 
     def add(self, confidence: float, protocol: str | None, evidence: str) -> None:
         self.rtc = True

@@ -1,9 +1,13 @@
 """`Bridge`: two anchor legs that forward each party's RTP to the other (docs/recording.md).
 
 Each `AnchorLeg` is one aiortc peer connection ending at the server, relay-only through our own
-TURN server, with one codec: Opus, or G.711 (PCMU/PCMA) when it meets a SIP phone or trunk. A leg is either the answerer (the party sent an offer: the caller) or the
-offerer (the anchor offers: the callee). Every packet a leg receives goes to the bridge's
-observer (a recorder, a quality probe) and, unchanged, out of the other leg (`packets.py`).
+TURN server, with one codec: Opus, or G.711 (PCMU/PCMA) when it meets a SIP phone or trunk. A
+leg is either the answerer (the party sent an offer: the caller) or the offerer (the anchor
+offers: the callee). Every packet a leg receives goes to the bridge's observer (a recorder, a
+quality probe) and, unchanged, out of the other leg (`packets.py`) when both legs use the same
+codec. A leg given fallback codecs (`also`, for the SIP edge) negotiates one of them only when
+the party cannot take its first one; the bridge then transcodes each direction between the two
+legs' codecs (`transcode.py`), and the observer still gets what each party sent.
 Nothing here knows about recording or signaling: the SIP edge uses the same bridge, with a plain
 RTP leg (`rtp_leg.py`) attached in place of a second peer connection.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
@@ -35,12 +40,16 @@ from callgate.media.packets import (
     tap_receiver,
 )
 from callgate.media.srtp_path import LocalTurn, SrtpPath
+from callgate.media.transcode import Transcoder
 
 log = logging.getLogger(__name__)
 FRAME_SECONDS = 0.02  # a prompt frame, in every codec
 
 CLOSE_TIMEOUT = 3.0
 MAX_EARLY_CANDIDATES = 50
+_RTPMAP = re.compile(r"^a=rtpmap:\d+ +([A-Za-z0-9_.-]+)/(\d+)", re.MULTILINE)
+_AUDIO_FORMATS = re.compile(r"^m=audio +\d+ +[A-Z/]+((?: +\d+)*)", re.MULTILINE)
+_STATIC = {"pcmu": "0", "pcma": "8", "g722": "9"}  # RFC 3551 §6
 # The ICE servers a leg uses (the same shape `hello` gives clients), fresh for each leg.
 IceServers = Callable[[], Sequence[Mapping[str, Any]]]
 
@@ -59,16 +68,29 @@ def _configuration(servers: Sequence[Mapping[str, Any]]) -> Any:
     return RTCConfiguration(iceServers=ice, iceTransportPolicy=RTCIceTransportPolicy.RELAY)
 
 
-def _only(codec: str) -> list[Any]:
+def _only(*names: str) -> list[Any]:
     codecs = RTCRtpSender.getCapabilities("audio").codecs
-    return [c for c in codecs if c.mimeType.lower() == f"audio/{codec}"]
+    return [c for name in names for c in codecs if c.mimeType.lower() == f"audio/{name}"]
+
+
+def offered_codecs(sdp: str) -> set[str]:
+    """The anchor's codecs an SDP's audio lists (by rtpmap at their RTP clock, or G.711's static
+    payload types)."""
+    names = {(name.lower(), int(clock)) for name, clock in _RTPMAP.findall(sdp)}
+    formats = {f for found in _AUDIO_FORMATS.findall(sdp) for f in found.split()}
+    return {
+        codec
+        for codec, clock in CODEC_CLOCKS.items()
+        if (codec, clock) in names or _STATIC.get(codec) in formats
+    }
 
 
 class Leg(Protocol):
-    """What the bridge needs of a leg: where to send the other party's packets, and whether it
-    can send yet."""
+    """What the bridge needs of a leg: where to send the other party's packets, whether it
+    can send yet, and in which codec."""
 
     name: str
+    codec: str
     connected: asyncio.Event
 
     def send(self, packet: MediaPacket) -> None: ...  # the payload unchanged, our own RTP stream
@@ -78,7 +100,9 @@ class Leg(Protocol):
 
 class AnchorLeg:
     """One party's peer connection, ending at the anchor. `codec`: "opus" (default), "pcmu" or
-    "pcma" — the only codec it negotiates; payloads are forwarded, never transcoded."""
+    "pcma" — the codec it negotiates; `also`: codecs it falls back to when the party cannot take
+    that one (the bridge then transcodes, module doc). `codec` says the negotiated one once
+    the offer or answer is applied."""
 
     def __init__(
         self,
@@ -87,13 +111,15 @@ class AnchorLeg:
         on_packet: PacketHandler,
         codec: str = "opus",
         local_turn: LocalTurn | None = None,
+        also: Sequence[str] = (),
     ):
-        if codec not in CODEC_CLOCKS:
+        if codec not in CODEC_CLOCKS or any(other not in CODEC_CLOCKS for other in also):
             raise AnchorError(f"unknown codec {codec!r}")
         if changed := internals.problems():  # never anchor on internals we do not know
             raise AnchorError(f"media anchor disabled: aiortc/aioice changed ({changed[0]})")
         self.name = name
         self.codec = codec
+        self._codecs = (codec, *(other for other in also if other != codec))
         self.pc = RTCPeerConnection(_configuration(servers))
         self.track = ForwardTrack(CODEC_CLOCKS[codec])  # what this leg sends to its party
         self.connected = asyncio.Event()
@@ -128,8 +154,8 @@ class AnchorLeg:
         self._tapped += 1
         self._on_packet(packet)
 
-    def _prepare(self, transceiver: Any) -> None:
-        transceiver.setCodecPreferences(_only(self.codec))
+    def _prepare(self, transceiver: Any, codecs: Sequence[str]) -> None:
+        transceiver.setCodecPreferences(_only(*codecs))
         transceiver.direction = "sendrecv"
         self._transceiver = transceiver
         tap_receiver(transceiver.receiver, self.name, self._packet)
@@ -138,8 +164,9 @@ class AnchorLeg:
         """The party offered: answer it (our codec only). Returns the answer SDP, ICE gathered."""
         # The transceiver exists before the offer is applied, so its codec preference filters
         # what the answer lists (aiortc negotiates codecs in setRemoteDescription).
+        self._use(self.pick(offer_sdp))
         transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
-        self._prepare(transceiver)
+        self._prepare(transceiver, [self.codec])
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except (ValueError, AssertionError) as exc:
@@ -159,10 +186,17 @@ class AnchorLeg:
             raise AnchorError(f"the offer has no {self.codec.upper()}")
         return sdp
 
+    def pick(self, offer_sdp: str) -> str:
+        """The codec `answer` takes from the party's offer: our first codec the party offers,
+        else the first fallback it does (then transcoded)."""
+        offered = offered_codecs(offer_sdp)
+        return next((codec for codec in self._codecs if codec in offered), self.codec)
+
     async def offer(self) -> str:
-        """The anchor offers to the party (our codec only). Returns the offer SDP, ICE gathered."""
+        """The anchor offers to the party (our codec, then the fallbacks, in that order: an
+        answerer that has our first codec picks it). Returns the offer SDP, ICE gathered."""
         transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
-        self._prepare(transceiver)
+        self._prepare(transceiver, self._codecs)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return str(self.pc.localDescription.sdp)
 
@@ -171,7 +205,16 @@ class AnchorLeg:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         except (ValueError, AssertionError) as exc:
             raise AnchorError(f"bad answer: {exc}") from exc
+        negotiated = getattr(self._transceiver, "_codecs", None) or []
+        name = str(negotiated[0].mimeType).lower().removeprefix("audio/") if negotiated else ""
+        if name not in self._codecs:
+            raise AnchorError(f"the answer has none of {', '.join(self._codecs)}")
+        self._use(name)
         await self._flush_early()
+
+    def _use(self, codec: str) -> None:
+        self.codec = codec
+        self.track.clock = CODEC_CLOCKS[codec]
 
     async def _flush_early(self) -> None:
         self._remote_set = True
@@ -241,13 +284,16 @@ class Bridge:
         self.legs: dict[str, AnchorLeg] = {}  # the WebRTC legs
         self._all: dict[str, Leg] = {}  # these and attached ones (an RTP leg)
         self._other: dict[str, Leg] = {}  # leg name -> the other leg
+        self.transcoders: dict[str, Transcoder] = {}  # leg name -> its packets' transcoder
         self._muted: set[str] = set()  # legs hearing a prompt instead of the other party
 
-    def leg(self, name: str, codec: str = "opus") -> AnchorLeg:
-        """A new leg called `name` (at most two; the second is paired with the first)."""
+    def leg(self, name: str, codec: str = "opus", also: Sequence[str] = ()) -> AnchorLeg:
+        """A new leg called `name` (at most two; the second is paired with the first); `also`:
+        codecs it may fall back to, transcoded (AnchorLeg)."""
         if name in self._all or len(self._all) >= 2:
             raise AnchorError(f"cannot add leg {name!r}")
-        leg = AnchorLeg(name, self._ice_servers(), self._forward, codec, self._local_turn)
+        servers = self._ice_servers()
+        leg = AnchorLeg(name, servers, self._forward, codec, self._local_turn, also)
         self.attach(leg)
         self.legs[name] = leg
         return leg
@@ -272,8 +318,26 @@ class Bridge:
         if observer is not None:
             observer(packet)
         other = self._other.get(packet.leg)
-        if other is not None and other.connected.is_set() and other.name not in self._muted:
-            other.send(packet)
+        if other is None or not other.connected.is_set() or other.name in self._muted:
+            return
+        source = self._all[packet.leg]
+        if source.codec == other.codec or packet.payload_type == getattr(source, "events", None):
+            other.send(packet)  # the same codec (or an RTP leg's RFC 4733 event): unchanged
+            return
+        for converted in self._transcoder(packet.leg, source.codec, other.codec).convert(packet):
+            other.send(converted)
+
+    def _transcoder(self, leg: str, source: str, target: str) -> Transcoder:
+        transcoder = self.transcoders.get(leg)
+        if transcoder is None or (transcoder.source, transcoder.target) != (source, target):
+            transcoder = self.transcoders[leg] = Transcoder(source, target)
+        return transcoder
+
+    @property
+    def transcoding(self) -> bool:
+        """Whether the two legs negotiated different codecs (each direction is transcoded)."""
+        codecs = {leg.codec for leg in self._all.values()}
+        return len(self._all) == 2 and len(codecs) == 2
 
     async def announce(
         self,

@@ -21,28 +21,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import time
+
+import av
+import numpy as np
+from av.audio.codeccontext import AudioCodecContext
 
 from callgate.media.packets import CODEC_CLOCKS, MediaPacket, PacketHandler
 
 FRAME_SECONDS = 0.02
 SILENCE = {"pcmu": b"\xff", "pcma": b"\xd5"}
-PAYLOAD_TYPES = {"pcmu": 0, "pcma": 8}
+PAYLOAD_TYPES = {"pcmu": 0, "pcma": 8, "g722": 9}
+
+
+@functools.cache
+def silence_frame(codec: str) -> bytes:
+    """20 ms of digital silence in `codec`: G.711's zero code repeated; for G.722 (ADPCM, no
+    such code) what FFmpeg's encoder makes of 320 zero samples (16 kHz, RFC 3551 §4.5.2)."""
+    if codec in SILENCE:
+        return SILENCE[codec] * round(CODEC_CLOCKS[codec] * FRAME_SECONDS)
+    if codec != "g722":
+        raise ValueError(f"no silence for codec {codec!r}")
+    encoder = av.CodecContext.create("g722", "w")
+    assert isinstance(encoder, AudioCodecContext)
+    encoder.sample_rate, encoder.layout, encoder.format = 16000, "mono", "s16"
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, 640), np.int16), format="s16", layout="mono")
+    frame.sample_rate = 16000
+    data = b"".join(bytes(p) for p in encoder.encode(frame))
+    return data[-160:]  # the second frame: the encoder's state settled on silence
 
 
 class SilenceUntilMedia:
     """Sits between a SIP party's `RtpLeg` and the bridge: `packet` is the leg's handler."""
 
     def __init__(self, leg: str, codec: str, forward: PacketHandler) -> None:
-        if codec not in SILENCE:
+        if codec not in PAYLOAD_TYPES:
             raise ValueError(f"no silence for codec {codec!r}")
         self.leg = leg
         self.filled = 0  # silence packets sent
         self._forward = forward
         self._clock = CODEC_CLOCKS[codec]
         self._frame = round(self._clock * FRAME_SECONDS)
-        self._silence = SILENCE[codec] * self._frame
+        self._silence = silence_frame(codec)
         self._payload_type = PAYLOAD_TYPES[codec]
         self._ssrc = secrets.randbits(32)
         self._timestamp = secrets.randbits(32)  # the next packet's, on our timeline

@@ -53,7 +53,10 @@ FREQUENCIES = {
     code: (_ROWS[_PLACE[key][0]], _COLUMNS[_PLACE[key][1]]) for code, key in enumerate(KEYS)
 }
 AMPLITUDE = 6000  # each of the two tones, of 32767: about -15 dBm0, inside Q.24's range
-ENCODERS = {"pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}
+ENCODERS = {"pcmu": "pcm_mulaw", "pcma": "pcm_alaw", "g722": "g722"}
+# G.722's 20 ms frame is 320 samples at 16 kHz on the same 8 kHz RTP clock (RFC 3551 §4.5.2)
+RATES = {"pcmu": CLOCK, "pcma": CLOCK, "g722": 16000}
+PAYLOAD_TYPES = {"pcmu": 0, "pcma": 8, "g722": 9}
 MAX_PRESSED = 16  # keys from `press` waiting to play
 KEPT_KEYS = 64  # the last keys pressed, kept for logs and tests
 NO_EVENTS = -1  # `events_pt` of a party that negotiated no telephone-event: keys come by INFO
@@ -91,13 +94,14 @@ class DtmfToTones:
 
     def __init__(self, codec: str, events_pt: int, forward: PacketHandler) -> None:
         if codec not in ENCODERS:
-            raise ValueError(f"no G.711 encoder for {codec!r}")
+            raise ValueError(f"no encoder for {codec!r}")
         self.events_pt = events_pt
+        self._rate, self._payload_type = RATES[codec], PAYLOAD_TYPES[codec]
         self.convert = True  # False: events pass as they are (the other side takes them)
         # the last KEPT_KEYS keys pressed, in order (for logs and tests): not the whole call's
         self.keys: collections.deque[str] = collections.deque(maxlen=KEPT_KEYS)
         self._forward = forward
-        self._encoder = _encoder(ENCODERS[codec])
+        self._encoder = _encoder(ENCODERS[codec], self._rate)
         self._current: int | None = None  # the RTP timestamp of the event being played
         self._covered = 0  # samples of it already sent as tone
         self._pressed: collections.deque[tuple[tuple[int, int], int]] = collections.deque()
@@ -128,7 +132,7 @@ class DtmfToTones:
 
     def packet(self, packet: MediaPacket) -> None:
         """Any packet of the party's (audio or telephone-event)."""
-        if self._pressed and packet.payload_type in (0, 8):
+        if self._pressed and packet.payload_type in PAYLOAD_TYPES.values():
             self._replace_audio(packet)
         elif packet.payload_type == self.events_pt:
             self.event(packet)
@@ -161,7 +165,7 @@ class DtmfToTones:
             self._forward(
                 packet._replace(
                     payload=payload,
-                    payload_type=0 if self._encoder.name == "pcm_mulaw" else 8,
+                    payload_type=self._payload_type,
                     timestamp=(packet.timestamp + start) % (1 << 32),
                 )
             )
@@ -179,18 +183,20 @@ class DtmfToTones:
         return payload
 
     def _tone(self, tones: tuple[int, int], start: int) -> bytes:
-        t = (np.arange(FRAME) + start) / CLOCK
+        """20 ms of the tones from RTP tick `start` (8 kHz), at the codec's sample rate."""
+        per_tick = self._rate // CLOCK
+        t = (np.arange(FRAME * per_tick) + start * per_tick) / self._rate
         wave = AMPLITUDE * (np.sin(2 * np.pi * tones[0] * t) + np.sin(2 * np.pi * tones[1] * t))
         frame = av.AudioFrame.from_ndarray(
             wave.astype(np.int16).reshape(1, -1), format="s16", layout="mono"
         )
-        frame.sample_rate = CLOCK
+        frame.sample_rate = self._rate
         return b"".join(bytes(p) for p in self._encoder.encode(frame))
 
 
-def _encoder(name: str) -> AudioCodecContext:
+def _encoder(name: str, rate: int) -> AudioCodecContext:
     encoder = av.CodecContext.create(name, "w")
     if not isinstance(encoder, AudioCodecContext):
         raise ValueError(f"{name} is not an audio encoder")
-    encoder.sample_rate, encoder.layout, encoder.format = CLOCK, "mono", "s16"
+    encoder.sample_rate, encoder.layout, encoder.format = rate, "mono", "s16"
     return encoder

@@ -29,8 +29,12 @@ import av
 from aiortc import MediaStreamTrack
 
 OPUS_CLOCK = 48000
-# RTP clock rates of the codecs the anchor forwards (RFC 7587 §4.1, RFC 3551 §4.5.14).
-CODEC_CLOCKS = {"opus": OPUS_CLOCK, "pcmu": 8000, "pcma": 8000}
+# RTP clock rates of the codecs the anchor forwards (RFC 7587 §4.1, RFC 3551 §4.5.14). G.722
+# samples at 16 kHz but its RTP clock is 8 kHz, "an error in RFC 1890" kept for compatibility
+# (RFC 3551 §4.5.2): a 20 ms frame (320 samples) advances the timestamp by 160.
+CODEC_CLOCKS = {"opus": OPUS_CLOCK, "pcmu": 8000, "pcma": 8000, "g722": 8000}
+# their audio sample rates, where these differ from the clock (G.722)
+SAMPLE_RATES = {**CODEC_CLOCKS, "g722": 16000}
 FORWARD_QUEUE = 50  # packets (1 s of 20 ms frames) waiting for a slow leg before the oldest go
 
 
@@ -80,7 +84,7 @@ class ForwardTrack(MediaStreamTrack):
 
     def __init__(self, clock: int = OPUS_CLOCK) -> None:
         super().__init__()
-        self._clock = clock
+        self.clock = clock  # set once the leg's codec is negotiated, before anything is sent
         self._queue: asyncio.Queue[Any] = asyncio.Queue(FORWARD_QUEUE)
         self._base: int | None = None
         self._offset = 0  # where the party's timeline starts on ours (after a prompt)
@@ -106,7 +110,7 @@ class ForwardTrack(MediaStreamTrack):
         self._last = pts
         packet = av.Packet(payload)
         packet.pts = pts
-        packet.time_base = Fraction(1, self._clock)
+        packet.time_base = Fraction(1, self.clock)
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1

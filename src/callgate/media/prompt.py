@@ -32,7 +32,11 @@ PATTERN = ((True, 0.2), (False, 0.16), (True, 0.2), (False, 0.1))
 
 G711_RATE = 8000
 G711_FRAME = 160  # 20 ms at 8 kHz, G.711's RTP clock (RFC 3551 §4.5.14)
-G711_ENCODERS = {"pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}
+# the SIP codecs' encoders ("G711" for short: G.722 is here too, 20 ms = 320 samples at 16 kHz,
+# which encode to 160 bytes, the size of a G.711 frame)
+G711_ENCODERS = {"pcmu": "pcm_mulaw", "pcma": "pcm_alaw", "g722": "g722"}
+G711_RATES = {"pcmu": G711_RATE, "pcma": G711_RATE, "g722": 16000}
+FRAME_BYTES = 160
 
 
 def _beeps(rate: int) -> np.ndarray:
@@ -69,7 +73,7 @@ def prompt_frames_g711(path: Path | None, codec: str) -> tuple[bytes, ...]:
 
 @functools.cache
 def _g711_beeps(codec: str) -> tuple[bytes, ...]:
-    return _g711_frames(_beeps(G711_RATE), codec)
+    return _g711_frames(_beeps(G711_RATES[codec]), codec)
 
 
 @functools.lru_cache(maxsize=6)
@@ -78,7 +82,7 @@ def _encoded(path: Path, _mtime_ns: int, codec: str) -> tuple[bytes, ...]:
     (every recorded call plays them)."""
     if codec == "opus":
         return _opus_frames(_announcement(path, RATE))
-    return _g711_frames(_announcement(path, G711_RATE), codec)
+    return _g711_frames(_announcement(path, G711_RATES[codec]), codec)
 
 
 def _announcement(path: Path, rate: int) -> np.ndarray:
@@ -98,21 +102,24 @@ def _announcement(path: Path, rate: int) -> np.ndarray:
 
 
 def _g711_frames(mono: np.ndarray, codec: str) -> tuple[bytes, ...]:
-    """8 kHz mono samples as 20 ms G.711 frames, the last one padded with silence."""
-    count = -(-len(mono) // G711_FRAME)
-    padded = np.zeros(count * G711_FRAME, dtype=np.int16)
+    """Mono samples at the codec's rate as 20 ms G.711 (or G.722) frames, the last one padded
+    with silence."""
+    rate = G711_RATES[codec]
+    frame_samples = rate // 50
+    count = -(-len(mono) // frame_samples)
+    padded = np.zeros(count * frame_samples, dtype=np.int16)
     padded[: len(mono)] = mono
     encoder = av.CodecContext.create(G711_ENCODERS[codec], "w")
     assert isinstance(encoder, AudioCodecContext)
-    encoder.sample_rate = G711_RATE
+    encoder.sample_rate = rate
     encoder.layout = "mono"
     encoder.format = "s16"
-    encoder.time_base = Fraction(1, G711_RATE)
+    encoder.time_base = Fraction(1, rate)
     frame = av.AudioFrame.from_ndarray(padded.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = G711_RATE
+    frame.sample_rate = rate
     frame.pts = 0
     data = b"".join(bytes(p) for p in (*encoder.encode(frame), *encoder.encode(None)))
-    return tuple(data[i : i + G711_FRAME] for i in range(0, count * G711_FRAME, G711_FRAME))
+    return tuple(data[i : i + FRAME_BYTES] for i in range(0, count * FRAME_BYTES, FRAME_BYTES))
 
 
 def _opus_frames(mono: np.ndarray) -> tuple[bytes, ...]:

@@ -51,8 +51,8 @@ from callgate.media.rtcp_leg import MIN_PORT, RtcpChannel
 
 log = logging.getLogger(__name__)
 
-PCMU, PCMA = 0, 8  # static payload types (RFC 3551 §6)
-CODEC_PAYLOAD_TYPES = {"pcmu": PCMU, "pcma": PCMA}
+PCMU, PCMA, G722 = 0, 8, 9  # static payload types (RFC 3551 §6)
+CODEC_PAYLOAD_TYPES = {"pcmu": PCMU, "pcma": PCMA, "g722": G722}
 RTP_VERSION = 2
 HEADER = struct.Struct("!BBHII")
 MAX_DATAGRAM = 2048
@@ -170,8 +170,8 @@ class _Protocol(asyncio.DatagramProtocol):
 
 class RtpLeg:
     """One plain RTP party of a bridge (see module doc). `on_packet` is the bridge's
-    `forward`; `codec` "pcmu" or "pcma". The party's audio packets go to `on_audio`, its
-    telephone-events to `on_event`: both `on_packet` until someone (media/dtmf.py `attach`)
+    `forward`; `codec` "pcmu", "pcma" or "g722". The party's audio packets go to `on_audio`,
+    its telephone-events to `on_event`: both `on_packet` until someone (media/dtmf.py `attach`)
     routes them apart."""
 
     def __init__(
@@ -191,10 +191,7 @@ class RtpLeg:
         self.inbound: pylibsrtp.Session | None = None
         self.outbound: pylibsrtp.Session | None = None
         if srtp is not None:
-            profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
-            theirs = pylibsrtp.Policy(srtp[0], pylibsrtp.Policy.SSRC_ANY_INBOUND, 0, profile)
-            ours = pylibsrtp.Policy(srtp[1], pylibsrtp.Policy.SSRC_ANY_OUTBOUND, 0, profile)
-            self.inbound, self.outbound = pylibsrtp.Session(theirs), pylibsrtp.Session(ours)
+            self.secure(*srtp)
         self.name = name
         self.codec = codec
         self.payload_type = CODEC_PAYLOAD_TYPES[codec]
@@ -213,6 +210,19 @@ class RtpLeg:
         self._allowed: set[str] = set()
         self._latched = False
         self._permits = permits or (lambda _host: True)
+
+    def secure(self, theirs: bytes, ours: bytes) -> None:
+        """SRTP from now on (before media flows): the party's and our SDES master key ‖ salt."""
+        profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+        inbound = pylibsrtp.Policy(theirs, pylibsrtp.Policy.SSRC_ANY_INBOUND, 0, profile)
+        outbound = pylibsrtp.Policy(ours, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, 0, profile)
+        self.inbound, self.outbound = pylibsrtp.Session(inbound), pylibsrtp.Session(outbound)
+
+    def use(self, codec: str) -> None:
+        """The codec the party's answer chose of those we offered, before media flows."""
+        if codec not in CODEC_PAYLOAD_TYPES:
+            raise RtpError(f"unsupported codec {codec!r}")
+        self.codec, self.payload_type = codec, CODEC_PAYLOAD_TYPES[codec]
 
     def permits(self, host: str) -> bool:
         """Whether media may be sent to, or latched from, `host` (module doc)."""

@@ -36,14 +36,21 @@ import numpy.typing as npt
 from av.audio.codeccontext import AudioCodecContext
 
 from callgate.recording.chunks import LEGS, Packet
-from callgate.recording.codecs import OPUS, PCMA, PCMU
+from callgate.recording.codecs import G722, OPUS, PCMA, PCMU, leg_codecs
 from callgate.recording.placement import Moved, Placer
 from callgate.recording.placement import rtp_distance as rtp_distance  # where it was
 
 RATE = 48000
 MAX_SECONDS = 6 * 3600  # a WAV's sizes are 32-bit: 6 h of 48 kHz 16-bit stereo is ~3.9 GiB
-# each recording codec's decoder and RTP clock rate
-DECODERS = {OPUS: ("libopus", RATE), PCMU: ("pcm_mulaw", 8000), PCMA: ("pcm_alaw", 8000)}
+# each recording codec's decoder and sample rate
+DECODERS = {
+    OPUS: ("libopus", RATE),
+    PCMU: ("pcm_mulaw", 8000),
+    PCMA: ("pcm_alaw", 8000),
+    G722: ("g722", 16000),
+}
+# samples a tick of the RTP clock: G.722's clock is 8 kHz for 16 kHz audio (RFC 3551 §4.5.2)
+PER_TICK = {G722: 2}
 WINDOW_SECONDS = 60.0  # of the call's timeline held at once (both channels: ~11 MiB)
 REORDER_SECONDS = 5.0  # a packet waits this long (arrival time) for ones sent before it
 REORDER_PACKETS = 1000  # and at most this many of its leg's packets wait with it
@@ -146,8 +153,11 @@ class _Leg:
     """One leg: its packets placed (recording/placement.py), put back in timeline order in a
     reorder buffer, decoded."""
 
-    def __init__(self, first: Packet, origin: float, clock: int) -> None:
-        self._placer = Placer(first, clock)
+    def __init__(self, first: Packet, origin: float, clock: int, per_tick: int = 1) -> None:
+        """`clock`: the leg's samples a second; `per_tick`: samples an RTP clock tick (the
+        placer works in ticks)."""
+        self._per_tick = per_tick
+        self._placer = Placer(first, clock // per_tick)
         self._start = round((first.arrival - origin) * clock)
         self._waiting: list[tuple[int, int, Packet]] = []  # (position, number, packet)
 
@@ -158,15 +168,17 @@ class _Leg:
     def add(self, packet: Packet) -> None:
         number = self._placer.count
         position, moved = self._placer.place(packet)
-        heapq.heappush(self._waiting, (self._start + position, number, packet))
+        heapq.heappush(self._waiting, (self._start + position * self._per_tick, number, packet))
         if moved is not None:
             self._move(moved)
 
     def _move(self, moved: Moved) -> None:
         """The packets still waiting from number `moved.since` on go by the new anchor."""
-        start, anchor = self._start, moved.anchor
+        start, anchor, per_tick = self._start, moved.anchor, self._per_tick
         self._waiting = [
-            (start + anchor.at(p.timestamp), n, p) if n >= moved.since else (position, n, p)
+            (start + anchor.at(p.timestamp) * per_tick, n, p)
+            if n >= moved.since
+            else (position, n, p)
             for position, n, p in self._waiting
         ]
         heapq.heapify(self._waiting)
@@ -228,10 +240,12 @@ class _G711Leg(_Leg):
         decoder: str,
         clock: int,
         end: int | None,
+        per_tick: int = 1,
     ) -> None:
-        super().__init__(first, origin, clock)
-        # where the track ends (when the survey could tell): the resampler is flushed there
-        last = None if end is None else self._start + end
+        super().__init__(first, origin, clock, per_tick)
+        # where the track ends (when the survey could tell, in RTP ticks): the resampler is
+        # flushed there
+        last = None if end is None else self._start + end * per_tick
         self._last = last if last is not None and last < MAX_SECONDS * clock else None
         self._channel, self._mix, self._clock = channel, mix, clock
         # handed over past the window's position for the resampler's delay (16 input samples)
@@ -317,16 +331,18 @@ class _Survey:
     ends: dict[str, int]  # G.711: where each leg's samples end, from its first packet's position
 
 
-def _survey(packets: PacketSource, clock: int | None) -> _Survey:
+def _survey(packets: PacketSource, clocks: dict[str, int | None]) -> _Survey:
     """Each leg's first packet, read until both are found (the caller's is usually first), or
-    with a `clock` (G.711, one byte a sample) the whole call, placed as the decode will place
-    it, to learn where each leg ends."""
+    with a leg's RTP `clocks` (G.711 and G.722: one byte a tick) the whole call, placed as the
+    decode will place it, to learn where each leg ends."""
+    whole = any(clock is not None for clock in clocks.values())
     survey = _Survey({}, {})
     placers: dict[str, Placer] = {}
     stream = iter(packets())
     try:
         for packet in stream:
             first = survey.firsts.setdefault(packet.leg, packet)
+            clock = clocks.get(packet.leg)
             if clock is not None:
                 placer = placers.get(packet.leg)
                 if placer is None:
@@ -334,7 +350,7 @@ def _survey(packets: PacketSource, clock: int | None) -> _Survey:
                 placer.place(packet)
                 if packet.payload or packet.leg in survey.ends:
                     survey.ends[packet.leg] = placer.byte_end
-            elif len(survey.firsts) == len(LEGS):
+            elif not whole and len(survey.firsts) == len(LEGS):
                 break
     finally:
         close = getattr(stream, "close", None)
@@ -345,22 +361,31 @@ def _survey(packets: PacketSource, clock: int | None) -> _Survey:
 
 def render(packets: PacketSource, codec: str, emit: Emit) -> Rendered:
     """Decode the call to (n, 2) int16 blocks at 48 kHz, caller left, callee right, handed to
-    `emit` in order (each block is reused once `emit` returns)."""
-    if codec not in DECODERS:
+    `emit` in order (each block is reused once `emit` returns). A transcoded call's recording
+    names each party's codec (codecs.py): each leg is decoded with its own."""
+    codecs = dict(zip(LEGS, leg_codecs(codec), strict=True))
+    if any(each not in DECODERS for each in codecs.values()):
         raise AudioError(f"cannot decode a recording of codec {codec!r}")
-    decoder, clock = DECODERS[codec]
-    survey = _survey(packets, None if codec == OPUS else clock)
+    clocks: dict[str, int | None] = {
+        leg: None if each == OPUS else DECODERS[each][1] // PER_TICK.get(each, 1)
+        for leg, each in codecs.items()
+    }
+    survey = _survey(packets, clocks)
     firsts = survey.firsts
     origin = min((p.arrival for p in firsts.values()), default=0.0)
     mix = _Mix(emit)
     legs: dict[str, _Leg] = {}
     for channel, leg in enumerate(LEGS):
+        decoder, clock = DECODERS[codecs[leg]]
         if leg in firsts:
-            if codec == OPUS:
+            if codecs[leg] == OPUS:
                 legs[leg] = _OpusLeg(firsts[leg], origin, channel, mix)
             else:
                 end = survey.ends.get(leg)
-                legs[leg] = _G711Leg(firsts[leg], origin, channel, mix, decoder, clock, end)
+                per_tick = PER_TICK.get(codecs[leg], 1)
+                legs[leg] = _G711Leg(
+                    firsts[leg], origin, channel, mix, decoder, clock, end, per_tick
+                )
             mix.hooks.append(legs[leg].advance)
     for packet in packets():
         legs[packet.leg].add(packet)

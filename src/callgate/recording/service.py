@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from callgate.recording import keys
 from callgate.recording.chunks import HEADER_BYTES, ChunkError, iter_chunks, seal
 from callgate.recording.codecs import BY_ANCHOR_CODEC as CODECS
-from callgate.recording.codecs import OPUS
+from callgate.recording.codecs import OPUS, leg_codecs, recording_codec
 from callgate.recording.recorder import RecorderLimits, StreamRecorder
 from callgate.recording.retention import RetentionPolicy
 from callgate.recording.store import RecordingRepository, RecordingRow
@@ -155,10 +155,12 @@ class RecordingService:
         policy_rule: str | None,
         on_failure: Callable[[str], None],
         codec: str = "opus",
+        callee_codec: str | None = None,
     ) -> StreamRecorder:
         """Create the row, the file and its recorder; RecordingFailure when it cannot. `codec`:
-        the anchor's ("opus", or "pcmu"/"pcma" for a SIP phone or trunk), stored as it came."""
-        if codec not in CODECS:
+        the anchor's ("opus", or "pcmu"/"pcma" for a SIP phone or trunk), stored as it came;
+        `callee_codec`: the callee's, when the anchor transcodes (default: the same)."""
+        if codec not in CODECS or (callee_codec or codec) not in CODECS:
             raise RecordingFailure(f"cannot record codec {codec!r}")
         self._check_available()
         master = self.master_key()
@@ -166,7 +168,8 @@ class RecordingService:
             raise RecordingFailure(f"{self.settings.max_active} calls are being recorded already")
         self._starting += 1
         try:
-            row, writer = await self._create(call_id, parties, policy_rule, master, CODECS[codec])
+            stored = recording_codec(codec, callee_codec)
+            row, writer = await self._create(call_id, parties, policy_rule, master, stored)
         finally:
             self._starting -= 1
 
@@ -214,6 +217,22 @@ class RecordingService:
             raise RecordingFailure(f"recording record not written: {type(exc).__name__}") from exc
         return row, writer
 
+    async def set_codecs(self, recording_id: str, caller: str, callee: str) -> None:
+        """The anchor's codecs of each party once the callee answered: a callee that took a
+        fallback codec (transcoded) changes the recording's `codec` (codecs.py), stored before
+        its packets are; RecordingFailure when it cannot be."""
+        active = self.active.get(recording_id)
+        if active is None or caller not in CODECS or callee not in CODECS:
+            raise RecordingFailure(f"cannot record codecs {caller!r} and {callee!r}")
+        codec = recording_codec(caller, callee)
+        if codec == active.row["codec"]:
+            return
+        try:
+            await asyncio.to_thread(self.repository.set_codec, recording_id, codec)
+        except Exception as exc:
+            raise RecordingFailure(f"recording codec not stored: {type(exc).__name__}") from exc
+        active.row["codec"] = codec
+
     async def finish(self, recording_id: str) -> None:
         """Close the recording: last chunk, metadata, `recording.closed|failed` in the audit."""
         active = self.active.pop(recording_id, None)
@@ -242,11 +261,12 @@ class RecordingService:
         streams each sent, and the chunk list that lets a bundle be checked offline."""
         row, recorder = active.row, active.recorder
         participants = _participants(active.parties)
+        codecs = dict(zip(("caller", "callee"), leg_codecs(row["codec"]), strict=True))
         streams = [
             {
                 "label": leg,
                 "sent_by": leg,
-                "codec": row["codec"],
+                "codec": codecs[leg],  # as the party sent it (a transcoded call: each its own)
                 "channel": "left" if leg == "caller" else "right",
                 "packets": recorder.packets[leg],
                 "first_arrival": recorder.first_arrival.get(leg),

@@ -105,6 +105,15 @@ class RecordingRepository:
                 conn, ACTOR, "recording.started", f"recording:{row['recording_id']}", details, at
             )
 
+    def set_codec(self, recording_id: str, codec: str) -> None:
+        """The codec of an open recording once the callee's is known (a transcoded call)."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(Recording)
+                .where(Recording.recording_id == recording_id, Recording.state == "open")
+                .values(codec=codec)
+            )
+
     def finish(
         self,
         recording_id: str,

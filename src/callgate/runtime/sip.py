@@ -17,6 +17,7 @@ from callgate.runtime.sip_calls import SipCalls
 from callgate.runtime.sip_dialout import DialOut
 from callgate.runtime.sip_numbers import NumberCalls
 from callgate.signaling.anchoring import Anchoring
+from callgate.signaling.ring_groups import MAX_MEMBERS
 from callgate.sip.attempts import Attempts
 from callgate.sip.credentials import CredentialStore
 from callgate.sip.dialout import DialOutRecords
@@ -51,7 +52,7 @@ async def start_sip(
     attempts = Attempts(CdrRepository(store), audit)
     trunks = Trunks([_trunk(t) for t in settings.sip.trunks])
     groups = GroupStore(store)
-    check_ring_groups(trunks, groups)
+    check_ring_groups(trunks, groups, settings.sip.ring_group_max_members)
     edge = SipEdge(
         credentials,
         audit,
@@ -86,6 +87,7 @@ async def start_sip(
             settings.sip.media_ip,
             dial,
             members_of=groups.members_of,
+            max_members=settings.sip.ring_group_max_members,
         )
         handler.serve(edge)
         edge.closing.append(handler.close)
@@ -141,15 +143,22 @@ def _trunk(t: TrunkSettings) -> Trunk:
     )
 
 
-def check_ring_groups(trunks: Trunks, groups: GroupStore) -> None:
-    """Every group a DID rings exists (a row, or an account naming it): else a ConfigError
-    saying which trunk, DID and group, before the edge listens."""
+def check_ring_groups(trunks: Trunks, groups: GroupStore, max_members: int = MAX_MEMBERS) -> None:
+    """Every group a DID rings exists (a row, or an account naming it) and has at most
+    `max_members` members: else a ConfigError saying which trunk, DID and group, before the
+    edge listens. (A group that grows later has its calls refused: signaling/hub.py.)"""
     for trunk in trunks.all:
         for did, group in sorted(trunk.did_groups.items()):
             if not groups.known(group):
                 raise ConfigError(
                     f"sip.trunks {trunk.name!r}: DID {did} rings group {group!r}, which does "
                     f"not exist (callgate group create {group}; add-member …)"
+                )
+            size = len(groups.members_of(group))
+            if size > max_members:
+                raise ConfigError(
+                    f"sip.trunks {trunk.name!r}: DID {did} rings group {group!r}, which has "
+                    f"{size} members, over sip.ring_group_max_members ({max_members})"
                 )
 
 

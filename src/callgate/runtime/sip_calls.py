@@ -29,7 +29,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from callgate.media.anchor import AnchorError, AnchorLeg, Bridge
+from callgate.media.anchor import AnchorError, AnchorLeg, Bridge, offered_codecs
 from callgate.media.caller_fill import SilenceUntilMedia
 from callgate.media.dtmf import NO_EVENTS, DtmfToTones
 from callgate.media.packets import PacketHandler
@@ -39,7 +39,7 @@ from callgate.runtime.sip_media import check_call_media, check_media, take_offer
 from callgate.signaling import messages as m
 from callgate.signaling.anchoring import PHONE_AGENT
 from callgate.signaling.hub import Device, SignalingHub
-from callgate.signaling.ring_groups import group_callee
+from callgate.signaling.ring_groups import MAX_MEMBERS, TOO_LARGE, group_callee
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import aim
@@ -71,7 +71,12 @@ ENDED = {
     "denied": (403, "Forbidden"),
     "recording-unavailable": (503, "Service Unavailable (recording unavailable)"),
     "recording-failed": (503, "Service Unavailable (recording failed)"),
+    "unavailable": (503, "Service Unavailable"),
+    TOO_LARGE: (503, "Service Unavailable (ring group over its size limit)"),
 }
+# call.denied by no rule of the policy's: the call policy, the ring group's members or the
+# cluster bus could not be read (rule "unavailable"), or the group is too large
+DENIED_BY = {"unavailable": "unavailable", TOO_LARGE: TOO_LARGE}
 
 
 class SipCalls:
@@ -85,11 +90,13 @@ class SipCalls:
         media_ip: str | None = None,
         dial_out: DialOut | None = None,
         members_of: Callable[[str], Sequence[str]] = lambda group: (),
+        max_members: int = MAX_MEMBERS,
     ) -> None:
         """`dial_out`: phones dialling numbers through trunks (sip_dialout.py); `members_of`:
         the users a trunk DID's ring group rings (policy/groups.py)."""
         self._dial = dial_out
         self._members_of = members_of
+        self._max_members = max_members
         self._hub = hub
         self._user_exists = user_exists
         self._ice_servers = ice_servers
@@ -172,7 +179,9 @@ class SipCalls:
         call.on_key = tones.press  # keys sent by INFO (sip/dtmf_info.py)
         device: Device | None = None
         try:
-            web = bridge.leg("web", codec=codec)
+            # the phone's codec first: a callee that has it gets the payloads unchanged; one
+            # that has only Opus gets it transcoded (media/transcode.py)
+            web = bridge.leg("web", codec=codec, also=("opus",))
             local = await rtp.open(media_ip)
             aim(rtp, offer, [call.peer.address[0]])  # none while held (c=0.0.0.0)
             bridge.attach(rtp)
@@ -184,7 +193,9 @@ class SipCalls:
             await self._hub.apply(effects)
             if group is not None:  # every member rings (signaling/ring_groups.py)
                 call.recorded = True  # the hub writes this attempt's CDR from here on
-                await self._hub.invite_group(device, self._id(), group, web_offer, self._members_of)
+                await self._hub.invite_group(
+                    device, self._id(), group, web_offer, self._members_of, self._max_members
+                )
             else:
                 try:
                     invite = m.Invite(type="call.invite", id=self._id(), to=callee, sdp=web_offer)
@@ -298,7 +309,7 @@ class SipCalls:
                 elif kind in ("call.ended", "call.denied"):
                     reason = str(message.get("reason") or "")
                     if kind == "call.denied":
-                        reason = "denied"
+                        reason = DENIED_BY.get(str(message.get("rule")), "denied")
                     call.reject(*ENDED.get(reason, (480, "Temporarily Unavailable")))
                     await call.hang_up()
                     return
@@ -370,9 +381,14 @@ class SipCalls:
         call_id, offer_sdp = str(incoming["call_id"]), str(incoming.get("sdp") or "")
         caller = str((incoming.get("from") or {}).get("handle") or "")
         binding = self._edge.device_binding(username, device.handle)
-        codec = _codec_of(offer_sdp)
-        if binding is None or codec is None:
-            why = "the phone is gone" if binding is None else "no G.711 in the offer"
+        offered = offered_codecs(offer_sdp)
+        # offered to the phone: G.722 and G.711 as the caller offers them (forwarded), else
+        # PCMU, and the caller's Opus is transcoded (media/transcode.py)
+        codecs = tuple(c for c in ("g722", "pcmu", "pcma") if c in offered)
+        if not codecs and "opus" in offered:
+            codecs = ("pcmu",)
+        if binding is None or not codecs:
+            why = "the phone is gone" if binding is None else "neither G.711 nor Opus offered"
             await self._reject(device, call_id, why)
             return
         media_ip = self._media_ip or binding.peer.local[0]
@@ -381,16 +397,20 @@ class SipCalls:
             await self._reject(device, call_id, "no media address")
             return
         bridge = Bridge(lambda: self._ice_servers(device.handle))
-        tones = _from_phone(codec, EVENTS_PT, bridge.forward)
-        rtp = RtpLeg("phone", tones.packet, codec, permits=self._edge.media.permits)
-        tones.attach(rtp)
+        tones: list[DtmfToTones] = []  # made once the phone's answer says its codec
+        rtp = RtpLeg("phone", bridge.forward, codecs[0], permits=self._edge.media.permits)
+        # a device whose credential says so is offered SRTP only (RTP/SAVP, our SDES key)
+        credential = await asyncio.to_thread(self._edge.credentials.get, username)
+        ours = Crypto(1, secrets.token_bytes(KEY_SALT)) if credential and credential.srtp else None
         call = self._edge.outbound(binding, caller)
-        call.on_key = tones.press  # keys sent by INFO (sip/dtmf_info.py)
+        call.on_key = lambda key, ms: bool(tones) and tones[0].press(key, ms)  # INFO keys
         try:
             local = await rtp.open(media_ip)
             contact = f"sip:callgate@{binding.peer.local[0]}:{binding.peer.local[1]}"
             final = asyncio.ensure_future(
-                final_response(call, audio_sdp(local[0], local[1], codec, None, EVENTS_PT), contact)
+                final_response(
+                    call, audio_sdp(local[0], local[1], codecs, ours, EVENTS_PT), contact
+                )
             )
             while not final.done():
                 message = await _next(device, final)
@@ -410,6 +430,13 @@ class SipCalls:
                 return
             try:
                 answer = parse_audio(reply.body)
+                codec = next((c for c in answer.ours() if c in codecs), None)
+                if codec is None:
+                    raise SdpError("the answer has none of the codecs offered")
+                if ours is not None and (answer.crypto is None or answer.crypto.tag != ours.tag):
+                    raise SdpError("the phone must answer with SRTP (RTP/SAVP, our key's tag)")
+                if ours is None and answer.crypto is not None:
+                    raise SdpError("RTP/SAVP answer to a plain RTP offer")
                 source = binding.peer.address[0]
                 party = f"sip:{username}"
                 check_media(self._edge, answer, "answer", party, call.call_id, source, source)
@@ -417,9 +444,15 @@ class SipCalls:
                 await call.hang_up()
                 await self._reject(device, call_id, str(exc))
                 return
+            rtp.use(codec)
+            if ours is not None and answer.crypto is not None:
+                rtp.secure(answer.crypto.key_salt, ours.key_salt)  # RFC 4568 §6.1
+            tones.append(_from_phone(codec, EVENTS_PT, bridge.forward))
+            tones[0].attach(rtp)  # audio straight on, unless a key is pressed
             rtp.events = EVENTS_PT if answer.events == EVENTS_PT else None
             aim(rtp, answer, [binding.peer.address[0]])
-            web = bridge.leg("web", codec=codec)
+            # the phone's codec when the caller offered it (forwarded), else Opus (transcoded)
+            web = bridge.leg("web", codec=codec, also=("opus",))
             bridge.attach(rtp)
             sdp = await web.answer(offer_sdp)
             answered = m.Answer(type="call.answer", id=self._id(), call_id=call_id, sdp=sdp)
@@ -537,14 +570,6 @@ def _from_phone(codec: str, events: int | None, forward: PacketHandler) -> DtmfT
     RFC 4733 events (with telephone-events negotiated they reach it as tones), and keys the
     phone sends by INFO are `press`ed into its audio as tones."""
     return DtmfToTones(codec, NO_EVENTS if events is None else events, forward)
-
-
-def _codec_of(offer_sdp: str) -> str | None:
-    upper = offer_sdp.upper()
-    for codec in ("PCMU", "PCMA"):
-        if f" {codec}/8000" in upper:
-            return codec.lower()
-    return None
 
 
 def handle_of(call: InboundCall) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 from callgate.media.anchor import Bridge
 from callgate.media.caller_fill import SilenceUntilMedia
 from callgate.media.dtmf import NO_EVENTS, DtmfToTones
+from callgate.media.packets import MediaPacket
 from callgate.media.rtp_leg import RtpLeg
 from callgate.policy.rules import Decision
 from callgate.policy.store import PolicyStore
@@ -165,6 +166,13 @@ class DialOut:
         if taken is None:
             return
         offer, codec = taken
+        # The carrier is offered the phone's codecs in its order and picks (G.722 passes only
+        # when both take it). A recorded call's codec is fixed before the carrier is called:
+        # the phone's first G.711, which every carrier takes.
+        codecs = offer.ours()
+        if permit.recording_required:
+            codec = next((c for c in codecs if c != "g722"), codec)
+            codecs = (codec,)
         media_ip = self._media_ip or call.peer.local[0]
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
             call.reject(503, "Service Unavailable (no media address)")
@@ -190,8 +198,12 @@ class DialOut:
         events = EVENTS_PT if offer.events is not None and recording is None else None
         # keys the phone sends by INFO become tones in its audio (sip/dtmf_info.py)
         tones = DtmfToTones(codec, offer.events or NO_EVENTS, into_bridge)
-        from_phone = tones.packet
-        call.on_key = tones.press
+        phone_tones = [tones]  # made again if the carrier picks another of the phone's codecs
+
+        def from_phone(packet: MediaPacket) -> None:
+            phone_tones[0].packet(packet)
+
+        call.on_key = lambda key, ms: phone_tones[0].press(key, ms)
         permits = self._edge.media.permits
         phone = RtpLeg("caller", from_phone, codec, srtp, offer.events, permits)
         tones.attach(phone)  # audio straight on, unless a key is pressed
@@ -253,7 +265,9 @@ class DialOut:
             contact = f"sip:callgate@{out.peer.local[0]}:{out.peer.local[1]}"
             final = asyncio.ensure_future(
                 final_response(
-                    out, audio_sdp(carrier_local[0], carrier_local[1], codec, None, events), contact
+                    out,
+                    audio_sdp(carrier_local[0], carrier_local[1], codecs, None, events),
+                    contact,
                 )
             )
             call.ringing()
@@ -300,6 +314,19 @@ class DialOut:
             answer = parse_audio(reply.body)
             source = out.peer.address[0]  # else ForbiddenMedia, audited: BYE, 502 below
             check_media(self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source)
+            chosen = next((c for c in answer.ours() if c in codecs), None)
+            if chosen is None:
+                raise SdpError("the carrier's answer has none of the codecs offered")
+            if chosen != codec:  # the phone offered it too: both legs use it, unchanged
+                codec = chosen
+                phone.use(codec)
+                carrier.use(codec)
+                tones = DtmfToTones(codec, offer.events or NO_EVENTS, into_bridge)
+                tones.attach(phone)
+                phone_tones[0] = tones
+                from_carrier = DtmfToTones(codec, NO_EVENTS, bridge.forward)
+                carrier.on_audio = carrier.on_event = from_carrier.packet
+                out.on_key = from_carrier.press
             if events is not None and answer.events == events:
                 carrier.events = events  # the carrier takes events: forwarded as they are
                 tones.convert = False

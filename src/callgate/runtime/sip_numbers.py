@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from callgate.media.anchor import AnchorError, AnchorLeg, Bridge
+from callgate.media.anchor import AnchorError, AnchorLeg, Bridge, offered_codecs
 from callgate.media.dtmf import NO_EVENTS, DtmfToTones
 from callgate.media.rtp_leg import RtpLeg
 from callgate.recording.writer import RecordingFailure
@@ -160,8 +160,10 @@ class NumberCalls:
             await self._refuse(device, call_id, number, trunk, agent, why, rule)
             return
         codec = _g711(message.sdp)
+        if codec is None and "opus" in offered_codecs(message.sdp):
+            codec = "pcmu"  # to the carrier; the softphone's Opus is transcoded (transcode.py)
         if codec is None:
-            why = ("setup-failed", "the offer has no G.711 (PCMU/PCMA)")
+            why = ("setup-failed", "the offer has neither G.711 (PCMU/PCMA) nor Opus")
             await self._refuse(device, call_id, number, trunk, agent, why, permit.rule)
             return
         if dialled.emergency:
@@ -300,7 +302,7 @@ class NumberCalls:
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
             return "failed", "server", "setup-failed", "set sip.media_ip"
         local = await carrier.open(media_ip)
-        web = call.web = bridge.leg("caller", codec=codec)
+        web = call.web = bridge.leg("caller", codec=codec, also=("opus",))
         for candidate in call.candidates:
             await web.add_candidate(candidate)
         sdp: str | None = None
@@ -349,7 +351,7 @@ class NumberCalls:
             await out.hang_up()  # connect the softphone to an unrecorded call
             return "failed", "server", FAILED, recording.failure[:120]
         if recording is not None:
-            recording.answered(bridge, codec)
+            recording.answered(bridge, web.codec, codec)
         await asyncio.to_thread(self._records.answered, call.call_id)
         if call.live is not None:
             self._dial.live.answered(call.live)
@@ -371,8 +373,9 @@ class NumberCalls:
         answer, or RecordingFailure."""
         device = call.device
         await recording.start(
-            call.call_id, device.handle, device.device_id, call.dialled.number, permit.rule, codec
-        )
+            call.call_id, device.handle, device.device_id, call.dialled.number, permit.rule,
+            web.pick(offer_sdp), codec,
+        )  # fmt: skip
         assert recording.recorder is not None
         sdp = await web.answer(offer_sdp)
         notice = m.recording_message(

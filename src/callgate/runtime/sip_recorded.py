@@ -46,15 +46,20 @@ class NumberRecording:
         self._prompt: asyncio.Future[bool] | None = None
 
     async def start(self, call_id: str, caller: str, device: str | None, number: str,
-                    rule: str | None, codec: str) -> None:  # fmt: skip
-        """Create the recording; RecordingFailure when it cannot be (the call must not go on)."""
+                    rule: str | None, codec: str, callee_codec: str | None = None,
+                    ) -> None:  # fmt: skip
+        """Create the recording; RecordingFailure when it cannot be (the call must not go on).
+        `callee_codec`: the carrier's, when the bridge transcodes (each side is recorded as it
+        sent)."""
         if self._recordings is None:
             raise RecordingFailure("this server has no recorder")
         parties: dict[str, dict[str, Any]] = {
             "caller": {"handle": caller, "device": device},
             "callee": {"number": number},
         }
-        self.recorder = await self._recordings.start(call_id, parties, rule, self._failed, codec)
+        self.recorder = await self._recordings.start(
+            call_id, parties, rule, self._failed, codec, callee_codec
+        )
 
     def on_packet(self, packet: MediaPacket) -> None:
         if self.recorder is not None:
@@ -78,13 +83,15 @@ class NumberRecording:
         if not written.done() or written.cancelled():
             raise RecordingFailure("no media from the caller reached the recorder")
 
-    def answered(self, bridge: Bridge, codec: str) -> None:
+    def answered(self, bridge: Bridge, codec: str, other: str | None = None) -> None:
         """The callee answered: from now on its silence fails the recording, and with
-        `recording.prompt` both parties hear that the call is recorded (in `codec`)."""
+        `recording.prompt` both parties hear that the call is recorded (in `codec`, or each
+        in its own: `other`, when the bridge transcodes)."""
         if self.recorder is None or self._recordings is None:
             return
         self.recorder.expect("callee")
-        self._prompt = asyncio.ensure_future(play_prompt(bridge, self._recordings, codec))
+        prompt = play_prompt(bridge, self._recordings, codec, other)
+        self._prompt = asyncio.ensure_future(prompt)
 
     def _failed(self, reason: str) -> None:
         self.failure = reason

@@ -16,10 +16,13 @@ A recorder failure (write, fsync, disk, a silent leg) ends the call `recording-f
 of the call closes the recording (last chunk, metadata, audit entry).
 
 Both legs use one codec, the caller's (`recorded_codec`): Opus from callgate's own clients, or
-G.711 (PCMU, else PCMA) when the caller offers no Opus — a SIP phone or trunk, whose bridge
-offers exactly its G.711 codec — or when the callee has a registered SIP phone (G.711 only) and
+G.711 (PCMU, else PCMA) when the caller lists it first — a SIP phone or trunk, whose bridge
+offers its G.711 codec first — or when the callee has a registered SIP phone (G.711 only) and
 the caller offers G.711 too, as browsers and aiortc do. The callee's leg then offers only that
-codec, so payloads still pass unchanged, and the recording says which codec it holds.
+codec, so payloads still pass unchanged, and the recording says which codec it holds. Only a
+caller without G.711 calling a user with a SIP phone gets two codecs (`recorded_codecs`): its
+leg Opus, the callee's PCMU, transcoded by the anchor; each party is recorded in the codec it
+sent, and the recording's codec names both (recording/codecs.py).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from callgate.media.anchor import AnchorError, Bridge
+from callgate.media.packets import CODEC_CLOCKS
 from callgate.media.prompt import G711_ENCODERS, prompt_frames, prompt_frames_g711
 from callgate.media.prompt_wav import PromptFileError
 from callgate.media.srtp_path import LocalTurn
@@ -55,25 +59,43 @@ MAX_EARLY = 50  # candidates a caller may trickle before its anchor leg exists
 IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
 DRAIN_QUIET = 0.06  # s without a new packet: what the parties sent before the end is recorded
 DRAIN_LIMIT = 0.5  # s at most that closing a recording waits for it
-_RTPMAP = re.compile(r"^a=rtpmap:\d+ +([A-Za-z0-9_.-]+)/(\d+)", re.MULTILINE)
+_RTPMAP_PT = re.compile(r"^a=rtpmap:(\d+) +([A-Za-z0-9_.-]+)/(\d+)", re.MULTILINE)
+STATIC_G711 = {"0": "pcmu", "8": "pcma", "9": "g722"}  # RFC 3551 §6
 _AUDIO_FORMATS = re.compile(r"^m=audio +\d+ +[A-Z/]+((?: +\d+)*)", re.MULTILINE)
 
 
 def recorded_codec(offer_sdp: str, g711: bool = False) -> str:
-    """The codec a recorded call's legs use, from the caller's offer: "opus" when it lists Opus
-    (or nothing we know: the leg's answer then says what is missing), else "pcmu" or "pcma"
-    (by rtpmap, or the static payload types 0 and 8 of RFC 3551 §6). `g711`: the callee has a
-    SIP phone, which takes G.711 only: PCMU or PCMA before Opus when the caller offers them."""
-    names = {(name.lower(), int(clock)) for name, clock in _RTPMAP.findall(offer_sdp)}
-    formats = {f for m in _AUDIO_FORMATS.findall(offer_sdp) for f in m.split()}
-    g711s = [
-        codec
-        for codec, static in (("pcmu", "0"), ("pcma", "8"))
-        if (codec, 8000) in names or static in formats
+    """The codec a recorded call's caller leg uses, from the caller's offer: the first of Opus,
+    PCMU and PCMA the offer lists (by rtpmap, or the static payload types 0 and 8 of RFC 3551
+    §6), Opus when it lists none (the leg's answer then says what is missing): Opus from
+    browsers, G.711 from a SIP phone's or carrier's bridge (which lists Opus after it, for a
+    callee that has no G.711). `g711`: the callee has a SIP phone, which takes G.711 only:
+    PCMU or PCMA before Opus when the caller offers them."""
+    return recorded_codecs(offer_sdp, g711)[0]
+
+
+def recorded_codecs(offer_sdp: str, g711: bool = False) -> tuple[str, str]:
+    """(the caller leg's, the callee leg's) codec of a recorded call (`recorded_codec`). They
+    differ only when the callee has a SIP phone and the caller offers no G.711: the callee's
+    leg offers PCMU, and the anchor transcodes (media/transcode.py), so that each party's
+    packets are recorded as it sent them."""
+    rtpmaps = {
+        number: name.lower()
+        for number, name, clock in _RTPMAP_PT.findall(offer_sdp)
+        if (name.lower(), int(clock)) in CODEC_CLOCKS.items()
+    }
+    listed = [
+        rtpmaps.get(f) or STATIC_G711.get(f)
+        for found in _AUDIO_FORMATS.findall(offer_sdp)
+        for f in found.split()
     ]
-    if ("opus", 48000) in names and not (g711 and g711s):
-        return "opus"
-    return g711s[0] if g711s else "opus"
+    known = [codec for codec in listed if codec is not None]
+    # what phones take: G.711 first (every phone has it), then G.722
+    g711s = sorted({c for c in known if c != "opus"}, key=("pcmu", "pcma", "g722").index)
+    if g711 and g711s:
+        return g711s[0], g711s[0]
+    caller = known[0] if known else "opus"
+    return caller, "pcmu" if g711 and caller == "opus" and known else caller
 
 
 @dataclass(slots=True)
@@ -102,31 +124,34 @@ async def drain(recorder: StreamRecorder) -> None:
         await asyncio.sleep(DRAIN_QUIET)
 
 
-async def play_prompt(bridge: Bridge, recordings: RecordingService, codec: str) -> bool:
+async def play_prompt(
+    bridge: Bridge, recordings: RecordingService, codec: str, other: str | None = None
+) -> bool:
     """With `recording.prompt`, both parties of a recorded call hear that it is recorded: the
     beeps or `recording.prompt_file`, in the call's codec (Opus, or G.711 for SIP phones and
-    carriers, media/prompt.py); False when the prompt is off."""
+    carriers, media/prompt.py) — each leg's own when the call is transcoded (`other`: the
+    other leg's codec); False when the prompt is off."""
+    codecs = tuple(dict.fromkeys((codec, other or codec)))
     settings = recordings.settings
     if not settings.prompt:
         return False
     prompt_file = settings.prompt_file
     try:
-        frames = await asyncio.to_thread(_prompt, prompt_file, codec)
+        frames = await asyncio.to_thread(_prompt, prompt_file, codecs)
     except (OSError, PromptFileError) as exc:  # changed since the server started
         log.error("recording prompt file unusable, beeps played instead: %s", exc)
-        frames = await asyncio.to_thread(_prompt, None, codec)
+        frames = await asyncio.to_thread(_prompt, None, codecs)
     opus, g711 = frames
     await bridge.announce(opus, g711=g711)
     return True
 
 
 def _prompt(
-    path: Path | None, codec: str
+    path: Path | None, codecs: tuple[str, ...]
 ) -> tuple[tuple[bytes, ...], dict[str, tuple[bytes, ...]]]:
-    """The prompt's Opus frames, and its G.711 ones for a call in G.711."""
-    if codec in G711_ENCODERS:
-        return (), {codec: prompt_frames_g711(path, codec)}
-    return prompt_frames(path), {}
+    """The prompt's Opus frames for legs in Opus, and its G.711 ones for legs in G.711."""
+    g711 = {codec: prompt_frames_g711(path, codec) for codec in codecs if codec in G711_ENCODERS}
+    return (prompt_frames(path) if "opus" in codecs else ()), g711
 
 
 class Anchoring:
@@ -176,10 +201,15 @@ class Anchoring:
             "caller": {"handle": call.caller.handle, "device": call.caller.device_id},
             "callee": {"handle": call.callee_handle},
         }
-        codec = recorded_codec(offer_sdp, self._callee_has_phone(state.callee))
+        codec, callee_codec = recorded_codecs(offer_sdp, self._callee_has_phone(state.callee))
         try:
             state.recorder = await self.recordings.start(
-                call_id, parties, rule, lambda reason: self._failed(call_id, reason), codec
+                call_id,
+                parties,
+                rule,
+                lambda reason: self._failed(call_id, reason),
+                codec,
+                callee_codec,
             )
             recording_id = state.recorder.recording_id
             anchor_user = ANCHOR_USER_PREFIX + call_id
@@ -204,7 +234,10 @@ class Anchoring:
             async with asyncio.timeout(self._setup_timeout):
                 await caller_leg.connected.wait()
                 await state.recorder.first_written()
-            offer = await state.bridge.leg("callee", codec).offer()
+            # a callee's device without the caller's G.711 may answer Opus: transcoded, and
+            # each party recorded in its own codec (the recording's is set at the answer)
+            also = ("opus",) if callee_codec != "opus" else ()
+            offer = await state.bridge.leg("callee", callee_codec, also).offer()
         except (RecordingFailure, AnchorError, TimeoutError) as exc:
             why = (
                 "no media from the caller reached the recorder"
@@ -240,10 +273,18 @@ class Anchoring:
                 self.hub.engine.end_call(state.call_id, Reason.SETUP_FAILED, str(exc)[:255])
             )
             return
+        caller_codec = state.bridge.legs["caller"].codec
+        if state.recorder is not None:
+            recording_id = state.recorder.recording_id
+            try:  # stored as the callee's media starts (exports read it)
+                await self.recordings.set_codecs(recording_id, caller_codec, leg.codec)
+            except RecordingFailure as exc:
+                self._failed(state.call_id, str(exc))
+                return
         await leg.connected.wait()
         if state.recorder is not None:
             state.recorder.expect("callee")
-        if await play_prompt(state.bridge, self.recordings, leg.codec):
+        if await play_prompt(state.bridge, self.recordings, caller_codec, leg.codec):
             log.info("call %s: recording prompt played to both parties", state.call_id)
 
     def candidate(self, call_id: str, party: Party, candidate: m.IceCandidate) -> None:

@@ -140,17 +140,26 @@ class ClusterHub(ClusterTakeover):
             return False
         return True
 
-    async def enter_members(self, caller: str, members: Sequence[str], live: bool) -> None:
+    async def enter_members(self, caller: str, members: Sequence[str], live: bool) -> str | None:
         """A ring group's members on other nodes ring too, and the relays admit each pair
-        before anyone rings (and forget those of a refused call). With the bus down only the
-        members connected here ring (logged)."""
-        for handle in members:
-            if live:
-                try:
-                    await self._enter_remote(handle)
-                except ClusterUnavailable as exc:
-                    log.warning("ring group: %s's devices elsewhere not rung: %s", handle, exc)
-            await self.bus.announce_pair((caller, handle), live=live)
+        before anyone rings (and forget those of members that did not ring). The lookups and
+        announces go out at once, not one round trip after another. When the bus cannot say
+        where every member's devices are, nobody rings (fail closed, as for a call to one
+        user): the reason is returned, logged once."""
+        if live:
+            found = await asyncio.gather(
+                *(self._enter_remote(h) for h in members), return_exceptions=True
+            )
+            failed = [e for e in found if isinstance(e, BaseException)]
+            if failed:
+                unexpected = [e for e in failed if not isinstance(e, ClusterUnavailable)]
+                if unexpected:
+                    raise unexpected[0]
+                why = f"the devices of {len(failed)} of {len(members)} members: {failed[0]}"
+                log.warning("refusing a call from %s to a ring group: %s", caller, why)
+                return why
+        await asyncio.gather(*(self.bus.announce_pair((caller, h), live=live) for h in members))
+        return None
 
     async def _enter_remote(self, handle: str) -> None:
         """Enter `handle`'s devices on other nodes in the engine (ClusterUnavailable: the bus

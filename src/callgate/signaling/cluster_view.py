@@ -131,7 +131,15 @@ class ClusterView(SignalingHub):
         calls = [live_call_json(call) for call in super().live_calls()]
         # calls held elsewhere that devices here take part in: a registered relay keeps
         # admitting their parties while the holder is dead and before a take-over
-        pairs = sorted(sorted(pair) for pair in set(self._remote_parties.values()))
+        held = set(self._remote_parties.values())
+        # a ring group's call ringing here lists the group as its callee: the relays admit the
+        # caller with each member actually rung (signaling/engine.py `invite_group`)
+        held |= {
+            frozenset((call.caller.handle, member))
+            for call in self.engine.live_calls()
+            for member in call.members
+        }
+        pairs = sorted(sorted(pair) for pair in held)
         return {"calls": calls, "pairs": pairs, "presence": self.presence(), "relay": self.relay}
 
     def peer_relays(self) -> dict[str, dict[str, Any]]:

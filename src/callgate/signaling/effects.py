@@ -57,6 +57,7 @@ class CdrUpdate:
     ring_at: float | None = None  # anchored calls ring once the recorder is up
     anchored: bool | None = None
     callee_user: str | None = None  # a ring group's call: the member who answered
+    policy_rule: str | None = None  # ... and the rule that allows calling that member
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal, NoReturn
 
@@ -121,6 +121,13 @@ class CallEngine:
                 return True
         return False
 
+    def ringing_members(self, call_id: str) -> tuple[str, frozenset[str]] | None:
+        """A ring group's call still ringing: (its caller, the members still rung)."""
+        call = self._calls.get(call_id)
+        if call is None or not call.members:
+            return None
+        return call.caller.handle, call.members
+
     def next_deadline(self) -> float | None:
         """The monotonic time at which `tick()` has something to do, or None."""
         times = [deadline(call, self.timeouts)[0] for call in self._calls.values()]
@@ -147,10 +154,12 @@ class CallEngine:
             return self._end(call, Reason.CALLER_DISCONNECTED, EndedBy.CALLER)
         if call.callee is not None and device_id == call.callee.device_id:
             return self._end(call, Reason.CALLEE_DISCONNECTED, EndedBy.CALLEE)
-        del call.ringing[device_id]
+        gone = call.ringing.pop(device_id)
         del self._call_by_device[device_id]
-        if not call.ringing:
+        if not call.ringing:  # a ring group's too: whoever declined, the last one rung left
             return self._end(call, Reason.CALLEE_DISCONNECTED, EndedBy.CALLEE)
+        if all(d.handle != gone.handle for d in call.ringing.values()):
+            call.members -= {gone.handle}  # a group's member no device of whom still rings
         return [Send(call.caller.device_id, m.ringing_message(call.call_id, len(call.ringing)))]
 
     # --- requests ------------------------------------------------------------------------------
@@ -164,29 +173,68 @@ class CallEngine:
         callee_exists: bool,
         denial: Denial | None = None,
         grant: Grant | None = None,
-        members: Collection[str] | None = None,
     ) -> list[Effect]:
         """Open a call attempt: record it, then ring every online device of `to`, or end it.
 
         `denial` / `grant` are the policy's decision (None: no policy consulted). A grant's
         constraints hold for the whole call: relay_only strips non-relay candidates from both
         parties' SDPs and trickled candidates; max_duration_s ends it `max-duration` after answer.
-
-        `members`: `to` names a ring group (its record's callee until someone answers) and these
-        users' devices all ring, but for members already in a call; the first answer wins. A
-        group's call is never recorded: one that must be ends `recording-unavailable`.
         """
         caller = self._presence.get(device_id)
+        refused = self._refuse_request(caller, device_id, request_id, to)
+        if refused is not None:
+            return refused
+        callees = self._presence.devices_of(to) if callee_exists and denial is None else []
+        call = self._new_call(caller, to, callees, grant)
+        outcome = self._refusal_reason(callee_exists, denial, callees)
+        return self._place(call, request_id, sdp, callees, denial, grant, outcome, None)
+
+    def invite_group(
+        self,
+        device_id: str,
+        request_id: str,
+        to: str,
+        sdp: str,
+        members: Mapping[str, str | None],
+        denial: Denial | None = None,
+        grant: Grant | None = None,
+    ) -> list[Effect]:
+        """A call to a ring group: `to` names the group (its record's callee until someone
+        answers) and the devices of `members` (handle -> the rule that allows calling that
+        member, if any) all ring, but for members already in a call; the first answer wins and
+        the record then names the member and the member's rule. A group's call is never
+        recorded: one that must be ends `recording-unavailable`.
+
+        The call's members are the users actually rung (online, not busy): only they are
+        parties (`together`, `party_of`), and a member who declines stops being one."""
+        caller = self._presence.get(device_id)
+        refused = self._refuse_request(caller, device_id, request_id, to)
+        if refused is not None:
+            return refused
+        wanted = {h: rule for h, rule in members.items() if h != caller.handle}
+        callees, busy = self._group_devices(wanted) if denial is None else ([], False)
+        call = self._new_call(caller, to, callees, grant)
+        call.members = frozenset(d.handle for d in callees)
+        call.member_rules = {h: r for h, r in wanted.items() if h in call.members and r}
+        outcome, detail = _group_refusal(denial, callees, busy), None
+        if outcome is None and grant is not None and grant.recording_required:
+            outcome, detail = Reason.RECORDING_UNAVAILABLE, GROUP_NOT_RECORDED
+        return self._place(call, request_id, sdp, callees, denial, grant, outcome, detail)
+
+    def _refuse_request(
+        self, caller: Device, device_id: str, request_id: str, to: str
+    ) -> list[Effect] | None:
+        """An invite no call is opened for (no record either): an error reply, else None."""
         if to == caller.handle:
             return self._error(device_id, request_id, m.BAD_REQUEST, "cannot call yourself")
         if device_id in self._call_by_device:
             return self._error(device_id, request_id, m.CONFLICT, "this device is in a call")
-        group = frozenset(members or ()) - {caller.handle}
-        if members is not None:
-            callees, busy = self._group_devices(group) if denial is None else ([], False)
-        else:
-            callees = self._presence.devices_of(to) if callee_exists and denial is None else []
-        call = Call(
+        return None
+
+    def _new_call(
+        self, caller: Device, to: str, callees: Sequence[Device], grant: Grant | None
+    ) -> Call:
+        return Call(
             call_id=self._new_call_id(),
             caller=caller,
             callee_handle=to,
@@ -196,23 +244,31 @@ class CallEngine:
             invite_mono=self._clock.monotonic(),
             invite_wall=self._clock.wall(),
             max_duration=grant.max_duration_s if grant is not None else None,
-            members=group,
         )
+
+    def _place(
+        self,
+        call: Call,
+        request_id: str,
+        sdp: str,
+        callees: Sequence[Device],
+        denial: Denial | None,
+        grant: Grant | None,
+        outcome: Reason | None,
+        detail: str | None,
+    ) -> list[Effect]:
+        """Record the attempt, then ring `callees`, wait for the recorder, or end it (`outcome`)."""
+        caller = call.caller
         policy_rule, policy_decision, recording_required = policy_fields(denial, grant)
-        detail = denial.rule if denial is not None else None
-        if members is None:
-            outcome = self._refusal_reason(callee_exists, denial, callees)
-        else:
-            outcome = _group_refusal(denial, callees, busy)
-            if outcome is None and recording_required:
-                outcome, detail = Reason.RECORDING_UNAVAILABLE, GROUP_NOT_RECORDED
+        if denial is not None:
+            detail = denial.rule
         hold = outcome is None and bool(recording_required)  # ring once the recorder is up
         policy = {"ice_transport_policy": "relay" if call.relay_only else "all"}
         opened = CallOpened(
             call_id=call.call_id,
             caller_handle=caller.handle,
-            caller_device=device_id,
-            callee_handle=to,
+            caller_device=caller.device_id,
+            callee_handle=call.callee_handle,
             invite_at=call.invite_wall,
             ring_at=None if outcome is not None or hold else call.invite_wall,
             ringing_devices=0 if outcome is not None or hold else len(callees),
@@ -223,15 +279,15 @@ class CallEngine:
         )
         effects: list[Effect] = [
             CdrOpen(opened),
-            Send(device_id, m.ack_message(request_id, call_id=call.call_id, **policy)),
+            Send(caller.device_id, m.ack_message(request_id, call_id=call.call_id, **policy)),
         ]
         if outcome is not None:
             if denial is not None:
                 message = m.denied_message(call.call_id, denial.reason, denial.rule)
-                effects.append(Send(device_id, message))
+                effects.append(Send(caller.device_id, message))
             return records_first(effects + self._end(call, outcome, EndedBy.SERVER, detail))
         self._calls[call.call_id] = call
-        self._call_by_device[device_id] = call
+        self._call_by_device[caller.device_id] = call
         if hold:
             # Nobody rings yet: the hub anchors the caller's media and starts the recorder first
             # (signaling/anchoring.py), then calls ring_anchored() or end_call().
@@ -334,8 +390,11 @@ class CallEngine:
         call.answer_mono = self._clock.monotonic()
         call.answer_wall = self._clock.wall()
         group = bool(call.members)
-        if group:  # a ring group's call: from now on a call to the member who answered
-            call.callee_handle, call.members = device.handle, frozenset()
+        # a ring group's call: from now on a call to the member who answered, under the rule
+        # that allows calling that member (the attempt's record named the first one's)
+        rule = call.member_rules.get(device.handle) if group else None
+        if group:
+            call.callee_handle, call.members, call.member_rules = device.handle, frozenset(), {}
         if call.anchor_answer is not None:  # the caller's other party is the anchor
             answer_sdp = call.anchor_answer
         else:
@@ -348,6 +407,7 @@ class CallEngine:
                 answer_at=call.answer_wall,
                 callee_device=device_id,
                 callee_user=callee_user,
+                policy_rule=rule,
             ),
             Send(device_id, m.ack_message(request_id)),
             Send(call.caller.device_id, m.answered_message(call_id, answer_sdp)),
@@ -414,6 +474,7 @@ class CallEngine:
         for other in mine:
             del call.ringing[other]
             del self._call_by_device[other]
+        call.members -= {device.handle}  # no party any more: the relay stops admitting the pair
         stopped = m.ended_message(call.call_id, Reason.REJECTED, EndedBy.CALLEE)
         return [
             Send(device.device_id, m.ack_message(request_id)),

@@ -35,7 +35,13 @@ from callgate.signaling.engine import CallEngine
 from callgate.signaling.live import LiveCall, live_call
 from callgate.signaling.ratelimit import MessageRateLimiter
 from callgate.signaling.reasons import Party, Reason
-from callgate.signaling.ring_groups import group_callee, group_verdict
+from callgate.signaling.ring_groups import (
+    MAX_MEMBERS,
+    group_callee,
+    group_verdict,
+    member_rules,
+    too_large,
+)
 from callgate.signaling.sdp import relay_candidates
 from callgate.types.decisions import Denial, Grant
 
@@ -253,7 +259,11 @@ class SignalingHub:
                 self._per_handle[device.handle] = left
         if self.numbers is not None:
             await self.numbers.disconnected(device)
+        call_id = self.engine.call_of(device.device_id)
+        rung = self.engine.ringing_members(call_id) if call_id is not None else None
         await self.apply(self.engine.device_disconnected(device.device_id))
+        if call_id is not None and rung is not None:
+            await self._members_left(call_id, *rung)
 
     async def receive(
         self, device: Device, message: m.ClientMessage, callee_exists: Callable[[str], bool]
@@ -285,10 +295,14 @@ class SignalingHub:
             )
             await self._opened(device, message.sdp, effects, grant)
             return
+        declines = isinstance(message, m.Reject | m.Hangup) and isinstance(call_id, str)
+        rung = self.engine.ringing_members(str(call_id)) if declines else None
         effects = handle_message(self.engine, device.device_id, message)
         if isinstance(message, m.Answer):
             self._answer_relays(device, message, effects)
         await self.apply(effects)
+        if rung is not None:
+            await self._members_left(str(call_id), *rung)
         if isinstance(message, m.Answer | m.Candidate):
             self._after(device, message)
 
@@ -299,42 +313,75 @@ class SignalingHub:
         group: str,
         sdp: str,
         members_of: Callable[[str], Sequence[str]],
+        max_members: int = MAX_MEMBERS,
     ) -> None:
         """A call to a ring group (a trunk DID, docs/sip.md): every member's devices ring at
         once, each member as allowed by the policy as if called alone (ring_groups.py); the
-        record's callee is `group:NAME` until a member answers. Replies as `receive` does."""
+        record's callee is `group:NAME` until a member answers. Replies as `receive` does.
+
+        Refused (recorded, the caller told why) when the group has more than `max_members`
+        members, when its members or the policy cannot be read, and when the cluster bus cannot
+        say where the members' devices are (fail closed, as a call to one user)."""
         if not self._attempt_allowed(device.handle):
             text = f"over {self._attempt_rate} call attempts a minute"
             self.send(device, m.error_message(request_id, m.RATE_LIMITED, text))
             return
         members, denial, grant = await asyncio.to_thread(
-            self._group_lookup, device.handle, group, members_of
+            self._group_lookup, device.handle, group, members_of, max_members
         )
-        await self.enter_members(device.handle, members, True)
-        effects = self.engine.invite(
-            device.device_id, request_id, group_callee(group), sdp, True, denial, grant, members
-        )
+        if denial is None and members:
+            unreachable = await self.enter_members(device.handle, tuple(members), True)
+            if unreachable is not None:
+                denial, grant = (
+                    Denial(rule="unavailable", reason=f"ring group: {unreachable}"),
+                    None,
+                )
+        callee = group_callee(group)
+        effects = self.engine.invite_group(
+            device.device_id, request_id, callee, sdp, members if denial is None else {},
+            denial, grant,
+        )  # fmt: skip
         await self._opened(device, sdp, effects, grant)
         idle = [h for h in members if not self.engine.together(device.handle, h)]
-        if idle:  # refused, or those members busy
+        if idle and denial is None:  # refused, or those members busy, offline
             await self.enter_members(device.handle, idle, False)
 
-    async def enter_members(self, caller: str, members: Sequence[str], live: bool) -> None:
+    async def _members_left(self, call_id: str, caller: str, rung: frozenset[str]) -> None:
+        """Members of a ring group's call that stopped ringing (declined, devices gone, or the
+        call ended before an answer): the relays stop admitting them with the caller."""
+        now = self.engine.ringing_members(call_id)
+        gone = rung - (now[1] if now is not None else frozenset())
+        left = sorted(h for h in gone if not self.engine.together(caller, h))
+        if left:
+            await self.enter_members(caller, left, False)
+
+    async def enter_members(self, caller: str, members: Sequence[str], live: bool) -> str | None:
         """Before a ring group's members ring (`live`), and for those that did not: their
-        devices on other nodes, and the relays' pairs (cluster_hub.py)."""
+        devices on other nodes, and the relays' pairs (cluster_hub.py). Returns why the
+        members' devices cannot be found (nobody rings then), else None."""
+        return None
 
     def _group_lookup(
-        self, caller: str, group: str, members_of: Callable[[str], Sequence[str]]
-    ) -> tuple[tuple[str, ...], Denial | None, Grant | None]:
-        """On a worker thread: the group's members and the policy's decision for the call;
-        when either cannot be read nobody rings (fail closed) and the record says why."""
+        self,
+        caller: str,
+        group: str,
+        members_of: Callable[[str], Sequence[str]],
+        max_members: int,
+    ) -> tuple[dict[str, str | None], Denial | None, Grant | None]:
+        """On a worker thread: the group's members (each with the rule allowing it) and the
+        policy's decision for the call; when either cannot be read, or the group is over
+        `max_members`, nobody rings (fail closed) and the record says why."""
         try:
             members = tuple(h for h in members_of(group) if h != caller)
         except Exception:
             log.exception("members of ring group %s unreadable; refusing %s's call", group, caller)
-            return (), MEMBERS_UNAVAILABLE, None
+            return {}, MEMBERS_UNAVAILABLE, None
+        oversize = too_large(group, len(members), max_members)
+        if oversize is not None:
+            log.warning("refusing %s's call: %s", caller, oversize.reason)
+            return {}, oversize, None
         if self.policy is None:
-            return members, None, None
+            return dict.fromkeys(members), None, None
         at = datetime.fromtimestamp(self.clock.wall(), UTC)
         try:
             if isinstance(self.policy, GroupPolicy):
@@ -343,8 +390,9 @@ class SignalingHub:
                 verdicts = {h: self.policy.verdict(caller, h, at) for h in members}
         except Exception:
             log.exception("policy decision for %s -> group %s failed; denying", caller, group)
-            return (), POLICY_UNAVAILABLE, None
-        return group_verdict(members, verdicts)
+            return {}, POLICY_UNAVAILABLE, None
+        allowed, denial, grant = group_verdict(members, verdicts)
+        return member_rules(allowed, verdicts), denial, grant
 
     async def _opened(
         self, device: Device, sdp: str, effects: list[Effect], grant: Grant | None
@@ -579,6 +627,7 @@ class SignalingHub:
             "ring_at": _at(effect.ring_at),
             "anchored": effect.anchored,
             "callee_user": effect.callee_user,
+            "policy_rule": effect.policy_rule,
         }
         callee = self.devices.get(effect.callee_device or "")
         if callee is not None:

@@ -63,6 +63,7 @@ class Call:
     # A call to a ring group (a trunk DID, signaling/ring_groups.py): the users whose devices
     # ring, each a callee until one answers; `callee_handle` is then that user's handle.
     members: frozenset[str] = frozenset()
+    member_rules: dict[str, str] = field(default_factory=dict)  # member -> the rule allowing it
 
     def party_of(self, device: Device) -> Party | None:
         """The party `device`'s user is in this call, or None if the user is not part of it."""

@@ -1,6 +1,6 @@
 """Ring groups: a call to a group of users rings every member's devices at once (docs/sip.md,
-"Trunks (inbound)": a DID may ring a group). The call engine rings them (`CallEngine.invite`
-with `members`); this module says who may be rung and under which constraints.
+"Trunks (inbound)": a DID may ring a group). The call engine rings them
+(`CallEngine.invite_group`); this module says who may be rung and under which constraints.
 
 The policy is asked about each member as if the caller called that member alone, so every
 existing rule applies unchanged (inbound screening by the caller's number, rules naming a
@@ -9,7 +9,11 @@ call is denied, naming the first member's rule (members in handle order). The ca
 the strictest of the members' grants: relay-only if any is, the shortest `max_duration_s`,
 recording required if any requires it (the engine then refuses the call: a group's call is
 never recorded, so it is never connected unrecorded either), and the rule named in the record
-is the first recording one, else the first member's.
+is the first recording one, else the first member's — until a member answers: the record then
+names the rule that allows calling that member (`member_rules`).
+
+A group rings at most `MAX_MEMBERS` users by default (sip.ring_group_max_members): each member
+costs a presence lookup, a policy decision and an SDP offer per carrier call.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Mapping, Sequence
 
 from callgate.types.decisions import Denial, Grant
 
+MAX_MEMBERS = 50  # the default of sip.ring_group_max_members
 PREFIX = "group:"  # handles never hold ":", so a group's record callee is never a user
 
 
@@ -50,3 +55,22 @@ def group_verdict(
         recording_required=bool(recording),
     )
     return allowed, None, grant
+
+
+def member_rules(allowed: Sequence[str], verdicts: Mapping[str, Verdict]) -> dict[str, str | None]:
+    """Each member that may be rung -> the rule that allows calling it (None: no policy)."""
+    return {h: (g.rule if (g := verdicts[h][1]) is not None else None) for h in allowed}
+
+
+def too_large(group: str, size: int, limit: int) -> Denial | None:
+    """The refusal of a call to a group over the size limit, else None."""
+    if size <= limit:
+        return None
+    reason = (
+        f"ring group {group!r} has {size} members, over the limit of {limit} "
+        "(sip.ring_group_max_members)"
+    )
+    return Denial(rule=TOO_LARGE, reason=reason)
+
+
+TOO_LARGE = "ring-group-size"  # the record's policy_rule for a call to a group over the limit

@@ -36,6 +36,7 @@ class Credential:
     ha1_md5: str
     ha1_sha256: str
     disabled: bool  # the owning user is disabled
+    srtp: bool = False  # called with SRTP only (SDES keys, RFC 4568)
 
     def ha1(self, algorithm: str) -> str | None:
         return {"MD5": self.ha1_md5, "SHA-256": self.ha1_sha256}.get(algorithm)
@@ -46,8 +47,11 @@ class CredentialStore:
         self._store = store
         self.realm = realm
 
-    def add(self, handle: str, device: str, actor: str) -> tuple[Credential, str]:
-        """A new credential for `handle`'s `device`; returns it and its password (shown once)."""
+    def add(
+        self, handle: str, device: str, actor: str, srtp: bool = False
+    ) -> tuple[Credential, str]:
+        """A new credential for `handle`'s `device`; returns it and its password (shown once).
+        `srtp`: the edge calls the device with SRTP only (docs/sip.md, "SRTP towards phones")."""
         device = device.strip().lower()
         if not _NAME.match(device):
             raise CredentialError("device: 1-64 of a-z 0-9 . _ -, starting with a letter or digit")
@@ -64,13 +68,14 @@ class CredentialStore:
                 realm=self.realm,
                 ha1_md5=ha1("MD5", username, self.realm, password),
                 ha1_sha256=ha1("SHA-256", username, self.realm, password),
+                srtp=srtp,
             )
             session.add(row)
             try:
                 session.flush()
             except IntegrityError:
                 raise CredentialError(f"{handle} already has a device {device!r}") from None
-            details = {"username": username, "device": device, "realm": self.realm}
+            details = {"username": username, "device": device, "realm": self.realm, "srtp": srtp}
             AuditLog.append_in(
                 session.connection(), actor, "sip.credential.add", f"user:{handle}", details
             )
@@ -120,4 +125,5 @@ def _record(row: SipCredential, user: User) -> Credential:
         ha1_md5=row.ha1_md5,
         ha1_sha256=row.ha1_sha256,
         disabled=user.disabled,
+        srtp=bool(row.srtp),
     )

@@ -4,7 +4,9 @@ Entries the edge makes itself (registrations, refused dial-outs, forged in-dialo
 straight to the log; those the call handlers ask for (a refused media address) are admitted at
 most HANDLER_AUDITS a minute per actor and action (callgate/rate.py `Window`: the minute starts
 at the actor's first entry), so a device or a trunk sending the same bad request in a loop
-cannot flood the log (the rest are logged, not audited).
+cannot flood the log (the rest are logged, not audited). At most MAX_COUNTED windows are kept:
+past that, windows whose minute is over go, then the oldest one — never every actor's count at
+once (a flooder's spent quota would start over).
 """
 
 from __future__ import annotations
@@ -76,7 +78,9 @@ class EdgeAudit:
                     and now - w.start < MINUTE
                 }  # fmt: skip
                 if len(self._windows) >= MAX_COUNTED:
-                    self._windows.clear()
+                    # all live: forget the oldest only (the first made, insertion order), not
+                    # every actor's count — a flooder's included
+                    del self._windows[next(iter(self._windows))]
             window = self._windows[key] = Window(MINUTE)
         count = window.hit(now)
         if count > HANDLER_AUDITS:

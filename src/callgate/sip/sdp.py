@@ -1,8 +1,9 @@
-"""SDP for plain RTP phones (RFC 4566, offer/answer RFC 3264): one audio stream, G.711 only.
+"""SDP for plain RTP phones (RFC 4566, offer/answer RFC 3264): one audio stream, G.711 or G.722.
 
 A phone's offer is read for its connection address, audio port and payload types; we answer with
-the first of PCMU (0), PCMA (8) it offers — the codecs the WebRTC side can take without
-transcoding. `RTP/SAVP` is taken with SDES keys (RFC 4568 `a=crypto`, suite
+the first of PCMU (0), PCMA (8) and G.722 (9) it lists — codecs browsers and aiortc take too, so
+the WebRTC side forwards them unchanged (G.722's RTP clock is 8 kHz for its 16 kHz samples, RFC
+3551 §4.5.2; the anchor transcodes for a party that has none of them, media/transcode.py). `RTP/SAVP` is taken with SDES keys (RFC 4568 `a=crypto`, suite
 AES_CM_128_HMAC_SHA1_80, the one every SRTP phone and trunk has): we answer with our own key.
 Anything else (no audio, only other codecs, SRTP without a usable key, IPv6 addresses we do not
 serve) is `SdpError`, answered `488 Not Acceptable Here` (RFC 3261 §21.4.26).
@@ -26,7 +27,8 @@ import secrets
 from dataclasses import dataclass
 
 MAX_SDP = 8 * 1024
-CODECS = {0: "pcmu", 8: "pcma"}  # static payload types we forward (RFC 3551 §6)
+CODECS = {0: "pcmu", 8: "pcma", 9: "g722"}  # static payload types we forward (RFC 3551 §6)
+RTPMAPS = {"pcmu": "PCMU/8000", "pcma": "PCMA/8000", "g722": "G722/8000"}  # RFC 3551 §6
 SUITE = "AES_CM_128_HMAC_SHA1_80"  # RFC 4568 §6.2.1
 KEY_SALT = 30  # bytes of inline key ‖ salt for SUITE
 HOLD_ADDRESS = "0.0.0.0"  # RFC 2543 hold (RFC 3264 §8.4)
@@ -74,7 +76,11 @@ class AudioOffer:
         for pt in self.payload_types:
             if pt in CODECS:
                 return CODECS[pt]
-        raise SdpError("No common codec (PCMU or PCMA)")
+        raise SdpError("No common codec (PCMU, PCMA or G.722)")
+
+    def ours(self) -> tuple[str, ...]:
+        """The codecs we forward that the SDP lists, in its order."""
+        return tuple(dict.fromkeys(CODECS[pt] for pt in self.payload_types if pt in CODECS))
 
 
 def parse_audio(sdp: bytes) -> AudioOffer:
@@ -184,20 +190,23 @@ def _connection(value: str) -> str:
 def audio_sdp(
     address: str,
     port: int,
-    codec: str,
+    codec: str | tuple[str, ...],
     crypto: Crypto | None = None,
     events: int | None = None,
     direction: str = "sendrecv",
     origin: tuple[int, int] | None = None,
 ) -> bytes:
-    """Our offer or answer: one audio stream at `address:port` with `codec`; with `crypto` (our
+    """Our offer or answer: one audio stream at `address:port` with `codec` (an offer may list
+    several, in our order of preference); with `crypto` (our
     key, the phone's tag) RTP/SAVP; with `events` telephone-event on that payload type (RFC 4733
     §7.1.1). `origin`: (session id, version) for a changed description of the same session
     (RFC 3264 §8: same id, version one higher), else a new session."""
     if direction not in DIRECTIONS:
         raise ValueError(f"bad direction {direction!r}")
-    pt = {name: number for number, name in CODECS.items()}[codec]
-    formats = f"{pt}" if events is None else f"{pt} {events}"
+    names = (codec,) if isinstance(codec, str) else codec
+    numbers = {name: number for number, name in CODECS.items()}
+    pts = [numbers[name] for name in names]
+    formats = " ".join(str(pt) for pt in pts) + ("" if events is None else f" {events}")
     session, version = origin or (secrets.randbits(31), 1)
     lines = [
         "v=0",
@@ -206,7 +215,7 @@ def audio_sdp(
         f"c=IN IP4 {address}",
         "t=0 0",
         f"m=audio {port} {'RTP/SAVP' if crypto else 'RTP/AVP'} {formats}",
-        f"a=rtpmap:{pt} {codec.upper()}/8000",
+        *(f"a=rtpmap:{numbers[name]} {RTPMAPS[name]}" for name in names),
         *(
             []
             if events is None

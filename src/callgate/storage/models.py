@@ -499,4 +499,6 @@ class SipCredential(Base):
     realm: Mapped[str] = mapped_column(String(255))
     ha1_md5: Mapped[str] = mapped_column(String(32))
     ha1_sha256: Mapped[str] = mapped_column(String(64))
+    # called with SRTP only (SDES, RFC 4568): runtime/sip_calls.py
+    srtp: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

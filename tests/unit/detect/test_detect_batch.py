@@ -193,24 +193,26 @@ def test_payload_bytes_that_look_like_record_headers_do_not_derail_the_walk(
 
 
 SMALL_READ = """
-import json, sys
-from pathlib import Path
-from callgate.detect.engine import Detector
-detector = Detector()
-detector.read(Path(sys.argv[1]))
-print(json.dumps(["numpy" in sys.modules, detector.report().packets]))
+import gc, sys
+from callgate.detect import command
+code = command.main([sys.argv[1], "--format", "json", "--output", sys.argv[2]])
+print(code, sorted(m for m in ("numpy", "dataclasses", "inspect") if m in sys.modules))
+missing = command.main([sys.argv[1] + ".missing"])  # fails: exit status 1
+print(missing, gc.isenabled())  # the collector, paused during a run, is back either way
 """
 
 
 def test_a_small_capture_is_read_without_numpy(tmp_path: Path) -> None:
-    """Below BATCH_FROM bytes a capture is read packet by packet: a fresh process never imports
-    numpy (most of a small capture's CPU time), and the report is the batch path's."""
-    path = tmp_path / "small.pcap"
+    """Below BATCH_FROM bytes a capture is read packet by packet: a fresh `callgate detect`
+    writing a JSON report imports neither numpy nor dataclasses (with inspect) — most of a
+    small capture's CPU time — and the report is the batch path's."""
+    path, out = tmp_path / "small.pcap", tmp_path / "report.json"
     path.write_bytes(pcap_bytes(mixed_frames(600)))
     assert path.stat().st_size < BATCH_FROM
-    ran = subprocess.run([sys.executable, "-c", SMALL_READ, str(path)], capture_output=True,
-                         text=True, timeout=60, check=True)  # fmt: skip
-    assert json.loads(ran.stdout) == [False, 600]
+    ran = subprocess.run([sys.executable, "-c", SMALL_READ, str(path), str(out)],
+                         capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert ran.stdout.split() == ["0", "[]", "1", "True"]
+    assert json.loads(out.read_text())["summary"]["packets"] == 600
     small = Detector()
     small.read(path)
     assert small.report().flows == _by_batch(path).flows

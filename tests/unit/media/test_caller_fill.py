@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import av
+import numpy as np
 import pytest
 
-from callgate.media.caller_fill import SilenceUntilMedia
+from callgate.media.caller_fill import SilenceUntilMedia, silence_frame
 from callgate.media.packets import MediaPacket
 
 
@@ -65,3 +67,15 @@ async def test_a_hold_right_after_the_first_packet_keeps_one_filler() -> None:
 def test_only_g711_has_a_silence_to_send() -> None:
     with pytest.raises(ValueError, match="opus"):
         SilenceUntilMedia("phone", "opus", lambda packet: None)
+
+
+def test_g722_silence_decodes_to_silence() -> None:
+    """G.722 (ADPCM) has no zero code: its silence is what the encoder makes of zeros, 160
+    bytes for 320 samples, and decodes to (nearly) nothing."""
+    frame = silence_frame("g722")
+    decoder = av.CodecContext.create("g722", "r")
+    decoder.sample_rate, decoder.layout = 16000, "mono"  # type: ignore[attr-defined]
+    pcm = np.concatenate(
+        [f.to_ndarray().reshape(-1) for f in decoder.decode(av.Packet(frame * 5))]  # type: ignore[attr-defined]
+    )
+    assert len(frame) == 160 and len(pcm) == 1600 and np.abs(pcm[320:]).max() < 50

@@ -17,16 +17,20 @@ def event(code: int, duration: int, end: bool = False, timestamp: int = 8000) ->
     return MediaPacket("phone", payload, timestamp, 1, 7, 101, 0.0)
 
 
+DECODERS = {"pcmu": ("pcm_mulaw", 8000), "pcma": ("pcm_alaw", 8000), "g722": ("g722", 16000)}
+
+
 def decode(codec: str, payload: bytes) -> np.ndarray:
-    decoder = av.CodecContext.create({"pcmu": "pcm_mulaw", "pcma": "pcm_alaw"}[codec], "r")
-    decoder.sample_rate, decoder.layout = 8000, "mono"  # type: ignore[attr-defined]
+    name, rate = DECODERS[codec]
+    decoder = av.CodecContext.create(name, "r")
+    decoder.sample_rate, decoder.layout = rate, "mono"  # type: ignore[attr-defined]
     frames = decoder.decode(av.Packet(payload))  # type: ignore[attr-defined]
     return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float64)
 
 
-def peaks(samples: np.ndarray) -> list[float]:
+def peaks(samples: np.ndarray, rate: int = 8000) -> list[float]:
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
-    freqs = np.fft.rfftfreq(samples.size, 1 / 8000)
+    freqs = np.fft.rfftfreq(samples.size, 1 / rate)
     top = sorted(np.argsort(spectrum)[-40:], key=lambda i: -spectrum[i])
     found: list[float] = []
     for i in top:
@@ -35,7 +39,7 @@ def peaks(samples: np.ndarray) -> list[float]:
     return sorted(found[:2])
 
 
-@pytest.mark.parametrize(("codec", "pt"), [("pcmu", 0), ("pcma", 8)])
+@pytest.mark.parametrize(("codec", "pt"), [("pcmu", 0), ("pcma", 8), ("g722", 9)])
 def test_an_event_becomes_its_keys_tones_audio_passes(codec: str, pt: int) -> None:
     out: list[MediaPacket] = []
     dtmf = DtmfToTones(codec, 101, out.append)
@@ -47,10 +51,11 @@ def test_an_event_becomes_its_keys_tones_audio_passes(codec: str, pt: int) -> No
     dtmf.packet(event(9, 960, True))
     assert out[0] is audio and list(dtmf.keys) == ["9"]
     tones = out[1:]
+    # 20 ms steps of the 8 kHz RTP clock, G.722 too (its 320 samples: RFC 3551 §4.5.2)
     assert [p.timestamp - 8000 for p in tones] == [0, 160, 320, 480, 640, 800]
     assert {p.payload_type for p in tones} == {pt} and all(len(p.payload) == 160 for p in tones)
     samples = np.concatenate([decode(codec, p.payload) for p in tones])
-    low, high = peaks(samples)
+    low, high = peaks(samples, DECODERS[codec][1])
     assert abs(low - 852) < 20 and abs(high - 1477) < 20
     # the next key is a new event (its own timestamp): "#", 941 + 1477 Hz
     dtmf.packet(event(11, 320, True, timestamp=16000))

@@ -74,9 +74,12 @@ def test_the_announcement_becomes_opus_frames_of_its_length(tmp_path: Path) -> N
     assert abs(np.fft.rfftfreq(len(middle), 1 / 48000)[np.argmax(spectrum)] - 600.0) < 5
 
 
-@pytest.mark.parametrize(("codec", "decoder_name"), [("pcmu", "pcm_mulaw"), ("pcma", "pcm_alaw")])
+@pytest.mark.parametrize(
+    ("codec", "decoder_name", "rate"),
+    [("pcmu", "pcm_mulaw", 8000), ("pcma", "pcm_alaw", 8000), ("g722", "g722", 16000)],
+)
 def test_sip_legs_get_the_announcement_and_the_beeps_in_g711(
-    tmp_path: Path, codec: str, decoder_name: str
+    tmp_path: Path, codec: str, decoder_name: str, rate: int
 ) -> None:
     """A call recorded in G.711 (a SIP phone's, a carrier's) plays the prompt in its codec:
     20 ms frames of 160 bytes at 8 kHz, the file's tone where it was, the beeps at 1400 Hz."""
@@ -87,11 +90,11 @@ def test_sip_legs_get_the_announcement_and_the_beeps_in_g711(
 
     def dominant(g711: bytes) -> float:
         decoder = av.CodecContext.create(decoder_name, "r")
-        decoder.sample_rate, decoder.layout = 8000, "mono"  # type: ignore[attr-defined]
+        decoder.sample_rate, decoder.layout = rate, "mono"  # type: ignore[attr-defined]
         pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in decoder.decode(av.Packet(g711))])
         samples = pcm.astype(np.float64)
         spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-        return float(np.fft.rfftfreq(len(samples), 1 / 8000)[np.argmax(spectrum)])
+        return float(np.fft.rfftfreq(len(samples), 1 / rate)[np.argmax(spectrum)])
 
     assert abs(dominant(b"".join(frames[12:38])) - 600.0) < 10  # 0.25-0.75 s
     assert abs(dominant(b"".join(beeps[:10])) - 1400.0) < 10  # the first beep

@@ -19,7 +19,7 @@ import pytest
 from callgate.recording import audio
 from callgate.recording.audio import RATE, AudioError, rtp_distance, stereo_wav_bytes
 from callgate.recording.chunks import Packet
-from callgate.recording.codecs import OPUS, PCMA, PCMU
+from callgate.recording.codecs import G722, OPUS, PCMA, PCMU, leg_codecs, recording_codec
 
 ENCODERS = {PCMU: "pcm_mulaw", PCMA: "pcm_alaw"}
 
@@ -71,8 +71,8 @@ def test_g711_legs_decode_onto_one_timeline(codec: str) -> None:
 
 def test_an_unknown_codec_is_refused_not_guessed() -> None:
     packet = Packet("caller", 0, 0, 1.0, b"\x00" * 160)
-    with pytest.raises(AudioError, match="g722"):
-        stereo_wav_bytes([packet], "g722/8000/1")
+    with pytest.raises(AudioError, match="g729"):
+        stereo_wav_bytes([packet], "g729/8000/1")
 
 
 FRAME = 960
@@ -89,6 +89,51 @@ def opus_tone(hz: float, frames: int) -> list[bytes]:
         frame.sample_rate, frame.pts = RATE, i * FRAME
         payloads += [bytes(p) for p in codec.encode(frame)]
     return payloads[:frames]
+
+
+def test_a_transcoded_calls_legs_decode_each_with_its_own_codec() -> None:
+    """A transcoded call records each party as it sent: the caller's Opus, the callee's PCMU
+    (codecs.py: "opus/48000/2+pcmu/8000/1"); each channel holds its party's tone."""
+    codec = recording_codec("opus", "pcmu")
+    assert codec == f"{OPUS}+{PCMU}" and leg_codecs(codec) == (OPUS, PCMU)
+    assert recording_codec("pcma", "pcma") == PCMA and leg_codecs(PCMA) == (PCMA, PCMA)
+    caller = [Packet("caller", n, 5000 + n * FRAME, 100.0 + n * 0.02, payload)
+              for n, payload in enumerate(opus_tone(440.0, 100))]  # fmt: skip
+    callee = [Packet("callee", n, 77 + n * 160, 100.01 + n * 0.02, g711(PCMU, 880, n * 160))
+              for n in range(100)]  # fmt: skip
+    data, seconds = stereo_wav_bytes(sorted(caller + callee, key=lambda p: p.arrival), codec)
+    assert seconds == pytest.approx(2.0, abs=0.05)
+    audio = read(data)
+    assert abs(peak_hz(audio[4800:90000, 0]) - 440) < 5
+    assert abs(peak_hz(audio[4800:90000, 1]) - 880) < 5
+    with pytest.raises(AudioError):
+        stereo_wav_bytes(caller, f"{OPUS}+g729/8000/1")
+
+
+def g722(hz: float, first: int) -> bytes:
+    """20 ms of a tone (320 samples at 16 kHz) as G.722, sample `first` onwards."""
+    t = (np.arange(320) + first) / 16000
+    samples = (np.sin(2 * np.pi * hz * t) * 8000).astype(np.int16).reshape(1, -1)
+    encoder = av.CodecContext.create("g722", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = 16000, "mono", "s16"
+    frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+    frame.sample_rate = 16000
+    return b"".join(bytes(p) for p in encoder.encode(frame))
+
+
+def test_g722_is_decoded_at_16_khz_on_its_8_khz_rtp_clock() -> None:
+    """RFC 3551 §4.5.2: a 20 ms G.722 frame is 320 samples but 160 RTP ticks. A recording of 2 s
+    of each party is 2 s long, its tones where they were (a clock taken for the sample rate
+    would halve the length and double the pitch)."""
+    caller = [Packet("caller", n, 1000 + n * 160, 100.0 + n * 0.02, g722(440, n * 320))
+              for n in range(100)]  # fmt: skip
+    callee = [Packet("callee", n, 9 + n * 160, 100.01 + n * 0.02, g722(1000, n * 320))
+              for n in range(100)]  # fmt: skip
+    data, seconds = stereo_wav_bytes(sorted(caller + callee, key=lambda p: p.arrival), G722)
+    assert seconds == pytest.approx(2.0, abs=0.05)
+    audio = read(data)
+    assert abs(peak_hz(audio[4800:90000, 0]) - 440) < 5
+    assert abs(peak_hz(audio[4800:90000, 1]) - 1000) < 5
 
 
 def test_rtp_distance_is_signed_and_wraps() -> None:

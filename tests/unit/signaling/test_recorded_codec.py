@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callgate.signaling.anchoring import recorded_codec
+from callgate.signaling.anchoring import recorded_codec, recorded_codecs
 
 HEAD = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
 
@@ -21,8 +21,11 @@ HEAD = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
         # static payload types without rtpmap (RFC 3551 §6)
         ("m=audio 9 RTP/AVP 8\r\n", "pcma"),
         ("m=audio 9 RTP/AVP 0 8\r\n", "pcmu"),
+        # G.722 (a SIP bridge towards a G.722 phone): kept, on its 8 kHz RTP clock
+        ("m=audio 9 RTP/AVP 9 96\r\na=rtpmap:9 G722/8000\r\na=rtpmap:96 opus/48000/2\r\n",
+         "g722"),
         # nothing we record: Opus, whose answer then says the offer has none
-        ("m=audio 9 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n", "opus"),
+        ("m=audio 9 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n", "opus"),
     ],
 )  # fmt: skip
 def test_the_callers_codec_is_kept(media: str, codec: str) -> None:
@@ -41,6 +44,19 @@ def test_a_callee_with_a_sip_phone_gets_g711_when_the_caller_offers_it() -> None
         )
         == "pcma"
     )
-    # a caller without G.711 keeps Opus (the phone then declines; other devices still ring)
+    # a caller without G.711 keeps Opus; the callee's leg offers PCMU, the anchor transcodes
     only_opus = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
     assert recorded_codec(HEAD + only_opus, g711=True) == "opus"
+    assert recorded_codecs(HEAD + only_opus, g711=True) == ("opus", "pcmu")
+    assert recorded_codecs(HEAD + only_opus) == ("opus", "opus")  # no phone: no transcoding
+    assert recorded_codecs(HEAD + browser, g711=True) == ("pcmu", "pcmu")
+
+
+def test_a_sip_bridge_listing_g711_before_opus_is_recorded_in_g711() -> None:
+    """The SIP edge's bridge offers the phone's codec first and Opus after it (for callees
+    without G.711): the recording keeps the phone's codec, untranscoded."""
+    bridge = (
+        "m=audio 9 UDP/TLS/RTP/SAVPF 0 96\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:96 opus/48000/2\r\n"
+    )
+    assert recorded_codecs(HEAD + bridge) == ("pcmu", "pcmu")
+    assert recorded_codecs(HEAD + bridge.replace("0 96", "96 0")) == ("opus", "opus")

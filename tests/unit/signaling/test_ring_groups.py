@@ -30,7 +30,8 @@ def group_rig() -> Rig:
 def ring(
     rig: Rig, members: tuple[str, ...] = ("bob", "carol"), grant: Grant | None = None
 ) -> list[Effect]:
-    return rig.engine.invite("t1", rig.rid(), "group:desk", OFFER, True, None, grant, members)
+    rules = dict.fromkeys(members, grant.rule if grant is not None else None)
+    return rig.engine.invite_group("t1", rig.rid(), "group:desk", OFFER, rules, None, grant)
 
 
 def test_every_members_devices_ring_and_the_first_answer_wins() -> None:
@@ -74,9 +75,9 @@ def test_a_member_in_a_call_is_skipped_and_all_busy_is_busy() -> None:
     effects = ring(rig)
     assert [d for d, t in sent_types(effects) if t == "call.incoming"] == ["c1"]
     rig.engine.device_connected("t2", "+15550001111", "x")
-    only_bob = rig.engine.invite("t2", rig.rid(), "group:desk", OFFER, True, members=("bob",))
+    only_bob = rig.engine.invite_group("t2", rig.rid(), "group:desk", OFFER, {"bob": None})
     assert final(only_bob).reason is Reason.BUSY
-    nobody = rig.engine.invite("t2", rig.rid(), "group:empty", OFFER, True, members=())
+    nobody = rig.engine.invite_group("t2", rig.rid(), "group:empty", OFFER, {})
     assert final(nobody).reason is Reason.OFFLINE
 
 
@@ -129,3 +130,49 @@ def test_the_policy_is_asked_per_member_and_the_strictest_grant_wins() -> None:
         Grant("a", max_duration_s=60),
     )
     assert group_verdict((), {}) == ((), None, None)
+
+
+def test_only_the_members_rung_and_not_declined_are_together_with_the_caller() -> None:
+    """Call-bound relaying admits the caller with the members actually ringing: not one in a
+    call (skipped as busy), not one offline, not one who declined or whose last device left."""
+    rig = group_rig()
+    rig.answered_call("b1")  # bob is busy
+    rig.engine.device_connected("d1", "dave", "Dave")
+    rig.engine.device_connected("e1", "erin", "Erin")
+    members = {"bob": None, "carol": None, "dave": None, "erin": None, "frank": None}
+    effects = rig.engine.invite_group("t1", rig.rid(), "group:desk", OFFER, members)
+    call_id = str(reply(effects, "t1")["call_id"])
+    caller = "+442071234567"
+    together = [h for h in members if rig.engine.together(caller, h)]
+    assert together == ["carol", "dave", "erin"]
+    rig.engine.reject("c1", rig.rid(), call_id)  # carol declines
+    assert not rig.engine.together(caller, "carol")
+    rig.engine.device_disconnected("d1")  # dave's only ringing device goes
+    assert not rig.engine.together(caller, "dave")
+    assert rig.engine.together(caller, "erin") and rig.engine.is_live(call_id)
+    again = rig.engine.answer("b2", rig.rid(), call_id, ANSWER)
+    assert reply(again, "b2")["code"] == "not-found"  # bob was never rung: no party
+
+
+def test_the_record_names_the_rule_of_the_member_who_answered() -> None:
+    rig = group_rig()
+    rules = {"bob": "1:desk-hours", "carol": "2:carol-direct"}
+    grant = Grant("1:desk-hours")  # the attempt's record names the first member's rule
+    effects = rig.engine.invite_group("t1", rig.rid(), "group:desk", OFFER, rules, None, grant)
+    opened = effects[0]
+    assert isinstance(opened, CdrOpen) and opened.call.policy_rule == "1:desk-hours"
+    call_id = str(reply(effects, "t1")["call_id"])
+    answered = rig.engine.answer("c1", rig.rid(), call_id, ANSWER)
+    update = next(e for e in answered if isinstance(e, CdrUpdate))
+    assert (update.callee_user, update.policy_rule) == ("carol", "2:carol-direct")
+
+
+def test_when_the_last_member_left_ringing_drops_the_call_ends_callee_disconnected() -> None:
+    """Bob declines on b1; carol, the one member still ringing, loses her device: nobody was
+    left to answer because the callee side went away, as in a call to one user."""
+    rig = group_rig()
+    call_id = str(reply(ring(rig), "t1")["call_id"])
+    rig.engine.reject("b1", rig.rid(), call_id)
+    ended = final(rig.engine.device_disconnected("c1"))
+    assert (ended.reason, ended.ended_by.value) == (Reason.CALLEE_DISCONNECTED, "callee")
+    assert not rig.engine.is_live(call_id)

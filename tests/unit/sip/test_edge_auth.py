@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from pathlib import Path
 
 from callgate.accounts.service import AccountService
+from callgate.records.audit import AuditLog
 from callgate.sip.credentials import CredentialStore
 from callgate.sip.edge import SipEdge
 from callgate.sip.message import SipRequest, parse_datagram
@@ -142,5 +144,25 @@ async def test_failures_under_a_device_name_do_not_lock_out_its_in_dialog_reques
         wrong = register(answer(nonce(), device.username, "x"))
         credential, refusal = await edge.auth.authenticate(wrong, phone, in_dialog=True)
         assert credential is None and refusal is not None and refusal.status == 401
+    finally:
+        store.close()
+
+
+def test_a_credential_can_require_srtp_and_says_so(tmp_path: Path) -> None:
+    """`callgate sip add --srtp`: the edge calls that device with SRTP only (runtime/sip_calls.py);
+    the flag is kept with the credential and audited with it; others default to plain RTP."""
+    store = open_store(sqlite_url(tmp_path))
+    try:
+        AccountService(store, REALM).create_user("alice", None, (), None)
+        credentials = CredentialStore(store, REALM)
+        secure, _ = credentials.add("alice", "desk", "test", srtp=True)
+        plain, _ = credentials.add("alice", "softphone", "test")
+        assert secure.srtp and not plain.srtp
+        found = {c.username: c.srtp for c in credentials.list("alice")}
+        assert found == {"alice.desk": True, "alice.softphone": False}
+        again = credentials.get("alice.desk")
+        assert again is not None and again.srtp
+        added = [e for e in AuditLog(store).iter_entries() if e.action == "sip.credential.add"]
+        assert [json.loads(e.details)["srtp"] for e in added] == [True, False]
     finally:
         store.close()

@@ -50,3 +50,15 @@ def test_a_did_naming_an_unknown_group_stops_the_start(store: Store) -> None:
         "sip.trunks 'carrier': DID +15551230004 rings group 'dsk', which does not exist "
         "(callgate group create dsk; add-member …)"
     )
+
+
+def test_a_did_naming_a_group_over_the_size_limit_stops_the_start(store: Store) -> None:
+    groups = GroupStore(store)
+    trunk = Trunk("carrier", frozenset({"192.0.2.7"}), did_groups={"+15551230002": "desk"})
+    check_ring_groups(Trunks([trunk]), groups, max_members=2)  # alice and bob: within it
+    with pytest.raises(ConfigError) as raised:
+        check_ring_groups(Trunks([trunk]), groups, max_members=1)
+    assert str(raised.value) == (
+        "sip.trunks 'carrier': DID +15551230002 rings group 'desk', which has 2 members, "
+        "over sip.ring_group_max_members (1)"
+    )

@@ -46,7 +46,18 @@ def test_unusable_offers_are_refused_with_a_reason(body: str, reason: str) -> No
 
 def test_no_common_codec() -> None:
     with pytest.raises(SdpError, match="No common codec"):
-        parse_audio((HEAD + "m=audio 4000 RTP/AVP 9 18\r\n").encode()).choose()
+        parse_audio((HEAD + "m=audio 4000 RTP/AVP 18 4\r\n").encode()).choose()
+
+
+def test_g722_is_taken_in_the_phones_order_with_its_8_khz_rtpmap() -> None:
+    """G.722 is static payload type 9 with an RTP clock of 8000 for its 16 kHz samples (RFC
+    3551 §4.5.2, §6): taken when the phone lists it first, and written G722/8000."""
+    offer = parse_audio((HEAD + "m=audio 4000 RTP/AVP 9 0 8 101\r\n").encode())
+    assert offer.choose() == "g722" and offer.ours() == ("g722", "pcmu", "pcma")
+    assert parse_audio((HEAD + "m=audio 4000 RTP/AVP 0 9\r\n").encode()).choose() == "pcmu"
+    ours = audio_sdp("192.0.2.1", 4000, ("g722", "pcmu"), events=101).decode()
+    assert "m=audio 4000 RTP/AVP 9 0 101\r\n" in ours
+    assert "a=rtpmap:9 G722/8000\r\n" in ours and "a=rtpmap:0 PCMU/8000\r\n" in ours
 
 
 def test_sdes_offer_is_taken_and_answered_with_our_key() -> None:

@@ -21,6 +21,8 @@ PCAP_MAGICS = {
     b"\xa1\xb2\x3c\x4d": (">", 1e-9),
 }
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+SECTION_HEADER = 0x0A0D0D0A  # its block type, the same read in either byte order
+_BYTE_ORDERS = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}  # pcapng §4.1
 MAX_RECORD = 256 * 1024 * 1024
 # The shortest well-formed pcapng blocks (type, 8-byte header + fixed fields + 4-byte trailer):
 # Interface Description 20, Enhanced Packet 32, obsolete Packet 32, Simple Packet 16.
@@ -120,17 +122,9 @@ class PcapReader:
             pos = 0
             end = len(buf)
             while pos + 12 <= end:
-                if buf[pos : pos + 4] == PCAPNG_SHB:
-                    bom = buf[pos + 8 : pos + 12]
-                    order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
-                    if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
-                        raise CaptureError(f"{self.path}: bad pcapng byte-order magic")
+                order, btype, blen = self.ng_header(buf, pos, order)
+                if btype == SECTION_HEADER:
                     ifaces = []
-                btype, blen = struct.unpack_from(order + "II", buf, pos)
-                if blen < 12 or blen % 4 or blen > MAX_RECORD:
-                    raise CaptureError(
-                        f"{self.path}: corrupt pcapng block (type {btype:#x}, length {blen})"
-                    )
                 if pos + blen > end:
                     break
                 packet = self.ng_block(buf, pos, btype, blen, order, ifaces)
@@ -140,6 +134,23 @@ class PcapReader:
                     yield packet
         if pos < len(buf):
             self.note_truncated("pcapng block")
+
+    def ng_header(self, buf: bytes | memoryview, pos: int, order: str) -> tuple[str, int, int]:
+        """(byte order, block type, block length) of the pcapng block whose first 12 bytes are
+        at `pos`: a Section Header sets the byte order from its magic. A bad magic or a length
+        that is not a whole block (under 12, not a multiple of 4, over MAX_RECORD) is a
+        CaptureError. (Every pcapng reader of detect/ reads block headers here.)"""
+        if buf[pos : pos + 4] == PCAPNG_SHB:
+            found = _BYTE_ORDERS.get(bytes(buf[pos + 8 : pos + 12]))
+            if found is None:
+                raise CaptureError(f"{self.path}: bad pcapng byte-order magic")
+            order = found
+        btype, blen = struct.unpack_from(order + "II", buf, pos)
+        if blen < 12 or blen % 4 or blen > MAX_RECORD:
+            raise CaptureError(
+                f"{self.path}: corrupt pcapng block (type {btype:#x}, length {blen})"
+            )
+        return order, btype, blen
 
     def ng_block(
         self, buf: bytes, pos: int, btype: int, blen: int, order: str,

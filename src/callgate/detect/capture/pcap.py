@@ -21,7 +21,6 @@ import numpy.typing as npt
 from callgate.detect.capture import batch as lanes
 from callgate.detect.capture.batch import I64, Batch, ChunkBuffer, record_rows, walk_lanes
 from callgate.detect.capture.packets import MAX_RECORD, PCAP_MAGICS, CaptureError, PcapReader
-from callgate.detect.native import enabled as compiled
 
 _CHAIN = 3  # record headers in a row that make a lane start
 _MAX_SECONDS = 1 << 26  # ~2 years around the chunk's first timestamp: a plausible header
@@ -37,12 +36,9 @@ def pcap_batches(reader: PcapReader, handle: BufferedIOBase, magic: bytes) -> It
     tail = b""
     reads = ChunkBuffer(handle)
     while (buf := reads.read(reader, handle, tail)) is not None:
-        if compiled():
-            batch, count, left = _walk_compiled(buf, order, unit, linktype)
-        else:
-            offsets, left = _walk_pcap(buf, order, frac_limit)
-            count = len(offsets)
-            batch = _pcap_batch(buf, offsets, order, unit, linktype) if count else None
+        offsets, left = _walk_pcap(buf, order, frac_limit)
+        count = len(offsets)
+        batch = _pcap_batch(buf, offsets, order, unit, linktype) if count else None
         if left + 16 <= len(buf):
             caplen = struct.unpack_from(order + "I", buf, left + 8)[0]
             if caplen > MAX_RECORD:
@@ -65,26 +61,6 @@ def _pcap_batch(buf: memoryview, offsets: I64, order: str, unit: float, linktype
     count = len(offsets)
     return Batch(buf, rows, 16, offsets + 16, fields[:, 2].astype(np.int64), ts,
                  np.full(count, linktype, dtype=np.int64))  # fmt: skip
-
-
-def _walk_compiled(
-    buf: memoryview, order: str, unit: float, linktype: int
-) -> tuple[Batch | None, int, int]:
-    """`hotloops.pcap_walk`: (the batch of the chunk's complete records or None, their count,
-    where the first incomplete record begins). The frames are not gathered into `rows`: the
-    compiled decode reads them where they are."""
-    from callgate.detect import hotloops
-
-    room = len(buf) // 16
-    starts = np.empty(room, dtype=np.int64)
-    caplens = np.empty(room, dtype=np.int64)
-    stamps = np.empty(room, dtype=np.float64)
-    count, left, _, _ = hotloops.pcap_walk(buf, order == ">", unit, starts, caplens, stamps)
-    if not count:
-        return None, 0, left
-    batch = Batch(buf, None, 0, starts[:count], caplens[:count], stamps[:count],
-                  np.full(count, linktype, dtype=np.int64))  # fmt: skip
-    return batch, count, left
 
 
 def _u32(buf: bytes | memoryview, order: str) -> npt.NDArray[np.uint32]:

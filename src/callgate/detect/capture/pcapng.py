@@ -25,12 +25,11 @@ from callgate.detect.capture.batch import (
 )
 from callgate.detect.capture.packets import (
     MAX_RECORD,
-    PCAPNG_SHB,
+    SECTION_HEADER,
     CaptureError,
     PcapReader,
     if_tsresol,
 )
-from callgate.detect.native import enabled as compiled
 
 _EPB = 6
 
@@ -42,7 +41,7 @@ def pcapng_batches(reader: PcapReader, handle: BufferedIOBase, first: bytes) -> 
     tail = first
     reads = ChunkBuffer(handle)
     while (buf := reads.read(reader, handle, tail)) is not None:
-        fast = _walk_compiled(reader, buf, state) if compiled() else _walk_lanes(reader, buf, state)
+        fast = _walk_lanes(reader, buf, state)
         batch, used = fast if fast is not None else _walk_blocks(reader, buf, state)
         if batch is not None:
             yield batch
@@ -67,21 +66,12 @@ def _walk_blocks(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[Bat
     ifaces = st.ifaces if st.ifaces is not None else []
     st.ifaces = ifaces
     order = st.order
-    unpack2 = struct.Struct(order + "II").unpack_from
     pos, end = 0, len(buf)
     while pos + 12 <= end:
-        if buf[pos : pos + 4] == PCAPNG_SHB:
-            bom = bytes(buf[pos + 8 : pos + 12])
-            if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
-                raise CaptureError(f"{reader.path}: bad pcapng byte-order magic")
-            order = st.order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
-            unpack2 = struct.Struct(order + "II").unpack_from
+        order, btype, blen = reader.ng_header(buf, pos, order)
+        if btype == SECTION_HEADER:
+            st.order = order
             ifaces.clear()
-        btype, blen = unpack2(buf, pos)
-        if blen < 12 or blen % 4 or blen > MAX_RECORD:
-            raise CaptureError(
-                f"{reader.path}: corrupt pcapng block (type {btype:#x}, length {blen})"
-            )
         if pos + blen > end:
             break
         body = pos + 8
@@ -116,29 +106,6 @@ def _walk_blocks(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[Bat
     batch = Batch(buf, None, 0, offsets, np.array(caplens, dtype=np.int64),
                   np.array(stamps, dtype=np.float64), np.array(links, dtype=np.int64))  # fmt: skip
     return batch, pos
-
-
-def _walk_compiled(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[Batch, int] | None:
-    """`hotloops.pcapng_walk`: the chunk's Enhanced Packet Blocks; None when the chunk is not
-    only those (then it is walked block by block)."""
-    from callgate.detect import hotloops
-
-    ifaces = st.ifaces
-    if not ifaces:
-        return None
-    room = len(buf) // 32
-    starts, caplens, links = (np.empty(room, dtype=np.int64) for _ in range(3))
-    stamps = np.empty(room, dtype=np.float64)
-    count, used, simple, _, _ = hotloops.pcapng_walk(
-        buf, st.order == ">",
-        np.array([link for link, _ in ifaces], dtype=np.int64),
-        np.array([unit for _, unit in ifaces], dtype=np.float64),
-        starts, caplens, stamps, links,
-    )  # fmt: skip
-    if not simple or not count or (count == room and used < len(buf)):
-        return None  # not only Enhanced Packet Blocks (or, never with room for all: too many)
-    reader.packets += count
-    return Batch(buf, None, 0, starts[:count], caplens[:count], stamps[:count], links[:count]), used
 
 
 def _walk_lanes(reader: PcapReader, buf: memoryview, st: _NgState) -> tuple[Batch, int] | None:
