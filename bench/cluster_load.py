@@ -69,6 +69,14 @@ def system_cpu(pid: int) -> float:
     return int(text[text.rindex(")") + 2 :].split()[12]) / CLK_TCK
 
 
+def loop_thread_cpu(pid: int) -> float:
+    """utime+stime of a process's main thread (the event loop's), seconds; the rest of its CPU
+    is its other threads' (the records writer, the worker threads of `asyncio.to_thread`)."""
+    text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def children_cpu(root: int) -> float:
     """utime+stime of `root` and every process under it (PostgreSQL's backends), seconds."""
     total = 0.0
@@ -143,7 +151,7 @@ def start_profiles(args: argparse.Namespace, nodes: list[CallgateServe]) -> list
         out = str(args.profile / f"node{i + 1}.txt")
         mode = ["--idle", "--threads"] if args.profile_waits else ["--gil"]
         command = [spy, "record", "-p", str(node.pid), "-d", seconds, "-f", "raw", *mode,
-                   "--nonblocking", "-o", out]  # fmt: skip
+                   "--rate", str(args.profile_rate), "--nonblocking", "-o", out]  # fmt: skip
         started.append(
             subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         )
@@ -208,7 +216,12 @@ async def run(args: argparse.Namespace) -> int:
         db = stack.enter_context(Database(args.backend))
         t_setup = time.perf_counter()
         first = CallgateServe(
-            users, fast_users=True, keep=args.keep, extra_env=UNLIMITED, database_url=db.url
+            users,
+            fast_users=True,
+            keep=args.keep,
+            extra_env=UNLIMITED,
+            database_url=db.url,
+            profile=args.cprofile,
         )
         nodes = [stack.enter_context(first)]
         for _ in range(1, args.nodes):
@@ -250,6 +263,7 @@ async def run(args: argparse.Namespace) -> int:
         profiles = start_profiles(args, nodes)
         cpu0 = [n.cpu() for n in nodes]
         sys0 = [system_cpu(n.pid) for n in nodes]
+        main0 = [loop_thread_cpu(n.pid) for n in nodes]
         db0, me0, t0 = db.cpu(), time.process_time(), time.perf_counter()
         tasks = [
             asyncio.create_task(
@@ -264,6 +278,7 @@ async def run(args: argparse.Namespace) -> int:
         wall = time.perf_counter() - t0
         cpu = [n.cpu() - c for n, c in zip(nodes, cpu0, strict=True)]
         kernel = [system_cpu(n.pid) - c for n, c in zip(nodes, sys0, strict=True)]
+        main = [loop_thread_cpu(n.pid) - c for n, c in zip(nodes, main0, strict=True)]
         db_cpu, me = db.cpu() - db0, time.process_time() - me0
         for profile in profiles:
             profile.wait(60)
@@ -280,9 +295,12 @@ async def run(args: argparse.Namespace) -> int:
         "duration_s": args.duration, "wall_s": wall, "attempts": attempts,
         "per_node": [
             {"attempts": s.attempts, "completed": s.completed, "cpu_s": c, "system_cpu_s": k,
+             "loop_thread_cpu_s": lt,
              "errors": sum(s.errors.values()), "idle_devices": len(idle[i :: len(nodes)]),
              "rss_before": r0, "rss_after_idle": r1}
-            for i, (s, c, k, r0, r1) in enumerate(zip(stats, cpu, kernel, rss0, rss1, strict=True))
+            for i, (s, c, k, lt, r0, r1) in enumerate(
+                zip(stats, cpu, kernel, main, rss0, rss1, strict=True)
+            )
         ],
         "latency_ms": [x for s in stats for x in s.latencies], "db_cpu_s": db_cpu,
         "client_cpu_s": me, "check": check, "exits": exits,
@@ -313,6 +331,7 @@ def report(f: dict[str, Any], samples: list[str]) -> bool:
               f"{rss:>14}{per_idle:>13.1f}")  # fmt: skip
     cpu = sum(n["cpu_s"] for n in per_node)
     kernel = sum(n["system_cpu_s"] for n in per_node)
+    loop_ms = 1000 * sum(n["loop_thread_cpu_s"] for n in per_node) / max(attempts, 1)
     ms = 1000 * cpu / attempts if attempts else float("nan")
     rate = attempts / wall
     idle = sum(n["idle_devices"] for n in per_node)
@@ -324,6 +343,7 @@ def report(f: dict[str, Any], samples: list[str]) -> bool:
             ("attempts/s (all nodes)", f"{rate:.0f}"),
             ("server CPU ms/attempt (all nodes)", f"{ms:.2f} "
              f"({100 * kernel / max(cpu, 1e-9):.0f} % in the kernel)"),
+            ("  of which event-loop thread / others", f"{loop_ms:.2f} / {ms - loop_ms:.2f}"),
             ("setup p50 / p99 ms (invite→answered)", f"{pct(lat, 0.5):.1f} / {pct(lat, 0.99):.1f}"),
             ("load generator CPU ms/attempt", f"{1000 * f['client_cpu_s'] / attempts:.2f}"),
         ]  # fmt: skip
@@ -411,6 +431,11 @@ def main() -> None:
         "--profile-waits", action="store_true",
         help="with --profile: every thread, waiting included (not only who holds the GIL)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cprofile", type=Path,
+        help="run node 1 under cProfile (its event-loop thread; start-up included), stats here",
+    )  # fmt: skip
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples/s")
     parser.add_argument("--py-spy", help=f"py-spy binary (default {PY_SPY})")
     parser.add_argument("--json", type=Path, help="write all figures here")
     parser.add_argument("--keep", type=Path, help="use (and keep) this data directory")

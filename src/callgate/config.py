@@ -506,6 +506,9 @@ class SipSettings(BaseModel):
     # Ranges phones' and carriers' media may be sent to on top of turn.allow_peers (the relay's
     # filter judges every SDP address; turn.deny_peers still wins): desk phones on a private LAN.
     allow_media: CidrList = Field(default_factory=list)
+    # Seconds between the keep-alives of phones registering with SIP Outbound (RFC 5626 §5.4,
+    # the `Flow-Timer` we answer): keep it under the UDP timeout of the NATs phones sit behind.
+    flow_timer: int = Field(default=25, ge=1, le=3600)
     # The most users a trunk DID's ring group may ring: each member costs a presence lookup, a
     # policy decision and an SDP offer per carrier call. A DID whose group has more members is
     # refused at start; a group that grows past it later has its calls refused (503, CDR

@@ -8,6 +8,12 @@ trunk takes is recorded as `no-route`, a policy rule on a number prefix refuses 
 even to a trader while another rule lets traders call UK numbers for three seconds (the server
 ends the call: `max-duration`), and an inbound rule screens a caller's prefix (403, CDR `policy-denied`). A trunk's call rate
 refuses a second INVITE with 503 and Retry-After, counted in /metrics and audited once.
+
+The server's recorder is broken (its directory lies under a file) and `calls.silence_timeout`
+is 3 s: a carrier (SIPp's UAS on 127.0.0.5) that answers a number call and then sends no RTP
+is gone, and the call ends `media-lost` (runtime/sip_quiet.py); and alice's desk phone dialling
+a number a rule says must be recorded gets `503 (recording unavailable)`, CDR
+`recording-unavailable`, and the carrier never hears of it (fail-closed before connect).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
 from tests.integration.sip_client import SipClient
 from tests.integration.test_cli import free_port
-from tests.integration.test_sip_edge import client_get, needs
+from tests.integration.test_sip_edge import client_get, needs, sip_invite
 
 pytestmark = pytest.mark.timeout(240)  # five CLI processes, each seconds on a busy machine
 SIPP_DIR = Path(__file__).parent / "sipp"
@@ -38,6 +44,9 @@ SECRET = "carrier-secret-7"
 WORLD: dict[
     Path, int
 ] = {}  # per test: the "world" trunk's carrier port (127.0.0.3)  # the UK trunk's password at the carrier (sipp/carrier_auth.xml)
+QUIET: dict[Path, int] = {}  # per test: the "quiet" trunk's carrier port (127.0.0.5)
+PHONE: dict[Path, dict[str, str]] = {}  # per test: alice's desk phone's credential
+SILENCE_TIMEOUT = 3  # s: calls.silence_timeout of this server
 
 
 @pytest.fixture
@@ -65,8 +74,18 @@ def carrier_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, int]]:
         ):
             done = callgate("policy", "add", *rule, "--data-dir", str(data), cwd=tmp_path)
             assert done.returncode == 0, done.stderr
+        # calls from traders to German numbers must be recorded (the recorder is broken here)
+        done = callgate("policy", "add", "record-de", "allow", "--from-group", "traders",
+                        "--to-number", "+49", "--direction", "outbound", "--recording-required",
+                        "--data-dir", str(data), cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        added = callgate("sip", "add", "alice", "desk", "--data-dir", str(data), "--json",
+                         cwd=tmp_path)  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        PHONE[tmp_path] = json.loads(added.stdout)
 
     carrier_port, sip_port, world_port = free_port(), free_port(), free_port()
+    quiet_port = free_port()
     trunks = [
         # UK numbers go to this carrier, which wants them in national format
         {"name": "uk", "addresses": ["127.0.0.2"], "outbound": f"127.0.0.2:{carrier_port}",
@@ -83,18 +102,30 @@ def carrier_server(tmp_path: Path) -> Iterator[tuple[WebServer, int, int]]:
         # inbound only, one new call every 20 s
         {"name": "slow", "addresses": ["127.0.0.4"], "dids": {"+442071234599": "bob"},
          "max_cps": 0.05},
+        # France and Germany: a carrier that answers and then sends no RTP
+        {"name": "quiet", "addresses": ["127.0.0.5"], "outbound": f"127.0.0.5:{quiet_port}",
+         "routes": ["+33", "+49"], "dial_out_groups": ["traders"], "options_interval": 0},
     ]  # fmt: skip
-    env = {"CALLGATE_SIP__TRUNKS": json.dumps(trunks)}
+    env = {
+        "CALLGATE_SIP__TRUNKS": json.dumps(trunks),
+        "CALLGATE_CALLS__SILENCE_TIMEOUT": str(SILENCE_TIMEOUT),
+        # a recorder that cannot create a recording: the directory lies under a file
+        "CALLGATE_RECORDING__DIRECTORY": str(tmp_path / "not-a-directory" / "recordings"),
+        # alice's desk phone's SDP names its own address (docs/sip.md, "Media addresses")
+        "CALLGATE_SIP__ALLOW_MEDIA": '["127.0.0.1/32"]',
+    }
+    (tmp_path / "not-a-directory").write_text("a file where the recordings should be\n")
     metrics = f"127.0.0.1:{free_port()}"
     # the carrier's media (127.0.0.2) opened the way the relay's tests open loopback peers:
     # without it the carrier's answer would be refused (docs/sip.md, "Media addresses")
     listen = ("--sip-listen", f"127.0.0.1:{sip_port}", "--metrics", metrics,
-              "--allow-peer", "127.0.0.2/32", "--allow-peer", "127.0.0.3/32")  # fmt: skip
+              "--allow-peer", "127.0.0.2/32", "--allow-peer", "127.0.0.3/32",
+              "--allow-peer", "127.0.0.5/32")  # fmt: skip
     for server in serve(tmp_path, *listen, prepare=prepare, metrics_url=f"http://{metrics}/metrics",
                         **env):  # fmt: skip
-        WORLD[tmp_path] = world_port
+        WORLD[tmp_path], QUIET[tmp_path] = world_port, quiet_port
         yield server, carrier_port, sip_port
-        WORLD.pop(tmp_path)
+        WORLD.pop(tmp_path), QUIET.pop(tmp_path), PHONE.pop(tmp_path)
 
 
 def dial(server: WebServer, who: str, number: str, tmp_path: Path, *extra: str) -> Any:
@@ -214,6 +245,56 @@ def admin_ends_a_number_call(server: WebServer, world_port: int, tmp_path: Path)
     assert not live, live
 
 
+def silent_carrier_and_unrecordable_call(server: WebServer, sip_port: int, tmp_path: Path) -> None:
+    """The carrier on 127.0.0.5 (SIPp's UAS, no RTP) answers alice's call to a French number
+    and then stays silent: after `calls.silence_timeout` the server ends the call `media-lost`
+    (BYE to the carrier, `call.ended` to the CLI, CDR). Before that, alice's desk phone dials
+    a German number, which a rule says must be recorded; the recorder cannot create the
+    recording, so the phone gets 503 and the carrier is never called."""
+    messages = tmp_path / "quiet-messages.log"
+    quiet = subprocess.Popen(
+        ["sipp", "-sn", "uas", "-i", "127.0.0.5", "-p", str(QUIET[tmp_path]), "-mi", "127.0.0.5",
+         "-mp", str(free_port()), "-m", "1", "-timeout", "60s", "-nostdin",
+         "-trace_msg", "-message_file", str(messages)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        device = PHONE[tmp_path]
+        phone, statuses, final = sip_invite(
+            sip_port, device["username"], device["password"], free_port(), callee="+49301234567"
+        )
+        phone.send(phone.request("ACK", "sip:alice@callgate", to=f"sip:+49301234567@127.0.0.1:"
+                                 f"{sip_port}", cseq=phone.cseq))  # fmt: skip
+        phone.close()
+        assert (final.status, final.reason) == (503, "Service Unavailable (recording unavailable)")
+        assert 180 not in statuses, statuses
+        said = events(dial(server, "alice", "+33 1 23 45 67 89", tmp_path, "--tone", "880",
+                           "--duration", "60"))  # fmt: skip
+        kinds = [e["event"] for e in said]
+        assert "connected" in kinds, said
+        assert (said[-1]["event"], said[-1]["reason"]) == ("ended", "media-lost"), said
+        assert said[-1]["ended_by"] == "server", said
+        quiet.wait(timeout=30)  # its scenario ends with our BYE, answered
+        assert quiet.returncode == 0, quiet.communicate()
+    finally:
+        if quiet.poll() is None:
+            quiet.kill()
+        quiet.communicate()
+    traffic = messages.read_text(errors="replace")
+    assert "INVITE sip:+33123456789@127.0.0.5" in traffic, traffic[:2000]
+    assert "4930" not in traffic  # the unrecordable call never reached the carrier
+    cdrs = client_get(server, "/api/cdrs", "admin")["items"]
+    (lost,) = [c for c in cdrs if c["callee_user"] == "+33123456789"]
+    assert (lost["disposition"], lost["reason"], lost["ended_by"]) == (
+        "answered", "media-lost", "server"
+    ), lost  # fmt: skip
+    (unrecorded,) = [c for c in cdrs if c["callee_user"] == "+49301234567"]
+    assert (unrecorded["disposition"], unrecorded["reason"], unrecorded["answer_at"]) == (
+        "failed", "recording-unavailable", None
+    ), unrecorded  # fmt: skip
+    assert unrecorded["recording_required"], unrecorded
+
+
 def test_cli_dials_a_number_through_the_dial_plan(
     carrier_server: tuple[WebServer, int, int], tmp_path: Path
 ) -> None:
@@ -256,6 +337,7 @@ def test_cli_dials_a_number_through_the_dial_plan(
         carrier.wait(timeout=30)
         assert carrier.returncode == 0, carrier.communicate()
         admin_ends_a_number_call(server, WORLD[tmp_path], tmp_path)
+        silent_carrier_and_unrecordable_call(server, sip_port, tmp_path)
     finally:
         if carrier.poll() is None:
             carrier.kill()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.matrix import ANCHORED
 from tests.lab.netns import missing_capability
 from tests.lab.service import LabServer, start_servers, stop_servers, unexpected_errors
 from tests.lab.topology import Lab, build
@@ -42,7 +43,8 @@ def running_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab
     lab = build()
     servers: dict[str, LabServer] = {}
     try:
-        servers = start_servers(lab, root)
+        anchored = [(f"{caller}-a", f"{callee}-b") for caller, callee in ANCHORED]
+        servers = start_servers(lab, root, anchored)
         yield RunningLab(lab, servers, root)
         codes = stop_servers(servers)
         for server in servers.values():

@@ -48,6 +48,16 @@ def expected_path(caller: str, callee: str) -> str:
     return "direct"
 
 
+# The cells whose calls the matrix server must record (a recording-required rule for each, see
+# conftest.py): the ten where ICE between the two NATs can only relay. Recorded calls are anchored
+# on the server, relay-only through its TURN from behind every NAT kind (each kind is caller and
+# callee in at least one); the six where ICE finds a direct path stay plain end-to-end calls,
+# which still prove hole punching.
+ANCHORED: list[Cell] = [
+    (a, b) for a in KINDS for b in KINDS if expected_path(a, b) == "relay"
+]  # fmt: skip
+
+
 def matrix_rounds(kinds: tuple[str, ...] = KINDS) -> list[list[Cell]]:
     n = len(kinds)
     return [[(kinds[i], kinds[(i + k) % n]) for i in range(n)] for k in range(n)]

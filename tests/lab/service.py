@@ -5,8 +5,12 @@ allowed; the matrix), one relay-only (the default policy). Each has its HTTP/Web
 of one address and its STUN/TURN on UDP+TCP 3478 and 443 of another, so a client behind the
 corporate firewall (TCP 443 only) can sign in and reach TURN over TCP. Every lab host has an
 account named like its namespace (`eim-a`, `lan-1`, …) on both servers. On the relay-only server
-a policy rule says calls from `RECORDED[0]` to `RECORDED[1]` must be recorded (docs/recording.md):
-those go through the server's media anchor.
+a policy rule says calls from `RECORDED[0]` to `RECORDED[1]` must be recorded (docs/recording.md),
+and on the matrix server the tests add such a rule for each matrix cell ICE could only relay
+(`start_servers(anchored=…)`, matrix.ANCHORED): those calls go through the server's media anchor. The relay-only server also runs the SIP edge on
+UDP/TCP 5060 of its HTTP address, where the `phone` host's SIP phone (baresip) registers with a
+device credential of user `phone` (`LabServer.sip_device`); phones must keep their NAT mapping
+open every `SIP_FLOW_TIMER` s (RFC 5626 Flow-Timer), well under the phone site's UDP timeout.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any
 
 from callgate.accounts.audit import cli_actor
 from callgate.client.audio import dominant_frequency
+from callgate.policy.specs import RuleSpec
+from callgate.policy.store import PolicyStore
 from callgate.storage.db import open_store, sqlite_url
 from callgate.storage.permissions import private_data_dir
 from tests.cheap_passwords import template_accounts
@@ -38,6 +44,7 @@ from tests.lab.topology import (
     RELAY_ONLY_RELAY,
     SERVER_HTTP,
     SERVER_RELAY,
+    SIP_PORT,
     TLS_HTTP,
     TLS_RELAY,
     Lab,
@@ -48,6 +55,7 @@ RELAY_PORTS = "49152-50151"
 CALLER_TONE = 440.0
 CALLEE_TONE = 880.0
 RECORDED = ("sym-a", "prc-b")  # on the relay-only server: a recording-required rule
+SIP_FLOW_TIMER = 2  # s between the phone's keep-alives (PHONE_NAT_UDP_TIMEOUT is 4 s)
 
 
 def password_of(handle: str) -> str:
@@ -65,6 +73,7 @@ class LabServer:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     tls: bool = False  # HTTPS and TURN over TLS only on :443, with a --self-signed local CA
+    sip_device: dict[str, str] = field(default_factory=dict)  # `callgate sip add phone desk`
 
     @property
     def url(self) -> str:
@@ -95,8 +104,11 @@ def add_users(data_dir: Path, handles: Iterable[str]) -> None:
         store.close()
 
 
-def start_servers(lab: Lab, root: Path) -> dict[str, LabServer]:
-    """Both servers, started and answering /healthz inside the lab."""
+def start_servers(
+    lab: Lab, root: Path, anchored: Iterable[tuple[str, str]] = ()
+) -> dict[str, LabServer]:
+    """The servers, started and answering /healthz inside the lab. `anchored`: (caller,
+    callee) pairs a recording-required rule covers on the matrix server ("all")."""
     template = root / "users"
     add_users(template, lab.hosts)
     servers = {
@@ -110,21 +122,44 @@ def start_servers(lab: Lab, root: Path) -> dict[str, LabServer]:
     }
     for server in servers.values():
         shutil.copytree(template, server.data_dir)
+        if server.name == "all":
+            _require_recording(server, *anchored)
         if server.name == "relay":
-            _require_recording(server, *RECORDED)
+            _require_recording(server, RECORDED)
+            server.sip_device = _sip_device(server, "phone")
         _start(lab, server)
     for server in servers.values():
         _wait_healthy(lab, server)
     return servers
 
 
-def _require_recording(server: LabServer, caller: str, callee: str) -> None:
+def _require_recording(server: LabServer, *pairs: tuple[str, str]) -> None:
+    """A rule per (caller, callee): their calls must be recorded, as `callgate policy add NAME
+    allow --from-user CALLER --to-user CALLEE --recording-required` adds it (docs/recording.md),
+    all in one store session (a CLI run per rule cost ~0.3 s each)."""
+    store = open_store(sqlite_url(server.data_dir))
+    try:
+        policy = PolicyStore(store)
+        for caller, callee in pairs:
+            spec = RuleSpec.parse({
+                "name": f"record-{caller}-{callee}", "action": "allow",
+                "caller": {"user": caller}, "callee": {"user": callee},
+                "recording_required": True,
+            })  # fmt: skip
+            policy.create_rule(cli_actor(), spec, None)
+    finally:
+        store.close()
+
+
+def _sip_device(server: LabServer, handle: str) -> dict[str, str]:
     added = run_in_process(
-        "policy", "add", "record-lab", "allow", "--from-user", caller, "--to-user", callee,
-        "--recording-required", "--data-dir", str(server.data_dir), cwd=server.data_dir,
+        "sip", "add", handle, "desk", "--json", "--data-dir", str(server.data_dir),
+        cwd=server.data_dir,
     )  # fmt: skip
     if added.returncode != 0:
-        raise LabError(f"adding the recording rule: {added.stdout} {added.stderr}")
+        raise LabError(f"adding the phone's SIP credential: {added.stdout} {added.stderr}")
+    device: dict[str, str] = json.loads(added.stdout)
+    return device
 
 
 def _start(lab: Lab, server: LabServer) -> None:
@@ -138,7 +173,16 @@ def _start(lab: Lab, server: LabServer) -> None:
         args += ["--http", f"{server.http_ip}:80", "--tls-listen", f"{server.relay_ip}:443"]
     else:
         args += ["--http", f"{server.http_ip}:443", "--listen", f"{server.relay_ip}:443"]
+    sip: dict[str, str] = {}
+    if server.sip_device:
+        args += ["--sip-listen", f"{server.http_ip}:{SIP_PORT}"]
+        sip = {
+            # baresip's libre answers MD5 challenges only (tests/interop/test_baresip.py)
+            "CALLGATE_SIP__ALGORITHMS": '["MD5"]',
+            "CALLGATE_SIP__FLOW_TIMER": str(SIP_FLOW_TIMER),
+        }
     env = clean_env(
+        **sip,
         CALLGATE_CALLS__ICE_POLICY=server.policy,
         # The matrix server lets relays reach the other party's direct candidates too.
         CALLGATE_TURN__CALL_BOUND="false" if server.policy == "all" else "true",

@@ -6,7 +6,13 @@ allowed. Each cell must carry both tones, use the path ICE must find (direct whe
 packets through, relay where they cannot), and be on record with the same media path. Around it:
 what our STUN server tells each site (srflx = the router's public address), two hosts on one LAN,
 the relay-only policy, a site that cannot reach the relay at all (`setup-failed`, fast), and a
-call that policy says must be recorded (anchored by the server; its recording verifies).
+SIP desk phone behind a port-restricted NAT.
+
+The matrix runs with recording-required rules on: the ten cells ICE could only relay are calls
+that policy says must be recorded (matrix.ANCHORED), anchored by the server relay-only through
+its TURN from behind every NAT kind; each must carry both tones, be on record as anchored, and
+leave a recording that verifies and holds both parties' tones. The six cells with a direct path
+stay plain end-to-end calls. One more recorded call runs on the relay-only server.
 
 aioice (the client's ICE agent) nominates the first pair whose check succeeds, not the best one
 (aggressive nomination), so where a direct path exists a relayed pair occasionally wins the race
@@ -25,10 +31,12 @@ from typing import Any
 
 import pytest
 
+from callgate.client.audio import dominant_frequency
 from tests.cli_process import run_in_process as callgate
 from tests.e2e.test_recording_e2e import channel_peak, read_stereo
 from tests.lab.conftest import RunningLab
 from tests.lab.matrix import (
+    ANCHORED,
     Call,
     Cell,
     expected_path,
@@ -38,6 +46,7 @@ from tests.lab.matrix import (
     run_calls,
 )
 from tests.lab.netns import IP, run
+from tests.lab.phone import HANDLE, PHONE_TONE, LabPhone, audit_entry
 from tests.lab.probes import stream_mapped, stun_mappings
 from tests.lab.service import (
     CALLEE_TONE,
@@ -45,10 +54,17 @@ from tests.lab.service import (
     RECORDED,
     SETUP_TIMEOUT,
     CallOutcome,
-    place_call,
+    Softphone,
     start_answerer,
 )
-from tests.lab.topology import KINDS, SERVER_RELAY, TLS_RELAY
+from tests.lab.topology import (
+    KINDS,
+    PHONE_NAT_UDP_TIMEOUT,
+    RELAY_ONLY_HTTP,
+    SERVER_RELAY,
+    SIP_PORT,
+    TLS_RELAY,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -64,6 +80,7 @@ class Results:
         self.failure: CallOutcome | None = None
         self.relay_only: CallOutcome | None = None
         self.tls: CallOutcome | None = None
+        self.recorded: CallOutcome | None = None
         self.seconds = 0.0
 
 
@@ -75,17 +92,22 @@ async def _run_all(running: RunningLab) -> Results:
         [(everything, "symx", "lan-2")],  # the caller cannot reach the relay
         [(relay_only, "lan-1", "lan-2")],  # same LAN, but the policy says relay
         [(servers["tls"], "tls", "eim-b")],  # only TLS on TCP 443 gets out of the caller's site
+        [(relay_only, *RECORDED)],  # recorded on the relay-only server
     ]
     cells, rounds = matrix_schedule(everything, KINDS, extras)
     outcomes = await run_calls(lab, rounds, root / "calls")
     results = Results()
-    matrix = [o for o in outcomes if o.caller.endswith("-a") and o.callee.endswith("-b")]
+    matrix = [
+        o for o in outcomes
+        if o.server == everything.name and o.caller.endswith("-a") and o.callee.endswith("-b")
+    ]  # fmt: skip
     for cell, outcome in zip(cells, matrix, strict=True):
         results.cells[cell] = [outcome]
     others = [o for o in outcomes if o not in matrix]
     results.hairpin = next(o for o in others if o.caller == "lan-1" and o.server == "all")
     results.failure = next(o for o in others if o.caller == "symx")
-    results.relay_only = next(o for o in others if o.server == "relay")
+    results.relay_only = next(o for o in others if o.server == "relay" and o.caller == "lan-1")
+    results.recorded = next(o for o in others if o.server == "relay" and o.caller == RECORDED[0])
     results.tls = next(o for o in others if o.server == "tls")
     for attempt in range(DIRECT_RETRIES):
         again = [
@@ -109,12 +131,17 @@ def results(running_lab: RunningLab) -> Results:
     outcome = asyncio.run(_run_all(running_lab))
     outcome.seconds = time.monotonic() - started
     # the evidence, in the test's output (shown with -s, or with a failure)
-    rows = [row(f"{a} -> {b}", expected_path(a, b), outcome.cells[(a, b)]) for a, b in CELLS]
+    rows = [
+        row(f"{a} -> {b}", "anchored" if (a, b) in ANCHORED else expected_path(a, b),
+            outcome.cells[(a, b)])
+        for a, b in CELLS
+    ]  # fmt: skip
     for label, extra in (
         ("one LAN", outcome.hairpin),
         ("relay-only policy", outcome.relay_only),
         ("relay unreachable", outcome.failure),
         ("only TLS on 443", outcome.tls),
+        ("recorded, relay-only policy", outcome.recorded),
     ):
         if extra is not None:
             rows.append(row(f"{extra.caller} -> {extra.callee} ({label})", "", [extra]))
@@ -211,6 +238,11 @@ def test_the_firewall_passes_stun_over_tcp_443_only(running_lab: RunningLab) -> 
 @pytest.mark.parametrize(("caller", "callee"), CELLS, ids=[f"{a}-to-{b}" for a, b in CELLS])
 def test_matrix_cell(running_lab: RunningLab, results: Results, caller: str, callee: str) -> None:
     tries = results.cells[(caller, callee)]
+    if (caller, callee) in ANCHORED:  # a recording-required rule covers the cell
+        (outcome,) = tries
+        assert_heard_both_ways(outcome)
+        assert_recorded(running_lab, outcome, running_lab.root / "exports")
+        return
     for outcome in tries:
         assert_heard_both_ways(outcome)
         assert_record_agrees(running_lab, outcome)
@@ -301,25 +333,12 @@ def test_a_call_from_the_tls_only_site_relays_over_turns_with_both_tones(
     assert all(transport == "tls" for user, transport in transports if user == "tls"), transports
 
 
-def test_a_call_that_must_be_recorded_crosses_the_nats_and_its_recording_verifies(
-    running_lab: RunningLab,
-) -> None:
-    """From behind a symmetric NAT to behind a port-restricted one, under a recording-required
-    rule (service.RECORDED): the server anchors both legs through its relay, both parties hear
-    each other, and the recording holds the caller left and the callee right, and verifies."""
-    lab, server, root = running_lab.lab, running_lab.servers["relay"], running_lab.root
-    caller, callee = RECORDED
-    work = root / "recorded"
-
-    async def call() -> CallOutcome:
-        answerer = await start_answerer(lab, server, callee, 1, work)
-        outcome = await place_call(lab, server, caller, answerer, work, duration=3.0)
-        await answerer.finish()
-        return outcome
-
-    outcome = asyncio.run(call())
-    assert_heard_both_ways(outcome)
-    for party in (caller, callee):  # each was told, and reached the anchor through the relay
+def assert_recorded(running: RunningLab, outcome: CallOutcome, workdir: Path) -> None:
+    """A call under a recording-required rule: both parties were told and reached the server's
+    anchor through the relay, the CDR says recorded and anchored, and the recording closes,
+    exports, verifies offline and holds the caller's tone left and the callee's right."""
+    server = running.servers[outcome.server]
+    for party in (outcome.caller, outcome.callee):
         names = [e.get("event") for e in outcome.events[party]]
         assert "recording" in names, outcome.describe()
     assert outcome.caller_types is not None and outcome.caller_types[0] == "relay"
@@ -329,22 +348,113 @@ def test_a_call_that_must_be_recorded_crosses_the_nats_and_its_recording_verifie
     assert (row["disposition"], row["reason"]) == ("answered", "hangup"), row
 
     store = ("--data-dir", str(server.data_dir))
+    cwd = running.root
     deadline = time.monotonic() + 60  # the recording closes just after the call (generous)
     while True:
-        shown = callgate("recording", "show", str(outcome.call_id), "--json", *store, cwd=root)
+        shown = callgate("recording", "show", str(outcome.call_id), "--json", *store, cwd=cwd)
         assert shown.returncode == 0, shown.stdout + shown.stderr
         if json.loads(shown.stdout)["state"] != "open":
             break
         assert time.monotonic() < deadline, "the recording did not close"
         time.sleep(0.3)
     assert json.loads(shown.stdout)["state"] == "closed", shown.stdout
-    bundle = work / "bundle"
+    bundle = workdir / f"{outcome.server}-{outcome.caller}--{outcome.callee}"
     exported = callgate("recording", "export", str(outcome.call_id), "--out", str(bundle),
-                        *store, cwd=root)  # fmt: skip
+                        *store, cwd=cwd)  # fmt: skip
     assert exported.returncode == 0, exported.stdout + exported.stderr
-    verified = callgate("recording", "verify", str(bundle), cwd=root)
+    verified = callgate("recording", "verify", str(bundle), cwd=cwd)
     assert verified.returncode == 0, verified.stdout
     samples, rate = read_stereo(bundle / "audio.wav")
-    talk = samples[rate : -rate // 2]  # a second in: both talk by then
-    assert abs(channel_peak(talk[:, 0], rate) - CALLER_TONE) < TONE_TOLERANCE
-    assert abs(channel_peak(talk[:, 1], rate) - CALLEE_TONE) < TONE_TOLERANCE
+    talk = samples[rate // 2 :]  # the callee's tone comes after the ringing
+    assert abs(channel_peak(talk[:, 0], rate) - CALLER_TONE) < TONE_TOLERANCE, outcome.describe()
+    assert abs(channel_peak(talk[:, 1], rate) - CALLEE_TONE) < TONE_TOLERANCE, outcome.describe()
+
+
+def test_a_recorded_call_on_the_relay_only_server_crosses_the_nats_and_verifies(
+    running_lab: RunningLab, results: Results
+) -> None:
+    """From behind a symmetric NAT to behind a port-restricted one, under the relay-only
+    server's recording-required rule (service.RECORDED): anchored like the matrix's recorded
+    cells, under the default ICE policy."""
+    outcome = results.recorded
+    assert outcome is not None
+    assert_heard_both_ways(outcome)
+    assert_recorded(running_lab, outcome, running_lab.root / "exports")
+
+
+def test_a_sip_phone_behind_a_port_restricted_nat_registers_stays_reachable_and_talks(
+    running_lab: RunningLab,
+) -> None:
+    """Debian's baresip behind the `phone` site's port-restricted NAT, whose router forgets an
+    idle UDP mapping after PHONE_NAT_UDP_TIMEOUT s. It registers through the NAT (RFC 3581: the
+    binding is the router's public address and port, not the phone's LAN address), keeps the
+    mapping open with its RFC 5626 keep-alives (STUN, at the Flow-Timer the edge answers its
+    Outbound registration with), and after idling for several NAT timeouts is still reached:
+    a softphone behind another NAT calls it, then it calls the softphone; both hear each other."""
+    lab, server, root = running_lab.lab, running_lab.servers["relay"], running_lab.root
+    work = root / "phone"
+    work.mkdir()
+    phone = LabPhone(lab, server, work)
+    user = "eim-b"  # the callgate user it talks with, behind an endpoint-independent NAT
+
+    async def calls(registered_at: float, sent: int) -> tuple[Softphone, CallOutcome, int]:
+        answerer = await start_answerer(lab, server, user, 1, work)  # signs in meanwhile
+        # idle (no REGISTER: its interval is 600 s) for 2.5 NAT timeouts before calling it
+        await asyncio.sleep(
+            max(0.0, registered_at + 2.5 * PHONE_NAT_UDP_TIMEOUT - time.monotonic())
+        )
+        kept = phone.sent_to_sip() - sent
+        # the softphone calls the phone: our INVITE reaches it through the kept mapping
+        heard = work / "softphone-heard.wav"
+        caller = await Softphone.start(
+            lab, server, user, "call", HANDLE, "--tone", str(CALLEE_TONE), "--record",
+            str(heard), "--duration", "3", "--device", "lab",
+        )  # fmt: skip
+        await caller.wait_for(lambda e: e.get("event") == "ended", 60)
+        code, errors = await caller.finish()
+        out = CallOutcome(user, HANDLE, "relay", caller_code=code, stderr={user: errors})
+        out.events = {user: caller.events}
+        out.heard_by_caller = dominant_frequency(heard) if heard.exists() else None
+        out.call_id = next((e.get("call_id") for e in caller.events if e.get("call_id")), None)
+        # the phone calls the softphone's user
+        phone.command("dial", f"sip:{user}@{RELAY_ONLY_HTTP}:{SIP_PORT}")
+        connected = await answerer.wait_for(lambda e: e.get("event") == "connected", 60)
+        assert connected is not None, (answerer.events, phone.log())
+        await asyncio.sleep(3)  # media both ways
+        phone.command("hangup")
+        await answerer.wait_for(lambda e: e.get("event") == "ended", 30)
+        await answerer.finish()
+        return answerer, out, kept
+
+    try:
+        phone.start()
+        details = audit_entry(server.db, "sip.register", f"sip:{server.sip_device['username']}")
+        registered_at = time.monotonic()
+        sent = phone.sent_to_sip()
+        # rport/received (RFC 3581): the binding is the NAT's public mapping
+        public = lab.site(HANDLE).wan_ip
+        assert details["address"].startswith(f"{public}:"), details
+        assert details["transport"] == "UDP", details
+        answerer, out, kept = asyncio.run(calls(registered_at, sent))
+    finally:
+        phone.stop()
+    # keep-alives kept the mapping: one every Flow-Timer (2 s) while idle, nothing else sent
+    assert kept >= 3, (kept, phone.log())
+    ended = [e for e in out.events[user] if e.get("event") == "ended"]
+    assert out.caller_code == 0 and ended and ended[-1].get("reason") == "hangup", out.describe()
+    connected = next(e for e in out.events[user] if e.get("event") == "connected")
+    assert connected["codec"] == "pcmu", connected
+    assert out.heard_by_caller is not None, out.describe()
+    assert abs(out.heard_by_caller - PHONE_TONE) < TONE_TOLERANCE, out.describe()
+    first, second = phone.decoded()[-2:]
+    assert abs(dominant_frequency(first) - CALLEE_TONE) < TONE_TOLERANCE
+    # the phone's call: answered, heard both ways, ended by the phone's BYE
+    ended = [e for e in answerer.events if e.get("event") == "ended"]
+    assert ended and ended[-1].get("reason") == "hangup", answerer.events
+    assert ended[-1].get("ended_by") == "caller", answerer.events
+    heard_by_user = dominant_frequency(work / f"{user}-heard.wav")
+    assert abs(heard_by_user - PHONE_TONE) < TONE_TOLERANCE, answerer.events
+    assert abs(dominant_frequency(second) - CALLEE_TONE) < TONE_TOLERANCE
+    for call_id in (out.call_id, ended[-1].get("call_id")):
+        row = cdr(server.db, call_id, linked=False)
+        assert (row["disposition"], row["reason"]) == ("answered", "hangup"), row

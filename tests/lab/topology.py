@@ -37,6 +37,9 @@ Site kinds (the router's iptables rules, see `nat_rules`):
 - `tls`  a hotel or strict corporate network: NAT as `prc`, and the only traffic allowed out is
          TCP to port 443 of the TLS server's two addresses, where only TLS listens (HTTPS and
          TURN over TLS): everything that leaves is TLS.
+- `phone` a SIP desk phone's network: NAT as `prc`, but the router forgets a UDP mapping after
+         `PHONE_NAT_UDP_TIMEOUT` s without a packet (a home router's short timer, instead of
+         Linux's 120 s), and counts the UDP the phone sends to the SIP port (the keep-alives).
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ INET_SERVER_SIDE = "203.0.113.1"
 INET_WAN = "198.51.100.1"
 
 KINDS = ("eim", "prc", "sym", "fw")
+SIP_PORT = 5060  # the relay-only server's SIP edge (UDP and TCP) on RELAY_ONLY_HTTP
+PHONE_NAT_UDP_TIMEOUT = 4  # s: the phone site's router forgets idle UDP mappings this fast
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,7 @@ def default_sites() -> list[Site]:
     sites.append(Site("lan", "lan", 31, hosts=2))
     sites.append(Site("symx", "symx", 32))
     sites.append(Site("tls", "tls", 33))
+    sites.append(Site("phone", "phone", 34))
     return sites
 
 
@@ -129,8 +135,16 @@ def nat_rules(site: Site) -> list[str]:
         ]
     elif site.kind in ("sym", "symx"):
         rules.append(f"iptables -t nat -A POSTROUTING -o wan -s {lan} -j MASQUERADE --random-fully")
-    else:  # prc, fw, lan, tls
+    else:  # prc, fw, lan, tls, phone
         rules.append(f"iptables -t nat -A POSTROUTING -o wan -s {lan} -j MASQUERADE")
+    if site.kind == "phone":
+        timeout = PHONE_NAT_UDP_TIMEOUT
+        rules += [
+            f"sysctl -qw net.netfilter.nf_conntrack_udp_timeout={timeout}",
+            f"sysctl -qw net.netfilter.nf_conntrack_udp_timeout_stream={timeout}",
+            # no target: only counts (`iptables -L FORWARD -vx`), before the ACCEPT
+            f"iptables -I FORWARD 1 -i lan -o wan -p udp -d {RELAY_ONLY_HTTP} --dport {SIP_PORT}",
+        ]
     return rules
 
 

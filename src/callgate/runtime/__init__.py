@@ -572,7 +572,9 @@ async def run_serve(settings: Settings) -> None:
             )
             await calls.hub.start()
             identity.on_deprovisioned(functools.partial(end_sessions, calls.hub))
-            sip = await start_sip(settings, store, calls)
+            sip = await start_sip(
+                settings, store, calls, redis=bus.client if bus is not None else None
+            )
             if bus is not None:
                 await bus.start()
             heartbeat = CallHeartbeat(

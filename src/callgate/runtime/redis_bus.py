@@ -111,6 +111,11 @@ class RedisBus:
         self.dropped = 0
 
     @property
+    def client(self) -> Redis:
+        """The node's Redis client, for what else it shares through Redis (cluster_limits.py)."""
+        return self._redis
+
+    @property
     def available(self) -> bool:
         return self._beating and self._subscribed
 

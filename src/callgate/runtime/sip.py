@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import ssl
+from typing import TYPE_CHECKING, Any
 
 from callgate.accounts.service import AccountService
-from callgate.clock import SystemClock
+from callgate.clock import Clock, SystemClock
 from callgate.config import Settings, TrunkSettings
 from callgate.errors import ConfigError
 from callgate.policy.groups import GroupStore
@@ -17,6 +19,8 @@ from callgate.runtime.sip_calls import SipCalls
 from callgate.runtime.sip_dialout import DialOut
 from callgate.runtime.sip_numbers import NumberCalls
 from callgate.signaling.anchoring import Anchoring
+from callgate.signaling.hub import SignalingHub
+from callgate.signaling.iceconfig import IceServerConfig, relay_config
 from callgate.signaling.ring_groups import MAX_MEMBERS
 from callgate.sip.attempts import Attempts
 from callgate.sip.credentials import CredentialStore
@@ -28,13 +32,20 @@ from callgate.sip.trunks import Trunk, Trunks
 from callgate.storage.db import Store
 from callgate.turn.peers import PeerFilter
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 
 async def start_sip(
-    settings: Settings, store: Store, calls: Signaling | None = None
+    settings: Settings,
+    store: Store,
+    calls: Signaling | None = None,
+    redis: Redis | None = None,
 ) -> SipEdge | None:
     """The edge listening on UDP and TCP at each `sip.listen` address and on TLS at each
     `sip.tls_listen` one, or None when neither is set;
-    with `calls`, phones' INVITEs reach callgate users (sip_calls.py)."""
+    with `calls`, phones' INVITEs reach callgate users (sip_calls.py); with `redis` (several
+    nodes), the trunks' and users' limits are the cluster's (cluster_limits.py)."""
     if not settings.sip.listen and not settings.sip.tls_listen:
         return None
     context = None
@@ -60,7 +71,15 @@ async def start_sip(
         attempts=attempts,
         trunks=trunks,
         media=media_peers(settings),
+        flow_timer=settings.sip.flow_timer,
     )
+    if redis is not None and settings.node_id is not None:
+        from callgate.runtime.cluster_limits import ClusterLimits
+
+        shared = ClusterLimits(redis, settings.node_id)
+        edge.trunk_limits.shared = shared
+        await shared.start()
+        edge.closing.append(shared.stop)
     if calls is not None:
         ice, clock = calls.ice, SystemClock()
         accounts = AccountService(store, settings.turn.realm)
@@ -87,6 +106,7 @@ async def start_sip(
             settings.sip.media_ip,
             dial,
             members_of=groups.members_of,
+            holder_ice=functools.partial(holder_ice, calls.hub, ice, clock),
             max_members=settings.sip.ring_group_max_members,
         )
         handler.serve(edge)
@@ -107,6 +127,17 @@ async def start_sip(
         await edge.close()
         raise
     return edge
+
+
+def holder_ice(
+    hub: SignalingHub, own: IceServerConfig, clock: Clock, user: str, call_id: str
+) -> list[dict[str, Any]] | None:
+    """ICE servers on the relay of the node holding `call_id`, when another node holds it
+    (signaling/cluster_view.py): a phone's bridge here then shares a relay with the call's
+    other side (a recorded call's anchor is on its holder's relay)."""
+    endpoints = hub.holder_relay(call_id)
+    config = relay_config(endpoints, own) if endpoints else None
+    return config.ice_servers(user, clock.wall()) if config is not None else None
 
 
 def media_peers(settings: Settings) -> MediaPeers:

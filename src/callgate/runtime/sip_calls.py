@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 STATS_INTERVAL = 2.0  # the phone's device reports packet counts, as clients do
 IceServersFor = Callable[[str], Sequence[Mapping[str, Any]]]
+HolderIce = Callable[[str, str], Sequence[Mapping[str, Any]] | None]  # (user, call id)
 # call.ended reasons (signaling/reasons.py) → SIP final responses before an answer
 ENDED = {
     "unknown-user": (404, "Not Found"),
@@ -90,6 +91,7 @@ class SipCalls:
         media_ip: str | None = None,
         dial_out: DialOut | None = None,
         members_of: Callable[[str], Sequence[str]] = lambda group: (),
+        holder_ice: HolderIce | None = None,
         max_members: int = MAX_MEMBERS,
     ) -> None:
         """`dial_out`: phones dialling numbers through trunks (sip_dialout.py); `members_of`:
@@ -100,6 +102,7 @@ class SipCalls:
         self._hub = hub
         self._user_exists = user_exists
         self._ice_servers = ice_servers
+        self._holder_ice = holder_ice  # several nodes: the call holder's relay (`_ring_phone`)
         self._media_ip = media_ip
         self._ids = itertools.count(1)
         self._edge: SipEdge | None = None
@@ -376,6 +379,13 @@ class SipCalls:
         finally:
             await self._hub.disconnect(device)
 
+    def _phone_ice(self, handle: str, call_id: str) -> Sequence[Mapping[str, Any]]:
+        """The ICE servers of the bridge to a phone: the relay of the node holding the call when
+        another node holds it (its caller's or its anchor's media is there, and a relay pairs
+        only its own allocations), else this node's."""
+        servers = self._holder_ice(handle, call_id) if self._holder_ice is not None else None
+        return servers if servers else self._ice_servers(handle)
+
     async def _ring_phone(self, device: Device, username: str, incoming: dict[str, Any]) -> None:
         assert self._edge is not None
         call_id, offer_sdp = str(incoming["call_id"]), str(incoming.get("sdp") or "")
@@ -396,7 +406,7 @@ class SipCalls:
             log.warning("sip: set sip.media_ip (listening on %s, SDP needs an IPv4)", media_ip)
             await self._reject(device, call_id, "no media address")
             return
-        bridge = Bridge(lambda: self._ice_servers(device.handle))
+        bridge = Bridge(lambda: self._phone_ice(device.handle, call_id))
         tones: list[DtmfToTones] = []  # made once the phone's answer says its codec
         rtp = RtpLeg("phone", bridge.forward, codecs[0], permits=self._edge.media.permits)
         # a device whose credential says so is offered SRTP only (RTP/SAVP, our SDES key)
@@ -439,7 +449,9 @@ class SipCalls:
                     raise SdpError("RTP/SAVP answer to a plain RTP offer")
                 source = binding.peer.address[0]
                 party = f"sip:{username}"
-                check_media(self._edge, answer, "answer", party, call.call_id, source, source)
+                answer = check_media(
+                    self._edge, answer, "answer", party, call.call_id, source, source
+                )
             except SdpError as exc:
                 await call.hang_up()
                 await self._reject(device, call_id, str(exc))
@@ -528,7 +540,7 @@ class Reoffers:
         self._first, self._codec, self._ours, self._local = first, codec, ours, local
         self._origin, self._rtp, self._fill = origin, rtp, fill
         # raises ForbiddenMedia for a destination media may not go to (media_peers.py)
-        self.check: Callable[[AudioOffer], None] | None = None
+        self.check: Callable[[AudioOffer], AudioOffer] | None = None
         self._last = body  # the offer our current answer answers
         self._answer = audio_sdp(local[0], local[1], codec, ours, first.events, origin=origin)
 
@@ -548,7 +560,7 @@ class Reoffers:
             return self._answer  # a session refresh (RFC 4028): nothing changes
         held = offer.held  # c=0.0.0.0, RFC 3264 §8.4: send it neither RTP nor RTCP
         if not held and self.check is not None:
-            self.check(offer)  # 488 with a Warning; the session stays as it was
+            offer = self.check(offer)  # 488 with a Warning; the session stays as it was
         self._last = body
         direction = DIRECTIONS[offer.direction]
         if not held:

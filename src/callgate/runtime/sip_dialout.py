@@ -211,7 +211,7 @@ class DialOut:
         from_carrier = DtmfToTones(codec, NO_EVENTS, bridge.forward)
         carrier = RtpLeg("callee", from_carrier.packet, codec, permits=permits)
         try:
-            out = self._edge.dial(
+            out = await self._edge.dial(
                 trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
             )
             if out is not None:
@@ -313,7 +313,9 @@ class DialOut:
                 return
             answer = parse_audio(reply.body)
             source = out.peer.address[0]  # else ForbiddenMedia, audited: BYE, 502 below
-            check_media(self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source)
+            answer = check_media(
+                self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source
+            )
             chosen = next((c for c in answer.ours() if c in codecs), None)
             if chosen is None:
                 raise SdpError("the carrier's answer has none of the codecs offered")

@@ -36,22 +36,24 @@ def check_media(
     call_id: str,
     source: str,
     device: str | None = None,
-) -> None:
-    """Raise ForbiddenMedia, audited, unless RTP/RTCP may go where `sdp` says. `party`:
+) -> AudioOffer:
+    """`sdp`, or ForbiddenMedia, audited, unless RTP/RTCP may go where it says. `party`:
     `sip:DEVICE` or `trunk:NAME`; `source`: where its signaling came from; `device`: the
-    signaling IP a registered device's SDP must name (None for trunks)."""
+    signaling IP a registered device's SDP must name (None for trunks). A device behind NAT
+    that names its private address gets `sdp` aimed at its signaling IP back (media_peers.py):
+    use the returned SDP, not `sdp`."""
     try:
-        edge.media.check(sdp, device)
+        return edge.media.check(sdp, device)
     except ForbiddenMedia as exc:
         # audit_soon: a re-INVITE's answer cannot wait; the entry is the edge's task
         edge.audit_soon(*forbidden_entry(party, call_id, stage, exc, source))
         raise
 
 
-def check_call_media(edge: SipEdge, call: InboundCall, sdp: AudioOffer, stage: Stage) -> None:
+def check_call_media(edge: SipEdge, call: InboundCall, sdp: AudioOffer, stage: Stage) -> AudioOffer:
     """`check_media` for an offer or re-offer in a call a phone or trunk made to us."""
     party, source = party_of(call), call.peer.address[0]
-    check_media(edge, sdp, stage, party, call.call_id, source, device_source(call))
+    return check_media(edge, sdp, stage, party, call.call_id, source, device_source(call))
 
 
 def take_offer(edge: SipEdge, call: InboundCall) -> tuple[AudioOffer, str] | None:
@@ -61,7 +63,7 @@ def take_offer(edge: SipEdge, call: InboundCall) -> tuple[AudioOffer, str] | Non
     try:
         offer = parse_audio(call.request.body)
         codec = offer.choose()
-        check_call_media(edge, call, offer, "offer")
+        offer = check_call_media(edge, call, offer, "offer")
     except SdpError as exc:
         call.reject(488, f"Not Acceptable Here ({exc})", refusal_headers(exc))
         return None

@@ -246,7 +246,7 @@ class NumberCalls:
         out: OutboundCall | None = None
         lost = asyncio.ensure_future(_lost(recording))
         try:
-            out = self._edge.dial(
+            out = await self._edge.dial(
                 trunk, dialled.carrier_number, trunk.caller_id or handle, dialled.emergency, handle
             )
             if out is not None:
@@ -342,7 +342,7 @@ class NumberCalls:
             return disposition(status), "callee", why, f"sip {status} {text}"[:120]
         answer = parse_audio(reply.body)
         trunk, source = f"trunk:{call.dialled.trunk.name}", out.peer.address[0]
-        check_media(self._edge, answer, "answer", trunk, out.call_id, source)  # else: BYE
+        answer = check_media(self._edge, answer, "answer", trunk, out.call_id, source)  # or BYE
         aim(carrier, answer, [out.peer.address[0]])
         bridge.attach(carrier)
         if sdp is None:

@@ -251,10 +251,13 @@ class Anchoring:
         await self.hub.apply(engine.ring_anchored(call_id, answer, offer, notice))
 
     def _callee_has_phone(self, handle: str) -> bool:
-        """Whether one of `handle`'s devices is a registered SIP phone (runtime/sip_calls.py):
-        the call is then recorded in G.711, which every device can take, so the phone rings."""
+        """Whether one of `handle`'s devices is a registered SIP phone (runtime/sip_calls.py),
+        on this node or another (the sealed device directory says which are phones,
+        runtime/redis_bus.py): the call is then recorded in G.711, which every device can
+        take, so the phone rings wherever it registered."""
         devices = self.hub.devices.values()
-        return any(d.handle == handle and d.user_agent == PHONE_AGENT for d in devices)
+        here = any(d.handle == handle and d.user_agent == PHONE_AGENT for d in devices)
+        return here or self.hub.remote_phone(handle)
 
     def answered(self, call_id: str, answer_sdp: str) -> None:
         """The callee answered the anchor's offer."""

@@ -19,7 +19,7 @@ unusual is dropped rather than interpreted. A parsed candidate is written back f
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 CANDIDATE_TYPES = frozenset({"host", "srflx", "prflx", "relay"})
 # Extensions browsers and aioice write; anything else is dropped from a forwarded candidate.
@@ -67,11 +67,18 @@ class Candidate:
     def masked(self) -> Candidate:
         """This candidate with `raddr`/`rport` rewritten to 0.0.0.0 0 (RFC 8839 §5.1 allows
         it for privacy) and only the known extensions kept."""
-        return replace(
-            self,
-            raddr=None if self.raddr is None else "0.0.0.0",
-            rport=None if self.rport is None else 0,
-            extensions=tuple(pair for pair in self.extensions if pair[0] in KNOWN_EXTENSIONS),
+        return Candidate(  # not dataclasses.replace: it costs 3 µs per call, this 1
+            self.prefix,
+            self.foundation,
+            self.component,
+            self.transport,
+            self.priority,
+            self.address,
+            self.port,
+            self.kind,
+            None if self.raddr is None else "0.0.0.0",
+            None if self.rport is None else 0,
+            tuple(pair for pair in self.extensions if pair[0] in KNOWN_EXTENSIONS),
         )
 
 

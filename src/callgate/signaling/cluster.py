@@ -47,6 +47,9 @@ class RemoteDevice:
     display_name: str
     relay_only: bool
     node: str
+    # a registered SIP phone (G.711 only): a recorded call to its user is anchored in G.711
+    # whichever node holds it (signaling/anchoring.py)
+    phone: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +62,7 @@ class RemoteDevice:
             display_name=str(raw["display_name"]),
             relay_only=bool(raw["relay_only"]),
             node=str(raw["node"]),
+            phone=raw.get("phone") is True,  # entries written before it have none: not a phone
         )
 
 

@@ -17,6 +17,7 @@ import asyncio
 from typing import Any
 
 from callgate.signaling import messages as m
+from callgate.signaling.anchoring import PHONE_AGENT
 from callgate.signaling.cluster import (
     ClusterBus,
     RemoteDevice,
@@ -53,7 +54,21 @@ class ClusterView(SignalingHub):
 
     def _announced(self, device: Device) -> RemoteDevice:
         name, relay_only = self._names.get(device.device_id, (device.handle, False))
-        return RemoteDevice(device.device_id, device.handle, name, relay_only, self.bus.node_id)
+        phone = device.user_agent == PHONE_AGENT
+        return RemoteDevice(
+            device.device_id, device.handle, name, relay_only, self.bus.node_id, phone
+        )
+
+    def remote_phone(self, handle: str) -> bool:
+        """Has `handle` a registered SIP phone on another node? (as its invite found them)"""
+        return any(d.handle == handle and d.phone for d in self._remote.values())
+
+    def holder_relay(self, call_id: str) -> dict[str, Any] | None:
+        """The relay of the node holding `call_id`, if another live node holds it: a recorded
+        call's anchor is on that relay, so a server-side leg here for its callee (a SIP phone's
+        bridge) allocates there too (call-bound relaying pairs allocations of one relay)."""
+        owner = self._owners.get(call_id)
+        return None if owner is None else self.peer_relays().get(owner)
 
     def _forget(self, device_id: str) -> list[Effect]:
         self._remote.pop(device_id, None)

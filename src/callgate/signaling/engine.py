@@ -12,7 +12,6 @@ is not the one carrying the call for its side, or a request the call's state doe
 
 from __future__ import annotations
 
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
@@ -20,6 +19,7 @@ from typing import Literal, NoReturn
 
 from callgate.clock import Clock
 from callgate.signaling import messages as m
+from callgate.signaling.call_ids import CallIds
 from callgate.signaling.effects import (
     CallOpened,
     CdrFinal,
@@ -77,7 +77,7 @@ class CallEngine:
         self._clock = clock
         self.timeouts = Timeouts(ring_timeout, setup_timeout, silence_timeout, final_stats_grace)
         self.relay_addresses = normalize_addresses(relay_addresses)
-        self._new_call_id = new_call_id or (lambda: uuid.uuid4().hex)
+        self._new_call_id = new_call_id or CallIds()  # random uuid4 hex
         self._presence = Presence()
         self._calls: dict[str, Call] = {}
         self._call_by_device: dict[str, Call] = {}

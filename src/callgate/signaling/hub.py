@@ -191,6 +191,15 @@ class SignalingHub:
 
     # -- devices -----------------------------------------------------------------------------------
 
+    def remote_phone(self, handle: str) -> bool:
+        """Has `handle` a registered SIP phone on another node? (one node: none; cluster_hub.py)"""
+        return False
+
+    def holder_relay(self, call_id: str) -> dict[str, Any] | None:
+        """Where the relay of the node holding `call_id` is reached, when another node holds it
+        (one node: never; cluster_view.py)."""
+        return None
+
     async def connect(
         self,
         handle: str,

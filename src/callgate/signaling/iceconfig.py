@@ -72,9 +72,15 @@ class ClusterIce:
         return stun + servers
 
     def _config(self, endpoints: Mapping[str, Any]) -> IceServerConfig | None:
-        try:
-            udp = tuple((str(h), int(p)) for h, p in endpoints.get("udp", []))
-            tls = tuple((str(h), int(p)) for h, p in endpoints.get("tls", []))
-        except (TypeError, ValueError):
-            return None  # a malformed snapshot: that relay is left out
-        return IceServerConfig(udp=udp, tls=tls, secret=self.own.secret, ttl=self.own.ttl)
+        return relay_config(endpoints, self.own)
+
+
+def relay_config(endpoints: Mapping[str, Any], own: IceServerConfig) -> IceServerConfig | None:
+    """Another node's relay (its `relay_endpoints()`), with credentials signed with our shared
+    secret; None when malformed (that relay is left out)."""
+    try:
+        udp = tuple((str(h), int(p)) for h, p in endpoints.get("udp", []))
+        tls = tuple((str(h), int(p)) for h, p in endpoints.get("tls", []))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return IceServerConfig(udp=udp, tls=tls, secret=own.secret, ttl=own.ttl)

@@ -32,6 +32,7 @@ _LINE = re.compile(r"[a-z]=")
 # Attribute names whose lines carry candidate addresses; compared after case-folding and
 # removing every kind of whitespace, so spelling variants are recognised (and dropped).
 _CANDIDATE_NAMES = frozenset({"candidate", "remote-candidates"})
+_CANDIDATE_PREFIXES = ("a=candidate:", "candidate:")  # the only lines parse_candidate reads
 
 
 @functools.lru_cache(maxsize=1024)  # the same few relay addresses in every SDP: parse once
@@ -150,11 +151,12 @@ def filter_sdp(sdp: str, relay_only: bool, relay_addresses: Collection[str]) -> 
     relays = normalize_addresses(relay_addresses)
     kept: list[str] = []
     lines = sdp.split("\n")
+    last = len(lines) - 1
     for index, line in enumerate(lines):
-        last = index == len(lines) - 1
-        body = line[:-1] if line.endswith("\r") else line
-        ending = line[len(body) :] + ("" if last else "\n")
-        filtered = _filter_line(body, relays)
+        ending = "\n" if index != last else ""
+        if line.endswith("\r"):
+            line, ending = line[:-1], "\r" + ending
+        filtered = _filter_line(line, relays)
         if filtered is not None:
             kept.append(filtered + ending)
     return "".join(kept)
@@ -165,6 +167,8 @@ def relay_candidates(sdp: str) -> list[str]:
     transport addresses the call will use, by which its relay sessions are found later."""
     found: list[str] = []
     for line in sdp.splitlines():
+        if not line.startswith(_CANDIDATE_PREFIXES):  # what parse_candidate refuses first
+            continue
         parsed = parse_candidate(line)
         if parsed is None or parsed.kind != "relay" or parsed.transport.lower() != "udp":
             continue

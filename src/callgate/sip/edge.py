@@ -31,7 +31,7 @@ from callgate.sip.edge_registrations import EdgeRegistrations
 from callgate.sip.invite_limits import InviteLimits
 from callgate.sip.media_peers import MediaPeers
 from callgate.sip.message import SipRequest, SipResponse
-from callgate.sip.registrar import Registrar
+from callgate.sip.registrar import FLOW_TIMER, Registrar
 from callgate.sip.transport import Peer, TcpTransport, UdpTransport
 from callgate.sip.trunk_limits import TrunkLimits
 from callgate.sip.trunk_pings import TrunkPings
@@ -54,6 +54,7 @@ class SipEdge(EdgeRegistrations, EdgeDialogs):
         attempts: Attempts | None = None,
         trunks: Trunks | None = None,
         media: MediaPeers | None = None,
+        flow_timer: int = FLOW_TIMER,
     ) -> None:
         super().__init__(clock or SystemClock())
         # where calls' RTP/RTCP may go (media_peers.py); default: the relay's default ranges
@@ -63,7 +64,7 @@ class SipEdge(EdgeRegistrations, EdgeDialogs):
         self.credentials = credentials
         self.realm = credentials.realm
         self.digest = DigestAuth(self.realm, algorithms)
-        self.registrar = Registrar()
+        self.registrar = Registrar(flow_timer)
         self.audits = EdgeAudit(audit, self._clock, self._spawn)
         self.auth = Authenticator(credentials, self.digest, self._clock, self.audits.append)
         self._udp: list[asyncio.DatagramTransport] = []
@@ -83,6 +84,7 @@ class SipEdge(EdgeRegistrations, EdgeDialogs):
         self.pings = TrunkPings(self.trunks.all, self.ping, self._clock, self.audits.append)
         self._trunk_calls = {}
         self._call_users = {}
+        self._trunk_leases = {}
 
     # -- life ------------------------------------------------------------------------------------
 

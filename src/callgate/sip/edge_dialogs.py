@@ -99,13 +99,17 @@ class EdgeDialogs(EdgeOutbound):
             await self._record(self._attempt(request, peer, refused))
             return refused
         if trunk is not None:  # the trunk's channels and call rate (trunk_limits.py)
-            limit = self.trunk_limits.acquire(trunk.name, trunk.max_calls, trunk.max_cps, "inbound")
+            limits = self.trunk_limits
+            limit = await limits.admit(
+                call_id, trunk.name, trunk.max_calls, trunk.max_cps, "inbound"
+            )
             if limit is not None:
                 refused = response(request, limit.status, limit.reason, TrunkLimited(limit).headers)
                 await self._record(self._attempt(request, peer, refused))
                 self._trunk_refused(trunk.name, limit, "inbound")
                 return refused
             self._trunk_calls[call_id] = trunk.name
+            self._trunk_leases[call_id] = call_id
 
         def send(reply: SipResponse) -> None:
             self._send(peer, request, encode(reply))

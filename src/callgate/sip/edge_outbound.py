@@ -9,6 +9,7 @@ inbound call from the trunk, until the call handler is done with it: dialogs.py)
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import Any
 
 from callgate.sip.client import ClientTransactions
@@ -33,6 +34,7 @@ class EdgeOutbound(ServerTransactions):
     _udp_protocols: list[UdpTransport]
     _trunk_calls: dict[str, str]  # Call-ID -> the trunk whose channel it holds
     _call_users: dict[str, str]  # Call-ID -> the user who dialled it
+    _trunk_leases: dict[str, str]  # Call-ID -> its lease on the cluster's limits (trunk_limits.py)
 
     def outbound(self, binding: Binding, caller: str) -> OutboundCall:
         """A call from `caller` to a registered phone (outbound.py); `forget` it when done."""
@@ -46,7 +48,7 @@ class EdgeOutbound(ServerTransactions):
         self.calls[call.call_id] = call
         return call
 
-    def dial(
+    async def dial(
         self,
         trunk: Trunk,
         number: str,
@@ -64,8 +66,9 @@ class EdgeOutbound(ServerTransactions):
             if user is None
             else UserLimit(user, trunk.max_calls_per_user, trunk.max_calls_per_user_hour)
         )
-        limit = self.trunk_limits.acquire(
-            trunk.name, trunk.max_calls, trunk.max_cps, "outbound", emergency, share
+        lease = secrets.token_hex(12)
+        limit = await self.trunk_limits.admit(
+            lease, trunk.name, trunk.max_calls, trunk.max_cps, "outbound", emergency, share
         )
         if limit is not None:
             if limit.limit.startswith("user-") and user is not None:
@@ -82,6 +85,7 @@ class EdgeOutbound(ServerTransactions):
         call = self.outbound(target, caller)
         call.auth = trunk.auth
         self._trunk_calls[call.call_id] = trunk.name
+        self._trunk_leases[call.call_id] = lease
         if user is not None and not emergency:  # not counted in the user's share
             self._call_users[call.call_id] = user
         return call
@@ -104,7 +108,8 @@ class EdgeOutbound(ServerTransactions):
     def _release_trunk(self, call_id: str) -> None:
         trunk = self._trunk_calls.pop(call_id, None)
         if trunk is not None:
-            self.trunk_limits.release(trunk, self._call_users.pop(call_id, None))
+            user, lease = self._call_users.pop(call_id, None), self._trunk_leases.pop(call_id, None)
+            self.trunk_limits.release(trunk, user, lease)
 
     def _user_refused(self, trunk: str, user: str, limit: Refusal) -> None:
         """Audit a user's first refusal at their dial-out limit (`sip.dialout.limit`)."""

@@ -13,9 +13,17 @@ same rules. A held stream (`c=0.0.0.0`, RFC 3264 §8.4) names no destination: it
 A registered device (a phone with a credential; not a trunk, whose addresses are configured) may
 only name its own signaling source IP, unless `sip.allow_media` covers the address it names:
 otherwise an authenticated phone could aim the other party's stream at any public host and use
-the server as a UDP forwarder. A NATed phone whose SDP names its private address is still
-served when `sip.allow_media` opens that range, the RTP leg latching to where its packets come
-from (media/rtp_leg.py).
+the server as a UDP forwarder.
+
+A phone behind NAT names its private address (RFC 1918, or CGNAT's RFC 6598 range) in its SDP,
+which nothing on our side can reach. When that address is not its signaling IP, `sip.allow_media`
+does not cover it and the signaling IP is a permitted destination, `check` returns the SDP
+aimed at the signaling IP instead, at the SDP's port (NATs usually keep the port): the NAT's
+public address, where the phone's packets will come from. The RTP leg latches to the source of
+its first packet from that IP (symmetric RTP, RFC 4961; media/rtp_leg.py), so a NAT that picked
+another port is followed, and nothing is ever sent into a private range. With `sip.allow_media`
+covering the range (phones on a LAN the server reaches directly) the SDP's address is used as
+named.
 
 A forbidden offer is refused with `488 Not Acceptable Here` and a `Warning` (RFC 3261 §21.4.26,
 §20.43; RFC 3264 §6: an answerer that cannot take an offer refuses it), a forbidden answer
@@ -25,6 +33,8 @@ judge every SDP through one function, `runtime/sip_media.check_media`, which als
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,6 +45,11 @@ from callgate.turn.peers import PeerFilter
 
 MIN_PORT, MAX_PORT = 1024, 65534
 WARN_AGENT = "callgate"
+# The ranges a phone behind NAT has as its own address: RFC 1918 and CGNAT (RFC 6598)
+NAT_INSIDE = tuple(
+    ipaddress.ip_network(net)
+    for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+)
 
 
 class ForbiddenMedia(SdpError):
@@ -59,13 +74,15 @@ class MediaPeers:
         """Whether RTP/RTCP may be sent to, or latched from, `host`."""
         return self._peers.permits(host)
 
-    def check(self, offer: AudioOffer, device: str | None = None) -> None:
-        """Raise ForbiddenMedia unless we may send RTP to the SDP's address and port and RTCP
-        to its `a=rtcp` or the port after it. `device`: the signaling source IP of a registered
-        device, whose SDP must name that IP unless `sip.allow_media` covers the one it names
-        (module doc). A held stream sends nowhere: nothing to refuse."""
+    def check(self, offer: AudioOffer, device: str | None = None) -> AudioOffer:
+        """The SDP media may be sent where it says: RTP to its address and port, RTCP to its
+        `a=rtcp` or the port after it; else ForbiddenMedia. `device`: the signaling source IP of
+        a registered device, whose SDP must name that IP unless `sip.allow_media` covers the one
+        it names; a device behind NAT naming its private address gets the SDP aimed at its
+        signaling IP back (module doc). A held stream sends nowhere: nothing to refuse."""
         if offer.held:
-            return
+            return offer
+        offer = self._behind_nat(offer, device)
         self._address("media", offer.address, device)
         if not MIN_PORT <= offer.port <= MAX_PORT:
             raise ForbiddenMedia(f"media port {offer.port} is not permitted")
@@ -73,6 +90,29 @@ class MediaPeers:
             self._address("RTCP", offer.rtcp[0], device)
             if not MIN_PORT <= offer.rtcp[1] <= MAX_PORT + 1:
                 raise ForbiddenMedia(f"RTCP port {offer.rtcp[1]} is not permitted")
+        return offer
+
+    def _behind_nat(self, offer: AudioOffer, device: str | None) -> AudioOffer:
+        """`offer` aimed at the device's signaling IP when it names its own private address
+        from behind NAT (module doc), else unchanged."""
+        if device is None or not self.permits(device):
+            return offer
+
+        def natted(address: str) -> bool:
+            if address == device or self._devices.permits_listed(address):
+                return False
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                return False
+            return any(ip in net for net in NAT_INSIDE)
+
+        if not natted(offer.address):
+            return offer
+        rtcp = offer.rtcp
+        if rtcp is not None and natted(rtcp[0]):
+            rtcp = (device, rtcp[1])
+        return dataclasses.replace(offer, address=device, rtcp=rtcp)
 
     def _address(self, what: str, address: str, device: str | None) -> None:
         if not self.permits(address):

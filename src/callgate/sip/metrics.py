@@ -21,6 +21,8 @@ class SipCollector:
              counters.malformed),
             ("callgate_sip_messages_oversize", "SIP messages over the size limits (513)",
              counters.oversize),
+            ("callgate_sip_keepalives", "Keep-alives answered (CRLF pings, STUN Bindings: RFC "
+             "5626 §3.5)", counters.keepalives),
             ("callgate_sip_connections_refused", "TCP/TLS connections refused at the limit",
              counters.refused_connections),
             ("callgate_sip_invites_limited", "INVITEs refused over a device's INVITE rate (503)",
@@ -51,7 +53,7 @@ def _trunks(edge: SipEdge) -> Iterator[Metric]:
     """Per trunk: channels in use, attempts, refusals at the limits (alert on their rate)."""
     limits = edge.trunk_limits
     calls = GaugeMetricFamily(
-        "callgate_sip_trunk_calls", "Calls on the trunk now", labels=["trunk"]
+        "callgate_sip_trunk_calls", "Calls on the trunk now (this node's)", labels=["trunk"]
     )
     for trunk in edge.trunks.all:
         calls.add_metric([trunk.name], limits.active[trunk.name])
@@ -64,7 +66,8 @@ def _trunks(edge: SipEdge) -> Iterator[Metric]:
     yield attempts
     refused = CounterMetricFamily(
         "callgate_sip_trunk_refused",
-        "Calls refused at a trunk's limits (calls: 486, rate: 503; a user's share: user-calls 403, user-hour 503)",
+        "Calls refused at a trunk's limits (calls: 486, rate: 503; a user's share: user-calls 403, user-hour 503; "
+        "unavailable: the cluster's limits unreachable, 503)",
         labels=["trunk", "limit"],
     )
     for (trunk_name, limit), count in sorted(limits.refused.items()):

@@ -5,6 +5,12 @@ registrar that keeps no location store); each records the address and transport 
 came from, so requests reach a phone behind NAT on the flow it opened (RFC 3581, RFC 5626 §5).
 The digest check happens before `register` is called (edge_registrations.py); here the authenticated
 credential may bind only its own user's address-of-record.
+
+SIP Outbound (RFC 5626): a phone behind NAT keeps its flow open with keep-alives, but sends them
+only to a registrar that says it supports Outbound. A REGISTER with `Supported: outbound` whose
+contacts carry `+sip.instance` and `reg-id` (§4.2) is answered with `Require: outbound` (§6)
+and `Flow-Timer` (§5.4): how often the phone is to send keep-alives (STUN over UDP, CRLF over
+TCP; transport.py answers both), shorter than the NAT's UDP timeout.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ DEFAULT_EXPIRES = 3600
 MIN_EXPIRES = 60  # shorter gets 423 Interval Too Brief (RFC 3261 §10.3 step 7)
 MAX_EXPIRES = 3600
 MAX_BINDINGS_PER_DEVICE = 5
+FLOW_TIMER = 25  # s between a phone's keep-alives (RFC 5626 §4.4.1: UDP NATs forget in ~30 s)
 
 
 @dataclass(slots=True)
@@ -44,8 +51,9 @@ class Outcome:
 
 
 class Registrar:
-    def __init__(self) -> None:
+    def __init__(self, flow_timer: int = FLOW_TIMER) -> None:
         self._bindings: dict[str, list[Binding]] = {}  # by handle
+        self.flow_timer = flow_timer
 
     def bindings(self, now: float, handle: str | None = None) -> list[Binding]:
         """Unexpired bindings (of `handle`, or all)."""
@@ -122,7 +130,11 @@ class Registrar:
         kept += own.values()
         if sum(b.username == credential.username for b in kept) > MAX_BINDINGS_PER_DEVICE:
             return Outcome(403, "Forbidden (too many contacts for this device)")
-        return self._replace(credential, kept, added, removed, now)
+        outcome = self._replace(credential, kept, added, removed, now)
+        if _wants_outbound(request, contacts):
+            outbound = (("Require", "outbound"), ("Flow-Timer", str(self.flow_timer)))
+            outcome = Outcome(200, "OK", outbound + outcome.headers, outcome.added, outcome.removed)
+        return outcome
 
     def _replace(
         self,
@@ -152,6 +164,16 @@ class Registrar:
             else:
                 del self._bindings[handle]
         return dropped
+
+
+def _wants_outbound(request: SipRequest, contacts: list[str]) -> bool:
+    """The phone registers with SIP Outbound (RFC 5626 §4.2): it supports the option and every
+    contact names its instance and registration id."""
+    supported = ",".join(request.headers.all("supported")).lower()
+    if "outbound" not in {tag.strip() for tag in supported.split(",")}:
+        return False
+    params = [parse_name_addr(value).params for value in contacts]
+    return all("+sip.instance" in p and "reg-id" in p for p in params)
 
 
 def _expires_header(request: SipRequest) -> int:

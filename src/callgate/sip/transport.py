@@ -3,8 +3,12 @@
 UDP: one datagram is one message. TCP: messages framed by Content-Length (mandatory there),
 at most `MAX_CONNECTIONS` connections, each closed after `IDLE_TIMEOUT` without a message and
 after any framing error (the stream cannot be trusted past it). A double CRLF is a keep-alive
-ping and gets a single CRLF pong (RFC 5626 §3.5.1). A malformed request gets the precise error
-`SipParseError` carries, when it has enough of a Via to be answered (`errors.py`).
+ping and gets a single CRLF pong (RFC 5626 §3.5.1). On UDP a STUN Binding request is the
+keep-alive of RFC 5626 §3.5.2 (phones using SIP Outbound, §4.4.2): it gets a Binding success
+response with XOR-MAPPED-ADDRESS, the address the NAT gave the phone (RFC 5626 §8 has every
+SIP server that takes Outbound registrations answer them on its SIP UDP ports); SIP and STUN
+are told apart by the first byte (RFC 5626 §5.4, RFC 7983). A malformed request gets the precise
+error `SipParseError` carries, when it has enough of a Via to be answered (`errors.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ from callgate.sip.message import (
     parse_head,
     split_head,
 )
+from callgate.stun.attributes import pack_xor_address
+from callgate.stun.constants import Attr, MessageClass, Method
+from callgate.stun.message import StunDecodeError, is_stun
+from callgate.stun.message import build as build_stun
+from callgate.stun.message import decode as decode_stun
+from callgate.stun.message import encode as encode_stun
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +66,7 @@ class Counters:
     malformed: int = 0
     oversize: int = 0
     refused_connections: int = 0
+    keepalives: int = 0  # CRLF pings and STUN Binding requests answered (RFC 5626 §3.5)
     by_status: dict[int, int] = field(default_factory=dict)
 
 
@@ -84,7 +95,14 @@ class UdpTransport(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         peer = Peer("UDP", (addr[0], addr[1]), self._send, self.local)
         if data == PING:
+            self._counters.keepalives += 1
             peer.send(PONG)
+            return
+        if is_stun(data):
+            reply = stun_keepalive_reply(data, peer.address)
+            if reply is not None:
+                self._counters.keepalives += 1
+                peer.send(reply)
             return
         if not data.strip(b"\r\n"):
             return  # a single CRLF keep-alive (RFC 5626 §4.4.1 allows it over UDP)
@@ -95,6 +113,25 @@ class UdpTransport(asyncio.DatagramProtocol):
             _refuse(exc, data, peer, self._counters)
             return
         self._dispatch(message, peer)
+
+
+def stun_keepalive_reply(data: bytes, source: tuple[str, int]) -> bytes | None:
+    """The answer to a STUN keep-alive (RFC 5626 §4.4.2, §8; RFC 8489 §6.3.1): a Binding
+    success response carrying the request's source as XOR-MAPPED-ADDRESS. Nothing (dropped)
+    for anything else in STUN framing: other methods and classes, bad messages. The answer is
+    32 bytes (IPv4), 12 more than the smallest request: nothing worth reflecting."""
+    try:
+        request = decode_stun(data)
+    except StunDecodeError:
+        return None
+    if request.method != Method.BINDING or request.cls != MessageClass.REQUEST:
+        return None
+    xor = pack_xor_address(source, request.transaction_id)
+    answer = build_stun(
+        Method.BINDING, MessageClass.SUCCESS, request.transaction_id,
+        [(Attr.XOR_MAPPED_ADDRESS, xor)],
+    )  # fmt: skip
+    return encode_stun(answer)
 
 
 def _refuse(exc: SipParseError, data: bytes, peer: Peer, counters: Counters) -> None:
@@ -169,6 +206,7 @@ class TcpTransport:
         while True:
             while buffer.startswith(b"\r\n"):  # keep-alives between messages
                 if buffer.startswith(PING):
+                    self._counters.keepalives += 1
                     peer.send(PONG)
                     buffer = buffer[4:]
                 else:

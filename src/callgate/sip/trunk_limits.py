@@ -15,6 +15,12 @@ calls in any hour (`503` with `Retry-After` the seconds until the oldest of that
 leaves the window, RFC 3261 §20.33). A stolen desk phone password or a compromised account then
 cannot pump calls even through an idle trunk. The first refusal of a user's run is audited
 (`sip.dialout.limit`) by the edge.
+
+Several signaling nodes (docs/scaling.md): the limits are the cluster's, not each node's. A
+`SharedLimits` (runtime/cluster_limits.py, on Redis) decides every admission atomically for all
+nodes; `admit` asks it, and this class keeps only the node's own counters (metrics, trunk status,
+the alert runs). The shared store unreachable: new calls are refused (`503`, fail closed: a limit
+that multiplies with the nodes is a promise not kept), except emergency calls, always let through.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import logging
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from callgate.clock import Clock
 from callgate.rate import TokenBucket
@@ -36,7 +43,7 @@ RETRY_AFTER_S = 1
 class Refusal:
     """A call the trunk's limits refuse: which limit, and the SIP response to give."""
 
-    limit: str  # "calls", "rate", "user-calls" or "user-hour"
+    limit: str  # "calls", "rate", "user-calls", "user-hour" or "unavailable" (cluster store)
     status: int
     reason: str
     retry_after: int | None = None
@@ -48,6 +55,10 @@ USER_CALLS = Refusal("user-calls", 403, "Forbidden (dial-out limit: calls at onc
 USER_HOUR = Refusal(
     "user-hour", 503, "Service Unavailable (dial-out limit: calls an hour per user)"
 )
+UNAVAILABLE = Refusal(
+    "unavailable", 503, "Service Unavailable (call limits unreachable: cluster store down)",
+    RETRY_AFTER_S,
+)  # fmt: skip
 HOUR = 3600.0
 
 
@@ -58,6 +69,32 @@ class UserLimit:
     handle: str
     max_calls: int | None
     per_hour: int | None
+
+
+class LimitsUnavailable(Exception):
+    """The shared limits' store cannot be reached: no one can say a new call is within them."""
+
+
+class SharedLimits(Protocol):
+    """Limits shared by every node of a cluster (runtime/cluster_limits.py)."""
+
+    async def take(
+        self,
+        lease: str,
+        trunk: str,
+        max_calls: int | None,
+        max_cps: float | None,
+        user: UserLimit | None,
+        emergency: bool,
+    ) -> Refusal | None:
+        """Admit a call (holding a channel, and a share of `user`'s, under `lease` until
+        `release`) or say which limit refuses it; LimitsUnavailable when it cannot tell. An
+        emergency call takes a channel and is never refused."""
+        ...
+
+    def release(self, lease: str) -> None:
+        """Give back what `lease` holds (in the background: it expires anyway)."""
+        ...
 
 
 class TrunkLimited(Exception):
@@ -77,6 +114,8 @@ class TrunkLimited(Exception):
         """(disposition, reason) of the refused call's record."""
         if self.refusal.limit.startswith("user-"):
             return "denied", "dial-out-limit"
+        if self.refusal.limit == "unavailable":
+            return "failed", "setup-failed"
         return (
             ("busy", "trunk-busy")
             if self.refusal.limit == "calls"
@@ -85,8 +124,9 @@ class TrunkLimited(Exception):
 
 
 class TrunkLimits:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, shared: SharedLimits | None = None) -> None:
         self._clock = clock
+        self.shared = shared  # several nodes: the cluster's limits decide (`admit`)
         self.active: Counter[str] = Counter()  # trunk -> calls now
         self.attempts: Counter[tuple[str, str]] = Counter()  # (trunk, direction) -> attempts
         self.refused: Counter[tuple[str, str]] = Counter()  # (trunk, limit) -> refusals
@@ -95,6 +135,42 @@ class TrunkLimits:
         self.user_active: Counter[tuple[str, str]] = Counter()  # (trunk, user) -> calls now
         self._user_calls: dict[tuple[str, str], deque[float]] = {}  # their calls' start times
         self._users_refusing: set[tuple[str, str]] = set()
+
+    async def admit(
+        self,
+        lease: str,
+        trunk: str,
+        max_calls: int | None,
+        max_cps: float | None,
+        direction: str,
+        emergency: bool = False,
+        user: UserLimit | None = None,
+    ) -> Refusal | None:
+        """`acquire`, by the cluster's shared limits when there are some (the call holds them
+        under `lease`, unique to the call, until `release`), else by this node's own."""
+        unlimited = (
+            max_calls is None
+            and max_cps is None
+            and (user is None or (user.max_calls is None and user.per_hour is None))
+        )
+        if self.shared is None or unlimited:  # nothing for the cluster to decide
+            return self.acquire(trunk, max_calls, max_cps, direction, emergency, user)
+        self.attempts[(trunk, direction)] += 1
+        share = None if emergency else user
+        try:
+            refusal = await self.shared.take(lease, trunk, max_calls, max_cps, share, emergency)
+        except LimitsUnavailable as exc:
+            if emergency:  # never refused: counted on this node alone while the store is down
+                log.error("sip: emergency call on %s put through unshared: %s", trunk, exc)
+                refusal = None
+            else:  # logged once a run of refusals, by the edge (`first_of_run`)
+                log.debug("sip: call on trunk %s refused: %s", trunk, exc)
+                refusal = UNAVAILABLE
+        if refusal is None:
+            self._admitted(trunk, share, track_hour=False)
+            return None
+        self.refused[(trunk, refusal.limit)] += 1
+        return refusal
 
     def acquire(
         self,
@@ -115,18 +191,24 @@ class TrunkLimits:
             refusal = self._user_refusal(trunk, user) if user is not None else None
             refusal = refusal or self._trunk_refusal(trunk, max_calls, max_cps)
         if refusal is None:
-            self.active[trunk] += 1
-            self._refusing.discard(trunk)
-            if user is not None and not emergency:  # an emergency call is not the user's share
-                key = (trunk, user.handle)
-                self.user_active[key] += 1
-                if user.per_hour is not None:  # at most per_hour kept: all the check needs
-                    calls = self._user_calls.setdefault(key, deque(maxlen=user.per_hour))
-                    calls.append(self._clock.monotonic())
-                self._users_refusing.discard(key)
+            # an emergency call is not the user's share
+            self._admitted(trunk, None if emergency else user, track_hour=True)
             return None
         self.refused[(trunk, refusal.limit)] += 1
         return refusal
+
+    def _admitted(self, trunk: str, user: UserLimit | None, track_hour: bool) -> None:
+        """Count an admitted call on this node (and the hour's calls, when this node decides)."""
+        self.active[trunk] += 1
+        self._refusing.discard(trunk)
+        if user is None:
+            return
+        key = (trunk, user.handle)
+        self.user_active[key] += 1
+        if track_hour and user.per_hour is not None:  # at most per_hour kept: all it needs
+            calls = self._user_calls.setdefault(key, deque(maxlen=user.per_hour))
+            calls.append(self._clock.monotonic())
+        self._users_refusing.discard(key)
 
     def _trunk_refusal(
         self, trunk: str, max_calls: int | None, max_cps: float | None
@@ -181,7 +263,9 @@ class TrunkLimits:
         """Has the trunk refused calls since it last took one?"""
         return trunk in self._refusing
 
-    def release(self, trunk: str, user: str | None = None) -> None:
+    def release(self, trunk: str, user: str | None = None, lease: str | None = None) -> None:
+        if lease is not None and self.shared is not None:
+            self.shared.release(lease)
         if self.active[trunk] > 0:
             self.active[trunk] -= 1
         if user is not None and self.user_active[(trunk, user)] > 0:

@@ -62,6 +62,7 @@ def _one(trunk: Trunk, edge: SipEdge) -> dict[str, Any]:
             "rate": limits.refused[(trunk.name, "rate")],
             "users": limits.refused[(trunk.name, "user-calls")]
             + limits.refused[(trunk.name, "user-hour")],
+            "unavailable": limits.refused[(trunk.name, "unavailable")],  # cluster store down
         },
         # OPTIONS pings (trunk_pings.py): "up", "down", "unknown" (none answered or failed
         # enough yet) or "not pinged" (no outbound, or options_interval 0)

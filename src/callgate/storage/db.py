@@ -44,9 +44,20 @@ PG_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycop
 class Store:
     engine: Engine
     sessions: sessionmaker[Session]
+    # Single-statement reads made on every call attempt (policy/store.py). On PostgreSQL a pool
+    # of its own, in autocommit (no BEGIN and ROLLBACK round trips) and without the liveness
+    # ping per checkout (one more): its users retry once on a fresh connection when a pooled
+    # one turns out dead (`is_disconnect`). None: `engine` (SQLite begins nothing for a read).
+    reads: Engine | None = None
+
+    @property
+    def read_engine(self) -> Engine:
+        return self.reads if self.reads is not None else self.engine
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.reads is not None:
+            self.reads.dispose()
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -98,15 +109,25 @@ def _parse(url: str) -> URL:
     return parsed.set(drivername=driver) if driver else parsed
 
 
+def _pg_connect_args(url: URL) -> dict[str, Any]:
+    return {} if "connect_timeout" in url.query else {"connect_timeout": PG_CONNECT_TIMEOUT}
+
+
+def _read_engine(engine: Engine) -> Engine | None:
+    """`Store.reads` for `engine`: on PostgreSQL autocommit, no pre-ping; elsewhere None."""
+    if engine.dialect.name != "postgresql":
+        return None
+    return create_engine(
+        engine.url, isolation_level="AUTOCOMMIT", connect_args=_pg_connect_args(engine.url)
+    )
+
+
 def create_store_engine(url: str) -> Engine:
     parsed = _parse(url)
     backend = parsed.get_backend_name()
     try:
         if backend == "postgresql":
-            args = (
-                {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT}
-            )
-            return create_engine(parsed, pool_pre_ping=True, connect_args=args)
+            return create_engine(parsed, pool_pre_ping=True, connect_args=_pg_connect_args(parsed))
         if backend != "sqlite":
             return create_engine(parsed, pool_pre_ping=True)
     except (NoSuchModuleError, ImportError) as exc:
@@ -230,4 +251,8 @@ def open_store(url: str, *, migrate_schema: bool = True) -> Store:
             f"{_reason(exc, engine.url)}"
         ) from exc
     log.debug("store open and migrated: %s", display_url(engine.url))
-    return Store(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
+    return Store(
+        engine=engine,
+        sessions=sessionmaker(engine, expire_on_commit=False),
+        reads=_read_engine(engine),
+    )

@@ -172,6 +172,76 @@ def test_groups_keep_membership_in_the_accounts(store: Store, policy: PolicyStor
     ]  # fmt: skip
 
 
+def test_the_hubs_reads_open_no_transaction_and_see_group_changes_at_once(
+    store: Store, policy: PolicyStore
+) -> None:
+    """The per-attempt reads (the parties' groups, the version) leave no transaction open on
+    their connection (on PostgreSQL: no BEGIN before, no ROLLBACK after them), and each sees
+    the latest commit."""
+    from sqlalchemy import event
+
+    watching = False
+    open_at_return: list[bool] = []
+
+    def returned(driver, *_args) -> None:  # type: ignore[no-untyped-def]
+        if watching:
+            open_at_return.append(_in_transaction(driver))
+
+    event.listen(store.read_engine.pool, "reset", returned)
+    try:
+        watching = True
+        found = policy.subjects("alice", "bob")
+        watching = False
+        AccountService(store, "callgate").update_profile("alice", groups=["legal"])
+        watching = True
+        again = policy.subjects("alice", "bob")
+        policy.version()
+    finally:
+        event.remove(store.read_engine.pool, "reset", returned)
+    assert found["alice"].groups == ("sales",) and again["alice"].groups == ("legal",)
+    assert open_at_return == [False, False, False]
+
+
+def test_reads_survive_connections_the_server_dropped(
+    store: Store, policy: PolicyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL: the read pool does not ping its connections, so after the server dropped
+    them (a restart) a decision retries once on a new connection instead of failing."""
+    if store.reads is None:
+        pytest.skip("SQLite has no separate read pool")
+    from sqlalchemy import text
+
+    def drop_connections() -> int:
+        with store.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            )
+
+    before = policy.verdict("alice", "bob", FRIDAY_NOON)
+    version = policy.version()
+    assert drop_connections() >= 1  # the read pool's connection
+    assert policy.verdict("alice", "bob", FRIDAY_NOON) == before  # the raw cursor's read
+    assert drop_connections() >= 1
+    assert policy.version() == version  # a read through SQLAlchemy's execution
+    assert policy.subjects("alice", "bob")["bob"].groups == ("legal", "sales")
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def _in_transaction(driver) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a DB-API connection (psycopg or sqlite3) is inside a transaction right now."""
+    info = getattr(driver, "info", None)
+    if info is not None and hasattr(info, "transaction_status"):  # psycopg
+        from psycopg.pq import TransactionStatus
+
+        return bool(info.transaction_status != TransactionStatus.IDLE)
+    return bool(driver.in_transaction)
+
+
 def test_verdicts_for_a_ring_group_match_each_members_verdict(policy: PolicyStore) -> None:
     """A ring group's members judged at once (one accounts query) decide as one by one."""
     policy.create_rule("root", RuleSpec("no-legal", "deny", callee_group="legal"))

@@ -144,6 +144,15 @@ def test_lf_only_sdp_keeps_its_line_endings() -> None:
     assert "\r" not in filtered and len(candidates(filtered.replace("\n", "\r\n"))) == 3
 
 
+def test_every_line_keeps_its_own_ending() -> None:
+    """CRLF, LF and a last line ending in CR alone, in one SDP; a second CR before a line's end
+    is not printable, so that line is dropped."""
+    sdp = "v=0\r\ns=-\nt=0 0\r\r\na=mid:0\na=rtcp-mux\r"
+    assert filter_sdp(sdp, True, OUR_RELAYS) == "v=0\r\ns=-\na=mid:0\na=rtcp-mux\r"
+    masked = filter_sdp("o=- 1 1 IN IP4 192.0.2.2\nc=IN IP4 192.0.2.2\r\n", True, OUR_RELAYS)
+    assert masked == "o=- 1 1 IN IP4 0.0.0.0\nc=IN IP4 0.0.0.0\r\n"
+
+
 def test_no_relay_addresses_means_no_candidates_survive() -> None:
     assert candidates(filter_sdp(CHROME_OFFER, True, set())) == []
 
@@ -240,7 +249,10 @@ def test_relay_candidates_lists_udp_relay_addresses_once() -> None:
             "a=candidate:3 1 tcp 16777214 203.0.113.7 61002 typ relay tcptype passive",
             "a=candidate:4 2 udp 16777215 203.0.113.7 61000 typ relay",
             "a=candidate:5 1 udp 16777215 ::ffff:203.0.113.8 61004 typ relay",
+            " a=candidate:6 1 udp 16777215 203.0.113.9 61006 typ relay",  # not the grammar
+            "a=Candidate:7 1 udp 16777215 203.0.113.9 61008 typ relay",
+            "candidate:8 1 udp 16777215 203.0.113.9 61010 typ relay",  # a trickled one
             "",
         ]
     )
-    assert relay_candidates(sdp) == ["203.0.113.7:61000", "203.0.113.8:61004"]
+    assert relay_candidates(sdp) == ["203.0.113.7:61000", "203.0.113.8:61004", "203.0.113.9:61010"]

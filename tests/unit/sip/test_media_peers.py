@@ -99,6 +99,37 @@ def test_a_device_names_only_its_own_address_unless_allow_media_covers_it(
     ]
 
 
+def test_a_device_behind_nat_naming_its_private_address_is_sent_media_at_its_nat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its SDP names 192.168.1.20 (its LAN), its signaling comes from the NAT's 203.0.113.7:
+    media goes to the NAT's address at the SDP's port, never into the private range; RTCP too.
+    A range `sip.allow_media` covers is taken as named (a LAN the server reaches)."""
+    media = media_peers(load_settings())
+    body = offer("192.168.1.20", 40000) + b"a=rtcp:40003 IN IP4 192.168.1.20\r\n"
+    aimed = media.check(parse_audio(body), device="203.0.113.7")
+    assert (aimed.address, aimed.port, aimed.rtcp) == ("203.0.113.7", 40000, ("203.0.113.7", 40003))
+    for inside in ("10.34.0.10", "172.20.0.4", "100.64.7.1"):  # RFC 1918, CGNAT
+        assert (
+            media.check(parse_audio(offer(inside)), device="203.0.113.7").address == "203.0.113.7"
+        )
+    # not a NAT's inside: still refused (link-local, loopback, another public host)
+    for elsewhere in ("169.254.169.254", "127.0.0.1", "203.0.113.8"):
+        with pytest.raises(ForbiddenMedia):
+            media.check(parse_audio(offer(elsewhere)), device="203.0.113.7")
+    # a trunk (no device) naming a private address is refused, as is a device whose own
+    # signaling IP is itself forbidden (no public address to aim at)
+    with pytest.raises(ForbiddenMedia, match="is not permitted"):
+        media.check(parse_audio(offer("192.168.1.20")))
+    with pytest.raises(ForbiddenMedia, match="is not permitted"):
+        media.check(parse_audio(offer("192.168.1.20")), device="10.0.0.1")
+    monkeypatch.setenv("CALLGATE_SIP__ALLOW_MEDIA", "192.168.1.0/24")
+    lan = media_peers(load_settings())
+    assert lan.check(parse_audio(offer("192.168.1.20")), device="203.0.113.7").address == (
+        "192.168.1.20"
+    )
+
+
 def test_a_leg_refuses_a_forbidden_destination() -> None:
     leg = RtpLeg("phone", lambda packet: None, permits=PeerFilter().permits)
     with pytest.raises(ForbiddenDestination):

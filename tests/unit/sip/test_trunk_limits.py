@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from callgate.clock import ManualClock
-from callgate.sip.trunk_limits import TrunkLimited, TrunkLimits
+from callgate.sip.trunk_limits import (
+    FULL,
+    UNAVAILABLE,
+    LimitsUnavailable,
+    Refusal,
+    TrunkLimited,
+    TrunkLimits,
+    UserLimit,
+)
 
 
 def test_channels_are_taken_and_given_back() -> None:
@@ -91,3 +99,60 @@ def test_a_users_share_of_a_trunk_at_once_and_per_hour() -> None:
     clock.advance(3000)
     assert limits.acquire("uk", 30, None, "outbound", user=alice) is None
     assert limits.first_of_user_run("uk", "alice")  # a new run after a call got through
+
+
+class _Shared:
+    """The cluster's limits as the edge sees them: an answer, or unreachable."""
+
+    def __init__(self, answer: Refusal | None = None, down: bool = False) -> None:
+        self.answer, self.down = answer, down
+        self.taken: list[tuple[str, UserLimit | None, bool]] = []
+        self.released: list[str] = []
+
+    async def take(
+        self,
+        lease: str,
+        trunk: str,
+        max_calls: int | None,
+        max_cps: float | None,
+        user: UserLimit | None,
+        emergency: bool,
+    ) -> Refusal | None:
+        if self.down:
+            raise LimitsUnavailable("Redis unreachable: connection refused")
+        self.taken.append((lease, user, emergency))
+        return self.answer
+
+    def release(self, lease: str) -> None:
+        self.released.append(lease)
+
+
+async def test_the_clusters_limits_decide_and_this_node_counts() -> None:
+    alice = UserLimit("alice", 1, 1)
+    cluster = _Shared()
+    limits = TrunkLimits(ManualClock(), cluster)
+    # the node's own limits no longer apply: the cluster said yes
+    assert await limits.admit("l1", "uk", 1, None, "outbound", user=alice) is None
+    assert await limits.admit("l2", "uk", 1, None, "outbound", user=alice) is None
+    assert limits.active["uk"] == 2 and limits.user_active[("uk", "alice")] == 2
+    # an emergency call is not the user's share there either
+    assert await limits.admit("l3", "uk", 1, None, "outbound", emergency=True, user=alice) is None
+    assert cluster.taken[-1] == ("l3", None, True)
+    limits.release("uk", "alice", "l1")
+    assert cluster.released == ["l1"] and limits.user_active[("uk", "alice")] == 1
+    cluster.answer = FULL
+    assert await limits.admit("l4", "uk", 1, None, "inbound") is FULL
+    assert limits.refused[("uk", "calls")] == 1 and limits.attempts[("uk", "inbound")] == 1
+
+
+async def test_cluster_store_down_refuses_new_calls_but_not_emergency_ones() -> None:
+    limits = TrunkLimits(ManualClock(), _Shared(down=True))
+    refused = await limits.admit("l1", "uk", 30, 5.0, "outbound", user=UserLimit("bob", 3, 9))
+    assert refused is UNAVAILABLE and refused.status == 503
+    assert TrunkLimited(refused).cdr == ("failed", "setup-failed")
+    assert TrunkLimited(refused).headers == [("Retry-After", "1")]
+    assert await limits.admit("l2", "uk", 30, 5.0, "outbound", emergency=True) is None
+    assert limits.refused[("uk", "unavailable")] == 1 and limits.active["uk"] == 1
+    # a trunk without limits does not need the cluster store
+    unlimited = UserLimit("bob", None, None)
+    assert await limits.admit("l3", "open", None, None, "outbound", user=unlimited) is None

@@ -30,7 +30,8 @@ function row(t) {
     el("td", {}, reachablePill(t)),
     el("td", { class: "num" }, `${t.calls} / ${t.max_calls}`),
     el("td", { class: "num" }, `${t.attempts.inbound} / ${t.attempts.outbound}`),
-    el("td", { class: "num" }, `${t.refused.calls} / ${t.refused.rate} / ${t.refused.users}`),
+    el("td", { class: "num" }, `${t.refused.calls} / ${t.refused.rate} / ${t.refused.users}` +
+      (t.refused.unavailable ? ` (+${t.refused.unavailable} with the cluster's limits unreachable)` : "")),
     el("td", {}, t.outbound || "inbound only"),
     el("td", {}, t.routes.join(", ") || "—"),
     el("td", {}, t.dial_out_groups.join(", ") || "nobody (emergency only)"),
@@ -43,7 +44,7 @@ function row(t) {
 boot(["admin"], async (_user, content) => {
   const holder = el("div", { id: "trunks-table" });
   const note = el("p", { class: "muted" },
-    "Calls now / limit; attempts inbound / outbound and refusals at the channel / rate / per-user dial-out limits since the server started.");
+    "Calls now / limit; attempts inbound / outbound and refusals at the channel / rate / per-user dial-out limits since the server started (this node's: with several nodes the limits are the cluster's).");
   content.replaceChildren(section("Trunks", note, holder));
   let timer = null;
 
