@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import re
 import resource
+import shutil
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -145,6 +149,24 @@ def extract(revision: str, into: Path) -> Path:
     return into / "src"
 
 
+def older_work(work: Path, src: Path) -> Path:
+    """The stored call as an older tree (`src`) can open it: the same recordings and key, and a
+    copy of the database stamped back to that tree's schema head (its `open_store` refuses a
+    revision it does not know). Sound while the newer migrations leave what an export reads
+    (recordings, audit log) as it was: after 24cb7ad's 0028, 0030 adds a SIP credential
+    column only."""
+    head = re.search(r'HEAD_REVISION = "(\w+)"', (src / "callgate/storage/db.py").read_text())
+    older = work / "older"
+    older.mkdir()
+    for name in ("rec", "master.key"):
+        (older / name).symlink_to(work / name)
+    shutil.copyfile(work / "db.sqlite", older / "db.sqlite")
+    if head is not None:
+        with contextlib.closing(sqlite3.connect(older / "db.sqlite")) as db, db:
+            db.execute("UPDATE alembic_version SET version_num = ?", (head[1],))
+    return older
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -163,13 +185,14 @@ def main() -> None:
         size = (work / "rec" / f"{recording_id}.cgrec").stat().st_size
         print(f"a {args.minutes:g}-minute recorded {args.codec} call: {size / 2**20:.1f} MiB stored "
               f"(made in {time.monotonic() - made:.1f} s)")  # fmt: skip
-        trees = {f"before ({args.before})": extract(args.before, work / "before"),
-                 "after (this tree)": ROOT / "src"}  # fmt: skip
+        before = extract(args.before, work / "before")
+        trees = {f"before ({args.before})": (before, older_work(work, before)),
+                 "after (this tree)": (ROOT / "src", work)}  # fmt: skip
         for mode in ("export", "playback"):
-            for name, src in trees.items():
+            for name, (src, where) in trees.items():
                 env = {**os.environ, "PYTHONPATH": str(src)}
                 out = subprocess.run(
-                    [sys.executable, __file__, "--child", mode, str(work), recording_id],
+                    [sys.executable, __file__, "--child", mode, str(where), recording_id],
                     capture_output=True, text=True, env=env, check=True,
                 )  # fmt: skip
                 print(f"{mode:8} {name:22} {out.stdout.strip()}")

@@ -26,7 +26,7 @@ from tests.db_backends import (  # noqa: F401 - fixtures
     sqlite_template,
 )
 from tests.ports import LOOPBACK, free_port, free_udp_pair, relay_port_range  # noqa: F401 - re-exported
-from tests.redis_server import redis_server  # noqa: F401 - fixture
+from tests.redis_server import acl_redis_server, redis_server  # noqa: F401 - fixture
 
 REALM = "test"
 USER = "alice"

@@ -29,7 +29,8 @@ class TokenBucket:
 
     def take(self, now: float, cost: float = 1.0) -> bool:
         """Spend `cost` tokens if there are that many (True); else False, and nothing is spent.
-        `level` inlined: the TURN bandwidth cap runs this on every packet it relays."""
+        The one place the bucket refills (`level` takes nothing): inline, no `min`/`max`, as
+        the TURN bandwidth cap runs it on every packet it relays (bench/relay_cap.py)."""
         tokens = self.tokens
         if now > self.at:  # a clock that went back refills nothing
             tokens += (now - self.at) * self.rate
@@ -44,10 +45,11 @@ class TokenBucket:
 
     def level(self, now: float) -> float:
         """The tokens there are at `now` (a clock that went back refills nothing)."""
-        return min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
+        self.take(now, 0.0)  # refilled to `now`, nothing spent
+        return self.tokens
 
     def wait(self) -> float:
-        """Seconds from the last `take` until a token is there (0 if one is)."""
+        """Seconds from the last `take` (or `level`) until a token is there (0 if one is)."""
         return max(0.0, (1.0 - self.tokens) / self.rate)
 
 

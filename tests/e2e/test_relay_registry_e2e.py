@@ -226,7 +226,6 @@ def _forge_registrations(url: str) -> None:
     try:
         for relay_id, raw in entries.items():
             client.set(f"callgate:relay:{relay_id}", raw, ex=600)
-            client.sadd("callgate:relays", relay_id)
     finally:
         client.close()
 

@@ -27,7 +27,6 @@ from callgate.sip.trunk_limits import LimitsUnavailable, TrunkLimited, TrunkLimi
 from callgate.sip.trunks import Trunk, Trunks
 from callgate.storage.db import open_store, sqlite_url
 from tests.integration.sip_client import SipClient
-from tests.integration.test_relay_registry import acl_user
 from tests.redis_server import RedisServer
 
 
@@ -157,11 +156,11 @@ async def test_redis_down_refuses_all_but_emergency_calls_and_recovers(
     assert await b.admit("b4", "uk", 1, None, "outbound") is None
 
 
-async def test_by_redis_time_with_the_refresh_task(redis: Redis, redis_server: RedisServer) -> None:
+async def test_by_redis_time_with_the_refresh_task(acl_redis_server: RedisServer) -> None:
     """As `serve` runs it: Redis's clock, the node's own refresh task, releases applied by it;
     as deploy/redis-users.acl's node user (scripts allowed), whom a relay's user cannot play."""
-    node_user = Redis.from_url(await acl_user(redis, redis_server, "node"))
-    relay_user = Redis.from_url(await acl_user(redis, redis_server, "relay"))
+    node_user = Redis.from_url(acl_redis_server.user_url("callgate-node"))
+    relay_user = Redis.from_url(acl_redis_server.user_url("callgate-relay-eu1"))
     limits = ClusterLimits(node_user, "a")
     other = ClusterLimits(node_user, "b")
     await limits.start()

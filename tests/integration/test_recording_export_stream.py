@@ -5,6 +5,7 @@ same WAV bytes, an Ogg/Opus of the same length, both verifying offline."""
 
 from __future__ import annotations
 
+import json
 import wave
 from pathlib import Path
 
@@ -64,12 +65,18 @@ async def test_a_long_call_exports_a_window_at_a_time_and_verifies(
     assert abs(decoded - SECONDS * audio.RATE) < 2 * 960  # the encoder's padding aside
 
 
-async def test_a_jumping_leg_is_re_anchored_and_the_bundle_says_so(tmp_path: Path) -> None:
+async def test_a_jumping_leg_is_re_anchored_and_the_bundle_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # the caller's timestamps jump an hour after 2 s: the export lasts the call's 4 s, not an
-    # hour, and the export's audited entry, `verify` and the CLI line name the re-anchoring
+    # hour, and the export's audited entry, `verify` and the CLI line name the re-anchoring.
+    # The callee's packets sent from 1 s to 2 s arrive together at 2.5 s (a stall): placed as
+    # sent; but through a held window of 0.5 s they come too late and are left out, which the
+    # audited entry and `verify` count per leg.
     from typer.testing import CliRunner
 
     from callgate.cli.app import app
+    from callgate.recording.chunks import Packet
     from tests.unit.recording.test_placement import HOUR, run
 
     store = open_store(sqlite_url(tmp_path / "db.sqlite"))
@@ -77,10 +84,13 @@ async def test_a_jumping_leg_is_re_anchored_and_the_bundle_says_so(tmp_path: Pat
     service = RecordingService(RecordingRepository(store), settings, {})
     parties = {"caller": {"handle": "alice"}, "callee": {"handle": "bob"}}
     recorder = await service.start("d" * 32, parties, None, lambda reason: None)
+    callee = [p if not 1 <= p.arrival - 1000 < 2 else
+              Packet(p.leg, p.seq, p.timestamp, 1002.5 + p.seq * 1e-5, p.payload)
+              for p in run("callee", audio.OPUS, 880, (0, 4), 0.0)]  # fmt: skip
     packets = sorted(
         run("caller", audio.OPUS, 440, (0, 2), 0.0)
         + run("caller", audio.OPUS, 660, (2, 4), 2.0 + HOUR, seq=100)
-        + run("callee", audio.OPUS, 880, (0, 4), 0.0),
+        + callee,
         key=lambda p: p.arrival,
     )
     recorder.writer.append(encode_packets(packets))
@@ -90,11 +100,28 @@ async def test_a_jumping_leg_is_re_anchored_and_the_bundle_says_so(tmp_path: Pat
     key = load_or_create_signing_key(tmp_path / "audit.key")
     done = export_bundle(row, settings.directory, service.master_key(), AuditLog(store), key,
                          tmp_path / "bundle", "test")  # fmt: skip
+    monkeypatch.setattr(audio, "WINDOW_SECONDS", 0.5)
+    monkeypatch.setattr(audio, "REORDER_SECONDS", 0.1)
+    small = export_bundle(row, settings.directory, service.master_key(), AuditLog(store), key,
+                          tmp_path / "small", "test")  # fmt: skip
     store.close()
     assert done["seconds"] == pytest.approx(4.0, abs=0.05)
+    assert done["dropped"] == {"caller": 0, "callee": 0}
     verdict = verify_bundle(tmp_path / "bundle")
     assert verdict.ok, verdict.problems
     assert verdict.facts["reanchors"] == {"caller": 1, "callee": 0}
+    assert verdict.facts["dropped"] == {"caller": 0, "callee": 0}
     shown = CliRunner().invoke(app, ["recording", "verify", str(tmp_path / "bundle")])
     assert shown.exit_code == 0, shown.output
     assert "re-anchored on arrival time (RTP timestamps jumped): caller 1x" in shown.output
+    assert "left out" not in shown.output
+
+    left_out = small["dropped"]
+    assert left_out["caller"] == 0 and left_out["callee"] > 0
+    shown = CliRunner().invoke(app, ["recording", "verify", str(tmp_path / "small"), "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["dropped"] == left_out
+    shown = CliRunner().invoke(app, ["recording", "verify", str(tmp_path / "small")])
+    assert f"audio left out (too late for the held window): callee {left_out['callee']} " in (
+        shown.output
+    )

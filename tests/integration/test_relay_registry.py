@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
 from callgate.runtime.cluster_keys import ClusterKeys, parse_relay_key
-from callgate.runtime.cluster_seal import ClusterSeal
+from callgate.runtime.cluster_seal import MAX_ENTRY_BYTES, ClusterSeal
 from callgate.runtime.node_envelope import NodeEnvelope
 from callgate.runtime.redis_bus import RedisBus
 from callgate.runtime.relay_registry import (
@@ -25,6 +25,7 @@ from callgate.runtime.relay_registry import (
     RelayPresence,
     connect,
     drain_key,
+    read_relay,
     read_relays,
     relay_key,
     request_drain,
@@ -33,7 +34,6 @@ from callgate.signaling.cluster import RemoteDevice
 from callgate.signaling.relay_choice import RelayInfo
 from tests.redis_server import RedisServer
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 INFO = RelayInfo(
     relay_id="eu1",
     region="eu",
@@ -75,24 +75,16 @@ def pair(users: list[str], live: bool = True, seal: ClusterSeal = SEAL) -> str:
     return seal.seal("pair", "", {"node": "a", "pair": users, "live": live})
 
 
-async def acl_user(redis: Redis, server: RedisServer, kind: str) -> str:
-    """The URL of deploy/redis-users.acl's `kind` user ("node", or "relay" for relay eu1),
-    created in `server` as that file says."""
-    for line in (DEPLOY / "redis-users.acl").read_text().splitlines():
-        if line.startswith(f"user callgate-{kind}"):
-            _user, name, *rules = line.replace("RELAY_ID", "eu1").split()
-            password = f"{kind}-password-0123456789"
-            rules = [f">{password}" if rule.startswith(">") else rule for rule in rules]
-            await redis.execute_command("ACL", "SETUSER", name, *rules)
-            return server.url.replace("redis://", f"redis://{name}:{password}@")
-    raise AssertionError(f"no callgate-{kind} user in deploy/redis-users.acl")
-
-
-async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> None:
-    """...as relay eu1's Redis user of deploy/redis-users.acl, which cannot publish a message
-    to a node nor write a snapshot."""
+async def test_register_drain_expire_and_admit(acl_redis_server: RedisServer) -> None:
+    """...as relay eu1's Redis user of the shipped deploy/redis-users.acl (Redis started on the
+    file itself), which cannot publish a message to a node, write a snapshot, another relay's
+    registration or any shared key; a client that does not log in can do nothing."""
+    redis_server = acl_redis_server
+    with socket.create_connection(("127.0.0.1", redis_server.port), timeout=5) as anonymous:
+        anonymous.sendall(b"PING\r\n")
+        assert anonymous.recv(64).startswith(b"-NOAUTH")
     redis = connect(redis_server.url)
-    relay_url = await acl_user(redis, redis_server, "relay")
+    relay_url = redis_server.user_url("callgate-relay-eu1")
     drained: list[bool] = []
     presence = RelayPresence(relay_url, INFO, lambda: 3, lambda: drained.append(True),
                              EU1, interval=0.1, ttl=3)  # fmt: skip
@@ -100,7 +92,10 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
         relay_user = connect(relay_url)
         for denied in [relay_user.publish("callgate:node:a", "{}"),
                        relay_user.set("callgate:snap:a", "{}"),
-                       relay_user.set("callgate:relay:us1", "{}")]:  # fmt: skip
+                       relay_user.set("callgate:relay:us1", "{}"),
+                       relay_user.set("callgate:relays", "junk"),
+                       relay_user.sadd("callgate:relays", "junk"),
+                       relay_user.delete("callgate:relay-drain:us1")]:  # fmt: skip
             with pytest.raises(NoPermissionError):
                 await denied
         await relay_user.aclose()
@@ -148,7 +143,13 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
                 await eventually(lambda: _registered(redis), "a beat after the request")
         assert not drained and not presence.draining
         assert await request_drain(redis, SEAL, "nobody") is None
-        assert await request_drain(redis, SEAL, "eu1") is not None
+        # the relay drains itself (deploy's ExecStop: `callgate turn --drain` with its own key
+        # and Redis user)
+        relay_user = connect(relay_url)
+        try:
+            assert await request_drain(relay_user, EU1, "eu1") is not None
+        finally:
+            await relay_user.aclose()
 
         async def draining() -> bool:
             relays = await read_relays(redis, SEAL)
@@ -165,7 +166,6 @@ async def test_register_drain_expire_and_admit(redis_server: RedisServer) -> Non
             return await read_relays(redis, SEAL) == []
 
         await eventually(expired, "the silent relay expired")
-        assert await redis.smembers("callgate:relays") == set()  # expired ids leave the set
 
         # the relay restarted under the same id: the request it obeyed, replayed, drains nothing
         await presence.stop()
@@ -191,10 +191,15 @@ async def test_only_sealed_registrations_are_offered_to_clients(
     redis_server: RedisServer,
 ) -> None:
     """What a node hands its clients (RedisBus.relays(), read at each beat): the genuine relay,
-    not one registered under another key, unsigned, stale, or moved to another id's key."""
+    not one registered under another key, unsigned, stale, moved to another id's key, larger
+    than 64 KiB (not even fetched whole), under an id no node_id could be, or a key of another
+    type; and none of them, nor junk where relays used to list themselves, stops the bus."""
     redis = connect(redis_server.url)
     genuine = RelayPresence(redis_server.url, INFO, lambda: 0, lambda: None, EU1)
-    bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1)
+    bus = RedisBus(redis_server.url, "n1", SEAL, interval=0.1, relay_scan_every=0.3)
+    us1 = ClusterSeal(ClusterKeys.for_relay(*parse_relay_key(SEAL.keys.relay_key_line("us1"))))
+    later = RelayPresence(redis_server.url, replace(INFO, relay_id="us1"), lambda: 0,
+                          lambda: None, us1)  # fmt: skip
     try:
         await genuine.start()
 
@@ -208,19 +213,34 @@ async def test_only_sealed_registrations_are_offered_to_clients(
             "stale": stale.seal("relay", "stale", evil("stale")),
             "moved": SEAL.seal("relay", "eu1", evil("moved")),  # eu1's entry under another id
         }
+        big = {**evil("big"), "padding": "x" * MAX_ENTRY_BYTES}
+        entries["big"] = SEAL.seal("relay", "big", big)  # genuine, but too large
+        entries["bad id!"] = json.dumps(evil("bad id!"))
         for relay_id, raw in entries.items():
             await redis.set(relay_key(relay_id), raw, ex=60)
-            await redis.sadd("callgate:relays", relay_id)
+        await redis.hset(relay_key("hash"), "id", "hash")  # WRONGTYPE for GET/GETRANGE
+        await redis.set("callgate:relays", "junk")  # no longer read: harmless
         await bus.start()
 
         async def genuine_only() -> bool:
-            return [r.relay_id for r in bus.relays()] == ["eu1"]
+            return bus.available and [r.relay_id for r in bus.relays()] == ["eu1"]
 
         await eventually(genuine_only, "the node sees the genuine relay")
         assert [r.relay_id for r in await read_relays(redis, SEAL)] == ["eu1"]
-        assert bus.seal.refused >= len(entries)
+        # a relay registering later is found by the node's next scan, then read at each beat
+        await later.start()
+
+        async def both() -> bool:
+            return [r.relay_id for r in bus.relays()] == ["eu1", "us1"]
+
+        await eventually(both, "the node finds the relay registered later")
+        assert await read_relay(redis, SEAL, "hash") is None
+        assert await request_drain(redis, SEAL, "hash") is None
+        refused = {why for (kind, why) in bus.seal.refusals if kind == "relay"}
+        assert refused == {"forged", "unsigned", "stale", "oversized", "bad-id", "wrongtype"}
     finally:
         await bus.stop()
+        await later.stop()
         await genuine.stop()
         await redis.aclose()
 
@@ -241,16 +261,17 @@ class Peer:
         self.received.append(message)
 
 
-async def test_only_nodes_with_a_sealed_snapshot_are_rung(redis_server: RedisServer) -> None:
+async def test_only_nodes_with_a_sealed_snapshot_are_rung(acl_redis_server: RedisServer) -> None:
     """A device whose node's snapshot is unsigned, forged or moved from another node's key is
     not rung (devices_of leaves it out), although the snapshot key exists; nor is a directory
     entry not sealed for that user and device; the genuine node's device is rung until its
     node's snapshot expires (the node died: its device stays in the directory). Messages
     between nodes reach the hub only when sealed with the node key for it, once: forged,
     unsigned and replayed ones are ignored and counted (runtime/node_envelope.py). Node n1 runs
-    as the node user of deploy/redis-users.acl."""
+    as the node user of the shipped deploy/redis-users.acl."""
+    redis_server = acl_redis_server
     redis = connect(redis_server.url)
-    bus = RedisBus(await acl_user(redis, redis_server, "node"), "n1", SEAL, interval=0.1)
+    bus = RedisBus(redis_server.user_url("callgate-node"), "n1", SEAL, interval=0.1)
     peer = Peer()
     bus.attach(peer)
     # beats once, at start: its snapshot then stays until it is deleted below (its expiry)

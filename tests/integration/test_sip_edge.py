@@ -939,12 +939,13 @@ def phone_answers(phone: SipClient, rtp: socket.socket) -> tuple[str, tuple[str,
     return invite.headers.get("call-id") or "", ("127.0.0.1", int(media.group(1)))
 
 
-def beeped(heard: bytes) -> bool:
+def beeped(heard: bytes, g722: bool = False) -> bool:
     """Whether the recording prompt's beeps (1400 Hz, media/prompt.py) are in what a SIP party
-    heard (PCMU): some 0.1 s of it is mostly 1400 Hz."""
-    samples = ulaw_decode(heard)
-    windows = range(0, len(samples) - 800, 400)
-    return any(abs(dominant_hz(samples[i : i + 800]) - 1400.0) < 20.0 for i in windows)
+    heard (PCMU, or G.722): some 0.1 s of it is mostly 1400 Hz."""
+    samples, rate = (g722_decode(heard), 16000) if g722 else (ulaw_decode(heard), 8000)
+    step = rate // 20
+    windows = range(0, len(samples) - 2 * step, step)
+    return any(abs(dominant_hz(samples[i : i + 2 * step], rate) - 1400.0) < 20.0 for i in windows)
 
 
 def phone_requests(phone: SipClient) -> list[str]:
@@ -972,8 +973,9 @@ def recorded_calls_to_phone(
     server: WebServer, port: int, user: str, password: str, tmp_path: Path
 ) -> None:
     """A rule says calls to alice must be recorded, and her only device is her desk phone. The
-    phone network calls her DID (the carrier's G.711 through the SIP bridge, the recording
-    anchor, then the bridge to her phone), then bob's CLI softphone calls her offering Opus
+    phone network calls her DID offering G.722 first, then PCMU (the carrier's G.722 through
+    the SIP bridge, which offers the anchor its PCMU too: the recording anchor takes PCMU, the
+    only codec her G.711 phone is offered; the carrier's bridge transcodes), then bob's CLI softphone calls her offering Opus
     alone (the anchor's leg to bob is Opus, its offer to alice's devices PCMU, which the phone
     takes: the anchor transcodes, and records each side in the codec it sent): each time the
     phone rings, both sides hear each other, and the exported recording holds the caller left,
@@ -996,7 +998,7 @@ def recorded_calls_to_phone(
         # the phone network calls alice's DID
         sdp = (
             "v=0\r\no=- 3 3 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
-            f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 0\r\n"
+            f"m=audio {carrier_rtp.getsockname()[1]} RTP/AVP 9 0\r\n"
         ).encode()
         caller, did = "sip:+442071234599@carrier.example", f"sip:+15551230001@127.0.0.1:{port}"
         headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
@@ -1008,7 +1010,7 @@ def recorded_calls_to_phone(
             reply = carrier.receive()
             statuses.append(reply.status)
         assert statuses[-1] == 200 and 180 in statuses, statuses
-        ours = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
+        ours = re.search(r"m=audio (\d+) RTP/AVP 9\r\n", reply.body.decode())  # its G.722
         assert ours is not None, reply.body
         to = f"To: {reply.headers.get('to')}".encode()
         ack = carrier.request("ACK", caller, to=did, cseq=carrier.cseq)
@@ -1016,13 +1018,12 @@ def recorded_calls_to_phone(
         # 3 s of tones both ways, and on until each side heard more than a second of the other
         at_carrier, at_phone = ("127.0.0.1", int(ours.group(1))), at_server
         heard_by_carrier, heard_by_phone = bytearray(), bytearray()
-        deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
+        deadline, n, tone = time.monotonic() + TALK_DEADLINE_S, 0, G722Tone(440.0)
         while n < 150 or (
             min(len(heard_by_carrier), len(heard_by_phone)) <= 8000 and time.monotonic() < deadline
         ):
             carrier_rtp.sendto(
-                build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x3333, tone_ulaw(440.0, n * 160))),
-                at_carrier,
+                build_rtp(RtpPacket(G722, n == 0, n, n * 160, 0x3333, tone.next())), at_carrier
             )
             rtp.sendto(build_rtp(RtpPacket(PCMU, n == 0, n, n * 160, 0x4444,
                                            tone_ulaw(880.0, n * 160))), at_phone)  # fmt: skip
@@ -1030,10 +1031,11 @@ def recorded_calls_to_phone(
             heard_by_phone += b"".join(p for _, p in received_rtp(rtp))
             time.sleep(0.02)
             n += 1
-        assert abs(dominant_hz(ulaw_decode(bytes(heard_by_carrier[-8000:]))) - 880.0) < 10.0
+        carrier_heard = g722_decode(bytes(heard_by_carrier[-8000:]))
+        assert abs(dominant_hz(carrier_heard, 16000) - 880.0) < 10.0
         assert abs(dominant_hz(ulaw_decode(bytes(heard_by_phone[-8000:]))) - 440.0) < 10.0
         # both were told by the beeps that the call is recorded
-        assert beeped(bytes(heard_by_phone)) and beeped(bytes(heard_by_carrier))
+        assert beeped(bytes(heard_by_phone)) and beeped(bytes(heard_by_carrier), g722=True)
         bye = carrier.request("BYE", caller, to=did).replace(f"To: <{did}>".encode(), to)
         assert carrier.exchange(bye).status == 200
         deadline = time.monotonic() + 30
@@ -1415,6 +1417,9 @@ def phone_completed_elsewhere(phone: SipClient) -> None:
     with `Reason: SIP;cause=200;text="Call completed elsewhere"`; it ends its INVITE 487."""
     phone.sock.settimeout(30)
     invite = next_request(phone, "INVITE")
+    # the carrier offered G.722, PCMU, PCMA: all three are offered on, so that a phone without
+    # G.722 could answer with G.711
+    assert re.search(r"m=audio \d+ RTP/AVP 9 0 8\b", invite.body.decode()), invite.body
     phone.send(serialize(response(invite, 180, "Ringing", to_tag="grp1")))
     cancel = next_request(phone, "CANCEL")
     assert cancel.headers.get("call-id") == invite.headers.get("call-id")

@@ -3,6 +3,8 @@ time their callers pass in."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from callgate.rate import TokenBucket, Window
@@ -35,6 +37,18 @@ def test_a_clock_that_goes_back_refills_nothing() -> None:
     assert not bucket.take(10.0)
     assert not bucket.take(50.5)  # half a token since 50.0, not 40.5 s of them
     assert bucket.take(51.0)
+
+
+def test_the_level_is_what_a_take_may_spend() -> None:
+    # one refill for both: at any time, asked in any order, a clock going back included
+    rng = random.Random(3)
+    bucket, now = TokenBucket(rate=50.0, burst=20, now=0.0), 0.0
+    for _ in range(2000):
+        now += rng.choice([0.0, 0.001, 0.02, 0.3, -0.5])
+        level, cost = bucket.level(now), rng.choice([0.5, 1.0, 3.0])
+        assert 0.0 <= level <= 20.0
+        assert bucket.take(now, cost) == (level >= cost)
+        assert bucket.level(now) == pytest.approx(level - cost if level >= cost else level)
 
 
 @pytest.mark.parametrize(("rate", "burst"), [(0.0, 5), (-1.0, 5), (1.0, 0)])

@@ -3,6 +3,8 @@ relay key it signs its registration with (runtime/cluster_keys.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +12,10 @@ import pytest
 from pydantic import ValidationError
 
 from callgate.config import Settings, turn_config
-from callgate.errors import ConfigError
+from callgate.errors import ConfigError, StorageError
 from callgate.runtime.cluster_keys import ClusterKeys
-from callgate.runtime.relay_cluster import registered_config
+from callgate.runtime.relay_cluster import registered_config, run_registered
+from callgate.storage.db import HEAD_REVISION, open_store
 
 REDIS = "redis://127.0.0.1:6379/0"
 DB = "postgresql+psycopg://u:p@127.0.0.1/callgate"
@@ -72,3 +75,27 @@ def test_what_is_missing_is_named(key: Path, overrides: dict[str, Any], needs: s
 def test_a_bad_region_is_refused(region: str) -> None:
     with pytest.raises(ValidationError, match="region"):
         settings(region=region)
+
+
+def test_a_registered_relay_never_migrates_the_database(key: Path, tmp_path: Path) -> None:
+    """Its login need not own the schema: on a database not at this version's schema the relay
+    refuses to start, naming both revisions, and creates nothing; on a current one it opens."""
+    path = tmp_path / "callgate.db"
+    url = f"sqlite:///{path}"
+    relay = settings(key, database_url=url)
+    config = registered_config(relay, turn_config(relay))
+
+    def start() -> None:
+        asyncio.run(run_registered(relay, config, asyncio.Event(), lambda *_: None))
+
+    with pytest.raises(StorageError, match=r"revision none \(no callgate tables\); this "
+                       rf"callgate needs {HEAD_REVISION}\. A relay never migrates"):  # fmt: skip
+        start()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == []
+    open_store(url).close()  # a node of this version migrated it
+    open_store(url, migrate_schema=False).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE alembic_version SET version_num = '0001'")
+    with pytest.raises(StorageError, match=f"revision 0001; this callgate needs {HEAD_REVISION}"):
+        start()

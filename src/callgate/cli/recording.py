@@ -224,20 +224,25 @@ def recording_export(
         store.close()
     typer.echo(
         f"exported recording {done['recording_id']} ({done['seconds']:.1f} s) to {out}; "
-        f"audit entry {done['export_entry']}{_reanchored(done.get('reanchors'))}"
+        f"audit entry {done['export_entry']}{_placement(done)}"
     )
 
 
-def _reanchored(reanchors: Any) -> str:
-    """The legs the export placed by arrival time somewhere (their RTP timestamps jumped)."""
-    if not isinstance(reanchors, dict):
+def _placement(facts: dict[str, Any]) -> str:
+    """What the export did not place by RTP timestamp (from its audited entry): the legs it
+    re-anchored on arrival time (their timestamps jumped) and the decoded pieces it left out."""
+    said = ""
+    if reanchors := _per_leg(facts.get("reanchors"), "x"):
+        said += f"; re-anchored on arrival time (RTP timestamps jumped): {reanchors}"
+    if dropped := _per_leg(facts.get("dropped"), " piece(s)"):
+        said += f"; decoded audio left out (too late for the held window): {dropped}"
+    return said
+
+
+def _per_leg(counts: Any, unit: str) -> str:
+    if not isinstance(counts, dict):  # an export older than the count
         return ""
-    moved = [f"{leg} {count}x" for leg, count in sorted(reanchors.items()) if count]
-    return (
-        f"; re-anchored on arrival time (RTP timestamps jumped): {', '.join(moved)}"
-        if moved
-        else ""
-    )
+    return ", ".join(f"{leg} {count}{unit}" for leg, count in sorted(counts.items()) if count)
 
 
 def _export_via_api(
@@ -265,7 +270,7 @@ def _export_via_api(
     export = _export_entry(out)
     typer.echo(
         f"exported recording {recording_id} ({export['details']['seconds']:.1f} s) from {url} "
-        f"to {out}; audit entry {export['seq']}{_reanchored(export['details'].get('reanchors'))}"
+        f"to {out}; audit entry {export['seq']}{_placement(export['details'])}"
     )
 
 
@@ -299,7 +304,7 @@ def recording_verify(
         typer.echo(
             f"OK: recording {facts.get('recording_id')} ({facts.get('state')}), "
             f"{facts.get('chunks')} chunks intact, audit entries {facts.get('audit_entries')} "
-            f"covered by a valid signed checkpoint{_reanchored(facts.get('reanchors'))}"
+            f"covered by a valid signed checkpoint{_placement(facts)}"
         )
     else:
         for problem in verdict.problems:

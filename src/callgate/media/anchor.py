@@ -212,6 +212,12 @@ class AnchorLeg:
         self._use(name)
         await self._flush_early()
 
+    @property
+    def payload_type(self) -> int | None:
+        """The negotiated codec's payload type, once the offer or answer is applied."""
+        negotiated = getattr(self._transceiver, "_codecs", None) or []
+        return int(negotiated[0].payloadType) if negotiated else None
+
     def _use(self, codec: str) -> None:
         self.codec = codec
         self.track.clock = CODEC_CLOCKS[codec]
@@ -324,7 +330,10 @@ class Bridge:
         if source.codec == other.codec or packet.payload_type == getattr(source, "events", None):
             other.send(packet)  # the same codec (or an RTP leg's RFC 4733 event): unchanged
             return
-        for converted in self._transcoder(packet.leg, source.codec, other.codec).convert(packet):
+        # only the negotiated payload type is decoded (transcode.py: bounded work)
+        expected = getattr(source, "payload_type", None)
+        transcoder = self._transcoder(packet.leg, source.codec, other.codec)
+        for converted in transcoder.convert(packet, expected):
             other.send(converted)
 
     def _transcoder(self, leg: str, source: str, target: str) -> Transcoder:

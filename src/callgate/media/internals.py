@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import functools
 import importlib.metadata
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -67,14 +68,21 @@ def _int(value: Any) -> bool:
     return isinstance(value, int)
 
 
-def _anything(value: Any) -> bool:
-    return True
+def _own_datagram_received(value: Any) -> bool:
+    """aioice's own handler, not asyncio's empty default (which a rename would leave)."""
+    return callable(value) and (
+        getattr(value, "__func__", None) is not asyncio.DatagramProtocol.datagram_received
+    )
 
 
 def _checks() -> list[Check]:
-    """Every internal the anchor uses, on a transceiver as `AnchorLeg` makes one."""
+    """Every internal the anchor uses (srtp_path.py, packets.py, srtp_io.py), on a transceiver
+    as `AnchorLeg` makes one and the aioice objects a leg's nominated pair is made of."""
+    import pylibsrtp
+    from aioice.candidate import Candidate
+    from aioice.ice import CandidatePair, StunProtocol
     from aioice.turn import TurnClientUdpProtocol, TurnTransport
-    from aiortc import RTCPeerConnection
+    from aiortc import RTCPeerConnection, rtcdtlstransport
     from aiortc.rtcrtpreceiver import StreamStatistics
 
     pc = RTCPeerConnection()
@@ -82,26 +90,43 @@ def _checks() -> list[Check]:
     sender, receiver = transceiver.sender, transceiver.receiver
     dtls = sender.transport
     connection = dtls.transport._connection
+    # what DTLS puts in `_rx_srtp`/`_tx_srtp` once it is up, keyed as aiortc keys it
+    policy = pylibsrtp.Policy(key=bytes(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    session = pylibsrtp.Session(policy)
+    marker = object()  # a transport, as the event loop hands it to a protocol
+    stun = StunProtocol(connection)
+    stun.connection_made(marker)  # type: ignore[arg-type]
+    pair = CandidatePair(stun, Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "relay"))
     turn = TurnClientUdpProtocol(("127.0.0.1", 3478), "u", "p", 600, 300)
+    turn.connection_made(marker)  # type: ignore[arg-type]
     turn_transport = TurnTransport(turn)
     sent = "_RTCRtpSender__"
     return [
         ("RTCRtpTransceiver", transceiver, "_codecs", lambda v: isinstance(v, list)),
         ("RTCRtpTransceiver", transceiver, "_headerExtensions", lambda v: isinstance(v, list)),
         ("RTCRtpSender", sender, "_ssrc", _int),
-        *[("RTCRtpSender", sender, f"{sent}{f}", _int) for f in ("packet_count", "octet_count")],
-        *[("RTCRtpSender", sender, f"{sent}{f}", _anything) for f in ("rtp_timestamp", "ntp_timestamp")],
+        *[("RTCRtpSender", sender, f"{sent}{f}", _int)
+          for f in ("packet_count", "octet_count", "rtp_timestamp", "ntp_timestamp")],
         ("RTCRtpReceiver", receiver, "_RTCRtpReceiver__remote_streams", _dict),
-        ("RTCRtpReceiver", receiver, "_handle_rtp_packet", asyncio.iscoroutinefunction),
-        ("RTCDtlsTransport", dtls, "_rx_srtp", lambda v: v is None),  # set once DTLS is up
+        ("RTCRtpReceiver", receiver, "_handle_rtp_packet", inspect.iscoroutinefunction),
+        ("RTCDtlsTransport", dtls, "_rx_srtp", lambda v: v is None),  # set once DTLS is up:
         ("RTCDtlsTransport", dtls, "_tx_srtp", lambda v: v is None),
+        ("aiortc DTLS", rtcdtlstransport, "Session", lambda v: v is pylibsrtp.Session),  # to this
+        ("pylibsrtp Session", session, "protect", _callable),
+        ("pylibsrtp Session", session, "unprotect", _callable),
+        ("pylibsrtp", pylibsrtp, "Error", lambda v: isinstance(v, type) and issubclass(v, Exception)),
         ("aioice Connection", connection, "_nominated", _dict),
         ("aioice Connection", connection, "data_received", _callable),
         ("aioice Connection", connection, "_queue", lambda v: isinstance(v, asyncio.Queue)),
+        ("aioice CandidatePair", pair, "protocol", lambda v: v is stun),
+        ("aioice CandidatePair", pair, "remote_addr", lambda v: tuple(v) == ("127.0.0.1", 9)),
+        ("aioice StunProtocol", stun, "transport", lambda v: v is marker),
         ("StreamStatistics", StreamStatistics(48000), "add", _callable),
         *[("aioice TURN client", turn, name, _dict)
           for name in ("channel_to_peer", "peer_to_channel", "channel_refresh_at")],
         ("aioice TURN client", turn, "_send", _callable),
+        ("aioice TURN client", turn, "datagram_received", _own_datagram_received),
+        ("aioice TURN client", turn, "transport", lambda v: v is marker),  # its get_extra_info
         ("aioice TURN client", turn, "server", lambda v: isinstance(v, tuple)),
         ("aioice TURN client", turn, "relayed_address", lambda v: v is None),
         ("aioice TurnTransport", turn_transport, "_TurnTransport__inner_protocol", lambda v: v is turn),
@@ -125,17 +150,31 @@ def check() -> list[str]:
             built = f"{type(exc).__name__}: {exc}"
             return [*problems, f"building a leg's aiortc objects failed: {built}"]
     for what, owner, name, shaped in checks:
-        if not hasattr(owner, name):
+        try:
+            value = getattr(owner, name)
+        except AttributeError:
             problems.append(f"{what} has no {name}")
-        elif not shaped(getattr(owner, name)):
+            continue
+        except Exception as exc:  # a property that fails: changed all the same
+            problems.append(f"{what}.{name} failed: {type(exc).__name__}: {exc}")
+            continue
+        try:
+            shaped_so = shaped(value)
+        except Exception:
+            shaped_so = False
+        if not shaped_so:
             problems.append(f"{what}.{name} is not what the anchor expects")
     return problems
 
 
 @functools.cache
 def problems() -> tuple[str, ...]:
-    """`check()` once per process, logged when it finds anything."""
-    found = tuple(check())
+    """`check()` once per process, logged when it finds anything. A check that itself fails
+    is a finding too, kept like any other: the anchor stays off, and no leg checks again."""
+    try:
+        found = tuple(check())
+    except Exception as exc:
+        found = (f"checking aiortc/aioice internals failed: {type(exc).__name__}: {exc}",)
     if found:
         log.error("media anchor disabled, calls that must be recorded will not connect: "
                   "aiortc/aioice internals changed: %s", "; ".join(found))  # fmt: skip

@@ -12,8 +12,19 @@ converted to the target codec's clock, relative to that party's first packet, so
 party did not send (VAD, DTMF pauses, lost packets) stays a gap of the same length on the other
 leg. The leg that sends the result puts its own SSRC and sequence numbers on it and rebases the
 timestamps to its own stream, as it does for forwarded packets (`rtp_leg.py`, `packets.py`).
-A packet older than the last one decoded (reordered on the way) is dropped and counted: the
-decoders keep state, and a late 20 ms frame is worth less than a clean stream.
+A packet up to LATE_SECONDS older than the last one decoded (reordered on the way) is dropped
+and counted: the decoders keep state, and a late 20 ms frame is worth less than a clean stream.
+A new SSRC, or a timestamp further back than that or more than MAX_GAP_SECONDS ahead (a carrier
+that switched streams after a transfer, a phone resuming, a forged packet), restarts the
+direction: a fresh decoder, the new stream's audio placed right after what was already sent.
+
+Every input is hostile, and this runs on the event loop: the work a party can cause is bounded.
+A packet yields at most as many samples as its timestamp advanced past the previous one's (at
+most MAX_PACKET_SECONDS; that long for a stream's first packet); samples that overlap audio
+already produced are dropped; packets of another payload type than the negotiated one are not
+decoded; and each direction decodes at most BUDGET times real time (plus BURST_SECONDS of
+catching up), by the wall clock: the rest is dropped. Each of these is counted
+(`TranscodeStats`).
 
 The recorder (the bridge's observer) sees what each party sent, before any of this.
 """
@@ -21,7 +32,8 @@ The recorder (the bridge's observer) sees what each party sent, before any of th
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -46,6 +58,12 @@ CODECS = {
 # RTP leg sends only those); the WebRTC leg puts its own negotiated one on Opus
 PAYLOAD_TYPES = {"pcmu": 0, "pcma": 8, "g722": 9, "opus": 111}
 Samples = npt.NDArray[np.int16]
+LATE_SECONDS = 1.0  # a packet this far behind the last one decoded is late, further a restart
+MAX_GAP_SECONDS = 600.0  # a jump ahead further than this is a restart, not silence
+MAX_PACKET_SECONDS = 0.12  # the longest packet (Opus: RFC 6716 §3.2.5, 120 ms)
+MIN_CHARGE_SECONDS = 0.01  # a decoded packet costs the budget at least this (10 ms ptime)
+BUDGET = 1.5  # times real time a direction may decode
+BURST_SECONDS = 1.0  # what it may decode beyond that (a jitter burst after a network hiccup)
 
 
 class TranscodeError(ValueError):
@@ -74,12 +92,18 @@ class TranscodeStats:
     packets_out: int = 0
     late: int = 0  # reordered packets dropped
     undecodable: int = 0  # payloads the decoder refused
+    restarts: int = 0  # new streams (SSRC, timestamp jump): decoder reset
+    wrong_type: int = 0  # packets of another payload type than the negotiated one, not decoded
+    over_budget: int = 0  # packets dropped undecoded: the direction decoded too much already
+    trimmed: int = 0  # decoded samples dropped: beyond the timestamp advance, or overlapping
 
 
 class Transcoder:
     """Packets in `source`'s codec → packets in `target`'s, 20 ms each (module doc)."""
 
-    def __init__(self, source: str, target: str) -> None:
+    def __init__(
+        self, source: str, target: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if not can_transcode(source, target) or source == target:
             raise TranscodeError(f"cannot transcode {source} to {target}")
         decoder, _, in_rate = CODECS[source]
@@ -103,31 +127,75 @@ class Transcoder:
         self._pending: Samples = np.zeros(0, dtype=np.int16)  # target-rate samples not yet framed
         self._pending_at = 0  # target-clock position (ticks) of the first pending sample
         self._queued: collections.deque[int] = collections.deque()  # frames in the encoder
-        self._base: int | None = None  # the source party's first RTP timestamp
+        self._base: int | None = None  # the source stream's first RTP timestamp
+        self._origin = 0  # where that stream starts on our timeline (target-clock ticks)
+        self._ssrc: int | None = None  # the source stream's SSRC
         self._last: int | None = None  # the last RTP timestamp decoded
         self._seq = 0
         self._pts = 0
+        self._late_ticks = round(self._in_clock * LATE_SECONDS)
+        self._max_gap = round(self._in_clock * MAX_GAP_SECONDS)
+        self._max_samples = round(self._frame * MAX_PACKET_SECONDS / FRAME_SECONDS)
+        self._min_charge = round(self._frame * MIN_CHARGE_SECONDS / FRAME_SECONDS)
+        self._clock = clock
+        self._started: float | None = None  # when the first packet came (budget)
+        self._decoded = 0  # target-rate samples charged to the budget
         self.stats = TranscodeStats()
 
-    def convert(self, packet: MediaPacket) -> Iterator[MediaPacket]:
+    def convert(
+        self, packet: MediaPacket, payload_type: int | None = None
+    ) -> Iterator[MediaPacket]:
         """The packets in the target codec that `packet` completes (none while the encoder
-        looks ahead, or the frame is not full yet)."""
-        self.stats.packets_in += 1
-        if self._base is None:
-            self._base = packet.timestamp
-        elif _distance(packet.timestamp, self._last or self._base) <= 0:
-            self.stats.late += 1
+        looks ahead, or the frame is not full yet). `payload_type`: the negotiated one of the
+        source codec; other packets are dropped undecoded."""
+        stats = self.stats
+        stats.packets_in += 1
+        if payload_type is not None and packet.payload_type != payload_type:
+            stats.wrong_type += 1
             return
-        self._last = packet.timestamp
+        if self._base is None or self._last is None or packet.ssrc != self._ssrc:
+            advance = None
+        else:
+            advance = _distance(packet.timestamp, self._last)
+            if -self._late_ticks < advance <= 0:
+                stats.late += 1
+                return
+            if advance <= -self._late_ticks or advance > self._max_gap:
+                advance = None
+        if advance is None:
+            self._restart(packet)
         if not packet.payload:
             return
+        # at most the samples of the time since the previous packet (module doc)
+        limit = self._max_samples
+        if advance is not None:
+            limit = min(limit, advance * self._out_clock * self._frame // (
+                self._in_clock * self._frame_ticks
+            ))  # fmt: skip
+        if not self._within_budget(max(limit, self._min_charge)):
+            stats.over_budget += 1
+            return
+        self._last = packet.timestamp
+        assert self._base is not None
         try:
             samples = self._decode(packet.payload)
         except av.error.FFmpegError:
-            self.stats.undecodable += 1
+            stats.undecodable += 1
             return
-        position = _distance(packet.timestamp, self._base) * self._out_clock // self._in_clock
-        end = self._pending_at + len(self._pending) * self._frame_ticks // self._frame
+        if len(samples) > limit:
+            stats.trimmed += len(samples) - limit
+            samples = samples[:limit]
+        position = (
+            self._origin
+            + _distance(packet.timestamp, self._base) * (self._out_clock) // self._in_clock
+        )
+        end = self._end()
+        if position < end:  # overlaps what was produced: only what comes after it
+            overlap = min(len(samples), (end - position) * self._frame // self._frame_ticks)
+            stats.trimmed += overlap
+            samples, position = samples[overlap:], end
+        if not len(samples):
+            return
         if position > end + self._frame_ticks:
             # a gap the party left (silence, lost packets): the next frame starts where it does
             self._pending, self._pending_at = np.zeros(0, dtype=np.int16), position
@@ -136,6 +204,33 @@ class Transcoder:
             frame, self._pending = self._pending[: self._frame], self._pending[self._frame :]
             at, self._pending_at = self._pending_at, self._pending_at + self._frame_ticks
             yield from self._encode(frame, at, packet)
+
+    def _end(self) -> int:
+        """Where the audio produced so far ends on our timeline (target-clock ticks)."""
+        return self._pending_at + len(self._pending) * self._frame_ticks // self._frame
+
+    def _restart(self, packet: MediaPacket) -> None:
+        """A new source stream (module doc): a fresh decoder; its audio follows what was sent."""
+        if self._base is not None:
+            self.stats.restarts += 1
+            self._decoder = _audio_context(
+                CODECS[self.source][0], "r", CODECS[self.source][2], "mono"
+            )
+            self._resampler = None
+            self._origin = self._end() + self._frame_ticks
+            self._pending, self._pending_at = np.zeros(0, dtype=np.int16), self._origin
+        self._base, self._ssrc, self._last = packet.timestamp, packet.ssrc, packet.timestamp
+
+    def _within_budget(self, samples: int) -> bool:
+        """Charge `samples` to the direction's budget (BUDGET times real time, module doc)."""
+        now = self._clock()
+        if self._started is None:
+            self._started = now
+        allowed = (BUDGET * (now - self._started) + BURST_SECONDS) * self._out_rate
+        if self._decoded + samples > allowed:
+            return False
+        self._decoded += samples
+        return True
 
     def _decode(self, payload: bytes) -> Samples:
         pieces: list[Samples] = []

@@ -5,10 +5,11 @@ Each leg's packets are decoded with PyAV — libopus for Opus, FFmpeg's G.711 de
 (`pcm_mulaw`, `pcm_alaw`) for a SIP call's PCMU/PCMA, whose 8 kHz samples are then resampled
 to the WAV's 48 kHz — and placed on one timeline: a packet's sample position is its leg's first
 arrival (relative to the first packet of the call) plus its RTP timestamp's distance from that
-leg's first timestamp, in the codec's clock — unless the timestamps stop agreeing with the
-arrival times by more than 2 s (a new SSRC, a jump), where the leg is re-anchored on arrival
-time (recording/placement.py; counted in `Rendered.reanchors`). Gaps (silence, lost packets)
-stay zero.
+leg's first timestamp, in the codec's clock — unless a packet's timestamp and arrival time
+disagree by more than 2 s (a new SSRC, a jump, a packet stamped in the past), where it is
+placed at its arrival and the leg re-anchored on arrival time when that lasts
+(recording/placement.py; counted in `Rendered.reanchors`). Gaps (silence, lost packets) stay
+zero.
 
 The packets are read twice, a chunk at a time: once up to each leg's first packet (the call's
 origin), then to the end. A leg's packets wait in a small reorder buffer and are decoded in
@@ -16,8 +17,9 @@ timeline order; the timeline holds `WINDOW_SECONDS` of samples and hands what li
 to the output in order (a WAV file, whose header sizes are patched at the end, or the Ogg/Opus
 encoder). A packet sent more than `REORDER_SECONDS` (arrival time) or `REORDER_PACKETS` before
 those around it is decoded when it comes; one that would land before the held window is dropped
-and counted (`Rendered.dropped`). Short of those, the samples are the ones the whole call held
-in memory would give.
+and counted per leg (`Rendered.dropped`; as every packet lies within 2 s of its arrival, with
+these defaults only a G.711 or G.722 leg with more than REORDER_PACKETS waiting can lose any of
+its own). Short of those, the samples are the ones the whole call held in memory would give.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from av.audio.codeccontext import AudioCodecContext
 
 from callgate.recording.chunks import LEGS, Packet
 from callgate.recording.codecs import G722, OPUS, PCMA, PCMU, leg_codecs
-from callgate.recording.placement import Moved, Placer
+from callgate.recording.placement import Placer
 from callgate.recording.placement import rtp_distance as rtp_distance  # where it was
 
 RATE = 48000
@@ -68,7 +70,7 @@ class AudioError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Rendered:
     frames: int  # stereo samples handed to the output
-    dropped: int  # decoded pieces that came too late for the held window
+    dropped: dict[str, int] = field(default_factory=dict)  # per leg: pieces too late to place
     reanchors: dict[str, int] = field(default_factory=dict)  # per leg (recording/placement.py)
 
     @property
@@ -79,13 +81,13 @@ class Rendered:
 class _Timeline:
     """Samples at absolute positions, `channels` wide, of which `capacity` are held; what lies
     before them goes to `emit` in order (zeros where nothing was written). A write before the
-    held span is dropped and counted."""
+    held span is dropped and counted (per channel)."""
 
     def __init__(self, channels: int, capacity: int, emit: Emit) -> None:
         self._held = np.zeros((capacity, channels), dtype=np.int16)
         self.capacity, self._emit = capacity, emit
         self.base = 0  # position of the first held sample: everything before it was emitted
-        self.dropped = 0
+        self.dropped = [0] * channels
 
     def put(self, pos: int, samples: Samples, channel: int = 0) -> None:
         half = self.capacity // 2
@@ -94,7 +96,7 @@ class _Timeline:
                 self.put(pos + at, samples[at : at + half], channel)
             return
         if pos < self.base:
-            self.dropped += 1
+            self.dropped[channel] += 1
             return
         if pos + len(samples) > self.base + self.capacity:
             self.flush(pos + len(samples) - half)  # keep the latest half held
@@ -143,10 +145,11 @@ class _Mix:
                 self._advancing = False
         timeline.put(pos, samples, channel)
 
-    def finish(self) -> Rendered:
+    def finish(self) -> tuple[int, list[int]]:
+        """The frames handed to the output, and the pieces dropped per channel."""
         frames = min(self.end, self._limit)
         self._timeline.flush(frames)
-        return Rendered(frames, self._timeline.dropped)
+        return frames, self._timeline.dropped
 
 
 class _Leg:
@@ -160,28 +163,16 @@ class _Leg:
         self._placer = Placer(first, clock // per_tick)
         self._start = round((first.arrival - origin) * clock)
         self._waiting: list[tuple[int, int, Packet]] = []  # (position, number, packet)
+        self._count = 0  # packets added: the next one's number
 
     @property
     def reanchors(self) -> int:
         return self._placer.reanchors
 
     def add(self, packet: Packet) -> None:
-        number = self._placer.count
-        position, moved = self._placer.place(packet)
-        heapq.heappush(self._waiting, (self._start + position * self._per_tick, number, packet))
-        if moved is not None:
-            self._move(moved)
-
-    def _move(self, moved: Moved) -> None:
-        """The packets still waiting from number `moved.since` on go by the new anchor."""
-        start, anchor, per_tick = self._start, moved.anchor, self._per_tick
-        self._waiting = [
-            (start + anchor.at(p.timestamp) * per_tick, n, p)
-            if n >= moved.since
-            else (position, n, p)
-            for position, n, p in self._waiting
-        ]
-        heapq.heapify(self._waiting)
+        position = self._start + self._placer.place(packet) * self._per_tick
+        heapq.heappush(self._waiting, (position, self._count, packet))
+        self._count += 1
 
     def release(self, now: float) -> None:
         """Decode the packets that waited long enough (arrival time `now`)."""
@@ -281,7 +272,7 @@ class _G711Leg(_Leg):
 
     @property
     def dropped(self) -> int:
-        return self._track.dropped
+        return self._track.dropped[0]
 
     def advance(self, position: int) -> None:
         """What the track holds before `position` (and up to 100 ms more, for the resampler's
@@ -347,7 +338,7 @@ def _survey(packets: PacketSource, clocks: dict[str, int | None]) -> _Survey:
                 placer = placers.get(packet.leg)
                 if placer is None:
                     placer = placers[packet.leg] = Placer(first, clock)
-                placer.place(packet)
+                placer.place(packet)  # final: the decode places it there too
                 if packet.payload or packet.leg in survey.ends:
                     survey.ends[packet.leg] = placer.byte_end
             elif not whole and len(survey.firsts) == len(LEGS):
@@ -393,9 +384,9 @@ def render(packets: PacketSource, codec: str, emit: Emit) -> Rendered:
             each.release(packet.arrival)
     for each in legs.values():
         each.finish()
-    rendered = mix.finish()
-    dropped = rendered.dropped + sum(leg.dropped for leg in legs.values())
-    return Rendered(rendered.frames, dropped, {name: leg.reanchors for name, leg in legs.items()})
+    frames, late = mix.finish()
+    dropped = {name: late[LEGS.index(name)] + leg.dropped for name, leg in legs.items()}
+    return Rendered(frames, dropped, {name: leg.reanchors for name, leg in legs.items()})
 
 
 def _source(packets: PacketSource | Sequence[Packet]) -> PacketSource:

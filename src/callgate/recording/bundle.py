@@ -104,9 +104,10 @@ def write_audio(packets: PacketSource, codec: str, audio: Path) -> Rendered:
     else:
         with audio.open("wb") as out:
             rendered = write_wav(packets, out, codec)
-    if rendered.dropped:
-        log.warning("%s: %d decoded piece(s) came more than 30 s behind the other leg's and were "
-                    "left out", audio.name, rendered.dropped)  # fmt: skip
+    left_out = {leg: count for leg, count in rendered.dropped.items() if count}
+    if left_out:
+        log.warning("%s: decoded pieces that came too late for the held window were left out: "
+                    "%s", audio.name, left_out)  # fmt: skip
     moved = {leg: count for leg, count in rendered.reanchors.items() if count}
     if moved:
         log.warning("%s: RTP timestamps and arrival times parted (a new SSRC or a jump): "
@@ -146,6 +147,7 @@ def export_bundle(
         "audio_sha256": _sha256(audio),
         "seconds": round(seconds, 3),
         "reanchors": rendered.reanchors,  # per leg: where its timestamps were not followed
+        "dropped": rendered.dropped,  # per leg: decoded pieces left out of the audio
     }
     entry = audit.append(actor, "recording.exported", f"recording:{row.recording_id}", details)
     checkpoint = audit.checkpoint(signing_key)
@@ -161,7 +163,7 @@ def export_bundle(
     public = signing_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     (out / "audit-public.pem").write_bytes(public)
     return {"recording_id": row.recording_id, "export_entry": entry.seq, "seconds": seconds,
-            "reanchors": rendered.reanchors}  # fmt: skip
+            "reanchors": rendered.reanchors, "dropped": rendered.dropped}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +218,7 @@ def verify_bundle(bundle: Path, public_key_path: Path | None = None) -> Verdict:
         facts["audio"] = name
         facts["audio_seconds"] = exported.get("seconds")
         facts["reanchors"] = exported.get("reanchors", {})  # {} from older exports
+        facts["dropped"] = exported.get("dropped", {})
     return Verdict(not problems, problems, facts)
 
 

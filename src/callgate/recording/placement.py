@@ -10,25 +10,30 @@ Placed by timestamp, such a leg's audio lands far from when it was said (a 2-min
 exported as hours of silence, up to the 6 h cap) or on top of its own earlier audio.
 
 So each packet's timestamp position is checked against its arrival (the server's clock, relative
-to the leg's first packet). Within `BOUND_SECONDS` it is placed by timestamp. Past it:
+to the leg's first packet). Within `BOUND_SECONDS` it is placed by timestamp. Past it, the
+packet is placed at its arrival (on the timeline of the run it belongs to, below), whether its
+timestamp is ahead — which no packet can honestly be — or late: a packet stamped seconds or
+minutes in the past would otherwise land on, and overwrite, what its sender said back then.
 
-- a run of such packets that agree with one another and lasts `CONFIRM_SECONDS` of arrival time,
+- A run of such packets that agree with one another and lasts `CONFIRM_SECONDS` of arrival time,
   with none agreeing with the anchor in between, is a new timeline: the leg is re-anchored at the
-  run's first packet's arrival (counted: `reanchors`) and the run's packets moved there;
-- a shorter run is a burst of late packets (held back and delivered together, e.g. by a TCP
-  retransmission on a TURN-over-TCP leg) or a stray: a late one is placed by its timestamp, as it
-  was sent; one ahead of its arrival — which no packet can honestly be — at its arrival;
-- a straggler from before the last re-anchor that agrees with the previous anchor goes there.
+  run's first packet's arrival (counted: `reanchors`). The run's packets were placed on that
+  timeline from the first one on, so re-anchoring moves nothing already placed.
+- A shorter run is a burst of packets late by more than the bound (held back and delivered
+  together) or a stray: placed at its arrival all the same.
+- A straggler from before the last re-anchor that agrees with the previous anchor goes there.
 
-No packet is ever placed more than `BOUND_SECONDS` after its arrival, so an export is never
-longer than the recorded wall time plus that bound (and a packet's own length).
+Every position is therefore within `BOUND_SECONDS` of the packet's arrival, and `Placer` clamps
+it there besides (a second line of defence: a position is final when given, nothing moves it
+later). So an export is never longer than the recorded wall time plus the bound (and a packet's
+own length), and no packet lands more than the bound before its arrival.
 
 Positions are in the codec's RTP clock, relative to the leg's first packet.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from callgate.recording.chunks import Packet
 
@@ -39,8 +44,8 @@ from callgate.recording.chunks import Packet
 # in 5.5 h, near the export's 6 h cap); low enough that no leg is further off the timeline.
 BOUND_SECONDS = 2.0
 # A disagreement that lasts this long (arrival time) is a new timeline, not a burst of late
-# packets (those come together, and the burst's last ones agree again). Below the reorder
-# buffer's REORDER_SECONDS (recording/audio.py), so the packets it moves are still there.
+# packets (those come together, and the burst's last ones agree again). Either way its
+# packets are placed at their arrival; re-anchoring decides where the ones after it go.
 CONFIRM_SECONDS = 1.0
 CONFIRM_PACKETS = 4096  # a longer run, however fast it came, is a new timeline too
 
@@ -61,27 +66,18 @@ class Anchor:
         return self.position + rtp_distance(timestamp, self.timestamp)
 
 
-@dataclass(frozen=True, slots=True)
-class Moved:
-    """The leg was re-anchored: the packets it placed since number `since` go by `anchor`."""
-
-    since: int
-    anchor: Anchor
-
-
 @dataclass(slots=True)
 class _Run:
-    """Packets that disagree with the anchor and agree with one another, since number `since`."""
+    """Packets that disagree with the anchor and agree with one another (with `anchor`)."""
 
     anchor: Anchor
-    since: int
     arrival: float  # the first one's
-    packets: list[tuple[int, int]] = field(default_factory=list)  # (timestamp, payload bytes)
+    count: int = 0
 
 
 class Placer:
     """One leg's positions (codec clock `clock`, relative to its first packet `first`), the
-    leg's packets given in arrival order."""
+    leg's packets given in arrival order. A position, once given, is final."""
 
     def __init__(self, first: Packet, clock: int) -> None:
         self._first_arrival = first.arrival
@@ -90,38 +86,30 @@ class Placer:
         self._anchor = Anchor(0, first.timestamp)
         self._previous: Anchor | None = None
         self._run: _Run | None = None
-        self.count = 0  # packets placed: the next one's number
         self.reanchors = 0
-        self.byte_end = 0  # where the payloads end at one sample a byte (G.711), moves included
+        self.byte_end = 0  # where the payloads end at one sample a byte (G.711)
 
-    def place(self, packet: Packet) -> tuple[int, Moved | None]:
-        """The packet's position, and the re-anchoring it confirmed (if it did)."""
-        number, self.count = self.count, self.count + 1
+    def place(self, packet: Packet) -> int:
+        """The packet's position (re-anchoring the leg when it confirms a new timeline)."""
         arrived = round((packet.arrival - self._first_arrival) * self._clock)
         position = self._anchor.at(packet.timestamp)
         if abs(arrived - position) <= self._bound:
             self._run = None
-            return self._placed(position, packet), None
+            return self._placed(position, arrived, packet)
         previous = self._previous
         if previous is not None and abs(arrived - previous.at(packet.timestamp)) <= self._bound:
-            return self._placed(previous.at(packet.timestamp), packet), None
+            return self._placed(previous.at(packet.timestamp), arrived, packet)
         run = self._run
         if run is None or abs(arrived - run.anchor.at(packet.timestamp)) > self._bound:
-            run = self._run = _Run(Anchor(arrived, packet.timestamp), number, packet.arrival)
-        run.packets.append((packet.timestamp, len(packet.payload)))
-        if packet.arrival - run.arrival >= CONFIRM_SECONDS or len(run.packets) >= CONFIRM_PACKETS:
-            return self._placed(run.anchor.at(packet.timestamp), packet), self._reanchor(run)
-        ahead = position > arrived
-        return self._placed(run.anchor.at(packet.timestamp) if ahead else position, packet), None
+            run = self._run = _Run(Anchor(arrived, packet.timestamp), packet.arrival)
+        run.count += 1
+        if packet.arrival - run.arrival >= CONFIRM_SECONDS or run.count >= CONFIRM_PACKETS:
+            self._previous, self._anchor, self._run = self._anchor, run.anchor, None
+            self.reanchors += 1
+        return self._placed(run.anchor.at(packet.timestamp), arrived, packet)
 
-    def _reanchor(self, run: _Run) -> Moved:
-        self._previous, self._anchor, self._run = self._anchor, run.anchor, None
-        self.reanchors += 1
-        for timestamp, length in run.packets:
-            self.byte_end = max(self.byte_end, run.anchor.at(timestamp) + length)
-        return Moved(run.since, run.anchor)
-
-    def _placed(self, position: int, packet: Packet) -> int:
+    def _placed(self, position: int, arrived: int, packet: Packet) -> int:
+        position = min(max(position, arrived - self._bound), arrived + self._bound)
         if packet.payload:
             self.byte_end = max(self.byte_end, position + len(packet.payload))
         return position

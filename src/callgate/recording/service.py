@@ -228,7 +228,9 @@ class RecordingService:
         if codec == active.row["codec"]:
             return
         try:
-            await asyncio.to_thread(self.repository.set_codec, recording_id, codec)
+            await asyncio.to_thread(self.repository.set_codec, recording_id, codec, _now())
+        except RecordingFailure:
+            raise
         except Exception as exc:
             raise RecordingFailure(f"recording codec not stored: {type(exc).__name__}") from exc
         active.row["codec"] = codec

@@ -1,6 +1,7 @@
 """The `recordings` table, and the audit entries that go with each change of a recording.
 
-`recording.started` is appended in the transaction that creates the row; `recording.closed`
+`recording.started` is appended in the transaction that creates the row (`recording.codec` in
+the one that changes its codec, once a transcoded call's callee answered); `recording.closed`
 (or `.failed`, `.interrupted`) in the one that finishes it, with the SHA-256 of the stored
 ciphertext and metadata (`digest`): from then on the audit chain vouches for the recording.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
+from callgate.recording.writer import RecordingFailure
 from callgate.records.audit import AuditLog
 from callgate.records.audit_chain import canonical_json
 from callgate.storage.db import Store
@@ -105,13 +107,27 @@ class RecordingRepository:
                 conn, ACTOR, "recording.started", f"recording:{row['recording_id']}", details, at
             )
 
-    def set_codec(self, recording_id: str, codec: str) -> None:
-        """The codec of an open recording once the callee's is known (a transcoded call)."""
+    def set_codec(self, recording_id: str, codec: str, at: datetime) -> None:
+        """The codec of an open recording once the callee's is known (a transcoded call), and
+        `recording.codec` in the audit log in the same transaction, so the chain says what the
+        recording holds (its `recording.started` named the caller's codec alone).
+        RecordingFailure when no open recording has that id."""
         with self._engine.begin() as conn:
-            conn.execute(
+            found = conn.execute(
+                select(Recording.call_id, Recording.codec).where(
+                    Recording.recording_id == recording_id, Recording.state == "open"
+                )
+            ).first()
+            changed = conn.execute(
                 update(Recording)
                 .where(Recording.recording_id == recording_id, Recording.state == "open")
                 .values(codec=codec)
+            )
+            if found is None or changed.rowcount != 1:
+                raise RecordingFailure(f"no open recording {recording_id}")  # rolled back
+            details = {"call_id": found.call_id, "codec": codec, "previous": found.codec}
+            AuditLog.append_in(
+                conn, ACTOR, "recording.codec", f"recording:{recording_id}", details, at
             )
 
     def finish(

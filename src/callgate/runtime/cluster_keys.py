@@ -3,18 +3,20 @@
 Nodes and relays trust each other differently, so they hold different keys:
 
 - the **node key** (`cluster_key_file`, or CALLGATE_CLUSTER_KEY): on signaling nodes only (and
-  with `callgate turn --drain`, which acts for them). It signs with HMAC-SHA256 what only nodes
-  read: the messages between nodes ("msg") and the device directory ("dev"). Two keys derive
-  from it:
-  - the **node signing key**, Ed25519 (seed: HMAC-SHA256(node key, "callgate node signing key
-    v1")): it signs what relays read too — snapshots ("snap"), call pairs ("pair") and drain
-    requests ("drain"). A relay holds only its public half: it checks them and can forge none.
-  - **each relay's key**, HMAC-SHA256(node key, "callgate relay key v1|" + relay id): the key
-    that relay signs its registration ("relay") with. Nodes derive it for any relay id.
+  with `callgate turn --drain`, which acts for them). It is never used as is: every key below
+  is derived from it with HKDF-SHA256 (RFC 5869; no salt, one `info` label per use), so no two
+  uses share a key:
+  - the **node MAC key** ("callgate node mac key v2"): HMAC-SHA256 over what only nodes read,
+    the messages between nodes ("msg") and the device directory ("dev");
+  - the **node signing key**, Ed25519 (seed: "callgate node signing key v2"): it signs what
+    relays read too — snapshots ("snap"), call pairs ("pair") and drain requests ("drain"). A
+    relay holds only its public half: it checks them and can forge none;
+  - **each relay's key** ("callgate relay key v2|" + relay id): the key that relay signs its
+    registration ("relay") with. Nodes derive it for any relay id.
 - a **relay key** (`relay_key_file`, or CALLGATE_RELAY_KEY) on a relay's machine, one line
   written by `callgate turn --node-id ID --issue-relay-key PATH` on a node:
 
-      cgr1:<relay id>:<base64url relay key>:<base64url node public key>[,<another>]
+      cgr2:<relay id>:<base64url relay key>:<base64url node public key>[,<another>]
 
   It lets that relay register and beat as itself, and read the nodes' signed entries; not
   register as another relay, not speak as a node (no message, no snapshot, no pair, no drain
@@ -30,23 +32,25 @@ import base64
 import binascii
 import errno
 import hashlib
-import hmac
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from callgate.errors import ConfigError
 
 MIN_KEY_CHARS = 32
 MAX_KEY_BYTES = 4096  # a larger key file is refused (not read whole)
-RELAY_KEY_VERSION = "cgr1"
+RELAY_KEY_VERSION = "cgr2"  # cgr1: keys derived before HKDF, refused (re-issue them)
 MAX_ACCEPTED = 1  # node keys accepted beside the one that signs (a key change: docs/scaling.md)
-_SIGNING = b"callgate node signing key v1"
-_RELAY = b"callgate relay key v1|"
+_MAC = b"callgate node mac key v2"
+_SIGNING = b"callgate node signing key v2"
+_RELAY = b"callgate relay key v2|"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,7 @@ class ClusterKeys:
 
     publics: tuple[Ed25519PublicKey, ...]  # check what nodes sign, for relays and nodes alike
     nodes: tuple[bytes, ...] = ()
+    macs: tuple[bytes, ...] = ()  # the node MAC key of each node key
     private: Ed25519PrivateKey | None = None
     relay_id: str | None = None
     relay: bytes | None = None
@@ -64,9 +69,11 @@ class ClusterKeys:
     def for_node(cls, node_key: bytes, *accepted: bytes) -> ClusterKeys:
         if any(len(key) < MIN_KEY_CHARS for key in (node_key, *accepted)):
             raise ValueError(f"a node key needs at least {MIN_KEY_CHARS} characters")
-        privates = [_signing_key(key) for key in (node_key, *accepted)]
+        keys = (node_key, *accepted)
+        privates = [_signing_key(key) for key in keys]
         publics = tuple(private.public_key() for private in privates)
-        return cls(publics=publics, nodes=(node_key, *accepted), private=privates[0])
+        macs = tuple(derive(key, _MAC) for key in keys)
+        return cls(publics=publics, nodes=keys, macs=macs, private=privates[0])
 
     @classmethod
     def for_relay(
@@ -88,9 +95,7 @@ class ClusterKeys:
         """The keys a registration of relay `relay_id` is accepted under: one per node key
         (nodes), or the relay's own."""
         if self.nodes:
-            return [
-                hmac.new(n, _RELAY + relay_id.encode(), hashlib.sha256).digest() for n in self.nodes
-            ]
+            return [derive(n, _RELAY + relay_id.encode()) for n in self.nodes]
         return [self.relay] if self.relay is not None and relay_id == self.relay_id else []
 
     def relay_key_line(self, relay_id: str) -> str:
@@ -108,6 +113,12 @@ def parse_relay_key(text: str) -> tuple[str, bytes, tuple[Ed25519PublicKey, ...]
     """(relay id, relay key, node public keys) of a relay key line; ConfigError (never holding
     the key) if malformed."""
     parts = text.strip().split(":")
+    if parts[0] == "cgr1":
+        raise ConfigError(
+            "the relay key is a cgr1 key, issued by a callgate that derived keys before HKDF: "
+            "no node accepts it; issue a new one on a node (`callgate turn --node-id ID "
+            "--issue-relay-key PATH`)"
+        )
     if len(parts) != 4 or parts[0] != RELAY_KEY_VERSION or not parts[1]:
         raise ConfigError(f"the relay key is not a {RELAY_KEY_VERSION}:ID:KEY:PUBLIC line")
     try:
@@ -122,10 +133,13 @@ def parse_relay_key(text: str) -> tuple[str, bytes, tuple[Ed25519PublicKey, ...]
     return parts[1], key, tuple(publics)
 
 
+def derive(node_key: bytes, info: bytes) -> bytes:
+    """The 32-byte key for one use (`info`) of the node key: HKDF-SHA256, RFC 5869."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(node_key)
+
+
 def _signing_key(node_key: bytes) -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.from_private_bytes(
-        hmac.new(node_key, _SIGNING, hashlib.sha256).digest()
-    )
+    return Ed25519PrivateKey.from_private_bytes(derive(node_key, _SIGNING))
 
 
 def load_cluster_key(path: Path, *, setting: str = "cluster_key_file") -> bytes:

@@ -62,11 +62,26 @@ SIGNERS = {
     "relay": (RELAY_MAC,),
 }
 _HMAC_HEX = 64  # an HMAC-SHA256 in hex; an Ed25519 signature is twice as long
+_SIGNATURE_HEX = 128
+_LOWER_HEX = frozenset("0123456789abcdef")
+MAX_ENTRY_BYTES = 64 * 1024  # a relay registration, drain request, pair or directory entry
+# larger entries are refused before their MAC is computed: a node's snapshot lists its live
+# calls; a message between nodes carries an offer or answer (runtime/node_envelope.py)
+MAX_BYTES = {"snap": 16 << 20, "msg": 1 << 20}
 
 
 def node_seal(settings: Settings) -> ClusterSeal:
-    """The seal of a signaling node (or of `callgate turn --drain`): the node key is required."""
-    return ClusterSeal(ClusterKeys.for_node(*_node_keys(settings)))
+    """The seal of a signaling node (or of `callgate turn --drain`): the node key is required.
+    While a second key is accepted, every start says so: a rotation left half done lets the
+    old key sign for ever (docs/scaling.md, "Changing the node key")."""
+    keys = _node_keys(settings)
+    if len(keys) > 1:
+        log.warning(
+            "cluster_key_accepted is set: this node still accepts what the other node key "
+            'signs; finish the key change (docs/scaling.md, "Changing the node key", step 3: '
+            "remove it, restart, re-issue every relay's key)"
+        )
+    return ClusterSeal(ClusterKeys.for_node(*keys))
 
 
 def relay_seal(settings: Settings) -> ClusterSeal:
@@ -82,6 +97,13 @@ def relay_seal(settings: Settings) -> ClusterSeal:
     if relay_id != settings.node_id:
         raise ConfigError(
             f"the relay key is for relay {relay_id!r}, not for {settings.node_id!r} (--node-id)"
+        )
+    if len(public) > 1:
+        log.warning(
+            "the relay key names %d node public keys: this relay still believes what the old "
+            "node key signs; once the node key change is done, re-issue this relay's key "
+            '(docs/scaling.md, "Changing the node key", step 3)',
+            len(public),
         )
     return ClusterSeal(ClusterKeys.for_relay(relay_id, key, public))
 
@@ -147,24 +169,41 @@ class ClusterSeal:
         body = json.dumps({"at": round(self._wall(), 3), "data": data}, separators=(",", ":"))
         return f"{VERSION}.{self._sign(kind, subject, body)}.{body}"
 
+    def now(self) -> float:
+        """The wall clock entries are stamped and judged with."""
+        return self._wall()
+
     def open(self, kind: str, subject: str, raw: bytes | str, max_age: float) -> Any:
         """The data of a sealed entry of this kind and subject, written at most `max_age`
         seconds ago; None (and a rate-limited warning) if unsigned, forged or stale."""
+        opened = self.open_stamped(kind, subject, raw, max_age)
+        return opened[1] if opened is not None else None
+
+    def open_stamped(
+        self, kind: str, subject: str, raw: bytes | str, max_age: float
+    ) -> tuple[float, Any] | None:
+        """As `open`, with the time the entry says it was written."""
+        if len(raw) > MAX_BYTES.get(kind, MAX_ENTRY_BYTES):
+            return self._refused(kind, subject, "oversized")
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         version, _, rest = text.partition(".")
         mac, _, body = rest.partition(".")
         if version != VERSION or not mac or not body:
-            return self.refuse(kind, subject, "unsigned")
+            return self._refused(kind, subject, "unsigned")
         if not self._verify(kind, subject, body, mac):
-            return self.refuse(kind, subject, "forged")
+            return self._refused(kind, subject, "forged")
         try:
             entry = json.loads(body)
             age = self._wall() - float(entry["at"])
         except (ValueError, TypeError, KeyError):
-            return self.refuse(kind, subject, "malformed")
+            return self._refused(kind, subject, "malformed")
         if not -SKEW <= age <= max_age:
-            return self.refuse(kind, subject, "stale")
-        return entry.get("data")
+            return self._refused(kind, subject, "stale")
+        return float(entry["at"]), entry.get("data")
+
+    def _refused(self, kind: str, subject: str, why: str) -> tuple[float, Any] | None:
+        self.refuse(kind, subject, why)
+        return None
 
     def _sign(self, kind: str, subject: str, body: str) -> str:
         message = _signed(kind, subject, body)
@@ -179,9 +218,11 @@ class ClusterSeal:
     def _verify(self, kind: str, subject: str, body: str, mac: str) -> bool:
         """Whether `mac` is an accepted key's over this entry (each MAC compared in constant
         time; which keys are tried is no secret)."""
+        if not _LOWER_HEX.issuperset(mac):
+            return False  # only what `_sign` writes: lowercase hex, no spaces
         message = _signed(kind, subject, body)
         for signer in SIGNERS[kind]:
-            if signer == NODE_SIGNATURE and len(mac) != _HMAC_HEX:
+            if signer == NODE_SIGNATURE and len(mac) == _SIGNATURE_HEX:
                 return self._signature_holds(mac, message)
             keys = self._mac_keys(signer, subject)
             if keys and len(mac) == _HMAC_HEX:
@@ -195,7 +236,7 @@ class ClusterSeal:
 
     def _mac_keys(self, signer: str, subject: str) -> list[bytes]:
         if signer == NODE_MAC:
-            return list(self.keys.nodes)
+            return list(self.keys.macs)
         return self.keys.relay_keys(subject) if signer == RELAY_MAC else []
 
     def _signature_holds(self, signature: str, message: bytes) -> bool:

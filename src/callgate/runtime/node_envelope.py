@@ -14,8 +14,14 @@ hub sees any field. One envelope for every kind of message, sealed with the node
 - `boot` (random, drawn at each start of the sender) and `seq` (counting up per recipient):
   the receiver remembers, per sender and boot, the highest sequence number and which of the
   WINDOW numbers below it it has seen (an anti-replay window, as IPsec's, RFC 4303 §3.4.3). A
-  message seen before, or older than the window, is refused as replayed. A boot silent for
-  longer than MAX_AGE + SKEW is forgotten: any message of it is stale by then.
+  message seen before, or older than the window, is refused as replayed. A boot is forgotten
+  once the newest `at` seen from it is more than MAX_AGE old: any message of it is stale by
+  then (judged by the messages' own times, not by how long the receiver heard nothing);
+- a message stamped before the receiver started is refused (`before-start`): it was meant for
+  the receiver's previous life, whose replay windows are gone;
+- the receiver judges ages by the latest wall-clock time it has seen, so a clock stepped back
+  does not make an old message fresh again (it refuses messages, as stale, until its clock has
+  caught up again).
 
 Refused messages (oversized, unsigned, forged, malformed, stale, replayed, signed with a relay's
 key) are
@@ -26,11 +32,9 @@ logged at most once a minute per reason, never their content nor the key.
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import Callable
 from typing import Any
 
-from callgate.runtime.cluster_seal import SKEW, ClusterSeal
+from callgate.runtime.cluster_seal import ClusterSeal
 
 KIND = "msg"
 MAX_AGE = 15.0  # seconds a message is believed: it is about a call ringing or live now
@@ -68,19 +72,15 @@ class ReplayWindow:
 class NodeEnvelope:
     """Wrap this node's messages to other nodes, and unwrap (or refuse) theirs."""
 
-    def __init__(
-        self,
-        seal: ClusterSeal,
-        node_id: str,
-        *,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, seal: ClusterSeal, node_id: str) -> None:
         self.seal = seal
         self.node_id = node_id
         self.boot = secrets.token_hex(16)
-        self._monotonic = monotonic
+        self.started = seal.now()  # a message stamped earlier was meant for a previous life
+        self._latest = self.started  # the latest wall-clock time seen: never goes back
         self._sent: dict[str, int] = {}  # recipient -> last sequence number used
-        self._seen: dict[tuple[str, str], tuple[ReplayWindow, float]] = {}  # (from, boot)
+        # (from, boot) -> its window and the newest `at` seen from it, least recently used first
+        self._seen: dict[tuple[str, str], tuple[ReplayWindow, float]] = {}
 
     def wrap(self, to: str, message: dict[str, Any]) -> str:
         seq = self._sent.get(to, -1) + 1
@@ -94,33 +94,41 @@ class NodeEnvelope:
         if len(raw) > MAX_BYTES:
             self.seal.refuse(KIND, self.node_id, "oversized")
             return None
-        data = self.seal.open(KIND, self.node_id, raw, MAX_AGE)
-        if data is None:
+        opened = self.seal.open_stamped(KIND, self.node_id, raw, MAX_AGE)
+        if opened is None:
             return None
+        at, data = opened
         sender, boot, seq, message = _fields(data)
         if sender is None or boot is None or seq is None or message is None:
             self.seal.refuse(KIND, self.node_id, "malformed")
             return None
-        if not self._first_time(sender, boot, seq):
+        self._latest = now = max(self.seal.now(), self._latest)
+        if at < self.started:
+            self.seal.refuse(KIND, self.node_id, "before-start")
+            return None
+        if now - at > MAX_AGE:  # fresh by a clock stepped back only
+            self.seal.refuse(KIND, self.node_id, "stale")
+            return None
+        if not self._first_time(sender, boot, seq, at, now):
             self.seal.refuse(KIND, self.node_id, "replayed")
             return None
         return sender, message
 
-    def _first_time(self, sender: str, boot: str, seq: int) -> bool:
-        now = self._monotonic()
-        self._forget_silent(now)
-        window, _ = self._seen.pop((sender, boot), (ReplayWindow(), now))
+    def _first_time(self, sender: str, boot: str, seq: int, at: float, now: float) -> bool:
+        self._forget_stale(now)
+        window, newest = self._seen.pop((sender, boot), (ReplayWindow(), at))
         if len(self._seen) >= MAX_BOOTS:
             del self._seen[next(iter(self._seen))]
         fresh = window.first_time(seq)
-        self._seen[sender, boot] = (window, now)  # last: the dict runs from least recent
+        self._seen[sender, boot] = (window, max(newest, at))  # last: least recent first
         return fresh
 
-    def _forget_silent(self, now: float) -> None:
-        """Drop the windows of lives silent so long that their messages are all stale."""
+    def _forget_stale(self, now: float) -> None:
+        """Drop the windows of lives whose every message seen is stale by now (so is any
+        message of theirs seen before: none can be accepted again)."""
         while self._seen:
-            key, (_, last) = next(iter(self._seen.items()))
-            if now - last <= MAX_AGE + SKEW:
+            key, (_, newest) = next(iter(self._seen.items()))
+            if now - newest <= MAX_AGE:
                 return
             del self._seen[key]
 

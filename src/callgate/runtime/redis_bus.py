@@ -15,8 +15,8 @@ Keys (all under `callgate:`):
 - channel `node:{node}` — messages to that node (signaling/cluster.py lists them), each in a
   signed envelope (runtime/node_envelope.py): the hub sees only messages sealed with the node
   key for this node, fresh, and not seen before.
-- `relays`, `relay:{id}` — the separate relays' registrations (runtime/relay_registry.py), read
-  at each beat: `relays()` lists the live ones.
+- `relay:{id}` — the separate relays' registrations (runtime/relay_registry.py), found by a
+  SCAN every RELAY_SCAN_EVERY seconds and read at each beat: `relays()` lists the live ones.
 - channel `pairs` — the two users of each call as it is placed (sealed), published before anyone rings,
   so call-bound registered relays admit them at once (`announce_pair`).
 
@@ -43,7 +43,14 @@ from redis.exceptions import RedisError
 
 from callgate.runtime.cluster_seal import ClusterSeal
 from callgate.runtime.node_envelope import NodeEnvelope
-from callgate.runtime.relay_registry import ENTRY_AGE, PAIRS_CHANNEL, read_relays, request_drain
+from callgate.runtime.relay_registry import (
+    ENTRY_AGE,
+    PAIRS_CHANNEL,
+    RELAY_SCAN_EVERY,
+    find_relays,
+    read_relays,
+    request_drain,
+)
 from callgate.signaling.cluster import ClusterPeer, ClusterUnavailable, RemoteDevice
 from callgate.signaling.relay_choice import RelayInfo
 
@@ -78,8 +85,10 @@ class RedisBus:
         *,
         interval: float = INTERVAL,
         ttl: int = TTL,
+        relay_scan_every: float = RELAY_SCAN_EVERY,
     ) -> None:
         self.node_id = node_id
+        self._relay_scan_every = relay_scan_every
         self.seal = seal
         self.envelope = NodeEnvelope(seal, node_id)
         self._redis: Redis = Redis.from_url(
@@ -91,6 +100,8 @@ class RedisBus:
         self._snapshots: dict[str, dict[str, Any]] = {}
         self._snapshots_at = float("-inf")  # loop time of the beat that read them
         self._relays: list[RelayInfo] = []
+        self._relay_ids: list[str] = []  # found by the last scan (relay_registry.find_relays)
+        self._relays_found_at = float("-inf")  # loop time of that scan
         self._beating = False
         self._subscribed = False
         self._lost = True  # Redis may have lost this node's devices: announce them again
@@ -283,6 +294,8 @@ class RedisBus:
         """Publish this node's snapshot and read the others'; the first after an outage
         announces the connected devices again."""
         peer = self._peer
+        if self._lost:
+            self._relays_found_at = float("-inf")  # Redis may have been emptied: scan again
         if self._lost and peer is not None:
             # first: another node that sees this snapshot finds the devices too
             await self._announce(peer.local_devices())
@@ -302,7 +315,10 @@ class RedisBus:
         }
         self._snapshots = {n: snap for n, snap in opened.items() if isinstance(snap, dict)}
         self._snapshots_at = asyncio.get_running_loop().time()
-        self._relays = await read_relays(self._redis, self.seal)
+        if self._snapshots_at - self._relays_found_at >= self._relay_scan_every:
+            self._relay_ids = await find_relays(self._redis, self.seal)
+            self._relays_found_at = self._snapshots_at
+        self._relays = await read_relays(self._redis, self.seal, self._relay_ids)
         if not self._beating:
             if self._tasks:
                 log.warning("the cluster bus (Redis) answers again")

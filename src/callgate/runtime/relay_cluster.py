@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
+from functools import partial
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -100,8 +101,9 @@ async def run_registered(
     from callgate.runtime import record_or_refuse  # the runtime's recorder, failing closed
 
     url = str(settings.database_url)
-    store: Store = await asyncio.to_thread(open_store, url)
-    log.info("store %s open and migrated", display_url(url))
+    # never migrated by a relay: its login need not own the schema (docs/scaling.md, "Trust")
+    store: Store = await asyncio.to_thread(partial(open_store, url, migrate_schema=False))
+    log.info("store %s open, schema current", display_url(url))
     try:
         closed = await asyncio.to_thread(
             close_stale_sessions, store.sessions, relay_id=settings.node_id

@@ -6,7 +6,8 @@ Keys (under `callgate:`, beside runtime/redis_bus.py's):
   (runtime/cluster_seal.py), rewritten every `interval` seconds with a time to live of `ttl`: a
   relay that stops beating expires and is no longer handed out; one not signed with the cluster
   key, or stale, is never handed out.
-- `relays` — set of relay ids that ever registered (their keys say which live).
+  Nodes find the relays by scanning for these keys (`read_relays`): a relay writes no shared
+  key, so it cannot hide, replace or drown another relay's registration.
 - `relay-drain:{id}` — sealed (by a node, or with the relay's own key), set by `callgate turn
   --drain` or `POST /api/relays/{id}/drain`: the
   relay refuses new allocations (508) from its next beat, and exits once it holds none. The
@@ -36,9 +37,10 @@ from dataclasses import replace
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
-from callgate.runtime.cluster_seal import ClusterSeal
+from callgate.config import NODE_ID
+from callgate.runtime.cluster_seal import MAX_ENTRY_BYTES, ClusterSeal
 from callgate.signaling.relay_choice import MAX_RELAYS, RelayInfo
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ PUSHED_GRACE = 10.0  # seconds a pair announced on `pairs` is admitted without a
 PAIRS_CHANNEL = f"{PREFIX}pairs"
 MAX_PUSHED = 100_000  # pairs announced and not yet expired, at most (oldest dropped)
 ENTRY_AGE = 15.0  # seconds a sealed registration, snapshot or pair is believed (cluster_seal.py)
+SCAN_COUNT = 1000  # keys Redis looks at per SCAN round trip
+RELAY_SCAN_EVERY = 5.0  # seconds between two scans for relays' keys (a new relay is seen then)
 DRAIN_TTL = 86_400  # a drain request outlives any drain (it binds one boot of the relay only)
 _DOWN = (RedisError, OSError)
 
@@ -70,27 +74,63 @@ def connect(url: str) -> Redis:
     return Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
 
 
-async def read_relays(redis: Redis, seal: ClusterSeal) -> list[RelayInfo]:
-    """Every relay whose registration is alive and signed with its relay key (malformed,
-    unsigned, forged or stale ones left out); ids whose registration expired leave the
-    `relays` set (a relay beating again adds itself back)."""
-    members = sorted(
-        m.decode() if isinstance(m, bytes) else str(m)
-        for m in await redis.smembers(f"{PREFIX}relays")
-    )
-    if not members:
+async def read_relays(
+    redis: Redis, seal: ClusterSeal, ids: list[str] | None = None
+) -> list[RelayInfo]:
+    """Every relay (of `ids`, default: all found by `find_relays`) whose registration is alive
+    and signed with its relay key (malformed, unsigned, forged, stale, oversized or of the wrong
+    type: left out and counted). Each is read at most MAX_ENTRY_BYTES (GETRANGE, before any
+    MAC)."""
+    if ids is None:
+        ids = await find_relays(redis, seal)
+    if not ids:
         return []
-    raw = await redis.mget([relay_key(m) for m in members])
-    expired = [member for member, value in zip(members, raw, strict=True) if not value]
-    if expired:
-        await redis.srem(f"{PREFIX}relays", *expired)
-    found = [_parsed(seal, m, r) for m, r in zip(members, raw, strict=True) if r][:MAX_RELAYS]
-    return [found_info[0] for found_info in found if found_info is not None]
+    async with redis.pipeline(transaction=False) as pipe:
+        for relay_id in ids:
+            pipe.getrange(relay_key(relay_id), 0, MAX_ENTRY_BYTES)
+        raw = await pipe.execute(raise_on_error=False)
+    found = [_parsed(seal, relay_id, value) for relay_id, value in zip(ids, raw, strict=True)]
+    return [entry[0] for entry in found if entry is not None]
 
 
-def _parsed(seal: ClusterSeal, relay_id: str, raw: bytes | str) -> tuple[RelayInfo, str] | None:
-    """A registration and the boot nonce of the relay that wrote it ("" from a relay too old to
-    write one); None if not to be used."""
+async def find_relays(redis: Redis, seal: ClusterSeal) -> list[str]:
+    """The ids of the relays' keys (`SCAN MATCH callgate:relay:*`), sorted: at most MAX_RELAYS
+    that follow the node_id rule (others counted, `bad-id`).
+
+    Relays are found by their keys, not by a set they write: a relay's Redis user can write only
+    its own two keys (deploy/redis-users.acl), so it can neither hide another relay nor make the
+    nodes fetch junk. SCAN walks the whole keyspace (≈ 15 ms of Redis CPU for 50,000 keys): a
+    node scans every RELAY_SCAN_EVERY seconds and reads the relays it knows at each beat."""
+    ids: list[str] = []
+    async for key in redis.scan_iter(match=f"{PREFIX}relay:*", count=SCAN_COUNT):
+        relay_id = _text(key)[len(f"{PREFIX}relay:") :]
+        if not NODE_ID.fullmatch(relay_id):
+            seal.refuse("relay", relay_id, "bad-id")
+            continue
+        ids.append(relay_id)
+        if len(ids) >= MAX_RELAYS:
+            break
+    return sorted(ids)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _parsed(seal: ClusterSeal, relay_id: str, raw: object) -> tuple[RelayInfo, str] | None:
+    """A registration (GET or GETRANGE's answer) and the boot nonce of the relay that wrote it
+    ("" from a relay too old to write one); None if not to be used: absent (expired), not a
+    string (WRONGTYPE: "no such relay", counted, never "Redis down"), oversized, or not sealed."""
+    if raw is None or raw == b"":
+        return None
+    if isinstance(raw, ResponseError):
+        seal.refuse("relay", relay_id, "wrongtype")
+        return None
+    if not isinstance(raw, bytes | str):
+        return None
+    if len(raw) > MAX_ENTRY_BYTES:
+        seal.refuse("relay", relay_id, "oversized")
+        return None
     data = seal.open("relay", relay_id, raw, ENTRY_AGE)
     info = RelayInfo.from_json(data)  # None: malformed, left out
     if info is None or info.relay_id != relay_id:
@@ -101,17 +141,24 @@ def _parsed(seal: ClusterSeal, relay_id: str, raw: bytes | str) -> tuple[RelayIn
 
 async def read_relay(redis: Redis, seal: ClusterSeal, relay_id: str) -> RelayInfo | None:
     """Relay `relay_id`'s registration, if alive and signed with its key."""
-    raw = await redis.get(relay_key(relay_id))
-    found = _parsed(seal, relay_id, raw) if raw else None
+    found = _parsed(seal, relay_id, await _registration(redis, relay_id))
     return found[0] if found is not None else None
+
+
+async def _registration(redis: Redis, relay_id: str) -> object:
+    """Relay `relay_id`'s key, up to one byte more than MAX_ENTRY_BYTES (the error itself if it
+    holds no string)."""
+    try:
+        return await redis.getrange(relay_key(relay_id), 0, MAX_ENTRY_BYTES)
+    except ResponseError as exc:
+        return exc
 
 
 async def request_drain(redis: Redis, seal: ClusterSeal, relay_id: str) -> RelayInfo | None:
     """Ask relay `relay_id`, as it runs now (its boot nonce), to drain; its registration (None:
     no such live relay, or one too old to name its boot; nothing set). Sealed by a node, or by
     the relay's own key (runtime/cluster_seal.py)."""
-    raw = await redis.get(relay_key(relay_id))
-    found = _parsed(seal, relay_id, raw) if raw else None
+    found = _parsed(seal, relay_id, await _registration(redis, relay_id))
     if found is None or not found[1]:
         return None
     info, boot = found
@@ -277,7 +324,6 @@ class RelayPresence:
             registration = {**info.as_json(), "boot": self.boot}
             pipe.set(relay_key(relay_id), self._seal.seal("relay", relay_id, registration),
                      ex=self._ttl)  # fmt: skip
-            pipe.sadd(f"{PREFIX}relays", relay_id)
             await pipe.execute()
         names = sorted(n.decode() if isinstance(n, bytes) else str(n) for n in nodes)
         snapshots = await self._redis.mget([f"{PREFIX}snap:{n}" for n in names]) if names else []

@@ -35,7 +35,13 @@ from callgate.media.dtmf import NO_EVENTS, DtmfToTones
 from callgate.media.packets import PacketHandler
 from callgate.media.rtp_leg import RtpLeg
 from callgate.runtime.sip_dialout import DialOut, final_response
-from callgate.runtime.sip_media import check_call_media, check_media, take_offer
+from callgate.runtime.sip_media import (
+    answered_codec,
+    bridge_codecs,
+    check_call_media,
+    check_media,
+    take_offer,
+)
 from callgate.signaling import messages as m
 from callgate.signaling.anchoring import PHONE_AGENT
 from callgate.signaling.hub import Device, SignalingHub
@@ -183,8 +189,8 @@ class SipCalls:
         device: Device | None = None
         try:
             # the phone's codec first: a callee that has it gets the payloads unchanged; one
-            # that has only Opus gets it transcoded (media/transcode.py)
-            web = bridge.leg("web", codec=codec, also=("opus",))
+            # that has only another of the phone's codecs, or Opus, gets it transcoded
+            web = bridge.leg("web", codec=codec, also=bridge_codecs(offer, codec))
             local = await rtp.open(media_ip)
             aim(rtp, offer, [call.peer.address[0]])  # none while held (c=0.0.0.0)
             bridge.attach(rtp)
@@ -440,13 +446,7 @@ class SipCalls:
                 return
             try:
                 answer = parse_audio(reply.body)
-                codec = next((c for c in answer.ours() if c in codecs), None)
-                if codec is None:
-                    raise SdpError("the answer has none of the codecs offered")
-                if ours is not None and (answer.crypto is None or answer.crypto.tag != ours.tag):
-                    raise SdpError("the phone must answer with SRTP (RTP/SAVP, our key's tag)")
-                if ours is None and answer.crypto is not None:
-                    raise SdpError("RTP/SAVP answer to a plain RTP offer")
+                codec = answered_codec(answer, codecs, ours)
                 source = binding.peer.address[0]
                 party = f"sip:{username}"
                 answer = check_media(

@@ -23,7 +23,7 @@ from callgate.sip.media_peers import (
     party_of,
     refusal_headers,
 )
-from callgate.sip.sdp import AudioOffer, SdpError, parse_audio
+from callgate.sip.sdp import AudioOffer, Crypto, SdpError, parse_audio
 
 Stage = Literal["offer", "re-offer", "answer"]
 
@@ -68,3 +68,29 @@ def take_offer(edge: SipEdge, call: InboundCall) -> tuple[AudioOffer, str] | Non
         call.reject(488, f"Not Acceptable Here ({exc})", refusal_headers(exc))
         return None
     return offer, codec
+
+
+def bridge_codecs(offer: AudioOffer, codec: str) -> tuple[str, ...]:
+    """What the bridge's WebRTC leg for a phone's or carrier's call offers after `codec` (the
+    one taken from `offer`): every other codec of the offer we forward, in its order, then
+    Opus. A callee's phone that lacks the caller's first codec (a G.722-first phone calling a
+    G.711-only one) answers with one it has: forwarded when the caller can send it, else
+    transcoded (media/transcode.py); a WebRTC callee takes Opus, transcoded."""
+    return (*(other for other in offer.ours() if other != codec), "opus")
+
+
+def answered_codec(answer: AudioOffer, codecs: tuple[str, ...], ours: Crypto | None) -> str:
+    """The codec a phone's answer takes from our offer of `codecs`, with our SDES key `ours`
+    (RTP/SAVP) or none (RTP/AVP); SdpError when the answer cannot be used: none of the codecs,
+    plain RTP (or another crypto tag) to our SRTP offer, SRTP to a plain one, or our own key
+    echoed back (RFC 4568 §6.1: each direction has its own master key)."""
+    codec = next((c for c in answer.ours() if c in codecs), None)
+    if codec is None:
+        raise SdpError("the answer has none of the codecs offered")
+    if ours is not None and (answer.crypto is None or answer.crypto.tag != ours.tag):
+        raise SdpError("the phone must answer with SRTP (RTP/SAVP, our key's tag)")
+    if ours is None and answer.crypto is not None:
+        raise SdpError("RTP/SAVP answer to a plain RTP offer")
+    if ours is not None and answer.crypto is not None and answer.crypto.key_salt == ours.key_salt:
+        raise SdpError("the phone answered with our own SRTP key")
+    return codec

@@ -76,8 +76,9 @@ def recorded_codec(offer_sdp: str, g711: bool = False) -> str:
 
 def recorded_codecs(offer_sdp: str, g711: bool = False) -> tuple[str, str]:
     """(the caller leg's, the callee leg's) codec of a recorded call (`recorded_codec`). They
-    differ only when the callee has a SIP phone and the caller offers no G.711: the callee's
-    leg offers PCMU, and the anchor transcodes (media/transcode.py), so that each party's
+    differ only when the callee has a SIP phone and the caller offers no G.711 (Opus, or G.722
+    alone, which a G.711-only phone cannot take): the callee's leg offers PCMU, and the anchor
+    transcodes (media/transcode.py), so that each party's
     packets are recorded as it sent them."""
     rtpmaps = {
         number: name.lower()
@@ -93,7 +94,8 @@ def recorded_codecs(offer_sdp: str, g711: bool = False) -> tuple[str, str]:
     # what phones take: G.711 first (every phone has it), then G.722
     g711s = sorted({c for c in known if c != "opus"}, key=("pcmu", "pcma", "g722").index)
     if g711 and g711s:
-        return g711s[0], g711s[0]
+        # a caller with G.722 alone: the phone may lack it, every phone has PCMU (transcoded)
+        return g711s[0], g711s[0] if g711s[0] != "g722" else "pcmu"
     caller = known[0] if known else "opus"
     return caller, "pcmu" if g711 and caller == "opus" and known else caller
 

@@ -185,12 +185,29 @@ def _check_foreign_keys(connection: Connection) -> None:
 
 def _at_head(engine: Engine) -> bool:
     """Whether the store's Alembic version is exactly HEAD_REVISION (no table yet: no)."""
+    return _revisions(engine) == [HEAD_REVISION]
+
+
+def _revisions(engine: Engine) -> list[str]:
+    """The store's Alembic versions ([] for an empty database)."""
     with engine.connect() as connection:
         try:
             rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
         except DBAPIError:
-            return False
-    return [row[0] for row in rows] == [HEAD_REVISION]
+            return []
+    return [str(row[0]) for row in rows]
+
+
+def _require_head(engine: Engine) -> None:
+    found = _revisions(engine)
+    if found != [HEAD_REVISION]:
+        engine.dispose()
+        raise StorageError(
+            f"the database {display_url(engine.url)} is at schema revision "
+            f"{', '.join(found) or 'none (no callgate tables)'}; this callgate needs "
+            f"{HEAD_REVISION}. A relay never migrates the schema: start a signaling node of "
+            "this same version on the database first (`callgate serve` migrates at start)"
+        )
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
@@ -217,11 +234,15 @@ def _reason(exc: SQLAlchemyError, url: URL) -> str:
     return reason
 
 
-def open_store(url: str) -> Store:
-    """Open the database at `url`, migrate it to head and return engine + session factory."""
+def open_store(url: str, *, migrate_schema: bool = True) -> Store:
+    """Open the database at `url`, migrate it to head and return engine + session factory.
+    `migrate_schema=False` (a registered relay, whose login need not own the schema): never
+    migrate; StorageError unless the schema is exactly at HEAD_REVISION."""
     engine = create_store_engine(url)
     try:
-        if not _at_head(engine):
+        if not migrate_schema:
+            _require_head(engine)
+        elif not _at_head(engine):
             migrate(engine)
     except SQLAlchemyError as exc:
         engine.dispose()

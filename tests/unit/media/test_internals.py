@@ -114,3 +114,62 @@ async def test_changed_internals_fail_closed_at_start(
         store.close()
     finally:
         internals.problems.cache_clear()
+
+
+def test_every_internal_of_the_per_packet_path_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pylibsrtp
+    from aioice.ice import CandidatePair
+    from aioice.turn import TurnClientMixin
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    # a release where the nominated pair names its peer otherwise, the TURN client's handler
+    # is renamed (asyncio's empty default would be wrapped instead), the SRTP session decrypts
+    # under another name and the sender's RTCP timestamp pair is kept as floats
+    monkeypatch.delattr(CandidatePair, "remote_addr")
+    monkeypatch.delattr(TurnClientMixin, "datagram_received")
+    monkeypatch.delattr(pylibsrtp.Session, "unprotect")
+    init = RTCRtpSender.__init__
+
+    def sender(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._RTCRtpSender__ntp_timestamp = 0.0
+
+    monkeypatch.setattr(RTCRtpSender, "__init__", sender)
+    assert internals.check() == [
+        "RTCRtpSender._RTCRtpSender__ntp_timestamp is not what the anchor expects",
+        "pylibsrtp Session has no unprotect",
+        "aioice CandidatePair has no remote_addr",
+        "aioice TURN client.datagram_received is not what the anchor expects",
+    ]
+
+
+def test_a_check_that_fails_is_a_finding_kept_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An internal that became a property which raises, and package metadata that cannot be
+    # read: before, the error escaped `problems()` uncached, so every leg ran the check again
+    # (a thread and an event loop each) and failed with that error instead of AnchorError.
+    from aioice.turn import TurnClientUdpProtocol
+
+    from callgate.media.anchor import AnchorError, AnchorLeg
+
+    def broken(self: Any) -> Any:
+        raise RuntimeError("moved to the allocation")
+
+    monkeypatch.setattr(TurnClientUdpProtocol, "_send", property(broken))
+    assert internals.check() == [
+        "aioice TURN client._send failed: RuntimeError: moved to the allocation"
+    ]
+    read = []
+
+    def unreadable(name: str) -> str:
+        read.append(name)
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "METADATA")
+
+    monkeypatch.setattr(internals, "version", unreadable)
+    internals.problems.cache_clear()
+    try:
+        for _ in range(3):
+            with pytest.raises(AnchorError, match="checking aiortc/aioice internals failed"):
+                AnchorLeg("caller", [], lambda packet: None)
+        assert read == ["aiortc"]  # checked once
+    finally:
+        internals.problems.cache_clear()

@@ -4,12 +4,17 @@ it is fresh."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from callgate.config import Settings
 from callgate.errors import ConfigError
@@ -19,7 +24,14 @@ from callgate.runtime.cluster_keys import (
     load_cluster_key,
     parse_relay_key,
 )
-from callgate.runtime.cluster_seal import SKEW, ClusterSeal, issue_relay_key, node_seal
+from callgate.runtime.cluster_seal import (
+    MAX_ENTRY_BYTES,
+    SKEW,
+    ClusterSeal,
+    issue_relay_key,
+    node_seal,
+    relay_seal,
+)
 
 KEY = b"0123456789abcdef0123456789abcdef-cluster"
 DATA = {"id": "eu1", "load": 3}
@@ -186,7 +198,7 @@ def test_relay_keys_are_issued_private_and_parsed_strictly(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="exists: not overwritten"):
         issue_relay_key(settings, "eu1", path)
     secret = path.read_text().split(":")[2]
-    for bad in ["", "cgr1:eu1", path.read_text().replace("cgr1", "cgr9"),
+    for bad in ["", "cgr2:eu1", path.read_text().replace("cgr2", "cgr9"),
                 path.read_text().replace(secret, secret[:-4])]:  # fmt: skip
         with pytest.raises(ConfigError) as caught:
             parse_relay_key(bad)
@@ -240,3 +252,75 @@ def test_the_node_key_changes_without_a_gap() -> None:
     assert believes(step3, relay3, "relay") and believes(relay3, step3, "drain")
     assert not believes(step3, step0, "msg") and not believes(relay3, step0, "snap")
     assert not believes(step3, relay1, "relay")  # a relay not re-issued is left out at the end
+
+
+def test_only_lowercase_hex_signatures_of_their_exact_length_are_accepted() -> None:
+    """What `seal` writes, nothing else: the same MAC or signature in upper case, with spaces
+    around it or cut short is refused as forged."""
+    seal = ClusterSeal(KEY)
+    for kind in ["relay", "snap"]:  # an HMAC (64 hex digits), an Ed25519 signature (128)
+        raw = seal.seal(kind, "eu1", DATA)
+        version, mac, body = raw.split(".", 2)
+        assert seal.open(kind, "eu1", raw, 15) == DATA
+        for variant in [mac.upper(), f" {mac}", f"{mac}\n", mac[:-2]]:
+            assert seal.open(kind, "eu1", f"{version}.{variant}.{body}", 15) is None
+    assert seal.refusals == {("relay", "forged"): 4, ("snap", "forged"): 4}
+
+
+def test_entries_larger_than_their_kind_allows_are_refused_before_their_mac() -> None:
+    seal = ClusterSeal(KEY)
+    for kind in ["relay", "drain", "pair", "dev"]:
+        big = seal.seal(kind, "eu1", {"padding": "x" * MAX_ENTRY_BYTES})  # genuinely sealed
+        assert seal.open(kind, "eu1", big, 15) is None
+        assert seal.refusals[kind, "oversized"] == 1
+    snapshot = seal.seal("snap", "a", {"padding": "x" * MAX_ENTRY_BYTES})  # a busy node's
+    assert seal.open("snap", "a", snapshot, 15) == {"padding": "x" * MAX_ENTRY_BYTES}
+
+
+def test_every_start_warns_while_a_key_change_is_unfinished(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node that still accepts a second key, and a relay whose key still names two node
+    public keys, say so at each start (the old key signs as long as they do); a node or relay
+    on one key says nothing."""
+    new = "the-next-node-key-0123456789abcdefghij"
+    caplog.set_level(logging.WARNING, "callgate.runtime.cluster_seal")
+    node_seal(Settings(cluster_key=KEY.decode()))
+    single = ClusterKeys.for_node(KEY).relay_key_line("eu1")
+    relay_seal(Settings(node_id="eu1", relay_key=single))
+    assert caplog.records == []
+    node_seal(Settings(cluster_key=new, cluster_key_accepted=KEY.decode()))
+    both = ClusterKeys.for_node(new.encode(), KEY).relay_key_line("eu1")
+    relay_seal(Settings(node_id="eu1", relay_key=both))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "cluster_key_accepted is set" in warnings[0] and "step 3" in warnings[0]
+    assert "names 2 node public keys" in warnings[1] and "re-issue" in warnings[1]
+    assert KEY.decode() not in " ".join(warnings) and new not in " ".join(warnings)
+
+
+def test_every_key_is_derived_with_hkdf_and_the_node_key_signs_nothing_itself(
+    tmp_path: Path,
+) -> None:
+    """RFC 5869, one `info` label per use: the node MAC key, the signing key's seed and each
+    relay's key are distinct, none is the node key, and an entry MACed with the raw node key
+    (as before) is refused; a relay key issued before (cgr1) is refused with what to do."""
+    keys = ClusterKeys.for_node(KEY)
+
+    def hkdf(info: bytes) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(KEY)
+
+    assert keys.macs == (hkdf(b"callgate node mac key v2"),)
+    assert keys.relay_key("eu1") == hkdf(b"callgate relay key v2|eu1")
+    seed = Ed25519PrivateKey.from_private_bytes(hkdf(b"callgate node signing key v2"))
+    assert keys.publics[0].public_bytes_raw() == seed.public_key().public_bytes_raw()
+    derived = {keys.macs[0], keys.relay_key("eu1"), keys.relay_key("eu2"), KEY}
+    assert len(derived) == 4
+    seal = ClusterSeal(keys)
+    body = seal.seal("msg", "n", DATA).split(".", 2)[2]
+    raw_mac = hmac.new(KEY, f"3:msg|1:n|{body}".encode(), hashlib.sha256).hexdigest()
+    assert seal.open("msg", "n", f"cg1.{raw_mac}.{body}", 15) is None
+    assert seal.refusals == {("msg", "forged"): 1}
+    old = keys.relay_key_line("eu1").replace("cgr2", "cgr1")
+    with pytest.raises(ConfigError, match=r"cgr1 key.*issue a new one"):
+        parse_relay_key(old)

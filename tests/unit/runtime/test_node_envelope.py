@@ -29,8 +29,8 @@ class Clock:
 def nodes(clock: Clock | None = None) -> tuple[NodeEnvelope, NodeEnvelope]:
     """Node a (sender) and node b (receiver), on one clock."""
     clock = clock or Clock()
-    a = NodeEnvelope(ClusterSeal(KEY, wall=clock), "a", monotonic=clock)
-    b = NodeEnvelope(ClusterSeal(KEY, wall=clock), "b", monotonic=clock)
+    a = NodeEnvelope(ClusterSeal(KEY, wall=clock), "a")
+    b = NodeEnvelope(ClusterSeal(KEY, wall=clock), "b")
     return a, b
 
 
@@ -109,13 +109,46 @@ def test_a_restarted_sender_is_a_new_life_and_old_lives_are_forgotten() -> None:
     a, b = nodes(clock)
     first = a.wrap("b", END)
     assert b.unwrap(first) is not None
-    again = NodeEnvelope(ClusterSeal(KEY, wall=clock), "a", monotonic=clock)
+    again = NodeEnvelope(ClusterSeal(KEY, wall=clock), "a")
     assert b.unwrap(again.wrap("b", END)) is not None  # seq 0 again, another boot
     clock.now += MAX_AGE + SKEW + 1
     assert b.unwrap(a.wrap("b", END)) is not None
     assert len(b._seen) == 1  # the silent lives were dropped (their messages are stale now)
     assert b.unwrap(first) is None  # and the first message is stale, not new
     assert b.seal.refusals == {("msg", "stale"): 1}
+
+
+def test_a_restarted_receiver_refuses_what_was_sent_to_its_previous_life() -> None:
+    """Its replay windows died with it: a message captured on its way to the previous life,
+    still fresh, is refused as `before-start`; what is sent to the new life passes."""
+    clock = Clock()
+    a, b = nodes(clock)
+    captured = a.wrap("b", END)
+    assert b.unwrap(captured) is not None
+    clock.now += 1
+    restarted = NodeEnvelope(ClusterSeal(KEY, wall=clock), "b")
+    assert restarted.unwrap(captured) is None
+    assert restarted.unwrap(a.wrap("b", END)) is not None
+    assert restarted.seal.refusals == {("msg", "before-start"): 1}
+
+
+def test_a_clock_stepped_back_makes_no_old_message_fresh_again() -> None:
+    """Ages are judged by the latest time the receiver saw, and a sender's window is forgotten
+    by its messages' own times: after 30 s (a's window forgotten, its messages stale) the
+    receiver's clock goes back 30 s; a's message replayed then is still stale."""
+    clock = Clock()
+    a, b = nodes(clock)
+    c = NodeEnvelope(ClusterSeal(KEY, wall=clock), "c")
+    captured = a.wrap("b", END)
+    assert b.unwrap(captured) is not None
+    clock.now += 30
+    assert b.unwrap(c.wrap("b", END)) is not None
+    assert len(b._seen) == 1  # a's life forgotten: its messages are all stale
+    clock.now -= 30
+    assert b.unwrap(captured) is None
+    assert b.seal.refusals == {("msg", "stale"): 1}
+    clock.now += 30 + 1  # caught up: messages flow again
+    assert b.unwrap(a.wrap("b", END)) is not None
 
 
 def test_the_replay_window_refuses_numbers_below_it() -> None:

@@ -6,19 +6,26 @@ taken with its codec and audits nothing."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 
 import pytest
 
 from callgate.records.audit import AuditLog, Entry
-from callgate.runtime.sip_media import check_call_media, check_media, take_offer
+from callgate.runtime.sip_media import (
+    answered_codec,
+    bridge_codecs,
+    check_call_media,
+    check_media,
+    take_offer,
+)
 from callgate.sip.credentials import Credential, CredentialStore
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import ForbiddenMedia, MediaPeers
 from callgate.sip.message import SipRequest, SipResponse, parse_datagram
-from callgate.sip.sdp import parse_audio
+from callgate.sip.sdp import SUITE, AudioOffer, Crypto, SdpError, parse_audio
 from callgate.sip.transport import Peer
 from callgate.storage.db import open_store, sqlite_url
 from callgate.turn.peers import PeerFilter
@@ -100,3 +107,39 @@ async def test_every_stage_goes_through_one_check_that_audits(tmp_path: Path) ->
         await edge.close()
     finally:
         store.close()
+
+
+def test_a_g722_first_phone_is_bridged_with_its_g711_codecs_too() -> None:
+    """A phone offering G.722 then PCMU and PCMA: G.722 is taken, and the bridge's leg offers
+    PCMU and PCMA after it, in the phone's order, then Opus, so a G.711-only callee can answer."""
+    body = sdp(PHONE).replace(b"RTP/AVP 0\r\n", b"RTP/AVP 9 8 0 101\r\n")
+    offer = parse_audio(body)
+    assert offer.choose() == "g722"
+    assert bridge_codecs(offer, "g722") == ("pcma", "pcmu", "opus")
+    assert bridge_codecs(parse_audio(sdp(PHONE)), "pcmu") == ("opus",)
+
+
+def test_a_phones_answer_to_our_srtp_offer_must_be_srtp_with_its_own_key() -> None:
+    """What `_ring_phone` refuses (it hangs up with BYE and declines the device): plain RTP to
+    our RTP/SAVP offer, another crypto tag, our own key echoed back (RFC 4568 §6.1), SRTP to a
+    plain offer, none of our codecs."""
+    ours, theirs = Crypto(1, bytes(range(30))), bytes(range(30, 60))
+
+    def answer(profile: str = "RTP/SAVP", tag: int = 1, key: bytes = theirs) -> AudioOffer:
+        crypto = f"a=crypto:{tag} {SUITE} inline:{base64.b64encode(key).decode()}\r\n"
+        body = sdp(PHONE).replace(b"RTP/AVP 0\r\n", f"{profile} 0\r\n".encode())
+        return parse_audio(body + (crypto.encode() if profile == "RTP/SAVP" else b""))
+
+    assert answered_codec(answer(), ("g722", "pcmu"), ours) == "pcmu"
+    assert answered_codec(answer("RTP/AVP"), ("pcmu",), None) == "pcmu"
+    refused = [
+        ("must answer with SRTP", answer("RTP/AVP"), ours),
+        ("must answer with SRTP", answer(tag=2), ours),
+        ("our own SRTP key", answer(key=ours.key_salt), ours),
+        ("RTP/SAVP answer to a plain", answer(), None),
+    ]
+    for why, answered, key in refused:
+        with pytest.raises(SdpError, match=why):
+            answered_codec(answered, ("pcmu",), key)
+    with pytest.raises(SdpError, match="none of the codecs"):
+        answered_codec(answer(), ("g722",), ours)

@@ -60,3 +60,17 @@ def test_a_sip_bridge_listing_g711_before_opus_is_recorded_in_g711() -> None:
     )
     assert recorded_codecs(HEAD + bridge) == ("pcmu", "pcmu")
     assert recorded_codecs(HEAD + bridge.replace("0 96", "96 0")) == ("opus", "opus")
+
+
+def test_a_g722_first_caller_reaches_a_g711_phone() -> None:
+    """A G.722-first phone's or carrier's bridge lists its G.711 after G.722 (sip_media.py): a
+    callee with a SIP phone gets PCMU on both legs; a caller with G.722 alone is transcoded to
+    PCMU, which every phone takes."""
+    bridge = (
+        "m=audio 9 UDP/TLS/RTP/SAVPF 9 0 96\r\na=rtpmap:9 G722/8000\r\n"
+        "a=rtpmap:0 PCMU/8000\r\na=rtpmap:96 opus/48000/2\r\n"
+    )
+    assert recorded_codecs(HEAD + bridge, g711=True) == ("pcmu", "pcmu")
+    assert recorded_codecs(HEAD + bridge) == ("g722", "g722")  # no phone: G.722 unchanged
+    g722_only = bridge.replace(" 9 0 96", " 9 96").replace("a=rtpmap:0 PCMU/8000\r\n", "")
+    assert recorded_codecs(HEAD + g722_only, g711=True) == ("g722", "pcmu")
