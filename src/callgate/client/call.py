@@ -247,6 +247,7 @@ class CallSession:
         self.ended_by = None if ended_by is None else str(ended_by)
         await self._send_final_stats()
         self.ended.set()
+        await self._sink.stop()  # the recording is complete once "ended" is reported
         self._emit("ended", reason=reason, ended_by=self.ended_by)
         await self.close()
 

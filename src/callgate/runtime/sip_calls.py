@@ -12,7 +12,8 @@ RTP leg towards the phone. The WebRTC leg's offer is the device's `call.invite` 
 answer (or, for a recorded call, the recording anchor's) completes it. Payloads are forwarded,
 never transcoded.
 
-Signaling outcomes become SIP responses: ringing → 180; answered → 200 OK with our SDP; denied
+Signaling outcomes become SIP responses: ringing → 180; answered → 200 OK with our SDP (once
+the answering device's media is up: `_accept_with_media`); denied
 → 403; ended before an answer → 404 (unknown user), 480 (nobody online, no answer), 486
 (rejected, busy), 503 (recording unavailable, errors); after the answer the hub's end becomes our
 BYE, and the phone's BYE or CANCEL becomes `call.hangup`.
@@ -273,6 +274,7 @@ class SipCalls:
         call_id: str | None = None
         answered = False
         stats: asyncio.Task[None] | None = None
+        accepting: asyncio.Task[None] | None = None  # the 200 OK, once the media is up
         phone_gone = asyncio.create_task(call.ended.wait())
         try:
             while True:
@@ -309,13 +311,17 @@ class SipCalls:
                         await web.accept_answer(str(message["sdp"]))
                     if kind == "call.answered" and not answered:
                         answered = True
-                        call.accept(answer, contact)
+                        accepting = asyncio.create_task(
+                            _accept_with_media(call, web, answer, contact)
+                        )
                         stats = asyncio.create_task(self._report(device, call_id, web, rtp))
                 elif kind == "call.answered" and not answered:
                     answered = True  # recorded call: the SDP came with call.recording
-                    call.accept(answer, contact)
+                    accepting = asyncio.create_task(_accept_with_media(call, web, answer, contact))
                     stats = asyncio.create_task(self._report(device, call_id, web, rtp))
                 elif kind in ("call.ended", "call.denied"):
+                    if accepting is not None:  # not yet 200: the final response says why
+                        accepting.cancel()
                     reason = str(message.get("reason") or "")
                     if kind == "call.denied":
                         reason = DENIED_BY.get(str(message.get("rule")), "denied")
@@ -324,6 +330,8 @@ class SipCalls:
                     return
         finally:
             phone_gone.cancel()
+            if accepting is not None:
+                accepting.cancel()
             if stats is not None:
                 stats.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -594,3 +602,18 @@ def _error_status(code: str) -> tuple[int, str]:
     if code == m.BAD_REQUEST:
         return 400, "Bad Request"
     return 500, "Server Internal Error"
+
+
+ANSWER_MEDIA_WAIT = 10.0  # s: the longest a 200 OK waits for the answering device's media
+
+
+async def _accept_with_media(
+    call: InboundCall, web: AnchorLeg, answer: bytes, contact: str
+) -> None:
+    """200 OK once the WebRTC leg to the device that answered carries media (at most
+    ANSWER_MEDIA_WAIT s): the bridge drops what it cannot deliver yet, so a 200 OK sent at once
+    would lose the phone's first words (and RFC 4733 keys) while ICE and DTLS finish on that
+    leg. Cancelled when the call ends first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(web.connected.wait(), ANSWER_MEDIA_WAIT)
+    call.accept(answer, contact)
