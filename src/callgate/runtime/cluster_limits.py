@@ -57,14 +57,20 @@ REFRESH_S = 5.0  # the owning node pushes its leases' expiry ahead this often
 WAIT_S = 2.0  # an admission waits this long for Redis at most
 _DOWN = (RedisError, OSError, TimeoutError)
 
-# KEYS: trunk calls, trunk rate, user calls, user hour. ARGV: now ("" = Redis's TIME), lease s,
-# member, max calls, max cps, user max calls, user calls an hour (-1: no limit), emergency, user.
-_TAKE = """
+# ARGV[1]: the time to decide at, or "" for Redis's own clock (TIME) (both scripts begin so)
+_NOW = """
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+"""
+
+# KEYS: trunk calls, trunk rate, user calls, user hour. ARGV: now ("" = Redis's TIME), lease s,
+# member, max calls, max cps, user max calls, user calls an hour (-1: no limit), emergency, user.
+_TAKE = (
+    _NOW
+    + """
 local lease, member = tonumber(ARGV[2]), ARGV[3]
 local max_calls, max_cps = tonumber(ARGV[4]), tonumber(ARGV[5])
 local user_max, user_hour = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -113,14 +119,12 @@ if has_user and not emergency then
 end
 return {'ok', '0'}
 """
+)
 
 # KEYS: the sets holding this node's leases, ARGV: now, lease s, then one member per key.
-_REFRESH = """
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+_REFRESH = (
+    _NOW
+    + """
 local lease = tonumber(ARGV[2])
 for i, key in ipairs(KEYS) do
   redis.call('ZADD', key, tostring(now + lease), ARGV[i + 2])
@@ -128,6 +132,7 @@ for i, key in ipairs(KEYS) do
 end
 return #KEYS
 """
+)
 
 _REFUSALS = {"user-calls": USER_CALLS, "calls": FULL, "rate": TOO_FAST}
 
