@@ -104,6 +104,15 @@ class SipClient:
         assert isinstance(message, SipResponse)
         return message
 
+    def until_final(self) -> tuple[list[int], SipResponse]:
+        """The statuses of the responses to our request up to its final one (>= 200), and
+        that final response."""
+        statuses: list[int] = []
+        while not statuses or statuses[-1] < 200:
+            reply = self.receive()
+            statuses.append(reply.status)
+        return statuses, reply
+
     def receive_request(self) -> SipRequest:
         """A request the server sent us (UDP)."""
         data, _ = self.sock.recvfrom(65536)

@@ -345,10 +345,7 @@ def srtp_phone_called(port: int, bob_password: str, carrier: SipClient) -> None:
                  ("Content-Type", "application/sdp")]  # fmt: skip
         phone.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="sec1")))
         carrier.sock.settimeout(60)
-        statuses = []
-        while not statuses or statuses[-1] < 200:
-            reply = carrier.receive()
-            statuses.append(reply.status)
+        statuses, reply = carrier.until_final()
         assert statuses[-1] == 200, statuses
         ours = re.search(r"m=audio (\d+) RTP/AVP 0\r\n", reply.body.decode())
         assert ours is not None, reply.body
@@ -475,10 +472,7 @@ def sip_invite(
     phone.send(phone.request("ACK", aor, to=bob_uri, cseq=phone.cseq))
     auth = authorization(challenge_for(first, "SHA-256"), user, password, "INVITE", bob_uri)
     phone.send(phone.request("INVITE", aor, [auth, *headers], to=bob_uri, body=sdp))
-    statuses: list[int] = []
-    while not statuses or statuses[-1] < 200:
-        reply = phone.receive()
-        statuses.append(reply.status)
+    statuses, reply = phone.until_final()
     return phone, statuses, reply
 
 
@@ -1005,10 +999,7 @@ def recorded_calls_to_phone(
         carrier.send(carrier.request("INVITE", caller, headers, to=did, body=sdp))
         _, at_server = phone_answers(phone, rtp)  # rung once the recorder has the caller
         carrier.sock.settimeout(60)
-        statuses = []
-        while not statuses or statuses[-1] < 200:
-            reply = carrier.receive()
-            statuses.append(reply.status)
+        statuses, reply = carrier.until_final()
         assert statuses[-1] == 200 and 180 in statuses, statuses
         ours = re.search(r"m=audio (\d+) RTP/AVP 9\r\n", reply.body.decode())  # its G.722
         assert ours is not None, reply.body
@@ -1157,10 +1148,7 @@ def recorded_dial_out(
         phone.send(phone.request("INVITE", aor, [auth, *headers], to=number, body=offer))
         _, at_server = carrier_answers(carrier, carrier_rtp)
         phone.sock.settimeout(60)
-        statuses = []
-        while not statuses or statuses[-1] < 200:
-            reply = phone.receive()
-            statuses.append(reply.status)
+        statuses, reply = phone.until_final()
         assert statuses[-1] == 200, statuses
         ours = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", reply.body.decode())
         assert ours is not None, reply.body
@@ -1325,10 +1313,7 @@ def call_trunk_to_cli(server: WebServer, port: int, tmp_path: Path, alice: tuple
             caller = f"sip:{number}@carrier.example"
             did = f"sip:{did_user}@127.0.0.1:{port}"
             carrier.send(carrier.request("INVITE", caller, headers, to=did, body=sdp))
-            statuses = []
-            while not statuses or statuses[-1] < 200:
-                reply = carrier.receive()
-                statuses.append(reply.status)
+            statuses, reply = carrier.until_final()
             assert statuses[-1] == 200, statuses
             if rung is not None:
                 phone_completed_elsewhere(rung)
@@ -1482,10 +1467,7 @@ def dial_out(
         ).encode()
         extra = [("Contact", "<sip:gw@127.0.0.2>"), ("Content-Type", "application/sdp")]
         carrier.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="cx")))
-        statuses = []
-        while not statuses or statuses[-1] < 200:
-            reply = phone.receive()
-            statuses.append(reply.status)
+        statuses, reply = phone.until_final()
         assert statuses[-1] == 200, statuses
         next_request(carrier, "ACK")
         ours = re.search(r"m=audio (\d+) RTP/AVP 0 101\r\n", reply.body.decode())
@@ -1581,9 +1563,7 @@ def dial_out(
         sos = next_request(carrier, "INVITE")
         assert sos.uri.startswith("sip:112@127.0.0.2:")
         carrier.send(serialize(response(sos, 486, "Busy Here", to_tag="cy")))
-        statuses = []
-        while not statuses or statuses[-1] < 200:
-            statuses.append(phone.receive().status)
+        statuses, _ = phone.until_final()
         assert statuses[-1] == 486, statuses
         phone.close()
     finally:
