@@ -108,7 +108,7 @@ def _path(flow: Flow) -> str:
         return RELAYED
     if flow.ice:
         return SERVER if flow.b[1] in STUN_PORTS or flow.a[1] in STUN_PORTS else P2P
-    if flow.stun:
+    if flow.stun or flow.ip_discovery:  # IP Discovery is asked of Discord's voice server
         return SERVER
     return UNKNOWN
 

@@ -124,7 +124,7 @@ def test_discord_voice_is_named_from_its_ip_discovery_exchange() -> None:
     packets += [(HOST, voice, rtp(i, ssrc=0x1A7E73, pt=120)) for i in range(4)]
     packets += [(voice, HOST, rtp(i, ssrc=0x1A759F, pt=120)) for i in range(4)]
     flow = only(run(packets))
-    assert flow.rtc and flow.app == "Discord"
+    assert flow.rtc and flow.app == "Discord" and flow.path == "server"
     assert {"IP Discovery", "RTP"} <= set(flow.protocols)
     # The same 74-byte size and header with anything but an address is not Discord's: nothing.
     noise = struct.pack("!HHI", 2, 70, 7) + os.urandom(64) + b"\x00\x01"
