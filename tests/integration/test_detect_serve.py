@@ -212,6 +212,7 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
               f"started ({seen_at - first:.2f} s after its first packet's capture time)")  # fmt: skip
         assert not found["sanctioned"] and found["packets_out"] + found["packets_in"] > 0
         assert seen_at - started < INTERVAL_S  # not held for the batch
+
         def counted() -> str | None:
             text = scrape()
             pushed = metric(text, "callgate_detect_early_writes_total") > early
