@@ -56,7 +56,7 @@ class FlowTable:
             flow.last = ts
         if payload and not flow.done:
             self.inspections += 1
-            inspect(flow, side, payload, proto == TCP)
+            inspect(flow, side, payload, proto == TCP, ts)
 
     def lookup(
         self, ts: float, proto: int, src: Endpoint, dst: Endpoint, *, check_idle: bool
