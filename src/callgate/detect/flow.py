@@ -142,10 +142,12 @@ def inspect(flow: Flow, side: int, payload: bytes, stream: bool, ts: float) -> N
             flow.random_samples.append(_randomness(payload))
         _skype(flow, payload)
         _openvpn(flow, side, payload)
+        _inspect_one(flow, side, payload, stream)
         _voice(flow, side, len(payload), ts)
-    elif side == 0 and flow.server_name is None:
+        return
+    if side == 0 and flow.server_name is None:
         _tls_hello(flow, payload)
-    if _inspect_one(flow, side, payload, stream) or not stream:
+    if _inspect_one(flow, side, payload, stream):
         return
     for frame in split_rfc4571(payload):
         _inspect_one(flow, side, frame, stream)
@@ -265,13 +267,13 @@ def _voice(flow: Flow, side: int, size: int, ts: float) -> None:
     """Feed bayes.py's windows while the flow is opaque UDP; at `QUICK_LIMIT` payloads with
     nothing recognized, keep it open (features only) when its payloads look like ciphertext —
     a voice candidate for verdict.statistical and classic Skype — else drop the windows."""
-    if flow.voice is None:
-        if flow.inspected > 1:
-            return  # a protocol was recognized on the first payload: never a candidate
-        flow.voice = Windows()
     if _recognized(flow):
         flow.voice = None
         return
+    if flow.voice is None:
+        if flow.inspected > 1:
+            return  # dropped earlier: never a candidate again
+        flow.voice = Windows()
     flow.voice.add(side, size, ts)
     if flow.inspected >= QUICK_LIMIT:
         random_like = bool(flow.random_samples) and min(flow.random_samples) >= RANDOM_LIKE
