@@ -20,7 +20,8 @@ function monitorLine(m) {
   if (!m.running) return `The monitor on ${m.interface} stopped: ${m.error}`;
   const evicted = m.flows_evicted ? `, ${m.flows_evicted} flows evicted at the cap` : "";
   const drops = m.ring_drops ? `, ${m.ring_drops} packets dropped (capture ring full)` : "";
-  return `Watching ${m.interface}: ${m.packets} packets, ${m.flows} flows${evicted}${drops}.`;
+  const deferred = m.early_deferred ? `, ${m.early_deferred} new findings held for the batch (write cap)` : "";
+  return `Watching ${m.interface}: ${m.packets} packets, ${m.flows} flows${evicted}${drops}${deferred}.`;
 }
 
 function row(f) {
