@@ -122,9 +122,9 @@ class Console:
 
     def watch(self, host: str, started: threading.Event) -> tuple[float, float]:
         """(when the page shows the host's named finding, its first_seen)."""
+        started.set()  # the replay starts now
         if not self.push:
-            time.sleep(random.uniform(0, 1))  # the page was opened at any moment
-        started.set()
+            time.sleep(random.uniform(0, 1))  # the page polls at any phase of its second
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             asked = time.monotonic()
