@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 from callgate.detect.bayes import (
     WIN_THRESHOLD,
@@ -17,7 +18,10 @@ from callgate.detect.bayes import (
     size_belief,
 )
 from callgate.detect.engine import Detector
+from callgate.detect.verdict import CLASSIC_SKYPE
+from tests.unit.detect import skype_packets as sp
 from tests.unit.detect.detect_packets import udp_frame
+from tests.unit.detect.test_detect_skype import detect
 
 HOST, PEER = ("192.168.1.20", 50000), ("198.51.100.4", 61000)
 
@@ -79,3 +83,20 @@ def test_the_detector_needs_bayes_and_randomness_together() -> None:
     assert not flow(lambda: os.urandom(90), 0.075)  # a message every 75 ms
     assert not flow(lambda: os.urandom(330), 0.02)  # 330-byte messages
     assert not flow(b"\x7f\x01\x02\x00" + bytes(86), 0.03)  # a game's pace, not ciphertext
+
+
+def test_skype_framing_without_a_codecs_pace_is_skype_but_not_voice(tmp_path: Path) -> None:
+    """NBC ∧ CSC: the chi-square framing test says Skype, the classifier says whether it is
+    voice; a file transfer over Skype's framing (1 000-byte messages every 5 ms) is not."""
+    rng = random.Random(9)
+    far = sp.peer(7)
+    frames = [(10.0, udp_frame(sp.HOST, far, sp.skype_message(rng, 0x2, 40)))]
+    for i in range(1, 800):
+        for side, (src, dst) in enumerate(((sp.HOST, far), (far, sp.HOST))):
+            message = sp.skype_message(rng, 0x2, 1000 if src is sp.HOST else 40)
+            frames.append((10.0 + i * 0.005 + side * 0.001, udp_frame(src, dst, message)))
+    [transfer] = detect(tmp_path, frames).flows
+    assert transfer.rtc and transfer.app == CLASSIC_SKYPE and transfer.media == ()
+    assert not any(e.startswith("voice by naive Bayes") for e in transfer.evidence)
+    [call] = detect(tmp_path, sp.skype_call(random.Random(3), far)).flows
+    assert call.app == CLASSIC_SKYPE and call.media == ("audio",)
