@@ -4,7 +4,7 @@ refusal is audited), audited, counted on /metrics, sent to syslog and to a signe
 to an allow-listed relay is stored as sanctioned and raises no alert; and a real capture (a Skype
 conference call from nDPI's test data) replayed onto the veth with Debian's `tcpreplay` is found
 and named, pushed to a long poll of the console's API (GET /api/findings?after=&wait=) by the
-immediate write of new findings, long before the (here 20 s) batching interval ends. The delay
+immediate write of new findings (counted), not by the (here 20 s) batched update. The delay
 from the replay's start to the API is printed, and the product's own first packet → stored
 delay is asserted within the console's 2 s promise (see the comment there).
 
@@ -187,8 +187,8 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
         message = syslog.recv(4096)
         assert b"detect.finding" in message and b'host="10.9.0.1"' in message
 
-        # a real capture replayed onto the veth at its own pace is found, named and pushed to
-        # the console's long poll long before the batching interval ends
+        # a real capture replayed onto the veth at its own pace is found, named, written at once
+        # and pushed to the console's long poll
         def scrape() -> str:
             return pool.submit(httpx.get, f"http://{METRICS}/metrics").result().text
 
@@ -211,10 +211,10 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
         print(f"replayed call on the console's API {seen_at - started:.2f} s after the replay "
               f"started ({seen_at - first:.2f} s after its first packet's capture time)")  # fmt: skip
         assert not found["sanctioned"] and found["packets_out"] + found["packets_in"] > 0
-        assert seen_at - started < INTERVAL_S  # not held for the batch
 
         def counted() -> str | None:
             text = scrape()
+            # only the replay brings new findings now: an immediate write is its, not the batch
             pushed = metric(text, "callgate_detect_early_writes_total") > early
             return text if pushed and metric(text, DELAYS + "_count") >= 3 else None
 
