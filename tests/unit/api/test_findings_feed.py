@@ -87,3 +87,25 @@ def test_a_poll_ends_at_its_deadline_and_beyond_the_cap_at_once(
         await asyncio.wait_for(feed.wait(before, 0.1), 5)  # nothing changed: the deadline
 
     asyncio.run(scenario())
+
+
+def test_a_store_during_the_version_read_is_not_missed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(findings, "RECHECK_S", 60.0)  # only the bump can end the wait in time
+
+    async def scenario() -> None:
+        table = Table()
+        feed = FindingsFeed(asyncio.get_running_loop(), table.version)
+        before = await feed.version()
+        stale_read = table.version
+
+        def racing() -> str:  # the monitor commits and bumps while this read is under way
+            seen = stale_read()
+            table.value = "2.2.5.20"
+            feed.bump()
+            return seen
+
+        feed._read = racing  # the read the feed was built with, now overtaken by a store
+        feed.bump()  # something was stored: the next version() reads again
+        await asyncio.wait_for(feed.wait(before, 20), 10)
+
+    asyncio.run(scenario())

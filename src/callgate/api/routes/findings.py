@@ -49,7 +49,8 @@ class FindingsFeed:
         self._loop = loop
         self._read = version
         self._changed = asyncio.Event()
-        self._cached: tuple[float, str] | None = None  # (loop time, version)
+        self._bumps = 0  # a read that a bump overtook is not cached
+        self._cached: tuple[float, int, str] | None = None  # (loop time, bumps, version)
         self._lock = asyncio.Lock()
 
     def bump(self) -> None:
@@ -57,17 +58,17 @@ class FindingsFeed:
         self._loop.call_soon_threadsafe(self._bump)
 
     def _bump(self) -> None:
-        self._cached = None
+        self._bumps += 1
         self._changed.set()
         self._changed = asyncio.Event()
 
     async def version(self) -> str:
         """The table's version, read at most every RECHECK_S unless `bump` came meanwhile."""
         async with self._lock:
-            now = self._loop.time()
-            if self._cached is None or now - self._cached[0] >= RECHECK_S:
-                self._cached = (now, await asyncio.to_thread(self._read))
-            return self._cached[1]
+            now, bumps, cached = self._loop.time(), self._bumps, self._cached
+            if cached is None or cached[1] != bumps or now - cached[0] >= RECHECK_S:
+                cached = self._cached = (now, bumps, await asyncio.to_thread(self._read))
+            return cached[2]
 
     async def wait(self, after: str, seconds: float) -> None:
         """Return once the version is not `after`, or after `seconds`, or at once when
@@ -77,8 +78,10 @@ class FindingsFeed:
         self.waiters += 1
         deadline = self._loop.time() + seconds
         try:
-            while (left := deadline - self._loop.time()) > 0 and await self.version() == after:
-                changed = self._changed
+            while (left := deadline - self._loop.time()) > 0:
+                changed = self._changed  # before the read: a bump during it ends the wait
+                if await self.version() != after:
+                    return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), min(left, RECHECK_S))
         finally:
