@@ -31,7 +31,7 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 
-from callgate.media import internals
+from callgate.media import internals, rtcp_reports
 from callgate.media.packets import (
     CODEC_CLOCKS,
     ForwardTrack,
@@ -127,6 +127,7 @@ class AnchorLeg:
         self._tapped = 0  # packets that came through aiortc's path (before the lean one)
         self.path: SrtpPath | None = None  # the lean per-packet path, once DTLS-SRTP is up
         self._transceiver: Any = None
+        self.reports: rtcp_reports.LegReports | None = None  # its RTCP (rtcp_reports.py)
         self._on_packet = on_packet
         self._local_turn = local_turn  # our TURN server, when it runs in this process
         self._early: list[Mapping[str, Any]] = []  # trickled before the remote description
@@ -158,6 +159,7 @@ class AnchorLeg:
         transceiver.setCodecPreferences(_only(*codecs))
         transceiver.direction = "sendrecv"
         self._transceiver = transceiver
+        self.reports = rtcp_reports.install(transceiver)  # one report every ~5 s, not ~2 a second
         tap_receiver(transceiver.receiver, self.name, self._packet)
 
     async def answer(self, offer_sdp: str) -> str:
