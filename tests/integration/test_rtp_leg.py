@@ -77,6 +77,7 @@ async def test_webrtc_party_and_rtp_phone_hear_each_other_without_transcoding(
             await alice.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
             await wait(web.connected, "the WebRTC leg")
             await wait(alice_up, "alice connected to the anchor")
+            assert web.path is not None  # the lean per-packet path takes G.711 too (srtp_path.py)
 
             media = await rtp.open("127.0.0.1")
             bridge.attach(rtp)
@@ -112,6 +113,7 @@ async def test_webrtc_party_and_rtp_phone_hear_each_other_without_transcoding(
     assert [p.payload for p in seen if p.leg == "trunk"][:5] != []
     assert abs(dominant_frequency(tmp_path / "alice.wav") - 880.0) < 5.0
     assert rtp.dropped == {}
+    assert web.path.received >= 50 and web.path.sent >= 50 and web.path.rejected == 0
 
 
 @pytest.mark.timeout(180)  # aiortc's handshakes are slow on a loaded machine
@@ -161,6 +163,7 @@ async def test_an_opus_only_party_and_a_g711_only_phone_hear_each_other_transcod
             await alice.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
             await wait(web.connected, "the WebRTC leg")
             await wait(alice_up, "alice connected to the anchor")
+            assert web.path is not None  # the lean per-packet path takes G.711 too (srtp_path.py)
 
             media = await rtp.open("127.0.0.1")
             bridge.attach(rtp)

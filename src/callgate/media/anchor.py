@@ -258,7 +258,7 @@ class AnchorLeg:
 
     def send_own(self, payload: bytes, duration: int) -> bool:
         """A payload of the server's own to this leg's party (the recording prompt), on the
-        lean path (srtp_path.py; Opus) or aiortc's (G.711, or a leg that kept it)."""
+        lean path (srtp_path.py) or aiortc's (a leg that kept it)."""
         if self.path is not None:
             self.path.send_own(payload, duration)
         else:
