@@ -275,6 +275,18 @@ class AnchorLeg:
             log.warning("anchor leg %s did not close within %.0f s", self.name, CLOSE_TIMEOUT)
 
 
+_process_turn: LocalTurn | None = None  # this process's TURN server (`use_local_turn`)
+
+
+def use_local_turn(local: LocalTurn | None) -> None:
+    """The TURN server running in this process (`TurnServer.udp_client`; `callgate serve` sets
+    it), for bridges made without one (the SIP edge's): their WebRTC legs then hand their
+    packets to their allocations in-process too (srtp_path.py; a leg whose allocation is not
+    found there keeps the sockets). None: no such server."""
+    global _process_turn
+    _process_turn = local
+
+
 class Bridge:
     """Two legs; each one's packets go to `observer`, then out of the other leg unchanged."""
 
@@ -285,10 +297,11 @@ class Bridge:
         local_turn: LocalTurn | None = None,
     ) -> None:
         """`local_turn`: finds the allocations of the TURN server in `ice_servers` when it runs
-        in this process, so the legs hand it their packets in-process (srtp_path.py)."""
+        in this process, so the legs hand it their packets in-process (srtp_path.py); by
+        default the one `use_local_turn` gave."""
         self._ice_servers = ice_servers
         self._observer = observer
-        self._local_turn = local_turn
+        self._local_turn = local_turn if local_turn is not None else _process_turn
         self.legs: dict[str, AnchorLeg] = {}  # the WebRTC legs
         self._all: dict[str, Leg] = {}  # these and attached ones (an RTP leg)
         self._other: dict[str, Leg] = {}  # leg name -> the other leg
