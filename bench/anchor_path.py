@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +110,21 @@ def nominated_turn(pc: RTCPeerConnection) -> Any:
 
 
 async def connect(
-    port: int, recorder: StreamRecorder, local: LocalTurn | None = None, codec: str = "opus"
+    port: int,
+    recorder: StreamRecorder,
+    local: LocalTurn | None = None,
+    codec: str = "opus",
+    quiet: Callable[[RTCPeerConnection], None] = lambda pc: None,
 ) -> tuple[Any, ...]:
+    """A bridge and its two parties, connected (`quiet` is applied to each party before its
+    media starts: leg_idle.py stops their RTCP)."""
     servers = [
         {"urls": s.urls, "username": s.username, "credential": s.credential} for s in ice(port)
     ]
     bridge = Bridge(lambda: servers, recorder.on_packet, local)
     alice, bob = party(port), party(port)
     alice.addTrack(IdleTrack())
+    quiet(alice)
     await alice.setLocalDescription(await alice.createOffer())
     caller: AnchorLeg = bridge.leg("caller", codec)
     answer = await caller.answer(alice.localDescription.sdp)
@@ -124,6 +132,7 @@ async def connect(
     callee: AnchorLeg = bridge.leg("callee", codec)
     await bob.setRemoteDescription(RTCSessionDescription(sdp=await callee.offer(), type="offer"))
     bob.addTrack(IdleTrack())
+    quiet(bob)
     await bob.setLocalDescription(await bob.createAnswer())
     await callee.accept_answer(bob.localDescription.sdp)
     await wait_for(
