@@ -95,17 +95,16 @@ def build_signaling(
         relay_addresses=relay_addresses(server),
     )
     attempts = settings.call_attempts_per_minute
-    inline = cdrs.engine.dialect.name == "sqlite"  # invites' lookups on the loop (hub_records.py)
     hub = (
         SignalingHub(
             engine, cdrs, quality, clock, node_id=node_id, policy=call_policy,
-            call_attempts_per_minute=attempts, inline_lookups=inline,
+            call_attempts_per_minute=attempts,
         )
         if bus is None
         else ClusterHub(
             engine, cdrs, quality, clock, bus=bus, lease=lease, node_id=node_id,
             policy=call_policy,
-            call_attempts_per_minute=attempts, inline_lookups=inline,
+            call_attempts_per_minute=attempts,
         )
     )  # fmt: skip
     udp = tuple(address for kind, address in server.bound if kind is Transport.UDP)

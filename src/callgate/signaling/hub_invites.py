@@ -1,8 +1,8 @@
 """A call attempt through the hub: the per-account attempt limit, the callee's existence and the
-policy's decision (failing closed; on a worker thread, or on the loop for a SQLite store:
-`inline_lookups`), then the engine's invite — to one user, to a ring group's members, or to a
-number through the SIP trunk — and, for a call that must be recorded, the hand-over to the
-recording anchor.
+policy's decision (on a worker thread, failing closed; invites that arrive together share a
+trip: signaling/lookups.py), then the engine's invite — to one user, to a ring group's members,
+or to a number through the SIP trunk — and, for a call that must be recorded, the hand-over to
+the recording anchor.
 """
 
 from __future__ import annotations
@@ -74,13 +74,11 @@ class HubInvites(HubEffects):
                 return
             await numbers.invite(device, message)
             return
-        if self.inline_lookups:  # an embedded database: cheaper here than a thread's trip
-            exists, (denial, grant) = self._lookup(device.handle, message.to, callee_exists)
-        else:  # on a worker thread, with the invites that wait with it (signaling/lookups.py)
-            if self._lookup_trips is None:
-                self._lookup_trips = LookupTrips(self._lookup_many)
-            lookup = Lookup(device.handle, message.to, callee_exists)
-            exists, (denial, grant) = await self._lookup_trips.lookup(lookup)
+        # On a worker thread, with the invites that wait with it (signaling/lookups.py).
+        if self._lookup_trips is None:
+            self._lookup_trips = LookupTrips(self._lookup_many)
+        lookup = Lookup(device.handle, message.to, callee_exists)
+        exists, (denial, grant) = await self._lookup_trips.lookup(lookup)
         effects = self.engine.invite(
             device.device_id, message.id, message.to, message.sdp, exists, denial, grant
         )
@@ -89,8 +87,8 @@ class HubInvites(HubEffects):
     def _lookup(
         self, caller: str, callee: str, callee_exists: Callable[[str], bool]
     ) -> tuple[bool, tuple[Denial | None, Grant | None]]:
-        """On a worker thread (on the loop with `inline_lookups`): whether the callee exists,
-        and the policy's decision before anyone rings (none for unknown callees or self-calls)."""
+        """On a worker thread: whether the callee exists, and the policy's decision before
+        anyone rings (none for unknown callees or self-calls)."""
         exists = callee_exists(callee)
         if self.policy is None or not exists or caller == callee:
             return exists, (None, None)

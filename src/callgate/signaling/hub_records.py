@@ -54,16 +54,9 @@ class HubRecords:
         link_delays: Sequence[float] = LINK_DELAYS,
         policy: CallPolicy | None = None,
         call_attempts_per_minute: int = 30,
-        inline_lookups: bool = False,
     ) -> None:
         self.engine = engine
-        # An invite's lookups (callee exists, policy verdict: hub_invites.py) on the event loop
-        # rather than a worker thread: for an embedded SQLite store, whose reads (WAL) never wait
-        # for the writer and take ≈ 20-40 µs, where the thread's trip costs the process ≈ 0.3 ms
-        # of CPU per invite on a busy box (wake-ups, the GIL handed back and forth). Never for a
-        # database across the network: a round trip would stall every device's messages.
-        self.inline_lookups = inline_lookups
-        self._lookup_trips: LookupTrips | None = None  # otherwise (hub_invites.py)
+        self._lookup_trips: LookupTrips | None = None  # invites' lookups (hub_invites.py)
         self.policy = policy
         self.cdrs = cdrs
         self.quality = quality
