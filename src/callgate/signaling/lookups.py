@@ -50,9 +50,15 @@ class LookupTrips:
 
     def _start(self) -> None:
         trip, self._waiting = self._waiting, []
-        self._out = True
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, self._run, [lookup for lookup, _ in trip])
+        try:
+            future = loop.run_in_executor(None, self._run, [lookup for lookup, _ in trip])
+        except RuntimeError as exc:  # the executor has shut down (the loop is closing)
+            for _, finished in trip:
+                if not finished.done():
+                    finished.set_exception(exc)
+            return
+        self._out = True
         future.add_done_callback(lambda done: self._back(trip, done))
 
     def _back(
