@@ -6,7 +6,8 @@ SQLAlchemy each execution builds its context and result and runs every value of 
 through its parameter layers; here the statement is compiled once per set of keys (the same
 SQL SQLAlchemy would send, with the same type conversions: `bind_processor` of each column's
 type, and the scalar Python defaults of the columns a row leaves out), then each batch's rows
-go to `sqlite3`'s `executemany` as tuples. Anything this does not cover — another dialect, a
+go to `sqlite3`'s `executemany` as tuples; a driver error is raised as SQLAlchemy raises it
+(`OperationalError`, `IntegrityError`…), so callers that catch those still do. Anything this does not cover — another dialect, a
 statement with a default computed per row, a non-positional parameter style — goes through
 `Connection.execute` as before.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ClauseElement
 
 # (SQL, one (key, processor, default) per parameter in order), or None: not for this path
@@ -48,9 +50,13 @@ def executemany(
         )
         for row in rows
     ]
+    dbapi = conn.dialect.loaded_dbapi
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.executemany(sql, values)
+    except dbapi.Error as exc:
+        # as SQLAlchemy raises it (OperationalError, IntegrityError…): callers catch those
+        raise DBAPIError.instance(sql, values, exc, dbapi.Error, dialect=conn.dialect) from exc
     finally:
         cursor.close()
 

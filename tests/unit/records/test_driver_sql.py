@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import IntegrityError
 
 from callgate.clock import ManualClock
 from callgate.records.audit import _INSERT as INSERT_AUDIT
@@ -54,3 +56,12 @@ def test_rows_sent_through_the_driver_are_stored_as_sqlalchemy_stores_them(tmp_p
         store.close()
     assert len(stored[0]) == 4
     assert stored[0] == stored[1]
+
+
+def test_a_refused_row_raises_what_sqlalchemy_raises(tmp_path: Path) -> None:
+    """Callers catch SQLAlchemy's errors (a busy or full disk must not stop a background loop)."""
+    store = open_store(sqlite_url(tmp_path / "db"))
+    _, entries = _rows(CdrRepository(store))
+    with pytest.raises(IntegrityError), store.engine.begin() as conn:
+        executemany(conn, INSERT_AUDIT, [entries[0], entries[0]])  # the same seq twice
+    store.close()
