@@ -48,7 +48,7 @@ from callgate.recording.recorder import StreamRecorder
 from callgate.recording.service import RecordingService
 from callgate.recording.writer import RecordingFailure
 from callgate.signaling import messages as m
-from callgate.signaling.effects import Send
+from callgate.signaling.effects import Effect, Send
 from callgate.signaling.reasons import Party, Reason
 from callgate.signaling.ring_groups import PREFIX as GROUP_PREFIX
 from callgate.signaling.sdp import filter_candidate, filter_sdp
@@ -263,10 +263,23 @@ class Anchoring:
                 else str(exc)
             )
             log.warning("call %s: recording unavailable: %s", call_id, why)
-            await self.hub.apply(engine.end_call(call_id, Reason.RECORDING_UNAVAILABLE, why[:255]))
+            await self._members_apply(
+                call_id, lambda: engine.end_call(call_id, Reason.RECORDING_UNAVAILABLE, why[:255])
+            )
             return
         notice = m.recording_message(call_id, recording_id, rule)
-        await self.hub.apply(engine.ring_anchored(call_id, answer, offer, notice))
+        await self._members_apply(
+            call_id, lambda: engine.ring_anchored(call_id, answer, offer, notice)
+        )
+
+    async def _members_apply(self, call_id: str, step: Callable[[], list[Effect]]) -> None:
+        """Take the engine's `step` and carry out its effects; a ring group's members it left
+        out (not rung after all: busy or gone meanwhile, or the call ended) are withdrawn from
+        the relays (hub_invites.py `members_left`)."""
+        rung = self.hub.engine.ringing_members(call_id)
+        await self.hub.apply(step())
+        if rung is not None:
+            await self.hub.members_left(call_id, *rung)
 
     def _callee_has_phone(self, handle: str) -> bool:
         """Whether one of `handle`'s devices is a registered SIP phone (runtime/sip_calls.py),
