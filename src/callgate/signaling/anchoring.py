@@ -275,11 +275,14 @@ class Anchoring:
     async def _members_apply(self, call_id: str, step: Callable[[], list[Effect]]) -> None:
         """Take the engine's `step` and carry out its effects; a ring group's members it left
         out (not rung after all: busy or gone meanwhile, or the call ended) are withdrawn from
-        the relays (hub_invites.py `members_left`)."""
+        the relays (hub_invites.py `members_left`) by a task of the hub's: the call's end
+        cancels this call's own tasks (`_close`)."""
         rung = self.hub.engine.ringing_members(call_id)
-        await self.hub.apply(step())
+        effects = step()
         if rung is not None:
-            await self.hub.members_left(call_id, *rung)
+            withdraw = self.hub.members_left(call_id, *rung)
+            self.hub.keep(asyncio.get_running_loop().create_task(withdraw))
+        await self.hub.apply(effects)
 
     def _callee_has_phone(self, handle: str) -> bool:
         """Whether one of `handle`'s devices is a registered SIP phone (runtime/sip_calls.py),
