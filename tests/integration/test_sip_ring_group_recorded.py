@@ -15,12 +15,13 @@ carrier left and that member right, names the member, and verifies offline.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -166,19 +167,25 @@ def carrier_bye(carrier: SipClient, port: int, reply: SipResponse) -> None:
     assert carrier.exchange(bye).status == 200
 
 
-def pcmu_talk(rtp: socket.socket, target: tuple[str, int], hz: float, until: Any = None) -> bytes:
+def pcmu_talk(
+    rtp: socket.socket,
+    target: tuple[str, int],
+    hz: float,
+    meanwhile: Callable[[], int] | None = None,
+) -> bytes:
     """2 s of a PCMU tone, on until more than a second of the other side was heard (up to
-    TALK_DEADLINE_S: an outcome, not luck); `until()` also called each round. The payloads
+    TALK_DEADLINE_S: an outcome, not luck); `meanwhile()`, called each round, is the other
+    party talking, and returns how much it heard (also more than a second). The payloads
     heard."""
     heard = bytearray()
     deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
-    ssrc = int(hz)
-    while n < 100 or (len(heard) <= 8000 and time.monotonic() < deadline):
-        packet = RtpPacket(PCMU, n == 0, n, n * 160, ssrc, tone_ulaw(hz, n * 160))
+    other = 8001 if meanwhile is None else 0
+    while n < 100 or (min(len(heard), other) <= 8000 and time.monotonic() < deadline):
+        packet = RtpPacket(PCMU, n == 0, n, n * 160, 0x4440, tone_ulaw(hz, n * 160))
         rtp.sendto(build_rtp(packet), target)
         heard += b"".join(p for _, p in received_rtp(rtp))
-        if until is not None:
-            until()
+        if meanwhile is not None:
+            other = meanwhile()
         time.sleep(0.02)
         n += 1
     assert len(heard) > 8000, len(heard)
@@ -267,13 +274,14 @@ def test_a_ring_groups_recorded_call_is_recorded_whoever_answers(
         reply, at_server = carrier_connected(carrier, port)
         at_phone = ("127.0.0.1", int(media.group(1)))
         phone.sock.setblocking(False)
-        by_phone = bytearray()
+        by_phone, sent = bytearray(), itertools.count()
 
-        def phone_talks() -> None:
-            n = len(by_phone) // 160
-            by_phone.extend(b"".join(p for _, p in received_rtp(rtp)))
+        def phone_talks() -> int:
+            n = next(sent)
             packet = RtpPacket(PCMU, n == 0, n, n * 160, 0x6666, tone_ulaw(660.0, n * 160))
             rtp.sendto(build_rtp(packet), at_phone)
+            by_phone.extend(b"".join(p for _, p in received_rtp(rtp)))
+            return len(by_phone)
 
         heard = pcmu_talk(carrier_rtp, at_server, 440.0, phone_talks)
         assert abs(dominant_hz(ulaw_decode(heard[-8000:])) - 660.0) < 10.0
