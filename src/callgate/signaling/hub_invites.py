@@ -176,7 +176,7 @@ class HubInvites(HubEffects):
         if idle and denial is None:  # refused, or those members busy, offline
             await self.enter_members(device.handle, idle, False)
 
-    async def _members_left(self, call_id: str, caller: str, rung: frozenset[str]) -> None:
+    async def members_left(self, call_id: str, caller: str, rung: frozenset[str]) -> None:
         """Members of a ring group's call that stopped ringing (declined, devices gone, or the
         call ended before an answer): the relays stop admitting them with the caller."""
         now = self.engine.ringing_members(call_id)
