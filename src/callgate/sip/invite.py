@@ -22,8 +22,8 @@ from typing import Any
 
 from callgate.sip.credentials import Credential
 from callgate.sip.message import Headers, SipRequest, SipResponse
+from callgate.sip.reinvites import OnOffer, Reinvites
 from callgate.sip.responses import response
-from callgate.sip.sdp import SdpError
 from callgate.sip.transport import Peer
 from callgate.sip.trunks import Trunk
 from callgate.sip.uri import parse_name_addr
@@ -61,7 +61,8 @@ class InboundCall:
         self.answered = False
         self.contact = ""  # ours, once answered
         # a re-INVITE's SDP → our answer (SdpError: 488); set by the call handler
-        self.on_offer: Callable[[bytes], bytes] | None = None
+        self.on_offer: OnOffer | None = None
+        self.reinvites = Reinvites()
         # a key the phone sent by INFO (key, ms) → whether it was taken (sip/dtmf_info.py)
         self.on_key: Callable[[str, int], bool] | None = None
         self.recorded = False  # the hub has the attempt (it writes the CDR); else attempts.py
@@ -94,19 +95,8 @@ class InboundCall:
             self._spawn(self._retransmit(ok))
 
     def reoffer(self, request: SipRequest) -> SipResponse:
-        """A re-INVITE in this dialog (RFC 3261 §14.2): a session refresh, or a changed offer
-        (hold and resume, RFC 3264 §8.4). 200 OK with our answer, or 488 keeping the session
-        as it was (§14.2: the session is unchanged by a failed re-INVITE)."""
-        if self.on_offer is None:
-            return response(request, 488, "Not Acceptable Here", to_tag=self.to_tag)
-        try:
-            answer = self.on_offer(request.body)
-        except SdpError as exc:  # with a Warning when the media address is forbidden
-            warning = [("Warning", exc.warning)] if exc.warning else []
-            reason = f"Not Acceptable Here ({exc})"
-            return response(request, 488, reason, warning, to_tag=self.to_tag)
-        extra = [("Contact", f"<{self.contact}>"), ("Content-Type", "application/sdp")]
-        return response(request, 200, "OK", extra, body=answer, to_tag=self.to_tag)
+        """A re-INVITE in this answered dialog (RFC 3261 §14.2; reinvites.py)."""
+        return self.reinvites.answer(request, self.on_offer, self.contact, self.to_tag)
 
     def _routes(self) -> list[tuple[str, str]]:
         """The proxies that asked to stay in the dialog, copied into our responses that make

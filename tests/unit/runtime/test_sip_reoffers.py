@@ -1,11 +1,11 @@
-"""A phone's re-INVITEs in a call it made (runtime/sip_calls.py `Reoffers`), without sockets."""
+"""A phone's re-INVITEs in a call it made (runtime/sip_reoffers.py `Reoffers`), without sockets."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any, cast
 
-from callgate.runtime.sip_calls import Reoffers
+from callgate.runtime.sip_reoffers import Reoffers
 from callgate.sip.sdp import audio_sdp, parse_audio
 
 
