@@ -9,7 +9,8 @@ other party hears G.711 silence in its place; a new address resumes the call the
 change or a forbidden address gets `488` (with its Warning) and changes nothing; an offerless
 re-INVITE gets our SDP as the offer, and a re-INVITE before its ACK `491`; a re-INVITE from
 another host with the dialog's identifiers `403`, audited. The carrier's re-INVITE in the early
-dialog, while our INVITE still rings, is `491` (RFC 3261 §14.2).
+dialog, while our INVITE still rings, is `491` (RFC 3261 §14.2). An INVITE or re-INVITE that
+`Require`s session timers (RFC 4028) gets `420` with `Unsupported: timer`.
 """
 
 from __future__ import annotations
@@ -243,11 +244,19 @@ def test_a_phone_we_called_refreshes_holds_and_moves(
     rtp, moved_rtp, carrier_rtp = udp("127.0.0.1"), udp("127.0.0.1"), udp("127.0.0.2")
     intruder = SipClient(("127.0.0.1", port), bind="127.0.0.3")
     try:
-        # the phone network calls alice's DID; her desk phone answers
+        # an INVITE that requires session timers (RFC 4028): we have none, 420 says so
         did = f"sip:{DID}@127.0.0.1:{port}"
-        carrier.call_id = secrets.token_hex(8)
         headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
         body = sdp(carrier_rtp)
+        carrier.call_id = secrets.token_hex(8)
+        timers = ["Require: timer", "Session-Expires: 1800", *headers]
+        carrier.send(carrier.request("INVITE", "sip:+442071230000@pstn", timers, to=did,
+                                     body=body))  # fmt: skip
+        _, bad = carrier.until_final()
+        assert (bad.status, bad.headers.get("unsupported")) == (420, "timer"), bad.reason
+        carrier.send(carrier.request("ACK", "sip:+442071230000@pstn", to=did, cseq=carrier.cseq))
+        # the phone network calls alice's DID; her desk phone answers
+        carrier.call_id = secrets.token_hex(8)
         carrier.send(carrier.request("INVITE", "sip:+442071230000@pstn", headers, to=did,
                                      body=body))  # fmt: skip
         phone.sock.settimeout(60)
@@ -407,7 +416,13 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
         media.drain("phone")
         media.until(lambda: len(media.silence("phone")) >= 25, "silence for the held carrier")
         assert media.heard["carrier"] == []
-        # another codec: 488, nothing changes; someone else: 403
+        # an extension we do not have: 420 (RFC 3261 §8.2.2.3); another codec: 488, nothing
+        # changes; someone else: 403
+        timer = in_dialog(carrier, invite, "cd", "INVITE", answered, ("Require: timer",))
+        carrier.send(timer)
+        bad: SipResponse = next_message(carrier, final)
+        carrier.send(in_dialog(carrier, invite, "cd", "ACK", cseq=carrier.cseq))
+        assert (bad.status, bad.headers.get("unsupported")) == (420, "timer"), bad.reason
         pcma = their_reinvite(carrier, invite, "cd", sdp(carrier_rtp, "8", 4))
         assert pcma.status == 488, (pcma.status, pcma.reason)
         intruder.cseq = carrier.cseq + 10

@@ -87,6 +87,10 @@ class EdgeDialogs(EdgeOutbound):
             return refusal
         if self.attempts is not None:
             self.attempts.authenticated(call_id)
+        extension = bad_extension(request)
+        if extension is not None:
+            await self._record(self._attempt(request, peer, extension))
+            return extension
         if call_id in self.calls:  # the call's Call-ID without a To tag: a merged request
             return response(request, 482, "Loop Detected")  # (RFC 3261 §8.2.2.2)
         if credential is not None and trunk is None:
@@ -226,6 +230,9 @@ class EdgeDialogs(EdgeOutbound):
             return refusal
         if not self._same_party(call, request, peer, credential):
             return self._forged(call, request, peer, credential)
+        extension = bad_extension(request)
+        if extension is not None:
+            return extension
         if not call.answered and isinstance(call, OutboundCall):
             return response(request, 491, "Request Pending")
         if not call.answered:
@@ -302,3 +309,17 @@ class EdgeDialogs(EdgeOutbound):
 def _to_tag(request: SipRequest) -> bool:
     """Whether the request is inside a dialog: its To has a tag (RFC 3261 §12.2)."""
     return ";tag=" in (request.headers.get("to") or "").replace(" ", "").lower()
+
+
+MAX_UNSUPPORTED = 8  # option tags named back in Unsupported
+
+
+def bad_extension(request: SipRequest) -> SipResponse | None:
+    """`420 Bad Extension` naming in `Unsupported` the option tags an INVITE `Require`s (RFC
+    3261 §8.2.2.3): we support none for calls (`timer`, RFC 4028, and `100rel`, RFC 3262,
+    among them: docs/sip.md, "Hold and session refresh"); None when it requires nothing."""
+    tags = [t.strip() for v in request.headers.all("require") for t in v.split(",") if t.strip()]
+    if not tags:
+        return None
+    named = ", ".join(tag[:32] for tag in tags[:MAX_UNSUPPORTED])
+    return response(request, 420, "Bad Extension", [("Unsupported", named)])
