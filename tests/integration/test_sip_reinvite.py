@@ -344,6 +344,9 @@ def test_a_phone_we_called_refreshes_holds_and_moves(
         assert next_message(carrier, final).status == 200
         phone_bye: SipRequest = next_message(phone, request_of("BYE"))
         phone.send(serialize(response(phone_bye, 200, "OK")))
+        # the dialog is gone: a re-INVITE in it is 481 (RFC 3261 §12.2.2), not a new call
+        gone = their_reinvite(phone, invite, "ph1", resume, credential)
+        assert (gone.status, gone.reason) == (481, "Call/Transaction Does Not Exist")
         actions = audit_actions(server, invite.headers.get("call-id") or "")
         assert actions.count("sip.media.forbidden") == 1 and "sip.dialog.forged" in actions
     finally:

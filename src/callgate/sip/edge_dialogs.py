@@ -70,7 +70,7 @@ class EdgeDialogs(EdgeOutbound):
 
     async def _invite(self, request: SipRequest, peer: Peer) -> SipResponse | None:
         call_id = request.headers.get("call-id") or ""
-        if call_id in self.calls and _to_tag(request):
+        if _to_tag(request):  # inside a dialog: ours, or 481 (RFC 3261 §12.2.2)
             return await self._reinvite(request, peer)
         trunk = self.trunks.by_address(peer.address[0])
         if trunk is not None:  # IP-based trunk authentication
