@@ -10,11 +10,14 @@ change or a forbidden address gets `488` (with its Warning) and changes nothing;
 re-INVITE gets our SDP as the offer, and a re-INVITE before its ACK `491`; a re-INVITE from
 another host with the dialog's identifiers `403`, audited. The carrier's re-INVITE in the early
 dialog, while our INVITE still rings, is `491` (RFC 3261 §14.2). An INVITE or re-INVITE that
-`Require`s session timers (RFC 4028) gets `420` with `Unsupported: timer`.
+`Require`s session timers (RFC 4028) gets `420` with `Unsupported: timer`. And, at an edge in
+the test's process: a phone's re-INVITE while its own INVITE rings gets `500` with Retry-After,
+an INVITE with that call's Call-ID and no To tag `482`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -27,10 +30,16 @@ from typing import Any
 
 import pytest
 
+from callgate.accounts.service import AccountService
 from callgate.media.rtp_leg import PCMU, RtpPacket, build_rtp, parse_rtp
+from callgate.records.audit import AuditLog
+from callgate.sip.credentials import CredentialStore
+from callgate.sip.edge import SipEdge
+from callgate.sip.invite import InboundCall
 from callgate.sip.message import SipRequest, SipResponse, parse_datagram, serialize
 from callgate.sip.responses import response
 from callgate.sip.sdp import parse_audio
+from callgate.storage.db import open_store, sqlite_url
 from tests.cli_process import run_in_process as callgate
 from tests.integration.serve_fixture import WebServer, serve
 from tests.integration.sip_client import (
@@ -52,6 +61,7 @@ from tests.integration.test_sip_edge import (
 
 pytestmark = pytest.mark.timeout(180)
 DID, NUMBER = "+15551230001", "+442079460001"
+REALM = "callgate.test"
 SILENT = {0xFF, 0x7F}  # G.711 µ-law zero (media/caller_fill.py)
 
 
@@ -460,3 +470,70 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
             sock.close()
         phone.close()
         intruder.close()
+
+
+class Ringing:
+    """A call handler that rings and never answers, until the phone gives up."""
+
+    async def invite(self, call: InboundCall) -> None:
+        call.ringing()
+        await call.ended.wait()
+
+
+async def test_a_reinvite_before_the_answer_and_a_merged_invite(tmp_path: Path) -> None:
+    """A phone's re-INVITE in the early dialog of its own INVITE, which has no final response
+    yet, gets `500` with Retry-After (RFC 3261 §14.2), and an INVITE with the ringing call's
+    Call-ID but no To tag `482` (a merged request, §8.2.2.2); the call still rings and is
+    cancelled (487)."""
+    store = open_store(sqlite_url(tmp_path))
+    sip_edge: SipEdge | None = None
+    try:
+        AccountService(store, REALM).create_user("alice", None, (), None)
+        credentials = CredentialStore(store, REALM)
+        device, password = credentials.add("alice", "desk", "test")
+        sip_edge = SipEdge(credentials, AuditLog(store))
+        sip_edge.take_calls(Ringing())
+        await sip_edge.start(udp=[("127.0.0.1", 0)])
+        port = sip_edge.bound[0][1][1]
+
+        def phone_side() -> list[SipResponse]:
+            phone = SipClient(("127.0.0.1", port))
+            aor, bob = "sip:alice@callgate", f"sip:bob@127.0.0.1:{port}"
+
+            def signed(to: str | None = None) -> SipResponse:
+                """An INVITE (in the dialog `to` names, if given), its digest answered."""
+
+                def invite(headers: list[str]) -> bytes:
+                    data = phone.request("INVITE", aor, headers, to=bob)
+                    return (
+                        data if to is None else data.replace(f"To: <{bob}>".encode(), to.encode())
+                    )
+
+                phone.send(invite([]))
+                challenge = next_message(phone, final)
+                assert challenge.status == 401, challenge.status
+                phone.send(phone.request("ACK", aor, to=bob, cseq=phone.cseq))
+                auth = authorization(challenge_for(challenge, "SHA-256"), device.username,
+                                     password, "INVITE", bob)  # fmt: skip
+                phone.send(invite([auth]))
+                return next_message(phone, lambda m: isinstance(m, SipResponse) and m.status > 100)
+
+            try:
+                ringing = signed()
+                assert ringing.status == 180, ringing.status
+                first_cseq = phone.cseq
+                early = signed(to=f"To: {ringing.headers.get('to')}")
+                merged = signed()
+                phone.send(phone.request("CANCEL", aor, to=bob, cseq=first_cseq))
+                return [early, merged, next_message(phone, final)]
+            finally:
+                phone.close()
+
+        early, merged, _ = await asyncio.to_thread(phone_side)
+        assert (early.status, early.reason) == (500, "Server Internal Error (INVITE pending)")
+        assert 0 <= int(early.headers.get("retry-after") or "-1") <= 10
+        assert (merged.status, merged.reason) == (482, "Loop Detected")
+    finally:
+        if sip_edge is not None:
+            await sip_edge.close()
+        store.close()
