@@ -10,7 +10,9 @@ change or a forbidden address gets `488` (with its Warning) and changes nothing;
 re-INVITE gets our SDP as the offer, and a re-INVITE before its ACK `491`; a re-INVITE from
 another host with the dialog's identifiers `403`, audited. The carrier's re-INVITE in the early
 dialog, while our INVITE still rings, is `491` (RFC 3261 §14.2). An INVITE or re-INVITE that
-`Require`s session timers (RFC 4028) gets `420` with `Unsupported: timer`. And, at an edge in
+`Require`s an extension we lack (`100rel`) gets `420` with `Unsupported`; session timers (RFC
+4028) asked for in the INVITE or a refresh are in our 2xx (the party refreshes), one below our
+Min-SE gets `422`. And, at an edge in
 the test's process: a phone's re-INVITE while its own INVITE rings gets `500` with Retry-After,
 an INVITE with that call's Call-ID and no To tag `482`.
 """
@@ -254,20 +256,26 @@ def test_a_phone_we_called_refreshes_holds_and_moves(
     rtp, moved_rtp, carrier_rtp = udp("127.0.0.1"), udp("127.0.0.1"), udp("127.0.0.2")
     intruder = SipClient(("127.0.0.1", port), bind="127.0.0.3")
     try:
-        # an INVITE that requires session timers (RFC 4028): we have none, 420 says so
+        # an INVITE that requires an extension we lack (420, RFC 3261 §8.2.2.3), one asking
+        # for a session interval below our Min-SE (422, RFC 4028 §9)
         did = f"sip:{DID}@127.0.0.1:{port}"
         headers = ["Contact: <sip:gw@127.0.0.2>", "Content-Type: application/sdp"]
         body = sdp(carrier_rtp)
+        refused = []
+        for extra in (["Require: 100rel, timer"], ["Supported: timer", "Session-Expires: 60"]):
+            carrier.call_id = secrets.token_hex(8)
+            carrier.send(carrier.request("INVITE", "sip:+442071230000@pstn", [*extra, *headers],
+                                         to=did, body=body))  # fmt: skip
+            refused.append(carrier.until_final()[1])
+            ack = carrier.request("ACK", "sip:+442071230000@pstn", to=did, cseq=carrier.cseq)
+            carrier.send(ack)
+        bad, short = refused
+        assert (bad.status, bad.headers.get("unsupported")) == (420, "100rel"), bad.reason
+        assert (short.status, short.headers.get("min-se")) == (422, "90"), short.reason
+        # the phone network calls alice's DID with a session timer; her desk phone answers
         carrier.call_id = secrets.token_hex(8)
-        timers = ["Require: timer", "Session-Expires: 1800", *headers]
-        carrier.send(carrier.request("INVITE", "sip:+442071230000@pstn", timers, to=did,
-                                     body=body))  # fmt: skip
-        _, bad = carrier.until_final()
-        assert (bad.status, bad.headers.get("unsupported")) == (420, "timer"), bad.reason
-        carrier.send(carrier.request("ACK", "sip:+442071230000@pstn", to=did, cseq=carrier.cseq))
-        # the phone network calls alice's DID; her desk phone answers
-        carrier.call_id = secrets.token_hex(8)
-        carrier.send(carrier.request("INVITE", "sip:+442071230000@pstn", headers, to=did,
+        timer = ["Supported: timer", "Session-Expires: 1800", "Min-SE: 90", *headers]
+        carrier.send(carrier.request("INVITE", "sip:+442071230000@pstn", timer, to=did,
                                      body=body))  # fmt: skip
         phone.sock.settimeout(60)
         invite: SipRequest = next_message(phone, request_of("INVITE"))
@@ -280,6 +288,9 @@ def test_a_phone_we_called_refreshes_holds_and_moves(
         carrier.sock.settimeout(60)
         _, ok = carrier.until_final()
         assert ok.status == 200, (ok.status, ok.reason)
+        # the carrier refreshes, we watch (RFC 4028 §9)
+        assert ok.headers.get("session-expires") == "1800;refresher=uac"
+        assert ok.headers.get("require") == "timer"
         to = f"To: {ok.headers.get('to')}".encode()
         carrier.send(carrier.request("ACK", "sip:+442071230000@pstn", to=did, cseq=carrier.cseq)
                      .replace(f"To: <{did}>".encode(), to))  # fmt: skip
@@ -421,6 +432,14 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
         assert origin(refresh.body) == (session, str(int(first_version) + 1))
         assert f"m=audio {ours.port} RTP/AVP 0 101\r\n".encode() in refresh.body, refresh.body
         assert their_reinvite(carrier, invite, "cd", answered).body == refresh.body
+        # a session timer asked for in a refresh (RFC 4028 §9): in our 2xx, the carrier refreshes
+        timed = in_dialog(carrier, invite, "cd", "INVITE", answered,
+                          ("Supported: timer", "Session-Expires: 600;refresher=uac"))  # fmt: skip
+        carrier.send(timed)
+        timed_ok: SipResponse = next_message(carrier, final)
+        carrier.send(in_dialog(carrier, invite, "cd", "ACK", cseq=carrier.cseq))
+        assert (timed_ok.status, timed_ok.body) == (200, refresh.body)
+        assert timed_ok.headers.get("session-expires") == "600;refresher=uac"
         # the carrier holds: nothing goes to it, the phone hears silence in its place
         held = their_reinvite(carrier, invite, "cd", sdp(carrier_rtp, "0 101", 3, "inactive"))
         assert held.status == 200 and b"a=inactive\r\n" in held.body, held.body
@@ -431,11 +450,11 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
         assert media.heard["carrier"] == []
         # an extension we do not have: 420 (RFC 3261 §8.2.2.3); another codec: 488, nothing
         # changes; someone else: 403
-        timer = in_dialog(carrier, invite, "cd", "INVITE", answered, ("Require: timer",))
-        carrier.send(timer)
+        reliable = in_dialog(carrier, invite, "cd", "INVITE", answered, ("Require: 100rel",))
+        carrier.send(reliable)
         bad: SipResponse = next_message(carrier, final)
         carrier.send(in_dialog(carrier, invite, "cd", "ACK", cseq=carrier.cseq))
-        assert (bad.status, bad.headers.get("unsupported")) == (420, "timer"), bad.reason
+        assert (bad.status, bad.headers.get("unsupported")) == (420, "100rel"), bad.reason
         pcma = their_reinvite(carrier, invite, "cd", sdp(carrier_rtp, "8", 4))
         assert pcma.status == 488, (pcma.status, pcma.reason)
         intruder.cseq = carrier.cseq + 10

@@ -37,6 +37,7 @@ from callgate.sip.message import SipRequest, SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.responses import encode, response
 from callgate.sip.server_transactions import busy
+from callgate.sip.session_timers import TimerError, session_timer
 from callgate.sip.transport import Peer
 from callgate.sip.trunk_limits import TrunkLimited
 from callgate.sip.trunks import Trunks
@@ -87,7 +88,7 @@ class EdgeDialogs(EdgeOutbound):
             return refusal
         if self.attempts is not None:
             self.attempts.authenticated(call_id)
-        extension = bad_extension(request)
+        extension = bad_extension(request) or bad_timer(request)
         if extension is not None:
             await self._record(self._attempt(request, peer, extension))
             return extension
@@ -312,14 +313,25 @@ def _to_tag(request: SipRequest) -> bool:
 
 
 MAX_UNSUPPORTED = 8  # option tags named back in Unsupported
+SUPPORTED = frozenset({"timer"})  # option tags an INVITE may Require (session_timers.py)
 
 
 def bad_extension(request: SipRequest) -> SipResponse | None:
-    """`420 Bad Extension` naming in `Unsupported` the option tags an INVITE `Require`s (RFC
-    3261 §8.2.2.3): we support none for calls (`timer`, RFC 4028, and `100rel`, RFC 3262,
-    among them: docs/sip.md, "Hold and session refresh"); None when it requires nothing."""
+    """`420 Bad Extension` naming in `Unsupported` the option tags an INVITE `Require`s that
+    we do not support (RFC 3261 §8.2.2.3): all but `timer` (`100rel`, RFC 3262, among them:
+    docs/sip.md, "Session timers"); None when it requires nothing else."""
     tags = [t.strip() for v in request.headers.all("require") for t in v.split(",") if t.strip()]
+    tags = [tag for tag in tags if tag.lower() not in SUPPORTED]
     if not tags:
         return None
     named = ", ".join(tag[:32] for tag in tags[:MAX_UNSUPPORTED])
     return response(request, 420, "Bad Extension", [("Unsupported", named)])
+
+
+def bad_timer(request: SipRequest) -> SipResponse | None:
+    """`422` (with our Min-SE) or `400` for a Session-Expires we refuse (session_timers.py)."""
+    try:
+        session_timer(request)
+    except TimerError as exc:
+        return response(request, exc.status, str(exc), exc.headers)
+    return None

@@ -22,7 +22,7 @@ from typing import Any
 
 from callgate.sip.credentials import Credential
 from callgate.sip.message import Headers, SipRequest, SipResponse
-from callgate.sip.reinvites import OnOffer, Reinvites
+from callgate.sip.reinvites import EXPIRED, OnOffer, Reinvites, asked_timer
 from callgate.sip.responses import response
 from callgate.sip.transport import Peer
 from callgate.sip.trunks import Trunk
@@ -62,7 +62,7 @@ class InboundCall:
         self.contact = ""  # ours, once answered
         # a re-INVITE's SDP → our answer (SdpError: 488); set by the call handler
         self.on_offer: OnOffer | None = None
-        self.reinvites = Reinvites()
+        self.reinvites = Reinvites(self.ended, lambda: self.hang_up(EXPIRED))
         # a key the phone sent by INFO (key, ms) → whether it was taken (sip/dtmf_info.py)
         self.on_key: Callable[[str, int], bool] | None = None
         self.recorded = False  # the hub has the attempt (it writes the CDR); else attempts.py
@@ -89,6 +89,7 @@ class InboundCall:
         self.answered = True
         self.contact = contact
         extra = [*self._routes(), ("Contact", f"<{contact}>"), ("Content-Type", "application/sdp")]
+        extra += self.reinvites.refreshed(asked_timer(self.request))  # RFC 4028 §9
         ok = response(self.request, 200, "OK", extra, body=sdp, to_tag=self.to_tag)
         self.final.set_result(ok)
         if self.peer.transport == "UDP":
@@ -114,12 +115,13 @@ class InboundCall:
             if not self.acked.is_set():
                 self._send(ok)
 
-    async def hang_up(self) -> None:
-        """BYE to the phone (after it was answered and has not hung up itself)."""
+    async def hang_up(self, by: str = "us") -> None:
+        """BYE to the phone (after it was answered and has not hung up itself); `by`: why
+        (`EXPIRED`: its session timer ran out, reinvites.py)."""
         if not self.answered or self.ended.is_set():
             return
         self.ended.set()
-        self.ended_by = "us"
+        self.ended_by = by
         await self._send_request(self._bye(), self.peer)
 
     def _bye(self) -> SipRequest:
