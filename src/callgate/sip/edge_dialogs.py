@@ -225,7 +225,10 @@ class EdgeDialogs(EdgeOutbound):
         (§14.2: ours is in progress), `500` with Retry-After when it is theirs (§14.2)."""
         call = self._dialog(request)
         if call is None or call.ended.is_set():
-            return response(request, 481, "Call/Transaction Does Not Exist")
+            stray = response(request, 481, "Call/Transaction Does Not Exist")
+            if call is None:  # no call of ours: recorded like any refused INVITE
+                await self._record(self._attempt(request, peer, stray))
+            return stray
         credential, refusal = await self._device_digest(call, request, peer)
         if refusal is not None:
             return refusal
