@@ -12,9 +12,9 @@ another host with the dialog's identifiers `403`, audited. The carrier's re-INVI
 dialog, while our INVITE still rings, is `491` (RFC 3261 §14.2). An INVITE or re-INVITE that
 `Require`s an extension we lack (`100rel`) gets `420` with `Unsupported`; session timers (RFC
 4028) asked for in the INVITE or a refresh are in our 2xx (the party refreshes), one below our
-Min-SE gets `422`. And, at an edge in
-the test's process: a phone's re-INVITE while its own INVITE rings gets `500` with Retry-After,
-an INVITE with that call's Call-ID and no To tag `482`.
+Min-SE gets `422`. And, at an edge in the test's process: a phone's re-INVITE while its own
+INVITE rings gets `500` with Retry-After, an INVITE with that call's Call-ID and no To tag
+`482`.
 """
 
 from __future__ import annotations
