@@ -13,6 +13,8 @@ and, outside STUN, Discord's voice IP Discovery (`discord_ip_discovery`).
 
 from __future__ import annotations
 
+import ipaddress
+
 from callgate.detect.stunscan import REALM, SOFTWARE, VENDOR_TYPES, StunInfo
 
 MS_TEAMS = "Microsoft Teams/Skype"
@@ -72,19 +74,32 @@ def _candidate_identifier(info: StunInfo) -> bool:
     return value is not None and len(value) == 4 and value[1:] == b"\x00\x00\x00"
 
 
-_DISCOVERY_ADDRESS = frozenset(b"0123456789abcdefABCDEF.:")
+REQUEST, RESPONSE = 1, 2  # Discord IP Discovery message types
 
 
-def discord_ip_discovery(data: bytes) -> bool:
-    """Whether a UDP payload is a Discord voice IP Discovery request or response (Discord developer
-    documentation, "Voice Connections", IP Discovery): 74 bytes — type 0x0001 (request) or 0x0002
-    (response), length 70, the SSRC, a 64-byte NUL-padded address (empty in a request, the
-    client's public IPv4/IPv6 address as text in the response), the port. The exchange opens the
-    UDP connection that then carries the voice (RTP)."""
-    if len(data) != 74 or data[0] != 0 or data[1] not in (1, 2) or data[2:4] != b"\x00\x46":
-        return False
-    address = data[8:72]
-    text = address.rstrip(b"\x00")
-    if data[1] == 1:
-        return not text or set(text) <= _DISCOVERY_ADDRESS
-    return len(text) >= 2 and set(text) <= _DISCOVERY_ADDRESS
+def discord_ip_discovery(data: bytes) -> tuple[int, int] | None:
+    """(type, SSRC) when a UDP payload has the shape of a Discord voice IP Discovery request or
+    response (Discord developer documentation, "Voice Connections", IP Discovery): 74 bytes — type
+    0x0001 (request) or 0x0002 (response), length 70, the SSRC, a 64-byte NUL-padded address
+    (empty in a request, the client's public IPv4/IPv6 address as text in the response), the
+    port (nonzero in a response). One such packet alone is 74 bytes anyone can send: only the
+    exchange (flow.py, `_discord`) names Discord."""
+    if len(data) != 74 or data[0] != 0 or data[1] not in (REQUEST, RESPONSE):
+        return None
+    if data[2:4] != b"\x00\x46":
+        return None
+    text = data[8:72].rstrip(b"\x00")
+    if data[1] == REQUEST:
+        if text and _address(text) is None:
+            return None
+    elif _address(text) is None or data[72:74] == b"\x00\x00":
+        return None
+    return data[1], int.from_bytes(data[4:8], "big")
+
+
+def _address(text: bytes) -> str | None:
+    """The IPv4/IPv6 address `text` spells, else None."""
+    try:
+        return str(ipaddress.ip_address(text.decode("ascii")))
+    except (UnicodeDecodeError, ValueError):
+        return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from callgate.detect import native
-from callgate.detect.apps import DISCORD, app_from_stun, discord_ip_discovery
+from callgate.detect.apps import DISCORD, REQUEST, app_from_stun, discord_ip_discovery
 from callgate.detect.bayes import Windows
 from callgate.detect.media import (
     dtls_record,
@@ -51,8 +51,8 @@ class Flow:
     detect` ≈ 9 ms of its ≈ 50 (docs/detection.md, "Speed")."""
 
     __slots__ = (
-        "a", "addresses", "app", "app_evidence", "b", "binding_only", "channel_data", "done",
-        "dtls", "dtls_alert", "excluded", "first", "hello", "ice", "inspected", "ip_discovery", "last", "media",
+        "a", "addresses", "app", "app_evidence", "b", "binding_only", "channel_data", "discord_ssrc",
+        "done", "dtls", "dtls_alert", "excluded", "first", "hello", "ice", "inspected", "ip_discovery", "last", "media",
         "octets", "openvpn_data", "openvpn_keys", "payload_bytes", "pkts", "proto", "quic",
         "quic_dcid",
         "random_samples", "rtcp", "rtp_ok", "rtp_pt", "rtp_runs", "server_name", "sip",
@@ -88,6 +88,7 @@ class Flow:
         self.dtls_alert: int | None = None  # a fatal DTLS alert in the clear (media.dtls_record)
         self.sip = False
         self.ip_discovery = False  # Discord voice IP Discovery (apps.discord_ip_discovery)
+        self.discord_ssrc: int | None = None  # the SSRC of an IP Discovery request (packet 1)
         self.quic = False
         self.vpn: str | None = None  # a tunnel recognized by its header: never a statistical guess
         # per direction, once a P_DATA_V2-like payload came
@@ -162,9 +163,9 @@ def _inspect_one(flow: Flow, side: int, data: bytes, stream: bool) -> bool:
     if first < 4:
         info = parse_stun(data)
         if info is None:
-            if not stream and discord_ip_discovery(data):
-                flow.ip_discovery = True
-                flow.app = flow.app or DISCORD
+            found = None if stream else discord_ip_discovery(data)
+            if found is not None:
+                _discord(flow, side, *found)
                 return True
             return False
         flow.stun += 1
@@ -212,6 +213,20 @@ def _inspect_one(flow: Flow, side: int, data: bytes, stream: bool) -> bool:
             _quic_hello(flow, data)
         return flow.quic
     return False
+
+
+def _discord(flow: Flow, side: int, kind: int, ssrc: int) -> None:
+    """Discord's IP Discovery names the flow only as an exchange: the request as the flow's first
+    payload, then the response with the same SSRC from the other side as its second (as nDPI's
+    discord.c requires). A lone 74-byte packet is trivially forged, and a Discord finding's peer
+    goes into the nftables rules an administrator may load."""
+    if kind == REQUEST:
+        if flow.inspected == 1 and side == 0:
+            flow.discord_ssrc = ssrc
+        return
+    if flow.inspected == 2 and side == 1 and flow.discord_ssrc == ssrc:
+        flow.ip_discovery = True
+        flow.app = flow.app or DISCORD
 
 
 def _rtp(flow: Flow, side: int, data: bytes) -> bool:

@@ -132,6 +132,31 @@ def test_discord_voice_is_named_from_its_ip_discovery_exchange() -> None:
         assert not only(run([(HOST, voice, shape), (voice, HOST, shape)])).rtc
 
 
+def test_discord_needs_the_whole_exchange_not_one_forgeable_packet() -> None:
+    voice = ("192.0.2.50", 50003)
+    request = discord_discovery(1, 9, b"")
+    answer = discord_discovery(2, 9, b"85.154.2.145")
+    forged = [
+        [(HOST, voice, bytes([0, 1, 0, 0x46]) + bytes(70))],  # a lone request, one way
+        [(HOST, voice, request)],
+        [(voice, HOST, answer)],  # a lone response
+        [(HOST, voice, request), (voice, HOST, discord_discovery(2, 10, b"85.154.2.145"))],
+        [(HOST, voice, request), (HOST, voice, answer)],  # the "response" from the same side
+        [(HOST, voice, request), (voice, HOST, discord_discovery(2, 9, b"85.154.2.999"))],
+        [(HOST, voice, request), (voice, HOST, answer[:72] + b"\x00\x00")],  # port 0
+        [(HOST, voice, b"x" * 40), (HOST, voice, request), (voice, HOST, answer)],  # not first
+    ]
+    for packets in forged:
+        flow = only(run(packets))
+        assert not flow.rtc and not flow.app, packets
+    real = only(run([(HOST, voice, request), (voice, HOST, answer)]))
+    assert real.rtc and real.app == "Discord" and "IP Discovery" in real.protocols
+    ipv6 = only(
+        run([(HOST, voice, request), (voice, HOST, discord_discovery(2, 9, b"2001:db8::7"))])
+    )
+    assert ipv6.app == "Discord"
+
+
 def test_dns_and_other_excluded_ports_are_never_rtc() -> None:
     dns = ("192.168.1.1", 53)
     flow = only(run([(HOST, dns, rtp(i)) for i in range(10)]))
