@@ -1,5 +1,5 @@
 """Bonfiglio et al.'s naive Bayes voice classifier (detect/bayes.py): per-window beliefs on
-message size and average gap from the voice codecs' framing, a per-window decision, a flow
+message size and each gap from the voice codecs' framing, a per-window decision, a flow
 decision on the windows' averages — and, in the detector, combined with the randomness test
 (statistical fallback) or the chi-square framing test (classic Skype)."""
 
@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 
 from callgate.detect.bayes import (
+    GAP_THRESHOLD,
     WIN_THRESHOLD,
     WINDOW,
     Windows,
@@ -35,9 +36,11 @@ def windows(sizes: list[int], gap_s: float, both: bool = True) -> Windows:
 
 
 def test_codec_framing_is_likely_and_bulk_or_bursts_are_not() -> None:
-    for gap in (10, 20, 30, 60):  # G.729, G.711/iLBC/SILK/Opus, iSAC, iSAC 60 ms
-        assert gap_belief(gap) > WIN_THRESHOLD
-    assert gap_belief(1) < WIN_THRESHOLD and gap_belief(150) < WIN_THRESHOLD
+    for gap in (20, 30, 40, 60):  # G.711/iLBC/SILK/Opus, iSAC/iLBC, Opus, iSAC/Opus 60 ms
+        assert gap_belief(gap) > GAP_THRESHOLD and gap_belief(gap + 1.0) > GAP_THRESHOLD
+    # a burst, a keep-alive, and games' ticks: 128, 64, 60, 30, 20 Hz, and 15/25/35 ms
+    for gap in (1, 150, 7.8, 15.6, 16.7, 33.3, 50, 15, 25, 35):
+        assert gap_belief(gap) < GAP_THRESHOLD
     for size in (20, 38, 50, 90, 120, 160):  # G.729, iLBC 20/30 ms, iSAC, SILK, G.711
         assert size_belief(size) > WIN_THRESHOLD
     assert size_belief(1200) < WIN_THRESHOLD and size_belief(500) < WIN_THRESHOLD
@@ -83,6 +86,38 @@ def test_the_detector_needs_bayes_and_randomness_together() -> None:
     assert not flow(lambda: os.urandom(90), 0.075)  # a message every 75 ms
     assert not flow(lambda: os.urandom(330), 0.02)  # 330-byte messages
     assert not flow(b"\x7f\x01\x02\x00" + bytes(86), 0.03)  # a game's pace, not ciphertext
+
+
+HOST_GAME, SERVER_GAME = ("192.168.1.20", 50000), ("198.51.100.4", 27015)
+
+
+def paced(rng: random.Random, period: float, jitter: float, seconds: float = 10.0) -> bool:
+    """Whether the detector gives a statistical voice verdict to random payloads of 40-200
+    bytes both ways every `period` seconds, each packet off its slot by up to ±`jitter`."""
+    detector = Detector()
+    frames = []
+    for i in range(int(seconds / period)):
+        for side, (src, dst) in enumerate(((HOST_GAME, SERVER_GAME), (SERVER_GAME, HOST_GAME))):
+            ts = 1000.0 + i * period + side * 0.004 + rng.uniform(-jitter, jitter)
+            frames.append((ts, 1, udp_frame(src, dst, rng.randbytes(rng.randint(40, 200)))))
+    frames.sort(key=lambda frame: frame[0])
+    detector.feed(frames)
+    [result] = detector.report().flows
+    return result.rtc and "statistical" in result.protocols
+
+
+def test_games_tick_rates_are_not_voice_and_codec_pacing_with_jitter_is() -> None:
+    """Random payloads at a game's size spread (40-200 bytes) — what the randomness and size
+    tests both pass — are judged on their pace: a game server's tick rates (20, 30, 60, 64,
+    128 Hz) and paces between a codec's frames get no verdict; 20, 30 and 60 ms codec frames with
+    up to ±1.5 ms of jitter on every packet do."""
+    rng = random.Random(11)
+    for hz in (20, 30, 60, 64, 128):
+        assert not paced(rng, 1.0 / hz, 0.0005), hz
+    for ms in (15, 25, 35):
+        assert not paced(rng, ms / 1000.0, 0.0005), ms
+    for ms in (20, 30, 60):
+        assert paced(rng, ms / 1000.0, 0.0015), ms
 
 
 def test_skype_framing_without_a_codecs_pace_is_skype_but_not_voice(tmp_path: Path) -> None:
