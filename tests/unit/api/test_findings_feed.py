@@ -56,7 +56,7 @@ def test_another_nodes_write_is_seen_by_the_recheck_and_reads_are_shared(
         started = loop.time()
         feed = FindingsFeed(loop, table.version)
         before = await feed.version()
-        polls = [asyncio.create_task(feed.wait(before, 20)) for _ in range(10)]
+        polls = [asyncio.create_task(feed.wait(before, 20, f"u{i}")) for i in range(10)]
         await asyncio.sleep(0.3)
         assert not any(p.done() for p in polls)
         table.value = "2.2.5.20"  # no bump: written by another server
@@ -76,7 +76,7 @@ def test_a_poll_ends_at_its_deadline_and_beyond_the_cap_at_once(
     async def scenario() -> None:
         feed = FindingsFeed(asyncio.get_running_loop(), Table().version)
         before = await feed.version()
-        held = [asyncio.create_task(feed.wait(before, 20)) for _ in range(2)]
+        held = [asyncio.create_task(feed.wait(before, 20, f"u{i}")) for i in range(2)]
         await asyncio.sleep(0.05)
         await asyncio.wait_for(feed.wait(before, 20), 5)  # a third: answered at once
         await asyncio.wait_for(feed.wait(before, 0.1), 5)  # … as is a short one
@@ -107,5 +107,38 @@ def test_a_store_during_the_version_read_is_not_missed(monkeypatch: pytest.Monke
         feed._read = racing  # the read the feed was built with, now overtaken by a store
         feed.bump()  # something was stored: the next version() reads again
         await asyncio.wait_for(feed.wait(before, 20), 10)
+
+    asyncio.run(scenario())
+
+
+def test_one_user_holds_at_most_four_and_close_releases_everyone() -> None:
+    async def scenario() -> None:
+        feed = FindingsFeed(asyncio.get_running_loop(), Table().version)
+        before = await feed.version()
+        mine = [asyncio.create_task(feed.wait(before, 20, "sec")) for _ in range(4)]
+        other = asyncio.create_task(feed.wait(before, 20, "boss"))
+        await asyncio.sleep(0.05)
+        assert feed.held == {"sec": 4, "boss": 1}
+        await asyncio.wait_for(feed.wait(before, 20, "sec"), 5)  # a fifth: answered at once
+        assert not any(p.done() for p in [*mine, other])
+        feed.close()  # the server stops: every hold ends now, not at its deadline
+        await asyncio.wait_for(asyncio.gather(*mine, other), 5)
+        assert feed.waiters == 0 and feed.held == {}
+        await asyncio.wait_for(feed.wait(before, 20, "boss"), 5)  # and later ones at once
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_hangs_up_frees_its_hold_at_once() -> None:
+    async def scenario() -> None:
+        feed = FindingsFeed(asyncio.get_running_loop(), Table().version)
+        before = await feed.version()
+        gone = asyncio.Event()
+        poll = asyncio.create_task(feed.wait(before, 20, "sec", gone.wait))
+        await asyncio.sleep(0.05)
+        assert not poll.done() and feed.waiters == 1
+        gone.set()  # http.disconnect
+        await asyncio.wait_for(poll, 5)  # long before the 20 s deadline or a recheck
+        assert feed.waiters == 0 and feed.held == {}
 
     asyncio.run(scenario())

@@ -6,7 +6,10 @@
                                              (long poll, at most 25 s) until the version
                                              differs from `after`: the console's page sees a
                                              finding this server stores the moment it is
-                                             stored, one another node stores within 1 s
+                                             stored, one another node stores within 1 s;
+                                             a client that hangs up frees its hold at once,
+                                             one user holds at most 4, and the role is
+                                             checked again when the hold ends
     GET /api/findings/nftables               admin, security: an nftables ruleset dropping the
                                              unsanctioned peers and relays found (audited)
 
@@ -19,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
-from callgate.api.deps import UserDep
+from callgate.api.deps import ServicesDep, TokenDep, UserDep, unauthorized
 from callgate.records.audit import AuditLog
 from callgate.records.findings import FindingRepository
 
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 SEES_FINDINGS = frozenset({"admin", "security"})
 MAX_WAIT_S = 25.0  # longest long poll (under proxies' usual 30-60 s idle timeouts)
 MAX_WAITERS = 64  # long polls held at once; beyond, answered at once (the page then polls)
+MAX_PER_USER = 4  # long polls one user holds at once (a page per tab); beyond, answered at once
 RECHECK_S = 1.0  # how often a long poll looks for findings another node stored
 MAX_VERSION_CHARS = 100
 
@@ -46,6 +50,8 @@ class FindingsFeed:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, version: Callable[[], str]) -> None:
         self.waiters = 0
+        self.held: dict[str, int] = {}  # long polls held per user
+        self.closed = False
         self._loop = loop
         self._read = version
         self._changed = asyncio.Event()
@@ -70,22 +76,59 @@ class FindingsFeed:
                 cached = self._cached = (now, bumps, await asyncio.to_thread(self._read))
             return cached[2]
 
-    async def wait(self, after: str, seconds: float) -> None:
-        """Return once the version is not `after`, or after `seconds`, or at once when
-        `MAX_WAITERS` already wait."""
-        if self.waiters >= MAX_WAITERS:
+    def close(self) -> None:
+        """Release every long poll now and answer later ones at once (the server is stopping:
+        a held poll must not delay its exit). Call on the loop's thread."""
+        self.closed = True
+        self._bump()
+
+    async def wait(
+        self,
+        after: str,
+        seconds: float,
+        holder: str = "",
+        hung_up: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        """Return once the version is not `after`, or after `seconds`, or when `hung_up()`
+        returns (the client left), or at once when `MAX_WAITERS` already wait, `holder` already
+        holds `MAX_PER_USER`, or the feed is closed."""
+        if self.closed or self.waiters >= MAX_WAITERS or self.held.get(holder, 0) >= MAX_PER_USER:
             return
         self.waiters += 1
-        deadline = self._loop.time() + seconds
+        self.held[holder] = self.held.get(holder, 0) + 1
         try:
-            while (left := deadline - self._loop.time()) > 0:
-                changed = self._changed  # before the read: a bump during it ends the wait
-                if await self.version() != after:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(left, RECHECK_S))
+            if hung_up is None:
+                await self._wait(after, seconds)
+                return
+            waiting = asyncio.ensure_future(self._wait(after, seconds))
+            leaving = asyncio.ensure_future(hung_up())
+            try:
+                await asyncio.wait((waiting, leaving), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+                leaving.cancel()
+                await asyncio.gather(waiting, leaving, return_exceptions=True)
         finally:
             self.waiters -= 1
+            self.held[holder] -= 1
+            if not self.held[holder]:
+                del self.held[holder]
+
+    async def _wait(self, after: str, seconds: float) -> None:
+        deadline = self._loop.time() + seconds
+        while (left := deadline - self._loop.time()) > 0 and not self.closed:
+            changed = self._changed  # before the read: a bump during it ends the wait
+            if await self.version() != after:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(left, RECHECK_S))
+
+
+async def disconnected(request: Request) -> None:
+    """Return when the client hangs up: the ASGI server's `http.disconnect` (a GET's empty body
+    comes first, then nothing until the connection closes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def findings_router(
@@ -110,15 +153,23 @@ def findings_router(
 
     @router.get("")
     async def list_findings(
+        request: Request,
         user: UserDep,
+        token: TokenDep,
+        services: ServicesDep,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
         unsanctioned: bool = False,
         after: Annotated[str | None, Query(max_length=MAX_VERSION_CHARS)] = None,
-        wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
+        wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, allow_inf_nan=False)] = 0,
     ) -> dict[str, Any]:
         await authorize(user, "findings")
         if feed is not None and after is not None and wait > 0:
-            await feed.wait(after, wait)
+            await feed.wait(after, wait, user.handle, lambda: disconnected(request))
+            # signed out, disabled or demoted during the hold: no findings for it
+            again = await asyncio.to_thread(services.accounts.verify_token, token)
+            if again is None:
+                raise unauthorized("invalid or expired token")
+            await authorize(again, "findings")
         # read before the rows: a change between the two makes the next long poll answer at once
         version = await feed.version() if feed is not None else None
         rows = await asyncio.to_thread(repository.recent, limit, unsanctioned)
