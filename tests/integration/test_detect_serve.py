@@ -254,6 +254,17 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
             lambda: any(REPLAYED_HOST in body.decode() for _, body in receiver.requests) or None,
             "the replayed call's webhook alert",
         )
+        # a long poll held when the server stops is answered then: it does not hold up the
+        # exit for its 25 s (the server normally stops in a few seconds: 20 s is a wide margin)
+        version = get("/api/findings", "sec").json()["version"]
+        poller = inside(a)  # its own thread: `pool` keeps scraping meanwhile
+        held = poller.submit(httpx.get, f"http://{HTTP}/api/findings?after={version}&wait=25",
+                             headers={"Authorization": f"Bearer {tokens['sec']}"}, timeout=30)  # fmt: skip
+        until(lambda: metric(scrape(), "callgate_detect_long_polls") == 1 or None, "a held poll")
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(20) == 0, (tmp_path / "server.log").read_text()
+        assert held.result(timeout=5).status_code == 200
+        poller.shutdown()
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(30)

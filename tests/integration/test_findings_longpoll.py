@@ -1,6 +1,6 @@
 """The console's findings long poll (GET /api/findings?after=&wait=) over real sockets: a client
 that hangs up frees its hold at once, a user demoted or signed out during the hold gets no
-findings, and a NaN wait is refused precisely."""
+findings, a NaN wait is refused precisely, and a stopping server releases the holds."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from typing import Any
 
 import httpx
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from callgate.accounts.records import UserRecord
 from callgate.api.routes.findings import FindingsFeed, findings_router
+from callgate.runtime.monitoring import Monitoring
 from tests.ports import free_port
 
 NOW = datetime.now(UTC)
@@ -96,6 +97,7 @@ async def test_hang_ups_demotions_and_nan_waits() -> None:
             signed_out = await held
             assert signed_out.status_code == 401 and "192.0.2.9" not in signed_out.text
             accounts.users["t-sec"] = SEC
+            feed.closed = False
             for bad in ("nan", "inf", "-1", "26"):
                 answer = await client.get(f"/api/findings?after=1&wait={bad}", headers=headers)
                 assert answer.status_code == 422, bad
@@ -105,6 +107,14 @@ async def test_hang_ups_demotions_and_nan_waits() -> None:
                                                  headers=headers)).text  # fmt: skip
             ok = await client.get("/api/findings", headers=headers)
             assert ok.status_code == 200 and "192.0.2.9" in ok.text
+            # the server stops as `serve` does: holds released first, then uvicorn told to
+            # exit, which waits for requests under way (a hold would keep it 25 s)
+            held = asyncio.create_task(client.get(poll, headers=headers))
+            await until(lambda: feed.waiters == 1)
+            Monitoring(None, APIRouter(), None, None, feed).release_polls()
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+            assert (await held).status_code == 200
     finally:
         server.should_exit = True
         await task

@@ -656,6 +656,7 @@ async def run_serve(settings: Settings) -> None:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 stop_wait.cancel()
                 log.info("stopping")
+                monitoring.release_polls()  # held long polls would hold up the exit below
                 for http, _ in web:
                     http.should_exit = True
                 for _, http_task in web:

@@ -190,9 +190,16 @@ class Monitoring:
     router: APIRouter
     syslog: SyslogSender | None
     webhook: WebhookSender | None
+    feed: FindingsFeed | None = None
 
     def collector(self) -> MonitorCollector:
         return MonitorCollector(self)
+
+    def release_polls(self) -> None:
+        """Answer every held findings long poll now: the web server is about to stop, and
+        uvicorn waits for requests under way (a hold is up to 25 s)."""
+        if self.feed is not None:
+            self.feed.close()
 
     async def stop(self) -> None:
         if self.monitor is not None:
@@ -234,7 +241,7 @@ def start_monitoring(settings: Settings, store: Store) -> Monitoring:
     checker = Detector([parse_network(n) for n in config.internal])
     router = findings_router(repository, status, AuditLog(store), allowed,
                              lambda address: checker.is_internal(address.packed), feed)  # fmt: skip
-    return Monitoring(monitor, router, syslog, webhook)
+    return Monitoring(monitor, router, syslog, webhook, feed)
 
 
 class MonitorCollector:
@@ -271,6 +278,9 @@ class MonitorCollector:
             buckets=[*delay["buckets"].items(), ("+Inf", delay["count"])],
             sum_value=delay["sum"],
         )
+        held = self._m.feed.waiters if self._m.feed is not None else 0
+        yield GaugeMetricFamily("callgate_detect_long_polls",
+                                "Findings long polls held now (GET /api/findings?wait=)", value=held)  # fmt: skip
         yield CounterMetricFamily("callgate_detect_write_errors",
                                   "Updates of the findings that could not be stored", value=monitor.write_errors)  # fmt: skip
         findings = CounterMetricFamily(
