@@ -20,14 +20,36 @@ def test_checks_are_spaced_by_their_cost_and_a_minimum_gap() -> None:
 
 def test_immediate_writes_are_capped_per_second_and_deferred_findings_counted_once() -> None:
     early = EarlyWrites(writes_per_s=2)
-    assert early.may_write(10.0, ["a"]) and early.may_write(10.0, ["b"])  # a burst of 2
-    assert not early.may_write(10.1, ["c", "d"])
-    assert not early.may_write(10.2, ["c", "d", "e"])  # c and d were counted already
-    assert (early.writes, early.deferred) == (2, 3)
-    assert early.may_write(10.7, ["c"])  # refilled at 2 a second
-    early.batched()  # the interval's update wrote them: a new shortage counts anew
-    assert not early.may_write(10.7, ["c"])
-    assert (early.writes, early.deferred) == (3, 4)
+    assert early.may_write(10.0, ["a"]) == 1 and early.may_write(10.0, ["b"]) == 1  # a burst
+    assert early.may_write(10.1, ["c", "d"]) == 0
+    assert early.may_write(10.2, ["c", "d", "e"]) == 0  # c and d wait already
+    assert early.may_write(10.7, ["c"]) == 1  # refilled at 2 a second: c written at once
+    early.batched(stored=True)  # the interval's update wrote d and e: those the cap deferred
+    assert (early.writes, early.deferred) == (3, 2)
+    assert early.may_write(10.7, ["c"]) == 0  # a new shortage counts anew
+    early.batched(stored=True)
+    assert (early.writes, early.deferred) == (3, 3)
+
+
+def test_one_write_takes_at_most_per_write_findings_the_rest_wait() -> None:
+    early = EarlyWrites(writes_per_s=10, per_write=20)
+    burst = [f"finding-{i}" for i in range(500)]  # a scan: 500 new findings at once
+    assert early.may_write(10.0, burst) == 20  # one transaction of 20, not of 500
+    assert early.may_write(10.0, burst[20:]) == 20  # the next write takes the next 20
+    early.batched(stored=True)  # the interval's update stores the other 460
+    assert (early.writes, early.deferred) == (2, 460)
+    assert early.may_write(10.0, []) == 0 and early.writes == 2  # nothing new: no token spent
+
+
+def test_a_database_that_stays_down_does_not_grow_the_memory_of_deferred_findings() -> None:
+    early = EarlyWrites(writes_per_s=1, max_keys=100)
+    early.may_write(0.0, ["first"])
+    for second in range(50):  # new findings every check, every update failing
+        early.may_write(second + 0.5, [f"{second}-{i}" for i in range(1000)])
+        early.batched(stored=False)
+        assert len(early._waiting) <= 100
+    early.batched(stored=True)
+    assert early.deferred <= 100 and not early._waiting
 
 
 def test_bad_pacing_is_refused() -> None:

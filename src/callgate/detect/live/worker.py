@@ -85,7 +85,7 @@ def run(config: WorkerConfig, conn: Connection, stop: Event) -> None:
 
 def _loop(config: WorkerConfig, conn: Connection, stop: Event, ring: Ring, detector: Detector,
           watch: Watch) -> None:  # fmt: skip
-    pace = Pace(EarlyWrites(), Delays())
+    pace = Pace(EarlyWrites(max_keys=config.max_flows), Delays())
     table = detector.flows
     inspected = table.inspections
     due = time.monotonic() + config.interval
@@ -95,8 +95,7 @@ def _loop(config: WorkerConfig, conn: Connection, stop: Event, ring: Ring, detec
                 detector.packet(ts, linktype, frame)
         now = time.monotonic()
         if now >= due:
-            if _update(conn, detector, ring, watch, stop, pace, watch.changes()):
-                pace.early.batched()
+            pace.early.batched(_update(conn, detector, ring, watch, stop, pace, watch.changes()))
             due = time.monotonic() + config.interval
         elif table.inspections != inspected and pace.early.may_check(now):
             inspected = table.inspections
@@ -112,15 +111,17 @@ class Pace:
 
 def _early(conn: Connection, detector: Detector, ring: Ring, watch: Watch, stop: Event,
            pace: Pace, started: float) -> None:  # fmt: skip
-    """Write the findings seen for the first time now, if the write cap allows."""
+    """Write the findings seen for the first time now (at most `EarlyWrites.per_write` of them:
+    the capture waits for the transaction), if the write cap allows."""
     changes = watch.changes()
     new = watch.new(changes)
     pace.early.checked(started, time.monotonic())
     if not new:
         return
     keys = [(c.session.host, c.session.app, c.session.peer, c.session.sanctioned) for c in new]
-    if pace.early.may_write(time.monotonic(), keys):
-        _update(conn, detector, ring, watch, stop, pace, new)
+    taken = pace.early.may_write(time.monotonic(), keys)
+    if taken:
+        _update(conn, detector, ring, watch, stop, pace, new[:taken])
 
 
 def _update(conn: Connection, detector: Detector, ring: Ring, watch: Watch, stop: Event,
