@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from callgate.detect.live.monitor import Change
 from callgate.records.audit import AuditLog
 from callgate.storage.db import Store
-from callgate.storage.models import DetectionFinding, from_unix
+from callgate.storage.models import DetectionFinding, DetectionFindingsVersion, from_unix
 
 REAPPEAR_S = 180.0  # silence after which the same finding counts as a new occurrence
 MAX_TARGETS = 64  # transport/port entries kept per finding (a block list, not a log)
@@ -82,6 +82,8 @@ class FindingRepository:
                 if self._apply(conn, interface, change):
                     fresh.append(self._id(conn, change))
             rows = self._rows(conn, fresh)
+            if changes:
+                _bump(conn)
             AuditLog.append_many_in(conn, [
                 (AUDIT_ACTOR, AUDIT_ACTION, f"host:{row.host}", _audit_details(row))
                 for row in rows if not row.sanctioned
@@ -146,6 +148,7 @@ class FindingRepository:
         with self._engine.begin() as conn:
             gone = conn.execute(delete(t).where(t.last_seen < before)).rowcount or 0
             if gone:
+                _bump(conn)
                 details = {"deleted": gone, "last_seen_before": before.isoformat()}
                 AuditLog.append_in(conn, AUDIT_ACTOR, "detect.purge", "findings", details)
         return int(gone)
@@ -164,14 +167,12 @@ class FindingRepository:
 
     def version(self) -> str:
         """A short text that changes whenever a finding is added, grows or is deleted — by this
-        server or another node on the same database (the console's long polls compare it)."""
-        t = DetectionFinding
-        query = select(func.count(), func.max(t.id), func.max(t.last_seen),
-                       func.sum(t.packets_out + t.packets_in))  # fmt: skip
+        server or another node on the same database (the console's long polls compare it): the
+        counter every write bumps in its transaction, one row read."""
+        v = DetectionFindingsVersion
         with self._engine.connect() as conn:
-            count, top, last, packets = conn.execute(query).one()
-        stamp = last.timestamp() if last is not None else 0.0
-        return f"{count}.{top or 0}.{stamp:.6f}.{packets or 0}"
+            value = conn.execute(select(v.value).where(v.id == 1)).scalar()
+        return str(value or 0)
 
     def recent(self, limit: int = 100, unsanctioned_only: bool = False) -> list[FindingRow]:
         """The findings seen most recently first."""
@@ -185,6 +186,14 @@ class FindingRepository:
 
 
 _COLUMNS = tuple(DetectionFinding.__table__.columns)
+
+
+def _bump(conn: Connection) -> None:
+    """Bump the findings' version in the caller's transaction (the row is created by migration
+    0035; a database built otherwise gets it on the first write)."""
+    v = DetectionFindingsVersion
+    if not conn.execute(update(v).where(v.id == 1).values(value=v.value + 1)).rowcount:
+        conn.execute(insert(v).values(id=1, value=1))
 
 
 def _row(row: Row[Any]) -> FindingRow:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # The newest migration (tests/unit/storage/test_storage.py checks it against the scripts). A store
 # already there opens without Alembic, whose import and script scan cost each CLI command ~0.3 s CPU.
-HEAD_REVISION = "0030"
+HEAD_REVISION = "0035"
 DB_FILENAME = "callgate.sqlite3"
 # Seconds to wait for a PostgreSQL server to accept a connection (unless the URL sets
 # `connect_timeout`): an unreachable server is an error at start, not a hang.

@@ -424,6 +424,16 @@ class DetectionFinding(Base):
     targets: Mapped[str] = mapped_column(Text, default="[]")
 
 
+class DetectionFindingsVersion(Base):
+    """One row (id 1): a counter bumped in the same transaction as every write to
+    detect_findings, what the console's long polls compare (records/findings.py `version`)."""
+
+    __tablename__ = "detect_findings_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class ScimUser(Base):
     """A user provisioned over SCIM (callgate.identity.scim_*): its SCIM id and document next to
     the account it drives (users.source = "scim"). `user_name_key` is userName lower-cased:
