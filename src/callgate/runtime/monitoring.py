@@ -67,6 +67,9 @@ def own_relays(settings: Settings) -> list[str]:
     return relays
 
 
+LOG_EVERY_S = 60.0  # at most one "not stored" ERROR line per minute
+
+
 class LiveMonitor:
     """The capture process (detect/live/worker.py) and the thread that stores what it sends."""
 
@@ -84,6 +87,8 @@ class LiveMonitor:
         self._purged_at = -PURGE_EVERY_S  # monotonic time of the last purge: purge at start
         self.fresh = {True: 0, False: 0}  # fresh findings stored, by sanctioned
         self.write_errors = 0
+        self._logged_errors = 0  # write_errors when the last one was logged
+        self._logged_at = float("-inf")  # monotonic time of that log line
         self.error: str | None = None
         self.counters: dict[str, int] = {}
         self._context = multiprocessing.get_context("spawn")  # no fork of a threaded server
@@ -163,7 +168,7 @@ class LiveMonitor:
             rows = self.repository.record(self.interface, changes)
         except SQLAlchemyError as exc:
             self.write_errors += 1
-            log.error("monitor findings not stored (retried next interval): %s", exc)
+            self._log_write_error(exc)
             return False
         self.stored()  # wakes the console's long polls (api/routes/findings.py)
         for row in rows:
@@ -171,6 +176,17 @@ class LiveMonitor:
             if not row.sanctioned:
                 self.alert(row)
         return True
+
+    def _log_write_error(self, exc: SQLAlchemyError) -> None:
+        """One ERROR line per `LOG_EVERY_S` while the database stays down (an update a second
+        would otherwise log a second), with how many failed since the last line."""
+        now = time.monotonic()
+        if now - self._logged_at < LOG_EVERY_S:
+            return
+        since = self.write_errors - self._logged_errors
+        self._logged_at, self._logged_errors = now, self.write_errors
+        log.error("monitor findings not stored (retried next interval; %d failed updates since "
+                  "the last such message): %s", since, exc)  # fmt: skip
 
     def status(self) -> dict[str, Any]:
         counters = {"packets": 0, "flows": 0, "flows_evicted": 0, "flows_closed_idle": 0,
