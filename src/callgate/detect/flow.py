@@ -286,9 +286,12 @@ def _voice(flow: Flow, side: int, size: int, ts: float) -> None:
         flow.voice = None
         return
     if flow.voice is None:
-        if flow.inspected > 1:
-            return  # dropped earlier: never a candidate again
+        if flow.inspected != 2:
+            return  # the first payload: no windows yet (most such flows have one); or dropped
+        # Created at the second payload (≈ 450 bytes a flow otherwise, one-packet flows
+        # included), the first one added from what the flow kept: side 0 sent it at `first`.
         flow.voice = Windows()
+        flow.voice.add(0, flow.payload_bytes - size, flow.first)
     flow.voice.add(side, size, ts)
     if flow.inspected >= QUICK_LIMIT:
         random_like = bool(flow.random_samples) and min(flow.random_samples) >= RANDOM_LIKE

@@ -135,3 +135,26 @@ def test_skype_framing_without_a_codecs_pace_is_skype_but_not_voice(tmp_path: Pa
     assert not any(e.startswith("voice by naive Bayes") for e in transfer.evidence)
     [call] = detect(tmp_path, sp.skype_call(random.Random(3), far)).flows
     assert call.app == CLASSIC_SKYPE and call.media == ("audio",)
+
+
+def test_windows_are_made_at_a_flows_second_payload_and_miss_nothing() -> None:
+    """One-packet opaque UDP flows (a scan) get no windows; from the second payload on they are
+    the windows of every payload, the first included."""
+    detector = Detector()
+    peers = [(f"198.51.100.{i}", 40000 + i) for i in range(1, 51)]
+    detector.feed((1000.0 + i * 0.001, 1, udp_frame(HOST, peer, os.urandom(90)))
+                  for i, peer in enumerate(peers))  # fmt: skip
+    assert len(detector.flows.flows) == 50
+    assert all(flow.voice is None for flow in detector.flows.flows)
+    rng = random.Random(4)
+    frames, expected = [], Windows()
+    for i in range(2 * WINDOW):
+        for side, (src, dst) in enumerate(((HOST, PEER), (PEER, HOST))):
+            ts, size = 2000.0 + i * 0.02 + side * 0.003, rng.randint(60, 140)
+            frames.append((ts, 1, udp_frame(src, dst, os.urandom(size))))
+            expected.add(side, size, ts)
+    call = Detector()
+    call.feed(frames)
+    [flow] = call.flows.flows
+    assert flow.voice is not None and flow.voice.closed == expected.closed
+    assert len(expected.closed) == 4
