@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 from callgate.media.anchor import AnchorError, Bridge
 from callgate.media.packets import CODEC_CLOCKS
-from callgate.media.prompt import G711_ENCODERS, prompt_frames, prompt_frames_g711
 from callgate.media.prompt_wav import PromptFileError
 from callgate.media.srtp_path import LocalTurn
 from callgate.recording.recorder import StreamRecorder
@@ -152,6 +151,9 @@ def _prompt(
     path: Path | None, codecs: tuple[str, ...]
 ) -> tuple[tuple[bytes, ...], dict[str, tuple[bytes, ...]]]:
     """The prompt's Opus frames for legs in Opus, and its G.711 ones for legs in G.711."""
+    # numpy: loaded at the first prompt, not by every `serve` start
+    from callgate.media.prompt import G711_ENCODERS, prompt_frames, prompt_frames_g711
+
     g711 = {codec: prompt_frames_g711(path, codec) for codec in codecs if codec in G711_ENCODERS}
     return (prompt_frames(path) if "opus" in codecs else ()), g711
 
