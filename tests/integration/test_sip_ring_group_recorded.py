@@ -260,6 +260,7 @@ def test_a_ring_groups_recorded_call_is_recorded_whoever_answers(
         ]  # fmt: skip
         cdr = group_cdr(server, "bob")
         assert (cdr["recording_required"], cdr["anchored"], cdr["reason"]) == (True, True, "hangup")
+        assert cdr["policy_rule"].endswith(":record-to-alice"), cdr  # why bob's was recorded
         check_recording(server, cdr["call_id"], tmp_path, 440.0, 880.0)
         metadata = recorded_before_ringing(tmp_path, cdr["call_id"], cdr)
         callee = metadata["participants"][1]
