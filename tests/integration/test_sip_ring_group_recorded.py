@@ -208,13 +208,20 @@ def group_cdr(server: WebServer, callee: str) -> dict[str, Any]:
     return dict(row)
 
 
-def recorded_before_ringing(tmp_path: Path, call_id: str, cdr: dict[str, Any]) -> dict[str, Any]:
+def recorded_before_ringing(
+    server: WebServer, tmp_path: Path, cdr: dict[str, Any]
+) -> dict[str, Any]:
     """The exported recording's metadata (check_recording exported it): the carrier's first
-    packet was written before anyone rang, the member's after; the metadata it holds."""
-    metadata = json.loads((tmp_path / f"bundle-{call_id}" / "metadata.json").read_text())
+    packet was written before anyone rang, the member's after, and after the member was named
+    (`recording.participant`, docs/recording.md); the metadata it holds."""
+    metadata = json.loads((tmp_path / f"bundle-{cdr['call_id']}" / "metadata.json").read_text())
     arrivals = {s["label"]: s["first_arrival"] for s in metadata["streams"]}
     ring_at = datetime.fromisoformat(cdr["ring_at"].replace("Z", "+00:00")).timestamp()
     assert arrivals["caller"] < ring_at < arrivals["callee"], (arrivals, cdr["ring_at"])
+    entries = client_get(server, "/api/audit/entries?action=recording.participant", "admin")
+    (named,) = [e for e in entries["items"] if e["details"]["call_id"] == cdr["call_id"]]
+    named_at = datetime.fromisoformat(named["at"].replace("Z", "+00:00")).timestamp()
+    assert named_at <= arrivals["callee"], (named["at"], arrivals)
     return dict(metadata)
 
 
@@ -262,7 +269,7 @@ def test_a_ring_groups_recorded_call_is_recorded_whoever_answers(
         assert (cdr["recording_required"], cdr["anchored"], cdr["reason"]) == (True, True, "hangup")
         assert cdr["policy_rule"].endswith(":record-to-alice"), cdr  # why bob's was recorded
         check_recording(server, cdr["call_id"], tmp_path, 440.0, 880.0)
-        metadata = recorded_before_ringing(tmp_path, cdr["call_id"], cdr)
+        metadata = recorded_before_ringing(server, tmp_path, cdr)
         callee = metadata["participants"][1]
         assert (callee["id"], callee["handle"], callee["ring_group"]) == ("callee", "bob", "desk")
         assert bob.wait(30) == 0
@@ -310,7 +317,7 @@ def test_a_ring_groups_recorded_call_is_recorded_whoever_answers(
         assert (cdr["recording_required"], cdr["anchored"], cdr["reason"]) == (True, True, "hangup")
         assert cdr["policy_rule"] is not None
         check_recording(server, cdr["call_id"], tmp_path, 440.0, 660.0)
-        metadata = recorded_before_ringing(tmp_path, cdr["call_id"], cdr)
+        metadata = recorded_before_ringing(server, tmp_path, cdr)
         assert metadata["participants"][1]["handle"] == "alice"
 
         # 3. phone to phone in G.722 through both bridges, unchanged both ways (not recorded:

@@ -303,6 +303,12 @@ class Anchoring:
     async def _answered(self, state: _Anchored, answer_sdp: str) -> None:
         assert state.bridge is not None
         leg = state.bridge.legs["callee"]
+        if state.recorder is not None and state.members:
+            try:  # a ring group's call: the member who answered, named before its leg connects
+                await self._name_member(state, state.recorder.recording_id)
+            except RecordingFailure as exc:
+                self._failed(state.call_id, str(exc))
+                return
         try:
             await leg.accept_answer(filter_sdp(answer_sdp, True, self.hub.engine.relay_addresses))
         except AnchorError as exc:
@@ -312,11 +318,10 @@ class Anchoring:
             return
         caller_codec = state.bridge.legs["caller"].codec
         if state.recorder is not None:
-            recording_id = state.recorder.recording_id
             try:  # stored as the callee's media starts (exports read it)
-                await self.recordings.set_codecs(recording_id, caller_codec, leg.codec)
-                if state.members:  # a ring group's call: the member who answered
-                    await self._name_member(state, recording_id)
+                await self.recordings.set_codecs(
+                    state.recorder.recording_id, caller_codec, leg.codec
+                )
             except RecordingFailure as exc:
                 self._failed(state.call_id, str(exc))
                 return
