@@ -273,16 +273,20 @@ class Anchoring:
         )
 
     async def _members_apply(self, call_id: str, step: Callable[[], list[Effect]]) -> None:
-        """Take the engine's `step` and carry out its effects; a ring group's members it left
-        out (not rung after all: busy or gone meanwhile, or the call ended) are withdrawn from
-        the relays (hub_invites.py `members_left`) by a task of the hub's: the call's end
-        cancels this call's own tasks (`_close`)."""
+        """Take the engine's `step` and carry out its effects (`_members_step`)."""
+        await self.hub.apply(self._members_step(call_id, step))
+
+    def _members_step(self, call_id: str, step: Callable[[], list[Effect]]) -> list[Effect]:
+        """The effects of the engine's `step`; a ring group's members it left out (not rung
+        after all: busy or gone meanwhile, or the call ended) are withdrawn from the relays
+        (hub_invites.py `members_left`) by a task of the hub's: the call's end cancels this
+        call's own tasks (`_close`)."""
         rung = self.hub.engine.ringing_members(call_id)
         effects = step()
         if rung is not None:
             withdraw = self.hub.members_left(call_id, *rung)
             self.hub.keep(asyncio.get_running_loop().create_task(withdraw))
-        await self.hub.apply(effects)
+        return effects
 
     def _callee_has_phone(self, handle: str) -> bool:
         """Whether one of `handle`'s devices is a registered SIP phone (runtime/sip_calls.py),
@@ -357,7 +361,12 @@ class Anchoring:
             state.early.append(candidate.model_dump())
 
     def _failed(self, call_id: str, reason: str) -> None:
-        effects = self.hub.engine.end_call(call_id, Reason.RECORDING_FAILED, reason[:255])
+        """The recording failed (the recorder's callback): the call ends `recording-failed`; a
+        ring group's members still held or ringing are withdrawn from the relays at once."""
+        effects = self._members_step(
+            call_id,
+            lambda: self.hub.engine.end_call(call_id, Reason.RECORDING_FAILED, reason[:255]),
+        )
         task = asyncio.get_running_loop().create_task(self.hub.apply(effects))
         self.hub.keep(task)
 
