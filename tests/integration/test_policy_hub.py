@@ -385,3 +385,24 @@ async def test_invites_arriving_together_are_decided_together_each_as_alone(
             assert (denied["rule"], denied["reason"]) == POLICY_DOWN
         await hub.flush()
         assert "call.incoming" not in queued(carol) + queued(dave)
+
+
+async def test_one_unreadable_account_in_a_shared_trip_denies_only_its_own_call(
+    store: Store,
+) -> None:
+    """An account whose groups are corrupt fails the trip's one read; each invite is then
+    decided alone, so only the call touching that account is denied (unavailable) and the
+    unrelated call in the same trip still rings."""
+    policy = _CountedPolicy(store)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE users SET groups = '{not json' WHERE handle = 'bob'")
+    async with running_hub(store, policy, relay_addresses=[RELAY_IP]) as hub:
+        alice, bob, carol, dave = [await connect(hub, h) for h in ("alice", "bob", "carol", "dave")]
+        await asyncio.gather(invite(hub, dave, "nobody"), invite(hub, alice, "bob"),
+                             invite(hub, carol, "dave"))  # fmt: skip
+        assert policy.batches == [2]  # the two shared a trip, whose one read failed
+        denied = await next_of(alice, "call.denied")
+        assert (denied["rule"], denied["reason"]) == POLICY_DOWN
+        assert (await next_of(dave, "call.incoming"))["from"]["handle"] == "carol"
+        await hub.flush()
+        assert "call.incoming" not in queued(bob)
