@@ -16,7 +16,7 @@ from callgate.signaling import messages as m
 from callgate.signaling.effects import CdrOpen, Effect
 from callgate.signaling.hub_effects import HubEffects
 from callgate.signaling.hub_types import Device, GroupPolicy, PairPolicy
-from callgate.signaling.lookups import Answer, Lookup, LookupTrips
+from callgate.signaling.lookups import LOOKUP_TIMEOUT, Answer, Lookup, LookupTrips
 from callgate.signaling.ratelimit import MessageRateLimiter
 from callgate.signaling.reasons import Reason
 from callgate.signaling.ring_groups import (
@@ -43,6 +43,8 @@ MEMBERS_UNAVAILABLE = Denial(rule="unavailable", reason="the ring group's member
 
 
 class HubInvites(HubEffects):
+    lookup_timeout = LOOKUP_TIMEOUT  # seconds an invite waits for its lookups (lookups.py)
+
     def _attempt_allowed(self, handle: str) -> bool:
         bucket = self._attempts.get(handle)
         if bucket is None:
@@ -78,7 +80,15 @@ class HubInvites(HubEffects):
         if self._lookup_trips is None:
             self._lookup_trips = LookupTrips(self._lookup_many)
         lookup = Lookup(device.handle, message.to, callee_exists)
-        exists, (denial, grant) = await self._lookup_trips.lookup(lookup)
+        try:
+            found = await asyncio.wait_for(self._lookup_trips.lookup(lookup), self.lookup_timeout)
+        except TimeoutError:  # a hung read: fail closed, its late answer discarded
+            waited = self.lookup_timeout
+            log.error(
+                "lookups for %s -> %s over %.0f s; denying", device.handle, message.to, waited
+            )
+            found = (True, (POLICY_UNAVAILABLE, None))
+        exists, (denial, grant) = found
         effects = self.engine.invite(
             device.device_id, message.id, message.to, message.sdp, exists, denial, grant
         )
