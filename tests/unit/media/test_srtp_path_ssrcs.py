@@ -5,7 +5,6 @@ the server (no sockets, no DTLS: the path's inbound parsing on its own)."""
 from __future__ import annotations
 
 import struct
-from types import SimpleNamespace
 from typing import Any
 
 from callgate.media import srtp_path
