@@ -280,13 +280,21 @@ class AnchorLeg:
 _process_turn: LocalTurn | None = None  # this process's TURN server (`use_local_turn`)
 
 
-def use_local_turn(local: LocalTurn | None) -> None:
+def use_local_turn(local: LocalTurn | None) -> Callable[[], None]:
     """The TURN server running in this process (`TurnServer.udp_client`; `callgate serve` sets
-    it), for bridges made without one (the SIP edge's): their WebRTC legs then hand their
-    packets to their allocations in-process too (srtp_path.py; a leg whose allocation is not
-    found there keeps the sockets). None: no such server."""
+    it while its server runs), for bridges made without one (the SIP edge's): their WebRTC legs
+    then hand their packets to their allocations in-process too (srtp_path.py; a leg whose
+    allocation is not found there keeps the sockets). None: no such server. Returns what undoes
+    it (at shutdown): clears it unless another has been set since."""
     global _process_turn
     _process_turn = local
+
+    def forget() -> None:
+        global _process_turn
+        if _process_turn is local:
+            _process_turn = None
+
+    return forget
 
 
 class Bridge:
