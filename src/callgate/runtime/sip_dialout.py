@@ -30,7 +30,7 @@ from callgate.policy.store import PolicyStore
 from callgate.recording.service import RecordingService
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
-from callgate.runtime.sip_media import check_media, take_offer
+from callgate.runtime.sip_media import answered_codec, carrier_key, check_media, take_offer
 from callgate.runtime.sip_quiet import MEDIA_LOST, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.sip.attempts import disposition
@@ -173,6 +173,7 @@ class DialOut:
         if permit.recording_required:
             codec = next((c for c in codecs if c != "g722"), codec)
             codecs = (codec,)
+        secure = carrier_key(trunk)  # our SDES key towards a trunk that requires SRTP
         media_ip = self._media_ip or call.peer.local[0]
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
             call.reject(503, "Service Unavailable (no media address)")
@@ -266,7 +267,7 @@ class DialOut:
             final = asyncio.ensure_future(
                 final_response(
                     out,
-                    audio_sdp(carrier_local[0], carrier_local[1], codecs, None, events),
+                    audio_sdp(carrier_local[0], carrier_local[1], codecs, secure, events),
                     contact,
                 )
             )
@@ -316,9 +317,9 @@ class DialOut:
             answer = check_media(
                 self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source
             )
-            chosen = next((c for c in answer.ours() if c in codecs), None)
-            if chosen is None:
-                raise SdpError("the carrier's answer has none of the codecs offered")
+            chosen = answered_codec(answer, codecs, secure, "the carrier")
+            if secure is not None and answer.crypto is not None:
+                carrier.secure(answer.crypto.key_salt, secure.key_salt)  # RFC 4568 §6.1
             if chosen != codec:  # the phone offered it too: both legs use it, unchanged
                 codec = chosen
                 phone.use(codec)
@@ -382,9 +383,12 @@ class DialOut:
             await (out.hang_up() if by == "caller" else call.hang_up())
             await asyncio.to_thread(records.finish, record_id, "answered", by, "hangup")
         except SdpError as exc:  # the carrier's answer: unusable, or a forbidden address
-            await out.hang_up()
+            await out.hang_up()  # its 2xx was ACKed (outbound.py): BYE (RFC 3261 §13.2.2.4)
             call.reject(502, "Bad Gateway (carrier SDP)")
-            await asyncio.to_thread(records.finish, record_id, "failed", "server", str(exc)[:60])
+            log.warning("sip: dial-out %s via %s: %s", record_id, trunk.name, exc)
+            await asyncio.to_thread(
+                records.finish, record_id, "failed", "server", "setup-failed", str(exc)[:120]
+            )
         finally:
             self.live.close(record_id)
             if stop is not None:
