@@ -200,12 +200,15 @@ def acked_then_byed(client: SipClient, invite: SipRequest, tag: str) -> None:
     assert methods == ["ACK", "BYE"], methods
 
 
-def phone_dials(port: int, password: str, number: str, rtp_port: int) -> SipClient:
-    """alice's desk phone INVITEs `number` with plain RTP, its digest answered."""
+def phone_dials(
+    port: int, password: str, number: str, rtp_port: int, offer: bytes | None = None
+) -> SipClient:
+    """alice's desk phone INVITEs `number` (with plain RTP unless `offer`), its digest
+    answered."""
     phone = SipClient(("127.0.0.1", port))
     aor, uri = "sip:alice@callgate", f"sip:{number}@127.0.0.1:{port}"
     headers = [f"Contact: <sip:alice@127.0.0.1:{phone.local[1]}>", "Content-Type: application/sdp"]
-    offer = sdp("127.0.0.1", rtp_port)
+    offer = offer or sdp("127.0.0.1", rtp_port)
     first = phone.exchange(phone.request("INVITE", aor, headers, to=uri, body=offer))
     assert first.status == 401, first.status
     phone.send(phone.request("ACK", aor, to=uri, cseq=phone.cseq))
@@ -400,18 +403,26 @@ def carrier_hung_up(carrier: SipClient) -> None:
 def recorded_dial_out(
     server: WebServer, port: int, password: str, carrier: SipClient, tmp_path: Path
 ) -> None:
-    """alice's phone dials a German number, which a rule says must be recorded: the phone talks
-    plain RTP, the carrier SRTP, each hears the other, and the recording holds both tones."""
+    """alice's phone dials a German number, which a rule says must be recorded, offering
+    best-effort SRTP (RTP/AVP with RTP/SAVP and its key as an RFC 5939 capability): it is
+    answered RTP/SAVP with our key and `a=acfg`, the carrier talks SRTP too, each hears the
+    other, and the recording holds both tones."""
     number = "+49301234567"
     at_phone, at_carrier = Party("127.0.0.1", 440.0, None), Party("127.0.0.2", 880.0, None)
-    dialler = phone_dials(port, password, number, at_phone.port)
+    key = base64.b64encode(PHONE_KEY).decode()
+    capability = f"a=tcap:1 RTP/SAVP\r\na=acap:1 crypto:2 {SUITE} inline:{key}\r\n"
+    best_effort = sdp("127.0.0.1", at_phone.port) + f"{capability}a=pcfg:1 t=1 a=1\r\n".encode()
+    dialler = phone_dials(port, password, number, at_phone.port, best_effort)
     try:
         carrier_answers_srtp(carrier, at_carrier)
         dialler.sock.settimeout(60)
         statuses, reply = dialler.until_final()
         assert statuses[-1] == 200, statuses
         ours = parse_audio(reply.body)
-        assert ours.crypto is None  # the phone offered plain RTP: it is answered plain
+        assert ours.crypto is not None and ours.crypto.tag == 2, reply.body
+        answered = reply.body.decode()
+        assert " RTP/SAVP 0\r\n" in answered and "a=acfg:1 t=1 a=1\r\n" in answered, answered
+        at_phone.srtp = sessions(PHONE_KEY, ours.crypto.key_salt)
         at_phone.target = ("127.0.0.1", ours.port)
         aor, uri, to = (
             "sip:alice@callgate",

@@ -58,6 +58,7 @@ from callgate.sip.sdp import (
     AudioOffer,
     Crypto,
     SdpError,
+    answer_key,
     audio_sdp,
     parse_audio,
 )
@@ -172,11 +173,7 @@ class SipCalls:
             return
         # act: the media legs, then the phone (or trunk) as a device of its caller
         bridge = Bridge(lambda: self._ice_servers(handle))
-        ours = (
-            None
-            if offer.crypto is None
-            else Crypto(offer.crypto.tag, secrets.token_bytes(KEY_SALT))
-        )
+        ours = None if offer.crypto is None else answer_key(offer.crypto)  # RFC 4568 §5.1.2
         srtp = (
             None if offer.crypto is None or ours is None else (offer.crypto.key_salt, ours.key_salt)
         )

@@ -42,9 +42,8 @@ from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.sdp import (
     EVENTS_PT,
-    KEY_SALT,
-    Crypto,
     SdpError,
+    answer_key,
     audio_sdp,
     parse_audio,
 )
@@ -178,11 +177,7 @@ class DialOut:
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
             call.reject(503, "Service Unavailable (no media address)")
             return
-        ours = (
-            None
-            if offer.crypto is None
-            else Crypto(offer.crypto.tag, secrets.token_bytes(KEY_SALT))
-        )
+        ours = None if offer.crypto is None else answer_key(offer.crypto)  # RFC 4568 §5.1.2
         srtp = (
             None if offer.crypto is None or ours is None else (offer.crypto.key_salt, ours.key_salt)
         )
