@@ -4,7 +4,8 @@ A phone's offer is read for its connection address, audio port and payload types
 the first of PCMU (0), PCMA (8) and G.722 (9) it lists — codecs browsers and aiortc take too, so
 the WebRTC side forwards them unchanged (G.722's RTP clock is 8 kHz for its 16 kHz samples, RFC
 3551 §4.5.2; the anchor transcodes for a party that has none of them, media/transcode.py). `RTP/SAVP` is taken with SDES keys (RFC 4568 `a=crypto`, suite
-AES_CM_128_HMAC_SHA1_80, the one every SRTP phone and trunk has): we answer with our own key.
+AES_CM_128_HMAC_SHA1_80, the one every SRTP phone and trunk has): we answer with our own key;
+so is RTP/AVP offering that as an RFC 5939 capability (best-effort SRTP, `Capabilities`).
 Anything else (no audio, only other codecs, SRTP without a usable key, IPv6 addresses we do not
 serve) is `SdpError`, answered `488 Not Acceptable Here` (RFC 3261 §21.4.26).
 
