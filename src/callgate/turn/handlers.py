@@ -102,6 +102,7 @@ class TurnHandler:
         self.draining = False
         # Failed authentications throttled per source address and per username (turn/throttle.py).
         self.throttle = AuthThrottle(clock)
+        self._refusal_logged = -math.inf  # monotonic time of the last call-bound refusal logged
         self._software: list[tuple[int, bytes]] = (
             [(int(Attr.SOFTWARE), attrs.pack_text(config.software))] if config.software else []
         )
@@ -389,6 +390,7 @@ class TurnHandler:
             guard = self.call_guard
             if guard is None or not admit(guard, self.manager.by_relay, allocation, peer):
                 self.counters.peers_refused += 1
+                self._log_call_bound_refusal(allocation, peer, guard is None)
                 raise Reject(403, reason="Call-bound relay: peer is not your call's other party")
             return peer
         # Another allocation's relayed address on this server is always a permitted peer: two
@@ -401,6 +403,25 @@ class TurnHandler:
             self.counters.peers_refused += 1
             raise Reject(403)
         return peer
+
+    def _log_call_bound_refusal(
+        self, allocation: Allocation, peer: Address, no_guard: bool
+    ) -> None:
+        """One INFO line a second at most: why a party's media could not start is then on record
+        (the counter alone does not say whose, or whether the peer was on this relay at all)."""
+        now = self.clock.monotonic()
+        if now - self._refusal_logged < 1.0:
+            return
+        self._refusal_logged = now
+        owner = self.manager.by_relay.get(peer)
+        why = (
+            "no call list yet"
+            if no_guard
+            else "peer is not on this relay"
+            if owner is None
+            else f"no live call between {allocation.user} and {owner.user}"
+        )
+        log.info("call-bound relay refused %s's peer %s:%d (%s)", allocation.user, *peer, why)
 
     def _user_may_reach(self, user: str, host: str) -> bool:
         """The extra peer ranges of the user's groups (turn/limits.py)."""

@@ -3,6 +3,10 @@ live call; nothing else, not an outside peer, not another user's relay, not afte
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from callgate.stun import attributes as attrs
 from callgate.stun.constants import Attr, Method
 from callgate.turn.callbound import withdraw_stale
@@ -73,6 +77,25 @@ def test_no_live_call_means_403_and_a_count() -> None:
     assert value is not None
     assert "call" in attrs.unpack_error_code(value)[1]
     assert server.counters.peers_refused == 1
+
+
+def test_refusals_are_logged_with_their_reason_at_most_once_a_second(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, calls, _alice_relay, bob_relay = two_allocations()
+    caplog.set_level(logging.INFO, logger="callgate.turn.handlers")
+    assert permit(server, bob_relay, ALICE, "alice") == 403
+    assert permit(server, bob_relay, ALICE, "alice") == 403  # same second: counted, not logged
+    server.clock.advance(1.0)
+    calls.live.add(frozenset(("alice", "bob")))
+    assert permit(server, PEER, ALICE, "alice") == 403
+    lines = [r.getMessage() for r in caplog.records if "call-bound relay refused" in r.message]
+    assert lines == [
+        f"call-bound relay refused alice's peer {bob_relay[0]}:{bob_relay[1]} "
+        "(no live call between alice and bob)",
+        f"call-bound relay refused alice's peer {PEER[0]}:{PEER[1]} (peer is not on this relay)",
+    ]
+    assert server.counters.peers_refused == 3
 
 
 def test_outside_peer_is_refused_even_during_a_call() -> None:
