@@ -223,6 +223,18 @@ def in_dialog(client: SipClient, method: str, aor: str, uri: str, to: str | None
     return request.replace(f"To: <{uri}>".encode(), f"To: {to}".encode())
 
 
+def signed_bye(dialler: SipClient, password: str, uri: str, to: str | None) -> None:
+    """alice's phone hangs up the dialog its INVITE to `uri` made: a device's BYE is
+    challenged and signed (RFC 3261 §22)."""
+    aor = "sip:alice@callgate"
+    challenge = dialler.exchange(in_dialog(dialler, "BYE", aor, uri, to))
+    assert challenge.status == 401, challenge.status
+    auth = authorization(challenge_for(challenge, "SHA-256"), "alice.desk", password, "BYE", uri)
+    bye = in_dialog(dialler, "BYE", aor, uri, to)
+    signed = bye.replace(b"Max-Forwards: 70\r\n", f"{auth}\r\nMax-Forwards: 70\r\n".encode())
+    assert dialler.exchange(signed).status == 200
+
+
 def cdr_of(server: WebServer, callee: str) -> list[dict[str, Any]]:
     cdrs = client_get(server, "/api/cdrs", "admin")["items"]
     return [c for c in cdrs if c["callee_user"] == callee]
@@ -315,6 +327,12 @@ def test_a_trunk_that_requires_srtp(srtp_server: tuple[WebServer, int], tmp_path
             "outbound", "failed", "setup-failed"
         ), cdr  # fmt: skip
         assert cdr["end_detail"] == why and cdr["answer_at"] is None, cdr
+
+    # an emergency call is never ended for its media's protection: a plain answer connects
+    emergency_call(port, devices["alice"], carrier)
+    (sos,) = cdr_of(server, "112")
+    assert (sos["policy_decision"], sos["direction"]) == ("emergency", "outbound"), sos
+    assert sos["answer_at"] is not None and sos["reason"] == "hangup", sos
 
     # a recorded dial-out: the carrier talks SRTP, the recording holds the plain audio
     recorded_dial_out(server, port, devices["alice"], carrier, tmp_path)
@@ -431,14 +449,7 @@ def recorded_dial_out(
         )
         dialler.send(in_dialog(dialler, "ACK", aor, uri, to))
         talk(at_phone, at_carrier)
-        challenge = dialler.exchange(in_dialog(dialler, "BYE", aor, uri, to))
-        assert challenge.status == 401, challenge.status  # a device's BYE is signed
-        auth = authorization(
-            challenge_for(challenge, "SHA-256"), "alice.desk", password, "BYE", uri
-        )
-        bye = in_dialog(dialler, "BYE", aor, uri, to)
-        signed = bye.replace(b"Max-Forwards: 70\r\n", f"{auth}\r\nMax-Forwards: 70\r\n".encode())
-        assert dialler.exchange(signed).status == 200
+        signed_bye(dialler, password, uri, to)
         carrier_hung_up(carrier)
     finally:
         dialler.close()
@@ -490,3 +501,26 @@ def cli_dial_out(server: WebServer, carrier: SipClient, tmp_path: Path) -> None:
     (cdr,) = cdr_of(server, "+442079460000")
     assert (cdr["direction"], cdr["reason"]) == ("outbound", "hangup"), cdr
     assert cdr["answer_at"] is not None
+
+
+def emergency_call(port: int, password: str, carrier: SipClient) -> None:
+    """alice's phone dials 112: the carrier is offered SRTP, answers plain RTP, and the call is
+    connected all the same (200 to the phone), until the phone hangs up."""
+    at_phone = Party("127.0.0.1", 440.0, None)
+    dialler = phone_dials(port, password, "112", at_phone.port)
+    try:
+        invite = next_request(carrier, "INVITE")
+        assert invite.uri.startswith("sip:112@"), invite.uri
+        offered_key(invite)
+        answer(carrier, invite, sdp("127.0.0.2", 40004), "sos")
+        next_request(carrier, "ACK")
+        dialler.sock.settimeout(60)
+        statuses, reply = dialler.until_final()
+        assert statuses[-1] == 200, statuses
+        uri, to = f"sip:112@127.0.0.1:{port}", reply.headers.get("to")
+        dialler.send(in_dialog(dialler, "ACK", "sip:alice@callgate", uri, to))
+        signed_bye(dialler, password, uri, to)
+        carrier_hung_up(carrier)
+    finally:
+        dialler.close()
+        at_phone.sock.close()

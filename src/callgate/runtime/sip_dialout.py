@@ -30,7 +30,7 @@ from callgate.policy.store import PolicyStore
 from callgate.recording.service import RecordingService
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
-from callgate.runtime.sip_media import answered_codec, carrier_key, check_media, take_offer
+from callgate.runtime.sip_media import carrier_answer, carrier_key, check_media, take_offer
 from callgate.runtime.sip_quiet import MEDIA_LOST, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.sip.attempts import disposition
@@ -312,9 +312,7 @@ class DialOut:
             answer = check_media(
                 self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source
             )
-            chosen = answered_codec(answer, codecs, secure, "the carrier")
-            if secure is not None and answer.crypto is not None:
-                carrier.secure(answer.crypto.key_salt, secure.key_salt)  # RFC 4568 §6.1
+            chosen = carrier_answer(answer, codecs, secure, carrier, emergency)
             if chosen != codec:  # the phone offered it too: both legs use it, unchanged
                 codec = chosen
                 phone.use(codec)

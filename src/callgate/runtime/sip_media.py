@@ -12,9 +12,11 @@ is audited `sip.media.forbidden` (rate-limited per party by the edge) and raised
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Literal
 
+from callgate.media.rtp_leg import RtpLeg
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import (
@@ -27,6 +29,8 @@ from callgate.sip.media_peers import (
 )
 from callgate.sip.sdp import KEY_SALT, SUITE, AudioOffer, Crypto, SdpError, parse_audio
 from callgate.sip.trunks import Trunk
+
+log = logging.getLogger(__name__)
 
 Stage = Literal["offer", "re-offer", "answer"]
 
@@ -102,6 +106,22 @@ def answered_codec(
         raise SdpError(f"{who} answered RTP/SAVP to a plain RTP offer")
     if ours is not None and answer.crypto is not None and answer.crypto.key_salt == ours.key_salt:
         raise SdpError(f"{who} answered with our own SRTP key")
+    return codec
+
+
+def carrier_answer(
+    answer: AudioOffer, codecs: tuple[str, ...], ours: Crypto | None, leg: RtpLeg, emergency: bool
+) -> str:
+    """The codec of a carrier's answer to our offer of `codecs` (`ours`: our SDES key, when its
+    trunk requires SRTP), its RTP leg keyed when SRTP (RFC 4568 §6.1); SdpError when the answer
+    cannot be used (`answered_codec`: the caller ACKed its 2xx and now BYEs it). Except on an
+    emergency call: a plain RTP answer to our SRTP offer is taken, logged, never ended for it."""
+    if emergency and ours is not None and answer.crypto is None:
+        log.warning("sip: emergency call answered with plain RTP to our SRTP offer: connected")
+        ours = None
+    codec = answered_codec(answer, codecs, ours, "the carrier")
+    if ours is not None and answer.crypto is not None:
+        leg.secure(answer.crypto.key_salt, ours.key_salt)
     return codec
 
 

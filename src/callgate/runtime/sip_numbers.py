@@ -37,7 +37,7 @@ from callgate.media.rtp_leg import RtpLeg
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_dialout import DialOut, Permit
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCall
-from callgate.runtime.sip_media import answered_codec, carrier_key, check_media
+from callgate.runtime.sip_media import carrier_answer, carrier_key, check_media
 from callgate.runtime.sip_quiet import MEDIA_LOST, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.signaling import messages as m
@@ -343,9 +343,7 @@ class NumberCalls:
         answer = parse_audio(reply.body)
         trunk, source = f"trunk:{call.dialled.trunk.name}", out.peer.address[0]
         answer = check_media(self._edge, answer, "answer", trunk, out.call_id, source)  # or BYE
-        answered_codec(answer, (codec,), secure, "the carrier")  # else BYE (its 2xx was ACKed)
-        if secure is not None and answer.crypto is not None:
-            carrier.secure(answer.crypto.key_salt, secure.key_salt)  # RFC 4568 §6.1
+        carrier_answer(answer, (codec,), secure, carrier, call.dialled.emergency)  # else BYE
         aim(carrier, answer, [out.peer.address[0]])
         bridge.attach(carrier)
         if sdp is None:
