@@ -107,11 +107,13 @@ def parse_audio(sdp: bytes) -> AudioOffer:
     in_audio = False
     rtcp: str | None = None  # the audio stream's a=rtcp value
     rtpmaps: set[int] = set()  # telephone-event/8000 payload types of the audio stream
-    capabilities = Capabilities()  # RFC 5939 a=tcap/acap/pcfg of the audio stream
+    capabilities = Capabilities()  # RFC 5939 a=tcap/acap/pcfg of the audio stream, a=creq
+    session = True  # before the first m= line
     directions = {"session": "sendrecv", "media": ""}  # RFC 4566 §6: media level wins
     for line in text.replace("\r\n", "\n").split("\n"):
         kind, _, value = line.partition("=")
         if kind == "m":
+            session = False
             if audio is not None:
                 break  # only the first audio stream is ours
             parts = value.split()
@@ -133,8 +135,10 @@ def parse_audio(sdp: bytes) -> AudioOffer:
             directions["media"] = value.strip()
         elif kind == "a" and in_audio and value.startswith("rtcp:") and rtcp is None:
             rtcp = value.removeprefix("rtcp:")
+        elif kind == "a" and value.startswith("creq:") and (session or in_audio):
+            capabilities.require(value.removeprefix("creq:"))
         elif kind == "a" and in_audio and capabilities.take(value):
-            pass
+            pass  # a capability or potential configuration (RFC 5939), kept
         elif kind == "a" and in_audio and value.startswith("rtpmap:"):
             number, _, name = value.removeprefix("rtpmap:").partition(" ")
             if name.strip().lower() == "telephone-event/8000" and number.isdigit():
@@ -270,17 +274,18 @@ class Capabilities:
         self.configurations: dict[int, str] = {}  # a=pcfg
         self.required: set[str] = set()  # a=creq option tags (§3.3.2)
 
+    def require(self, tags: str) -> None:
+        """An `a=creq` (§3.3.2): option tags the offer needs the answerer to know."""
+        self.required.update(tag.strip() for tag in tags.split(","))
+
     def take(self, value: str) -> bool:
         """Whether `value` (an attribute's `name:value`) is one of ours, kept."""
         name, _, rest = value.partition(":")
         number, _, body = rest.strip().partition(" ")
-        if name == "creq":
-            self.required.update(tag.strip() for tag in rest.split(","))
-            return True
         if name not in ("tcap", "acap", "pcfg"):
             return False
         if not number.isdigit() or len(number) > 6:
-            return True  # malformed: ignored (§3.4: capability numbers are 1..2^31)
+            return True  # malformed: ignored
         kinds = {"tcap": self.transports, "acap": self.attributes, "pcfg": self.configurations}
         kept = kinds[name]
         if name == "tcap":

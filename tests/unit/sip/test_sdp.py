@@ -201,6 +201,7 @@ def test_best_effort_srtp_offered_as_an_rfc_5939_capability_is_taken() -> None:
         ("a=pcfg:2 t=2 a=1|2", "a=pcfg:2 t=1 a=2"),  # RTP/SAVPF only
         ("a=pcfg:2 t=2 a=1|2", "a=pcfg:2 t=2 a=2\r\na=creq:med-v0"),  # an extension required
         ("", ""),  # the capabilities at session level
+        ("t=0 0\r\n", "t=0 0\r\na=creq:med-v0\r\n"),  # an extension required, for the session
     ],
 )
 def test_capabilities_we_cannot_honour_leave_the_stream_plain_rtp(change: tuple[str, str]) -> None:
