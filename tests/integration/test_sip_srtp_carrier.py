@@ -293,15 +293,21 @@ def test_a_trunk_that_requires_srtp(srtp_server: tuple[WebServer, int], tmp_path
         "the phone answered plain RTP to our SRTP offer (RTP/SAVP, SDES)"
     ), declined
 
-    # alice's phone dials out: the carrier answers plain RTP, then SRTP under another tag
-    for number, profile, tag in (("+442079460001", "RTP/AVP", 1), ("+442079460002", "RTP/SAVP", 2)):
+    # alice's phone dials out: the carrier answers plain RTP, SRTP under another tag, and
+    # RTP/SAVP without a key
+    refusals = (
+        ("+442079460001", "RTP/AVP", 1, CARRIER_KEY),
+        ("+442079460002", "RTP/SAVP", 2, CARRIER_KEY),
+        ("+442079460003", "RTP/SAVP", 1, b""),
+    )
+    for number, profile, tag, key in refusals:
         rtp = Party("127.0.0.1", 440.0, None)
         dialler = phone_dials(port, devices["alice"], number, rtp.port)
         try:
             invite = next_request(carrier, "INVITE")
             offer = offered_key(invite)
             assert offer.crypto is not None and offer.crypto.tag == 1
-            answer(carrier, invite, sdp("127.0.0.2", 40002, profile, tag, CARRIER_KEY), "no")
+            answer(carrier, invite, sdp("127.0.0.2", 40002, profile, tag, key), "no")
             acked_then_byed(carrier, invite, "no")
             dialler.sock.settimeout(60)
             _, final = dialler.until_final()
@@ -319,7 +325,9 @@ def test_a_trunk_that_requires_srtp(srtp_server: tuple[WebServer, int], tmp_path
             rtp.sock.close()
     (plain_answer,) = cdr_of(server, "+442079460001")
     (other_tag,) = cdr_of(server, "+442079460002")
+    (keyless,) = cdr_of(server, "+442079460003")
     for cdr, why in (
+        (keyless, f"RTP/SAVP without an a=crypto {SUITE} key"),
         (plain_answer, "the carrier answered plain RTP to our SRTP offer (RTP/SAVP, SDES)"),
         (other_tag, "the carrier answered SRTP without our key's tag 1 (RFC 4568 §5.1.2)"),
     ):
