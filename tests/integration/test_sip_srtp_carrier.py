@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import secrets
 import socket
 import subprocess
 import time
@@ -130,7 +131,7 @@ class Party:
         self.hz, self.srtp = hz, srtp
         self.target: tuple[str, int] = ("127.0.0.1", 0)
         self.heard = bytearray()
-        self.ssrc = int.from_bytes(host.encode()[-2:], "big") + int(hz)
+        self.ssrc = secrets.randbits(32)
 
     @property
     def port(self) -> int:
