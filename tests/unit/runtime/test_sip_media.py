@@ -192,6 +192,13 @@ async def test_a_trunk_that_requires_srtp_gets_our_key_and_its_plain_offers_get_
         taken = take_offer(edge, keyed)
         assert taken is not None and taken[0].crypto is not None and not keyed.final.done()
         assert taken[0].crypto.tag == 3
+        # best-effort SRTP (RFC 5939: RTP/SAVP and the key as a capability) satisfies it too
+        capability = f"a=tcap:1 RTP/SAVP\r\na=acap:1 crypto:5 {SUITE} inline:{key}\r\n"
+        best = sdp(PHONE) + f"{capability}a=pcfg:1 t=1 a=1\r\n".encode()
+        hopeful = InboundCall(invite(best), peer, None, lambda r: None, no_request, secure)
+        taken = take_offer(edge, hopeful)
+        assert taken is not None and taken[0].crypto is not None, hopeful.final
+        assert (taken[0].crypto.tag, taken[0].crypto.acfg) == (5, "1 t=1 a=1")
         # the same plain offer from a trunk without the setting is taken
         other = Trunk("plain", frozenset({PHONE}))
         free = InboundCall(invite(sdp(PHONE)), peer, None, lambda r: None, no_request, other)
