@@ -34,8 +34,8 @@ def test_every_ndpi_flow_is_found_in_our_flow_table(pairs: list[Pair]) -> None:
 def test_agreement_with_ndpi_on_rtc_versus_not(pairs: list[Pair]) -> None:
     s = score(pairs)
     assert s.recall == 1.0  # every flow nDPI calls real-time, we do too
-    assert s.agreement >= 0.96  # 93/96 (docs/detection.md, "Agreement with nDPI")
-    assert s.precision >= 0.95
+    assert s.agreement >= 0.97  # 94/96 (docs/detection.md, "Agreement with nDPI")
+    assert s.precision >= 0.96
 
 
 def test_each_disagreement_rests_on_media_evidence_nDPI_did_not_use(pairs: list[Pair]) -> None:
@@ -43,8 +43,9 @@ def test_each_disagreement_rests_on_media_evidence_nDPI_did_not_use(pairs: list[
         if p.agree:
             continue
         assert p.ours is not None and p.ours.rtc and not p.ndpi.rtc
-        # nDPI stopped at "DTLS" or named the chat app; the packets carry DTLS-SRTP or RTP.
-        assert {"DTLS-SRTP", "RTP"} & set(p.ours.protocols), (p.capture, p.ours)
+        # nDPI stopped at "DTLS"; the packets carry a DTLS-SRTP offer, and the evidence says
+        # how the handshake ended when it did not succeed.
+        assert "DTLS-SRTP" in p.ours.protocols, (p.capture, p.ours)
 
 
 def test_applications_we_name_never_contradict_ndpi(pairs: list[Pair]) -> None:

@@ -85,20 +85,26 @@ def monitor_command(
     interval: Annotated[float, typer.Option(help="Seconds between updates.")] = 1.0,
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: run until Ctrl-C).")] = 0.0,
     max_flows: Annotated[int, typer.Option(help="Flow table size; the least recently active flows are evicted.")] = 100_000,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", metavar="SECONDS",
+                                                help="Close a flow idle this long (0 = never).")] = 180.0,
+    lists: ListsOpt = None,
 ) -> None:  # fmt: skip
     """Watch a live interface for real-time voice/video; one JSON line per new or updated session."""
     import sys
 
+    from callgate.detect.capture.packets import CaptureError
     from callgate.detect.live.monitor import MonitorArgs, monitor
     from callgate.detect.live.ring import RingError
 
-    args = MonitorArgs(interface, internal or [], allow_relay or [], interval, duration, max_flows)
+    args = MonitorArgs(interface, internal or [], allow_relay or [], interval, duration, max_flows,
+                       idle_timeout, lists)  # fmt: skip
     try:
         monitor(args, sys.stdout)
-    except (ValueError, RingError) as exc:
+    except (ValueError, RingError) as exc:  # RangeError (a bad --lists) is a ValueError: status 1
         from callgate.cli.output import fail
 
-        raise fail(str(exc), 1 if isinstance(exc, RingError) else 2) from None
+        code = 1 if isinstance(exc, (RingError, CaptureError)) else 2
+        raise fail(str(exc), code) from None
 
 
 def run_alone(args: list[str]) -> None:

@@ -7,6 +7,8 @@ Sources (the same kinds of signals nDPI's STUN dissector uses, re-derived from t
 - WhatsApp's private attribute range 0x4000-0x4007 and its non-standard message types 0x0800-0x0802;
 - Google's GOOG-* attributes 0xFF03/0xFF04 (Meet/Duo);
 - the operator named by REALM or SOFTWARE (RFC 8489 §14.9, §14.14): "signal.org", "google.com", …
+
+and, outside STUN, Discord's voice IP Discovery (`discord_ip_discovery`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from callgate.detect.stunscan import REALM, SOFTWARE, VENDOR_TYPES, StunInfo
 
 MS_TEAMS = "Microsoft Teams/Skype"
+DISCORD = "Discord"
 WHATSAPP = "WhatsApp"
 GOOGLE = "Google Meet"
 
@@ -34,7 +37,7 @@ _NAMES = (
     ("skype", MS_TEAMS),
     ("zoom", "Zoom"),
     ("telegram", "Telegram"),
-    ("discord", "Discord"),
+    ("discord", DISCORD),
     ("webex", "Webex"),
     ("jitsi", "Jitsi"),
     ("callgate", "callgate"),
@@ -67,3 +70,21 @@ def _candidate_identifier(info: StunInfo) -> bool:
     """[MS-ICE2] Candidate-Identifier (0x8054): 4 bytes, a digit then three zero bytes."""
     value = info.get(0x8054)
     return value is not None and len(value) == 4 and value[1:] == b"\x00\x00\x00"
+
+
+_DISCOVERY_ADDRESS = frozenset(b"0123456789abcdefABCDEF.:")
+
+
+def discord_ip_discovery(data: bytes) -> bool:
+    """Whether a UDP payload is a Discord voice IP Discovery request or response (Discord developer
+    documentation, "Voice Connections", IP Discovery): 74 bytes — type 0x0001 (request) or 0x0002
+    (response), length 70, the SSRC, a 64-byte NUL-padded address (empty in a request, the
+    client's public IPv4/IPv6 address as text in the response), the port. The exchange opens the
+    UDP connection that then carries the voice (RTP)."""
+    if len(data) != 74 or data[0] != 0 or data[1] not in (1, 2) or data[2:4] != b"\x00\x46":
+        return False
+    address = data[8:72]
+    text = address.rstrip(b"\x00")
+    if data[1] == 1:
+        return not text or set(text) <= _DISCOVERY_ADDRESS
+    return len(text) >= 2 and set(text) <= _DISCOVERY_ADDRESS

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from callgate.detect import native
-from callgate.detect.apps import app_from_stun
+from callgate.detect.apps import DISCORD, app_from_stun, discord_ip_discovery
 from callgate.detect.media import (
     dtls_record,
     is_channel_data,
@@ -50,8 +50,9 @@ class Flow:
 
     __slots__ = (
         "a", "addresses", "app", "app_evidence", "b", "binding_only", "channel_data", "done",
-        "dtls", "excluded", "first", "hello", "ice", "inspected", "last", "media", "octets",
-        "openvpn_data", "openvpn_keys", "payload_bytes", "pkts", "proto", "quic", "quic_dcid",
+        "dtls", "dtls_alert", "excluded", "first", "hello", "ice", "inspected", "ip_discovery", "last", "media",
+        "octets", "openvpn_data", "openvpn_keys", "payload_bytes", "pkts", "proto", "quic",
+        "quic_dcid",
         "random_samples", "rtcp", "rtp_ok", "rtp_pt", "rtp_runs", "server_name", "sip",
         "skype_anchor", "skype_heads", "skype_ruled_out", "srtp", "stun", "stun_classic", "turn",
         "vpn"
@@ -82,7 +83,9 @@ class Flow:
         self.rtcp = 0
         self.dtls = False
         self.srtp = False
+        self.dtls_alert: int | None = None  # a fatal DTLS alert in the clear (media.dtls_record)
         self.sip = False
+        self.ip_discovery = False  # Discord voice IP Discovery (apps.discord_ip_discovery)
         self.quic = False
         self.vpn: str | None = None  # a tunnel recognized by its header: never a statistical guess
         # per direction, once a P_DATA_V2-like payload came
@@ -145,6 +148,10 @@ def _inspect_one(flow: Flow, side: int, data: bytes, stream: bool) -> bool:
     if first < 4:
         info = parse_stun(data)
         if info is None:
+            if not stream and discord_ip_discovery(data):
+                flow.ip_discovery = True
+                flow.app = flow.app or DISCORD
+                return True
             return False
         flow.stun += 1
         flow.stun_classic = flow.stun_classic or info.classic
@@ -171,6 +178,8 @@ def _inspect_one(flow: Flow, side: int, data: bytes, stream: bool) -> bool:
             return False
         flow.dtls = True
         flow.srtp = flow.srtp or record[1]
+        if record[2] is not None and flow.dtls_alert is None:
+            flow.dtls_alert = record[2]
         return True
     if 64 <= first < 128:
         if is_channel_data(data, stream):
@@ -290,7 +299,7 @@ def _openvpn(flow: Flow, side: int, payload: bytes) -> None:
 def _seen(flow: Flow) -> bool:
     """Whether anything real-time-like has appeared (worth inspecting further)."""
     return bool(flow.stun or flow.dtls or flow.channel_data or flow.rtcp or flow.sip
-                or flow.rtp_runs[0] or flow.rtp_runs[1])  # fmt: skip
+                or flow.ip_discovery or flow.rtp_runs[0] or flow.rtp_runs[1])  # fmt: skip
 
 
 def _distinct_in_python(sample: bytes) -> int:

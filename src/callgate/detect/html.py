@@ -39,7 +39,7 @@ def to_html(report: Report) -> str:
     parts.append(_timeline(report.sessions))
     parts.append(_table(report.sessions))
     parts.append("<p><small>Confidence: 0.95 application named by STUN attributes; 0.9 ICE checks, "
-                 "DTLS-SRTP or SIP; 0.8 RTP both ways; 0.6 STUN only or endpoint learned from "
+                 "DTLS-SRTP, SIP or Discord's IP Discovery; 0.8 RTP both ways; 0.6 STUN only or endpoint learned from "
                  "STUN; 0.3 statistical guess.</small></p></body></html>")  # fmt: skip
     return "\n".join(parts) + "\n"
 

@@ -58,15 +58,16 @@ def media_kind(pt: int, size: int) -> str:
     return "video" if size > 700 else "audio" if size < 400 else "audio/video"
 
 
-def dtls_record(data: bytes) -> tuple[bool, bool] | None:
-    """(is a handshake, offers/accepts use_srtp) for a DTLS datagram, or None when not DTLS
-    (RFC 6347 §4.1 record header)."""
+def dtls_record(data: bytes) -> tuple[bool, bool, int | None] | None:
+    """(is a handshake, offers/accepts use_srtp, the description of a fatal alert sent in the
+    clear) for a DTLS datagram, or None when not DTLS (RFC 6347 §4.1 record header)."""
     if len(data) < 13:
         return None
     if not 20 <= data[0] <= 25 or _H.unpack_from(data, 1)[0] not in _DTLS_VERSIONS:
         return None
     handshake = False
     srtp = False
+    alert: int | None = None
     pos = 0
     while pos + 13 <= len(data) and 20 <= data[pos] <= 25:
         length = _H.unpack_from(data, pos + 11)[0]
@@ -74,8 +75,23 @@ def dtls_record(data: bytes) -> tuple[bool, bool] | None:
         if data[pos] == 22:
             handshake = True
             srtp = srtp or _hello_has_use_srtp(body)
+        elif data[pos] == 21 and _plain_fatal_alert(data[pos + 3 : pos + 5], body):
+            alert = body[1]
         pos += 13 + length
-    return handshake, srtp
+    return handshake, srtp, alert
+
+
+def _plain_fatal_alert(epoch: bytes, body: bytes) -> bool:
+    """An alert record of epoch 0 is plaintext: level, description; level 2 is fatal (RFC 5246
+    §7.2). Later epochs are encrypted."""
+    return epoch == b"\0\0" and len(body) == 2 and body[0] == 2
+
+
+# The fatal alerts a failed DTLS-SRTP handshake usually ends with (RFC 5246 §7.2).
+ALERTS = {10: "unexpected_message", 20: "bad_record_mac", 40: "handshake_failure",
+          42: "bad_certificate", 43: "unsupported_certificate", 46: "certificate_unknown",
+          47: "illegal_parameter", 48: "unknown_ca", 51: "decrypt_error",
+          70: "protocol_version", 71: "insufficient_security", 80: "internal_error"}  # fmt: skip
 
 
 def _hello_has_use_srtp(body: bytes) -> bool:

@@ -5,7 +5,10 @@ nDPI labels a flow `MASTER.APP/…` (e.g. `STUN.SignalVoip`, `DTLS.GoogleCall`, 
 as real-time communication (RTC) when a label component is a real-time protocol (STUN, RTP, RTCP,
 SRTP, SIP) or one of nDPI's call applications (…Call, …Voip), or when nDPI puts a DTLS flow in its
 VoIP/Video/Media category, or when nDPI's own line reports the "webrtc" or "c-webrtc" ALPN (RFC 8833
-§3: WebRTC media and data over DTLS). Application names are mapped to ours where nDPI names one.
+§3: WebRTC media and data over DTLS), or when nDPI labels a UDP flow Discord and its line reports the
+"Client IP" its Discord dissector read from the voice server's IP Discovery response (Discord's
+voice connection; nDPI's other ways to a "Discord" UDP label — an 8-byte packet, IP lists — print
+no client IP and do not count). Application names are mapped to ours where nDPI names one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ _FLOW = re.compile(
     r"(?:.*?\[cat: (?P<cat>[^/\]]+))?"
 )
 _ALPN = re.compile(r"ALPNs?: (?P<alpn>[^\]\[]+)\]")
+_DISCORD_VOICE = re.compile(r"\[Client IP: [0-9A-Fa-f.:]+\]")
 _RTC_ALPNS = {"webrtc", "c-webrtc"}  # RFC 8833 §3 (and §4 for confidential WebRTC)
 _RTC_COMPONENTS = {"STUN", "RTP", "RTCP", "SRTP", "SIP"}
 _RTC_CATEGORIES = {"VoIP", "Video", "Media"}
@@ -35,6 +39,7 @@ APP_NAMES = {
     "FacebookVoip": "Facebook Messenger",
     "ViberVoip": "Viber",
     "Zoom": "Zoom",
+    "Discord": "Discord",
 }
 
 FlowKey = tuple[str, tuple[str, int], tuple[str, int]]
@@ -77,10 +82,18 @@ def parse_out(path: Path) -> list[NdpiFlow]:
             any(p in _RTC_COMPONENTS or p.endswith(("Call", "Voip")) for p in parts)
             or (parts[0] == "DTLS" and category in _RTC_CATEGORIES)
             or bool(_alpns(line) & _RTC_ALPNS)
+            or _discord_voice(match["proto"], parts, line)
         )
         app = next((APP_NAMES[p] for p in parts if p in APP_NAMES), None)
         flows.append(NdpiFlow(flow_key(match["proto"], a, b), label, category, rtc, app))
     return flows
+
+
+def _discord_voice(proto: str, parts: list[str], line: str) -> bool:
+    """nDPI's Discord dissector keeps a client IP only from the 74-byte IP Discovery response on
+    a UDP flow (ndpiReader prints it as "[Client IP: …]"), which Discord's voice servers send on
+    the UDP connection that then carries the voice (Discord developer docs, Voice Connections)."""
+    return proto == "UDP" and "Discord" in parts and _DISCORD_VOICE.search(line) is not None
 
 
 def _alpns(line: str) -> set[str]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from callgate.detect import skype
 from callgate.detect.decode import UDP
 from callgate.detect.flow import Endpoint, Flow
+from callgate.detect.media import ALERTS
 from callgate.detect.names import app_from_name
 from callgate.detect.ranges import RangeList
 
@@ -71,8 +72,11 @@ def own_verdict(flow: Flow) -> Verdict:
     if flow.stun and not (flow.ice or flow.turn):
         kind = "classic RFC 3489" if flow.stun_classic else "RFC 8489"
         v.add(0.6, "STUN", f"{flow.stun} {kind} STUN messages")
+    if flow.ip_discovery:
+        v.add(0.9, "IP Discovery", "Discord voice IP Discovery (74-byte request/response that "
+              "opens Discord's voice UDP connection)")  # fmt: skip
     if flow.srtp:
-        v.add(0.9, "DTLS-SRTP", "DTLS handshake offering use_srtp (RFC 5764)")
+        v.add(0.9, "DTLS-SRTP", "DTLS handshake offering use_srtp (RFC 5764)" + _dtls_outcome(flow))
     elif flow.dtls and flow.stun:
         v.add(0.8, "DTLS-SRTP", "DTLS on a STUN/ICE flow (RFC 7983 demultiplexing)")
     if flow.rtp:
@@ -88,12 +92,23 @@ def own_verdict(flow: Flow) -> Verdict:
     return v
 
 
+def _dtls_outcome(flow: Flow) -> str:
+    """How the media handshake ended, when the capture shows it did not succeed: the offer was an
+    attempt to set up media, not proof that media flowed."""
+    if flow.dtls_alert is not None:
+        name = ALERTS.get(flow.dtls_alert, f"description {flow.dtls_alert}")
+        return f"; ended by a fatal alert ({name}): no media set up"
+    if not flow.pkts[1]:
+        return "; not answered in the capture (one direction only)"
+    return ""
+
+
 def _path(flow: Flow) -> str:
     if flow.turn or flow.channel_data >= 2:
         return RELAYED
     if flow.ice:
         return SERVER if flow.b[1] in STUN_PORTS or flow.a[1] in STUN_PORTS else P2P
-    if flow.stun:
+    if flow.stun or flow.ip_discovery:  # IP Discovery is asked of Discord's voice server
         return SERVER
     return UNKNOWN
 

@@ -97,6 +97,41 @@ def test_dtls_with_use_srtp_is_webrtc_media_without_it_is_not() -> None:
     assert not plain.rtc
 
 
+def test_an_unanswered_or_failed_dtls_srtp_offer_is_reported_as_the_attempt_it_was() -> None:
+    offer = dtls_client_hello(use_srtp=True)
+    unanswered = only(run([(HOST, PEER, offer), (HOST, PEER, offer)]))
+    assert unanswered.rtc and "DTLS-SRTP" in unanswered.protocols
+    assert any("not answered in the capture" in e for e in unanswered.evidence)
+    # Both ends acting as DTLS client (RFC 5763 §5 role conflict), then a fatal alert in clear.
+    alert = b"\x15\xfe\xff" + bytes(8) + struct.pack("!H", 2) + b"\x02\x0a"
+    failed = only(run([(HOST, PEER, offer), (PEER, HOST, offer), (HOST, PEER, alert)]))
+    assert failed.rtc
+    assert any("fatal alert (unexpected_message): no media set up" in e for e in failed.evidence)
+    answered = only(run([(HOST, PEER, offer), (PEER, HOST, dtls_client_hello(use_srtp=True))]))
+    assert answered.evidence == ("DTLS handshake offering use_srtp (RFC 5764)",)
+
+
+def discord_discovery(kind: int, ssrc: int, address: bytes) -> bytes:
+    """Discord's voice IP Discovery message (developer docs, Voice Connections): type, length 70,
+    SSRC, 64-byte NUL-padded address, port."""
+    return struct.pack("!HHI", kind, 70, ssrc) + address.ljust(64, b"\x00") + b"\xc3\x50"
+
+
+def test_discord_voice_is_named_from_its_ip_discovery_exchange() -> None:
+    voice = ("192.0.2.50", 50003)
+    packets = [(HOST, voice, discord_discovery(1, 0x1A7E73, b"")),
+               (voice, HOST, discord_discovery(2, 0x1A7E73, b"85.154.2.145"))]  # fmt: skip
+    packets += [(HOST, voice, rtp(i, ssrc=0x1A7E73, pt=120)) for i in range(4)]
+    packets += [(voice, HOST, rtp(i, ssrc=0x1A759F, pt=120)) for i in range(4)]
+    flow = only(run(packets))
+    assert flow.rtc and flow.app == "Discord" and flow.path == "server"
+    assert {"IP Discovery", "RTP"} <= set(flow.protocols)
+    # The same 74-byte size and header with anything but an address is not Discord's: nothing.
+    noise = struct.pack("!HHI", 2, 70, 7) + os.urandom(64) + b"\x00\x01"
+    for shape in (noise, discord_discovery(2, 7, b"")[:73], discord_discovery(3, 7, b"1.2.3.4")):
+        assert not only(run([(HOST, voice, shape), (voice, HOST, shape)])).rtc
+
+
 def test_dns_and_other_excluded_ports_are_never_rtc() -> None:
     dns = ("192.168.1.1", 53)
     flow = only(run([(HOST, dns, rtp(i)) for i in range(10)]))

@@ -33,3 +33,30 @@ def test_dtls_flow_is_rtc_when_ndpi_reports_the_webrtc_alpn(
     [flow] = parse_out(out)
     assert flow.label == "DTLS"
     assert flow.rtc is rtc
+
+
+DISCORD = (
+    "\t3\t{proto} 150.219.118.19:54234 <-> 192.113.193.227:50003 [proto: {label}][IP: 0/Unknown]"
+    "[Encrypted][Confidence: DPI][DPI packets: 2][cat: Collaborative/15]"
+    "[11 pkts/1455 bytes <-> 19 pkts/14637 bytes]{client}[Plen Bins: 0,20,6]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("proto", "label", "client", "rtc"),
+    [
+        # nDPI keeps a client IP only from the voice server's IP Discovery response.
+        ("UDP", "58/Discord", "[Client IP: 85.154.2.145]", True),
+        ("UDP", "58/Discord", "", False),  # its 8-byte packet rule or an IP list: not voice
+        ("TCP", "91.58/TLS.Discord", "[Client IP: 85.154.2.145]", False),
+        ("UDP", "5/DNS", "[Client IP: 85.154.2.145]", False),
+    ],
+)
+def test_discord_udp_flow_is_rtc_when_ndpi_read_its_voice_ip_discovery(
+    tmp_path: Path, proto: str, label: str, client: str, rtc: bool
+) -> None:
+    out = tmp_path / "x.pcap.out"
+    out.write_text(DISCORD.format(proto=proto, label=label, client=client), encoding="utf-8")
+    [flow] = parse_out(out)
+    assert flow.rtc is rtc
+    assert flow.app == ("Discord" if "Discord" in label else None)

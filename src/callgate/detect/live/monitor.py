@@ -5,7 +5,8 @@ findings are recomputed and each real-time session that is new, or has new packe
 one JSON line (`"event": "session"`). The first line (`"event": "listening"`) says the ring is
 bound; a last line (`"event": "summary"`) gives the counters. The
 flow table is bounded (`max_flows`: the least recently active flows are evicted and counted), and
-flows idle beyond the idle timeout are closed as in `detect`.
+flows idle beyond `idle_timeout` are closed as in `detect`; `lists` replaces the shipped vendor
+ranges as `detect --lists` does.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from callgate.detect.engine import Detector, parse_network, parse_relay
+from callgate.detect.flowtable import IDLE_TIMEOUT
 from callgate.detect.live.ring import Ring
+from callgate.detect.ranges import RangeList, load_ranges
 from callgate.detect.report import FlowResult, Session
 
 SessionKey = tuple[str, str, str, bool]
@@ -31,17 +35,26 @@ class MonitorArgs:
     interval: float = 1.0
     duration: float = 0.0  # 0: until interrupted
     max_flows: int = 100_000
+    idle_timeout: float = IDLE_TIMEOUT  # 0: never
+    lists: Path | None = None  # vendor ranges replacing the shipped ones
 
 
 def monitor(args: MonitorArgs, out: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
-    """Watch the interface until `duration` ends (or KeyboardInterrupt), printing findings."""
+    """Watch the interface until `duration` ends (or KeyboardInterrupt), printing findings.
+    ValueError for bad options, RangeError for a bad `lists` file, both before the ring opens."""
     if not 0.05 <= args.interval <= 3600:
         raise ValueError(f"--interval: expected 0.05 to 3600 seconds, got {args.interval}")
     if args.max_flows < 16:
         raise ValueError(f"--max-flows: expected at least 16, got {args.max_flows}")
+    if not 0 <= args.idle_timeout <= 86400 * 365:
+        raise ValueError(f"--idle-timeout: expected seconds (0 = never), got {args.idle_timeout}")
+    ranges: RangeList | None = load_ranges(args.lists) if args.lists is not None else None
     detector = Detector([parse_network(n) for n in args.internal],
                         [parse_relay(r) for r in args.relays])  # fmt: skip
     detector.flows.max_flows = args.max_flows
+    detector.flows.idle = args.idle_timeout
+    if ranges is not None:
+        detector.ranges = ranges
     detector.files.append(f"interface {args.interface}")
     ring = Ring(args.interface)
     out.write(json.dumps({"event": "listening", "interface": args.interface}) + "\n")
