@@ -22,8 +22,12 @@ into the anchor's allocation toward bob's, then out to bob). Modes, in turn, sam
   srtp-path    the anchor's lean path (media/srtp_path.py) with the relay in its own process
   aiortc-path  aiortc's own path (packets.py), what a leg keeps when the lean one cannot attach
 
+`--codec pcmu`: both legs negotiate PCMU (the SIP edge's WebRTC side; 160-byte payloads, 160
+ticks a packet) instead of Opus.
+
     .venv/bin/python bench/anchor_path.py                 # 20,000 packets a mode, 3 rounds
     .venv/bin/python bench/anchor_path.py --packets 50000 --rounds 5
+    .venv/bin/python bench/anchor_path.py --codec pcmu --modes in-process,aiortc-path
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +82,7 @@ from turn_vs_coturn import wait_ready
 BATCH = 25  # packets handed in before the loop runs (the forwarding queue holds 50)
 TIGHT_BATCH = 200  # packets handed in back to back for the path-alone figure
 SEQ_TS = 2  # offset of the sequence number in an RTP header
+G711_FRAME = 160  # octets and RTP ticks of 20 ms of G.711
 
 
 def ice(port: int) -> list[RTCIceServer]:
@@ -104,21 +110,29 @@ def nominated_turn(pc: RTCPeerConnection) -> Any:
 
 
 async def connect(
-    port: int, recorder: StreamRecorder, local: LocalTurn | None = None
+    port: int,
+    recorder: StreamRecorder,
+    local: LocalTurn | None = None,
+    codec: str = "opus",
+    quiet: Callable[[RTCPeerConnection], None] = lambda pc: None,
 ) -> tuple[Any, ...]:
+    """A bridge and its two parties, connected (`quiet` is applied to each party before its
+    media starts: leg_idle.py stops their RTCP)."""
     servers = [
         {"urls": s.urls, "username": s.username, "credential": s.credential} for s in ice(port)
     ]
     bridge = Bridge(lambda: servers, recorder.on_packet, local)
     alice, bob = party(port), party(port)
     alice.addTrack(IdleTrack())
+    quiet(alice)
     await alice.setLocalDescription(await alice.createOffer())
-    caller: AnchorLeg = bridge.leg("caller")
+    caller: AnchorLeg = bridge.leg("caller", codec)
     answer = await caller.answer(alice.localDescription.sdp)
     await alice.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-    callee: AnchorLeg = bridge.leg("callee")
+    callee: AnchorLeg = bridge.leg("callee", codec)
     await bob.setRemoteDescription(RTCSessionDescription(sdp=await callee.offer(), type="offer"))
     bob.addTrack(IdleTrack())
+    quiet(bob)
     await bob.setLocalDescription(await bob.createAnswer())
     await callee.accept_answer(bob.localDescription.sdp)
     await wait_for(
@@ -129,19 +143,23 @@ async def connect(
     return bridge, alice, bob, caller, callee
 
 
-def packets_from(alice: RTCPeerConnection, caller: AnchorLeg, count: int) -> list[bytes]:
+def packets_from(
+    alice: RTCPeerConnection, caller: AnchorLeg, count: int, codec: str = "opus"
+) -> list[bytes]:
     """`count` SRTP packets as alice would send them, in ChannelData as the relay delivers them."""
     transceiver = alice.getTransceivers()[0]
     tx = transceiver.sender.transport._tx_srtp
     header = bytearray(_header_template(transceiver, int(transceiver.sender._ssrc)))
     pair, turn = nominated_turn(caller.pc)
     channel = turn.peer_to_channel[pair.remote_addr]
-    frames = frames_by_role()["caller"]
+    frames, ticks = frames_by_role()["caller"], FRAME
+    if codec != "opus":  # 20 ms of G.711: 160 octets, 160 ticks (RFC 3551 §4.5.14)
+        frames, ticks = [bytes([i]) * G711_FRAME for i in range(256)], G711_FRAME
     out = []
     for i in range(count):
-        header[SEQ_TS : SEQ_TS + 6] = (i & 0xFFFF).to_bytes(2, "big") + (i * FRAME).to_bytes(
-            4, "big"
-        )
+        header[SEQ_TS : SEQ_TS + 6] = (i & 0xFFFF).to_bytes(2, "big") + (
+            (i * ticks) & 0xFFFFFFFF
+        ).to_bytes(4, "big")
         data = tx.protect(bytes(header) + frames[i % len(frames)])
         out.append(CHANNEL_HEAD.pack(channel, len(data)) + data)
     return out
@@ -158,15 +176,15 @@ def in_process_server() -> TurnServer:
     return TurnServer(config)
 
 
-async def one_mode(mode: str, port: int, turn_pid: int, count: int) -> dict[str, float]:
+async def one_mode(mode: str, port: int, turn_pid: int, count: int, codec: str) -> dict[str, float]:
     if mode == "in-process":
         async with in_process_server() as server:
-            return await measure(mode, server.address()[1], None, count, server.udp_client)
-    return await measure(mode, port, turn_pid, count, None)
+            return await measure(mode, server.address()[1], None, count, server.udp_client, codec)
+    return await measure(mode, port, turn_pid, count, None, codec)
 
 
 async def measure(
-    mode: str, port: int, turn_pid: int | None, count: int, local: LocalTurn | None
+    mode: str, port: int, turn_pid: int | None, count: int, local: LocalTurn | None, codec: str
 ) -> dict[str, float]:
     lean = mode != "aiortc-path"
     attach = SrtpPath.attach
@@ -177,7 +195,7 @@ async def measure(
         writer = ChunkWriter(Path(tmp) / "r.cgrec", rid, keys.new_recording_key(), 0)
         recorder = StreamRecorder(rid, writer, RecorderLimits(0.5, 3600.0), lambda reason: None)
         recorder.start()
-        bridge, alice, bob, caller, _callee = await connect(port, recorder, local)
+        bridge, alice, bob, caller, _callee = await connect(port, recorder, local, codec)
         try:
             assert (caller.path is not None) is lean
             assert lean is False or caller.path.in_process is (local is not None)
@@ -194,7 +212,7 @@ async def measure(
             bob_turn.datagram_received = bob_receives
             _, entry = nominated_turn(caller.pc)
             source = nominated_turn(caller.pc)[0].remote_addr
-            packets = packets_from(alice, caller, count + (count if lean else 0))
+            packets = packets_from(alice, caller, count + (count if lean else 0), codec)
             deliver = entry.datagram_received
             if local is not None:  # as the relay delivers it: from alice's relayed address
                 sockname = entry.transport.get_extra_info("sockname")
@@ -251,6 +269,7 @@ def main() -> None:
     parser.add_argument(
         "--modes", default="in-process,srtp-path,aiortc-path", help="comma-separated, in turn"
     )
+    parser.add_argument("--codec", choices=("opus", "pcmu"), default="opus")
     args = parser.parse_args()
     port = free_port()
     low, high = free_relay_range(100)
@@ -263,13 +282,16 @@ def main() -> None:
         wait_ready(relay, port, "callgate turn")
         for _ in range(args.rounds):
             for name in rows:  # interleaved, so both see the same neighbours
-                result = asyncio.run(one_mode(name, port, relay.pid, args.packets))
+                result = asyncio.run(one_mode(name, port, relay.pid, args.packets, args.codec))
                 rows[name].append(result)
     finally:
         relay.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             relay.wait(5)
-    print(f"{args.packets} packets a round, {args.rounds} rounds, one anchored direction, loopback")
+    print(
+        f"{args.packets} {args.codec} packets a round, {args.rounds} rounds, one anchored "
+        "direction, loopback"
+    )
     print(
         f"{'path':<12} {'anchor us/pkt median (min)':>27} {'relay us/relayed pkt':>21} "
         f"{'anchor + 2 relayed':>18} {'path alone us/pkt':>17} "

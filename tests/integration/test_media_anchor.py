@@ -70,6 +70,16 @@ async def has_report(pc: RTCPeerConnection) -> bool:
     return any(s.type == "remote-inbound-rtp" and s.roundTripTime is not None for s in stats)
 
 
+async def wait_for_report(pc: RTCPeerConnection, name: str) -> None:
+    """Until `pc` has had a report block about its stream (RTCP every ~5 s: waited for)."""
+
+    async def reported() -> None:
+        while not await has_report(pc):
+            await asyncio.sleep(0.2)
+
+    await asyncio.wait_for(reported(), 30)
+
+
 async def crafted_packets_are_parsed_or_refused(
     alice: Any, leg: AnchorLeg, seen: list[MediaPacket]
 ) -> None:
@@ -216,13 +226,16 @@ async def test_bridge_forwards_each_partys_opus_unchanged(
                         # RTCP and consent checks too, both ways
                         assert leg.path.rtcp_in >= 1 and leg.path.aioice_out >= 1
                 # each side's receiver reports reached the other (RTT known on both)
-                assert await has_report(leg.pc), leg.name
+                await wait_for_report(leg.pc, leg.name)
+                # the leg's own reports: one loop (rtcp_reports.py), not aiortc's two
+                assert leg.reports is not None and leg.reports.sent >= 1
                 received, sent = await inbound_outbound(leg)
                 assert sent >= 50, (leg.name, sent)
                 # aiortc's path never hands the receiver its packets (packets.py): no reports
                 assert received >= 50 if lean else received == 0, (leg.name, received)
-            if lean:  # the legs' receiver reports reached the parties
-                assert await has_report(alice) and await has_report(bob)
+            if lean:  # the legs' reports (SR with a report block, ~5 s) reached the parties
+                await wait_for_report(alice, "alice")
+                await wait_for_report(bob, "bob")
                 await crafted_packets_are_parsed_or_refused(alice, caller_leg, seen)
             if mode == "in-process":
                 relay_keeps_its_rules_in_process(server, caller_leg, seen)

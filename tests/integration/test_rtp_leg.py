@@ -17,6 +17,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from callgate.client.audio import WavSink, audio_source, dominant_frequency
 from callgate.client.ice import rtc_configuration
+from callgate.media import anchor
 from callgate.media.anchor import Bridge
 from callgate.media.packets import MediaPacket
 from callgate.media.rtp_leg import G722, PCMU, RtpLeg, RtpPacket, build_rtp, parse_rtp
@@ -60,6 +61,8 @@ async def test_webrtc_party_and_rtp_phone_hear_each_other_without_transcoding(
     stop = asyncio.Event()
     async with run_turn_server() as server:
         turn = server_address(server, Transport.UDP)
+        # as under `callgate serve`: the SIP edge's bridges find the process's TURN server
+        anchor.use_local_turn(server.udp_client)
         bridge = Bridge(lambda: hello_for("anchor", turn)["ice_servers"], seen.append)
         alice = RTCPeerConnection(rtc_configuration(hello_for("alice", turn)))
         sink = WavSink(tmp_path / "alice.wav")
@@ -77,6 +80,8 @@ async def test_webrtc_party_and_rtp_phone_hear_each_other_without_transcoding(
             await alice.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
             await wait(web.connected, "the WebRTC leg")
             await wait(alice_up, "alice connected to the anchor")
+            # the lean per-packet path takes G.711 too, in-process with the relay (srtp_path.py)
+            assert web.path is not None and web.path.in_process
 
             media = await rtp.open("127.0.0.1")
             bridge.attach(rtp)
@@ -92,6 +97,7 @@ async def test_webrtc_party_and_rtp_phone_hear_each_other_without_transcoding(
             await asyncio.wait_for(enough(), 60)
             await asyncio.sleep(1.0)  # more of the phone's tone for alice's recording
         finally:
+            anchor.use_local_turn(None)
             stop.set()
             if sender is not None:
                 await sender
@@ -112,6 +118,8 @@ async def test_webrtc_party_and_rtp_phone_hear_each_other_without_transcoding(
     assert [p.payload for p in seen if p.leg == "trunk"][:5] != []
     assert abs(dominant_frequency(tmp_path / "alice.wav") - 880.0) < 5.0
     assert rtp.dropped == {}
+    assert web.path.received >= 50 and web.path.sent >= 50 and web.path.rejected == 0
+    assert web.path.handed_in >= 50 and web.path.handed_out >= 50  # not through the sockets
 
 
 @pytest.mark.timeout(180)  # aiortc's handshakes are slow on a loaded machine

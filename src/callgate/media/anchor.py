@@ -31,7 +31,7 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 
-from callgate.media import internals
+from callgate.media import internals, rtcp_reports
 from callgate.media.packets import (
     CODEC_CLOCKS,
     ForwardTrack,
@@ -127,6 +127,7 @@ class AnchorLeg:
         self._tapped = 0  # packets that came through aiortc's path (before the lean one)
         self.path: SrtpPath | None = None  # the lean per-packet path, once DTLS-SRTP is up
         self._transceiver: Any = None
+        self.reports: rtcp_reports.LegReports | None = None  # its RTCP (rtcp_reports.py)
         self._on_packet = on_packet
         self._local_turn = local_turn  # our TURN server, when it runs in this process
         self._early: list[Mapping[str, Any]] = []  # trickled before the remote description
@@ -158,6 +159,7 @@ class AnchorLeg:
         transceiver.setCodecPreferences(_only(*codecs))
         transceiver.direction = "sendrecv"
         self._transceiver = transceiver
+        self.reports = rtcp_reports.install(transceiver)  # one report every ~5 s, not ~2 a second
         tap_receiver(transceiver.receiver, self.name, self._packet)
 
     async def answer(self, offer_sdp: str) -> str:
@@ -256,7 +258,7 @@ class AnchorLeg:
 
     def send_own(self, payload: bytes, duration: int) -> bool:
         """A payload of the server's own to this leg's party (the recording prompt), on the
-        lean path (srtp_path.py; Opus) or aiortc's (G.711, or a leg that kept it)."""
+        lean path (srtp_path.py) or aiortc's (a leg that kept it)."""
         if self.path is not None:
             self.path.send_own(payload, duration)
         else:
@@ -273,6 +275,18 @@ class AnchorLeg:
             log.warning("anchor leg %s did not close within %.0f s", self.name, CLOSE_TIMEOUT)
 
 
+_process_turn: LocalTurn | None = None  # this process's TURN server (`use_local_turn`)
+
+
+def use_local_turn(local: LocalTurn | None) -> None:
+    """The TURN server running in this process (`TurnServer.udp_client`; `callgate serve` sets
+    it), for bridges made without one (the SIP edge's): their WebRTC legs then hand their
+    packets to their allocations in-process too (srtp_path.py; a leg whose allocation is not
+    found there keeps the sockets). None: no such server."""
+    global _process_turn
+    _process_turn = local
+
+
 class Bridge:
     """Two legs; each one's packets go to `observer`, then out of the other leg unchanged."""
 
@@ -283,10 +297,11 @@ class Bridge:
         local_turn: LocalTurn | None = None,
     ) -> None:
         """`local_turn`: finds the allocations of the TURN server in `ice_servers` when it runs
-        in this process, so the legs hand it their packets in-process (srtp_path.py)."""
+        in this process, so the legs hand it their packets in-process (srtp_path.py); by
+        default the one `use_local_turn` gave."""
         self._ice_servers = ice_servers
         self._observer = observer
-        self._local_turn = local_turn
+        self._local_turn = local_turn if local_turn is not None else _process_turn
         self.legs: dict[str, AnchorLeg] = {}  # the WebRTC legs
         self._all: dict[str, Leg] = {}  # these and attached ones (an RTP leg)
         self._other: dict[str, Leg] = {}  # leg name -> the other leg

@@ -68,6 +68,10 @@ def _int(value: Any) -> bool:
     return isinstance(value, int)
 
 
+def _event(value: Any) -> bool:
+    return isinstance(value, asyncio.Event)
+
+
 def _own_datagram_received(value: Any) -> bool:
     """aioice's own handler, not asyncio's empty default (which a rename would leave)."""
     return callable(value) and (
@@ -76,8 +80,8 @@ def _own_datagram_received(value: Any) -> bool:
 
 
 def _checks() -> list[Check]:
-    """Every internal the anchor uses (srtp_path.py, packets.py, srtp_io.py), on a transceiver
-    as `AnchorLeg` makes one and the aioice objects a leg's nominated pair is made of."""
+    """Every internal the anchor uses (srtp_path.py, packets.py, srtp_io.py, rtcp_reports.py), on
+    a transceiver as `AnchorLeg` makes one and the aioice objects a leg's nominated pair is made of."""
     import pylibsrtp
     from aioice.candidate import Candidate
     from aioice.ice import CandidatePair, StunProtocol
@@ -108,6 +112,16 @@ def _checks() -> list[Check]:
         *[("RTCRtpSender", sender, f"{sent}{f}", _int)
           for f in ("packet_count", "octet_count", "rtp_timestamp", "ntp_timestamp")],
         ("RTCRtpReceiver", receiver, "_RTCRtpReceiver__remote_streams", _dict),
+        # rtcp_reports.py: both report loops replaced, the figures they read
+        *[(what, owner, "_run_rtcp", inspect.iscoroutinefunction)
+          for what, owner in (("RTCRtpSender", sender), ("RTCRtpReceiver", receiver))],
+        ("RTCRtpSender", sender, "_send_rtcp", inspect.iscoroutinefunction),
+        *[("RTCRtpSender", sender, f"{sent}{f}", _event) for f in ("rtcp_started", "rtcp_exited")],
+        *[("RTCRtpReceiver", receiver, f"_RTCRtpReceiver__{f}", _event)
+          for f in ("rtcp_started", "rtcp_exited")],
+        *[("RTCRtpReceiver", receiver, f"_RTCRtpReceiver__{f}", _dict) for f in ("lsr", "lsr_time")],
+        *[("RTCRtpSender", sender, f"{sent}{f}", lambda v: v is None)
+          for f in ("lsr", "lsr_time", "cname")],  # set as reports are sent / the leg starts
         ("RTCRtpReceiver", receiver, "_handle_rtp_packet", inspect.iscoroutinefunction),
         ("RTCDtlsTransport", dtls, "_rx_srtp", lambda v: v is None),  # set once DTLS is up:
         ("RTCDtlsTransport", dtls, "_tx_srtp", lambda v: v is None),

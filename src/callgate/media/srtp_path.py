@@ -23,8 +23,9 @@ it for one leg, with aiortc's DTLS-SRTP keys (checked against aiortc 1.16 / aioi
 
 Every aiortc/aioice internal used here is checked once, before the first leg (internals.py): a
 release that changed one makes the anchor refuse every leg, fail-closed. `SrtpPath.attach` still
-returns None for a leg it cannot take at run time (a G.711 leg, DTLS-SRTP not up, a pair aioice
-built otherwise); that leg keeps aiortc's path (`packets.py`), slower but correct.
+returns None for a leg it cannot take at run time (a codec the anchor does not forward, DTLS-SRTP
+not up, a pair aioice built otherwise); that leg keeps aiortc's path (`packets.py`), slower but
+correct. Opus and G.711/G.722 legs (the SIP edge's WebRTC side) alike take this one.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
-from callgate.media.packets import OPUS_CLOCK, MediaPacket, PacketHandler
+from callgate.media.packets import CODEC_CLOCKS, MediaPacket, PacketHandler
 from callgate.media.srtp_io import SrtpIo
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,10 @@ class SrtpPath:
         self._nominated: dict[int, Any] = self._connection._nominated
         self._original: Callable[[bytes, int], None] = self._connection.data_received
         codec = transceiver._codecs[0]
-        if codec.mimeType.lower() != "audio/opus":
-            raise ValueError(f"unexpected codec {codec.mimeType}")
+        clock = CODEC_CLOCKS.get(str(codec.mimeType).lower().removeprefix("audio/"))
+        if clock is None or clock != codec.clockRate:
+            raise ValueError(f"unexpected codec {codec.mimeType}/{codec.clockRate}")
+        self._clock = clock  # the RTP clock its receiver statistics (jitter) count in
         self._payload_type = int(codec.payloadType)
         self._header = _header_template(transceiver, int(sender._ssrc))
         self._seq = int.from_bytes(os.urandom(2), "big")
@@ -320,7 +323,7 @@ class SrtpPath:
         self.received += 1
         stream = self._streams.get(ssrc)
         if stream is None:
-            stream = self._streams[ssrc] = StreamStatistics(OPUS_CLOCK)
+            stream = self._streams[ssrc] = StreamStatistics(self._clock)
         seen = self._seen
         seen.sequence_number, seen.timestamp = seq, timestamp
         stream.add(cast(RtpPacket, seen))  # it reads only these two fields

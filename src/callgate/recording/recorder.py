@@ -1,13 +1,14 @@
 """`StreamRecorder`: the anchor's observer for one call (the CDR writer is another thing,
 records/call_recorder.py). Packets are buffered as they arrive and written as one encrypted
-chunk every `flush_interval` seconds, in a worker thread, each chunk fsynced before the next. The
+chunk every `flush_interval` seconds, in a worker thread, each chunk durable before the next. The
 recorder fails (once, through `on_failure`) when a chunk cannot be written or a leg it expects
 has been silent for `silence_limit` seconds.
 
 The recorders of one event loop with the same interval share one `_Flusher`: one timer for all
 of them, and their chunks written in worker-thread jobs of up to `GROUP` recordings each (one
-after the other within a job, the jobs side by side), instead of a timer and a thread hop per
-recording every interval. Each recording's own chunks stay in order, one at a time; a chunk that
+after the other within a job, the jobs side by side, each job's chunks made durable together
+by one syncfs, writer.py), instead of a timer, a thread hop and an fsync per recording every
+interval. Each recording's own chunks stay in order, one at a time; a chunk that
 fails fails only its own recording.
 """
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from callgate.media.packets import MediaPacket
 from callgate.recording.chunks import encode_packets
-from callgate.recording.writer import ChunkWriter, RecordingFailure
+from callgate.recording.writer import ChunkWriter, RecordingFailure, sync_all
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +126,13 @@ class StreamRecorder:
         self.writer.close()
 
 
-def _append(writer: ChunkWriter, batch: Sequence[MediaPacket], last: bool) -> str | None:
-    """Encode, encrypt, write and fsync one chunk (a worker thread); why it failed, or None."""
+def _append(
+    writer: ChunkWriter, batch: Sequence[MediaPacket], last: bool, durable: bool = True
+) -> str | None:
+    """Encode, encrypt, write and (`durable`) fsync one chunk (a worker thread); why it failed,
+    or None."""
     try:
-        writer.append(encode_packets(batch), last=last)
+        writer.append(encode_packets(batch), last=last, durable=durable)
     except RecordingFailure as exc:
         return str(exc)
     except Exception as exc:  # fail closed: a chunk that is not on disk ends the recording
@@ -138,7 +142,18 @@ def _append(writer: ChunkWriter, batch: Sequence[MediaPacket], last: bool) -> st
 
 
 def _append_group(group: Sequence[tuple[StreamRecorder, list[MediaPacket]]]) -> list[str | None]:
-    return [_append(recorder.writer, batch, False) for recorder, batch in group]
+    """The group's chunks written, then made durable together (writer.py `sync_all`: one
+    syncfs for all instead of an fsync each); per recording, why its chunk is not on disk."""
+    errors = [_append(recorder.writer, batch, False, durable=False) for recorder, batch in group]
+    written = [i for i, error in enumerate(errors) if error is None]
+    try:
+        synced = sync_all([group[i][0].writer for i in written])
+    except Exception as exc:  # fail closed: not known to be on disk
+        log.exception("recordings: chunks not made durable")
+        synced = [f"chunk not written: {type(exc).__name__}"] * len(written)
+    for i, error in zip(written, synced, strict=True):
+        errors[i] = error
+    return errors
 
 
 def _written_groups(

@@ -1,16 +1,25 @@
-"""Writing one recording file: each chunk written, flushed and fsynced before it counts.
+"""Writing one recording file: each chunk written, flushed and made durable before it counts.
 
 Blocking I/O; the recorder runs it in a worker thread. Any failure (write, fsync, free disk
 below the threshold) raises `RecordingFailure` and the writer takes no more chunks: a recording
 is "up" only while its bytes reach the disk.
+
+A chunk is made durable by fsync on its own file (`append`), or, for the recorder's chunks of
+many recordings written together, by one `syncfs(2)` per file system for all of them
+(`append(..., durable=False)` then `sync_all`): the same guarantee for a fraction of the CPU
+(docs/recording.md, "Durability"). syncfs reports write-back errors only since Linux 5.8
+(syncfs(2)); on an older kernel, without the call, or when it reports an error, each file is
+fsynced on its own, so an error is found and fails only the recordings it touched.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from callgate.recording.chunks import file_header, seal
@@ -44,27 +53,54 @@ class ChunkWriter:
         if free < self._min_free:
             raise RecordingFailure(f"free disk {free} bytes is below {self._min_free}")
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, durable: bool = True) -> None:
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
-        os.fsync(self._fd)
+        if durable:
+            os.fsync(self._fd)
         self._digest.update(data)
         self.bytes += len(data)
 
-    def append(self, plain: bytes, *, last: bool = False) -> None:
-        """Encrypt, write and fsync one chunk; RecordingFailure if it cannot be."""
+    def append(self, plain: bytes, *, last: bool = False, durable: bool = True) -> None:
+        """Encrypt, write and fsync one chunk; RecordingFailure if it cannot be. With
+        `durable=False` the chunk is written but not yet durable: `sync_all` must follow
+        before anyone is told it is (the recorder's chunks of many recordings at once)."""
         with self._lock:
-            self._append(plain, last)
+            self._append(plain, last, durable)
 
-    def _append(self, plain: bytes, last: bool) -> None:
+    def device(self) -> int | None:
+        """The file system the open file is on (None once closed)."""
+        with self._lock:
+            return None if self._closed else os.fstat(self._fd).st_dev
+
+    def sync_file_system(self) -> bool:
+        """syncfs(2) on this file's file system (everything written to it so far, every file,
+        is on disk): True when the call exists and reported no error."""
+        with self._lock:
+            return not self._closed and syncfs is not None and syncfs(self._fd) == 0
+
+    def sync(self) -> None:
+        """fsync what was written; RecordingFailure (and no more chunks) if it fails."""
+        with self._lock:
+            if self._closed:
+                raise RecordingFailure("the recording is closed")
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._fail()
+                raise RecordingFailure(
+                    f"chunk {len(self.chunks) - 1} not written: {exc.strerror or exc}"
+                ) from exc
+
+    def _append(self, plain: bytes, last: bool, durable: bool) -> None:
         if self._closed:
             raise RecordingFailure("the recording is closed")
         try:
             self._check_space()
             chunk = seal(self._key, self.recording_id, len(self.chunks), last, plain)
-            self._write(chunk)
+            self._write(chunk, durable or last)
         except (OSError, ValueError) as exc:
             self._fail()
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -89,3 +125,52 @@ class ChunkWriter:
     def close(self) -> None:
         with self._lock:
             self._fail()
+
+
+def _kernel_reports_syncfs_errors(release: str) -> bool:
+    """Linux 5.8 or later: syncfs(2) returns write-back errors (before, always 0)."""
+    try:
+        major, minor = (int(part) for part in release.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 8)
+
+
+def _syncfs_call() -> Callable[[int], int] | None:
+    if os.uname().sysname != "Linux" or not _kernel_reports_syncfs_errors(os.uname().release):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.syncfs
+    except (AttributeError, OSError):
+        return None
+    call.argtypes, call.restype = [ctypes.c_int], ctypes.c_int
+    return call
+
+
+syncfs: Callable[[int], int] | None = _syncfs_call()  # None: fsync each file instead
+
+
+def sync_all(writers: Sequence[ChunkWriter]) -> list[str | None]:
+    """Make what `writers` wrote durable: one syncfs per file system they are on, else (no
+    syncfs, or it failed) fsync each; per writer, why it is not durable, or None."""
+    errors: list[str | None] = [None] * len(writers)
+    by_device: dict[int, list[int]] = {}
+    for i, writer in enumerate(writers):
+        try:
+            device = writer.device()
+        except OSError as exc:
+            device, errors[i] = None, f"not written: {exc.strerror or exc}"
+        if device is not None:
+            by_device.setdefault(device, []).append(i)
+        elif errors[i] is None:
+            errors[i] = "the recording is closed"
+    for indexes in by_device.values():
+        if writers[indexes[0]].sync_file_system():
+            continue
+        for i in indexes:  # find which files the error touched (each file's own fsync)
+            try:
+                writers[i].sync()
+            except RecordingFailure as exc:
+                errors[i] = str(exc)
+    return errors

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from callgate.accounts import AccountService, PasswordPolicy, Passwords
@@ -35,9 +36,25 @@ def services(store: Store, clock: ManualClock) -> Services:
     return Services(accounts=accounts, cdrs=CdrRepository(store, clock))
 
 
+@pytest.fixture(scope="module")
+def module_app() -> dict[str, FastAPI]:
+    """The app of this test module's tests, made by the first one (see `client`)."""
+    return {}
+
+
 @pytest.fixture
-async def client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(registry=CollectorRegistry(), services=services)
+async def client(
+    services: Services, module_app: dict[str, FastAPI]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in front of this test's own `services` (its own store, accounts, throttle).
+
+    One app per test module, not per test: every request reads its services from
+    `app.state.services` (api/deps.py), set here for each test, and FastAPI prepares each
+    route of a new app on its first request (~0.1 s of CPU an app, hundreds of tests)."""
+    app = module_app.get("app")
+    if app is None:
+        app = module_app["app"] = create_app(registry=CollectorRegistry(), services=services)
+    app.state.services = services
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http

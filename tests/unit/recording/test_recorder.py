@@ -1,10 +1,12 @@
-"""`StreamRecorder` without a network: packets become fsynced chunks; the caller's first chunk is
+"""`StreamRecorder` without a network: packets become durable chunks; the caller's first chunk is
 reported durable; a leg that stops sending, or a chunk that cannot be written, fails the
 recording once, through the callback."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,9 +16,10 @@ import pytest
 from callgate.media.packets import MediaPacket
 from callgate.recording import keys
 from callgate.recording import recorder as recorder_module
+from callgate.recording import writer as writer_module
 from callgate.recording.chunks import decode_packets, iter_chunks, open_chunk
 from callgate.recording.recorder import RecorderLimits, StreamRecorder
-from callgate.recording.writer import ChunkWriter
+from callgate.recording.writer import ChunkWriter, RecordingFailure
 
 RID = "fedcba9876543210fedcba9876543210"
 
@@ -170,3 +173,71 @@ async def test_a_cancelled_flush_keeps_close_waiting_for_the_chunk_in_flight(
         p for i, c in enumerate(chunks) for p in decode_packets(open_chunk(key, RID, c, i), i)
     ]
     assert [p.seq for p in stored] == [0, 1] and not failures
+
+
+def _group(tmp_path: Path, names: str) -> list[tuple[StreamRecorder, bytes, list[str]]]:
+    made = []
+    for name in names:
+        key = keys.new_recording_key()
+        failures: list[str] = []
+        writer = ChunkWriter(tmp_path / f"{name}.cgrec", name * 32, key, 0)
+        limits = RecorderLimits(30.0, 30.0)
+        made.append((StreamRecorder(name * 32, writer, limits, failures.append), key, failures))
+    return made
+
+
+def test_a_group_of_chunks_is_made_durable_by_one_syncfs_not_an_fsync_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if writer_module.syncfs is None:
+        pytest.skip("no syncfs(2) that reports errors here (Linux 5.8+): each file is fsynced")
+    real_syncfs = writer_module.syncfs
+    syncs: list[int] = []
+    fsyncs: list[int] = []
+    monkeypatch.setattr(writer_module, "syncfs", lambda fd: syncs.append(fd) or real_syncfs(fd))
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd) or real_fsync(fd))
+    made = _group(tmp_path, "abc")
+    fsyncs.clear()  # the file headers' own
+    group = [(recorder, [packet("caller", seq) for seq in range(5)]) for recorder, *_ in made]
+    assert recorder_module._append_group(group) == [None, None, None]
+    assert len(syncs) == 1 and fsyncs == []
+    for (recorder, key, _failures), name in zip(made, "abc", strict=True):
+        recorder.writer.close()
+        (chunk,) = iter_chunks((tmp_path / f"{name}.cgrec").read_bytes())
+        stored = decode_packets(open_chunk(key, name * 32, chunk, 0), 0)
+        assert [p.seq for p in stored] == list(range(5))
+
+
+def test_a_failed_syncfs_fsyncs_each_file_and_fails_only_the_one_in_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """syncfs says some file on the file system had a write-back error (maybe not ours): each
+    recording's own fsync tells which; that one fails, the others' chunks count."""
+    made = _group(tmp_path, "abc")
+    broken = made[1][0].writer._fd
+    monkeypatch.setattr(writer_module, "syncfs", lambda fd: -1)
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if fd == broken:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    group = [(recorder, [packet("caller", 0)]) for recorder, *_ in made]
+    errors = recorder_module._append_group(group)
+    assert errors[0] is None and errors[2] is None
+    assert errors[1] == f"chunk 0 not written: {os.strerror(errno.EIO)}"
+    with pytest.raises(RecordingFailure):  # the failed recording takes no more chunks
+        made[1][0].writer.append(b"more")
+    for recorder, *_ in made:
+        recorder.writer.close()
+
+
+@pytest.mark.parametrize(
+    ("release", "reports"),
+    [("5.7.19", False), ("5.8.0", True), ("6.1.0-18-amd64", True), ("4.19.0", False), ("x", False)],
+)
+def test_syncfs_is_trusted_only_where_it_reports_errors(release: str, reports: bool) -> None:
+    assert writer_module._kernel_reports_syncfs_errors(release) is reports
