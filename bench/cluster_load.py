@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.db_back
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import signaling_load
+from lean_ws import open_lean_peer
 from serve_process import CLK_TCK, CallgateServe
 from signaling_load import PY_SPY, Peer, Stats, minimal_sdp, open_peer, pct, run_pair
 
@@ -249,10 +250,11 @@ async def run(args: argparse.Namespace) -> int:
 
         # 2. call attempts
         tokens = first.tokens
+        opener = open_lean_peer if args.lean_client else open_peer
         peers = [
             (
-                await open_peer(nodes[i % len(nodes)].url, tokens[a], "load"),
-                await open_peer(nodes[i % len(nodes)].url, tokens[b], "load"),
+                await opener(nodes[i % len(nodes)].url, tokens[a], "load"),
+                await opener(nodes[i % len(nodes)].url, tokens[b], "load"),
             )
             for i, (a, b) in enumerate(pairs)
         ]
@@ -439,6 +441,11 @@ def main() -> None:
     parser.add_argument("--py-spy", help=f"py-spy binary (default {PY_SPY})")
     parser.add_argument("--json", type=Path, help="write all figures here")
     parser.add_argument("--keep", type=Path, help="use (and keep) this data directory")
+    parser.add_argument(
+        "--lean-client", action="store_true",
+        help="the call pairs use bench/lean_ws.py's WebSocket client (less load-generator CPU; "
+             "same frames and messages for the server)",
+    )  # fmt: skip
     parser.add_argument(
         "--deflate", action="store_true",
         help="clients offer permessage-deflate (RFC 7692), as browsers do (default: they do not)",

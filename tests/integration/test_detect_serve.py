@@ -3,8 +3,10 @@ becomes a stored finding, visible to admin and security (not to compliance or us
 refusal is audited), audited, counted on /metrics, sent to syslog and to a signed webhook; a flow
 to an allow-listed relay is stored as sanctioned and raises no alert; and a real capture (a Skype
 conference call from nDPI's test data) replayed onto the veth with Debian's `tcpreplay` is found
-and named. The delay from its first packet to the API is printed (not asserted:
-bench/detect_live_latency.py measures it).
+and named, pushed to a long poll of the console's API (GET /api/findings?after=&wait=) by the
+immediate write of new findings (counted), not by the (here 20 s) batched update. The delay
+from the replay's start to the API is printed, and the product's own first packet → stored
+delay is asserted within the console's 2 s promise (see the comment there).
 
 The test talks to the namespace's loopback from a thread that entered the namespace (setns), so
 servers and clients there are plain sockets of this process."""
@@ -55,6 +57,17 @@ CLONE_NEWNET = 0x40000000
 NFT = shutil.which("nft") or "/usr/sbin/nft"
 REPLAYED = "ndpi/skype-conference-call.pcap"  # 200 Ethernet frames over 1.5 s
 REPLAYED_HOST, REPLAYED_APP = "192.168.2.20", "Microsoft Teams/Skype"
+# Long: only the immediate write of new findings can show them sooner (growth waits for it).
+INTERVAL_S = 20
+DELAYS = "callgate_detect_new_finding_delay_seconds"
+
+
+def metric(text: str, name: str) -> float:
+    """A sample's value in Prometheus text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def inside(ns: str) -> ThreadPoolExecutor:
@@ -115,7 +128,7 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
     config = tmp_path / "callgate.toml"
     config.write_text(
         f'[monitor]\ninternal = ["10.9.0.1/32", "{REPLAYED_HOST}/32"]\nallow_relays = ["10.9.0.2:5008"]\n'
-        f'interval_s = 0.3\nsyslog = "127.0.0.1:{syslog.getsockname()[1]}"\n'
+        f'interval_s = {INTERVAL_S}\nsyslog = "127.0.0.1:{syslog.getsockname()[1]}"\n'
         f'webhook_url = "{receiver.url}"\nwebhook_secret = "{SECRET}"\n'
     )
     log = (tmp_path / "server.log").open("wb")
@@ -174,22 +187,44 @@ def test_serve_monitors_stores_shows_audits_counts_and_alerts(lab: Netns, tmp_pa
         message = syslog.recv(4096)
         assert b"detect.finding" in message and b'host="10.9.0.1"' in message
 
-        # a real capture replayed onto the veth at its own pace is found and named
+        # a real capture replayed onto the veth at its own pace is found, named, written at once
+        # and pushed to the console's long poll
+        def scrape() -> str:
+            return pool.submit(httpx.get, f"http://{METRICS}/metrics").result().text
+
+        version = get("/api/findings", "sec").json()["version"]
+        early = metric(scrape(), "callgate_detect_early_writes_total")
+        started = time.time()  # before tcpreplay starts, so before its first packet
         replay = subprocess.Popen(lab.exec_argv(b, tcpreplay, "-q", "--intf1=vb", str(capture)),
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
 
-        def replayed() -> tuple[dict[str, Any], float] | None:
-            for f in get("/api/findings", "sec").json()["findings"]:
-                if f["host"] == REPLAYED_HOST and f["app"] == REPLAYED_APP:
-                    return f, time.time()
-            return None
-
-        found, seen_at = until(replayed, "the replayed call")
+        found, deadline = None, time.monotonic() + 60
+        while found is None and time.monotonic() < deadline:  # as the page does: no sleep
+            body = get(f"/api/findings?after={version}&wait=25", "sec").json()
+            version, seen_at = body["version"], time.time()
+            named = [f for f in body["findings"] if (f["host"], f["app"]) == (REPLAYED_HOST, REPLAYED_APP)]  # fmt: skip
+            found = named[0] if named else None
+        assert found is not None, "the replayed call was not found within 60 s"
         output, _ = replay.communicate(timeout=60)
         assert replay.returncode == 0, output
         first = datetime.fromisoformat(found["first_seen"]).timestamp()
-        print(f"replayed call in the API {seen_at - first:.2f} s after its first packet")
+        print(f"replayed call on the console's API {seen_at - started:.2f} s after the replay "
+              f"started ({seen_at - first:.2f} s after its first packet's capture time)")  # fmt: skip
         assert not found["sanctioned"] and found["packets_out"] + found["packets_in"] > 0
+
+        def counted() -> str | None:
+            text = scrape()
+            # only the replay brings new findings now: an immediate write is its, not the batch
+            pushed = metric(text, "callgate_detect_early_writes_total") > early
+            return text if pushed and metric(text, DELAYS + "_count") >= 3 else None
+
+        metrics = until(counted, "the immediate write counted")
+        # The 2 s promise, as the product measures it (first packet's kernel timestamp → row
+        # committed, every finding seen for the first time: the two of the first part and the
+        # replayed call's). The test's own wall-clock delay above adds this process's polling
+        # and scheduling on a shared box, so it is printed, not asserted.
+        within = metric(metrics, DELAYS + '_bucket{le="2.0"}')
+        assert within == metric(metrics, DELAYS + "_count"), metrics
 
         # the console's block list drops that call's peer and spares our relay (10.9.0.2)
         assert get("/api/findings/nftables", "comp").status_code == 403

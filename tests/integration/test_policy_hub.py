@@ -6,7 +6,8 @@ an ethical wall holds in both directions; a change made through another store is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from callgate.policy.specs import GroupSpec, RuleSpec
 from callgate.policy.store import PolicyStore
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.storage.db import Store, open_store, sqlite_url
+from callgate.types.decisions import Denial, Grant
 from tests.integration.hub_helpers import next_of, parse, running_hub
 
 RELAY_IP = "203.0.113.10"
@@ -28,6 +30,7 @@ SDP = (
     "c=IN IP4 192.168.1.20\r\n" + HOST + SRFLX + RELAY
 )
 USERS = {"alice": ["sales"], "bob": ["legal"], "carol": ["sales"], "dave": []}
+POLICY_DOWN = ("unavailable", "the call policy is unavailable")
 
 
 @pytest.fixture
@@ -334,3 +337,51 @@ async def test_a_ring_group_over_the_limit_is_refused_and_an_answer_records_its_
         "carol",
         f"{rule.id}:carol-direct",
     )
+
+
+class _CountedPolicy(PolicyStore):
+    """The store's policy, noting how many invites each batched decision judged."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.batches: list[int] = []
+
+    def verdict_pairs(
+        self, pairs: Sequence[tuple[str, str]], at: datetime
+    ) -> list[tuple[Denial | None, Grant | None]]:
+        self.batches.append(len(pairs))
+        return super().verdict_pairs(pairs, at)
+
+
+async def test_invites_arriving_together_are_decided_together_each_as_alone(
+    store: Store,
+) -> None:
+    """signaling/lookups.py: while one invite's lookup is on the worker thread, the next ones
+    wait and go together, their parties read in one query; each gets its own verdict, and an
+    unreadable policy denies every one of them."""
+    policy = _CountedPolicy(store)
+    wall = RuleSpec("wall", "deny", caller_group="sales", callee_group="legal", wall=True)
+    policy.create_rule("admin", wall)
+    async with running_hub(store, policy, relay_addresses=[RELAY_IP]) as hub:
+        alice, bob, carol, dave = [await connect(hub, h) for h in ("alice", "bob", "carol", "dave")]
+        # the first (to nobody) goes alone; the other two wait for its trip and share the next
+        await asyncio.gather(invite(hub, bob, "nobody"), invite(hub, alice, "bob"),
+                             invite(hub, carol, "dave"))  # fmt: skip
+        assert policy.batches == [2]
+        assert (await next_of(alice, "call.denied"))["rule"].endswith(":wall")
+        assert (await next_of(carol, "call.ringing"))["devices"] == 1
+        assert (await next_of(dave, "call.incoming"))["from"]["handle"] == "carol"
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE policy_settings RENAME TO policy_settings_gone")
+        policy.invalidate()  # read the policy again at the next decision
+        for device in (alice, bob, carol, dave):
+            await hub.disconnect(device)
+        alice, bob, carol, dave = [await connect(hub, h) for h in ("alice", "bob", "carol", "dave")]
+        await asyncio.gather(invite(hub, dave, "nobody"), invite(hub, alice, "dave"),
+                             invite(hub, bob, "carol"))  # fmt: skip
+        assert policy.batches == [2, 2]
+        for caller in (alice, bob):
+            denied = await next_of(caller, "call.denied")
+            assert (denied["rule"], denied["reason"]) == POLICY_DOWN
+        await hub.flush()
+        assert "call.incoming" not in queued(carol) + queued(dave)

@@ -494,7 +494,7 @@ async def test_a_held_stream_is_sent_nothing_and_a_rtcp_gets_the_reports() -> No
         resumed = parse_audio(sdp("127.0.0.1", f"a=rtcp:{control.getsockname()[1]}\r\n"))
         media.check(resumed, device="127.0.0.1")
         aim(leg, resumed, ["127.0.0.1"])
-        leg.sending = True  # the re-INVITE's direction (runtime/sip_calls.py Reoffers)
+        leg.sending = True  # the re-INVITE's direction (runtime/sip_reoffers.py Reoffers)
         for n in range(5, 8):
             leg.send(MediaPacket("web", b"\x02" * 160, n * 160, n, 9, 0, 0.0))
         leg.rtcp.send_report()

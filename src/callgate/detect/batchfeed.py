@@ -230,6 +230,7 @@ def _inspect_live(
     seen0 = (before0[keep] + (side_k == 0)).tolist()
     seen1 = (before1[keep] + side_k).tolist()
     side_l, numbers = side_k.tolist(), packets.tolist()
+    stamps = batch.ts[packets].tolist()
     starts = f.payload[packets]
     offsets, ends = starts.tolist(), (starts + f.plen[packets]).tolist()
     data = batch.data
@@ -246,7 +247,7 @@ def _inspect_live(
             pkts[1] = base1 + seen1[k]
             hit = slow.get(numbers[k]) if slow else None
             payload = hit[2] if hit is not None else bytes(data[offsets[k] : ends[k]])
-            inspect(flow, side_l[k], payload, stream)
+            inspect(flow, side_l[k], payload, stream, stamps[k])
         pkts[0], pkts[1] = base0, base1
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from callgate.detect import native
 from callgate.detect.apps import DISCORD, app_from_stun, discord_ip_discovery
+from callgate.detect.bayes import Windows
 from callgate.detect.media import (
     dtls_record,
     is_channel_data,
@@ -37,6 +38,7 @@ from callgate.detect.stunscan import (
 
 INSPECT_LIMIT = 64
 QUICK_LIMIT = 16  # payloads after which a flow showing nothing real-time is given up
+RANDOM_LIKE = 0.75  # `_randomness` of ciphertext-like payloads (verdict.statistical's test)
 RTP_RUN = 3  # packets of one SSRC with increasing sequence numbers that make an RTP stream
 _MAX_ADDRESSES = 32
 
@@ -55,7 +57,7 @@ class Flow:
         "quic_dcid",
         "random_samples", "rtcp", "rtp_ok", "rtp_pt", "rtp_runs", "server_name", "sip",
         "skype_anchor", "skype_heads", "skype_ruled_out", "srtp", "stun", "stun_classic", "turn",
-        "vpn"
+        "voice", "vpn"
     )  # fmt: skip
 
     def __init__(self, proto: int, a: Endpoint, b: Endpoint, first: float, last: float) -> None:
@@ -97,6 +99,8 @@ class Flow:
         self.addresses: list[tuple[str, bytes, int]] = []
         self.payload_bytes = 0
         self.random_samples: list[float] = []
+        # bayes.py's windows of opaque UDP messages (None: not opaque UDP, or not yet)
+        self.voice: Windows | None = None
         # classic Skype (skype.py): the first anchor message (b"" for a 3-byte one), and the
         # first bytes of each message while they could still be Skype's (None: not Skype's
         # framing)
@@ -120,10 +124,17 @@ class Flow:
         return self.rtp_ok[0] or self.rtp_ok[1]
 
 
-def inspect(flow: Flow, side: int, payload: bytes, stream: bool) -> None:
-    """Gather evidence from one payload (`stream`: TCP, where RFC 4571 framing may apply)."""
+def inspect(flow: Flow, side: int, payload: bytes, stream: bool, ts: float) -> None:
+    """Gather evidence from one payload (`stream`: TCP, where RFC 4571 framing may apply) sent
+    by `side` at `ts`."""
     flow.inspected += 1
     flow.payload_bytes += len(payload)
+    voice = flow.voice
+    if voice is not None and flow.inspected > QUICK_LIMIT:
+        # opaque UDP that still looks like ciphertext: only the classifier's features from here
+        voice.add(side, len(payload), ts)
+        flow.done = flow.inspected >= INSPECT_LIMIT
+        return
     if flow.inspected >= INSPECT_LIMIT or (flow.inspected >= QUICK_LIMIT and not _seen(flow)):
         flow.done = True
     if not stream:  # randomness counts only for opaque UDP (verdict.statistical)
@@ -131,9 +142,12 @@ def inspect(flow: Flow, side: int, payload: bytes, stream: bool) -> None:
             flow.random_samples.append(_randomness(payload))
         _skype(flow, payload)
         _openvpn(flow, side, payload)
-    elif side == 0 and flow.server_name is None:
+        _inspect_one(flow, side, payload, stream)
+        _voice(flow, side, len(payload), ts)
+        return
+    if side == 0 and flow.server_name is None:
         _tls_hello(flow, payload)
-    if _inspect_one(flow, side, payload, stream) or not stream:
+    if _inspect_one(flow, side, payload, stream):
         return
     for frame in split_rfc4571(payload):
         _inspect_one(flow, side, frame, stream)
@@ -249,6 +263,26 @@ def _skype(flow: Flow, payload: bytes) -> None:
         flow.skype_heads, flow.skype_ruled_out = None, True
 
 
+def _voice(flow: Flow, side: int, size: int, ts: float) -> None:
+    """Feed bayes.py's windows while the flow is opaque UDP; at `QUICK_LIMIT` payloads with
+    nothing recognized, keep it open (features only) when its payloads look like ciphertext —
+    a voice candidate for verdict.statistical and classic Skype — else drop the windows."""
+    if _recognized(flow):
+        flow.voice = None
+        return
+    if flow.voice is None:
+        if flow.inspected > 1:
+            return  # dropped earlier: never a candidate again
+        flow.voice = Windows()
+    flow.voice.add(side, size, ts)
+    if flow.inspected >= QUICK_LIMIT:
+        random_like = bool(flow.random_samples) and min(flow.random_samples) >= RANDOM_LIKE
+        if random_like:
+            flow.done = False  # features only up to INSPECT_LIMIT (inspect's first branch)
+        else:
+            flow.voice = None
+
+
 def _tls_hello(flow: Flow, payload: bytes) -> None:
     """A TLS ClientHello over TCP, reassembled from the client's segments."""
     if flow.hello is None:
@@ -294,6 +328,12 @@ def _openvpn(flow: Flow, side: int, payload: bytes) -> None:
     keys[side] = key
     if flow.openvpn_data >= 6:
         flow.vpn = "OpenVPN"
+
+
+def _recognized(flow: Flow) -> bool:
+    """Whether a protocol claimed the flow (random bytes may start RTP-like runs: not that)."""
+    return bool(flow.stun or flow.dtls or flow.channel_data or flow.sip or flow.ip_discovery
+                or flow.rtp_ok[0] or flow.rtp_ok[1] or flow.quic or flow.vpn)  # fmt: skip
 
 
 def _seen(flow: Flow) -> bool:

@@ -36,6 +36,9 @@ class FlowTable:
         self.closed = 0  # flows closed for idleness (a later packet started a new flow)
         self.max_flows = max_flows  # 0: unbounded; else the least recently active are evicted
         self.evicted = 0
+        # payloads `packet` inspected (the live path's sign that findings may have changed;
+        # the batch readers do not count them)
+        self.inspections = 0
 
     def packet(self, ts: float, linktype: int, frame: bytes) -> None:
         """One packet: decode, find or create its flow, count; inspect until the flow is decided.
@@ -52,7 +55,8 @@ class FlowTable:
         if ts > flow.last:
             flow.last = ts
         if payload and not flow.done:
-            inspect(flow, side, payload, proto == TCP)
+            self.inspections += 1
+            inspect(flow, side, payload, proto == TCP, ts)
 
     def lookup(
         self, ts: float, proto: int, src: Endpoint, dst: Endpoint, *, check_idle: bool

@@ -246,6 +246,7 @@ def _inspect(
                              *out)  # fmt: skip
     who, packets, seen0, seen1 = (o[:picked].tolist() for o in out)
     payload, plen = _q(cols, "payload", count), _q(cols, "plen", count)
+    stamps = _d(cols, count)
     k = 0
     while k < picked:
         o = who[k]
@@ -258,7 +259,7 @@ def _inspect(
                 i = packets[k]
                 pkts[0], pkts[1] = base0 + seen0[k], base1 + seen1[k]
                 start = payload[i]
-                inspect(flow, sides[inv[i]], bytes(buf[start : start + plen[i]]), stream)
+                inspect(flow, sides[inv[i]], bytes(buf[start : start + plen[i]]), stream, stamps[i])
             k += 1
         pkts[0], pkts[1] = base0, base1
 

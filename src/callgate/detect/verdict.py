@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from callgate.detect import skype
+from callgate.detect.bayes import decide
 from callgate.detect.decode import UDP
-from callgate.detect.flow import Endpoint, Flow
+from callgate.detect.flow import RANDOM_LIKE, Endpoint, Flow
 from callgate.detect.media import ALERTS
 from callgate.detect.names import app_from_name
 from callgate.detect.ranges import RangeList
@@ -248,30 +249,24 @@ def _opaque_udp(flow: Flow) -> bool:
 
 
 def statistical(flow: Flow, v: Verdict) -> None:
-    """Low-confidence fallback for opaque UDP that looks like a voice stream: long enough, both
-    ways, small packets at voice rates, ciphertext-like payloads."""
+    """Low-confidence fallback for opaque UDP that looks like a voice stream: sustained both ways,
+    voice by the naive Bayes classifier (bayes.py), ciphertext-like payloads."""
     if v.rtc or not _opaque_udp(flow):
         return  # a VPN carries anything, calls included: nothing to say about the tunnel itself
     shape = voice_shape(flow)
-    random_like = bool(flow.random_samples) and min(flow.random_samples) >= 0.75
+    random_like = bool(flow.random_samples) and min(flow.random_samples) >= RANDOM_LIKE
     if shape is not None and random_like:
         v.add(0.3, "statistical", f"{shape}, random payloads")
 
 
 def voice_shape(flow: Flow) -> str | None:
-    """Packet size and rate of a voice stream (the traffic features of Bonfiglio et al.'s
-    classifier, as plain bounds): ≥ 25 packets each way over ≥ 3 s, roughly symmetric, 8-120
-    packets/s each way, mean payload 20-400 bytes."""
+    """A sustained two-way stream (≥ 25 packets each way over ≥ 3 s, roughly symmetric) whose
+    windows Bonfiglio et al.'s naive Bayes classifier takes for voice: its evidence, or None."""
     duration = flow.last - flow.first
     up, down = flow.pkts
-    if min(up, down) < 25 or duration < 3.0:
+    if min(up, down) < 25 or duration < 3.0 or min(up, down) / max(up, down) < 0.3:
         return None
-    mean = flow.payload_bytes / max(flow.inspected, 1)
-    rates = (up / duration, down / duration)
-    symmetric = min(up, down) / max(up, down) >= 0.3
-    if not (20 <= mean <= 400 and all(8 <= r <= 120 for r in rates) and symmetric):
+    voice = decide(flow.voice)
+    if voice is None:
         return None
-    return (
-        f"voice-like UDP: {mean:.0f}-byte payloads, {rates[0]:.0f}/{rates[1]:.0f} "
-        f"packets/s for {duration:.0f} s"
-    )
+    return f"{voice}; {up}/{down} packets over {duration:.0f} s"

@@ -83,11 +83,11 @@ class SilenceUntilMedia:
         self._task = asyncio.create_task(self._fill(), name=f"silence-{self.leg}")
 
     def hold(self) -> None:
-        """The party stopped sending (it put the call on hold, RFC 3264 §8.4): silence again,
-        until its next packet, which starts its timeline afresh after the silence."""
-        if self._offset is not None:
-            self._offset = None
-            self.start()
+        """The party stopped sending (it put the call on hold, RFC 3264 §8.4): silence again
+        (or for the first time, for a fill never `start`ed: a party we called), until its next
+        packet, which starts its timeline afresh after the silence."""
+        self._offset = None
+        self.start()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -218,6 +218,27 @@ class PolicyStore:
         """What the signaling hub hands the call engine (hub.CallPolicy)."""
         return _verdict(self.decide_call(caller, callee, at))
 
+    def verdict_pairs(
+        self, pairs: Sequence[tuple[str, str]], at: dt.datetime
+    ) -> list[tuple[Denial | None, Grant | None]]:
+        """`verdict` for each (caller, callee) pair — the hub's invites that arrive together
+        (signaling/lookups.py) — their accounts read in one query and the policy loaded once."""
+        if not pairs:
+            return []
+        found = self.subjects(*sorted({handle for pair in pairs for handle in pair}))
+        policy = self.current()
+        return [
+            _verdict(
+                policy.decide(
+                    found.get(caller, Subject(caller)),
+                    found.get(callee, Subject(callee)),
+                    at,
+                    explain=False,
+                )
+            )
+            for caller, callee in pairs
+        ]
+
     def verdicts(
         self, caller: str, callees: Sequence[str], at: dt.datetime
     ) -> dict[str, tuple[Denial | None, Grant | None]]:

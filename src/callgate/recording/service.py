@@ -235,6 +235,28 @@ class RecordingService:
             raise RecordingFailure(f"recording codec not stored: {type(exc).__name__}") from exc
         active.row["codec"] = codec
 
+    async def set_party(self, recording_id: str, role: str, party: Mapping[str, Any]) -> None:
+        """Who a party of an open recording turned out to be (a ring group's member who
+        answered: the callee), stored before that party's packets are; RecordingFailure when
+        it cannot be."""
+        active = self.active.get(recording_id)
+        if active is None:
+            raise RecordingFailure(f"no open recording {recording_id}")
+        parties = {**active.parties, role: dict(party)}
+        try:
+            await asyncio.to_thread(
+                self.repository.set_participants,
+                recording_id,
+                _participants(parties),
+                role,
+                _now(),
+            )
+        except RecordingFailure:
+            raise
+        except Exception as exc:
+            raise RecordingFailure(f"recording party not stored: {type(exc).__name__}") from exc
+        active.parties = parties
+
     async def finish(self, recording_id: str) -> None:
         """Close the recording: last chunk, metadata, `recording.closed|failed` in the audit."""
         active = self.active.pop(recording_id, None)

@@ -130,6 +130,35 @@ class RecordingRepository:
                 conn, ACTOR, "recording.codec", f"recording:{recording_id}", details, at
             )
 
+    def set_participants(
+        self, recording_id: str, participants: list[dict[str, Any]], role: str, at: datetime
+    ) -> None:
+        """The participants of an open recording once one is known (a ring group's member who
+        answered), in its metadata (so a recording a crash left open names them too), and
+        `recording.participant` in the audit log in the same transaction. RecordingFailure
+        when no open recording has that id."""
+        with self._engine.begin() as conn:
+            found = conn.execute(
+                select(Recording.call_id, Recording.metadata_json).where(
+                    Recording.recording_id == recording_id, Recording.state == "open"
+                )
+            ).first()
+            if found is None:
+                raise RecordingFailure(f"no open recording {recording_id}")
+            metadata = {**json.loads(found.metadata_json), "participants": participants}
+            changed = conn.execute(
+                update(Recording)
+                .where(Recording.recording_id == recording_id, Recording.state == "open")
+                .values(metadata_json=json.dumps(metadata))
+            )
+            if changed.rowcount != 1:
+                raise RecordingFailure(f"no open recording {recording_id}")  # rolled back
+            party = next(p for p in participants if p.get("id") == role)
+            details = {"call_id": found.call_id, "role": role, "handle": party.get("handle")}
+            AuditLog.append_in(
+                conn, ACTOR, "recording.participant", f"recording:{recording_id}", details, at
+            )
+
     def finish(
         self,
         recording_id: str,

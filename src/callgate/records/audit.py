@@ -45,6 +45,7 @@ from callgate.records.audit_chain import (
     verify,
 )
 from callgate.records.audit_verify import supported, verify_stored
+from callgate.records.driver_sql import executemany
 from callgate.storage.db import Store
 from callgate.storage.models import AuditCheckpoint, AuditEntry, utcnow
 from callgate.storage.text import storable
@@ -280,7 +281,7 @@ class AuditLog:
             }
             for e in written
         ]
-        conn.execute(_INSERT, rows)
+        executemany(conn, _INSERT, rows)
         _remember_head(conn, seq, prev)
         return written
 

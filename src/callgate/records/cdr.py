@@ -46,6 +46,7 @@ from callgate.records.cdr_types import (
     RelayLink,
     host_of,
 )
+from callgate.records.driver_sql import executemany
 from callgate.storage.db import Store
 from callgate.storage.models import CallQuality, RelaySession
 from callgate.storage.text import storable
@@ -152,7 +153,7 @@ class CdrRepository:
     def set_audit_index_in(self, conn: Connection, seqs: Sequence[tuple[str, int]]) -> None:
         """Record (call id, seq of its call.invite audit entry) pairs, in one executemany."""
         if seqs:
-            conn.execute(SET_AUDIT_INDEX, [{"b_id": call, "b_seq": seq} for call, seq in seqs])
+            executemany(conn, SET_AUDIT_INDEX, [{"b_id": c, "b_seq": seq} for c, seq in seqs])
 
     def finalize(
         self,

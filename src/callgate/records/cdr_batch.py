@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Update, select, text
 from callgate.records.cdr import CdrRepository
 from callgate.records.cdr_sql import INSERT_CALLS, calls
 from callgate.records.cdr_types import CallOpen
+from callgate.records.driver_sql import executemany
 
 # SQLite (no RETURNING per executemany row): a write that changes nothing takes the write lock
 # first (as in records/audit.py), so the open rows read stay open until the finalizes.
@@ -99,9 +100,9 @@ class CdrBatch:
         pending = []
         for wave in waves:
             if wave.inserts:
-                conn.execute(INSERT_CALLS, wave.inserts)
+                executemany(conn, INSERT_CALLS, wave.inserts)
             for statement, params in wave.updates.items():
-                conn.execute(statement, params)
+                executemany(conn, statement, params)
             if not wave.finals:
                 continue
             if conn.dialect.name == "postgresql":
@@ -144,4 +145,4 @@ class CdrBatch:
                 done.value = True
                 params.append(values)
         if params:
-            conn.execute(self._cdrs.finalize_statement, params)
+            executemany(conn, self._cdrs.finalize_statement, params)

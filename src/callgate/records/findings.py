@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from callgate.detect.live.monitor import Change
@@ -161,6 +161,17 @@ class FindingRepository:
         )
         with self._engine.connect() as conn:
             return [(row.peer, json.loads(row.targets)) for row in conn.execute(query)]
+
+    def version(self) -> str:
+        """A short text that changes whenever a finding is added, grows or is deleted — by this
+        server or another node on the same database (the console's long polls compare it)."""
+        t = DetectionFinding
+        query = select(func.count(), func.max(t.id), func.max(t.last_seen),
+                       func.sum(t.packets_out + t.packets_in))  # fmt: skip
+        with self._engine.connect() as conn:
+            count, top, last, packets = conn.execute(query).one()
+        stamp = last.timestamp() if last is not None else 0.0
+        return f"{count}.{top or 0}.{stamp:.6f}.{packets or 0}"
 
     def recent(self, limit: int = 100, unsanctioned_only: bool = False) -> list[FindingRow]:
         """The findings seen most recently first."""

@@ -27,10 +27,15 @@ from multiprocessing.process import BaseProcess as SpawnProcess
 from typing import Any
 
 from fastapi import APIRouter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
-from callgate.api.routes.findings import findings_router
+from callgate.api.routes.findings import FindingsFeed, findings_router
 from callgate.config import MonitorSettings, Settings
 from callgate.detect.engine import Detector, parse_network, parse_relay
 from callgate.detect.live import worker
@@ -67,14 +72,14 @@ class LiveMonitor:
 
     def __init__(
         self, settings: MonitorSettings, relays: list[str], repository: FindingRepository,
-        alert: Callable[[FindingRow], None],
+        alert: Callable[[FindingRow], None], stored: Callable[[], None] = lambda: None,
     ) -> None:  # fmt: skip
         assert settings.interface is not None
         self.interface = settings.interface
         self.config = WorkerConfig(self.interface, tuple(settings.internal), tuple(relays),
                                    settings.interval_s, settings.max_flows,
                                    settings.idle_timeout_s)  # fmt: skip
-        self.repository, self.alert = repository, alert
+        self.repository, self.alert, self.stored = repository, alert, stored
         self.retention = timedelta(days=settings.retention_days)
         self._purged_at = -PURGE_EVERY_S  # monotonic time of the last purge: purge at start
         self.fresh = {True: 0, False: 0}  # fresh findings stored, by sanctioned
@@ -160,6 +165,7 @@ class LiveMonitor:
             self.write_errors += 1
             log.error("monitor findings not stored (retried next interval): %s", exc)
             return False
+        self.stored()  # wakes the console's long polls (api/routes/findings.py)
         for row in rows:
             self.fresh[row.sanctioned] += 1
             if not row.sanctioned:
@@ -168,7 +174,8 @@ class LiveMonitor:
 
     def status(self) -> dict[str, Any]:
         counters = {"packets": 0, "flows": 0, "flows_evicted": 0, "flows_closed_idle": 0,
-                    "ring_drops": 0, **self.counters}  # fmt: skip
+                    "ring_drops": 0, "early_writes": 0, "early_deferred": 0,
+                    **self.counters}  # fmt: skip
         return {
             "enabled": True, "interface": self.interface, "running": self.error is None,
             "error": self.error, **counters, "write_errors": self.write_errors,
@@ -207,6 +214,7 @@ def start_monitoring(settings: Settings, store: Store) -> Monitoring:
         webhook = WebhookSender(config.webhook_url, secret, attempts=config.webhook_attempts,
                                 timeout=config.webhook_timeout_s)  # fmt: skip
     loop = asyncio.get_running_loop()
+    feed = FindingsFeed(loop, repository.version)
 
     def alert(row: FindingRow) -> None:  # the monitor's thread
         payload = {"event": "detect.finding", "finding": row.as_json()}
@@ -217,7 +225,7 @@ def start_monitoring(settings: Settings, store: Store) -> Monitoring:
 
     monitor = None
     if config.interface is not None:
-        monitor = LiveMonitor(config, own_relays(settings), repository, alert)
+        monitor = LiveMonitor(config, own_relays(settings), repository, alert, feed.bump)
         monitor.start()
         if webhook is not None:
             webhook.start()
@@ -225,7 +233,7 @@ def start_monitoring(settings: Settings, store: Store) -> Monitoring:
     allowed = [ipaddress.ip_address(parse_relay(r).ip) for r in own_relays(settings)]
     checker = Detector([parse_network(n) for n in config.internal])
     router = findings_router(repository, status, AuditLog(store), allowed,
-                             lambda address: checker.is_internal(address.packed))  # fmt: skip
+                             lambda address: checker.is_internal(address.packed), feed)  # fmt: skip
     return Monitoring(monitor, router, syslog, webhook)
 
 
@@ -250,6 +258,19 @@ class MonitorCollector:
                                   "Flows evicted at the flow table's cap", value=status["flows_evicted"])  # fmt: skip
         yield CounterMetricFamily("callgate_detect_ring_drops",
                                   "Packets the kernel dropped: the capture ring was full", value=status["ring_drops"])  # fmt: skip
+        yield CounterMetricFamily("callgate_detect_early_writes",
+                                  "Findings seen for the first time written at once (each a transaction)",
+                                  value=status["early_writes"])  # fmt: skip
+        yield CounterMetricFamily("callgate_detect_early_deferred",
+                                  "New findings left to the interval's batched update by the cap on immediate writes",
+                                  value=status["early_deferred"])  # fmt: skip
+        delay = status.get("new_finding_delay") or {"buckets": {}, "count": 0, "sum": 0.0}
+        yield HistogramMetricFamily(
+            "callgate_detect_new_finding_delay_seconds",
+            "From a finding's first packet to its row stored, for findings seen for the first time",
+            buckets=[*delay["buckets"].items(), ("+Inf", delay["count"])],
+            sum_value=delay["sum"],
+        )
         yield CounterMetricFamily("callgate_detect_write_errors",
                                   "Updates of the findings that could not be stored", value=monitor.write_errors)  # fmt: skip
         findings = CounterMetricFamily(

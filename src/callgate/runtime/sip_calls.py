@@ -43,6 +43,7 @@ from callgate.runtime.sip_media import (
     check_media,
     take_offer,
 )
+from callgate.runtime.sip_reoffers import Reoffers
 from callgate.signaling import messages as m
 from callgate.signaling.anchoring import PHONE_AGENT
 from callgate.signaling.hub import Device, SignalingHub
@@ -52,10 +53,8 @@ from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import aim
 from callgate.sip.outbound import COMPLETED_ELSEWHERE, OutboundCall
 from callgate.sip.sdp import (
-    DIRECTIONS,
     EVENTS_PT,
     KEY_SALT,
-    AudioOffer,
     Crypto,
     SdpError,
     answer_key,
@@ -419,6 +418,7 @@ class SipCalls:
             return
         bridge = Bridge(lambda: self._phone_ice(device.handle, call_id))
         tones: list[DtmfToTones] = []  # made once the phone's answer says its codec
+        fills: list[SilenceUntilMedia] = []  # likewise
         rtp = RtpLeg("phone", bridge.forward, codecs[0], permits=self._edge.media.permits)
         # a device whose credential says so is offered SRTP only (RTP/SAVP, our SDES key)
         credential = await asyncio.to_thread(self._edge.credentials.get, username)
@@ -428,11 +428,9 @@ class SipCalls:
         try:
             local = await rtp.open(media_ip)
             contact = f"sip:callgate@{binding.peer.local[0]}:{binding.peer.local[1]}"
-            final = asyncio.ensure_future(
-                final_response(
-                    call, audio_sdp(local[0], local[1], codecs, ours, EVENTS_PT), contact
-                )
-            )
+            origin = (secrets.randbits(31), 1)  # our answer to its re-INVITEs: (id, 2)
+            offer = audio_sdp(local[0], local[1], codecs, ours, EVENTS_PT, origin=origin)
+            final = asyncio.ensure_future(final_response(call, offer, contact))
             while not final.done():
                 message = await _next(device, final)
                 if message is None and not final.done():
@@ -464,10 +462,19 @@ class SipCalls:
             rtp.use(codec)
             if ours is not None and answer.crypto is not None:
                 rtp.secure(answer.crypto.key_salt, ours.key_salt)  # RFC 4568 §6.1
-            tones.append(_from_phone(codec, EVENTS_PT, bridge.forward))
+            # silence towards the anchor while the phone holds the call (sip_reoffers.py)
+            fill = SilenceUntilMedia("phone", codec, bridge.forward)
+            fills.append(fill)
+            tones.append(_from_phone(codec, EVENTS_PT, fill.packet))
             tones[0].attach(rtp)  # audio straight on, unless a key is pressed
             rtp.events = EVENTS_PT if answer.events == EVENTS_PT else None
             aim(rtp, answer, [binding.peer.address[0]])
+            reoffers = Reoffers(answer, reply.body, codec, ours, local, (origin[0], 2), rtp, fill)
+            edge = self._edge
+            reoffers.check = lambda sdp: check_media(
+                edge, sdp, "re-offer", party, call.call_id, source, source
+            )
+            call.on_offer = reoffers.answer  # the phone's re-INVITEs (sip/reinvites.py)
             # the phone's codec when the caller offered it (forwarded), else Opus (transcoded)
             web = bridge.leg("web", codec=codec, also=("opus",))
             bridge.attach(rtp)
@@ -485,6 +492,8 @@ class SipCalls:
             await self._reject(device, call_id, "media")
         finally:
             self._edge.forget(call.call_id)
+            for fill in fills:
+                await fill.stop()
             await bridge.close()
 
     async def _talk(self, device: Device, call: OutboundCall, web: AnchorLeg, call_id: str) -> None:
@@ -524,62 +533,6 @@ async def _next(device: Device, other: asyncio.Future[Any]) -> dict[str, Any] | 
         return reading.result()
     reading.cancel()
     return None
-
-
-class Reoffers:
-    """The phone's re-INVITEs in a call it made (docs/sip.md, "Hold and session refresh"): the
-    same codec and keys, a new address or direction taken (RFC 3264 §8), our answer's version
-    one higher each time it changes."""
-
-    def __init__(
-        self,
-        first: AudioOffer,
-        body: bytes,
-        codec: str,
-        ours: Crypto | None,
-        local: tuple[str, int],
-        origin: tuple[int, int],
-        rtp: RtpLeg,
-        fill: SilenceUntilMedia,
-    ) -> None:
-        self._first, self._codec, self._ours, self._local = first, codec, ours, local
-        self._origin, self._rtp, self._fill = origin, rtp, fill
-        # raises ForbiddenMedia for a destination media may not go to (media_peers.py)
-        self.check: Callable[[AudioOffer], AudioOffer] | None = None
-        self._last = body  # the offer our current answer answers
-        self._answer = audio_sdp(local[0], local[1], codec, ours, first.events, origin=origin)
-
-    def answer(self, body: bytes) -> bytes:
-        if not body.strip():  # no offer: ours again, unchanged (its answer comes in the ACK)
-            return self._answer
-        offer = parse_audio(body)  # SdpError: 488, the session stays as it was
-        if offer.choose() != self._codec:
-            raise SdpError("the codec cannot change during the call")
-        theirs = self._first.crypto
-        if (offer.crypto is None) != (theirs is None) or (
-            offer.crypto is not None and theirs is not None
-            and offer.crypto.key_salt != theirs.key_salt
-        ):  # fmt: skip
-            raise SdpError("SRTP keys cannot change during the call")
-        if body == self._last:
-            return self._answer  # a session refresh (RFC 4028): nothing changes
-        held = offer.held  # c=0.0.0.0, RFC 3264 §8.4: send it neither RTP nor RTCP
-        if not held and self.check is not None:
-            offer = self.check(offer)  # 488 with a Warning; the session stays as it was
-        self._last = body
-        direction = DIRECTIONS[offer.direction]
-        if not held:
-            aim(self._rtp, offer, self._rtp.allowed)
-        self._rtp.sending = direction in ("sendrecv", "sendonly") and not held
-        if held or offer.direction in ("recvonly", "inactive"):
-            self._fill.hold()  # it sends nothing now: silence, as while it rang
-        events = self._first.events if offer.events == self._first.events else None
-        self._origin = (self._origin[0], self._origin[1] + 1)
-        local = self._local
-        self._answer = audio_sdp(
-            local[0], local[1], self._codec, self._ours, events, direction, self._origin
-        )
-        return self._answer
 
 
 def _from_phone(codec: str, events: int | None, forward: PacketHandler) -> DtmfToTones:

@@ -30,9 +30,16 @@ from callgate.policy.store import PolicyStore
 from callgate.recording.service import RecordingService
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
-from callgate.runtime.sip_media import carrier_answer, carrier_key, check_media, take_offer
-from callgate.runtime.sip_quiet import MEDIA_LOST, media_stopped
+from callgate.runtime.sip_media import (
+    carrier_answer,
+    carrier_key,
+    check_call_media,
+    check_media,
+    take_offer,
+)
+from callgate.runtime.sip_quiet import MEDIA_LOST, Heard, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
+from callgate.runtime.sip_reoffers import Reoffers
 from callgate.sip.attempts import disposition
 from callgate.sip.dialout import DialOutRecords
 from callgate.sip.edge import SipEdge
@@ -40,8 +47,11 @@ from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import aim
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
+from callgate.sip.reinvites import EXPIRED
 from callgate.sip.sdp import (
     EVENTS_PT,
+    AudioOffer,
+    Crypto,
     SdpError,
     answer_key,
     audio_sdp,
@@ -51,6 +61,9 @@ from callgate.sip.trunk_limits import TrunkLimited
 from callgate.sip.trunks import Dialled, Trunks
 
 log = logging.getLogger(__name__)
+# a leg of a dialled-out call, for its re-INVITEs: RTP, our address, our o= origin, its fill,
+# our SDES key on that leg (None: plain RTP)
+Side = tuple[RtpLeg, tuple[str, int], tuple[int, int], SilenceUntilMedia, Crypto | None]
 
 
 async def final_response(call: OutboundCall, sdp: bytes, contact: str) -> SipResponse | None:
@@ -140,6 +153,35 @@ class DialOut:
             return Permit()
         return Permit(refusal="no dial-out rule for this user")
 
+    def _take_reoffers(
+        self,
+        call: InboundCall,
+        out: OutboundCall,
+        trunk: str,
+        offer: AudioOffer,
+        answer: AudioOffer,
+        answer_body: bytes,
+        codec: str,
+        phone: Side,
+        carrier: Side,
+    ) -> None:
+        """Each party's re-INVITEs in the answered call: the phone's and the carrier's, each
+        judged for its own leg (sip_reoffers.py) with that leg's SDES keys (an SRTP carrier's
+        re-offer must keep its key, and our answer carries ours); media addresses checked as
+        at the start."""
+        edge = self._edge
+        leg, local, origin, fill, ours = phone
+        reoffers = Reoffers(offer, call.request.body, codec, ours, local, origin, leg, fill)
+        reoffers.check = lambda sdp: check_call_media(edge, call, sdp, "re-offer")
+        call.on_offer = reoffers.answer
+        leg, local, origin, fill, ours = carrier
+        theirs = Reoffers(answer, answer_body, codec, ours, local, origin, leg, fill)
+        source = out.peer.address[0]
+        theirs.check = lambda sdp: check_media(
+            edge, sdp, "re-offer", f"trunk:{trunk}", out.call_id, source
+        )
+        out.on_offer = theirs.answer
+
     def _decide(self, handle: str, number: str) -> tuple[tuple[str, ...], Decision | None]:
         groups = self._groups_of(handle)
         if self._policy is None:
@@ -186,8 +228,10 @@ class DialOut:
         bridge = Bridge(lambda: [], recording.on_packet if recording is not None else None)
         # silence for the recorder until the phone's RTP flows: the carrier is called only once
         # the caller's first packets are on disk (media/caller_fill.py)
-        fill = SilenceUntilMedia("caller", codec, bridge.forward) if recording else None
-        into_bridge = bridge.forward if fill is None else fill.packet
+        # (not started for a call that is not recorded: then only while the phone holds it,
+        # sip_reoffers.py)
+        fill = SilenceUntilMedia("caller", codec, bridge.forward)
+        into_bridge = fill.packet
         # RFC 4733 events: offered to the carrier when the phone offered them; passed on as
         # events if the carrier takes them, else as tones (media/dtmf.py). A recorded call
         # carries them as tones, so the recording holds the key presses
@@ -225,6 +269,7 @@ class DialOut:
             call.reject(503, "Service Unavailable (no UDP listener for the trunk)")
             return
         record_id = uuid.uuid4().hex  # as calls between users: the recording API takes these
+        carrier_fill: SilenceUntilMedia | None = None  # made once the carrier answers
         stop: asyncio.Future[Any] | None = None  # the admin API ended it (sip_live.py)
         lost: asyncio.Future[Any] | None = None  # the recording failed (sip_recorded.py)
         try:
@@ -238,7 +283,7 @@ class DialOut:
                 records.open, record_id, handle, number, trunk.name, emergency,
                 call.peer.address[0], rule=permit.rule, recording_required=recording is not None,
             )  # fmt: skip
-            if recording is not None and fill is not None:
+            if recording is not None:
                 device = call.credential.username
                 try:
                     await recording.start(record_id, handle, device, number, permit.rule, codec)
@@ -259,10 +304,13 @@ class DialOut:
                 await asyncio.to_thread(records.anchored, record_id)
             lost = asyncio.ensure_future(recording.failed.wait() if recording else _never())
             contact = f"sip:callgate@{out.peer.local[0]}:{out.peer.local[1]}"
+            origin = (secrets.randbits(31), 1)  # our answer to its re-INVITEs: (id, 2)
             final = asyncio.ensure_future(
                 final_response(
                     out,
-                    audio_sdp(carrier_local[0], carrier_local[1], codecs, secure, events),
+                    audio_sdp(
+                        carrier_local[0], carrier_local[1], codecs, secure, events, origin=origin
+                    ),
                     contact,
                 )
             )
@@ -317,12 +365,15 @@ class DialOut:
                 codec = chosen
                 phone.use(codec)
                 carrier.use(codec)
-                tones = DtmfToTones(codec, offer.events or NO_EVENTS, into_bridge)
+                fill = SilenceUntilMedia("caller", codec, bridge.forward)  # not recorded
+                tones = DtmfToTones(codec, offer.events or NO_EVENTS, fill.packet)
                 tones.attach(phone)
                 phone_tones[0] = tones
-                from_carrier = DtmfToTones(codec, NO_EVENTS, bridge.forward)
-                carrier.on_audio = carrier.on_event = from_carrier.packet
-                out.on_key = from_carrier.press
+            # silence towards the anchor while the carrier holds the call (sip_reoffers.py)
+            carrier_fill = SilenceUntilMedia("callee", codec, bridge.forward)
+            from_carrier = DtmfToTones(codec, NO_EVENTS, carrier_fill.packet)
+            carrier.on_audio = carrier.on_event = from_carrier.packet
+            out.on_key = from_carrier.press
             if events is not None and answer.events == events:
                 carrier.events = events  # the carrier takes events: forwarded as they are
                 tones.convert = False
@@ -334,7 +385,15 @@ class DialOut:
                     records.finish, record_id, "failed", "server", FAILED, recording.failure
                 )
                 return
-            phone_answer = audio_sdp(phone_local[0], phone_local[1], codec, ours, offer.events)
+            phone_origin = (secrets.randbits(31), 1)
+            phone_answer = audio_sdp(
+                phone_local[0], phone_local[1], codec, ours, offer.events, origin=phone_origin
+            )
+            # our key towards the carrier, unless an emergency call was answered plain
+            keyed = secure if answer.crypto is not None else None
+            self._take_reoffers(call, out, trunk.name, offer, answer, reply.body, codec,
+                                (phone, phone_local, phone_origin, fill, ours),
+                                (carrier, carrier_local, (origin[0], 2), carrier_fill, keyed))  # fmt: skip
             call.accept(phone_answer, contact)
             if recording is not None:
                 recording.answered(bridge, codec)
@@ -342,7 +401,9 @@ class DialOut:
             self.live.answered(live)
             phone_ended = asyncio.ensure_future(call.ended.wait())
             carrier_ended = asyncio.ensure_future(out.ended.wait())
-            quiet = asyncio.ensure_future(media_stopped(phone, self.silence_timeout))
+            # a phone holding the call sends nothing: the silence filled in for it counts
+            heard = Heard(phone, fill)
+            quiet = asyncio.ensure_future(media_stopped(heard, self.silence_timeout))
             await asyncio.wait(
                 {phone_ended, carrier_ended, stopped, lost, quiet},
                 timeout=permit.max_duration_s,
@@ -374,7 +435,10 @@ class DialOut:
                 return
             by = "caller" if call.ended.is_set() and call.ended_by != "us" else "callee"
             await (out.hang_up() if by == "caller" else call.hang_up())
-            await asyncio.to_thread(records.finish, record_id, "answered", by, "hangup")
+            why = "hangup"
+            if EXPIRED in (call.ended_by, out.ended_by):  # a party's session timer ran out
+                by, why = "server", EXPIRED  # (sip/session_timers.py)
+            await asyncio.to_thread(records.finish, record_id, "answered", by, why)
         except SdpError as exc:  # the carrier's answer: unusable, or a forbidden address
             await out.hang_up()  # its 2xx was ACKed (outbound.py): BYE (RFC 3261 §13.2.2.4)
             call.reject(502, "Bad Gateway (carrier SDP)")
@@ -389,8 +453,9 @@ class DialOut:
             if lost is not None:
                 lost.cancel()
             self._edge.forget(out.call_id)
-            if fill is not None:
-                await fill.stop()
+            await fill.stop()
+            if carrier_fill is not None:
+                await carrier_fill.stop()
             await bridge.close()
             if recording is not None:
                 await recording.close()

@@ -18,6 +18,22 @@ class Receiving(Protocol):
     def received(self) -> int: ...  # packets taken from the party so far (RtpLeg)
 
 
+class Filling(Protocol):
+    filled: int  # silence packets sent for the party (media/caller_fill.py)
+
+
+class Heard:
+    """What a party sent (`leg`), or the silence filled in while it holds the call (`fill`,
+    runtime/sip_reoffers.py): a held call is not a vanished party."""
+
+    def __init__(self, leg: Receiving, fill: Filling) -> None:
+        self._leg, self._fill = leg, fill
+
+    @property
+    def received(self) -> int:
+        return self._leg.received + self._fill.filled
+
+
 async def media_stopped(leg: Receiving, quiet_s: float) -> None:
     """Returns once `leg` has received no packet for `quiet_s` seconds."""
     loop = asyncio.get_running_loop()

@@ -15,6 +15,10 @@ ringing and the hub hands it here:
 A recorder failure (write, fsync, disk, a silent leg) ends the call `recording-failed`; the end
 of the call closes the recording (last chunk, metadata, audit entry).
 
+A ring group's call (a trunk DID, signaling/ring_groups.py) goes the same way: every member's
+devices ring with the one callee leg's offer, the first answer takes that leg (the others never
+connect to it), and the recording's callee becomes the member who answered (`_name_member`).
+
 Both legs use one codec, the caller's (`recorded_codec`): Opus from callgate's own clients, or
 G.711 (PCMU, else PCMA) when the caller lists it first — a SIP phone or trunk, whose bridge
 offers its G.711 codec first — or when the callee has a registered SIP phone (G.711 only) and
@@ -44,8 +48,9 @@ from callgate.recording.recorder import StreamRecorder
 from callgate.recording.service import RecordingService
 from callgate.recording.writer import RecordingFailure
 from callgate.signaling import messages as m
-from callgate.signaling.effects import Send
+from callgate.signaling.effects import Effect, Send
 from callgate.signaling.reasons import Party, Reason
+from callgate.signaling.ring_groups import PREFIX as GROUP_PREFIX
 from callgate.signaling.sdp import filter_candidate, filter_sdp
 
 if TYPE_CHECKING:
@@ -105,6 +110,7 @@ class _Anchored:
     call_id: str
     caller: str
     callee: str
+    members: frozenset[str] = frozenset()  # a ring group's members rung (signaling/ringing.py)
     bridge: Bridge | None = None
     recorder: StreamRecorder | None = None
     early: list[dict[str, Any]] = field(default_factory=list)  # the caller's, before its leg
@@ -179,8 +185,15 @@ class Anchoring:
         """Is one of the two the anchor user of a live anchored call and the other its party?"""
         for anchor, other in ((user_a, user_b), (user_b, user_a)):
             if anchor.startswith(ANCHOR_USER_PREFIX):
-                call = self._calls.get(anchor.removeprefix(ANCHOR_USER_PREFIX))
-                return call is not None and other in (call.caller, call.callee)
+                call_id = anchor.removeprefix(ANCHOR_USER_PREFIX)
+                call = self._calls.get(call_id)
+                if call is None:
+                    return False
+                if other in (call.caller, call.callee):
+                    return True
+                # a ring group's call: the members still rung, then the one who answered
+                live = self.hub.engine.anchored_call(call_id)
+                return live is not None and other in (live.callee_handle, *live.members)
         return False
 
     # -- the call's life -------------------------------------------------------------------------
@@ -190,7 +203,7 @@ class Anchoring:
         call = engine.anchoring_call(call_id)
         if call is None:
             return
-        state = _Anchored(call_id, call.caller.handle, call.callee_handle)
+        state = _Anchored(call_id, call.caller.handle, call.callee_handle, call.members)
         self._calls[call_id] = state
         self._spawn(state, self._begin(state, offer_sdp, rule))
 
@@ -201,9 +214,12 @@ class Anchoring:
             return
         parties = {
             "caller": {"handle": call.caller.handle, "device": call.caller.device_id},
-            "callee": {"handle": call.callee_handle},
+            "callee": {"handle": call.callee_handle},  # a group's: named at the answer
         }
-        codec, callee_codec = recorded_codecs(offer_sdp, self._callee_has_phone(state.callee))
+        # a ring group's members: G.711 if any has a phone, so whoever answers takes it
+        callees = state.members or {state.callee}
+        phone = any(self._callee_has_phone(handle) for handle in callees)
+        codec, callee_codec = recorded_codecs(offer_sdp, phone)
         try:
             state.recorder = await self.recordings.start(
                 call_id,
@@ -247,10 +263,26 @@ class Anchoring:
                 else str(exc)
             )
             log.warning("call %s: recording unavailable: %s", call_id, why)
-            await self.hub.apply(engine.end_call(call_id, Reason.RECORDING_UNAVAILABLE, why[:255]))
+            await self._members_apply(
+                call_id, lambda: engine.end_call(call_id, Reason.RECORDING_UNAVAILABLE, why[:255])
+            )
             return
         notice = m.recording_message(call_id, recording_id, rule)
-        await self.hub.apply(engine.ring_anchored(call_id, answer, offer, notice))
+        await self._members_apply(
+            call_id, lambda: engine.ring_anchored(call_id, answer, offer, notice)
+        )
+
+    async def _members_apply(self, call_id: str, step: Callable[[], list[Effect]]) -> None:
+        """Take the engine's `step` and carry out its effects; a ring group's members it left
+        out (not rung after all: busy or gone meanwhile, or the call ended) are withdrawn from
+        the relays (hub_invites.py `members_left`) by a task of the hub's: the call's end
+        cancels this call's own tasks (`_close`)."""
+        rung = self.hub.engine.ringing_members(call_id)
+        effects = step()
+        if rung is not None:
+            withdraw = self.hub.members_left(call_id, *rung)
+            self.hub.keep(asyncio.get_running_loop().create_task(withdraw))
+        await self.hub.apply(effects)
 
     def _callee_has_phone(self, handle: str) -> bool:
         """Whether one of `handle`'s devices is a registered SIP phone (runtime/sip_calls.py),
@@ -283,6 +315,8 @@ class Anchoring:
             recording_id = state.recorder.recording_id
             try:  # stored as the callee's media starts (exports read it)
                 await self.recordings.set_codecs(recording_id, caller_codec, leg.codec)
+                if state.members:  # a ring group's call: the member who answered
+                    await self._name_member(state, recording_id)
             except RecordingFailure as exc:
                 self._failed(state.call_id, str(exc))
                 return
@@ -291,6 +325,19 @@ class Anchoring:
             state.recorder.expect("callee")
         if await play_prompt(state.bridge, self.recordings, caller_codec, leg.codec):
             log.info("call %s: recording prompt played to both parties", state.call_id)
+
+    async def _name_member(self, state: _Anchored, recording_id: str) -> None:
+        """The recording's callee becomes the ring group's member who answered (and the
+        device), as the call's record does (signaling/answering.py)."""
+        call = self.hub.engine.anchored_call(state.call_id)
+        if call is None or call.callee is None:
+            return
+        callee = {
+            "handle": call.callee.handle,
+            "device": call.callee.device_id,
+            "ring_group": state.callee.removeprefix(GROUP_PREFIX),
+        }
+        await self.recordings.set_party(recording_id, "callee", callee)
 
     def candidate(self, call_id: str, party: Party, candidate: m.IceCandidate) -> None:
         """A candidate trickled by a party goes to its own anchor leg."""

@@ -95,7 +95,7 @@ class SignalingHub(HubInvites):
         rung = self.engine.ringing_members(call_id) if call_id is not None else None
         await self.apply(self.engine.device_disconnected(device.device_id))
         if call_id is not None and rung is not None:
-            await self._members_left(call_id, *rung)
+            await self.members_left(call_id, *rung)
 
     def together(self, user_a: str, user_b: str) -> bool:
         """Are these two users the parties of a live call? (call-bound relaying asks this)"""
@@ -124,7 +124,7 @@ class SignalingHub(HubInvites):
             self._answer_relays(device, message, effects)
         await self.apply(effects)
         if rung is not None:
-            await self._members_left(str(call_id), *rung)
+            await self.members_left(str(call_id), *rung)
         if isinstance(message, m.Answer | m.Candidate):
             self._after(device, message)
 

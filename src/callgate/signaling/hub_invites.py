@@ -1,7 +1,8 @@
 """A call attempt through the hub: the per-account attempt limit, the callee's existence and the
-policy's decision (on a worker thread, failing closed), then the engine's invite — to one user,
-to a ring group's members, or to a number through the SIP trunk — and, for a call that must be
-recorded, the hand-over to the recording anchor.
+policy's decision (on a worker thread, failing closed; invites that arrive together share a
+trip: signaling/lookups.py), then the engine's invite — to one user, to a ring group's members,
+or to a number through the SIP trunk — and, for a call that must be recorded, the hand-over to
+the recording anchor.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from datetime import UTC, datetime
 from callgate.signaling import messages as m
 from callgate.signaling.effects import CdrOpen, Effect
 from callgate.signaling.hub_effects import HubEffects
-from callgate.signaling.hub_types import Device, GroupPolicy
+from callgate.signaling.hub_types import Device, GroupPolicy, PairPolicy
+from callgate.signaling.lookups import Answer, Lookup, LookupTrips
 from callgate.signaling.ratelimit import MessageRateLimiter
 from callgate.signaling.reasons import Reason
 from callgate.signaling.ring_groups import (
@@ -72,10 +74,11 @@ class HubInvites(HubEffects):
                 return
             await numbers.invite(device, message)
             return
-        # One trip to a worker thread for both lookups (each trip costs the loop a wake-up).
-        exists, (denial, grant) = await asyncio.to_thread(
-            self._lookup, device.handle, message.to, callee_exists
-        )
+        # On a worker thread, with the invites that wait with it (signaling/lookups.py).
+        if self._lookup_trips is None:
+            self._lookup_trips = LookupTrips(self._lookup_many)
+        lookup = Lookup(device.handle, message.to, callee_exists)
+        exists, (denial, grant) = await self._lookup_trips.lookup(lookup)
         effects = self.engine.invite(
             device.device_id, message.id, message.to, message.sdp, exists, denial, grant
         )
@@ -95,6 +98,43 @@ class HubInvites(HubEffects):
         except Exception:
             log.exception("policy decision for %s -> %s failed; denying", caller, callee)
             return exists, (POLICY_UNAVAILABLE, None)
+
+    def _lookup_many(self, lookups: Sequence[Lookup]) -> list[Answer]:
+        """On a worker thread: `_lookup` for each invite of a trip, the policy's verdicts read
+        in one query when the policy can (`PairPolicy`). An invite whose callee lookup failed
+        gets that error, as alone; the policy unreadable denies them all (fail closed)."""
+        policy = self.policy
+        if policy is None or len(lookups) == 1 or not isinstance(policy, PairPolicy):
+            return [self._lookup_one(lookup) for lookup in lookups]
+        answers: list[Answer] = []
+        asks: list[int] = []  # the lookups the policy decides
+        for index, lookup in enumerate(lookups):
+            try:
+                exists = lookup.callee_exists(lookup.callee)
+            except Exception as exc:
+                answers.append(exc)
+                continue
+            answers.append((exists, (None, None)))
+            if exists and lookup.caller != lookup.callee:
+                asks.append(index)
+        if not asks:
+            return answers
+        pairs = [(lookups[i].caller, lookups[i].callee) for i in asks]
+        at = datetime.fromtimestamp(self.clock.wall(), UTC)
+        try:
+            verdicts = policy.verdict_pairs(pairs, at)
+        except Exception:
+            log.exception("policy decisions for %d call attempts failed; denying", len(pairs))
+            verdicts = [(POLICY_UNAVAILABLE, None)] * len(pairs)
+        for index, verdict in zip(asks, verdicts, strict=True):
+            answers[index] = (True, verdict)
+        return answers
+
+    def _lookup_one(self, lookup: Lookup) -> Answer:
+        try:
+            return self._lookup(lookup.caller, lookup.callee, lookup.callee_exists)
+        except Exception as exc:
+            return exc
 
     async def invite_group(
         self,
@@ -136,7 +176,7 @@ class HubInvites(HubEffects):
         if idle and denial is None:  # refused, or those members busy, offline
             await self.enter_members(device.handle, idle, False)
 
-    async def _members_left(self, call_id: str, caller: str, rung: frozenset[str]) -> None:
+    async def members_left(self, call_id: str, caller: str, rung: frozenset[str]) -> None:
         """Members of a ring group's call that stopped ringing (declined, devices gone, or the
         call ended before an answer): the relays stop admitting them with the caller."""
         now = self.engine.ringing_members(call_id)

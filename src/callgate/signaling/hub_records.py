@@ -28,6 +28,7 @@ from callgate.records.writer import RecordWriteError
 from callgate.signaling.effects import CdrFinal, CdrOpen, CdrUpdate, Effect, Send, StatsReport
 from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub_types import AnchorHooks, CallPolicy, Device, NumberCalls
+from callgate.signaling.lookups import LookupTrips
 from callgate.signaling.ratelimit import MessageRateLimiter
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class HubRecords:
         call_attempts_per_minute: int = 30,
     ) -> None:
         self.engine = engine
+        self._lookup_trips: LookupTrips | None = None  # invites' lookups (hub_invites.py)
         self.policy = policy
         self.cdrs = cdrs
         self.quality = quality

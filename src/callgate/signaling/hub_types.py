@@ -44,6 +44,16 @@ class GroupPolicy(Protocol):
     ) -> dict[str, tuple[Denial | None, Grant | None]]: ...
 
 
+@runtime_checkable
+class PairPolicy(Protocol):
+    """A policy that judges several (caller, callee) pairs with one read (policy/store.py
+    `verdict_pairs`: the invites of one lookup trip, signaling/lookups.py)."""
+
+    def verdict_pairs(
+        self, pairs: Sequence[tuple[str, str]], at: datetime
+    ) -> list[tuple[Denial | None, Grant | None]]: ...
+
+
 class NumberCalls(Protocol):
     """Calls to telephone numbers through a SIP trunk (runtime/sip_numbers.py): a `call.invite`
     whose `to` is a number (`is_number`), then every request naming such a call."""

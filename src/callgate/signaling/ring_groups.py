@@ -7,8 +7,8 @@ existing rule applies unchanged (inbound screening by the caller's number, rules
 member or a member's group). Members it denies do not ring; when it denies every member the
 call is denied, naming the first member's rule (members in handle order). The call's grant is
 the strictest of the members' grants: relay-only if any is, the shortest `max_duration_s`,
-recording required if any requires it (the engine then refuses the call: a group's call is
-never recorded, so it is never connected unrecorded either), and the rule named in the record
+recording required if any requires it (the call is then anchored and recorded whoever
+answers, as a call to one user is: signaling/anchoring.py), and the rule named in the record
 is the first recording one, else the first member's — until a member answers: the record then
 names the rule that allows calling that member (`member_rules`).
 

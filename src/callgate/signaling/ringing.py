@@ -19,8 +19,6 @@ from callgate.signaling.reasons import EndedBy, Reason
 from callgate.signaling.sdp import filter_sdp
 from callgate.types.decisions import Denial, Grant
 
-GROUP_NOT_RECORDED = "recording a call to a ring group is not supported"
-
 
 def _group_refusal(denial: Denial | None, callees: Sequence[Device], busy: bool) -> Reason | None:
     if denial is not None:
@@ -69,8 +67,9 @@ class Ringing(EngineBase):
         """A call to a ring group: `to` names the group (its record's callee until someone
         answers) and the devices of `members` (handle -> the rule that allows calling that
         member, if any) all ring, but for members already in a call; the first answer wins and
-        the record then names the member and the member's rule. A group's call is never
-        recorded: one that must be ends `recording-unavailable`.
+        the record then names the member and the member's rule. A group's call that must be
+        recorded is held, as a call to one user is, until the anchor records the caller; the
+        members then ring with the anchor's offer (`ring_anchored`).
 
         The call's members are the users actually rung (online, not busy): only they are
         parties (`together`, `party_of`), and a member who declines stops being one."""
@@ -83,10 +82,8 @@ class Ringing(EngineBase):
         call = self._new_call(caller, to, callees, grant)
         call.members = frozenset(d.handle for d in callees)
         call.member_rules = {h: r for h, r in wanted.items() if h in call.members and r}
-        outcome, detail = _group_refusal(denial, callees, busy), None
-        if outcome is None and grant is not None and grant.recording_required:
-            outcome, detail = Reason.RECORDING_UNAVAILABLE, GROUP_NOT_RECORDED
-        return self._place(call, request_id, sdp, callees, denial, grant, outcome, detail)
+        outcome = _group_refusal(denial, callees, busy)
+        return self._place(call, request_id, sdp, callees, denial, grant, outcome, None)
 
     def _refuse_request(
         self, caller: Device, device_id: str, request_id: str, to: str
@@ -198,8 +195,13 @@ class Ringing(EngineBase):
             return []
         call.anchoring = False
         call.anchor_answer = caller_answer
-        callees = self._presence.devices_of(call.callee_handle)
-        outcome = self._refusal_reason(True, None, callees)
+        if call.members:  # a ring group's: the members still online and not busy now
+            callees, busy = self._group_devices(call.members)
+            call.members = frozenset(d.handle for d in callees)
+            outcome = _group_refusal(None, callees, busy)
+        else:
+            callees = self._presence.devices_of(call.callee_handle)
+            outcome = self._refusal_reason(True, None, callees)
         if outcome is not None:
             return records_first(self._end(call, outcome, EndedBy.SERVER))
         now = self._clock.wall()

@@ -7,7 +7,8 @@ inside it.
   call handler (runtime/sip_calls.py); INVITEs refused here are recorded (attempts.py);
 - a request inside a dialog (re-INVITE, ACK, BYE, CANCEL) is matched by Call-ID and tags
   (§12.2.2) and taken only from the party that made the dialog (dialog_party.py); anything else
-  gets `403` and the call goes on unchanged;
+  gets `403` and the call goes on unchanged; a re-INVITE, in a call either side made, is
+  answered by the call (reinvites.py) and a device's is digest-challenged like its BYE;
 - a registered device's BYE is digest-challenged like its INVITEs (§22: any request but ACK
   and CANCEL may be, §9.2 and §22.1), so knowing a call's tags and the phone's IP is not
   enough to end it (the device name's failure lockout does not apply: anyone could trip it and
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Protocol
 
 from callgate.sip.attempts import Attempt, Attempts, describe
@@ -35,6 +37,7 @@ from callgate.sip.message import SipRequest, SipResponse
 from callgate.sip.outbound import OutboundCall
 from callgate.sip.responses import encode, response
 from callgate.sip.server_transactions import busy
+from callgate.sip.session_timers import TimerError, session_timer
 from callgate.sip.transport import Peer
 from callgate.sip.trunk_limits import TrunkLimited
 from callgate.sip.trunks import Trunks
@@ -68,6 +71,8 @@ class EdgeDialogs(EdgeOutbound):
 
     async def _invite(self, request: SipRequest, peer: Peer) -> SipResponse | None:
         call_id = request.headers.get("call-id") or ""
+        if _to_tag(request):  # inside a dialog: ours, or 481 (RFC 3261 §12.2.2)
+            return await self._reinvite(request, peer)
         trunk = self.trunks.by_address(peer.address[0])
         if trunk is not None:  # IP-based trunk authentication
             credential: Credential | None = None
@@ -83,13 +88,12 @@ class EdgeDialogs(EdgeOutbound):
             return refusal
         if self.attempts is not None:
             self.attempts.authenticated(call_id)
-        if call_id in self.calls:
-            call = self._dialog(request)
-            if call is not None and not self._same_party(call, request, peer, credential):
-                return self._forged(call, request, peer, credential)
-            if isinstance(call, InboundCall) and call.answered and not call.ended.is_set():
-                return call.reoffer(request)  # a re-INVITE (RFC 3261 §14.2)
-            return response(request, 491, "Request Pending")
+        extension = bad_extension(request) or bad_timer(request)
+        if extension is not None:
+            await self._record(self._attempt(request, peer, extension))
+            return extension
+        if call_id in self.calls:  # the call's Call-ID without a To tag: a merged request
+            return response(request, 482, "Loop Detected")  # (RFC 3261 §8.2.2.2)
         if credential is not None and trunk is None:
             limited = self._invite_limited(request, credential)
             if limited is not None:
@@ -214,10 +218,39 @@ class EdgeDialogs(EdgeOutbound):
             return call.credential is not None
         return call.call_id not in self._trunk_calls
 
+    async def _reinvite(self, request: SipRequest, peer: Peer) -> SipResponse:
+        """A re-INVITE (RFC 3261 §14.2) in any call, ours or theirs, once it is shown to come
+        from that call's party (a device signs it, as its BYE): its answer (sip/reinvites.py);
+        while the dialog's first INVITE has no final response, `491` when that INVITE is ours
+        (§14.2: ours is in progress), `500` with Retry-After when it is theirs (§14.2)."""
+        call = self._dialog(request)
+        if call is None or call.ended.is_set():
+            stray = response(request, 481, "Call/Transaction Does Not Exist")
+            if call is None:  # no call of ours: recorded like any refused INVITE
+                await self._record(self._attempt(request, peer, stray))
+            return stray
+        credential, refusal = await self._device_digest(call, request, peer)
+        if refusal is not None:
+            return refusal
+        if not self._same_party(call, request, peer, credential):
+            return self._forged(call, request, peer, credential)
+        extension = bad_extension(request)
+        if extension is not None:
+            return extension
+        if not call.answered and isinstance(call, OutboundCall):
+            return response(request, 491, "Request Pending")
+        if not call.answered:
+            retry = [("Retry-After", str(secrets.randbelow(11)))]  # 0-10 s (§14.2)
+            return response(request, 500, "Server Internal Error (INVITE pending)", retry)
+        return call.reoffer(request)
+
     def _ack(self, request: SipRequest, peer: Peer) -> None:
         call = self._dialog(request)
-        if isinstance(call, InboundCall) and self._same_party(call, request, peer):
+        if call is None or not self._same_party(call, request, peer):
+            return
+        if isinstance(call, InboundCall):
             call.acked.set()
+        call.reinvites.acked(request)  # the answer to an offer in our 2xx to a re-INVITE
 
     async def _answered_dialog(
         self, request: SipRequest, peer: Peer
@@ -275,3 +308,33 @@ class EdgeDialogs(EdgeOutbound):
         call.phone_ended("cancel")
         call.reject(487, "Request Terminated")  # the INVITE's final (§9.2)
         return response(request, 200, "OK")
+
+
+def _to_tag(request: SipRequest) -> bool:
+    """Whether the request is inside a dialog: its To has a tag (RFC 3261 §12.2)."""
+    return ";tag=" in (request.headers.get("to") or "").replace(" ", "").lower()
+
+
+MAX_UNSUPPORTED = 8  # option tags named back in Unsupported
+SUPPORTED = frozenset({"timer"})  # option tags an INVITE may Require (session_timers.py)
+
+
+def bad_extension(request: SipRequest) -> SipResponse | None:
+    """`420 Bad Extension` naming in `Unsupported` the option tags an INVITE `Require`s that
+    we do not support (RFC 3261 §8.2.2.3): all but `timer` (`100rel`, RFC 3262, among them:
+    docs/sip.md, "Session timers"); None when it requires nothing else."""
+    tags = [t.strip() for v in request.headers.all("require") for t in v.split(",") if t.strip()]
+    tags = [tag for tag in tags if tag.lower() not in SUPPORTED]
+    if not tags:
+        return None
+    named = ", ".join(tag[:32] for tag in tags[:MAX_UNSUPPORTED])
+    return response(request, 420, "Bad Extension", [("Unsupported", named)])
+
+
+def bad_timer(request: SipRequest) -> SipResponse | None:
+    """`422` (with our Min-SE) or `400` for a Session-Expires we refuse (session_timers.py)."""
+    try:
+        session_timer(request)
+    except TimerError as exc:
+        return response(request, exc.status, str(exc), exc.headers)
+    return None

@@ -22,8 +22,8 @@ from typing import Any
 
 from callgate.sip.credentials import Credential
 from callgate.sip.message import Headers, SipRequest, SipResponse
+from callgate.sip.reinvites import EXPIRED, OnOffer, Reinvites, asked_timer
 from callgate.sip.responses import response
-from callgate.sip.sdp import SdpError
 from callgate.sip.transport import Peer
 from callgate.sip.trunks import Trunk
 from callgate.sip.uri import parse_name_addr
@@ -61,7 +61,8 @@ class InboundCall:
         self.answered = False
         self.contact = ""  # ours, once answered
         # a re-INVITE's SDP → our answer (SdpError: 488); set by the call handler
-        self.on_offer: Callable[[bytes], bytes] | None = None
+        self.on_offer: OnOffer | None = None
+        self.reinvites = Reinvites(self.ended, lambda: self.hang_up(EXPIRED))
         # a key the phone sent by INFO (key, ms) → whether it was taken (sip/dtmf_info.py)
         self.on_key: Callable[[str, int], bool] | None = None
         self.recorded = False  # the hub has the attempt (it writes the CDR); else attempts.py
@@ -88,25 +89,15 @@ class InboundCall:
         self.answered = True
         self.contact = contact
         extra = [*self._routes(), ("Contact", f"<{contact}>"), ("Content-Type", "application/sdp")]
+        extra += self.reinvites.refreshed(asked_timer(self.request))  # RFC 4028 §9
         ok = response(self.request, 200, "OK", extra, body=sdp, to_tag=self.to_tag)
         self.final.set_result(ok)
         if self.peer.transport == "UDP":
             self._spawn(self._retransmit(ok))
 
     def reoffer(self, request: SipRequest) -> SipResponse:
-        """A re-INVITE in this dialog (RFC 3261 §14.2): a session refresh, or a changed offer
-        (hold and resume, RFC 3264 §8.4). 200 OK with our answer, or 488 keeping the session
-        as it was (§14.2: the session is unchanged by a failed re-INVITE)."""
-        if self.on_offer is None:
-            return response(request, 488, "Not Acceptable Here", to_tag=self.to_tag)
-        try:
-            answer = self.on_offer(request.body)
-        except SdpError as exc:  # with a Warning when the media address is forbidden
-            warning = [("Warning", exc.warning)] if exc.warning else []
-            reason = f"Not Acceptable Here ({exc})"
-            return response(request, 488, reason, warning, to_tag=self.to_tag)
-        extra = [("Contact", f"<{self.contact}>"), ("Content-Type", "application/sdp")]
-        return response(request, 200, "OK", extra, body=answer, to_tag=self.to_tag)
+        """A re-INVITE in this answered dialog (RFC 3261 §14.2; reinvites.py)."""
+        return self.reinvites.answer(request, self.on_offer, self.contact, self.to_tag)
 
     def _routes(self) -> list[tuple[str, str]]:
         """The proxies that asked to stay in the dialog, copied into our responses that make
@@ -124,12 +115,13 @@ class InboundCall:
             if not self.acked.is_set():
                 self._send(ok)
 
-    async def hang_up(self) -> None:
-        """BYE to the phone (after it was answered and has not hung up itself)."""
+    async def hang_up(self, by: str = "us") -> None:
+        """BYE to the phone (after it was answered and has not hung up itself); `by`: why
+        (`EXPIRED`: its session timer ran out, reinvites.py)."""
         if not self.answered or self.ended.is_set():
             return
         self.ended.set()
-        self.ended_by = "us"
+        self.ended_by = by
         await self._send_request(self._bye(), self.peer)
 
     def _bye(self) -> SipRequest:

@@ -24,6 +24,7 @@ VERSION = "SIP/2.0"
 COMPACT = {
     "i": "call-id", "m": "contact", "e": "content-encoding", "l": "content-length",
     "c": "content-type", "f": "from", "s": "subject", "k": "supported", "t": "to", "v": "via",
+    "x": "session-expires",  # RFC 4028 §4
 }  # fmt: skip
 REQUIRED = ("to", "from", "cseq", "call-id", "max-forwards", "via")  # RFC 3261 §8.1.1
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")  # RFC 3261 §25.1 token

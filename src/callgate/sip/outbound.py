@@ -23,6 +23,7 @@ from callgate.sip.digest_client import CarrierAuth, authorization, choose
 from callgate.sip.invite import T1, T2, TIMEOUT
 from callgate.sip.message import Headers, SipRequest, SipResponse
 from callgate.sip.registrar import Binding
+from callgate.sip.reinvites import EXPIRED, OnOffer, Reinvites
 from callgate.sip.transport import Peer
 
 # RFC 3326 §2 with the cause RFC 3261 §21.2.1 (200 OK) and the text phones show for it: the
@@ -66,6 +67,10 @@ class OutboundCall:
         # a key the phone sent by INFO (key, ms) → whether it was taken (sip/dtmf_info.py)
         self.on_key: Callable[[str, int], bool] | None = None
         self.forged = 0  # in-dialog requests refused as not a party's (edge_dialogs.py)
+        # the party's re-INVITE SDP → ours (SdpError: 488); set by the call handler
+        self.on_offer: OnOffer | None = None
+        self.reinvites = Reinvites(self.ended, lambda: self.hang_up(EXPIRED))
+        self.contact = ""  # ours, as our INVITE gave it
 
     def _request(self, method: str, cseq: int, branch: str | None = None) -> SipRequest:
         host, port = self.peer.local
@@ -83,6 +88,7 @@ class OutboundCall:
         """Send the INVITE; yield each response until the final one (or none: Timer B). A
         digest challenge is answered (module doc), not yielded."""
         to_header, answered, auth = self.to_header, 0, self.auth
+        self.contact = contact
         credentials: tuple[str, str] | None = None
         while True:
             request = self._request("INVITE", self._cseq)
@@ -161,13 +167,18 @@ class OutboundCall:
             request.headers.add("reason", reason)
         await self._send_request(request, self.peer)
 
-    async def hang_up(self) -> None:
+    async def hang_up(self, by: str = "us") -> None:
+        """BYE once answered; `by`: why (`EXPIRED`: the party's session timer ran out)."""
         if not self.answered or self.ended.is_set():
             return
         self.ended.set()
-        self.ended_by = "us"
+        self.ended_by = by
         self._cseq += 1
         await self._send_request(self._request("BYE", self._cseq), self.peer)
+
+    def reoffer(self, request: SipRequest) -> SipResponse:
+        """A re-INVITE from the phone or carrier once it answered (RFC 3261 §14.2; reinvites.py)."""
+        return self.reinvites.answer(request, self.on_offer, self.contact, None)
 
     def matches(self, request: SipRequest) -> bool:
         """A request from the phone in this dialog: our tag is in its To."""

@@ -68,7 +68,7 @@ def test_a_lone_call_is_found_by_its_own_framing(tmp_path: Path) -> None:
     [flow] = report.flows
     assert flow.rtc and flow.app == CLASSIC_SKYPE and flow.media == ("audio",)
     assert any(e.startswith("Skype UDP framing in 16 messages") for e in flow.evidence)
-    assert any(e.startswith("voice-like UDP") for e in flow.evidence)
+    assert any(e.startswith("voice by naive Bayes") for e in flow.evidence)  # NBC ∧ CSC
     assert flow.confidence == 0.8
 
 

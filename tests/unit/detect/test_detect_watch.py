@@ -53,3 +53,22 @@ def test_an_evicted_session_is_forgotten_and_counted_from_zero_when_back() -> No
     call(detector, 500, 3)
     back = [c for c in watch.changes() if c.session.peer == "198.51.100.7"]
     assert [(c.packets_out, c.packets_in) for c in back] == [(3, 3)]
+
+
+def test_new_sessions_are_told_apart_from_grown_ones_for_the_immediate_write() -> None:
+    detector = Detector([parse_network("10.0.0.0/8")])
+    watch = Watch(detector)
+    call(detector, 0, 10)
+    changes = watch.changes()
+    assert watch.new(changes) == changes  # first seen: written at once
+    watch.commit(watch.new(changes))
+    call(detector, 10, 5)
+    call(detector, 0, 10, peer=("198.51.100.8", 50000))
+    changes = watch.changes()
+    assert len(changes) == 2
+    (new,) = watch.new(changes)
+    assert new.session.peer == "198.51.100.8"
+    watch.commit([new])
+    # the known session's growth was not taken: the interval's update still carries it
+    (grown,) = watch.changes()
+    assert grown.session.peer == "198.51.100.7" and (grown.packets_out, grown.packets_in) == (5, 5)

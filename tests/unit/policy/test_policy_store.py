@@ -253,3 +253,17 @@ def test_verdicts_for_a_ring_group_match_each_members_verdict(policy: PolicyStor
     assert together == {h: policy.verdict("+15550001111", h, FRIDAY_NOON) for h in members}
     assert together["bob"][0] is not None and together["alice"][1] is not None
     assert together["alice"][1].recording_required
+
+
+def test_verdicts_for_pairs_match_each_pairs_verdict(policy: PolicyStore) -> None:
+    """Invites that arrive together (signaling/lookups.py), judged with one accounts query,
+    decide as one by one: in both directions, with unknown parties, a pair twice."""
+    policy.create_rule("root", RuleSpec("no-legal", "deny", callee_group="legal"))
+    policy.create_rule(
+        "root", RuleSpec("record-sales", "allow", callee_group="sales", recording_required=True)
+    )
+    pairs = [("alice", "bob"), ("bob", "alice"), ("nobody", "alice"), ("alice", "bob")]
+    together = policy.verdict_pairs(pairs, FRIDAY_NOON)
+    assert together == [policy.verdict(a, b, FRIDAY_NOON) for a, b in pairs]
+    assert together[0][0] is not None and together[1][1] is not None
+    assert policy.verdict_pairs([], FRIDAY_NOON) == []

@@ -44,3 +44,31 @@ def test_a_codec_change_is_audited_and_needs_an_open_recording(tmp_path: Path) -
     assert audit.recent(1)[0].action == "recording.closed"
     found = repository.get(RID)
     assert found is not None and found.codec == "opus/48000/2+pcmu/8000/1"
+
+
+def test_a_ring_group_member_who_answered_is_named_in_the_open_recordings_metadata(
+    tmp_path: Path,
+) -> None:
+    """The callee of a ring group's recording becomes the member who answered, in the row's
+    metadata (what recovery after a crash keeps) and the audit log; not once it is closed."""
+    store = open_store(sqlite_url(tmp_path))
+    repository, audit = RecordingRepository(store), AuditLog(store)
+    before = [{"id": "caller", "handle": "+442071234567"}, {"id": "callee", "handle": "group:desk"}]
+    row = {
+        "recording_id": RID, "call_id": "c" * 32, "file_name": f"{RID}.cgrec",
+        "key_id": "k" * 16, "wrapped_key": "w" * 64, "codec": "pcmu/8000/1",
+        "policy_rule": "record-desk", "metadata_json": json.dumps({"participants": before}),
+    }  # fmt: skip
+    repository.create(row, AT)
+    after = [before[0], {"id": "callee", "handle": "bob", "device": "d2", "ring_group": "desk"}]
+    repository.set_participants(RID, after, "callee", AT)
+    found = repository.get(RID)
+    assert found is not None and found.metadata["participants"] == after
+    named = audit.recent(1)[0]
+    assert (named.action, json.loads(named.details)) == (
+        "recording.participant", {"call_id": "c" * 32, "role": "callee", "handle": "bob"}
+    )  # fmt: skip
+    repository.finish(RID, "closed", AT, chunks=1, size=1, file_sha256="0" * 64, metadata={})
+    with pytest.raises(RecordingFailure):
+        repository.set_participants(RID, before, "callee", AT)
+    assert audit.recent(1)[0].action == "recording.closed"

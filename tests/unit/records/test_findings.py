@@ -27,13 +27,17 @@ def change(first: float, last: float, packets: int, *, sanctioned: bool = False,
 
 def test_findings_add_up_and_fresh_ones_are_audited(store: Store) -> None:
     repo, audit = FindingRepository(store), AuditLog(store)
+    versions = [repo.version()]  # what the console's long polls compare: changes with each write
     fresh = repo.record("eth0", [change(T0, T0 + 5, 10), change(T0, T0 + 5, 4, sanctioned=True)])
+    versions.append(repo.version())
     assert [(r.app, r.sanctioned) for r in fresh] == [
         ("Skype (classic peer-to-peer)", False),
         ("Skype (classic peer-to-peer)", True),
     ]
     # the same session grew (or the server restarted and saw more of it): added, not fresh
     assert repo.record("eth0", [change(T0 + 1, T0 + 60, 5, targets=("tcp/443",))]) == []
+    versions += [repo.version(), repo.version()]
+    assert len(set(versions)) == 3 and versions[-1] == versions[-2]  # stable while unchanged
     (row,) = repo.recent(unsanctioned_only=True)
     assert (row.packets_out, row.bytes_in, row.path) == (15, 1500, "p2p")
     assert row.first_seen.timestamp() == T0 and row.last_seen.timestamp() == T0 + 60
@@ -54,7 +58,9 @@ def test_findings_add_up_and_fresh_ones_are_audited(store: Store) -> None:
 def test_findings_not_seen_since_the_cutoff_are_purged_and_audited(store: Store) -> None:
     repo, audit = FindingRepository(store), AuditLog(store)
     repo.record("eth0", [change(T0, T0 + 5, 10), change(T0 + 1000, T0 + 2000, 3, app="Zoom")])
+    before = repo.version()
     assert repo.purge(from_unix(T0 + 100)) == 1  # the first one was last seen at T0 + 5
+    assert repo.version() != before
     assert [row.app for row in repo.recent()] == ["Zoom"]
     assert repo.purge(from_unix(T0 + 100)) == 0
     (entry,) = [e for e in audit.iter_entries() if e.action == "detect.purge"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from callgate.runtime.sip_quiet import media_stopped
+from callgate.runtime.sip_quiet import Heard, media_stopped
 
 
 class Leg:
@@ -19,3 +19,21 @@ async def test_a_party_that_stops_sending_is_noticed_one_that_sends_is_not() -> 
         await asyncio.sleep(0.01)
         assert not watch.done()
     await asyncio.wait_for(watch, 30)  # then nothing: it returns
+
+
+class Fill:
+    filled = 0
+
+
+async def test_a_held_party_is_heard_by_the_silence_filled_in_for_it() -> None:
+    """A phone that holds the call sends nothing, and the silence filled in for it (runtime/
+    sip_reoffers.py) counts as its media: the watch does not end the held call; once neither
+    flows, it does."""
+    leg, fill = Leg(), Fill()
+    leg.received = 5
+    watch = asyncio.ensure_future(media_stopped(Heard(leg, fill), 1.0))
+    for _ in range(40):  # held: only silence, every 10 ms
+        fill.filled += 1
+        await asyncio.sleep(0.01)
+        assert not watch.done()
+    await asyncio.wait_for(watch, 30)

@@ -1,12 +1,22 @@
-"""A phone's re-INVITEs in a call it made (runtime/sip_calls.py `Reoffers`), without sockets."""
+"""A party's re-INVITEs in a call it made or we made (runtime/sip_reoffers.py `Reoffers`),
+without sockets."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from types import SimpleNamespace
 from typing import Any, cast
 
-from callgate.runtime.sip_calls import Reoffers
-from callgate.sip.sdp import audio_sdp, parse_audio
+import pytest
+
+from callgate.media.caller_fill import SilenceUntilMedia
+from callgate.media.packets import MediaPacket
+from callgate.media.rtp_leg import RtpLeg
+from callgate.runtime.sip_reoffers import Reoffers
+from callgate.sip.media_peers import aim
+from callgate.sip.sdp import Crypto, SdpError, audio_sdp, parse_audio
+from callgate.turn.peers import PeerFilter
 
 
 class Fill:
@@ -34,3 +44,82 @@ def test_rfc2543_hold_with_sendrecv_fills_silence_for_the_recorder() -> None:
         reoffers.answer(held)
         assert rtp.sending is False
         assert fill.holds == n
+
+
+def party_sdp(port: int, pts: str = "0 101", version: int = 1, direction: str = "",
+              address: str = "127.0.0.1", key: bytes | None = None) -> bytes:  # fmt: skip
+    """A phone's or carrier's SDP: PCMU (and what `pts` lists) with telephone-event 101."""
+    profile = "RTP/SAVP" if key is not None else "RTP/AVP"
+    sdp = (
+        f"v=0\r\no=- 7 {version} IN IP4 {address}\r\ns=-\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
+        f"m=audio {port} {profile} {pts}\r\na=rtpmap:101 telephone-event/8000\r\n"
+    )
+    if key is not None:
+        sdp += f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(key).decode()}\r\n"
+    return (sdp + (f"a={direction}\r\n" if direction else "")).encode()
+
+
+LOCAL = ("127.0.0.1", 30000)
+
+
+def session(
+    first_body: bytes, origin: tuple[int, int] = (9, 2), ours: Crypto | None = None
+) -> tuple[Reoffers, RtpLeg, SilenceUntilMedia, list[MediaPacket]]:
+    """The session of a call a party answered with `first_body` (our offer was (9, 1))."""
+    to_bridge: list[MediaPacket] = []
+    rtp = RtpLeg("phone", lambda packet: None, permits=PeerFilter(["127.0.0.1/32"]).permits)
+    first = parse_audio(first_body)
+    aim(rtp, first, ["127.0.0.1"])
+    fill = SilenceUntilMedia("phone", "pcmu", to_bridge.append)
+    return Reoffers(first, first_body, "pcmu", ours, LOCAL, origin, rtp, fill), rtp, fill, to_bridge
+
+
+async def test_a_party_we_called_refreshes_holds_moves_and_resumes() -> None:
+    """The session of a call we placed (to a phone, or a carrier's), as its re-INVITEs change
+    it: the same SDP is a refresh (the same answer, one codec, version above our offer's); hold
+    by `inactive` or `recvonly` stops what we send and fills silence towards the bridge; a new
+    port with sendrecv resumes there, each changed answer one version higher (RFC 3264 §8)."""
+    answered = party_sdp(40000)
+    reoffers, rtp, fill, to_bridge = session(answered)
+    refreshed = reoffers.answer(answered)
+    assert refreshed == audio_sdp(*LOCAL, "pcmu", None, 101, "sendrecv", (9, 2))
+    assert reoffers.answer(answered) == refreshed  # a second refresh: the same again
+    assert reoffers.answer(b"") == refreshed  # offerless: our current SDP, as the offer
+    try:
+        for version, (direction, ours) in enumerate(
+            (("inactive", "inactive"), ("recvonly", "sendonly"), ("sendonly", "recvonly")), 2
+        ):
+            held = reoffers.answer(party_sdp(40000, version=version, direction=direction))
+            assert held == audio_sdp(*LOCAL, "pcmu", None, 101, ours, (9, 1 + version))
+            assert rtp.sending is (ours == "sendonly")
+        assert fill.filling  # the party sends nothing (inactive, recvonly): silence flows
+        while not to_bridge:
+            await asyncio.sleep(0.01)
+        assert to_bridge[0].payload == b"\xff" * 160 and to_bridge[0].leg == "phone"
+        # resumed at a new port; its codecs in another order still list ours: PCMU answered
+        moved = reoffers.answer(party_sdp(40010, "9 0 8 101", version=5))
+        assert moved == audio_sdp(*LOCAL, "pcmu", None, 101, "sendrecv", (9, 6))
+        assert rtp.remote == ("127.0.0.1", 40010) and rtp.sending
+    finally:
+        await fill.stop()
+
+
+async def test_a_codec_or_key_change_is_refused_and_changes_nothing() -> None:
+    """RFC 3261 §14.2: a re-INVITE we cannot take leaves the session as it was: an offer
+    without the call's codec, SRTP keys added, dropped or changed, or an unreadable SDP."""
+    key = bytes(range(30))
+    ours = Crypto(1, bytes(range(30, 60)))
+    plain, _, _, _ = session(party_sdp(40000))
+    secure, rtp, _, _ = session(party_sdp(40000, key=key), ours=ours)
+    before = secure.answer(b"")
+    refused = [
+        (plain, party_sdp(40002, "8 101", version=2)),  # PCMA only
+        (plain, party_sdp(40002, version=2, key=key)),  # SRTP added
+        (secure, party_sdp(40002, version=2)),  # SRTP dropped
+        (secure, party_sdp(40002, version=2, key=bytes(range(1, 31)))),  # a new key
+        (secure, b"v=0\r\nm=video 1 RTP/AVP 0\r\n"),
+    ]
+    for reoffers, body in refused:
+        with pytest.raises(SdpError):
+            reoffers.answer(body)
+    assert secure.answer(b"") == before and rtp.remote == ("127.0.0.1", 40000) and rtp.sending

@@ -1,25 +1,31 @@
 """Ring groups across nodes without sockets: two `ClusterHub`s joined by an in-memory bus (the
 `ClusterBus` protocol, as runtime/redis_bus.py carries it between processes). A member whose
 device is on the other node rings and answers; the node's snapshot lists the pairs actually
-rung for the relays; with the bus down nobody rings (as for a call to one user)."""
+rung for the relays; with the bus down nobody rings (as for a call to one user); a recorded
+group call whose recorder fails rings nobody and withdraws every member's pair."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from callgate.clock import SystemClock
+from callgate.recording.service import RecordingService
+from callgate.recording.writer import RecordingFailure
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
+from callgate.signaling.anchoring import Anchoring
 from callgate.signaling.cluster import ClusterPeer, ClusterUnavailable, RemoteDevice
 from callgate.signaling.cluster_hub import ClusterHub
 from callgate.signaling.engine import CallEngine
 from callgate.signaling.hub import Device
 from callgate.storage.db import Store, open_store, sqlite_url
+from callgate.types.decisions import Grant
 from tests.integration.hub_helpers import next_of, parse
 
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -174,3 +180,49 @@ async def test_with_the_bus_down_a_group_call_is_refused_as_a_call_to_one_user(
     assert "call.incoming" not in queued(alice)  # not even the member connected here
     assert fabric.pairs == []  # no relay was told to admit anyone
     assert sum("ring group" in r.getMessage() for r in caplog.records) == 1  # one line, not 21
+
+
+class RecordAll:
+    """A policy whose every call must be recorded."""
+
+    def verdict(self, caller: str, callee: str, at: datetime) -> tuple[None, Grant]:
+        return None, Grant("record-all", recording_required=True)
+
+
+class NoRecorder:
+    """A recording service that cannot start a recording (no master key)."""
+
+    async def start(self, *args: Any, **kwargs: Any) -> None:
+        raise RecordingFailure("recording master key: missing")
+
+
+async def test_a_recorded_group_call_whose_recorder_fails_rings_nobody_and_withdraws_the_pairs(
+    nodes: tuple[Fabric, ClusterHub, ClusterHub],
+) -> None:
+    """Fail closed: members on both nodes are held, not rung, until the anchor records the
+    caller; when it cannot, the call ends `recording-unavailable` and the relays stop admitting
+    the caller with each member at once."""
+    fabric, n1, n2 = nodes
+    n1.policy = RecordAll()
+    n1.anchoring = Anchoring(n1, cast(RecordingService, NoRecorder()), lambda user: [], 10.0)
+    carrier, _ = await n1.connect(CARRIER, f"{CARRIER} (carrier)", True)
+    alice, _ = await n1.connect("alice", "Alice", False)
+    bob, _ = await n2.connect("bob", "Bob", False)
+    await n1.invite_group(carrier, "1", "desk", SDP, lambda group: ("alice", "bob"))
+    ended = await next_of(carrier, "call.ended")
+    assert ended["reason"] == "recording-unavailable"
+    async with asyncio.timeout(15):  # the withdrawal follows the end: wait for it
+        while len(fabric.pairs) < 4:
+            await asyncio.sleep(0.01)
+    assert sorted(fabric.pairs) == [
+        ((CARRIER, "alice"), False), ((CARRIER, "alice"), True),
+        ((CARRIER, "bob"), False), ((CARRIER, "bob"), True),
+    ]  # fmt: skip
+    assert "call.incoming" not in queued(alice) + queued(bob)
+    await n1.flush()
+    row = n1.cdrs.get(str(ended["call_id"]))
+    assert row is not None and (row.callee_user, row.reason) == (
+        "group:desk",
+        "recording-unavailable",
+    )
+    assert row.recording_required and row.ring_at is None

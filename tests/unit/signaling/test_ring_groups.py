@@ -1,14 +1,13 @@
 """Ring groups without sockets: a call to a group rings every member's devices at once, the
 first answer wins and the others hear `answered-elsewhere`, the record's callee becomes the
 member who answered; members in a call are skipped, a member's decline leaves the others
-ringing, a call that must be recorded is refused (fail closed), and the policy's verdicts on
+ringing, a call that must be recorded rings only once anchored, and the policy's verdicts on
 each member combine into the strictest."""
 
 from __future__ import annotations
 
 from callgate.signaling import CdrOpen, CdrUpdate, Denial, Effect, Reason
 from callgate.signaling.ring_groups import group_verdict
-from callgate.signaling.ringing import GROUP_NOT_RECORDED
 from callgate.types.decisions import Grant
 from tests.unit.signaling.signaling_helpers import (
     ANSWER,
@@ -100,14 +99,47 @@ def test_a_decline_stops_that_members_devices_and_the_last_ends_the_call() -> No
     assert not rig.engine.is_live(call_id)
 
 
-def test_a_group_call_that_must_be_recorded_is_refused_not_connected() -> None:
+def test_a_group_call_that_must_be_recorded_rings_once_anchored_and_the_anchor_answers() -> None:
+    """Nobody rings until the anchor has the caller (fail closed); then every member's devices
+    ring with the anchor's offer and the notice, but a member who got busy meanwhile; the
+    first answer wins, the caller gets the anchor's answer, the record names the member."""
     rig = group_rig()
-    effects = ring(rig, grant=Grant("record-desk", recording_required=True))
-    assert not any(t == "call.incoming" for _, t in sent_types(effects))
+    members = {"bob": None, "carol": "record-carol"}
+    grant = Grant("record-carol", recording_required=True)
+    effects = rig.engine.invite_group("t1", rig.rid(), "group:desk", OFFER, members, None, grant)
     opened = effects[0]
     assert isinstance(opened, CdrOpen) and opened.call.recording_required
-    ended = final(effects)
-    assert (ended.reason, ended.detail) == (Reason.RECORDING_UNAVAILABLE, GROUP_NOT_RECORDED)
+    assert not any(t == "call.incoming" for _, t in sent_types(effects))
+    assert opened.call.ring_at is None and opened.call.ringing_devices == 0
+    call_id = str(reply(effects, "t1")["call_id"])
+    assert rig.engine.anchoring_call(call_id) is not None
+    assert rig.engine.together("+442071234567", "carol")
+    rig.engine.invite("c1", rig.rid(), "alice", OFFER, callee_exists=True)  # carol gets busy
+    notice = {"type": "call.recording", "call_id": call_id}
+    callee_offer = OFFER.replace("o=- 1 1", "o=- 7 7")
+    rung = rig.engine.ring_anchored(call_id, ANSWER, callee_offer, notice)
+    assert isinstance(rung[0], CdrUpdate) and rung[0].anchored and rung[0].ring_at is not None
+    incoming = [(d, t) for d, t in sent_types(rung) if t in ("call.incoming", "call.recording")]
+    assert incoming == [("b1", "call.incoming"), ("b2", "call.incoming"),
+                        ("b1", "call.recording"), ("b2", "call.recording")]  # fmt: skip
+    assert {m["sdp"] for m in sends(rung) if m["type"] == "call.incoming"} == {callee_offer}
+    assert not rig.engine.together("+442071234567", "carol")  # not rung: no party
+    answered = rig.engine.answer("b2", rig.rid(), call_id, ANSWER.replace("2 2", "9 9"))
+    (to_caller,) = [m for m in sends(answered, "t1") if m["type"] == "call.answered"]
+    assert to_caller["sdp"] == ANSWER  # the anchor's answer, not bob's
+    assert [m["reason"] for m in sends(answered, "b1")] == ["answered-elsewhere"]
+    update = answered[0]
+    assert isinstance(update, CdrUpdate) and update.callee_user == "bob"
+    # nobody left to ring once anchored (bob's devices went away): it ends, as one user's does
+    rig = group_rig()
+    effects = rig.engine.invite_group("t1", rig.rid(), "group:desk", OFFER, {"bob": None}, None,
+                                      grant)  # fmt: skip
+    call_id = str(reply(effects, "t1")["call_id"])
+    for device in ("b1", "b2"):
+        rig.engine.device_disconnected(device)
+    assert final(rig.engine.ring_anchored(call_id, ANSWER, OFFER, notice)).reason is (
+        Reason.OFFLINE
+    )
 
 
 def test_the_policy_is_asked_per_member_and_the_strictest_grant_wins() -> None:

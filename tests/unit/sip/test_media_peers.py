@@ -14,7 +14,7 @@ from callgate.config import load_settings
 from callgate.media.caller_fill import SilenceUntilMedia
 from callgate.media.rtp_leg import ForbiddenDestination, RtpLeg
 from callgate.runtime.sip import media_peers
-from callgate.runtime.sip_calls import Reoffers
+from callgate.runtime.sip_reoffers import Reoffers
 from callgate.sip.media_peers import ForbiddenMedia, MediaPeers, aim, refusal_headers
 from callgate.sip.sdp import AudioOffer, SdpError, audio_sdp, parse_audio
 from callgate.turn.peers import PeerFilter

@@ -123,7 +123,7 @@ class Watch:
         report = self.detector.report()
         targets = _targets(report.flows)
         for session in report.sessions:
-            key = (session.host, session.app, session.peer, session.sanctioned)
+            key = _key(session)
             self._present.add(key)
             now = (session.packets_out, session.packets_in, session.bytes_out, session.bytes_in)
             before = self.taken.get(key)
@@ -139,6 +139,11 @@ class Watch:
                                 tuple(sorted(targets.get(key, ())))))  # fmt: skip
         return found
 
+    def new(self, changes: list[Change]) -> list[Change]:
+        """Those of `changes` (the last `changes()`) never taken: findings seen for the first
+        time (or again after all their flows were evicted), worth writing at once."""
+        return [c for c in changes if _key(c.session) not in self.taken]
+
     def commit(self, changes: list[Change]) -> None:
         """The changes were handled: the next `changes()` counts from here. Sessions gone from
         the report (all their flows evicted) are forgotten: memory stays bounded by the flow
@@ -147,8 +152,11 @@ class Watch:
             del self.taken[key]
         for change in changes:
             s = change.session
-            key = (s.host, s.app, s.peer, s.sanctioned)
-            self.taken[key] = (s.packets_out, s.packets_in, s.bytes_out, s.bytes_in)
+            self.taken[_key(s)] = (s.packets_out, s.packets_in, s.bytes_out, s.bytes_in)
+
+
+def _key(session: Session) -> SessionKey:
+    return (session.host, session.app, session.peer, session.sanctioned)
 
 
 def _targets(flows: list[FlowResult]) -> dict[SessionKey, set[str]]:

@@ -1,11 +1,13 @@
-// Unmanaged calling: what the monitor inside `serve` found (GET /api/findings), polled every
-// second (a finding shows within about monitor.interval_s + 1 s of its first packet).
-// Security officers and admins only; unsanctioned findings first in attention, newest first.
+// Unmanaged calling: what the monitor inside `serve` found (GET /api/findings). Pushed: each
+// request is a long poll (`after` = the version shown, `wait` = 25 s) that the server answers the
+// moment the monitor stores something, and the monitor writes a host/application seen for the
+// first time at once (docs/detection.md, "Inside serve"). Security officers and admins only.
 
 import { formatTime } from "../api.js";
 import { api, boot, download, el, section, showError, status, table } from "./common.js";
 
-const POLL_MS = 1000;
+const WAIT_S = 25; // longest long poll (the server's cap)
+const MIN_SPACING_MS = 1000; // between two requests that brought nothing new (or failed)
 
 function volume(bytes) {
   if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
@@ -18,7 +20,8 @@ function monitorLine(m) {
   if (!m.running) return `The monitor on ${m.interface} stopped: ${m.error}`;
   const evicted = m.flows_evicted ? `, ${m.flows_evicted} flows evicted at the cap` : "";
   const drops = m.ring_drops ? `, ${m.ring_drops} packets dropped (capture ring full)` : "";
-  return `Watching ${m.interface}: ${m.packets} packets, ${m.flows} flows${evicted}${drops}.`;
+  const deferred = m.early_deferred ? `, ${m.early_deferred} new findings held for the batch (write cap)` : "";
+  return `Watching ${m.interface}: ${m.packets} packets, ${m.flows} flows${evicted}${drops}${deferred}.`;
 }
 
 function row(f) {
@@ -47,7 +50,8 @@ boot(["admin", "security"], async (_user, content) => {
   const tools = el("div", { class: "toolbar" }, filter,
     el("span", { class: "muted" }, "Block the unsanctioned peers and relays found (our relays are never listed):"), block);
   content.replaceChildren(section("Unmanaged calling", monitor, tools, holder));
-  let timer = null;
+  let version = null; // the findings table's version shown; null: none yet
+  let generation = 0; // bumped by the filter: an answer to an older request is dropped
 
   async function downloadRuleset() {
     try {
@@ -58,25 +62,54 @@ boot(["admin", "security"], async (_user, content) => {
     }
   }
 
-  async function refresh() {
+  // One request; true when it brought something new (the loop then asks again at once).
+  async function refresh(wait) {
+    const mine = generation;
+    const query = [`limit=500`];
+    if (only.checked) query.push("unsanctioned=true");
+    if (wait && version !== null) query.push(`after=${encodeURIComponent(version)}`, `wait=${WAIT_S}`);
     let body;
     try {
-      body = await api(`/api/findings?limit=500${only.checked ? "&unsanctioned=true" : ""}`);
+      body = await api(`/api/findings?${query.join("&")}`);
     } catch (err) {
       showError(holder, err, "Unmanaged calling", "GET /api/findings");
       monitor.textContent = "";
-      if (err.status === 404 || err.status === 405 || err.status === 403) clearInterval(timer);
-      return;
+      if (err.status === 404 || err.status === 405 || err.status === 403) throw err;
+      return false;
     }
+    if (mine !== generation) return true;
+    const fresh = body.version !== version;
+    version = body.version;
     monitor.textContent = monitorLine(body.monitor);
     const findings = body.findings || [];
     const headers = ["Host", "Application", "Peer", "Status", "First seen", "Last seen", "Packets out / in", "Volume out / in", "Path", "Confidence"];
     holder.replaceChildren(
       findings.length ? table(headers, findings.map(row), "Unmanaged calling findings") : el("p", { class: "muted" }, "Nothing found."),
     );
+    return fresh;
   }
 
-  only.addEventListener("change", refresh);
-  await refresh();
-  timer = setInterval(refresh, POLL_MS);
+  only.addEventListener("change", () => {
+    generation += 1;
+    refresh(false).catch(() => {});
+  });
+  try {
+    await refresh(false);
+  } catch (err) {
+    return; // the route is missing or refused: shown, nothing to poll
+  }
+  // the long-poll loop: ends when the route is missing or refused
+  (async () => {
+    for (;;) {
+      const started = Date.now();
+      let fresh;
+      try {
+        fresh = await refresh(true);
+      } catch (err) {
+        return; // shown by refresh
+      }
+      const spacing = fresh ? 0 : MIN_SPACING_MS - (Date.now() - started);
+      if (spacing > 0) await new Promise((resolve) => setTimeout(resolve, spacing));
+    }
+  })();
 });

@@ -1,0 +1,106 @@
+"""The re-INVITEs a dialog takes once its call is answered (RFC 3261 §14.2), one implementation for
+both directions: a call a phone or trunk made to us (invite.py `InboundCall`) and a call we made
+to a phone or a carrier (outbound.py `OutboundCall`). docs/sip.md, "Hold and session refresh".
+
+The call handler gives the dialog an `on_offer` (runtime/sip_reoffers.py `Reoffers`): the
+party's SDP → ours, or SdpError. Here the SIP side of it:
+
+- an offer gets `200 OK` with our answer, or `488 Not Acceptable Here` (with a `Warning` when the
+  media address is forbidden) and the session stays as it was (§14.2);
+- an offerless re-INVITE gets our current SDP as the offer in the `200`; its answer comes in the
+  ACK (§14.2, RFC 3264 §4). Until that ACK our offer is outstanding, and a re-INVITE that comes
+  meanwhile gets `491 Request Pending`: an offer may not cross an outstanding one (RFC 3264 §4,
+  RFC 6337 §3.1.3; as §14.2's 491 for an INVITE while ours is in progress). The ACK's SDP is not
+  read: our offer is our current session, so any answer the party can give leaves it unchanged;
+- a session timer (RFC 4028, session_timers.py) the dialog's INVITE or a re-INVITE asks for is in
+  our 2xx, and each 2xx'd re-INVITE is a refresh; with none before the timer's watch ends, the
+  call is ended (`expire`: BYE, RFC 4028 §10). A Session-Expires we refuse gets 422 or 400 and
+  changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from callgate.sip.message import SipRequest, SipResponse
+from callgate.sip.responses import response
+from callgate.sip.sdp import SdpError
+from callgate.sip.session_timers import SessionTimer, TimerError, session_timer
+
+EXPIRED = "session-expired"  # a call's `ended_by` when its session timer ran out
+OnOffer = Callable[[bytes], bytes]  # the party's SDP (empty: none) → ours; SdpError: 488
+
+
+class Reinvites:
+    def __init__(self, ended: asyncio.Event, expire: Callable[[], Awaitable[None]]) -> None:
+        """`ended`: the call's end; `expire`: ends it when its session timer runs out."""
+        self.offered: int | None = None  # the CSeq of our 2xx that carried an offer, until ACKed
+        self.timer: SessionTimer | None = None
+        self._ended, self._expire = ended, expire
+        self._deadline = 0.0  # loop time: the next refresh is due before this
+        self._watching: asyncio.Task[None] | None = None
+
+    def answer(
+        self, request: SipRequest, on_offer: OnOffer | None, contact: str, to_tag: str | None
+    ) -> SipResponse:
+        """The final response to a re-INVITE of an answered call (module doc)."""
+        if self.offered is not None:
+            return response(request, 491, "Request Pending", to_tag=to_tag)
+        if on_offer is None:
+            return response(request, 488, "Not Acceptable Here", to_tag=to_tag)
+        try:
+            timer = session_timer(request)
+        except TimerError as exc:
+            return response(request, exc.status, str(exc), exc.headers, to_tag=to_tag)
+        try:
+            sdp = on_offer(request.body)
+        except SdpError as exc:  # with a Warning when the media address is forbidden
+            warning = [("Warning", exc.warning)] if exc.warning else []
+            reason = f"Not Acceptable Here ({exc})"
+            return response(request, 488, reason, warning, to_tag=to_tag)
+        if not request.body.strip():
+            self.offered = cseq_number(request)
+        extra = [("Contact", f"<{contact}>"), ("Content-Type", "application/sdp")]
+        extra += self.refreshed(timer)
+        return response(request, 200, "OK", extra, body=sdp, to_tag=to_tag)
+
+    def refreshed(self, timer: SessionTimer | None) -> list[tuple[str, str]]:
+        """A 2xx to the dialog's INVITE or a re-INVITE that asked for `timer` (None: no timer
+        from now on): the headers it carries, and the watch starts over (RFC 4028 §10)."""
+        self.timer = timer
+        if timer is None:
+            return []
+        self._deadline = asyncio.get_running_loop().time() + timer.watch
+        if self._watching is None or self._watching.done():
+            self._watching = asyncio.get_running_loop().create_task(self._watch())
+        return timer.headers
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.timer is not None and not self._ended.is_set():
+            wait = self._deadline - loop.time()
+            if wait <= 0:
+                await self._expire()  # no refresh came: BYE (RFC 4028 §10)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), wait)
+
+    def acked(self, request: SipRequest) -> None:
+        """The party's ACK: of the 2xx that carried our offer, that offer is answered."""
+        if self.offered is not None and cseq_number(request) == self.offered:
+            self.offered = None
+
+
+def asked_timer(request: SipRequest) -> SessionTimer | None:
+    """The session timer an INVITE the edge already admitted asks for (its TimerError was
+    answered then)."""
+    with contextlib.suppress(TimerError):
+        return session_timer(request)
+    return None
+
+
+def cseq_number(request: SipRequest) -> int | None:
+    number = (request.headers.get("cseq") or "").split(" ", 1)[0]
+    return int(number) if number.isdigit() else None

@@ -1,0 +1,158 @@
+"""The SIP side of a re-INVITE in an answered call (sip/reinvites.py), without sockets: 200 with
+our SDP, 488 with the reason (and Warning) leaving the session as it was, 491 only while an
+offer of ours is outstanding (RFC 3261 §14.2, RFC 3264 §4); session timers (RFC 4028,
+sip/session_timers.py): what a request asks for, and the BYE when no refresh comes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from callgate.sip.invite import InboundCall
+from callgate.sip.media_peers import ForbiddenMedia
+from callgate.sip.message import Headers, SipRequest, SipResponse
+from callgate.sip.reinvites import EXPIRED, Reinvites
+from callgate.sip.sdp import SdpError
+from callgate.sip.session_timers import SessionTimer, TimerError, session_timer
+from callgate.sip.transport import Peer
+
+OURS = b"v=0\r\no=callgate 1 2 IN IP4 127.0.0.1\r\n"
+
+
+def request(method: str, cseq: int, body: bytes = b"", *extra: tuple[str, str]) -> SipRequest:
+    headers = Headers()
+    headers.add("via", "SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKx")
+    headers.add("from", "<sip:alice@callgate>;tag=a")
+    headers.add("to", "<sip:bob@callgate>;tag=b")
+    headers.add("call-id", "c1")
+    headers.add("cseq", f"{cseq} {method}")
+    for name, value in extra:
+        headers.add(name, value)
+    return SipRequest(method, "sip:callgate@127.0.0.1", headers, body)
+
+
+async def expire() -> None:
+    raise AssertionError("no session timer was asked for")
+
+
+def answer(body: bytes) -> bytes:
+    if b"forbidden" in body:
+        raise ForbiddenMedia("media may not go to 169.254.169.254")
+    if b"video" in body:
+        raise SdpError("No audio stream")
+    return OURS
+
+
+async def test_an_offerless_reinvite_holds_our_offer_until_its_ack() -> None:
+    reinvites = Reinvites(asyncio.Event(), expire)
+    offered = reinvites.answer(request("INVITE", 2), answer, "sip:callgate@127.0.0.1", None)
+    assert (offered.status, offered.body) == (200, OURS)
+    assert offered.headers.get("contact") == "<sip:callgate@127.0.0.1>"
+    # our offer is outstanding: another re-INVITE meanwhile is 491, changing nothing
+    crossing = reinvites.answer(request("INVITE", 3, b"v=0"), answer, "sip:c@h", None)
+    assert (crossing.status, crossing.reason) == (491, "Request Pending")
+    reinvites.acked(request("ACK", 3))  # the ACK of the 491 answers nothing
+    assert reinvites.answer(request("INVITE", 4, b"v=0"), answer, "sip:c@h", None).status == 491
+    reinvites.acked(request("ACK", 2, b"v=0 answer"))
+    assert reinvites.answer(request("INVITE", 5, b"v=0"), answer, "sip:c@h", None).status == 200
+
+
+async def test_a_refused_offer_is_488_with_its_reason_and_warning() -> None:
+    reinvites = Reinvites(asyncio.Event(), expire)
+    forbidden = reinvites.answer(request("INVITE", 2, b"forbidden"), answer, "sip:c@h", "t1")
+    assert forbidden.status == 488 and forbidden.headers.get("warning")
+    assert "tag=b" in (forbidden.headers.get("to") or "")  # the dialog's tag, not a new one
+    video = reinvites.answer(request("INVITE", 3, b"video"), answer, "sip:c@h", None)
+    assert (video.status, video.reason) == (488, "Not Acceptable Here (No audio stream)")
+    assert video.headers.get("warning") is None
+    # a call whose handler takes no re-INVITEs: 488, never 491
+    assert reinvites.answer(request("INVITE", 4, b"v=0"), None, "sip:c@h", None).status == 488
+
+
+TIMER = ("Supported", "timer")
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([TIMER, ("Session-Expires", "1800")], 1800),
+        ([TIMER, ("Session-Expires", "1800;refresher=uac"), ("Min-SE", "120")], 1800),
+        ([("Require", "timer"), ("Session-Expires", "90")], 90),
+        ([TIMER, ("Session-Expires", "999999")], 86400),  # shortened to a day
+        ([TIMER, ("Session-Expires", "1800;refresher=uas")], None),  # we never refresh
+        ([("Session-Expires", "1800")], None),  # the party lacks timer: we would refresh
+        ([TIMER], None),
+        ([], None),
+    ],
+)
+def test_what_a_request_asks_for(headers: list[tuple[str, str]], expected: int | None) -> None:
+    timer = session_timer(request("INVITE", 1, b"", *headers))
+    assert (timer.interval if timer else None) == expected
+    if timer is not None:
+        assert timer.headers == [
+            ("Session-Expires", f"{expected};refresher=uac"), ("Require", "timer")
+        ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ([TIMER, ("Session-Expires", "89")], 422),  # below ours (RFC 4028 §4: 90)
+        ([TIMER, ("Session-Expires", "100"), ("Min-SE", "120")], 422),  # below its own
+        ([TIMER, ("Session-Expires", "soon")], 400),
+        ([TIMER, ("Session-Expires", "1800"), ("Min-SE", "-1")], 400),
+    ],
+)
+def test_a_session_interval_refused(headers: list[tuple[str, str]], status: int) -> None:
+    with pytest.raises(TimerError) as refused:
+        session_timer(request("INVITE", 1, b"", *headers))
+    assert refused.value.status == status
+    assert refused.value.headers == ([("Min-SE", "90")] if status == 422 else [])
+
+
+async def test_a_refresh_is_answered_with_the_timer_and_none_ends_the_call() -> None:
+    """A re-INVITE asking for a timer gets it in the 200; one below Min-SE 422 and changes
+    nothing; with no refresh before the watch ends (RFC 4028 §10), the call is ended."""
+    ended, expired = asyncio.Event(), asyncio.Event()
+
+    async def bye() -> None:
+        expired.set()
+        ended.set()
+
+    reinvites = Reinvites(ended, bye)
+    asked = request("INVITE", 2, b"v=0", TIMER, ("Session-Expires", "1800"))
+    ok = reinvites.answer(asked, answer, "sip:c@h", None)
+    assert (ok.status, ok.headers.get("session-expires")) == (200, "1800;refresher=uac")
+    assert ok.headers.get("require") == "timer"
+    short = request("INVITE", 3, b"v=0", TIMER, ("Session-Expires", "30"))
+    refused = reinvites.answer(short, answer, "sip:c@h", None)
+    assert (refused.status, refused.headers.get("min-se")) == (422, "90")
+    assert reinvites.timer == SessionTimer(1800)  # unchanged by the refused one
+    reinvites.refreshed(SessionTimer(1))  # (an interval below Min-SE: the watch alone)
+    await asyncio.wait_for(expired.wait(), 30)
+    assert SessionTimer(1800).watch == 1800 - 32 and SessionTimer(90).watch == 60
+
+
+async def test_an_expired_session_is_ended_with_bye() -> None:
+    """The watch of a call's session timer ends it the way we end calls: BYE to the party, the
+    call `ended` by `session-expired` (which the call handlers pass on, runtime/)."""
+    sent: list[SipRequest] = []
+
+    async def send_request(request: SipRequest, peer: Peer) -> None:
+        sent.append(request)
+
+    invite = request("INVITE", 1, b"v=0", TIMER, ("Session-Expires", "90"))
+    invite.headers.add("contact", "<sip:alice@127.0.0.1:5062>")
+    peer = Peer("UDP", ("127.0.0.1", 5062), lambda data, to: None, ("127.0.0.1", 5060))
+    replies: list[SipResponse] = []
+    call = InboundCall(invite, peer, None, replies.append, send_request)
+    call.accept(b"v=0", "sip:callgate@127.0.0.1:5060")
+    ok = call.final.result()
+    assert ok.headers.get("session-expires") == "90;refresher=uac"
+    call.reinvites.refreshed(SessionTimer(1))  # the watch, shortened
+    await asyncio.wait_for(call.ended.wait(), 30)
+    while not sent:
+        await asyncio.sleep(0.01)
+    assert [r.method for r in sent] == ["BYE"] and call.ended_by == EXPIRED
+    call.close()
