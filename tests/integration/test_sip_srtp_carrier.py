@@ -11,7 +11,9 @@ the SDP (RFC 4568, AES_CM_128_HMAC_SHA1_80), so a packet sent or taken in the cl
   INVITE offers RTP/SAVP with our key, tones pass both ways, and a recorded dial-out's recording
   holds the plain audio (the carrier's leg decrypted before the recorder). A carrier answering
   plain RTP, or SRTP under another tag than our key's, gets ACK then BYE on the wire, the phone a
-  502, and the CDR says why.
+  502, and the CDR says why. In the recorded dial-out the carrier re-INVITEs (RFC 3261 §14.2):
+  a refresh and a hold keeping its key are answered with our key, a new key or plain RTP gets
+  488, and after the hold SRTP flows on with the same keys.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from tests.integration.test_sip_edge import (
     next_request,
     phone_requests,
 )
+from tests.integration.test_sip_reinvite import their_reinvite
 
 pytestmark = pytest.mark.timeout(240)  # one server, a CLI softphone, a recording export
 SUITE = "AES_CM_128_HMAC_SHA1_80"
@@ -132,12 +135,16 @@ class Party:
         self.target: tuple[str, int] = ("127.0.0.1", 0)
         self.heard = bytearray()
         self.ssrc = secrets.randbits(32)
+        self.sent = 0
 
     @property
     def port(self) -> int:
         return int(self.sock.getsockname()[1])
 
-    def send(self, n: int) -> None:
+    def send(self) -> None:
+        """Its next packet (SRTP: never a sequence number twice, libsrtp's replay check)."""
+        n = self.sent
+        self.sent += 1
         packet = build_rtp(
             RtpPacket(PCMU, n == 0, n, n * 160, self.ssrc, tone_ulaw(self.hz, n * 160))
         )
@@ -161,8 +168,8 @@ def talk(a: Party, b: Party) -> None:
     """Both send their tone for 2 s and on until each heard more than a second of the other."""
     deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
     while n < 100 or (min(len(a.heard), len(b.heard)) <= 8000 and time.monotonic() < deadline):
-        a.send(n)
-        b.send(n)
+        a.send()
+        b.send()
         a.take()
         b.take()
         time.sleep(0.02)
@@ -441,7 +448,7 @@ def recorded_dial_out(
     best_effort = sdp("127.0.0.1", at_phone.port) + f"{capability}a=pcfg:1 t=1 a=1\r\n".encode()
     dialler = phone_dials(port, password, number, at_phone.port, best_effort)
     try:
-        carrier_answers_srtp(carrier, at_carrier)
+        invite = carrier_answers_srtp(carrier, at_carrier)
         dialler.sock.settimeout(60)
         statuses, reply = dialler.until_final()
         assert statuses[-1] == 200, statuses
@@ -458,6 +465,7 @@ def recorded_dial_out(
         )
         dialler.send(in_dialog(dialler, "ACK", aor, uri, to))
         talk(at_phone, at_carrier)
+        carrier_reinvites(carrier, invite, at_phone, at_carrier)
         signed_bye(dialler, password, uri, to)
         carrier_hung_up(carrier)
     finally:
@@ -466,6 +474,51 @@ def recorded_dial_out(
         at_carrier.sock.close()
     # the recorder got the carrier's audio decrypted: 880 Hz on the callee's channel
     check_recording(server, dialled_call_id(server, number), tmp_path, 440.0, 880.0)
+
+
+def carrier_reinvites(
+    carrier: SipClient, invite: SipRequest, at_phone: Party, at_carrier: Party
+) -> None:
+    """The SRTP carrier of an answered dial-out re-INVITEs (sip_reoffers.py, with the call's SDES
+    keys): a refresh is answered RTP/SAVP with our key; a new key of its own, or plain RTP, gets
+    488 and nothing changes; `a=inactive` (hold, RFC 3264 §8.4) is answered `inactive`, still
+    with our key, the carrier gets nothing and the phone hears silence; a resume and SRTP flows
+    both ways again under the same keys."""
+    ours = parse_audio(invite.body).crypto
+    assert ours is not None
+    answered = sdp("127.0.0.2", at_carrier.port, "RTP/SAVP", ours.tag, CARRIER_KEY)
+
+    def our_key(reply: Any, direction: str) -> None:
+        assert reply.status == 200, (reply.status, reply.reason)
+        body = parse_audio(reply.body)
+        assert body.crypto is not None and body.crypto.key_salt == ours.key_salt, reply.body
+        assert " RTP/SAVP 0" in reply.body.decode() and f"a={direction}\r\n" in reply.body.decode()
+
+    our_key(their_reinvite(carrier, invite, "csrtp", answered), "sendrecv")  # a refresh
+    for body in (
+        sdp("127.0.0.2", at_carrier.port, "RTP/SAVP", ours.tag, bytes(range(1, 31))),
+        sdp("127.0.0.2", at_carrier.port),
+    ):
+        refused = their_reinvite(carrier, invite, "csrtp", body)
+        assert (refused.status, refused.reason) == (
+            488, "Not Acceptable Here (SRTP keys cannot change during the call)"
+        ), refused.reason  # fmt: skip
+    our_key(their_reinvite(carrier, invite, "csrtp", answered + b"a=inactive\r\n"), "inactive")
+    at_carrier.take()
+    at_carrier.heard.clear()
+    at_phone.heard.clear()
+    deadline = time.monotonic() + TALK_DEADLINE_S
+    while bytes(160 * 25 * [0xFF]) not in at_phone.heard and time.monotonic() < deadline:
+        at_phone.send()  # only the phone talks; the held carrier sends nothing
+        at_phone.take()
+        at_carrier.take()
+        time.sleep(0.02)
+    assert bytes(160 * 25 * [0xFF]) in at_phone.heard, bytes(at_phone.heard[-320:])
+    assert at_carrier.heard == bytearray(), len(at_carrier.heard)
+    resumed = their_reinvite(carrier, invite, "csrtp", answered + b"a=sendrecv\r\n")
+    our_key(resumed, "sendrecv")
+    at_phone.heard.clear()
+    talk(at_phone, at_carrier)
 
 
 def cli_dial_out(server: WebServer, carrier: SipClient, tmp_path: Path) -> None:
@@ -487,13 +540,12 @@ def cli_dial_out(server: WebServer, carrier: SipClient, tmp_path: Path) -> None:
         assert invite.uri.startswith("sip:+442079460000@"), invite.uri
         carrier.sock.setblocking(False)
         methods: list[str] = []
-        deadline, n = time.monotonic() + 60, 0  # alice hangs up after 3 s
+        deadline = time.monotonic() + 60  # alice hangs up after 3 s
         while "BYE" not in methods and time.monotonic() < deadline:
-            at_carrier.send(n)
+            at_carrier.send()
             at_carrier.take()
             methods += phone_requests(carrier)
             time.sleep(0.02)
-            n += 1
         carrier.sock.setblocking(True)
         assert "BYE" in methods, methods
         assert at_carrier.hears(660.0), len(at_carrier.heard)
