@@ -295,8 +295,10 @@ def test_a_trunk_that_requires_srtp(srtp_server: tuple[WebServer, int], tmp_path
         (c for c in cdrs if c["caller_user"] == "+442071234511"), key=lambda c: c["invite_at"]
     )
     assert (talked["callee_user"], talked["reason"]) == ("bob", "hangup"), talked
+    assert talked["encryption"] == "sdes-srtp", talked  # the carrier's leg: SDES-SRTP
     assert talked["answer_at"] is not None
     assert (declined["reason"], declined["answer_at"]) == ("rejected", None), declined
+    assert declined["encryption"] == "sdes-srtp", declined  # the carrier's offer decided it
     assert declined["end_detail"] == (
         "the phone answered plain RTP to our SRTP offer (RTP/SAVP, SDES)"
     ), declined
@@ -343,12 +345,14 @@ def test_a_trunk_that_requires_srtp(srtp_server: tuple[WebServer, int], tmp_path
             "outbound", "failed", "setup-failed"
         ), cdr  # fmt: skip
         assert cdr["end_detail"] == why and cdr["answer_at"] is None, cdr
+        assert cdr["encryption"] is None, cdr  # no media flowed
 
     # an emergency call is never ended for its media's protection: a plain answer connects
     emergency_call(port, devices["alice"], carrier)
     (sos,) = cdr_of(server, "112")
     assert (sos["policy_decision"], sos["direction"]) == ("emergency", "outbound"), sos
     assert sos["answer_at"] is not None and sos["reason"] == "hangup", sos
+    assert sos["encryption"] == "rtp", sos  # answered plain: the auditor sees it
 
     # a recorded dial-out: the carrier talks SRTP, the recording holds the plain audio
     recorded_dial_out(server, port, devices["alice"], carrier, tmp_path)
@@ -474,6 +478,8 @@ def recorded_dial_out(
         at_carrier.sock.close()
     # the recorder got the carrier's audio decrypted: 880 Hz on the callee's channel
     check_recording(server, dialled_call_id(server, number), tmp_path, 440.0, 880.0)
+    (cdr,) = cdr_of(server, number)
+    assert cdr["encryption"] == "sdes-srtp", cdr
 
 
 def carrier_reinvites(
@@ -561,7 +567,7 @@ def cli_dial_out(server: WebServer, carrier: SipClient, tmp_path: Path) -> None:
     assert abs(dominant_frequency(heard) - 880.0) < 5.0
     (cdr,) = cdr_of(server, "+442079460000")
     assert (cdr["direction"], cdr["reason"]) == ("outbound", "hangup"), cdr
-    assert cdr["answer_at"] is not None
+    assert cdr["answer_at"] is not None and cdr["encryption"] == "sdes-srtp", cdr
 
 
 def emergency_call(port: int, password: str, carrier: SipClient) -> None:

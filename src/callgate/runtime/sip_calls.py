@@ -41,6 +41,7 @@ from callgate.runtime.sip_media import (
     bridge_codecs,
     check_call_media,
     check_media,
+    encryption,
     take_offer,
 )
 from callgate.runtime.sip_reoffers import Reoffers
@@ -292,8 +293,11 @@ class SipCalls:
                 kind = message.get("type")
                 if kind == "ack" and message.get("call_id"):
                     call_id = str(message["call_id"])
-                    if call.trunk is not None:  # the CDR says where the call came from
-                        self._hub.recorder.update(call_id, direction="inbound")
+                    if call.trunk is not None:  # the CDR says where the call came from, and
+                        # how its media reaches us: SDES-SRTP or plain RTP (not the browser's)
+                        self._hub.recorder.update(
+                            call_id, direction="inbound", encryption=encryption(rtp)
+                        )
                 elif kind == "error":
                     call.reject(*_error_status(str(message.get("code"))))
                     return

@@ -35,6 +35,7 @@ from callgate.runtime.sip_media import (
     carrier_key,
     check_call_media,
     check_media,
+    encryption,
     take_offer,
 )
 from callgate.runtime.sip_quiet import MEDIA_LOST, Heard, media_stopped
@@ -397,7 +398,7 @@ class DialOut:
             call.accept(phone_answer, contact)
             if recording is not None:
                 recording.answered(bridge, codec)
-            await asyncio.to_thread(records.answered, record_id)
+            await asyncio.to_thread(records.answered, record_id, encryption(carrier))
             self.live.answered(live)
             phone_ended = asyncio.ensure_future(call.ended.wait())
             carrier_ended = asyncio.ensure_future(out.ended.wait())

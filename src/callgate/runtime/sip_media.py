@@ -125,6 +125,12 @@ def carrier_answer(
     return codec
 
 
+def encryption(leg: RtpLeg) -> str:
+    """The CDR's `encryption` of a call to or from a number: its SIP leg's media, SDES-SRTP
+    (RFC 4568) or plain RTP (docs/calling.md)."""
+    return "sdes-srtp" if leg.outbound is not None else "rtp"
+
+
 def carrier_key(trunk: Trunk) -> Crypto | None:
     """Our fresh SDES key (tag 1) for an INVITE through `trunk`, when it requires SRTP."""
     return Crypto(1, secrets.token_bytes(KEY_SALT)) if trunk.srtp_required else None

@@ -37,7 +37,7 @@ from callgate.media.rtp_leg import RtpLeg
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_dialout import DialOut, Permit
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCall
-from callgate.runtime.sip_media import carrier_answer, carrier_key, check_media
+from callgate.runtime.sip_media import carrier_answer, carrier_key, check_media, encryption
 from callgate.runtime.sip_quiet import MEDIA_LOST, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.signaling import messages as m
@@ -353,7 +353,7 @@ class NumberCalls:
             return "failed", "server", FAILED, recording.failure[:120]
         if recording is not None:
             recording.answered(bridge, web.codec, codec)
-        await asyncio.to_thread(self._records.answered, call.call_id)
+        await asyncio.to_thread(self._records.answered, call.call_id, encryption(carrier))
         if call.live is not None:
             self._dial.live.answered(call.live)
         self._hub.send(call.device, m.answered_message(call.call_id, sdp))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from callgate.media.rtp_leg import RtpLeg
 from callgate.records.audit import AuditLog, Entry
 from callgate.runtime.sip_media import (
     answered_codec,
@@ -19,6 +20,7 @@ from callgate.runtime.sip_media import (
     carrier_key,
     check_call_media,
     check_media,
+    encryption,
     take_offer,
 )
 from callgate.sip.credentials import Credential, CredentialStore
@@ -206,3 +208,14 @@ async def test_a_trunk_that_requires_srtp_gets_our_key_and_its_plain_offers_get_
         await edge.close()
     finally:
         store.close()
+
+
+def test_the_cdrs_encryption_is_the_sip_legs() -> None:
+    """A call to or from a number says in its CDR how its SIP leg's media went (docs/calling.md):
+    `sdes-srtp` once the leg is keyed (at the start, or by a carrier's SRTP answer), else `rtp`."""
+    plain = RtpLeg("callee", lambda packet: None)
+    assert encryption(plain) == "rtp"
+    plain.secure(bytes(range(30)), bytes(range(30, 60)))  # the carrier answered SDES-SRTP
+    assert encryption(plain) == "sdes-srtp"
+    keyed = RtpLeg("caller", lambda packet: None, srtp=(bytes(range(30)), bytes(range(30, 60))))
+    assert encryption(keyed) == "sdes-srtp"
