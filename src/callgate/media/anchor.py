@@ -19,7 +19,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aiortc import (
     RTCConfiguration,
@@ -40,7 +40,9 @@ from callgate.media.packets import (
     tap_receiver,
 )
 from callgate.media.srtp_path import LocalTurn, SrtpPath
-from callgate.media.transcode import Transcoder
+
+if TYPE_CHECKING:  # numpy is loaded only when a call is transcoded (_transcoder)
+    from callgate.media.transcode import Transcoder
 
 log = logging.getLogger(__name__)
 FRAME_SECONDS = 0.02  # a prompt frame, in every codec
@@ -352,6 +354,8 @@ class Bridge:
             other.send(converted)
 
     def _transcoder(self, leg: str, source: str, target: str) -> Transcoder:
+        from callgate.media.transcode import Transcoder  # numpy: only once legs' codecs differ
+
         transcoder = self.transcoders.get(leg)
         if transcoder is None or (transcoder.source, transcoder.target) != (source, target):
             transcoder = self.transcoders[leg] = Transcoder(source, target)
