@@ -173,6 +173,7 @@ def _trunk(t: TrunkSettings) -> Trunk:
         else CarrierAuth(t.username, t.password.get_secret_value()),
         emergency=frozenset(t.emergency) if t.emergency is not None else None,
         did_groups=dict(t.did_groups),
+        srtp_required=t.srtp == "required",
     )
 
 
