@@ -31,7 +31,7 @@ from callgate.recording.service import RecordingService
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
 from callgate.runtime.sip_media import check_call_media, check_media, take_offer
-from callgate.runtime.sip_quiet import MEDIA_LOST, Heard, media_stopped
+from callgate.runtime.sip_quiet import HOLD_TIMEOUT, MEDIA_LOST, Heard, held_too_long, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.runtime.sip_reoffers import Reoffers
 from callgate.sip.attempts import disposition
@@ -96,14 +96,17 @@ class DialOut:
         recordings: RecordingService | None = None,
         setup_timeout: float = 10.0,
         silence_timeout: float = 8.0,
+        max_hold_s: float = 7200.0,
     ) -> None:
         """`recordings`: where calls under a recording rule are recorded (None: such calls
         end `recording-unavailable`); `setup_timeout`: how long the caller's first packets
         may take to reach the recorder; `silence_timeout`: how long the phone may send no RTP in
-        an answered call before it ends `media-lost` (sip_quiet.py)."""
+        an answered call before it ends `media-lost`; `max_hold_s`: how long either party may
+        hold it before it ends `hold-timeout` (sip_quiet.py)."""
         self.recordings = recordings
         self.setup_timeout = setup_timeout
         self.silence_timeout = silence_timeout
+        self.max_hold_s = max_hold_s
         # calls to numbers in the admin API's live view, phones' and softphones' (sip_live.py)
         self.live = live or TrunkCalls()
         self._policy = policy
@@ -399,14 +402,16 @@ class DialOut:
             # a phone holding the call sends nothing: the silence filled in for it counts
             heard = Heard(phone, fill)
             quiet = asyncio.ensure_future(media_stopped(heard, self.silence_timeout))
+            held = asyncio.ensure_future(held_too_long(self.max_hold_s, fill, carrier_fill))
             await asyncio.wait(
-                {phone_ended, carrier_ended, stopped, lost, quiet},
+                {phone_ended, carrier_ended, stopped, lost, quiet, held},
                 timeout=permit.max_duration_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             phone_ended.cancel()
             carrier_ended.cancel()
             quiet.cancel()
+            held.cancel()
             if lost.done() and recording is not None:  # fail closed: the call ends
                 await out.hang_up()
                 await call.hang_up()
@@ -425,7 +430,11 @@ class DialOut:
             if not call.ended.is_set() and not out.ended.is_set():  # max_duration_s or quiet
                 await out.hang_up()
                 await call.hang_up()
-                why = MEDIA_LOST if quiet.done() and not quiet.cancelled() else "max-duration"
+                why = "max-duration"
+                if quiet.done() and not quiet.cancelled():
+                    why = MEDIA_LOST
+                elif held.done() and not held.cancelled():
+                    why = HOLD_TIMEOUT
                 await asyncio.to_thread(records.finish, record_id, "answered", "server", why)
                 return
             by = "caller" if call.ended.is_set() and call.ended_by != "us" else "callee"

@@ -1,7 +1,11 @@
 """The end of a bridged call whose SIP party is gone (docs/sip.md, "Calls to numbers"): a party
 that stops sending RTP for `calls.silence_timeout` seconds, as the hub's watchdog ends calls
 between users (`media-lost`). A phone that vanished without BYE, or whose BYE never got
-through, then no longer keeps the call (and a dialled-out call's carrier leg) up forever."""
+through, then no longer keeps the call (and a dialled-out call's carrier leg) up forever.
+
+A held party sends nothing and its silence is filled in (media/caller_fill.py), so neither this
+watch nor the recorder's silence limit can tell a held phone from one that lost power: a hold
+lasts at most `calls.max_hold_s` (`held_too_long`), then the call ends `hold-timeout`."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Protocol
 from callgate.signaling.reasons import Reason
 
 MEDIA_LOST = Reason.MEDIA_LOST.value  # the CDR reason of a call whose media stopped
+HOLD_TIMEOUT = Reason.HOLD_TIMEOUT.value  # ... of one a party held longer than `max_hold_s`
 
 
 class Receiving(Protocol):
@@ -20,6 +25,11 @@ class Receiving(Protocol):
 
 class Filling(Protocol):
     filled: int  # silence packets sent for the party (media/caller_fill.py)
+
+
+class Holding(Protocol):
+    @property
+    def held_since(self) -> float | None: ...  # loop time the party's hold began, or None
 
 
 class Heard:
@@ -45,3 +55,14 @@ async def media_stopped(leg: Receiving, quiet_s: float) -> None:
             seen, since = leg.received, now
         elif now - since >= quiet_s:
             return
+
+
+async def held_too_long(max_s: float, *fills: Holding) -> None:
+    """Returns once a party (its `fill`) has held the call, without resuming, for `max_s` s."""
+    loop = asyncio.get_running_loop()
+    while True:
+        since = [f.held_since for f in fills if f.held_since is not None]
+        left = min(since) + max_s - loop.time() if since else max_s
+        if left <= 0:
+            return
+        await asyncio.sleep(min(left, 1.0))

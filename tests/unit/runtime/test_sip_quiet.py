@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from callgate.runtime.sip_quiet import Heard, media_stopped
+from callgate.runtime.sip_quiet import Heard, held_too_long, media_stopped
 
 
 class Leg:
@@ -37,3 +37,19 @@ async def test_a_held_party_is_heard_by_the_silence_filled_in_for_it() -> None:
         await asyncio.sleep(0.01)
         assert not watch.done()
     await asyncio.wait_for(watch, 30)
+
+
+class Held:
+    def __init__(self, since: float | None) -> None:
+        self.held_since = since
+
+
+async def test_a_hold_longer_than_max_hold_s_is_noticed_a_resumed_one_is_not() -> None:
+    """A phone that holds the call and then loses power is not noticed by any media watch
+    (its silence is filled in): `max_hold_s` bounds the hold, whichever party holds."""
+    now = asyncio.get_running_loop().time()
+    await asyncio.wait_for(held_too_long(3600, Held(None), Held(now - 3601)), 30)
+    watch = asyncio.ensure_future(held_too_long(3600, Held(None), Held(now - 3590)))
+    await asyncio.sleep(0.2)  # held, but not yet for an hour; the other party never held
+    assert not watch.done()
+    watch.cancel()
