@@ -440,9 +440,10 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
         carrier.send(in_dialog(carrier, invite, "cd", "ACK", cseq=carrier.cseq))
         assert (timed_ok.status, timed_ok.body) == (200, refresh.body)
         assert timed_ok.headers.get("session-expires") == "600;refresher=uac"
-        # the carrier holds: nothing goes to it, the phone hears silence in its place
-        held = their_reinvite(carrier, invite, "cd", sdp(carrier_rtp, "0 101", 3, "inactive"))
-        assert held.status == 200 and b"a=inactive\r\n" in held.body, held.body
+        # the carrier holds `sendonly` with no music on hold (RFC 3264 §8.4): nothing goes to
+        # it, the phone hears silence in its place
+        held = their_reinvite(carrier, invite, "cd", sdp(carrier_rtp, "0 101", 3, "sendonly"))
+        assert held.status == 200 and b"a=recvonly\r\n" in held.body, held.body
         media.sending.discard("carrier")
         media.drain("carrier")
         media.drain("phone")
@@ -472,11 +473,14 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
         phone_held = reinvite(phone, ok, port, user, password, phone_sdp(rtp.getsockname()[1],
                                                                         direction="inactive"))  # fmt: skip
         assert phone_held.status == 200 and b"a=inactive\r\n" in phone_held.body
-        media.sending.discard("phone")
+        # its packets still in flight (here: it keeps sending) are dropped, the silence goes on
         media.drain("phone")
         media.drain("carrier")
         media.until(lambda: len(media.silence("carrier")) >= 25, "silence for the held phone")
-        assert media.heard["phone"] == []
+        assert media.tones("carrier") == []
+        media.sending.discard("phone")
+        media.until(lambda: len(media.silence("carrier")) >= 75, "silence after it stopped")
+        assert media.heard["phone"] == [] and media.tones("carrier") == []
 
         # the phone hangs up: the carrier gets our BYE
         assert signed_bye(phone, ok, port, user, password).status == 200
