@@ -54,7 +54,7 @@ from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import aim
 from callgate.sip.outbound import COMPLETED_ELSEWHERE, OutboundCall
-from callgate.sip.reinvites import EXPIRED
+from callgate.sip.reinvites import EXPIRED, PARTY_LOST
 from callgate.sip.sdp import (
     EVENTS_PT,
     KEY_SALT,
@@ -538,7 +538,7 @@ class SipCalls:
     async def _phone_gone(self, device: Device, call_id: str, ended_by: str) -> None:
         """The phone's side ended: its BYE is its user's hang-up; a session timer that ran out
         or a hold too long is the server's end (docs/sip.md, "Hold and session refresh")."""
-        if ended_by in (EXPIRED, HOLD_TIMEOUT):
+        if ended_by in (EXPIRED, HOLD_TIMEOUT, PARTY_LOST):
             await self._hub.apply(self._hub.engine.end_call(call_id, Reason(ended_by)))
             return
         hangup = m.Hangup(type="call.hangup", id=self._id(), call_id=call_id)

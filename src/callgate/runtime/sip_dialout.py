@@ -41,7 +41,7 @@ from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import aim
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
-from callgate.sip.reinvites import EXPIRED
+from callgate.sip.reinvites import EXPIRED, PARTY_LOST
 from callgate.sip.sdp import (
     EVENTS_PT,
     KEY_SALT,
@@ -440,8 +440,9 @@ class DialOut:
             by = "caller" if call.ended.is_set() and call.ended_by != "us" else "callee"
             await (out.hang_up() if by == "caller" else call.hang_up())
             why = "hangup"
-            if EXPIRED in (call.ended_by, out.ended_by):  # a party's session timer ran out
-                by, why = "server", EXPIRED  # (sip/session_timers.py)
+            for ended in (call.ended_by, out.ended_by):  # the server ended it for a party:
+                if ended in (EXPIRED, PARTY_LOST):  # session timer, 2xx unACKed (reinvites.py)
+                    by, why = "server", ended
             await asyncio.to_thread(records.finish, record_id, "answered", by, why)
         except SdpError as exc:  # the carrier's answer: unusable, or a forbidden address
             await out.hang_up()

@@ -35,8 +35,10 @@ class Reason(enum.StrEnum):
     NODE_LOST = "node-lost"
     # A SIP party (docs/sip.md, "Hold and session refresh"): it held the call longer than
     # `calls.max_hold_s`, or its session timer ran out without a refresh (RFC 4028 §10).
+    # No ACK came for our 2xx to its re-INVITE (RFC 3261 §13.3.1.4): the party is gone.
     HOLD_TIMEOUT = "hold-timeout"
     SESSION_EXPIRED = "session-expired"
+    PARTY_LOST = "party-lost"
 
 
 class Disposition(enum.StrEnum):
@@ -75,6 +77,7 @@ _FIXED: dict[Reason, Disposition] = {
     Reason.RECORDING_UNAVAILABLE: Disposition.FAILED,
     Reason.HOLD_TIMEOUT: Disposition.ANSWERED,  # (only answered calls are held or refreshed)
     Reason.SESSION_EXPIRED: Disposition.ANSWERED,
+    Reason.PARTY_LOST: Disposition.ANSWERED,
 }
 # reason → (disposition if answered, disposition if not)
 _BY_ANSWER: dict[Reason, tuple[Disposition, Disposition]] = {

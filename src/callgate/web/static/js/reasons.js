@@ -43,6 +43,8 @@ export function endingMessage({ reason, endedBy, denial }, role, name) {
       return `The call ended: ${name}'s phone kept it on hold too long.`;
     case "session-expired":
       return `The call ended: ${name}'s phone stopped confirming the call.`;
+    case "party-lost":
+      return `The call ended: ${name}'s phone stopped answering.`;
     case "server-restart":
       return "The call ended because the server restarted.";
     case "policy-denied": {
