@@ -141,6 +141,12 @@ def final(m: SipRequest | SipResponse) -> bool:
     return isinstance(m, SipResponse) and m.status >= 200
 
 
+def final_to(client: SipClient) -> Callable[[SipRequest | SipResponse], bool]:
+    """The final response to the client's latest request (a retransmitted earlier 2xx is not)."""
+    cseq = client.cseq
+    return lambda m: final(m) and (m.headers.get("cseq") or "").split()[0] == str(cseq)
+
+
 def in_dialog(client: SipClient, invite: SipRequest, tag: str, method: str, body: bytes = b"",
               extra: tuple[str, ...] = (), cseq: int | None = None) -> bytes:  # fmt: skip
     """A request from the party our `invite` reached, which answered it with To-tag `tag`
@@ -173,14 +179,14 @@ def their_reinvite(
     """The re-INVITE of the party `invite` reached, signed with its device `credential` when
     challenged (RFC 3261 §22); its final response, acknowledged unless `ack` is False."""
     client.send(in_dialog(client, invite, tag, "INVITE", body))
-    reply: SipResponse = next_message(client, final)
+    reply: SipResponse = next_message(client, final_to(client))
     if reply.status == 401 and credential is not None:
         client.send(in_dialog(client, invite, tag, "ACK", cseq=client.cseq))
         uri = re.search(r"<([^>]+)>", invite.headers.get("contact") or "")
         assert uri is not None
         auth = authorization(challenge_for(reply, "SHA-256"), *credential, "INVITE", uri.group(1))
         client.send(in_dialog(client, invite, tag, "INVITE", body, (auth,)))
-        reply = next_message(client, final)
+        reply = next_message(client, final_to(client))
     if ack:
         client.send(in_dialog(client, invite, tag, "ACK", cseq=client.cseq))
     return reply
@@ -427,8 +433,12 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
         media.until(lambda: media.hears("phone", 440) and media.hears("carrier", 880), "talk")
 
         # the carrier refreshes the session: the same answer each time, one version up
-        refresh = their_reinvite(carrier, invite, "cd", answered)
+        refresh = their_reinvite(carrier, invite, "cd", answered, ack=False)
         assert refresh.status == 200, (refresh.status, refresh.reason)
+        # not ACKed yet: our 200 comes again (UDP, RFC 3261 §13.3.1.4) until the ACK
+        again: SipResponse = next_message(carrier, final_to(carrier))
+        assert (again.status, again.body) == (200, refresh.body)
+        carrier.send(in_dialog(carrier, invite, "cd", "ACK", cseq=carrier.cseq))
         assert origin(refresh.body) == (session, str(int(first_version) + 1))
         assert f"m=audio {ours.port} RTP/AVP 0 101\r\n".encode() in refresh.body, refresh.body
         assert their_reinvite(carrier, invite, "cd", answered).body == refresh.body
@@ -436,7 +446,7 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
         timed = in_dialog(carrier, invite, "cd", "INVITE", answered,
                           ("Supported: timer", "Session-Expires: 600;refresher=uac"))  # fmt: skip
         carrier.send(timed)
-        timed_ok: SipResponse = next_message(carrier, final)
+        timed_ok: SipResponse = next_message(carrier, final_to(carrier))
         carrier.send(in_dialog(carrier, invite, "cd", "ACK", cseq=carrier.cseq))
         assert (timed_ok.status, timed_ok.body) == (200, refresh.body)
         assert timed_ok.headers.get("session-expires") == "600;refresher=uac"
@@ -453,7 +463,7 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
         # changes; someone else: 403
         reliable = in_dialog(carrier, invite, "cd", "INVITE", answered, ("Require: 100rel",))
         carrier.send(reliable)
-        bad: SipResponse = next_message(carrier, final)
+        bad: SipResponse = next_message(carrier, final_to(carrier))
         carrier.send(in_dialog(carrier, invite, "cd", "ACK", cseq=carrier.cseq))
         assert (bad.status, bad.headers.get("unsupported")) == (420, "100rel"), bad.reason
         pcma = their_reinvite(carrier, invite, "cd", sdp(carrier_rtp, "8", 4))
