@@ -25,6 +25,7 @@ import json
 import re
 import secrets
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,8 +43,9 @@ from callgate.sip.message import SipRequest, SipResponse, parse_datagram, serial
 from callgate.sip.responses import response
 from callgate.sip.sdp import parse_audio
 from callgate.storage.db import open_store, sqlite_url
+from tests.cli_process import COMMAND, clean_env
 from tests.cli_process import run_in_process as callgate
-from tests.integration.serve_fixture import WebServer, serve
+from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
 from tests.integration.sip_client import (
     SipClient,
     authorization,
@@ -503,6 +505,53 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
             sock.close()
         phone.close()
         intruder.close()
+
+
+def test_a_softphones_number_call_takes_the_carriers_reinvites(
+    edge: tuple[WebServer, int, dict[str, str], SipClient], tmp_path: Path
+) -> None:
+    """alice's CLI softphone dials the number (runtime/sip_numbers.py): the carrier refreshes
+    the session and holds it by re-INVITE as in any call (no `488`, which would make a
+    refreshing carrier drop the call), then hangs up: the softphone hears `hangup`."""
+    server, _, _, carrier = edge
+    carrier_rtp = udp("127.0.0.2")
+    env = clean_env(
+        CALLGATE_SERVER=server.url, CALLGATE_USER="alice", CALLGATE_PASSWORD=PASSWORDS["alice"],
+        CALLGATE_CONFIG_DIR=str(tmp_path / "cfg"),
+    )  # fmt: skip
+    cli = subprocess.Popen(
+        [*COMMAND, "call", NUMBER, "--json", "--tone", "660", "--duration", "60"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        carrier.sock.settimeout(60)
+        invite: SipRequest = next_message(carrier, request_of("INVITE"))
+        session, first_version = origin(invite.body)
+        answered = sdp(carrier_rtp, "0 101")
+        extra = [("Contact", "<sip:gw@127.0.0.2>"), ("Content-Type", "application/sdp")]
+        carrier.send(serialize(response(invite, 200, "OK", extra, body=answered, to_tag="nc")))
+        assert cli.stdout is not None
+        said = [json.loads(cli.stdout.readline())]
+        while said[-1]["event"] not in ("connected", "ended"):  # the softphone has the answer
+            said.append(json.loads(cli.stdout.readline()))
+        assert said[-1]["event"] == "connected", said
+        refresh = their_reinvite(carrier, invite, "nc", answered)
+        assert refresh.status == 200, (refresh.status, refresh.reason)
+        assert origin(refresh.body) == (session, str(int(first_version) + 1))
+        assert parse_audio(refresh.body).port == parse_audio(invite.body).port
+        held = their_reinvite(carrier, invite, "nc", sdp(carrier_rtp, "0 101", 3, "inactive"))
+        assert held.status == 200 and b"a=inactive\r\n" in held.body, held.body
+        carrier.send(in_dialog(carrier, invite, "nc", "BYE"))
+        assert next_message(carrier, final_to(carrier)).status == 200
+        out, errors = cli.communicate(timeout=90)
+        said = [json.loads(line) for line in out.splitlines() if line.strip()]
+        assert said and said[-1]["event"] == "ended", (said, errors)
+        assert said[-1]["reason"] == "hangup", said
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.communicate()
+        carrier_rtp.close()
 
 
 class Ringing:
