@@ -43,7 +43,7 @@ from callgate.runtime.sip_media import (
     check_media,
     take_offer,
 )
-from callgate.runtime.sip_quiet import HOLD_TIMEOUT, held_too_long
+from callgate.runtime.sip_quiet import HOLD_TIMEOUT, hold_over
 from callgate.runtime.sip_reoffers import Reoffers
 from callgate.signaling import messages as m
 from callgate.signaling.anchoring import PHONE_AGENT
@@ -531,9 +531,9 @@ class SipCalls:
             phone_gone.cancel()
 
     async def _end_held(self, call: InboundCall | OutboundCall, fill: SilenceUntilMedia) -> None:
-        """BYE to a phone that held the call longer than `max_hold_s` (sip_quiet.py)."""
-        await held_too_long(self._max_hold_s, fill)
-        await call.hang_up(HOLD_TIMEOUT)
+        """BYE to a phone that held the call longer than `max_hold_s`, or that holds it and no
+        longer answers (sip_quiet.py)."""
+        await call.hang_up(await hold_over(self._max_hold_s, (fill, call)))
 
     async def _phone_gone(self, device: Device, call_id: str, ended_by: str) -> None:
         """The phone's side ended: its BYE is its user's hang-up; a session timer that ran out

@@ -31,7 +31,7 @@ from callgate.recording.service import RecordingService
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
 from callgate.runtime.sip_media import check_call_media, check_media, take_offer
-from callgate.runtime.sip_quiet import HOLD_TIMEOUT, MEDIA_LOST, Heard, held_too_long, media_stopped
+from callgate.runtime.sip_quiet import MEDIA_LOST, Heard, hold_over, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.runtime.sip_reoffers import Reoffers
 from callgate.sip.attempts import disposition
@@ -402,7 +402,9 @@ class DialOut:
             # a phone holding the call sends nothing: the silence filled in for it counts
             heard = Heard(phone, fill)
             quiet = asyncio.ensure_future(media_stopped(heard, self.silence_timeout))
-            held = asyncio.ensure_future(held_too_long(self.max_hold_s, fill, carrier_fill))
+            held = asyncio.ensure_future(
+                hold_over(self.max_hold_s, (fill, call), (carrier_fill, out))
+            )
             await asyncio.wait(
                 {phone_ended, carrier_ended, stopped, lost, quiet, held},
                 timeout=permit.max_duration_s,
@@ -434,7 +436,7 @@ class DialOut:
                 if quiet.done() and not quiet.cancelled():
                     why = MEDIA_LOST
                 elif held.done() and not held.cancelled():
-                    why = HOLD_TIMEOUT
+                    why = held.result()  # hold-timeout, party-lost
                 await asyncio.to_thread(records.finish, record_id, "answered", "server", why)
                 return
             by = "caller" if call.ended.is_set() and call.ended_by != "us" else "callee"

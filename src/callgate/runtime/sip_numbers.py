@@ -44,7 +44,7 @@ from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_dialout import DialOut, Permit
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCall
 from callgate.runtime.sip_media import check_media
-from callgate.runtime.sip_quiet import HOLD_TIMEOUT, MEDIA_LOST, Heard, held_too_long, media_stopped
+from callgate.runtime.sip_quiet import MEDIA_LOST, Heard, hold_over, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.runtime.sip_reoffers import Reoffers
 from callgate.signaling import messages as m
@@ -433,7 +433,7 @@ class NumberCalls:
         quiet = asyncio.ensure_future(
             media_stopped(Heard(carrier, fill), self._dial.silence_timeout)
         )
-        held = asyncio.ensure_future(held_too_long(self._dial.max_hold_s, fill))
+        held = asyncio.ensure_future(hold_over(self._dial.max_hold_s, (fill, out)))
         waits: set[asyncio.Future[Any]] = {
             asyncio.ensure_future(call.ended.wait()),
             asyncio.ensure_future(out.ended.wait()),
@@ -458,7 +458,7 @@ class NumberCalls:
             return "answered", "callee", "hangup", ""
         await out.hang_up()
         if held.done() and not held.cancelled():
-            return "answered", "server", HOLD_TIMEOUT, f"held over {self._dial.max_hold_s:g} s"
+            return "answered", "server", held.result(), "the carrier's hold"  # or it is gone
         if quiet.done() and not quiet.cancelled():
             return (
                 "answered",

@@ -121,9 +121,15 @@ class InboundCall:
             return
         self.ended.set()
         self.ended_by = by
-        await self._send_request(self._bye(), self.peer)
+        await self._send_request(self._in_dialog("BYE"), self.peer)
 
-    def _bye(self) -> SipRequest:
+    async def probe(self) -> int | None:
+        """OPTIONS in the dialog (RFC 3261 §11): the phone's final status, None when none came
+        (Timer F) (runtime/sip_quiet.py asks a phone that holds the call)."""
+        reply = await self._send_request(self._in_dialog("OPTIONS"), self.peer)
+        return None if reply is None else reply.status
+
+    def _in_dialog(self, method: str) -> SipRequest:
         self._cseq += 1
         contact = self.request.headers.get("contact")
         target = parse_name_addr(contact).uri if contact else self.request.uri
@@ -139,8 +145,8 @@ class InboundCall:
         headers.add("from", f"{to};tag={self.to_tag}")
         headers.add("to", self.request.headers.get("from") or "")
         headers.add("call-id", self.call_id)
-        headers.add("cseq", f"{self._cseq} BYE")
-        return SipRequest("BYE", target, headers)
+        headers.add("cseq", f"{self._cseq} {method}")
+        return SipRequest(method, target, headers)
 
     def close(self) -> None:
         for task in self._tasks:

@@ -176,6 +176,13 @@ class OutboundCall:
         self._cseq += 1
         await self._send_request(self._request("BYE", self._cseq), self.peer)
 
+    async def probe(self) -> int | None:
+        """OPTIONS in the dialog (RFC 3261 §11): the party's final status, None when none came
+        (Timer F) (runtime/sip_quiet.py asks a party that holds the call)."""
+        self._cseq += 1
+        reply = await self._send_request(self._request("OPTIONS", self._cseq), self.peer)
+        return None if reply is None else reply.status
+
     def reoffer(self, request: SipRequest) -> SipResponse:
         """A re-INVITE from the phone or carrier once it answered (RFC 3261 §14.2; reinvites.py)."""
         return self.reinvites.answer(request, self.on_offer, self.contact, None)
