@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -453,6 +454,11 @@ class TrunkSettings(BaseModel):
     emergency: list[Annotated[str, Field(pattern=r"^[0-9]{2,4}$")]] | None = Field(
         default=None, max_length=16
     )
+    # Media towards this carrier (docs/sip.md, "SRTP towards carriers"): "required" offers only
+    # RTP/SAVP with our SDES key (RFC 4568, AES_CM_128_HMAC_SHA1_80) on calls we dial through it,
+    # ends a call whose answer is not SRTP under our key's tag, and refuses its plain RTP
+    # INVITEs (488); "off": plain RTP offered, its SRTP offers taken.
+    srtp: Literal["off", "required"] = "off"
 
     @model_validator(mode="after")
     def _account(self) -> TrunkSettings:
@@ -469,6 +475,14 @@ class TrunkSettings(BaseModel):
     @classmethod
     def _ips(cls, value: list[str]) -> list[str]:
         return [parse_ip(v) for v in value]
+
+    @field_validator("srtp", mode="before")
+    @classmethod
+    def _srtp(cls, value: object, info: ValidationInfo) -> object:
+        if value not in ("off", "required"):  # the error names the trunk (its index does not)
+            name = info.data.get("name", "?")
+            raise ValueError(f'trunk {name!r}: "off" or "required", not {str(value)[:32]!r}')
+        return value
 
     @field_validator("dids", "did_groups")
     @classmethod

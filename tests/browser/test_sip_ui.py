@@ -32,6 +32,7 @@ def test_the_dial_box_places_numbers_and_the_server_decides(serve: Serve, new_pa
     cells = row.locator("td").all_inner_texts()
     assert cells[0] == "uk" and cells[6] == "127.0.0.2:9" and cells[7] == "+44", cells
     assert cells[8] == "nobody (emergency only)" and cells[10] == "by address", cells
+    assert cells[11] == "RTP, or SRTP if it offers", cells  # its srtp setting: "off"
     # nothing answers OPTIONS at 127.0.0.2:9: not known yet, or down after two pings
     reachable = row.locator("[data-reachable]").get_attribute("data-reachable")
     assert reachable in ("unknown", "down"), reachable

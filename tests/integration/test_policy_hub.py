@@ -6,6 +6,7 @@ an ethical wall holds in both directions; a change made through another store is
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -385,3 +386,63 @@ async def test_invites_arriving_together_are_decided_together_each_as_alone(
             assert (denied["rule"], denied["reason"]) == POLICY_DOWN
         await hub.flush()
         assert "call.incoming" not in queued(carol) + queued(dave)
+
+
+async def test_one_unreadable_account_in_a_shared_trip_denies_only_its_own_call(
+    store: Store,
+) -> None:
+    """An account whose groups are corrupt fails the trip's one read; each invite is then
+    decided alone, so only the call touching that account is denied (unavailable) and the
+    unrelated call in the same trip still rings."""
+    policy = _CountedPolicy(store)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE users SET groups = '{not json' WHERE handle = 'bob'")
+    async with running_hub(store, policy, relay_addresses=[RELAY_IP]) as hub:
+        alice, bob, carol, dave = [await connect(hub, h) for h in ("alice", "bob", "carol", "dave")]
+        await asyncio.gather(invite(hub, dave, "nobody"), invite(hub, alice, "bob"),
+                             invite(hub, carol, "dave"))  # fmt: skip
+        assert policy.batches == [2]  # the two shared a trip, whose one read failed
+        denied = await next_of(alice, "call.denied")
+        assert (denied["rule"], denied["reason"]) == POLICY_DOWN
+        assert (await next_of(dave, "call.incoming"))["from"]["handle"] == "carol"
+        await hub.flush()
+        assert "call.incoming" not in queued(bob)
+
+
+class _HungPolicy(PolicyStore):
+    """The store's policy, whose read for alice's calls hangs until `release` is set."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.release = threading.Event()
+
+    def verdict(self, caller: str, callee: str, at: datetime) -> tuple[Denial | None, Grant | None]:
+        if caller == "alice":
+            self.release.wait(30)  # then answers (allow), however late
+        return super().verdict(caller, callee, at)
+
+
+async def test_a_hung_policy_read_denies_the_invite_and_its_late_answer_is_dropped(
+    store: Store,
+) -> None:
+    """signaling/lookups.py LOOKUP_TIMEOUT: an invite whose read hangs on the worker thread is
+    denied "unavailable" once the bound passes (nobody rings); the read's late answer (allow)
+    is discarded, and the next invite is decided as usual."""
+    policy = _HungPolicy(store)
+    async with running_hub(store, policy, relay_addresses=[RELAY_IP]) as hub:
+        hub.lookup_timeout = 0.2  # the bound, short for the test; the read hangs far longer
+        try:
+            alice, bob, carol, dave = [
+                await connect(hub, h) for h in ("alice", "bob", "carol", "dave")
+            ]
+            await invite(hub, alice, "bob")
+            denied = await next_of(alice, "call.denied")
+            assert (denied["rule"], denied["reason"]) == POLICY_DOWN
+        finally:
+            policy.release.set()
+        hub.lookup_timeout = 30  # generous again: the next invite must not race the bound
+        await invite(hub, carol, "dave")  # goes once the hung trip is back
+        assert (await next_of(dave, "call.incoming"))["from"]["handle"] == "carol"
+        await hub.flush()
+        assert "call.incoming" not in queued(bob)
+        assert "call.ringing" not in queued(alice)

@@ -5,8 +5,11 @@ server left open."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +82,47 @@ async def test_recordings_left_open_are_closed_as_interrupted(store: Store, tmp_
     assert len(chunks) == row.chunks >= 2 and chunks[-1].last
     assert row.failure is not None and "cut short" in row.failure
     assert await asyncio.to_thread(second.recover) == 0
+
+
+async def test_a_party_named_as_the_call_ends_stays_named_in_the_closing_metadata(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ring group's member is being named when the call ends: closing cancels the naming, but
+    its write commits (audited), and the closed recording's metadata names the member too; a
+    write that fails leaves the party as it was."""
+    recordings = service(store, tmp_path)
+    group = {**PARTIES, "callee": {"handle": "group:desk"}}
+    recorder = await recordings.start("a" * 32, group, "3:record", lambda reason: None)
+    rid, real = recorder.recording_id, recordings.repository.set_participants
+    entered, release, committed = threading.Event(), threading.Event(), threading.Event()
+
+    def slow(*args: Any) -> None:
+        entered.set()
+        release.wait(30)
+        real(*args)
+        committed.set()
+
+    monkeypatch.setattr(recordings.repository, "set_participants", slow)
+    naming = asyncio.create_task(recordings.set_party(rid, "callee", {"handle": "bob"}))
+    assert await asyncio.to_thread(entered.wait, 30)
+    naming.cancel()  # the call ended: closing cancels the call's tasks
+    with contextlib.suppress(asyncio.CancelledError):
+        await naming
+    release.set()
+    assert await asyncio.to_thread(committed.wait, 30)
+    await recordings.finish(rid)
+    row = RecordingRepository(store).get(rid)
+    assert row is not None and row.metadata["participants"][1]["handle"] == "bob"
+    named = [e for e in AuditLog(store).recent(5) if e.action == "recording.participant"]
+    assert [json.loads(e.details)["handle"] for e in named] == ["bob"]
+
+    def broken(*args: Any) -> None:
+        raise OSError("database away")
+
+    recorder = await recordings.start("b" * 32, group, "3:record", lambda reason: None)
+    monkeypatch.setattr(recordings.repository, "set_participants", broken)
+    with pytest.raises(RecordingFailure, match="recording party not stored: OSError"):
+        await recordings.set_party(recorder.recording_id, "callee", {"handle": "carol"})
+    await recordings.finish(recorder.recording_id)
+    row = RecordingRepository(store).get(recorder.recording_id)
+    assert row is not None and row.metadata["participants"][1]["handle"] == "group:desk"

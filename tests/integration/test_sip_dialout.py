@@ -354,6 +354,7 @@ def test_cli_dials_a_number_through_the_dial_plan(
     assert answered["direction"] == "outbound" and answered["caller_user"] == "alice"
     assert answered["policy_rule"] == "3:uk-traders" and answered["disposition"] == "answered"
     assert answered["answer_at"] and answered["reason"] == "max-duration"
+    assert answered["encryption"] == "rtp"  # a plain RTP trunk (SIPp's carrier)
     (denied,) = [c for c in cdrs if c["callee_user"] == "+442079460001"]
     assert denied["caller_user"] == "bob" and denied["disposition"] == "denied"
     assert denied["policy_decision"] == "deny" and denied["reason"] == "policy-denied"

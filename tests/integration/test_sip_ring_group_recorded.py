@@ -171,16 +171,19 @@ def pcmu_talk(
     rtp: socket.socket,
     target: tuple[str, int],
     hz: float,
-    meanwhile: Callable[[], int] | None = None,
+    meanwhile: Callable[[], bytes] | None = None,
 ) -> bytes:
-    """2 s of a PCMU tone, on until more than a second of the other side was heard (up to
-    TALK_DEADLINE_S: an outcome, not luck); `meanwhile()`, called each round, is the other
-    party talking, and returns how much it heard (also more than a second). The payloads
-    heard."""
+    """2 s of a PCMU tone, on until more than a second of the other side was heard after the
+    recording prompt (`past_prompt`, up to TALK_DEADLINE_S: an outcome, not luck, however late
+    the member's media connects); `meanwhile()`, called each round, is the other party talking,
+    and returns what it heard (also waited on). The payloads heard."""
     heard = bytearray()
     deadline, n = time.monotonic() + TALK_DEADLINE_S, 0
-    other = 8001 if meanwhile is None else 0
-    while n < 100 or (min(len(heard), other) <= 8000 and time.monotonic() < deadline):
+    other = b""
+    while n < 100 or (
+        not (past_prompt(heard) and (meanwhile is None or past_prompt(other)))
+        and time.monotonic() < deadline
+    ):
         packet = RtpPacket(PCMU, n == 0, n, n * 160, 0x4440, tone_ulaw(hz, n * 160))
         rtp.sendto(build_rtp(packet), target)
         heard += b"".join(p for _, p in received_rtp(rtp))
@@ -188,8 +191,14 @@ def pcmu_talk(
             other = meanwhile()
         time.sleep(0.02)
         n += 1
-    assert len(heard) > 8000, len(heard)
+    assert past_prompt(heard), len(heard)
     return bytes(heard)
+
+
+def past_prompt(heard: bytes) -> bool:
+    """Whether the last second of `heard` (PCMU) came after the recording prompt: its beeps
+    were heard, and none in that second — so that second is the other party alone."""
+    return len(heard) > 8000 and beeped(heard) and not beeped(heard[-8000:])
 
 
 def group_cdr(server: WebServer, callee: str) -> dict[str, Any]:
@@ -199,13 +208,20 @@ def group_cdr(server: WebServer, callee: str) -> dict[str, Any]:
     return dict(row)
 
 
-def recorded_before_ringing(tmp_path: Path, call_id: str, cdr: dict[str, Any]) -> dict[str, Any]:
+def recorded_before_ringing(
+    server: WebServer, tmp_path: Path, cdr: dict[str, Any]
+) -> dict[str, Any]:
     """The exported recording's metadata (check_recording exported it): the carrier's first
-    packet was written before anyone rang, the member's after; the metadata it holds."""
-    metadata = json.loads((tmp_path / f"bundle-{call_id}" / "metadata.json").read_text())
+    packet was written before anyone rang, the member's after, and after the member was named
+    (`recording.participant`, docs/recording.md); the metadata it holds."""
+    metadata = json.loads((tmp_path / f"bundle-{cdr['call_id']}" / "metadata.json").read_text())
     arrivals = {s["label"]: s["first_arrival"] for s in metadata["streams"]}
     ring_at = datetime.fromisoformat(cdr["ring_at"].replace("Z", "+00:00")).timestamp()
     assert arrivals["caller"] < ring_at < arrivals["callee"], (arrivals, cdr["ring_at"])
+    entries = client_get(server, "/api/audit/entries?action=recording.participant", "admin")
+    (named,) = [e for e in entries["items"] if e["details"]["call_id"] == cdr["call_id"]]
+    named_at = datetime.fromisoformat(named["at"].replace("Z", "+00:00")).timestamp()
+    assert named_at <= arrivals["callee"], (named["at"], arrivals)
     return dict(metadata)
 
 
@@ -251,8 +267,9 @@ def test_a_ring_groups_recorded_call_is_recorded_whoever_answers(
         ]  # fmt: skip
         cdr = group_cdr(server, "bob")
         assert (cdr["recording_required"], cdr["anchored"], cdr["reason"]) == (True, True, "hangup")
+        assert cdr["policy_rule"].endswith(":record-to-alice"), cdr  # why bob's was recorded
         check_recording(server, cdr["call_id"], tmp_path, 440.0, 880.0)
-        metadata = recorded_before_ringing(tmp_path, cdr["call_id"], cdr)
+        metadata = recorded_before_ringing(server, tmp_path, cdr)
         callee = metadata["participants"][1]
         assert (callee["id"], callee["handle"], callee["ring_group"]) == ("callee", "bob", "desk")
         assert bob.wait(30) == 0
@@ -281,9 +298,10 @@ def test_a_ring_groups_recorded_call_is_recorded_whoever_answers(
             packet = RtpPacket(PCMU, n == 0, n, n * 160, 0x6666, tone_ulaw(660.0, n * 160))
             rtp.sendto(build_rtp(packet), at_phone)
             by_phone.extend(b"".join(p for _, p in received_rtp(rtp)))
-            return len(by_phone)
+            return bytes(by_phone)
 
         heard = pcmu_talk(carrier_rtp, at_server, 440.0, phone_talks)
+        assert past_prompt(bytes(by_phone)), len(by_phone)
         assert abs(dominant_hz(ulaw_decode(heard[-8000:])) - 660.0) < 10.0
         assert abs(dominant_hz(ulaw_decode(bytes(by_phone[-8000:]))) - 440.0) < 10.0
         assert beeped(bytes(by_phone)) and beeped(heard)  # both told: recorded
@@ -299,7 +317,7 @@ def test_a_ring_groups_recorded_call_is_recorded_whoever_answers(
         assert (cdr["recording_required"], cdr["anchored"], cdr["reason"]) == (True, True, "hangup")
         assert cdr["policy_rule"] is not None
         check_recording(server, cdr["call_id"], tmp_path, 440.0, 660.0)
-        metadata = recorded_before_ringing(tmp_path, cdr["call_id"], cdr)
+        metadata = recorded_before_ringing(server, tmp_path, cdr)
         assert metadata["participants"][1]["handle"] == "alice"
 
         # 3. phone to phone in G.722 through both bridges, unchanged both ways (not recorded:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
@@ -26,12 +26,14 @@ from callgate.accounts.records import UserRecord
 from callgate.accounts.service import AccountService
 from callgate.clock import Clock, SystemClock
 from callgate.errors import UserExistsError
-from callgate.identity.directory import DirectoryEntry, LdapDirectory
 from callgate.identity.errors import DirectoryUnavailable
 from callgate.identity.linked import LinkedAccounts
 from callgate.identity.mapping import Decision, GroupRules, decide, handle_from
 from callgate.records.audit import AuditLog
 from callgate.storage.db import Store
+
+if TYPE_CHECKING:  # ldap3 is loaded only when [identity.ldap] is on (service.py)
+    from callgate.identity.directory import DirectoryEntry, LdapDirectory
 
 log = logging.getLogger(__name__)
 

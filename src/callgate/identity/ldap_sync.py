@@ -15,14 +15,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from callgate.clock import Clock, SystemClock
-from callgate.identity.directory import LdapDirectory
 from callgate.identity.errors import DirectoryUnavailable
 from callgate.identity.ldap_signin import SOURCE, ldap_rules, profile_of
 from callgate.identity.linked import LinkedAccounts
 from callgate.identity.mapping import decide
 from callgate.storage.db import Store
+
+if TYPE_CHECKING:  # ldap3 is loaded only when [identity.ldap] is on (service.py)
+    from callgate.identity.directory import LdapDirectory
 
 log = logging.getLogger(__name__)
 

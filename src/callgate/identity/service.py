@@ -13,7 +13,6 @@ from fastapi import APIRouter
 
 from callgate.accounts.service import AccountService
 from callgate.errors import ConfigError
-from callgate.identity.directory import LdapDirectory
 from callgate.identity.errors import DirectoryUnavailable
 from callgate.identity.ldap_signin import PasswordSignIn
 from callgate.identity.ldap_sync import DirectoryCheck
@@ -24,6 +23,7 @@ from callgate.identity.settings import IdentitySettings
 from callgate.storage.db import Store
 
 if TYPE_CHECKING:
+    from callgate.identity.directory import LdapDirectory
     from callgate.identity.oidc_provider import OidcProvider
 
     # Loaded only when turned on: pysaml2 builds XML schemas and scim2-models reads its own
@@ -105,6 +105,8 @@ async def start_identity(
         log.info("SCIM provisioning at /scim/v2")
     if not settings.ldap.enabled:
         return runtime
+    from callgate.identity.directory import LdapDirectory  # ldap3: only with a directory
+
     directory = LdapDirectory(settings.ldap)
     try:
         await asyncio.to_thread(_probe, directory)

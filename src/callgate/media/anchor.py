@@ -19,7 +19,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aiortc import (
     RTCConfiguration,
@@ -40,7 +40,9 @@ from callgate.media.packets import (
     tap_receiver,
 )
 from callgate.media.srtp_path import LocalTurn, SrtpPath
-from callgate.media.transcode import Transcoder
+
+if TYPE_CHECKING:  # numpy is loaded only when a call is transcoded (_transcoder)
+    from callgate.media.transcode import Transcoder
 
 log = logging.getLogger(__name__)
 FRAME_SECONDS = 0.02  # a prompt frame, in every codec
@@ -278,13 +280,21 @@ class AnchorLeg:
 _process_turn: LocalTurn | None = None  # this process's TURN server (`use_local_turn`)
 
 
-def use_local_turn(local: LocalTurn | None) -> None:
+def use_local_turn(local: LocalTurn | None) -> Callable[[], None]:
     """The TURN server running in this process (`TurnServer.udp_client`; `callgate serve` sets
-    it), for bridges made without one (the SIP edge's): their WebRTC legs then hand their
-    packets to their allocations in-process too (srtp_path.py; a leg whose allocation is not
-    found there keeps the sockets). None: no such server."""
+    it while its server runs), for bridges made without one (the SIP edge's): their WebRTC legs
+    then hand their packets to their allocations in-process too (srtp_path.py; a leg whose
+    allocation is not found there keeps the sockets). None: no such server. Returns what undoes
+    it (at shutdown): clears it unless another has been set since."""
     global _process_turn
     _process_turn = local
+
+    def forget() -> None:
+        global _process_turn
+        if _process_turn is local:
+            _process_turn = None
+
+    return forget
 
 
 class Bridge:
@@ -352,6 +362,8 @@ class Bridge:
             other.send(converted)
 
     def _transcoder(self, leg: str, source: str, target: str) -> Transcoder:
+        from callgate.media.transcode import Transcoder  # numpy: only once legs' codecs differ
+
         transcoder = self.transcoders.get(leg)
         if transcoder is None or (transcoder.source, transcoder.target) != (source, target):
             transcoder = self.transcoders[leg] = Transcoder(source, target)

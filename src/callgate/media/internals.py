@@ -79,6 +79,17 @@ def _own_datagram_received(value: Any) -> bool:
     )
 
 
+def _source_says(*needles: str) -> Callable[[Any], bool]:
+    """The function's source holds each of `needles` (how aiortc uses what we replace: a
+    method looked up on the instance, an event it waits for). No source to read fails too."""
+
+    def says(value: Any) -> bool:
+        source = inspect.getsource(value)
+        return all(needle in source for needle in needles)
+
+    return says
+
+
 def _checks() -> list[Check]:
     """Every internal the anchor uses (srtp_path.py, packets.py, srtp_io.py, rtcp_reports.py), on
     a transceiver as `AnchorLeg` makes one and the aioice objects a leg's nominated pair is made of."""
@@ -116,6 +127,14 @@ def _checks() -> list[Check]:
         *[(what, owner, "_run_rtcp", inspect.iscoroutinefunction)
           for what, owner in (("RTCRtpSender", sender), ("RTCRtpReceiver", receiver))],
         ("RTCRtpSender", sender, "_send_rtcp", inspect.iscoroutinefunction),
+        # ... and aiortc starts and stops them the way rtcp_reports.install replaces them: the
+        # loop looked up on the instance as it starts, its exit event awaited as it stops
+        ("RTCRtpSender", sender, "send", _source_says("ensure_future(self._run_rtcp())")),
+        ("RTCRtpReceiver", receiver, "receive", _source_says("ensure_future(self._run_rtcp())")),
+        *[(what, owner, "stop", _source_says("self.__rtcp_started.wait()",
+                                              "self.__rtcp_task.cancel()",
+                                              "self.__rtcp_exited.wait()"))
+          for what, owner in (("RTCRtpSender", sender), ("RTCRtpReceiver", receiver))],
         *[("RTCRtpSender", sender, f"{sent}{f}", _event) for f in ("rtcp_started", "rtcp_exited")],
         *[("RTCRtpReceiver", receiver, f"_RTCRtpReceiver__{f}", _event)
           for f in ("rtcp_started", "rtcp_exited")],

@@ -40,6 +40,8 @@ from aiortc.rtp import (
     RtpPacket,
 )
 
+from callgate.media.rtcp_reports import LOG_EVERY, report_block
+
 if TYPE_CHECKING:
     from callgate.media.rtp_leg import RtpLeg
 
@@ -86,6 +88,7 @@ class RtcpChannel:
         self.received = 0
         self.sent = 0
         self.dropped = 0
+        self.failed = 0  # reports that could not be built or sent
         self.transport: asyncio.DatagramTransport | None = None
         self.remote: tuple[str, int] | None = None
         self._latched = False
@@ -125,9 +128,18 @@ class RtcpChannel:
         self.stats.add(RtpPacket(sequence_number=seq, timestamp=timestamp, ssrc=ssrc))
 
     async def _run(self) -> None:
+        logged = -LOG_EVERY
         while True:
             await asyncio.sleep(INTERVAL)
-            self.send_report()
+            try:
+                self.send_report()
+            except Exception:  # one report lost, not the leg's RTCP for the rest of the call
+                self.failed += 1
+                if time.monotonic() - logged >= LOG_EVERY:
+                    logged = time.monotonic()
+                    log.exception(
+                        "%s: RTCP report not sent (%d so far)", self._leg.name, self.failed
+                    )
 
     def send_report(self) -> None:
         if self.transport is None or self.remote is None:
@@ -153,21 +165,11 @@ class RtcpChannel:
         self.sent += 1
 
     def _block(self, ssrc: int) -> RtcpReceiverInfo:
-        stats = self.stats
         lsr, dlsr = 0, 0
         if self._their_sr is not None:
             lsr = self._their_sr[0]
-            dlsr = int((time.monotonic() - self._their_sr[1]) * 65536) & 0xFFFFFFFF
-        lost = max(-(1 << 23), min(self.packets_lost, (1 << 23) - 1))
-        return RtcpReceiverInfo(
-            ssrc=ssrc,
-            fraction_lost=stats.fraction_lost,
-            packets_lost=lost,
-            highest_sequence=((stats.cycles + (stats.max_seq or 0)) & 0xFFFFFFFF),
-            jitter=stats.jitter,
-            lsr=lsr,
-            dlsr=dlsr,
-        )
+            dlsr = int((time.monotonic() - self._their_sr[1]) * 65536)
+        return report_block(ssrc, self.stats, lsr, dlsr)  # each figure clamped to its field
 
     def received_datagram(self, data: bytes, source: tuple[str, int]) -> None:
         if len(data) > MAX_RTCP or (self._latched and source != self.remote):

@@ -8,22 +8,28 @@ both loops on a leg's transceiver, before aiortc starts them, with one that send
 
 - every INTERVAL seconds (§6.2: the recommended fixed minimum, 5 s; the first after half of it),
   varied over [0.5, 1.5] times that (§6.3.1), one compound packet (§6.1):
-- a sender report (§6.4.1) when the leg has sent RTP, else a receiver report (§6.4.2), with a
-  report block on each stream the leg receives (loss, highest sequence, jitter from aiortc's
-  receive statistics, LSR/DLSR from the party's last SR, so the party computes the round trip);
+- a sender report (§6.4.1) when the leg has sent RTP since its previous report (§6.4), else a
+  receiver report (§6.4.2), with a report block on each stream the leg receives (loss,
+  extended highest sequence, jitter from aiortc's receive statistics, each clamped to its
+  field, `report_block`; LSR/DLSR from the party's last SR, so it computes the round trip);
 - then SDES CNAME (§6.5); a BYE (§6.6) when the sender stops, as aiortc's loop does.
 
 The figures are those aiortc's loops read (the sender's counters, which the lean path keeps,
 srtp_path.py; the receiver's statistics); the party's reports are still handled by aiortc.
-Every attribute used is checked by internals.py before the first leg.
+Every attribute used is checked by internals.py before the first leg. A report that cannot be
+built or sent is logged (at most once a minute per leg) and the loop goes on; the BYE is sent
+and `rtcp_exited` set whatever happens, so aiortc's `sender.stop()` (and the leg's close)
+never waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiortc.rtp import (
@@ -37,12 +43,31 @@ from aiortc.rtp import (
     RtcpSrPacket,
 )
 
+log = logging.getLogger(__name__)
+
 INTERVAL = 5.0  # RFC 3550 §6.2
 MAX_BLOCKS = 31  # report blocks in one SR or RR (RFC 3550 §6.4.1: a 5-bit count)
 SDES_CNAME = 1  # RFC 3550 §6.5.1
 U32 = 0xFFFFFFFF
 SENDER = "_RTCRtpSender__"
 RECEIVER = "_RTCRtpReceiver__"
+LOST_MIN, LOST_MAX = -(1 << 23), (1 << 23) - 1  # cumulative lost: 24 bits, signed (§6.4.1)
+LOG_EVERY = 60.0  # seconds between two logs of a leg's failing reports
+
+
+def report_block(ssrc: int, stats: Any, lsr: int, dlsr: int) -> RtcpReceiverInfo:
+    """RFC 3550 §6.4.1 report block on the stream `stats` (aiortc's `StreamStatistics`), each
+    figure clamped to its field: a party's RTP (timestamps jumping 0 / 2^32-1) can push aiortc's
+    jitter past 32 bits, which would make the packet unbuildable."""
+    return RtcpReceiverInfo(
+        ssrc=ssrc & U32,
+        fraction_lost=max(0, min(int(stats.fraction_lost), 255)),
+        packets_lost=max(LOST_MIN, min(int(stats.packets_lost), LOST_MAX)),
+        highest_sequence=(int(stats.cycles) + int(stats.max_seq or 0)) & U32,
+        jitter=max(0, min(int(stats.jitter), U32)),
+        lsr=lsr & U32,
+        dlsr=dlsr & U32,
+    )
 
 
 class LegReports:
@@ -52,6 +77,9 @@ class LegReports:
         self._sender = sender
         self._receiver = receiver
         self.sent = 0  # compound packets sent
+        self.failed = 0  # reports that could not be built or sent
+        self._logged = -LOG_EVERY
+        self._count_at_last = 0  # the sender's RTP count at the previous report
 
     def packets(self, now: float) -> list[AnyRtcpPacket]:
         """The compound packet due now: SR or RR with report blocks, then SDES CNAME."""
@@ -67,21 +95,12 @@ class LegReports:
                 delay = now - lsr_time[ssrc]
                 if 0 < delay < 65536:
                     dlsr = int(delay * 65536)
-            blocks.append(
-                RtcpReceiverInfo(
-                    ssrc=ssrc,
-                    fraction_lost=stream.fraction_lost,
-                    packets_lost=stream.packets_lost,
-                    highest_sequence=stream.max_seq,
-                    jitter=stream.jitter,
-                    lsr=last,
-                    dlsr=dlsr,
-                )
-            )
+            blocks.append(report_block(ssrc, stream, last, dlsr))
         ssrc = int(sender._ssrc)
         count = getattr(sender, f"{SENDER}packet_count")
         first: AnyRtcpPacket
-        if count:  # we sent RTP: a sender report (§6.4.1)
+        if count != self._count_at_last:  # RTP sent since the last report: SR (§6.4, §6.4.1)
+            self._count_at_last = count
             ntp = getattr(sender, f"{SENDER}ntp_timestamp")
             info = RtcpSenderInfo(
                 ntp_timestamp=ntp,
@@ -107,16 +126,30 @@ class LegReports:
         sender = self._sender
         getattr(sender, f"{SENDER}rtcp_started").set()
         try:
-            interval = INTERVAL / 2  # §6.2: the first report after half the minimum
-            while True:
-                await asyncio.sleep(interval * (0.5 + random.random()))  # §6.3.1
-                interval = INTERVAL
-                await sender._send_rtcp(self.packets(time.time()))
-                self.sent += 1
-        except asyncio.CancelledError:
-            pass
-        await sender._send_rtcp([RtcpByePacket(sources=[int(sender._ssrc)])])
-        getattr(sender, f"{SENDER}rtcp_exited").set()
+            with contextlib.suppress(asyncio.CancelledError):
+                interval = INTERVAL / 2  # §6.2: the first report after half the minimum
+                while True:
+                    await asyncio.sleep(interval * (0.5 + random.random()))  # §6.3.1
+                    interval = INTERVAL
+                    if await self._send(lambda: self.packets(time.time())):
+                        self.sent += 1
+            await self._send(lambda: [RtcpByePacket(sources=[int(sender._ssrc)])])
+        finally:
+            getattr(sender, f"{SENDER}rtcp_exited").set()
+
+    async def _send(self, build: Callable[[], list[AnyRtcpPacket]]) -> bool:
+        """Build and send one compound packet; a failure is counted and logged (rate-limited),
+        never ends the loop."""
+        try:
+            await self._sender._send_rtcp(build())
+        except Exception:
+            self.failed += 1
+            now = time.monotonic()
+            if now - self._logged >= LOG_EVERY:
+                self._logged = now
+                log.exception("RTCP report not sent (%d so far on this leg)", self.failed)
+            return False
+        return True
 
     async def idle(self) -> None:
         """In place of the receiver's `_run_rtcp`: its reports go in the sender's packet."""

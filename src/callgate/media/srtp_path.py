@@ -59,6 +59,7 @@ NTP_FRACTION = 1 << 32
 NTP_MASK = (1 << 64) - 1
 ICE_COMPONENT = 1  # RTP; with rtcp-mux (RFC 8035) RTCP shares it
 MIN_RTP = 12
+MAX_SSRCS = 4  # sources a leg keeps statistics for; a party's further ones are dropped, counted
 DRAIN_MAX = 1024  # datagrams read from a leg's socket when its packets move in-process
 DATAGRAM_MAX = 65536
 
@@ -105,6 +106,7 @@ class SrtpPath:
         self.received = 0
         self.sent = 0
         self.rejected = 0  # SRTP that failed authentication or RTP that did not parse
+        self.ssrc_dropped = 0  # RTP of a source past MAX_SSRCS (not kept, not forwarded)
         self.handed_in = 0  # packets the leg's allocation handed over in-process
         self.handed_out = 0  # packets handed to the leg's allocation in-process
         self.rtcp_in = 0  # RTCP the allocation handed over in-process (to aiortc)
@@ -319,11 +321,14 @@ class SrtpPath:
         if offset > end or payload_type != self._payload_type:
             self.rejected += 1
             return
-        payload = bytes(plain[offset:end])  # the one copy the packet keeps
-        self.received += 1
         stream = self._streams.get(ssrc)
         if stream is None:
+            if len(self._streams) >= MAX_SSRCS:  # the party's memory on this server is bounded
+                self.ssrc_dropped += 1
+                return
             stream = self._streams[ssrc] = StreamStatistics(self._clock)
+        payload = bytes(plain[offset:end])  # the one copy the packet keeps
+        self.received += 1
         seen = self._seen
         seen.sequence_number, seen.timestamp = seq, timestamp
         stream.add(cast(RtpPacket, seen))  # it reads only these two fields

@@ -10,6 +10,13 @@ after the other within a job, the jobs side by side, each job's chunks made dura
 by one syncfs, writer.py), instead of a timer, a thread hop and an fsync per recording every
 interval. Each recording's own chunks stay in order, one at a time; a chunk that
 fails fails only its own recording.
+
+Durability has a deadline: a chunk not confirmed durable within `durable_within` seconds
+(1.5 s) of its flush fails its recording (fail closed: the call ends recording-failed within
+2 s, however long a hung device or another program's large write on the same file system holds
+the worker thread). A chunk counts only once confirmed: one confirmed after its deadline does
+not revive the recording. The flush never blocks the timer: silence is checked at every tick
+whether or not earlier chunks are still being written.
 """
 
 from __future__ import annotations
@@ -20,12 +27,15 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from callgate.media.packets import MediaPacket
 from callgate.recording.chunks import encode_packets
 from callgate.recording.writer import ChunkWriter, RecordingFailure, sync_all
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 GROUP = 16  # recordings whose chunks one worker-thread job writes, one after the other
 
@@ -34,6 +44,7 @@ GROUP = 16  # recordings whose chunks one worker-thread job writes, one after th
 class RecorderLimits:
     flush_interval: float = 0.5
     silence_limit: float = 5.0
+    durable_within: float = 1.5  # a chunk not durable this long after its flush fails closed
 
 
 class StreamRecorder:
@@ -55,7 +66,8 @@ class StreamRecorder:
         self._expected: dict[str, float] = {}  # leg -> monotonic time of its last packet
         self._durable = asyncio.Event()  # a chunk with the caller's packets is on disk
         self._flusher: _Flusher | None = None
-        self._writing: asyncio.Future[None] | None = None  # the flusher's chunk in progress
+        self._writing: asyncio.Future[None] | None = None  # settles: the chunk counted or failed
+        self._busy = False  # a worker thread holds the writer (it closes once that is done)
         self._closed = False
 
     # -- input from the anchor ---------------------------------------------------------------
@@ -89,12 +101,31 @@ class StreamRecorder:
         batch, self._buffer = self._buffer, []
         return batch
 
+    def _begin(self) -> None:
+        """A chunk goes to a worker thread: until it is confirmed (`_written`) or overdue."""
+        self._busy = True
+        self._writing = asyncio.get_running_loop().create_future()
+
     def _written(self, batch: Sequence[MediaPacket], error: str | None) -> None:
-        """A chunk the flusher wrote (`error`: why it could not be)."""
-        if error is not None:
+        """The worker thread is done with a chunk (`error`: why it is not durable)."""
+        self._busy = False
+        if self.failure is not None:  # failed meanwhile (overdue, silence): it does not count
+            self.writer.close()
+        elif error is not None:
             self._fail(error)
         elif any(p.leg == "caller" for p in batch):
             self._durable.set()
+        self._settle()
+
+    def _overdue(self) -> None:
+        """The chunk in flight is not durable within the deadline: fail closed."""
+        if self._busy:
+            self._fail(f"chunk not durable within {self.limits.durable_within:g} s")
+        self._settle()
+
+    def _settle(self) -> None:
+        if self._writing is not None and not self._writing.done():
+            self._writing.set_result(None)
 
     def _check_silence(self, now: float) -> None:
         for leg, seen in self._expected.items():
@@ -105,7 +136,8 @@ class StreamRecorder:
         if self.failure is None:
             self.failure = reason
             log.error("recording %s failed: %s", self.recording_id, reason)
-            self.writer.close()
+            if not self._busy:  # else the worker thread holds it: closed once it is done
+                self.writer.close()
             self._on_failure(reason)
 
     async def close(self) -> None:
@@ -116,14 +148,20 @@ class StreamRecorder:
         if self._flusher is not None:
             self._flusher.remove(self)
         if self._writing is not None:
-            # A chunk being written in a worker thread must finish first, or the last chunk
-            # would be written beside it with the same index.
-            await self._writing
+            # A chunk being written in a worker thread must count or fail first (within its
+            # deadline), or the last chunk would be written beside it with the same index.
+            await asyncio.shield(self._writing)
         if self.failure is None:
             batch = self._take()
-            error = await asyncio.to_thread(_append, self.writer, batch, True)
-            self._written(batch, error)
-        self.writer.close()
+            loop = asyncio.get_running_loop()
+            self._begin()
+            settled = self._writing
+            job = loop.run_in_executor(None, _append, self.writer, batch, True)
+            _when_done(job, loop, self.limits.durable_within, [(self, batch)], lambda r: [r])
+            if settled is not None:
+                await asyncio.shield(settled)
+        if not self._busy:
+            self.writer.close()
 
 
 def _append(
@@ -156,32 +194,35 @@ def _append_group(group: Sequence[tuple[StreamRecorder, list[MediaPacket]]]) -> 
     return errors
 
 
-def _written_groups(
-    groups: Sequence[Sequence[tuple[StreamRecorder, list[MediaPacket]]]],
-    work: Sequence[tuple[StreamRecorder, list[MediaPacket]]],
-    writing: asyncio.Future[None],
-    done: asyncio.Future[list[list[str | None]]],
-) -> None:
-    """The flusher's chunks are written (or failed): tell their recorders, then release them."""
-    try:
-        error = "recorder error" if done.cancelled() or done.exception() else None
-        results: Sequence[Sequence[str | None]] = (
-            done.result() if error is None else [[error] * len(g) for g in groups]
-        )
-        for group, errors in zip(groups, results, strict=True):
-            for (recorder, batch), failure in zip(group, errors, strict=True):
-                recorder._written(batch, failure)
-    finally:
-        _release(work, writing)
+Work = Sequence[tuple[StreamRecorder, Sequence[MediaPacket]]]
 
 
-def _release(
-    work: Sequence[tuple[StreamRecorder, list[MediaPacket]]], writing: asyncio.Future[None]
+def _when_done(
+    job: asyncio.Future[_T],
+    loop: asyncio.AbstractEventLoop,
+    deadline: float,
+    work: Work,
+    errors_of: Callable[[_T], Sequence[str | None]],
 ) -> None:
-    for recorder, _batch in work:
-        recorder._writing = None
-    if not writing.done():
-        writing.set_result(None)
+    """Tell `work`'s recorders how their chunks went once `job` is done; fail those still not
+    confirmed after `deadline` seconds (they then fail closed, whatever the job does)."""
+
+    def too_late() -> None:
+        for recorder, _batch in work:
+            recorder._overdue()
+
+    overdue = loop.call_later(deadline, too_late)
+
+    def done(finished: asyncio.Future[_T]) -> None:
+        overdue.cancel()
+        if finished.cancelled() or finished.exception() is not None:
+            errors: Sequence[str | None] = ["recorder error"] * len(work)
+        else:
+            errors = errors_of(finished.result())
+        for (recorder, batch), error in zip(work, errors, strict=True):
+            recorder._written(batch, error)
+
+    job.add_done_callback(done)
 
 
 class _Flusher:
@@ -215,40 +256,30 @@ class _Flusher:
     async def _run(self) -> None:
         while self.recorders:
             await asyncio.sleep(self.interval)
-            try:
-                await self._flush()
-            except Exception:  # fail closed: recordings that are not written end their calls
-                log.exception("recordings could not be flushed")
-                for recorder in list(self.recorders):
-                    recorder._fail("recorder error")
             now = time.monotonic()
             for recorder in list(self.recorders):
                 if recorder.failure is None:
                     recorder._check_silence(now)
+            try:
+                self._flush()
+            except Exception:  # fail closed: recordings that are not written end their calls
+                log.exception("recordings could not be flushed")
+                for recorder in list(self.recorders):
+                    recorder._fail("recorder error")
 
-    async def _flush(self) -> None:
+    def _flush(self) -> None:
+        """Start this tick's chunks in worker threads; never waits for them (module docstring).
+        A recording whose previous chunk is still in flight waits for the next tick."""
         work = [
             (recorder, recorder._take())
             for recorder in self.recorders
-            if recorder.failure is None and recorder._buffer
+            if recorder.failure is None and not recorder._busy and recorder._buffer
         ]
-        if not work:
-            return
         loop = asyncio.get_running_loop()
-        groups = [work[i : i + GROUP] for i in range(0, len(work), GROUP)]
-        writing = loop.create_future()
-        for recorder, _batch in work:
-            recorder._writing = writing
-        jobs = [loop.run_in_executor(None, _append_group, group) for group in groups]
-        gathered = asyncio.gather(*jobs)
-        try:
-            await asyncio.shield(gathered)
-        except asyncio.CancelledError:
-            # the worker threads still write: `_writing` is resolved once they are done, or
-            # close() would write its last chunk beside one in flight, with the same index
-            gathered.add_done_callback(lambda done: _written_groups(groups, work, writing, done))
-            raise
-        except BaseException:
-            _release(work, writing)
-            raise
-        _written_groups(groups, work, writing, gathered)
+        for i in range(0, len(work), GROUP):
+            group = work[i : i + GROUP]
+            for recorder, _batch in group:
+                recorder._begin()
+            job = loop.run_in_executor(None, _append_group, group)
+            deadline = max(recorder.limits.durable_within for recorder, _ in group)
+            _when_done(job, loop, deadline, group, lambda errors: errors)

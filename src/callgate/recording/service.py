@@ -242,20 +242,24 @@ class RecordingService:
         active = self.active.get(recording_id)
         if active is None:
             raise RecordingFailure(f"no open recording {recording_id}")
-        parties = {**active.parties, role: dict(party)}
+        # named before the write: a call ending meanwhile cancels this, but the write's thread
+        # runs on and may commit (audited), so `finish`'s metadata must name the party too
+        previous = active.parties
+        active.parties = {**previous, role: dict(party)}
         try:
             await asyncio.to_thread(
                 self.repository.set_participants,
                 recording_id,
-                _participants(parties),
+                _participants(active.parties),
                 role,
                 _now(),
             )
         except RecordingFailure:
+            active.parties = previous
             raise
         except Exception as exc:
+            active.parties = previous
             raise RecordingFailure(f"recording party not stored: {type(exc).__name__}") from exc
-        active.parties = parties
 
     async def finish(self, recording_id: str) -> None:
         """Close the recording: last chunk, metadata, `recording.closed|failed` in the audit."""

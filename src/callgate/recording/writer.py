@@ -7,9 +7,13 @@ is "up" only while its bytes reach the disk.
 A chunk is made durable by fsync on its own file (`append`), or, for the recorder's chunks of
 many recordings written together, by one `syncfs(2)` per file system for all of them
 (`append(..., durable=False)` then `sync_all`): the same guarantee for a fraction of the CPU
-(docs/recording.md, "Durability"). syncfs reports write-back errors only since Linux 5.8
-(syncfs(2)); on an older kernel, without the call, or when it reports an error, each file is
-fsynced on its own, so an error is found and fails only the recordings it touched.
+(docs/recording.md, "Durability"). syncfs is trusted only where it reports every error an fsync
+would: Linux 5.17 or later (since 5.8 it reports write-back errors, since 5.17 also the file
+system's own sync step failing, e.g. a journal commit) and a file system whose sync step is its
+own (ext4, XFS, btrfs: `fstatfs` magic numbers). Elsewhere (overlayfs in containers, whose
+syncfs does not report the underlying disk's write-back errors; NFS, FUSE, ...), on an older
+kernel, without the call, or when it reports an error, each file is fsynced on its own, so an
+error is found and fails only the recordings it touched.
 """
 
 from __future__ import annotations
@@ -79,7 +83,9 @@ class ChunkWriter:
         """syncfs(2) on this file's file system (everything written to it so far, every file,
         is on disk): True when the call exists and reported no error."""
         with self._lock:
-            return not self._closed and syncfs is not None and syncfs(self._fd) == 0
+            if self._closed or syncfs is None or not syncfs_trusted_on(self._fd):
+                return False
+            return syncfs(self._fd) == 0
 
     def sync(self) -> None:
         """fsync what was written; RecordingFailure (and no more chunks) if it fails."""
@@ -128,26 +134,56 @@ class ChunkWriter:
 
 
 def _kernel_reports_syncfs_errors(release: str) -> bool:
-    """Linux 5.8 or later: syncfs(2) returns write-back errors (before, always 0)."""
+    """Linux 5.17 or later: syncfs(2) returns write-back errors (5.8) and the file system's own
+    sync failing (5.17); before, it drops one or both."""
     try:
         major, minor = (int(part) for part in release.split(".")[:2])
     except ValueError:
         return False
-    return (major, minor) >= (5, 8)
+    return (major, minor) >= (5, 17)
+
+
+# statfs(2) f_type of the file systems whose syncfs reports what an fsync would (linux/magic.h)
+SYNCFS_FILE_SYSTEMS = {0xEF53: "ext2/3/4", 0x58465342: "xfs", 0x9123683E: "btrfs"}
+
+
+class _StatFs(ctypes.Structure):
+    # struct statfs begins with `__fsword_t f_type` (a long) on Linux's common ABIs; the rest is
+    # room for the fields we do not read (the kernel writes up to 120 bytes).
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 248)]
+
+
+def file_system_magic(fd: int) -> int | None:
+    """fstatfs(2)'s f_type for the file `fd` is on (None where it cannot be asked)."""
+    if _fstatfs is None:
+        return None
+    buf = _StatFs()
+    if _fstatfs(fd, ctypes.byref(buf)) != 0:
+        return None
+    return int(buf.f_type) & 0xFFFFFFFF
+
+
+def syncfs_trusted_on(fd: int) -> bool:
+    """Whether syncfs on `fd`'s file system reports its errors (module docstring)."""
+    return file_system_magic(fd) in SYNCFS_FILE_SYSTEMS
+
+
+def _libc_call(name: str, argtypes: list[type]) -> Callable[..., int] | None:
+    try:
+        call = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (AttributeError, OSError):
+        return None
+    call.argtypes, call.restype = argtypes, ctypes.c_int
+    return call  # type: ignore[no-any-return]
 
 
 def _syncfs_call() -> Callable[[int], int] | None:
     if os.uname().sysname != "Linux" or not _kernel_reports_syncfs_errors(os.uname().release):
         return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        call = libc.syncfs
-    except (AttributeError, OSError):
-        return None
-    call.argtypes, call.restype = [ctypes.c_int], ctypes.c_int
-    return call
+    return _libc_call("syncfs", [ctypes.c_int])
 
 
+_fstatfs = _libc_call("fstatfs", [ctypes.c_int, ctypes.c_void_p]) if os.name == "posix" else None
 syncfs: Callable[[int], int] | None = _syncfs_call()  # None: fsync each file instead
 
 

@@ -6,8 +6,10 @@ SQLAlchemy each execution builds its context and result and runs every value of 
 through its parameter layers; here the statement is compiled once per set of keys (the same
 SQL SQLAlchemy would send, with the same type conversions: `bind_processor` of each column's
 type, and the scalar Python defaults of the columns a row leaves out), then each batch's rows
-go to `sqlite3`'s `executemany` as tuples; a driver error is raised as SQLAlchemy raises it
-(`OperationalError`, `IntegrityError`…), so callers that catch those still do. Anything this does not cover — another dialect, a
+go to `sqlite3`'s `executemany` as tuples, in the connection's transaction (begun if none is,
+as `Connection.execute` does); a driver error is raised as SQLAlchemy raises it
+(`OperationalError`, `IntegrityError`…) and a value a column refuses as `StatementError`, so
+callers that catch those still do. Anything this does not cover — another dialect, a
 statement with a default computed per row, a non-positional parameter style — goes through
 `Connection.execute` as before.
 """
@@ -25,7 +27,7 @@ from sqlalchemy.sql.elements import ClauseElement
 # (SQL, one (key, processor, default) per parameter in order), or None: not for this path
 _Param = tuple[str, Callable[[Any], Any] | None, tuple[Any, ...]]  # default: () none, (v,) v
 _Plan = tuple[str, tuple[_Param, ...]] | None
-_PLANS: dict[tuple[ClauseElement, tuple[str, ...]], _Plan] = {}
+_PLANS: dict[tuple[str, str, ClauseElement, tuple[str, ...]], _Plan] = {}
 _MAX_PLANS = 256  # statement shapes are few (records/cdr_sql.py); a bound all the same
 
 
@@ -41,16 +43,24 @@ def executemany(
         conn.execute(statement, list(rows))  # type: ignore[call-overload]
         return
     sql, params = plan
-    values = [
-        tuple(
-            (row[key] if not default else row.get(key, default[0]))
-            if process is None
-            else process(row[key] if not default else row.get(key, default[0]))
-            for key, process, default in params
-        )
-        for row in rows
-    ]
     dbapi = conn.dialect.loaded_dbapi
+    try:
+        values = [
+            tuple(
+                (row[key] if not default else row.get(key, default[0]))
+                if process is None
+                else process(row[key] if not default else row.get(key, default[0]))
+                for key, process, default in params
+            )
+            for row in rows
+        ]
+    except Exception as exc:  # a value its column refuses: SQLAlchemy's StatementError
+        raise DBAPIError.instance(sql, rows, exc, dbapi.Error, dialect=conn.dialect) from exc
+    if not conn.in_transaction():
+        # The cursor bypasses SQLAlchemy, which would not know a transaction began: on a
+        # commit-as-you-go connection `conn.commit()` would do nothing and the rows would be
+        # rolled back unseen. Begin it as `Connection.execute` does (autobegin).
+        conn.begin()
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.executemany(sql, values)
@@ -62,7 +72,7 @@ def executemany(
 
 
 def _plan(dialect: Dialect, statement: ClauseElement, keys: tuple[str, ...]) -> _Plan:
-    cache_key = (statement, keys)
+    cache_key = (dialect.name, dialect.driver, statement, keys)
     try:
         return _PLANS[cache_key]
     except KeyError:

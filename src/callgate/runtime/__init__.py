@@ -40,6 +40,7 @@ from callgate.config import Settings, turn_config
 from callgate.errors import ConfigError
 from callgate.identity.service import start_identity
 from callgate.keys import load_or_create_secret
+from callgate.media import anchor
 from callgate.media import internals as anchor_internals
 from callgate.metrics import (
     ClusterRefusalCollector,
@@ -550,9 +551,13 @@ async def run_serve(settings: Settings) -> None:
 
         bus = RedisBus(settings.redis_url.get_secret_value(), settings.node_id, seal)
     services = dataclasses.replace(services, password_sign_in=identity.password_sign_in)
+    forget_turn: Callable[[], None] | None = None  # undoes use_local_turn
     try:
         async with TurnServer(config, events=sink, key_lookup=lookup, auth_events=sink) as server:
             attach_recorder(server)
+            # every bridge of this process (the SIP edge's too) hands its legs' packets to this
+            # relay in-process while it runs (media/srtp_path.py)
+            forget_turn = anchor.use_local_turn(server.udp_client)
             probe_task = asyncio.create_task(storage.run(), name="storage-probe")
             calls = build_signaling(
                 settings.calls,
@@ -676,6 +681,8 @@ async def run_serve(settings: Settings) -> None:
                 disabled_task.cancel()
                 probe_task.cancel()
     finally:
+        if forget_turn is not None:
+            forget_turn()  # the relay is closed: no bridge may find it any more
         decoded_files.close()  # decrypted audio removed from disk
         await identity.stop()
         await sink.aclose()

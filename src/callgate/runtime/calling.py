@@ -13,7 +13,6 @@ from callgate.accounts.service import AccountService
 from callgate.api.ws import WsSettings, signaling_router
 from callgate.clock import Clock
 from callgate.config import CallSettings
-from callgate.media import anchor
 from callgate.recording.service import RecordingService
 from callgate.records.cdr import CdrRepository
 from callgate.records.quality_store import QualityRepository
@@ -111,9 +110,6 @@ def build_signaling(
     udp = tuple(address for kind, address in server.bound if kind is Transport.UDP)
     tls = tls_urls(server)
     ice = IceServerConfig(udp=udp, tls=tls, secret=secret, ttl=settings.credential_ttl)
-    # every bridge of this process (the SIP edge's too) hands its legs' packets to this relay
-    # in-process (media/srtp_path.py)
-    anchor.use_local_turn(server.udp_client)
     anchoring: Anchoring | None = None
     if recordings is not None:
         anchoring = Anchoring(

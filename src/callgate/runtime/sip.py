@@ -15,9 +15,6 @@ from callgate.policy.store import PolicyStore
 from callgate.records.audit import AuditLog
 from callgate.records.cdr import CdrRepository
 from callgate.runtime.calling import Signaling
-from callgate.runtime.sip_calls import SipCalls
-from callgate.runtime.sip_dialout import DialOut
-from callgate.runtime.sip_numbers import NumberCalls
 from callgate.signaling.anchoring import Anchoring
 from callgate.signaling.hub import SignalingHub
 from callgate.signaling.iceconfig import IceServerConfig, relay_config
@@ -48,6 +45,11 @@ async def start_sip(
     nodes), the trunks' and users' limits are the cluster's (cluster_limits.py)."""
     if not settings.sip.listen and not settings.sip.tls_listen:
         return None
+    # the phones' calls (numpy, for their tones and silence): loaded only with a SIP edge
+    from callgate.runtime.sip_calls import SipCalls
+    from callgate.runtime.sip_dialout import DialOut
+    from callgate.runtime.sip_numbers import NumberCalls
+
     context = None
     if settings.sip.tls_listen:
         cert, key = settings.turn.cert, settings.turn.key
@@ -173,6 +175,7 @@ def _trunk(t: TrunkSettings) -> Trunk:
         else CarrierAuth(t.username, t.password.get_secret_value()),
         emergency=frozenset(t.emergency) if t.emergency is not None else None,
         did_groups=dict(t.did_groups),
+        srtp_required=t.srtp == "required",
     )
 
 

@@ -41,6 +41,7 @@ from callgate.runtime.sip_media import (
     bridge_codecs,
     check_call_media,
     check_media,
+    encryption,
     take_offer,
 )
 from callgate.runtime.sip_quiet import HOLD_TIMEOUT, hold_over
@@ -60,6 +61,7 @@ from callgate.sip.sdp import (
     KEY_SALT,
     Crypto,
     SdpError,
+    answer_key,
     audio_sdp,
     parse_audio,
 )
@@ -177,11 +179,7 @@ class SipCalls:
             return
         # act: the media legs, then the phone (or trunk) as a device of its caller
         bridge = Bridge(lambda: self._ice_servers(handle))
-        ours = (
-            None
-            if offer.crypto is None
-            else Crypto(offer.crypto.tag, secrets.token_bytes(KEY_SALT))
-        )
+        ours = None if offer.crypto is None else answer_key(offer.crypto)  # RFC 4568 §5.1.2
         srtp = (
             None if offer.crypto is None or ours is None else (offer.crypto.key_salt, ours.key_salt)
         )
@@ -304,8 +302,11 @@ class SipCalls:
                 kind = message.get("type")
                 if kind == "ack" and message.get("call_id"):
                     call_id = str(message["call_id"])
-                    if call.trunk is not None:  # the CDR says where the call came from
-                        self._hub.recorder.update(call_id, direction="inbound")
+                    if call.trunk is not None:  # the CDR says where the call came from, and
+                        # how its media reaches us: SDES-SRTP or plain RTP (not the browser's)
+                        self._hub.recorder.update(
+                            call_id, direction="inbound", encryption=encryption(rtp)
+                        )
                 elif kind == "error":
                     call.reject(*_error_status(str(message.get("code"))))
                     return

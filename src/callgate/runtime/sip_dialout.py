@@ -30,7 +30,14 @@ from callgate.policy.store import PolicyStore
 from callgate.recording.service import RecordingService
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
-from callgate.runtime.sip_media import check_call_media, check_media, take_offer
+from callgate.runtime.sip_media import (
+    carrier_answer,
+    carrier_key,
+    check_call_media,
+    check_media,
+    encryption,
+    take_offer,
+)
 from callgate.runtime.sip_quiet import MEDIA_LOST, Heard, hold_over, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.runtime.sip_reoffers import Reoffers
@@ -44,10 +51,10 @@ from callgate.sip.outbound import OutboundCall
 from callgate.sip.reinvites import EXPIRED, PARTY_LOST
 from callgate.sip.sdp import (
     EVENTS_PT,
-    KEY_SALT,
     AudioOffer,
     Crypto,
     SdpError,
+    answer_key,
     audio_sdp,
     parse_audio,
 )
@@ -55,8 +62,9 @@ from callgate.sip.trunk_limits import TrunkLimited
 from callgate.sip.trunks import Dialled, Trunks
 
 log = logging.getLogger(__name__)
-# a leg of a dialled-out call, for its re-INVITEs: RTP, our address, our o= origin, its fill
-Side = tuple[RtpLeg, tuple[str, int], tuple[int, int], SilenceUntilMedia]
+# a leg of a dialled-out call, for its re-INVITEs: RTP, our address, our o= origin, its fill,
+# our SDES key on that leg (None: plain RTP)
+Side = tuple[RtpLeg, tuple[str, int], tuple[int, int], SilenceUntilMedia, Crypto | None]
 
 
 async def final_response(call: OutboundCall, sdp: bytes, contact: str) -> SipResponse | None:
@@ -158,19 +166,20 @@ class DialOut:
         answer: AudioOffer,
         answer_body: bytes,
         codec: str,
-        ours: Crypto | None,
         phone: Side,
         carrier: Side,
     ) -> None:
         """Each party's re-INVITEs in the answered call: the phone's and the carrier's, each
-        judged for its own leg (sip_reoffers.py); media addresses checked as at the start."""
+        judged for its own leg (sip_reoffers.py) with that leg's SDES keys (an SRTP carrier's
+        re-offer must keep its key, and our answer carries ours); media addresses checked as
+        at the start."""
         edge = self._edge
-        leg, local, origin, fill = phone
+        leg, local, origin, fill, ours = phone
         reoffers = Reoffers(offer, call.request.body, codec, ours, local, origin, leg, fill)
         reoffers.check = lambda sdp: check_call_media(edge, call, sdp, "re-offer")
         call.on_offer = reoffers.answer
-        leg, local, origin, fill = carrier
-        theirs = Reoffers(answer, answer_body, codec, None, local, origin, leg, fill)
+        leg, local, origin, fill, ours = carrier
+        theirs = Reoffers(answer, answer_body, codec, ours, local, origin, leg, fill)
         source = out.peer.address[0]
         theirs.check = lambda sdp: check_media(
             edge, sdp, "re-offer", f"trunk:{trunk}", out.call_id, source
@@ -209,15 +218,12 @@ class DialOut:
         if permit.recording_required:
             codec = next((c for c in codecs if c != "g722"), codec)
             codecs = (codec,)
+        secure = carrier_key(trunk)  # our SDES key towards a trunk that requires SRTP
         media_ip = self._media_ip or call.peer.local[0]
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
             call.reject(503, "Service Unavailable (no media address)")
             return
-        ours = (
-            None
-            if offer.crypto is None
-            else Crypto(offer.crypto.tag, secrets.token_bytes(KEY_SALT))
-        )
+        ours = None if offer.crypto is None else answer_key(offer.crypto)  # RFC 4568 §5.1.2
         srtp = (
             None if offer.crypto is None or ours is None else (offer.crypto.key_salt, ours.key_salt)
         )
@@ -307,7 +313,7 @@ class DialOut:
                 final_response(
                     out,
                     audio_sdp(
-                        carrier_local[0], carrier_local[1], codecs, None, events, origin=origin
+                        carrier_local[0], carrier_local[1], codecs, secure, events, origin=origin
                     ),
                     contact,
                 )
@@ -358,9 +364,7 @@ class DialOut:
             answer = check_media(
                 self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source
             )
-            chosen = next((c for c in answer.ours() if c in codecs), None)
-            if chosen is None:
-                raise SdpError("the carrier's answer has none of the codecs offered")
+            chosen = carrier_answer(answer, codecs, secure, carrier, emergency)
             if chosen != codec:  # the phone offered it too: both legs use it, unchanged
                 codec = chosen
                 phone.use(codec)
@@ -389,13 +393,15 @@ class DialOut:
             phone_answer = audio_sdp(
                 phone_local[0], phone_local[1], codec, ours, offer.events, origin=phone_origin
             )
-            self._take_reoffers(call, out, trunk.name, offer, answer, reply.body, codec, ours,
-                                (phone, phone_local, phone_origin, fill),
-                                (carrier, carrier_local, (origin[0], 2), carrier_fill))  # fmt: skip
+            # our key towards the carrier, unless an emergency call was answered plain
+            keyed = secure if answer.crypto is not None else None
+            self._take_reoffers(call, out, trunk.name, offer, answer, reply.body, codec,
+                                (phone, phone_local, phone_origin, fill, ours),
+                                (carrier, carrier_local, (origin[0], 2), carrier_fill, keyed))  # fmt: skip
             call.accept(phone_answer, contact)
             if recording is not None:
                 recording.answered(bridge, codec)
-            await asyncio.to_thread(records.answered, record_id)
+            await asyncio.to_thread(records.answered, record_id, encryption(carrier))
             self.live.answered(live)
             phone_ended = asyncio.ensure_future(call.ended.wait())
             carrier_ended = asyncio.ensure_future(out.ended.wait())
@@ -447,9 +453,12 @@ class DialOut:
                     by, why = "server", ended
             await asyncio.to_thread(records.finish, record_id, "answered", by, why)
         except SdpError as exc:  # the carrier's answer: unusable, or a forbidden address
-            await out.hang_up()
+            await out.hang_up()  # its 2xx was ACKed (outbound.py): BYE (RFC 3261 §13.2.2.4)
             call.reject(502, "Bad Gateway (carrier SDP)")
-            await asyncio.to_thread(records.finish, record_id, "failed", "server", str(exc)[:60])
+            log.warning("sip: dial-out %s via %s: %s", record_id, trunk.name, exc)
+            await asyncio.to_thread(
+                records.finish, record_id, "failed", "server", "setup-failed", str(exc)[:120]
+            )
         finally:
             self.live.close(record_id)
             if stop is not None:

@@ -12,18 +12,25 @@ is audited `sip.media.forbidden` (rate-limited per party by the edge) and raised
 
 from __future__ import annotations
 
+import logging
+import secrets
 from typing import Literal
 
+from callgate.media.rtp_leg import RtpLeg
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import (
+    WARN_AGENT,
     ForbiddenMedia,
     device_source,
     forbidden_entry,
     party_of,
     refusal_headers,
 )
-from callgate.sip.sdp import AudioOffer, Crypto, SdpError, parse_audio
+from callgate.sip.sdp import KEY_SALT, SUITE, AudioOffer, Crypto, SdpError, parse_audio
+from callgate.sip.trunks import Trunk
+
+log = logging.getLogger(__name__)
 
 Stage = Literal["offer", "re-offer", "answer"]
 
@@ -59,10 +66,12 @@ def check_call_media(edge: SipEdge, call: InboundCall, sdp: AudioOffer, stage: S
 def take_offer(edge: SipEdge, call: InboundCall) -> tuple[AudioOffer, str] | None:
     """The INVITE's audio offer and the G.711 codec we take from it, or None when it was
     refused: `488 Not Acceptable Here` with the reason (RFC 3264 §6), and a `Warning` for a
-    forbidden media destination."""
+    forbidden media destination or plain RTP from a trunk that requires SRTP."""
     try:
         offer = parse_audio(call.request.body)
         codec = offer.choose()
+        if call.trunk is not None and call.trunk.srtp_required and offer.crypto is None:
+            raise SrtpRequired(call.trunk.name)
         offer = check_call_media(edge, call, offer, "offer")
     except SdpError as exc:
         call.reject(488, f"Not Acceptable Here ({exc})", refusal_headers(exc))
@@ -79,18 +88,58 @@ def bridge_codecs(offer: AudioOffer, codec: str) -> tuple[str, ...]:
     return (*(other for other in offer.ours() if other != codec), "opus")
 
 
-def answered_codec(answer: AudioOffer, codecs: tuple[str, ...], ours: Crypto | None) -> str:
-    """The codec a phone's answer takes from our offer of `codecs`, with our SDES key `ours`
-    (RTP/SAVP) or none (RTP/AVP); SdpError when the answer cannot be used: none of the codecs,
-    plain RTP (or another crypto tag) to our SRTP offer, SRTP to a plain one, or our own key
-    echoed back (RFC 4568 §6.1: each direction has its own master key)."""
+def answered_codec(
+    answer: AudioOffer, codecs: tuple[str, ...], ours: Crypto | None, who: str = "the phone"
+) -> str:
+    """The codec a phone's or carrier's (`who`) answer takes from our offer of `codecs`, with
+    our SDES key `ours` (RTP/SAVP) or none (RTP/AVP); SdpError when the answer cannot be used:
+    none of the codecs, plain RTP (or another crypto tag) to our SRTP offer, SRTP to a plain
+    one, or our own key echoed back (RFC 4568 §6.1: each direction has its own master key)."""
     codec = next((c for c in answer.ours() if c in codecs), None)
     if codec is None:
-        raise SdpError("the answer has none of the codecs offered")
-    if ours is not None and (answer.crypto is None or answer.crypto.tag != ours.tag):
-        raise SdpError("the phone must answer with SRTP (RTP/SAVP, our key's tag)")
+        raise SdpError(f"{who}'s answer has none of the codecs offered")
+    if ours is not None and answer.crypto is None:
+        raise SdpError(f"{who} answered plain RTP to our SRTP offer (RTP/SAVP, SDES)")
+    if ours is not None and answer.crypto is not None and answer.crypto.tag != ours.tag:
+        raise SdpError(f"{who} answered SRTP without our key's tag {ours.tag} (RFC 4568 §5.1.2)")
     if ours is None and answer.crypto is not None:
-        raise SdpError("RTP/SAVP answer to a plain RTP offer")
+        raise SdpError(f"{who} answered RTP/SAVP to a plain RTP offer")
     if ours is not None and answer.crypto is not None and answer.crypto.key_salt == ours.key_salt:
-        raise SdpError("the phone answered with our own SRTP key")
+        raise SdpError(f"{who} answered with our own SRTP key")
     return codec
+
+
+def carrier_answer(
+    answer: AudioOffer, codecs: tuple[str, ...], ours: Crypto | None, leg: RtpLeg, emergency: bool
+) -> str:
+    """The codec of a carrier's answer to our offer of `codecs` (`ours`: our SDES key, when its
+    trunk requires SRTP), its RTP leg keyed when SRTP (RFC 4568 §6.1); SdpError when the answer
+    cannot be used (`answered_codec`: the caller ACKed its 2xx and now BYEs it). Except on an
+    emergency call: a plain RTP answer to our SRTP offer is taken, logged, never ended for it."""
+    if emergency and ours is not None and answer.crypto is None:
+        log.warning("sip: emergency call answered with plain RTP to our SRTP offer: connected")
+        ours = None
+    codec = answered_codec(answer, codecs, ours, "the carrier")
+    if ours is not None and answer.crypto is not None:
+        leg.secure(answer.crypto.key_salt, ours.key_salt)
+    return codec
+
+
+def encryption(leg: RtpLeg) -> str:
+    """The CDR's `encryption` of a call to or from a number: its SIP leg's media, SDES-SRTP
+    (RFC 4568) or plain RTP (docs/calling.md)."""
+    return "sdes-srtp" if leg.outbound is not None else "rtp"
+
+
+def carrier_key(trunk: Trunk) -> Crypto | None:
+    """Our fresh SDES key (tag 1) for an INVITE through `trunk`, when it requires SRTP."""
+    return Crypto(1, secrets.token_bytes(KEY_SALT)) if trunk.srtp_required else None
+
+
+class SrtpRequired(SdpError):
+    """Plain RTP offered by a trunk whose `srtp` is "required"."""
+
+    def __init__(self, trunk: str) -> None:
+        super().__init__(f"trunk {trunk} requires SRTP: RTP/SAVP with an a=crypto {SUITE} key")
+        # RFC 3261 §20.43: 302 Incompatible transport protocol (RTP/AVP is not taken here)
+        self.warning = f'302 {WARN_AGENT} "Incompatible transport protocol: RTP/SAVP required"'

@@ -43,7 +43,7 @@ from callgate.media.rtp_leg import RtpLeg
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_dialout import DialOut, Permit
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCall
-from callgate.runtime.sip_media import check_media
+from callgate.runtime.sip_media import carrier_answer, carrier_key, check_media, encryption
 from callgate.runtime.sip_quiet import MEDIA_LOST, Heard, hold_over, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.runtime.sip_reoffers import Reoffers
@@ -326,8 +326,9 @@ class NumberCalls:
                 log.warning("sip: number call %s: recording unavailable: %s", call.call_id, exc)
                 return "failed", "server", UNAVAILABLE, str(exc)[:120]
         contact = f"sip:callgate@{out.peer.local[0]}:{out.peer.local[1]}"
+        secure = carrier_key(call.dialled.trunk)  # RTP/SAVP, our SDES key: trunk srtp required
         origin = (secrets.randbits(31), 1)  # our answers to its re-INVITEs: (id, 2) on
-        offer = audio_sdp(local[0], local[1], codec, origin=origin)
+        offer = audio_sdp(local[0], local[1], codec, secure, origin=origin)
         final = asyncio.ensure_future(self._carrier_final(call, out, offer, contact))
         gone = asyncio.ensure_future(call.ended.wait())
         ringing: set[asyncio.Future[Any]] = {final, gone, lost}
@@ -356,9 +357,12 @@ class NumberCalls:
         answer = parse_audio(reply.body)
         trunk, source = f"trunk:{call.dialled.trunk.name}", out.peer.address[0]
         answer = check_media(self._edge, answer, "answer", trunk, out.call_id, source)  # or BYE
+        carrier_answer(answer, (codec,), secure, carrier, call.dialled.emergency)  # else BYE
         aim(carrier, answer, [out.peer.address[0]])
         # the carrier's re-INVITEs: refresh, hold, move (sip_reoffers.py, sip/reinvites.py)
-        reoffers = Reoffers(answer, reply.body, codec, None, local, (origin[0], 2), carrier, fill)
+        # (keeping the carrier's SRTP key and ours, unless an emergency call was answered plain)
+        keyed = secure if answer.crypto is not None else None
+        reoffers = Reoffers(answer, reply.body, codec, keyed, local, (origin[0], 2), carrier, fill)
         edge = self._edge
         reoffers.check = lambda sdp: check_media(edge, sdp, "re-offer", trunk, out.call_id, source)
         out.on_offer = reoffers.answer
@@ -370,7 +374,7 @@ class NumberCalls:
             return "failed", "server", FAILED, recording.failure[:120]
         if recording is not None:
             recording.answered(bridge, web.codec, codec)
-        await asyncio.to_thread(self._records.answered, call.call_id)
+        await asyncio.to_thread(self._records.answered, call.call_id, encryption(carrier))
         if call.live is not None:
             self._dial.live.answered(call.live)
         self._hub.send(call.device, m.answered_message(call.call_id, sdp))

@@ -15,13 +15,15 @@ call. The SIP side (200, 488, 491) is sip/reinvites.py's; here the session decis
   still sends is dropped), in the gaps of its music on hold while `sendonly` or at `c=0.0.0.0`
   (RFC 2543's hold); a re-INVITE that sends again (`sendrecv` at an address) ends the hold;
 - another codec, another (or no, or new) SRTP key, or an SDP we cannot read: SdpError (488) and
-  nothing changes (RFC 3261 §14.2);
+  nothing changes (RFC 3261 §14.2). An SRTP call's answer carries our key, unchanged (a carrier
+  we dialled with SDES, a phone's best-effort RFC 5939 offer: then with its `a=acfg`);
 - no offer: our current SDP, as the offer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from callgate.media.caller_fill import SilenceUntilMedia
 from callgate.media.rtp_leg import RtpLeg
@@ -83,8 +85,11 @@ class Reoffers:
             self._fill.resume()
         events = self._first.events if offer.events == self._first.events else None
         self._origin = (self._origin[0], self._origin[1] + 1)
-        local = self._local
+        local, ours = self._local, self._ours
+        if ours is not None and offer.crypto is not None:  # our key, under this offer's tag
+            # (RFC 4568 §5.1.2) and naming its RFC 5939 configuration, if it offers one (§3.6.2)
+            ours = replace(ours, tag=offer.crypto.tag, acfg=offer.crypto.acfg)
         self._answer = audio_sdp(
-            local[0], local[1], self._codec, self._ours, events, direction, self._origin
+            local[0], local[1], self._codec, ours, events, direction, self._origin
         )
         return self._answer

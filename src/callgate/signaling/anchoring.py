@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 
 from callgate.media.anchor import AnchorError, Bridge
 from callgate.media.packets import CODEC_CLOCKS
-from callgate.media.prompt import G711_ENCODERS, prompt_frames, prompt_frames_g711
 from callgate.media.prompt_wav import PromptFileError
 from callgate.media.srtp_path import LocalTurn
 from callgate.recording.recorder import StreamRecorder
@@ -158,6 +157,9 @@ def _prompt(
     path: Path | None, codecs: tuple[str, ...]
 ) -> tuple[tuple[bytes, ...], dict[str, tuple[bytes, ...]]]:
     """The prompt's Opus frames for legs in Opus, and its G.711 ones for legs in G.711."""
+    # numpy: loaded at the first prompt, not by every `serve` start
+    from callgate.media.prompt import G711_ENCODERS, prompt_frames, prompt_frames_g711
+
     g711 = {codec: prompt_frames_g711(path, codec) for codec in codecs if codec in G711_ENCODERS}
     return (prompt_frames(path) if "opus" in codecs else ()), g711
 
@@ -273,16 +275,20 @@ class Anchoring:
         )
 
     async def _members_apply(self, call_id: str, step: Callable[[], list[Effect]]) -> None:
-        """Take the engine's `step` and carry out its effects; a ring group's members it left
-        out (not rung after all: busy or gone meanwhile, or the call ended) are withdrawn from
-        the relays (hub_invites.py `members_left`) by a task of the hub's: the call's end
-        cancels this call's own tasks (`_close`)."""
+        """Take the engine's `step` and carry out its effects (`_members_step`)."""
+        await self.hub.apply(self._members_step(call_id, step))
+
+    def _members_step(self, call_id: str, step: Callable[[], list[Effect]]) -> list[Effect]:
+        """The effects of the engine's `step`; a ring group's members it left out (not rung
+        after all: busy or gone meanwhile, or the call ended) are withdrawn from the relays
+        (hub_invites.py `members_left`) by a task of the hub's: the call's end cancels this
+        call's own tasks (`_close`)."""
         rung = self.hub.engine.ringing_members(call_id)
         effects = step()
         if rung is not None:
             withdraw = self.hub.members_left(call_id, *rung)
             self.hub.keep(asyncio.get_running_loop().create_task(withdraw))
-        await self.hub.apply(effects)
+        return effects
 
     def _callee_has_phone(self, handle: str) -> bool:
         """Whether one of `handle`'s devices is a registered SIP phone (runtime/sip_calls.py),
@@ -303,6 +309,12 @@ class Anchoring:
     async def _answered(self, state: _Anchored, answer_sdp: str) -> None:
         assert state.bridge is not None
         leg = state.bridge.legs["callee"]
+        if state.recorder is not None and state.members:
+            try:  # a ring group's call: the member who answered, named before its leg connects
+                await self._name_member(state, state.recorder.recording_id)
+            except RecordingFailure as exc:
+                self._failed(state.call_id, str(exc))
+                return
         try:
             await leg.accept_answer(filter_sdp(answer_sdp, True, self.hub.engine.relay_addresses))
         except AnchorError as exc:
@@ -312,11 +324,10 @@ class Anchoring:
             return
         caller_codec = state.bridge.legs["caller"].codec
         if state.recorder is not None:
-            recording_id = state.recorder.recording_id
             try:  # stored as the callee's media starts (exports read it)
-                await self.recordings.set_codecs(recording_id, caller_codec, leg.codec)
-                if state.members:  # a ring group's call: the member who answered
-                    await self._name_member(state, recording_id)
+                await self.recordings.set_codecs(
+                    state.recorder.recording_id, caller_codec, leg.codec
+                )
             except RecordingFailure as exc:
                 self._failed(state.call_id, str(exc))
                 return
@@ -352,7 +363,12 @@ class Anchoring:
             state.early.append(candidate.model_dump())
 
     def _failed(self, call_id: str, reason: str) -> None:
-        effects = self.hub.engine.end_call(call_id, Reason.RECORDING_FAILED, reason[:255])
+        """The recording failed (the recorder's callback): the call ends `recording-failed`; a
+        ring group's members still held or ringing are withdrawn from the relays at once."""
+        effects = self._members_step(
+            call_id,
+            lambda: self.hub.engine.end_call(call_id, Reason.RECORDING_FAILED, reason[:255]),
+        )
         task = asyncio.get_running_loop().create_task(self.hub.apply(effects))
         self.hub.keep(task)
 

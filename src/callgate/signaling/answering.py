@@ -38,8 +38,10 @@ class Answering(EngineBase):
         call.answer_wall = self._clock.wall()
         group = bool(call.members)
         # a ring group's call: from now on a call to the member who answered, under the rule
-        # that allows calling that member (the attempt's record named the first one's)
-        rule = call.member_rules.get(device.handle) if group else None
+        # that allows calling that member (the attempt's record named the first one's) — but a
+        # recorded call keeps the rule that made it recorded, as its recording does, so the
+        # record says why (docs/sip.md, "Ring groups")
+        rule = call.member_rules.get(device.handle) if group and not call.anchored else None
         if group:
             call.callee_handle, call.members, call.member_rules = device.handle, frozenset(), {}
         if call.anchor_answer is not None:  # the caller's other party is the anchor

@@ -16,7 +16,7 @@ from callgate.signaling import messages as m
 from callgate.signaling.effects import CdrOpen, Effect
 from callgate.signaling.hub_effects import HubEffects
 from callgate.signaling.hub_types import Device, GroupPolicy, PairPolicy
-from callgate.signaling.lookups import Answer, Lookup, LookupTrips
+from callgate.signaling.lookups import LOOKUP_TIMEOUT, Answer, Lookup, LookupTrips
 from callgate.signaling.ratelimit import MessageRateLimiter
 from callgate.signaling.reasons import Reason
 from callgate.signaling.ring_groups import (
@@ -43,6 +43,8 @@ MEMBERS_UNAVAILABLE = Denial(rule="unavailable", reason="the ring group's member
 
 
 class HubInvites(HubEffects):
+    lookup_timeout = LOOKUP_TIMEOUT  # seconds an invite waits for its lookups (lookups.py)
+
     def _attempt_allowed(self, handle: str) -> bool:
         bucket = self._attempts.get(handle)
         if bucket is None:
@@ -78,7 +80,15 @@ class HubInvites(HubEffects):
         if self._lookup_trips is None:
             self._lookup_trips = LookupTrips(self._lookup_many)
         lookup = Lookup(device.handle, message.to, callee_exists)
-        exists, (denial, grant) = await self._lookup_trips.lookup(lookup)
+        try:
+            found = await asyncio.wait_for(self._lookup_trips.lookup(lookup), self.lookup_timeout)
+        except TimeoutError:  # a hung read: fail closed, its late answer discarded
+            waited = self.lookup_timeout
+            log.error(
+                "lookups for %s -> %s over %.0f s; denying", device.handle, message.to, waited
+            )
+            found = (True, (POLICY_UNAVAILABLE, None))
+        exists, (denial, grant) = found
         effects = self.engine.invite(
             device.device_id, message.id, message.to, message.sdp, exists, denial, grant
         )
@@ -92,17 +102,24 @@ class HubInvites(HubEffects):
         exists = callee_exists(callee)
         if self.policy is None or not exists or caller == callee:
             return exists, (None, None)
-        at = datetime.fromtimestamp(self.clock.wall(), UTC)
+        return exists, self._verdict(caller, callee, datetime.fromtimestamp(self.clock.wall(), UTC))
+
+    def _verdict(
+        self, caller: str, callee: str, at: datetime
+    ) -> tuple[Denial | None, Grant | None]:
+        """On a worker thread: the policy's decision for one call; unreadable, a denial."""
+        assert self.policy is not None
         try:
-            return exists, self.policy.verdict(caller, callee, at)
+            return self.policy.verdict(caller, callee, at)
         except Exception:
             log.exception("policy decision for %s -> %s failed; denying", caller, callee)
-            return exists, (POLICY_UNAVAILABLE, None)
+            return POLICY_UNAVAILABLE, None
 
     def _lookup_many(self, lookups: Sequence[Lookup]) -> list[Answer]:
         """On a worker thread: `_lookup` for each invite of a trip, the policy's verdicts read
         in one query when the policy can (`PairPolicy`). An invite whose callee lookup failed
-        gets that error, as alone; the policy unreadable denies them all (fail closed)."""
+        gets that error, as alone; when the one read fails, each invite is decided alone (a bad
+        account row denies only its own calls; the policy unreadable denies them all)."""
         policy = self.policy
         if policy is None or len(lookups) == 1 or not isinstance(policy, PairPolicy):
             return [self._lookup_one(lookup) for lookup in lookups]
@@ -124,8 +141,10 @@ class HubInvites(HubEffects):
         try:
             verdicts = policy.verdict_pairs(pairs, at)
         except Exception:
-            log.exception("policy decisions for %d call attempts failed; denying", len(pairs))
-            verdicts = [(POLICY_UNAVAILABLE, None)] * len(pairs)
+            # One bad row (an account's unreadable groups) must not deny the others' calls:
+            # each is decided alone, as if it had come alone (denied only if that fails too).
+            log.exception("policy decisions for %d call attempts failed; each alone", len(pairs))
+            verdicts = [self._verdict(caller, callee, at) for caller, callee in pairs]
         for index, verdict in zip(asks, verdicts, strict=True):
             answers[index] = (True, verdict)
         return answers

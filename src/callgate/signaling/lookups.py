@@ -6,7 +6,8 @@ the GIL handed to it and back, the loop's wake-up for the answer — ≈ 0.3-0.7
 on a busy box with PostgreSQL, more than the query (bench/README.md). So one trip runs at a
 time: the invites that arrive while it is out wait for the next one, which decides them all
 with one read of their parties (hub_types.py, `PairPolicy`). Under load a trip carries several invites; alone,
-an invite goes at once, as before. Each invite's answer is the one it would get alone.
+an invite goes at once, as before. Each invite's answer is the one it would get alone. A
+hung read holds its trip's invites (and the ones waiting behind it) at most LOOKUP_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from dataclasses import dataclass
 from callgate.types.decisions import Denial, Grant
 
 log = logging.getLogger(__name__)
+
+# The longest an invite waits for its trip (seconds) before it is denied as when the policy
+# cannot be read (hub_invites.py); the trip's late answer is then discarded. Above what a
+# healthy read can take — SQLite waits up to its busy_timeout (5 s, storage/db.py) for a lock,
+# a PostgreSQL read that finds its pooled connection dead reconnects within PG_CONNECT_TIMEOUT
+# (10 s) — so only a hung database read meets it.
+LOOKUP_TIMEOUT = 15.0
 
 Verdict = tuple[Denial | None, Grant | None]
 Found = tuple[bool, Verdict]  # the callee exists; the policy's verdict (None, None: not asked)

@@ -85,8 +85,9 @@ class DialOutRecords:
         """The call is recorded: its media goes through the server's recorder."""
         self._cdrs.update(call_id, anchored=True)
 
-    def answered(self, call_id: str) -> None:
-        self._cdrs.update(call_id, answer_at=self._now())
+    def answered(self, call_id: str, encryption: str | None = None) -> None:
+        """Answered; `encryption`: the carrier leg's media, `sdes-srtp` or `rtp`."""
+        self._cdrs.update(call_id, answer_at=self._now(), encryption=encryption)
 
     def finish(
         self,

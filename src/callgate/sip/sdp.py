@@ -4,7 +4,8 @@ A phone's offer is read for its connection address, audio port and payload types
 the first of PCMU (0), PCMA (8) and G.722 (9) it lists — codecs browsers and aiortc take too, so
 the WebRTC side forwards them unchanged (G.722's RTP clock is 8 kHz for its 16 kHz samples, RFC
 3551 §4.5.2; the anchor transcodes for a party that has none of them, media/transcode.py). `RTP/SAVP` is taken with SDES keys (RFC 4568 `a=crypto`, suite
-AES_CM_128_HMAC_SHA1_80, the one every SRTP phone and trunk has): we answer with our own key.
+AES_CM_128_HMAC_SHA1_80, the one every SRTP phone and trunk has): we answer with our own key;
+so is RTP/AVP offering that as an RFC 5939 capability (best-effort SRTP, `Capabilities`).
 Anything else (no audio, only other codecs, SRTP without a usable key, IPv6 addresses we do not
 serve) is `SdpError`, answered `488 Not Acceptable Here` (RFC 3261 §21.4.26).
 
@@ -54,6 +55,13 @@ class Crypto:
 
     tag: int
     key_salt: bytes  # the sender's master key ‖ salt
+    # offered as an RFC 5939 capability: the `a=acfg` value our answer names it by (§3.5.2)
+    acfg: str | None = None
+
+
+def answer_key(theirs: Crypto) -> Crypto:
+    """Our own fresh key for the answer to `theirs`: its tag (RFC 4568 §5.1.2), its `acfg`."""
+    return Crypto(theirs.tag, secrets.token_bytes(KEY_SALT), theirs.acfg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +107,13 @@ def parse_audio(sdp: bytes) -> AudioOffer:
     in_audio = False
     rtcp: str | None = None  # the audio stream's a=rtcp value
     rtpmaps: set[int] = set()  # telephone-event/8000 payload types of the audio stream
+    capabilities = Capabilities()  # RFC 5939 a=tcap/acap/pcfg of the audio stream, a=creq
+    session = True  # before the first m= line
     directions = {"session": "sendrecv", "media": ""}  # RFC 4566 §6: media level wins
     for line in text.replace("\r\n", "\n").split("\n"):
         kind, _, value = line.partition("=")
         if kind == "m":
+            session = False
             if audio is not None:
                 break  # only the first audio stream is ours
             parts = value.split()
@@ -124,6 +135,10 @@ def parse_audio(sdp: bytes) -> AudioOffer:
             directions["media"] = value.strip()
         elif kind == "a" and in_audio and value.startswith("rtcp:") and rtcp is None:
             rtcp = value.removeprefix("rtcp:")
+        elif kind == "a" and value.startswith("creq:") and (session or in_audio):
+            capabilities.require(value.removeprefix("creq:"))
+        elif kind == "a" and in_audio and capabilities.take(value):
+            pass  # a capability or potential configuration (RFC 5939), kept
         elif kind == "a" and in_audio and value.startswith("rtpmap:"):
             number, _, name = value.removeprefix("rtpmap:").partition(" ")
             if name.strip().lower() == "telephone-event/8000" and number.isdigit():
@@ -141,6 +156,9 @@ def parse_audio(sdp: bytes) -> AudioOffer:
         raise SdpError("No connection address")
     if secure and crypto is None:
         raise SdpError(f"RTP/SAVP without an a=crypto {SUITE} key")
+    if not secure:  # RTP/AVP, perhaps with RTP/SAVP as a capability (best-effort SRTP)
+        crypto = capabilities.srtp()
+        secure = crypto is not None
     events = next((pt for pt in audio[1] if pt in rtpmaps and pt >= 96), None)
     direction = directions["media"] or directions["session"]
     control = None if rtcp is None else _rtcp(rtcp, found)
@@ -227,4 +245,87 @@ def audio_sdp(
     if crypto is not None:
         key = base64.b64encode(crypto.key_salt).decode()
         lines.append(f"a=crypto:{crypto.tag} {SUITE} inline:{key}")
+        if crypto.acfg is not None:  # the offer's potential configuration we took (RFC 5939)
+            lines.append(f"a=acfg:{crypto.acfg}")
     return ("\r\n".join(lines) + "\r\n").encode()
+
+
+class Capabilities:
+    """An audio stream's SDP capability negotiation (RFC 5939), read for one thing: best-effort
+    SRTP, an RTP/AVP stream offering RTP/SAVP with an SDES key as a potential configuration:
+
+        m=audio 4000 RTP/AVP 0
+        a=tcap:1 RTP/SAVP
+        a=acap:1 crypto:1 AES_CM_128_HMAC_SHA1_80 inline:…
+        a=pcfg:1 t=1 a=1
+
+    `srtp()` gives the key of the most preferred such configuration (the lowest number,
+    §3.5.1) whose attribute list (one of its `|` alternatives) asks for exactly one capability,
+    an `a=crypto` of ours; the answer then takes it (RTP/SAVP, our key, `a=acfg:1 t=1 a=1`,
+    §3.6.2). Anything else — a configuration deleting attributes, needing other capabilities or
+    extensions (`a=creq` beyond `cap-v0`, RFC 6871 media capabilities), capabilities at session
+    level — is not taken: the stream is plain RTP/AVP, as to an answerer without RFC 5939."""
+
+    MAX = 16  # capabilities of each kind kept (the SDP itself is at most MAX_SDP)
+
+    def __init__(self) -> None:
+        self.transports: dict[int, str] = {}  # a=tcap numbers (§3.4.2: one per listed profile)
+        self.attributes: dict[int, str] = {}  # a=acap
+        self.configurations: dict[int, str] = {}  # a=pcfg
+        self.required: set[str] = set()  # a=creq option tags (§3.3.2)
+
+    def require(self, tags: str) -> None:
+        """An `a=creq` (§3.3.2): option tags the offer needs the answerer to know."""
+        self.required.update(tag.strip() for tag in tags.split(","))
+
+    def take(self, value: str) -> bool:
+        """Whether `value` (an attribute's `name:value`) is one of ours, kept."""
+        name, _, rest = value.partition(":")
+        number, _, body = rest.strip().partition(" ")
+        if name not in ("tcap", "acap", "pcfg"):
+            return False
+        if not number.isdigit() or len(number) > 6:
+            return True  # malformed: ignored
+        kinds = {"tcap": self.transports, "acap": self.attributes, "pcfg": self.configurations}
+        kept = kinds[name]
+        if name == "tcap":
+            for offset, profile in enumerate(body.split()[: self.MAX]):
+                if len(self.transports) < self.MAX:
+                    self.transports.setdefault(int(number) + offset, profile)
+        elif len(kept) < self.MAX:
+            kept.setdefault(int(number), body.strip())
+        return True
+
+    def srtp(self) -> Crypto | None:
+        if self.required - {"cap-v0"}:
+            return None  # an extension we do not know is required: no capability negotiation
+        for number in sorted(self.configurations):
+            taken = self._configuration(number, self.configurations[number].split())
+            if taken is not None:
+                return taken
+        return None
+
+    def _configuration(self, number: int, parts: list[str]) -> Crypto | None:
+        transport: int | None = None
+        alternatives: list[str] = []
+        for part in parts:
+            kind, _, value = part.partition("=")
+            if kind == "t":
+                found = [int(t) for t in value.split("|") if t.isdigit()]
+                transport = next((t for t in found if self.transports.get(t) == "RTP/SAVP"), None)
+            elif kind == "a":
+                alternatives = value.split("|")
+            else:
+                return None  # an extension configuration (RFC 6871 m=, …) we cannot honour
+        if transport is None:
+            return None
+        for alternative in alternatives:
+            if not alternative.isdigit():  # deletions (-m:), several or optional capabilities
+                continue
+            value = self.attributes.get(int(alternative), "")
+            crypto = _crypto(value.removeprefix("crypto:")) if value.startswith("crypto:") else None
+            if crypto is not None:
+                return Crypto(
+                    crypto.tag, crypto.key_salt, f"{number} t={transport} a={alternative}"
+                )
+        return None

@@ -77,4 +77,6 @@ def _one(trunk: Trunk, edge: SipEdge) -> dict[str, Any]:
         "caller_id": trunk.caller_id,
         # how we authenticate towards the carrier; the username, never the password
         "carrier_auth": None if trunk.auth is None else {"username": trunk.auth.username},
+        # media towards the carrier: "required" (SRTP with SDES only) or "off" (RTP offered)
+        "srtp": "required" if trunk.srtp_required else "off",
     }

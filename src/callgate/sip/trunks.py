@@ -108,6 +108,8 @@ class Trunk:
     # Let through whatever the rules say; None: its country's (emergency_numbers)
     emergency: frozenset[str] | None = None
     did_groups: dict[str, str] = field(default_factory=dict)  # E.164 number -> ring group
+    # SRTP with SDES keys both ways, never plain RTP (docs/sip.md, "SRTP towards carriers")
+    srtp_required: bool = False
 
     def emergency_codes(self) -> frozenset[str]:
         return (

@@ -5,6 +5,7 @@ instead of a recorded call that misbehaves mid-way."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tomllib
 from pathlib import Path
@@ -173,3 +174,26 @@ def test_a_check_that_fails_is_a_finding_kept_once(monkeypatch: pytest.MonkeyPat
         assert read == ["aiortc"]  # checked once
     finally:
         internals.problems.cache_clear()
+
+
+def test_a_change_in_how_aiortc_starts_or_stops_its_rtcp_loops_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """rtcp_reports.install replaces `_run_rtcp` on the instance: a release that starts the
+    loop from the class (or stops it without awaiting its exit) must turn the anchor off, not
+    run aiortc's loops beside ours or hang a leg's close."""
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    async def send(self: Any, parameters: Any) -> None:
+        self.task = asyncio.ensure_future(RTCRtpSender._run_rtcp(self))
+
+    async def stop(self: Any) -> None:
+        self._RTCRtpReceiver__rtcp_task.cancel()
+
+    monkeypatch.setattr(RTCRtpSender, "send", send)
+    monkeypatch.setattr(RTCRtpReceiver, "stop", stop)
+    assert internals.check() == [
+        "RTCRtpSender.send is not what the anchor expects",
+        "RTCRtpReceiver.stop is not what the anchor expects",
+    ]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from callgate.clock import ManualClock
 from callgate.records.audit import _INSERT as INSERT_AUDIT
@@ -64,4 +64,35 @@ def test_a_refused_row_raises_what_sqlalchemy_raises(tmp_path: Path) -> None:
     _, entries = _rows(CdrRepository(store))
     with pytest.raises(IntegrityError), store.engine.begin() as conn:
         executemany(conn, INSERT_AUDIT, [entries[0], entries[0]])  # the same seq twice
+    store.close()
+
+
+def test_a_value_its_column_refuses_raises_what_sqlalchemy_raises(tmp_path: Path) -> None:
+    """A naive datetime for a UTC column: SQLAlchemy's StatementError (the original error its
+    cause), from either path, and nothing stored."""
+    store = open_store(sqlite_url(tmp_path / "db"))
+    _, entries = _rows(CdrRepository(store))
+    naive = [entries[0], {**entries[1], "at": T0.replace(tzinfo=None)}]
+    for send in (lambda conn, statement, rows: conn.execute(statement, rows), executemany):
+        with pytest.raises(StatementError) as raised, store.engine.begin() as conn:
+            send(conn, INSERT_AUDIT, naive)
+        assert isinstance(raised.value.orig, ValueError)
+        assert "naive datetime" in str(raised.value)
+    with store.engine.connect() as conn:
+        assert _stored(conn) == []
+    store.close()
+
+
+def test_rows_sent_on_a_commit_as_you_go_connection_are_kept_by_its_commit(tmp_path: Path) -> None:
+    """No transaction begun yet (`engine.connect()`): the rows join the one begun for them, as
+    `Connection.execute` begins one, and `conn.commit()` keeps them."""
+    store = open_store(sqlite_url(tmp_path / "db"))
+    _, entries = _rows(CdrRepository(store))
+    with store.engine.connect() as conn:
+        assert not conn.in_transaction()
+        executemany(conn, INSERT_AUDIT, entries)
+        assert conn.in_transaction()
+        conn.commit()
+    with store.engine.connect() as conn:
+        assert len(_stored(conn)) == 2
     store.close()

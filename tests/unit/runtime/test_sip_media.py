@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from callgate.media.rtp_leg import RtpLeg
 from callgate.records.audit import AuditLog, Entry
 from callgate.runtime.sip_media import (
     answered_codec,
     bridge_codecs,
+    carrier_key,
     check_call_media,
     check_media,
+    encryption,
     take_offer,
 )
 from callgate.sip.credentials import Credential, CredentialStore
@@ -27,6 +30,7 @@ from callgate.sip.media_peers import ForbiddenMedia, MediaPeers
 from callgate.sip.message import SipRequest, SipResponse, parse_datagram
 from callgate.sip.sdp import SUITE, AudioOffer, Crypto, SdpError, parse_audio
 from callgate.sip.transport import Peer
+from callgate.sip.trunks import Trunk
 from callgate.storage.db import open_store, sqlite_url
 from callgate.turn.peers import PeerFilter
 
@@ -133,13 +137,85 @@ def test_a_phones_answer_to_our_srtp_offer_must_be_srtp_with_its_own_key() -> No
     assert answered_codec(answer(), ("g722", "pcmu"), ours) == "pcmu"
     assert answered_codec(answer("RTP/AVP"), ("pcmu",), None) == "pcmu"
     refused = [
-        ("must answer with SRTP", answer("RTP/AVP"), ours),
-        ("must answer with SRTP", answer(tag=2), ours),
-        ("our own SRTP key", answer(key=ours.key_salt), ours),
-        ("RTP/SAVP answer to a plain", answer(), None),
+        ("answered plain RTP to our SRTP offer", answer("RTP/AVP"), ours),
+        ("answered SRTP without our key's tag 1", answer(tag=2), ours),
+        ("answered with our own SRTP key", answer(key=ours.key_salt), ours),
+        ("answered RTP/SAVP to a plain RTP offer", answer(), None),
     ]
     for why, answered, key in refused:
         with pytest.raises(SdpError, match=why):
             answered_codec(answered, ("pcmu",), key)
     with pytest.raises(SdpError, match="none of the codecs"):
         answered_codec(answer(), ("g722",), ours)
+
+
+async def test_a_trunk_that_requires_srtp_gets_our_key_and_its_plain_offers_get_488(
+    tmp_path: Path,
+) -> None:
+    """A trunk with `srtp = "required"`: each INVITE we send through it carries a fresh SDES key
+    of ours (tag 1), a trunk without it none; the carrier's plain answer is refused in the
+    carrier's name; its plain RTP INVITE gets 488 with a Warning 302 (RFC 3261 §20.43), while
+    its RTP/SAVP offer with a key is taken."""
+    secure = Trunk("uk", frozenset({PHONE}), srtp_required=True)
+    first, second = carrier_key(secure), carrier_key(secure)
+    assert first is not None and second is not None and first.tag == 1
+    assert len(first.key_salt) == 30 and first.key_salt != second.key_salt
+    assert carrier_key(Trunk("plain", frozenset({PHONE}))) is None
+    with pytest.raises(SdpError, match="the carrier answered plain RTP to our SRTP offer"):
+        answered_codec(parse_audio(sdp(PHONE)), ("pcmu",), first, "the carrier")
+
+    store = open_store(sqlite_url(tmp_path))
+    try:
+        edge = SipEdge(
+            CredentialStore(store, "callgate.test"),
+            AuditLog(store),
+            media=MediaPeers(PeerFilter(["192.0.2.0/24"])),
+        )
+        peer = Peer("UDP", (PHONE, 5060), lambda data, target: None)
+
+        async def no_request(request: SipRequest, to: Peer) -> SipResponse | None:
+            return None
+
+        plain = InboundCall(invite(sdp(PHONE)), peer, None, lambda r: None, no_request, secure)
+        assert take_offer(edge, plain) is None
+        refusal = plain.final.result()
+        assert (refusal.status, refusal.reason) == (
+            488,
+            f"Not Acceptable Here (trunk uk requires SRTP: RTP/SAVP with an a=crypto {SUITE} key)",
+        )
+        assert refusal.headers.get("warning") == (
+            '302 callgate "Incompatible transport protocol: RTP/SAVP required"'
+        )
+        key = base64.b64encode(bytes(range(30))).decode()
+        body = sdp(PHONE).replace(b"RTP/AVP", b"RTP/SAVP") + (
+            f"a=crypto:3 {SUITE} inline:{key}\r\n".encode()
+        )
+        keyed = InboundCall(invite(body), peer, None, lambda r: None, no_request, secure)
+        taken = take_offer(edge, keyed)
+        assert taken is not None and taken[0].crypto is not None and not keyed.final.done()
+        assert taken[0].crypto.tag == 3
+        # best-effort SRTP (RFC 5939: RTP/SAVP and the key as a capability) satisfies it too
+        capability = f"a=tcap:1 RTP/SAVP\r\na=acap:1 crypto:5 {SUITE} inline:{key}\r\n"
+        best = sdp(PHONE) + f"{capability}a=pcfg:1 t=1 a=1\r\n".encode()
+        hopeful = InboundCall(invite(best), peer, None, lambda r: None, no_request, secure)
+        taken = take_offer(edge, hopeful)
+        assert taken is not None and taken[0].crypto is not None, hopeful.final
+        assert (taken[0].crypto.tag, taken[0].crypto.acfg) == (5, "1 t=1 a=1")
+        # the same plain offer from a trunk without the setting is taken
+        other = Trunk("plain", frozenset({PHONE}))
+        free = InboundCall(invite(sdp(PHONE)), peer, None, lambda r: None, no_request, other)
+        assert take_offer(edge, free) is not None
+        await edge.close()
+    finally:
+        store.close()
+
+
+def test_the_cdrs_encryption_is_the_sip_legs() -> None:
+    """A call to or from a number says in its CDR how its SIP leg's media went (docs/calling.md):
+    `sdes-srtp` once the leg is keyed (at the start, or by a carrier's SRTP answer), else `rtp`."""
+    plain = RtpLeg("callee", lambda packet: None)
+    assert encryption(plain) == "rtp"
+    plain.secure(bytes(range(30)), bytes(range(30, 60)))  # the carrier answered SDES-SRTP
+    assert encryption(plain) == "sdes-srtp"
+    keyed = RtpLeg("caller", lambda packet: None, srtp=(bytes(range(30)), bytes(range(30, 60))))
+    assert encryption(keyed) == "sdes-srtp"

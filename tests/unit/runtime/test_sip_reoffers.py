@@ -137,3 +137,66 @@ async def test_a_codec_or_key_change_is_refused_and_changes_nothing() -> None:
         with pytest.raises(SdpError):
             reoffers.answer(body)
     assert secure.answer(b"") == before and rtp.remote == ("127.0.0.1", 40000) and rtp.sending
+
+
+async def test_an_srtp_carriers_reoffers_keep_its_key_and_get_ours() -> None:
+    """The carrier of a dial-out through a trunk with `srtp = "required"` (runtime/sip_dialout.py
+    gives its leg our key): a refresh and a hold that keep its key are answered RTP/SAVP with
+    our key under its tag, the hold stops what we send; a new key, or plain RTP, gets 488 and
+    the session stays as it was, still SRTP."""
+    theirs, ours = bytes(range(30)), Crypto(1, bytes(range(30, 60)))
+    answered = party_sdp(40000, key=theirs)
+    reoffers, rtp, fill, _ = session(answered, ours=ours)
+    try:
+        refreshed = reoffers.answer(answered)
+        assert refreshed == audio_sdp(*LOCAL, "pcmu", ours, 101, "sendrecv", (9, 2))
+        assert b"m=audio 30000 RTP/SAVP 0 101\r\n" in refreshed
+        held = reoffers.answer(party_sdp(40000, version=2, direction="sendonly", key=theirs))
+        assert held == audio_sdp(*LOCAL, "pcmu", ours, 101, "recvonly", (9, 3))
+        assert not rtp.sending and fill.filling
+        for body in (
+            party_sdp(40000, version=3, key=bytes(range(1, 31))),  # the carrier's key changed
+            party_sdp(40000, version=3),  # plain RTP
+        ):
+            with pytest.raises(SdpError, match="SRTP keys cannot change"):
+                reoffers.answer(body)
+        assert reoffers.answer(b"") == held  # unchanged: still held, still our key
+        resumed = reoffers.answer(party_sdp(40000, version=3, key=theirs))
+        assert resumed == audio_sdp(*LOCAL, "pcmu", ours, 101, "sendrecv", (9, 4))
+        assert rtp.sending
+    finally:
+        await fill.stop()
+
+
+async def test_a_best_effort_srtp_reoffer_is_answered_with_our_key_and_its_acfg() -> None:
+    """A phone whose call was set up from a best-effort SRTP offer (RFC 5939) re-offers the
+    same way (a refresh, then under another configuration number) or as plain RTP/SAVP (§3.12):
+    each keeps its key, so each is taken; our answer carries our key under the re-offer's tag,
+    with `a=acfg` naming the configuration when it offered one (§3.6.2), none when it did not."""
+    key = base64.b64encode(bytes(range(30))).decode()
+
+    def best_effort(version: int, pcfg: int = 1, tag: int = 1) -> bytes:
+        return (
+            f"v=0\r\no=- 7 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+            f"a=tcap:1 RTP/SAVP\r\na=acap:1 crypto:{tag} AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n"
+            f"a=pcfg:{pcfg} t=1 a=1\r\n"
+        ).encode()
+
+    first_body = best_effort(1)
+    first = parse_audio(first_body)
+    assert first.crypto is not None and first.crypto.acfg == "1 t=1 a=1"
+    ours = Crypto(1, bytes(range(30, 60)), first.crypto.acfg)  # as answer_key makes it
+    reoffers, rtp, fill, _ = session(first_body, (9, 1), ours)
+    try:
+        assert reoffers.answer(first_body) == audio_sdp(*LOCAL, "pcmu", ours, 101, origin=(9, 1))
+        again = reoffers.answer(best_effort(2, pcfg=3, tag=2)).decode()
+        assert "m=audio 30000 RTP/SAVP 0 101\r\n" in again and "a=acfg:3 t=1 a=1\r\n" in again
+        assert f"a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{key}" not in again  # ours, not its
+        assert "a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:" in again
+        savp = party_sdp(40000, version=3, key=bytes(range(30)))  # its configuration, as m=
+        answered = reoffers.answer(savp).decode()
+        assert "RTP/SAVP" in answered and "a=acfg" not in answered
+        assert base64.b64encode(ours.key_salt).decode() in answered and rtp.sending
+    finally:
+        await fill.stop()

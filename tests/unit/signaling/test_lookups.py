@@ -75,3 +75,17 @@ async def test_a_failed_trip_fails_its_invites_and_the_next_trip_still_goes() ->
         await trips.lookup(_lookup("a", "b"))
     assert await trips.lookup(_lookup("a", "b")) == (True, (None, None))
     assert calls == [1, 1]
+
+
+async def test_an_invite_given_up_on_a_hung_trip_drops_its_late_answer() -> None:
+    """The hub's bound (LOOKUP_TIMEOUT) gives up on a trip blocked on the worker thread; when
+    the trip comes back its answer for that invite goes nowhere and the next trip still goes."""
+    worker = _Worker()
+    trips = LookupTrips(worker.run)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(trips.lookup(_lookup("d", "bob")), 0.05)
+    waiting = asyncio.create_task(trips.lookup(_lookup("a", "c")))  # behind the hung trip
+    await asyncio.sleep(0)
+    worker.release.set()
+    assert await asyncio.wait_for(waiting, 15) == (True, (None, None))
+    assert worker.trips == [["d>bob"], ["a>c"]]

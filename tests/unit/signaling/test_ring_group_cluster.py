@@ -226,3 +226,38 @@ async def test_a_recorded_group_call_whose_recorder_fails_rings_nobody_and_withd
         "recording-unavailable",
     )
     assert row.recording_required and row.ring_at is None
+
+
+class SlowRecorder:
+    """A recording service still starting its recording (the call is held) until closed."""
+
+    async def start(self, *args: Any, **kwargs: Any) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_held_group_call_whose_recording_fails_withdraws_the_pairs_at_once(
+    nodes: tuple[Fabric, ClusterHub, ClusterHub],
+) -> None:
+    """The recording fails while the members are held (the recorder's failure callback): the
+    call ends `recording-failed` and the relays stop admitting the caller with each member at
+    once, not when the pairs expire."""
+    fabric, n1, n2 = nodes
+    n1.policy = RecordAll()
+    n1.anchoring = Anchoring(n1, cast(RecordingService, SlowRecorder()), lambda user: [], 10.0)
+    carrier, _ = await n1.connect(CARRIER, f"{CARRIER} (carrier)", True)
+    alice, _ = await n1.connect("alice", "Alice", False)
+    bob, _ = await n2.connect("bob", "Bob", False)
+    await n1.invite_group(carrier, "1", "desk", SDP, lambda group: ("alice", "bob"))
+    (call,) = n1.engine.live_calls()
+    assert n1.engine.anchoring_call(call.call_id) is not None  # held: nobody rings
+    n1.anchoring._failed(call.call_id, "disk full")
+    ended = await next_of(carrier, "call.ended")
+    assert ended["reason"] == "recording-failed"
+    async with asyncio.timeout(15):  # the withdrawal follows the end: wait for it
+        while len(fabric.pairs) < 4:
+            await asyncio.sleep(0.01)
+    assert sorted(fabric.pairs) == [
+        ((CARRIER, "alice"), False), ((CARRIER, "alice"), True),
+        ((CARRIER, "bob"), False), ((CARRIER, "bob"), True),
+    ]  # fmt: skip
+    assert "call.incoming" not in queued(alice) + queued(bob)

@@ -104,7 +104,7 @@ def test_a_group_call_that_must_be_recorded_rings_once_anchored_and_the_anchor_a
     ring with the anchor's offer and the notice, but a member who got busy meanwhile; the
     first answer wins, the caller gets the anchor's answer, the record names the member."""
     rig = group_rig()
-    members = {"bob": None, "carol": "record-carol"}
+    members = {"bob": "allow-bob", "carol": "record-carol"}
     grant = Grant("record-carol", recording_required=True)
     effects = rig.engine.invite_group("t1", rig.rid(), "group:desk", OFFER, members, None, grant)
     opened = effects[0]
@@ -130,6 +130,7 @@ def test_a_group_call_that_must_be_recorded_rings_once_anchored_and_the_anchor_a
     assert [m["reason"] for m in sends(answered, "b1")] == ["answered-elsewhere"]
     update = answered[0]
     assert isinstance(update, CdrUpdate) and update.callee_user == "bob"
+    assert update.policy_rule is None  # the record keeps "record-carol": why it is recorded
     # nobody left to ring once anchored (bob's devices went away): it ends, as one user's does
     rig = group_rig()
     effects = rig.engine.invite_group("t1", rig.rid(), "group:desk", OFFER, {"bob": None}, None,

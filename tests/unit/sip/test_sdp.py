@@ -6,7 +6,15 @@ import base64
 
 import pytest
 
-from callgate.sip.sdp import DIRECTIONS, AudioOffer, Crypto, SdpError, audio_sdp, parse_audio
+from callgate.sip.sdp import (
+    DIRECTIONS,
+    AudioOffer,
+    Crypto,
+    SdpError,
+    answer_key,
+    audio_sdp,
+    parse_audio,
+)
 
 HEAD = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
 
@@ -153,3 +161,56 @@ def test_a_session_level_a_rtcp_is_not_the_streams() -> None:
 def test_a_bad_a_rtcp_is_refused_with_a_reason(line: str, reason: str) -> None:
     with pytest.raises(SdpError, match=reason):
         parse_audio((HEAD + "m=audio 4000 RTP/AVP 0\r\n" + line).encode())
+
+
+BEST_EFFORT = (
+    "v=0\r\no=- 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n"
+    "m=audio 4000 RTP/AVP 0\r\na=tcap:1 RTP/SAVPF RTP/SAVP\r\n"
+    "a=acap:1 crypto:3 AES_CM_128_HMAC_SHA1_32 inline:{key}\r\n"
+    "a=acap:2 crypto:4 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n"
+    "a=pcfg:2 t=2 a=1|2\r\na=pcfg:1 t=1 a=2\r\n"
+)
+
+
+def test_best_effort_srtp_offered_as_an_rfc_5939_capability_is_taken() -> None:
+    """RTP/AVP with RTP/SAVP and an SDES key as a potential configuration: the most preferred
+    configuration we can honour is taken (pcfg 1 wants RTP/SAVPF: no; pcfg 2's first
+    alternative a suite we lack: its second), and our answer is RTP/SAVP with our key under the
+    offer's tag and the `a=acfg` naming the configuration (RFC 5939 §3.6.2)."""
+    key = bytes(range(30))
+    offer = parse_audio(BEST_EFFORT.format(key=base64.b64encode(key).decode()).encode())
+    assert offer.crypto == Crypto(4, key, "2 t=2 a=2")
+    ours = answer_key(offer.crypto)
+    assert (ours.tag, ours.acfg) == (4, "2 t=2 a=2") and ours.key_salt != key
+    answer = audio_sdp("198.51.100.1", 5000, "pcmu", ours).decode()
+    assert "m=audio 5000 RTP/SAVP 0\r\n" in answer and "a=acfg:2 t=2 a=2\r\n" in answer
+    assert (
+        f"a=crypto:4 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(ours.key_salt).decode()}"
+        in answer
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("a=pcfg:2 t=2 a=1|2", "a=pcfg:2 t=2 a=1"),  # only the suite we lack
+        ("a=pcfg:2 t=2 a=1|2", "a=pcfg:2 t=2 a=1,2"),  # two capabilities at once
+        ("a=pcfg:2 t=2 a=1|2", "a=pcfg:2 t=2 a=[2]"),  # an optional one
+        ("a=pcfg:2 t=2 a=1|2", "a=pcfg:2 t=2 a=-m:2"),  # deleting attributes
+        ("a=pcfg:2 t=2 a=1|2", "a=pcfg:2 t=2 a=2 m=1"),  # an RFC 6871 media configuration
+        ("a=pcfg:2 t=2 a=1|2", "a=pcfg:2 t=1 a=2"),  # RTP/SAVPF only
+        ("a=pcfg:2 t=2 a=1|2", "a=pcfg:2 t=2 a=2\r\na=creq:med-v0"),  # an extension required
+        ("", ""),  # the capabilities at session level
+        ("t=0 0\r\n", "t=0 0\r\na=creq:med-v0\r\n"),  # an extension required, for the session
+    ],
+)
+def test_capabilities_we_cannot_honour_leave_the_stream_plain_rtp(change: tuple[str, str]) -> None:
+    """An offer whose only configurations we cannot honour is taken as its plain RTP/AVP stream
+    (as an answerer without RFC 5939 takes it): no key, a plain answer."""
+    key = base64.b64encode(bytes(range(30))).decode()
+    body = BEST_EFFORT.format(key=key).replace(*change)
+    if not change[0]:  # the capabilities before the m= line
+        head, media = body.split("m=audio 4000 RTP/AVP 0\r\n")
+        body = head + media + "m=audio 4000 RTP/AVP 0\r\n"
+    offer = parse_audio(body.replace("a=pcfg:1 t=1 a=2\r\n", "").encode())
+    assert offer.crypto is None and offer.choose() == "pcmu"

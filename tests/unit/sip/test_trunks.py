@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from callgate.config import TrunkSettings
+from callgate.config import TrunkSettings, load_settings
+from callgate.errors import ConfigError
+from callgate.runtime.sip import _trunk
 from callgate.sip.trunks import Trunk, Trunks, normalise
 
 
@@ -178,3 +182,25 @@ def test_a_did_may_ring_a_group_and_settings_say_what_is_wrong() -> None:
         TrunkSettings(name="c", addresses=["192.0.2.7"], did_groups={"5551230002": "desk"})
     with pytest.raises(ValidationError, match="did_groups"):
         TrunkSettings(name="c", addresses=["192.0.2.7"], did_groups={"+15551230002": "a b"})
+
+
+def test_a_trunks_srtp_setting_is_off_or_required_and_a_bad_value_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert TrunkSettings(name="c", addresses=["192.0.2.7"]).srtp == "off"
+    config = tmp_path / "callgate.toml"
+    config.write_text(
+        '[sip]\nlisten = ["127.0.0.1:5060"]\n'
+        '[[sip.trunks]]\nname = "c"\naddresses = ["192.0.2.7"]\nsrtp = "always"\n'
+    )
+    monkeypatch.delenv("CALLGATE_SIP__TRUNKS", raising=False)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert str(refused.value) == (
+        "invalid sip.trunks.srtp (CALLGATE_SIP__TRUNKS__SRTP): "
+        "trunk 'c': \"off\" or \"required\", not 'always'"
+    )
+    config.write_text(config.read_text().replace('"always"', '"required"'))
+    (trunk,) = load_settings(config).sip.trunks
+    assert trunk.srtp == "required" and _trunk(trunk).srtp_required
+    assert not _trunk(TrunkSettings(name="c", addresses=["192.0.2.7"])).srtp_required

@@ -53,8 +53,6 @@ from callgate.accounts.handles import normal_handle
 from callgate.accounts.records import UserRecord
 from callgate.api.deps import READERS, ServicesDep, UserDep
 from callgate.recording import playback
-from callgate.recording.audio import AudioError
-from callgate.recording.bundle import BundleError, export_bundle, stored_packets, write_audio
 from callgate.recording.bundle_tar import pack
 from callgate.recording.chunks import ChunkError
 from callgate.recording.decoded import Busy, Decoded, DecodedFiles
@@ -198,6 +196,8 @@ def recordings_router(
 
     async def decoded(row: RecordingRow) -> Decoded:
         """The decoded file (recording/decoded.py): decoded once, off the default executor."""
+        from callgate.recording.audio import AudioError  # numpy: loaded at the first playback
+
         try:
             return await files.get(row.recording_id, lambda path: _decode(service, row, path))
         except Busy as exc:
@@ -299,6 +299,8 @@ def recordings_router(
         row = await found(recording_id)
         if row.state == "open":
             raise HTTPException(status.HTTP_409_CONFLICT, detail="the recording is still open")
+        from callgate.recording.bundle import BundleError  # numpy: loaded at the first export
+
         work = FilePath(tempfile.mkdtemp(prefix="callgate-export-"))  # 0700: decrypted audio
         try:
             async with exports:
@@ -362,6 +364,8 @@ def _iso(unix: int) -> str:
 
 def _decode(service: RecordingService, row: RecordingRow, path: FilePath) -> None:
     """The WAV written as it is decoded, from the stored file read a chunk at a time."""
+    from callgate.recording.bundle import stored_packets, write_audio
+
     stored = service.settings.directory / row.file_name
     write_audio(stored_packets(row, stored, service.master_key()), row.codec, path)
 
@@ -370,6 +374,8 @@ def _bundle_tar(
     service: RecordingService, row: RecordingRow, audit: AuditLog, key: Ed25519PrivateKey,
     work: FilePath, actor: str, audio: str,
 ) -> FilePath:  # fmt: skip
+    from callgate.recording.bundle import export_bundle
+
     bundle = work / "bundle"
     export_bundle(row, service.settings.directory, service.master_key(), audit, key, bundle,
                   actor, audio)  # fmt: skip

@@ -38,6 +38,7 @@ function row(t) {
     el("td", {}, `${t.addresses.join(", ")}; ${t.dids} DID(s)` +
       (t.ring_groups.length ? `; ringing groups ${t.ring_groups.join(", ")}` : "")),
     el("td", {}, auth),
+    el("td", {}, t.srtp === "required" ? "SRTP (SDES) required" : "RTP, or SRTP if it offers"),
   );
 }
 
@@ -62,7 +63,7 @@ boot(["admin"], async (_user, content) => {
       return;
     }
     const headers = ["Trunk", "State", "Carrier answers", "Calls", "Attempts in / out", "Refused channels / rate / per user",
-      "Carrier", "Routes", "May dial out", "Inbound from", "Authentication"];
+      "Carrier", "Routes", "May dial out", "Inbound from", "Authentication", "Media"];
     holder.replaceChildren(
       body.trunks.length ? table(headers, body.trunks.map(row), "SIP trunks") : el("p", { class: "muted" }, "No trunks configured."),
     );
