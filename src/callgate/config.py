@@ -205,6 +205,9 @@ class CallSettings(BaseModel):
     ring_timeout: float = Field(default=30.0, gt=0, le=600)
     setup_timeout: float = Field(default=10.0, gt=0, le=120)
     silence_timeout: float = Field(default=8.0, gt=0, le=300)
+    # How long a SIP party may hold a call (re-INVITE, RFC 3264 §8.4) before the server ends it
+    # `hold-timeout`: a held party sends no media, so no watchdog notices one that vanished.
+    max_hold_s: float = Field(default=7200.0, ge=60, le=86400)
     # Lifetime of the TURN REST credentials handed out in `hello`.
     credential_ttl: int = Field(default=600, ge=60, le=86400)
     # Per account: signaling sockets open at once (more are closed with 4429), and call attempts

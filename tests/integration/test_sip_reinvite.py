@@ -25,6 +25,7 @@ import json
 import re
 import secrets
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,8 +43,9 @@ from callgate.sip.message import SipRequest, SipResponse, parse_datagram, serial
 from callgate.sip.responses import response
 from callgate.sip.sdp import parse_audio
 from callgate.storage.db import open_store, sqlite_url
+from tests.cli_process import COMMAND, clean_env
 from tests.cli_process import run_in_process as callgate
-from tests.integration.serve_fixture import WebServer, serve
+from tests.integration.serve_fixture import PASSWORDS, WebServer, serve
 from tests.integration.sip_client import (
     SipClient,
     authorization,
@@ -141,6 +143,12 @@ def final(m: SipRequest | SipResponse) -> bool:
     return isinstance(m, SipResponse) and m.status >= 200
 
 
+def final_to(client: SipClient) -> Callable[[SipRequest | SipResponse], bool]:
+    """The final response to the client's latest request (a retransmitted earlier 2xx is not)."""
+    cseq = client.cseq
+    return lambda m: final(m) and (m.headers.get("cseq") or "").split()[0] == str(cseq)
+
+
 def in_dialog(client: SipClient, invite: SipRequest, tag: str, method: str, body: bytes = b"",
               extra: tuple[str, ...] = (), cseq: int | None = None) -> bytes:  # fmt: skip
     """A request from the party our `invite` reached, which answered it with To-tag `tag`
@@ -173,14 +181,14 @@ def their_reinvite(
     """The re-INVITE of the party `invite` reached, signed with its device `credential` when
     challenged (RFC 3261 §22); its final response, acknowledged unless `ack` is False."""
     client.send(in_dialog(client, invite, tag, "INVITE", body))
-    reply: SipResponse = next_message(client, final)
+    reply: SipResponse = next_message(client, final_to(client))
     if reply.status == 401 and credential is not None:
         client.send(in_dialog(client, invite, tag, "ACK", cseq=client.cseq))
         uri = re.search(r"<([^>]+)>", invite.headers.get("contact") or "")
         assert uri is not None
         auth = authorization(challenge_for(reply, "SHA-256"), *credential, "INVITE", uri.group(1))
         client.send(in_dialog(client, invite, tag, "INVITE", body, (auth,)))
-        reply = next_message(client, final)
+        reply = next_message(client, final_to(client))
     if ack:
         client.send(in_dialog(client, invite, tag, "ACK", cseq=client.cseq))
     return reply
@@ -427,8 +435,12 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
         media.until(lambda: media.hears("phone", 440) and media.hears("carrier", 880), "talk")
 
         # the carrier refreshes the session: the same answer each time, one version up
-        refresh = their_reinvite(carrier, invite, "cd", answered)
+        refresh = their_reinvite(carrier, invite, "cd", answered, ack=False)
         assert refresh.status == 200, (refresh.status, refresh.reason)
+        # not ACKed yet: our 200 comes again (UDP, RFC 3261 §13.3.1.4) until the ACK
+        again: SipResponse = next_message(carrier, final_to(carrier))
+        assert (again.status, again.body) == (200, refresh.body)
+        carrier.send(in_dialog(carrier, invite, "cd", "ACK", cseq=carrier.cseq))
         assert origin(refresh.body) == (session, str(int(first_version) + 1))
         assert f"m=audio {ours.port} RTP/AVP 0 101\r\n".encode() in refresh.body, refresh.body
         assert their_reinvite(carrier, invite, "cd", answered).body == refresh.body
@@ -436,13 +448,14 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
         timed = in_dialog(carrier, invite, "cd", "INVITE", answered,
                           ("Supported: timer", "Session-Expires: 600;refresher=uac"))  # fmt: skip
         carrier.send(timed)
-        timed_ok: SipResponse = next_message(carrier, final)
+        timed_ok: SipResponse = next_message(carrier, final_to(carrier))
         carrier.send(in_dialog(carrier, invite, "cd", "ACK", cseq=carrier.cseq))
         assert (timed_ok.status, timed_ok.body) == (200, refresh.body)
         assert timed_ok.headers.get("session-expires") == "600;refresher=uac"
-        # the carrier holds: nothing goes to it, the phone hears silence in its place
-        held = their_reinvite(carrier, invite, "cd", sdp(carrier_rtp, "0 101", 3, "inactive"))
-        assert held.status == 200 and b"a=inactive\r\n" in held.body, held.body
+        # the carrier holds `sendonly` with no music on hold (RFC 3264 §8.4): nothing goes to
+        # it, the phone hears silence in its place
+        held = their_reinvite(carrier, invite, "cd", sdp(carrier_rtp, "0 101", 3, "sendonly"))
+        assert held.status == 200 and b"a=recvonly\r\n" in held.body, held.body
         media.sending.discard("carrier")
         media.drain("carrier")
         media.drain("phone")
@@ -452,7 +465,7 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
         # changes; someone else: 403
         reliable = in_dialog(carrier, invite, "cd", "INVITE", answered, ("Require: 100rel",))
         carrier.send(reliable)
-        bad: SipResponse = next_message(carrier, final)
+        bad: SipResponse = next_message(carrier, final_to(carrier))
         carrier.send(in_dialog(carrier, invite, "cd", "ACK", cseq=carrier.cseq))
         assert (bad.status, bad.headers.get("unsupported")) == (420, "100rel"), bad.reason
         pcma = their_reinvite(carrier, invite, "cd", sdp(carrier_rtp, "8", 4))
@@ -472,11 +485,14 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
         phone_held = reinvite(phone, ok, port, user, password, phone_sdp(rtp.getsockname()[1],
                                                                         direction="inactive"))  # fmt: skip
         assert phone_held.status == 200 and b"a=inactive\r\n" in phone_held.body
-        media.sending.discard("phone")
+        # its packets still in flight (here: it keeps sending) are dropped, the silence goes on
         media.drain("phone")
         media.drain("carrier")
         media.until(lambda: len(media.silence("carrier")) >= 25, "silence for the held phone")
-        assert media.heard["phone"] == []
+        assert media.tones("carrier") == []
+        media.sending.discard("phone")
+        media.until(lambda: len(media.silence("carrier")) >= 75, "silence after it stopped")
+        assert media.heard["phone"] == [] and media.tones("carrier") == []
 
         # the phone hangs up: the carrier gets our BYE
         assert signed_bye(phone, ok, port, user, password).status == 200
@@ -489,6 +505,53 @@ def test_a_dialled_out_call_takes_reinvites_from_both_sides(
             sock.close()
         phone.close()
         intruder.close()
+
+
+def test_a_softphones_number_call_takes_the_carriers_reinvites(
+    edge: tuple[WebServer, int, dict[str, str], SipClient], tmp_path: Path
+) -> None:
+    """alice's CLI softphone dials the number (runtime/sip_numbers.py): the carrier refreshes
+    the session and holds it by re-INVITE as in any call (no `488`, which would make a
+    refreshing carrier drop the call), then hangs up: the softphone hears `hangup`."""
+    server, _, _, carrier = edge
+    carrier_rtp = udp("127.0.0.2")
+    env = clean_env(
+        CALLGATE_SERVER=server.url, CALLGATE_USER="alice", CALLGATE_PASSWORD=PASSWORDS["alice"],
+        CALLGATE_CONFIG_DIR=str(tmp_path / "cfg"),
+    )  # fmt: skip
+    cli = subprocess.Popen(
+        [*COMMAND, "call", NUMBER, "--json", "--tone", "660", "--duration", "60"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        carrier.sock.settimeout(60)
+        invite: SipRequest = next_message(carrier, request_of("INVITE"))
+        session, first_version = origin(invite.body)
+        answered = sdp(carrier_rtp, "0 101")
+        extra = [("Contact", "<sip:gw@127.0.0.2>"), ("Content-Type", "application/sdp")]
+        carrier.send(serialize(response(invite, 200, "OK", extra, body=answered, to_tag="nc")))
+        assert cli.stdout is not None
+        said = [json.loads(cli.stdout.readline())]
+        while said[-1]["event"] not in ("connected", "ended"):  # the softphone has the answer
+            said.append(json.loads(cli.stdout.readline()))
+        assert said[-1]["event"] == "connected", said
+        refresh = their_reinvite(carrier, invite, "nc", answered)
+        assert refresh.status == 200, (refresh.status, refresh.reason)
+        assert origin(refresh.body) == (session, str(int(first_version) + 1))
+        assert parse_audio(refresh.body).port == parse_audio(invite.body).port
+        held = their_reinvite(carrier, invite, "nc", sdp(carrier_rtp, "0 101", 3, "inactive"))
+        assert held.status == 200 and b"a=inactive\r\n" in held.body, held.body
+        carrier.send(in_dialog(carrier, invite, "nc", "BYE"))
+        assert next_message(carrier, final_to(carrier)).status == 200
+        out, errors = cli.communicate(timeout=90)
+        said = [json.loads(line) for line in out.splitlines() if line.strip()]
+        assert said and said[-1]["event"] == "ended", (said, errors)
+        assert said[-1]["reason"] == "hangup", said
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.communicate()
+        carrier_rtp.close()
 
 
 class Ringing:

@@ -189,6 +189,7 @@ def test_cli_overrides_map_onto_turn_config() -> None:
         ({"recording": {"archive": {"endpoint_url": "ftp://x"}}}, "must be an http(s)://HOST"),
         ({"recording": {"archive": {"bucket": "No_Such"}}}, "recording.archive.bucket"),
         ({"recording": {"retention_days": 0}}, "recording.retention_days"),
+        ({"calls": {"max_hold_s": 5}}, "calls.max_hold_s"),
     ],
 )
 def test_errors_name_the_option(overrides: dict[str, object], message: str) -> None:

@@ -11,10 +11,17 @@ with their payload unchanged; only their timestamps are moved onto the same time
 sequence numbers continued), so the recording places the party's audio right after the silence.
 
 What the recording then holds for the caller before the answer is silence, which is what the
-callee would have heard. Nothing is filled in after the party's first packet, except while the
-party has put the call on hold (`hold()`: its re-INVITE says it sends nothing): a phone that goes
-quiet otherwise (silence suppression) is heard as silent by the recorder's silence limit,
-fail-closed.
+callee would have heard. Nothing is filled in after the party's first packet (a phone that goes
+quiet, e.g. silence suppression, is heard as silent by the recorder's silence limit, fail-closed)
+except while the party holds the call (RFC 3264 §8.4), an explicit state its re-INVITE sets
+(runtime/sip_reoffers.py) and only a re-INVITE that resumes sending ends:
+
+- `hold(sends=False)` (its direction `inactive`/`recvonly`): silence throughout, and the packets
+  it still sends are dropped (those in flight before our 200 reaches it: RFC 3264 §8.4 lets it
+  stop only then);
+- `hold(sends=True)` (`sendonly`: music on hold, perhaps none): silence whenever it sends
+  nothing, its packets when it does, each run of them placed right after the silence;
+- `resume()`: silence until its next packet, which starts its timeline afresh, as at the start.
 """
 
 from __future__ import annotations
@@ -72,20 +79,33 @@ class SilenceUntilMedia:
         self._offset: int | None = None  # ours - the party's timestamps, from its first packet
         self._seq_offset = 0
         self._task: asyncio.Task[None] | None = None
+        self._held: bool | None = None  # None: not held; else whether the party still sends
+        self._heard = -1.0  # loop time of the party's last packet (while held, sending)
+        self.held_since: float | None = None  # loop time the hold began, while held
 
     @property
     def filling(self) -> bool:
-        return self._offset is None
+        return self._offset is None or self._held is not None
 
     def start(self) -> None:
         if self._task is not None and not self._task.done():
             return  # still filling, or not yet woken to see the party's packet: it goes on
         self._task = asyncio.create_task(self._fill(), name=f"silence-{self.leg}")
 
-    def hold(self) -> None:
-        """The party stopped sending (it put the call on hold, RFC 3264 §8.4): silence again
-        (or for the first time, for a fill never `start`ed: a party we called), until its next
-        packet, which starts its timeline afresh after the silence."""
+    def hold(self, sends: bool) -> None:
+        """The party holds the call (module doc; RFC 3264 §8.4): `sends` whether it may still
+        send (music on hold). Silence from now on (for a fill never `start`ed, a party we
+        called, for the first time) until `resume`."""
+        if self._held is None:
+            self.held_since = asyncio.get_running_loop().time()
+        self._held = sends
+        self.start()
+
+    def resume(self) -> None:
+        """The party sends again: silence until its next packet (module doc)."""
+        if self._held is None:
+            return
+        self._held, self.held_since = None, None
         self._offset = None
         self.start()
 
@@ -99,7 +119,8 @@ class SilenceUntilMedia:
         loop = asyncio.get_running_loop()
         due = loop.time()
         while self.filling:
-            self._send_silence()
+            if not (self._held and loop.time() - self._heard < 3 * FRAME_SECONDS):
+                self._send_silence()  # (while it sends music on hold, its packets go instead)
             due += FRAME_SECONDS
             await asyncio.sleep(max(0.0, due - loop.time()))
 
@@ -116,17 +137,23 @@ class SilenceUntilMedia:
         self._timestamp = (self._timestamp + self._frame) % (1 << 32)
         self._seq = (self._seq + 1) % (1 << 16)
         self.filled += 1
+        if self._held:
+            self._offset = None  # its next packet goes right after this silence
         self._forward(packet)
 
     def packet(self, packet: MediaPacket) -> None:
-        """The party's packet: onto our timeline, then to the bridge."""
+        """The party's packet: onto our timeline, then to the bridge (dropped while it holds
+        the call saying it sends nothing)."""
+        if self._held is False:
+            return
+        if self._held:
+            self._heard = asyncio.get_running_loop().time()
         if self._offset is None:
             self._offset = (self._timestamp - packet.timestamp) % (1 << 32)
             self._seq_offset = (self._seq - packet.seq) % (1 << 16)
-        self._forward(
-            packet._replace(
-                timestamp=(packet.timestamp + self._offset) % (1 << 32),
-                seq=(packet.seq + self._seq_offset) % (1 << 16),
-                ssrc=self._ssrc,
-            )
-        )
+        timestamp = (packet.timestamp + self._offset) % (1 << 32)
+        seq = (packet.seq + self._seq_offset) % (1 << 16)
+        # silence that follows (a hold) continues our timeline after this packet
+        self._timestamp = (timestamp + self._frame) % (1 << 32)
+        self._seq = (seq + 1) % (1 << 16)
+        self._forward(packet._replace(timestamp=timestamp, seq=seq, ssrc=self._ssrc))

@@ -100,6 +100,7 @@ async def start_sip(
             edge, trunks, groups_of, records, settings.sip.media_ip, policy,
             recordings=recordings, setup_timeout=settings.calls.setup_timeout,
             silence_timeout=settings.calls.silence_timeout,
+            max_hold_s=settings.calls.max_hold_s,
         )  # fmt: skip
         handler = SipCalls(
             calls.hub,
@@ -110,6 +111,7 @@ async def start_sip(
             members_of=groups.members_of,
             holder_ice=functools.partial(holder_ice, calls.hub, ice, clock),
             max_members=settings.sip.ring_group_max_members,
+            max_hold_s=settings.calls.max_hold_s,
         )
         handler.serve(edge)
         edge.closing.append(handler.close)

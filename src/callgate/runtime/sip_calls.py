@@ -44,15 +44,18 @@ from callgate.runtime.sip_media import (
     encryption,
     take_offer,
 )
+from callgate.runtime.sip_quiet import HOLD_TIMEOUT, hold_over
 from callgate.runtime.sip_reoffers import Reoffers
 from callgate.signaling import messages as m
 from callgate.signaling.anchoring import PHONE_AGENT
 from callgate.signaling.hub import Device, SignalingHub
+from callgate.signaling.reasons import Reason
 from callgate.signaling.ring_groups import MAX_MEMBERS, TOO_LARGE, group_callee
 from callgate.sip.edge import SipEdge
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import aim
 from callgate.sip.outbound import COMPLETED_ELSEWHERE, OutboundCall
+from callgate.sip.reinvites import EXPIRED, PARTY_LOST
 from callgate.sip.sdp import (
     EVENTS_PT,
     KEY_SALT,
@@ -101,9 +104,12 @@ class SipCalls:
         members_of: Callable[[str], Sequence[str]] = lambda group: (),
         holder_ice: HolderIce | None = None,
         max_members: int = MAX_MEMBERS,
+        max_hold_s: float = 7200.0,
     ) -> None:
         """`dial_out`: phones dialling numbers through trunks (sip_dialout.py); `members_of`:
-        the users a trunk DID's ring group rings (policy/groups.py)."""
+        the users a trunk DID's ring group rings (policy/groups.py); `max_hold_s`: how long a
+        phone may hold a call before it ends `hold-timeout` (sip_quiet.py)."""
+        self._max_hold_s = max_hold_s
         self._dial = dial_out
         self._members_of = members_of
         self._max_members = max_members
@@ -217,7 +223,11 @@ class SipCalls:
             reoffers.check = lambda sdp: check_call_media(edge, call, sdp, "re-offer")
             call.on_offer = reoffers.answer
             contact = f"sip:callgate@{call.peer.local[0]}:{call.peer.local[1]}"
-            await self._follow(call, device, web, rtp, answer, contact)
+            holding = asyncio.create_task(self._end_held(call, fill))
+            try:
+                await self._follow(call, device, web, rtp, answer, contact)
+            finally:
+                holding.cancel()
         except AnchorError as exc:
             log.warning("sip call %s: %s", call.call_id, exc)
             call.reject(503, "Service Unavailable (media)")
@@ -282,8 +292,7 @@ class SipCalls:
                 if phone_gone in done:
                     reading.cancel()
                     if call_id is not None:
-                        hangup = m.Hangup(type="call.hangup", id=self._id(), call_id=call_id)
-                        await self._hub.receive(device, hangup, self._user_exists)
+                        await self._phone_gone(device, call_id, call.ended_by)
                     return
                 message = reading.result()
                 if message is None:  # the hub let go of the device
@@ -486,10 +495,12 @@ class SipCalls:
             answered = m.Answer(type="call.answer", id=self._id(), call_id=call_id, sdp=sdp)
             await self._hub.receive(device, answered, self._user_exists)
             stats = asyncio.create_task(self._report(device, call_id, web, rtp))
+            holding = asyncio.create_task(self._end_held(call, fill))
             try:
                 await self._talk(device, call, web, call_id)
             finally:
                 stats.cancel()
+                holding.cancel()
         except AnchorError as exc:
             log.warning("sip call %s to %s: %s", call_id, username, exc)
             await call.hang_up()
@@ -507,8 +518,7 @@ class SipCalls:
                 message = await _next(device, phone_gone)
                 if message is None:
                     if phone_gone.done():
-                        hangup = m.Hangup(type="call.hangup", id=self._id(), call_id=call_id)
-                        await self._hub.receive(device, hangup, self._user_exists)
+                        await self._phone_gone(device, call_id, call.ended_by)
                     else:
                         await call.hang_up()
                     return
@@ -520,6 +530,20 @@ class SipCalls:
                     return
         finally:
             phone_gone.cancel()
+
+    async def _end_held(self, call: InboundCall | OutboundCall, fill: SilenceUntilMedia) -> None:
+        """BYE to a phone that held the call longer than `max_hold_s`, or that holds it and no
+        longer answers (sip_quiet.py)."""
+        await call.hang_up(await hold_over(self._max_hold_s, (fill, call)))
+
+    async def _phone_gone(self, device: Device, call_id: str, ended_by: str) -> None:
+        """The phone's side ended: its BYE is its user's hang-up; a session timer that ran out
+        or a hold too long is the server's end (docs/sip.md, "Hold and session refresh")."""
+        if ended_by in (EXPIRED, HOLD_TIMEOUT, PARTY_LOST):
+            await self._hub.apply(self._hub.engine.end_call(call_id, Reason(ended_by)))
+            return
+        hangup = m.Hangup(type="call.hangup", id=self._id(), call_id=call_id)
+        await self._hub.receive(device, hangup, self._user_exists)
 
     async def _reject(self, device: Device, call_id: str, why: str) -> None:
         reject = m.Reject(type="call.reject", id=self._id(), call_id=call_id, reason=why[:200])

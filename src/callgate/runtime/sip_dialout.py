@@ -38,7 +38,7 @@ from callgate.runtime.sip_media import (
     encryption,
     take_offer,
 )
-from callgate.runtime.sip_quiet import MEDIA_LOST, Heard, media_stopped
+from callgate.runtime.sip_quiet import MEDIA_LOST, Heard, hold_over, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.runtime.sip_reoffers import Reoffers
 from callgate.sip.attempts import disposition
@@ -48,7 +48,7 @@ from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import aim
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
-from callgate.sip.reinvites import EXPIRED
+from callgate.sip.reinvites import EXPIRED, PARTY_LOST
 from callgate.sip.sdp import (
     EVENTS_PT,
     AudioOffer,
@@ -104,14 +104,17 @@ class DialOut:
         recordings: RecordingService | None = None,
         setup_timeout: float = 10.0,
         silence_timeout: float = 8.0,
+        max_hold_s: float = 7200.0,
     ) -> None:
         """`recordings`: where calls under a recording rule are recorded (None: such calls
         end `recording-unavailable`); `setup_timeout`: how long the caller's first packets
         may take to reach the recorder; `silence_timeout`: how long the phone may send no RTP in
-        an answered call before it ends `media-lost` (sip_quiet.py)."""
+        an answered call before it ends `media-lost`; `max_hold_s`: how long either party may
+        hold it before it ends `hold-timeout` (sip_quiet.py)."""
         self.recordings = recordings
         self.setup_timeout = setup_timeout
         self.silence_timeout = silence_timeout
+        self.max_hold_s = max_hold_s
         # calls to numbers in the admin API's live view, phones' and softphones' (sip_live.py)
         self.live = live or TrunkCalls()
         self._policy = policy
@@ -405,14 +408,18 @@ class DialOut:
             # a phone holding the call sends nothing: the silence filled in for it counts
             heard = Heard(phone, fill)
             quiet = asyncio.ensure_future(media_stopped(heard, self.silence_timeout))
+            held = asyncio.ensure_future(
+                hold_over(self.max_hold_s, (fill, call), (carrier_fill, out))
+            )
             await asyncio.wait(
-                {phone_ended, carrier_ended, stopped, lost, quiet},
+                {phone_ended, carrier_ended, stopped, lost, quiet, held},
                 timeout=permit.max_duration_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             phone_ended.cancel()
             carrier_ended.cancel()
             quiet.cancel()
+            held.cancel()
             if lost.done() and recording is not None:  # fail closed: the call ends
                 await out.hang_up()
                 await call.hang_up()
@@ -431,14 +438,19 @@ class DialOut:
             if not call.ended.is_set() and not out.ended.is_set():  # max_duration_s or quiet
                 await out.hang_up()
                 await call.hang_up()
-                why = MEDIA_LOST if quiet.done() and not quiet.cancelled() else "max-duration"
+                why = "max-duration"
+                if quiet.done() and not quiet.cancelled():
+                    why = MEDIA_LOST
+                elif held.done() and not held.cancelled():
+                    why = held.result()  # hold-timeout, party-lost
                 await asyncio.to_thread(records.finish, record_id, "answered", "server", why)
                 return
             by = "caller" if call.ended.is_set() and call.ended_by != "us" else "callee"
             await (out.hang_up() if by == "caller" else call.hang_up())
             why = "hangup"
-            if EXPIRED in (call.ended_by, out.ended_by):  # a party's session timer ran out
-                by, why = "server", EXPIRED  # (sip/session_timers.py)
+            for ended in (call.ended_by, out.ended_by):  # the server ended it for a party:
+                if ended in (EXPIRED, PARTY_LOST):  # session timer, 2xx unACKed (reinvites.py)
+                    by, why = "server", ended
             await asyncio.to_thread(records.finish, record_id, "answered", by, why)
         except SdpError as exc:  # the carrier's answer: unusable, or a forbidden address
             await out.hang_up()  # its 2xx was ACKed (outbound.py): BYE (RFC 3261 §13.2.2.4)

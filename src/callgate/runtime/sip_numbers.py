@@ -17,8 +17,12 @@ engine does for it, in the order validate → authorize → act → respond:
   WebRTC answer of the media bridge (relay-only, through our TURN under the call's own TURN user
   `@pstn-CALLID`, which call-bound relaying admits for the caller only: `together`), and its
   refusals `call.ended` with a reason; payloads pass unchanged;
+- the carrier's re-INVITEs (refresh, hold, a new address) are answered as in every call
+  (sip_reoffers.py), its silence filled in while it holds the call;
 - the softphone's `call.hangup` (or its socket closing) becomes CANCEL or BYE, the carrier's BYE
-  `call.ended` `hangup`; a rule's `max_duration_s` ends the call with `max-duration`.
+  `call.ended` `hangup`; a rule's `max_duration_s` ends the call with `max-duration`, a carrier
+  silent for `calls.silence_timeout` `media-lost`, one holding it for `calls.max_hold_s`
+  `hold-timeout`.
 """
 
 from __future__ import annotations
@@ -26,20 +30,23 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from callgate.media.anchor import AnchorError, AnchorLeg, Bridge, offered_codecs
+from callgate.media.caller_fill import SilenceUntilMedia
 from callgate.media.dtmf import NO_EVENTS, DtmfToTones
 from callgate.media.rtp_leg import RtpLeg
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_dialout import DialOut, Permit
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCall
 from callgate.runtime.sip_media import carrier_answer, carrier_key, check_media, encryption
-from callgate.runtime.sip_quiet import MEDIA_LOST, media_stopped
+from callgate.runtime.sip_quiet import MEDIA_LOST, Heard, hold_over, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
+from callgate.runtime.sip_reoffers import Reoffers
 from callgate.signaling import messages as m
 from callgate.signaling.hub import Device, SignalingHub
 from callgate.signaling.live import LiveCall
@@ -49,6 +56,7 @@ from callgate.sip.edge import SipEdge
 from callgate.sip.media_peers import aim
 from callgate.sip.message import SipResponse
 from callgate.sip.outbound import OutboundCall
+from callgate.sip.reinvites import EXPIRED, PARTY_LOST
 from callgate.sip.sdp import SdpError, audio_sdp, parse_audio
 from callgate.sip.trunk_limits import TrunkLimited
 from callgate.sip.trunks import Dialled
@@ -239,8 +247,10 @@ class NumberCalls:
             lambda: self._ice_servers(TURN_USER_PREFIX + call.call_id),
             recording.on_packet if recording is not None else None,
         )
-        # keys the carrier sends by INFO become tones in its audio towards the softphone
-        from_carrier = DtmfToTones(codec, NO_EVENTS, bridge.forward)
+        # keys the carrier sends by INFO become tones in its audio towards the softphone; its
+        # silence filled in while it holds the call (sip_reoffers.py)
+        fill = SilenceUntilMedia("callee", codec, bridge.forward)
+        from_carrier = DtmfToTones(codec, NO_EVENTS, fill.packet)
         carrier = RtpLeg("callee", from_carrier.packet, codec, permits=self._edge.media.permits)
         outcome = ("failed", "server", "setup-failed", "no UDP listener for the trunk")
         out: OutboundCall | None = None
@@ -252,7 +262,7 @@ class NumberCalls:
             if out is not None:
                 out.on_key = from_carrier.press  # sip/dtmf_info.py, edge_dialogs.py
                 outcome = await self._connect(
-                    call, out, bridge, carrier, codec, offer_sdp, permit, recording, lost
+                    call, out, bridge, (carrier, fill), codec, offer_sdp, permit, recording, lost
                 )
         except TrunkLimited as limited:
             final, reason = limited.cdr
@@ -270,6 +280,7 @@ class NumberCalls:
                 call.live.stop.set()  # its watcher ends
             if out is not None:
                 self._edge.forget(out.call_id)
+            await fill.stop()
             await bridge.close()
             if recording is not None:
                 await recording.close()
@@ -289,7 +300,7 @@ class NumberCalls:
         call: _Call,
         out: OutboundCall,
         bridge: Bridge,
-        carrier: RtpLeg,
+        legs: tuple[RtpLeg, SilenceUntilMedia],
         codec: str,
         offer_sdp: str,
         permit: Permit,
@@ -297,7 +308,9 @@ class NumberCalls:
         lost: asyncio.Future[None],
     ) -> tuple[str, str, str, str]:
         """Ring the carrier, then talk; (disposition, ended by, reason, detail) of the end.
-        `lost`: done when the call's recording fails."""
+        `legs`: the carrier's RTP and the silence filled in while it holds the call; `lost`:
+        done when the call's recording fails."""
+        carrier, fill = legs
         media_ip = self._media_ip or out.peer.local[0]
         if ipaddress.ip_address(media_ip).is_unspecified or ":" in media_ip:
             return "failed", "server", "setup-failed", "set sip.media_ip"
@@ -314,7 +327,8 @@ class NumberCalls:
                 return "failed", "server", UNAVAILABLE, str(exc)[:120]
         contact = f"sip:callgate@{out.peer.local[0]}:{out.peer.local[1]}"
         secure = carrier_key(call.dialled.trunk)  # RTP/SAVP, our SDES key: trunk srtp required
-        offer = audio_sdp(local[0], local[1], codec, secure)
+        origin = (secrets.randbits(31), 1)  # our answers to its re-INVITEs: (id, 2) on
+        offer = audio_sdp(local[0], local[1], codec, secure, origin=origin)
         final = asyncio.ensure_future(self._carrier_final(call, out, offer, contact))
         gone = asyncio.ensure_future(call.ended.wait())
         ringing: set[asyncio.Future[Any]] = {final, gone, lost}
@@ -345,6 +359,13 @@ class NumberCalls:
         answer = check_media(self._edge, answer, "answer", trunk, out.call_id, source)  # or BYE
         carrier_answer(answer, (codec,), secure, carrier, call.dialled.emergency)  # else BYE
         aim(carrier, answer, [out.peer.address[0]])
+        # the carrier's re-INVITEs: refresh, hold, move (sip_reoffers.py, sip/reinvites.py)
+        # (keeping the carrier's SRTP key and ours, unless an emergency call was answered plain)
+        keyed = secure if answer.crypto is not None else None
+        reoffers = Reoffers(answer, reply.body, codec, keyed, local, (origin[0], 2), carrier, fill)
+        edge = self._edge
+        reoffers.check = lambda sdp: check_media(edge, sdp, "re-offer", trunk, out.call_id, source)
+        out.on_offer = reoffers.answer
         bridge.attach(carrier)
         if sdp is None:
             sdp = await web.answer(offer_sdp)
@@ -357,7 +378,7 @@ class NumberCalls:
         if call.live is not None:
             self._dial.live.answered(call.live)
         self._hub.send(call.device, m.answered_message(call.call_id, sdp))
-        return await self._talk(call, out, carrier, permit, lost, recording)
+        return await self._talk(call, out, (carrier, fill), permit, lost, recording)
 
     async def _recorded(
         self,
@@ -404,18 +425,24 @@ class NumberCalls:
         self,
         call: _Call,
         out: OutboundCall,
-        carrier: RtpLeg,
+        legs: tuple[RtpLeg, SilenceUntilMedia],
         permit: Permit,
         lost: asyncio.Future[None],
         recording: NumberRecording | None,
     ) -> tuple[str, str, str, str]:
         """Until one side ends it; a carrier that sends no RTP for `calls.silence_timeout`
-        is gone and the call ends `media-lost` (sip_quiet.py)."""
-        quiet = asyncio.ensure_future(media_stopped(carrier, self._dial.silence_timeout))
+        is gone and the call ends `media-lost`; one that holds the call (the silence filled in
+        counts as its media) longer than `calls.max_hold_s` `hold-timeout` (sip_quiet.py)."""
+        carrier, fill = legs
+        quiet = asyncio.ensure_future(
+            media_stopped(Heard(carrier, fill), self._dial.silence_timeout)
+        )
+        held = asyncio.ensure_future(hold_over(self._dial.max_hold_s, (fill, out)))
         waits: set[asyncio.Future[Any]] = {
             asyncio.ensure_future(call.ended.wait()),
             asyncio.ensure_future(out.ended.wait()),
             quiet,
+            held,
         }
         limit = permit.max_duration_s
         try:
@@ -430,8 +457,12 @@ class NumberCalls:
             await out.hang_up()
             return "answered", call.by("caller"), call.ended_reason, ""
         if out.ended.is_set():
+            if out.ended_by in (EXPIRED, PARTY_LOST):  # we ended it for the carrier
+                return "answered", "server", out.ended_by, ""  # (sip/reinvites.py)
             return "answered", "callee", "hangup", ""
         await out.hang_up()
+        if held.done() and not held.cancelled():
+            return "answered", "server", held.result(), "the carrier's hold"  # or it is gone
         if quiet.done() and not quiet.cancelled():
             return (
                 "answered",

@@ -9,9 +9,11 @@ call. The SIP side (200, 488, 491) is sip/reinvites.py's; here the session decis
   §6.1 (`sendonly`/`inactive` hold, §8.4, answered `recvonly`/`inactive`: nothing is sent to the
   party then). Our answer keeps its `o=` session id, the version one higher each time it changes
   (§8);
-- while the party sends nothing (held `inactive`, its `recvonly`, or any direction at
-  `c=0.0.0.0`) its side of the bridge is filled with silence (media/caller_fill.py), so the other
-  party's media watchdog and a recorder's silence limit do not end the call;
+- while the party holds the call its side of the bridge is filled with silence
+  (media/caller_fill.py), so the other party's media watchdog and a recorder's silence limit do
+  not end the call: throughout while it says it sends nothing (`inactive`, `recvonly`; what it
+  still sends is dropped), in the gaps of its music on hold while `sendonly` or at `c=0.0.0.0`
+  (RFC 2543's hold); a re-INVITE that sends again (`sendrecv` at an address) ends the hold;
 - another codec, another (or no, or new) SRTP key, or an SDP we cannot read: SdpError (488) and
   nothing changes (RFC 3261 §14.2). An SRTP call's answer carries our key, unchanged (a carrier
   we dialled with SDES, a phone's best-effort RFC 5939 offer: then with its `a=acfg`);
@@ -75,8 +77,12 @@ class Reoffers:
         if not held:
             aim(self._rtp, offer, self._rtp.allowed)
         self._rtp.sending = direction in ("sendrecv", "sendonly") and not held
-        if held or offer.direction in ("recvonly", "inactive"):
-            self._fill.hold()  # it sends nothing now: silence, as while it rang
+        if offer.direction in ("recvonly", "inactive"):
+            self._fill.hold(sends=False)  # it sends nothing now: silence, as while it rang
+        elif held or offer.direction == "sendonly":
+            self._fill.hold(sends=True)  # music on hold, perhaps: silence in its gaps
+        else:
+            self._fill.resume()
         events = self._first.events if offer.events == self._first.events else None
         self._origin = (self._origin[0], self._origin[1] + 1)
         local, ours = self._local, self._ours

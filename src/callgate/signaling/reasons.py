@@ -33,6 +33,12 @@ class Reason(enum.StrEnum):
     # Several nodes: the node holding the call died and no party re-attached within the lease
     # (docs/scaling.md); a surviving node finalized the record.
     NODE_LOST = "node-lost"
+    # A SIP party (docs/sip.md, "Hold and session refresh"): it held the call longer than
+    # `calls.max_hold_s`, or its session timer ran out without a refresh (RFC 4028 §10).
+    # No ACK came for our 2xx to its re-INVITE (RFC 3261 §13.3.1.4): the party is gone.
+    HOLD_TIMEOUT = "hold-timeout"
+    SESSION_EXPIRED = "session-expired"
+    PARTY_LOST = "party-lost"
 
 
 class Disposition(enum.StrEnum):
@@ -69,6 +75,9 @@ _FIXED: dict[Reason, Disposition] = {
     Reason.POLICY_DENIED: Disposition.DENIED,
     Reason.MAX_DURATION: Disposition.ANSWERED,
     Reason.RECORDING_UNAVAILABLE: Disposition.FAILED,
+    Reason.HOLD_TIMEOUT: Disposition.ANSWERED,  # (only answered calls are held or refreshed)
+    Reason.SESSION_EXPIRED: Disposition.ANSWERED,
+    Reason.PARTY_LOST: Disposition.ANSWERED,
 }
 # reason → (disposition if answered, disposition if not)
 _BY_ANSWER: dict[Reason, tuple[Disposition, Disposition]] = {

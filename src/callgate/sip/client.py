@@ -14,8 +14,8 @@ import asyncio
 import ipaddress
 from collections.abc import Callable
 
-from callgate.sip.invite import T1, T2, TIMEOUT
 from callgate.sip.message import SipParseError, SipRequest, SipResponse, serialize
+from callgate.sip.timers import T1, T2, TIMEOUT
 from callgate.sip.transport import Peer
 from callgate.sip.via import parse_via
 

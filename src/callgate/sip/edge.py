@@ -123,6 +123,8 @@ class SipEdge(EdgeRegistrations, EdgeDialogs):
         self._closed = True
         for hook in self.closing:
             await hook()
+        for call in list(self.calls.values()):
+            call.close()  # their tasks (re-INVITE watch, retransmissions)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -242,7 +242,12 @@ class EdgeDialogs(EdgeOutbound):
         if not call.answered:
             retry = [("Retry-After", str(secrets.randbelow(11)))]  # 0-10 s (§14.2)
             return response(request, 500, "Server Internal Error (INVITE pending)", retry)
-        return call.reoffer(request)
+        reply = call.reoffer(request)
+        if 200 <= reply.status < 300:  # retransmitted until the ACK (§13.3.1.4, reinvites.py)
+            data = encode(reply)
+            udp = peer.transport == "UDP"
+            call.reinvites.sent(request, (lambda: self._send(peer, request, data)) if udp else None)
+        return reply
 
     def _ack(self, request: SipRequest, peer: Peer) -> None:
         call = self._dialog(request)

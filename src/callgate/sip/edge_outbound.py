@@ -102,7 +102,9 @@ class EdgeOutbound(ServerTransactions):
             return None
 
     def forget(self, call_id: str) -> None:
-        self.calls.pop(call_id, None)
+        call = self.calls.pop(call_id, None)
+        if call is not None:
+            call.close()  # its re-INVITE watch and retransmissions (sip/reinvites.py)
         self._release_trunk(call_id)
 
     def _release_trunk(self, call_id: str) -> None:

@@ -22,14 +22,13 @@ from typing import Any
 
 from callgate.sip.credentials import Credential
 from callgate.sip.message import Headers, SipRequest, SipResponse
-from callgate.sip.reinvites import EXPIRED, OnOffer, Reinvites, asked_timer
+from callgate.sip.reinvites import OnOffer, Reinvites, asked_timer
 from callgate.sip.responses import response
+from callgate.sip.timers import T1, T2, TIMEOUT
 from callgate.sip.transport import Peer
 from callgate.sip.trunks import Trunk
 from callgate.sip.uri import parse_name_addr
 
-T1, T2 = 0.5, 4.0  # RFC 3261 §17.1.1.1
-TIMEOUT = 64 * T1
 SendResponse = Callable[[SipResponse], None]
 SendRequest = Callable[[SipRequest, Peer], Awaitable[SipResponse | None]]
 
@@ -62,7 +61,7 @@ class InboundCall:
         self.contact = ""  # ours, once answered
         # a re-INVITE's SDP → our answer (SdpError: 488); set by the call handler
         self.on_offer: OnOffer | None = None
-        self.reinvites = Reinvites(self.ended, lambda: self.hang_up(EXPIRED))
+        self.reinvites = Reinvites(self.ended, self.hang_up)
         # a key the phone sent by INFO (key, ms) → whether it was taken (sip/dtmf_info.py)
         self.on_key: Callable[[str, int], bool] | None = None
         self.recorded = False  # the hub has the attempt (it writes the CDR); else attempts.py
@@ -122,9 +121,15 @@ class InboundCall:
             return
         self.ended.set()
         self.ended_by = by
-        await self._send_request(self._bye(), self.peer)
+        await self._send_request(self._in_dialog("BYE"), self.peer)
 
-    def _bye(self) -> SipRequest:
+    async def probe(self) -> int | None:
+        """OPTIONS in the dialog (RFC 3261 §11): the phone's final status, None when none came
+        (Timer F) (runtime/sip_quiet.py asks a phone that holds the call)."""
+        reply = await self._send_request(self._in_dialog("OPTIONS"), self.peer)
+        return None if reply is None else reply.status
+
+    def _in_dialog(self, method: str) -> SipRequest:
         self._cseq += 1
         contact = self.request.headers.get("contact")
         target = parse_name_addr(contact).uri if contact else self.request.uri
@@ -140,12 +145,13 @@ class InboundCall:
         headers.add("from", f"{to};tag={self.to_tag}")
         headers.add("to", self.request.headers.get("from") or "")
         headers.add("call-id", self.call_id)
-        headers.add("cseq", f"{self._cseq} BYE")
-        return SipRequest("BYE", target, headers)
+        headers.add("cseq", f"{self._cseq} {method}")
+        return SipRequest(method, target, headers)
 
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self.reinvites.close()
 
     # -- what the edge calls ---------------------------------------------------------------------
 

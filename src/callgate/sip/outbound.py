@@ -20,10 +20,10 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from callgate.sip.digest_client import CarrierAuth, authorization, choose
-from callgate.sip.invite import T1, T2, TIMEOUT
 from callgate.sip.message import Headers, SipRequest, SipResponse
 from callgate.sip.registrar import Binding
-from callgate.sip.reinvites import EXPIRED, OnOffer, Reinvites
+from callgate.sip.reinvites import OnOffer, Reinvites
+from callgate.sip.timers import T1, T2, TIMEOUT
 from callgate.sip.transport import Peer
 
 # RFC 3326 §2 with the cause RFC 3261 §21.2.1 (200 OK) and the text phones show for it: the
@@ -69,7 +69,7 @@ class OutboundCall:
         self.forged = 0  # in-dialog requests refused as not a party's (edge_dialogs.py)
         # the party's re-INVITE SDP → ours (SdpError: 488); set by the call handler
         self.on_offer: OnOffer | None = None
-        self.reinvites = Reinvites(self.ended, lambda: self.hang_up(EXPIRED))
+        self.reinvites = Reinvites(self.ended, self.hang_up)
         self.contact = ""  # ours, as our INVITE gave it
 
     def _request(self, method: str, cseq: int, branch: str | None = None) -> SipRequest:
@@ -176,6 +176,13 @@ class OutboundCall:
         self._cseq += 1
         await self._send_request(self._request("BYE", self._cseq), self.peer)
 
+    async def probe(self) -> int | None:
+        """OPTIONS in the dialog (RFC 3261 §11): the party's final status, None when none came
+        (Timer F) (runtime/sip_quiet.py asks a party that holds the call)."""
+        self._cseq += 1
+        reply = await self._send_request(self._request("OPTIONS", self._cseq), self.peer)
+        return None if reply is None else reply.status
+
     def reoffer(self, request: SipRequest) -> SipResponse:
         """A re-INVITE from the phone or carrier once it answered (RFC 3261 §14.2; reinvites.py)."""
         return self.reinvites.answer(request, self.on_offer, self.contact, None)
@@ -183,6 +190,9 @@ class OutboundCall:
     def matches(self, request: SipRequest) -> bool:
         """A request from the phone in this dialog: our tag is in its To."""
         return f"tag={self.from_tag}" in (request.headers.get("to") or "")
+
+    def close(self) -> None:
+        self.reinvites.close()
 
     def phone_ended(self, how: str) -> None:
         if not self.ended.is_set():

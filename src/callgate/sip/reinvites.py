@@ -14,33 +14,42 @@ party's SDP → ours, or SdpError. Here the SIP side of it:
   read: our offer is our current session, so any answer the party can give leaves it unchanged;
 - a session timer (RFC 4028, session_timers.py) the dialog's INVITE or a re-INVITE asks for is in
   our 2xx, and each 2xx'd re-INVITE is a refresh; with none before the timer's watch ends, the
-  call is ended (`expire`: BYE, RFC 4028 §10). A Session-Expires we refuse gets 422 or 400 and
-  changes nothing.
+  call is ended (BYE, RFC 4028 §10; `session-expired`). A Session-Expires we refuse gets 422 or
+  400 and changes nothing;
+- our 2xx to a re-INVITE is retransmitted over UDP every T1, doubling to T2, until the party's ACK
+  (§13.3.1.4); with no ACK after 64·T1 the offer it carried is no longer outstanding and the call
+  is ended (BYE, §13.3.1.4; `party-lost`): a party that no longer ACKs is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from callgate.sip.message import SipRequest, SipResponse
 from callgate.sip.responses import response
 from callgate.sip.sdp import SdpError
 from callgate.sip.session_timers import SessionTimer, TimerError, session_timer
+from callgate.sip.timers import T1, T2, TIMEOUT
 
-EXPIRED = "session-expired"  # a call's `ended_by` when its session timer ran out
+# a call's `ended_by` when the server ended it for its party (the CDR reasons of the same name)
+EXPIRED = "session-expired"  # its session timer ran out
+PARTY_LOST = "party-lost"  # it did not ACK our 2xx to its re-INVITE
 OnOffer = Callable[[bytes], bytes]  # the party's SDP (empty: none) → ours; SdpError: 488
 
 
 class Reinvites:
-    def __init__(self, ended: asyncio.Event, expire: Callable[[], Awaitable[None]]) -> None:
-        """`ended`: the call's end; `expire`: ends it when its session timer runs out."""
+    def __init__(self, ended: asyncio.Event, end: Callable[[str], Awaitable[None]]) -> None:
+        """`ended`: the call's end; `end(why)`: BYE, the call ended by the server (module doc)."""
         self.offered: int | None = None  # the CSeq of our 2xx that carried an offer, until ACKed
         self.timer: SessionTimer | None = None
-        self._ended, self._expire = ended, expire
+        self._ended, self._end = ended, end
         self._deadline = 0.0  # loop time: the next refresh is due before this
         self._watching: asyncio.Task[None] | None = None
+        self._unacked: dict[int, asyncio.Event] = {}  # CSeq of our 2xx → its ACK
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def answer(
         self, request: SipRequest, on_offer: OnOffer | None, contact: str, to_tag: str | None
@@ -74,22 +83,71 @@ class Reinvites:
             return []
         self._deadline = asyncio.get_running_loop().time() + timer.watch
         if self._watching is None or self._watching.done():
-            self._watching = asyncio.get_running_loop().create_task(self._watch())
+            self._watching = self._spawn(self._watch())
         return timer.headers
+
+    def sent(self, request: SipRequest, resend: Callable[[], None] | None) -> None:
+        """Our 2xx to `request` (a re-INVITE) went out: `resend` it (UDP; None over TCP/TLS)
+        until its ACK, or end the call (module doc, §13.3.1.4)."""
+        cseq = cseq_number(request)
+        if cseq is not None and cseq not in self._unacked:
+            self._unacked[cseq] = asyncio.Event()
+            self._spawn(self._retransmit(cseq, self._unacked[cseq], resend))
+
+    async def _retransmit(
+        self, cseq: int, acked: asyncio.Event, resend: Callable[[], None] | None
+    ) -> None:
+        interval, waited = T1, 0.0
+        while waited < TIMEOUT:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(acked.wait(), interval)
+                return
+            waited += interval
+            interval = min(interval * 2, T2)
+            if resend is not None and not self._ended.is_set():
+                resend()
+        self._unacked.pop(cseq, None)
+        if self.offered == cseq:
+            self.offered = None  # a later re-INVITE is not 491 for the rest of the call
+        await self._ending(PARTY_LOST)
+
+    async def _ending(self, why: str) -> None:
+        """BYE (not cancelled by `close`: the call's end goes out whole)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.discard(task)
+        if not self._ended.is_set():
+            await self._end(why)
+
+    def close(self) -> None:
+        """The call is over: its watch and retransmissions stop."""
+        for task in self._tasks:
+            task.cancel()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         while self.timer is not None and not self._ended.is_set():
             wait = self._deadline - loop.time()
             if wait <= 0:
-                await self._expire()  # no refresh came: BYE (RFC 4028 §10)
+                await self._ending(EXPIRED)  # no refresh came: BYE (RFC 4028 §10)
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ended.wait(), wait)
 
     def acked(self, request: SipRequest) -> None:
-        """The party's ACK: of the 2xx that carried our offer, that offer is answered."""
-        if self.offered is not None and cseq_number(request) == self.offered:
+        """The party's ACK of our 2xx (it stops being retransmitted); of the 2xx that carried
+        our offer, that offer is answered."""
+        cseq = cseq_number(request)
+        acked = self._unacked.pop(cseq, None) if cseq is not None else None
+        if acked is not None:
+            acked.set()
+        if self.offered is not None and cseq == self.offered:
             self.offered = None
 
 
@@ -103,4 +161,4 @@ def asked_timer(request: SipRequest) -> SessionTimer | None:
 
 def cseq_number(request: SipRequest) -> int | None:
     number = (request.headers.get("cseq") or "").split(" ", 1)[0]
-    return int(number) if number.isdigit() else None
+    return int(number) if number.isascii() and number.isdigit() and len(number) <= 10 else None

@@ -10,7 +10,8 @@ from a party without the extension (a proxy added the header: §9 would make us 
 is answered without `Session-Expires`: no session timer for that dialog (§7.4: a 2xx without it
 means no expiration). An interval below our `Min-SE` (90 s, the smallest §4 allows) or below
 the request's own `Min-SE` is refused `422 Session Interval Too Small` naming ours (§9); a
-malformed one `400`.
+malformed one (not ASCII digits, §4's delta-seconds) or a `Min-SE` above the longest interval
+we take (a day) `400`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def session_timer(request: SipRequest) -> SessionTimer | None:
     delta, *params = (part.strip() for part in value.split(";"))
     minimum = _seconds(request.headers.get("min-se") or str(MIN_SE), "Min-SE")
     interval = _seconds(delta, "Session-Expires")
+    if minimum > MAX_SE:  # we would watch longer than we ever do
+        raise TimerError(400, f"Bad Request (Min-SE above {MAX_SE})")
     if interval < max(MIN_SE, minimum):
         raise TimerError(422, "Session Interval Too Small")
     named = (p.partition("=")[2].lower() for p in params if p.lower().startswith("refresher="))
@@ -63,12 +66,12 @@ def session_timer(request: SipRequest) -> SessionTimer | None:
     supports = _tags(request, "supported") | _tags(request, "require")
     if "timer" not in supports or refresher == "uas":
         return None  # we would be the refresher: no timer
-    return SessionTimer(min(interval, max(MAX_SE, minimum)))
+    return SessionTimer(min(interval, MAX_SE))
 
 
 def _seconds(value: str, name: str) -> int:
     text = value.split(";")[0].strip()
-    if not text.isdigit() or len(text) > 10:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:  # `²` is isdigit()
         raise TimerError(400, f"Bad Request (bad {name})")
     return int(text)
 

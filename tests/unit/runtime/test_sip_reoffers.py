@@ -21,10 +21,14 @@ from callgate.turn.peers import PeerFilter
 
 class Fill:
     def __init__(self) -> None:
-        self.holds = 0
+        self.holds: list[bool] = []  # whether the party may still send, each hold
+        self.resumed = 0
 
-    def hold(self) -> None:
-        self.holds += 1
+    def hold(self, sends: bool) -> None:
+        self.holds.append(sends)
+
+    def resume(self) -> None:
+        self.resumed += 1
 
 
 def test_rfc2543_hold_with_sendrecv_fills_silence_for_the_recorder() -> None:
@@ -32,7 +36,7 @@ def test_rfc2543_hold_with_sendrecv_fills_silence_for_the_recorder() -> None:
     phone, and the quiet phone's leg is filled with silence, so the recorder's silence limit does
     not end the held call `recording-failed`."""
     first = audio_sdp("192.0.2.5", 4000, "pcmu")
-    rtp = SimpleNamespace(sending=True, allowed=["192.0.2.5"])
+    rtp = SimpleNamespace(sending=True, allowed=["192.0.2.5"], set_remote=lambda *a, **k: None)
     fill = Fill()
     reoffers = Reoffers(
         parse_audio(first), first, "pcmu", None, ("127.0.0.1", 5000), (1, 1),
@@ -43,7 +47,13 @@ def test_rfc2543_hold_with_sendrecv_fills_silence_for_the_recorder() -> None:
         assert parse_audio(held).held
         reoffers.answer(held)
         assert rtp.sending is False
-        assert fill.holds == n
+        assert fill.holds == [True] * n  # music on hold may come: silence in its gaps
+    for n, direction in enumerate(("recvonly", "inactive"), 3):
+        reoffers.answer(audio_sdp("0.0.0.0", 4000 + n, "pcmu", direction=direction))
+    reoffers.answer(audio_sdp("192.0.2.5", 4010, "pcmu", direction="sendonly"))
+    assert fill.holds == [True, True, False, False, True] and fill.resumed == 0
+    reoffers.answer(audio_sdp("192.0.2.5", 4011, "pcmu"))  # sendrecv at an address: resumed
+    assert fill.resumed == 1 and rtp.sending
 
 
 def party_sdp(port: int, pts: str = "0 101", version: int = 1, direction: str = "",
@@ -92,14 +102,18 @@ async def test_a_party_we_called_refreshes_holds_moves_and_resumes() -> None:
             held = reoffers.answer(party_sdp(40000, version=version, direction=direction))
             assert held == audio_sdp(*LOCAL, "pcmu", None, 101, ours, (9, 1 + version))
             assert rtp.sending is (ours == "sendonly")
-        assert fill.filling  # the party sends nothing (inactive, recvonly): silence flows
+        assert fill.filling  # the party holds the call: silence flows
         while not to_bridge:
             await asyncio.sleep(0.01)
         assert to_bridge[0].payload == b"\xff" * 160 and to_bridge[0].leg == "phone"
+        fill.packet(MediaPacket("phone", b"A" * 160, 0, 0, 1, 0, 0.0))  # music on hold passes
+        assert to_bridge[-1].payload == b"A" * 160
         # resumed at a new port; its codecs in another order still list ours: PCMU answered
         moved = reoffers.answer(party_sdp(40010, "9 0 8 101", version=5))
         assert moved == audio_sdp(*LOCAL, "pcmu", None, 101, "sendrecv", (9, 6))
         assert rtp.remote == ("127.0.0.1", 40010) and rtp.sending
+        fill.packet(MediaPacket("phone", b"B" * 160, 160, 1, 1, 0, 0.0))  # resumed: its media
+        assert not fill.filling and fill.held_since is None
     finally:
         await fill.stop()
 

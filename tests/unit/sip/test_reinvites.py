@@ -12,7 +12,7 @@ import pytest
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import ForbiddenMedia
 from callgate.sip.message import Headers, SipRequest, SipResponse
-from callgate.sip.reinvites import EXPIRED, Reinvites
+from callgate.sip.reinvites import EXPIRED, PARTY_LOST, Reinvites
 from callgate.sip.sdp import SdpError
 from callgate.sip.session_timers import SessionTimer, TimerError, session_timer
 from callgate.sip.transport import Peer
@@ -32,8 +32,8 @@ def request(method: str, cseq: int, body: bytes = b"", *extra: tuple[str, str]) 
     return SipRequest(method, "sip:callgate@127.0.0.1", headers, body)
 
 
-async def expire() -> None:
-    raise AssertionError("no session timer was asked for")
+async def expire(why: str) -> None:
+    raise AssertionError(f"nothing should end the call ({why})")
 
 
 def answer(body: bytes) -> bytes:
@@ -116,7 +116,8 @@ async def test_a_refresh_is_answered_with_the_timer_and_none_ends_the_call() -> 
     nothing; with no refresh before the watch ends (RFC 4028 §10), the call is ended."""
     ended, expired = asyncio.Event(), asyncio.Event()
 
-    async def bye() -> None:
+    async def bye(why: str) -> None:
+        assert why == EXPIRED
         expired.set()
         ended.set()
 
@@ -156,3 +157,84 @@ async def test_an_expired_session_is_ended_with_bye() -> None:
         await asyncio.sleep(0.01)
     assert [r.method for r in sent] == ["BYE"] and call.ended_by == EXPIRED
     call.close()
+
+
+@pytest.fixture
+def fast_timers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """T1 10 ms (T2 40 ms, 64·T1 0.64 s): the schedule of RFC 3261 §13.3.1.4, quicker."""
+    monkeypatch.setattr("callgate.sip.reinvites.T1", 0.01)
+    monkeypatch.setattr("callgate.sip.reinvites.T2", 0.04)
+    monkeypatch.setattr("callgate.sip.reinvites.TIMEOUT", 0.64)
+
+
+@pytest.mark.usefixtures("fast_timers")
+async def test_our_2xx_is_retransmitted_until_the_ack() -> None:
+    """RFC 3261 §13.3.1.4: over UDP our 2xx to a re-INVITE goes again (T1 doubling to T2)
+    until its ACK; then no more, and the call goes on."""
+    resent: list[int] = []
+    reinvites = Reinvites(asyncio.Event(), expire)
+    reinvite = request("INVITE", 2)
+    assert reinvites.answer(reinvite, answer, "sip:c@h", None).status == 200
+    reinvites.sent(reinvite, lambda: resent.append(1))
+    async with asyncio.timeout(30):
+        while len(resent) < 3:
+            await asyncio.sleep(0.01)
+    reinvites.acked(request("ACK", 2))
+    count = len(resent)
+    await asyncio.sleep(1.0)  # past 64·T1: no more, and `expire` (the end) never called
+    assert len(resent) == count and reinvites.offered is None
+    reinvites.close()
+
+
+@pytest.mark.usefixtures("fast_timers")
+async def test_a_2xx_never_acked_ends_the_call_and_frees_the_next_reinvite() -> None:
+    """No ACK after 64·T1 (lost, or the party is gone): our offer is no longer outstanding (a
+    later re-INVITE is not 491) and the call is ended, BYE, `party-lost` (§13.3.1.4)."""
+    ended, why = asyncio.Event(), []
+
+    async def bye(reason: str) -> None:
+        why.append(reason)
+        ended.set()
+
+    reinvites = Reinvites(ended, bye)
+    offerless = request("INVITE", 2)  # our offer in the 200: 491 until its ACK
+    assert reinvites.answer(offerless, answer, "sip:c@h", None).status == 200
+    reinvites.sent(offerless, None)  # TCP: not resent, the ACK still awaited
+    assert reinvites.answer(request("INVITE", 3, b"v=0"), answer, "sip:c@h", None).status == 491
+    await asyncio.wait_for(ended.wait(), 30)
+    assert why == [PARTY_LOST] and reinvites.offered is None
+    reinvites.close()
+
+
+async def test_a_closed_call_stops_its_session_watch() -> None:
+    """The call handler is done (the call ended): its session timer's watch stops with it and
+    never sends a BYE for the call that is gone."""
+    ends: list[str] = []
+
+    async def bye(why: str) -> None:
+        ends.append(why)
+
+    reinvites = Reinvites(asyncio.Event(), bye)
+    reinvites.refreshed(SessionTimer(1))  # the watch would end the call after 0.67 s
+    reinvites.close()
+    await asyncio.sleep(1.5)
+    assert ends == []
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1\u0663", "99999999999"])
+def test_a_session_interval_that_is_not_ascii_digits_is_400(value: str) -> None:
+    """`²` and other Unicode digits pass str.isdigit() but are no delta-seconds (RFC 4028 §4:
+    1*DIGIT, ASCII): 400, not a crash (500)."""
+    for headers in ([TIMER, ("Session-Expires", value)],
+                    [TIMER, ("Session-Expires", "1800"), ("Min-SE", value)]):  # fmt: skip
+        with pytest.raises(TimerError) as refused:
+            session_timer(request("INVITE", 1, b"", *headers))
+        assert refused.value.status == 400
+
+
+def test_a_min_se_above_our_longest_interval_is_400() -> None:
+    """A Min-SE above a day would make us watch longer than we ever do (MAX_SE): refused."""
+    headers = [TIMER, ("Session-Expires", "999999999"), ("Min-SE", "999999999")]
+    with pytest.raises(TimerError) as refused:
+        session_timer(request("INVITE", 1, b"", *headers))
+    assert refused.value.status == 400

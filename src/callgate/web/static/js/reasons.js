@@ -39,6 +39,12 @@ export function endingMessage({ reason, endedBy, denial }, role, name) {
       return `The call could not be set up: no audio path to ${name} (network or firewall). Try again.`;
     case "media-lost":
       return "The call dropped: no audio arrived for several seconds (connection lost).";
+    case "hold-timeout":
+      return `The call ended: ${name}'s phone kept it on hold too long.`;
+    case "session-expired":
+      return `The call ended: ${name}'s phone stopped confirming the call.`;
+    case "party-lost":
+      return `The call ended: ${name}'s phone stopped answering.`;
     case "server-restart":
       return "The call ended because the server restarted.";
     case "policy-denied": {
