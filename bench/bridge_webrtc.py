@@ -10,11 +10,18 @@ SRTP packets encrypted with its own keys, sent as ChannelData from its TURN clie
 relay (as a browser's reach the server), the phone's plain RTP to its leg. What the parties and
 phones receive is only counted (their aiortc stacks do not decode it).
 
-Reported: packets sent, forwarded each way, received, and this process's CPU per call-second over
-the traffic window. The parties' and phones' own socket work (a send and a receive per packet
-each) is in that figure too: it is an upper bound of the server's cost. calls/core = 1000 / it.
+Reported: packets sent, forwarded each way, received, the load average before the traffic, and
+CPU per call-second over the traffic window (and the 0.5 s after it); calls/core = 1000 / it.
+By default everything runs in this one process, so the parties' and phones' own socket work (a
+send and a receive per packet each) is in that figure: an upper bound of the server's cost.
+With `--split` the bridges, the anchor and the TURN server stay in this process (as under
+`callgate serve`) and the parties and phones run in a child process (this script with
+`--party-side`), which connects to them over loopback sockets; SDP offers, answers and the RTP
+addresses go over its stdin/stdout. The bridge process's CPU is then the server's alone, and
+the party process's is reported beside it.
 
     .venv/bin/python bench/bridge_webrtc.py --calls 50 --seconds 20
+    .venv/bin/python bench/bridge_webrtc.py --split --calls 60 --seconds 15
 """
 
 from __future__ import annotations
