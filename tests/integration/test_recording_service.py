@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -126,3 +128,61 @@ async def test_a_party_named_as_the_call_ends_stays_named_in_the_closing_metadat
     await recordings.finish(recorder.recording_id)
     row = RecordingRepository(store).get(recorder.recording_id)
     assert row is not None and row.metadata["participants"][1]["handle"] == "group:desk"
+
+
+async def test_a_write_stuck_past_its_deadline_leaves_a_file_matching_its_audit(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk hangs in a chunk's fsync: the recording fails at the deadline and is closed
+    `failed` with the chunks confirmed by then; no new recorded call starts while the write is
+    stuck (recording-unavailable, /healthz says why); once the write returns the file is cut
+    back to exactly what the audit log holds (its SHA-256, size, chunks), so it verifies."""
+    settings = RecordingSettings(
+        directory=tmp_path / "rec",
+        key_file=tmp_path / "keys" / "master.key",
+        min_free_bytes=0,
+        limits=RecorderLimits(0.05, 30.0, 0.3),
+    )
+    recordings = RecordingService(RecordingRepository(store), settings, {})
+    failures: list[str] = []
+    recorder = await recordings.start("f" * 32, PARTIES, "3:record", failures.append)
+    recorder.on_packet(packet("caller", 0))
+    await asyncio.wait_for(recorder.first_written(), 30)
+    stuck_fd = recorder.writer._fd
+    entered, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if fd == stuck_fd:
+            entered.set()
+            release.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    try:
+        recorder.on_packet(packet("caller", 1))  # written, then stuck in its fsync
+        assert await asyncio.to_thread(entered.wait, 30)
+        for _ in range(3000):
+            if failures:
+                break
+            await asyncio.sleep(0.01)
+        assert failures == ["chunk not durable within 0.35 s of its audio"]
+        assert not recordings.available and "has not returned" in recordings.health()["error"]
+        with pytest.raises(RecordingFailure, match="recording disk"):
+            await recordings.start("g" * 32, PARTIES, None, lambda reason: None)
+        await asyncio.wait_for(recordings.finish(recorder.recording_id), 30)
+    finally:
+        release.set()
+    for _ in range(3000):  # the stuck thread lets go: the writer cuts the file back, closes it
+        if recorder.writer._closed and recordings.available:
+            break
+        await asyncio.sleep(0.01)
+    assert recorder.writer._closed and recordings.available
+    row = RecordingRepository(store).get(recorder.recording_id)
+    assert row is not None and row.state == "failed" and row.sha256 is not None
+    data = (tmp_path / "rec" / row.file_name).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == row.sha256 and len(data) == row.bytes
+    chunks = list(iter_chunks(data))
+    assert [c.sha256 for c in chunks] == row.metadata["chunk_sha256"] and len(chunks) >= 1
+    (closed,) = [e for e in AuditLog(store).recent(10) if e.action == "recording.failed"]
+    assert json.loads(closed.details)["digest"] == recording_digest(row.sha256, row.metadata)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from callgate.recording import keys
+from callgate.recording import recorder as recorder_module
 from callgate.recording.chunks import HEADER_BYTES, ChunkError, iter_chunks, seal
 from callgate.recording.codecs import BY_ANCHOR_CODEC as CODECS
 from callgate.recording.codecs import OPUS, leg_codecs, recording_codec
@@ -98,6 +99,11 @@ def _participants(parties: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
     ]
 
 
+def _close_when_created(job: asyncio.Future[ChunkWriter]) -> None:
+    if not job.cancelled() and job.exception() is None:
+        job.result().close()
+
+
 class RecordingService:
     def __init__(
         self,
@@ -121,7 +127,13 @@ class RecordingService:
 
     @property
     def available(self) -> bool:
-        return self._master is not None and not self._refused
+        return self._master is not None and not self._refused and not self.stalled
+
+    @property
+    def stalled(self) -> str | None:
+        """Why recording is stopped for now: a disk write of its past its deadline (recorder.py
+        `RecordingIO`); new recorded calls are refused until it returns."""
+        return recorder_module.IO.stalled
 
     def refuse(self, problem: str) -> None:
         """Record nothing from now on (the media anchor cannot run: media/internals.py): calls
@@ -130,9 +142,10 @@ class RecordingService:
         self.problem = problem if self.problem is None else f"{self.problem}; {problem}"
 
     def health(self) -> dict[str, Any]:
+        problem = "; ".join(p for p in (self.problem, self.stalled) if p)
         return {
             "ok": self.available,
-            **({"error": self.problem} if self.problem else {}),
+            **({"error": problem} if problem else {}),
             "active": len(self.active),
             "failed": self.failed_total,
         }
@@ -144,7 +157,7 @@ class RecordingService:
 
     def _check_available(self) -> None:
         if not self.available:
-            raise RecordingFailure(self.problem or "recording unavailable")
+            raise RecordingFailure(self.problem or self.stalled or "recording unavailable")
 
     # -- one call ----------------------------------------------------------------------------
 
@@ -207,15 +220,29 @@ class RecordingService:
             "metadata_json": json.dumps({"participants": _participants(parties)}),
             "retention": self.settings.retention.period(policy_rule),
         }
-        writer = await asyncio.to_thread(
-            ChunkWriter, path, recording_id, key, self.settings.min_free_bytes
-        )
+        writer = await self._open(path, recording_id, key)
         try:
             await asyncio.to_thread(self.repository.create, row, _now())
         except Exception as exc:
             writer.close()
             raise RecordingFailure(f"recording record not written: {type(exc).__name__}") from exc
         return row, writer
+
+    async def _open(self, path: Path, recording_id: str, key: bytes) -> ChunkWriter:
+        """The file, created in a recording thread (recorder.py `RecordingIO`, not the default
+        executor) within the durability deadline; RecordingFailure when it is not."""
+        loop = asyncio.get_running_loop()
+        limits = self.settings.limits
+        deadline = limits.flush_interval + limits.durable_within
+        job = recorder_module.IO.run(
+            loop, deadline, ChunkWriter, path, recording_id, key, self.settings.min_free_bytes
+        )
+        try:
+            return await asyncio.wait_for(asyncio.shield(job), deadline)
+        except TimeoutError:
+            # created later, if ever: closed then (a file with its header only, no row)
+            job.add_done_callback(_close_when_created)
+            raise RecordingFailure(f"{path.name} not created within {deadline:g} s") from None
 
     async def set_codecs(self, recording_id: str, caller: str, callee: str) -> None:
         """The anchor's codecs of each party once the callee answered: a callee that took a

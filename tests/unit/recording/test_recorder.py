@@ -17,7 +17,6 @@ import pytest
 from callgate.media.packets import MediaPacket
 from callgate.recording import keys
 from callgate.recording import recorder as recorder_module
-from callgate.recording import writer as writer_module
 from callgate.recording.chunks import decode_packets, iter_chunks, open_chunk
 from callgate.recording.recorder import RecorderLimits, StreamRecorder
 from callgate.recording.writer import ChunkWriter, RecordingFailure
@@ -194,7 +193,8 @@ async def test_a_chunk_not_durable_by_its_deadline_fails_the_recording_closed(
             if failures:
                 break
             await asyncio.sleep(0.01)
-        assert failures == ["chunk not durable within 0.3 s"]
+        assert failures == ["chunk not durable within 0.35 s of its audio"]
+        assert recorder_module.IO.stalled is not None  # no new recorded call meanwhile
         await asyncio.wait_for(recorder.close(), 30)
     finally:
         release.set()
@@ -203,7 +203,15 @@ async def test_a_chunk_not_durable_by_its_deadline_fails_the_recording_closed(
             break
         await asyncio.sleep(0.01)
     assert recorder.writer._closed and not recorder._durable.is_set()
-    assert failures == ["chunk not durable within 0.3 s"]
+    assert failures == ["chunk not durable within 0.35 s of its audio"]
+    assert recorder.writer.chunks == [] and (tmp_path / "r.cgrec").stat().st_size == (
+        recorder.writer.bytes
+    )
+    for _ in range(3000):
+        if recorder_module.IO.stalled is None:
+            break
+        await asyncio.sleep(0.01)
+    assert recorder_module.IO.stalled is None
 
 
 async def test_silence_is_checked_while_a_flush_hangs(
@@ -239,37 +247,13 @@ def _group(tmp_path: Path, names: str) -> list[tuple[StreamRecorder, bytes, list
     return made
 
 
-def test_a_group_of_chunks_is_made_durable_by_one_syncfs_not_an_fsync_each(
+def test_a_failed_fsync_fails_only_its_own_recording_in_a_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if writer_module.syncfs is None or not _syncfs_trusted_at(tmp_path):
-        pytest.skip("syncfs(2) does not report all errors here (module docstring): fsync each")
-    real_syncfs = writer_module.syncfs
-    syncs: list[int] = []
-    fsyncs: list[int] = []
-    monkeypatch.setattr(writer_module, "syncfs", lambda fd: syncs.append(fd) or real_syncfs(fd))
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd) or real_fsync(fd))
-    made = _group(tmp_path, "abc")
-    fsyncs.clear()  # the file headers' own
-    group = [(recorder, [packet("caller", seq) for seq in range(5)]) for recorder, *_ in made]
-    assert recorder_module._append_group(group) == [None, None, None]
-    assert len(syncs) == 1 and fsyncs == []
-    for (recorder, key, _failures), name in zip(made, "abc", strict=True):
-        recorder.writer.close()
-        (chunk,) = iter_chunks((tmp_path / f"{name}.cgrec").read_bytes())
-        stored = decode_packets(open_chunk(key, name * 32, chunk, 0), 0)
-        assert [p.seq for p in stored] == list(range(5))
-
-
-def test_a_failed_syncfs_fsyncs_each_file_and_fails_only_the_one_in_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """syncfs says some file on the file system had a write-back error (maybe not ours): each
-    recording's own fsync tells which; that one fails, the others' chunks count."""
+    """Each recording's chunk is fsynced on its own file: an EIO there fails that recording;
+    the others' chunks count."""
     made = _group(tmp_path, "abc")
     broken = made[1][0].writer._fd
-    monkeypatch.setattr(writer_module, "syncfs", lambda fd: -1)
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
@@ -288,60 +272,50 @@ def test_a_failed_syncfs_fsyncs_each_file_and_fails_only_the_one_in_error(
         recorder.writer.close()
 
 
-@pytest.mark.parametrize(
-    ("release", "reports"),
-    [
-        ("5.7.19", False),
-        ("5.8.0", False),  # drops the file system's own sync error (a journal commit's)
-        ("5.16.20", False),
-        ("5.17.0", True),
-        ("6.1.0-18-amd64", True),
-        ("4.19.0", False),
-        ("x", False),
-    ],
-)
-def test_syncfs_is_trusted_only_where_it_reports_errors(release: str, reports: bool) -> None:
-    assert writer_module._kernel_reports_syncfs_errors(release) is reports
-
-
-def _syncfs_trusted_at(directory: Path) -> bool:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        return writer_module.syncfs_trusted_on(fd)
-    finally:
-        os.close(fd)
-
-
-def test_on_overlayfs_each_file_is_fsynced_not_synced_by_syncfs(
+async def test_recorders_settle_and_close_when_their_threads_are_gone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """overlayfs (containers) returns 0 from syncfs after the disk below failed a write-back:
-    there each recording's file is fsynced, so an EIO fails its recording at once."""
-    syncs: list[int] = []
-    monkeypatch.setattr(writer_module, "syncfs", lambda fd: syncs.append(fd) or 0)
-    monkeypatch.setattr(writer_module, "file_system_magic", lambda fd: 0x794C7630)  # overlayfs
+    """The recording threads are shut down (the process is stopping): the flush cannot submit,
+    the recordings fail closed and close() returns instead of waiting forever."""
+    io = recorder_module.RecordingIO(1)
+    io.executor.shutdown()
+    monkeypatch.setattr(recorder_module, "IO", io)
     made = _group(tmp_path, "ab")
-    broken = made[0][0].writer._fd
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        if fd == broken:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    errors = recorder_module._append_group([(r, [packet("caller", 0)]) for r, *_ in made])
-    assert errors == [f"chunk 0 not written: {os.strerror(errno.EIO)}", None]
-    assert syncs == []
+    flusher = recorder_module._Flusher(30.0)
     for recorder, *_ in made:
-        recorder.writer.close()
+        flusher.recorders[recorder] = None
+        recorder.on_packet(packet("caller", 0))
+    with pytest.raises(RuntimeError):
+        flusher._flush()
+    for recorder, _key, failures in made:
+        await asyncio.wait_for(recorder.close(), 30)
+        assert failures == ["recorder error"] and recorder.writer._closed
 
 
-def test_the_file_system_is_told_by_its_statfs_magic(tmp_path: Path) -> None:
-    """fstatfs(2) through ctypes: /proc (fixed magic) is not trusted for syncfs."""
-    fd = os.open("/proc", os.O_RDONLY)
-    try:
-        assert writer_module.file_system_magic(fd) == 0x9FA0  # PROC_SUPER_MAGIC
-        assert not writer_module.syncfs_trusted_on(fd)
-    finally:
-        os.close(fd)
+async def test_an_abandoned_writer_is_cut_back_to_what_it_counted(tmp_path: Path) -> None:
+    """abandon() while a thread is inside a write: nothing more counts, the writer takes no
+    more chunks, and the file equals what was counted once the thread lets go."""
+    key = keys.new_recording_key()
+    writer = ChunkWriter(tmp_path / "w.cgrec", RID, key, 0)
+    writer.append(b"one")
+    counted = (len(writer.chunks), writer.bytes, writer.sha256)
+    entered, release = threading.Event(), threading.Event()
+    real_check = writer._check_space
+
+    def stuck() -> None:
+        entered.set()
+        release.wait(30)
+        real_check()
+
+    writer._check_space = stuck  # type: ignore[method-assign]
+    thread = asyncio.ensure_future(asyncio.to_thread(writer.append, b"two"))
+    assert await asyncio.to_thread(entered.wait, 30)
+    writer.abandon()
+    release.set()
+    with pytest.raises(RecordingFailure, match="durable only after its deadline"):
+        await asyncio.wait_for(thread, 30)
+    assert (len(writer.chunks), writer.bytes, writer.sha256) == counted and writer._closed
+    data = (tmp_path / "w.cgrec").read_bytes()
+    assert len(data) == counted[1] and len(list(iter_chunks(data))) == 1
+    with pytest.raises(RecordingFailure):
+        writer.append(b"three")
