@@ -59,7 +59,7 @@ NTP_FRACTION = 1 << 32
 NTP_MASK = (1 << 64) - 1
 ICE_COMPONENT = 1  # RTP; with rtcp-mux (RFC 8035) RTCP shares it
 MIN_RTP = 12
-MAX_SSRCS = 4  # sources a leg keeps statistics for; a party's further ones are dropped, counted
+MAX_SSRCS = 4  # sources a leg keeps statistics for; a new one replaces the least recently seen
 DRAIN_MAX = 1024  # datagrams read from a leg's socket when its packets move in-process
 DATAGRAM_MAX = 65536
 
@@ -106,7 +106,7 @@ class SrtpPath:
         self.received = 0
         self.sent = 0
         self.rejected = 0  # SRTP that failed authentication or RTP that did not parse
-        self.ssrc_dropped = 0  # RTP of a source past MAX_SSRCS (not kept, not forwarded)
+        self.ssrc_replaced = 0  # sources forgotten for a new one past MAX_SSRCS (least recent)
         self.handed_in = 0  # packets the leg's allocation handed over in-process
         self.handed_out = 0  # packets handed to the leg's allocation in-process
         self.rtcp_in = 0  # RTCP the allocation handed over in-process (to aiortc)
@@ -138,6 +138,7 @@ class SrtpPath:
         for field in ("packet_count", "octet_count", "rtp_timestamp", "ntp_timestamp"):
             getattr(sender, f"_RTCRtpSender__{field}")
         self._seen = _SeqTs(0, 0)
+        self._last_ssrc: int | None = None  # `_streams` is kept least recently seen first
         self._turn: Any = None  # the leg's aioice TURN client protocol, when the pair uses one
         self._turn_pair: Any = None  # the nominated pair it belongs to
         self._turn_peer: Address | None = None  # that pair's remote address (it never changes)
@@ -321,12 +322,18 @@ class SrtpPath:
         if offset > end or payload_type != self._payload_type:
             self.rejected += 1
             return
-        stream = self._streams.get(ssrc)
-        if stream is None:
-            if len(self._streams) >= MAX_SSRCS:  # the party's memory on this server is bounded
-                self.ssrc_dropped += 1
-                return
-            stream = self._streams[ssrc] = StreamStatistics(self._clock)
+        streams = self._streams
+        if ssrc != self._last_ssrc:  # (a source's packets in a row cost one comparison)
+            stream = streams.pop(ssrc, None)
+            if stream is None:
+                if len(streams) >= MAX_SSRCS:  # memory is bounded: forget the least recent
+                    del streams[next(iter(streams))]
+                    self.ssrc_replaced += 1
+                stream = StreamStatistics(self._clock)
+            streams[ssrc] = stream  # the most recently seen last
+            self._last_ssrc = ssrc
+        else:
+            stream = streams[ssrc]
         payload = bytes(plain[offset:end])  # the one copy the packet keeps
         self.received += 1
         seen = self._seen

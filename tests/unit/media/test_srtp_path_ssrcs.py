@@ -1,6 +1,7 @@
-"""A lean leg keeps receive statistics for at most `MAX_SSRCS` of its party's RTP sources: an
-authenticated party sending from ever new SSRCs is dropped (and counted), not given memory on
-the server (no sockets, no DTLS: the path's inbound parsing on its own)."""
+"""A lean leg keeps receive statistics for at most `MAX_SSRCS` of its party's RTP sources: a new
+source past them replaces the least recently seen (counted), so a party that changes its SSRC
+keeps being forwarded while one sending from ever new SSRCs gets no more memory on the server
+(no sockets, no DTLS: the path's inbound parsing on its own)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ class _Clear:
 def _path(handled: list[MediaPacket]) -> SrtpPath:
     path = SrtpPath.__new__(SrtpPath)
     fields: dict[str, Any] = {
-        "name": "caller", "received": 0, "rejected": 0, "ssrc_dropped": 0, "_rx_io": _Clear(),
+        "name": "caller", "received": 0, "rejected": 0, "ssrc_replaced": 0, "_rx_io": _Clear(),
         "_payload_type": PT, "_streams": {}, "_clock": 48000,
-        "_seen": srtp_path._SeqTs(0, 0), "_handler": handled.append,
+        "_seen": srtp_path._SeqTs(0, 0), "_handler": handled.append, "_last_ssrc": None,
     }  # fmt: skip
     for name, value in fields.items():
         setattr(path, name, value)
@@ -41,14 +42,16 @@ def _rtp(seq: int, ssrc: int) -> bytes:
     return struct.pack("!BBHII", 0x80, PT, seq, seq * 960, ssrc) + b"\x01" * 20
 
 
-def test_new_sources_past_the_cap_are_dropped_and_counted() -> None:
+def test_a_new_source_past_the_cap_replaces_the_least_recently_seen() -> None:
     handled: list[MediaPacket] = []
     path = _path(handled)
-    for ssrc in range(1, 11):  # ten sources, two packets each
+    for ssrc in range(1, 11):  # ten sources, two packets each: every one is forwarded
         for seq in (1, 2):
             path._srtp_in(_rtp(seq, ssrc))
-    assert len(path._streams) == MAX_SSRCS
-    assert sorted({p.ssrc for p in handled}) == list(range(1, MAX_SSRCS + 1))
-    assert path.received == 2 * MAX_SSRCS and path.ssrc_dropped == 2 * (10 - MAX_SSRCS)
-    path._srtp_in(_rtp(3, 1))  # the sources it keeps still flow
-    assert handled[-1].ssrc == 1 and handled[-1].seq == 3
+    assert len(path._streams) == MAX_SSRCS and list(path._streams) == list(range(7, 11))
+    assert [p.ssrc for p in handled] == [ssrc for ssrc in range(1, 11) for _ in (1, 2)]
+    assert path.received == 20 and path.ssrc_replaced == 10 - MAX_SSRCS
+    path._srtp_in(_rtp(3, 7))  # seen again: now the most recent, so 8 goes first
+    path._srtp_in(_rtp(1, 11))
+    assert list(path._streams) == [9, 10, 7, 11] and path.ssrc_replaced == 11 - MAX_SSRCS
+    assert handled[-1].ssrc == 11
