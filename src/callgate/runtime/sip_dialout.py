@@ -33,6 +33,7 @@ from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
 from callgate.runtime.sip_media import (
     carrier_answer,
     carrier_key,
+    carrier_sdp,
     check_call_media,
     check_media,
     encryption,
@@ -359,12 +360,13 @@ class DialOut:
                     records.finish, record_id, disposition(status), "callee", f"sip {status}"
                 )
                 return
-            answer = parse_audio(reply.body)
             source = out.peer.address[0]  # else ForbiddenMedia, audited: BYE, 502 below
-            answer = check_media(
-                self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source
-            )
-            chosen = carrier_answer(answer, codecs, secure, carrier, emergency)
+            with carrier_sdp(out.call_id):  # any error: SdpError, the BYE and CDR below
+                answer = parse_audio(reply.body)
+                answer = check_media(
+                    self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source
+                )
+                chosen = carrier_answer(answer, codecs, secure, carrier, emergency)
             if chosen != codec:  # the phone offered it too: both legs use it, unchanged
                 codec = chosen
                 phone.use(codec)

@@ -12,8 +12,10 @@ is audited `sip.media.forbidden` (rate-limited per party by the edge) and raised
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+from collections.abc import Iterator
 from typing import Literal
 
 from callgate.media.rtp_leg import RtpLeg
@@ -107,6 +109,20 @@ def answered_codec(
     if ours is not None and answer.crypto is not None and answer.crypto.key_salt == ours.key_salt:
         raise SdpError(f"{who} answered with our own SRTP key")
     return codec
+
+
+@contextlib.contextmanager
+def carrier_sdp(call_id: str) -> Iterator[None]:
+    """Taking a carrier's 2xx answer: any error is an `SdpError` (logged with its trace), so
+    the caller's SdpError path ACKs and BYEs the carrier leg and finishes the CDR, never leaves
+    the leg up with the CDR open (a bug in the parser or a check must not do that either)."""
+    try:
+        yield
+    except SdpError:
+        raise
+    except Exception as exc:
+        log.exception("sip: carrier answer of %s not taken", call_id)
+        raise SdpError(f"carrier answer not taken ({type(exc).__name__})") from exc
 
 
 def carrier_answer(

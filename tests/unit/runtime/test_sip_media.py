@@ -18,6 +18,7 @@ from callgate.runtime.sip_media import (
     answered_codec,
     bridge_codecs,
     carrier_key,
+    carrier_sdp,
     check_call_media,
     check_media,
     encryption,
@@ -219,3 +220,15 @@ def test_the_cdrs_encryption_is_the_sip_legs() -> None:
     assert encryption(plain) == "sdes-srtp"
     keyed = RtpLeg("caller", lambda packet: None, srtp=(bytes(range(30)), bytes(range(30, 60))))
     assert encryption(keyed) == "sdes-srtp"
+
+
+def test_any_error_taking_a_carriers_answer_is_an_sdp_error() -> None:
+    """A bug or a hostile answer that raises something else while the carrier's 2xx is taken
+    becomes SdpError, so the dial-out paths BYE the carrier leg and finish the CDR with it."""
+    hostile = r"carrier answer not taken \(ValueError\)"
+    with pytest.raises(SdpError, match=hostile), carrier_sdp("c1"):
+        int("²")
+    with pytest.raises(SdpError, match=r"^Bad audio port$"), carrier_sdp("c1"):
+        raise SdpError("Bad audio port")
+    with carrier_sdp("c1"):
+        pass  # nothing raised: nothing changed
