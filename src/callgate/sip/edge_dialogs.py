@@ -244,9 +244,8 @@ class EdgeDialogs(EdgeOutbound):
             return response(request, 500, "Server Internal Error (INVITE pending)", retry)
         reply = call.reoffer(request)
         if 200 <= reply.status < 300:  # retransmitted until the ACK (§13.3.1.4, reinvites.py)
-            data = encode(reply)
-            udp = peer.transport == "UDP"
-            call.reinvites.sent(request, (lambda: self._send(peer, request, data)) if udp else None)
+            data = encode(reply)  # on every transport: a later hop may be UDP (§13.3.1.4)
+            call.reinvites.sent(request, lambda: self._send(peer, request, data))
         return reply
 
     def _ack(self, request: SipRequest, peer: Peer) -> None:

@@ -16,9 +16,9 @@ party's SDP → ours, or SdpError. Here the SIP side of it:
   our 2xx, and each 2xx'd re-INVITE is a refresh; with none before the timer's watch ends, the
   call is ended (BYE, RFC 4028 §10; `session-expired`). A Session-Expires we refuse gets 422 or
   400 and changes nothing;
-- our 2xx to a re-INVITE is retransmitted over UDP every T1, doubling to T2, until the party's ACK
-  (§13.3.1.4); with no ACK after 64·T1 the offer it carried is no longer outstanding and the call
-  is ended (BYE, §13.3.1.4; `party-lost`): a party that no longer ACKs is gone.
+- our 2xx to a re-INVITE is retransmitted every T1, doubling to T2, until the party's ACK
+  (§13.3.1.4: over TCP and TLS too, a later hop may be UDP); with no ACK after 64·T1 the
+  offer it carried is no longer outstanding and the call is ended (BYE, §13.3.1.4; `party-lost`): a party that no longer ACKs is gone.
 """
 
 from __future__ import annotations
@@ -87,8 +87,9 @@ class Reinvites:
         return timer.headers
 
     def sent(self, request: SipRequest, resend: Callable[[], None] | None) -> None:
-        """Our 2xx to `request` (a re-INVITE) went out: `resend` it (UDP; None over TCP/TLS)
-        until its ACK, or end the call (module doc, §13.3.1.4)."""
+        """Our 2xx to `request` (a re-INVITE) went out: `resend` it until its ACK, or end the
+        call (module doc, §13.3.1.4: on every transport, as a later hop may be UDP; None: not
+        resent)."""
         cseq = cseq_number(request)
         if cseq is not None and cseq not in self._unacked:
             self._unacked[cseq] = asyncio.Event()

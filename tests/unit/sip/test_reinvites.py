@@ -238,3 +238,26 @@ def test_a_min_se_above_our_longest_interval_is_400() -> None:
     with pytest.raises(TimerError) as refused:
         session_timer(request("INVITE", 1, b"", *headers))
     assert refused.value.status == 400
+
+
+async def test_our_2xx_is_retransmitted_over_tcp_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 3261 §13.3.1.4: the UAS retransmits its 2xx on every transport (a proxy's later hop
+    may be UDP), the INVITE's as a re-INVITE's, until the ACK."""
+    monkeypatch.setattr("callgate.sip.invite.T1", 0.01)
+    monkeypatch.setattr("callgate.sip.invite.T2", 0.04)
+
+    async def send_request(request: SipRequest, peer: Peer) -> None:
+        pass
+
+    invite = request("INVITE", 1, b"v=0")
+    invite.headers.add("contact", "<sip:alice@127.0.0.1:5062>")
+    peer = Peer("TCP", ("127.0.0.1", 5062), lambda data, to: None, ("127.0.0.1", 5060))
+    replies: list[SipResponse] = []
+    call = InboundCall(invite, peer, None, replies.append, send_request)
+    call.accept(b"v=0", "sip:callgate@127.0.0.1:5060")
+    async with asyncio.timeout(30):
+        while len(replies) < 2:
+            await asyncio.sleep(0.01)
+    assert {reply.status for reply in replies} == {200}
+    call.acked.set()
+    call.close()
