@@ -12,7 +12,7 @@ import pytest
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import ForbiddenMedia
 from callgate.sip.message import Headers, SipRequest, SipResponse
-from callgate.sip.reinvites import EXPIRED, PARTY_LOST, Reinvites
+from callgate.sip.reinvites import EXPIRED, MAX_REINVITES, PARTY_LOST, Reinvites
 from callgate.sip.sdp import SdpError
 from callgate.sip.session_timers import SessionTimer, TimerError, session_timer
 from callgate.sip.transport import Peer
@@ -261,3 +261,33 @@ async def test_our_2xx_is_retransmitted_over_tcp_too(monkeypatch: pytest.MonkeyP
     assert {reply.status for reply in replies} == {200}
     call.acked.set()
     call.close()
+
+
+async def test_one_unacked_2xx_per_dialog_and_cseqs_in_order() -> None:
+    """While our 2xx to a re-INVITE is not ACKed another gets 500 with Retry-After (RFC 3261
+    §14.2), not a second 2xx retransmitted alongside; a CSeq not above the last re-INVITE's is
+    500 (§12.2.2)."""
+    reinvites = Reinvites(asyncio.Event(), expire)
+    first = request("INVITE", 5, b"v=0")
+    assert reinvites.answer(first, answer, "sip:c@h", None).status == 200
+    reinvites.sent(first, lambda: None)
+    second = reinvites.answer(request("INVITE", 6, b"v=0"), answer, "sip:c@h", None)
+    assert second.status == 500 and 0 <= int(second.headers.get("retry-after") or "") <= 10
+    reinvites.acked(request("ACK", 5))
+    assert reinvites.answer(request("INVITE", 7, b"v=0"), answer, "sip:c@h", None).status == 200
+    reinvites.acked(request("ACK", 7))
+    for stale in (7, 3):
+        old = reinvites.answer(request("INVITE", stale, b"v=0"), answer, "sip:c@h", None)
+        assert (old.status, old.reason) == (500, "Server Internal Error (CSeq out of order)")
+    assert reinvites.answer(request("INVITE", 8, b"v=0"), answer, "sip:c@h", None).status == 200
+    reinvites.close()
+
+
+async def test_re_invites_beyond_the_per_call_rate_are_refused_and_counted() -> None:
+    reinvites = Reinvites(asyncio.Event(), expire)
+    statuses = [
+        reinvites.answer(request("INVITE", n, b"v=0"), answer, "sip:c@h", None).status
+        for n in range(2, 2 + MAX_REINVITES + 3)
+    ]
+    assert statuses == [200] * MAX_REINVITES + [500] * 3 and reinvites.limited == 3
+    reinvites.close()
