@@ -36,6 +36,7 @@ from callgate.runtime.sip_media import (
     carrier_sdp,
     check_call_media,
     check_media,
+    downgrade_audit,
     encryption,
     take_offer,
 )
@@ -366,7 +367,8 @@ class DialOut:
                 answer = check_media(
                     self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source
                 )
-                chosen = carrier_answer(answer, codecs, secure, carrier, emergency)
+                plain = downgrade_audit(self._edge, trunk.name, out.call_id, record_id)
+                chosen = carrier_answer(answer, codecs, secure, carrier, emergency, plain)
             if chosen != codec:  # the phone offered it too: both legs use it, unchanged
                 codec = chosen
                 phone.use(codec)

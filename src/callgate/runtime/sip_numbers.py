@@ -48,6 +48,7 @@ from callgate.runtime.sip_media import (
     carrier_key,
     carrier_sdp,
     check_media,
+    downgrade_audit,
     encryption,
 )
 from callgate.runtime.sip_quiet import MEDIA_LOST, Heard, hold_over, media_stopped
@@ -364,7 +365,8 @@ class NumberCalls:
         with carrier_sdp(out.call_id):  # any error: SdpError, the BYE and CDR of number_call
             answer = parse_audio(reply.body)
             answer = check_media(self._edge, answer, "answer", trunk, out.call_id, source)
-            carrier_answer(answer, (codec,), secure, carrier, call.dialled.emergency)
+            plain = downgrade_audit(self._edge, call.dialled.trunk.name, out.call_id, call.call_id)
+            carrier_answer(answer, (codec,), secure, carrier, call.dialled.emergency, plain)
         aim(carrier, answer, [out.peer.address[0]])
         # the carrier's re-INVITEs: refresh, hold, move (sip_reoffers.py, sip/reinvites.py)
         # (keeping the carrier's SRTP key and ours, unless an emergency call was answered plain)

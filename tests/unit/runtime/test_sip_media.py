@@ -17,10 +17,12 @@ from callgate.records.audit import AuditLog, Entry
 from callgate.runtime.sip_media import (
     answered_codec,
     bridge_codecs,
+    carrier_answer,
     carrier_key,
     carrier_sdp,
     check_call_media,
     check_media,
+    downgrade_audit,
     encryption,
     take_offer,
 )
@@ -232,3 +234,36 @@ def test_any_error_taking_a_carriers_answer_is_an_sdp_error() -> None:
         raise SdpError("Bad audio port")
     with carrier_sdp("c1"):
         pass  # nothing raised: nothing changed
+
+
+async def test_an_emergency_call_answered_plain_rtp_is_audited_downgraded(tmp_path: Path) -> None:
+    """Our SRTP offer answered with plain RTP ends a call, except an emergency call: connected
+    plain, and the downgrade written to the audit log (`sip.srtp.downgraded`), not only logged."""
+    store = open_store(sqlite_url(tmp_path))
+    try:
+        edge = SipEdge(CredentialStore(store, "callgate.test"), AuditLog(store))
+        ours = carrier_key(Trunk("uk", frozenset({PHONE}), srtp_required=True))
+        assert ours is not None
+        leg = RtpLeg("callee", lambda packet: None)
+        plain = parse_audio(sdp("192.0.2.9"))
+        with pytest.raises(SdpError):  # not an emergency call: ended (BYE)
+            carrier_answer(
+                plain, ("pcmu",), ours, leg, False, downgrade_audit(edge, "uk", "x", "r")
+            )
+        audited = downgrade_audit(edge, "uk", "sip-c3", "rec-3")
+        assert carrier_answer(plain, ("pcmu",), ours, leg, True, audited) == "pcmu"
+        entries: list[Entry] = []
+        for _ in range(300):
+            entries = [
+                e for e in AuditLog(store).iter_entries() if e.action == "sip.srtp.downgraded"
+            ]
+            if entries:
+                break
+            await asyncio.sleep(0.1)
+        (entry,) = entries
+        assert (entry.actor, entry.object) == ("trunk:uk", "call:sip-c3")
+        details = json.loads(entry.details)
+        assert details["trunk"] == "uk" and details["record"] == "rec-3" and details["emergency"]
+        await edge.close()
+    finally:
+        store.close()
