@@ -91,7 +91,7 @@ ENDED = {
 DENIED_BY = {"unavailable": "unavailable", TOO_LARGE: TOO_LARGE}
 
 
-BYE_GRACE_S = 5.0  # s: how long `close` lets held calls' BYE transactions finish
+BYE_GRACE_S = 2.0  # s: how long `close` lets held calls' BYE transactions finish
 
 
 class SipCalls:

@@ -119,6 +119,7 @@ class EdgeDialogs(EdgeOutbound):
             self._send(peer, request, encode(reply))
 
         call = InboundCall(request, peer, credential, send, self.clients.send_request, trunk)
+        call.reinvites.endings = self.endings
         self.calls[call_id] = call
         call.trying()
         self._spawn(self._run_call(call))

@@ -65,6 +65,8 @@ class Reinvites:
         self._cseq: int | None = None  # the last re-INVITE's CSeq (§12.2.2: each one higher)
         self._recent: list[float] = []  # loop times of the re-INVITEs within WINDOW_S
         self.limited = 0  # re-INVITEs refused for coming too often (MAX_REINVITES)
+        # the BYEs `_ending` sends, not cancelled by `close`: the edge's set, awaited by its close
+        self.endings: set[asyncio.Task[None]] = set()
 
     def answer(
         self, request: SipRequest, on_offer: OnOffer | None, contact: str, to_tag: str | None
@@ -152,10 +154,13 @@ class Reinvites:
         await self._ending(PARTY_LOST)
 
     async def _ending(self, why: str) -> None:
-        """BYE (not cancelled by `close`: the call's end goes out whole)."""
+        """BYE (not cancelled by `close`: the call's end goes out whole; kept in `endings`,
+        which the edge's close awaits)."""
         task = asyncio.current_task()
         if task is not None:
             self._tasks.discard(task)
+            self.endings.add(task)
+            task.add_done_callback(self.endings.discard)
         if not self._ended.is_set():
             await self._end(why)
 

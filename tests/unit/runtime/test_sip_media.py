@@ -267,3 +267,24 @@ async def test_an_emergency_call_answered_plain_rtp_is_audited_downgraded(tmp_pa
         await edge.close()
     finally:
         store.close()
+
+
+async def test_the_edges_close_awaits_calls_byes(tmp_path: Path) -> None:
+    """A BYE the server sends for a call it ended (reinvites.py `_ending`) is in the edge's
+    `endings`: close gives it time to finish, then cancels and awaits what is left."""
+    store = open_store(sqlite_url(tmp_path))
+    try:
+        edge = SipEdge(CredentialStore(store, "callgate.test"), AuditLog(store))
+        done: list[str] = []
+
+        async def bye(wait: float) -> None:
+            await asyncio.sleep(wait)
+            done.append("bye")
+
+        quick = asyncio.create_task(bye(0.01))
+        stuck = asyncio.create_task(bye(3600))
+        edge.endings.update({quick, stuck})
+        await asyncio.wait_for(edge.close(), 30)
+        assert quick.done() and done == ["bye"] and stuck.cancelled()
+    finally:
+        store.close()

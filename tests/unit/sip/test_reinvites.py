@@ -291,3 +291,31 @@ async def test_re_invites_beyond_the_per_call_rate_are_refused_and_counted() -> 
     ]
     assert statuses == [200] * MAX_REINVITES + [500] * 3 and reinvites.limited == 3
     reinvites.close()
+
+
+@pytest.mark.usefixtures("fast_timers")
+async def test_the_bye_of_an_unacked_2xx_is_kept_for_the_edge_to_await() -> None:
+    """`_ending`'s BYE survives the call's close (it is not one of the call's tasks) and stays
+    in `endings` (the edge's set, awaited with a timeout by `SipEdge.close`) until it is done:
+    never a task destroyed while pending."""
+    ended, answered, byes = asyncio.Event(), asyncio.Event(), []
+
+    async def bye(reason: str) -> None:
+        byes.append(reason)
+        ended.set()
+        await answered.wait()  # its transaction
+
+    endings: set[asyncio.Task[None]] = set()
+    reinvites = Reinvites(ended, bye)
+    reinvites.endings = endings
+    offered = request("INVITE", 2, b"v=0")
+    assert reinvites.answer(offered, answer, "sip:c@h", None).status == 200
+    reinvites.sent(offered, lambda: None)
+    await asyncio.wait_for(ended.wait(), 30)
+    reinvites.close()  # the call handler is done
+    (task,) = endings
+    await asyncio.sleep(0.05)
+    assert byes == [PARTY_LOST] and not task.done()
+    answered.set()
+    await asyncio.wait_for(task, 30)
+    assert not endings
