@@ -91,6 +91,9 @@ ENDED = {
 DENIED_BY = {"unavailable": "unavailable", TOO_LARGE: TOO_LARGE}
 
 
+BYE_GRACE_S = 2.0  # s: how long `close` lets held calls' BYE transactions finish
+
+
 class SipCalls:
     """The edge's call handler (`SipEdge.take_calls`)."""
 
@@ -121,6 +124,7 @@ class SipCalls:
         self._ids = itertools.count(1)
         self._edge: SipEdge | None = None
         self._phones: dict[str, asyncio.Task[None]] = {}  # device username -> its device task
+        self._byes: set[asyncio.Task[None]] = set()  # `_end_held`'s BYEs, not cancelled with it
 
     def serve(self, edge: SipEdge) -> None:
         """Take the edge's INVITEs, and make each registered phone a device that can ring."""
@@ -145,6 +149,10 @@ class SipCalls:
         for task in list(self._phones.values()):
             task.cancel()
         await asyncio.gather(*self._phones.values(), return_exceptions=True)
+        if self._byes:  # a held call's BYE in its transaction: given time to finish
+            _, late = await asyncio.wait(set(self._byes), timeout=BYE_GRACE_S)
+            for task in late:
+                task.cancel()
 
     async def invite(self, call: InboundCall) -> None:
         # validate: who is called, and can we take the phone's media
@@ -533,8 +541,14 @@ class SipCalls:
 
     async def _end_held(self, call: InboundCall | OutboundCall, fill: SilenceUntilMedia) -> None:
         """BYE to a phone that held the call longer than `max_hold_s`, or that holds it and no
-        longer answers (sip_quiet.py)."""
-        await call.hang_up(await hold_over(self._max_hold_s, (fill, call)))
+        longer answers (sip_quiet.py). The BYE runs in its own task: `hang_up` marks the call
+        ended before its transaction finishes, and the call's end cancels this task; the BYE
+        must still be retransmitted (RFC 3261 §17.1.2) until answered."""
+        why = await hold_over(self._max_hold_s, (fill, call))
+        bye = asyncio.get_running_loop().create_task(call.hang_up(why))
+        self._byes.add(bye)
+        bye.add_done_callback(self._byes.discard)
+        await asyncio.shield(bye)
 
     async def _phone_gone(self, device: Device, call_id: str, ended_by: str) -> None:
         """The phone's side ended: its BYE is its user's hang-up; a session timer that ran out

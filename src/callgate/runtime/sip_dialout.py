@@ -33,8 +33,10 @@ from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCalls
 from callgate.runtime.sip_media import (
     carrier_answer,
     carrier_key,
+    carrier_sdp,
     check_call_media,
     check_media,
+    downgrade_audit,
     encryption,
     take_offer,
 )
@@ -359,12 +361,14 @@ class DialOut:
                     records.finish, record_id, disposition(status), "callee", f"sip {status}"
                 )
                 return
-            answer = parse_audio(reply.body)
             source = out.peer.address[0]  # else ForbiddenMedia, audited: BYE, 502 below
-            answer = check_media(
-                self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source
-            )
-            chosen = carrier_answer(answer, codecs, secure, carrier, emergency)
+            with carrier_sdp(out.call_id):  # any error: SdpError, the BYE and CDR below
+                answer = parse_audio(reply.body)
+                answer = check_media(
+                    self._edge, answer, "answer", f"trunk:{trunk.name}", out.call_id, source
+                )
+                plain = downgrade_audit(self._edge, trunk.name, out.call_id, record_id)
+                chosen = carrier_answer(answer, codecs, secure, carrier, emergency, plain)
             if chosen != codec:  # the phone offered it too: both legs use it, unchanged
                 codec = chosen
                 phone.use(codec)

@@ -12,8 +12,10 @@ is audited `sip.media.forbidden` (rate-limited per party by the edge) and raised
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 from callgate.media.rtp_leg import RtpLeg
@@ -33,6 +35,7 @@ from callgate.sip.trunks import Trunk
 log = logging.getLogger(__name__)
 
 Stage = Literal["offer", "re-offer", "answer"]
+DOWNGRADED = "sip.srtp.downgraded"  # the audit action of an emergency call answered plain RTP
 
 
 def check_media(
@@ -109,20 +112,49 @@ def answered_codec(
     return codec
 
 
+@contextlib.contextmanager
+def carrier_sdp(call_id: str) -> Iterator[None]:
+    """Taking a carrier's 2xx answer: any error is an `SdpError` (logged with its trace), so
+    the caller's SdpError path ACKs and BYEs the carrier leg and finishes the CDR, never leaves
+    the leg up with the CDR open (a bug in the parser or a check must not do that either)."""
+    try:
+        yield
+    except SdpError:
+        raise
+    except Exception as exc:
+        log.exception("sip: carrier answer of %s not taken", call_id)
+        raise SdpError(f"carrier answer not taken ({type(exc).__name__})") from exc
+
+
 def carrier_answer(
-    answer: AudioOffer, codecs: tuple[str, ...], ours: Crypto | None, leg: RtpLeg, emergency: bool
+    answer: AudioOffer,
+    codecs: tuple[str, ...],
+    ours: Crypto | None,
+    leg: RtpLeg,
+    emergency: bool,
+    downgraded: Callable[[], None] = lambda: None,
 ) -> str:
     """The codec of a carrier's answer to our offer of `codecs` (`ours`: our SDES key, when its
     trunk requires SRTP), its RTP leg keyed when SRTP (RFC 4568 §6.1); SdpError when the answer
     cannot be used (`answered_codec`: the caller ACKed its 2xx and now BYEs it). Except on an
-    emergency call: a plain RTP answer to our SRTP offer is taken, logged, never ended for it."""
+    emergency call: a plain RTP answer to our SRTP offer is taken, logged and `downgraded`
+    (its audit entry, `downgrade_audit`), never ended for it."""
     if emergency and ours is not None and answer.crypto is None:
         log.warning("sip: emergency call answered with plain RTP to our SRTP offer: connected")
+        downgraded()
         ours = None
     codec = answered_codec(answer, codecs, ours, "the carrier")
     if ours is not None and answer.crypto is not None:
         leg.secure(answer.crypto.key_salt, ours.key_salt)
     return codec
+
+
+def downgrade_audit(edge: SipEdge, trunk: str, call_id: str, record: str) -> Callable[[], None]:
+    """The `sip.srtp.downgraded` audit entry of an emergency call through `trunk` (SIP
+    Call-ID `call_id`, CDR `record`) its carrier answered with plain RTP to our SRTP offer:
+    written whole, never rate-limited (the edge's task)."""
+    details = {"trunk": trunk, "call_id": call_id, "record": record, "emergency": True}
+    return lambda: edge.audits.soon(f"trunk:{trunk}", DOWNGRADED, f"call:{call_id}", details)
 
 
 def encryption(leg: RtpLeg) -> str:

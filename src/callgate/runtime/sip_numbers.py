@@ -43,7 +43,14 @@ from callgate.media.rtp_leg import RtpLeg
 from callgate.recording.writer import RecordingFailure
 from callgate.runtime.sip_dialout import DialOut, Permit
 from callgate.runtime.sip_live import ENDED_BY_ADMIN, TrunkCall
-from callgate.runtime.sip_media import carrier_answer, carrier_key, check_media, encryption
+from callgate.runtime.sip_media import (
+    carrier_answer,
+    carrier_key,
+    carrier_sdp,
+    check_media,
+    downgrade_audit,
+    encryption,
+)
 from callgate.runtime.sip_quiet import MEDIA_LOST, Heard, hold_over, media_stopped
 from callgate.runtime.sip_recorded import FAILED, UNAVAILABLE, NumberRecording
 from callgate.runtime.sip_reoffers import Reoffers
@@ -354,10 +361,12 @@ class NumberCalls:
             text = "no answer" if reply is None else reply.reason
             why = CARRIER_REASONS.get(status, "setup-failed")
             return disposition(status), "callee", why, f"sip {status} {text}"[:120]
-        answer = parse_audio(reply.body)
         trunk, source = f"trunk:{call.dialled.trunk.name}", out.peer.address[0]
-        answer = check_media(self._edge, answer, "answer", trunk, out.call_id, source)  # or BYE
-        carrier_answer(answer, (codec,), secure, carrier, call.dialled.emergency)  # else BYE
+        with carrier_sdp(out.call_id):  # any error: SdpError, the BYE and CDR of number_call
+            answer = parse_audio(reply.body)
+            answer = check_media(self._edge, answer, "answer", trunk, out.call_id, source)
+            plain = downgrade_audit(self._edge, call.dialled.trunk.name, out.call_id, call.call_id)
+            carrier_answer(answer, (codec,), secure, carrier, call.dialled.emergency, plain)
         aim(carrier, answer, [out.peer.address[0]])
         # the carrier's re-INVITEs: refresh, hold, move (sip_reoffers.py, sip/reinvites.py)
         # (keeping the carrier's SRTP key and ours, unless an emergency call was answered plain)

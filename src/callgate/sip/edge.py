@@ -42,6 +42,7 @@ from callgate.types import Address
 __all__ = ["CallHandler", "SipEdge"]
 
 SWEEP_INTERVAL = 15.0
+ENDING_GRACE_S = 2.0  # how long close() lets calls' server-ended BYEs finish
 
 
 class SipEdge(EdgeRegistrations, EdgeDialogs):
@@ -74,6 +75,7 @@ class SipEdge(EdgeRegistrations, EdgeDialogs):
         self.handlers.update({"REGISTER": self._register, "OPTIONS": self._options})
         self._closed = False
         self.calls = {}
+        self.endings = set()
         self.clients = ClientTransactions()
         self.call_handler = None
         self.on_device = None
@@ -125,6 +127,11 @@ class SipEdge(EdgeRegistrations, EdgeDialogs):
             await hook()
         for call in list(self.calls.values()):
             call.close()  # their tasks (re-INVITE watch, retransmissions)
+        if self.endings:  # BYEs of calls the server ended (reinvites.py): time to finish
+            _, late = await asyncio.wait(set(self.endings), timeout=ENDING_GRACE_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -119,6 +119,7 @@ class EdgeDialogs(EdgeOutbound):
             self._send(peer, request, encode(reply))
 
         call = InboundCall(request, peer, credential, send, self.clients.send_request, trunk)
+        call.reinvites.endings = self.endings
         self.calls[call_id] = call
         call.trying()
         self._spawn(self._run_call(call))
@@ -244,9 +245,8 @@ class EdgeDialogs(EdgeOutbound):
             return response(request, 500, "Server Internal Error (INVITE pending)", retry)
         reply = call.reoffer(request)
         if 200 <= reply.status < 300:  # retransmitted until the ACK (§13.3.1.4, reinvites.py)
-            data = encode(reply)
-            udp = peer.transport == "UDP"
-            call.reinvites.sent(request, (lambda: self._send(peer, request, data)) if udp else None)
+            data = encode(reply)  # on every transport: a later hop may be UDP (§13.3.1.4)
+            call.reinvites.sent(request, lambda: self._send(peer, request, data))
         return reply
 
     def _ack(self, request: SipRequest, peer: Peer) -> None:

@@ -28,6 +28,7 @@ from callgate.sip.trunks import Trunk
 class EdgeOutbound(ServerTransactions):
     realm: str
     calls: dict[str, InboundCall | OutboundCall]  # by Call-ID
+    endings: set[asyncio.Task[None]]  # calls' BYEs that outlive them (reinvites.py `_ending`)
     clients: ClientTransactions  # our requests to phones and carriers
     audits: EdgeAudit
     trunk_limits: TrunkLimits
@@ -45,6 +46,7 @@ class EdgeOutbound(ServerTransactions):
         call = OutboundCall(
             binding, caller, self.realm, self.clients.register, send, self.clients.send_request
         )
+        call.reinvites.endings = self.endings
         self.calls[call.call_id] = call
         return call
 

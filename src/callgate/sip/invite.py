@@ -6,8 +6,9 @@ call it may `hang_up`. The phone's side arrives as events: `acked` (its ACK of o
 `ended` (its BYE, or a CANCEL before we answered).
 
 - 100 Trying is sent at once (§8.2.6.1), 180 Ringing when the handler says so.
-- Our 200 OK is retransmitted over UDP every T1, doubling to T2, until the ACK comes or 64·T1
-  have passed (§13.3.1.4); then the call is ended as unacknowledged.
+- Our 200 OK is retransmitted every T1, doubling to T2, until the ACK comes or 64·T1 have passed
+  (§13.3.1.4: on every transport, TCP and TLS too, as a proxy's later hop may be UDP); then the
+  call is ended as unacknowledged.
 - Our BYE (§15.1.1) goes over the flow the INVITE came on, retransmitted over UDP (Timer E) until
   a final response or 64·T1 (Timer F).
 """
@@ -91,8 +92,7 @@ class InboundCall:
         extra += self.reinvites.refreshed(asked_timer(self.request))  # RFC 4028 §9
         ok = response(self.request, 200, "OK", extra, body=sdp, to_tag=self.to_tag)
         self.final.set_result(ok)
-        if self.peer.transport == "UDP":
-            self._spawn(self._retransmit(ok))
+        self._spawn(self._retransmit(ok))  # on every transport: a later hop may be UDP
 
     def reoffer(self, request: SipRequest) -> SipResponse:
         """A re-INVITE in this answered dialog (RFC 3261 §14.2; reinvites.py)."""

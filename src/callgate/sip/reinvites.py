@@ -16,15 +16,22 @@ party's SDP → ours, or SdpError. Here the SIP side of it:
   our 2xx, and each 2xx'd re-INVITE is a refresh; with none before the timer's watch ends, the
   call is ended (BYE, RFC 4028 §10; `session-expired`). A Session-Expires we refuse gets 422 or
   400 and changes nothing;
-- our 2xx to a re-INVITE is retransmitted over UDP every T1, doubling to T2, until the party's ACK
-  (§13.3.1.4); with no ACK after 64·T1 the offer it carried is no longer outstanding and the call
-  is ended (BYE, §13.3.1.4; `party-lost`): a party that no longer ACKs is gone.
+- our 2xx to a re-INVITE is retransmitted every T1, doubling to T2, until the party's ACK
+  (§13.3.1.4: over TCP and TLS too, a later hop may be UDP); with no ACK after 64·T1 the
+  offer it carried is no longer outstanding and the call is ended (BYE, §13.3.1.4; `party-lost`): a party that no longer ACKs is gone.
+- bounded: one unACKed 2xx per dialog at a time (a re-INVITE meanwhile gets `500` with a
+  Retry-After, §14.2: a 2xx retransmitted ~11 times each is not multiplied); a re-INVITE whose
+  CSeq is not above the last one's gets `500` (§12.2.2: out of order); and at most
+  MAX_REINVITES in WINDOW_S seconds per call, beyond which `500` with a Retry-After (counted
+  in `limited`, logged once per call).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -33,6 +40,11 @@ from callgate.sip.responses import response
 from callgate.sip.sdp import SdpError
 from callgate.sip.session_timers import SessionTimer, TimerError, session_timer
 from callgate.sip.timers import T1, T2, TIMEOUT
+
+log = logging.getLogger(__name__)
+
+MAX_REINVITES = 30  # per call in WINDOW_S: refreshes, holds and moves, far more than a phone's
+WINDOW_S = 60.0
 
 # a call's `ended_by` when the server ended it for its party (the CDR reasons of the same name)
 EXPIRED = "session-expired"  # its session timer ran out
@@ -50,13 +62,31 @@ class Reinvites:
         self._watching: asyncio.Task[None] | None = None
         self._unacked: dict[int, asyncio.Event] = {}  # CSeq of our 2xx → its ACK
         self._tasks: set[asyncio.Task[None]] = set()
+        self._cseq: int | None = None  # the last re-INVITE's CSeq (§12.2.2: each one higher)
+        self._recent: list[float] = []  # loop times of the re-INVITEs within WINDOW_S
+        self.limited = 0  # re-INVITEs refused for coming too often (MAX_REINVITES)
+        # the BYEs `_ending` sends, not cancelled by `close`: the edge's set, awaited by its close
+        self.endings: set[asyncio.Task[None]] = set()
 
     def answer(
         self, request: SipRequest, on_offer: OnOffer | None, contact: str, to_tag: str | None
     ) -> SipResponse:
         """The final response to a re-INVITE of an answered call (module doc)."""
+        cseq = cseq_number(request)
+        if cseq is not None and self._cseq is not None and cseq <= self._cseq:
+            return response(
+                request, 500, "Server Internal Error (CSeq out of order)", to_tag=to_tag
+            )
+        if cseq is not None:
+            self._cseq = cseq
+        if self._too_often():
+            reason = "Server Internal Error (too many re-INVITEs)"
+            return response(request, 500, reason, _retry(), to_tag=to_tag)
         if self.offered is not None:
             return response(request, 491, "Request Pending", to_tag=to_tag)
+        if self._unacked:  # our 2xx to the last one is not ACKed yet (§14.2)
+            reason = "Server Internal Error (2xx not yet acknowledged)"
+            return response(request, 500, reason, _retry(), to_tag=to_tag)
         if on_offer is None:
             return response(request, 488, "Not Acceptable Here", to_tag=to_tag)
         try:
@@ -75,6 +105,17 @@ class Reinvites:
         extra += self.refreshed(timer)
         return response(request, 200, "OK", extra, body=sdp, to_tag=to_tag)
 
+    def _too_often(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        self._recent = [t for t in self._recent if now - t < WINDOW_S]
+        if len(self._recent) >= MAX_REINVITES:
+            if not self.limited:
+                log.warning("sip: re-INVITEs over %d in %.0f s: refused", MAX_REINVITES, WINDOW_S)
+            self.limited += 1
+            return True
+        self._recent.append(now)
+        return False
+
     def refreshed(self, timer: SessionTimer | None) -> list[tuple[str, str]]:
         """A 2xx to the dialog's INVITE or a re-INVITE that asked for `timer` (None: no timer
         from now on): the headers it carries, and the watch starts over (RFC 4028 §10)."""
@@ -87,8 +128,9 @@ class Reinvites:
         return timer.headers
 
     def sent(self, request: SipRequest, resend: Callable[[], None] | None) -> None:
-        """Our 2xx to `request` (a re-INVITE) went out: `resend` it (UDP; None over TCP/TLS)
-        until its ACK, or end the call (module doc, §13.3.1.4)."""
+        """Our 2xx to `request` (a re-INVITE) went out: `resend` it until its ACK, or end the
+        call (module doc, §13.3.1.4: on every transport, as a later hop may be UDP; None: not
+        resent)."""
         cseq = cseq_number(request)
         if cseq is not None and cseq not in self._unacked:
             self._unacked[cseq] = asyncio.Event()
@@ -112,10 +154,13 @@ class Reinvites:
         await self._ending(PARTY_LOST)
 
     async def _ending(self, why: str) -> None:
-        """BYE (not cancelled by `close`: the call's end goes out whole)."""
+        """BYE (not cancelled by `close`: the call's end goes out whole; kept in `endings`,
+        which the edge's close awaits)."""
         task = asyncio.current_task()
         if task is not None:
             self._tasks.discard(task)
+            self.endings.add(task)
+            task.add_done_callback(self.endings.discard)
         if not self._ended.is_set():
             await self._end(why)
 
@@ -149,6 +194,10 @@ class Reinvites:
             acked.set()
         if self.offered is not None and cseq == self.offered:
             self.offered = None
+
+
+def _retry() -> list[tuple[str, str]]:
+    return [("Retry-After", str(secrets.randbelow(11)))]  # 0-10 s (RFC 3261 §14.2)
 
 
 def asked_timer(request: SipRequest) -> SessionTimer | None:

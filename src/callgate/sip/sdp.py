@@ -122,11 +122,13 @@ def parse_audio(sdp: bytes) -> AudioOffer:
                 if parts[2] not in ("RTP/AVP", "RTP/SAVP"):
                     raise SdpError("Only RTP/AVP or RTP/SAVP audio is supported")
                 secure = parts[2] == "RTP/SAVP"
-                if not parts[1].isdigit() or not 0 < int(parts[1]) < 65536:
+                port = _integer(parts[1], "Bad audio port")
+                if not 0 < port < 65536:
                     raise SdpError("Bad audio port")
-                if not all(p.isdigit() and int(p) < 128 for p in parts[3:]):
+                types = tuple(_integer(p, "Bad payload type") for p in parts[3:])
+                if not all(t < 128 for t in types):
                     raise SdpError("Bad payload type")
-                audio = (int(parts[1]), tuple(int(p) for p in parts[3:]))
+                audio = (port, types)
         elif kind == "a" and in_audio and value.startswith("crypto:") and crypto is None:
             crypto = _crypto(value.removeprefix("crypto:"))
         elif kind == "a" and value.strip() in DIRECTIONS and audio is None and not in_audio:
@@ -141,8 +143,8 @@ def parse_audio(sdp: bytes) -> AudioOffer:
             pass  # a capability or potential configuration (RFC 5939), kept
         elif kind == "a" and in_audio and value.startswith("rtpmap:"):
             number, _, name = value.removeprefix("rtpmap:").partition(" ")
-            if name.strip().lower() == "telephone-event/8000" and number.isdigit():
-                rtpmaps.add(int(number))
+            if name.strip().lower() == "telephone-event/8000" and _digits(number):
+                rtpmaps.add(_integer(number, "Bad a=rtpmap payload type"))
         elif kind == "c":
             address = _connection(value)
             if audio is None and not in_audio:
@@ -170,20 +172,21 @@ def parse_audio(sdp: bytes) -> AudioOffer:
 def _rtcp(value: str, address: str) -> tuple[str, int]:
     """`a=rtcp:PORT [IN IP4 ADDRESS]` (RFC 3605 §2.1); without an address, the stream's."""
     parts = value.split()
-    if not parts or not parts[0].isdigit() or not 0 < int(parts[0]) < 65536:
+    port = _integer(parts[0] if parts else "", "Bad a=rtcp port")
+    if not 0 < port < 65536:
         raise SdpError("Bad a=rtcp port")
     if len(parts) == 1:
-        return address, int(parts[0])
+        return address, port
     if len(parts) != 4:
         raise SdpError("Bad a=rtcp attribute")
-    return _connection(" ".join(parts[1:])), int(parts[0])
+    return _connection(" ".join(parts[1:])), port
 
 
 def _crypto(value: str) -> Crypto | None:
     """`tag suite inline:KEY[|lifetime][|MKI]`: ours when the suite is SUITE and the key
     decodes to 30 bytes; lifetimes and MKIs are not supported (None)."""
     parts = value.split()
-    if len(parts) < 3 or not parts[0].isdigit() or parts[1] != SUITE:
+    if len(parts) < 3 or not _digits(parts[0]) or parts[1] != SUITE:
         return None
     if len(parts) > 3 or not parts[2].startswith("inline:") or "|" in parts[2]:
         return None  # session parameters, lifetime or MKI: not supported
@@ -191,7 +194,21 @@ def _crypto(value: str) -> Crypto | None:
         key = base64.b64decode(parts[2].removeprefix("inline:"), validate=True)
     except (binascii.Error, ValueError):
         return None
-    return Crypto(int(parts[0]) % 1_000_000_000, key) if len(key) == KEY_SALT else None
+    tag = _integer(parts[0], "Bad a=crypto tag")  # 1*9DIGIT (RFC 4568 §9.1)
+    return Crypto(tag, key) if len(key) == KEY_SALT else None
+
+
+def _digits(text: str) -> bool:
+    """Whether `text` is an SDP integer we take: 1-9 ASCII digits (`str.isdigit` is also true
+    for `²` and other Unicode digits, which `int` refuses, and for thousands of digits)."""
+    return 0 < len(text) <= 9 and text.isascii() and text.isdigit()
+
+
+def _integer(text: str, error: str) -> int:
+    """Every integer the parser reads: `_digits`, else `SdpError(error)` (488, never a 500)."""
+    if not _digits(text):
+        raise SdpError(error)
+    return int(text)
 
 
 def _connection(value: str) -> str:
@@ -284,16 +301,16 @@ class Capabilities:
         number, _, body = rest.strip().partition(" ")
         if name not in ("tcap", "acap", "pcfg"):
             return False
-        if not number.isdigit() or len(number) > 6:
+        if not _digits(number) or len(number) > 6:
             return True  # malformed: ignored
         kinds = {"tcap": self.transports, "acap": self.attributes, "pcfg": self.configurations}
         kept = kinds[name]
         if name == "tcap":
             for offset, profile in enumerate(body.split()[: self.MAX]):
                 if len(self.transports) < self.MAX:
-                    self.transports.setdefault(int(number) + offset, profile)
+                    self.transports.setdefault(_integer(number, "Bad a=tcap") + offset, profile)
         elif len(kept) < self.MAX:
-            kept.setdefault(int(number), body.strip())
+            kept.setdefault(_integer(number, f"Bad a={name}"), body.strip())
         return True
 
     def srtp(self) -> Crypto | None:
@@ -311,7 +328,7 @@ class Capabilities:
         for part in parts:
             kind, _, value = part.partition("=")
             if kind == "t":
-                found = [int(t) for t in value.split("|") if t.isdigit()]
+                found = [_integer(t, "Bad a=pcfg") for t in value.split("|") if _digits(t)]
                 transport = next((t for t in found if self.transports.get(t) == "RTP/SAVP"), None)
             elif kind == "a":
                 alternatives = value.split("|")
@@ -320,9 +337,9 @@ class Capabilities:
         if transport is None:
             return None
         for alternative in alternatives:
-            if not alternative.isdigit():  # deletions (-m:), several or optional capabilities
+            if not _digits(alternative):  # deletions (-m:), several or optional capabilities
                 continue
-            value = self.attributes.get(int(alternative), "")
+            value = self.attributes.get(_integer(alternative, "Bad a=pcfg"), "")
             crypto = _crypto(value.removeprefix("crypto:")) if value.startswith("crypto:") else None
             if crypto is not None:
                 return Crypto(

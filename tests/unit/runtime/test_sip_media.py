@@ -17,9 +17,12 @@ from callgate.records.audit import AuditLog, Entry
 from callgate.runtime.sip_media import (
     answered_codec,
     bridge_codecs,
+    carrier_answer,
     carrier_key,
+    carrier_sdp,
     check_call_media,
     check_media,
+    downgrade_audit,
     encryption,
     take_offer,
 )
@@ -219,3 +222,69 @@ def test_the_cdrs_encryption_is_the_sip_legs() -> None:
     assert encryption(plain) == "sdes-srtp"
     keyed = RtpLeg("caller", lambda packet: None, srtp=(bytes(range(30)), bytes(range(30, 60))))
     assert encryption(keyed) == "sdes-srtp"
+
+
+def test_any_error_taking_a_carriers_answer_is_an_sdp_error() -> None:
+    """A bug or a hostile answer that raises something else while the carrier's 2xx is taken
+    becomes SdpError, so the dial-out paths BYE the carrier leg and finish the CDR with it."""
+    hostile = r"carrier answer not taken \(ValueError\)"
+    with pytest.raises(SdpError, match=hostile), carrier_sdp("c1"):
+        int("²")
+    with pytest.raises(SdpError, match=r"^Bad audio port$"), carrier_sdp("c1"):
+        raise SdpError("Bad audio port")
+    with carrier_sdp("c1"):
+        pass  # nothing raised: nothing changed
+
+
+async def test_an_emergency_call_answered_plain_rtp_is_audited_downgraded(tmp_path: Path) -> None:
+    """Our SRTP offer answered with plain RTP ends a call, except an emergency call: connected
+    plain, and the downgrade written to the audit log (`sip.srtp.downgraded`), not only logged."""
+    store = open_store(sqlite_url(tmp_path))
+    try:
+        edge = SipEdge(CredentialStore(store, "callgate.test"), AuditLog(store))
+        ours = carrier_key(Trunk("uk", frozenset({PHONE}), srtp_required=True))
+        assert ours is not None
+        leg = RtpLeg("callee", lambda packet: None)
+        plain = parse_audio(sdp("192.0.2.9"))
+        with pytest.raises(SdpError):  # not an emergency call: ended (BYE)
+            carrier_answer(
+                plain, ("pcmu",), ours, leg, False, downgrade_audit(edge, "uk", "x", "r")
+            )
+        audited = downgrade_audit(edge, "uk", "sip-c3", "rec-3")
+        assert carrier_answer(plain, ("pcmu",), ours, leg, True, audited) == "pcmu"
+        entries: list[Entry] = []
+        for _ in range(300):
+            entries = [
+                e for e in AuditLog(store).iter_entries() if e.action == "sip.srtp.downgraded"
+            ]
+            if entries:
+                break
+            await asyncio.sleep(0.1)
+        (entry,) = entries
+        assert (entry.actor, entry.object) == ("trunk:uk", "call:sip-c3")
+        details = json.loads(entry.details)
+        assert details["trunk"] == "uk" and details["record"] == "rec-3" and details["emergency"]
+        await edge.close()
+    finally:
+        store.close()
+
+
+async def test_the_edges_close_awaits_calls_byes(tmp_path: Path) -> None:
+    """A BYE the server sends for a call it ended (reinvites.py `_ending`) is in the edge's
+    `endings`: close gives it time to finish, then cancels and awaits what is left."""
+    store = open_store(sqlite_url(tmp_path))
+    try:
+        edge = SipEdge(CredentialStore(store, "callgate.test"), AuditLog(store))
+        done: list[str] = []
+
+        async def bye(wait: float) -> None:
+            await asyncio.sleep(wait)
+            done.append("bye")
+
+        quick = asyncio.create_task(bye(0.01))
+        stuck = asyncio.create_task(bye(3600))
+        edge.endings.update({quick, stuck})
+        await asyncio.wait_for(edge.close(), 30)
+        assert quick.done() and done == ["bye"] and stuck.cancelled()
+    finally:
+        store.close()

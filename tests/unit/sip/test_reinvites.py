@@ -12,7 +12,7 @@ import pytest
 from callgate.sip.invite import InboundCall
 from callgate.sip.media_peers import ForbiddenMedia
 from callgate.sip.message import Headers, SipRequest, SipResponse
-from callgate.sip.reinvites import EXPIRED, PARTY_LOST, Reinvites
+from callgate.sip.reinvites import EXPIRED, MAX_REINVITES, PARTY_LOST, Reinvites
 from callgate.sip.sdp import SdpError
 from callgate.sip.session_timers import SessionTimer, TimerError, session_timer
 from callgate.sip.transport import Peer
@@ -238,3 +238,84 @@ def test_a_min_se_above_our_longest_interval_is_400() -> None:
     with pytest.raises(TimerError) as refused:
         session_timer(request("INVITE", 1, b"", *headers))
     assert refused.value.status == 400
+
+
+async def test_our_2xx_is_retransmitted_over_tcp_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 3261 §13.3.1.4: the UAS retransmits its 2xx on every transport (a proxy's later hop
+    may be UDP), the INVITE's as a re-INVITE's, until the ACK."""
+    monkeypatch.setattr("callgate.sip.invite.T1", 0.01)
+    monkeypatch.setattr("callgate.sip.invite.T2", 0.04)
+
+    async def send_request(request: SipRequest, peer: Peer) -> None:
+        pass
+
+    invite = request("INVITE", 1, b"v=0")
+    invite.headers.add("contact", "<sip:alice@127.0.0.1:5062>")
+    peer = Peer("TCP", ("127.0.0.1", 5062), lambda data, to: None, ("127.0.0.1", 5060))
+    replies: list[SipResponse] = []
+    call = InboundCall(invite, peer, None, replies.append, send_request)
+    call.accept(b"v=0", "sip:callgate@127.0.0.1:5060")
+    async with asyncio.timeout(30):
+        while len(replies) < 2:
+            await asyncio.sleep(0.01)
+    assert {reply.status for reply in replies} == {200}
+    call.acked.set()
+    call.close()
+
+
+async def test_one_unacked_2xx_per_dialog_and_cseqs_in_order() -> None:
+    """While our 2xx to a re-INVITE is not ACKed another gets 500 with Retry-After (RFC 3261
+    §14.2), not a second 2xx retransmitted alongside; a CSeq not above the last re-INVITE's is
+    500 (§12.2.2)."""
+    reinvites = Reinvites(asyncio.Event(), expire)
+    first = request("INVITE", 5, b"v=0")
+    assert reinvites.answer(first, answer, "sip:c@h", None).status == 200
+    reinvites.sent(first, lambda: None)
+    second = reinvites.answer(request("INVITE", 6, b"v=0"), answer, "sip:c@h", None)
+    assert second.status == 500 and 0 <= int(second.headers.get("retry-after") or "") <= 10
+    reinvites.acked(request("ACK", 5))
+    assert reinvites.answer(request("INVITE", 7, b"v=0"), answer, "sip:c@h", None).status == 200
+    reinvites.acked(request("ACK", 7))
+    for stale in (7, 3):
+        old = reinvites.answer(request("INVITE", stale, b"v=0"), answer, "sip:c@h", None)
+        assert (old.status, old.reason) == (500, "Server Internal Error (CSeq out of order)")
+    assert reinvites.answer(request("INVITE", 8, b"v=0"), answer, "sip:c@h", None).status == 200
+    reinvites.close()
+
+
+async def test_re_invites_beyond_the_per_call_rate_are_refused_and_counted() -> None:
+    reinvites = Reinvites(asyncio.Event(), expire)
+    statuses = [
+        reinvites.answer(request("INVITE", n, b"v=0"), answer, "sip:c@h", None).status
+        for n in range(2, 2 + MAX_REINVITES + 3)
+    ]
+    assert statuses == [200] * MAX_REINVITES + [500] * 3 and reinvites.limited == 3
+    reinvites.close()
+
+
+@pytest.mark.usefixtures("fast_timers")
+async def test_the_bye_of_an_unacked_2xx_is_kept_for_the_edge_to_await() -> None:
+    """`_ending`'s BYE survives the call's close (it is not one of the call's tasks) and stays
+    in `endings` (the edge's set, awaited with a timeout by `SipEdge.close`) until it is done:
+    never a task destroyed while pending."""
+    ended, answered, byes = asyncio.Event(), asyncio.Event(), []
+
+    async def bye(reason: str) -> None:
+        byes.append(reason)
+        ended.set()
+        await answered.wait()  # its transaction
+
+    endings: set[asyncio.Task[None]] = set()
+    reinvites = Reinvites(ended, bye)
+    reinvites.endings = endings
+    offered = request("INVITE", 2, b"v=0")
+    assert reinvites.answer(offered, answer, "sip:c@h", None).status == 200
+    reinvites.sent(offered, lambda: None)
+    await asyncio.wait_for(ended.wait(), 30)
+    reinvites.close()  # the call handler is done
+    (task,) = endings
+    await asyncio.sleep(0.05)
+    assert byes == [PARTY_LOST] and not task.done()
+    answered.set()
+    await asyncio.wait_for(task, 30)
+    assert not endings

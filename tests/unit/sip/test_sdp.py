@@ -214,3 +214,52 @@ def test_capabilities_we_cannot_honour_leave_the_stream_plain_rtp(change: tuple[
         body = head + media + "m=audio 4000 RTP/AVP 0\r\n"
     offer = parse_audio(body.replace("a=pcfg:1 t=1 a=2\r\n", "").encode())
     assert offer.crypto is None and offer.choose() == "pcmu"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "m=audio 4²00 RTP/AVP 0\r\n",  # str.isdigit() is true for "²", int() refuses it
+        "m=audio 4000 RTP/AVP 0 ²\r\n",
+        "m=audio " + "4" * 5000 + " RTP/AVP 0\r\n",  # past int()'s 4300-digit limit
+        "m=audio 4000 RTP/AVP " + "1" * 5000 + "\r\n",
+        "m=audio 4000 RTP/AVP 0\r\na=rtcp:²\r\n",
+        "m=audio 4000 RTP/AVP 0\r\na=rtcp:" + "9" * 5000 + "\r\n",
+    ],
+)
+def test_hostile_sdp_integers_are_an_sdp_error_not_a_crash(line: str) -> None:
+    """Unicode digits and integers of thousands of digits (which fit in MAX_SDP) are refused
+    with SdpError (488, or the carrier leg's BYE), never a ValueError (a 500 and a trace)."""
+    with pytest.raises(SdpError):
+        parse_audio((HEAD + line).encode())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("a=acap:2 crypto:4 ", "a=acap:2 crypto:² "),  # the capability's crypto tag
+        ("a=acap:2 crypto:4 ", "a=acap:2 crypto:" + "4" * 5000 + " "),
+        ("a=acap:2 ", "a=acap:²"),  # the capability's number
+        ("a=pcfg:2 t=2 a=1|2", "a=pcfg:2 t=²|2 a=²|" + "2" * 5000),
+        ("a=tcap:1 ", "a=tcap:" + "1" * 5000 + " "),
+        ("m=audio 4000 RTP/AVP 0\r\n", "m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:²01 telephone-event/8000\r\n"),
+    ],
+)  # fmt: skip
+def test_hostile_capability_integers_are_ignored_or_refused_never_a_crash(
+    change: tuple[str, str],
+) -> None:
+    key = base64.b64encode(bytes(range(30))).decode()
+    body = BEST_EFFORT.format(key=key)
+    assert change[0] in body
+    try:
+        offer = parse_audio(body.replace(*change).encode())
+    except SdpError:
+        return
+    assert offer.crypto is None or offer.crypto.tag < 1_000_000_000
+
+
+def test_a_plain_crypto_tag_of_unicode_digits_is_no_key() -> None:
+    key = base64.b64encode(bytes(range(30))).decode()
+    body = HEAD + f"m=audio 4000 RTP/SAVP 0\r\na=crypto:² AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n"
+    with pytest.raises(SdpError, match="without an a=crypto"):
+        parse_audio(body.encode())
