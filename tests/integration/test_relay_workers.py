@@ -53,23 +53,30 @@ async def allocate(
 
 async def relays_between(sender: TurnClient, to: tuple[str, int], receiver: TurnClient, frm: tuple[str, int], channel: int) -> None:  # fmt: skip
     """`sender` reaches `receiver`'s relayed address `to` (on the other worker) over a channel;
-    `receiver` (relayed address `frm` for the sender) gets the data as a Data indication from it,
-    but only once it has permitted the sender: what came before is dropped by the receiver's
-    worker. (Between two allocations of one worker an early packet is held and delivered once
+    `receiver` (relayed address `frm` for the sender) gets the data as a Data indication from it
+    once it has permitted the sender. A datagram sent before that permission is dropped if the
+    receiver's worker reads it before the permission arrives, and relayed if after (RFC 8656 §9
+    checks the permission when the datagram is processed): the relay socket and the listener are
+    two sockets, and which one a loaded worker reads first is the scheduler's choice, so the test
+    accepts either and insists only that nothing else, and nothing out of order, arrives. (That a
+    datagram without any permission is dropped is tested without that race in
+    tests/unit/turn/test_turn_handlers.py and tests/integration/test_turn_loopback.py. Between two allocations of one worker an early packet is held and delivered once
     permitted, allocation.py `from_peer`: hence the two workers.)"""
     ok = MessageClass.SUCCESS
     assert (await sender.create_permission(to)).cls is ok
     assert (await sender.channel_bind(channel, to)).cls is ok
-    unpermitted, payload = os.urandom(160), os.urandom(160)
-    sender.send_channel_data(channel, unpermitted)
+    early, payload = os.urandom(160), os.urandom(160)
+    sender.send_channel_data(channel, early)
     # The sender's worker reads its client's datagrams in order: once this answer is back, the
-    # unpermitted datagram waits at `to` before the receiver's permission request is sent, and
-    # the receiver's worker sees that socket ready first.
+    # early datagram is waiting at `to` (or was already read there).
     assert (await sender.refresh(600)).cls is ok
     assert (await receiver.create_permission(frm)).cls is ok
     sender.send_channel_data(channel, payload)
-    # loopback keeps order: had the first datagram been relayed, it would be read first
-    assert parse_data_indication(await receiver.next_data()) == (frm, payload)
+    # loopback keeps order on one socket: the early datagram, if relayed, comes first
+    first = parse_data_indication(await receiver.next_data())
+    if first == (frm, early):
+        first = parse_data_indication(await receiver.next_data())
+    assert first == (frm, payload)
 
 
 async def test_two_workers_are_one_relay(tmp_path: Path) -> None:
