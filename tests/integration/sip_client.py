@@ -15,7 +15,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from callgate.sip.message import SipRequest, SipResponse, parse_datagram, split_head
+from callgate.sip.message import SipRequest, SipResponse, parse_datagram, serialize, split_head
+from callgate.sip.responses import response
 
 HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 
@@ -41,6 +42,12 @@ class SipClient:
             self.sock = context.wrap_socket(self.sock, server_hostname=self.server[0])
         if self.transport != "UDP":
             self.sock.connect(self.server)
+
+    def answer(self, invite: SipRequest, body: bytes, tag: str, user: str = "x") -> None:
+        """Answer `invite` 200 OK with the SDP `body`, this client as the dialog's Contact."""
+        extra = [("Contact", f"<sip:{user}@{self.local[0]}:{self.local[1]}>"),
+                 ("Content-Type", "application/sdp")]  # fmt: skip
+        self.send(serialize(response(invite, 200, "OK", extra, body=body, to_tag=tag)))
 
     @property
     def local(self) -> tuple[str, int]:

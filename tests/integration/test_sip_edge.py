@@ -341,9 +341,7 @@ def srtp_phone_called(port: int, bob_password: str, carrier: SipClient) -> None:
             f"a=crypto:{offer.crypto.tag} AES_CM_128_HMAC_SHA1_80 "
             f"inline:{base64.b64encode(key).decode()}\r\n"
         ).encode()
-        extra = [("Contact", f"<sip:bob@127.0.0.1:{phone.local[1]}>"),
-                 ("Content-Type", "application/sdp")]  # fmt: skip
-        phone.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="sec1")))
+        phone.answer(invite, answer, "sec1", "bob")
         carrier.sock.settimeout(60)
         statuses, reply = carrier.until_final()
         assert statuses[-1] == 200, statuses
@@ -866,9 +864,7 @@ def call_cli_to_phone(
             "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
             f"m=audio {rtp.getsockname()[1]} RTP/AVP 0\r\n"
         ).encode()
-        extra = [("Contact", f"<sip:alice@127.0.0.1:{phone.local[1]}>"),
-                 ("Content-Type", "application/sdp")]  # fmt: skip
-        phone.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag=tag)))
+        phone.answer(invite, answer, tag, "alice")
         target = ("127.0.0.1", int(media.group(1)))
         heard, methods, n = bytearray(), [], 0
         phone.sock.setblocking(False)
@@ -926,9 +922,7 @@ def phone_answers(phone: SipClient, rtp: socket.socket) -> tuple[str, tuple[str,
         "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
         f"m=audio {rtp.getsockname()[1]} RTP/AVP 0\r\n"
     ).encode()
-    extra = [("Contact", f"<sip:alice@127.0.0.1:{phone.local[1]}>"),
-             ("Content-Type", "application/sdp")]  # fmt: skip
-    phone.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="rec1")))
+    phone.answer(invite, answer, "rec1", "alice")
     phone.sock.setblocking(False)
     return invite.headers.get("call-id") or "", ("127.0.0.1", int(media.group(1)))
 

@@ -290,9 +290,7 @@ def test_a_phone_we_called_refreshes_holds_and_moves(
         ours = parse_audio(invite.body)
         session, first_version = origin(invite.body)
         answered = sdp(rtp, "0 101")
-        extra = [("Contact", f"<sip:alice@127.0.0.1:{phone.local[1]}>"),
-                 ("Content-Type", "application/sdp")]  # fmt: skip
-        phone.send(serialize(response(invite, 200, "OK", extra, body=answered, to_tag="ph1")))
+        phone.answer(invite, answered, "ph1", "alice")
         carrier.sock.settimeout(60)
         _, ok = carrier.until_final()
         assert ok.status == 200, (ok.status, ok.reason)

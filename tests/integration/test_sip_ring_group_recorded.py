@@ -284,10 +284,8 @@ def test_a_ring_groups_recorded_call_is_recorded_whoever_answers(
             "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
             f"m=audio {rtp.getsockname()[1]} RTP/AVP 0\r\n"
         ).encode()
-        extra = [("Contact", f"<sip:alice@127.0.0.1:{phone.local[1]}>"),
-                 ("Content-Type", "application/sdp")]  # fmt: skip
         phone.send(serialize(response(invite, 180, "Ringing", to_tag="grp2")))
-        phone.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="grp2")))
+        phone.answer(invite, answer, "grp2", "alice")
         reply, at_server = carrier_connected(carrier, port)
         at_phone = ("127.0.0.1", int(media.group(1)))
         phone.sock.setblocking(False)
@@ -384,9 +382,7 @@ def phone_to_phone_g722(port: int, devices: dict[str, str], rtp: socket.socket) 
             "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
             f"m=audio {desk_rtp.getsockname()[1]} RTP/AVP 9\r\n"
         ).encode()
-        extra = [("Contact", f"<sip:bob@127.0.0.1:{desk.local[1]}>"),
-                 ("Content-Type", "application/sdp")]  # fmt: skip
-        desk.send(serialize(response(invite, 200, "OK", extra, body=answer, to_tag="g722")))
+        desk.answer(invite, answer, "g722", "bob")
         caller.sock.settimeout(60)
         statuses, ok = caller.until_final()
         assert statuses[-1] == 200, statuses

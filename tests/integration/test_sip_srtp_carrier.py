@@ -186,12 +186,6 @@ def offered_key(invite: SipRequest) -> AudioOffer:
     return offer
 
 
-def answer(client: SipClient, invite: SipRequest, body: bytes, tag: str) -> None:
-    extra = [("Contact", f"<sip:x@{client.local[0]}:{client.local[1]}>"),
-             ("Content-Type", "application/sdp")]  # fmt: skip
-    client.send(serialize(response(invite, 200, "OK", extra, body=body, to_tag=tag)))
-
-
 def acked_then_byed(client: SipClient, invite: SipRequest, tag: str) -> None:
     """After a 200 the edge cannot use: its ACK, then its BYE in that dialog (answered 200)."""
     client.sock.settimeout(30)
@@ -317,7 +311,7 @@ def test_a_trunk_that_requires_srtp(srtp_server: tuple[WebServer, int], tmp_path
             invite = next_request(carrier, "INVITE")
             offer = offered_key(invite)
             assert offer.crypto is not None and offer.crypto.tag == 1
-            answer(carrier, invite, sdp("127.0.0.2", 40002, profile, tag, key), "no")
+            carrier.answer(invite, sdp("127.0.0.2", 40002, profile, tag, key), "no")
             acked_then_byed(carrier, invite, "no")
             dialler.sock.settimeout(60)
             _, final = dialler.until_final()
@@ -382,14 +376,14 @@ def inbound(
         ours = offered_key(invite)
         assert ours.crypto is not None
         if answer_plain:
-            answer(phone, invite, sdp("127.0.0.1", at_phone.port), "plainphone")
+            phone.answer(invite, sdp("127.0.0.1", at_phone.port), "plainphone")
             acked_then_byed(phone, invite, "plainphone")
             _, final = carrier.until_final()
             assert (final.status, final.reason) == (486, "Busy Here"), final.reason
             carrier.send(carrier.request("ACK", caller, to=did, cseq=carrier.cseq))
             return
         body = sdp("127.0.0.1", at_phone.port, "RTP/SAVP", ours.crypto.tag, PHONE_KEY)
-        answer(phone, invite, body, "srtpphone")
+        phone.answer(invite, body, "srtpphone")
         statuses, reply = carrier.until_final()
         assert statuses[-1] == 200, statuses
         theirs = parse_audio(reply.body)
@@ -422,7 +416,7 @@ def carrier_answers_srtp(carrier: SipClient, party: Party) -> SipRequest:
     offer = offered_key(invite)
     assert offer.crypto is not None
     body = sdp("127.0.0.2", party.port, "RTP/SAVP", offer.crypto.tag, CARRIER_KEY)
-    answer(carrier, invite, body, "csrtp")
+    carrier.answer(invite, body, "csrtp")
     next_request(carrier, "ACK")
     party.srtp = sessions(CARRIER_KEY, offer.crypto.key_salt)
     party.target = ("127.0.0.1", offer.port)
@@ -579,7 +573,7 @@ def emergency_call(port: int, password: str, carrier: SipClient) -> None:
         invite = next_request(carrier, "INVITE")
         assert invite.uri.startswith("sip:112@"), invite.uri
         offered_key(invite)
-        answer(carrier, invite, sdp("127.0.0.2", 40004), "sos")
+        carrier.answer(invite, sdp("127.0.0.2", 40004), "sos")
         next_request(carrier, "ACK")
         dialler.sock.settimeout(60)
         statuses, reply = dialler.until_final()
